@@ -1,0 +1,223 @@
+"""Register maps: where each point lives in a Modbus device and how its registers decode.
+
+A map is plain data (built by :func:`parse_register_map` from a TOML table) and a pair of pure
+functions, :func:`decode_point` and :func:`encode_point`, that turn register words into values and
+back. Addresses are protocol addresses, 0-based, as they go on the wire.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Table(StrEnum):
+    HOLDING = "holding"  # function 3 (read), 6/16 (write): 16-bit registers
+    INPUT = "input"  # function 4: 16-bit read-only registers
+    COIL = "coil"  # function 1 (read), 5/15 (write): bits
+    DISCRETE = "discrete"  # function 2: read-only bits
+
+    @property
+    def is_bits(self) -> bool:
+        return self in (Table.COIL, Table.DISCRETE)
+
+
+class DataType(StrEnum):
+    BOOL = "bool"  # one coil or discrete input
+    INT16 = "int16"
+    UINT16 = "uint16"
+    INT32 = "int32"
+    UINT32 = "uint32"
+    INT64 = "int64"
+    UINT64 = "uint64"
+    FLOAT32 = "float32"
+    FLOAT64 = "float64"
+    STRING = "string"  # ``length`` registers, two ASCII bytes each, NUL/space padded
+
+
+# Registers (16-bit words) per value; STRING takes its length from the point.
+WORDS: dict[DataType, int] = {
+    DataType.BOOL: 1,
+    DataType.INT16: 1,
+    DataType.UINT16: 1,
+    DataType.INT32: 2,
+    DataType.UINT32: 2,
+    DataType.INT64: 4,
+    DataType.UINT64: 4,
+    DataType.FLOAT32: 2,
+    DataType.FLOAT64: 4,
+}
+
+
+class Order(StrEnum):
+    BIG = "big"
+    LITTLE = "little"
+
+
+class PointKind(StrEnum):
+    TELEMETRY = "telemetry"
+    ENERGY = "energy"  # metered energy: stored as settlement-grade, never dropped when the store is full
+
+
+# Modbus Application Protocol v1.1b3, 6.3/6.4: at most 125 registers per read, 2000 bits per read.
+MAX_READ_REGISTERS = 125
+MAX_READ_BITS = 2000
+MAX_ADDRESS = 0xFFFF
+
+
+class RegisterMapError(ValueError):
+    """A register map that cannot be used; ``key`` is the path of the bad entry."""
+
+    def __init__(self, key: str, value: Any, allowed: str) -> None:
+        self.key = key
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{key} = {value!r}: {allowed}")
+
+
+class DecodeError(ValueError):
+    """Registers that do not decode to a valid value for their point (e.g. a NaN float, bad text)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterPoint:
+    name: str
+    table: Table
+    address: int
+    dtype: DataType
+    length: int = 0  # registers, for STRING only
+    byte_order: Order = Order.BIG  # order of the two bytes inside each register
+    word_order: Order = Order.BIG  # order of the registers of a multi-register value
+    scale: float = 1.0  # engineering value = raw * scale + offset
+    offset: float = 0.0
+    unit: str = ""
+    kind: PointKind = PointKind.TELEMETRY
+
+    @property
+    def words(self) -> int:
+        """Registers (or bits, for coil/discrete tables) the point occupies."""
+        if self.dtype is DataType.STRING:
+            return self.length
+        return WORDS[self.dtype]
+
+    @property
+    def end(self) -> int:
+        """One past the last address the point occupies."""
+        return self.address + self.words
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterMap:
+    name: str
+    points: tuple[RegisterPoint, ...] = field(default_factory=tuple)
+
+    def point(self, name: str) -> RegisterPoint:
+        for p in self.points:
+            if p.name == name:
+                return p
+        raise KeyError(f"register map {self.name!r} has no point {name!r}")
+
+
+def _enum(key: str, value: Any, enum: type[StrEnum]) -> Any:
+    try:
+        return enum(value)
+    except ValueError:
+        allowed = ", ".join(repr(m.value) for m in enum)
+        raise RegisterMapError(key, value, f"must be one of {allowed}") from None
+
+
+def parse_register_map(data: Mapping[str, Any], where: str = "map") -> RegisterMap:
+    """Build a map from its TOML form: ``{"name": ..., "defaults": {...}, "points": [{...}, ...]}``.
+
+    ``defaults`` may give table, byte_order, word_order for every point. Each point needs
+    ``name``, ``address`` and ``type``; ``table`` defaults to ``holding``. ``where`` prefixes every
+    error's key path (e.g. ``devices[2].map``).
+    """
+    if not isinstance(data, Mapping):
+        raise RegisterMapError(where, data, "must be a table")
+    name = data.get("name", where)
+    if not isinstance(name, str):
+        raise RegisterMapError(f"{where}.name", name, "must be a string")
+    defaults = data.get("defaults", {})
+    if not isinstance(defaults, Mapping):
+        raise RegisterMapError(f"{where}.defaults", defaults, "must be a table")
+    raw_points = data.get("points")
+    if not isinstance(raw_points, list) or not raw_points:
+        raise RegisterMapError(f"{where}.points", raw_points, "must be a non-empty array of tables")
+    known = {
+        "name", "table", "address", "type", "length", "byte_order", "word_order", "scale", "offset",
+        "unit", "kind",
+    }  # fmt: skip
+    points: list[RegisterPoint] = []
+    seen: set[str] = set()
+    for i, raw in enumerate(raw_points):
+        key = f"{where}.points[{i}]"
+        if not isinstance(raw, Mapping):
+            raise RegisterMapError(key, raw, "must be a table")
+        extra = set(raw) - known
+        if extra:
+            bad = sorted(extra)[0]
+            raise RegisterMapError(f"{key}.{bad}", raw[bad], f"unknown key; allowed keys: {', '.join(sorted(known))}")
+        merged = {**defaults, **raw}
+        pname = merged.get("name")
+        if not isinstance(pname, str) or not pname or not pname.replace("_", "").isalnum():
+            raise RegisterMapError(f"{key}.name", pname, "must be a non-empty name of letters, digits and _")
+        if pname in seen:
+            raise RegisterMapError(f"{key}.name", pname, "must be unique within the map")
+        seen.add(pname)
+        table = _enum(f"{key}.table", merged.get("table", "holding"), Table)
+        if "type" not in merged:
+            raise RegisterMapError(f"{key}.type", None, "is required: " + ", ".join(t.value for t in DataType))
+        dtype = _enum(f"{key}.type", merged["type"], DataType)
+        if table.is_bits != (dtype is DataType.BOOL):
+            raise RegisterMapError(
+                f"{key}.type", dtype.value, "coil and discrete points must be 'bool', and only they may be"
+            )
+        address = merged.get("address")
+        if not isinstance(address, int) or isinstance(address, bool) or not 0 <= address <= MAX_ADDRESS:
+            raise RegisterMapError(f"{key}.address", address, f"must be an integer 0..{MAX_ADDRESS}")
+        length = merged.get("length", 0)
+        if dtype is DataType.STRING:
+            if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length <= MAX_READ_REGISTERS:
+                raise RegisterMapError(f"{key}.length", length, f"a string needs a length of 1..{MAX_READ_REGISTERS} registers")
+        elif "length" in raw:
+            raise RegisterMapError(f"{key}.length", length, "is only for type 'string'")
+        scale = merged.get("scale", 1.0)
+        offset = merged.get("offset", 0.0)
+        for k, v in (("scale", scale), ("offset", offset)):
+            if not isinstance(v, int | float) or isinstance(v, bool) or v != v:
+                raise RegisterMapError(f"{key}.{k}", v, "must be a finite number")
+        if scale == 0:
+            raise RegisterMapError(f"{key}.scale", scale, "must not be 0")
+        unit = merged.get("unit", "")
+        if not isinstance(unit, str):
+            raise RegisterMapError(f"{key}.unit", unit, "must be a string")
+        point = RegisterPoint(
+            name=pname,
+            table=table,
+            address=address,
+            dtype=dtype,
+            length=length if dtype is DataType.STRING else 0,
+            byte_order=_enum(f"{key}.byte_order", merged.get("byte_order", "big"), Order),
+            word_order=_enum(f"{key}.word_order", merged.get("word_order", "big"), Order),
+            scale=float(scale),
+            offset=float(offset),
+            unit=unit,
+            kind=_enum(f"{key}.kind", merged.get("kind", "telemetry"), PointKind),
+        )
+        if point.end - 1 > MAX_ADDRESS:
+            raise RegisterMapError(f"{key}.address", address, f"the point runs past address {MAX_ADDRESS}")
+        points.append(point)
+    return RegisterMap(name=name, points=tuple(points))
+
+
+def decode_point(point: RegisterPoint, words: Sequence[int] | Sequence[bool]) -> float | int | str | bool:
+    """Registers (or bits) of one point -> its engineering value. Raises DecodeError."""
+    raise NotImplementedError  # implemented with the codec
+
+
+def encode_point(point: RegisterPoint, value: float | int | str | bool) -> list[int] | list[bool]:
+    """Engineering value -> the registers (or bits) a device would hold. Inverse of decode_point."""
+    raise NotImplementedError  # implemented with the codec
