@@ -56,9 +56,8 @@ class Broker:
             "log_dest stderr\n"
             "log_type error\nlog_type warning\n"
         )
-        self.proc = subprocess.Popen(
-            ["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=open(self.workdir / "mosquitto.log", "ab")
-        )
+        with open(self.workdir / "mosquitto.log", "ab") as log:  # Popen keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=log)
         wait_port(self.port)
 
     def kill(self) -> None:
