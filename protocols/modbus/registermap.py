@@ -7,6 +7,8 @@ back. Addresses are protocol addresses, 0-based, as they go on the wire.
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -213,11 +215,143 @@ def parse_register_map(data: Mapping[str, Any], where: str = "map") -> RegisterM
     return RegisterMap(name=name, points=tuple(points))
 
 
+# struct formats (big-endian) of the numeric types; the bytes are then laid out on the registers
+# by _to_words / _from_words according to the point's byte and word order.
+_STRUCT: dict[DataType, str] = {
+    DataType.INT16: ">h",
+    DataType.UINT16: ">H",
+    DataType.INT32: ">i",
+    DataType.UINT32: ">I",
+    DataType.INT64: ">q",
+    DataType.UINT64: ">Q",
+    DataType.FLOAT32: ">f",
+    DataType.FLOAT64: ">d",
+}
+_INT_RANGE: dict[DataType, tuple[int, int]] = {
+    DataType.INT16: (-(1 << 15), (1 << 15) - 1),
+    DataType.UINT16: (0, (1 << 16) - 1),
+    DataType.INT32: (-(1 << 31), (1 << 31) - 1),
+    DataType.UINT32: (0, (1 << 32) - 1),
+    DataType.INT64: (-(1 << 63), (1 << 63) - 1),
+    DataType.UINT64: (0, (1 << 64) - 1),
+}
+_FLOATS = (DataType.FLOAT32, DataType.FLOAT64)
+
+
+def _from_words(point: RegisterPoint, words: Sequence[int]) -> bytes:
+    """Register words in address order -> the value's bytes, most significant first."""
+    if point.word_order is Order.LITTLE and point.dtype is not DataType.STRING:
+        words = list(reversed(words))
+    out = bytearray()
+    for w in words:
+        if point.byte_order is Order.LITTLE:
+            out += bytes((w & 0xFF, w >> 8))
+        else:
+            out += bytes((w >> 8, w & 0xFF))
+    return bytes(out)
+
+
+def _to_words(point: RegisterPoint, data: bytes) -> list[int]:
+    """Inverse of _from_words."""
+    if point.byte_order is Order.LITTLE:
+        words = [data[i] | data[i + 1] << 8 for i in range(0, len(data), 2)]
+    else:
+        words = [data[i] << 8 | data[i + 1] for i in range(0, len(data), 2)]
+    if point.word_order is Order.LITTLE and point.dtype is not DataType.STRING:
+        words.reverse()
+    return words
+
+
+def _check_words(point: RegisterPoint, words: Sequence[int] | Sequence[bool]) -> None:
+    if len(words) != point.words:
+        raise DecodeError(
+            f"point {point.name!r} ({point.dtype.value}) needs {point.words} words, got {len(words)}"
+        )
+    if point.dtype is DataType.BOOL:
+        if words[0] not in (0, 1):  # True/False are 1/0
+            raise DecodeError(f"point {point.name!r}: bit value {words[0]!r} is not 0/1")
+        return
+    for w in words:
+        if not isinstance(w, int) or isinstance(w, bool) or not 0 <= w <= 0xFFFF:
+            raise DecodeError(f"point {point.name!r}: register value {w!r} is not a 16-bit word")
+
+
 def decode_point(point: RegisterPoint, words: Sequence[int] | Sequence[bool]) -> float | int | str | bool:
-    """Registers (or bits) of one point -> its engineering value. Raises DecodeError."""
-    raise NotImplementedError  # implemented with the codec
+    """Registers (or bits) of one point -> its engineering value. Raises DecodeError.
+
+    Integers decode to ``int`` when the point has no scale/offset (so 64-bit counters stay exact),
+    to ``float`` otherwise. A NaN or infinite float is a device fault, not a measurement: DecodeError.
+    Strings are 2 ASCII bytes per register in address order (``word_order`` does not apply; the
+    ``byte_order`` says which byte holds the first character), trailing NULs and spaces stripped.
+    """
+    _check_words(point, words)
+    if point.dtype is DataType.BOOL:
+        return bool(words[0])
+    data = _from_words(point, words)  # type: ignore[arg-type]
+    if point.dtype is DataType.STRING:
+        try:
+            text = data.decode("ascii")
+        except UnicodeDecodeError as err:
+            raise DecodeError(f"point {point.name!r}: registers are not ASCII text ({data!r})") from err
+        return text.rstrip("\x00 ")
+    (raw,) = struct.unpack(_STRUCT[point.dtype], data)
+    if point.dtype in _FLOATS:
+        if not math.isfinite(raw):
+            raise DecodeError(f"point {point.name!r}: device sent a non-finite float ({raw})")
+        if point.scale == 1.0 and point.offset == 0.0:
+            return raw  # bit exact (-0.0 + 0.0 would lose the sign)
+        value = raw * point.scale + point.offset
+        if not math.isfinite(value):
+            raise DecodeError(f"point {point.name!r}: {raw} x {point.scale} + {point.offset} overflows")
+        return value
+    if point.scale == 1.0 and point.offset == 0.0:
+        return raw
+    return raw * point.scale + point.offset
 
 
 def encode_point(point: RegisterPoint, value: float | int | str | bool) -> list[int] | list[bool]:
-    """Engineering value -> the registers (or bits) a device would hold. Inverse of decode_point."""
-    raise NotImplementedError  # implemented with the codec
+    """Engineering value -> the registers (or bits) a device would hold. Inverse of decode_point.
+
+    Integer types invert the scale and round to the nearest integer; a value out of the type's
+    range, a non-finite float, a string too long or not ASCII, or a value of the wrong kind raises
+    ValueError.
+    """
+    if point.dtype is DataType.BOOL:
+        if not isinstance(value, bool | int) or value not in (0, 1):
+            raise ValueError(f"point {point.name!r} (bool): {value!r} is not a boolean")
+        return [bool(value)]
+    if point.dtype is DataType.STRING:
+        if not isinstance(value, str):
+            raise ValueError(f"point {point.name!r} (string): {value!r} is not a string")
+        try:
+            data = value.encode("ascii")
+        except UnicodeEncodeError as err:
+            raise ValueError(f"point {point.name!r}: {value!r} is not ASCII") from err
+        if len(data) > 2 * point.length:
+            raise ValueError(f"point {point.name!r}: {value!r} is longer than {2 * point.length} characters")
+        return _to_words(point, data.ljust(2 * point.length, b"\x00"))
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"point {point.name!r} ({point.dtype.value}): {value!r} is not a number")
+    if point.dtype in _FLOATS:
+        unscaled = point.scale == 1.0 and point.offset == 0.0
+        raw_f = float(value) if unscaled else (value - point.offset) / point.scale
+        if not math.isfinite(raw_f):
+            raise ValueError(f"point {point.name!r}: {value!r} is not a finite number")
+        try:
+            data = struct.pack(_STRUCT[point.dtype], raw_f)
+        except OverflowError as err:
+            raise ValueError(
+                f"point {point.name!r}: {value!r} is out of range of {point.dtype.value}"
+            ) from err
+        return _to_words(point, data)
+    if isinstance(value, int) and point.scale == 1.0 and point.offset == 0.0:
+        raw = value  # exact: a 64-bit counter must not pass through a float
+    else:
+        scaled = (value - point.offset) / point.scale
+        if not math.isfinite(scaled):
+            raise ValueError(f"point {point.name!r}: {value!r} is not a finite number")
+        raw = round(scaled)
+    lo, hi = _INT_RANGE[point.dtype]
+    if not lo <= raw <= hi:
+        raise ValueError(f"point {point.name!r}: raw value {raw} of {value!r} is out of range {lo}..{hi}")
+    return _to_words(point, struct.pack(_STRUCT[point.dtype], raw))
