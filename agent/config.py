@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -89,6 +89,7 @@ class UplinkConfig:
     keepalive_s: int = 30
     max_inflight: int = 32  # uplink messages published and not yet acknowledged by central
     ack_timeout_s: float = 30.0  # resend a message central has not acknowledged after this long
+    drain_on_stop_s: float = 5.0  # on SIGTERM, time the uplink gets to empty the outbox before exit
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +230,7 @@ def _uplink(c: _Checker, raw: Mapping[str, Any], site: str | None) -> UplinkConf
     p = "uplink"
     start = len(c.issues)
     c.unknown(raw, p, {"broker", "username", "password", "password_file", "ca_file", "cert_file", "key_file",
-                       "client_id", "keepalive_s", "max_inflight", "ack_timeout_s"})  # fmt: skip
+                       "client_id", "keepalive_s", "max_inflight", "ack_timeout_s", "drain_on_stop_s"})  # fmt: skip
     broker = c.get(raw, p, "broker", "string")
     host, port, tls = "", 1883, False
     if broker:
@@ -267,9 +268,10 @@ def _uplink(c: _Checker, raw: Mapping[str, Any], site: str | None) -> UplinkConf
     keepalive = c.get(raw, p, "keepalive_s", "integer", 30, lo=5, hi=3600)
     inflight = c.get(raw, p, "max_inflight", "integer", 32, lo=1, hi=1000)
     ack_timeout = c.get(raw, p, "ack_timeout_s", "number", 30.0, lo=1, hi=3600)
+    drain = c.get(raw, p, "drain_on_stop_s", "number", 5.0, lo=0, hi=600)
     if len(c.issues) > start:
         return None
-    return UplinkConfig(host=host, port=port, tls=tls, username=username, password=password, client_id=client_id,
+    return UplinkConfig(drain_on_stop_s=float(drain), host=host, port=port, tls=tls, username=username, password=password, client_id=client_id,
                         keepalive_s=keepalive, max_inflight=inflight, ack_timeout_s=float(ack_timeout), **files)  # fmt: skip
 
 
@@ -320,3 +322,19 @@ def load_config(path: str | Path) -> AgentConfig:
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(str(path), [ConfigIssue("(file)", str(path), f"not valid TOML: {err}")]) from err
     return parse_config(raw, path.resolve())
+
+
+def override_broker(config: AgentConfig, broker: str) -> AgentConfig:
+    """The same configuration with ``uplink.broker`` replaced (``gridedge run --broker``)."""
+    c = _Checker(config.source.parent)
+    url = urlsplit(broker)
+    try:
+        port = url.port
+    except ValueError:
+        port = -1
+    if url.scheme not in ("mqtt", "mqtts") or not url.hostname or port == -1:
+        c.fail("--broker", broker, "must be a URL mqtt://host[:port] or mqtts://host[:port]")
+        raise ConfigError("command line", c.issues)
+    tls = url.scheme == "mqtts"
+    uplink = replace(config.uplink, host=url.hostname, port=port or (8883 if tls else 1883), tls=tls)
+    return replace(config, uplink=uplink)

@@ -1,0 +1,132 @@
+"""The agent's subcommands: run, check-config, status."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import time
+
+from agent.config import AgentConfig, ConfigError, load_config
+
+EXIT_CONFIG = 2
+
+
+def _load(path: str) -> AgentConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as err:
+        print(f"gridedge: {err.source}: {len(err.issues)} configuration error(s):", file=sys.stderr)
+        for issue in err.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return None
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = _load(args.file)
+    if config is None:
+        return EXIT_CONFIG
+    points = sum(len(d.register_map.points) for d in config.devices)
+    print(f"{args.file}: ok — site {config.site_id}, {len(config.devices)} device(s), {points} point(s)")
+    for d in config.devices:
+        where = f"{d.host}:{d.port}" if d.protocol == "modbus-tcp" else f"{d.serial.port} @ {d.serial.baudrate} baud"
+        print(
+            f"  {d.name:<16} {d.protocol:<11} {where:<28} unit {d.unit_id:<3} every {d.poll_interval_s:g} s, "
+            f"{len(d.register_map.points)} points ({d.register_map.name})"
+        )
+    u = config.uplink
+    print(f"  uplink {'mqtts' if u.tls else 'mqtt'}://{u.host}:{u.port} as {u.client_id}; store {config.store.path}")
+    return 0
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        datefmt="%Y-%m-%dT%H:%M:%S",
+        stream=sys.stderr,
+    )
+    logging.Formatter.converter = time.gmtime  # one clock: UTC
+    for noisy in ("pymodbus", "pymodbus.logging"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    if args.broker:
+        from agent.config import override_broker
+
+        try:
+            config = override_broker(config, args.broker)
+        except ConfigError as err:
+            print(f"gridedge: {err}", file=sys.stderr)
+            return EXIT_CONFIG
+    _setup_logging(args.log_level)
+    from agent.service import run_agent  # heavy imports only when running
+
+    asyncio.run(run_agent(config))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    from agent.service import status_path
+
+    path = status_path(config)
+    try:
+        status = json.loads(path.read_text())
+    except FileNotFoundError:
+        print(f"gridedge: no status at {path}: is the agent running?", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return 0
+    age = time.time() - status["ts"]
+    store = status.get("store") or {}
+    print(f"site {status['site']}  status written {age:.1f} s ago  broker connected: {status['connected']}")
+    print(
+        f"readings taken {store.get('readings_taken')}  backlog {store.get('unsealed', 0) + store.get('outbox_readings', 0)}"
+        f"  acked {store.get('acked_readings')}  dropped {store.get('dropped_readings')}"
+        f"  store {store.get('size_bytes', 0) / 1e6:.1f}/{store.get('max_bytes', 0) / 1e6:.0f} MB"
+    )
+    for name, d in status.get("devices", {}).items():
+        print(f"  {name:<16} polls {d.get('polls')} ok {d.get('polls_ok')} timeouts {d.get('timeouts')}"
+              f" exceptions {d.get('exceptions')} backoff {d.get('backoff_s')} s")  # fmt: skip
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gridedge", description="GridEdge: the open substation and feeder edge agent.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    r = sub.add_parser("run", help="run the agent with a site configuration")
+    r.add_argument("--config", required=True, help="the site's TOML file")
+    r.add_argument("--broker", help="override uplink.broker (mqtt://host:port)")
+    r.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    r.set_defaults(func=cmd_run)
+    c = sub.add_parser("check-config", help="validate a site configuration and list every error")
+    c.add_argument("file")
+    c.set_defaults(func=cmd_check_config)
+    s = sub.add_parser("status", help="show a running agent's status")
+    s.add_argument("--config", required=True)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+    # Handled by gridedge.py's dispatcher; listed here so `gridedge --help` shows them.
+    sub.add_parser("sim", help="the simulated substation: sim run --config FILE [--speed N]", add_help=False)
+    sub.add_parser("central", help="the reference central service: central run --config FILE", add_help=False)
+    sub.add_parser("demo", help="simulated substation + agent + central against a real Mosquitto", add_help=False)
+    return p
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if not argv else 2
+    return args.func(args)

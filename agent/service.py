@@ -1,0 +1,219 @@
+"""The agent's wiring: pollers -> snapshot and write queue -> store -> uplink, under one supervisor.
+
+Shutdown order (SIGTERM, Ctrl-C): pollers stop first, the writer then commits every reading still
+queued, the uplink and its session stop, and the store closes last, so what was taken is on disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import time
+from collections import deque
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from agent.acquisition import DevicePoller, Snapshot, build_pollers
+from agent.config import AgentConfig
+from agent.points import Reading, Stream
+from agent.runtime import Supervisor, SystemdNotifier, watchdog
+from agent.store import AsyncStore, Store, StoreFullError
+from agent.uplink import Uplink, session_config_for
+from protocols.mqtt.session import MqttSession
+
+log = logging.getLogger("gridedge.agent")
+
+# Readings waiting for the store writer. Past this many, the oldest telemetry is dropped (counted);
+# energy readings are never dropped here.
+MAX_QUEUED_READINGS = 200_000
+WRITE_INTERVAL_S = 0.2
+LIMIT_CHECK_INTERVAL_S = 5.0
+STATUS_INTERVAL_S = 1.0
+
+
+def status_path(config: AgentConfig) -> Path:
+    """Where the running agent writes its status once a second (read by ``gridedge status``)."""
+    return config.store.path.with_name(config.store.path.name + ".status.json")
+
+
+class AgentService:
+    def __init__(self, config: AgentConfig, *, notifier: SystemdNotifier | None = None) -> None:
+        self.config = config
+        self.notifier = notifier or SystemdNotifier()
+        self.snapshot = Snapshot()
+        self._queue: deque[Reading] = deque()
+        self.queue_dropped = 0
+        self.started = time.time()
+        config.store.path.parent.mkdir(parents=True, exist_ok=True)
+        self.store = AsyncStore(
+            Store(config.store.path, config.site_id, config.store.max_bytes, batch_size=config.store.batch_size)
+        )
+        self.pollers: list[DevicePoller] = build_pollers(config.devices, self._take)
+        up = config.uplink
+        self.session = MqttSession(
+            session_config_for(
+                site=config.site_id,
+                host=up.host,
+                port=up.port,
+                client_id=up.client_id,
+                username=up.username,
+                password=up.password,
+                tls=up.tls,
+                ca_file=str(up.ca_file) if up.ca_file else None,
+                cert_file=str(up.cert_file) if up.cert_file else None,
+                key_file=str(up.key_file) if up.key_file else None,
+                keepalive_s=up.keepalive_s,
+            ),
+        )
+        self.uplink = Uplink(
+            config.site_id, self.store, self.session, max_inflight=up.max_inflight, ack_timeout_s=up.ack_timeout_s
+        )
+        self.supervisor = Supervisor()
+        self._last_stats: Any = None
+
+    # -- acquisition -> queue --------------------------------------------------------------------
+    def _take(self, readings: list[Reading]) -> None:
+        self.snapshot.update(readings)
+        self._queue.extend(readings)
+        excess = len(self._queue) - MAX_QUEUED_READINGS
+        if excess > 0:
+            self._drop_oldest_telemetry(excess)
+
+    def _drop_oldest_telemetry(self, n: int) -> None:
+        kept: deque[Reading] = deque()
+        dropped = 0
+        while self._queue and dropped < n:
+            r = self._queue.popleft()
+            if r.stream is Stream.ENERGY:
+                kept.append(r)
+            else:
+                dropped += 1
+        self._queue.extendleft(reversed(kept))
+        self.queue_dropped += dropped
+        log.warning("event=write_queue_full dropped_telemetry=%d total_dropped=%d", dropped, self.queue_dropped)
+
+    # -- tasks -----------------------------------------------------------------------------------
+    async def _flush(self) -> int:
+        if not self._queue:
+            return 0
+        batch = list(self._queue)
+        self._queue.clear()
+        try:
+            await self.store.add_readings(batch)
+        except StoreFullError as err:
+            # Nothing is lost: the readings go back to the head of the queue and are retried.
+            self._queue.extendleft(reversed(batch))
+            log.error("event=store_full readings_waiting=%d error=%s", len(self._queue), err)
+            raise
+        return len(batch)
+
+    async def _writer(self) -> None:
+        try:
+            while True:
+                await asyncio.sleep(WRITE_INTERVAL_S)
+                await self._flush()
+        finally:
+            # Commit what is still queued: the pollers have stopped before the writer on shutdown.
+            with contextlib.suppress(StoreFullError):
+                await self._flush()
+
+    async def _limits(self) -> None:
+        while True:
+            await self.store.enforce_limit()
+            await asyncio.sleep(LIMIT_CHECK_INTERVAL_S)
+
+    def status(self) -> dict[str, Any]:
+        s = self._last_stats
+        return {
+            "site": self.config.site_id,
+            "ts": time.time(),
+            "uptime_s": round(time.time() - self.started, 1),
+            "points": len(self.snapshot.items()),
+            "connected": self.session.connected.is_set(),
+            "queued": len(self._queue),
+            "queue_dropped": self.queue_dropped,
+            "store": asdict(s) if s is not None else None,
+            "uplink": dict(vars(self.uplink.stats)) if hasattr(self.uplink.stats, "__dict__") else None,
+            "devices": {p.device.name: asdict(p.stats) for p in self.pollers},
+            "tasks": {name: h.state for name, h in self.supervisor.health().items()},
+        }
+
+    def status_line(self) -> str:
+        s = self._last_stats
+        if s is None:
+            return "starting"
+        return (
+            f"points={len(self.snapshot.items())} taken={s.readings_taken} "
+            f"backlog={s.unsealed + s.outbox_readings} acked={s.acked_readings}"
+        )
+
+    async def _status(self) -> None:
+        path = status_path(self.config)
+        tmp = path.with_name(path.name + ".tmp")
+        while True:
+            self._last_stats = await self.store.stats()
+            tmp.write_text(json.dumps(self.status(), default=str))
+            os.replace(tmp, path)
+            await asyncio.sleep(STATUS_INTERVAL_S)
+
+    async def _drain(self, limit_s: float) -> None:
+        """Give the uplink up to ``limit_s`` to empty the outbox before stopping; what remains is kept
+        on disk and sent at the next start."""
+        deadline = time.monotonic() + limit_s
+        while True:
+            stats = await self.store.stats()
+            backlog = stats.unsealed + stats.outbox_readings
+            if backlog == 0 or time.monotonic() >= deadline or not self.session.connected.is_set():
+                if backlog:
+                    log.info("event=stop_with_backlog readings=%d kept_on_disk=true", backlog)
+                return
+            await asyncio.sleep(0.1)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        sup = self.supervisor
+        for poller in self.pollers:
+            sup.add(f"poll:{poller.device.name}", poller.run, stage=3)
+        sup.add("writer", self._writer, stage=2)
+        sup.add("uplink", self.uplink.run, stage=1)
+        sup.add("mqtt", self.session.run, stage=1)
+        sup.add("store-limit", self._limits, stage=1)
+        sup.add("status", self._status, stage=1)
+        sup.add("watchdog", lambda: watchdog(self.notifier, sup, self.status_line), stage=1)
+        sup.start()
+        self.notifier.notify("READY=1")
+        log.info(
+            "event=agent_started site=%s devices=%d store=%s broker=%s:%d",
+            self.config.site_id,
+            len(self.pollers),
+            self.config.store.path,
+            self.config.uplink.host,
+            self.config.uplink.port,
+        )
+        try:
+            await stop.wait()
+        finally:
+            self.notifier.notify("STOPPING=1")
+            log.info("event=agent_stopping")
+            await sup.stop(down_to_stage=2)  # pollers, then the writer's last commit
+            await self._drain(self.config.uplink.drain_on_stop_s)
+            await sup.stop()
+            self._last_stats = await self.store.stats()
+            status_path(self.config).write_text(json.dumps(self.status(), default=str))
+            await self.store.aclose()
+            self.notifier.close()
+            log.info("event=agent_stopped readings_taken=%d", self._last_stats.readings_taken)
+
+
+async def run_agent(config: AgentConfig) -> None:
+    """Run until SIGTERM or SIGINT, then shut down cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await AgentService(config).run(stop)
