@@ -1,0 +1,192 @@
+"""Configuration: a good file loads into typed values; each kind of bad value has its own clear error
+naming the key path, the value and what is allowed; `gridedge check-config` lists them all."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.config import ConfigError, load_config, override_broker
+from protocols.modbus.registermap import DataType, Order, PointKind, Table
+
+MAP = """
+name = "test-meter"
+[defaults]
+table = "holding"
+[[points]]
+name = "v_a"
+address = 0
+type = "float32"
+unit = "V"
+[[points]]
+name = "energy_wh"
+address = 10
+type = "uint32"
+word_order = "little"
+kind = "energy"
+unit = "Wh"
+[[points]]
+name = "model"
+table = "input"
+address = 20
+type = "string"
+length = 4
+"""
+
+GOOD = """
+site_id = "feeder-7"
+[store]
+path = "data/agent.db"
+max_mb = 64
+[uplink]
+broker = "mqtt://127.0.0.1:1884"
+username = "edge"
+password = "secret"
+[[devices]]
+name = "meter1"
+protocol = "modbus-tcp"
+host = "127.0.0.1"
+port = 5020
+unit_id = 1
+poll_interval_s = 0.5
+map = "maps/meter.toml"
+[[devices]]
+name = "meter2"
+protocol = "modbus-rtu"
+serial_port = "/dev/ttyUSB0"
+baudrate = 9600
+parity = "E"
+unit_id = 7
+map = "maps/meter.toml"
+"""
+
+
+def write(tmp_path: Path, text: str, map_text: str = MAP) -> Path:
+    (tmp_path / "maps").mkdir(exist_ok=True)
+    (tmp_path / "maps" / "meter.toml").write_text(map_text)
+    path = tmp_path / "site.toml"
+    path.write_text(text)
+    return path
+
+
+def issues_of(tmp_path: Path, text: str, map_text: str = MAP) -> dict[str, str]:
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text, map_text))
+    return {i.key: str(i) for i in info.value.issues}
+
+
+def test_good_config_loads_typed_values(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, GOOD))
+    assert cfg.site_id == "feeder-7"
+    assert cfg.store.path == tmp_path / "data" / "agent.db"
+    assert cfg.store.max_bytes == 64 * 1024 * 1024
+    assert (cfg.uplink.host, cfg.uplink.port, cfg.uplink.tls) == ("127.0.0.1", 1884, False)
+    assert cfg.uplink.client_id == "gridedge-feeder-7"
+    tcp, rtu = cfg.devices
+    assert (tcp.host, tcp.port, tcp.unit_id, tcp.poll_interval_s) == ("127.0.0.1", 5020, 1, 0.5)
+    assert rtu.serial is not None
+    assert (rtu.serial.port, rtu.serial.baudrate, rtu.serial.parity) == ("/dev/ttyUSB0", 9600, "E")
+    # one map file serves every meter of the model
+    assert tcp.register_map == rtu.register_map
+    energy = tcp.register_map.point("energy_wh")
+    assert (energy.dtype, energy.word_order, energy.kind, energy.words) == (
+        DataType.UINT32,
+        Order.LITTLE,
+        PointKind.ENERGY,
+        2,
+    )
+    model = tcp.register_map.point("model")
+    assert (model.table, model.words) == (Table.INPUT, 4)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "fragment"),
+    [
+        ('site_id = "feeder-7"', 'site_id = "feeder 7!"', "site_id", "letters, digits"),
+        ('protocol = "modbus-tcp"', 'protocol = "bacnet"', "devices[0].protocol", "'modbus-tcp', 'modbus-rtu'"),
+        ("port = 5020", "port = 70000", "devices[0].port", "1..65535"),
+        ("port = 5020", 'port = "5020"', "devices[0].port", "must be a integer"),
+        ("baudrate = 9600", "baudrate = 9601", "devices[1].baudrate", "9600"),
+        ('parity = "E"', 'parity = "X"', "devices[1].parity", "'N', 'E', 'O'"),
+        ("unit_id = 7", "unit_id = 0", "devices[1].unit_id", "1..247"),
+        ("poll_interval_s = 0.5", "poll_interval_s = -1", "devices[0].poll_interval_s", "0.01.."),
+        ('broker = "mqtt://127.0.0.1:1884"', 'broker = "http://x"', "uplink.broker", "mqtt://host"),
+        ("max_mb = 64", "max_mb = 0", "store.max_mb", "1.."),
+        ('host = "127.0.0.1"', 'hostname = "127.0.0.1"', "devices[0].hostname", "unknown key"),
+        ('map = "maps/meter.toml"\n[[devices]]', 'map = "maps/nope.toml"\n[[devices]]', "devices[0].map", "no such"),
+    ],
+)
+def test_each_bad_value_names_its_key_and_what_is_allowed(
+    tmp_path: Path, old: str, new: str, key: str, fragment: str
+) -> None:
+    assert old in GOOD
+    found = issues_of(tmp_path, GOOD.replace(old, new, 1))
+    assert key in found, found
+    assert fragment in found[key]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key", "fragment"),
+    [
+        ('type = "float32"', 'type = "float16"', ".points[0].type", "'float32'"),
+        ("address = 0", "address = 70000", ".points[0].address", "0..65535"),
+        ("length = 4", "length = 0", ".points[2].length", "1..125"),
+        ('kind = "energy"', 'kind = "money"', ".points[1].kind", "'telemetry', 'energy'"),
+        ('word_order = "little"', 'word_order = "middle"', ".points[1].word_order", "'big', 'little'"),
+        ('table = "input"', 'table = "eeprom"', ".points[2].table", "'holding'"),
+    ],
+)
+def test_register_map_errors_name_the_file_and_point(
+    tmp_path: Path, old: str, new: str, key: str, fragment: str
+) -> None:
+    found = issues_of(tmp_path, GOOD, MAP.replace(old, new, 1))
+    # both devices use the map, so both report it, each under its own key path
+    assert f"devices[0].map(meter.toml){key}" in found
+    assert f"devices[1].map(meter.toml){key}" in found
+    assert fragment in found[f"devices[0].map(meter.toml){key}"]
+
+
+def test_every_error_is_reported_not_just_the_first(tmp_path: Path) -> None:
+    bad = (
+        GOOD.replace("port = 5020", "port = 0")
+        .replace('parity = "E"', 'parity = "Q"')
+        .replace("max_mb = 64", "max_mb = -5")
+    )
+    found = issues_of(tmp_path, bad)
+    assert {"devices[0].port", "devices[1].parity", "store.max_mb"} <= set(found)
+
+
+def test_missing_required_keys_and_duplicate_device_names(tmp_path: Path) -> None:
+    text = GOOD.replace('site_id = "feeder-7"\n', "").replace('name = "meter2"', 'name = "meter1"')
+    found = issues_of(tmp_path, text)
+    assert "(missing)" in found["site_id"]
+    assert "unique" in found["devices[1].name"]
+
+
+def test_not_toml_and_missing_file(tmp_path: Path) -> None:
+    found = issues_of(tmp_path, "site_id = [unclosed")
+    assert "not valid TOML" in found["(file)"]
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.toml")
+
+
+def test_broker_override_from_the_command_line(tmp_path: Path) -> None:
+    cfg = override_broker(load_config(write(tmp_path, GOOD)), "mqtts://broker.example:9999")
+    assert (cfg.uplink.host, cfg.uplink.port, cfg.uplink.tls) == ("broker.example", 9999, True)
+    with pytest.raises(ConfigError, match="--broker"):
+        override_broker(cfg, "tcp://nowhere")
+
+
+def test_check_config_command_lists_errors_and_exits_nonzero(tmp_path: Path) -> None:
+    bad = write(tmp_path, GOOD.replace("port = 5020", "port = 0").replace('parity = "E"', 'parity = "Q"'))
+    proc = subprocess.run([sys.executable, "-m", "gridedge", "check-config", str(bad)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "devices[0].port = 0: must be in 1..65535" in proc.stderr
+    assert "devices[1].parity = 'Q': must be one of 'N', 'E', 'O'" in proc.stderr
+    good = write(tmp_path, GOOD)
+    proc = subprocess.run([sys.executable, "-m", "gridedge", "check-config", str(good)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "meter2" in proc.stdout and "ok" in proc.stdout
