@@ -1,0 +1,279 @@
+"""Simulated Modbus devices served for real: a pymodbus TCP or RTU server holding one or more units.
+
+Each unit is described by the same register map the agent decodes with; values are encoded with
+:func:`protocols.modbus.registermap.encode_point` and written into pymodbus's datastore every step.
+The datastore is built from ``SimDevice``/``SimData`` (the successor of the deprecated
+``ModbusDeviceContext``): one block per table covering the map's lowest to highest address, so the
+gaps between points read as 0, as on most meters, and a read plan may bridge them.
+
+Faults, for tests and scenarios, are injected in pymodbus's trace hooks, per unit:
+
+- ``"silent"``: the request is dropped, as a dead RS-485 device would: the client times out.
+- ``"exception"``: every answer becomes Modbus exception 4 (server device failure).
+- ``"garbage"``: the reply's bytes are replaced by seeded junk. Over TCP the MBAP header (transaction,
+  protocol, length, unit) is kept so the frame is still delimited and matched to its request, and the
+  PDU becomes junk led by a function code no meter answers with (0x41..0x7E); the pymodbus client
+  logs "Unable to decode frame" and its request times out. Over RTU the whole frame is junk, CRC
+  included, as line noise would be; a client discards it and times out.
+
+A request for a unit id the server does not hold is dropped as well (pymodbus itself would answer
+exception 4, where a real RS-485 line stays silent).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+from pymodbus.constants import ExcCodes
+from pymodbus.framer import FramerType
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import DataType as SimType
+from pymodbus.simulator import SimData, SimDevice
+
+from protocols.modbus.registermap import RegisterMap, Table, encode_point
+
+log = logging.getLogger(__name__)
+
+Fault = Literal["silent", "exception", "garbage"]
+FAULTS: tuple[str, ...] = ("silent", "exception", "garbage")
+
+# Function codes whose datastore block holds each table (what async_setValues expects).
+_FC: dict[Table, int] = {Table.COIL: 1, Table.DISCRETE: 2, Table.HOLDING: 3, Table.INPUT: 4}
+_TUPLE_ORDER = (Table.COIL, Table.DISCRETE, Table.HOLDING, Table.INPUT)  # SimDevice's tuple layout
+_MBAP_LEN = 7
+
+
+class ModbusServerError(Exception):
+    """The simulated device server cannot do what was asked (bad unit, value, fault, address)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """The addresses a map uses in one table: ``start`` .. ``stop - 1``."""
+
+    start: int
+    stop: int
+
+
+def _spans(register_map: RegisterMap) -> dict[Table, _Span]:
+    spans: dict[Table, _Span] = {}
+    for p in register_map.points:
+        s = spans.get(p.table)
+        spans[p.table] = _Span(min(s.start, p.address), max(s.stop, p.end)) if s else _Span(p.address, p.end)
+    return spans
+
+
+def _sim_device(unit_id: int, register_map: RegisterMap) -> SimDevice:
+    """The unit's datastore: one block per table, separate tables (not pymodbus's shared mode)."""
+    spans = _spans(register_map)
+    blocks: list[list[SimData]] = []
+    for table in _TUPLE_ORDER:
+        span = spans.get(table)
+        if table.is_bits:
+            # SimDevice needs a block in every table; a map without bits gets one unused bit at 0.
+            span = span or _Span(0, 1)
+            blocks.append([SimData(span.start, values=[False] * (span.stop - span.start), datatype=SimType.BITS)])
+        elif span is None:
+            blocks.append([SimData(0, count=1, datatype=SimType.INVALID)])  # the whole table is illegal
+        else:
+            blocks.append([SimData(span.start, values=[0] * (span.stop - span.start), datatype=SimType.REGISTERS)])
+    return SimDevice(unit_id, simdata=(blocks[0], blocks[1], blocks[2], blocks[3]))
+
+
+class ModbusDeviceServer:
+    """One pymodbus server (a TCP port or an RTU line) serving one or more units.
+
+    Build it with :meth:`tcp` or :meth:`rtu`, ``await start()``, push values with ``await update()``,
+    ``await stop()``. ``units`` maps each unit id to the register map its values are encoded with.
+    """
+
+    def __init__(
+        self,
+        units: Mapping[int, RegisterMap],
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        serial_port: str | None = None,
+        baudrate: int = 19200,
+        parity: str = "N",
+        bytesize: int = 8,
+        stopbits: int = 1,
+        seed: int = 0,
+    ) -> None:
+        if not units:
+            raise ModbusServerError("a server needs at least one unit")
+        for unit_id in units:
+            if not 0 < unit_id <= 247:
+                raise ModbusServerError(f"unit_id = {unit_id!r}: must be in 1..247")
+        if (port is None) == (serial_port is None):
+            raise ModbusServerError("give either host/port (Modbus TCP) or serial_port (Modbus RTU)")
+        self.units: dict[int, RegisterMap] = dict(units)
+        self.host = host or "127.0.0.1"
+        self.port = port
+        self.serial_port = serial_port
+        self.baudrate, self.parity, self.bytesize, self.stopbits = baudrate, parity, bytesize, stopbits
+        self._faults: dict[int, Fault] = {}
+        self._junk = random.Random(seed)
+        self._spans = {u: _spans(m) for u, m in self.units.items()}
+        self._server: ModbusTcpServer | ModbusSerialServer | None = None
+
+    @classmethod
+    def tcp(cls, host: str, port: int, units: Mapping[int, RegisterMap], *, seed: int = 0) -> ModbusDeviceServer:
+        return cls(units, host=host, port=port, seed=seed)
+
+    @classmethod
+    def rtu(
+        cls, serial_port: str, units: Mapping[int, RegisterMap], *, baudrate: int = 19200, seed: int = 0
+    ) -> ModbusDeviceServer:
+        return cls(units, serial_port=serial_port, baudrate=baudrate, seed=seed)
+
+    @property
+    def is_tcp(self) -> bool:
+        return self.port is not None
+
+    @property
+    def address(self) -> str:
+        """Where a client finds the server: ``host:port`` or the serial device path."""
+        return f"{self.host}:{self.port}" if self.is_tcp else str(self.serial_port)
+
+    # --- lifecycle --------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Listen (TCP) or open the serial line (RTU); returns once the server is up."""
+        if self._server is not None:
+            raise ModbusServerError(f"server {self.address} is already started")
+        devices = [_sim_device(u, m) for u, m in self.units.items()]
+        server: ModbusTcpServer | ModbusSerialServer
+        if self.is_tcp:
+            server = ModbusTcpServer(
+                devices,
+                address=(self.host, self.port),  # type: ignore[arg-type]
+                trace_pdu=self._trace_pdu,
+                trace_packet=self._trace_packet,
+            )
+        else:
+            server = ModbusSerialServer(
+                devices,
+                framer=FramerType.RTU,
+                port=str(self.serial_port),
+                baudrate=self.baudrate,
+                parity=self.parity,
+                bytesize=self.bytesize,
+                stopbits=self.stopbits,
+                trace_pdu=self._trace_pdu,
+                trace_packet=self._trace_packet,
+            )
+        try:
+            await server.serve_forever(background=True)
+        except RuntimeError as err:
+            raise ModbusServerError(f"cannot serve Modbus on {self.address}: {err}") from err
+        self._server = server
+        log.info("modbus_server=up address=%s units=%s", self.address, ",".join(map(str, sorted(self.units))))
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        await server.shutdown()
+        log.info("modbus_server=down address=%s", self.address)
+
+    # --- values -----------------------------------------------------------------------------------------
+    async def update(self, unit_id: int, values: Mapping[str, float | int | str | bool]) -> None:
+        """Encode ``values`` (point name -> engineering value) into the unit's registers.
+
+        Points of the map missing from ``values`` keep their registers; a name not in the map or a value
+        its point cannot hold raises ModbusServerError.
+        """
+        if self._server is None:
+            raise ModbusServerError(f"server {self.address} is not started")
+        register_map = self._map(unit_id)
+        images: dict[Table, list[int] | list[bool]] = {}
+        for name, value in values.items():
+            try:
+                point = register_map.point(name)
+            except KeyError as err:
+                raise ModbusServerError(f"unit {unit_id}: {err.args[0]}") from err
+            try:
+                words = encode_point(point, value)
+            except ValueError as err:
+                raise ModbusServerError(f"unit {unit_id}: {err}") from err
+            span = self._spans[unit_id][point.table]
+            if point.table not in images:
+                images[point.table] = await self._server.async_getValues(
+                    unit_id, _FC[point.table], span.start, span.stop - span.start
+                )
+            image = images[point.table]
+            image[point.address - span.start : point.end - span.start] = words  # type: ignore[assignment]
+        for table, image in images.items():
+            await self._server.async_setValues(unit_id, _FC[table], self._spans[unit_id][table].start, image)
+
+    async def registers(self, unit_id: int, table: Table, address: int, count: int) -> list[int] | list[bool]:
+        """What the unit holds now (bypassing faults): for tests and diagnostics."""
+        if self._server is None:
+            raise ModbusServerError(f"server {self.address} is not started")
+        self._map(unit_id)
+        return await self._server.async_getValues(unit_id, _FC[table], address, count)
+
+    # --- faults -----------------------------------------------------------------------------------------
+    def set_fault(self, unit_id: int, fault: Fault | None) -> None:
+        """Make a unit misbehave (``"silent"``, ``"exception"``, ``"garbage"``) or heal it (None)."""
+        self._map(unit_id)
+        if fault is None:
+            self._faults.pop(unit_id, None)
+        elif fault in FAULTS:
+            self._faults[unit_id] = fault
+        else:
+            raise ModbusServerError(f"fault = {fault!r}: must be None or one of {', '.join(map(repr, FAULTS))}")
+        log.info("modbus_fault=%s address=%s unit=%d", fault or "none", self.address, unit_id)
+
+    def fault(self, unit_id: int) -> Fault | None:
+        return self._faults.get(unit_id)
+
+    def _map(self, unit_id: int) -> RegisterMap:
+        try:
+            return self.units[unit_id]
+        except KeyError:
+            raise ModbusServerError(
+                f"unit_id = {unit_id!r}: this server ({self.address}) holds units {sorted(self.units)}"
+            ) from None
+
+    def _trace_pdu(self, sending: bool, pdu: ModbusPDU) -> ModbusPDU | None:
+        """pymodbus hook on every decoded request and every reply before it is framed."""
+        fault = self._faults.get(pdu.dev_id)
+        if not sending:
+            if pdu.dev_id not in self.units or fault == "silent":
+                return None  # no last_pdu: pymodbus handles nothing and sends nothing
+            return pdu
+        if fault == "exception" and not isinstance(pdu, ExceptionResponse):
+            return ExceptionResponse(
+                pdu.function_code, ExcCodes.DEVICE_FAILURE, device_id=pdu.dev_id, transaction=pdu.transaction_id
+            )
+        return pdu
+
+    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        """pymodbus hook on raw bytes; replaces a garbage unit's replies."""
+        if not sending or not data:
+            return data
+        if self.is_tcp:
+            if len(data) <= _MBAP_LEN or self._faults.get(data[6]) != "garbage":
+                return data
+            # keep the MBAP header so the client matches the reply; junk PDU with an undefined function code
+            junk = bytes(self._junk.randrange(256) for _ in range(len(data) - _MBAP_LEN - 1))
+            return data[:_MBAP_LEN] + bytes([self._junk.randrange(0x41, 0x7F)]) + junk
+        if self._faults.get(data[0]) != "garbage":
+            return data
+        return bytes(self._junk.randrange(256) for _ in range(len(data)))
+
+
+def units_of(devices: Iterable[tuple[int, RegisterMap]]) -> dict[int, RegisterMap]:
+    """Unit id -> map, refusing a unit id twice on one server."""
+    out: dict[int, RegisterMap] = {}
+    for unit_id, register_map in devices:
+        if unit_id in out:
+            raise ModbusServerError(f"unit_id = {unit_id}: used twice on one server")
+        out[unit_id] = register_map
+    return out
