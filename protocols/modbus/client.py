@@ -1,0 +1,191 @@
+"""Async Modbus transports: a thin, typed layer over pymodbus.
+
+The poller needs four things from a device link (read a block, write registers, write a coil,
+close) and one promise: every failure comes out as a :mod:`protocols.modbus.errors` type. pymodbus
+has its own retry and reconnect loops that hide time (a silent device costs ``timeout x retries``
+inside one call, a dead host reconnects in a background task); they are switched off here
+(``retries=0``, ``reconnect_delay=0``) and replaced by our own bounded retry count, so the caller
+knows the worst-case cost of a call: ``timeout_s x (retries + 1)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
+
+from protocols.modbus.errors import (
+    ModbusConnectionError,
+    ModbusDeviceError,
+    ModbusExceptionResponse,
+    ModbusFrameError,
+    ModbusTimeout,
+)
+from protocols.modbus.registermap import MAX_READ_BITS, MAX_READ_REGISTERS, Table
+
+
+class ModbusTransport(Protocol):
+    """What a poller needs from a link to one or more Modbus devices."""
+
+    device: str
+
+    async def read(self, table: Table, start: int, count: int, unit_id: int) -> list[int] | list[bool]: ...
+
+    async def write_registers(self, start: int, values: Sequence[int], unit_id: int) -> None: ...
+
+    async def write_coil(self, addr: int, value: bool, unit_id: int) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+# Modbus Application Protocol v1.1b3, 6.1-6.4: the read function of each table.
+READ_FUNCTION: dict[Table, int] = {Table.COIL: 1, Table.DISCRETE: 2, Table.HOLDING: 3, Table.INPUT: 4}
+
+# One pymodbus call on a connected client.
+Operation = Callable[[Any], Awaitable[ModbusPDU]]
+
+
+def read_operation(table: Table, start: int, count: int, unit_id: int) -> Operation:
+    """The pymodbus call for a read of ``count`` registers/bits of ``table`` (validated first)."""
+    limit = MAX_READ_BITS if table.is_bits else MAX_READ_REGISTERS
+    if not 1 <= count <= limit or start < 0 or start + count > 0x10000:
+        raise ValueError(f"read of {table.value}[{start}:{start + count}]: quantity 1..{limit} within 0..65535")
+    method = {
+        Table.HOLDING: "read_holding_registers",
+        Table.INPUT: "read_input_registers",
+        Table.COIL: "read_coils",
+        Table.DISCRETE: "read_discrete_inputs",
+    }[table]
+    return lambda client: getattr(client, method)(start, count=count, device_id=unit_id)
+
+
+def read_result(device: str, table: Table, count: int, pdu: ModbusPDU) -> list[int] | list[bool]:
+    """The values of a read answer, checked for function and length (else a frame error)."""
+    fc = getattr(pdu, "function_code", None)
+    if fc != READ_FUNCTION[table]:
+        raise ModbusFrameError(
+            device, f"read of {table.value} (function {READ_FUNCTION[table]}) answered by function {fc}"
+        )
+    if table.is_bits:
+        bits = getattr(pdu, "bits", None)
+        if not isinstance(bits, list) or len(bits) < count:
+            raise ModbusFrameError(device, f"read of {count} bits answered with {bits!r}")
+        return [bool(b) for b in bits[:count]]  # bit answers are padded to a whole byte
+    regs = getattr(pdu, "registers", None)
+    if not isinstance(regs, list) or len(regs) != count:
+        n = len(regs) if isinstance(regs, list) else regs
+        raise ModbusFrameError(device, f"read of {count} registers answered with {n} registers")
+    return list(regs)
+
+
+async def execute_once(device: str, client: Any, op: Operation, timeout_s: float) -> ModbusPDU:
+    """Run one pymodbus call and translate every outcome into a value or one of our errors.
+
+    pymodbus signals a silent device with ModbusIOException, a closed link with
+    ConnectionException, and a Modbus exception answer with a PDU whose ``isError()`` is true.
+    The outer timeout is a guard for the cases where pymodbus's own does not fire (e.g. garbage
+    that never completes a frame on some framers).
+    """
+    try:
+        async with asyncio.timeout(timeout_s * 2 + 0.1):
+            pdu = await op(client)
+    except TimeoutError as err:
+        raise ModbusTimeout(device, f"no answer within {timeout_s} s") from err
+    except ConnectionException as err:
+        raise ModbusConnectionError(device, f"link down: {err}") from err
+    except ModbusIOException as err:
+        if "No response" in str(err):
+            raise ModbusTimeout(device, f"no answer within {timeout_s} s") from err
+        raise ModbusFrameError(device, f"unusable answer: {err}") from err
+    except ModbusException as err:
+        raise ModbusFrameError(device, f"unusable answer: {err}") from err
+    except OSError as err:
+        raise ModbusConnectionError(device, f"link error: {err}") from err
+    except Exception as err:  # noqa: BLE001 - hostile bytes may trip anything inside pymodbus's decoders
+        raise ModbusFrameError(device, f"unusable answer: {type(err).__name__}: {err}") from err
+    if pdu is None:
+        raise ModbusFrameError(device, "no PDU in the answer")
+    if isinstance(pdu, ExceptionResponse):
+        raise ModbusExceptionResponse(device, pdu.exception_code, pdu.function_code & 0x7F)
+    if pdu.isError():
+        raise ModbusFrameError(device, f"error answer {pdu}")
+    return pdu
+
+
+class TcpTransport:
+    """Modbus TCP to one host:port (one or more unit ids behind it, e.g. a gateway).
+
+    Connects lazily on the first call; after a timeout, a frame error or a lost link the socket is
+    dropped, so the next attempt starts on a fresh connection with no stale answer in flight.
+    """
+
+    def __init__(self, host: str, port: int = 502, *, timeout_s: float = 1.0, retries: int = 1) -> None:
+        if timeout_s <= 0 or retries < 0:
+            raise ValueError(f"timeout_s={timeout_s} must be > 0 and retries={retries} >= 0")
+        self.host = host
+        self.port = port
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.device = f"tcp:{host}:{port}"
+        self._client: AsyncModbusTcpClient | None = None
+
+    async def _connect(self, label: str) -> AsyncModbusTcpClient:
+        if self._client is not None and self._client.connected:
+            return self._client
+        self._drop()
+        client = AsyncModbusTcpClient(
+            self.host,
+            port=self.port,
+            timeout=self.timeout_s,
+            retries=0,  # our own retry loop, so the cost of a call is bounded and visible
+            reconnect_delay=0,  # no background reconnect task: we reconnect on the next call
+            name=self.device,
+        )
+        try:
+            ok = await client.connect()
+        except (OSError, ModbusException) as err:
+            client.close()
+            raise ModbusConnectionError(label, f"cannot connect: {err}") from err
+        if not ok:
+            client.close()
+            raise ModbusConnectionError(label, "cannot connect (refused or no route)")
+        self._client = client
+        return client
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def _run(self, op: Operation, unit_id: int) -> ModbusPDU:
+        label = f"{self.device}/{unit_id}"
+        last: ModbusDeviceError | None = None
+        for _attempt in range(self.retries + 1):
+            try:
+                client = await self._connect(label)
+                return await execute_once(label, client, op, self.timeout_s)
+            except ModbusExceptionResponse:
+                raise  # the device answered: asking again changes nothing
+            except (ModbusTimeout, ModbusConnectionError, ModbusFrameError) as err:
+                last = err
+                self._drop()
+        assert last is not None
+        raise last
+
+    async def read(self, table: Table, start: int, count: int, unit_id: int) -> list[int] | list[bool]:
+        pdu = await self._run(read_operation(table, start, count, unit_id), unit_id)
+        return read_result(f"{self.device}/{unit_id}", table, count, pdu)
+
+    async def write_registers(self, start: int, values: Sequence[int], unit_id: int) -> None:
+        vals = list(values)
+        await self._run(lambda c: c.write_registers(start, vals, device_id=unit_id), unit_id)
+
+    async def write_coil(self, addr: int, value: bool, unit_id: int) -> None:
+        await self._run(lambda c: c.write_coil(addr, bool(value), device_id=unit_id), unit_id)
+
+    async def close(self) -> None:
+        self._drop()

@@ -1,0 +1,242 @@
+"""TcpTransport against real sockets on 127.0.0.1: a pymodbus server, a mute one, a babbling one."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
+from pymodbus.server import ModbusTcpServer
+
+from protocols.modbus.client import TcpTransport
+from protocols.modbus.errors import (
+    ModbusConnectionError,
+    ModbusDeviceError,
+    ModbusExceptionResponse,
+    ModbusFrameError,
+    ModbusTimeout,
+)
+from protocols.modbus.registermap import Table
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def run(coro: Awaitable, timeout: float = 20.0):
+    async def guarded():
+        async with asyncio.timeout(timeout):
+            return await coro
+
+    return asyncio.run(guarded())
+
+
+@asynccontextmanager
+async def modbus_server(port: int) -> AsyncIterator[ModbusTcpServer]:
+    """Unit 1: holding 0..49 = 100..149, coils 0..15 alternate; unit 2: holding all 7."""
+    dev1 = ModbusDeviceContext(
+        hr=ModbusSequentialDataBlock(1, list(range(100, 150))),
+        ir=ModbusSequentialDataBlock(1, list(range(200, 210))),
+        co=ModbusSequentialDataBlock(1, [i % 2 == 0 for i in range(16)]),
+        di=ModbusSequentialDataBlock(1, [True] * 4),
+    )
+    dev2 = ModbusDeviceContext(hr=ModbusSequentialDataBlock(1, [7] * 10))
+    server = ModbusTcpServer(ModbusServerContext(devices={1: dev1, 2: dev2}, single=False), address=("127.0.0.1", port))
+    await server.serve_forever(background=True)
+    try:
+        yield server
+    finally:
+        await server.shutdown()
+
+
+@asynccontextmanager
+async def raw_server(port: int, reply: Callable[[bytes], bytes | None]) -> AsyncIterator[None]:
+    """A TCP peer that answers each request chunk with ``reply(request)`` (None: stay silent)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(1024):
+                out = reply(data)
+                if out:
+                    writer.write(out)
+                    await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", port)
+    try:
+        yield
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_reads_every_table_and_both_units() -> None:
+    async def go():
+        port = free_port()
+        async with modbus_server(port):
+            t = TcpTransport("127.0.0.1", port, timeout_s=1.0, retries=0)
+            try:
+                assert await t.read(Table.HOLDING, 0, 5, 1) == [100, 101, 102, 103, 104]
+                assert await t.read(Table.HOLDING, 45, 5, 1) == [145, 146, 147, 148, 149]
+                assert await t.read(Table.INPUT, 2, 3, 1) == [202, 203, 204]
+                assert await t.read(Table.COIL, 0, 5, 1) == [True, False, True, False, True]  # not padded
+                assert await t.read(Table.DISCRETE, 0, 2, 1) == [True, True]
+                assert await t.read(Table.HOLDING, 0, 3, 2) == [7, 7, 7]
+            finally:
+                await t.close()
+
+    run(go())
+
+
+def test_values_changed_on_the_server_are_read_back_and_writes_land() -> None:
+    async def go():
+        port = free_port()
+        async with modbus_server(port) as server:
+            t = TcpTransport("127.0.0.1", port, timeout_s=1.0, retries=0)
+            try:
+                await server.async_setValues(1, 3, 10, [0x4366, 0x8000])
+                assert await t.read(Table.HOLDING, 10, 2, 1) == [0x4366, 0x8000]
+                await t.write_registers(0, [1, 2, 3], 1)
+                assert await t.read(Table.HOLDING, 0, 4, 1) == [1, 2, 3, 103]
+                await t.write_coil(1, True, 1)
+                assert await t.read(Table.COIL, 0, 2, 1) == [True, True]
+            finally:
+                await t.close()
+
+    run(go())
+
+
+def test_address_the_server_lacks_is_exception_2() -> None:
+    async def go():
+        port = free_port()
+        async with modbus_server(port):
+            t = TcpTransport("127.0.0.1", port, timeout_s=1.0, retries=2)
+            try:
+                with pytest.raises(ModbusExceptionResponse) as info:
+                    await t.read(Table.HOLDING, 45, 10, 1)  # 50..54 do not exist
+                assert info.value.code == 2
+                assert info.value.name == "illegal data address"
+                assert "exception=2" in str(info.value) and f"tcp:127.0.0.1:{port}/1" in str(info.value)
+                # the link survives an exception answer
+                assert await t.read(Table.HOLDING, 0, 1, 1) == [100]
+            finally:
+                await t.close()
+
+    run(go())
+
+
+def test_silent_server_times_out_within_the_timeout() -> None:
+    async def go():
+        port = free_port()
+        async with raw_server(port, lambda req: None):
+            t = TcpTransport("127.0.0.1", port, timeout_s=0.2, retries=1)
+            try:
+                start = time.monotonic()
+                with pytest.raises(ModbusTimeout) as info:
+                    await t.read(Table.HOLDING, 0, 2, 1)
+                elapsed = time.monotonic() - start
+                assert info.value.device == f"tcp:127.0.0.1:{port}/1"
+                # 2 attempts of 0.2 s each; generous upper bound for a loaded machine, not a perf check
+                assert 0.35 <= elapsed < 2.0
+            finally:
+                await t.close()
+
+    run(go())
+
+
+def _mbap_echo(pdu: bytes) -> Callable[[bytes], bytes]:
+    """A reply with the request's transaction id and a well-formed MBAP header around ``pdu``."""
+
+    def reply(req: bytes) -> bytes:
+        return req[:4] + (len(pdu) + 1).to_bytes(2, "big") + req[6:7] + pdu
+
+    return reply
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        pytest.param(lambda req: b"\xde\xad\xbe\xef" * 8, id="random-junk"),
+        pytest.param(lambda req: b"\x00" * 300, id="zeros"),
+        pytest.param(lambda req: req[:4] + b"\x00\xff" + req[6:], id="mbap-length-lies"),
+        pytest.param(_mbap_echo(b"\x03\x04\x00\x01"), id="byte-count-too-big"),
+        pytest.param(_mbap_echo(b"\x03\x02\x00\x01"), id="one-register-for-two"),
+        pytest.param(_mbap_echo(b"\x55\x01\x02"), id="unknown-function"),
+        pytest.param(_mbap_echo(b"\x04\x04\x00\x01\x00\x02"), id="wrong-function"),
+    ],
+)
+def test_garbage_answers_are_frame_errors_or_timeouts(reply) -> None:
+    async def go():
+        port = free_port()
+        async with raw_server(port, reply):
+            t = TcpTransport("127.0.0.1", port, timeout_s=0.2, retries=1)
+            try:
+                with pytest.raises(ModbusDeviceError) as info:
+                    await t.read(Table.HOLDING, 0, 2, 1)
+                assert isinstance(info.value, ModbusFrameError | ModbusTimeout), repr(info.value)
+            finally:
+                await t.close()
+
+    run(go())
+
+
+def test_short_register_answer_is_a_frame_error() -> None:
+    async def go():
+        port = free_port()
+        async with raw_server(port, _mbap_echo(b"\x03\x02\x00\x01")):
+            t = TcpTransport("127.0.0.1", port, timeout_s=0.3, retries=0)
+            try:
+                with pytest.raises(ModbusFrameError):
+                    await t.read(Table.HOLDING, 0, 2, 1)
+            finally:
+                await t.close()
+
+    run(go())
+
+
+def test_connection_refused() -> None:
+    async def go():
+        port = free_port()  # nothing listens there
+        t = TcpTransport("127.0.0.1", port, timeout_s=0.5, retries=1)
+        with pytest.raises(ModbusConnectionError) as info:
+            await t.read(Table.HOLDING, 0, 1, 1)
+        assert info.value.device == f"tcp:127.0.0.1:{port}/1"
+        await t.close()
+
+    run(go())
+
+
+def test_reconnects_on_the_next_call_after_the_server_comes_back() -> None:
+    async def go():
+        port = free_port()
+        t = TcpTransport("127.0.0.1", port, timeout_s=0.3, retries=0)
+        try:
+            async with modbus_server(port):
+                assert await t.read(Table.HOLDING, 0, 1, 1) == [100]
+            with pytest.raises((ModbusConnectionError, ModbusTimeout)):
+                await t.read(Table.HOLDING, 0, 1, 1)
+            with pytest.raises(ModbusConnectionError):
+                await t.read(Table.HOLDING, 0, 1, 1)
+            async with modbus_server(port):
+                assert await t.read(Table.HOLDING, 0, 1, 1) == [100]
+        finally:
+            await t.close()
+
+    run(go())
+
+
+@pytest.mark.parametrize(
+    "table,start,count", [(Table.HOLDING, 0, 126), (Table.COIL, 0, 2001), (Table.HOLDING, 65535, 2)]
+)
+def test_out_of_spec_read_is_refused_before_sending(table, start, count) -> None:
+    async def go():
+        t = TcpTransport("127.0.0.1", free_port(), timeout_s=0.2, retries=0)
+        with pytest.raises(ValueError):
+            await t.read(table, start, count, 1)
+
+    run(go())
