@@ -1,0 +1,86 @@
+"""``gridedge sim ...``: run the simulated bench or list its devices.
+
+``gridedge.py`` hands everything after the word ``sim`` to :func:`main`.
+
+- ``sim run --config FILE [--speed N] [--seconds S]``: print the device table, serve until SIGINT or
+  SIGTERM (or S seconds of wall time), exit 0.
+- ``sim devices --config FILE``: print the device table only.
+
+Exit codes: 0 done, 2 bad command line or configuration, 1 the bench could not start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+from sim_hw.bench import Bench, BenchError, device_table
+from sim_hw.config import BenchConfigError, load_bench_config
+from sim_hw.devices.modbus_server import ModbusServerError
+
+log = logging.getLogger("sim_hw")
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gridedge sim", description="The simulated substation bench.")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="serve every device of the bench until interrupted")
+    run.add_argument("--config", required=True, help="the bench's TOML file (e.g. config/sim-site.toml)")
+    run.add_argument("--speed", type=_positive, help="simulated seconds per wall second (overrides [bench] speed)")
+    run.add_argument("--seconds", type=_positive, help="stop after this many wall seconds")
+    run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    dev = sub.add_parser("devices", help="print the bench's devices and their addresses")
+    dev.add_argument("--config", required=True)
+    return p
+
+
+async def _run(bench: Bench, seconds: float | None) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await bench.start()
+        print(bench.table(), flush=True)
+        await bench.run(seconds=seconds, stop=stop)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await bench.stop()
+    print(f"stopped steps={bench.steps} sim_elapsed_s={bench.elapsed_sim_s:g} speed={bench.speed:g}", flush=True)
+
+
+def main(argv: list[str]) -> int:
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse has printed the usage
+        return int(exit_.code or 0)
+    try:
+        config = load_bench_config(args.config)
+    except BenchConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+    if args.command == "devices":
+        print(device_table(config))
+        return 0
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("pymodbus").setLevel(logging.WARNING)
+    try:
+        asyncio.run(_run(Bench(config, speed=args.speed), args.seconds))
+    except (BenchError, ModbusServerError) as err:
+        print(f"sim: cannot run the bench: {err}", file=sys.stderr)
+        return 1
+    return 0

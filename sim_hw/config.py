@@ -1,0 +1,348 @@
+"""The bench's TOML file -> typed, validated configuration.
+
+::
+
+    [bench]
+    speed = 1.0        # simulated seconds per wall second
+    step_s = 1.0       # simulated seconds per step
+    seed = 1
+    start = "2026-06-01T00:00:00Z"   # optional: the simulated clock's start (default: wall clock at start)
+
+    [[buses]]
+    name = "bus1"
+    link = "run/rtu-bus1"   # the agent opens this pty; the simulator serves "<link>-sim"
+    baudrate = 19200
+
+    [[devices]]
+    name = "sub-meter"
+    kind = "meter"
+    map = "maps/sim-meter.toml"
+    protocol = "modbus-tcp"      # or "modbus-rtu" with bus = "bus1"
+    host = "127.0.0.1"
+    port = 15020
+    unit_id = 1
+    load_kw = 3000.0
+
+Paths are relative to the config file's folder. Every problem is collected and reported with its key
+path, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from protocols.modbus.registermap import RegisterMap, RegisterMapError, parse_register_map
+
+KINDS = ("meter",)
+PROTOCOLS = ("modbus-tcp", "modbus-rtu")
+BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+PARITIES = ("N", "E", "O")
+SIM_SUFFIX = "-sim"
+_MISSING = object()
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    key: str
+    value: Any
+    allowed: str
+
+    def __str__(self) -> str:
+        shown = "(missing)" if self.value is _MISSING else repr(self.value)
+        return f"{self.key} = {shown}: {self.allowed}"
+
+
+class BenchConfigError(Exception):
+    """The bench configuration cannot be used; ``issues`` lists every problem found."""
+
+    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
+        self.source = source
+        self.issues = issues
+        lines = "\n".join(f"  {i}" for i in issues)
+        super().__init__(f"{source}: {len(issues)} configuration error(s)\n{lines}")
+
+
+@dataclass(frozen=True, slots=True)
+class BenchSettings:
+    speed: float = 1.0
+    step_s: float = 1.0
+    seed: int = 1
+    start: float | None = None  # simulated clock at step 0 [s since the epoch, UTC]; None = wall clock
+
+
+@dataclass(frozen=True, slots=True)
+class BusConfig:
+    """An RS-485 line: a socat pty pair whose ``link`` end the agent opens."""
+
+    name: str
+    link: Path
+    baudrate: int = 19200
+    parity: str = "N"
+    bytesize: int = 8
+    stopbits: int = 1
+
+    @property
+    def sim_path(self) -> Path:
+        """The end the simulator's server opens."""
+        return self.link.with_name(self.link.name + SIM_SUFFIX)
+
+    @property
+    def framing(self) -> str:
+        return f"{self.baudrate} {self.bytesize}{self.parity}{self.stopbits}"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    name: str
+    kind: str
+    protocol: str
+    unit_id: int
+    register_map: RegisterMap
+    map_path: Path
+    load_kw: float = 0.0
+    host: str | None = None  # modbus-tcp
+    port: int | None = None  # modbus-tcp
+    bus: str | None = None  # modbus-rtu
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    bench: BenchSettings
+    devices: tuple[DeviceSpec, ...]
+    buses: tuple[BusConfig, ...]
+    source: Path
+
+    def bus(self, name: str) -> BusConfig:
+        for b in self.buses:
+            if b.name == name:
+                return b
+        raise KeyError(name)
+
+
+class _Checker:
+    """Reads typed values out of tables, recording every problem instead of stopping."""
+
+    def __init__(self) -> None:
+        self.issues: list[ConfigIssue] = []
+
+    def fail(self, key: str, value: Any, allowed: str) -> None:
+        self.issues.append(ConfigIssue(key, value, allowed))
+
+    def get(self, table: Mapping[str, Any], prefix: str, name: str, kind: str, default: Any = _MISSING,
+            *, lo: float | None = None, hi: float | None = None, choices: tuple[Any, ...] = ()) -> Any:  # fmt: skip
+        key = f"{prefix}.{name}"
+        value = table.get(name, _MISSING)
+        if value is _MISSING:
+            if default is _MISSING:
+                self.fail(key, _MISSING, f"is required ({kind})")
+                return None
+            return default
+        ok = {
+            "string": isinstance(value, str) and value != "",
+            "integer": isinstance(value, int) and not isinstance(value, bool),
+            "number": isinstance(value, int | float) and not isinstance(value, bool) and value == value,
+        }[kind]
+        if not ok:
+            self.fail(key, value, f"must be a {'non-empty string' if kind == 'string' else kind}")
+            return None
+        if choices and value not in choices:
+            self.fail(key, value, "must be one of " + ", ".join(repr(c) for c in choices))
+            return None
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            self.fail(key, value, f"must be in {lo if lo is not None else '-inf'}..{hi if hi is not None else 'inf'}")
+            return None
+        return value
+
+    def unknown(self, table: Mapping[str, Any], prefix: str, known: set[str]) -> None:
+        for name in sorted(set(table) - known):
+            self.fail(f"{prefix}.{name}", table[name], "unknown key; allowed: " + ", ".join(sorted(known)))
+
+    def tables(self, data: Mapping[str, Any], name: str) -> list[Mapping[str, Any]]:
+        raw = data.get(name, [])
+        if not isinstance(raw, list):
+            self.fail(name, raw, "must be an array of tables ([[" + name + "]])")
+            return []
+        out = []
+        for i, t in enumerate(raw):
+            if isinstance(t, Mapping):
+                out.append(t)
+            else:
+                self.fail(f"{name}[{i}]", t, "must be a table")
+        return out
+
+
+def _start(c: _Checker, raw: Any) -> float | None:
+    if raw is _MISSING:
+        return None
+    if isinstance(raw, datetime):  # a TOML offset date-time
+        dt = raw
+    elif isinstance(raw, str):
+        try:
+            dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            dt = None
+    else:
+        dt = None
+    if dt is None or dt.tzinfo is None:
+        c.fail("bench.start", raw, "must be a date-time with its UTC offset, e.g. 2026-06-01T00:00:00Z")
+        return None
+    return dt.timestamp()
+
+
+def _bench(c: _Checker, data: Mapping[str, Any]) -> BenchSettings:
+    raw = data.get("bench", {})
+    if not isinstance(raw, Mapping):
+        c.fail("bench", raw, "must be a table ([bench])")
+        return BenchSettings()
+    c.unknown(raw, "bench", {"speed", "step_s", "seed", "start"})
+    speed = c.get(raw, "bench", "speed", "number", 1.0, lo=0.001, hi=10000)
+    step_s = c.get(raw, "bench", "step_s", "number", 1.0, lo=0.01, hi=3600)
+    seed = c.get(raw, "bench", "seed", "integer", 1)
+    start = _start(c, raw.get("start", _MISSING))
+    return BenchSettings(
+        speed=float(speed or 1.0), step_s=float(step_s or 1.0), seed=seed if seed is not None else 1, start=start
+    )
+
+
+def _buses(c: _Checker, data: Mapping[str, Any], base: Path) -> list[BusConfig]:
+    out: list[BusConfig] = []
+    names: set[str] = set()
+    links: set[Path] = set()
+    for i, raw in enumerate(c.tables(data, "buses")):
+        prefix = f"buses[{i}]"
+        start = len(c.issues)
+        c.unknown(raw, prefix, {"name", "link", "baudrate", "parity", "bytesize", "stopbits"})
+        name = c.get(raw, prefix, "name", "string")
+        link = c.get(raw, prefix, "link", "string")
+        baud = c.get(raw, prefix, "baudrate", "integer", 19200, choices=BAUDRATES)
+        parity = c.get(raw, prefix, "parity", "string", "N", choices=PARITIES)
+        bytesize = c.get(raw, prefix, "bytesize", "integer", 8, choices=(7, 8))
+        stopbits = c.get(raw, prefix, "stopbits", "integer", 1, choices=(1, 2))
+        if name is not None and name in names:
+            c.fail(f"{prefix}.name", name, "must be unique among [[buses]]")
+        path = None
+        if link is not None:
+            path = Path(link) if Path(link).is_absolute() else base / link
+            if path in links:
+                c.fail(f"{prefix}.link", link, "must be unique among [[buses]]")
+            links.add(path)
+        if len(c.issues) == start and name is not None and path is not None:
+            names.add(name)
+            out.append(BusConfig(name, path, baud, parity, bytesize, stopbits))
+    return out
+
+
+def _register_map(c: _Checker, raw: Mapping[str, Any], prefix: str, base: Path) -> tuple[RegisterMap, Path] | None:
+    value = c.get(raw, prefix, "map", "string")
+    if value is None:
+        return None
+    path = Path(value) if Path(value).is_absolute() else base / value
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        c.fail(f"{prefix}.map", value, f"no such register map file ({path})")
+        return None
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        c.fail(f"{prefix}.map", value, f"cannot read register map file: {err}")
+        return None
+    try:
+        return parse_register_map(data, f"{prefix}.map({path.name})"), path
+    except RegisterMapError as err:
+        c.fail(err.key, err.value, err.allowed)
+        return None
+
+
+def _devices(c: _Checker, data: Mapping[str, Any], base: Path, buses: list[BusConfig]) -> list[DeviceSpec]:
+    out: list[DeviceSpec] = []
+    bus_names = tuple(b.name for b in buses)
+    names: set[str] = set()
+    seats: dict[tuple[str, Any], str] = {}  # (server, unit_id) -> device: one unit id per server
+    raws = c.tables(data, "devices")
+    if not raws and "devices" not in data:
+        c.fail("devices", _MISSING, "is required: at least one [[devices]] table")
+    for i, raw in enumerate(raws):
+        prefix = f"devices[{i}]"
+        start = len(c.issues)
+        common = {"name", "kind", "map", "protocol", "unit_id", "load_kw"}
+        protocol = c.get(raw, prefix, "protocol", "string", choices=PROTOCOLS)
+        extra = {"host", "port"} if protocol == "modbus-tcp" else {"bus"} if protocol == "modbus-rtu" else set()
+        c.unknown(raw, prefix, common | extra)
+        name = c.get(raw, prefix, "name", "string")
+        kind = c.get(raw, prefix, "kind", "string", "meter", choices=KINDS)
+        lo_unit = 1 if protocol == "modbus-rtu" else 0
+        unit_id = c.get(raw, prefix, "unit_id", "integer", 1, lo=lo_unit, hi=247)
+        load_kw = c.get(raw, prefix, "load_kw", "number", 0.0, lo=-1e6, hi=1e6)
+        mapped = _register_map(c, raw, prefix, base)
+        host = port = bus = None
+        if protocol == "modbus-tcp":
+            host = c.get(raw, prefix, "host", "string", "127.0.0.1")
+            if host is not None:
+                try:
+                    ipaddress.ip_address(host)
+                except ValueError:
+                    c.fail(f"{prefix}.host", host, "must be an IP address (the bench serves on loopback)")
+            port = c.get(raw, prefix, "port", "integer", lo=1, hi=65535)
+            server: Any = (host, port)
+        else:
+            bus = c.get(raw, prefix, "bus", "string", choices=bus_names or ("(no [[buses]] defined)",))
+            server = bus
+        if name is not None:
+            if name in names:
+                c.fail(f"{prefix}.name", name, "must be unique among [[devices]]")
+            names.add(name)
+        if unit_id is not None and None not in (server if isinstance(server, tuple) else (server,)):
+            other = seats.get((str(server), unit_id))
+            if other is not None:
+                c.fail(f"{prefix}.unit_id", unit_id, f"already used by device {other!r} on the same port or bus")
+            else:
+                seats[(str(server), unit_id)] = name
+        if len(c.issues) == start and mapped is not None:
+            out.append(
+                DeviceSpec(
+                    name=name,
+                    kind=kind,
+                    protocol=protocol,
+                    unit_id=unit_id,
+                    register_map=mapped[0],
+                    map_path=mapped[1],
+                    load_kw=float(load_kw),
+                    host=host,
+                    port=port,
+                    bus=bus,
+                )
+            )
+    return out
+
+
+def parse_bench_config(data: Mapping[str, Any], source: Path) -> BenchConfig:
+    """Validate a parsed TOML document; ``source`` is the file it came from (paths are relative to its folder)."""
+    c = _Checker()
+    base = source.parent
+    c.unknown(data, "", {"bench", "buses", "devices"})
+    c.issues = [ConfigIssue(i.key.lstrip("."), i.value, i.allowed) for i in c.issues]
+    bench = _bench(c, data)
+    buses = _buses(c, data, base)
+    devices = _devices(c, data, base, buses)
+    if c.issues:
+        raise BenchConfigError(str(source), c.issues)
+    return BenchConfig(bench=bench, devices=tuple(devices), buses=tuple(buses), source=source)
+
+
+def load_bench_config(path: str | Path) -> BenchConfig:
+    """Read and validate the bench's TOML file. Raises BenchConfigError (also for a missing or bad file)."""
+    path = Path(path).resolve()
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise BenchConfigError(str(path), [ConfigIssue("(file)", str(path), "no such file")]) from None
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise BenchConfigError(str(path), [ConfigIssue("(file)", str(path), f"cannot read: {err}")]) from err
+    return parse_bench_config(data, path)
