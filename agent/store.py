@@ -1,0 +1,818 @@
+"""The agent's SQLite store: every reading taken, the events, and the outbox of sealed uplink messages.
+
+One file, one connection, WAL mode. Readings land in ``readings`` (the staging area for batching and the
+local history), ``seal()`` turns them into JSON uplink messages in ``outbox``, and an outbox row leaves only
+when central acknowledges its ``msg_id`` (``ack()``), so a broker outage, an agent crash or a power cut loses
+nothing that was committed.
+
+Durability (why ``synchronous=NORMAL``)
+    In WAL mode with ``synchronous=NORMAL`` a commit appends to the WAL without an fsync; the WAL is synced
+    at checkpoints. A power cut can therefore lose the last commits, but never corrupts the database (the
+    WAL frames carry checksums and a torn tail is ignored on recovery). An agent crash (SIGKILL) loses
+    nothing: the data is in the OS page cache. Readings are committed about once a second in batches, and an
+    fsync per commit costs milliseconds on the SD cards and eMMC this agent runs on, so NORMAL is the trade.
+    Two exceptions are made, because an identifier leaves the box: ``seal()`` commits with
+    ``synchronous=FULL`` (a message may be published right after; were its seal rolled back by a power cut,
+    the same sequence number would be reused for another message id), and ``durable=True`` makes every
+    commit FULL. Lost acks are harmless: the message is sent again and central drops it by id.
+
+Values
+    ``value`` is stored as-is (the column has no type affinity): REAL, INTEGER, TEXT or NULL. A bool is
+    stored as the INTEGER 0/1 and comes back, and goes uplink, as 0/1: SQLite has no boolean type. Floats
+    must be finite (JSON has no NaN); integers must fit in 64 bits; strings are at most ``MAX_TEXT`` chars.
+
+Size
+    size = (page_count - freelist_count) * page_size + the WAL file's size. Free pages are not counted: a
+    delete frees pages that the next insert reuses, and ``enforce_limit`` returns them to the file system
+    with ``PRAGMA incremental_vacuum`` (``auto_vacuum=INCREMENTAL`` is set when the file is created) and then
+    truncates the WAL. The WAL is kept small by ``wal_autocheckpoint`` and ``journal_size_limit`` scaled to
+    ``max_bytes``.
+
+The full policy (``enforce_limit``, also run by ``add_readings`` when size >= 90 % of ``max_bytes``)
+    1. At >= 90 % raise one ``store_full_alarm`` event (severity warning). It is re-armed when the size
+       falls below 80 %, so a store that stays full alarms once, not once per call.
+    2. At >= 100 %, shrink to the 85 % low-water mark:
+       a. prune local history: readings already sealed (id <= their stream's sealed cursor), oldest first.
+          Their content is in an outbox payload or already at central, so this loses nothing.
+       b. if still over, drop the OLDEST TELEMETRY: telemetry outbox messages oldest first, then unsealed
+          telemetry readings oldest first. Never energy, never events. The dropped readings and messages
+          are counted (``dropped_readings``, ``dropped_messages``) and one ``telemetry_dropped`` event
+          (severity error) carries the counts. Central sees the gap in the telemetry sequence numbers.
+    3. If only energy and events remain and the store is still full, ``add_readings`` drops the telemetry
+       in the call (counted) and raises ``StoreFullError`` for the energy: energy is never silently dropped,
+       the caller keeps it and alarms.
+    A full disk (SQLITE_FULL, "database or disk is full", ENOSPC) is also ``StoreFullError``: the failed
+    transaction is rolled back, nothing already committed is lost.
+
+Threads
+    ``Store`` is synchronous and not thread-safe. ``AsyncStore`` runs every call in one dedicated worker
+    thread, so the event loop never blocks on SQLite and calls are serialised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import math
+import numbers
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlite_utils
+
+from agent.points import Quality, Reading, Stream
+from protocols.telemetry.schema import MAX_PAYLOAD_BYTES, encode_batch, valid_site
+
+log = logging.getLogger("gridedge.store")
+
+SCHEMA_VERSION = 1  # in PRAGMA user_version
+MAX_TEXT = 65536  # longest string value / event text / event data JSON accepted
+ALARM_FRACTION = 0.90
+REARM_FRACTION = 0.80
+LOW_WATER_FRACTION = 0.85
+_PRUNE_CHUNK = 256  # rows deleted between two size measurements
+_SQLITE_FULL = 13
+_INT64 = 2**63
+_READING_STREAMS = (Stream.TELEMETRY.value, Stream.ENERGY.value)
+_EVENTS = "events"
+_QUALITY = {q.value: q.value for q in Quality}
+_STREAM = {s.value: s.value for s in Stream}
+_COUNTERS = ("readings_taken", "acked_messages", "acked_readings", "dropped_readings", "dropped_messages")
+
+T = TypeVar("T")
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked; the message says what and why."""
+
+
+class StoreFullError(StoreError):
+    """No room: the disk is full, or the store is at ``max_bytes`` with nothing left that may be dropped.
+
+    ``rejected`` holds the energy readings of the call that were not stored (the caller must keep them).
+    """
+
+    def __init__(self, message: str, rejected: Sequence[Reading] = ()) -> None:
+        super().__init__(message)
+        self.rejected = tuple(rejected)
+
+
+class StoreInputError(StoreError, ValueError):
+    """A reading or event that cannot be stored (wrong type, non-finite number, too long)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    msg_id: str
+    stream: str
+    seq: int
+    count: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    readings_taken: int  # ever committed (counter, survives pruning)
+    readings_rows: int  # rows now in `readings`
+    unsealed: int  # readings + events not yet in an outbox message
+    outbox_messages: int
+    outbox_readings: int  # items in outbox messages (backlog depth = unsealed + outbox_readings)
+    acked_messages: int
+    acked_readings: int
+    dropped_readings: int  # telemetry dropped by the full-store policy
+    size_bytes: int
+    max_bytes: int
+    full_alarm: bool  # size >= 90 % of max (re-armed below 80 %)
+
+
+def _bad(i: int, r: Any, what: str) -> StoreInputError:
+    point = getattr(r, "point", "?")
+    return StoreInputError(f"readings[{i}] point={point!r}: {what}")
+
+
+def _reading_row(i: int, r: Reading) -> tuple[str, str, float, Any, str, str]:
+    """Validate one reading and turn it into a row; exact-type fast paths first (this is the hot path)."""
+    v = r.value
+    t = type(v)
+    if t is float:
+        if not math.isfinite(v):
+            raise _bad(i, r, f"value={v!r}: must be finite (use value=None with quality invalid)")
+    elif t is int:
+        if not -_INT64 <= v < _INT64:
+            raise _bad(i, r, f"value={v!r}: integers must fit in 64 bits")
+    elif t is str:
+        if len(v) > MAX_TEXT:
+            raise _bad(i, r, f"string value of {len(v)} chars: at most {MAX_TEXT}")
+    elif v is None:
+        pass
+    elif isinstance(v, bool):
+        v = int(v)  # SQLite has no boolean: stored and sent as 0/1
+    elif isinstance(v, numbers.Integral):
+        v = int(v)
+        if not -_INT64 <= v < _INT64:
+            raise _bad(i, r, f"value={v!r}: integers must fit in 64 bits")
+    elif isinstance(v, numbers.Real):
+        v = float(v)
+        if not math.isfinite(v):
+            raise _bad(i, r, f"value={v!r}: must be finite (use value=None with quality invalid)")
+    else:
+        raise _bad(i, r, f"value of type {t.__name__}: must be a number, string, bool or None")
+    ts = r.ts
+    if type(ts) is not float:
+        if isinstance(ts, numbers.Real) and not isinstance(ts, bool):
+            ts = float(ts)
+        else:
+            raise _bad(i, r, f"ts={ts!r}: must be seconds since the epoch")
+    if not math.isfinite(ts):
+        raise _bad(i, r, f"ts={ts!r}: must be finite")
+    point = r.point
+    if type(point) is not str or not point or len(point) > MAX_TEXT:
+        raise _bad(i, r, "point must be a non-empty string")
+    if type(r.unit) is not str and not isinstance(r.unit, str):
+        raise _bad(i, r, f"unit={r.unit!r}: must be a string")
+    try:
+        quality = _QUALITY[r.quality]
+        stream = _STREAM[r.stream]
+    except (KeyError, TypeError) as err:
+        raise _bad(
+            i,
+            r,
+            f"quality={r.quality!r} / stream={r.stream!r}: quality one of {', '.join(_QUALITY)}, "
+            f"stream one of {', '.join(_STREAM)}",
+        ) from err
+    return (stream, point, ts, v, str(r.unit), quality)
+
+
+class Store:
+    """The SQLite store. See the module docstring for durability, size and the full policy."""
+
+    def __init__(
+        self,
+        path: Path,
+        site: str,
+        max_bytes: int,
+        batch_size: int = 500,
+        clock: Callable[[], float] = time.time,
+        durable: bool = False,
+        id_factory: Callable[[], str] = lambda: uuid.uuid4().hex,
+        max_age_s: float = 1.0,
+    ) -> None:
+        if not valid_site(site):
+            raise StoreError(f"site={site!r}: 1-64 characters of letters, digits, '_', '.', '-'")
+        if not isinstance(max_bytes, int) or isinstance(max_bytes, bool) or max_bytes < 64 * 1024:
+            raise StoreError(f"max_bytes={max_bytes!r}: must be an integer >= 65536")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size <= 100_000:
+            raise StoreError(f"batch_size={batch_size!r}: must be an integer in 1..100000")
+        if not isinstance(max_age_s, int | float) or not 0 <= max_age_s < math.inf:
+            raise StoreError(f"max_age_s={max_age_s!r}: must be a finite number >= 0")
+        self.path = Path(path)
+        self.site = site
+        self.max_bytes = max_bytes
+        self.batch_size = batch_size
+        self.durable = durable
+        self.max_age_s = float(max_age_s)
+        self._clock = clock
+        self._id_factory = id_factory
+        self._sync = "FULL" if durable else "NORMAL"
+        self._wal_path = Path(f"{self.path}-wal")
+        # When each stream got its oldest unsealed item (clock time); None = nothing unsealed.
+        self._unsealed_since: dict[str, float | None] = {s: None for s in (*_READING_STREAMS, _EVENTS)}
+        self._last_drop_event = -math.inf
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) in _tx.
+            # check_same_thread=False: AsyncStore opens here and serialises every call on its one worker.
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        except (OSError, sqlite3.Error) as err:
+            raise StoreError(f"cannot open store {self.path}: {err}") from err
+        self._conn = conn
+        try:
+            self._open(conn)
+        except sqlite3.Error as err:
+            conn.close()
+            self._conn = None
+            raise StoreError(f"cannot open store {self.path}: {err}") from err
+        except BaseException:
+            conn.close()
+            self._conn = None
+            raise
+
+    # ----------------------------------------------------------------- opening and schema
+
+    def _open(self, conn: sqlite3.Connection) -> None:
+        # auto_vacuum must be chosen before the first table exists; on an existing file this is a no-op.
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"store {self.path}: the file system refused WAL mode (journal_mode={mode})")
+        conn.execute(f"PRAGMA synchronous={self._sync}")
+        self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        # Keep the WAL small relative to max_bytes: it counts in the measured size.
+        ckpt_pages = max(16, min(1000, self.max_bytes // self._page_size // 32))
+        conn.execute(f"PRAGMA wal_autocheckpoint={ckpt_pages}")
+        conn.execute(f"PRAGMA journal_size_limit={ckpt_pages * self._page_size}")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path} has schema version {version}; this agent knows up to {SCHEMA_VERSION} "
+                "(it was written by a newer agent)"
+            )
+        if version < SCHEMA_VERSION:
+            self._migrate(conn, version)
+        for stream in self._unsealed_since:
+            if self._count_unsealed(stream):
+                # Left from before a restart: we do not know how long it waited, so seal it soon.
+                self._unsealed_since[stream] = -math.inf
+        log.info("store_open path=%s site=%s max_bytes=%d schema=%d", self.path, self.site, self.max_bytes, version)
+
+    def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
+        """Bring the schema to SCHEMA_VERSION in one transaction: a crash mid-way leaves the old version."""
+        db = sqlite_utils.Database(conn)
+        with db.atomic():
+            if version < 1:
+                # "BLOB" declared type = no affinity: values are stored exactly as given.
+                db["readings"].create(
+                    {"id": int, "stream": str, "point": str, "ts": float, "value": "BLOB", "unit": str, "quality": str},
+                    pk="id",
+                )
+                db["readings"].create_index(["stream", "id"], index_name="readings_stream_id")
+                db["events"].create(
+                    {"id": int, "ts": float, "kind": str, "severity": str, "source": str, "text": str, "data": str},
+                    pk="id",
+                )
+                db["outbox"].create(
+                    {
+                        "msg_id": str,
+                        "stream": str,
+                        "seq": int,
+                        "count": int,
+                        "first_id": int,
+                        "last_id": int,
+                        "created": float,
+                        "payload": bytes,
+                    },
+                    pk="msg_id",
+                )
+                db["meta"].create({"key": str, "value": "BLOB"}, pk="key")
+                rows = [{"key": k, "value": 0} for k in _COUNTERS]
+                for s in (*_READING_STREAMS, _EVENTS):
+                    rows += [{"key": f"seq:{s}", "value": 1}, {"key": f"sealed:{s}", "value": 0}]
+                rows.append({"key": "full_alarm", "value": 0})
+                db["meta"].insert_all(rows, ignore=True)
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+
+    # ----------------------------------------------------------------- plumbing
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StoreError(f"store {self.path} is closed")
+        return self._conn
+
+    @contextmanager
+    def _tx(self, what: str, full_sync: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction; SQLite errors become StoreError, a full disk StoreFullError."""
+        conn = self.conn
+        upgrade = full_sync and not self.durable
+        try:
+            if upgrade:
+                conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    try:
+                        conn.execute("ROLLBACK")
+                    except sqlite3.Error as rb_err:  # the original error is the one to report
+                        log.warning("store_rollback_failed what=%s error=%s", what, rb_err)
+                raise
+        except sqlite3.Error as err:
+            raise self._map_error(err, what) from err
+        finally:
+            if upgrade and self._conn is not None:
+                self._conn.execute(f"PRAGMA synchronous={self._sync}")
+
+    def _map_error(self, err: sqlite3.Error, what: str) -> StoreError:
+        code = getattr(err, "sqlite_errorcode", None)
+        if code == _SQLITE_FULL or "disk is full" in str(err) or "No space left" in str(err):
+            log.error("store_disk_full what=%s path=%s error=%s", what, self.path, err)
+            return StoreFullError(
+                f"{what}: the disk is full ({err}); this {what} was rolled back, "
+                "everything committed before it is intact"
+            )
+        return StoreError(f"{what}: {err}")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.Error as err:
+            raise self._map_error(err, "read") from err
+
+    def _meta(self, key: str) -> int:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _meta_set(self, key: str, value: int) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    def _meta_add(self, key: str, n: int) -> None:
+        self.conn.execute("UPDATE meta SET value = value + ? WHERE key=?", (n, key))
+
+    def _count_unsealed(self, stream: str) -> int:
+        cursor = self._meta(f"sealed:{stream}")
+        if stream == _EVENTS:
+            return self.conn.execute("SELECT count(*) FROM events WHERE id>?", (cursor,)).fetchone()[0]
+        return self.conn.execute("SELECT count(*) FROM readings WHERE stream=? AND id>?", (stream, cursor)).fetchone()[
+            0
+        ]
+
+    def _db_bytes(self) -> int:
+        conn = self.conn
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        return (pages - free) * self._page_size
+
+    def _size(self) -> int:
+        try:
+            wal = self._wal_path.stat().st_size
+        except FileNotFoundError:
+            wal = 0
+        return self._db_bytes() + wal
+
+    # ----------------------------------------------------------------- writing
+
+    def add_readings(self, readings: Sequence[Reading]) -> None:
+        """Commit readings in ONE transaction (all or none).
+
+        Raises StoreInputError for a bad reading (nothing stored), StoreFullError when the store is full of
+        energy (telemetry of the call dropped and counted, energy rejected: see ``rejected``) or the disk is.
+        """
+        rows = [_reading_row(i, r) for i, r in enumerate(readings)]
+        if not rows:
+            return
+        if self._size() >= self.max_bytes * ALARM_FRACTION:
+            self.enforce_limit()
+            if self._size() >= self.max_bytes:
+                self._refuse(readings, rows)  # raises StoreFullError if the call holds energy
+                return
+        now = self._clock()
+        with self._tx("add_readings") as conn:
+            conn.executemany(
+                "INSERT INTO readings(stream, point, ts, value, unit, quality) VALUES (?, ?, ?, ?, ?, ?)", rows
+            )
+            conn.execute("UPDATE meta SET value = value + ? WHERE key='readings_taken'", (len(rows),))
+        for stream in {row[0] for row in rows}:
+            if self._unsealed_since[stream] is None:
+                self._unsealed_since[stream] = now
+
+    def _refuse(self, readings: Sequence[Reading], rows: list[tuple[Any, ...]]) -> None:
+        """The store is full of what may not be dropped: drop this call's telemetry, refuse its energy."""
+        telemetry = sum(1 for row in rows if row[0] == Stream.TELEMETRY.value)
+        energy = [r for r, row in zip(readings, rows, strict=True) if row[0] == Stream.ENERGY.value]
+        if telemetry:
+            now = self._clock()
+            with self._tx("drop telemetry") as conn:
+                self._meta_add("dropped_readings", telemetry)
+                if now - self._last_drop_event >= 60.0:  # one event a minute, not one per call
+                    self._last_drop_event = now
+                    self._insert_event(
+                        conn, now, "telemetry_dropped", "error", "store",
+                        f"store full of energy and events: {telemetry} new telemetry readings dropped",
+                        {"dropped_readings": telemetry, "dropped_messages": 0, "reason": "full_of_energy"},
+                    )  # fmt: skip
+            log.warning("store_telemetry_dropped readings=%d reason=full_of_energy", telemetry)
+        size = self._size()
+        if energy:
+            raise StoreFullError(
+                f"store {self.path} is full ({size} of {self.max_bytes} bytes) and holds only energy and events, "
+                f"which are never dropped: {len(energy)} energy readings NOT stored, "
+                f"{telemetry} telemetry readings dropped",
+                rejected=energy,
+            )
+
+    def add_event(
+        self, ts: float, kind: str, severity: str, source: str, text: str, data: dict[str, Any] | None = None
+    ) -> None:
+        now = self._clock()
+        with self._tx("add_event") as conn:
+            self._insert_event(conn, ts, kind, severity, source, text, data)
+        if self._unsealed_since[_EVENTS] is None:
+            self._unsealed_since[_EVENTS] = now
+
+    def _insert_event(
+        self,
+        conn: sqlite3.Connection,
+        ts: float,
+        kind: str,
+        severity: str,
+        source: str,
+        text: str,
+        data: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        if not isinstance(ts, int | float) or isinstance(ts, bool) or not math.isfinite(ts):
+            raise StoreInputError(f"event ts={ts!r}: must be finite seconds since the epoch")
+        for name, value in (("kind", kind), ("severity", severity), ("source", source), ("text", text)):
+            if not isinstance(value, str) or len(value) > MAX_TEXT:
+                raise StoreInputError(f"event {name}={value!r:.80}: must be a string of at most {MAX_TEXT} chars")
+        if data is not None and not isinstance(data, dict):
+            raise StoreInputError(f"event data of type {type(data).__name__}: must be a dict or None")
+        try:
+            data_json = None if data is None else json.dumps(data, separators=(",", ":"), allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise StoreInputError(f"event kind={kind!r}: data is not JSON-serialisable: {err}") from err
+        if data_json is not None and len(data_json) > MAX_TEXT:
+            raise StoreInputError(f"event kind={kind!r}: data JSON of {len(data_json)} chars, at most {MAX_TEXT}")
+        conn.execute(
+            "INSERT INTO events(ts, kind, severity, source, text, data) VALUES (?, ?, ?, ?, ?, ?)",
+            (float(ts), kind, severity, source, text, data_json),
+        )
+        if self._unsealed_since[_EVENTS] is None:
+            self._unsealed_since[_EVENTS] = self._clock()
+        return {"ts": float(ts), "kind": kind, "severity": severity, "source": source, "text": text, "data": data}
+
+    # ----------------------------------------------------------------- sealing
+
+    def seal(self, force: bool = False) -> int:
+        """Turn unsealed items into outbox messages; returns how many messages were created.
+
+        Per stream, in id order, batches of ``batch_size``; a partial batch only with ``force`` or when its
+        stream has waited ``max_age_s``. ONE transaction, committed with synchronous=FULL (module docstring).
+        """
+        now = self._clock()
+        created = 0
+        with self._tx("seal", full_sync=True):
+            for stream, since in list(self._unsealed_since.items()):
+                partial = force or (since is not None and now - since >= self.max_age_s)
+                n, left = self._seal_stream(stream, partial, now)
+                created += n
+                if not left:
+                    self._unsealed_since[stream] = None
+                elif since is None:
+                    self._unsealed_since[stream] = -math.inf  # data we did not know of (another writer)
+        if created:
+            log.debug("store_sealed messages=%d", created)
+        return created
+
+    def _fetch(self, stream: str, cursor: int, limit: int) -> tuple[list[int], list[dict[str, Any]]]:
+        conn = self.conn
+        if stream == _EVENTS:
+            rows = conn.execute(
+                "SELECT id, ts, kind, severity, source, text, data FROM events WHERE id>? ORDER BY id LIMIT ?",
+                (cursor, limit),
+            ).fetchall()
+            items = [
+                {
+                    "ts": ts,
+                    "kind": k,
+                    "severity": sv,
+                    "source": src,
+                    "text": tx,
+                    "data": None if d is None else json.loads(d),
+                }
+                for _, ts, k, sv, src, tx, d in rows
+            ]
+        else:
+            rows = conn.execute(
+                "SELECT id, point, ts, value, unit, quality FROM readings WHERE stream=? AND id>? ORDER BY id LIMIT ?",
+                (stream, cursor, limit),
+            ).fetchall()
+            items = [{"point": p, "ts": ts, "value": v, "unit": u, "quality": q} for _, p, ts, v, u, q in rows]
+        return [r[0] for r in rows], items
+
+    def _seal_stream(self, stream: str, partial: bool, now: float) -> tuple[int, bool]:
+        """Seal one stream inside the caller's transaction; returns (messages created, items left unsealed)."""
+        conn = self.conn
+        cursor = self._meta(f"sealed:{stream}")
+        seq = self._meta(f"seq:{stream}")
+        created = 0
+        left = False
+        while True:
+            ids, items = self._fetch(stream, cursor, self.batch_size)
+            if not ids:
+                break
+            if len(ids) < self.batch_size and not partial:
+                left = True
+                break
+            start = 0
+            while start < len(items):  # one message, or several if the payload would be too large
+                msg_id = self._id_factory()
+                n = len(items) - start
+                payload = encode_batch(self.site, stream, seq, msg_id, now, items[start : start + n])
+                while len(payload) > MAX_PAYLOAD_BYTES and n > 1:
+                    n = max(1, n // 2)  # central refuses larger payloads: split
+                    payload = encode_batch(self.site, stream, seq, msg_id, now, items[start : start + n])
+                conn.execute(
+                    "INSERT INTO outbox(msg_id, stream, seq, count, first_id, last_id, created, payload) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (msg_id, stream, seq, n, ids[start], ids[start + n - 1], now, payload),
+                )
+                start += n
+                seq += 1
+                created += 1
+            cursor = ids[-1]
+        self._meta_set(f"sealed:{stream}", cursor)
+        self._meta_set(f"seq:{stream}", seq)
+        return created, left
+
+    # ----------------------------------------------------------------- outbox
+
+    def pending(self, limit: int, exclude: Collection[str] = ()) -> list[OutboxMessage]:
+        """Up to ``limit`` outbox messages, oldest first, skipping the ids in ``exclude`` (in flight)."""
+        if limit <= 0:
+            return []
+        rows = self._read(
+            "SELECT msg_id, stream, seq, count, payload FROM outbox "
+            "WHERE msg_id NOT IN (SELECT value FROM json_each(?)) ORDER BY rowid LIMIT ?",
+            (json.dumps(list(exclude)), limit),
+        )
+        return [OutboxMessage(m, s, q, c, bytes(p)) for m, s, q, c, p in rows]
+
+    def ack(self, msg_ids: Iterable[str]) -> int:
+        """Forget acknowledged messages; unknown or repeated ids are ignored. Returns rows removed."""
+        ids = list(dict.fromkeys(msg_ids))
+        if not ids:
+            return 0
+        removed = readings = 0
+        with self._tx("ack") as conn:
+            for msg_id in ids:
+                row = conn.execute("DELETE FROM outbox WHERE msg_id=? RETURNING count", (msg_id,)).fetchone()
+                if row is not None:
+                    removed += 1
+                    readings += row[0]
+            if removed:
+                self._meta_add("acked_messages", removed)
+                self._meta_add("acked_readings", readings)
+        return removed
+
+    # ----------------------------------------------------------------- inspection
+
+    def stats(self) -> StoreStats:
+        try:
+            meta = dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+            rows = self.conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+            unsealed = sum(self._count_unsealed(s) for s in self._unsealed_since)
+            msgs, items = self.conn.execute("SELECT count(*), coalesce(sum(count), 0) FROM outbox").fetchone()
+            size = self._size()
+        except sqlite3.Error as err:
+            raise self._map_error(err, "stats") from err
+        return StoreStats(
+            readings_taken=int(meta["readings_taken"]),
+            readings_rows=rows,
+            unsealed=unsealed,
+            outbox_messages=msgs,
+            outbox_readings=items,
+            acked_messages=int(meta["acked_messages"]),
+            acked_readings=int(meta["acked_readings"]),
+            dropped_readings=int(meta["dropped_readings"]),
+            size_bytes=size,
+            max_bytes=self.max_bytes,
+            full_alarm=size >= self.max_bytes * ALARM_FRACTION,
+        )
+
+    # ----------------------------------------------------------------- the full policy
+
+    def enforce_limit(self) -> list[dict[str, Any]]:
+        """Apply the full policy (module docstring); returns the events raised (also stored)."""
+        raised: list[dict[str, Any]] = []
+        size = self._size()
+        now = self._clock()
+        alarmed = bool(self._meta("full_alarm"))
+        if size >= self.max_bytes * ALARM_FRACTION and not alarmed:
+            with self._tx("store_full_alarm") as conn:
+                self._meta_set("full_alarm", 1)
+                raised.append(
+                    self._insert_event(
+                        conn, now, "store_full_alarm", "warning", "store",
+                        f"store at {100 * size / self.max_bytes:.0f} % of its {self.max_bytes} bytes",
+                        {"size_bytes": size, "max_bytes": self.max_bytes},
+                    )
+                )  # fmt: skip
+            log.warning("store_full_alarm size=%d max=%d path=%s", size, self.max_bytes, self.path)
+        elif size < self.max_bytes * REARM_FRACTION and alarmed:
+            with self._tx("store_full_rearm"):
+                self._meta_set("full_alarm", 0)
+        if size < self.max_bytes:
+            return raised
+        target = int(self.max_bytes * LOW_WATER_FRACTION)
+        with self._tx("prune history"):
+            pruned = self._shrink(target, self._prune_sealed)
+            self.conn.execute("PRAGMA incremental_vacuum")
+        self._checkpoint()
+        if self._size() >= self.max_bytes:
+            with self._tx("drop telemetry") as conn:
+                messages, dropped = self._drop_telemetry(target)
+                if messages or dropped:
+                    self._meta_add("dropped_messages", messages)
+                    self._meta_add("dropped_readings", dropped)
+                    self._last_drop_event = now
+                    raised.append(
+                        self._insert_event(
+                            conn, now, "telemetry_dropped", "error", "store",
+                            f"store full: dropped the oldest telemetry, {messages} outbox messages and "
+                            f"{dropped} readings in all",
+                            {"dropped_messages": messages, "dropped_readings": dropped, "max_bytes": self.max_bytes},
+                        )
+                    )  # fmt: skip
+                self.conn.execute("PRAGMA incremental_vacuum")
+            self._checkpoint()
+            log.warning("store_telemetry_dropped messages=%d readings=%d size=%d", messages, dropped, self._size())
+        log.info("store_pruned history_rows=%d size=%d max=%d", pruned, self._size(), self.max_bytes)
+        return raised
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the file and truncate it, so freed pages leave the disk and the size."""
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as err:
+            raise self._map_error(err, "checkpoint") from err
+
+    def _shrink(self, target: int, step: Callable[[], int]) -> int:
+        """Call ``step`` (deletes a chunk, returns rows deleted) until the data fits ``target`` or nothing is left.
+
+        Measured without the WAL: it is truncated by the checkpoint that follows the commit.
+        """
+        total = 0
+        while self._db_bytes() >= target:
+            n = step()
+            if not n:
+                break
+            total += n
+        return total
+
+    def _prune_sealed(self) -> int:
+        t_cursor = self._meta("sealed:telemetry")
+        e_cursor = self._meta("sealed:energy")
+        return self.conn.execute(
+            "DELETE FROM readings WHERE id IN (SELECT id FROM readings "
+            "WHERE (stream='telemetry' AND id<=?) OR (stream='energy' AND id<=?) ORDER BY id LIMIT ?)",
+            (t_cursor, e_cursor, _PRUNE_CHUNK),
+        ).rowcount
+
+    def _drop_telemetry(self, target: int) -> tuple[int, int]:
+        """Drop the oldest telemetry, outbox messages first (they are older), then unsealed readings."""
+        conn = self.conn
+        messages = dropped = 0
+        while self._db_bytes() >= target:
+            row = conn.execute(
+                "DELETE FROM outbox WHERE rowid = (SELECT rowid FROM outbox WHERE stream='telemetry' "
+                "ORDER BY rowid LIMIT 1) RETURNING count"
+            ).fetchone()
+            if row is None:
+                break
+            messages += 1
+            dropped += row[0]
+        cursor = self._meta("sealed:telemetry")
+        while self._db_bytes() >= target:
+            n = conn.execute(
+                "DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE stream='telemetry' AND id>? "
+                "ORDER BY id LIMIT ?)",
+                (cursor, _PRUNE_CHUNK),
+            ).rowcount
+            if not n:
+                break
+            dropped += n
+        return messages, dropped
+
+    # ----------------------------------------------------------------- closing
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        try:
+            conn.execute("PRAGMA optimize")
+        except sqlite3.Error as err:
+            log.warning("store_optimize_failed path=%s error=%s", self.path, err)
+        finally:
+            conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncStore:
+    """The Store for the event loop: every call runs in ONE dedicated worker thread.
+
+    One thread serialises the calls (the connection is used by nothing else), and the loop never waits
+    on SQLite. Cancelling an awaiting coroutine does not stop a call already running in the thread: it
+    completes (or rolls back) on its own, so the store is never left half-written.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+
+    @classmethod
+    async def open(cls, *args: Any, **kwargs: Any) -> AsyncStore:
+        """Open a Store (same arguments) in the worker thread: opening may migrate and must not block the loop."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        try:
+            store = await asyncio.get_running_loop().run_in_executor(
+                executor, functools.partial(Store, *args, **kwargs)
+            )
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        self = cls.__new__(cls)
+        self.store = store
+        self._executor = executor
+        return self
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise StoreError(f"store {self.store.path} is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
+
+    async def add_readings(self, readings: Sequence[Reading]) -> None:
+        await self._run(self.store.add_readings, list(readings))
+
+    async def add_event(
+        self, ts: float, kind: str, severity: str, source: str, text: str, data: dict[str, Any] | None = None
+    ) -> None:
+        await self._run(self.store.add_event, ts, kind, severity, source, text, data)
+
+    async def seal(self, force: bool = False) -> int:
+        return await self._run(self.store.seal, force)
+
+    async def pending(self, limit: int, exclude: Collection[str] = ()) -> list[OutboxMessage]:
+        return await self._run(self.store.pending, limit, tuple(exclude))
+
+    async def ack(self, msg_ids: Iterable[str]) -> int:
+        return await self._run(self.store.ack, list(msg_ids))
+
+    async def stats(self) -> StoreStats:
+        return await self._run(self.store.stats)
+
+    async def enforce_limit(self) -> list[dict[str, Any]]:
+        return await self._run(self.store.enforce_limit)
+
+    async def aclose(self) -> None:
+        """Close the store in its thread (after every call already queued), then stop the thread."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(executor, self.store.close)
+        finally:
+            executor.shutdown(wait=False)
+
+    async def __aenter__(self) -> AsyncStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

@@ -1,0 +1,359 @@
+"""The SQLite store on real files: round trips, sealing, acks, the full policy, a full disk, AsyncStore."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from agent.points import Quality, Reading, Stream
+from agent.store import (
+    MAX_TEXT,
+    AsyncStore,
+    Store,
+    StoreError,
+    StoreInputError,
+)
+from protocols.telemetry import decode_batch
+from protocols.telemetry.schema import MAX_PAYLOAD_BYTES
+
+SITE = "sub-1"
+
+
+class FakeClock:
+    def __init__(self, t: float = 1_700_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def prefixed_ids(prefix: str):
+    counter = itertools.count(1)
+    return lambda: f"{prefix}{next(counter)}"
+
+
+def make(tmp_path: Path, clock: FakeClock | None = None, **kw) -> Store:
+    counter = itertools.count(1)
+    kw.setdefault("max_bytes", 64 * 1024 * 1024)
+    kw.setdefault("id_factory", lambda: f"m{next(counter)}")
+    return Store(tmp_path / "agent.db", SITE, clock=clock or FakeClock(), **kw)
+
+
+def tele(n: int, start: int = 0, point: str = "meter1.v_an") -> list[Reading]:
+    return [Reading(point, 1_700_000_000.0 + i, 120.0 + i / 10, "V") for i in range(start, start + n)]
+
+
+def energy(n: int, start: int = 0) -> list[Reading]:
+    return [
+        Reading("meter1.kwh_del", 1_700_000_000.0 + 900 * i, 1000 + i, "kWh", stream=Stream.ENERGY)
+        for i in range(start, start + n)
+    ]
+
+
+def decoded(store: Store, stream: str | None = None):
+    msgs = [m for m in store.pending(10_000) if stream is None or m.stream == stream]
+    return [(m, decode_batch(m.payload)) for m in msgs]
+
+
+# ----------------------------------------------------------------------------------------- basics
+
+
+def test_file_is_wal_with_incremental_vacuum_and_schema_version(tmp_path: Path) -> None:
+    store = make(tmp_path)
+    conn = sqlite3.connect(tmp_path / "agent.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # INCREMENTAL
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+    store.close()
+    durable = make(tmp_path, durable=True)
+    assert durable.conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    durable.close()
+
+
+def test_readings_round_trip_through_a_sealed_payload(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = make(tmp_path, clock)
+    readings = [
+        Reading("meter1.v_an", 1_700_000_000.25, 120.5, "V"),
+        Reading("meter1.count", 1_700_000_001.0, 42, ""),
+        Reading("relay.state", 1_700_000_002.0, "closed", ""),
+        Reading("relay.trip", 1_700_000_003.0, True, ""),
+        Reading("meter1.i_a", 1_700_000_004.0, None, "A", Quality.STALE),
+        Reading("meter1.kwh", 1_700_000_005.0, 1234.5, "kWh", Quality.ESTIMATED, Stream.ENERGY),
+    ]
+    store.add_readings(readings)
+    assert store.stats().readings_taken == 6
+    assert store.stats().unsealed == 6
+    clock.t += 5
+    assert store.seal(force=True) == 2
+    (m_t, b_t), (m_e, b_e) = decoded(store)
+    assert (b_t.site, b_t.stream, b_t.seq, b_t.msg_id, b_t.sent) == (SITE, "telemetry", 1, m_t.msg_id, clock.t)
+    assert b_t.items == (
+        {"point": "meter1.v_an", "ts": 1_700_000_000.25, "value": 120.5, "unit": "V", "quality": "good"},
+        {"point": "meter1.count", "ts": 1_700_000_001.0, "value": 42, "unit": "", "quality": "good"},
+        {"point": "relay.state", "ts": 1_700_000_002.0, "value": "closed", "unit": "", "quality": "good"},
+        # SQLite has no boolean: True is stored and sent as 1
+        {"point": "relay.trip", "ts": 1_700_000_003.0, "value": 1, "unit": "", "quality": "good"},
+        {"point": "meter1.i_a", "ts": 1_700_000_004.0, "value": None, "unit": "A", "quality": "stale"},
+    )
+    assert m_t.count == 5 and m_e.count == 1
+    assert b_e.items == (
+        {"point": "meter1.kwh", "ts": 1_700_000_005.0, "value": 1234.5, "unit": "kWh", "quality": "estimated"},
+    )
+    # values are stored as given: an int stays an INTEGER, a float a REAL, a string TEXT
+    types = store.conn.execute("SELECT typeof(value) FROM readings ORDER BY id").fetchall()
+    assert [t for (t,) in types] == ["real", "integer", "text", "integer", "null", "real"]
+
+
+def test_seal_makes_full_batches_with_consecutive_seqs_per_stream(tmp_path: Path) -> None:
+    store = make(tmp_path, batch_size=100)
+    store.add_readings(tele(250) + energy(120))
+    assert store.seal() == 3  # telemetry 100+100, energy 100; the partial batches wait
+    stats = store.stats()
+    assert stats.outbox_messages == 3 and stats.outbox_readings == 300 and stats.unsealed == 70
+    assert store.seal(force=True) == 2
+    tel = decoded(store, "telemetry")
+    en = decoded(store, "energy")
+    assert [b.seq for _, b in tel] == [1, 2, 3]
+    assert [len(b.items) for _, b in tel] == [100, 100, 50]
+    assert [b.seq for _, b in en] == [1, 2]
+    assert [len(b.items) for _, b in en] == [100, 20]
+    # in id order, nothing lost or repeated
+    values = [item["value"] for _, b in tel for item in b.items]
+    assert values == [r.value for r in tele(250)]
+    assert [item["value"] for _, b in en for item in b.items] == list(range(1000, 1120))
+    assert len({m.msg_id for m, _ in tel + en}) == 5
+    assert store.seal(force=True) == 0
+    assert store.stats().unsealed == 0
+
+
+def test_seqs_continue_after_close_and_reopen(tmp_path: Path) -> None:
+    store = make(tmp_path, batch_size=10, id_factory=prefixed_ids("a"))
+    store.add_readings(tele(25) + energy(3))
+    store.seal(force=True)
+    store.close()
+    store = make(tmp_path, batch_size=10, id_factory=prefixed_ids("b"))
+    store.add_readings(tele(10, start=25) + energy(1, start=3))
+    assert store.seal() == 1  # a full telemetry batch; the energy partial waits
+    store.close()
+    store = make(tmp_path, batch_size=10, id_factory=prefixed_ids("c"))
+    store.seal(force=True)
+    assert [b.seq for _, b in decoded(store, "telemetry")] == [1, 2, 3, 4]
+    assert [b.seq for _, b in decoded(store, "energy")] == [1, 2]
+    assert [i["value"] for _, b in decoded(store, "energy") for i in b.items] == [1000, 1001, 1002, 1003]
+
+
+def test_partial_batch_is_sealed_once_it_is_older_than_max_age(tmp_path: Path) -> None:
+    clock = FakeClock()
+    store = make(tmp_path, clock, batch_size=100, max_age_s=2.0)
+    store.add_readings(tele(5))
+    assert store.seal() == 0
+    clock.t += 1.9
+    store.add_readings(tele(5, start=5))
+    assert store.seal() == 0
+    clock.t += 0.1  # the oldest has now waited 2 s
+    assert store.seal() == 1
+    assert len(decoded(store)[0][1].items) == 10
+    store.add_readings(tele(1, start=10))
+    assert store.seal() == 0  # the clock restarts for the next partial batch
+
+
+def test_unsealed_data_left_by_a_previous_run_is_sealed_at_once(tmp_path: Path) -> None:
+    store = make(tmp_path, batch_size=100, max_age_s=3600)
+    store.add_readings(tele(3))
+    store.close()
+    store = make(tmp_path, batch_size=100, max_age_s=3600)
+    assert store.seal() == 1  # its age is unknown: do not let it wait another max_age_s
+
+
+def test_events_are_sealed_on_their_own_stream(tmp_path: Path) -> None:
+    store = make(tmp_path)
+    store.add_event(1_700_000_000.5, "limit", "warning", "monitoring", "V_an high", {"v": 127.1, "limit": 126})
+    store.add_event(1_700_000_001.0, "restart", "info", "runtime", "agent started")
+    assert store.seal(force=True) == 1
+    ((msg, batch),) = decoded(store)
+    assert batch.stream == "events" and batch.seq == 1 and msg.count == 2
+    assert batch.items == (
+        {"ts": 1_700_000_000.5, "kind": "limit", "severity": "warning", "source": "monitoring",
+         "text": "V_an high", "data": {"v": 127.1, "limit": 126}},
+        {"ts": 1_700_000_001.0, "kind": "restart", "severity": "info", "source": "runtime",
+         "text": "agent started", "data": None},
+    )  # fmt: skip
+
+
+def test_oversized_batches_are_split_below_the_payload_limit(tmp_path: Path) -> None:
+    store = make(tmp_path, batch_size=100)
+    big = "x" * MAX_TEXT
+    store.add_readings([Reading("dev.log", 1.0 + i, big, "") for i in range(100)])
+    created = store.seal()
+    msgs = decoded(store)
+    assert created == len(msgs) >= 2
+    assert all(len(m.payload) <= MAX_PAYLOAD_BYTES for m, _ in msgs)
+    assert [b.seq for _, b in msgs] == list(range(1, created + 1))
+    assert sum(len(b.items) for _, b in msgs) == 100
+
+
+# ----------------------------------------------------------------------------------------- outbox
+
+
+def test_pending_is_oldest_first_and_skips_excluded(tmp_path: Path) -> None:
+    store = make(tmp_path, batch_size=10)
+    store.add_readings(tele(50))
+    store.seal()
+    store.add_readings(energy(10))
+    store.seal()
+    all_ids = [m.msg_id for m in store.pending(100)]
+    assert all_ids == ["m1", "m2", "m3", "m4", "m5", "m6"]
+    assert [m.msg_id for m in store.pending(2)] == ["m1", "m2"]
+    assert [m.msg_id for m in store.pending(3, exclude={"m1", "m3", "nope"})] == ["m2", "m4", "m5"]
+    assert store.pending(0) == []
+    last = store.pending(1, exclude=all_ids[:5])[0]
+    assert (last.stream, last.seq, last.count) == ("energy", 1, 10)
+
+
+def test_ack_removes_only_the_acked_and_ignores_unknown_and_duplicate_ids(tmp_path: Path) -> None:
+    store = make(tmp_path, batch_size=10)
+    store.add_readings(tele(40))
+    store.seal()
+    assert store.ack(["m2", "m4", "m2", "unknown"]) == 2
+    assert [m.msg_id for m in store.pending(10)] == ["m1", "m3"]
+    assert store.ack(["m2", "m4"]) == 0  # acks arrive twice: harmless
+    assert store.ack([]) == 0
+    stats = store.stats()
+    assert (stats.acked_messages, stats.acked_readings, stats.outbox_messages, stats.outbox_readings) == (2, 20, 2, 20)
+
+
+# ----------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize(
+    ("reading", "message"),
+    [
+        (Reading("m.v", 1.0, math.nan, "V"), "must be finite"),
+        (Reading("m.v", 1.0, math.inf, "V"), "must be finite"),
+        (Reading("m.v", 1.0, 2**64, "V"), "64 bits"),
+        (Reading("m.v", 1.0, [1, 2], "V"), "type list"),  # type: ignore[arg-type]
+        (Reading("m.v", 1.0, b"\x00", "V"), "type bytes"),  # type: ignore[arg-type]
+        (Reading("m.v", 1.0, "x" * (MAX_TEXT + 1), "V"), "at most"),
+        (Reading("m.v", math.nan, 1.0, "V"), "ts=nan"),
+        (Reading("m.v", "yesterday", 1.0, "V"), "ts='yesterday'"),  # type: ignore[arg-type]
+        (Reading("", 1.0, 1.0, "V"), "point must be"),
+        (Reading("m.v", 1.0, 1.0, None), "unit=None"),  # type: ignore[arg-type]
+        (Reading("m.v", 1.0, 1.0, "V", "excellent"), "quality='excellent'"),  # type: ignore[arg-type]
+        (Reading("m.v", 1.0, 1.0, "V", Quality.GOOD, "gossip"), "stream='gossip'"),  # type: ignore[arg-type]
+    ],
+)
+def test_bad_readings_are_refused_and_the_whole_call_is_not_stored(tmp_path: Path, reading, message) -> None:
+    store = make(tmp_path)
+    with pytest.raises(StoreInputError, match=message) as info:
+        store.add_readings([*tele(3), reading])
+    assert "readings[3]" in str(info.value)
+    assert store.stats().readings_taken == 0 and store.stats().readings_rows == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((math.inf, "k", "info", "s", "t", None), "ts=inf"),
+        ((1.0, 3, "info", "s", "t", None), "kind=3"),
+        ((1.0, "k", "info", "s", "t", {"x": object()}), "not JSON-serialisable"),
+        ((1.0, "k", "info", "s", "t", {"x": math.nan}), "not JSON-serialisable"),
+        ((1.0, "k", "info", "s", "t", [1]), "must be a dict"),
+        ((1.0, "k", "info", "s", "t", {"x": "y" * MAX_TEXT}), "data JSON"),
+    ],
+)
+def test_bad_events_are_refused(tmp_path: Path, args, message) -> None:
+    store = make(tmp_path)
+    with pytest.raises(StoreInputError, match=message):
+        store.add_event(*args)
+    assert store.seal(force=True) == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"site": "bad site!"}, "site="),
+        ({"max_bytes": 1000}, "max_bytes=1000"),
+        ({"batch_size": 0}, "batch_size=0"),
+        ({"max_age_s": -1}, "max_age_s=-1"),
+    ],
+)
+def test_bad_constructor_arguments(tmp_path: Path, kwargs, message) -> None:
+    args = {"path": tmp_path / "a.db", "site": SITE, "max_bytes": 1 << 20} | kwargs
+    with pytest.raises(StoreError, match=message):
+        Store(**args)
+
+
+def test_a_file_that_is_not_a_database_is_a_store_error(tmp_path: Path) -> None:
+    (tmp_path / "agent.db").write_bytes(b"this is not sqlite" * 1000)
+    with pytest.raises(StoreError, match="cannot open store"):
+        make(tmp_path)
+
+
+def test_a_store_written_by_a_newer_agent_is_refused(tmp_path: Path) -> None:
+    make(tmp_path).close()
+    conn = sqlite3.connect(tmp_path / "agent.db")
+    conn.execute("PRAGMA user_version=99")
+    conn.close()
+    with pytest.raises(StoreError, match="schema version 99"):
+        make(tmp_path)
+
+
+def test_a_closed_store_says_so(tmp_path: Path) -> None:
+    store = make(tmp_path)
+    store.close()
+    store.close()  # twice is fine
+    with pytest.raises(StoreError, match="closed"):
+        store.add_readings(tele(1))
+    with pytest.raises(StoreError, match="closed"):
+        store.stats()
+
+
+# ----------------------------------------------------------------------------------------- AsyncStore
+
+
+def test_async_store_runs_every_call_in_one_worker_thread(tmp_path: Path) -> None:
+    threads: set[str] = set()
+    counter = itertools.count(1)
+
+    def id_factory() -> str:
+        threads.add(threading.current_thread().name)
+        return f"a{next(counter)}"
+
+    async def main() -> None:
+        loop_thread = threading.current_thread().name
+        store = await AsyncStore.open(tmp_path / "agent.db", SITE, 1 << 24, batch_size=10, id_factory=id_factory)
+        async with store:
+            await asyncio.gather(*(store.add_readings(tele(10, start=10 * i)) for i in range(5)))
+            await store.add_event(1.0, "k", "info", "test", "hello")
+            assert await store.seal(force=True) == 6
+            pending = await store.pending(10, exclude=["a1"])
+            assert [m.msg_id for m in pending] == ["a2", "a3", "a4", "a5", "a6"]
+            assert await store.ack(["a1", "a2"]) == 2
+            stats = await store.stats()
+            assert stats.readings_taken == 50 and stats.outbox_messages == 4
+            assert await store.enforce_limit() == []
+        assert loop_thread not in threads and len(threads) == 1
+        with pytest.raises(StoreError, match="closed"):
+            await store.stats()
+
+    asyncio.run(main())
+
+
+def test_async_store_wraps_an_open_store(tmp_path: Path) -> None:
+    async def main() -> int:
+        store = AsyncStore(make(tmp_path))
+        await store.add_readings(energy(3))
+        n = (await store.stats()).unsealed
+        await store.aclose()
+        await store.aclose()
+        return n
+
+    assert asyncio.run(main()) == 3
