@@ -82,16 +82,19 @@ def read_result(device: str, table: Table, count: int, pdu: ModbusPDU) -> list[i
     return list(regs)
 
 
-async def execute_once(device: str, client: Any, op: Operation, timeout_s: float) -> ModbusPDU:
+async def execute_once(
+    device: str, client: Any, op: Operation, timeout_s: float, guard_s: float | None = None
+) -> ModbusPDU:
     """Run one pymodbus call and translate every outcome into a value or one of our errors.
 
     pymodbus signals a silent device with ModbusIOException, a closed link with
     ConnectionException, and a Modbus exception answer with a PDU whose ``isError()`` is true.
-    The outer timeout is a guard for the cases where pymodbus's own does not fire (e.g. garbage
-    that never completes a frame on some framers).
+    ``guard_s`` (default ``2 x timeout_s``) bounds the whole call in case pymodbus's own timeout does
+    not fire; a shared serial bus passes ``timeout_s`` itself, because its one pymodbus client
+    serves devices with different timeouts.
     """
     try:
-        async with asyncio.timeout(timeout_s * 2 + 0.1):
+        async with asyncio.timeout(guard_s if guard_s is not None else timeout_s * 2 + 0.1):
             pdu = await op(client)
     except TimeoutError as err:
         raise ModbusTimeout(device, f"no answer within {timeout_s} s") from err

@@ -1,0 +1,255 @@
+"""Modbus RTU on a shared RS-485 line: one arbiter per serial port.
+
+RS-485 is half duplex with one master: only one request may be on the line at a time, and every
+frame must be separated from the next by a silence (Modbus over Serial Line v1.02, 2.5.1.1). All
+RTU devices wired to one port therefore share a single :class:`SerialBus`: one pymodbus serial
+client, one asyncio.Lock so unit ids take turns (FIFO, so no device starves), and the inter-frame
+silence enforced by our own clock. The OS and a USB adapter do not guarantee that silence, and a
+pty (used in tests) does not even honour the baud rate, so it cannot come from the driver.
+
+A silent unit holds the line for at most ``timeout_s`` per attempt; between two attempts the other
+units get their turn, so a dead meter costs the bus ``timeout_s x (retries + 1)`` per poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from pymodbus.client import AsyncModbusSerialClient
+from pymodbus.exceptions import ModbusException
+from pymodbus.framer import FramerType
+from pymodbus.pdu import ModbusPDU
+
+from protocols.modbus.client import Operation, execute_once, read_operation, read_result
+from protocols.modbus.errors import (
+    ModbusConnectionError,
+    ModbusDeviceError,
+    ModbusExceptionResponse,
+    ModbusFrameError,
+    ModbusTimeout,
+)
+from protocols.modbus.registermap import Table
+
+# Bits per character on the line: start + 8 data + parity-or-second-stop + stop (v1.02, 2.5.1).
+CHAR_BITS = 11
+# v1.02, 2.5.1.1: "for baud rates greater than 19200 Bps, fixed values ... 1.750 ms for t3.5".
+FIXED_SILENCE_S = 0.00175
+# pymodbus's own response timeout is set out of the way; each call is bounded by its device's timeout.
+_CLIENT_TIMEOUT_S = 60.0
+
+
+def inter_frame_silence_s(baudrate: int) -> float:
+    """t3.5: the silence required between two frames on the line [s].
+
+    3.5 character times of 11 bits at ``baudrate`` [bit/s]; above 19200 bit/s the standard fixes
+    it at 1.75 ms (Modbus over Serial Line v1.02, 2.5.1.1).
+    """
+    if baudrate <= 0:
+        raise ValueError(f"baudrate = {baudrate}: must be positive")
+    if baudrate > 19200:
+        return FIXED_SILENCE_S
+    return 3.5 * CHAR_BITS / baudrate
+
+
+@dataclass(frozen=True, slots=True)
+class BusTransaction:
+    """One request/answer on the line, timed by the arbiter's clock (monotonic seconds)."""
+
+    unit_id: int
+    started: float  # the request was handed to the port
+    ended: float  # the answer was complete, or the attempt gave up
+    outcome: str  # "ok", or the error type name
+
+
+class SerialLineSettings(Protocol):
+    """What the bus needs to know about a port (the agent's SerialSettings fits)."""
+
+    port: str
+    baudrate: int
+    parity: str
+    bytesize: int
+    stopbits: int
+
+
+class SerialBus:
+    """The arbiter of one serial port, shared by every RTU device on that line."""
+
+    def __init__(
+        self,
+        port: str,
+        baudrate: int = 19200,
+        parity: str = "N",
+        bytesize: int = 8,
+        stopbits: int = 1,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        history: int = 1024,
+    ) -> None:
+        if parity not in ("N", "E", "O") or bytesize not in (7, 8) or stopbits not in (1, 2):
+            raise ValueError(f"serial {port}: parity={parity!r} bytesize={bytesize} stopbits={stopbits} not supported")
+        self.port = port
+        self.baudrate = baudrate
+        self.parity = parity
+        self.bytesize = bytesize
+        self.stopbits = stopbits
+        self.silence_s = inter_frame_silence_s(baudrate)
+        self.device = f"rtu:{port}"
+        self.history: deque[BusTransaction] = deque(maxlen=history)
+        self._clock = clock
+        self._lock = asyncio.Lock()
+        self._client: AsyncModbusSerialClient | None = None
+        self._last_end: float | None = None
+        self._users = 0
+
+    @property
+    def settings(self) -> tuple[int, str, int, int]:
+        return (self.baudrate, self.parity, self.bytesize, self.stopbits)
+
+    async def _connect(self, label: str) -> AsyncModbusSerialClient:
+        if self._client is not None and self._client.connected:
+            return self._client
+        self._drop()
+        client = AsyncModbusSerialClient(
+            self.port,
+            framer=FramerType.RTU,
+            baudrate=self.baudrate,
+            parity=self.parity,
+            bytesize=self.bytesize,
+            stopbits=self.stopbits,
+            timeout=_CLIENT_TIMEOUT_S,
+            retries=0,  # retries are the transport's, one lock turn each
+            reconnect_delay=0,  # no background reopen loop: we reopen on the next transaction
+            name=self.device,
+        )
+        try:
+            ok = await client.connect()
+        except (OSError, ModbusException) as err:
+            client.close()
+            raise ModbusConnectionError(label, f"cannot open {self.port}: {err}") from err
+        if not ok:
+            client.close()
+            raise ModbusConnectionError(label, f"cannot open {self.port}")
+        self._client = client
+        return client
+
+    def _drop(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def transact(self, unit_id: int, op: Operation, timeout_s: float) -> ModbusPDU:
+        """One attempt of one request to ``unit_id``, holding the line for at most ``timeout_s``.
+
+        Waits its turn, then the inter-frame silence since the previous transaction ended.
+        """
+        label = f"{self.device}/{unit_id}"
+        async with self._lock:
+            if self._last_end is not None:
+                wait = self._last_end + self.silence_s - self._clock()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            client = await self._connect(label)
+            started = self._clock()
+            outcome = "ok"
+            try:
+                return await execute_once(label, client, op, timeout_s, guard_s=timeout_s)
+            except ModbusDeviceError as err:
+                outcome = type(err).__name__
+                if isinstance(err, ModbusConnectionError):
+                    self._drop()
+                raise
+            finally:
+                self._last_end = self._clock()
+                self.history.append(BusTransaction(unit_id, started, self._last_end, outcome))
+
+    def attach(self) -> None:
+        self._users += 1
+
+    async def release(self) -> None:
+        """A device stops using the bus; the port closes when the last one has gone."""
+        self._users = max(0, self._users - 1)
+        if self._users == 0:
+            await self.close()
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._drop()
+
+
+class SerialBusRegistry:
+    """One :class:`SerialBus` per port path, however many devices name it."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._buses: dict[str, SerialBus] = {}
+        self._clock = clock
+
+    def get(self, settings: SerialLineSettings) -> SerialBus:
+        """The bus for ``settings.port`` (symlinks resolved); the line settings must agree."""
+        key = os.path.realpath(settings.port)
+        wanted = (settings.baudrate, settings.parity, settings.bytesize, settings.stopbits)
+        bus = self._buses.get(key)
+        if bus is None:
+            bus = SerialBus(settings.port, *wanted, clock=self._clock)
+            self._buses[key] = bus
+        elif bus.settings != wanted:
+            raise ValueError(
+                f"serial port {settings.port}: settings {wanted} conflict with {bus.settings} "
+                "already used by another device on the same line"
+            )
+        return bus
+
+    @property
+    def buses(self) -> list[SerialBus]:
+        return list(self._buses.values())
+
+    async def close(self) -> None:
+        for bus in self._buses.values():
+            await bus.close()
+
+
+class RtuTransport:
+    """The transport of the RTU devices on one bus: each attempt is one turn of the bus lock."""
+
+    def __init__(self, bus: SerialBus, *, timeout_s: float = 1.0, retries: int = 1) -> None:
+        if timeout_s <= 0 or retries < 0:
+            raise ValueError(f"timeout_s={timeout_s} must be > 0 and retries={retries} >= 0")
+        self.bus = bus
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.device = bus.device
+        self._closed = False
+        bus.attach()
+
+    async def _run(self, op: Operation, unit_id: int) -> ModbusPDU:
+        last: ModbusDeviceError | None = None
+        for _attempt in range(self.retries + 1):
+            try:
+                return await self.bus.transact(unit_id, op, self.timeout_s)
+            except ModbusExceptionResponse:
+                raise
+            except (ModbusTimeout, ModbusConnectionError, ModbusFrameError) as err:
+                last = err
+        assert last is not None
+        raise last
+
+    async def read(self, table: Table, start: int, count: int, unit_id: int) -> list[int] | list[bool]:
+        pdu = await self._run(read_operation(table, start, count, unit_id), unit_id)
+        return read_result(f"{self.device}/{unit_id}", table, count, pdu)
+
+    async def write_registers(self, start: int, values: Sequence[int], unit_id: int) -> None:
+        vals = list(values)
+        await self._run(lambda c: c.write_registers(start, vals, device_id=unit_id), unit_id)
+
+    async def write_coil(self, addr: int, value: bool, unit_id: int) -> None:
+        await self._run(lambda c: c.write_coil(addr, bool(value), device_id=unit_id), unit_id)
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self.bus.release()
