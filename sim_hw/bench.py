@@ -70,6 +70,11 @@ class Bench:
     def elapsed_sim_s(self) -> float:
         return self.steps * self.step_s
 
+    @property
+    def socat_pids(self) -> dict[str, int]:
+        """Bus name -> pid of the socat holding its pty pair (while the bench runs)."""
+        return {name: proc.pid for name, proc in self._socats.items()}
+
     def server_of(self, device_name: str) -> ModbusDeviceServer:
         """The server holding a device (for fault injection in tests and scenarios)."""
         for d in self._devices:
