@@ -26,7 +26,11 @@ Size
     delete frees pages that the next insert reuses, and ``enforce_limit`` returns them to the file system
     with ``PRAGMA incremental_vacuum`` (``auto_vacuum=INCREMENTAL`` is set when the file is created) and then
     truncates the WAL. The WAL is kept small by ``wal_autocheckpoint`` and ``journal_size_limit`` scaled to
-    ``max_bytes``.
+    ``max_bytes``; a big delete (an ack of many messages) still passes through it, so at >= 80 % the policy
+    checkpoints first and decides on what is really held. ``max_bytes`` is a soft limit, enforced before
+    every ``add_readings``: it can be passed by what one call and one ``seal()`` add.
+    Reading and event ids are AUTOINCREMENT: never reused, even after the policy has emptied the table,
+    because the sealed cursors compare ids.
 
 The full policy (``enforce_limit``, also run by ``add_readings`` when size >= 90 % of ``max_bytes``)
     1. At >= 90 % raise one ``store_full_alarm`` event (severity warning). It is re-armed when the size
@@ -280,15 +284,17 @@ class Store:
         db = sqlite_utils.Database(conn)
         with db.atomic():
             if version < 1:
-                # "BLOB" declared type = no affinity: values are stored exactly as given.
-                db["readings"].create(
-                    {"id": int, "stream": str, "point": str, "ts": float, "value": "BLOB", "unit": str, "quality": str},
-                    pk="id",
+                # AUTOINCREMENT (raw DDL: sqlite-utils has no public switch for it): ids must never be
+                # reused, the sealed cursors compare ids. A plain INTEGER PRIMARY KEY restarts at max(id)+1,
+                # i.e. at 1 once the policy has pruned every row, and new rows would count as sealed.
+                conn.execute(
+                    "CREATE TABLE readings (id INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT, point TEXT, "
+                    "ts REAL, value BLOB, unit TEXT, quality TEXT)"
                 )
                 db["readings"].create_index(["stream", "id"], index_name="readings_stream_id")
-                db["events"].create(
-                    {"id": int, "ts": float, "kind": str, "severity": str, "source": str, "text": str, "data": str},
-                    pk="id",
+                conn.execute(
+                    "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL, kind TEXT, "
+                    "severity TEXT, source TEXT, text TEXT, data TEXT)"
                 )
                 db["outbox"].create(
                     {
@@ -303,6 +309,7 @@ class Store:
                     },
                     pk="msg_id",
                 )
+                # "BLOB" declared type = no affinity: values are stored exactly as given (as in readings).
                 db["meta"].create({"key": str, "value": "BLOB"}, pk="key")
                 rows = [{"key": k, "value": 0} for k in _COUNTERS]
                 for s in (*_READING_STREAMS, _EVENTS):
@@ -627,6 +634,11 @@ class Store:
         """Apply the full policy (module docstring); returns the events raised (also stored)."""
         raised: list[dict[str, Any]] = []
         size = self._size()
+        if size >= self.max_bytes * REARM_FRACTION:
+            # The WAL can hold a large delete (an ack of many messages) that a checkpoint turns into free
+            # pages: measure what is really held before deciding to alarm, prune or drop.
+            self._checkpoint()
+            size = self._size()
         now = self._clock()
         alarmed = bool(self._meta("full_alarm"))
         if size >= self.max_bytes * ALARM_FRACTION and not alarmed:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import math
 import sqlite3
 import threading
@@ -17,6 +18,7 @@ from agent.store import (
     AsyncStore,
     Store,
     StoreError,
+    StoreFullError,
     StoreInputError,
 )
 from protocols.telemetry import decode_batch
@@ -357,3 +359,184 @@ def test_async_store_wraps_an_open_store(tmp_path: Path) -> None:
         return n
 
     assert asyncio.run(main()) == 3
+
+
+# ----------------------------------------------------------------------------------------- the full policy
+
+SMALL = 1 << 20  # 1 MiB
+
+
+def kinds(store: Store) -> list[str]:
+    return [k for (k,) in store.conn.execute("SELECT kind FROM events ORDER BY id")]
+
+
+def telemetry_batch(k: int, n: int = 400) -> list[Reading]:
+    return [Reading(f"feeder.p{i % 20}", 1_700_000_000.0 + k * n + i, float(k * n + i), "V") for i in range(n)]
+
+
+def energy_batch(k: int, n: int = 10) -> list[Reading]:
+    return [
+        Reading("meter1.kwh", 1_700_000_000.0 + k * n + i, k * n + i, "kWh", stream=Stream.ENERGY) for i in range(n)
+    ]
+
+
+def test_alarm_at_90_percent_once_then_rearmed_below_80(tmp_path: Path) -> None:
+    store = make(tmp_path, max_bytes=SMALL, batch_size=100)
+    sizes = []
+    step = 0
+    while "store_full_alarm" not in kinds(store):
+        sizes.append(store.stats().size_bytes)
+        store.add_readings(telemetry_batch(step))
+        store.seal()
+        step += 1
+    # add_readings measures before inserting (after a checkpoint, so the WAL's transient pages do not count):
+    # the alarm came with a call that found >= 90 %, and no call alarmed while the store was below that
+    assert sizes[-1] >= 0.9 * SMALL and max(sizes[:-1]) < SMALL
+    (data,) = [json.loads(d) for (d,) in store.conn.execute("SELECT data FROM events WHERE kind='store_full_alarm'")]
+    assert data["max_bytes"] == SMALL and data["size_bytes"] >= 0.9 * SMALL
+    for k in range(step, step + 30):  # staying full alarms once, not per call
+        store.add_readings(telemetry_batch(k))
+        store.seal()
+    assert kinds(store).count("store_full_alarm") == 1
+    assert store.stats().full_alarm
+    store.ack(m.msg_id for m in store.pending(10_000))
+    assert store.enforce_limit() == []  # below 80 %: re-armed, nothing to say
+    assert store.stats().size_bytes < 0.8 * SMALL and not store.stats().full_alarm
+    k = step + 30
+    while kinds(store).count("store_full_alarm") < 2:
+        store.add_readings(telemetry_batch(k))
+        store.seal()
+        k += 1
+    assert kinds(store).count("store_full_alarm") == 2
+
+
+def test_full_store_drops_oldest_telemetry_and_keeps_every_energy_reading(tmp_path: Path) -> None:
+    store = make(tmp_path, max_bytes=SMALL, batch_size=100)
+    db = tmp_path / "agent.db"
+    telemetry_added = energy_added = 0
+    k = 0
+    while store.stats().dropped_readings < 20_000:
+        store.add_readings(telemetry_batch(k) + energy_batch(k))
+        telemetry_added += 400
+        energy_added += 10
+        store.seal()
+        k += 1
+        assert k < 1000, "the policy never dropped anything"
+    stats = store.stats()
+    assert stats.size_bytes < 1.25 * SMALL  # a soft limit: enforced at every add_readings
+    store.enforce_limit()
+    assert db.stat().st_size + Path(f"{db}-wal").stat().st_size <= 1.1 * SMALL  # the file really shrank
+    store.seal(force=True)
+
+    # every energy reading is still there, sealed, in order, with consecutive seqs
+    en = decoded(store, "energy")
+    assert [b.seq for _, b in en] == list(range(1, len(en) + 1))
+    assert [i["value"] for _, b in en for i in b.items] == list(range(energy_added))
+
+    # telemetry went oldest first: what is left is the newest, contiguous, seqs a contiguous suffix
+    tel = decoded(store, "telemetry")
+    seqs = [b.seq for _, b in tel]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) and seqs[0] > 1
+    values = [i["value"] for _, b in tel for i in b.items]
+    assert values == [float(v) for v in range(telemetry_added - len(values), telemetry_added)]
+
+    # counted: everything taken is either in the outbox or dropped
+    stats = store.stats()
+    assert stats.unsealed == 0
+    assert stats.dropped_readings == telemetry_added - len(values)
+    assert stats.readings_taken == telemetry_added + energy_added
+    dropped_events = store.conn.execute("SELECT data FROM events WHERE kind='telemetry_dropped'").fetchall()
+    assert dropped_events
+    counted = [json.loads(d) for (d,) in dropped_events]
+    assert sum(c["dropped_readings"] for c in counted) == stats.dropped_readings
+    assert sum(c["dropped_messages"] for c in counted) == store._meta("dropped_messages") == seqs[0] - 1
+    # events are never dropped either
+    assert [b.seq for _, b in decoded(store, "events")] == list(range(1, len(decoded(store, "events")) + 1))
+
+
+def test_store_full_of_energy_refuses_energy_and_drops_telemetry(tmp_path: Path) -> None:
+    store = make(tmp_path, max_bytes=SMALL, batch_size=100)
+    k = 0
+    store.add_readings(telemetry_batch(0))
+    while True:
+        try:
+            store.add_readings(energy_batch(k, n=200))
+        except StoreFullError as err:
+            refused = err
+            break
+        store.seal()
+        k += 1
+        assert k < 1000, "never full"
+    assert "NOT stored" in str(refused) and "never dropped" in str(refused)
+    assert refused.rejected == tuple(energy_batch(k, n=200))
+    store.seal(force=True)
+    stats = store.stats()
+    assert stats.size_bytes >= SMALL
+    assert stats.readings_taken == 400 + 200 * k  # the refused call committed nothing
+    assert decoded(store, "telemetry") == []  # all telemetry went first
+    assert [i["value"] for _, b in decoded(store, "energy") for i in b.items] == list(range(200 * k))
+    dropped_before = stats.dropped_readings
+    assert dropped_before == 400
+    store.add_readings(telemetry_batch(1))  # telemetry alone: dropped and counted, no error
+    assert store.stats().dropped_readings == dropped_before + 400
+    assert store.stats().readings_taken == 400 + 200 * k
+    # once central has acknowledged, there is room again
+    store.ack(m.msg_id for m in store.pending(10_000))
+    store.add_readings(energy_batch(k, n=200))
+    assert store.stats().readings_taken == 400 + 200 * (k + 1)
+
+
+def test_a_full_disk_is_store_full_error_and_loses_nothing_committed(tmp_path: Path) -> None:
+    store = make(tmp_path, batch_size=100)
+    store.add_readings(tele(500) + energy(50))
+    store.seal()
+    pages = store.conn.execute("PRAGMA page_count").fetchone()[0]
+    # SQLite answers SQLITE_FULL ("database or disk is full") at max_page_count, as it does on ENOSPC
+    store.conn.execute(f"PRAGMA max_page_count={pages + 8}")
+    committed = 550
+    with pytest.raises(StoreFullError, match="disk is full") as info:
+        for k in range(1000):
+            store.add_readings(tele(50, start=500 + 50 * k))
+            committed += 50
+    assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+    assert "rolled back" in str(info.value)
+    stats = store.stats()
+    assert stats.readings_taken == stats.readings_rows == committed
+    assert committed > 550
+    store.conn.execute("PRAGMA incremental_vacuum")  # no free pages left to reuse
+    store.conn.execute(f"PRAGMA max_page_count={store.conn.execute('PRAGMA page_count').fetchone()[0]}")
+    with pytest.raises(StoreFullError):
+        store.seal(force=True)  # sealing needs room too; it rolls back whole
+    assert store.stats().outbox_messages == 5 and store.stats().unsealed == committed - 500
+    store.conn.execute("PRAGMA max_page_count=1073741823")
+    store.seal(force=True)
+    tel = decoded(store, "telemetry")
+    assert [b.seq for _, b in tel] == list(range(1, len(tel) + 1))
+    assert [i["value"] for _, b in tel for i in b.items] == [r.value for r in tele(committed - 50)]
+    assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_enospc_from_the_os_is_store_full_error(tmp_path: Path) -> None:
+    """A real ENOSPC needs a tiny file system: stand in for the connection and raise what sqlite3 raises."""
+
+    class FullDisk:
+        def __init__(self, real: sqlite3.Connection) -> None:
+            self.real = real
+
+        def __getattr__(self, name: str):
+            return getattr(self.real, name)
+
+        def executemany(self, sql: str, rows) -> None:
+            raise sqlite3.OperationalError("database or disk is full")  # no sqlite_errorcode: matched by text
+
+    store = make(tmp_path)
+    store.add_readings(tele(10))
+    real = store._conn
+    store._conn = FullDisk(real)  # type: ignore[assignment]
+    with pytest.raises(StoreFullError, match="disk is full"):
+        store.add_readings(tele(10, start=10))
+    store._conn = real
+    assert not real.in_transaction  # rolled back
+    assert store.stats().readings_taken == store.stats().readings_rows == 10
+    store.add_readings(tele(10, start=20))
+    assert store.stats().readings_taken == 20
