@@ -1,0 +1,196 @@
+"""Central's TOML file -> typed, validated configuration.
+
+Validated once, at start; every problem is collected and reported with its key, the bad value and what is
+allowed. Relative paths resolve against the configuration file's folder (as the agent's do).
+
+```toml
+[broker]
+url = "mqtt://127.0.0.1:1883"   # mqtts:// for TLS
+client_id = "central"           # each worker appends "-<worker name>"
+# username, password, ca_file, cert_file, key_file, keepalive_s
+
+[store]
+db = "../run/central.db"
+
+[ingest]
+group = "central"               # MQTT 5 shared subscription group: workers of one group share the load
+status_file = "../run/central-status.json"
+ack_interval_s = 0.05           # acks are batched per site over this interval
+max_queue = 20000               # messages waiting to be stored; past it new ones are refused (not acked)
+```
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+_MISSING = object()
+_GROUP_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigIssue:
+    key: str
+    value: Any
+    allowed: str
+
+    def __str__(self) -> str:
+        shown = "(missing)" if self.value is _MISSING else repr(self.value)
+        return f"{self.key} = {shown}: {self.allowed}"
+
+
+class CentralConfigError(Exception):
+    """The configuration cannot be used; ``issues`` lists every problem found."""
+
+    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
+        self.source = source
+        self.issues = issues
+        lines = "\n".join(f"  {i}" for i in issues)
+        super().__init__(f"{source}: {len(issues)} configuration error(s)\n{lines}")
+
+
+@dataclass(frozen=True, slots=True)
+class CentralConfig:
+    broker_host: str
+    db_path: Path
+    broker_port: int = 1883
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_id: str = "central"
+    keepalive_s: int = 30
+    group: str = "central"
+    status_file: Path | None = None
+    ack_interval_s: float = 0.05
+    max_queue: int = 20000
+    source: Path | None = None
+
+
+class _Checker:
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.issues: list[ConfigIssue] = []
+
+    def fail(self, key: str, value: Any, allowed: str) -> None:
+        self.issues.append(ConfigIssue(key, value, allowed))
+
+    def table(self, raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+        value = raw.get(name, {})
+        if not isinstance(value, Mapping):
+            self.fail(name, value, "must be a table")
+            return {}
+        return value
+
+    def unknown(self, table: Mapping[str, Any], prefix: str, known: set[str]) -> None:
+        for name in sorted(set(table) - known):
+            key = f"{prefix}.{name}" if prefix else name
+            self.fail(key, table[name], "unknown key; allowed: " + ", ".join(sorted(known)))
+
+    def get(self, table: Mapping[str, Any], prefix: str, name: str, kind: str, default: Any = _MISSING,
+            *, lo: float | None = None, hi: float | None = None) -> Any:  # fmt: skip
+        key = f"{prefix}.{name}"
+        value = table.get(name, _MISSING)
+        if value is _MISSING:
+            if default is _MISSING:
+                self.fail(key, _MISSING, f"is required ({kind})")
+                return None
+            return default
+        ok = {
+            "string": isinstance(value, str) and value != "",
+            "integer": isinstance(value, int) and not isinstance(value, bool),
+            "number": isinstance(value, int | float) and not isinstance(value, bool),
+        }[kind]
+        if not ok:
+            self.fail(key, value, f"must be a {'non-empty string' if kind == 'string' else kind}")
+            return None
+        if lo is not None and value < lo or hi is not None and value > hi:
+            self.fail(key, value, f"must be in {lo}..{hi}")
+            return None
+        return value
+
+    def path(self, value: str | None) -> Path | None:
+        if value is None:
+            return None
+        p = Path(value)
+        return p if p.is_absolute() else (self.base / p).resolve()
+
+
+def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
+    """Validate an already-parsed TOML document; relative paths resolve against ``source``'s folder."""
+    c = _Checker(source.parent)
+    c.unknown(raw, "", {"broker", "store", "ingest"})
+    broker = c.table(raw, "broker")
+    store = c.table(raw, "store")
+    ingest = c.table(raw, "ingest")
+    c.unknown(broker, "broker", {"url", "client_id", "username", "password", "ca_file", "cert_file", "key_file",
+                                 "keepalive_s"})  # fmt: skip
+    c.unknown(store, "store", {"db"})
+    c.unknown(ingest, "ingest", {"group", "status_file", "ack_interval_s", "max_queue"})
+
+    url = c.get(broker, "broker", "url", "string")
+    host, port, tls = "", 1883, False
+    if url:
+        parts = urlsplit(url)
+        try:
+            parsed_port = parts.port
+        except ValueError:
+            parsed_port = -1
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or parsed_port == -1:
+            c.fail("broker.url", url, "must be a URL mqtt://host[:port] or mqtts://host[:port] (port 1..65535)")
+        else:
+            tls = parts.scheme == "mqtts"
+            host = parts.hostname
+            port = parsed_port or (8883 if tls else 1883)
+    files: dict[str, Path | None] = {}
+    for name in ("ca_file", "cert_file", "key_file"):
+        path = c.path(c.get(broker, "broker", name, "string", None))
+        if path is not None and not path.is_file():
+            c.fail(f"broker.{name}", str(path), "no such file")
+        files[name] = path
+    if (files["cert_file"] is None) != (files["key_file"] is None):
+        c.fail("broker.cert_file", str(files["cert_file"]), "a client certificate needs both cert_file and key_file")
+    if files["cert_file"] is not None and not tls:
+        c.fail("broker.url", url, "a client certificate needs an mqtts:// broker")
+    client_id = c.get(broker, "broker", "client_id", "string", "central")
+    if client_id and not _GROUP_RE.match(client_id):
+        c.fail("broker.client_id", client_id, "1-64 characters of letters, digits, '_', '.', '-'")
+    username = c.get(broker, "broker", "username", "string", None)
+    password = c.get(broker, "broker", "password", "string", None)
+    keepalive = c.get(broker, "broker", "keepalive_s", "integer", 30, lo=5, hi=3600)
+
+    db = c.path(c.get(store, "store", "db", "string"))
+
+    group = c.get(ingest, "ingest", "group", "string", "central")
+    if group and not _GROUP_RE.match(group):
+        c.fail("ingest.group", group, "1-64 characters of letters, digits, '_', '.', '-' (no '/', '+', '#')")
+    status = c.path(c.get(ingest, "ingest", "status_file", "string", None))
+    interval = c.get(ingest, "ingest", "ack_interval_s", "number", 0.05, lo=0.001, hi=10)
+    max_queue = c.get(ingest, "ingest", "max_queue", "integer", 20000, lo=1, hi=10_000_000)
+    if c.issues:
+        raise CentralConfigError(str(source), c.issues)
+    assert db is not None
+    return CentralConfig(broker_host=host, broker_port=port, tls=tls, username=username, password=password,
+                         client_id=client_id, keepalive_s=keepalive, db_path=db, group=group, status_file=status,
+                         ack_interval_s=float(interval), max_queue=max_queue, source=source, **files)  # fmt: skip
+
+
+def load_central_config(path: str | Path) -> CentralConfig:
+    """Read and validate central's TOML file. Raises CentralConfigError naming every bad key."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            raw = tomllib.load(fh)
+    except FileNotFoundError:
+        raise CentralConfigError(str(path), [ConfigIssue("(file)", str(path), "no such file")]) from None
+    except tomllib.TOMLDecodeError as err:
+        raise CentralConfigError(str(path), [ConfigIssue("(file)", str(path), f"not valid TOML: {err}")]) from err
+    return parse_central_config(raw, path.resolve())

@@ -1,0 +1,250 @@
+"""Central's MQTT ingest: validate each uplink message, store it durably, then acknowledge it to its agent.
+
+Why this order: the agent deletes an outbox row when our ack arrives, so the ack must never precede the commit.
+A duplicate (same msg_id, the agent resent it because an ack was lost) is acknowledged again and stores nothing.
+A malformed message is counted and logged with the reason, never stored, never acknowledged, never fatal.
+
+Workers scale out side by side through an MQTT 5 shared subscription (``$share/<group>/...``): the broker
+hands each message to one worker of the group. The state topic is subscribed by every worker (not shared):
+states are small, retained, and idempotent.
+
+Backpressure: messages wait in a bounded list between the MQTT handler and the store. Past ``max_queue`` a
+new message is dropped (counted, logged, NOT acked): the agent resends it after its ack timeout, so refusing
+costs a delay, never data — while an unbounded list could exhaust memory during a store stall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from central.config import CentralConfig
+from central.store import CentralStore, CentralStoreError
+from protocols.mqtt.session import ConnectionLost, MqttError, MqttSession, SessionConfig
+from protocols.telemetry.schema import (
+    DATA_STREAMS,
+    TOPIC_ROOT,
+    Batch,
+    SchemaError,
+    State,
+    decode_batch,
+    decode_state,
+    encode_ack,
+    topic,
+)
+
+log = logging.getLogger(__name__)
+MAX_IDS_PER_ACK = 1000  # keeps an ack message small whatever the burst
+
+
+@dataclass(slots=True)
+class IngestStats:
+    received: int = 0  # data messages that reached this worker (valid or not)
+    stored: int = 0  # new messages committed
+    duplicates: int = 0  # messages whose msg_id was already stored (acked again, nothing stored)
+    invalid: int = 0  # malformed data or state messages: logged, not stored, not acked
+    acks_sent: int = 0  # ack messages the broker accepted (each may carry many ids)
+    acked_ids: int = 0
+    ack_failures: int = 0
+    dropped: int = 0  # refused because the queue to the store was full (not acked: the agent resends)
+    store_errors: int = 0  # messages whose commit failed (not acked: the agent resends)
+    states: int = 0
+
+
+def _split_topic(t: str) -> tuple[str, str] | None:
+    """``gridedge/v1/<site>/<stream>`` -> (site, stream)."""
+    prefix = TOPIC_ROOT + "/"
+    if not t.startswith(prefix):
+        return None
+    parts = t[len(prefix) :].split("/")
+    return (parts[0], parts[1]) if len(parts) == 2 else None
+
+
+class CentralWorker:
+    """One ingest worker: its own MQTT session and store connection, sharing the db file with its peers."""
+
+    def __init__(
+        self,
+        config: CentralConfig,
+        worker_name: str,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.name = worker_name
+        self.stats = IngestStats()
+        self._clock = clock
+        self._queue: list[Batch] = []
+        self._states: list[State] = []
+        self._wake = asyncio.Event()
+        self._store: CentralStore | None = None
+        self.session = MqttSession(
+            SessionConfig(
+                host=config.broker_host,
+                port=config.broker_port,
+                client_id=f"{config.client_id}-{worker_name}",
+                username=config.username,
+                password=config.password,
+                tls=config.tls,
+                ca_file=None if config.ca_file is None else str(config.ca_file),
+                cert_file=None if config.cert_file is None else str(config.cert_file),
+                key_file=None if config.key_file is None else str(config.key_file),
+                keepalive_s=config.keepalive_s,
+                protocol=5,  # shared subscriptions are MQTT 5
+            )
+        )
+        for stream in DATA_STREAMS:
+            self.session.subscribe(f"$share/{config.group}/{TOPIC_ROOT}/+/{stream}", 1, self._on_data)
+        self.session.subscribe(f"{TOPIC_ROOT}/+/state", 1, self._on_state)
+
+    async def run(self) -> None:
+        """Open the store, then run the MQTT session and the store-then-ack loop until cancelled."""
+        self._store = await asyncio.to_thread(CentralStore, self.config.db_path)
+        log.info("central worker started worker=%s db=%s group=%s", self.name, self.config.db_path, self.config.group)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self.session.run(), name=f"central-{self.name}-mqtt")
+                tg.create_task(self._flush_forever(), name=f"central-{self.name}-flush")
+        finally:
+            store, self._store = self._store, None
+            store.close()
+
+    def stats_dict(self) -> dict[str, int]:
+        return {**asdict(self.stats), "connects": self.session.stats.connects}
+
+    # ---- MQTT handlers (event loop) -----------------------------------------------------------------------
+
+    def _on_data(self, t: str, payload: bytes) -> None:
+        self.stats.received += 1
+        try:
+            batch = decode_batch(payload)
+            where = _split_topic(t)
+            if where != (batch.site, batch.stream):
+                raise SchemaError(f"topic {t} does not match site={batch.site!r} stream={batch.stream!r}")
+        except SchemaError as err:
+            self.stats.invalid += 1
+            log.warning("central invalid message worker=%s topic=%s bytes=%d reason=%s", self.name, t, len(payload),
+                        err)  # fmt: skip
+            return
+        if len(self._queue) >= self.config.max_queue:
+            self.stats.dropped += 1
+            log.warning("central queue full, message refused worker=%s site=%s msg_id=%s queue=%d", self.name,
+                        batch.site, batch.msg_id, len(self._queue))  # fmt: skip
+            return
+        self._queue.append(batch)
+        self._wake.set()
+
+    def _on_state(self, t: str, payload: bytes) -> None:
+        try:
+            state = decode_state(payload)
+            where = _split_topic(t)
+            if where is None or where[0] != state.site:
+                raise SchemaError(f"topic {t} does not match site={state.site!r}")
+        except SchemaError as err:
+            self.stats.invalid += 1
+            log.warning("central invalid state worker=%s topic=%s reason=%s", self.name, t, err)
+            return
+        self.stats.states += 1
+        log.info("central site state site=%s status=%s", state.site, state.status)
+        self._states.append(state)
+        self._wake.set()
+
+    # ---- store, then ack ----------------------------------------------------------------------------------
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            await asyncio.sleep(self.config.ack_interval_s)  # gather a burst into one transaction and few acks
+            self._wake.clear()
+            batches, self._queue = self._queue, []
+            states, self._states = self._states, []
+            await self._flush(batches, states)
+
+    async def _flush(self, batches: Sequence[Batch], states: Sequence[State]) -> None:
+        store = self._store
+        assert store is not None
+        if states:
+            try:
+                await asyncio.to_thread(store.set_states, states)
+            except CentralStoreError as err:
+                log.error("central cannot store states worker=%s error=%s", self.name, err)
+        if not batches:
+            return
+        try:
+            fresh = await asyncio.to_thread(store.store_batches, batches, self._clock())
+        except CentralStoreError as err:
+            self.stats.store_errors += len(batches)
+            log.error("central store failed, not acking worker=%s messages=%d error=%s", self.name, len(batches), err)
+            return
+        by_site: dict[str, list[str]] = {}
+        for batch, new in zip(batches, fresh, strict=True):
+            if new:
+                self.stats.stored += 1
+            else:
+                self.stats.duplicates += 1
+            by_site.setdefault(batch.site, []).append(batch.msg_id)
+        sends = [
+            self._ack(site, ids[i : i + MAX_IDS_PER_ACK])
+            for site, ids in by_site.items()
+            for i in range(0, len(ids), MAX_IDS_PER_ACK)
+        ]
+        await asyncio.gather(*sends)
+
+    async def _ack(self, site: str, ids: list[str]) -> None:
+        try:
+            await self.session.publish(topic(site, "ack"), encode_ack(site, ids), qos=1)
+        except MqttError as err:  # ConnectionLost or refused: the agent resends, we store nothing twice
+            self.stats.ack_failures += 1
+            level = logging.WARNING if isinstance(err, ConnectionLost) else logging.ERROR
+            log.log(level, "central ack not sent worker=%s site=%s ids=%d error=%s", self.name, site, len(ids), err)
+            return
+        self.stats.acks_sent += 1
+        self.stats.acked_ids += len(ids)
+
+
+def write_status(path: Path, workers: Sequence[CentralWorker], now: float) -> None:
+    """Write the stats atomically (a reader never sees half a file)."""
+    per_worker = {w.name: w.stats_dict() for w in workers}
+    total: dict[str, int] = {}
+    for stats in per_worker.values():
+        for key, value in stats.items():
+            total[key] = total.get(key, 0) + value
+    doc = {"ts": now, "pid": os.getpid(), "workers": per_worker, "total": total}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+
+
+async def _status_forever(path: Path, workers: Sequence[CentralWorker], clock: Callable[[], float]) -> None:
+    while True:
+        try:
+            write_status(path, workers, clock())
+        except OSError as err:
+            log.error("central cannot write status file path=%s error=%s", path, err)
+        await asyncio.sleep(1.0)
+
+
+async def run_workers(config: CentralConfig, n_workers: int = 1, *, clock: Callable[[], float] = time.time) -> None:
+    """N workers as tasks of one process sharing the db file, plus the status file writer; until cancelled."""
+    if n_workers < 1:
+        raise ValueError(f"n_workers = {n_workers}: must be at least 1")
+    workers = [CentralWorker(config, f"w{i + 1}", clock=clock) for i in range(n_workers)]
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for w in workers:
+                tg.create_task(w.run(), name=f"central-{w.name}")
+            if config.status_file is not None:
+                tg.create_task(_status_forever(config.status_file, workers, clock), name="central-status")
+    finally:
+        if config.status_file is not None:
+            try:
+                write_status(config.status_file, workers, clock())
+            except OSError as err:
+                log.error("central cannot write status file path=%s error=%s", config.status_file, err)

@@ -1,0 +1,174 @@
+"""Central's SQLite store: messages (deduplicated by msg_id), readings, events and the agents' states.
+
+Why one transaction per flush with ``INSERT OR IGNORE`` on ``messages.msg_id``: the message row is the
+dedupe key, so a message seen twice (the agent resent it because our ack was lost) stores nothing new, and
+its readings are written only when its message row was new — both or neither, because they commit together.
+The ack goes out only after the commit returns (the caller's rule), so an acknowledged message is on disk.
+
+Several workers (each with its own connection, even in separate processes) share one file: WAL lets readers
+run beside the writer and ``busy_timeout`` makes writers queue instead of failing with "database is locked".
+Methods are blocking; callers in the event loop run them with ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from protocols.telemetry.schema import Batch, State
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    msg_id   TEXT PRIMARY KEY,
+    site     TEXT NOT NULL,
+    stream   TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    count    INTEGER NOT NULL,
+    received REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_site_stream_seq ON messages (site, stream, seq);
+CREATE TABLE IF NOT EXISTS readings (
+    msg_id  TEXT NOT NULL,
+    site    TEXT NOT NULL,
+    point   TEXT NOT NULL,
+    ts      REAL NOT NULL,
+    value,
+    unit    TEXT NOT NULL,
+    quality TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS readings_site_point_ts ON readings (site, point, ts);
+CREATE TABLE IF NOT EXISTS events (
+    msg_id   TEXT NOT NULL,
+    site     TEXT NOT NULL,
+    ts       REAL NOT NULL,
+    kind     TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    source   TEXT NOT NULL,
+    text     TEXT NOT NULL,
+    data     TEXT
+);
+CREATE INDEX IF NOT EXISTS events_site_ts ON events (site, ts);
+CREATE TABLE IF NOT EXISTS states (
+    site   TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    ts     REAL NOT NULL
+);
+"""
+
+_GAPS_SQL = """
+SELECT prev + 1, seq - 1 FROM (
+    SELECT seq, LAG(seq, 1, 0) OVER (ORDER BY seq) AS prev
+    FROM (SELECT DISTINCT seq FROM messages WHERE site = ? AND stream = ?)
+) WHERE seq - prev > 1 ORDER BY seq
+"""
+
+
+class CentralStoreError(Exception):
+    """The store could not be opened or written; the cause is kept."""
+
+
+class CentralStore:
+    def __init__(self, path: str | Path, *, busy_timeout_ms: int = 30_000) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # autocommit mode: transactions are explicit (BEGIN IMMEDIATE takes the write lock up front, so
+            # two writers queue on busy_timeout instead of deadlocking on a read->write upgrade)
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            self._db.execute("PRAGMA journal_mode = WAL")
+            self._db.execute("PRAGMA synchronous = FULL")  # an acked message must survive a power cut
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as err:
+            raise CentralStoreError(f"cannot open central store {self.path}: {err}") from err
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def store_batches(self, batches: Sequence[Batch], received: float) -> list[bool]:
+        """Store every batch in ONE transaction; per batch, True if new, False if a duplicate msg_id."""
+        results: list[bool] = []
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                for b in batches:
+                    cur = self._db.execute(
+                        "INSERT OR IGNORE INTO messages (msg_id, site, stream, seq, count, received) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (b.msg_id, b.site, b.stream, b.seq, len(b.items), received),
+                    )
+                    new = cur.rowcount == 1
+                    results.append(new)
+                    if not new:
+                        continue
+                    if b.stream == "events":
+                        self._db.executemany(
+                            "INSERT INTO events (msg_id, site, ts, kind, severity, source, text, data) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                            [(b.msg_id, b.site, float(i["ts"]), i["kind"], i["severity"], i["source"], i["text"],
+                              None if i.get("data") is None else json.dumps(i["data"])) for i in b.items],
+                        )  # fmt: skip
+                    else:
+                        self._db.executemany(
+                            "INSERT INTO readings (msg_id, site, point, ts, value, unit, quality) "
+                            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            [(b.msg_id, b.site, i["point"], float(i["ts"]), i.get("value"), i["unit"],
+                              i["quality"]) for i in b.items],
+                        )  # fmt: skip
+                self._db.execute("COMMIT")
+            except sqlite3.Error as err:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise CentralStoreError(f"cannot store {len(batches)} message(s) in {self.path}: {err}") from err
+        return results
+
+    def store_batch(self, batch: Batch, received: float) -> bool:
+        return self.store_batches([batch], received)[0]
+
+    def set_states(self, states: Iterable[State]) -> None:
+        """Keep the newest state per site (a retained message replayed later must not undo a newer one)."""
+        rows = [(s.site, s.status, s.ts) for s in states]
+        if not rows:
+            return
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT INTO states (site, status, ts) VALUES (?, ?, ?) ON CONFLICT (site) DO UPDATE SET "
+                    "status = excluded.status, ts = excluded.ts WHERE excluded.ts >= states.ts",
+                    rows,
+                )
+                self._db.execute("COMMIT")
+            except sqlite3.Error as err:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise CentralStoreError(f"cannot store states in {self.path}: {err}") from err
+
+    def gaps(self, site: str, stream: str) -> list[tuple[int, int]]:
+        """Missing sequence ranges (first, last), inclusive, between 1 and the highest seq stored."""
+        with self._lock:
+            return [(int(a), int(b)) for a, b in self._db.execute(_GAPS_SQL, (site, stream))]
+
+    def streams(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return list(self._db.execute("SELECT DISTINCT site, stream FROM messages ORDER BY site, stream"))
+
+    def state(self, site: str) -> tuple[str, float] | None:
+        with self._lock:
+            row = self._db.execute("SELECT status, ts FROM states WHERE site = ?", (site,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def count(self, table: str) -> int:
+        if table not in ("messages", "readings", "events", "states"):
+            raise ValueError(f"table {table!r}: one of messages, readings, events, states")
+        with self._lock:
+            return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
+
+    def msg_ids(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT msg_id FROM messages ORDER BY site, stream, seq")]

@@ -1,0 +1,345 @@
+"""Central against a real Mosquitto and a real SQLite file: store then ack, dedupe, gaps, bad input, two workers."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+
+import pytest
+
+from central.cli import main as central_main
+from central.config import CentralConfig, CentralConfigError, load_central_config, parse_central_config
+from central.ingest import CentralWorker, run_workers
+from central.store import CentralStore
+from protocols.mqtt import MqttSession, SessionConfig
+from protocols.telemetry.schema import (
+    decode_ack,
+    decode_batch,
+    decode_state,
+    encode_batch,
+    encode_state,
+    topic,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+SITE = "sub-07"
+
+
+def arun(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    """Run an async test in a fresh event loop (no pytest asyncio plugin is installed)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: object, **kwargs: object) -> None:
+        asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
+
+
+def reading(point: str = "meter1.v_a", ts: float = 1_764_300_000.0, value: float = 120.1) -> dict:
+    return {"point": point, "ts": ts, "value": value, "unit": "V", "quality": "good"}
+
+
+def batch(seq: int, site: str = SITE, stream: str = "telemetry", n: int = 3) -> bytes:
+    if stream == "events":
+        items = [{"ts": 1_764_300_000.0 + i, "kind": "limit", "severity": "warning", "source": "meter1.v_a",
+                  "text": "overvoltage", "data": {"v": 127.0}} for i in range(n)]  # fmt: skip
+    else:
+        items = [reading(ts=1_764_300_000.0 + i, value=120.0 + i) for i in range(n)]
+    return encode_batch(site, stream, seq, f"{site}-{stream}-{seq}", 1_764_300_100.0, items)
+
+
+def make_config(broker, tmp_path: Path, **kw: object) -> CentralConfig:
+    base = {"broker_host": "127.0.0.1", "broker_port": broker.port, "db_path": tmp_path / "central.db",
+            "ack_interval_s": 0.02}  # fmt: skip
+    return CentralConfig(**{**base, **kw})  # type: ignore[arg-type]
+
+
+class Agent:
+    """The agent's side of the wire, built on the session only: publishes batches, collects acks."""
+
+    def __init__(self, port: int, site: str = SITE) -> None:
+        self.site = site
+        self.acks: list[str] = []
+        self.session = MqttSession(SessionConfig(host="127.0.0.1", port=port, backoff_min_s=0.05, backoff_max_s=0.5))
+        self.session.subscribe(topic(site, "ack"), 1, self._on_ack)
+
+    def _on_ack(self, _t: str, payload: bytes) -> None:
+        self.acks.extend(decode_ack(payload).msg_ids)
+
+    async def send(self, payload: bytes, stream: str = "telemetry") -> None:
+        await self.session.publish(topic(self.site, stream), payload, qos=1)
+
+
+@asynccontextmanager
+async def running(*coros: Awaitable[None]) -> AsyncIterator[None]:
+    tasks = [asyncio.create_task(c) for c in coros]  # type: ignore[arg-type]
+    try:
+        yield
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with suppress(asyncio.CancelledError):
+                await t
+
+
+async def start(worker: CentralWorker, agent: Agent) -> None:
+    await asyncio.wait_for(worker.session.connected.wait(), 10)
+    await asyncio.wait_for(agent.session.connected.wait(), 10)
+
+
+# ---- store ---------------------------------------------------------------------------------------------------
+
+
+def test_store_keeps_a_duplicate_once_and_reports_it(tmp_path: Path) -> None:
+    store = CentralStore(tmp_path / "c.db")
+    b1, b2 = decode_batch(batch(1)), decode_batch(batch(2, stream="events", n=2))
+    assert store.store_batches([b1, b2, b1], 1.0) == [True, True, False]
+    assert store.store_batch(b1, 2.0) is False
+    assert store.count("messages") == 2 and store.count("readings") == 3 and store.count("events") == 2
+    store.close()
+
+
+def test_store_gaps_are_missing_ranges_up_to_the_highest_seq(tmp_path: Path) -> None:
+    store = CentralStore(tmp_path / "c.db")
+    store.store_batches([decode_batch(batch(s)) for s in (2, 3, 6, 7, 10)], 1.0)
+    store.store_batches([decode_batch(batch(s, stream="energy")) for s in (1, 2, 3)], 1.0)
+    assert store.gaps(SITE, "telemetry") == [(1, 1), (4, 5), (8, 9)]
+    assert store.gaps(SITE, "energy") == []
+    assert store.gaps("other", "telemetry") == []
+    assert store.streams() == [(SITE, "energy"), (SITE, "telemetry")]
+    store.close()
+
+
+def test_store_keeps_the_newest_state(tmp_path: Path) -> None:
+    store = CentralStore(tmp_path / "c.db")
+    store.set_states([decode_state(encode_state(SITE, "online", 10.0))])
+    store.set_states([decode_state(encode_state(SITE, "offline", 5.0))])  # an older retained message replayed
+    assert store.state(SITE) == ("online", 10.0)
+    store.set_states([decode_state(encode_state(SITE, "offline", 11.0))])
+    assert store.state(SITE) == ("offline", 11.0)
+    store.close()
+
+
+def test_store_is_shared_by_two_connections(tmp_path: Path) -> None:
+    a, b = CentralStore(tmp_path / "c.db"), CentralStore(tmp_path / "c.db")
+    assert a.store_batch(decode_batch(batch(1)), 1.0) is True
+    assert b.store_batch(decode_batch(batch(1)), 1.0) is False  # the other connection sees the commit
+    a.close()
+    b.close()
+
+
+# ---- config ----------------------------------------------------------------------------------------------------
+
+
+def test_example_config_loads(repo_root: Path) -> None:
+    cfg = load_central_config(repo_root / "config" / "central.toml")
+    assert (cfg.broker_host, cfg.broker_port, cfg.tls, cfg.group) == ("127.0.0.1", 1883, False, "central")
+    assert cfg.db_path == repo_root / "run" / "central.db"
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "text"),
+    [
+        ({"broker": {"url": "http://x"}, "store": {"db": "c.db"}}, "broker.url", "mqtt://"),
+        ({"broker": {"url": "mqtt://x:99999"}, "store": {"db": "c.db"}}, "broker.url", "1..65535"),
+        ({"broker": {"url": "mqtt://x"}}, "store.db", "required"),
+        ({"broker": {"url": "mqtt://x"}, "store": {"db": "c.db"}, "ingest": {"group": "a/b"}}, "ingest.group", "'/'"),
+        (
+            {"broker": {"url": "mqtt://x"}, "store": {"db": "c.db"}, "ingest": {"max_queue": 0}},
+            "ingest.max_queue",
+            "..",
+        ),
+        ({"broker": {"url": "mqtt://x", "colour": 1}, "store": {"db": "c.db"}}, "broker.colour", "unknown key"),
+        (
+            {"broker": {"url": "mqtt://x", "cert_file": "/nope.pem"}, "store": {"db": "c.db"}},
+            "broker.cert_file",
+            "no such",
+        ),
+    ],
+)
+def test_bad_config_names_key_value_and_allowed(tmp_path: Path, raw: dict, key: str, text: str) -> None:
+    with pytest.raises(CentralConfigError) as info:
+        parse_central_config(raw, tmp_path / "central.toml")
+    assert any(i.key == key and text in i.allowed for i in info.value.issues), str(info.value)
+
+
+def test_config_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(CentralConfigError, match="no such file"):
+        load_central_config(tmp_path / "missing.toml")
+    (tmp_path / "bad.toml").write_text("[broker\n")
+    with pytest.raises(CentralConfigError, match="not valid TOML"):
+        load_central_config(tmp_path / "bad.toml")
+
+
+# ---- ingest over the real broker -----------------------------------------------------------------------------
+
+
+@arun
+async def test_valid_batch_is_stored_then_acked(broker, tmp_path: Path) -> None:
+    worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
+    async with running(worker.run(), agent.session.run()):
+        await start(worker, agent)
+        await agent.send(batch(1))
+        await agent.send(batch(1, stream="events", n=2), stream="events")
+        await until(lambda: len(agent.acks) == 2)
+        # the ack came after the commit: a fresh connection already sees the rows
+        store = CentralStore(tmp_path / "central.db")
+        assert store.count("messages") == 2 and store.count("readings") == 3 and store.count("events") == 2
+        store.close()
+    assert sorted(agent.acks) == [f"{SITE}-events-1", f"{SITE}-telemetry-1"]
+    assert worker.stats.stored == 2 and worker.stats.invalid == 0 and worker.stats.acks_sent >= 1
+
+
+@arun
+async def test_duplicate_is_stored_once_and_acked_again(broker, tmp_path: Path) -> None:
+    worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
+    async with running(worker.run(), agent.session.run()):
+        await start(worker, agent)
+        await agent.send(batch(1))
+        await until(lambda: len(agent.acks) == 1)
+        await agent.send(batch(1))  # our ack was "lost": the agent resends
+        await until(lambda: len(agent.acks) == 2)
+    assert agent.acks == [f"{SITE}-telemetry-1"] * 2
+    assert worker.stats.stored == 1 and worker.stats.duplicates == 1
+    store = CentralStore(tmp_path / "central.db")
+    assert store.count("messages") == 1 and store.count("readings") == 3
+    store.close()
+
+
+@arun
+async def test_state_messages_are_recorded(broker, tmp_path: Path) -> None:
+    worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
+    async with running(worker.run(), agent.session.run()):
+        await start(worker, agent)
+        await agent.session.publish(topic(SITE, "state"), encode_state(SITE, "online", 100.0), retain=True)
+        await until(lambda: worker.stats.states == 1)
+        await asyncio.sleep(0.2)
+    store = CentralStore(tmp_path / "central.db")
+    assert store.state(SITE) == ("online", 100.0)
+    store.close()
+
+
+@arun
+async def test_malformed_messages_are_counted_not_stored_not_acked(broker, tmp_path: Path) -> None:
+    worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
+    good = json.loads(batch(5))
+    bad_version = {**good, "v": 2, "msg_id": "v2"}
+    bad_field = {**good, "msg_id": "badq", "items": [{**reading(), "quality": "superb"}]}
+    other_site = {**good, "msg_id": "wrong-site", "site": "elsewhere"}  # topic says SITE
+    async with running(worker.run(), agent.session.run()):
+        await start(worker, agent)
+        for payload in (b"not json {", b"\xff\xfe", json.dumps(bad_version).encode(), json.dumps(bad_field).encode(),
+                        json.dumps(other_site).encode()):  # fmt: skip
+            await agent.send(payload)
+        await agent.session.publish(topic(SITE, "state"), b'{"v":1,"site":"sub-07","status":"dozing","ts":1}')
+        await until(lambda: worker.stats.invalid == 6)
+        await agent.send(batch(6))  # still alive and acking after the garbage
+        await until(lambda: len(agent.acks) == 1)
+    assert agent.acks == [f"{SITE}-telemetry-6"]
+    assert worker.stats.received == 6 and worker.stats.stored == 1
+    store = CentralStore(tmp_path / "central.db")
+    assert store.msg_ids() == [f"{SITE}-telemetry-6"] and store.state(SITE) is None
+    store.close()
+
+
+@arun
+async def test_gaps_after_ingest_and_from_the_cli(broker, tmp_path: Path, capsys) -> None:
+    worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
+    async with running(worker.run(), agent.session.run()):
+        await start(worker, agent)
+        for seq in (1, 2, 5, 9):
+            await agent.send(batch(seq))
+        await until(lambda: len(agent.acks) == 4)
+    conf = tmp_path / "central.toml"
+    conf.write_text(f'[broker]\nurl = "mqtt://127.0.0.1:{broker.port}"\n[store]\ndb = "central.db"\n')
+    assert central_main(["gaps", "--config", str(conf)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"site={SITE} stream=telemetry missing_seq=3-4 count=2",
+                   f"site={SITE} stream=telemetry missing_seq=6-8 count=3"]  # fmt: skip
+
+
+@arun
+async def test_two_workers_share_the_subscription_and_store_each_message_once(broker, tmp_path: Path) -> None:
+    cfg = make_config(broker, tmp_path, status_file=tmp_path / "status.json")
+    agent = Agent(broker.port)
+    task = asyncio.create_task(run_workers(cfg, 2))
+    async with running(agent.session.run()):
+        await asyncio.wait_for(agent.session.connected.wait(), 10)
+        await asyncio.sleep(0.5)  # both workers subscribed before the first message
+        await asyncio.gather(*(agent.send(batch(seq, n=2)) for seq in range(1, 201)))
+        await until(lambda: len(set(agent.acks)) == 200, timeout=20)
+        await asyncio.sleep(1.2)  # one more status write
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    status = json.loads((tmp_path / "status.json").read_text())
+    w1, w2 = status["workers"]["w1"], status["workers"]["w2"]
+    assert w1["received"] > 0 and w2["received"] > 0  # the broker shared the load
+    assert w1["received"] + w2["received"] == 200 and status["total"]["stored"] == 200
+    store = CentralStore(tmp_path / "central.db")
+    assert sorted(store.msg_ids()) == sorted(f"{SITE}-telemetry-{s}" for s in range(1, 201))
+    assert store.count("readings") == 400 and store.gaps(SITE, "telemetry") == []
+    store.close()
+
+
+def test_cli_run_in_a_process_stores_acks_and_stops_on_sigterm(broker, tmp_path: Path) -> None:
+    conf = tmp_path / "central.toml"
+    conf.write_text(
+        f'[broker]\nurl = "mqtt://127.0.0.1:{broker.port}"\n[store]\ndb = "central.db"\n'
+        '[ingest]\nstatus_file = "status.json"\n'
+    )
+    code = f"import sys; from central.cli import main; sys.exit(main(['run', '--config', {str(conf)!r}, '--workers', '2']))"
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            stderr=subprocess.PIPE)  # fmt: skip
+
+    async def exercise() -> None:
+        agent = Agent(broker.port)
+        async with running(agent.session.run()):
+            await asyncio.wait_for(agent.session.connected.wait(), 10)
+            await until(lambda: (tmp_path / "status.json").exists())
+            await asyncio.sleep(0.3)
+            await agent.send(batch(1))
+            await until(lambda: agent.acks == [f"{SITE}-telemetry-1"])
+
+    try:
+        asyncio.run(exercise())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        assert proc.stderr is not None
+        log = proc.stderr.read().decode()
+        proc.stderr.close()
+    assert "central stopped" in log
+    assert json.loads((tmp_path / "status.json").read_text())["total"]["stored"] == 1
+
+
+def test_cli_usage_and_config_errors(tmp_path: Path, capsys) -> None:
+    assert central_main([]) == 2
+    assert central_main(["run", "--config", str(tmp_path / "missing.toml")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    conf = tmp_path / "c.toml"
+    conf.write_text('[broker]\nurl = "mqtt://127.0.0.1"\n[store]\ndb = "c.db"\n')
+    assert central_main(["run", "--config", str(conf), "--workers", "0"]) == 2
+    assert central_main(["gaps", "--config", str(conf)]) == 0
+    assert capsys.readouterr().out.strip() == "no gaps"
