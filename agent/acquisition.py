@@ -1,0 +1,284 @@
+"""Device pollers: read each Modbus device on its schedule and turn registers into Readings.
+
+One :class:`DevicePoller` per device, each a task the supervisor owns. A poller never dies of a
+device fault: a silent device makes its points STALE, an exception answer or a value that does not
+decode makes them INVALID, and a device that fails a whole cycle is polled less often (exponential
+backoff with jitter, capped at a minute) until it answers again. RTU devices on one RS-485 line
+share a single :class:`~protocols.modbus.serialbus.SerialBus`, so a dead meter slows nobody else
+down by more than its own timeout per attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from agent.config import DeviceConfig
+from agent.points import Quality, Reading, Stream
+from protocols.modbus.client import ModbusTransport, TcpTransport
+from protocols.modbus.errors import (
+    ModbusConnectionError,
+    ModbusExceptionResponse,
+    ModbusFrameError,
+    ModbusTimeout,
+)
+from protocols.modbus.readplan import ReadBlock, extract, plan_reads, split_block
+from protocols.modbus.registermap import DecodeError, PointKind, RegisterPoint, decode_point
+from protocols.modbus.serialbus import RtuTransport, SerialBusRegistry
+
+log = logging.getLogger("gridedge.acquisition")
+
+BACKOFF_CAP_S = 60.0
+# Exception codes that may mean "this block touches an address the device does not implement":
+# 2 illegal data address, 3 illegal data value (quantity), 4 device failure (some meters).
+SPLIT_CODES = frozenset({2, 3, 4})
+# Backoff delays are scaled by a random factor in this range, so a fleet of dead meters does not retry in step.
+JITTER = (0.8, 1.0)
+
+Sink = Callable[[list[Reading]], None]
+
+
+class Snapshot:
+    """The latest Reading of every point, by point id. One event loop: no locks."""
+
+    def __init__(self) -> None:
+        self._latest: dict[str, Reading] = {}
+
+    def update(self, readings: Iterable[Reading]) -> None:
+        for r in readings:
+            self._latest[r.point] = r
+
+    def get(self, point: str) -> Reading | None:
+        return self._latest.get(point)
+
+    def items(self) -> list[tuple[str, Reading]]:
+        return list(self._latest.items())
+
+    def __len__(self) -> int:
+        return len(self._latest)
+
+
+@dataclass(slots=True)
+class PollerStats:
+    polls: int = 0  # cycles attempted
+    polls_ok: int = 0  # cycles in which at least one block returned data
+    timeouts: int = 0
+    connection_errors: int = 0
+    exceptions: int = 0  # Modbus exception answers
+    frame_errors: int = 0
+    decode_errors: int = 0
+    splits: int = 0  # blocks split after the device refused them
+    readings: int = 0  # readings emitted, of any quality
+    missed_slots: int = 0  # schedule slots skipped because a cycle overran
+    consecutive_failures: int = 0
+    backoff_s: float = 0.0  # current delay to the next attempt while failing, 0 when healthy
+    last_ok_ts: float | None = None
+
+
+class _CycleAborted(Exception):
+    """The device stopped answering mid-cycle: do not spend more line time on it this cycle."""
+
+
+class DevicePoller:
+    """Polls one device at a fixed rate through a transport and sends Readings to ``sink``."""
+
+    def __init__(
+        self,
+        device: DeviceConfig,
+        transport: ModbusTransport,
+        sink: Sink,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.device = device
+        self.transport = transport
+        self.sink = sink
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.stats = PollerStats()
+        self.plan: list[ReadBlock] = plan_reads(
+            device.register_map.points, max_block=device.max_block, max_gap=device.max_gap
+        )
+
+    # -- one cycle -------------------------------------------------------------------------------
+    def _reading(self, p: RegisterPoint, ts: float, value, quality: Quality) -> Reading:
+        return Reading(
+            point=f"{self.device.name}.{p.name}",
+            ts=ts,
+            value=value,
+            unit=p.unit,
+            quality=quality,
+            stream=Stream.ENERGY if p.kind is PointKind.ENERGY else Stream.TELEMETRY,
+        )
+
+    def _fault(self, event: str, block: ReadBlock, err: Exception) -> None:
+        names = ",".join(p.name for p in block.points)
+        log.warning(
+            "event=%s device=%s unit=%d table=%s start=%d count=%d points=%s error=%s",
+            event, self.device.name, self.device.unit_id, block.table.value, block.start, block.count, names, err,
+        )  # fmt: skip
+
+    async def _read_block(self, block: ReadBlock, out: list[Reading], plan: list[ReadBlock]) -> bool:
+        """Read one block into ``out`` (appending the blocks actually used to ``plan``).
+
+        Returns True when the device returned data. Raises _CycleAborted after a timeout or a lost
+        link, once the block's points are marked STALE.
+        """
+        try:
+            words = await self.transport.read(block.table, block.start, block.count, self.device.unit_id)
+        except ModbusExceptionResponse as err:
+            if err.code in SPLIT_CODES and len(block.points) > 1:
+                self.stats.splits += 1
+                parts = split_block(block)
+                log.info(
+                    "event=modbus_block_split device=%s table=%s start=%d count=%d code=%d into=%s",
+                    self.device.name, block.table.value, block.start, block.count, err.code,
+                    "+".join(f"{b.start}/{b.count}" for b in parts),
+                )  # fmt: skip
+                got = False
+                for part in parts:
+                    got = await self._read_block(part, out, plan) or got
+                return got
+            self.stats.exceptions += 1
+            self._fault("modbus_exception", block, err)
+            out.extend(self._reading(p, self.clock(), None, Quality.INVALID) for p in block.points)
+            plan.append(block)
+            return False
+        except (ModbusTimeout, ModbusConnectionError) as err:
+            if isinstance(err, ModbusTimeout):
+                self.stats.timeouts += 1
+            else:
+                self.stats.connection_errors += 1
+            self._fault("modbus_timeout" if isinstance(err, ModbusTimeout) else "modbus_link_down", block, err)
+            out.extend(self._reading(p, self.clock(), None, Quality.STALE) for p in block.points)
+            plan.append(block)
+            raise _CycleAborted from err
+        except ModbusFrameError as err:
+            self.stats.frame_errors += 1
+            self._fault("modbus_bad_frame", block, err)
+            out.extend(self._reading(p, self.clock(), None, Quality.INVALID) for p in block.points)
+            plan.append(block)
+            return False
+        ts = self.clock()
+        plan.append(block)
+        sliced = extract(block, words)
+        for p in block.points:
+            pwords = sliced[p.name]
+            try:
+                value = decode_point(p, pwords)
+            except DecodeError as err:
+                self.stats.decode_errors += 1
+                log.warning(
+                    "event=modbus_decode_error device=%s point=%s address=%d words=%s error=%s",
+                    self.device.name, p.name, p.address, [hex(w) for w in pwords], err,
+                )  # fmt: skip
+                out.append(self._reading(p, ts, None, Quality.INVALID))
+            else:
+                out.append(self._reading(p, ts, value, Quality.GOOD))
+        return True
+
+    async def poll_once(self) -> bool:
+        """Read every block of the plan once and emit the readings. True if the device answered."""
+        self.stats.polls += 1
+        out: list[Reading] = []
+        plan: list[ReadBlock] = []
+        ok = False
+        blocks = list(self.plan)
+        for i, block in enumerate(blocks):
+            try:
+                ok = await self._read_block(block, out, plan) or ok
+            except _CycleAborted:
+                ts = self.clock()
+                for rest in blocks[i + 1 :]:
+                    out.extend(self._reading(p, ts, None, Quality.STALE) for p in rest.points)
+                    plan.append(rest)
+                break
+        self.plan = plan  # split blocks stay split in the cycles that follow
+        if ok:
+            self.stats.polls_ok += 1
+            self.stats.last_ok_ts = self.clock()
+        self.stats.readings += len(out)
+        if out:
+            self.sink(out)
+        return ok
+
+    # -- schedule --------------------------------------------------------------------------------
+    def _backoff_s(self) -> float:
+        """poll_interval x 2^(n-1) after n failed cycles, jittered, capped at 60 s, never below the interval."""
+        interval = self.device.poll_interval_s
+        n = self.stats.consecutive_failures
+        base = min(BACKOFF_CAP_S, interval * 2 ** min(n - 1, 32))
+        return max(interval, base * self.rng.uniform(*JITTER))
+
+    async def run(self) -> None:
+        """Poll forever on a fixed-rate schedule (loop time, no drift; overrun slots are skipped)."""
+        loop = asyncio.get_running_loop()
+        interval = self.device.poll_interval_s
+        log.info(
+            "event=poller_started device=%s protocol=%s unit=%d interval_s=%s blocks=%d points=%d",
+            self.device.name, self.device.protocol, self.device.unit_id, interval, len(self.plan),
+            len(self.device.register_map.points),
+        )  # fmt: skip
+        try:
+            next_t = loop.time()
+            while True:
+                ok = await self.poll_once()
+                now = loop.time()
+                if ok:
+                    if self.stats.consecutive_failures:
+                        log.info(
+                            "event=device_recovered device=%s after_failures=%d",
+                            self.device.name, self.stats.consecutive_failures,
+                        )  # fmt: skip
+                        next_t = now  # back on the normal rate from here
+                    self.stats.consecutive_failures = 0
+                    self.stats.backoff_s = 0.0
+                    next_t += interval
+                    if next_t <= now:
+                        skipped = math.floor((now - next_t) / interval) + 1
+                        self.stats.missed_slots += skipped
+                        next_t += skipped * interval
+                else:
+                    self.stats.consecutive_failures += 1
+                    self.stats.backoff_s = self._backoff_s()
+                    next_t = now + self.stats.backoff_s
+                    if self.stats.consecutive_failures == 1 or self.stats.backoff_s >= BACKOFF_CAP_S * JITTER[0]:
+                        log.warning(
+                            "event=device_failing device=%s consecutive_failures=%d next_attempt_s=%.2f",
+                            self.device.name, self.stats.consecutive_failures, self.stats.backoff_s,
+                        )  # fmt: skip
+                await asyncio.sleep(max(0.0, next_t - loop.time()))
+        finally:
+            await self.transport.close()
+
+
+def build_pollers(
+    devices: Sequence[DeviceConfig],
+    sink: Sink,
+    clock: Callable[[], float] = time.time,
+    *,
+    registry: SerialBusRegistry | None = None,
+    rng: random.Random | None = None,
+) -> list[DevicePoller]:
+    """A poller per device: its own TcpTransport for TCP, one shared SerialBus per serial port for RTU."""
+    registry = registry or SerialBusRegistry()
+    pollers: list[DevicePoller] = []
+    for dev in devices:
+        transport: ModbusTransport
+        if dev.protocol == "modbus-tcp":
+            if dev.host is None:
+                raise ValueError(f"device {dev.name}: modbus-tcp needs a host")
+            transport = TcpTransport(dev.host, dev.port or 502, timeout_s=dev.timeout_s, retries=dev.retries)
+        elif dev.protocol == "modbus-rtu":
+            if dev.serial is None:
+                raise ValueError(f"device {dev.name}: modbus-rtu needs serial settings")
+            transport = RtuTransport(registry.get(dev.serial), timeout_s=dev.timeout_s, retries=dev.retries)
+        else:
+            raise ValueError(f"device {dev.name}: unknown protocol {dev.protocol!r}")
+        pollers.append(DevicePoller(dev, transport, sink, clock, rng))
+    return pollers
