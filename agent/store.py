@@ -277,7 +277,10 @@ class Store:
             if self._count_unsealed(stream):
                 # Left from before a restart: we do not know how long it waited, so seal it soon.
                 self._unsealed_since[stream] = -math.inf
-        log.info("store_open path=%s site=%s max_bytes=%d schema=%d", self.path, self.site, self.max_bytes, version)
+        log.info(
+            "store_open path=%s site=%s max_bytes=%d schema=%d found_schema=%d",
+            self.path, self.site, self.max_bytes, SCHEMA_VERSION, version,
+        )  # fmt: skip
 
     def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
         """Bring the schema to SCHEMA_VERSION in one transaction: a crash mid-way leaves the old version."""
