@@ -6,6 +6,7 @@ path, the bad value and what is allowed, so ``gridedge check-config`` can list t
 
 from __future__ import annotations
 
+import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -146,8 +147,9 @@ class _Checker:
     def path(self, value: str | None) -> Path | None:
         if value is None:
             return None
-        p = Path(value)
-        return p if p.is_absolute() else self.base / p
+        # normpath, not resolve(): a serial port may be a symlink (a pty, a udev name) that must be
+        # opened by its stable name each time.
+        return Path(os.path.normpath(self.base / value))
 
 
 def _load_toml(path: Path) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import Broker, free_port, wait_port
+from conftest import Broker, free_port, wait_port
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,8 +99,10 @@ load_kw = 250.0
         )
         (self.workdir / "central.toml").write_text(
             f"""
-[central]
-broker = "{self.broker.url}"
+[broker]
+url = "{self.broker.url}"
+
+[store]
 db = "central.db"
 """
         )
