@@ -22,7 +22,7 @@ from agent.acquisition import DevicePoller, Snapshot, build_pollers
 from agent.config import AgentConfig
 from agent.points import Reading, Stream
 from agent.runtime import Supervisor, SystemdNotifier, watchdog
-from agent.store import AsyncStore, Store, StoreFullError
+from agent.store import AsyncStore, Store, StoreFullError, StoreInputError
 from agent.uplink import Uplink, session_config_for
 from protocols.mqtt.session import MqttSession
 
@@ -34,6 +34,7 @@ MAX_QUEUED_READINGS = 200_000
 WRITE_INTERVAL_S = 0.2
 LIMIT_CHECK_INTERVAL_S = 5.0
 STATUS_INTERVAL_S = 1.0
+STORE_FULL_RETRY_S = 5.0
 
 
 def status_path(config: AgentConfig) -> Path:
@@ -48,6 +49,7 @@ class AgentService:
         self.snapshot = Snapshot()
         self._queue: deque[Reading] = deque()
         self.queue_dropped = 0
+        self.refused = 0  # readings the store refused as invalid (logged one by one)
         self.started = time.time()
         config.store.path.parent.mkdir(parents=True, exist_ok=True)
         self.store = AsyncStore(
@@ -106,17 +108,35 @@ class AgentService:
         try:
             await self.store.add_readings(batch)
         except StoreFullError as err:
-            # Nothing is lost: the readings go back to the head of the queue and are retried.
-            self._queue.extendleft(reversed(batch))
-            log.error("event=store_full readings_waiting=%d error=%s", len(self._queue), err)
+            # The store kept what it could and counted the telemetry it dropped; the energy it could
+            # not take goes back to the head of the queue and is retried: energy is never dropped.
+            self._queue.extendleft(reversed(err.rejected))
+            log.error("event=store_full energy_waiting=%d error=%s", len(err.rejected), err)
             raise
+        except StoreInputError:
+            # One reading the store refuses must not hold back the others: store them one by one.
+            return await self._flush_one_by_one(batch)
         return len(batch)
+
+    async def _flush_one_by_one(self, batch: list[Reading]) -> int:
+        stored = 0
+        for reading in batch:
+            try:
+                await self.store.add_readings([reading])
+                stored += 1
+            except StoreInputError as err:
+                self.refused += 1
+                log.error("event=reading_refused point=%s value=%r error=%s", reading.point, reading.value, err)
+        return stored
 
     async def _writer(self) -> None:
         try:
             while True:
                 await asyncio.sleep(WRITE_INTERVAL_S)
-                await self._flush()
+                try:
+                    await self._flush()
+                except StoreFullError:
+                    await asyncio.sleep(STORE_FULL_RETRY_S)
         finally:
             # Commit what is still queued: the pollers have stopped before the writer on shutdown.
             with contextlib.suppress(StoreFullError):
@@ -137,6 +157,7 @@ class AgentService:
             "connected": self.session.connected.is_set(),
             "queued": len(self._queue),
             "queue_dropped": self.queue_dropped,
+            "refused": self.refused,
             "store": asdict(s) if s is not None else None,
             "uplink": dict(vars(self.uplink.stats)) if hasattr(self.uplink.stats, "__dict__") else None,
             "devices": {p.device.name: asdict(p.stats) for p in self.pollers},
