@@ -131,7 +131,12 @@ class CentralStore:
         return self.store_batches([batch], received)[0]
 
     def set_states(self, states: Iterable[State]) -> None:
-        """Keep the newest state per site (a retained message replayed later must not undo a newer one)."""
+        """The last state received per site wins.
+
+        Not the highest ``ts``: the "offline" last will is built when the agent's session is configured, so
+        its ts is older than the "online" it follows. The broker keeps only the latest retained state, so a
+        replay on reconnect is the current one anyway.
+        """
         rows = [(s.site, s.status, s.ts) for s in states]
         if not rows:
             return
@@ -140,7 +145,7 @@ class CentralStore:
                 self._db.execute("BEGIN IMMEDIATE")
                 self._db.executemany(
                     "INSERT INTO states (site, status, ts) VALUES (?, ?, ?) ON CONFLICT (site) DO UPDATE SET "
-                    "status = excluded.status, ts = excluded.ts WHERE excluded.ts >= states.ts",
+                    "status = excluded.status, ts = excluded.ts",
                     rows,
                 )
                 self._db.execute("COMMIT")

@@ -161,7 +161,7 @@ class MqttSession:
         self.config = config
         self.connected = asyncio.Event()
         self.stats = SessionStats()
-        self._on_connect = on_connect
+        self._on_connect: list[Callable[[], Awaitable[None]]] = [] if on_connect is None else [on_connect]
         self._rng = rng or random.Random()
         self._subs: dict[str, tuple[int, Handler]] = {}
         self._link: _Link | None = None
@@ -217,6 +217,13 @@ class MqttSession:
             raise
         finally:
             link.pending.pop(info.mid, None)
+
+    def add_on_connect(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Also await ``hook`` after every (re)connect, once the subscriptions are in place.
+
+        For a part built after the session (the uplink announcing the retained "online" state).
+        """
+        self._on_connect.append(hook)
 
     def subscribe(self, topic_filter: str, qos: int, handler: Handler) -> None:
         """Remember the subscription; it is applied now if connected and again after every reconnect.
@@ -323,13 +330,13 @@ class MqttSession:
                 link.end(f"no SUBACK: {err or 'timeout'}")
                 return
         self.connected.set()
-        if self._on_connect is not None:
+        for hook in list(self._on_connect):
             try:
-                await self._on_connect()
+                await hook()
             except MqttError as err:
-                log.warning("mqtt on_connect failed error=%s", err)
+                log.warning("mqtt on_connect failed hook=%s error=%s", getattr(hook, "__qualname__", hook), err)
             except Exception as err:  # the caller's hook must not end the session's life
-                log.error("mqtt on_connect raised error=%r", err)
+                log.error("mqtt on_connect raised hook=%s error=%r", getattr(hook, "__qualname__", hook), err)
 
     async def _retire(self, link: _Link, graceful: bool) -> None:
         """Forget the link, fail what waits on it, stop its client without ever blocking the loop for long."""

@@ -1,0 +1,210 @@
+"""Uplink end to end: the real agent Store, the real session, a real Mosquitto that dies, the real central."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, closing, suppress
+from pathlib import Path
+
+import pytest
+
+from agent.points import Reading, Stream
+from agent.store import AsyncStore, Store
+from agent.uplink import Uplink, session_config_for
+from central.config import CentralConfig
+from central.ingest import CentralWorker
+from central.store import CentralStore
+from protocols.mqtt import MqttSession
+from protocols.telemetry.schema import decode_state, encode_ack, topic
+
+pytestmark = pytest.mark.integration
+SITE = "feeder-12"
+
+
+def arun(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
+    """Run an async test in a fresh event loop (no pytest asyncio plugin is installed)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: object, **kwargs: object) -> None:
+        asyncio.run(fn(*args, **kwargs))
+
+    return wrapper
+
+
+async def until(cond: Callable[[], bool | Awaitable[bool]], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        ok = cond()
+        if not isinstance(ok, bool):
+            ok = await ok
+        if ok:
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.05)
+
+
+@asynccontextmanager
+async def running(*coros: Awaitable[None]) -> AsyncIterator[list[asyncio.Task[None]]]:
+    tasks = [asyncio.create_task(c) for c in coros]  # type: ignore[arg-type]
+    try:
+        yield tasks
+    finally:
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with suppress(asyncio.CancelledError):
+                await t
+
+
+def make_store(tmp_path: Path, batch_size: int = 20) -> AsyncStore:
+    return AsyncStore(Store(tmp_path / "agent.db", SITE, 64 * 1024 * 1024, batch_size=batch_size, max_age_s=0.05))
+
+
+def make_session(port: int, client_id: str = f"gridedge-{SITE}") -> MqttSession:
+    cfg = session_config_for(site=SITE, host="127.0.0.1", port=port, client_id=client_id, keepalive_s=5)
+    return MqttSession(dataclasses.replace(cfg, backoff_min_s=0.05, backoff_max_s=0.5))
+
+
+def central_worker(port: int, tmp_path: Path) -> CentralWorker:
+    cfg = CentralConfig(broker_host="127.0.0.1", broker_port=port, db_path=tmp_path / "central.db", ack_interval_s=0.02)
+    return CentralWorker(cfg, "w1")
+
+
+def readings(start: int, n: int, stream: Stream = Stream.TELEMETRY) -> list[Reading]:
+    return [Reading(f"meter1.{stream.value}", 1_764_300_000.0 + (start + i) * 0.001, float(start + i), "V",
+                    stream=stream) for i in range(n)]  # fmt: skip
+
+
+async def outbox_empty(store: AsyncStore) -> bool:
+    s = await store.stats()
+    return s.outbox_messages == 0 and s.unsealed == 0
+
+
+def test_session_config_for_sets_the_retained_offline_will() -> None:
+    cfg = session_config_for(site=SITE, host="h", port=1883, client_id="c", clock=lambda: 42.0)
+    assert cfg.will_topic == topic(SITE, "state") and cfg.will_retain is True
+    state = decode_state(cfg.will_payload)
+    assert (state.site, state.status, state.ts) == (SITE, "offline", 42.0)
+
+
+@arun
+async def test_all_readings_reach_central_exactly_once_across_two_broker_kills(broker, tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    session = make_session(broker.port)
+    uplink = Uplink(SITE, store, session, max_inflight=8, ack_timeout_s=2.0, poll_s=0.05)
+    worker = central_worker(broker.port, tmp_path)
+    total = 0
+
+    async def produce() -> None:
+        nonlocal total
+        for round_ in range(60):
+            stream = Stream.ENERGY if round_ % 5 == 0 else Stream.TELEMETRY
+            await store.add_readings(readings(total, 25, stream))
+            total += 25
+            if round_ % 10 == 0:
+                await store.add_event(1_764_300_000.0 + round_, "limit", "warning", "meter1.v_a", f"round {round_}")
+            await asyncio.sleep(0.03)
+
+    try:
+        async with running(session.run(), uplink.run(), worker.run()):
+            await asyncio.wait_for(session.connected.wait(), 10)
+            producer = asyncio.create_task(produce())
+            for _ in range(2):
+                await asyncio.sleep(0.4)
+                broker.kill()  # SIGKILL: in-flight publishes, acks and queued messages die with it
+                await asyncio.sleep(0.3)
+                broker.start()
+            await producer
+            await until(lambda: outbox_empty(store), timeout=30)
+            await until(lambda: worker.stats.stored + worker.stats.duplicates >= 1)
+    finally:
+        await store.aclose()
+    assert session.stats.connects >= 3 and uplink.stats.publish_failures + uplink.stats.resent > 0
+    central = CentralStore(tmp_path / "central.db")
+    try:
+        assert central.count("readings") == total == 1500  # every reading, none twice
+        with closing(sqlite3.connect(tmp_path / "central.db")) as db:
+            distinct = db.execute("SELECT COUNT(*) FROM (SELECT DISTINCT point, ts FROM readings)").fetchone()[0]
+        assert distinct == total
+        assert central.count("events") == 6
+        for stream in ("telemetry", "energy", "events"):
+            assert central.gaps(SITE, stream) == []
+        assert central.state(SITE) is not None and central.state(SITE)[0] == "online"
+    finally:
+        central.close()
+    assert uplink.stats.acked_messages == worker.stats.stored
+
+
+@arun
+async def test_without_central_rows_stay_and_are_resent_after_the_ack_timeout(broker, tmp_path: Path) -> None:
+    store = make_store(tmp_path, batch_size=1)
+    session = make_session(broker.port)
+    uplink = Uplink(SITE, store, session, max_inflight=3, ack_timeout_s=0.5, poll_s=0.05)
+    await store.add_readings(readings(0, 10))
+    try:
+        async with running(session.run(), uplink.run()):
+            await asyncio.wait_for(session.connected.wait(), 10)
+            peak = 0
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                peak = max(peak, uplink.inflight)
+                await asyncio.sleep(0.01)
+            assert peak == 3  # never more than max_inflight awaiting central
+            assert uplink.stats.ack_timeouts >= 3 and uplink.stats.resent >= 1
+            assert (await store.stats()).outbox_messages == 10  # nothing leaves without central's ack
+            worker = central_worker(broker.port, tmp_path)
+            async with running(worker.run()):
+                await until(lambda: outbox_empty(store))
+            assert worker.stats.stored == 10 and uplink.stats.acked_messages == 10
+    finally:
+        await store.aclose()
+
+
+@arun
+async def test_malformed_and_foreign_acks_are_counted_not_fatal(broker, tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    session = make_session(broker.port)
+    uplink = Uplink(SITE, store, session, poll_s=0.05)
+    other = make_session(broker.port, client_id="test-other")
+    try:
+        async with running(session.run(), uplink.run(), other.run()) as tasks:
+            await asyncio.wait_for(session.connected.wait(), 10)
+            await asyncio.wait_for(other.connected.wait(), 10)
+            await other.publish(topic(SITE, "ack"), b"{not json")
+            await other.publish(topic(SITE, "ack"), b'{"v":1,"site":"%s","acks":[1,2]}' % SITE.encode())
+            await other.publish(topic(SITE, "ack"), encode_ack("other-site", ["x"]))
+            await until(lambda: uplink.stats.bad_acks == 3)
+            assert not tasks[1].done()
+            await store.add_readings(readings(0, 5))
+            await until(lambda: uplink.stats.published >= 1)
+            msg_ids = [m.msg_id for m in await store.pending(10)]
+            await other.publish(topic(SITE, "ack"), encode_ack(SITE, msg_ids))
+            await until(lambda: outbox_empty(store))
+            assert uplink.stats.acked_messages == len(msg_ids) == 1
+    finally:
+        await store.aclose()
+
+
+@arun
+async def test_online_state_is_retained_on_connect(broker, tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    session = make_session(broker.port)
+    uplink = Uplink(SITE, store, session, poll_s=0.05)
+    seen: list[bytes] = []
+    try:
+        async with running(session.run(), uplink.run()):
+            await asyncio.wait_for(session.connected.wait(), 10)
+            await asyncio.sleep(0.3)
+            watcher = make_session(broker.port, client_id="test-watcher")  # arrives later: gets the retained state
+            watcher.subscribe(topic(SITE, "state"), 1, lambda _t, p: seen.append(p))
+            async with running(watcher.run()):
+                await until(lambda: len(seen) == 1)
+        assert decode_state(seen[0]).status == "online"
+    finally:
+        await store.aclose()
