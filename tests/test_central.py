@@ -6,6 +6,7 @@ import asyncio
 import functools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from protocols.telemetry.schema import (
     decode_ack,
     decode_batch,
     decode_state,
+    encode_ack,
     encode_batch,
     encode_state,
     topic,
@@ -342,3 +344,45 @@ def test_cli_usage_and_config_errors(tmp_path: Path, capsys) -> None:
     assert central_main(["run", "--config", str(conf), "--workers", "0"]) == 2
     assert central_main(["gaps", "--config", str(conf)]) == 0
     assert capsys.readouterr().out.strip() == "no gaps"
+
+
+# ---- the documented wire schema --------------------------------------------------------------------------------
+
+
+def doc_examples(repo_root: Path) -> list[tuple[str, dict]]:
+    """Every ```json block of docs/telemetry.md, with the heading above it."""
+    text = (repo_root / "docs" / "telemetry.md").read_text()
+    found: list[tuple[str, dict]] = []
+    heading = ""
+    for block in re.split(r"(^#+ .*$)", text, flags=re.M):
+        if block.startswith("#"):
+            heading = block
+            continue
+        for body in re.findall(r"```json\n(.*?)```", block, flags=re.S):
+            found.append((heading, json.loads(body)))
+    return found
+
+
+def test_every_json_example_in_the_doc_decodes_with_the_schema(repo_root: Path) -> None:
+    examples = doc_examples(repo_root)
+    kinds: set[str] = set()
+    for heading, obj in examples:
+        raw = json.dumps(obj).encode()
+        # decode, then encode again: the example must hold exactly the fields the encoders write
+        if "items" in obj:
+            b = decode_batch(raw)
+            again = encode_batch(b.site, b.stream, b.seq, b.msg_id, b.sent, b.items)
+            kinds.add(b.stream)
+        elif "acks" in obj:
+            a = decode_ack(raw)
+            assert a.msg_ids
+            again = encode_ack(a.site, a.msg_ids)
+            kinds.add("ack")
+        elif "status" in obj:
+            st = decode_state(raw)
+            again = encode_state(st.site, st.status, st.ts, st.version)
+            kinds.add(st.status)
+        else:
+            raise AssertionError(f"example under {heading!r} is none of batch, ack, state: {obj}")
+        assert json.loads(again) == obj, heading
+    assert kinds == {"telemetry", "energy", "events", "ack", "online", "offline"}  # one example of each
