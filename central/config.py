@@ -8,6 +8,7 @@ allowed. Relative paths resolve against the configuration file's folder (as the 
 url = "mqtt://127.0.0.1:1883"   # mqtts:// for TLS
 client_id = "central"           # each worker appends "-<worker name>"
 # username, password, ca_file, cert_file, key_file, keepalive_s
+backoff_max_s = 5.0             # cap of the reconnect backoff (full jitter, from 0.2 s)
 
 [store]
 db = "../run/central.db"
@@ -68,6 +69,7 @@ class CentralConfig:
     key_file: Path | None = None
     client_id: str = "central"
     keepalive_s: int = 30
+    backoff_max_s: float = 5.0  # central is one service, not thousands of agents: come back quickly
     group: str = "central"
     status_file: Path | None = None
     ack_interval_s: float = 0.05
@@ -132,7 +134,7 @@ def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     store = c.table(raw, "store")
     ingest = c.table(raw, "ingest")
     c.unknown(broker, "broker", {"url", "client_id", "username", "password", "ca_file", "cert_file", "key_file",
-                                 "keepalive_s"})  # fmt: skip
+                                 "keepalive_s", "backoff_max_s"})  # fmt: skip
     c.unknown(store, "store", {"db"})
     c.unknown(ingest, "ingest", {"group", "status_file", "ack_interval_s", "max_queue"})
 
@@ -166,6 +168,7 @@ def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     username = c.get(broker, "broker", "username", "string", None)
     password = c.get(broker, "broker", "password", "string", None)
     keepalive = c.get(broker, "broker", "keepalive_s", "integer", 30, lo=5, hi=3600)
+    backoff_max = c.get(broker, "broker", "backoff_max_s", "number", 5.0, lo=0.2, hi=600)
 
     db = c.path(c.get(store, "store", "db", "string"))
 
@@ -179,8 +182,8 @@ def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
         raise CentralConfigError(str(source), c.issues)
     assert db is not None
     return CentralConfig(broker_host=host, broker_port=port, tls=tls, username=username, password=password,
-                         client_id=client_id, keepalive_s=keepalive, db_path=db, group=group, status_file=status,
-                         ack_interval_s=float(interval), max_queue=max_queue, source=source, **files)  # fmt: skip
+                         client_id=client_id, keepalive_s=keepalive, backoff_max_s=float(backoff_max), db_path=db,
+                         group=group, status_file=status, ack_interval_s=float(interval), max_queue=max_queue, source=source, **files)  # fmt: skip
 
 
 def load_central_config(path: str | Path) -> CentralConfig:

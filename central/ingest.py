@@ -96,6 +96,7 @@ class CentralWorker:
                 cert_file=None if config.cert_file is None else str(config.cert_file),
                 key_file=None if config.key_file is None else str(config.key_file),
                 keepalive_s=config.keepalive_s,
+                backoff_max_s=config.backoff_max_s,
                 protocol=5,  # shared subscriptions are MQTT 5
             )
         )

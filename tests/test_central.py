@@ -154,6 +154,7 @@ def test_example_config_loads(repo_root: Path) -> None:
     cfg = load_central_config(repo_root / "config" / "central.toml")
     assert (cfg.broker_host, cfg.broker_port, cfg.tls, cfg.group) == ("127.0.0.1", 1883, False, "central")
     assert cfg.db_path == repo_root / "run" / "central.db"
+    assert cfg.backoff_max_s == 5.0 and cfg.status_file == repo_root / "run" / "central-status.json"
 
 
 @pytest.mark.parametrize(
@@ -168,6 +169,7 @@ def test_example_config_loads(repo_root: Path) -> None:
             "ingest.max_queue",
             "..",
         ),
+        ({"broker": {"url": "mqtt://x", "backoff_max_s": 0}, "store": {"db": "c.db"}}, "broker.backoff_max_s", ".."),
         ({"broker": {"url": "mqtt://x", "colour": 1}, "store": {"db": "c.db"}}, "broker.colour", "unknown key"),
         (
             {"broker": {"url": "mqtt://x", "cert_file": "/nope.pem"}, "store": {"db": "c.db"}},
