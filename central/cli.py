@@ -25,6 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="ingest uplink messages from the broker into the db, acking each one")
     run.add_argument("--config", required=True, help="central TOML file (see config/central.toml)")
+    run.add_argument("--broker", help="override broker.url (mqtt://host:port)")
     run.add_argument("--workers", type=int, default=1, help="ingest workers sharing the subscription (default 1)")
     gaps = sub.add_parser("gaps", help="list missing sequence ranges per site and stream")
     gaps.add_argument("--config", required=True, help="central TOML file")
@@ -52,7 +53,7 @@ def main(argv: list[str]) -> int:
     except SystemExit as err:  # argparse has printed the usage; return instead of exiting the dispatcher
         return 0 if err.code == 0 else 2
     try:
-        config = load_central_config(args.config)
+        config = load_central_config(args.config, getattr(args, "broker", None))
     except CentralConfigError as err:
         print(err, file=sys.stderr)
         return 2

@@ -186,8 +186,11 @@ def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
                          group=group, status_file=status, ack_interval_s=float(interval), max_queue=max_queue, source=source, **files)  # fmt: skip
 
 
-def load_central_config(path: str | Path) -> CentralConfig:
-    """Read and validate central's TOML file. Raises CentralConfigError naming every bad key."""
+def load_central_config(path: str | Path, broker_url: str | None = None) -> CentralConfig:
+    """Read and validate central's TOML file. Raises CentralConfigError naming every bad key.
+
+    ``broker_url`` replaces ``broker.url`` (``central run --broker``) and is validated the same way.
+    """
     path = Path(path)
     try:
         with path.open("rb") as fh:
@@ -196,4 +199,7 @@ def load_central_config(path: str | Path) -> CentralConfig:
         raise CentralConfigError(str(path), [ConfigIssue("(file)", str(path), "no such file")]) from None
     except tomllib.TOMLDecodeError as err:
         raise CentralConfigError(str(path), [ConfigIssue("(file)", str(path), f"not valid TOML: {err}")]) from err
+    if broker_url is not None:
+        broker = raw.get("broker")
+        raw["broker"] = {**broker, "url": broker_url} if isinstance(broker, dict) else {"url": broker_url}
     return parse_central_config(raw, path.resolve())
