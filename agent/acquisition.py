@@ -104,17 +104,17 @@ class DevicePoller:
         self.plan: list[ReadBlock] = plan_reads(
             device.register_map.points, max_block=device.max_block, max_gap=device.max_gap
         )
+        # Point id and stream of every point, built once: a cycle of a whole fleet runs on one thread,
+        # so what each reading costs adds up in the cycle time.
+        self._ids: dict[str, tuple[str, Stream]] = {
+            p.name: (f"{device.name}.{p.name}", Stream.ENERGY if p.kind is PointKind.ENERGY else Stream.TELEMETRY)
+            for p in device.register_map.points
+        }
 
     # -- one cycle -------------------------------------------------------------------------------
     def _reading(self, p: RegisterPoint, ts: float, value, quality: Quality) -> Reading:
-        return Reading(
-            point=f"{self.device.name}.{p.name}",
-            ts=ts,
-            value=value,
-            unit=p.unit,
-            quality=quality,
-            stream=Stream.ENERGY if p.kind is PointKind.ENERGY else Stream.TELEMETRY,
-        )
+        point, stream = self._ids[p.name]
+        return Reading(point, ts, value, p.unit, quality, stream)
 
     def _fault(self, event: str, block: ReadBlock, err: Exception) -> None:
         names = ",".join(p.name for p in block.points)
@@ -216,7 +216,14 @@ class DevicePoller:
         return max(interval, base * self.rng.uniform(*JITTER))
 
     async def run(self) -> None:
-        """Poll forever on a fixed-rate schedule (loop time, no drift; overrun slots are skipped)."""
+        """Poll forever on a fixed-rate schedule (loop time, no drift; overrun slots are skipped).
+
+        The first poll runs at once (it also connects); from then on the slots sit on the multiples of
+        the interval on the loop clock. Every poller with the same interval then wakes in the same loop
+        iteration, whenever its task happened to start, so one cycle reads all devices at the same
+        instant instead of staggered by the order in which the tasks connected (a 100-device fleet
+        had its starts spread over ~4 ms that way, all of it added to the cycle time).
+        """
         loop = asyncio.get_running_loop()
         interval = self.device.poll_interval_s
         log.info(
@@ -225,7 +232,7 @@ class DevicePoller:
             len(self.device.register_map.points),
         )  # fmt: skip
         try:
-            next_t = loop.time()
+            next_t: float | None = None  # None: the next slot is the first grid point after now
             while True:
                 ok = await self.poll_once()
                 now = loop.time()
@@ -235,10 +242,10 @@ class DevicePoller:
                             "event=device_recovered device=%s after_failures=%d",
                             self.device.name, self.stats.consecutive_failures,
                         )  # fmt: skip
-                        next_t = now  # back on the normal rate from here
+                        next_t = None  # back on the normal rate (and the shared grid) from here
                     self.stats.consecutive_failures = 0
                     self.stats.backoff_s = 0.0
-                    next_t += interval
+                    next_t = _next_slot(now, interval) if next_t is None else next_t + interval
                     if next_t <= now:
                         skipped = math.floor((now - next_t) / interval) + 1
                         self.stats.missed_slots += skipped
@@ -255,6 +262,11 @@ class DevicePoller:
                 await asyncio.sleep(max(0.0, next_t - loop.time()))
         finally:
             await self.transport.close()
+
+
+def _next_slot(now: float, interval: float) -> float:
+    """The first multiple of ``interval`` strictly after ``now`` (the pollers' shared schedule grid)."""
+    return (math.floor(now / interval) + 1) * interval
 
 
 def build_pollers(
