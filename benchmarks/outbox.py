@@ -447,7 +447,8 @@ def bench_drain(
         f"live: {r.live_taken:,} live readings ({n_points} points/s) taken during and after the drain; "
         f"agent took {r.taken:,} in all, central has {r.at_central:,} "
         f"({'all through' if r.taken == r.at_central else 'MISMATCH'}); "
-        f"longest live reading -> central commit {r.live_max_wait_s:.2f} s",
+        f"longest live reading -> central commit {r.live_max_wait_s:.2f} s (the outbox is oldest first: live "
+        "readings queue behind the backlog)",
     ]
     return rows, notes
 
