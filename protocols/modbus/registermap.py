@@ -183,7 +183,9 @@ def parse_register_map(data: Mapping[str, Any], where: str = "map") -> RegisterM
         length = merged.get("length", 0)
         if dtype is DataType.STRING:
             if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length <= MAX_READ_REGISTERS:
-                raise RegisterMapError(f"{key}.length", length, f"a string needs a length of 1..{MAX_READ_REGISTERS} registers")
+                raise RegisterMapError(
+                    f"{key}.length", length, f"a string needs a length of 1..{MAX_READ_REGISTERS} registers"
+                )
         elif "length" in raw:
             raise RegisterMapError(f"{key}.length", length, "is only for type 'string'")
         scale = merged.get("scale", 1.0)
@@ -215,18 +217,20 @@ def parse_register_map(data: Mapping[str, Any], where: str = "map") -> RegisterM
     return RegisterMap(name=name, points=tuple(points))
 
 
-# struct formats (big-endian) of the numeric types; the bytes are then laid out on the registers
-# by _to_words / _from_words according to the point's byte and word order.
-_STRUCT: dict[DataType, str] = {
-    DataType.INT16: ">h",
-    DataType.UINT16: ">H",
-    DataType.INT32: ">i",
-    DataType.UINT32: ">I",
-    DataType.INT64: ">q",
-    DataType.UINT64: ">Q",
-    DataType.FLOAT32: ">f",
-    DataType.FLOAT64: ">d",
+# struct format characters of the numeric types (standard sizes): decode_point lays the bytes out
+# most significant first (_from_words) and unpacks them big-endian; block decoders
+# (protocols.modbus.readplan) build one struct per block from the same characters.
+STRUCT_CODE: dict[DataType, str] = {
+    DataType.INT16: "h",
+    DataType.UINT16: "H",
+    DataType.INT32: "i",
+    DataType.UINT32: "I",
+    DataType.INT64: "q",
+    DataType.UINT64: "Q",
+    DataType.FLOAT32: "f",
+    DataType.FLOAT64: "d",
 }
+_STRUCT: dict[DataType, str] = {t: ">" + c for t, c in STRUCT_CODE.items()}
 _INT_RANGE: dict[DataType, tuple[int, int]] = {
     DataType.INT16: (-(1 << 15), (1 << 15) - 1),
     DataType.UINT16: (0, (1 << 16) - 1),
@@ -264,9 +268,7 @@ def _to_words(point: RegisterPoint, data: bytes) -> list[int]:
 
 def _check_words(point: RegisterPoint, words: Sequence[int] | Sequence[bool]) -> None:
     if len(words) != point.words:
-        raise DecodeError(
-            f"point {point.name!r} ({point.dtype.value}) needs {point.words} words, got {len(words)}"
-        )
+        raise DecodeError(f"point {point.name!r} ({point.dtype.value}) needs {point.words} words, got {len(words)}")
     if point.dtype is DataType.BOOL:
         if words[0] not in (0, 1):  # True/False are 1/0
             raise DecodeError(f"point {point.name!r}: bit value {words[0]!r} is not 0/1")
@@ -340,9 +342,7 @@ def encode_point(point: RegisterPoint, value: float | int | str | bool) -> list[
         try:
             data = struct.pack(_STRUCT[point.dtype], raw_f)
         except OverflowError as err:
-            raise ValueError(
-                f"point {point.name!r}: {value!r} is out of range of {point.dtype.value}"
-            ) from err
+            raise ValueError(f"point {point.name!r}: {value!r} is out of range of {point.dtype.value}") from err
         return _to_words(point, data)
     if isinstance(value, int) and point.scale == 1.0 and point.offset == 0.0:
         raw = value  # exact: a 64-bit counter must not pass through a float
