@@ -6,6 +6,7 @@ ASCII), not produced by the code under test. "big/big" = byte_order/word_order.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import struct
 
@@ -13,6 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from protocols.modbus.readplan import ReadBlock, decode_block
 from protocols.modbus.registermap import (
     DataType,
     DecodeError,
@@ -114,6 +116,18 @@ def test_decode_matches_table(point: RegisterPoint, value, words) -> None:
     got = decode_point(point, words)
     assert got == value
     assert type(got) is type(value)
+
+
+@pytest.mark.parametrize("point,value,words", CASES, ids=[_id(c) for c in CASES])
+def test_block_decoder_matches_table(point: RegisterPoint, value, words) -> None:
+    """The same table through a block's precompiled decoder, the point placed after a register of padding."""
+    moved = dataclasses.replace(point, address=1)
+    filler = [False] if point.table.is_bits else [0xFFFF]
+    block = ReadBlock(point.table, 0, 1 + point.words, (moved,))
+    values, errors = decode_block(block, filler + words)
+    assert errors is None
+    assert values == [value]
+    assert type(values[0]) is type(value)
 
 
 def test_integer_without_scale_decodes_to_int_with_scale_to_float() -> None:
