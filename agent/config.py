@@ -256,6 +256,11 @@ def _uplink(c: _Checker, raw: Mapping[str, Any], site: str | None) -> UplinkConf
             password = pwfile.read_text().strip()
         except OSError as err:
             c.fail(f"{p}.password_file", str(pwfile), f"cannot read it: {err.strerror}")
+        else:
+            if not password:
+                c.fail(f"{p}.password_file", str(pwfile), "the file is empty: it must hold the password")
+    if password is not None and username is None:
+        c.fail(f"{p}.password", "***", "a password needs a username (without one it is never sent)")
     files = {}
     for name in ("ca_file", "cert_file", "key_file"):
         path = c.path(c.get(raw, p, name, "string", None))
@@ -266,6 +271,8 @@ def _uplink(c: _Checker, raw: Mapping[str, Any], site: str | None) -> UplinkConf
         c.fail(f"{p}.cert_file", str(files["cert_file"]), "a client certificate needs both cert_file and key_file")
     if files["cert_file"] and not tls:
         c.fail(f"{p}.broker", broker, "a client certificate needs an mqtts:// broker")
+    elif files["ca_file"] and not tls:
+        c.fail(f"{p}.broker", broker, "ca_file is given: use an mqtts:// broker (with mqtt:// TLS would be off)")
     client_id = c.get(raw, p, "client_id", "string", f"gridedge-{site or 'agent'}")
     keepalive = c.get(raw, p, "keepalive_s", "integer", 30, lo=5, hi=3600)
     inflight = c.get(raw, p, "max_inflight", "integer", 32, lo=1, hi=1000)

@@ -43,8 +43,14 @@ class SystemdNotifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                # Never block the event loop: if systemd (or whoever listens) is not reading, a full
+                # queue drops this message instead; the next watchdog ping is a moment away.
+                self._sock.setblocking(False)
             self._sock.sendto(message.encode(), self._address)
             return True
+        except BlockingIOError:
+            log.warning("event=sd_notify_dropped reason=listener_queue_full message=%s", message.split("=", 1)[0])
+            return False
         except OSError as err:
             log.warning("event=sd_notify_failed error=%s", err)
             return False

@@ -373,10 +373,6 @@ def test_tls_refusal_never_connects_and_keeps_retrying(
     assert "OpenSSL Error" in tls_broker.log_text  # the broker saw, and refused, the handshake
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="session.py drops paho's TLS error: logs 'connect failed' / 'Unspecified error' (see report for the fix)",
-)
 @pytest.mark.parametrize("case", sorted(TLS_FAILURES))
 def test_tls_refusal_log_says_why(
     tmp_path: Path, tls_broker: SecureBroker, pki: Pki, caplog: pytest.LogCaptureFixture, case: str
@@ -451,7 +447,6 @@ def test_mismatched_client_key_stops_the_session_with_a_config_error(tmp_path: P
 # once agent/config.py refuses them) ---------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="agent/config.py ignores ca_file with an mqtt:// broker: TLS silently off")
 def test_ca_file_with_plain_mqtt_is_refused(tmp_path: Path, pki: Pki) -> None:
     site = _site_file(tmp_path, f'broker = "mqtt://127.0.0.1:1883"\nca_file = "{pki.ca}"')
     with pytest.raises(ConfigError) as info:
@@ -459,7 +454,6 @@ def test_ca_file_with_plain_mqtt_is_refused(tmp_path: Path, pki: Pki) -> None:
     assert any(i.key == "uplink.broker" and "mqtts" in i.allowed for i in info.value.issues), info.value.issues
 
 
-@pytest.mark.xfail(strict=True, reason="agent/config.py accepts a password without a username; it is never sent")
 def test_password_without_username_is_refused(tmp_path: Path) -> None:
     site = _site_file(tmp_path, 'broker = "mqtt://127.0.0.1:1883"\npassword = "s3cret-pass"')
     with pytest.raises(ConfigError) as info:
@@ -467,7 +461,6 @@ def test_password_without_username_is_refused(tmp_path: Path) -> None:
     assert any(i.key == "uplink.password" and "username" in i.allowed for i in info.value.issues)
 
 
-@pytest.mark.xfail(strict=True, reason="agent/config.py takes an empty password_file as the password ''")
 def test_empty_password_file_is_refused(tmp_path: Path) -> None:
     (tmp_path / "uplink.pass").write_text("\n")
     site = _site_file(tmp_path, 'broker = "mqtt://127.0.0.1:1883"\nusername = "edge"\npassword_file = "uplink.pass"')

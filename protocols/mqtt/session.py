@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import sys
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -270,12 +271,20 @@ class MqttSession:
                 c.loop_stop()  # from its own thread this only asks the loop to end
             self._post(self._on_connack, link, rc)
 
+        errors: list[str] = []  # paho's error log lines on this link (a TLS alert, a reset socket); its thread only
+
+        def on_log(_c: mqtt.Client, _u: Any, level: int, buf: str) -> None:
+            if level == mqtt.MQTT_LOG_ERR:
+                errors.append(buf)
+
         def on_connect_fail(c: mqtt.Client, _u: Any) -> None:
             c.loop_stop()  # paho would otherwise retry by itself, outside our backoff
-            self._post(link.end, "connect failed")
+            # paho calls this inside its `except OSError:` around the TCP/TLS connect and passes no error: take it
+            err = sys.exc_info()[1]
+            self._post(link.end, f"connect failed: {err}" if err is not None else "connect failed")
 
         def on_disconnect(_c: mqtt.Client, _u: Any, _flags: Any, rc: ReasonCode, _props: Any) -> None:
-            self._post(link.end, str(rc))
+            self._post(link.end, f"{rc} ({errors[-1]})" if errors else str(rc))
 
         def on_publish(_c: mqtt.Client, _u: Any, mid: int, rc: ReasonCode, _props: Any) -> None:
             self._post(self._on_puback, link, mid, rc)
@@ -287,6 +296,7 @@ class MqttSession:
             self._post(self._dispatch, msg.topic, bytes(msg.payload))
 
         client.on_connect = on_connect
+        client.on_log = on_log
         client.on_connect_fail = on_connect_fail
         client.on_disconnect = on_disconnect
         client.on_publish = on_publish
