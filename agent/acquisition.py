@@ -240,8 +240,13 @@ class DevicePoller:
         )  # fmt: skip
         try:
             next_t: float | None = None  # None: the next slot is the first grid point after now
+            task = asyncio.current_task()
             while True:
                 ok = await self.poll_once()
+                if task is not None and task.cancelling():
+                    # A cancel that arrived as a reply did can be swallowed inside the transport
+                    # (asyncio.wait_for's race in Python 3.11); honour it, or shutdown would hang.
+                    raise asyncio.CancelledError
                 now = loop.time()
                 if ok:
                     if self.stats.consecutive_failures:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 from collections.abc import Awaitable
 
 import pytest
+from conftest import free_port
+from test_modbus_client import modbus_server, raw_server
+from test_modbus_rtu_bus import rtu_server
 
 from agent.acquisition import BACKOFF_CAP_S, DevicePoller, Snapshot, build_pollers
 from agent.config import DeviceConfig, SerialSettings
@@ -14,9 +18,6 @@ from agent.points import Quality, Reading, Stream
 from protocols.modbus.client import TcpTransport
 from protocols.modbus.registermap import parse_register_map
 from protocols.modbus.serialbus import RtuTransport
-from tests.conftest import free_port
-from tests.test_modbus_client import modbus_server, raw_server
-from tests.test_modbus_rtu_bus import rtu_server
 
 pytestmark = pytest.mark.integration
 
@@ -279,3 +280,33 @@ def test_build_pollers_shares_one_bus_per_port(tmp_path) -> None:
     pa, pb, pc, pd = build_pollers(devs, lambda r: None)
     assert pa.transport.bus is pb.transport.bus is not pc.transport.bus
     assert isinstance(pd.transport, TcpTransport) and pd.transport.port == 1502
+
+
+def test_poller_stops_even_when_the_transport_swallows_the_cancel() -> None:
+    """Python 3.11's asyncio.wait_for (used inside pymodbus) can lose a cancel that arrives as the
+    reply does; the poller must still stop, or the agent's shutdown hangs. That race cannot be made
+    to happen on demand, so a transport that always swallows the cancel stands in for it."""
+
+    class SwallowingTransport:
+        def __init__(self) -> None:
+            self.reads = 0
+
+        async def read(self, table, start, count, unit_id):  # noqa: ANN001, ANN202
+            self.reads += 1
+            with contextlib.suppress(asyncio.CancelledError):  # the lost cancel
+                await asyncio.sleep(0.01)
+            return [0] * count
+
+        async def close(self) -> None:
+            pass
+
+    async def go() -> bool:
+        transport = SwallowingTransport()
+        poller = DevicePoller(tcp_device("t", 1, poll_interval_s=0.001), transport, Collector())
+        task = asyncio.create_task(poller.run())
+        await asyncio.sleep(0.05)
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=2)
+        return task in done and task.cancelled()
+
+    assert run(go())

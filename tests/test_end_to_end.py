@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-
 from conftest import Broker, free_port, wait_port
 
 pytestmark = pytest.mark.integration

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
+from conftest import free_port
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 from pymodbus.server import ModbusTcpServer
 
@@ -20,7 +21,6 @@ from protocols.modbus.errors import (
     ModbusTimeout,
 )
 from protocols.modbus.registermap import Table
-from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
 
