@@ -119,7 +119,75 @@ async def execute_once(
     return pdu
 
 
-class TcpTransport:
+async def open_client(label: str, client: Any, failure: str, *, refused_hint: str = "") -> None:
+    """Open a fresh pymodbus client, or close it again and raise :class:`ModbusConnectionError`.
+
+    Closing on failure matters: a client left half-open keeps its socket or port handle, and the
+    next attempt builds a new one. ``failure`` starts the message (``"cannot connect"``);
+    ``refused_hint`` is added when pymodbus only says "not connected" without a reason.
+    """
+    try:
+        ok = await client.connect()
+    except (OSError, ModbusException) as err:
+        client.close()
+        raise ModbusConnectionError(label, f"{failure}: {err}") from err
+    if not ok:
+        client.close()
+        raise ModbusConnectionError(label, f"{failure}{refused_hint}")
+
+
+class RetryingTransport:
+    """The part of a :class:`ModbusTransport` that TCP and RTU share: a bounded retry of attempts.
+
+    A subclass says what one attempt is (:meth:`_attempt`) and how it closes; this class owns the
+    retry count and the rule for which errors are worth another attempt, so both links cost at most
+    ``timeout_s x (retries + 1)`` per call and fail with the same typed errors.
+    """
+
+    device: str
+
+    def __init__(self, *, timeout_s: float, retries: int) -> None:
+        if timeout_s <= 0 or retries < 0:
+            raise ValueError(f"timeout_s={timeout_s} must be > 0 and retries={retries} >= 0")
+        self.timeout_s = timeout_s
+        self.retries = retries
+
+    async def _attempt(self, op: Operation, unit_id: int) -> ModbusPDU:
+        """One try of ``op`` on ``unit_id``, failing only with a :class:`ModbusDeviceError`."""
+        raise NotImplementedError
+
+    def _attempt_failed(self) -> None:
+        """Called after an attempt failed in a way worth retrying (e.g. to drop a stale link)."""
+
+    async def _run(self, op: Operation, unit_id: int) -> ModbusPDU:
+        last: ModbusDeviceError | None = None
+        for _attempt in range(self.retries + 1):
+            try:
+                return await self._attempt(op, unit_id)
+            except ModbusExceptionResponse:
+                raise  # the device answered: asking again changes nothing
+            except (ModbusTimeout, ModbusConnectionError, ModbusFrameError) as err:
+                last = err
+                self._attempt_failed()
+        assert last is not None
+        raise last
+
+    async def read(self, table: Table, start: int, count: int, unit_id: int) -> list[int] | list[bool]:
+        pdu = await self._run(read_operation(table, start, count, unit_id), unit_id)
+        return read_result(f"{self.device}/{unit_id}", table, count, pdu)
+
+    async def write_registers(self, start: int, values: Sequence[int], unit_id: int) -> None:
+        vals = list(values)
+        await self._run(lambda c: c.write_registers(start, vals, device_id=unit_id), unit_id)
+
+    async def write_coil(self, addr: int, value: bool, unit_id: int) -> None:
+        await self._run(lambda c: c.write_coil(addr, bool(value), device_id=unit_id), unit_id)
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+
+class TcpTransport(RetryingTransport):
     """Modbus TCP to one host:port (one or more unit ids behind it, e.g. a gateway).
 
     Connects lazily on the first call; after a timeout, a frame error or a lost link the socket is
@@ -127,12 +195,9 @@ class TcpTransport:
     """
 
     def __init__(self, host: str, port: int = 502, *, timeout_s: float = 1.0, retries: int = 1) -> None:
-        if timeout_s <= 0 or retries < 0:
-            raise ValueError(f"timeout_s={timeout_s} must be > 0 and retries={retries} >= 0")
+        super().__init__(timeout_s=timeout_s, retries=retries)
         self.host = host
         self.port = port
-        self.timeout_s = timeout_s
-        self.retries = retries
         self.device = f"tcp:{host}:{port}"
         self._client: AsyncModbusTcpClient | None = None
 
@@ -148,14 +213,7 @@ class TcpTransport:
             reconnect_delay=0,  # no background reconnect task: we reconnect on the next call
             name=self.device,
         )
-        try:
-            ok = await client.connect()
-        except (OSError, ModbusException) as err:
-            client.close()
-            raise ModbusConnectionError(label, f"cannot connect: {err}") from err
-        if not ok:
-            client.close()
-            raise ModbusConnectionError(label, "cannot connect (refused or no route)")
+        await open_client(label, client, "cannot connect", refused_hint=" (refused or no route)")
         self._client = client
         return client
 
@@ -164,31 +222,13 @@ class TcpTransport:
             self._client.close()
             self._client = None
 
-    async def _run(self, op: Operation, unit_id: int) -> ModbusPDU:
+    async def _attempt(self, op: Operation, unit_id: int) -> ModbusPDU:
         label = f"{self.device}/{unit_id}"
-        last: ModbusDeviceError | None = None
-        for _attempt in range(self.retries + 1):
-            try:
-                client = await self._connect(label)
-                return await execute_once(label, client, op, self.timeout_s)
-            except ModbusExceptionResponse:
-                raise  # the device answered: asking again changes nothing
-            except (ModbusTimeout, ModbusConnectionError, ModbusFrameError) as err:
-                last = err
-                self._drop()
-        assert last is not None
-        raise last
+        client = await self._connect(label)
+        return await execute_once(label, client, op, self.timeout_s)
 
-    async def read(self, table: Table, start: int, count: int, unit_id: int) -> list[int] | list[bool]:
-        pdu = await self._run(read_operation(table, start, count, unit_id), unit_id)
-        return read_result(f"{self.device}/{unit_id}", table, count, pdu)
-
-    async def write_registers(self, start: int, values: Sequence[int], unit_id: int) -> None:
-        vals = list(values)
-        await self._run(lambda c: c.write_registers(start, vals, device_id=unit_id), unit_id)
-
-    async def write_coil(self, addr: int, value: bool, unit_id: int) -> None:
-        await self._run(lambda c: c.write_coil(addr, bool(value), device_id=unit_id), unit_id)
+    def _attempt_failed(self) -> None:
+        self._drop()
 
     async def close(self) -> None:
         self._drop()

@@ -17,24 +17,19 @@ import asyncio
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from pymodbus.client import AsyncModbusSerialClient
-from pymodbus.exceptions import ModbusException
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 
-from protocols.modbus.client import Operation, execute_once, read_operation, read_result
+from protocols.modbus.client import Operation, RetryingTransport, execute_once, open_client
 from protocols.modbus.errors import (
     ModbusConnectionError,
     ModbusDeviceError,
-    ModbusExceptionResponse,
-    ModbusFrameError,
-    ModbusTimeout,
 )
-from protocols.modbus.registermap import Table
 
 # Bits per character on the line: start + 8 data + parity-or-second-stop + stop (v1.02, 2.5.1).
 CHAR_BITS = 11
@@ -127,14 +122,7 @@ class SerialBus:
             reconnect_delay=0,  # no background reopen loop: we reopen on the next transaction
             name=self.device,
         )
-        try:
-            ok = await client.connect()
-        except (OSError, ModbusException) as err:
-            client.close()
-            raise ModbusConnectionError(label, f"cannot open {self.port}: {err}") from err
-        if not ok:
-            client.close()
-            raise ModbusConnectionError(label, f"cannot open {self.port}")
+        await open_client(label, client, f"cannot open {self.port}")
         self._client = client
         return client
 
@@ -213,41 +201,19 @@ class SerialBusRegistry:
             await bus.close()
 
 
-class RtuTransport:
+class RtuTransport(RetryingTransport):
     """The transport of the RTU devices on one bus: each attempt is one turn of the bus lock."""
 
     def __init__(self, bus: SerialBus, *, timeout_s: float = 1.0, retries: int = 1) -> None:
-        if timeout_s <= 0 or retries < 0:
-            raise ValueError(f"timeout_s={timeout_s} must be > 0 and retries={retries} >= 0")
+        super().__init__(timeout_s=timeout_s, retries=retries)
         self.bus = bus
-        self.timeout_s = timeout_s
-        self.retries = retries
         self.device = bus.device
         self._closed = False
         bus.attach()
 
-    async def _run(self, op: Operation, unit_id: int) -> ModbusPDU:
-        last: ModbusDeviceError | None = None
-        for _attempt in range(self.retries + 1):
-            try:
-                return await self.bus.transact(unit_id, op, self.timeout_s)
-            except ModbusExceptionResponse:
-                raise
-            except (ModbusTimeout, ModbusConnectionError, ModbusFrameError) as err:
-                last = err
-        assert last is not None
-        raise last
-
-    async def read(self, table: Table, start: int, count: int, unit_id: int) -> list[int] | list[bool]:
-        pdu = await self._run(read_operation(table, start, count, unit_id), unit_id)
-        return read_result(f"{self.device}/{unit_id}", table, count, pdu)
-
-    async def write_registers(self, start: int, values: Sequence[int], unit_id: int) -> None:
-        vals = list(values)
-        await self._run(lambda c: c.write_registers(start, vals, device_id=unit_id), unit_id)
-
-    async def write_coil(self, addr: int, value: bool, unit_id: int) -> None:
-        await self._run(lambda c: c.write_coil(addr, bool(value), device_id=unit_id), unit_id)
+    async def _attempt(self, op: Operation, unit_id: int) -> ModbusPDU:
+        # The lock is taken per attempt, not per call, so other units get the line between retries.
+        return await self.bus.transact(unit_id, op, self.timeout_s)
 
     async def close(self) -> None:
         if not self._closed:
