@@ -6,42 +6,23 @@ path, the bad value and what is allowed, so ``gridedge check-config`` can list t
 
 from __future__ import annotations
 
-import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
+from protocols.configcheck import MISSING, Checker, ConfigError, ConfigIssue
 from protocols.modbus.registermap import RegisterMap, RegisterMapError, parse_register_map
 from protocols.telemetry.schema import valid_site
 
 PROTOCOLS = ("modbus-tcp", "modbus-rtu")
 PARITIES = ("N", "E", "O")
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
-_MISSING = object()
 
-
-@dataclass(frozen=True, slots=True)
-class ConfigIssue:
-    key: str
-    value: Any
-    allowed: str
-
-    def __str__(self) -> str:
-        shown = "(missing)" if self.value is _MISSING else repr(self.value)
-        return f"{self.key} = {shown}: {self.allowed}"
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; ``issues`` lists every problem found."""
-
-    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
-        self.source = source
-        self.issues = issues
-        lines = "\n".join(f"  {i}" for i in issues)
-        super().__init__(f"{source}: {len(issues)} configuration error(s)\n{lines}")
+# The agent's errors are the shared ones (protocols/configcheck): `except ConfigError` keeps working here.
+__all__ = ["AgentConfig", "ConfigError", "ConfigIssue", "DeviceConfig", "SerialSettings", "StoreConfig",
+           "UplinkConfig", "load_config", "override_broker", "parse_config"]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,66 +83,16 @@ class AgentConfig:
     source: Path
 
 
-class _Checker:
-    """Reads typed values out of nested tables, recording every problem instead of stopping."""
-
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.issues: list[ConfigIssue] = []
-
-    def fail(self, key: str, value: Any, allowed: str) -> None:
-        self.issues.append(ConfigIssue(key, value, allowed))
-
-    def get(self, table: Mapping[str, Any], prefix: str, name: str, kind: str, default: Any = _MISSING,
-            *, lo: float | None = None, hi: float | None = None, choices: tuple[Any, ...] = ()) -> Any:  # fmt: skip
-        key = f"{prefix}.{name}" if prefix else name
-        value = table.get(name, _MISSING)
-        if value is _MISSING:
-            if default is _MISSING:
-                self.fail(key, _MISSING, f"is required ({kind})")
-            return None if default is _MISSING else default
-        ok = {
-            "string": isinstance(value, str) and value != "",
-            "integer": isinstance(value, int) and not isinstance(value, bool),
-            "number": isinstance(value, int | float) and not isinstance(value, bool),
-            "boolean": isinstance(value, bool),
-            "table": isinstance(value, Mapping),
-        }[kind]
-        if not ok:
-            self.fail(key, value, f"must be a {'non-empty string' if kind == 'string' else kind}")
-            return None
-        if choices and value not in choices:
-            self.fail(key, value, "must be one of " + ", ".join(repr(c) for c in choices))
-            return None
-        if lo is not None and value < lo or hi is not None and value > hi:
-            rng = f"{lo if lo is not None else '-inf'}..{hi if hi is not None else 'inf'}"
-            self.fail(key, value, f"must be in {rng}")
-            return None
-        return value
-
-    def unknown(self, table: Mapping[str, Any], prefix: str, known: set[str]) -> None:
-        for name in sorted(set(table) - known):
-            key = f"{prefix}.{name}" if prefix else name
-            self.fail(key, table[name], "unknown key; allowed: " + ", ".join(sorted(known)))
-
-    def path(self, value: str | None) -> Path | None:
-        if value is None:
-            return None
-        # normpath, not resolve(): a serial port may be a symlink (a pty, a udev name) that must be
-        # opened by its stable name each time.
-        return Path(os.path.normpath(self.base / value))
-
-
 def _load_toml(path: Path) -> dict[str, Any]:
     with path.open("rb") as fh:
         return tomllib.load(fh)
 
 
-def _register_map(c: _Checker, dev: Mapping[str, Any], prefix: str) -> RegisterMap | None:
-    raw = dev.get("map", _MISSING)
+def _register_map(c: Checker, dev: Mapping[str, Any], prefix: str) -> RegisterMap | None:
+    raw = dev.get("map", MISSING)
     key = f"{prefix}.map"
-    if raw is _MISSING:
-        c.fail(key, _MISSING, "is required: a register map file path, or an inline [devices.map] table")
+    if raw is MISSING:
+        c.fail(key, MISSING, "is required: a register map file path, or an inline [devices.map] table")
         return None
     if isinstance(raw, str):
         path = c.path(raw)
@@ -187,10 +118,7 @@ def _register_map(c: _Checker, dev: Mapping[str, Any], prefix: str) -> RegisterM
         return None
 
 
-def _device(c: _Checker, dev: Any, prefix: str) -> DeviceConfig | None:
-    if not isinstance(dev, Mapping):
-        c.fail(prefix, dev, "must be a table")
-        return None
+def _device(c: Checker, dev: Mapping[str, Any], prefix: str) -> DeviceConfig | None:
     start = len(c.issues)
     common = {"name", "protocol", "unit_id", "poll_interval_s", "timeout_s", "retries", "map", "max_gap", "max_block"}
     tcp = {"host", "port"}
@@ -228,24 +156,14 @@ def _device(c: _Checker, dev: Any, prefix: str) -> DeviceConfig | None:
                         max_gap=max_gap, max_block=max_block)  # fmt: skip
 
 
-def _uplink(c: _Checker, raw: Mapping[str, Any], site: str | None) -> UplinkConfig | None:
+def _uplink(c: Checker, raw: Mapping[str, Any], site: str | None) -> UplinkConfig | None:
     p = "uplink"
     start = len(c.issues)
     c.unknown(raw, p, {"broker", "username", "password", "password_file", "ca_file", "cert_file", "key_file",
                        "client_id", "keepalive_s", "max_inflight", "ack_timeout_s", "drain_on_stop_s"})  # fmt: skip
     broker = c.get(raw, p, "broker", "string")
-    host, port, tls = "", 1883, False
-    if broker:
-        url = urlsplit(broker)
-        if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
-            c.fail(f"{p}.broker", broker, "must be a URL mqtt://host[:port] or mqtts://host[:port]")
-        else:
-            tls = url.scheme == "mqtts"
-            host = url.hostname
-            try:
-                port = url.port or (8883 if tls else 1883)
-            except ValueError:
-                c.fail(f"{p}.broker", broker, "the port must be 1..65535")
+    url = c.broker_url(f"{p}.broker", broker)
+    host, port, tls = (url.host, url.port, url.tls) if url else ("", 1883, False)
     username = c.get(raw, p, "username", "string", None)
     password = c.get(raw, p, "password", "string", None)
     pwfile = c.path(c.get(raw, p, "password_file", "string", None))
@@ -260,7 +178,7 @@ def _uplink(c: _Checker, raw: Mapping[str, Any], site: str | None) -> UplinkConf
             if not password:
                 c.fail(f"{p}.password_file", str(pwfile), "the file is empty: it must hold the password")
     if password is not None and username is None:
-        c.fail(f"{p}.password", "***", "a password needs a username (without one it is never sent)")
+        c.fail(f"{p}.password", password, "a password needs a username (without one it is never sent)")
     files = {}
     for name in ("ca_file", "cert_file", "key_file"):
         path = c.path(c.get(raw, p, name, "string", None))
@@ -269,10 +187,11 @@ def _uplink(c: _Checker, raw: Mapping[str, Any], site: str | None) -> UplinkConf
         files[name] = path
     if (files["cert_file"] is None) != (files["key_file"] is None):
         c.fail(f"{p}.cert_file", str(files["cert_file"]), "a client certificate needs both cert_file and key_file")
-    if files["cert_file"] and not tls:
-        c.fail(f"{p}.broker", broker, "a client certificate needs an mqtts:// broker")
-    elif files["ca_file"] and not tls:
-        c.fail(f"{p}.broker", broker, "ca_file is given: use an mqtts:// broker (with mqtt:// TLS would be off)")
+    if url is not None and not tls:  # a bad or absent broker URL has its own issue already
+        if files["cert_file"]:
+            c.fail(f"{p}.broker", broker, "a client certificate needs an mqtts:// broker")
+        elif files["ca_file"]:
+            c.fail(f"{p}.broker", broker, "ca_file is given: use an mqtts:// broker (with mqtt:// TLS would be off)")
     client_id = c.get(raw, p, "client_id", "string", f"gridedge-{site or 'agent'}")
     keepalive = c.get(raw, p, "keepalive_s", "integer", 30, lo=5, hi=3600)
     inflight = c.get(raw, p, "max_inflight", "integer", 32, lo=1, hi=1000)
@@ -286,24 +205,20 @@ def _uplink(c: _Checker, raw: Mapping[str, Any], site: str | None) -> UplinkConf
 
 def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
     """Validate an already-parsed TOML document; relative paths resolve against ``source``'s folder."""
-    c = _Checker(source.parent)
+    c = Checker(source.parent)
     c.unknown(raw, "", {"site_id", "devices", "store", "uplink"})
     site = c.get(raw, "", "site_id", "string")
     if site and not valid_site(site):
         c.fail("site_id", site, "1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit")
         site = None
     devices: list[DeviceConfig] = []
-    raw_devices = raw.get("devices", [])
-    if not isinstance(raw_devices, list):
-        c.fail("devices", raw_devices, "must be an array of tables ([[devices]])")
-        raw_devices = []
     names: set[str] = set()
-    for i, dev in enumerate(raw_devices):
-        d = _device(c, dev, f"devices[{i}]")
+    for prefix, dev in c.tables(raw, "devices"):
+        d = _device(c, dev, prefix)
         if d is None:
             continue
         if d.name in names:
-            c.fail(f"devices[{i}].name", d.name, "must be unique among devices")
+            c.fail(f"{prefix}.name", d.name, "must be unique among devices")
         names.add(d.name)
         devices.append(d)
     store_raw = c.get(raw, "", "store", "table", {}) or {}
@@ -335,15 +250,8 @@ def load_config(path: str | Path) -> AgentConfig:
 
 def override_broker(config: AgentConfig, broker: str) -> AgentConfig:
     """The same configuration with ``uplink.broker`` replaced (``gridedge run --broker``)."""
-    c = _Checker(config.source.parent)
-    url = urlsplit(broker)
-    try:
-        port = url.port
-    except ValueError:
-        port = -1
-    if url.scheme not in ("mqtt", "mqtts") or not url.hostname or port == -1:
-        c.fail("--broker", broker, "must be a URL mqtt://host[:port] or mqtts://host[:port]")
+    c = Checker(config.source.parent)
+    url = c.broker_url("--broker", broker)
+    if url is None:
         raise ConfigError("command line", c.issues)
-    tls = url.scheme == "mqtts"
-    uplink = replace(config.uplink, host=url.hostname, port=port or (8883 if tls else 1883), tls=tls)
-    return replace(config, uplink=uplink)
+    return replace(config, uplink=replace(config.uplink, host=url.host, port=url.port, tls=url.tls))

@@ -29,31 +29,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-_MISSING = object()
+from protocols.configcheck import Checker, ConfigError, ConfigIssue
+
 _GROUP_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
-
-@dataclass(frozen=True, slots=True)
-class ConfigIssue:
-    key: str
-    value: Any
-    allowed: str
-
-    def __str__(self) -> str:
-        shown = "(missing)" if self.value is _MISSING else repr(self.value)
-        return f"{self.key} = {shown}: {self.allowed}"
+__all__ = ["CentralConfig", "CentralConfigError", "ConfigIssue", "load_central_config", "parse_central_config"]
 
 
-class CentralConfigError(Exception):
-    """The configuration cannot be used; ``issues`` lists every problem found."""
-
-    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
-        self.source = source
-        self.issues = issues
-        lines = "\n".join(f"  {i}" for i in issues)
-        super().__init__(f"{source}: {len(issues)} configuration error(s)\n{lines}")
+class CentralConfigError(ConfigError):
+    """Central's configuration cannot be used; ``issues`` lists every problem found."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,81 +62,19 @@ class CentralConfig:
     source: Path | None = None
 
 
-class _Checker:
-    def __init__(self, base: Path) -> None:
-        self.base = base
-        self.issues: list[ConfigIssue] = []
-
-    def fail(self, key: str, value: Any, allowed: str) -> None:
-        self.issues.append(ConfigIssue(key, value, allowed))
-
-    def table(self, raw: Mapping[str, Any], name: str) -> Mapping[str, Any]:
-        value = raw.get(name, {})
-        if not isinstance(value, Mapping):
-            self.fail(name, value, "must be a table")
-            return {}
-        return value
-
-    def unknown(self, table: Mapping[str, Any], prefix: str, known: set[str]) -> None:
-        for name in sorted(set(table) - known):
-            key = f"{prefix}.{name}" if prefix else name
-            self.fail(key, table[name], "unknown key; allowed: " + ", ".join(sorted(known)))
-
-    def get(self, table: Mapping[str, Any], prefix: str, name: str, kind: str, default: Any = _MISSING,
-            *, lo: float | None = None, hi: float | None = None) -> Any:  # fmt: skip
-        key = f"{prefix}.{name}"
-        value = table.get(name, _MISSING)
-        if value is _MISSING:
-            if default is _MISSING:
-                self.fail(key, _MISSING, f"is required ({kind})")
-                return None
-            return default
-        ok = {
-            "string": isinstance(value, str) and value != "",
-            "integer": isinstance(value, int) and not isinstance(value, bool),
-            "number": isinstance(value, int | float) and not isinstance(value, bool),
-        }[kind]
-        if not ok:
-            self.fail(key, value, f"must be a {'non-empty string' if kind == 'string' else kind}")
-            return None
-        if lo is not None and value < lo or hi is not None and value > hi:
-            self.fail(key, value, f"must be in {lo}..{hi}")
-            return None
-        return value
-
-    def path(self, value: str | None) -> Path | None:
-        if value is None:
-            return None
-        p = Path(value)
-        return p if p.is_absolute() else (self.base / p).resolve()
-
-
 def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     """Validate an already-parsed TOML document; relative paths resolve against ``source``'s folder."""
-    c = _Checker(source.parent)
+    c = Checker(source.parent)
     c.unknown(raw, "", {"broker", "store", "ingest"})
-    broker = c.table(raw, "broker")
-    store = c.table(raw, "store")
-    ingest = c.table(raw, "ingest")
+    broker, store, ingest = (c.get(raw, "", name, "table", {}) or {} for name in ("broker", "store", "ingest"))
     c.unknown(broker, "broker", {"url", "client_id", "username", "password", "ca_file", "cert_file", "key_file",
                                  "keepalive_s", "backoff_max_s"})  # fmt: skip
     c.unknown(store, "store", {"db"})
     c.unknown(ingest, "ingest", {"group", "status_file", "ack_interval_s", "max_queue"})
 
     url = c.get(broker, "broker", "url", "string")
-    host, port, tls = "", 1883, False
-    if url:
-        parts = urlsplit(url)
-        try:
-            parsed_port = parts.port
-        except ValueError:
-            parsed_port = -1
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or parsed_port == -1:
-            c.fail("broker.url", url, "must be a URL mqtt://host[:port] or mqtts://host[:port] (port 1..65535)")
-        else:
-            tls = parts.scheme == "mqtts"
-            host = parts.hostname
-            port = parsed_port or (8883 if tls else 1883)
+    parsed = c.broker_url("broker.url", url)
+    host, port, tls = (parsed.host, parsed.port, parsed.tls) if parsed else ("", 1883, False)
     files: dict[str, Path | None] = {}
     for name in ("ca_file", "cert_file", "key_file"):
         path = c.path(c.get(broker, "broker", name, "string", None))
@@ -160,7 +83,7 @@ def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
         files[name] = path
     if (files["cert_file"] is None) != (files["key_file"] is None):
         c.fail("broker.cert_file", str(files["cert_file"]), "a client certificate needs both cert_file and key_file")
-    if files["cert_file"] is not None and not tls:
+    if parsed is not None and files["cert_file"] is not None and not tls:
         c.fail("broker.url", url, "a client certificate needs an mqtts:// broker")
     client_id = c.get(broker, "broker", "client_id", "string", "central")
     if client_id and not _GROUP_RE.match(client_id):

@@ -37,6 +37,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from protocols.configcheck import MISSING, Checker, ConfigError, ConfigIssue
 from protocols.modbus.registermap import RegisterMap, RegisterMapError, parse_register_map
 
 KINDS = ("meter",)
@@ -44,28 +45,13 @@ PROTOCOLS = ("modbus-tcp", "modbus-rtu")
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 PARITIES = ("N", "E", "O")
 SIM_SUFFIX = "-sim"
-_MISSING = object()
+
+__all__ = ["BenchConfig", "BenchConfigError", "BenchSettings", "BusConfig", "ConfigIssue", "DeviceSpec",
+           "load_bench_config", "parse_bench_config"]  # fmt: skip
 
 
-@dataclass(frozen=True, slots=True)
-class ConfigIssue:
-    key: str
-    value: Any
-    allowed: str
-
-    def __str__(self) -> str:
-        shown = "(missing)" if self.value is _MISSING else repr(self.value)
-        return f"{self.key} = {shown}: {self.allowed}"
-
-
-class BenchConfigError(Exception):
+class BenchConfigError(ConfigError):
     """The bench configuration cannot be used; ``issues`` lists every problem found."""
-
-    def __init__(self, source: str, issues: list[ConfigIssue]) -> None:
-        self.source = source
-        self.issues = issues
-        lines = "\n".join(f"  {i}" for i in issues)
-        super().__init__(f"{source}: {len(issues)} configuration error(s)\n{lines}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,60 +111,8 @@ class BenchConfig:
         raise KeyError(name)
 
 
-class _Checker:
-    """Reads typed values out of tables, recording every problem instead of stopping."""
-
-    def __init__(self) -> None:
-        self.issues: list[ConfigIssue] = []
-
-    def fail(self, key: str, value: Any, allowed: str) -> None:
-        self.issues.append(ConfigIssue(key, value, allowed))
-
-    def get(self, table: Mapping[str, Any], prefix: str, name: str, kind: str, default: Any = _MISSING,
-            *, lo: float | None = None, hi: float | None = None, choices: tuple[Any, ...] = ()) -> Any:  # fmt: skip
-        key = f"{prefix}.{name}"
-        value = table.get(name, _MISSING)
-        if value is _MISSING:
-            if default is _MISSING:
-                self.fail(key, _MISSING, f"is required ({kind})")
-                return None
-            return default
-        ok = {
-            "string": isinstance(value, str) and value != "",
-            "integer": isinstance(value, int) and not isinstance(value, bool),
-            "number": isinstance(value, int | float) and not isinstance(value, bool) and value == value,
-        }[kind]
-        if not ok:
-            self.fail(key, value, f"must be a {'non-empty string' if kind == 'string' else kind}")
-            return None
-        if choices and value not in choices:
-            self.fail(key, value, "must be one of " + ", ".join(repr(c) for c in choices))
-            return None
-        if (lo is not None and value < lo) or (hi is not None and value > hi):
-            self.fail(key, value, f"must be in {lo if lo is not None else '-inf'}..{hi if hi is not None else 'inf'}")
-            return None
-        return value
-
-    def unknown(self, table: Mapping[str, Any], prefix: str, known: set[str]) -> None:
-        for name in sorted(set(table) - known):
-            self.fail(f"{prefix}.{name}", table[name], "unknown key; allowed: " + ", ".join(sorted(known)))
-
-    def tables(self, data: Mapping[str, Any], name: str) -> list[Mapping[str, Any]]:
-        raw = data.get(name, [])
-        if not isinstance(raw, list):
-            self.fail(name, raw, "must be an array of tables ([[" + name + "]])")
-            return []
-        out = []
-        for i, t in enumerate(raw):
-            if isinstance(t, Mapping):
-                out.append(t)
-            else:
-                self.fail(f"{name}[{i}]", t, "must be a table")
-        return out
-
-
-def _start(c: _Checker, raw: Any) -> float | None:
-    if raw is _MISSING:
+def _start(c: Checker, raw: Any) -> float | None:
+    if raw is MISSING:
         return None
     if isinstance(raw, datetime):  # a TOML offset date-time
         dt = raw
@@ -195,7 +129,7 @@ def _start(c: _Checker, raw: Any) -> float | None:
     return dt.timestamp()
 
 
-def _bench(c: _Checker, data: Mapping[str, Any]) -> BenchSettings:
+def _bench(c: Checker, data: Mapping[str, Any]) -> BenchSettings:
     raw = data.get("bench", {})
     if not isinstance(raw, Mapping):
         c.fail("bench", raw, "must be a table ([bench])")
@@ -204,18 +138,17 @@ def _bench(c: _Checker, data: Mapping[str, Any]) -> BenchSettings:
     speed = c.get(raw, "bench", "speed", "number", 1.0, lo=0.001, hi=10000)
     step_s = c.get(raw, "bench", "step_s", "number", 1.0, lo=0.01, hi=3600)
     seed = c.get(raw, "bench", "seed", "integer", 1)
-    start = _start(c, raw.get("start", _MISSING))
+    start = _start(c, raw.get("start", MISSING))
     return BenchSettings(
         speed=float(speed or 1.0), step_s=float(step_s or 1.0), seed=seed if seed is not None else 1, start=start
     )
 
 
-def _buses(c: _Checker, data: Mapping[str, Any], base: Path) -> list[BusConfig]:
+def _buses(c: Checker, data: Mapping[str, Any]) -> list[BusConfig]:
     out: list[BusConfig] = []
     names: set[str] = set()
     links: set[Path] = set()
-    for i, raw in enumerate(c.tables(data, "buses")):
-        prefix = f"buses[{i}]"
+    for prefix, raw in c.tables(data, "buses"):
         start = len(c.issues)
         c.unknown(raw, prefix, {"name", "link", "baudrate", "parity", "bytesize", "stopbits"})
         name = c.get(raw, prefix, "name", "string")
@@ -226,9 +159,8 @@ def _buses(c: _Checker, data: Mapping[str, Any], base: Path) -> list[BusConfig]:
         stopbits = c.get(raw, prefix, "stopbits", "integer", 1, choices=(1, 2))
         if name is not None and name in names:
             c.fail(f"{prefix}.name", name, "must be unique among [[buses]]")
-        path = None
-        if link is not None:
-            path = Path(link) if Path(link).is_absolute() else base / link
+        path = c.path(link)
+        if path is not None:
             if path in links:
                 c.fail(f"{prefix}.link", link, "must be unique among [[buses]]")
             links.add(path)
@@ -238,11 +170,11 @@ def _buses(c: _Checker, data: Mapping[str, Any], base: Path) -> list[BusConfig]:
     return out
 
 
-def _register_map(c: _Checker, raw: Mapping[str, Any], prefix: str, base: Path) -> tuple[RegisterMap, Path] | None:
+def _register_map(c: Checker, raw: Mapping[str, Any], prefix: str) -> tuple[RegisterMap, Path] | None:
     value = c.get(raw, prefix, "map", "string")
-    if value is None:
+    path = c.path(value)
+    if path is None:
         return None
-    path = Path(value) if Path(value).is_absolute() else base / value
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
@@ -259,16 +191,15 @@ def _register_map(c: _Checker, raw: Mapping[str, Any], prefix: str, base: Path) 
         return None
 
 
-def _devices(c: _Checker, data: Mapping[str, Any], base: Path, buses: list[BusConfig]) -> list[DeviceSpec]:
+def _devices(c: Checker, data: Mapping[str, Any], buses: list[BusConfig]) -> list[DeviceSpec]:
     out: list[DeviceSpec] = []
     bus_names = tuple(b.name for b in buses)
     names: set[str] = set()
     seats: dict[tuple[str, Any], str] = {}  # (server, unit_id) -> device: one unit id per server
     raws = c.tables(data, "devices")
     if not raws and "devices" not in data:
-        c.fail("devices", _MISSING, "is required: at least one [[devices]] table")
-    for i, raw in enumerate(raws):
-        prefix = f"devices[{i}]"
+        c.fail("devices", MISSING, "is required: at least one [[devices]] table")
+    for prefix, raw in raws:
         start = len(c.issues)
         common = {"name", "kind", "map", "protocol", "unit_id", "load_kw"}
         protocol = c.get(raw, prefix, "protocol", "string", choices=PROTOCOLS)
@@ -279,7 +210,7 @@ def _devices(c: _Checker, data: Mapping[str, Any], base: Path, buses: list[BusCo
         lo_unit = 1 if protocol == "modbus-rtu" else 0
         unit_id = c.get(raw, prefix, "unit_id", "integer", 1, lo=lo_unit, hi=247)
         load_kw = c.get(raw, prefix, "load_kw", "number", 0.0, lo=-1e6, hi=1e6)
-        mapped = _register_map(c, raw, prefix, base)
+        mapped = _register_map(c, raw, prefix)
         host = port = bus = None
         if protocol == "modbus-tcp":
             host = c.get(raw, prefix, "host", "string", "127.0.0.1")
@@ -323,13 +254,11 @@ def _devices(c: _Checker, data: Mapping[str, Any], base: Path, buses: list[BusCo
 
 def parse_bench_config(data: Mapping[str, Any], source: Path) -> BenchConfig:
     """Validate a parsed TOML document; ``source`` is the file it came from (paths are relative to its folder)."""
-    c = _Checker()
-    base = source.parent
+    c = Checker(source.parent)
     c.unknown(data, "", {"bench", "buses", "devices"})
-    c.issues = [ConfigIssue(i.key.lstrip("."), i.value, i.allowed) for i in c.issues]
     bench = _bench(c, data)
-    buses = _buses(c, data, base)
-    devices = _devices(c, data, base, buses)
+    buses = _buses(c, data)
+    devices = _devices(c, data, buses)
     if c.issues:
         raise BenchConfigError(str(source), c.issues)
     return BenchConfig(bench=bench, devices=tuple(devices), buses=tuple(buses), source=source)
