@@ -179,14 +179,7 @@ def _uplink(c: Checker, raw: Mapping[str, Any], site: str | None) -> UplinkConfi
                 c.fail(f"{p}.password_file", str(pwfile), "the file is empty: it must hold the password")
     if password is not None and username is None:
         c.fail(f"{p}.password", password, "a password needs a username (without one it is never sent)")
-    files = {}
-    for name in ("ca_file", "cert_file", "key_file"):
-        path = c.path(c.get(raw, p, name, "string", None))
-        if path is not None and not path.is_file():
-            c.fail(f"{p}.{name}", str(path), "no such file")
-        files[name] = path
-    if (files["cert_file"] is None) != (files["key_file"] is None):
-        c.fail(f"{p}.cert_file", str(files["cert_file"]), "a client certificate needs both cert_file and key_file")
+    files = c.tls_files(raw, p)
     if url is not None and not tls:  # a bad or absent broker URL has its own issue already
         if files["cert_file"]:
             c.fail(f"{p}.broker", broker, "a client certificate needs an mqtts:// broker")

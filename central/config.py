@@ -75,14 +75,7 @@ def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     url = c.get(broker, "broker", "url", "string")
     parsed = c.broker_url("broker.url", url)
     host, port, tls = (parsed.host, parsed.port, parsed.tls) if parsed else ("", 1883, False)
-    files: dict[str, Path | None] = {}
-    for name in ("ca_file", "cert_file", "key_file"):
-        path = c.path(c.get(broker, "broker", name, "string", None))
-        if path is not None and not path.is_file():
-            c.fail(f"broker.{name}", str(path), "no such file")
-        files[name] = path
-    if (files["cert_file"] is None) != (files["key_file"] is None):
-        c.fail("broker.cert_file", str(files["cert_file"]), "a client certificate needs both cert_file and key_file")
+    files = c.tls_files(broker, "broker")
     if parsed is not None and files["cert_file"] is not None and not tls:
         c.fail("broker.url", url, "a client certificate needs an mqtts:// broker")
     client_id = c.get(broker, "broker", "client_id", "string", "central")

@@ -173,6 +173,22 @@ class Checker:
                 self.fail(f"{key}[{i}]", t, "must be a table")
         return out
 
+    def tls_files(self, table: Mapping[str, Any], prefix: str) -> dict[str, Path | None]:
+        """``ca_file``, ``cert_file`` and ``key_file`` as paths (None when absent), each an existing file.
+
+        A client certificate is only usable with its key: one without the other is an issue under ``cert_file``.
+        """
+        files: dict[str, Path | None] = {}
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = self.path(self.get(table, prefix, name, "string", None))
+            if path is not None and not path.is_file():
+                self.fail(join_key(prefix, name), str(path), "no such file")
+            files[name] = path
+        if (files["cert_file"] is None) != (files["key_file"] is None):
+            cert = str(files["cert_file"])
+            self.fail(join_key(prefix, "cert_file"), cert, "a client certificate needs both cert_file and key_file")
+        return files
+
     def broker_url(self, key: str, value: str | None) -> BrokerUrl | None:
         """``mqtt://host[:port]`` or ``mqtts://host[:port]`` (default port 1883 or 8883); None if absent or bad."""
         if value is None:
