@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable
 
 import pytest
-from conftest import free_port
+from conftest import arun, free_port
 from test_modbus_client import modbus_server, raw_server
 from test_modbus_rtu_bus import rtu_server
 
@@ -31,14 +30,6 @@ METER_MAP = parse_register_map(
         ],
     }
 )
-
-
-def run(coro: Awaitable, timeout: float = 30.0):
-    async def guarded():
-        async with asyncio.timeout(timeout):
-            return await coro
-
-    return asyncio.run(guarded())
 
 
 def rtu_device(name: str, unit: int, port: str, **kw) -> DeviceConfig:
@@ -96,7 +87,7 @@ def test_dead_rtu_unit_does_not_slow_the_live_ones(pty_pair) -> None:
             assert bus._client is None  # the port was closed when the last poller stopped
             return pollers
 
-    m1, m2, m3 = run(go())
+    m1, m2, m3 = arun(go())
     expected = duration / interval
     for p, base in ((m1, 2300), (m2, 2400)):
         assert p.stats.polls_ok >= 0.8 * expected, p.stats
@@ -141,7 +132,7 @@ def test_refused_block_is_split_and_the_split_plan_is_kept() -> None:
             await poller.transport.close()
             return poller, first
 
-    poller, first = run(go())
+    poller, first = arun(go())
     assert first == (2, 1)  # [a b c] -> [a] + [b c] -> [b] + [c]; c refused on its own
     assert (poller.stats.splits, poller.stats.exceptions) == (2, 2)  # no new splits in cycle 2
     assert sink.snapshot.get("t.a").quality is Quality.GOOD and sink.snapshot.get("t.a").value == 100
@@ -171,7 +162,7 @@ def test_nan_float_is_invalid_and_the_other_points_good() -> None:
             await poller.transport.close()
             return poller
 
-    poller = run(go())
+    poller = arun(go())
     assert poller.stats.decode_errors == 1
     by = {r.point: r for r in sink.readings}
     assert by["t.f"].quality is Quality.INVALID and by["t.f"].value is None
@@ -209,7 +200,7 @@ def test_poller_survives_every_fault_and_marks_quality(kind: str, quality: Quali
         await asyncio.gather(task, return_exceptions=True)
         return poller
 
-    poller = run(go())
+    poller = arun(go())
     assert poller.stats.polls >= 2 and poller.stats.polls_ok == 0
     assert sink.readings and all(r.value is None for r in sink.readings)
     if counter:
@@ -240,7 +231,7 @@ def test_dead_tcp_device_recovers_to_its_normal_rate() -> None:
             await asyncio.gather(task, return_exceptions=True)
         return poller, failing, backoff
 
-    poller, failing, backoff = run(go())
+    poller, failing, backoff = arun(go())
     assert failing >= 2 and backoff > 0.05
     assert poller.stats.consecutive_failures == 0 and poller.stats.backoff_s == 0.0
     assert poller.stats.polls_ok >= 5  # back to a 50 ms rate once answering
@@ -309,4 +300,4 @@ def test_poller_stops_even_when_the_transport_swallows_the_cancel() -> None:
         done, _ = await asyncio.wait([task], timeout=2)
         return task in done and task.cancelled()
 
-    assert run(go())
+    assert arun(go())

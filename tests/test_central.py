@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 import pytest
+from conftest import async_test, running_tasks, until
 
 from central.cli import main as central_main
 from central.config import CentralConfig, CentralConfigError, load_central_config, parse_central_config
@@ -34,24 +31,6 @@ from protocols.telemetry.schema import (
 
 REPO = Path(__file__).resolve().parent.parent
 SITE = "sub-07"
-
-
-def arun(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
-    """Run an async test in a fresh event loop (no pytest asyncio plugin is installed)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: object, **kwargs: object) -> None:
-        asyncio.run(fn(*args, **kwargs))
-
-    return wrapper
-
-
-async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def reading(point: str = "meter1.v_a", ts: float = 1_764_300_000.0, value: float = 120.1) -> dict:
@@ -87,19 +66,6 @@ class Agent:
 
     async def send(self, payload: bytes, stream: str = "telemetry") -> None:
         await self.session.publish(topic(self.site, stream), payload, qos=1)
-
-
-@asynccontextmanager
-async def running(*coros: Awaitable[None]) -> AsyncIterator[None]:
-    tasks = [asyncio.create_task(c) for c in coros]  # type: ignore[arg-type]
-    try:
-        yield
-    finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with suppress(asyncio.CancelledError):
-                await t
 
 
 async def start(worker: CentralWorker, agent: Agent) -> None:
@@ -195,10 +161,10 @@ def test_config_file_errors(tmp_path: Path) -> None:
 # ---- ingest over the real broker -----------------------------------------------------------------------------
 
 
-@arun
+@async_test
 async def test_valid_batch_is_stored_then_acked(broker, tmp_path: Path) -> None:
     worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
-    async with running(worker.run(), agent.session.run()):
+    async with running_tasks(worker.run(), agent.session.run()):
         await start(worker, agent)
         await agent.send(batch(1))
         await agent.send(batch(1, stream="events", n=2), stream="events")
@@ -211,10 +177,10 @@ async def test_valid_batch_is_stored_then_acked(broker, tmp_path: Path) -> None:
     assert worker.stats.stored == 2 and worker.stats.invalid == 0 and worker.stats.acks_sent >= 1
 
 
-@arun
+@async_test
 async def test_duplicate_is_stored_once_and_acked_again(broker, tmp_path: Path) -> None:
     worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
-    async with running(worker.run(), agent.session.run()):
+    async with running_tasks(worker.run(), agent.session.run()):
         await start(worker, agent)
         await agent.send(batch(1))
         await until(lambda: len(agent.acks) == 1)
@@ -227,10 +193,10 @@ async def test_duplicate_is_stored_once_and_acked_again(broker, tmp_path: Path) 
     store.close()
 
 
-@arun
+@async_test
 async def test_state_messages_are_recorded(broker, tmp_path: Path) -> None:
     worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
-    async with running(worker.run(), agent.session.run()):
+    async with running_tasks(worker.run(), agent.session.run()):
         await start(worker, agent)
         await agent.session.publish(topic(SITE, "state"), encode_state(SITE, "online", 100.0), retain=True)
         await until(lambda: worker.stats.states == 1)
@@ -240,14 +206,14 @@ async def test_state_messages_are_recorded(broker, tmp_path: Path) -> None:
     store.close()
 
 
-@arun
+@async_test
 async def test_malformed_messages_are_counted_not_stored_not_acked(broker, tmp_path: Path) -> None:
     worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
     good = json.loads(batch(5))
     bad_version = {**good, "v": 2, "msg_id": "v2"}
     bad_field = {**good, "msg_id": "badq", "items": [{**reading(), "quality": "superb"}]}
     other_site = {**good, "msg_id": "wrong-site", "site": "elsewhere"}  # topic says SITE
-    async with running(worker.run(), agent.session.run()):
+    async with running_tasks(worker.run(), agent.session.run()):
         await start(worker, agent)
         for payload in (b"not json {", b"\xff\xfe", json.dumps(bad_version).encode(), json.dumps(bad_field).encode(),
                         json.dumps(other_site).encode()):  # fmt: skip
@@ -263,10 +229,10 @@ async def test_malformed_messages_are_counted_not_stored_not_acked(broker, tmp_p
     store.close()
 
 
-@arun
+@async_test
 async def test_gaps_after_ingest_and_from_the_cli(broker, tmp_path: Path, capsys) -> None:
     worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
-    async with running(worker.run(), agent.session.run()):
+    async with running_tasks(worker.run(), agent.session.run()):
         await start(worker, agent)
         for seq in (1, 2, 5, 9):
             await agent.send(batch(seq))
@@ -279,12 +245,12 @@ async def test_gaps_after_ingest_and_from_the_cli(broker, tmp_path: Path, capsys
                    f"site={SITE} stream=telemetry missing_seq=6-8 count=3"]  # fmt: skip
 
 
-@arun
+@async_test
 async def test_two_workers_share_the_subscription_and_store_each_message_once(broker, tmp_path: Path) -> None:
     cfg = make_config(broker, tmp_path, status_file=tmp_path / "status.json")
     agent = Agent(broker.port)
     task = asyncio.create_task(run_workers(cfg, 2))
-    async with running(agent.session.run()):
+    async with running_tasks(agent.session.run()):
         await asyncio.wait_for(agent.session.connected.wait(), 10)
         await asyncio.sleep(0.5)  # both workers subscribed before the first message
         await asyncio.gather(*(agent.send(batch(seq, n=2)) for seq in range(1, 201)))
@@ -315,7 +281,7 @@ def test_cli_run_in_a_process_stores_acks_and_stops_on_sigterm(broker, tmp_path:
 
     async def exercise() -> None:
         agent = Agent(broker.port)
-        async with running(agent.session.run()):
+        async with running_tasks(agent.session.run()):
             await asyncio.wait_for(agent.session.connected.wait(), 10)
             await until(lambda: (tmp_path / "status.json").exists())
             await asyncio.sleep(0.3)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
-from conftest import free_port
+from conftest import async_test, free_port
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 from pymodbus.server import ModbusTcpServer
 
@@ -23,14 +23,6 @@ from protocols.modbus.errors import (
 from protocols.modbus.registermap import Table
 
 pytestmark = pytest.mark.integration
-
-
-def run(coro: Awaitable, timeout: float = 20.0):
-    async def guarded():
-        async with asyncio.timeout(timeout):
-            return await coro
-
-    return asyncio.run(guarded())
 
 
 @asynccontextmanager
@@ -75,78 +67,64 @@ async def raw_server(port: int, reply: Callable[[bytes], bytes | None]) -> Async
         await server.wait_closed()
 
 
-def test_reads_every_table_and_both_units() -> None:
-    async def go():
-        port = free_port()
-        async with modbus_server(port):
-            t = TcpTransport("127.0.0.1", port, timeout_s=1.0, retries=0)
-            try:
-                assert await t.read(Table.HOLDING, 0, 5, 1) == [100, 101, 102, 103, 104]
-                assert await t.read(Table.HOLDING, 45, 5, 1) == [145, 146, 147, 148, 149]
-                assert await t.read(Table.INPUT, 2, 3, 1) == [202, 203, 204]
-                assert await t.read(Table.COIL, 0, 5, 1) == [True, False, True, False, True]  # not padded
-                assert await t.read(Table.DISCRETE, 0, 2, 1) == [True, True]
-                assert await t.read(Table.HOLDING, 0, 3, 2) == [7, 7, 7]
-            finally:
-                await t.close()
-
-    run(go())
+@asynccontextmanager
+async def tcp_transport(port: int, *, timeout_s: float, retries: int) -> AsyncIterator[TcpTransport]:
+    """A transport to 127.0.0.1:``port``, closed when the block ends (before the server it talks to)."""
+    t = TcpTransport("127.0.0.1", port, timeout_s=timeout_s, retries=retries)
+    try:
+        yield t
+    finally:
+        await t.close()
 
 
-def test_values_changed_on_the_server_are_read_back_and_writes_land() -> None:
-    async def go():
-        port = free_port()
-        async with modbus_server(port) as server:
-            t = TcpTransport("127.0.0.1", port, timeout_s=1.0, retries=0)
-            try:
-                await server.async_setValues(1, 3, 10, [0x4366, 0x8000])
-                assert await t.read(Table.HOLDING, 10, 2, 1) == [0x4366, 0x8000]
-                await t.write_registers(0, [1, 2, 3], 1)
-                assert await t.read(Table.HOLDING, 0, 4, 1) == [1, 2, 3, 103]
-                await t.write_coil(1, True, 1)
-                assert await t.read(Table.COIL, 0, 2, 1) == [True, True]
-            finally:
-                await t.close()
-
-    run(go())
+@async_test
+async def test_reads_every_table_and_both_units() -> None:
+    port = free_port()
+    async with modbus_server(port), tcp_transport(port, timeout_s=1.0, retries=0) as t:
+        assert await t.read(Table.HOLDING, 0, 5, 1) == [100, 101, 102, 103, 104]
+        assert await t.read(Table.HOLDING, 45, 5, 1) == [145, 146, 147, 148, 149]
+        assert await t.read(Table.INPUT, 2, 3, 1) == [202, 203, 204]
+        assert await t.read(Table.COIL, 0, 5, 1) == [True, False, True, False, True]  # not padded
+        assert await t.read(Table.DISCRETE, 0, 2, 1) == [True, True]
+        assert await t.read(Table.HOLDING, 0, 3, 2) == [7, 7, 7]
 
 
-def test_address_the_server_lacks_is_exception_2() -> None:
-    async def go():
-        port = free_port()
-        async with modbus_server(port):
-            t = TcpTransport("127.0.0.1", port, timeout_s=1.0, retries=2)
-            try:
-                with pytest.raises(ModbusExceptionResponse) as info:
-                    await t.read(Table.HOLDING, 45, 10, 1)  # 50..54 do not exist
-                assert info.value.code == 2
-                assert info.value.name == "illegal data address"
-                assert "exception=2" in str(info.value) and f"tcp:127.0.0.1:{port}/1" in str(info.value)
-                # the link survives an exception answer
-                assert await t.read(Table.HOLDING, 0, 1, 1) == [100]
-            finally:
-                await t.close()
-
-    run(go())
+@async_test
+async def test_values_changed_on_the_server_are_read_back_and_writes_land() -> None:
+    port = free_port()
+    async with modbus_server(port) as server, tcp_transport(port, timeout_s=1.0, retries=0) as t:
+        await server.async_setValues(1, 3, 10, [0x4366, 0x8000])
+        assert await t.read(Table.HOLDING, 10, 2, 1) == [0x4366, 0x8000]
+        await t.write_registers(0, [1, 2, 3], 1)
+        assert await t.read(Table.HOLDING, 0, 4, 1) == [1, 2, 3, 103]
+        await t.write_coil(1, True, 1)
+        assert await t.read(Table.COIL, 0, 2, 1) == [True, True]
 
 
-def test_silent_server_times_out_within_the_timeout() -> None:
-    async def go():
-        port = free_port()
-        async with raw_server(port, lambda req: None):
-            t = TcpTransport("127.0.0.1", port, timeout_s=0.2, retries=1)
-            try:
-                start = time.monotonic()
-                with pytest.raises(ModbusTimeout) as info:
-                    await t.read(Table.HOLDING, 0, 2, 1)
-                elapsed = time.monotonic() - start
-                assert info.value.device == f"tcp:127.0.0.1:{port}/1"
-                # 2 attempts of 0.2 s each; generous upper bound for a loaded machine, not a perf check
-                assert 0.35 <= elapsed < 2.0
-            finally:
-                await t.close()
+@async_test
+async def test_address_the_server_lacks_is_exception_2() -> None:
+    port = free_port()
+    async with modbus_server(port), tcp_transport(port, timeout_s=1.0, retries=2) as t:
+        with pytest.raises(ModbusExceptionResponse) as info:
+            await t.read(Table.HOLDING, 45, 10, 1)  # 50..54 do not exist
+        assert info.value.code == 2
+        assert info.value.name == "illegal data address"
+        assert "exception=2" in str(info.value) and f"tcp:127.0.0.1:{port}/1" in str(info.value)
+        # the link survives an exception answer
+        assert await t.read(Table.HOLDING, 0, 1, 1) == [100]
 
-    run(go())
+
+@async_test
+async def test_silent_server_times_out_within_the_timeout() -> None:
+    port = free_port()
+    async with raw_server(port, lambda req: None), tcp_transport(port, timeout_s=0.2, retries=1) as t:
+        start = time.monotonic()
+        with pytest.raises(ModbusTimeout) as info:
+            await t.read(Table.HOLDING, 0, 2, 1)
+        elapsed = time.monotonic() - start
+        assert info.value.device == f"tcp:127.0.0.1:{port}/1"
+        # 2 attempts of 0.2 s each; generous upper bound for a loaded machine, not a perf check
+        assert 0.35 <= elapsed < 2.0
 
 
 def _mbap_echo(pdu: bytes) -> Callable[[bytes], bytes]:
@@ -170,73 +148,52 @@ def _mbap_echo(pdu: bytes) -> Callable[[bytes], bytes]:
         pytest.param(_mbap_echo(b"\x04\x04\x00\x01\x00\x02"), id="wrong-function"),
     ],
 )
-def test_garbage_answers_are_frame_errors_or_timeouts(reply) -> None:
-    async def go():
-        port = free_port()
-        async with raw_server(port, reply):
-            t = TcpTransport("127.0.0.1", port, timeout_s=0.2, retries=1)
-            try:
-                with pytest.raises(ModbusDeviceError) as info:
-                    await t.read(Table.HOLDING, 0, 2, 1)
-                assert isinstance(info.value, ModbusFrameError | ModbusTimeout), repr(info.value)
-            finally:
-                await t.close()
-
-    run(go())
+@async_test
+async def test_garbage_answers_are_frame_errors_or_timeouts(reply) -> None:
+    port = free_port()
+    async with raw_server(port, reply), tcp_transport(port, timeout_s=0.2, retries=1) as t:
+        with pytest.raises(ModbusDeviceError) as info:
+            await t.read(Table.HOLDING, 0, 2, 1)
+        assert isinstance(info.value, ModbusFrameError | ModbusTimeout), repr(info.value)
 
 
-def test_short_register_answer_is_a_frame_error() -> None:
-    async def go():
-        port = free_port()
-        async with raw_server(port, _mbap_echo(b"\x03\x02\x00\x01")):
-            t = TcpTransport("127.0.0.1", port, timeout_s=0.3, retries=0)
-            try:
-                with pytest.raises(ModbusFrameError):
-                    await t.read(Table.HOLDING, 0, 2, 1)
-            finally:
-                await t.close()
-
-    run(go())
+@async_test
+async def test_short_register_answer_is_a_frame_error() -> None:
+    port = free_port()
+    async with raw_server(port, _mbap_echo(b"\x03\x02\x00\x01")), tcp_transport(port, timeout_s=0.3, retries=0) as t:
+        with pytest.raises(ModbusFrameError):
+            await t.read(Table.HOLDING, 0, 2, 1)
 
 
-def test_connection_refused() -> None:
-    async def go():
-        port = free_port()  # nothing listens there
-        t = TcpTransport("127.0.0.1", port, timeout_s=0.5, retries=1)
-        with pytest.raises(ModbusConnectionError) as info:
+@async_test
+async def test_connection_refused() -> None:
+    port = free_port()  # nothing listens there
+    t = TcpTransport("127.0.0.1", port, timeout_s=0.5, retries=1)
+    with pytest.raises(ModbusConnectionError) as info:
+        await t.read(Table.HOLDING, 0, 1, 1)
+    assert info.value.device == f"tcp:127.0.0.1:{port}/1"
+    await t.close()
+
+
+@async_test
+async def test_reconnects_on_the_next_call_after_the_server_comes_back() -> None:
+    port = free_port()
+    async with tcp_transport(port, timeout_s=0.3, retries=0) as t:
+        async with modbus_server(port):
+            assert await t.read(Table.HOLDING, 0, 1, 1) == [100]
+        with pytest.raises((ModbusConnectionError, ModbusTimeout)):
             await t.read(Table.HOLDING, 0, 1, 1)
-        assert info.value.device == f"tcp:127.0.0.1:{port}/1"
-        await t.close()
-
-    run(go())
-
-
-def test_reconnects_on_the_next_call_after_the_server_comes_back() -> None:
-    async def go():
-        port = free_port()
-        t = TcpTransport("127.0.0.1", port, timeout_s=0.3, retries=0)
-        try:
-            async with modbus_server(port):
-                assert await t.read(Table.HOLDING, 0, 1, 1) == [100]
-            with pytest.raises((ModbusConnectionError, ModbusTimeout)):
-                await t.read(Table.HOLDING, 0, 1, 1)
-            with pytest.raises(ModbusConnectionError):
-                await t.read(Table.HOLDING, 0, 1, 1)
-            async with modbus_server(port):
-                assert await t.read(Table.HOLDING, 0, 1, 1) == [100]
-        finally:
-            await t.close()
-
-    run(go())
+        with pytest.raises(ModbusConnectionError):
+            await t.read(Table.HOLDING, 0, 1, 1)
+        async with modbus_server(port):
+            assert await t.read(Table.HOLDING, 0, 1, 1) == [100]
 
 
 @pytest.mark.parametrize(
     "table,start,count", [(Table.HOLDING, 0, 126), (Table.COIL, 0, 2001), (Table.HOLDING, 65535, 2)]
 )
-def test_out_of_spec_read_is_refused_before_sending(table, start, count) -> None:
-    async def go():
-        t = TcpTransport("127.0.0.1", free_port(), timeout_s=0.2, retries=0)
-        with pytest.raises(ValueError):
-            await t.read(table, start, count, 1)
-
-    run(go())
+@async_test
+async def test_out_of_spec_read_is_refused_before_sending(table, start, count) -> None:
+    t = TcpTransport("127.0.0.1", free_port(), timeout_s=0.2, retries=0)
+    with pytest.raises(ValueError):
+        await t.read(table, start, count, 1)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
+from conftest import arun
 from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer
@@ -19,14 +20,6 @@ from protocols.modbus.registermap import Table
 from protocols.modbus.serialbus import RtuTransport, SerialBus, SerialBusRegistry, inter_frame_silence_s
 
 pytestmark = pytest.mark.integration
-
-
-def run(coro: Awaitable, timeout: float = 30.0):
-    async def guarded():
-        async with asyncio.timeout(timeout):
-            return await coro
-
-    return asyncio.run(guarded())
 
 
 @dataclass
@@ -103,7 +96,7 @@ def test_two_units_on_one_line_read_back(pty_pair) -> None:
             assert await t2.read(Table.HOLDING, 0, 1, 2) == [200]  # the bus stays open for t2
             await t2.close()
 
-    run(go())
+    arun(go())
 
 
 def test_concurrent_reads_are_serialised_with_the_silence_between(pty_pair) -> None:
@@ -119,7 +112,7 @@ def test_concurrent_reads_are_serialised_with_the_silence_between(pty_pair) -> N
             await t.close()
             return bus, log
 
-    bus, log = run(go())
+    bus, log = arun(go())
     hist = list(bus.history)
     assert len(hist) == 20 and all(h.outcome == "ok" for h in hist)
     assert {h.unit_id for h in hist} == {1, 2}
@@ -155,7 +148,7 @@ def test_dead_unit_times_out_and_lets_live_units_through_between_attempts(pty_pa
             await live.close()
             return bus, elapsed
 
-    bus, elapsed = run(go())
+    bus, elapsed = arun(go())
     units = [h.unit_id for h in bus.history]
     # the dead unit's two attempts, each 0.3 s, with a live read taking its turn in between
     assert units.count(3) == 2
@@ -175,4 +168,4 @@ def test_missing_port_is_a_connection_error(tmp_path) -> None:
             await t.read(Table.HOLDING, 0, 1, 1)
         await t.close()
 
-    run(go())
+    arun(go())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import os
 import random
 import signal
@@ -11,14 +10,13 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import free_port
+from conftest import async_test, free_port, until
 from paho.mqtt.enums import CallbackAPIVersion
 
 from protocols.mqtt import ConnectionLost, MqttSession, SessionConfig
@@ -26,16 +24,6 @@ from protocols.mqtt.session import SessionConfigError, _filter_matches
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parent.parent
-
-
-def arun(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
-    """Run an async test in a fresh event loop (no pytest asyncio plugin is installed)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: object, **kwargs: object) -> None:
-        asyncio.run(fn(*args, **kwargs))
-
-    return wrapper
 
 
 def fast_config(port: int, **kw: object) -> SessionConfig:
@@ -55,14 +43,6 @@ async def running(session: MqttSession, wait: bool = True) -> AsyncIterator[asyn
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-
-
-async def until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 class Watcher:
@@ -91,7 +71,7 @@ class Watcher:
 
 
 @pytest.mark.parametrize("protocol", [4, 5])
-@arun
+@async_test
 async def test_publish_subscribe_round_trip(broker, protocol: int) -> None:
     got: list[tuple[str, bytes]] = []
     session = MqttSession(fast_config(broker.port, protocol=protocol))
@@ -104,7 +84,7 @@ async def test_publish_subscribe_round_trip(broker, protocol: int) -> None:
     assert session.stats.puback >= 1 and session.stats.connects == 1 and session.stats.lost == 0
 
 
-@arun
+@async_test
 async def test_subscribe_while_connected_applies_now(broker) -> None:
     got: list[bytes] = []
     session = MqttSession(fast_config(broker.port))
@@ -115,7 +95,7 @@ async def test_subscribe_while_connected_applies_now(broker) -> None:
         await until(lambda: got == [b"x"])
 
 
-@arun
+@async_test
 async def test_handler_exception_is_not_fatal(broker) -> None:
     got: list[bytes] = []
 
@@ -133,7 +113,7 @@ async def test_handler_exception_is_not_fatal(broker) -> None:
         assert not task.done()
 
 
-@arun
+@async_test
 async def test_reconnects_after_broker_sigkill_and_resubscribes(broker) -> None:
     got: list[bytes] = []
     online: list[int] = []
@@ -159,7 +139,7 @@ async def test_reconnects_after_broker_sigkill_and_resubscribes(broker) -> None:
     assert session.stats.connect_failures >= 1
 
 
-@arun
+@async_test
 async def test_publish_in_flight_when_broker_dies_raises_connection_lost(broker) -> None:
     session = MqttSession(fast_config(broker.port))
     async with running(session):
@@ -178,7 +158,7 @@ async def test_publish_in_flight_when_broker_dies_raises_connection_lost(broker)
         await session.publish("lost/t", b"again")  # a fresh client works after the old one died
 
 
-@arun
+@async_test
 async def test_publish_when_not_connected_raises_immediately() -> None:
     session = MqttSession(fast_config(free_port()))
     with pytest.raises(ConnectionLost):
@@ -195,7 +175,7 @@ class RecordingRandom(random.Random):
         return super().uniform(a, b) / 10  # keep the test fast; the bounds are what we check
 
 
-@arun
+@async_test
 async def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
     rng = RecordingRandom()
     session = MqttSession(fast_config(free_port(), backoff_min_s=0.01, backoff_max_s=0.08), rng=rng)
@@ -224,7 +204,7 @@ WILL_SCRIPT = textwrap.dedent(
 )
 
 
-@arun
+@async_test
 async def test_retained_will_offline_after_session_process_is_killed(broker) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-c", WILL_SCRIPT, str(broker.port)],
@@ -254,7 +234,7 @@ async def test_retained_will_offline_after_session_process_is_killed(broker) -> 
         watcher.close()
 
 
-@arun
+@async_test
 async def test_cancel_publishes_the_will_on_graceful_shutdown(broker) -> None:
     watcher = Watcher(broker.port, "g/state")
     try:
@@ -267,7 +247,7 @@ async def test_cancel_publishes_the_will_on_graceful_shutdown(broker) -> None:
         watcher.close()
 
 
-@arun
+@async_test
 async def test_session_against_nothing_listening_keeps_trying_without_raising() -> None:
     session = MqttSession(fast_config(free_port()))
     async with running(session, wait=False) as task:
@@ -293,7 +273,7 @@ def test_bad_session_config_names_the_field(kw: dict, field: str) -> None:
         SessionConfig(**kw)
 
 
-@arun
+@async_test
 async def test_missing_tls_files_raise_a_config_error() -> None:
     session = MqttSession(SessionConfig(host="127.0.0.1", port=free_port(), tls=True, ca_file="/nonexistent/ca.pem"))
     with pytest.raises(SessionConfigError, match="ca.pem"):

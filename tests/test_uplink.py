@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, closing, suppress
+from contextlib import closing
 from pathlib import Path
 
 import pytest
+from conftest import async_test, running_tasks, until
 
 from agent.points import Reading, Stream
 from agent.store import AsyncStore, Store
@@ -24,42 +23,6 @@ from protocols.telemetry.schema import decode_state, encode_ack, topic
 
 pytestmark = pytest.mark.integration
 SITE = "feeder-12"
-
-
-def arun(fn: Callable[..., Awaitable[None]]) -> Callable[..., None]:
-    """Run an async test in a fresh event loop (no pytest asyncio plugin is installed)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: object, **kwargs: object) -> None:
-        asyncio.run(fn(*args, **kwargs))
-
-    return wrapper
-
-
-async def until(cond: Callable[[], bool | Awaitable[bool]], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        ok = cond()
-        if not isinstance(ok, bool):
-            ok = await ok
-        if ok:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.05)
-
-
-@asynccontextmanager
-async def running(*coros: Awaitable[None]) -> AsyncIterator[list[asyncio.Task[None]]]:
-    tasks = [asyncio.create_task(c) for c in coros]  # type: ignore[arg-type]
-    try:
-        yield tasks
-    finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with suppress(asyncio.CancelledError):
-                await t
 
 
 def make_store(tmp_path: Path, batch_size: int = 20) -> AsyncStore:
@@ -93,7 +56,7 @@ def test_session_config_for_sets_the_retained_offline_will() -> None:
     assert (state.site, state.status, state.ts) == (SITE, "offline", 42.0)
 
 
-@arun
+@async_test
 async def test_all_readings_reach_central_exactly_once_across_two_broker_kills(broker, tmp_path: Path) -> None:
     store = make_store(tmp_path)
     session = make_session(broker.port)
@@ -112,7 +75,7 @@ async def test_all_readings_reach_central_exactly_once_across_two_broker_kills(b
             await asyncio.sleep(0.03)
 
     try:
-        async with running(session.run(), uplink.run(), worker.run()):
+        async with running_tasks(session.run(), uplink.run(), worker.run()):
             await asyncio.wait_for(session.connected.wait(), 10)
             producer = asyncio.create_task(produce())
             for _ in range(2):
@@ -141,14 +104,14 @@ async def test_all_readings_reach_central_exactly_once_across_two_broker_kills(b
     assert uplink.stats.acked_messages == worker.stats.stored
 
 
-@arun
+@async_test
 async def test_without_central_rows_stay_and_are_resent_after_the_ack_timeout(broker, tmp_path: Path) -> None:
     store = make_store(tmp_path, batch_size=1)
     session = make_session(broker.port)
     uplink = Uplink(SITE, store, session, max_inflight=3, ack_timeout_s=0.5, poll_s=0.05)
     await store.add_readings(readings(0, 10))
     try:
-        async with running(session.run(), uplink.run()):
+        async with running_tasks(session.run(), uplink.run()):
             await asyncio.wait_for(session.connected.wait(), 10)
             peak = 0
             deadline = time.monotonic() + 1.5
@@ -159,21 +122,21 @@ async def test_without_central_rows_stay_and_are_resent_after_the_ack_timeout(br
             assert uplink.stats.ack_timeouts >= 3 and uplink.stats.resent >= 1
             assert (await store.stats()).outbox_messages == 10  # nothing leaves without central's ack
             worker = central_worker(broker.port, tmp_path)
-            async with running(worker.run()):
+            async with running_tasks(worker.run()):
                 await until(lambda: outbox_empty(store))
             assert worker.stats.stored == 10 and uplink.stats.acked_messages == 10
     finally:
         await store.aclose()
 
 
-@arun
+@async_test
 async def test_malformed_and_foreign_acks_are_counted_not_fatal(broker, tmp_path: Path) -> None:
     store = make_store(tmp_path)
     session = make_session(broker.port)
     uplink = Uplink(SITE, store, session, poll_s=0.05)
     other = make_session(broker.port, client_id="test-other")
     try:
-        async with running(session.run(), uplink.run(), other.run()) as tasks:
+        async with running_tasks(session.run(), uplink.run(), other.run()) as tasks:
             await asyncio.wait_for(session.connected.wait(), 10)
             await asyncio.wait_for(other.connected.wait(), 10)
             await other.publish(topic(SITE, "ack"), b"{not json")
@@ -191,19 +154,19 @@ async def test_malformed_and_foreign_acks_are_counted_not_fatal(broker, tmp_path
         await store.aclose()
 
 
-@arun
+@async_test
 async def test_online_state_is_retained_on_connect(broker, tmp_path: Path) -> None:
     store = make_store(tmp_path)
     session = make_session(broker.port)
     uplink = Uplink(SITE, store, session, poll_s=0.05)
     seen: list[bytes] = []
     try:
-        async with running(session.run(), uplink.run()):
+        async with running_tasks(session.run(), uplink.run()):
             await asyncio.wait_for(session.connected.wait(), 10)
             await asyncio.sleep(0.3)
             watcher = make_session(broker.port, client_id="test-watcher")  # arrives later: gets the retained state
             watcher.subscribe(topic(SITE, "state"), 1, lambda _t, p: seen.append(p))
-            async with running(watcher.run()):
+            async with running_tasks(watcher.run()):
                 await until(lambda: len(seen) == 1)
         assert decode_state(seen[0]).status == "online"
     finally:
