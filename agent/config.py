@@ -177,14 +177,8 @@ def _uplink(c: Checker, raw: Mapping[str, Any], site: str | None) -> UplinkConfi
         else:
             if not password:
                 c.fail(f"{p}.password_file", str(pwfile), "the file is empty: it must hold the password")
-    if password is not None and username is None:
-        c.fail(f"{p}.password", password, "a password needs a username (without one it is never sent)")
     files = c.tls_files(raw, p)
-    if url is not None and not tls:  # a bad or absent broker URL has its own issue already
-        if files["cert_file"]:
-            c.fail(f"{p}.broker", broker, "a client certificate needs an mqtts:// broker")
-        elif files["ca_file"]:
-            c.fail(f"{p}.broker", broker, "ca_file is given: use an mqtts:// broker (with mqtt:// TLS would be off)")
+    c.broker_security(f"{p}.broker", broker, url, p, username, password, files)
     client_id = c.get(raw, p, "client_id", "string", f"gridedge-{site or 'agent'}")
     keepalive = c.get(raw, p, "keepalive_s", "integer", 30, lo=5, hi=3600)
     inflight = c.get(raw, p, "max_inflight", "integer", 32, lo=1, hi=1000)

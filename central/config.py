@@ -76,13 +76,12 @@ def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     parsed = c.broker_url("broker.url", url)
     host, port, tls = (parsed.host, parsed.port, parsed.tls) if parsed else ("", 1883, False)
     files = c.tls_files(broker, "broker")
-    if parsed is not None and files["cert_file"] is not None and not tls:
-        c.fail("broker.url", url, "a client certificate needs an mqtts:// broker")
     client_id = c.get(broker, "broker", "client_id", "string", "central")
     if client_id and not _GROUP_RE.match(client_id):
         c.fail("broker.client_id", client_id, "1-64 characters of letters, digits, '_', '.', '-'")
     username = c.get(broker, "broker", "username", "string", None)
     password = c.get(broker, "broker", "password", "string", None)
+    c.broker_security("broker.url", url, parsed, "broker", username, password, files)
     keepalive = c.get(broker, "broker", "keepalive_s", "integer", 30, lo=5, hi=3600)
     backoff_max = c.get(broker, "broker", "backoff_max_s", "number", 5.0, lo=0.2, hi=600)
 

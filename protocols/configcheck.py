@@ -194,6 +194,12 @@ class Checker:
         if value is None:
             return None
         url = urlsplit(value)
+        if url.username is not None or url.password is not None:
+            # Credentials in a URL end up in logs and process lists; they belong in their own keys.
+            self.fail(
+                key, f"{url.scheme}://***@{url.hostname}", "must not carry credentials: use username and password"
+            )
+            return None
         if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
             self.fail(key, value, BROKER_URL_ALLOWED)
             return None
@@ -208,3 +214,17 @@ class Checker:
             self.fail(key, value, BROKER_PORT_ALLOWED)
             return None
         return BrokerUrl(host=url.hostname, port=port, tls=tls)
+
+    def broker_security(
+        self, url_key: str, url: str | None, parsed: BrokerUrl | None, prefix: str,
+        username: str | None, password: str | None, files: dict[str, Path | None],
+    ) -> None:  # fmt: skip
+        """Combinations that would silently weaken the link: a password never sent, TLS files ignored."""
+        if password is not None and username is None:
+            self.fail(f"{prefix}.password", password, "a password needs a username (without one it is never sent)")
+        if parsed is None or parsed.tls:  # a bad or absent broker URL has its own issue already
+            return
+        if files.get("cert_file"):
+            self.fail(url_key, url, "a client certificate needs an mqtts:// broker")
+        elif files.get("ca_file"):
+            self.fail(url_key, url, "ca_file is given: use an mqtts:// broker (with mqtt:// TLS would be off)")

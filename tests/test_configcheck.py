@@ -307,3 +307,31 @@ def test_tls_files_missing_file_and_cert_without_key(tmp_path: Path) -> None:
         f"broker.ca_file = '{tmp_path / 'nope.crt'}': no such file",
         f"broker.cert_file = '{tmp_path / 'client.crt'}': a client certificate needs both cert_file and key_file",
     ]
+
+
+def test_credentials_in_a_broker_url_are_refused_and_not_echoed() -> None:
+    c = checker()
+    assert c.broker_url("uplink.broker", "mqtt://edge:hunter2@broker.example:1883") is None
+    issue = only_issue(c)
+    assert issue.key == "uplink.broker" and "use username and password" in issue.allowed
+    assert "hunter2" not in str(issue)
+
+
+@pytest.mark.parametrize(
+    ("broker", "extra", "key", "fragment"),
+    [
+        ("mqtt://x", {"password": "pw"}, "broker.password", "a password needs a username"),
+        ("mqtt://x", {"ca_file": "ca.pem"}, "broker.url", "ca_file is given: use an mqtts:// broker"),
+        ("mqtt://x", {"cert_file": "c.pem", "key_file": "k.pem"}, "broker.url", "a client certificate needs an mqtts"),
+    ],
+)
+def test_central_refuses_settings_that_would_silently_weaken_the_link(
+    tmp_path: Path, broker: str, extra: dict[str, str], key: str, fragment: str
+) -> None:
+    for name in ("ca.pem", "c.pem", "k.pem"):
+        (tmp_path / name).write_text("x")
+    raw = {"broker": {"url": broker, **extra}, "store": {"db": "c.db"}}
+    with pytest.raises(central.config.CentralConfigError) as info:
+        central.config.parse_central_config(raw, tmp_path / "central.toml")
+    found = {i.key: i.allowed for i in info.value.issues}
+    assert fragment in found[key]
