@@ -7,23 +7,22 @@ queued, the uplink and its session stop, and the store closes last, so what was 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
 import signal
 import time
-from collections import deque
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from agent.acquisition import DevicePoller, Snapshot, build_pollers
 from agent.config import AgentConfig
-from agent.points import Reading, Stream
+from agent.points import Reading
 from agent.runtime import Supervisor, SystemdNotifier, watchdog
-from agent.store import AsyncStore, Store, StoreFullError, StoreInputError
+from agent.store import AsyncStore, Store, StoreError, StoreFullError, StoreInputError
 from agent.uplink import Uplink, session_config_for
+from agent.writequeue import WriteQueue
 from protocols.mqtt.session import MqttSession
 
 log = logging.getLogger("gridedge.agent")
@@ -34,7 +33,7 @@ MAX_QUEUED_READINGS = 200_000
 WRITE_INTERVAL_S = 0.2
 LIMIT_CHECK_INTERVAL_S = 5.0
 STATUS_INTERVAL_S = 1.0
-STORE_FULL_RETRY_S = 5.0
+STORE_RETRY_S = 5.0
 
 
 def status_path(config: AgentConfig) -> Path:
@@ -47,8 +46,9 @@ class AgentService:
         self.config = config
         self.notifier = notifier or SystemdNotifier()
         self.snapshot = Snapshot()
-        self._queue: deque[Reading] = deque()
-        self.queue_dropped = 0
+        self.queue = WriteQueue(MAX_QUEUED_READINGS)
+        self.spill_path = config.store.path.with_name(config.store.path.name + ".unsaved.jsonl")
+        self.queue.load(self.spill_path)
         self.refused = 0  # readings the store refused as invalid (logged one by one)
         self.started = time.time()
         config.store.path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,52 +81,43 @@ class AgentService:
     # -- acquisition -> queue --------------------------------------------------------------------
     def _take(self, readings: list[Reading]) -> None:
         self.snapshot.update(readings)
-        self._queue.extend(readings)
-        excess = len(self._queue) - MAX_QUEUED_READINGS
-        if excess > 0:
-            self._drop_oldest_telemetry(excess)
-
-    def _drop_oldest_telemetry(self, n: int) -> None:
-        kept: deque[Reading] = deque()
-        dropped = 0
-        while self._queue and dropped < n:
-            r = self._queue.popleft()
-            if r.stream is Stream.ENERGY:
-                kept.append(r)
-            else:
-                dropped += 1
-        self._queue.extendleft(reversed(kept))
-        self.queue_dropped += dropped
-        log.warning("event=write_queue_full dropped_telemetry=%d total_dropped=%d", dropped, self.queue_dropped)
+        self.queue.put(readings)
 
     # -- tasks -----------------------------------------------------------------------------------
     async def _flush(self) -> int:
-        if not self._queue:
+        """Commit everything queued. Whatever the store did not take goes back to the queue's head."""
+        batch = self.queue.take()
+        if not batch:
             return 0
-        batch = list(self._queue)
-        self._queue.clear()
         try:
             await self.store.add_readings(batch)
-        except StoreFullError as err:
-            # The store kept what it could and counted the telemetry it dropped; the energy it could
-            # not take goes back to the head of the queue and is retried: energy is never dropped.
-            self._queue.extendleft(reversed(err.rejected))
-            log.error("event=store_full energy_waiting=%d error=%s", len(err.rejected), err)
-            raise
         except StoreInputError:
             # One reading the store refuses must not hold back the others: store them one by one.
             return await self._flush_one_by_one(batch)
+        except StoreFullError as err:
+            # Full of energy: the store dropped (and counted) the call's telemetry and refused its energy,
+            # which waits here. Disk full (nothing rejected by name): the call was rolled back whole.
+            self.queue.requeue(err.rejected or batch)
+            log.error("event=store_full readings_waiting=%d error=%s", len(self.queue), err)
+            raise
+        except StoreError:
+            self.queue.requeue(batch)
+            raise
         return len(batch)
 
     async def _flush_one_by_one(self, batch: list[Reading]) -> int:
         stored = 0
-        for reading in batch:
+        for i, reading in enumerate(batch):
             try:
                 await self.store.add_readings([reading])
                 stored += 1
             except StoreInputError as err:
                 self.refused += 1
                 log.error("event=reading_refused point=%s value=%r error=%s", reading.point, reading.value, err)
+            except StoreError as err:
+                rejected = err.rejected if isinstance(err, StoreFullError) and err.rejected else [reading]
+                self.queue.requeue([*rejected, *batch[i + 1 :]])
+                raise
         return stored
 
     async def _writer(self) -> None:
@@ -135,12 +126,17 @@ class AgentService:
                 await asyncio.sleep(WRITE_INTERVAL_S)
                 try:
                     await self._flush()
-                except StoreFullError:
-                    await asyncio.sleep(STORE_FULL_RETRY_S)
+                except StoreError as err:
+                    log.error("event=store_write_failed readings_waiting=%d error=%s", len(self.queue), err)
+                    await asyncio.sleep(STORE_RETRY_S)
         finally:
             # Commit what is still queued: the pollers have stopped before the writer on shutdown.
-            with contextlib.suppress(StoreFullError):
+            # What the store cannot take now is spilled beside it and taken back at the next start.
+            try:
                 await self._flush()
+            except StoreError as err:
+                log.error("event=store_write_failed_at_exit readings_waiting=%d error=%s", len(self.queue), err)
+            self.queue.spill(self.spill_path)
 
     async def _limits(self) -> None:
         while True:
@@ -155,8 +151,8 @@ class AgentService:
             "uptime_s": round(time.time() - self.started, 1),
             "points": len(self.snapshot.items()),
             "connected": self.session.connected.is_set(),
-            "queued": len(self._queue),
-            "queue_dropped": self.queue_dropped,
+            "queued": len(self.queue),
+            "queue_dropped": self.queue.dropped,
             "refused": self.refused,
             "store": asdict(s) if s is not None else None,
             "uplink": dict(vars(self.uplink.stats)) if hasattr(self.uplink.stats, "__dict__") else None,
@@ -178,8 +174,11 @@ class AgentService:
         tmp = path.with_name(path.name + ".tmp")
         while True:
             self._last_stats = await self.store.stats()
-            tmp.write_text(json.dumps(self.status(), default=str))
-            os.replace(tmp, path)
+            try:
+                tmp.write_text(json.dumps(self.status(), default=str))
+                os.replace(tmp, path)
+            except OSError as err:  # a full disk must not crash-loop the task and starve the watchdog
+                log.warning("event=status_write_failed path=%s error=%s", path, err)
             await asyncio.sleep(STATUS_INTERVAL_S)
 
     async def _drain(self, limit_s: float) -> None:
@@ -225,7 +224,10 @@ class AgentService:
             await self._drain(self.config.uplink.drain_on_stop_s)
             await sup.stop()
             self._last_stats = await self.store.stats()
-            status_path(self.config).write_text(json.dumps(self.status(), default=str))
+            try:
+                status_path(self.config).write_text(json.dumps(self.status(), default=str))
+            except OSError as err:
+                log.warning("event=status_write_failed error=%s", err)
             await self.store.aclose()
             self.notifier.close()
             log.info("event=agent_stopped readings_taken=%d", self._last_stats.readings_taken)

@@ -764,8 +764,9 @@ class AsyncStore:
     """The Store for the event loop: every call runs in ONE dedicated worker thread.
 
     One thread serialises the calls (the connection is used by nothing else), and the loop never waits
-    on SQLite. Cancelling an awaiting coroutine does not stop a call already running in the thread: it
-    completes (or rolls back) on its own, so the store is never left half-written.
+    on SQLite. Cancelling an awaiting coroutine stops neither a call running in the thread nor one queued
+    for it: each completes (or rolls back) on its own, so the store is never left half-written and a write
+    a cancelled caller had handed over still lands.
     """
 
     def __init__(self, store: Store) -> None:
@@ -791,7 +792,11 @@ class AsyncStore:
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
         if self._executor is None:
             raise StoreError(f"store {self.store.path} is closed")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args))
+        # Shielded: cancelling the caller must not cancel a call still queued for the thread, or a writer
+        # stopped on shutdown would lose the batch it had already taken off its queue. Queued calls run in
+        # order, so such a write still lands before the final flush and before close.
+        call = self._executor.submit(functools.partial(fn, *args))
+        return await asyncio.shield(asyncio.wrap_future(call))
 
     async def add_readings(self, readings: Sequence[Reading]) -> None:
         await self._run(self.store.add_readings, list(readings))

@@ -1,0 +1,151 @@
+"""The write queue between pollers and store, and the writer's handling of every store failure: nothing
+taken is lost, energy is never dropped, and what the store could not take survives the process."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from conftest import arun
+
+from agent.points import Quality, Reading, Stream
+from agent.service import AgentService
+from agent.store import AsyncStore, Store, StoreError, StoreFullError, StoreInputError
+from agent.writequeue import WriteQueue
+
+
+def tel(i: int) -> Reading:
+    return Reading(f"m.v{i}", 1000.0 + i, 120.0 + i, "V")
+
+
+def nrg(i: int) -> Reading:
+    return Reading(f"m.e{i}", 1000.0 + i, 5000 + i, "Wh", Quality.GOOD, Stream.ENERGY)
+
+
+def test_full_queue_drops_oldest_telemetry_only_and_counts_it() -> None:
+    q = WriteQueue(max_readings=5)
+    q.put([nrg(0), tel(1), nrg(2), tel(3), tel(4)])
+    q.put([tel(5), nrg(6)])
+    assert q.dropped == 2
+    batch = q.take()
+    assert [r.point for r in batch] == ["m.e0", "m.e2", "m.e6", "m.v4", "m.v5"]
+    assert len(q) == 0
+
+
+def test_energy_is_kept_even_past_the_bound() -> None:
+    q = WriteQueue(max_readings=2)
+    q.put([nrg(i) for i in range(4)])
+    assert len(q) == 4 and q.dropped == 0
+
+
+def test_requeue_puts_readings_back_at_the_head_in_order() -> None:
+    q = WriteQueue(max_readings=100)
+    q.put([tel(3), nrg(3)])
+    q.requeue([nrg(1), tel(1), nrg(2), tel(2)])
+    assert [r.point for r in q.take()] == ["m.e1", "m.e2", "m.e3", "m.v1", "m.v2", "m.v3"]
+
+
+def test_spill_and_load_survive_the_process(tmp_path: Path) -> None:
+    path = tmp_path / "agent.db.unsaved.jsonl"
+    q = WriteQueue(max_readings=100)
+    q.put([nrg(1), tel(2), Reading("m.s", 3.5, None, "V", Quality.STALE)])
+    assert q.spill(path) == 3 and len(q) == 0
+    path.write_text(path.read_text() + "not json\n")
+    again = WriteQueue(max_readings=100)
+    assert again.load(path) == 3
+    assert not path.exists()
+    assert again.take() == [nrg(1), tel(2), Reading("m.s", 3.5, None, "V", Quality.STALE)]
+
+
+class _Harness:
+    """AgentService's writer against a real Store, with one store call made to fail as asked."""
+
+    def __init__(self, tmp_path: Path, mocker, fail_with: list[BaseException | None]) -> None:  # noqa: ANN001
+        self.store = Store(tmp_path / "agent.db", "s1", 64 * 1024 * 1024)
+        real = self.store.add_readings
+        outcomes = iter(fail_with)
+
+        def add_readings(readings):  # noqa: ANN001, ANN202
+            err = next(outcomes, None)
+            if err is not None:
+                raise err
+            return real(readings)
+
+        mocker.patch.object(self.store, "add_readings", side_effect=add_readings)
+        self.service = AgentService.__new__(AgentService)
+        self.service.queue = WriteQueue(1000)
+        self.service.store = AsyncStore(self.store)
+        self.service.refused = 0
+        self.service.spill_path = tmp_path / "agent.db.unsaved.jsonl"
+
+    def stored(self) -> list[str]:
+        return [row[0] for row in self.store.conn.execute("SELECT point FROM readings ORDER BY id")]
+
+
+def test_disk_full_keeps_the_whole_batch_for_the_next_try(tmp_path: Path, mocker) -> None:  # noqa: ANN001
+    # SQLite's "database or disk is full" reaches the writer as a StoreFullError naming no reading:
+    # the call was rolled back whole, so the whole batch must wait for the next try.
+    h = _Harness(tmp_path, mocker, [StoreFullError("disk full")])
+    h.service.queue.put([tel(1), nrg(2)])
+    with pytest.raises(StoreFullError):
+        arun(h.service._flush())
+    assert len(h.service.queue) == 2
+    assert arun(h.service._flush()) == 2
+    assert sorted(h.stored()) == ["m.e2", "m.v1"]
+
+
+def test_store_full_of_energy_keeps_only_the_rejected_energy(tmp_path: Path, mocker) -> None:  # noqa: ANN001
+    h = _Harness(tmp_path, mocker, [StoreFullError("full of energy", rejected=[nrg(2)])])
+    h.service.queue.put([tel(1), nrg(2)])
+    with pytest.raises(StoreFullError):
+        arun(h.service._flush())
+    assert h.service.queue.take() == [nrg(2)]  # the telemetry was dropped and counted by the store
+
+
+def test_one_bad_reading_does_not_hold_back_the_others(tmp_path: Path, mocker) -> None:  # noqa: ANN001
+    h = _Harness(tmp_path, mocker, [StoreInputError("bad"), None, StoreInputError("bad"), None])
+    h.service.queue.put([tel(1), tel(2), tel(3)])
+    assert arun(h.service._flush()) == 2
+    assert h.stored() == ["m.v1", "m.v3"] and h.service.refused == 1
+
+
+def test_a_store_error_midway_one_by_one_requeues_the_rest(tmp_path: Path, mocker) -> None:  # noqa: ANN001
+    h = _Harness(tmp_path, mocker, [StoreInputError("bad"), None, StoreError("disk I/O error")])
+    h.service.queue.put([tel(1), tel(2), tel(3), tel(4)])
+    with pytest.raises(StoreError):
+        arun(h.service._flush())
+    assert h.stored() == ["m.v1"]
+    assert [r.point for r in h.service.queue.take()] == ["m.v2", "m.v3", "m.v4"]
+
+
+def test_cancelled_writer_still_lands_the_batch_it_took(tmp_path: Path) -> None:
+    """On shutdown the writer is cancelled while its write may still wait for the store's thread."""
+    store = Store(tmp_path / "agent.db", "s1", 64 * 1024 * 1024)
+    astore = AsyncStore(store)
+    release = asyncio.Event()
+
+    async def go() -> None:
+        loop = asyncio.get_running_loop()
+        blocker = loop.create_future()
+
+        def hold_the_thread() -> None:
+            asyncio.run_coroutine_threadsafe(_wait(release), loop).result()
+            loop.call_soon_threadsafe(blocker.set_result, None)
+
+        held = asyncio.ensure_future(astore._run(hold_the_thread))
+        await asyncio.sleep(0.05)
+        writer = asyncio.ensure_future(astore.add_readings([nrg(1), tel(2)]))
+        await asyncio.sleep(0.05)
+        writer.cancel()  # the write is queued behind hold_the_thread, not started
+        release.set()
+        await held
+        await astore.aclose()
+
+    async def _wait(event: asyncio.Event) -> None:
+        await event.wait()
+
+    arun(go())
+    reopened = Store(tmp_path / "agent.db", "s1", 64 * 1024 * 1024)
+    assert reopened.stats().readings_taken == 2
+    reopened.close()
