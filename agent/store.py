@@ -14,7 +14,8 @@ Durability (why ``synchronous=NORMAL``)
     Two exceptions are made, because an identifier leaves the box: ``seal()`` commits with
     ``synchronous=FULL`` (a message may be published right after; were its seal rolled back by a power cut,
     the same sequence number would be reused for another message id), and ``durable=True`` makes every
-    commit FULL. Lost acks are harmless: the message is sent again and central drops it by id.
+    commit FULL. Lost acks are harmless: the message is sent again and central drops it by id. A ``seal()``
+    with nothing due (the idle agent, several times a second) opens no transaction: no write, no fsync.
 
 Values
     ``value`` is stored as-is (the column has no type affinity): REAL, INTEGER, TEXT or NULL. A bool is
@@ -209,6 +210,7 @@ class Store:
         durable: bool = False,
         id_factory: Callable[[], str] = lambda: uuid.uuid4().hex,
         max_age_s: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not valid_site(site):
             raise StoreError(f"site={site!r}: 1-64 characters of letters, digits, '_', '.', '-'")
@@ -224,11 +226,16 @@ class Store:
         self.batch_size = batch_size
         self.durable = durable
         self.max_age_s = float(max_age_s)
+        # Two clocks: ``clock`` (wall) only stamps what leaves the box (``sent``, ``created``, event ts);
+        # ``monotonic`` measures waits (the age of a partial batch, the drop-event rate limit), because the
+        # wall clock of an RTC-less box steps when NTP syncs after boot, and a backward step of an hour
+        # would otherwise hold every partial batch for an hour.
         self._clock = clock
+        self._monotonic = monotonic
         self._id_factory = id_factory
         self._sync = "FULL" if durable else "NORMAL"
         self._wal_path = Path(f"{self.path}-wal")
-        # When each stream got its oldest unsealed item (clock time); None = nothing unsealed.
+        # When each stream got its oldest unsealed item (monotonic time); None = nothing unsealed.
         self._unsealed_since: dict[str, float | None] = {s: None for s in (*_READING_STREAMS, _EVENTS)}
         self._last_drop_event = -math.inf
         self._conn: sqlite3.Connection | None = None
@@ -380,13 +387,14 @@ class Store:
     def _meta_add(self, key: str, n: int) -> None:
         self.conn.execute("UPDATE meta SET value = value + ? WHERE key=?", (n, key))
 
-    def _count_unsealed(self, stream: str) -> int:
+    def _count_unsealed(self, stream: str, limit: int = -1) -> int:
+        """Items of ``stream`` not yet sealed, counting at most ``limit`` (-1: all) so a check stays cheap."""
         cursor = self._meta(f"sealed:{stream}")
         if stream == _EVENTS:
-            return self.conn.execute("SELECT count(*) FROM events WHERE id>?", (cursor,)).fetchone()[0]
-        return self.conn.execute("SELECT count(*) FROM readings WHERE stream=? AND id>?", (stream, cursor)).fetchone()[
-            0
-        ]
+            sql = "SELECT count(*) FROM (SELECT 1 FROM events WHERE id>? LIMIT ?)"
+            return self.conn.execute(sql, (cursor, limit)).fetchone()[0]
+        sql = "SELECT count(*) FROM (SELECT 1 FROM readings WHERE stream=? AND id>? LIMIT ?)"
+        return self.conn.execute(sql, (stream, cursor, limit)).fetchone()[0]
 
     def _db_bytes(self) -> int:
         conn = self.conn
@@ -417,7 +425,7 @@ class Store:
             if self._size() >= self.max_bytes:
                 self._refuse(readings, rows)  # raises StoreFullError if the call holds energy
                 return
-        now = self._clock()
+        now = self._monotonic()
         with self._tx("add_readings") as conn:
             conn.executemany(
                 "INSERT INTO readings(stream, point, ts, value, unit, quality) VALUES (?, ?, ?, ?, ?, ?)", rows
@@ -433,10 +441,11 @@ class Store:
         energy = [r for r, row in zip(readings, rows, strict=True) if row[0] == Stream.ENERGY.value]
         if telemetry:
             now = self._clock()
+            mono = self._monotonic()
             with self._tx("drop telemetry") as conn:
                 self._meta_add("dropped_readings", telemetry)
-                if now - self._last_drop_event >= 60.0:  # one event a minute, not one per call
-                    self._last_drop_event = now
+                if mono - self._last_drop_event >= 60.0:  # one event a minute, not one per call
+                    self._last_drop_event = mono
                     self._insert_event(
                         conn, now, "telemetry_dropped", "error", "store",
                         f"store full of energy and events: {telemetry} new telemetry readings dropped",
@@ -455,7 +464,7 @@ class Store:
     def add_event(
         self, ts: float, kind: str, severity: str, source: str, text: str, data: dict[str, Any] | None = None
     ) -> None:
-        now = self._clock()
+        now = self._monotonic()
         with self._tx("add_event") as conn:
             self._insert_event(conn, ts, kind, severity, source, text, data)
         if self._unsealed_since[_EVENTS] is None:
@@ -489,7 +498,7 @@ class Store:
             (float(ts), kind, severity, source, text, data_json),
         )
         if self._unsealed_since[_EVENTS] is None:
-            self._unsealed_since[_EVENTS] = self._clock()
+            self._unsealed_since[_EVENTS] = self._monotonic()
         return {"ts": float(ts), "kind": kind, "severity": severity, "source": source, "text": text, "data": data}
 
     # ----------------------------------------------------------------- sealing
@@ -498,19 +507,39 @@ class Store:
         """Turn unsealed items into outbox messages; returns how many messages were created.
 
         Per stream, in id order, batches of ``batch_size``; a partial batch only with ``force`` or when its
-        stream has waited ``max_age_s``. ONE transaction, committed with synchronous=FULL (module docstring).
+        stream has waited ``max_age_s`` of monotonic time. ONE transaction, committed with synchronous=FULL
+        (module docstring) — but only when some stream has something to seal: the uplink calls this several
+        times a second, and an idle agent must not write (and fsync) its SD card for nothing. The check reads
+        the database (at most ``batch_size`` index entries a stream), not a flag, so data written by another
+        connection is found too.
         """
+        mono = self._monotonic()
+        due: dict[str, bool] = {}  # stream -> seal a partial batch as well
+        try:
+            for stream, since in list(self._unsealed_since.items()):
+                waiting = self._count_unsealed(stream, limit=self.batch_size)
+                if not waiting:
+                    self._unsealed_since[stream] = None
+                    continue
+                if since is None:
+                    since = self._unsealed_since[stream] = -math.inf  # data we did not know of (another writer)
+                partial = force or mono - since >= self.max_age_s
+                if partial or waiting >= self.batch_size:
+                    due[stream] = partial
+        except sqlite3.Error as err:
+            raise self._map_error(err, "seal") from err
+        if not due:
+            return 0
         now = self._clock()
         created = 0
+        left: dict[str, bool] = {}
         with self._tx("seal", full_sync=True):
-            for stream, since in list(self._unsealed_since.items()):
-                partial = force or (since is not None and now - since >= self.max_age_s)
-                n, left = self._seal_stream(stream, partial, now)
+            for stream, partial in due.items():
+                n, left[stream] = self._seal_stream(stream, partial, now)
                 created += n
-                if not left:
-                    self._unsealed_since[stream] = None
-                elif since is None:
-                    self._unsealed_since[stream] = -math.inf  # data we did not know of (another writer)
+        for stream, remains in left.items():  # after the commit: a rolled-back seal leaves the ages alone
+            if not remains:
+                self._unsealed_since[stream] = None
         if created:
             log.debug("store_sealed messages=%d", created)
         return created
@@ -572,8 +601,9 @@ class Store:
                 seq += 1
                 created += 1
             cursor = ids[-1]
-        self._meta_set(f"sealed:{stream}", cursor)
-        self._meta_set(f"seq:{stream}", seq)
+        if created:  # the cursor and the seq move together, and only when a message was made
+            self._meta_set(f"sealed:{stream}", cursor)
+            self._meta_set(f"seq:{stream}", seq)
         return created, left
 
     # ----------------------------------------------------------------- outbox
@@ -671,7 +701,7 @@ class Store:
                 if messages or dropped:
                     self._meta_add("dropped_messages", messages)
                     self._meta_add("dropped_readings", dropped)
-                    self._last_drop_event = now
+                    self._last_drop_event = self._monotonic()
                     raised.append(
                         self._insert_event(
                             conn, now, "telemetry_dropped", "error", "store",

@@ -153,18 +153,93 @@ def test_seqs_continue_after_close_and_reopen(tmp_path: Path) -> None:
 
 
 def test_partial_batch_is_sealed_once_it_is_older_than_max_age(tmp_path: Path) -> None:
-    clock = FakeClock()
-    store = make(tmp_path, clock, batch_size=100, max_age_s=2.0)
+    mono = FakeClock(100.0)
+    store = make(tmp_path, batch_size=100, max_age_s=2.0, monotonic=mono)
     store.add_readings(tele(5))
     assert store.seal() == 0
-    clock.t += 1.9
+    mono.t += 1.9
     store.add_readings(tele(5, start=5))
     assert store.seal() == 0
-    clock.t += 0.1  # the oldest has now waited 2 s
+    mono.t += 0.1  # the oldest has now waited 2 s
     assert store.seal() == 1
     assert len(decoded(store)[0][1].items) == 10
     store.add_readings(tele(1, start=10))
     assert store.seal() == 0  # the clock restarts for the next partial batch
+
+
+def test_a_backward_step_of_the_wall_clock_does_not_hold_a_partial_batch(tmp_path: Path) -> None:
+    """NTP steps the wall clock of an RTC-less box back after boot: the age of a batch is monotonic time."""
+    wall, mono = FakeClock(1_800_000_000.0), FakeClock(50.0)
+    store = make(tmp_path, wall, batch_size=100, max_age_s=2.0, monotonic=mono)
+    store.add_readings(energy(1))
+    store.add_event(1_800_000_000.0, "restart", "info", "runtime", "agent started")
+    wall.t -= 3600.0
+    mono.t += 1.0
+    assert store.seal() == 0
+    wall.t += 1.0
+    mono.t += 1.0  # 2 s of monotonic time: due, though the wall clock is an hour behind
+    assert store.seal() == 2
+    assert store.stats().unsealed == 0
+    # the wall clock still stamps what leaves the box
+    assert {b.sent for _, b in decoded(store)} == {1_800_000_000.0 - 3600.0 + 1.0}
+    created = store.conn.execute("SELECT DISTINCT created FROM outbox").fetchall()
+    assert created == [(1_800_000_000.0 - 3600.0 + 1.0,)]
+
+
+def test_a_wall_clock_step_forward_does_not_seal_a_young_partial_batch(tmp_path: Path) -> None:
+    wall, mono = FakeClock(), FakeClock(50.0)
+    store = make(tmp_path, wall, batch_size=100, max_age_s=2.0, monotonic=mono)
+    store.add_readings(tele(3))
+    wall.t += 86_400.0
+    assert store.seal() == 0
+    mono.t += 2.0
+    assert store.seal() == 1
+
+
+def wal_bytes(store: Store) -> int:
+    return Path(f"{store.path}-wal").stat().st_size
+
+
+def test_idle_seals_write_nothing(tmp_path: Path) -> None:
+    """The uplink seals every 0.2 s: with nothing to seal there must be no transaction, no write, no fsync."""
+    store = make(tmp_path, batch_size=10)
+    store.add_readings(tele(25))
+    store.add_event(1.0, "restart", "info", "runtime", "agent started")
+    assert store.seal(force=True) == 4
+    changes, wal = store.conn.total_changes, wal_bytes(store)
+    watcher = sqlite3.connect(store.path)  # data_version changes when ANOTHER connection commits
+    version = watcher.execute("PRAGMA data_version").fetchone()[0]
+    for _ in range(100):
+        assert store.seal() == 0
+    assert store.seal(force=True) == 0
+    assert store.conn.total_changes == changes
+    assert wal_bytes(store) == wal
+    assert watcher.execute("PRAGMA data_version").fetchone()[0] == version
+    # and sealing works right after new data
+    store.add_readings(tele(10, start=25))
+    assert store.seal() == 1
+    assert watcher.execute("PRAGMA data_version").fetchone()[0] != version
+    tel = decoded(store, "telemetry")
+    assert [b.seq for _, b in tel] == [1, 2, 3, 4]
+    assert [i["value"] for i in tel[-1][1].items] == [r.value for r in tele(10, start=25)]
+    watcher.close()
+
+
+def test_a_waiting_partial_batch_is_not_rewritten_at_every_seal(tmp_path: Path) -> None:
+    mono = FakeClock(10.0)
+    store = make(tmp_path, batch_size=100, max_age_s=5.0, monotonic=mono)
+    store.add_readings(tele(30))
+    changes = store.conn.total_changes
+    for _ in range(20):
+        mono.t += 0.2
+        assert store.seal() == 0  # waiting for max_age_s: nothing to write yet
+    assert store.conn.total_changes == changes
+    mono.t += 1.5
+    assert store.seal() == 1
+    # one outbox row and one row each for the telemetry cursor and seq; the other streams' rows untouched
+    assert store.conn.total_changes == changes + 3
+    assert store._meta("sealed:energy") == 0 and store._meta("seq:energy") == 1
+    assert store._meta("sealed:events") == 0 and store._meta("seq:events") == 1
 
 
 def test_unsealed_data_left_by_a_previous_run_is_sealed_at_once(tmp_path: Path) -> None:
