@@ -11,6 +11,10 @@ states are small, retained, and idempotent.
 Backpressure: messages wait in a bounded list between the MQTT handler and the store. Past ``max_queue`` a
 new message is dropped (counted, logged, NOT acked): the agent resends it after its ack timeout, so refusing
 costs a delay, never data — while an unbounded list could exhaust memory during a store stall.
+
+Failures: a message the store cannot hold is refused alone (counted as invalid, not acked) and the rest of its
+flush is stored and acked. When the store fails as a whole (disk full, database locked) nothing is acked and the
+flush goes back to the head of the queue, retried with a growing pause; only cancellation ends the flush loop.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from central.config import CentralConfig
-from central.store import CentralStore, CentralStoreError
+from central.store import CentralStore, CentralStoreError, MessageRefused
 from protocols.mqtt.session import ConnectionLost, MqttError, MqttSession, SessionConfig
 from protocols.telemetry.schema import (
     DATA_STREAMS,
@@ -41,6 +45,7 @@ from protocols.telemetry.schema import (
 
 log = logging.getLogger(__name__)
 MAX_IDS_PER_ACK = 1000  # keeps an ack message small whatever the burst
+RETRY_MAX_S = 5.0  # longest pause between attempts while the store fails as a whole
 
 
 @dataclass(slots=True)
@@ -48,12 +53,13 @@ class IngestStats:
     received: int = 0  # data messages that reached this worker (valid or not)
     stored: int = 0  # new messages committed
     duplicates: int = 0  # messages whose msg_id was already stored (acked again, nothing stored)
-    invalid: int = 0  # malformed data or state messages: logged, not stored, not acked
+    invalid: int = 0  # malformed data or state messages, or refused by the store: logged, not stored, not acked
     acks_sent: int = 0  # ack messages the broker accepted (each may carry many ids)
     acked_ids: int = 0
     ack_failures: int = 0
     dropped: int = 0  # refused because the queue to the store was full (not acked: the agent resends)
-    store_errors: int = 0  # messages whose commit failed (not acked: the agent resends)
+    store_errors: int = 0  # messages whose commit failed (not acked; queued again for the next flush)
+    flush_errors: int = 0  # flushes ended by an unexpected error (a bug): logged, the worker goes on
     states: int = 0
 
 
@@ -159,33 +165,61 @@ class CentralWorker:
     # ---- store, then ack ----------------------------------------------------------------------------------
 
     async def _flush_forever(self) -> None:
+        """Store then ack, burst by burst. Only cancellation ends this loop: an error is logged and counted,
+        and what was not acked is retried (queued again) or resent by its agent."""
+        failures = 0
         while True:
             await self._wake.wait()
             await asyncio.sleep(self.config.ack_interval_s)  # gather a burst into one transaction and few acks
             self._wake.clear()
             batches, self._queue = self._queue, []
             states, self._states = self._states, []
-            await self._flush(batches, states)
+            try:
+                stored = await self._flush(batches, states)
+            except Exception:  # a bug must not end the worker: nothing unacked is lost, the agent resends it
+                self.stats.flush_errors += 1
+                log.exception("central flush failed worker=%s messages=%d states=%d", self.name, len(batches),
+                              len(states))  # fmt: skip
+                stored = True  # not retried from here: a bug tied to these messages would repeat at once
+            if stored:
+                failures = 0
+                continue
+            failures += 1
+            pause = min(RETRY_MAX_S, self.config.ack_interval_s * 2**failures)
+            log.warning("central store retry worker=%s attempt=%d in_s=%.2f queued=%d", self.name, failures + 1,
+                        pause, len(self._queue))  # fmt: skip
+            await asyncio.sleep(pause)
 
-    async def _flush(self, batches: Sequence[Batch], states: Sequence[State]) -> None:
+    async def _flush(self, batches: Sequence[Batch], states: Sequence[State]) -> bool:
+        """Store, then ack what was stored. False when the store failed as a whole: all of it was queued again."""
         store = self._store
         assert store is not None
+        ok = True
         if states:
             try:
                 await asyncio.to_thread(store.set_states, states)
             except CentralStoreError as err:
-                log.error("central cannot store states worker=%s error=%s", self.name, err)
+                log.error("central cannot store states worker=%s states=%d error=%s", self.name, len(states), err)
+                self._states = [*states, *self._states]  # older first: the last state received still wins
+                self._wake.set()
+                ok = False
         if not batches:
-            return
+            return ok
         try:
-            fresh = await asyncio.to_thread(store.store_batches, batches, self._clock())
+            results = await asyncio.to_thread(store.store_batches, batches, self._clock())
         except CentralStoreError as err:
             self.stats.store_errors += len(batches)
             log.error("central store failed, not acking worker=%s messages=%d error=%s", self.name, len(batches), err)
-            return
+            self._requeue(batches)
+            return False
         by_site: dict[str, list[str]] = {}
-        for batch, new in zip(batches, fresh, strict=True):
-            if new:
+        for batch, result in zip(batches, results, strict=True):
+            if isinstance(result, MessageRefused):
+                self.stats.invalid += 1
+                log.warning("central message refused by the store, not acking worker=%s site=%s msg_id=%s reason=%r",
+                            self.name, batch.site, batch.msg_id, result.__cause__)  # fmt: skip
+                continue
+            if result:
                 self.stats.stored += 1
             else:
                 self.stats.duplicates += 1
@@ -196,6 +230,23 @@ class CentralWorker:
             for i in range(0, len(ids), MAX_IDS_PER_ACK)
         ]
         await asyncio.gather(*sends)
+        return ok
+
+    def _requeue(self, batches: Sequence[Batch]) -> None:
+        """Put a flush that was not stored back at the head of the queue, within max_queue.
+
+        Past max_queue the newest messages are dropped, counted and not acked (their agents resend them), the
+        same decision as for a full queue on arrival.
+        """
+        queue = [*batches, *self._queue]
+        excess = len(queue) - self.config.max_queue
+        if excess > 0:
+            del queue[self.config.max_queue :]
+            self.stats.dropped += excess
+            log.warning("central queue full after a failed store, newest refused worker=%s dropped=%d", self.name,
+                        excess)  # fmt: skip
+        self._queue = queue
+        self._wake.set()
 
     async def _ack(self, site: str, ids: list[str]) -> None:
         try:

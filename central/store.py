@@ -4,6 +4,8 @@ Why one transaction per flush with ``INSERT OR IGNORE`` on ``messages.msg_id``: 
 dedupe key, so a message seen twice (the agent resent it because our ack was lost) stores nothing new, and
 its readings are written only when its message row was new — both or neither, because they commit together.
 The ack goes out only after the commit returns (the caller's rule), so an acknowledged message is on disk.
+Each message has its own SAVEPOINT inside the flush's transaction, so a message the store cannot hold is
+refused alone and never costs the others their ack.
 
 Several workers (each with its own connection, even in separate processes) share one file: WAL lets readers
 run beside the writer and ``busy_timeout`` makes writers queue instead of failing with "database is locked".
@@ -73,6 +75,35 @@ class CentralStoreError(Exception):
     """The store could not be opened or written; the cause is kept."""
 
 
+class MessageRefused(CentralStoreError):
+    """One message that could not be stored (its values, not the database, were the problem).
+
+    Returned by ``store_batches`` in that message's place, never raised: the rest of its flush is stored.
+    """
+
+    def __init__(self, batch: Batch, cause: BaseException) -> None:
+        super().__init__(f"message {batch.msg_id!r:.140} of site {batch.site} refused by the store: {cause!r:.300}")
+        self.msg_id = batch.msg_id
+        self.site = batch.site
+        self.__cause__ = cause
+
+
+# Errors tied to one message's values: Python's conversions (float() of a huge int, a value SQLite cannot bind,
+# json.dumps of odd data) and SQLite's complaints about a row. OperationalError (locked, disk full, I/O) and
+# other DatabaseErrors concern the whole transaction and are not in this list.
+_MESSAGE_ERRORS = (
+    OverflowError,
+    ValueError,
+    TypeError,
+    KeyError,
+    RecursionError,
+    sqlite3.IntegrityError,
+    sqlite3.InterfaceError,
+    sqlite3.ProgrammingError,
+    sqlite3.DataError,
+)
+
+
 class CentralStore:
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 30_000) -> None:
         self.path = Path(path)
@@ -97,42 +128,68 @@ class CentralStore:
         with self._lock:
             self._db.close()
 
-    def store_batches(self, batches: Sequence[Batch], received: float) -> list[bool]:
-        """Store every batch in ONE transaction; per batch, True if new, False if a duplicate msg_id."""
-        results: list[bool] = []
+    def store_batches(self, batches: Sequence[Batch], received: float) -> list[bool | MessageRefused]:
+        """Store every batch in ONE transaction; per batch: True if new, False if a duplicate msg_id, or a
+        MessageRefused (returned, not raised) when that message alone could not be stored.
+
+        Each message is written under its own SAVEPOINT: a message whose values SQLite cannot hold (an integer
+        beyond 64 bits, a lone surrogate in a string, ...) is rolled back alone and the rest of the flush is
+        committed, so one bad publisher cannot hold back everyone else's acks. Raises CentralStoreError, with
+        everything rolled back, when the transaction itself fails (disk full, database locked, I/O error).
+        """
+        results: list[bool | MessageRefused] = []
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 for b in batches:
-                    cur = self._db.execute(
-                        "INSERT OR IGNORE INTO messages (msg_id, site, stream, seq, count, received) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (b.msg_id, b.site, b.stream, b.seq, len(b.items), received),
-                    )
-                    new = cur.rowcount == 1
-                    results.append(new)
-                    if not new:
-                        continue
-                    if b.stream == "events":
-                        self._db.executemany(
-                            "INSERT INTO events (msg_id, site, ts, kind, severity, source, text, data) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                            [(b.msg_id, b.site, float(i["ts"]), i["kind"], i["severity"], i["source"], i["text"],
-                              None if i.get("data") is None else json.dumps(i["data"])) for i in b.items],
-                        )  # fmt: skip
-                    else:
-                        self._db.executemany(
-                            "INSERT INTO readings (msg_id, site, point, ts, value, unit, quality) "
-                            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            [(b.msg_id, b.site, i["point"], float(i["ts"]), i.get("value"), i["unit"],
-                              i["quality"]) for i in b.items],
-                        )  # fmt: skip
+                    results.append(self._store_one(b, received))
                 self._db.execute("COMMIT")
-            except sqlite3.Error as err:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise CentralStoreError(f"cannot store {len(batches)} message(s) in {self.path}: {err}") from err
+            except Exception as err:  # any failure here is the transaction's: nothing of it may stay half done
+                rollback = self._rollback()
+                raise CentralStoreError(
+                    f"cannot store {len(batches)} message(s) in {self.path}: {err!r}{rollback}"
+                ) from err
         return results
+
+    def _store_one(self, b: Batch, received: float) -> bool | MessageRefused:
+        """One message under a savepoint; errors of the connection or the file propagate to the caller."""
+        self._db.execute("SAVEPOINT msg")
+        try:
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO messages (msg_id, site, stream, seq, count, received) VALUES (?, ?, ?, ?, ?, ?)",
+                (b.msg_id, b.site, b.stream, b.seq, len(b.items), received),
+            )
+            new = cur.rowcount == 1
+            if new and b.stream == "events":
+                self._db.executemany(
+                    "INSERT INTO events (msg_id, site, ts, kind, severity, source, text, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(b.msg_id, b.site, float(i["ts"]), i["kind"], i["severity"], i["source"], i["text"],
+                      None if i.get("data") is None else json.dumps(i["data"], allow_nan=False))
+                     for i in b.items],
+                )  # fmt: skip
+            elif new:
+                self._db.executemany(
+                    "INSERT INTO readings (msg_id, site, point, ts, value, unit, quality) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [(b.msg_id, b.site, i["point"], float(i["ts"]), i.get("value"), i["unit"], i["quality"])
+                     for i in b.items],
+                )  # fmt: skip
+        except _MESSAGE_ERRORS as err:
+            # this message's values, not the database: undo its rows only and go on with the others
+            self._db.execute("ROLLBACK TO msg")
+            self._db.execute("RELEASE msg")
+            return MessageRefused(b, err)
+        self._db.execute("RELEASE msg")
+        return new
+
+    def _rollback(self) -> str:
+        """Roll back an open transaction; returns "" or the reason the rollback failed, for the error text."""
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error as err:  # the connection is gone: SQLite has rolled back or will on reopen
+            return f" (rollback failed too: {err!r})"
+        return ""
 
     def store_batch(self, batch: Batch, received: float) -> bool:
         return self.store_batches([batch], received)[0]

@@ -16,7 +16,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "gridedge/v1"
@@ -24,6 +24,12 @@ DATA_STREAMS = ("telemetry", "energy", "events")
 QUALITIES = ("good", "stale", "invalid", "estimated")
 _SITE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024  # refuse to parse anything larger: hostile input has bounds
+# Times are seconds since the epoch below 2**33 (year 2242): later is a broken clock or hostile input, and a
+# bound keeps float() and SQLite's REAL away from huge integers (float(10**400) raises OverflowError).
+TS_MAX = 2**33
+# SQLite INTEGER is signed 64-bit: a larger integer cannot be stored (OverflowError when binding it).
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
 
 
 class SchemaError(ValueError):
@@ -80,18 +86,72 @@ def _dumps(obj: dict[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
 
 
+class _NonFiniteConstant(Exception):
+    """Raised inside json.loads on NaN/Infinity/-Infinity; turned into a SchemaError naming the field."""
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise _NonFiniteConstant(name)
+
+
+class _Constant(str):
+    """Stands for a NaN/Infinity literal while locating it in a payload already known to be bad."""
+
+
+def _nonfinite_path(obj: Any, path: str) -> tuple[str, Any] | None:
+    """The path and value of the first NaN/Infinity (a non-finite float or a _Constant) in ``obj``, if any.
+
+    Iterative, so a deeply nested ``data`` object cannot exhaust the stack here.
+    """
+    stack: list[tuple[str, Any]] = [(path, obj)]
+    while stack:
+        where, node = stack.pop()
+        if isinstance(node, _Constant) or isinstance(node, float) and not math.isfinite(node):
+            return where, node
+        if isinstance(node, dict):
+            stack.extend((f"{where}.{k}" if where else str(k), v) for k, v in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in reversed(list(enumerate(node))))
+    return None
+
+
 def _loads(payload: bytes | bytearray | memoryview) -> dict[str, Any]:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise SchemaError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    raw = bytes(payload)
     try:
-        obj = json.loads(bytes(payload))
+        # Python's json accepts NaN, Infinity and -Infinity, which JSON has not: refuse them, so no
+        # non-finite number reaches a store or an operator's chart.
+        obj = json.loads(raw, parse_constant=_refuse_constant)
+    except _NonFiniteConstant:
+        found = _nonfinite_path(json.loads(raw, parse_constant=_Constant), "")
+        where, name = found if found is not None else ("payload", "NaN/Infinity")
+        raise SchemaError(f"{where} = {name}: JSON has no NaN or Infinity; numbers must be finite") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise SchemaError(f"payload is not UTF-8 JSON: {err}") from err
+    except RecursionError as err:  # "[[[[...": nesting deeper than the parser's stack
+        raise SchemaError("payload is nested too deeply") from err
+    except ValueError as err:  # an integer of more than 4300 digits (sys.get_int_max_str_digits)
+        raise SchemaError(f"payload has a number that cannot be read: {err}") from err
     if not isinstance(obj, dict):
         raise SchemaError("payload must be a JSON object")
-    if obj.get("v") != SCHEMA_VERSION:
-        raise SchemaError(f"v = {obj.get('v')!r}: this side speaks schema version {SCHEMA_VERSION}")
+    v = obj.get("v")
+    if type(v) is not int or v != SCHEMA_VERSION:  # not True nor 1.0, which compare equal to 1
+        raise SchemaError(f"v = {v!r}: this side speaks schema version {SCHEMA_VERSION}")
     return obj
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_time(where: str, value: Any) -> None:
+    """Seconds since the epoch: a finite number in [0, TS_MAX).
+
+    0 is allowed: a device whose clock was never set reports the epoch, and the agent stores what it read.
+    """
+    if not _is_number(value) or not (0 <= value < TS_MAX and math.isfinite(value)):
+        raise SchemaError(f"{where} = {value!r:.40}: must be seconds since the epoch in [0, 2**33) (2**33: year 2242)")
 
 
 def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
@@ -116,12 +176,18 @@ def _check_reading(i: int, item: Any) -> None:
     point = item.get("point")
     if not isinstance(point, str) or not point:
         raise SchemaError(f"items[{i}].point = {point!r}: must be a non-empty string")
-    ts = item.get("ts")
-    if not isinstance(ts, int | float) or isinstance(ts, bool) or not math.isfinite(ts):
-        raise SchemaError(f"items[{i}].ts = {ts!r}: must be seconds since the epoch")
+    _check_time(f"items[{i}].ts", item.get("ts"))
     value = item.get("value")
-    if value is not None and not isinstance(value, int | float | str | bool):
-        raise SchemaError(f"items[{i}].value = {value!r}: must be a number, string, boolean or null")
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        pass
+    elif isinstance(value, int):
+        if not INT64_MIN <= value <= INT64_MAX:  # SQLite INTEGER is signed 64-bit
+            raise SchemaError(f"items[{i}].value = {value!r:.40}: an integer must fit in 64 bits (-2**63..2**63-1)")
+    elif isinstance(value, float):
+        if not math.isfinite(value):  # 1e999 parses as inf
+            raise SchemaError(f"items[{i}].value = {value!r}: must be finite (null when it cannot be read)")
+    else:
+        raise SchemaError(f"items[{i}].value = {value!r:.40}: must be a number, string, boolean or null")
     if not isinstance(item.get("unit"), str):
         raise SchemaError(f"items[{i}].unit = {item.get('unit')!r}: must be a string")
     if item.get("quality") not in QUALITIES:
@@ -131,9 +197,17 @@ def _check_reading(i: int, item: Any) -> None:
 def _check_event(i: int, item: Any) -> None:
     if not isinstance(item, dict):
         raise SchemaError(f"items[{i}] must be an object")
-    for name, kind in (("ts", (int, float)), ("kind", str), ("severity", str), ("source", str), ("text", str)):
-        if not isinstance(item.get(name), kind):
-            raise SchemaError(f"items[{i}].{name} = {item.get(name)!r} has the wrong type")
+    _check_time(f"items[{i}].ts", item.get("ts"))
+    for name in ("kind", "severity", "source", "text"):
+        if not isinstance(item.get(name), str):
+            raise SchemaError(f"items[{i}].{name} = {item.get(name)!r:.40} has the wrong type: must be a string")
+    data = item.get("data")
+    if data is not None:
+        if not isinstance(data, dict):
+            raise SchemaError(f"items[{i}].data = {data!r:.40}: must be an object or null")
+        found = _nonfinite_path(data, f"items[{i}].data")  # 1e999 parses as inf
+        if found is not None:
+            raise SchemaError(f"{found[0]} = {found[1]!r}: numbers must be finite")
 
 
 def decode_batch(payload: bytes | bytearray | memoryview) -> Batch:
@@ -145,12 +219,13 @@ def decode_batch(payload: bytes | bytearray | memoryview) -> Batch:
     if stream not in DATA_STREAMS:
         raise SchemaError(f"stream = {stream!r}: must be one of {', '.join(DATA_STREAMS)}")
     seq = _field(obj, "seq", int)
-    if seq < 1:
-        raise SchemaError(f"seq = {seq}: sequence numbers start at 1")
+    if not 1 <= seq <= INT64_MAX:  # stored as SQLite INTEGER
+        raise SchemaError(f"seq = {seq!r:.40}: sequence numbers run from 1 to 2**63-1")
     msg_id = _field(obj, "msg_id", str)
     if not msg_id or len(msg_id) > 128:
         raise SchemaError(f"msg_id = {msg_id!r}: 1-128 characters")
     sent = _field(obj, "sent", (int, float))
+    _check_time("sent", sent)
     items = _field(obj, "items", list)
     check = _check_event if stream == "events" else _check_reading
     for i, item in enumerate(items):
@@ -180,5 +255,7 @@ def decode_state(payload: bytes | bytearray | memoryview) -> State:
     status = _field(obj, "status", str)
     if status not in ("online", "offline"):
         raise SchemaError(f"status = {status!r}: must be 'online' or 'offline'")
-    return State(site=_field(obj, "site", str), status=status, ts=float(_field(obj, "ts", (int, float))),
+    ts = _field(obj, "ts", (int, float))
+    _check_time("ts", ts)
+    return State(site=_field(obj, "site", str), status=status, ts=float(ts),
                  version=str(obj.get("version", "")))  # fmt: skip
