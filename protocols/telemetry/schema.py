@@ -156,10 +156,11 @@ def _check_time(where: str, value: Any) -> None:
 
 def _field(obj: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
     if name not in obj:
-        raise SchemaError(f"missing field {name!r}")
+        raise SchemaError(f"{name}: missing field")
     value = obj[name]
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-        raise SchemaError(f"field {name!r} = {value!r} has the wrong type")
+        kinds = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise SchemaError(f"{name} = {value!r:.40}: wrong type, must be {kinds}")
     return value
 
 
@@ -200,7 +201,7 @@ def _check_event(i: int, item: Any) -> None:
     _check_time(f"items[{i}].ts", item.get("ts"))
     for name in ("kind", "severity", "source", "text"):
         if not isinstance(item.get(name), str):
-            raise SchemaError(f"items[{i}].{name} = {item.get(name)!r:.40} has the wrong type: must be a string")
+            raise SchemaError(f"items[{i}].{name} = {item.get(name)!r:.40}: wrong type, must be a string")
     data = item.get("data")
     if data is not None:
         if not isinstance(data, dict):
