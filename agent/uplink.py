@@ -13,6 +13,15 @@ a clean MQTT session, so an ack central sent while we were away is gone for good
 
 Backpressure: at most ``max_inflight`` messages are published and waiting for central; the rest stay in the
 outbox (on disk), which is where a backlog belongs.
+
+Store faults do not stop the sending: a seal or an ack that fails (a full disk) is logged, counted and tried
+again next round, and what is already sealed is still sent — its acks are what frees room.
+
+Bookkeeping is bounded by ``max_inflight``: the uplink remembers a msg_id (in flight, or "published before",
+for the ``resent`` count) only while the message is in flight or among those ``pending()`` offers again. A
+message removed behind its back (the store's full policy drops the oldest telemetry) is forgotten at the
+next step that asks the store. The outbox is offered oldest first, so a message published before that is
+back in the outbox is offered again before any newer one, and its resend is still counted.
 """
 
 from __future__ import annotations
@@ -78,7 +87,8 @@ class UplinkStats:
     publish_failures: int = 0  # publishes that raised ConnectionLost (sent again later)
     acks_received: int = 0
     bad_acks: int = 0  # malformed ack messages, or acks for another site: logged and ignored
-    store_errors: int = 0
+    store_errors: int = 0  # store calls that raised StoreError (seal and ack failures included)
+    seal_errors: int = 0  # seal() failures (a full disk): what was already sealed is sent anyway
 
 
 class Uplink:
@@ -123,6 +133,11 @@ class Uplink:
     def inflight(self) -> int:
         return len(self._inflight)
 
+    @property
+    def tracked(self) -> frozenset[str]:
+        """Every msg_id the uplink holds state for (in flight, or published before and offered again)."""
+        return frozenset(self._inflight) | self._sent_before
+
     async def run(self) -> None:
         """Seal, send, collect acks, resend; until cancelled. Store faults are logged and retried."""
         try:
@@ -146,14 +161,25 @@ class Uplink:
             ids, self._acks = self._acks, []
             try:
                 removed = await self.store.ack(ids)
-            except StoreError:
-                self._acks[:0] = ids  # try again next round; the rows are still there
-                raise
-            self.stats.acked_messages += removed
-            for msg_id in ids:
-                self._inflight.pop(msg_id, None)
-                self._sent_before.discard(msg_id)
-        await self.store.seal()
+            except StoreError as err:
+                # Try again next round; the rows are still there, and in flight until then, so they are not
+                # offered again meanwhile. Sending goes on: a failed ack must not hold what is sealed.
+                self._acks[:0] = ids
+                self.stats.store_errors += 1
+                log.error("uplink ack failed site=%s messages=%d error=%s", self.site, len(ids), err)
+            else:
+                self.stats.acked_messages += removed
+                for msg_id in ids:
+                    self._inflight.pop(msg_id, None)
+                    self._sent_before.discard(msg_id)
+        try:
+            await self.store.seal()
+        except StoreError as err:
+            # A full disk fails the seal (rolled back whole); what was sealed before is still in the outbox
+            # and must go out — central's acks are what make room again.
+            self.stats.seal_errors += 1
+            self.stats.store_errors += 1
+            log.error("uplink seal failed site=%s error=%s", self.site, err)
         now = self._clock()
         for msg_id, sent in list(self._inflight.items()):
             if msg_id not in self._publishing and now - sent >= self.ack_timeout_s:
@@ -165,7 +191,11 @@ class Uplink:
         room = self.max_inflight - len(self._inflight)
         if room <= 0:
             return
-        for msg in await self.store.pending(room, exclude=list(self._inflight)):
+        offered = await self.store.pending(room, exclude=list(self._inflight))
+        # Forget what left the outbox behind our back (the full policy drops the oldest telemetry): keep only
+        # what is in flight or offered now (module docstring: oldest first, so nothing still waiting is lost).
+        self._sent_before.intersection_update({m.msg_id for m in offered}.union(self._inflight))
+        for msg in offered:
             if msg.msg_id in self._inflight:  # acked-and-removed races are harmless; a double send is not useful
                 continue
             self._inflight[msg.msg_id] = self._clock()

@@ -102,6 +102,7 @@ async def test_all_readings_reach_central_exactly_once_across_two_broker_kills(b
     finally:
         central.close()
     assert uplink.stats.acked_messages == worker.stats.stored
+    assert not uplink.tracked  # every id forgotten once acked
 
 
 @async_test
@@ -169,5 +170,77 @@ async def test_online_state_is_retained_on_connect(broker, tmp_path: Path) -> No
             async with running_tasks(watcher.run()):
                 await until(lambda: len(seen) == 1)
         assert decode_state(seen[0]).status == "online"
+    finally:
+        await store.aclose()
+
+
+@async_test
+async def test_a_failing_seal_does_not_hold_back_what_is_already_sealed(broker, tmp_path: Path) -> None:
+    """A full disk (SQLite's max_page_count answers SQLITE_FULL, as ENOSPC does) fails every seal; the
+    messages sealed before it still reach central and are acked."""
+    raw = Store(tmp_path / "agent.db", SITE, 64 * 1024 * 1024, batch_size=20, max_age_s=0.05)
+    raw.add_readings(readings(0, 100))
+    assert raw.seal(force=True) == 5
+    raw.add_readings(readings(100, 500))  # unsealed: sealing these needs room
+    raw.conn.execute("PRAGMA incremental_vacuum")  # no free pages left to reuse
+    raw.conn.execute(f"PRAGMA max_page_count={raw.conn.execute('PRAGMA page_count').fetchone()[0]}")
+    sealed = {m.msg_id for m in raw.pending(100)}
+    store = AsyncStore(raw)
+    session = make_session(broker.port)
+    # ack_timeout_s: a publish that beats central's subscription is sent again
+    uplink = Uplink(SITE, store, session, max_inflight=8, ack_timeout_s=1.0, poll_s=0.05)
+    worker = central_worker(broker.port, tmp_path)
+    try:
+        async with running_tasks(worker.run(), session.run(), uplink.run()):
+            await asyncio.wait_for(session.connected.wait(), 10)
+            await until(lambda: uplink.stats.acked_messages == 5)
+            assert uplink.stats.seal_errors >= 1 and uplink.stats.store_errors >= uplink.stats.seal_errors
+            stats = await store.stats()
+            assert stats.outbox_messages == 0 and stats.unsealed == 500  # the failed seals kept nothing half done
+            assert worker.stats.stored == 5
+            raw.conn.execute("PRAGMA max_page_count=1073741823")  # room again: the rest follows
+            await until(lambda: outbox_empty(store))
+    finally:
+        await store.aclose()
+    central = CentralStore(tmp_path / "central.db")
+    try:
+        assert central.count("readings") == 600
+        assert central.gaps(SITE, "telemetry") == []
+    finally:
+        central.close()
+    assert not sealed & uplink.tracked
+
+
+@async_test
+async def test_bookkeeping_forgets_messages_the_full_policy_dropped(broker, tmp_path: Path) -> None:
+    """Broker up, central down: the oldest telemetry is published and resent until the store's full policy
+    drops it; the uplink then holds no msg_id that is no longer in the outbox."""
+    raw = Store(tmp_path / "agent.db", SITE, 256 * 1024, batch_size=50, max_age_s=0.05)
+    store = AsyncStore(raw)
+    session = make_session(broker.port)
+    uplink = Uplink(SITE, store, session, max_inflight=4, ack_timeout_s=0.1, poll_s=0.02)
+
+    async def outbox_ids() -> set[str]:
+        return {m.msg_id for m in await store.pending(1_000_000)}
+
+    async def only_outbox_ids_tracked() -> bool:
+        tracked = uplink.tracked
+        return bool(tracked) and tracked <= await outbox_ids()
+
+    try:
+        async with running_tasks(session.run(), uplink.run()):
+            await asyncio.wait_for(session.connected.wait(), 10)
+            await store.add_readings(readings(0, 200))
+            await until(lambda: uplink.stats.resent >= 4)  # the oldest, published again and again
+            first_sent = set(uplink.tracked)
+            n = 200
+            while raw._meta("dropped_messages") == 0:  # fill the store until the policy drops telemetry
+                await store.add_readings(readings(n, 500))
+                n += 500
+                await asyncio.sleep(0.01)
+                assert n < 200_000, "the full policy never dropped a message"
+            assert not first_sent & await outbox_ids()  # the messages it was resending are gone
+            await until(only_outbox_ids_tracked)
+            assert len(uplink.tracked) <= uplink.max_inflight
     finally:
         await store.aclose()
