@@ -1,0 +1,525 @@
+"""C37.118 frames <-> bytes: one table of cases drives the writer and the reader, and every bad input has its error.
+
+About the IEEE C37.118.2-2011 Annex D examples: the exact bytes of the annex are not reproduced here
+because we could not check them against the standard's text. ``ANNEX_CFG2`` and ``ANNEX_DATA`` are
+built from the annex's documented field values as we recall them ("Station A", IDCODE 7734 = 0x1E36,
+SOC 0x44853600, TIME_BASE 1 000 000, 4 phasors, 3 analogs, 1 digital word, 30 frames/s), and the CRC and
+field layout are checked independently: the CRC by a bit-by-bit CRC-CCITT written from the definition
+(not binascii), the layout by offsets counted from Table 8 / Table 5. The command frame's 18 bytes are
+derived by hand below.
+"""
+
+from __future__ import annotations
+
+import cmath
+import struct
+from dataclasses import dataclass
+
+import pytest
+
+from protocols.c37118 import (
+    AnalogScale,
+    AnalogUnit,
+    Command,
+    CommandFrame,
+    Config3Frame,
+    ConfigFrame,
+    ConfigMismatchError,
+    CrcError,
+    DataError,
+    DataFormat,
+    DataFrame,
+    DigitalUnit,
+    Frame,
+    FrameType,
+    HeaderFrame,
+    MalformedFrameError,
+    PhasorScale,
+    PhasorUnit,
+    PmuConfig,
+    PmuConfig3,
+    PmuData,
+    PmuTimeQuality,
+    SizeError,
+    Stat,
+    SyncError,
+    TimeQuality,
+    TriggerReason,
+    UnlockedTime,
+    VersionError,
+    crc_ccitt,
+    decode_frame,
+    encode_frame,
+)
+
+
+def crc_bitwise(data: bytes) -> int:
+    """CRC-CCITT from its definition (6.2.1: poly x^16+x^12+x^5+1, init 0xFFFF, no final XOR), bit by bit."""
+    crc = 0xFFFF
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc
+
+
+def recrc(frame: bytes | bytearray) -> bytes:
+    """``frame`` with CHK recomputed, to build bad-field frames that pass the CRC."""
+    body = bytes(frame[:-2])
+    return body + struct.pack(">H", crc_bitwise(body))
+
+
+STATION_A = PmuConfig(
+    station="Station A",
+    idcode=7734,
+    format=DataFormat(freq_float=False, analog_float=True, phasor_float=False, polar=False),
+    phasor_names=("VA", "VB", "VC", "I1"),
+    analog_names=("ANALOG1", "ANALOG2", "ANALOG3"),
+    digital_names=tuple(f"BREAKER {c} STATUS" for c in "123456789ABCDEFG"),
+    phasor_units=(PhasorUnit(0, 915527),) * 3 + (PhasorUnit(1, 45776),),
+    analog_units=(AnalogUnit(0, 1), AnalogUnit(1, 1), AnalogUnit(2, 1)),
+    digital_units=(DigitalUnit(0x0000, 0xFFFF),),
+    nominal_hz=60,
+    cfgcnt=22,
+)
+ANNEX_CFG2 = ConfigFrame(
+    frame_type=FrameType.CFG2,
+    idcode=7734,
+    soc=0x44853600,
+    fracsec=0,
+    time_base=1_000_000,
+    pmus=(STATION_A,),
+    data_rate=30,
+)
+ANNEX_DATA = DataFrame.build(
+    ANNEX_CFG2,
+    [
+        PmuData(
+            STATION_A,
+            Stat(),
+            ((14635, 0), (-7318, -12676), (-7318, 12675), (1092, 0)),
+            2500,
+            0,
+            (100.0, 1000.0, 10000.0),
+            (0x3C12,),
+        )
+    ],
+    soc=0x44853600,
+    fracsec=16817,
+)
+
+# The command frame "turn on transmission" for IDCODE 7734 at SOC 0x44853600, derived by hand from 6.6 Table 14:
+#   AA 42      SYNC: 0xAA, frame type 4 (command) << 4 | version 2
+#   00 12      FRAMESIZE 18
+#   1E 36      IDCODE 7734
+#   44 85 36 00  SOC
+#   00 00 00 00  FRACSEC (time quality 0, fraction 0)
+#   00 02      CMD 2 = turn on transmission of data frames
+#   56 50      CHK = CRC-CCITT of the 16 bytes above (checked by crc_bitwise in the test)
+COMMAND_HEX = "aa42 0012 1e36 44853600 00000000 0002 5650"
+
+TWO_PMUS = ConfigFrame(
+    frame_type=FrameType.CFG2,
+    idcode=1,
+    soc=1_700_000_000,
+    time_base=1_000_000,
+    data_rate=-5,  # one frame every 5 s
+    pmus=(
+        PmuConfig(
+            station="FLOAT POLAR",
+            idcode=11,
+            format=DataFormat(True, True, True, True),
+            phasor_names=("V1", "I1"),
+            analog_names=("P",),
+            phasor_units=(PhasorUnit(0, 0), PhasorUnit(1, 0)),
+            analog_units=(AnalogUnit(1, -5),),
+            nominal_hz=50,
+        ),
+        PmuConfig(
+            station="INT POLAR",
+            idcode=12,
+            format=DataFormat(False, False, False, True),
+            phasor_names=("V1",),
+            phasor_units=(PhasorUnit(0, 1000),),
+        ),
+    ),
+)
+TWO_PMUS_DATA = DataFrame.build(
+    TWO_PMUS,
+    [
+        PmuData(
+            TWO_PMUS.pmus[0],
+            Stat(DataError.TEST_MODE, sync_lost=True, trigger=True, trigger_reason=TriggerReason.DF_DT_HIGH),
+            ((230000.0, 0.5), (100.0, -2.75)),
+            49.98,
+            -0.125,
+            (1.5e6,),
+            (),
+        ),
+        PmuData(TWO_PMUS.pmus[1], Stat(time_quality=PmuTimeQuality.UNDER_1US), ((65535, -31416),), -32767, 32767),
+    ],
+    soc=1_700_000_000,
+    fracsec=999_999,
+    time_quality=TimeQuality(leap_pending=True, code=5),
+)
+CFG3 = Config3Frame(
+    idcode=3,
+    soc=1_700_000_001,
+    time_base=16_777_215,
+    data_rate=60,
+    pmus=(
+        PmuConfig3(
+            station="Ünterwerk Nord",
+            idcode=3,
+            global_id=bytes(range(16)),
+            format=DataFormat(True, True, True, False),
+            phasor_names=("VA", "IA"),
+            analog_names=("TEMP",),
+            digital_names=tuple(f"D{i}" for i in range(16)),
+            phasor_scales=(PhasorScale(0x8001, 0x01, 7, 1.5, -0.25), PhasorScale(0, 0x09, 0, 2.0, 0.0)),
+            analog_scales=(AnalogScale(0.5, -40.0),),
+            digital_units=(DigitalUnit(0x00FF, 0x0F0F),),
+            latitude=47.5,
+            longitude=8.25,
+            elevation=400.0,
+            service_class="M",
+            window=-20,
+            group_delay=1000,
+            nominal_hz=50,
+            cfgcnt=65535,
+        ),
+    ),
+)
+CFG3_DATA = DataFrame.build(
+    CFG3,
+    [PmuData(CFG3.pmus[0], Stat(), ((1.0, 2.0), (-3.0, 4.5)), 50.0625, 0.0, (21.5,), (0xBEEF,))],
+    soc=1_700_000_001,
+    fracsec=8_388_608,
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    frame: Frame
+    config: ConfigFrame | None = None
+    hex: str | None = None  # bytes known independently (hand-derived), else checked by the round trip
+
+
+CASES = [
+    Case("annex_cfg2", ANNEX_CFG2),
+    Case("annex_data", ANNEX_DATA, ANNEX_CFG2),
+    Case("command_on", CommandFrame(idcode=7734, soc=0x44853600, command=Command.DATA_ON), hex=COMMAND_HEX),
+    Case("header", HeaderFrame(idcode=7734, soc=0x44853600, data=b"Station A, PMU model X, 1 cycle filter")),
+    Case(
+        "cfg1",
+        ConfigFrame(frame_type=FrameType.CFG1, idcode=7734, soc=0x44853600, pmus=(STATION_A,), data_rate=30),
+    ),
+    Case("two_pmus_cfg2", TWO_PMUS),
+    Case("two_pmus_data", TWO_PMUS_DATA, TWO_PMUS),
+    Case("cfg3", CFG3),
+    Case("cfg3_data", CFG3_DATA, CFG3),
+    Case(
+        "command_extended_2005",
+        CommandFrame(
+            idcode=65535, soc=2**32 - 1, fracsec=2**24 - 1, command=8, extended=b"\x01\x02\x03\x04", version=1
+        ),
+    ),
+    Case("header_empty", HeaderFrame(idcode=0, time_quality=TimeQuality(True, True, True, 15))),
+]
+
+
+def frame_bytes(case: Case) -> bytes:
+    return bytes.fromhex(case.hex.replace(" ", "")) if case.hex else encode_frame(case.frame)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_writer_emits_the_expected_bytes_with_a_correct_chk(case: Case) -> None:
+    data = encode_frame(case.frame)
+    if case.hex:
+        assert data == frame_bytes(case)
+    assert data[0] == 0xAA
+    assert struct.unpack(">H", data[2:4])[0] == len(data)
+    assert struct.unpack(">H", data[-2:])[0] == crc_bitwise(data[:-2])
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_reader_returns_the_frame_and_rebuilds_byte_for_byte(case: Case) -> None:
+    data = frame_bytes(case)
+    frame = decode_frame(data, case.config)
+    assert frame == case.frame
+    assert encode_frame(frame) == data
+    assert decode_frame(bytearray(data), case.config) == case.frame
+    assert decode_frame(memoryview(data), case.config) == case.frame
+
+
+def test_crc_is_ccitt_false_check_value() -> None:
+    # CRC-16/CCITT-FALSE catalogue check value: CRC of ASCII "123456789" is 0x29B1.
+    assert crc_ccitt(b"123456789") == 0x29B1 == crc_bitwise(b"123456789")
+
+
+def test_annex_cfg2_layout_field_by_field() -> None:
+    data = encode_frame(ANNEX_CFG2)
+    assert data[:2] == b"\xaa\x32"  # CFG-2 (3 << 4), version 2
+    assert data[4:6] == b"\x1e\x36" and data[6:10] == b"\x44\x85\x36\x00"
+    assert data[14:18] == (1_000_000).to_bytes(4, "big")  # TIME_BASE
+    assert data[18:20] == b"\x00\x01"  # NUM_PMU
+    assert data[20:36] == b"Station A       "  # STN, 16 bytes space padded
+    assert data[36:38] == b"\x1e\x36"
+    assert data[38:46] == bytes.fromhex("0004 0004 0003 0001")  # FORMAT, PHNMR, ANNMR, DGNMR
+    names_end = 46 + 16 * (4 + 3 + 16)
+    assert data[46:62] == b"VA              "
+    units = data[names_end:]
+    assert units[:4] == bytes.fromhex("000df847")  # PHUNIT voltage, 915527
+    assert units[12:16] == bytes.fromhex("0100b2d0")  # PHUNIT current, 45776
+    assert units[16:28] == bytes.fromhex("00000001 01000001 02000001")  # ANUNIT
+    assert units[28:32] == bytes.fromhex("0000ffff")  # DIGUNIT
+    assert units[32:36] == bytes.fromhex("0000 0016")  # FNOM 60 Hz, CFGCNT 22
+    assert units[36:38] == bytes.fromhex("001e")  # DATA_RATE 30
+    assert len(data) == names_end + 36 + 2 + 2
+
+
+def test_annex_data_layout_and_values() -> None:
+    data = encode_frame(ANNEX_DATA)
+    assert len(data) == 52 == 14 + 2 + 4 * 4 + 2 + 2 + 3 * 4 + 2 + 2
+    assert data[:4] == bytes.fromhex("aa02 0034")
+    assert data[10:14] == (16817).to_bytes(4, "big")
+    assert data[14:16] == b"\x00\x00"  # STAT
+    assert data[16:20] == struct.pack(">hh", 14635, 0)
+    assert data[32:36] == struct.pack(">hh", 2500, 0)  # FREQ +2.5 Hz deviation in mHz, DFREQ 0
+    frame = decode_frame(data, ANNEX_CFG2)
+    pmu = frame.pmus[0]
+    assert pmu.frequency_hz == pytest.approx(62.5)
+    assert pmu.rocof_hz_per_s == 0.0
+    assert pmu.analogs == (100.0, 1000.0, 10000.0)
+    assert pmu.digitals == (0x3C12,)
+    # VA = 14635 * 915527e-5 V = 133 987 V (real), as in the annex's scaling.
+    assert pmu.phasor_values[0] == pytest.approx(complex(14635 * 9.15527, 0))
+    assert frame.timestamp.soc == 0x44853600 and frame.timestamp.fracsec == 16817
+    assert str(frame.timestamp.as_decimal()) == "1149580800.016817"
+
+
+def test_timestamp_keeps_sub_microsecond_precision() -> None:
+    frame = decode_frame(encode_frame(CFG3_DATA), CFG3)
+    ts = frame.timestamp
+    assert ts.time_base == 16_777_215
+    assert ts.as_fraction() - 1_700_000_001 == pytest.approx(8_388_608 / 16_777_215, abs=0)
+    assert ts.as_fraction().denominator == 16_777_215
+
+
+def test_stat_word_bits() -> None:
+    stat = Stat.from_word(0b10_1_0_1_1_0_101_10_0111)
+    assert stat.data_error is DataError.TEST_MODE
+    assert stat.sync_lost and not stat.sorted_by_arrival and stat.trigger and stat.config_changed
+    assert not stat.data_modified
+    assert stat.time_quality is PmuTimeQuality.UNDER_1MS
+    assert stat.unlocked_time is UnlockedTime.UNDER_1000S
+    assert stat.trigger_reason is TriggerReason.DIGITAL
+    assert stat.word == 0b10_1_0_1_1_0_101_10_0111
+    assert Stat.from_word(0xFFFF).word == 0xFFFF and Stat.from_word(0xFFFF).trigger_reason == 15
+
+
+def test_two_pmus_values_in_engineering_units() -> None:
+    frame = decode_frame(encode_frame(TWO_PMUS_DATA), TWO_PMUS)
+    a, b = frame.pmus
+    assert a.frequency_hz == pytest.approx(49.98, abs=1e-5)  # float FREQ is the actual frequency (6.3 Table 6)
+    assert a.rocof_hz_per_s == -0.125
+    assert a.stat.data_error is DataError.TEST_MODE and a.stat.trigger_reason is TriggerReason.DF_DT_HIGH
+    assert b.frequency_hz == pytest.approx(60 - 32.767)  # integer FREQ: mHz deviation from 60 Hz
+    assert b.rocof_hz_per_s == pytest.approx(327.67)  # integer DFREQ: ROCOF x 100
+    assert b.phasor_values[0] == pytest.approx(cmath.rect(65535 * 1000e-5, -3.1416))  # PHUNIT 1000 x 10^-5 V/bit
+    assert frame.time_quality == TimeQuality(leap_pending=True, code=5)
+    assert TWO_PMUS.frames_per_second == 0.2
+
+
+# ---- every bad input has its typed error --------------------------------------------------------------
+
+GOOD_CMD = bytes.fromhex(COMMAND_HEX.replace(" ", ""))
+
+
+def test_bad_sync_byte_is_sync_error() -> None:
+    with pytest.raises(SyncError):
+        decode_frame(b"\xab" + GOOD_CMD[1:])
+
+
+def test_undefined_frame_type_is_sync_error() -> None:
+    with pytest.raises(SyncError, match="frame type 6"):
+        decode_frame(recrc(b"\xaa\x62" + GOOD_CMD[2:]))
+
+
+@pytest.mark.parametrize("version", [0, 3, 15])
+def test_unknown_version_is_version_error(version: int) -> None:
+    with pytest.raises(VersionError) as err:
+        decode_frame(recrc(bytes([0xAA, 0x40 | version]) + GOOD_CMD[2:]))
+    assert err.value.version == version
+
+
+def test_cfg3_in_a_2005_frame_is_version_error() -> None:
+    data = bytearray(encode_frame(CFG3))
+    data[1] = 0x51
+    with pytest.raises(VersionError):
+        decode_frame(recrc(data))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"\xaa\x42",
+        GOOD_CMD[:-1],  # shorter than FRAMESIZE
+        GOOD_CMD + b"\x00",  # longer than FRAMESIZE
+        recrc(b"\xaa\x42\x00\x0f" + GOOD_CMD[4:]),  # FRAMESIZE below the 18 a command frame needs
+        recrc(b"\xaa\x12\x00\x0f" + GOOD_CMD[4:]),  # FRAMESIZE below the 16-byte minimum
+    ],
+)
+def test_frame_size_out_of_bounds_is_size_error(data: bytes) -> None:
+    with pytest.raises(SizeError):
+        decode_frame(data)
+
+
+def test_frame_too_big_to_encode_is_size_error() -> None:
+    big = PmuConfig(station="X", idcode=1, phasor_names=("P",) * 4000, phasor_units=(PhasorUnit(),) * 4000)
+    with pytest.raises(SizeError) as err:
+        encode_frame(ConfigFrame(idcode=1, pmus=(big,)))
+    assert err.value.size > 65535
+
+
+def test_bad_chk_is_crc_error_with_expected_and_actual() -> None:
+    data = bytearray(GOOD_CMD)
+    data[-1] ^= 0xFF
+    with pytest.raises(CrcError) as err:
+        decode_frame(bytes(data))
+    assert err.value.expected == 0x5650 and err.value.actual == 0x56AF
+
+
+def test_data_frame_without_configuration_is_config_mismatch() -> None:
+    with pytest.raises(ConfigMismatchError) as err:
+        decode_frame(encode_frame(ANNEX_DATA))
+    assert err.value.idcode == 7734
+
+
+def test_data_frame_of_another_idcode_is_config_mismatch() -> None:
+    with pytest.raises(ConfigMismatchError, match="IDCODE"):
+        decode_frame(encode_frame(TWO_PMUS_DATA), ANNEX_CFG2)
+
+
+def test_data_frame_of_the_wrong_size_for_its_configuration_is_config_mismatch() -> None:
+    data = encode_frame(ANNEX_DATA)
+    short = bytearray(data[:-4] + data[-2:])  # one analog float missing
+    short[2:4] = struct.pack(">H", len(short))
+    with pytest.raises(ConfigMismatchError, match="makes 52"):
+        decode_frame(recrc(short), ANNEX_CFG2)
+
+
+def _cfg_with(offset_from_end: int, value: bytes) -> bytes:
+    data = bytearray(encode_frame(ANNEX_CFG2))
+    end = len(data) - offset_from_end
+    data[end - len(value) : end] = value
+    return recrc(data)
+
+
+def test_data_rate_zero_is_malformed() -> None:
+    with pytest.raises(MalformedFrameError, match="DATA_RATE"):
+        decode_frame(_cfg_with(2, b"\x00\x00"))
+
+
+def test_num_pmu_zero_is_malformed() -> None:
+    data = bytearray(encode_frame(ANNEX_CFG2))
+    data[18:20] = b"\x00\x00"
+    with pytest.raises(MalformedFrameError, match="NUM_PMU"):
+        decode_frame(recrc(data))
+
+
+def test_num_pmu_larger_than_the_frame_is_malformed() -> None:
+    data = bytearray(encode_frame(ANNEX_CFG2))
+    data[18:20] = b"\xff\xff"
+    with pytest.raises(MalformedFrameError, match="frame ends inside"):
+        decode_frame(recrc(data))
+
+
+def test_channel_counts_larger_than_the_frame_are_malformed() -> None:
+    data = bytearray(encode_frame(ANNEX_CFG2))
+    data[40:42] = b"\xff\xff"  # PHNMR 65535
+    with pytest.raises(MalformedFrameError, match="frame ends inside"):
+        decode_frame(recrc(data))
+
+
+def test_time_base_zero_is_malformed() -> None:
+    data = bytearray(encode_frame(ANNEX_CFG2))
+    data[14:18] = b"\xff\x00\x00\x00"  # flags set, 24-bit base 0
+    with pytest.raises(MalformedFrameError, match="TIME_BASE"):
+        decode_frame(recrc(data))
+
+
+def test_cfg3_continuation_frames_are_refused() -> None:
+    data = bytearray(encode_frame(CFG3))
+    data[14:16] = b"\x00\x01"
+    with pytest.raises(MalformedFrameError, match="CONT_IDX"):
+        decode_frame(recrc(data))
+
+
+def test_cfg3_name_not_utf8_is_malformed() -> None:
+    data = bytearray(encode_frame(CFG3))
+    data[23] = 0xFF  # first byte of the station name (after CONT_IDX, TIME_BASE, NUM_PMU, length)
+    with pytest.raises(MalformedFrameError, match="UTF-8"):
+        decode_frame(recrc(data))
+
+
+def test_trailing_bytes_after_data_rate_are_malformed() -> None:
+    data = bytearray(encode_frame(ANNEX_CFG2))
+    data[-2:-2] = b"\x00\x00"
+    data[2:4] = struct.pack(">H", len(data))
+    with pytest.raises(MalformedFrameError, match="after DATA_RATE"):
+        decode_frame(recrc(data))
+
+
+def test_command_with_odd_extended_data_is_malformed() -> None:
+    data = bytearray(encode_frame(CommandFrame(idcode=1, command=8, extended=b"\x00\x01")))
+    data[-2:-2] = b"\x07"
+    data[2:4] = struct.pack(">H", len(data))
+    with pytest.raises(MalformedFrameError, match="16-bit words"):
+        decode_frame(recrc(data))
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: ConfigFrame(idcode=1, pmus=()),  # NUM_PMU 0
+        lambda: ConfigFrame(idcode=1, pmus=(STATION_A,), data_rate=0),
+        lambda: ConfigFrame(idcode=1, pmus=(STATION_A,), time_base=0),
+        lambda: ConfigFrame(idcode=70000, pmus=(STATION_A,)),
+        lambda: PmuConfig(station="seventeen chars!!", idcode=1),
+        lambda: PmuConfig(station="A", idcode=1, phasor_names=("V",)),  # no PHUNIT
+        lambda: PmuConfig(station="A", idcode=1, digital_names=("D",)),  # not 16 per word
+        lambda: PmuConfig(station="A", idcode=1, nominal_hz=55),
+        lambda: PmuConfig(station="trailing ", idcode=1),
+        lambda: PmuConfig3(station="x" * 256, idcode=1),
+        lambda: PmuConfig3(station="A", idcode=1, global_id=b"short"),
+        lambda: Config3Frame(idcode=1, pmus=(PmuConfig3(station="A", idcode=1),), version=1),
+        lambda: ConfigFrame(idcode=1, pmus=(PmuConfig3(station="A", idcode=1),)),
+        lambda: CommandFrame(idcode=1, command=2, extended=b"\x00\x00"),
+        lambda: CommandFrame(idcode=1, command=70000),
+        lambda: TimeQuality(code=16),
+        lambda: Stat(trigger_reason=16),
+        lambda: PhasorUnit(0, 1 << 24),
+        lambda: AnalogUnit(0, -(1 << 23) - 1),
+        lambda: DataFrame.build(ANNEX_CFG2, []),
+        lambda: DataFrame.build(
+            ANNEX_CFG2, [PmuData(STATION_A, Stat(), ((0, 0),) * 4, 1.5, 0, (0.0,) * 3, (0,))]
+        ),  # float FREQ in an integer format
+        lambda: DataFrame.build(
+            ANNEX_CFG2, [PmuData(STATION_A, Stat(), ((40000, 0),) * 4, 0, 0, (0.0,) * 3, (0,))]
+        ),  # int16 overflow
+        lambda: DataFrame(ANNEX_CFG2, (0,) * 3),
+    ],
+)
+def test_invalid_values_are_refused_when_built(build) -> None:
+    with pytest.raises(MalformedFrameError):
+        build()
+
+
+def test_data_frame_encoded_with_another_configuration_is_refused() -> None:
+    from protocols.c37118 import data_codec
+
+    with pytest.raises(ConfigMismatchError):
+        data_codec(TWO_PMUS).encode(ANNEX_DATA)
