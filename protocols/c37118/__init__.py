@@ -40,6 +40,7 @@ from protocols.c37118.frames import (
     TriggerReason,
     UnlockedTime,
 )
+from protocols.c37118.stream import NEED_DATA, NeedData, StreamReader
 
 __all__ = [
     "AnalogKind",
@@ -61,6 +62,8 @@ __all__ = [
     "FrameType",
     "HeaderFrame",
     "MalformedFrameError",
+    "NEED_DATA",
+    "NeedData",
     "PhasorKind",
     "PhasorScale",
     "PhasorUnit",
@@ -70,6 +73,7 @@ __all__ = [
     "PmuTimeQuality",
     "SizeError",
     "Stat",
+    "StreamReader",
     "SyncError",
     "TimeQuality",
     "Timestamp",

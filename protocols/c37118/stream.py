@@ -1,0 +1,156 @@
+"""Frames out of a byte stream, sans-IO: the caller feeds bytes in and pulls events out (like h11).
+
+``reader.feed(data)`` buffers bytes; ``reader.next_event()`` returns a frame, a typed
+:class:`~protocols.c37118.errors.FrameError` *as a value*, or :data:`NEED_DATA`. The reader tells an
+incomplete frame (NEED_DATA: wait for more) from garbage (a SyncError saying how many bytes it
+skipped) and from a damaged frame (CrcError, SizeError), and resynchronises on the next 0xAA whose
+following byte is a plausible SYNC (bit 7 zero, frame type 0-5, version 1 or 2).
+
+Decisions depend only on the bytes, never on how they were split over reads: the same input gives
+the same events fed whole or one byte at a time (garbage is reported once its extent is known, i.e.
+when the next plausible SYNC arrives). A candidate whose CHK fails costs one byte (the reader looks
+for the next SYNC inside it, as it may have been a false 0xAA in garbage); a frame whose CHK passes is
+consumed even if its fields are bad (MalformedFrameError, ConfigMismatchError).
+
+Data frames are decoded with the latest CFG-2 or CFG-3 seen on the stream for their IDCODE, or one
+given to the constructor / :meth:`StreamReader.add_config`; without one they give ConfigMismatchError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from protocols.c37118.codec import DataCodec, decode_frame, sync_plausible
+from protocols.c37118.errors import CrcError, FrameError, SizeError, SyncError
+from protocols.c37118.frames import HEADER_SIZE, MAX_FRAME_SIZE, ConfigFrame, Frame, FrameType
+
+# Smallest FRAMESIZE per frame type (header + CHK + the fixed words of the body), indexed by type.
+_MIN_SIZE = (HEADER_SIZE + 4, HEADER_SIZE + 2, HEADER_SIZE + 10, HEADER_SIZE + 10, HEADER_SIZE + 4, HEADER_SIZE + 12)
+
+
+@dataclass(frozen=True, slots=True)
+class NeedData:
+    """No complete frame is buffered: feed more bytes."""
+
+
+NEED_DATA = NeedData()
+Event = Frame | FrameError | NeedData
+
+
+class StreamReader:
+    """Sans-IO reader of C37.118 frames from an arbitrary byte stream (TCP or a file)."""
+
+    def __init__(
+        self,
+        configs: Iterable[ConfigFrame] = (),
+        *,
+        max_buffer: int = 4 * (MAX_FRAME_SIZE + 1),
+        max_frame_size: int = MAX_FRAME_SIZE,
+    ) -> None:
+        if not MAX_FRAME_SIZE >= max_frame_size >= _MIN_SIZE[FrameType.HEADER]:
+            raise ValueError(f"max_frame_size = {max_frame_size}: 16..{MAX_FRAME_SIZE}")
+        if max_buffer < max_frame_size:
+            raise ValueError(f"max_buffer = {max_buffer}: at least max_frame_size ({max_frame_size})")
+        self.max_buffer = max_buffer
+        self.max_frame_size = max_frame_size
+        self._buf = bytearray()
+        self._pos = 0  # bytes before this are consumed
+        self._skipped = 0  # garbage skipped and not yet reported
+        self._dropped = 0  # bytes refused by feed() because the buffer was full, not yet reported
+        self._codecs: dict[int, DataCodec] = {}
+        for config in configs:
+            self.add_config(config)
+
+    def add_config(self, config: ConfigFrame) -> None:
+        """Decode data frames of ``config.idcode`` with ``config`` from now on."""
+        self._codecs[config.idcode] = DataCodec(config)
+
+    def config_for(self, idcode: int) -> ConfigFrame | None:
+        codec = self._codecs.get(idcode)
+        return codec.config if codec else None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held: at most ``max_buffer``."""
+        return len(self._buf) - self._pos
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Buffer ``data``; if that would pass ``max_buffer`` it is dropped and reported as a SizeError event."""
+        if len(self._buf) - self._pos + len(data) > self.max_buffer:
+            self._compact()
+            if len(self._buf) + len(data) > self.max_buffer:
+                self._dropped += len(data)
+                return
+        self._buf += data
+
+    def events(self) -> Iterator[Frame | FrameError]:
+        """Every event available now (stops at NEED_DATA)."""
+        while not isinstance(event := self.next_event(), NeedData):
+            yield event
+
+    def next_event(self) -> Event:
+        if self._dropped:
+            n, self._dropped = self._dropped, 0
+            return SizeError(f"reader buffer full ({self.max_buffer} bytes): {n} bytes dropped", n)
+        buf = self._buf
+        while True:
+            start = self._pos
+            i = buf.find(0xAA, start)
+            if i < 0:
+                self._skipped += len(buf) - start
+                self._pos = len(buf)
+                return self._need_data()
+            if i > start:
+                self._skipped += i - start
+                self._pos = start = i
+            if len(buf) - i < 2:
+                return self._need_data()
+            if not sync_plausible(buf[i + 1]):
+                self._skipped += 1
+                self._pos = i + 1
+                continue
+            if self._skipped:
+                n, self._skipped = self._skipped, 0
+                return SyncError(f"{n} bytes that are not a frame skipped", n)
+            if len(buf) - i < 4:
+                return self._need_data()
+            ftype = buf[i + 1] >> 4
+            size = (buf[i + 2] << 8) | buf[i + 3]
+            if size < _MIN_SIZE[ftype] or size > self.max_frame_size:
+                self._pos = i + 1
+                return SizeError(
+                    f"FRAMESIZE {size} for a {FrameType(ftype).name} frame: allowed {_MIN_SIZE[ftype]}.."
+                    f"{self.max_frame_size}; resynchronising",
+                    size,
+                )
+            if len(buf) - i < size:
+                return self._need_data()
+            return self._frame(bytes(buf[i : i + size]), i, ftype)
+
+    def _frame(self, chunk: bytes, at: int, ftype: int) -> Frame | FrameError:
+        try:
+            codec = self._codecs.get((chunk[4] << 8) | chunk[5]) if ftype == FrameType.DATA else None
+            frame = codec.decode(chunk) if codec else decode_frame(chunk)
+        except CrcError as err:
+            self._pos = at + 1  # maybe a false 0xAA in garbage: look for a SYNC inside it
+            return err
+        except FrameError as err:  # CHK passed: a real frame with bad content (or no configuration), consumed
+            self._pos = at + len(chunk)
+            return err
+        self._pos = at + len(chunk)
+        if isinstance(frame, ConfigFrame) and frame.frame_type != FrameType.CFG1:
+            self.add_config(frame)
+        return frame
+
+    def _need_data(self) -> NeedData:
+        self._compact()
+        return NEED_DATA
+
+    def _compact(self) -> None:
+        if self._pos:
+            del self._buf[: self._pos]
+            self._pos = 0
+
+
+__all__ = ["NEED_DATA", "Event", "NeedData", "StreamReader"]
