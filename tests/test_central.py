@@ -17,9 +17,10 @@ from conftest import async_test, running_tasks, until
 from central.cli import main as central_main
 from central.config import CentralConfig, CentralConfigError, load_central_config, parse_central_config
 from central.ingest import CentralWorker, run_workers
-from central.store import CentralStore
+from central.store import CentralStore, CentralStoreError, MessageRefused
 from protocols.mqtt import MqttSession, SessionConfig
 from protocols.telemetry.schema import (
+    Batch,
     decode_ack,
     decode_batch,
     decode_state,
@@ -58,11 +59,14 @@ class Agent:
     def __init__(self, port: int, site: str = SITE) -> None:
         self.site = site
         self.acks: list[str] = []
+        self.ack_messages: list[tuple[str, ...]] = []  # one entry per ack received: ids acked together
         self.session = MqttSession(SessionConfig(host="127.0.0.1", port=port, backoff_min_s=0.05, backoff_max_s=0.5))
         self.session.subscribe(topic(site, "ack"), 1, self._on_ack)
 
     def _on_ack(self, _t: str, payload: bytes) -> None:
-        self.acks.extend(decode_ack(payload).msg_ids)
+        ids = decode_ack(payload).msg_ids
+        self.ack_messages.append(ids)
+        self.acks.extend(ids)
 
     async def send(self, payload: bytes, stream: str = "telemetry") -> None:
         await self.session.publish(topic(self.site, stream), payload, qos=1)
@@ -111,6 +115,68 @@ def test_store_is_shared_by_two_connections(tmp_path: Path) -> None:
     assert b.store_batch(decode_batch(batch(1)), 1.0) is False  # the other connection sees the commit
     a.close()
     b.close()
+
+
+def event(ts: object = 1_764_300_000.0, data: object = None) -> dict:
+    return {"ts": ts, "kind": "limit", "severity": "warning", "source": "meter1.v_a", "text": "t", "data": data}
+
+
+def past_the_schema(msg_id: str, stream: str, items: list[dict]) -> Batch:
+    """A Batch the decoder would refuse, built directly: the store must guard itself too (defence in depth)."""
+    return Batch(site=SITE, stream=stream, seq=90, msg_id=msg_id, sent=1.0, items=tuple(items))
+
+
+def test_store_refuses_one_bad_message_alone_and_stores_the_rest_of_the_flush(tmp_path: Path) -> None:
+    store = CentralStore(tmp_path / "c.db")
+    # the lone surrogate passes the schema (JSON allows the escape) but has no UTF-8 form for SQLite
+    surrogate = decode_batch(encode_batch(SITE, "telemetry", 4, "surrogate", 1.0, [reading(point="m.\ud800")]))
+    bad = [
+        # the first reading is inserted, the second cannot be bound: the savepoint takes the first back too
+        past_the_schema("int-2**64", "telemetry", [reading(), {**reading(), "value": 2**64}]),
+        past_the_schema("ts-10**400", "events", [event(), event(ts=10**400)]),
+        past_the_schema("data-nan", "events", [event(data={"x": float("nan")})]),
+        surrogate,
+    ]
+    results = store.store_batches([decode_batch(batch(1)), *bad, decode_batch(batch(2, stream="events", n=2))], 1.0)
+    assert results[0] is True and results[-1] is True
+    refused = results[1:-1]
+    assert all(isinstance(r, MessageRefused) for r in refused), refused
+    assert [r.msg_id for r in refused] == [b.msg_id for b in bad]  # type: ignore[union-attr]
+    assert [type(r.__cause__) for r in refused] == [OverflowError, OverflowError, ValueError, UnicodeEncodeError]
+    assert store.msg_ids() == [f"{SITE}-events-2", f"{SITE}-telemetry-1"]
+    assert store.count("readings") == 3 and store.count("events") == 2  # nothing of the refused ones
+    # no transaction left open: the next flush stores as usual, and a refused message can be refused again
+    assert store.store_batches([decode_batch(batch(3)), surrogate], 2.0)[0] is True
+    store.close()
+
+
+def test_store_failing_as_a_whole_rolls_back_everything_and_the_next_call_works(tmp_path: Path) -> None:
+    store = CentralStore(tmp_path / "c.db")
+    store.store_batch(decode_batch(batch(1)), 1.0)
+    # a real disk-full (SQLITE_FULL) in the middle of the transaction: the file may not grow past its size,
+    # so the small first message fits in free page space and the large second one does not
+    (pages,) = store._db.execute("PRAGMA page_count").fetchone()
+    store._db.execute(f"PRAGMA max_page_count = {pages}")
+    flush = [decode_batch(batch(2, n=1)), decode_batch(batch(3, n=2000))]
+    with pytest.raises(CentralStoreError, match="full") as info:
+        store.store_batches(flush, 2.0)
+    assert not isinstance(info.value, MessageRefused) and info.value.__cause__ is not None
+    assert store.msg_ids() == [f"{SITE}-telemetry-1"] and store.count("readings") == 3  # message 2 rolled back
+    store._db.execute("PRAGMA max_page_count = 1073741823")
+    assert store.store_batches(flush, 3.0) == [True, True]
+    store.close()
+
+
+def test_store_locked_by_another_writer_fails_whole_and_stores_nothing(tmp_path: Path) -> None:
+    store = CentralStore(tmp_path / "c.db", busy_timeout_ms=50)
+    other = CentralStore(tmp_path / "c.db")
+    other._db.execute("BEGIN IMMEDIATE")  # another worker holding the write lock past our busy timeout
+    with pytest.raises(CentralStoreError, match="locked"):
+        store.store_batches([decode_batch(batch(1))], 1.0)
+    other._db.execute("ROLLBACK")
+    assert store.store_batches([decode_batch(batch(1))], 1.0) == [True]
+    store.close()
+    other.close()
 
 
 # ---- config ----------------------------------------------------------------------------------------------------
@@ -227,6 +293,128 @@ async def test_malformed_messages_are_counted_not_stored_not_acked(broker, tmp_p
     store = CentralStore(tmp_path / "central.db")
     assert store.msg_ids() == [f"{SITE}-telemetry-6"] and store.state(SITE) is None
     store.close()
+
+
+def hostile(n: int, stream: str, item: dict, **envelope: object) -> tuple[str, bytes]:
+    """(stream, a batch with raw JSON literals): "@NAN@", "@INF@", "@1e999@" become NaN, Infinity, 1e999."""
+    obj = {"v": 1, "site": SITE, "stream": stream, "seq": n, "msg_id": f"bad-{n}", "sent": 1_764_300_100.0,
+           "items": [item], **envelope}  # fmt: skip
+    text = json.dumps(obj)
+    for mark, literal in (("@NAN@", "NaN"), ("@INF@", "Infinity"), ("@1e999@", "1e999")):
+        text = text.replace(f'"{mark}"', literal)
+    return stream, text.encode()
+
+
+HOSTILE = [
+    ("value 2**64", hostile(101, "telemetry", {**reading(), "value": 2**64})),
+    ("event ts 10**400", hostile(102, "events", event(ts=10**400))),
+    ("reading ts NaN", hostile(103, "telemetry", {**reading(), "ts": "@NAN@"})),
+    ("value Infinity", hostile(104, "telemetry", {**reading(), "value": "@INF@"})),
+    ("event data 1e999", hostile(105, "events", event(data={"x": "@1e999@"}))),
+    ("sent NaN", hostile(106, "telemetry", reading(), sent="@NAN@")),
+    ("seq 2**64", hostile(107, "telemetry", reading(), seq=2**64)),
+    # valid JSON and schema, refused by the store (no UTF-8 form): the path through the per-message savepoint
+    (
+        "lone surrogate",
+        ("telemetry", encode_batch(SITE, "telemetry", 108, "bad-108", 1.0, [reading(point="m.\ud800")])),
+    ),
+]
+
+
+@async_test
+async def test_hostile_messages_in_one_flush_with_good_ones_only_the_good_are_stored_and_acked(
+    broker, tmp_path: Path
+) -> None:
+    worker, agent = CentralWorker(make_config(broker, tmp_path, ack_interval_s=0.5), "w1"), Agent(broker.port)
+    async with running_tasks(worker.run(), agent.session.run()) as (task, _agent_task):
+        await start(worker, agent)
+        # one burst: the worker sleeps ack_interval_s after the first message, so all land in one flush
+        for stream, payload in [("telemetry", batch(1)), *(bad for _name, bad in HOSTILE), ("telemetry", batch(2))]:
+            await agent.send(payload, stream=stream)
+        await until(lambda: len(agent.acks) == 2 and worker.stats.invalid == len(HOSTILE))
+        assert agent.ack_messages == [(f"{SITE}-telemetry-1", f"{SITE}-telemetry-2")]  # one flush, one ack
+        assert not task.done()
+        await agent.send(batch(3))  # still storing and acking
+        await until(lambda: len(agent.acks) == 3)
+        assert not task.done()
+    assert agent.acks == [f"{SITE}-telemetry-{s}" for s in (1, 2, 3)]
+    assert worker.stats.stored == 3 and worker.stats.invalid == len(HOSTILE) and worker.stats.flush_errors == 0
+    store = CentralStore(tmp_path / "central.db")
+    assert store.msg_ids() == [f"{SITE}-telemetry-{s}" for s in (1, 2, 3)] and store.count("readings") == 9
+    store.close()
+
+
+@async_test
+async def test_central_keeps_storing_after_each_hostile_message(broker, tmp_path: Path) -> None:
+    """The review's case: one such message used to end every worker of run_workers (TaskGroup)."""
+    agent = Agent(broker.port)
+    central = asyncio.create_task(run_workers(make_config(broker, tmp_path), 2))
+    async with running_tasks(agent.session.run()):
+        await asyncio.wait_for(agent.session.connected.wait(), 10)
+        await asyncio.sleep(0.5)  # both workers subscribed
+        for n, (name, (stream, payload)) in enumerate(HOSTILE, start=1):
+            await agent.send(payload, stream=stream)
+            await agent.send(batch(n))
+            await until(lambda n=n: len(agent.acks) == n)
+            assert not central.done(), f"central ended after {name}: {central}"
+        central.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await central
+    assert agent.acks == [f"{SITE}-telemetry-{n}" for n in range(1, len(HOSTILE) + 1)]
+    store = CentralStore(tmp_path / "central.db")
+    assert store.count("messages") == len(HOSTILE)
+    store.close()
+
+
+@async_test
+async def test_store_failure_acks_nothing_and_the_flush_is_retried_until_stored(broker, tmp_path: Path) -> None:
+    worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
+    async with running_tasks(worker.run(), agent.session.run()) as (task, _agent_task):
+        await start(worker, agent)
+        store = worker._store
+        assert store is not None
+        with store._lock:  # a real SQLITE_FULL on the worker's own connection: the file may not grow
+            (pages,) = store._db.execute("PRAGMA page_count").fetchone()
+            store._db.execute(f"PRAGMA max_page_count = {pages}")
+        await agent.send(batch(1, n=2000))
+        await until(lambda: worker.stats.store_errors >= 2)  # failed, queued again, failed again
+        assert agent.acks == [] and not task.done()
+        with store._lock:  # space again: the queued flush goes in without the agent resending anything
+            store._db.execute("PRAGMA max_page_count = 1073741823")
+        await until(lambda: agent.acks == [f"{SITE}-telemetry-1"])
+        assert worker.stats.stored == 1 and worker.stats.dropped == 0
+    check = CentralStore(tmp_path / "central.db")
+    assert check.count("readings") == 2000
+    check.close()
+
+
+@async_test
+async def test_an_unexpected_error_in_a_flush_does_not_end_the_worker(broker, tmp_path: Path, mocker) -> None:
+    """A bug (here: the ack encoder raising once) is logged and counted; the loop goes on; nothing is lost."""
+    from central import ingest
+
+    real = ingest.encode_ack
+    calls = {"n": 0}
+
+    def flaky(site: str, ids: object) -> bytes:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("a bug")
+        return real(site, ids)  # type: ignore[arg-type]
+
+    mocker.patch.object(ingest, "encode_ack", flaky)
+    worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
+    async with running_tasks(worker.run(), agent.session.run()) as (task, _agent_task):
+        await start(worker, agent)
+        await agent.send(batch(1))
+        await until(lambda: worker.stats.flush_errors == 1)  # stored, but its ack was lost to the bug
+        await agent.send(batch(2))
+        await until(lambda: agent.acks == [f"{SITE}-telemetry-2"])
+        await agent.send(batch(1))  # the agent resends what was never acked: a duplicate, acked now
+        await until(lambda: len(agent.acks) == 2)
+        assert not task.done()
+    assert agent.acks == [f"{SITE}-telemetry-2", f"{SITE}-telemetry-1"]
+    assert worker.stats.stored == 2 and worker.stats.duplicates == 1
 
 
 @async_test
