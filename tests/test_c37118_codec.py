@@ -14,6 +14,7 @@ from __future__ import annotations
 import cmath
 import struct
 from dataclasses import dataclass
+from decimal import Decimal
 
 import pytest
 
@@ -523,3 +524,99 @@ def test_data_frame_encoded_with_another_configuration_is_refused() -> None:
 
     with pytest.raises(ConfigMismatchError):
         data_codec(TWO_PMUS).encode(ANNEX_DATA)
+
+
+# ---- interop with pyPMU (synchrophasor on PyPI), a test-only peer --------------------------------------
+
+
+def _pypmu():
+    """Import pyPMU's frame module: on Python 3.10+ it needs the old collections aliases first."""
+    import collections
+    import collections.abc
+
+    for alias in ("Sequence", "Mapping", "Iterable", "MutableMapping", "Callable"):
+        if not hasattr(collections, alias):
+            setattr(collections, alias, getattr(collections.abc, alias))
+    return pytest.importorskip("synchrophasor.frame", reason="pip install --pre synchrophasor (test extra)")
+
+
+INTEROP_NAMES = ["VA", "VB", "VC", "I1", "P", "Q"] + [f"BRK{i}" for i in range(16)]
+
+
+def _pypmu_cfg2(frame_module):
+    # FORMAT 7: polar, float phasors, float analogs, integer FREQ/DFREQ (pyPMU reads float FREQ as a deviation).
+    return frame_module.ConfigFrame2(
+        7734, 1_000_000, 1, "Station A", 7734, 7, 4, 2, 1, INTEROP_NAMES,
+        [(915527, "v")] * 3 + [(45776, "i")], [(1, "pow"), (1, "rms")], [(0x0000, 0xFFFF)],
+        50, 22, 30, soc=0x44853600, frasec=16817,
+    )  # fmt: skip
+
+
+def test_pypmu_built_cfg2_data_command_header_read_by_us() -> None:
+    fm = _pypmu()
+    cfg = decode_frame(_pypmu_cfg2(fm).convert2bytes())
+    assert isinstance(cfg, ConfigFrame) and cfg.frame_type is FrameType.CFG2
+    assert cfg.version == 1 and cfg.idcode == 7734 and cfg.soc == 0x44853600 and cfg.fracsec == 16817
+    assert cfg.time_base == 1_000_000 and cfg.data_rate == 30
+    (pmu,) = cfg.pmus
+    assert pmu.station == "Station A" and pmu.format == DataFormat(False, True, True, True)
+    assert pmu.phasor_names == ("VA", "VB", "VC", "I1") and pmu.analog_names == ("P", "Q")
+    assert pmu.digital_names[15] == "BRK15" and pmu.nominal_hz == 50 and pmu.cfgcnt == 22
+    assert pmu.phasor_units[3] == PhasorUnit(1, 45776) and pmu.analog_units[1] == AnalogUnit(1, 1)
+    assert pmu.digital_units == (DigitalUnit(0, 0xFFFF),)
+
+    phasors = [(230000.5, 0.5), (229999.0, -1.5), (230001.0, 2.5), (1000.25, -0.25)]
+    data = fm.DataFrame(7734, 0x2000, phasors, -125, 37, [1.5e6, -2.5e5], [0x3C12], _pypmu_cfg2(fm), 0x44853601, 500000)
+    frame = decode_frame(data.convert2bytes(), cfg)
+    (values,) = frame.pmus
+    assert values.phasors == tuple(phasors)
+    assert values.stat.sync_lost and values.freq == -125 and values.dfreq == 37
+    assert values.frequency_hz == pytest.approx(49.875) and values.rocof_hz_per_s == pytest.approx(0.37)
+    assert values.analogs == (1.5e6, -2.5e5) and values.digitals == (0x3C12,)
+    assert frame.timestamp.as_decimal() == Decimal("1149580801.5")
+
+    cmd = decode_frame(fm.CommandFrame(7734, "start", soc=0x44853600, frasec=1).convert2bytes())
+    assert cmd == CommandFrame(idcode=7734, soc=0x44853600, fracsec=1, command=Command.DATA_ON, version=1)
+    hdr = decode_frame(fm.HeaderFrame(7734, "Hello I'm a PMU", soc=0x44853600, frasec=1).convert2bytes())
+    assert isinstance(hdr, HeaderFrame) and hdr.text == "Hello I'm a PMU"
+
+
+def test_frames_we_build_are_read_by_pypmu() -> None:
+    fm = _pypmu()
+    pmu = PmuConfig(
+        station="Station B",
+        idcode=99,
+        format=DataFormat(False, True, True, True),
+        phasor_names=("VA", "IA"),
+        analog_names=("P",),
+        digital_names=tuple(f"D{i}" for i in range(16)),
+        phasor_units=(PhasorUnit(0, 0), PhasorUnit(1, 0)),
+        analog_units=(AnalogUnit(1, 1),),
+        digital_units=(DigitalUnit(0, 0xFFFF),),
+        nominal_hz=60,
+        cfgcnt=3,
+    )
+    cfg = ConfigFrame(idcode=99, soc=1_700_000_000, fracsec=250_000, pmus=(pmu,), data_rate=50)
+    theirs = fm.CommonFrame.convert2frame(encode_frame(cfg))
+    assert theirs.get_id_code() == 99 and theirs.get_station_name().rstrip() == "Station B"
+    assert theirs.get_time_base() == 1_000_000 and theirs.get_data_rate() == 50 and theirs.get_fnom() == 60
+    assert theirs.get_phasor_num() == 2 and [n.rstrip() for n in theirs.get_channel_names()[:3]] == ["VA", "IA", "P"]
+
+    frame = DataFrame.build(
+        cfg,
+        [PmuData(pmu, Stat(trigger=True), ((120.5, 0.25), (5.0, -3.0)), 12, -3, (42.0,), (0x8001,))],
+        soc=1_700_000_000,
+        fracsec=500_000,
+    )
+    data = fm.CommonFrame.convert2frame(encode_frame(frame), theirs)
+    measurements = data.get_measurements()["measurements"][0]
+    assert measurements["phasors"] == [(120.5, 0.25), (5.0, -3.0)]
+    assert measurements["frequency"] == pytest.approx(60.012)  # pyPMU adds FNOM to the integer mHz deviation
+    assert measurements["rocof"] == -3  # pyPMU leaves integer DFREQ unscaled; the standard says ROCOF x 100
+    assert measurements["analog"] == [42.0] and measurements["digital"] == [0x8001]
+    assert data.get_soc() == 1_700_000_000
+
+    cmd = fm.CommonFrame.convert2frame(encode_frame(CommandFrame(idcode=99, soc=1, command=Command.SEND_CFG2)))
+    assert cmd.get_command() == "cfg2"
+    hdr = fm.CommonFrame.convert2frame(encode_frame(HeaderFrame(idcode=99, soc=1, data=b"hello")))
+    assert hdr.get_header() == "b'hello'"  # pyPMU returns str() of the raw bytes; the text is there
