@@ -210,6 +210,13 @@ class Stat:
 
     @staticmethod
     def from_word(word: int) -> Stat:
+        stat = _STATS.get(word)
+        if stat is None:  # STAT words repeat frame after frame: build each once
+            stat = _STATS[word] = Stat._from_word(word)
+        return stat
+
+    @staticmethod
+    def _from_word(word: int) -> Stat:
         return Stat(
             DataError(word >> 14),
             bool(word & 0x2000),
@@ -221,6 +228,9 @@ class Stat:
             UnlockedTime((word >> 4) & 3),
             (word & 0xF) if (word & 0xF) > 7 else TriggerReason(word & 0xF),
         )
+
+
+_STATS: dict[int, Stat] = {}  # at most 65536 entries
 
 
 # ---- configuration ------------------------------------------------------------------------------------
