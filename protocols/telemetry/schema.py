@@ -177,7 +177,9 @@ def _check_reading(i: int, item: Any) -> None:
     point = item.get("point")
     if not isinstance(point, str) or not point:
         raise SchemaError(f"items[{i}].point = {point!r}: must be a non-empty string")
-    _check_time(f"items[{i}].ts", item.get("ts"))
+    ts = item.get("ts")
+    if type(ts) is not float or not 0.0 <= ts < TS_MAX:  # the usual case in one comparison (NaN fails it)
+        _check_time(f"items[{i}].ts", ts)
     value = item.get("value")
     if isinstance(value, bool) or value is None or isinstance(value, str):
         pass
