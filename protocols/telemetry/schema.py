@@ -176,7 +176,7 @@ def _check_reading(i: int, item: Any) -> None:
         raise SchemaError(f"items[{i}] must be an object")
     point = item.get("point")
     if not isinstance(point, str) or not point:
-        raise SchemaError(f"items[{i}].point = {point!r}: must be a non-empty string")
+        raise SchemaError(f"items[{i}].point = {point!r:.40}: must be a non-empty string")
     ts = item.get("ts")
     if type(ts) is not float or not 0.0 <= ts < TS_MAX:  # the usual case in one comparison (NaN fails it)
         _check_time(f"items[{i}].ts", ts)
@@ -192,9 +192,9 @@ def _check_reading(i: int, item: Any) -> None:
     else:
         raise SchemaError(f"items[{i}].value = {value!r:.40}: must be a number, string, boolean or null")
     if not isinstance(item.get("unit"), str):
-        raise SchemaError(f"items[{i}].unit = {item.get('unit')!r}: must be a string")
+        raise SchemaError(f"items[{i}].unit = {item.get('unit')!r:.40}: must be a string")
     if item.get("quality") not in QUALITIES:
-        raise SchemaError(f"items[{i}].quality = {item.get('quality')!r}: must be one of {', '.join(QUALITIES)}")
+        raise SchemaError(f"items[{i}].quality = {item.get('quality')!r:.40}: must be one of {', '.join(QUALITIES)}")
 
 
 def _check_event(i: int, item: Any) -> None:
