@@ -75,7 +75,7 @@ from typing import Any, TypeVar
 import sqlite_utils
 
 from agent.points import Quality, Reading, Stream
-from protocols.telemetry.schema import MAX_PAYLOAD_BYTES, encode_batch, valid_site
+from protocols.telemetry.schema import MAX_PAYLOAD_BYTES, TS_MAX, encode_batch, valid_site
 
 log = logging.getLogger("gridedge.store")
 
@@ -144,6 +144,17 @@ def _bad(i: int, r: Any, what: str) -> StoreInputError:
     return StoreInputError(f"readings[{i}] point={point!r}: {what}")
 
 
+def _utf8(text: str) -> bool:
+    """True if the text can go on the wire as UTF-8 (no lone surrogates); ASCII, the usual case, is cheap."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _reading_row(i: int, r: Reading) -> tuple[str, str, float, Any, str, str]:
     """Validate one reading and turn it into a row; exact-type fast paths first (this is the hot path)."""
     v = r.value
@@ -177,13 +188,15 @@ def _reading_row(i: int, r: Reading) -> tuple[str, str, float, Any, str, str]:
             ts = float(ts)
         else:
             raise _bad(i, r, f"ts={ts!r}: must be seconds since the epoch")
-    if not math.isfinite(ts):
-        raise _bad(i, r, f"ts={ts!r}: must be finite")
+    if not 0.0 <= ts < TS_MAX:  # what central accepts (protocols/telemetry): else it would sit in the outbox forever
+        raise _bad(i, r, f"ts={ts!r}: must be seconds since the epoch in [0, 2**33)")
     point = r.point
-    if type(point) is not str or not point or len(point) > MAX_TEXT:
-        raise _bad(i, r, "point must be a non-empty string")
-    if type(r.unit) is not str and not isinstance(r.unit, str):
-        raise _bad(i, r, f"unit={r.unit!r}: must be a string")
+    if type(point) is not str or not point or len(point) > MAX_TEXT or not _utf8(point):
+        raise _bad(i, r, "point must be a non-empty UTF-8 string")
+    if not isinstance(r.unit, str) or not _utf8(r.unit):
+        raise _bad(i, r, f"unit={r.unit!r}: must be a UTF-8 string")
+    if t is str and not _utf8(v):
+        raise _bad(i, r, "string value is not valid UTF-8 (a lone surrogate)")
     try:
         quality = _QUALITY[r.quality]
         stream = _STREAM[r.stream]
@@ -480,15 +493,17 @@ class Store:
         text: str,
         data: dict[str, Any] | None,
     ) -> dict[str, Any]:
-        if not isinstance(ts, int | float) or isinstance(ts, bool) or not math.isfinite(ts):
-            raise StoreInputError(f"event ts={ts!r}: must be finite seconds since the epoch")
+        if not isinstance(ts, int | float) or isinstance(ts, bool) or not 0 <= ts < TS_MAX:
+            raise StoreInputError(f"event ts={ts!r}: must be seconds since the epoch in [0, 2**33)")
         for name, value in (("kind", kind), ("severity", severity), ("source", source), ("text", text)):
-            if not isinstance(value, str) or len(value) > MAX_TEXT:
+            if not isinstance(value, str) or len(value) > MAX_TEXT or not _utf8(value):
                 raise StoreInputError(f"event {name}={value!r:.80}: must be a string of at most {MAX_TEXT} chars")
         if data is not None and not isinstance(data, dict):
             raise StoreInputError(f"event data of type {type(data).__name__}: must be a dict or None")
         try:
             data_json = None if data is None else json.dumps(data, separators=(",", ":"), allow_nan=False)
+            if data_json is not None and "\\u" in data_json:  # escaped non-ASCII: reject lone surrogates
+                json.dumps(data, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError is a ValueError
         except (TypeError, ValueError) as err:
             raise StoreInputError(f"event kind={kind!r}: data is not JSON-serialisable: {err}") from err
         if data_json is not None and len(data_json) > MAX_TEXT:

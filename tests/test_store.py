@@ -615,3 +615,33 @@ def test_enospc_from_the_os_is_store_full_error(tmp_path: Path) -> None:
     assert store.stats().readings_taken == store.stats().readings_rows == 10
     store.add_readings(tele(10, start=20))
     assert store.stats().readings_taken == 20
+
+
+@pytest.mark.parametrize(
+    "reading",
+    [
+        Reading("m.v", -1.0, 1.0, "V"),
+        Reading("m.v", 2.0**33, 1.0, "V"),
+        Reading("m.\ud800", 1.0, 1.0, "V"),
+        Reading("m.v", 1.0, 1.0, "\udfff"),
+        Reading("m.v", 1.0, "text \ud800", ""),
+    ],
+)
+def test_readings_central_would_refuse_are_refused_at_the_edge(tmp_path: Path, reading: Reading) -> None:
+    """Central refuses (and never acks) a message with such an item, so it would sit in the outbox forever."""
+    store = Store(tmp_path / "agent.db", "s1", 64 * 1024 * 1024)
+    with pytest.raises(StoreInputError):
+        store.add_readings([reading])
+    assert store.stats().readings_taken == 0
+    store.close()
+
+
+@pytest.mark.parametrize(
+    ("ts", "text", "data"),
+    [(-5.0, "t", None), (2.0**33, "t", None), (1.0, "lone \ud800", None), (1.0, "t", {"a": ["\udc00"]})],
+)
+def test_events_central_would_refuse_are_refused_at_the_edge(tmp_path: Path, ts: float, text: str, data) -> None:  # noqa: ANN001
+    store = Store(tmp_path / "agent.db", "s1", 64 * 1024 * 1024)
+    with pytest.raises(StoreInputError):
+        store.add_event(ts, "kind", "info", "test", text, data)
+    store.close()
