@@ -1,0 +1,531 @@
+"""The PDC side of C37.118.2: an asyncio client over the sans-IO :class:`StreamReader`.
+
+:class:`PdcSession` is one connection: connect, "data off", ask for the configuration (6.6 Table 15),
+wait for it, "data on", then frames. :class:`PdcClient` keeps a session alive forever: it follows
+configuration changes (STAT bit 10, a new CFGCNT, or data frames that no longer fit the configuration
+-> ask again), and reconnects with exponential backoff and jitter after any failure, a stream that
+stops (no data frame within ``stale_periods`` frame periods) included. :class:`Aligner` lines up
+frames from several PMUs by timestamp within a wait window, as a PDC does.
+
+Commands go over TCP; with ``PmuEndpoint.udp_port`` the data comes as UDP datagrams to that port
+(the session names the port to the PMU with the extended command ``b"UDPP" + port``, which a PMU
+configured for UDP ignores).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+from protocols.c37118.codec import encode_frame
+from protocols.c37118.errors import ConfigMismatchError, FrameError
+from protocols.c37118.frames import (
+    Command,
+    CommandFrame,
+    ConfigFrame,
+    DataFrame,
+    Frame,
+    FrameType,
+    Timestamp,
+)
+from protocols.c37118.stream import NEED_DATA, StreamReader
+
+log = logging.getLogger("protocols.c37118.pdc")
+
+UDP_PORT_COMMAND = b"UDPP"  # extended command (CMD 8) naming the UDP port data should go to
+_CFG_COMMAND = {1: Command.SEND_CFG1, 2: Command.SEND_CFG2, 3: Command.SEND_CFG3}
+_CFG_TYPE = {1: FrameType.CFG1, 2: FrameType.CFG2, 3: FrameType.CFG3}
+
+
+class PdcError(Exception):
+    """A PMU connection that cannot go on; the client reconnects, a probe reports it."""
+
+
+class PdcConnectError(PdcError):
+    """The TCP connection could not be made (refused, unreachable, timed out)."""
+
+
+class PdcTimeoutError(PdcError):
+    """The PMU did not answer in time (no configuration after the request)."""
+
+
+class StaleStreamError(PdcError):
+    """No data frame within the stale timeout: the PMU stopped sending while the connection stays up."""
+
+
+class ConnectionClosedError(PdcError):
+    """The PMU closed the connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class PmuEndpoint:
+    """Where a PMU is and how to talk to it.
+
+    ``idcode`` is the PMU's IDCODE, the destination of our commands (6.6); ``cfg_version`` which
+    configuration to ask for (2 or 3; 1 is accepted and then used to decode data, as a probe does);
+    ``udp_port`` receive data over UDP on that local port (commands stay on TCP).
+    """
+
+    host: str
+    port: int = 4712
+    idcode: int = 1
+    cfg_version: int = 2
+    udp_port: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port = {self.port!r}: 1..65535")
+        if not 0 <= self.idcode < 65536:
+            raise ValueError(f"idcode = {self.idcode!r}: 0..65535 (6.2.1 IDCODE)")
+        if self.cfg_version not in _CFG_COMMAND:
+            raise ValueError(f"cfg_version = {self.cfg_version!r}: 1, 2 or 3")
+        if self.udp_port is not None and not 0 < self.udp_port < 65536:
+            raise ValueError(f"udp_port = {self.udp_port!r}: 1..65535")
+
+
+class _UdpFeed(asyncio.DatagramProtocol):
+    def __init__(self, queue: asyncio.Queue[Frame | FrameError | PdcError], reader: StreamReader) -> None:
+        self.queue = queue
+        self.reader = reader
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        # One datagram, one frame (C37.118.2 Annex on UDP); the reader still resyncs on garbage.
+        self.reader.feed(data)
+        while (event := self.reader.next_event()) is not NEED_DATA:
+            self.queue.put_nowait(event)
+
+
+class PdcSession:
+    """One connection to one PMU. Build with :meth:`open`; :meth:`close` when done."""
+
+    def __init__(self, endpoint: PmuEndpoint) -> None:
+        self.endpoint = endpoint
+        self.config: ConfigFrame | None = None
+        self.early_errors: list[FrameError] = []  # frame errors seen while waiting for the configuration
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._tcp = StreamReader()
+        self._udp_reader = StreamReader()
+        self._udp: asyncio.DatagramTransport | None = None
+        self._queue: asyncio.Queue[Frame | FrameError | PdcError] = asyncio.Queue()
+        self._pump: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(
+        cls,
+        endpoint: PmuEndpoint,
+        *,
+        connect_timeout_s: float = 5.0,
+        config_timeout_s: float = 5.0,
+        config_retry_s: float = 1.0,
+    ) -> PdcSession:
+        """Connect, stop the data, ask for the configuration and wait for it; raises a :class:`PdcError`."""
+        session = cls(endpoint)
+        try:
+            await session._connect(connect_timeout_s)
+            await session._handshake(config_timeout_s, config_retry_s)
+        except BaseException:
+            await session.close()
+            raise
+        return session
+
+    async def _connect(self, timeout_s: float) -> None:
+        ep = self.endpoint
+        try:
+            async with asyncio.timeout(timeout_s):
+                self._reader, self._writer = await asyncio.open_connection(ep.host, ep.port)
+        except TimeoutError as err:
+            raise PdcConnectError(f"connect to {ep.host}:{ep.port}: no answer in {timeout_s:g} s") from err
+        except OSError as err:
+            reason = err.strerror or str(err)
+            raise PdcConnectError(f"connect to {ep.host}:{ep.port}: {reason.lower()}") from err
+        self._pump = asyncio.create_task(self._read_tcp(), name=f"pdc-{ep.host}:{ep.port}")
+        if ep.udp_port is not None:
+            local = self._writer.get_extra_info("sockname")[0]  # the interface the PMU reaches us on
+            loop = asyncio.get_running_loop()
+            try:
+                self._udp, _ = await loop.create_datagram_endpoint(
+                    lambda: _UdpFeed(self._queue, self._udp_reader), local_addr=(local, ep.udp_port)
+                )
+            except OSError as err:
+                raise PdcConnectError(f"bind UDP {local}:{ep.udp_port}: {err.strerror or err}") from err
+
+    async def _read_tcp(self) -> None:
+        assert self._reader is not None
+        try:
+            while chunk := await self._reader.read(65536):
+                self._tcp.feed(chunk)
+                while (event := self._tcp.next_event()) is not NEED_DATA:
+                    self._queue.put_nowait(event)
+        except OSError as err:
+            self._queue.put_nowait(ConnectionClosedError(f"connection lost: {err.strerror or err}"))
+            return
+        self._queue.put_nowait(ConnectionClosedError("the PMU closed the connection"))
+
+    async def send_command(self, command: int, extended: bytes = b"") -> None:
+        if self._writer is None:
+            raise ConnectionClosedError("not connected")
+        now = time.time()
+        soc = int(now)
+        frame = CommandFrame(
+            idcode=self.endpoint.idcode,
+            soc=soc,
+            fracsec=min(int((now - soc) * 1_000_000), 999_999),  # commands carry no TIME_BASE; µs is usual
+            command=command,
+            extended=extended,
+        )
+        try:
+            self._writer.write(encode_frame(frame))
+            await self._writer.drain()
+        except OSError as err:
+            raise ConnectionClosedError(f"send command {command}: {err.strerror or err}") from err
+
+    async def request_config(self) -> None:
+        await self.send_command(_CFG_COMMAND[self.endpoint.cfg_version])
+
+    async def _handshake(self, timeout_s: float, retry_s: float) -> None:
+        await self.send_command(Command.DATA_OFF)
+        # Some PMUs (pyPMU) drop commands that arrive in one read: wait a little before the next.
+        await asyncio.sleep(0.05)
+        want = _CFG_TYPE[self.endpoint.cfg_version]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.config is None:
+            await self.request_config()
+            retry_at = min(deadline, loop.time() + retry_s)
+            while self.config is None and (left := retry_at - loop.time()) > 0:
+                try:
+                    event = await asyncio.wait_for(self._queue.get(), left)
+                except TimeoutError:
+                    break
+                if isinstance(event, PdcError):
+                    raise event
+                if isinstance(event, ConfigFrame) and event.frame_type == want:
+                    self._set_config(event)
+                elif isinstance(event, ConfigMismatchError):
+                    pass  # data still flowing from before "data off": no configuration for it yet
+                elif isinstance(event, FrameError):
+                    self.early_errors.append(event)
+            if self.config is None and loop.time() >= deadline:
+                ep = self.endpoint
+                raise PdcTimeoutError(f"no CFG-{ep.cfg_version} from {ep.host}:{ep.port} in {timeout_s:g} s")
+
+    def _set_config(self, config: ConfigFrame) -> None:
+        self.config = config
+        # CFG-1 describes capability (6.4); a probe asking for it decodes data with it all the same.
+        self._tcp.add_config(config)
+        self._udp_reader.add_config(config)
+
+    async def start(self) -> None:
+        """Name our UDP port (if any) and turn the data on."""
+        if self.endpoint.udp_port is not None:
+            await self.send_command(Command.EXTENDED, UDP_PORT_COMMAND + self.endpoint.udp_port.to_bytes(2, "big"))
+            await asyncio.sleep(0.05)
+        await self.send_command(Command.DATA_ON)
+
+    async def next_event(self, timeout_s: float) -> Frame | FrameError:
+        """The next frame or frame error; :class:`StaleStreamError` after ``timeout_s`` without any."""
+        try:
+            event = await asyncio.wait_for(self._queue.get(), timeout_s)
+        except TimeoutError as err:
+            raise StaleStreamError(
+                f"no frame from {self.endpoint.host}:{self.endpoint.port} in {timeout_s:g} s"
+            ) from err
+        if isinstance(event, PdcError):
+            raise event
+        if isinstance(event, ConfigFrame) and event.frame_type == _CFG_TYPE[self.endpoint.cfg_version]:
+            self._set_config(event)
+        return event
+
+    async def close(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+            self._pump = None
+        if self._udp is not None:
+            self._udp.close()
+            self._udp = None
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+            self._writer = None
+
+
+@dataclass
+class PdcStats:
+    """What the client saw, for operators and tests."""
+
+    frames: int = 0
+    frame_errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    reconnects: int = 0
+    config_changes: int = 0
+    stale: int = 0
+    callback_errors: int = 0
+    connected: bool = False
+    last_frame_monotonic: float | None = None
+    last_error: str = ""
+
+
+class PdcClient:
+    """Reads one PMU forever: ``await client.run()`` until cancelled.
+
+    ``on_frame`` gets every data frame, ``on_config`` every configuration (the first one and each
+    change), ``on_error`` every typed frame error (garbage, CRC, size...). Failures (refused, closed,
+    config timeout, stale stream) end the session; the next starts after a backoff of
+    ``backoff_min_s`` doubling to ``backoff_max_s``, times a jitter in [0.5, 1] from ``rng``; a session
+    that delivered data resets the backoff.
+    """
+
+    def __init__(
+        self,
+        endpoint: PmuEndpoint,
+        *,
+        on_frame: Callable[[DataFrame], None],
+        on_config: Callable[[ConfigFrame], None] | None = None,
+        on_error: Callable[[FrameError], None] | None = None,
+        backoff_min_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        rng: random.Random | None = None,
+        connect_timeout_s: float = 5.0,
+        config_timeout_s: float = 5.0,
+        stale_periods: float = 10.0,
+        stale_min_s: float = 0.5,
+        config_request_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 < backoff_min_s <= backoff_max_s:
+            raise ValueError(f"backoff {backoff_min_s!r}..{backoff_max_s!r} s: 0 < min <= max")
+        self.endpoint = endpoint
+        self.on_frame = on_frame
+        self.on_config = on_config
+        self.on_error = on_error
+        self.backoff_min_s = backoff_min_s
+        self.backoff_max_s = backoff_max_s
+        self.rng = rng or random.Random()
+        self.connect_timeout_s = connect_timeout_s
+        self.config_timeout_s = config_timeout_s
+        self.stale_periods = stale_periods
+        self.stale_min_s = stale_min_s
+        self.config_request_interval_s = config_request_interval_s
+        self.clock = clock
+        self.stats = PdcStats()
+        self.config: ConfigFrame | None = None
+        self._attempt = 0
+        self._delivered = False
+        self._name = f"{endpoint.host}:{endpoint.port}/{endpoint.idcode}"
+
+    def backoff_s(self, attempt: int) -> float:
+        """Delay before reconnect ``attempt`` (1, 2, ...): exponential, capped, with jitter in [0.5, 1]."""
+        base = min(self.backoff_max_s, self.backoff_min_s * 2 ** max(0, attempt - 1))
+        return base * self.rng.uniform(0.5, 1.0)
+
+    async def run(self) -> None:
+        while True:
+            self._delivered = False
+            try:
+                await self._session()
+            except PdcError as err:
+                self.stats.last_error = str(err)
+                if isinstance(err, StaleStreamError):
+                    self.stats.stale += 1
+                log.warning("event=pmu_session_failed pmu=%s error=%s", self._name, err)
+            finally:
+                self.stats.connected = False
+            self._attempt = 1 if self._delivered else self._attempt + 1
+            delay = self.backoff_s(self._attempt)
+            log.info("event=pmu_reconnect pmu=%s in_s=%.2f attempt=%d", self._name, delay, self._attempt)
+            await asyncio.sleep(delay)
+            self.stats.reconnects += 1
+
+    def _stale_timeout(self) -> float:
+        fps = self.config.frames_per_second if self.config else 1.0
+        return max(self.stale_periods / fps, self.stale_min_s)
+
+    async def _session(self) -> None:
+        session = await PdcSession.open(
+            self.endpoint, connect_timeout_s=self.connect_timeout_s, config_timeout_s=self.config_timeout_s
+        )
+        try:
+            for err in session.early_errors:
+                self._error(err)
+            assert session.config is not None
+            self._config(session.config)
+            await session.start()
+            self.stats.connected = True
+            log.info("event=pmu_streaming pmu=%s rate=%s", self._name, session.config.data_rate)
+            last_request = -1e18
+            last_data = self.clock()
+            while True:
+                timeout = self._stale_timeout() - (self.clock() - last_data)
+                if timeout <= 0:
+                    raise StaleStreamError(f"no data frame from {self._name} in {self._stale_timeout():g} s")
+                event = await session.next_event(timeout)
+                want_config = False
+                if isinstance(event, DataFrame):
+                    last_data = self.stats.last_frame_monotonic = self.clock()
+                    self.stats.frames += 1
+                    self._delivered = True
+                    want_config = any(p.stat.config_changed for p in event.pmus)
+                    self._call(self.on_frame, event)
+                elif isinstance(event, ConfigFrame):
+                    if event.frame_type == _CFG_TYPE[self.endpoint.cfg_version]:
+                        self._config(event)
+                elif isinstance(event, FrameError):
+                    self._error(event)
+                    want_config = isinstance(event, ConfigMismatchError)
+                if want_config and self.clock() - last_request >= self.config_request_interval_s:
+                    last_request = self.clock()
+                    await session.request_config()
+        finally:
+            await session.close()
+
+    def _config(self, config: ConfigFrame) -> None:
+        old = self.config
+        if old is not None and (old.pmus, old.data_rate, old.time_base) != (
+            config.pmus,
+            config.data_rate,
+            config.time_base,
+        ):
+            self.stats.config_changes += 1
+            cfgcnts = ",".join(str(p.cfgcnt) for p in config.pmus)
+            log.info("event=pmu_config_changed pmu=%s cfgcnt=%s rate=%s", self._name, cfgcnts, config.data_rate)
+        elif old is not None:
+            return  # the same configuration again (asked because of STAT bit 10 before the change)
+        self.config = config
+        if self.on_config is not None:
+            self._call(self.on_config, config)
+
+    def _error(self, err: FrameError) -> None:
+        self.stats.frame_errors[type(err).__name__] += 1
+        log.warning("event=pmu_frame_error pmu=%s type=%s error=%s", self._name, type(err).__name__, err)
+        if self.on_error is not None:
+            self._call(self.on_error, err)
+
+    def _call(self, fn: Callable, arg: object) -> None:
+        try:
+            fn(arg)
+        except Exception as err:  # a consumer's bug must not end the stream; counted and logged
+            self.stats.callback_errors += 1
+            log.error("event=pmu_callback_failed pmu=%s error=%r", self._name, err)
+
+
+# ---- alignment ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AlignedFrames:
+    """Frames of several PMUs for one timestamp; ``missing`` lists the IDCODEs that did not come in time."""
+
+    timestamp: Timestamp
+    frames: dict[int, DataFrame]
+    missing: tuple[int, ...]
+
+
+@dataclass
+class AlignerStats:
+    aligned: int = 0
+    complete: int = 0
+    late: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    missing: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    unknown: int = 0  # frames from IDCODEs not in the set
+
+
+class Aligner:
+    """Lines up data frames from ``idcodes`` by timestamp, as a PDC does.
+
+    A timestamp's set is delivered to ``on_aligned`` as soon as every PMU's frame is in, or
+    ``wait_window_s`` after its first frame arrived with the absent ones counted as missing. A frame
+    for a timestamp already delivered (or older than one delivered) is late: counted and dropped.
+    Call :meth:`poll` (or run :meth:`run`) so that incomplete sets are released without new frames.
+    """
+
+    def __init__(
+        self,
+        idcodes: tuple[int, ...] | list[int],
+        wait_window_s: float,
+        on_aligned: Callable[[AlignedFrames], None],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not idcodes:
+            raise ValueError("idcodes = (): align at least one PMU")
+        if wait_window_s <= 0:
+            raise ValueError(f"wait_window_s = {wait_window_s!r}: > 0")
+        self.idcodes = tuple(idcodes)
+        self.wait_window_s = wait_window_s
+        self.on_aligned = on_aligned
+        self.clock = clock
+        self.stats = AlignerStats()
+        self._pending: dict[Fraction, tuple[float, Timestamp, dict[int, DataFrame]]] = {}
+        self._watermark: Fraction | None = None  # newest timestamp delivered
+
+    def add(self, frame: DataFrame) -> None:
+        if frame.idcode not in self.idcodes:
+            self.stats.unknown += 1
+            return
+        self.poll()
+        ts = frame.timestamp
+        key = ts.as_fraction()
+        entry = self._pending.get(key)
+        if entry is None:
+            if self._watermark is not None and key <= self._watermark:
+                self.stats.late[frame.idcode] += 1
+                return
+            entry = self._pending[key] = (self.clock(), ts, {})
+        frames = entry[2]
+        if frame.idcode in frames:
+            return  # a duplicate: the first one stands
+        frames[frame.idcode] = frame
+        if len(frames) == len(self.idcodes):
+            del self._pending[key]
+            self._emit(key, ts, frames)
+
+    def poll(self) -> None:
+        """Release every set whose wait window has passed, oldest first."""
+        now = self.clock()
+        expired = sorted(k for k, (t0, _, _) in self._pending.items() if now - t0 >= self.wait_window_s)
+        for key in expired:
+            _, ts, frames = self._pending.pop(key)
+            self._emit(key, ts, frames)
+
+    def _emit(self, key: Fraction, ts: Timestamp, frames: dict[int, DataFrame]) -> None:
+        missing = tuple(i for i in self.idcodes if i not in frames)
+        for i in missing:
+            self.stats.missing[i] += 1
+        self.stats.aligned += 1
+        if not missing:
+            self.stats.complete += 1
+        if self._watermark is None or key > self._watermark:
+            self._watermark = key
+        self.on_aligned(AlignedFrames(ts, frames, missing))
+
+    async def run(self) -> None:
+        """Poll four times per wait window until cancelled."""
+        while True:
+            await asyncio.sleep(self.wait_window_s / 4)
+            self.poll()
+
+
+__all__ = [
+    "AlignedFrames",
+    "Aligner",
+    "AlignerStats",
+    "ConnectionClosedError",
+    "PdcClient",
+    "PdcConnectError",
+    "PdcError",
+    "PdcSession",
+    "PdcStats",
+    "PdcTimeoutError",
+    "PmuEndpoint",
+    "StaleStreamError",
+]
