@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections import defaultdict
@@ -144,7 +145,8 @@ class PdcSession:
         except TimeoutError as err:
             raise PdcConnectError(f"connect to {ep.host}:{ep.port}: no answer in {timeout_s:g} s") from err
         except OSError as err:
-            reason = err.strerror or str(err)
+            # asyncio replaces strerror with "Connect call failed (addr)": say what the errno means.
+            reason = os.strerror(err.errno) if err.errno else str(err)
             raise PdcConnectError(f"connect to {ep.host}:{ep.port}: {reason.lower()}") from err
         self._pump = asyncio.create_task(self._read_tcp(), name=f"pdc-{ep.host}:{ep.port}")
         if ep.udp_port is not None:
@@ -368,7 +370,11 @@ class PdcClient:
                 timeout = self._stale_timeout() - (self.clock() - last_data)
                 if timeout <= 0:
                     raise StaleStreamError(f"no data frame from {self._name} in {self._stale_timeout():g} s")
-                event = await session.next_event(timeout)
+                try:
+                    event = await session.next_event(timeout)
+                except StaleStreamError as err:
+                    stale = f"no data frame from {self._name} in {self._stale_timeout():g} s"
+                    raise StaleStreamError(stale) from err
                 want_config = False
                 if isinstance(event, DataFrame):
                     last_data = self.stats.last_frame_monotonic = self.clock()

@@ -1,0 +1,222 @@
+"""The PDC client against our simulated PMU over real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+from conftest import async_test, free_port, running_tasks, until
+
+from protocols.c37118 import ConfigFrame, CrcError, DataFrame, FrameError, PhasorKind, SyncError, encode_frame
+from protocols.c37118.pdc import (
+    AlignedFrames,
+    Aligner,
+    PdcClient,
+    PdcConnectError,
+    PdcSession,
+    PdcTimeoutError,
+    PmuEndpoint,
+)
+from sim_hw.devices.pmu import SimPmu
+
+
+def _client(port: int, idcode: int, **kw: object) -> tuple[PdcClient, list[DataFrame], list[ConfigFrame], list]:
+    frames: list[DataFrame] = []
+    configs: list[ConfigFrame] = []
+    errors: list[FrameError] = []
+    kw.setdefault("backoff_min_s", 0.05)
+    kw.setdefault("backoff_max_s", 0.2)
+    client = PdcClient(
+        PmuEndpoint("127.0.0.1", port, idcode, **kw.pop("ep", {})),  # type: ignore[arg-type]
+        on_frame=frames.append,
+        on_config=configs.append,
+        on_error=errors.append,
+        rng=random.Random(1),
+        **kw,  # type: ignore[arg-type]
+    )
+    return client, frames, configs, errors
+
+
+@async_test
+async def test_data_flows_after_config_and_data_on() -> None:
+    async with SimPmu(7734, "SIM A", port=0, rate=50) as sim:
+        client, frames, configs, errors = _client(sim.port, 7734)
+        async with running_tasks(client.run()):
+            await until(lambda: len(frames) >= 10)
+        assert len(configs) == 1 and configs[0].frame_type.name == "CFG2" and configs[0].pmus[0].station == "SIM A"
+        assert client.stats.frames >= 10 and client.stats.reconnects == 0 and not errors
+        assert client.stats.last_frame_monotonic is not None
+        stamps = [f.timestamp.as_fraction() for f in frames]
+        assert stamps == sorted(stamps)
+
+
+@async_test
+async def test_cfg3_is_asked_for_and_used() -> None:
+    async with SimPmu(8, "SIM", port=0, rate=20) as sim:
+        client, frames, configs, _ = _client(sim.port, 8, ep={"cfg_version": 3})
+        async with running_tasks(client.run()):
+            await until(lambda: len(frames) >= 2)
+        assert configs[0].frame_type.name == "CFG3" and frames[0].config is configs[0]
+
+
+@async_test
+async def test_udp_data_with_tcp_commands() -> None:
+    async with SimPmu(9, "SIM", port=0, rate=20) as sim:
+        client, frames, _, _ = _client(sim.port, 9, ep={"udp_port": free_port()})
+        async with running_tasks(client.run()):
+            await until(lambda: len(frames) >= 3)
+        assert sim.stats.data_frames_sent >= 3
+
+
+@async_test
+async def test_reconnects_after_the_pmu_restarts() -> None:
+    port = free_port()
+    sim = SimPmu(21, "SIM", port=port, rate=20)
+    await sim.start()
+    client, frames, configs, _ = _client(port, 21)
+    async with running_tasks(client.run()):
+        await until(lambda: len(frames) >= 2)
+        await sim.stop()
+        await until(lambda: client.stats.reconnects >= 2)  # refused while the PMU is off
+        n = len(frames)
+        sim = SimPmu(21, "SIM", port=port, rate=20)
+        await sim.start()
+        await until(lambda: len(frames) >= n + 3)
+        await sim.stop()
+    assert "connect" in client.stats.last_error or "closed" in client.stats.last_error
+    assert len(configs) == 1, "the same configuration after a reconnect is not a change"
+
+
+@async_test
+async def test_stale_stream_is_a_failure_and_reconnects() -> None:
+    async with SimPmu(22, "SIM", port=0, rate=50) as sim:
+        client, frames, _, _ = _client(sim.port, 22, stale_periods=5, stale_min_s=0.2)
+        async with running_tasks(client.run()):
+            await until(lambda: len(frames) >= 2)
+            sim.stop_sending()
+            await until(lambda: client.stats.stale >= 1)
+            assert client.stats.reconnects >= 0 and "no data frame" in client.stats.last_error
+            sim.resume_sending()
+            n = len(frames)
+            await until(lambda: len(frames) > n + 2)
+        assert sim.stats.connections >= 2
+
+
+@async_test
+async def test_config_change_is_followed() -> None:
+    async with SimPmu(23, "SIM", port=0, rate=20) as sim:
+        client, frames, configs, _ = _client(sim.port, 23)
+        async with running_tasks(client.run()):
+            await until(lambda: len(frames) >= 2)
+            sim.change_config(phasors=[("V1", PhasorKind.VOLTAGE), ("V2", PhasorKind.VOLTAGE)], flag_s=1.0)
+            await until(lambda: client.stats.config_changes == 1)
+            await until(lambda: len(frames[-1].pmus[0].phasors) == 2)
+        assert configs[-1].pmus[0].cfgcnt == configs[0].pmus[0].cfgcnt + 1
+        assert configs[-1].pmus[0].phasor_names == ("V1", "V2") and len(configs) == 2
+
+
+@async_test
+async def test_config_change_without_stat_bit_is_caught_by_size_mismatch() -> None:
+    async with SimPmu(24, "SIM", port=0, rate=20) as sim:
+        client, frames, configs, errors = _client(sim.port, 24)
+        async with running_tasks(client.run()):
+            await until(lambda: len(frames) >= 2)
+            sim.change_config(phasors=[("V1", PhasorKind.VOLTAGE)], flag_s=0.0)
+            await until(lambda: client.stats.config_changes == 1)
+            await until(lambda: len(frames[-1].pmus[0].phasors) == 1)
+        assert client.stats.frame_errors["ConfigMismatchError"] >= 1
+
+
+@async_test
+async def test_garbage_on_the_wire_gives_typed_errors_and_the_stream_resyncs() -> None:
+    async with SimPmu(25, "SIM", port=0, rate=20) as sim:
+        client, frames, _, errors = _client(sim.port, 25)
+        async with running_tasks(client.run()):
+            await until(lambda: len(frames) >= 2)
+            sim.inject(b"\x01\x02not a frame at all\x03")
+            good = bytearray(encode_frame(sim.data_frame(1)))
+            good[-1] ^= 0xFF  # a damaged frame: CHK wrong
+            sim.inject(bytes(good))
+            n = len(frames)
+            await until(lambda: len(frames) >= n + 3)
+        assert any(isinstance(e, SyncError) for e in errors) and any(isinstance(e, CrcError) for e in errors)
+        assert client.stats.frame_errors["SyncError"] >= 1 and client.stats.frame_errors["CrcError"] == 1
+        assert client.stats.reconnects == 0, "garbage is not a reason to drop the connection"
+
+
+@async_test
+async def test_session_errors_are_typed() -> None:
+    with pytest.raises(PdcConnectError, match="refused"):
+        await PdcSession.open(PmuEndpoint("127.0.0.1", free_port(), 1))
+    async with SimPmu(26, "SIM", port=0, rate=20) as sim:
+        # a PMU that ignores us (wrong IDCODE) never sends its configuration
+        with pytest.raises(PdcTimeoutError, match="no CFG-2"):
+            await PdcSession.open(PmuEndpoint("127.0.0.1", sim.port, 27), config_timeout_s=0.3, config_retry_s=0.1)
+
+
+def test_backoff_doubles_to_the_cap_with_jitter() -> None:
+    c = PdcClient(PmuEndpoint("127.0.0.1"), on_frame=print, backoff_min_s=0.5, backoff_max_s=4, rng=random.Random(3))
+    delays = [c.backoff_s(a) for a in range(1, 8)]
+    bases = [0.5, 1, 2, 4, 4, 4, 4]
+    assert all(b / 2 <= d <= b for d, b in zip(delays, bases, strict=True))
+    assert len(set(delays)) == len(delays), "jittered"
+    with pytest.raises(ValueError):
+        PdcClient(PmuEndpoint("127.0.0.1"), on_frame=print, backoff_min_s=0)
+    with pytest.raises(ValueError, match="cfg_version"):
+        PmuEndpoint("127.0.0.1", cfg_version=4)
+
+
+@async_test
+async def test_aligner_over_three_pmus_with_one_late_and_missing() -> None:
+    aligned: list[AlignedFrames] = []
+    async with (
+        SimPmu(31, "P1", port=0, rate=20) as a,
+        SimPmu(32, "P2", port=0, rate=20) as b,
+        SimPmu(33, "P3", port=0, rate=20) as c,
+    ):
+        aligner = Aligner([31, 32, 33], 0.3, aligned.append)
+        delayed: list[DataFrame] = []
+        clients = [
+            _client(a.port, 31)[0],
+            _client(b.port, 32)[0],
+            _client(c.port, 33)[0],
+        ]
+        clients[0].on_frame = clients[1].on_frame = aligner.add
+        clients[2].on_frame = delayed.append  # P3's frames are held back, then delivered late
+        async with running_tasks(*(cl.run() for cl in clients), aligner.run()):
+            await until(lambda: len(aligned) >= 5 and len(delayed) >= 5)
+            c.stop_sending()
+            await asyncio.sleep(0.4)
+            for f in delayed[:3]:
+                aligner.add(f)
+            c.resume_sending()
+            clients[2].on_frame = aligner.add
+            await until(lambda: aligner.stats.complete >= 3)
+    assert aligner.stats.missing[33] >= 5 and aligner.stats.missing[31] == 0
+    assert aligner.stats.late[33] >= 1
+    first = aligned[0]
+    assert first.missing == (33,) and set(first.frames) == {31, 32}
+    complete = [s for s in aligned if not s.missing]
+    assert all(len({f.timestamp for f in s.frames.values()}) == 1 for s in complete)
+
+
+def test_aligner_with_an_injected_clock() -> None:
+    now = [0.0]
+    out: list[AlignedFrames] = []
+    sim1, sim2 = SimPmu(1, "A", rate=10), SimPmu(2, "B", rate=10)
+    al = Aligner([1, 2], 0.5, out.append, clock=lambda: now[0])
+    al.add(sim1.data_frame(100))
+    al.add(sim2.data_frame(100))
+    assert len(out) == 1 and out[0].missing == () and al.stats.complete == 1
+    al.add(sim1.data_frame(101))
+    now[0] = 0.4
+    al.poll()
+    assert len(out) == 1
+    now[0] = 0.6
+    al.poll()
+    assert out[-1].missing == (2,) and al.stats.missing[2] == 1
+    al.add(sim2.data_frame(101))
+    assert al.stats.late[2] == 1 and len(out) == 2
+    al.add(SimPmu(3, "C", rate=10).data_frame(102))
+    assert al.stats.unknown == 1
