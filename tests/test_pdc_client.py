@@ -182,9 +182,13 @@ async def test_aligner_over_three_pmus_with_one_late_and_missing() -> None:
             _client(b.port, 32)[0],
             _client(c.port, 33)[0],
         ]
-        clients[0].on_frame = clients[1].on_frame = aligner.add
-        clients[2].on_frame = delayed.append  # P3's frames are held back, then delivered late
+        started: set[int] = set()
+        for cl in clients:
+            cl.on_frame = lambda f: started.add(f.idcode)
         async with running_tasks(*(cl.run() for cl in clients), aligner.run()):
+            await until(lambda: len(started) == 3)  # align only once every PMU streams
+            clients[0].on_frame = clients[1].on_frame = aligner.add
+            clients[2].on_frame = delayed.append  # P3's frames are held back, then delivered late
             await until(lambda: len(aligned) >= 5 and len(delayed) >= 5)
             c.stop_sending()
             await asyncio.sleep(0.4)

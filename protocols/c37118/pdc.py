@@ -54,7 +54,14 @@ class PdcConnectError(PdcError):
 
 
 class PdcTimeoutError(PdcError):
-    """The PMU did not answer in time (no configuration after the request)."""
+    """The PMU did not answer in time (no configuration after the request).
+
+    ``frame_errors`` are the bad frames seen meanwhile: a peer that talks garbage, not a silent one.
+    """
+
+    def __init__(self, message: str, frame_errors: list[FrameError] | None = None) -> None:
+        super().__init__(message)
+        self.frame_errors = frame_errors or []
 
 
 class StaleStreamError(PdcError):
@@ -217,7 +224,9 @@ class PdcSession:
                     self.early_errors.append(event)
             if self.config is None and loop.time() >= deadline:
                 ep = self.endpoint
-                raise PdcTimeoutError(f"no CFG-{ep.cfg_version} from {ep.host}:{ep.port} in {timeout_s:g} s")
+                raise PdcTimeoutError(
+                    f"no CFG-{ep.cfg_version} from {ep.host}:{ep.port} in {timeout_s:g} s", list(self.early_errors)
+                )
 
     def _set_config(self, config: ConfigFrame) -> None:
         self.config = config
