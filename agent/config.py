@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from agent.pmu.limits import FREQUENCY_LIMITS, ROCOF_LIMITS, TIMING_DEFAULTS, VOLTAGE_LIMITS, frequency_limit_hz
 from protocols.configcheck import MISSING, Checker, ConfigError, ConfigIssue
 from protocols.modbus.registermap import RegisterMap, RegisterMapError, parse_register_map
 from protocols.telemetry.schema import valid_site
@@ -21,8 +22,9 @@ PARITIES = ("N", "E", "O")
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 
 # The agent's errors are the shared ones (protocols/configcheck): `except ConfigError` keeps working here.
-__all__ = ["AgentConfig", "ConfigError", "ConfigIssue", "DeviceConfig", "SerialSettings", "StoreConfig",
-           "UplinkConfig", "load_config", "override_broker", "parse_config"]  # fmt: skip
+__all__ = ["AgentConfig", "AnglePairConfig", "ConfigError", "ConfigIssue", "DeviceConfig", "PmuMonitoringConfig",
+           "PmuStreamConfig", "SerialSettings", "StoreConfig", "UplinkConfig", "load_config", "override_broker",
+           "parse_config"]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +77,62 @@ class UplinkConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class PmuStreamConfig:
+    """One ``[[pmus]]`` entry: a PMU streaming C37.118.2 to the agent (docs/pmu-monitoring.md)."""
+
+    name: str
+    host: str
+    idcode: int
+    port: int = 4712
+    cfg: int = 2  # which configuration frame to ask for: CFG-2 or CFG-3
+    udp_port: int | None = None  # receive data over UDP on this local port (commands stay on TCP)
+    stale_after_s: float = 2.0
+    nominal_v: float | None = None  # phase-to-neutral volts for pu; None: voltage limits not checked
+
+
+@dataclass(frozen=True, slots=True)
+class AnglePairConfig:
+    """A ``[[pmu_monitoring.angle_pairs]]`` entry: the phase-angle difference of one phasor between two PMUs."""
+
+    pmu_a: str
+    pmu_b: str
+    phasor: str
+    limit_deg: float  # no standard default: configured per pair
+
+
+@dataclass(frozen=True, slots=True)
+class PmuMonitoringConfig:
+    """``[pmu_monitoring]``: limits (defaults cited in agent/pmu/limits.py) and event timing."""
+
+    voltage_lo_pu: float = 0.95  # ANSI C84.1-2016 Range A
+    voltage_hi_pu: float = 1.05
+    voltage_clause: str = VOLTAGE_LIMITS["A"].source
+    frequency_lo_hz: float = -1.5  # deviation from nominal; IEEE 1547-2018 Table 19 UF1/OF1 (60 Hz)
+    frequency_hi_hz: float = 1.2
+    frequency_clause: str = FREQUENCY_LIMITS["1547-OF1-UF1"].source
+    rocof_hz_per_s: float = 2.0  # IEEE 1547-2018 Table 21, Category II
+    rocof_clause: str = ROCOF_LIMITS["II"].source
+    time_quality_limit: int = 4
+    voltage_pickup_s: float = TIMING_DEFAULTS["voltage_pickup_s"]
+    frequency_pickup_s: float = TIMING_DEFAULTS["frequency_pickup_s"]
+    rocof_pickup_s: float = TIMING_DEFAULTS["rocof_pickup_s"]
+    angle_pickup_s: float = TIMING_DEFAULTS["angle_pickup_s"]
+    hold_off_s: float = TIMING_DEFAULTS["hold_off_s"]
+    window_before_s: float = TIMING_DEFAULTS["window_before_s"]
+    window_after_s: float = TIMING_DEFAULTS["window_after_s"]
+    buffer_s: float = 60.0  # full-rate history kept per PMU
+    angle_pairs: tuple[AnglePairConfig, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class AgentConfig:
     site_id: str
     devices: tuple[DeviceConfig, ...]
     store: StoreConfig
     uplink: UplinkConfig
     source: Path
+    pmus: tuple[PmuStreamConfig, ...] = ()
+    pmu_monitoring: PmuMonitoringConfig = PmuMonitoringConfig()
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
@@ -190,10 +242,88 @@ def _uplink(c: Checker, raw: Mapping[str, Any], site: str | None) -> UplinkConfi
                         keepalive_s=keepalive, max_inflight=inflight, ack_timeout_s=float(ack_timeout), **files)  # fmt: skip
 
 
+def _pmu(c: Checker, raw: Mapping[str, Any], prefix: str) -> PmuStreamConfig | None:
+    start = len(c.issues)
+    c.unknown(raw, prefix, {"name", "host", "port", "idcode", "cfg", "udp_port", "stale_after_s", "nominal_v"})
+    name = c.get(raw, prefix, "name", "string")
+    host = c.get(raw, prefix, "host", "string")
+    port = c.get(raw, prefix, "port", "integer", 4712, lo=1, hi=65535)
+    idcode = c.get(raw, prefix, "idcode", "integer", lo=0, hi=65535)
+    cfg = c.get(raw, prefix, "cfg", "integer", 2, choices=(2, 3))
+    udp_port = c.get(raw, prefix, "udp_port", "integer", None, lo=1, hi=65535)
+    stale = c.get(raw, prefix, "stale_after_s", "number", 2.0, lo=0.05, hi=3600)
+    nominal_v = c.get(raw, prefix, "nominal_v", "number", None, lo=1, hi=1_000_000)
+    if len(c.issues) > start:
+        return None
+    return PmuStreamConfig(name=name, host=host, idcode=idcode, port=port, cfg=cfg, udp_port=udp_port,
+                           stale_after_s=float(stale), nominal_v=None if nominal_v is None else float(nominal_v))  # fmt: skip
+
+
+def _pmu_monitoring(c: Checker, raw: Mapping[str, Any], pmus: Mapping[str, PmuStreamConfig]) -> PmuMonitoringConfig:
+    p = "pmu_monitoring"
+    timing = set(TIMING_DEFAULTS)
+    c.unknown(raw, p, {"voltage_range", "voltage_lo_pu", "voltage_hi_pu", "frequency_limits", "frequency_lo_hz",
+                       "frequency_hi_hz", "rocof_category", "rocof_hz_per_s", "time_quality_limit", "buffer_s",
+                       "angle_pairs"} | timing)  # fmt: skip
+    vrange = c.get(raw, p, "voltage_range", "string", "A", choices=tuple(VOLTAGE_LIMITS))
+    vlim = VOLTAGE_LIMITS[vrange or "A"]
+    vclause = vlim.source
+    vlo = c.get(raw, p, "voltage_lo_pu", "number", vlim.lo, lo=0.5, hi=1.0)
+    vhi = c.get(raw, p, "voltage_hi_pu", "number", vlim.hi, lo=1.0, hi=1.5)
+    if "voltage_lo_pu" in raw or "voltage_hi_pu" in raw:
+        vclause = "configured (voltage_lo_pu/voltage_hi_pu)"
+    fname = c.get(raw, p, "frequency_limits", "string", "1547-OF1-UF1", choices=tuple(FREQUENCY_LIMITS))
+    # Nominal frequency comes from each PMU's configuration frame; the table is for 60 Hz (see limits.py).
+    flo, fhi = frequency_limit_hz(fname or "1547-OF1-UF1", 60)
+    fclause = FREQUENCY_LIMITS[fname or "1547-OF1-UF1"].source
+    flo = c.get(raw, p, "frequency_lo_hz", "number", flo, lo=-10, hi=-0.001)
+    fhi = c.get(raw, p, "frequency_hi_hz", "number", fhi, lo=0.001, hi=10)
+    if "frequency_lo_hz" in raw or "frequency_hi_hz" in raw:
+        fclause = "configured (frequency_lo_hz/frequency_hi_hz)"
+    cat = c.get(raw, p, "rocof_category", "string", "II", choices=tuple(ROCOF_LIMITS))
+    rlim = ROCOF_LIMITS[cat or "II"]
+    rclause = rlim.source
+    rocof = c.get(raw, p, "rocof_hz_per_s", "number", rlim.hi, lo=0.01, hi=100)
+    if "rocof_hz_per_s" in raw:
+        rclause = "configured (rocof_hz_per_s)"
+    tq = c.get(raw, p, "time_quality_limit", "integer", 4, lo=1, hi=7)
+    times = {k: c.get(raw, p, k, "number", v, lo=0, hi=600) for k, v in TIMING_DEFAULTS.items()}
+    buffer_s = c.get(raw, p, "buffer_s", "number", 60.0, lo=1, hi=3600)
+    if vlo is not None and vhi is not None and vlo >= vhi:
+        c.fail(f"{p}.voltage_lo_pu", vlo, f"must be below voltage_hi_pu ({vhi})")
+    wb, wa = times["window_before_s"], times["window_after_s"]
+    if buffer_s is not None and wb is not None and wa is not None and wb + wa + 1 > buffer_s:
+        c.fail(f"{p}.buffer_s", buffer_s, f"must hold the event window: at least window_before_s + window_after_s + 1 "
+               f"({wb + wa + 1:g} s)")  # fmt: skip
+    pairs = []
+    for prefix, t in c.tables(raw, "angle_pairs", p):
+        start = len(c.issues)
+        c.unknown(t, prefix, {"pmu_a", "pmu_b", "phasor", "limit_deg"})
+        a = c.get(t, prefix, "pmu_a", "string")
+        b = c.get(t, prefix, "pmu_b", "string")
+        phasor = c.get(t, prefix, "phasor", "string")
+        limit = c.get(t, prefix, "limit_deg", "number", lo=0.1, hi=180)
+        for key, name in (("pmu_a", a), ("pmu_b", b)):
+            if name is not None and name not in pmus:
+                c.fail(f"{prefix}.{key}", name, "must name a [[pmus]] entry: " + (", ".join(sorted(pmus)) or "(none)"))
+        if a is not None and a == b:
+            c.fail(f"{prefix}.pmu_b", b, "must be another PMU than pmu_a")
+        if len(c.issues) == start:
+            pairs.append(AnglePairConfig(a, b, phasor, float(limit)))
+    if any(v is None for v in (vlo, vhi, flo, fhi, rocof, tq, buffer_s, *times.values())):
+        return PmuMonitoringConfig()  # issues recorded; the caller raises
+    return PmuMonitoringConfig(
+        voltage_lo_pu=float(vlo), voltage_hi_pu=float(vhi), voltage_clause=vclause,
+        frequency_lo_hz=float(flo), frequency_hi_hz=float(fhi), frequency_clause=fclause,
+        rocof_hz_per_s=float(rocof), rocof_clause=rclause, time_quality_limit=tq,
+        **{k: float(v) for k, v in times.items()}, buffer_s=float(buffer_s), angle_pairs=tuple(pairs),
+    )  # fmt: skip
+
+
 def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
     """Validate an already-parsed TOML document; relative paths resolve against ``source``'s folder."""
     c = Checker(source.parent)
-    c.unknown(raw, "", {"site_id", "devices", "store", "uplink"})
+    c.unknown(raw, "", {"site_id", "devices", "store", "uplink", "pmus", "pmu_monitoring"})
     site = c.get(raw, "", "site_id", "string")
     if site and not valid_site(site):
         c.fail("site_id", site, "1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit")
@@ -208,6 +338,17 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
             c.fail(f"{prefix}.name", d.name, "must be unique among devices")
         names.add(d.name)
         devices.append(d)
+    pmus: dict[str, PmuStreamConfig] = {}
+    for prefix, t in c.tables(raw, "pmus"):
+        pmu = _pmu(c, t, prefix)
+        if pmu is None:
+            continue
+        if pmu.name in pmus or pmu.name in names:
+            c.fail(f"{prefix}.name", pmu.name, "must be unique among devices and PMUs")
+            continue
+        pmus[pmu.name] = pmu
+    mon_raw = c.get(raw, "", "pmu_monitoring", "table", {}) or {}
+    monitoring = _pmu_monitoring(c, mon_raw, pmus)
     store_raw = c.get(raw, "", "store", "table", {}) or {}
     c.unknown(store_raw, "store", {"path", "max_mb", "batch_size"})
     spath = c.path(c.get(store_raw, "store", "path", "string", "gridedge.db"))
@@ -220,7 +361,8 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
     assert uplink is not None and spath is not None
     return AgentConfig(site_id=site, devices=tuple(devices),
                        store=StoreConfig(path=spath, max_bytes=int(max_mb * 1024 * 1024), batch_size=batch),
-                       uplink=uplink, source=source)  # fmt: skip
+                       uplink=uplink, source=source, pmus=tuple(pmus.values()),
+                       pmu_monitoring=monitoring)  # fmt: skip
 
 
 def load_config(path: str | Path) -> AgentConfig:

@@ -18,6 +18,7 @@ from typing import Any
 
 from agent.acquisition import DevicePoller, Snapshot, build_pollers
 from agent.config import AgentConfig
+from agent.pmu.ingest import PmuMonitoring
 from agent.points import Reading
 from agent.runtime import Supervisor, SystemdNotifier, watchdog
 from agent.store import AsyncStore, Store, StoreError, StoreFullError, StoreInputError
@@ -56,6 +57,8 @@ class AgentService:
             Store(config.store.path, config.site_id, config.store.max_bytes, batch_size=config.store.batch_size)
         )
         self.pollers: list[DevicePoller] = build_pollers(config.devices, self._take)
+        # PMU streams (C37.118.2): readings once a second through _take, events straight to the store.
+        self.pmus = PmuMonitoring(config.pmus, config.pmu_monitoring, self._take, self.store)
         up = config.uplink
         self.session = MqttSession(
             session_config_for(
@@ -157,6 +160,7 @@ class AgentService:
             "store": asdict(s) if s is not None else None,
             "uplink": dict(vars(self.uplink.stats)) if hasattr(self.uplink.stats, "__dict__") else None,
             "devices": {p.device.name: asdict(p.stats) for p in self.pollers},
+            "pmus": self.pmus.status(),
             "tasks": {name: h.state for name, h in self.supervisor.health().items()},
         }
 
@@ -199,6 +203,10 @@ class AgentService:
         sup = self.supervisor
         for poller in self.pollers:
             sup.add(f"poll:{poller.device.name}", poller.run, stage=3)
+        for name, client in self.pmus.clients.items():
+            sup.add(f"pmu:{name}", client.run, stage=3)
+        if self.pmus.ingests:
+            sup.add("pmu-events", self.pmus.run_events, stage=3)
         sup.add("writer", self._writer, stage=2)
         sup.add("uplink", self.uplink.run, stage=1)
         sup.add("mqtt", self.session.run, stage=1)

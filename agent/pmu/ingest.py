@@ -1,0 +1,345 @@
+"""PMU streams into the agent: one :class:`PdcClient` per configured PMU feeding :class:`PmuIngest`.
+
+Per data frame: the full-rate ring buffer gets one row, the monitors run, and once per second (the
+first frame of each second) the snapshot and the store's write queue get the PMU's values as Readings.
+Triggers wait in :class:`~agent.pmu.monitor.EventWindows` for their after-window, then go to the store
+with ``await store.add_event(...)`` from one task (:meth:`PmuMonitoring.run_events`), which also ticks
+the stale-stream monitors. Frames arrive in PdcClient callbacks (synchronous, on the event loop), so
+nothing in the per-frame path awaits or blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from agent.config import AnglePairConfig, PmuMonitoringConfig, PmuStreamConfig
+from agent.pmu.monitor import (
+    AngleDifferenceMonitor,
+    Event,
+    EventWindows,
+    FrequencyMonitor,
+    RocofMonitor,
+    StaleMonitor,
+    TimeSyncMonitor,
+    Trigger,
+    VoltageMonitor,
+)
+from agent.pmu.ringbuffer import RingBuffer
+from agent.points import Quality, Reading
+from agent.store import StoreError, StoreInputError
+from protocols.c37118 import ConfigFrame, DataError, DataFrame, FrameError, PhasorKind
+from protocols.c37118.pdc import PdcClient, PmuEndpoint
+
+log = logging.getLogger("gridedge.pmu")
+
+TICK_S = 0.1  # stale checks and event-window releases
+LATE_AFTER_S = 0.5  # a frame arriving this long after its timestamp is counted late
+PAIR_KEEP_S = 2.0  # how long one PMU's angle waits for the other's at the same timestamp
+
+Sink = Callable[[list[Reading]], None]
+
+
+class EventStore(Protocol):
+    async def add_event(self, ts: float, kind: str, severity: str, source: str, text: str,
+                        data: dict[str, Any] | None = None) -> None: ...  # fmt: skip
+
+
+@dataclass(slots=True)
+class IngestStats:
+    frames: int = 0
+    late: int = 0  # arrived more than LATE_AFTER_S after their timestamp
+    max_latency_s: float = 0.0
+    out_of_order: int = 0  # older than the newest frame: not buffered or monitored
+    bad_data: int = 0  # STAT data error set: not monitored
+    readings: int = 0
+    configs: int = 0
+    frame_errors: int = 0
+    triggers: int = 0
+
+
+class PmuIngest:
+    """One PMU stream: frames -> ring buffer, monitors, once-a-second Readings. Pure of I/O.
+
+    ``clock`` is s UTC (frame latency, stale detection); ``on_trigger`` receives every trigger with the
+    buffer and channel layout that its window is cut from.
+    """
+
+    def __init__(self, cfg: PmuStreamConfig, mon: PmuMonitoringConfig, sink: Sink,
+                 on_trigger: Callable[[Trigger, RingBuffer, tuple[str, ...], tuple[int, ...]], None],
+                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+        self.cfg, self.mon, self.sink, self.on_trigger, self.clock = cfg, mon, sink, on_trigger, clock
+        self.name = cfg.name
+        self.stats = IngestStats()
+        self.stale = StaleMonitor(cfg.name, cfg.stale_after_s, clock)
+        self.time_sync = TimeSyncMonitor(cfg.name, worst_time_quality=mon.time_quality_limit, hold_off_s=mon.hold_off_s)
+        self.config: ConfigFrame | None = None
+        self.buffer = RingBuffer(1)
+        self.channels: tuple[str, ...] = ()
+        self.digits: tuple[int, ...] = ()
+        self.phasor_names: tuple[str, ...] = ()
+        self.frequency: FrequencyMonitor | None = None
+        self.rocof: RocofMonitor | None = None
+        self.voltage: VoltageMonitor | None = None
+        self._voltage_idx: tuple[int, ...] = ()
+        self._units: tuple[str, ...] = ()
+        self._last_soc = -1
+        self.listeners: list[Callable[[PmuIngest, float, tuple[float, ...]], None]] = []  # (self, ts, angles rad)
+
+    # ---- configuration -------------------------------------------------------------------------------
+
+    def on_config(self, config: ConfigFrame) -> None:
+        """A (new) configuration: rebuild channels, buffer and monitors; history of the old layout is dropped."""
+        self.config = config
+        self.stats.configs += 1
+        pmu = config.pmus[0]
+        if len(config.pmus) > 1:
+            log.warning("event=pmu_multi_block pmu=%s num_pmu=%d monitored=first", self.name, len(config.pmus))
+        mon = self.mon
+        self.phasor_names = pmu.phasor_names
+        kinds = tuple(u.kind for u in pmu.phasor_units)
+        nominal_v = self.cfg.nominal_v
+        self._units = tuple("V" if k == PhasorKind.VOLTAGE else "A" for k in kinds)
+        chans, digits = ["frequency_hz", "rocof_hz_per_s"], [4, 3]
+        for name, kind in zip(pmu.phasor_names, kinds, strict=True):
+            volt = kind == PhasorKind.VOLTAGE
+            chans += [f"{name}_mag_{'pu' if volt and nominal_v else 'v' if volt else 'a'}", f"{name}_ang_deg"]
+            digits += [5 if volt and nominal_v else 2, 2]
+        self.channels, self.digits = tuple(chans), tuple(digits)
+        self.buffer = RingBuffer.for_rate(config.frames_per_second, mon.buffer_s)
+        nominal_hz = pmu.nominal_hz
+        lo, hi = mon.frequency_lo_hz, mon.frequency_hi_hz
+        if nominal_hz != 60 and not mon.frequency_clause.startswith("configured"):
+            lo, hi = (x * nominal_hz / 60.0 for x in (lo, hi))  # limits.py: 60 Hz table, scaled for 50 Hz
+        self.frequency = FrequencyMonitor(self.name, nominal_hz, lo, hi, mon.frequency_clause,
+                                          pickup_s=mon.frequency_pickup_s, hold_off_s=mon.hold_off_s)  # fmt: skip
+        self.rocof = RocofMonitor(self.name, mon.rocof_hz_per_s, mon.rocof_clause, pickup_s=mon.rocof_pickup_s,
+                                  hold_off_s=mon.hold_off_s)  # fmt: skip
+        self._voltage_idx = tuple(i for i, k in enumerate(kinds) if k == PhasorKind.VOLTAGE)
+        self.voltage = None
+        if nominal_v and self._voltage_idx:
+            self.voltage = VoltageMonitor(self.name, [pmu.phasor_names[i] for i in self._voltage_idx], nominal_v,
+                                          mon.voltage_lo_pu, mon.voltage_hi_pu, mon.voltage_clause,
+                                          pickup_s=mon.voltage_pickup_s, hold_off_s=mon.hold_off_s)  # fmt: skip
+        self._last_soc = -1
+        log.info("event=pmu_configured pmu=%s phasors=%s rate=%s nominal_hz=%d", self.name,
+                 ",".join(pmu.phasor_names), config.data_rate, nominal_hz)  # fmt: skip
+
+    # ---- frames --------------------------------------------------------------------------------------
+
+    def on_frame(self, frame: DataFrame) -> None:
+        if frame.config is not self.config:
+            self.on_config(frame.config)
+        st = self.stats
+        st.frames += 1
+        ts = frame.soc + frame.fracsec / frame.config.time_base
+        latency = self.clock() - ts
+        if latency > st.max_latency_s:
+            st.max_latency_s = latency
+        if latency > LATE_AFTER_S:
+            st.late += 1
+        if self.stale.frame(ts):
+            log.info("event=pmu_stream_resumed pmu=%s", self.name)
+        pmu = frame.pmus[0]
+        stat = pmu.stat
+        values = pmu.phasor_values
+        mags = [abs(v) for v in values]
+        angs = [math.atan2(v.imag, v.real) for v in values]
+        freq, rocof = pmu.frequency_hz, pmu.rocof_hz_per_s
+        if frame.soc != self._last_soc:
+            self._last_soc = frame.soc
+            self._report(ts, stat.data_error, stat.sync_lost, mags, angs, freq, rocof)
+        if ts <= (self.buffer.last_ts if self.buffer.last_ts is not None else -math.inf):
+            st.out_of_order += 1
+            return
+        nominal_v = self.cfg.nominal_v
+        row: list[float] = [freq, rocof]
+        for i, (m, a) in enumerate(zip(mags, angs, strict=True)):
+            row.append(m / nominal_v if nominal_v and self._units[i] == "V" else m)
+            row.append(math.degrees(a))
+        self.buffer.append(ts, tuple(row))
+        trig = self.time_sync.update(ts, stat, frame.time_quality)
+        if trig:
+            self._trigger(trig)
+        if stat.data_error != DataError.GOOD:
+            st.bad_data += 1
+            return
+        assert self.frequency is not None and self.rocof is not None
+        if trig := self.frequency.update(ts, freq):
+            self._trigger(trig)
+        if trig := self.rocof.update(ts, rocof):
+            self._trigger(trig)
+        if self.voltage is not None:
+            for trig in self.voltage.update(ts, [mags[i] for i in self._voltage_idx]):
+                self._trigger(trig)
+        if not stat.sync_lost:
+            for listener in self.listeners:
+                listener(self, ts, tuple(angs))
+
+    def _trigger(self, trig: Trigger) -> None:
+        self.stats.triggers += 1
+        log.warning("event=pmu_condition kind=%s pmu=%s text=%r", trig.kind, trig.source, trig.text)
+        self.on_trigger(trig, self.buffer, self.channels, self.digits)
+
+    def _report(self, ts: float, data_error: int, sync_lost: bool, mags: list[float], angs: list[float],
+                freq: float, rocof: float) -> None:  # fmt: skip
+        q = Quality.GOOD if data_error == DataError.GOOD else Quality.INVALID
+        qa = Quality.INVALID if sync_lost else q  # an angle is only meaningful against UTC
+        n = self.name
+        out = [Reading(f"{n}.frequency", ts, round(freq, 6), "Hz", q),
+               Reading(f"{n}.rocof", ts, round(rocof, 4), "Hz/s", q)]  # fmt: skip
+        for name, unit, m, a in zip(self.phasor_names, self._units, mags, angs, strict=True):
+            out.append(Reading(f"{n}.{name}.mag", ts, round(m, 4), unit, q))
+            out.append(Reading(f"{n}.{name}.ang", ts, round(math.degrees(a), 4), "deg", qa))
+        self.stats.readings += len(out)
+        self.sink(out)
+
+    def tick(self) -> None:
+        trig = self.stale.tick()
+        if trig is None:
+            return
+        self._trigger(trig)
+        ts = self.clock()
+        out = [Reading(f"{self.name}.frequency", ts, None, "Hz", Quality.STALE),
+               Reading(f"{self.name}.rocof", ts, None, "Hz/s", Quality.STALE)]  # fmt: skip
+        for name, unit in zip(self.phasor_names, self._units, strict=True):
+            out += [Reading(f"{self.name}.{name}.mag", ts, None, unit, Quality.STALE),
+                    Reading(f"{self.name}.{name}.ang", ts, None, "deg", Quality.STALE)]  # fmt: skip
+        self.sink(out)
+
+
+class AnglePair:
+    """Aligns one phasor's angle at two PMUs by timestamp and runs the angle-difference monitor."""
+
+    def __init__(self, pair: AnglePairConfig, mon: PmuMonitoringConfig,
+                 on_trigger: Callable[[Trigger, RingBuffer, tuple[str, ...], tuple[int, ...]], None]) -> None:  # fmt: skip
+        self.pair = pair
+        self.monitor = AngleDifferenceMonitor(pair.pmu_a, pair.pmu_b, pair.phasor, pair.limit_deg,
+                                              pickup_s=mon.angle_pickup_s, hold_off_s=mon.hold_off_s)  # fmt: skip
+        self.buffer = RingBuffer(max(2, int(120 * mon.buffer_s)))  # any rate up to 120 frames/s
+        self.on_trigger = on_trigger
+        self._waiting: dict[str, dict[int, float]] = {pair.pmu_a: {}, pair.pmu_b: {}}
+        self.unknown_phasor: set[str] = set()
+        self.channels = (f"{pair.pmu_a}_ang_deg", f"{pair.pmu_b}_ang_deg", "difference_deg")
+
+    def listener(self, ingest: PmuIngest, ts: float, angles: tuple[float, ...]) -> None:
+        try:
+            i = ingest.phasor_names.index(self.pair.phasor)
+        except ValueError:
+            if ingest.name not in self.unknown_phasor:
+                self.unknown_phasor.add(ingest.name)
+                log.error("event=pmu_pair_no_phasor pmu=%s phasor=%s", ingest.name, self.pair.phasor)
+            return
+        key = round(ts * 10_000)  # 0.1 ms: frames of one instant share it at any standard rate
+        mine, other = (
+            self._waiting[ingest.name],
+            self._waiting[self.pair.pmu_b if ingest.name == self.pair.pmu_a else self.pair.pmu_a],
+        )
+        theirs = other.pop(key, None)
+        if theirs is None:
+            mine[key] = angles[i]
+            cutoff = key - PAIR_KEEP_S * 10_000
+            if len(mine) > 8 and next(iter(mine)) < cutoff:
+                for k in [k for k in mine if k < cutoff]:
+                    del mine[k]
+            return
+        a, b = (angles[i], theirs) if ingest.name == self.pair.pmu_a else (theirs, angles[i])
+        trig = self.monitor.update(ts, a, b)
+        diff = math.degrees(a - b)
+        diff = (diff + 180.0) % 360.0 - 180.0
+        self.buffer.append(ts, (math.degrees(a), math.degrees(b), diff))
+        if trig:
+            log.warning("event=pmu_condition kind=%s pmu=%s text=%r", trig.kind, trig.source, trig.text)
+            self.on_trigger(trig, self.buffer, self.channels, (2, 2, 3))
+
+
+class PmuMonitoring:
+    """Every configured PMU: clients, ingests, angle pairs, event windows, and the events task."""
+
+    def __init__(self, pmus: tuple[PmuStreamConfig, ...], mon: PmuMonitoringConfig, sink: Sink,
+                 store: EventStore, *, clock: Callable[[], float] = time.time,
+                 client_factory: Callable[..., PdcClient] = PdcClient) -> None:  # fmt: skip
+        self.mon, self.store, self.clock = mon, store, clock
+        self.windows = EventWindows(mon.window_before_s, mon.window_after_s, clock)
+        self.ingests = {p.name: PmuIngest(p, mon, sink, self._on_trigger, clock) for p in pmus}
+        self.pairs = [AnglePair(pair, mon, self._on_trigger) for pair in mon.angle_pairs]
+        for pair in self.pairs:
+            self.ingests[pair.pair.pmu_a].listeners.append(pair.listener)
+            self.ingests[pair.pair.pmu_b].listeners.append(pair.listener)
+        self.clients = {
+            p.name: client_factory(
+                PmuEndpoint(p.host, p.port, p.idcode, p.cfg, p.udp_port),
+                on_frame=self.ingests[p.name].on_frame,
+                on_config=self.ingests[p.name].on_config,
+                on_error=self._frame_error(p.name),
+            )  # fmt: skip
+            for p in pmus
+        }
+        self._ready: list[Event] = []
+        self.events_stored = 0
+        self.events_refused = 0
+
+    def _frame_error(self, name: str) -> Callable[[FrameError], None]:
+        def on_error(err: FrameError) -> None:
+            self.ingests[name].stats.frame_errors += 1
+
+        return on_error
+
+    def _on_trigger(
+        self, trig: Trigger, buffer: RingBuffer, channels: tuple[str, ...], digits: tuple[int, ...]
+    ) -> None:
+        # A stale stream has no after-window to wait for: its event goes out now, with the data before it.
+        self.windows.add(trig, buffer, channels, digits, immediate=trig.kind == "pmu_stale")
+
+    def tick(self) -> None:
+        """Check stale streams and move complete events to the ready list (called every TICK_S)."""
+        for ingest in self.ingests.values():
+            ingest.tick()
+        self._ready.extend(self.windows.poll())
+
+    async def store_ready(self) -> None:
+        """Store the ready events in order; one the store refuses is logged and dropped, other failures retry."""
+        while self._ready:
+            ev = self._ready[0]
+            try:
+                await self.store.add_event(ev.ts, ev.kind, ev.severity, ev.source, ev.text, ev.data)
+            except StoreInputError as err:
+                self.events_refused += 1
+                log.error("event=pmu_event_refused kind=%s pmu=%s error=%s", ev.kind, ev.source, err)
+            except StoreError as err:
+                log.error("event=pmu_event_store_failed kind=%s pmu=%s error=%s", ev.kind, ev.source, err)
+                return
+            else:
+                self.events_stored += 1
+                log.info("event=pmu_event_stored kind=%s pmu=%s", ev.kind, ev.source)
+            self._ready.pop(0)
+
+    async def run_events(self) -> None:
+        """Tick, release and store events until cancelled; on cancel, what is pending is stored as it is."""
+        for ingest in self.ingests.values():
+            ingest.stale.start()
+        try:
+            while True:
+                self.tick()
+                await self.store_ready()
+                await asyncio.sleep(TICK_S)
+        finally:
+            self._ready.extend(self.windows.flush())
+            if self._ready:
+                await asyncio.shield(self.store_ready())
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, ingest in self.ingests.items():
+            client = self.clients[name]
+            out[name] = {"connected": client.stats.connected, "reconnects": client.stats.reconnects,
+                         "stale": ingest.stale.active, **{k: getattr(ingest.stats, k) for k in IngestStats.__slots__}}  # fmt: skip
+        return out
+
+
+__all__ = ["AnglePair", "EventStore", "IngestStats", "PmuIngest", "PmuMonitoring"]
