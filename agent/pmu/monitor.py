@@ -42,6 +42,7 @@ class Trigger:
     ts: float  # when the excursion began, s UTC (the PMU's timestamp)
     text: str
     data: dict[str, Any]
+    window_ts: float | None = None  # the instant the data window centres on, when not ``ts`` (stale: last frame)
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +275,8 @@ class StaleMonitor:
         return Trigger(STALE, "warning", self.source, now,
                        f"{self.source}: no data frame for {silent:.1f} s (limit {self.stale_after_s:g} s)",
                        {"silent_s": _r(silent, 3), "stale_after_s": self.stale_after_s,
-                        "last_frame_ts": self.last_frame_ts, "clause": "configured stale_after_s"})  # fmt: skip
+                        "last_frame_ts": self.last_frame_ts, "clause": "configured stale_after_s"},
+                       window_ts=self.last_frame_ts if self.last_frame_ts is not None else now)  # fmt: skip
 
 
 # ---- event windows -------------------------------------------------------------------------------------
@@ -364,8 +366,9 @@ class EventWindows:
 
     def _finish(self, p: _Pending) -> Event:
         t = p.trigger
-        ts, rows = p.buffer.window(t.ts - self.before_s, t.ts + self.after_s)
-        win = compact_window(ts, rows, p.channels, t.ts, digits=p.digits)
+        centre = t.ts if t.window_ts is None else t.window_ts
+        ts, rows = p.buffer.window(centre - self.before_s, centre + self.after_s)
+        win = compact_window(ts, rows, p.channels, centre, digits=p.digits)
         win.update(before_s=self.before_s, after_s=self.after_s)
         data = dict(t.data, window=win)
         return Event(t.ts, t.kind, t.severity, t.source, t.text, data)

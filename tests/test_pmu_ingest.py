@@ -1,0 +1,186 @@
+"""PMU ingest: a real SimPmu over TCP, the agent's PMU monitoring, events in the agent's SQLite store."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import replace
+
+from conftest import async_test, running_tasks, until
+
+from agent.config import AnglePairConfig, PmuMonitoringConfig, PmuStreamConfig
+from agent.pmu.ingest import PmuIngest, PmuMonitoring
+from agent.points import Quality, Reading
+from agent.store import AsyncStore, Store
+from sim_hw.devices.pmu import SimPmu, balanced_source
+
+RATE = 30
+MON = PmuMonitoringConfig(window_before_s=0.5, window_after_s=0.5, hold_off_s=1.0, frequency_pickup_s=0.1,
+                          buffer_s=10.0)  # fmt: skip
+
+
+def events(db) -> list[dict]:
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT ts, kind, severity, source, text, data FROM events ORDER BY id").fetchall()
+    return [dict(zip(("ts", "kind", "severity", "source", "text", "data"), r, strict=True)) for r in rows]
+
+
+class Taken:
+    def __init__(self) -> None:
+        self.readings: list[Reading] = []
+
+    def __call__(self, readings: list[Reading]) -> None:
+        self.readings.extend(readings)
+
+    def points(self, suffix: str) -> list[Reading]:
+        return [r for r in self.readings if r.point.endswith(suffix)]
+
+
+def stream(pmu: SimPmu, name: str = "pmu1", **kw) -> PmuStreamConfig:
+    return PmuStreamConfig(name=name, host="127.0.0.1", port=pmu.port, idcode=pmu.idcode, nominal_v=7200.0, **kw)
+
+
+# ---- ingest without sockets: frames built by the simulator's codec ---------------------------------------
+
+
+def test_ingest_reports_once_per_second_with_units_and_stat_quality():
+    pmu = SimPmu(7, "SUB A", rate=RATE)
+    taken, triggers = Taken(), []
+    now = [0.0]
+    ing = PmuIngest(stream(pmu), MON, taken, lambda t, *_: triggers.append(t), clock=lambda: now[0])
+    ing.on_config(pmu.config)
+    k0 = 1_700_000_000 * RATE
+    for k in range(k0, k0 + 3 * RATE):
+        now[0] = k / RATE + 0.01
+        ing.on_frame(pmu.data_frame(k))
+    assert ing.stats.frames == 3 * RATE and len(ing.buffer) == 3 * RATE
+    freq = taken.points(".frequency")
+    assert [r.ts for r in freq] == [1_700_000_000.0, 1_700_000_001.0, 1_700_000_002.0]
+    assert all(r.unit == "Hz" and r.quality is Quality.GOOD and 59.9 < r.value < 60.1 for r in freq)
+    va = taken.points("pmu1.VA.mag")
+    assert va[0].unit == "V" and 7100 < va[0].value < 7300
+    assert taken.points("pmu1.IA.mag")[0].unit == "A" and taken.points("pmu1.VA.ang")[0].unit == "deg"
+    assert taken.points(".rocof")[0].unit == "Hz/s"
+    assert triggers == [] and ing.stats.late == 0
+    # sync lost: the angles lose their quality (meaningless without UTC), the magnitudes keep it
+    pmu.lose_sync()
+    for k in range(k0 + 3 * RATE, k0 + 4 * RATE):
+        ing.on_frame(pmu.data_frame(k))
+    assert taken.points("pmu1.VA.ang")[-1].quality is Quality.INVALID
+    assert taken.points("pmu1.VA.mag")[-1].quality is Quality.GOOD
+    assert [t.kind for t in triggers] == ["pmu_time_sync"]
+
+
+def test_ingest_out_of_order_frame_not_buffered_and_late_counted():
+    pmu = SimPmu(7, "SUB A", rate=RATE)
+    ing = PmuIngest(stream(pmu), MON, Taken(), lambda *a: None, clock=lambda: 2e9)
+    k0 = 1_700_000_000 * RATE
+    ing.on_frame(pmu.data_frame(k0 + 1))
+    ing.on_frame(pmu.data_frame(k0))
+    assert ing.stats.out_of_order == 1 and len(ing.buffer) == 1 and ing.stats.late == 2
+
+
+class Switch:
+    """A source whose frequency can be pushed off nominal from the test."""
+
+    def __init__(self) -> None:
+        self.base = balanced_source()
+        self.offset_hz = 0.0
+
+    def __call__(self, t: float):
+        m = self.base(t)
+        return replace(m, frequency_hz=m.frequency_hz + self.offset_hz)
+
+
+# ---- over TCP ----------------------------------------------------------------------------------------------
+
+
+@async_test
+async def test_time_sync_loss_over_tcp_gives_exactly_one_event_with_window_in_sqlite(tmp_path):
+    db = tmp_path / "agent.db"
+    store = AsyncStore(Store(db, "site1", 64 * 1024 * 1024))
+    taken = Taken()
+    async with SimPmu(11, "SUB B", rate=RATE, port=0) as pmu:
+        mon = PmuMonitoring((stream(pmu),), MON, taken, store)
+        client = mon.clients["pmu1"]
+        ingest = mon.ingests["pmu1"]
+        async with running_tasks(client.run(), mon.run_events()):
+            await until(lambda: ingest.stats.frames >= RATE, timeout=10)
+            pmu.lose_sync()
+            lost_at = time.time()
+            await until(lambda: mon.events_stored >= 1, timeout=10)
+            assert time.time() - lost_at >= MON.window_after_s  # emitted only once the after-window elapsed
+            await until(lambda: ingest.stats.frames >= 4 * RATE, timeout=10)  # still lost for 2+ s
+        await store.aclose()
+    got = events(db)
+    assert [e["kind"] for e in got] == ["pmu_time_sync"]
+    ev = got[0]
+    assert ev["source"] == "pmu1" and ev["severity"] == "error" and "STAT bit 13" in ev["text"]
+    data = json.loads(ev["data"])
+    assert "C37.118.2" in data["clause"]
+    w = data["window"]
+    assert w["decimation"] == 1
+    assert w["t_ms"][0] <= -400 and w["t_ms"][-1] >= 400  # full-rate data before and after the trigger
+    assert len(w["t_ms"]) >= RATE * (MON.window_before_s + MON.window_after_s) * 0.9
+    assert len(w["VA_mag_pu"]) == len(w["t_ms"]) and 0.95 < w["VA_mag_pu"][0] < 1.05
+    assert abs(w["t_ms"][1] - w["t_ms"][0] - 1000 / RATE) < 0.2
+
+
+@async_test
+async def test_frequency_excursion_and_stale_stream_over_tcp(tmp_path):
+    db = tmp_path / "agent.db"
+    store = AsyncStore(Store(db, "site1", 64 * 1024 * 1024))
+    taken = Taken()
+    source = Switch()
+    async with SimPmu(12, "SUB C", rate=RATE, port=0, source=source) as pmu:
+        mon = PmuMonitoring((stream(pmu, stale_after_s=0.5),), MON, taken, store)
+        ingest = mon.ingests["pmu1"]
+        async with running_tasks(mon.clients["pmu1"].run(), mon.run_events()):
+            await until(lambda: ingest.stats.frames >= RATE, timeout=10)
+            source.offset_hz = 1.5  # 61.5 Hz: past OF1 (61.2 Hz, IEEE 1547-2018 Table 19)
+            await until(lambda: mon.events_stored >= 1, timeout=10)
+            n = ingest.stats.frames
+            await until(lambda: ingest.stats.frames >= n + RATE, timeout=10)  # stays high: no second event
+            source.offset_hz = 0.0
+            n = ingest.stats.frames
+            await until(lambda: ingest.stats.frames >= n + RATE // 2, timeout=10)
+            pmu.stop_sending()
+            await until(lambda: mon.events_stored >= 2, timeout=10)
+            assert taken.points(".frequency")[-1].quality is Quality.STALE
+        await store.aclose()
+    got = events(db)
+    assert [e["kind"] for e in got] == ["pmu_frequency", "pmu_stale"]
+    f = json.loads(got[0]["data"])
+    assert f["limit_hi_hz"] == 61.2 and 61.4 < f["frequency_hz"] < 61.6 and "Table 19" in f["clause"]
+    w = f["window"]
+    before = [v for t, v in zip(w["t_ms"], w["frequency_hz"], strict=True) if t < 0]
+    after = [v for t, v in zip(w["t_ms"], w["frequency_hz"], strict=True) if t >= 0]
+    assert before and max(before) < 60.1 and after and min(after) > 61.4
+    s = json.loads(got[1]["data"])
+    assert s["stale_after_s"] == 0.5 and s["window"]["t_ms"][-1] <= 0  # data before the silence only
+
+
+@async_test
+async def test_angle_difference_between_two_pmus_aligned_by_timestamp(tmp_path):
+    db = tmp_path / "agent.db"
+    store = AsyncStore(Store(db, "site1", 64 * 1024 * 1024))
+    base = balanced_source()
+
+    def shifted(t: float):  # 40 degrees behind the first PMU
+        m = base(t)
+        return replace(m, phasors=tuple(p * complex(0.766044, -0.642788) for p in m.phasors))
+
+    mon_cfg = replace(MON, angle_pairs=(AnglePairConfig("a", "b", "VA", 30.0),), angle_pickup_s=0.2)
+    async with SimPmu(21, "A", rate=RATE, port=0) as pa, SimPmu(22, "B", rate=RATE, port=0, source=shifted) as pb:
+        mon = PmuMonitoring((stream(pa, "a"), stream(pb, "b")), mon_cfg, Taken(), store)
+        async with running_tasks(mon.clients["a"].run(), mon.clients["b"].run(), mon.run_events()):
+            await until(lambda: mon.events_stored >= 1, timeout=10)
+            n = mon.ingests["a"].stats.frames
+            await until(lambda: mon.ingests["a"].stats.frames >= n + RATE, timeout=10)
+        await store.aclose()
+    got = events(db)
+    assert [e["kind"] for e in got] == ["pmu_angle_difference"]
+    d = json.loads(got[0]["data"])
+    assert d["pmu_a"] == "a" and abs(d["angle_difference_deg"] - 40.0) < 0.1 and d["limit_deg"] == 30.0
+    assert all(abs(x - 40.0) < 0.1 for x in d["window"]["difference_deg"])
