@@ -1,4 +1,4 @@
-"""The agent's subcommands: run, check-config, status."""
+"""The agent's subcommands: run, check-config, status, pmu probe."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import sys
 import time
 
+from agent import pmu_probe
 from agent.config import AgentConfig, ConfigError, load_config
 
 EXIT_CONFIG = 2
@@ -116,6 +117,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", required=True)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_status)
+    pm = sub.add_parser("pmu", help="synchrophasor (C37.118) tools: pmu probe ADDRESS")
+    pmu_sub = pm.add_subparsers(dest="pmu_command", metavar="PMU_COMMAND", required=True)
+    pmu_probe.add_parser(pmu_sub)
     # Handled by gridedge.py's dispatcher; listed here so `gridedge --help` shows them.
     sub.add_parser("sim", help="the simulated substation: sim run --config FILE [--speed N]", add_help=False)
     sub.add_parser("central", help="the reference central service: central run --config FILE", add_help=False)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sqlite3
 import subprocess
@@ -151,8 +152,13 @@ map = "{MAP}"
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen:
         with open(self.workdir / f"{name}.log", "ab") as log:
+            # Its own process group, so a SIGKILL can take the bench's socat children down with it.
             proc = subprocess.Popen(
-                [sys.executable, "-m", "gridedge", *args], cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "gridedge", *args],
+                cwd=self.workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         self.procs[name] = proc
         return proc
@@ -170,7 +176,7 @@ map = "{MAP}"
 
     def kill(self, name: str) -> None:
         proc = self.procs.pop(name)
-        proc.send_signal(signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
 
     def stop(self, name: str) -> int:
@@ -210,9 +216,7 @@ def site(tmp_path: Path, broker: Broker) -> Iterator[Site]:
         yield s
     finally:
         for name in list(s.procs):
-            proc = s.procs.pop(name)
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
+            s.kill(name)
 
 
 def test_meter_reading_arrives_in_central_with_value_unit_and_timestamp(site: Site) -> None:

@@ -226,7 +226,7 @@ def test_run_refuses_a_bad_config_with_its_errors(tmp_path: Path) -> None:
 def test_gridedge_help_lists_every_subcommand() -> None:
     proc = subprocess.run([sys.executable, "-m", "gridedge", "--help"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0
-    for word in ("run", "check-config", "status", "sim", "central", "demo"):
+    for word in ("run", "check-config", "status", "pmu", "sim", "central", "demo"):
         assert f"    {word}" in proc.stdout, word
 
 
