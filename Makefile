@@ -7,7 +7,6 @@ STAMP := $(VENV)/.installed
 .PHONY: setup demo test lint bench clean
 
 $(STAMP): pyproject.toml
-	@command -v mosquitto >/dev/null 2>&1 || sh scripts/install-system-packages.sh
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
@@ -16,9 +15,11 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: $(STAMP)
+	sh scripts/install-system-packages.sh
 	$(BIN)/gridedge demo
 
 test: $(STAMP)
+	sh scripts/install-system-packages.sh --test
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
@@ -28,6 +29,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/outbox.py
 	$(BIN)/python benchmarks/polling.py
 	$(BIN)/python benchmarks/memory.py
+	$(BIN)/python benchmarks/c37118_decode.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info run

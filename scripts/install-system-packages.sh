@@ -1,12 +1,19 @@
 #!/bin/sh
-# System packages the agent's tests and demo need, from Debian's archive.
-# mosquitto: the broker the tests and the demo start on loopback; socat: serial pty pairs for Modbus RTU.
+# System packages from Debian's archive, installed only when missing.
+#   (no argument)  what the demo needs: mosquitto (the broker on loopback), socat (serial pty pairs for RTU)
+#   --test         also what the tests need: tshark (Wireshark's C37.118 dissector, an independent check of
+#                  our synchrophasor frames; not needed on a field unit)
 set -e
+PATH="$PATH:/usr/sbin:/sbin"  # mosquitto lives in /usr/sbin, which a non-root PATH may lack
+pkgs="mosquitto socat"
+[ "${1:-}" = "--test" ] && pkgs="$pkgs tshark"
 need=""
-for pkg in mosquitto socat; do
+for pkg in $pkgs; do
     command -v "$pkg" >/dev/null 2>&1 || need="$need $pkg"
 done
 [ -z "$need" ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+echo "installing from Debian:$need"
 $SUDO apt-get update -q
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $need
+# noninteractive: wireshark-common asks whether non-root users may capture; the default (no) is right here.
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $need
