@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 
 import pytest
 from conftest import async_test, free_port, running_tasks, until
@@ -153,6 +154,72 @@ async def test_session_errors_are_typed() -> None:
         # a PMU that ignores us (wrong IDCODE) never sends its configuration
         with pytest.raises(PdcTimeoutError, match="no CFG-2"):
             await PdcSession.open(PmuEndpoint("127.0.0.1", sim.port, 27), config_timeout_s=0.3, config_retry_s=0.1)
+
+
+@async_test
+async def test_cancel_landing_anywhere_in_a_frame_burst_ends_the_client() -> None:
+    # A burst of frames is handed over while the cancel lands 0..7 loop steps after a frame: with a
+    # per-frame asyncio.wait_for (Python 3.11) a cancel arriving as the inner get completed was swallowed
+    # and the client streamed on forever.
+    loop = asyncio.get_running_loop()
+    async with SimPmu(41, "SIM", port=0, rate=10) as sim:
+        k0 = 1_700_000_000 * 10
+        burst = b"".join(encode_frame(sim.data_frame(k0 + k)) for k in range(40))
+        for hops in range(8):
+            client, frames, _, _ = _client(sim.port, 41)
+            task = asyncio.create_task(client.run())
+            await until(lambda: client.stats.frames >= 1)  # noqa: B023
+            n = len(frames)
+
+            def cancel_after(k: int) -> None:
+                if k:
+                    loop.call_soon(cancel_after, k - 1)
+                else:
+                    task.cancel()  # noqa: B023
+
+            def on_frame(f: DataFrame) -> None:
+                frames.append(f)  # noqa: B023
+                if len(frames) == n + 5:  # noqa: B023
+                    cancel_after(hops)  # noqa: B023
+
+            client.on_frame = on_frame
+            sim.inject(burst)
+            done, _ = await asyncio.wait([task], timeout=2.0)
+            assert task in done, f"client still running 2 s after a cancel {hops} loop steps into a burst"
+            assert task.cancelled()
+
+
+async def _silent_server() -> tuple[asyncio.Server, int]:
+    """Accepts and never answers: a client waits for its configuration."""
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+@async_test
+async def test_cancel_ends_clients_within_a_second_in_every_phase() -> None:
+    server, silent_port = await _silent_server()
+    async with server, SimPmu(42, "SIM", port=0, rate=60) as sim:
+        streaming = [_client(sim.port, 42)[0] for _ in range(8)]
+        waiting_config = [_client(silent_port, 43, config_timeout_s=30)[0] for _ in range(4)]
+        backing_off = [_client(free_port(), 44, backoff_min_s=30, backoff_max_s=30)[0] for _ in range(4)]
+        tasks = [asyncio.create_task(c.run()) for c in (*streaming, *waiting_config, *backing_off)]
+        await until(lambda: all(c.stats.frames >= 5 for c in streaming))
+        await until(lambda: all(c.stats.reconnects == 0 and "refused" in c.stats.last_error for c in backing_off))
+        t0 = time.monotonic()
+        for t in tasks:
+            t.cancel()
+        done, pending = await asyncio.wait(tasks, timeout=5.0)
+        elapsed = time.monotonic() - t0
+        for t in pending:
+            t.cancel()
+        assert not pending, f"{len(pending)} of {len(tasks)} clients still running 5 s after cancel"
+        assert elapsed < 1.0 and all(t.cancelled() for t in done)
+        assert all(not c.stats.connected for c in streaming)
 
 
 def test_backoff_doubles_to_the_cap_with_jitter() -> None:

@@ -15,12 +15,11 @@ configured for UDP ignores).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -35,6 +34,7 @@ from protocols.c37118.frames import (
     Frame,
     FrameType,
     Timestamp,
+    pmu_value_count,
 )
 from protocols.c37118.stream import NEED_DATA, StreamReader
 
@@ -43,6 +43,17 @@ log = logging.getLogger("protocols.c37118.pdc")
 UDP_PORT_COMMAND = b"UDPP"  # extended command (CMD 8) naming the UDP port data should go to
 _CFG_COMMAND = {1: Command.SEND_CFG1, 2: Command.SEND_CFG2, 3: Command.SEND_CFG3}
 _CFG_TYPE = {1: FrameType.CFG1, 2: FrameType.CFG2, 3: FrameType.CFG3}
+STAT_CONFIG_CHANGED = 0x0400  # STAT bit 10: configuration change within a minute (C37.118.2-2011 6.3 Table 7)
+
+
+def stat_word_indices(config: ConfigFrame) -> tuple[int, ...]:
+    """Where each PMU's STAT word sits in :attr:`DataFrame.words` for ``config`` (6.3 Table 5 order)."""
+    out = []
+    i = 5  # SYNC, FRAMESIZE, IDCODE, SOC, FRACSEC
+    for pmu in config.pmus:
+        out.append(i)
+        i += pmu_value_count(pmu)
+    return tuple(out)
 
 
 class PdcError(Exception):
@@ -98,32 +109,63 @@ class PmuEndpoint:
             raise ValueError(f"udp_port = {self.udp_port!r}: 1..65535")
 
 
-class _UdpFeed(asyncio.DatagramProtocol):
-    def __init__(self, queue: asyncio.Queue[Frame | FrameError | PdcError], reader: StreamReader) -> None:
-        self.queue = queue
+class _Feed(asyncio.Protocol, asyncio.DatagramProtocol):
+    """Bytes in (TCP segments or UDP datagrams) -> the sans-IO reader -> every complete event at once.
+
+    Runs in the event loop's read callback, so no task wakes per read and every frame already buffered
+    is handed over in one go (several when they arrive together).
+    """
+
+    def __init__(self, session: PdcSession, reader: StreamReader, what: str) -> None:
+        self.session = session
         self.reader = reader
+        self.what = what
+
+    def data_received(self, data: bytes) -> None:
+        reader = self.reader
+        reader.feed(data)
+        deliver = self.session._deliver
+        while (event := reader.next_event()) is not NEED_DATA:
+            deliver(event)
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         # One datagram, one frame (C37.118.2 Annex on UDP); the reader still resyncs on garbage.
-        self.reader.feed(data)
-        while (event := self.reader.next_event()) is not NEED_DATA:
-            self.queue.put_nowait(event)
+        self.data_received(data)
+
+    def eof_received(self) -> bool:
+        return False  # close our side too: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is None:
+            self.session._deliver(ConnectionClosedError(f"the PMU closed the {self.what} connection"))
+        else:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            self.session._deliver(ConnectionClosedError(f"{self.what} connection lost: {reason}"))
+
+    def error_received(self, exc: Exception) -> None:
+        pass  # ICMP errors on the UDP socket: the TCP side and the stale deadline decide
 
 
 class PdcSession:
-    """One connection to one PMU. Build with :meth:`open`; :meth:`close` when done."""
+    """One connection to one PMU. Build with :meth:`open`; :meth:`close` when done.
+
+    Events are read with :meth:`next_event` (one at a time, as a probe does) or pushed to a callback
+    installed with :meth:`deliver_to` (the client's hot path: no task wakes per frame).
+    """
 
     def __init__(self, endpoint: PmuEndpoint) -> None:
         self.endpoint = endpoint
         self.config: ConfigFrame | None = None
         self.early_errors: list[FrameError] = []  # frame errors seen while waiting for the configuration
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
+        self._transport: asyncio.Transport | None = None
         self._tcp = StreamReader()
         self._udp_reader = StreamReader()
         self._udp: asyncio.DatagramTransport | None = None
-        self._queue: asyncio.Queue[Frame | FrameError | PdcError] = asyncio.Queue()
-        self._pump: asyncio.Task[None] | None = None
+        self._events: deque[Frame | FrameError | PdcError] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._sink: Callable[[Frame | FrameError | PdcError], None] | None = None
+        self._want = _CFG_TYPE[endpoint.cfg_version]
+        self._ended: PdcError | None = None  # the connection is gone: every later read raises this
 
     @classmethod
     async def open(
@@ -146,41 +188,71 @@ class PdcSession:
 
     async def _connect(self, timeout_s: float) -> None:
         ep = self.endpoint
+        loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout_s):
-                self._reader, self._writer = await asyncio.open_connection(ep.host, ep.port)
+                self._transport, _ = await loop.create_connection(
+                    lambda: _Feed(self, self._tcp, "TCP"), ep.host, ep.port
+                )
         except TimeoutError as err:
             raise PdcConnectError(f"connect to {ep.host}:{ep.port}: no answer in {timeout_s:g} s") from err
         except OSError as err:
             # asyncio replaces strerror with "Connect call failed (addr)": say what the errno means.
             reason = os.strerror(err.errno) if err.errno else str(err)
             raise PdcConnectError(f"connect to {ep.host}:{ep.port}: {reason.lower()}") from err
-        self._pump = asyncio.create_task(self._read_tcp(), name=f"pdc-{ep.host}:{ep.port}")
         if ep.udp_port is not None:
-            local = self._writer.get_extra_info("sockname")[0]  # the interface the PMU reaches us on
-            loop = asyncio.get_running_loop()
+            local = self._transport.get_extra_info("sockname")[0]  # the interface the PMU reaches us on
             try:
                 self._udp, _ = await loop.create_datagram_endpoint(
-                    lambda: _UdpFeed(self._queue, self._udp_reader), local_addr=(local, ep.udp_port)
+                    lambda: _Feed(self, self._udp_reader, "UDP"), local_addr=(local, ep.udp_port)
                 )
             except OSError as err:
                 raise PdcConnectError(f"bind UDP {local}:{ep.udp_port}: {err.strerror or err}") from err
 
-    async def _read_tcp(self) -> None:
-        assert self._reader is not None
-        try:
-            while chunk := await self._reader.read(65536):
-                self._tcp.feed(chunk)
-                while (event := self._tcp.next_event()) is not NEED_DATA:
-                    self._queue.put_nowait(event)
-        except OSError as err:
-            self._queue.put_nowait(ConnectionClosedError(f"connection lost: {err.strerror or err}"))
+    def _deliver(self, event: Frame | FrameError | PdcError) -> None:
+        if isinstance(event, PdcError):
+            if self._ended is not None:
+                return  # the first reason the connection ended is the one reported
+            self._ended = event
+        elif isinstance(event, ConfigFrame) and event.frame_type == self._want:
+            self._set_config(event)
+        if self._sink is not None:
+            self._sink(event)
             return
-        self._queue.put_nowait(ConnectionClosedError("the PMU closed the connection"))
+        self._events.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
-    async def send_command(self, command: int, extended: bytes = b"") -> None:
-        if self._writer is None:
-            raise ConnectionClosedError("not connected")
+    def deliver_to(self, sink: Callable[[Frame | FrameError | PdcError], None] | None) -> None:
+        """Hand every event to ``sink`` as it is read (first those already queued); ``None`` queues again.
+
+        ``sink`` runs in the event loop's read callback: it must not raise, and it gets the
+        :class:`PdcError` that ends the connection as an event.
+        """
+        self._sink = sink
+        while sink is not None and self._events and self._sink is sink:
+            sink(self._events.popleft())
+
+    async def _wait_event(self) -> Frame | FrameError:
+        """The next queued event; the caller bounds the wait (``asyncio.timeout``: a cancel is never lost)."""
+        while not self._events:
+            if self._ended is not None:
+                raise self._ended
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        event = self._events.popleft()
+        if isinstance(event, PdcError):
+            raise event
+        return event
+
+    def send_command_nowait(self, command: int, extended: bytes = b"") -> None:
+        """Write a command frame (6.6); commands are a few bytes, so the kernel buffer takes them."""
+        if self._transport is None or self._transport.is_closing():
+            raise ConnectionClosedError(f"send command {command}: not connected")
         now = time.time()
         soc = int(now)
         frame = CommandFrame(
@@ -190,38 +262,33 @@ class PdcSession:
             command=command,
             extended=extended,
         )
-        try:
-            self._writer.write(encode_frame(frame))
-            await self._writer.drain()
-        except OSError as err:
-            raise ConnectionClosedError(f"send command {command}: {err.strerror or err}") from err
+        self._transport.write(encode_frame(frame))
+
+    async def send_command(self, command: int, extended: bytes = b"") -> None:
+        self.send_command_nowait(command, extended)
 
     async def request_config(self) -> None:
-        await self.send_command(_CFG_COMMAND[self.endpoint.cfg_version])
+        self.send_command_nowait(_CFG_COMMAND[self.endpoint.cfg_version])
 
     async def _handshake(self, timeout_s: float, retry_s: float) -> None:
         await self.send_command(Command.DATA_OFF)
         # Some PMUs (pyPMU) drop commands that arrive in one read: wait a little before the next.
         await asyncio.sleep(0.05)
-        want = _CFG_TYPE[self.endpoint.cfg_version]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while self.config is None:
             await self.request_config()
             retry_at = min(deadline, loop.time() + retry_s)
-            while self.config is None and (left := retry_at - loop.time()) > 0:
-                try:
-                    event = await asyncio.wait_for(self._queue.get(), left)
-                except TimeoutError:
-                    break
-                if isinstance(event, PdcError):
-                    raise event
-                if isinstance(event, ConfigFrame) and event.frame_type == want:
-                    self._set_config(event)
-                elif isinstance(event, ConfigMismatchError):
-                    pass  # data still flowing from before "data off": no configuration for it yet
-                elif isinstance(event, FrameError):
-                    self.early_errors.append(event)
+            try:
+                async with asyncio.timeout_at(retry_at):
+                    while self.config is None:
+                        event = await self._wait_event()
+                        if isinstance(event, ConfigMismatchError):
+                            pass  # data still flowing from before "data off": no configuration for it yet
+                        elif isinstance(event, FrameError):
+                            self.early_errors.append(event)
+            except TimeoutError:
+                pass
             if self.config is None and loop.time() >= deadline:
                 ep = self.endpoint
                 raise PdcTimeoutError(
@@ -244,31 +311,24 @@ class PdcSession:
     async def next_event(self, timeout_s: float) -> Frame | FrameError:
         """The next frame or frame error; :class:`StaleStreamError` after ``timeout_s`` without any."""
         try:
-            event = await asyncio.wait_for(self._queue.get(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await self._wait_event()
         except TimeoutError as err:
             raise StaleStreamError(
                 f"no frame from {self.endpoint.host}:{self.endpoint.port} in {timeout_s:g} s"
             ) from err
-        if isinstance(event, PdcError):
-            raise event
-        if isinstance(event, ConfigFrame) and event.frame_type == _CFG_TYPE[self.endpoint.cfg_version]:
-            self._set_config(event)
-        return event
 
     async def close(self) -> None:
-        if self._pump is not None:
-            self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
-            self._pump = None
+        """Close both sockets now (nothing here waits, so a cancel cannot be held up or lost)."""
+        self._sink = None
         if self._udp is not None:
             self._udp.close()
             self._udp = None
-        if self._writer is not None:
-            self._writer.close()
-            with contextlib.suppress(OSError):
-                await self._writer.wait_closed()
-            self._writer = None
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        if self._ended is None:
+            self._ended = ConnectionClosedError("the session is closed")
 
 
 @dataclass
@@ -365,6 +425,9 @@ class PdcClient:
         session = await PdcSession.open(
             self.endpoint, connect_timeout_s=self.connect_timeout_s, config_timeout_s=self.config_timeout_s
         )
+        loop = asyncio.get_running_loop()
+        end: asyncio.Future[None] = loop.create_future()
+        watchdog: asyncio.TimerHandle | None = None
         try:
             for err in session.early_errors:
                 self._error(err)
@@ -375,32 +438,64 @@ class PdcClient:
             log.info("event=pmu_streaming pmu=%s rate=%s", self._name, session.config.data_rate)
             last_request = -1e18
             last_data = self.clock()
-            while True:
-                timeout = self._stale_timeout() - (self.clock() - last_data)
-                if timeout <= 0:
-                    raise StaleStreamError(f"no data frame from {self._name} in {self._stale_timeout():g} s")
-                try:
-                    event = await session.next_event(timeout)
-                except StaleStreamError as err:
-                    stale = f"no data frame from {self._name} in {self._stale_timeout():g} s"
-                    raise StaleStreamError(stale) from err
+            clock, stats, want_type = self.clock, self.stats, _CFG_TYPE[self.endpoint.cfg_version]
+            stat_of: ConfigFrame | None = None
+            stat_idx: tuple[int, ...] = ()
+
+            def finish(err: PdcError) -> None:
+                if not end.done():
+                    end.set_exception(err)
+                    end.exception()  # retrieved: a session cancelled meanwhile logs nothing
+
+            def on_event(event: Frame | FrameError | PdcError) -> None:
+                # Runs in the socket's read callback, once per event: the hot path. Nothing may escape it.
+                nonlocal last_data, last_request, stat_of, stat_idx
+                if end.done():
+                    return
                 want_config = False
-                if isinstance(event, DataFrame):
-                    last_data = self.stats.last_frame_monotonic = self.clock()
-                    self.stats.frames += 1
+                if type(event) is DataFrame:
+                    last_data = stats.last_frame_monotonic = clock()
+                    stats.frames += 1
                     self._delivered = True
-                    want_config = any(p.stat.config_changed for p in event.pmus)
+                    if event.config is not stat_of:
+                        stat_of, stat_idx = event.config, stat_word_indices(event.config)
+                    words = event.words
+                    for i in stat_idx:
+                        if words[i] & STAT_CONFIG_CHANGED:
+                            want_config = True
                     self._call(self.on_frame, event)
+                elif isinstance(event, PdcError):
+                    finish(event)
+                    return
                 elif isinstance(event, ConfigFrame):
-                    if event.frame_type == _CFG_TYPE[self.endpoint.cfg_version]:
+                    if event.frame_type == want_type:
                         self._config(event)
                 elif isinstance(event, FrameError):
                     self._error(event)
                     want_config = isinstance(event, ConfigMismatchError)
-                if want_config and self.clock() - last_request >= self.config_request_interval_s:
-                    last_request = self.clock()
-                    await session.request_config()
+                if want_config and clock() - last_request >= self.config_request_interval_s:
+                    last_request = clock()
+                    try:
+                        session.send_command_nowait(_CFG_COMMAND[self.endpoint.cfg_version])
+                    except PdcError as err:
+                        finish(err)
+
+            def check_stale() -> None:
+                # One timer per stale period, not one per frame: it re-arms itself at the new deadline.
+                nonlocal watchdog
+                timeout = self._stale_timeout()
+                left = timeout - (clock() - last_data)
+                if left <= 0:
+                    finish(StaleStreamError(f"no data frame from {self._name} in {timeout:g} s"))
+                else:
+                    watchdog = loop.call_later(left, check_stale)
+
+            watchdog = loop.call_later(self._stale_timeout(), check_stale)
+            session.deliver_to(on_event)
+            await end  # a cancel ends this await at once; a PdcError ending the stream is raised here
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             await session.close()
 
     def _config(self, config: ConfigFrame) -> None:
@@ -542,5 +637,7 @@ __all__ = [
     "PdcStats",
     "PdcTimeoutError",
     "PmuEndpoint",
+    "STAT_CONFIG_CHANGED",
     "StaleStreamError",
+    "stat_word_indices",
 ]
