@@ -33,7 +33,7 @@ from agent.pmu.monitor import (
 from agent.pmu.ringbuffer import RingBuffer
 from agent.points import Quality, Reading
 from agent.store import StoreError, StoreInputError
-from protocols.c37118 import ConfigFrame, DataError, DataFrame, FrameError, PhasorKind
+from protocols.c37118 import ConfigFrame, DataError, DataFrame, FrameError, PhasorKind, PmuConfig3, Stat
 from protocols.c37118.pdc import PdcClient, PmuEndpoint
 
 log = logging.getLogger("gridedge.pmu")
@@ -63,6 +63,25 @@ class IngestStats:
     triggers: int = 0
 
 
+def phasor_layout(config: ConfigFrame) -> tuple:
+    """Where the first PMU's values sit in :attr:`DataFrame.words` and how to scale them (6.3 Tables 5, 6).
+
+    (STAT index, FREQ index, FREQ/DFREQ float?, nominal Hz, phasor indices, phasor scales to V or A,
+    polar?, phasor float?, TIME_BASE): computed once per configuration, read on every frame.
+    """
+    pmu = config.pmus[0]
+    fmt = pmu.format
+    if isinstance(pmu, PmuConfig3):  # CFG-3 PHSCALE is a float factor (6.4 Table 12)
+        scales = tuple(1.0 if fmt.phasor_float else s.scale for s in pmu.phasor_scales)
+    else:  # CFG-2 PHUNIT: 10^-5 V or A per bit (6.4 Table 9)
+        scales = tuple(1.0 if fmt.phasor_float else u.scale * 1e-5 for u in pmu.phasor_units)
+    stat_i = 5  # after SYNC, FRAMESIZE, IDCODE, SOC, FRACSEC
+    phasors = tuple(stat_i + 1 + 2 * j for j in range(pmu.phnmr))
+    freq_i = stat_i + 1 + 2 * pmu.phnmr
+    return (stat_i, freq_i, fmt.freq_float, pmu.nominal_hz, phasors, scales, fmt.polar, fmt.phasor_float,
+            config.time_base)  # fmt: skip
+
+
 class PmuIngest:
     """One PMU stream: frames -> ring buffer, monitors, once-a-second Readings. Pure of I/O.
 
@@ -88,6 +107,8 @@ class PmuIngest:
         self.voltage: VoltageMonitor | None = None
         self._voltage_idx: tuple[int, ...] = ()
         self._units: tuple[str, ...] = ()
+        self._layout: tuple = ()
+        self._per_unit: tuple[float, ...] = ()
         self._last_soc = -1
         self.listeners: list[Callable[[PmuIngest, float, tuple[float, ...]], None]] = []  # (self, ts, angles rad)
 
@@ -127,17 +148,23 @@ class PmuIngest:
                                           mon.voltage_lo_pu, mon.voltage_hi_pu, mon.voltage_clause,
                                           pickup_s=mon.voltage_pickup_s, hold_off_s=mon.hold_off_s)  # fmt: skip
         self._last_soc = -1
+        self._layout = phasor_layout(config)
+        self._per_unit = tuple(nominal_v if nominal_v and u == "V" else 0.0 for u in self._units)  # divisors
         log.info("event=pmu_configured pmu=%s phasors=%s rate=%s nominal_hz=%d", self.name,
                  ",".join(pmu.phasor_names), config.data_rate, nominal_hz)  # fmt: skip
 
     # ---- frames --------------------------------------------------------------------------------------
 
     def on_frame(self, frame: DataFrame) -> None:
+        # The hot path (every frame of every PMU): values come straight from the decoded words through
+        # indices computed once per configuration (_layout), with no per-PMU view built.
         if frame.config is not self.config:
             self.on_config(frame.config)
         st = self.stats
         st.frames += 1
-        ts = frame.soc + frame.fracsec / frame.config.time_base
+        w = frame.words
+        (stat_i, freq_i, freq_float, nominal_hz, ph_i, scales, polar, ph_float, time_base) = self._layout
+        ts = w[3] + (w[4] & 0xFFFFFF) / time_base
         latency = self.clock() - ts
         if latency > st.max_latency_s:
             st.max_latency_s = latency
@@ -145,28 +172,45 @@ class PmuIngest:
             st.late += 1
         if self.stale.frame(ts):
             log.info("event=pmu_stream_resumed pmu=%s", self.name)
-        pmu = frame.pmus[0]
-        stat = pmu.stat
-        values = pmu.phasor_values
-        mags = [abs(v) for v in values]
-        angs = [math.atan2(v.imag, v.real) for v in values]
-        freq, rocof = pmu.frequency_hz, pmu.rocof_hz_per_s
-        if frame.soc != self._last_soc:
-            self._last_soc = frame.soc
-            self._report(ts, stat.data_error, stat.sync_lost, mags, angs, freq, rocof)
+        stat_word = w[stat_i]
+        data_error = stat_word >> 14  # STAT bits 15-14 (C37.118.2-2011 6.3 Table 7)
+        sync_lost = bool(stat_word & 0x2000)  # bit 13
+        if freq_float:
+            freq, rocof = float(w[freq_i]), float(w[freq_i + 1])
+        else:  # 6.3 Table 6: FREQ deviation from nominal in mHz, DFREQ is ROCOF x 100
+            freq, rocof = nominal_hz + w[freq_i] / 1000.0, w[freq_i + 1] / 100.0
+        mags: list[float] = []
+        angs: list[float] = []
+        for i, k in zip(ph_i, scales, strict=True):
+            a, b = w[i], w[i + 1]
+            if polar:
+                m = a * k
+                th = b if ph_float else b * 1e-4
+                if m < 0:  # what abs() and atan2() of the complex value made of it: m >= 0, angle in (-pi, pi]
+                    m, th = -m, th + math.pi
+                if not -math.pi < th <= math.pi:
+                    th = math.atan2(math.sin(th), math.cos(th))
+                mags.append(m)
+                angs.append(th)
+            else:
+                re, im = a * k, b * k
+                mags.append(math.hypot(re, im))
+                angs.append(math.atan2(im, re))
+        if w[3] != self._last_soc:
+            self._last_soc = w[3]
+            self._report(ts, data_error, sync_lost, mags, angs, freq, rocof)
         if ts <= (self.buffer.last_ts if self.buffer.last_ts is not None else -math.inf):
             st.out_of_order += 1
             return
-        nominal_v = self.cfg.nominal_v
         row: list[float] = [freq, rocof]
-        for i, (m, a) in enumerate(zip(mags, angs, strict=True)):
-            row.append(m / nominal_v if nominal_v and self._units[i] == "V" else m)
+        for m, a, per_unit in zip(mags, angs, self._per_unit, strict=True):
+            row.append(m / per_unit if per_unit else m)
             row.append(math.degrees(a))
         self.buffer.append(ts, tuple(row))
-        trig = self.time_sync.update(ts, stat, frame.time_quality)
+        trig = self.time_sync.update(ts, Stat.from_word(stat_word), frame.time_quality)
         if trig:
             self._trigger(trig)
-        if stat.data_error != DataError.GOOD:
+        if data_error != DataError.GOOD:
             st.bad_data += 1
             return
         assert self.frequency is not None and self.rocof is not None
@@ -177,9 +221,10 @@ class PmuIngest:
         if self.voltage is not None:
             for trig in self.voltage.update(ts, [mags[i] for i in self._voltage_idx]):
                 self._trigger(trig)
-        if not stat.sync_lost:
+        if not sync_lost and self.listeners:
+            angles = tuple(angs)
             for listener in self.listeners:
-                listener(self, ts, tuple(angs))
+                listener(self, ts, angles)
 
     def _trigger(self, trig: Trigger) -> None:
         self.stats.triggers += 1
