@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import select
 import signal
 import sqlite3
 import subprocess
@@ -30,8 +31,8 @@ IDCODE = 7
 RATE = 30
 NOMINAL_V = 7200.0
 
-# The SimPmu runner: one line per command on stdin ("lose_sync", "stop"); it answers on stdout with
-# "listening <port>" once serving and "sync_lost <wall clock>" when the fault is in place.
+# The SimPmu runner: one line per command on stdin ("lose_sync", "stop_sending", "stop"); it answers on
+# stdout with "listening <port>" once serving and "<what> <wall clock>" when the fault is in place.
 RUNNER = f"""
 import asyncio, sys, time
 sys.path.insert(0, {str(ROOT)!r})
@@ -47,6 +48,9 @@ async def main(port):
         if line == "lose_sync":
             pmu.lose_sync()
             print("sync_lost", repr(time.time()), flush=True)
+        elif line == "stop_sending":
+            pmu.stop_sending()
+            print("stopped_sending", repr(time.time()), flush=True)
         elif line in ("stop", ""):
             break
     await pmu.stop()
@@ -143,7 +147,26 @@ nominal_v = {NOMINAL_V}
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(command + "\n")
         proc.stdin.flush()
+        # One reply line per command, so nothing sits in the pipe's read buffer: select() sees it.
+        ready, _, _ = select.select([proc.stdout], [], [], 10)
+        assert ready, f"the SimPmu runner did not answer {command!r}\n{self.log('pmu')}"
         return proc.stdout.readline().strip()
+
+    def central_readings(self, point: str) -> list[tuple]:
+        sql = "SELECT ts, value, unit, quality FROM readings WHERE point = ? ORDER BY ts"
+        return _query(self.central_db, sql, (point,))
+
+    def events(self) -> list[tuple]:
+        return _query(self.central_db, "SELECT ts, kind, severity, source, text, data FROM events")
+
+    def pmu_status(self) -> dict:
+        with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
+            return json.loads((self.workdir / "agent.db.status.json").read_text())["pmus"][PMU]
+        return {}
+
+    def wait_for_history(self, seconds: float) -> None:
+        """Until the agent holds ``seconds`` of the stream: a fault's window then has all its before-part."""
+        _wait(lambda: self.pmu_status().get("frames", 0) >= seconds * RATE, 20, f"{seconds} s of PMU frames", 0.2)
 
     def start_gridedge(self, name: str, *args: str) -> None:
         with open(self.workdir / f"{name}.log", "ab") as log:
@@ -193,10 +216,9 @@ def test_pmu_readings_and_time_sync_event_reach_central(site: PmuSite) -> None:
     started = time.time()
     site.start_gridedge("agent", "run", "--config", "agent.toml")
 
+    central_readings = site.central_readings
+    events = site.events
     # The PMU's once-a-second readings arrive in central with their units and sane values.
-    def central_readings(point: str) -> list[tuple]:
-        return _query(site.central_db, "SELECT ts, value, unit, quality FROM readings WHERE point = ?", (point,))
-
     _wait(lambda: len(central_readings(f"{PMU}.frequency")) >= 3, 20, "PMU readings in central", 0.2)
     freq = central_readings(f"{PMU}.frequency")
     vmag = central_readings(f"{PMU}.VA.mag")
@@ -210,16 +232,14 @@ def test_pmu_readings_and_time_sync_event_reach_central(site: PmuSite) -> None:
     stamps = sorted(ts for ts, *_ in freq)
     assert all(abs(ts - round(ts)) < 1e-6 for ts in stamps[1:]), stamps
     assert len(set(map(int, stamps))) == len(stamps), stamps
-    status = json.loads((site.workdir / "agent.db.status.json").read_text())["pmus"][PMU]
-    assert status["connected"] and status["frames"] > 0 and status["triggers"] == 0, status
+    site.wait_for_history(3.0)
+    status = site.pmu_status()
+    assert status["connected"] and status["triggers"] == 0 and status["out_of_order"] == 0, status
 
     # The GPS goes: exactly one time-sync event, with its full-rate window, reaches central.
     reply = site.pmu_command("lose_sync").split()
     assert reply[0] == "sync_lost", reply
     lost_at = float(reply[1])
-
-    def events() -> list[tuple]:
-        return _query(site.central_db, "SELECT ts, kind, severity, source, text, data FROM events")
 
     _wait(events, 15, "the time-sync event in central", 0.2)
     time.sleep(1.5)  # room for a duplicate to show up, were there one
@@ -265,3 +285,49 @@ def test_pmu_readings_and_time_sync_event_reach_central(site: PmuSite) -> None:
     assert elapsed < 6, elapsed
     assert len(events()) == 1  # nothing more on the way out
     assert "event=agent_stopped" in site.log("agent")
+
+
+def test_stale_pmu_stream_reaches_central_as_one_event_and_stale_readings(site: PmuSite) -> None:
+    site.start_gridedge("agent", "run", "--config", "agent.toml")
+    _wait(lambda: len(site.central_readings(f"{PMU}.frequency")) >= 2, 20, "PMU readings in central", 0.2)
+    site.wait_for_history(3.0)
+
+    # The PMU stops sending with its TCP connection up: after stale_after_s (2 s), one pmu_stale event.
+    reply = site.pmu_command("stop_sending").split()
+    assert reply[0] == "stopped_sending", reply
+    stopped_at = float(reply[1])
+    _wait(site.events, 10, "the stale event in central", 0.2)
+    time.sleep(1.5)  # room for a duplicate to show up, were there one
+    rows = site.events()
+    assert len(rows) == 1, rows
+    ts, kind, severity, source, text, data_json = rows[0]
+    assert (kind, severity, source) == ("pmu_stale", "warning", PMU)
+    assert "no data frame for" in text
+    assert stopped_at + 2.0 - 0.2 <= ts <= stopped_at + 4.0, (ts, stopped_at)
+    data = json.loads(data_json)
+    assert data["stale_after_s"] == 2.0 and data["clause"] == "configured stale_after_s"
+    last = data["last_frame_ts"]
+    assert stopped_at - 0.5 <= last <= stopped_at + 0.1, (last, stopped_at)
+    # The window centres on the last frame received: full-rate data before it, none after.
+    win = data["window"]
+    assert win["t_ref"] == last and win["decimation"] == 1
+    assert win["t_ms"][-1] == 0.0 and win["t_ms"][0] <= -1900
+    assert all(abs(b - a - 1000 / RATE) < 0.2 for a, b in zip(win["t_ms"], win["t_ms"][1:], strict=False))
+
+    # One set of STALE readings, with no value, reaches central for every PMU point.
+    def stale(point: str) -> list[tuple]:
+        return [r for r in site.central_readings(point) if r[3] == "stale"]
+
+    _wait(lambda: stale(f"{PMU}.frequency"), 10, "a STALE frequency reading in central", 0.2)
+    for point, unit in ((f"{PMU}.frequency", "Hz"), (f"{PMU}.rocof", "Hz/s"), (f"{PMU}.VA.mag", "V"),
+                        (f"{PMU}.IA.mag", "A"), (f"{PMU}.VA.ang", "deg")):  # fmt: skip
+        got = stale(point)
+        assert len(got) == 1 and got[0][1] is None and got[0][2] == unit, (point, got)
+    status = site.pmu_status()
+    # The agent's PdcClient ends a silent session and reconnects (protocols/c37118/pdc.py); still one event.
+    assert status["stale"] and status["reconnects"] >= 1, status
+
+    t0 = time.monotonic()
+    assert site.stop("agent", 10) == 0, site.logs()
+    assert time.monotonic() - t0 < 6
+    assert len(site.events()) == 1
