@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from dataclasses import replace
 
 import pytest
 from conftest import async_test, free_port, running_tasks, until
 
 from protocols.c37118 import ConfigFrame, CrcError, DataFrame, FrameError, PhasorKind, SyncError, encode_frame
 from protocols.c37118.pdc import (
+    STAT_CONFIG_CHANGED,
     AlignedFrames,
     Aligner,
     PdcClient,
@@ -18,6 +20,7 @@ from protocols.c37118.pdc import (
     PdcSession,
     PdcTimeoutError,
     PmuEndpoint,
+    stat_word_indices,
 )
 from sim_hw.devices.pmu import SimPmu
 
@@ -220,6 +223,20 @@ async def test_cancel_ends_clients_within_a_second_in_every_phase() -> None:
         assert not pending, f"{len(pending)} of {len(tasks)} clients still running 5 s after cancel"
         assert elapsed < 1.0 and all(t.cancelled() for t in done)
         assert all(not c.stats.connected for c in streaming)
+
+
+def test_stat_words_of_every_pmu_block_are_found_in_the_raw_words() -> None:
+    # STAT bit 10 (6.3 Table 7) is read from DataFrame.words at these indices, without the per-PMU view.
+    a = SimPmu(1, "A", rate=10, phasors=[("VA", PhasorKind.VOLTAGE)])
+    b = SimPmu(2, "B", rate=10)
+    b.change_config(phasors=[("V1", PhasorKind.VOLTAGE), ("V2", PhasorKind.VOLTAGE)], flag_s=60.0)
+    cfg = replace(a.config, pmus=(a.config.pmus[0], b.config.pmus[0], a.config.pmus[0]))
+    fa, fb = a.data_frame(100).pmus[0], b.data_frame(100).pmus[0]
+    frame = DataFrame.build(cfg, [fa, replace(fb, config=b.config.pmus[0]), fa])
+    idx = stat_word_indices(cfg)
+    assert [frame.words[i] for i in idx] == [p.stat.word for p in frame.pmus]
+    flagged = [bool(frame.words[i] & STAT_CONFIG_CHANGED) for i in idx]
+    assert flagged == [p.stat.config_changed for p in frame.pmus] == [False, True, False]
 
 
 def test_backoff_doubles_to_the_cap_with_jitter() -> None:

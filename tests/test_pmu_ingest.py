@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import cmath
 import json
+import math
 import sqlite3
 import time
 from dataclasses import replace
 
+import pytest
 from conftest import async_test, running_tasks, until
 
 from agent.config import AnglePairConfig, PmuMonitoringConfig, PmuStreamConfig
 from agent.pmu.ingest import PmuIngest, PmuMonitoring
 from agent.points import Quality, Reading
 from agent.store import AsyncStore, Store
+from protocols.c37118 import DataFormat, DataFrame, FrameType, PhasorKind
 from sim_hw.devices.pmu import SimPmu, balanced_source
 
 RATE = 30
@@ -79,6 +83,31 @@ def test_ingest_out_of_order_frame_not_buffered_and_late_counted():
     ing.on_frame(pmu.data_frame(k0 + 1))
     ing.on_frame(pmu.data_frame(k0))
     assert ing.stats.out_of_order == 1 and len(ing.buffer) == 1 and ing.stats.late == 2
+
+
+def test_ingest_values_from_raw_words_equal_the_per_pmu_view_for_every_format():
+    # on_frame reads STAT, FREQ/DFREQ and phasors from DataFrame.words through precomputed indices; the
+    # reference is the codec's own per-PMU view (PmuData.frequency_hz, .phasor_values) of the same frame.
+    k0 = 1_700_000_000 * RATE
+    for bits in range(16):
+        fmt = DataFormat.from_word(bits)
+        pmu = SimPmu(7, "SUB A", rate=RATE, format=fmt)
+        for cfg in (pmu.config, pmu.config_frame(FrameType.CFG3)):
+            ing = PmuIngest(stream(pmu), MON, Taken(), lambda *a: None, clock=lambda: 2e9)
+            ing.on_config(cfg)
+            for k in range(k0, k0 + 5):
+                frame = DataFrame(cfg, pmu.data_frame(k).words)
+                ing.on_frame(frame)
+                ref = frame.pmus[0]
+                expected = [ref.frequency_hz, ref.rocof_hz_per_s]
+                for v, u in zip(ref.phasor_values, cfg.pmus[0].phasor_units, strict=True):
+                    expected += [
+                        abs(v) / 7200.0 if u.kind == PhasorKind.VOLTAGE else abs(v),
+                        math.degrees(cmath.phase(v)),
+                    ]
+                ((ts, row),) = ing.buffer.latest(1)
+                assert ts == float(frame.timestamp.as_fraction())
+                assert row == pytest.approx(expected, rel=1e-12, abs=1e-9), (fmt, type(cfg).__name__)
 
 
 class Switch:
