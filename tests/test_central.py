@@ -440,7 +440,16 @@ async def test_two_workers_share_the_subscription_and_store_each_message_once(br
     task = asyncio.create_task(run_workers(cfg, 2))
     async with running_tasks(agent.session.run()):
         await asyncio.wait_for(agent.session.connected.wait(), 10)
-        await asyncio.sleep(0.5)  # both workers subscribed before the first message
+
+        def both_connected() -> bool:  # a message published before a worker subscribes goes to the other
+            try:
+                workers = json.loads((tmp_path / "status.json").read_text())["workers"]
+            except (OSError, ValueError):
+                return False
+            return all(workers.get(w, {}).get("connects", 0) >= 1 for w in ("w1", "w2"))
+
+        await until(both_connected, timeout=20)
+        await asyncio.sleep(0.5)  # the SUBACKs follow the CONNACKs within milliseconds
         await asyncio.gather(*(agent.send(batch(seq, n=2)) for seq in range(1, 201)))
         await until(lambda: len(set(agent.acks)) == 200, timeout=20)
         await asyncio.sleep(1.2)  # one more status write
