@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
@@ -194,3 +196,23 @@ def repo_root() -> Path:
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+
+
+def query_db(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
+    """Rows from a SQLite file another process writes; [] while the file or the table is not there yet."""
+    if not db.exists():
+        return []
+    with contextlib.suppress(sqlite3.OperationalError), contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+        return conn.execute(sql, args).fetchall()
+    return []
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, step_s: float = 0.1) -> Any:
+    """Poll a blocking predicate until it returns something truthy (and return it); fail naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(step_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")

@@ -4,11 +4,9 @@ Mosquitto that the test kills and restarts."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,26 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import Broker, free_port, wait_port
+from conftest import Broker, free_port, query_db, wait_for, wait_port
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 MAP = ROOT / "config" / "maps" / "sim-meter.toml"
-
-
-def _query(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
-    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
-        return conn.execute(sql, args).fetchall()
-
-
-def _wait(predicate, timeout_s: float, what: str, step_s: float = 0.1):  # noqa: ANN001
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 @dataclass
@@ -166,7 +149,7 @@ map = "{MAP}"
     def start_sim(self) -> None:
         self.spawn("sim", "sim", "run", "--config", "sim.toml")
         wait_port(self.tcp_port, 15)
-        _wait(lambda: (self.workdir / "rtu-bus1").exists(), 10, "the bench's RTU pty")
+        wait_for(lambda: (self.workdir / "rtu-bus1").exists(), 10, "the bench's RTU pty")
 
     def start_central(self) -> None:
         self.spawn("central", "central", "run", "--config", "central.toml")
@@ -188,18 +171,12 @@ map = "{MAP}"
         return (self.workdir / f"{name}.log").read_text(errors="replace")
 
     def central_rows(self) -> int:
-        if not self.central_db.exists():
-            return 0
-        with contextlib.suppress(sqlite3.Error):
-            return _query(self.central_db, "SELECT count(*) FROM readings")[0][0]
-        return 0
+        rows = query_db(self.central_db, "SELECT count(*) FROM readings")
+        return rows[0][0] if rows else 0
 
     def agent_readings(self) -> int:
-        if not self.agent_db.exists():
-            return 0
-        with contextlib.suppress(sqlite3.Error):
-            return _query(self.agent_db, "SELECT count(*) FROM readings")[0][0]
-        return 0
+        rows = query_db(self.agent_db, "SELECT count(*) FROM readings")
+        return rows[0][0] if rows else 0
 
     def agent_backlog(self) -> int:
         status = json.loads((self.workdir / "agent.db.status.json").read_text())
@@ -222,10 +199,10 @@ def site(tmp_path: Path, broker: Broker) -> Iterator[Site]:
 def test_meter_reading_arrives_in_central_with_value_unit_and_timestamp(site: Site) -> None:
     started = time.time()
     site.start_agent()
-    _wait(lambda: site.central_rows() >= 100, 30, "readings in central's store")
+    wait_for(lambda: site.central_rows() >= 100, 30, "readings in central's store")
     assert site.stop("agent") == 0, site.log("agent")
     finished = time.time()
-    rows = _query(
+    rows = query_db(
         site.central_db,
         "SELECT point, ts, value, unit, quality FROM readings WHERE point IN (?, ?, ?)",
         ("sub_meter.v_a", "fdr_meter_a.frequency", "fdr_meter_b.model"),
@@ -244,17 +221,17 @@ def test_meter_reading_arrives_in_central_with_value_unit_and_timestamp(site: Si
     assert all(unit == "Hz" and 59.5 <= value <= 60.5 for _, value, unit, _ in by_point["fdr_meter_a.frequency"])
     # Central's rows are exactly the agent's own: same value, unit and timestamp, reading for reading.
     agent_rows = set(
-        _query(site.agent_db, "SELECT point, ts, value, unit, quality FROM readings WHERE point = 'sub_meter.v_a'")
+        query_db(site.agent_db, "SELECT point, ts, value, unit, quality FROM readings WHERE point = 'sub_meter.v_a'")
     )
     central_rows = set(
-        _query(site.central_db, "SELECT point, ts, value, unit, quality FROM readings WHERE point = 'sub_meter.v_a'")
+        query_db(site.central_db, "SELECT point, ts, value, unit, quality FROM readings WHERE point = 'sub_meter.v_a'")
     )
     assert central_rows == agent_rows
 
 
 def test_every_reading_arrives_exactly_once_through_broker_and_agent_kills(site: Site) -> None:
     site.start_agent()
-    _wait(lambda: site.central_rows() > 0, 30, "the first readings in central")
+    wait_for(lambda: site.central_rows() > 0, 30, "the first readings in central")
     for _ in range(3):
         time.sleep(1.5)
         site.broker.kill()
@@ -281,12 +258,12 @@ def test_every_reading_arrives_exactly_once_through_broker_and_agent_kills(site:
     assert site.agent_backlog() == 0, site.log("agent")
     taken = site.agent_readings()
     assert taken > 200
-    agent_rows = _query(site.agent_db, "SELECT point, ts, value, quality FROM readings ORDER BY point, ts")
-    central_rows = _query(site.central_db, "SELECT point, ts, value, quality FROM readings ORDER BY point, ts")
+    agent_rows = query_db(site.agent_db, "SELECT point, ts, value, quality FROM readings ORDER BY point, ts")
+    central_rows = query_db(site.central_db, "SELECT point, ts, value, quality FROM readings ORDER BY point, ts")
     assert len(central_rows) == taken  # exactly once: nothing missing, nothing twice
     assert central_rows == agent_rows
     # Sequence numbers: central holds 1..N per stream with no gap, the agent sealed exactly N.
-    for stream, max_seq, count in _query(
+    for stream, max_seq, count in query_db(
         site.central_db, "SELECT stream, max(seq), count(DISTINCT seq) FROM messages GROUP BY stream"
     ):
         assert count == max_seq, f"gap in {stream}"

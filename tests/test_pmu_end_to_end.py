@@ -13,7 +13,6 @@ import json
 import os
 import select
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import Broker, free_port, wait_port
+from conftest import Broker, free_port, query_db, wait_for, wait_port
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,24 +57,6 @@ async def main(port):
 
 asyncio.run(main(int(sys.argv[1])))
 """
-
-
-def _query(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
-    if not db.exists():
-        return []
-    with contextlib.suppress(sqlite3.OperationalError), contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
-        return conn.execute(sql, args).fetchall()
-    return []  # the table is not there yet
-
-
-def _wait(predicate, timeout_s: float, what: str, step_s: float = 0.1):  # noqa: ANN001
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 @dataclass
@@ -154,10 +135,10 @@ nominal_v = {NOMINAL_V}
 
     def central_readings(self, point: str) -> list[tuple]:
         sql = "SELECT ts, value, unit, quality FROM readings WHERE point = ? ORDER BY ts"
-        return _query(self.central_db, sql, (point,))
+        return query_db(self.central_db, sql, (point,))
 
     def events(self) -> list[tuple]:
-        return _query(self.central_db, "SELECT ts, kind, severity, source, text, data FROM events")
+        return query_db(self.central_db, "SELECT ts, kind, severity, source, text, data FROM events")
 
     def pmu_status(self) -> dict:
         with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
@@ -166,7 +147,7 @@ nominal_v = {NOMINAL_V}
 
     def wait_for_history(self, seconds: float) -> None:
         """Until the agent holds ``seconds`` of the stream: a fault's window then has all its before-part."""
-        _wait(lambda: self.pmu_status().get("frames", 0) >= seconds * RATE, 20, f"{seconds} s of PMU frames", 0.2)
+        wait_for(lambda: self.pmu_status().get("frames", 0) >= seconds * RATE, 20, f"{seconds} s of PMU frames", 0.2)
 
     def start_gridedge(self, name: str, *args: str) -> None:
         with open(self.workdir / f"{name}.log", "ab") as log:
@@ -219,7 +200,7 @@ def test_pmu_readings_and_time_sync_event_reach_central(site: PmuSite) -> None:
     central_readings = site.central_readings
     events = site.events
     # The PMU's once-a-second readings arrive in central with their units and sane values.
-    _wait(lambda: len(central_readings(f"{PMU}.frequency")) >= 3, 20, "PMU readings in central", 0.2)
+    wait_for(lambda: len(central_readings(f"{PMU}.frequency")) >= 3, 20, "PMU readings in central", 0.2)
     freq = central_readings(f"{PMU}.frequency")
     vmag = central_readings(f"{PMU}.VA.mag")
     assert vmag, site.logs()
@@ -241,7 +222,7 @@ def test_pmu_readings_and_time_sync_event_reach_central(site: PmuSite) -> None:
     assert reply[0] == "sync_lost", reply
     lost_at = float(reply[1])
 
-    _wait(events, 15, "the time-sync event in central", 0.2)
+    wait_for(events, 15, "the time-sync event in central", 0.2)
     time.sleep(1.5)  # room for a duplicate to show up, were there one
     rows = events()
     assert len(rows) == 1, rows
@@ -274,7 +255,7 @@ def test_pmu_readings_and_time_sync_event_reach_central(site: PmuSite) -> None:
     def invalid_angle_after_loss() -> list[tuple]:
         return [r for r in central_readings(f"{PMU}.VA.ang") if r[0] > lost_at and r[3] == "invalid"]
 
-    _wait(invalid_angle_after_loss, 10, "an INVALID angle reading after the sync loss", 0.2)
+    wait_for(invalid_angle_after_loss, 10, "an INVALID angle reading after the sync loss", 0.2)
     assert not [r for r in central_readings(f"{PMU}.VA.ang") if r[0] < lost_at - 1 and r[3] != "good"]
 
     # SIGTERM: the PMU client and events tasks stop promptly and the agent exits cleanly.
@@ -289,14 +270,14 @@ def test_pmu_readings_and_time_sync_event_reach_central(site: PmuSite) -> None:
 
 def test_stale_pmu_stream_reaches_central_as_one_event_and_stale_readings(site: PmuSite) -> None:
     site.start_gridedge("agent", "run", "--config", "agent.toml")
-    _wait(lambda: len(site.central_readings(f"{PMU}.frequency")) >= 2, 20, "PMU readings in central", 0.2)
+    wait_for(lambda: len(site.central_readings(f"{PMU}.frequency")) >= 2, 20, "PMU readings in central", 0.2)
     site.wait_for_history(3.0)
 
     # The PMU stops sending with its TCP connection up: after stale_after_s (2 s), one pmu_stale event.
     reply = site.pmu_command("stop_sending").split()
     assert reply[0] == "stopped_sending", reply
     stopped_at = float(reply[1])
-    _wait(site.events, 10, "the stale event in central", 0.2)
+    wait_for(site.events, 10, "the stale event in central", 0.2)
     time.sleep(1.5)  # room for a duplicate to show up, were there one
     rows = site.events()
     assert len(rows) == 1, rows
@@ -318,7 +299,7 @@ def test_stale_pmu_stream_reaches_central_as_one_event_and_stale_readings(site: 
     def stale(point: str) -> list[tuple]:
         return [r for r in site.central_readings(point) if r[3] == "stale"]
 
-    _wait(lambda: stale(f"{PMU}.frequency"), 10, "a STALE frequency reading in central", 0.2)
+    wait_for(lambda: stale(f"{PMU}.frequency"), 10, "a STALE frequency reading in central", 0.2)
     for point, unit in ((f"{PMU}.frequency", "Hz"), (f"{PMU}.rocof", "Hz/s"), (f"{PMU}.VA.mag", "V"),
                         (f"{PMU}.IA.mag", "A"), (f"{PMU}.VA.ang", "deg")):  # fmt: skip
         got = stale(point)
