@@ -22,7 +22,7 @@ from agent.pmu.ingest import PmuMonitoring
 from agent.points import Reading
 from agent.runtime import Supervisor, SystemdNotifier, watchdog
 from agent.store import AsyncStore, Store, StoreError, StoreFullError, StoreInputError
-from agent.uplink import Uplink, session_config_for
+from agent.uplink import Uplink, session_config_from
 from agent.writequeue import WriteQueue
 from protocols.mqtt.session import MqttSession
 
@@ -60,21 +60,7 @@ class AgentService:
         # PMU streams (C37.118.2): readings once a second through _take, events straight to the store.
         self.pmus = PmuMonitoring(config.pmus, config.pmu_monitoring, self._take, self.store)
         up = config.uplink
-        self.session = MqttSession(
-            session_config_for(
-                site=config.site_id,
-                host=up.host,
-                port=up.port,
-                client_id=up.client_id,
-                username=up.username,
-                password=up.password,
-                tls=up.tls,
-                ca_file=str(up.ca_file) if up.ca_file else None,
-                cert_file=str(up.cert_file) if up.cert_file else None,
-                key_file=str(up.key_file) if up.key_file else None,
-                keepalive_s=up.keepalive_s,
-            ),
-        )
+        self.session = MqttSession(session_config_from(config.site_id, up))
         self.uplink = Uplink(
             config.site_id, self.store, self.session, max_inflight=up.max_inflight, ack_timeout_s=up.ack_timeout_s
         )

@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from agent.config import UplinkConfig
 from agent.store import AsyncStore, OutboxMessage, StoreError
 from protocols.mqtt.session import ConnectionLost, MqttError, MqttSession, SessionConfig
 from protocols.telemetry.schema import SchemaError, decode_ack, encode_state, topic
@@ -75,6 +76,23 @@ def session_config_for(
         will_topic=topic(site, "state"),
         will_payload=encode_state(site, "offline", clock(), version),
         will_retain=True,
+    )
+
+
+def session_config_from(site: str, uplink: UplinkConfig) -> SessionConfig:
+    """The agent's session for a site's validated ``[uplink]`` section (what ``gridedge run`` uses)."""
+    return session_config_for(
+        site=site,
+        host=uplink.host,
+        port=uplink.port,
+        client_id=uplink.client_id,
+        username=uplink.username,
+        password=uplink.password,
+        tls=uplink.tls,
+        ca_file=str(uplink.ca_file) if uplink.ca_file else None,
+        cert_file=str(uplink.cert_file) if uplink.cert_file else None,
+        key_file=str(uplink.key_file) if uplink.key_file else None,
+        keepalive_s=uplink.keepalive_s,
     )
 
 

@@ -2,7 +2,7 @@
 
 Each test starts its own Mosquitto (``allow_anonymous false`` with a password file, or a TLS listener with
 ``require_certificate true``) on a free loopback port, writes a site file, loads it with ``load_config`` and
-builds the session with ``session_config_for`` exactly as ``agent/service.py`` does. The certificates are a
+builds the session with ``session_config_from`` exactly as ``agent/service.py`` does. The certificates are a
 throwaway CA made with the ``openssl`` command in ``tmp_path``.
 
 Why ``user root`` in the broker's config: Mosquitto started as root drops to user ``mosquitto``, which cannot
@@ -26,7 +26,7 @@ import pytest
 from conftest import free_port, wait_port
 
 from agent.config import AgentConfig, ConfigError, load_config
-from agent.uplink import session_config_for
+from agent.uplink import session_config_from
 from protocols.mqtt.session import MqttSession, SessionConfigError
 
 pytestmark = pytest.mark.integration
@@ -188,21 +188,8 @@ def _site_file(tmp_path: Path, uplink: str) -> Path:
 
 
 def _session_for(config: AgentConfig, seed: int = 7) -> MqttSession:
-    """The agent's session, built from the uplink section as ``agent/service.py`` builds it."""
-    up = config.uplink
-    cfg = session_config_for(
-        site=config.site_id,
-        host=up.host,
-        port=up.port,
-        client_id=up.client_id,
-        username=up.username,
-        password=up.password,
-        tls=up.tls,
-        ca_file=str(up.ca_file) if up.ca_file else None,
-        cert_file=str(up.cert_file) if up.cert_file else None,
-        key_file=str(up.key_file) if up.key_file else None,
-        keepalive_s=up.keepalive_s,
-    )
+    """The agent's session, built from the uplink section exactly as ``agent/service.py`` builds it."""
+    cfg = session_config_from(config.site_id, config.uplink)
     return MqttSession(cfg, rng=random.Random(seed))
 
 
