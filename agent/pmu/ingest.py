@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import operator
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -82,6 +83,16 @@ def phasor_layout(config: ConfigFrame) -> tuple:
             config.time_base)  # fmt: skip
 
 
+def _picker(idx: tuple[int, ...]) -> Callable[[list[float]], Sequence[float]]:
+    """``values -> [values[i] for i in idx]`` as one C call per frame (itemgetter), always a sequence."""
+    if len(idx) == 1:
+        (only,) = idx
+        return lambda values: (values[only],)
+    if not idx:
+        return lambda values: ()
+    return operator.itemgetter(*idx)
+
+
 class PmuIngest:
     """One PMU stream: frames -> ring buffer, monitors, once-a-second Readings. Pure of I/O.
 
@@ -106,6 +117,7 @@ class PmuIngest:
         self.rocof: RocofMonitor | None = None
         self.voltage: VoltageMonitor | None = None
         self._voltage_idx: tuple[int, ...] = ()
+        self._voltage_mags: Callable[[list[float]], Sequence[float]] = _picker(())
         self._units: tuple[str, ...] = ()
         self._layout: tuple = ()
         self._per_unit: tuple[float, ...] = ()
@@ -142,6 +154,7 @@ class PmuIngest:
         self.rocof = RocofMonitor(self.name, mon.rocof_hz_per_s, mon.rocof_clause, pickup_s=mon.rocof_pickup_s,
                                   hold_off_s=mon.hold_off_s)  # fmt: skip
         self._voltage_idx = tuple(i for i, k in enumerate(kinds) if k == PhasorKind.VOLTAGE)
+        self._voltage_mags = _picker(self._voltage_idx)
         self.voltage = None
         if nominal_v and self._voltage_idx:
             self.voltage = VoltageMonitor(self.name, [pmu.phasor_names[i] for i in self._voltage_idx], nominal_v,
@@ -164,13 +177,15 @@ class PmuIngest:
         st.frames += 1
         w = frame.words
         (stat_i, freq_i, freq_float, nominal_hz, ph_i, scales, polar, ph_float, time_base) = self._layout
-        ts = w[3] + (w[4] & 0xFFFFFF) / time_base
-        latency = self.clock() - ts
+        soc = w[3]
+        ts = soc + (w[4] & 0xFFFFFF) / time_base
+        now = self.clock()
+        latency = now - ts
         if latency > st.max_latency_s:
             st.max_latency_s = latency
         if latency > LATE_AFTER_S:
             st.late += 1
-        if self.stale.frame(ts):
+        if self.stale.frame(ts, now):
             log.info("event=pmu_stream_resumed pmu=%s", self.name)
         stat_word = w[stat_i]
         data_error = stat_word >> 14  # STAT bits 15-14 (C37.118.2-2011 6.3 Table 7)
@@ -179,36 +194,39 @@ class PmuIngest:
             freq, rocof = float(w[freq_i]), float(w[freq_i + 1])
         else:  # 6.3 Table 6: FREQ deviation from nominal in mHz, DFREQ is ROCOF x 100
             freq, rocof = nominal_hz + w[freq_i] / 1000.0, w[freq_i + 1] / 100.0
+        # One pass builds the magnitudes and angles (radians) and the buffer row (pu or V/A, degrees).
         mags: list[float] = []
         angs: list[float] = []
-        for i, k in zip(ph_i, scales, strict=True):
+        row: list[float] = [freq, rocof]
+        degrees = math.degrees
+        pi = math.pi
+        for i, k, per_unit in zip(ph_i, scales, self._per_unit, strict=True):
             a, b = w[i], w[i + 1]
             if polar:
                 m = a * k
                 th = b if ph_float else b * 1e-4
                 if m < 0:  # what abs() and atan2() of the complex value made of it: m >= 0, angle in (-pi, pi]
-                    m, th = -m, th + math.pi
-                if not -math.pi < th <= math.pi:
+                    m, th = -m, th + pi
+                if not -pi < th <= pi:
                     th = math.atan2(math.sin(th), math.cos(th))
-                mags.append(m)
-                angs.append(th)
             else:
                 re, im = a * k, b * k
-                mags.append(math.hypot(re, im))
-                angs.append(math.atan2(im, re))
-        if w[3] != self._last_soc:
-            self._last_soc = w[3]
+                m = math.hypot(re, im)
+                th = math.atan2(im, re)
+            mags.append(m)
+            angs.append(th)
+            row.append(m / per_unit if per_unit else m)
+            row.append(degrees(th))
+        if soc != self._last_soc:
+            self._last_soc = soc
             self._report(ts, data_error, sync_lost, mags, angs, freq, rocof)
-        if ts <= (self.buffer.last_ts if self.buffer.last_ts is not None else -math.inf):
+        buffer = self.buffer
+        last_ts = buffer.last_ts
+        if last_ts is not None and ts <= last_ts:
             st.out_of_order += 1
             return
-        row: list[float] = [freq, rocof]
-        for m, a, per_unit in zip(mags, angs, self._per_unit, strict=True):
-            row.append(m / per_unit if per_unit else m)
-            row.append(math.degrees(a))
-        self.buffer.append(ts, tuple(row))
-        trig = self.time_sync.update(ts, Stat.from_word(stat_word), frame.time_quality)
-        if trig:
+        buffer.append(ts, tuple(row))
+        if trig := self.time_sync.update(ts, Stat.from_word(stat_word), frame.time_quality):
             self._trigger(trig)
         if data_error != DataError.GOOD:
             st.bad_data += 1
@@ -219,7 +237,7 @@ class PmuIngest:
         if trig := self.rocof.update(ts, rocof):
             self._trigger(trig)
         if self.voltage is not None:
-            for trig in self.voltage.update(ts, [mags[i] for i in self._voltage_idx]):
+            for trig in self.voltage.update(ts, self._voltage_mags(mags)):
                 self._trigger(trig)
         if not sync_lost and self.listeners:
             angles = tuple(angs)

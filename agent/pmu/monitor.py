@@ -55,7 +55,8 @@ class Transition:
 class Hysteresis:
     """Band ``[lo, hi]`` with a pickup delay, a deadband and a hold-off; :meth:`update` returns transitions."""
 
-    __slots__ = ("lo", "hi", "deadband", "pickup_s", "hold_off_s", "active", "_since", "_clear_since", "_extreme")
+    __slots__ = ("lo", "hi", "deadband", "pickup_s", "hold_off_s", "active", "_since", "_clear_since", "_extreme",
+                 "_lo", "_hi")  # fmt: skip
 
     def __init__(self, lo: float | None, hi: float | None, *, deadband: float = 0.0, pickup_s: float = 0.0,
                  hold_off_s: float = 0.0) -> None:  # fmt: skip
@@ -69,12 +70,24 @@ class Hysteresis:
         self._since: float | None = None
         self._clear_since: float | None = None
         self._extreme = 0.0
+        # The band with open sides as infinities, for the idle fast path (one chained comparison).
+        self._lo = -math.inf if lo is None else lo
+        self._hi = math.inf if hi is None else hi
+
+    @property
+    def idle(self) -> bool:
+        """Not raised and no excursion under way: a value inside the band changes nothing."""
+        return not self.active and self._since is None
 
     def _excess(self, v: float) -> float:
         """How far outside the band ``v`` is (> 0 outside), in the value's unit."""
         return max(self.lo - v if self.lo is not None else -math.inf, v - self.hi if self.hi is not None else -math.inf)
 
     def update(self, ts: float, value: float) -> Transition | None:
+        # Fast path (almost every frame): idle and inside the band, where the full path below would only
+        # reset _since, which is already None. NaN fails the comparison and takes the full path.
+        if not self.active and self._since is None and self._lo <= value <= self._hi:
+            return None
         excess = self._excess(value)
         if not self.active:
             if excess > 0:
@@ -115,7 +128,10 @@ class FrequencyMonitor:
                                pickup_s=pickup_s, hold_off_s=hold_off_s)  # fmt: skip
 
     def update(self, ts: float, frequency_hz: float) -> Trigger | None:
-        t = self.band.update(ts, frequency_hz)
+        b = self.band
+        if not b.active and b._since is None and b._lo <= frequency_hz <= b._hi:  # Hysteresis.update's fast path
+            return None
+        t = b.update(ts, frequency_hz)
         if t is None or not t.raised:
             return None
         lo, hi = self.band.lo, self.band.hi
@@ -135,7 +151,10 @@ class RocofMonitor:
                                hold_off_s=hold_off_s)  # fmt: skip
 
     def update(self, ts: float, rocof_hz_per_s: float) -> Trigger | None:
-        t = self.band.update(ts, rocof_hz_per_s)
+        b = self.band
+        if not b.active and b._since is None and b._lo <= rocof_hz_per_s <= b._hi:  # Hysteresis.update's fast path
+            return None
+        t = b.update(ts, rocof_hz_per_s)
         if t is None or not t.raised:
             return None
         lim = self.band.hi
@@ -157,11 +176,23 @@ class VoltageMonitor:
             source, tuple(phases), nominal_v, clause, severity)  # fmt: skip
         self.bands = [Hysteresis(lo_pu, hi_pu, deadband=deadband_pu, pickup_s=pickup_s, hold_off_s=hold_off_s)
                       for _ in self.phases]  # fmt: skip
+        self._lo_pu, self._hi_pu, self._n = lo_pu, hi_pu, len(self.phases)
+        self._idle = True  # every band idle (see Hysteresis.idle): the fast path applies
 
     def update(self, ts: float, magnitudes_v: Sequence[float]) -> list[Trigger]:
+        # Fast path: every band idle and every phase inside the band: no band would change state.
+        if self._idle and len(magnitudes_v) == self._n:
+            lo, hi, nominal = self._lo_pu, self._hi_pu, self.nominal_v
+            for mag in magnitudes_v:
+                if not lo <= mag / nominal <= hi:
+                    break
+            else:
+                return []
         out = []
+        nominal = self.nominal_v
+        self._idle = False  # until every band has been updated (a length mismatch raises below)
         for phase, band, mag in zip(self.phases, self.bands, magnitudes_v, strict=True):
-            t = band.update(ts, mag / self.nominal_v)
+            t = band.update(ts, mag / nominal)
             if t is None or not t.raised:
                 continue
             side = "below" if t.extreme < band.lo else "above"
@@ -172,6 +203,7 @@ class VoltageMonitor:
                                 "voltage_v": _r(t.extreme * self.nominal_v, 2), "nominal_v": self.nominal_v,
                                 "limit_lo_pu": band.lo, "limit_hi_pu": band.hi, "clause": self.clause,
                                 "pickup_s": band.pickup_s}))  # fmt: skip
+        self._idle = all(band.idle for band in self.bands)
         return out
 
 
@@ -229,6 +261,11 @@ class TimeSyncMonitor:
         self._reasons: list[str] = []
 
     def update(self, ts: float, stat: Stat, time_quality: TimeQuality) -> Trigger | None:
+        b = self.band
+        if (not b.active and b._since is None and not stat.sync_lost and not stat.unlocked_time
+                and (stat.time_quality == PmuTimeQuality.NOT_USED or stat.time_quality < self.worst_time_quality)
+                and time_quality.code != 15):  # fmt: skip
+            return None  # idle and no problem (the conditions of sync_problems, negated): nothing changes
         reasons = sync_problems(stat, time_quality, self.worst_time_quality)
         t = self.band.update(ts, 1.0 if reasons else 0.0)
         if t is None or not t.raised:
@@ -255,9 +292,9 @@ class StaleMonitor:
         self.last_frame_ts: float | None = None
         self.active = False
 
-    def frame(self, frame_ts: float) -> bool:
-        """A frame arrived; True when this ends a stale period."""
-        self.last_arrival, self.last_frame_ts = self.clock(), frame_ts
+    def frame(self, frame_ts: float, now: float | None = None) -> bool:
+        """A frame arrived (at ``now``, read from the clock when not given); True when this ends a stale period."""
+        self.last_arrival, self.last_frame_ts = self.clock() if now is None else now, frame_ts
         was, self.active = self.active, False
         return was
 
