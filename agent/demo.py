@@ -25,13 +25,15 @@ AGENT_CONFIG = ROOT / "config" / "agent-sim.toml"
 CENTRAL_CONFIG = ROOT / "config" / "central.toml"
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for the demo's broker; benchmarks use it too)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _wait_port(port: int, timeout_s: float) -> bool:
+def wait_port(port: int, timeout_s: float) -> bool:
+    """True once something accepts connections on 127.0.0.1:port, False after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
@@ -61,7 +63,7 @@ class Demo:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.procs: dict[str, subprocess.Popen] = {}
-        self.port = _free_port()
+        self.port = free_port()
         self.broker_url = f"mqtt://127.0.0.1:{self.port}"
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
@@ -79,7 +81,7 @@ class Demo:
             "max_queued_messages 100000\nlog_dest stderr\n"
         )
         self._spawn("mosquitto", [mosquitto, "-c", str(conf)])
-        if not _wait_port(self.port, 10):
+        if not wait_port(self.port, 10):
             raise RuntimeError(f"mosquitto did not start on port {self.port}: see {self.workdir}/mosquitto.log")
         exe = [sys.executable, "-m", "gridedge"]
         self._spawn("sim", [*exe, "sim", "run", "--config", str(SIM_CONFIG)])

@@ -36,7 +36,6 @@ import json
 import os
 import random
 import shutil
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -53,6 +52,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 import sqlite_utils  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
+from agent.demo import free_port, wait_port  # noqa: E402
 from agent.points import Reading, Stream  # noqa: E402
 from agent.store import AsyncStore, Store  # noqa: E402
 from agent.uplink import Uplink, session_config_for  # noqa: E402
@@ -188,23 +188,6 @@ def scan(points: list[tuple[str, str, float]], ts: float, rng: random.Random) ->
     ]
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of another process so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -237,7 +220,8 @@ def _start_mosquitto(workdir: Path, port: int) -> subprocess.Popen:
     )
     with open(workdir / "mosquitto.log", "ab") as log:
         proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=log)
-    _wait_port(port)
+    if not wait_port(port, 10.0):
+        raise TimeoutError(f"mosquitto did not listen on 127.0.0.1:{port} within 10 s")
     return proc
 
 
@@ -388,7 +372,7 @@ def bench_drain(
     points = site_points(n_points)
     with tempfile.TemporaryDirectory(prefix="gridedge-drain-") as tmp:
         workdir = Path(tmp)
-        port = _free_port()
+        port = free_port()
         broker = central = None
         try:
             broker = _start_mosquitto(workdir, port)
