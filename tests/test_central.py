@@ -72,6 +72,15 @@ class Agent:
         await self.session.publish(topic(self.site, stream), payload, qos=1)
 
 
+def workers_subscribed(status_file: Path, names: tuple[str, ...]) -> bool:
+    """True once the status file shows every named worker's session up (connects counts after the SUBACKs)."""
+    try:
+        workers = json.loads(status_file.read_text())["workers"]
+    except (OSError, ValueError):
+        return False
+    return all(workers.get(w, {}).get("connects", 0) >= 1 for w in names)
+
+
 async def start(worker: CentralWorker, agent: Agent) -> None:
     await asyncio.wait_for(worker.session.connected.wait(), 10)
     await asyncio.wait_for(agent.session.connected.wait(), 10)
@@ -348,10 +357,12 @@ async def test_hostile_messages_in_one_flush_with_good_ones_only_the_good_are_st
 async def test_central_keeps_storing_after_each_hostile_message(broker, tmp_path: Path) -> None:
     """The review's case: one such message used to end every worker of run_workers (TaskGroup)."""
     agent = Agent(broker.port)
-    central = asyncio.create_task(run_workers(make_config(broker, tmp_path), 2))
+    status = tmp_path / "status.json"
+    central = asyncio.create_task(run_workers(make_config(broker, tmp_path, status_file=status), 2))
     async with running_tasks(agent.session.run()):
         await asyncio.wait_for(agent.session.connected.wait(), 10)
-        await asyncio.sleep(0.5)  # both workers subscribed
+        # a batch published before its shared subscription exists is dropped by the broker: wait for both SUBACKs
+        await until(lambda: workers_subscribed(status, ("w1", "w2")), timeout=20)
         for n, (name, (stream, payload)) in enumerate(HOSTILE, start=1):
             await agent.send(payload, stream=stream)
             await agent.send(batch(n))
@@ -441,15 +452,7 @@ async def test_two_workers_share_the_subscription_and_store_each_message_once(br
     async with running_tasks(agent.session.run()):
         await asyncio.wait_for(agent.session.connected.wait(), 10)
 
-        def both_connected() -> bool:  # a message published before a worker subscribes goes to the other
-            try:
-                workers = json.loads((tmp_path / "status.json").read_text())["workers"]
-            except (OSError, ValueError):
-                return False
-            return all(workers.get(w, {}).get("connects", 0) >= 1 for w in ("w1", "w2"))
-
-        await until(both_connected, timeout=20)
-        await asyncio.sleep(0.5)  # the SUBACKs follow the CONNACKs within milliseconds
+        await until(lambda: workers_subscribed(tmp_path / "status.json", ("w1", "w2")), timeout=20)
         await asyncio.gather(*(agent.send(batch(seq, n=2)) for seq in range(1, 201)))
         await until(lambda: len(set(agent.acks)) == 200, timeout=20)
         await asyncio.sleep(1.2)  # one more status write

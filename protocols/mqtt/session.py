@@ -97,8 +97,8 @@ class SessionConfig:
 
 @dataclass(slots=True)
 class SessionStats:
-    connects: int = 0
-    disconnects: int = 0
+    connects: int = 0  # sessions up: CONNACK and the SUBACK of every filter (a message published now reaches us)
+    disconnects: int = 0  # links that ended after their CONNACK
     connect_failures: int = 0
     published: int = 0
     puback: int = 0
@@ -327,7 +327,6 @@ class MqttSession:
         cfg = self.config
         assert link.client is not None
         self._link = link
-        self.stats.connects += 1
         log.info("mqtt connected host=%s port=%s client_id=%s", cfg.host, cfg.port, cfg.client_id)
         if self._subs:
             rc, mid = link.client.subscribe(self._sub_list(list(self._subs)))
@@ -339,6 +338,7 @@ class MqttSession:
             except (TimeoutError, ConnectionLost) as err:
                 link.end(f"no SUBACK: {err or 'timeout'}")
                 return
+        self.stats.connects += 1
         self.connected.set()
         for hook in list(self._on_connect):
             try:
