@@ -18,15 +18,22 @@ Faults, for tests and scenarios, are injected in pymodbus's trace hooks, per uni
 
 A request for a unit id the server does not hold is dropped as well (pymodbus itself would answer
 exception 4, where a real RS-485 line stays silent).
+
+Writes (functions 5, 6, 15, 16, 23) reach a device model through :meth:`ModbusDeviceServer.on_write`:
+the handler sees every write before it is stored, decoded into the map's points it covers, and
+accepts it (None) or refuses it with a Modbus exception code, which is then the reply and leaves the
+registers unchanged. A write covering only part of a multi-register point is refused with
+exception 2 (illegal data address) and one that does not decode with exception 3 (illegal data
+value) before the handler is asked; a handler that raises is answered with exception 4.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pymodbus.constants import ExcCodes
 from pymodbus.framer import FramerType
@@ -35,7 +42,7 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
 
-from protocols.modbus.registermap import RegisterMap, Table, encode_point
+from protocols.modbus.registermap import DecodeError, RegisterMap, Table, decode_point, encode_point
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +53,28 @@ FAULTS: tuple[str, ...] = ("silent", "exception", "garbage")
 _FC: dict[Table, int] = {Table.COIL: 1, Table.DISCRETE: 2, Table.HOLDING: 3, Table.INPUT: 4}
 _TUPLE_ORDER = (Table.COIL, Table.DISCRETE, Table.HOLDING, Table.INPUT)  # SimDevice's tuple layout
 _MBAP_LEN = 7
+# Write function codes -> the table they write (Modbus Application Protocol v1.1b3, 6.5, 6.6, 6.11, 6.12, 6.17).
+_WRITE_TABLE: dict[int, Table] = {5: Table.COIL, 15: Table.COIL, 6: Table.HOLDING, 16: Table.HOLDING, 23: Table.HOLDING}
+ILLEGAL_ADDRESS, ILLEGAL_VALUE, DEVICE_FAILURE = 2, 3, 4  # Modbus exception codes (ibid., 7)
+
+
+@dataclass(frozen=True, slots=True)
+class WriteRequest:
+    """A client's write as a device model sees it, before it is stored.
+
+    ``values`` are the raw registers (or bits) written from ``address`` on; ``points`` holds every point of
+    the unit's map the write covers whole, decoded to its engineering value.
+    """
+
+    unit_id: int
+    table: Table
+    address: int
+    values: tuple[int, ...] | tuple[bool, ...]
+    points: dict[str, float | int | str | bool]
+
+
+# None accepts the write; an int refuses it with that Modbus exception code (2 address, 3 value, 4 failure...).
+WriteHandler = Callable[[WriteRequest], int | None]
 
 
 class ModbusServerError(Exception):
@@ -118,6 +147,7 @@ class ModbusDeviceServer:
         self.serial_port = serial_port
         self.baudrate, self.parity, self.bytesize, self.stopbits = baudrate, parity, bytesize, stopbits
         self._faults: dict[int, Fault] = {}
+        self._write_handlers: dict[int, WriteHandler] = {}
         self._junk = random.Random(seed)
         self._spans = {u: _spans(m) for u, m in self.units.items()}
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
@@ -218,6 +248,62 @@ class ModbusDeviceServer:
         self._map(unit_id)
         return await self._server.async_getValues(unit_id, _FC[table], address, count)
 
+    # --- writes -----------------------------------------------------------------------------------------
+    def on_write(self, unit_id: int, handler: WriteHandler | None) -> None:
+        """Send every write to ``unit_id`` through ``handler`` first (None: writes are stored as they come)."""
+        self._map(unit_id)
+        if handler is None:
+            self._write_handlers.pop(unit_id, None)
+        else:
+            self._write_handlers[unit_id] = handler
+
+    def _check_write(self, unit_id: int, table: Table, address: int, values: list[Any]) -> int | None:
+        """The exception code a write gets (None: store it): whole points only, decodable, then the handler."""
+        stop = address + len(values)
+        points: dict[str, float | int | str | bool] = {}
+        for p in self.units[unit_id].points:
+            if p.table is not table or p.end <= address or p.address >= stop:
+                continue
+            if p.address < address or p.end > stop:
+                log.info(
+                    "modbus_write=refused address=%s unit=%d point=%s reason=partial", self.address, unit_id, p.name
+                )
+                return ILLEGAL_ADDRESS
+            try:
+                points[p.name] = decode_point(p, values[p.address - address : p.end - address])
+            except (DecodeError, ValueError) as err:
+                log.info(
+                    "modbus_write=refused address=%s unit=%d point=%s reason=%s", self.address, unit_id, p.name, err
+                )
+                return ILLEGAL_VALUE
+        handler = self._write_handlers[unit_id]
+        request = WriteRequest(unit_id, table, address, tuple(values), points)
+        try:
+            return handler(request)
+        except Exception as err:  # a model's bug must not kill the server: answer as a failed device would
+            log.error("modbus_write=handler_failed address=%s unit=%d error=%r", self.address, unit_id, err)
+            return DEVICE_FAILURE
+
+    def _guard_write(self, pdu: ModbusPDU) -> None:
+        """Wrap a write request's datastore step so the unit's handler decides before anything is stored."""
+        fc = pdu.function_code
+        table = _WRITE_TABLE[fc]
+        if fc == 23:
+            address, values = pdu.write_address, list(pdu.write_registers)  # type: ignore[attr-defined]
+        elif table is Table.COIL:
+            address, values = pdu.address, list(pdu.bits)
+        else:
+            address, values = pdu.address, list(pdu.registers)
+        store = pdu.datastore_update
+
+        async def guarded(context: Any, device_id: int) -> ModbusPDU:
+            code = self._check_write(device_id, table, address, values)
+            if code:
+                return ExceptionResponse(fc, code, device_id=device_id, transaction=pdu.transaction_id)
+            return await store(context, device_id)
+
+        pdu.datastore_update = guarded  # type: ignore[method-assign]
+
     # --- faults -----------------------------------------------------------------------------------------
     def set_fault(self, unit_id: int, fault: Fault | None) -> None:
         """Make a unit misbehave (``"silent"``, ``"exception"``, ``"garbage"``) or heal it (None)."""
@@ -247,6 +333,8 @@ class ModbusDeviceServer:
         if not sending:
             if pdu.dev_id not in self.units or fault == "silent":
                 return None  # no last_pdu: pymodbus handles nothing and sends nothing
+            if pdu.dev_id in self._write_handlers and pdu.function_code in _WRITE_TABLE:
+                self._guard_write(pdu)
             return pdu
         if fault == "exception" and not isinstance(pdu, ExceptionResponse):
             return ExceptionResponse(
