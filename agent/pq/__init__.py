@@ -1,0 +1,1 @@
+"""Power quality from sampled voltage waveforms (issue 5)."""
