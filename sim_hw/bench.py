@@ -12,16 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import shutil
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sim_hw.config import BenchConfig, BusConfig, DeviceSpec
-from sim_hw.devices.meter import ThreePhaseMeter
+from sim_hw.config import BenchConfig, BusConfig, DeviceSpec, PmuSpec
 from sim_hw.devices.modbus_server import ModbusDeviceServer, units_of
+from sim_hw.devices.registry import BuildContext, DeviceModel, DeviceOptionsError, build_model, model_register_map
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +37,7 @@ class BenchError(Exception):
 @dataclass
 class _Device:
     spec: DeviceSpec
-    model: ThreePhaseMeter
+    model: DeviceModel
     server: ModbusDeviceServer
 
 
@@ -60,6 +62,16 @@ class Bench:
         self._servers: list[ModbusDeviceServer] = []
         self._devices: list[_Device] = []
         self._started = False
+        self.feeder: Any = None  # sim_hw.feeder.model.Feeder when the config has a [feeder]
+        self.solution: Any = None  # the latest sim_hw.feeder.solution.Solution
+        self.pmus: dict[str, Any] = {}  # name -> running SimPmu
+        self.scenario: Any = None  # sim_hw.scenarios.Scenario when the config names one
+        self._load_profile: Any = None
+        self._irradiance_profile: Any = None
+        self._irradiance_factor = 1.0  # scenarios: a cloud passing over every PV site
+        self._phase_rad = 0.0  # the angle the grid has drifted from a nominal-frequency rotation
+        self._phase_at: float | None = None  # the simulated time _phase_rad refers to
+        self._run_anchor: tuple[float, float] | None = None  # (monotonic, sim time) while run() paces
 
     @property
     def sim_time(self) -> float:
@@ -82,7 +94,14 @@ class Bench:
                 return d.server
         raise KeyError(f"no device {device_name!r} on the bench")
 
-    def model_of(self, device_name: str) -> ThreePhaseMeter:
+    def clock(self) -> float:
+        """The simulated clock between steps too (PMU timestamps): paced by wall time while running."""
+        if self._run_anchor is None:
+            return self.sim_time
+        mono0, sim0 = self._run_anchor
+        return max(self.sim_time, sim0 + (time.monotonic() - mono0) * self.speed)
+
+    def model_of(self, device_name: str) -> DeviceModel:
         for d in self._devices:
             if d.spec.name == device_name:
                 return d.model
@@ -99,6 +118,9 @@ class Bench:
                 if any(d.bus == bus.name for d in self.config.devices):
                     self._socats[bus.name] = await self._open_bus(bus)
             seed = self.config.bench.seed
+            if self.config.feeder is not None:
+                self._start_feeder()
+            models = {spec.name: self._build(spec) for spec in self.config.devices}
             tcp: dict[tuple[str, int], list[DeviceSpec]] = {}
             rtu: dict[str, list[DeviceSpec]] = {}
             for spec in self.config.devices:
@@ -107,14 +129,12 @@ class Bench:
                 else:
                     rtu.setdefault(str(spec.bus), []).append(spec)
             for (host, port), specs in tcp.items():
-                server = ModbusDeviceServer.tcp(
-                    host, port, units_of((s.unit_id, s.register_map) for s in specs), seed=seed
-                )
-                await self._add(server, specs)
+                units = units_of((s.unit_id, model_register_map(models[s.name], s.register_map)) for s in specs)
+                await self._add(ModbusDeviceServer.tcp(host, port, units, seed=seed), specs, models)
             for bus_name, specs in rtu.items():
                 bus = self.config.bus(bus_name)
                 server = ModbusDeviceServer(
-                    units_of((s.unit_id, s.register_map) for s in specs),
+                    units_of((s.unit_id, model_register_map(models[s.name], s.register_map)) for s in specs),
                     serial_port=str(bus.sim_path),
                     baudrate=bus.baudrate,
                     parity=bus.parity,
@@ -122,24 +142,103 @@ class Bench:
                     stopbits=bus.stopbits,
                     seed=seed,
                 )
-                await self._add(server, specs)
+                await self._add(server, specs, models)
             await self.step_once(advance=False)
+            for pmu_spec in self.config.pmus:
+                await self._start_pmu(pmu_spec)
         except BaseException:
             await self.stop()
             raise
         log.info("bench=up devices=%d speed=%g step_s=%g", len(self._devices), self.speed, self.step_s)
 
-    async def _add(self, server: ModbusDeviceServer, specs: list[DeviceSpec]) -> None:
+    def _build(self, spec: DeviceSpec) -> DeviceModel:
+        ctx = BuildContext(
+            seed=self.config.bench.seed,
+            clock=lambda: self.sim_time,
+            load_kw=spec.load_kw,
+            register_map=spec.register_map,
+        )
+        try:
+            return build_model(spec.kind, spec.name, spec.options, ctx)
+        except DeviceOptionsError as err:
+            raise BenchError(f"device {spec.name!r} ({spec.kind}): {err}") from err
+
+    async def _add(self, server: ModbusDeviceServer, specs: list[DeviceSpec], models: dict[str, DeviceModel]) -> None:
         try:
             await server.start()
         except Exception as err:
             raise BenchError(f"devices {', '.join(s.name for s in specs)}: {err}") from err
         self._servers.append(server)
         for spec in specs:
-            model = ThreePhaseMeter(
-                spec.name, load_kw=spec.load_kw, seed=self.config.bench.seed, clock=lambda: self.sim_time
-            )
+            model = models[spec.name]
+            on_write = getattr(model, "on_write", None)
+            if on_write is not None:
+                server.on_write(spec.unit_id, on_write)
             self._devices.append(_Device(spec, model, server))
+
+    # --- physics ----------------------------------------------------------------------------------------------
+    def _start_feeder(self) -> None:
+        from sim_hw.feeder.model import Feeder, FeederError
+        from sim_hw.feeder.profiles import irradiance_profile, load_profile
+
+        settings = self.config.feeder
+        assert settings is not None
+        try:
+            self.feeder = Feeder.from_file(settings.dss)
+            self._load_profile = load_profile(settings.load)
+            self._irradiance_profile = (
+                None if settings.irradiance == "none" else irradiance_profile(settings.irradiance)
+            )
+        except (FeederError, ValueError) as err:
+            raise BenchError(f"feeder: {err}") from err
+        if self.config.scenario is not None:
+            from sim_hw.scenarios import ScenarioError, load_scenario
+
+            try:
+                self.scenario = load_scenario(self.config.scenario, start=self.start_time)
+            except ScenarioError as err:
+                raise BenchError(f"scenario: {err}") from err
+
+    def set_irradiance_factor(self, factor: float) -> None:
+        """Scenarios: scale every PV site's irradiance (a cloud: 0.2; clear again: 1.0)."""
+        self._irradiance_factor = float(factor)
+
+    def _solve(self, t: float) -> None:
+        feeder = self.feeder
+        feeder.set_load_scale(self._load_profile.value(t))
+        irr = self._irradiance_profile.value(t) if self._irradiance_profile is not None else 0.0
+        feeder.set_irradiance(irr * self._irradiance_factor)
+        if self.scenario is not None:
+            self.scenario.apply_due(t, self)
+        models = [d.model for d in self._devices]
+        for m in models:
+            actuate = getattr(m, "actuate", None)
+            if actuate is not None:
+                actuate(t, feeder)
+        self.solution = feeder.solve(t)
+        if self._phase_at is not None:  # the grid angle drifts with the frequency's deviation from nominal
+            self._phase_rad += 2 * math.pi * (self.solution.frequency_hz - 60.0) * (t - self._phase_at)
+        self._phase_at = t
+        for m in models:
+            observe = getattr(m, "observe", None)
+            if observe is not None:
+                observe(t, self.solution)
+
+    def grid_phase_rad(self, t: float) -> float:
+        """The angle every phasor has turned by at ``t`` relative to a nominal 60 Hz rotation (PMUs)."""
+        if self.solution is None or self._phase_at is None:
+            return 0.0
+        return self._phase_rad + 2 * math.pi * (self.solution.frequency_hz - 60.0) * (t - self._phase_at)
+
+    async def _start_pmu(self, spec: PmuSpec) -> None:
+        from sim_hw.devices.feeder_pmu import feeder_pmu
+
+        pmu = feeder_pmu(self, spec)
+        try:
+            await pmu.start()
+        except OSError as err:
+            raise BenchError(f"pmu {spec.name!r}: cannot listen on {spec.host}:{spec.port}: {err}") from err
+        self.pmus[spec.name] = pmu
 
     async def _open_bus(self, bus: BusConfig) -> subprocess.Popen[bytes]:
         socat = shutil.which("socat")
@@ -171,6 +270,12 @@ class Bench:
 
     async def stop(self) -> None:
         """Close every server and kill every socat; safe to call twice or after a failed start."""
+        for name, pmu in list(self.pmus.items()):
+            try:
+                await pmu.stop()
+            except Exception as err:  # keep closing the others
+                log.warning("pmu=stop_failed name=%s error=%r", name, err)
+        self.pmus.clear()
         for server in self._servers:
             try:
                 await server.stop()
@@ -203,6 +308,8 @@ class Bench:
         if advance:
             self.steps += 1
         t = self.sim_time
+        if self.feeder is not None:
+            self._solve(t)
         for d in self._devices:
             await d.server.update(d.spec.unit_id, d.model.values(t))
 
@@ -217,21 +324,25 @@ class Bench:
         interval = self.step_s / self.speed
         t0 = time.monotonic()
         first = self.steps
+        self._run_anchor = (t0, self.sim_time)
         end = None if seconds is None else t0 + seconds
         stop = stop or asyncio.Event()
-        while not stop.is_set():
-            due = t0 + (self.steps - first + 1) * interval
-            wake = due if end is None else min(due, end)
-            delay = wake - time.monotonic()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                if stop.is_set():
+        try:
+            while not stop.is_set():
+                due = t0 + (self.steps - first + 1) * interval
+                wake = due if end is None else min(due, end)
+                delay = wake - time.monotonic()
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+                    if stop.is_set():
+                        break
+                if time.monotonic() >= due:
+                    await self.step_once()
+                if end is not None and time.monotonic() >= end:
                     break
-            if time.monotonic() >= due:
-                await self.step_once()
-            if end is not None and time.monotonic() >= end:
-                break
+        finally:
+            self._run_anchor = None
 
     # --- reporting ------------------------------------------------------------------------------------------
     def table(self) -> str:
@@ -248,7 +359,13 @@ def device_table(config: BenchConfig) -> str:
         else:
             bus = config.bus(str(d.bus))
             where = f"{bus.link} ({bus.name}, {bus.framing})"
-        rows.append((d.name, d.kind, d.protocol, where, str(d.unit_id), _short(d.map_path, config.source)))
+        where_map = _short(d.map_path, config.source) if d.map_path is not None else "(SunSpec, built in)"
+        rows.append((d.name, d.kind, d.protocol, where, str(d.unit_id), where_map))
+    for p in config.pmus:
+        udp = f" (+UDP {p.udp_port})" if p.udp_port else ""
+        rows.append(
+            (p.name, "pmu", f"c37.118-{p.version}", f"{p.host}:{p.port}{udp}", f"id {p.idcode}", f"bus {p.bus}")
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 

@@ -23,6 +23,32 @@
     unit_id = 1
     load_kw = 3000.0
 
+A bench with physics (config/sim-ieee13.toml) adds the feeder, physics-driven device kinds whose
+``options`` table is checked by the device model itself, PMUs and a scenario::
+
+    [feeder]
+    dss = "ieee13/IEEE13.dss"   # the OpenDSS model (sim_hw/feeder, docs/feeder.md)
+    irradiance = "cloudy"       # "clear" | "cloudy" | "none": the PV sites' day
+    load = "default"            # the load profile
+
+    [[devices]]
+    name = "pv675"
+    kind = "inverter"           # meter | feeder-meter | inverter | capbank | regulator | relay
+    protocol = "modbus-tcp"
+    port = 15030
+    options = { site = "pv675" }
+
+    [[pmus]]
+    name = "pmu-671"
+    bus = "671"                 # the voltages of this bus
+    current = "Line.632671/2"   # optional: the currents of this element terminal
+    idcode = 671
+    port = 14712
+    rate = 60                   # 10..120 frames/s
+    udp_port = 14713            # optional: data as UDP datagrams to this port of each client (commands on TCP)
+
+    scenario = "scenarios/ieee13-day.toml"   # optional: scripted events (sim_hw/scenarios)
+
 Paths are relative to the config file's folder. Every problem is collected and reported with its key
 path, the bad value and what is allowed.
 """
@@ -32,7 +58,7 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -40,14 +66,17 @@ from typing import Any
 from protocols.configcheck import MISSING, Checker, ConfigError, ConfigIssue
 from protocols.modbus.registermap import RegisterMap, RegisterMapError, parse_register_map
 
-KINDS = ("meter",)
+KINDS = ("meter", "feeder-meter", "inverter", "capbank", "regulator", "relay")
+PHYSICS_KINDS = frozenset(KINDS) - {"meter"}  # driven by the feeder: need a [feeder]
+MAP_OPTIONAL = frozenset({"inverter"})  # SunSpec: the map is built from the SunSpec model definitions
+IRRADIANCE_DAYS = ("clear", "cloudy", "none")
 PROTOCOLS = ("modbus-tcp", "modbus-rtu")
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 PARITIES = ("N", "E", "O")
 SIM_SUFFIX = "-sim"
 
 __all__ = ["BenchConfig", "BenchConfigError", "BenchSettings", "BusConfig", "ConfigIssue", "DeviceSpec",
-           "load_bench_config", "parse_bench_config"]  # fmt: skip
+           "FeederSettings", "PmuSpec", "load_bench_config", "parse_bench_config"]  # fmt: skip
 
 
 class BenchConfigError(ConfigError):
@@ -89,12 +118,35 @@ class DeviceSpec:
     kind: str
     protocol: str
     unit_id: int
-    register_map: RegisterMap
-    map_path: Path
+    register_map: RegisterMap | None  # None: the model builds its own (SunSpec inverter)
+    map_path: Path | None
     load_kw: float = 0.0
     host: str | None = None  # modbus-tcp
     port: int | None = None  # modbus-tcp
     bus: str | None = None  # modbus-rtu
+    options: Mapping[str, Any] = field(default_factory=dict)  # the device model's own settings
+
+
+@dataclass(frozen=True, slots=True)
+class FeederSettings:
+    dss: Path
+    irradiance: str = "clear"
+    load: str = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class PmuSpec:
+    """A simulated PMU on a feeder bus (sim_hw/devices/pmu.py over sim_hw/devices/feeder_pmu.py)."""
+
+    name: str
+    bus: str
+    idcode: int
+    host: str
+    port: int
+    rate: int = 30
+    current: str | None = None  # "<element>/<terminal>"
+    udp_port: int | None = None
+    version: int = 2011
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +155,9 @@ class BenchConfig:
     devices: tuple[DeviceSpec, ...]
     buses: tuple[BusConfig, ...]
     source: Path
+    feeder: FeederSettings | None = None
+    pmus: tuple[PmuSpec, ...] = ()
+    scenario: Path | None = None
 
     def bus(self, name: str) -> BusConfig:
         for b in self.buses:
@@ -201,7 +256,7 @@ def _devices(c: Checker, data: Mapping[str, Any], buses: list[BusConfig]) -> lis
         c.fail("devices", MISSING, "is required: at least one [[devices]] table")
     for prefix, raw in raws:
         start = len(c.issues)
-        common = {"name", "kind", "map", "protocol", "unit_id", "load_kw"}
+        common = {"name", "kind", "map", "protocol", "unit_id", "load_kw", "options"}
         protocol = c.get(raw, prefix, "protocol", "string", choices=PROTOCOLS)
         extra = {"host", "port"} if protocol == "modbus-tcp" else {"bus"} if protocol == "modbus-rtu" else set()
         c.unknown(raw, prefix, common | extra)
@@ -210,7 +265,12 @@ def _devices(c: Checker, data: Mapping[str, Any], buses: list[BusConfig]) -> lis
         lo_unit = 1 if protocol == "modbus-rtu" else 0
         unit_id = c.get(raw, prefix, "unit_id", "integer", 1, lo=lo_unit, hi=247)
         load_kw = c.get(raw, prefix, "load_kw", "number", 0.0, lo=-1e6, hi=1e6)
-        mapped = _register_map(c, raw, prefix)
+        options = raw.get("options", {})
+        if not isinstance(options, Mapping):
+            c.fail(f"{prefix}.options", options, "must be a table of the device model's settings")
+            options = {}
+        mapped: tuple[RegisterMap | None, Path | None] | None
+        mapped = (None, None) if kind in MAP_OPTIONAL and "map" not in raw else _register_map(c, raw, prefix)
         host = port = bus = None
         if protocol == "modbus-tcp":
             host = c.get(raw, prefix, "host", "string", "127.0.0.1")
@@ -247,21 +307,94 @@ def _devices(c: Checker, data: Mapping[str, Any], buses: list[BusConfig]) -> lis
                     host=host,
                     port=port,
                     bus=bus,
+                    options=dict(options),
                 )
             )
+    return out
+
+
+def _feeder(c: Checker, data: Mapping[str, Any]) -> FeederSettings | None:
+    raw = data.get("feeder", MISSING)
+    if raw is MISSING:
+        return None
+    if not isinstance(raw, Mapping):
+        c.fail("feeder", raw, "must be a table ([feeder])")
+        return None
+    c.unknown(raw, "feeder", {"dss", "irradiance", "load"})
+    dss = c.get(raw, "feeder", "dss", "string")
+    irradiance = c.get(raw, "feeder", "irradiance", "string", "clear", choices=IRRADIANCE_DAYS)
+    load = c.get(raw, "feeder", "load", "string", "default")
+    path = c.path(dss)
+    if path is not None and not path.is_file():
+        c.fail("feeder.dss", dss, f"no such OpenDSS file ({path})")
+        return None
+    if path is None or irradiance is None or load is None:
+        return None
+    return FeederSettings(path, irradiance, load)
+
+
+def _pmus(c: Checker, data: Mapping[str, Any], taken: set[tuple[str, int]]) -> list[PmuSpec]:
+    out: list[PmuSpec] = []
+    names: set[str] = set()
+    for prefix, raw in c.tables(data, "pmus"):
+        start = len(c.issues)
+        c.unknown(raw, prefix, {"name", "bus", "current", "idcode", "host", "port", "rate", "udp_port", "version"})
+        name = c.get(raw, prefix, "name", "string")
+        bus = c.get(raw, prefix, "bus", "string")
+        current = c.get(raw, prefix, "current", "string", None)
+        idcode = c.get(raw, prefix, "idcode", "integer", lo=1, hi=65534)
+        host = c.get(raw, prefix, "host", "string", "127.0.0.1")
+        port = c.get(raw, prefix, "port", "integer", lo=1, hi=65535)
+        rate = c.get(raw, prefix, "rate", "integer", 30, lo=10, hi=120)
+        udp_port = c.get(raw, prefix, "udp_port", "integer", None, lo=1, hi=65535)
+        version = c.get(raw, prefix, "version", "integer", 2011, choices=(2005, 2011))
+        if name is not None:
+            if name in names:
+                c.fail(f"{prefix}.name", name, "must be unique among [[pmus]]")
+            names.add(name)
+        if current is not None and "/" not in current:
+            c.fail(f"{prefix}.current", current, 'must be "<element>/<terminal>", e.g. "Line.632671/2"')
+        if host is not None and port is not None:
+            if (host, port) in taken:
+                c.fail(f"{prefix}.port", port, "is already used by another device or PMU")
+            taken.add((host, port))
+        if len(c.issues) == start:
+            out.append(PmuSpec(name, bus, idcode, host, port, rate, current, udp_port, version))
     return out
 
 
 def parse_bench_config(data: Mapping[str, Any], source: Path) -> BenchConfig:
     """Validate a parsed TOML document; ``source`` is the file it came from (paths are relative to its folder)."""
     c = Checker(source.parent)
-    c.unknown(data, "", {"bench", "buses", "devices"})
+    c.unknown(data, "", {"bench", "buses", "devices", "feeder", "pmus", "scenario"})
     bench = _bench(c, data)
     buses = _buses(c, data)
     devices = _devices(c, data, buses)
+    feeder = _feeder(c, data)
+    pmus = _pmus(c, data, {(str(d.host), int(d.port)) for d in devices if d.port is not None})
+    scenario = None
+    if "scenario" in data:
+        raw_scn = c.get(data, "", "scenario", "string")
+        scenario = c.path(raw_scn)
+        if scenario is not None and not scenario.is_file():
+            c.fail("scenario", raw_scn, f"no such scenario file ({scenario})")
+    if feeder is None and "feeder" not in data:
+        for i, d in enumerate(devices):
+            if d.kind in PHYSICS_KINDS:
+                c.fail(f"devices[{i}].kind", d.kind, "needs the feeder's physics: add a [feeder] table")
+        if pmus:
+            c.fail("pmus", f"{len(pmus)} PMU(s)", "need the feeder's physics: add a [feeder] table")
     if c.issues:
         raise BenchConfigError(str(source), c.issues)
-    return BenchConfig(bench=bench, devices=tuple(devices), buses=tuple(buses), source=source)
+    return BenchConfig(
+        bench=bench,
+        devices=tuple(devices),
+        buses=tuple(buses),
+        source=source,
+        feeder=feeder,
+        pmus=tuple(pmus),
+        scenario=scenario,
+    )
 
 
 def load_bench_config(path: str | Path) -> BenchConfig:
