@@ -195,9 +195,22 @@ class Bench:
             from sim_hw.scenarios import ScenarioError, load_scenario
 
             try:
-                self.scenario = load_scenario(self.config.scenario, start=self.start_time)
+                self.scenario = load_scenario(
+                    self.config.scenario,
+                    start=self.start_time,
+                    devices=tuple(d.name for d in self.config.devices),
+                    pmus=tuple(p.name for p in self.config.pmus),
+                )
             except ScenarioError as err:
                 raise BenchError(f"scenario: {err}") from err
+
+    def silence(self, device_name: str, silent: bool) -> None:
+        """Scenarios: a device stops answering (its unit drops every request) or answers again."""
+        for d in self._devices:
+            if d.spec.name == device_name:
+                d.server.set_fault(d.spec.unit_id, "silent" if silent else None)
+                return
+        raise KeyError(f"no device {device_name!r} on the bench")
 
     def set_irradiance_factor(self, factor: float) -> None:
         """Scenarios: scale every PV site's irradiance (a cloud: 0.2; clear again: 1.0)."""
