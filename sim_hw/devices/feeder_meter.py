@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sim_hw.devices.modbus_server import ILLEGAL_ADDRESS, WriteRequest
@@ -63,8 +63,8 @@ def _serial(text: str) -> int:
     return 10_000_000 + zlib.crc32(text.encode()) % 90_000_000
 
 
-def _number(name: str, key: str, value: Any, ok: bool, allowed: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or not ok:
+def _number(name: str, key: str, value: Any, ok: Callable[[float], bool], allowed: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or not ok(value):
         raise FeederMeterError(f"meter {name!r}: {key} = {value!r}: must be {allowed}")
     return float(value)
 
@@ -110,16 +110,16 @@ class FeederMeter:
         self.name = name
         self.element = element
         self.terminal = terminal
-        self.pt_ratio = _number(name, "pt_ratio", pt_ratio, pt_ratio > 0, "a number > 0")
-        self.ct_ratio = _number(name, "ct_ratio", ct_ratio, ct_ratio > 0, "a number > 0")
+        self.pt_ratio = _number(name, "pt_ratio", pt_ratio, lambda x: x > 0, "a number > 0")
+        self.ct_ratio = _number(name, "ct_ratio", ct_ratio, lambda x: x > 0, "a number > 0")
         self.registers = registers
         self.reverse = reverse
         counter = "a number in 0 .. 4294967295"
         self._delivered_wh = _number(
-            name, "energy_delivered_wh", energy_delivered_wh, 0 <= energy_delivered_wh < ENERGY_MODULUS, counter
+            name, "energy_delivered_wh", energy_delivered_wh, lambda x: 0 <= x < ENERGY_MODULUS, counter
         )
         self._received_wh = _number(
-            name, "energy_received_wh", energy_received_wh, 0 <= energy_received_wh < ENERGY_MODULUS, counter
+            name, "energy_received_wh", energy_received_wh, lambda x: 0 <= x < ENERGY_MODULUS, counter
         )
         self.swaps = 0
         self.serial_number = _serial(name)

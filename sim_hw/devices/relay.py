@@ -297,13 +297,13 @@ class FeederRelay:
                 self._command(kind, t)
         self._pending.clear()
         # a reclose waits until the open breaker has been through at least one solve
-        if self.state is State.RECLOSE_WAIT and self._pushed_closed is False and self._reclose_due is not None:
-            if t >= self._reclose_due:
-                self.shot += 1
-                self.state = State.RECLAIM
-                self._reclose_due = None
-                self._reclaim_until = t + self.settings.reset_time_s
-                self._log(EventCode.RECLOSE, t)
+        due = self._reclose_due
+        if self.state is State.RECLOSE_WAIT and self._pushed_closed is False and due is not None and t >= due:
+            self.shot += 1
+            self.state = State.RECLAIM
+            self._reclose_due = None
+            self._reclaim_until = t + self.settings.reset_time_s
+            self._log(EventCode.RECLOSE, t)
         if self.state is State.RECLAIM and self._reclaim_until is not None and t >= self._reclaim_until:
             self.state = State.CLOSED
             self._reclaim_until = None
