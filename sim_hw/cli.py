@@ -5,6 +5,8 @@
 - ``sim run --config FILE [--speed N] [--seconds S]``: print the device table, serve until SIGINT or
   SIGTERM (or S seconds of wall time), exit 0.
 - ``sim devices --config FILE``: print the device table only.
+- ``sim solve --config FILE [--regulator-taps A,B,C] [--json]``: solve the feeder once at published
+  conditions and print every bus's voltages (sim_hw/solve.py).
 
 Exit codes: 0 done, 2 bad command line or configuration, 1 the bench could not start.
 """
@@ -20,6 +22,8 @@ import sys
 from sim_hw.bench import Bench, BenchError, device_table
 from sim_hw.config import BenchConfigError, load_bench_config
 from sim_hw.devices.modbus_server import ModbusServerError
+from sim_hw.solve import parse_taps
+from sim_hw.solve import run as solve_run
 
 log = logging.getLogger("sim_hw")
 
@@ -44,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     dev = sub.add_parser("devices", help="print the bench's devices and their addresses")
     dev.add_argument("--config", required=True)
+    solve = sub.add_parser("solve", help="solve the feeder once at published conditions, print bus voltages")
+    solve.add_argument("--config", required=True, help="the bench's TOML ([feeder] dss) or an OpenDSS .dss script")
+    solve.add_argument(
+        "--regulator-taps", type=parse_taps, help="fixed tap steps for phases a,b,c, each -16..16 (e.g. 10,8,11)"
+    )
+    solve.add_argument("--json", action="store_true", help='print {"buses": {bus: {phase: {"pu", "deg"}}}}')
     return p
 
 
@@ -68,6 +78,8 @@ def main(argv: list[str]) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exit_:  # argparse has printed the usage
         return int(exit_.code or 0)
+    if args.command == "solve":
+        return solve_run(args)
     try:
         config = load_bench_config(args.config)
     except BenchConfigError as err:
