@@ -1,0 +1,696 @@
+"""A simulated smart PV inverter: SunSpec over Modbus, IEEE 1547-2018 behaviour from EPRI's OpenDER.
+
+The inverter is a bench device model (see sim_hw/devices/meter.py for the shape): each step the bench
+calls ``actuate(t, feeder)`` (push P/Q into the physics), solves, ``observe(t, solution)`` (the terminal
+voltage, frequency and irradiance drive one or more OpenDER steps) and ``values(t)`` (the SunSpec
+registers). Client writes arrive through ``on_write``; an accepted write changes the OpenDER settings.
+
+Register layout (docs/devices/sim-inverter.md): SunSpec from holding register 40000, models 1, 701,
+702, 703, 704, 705, 706, 711 and the end model, built from pysunspec2's definitions by
+:mod:`sim_hw.devices.sunspec`. Signs: W > 0 is generation; Var > 0 is injection (over-excited), Var < 0
+absorption (under-excited), for both the measurements and the var setpoint; PF has the sign of W
+(SunSpec model 701, "PF").
+
+OpenDER traps (shared/LIBRARIES.md) handled here, in :class:`OpenDerAdapter`: ``DER.t_s`` is class-wide,
+so the adapter sets it to its own step before every run; ``NP_NORMAL_OP_CAT`` is given first because it
+resets the volt-var curve; every input is passed explicitly each step (OpenDER silently defaults missing
+ones); the nominal frequency must be 60 Hz (OpenDER hard-codes it in droop and trip settings).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+from collections.abc import Callable, Mapping
+from importlib.metadata import version
+from typing import Any, Protocol
+
+from opender import DER, DER_PV
+
+from protocols.modbus.registermap import DataType, encode_point
+from sim_hw.devices.modbus_server import WriteRequest
+from sim_hw.devices.sunspec import SunSpecLayout, build_layout, sf_for_range
+from sim_hw.feeder.solution import Solution
+
+log = logging.getLogger(__name__)
+
+MODEL_IDS = (1, 701, 702, 703, 704, 705, 706, 711)
+VV_CURVES, VV_POINTS = 3, 4  # 705: curve 1 is the active curve (read-only), 2..3 are editable; 4 points each
+VW_CURVES, VW_POINTS = 3, 2  # 706: same, 2 points (IEEE 1547-2018 Table 10: V1/P1, V2/P2)
+FD_CTLS = 3  # 711: control 1 active (read-only), 2..3 editable
+GROUP_COUNTS = {
+    705: {"Crv": VV_CURVES, "Crv.Pt": VV_POINTS},
+    706: {"Crv": VW_CURVES, "Crv.Pt": VW_POINTS},
+    711: {"Ctl": FD_CTLS},
+}
+MAX_CATCHUP_STEPS = 3600  # a long pause between observations runs at most this many OpenDER steps
+CAT_B_Q_PU = 0.44  # IEEE 1547-2018 5.2, Table 7: Category B reactive capability, 44 % of nameplate VA
+MANUFACTURER = "GridEdge Sim"
+
+# Modbus exception codes (Modbus Application Protocol v1.1b3, 7)
+ILLEGAL_ADDRESS, ILLEGAL_VALUE = 2, 3
+
+VV, VW, FD, CTL, ES, MEAS, CAP, COMMON = (
+    "DERVoltVar", "DERVoltWatt", "DERFreqDroop", "DERCtlAC", "DEREnterService", "DERMeasureAC", "DERCapacity", "common",
+)  # fmt: skip
+
+
+class InverterConfigError(ValueError):
+    """Bad inverter parameters (from the bench TOML): names the key, the value and what is allowed."""
+
+    def __init__(self, key: str, value: Any, allowed: str) -> None:
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key} = {value!r}: {allowed}")
+
+
+class InverterError(RuntimeError):
+    """The inverter cannot follow the bench (time running backwards, its bus missing from the solution)."""
+
+
+class FeederLike(Protocol):
+    def set_pv(self, name: str, p_kw: float, q_kvar: float) -> None: ...
+
+
+# --- OpenDER --------------------------------------------------------------------------------------------
+
+
+class OpenDerAdapter:
+    """One OpenDER ``DER_PV`` with explicit inputs every step and its own time step.
+
+    Settings are OpenDER common-file-format names (``CONST_Q``, ``QV_CURVE_V1``...), applied with
+    :meth:`apply`. :meth:`step` takes per-unit voltages, Hz and available DC power [kW] and returns
+    (P [kW], Q [kvar]) with Q > 0 injecting.
+    """
+
+    def __init__(self, *, kva: float, kw: float, q_max_kvar: float, v_nom_ll_v: float, phases: int, step_s: float):
+        self.step_s = step_s
+        DER.t_s = step_s  # class-wide: set before the model is built (its filters are sized from it) ...
+        self.der = DER_PV(
+            NP_NORMAL_OP_CAT="CAT_B",  # first: it resets the volt-var curve and response time
+            NP_VA_MAX=kva * 1000.0,
+            NP_P_MAX=kw * 1000.0,
+            NP_Q_MAX_INJ=q_max_kvar * 1000.0,
+            NP_Q_MAX_ABS=q_max_kvar * 1000.0,
+            NP_V_DC=v_nom_ll_v * 1.5,  # before NP_AC_V_NOM: above the AC peak, else OpenDER warns
+            NP_AC_V_NOM=v_nom_ll_v,
+            NP_PHASE="THREE" if phases == 3 else "SINGLE",
+        )
+        self.three_phase = phases == 3
+
+    def apply(self, settings: Mapping[str, Any]) -> None:
+        for key, value in settings.items():
+            setattr(self.der.der_file, key, value)
+
+    def step(self, v_pu: list[float], f_hz: float, p_avail_kw: float) -> tuple[float, float]:
+        DER.t_s = self.step_s  # ... and before every run, since another inverter may use another step
+        if self.three_phase:
+            self.der.update_der_input(v_pu=v_pu, f=f_hz, p_dc_kw=p_avail_kw)
+        else:
+            self.der.update_der_input(v_pu=v_pu[0], f=f_hz, p_dc_kw=p_avail_kw)
+        self.der.run()
+        return float(self.der.p_out_kw), float(self.der.q_out_kvar)
+
+    @property
+    def status(self) -> str:
+        return str(self.der.der_status)
+
+
+# --- settings -------------------------------------------------------------------------------------------
+
+
+def _default_settings() -> dict[str, float | int]:
+    s: dict[str, float | int] = {
+        # 703 enter service: IEEE 1547-2018 4.10.2, Table 4 defaults
+        f"{ES}.ES": 1,
+        f"{ES}.ESVHi": 105.0,
+        f"{ES}.ESVLo": 91.7,
+        f"{ES}.ESHzHi": 60.1,
+        f"{ES}.ESHzLo": 59.5,
+        f"{ES}.ESDlyTms": 300,
+        f"{ES}.ESRmpTms": 300,
+        # 704 AC controls
+        f"{CTL}.PFWInjEna": 0,
+        f"{CTL}.PFWInj.PF": 1.0,
+        f"{CTL}.PFWInj.Ext": 0,
+        f"{CTL}.WMaxLimPctEna": 0,
+        f"{CTL}.WMaxLimPct": 100.0,
+        f"{CTL}.VarSetEna": 0,
+        f"{CTL}.VarSetMod": 4,  # VARS
+        f"{CTL}.VarSet": 0,
+        f"{CTL}.VarSetPct": 0.0,
+        # 705, 706, 711 enables and adopt requests
+        f"{VV}.Ena": 0,
+        f"{VV}.AdptCrvReq": 0,
+        f"{VW}.Ena": 0,
+        f"{VW}.AdptCrvReq": 0,
+        f"{FD}.Ena": 1,  # OpenDER default: frequency droop on
+        f"{FD}.AdptCtlReq": 0,
+    }
+    for c in range(1, VV_CURVES + 1):
+        k = f"{VV}.Crv[{c}]"
+        # IEEE 1547-2018 Table 8 (Category B defaults)
+        s |= {f"{k}.ActPt": VV_POINTS, f"{k}.DeptRef": 1, f"{k}.Pri": 1, f"{k}.VRef": 100.0, f"{k}.VRefAutoEna": 0}
+        s |= {f"{k}.VRefAutoTms": 300, f"{k}.RspTms": 5.0}
+        for i, (v, q) in enumerate(zip((92.0, 98.0, 102.0, 108.0), (100.0, 0.0, 0.0, -100.0), strict=True), 1):
+            s |= {f"{k}.Pt[{i}].V": v, f"{k}.Pt[{i}].Var": q}
+    for c in range(1, VW_CURVES + 1):
+        k = f"{VW}.Crv[{c}]"
+        # IEEE 1547-2018 Table 10 defaults: V1 = 106 %, P1 = 100 %; V2 = 110 %, P2 = 20 % (PV); 10 s
+        s |= {f"{k}.ActPt": VW_POINTS, f"{k}.DeptRef": 0, f"{k}.RspTms": 10.0}
+        s |= {f"{k}.Pt[1].V": 106.0, f"{k}.Pt[1].W": 100.0, f"{k}.Pt[2].V": 110.0, f"{k}.Pt[2].W": 20.0}
+    for c in range(1, FD_CTLS + 1):
+        k = f"{FD}.Ctl[{c}]"
+        # IEEE 1547-2018 Table 24 defaults (Category II/III): dbOF = dbUF = 0.036 Hz, kOF = kUF = 0.05, 5 s
+        s |= {f"{k}.DbOf": 0.036, f"{k}.DbUf": 0.036, f"{k}.KOf": 0.05, f"{k}.KUf": 0.05, f"{k}.RspTms": 5.0}
+    return s
+
+
+# Points a client may change (everything else reads fixed, measured or "not implemented").
+_ACTIVE_CURVE = (f"{VV}.Crv[1].", f"{VW}.Crv[1].", f"{FD}.Ctl[1].")
+WRITABLE: frozenset[str] = frozenset(
+    k for k in _default_settings() if not k.startswith(_ACTIVE_CURVE) and not k.endswith(".ActPt")
+) | frozenset(f"{g}.Crv[{c}].ActPt" for g, n in ((VV, VV_CURVES), (VW, VW_CURVES)) for c in range(2, n + 1))
+
+# SF exponents that do not depend on the ratings.
+_FIXED_SF = {
+    f"{MEAS}.PF_SF": -3, f"{MEAS}.Hz_SF": -3, f"{MEAS}.TotWh_SF": 0, f"{MEAS}.TotVarh_SF": 0, f"{MEAS}.Tmp_SF": 0,
+    f"{CAP}.PF_SF": -3, f"{CAP}.S_SF": 0,
+    f"{ES}.V_SF": -1, f"{ES}.Hz_SF": -2,
+    f"{CTL}.PF_SF": -3, f"{CTL}.WMaxLimPct_SF": -1, f"{CTL}.WSet_SF": 0, f"{CTL}.WSetPct_SF": -1,
+    f"{CTL}.VarSet_SF": 0, f"{CTL}.VarSetPct_SF": -1,
+    f"{VV}.V_SF": -1, f"{VV}.DeptRef_SF": -1, f"{VV}.RspTms_SF": -1,
+    f"{VW}.V_SF": -1, f"{VW}.DeptRef_SF": -1, f"{VW}.RspTms_SF": -1,
+    f"{FD}.Db_SF": -3, f"{FD}.K_SF": -3, f"{FD}.RspTms_SF": -1,
+}  # fmt: skip
+
+
+def sf_values_for(kva: float, v_nom_ll_v: float) -> dict[str, int]:
+    """Scale factors for an inverter of ``kva`` at ``v_nom_ll_v``: the finest resolution that holds 120 % of
+    the rating in the SunSpec type (int16 in 701, uint16 in 702)."""
+    amps = kva * 1000.0 / (math.sqrt(3) * v_nom_ll_v * 0.5)  # at half the nominal voltage (1-phase: less)
+    out = dict(_FIXED_SF)
+    for p in ("W", "VA", "Var"):
+        out[f"{MEAS}.{p}_SF"] = sf_for_range(1.2 * kva * 1000.0, DataType.INT16)
+        out[f"{CAP}.{p}_SF"] = sf_for_range(1.2 * kva * 1000.0, DataType.UINT16)
+    out[f"{MEAS}.A_SF"] = sf_for_range(1.2 * amps, DataType.INT16)
+    out[f"{CAP}.A_SF"] = sf_for_range(1.2 * amps, DataType.UINT16)
+    out[f"{MEAS}.V_SF"] = sf_for_range(1.5 * v_nom_ll_v, DataType.UINT16)
+    out[f"{CAP}.V_SF"] = sf_for_range(1.5 * v_nom_ll_v, DataType.UINT16)
+    return out
+
+
+# --- the device -----------------------------------------------------------------------------------------
+
+_OPTIONS = {
+    "site": "the feeder's PV site name, e.g. 'pv675'",
+    "bus": "the feeder bus the inverter sits on, e.g. '675'",
+    "kva": "rated apparent power [kVA] > 0",
+    "kw": "rated active power (Pmpp) [kW], 0 < kw <= kva",
+    "phases": "'abc' (three-phase) or one of 'a', 'b', 'c'",
+    "v_nom_ll_v": "nominal line-to-line voltage of the bus [V] > 0 (4160 on the IEEE 13-node feeder)",
+    "category": "'B' (IEEE 1547-2018 normal operating performance category)",
+    "nominal_hz": "60 (OpenDER hard-codes 60 Hz)",
+    "step_s": "bench step [s], 0 < step_s <= 60",
+    "settings": "initial SunSpec settings {point name: value}, checked as a client write would be",
+}
+
+
+class SunSpecInverter:
+    """A PV inverter serving SunSpec models 1, 701-706, 711 and behaving as OpenDER's IEEE 1547-2018 DER.
+
+    Parameters
+    ----------
+    name : device name (the serial number derives from it).
+    site : the feeder's PV site this inverter drives (``feeder.set_pv(site, ...)``).
+    bus : the bus whose voltage it measures. phases : ``"abc"`` or a single phase.
+    kva : rated apparent power [kVA]. kw : rated active power [kW] (<= kva).
+    v_nom_ll_v : nominal line-to-line voltage [V]. category : ``"B"``. nominal_hz : 60 [Hz].
+    step_s : the bench step [s]: one OpenDER step per ``step_s`` of simulated time.
+    settings : initial SunSpec setting points {name: engineering value}, validated like a write.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        site: str,
+        bus: str,
+        kva: float,
+        kw: float,
+        phases: str = "abc",
+        v_nom_ll_v: float = 4160.0,
+        category: str = "B",
+        nominal_hz: float = 60.0,
+        step_s: float = 1.0,
+        settings: Mapping[str, float | int] | None = None,
+    ) -> None:
+        def num(key: str, value: Any) -> float:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise InverterConfigError(f"{name}.{key}", value, _OPTIONS[key])
+            return float(value)
+
+        for key, value in (("site", site), ("bus", bus)):
+            if not isinstance(value, str) or not value:
+                raise InverterConfigError(f"{name}.{key}", value, _OPTIONS[key])
+        kva, kw = num("kva", kva), num("kw", kw)
+        v_nom_ll_v, nominal_hz, step_s = (
+            num("v_nom_ll_v", v_nom_ll_v),
+            num("nominal_hz", nominal_hz),
+            num("step_s", step_s),
+        )
+        checks = (
+            ("kva", kva, 0 < kva <= 100_000),
+            ("kw", kw, 0 < kw <= kva),
+            ("v_nom_ll_v", v_nom_ll_v, 0 < v_nom_ll_v <= 40_000),
+            ("nominal_hz", nominal_hz, nominal_hz == 60.0),
+            ("step_s", step_s, 0 < step_s <= 60),
+            ("phases", phases, phases in ("abc", "a", "b", "c")),
+            ("category", category, category == "B"),
+        )
+        for key, value, ok in checks:
+            if not ok:
+                raise InverterConfigError(f"{name}.{key}", value, _OPTIONS[key])
+        self.name, self.site, self.bus, self.phases = name, site, bus.lower(), phases
+        self.kva, self.kw, self.v_nom_ll_v, self.step_s = kva, kw, v_nom_ll_v, step_s
+        self.q_max_kvar = CAT_B_Q_PU * kva
+        self.layout: SunSpecLayout = build_layout(MODEL_IDS, GROUP_COUNTS, sf_values_for(kva, v_nom_ll_v))
+        self.register_map = self.layout.register_map
+        self.der = OpenDerAdapter(
+            kva=kva, kw=kw, q_max_kvar=self.q_max_kvar, v_nom_ll_v=v_nom_ll_v, phases=len(phases), step_s=step_s
+        )
+        self.serial_number = f"SIM{zlib.crc32(name.encode()):010d}"
+        self.settings: dict[str, float | int] = _default_settings()
+        self.state: dict[str, int] = {f"{VV}.AdptCrvRslt": 1, f"{VW}.AdptCrvRslt": 1, f"{FD}.AdptCtlRslt": 1}
+        self.der.apply(self._opender_settings(self.settings))
+        # measured state (what observe saw and OpenDER answered)
+        self.p_kw = 0.0
+        self.q_kvar = 0.0
+        self.v_ln: dict[str, complex] = {}
+        self.f_hz = nominal_hz
+        self.wh_inj = self.varh_inj = self.varh_abs = 0.0
+        self._t_last: float | None = None
+        self._base = self._static_values()
+        if settings:
+            if not isinstance(settings, Mapping):
+                raise InverterConfigError(f"{name}.settings", settings, _OPTIONS["settings"])
+            for key, value in settings.items():
+                if key not in WRITABLE:
+                    raise InverterConfigError(f"{name}.settings.{key}", value, "a writable SunSpec point of the map")
+            reason = self._accept(dict(settings))
+            if reason is not None:
+                bad = reason[0]
+                raise InverterConfigError(f"{name}.settings.{bad}", settings.get(bad), reason[1])
+
+    @classmethod
+    def from_options(cls, name: str, options: Mapping[str, Any]) -> SunSpecInverter:
+        """Build from a bench TOML table; unknown keys and missing required keys are errors naming the key."""
+        if not isinstance(options, Mapping):
+            raise InverterConfigError(name, options, "must be a table")
+        for key in options:
+            if key not in _OPTIONS:
+                raise InverterConfigError(f"{name}.{key}", options[key], f"unknown key; allowed: {', '.join(_OPTIONS)}")
+        for key in ("site", "bus", "kva", "kw"):
+            if key not in options:
+                raise InverterConfigError(f"{name}.{key}", None, f"is required: {_OPTIONS[key]}")
+        return cls(name, **options)
+
+    # --- bench interface ------------------------------------------------------------------------------
+    def actuate(self, t: float, feeder: FeederLike) -> None:
+        """Push the output computed at the last observation into the physics (q > 0 injects vars)."""
+        feeder.set_pv(self.site, self.p_kw, self.q_kvar)
+
+    def observe(self, t: float, solution: Solution) -> None:
+        """Measure the terminal voltage, frequency and irradiance and run OpenDER up to ``t``."""
+        if self._t_last is not None and t < self._t_last:
+            raise InverterError(f"inverter {self.name!r}: time ran backwards ({t} < {self._t_last})")
+        try:
+            v = solution.v(self.bus)
+            base = solution.base_kv_ln[self.bus] * 1000.0
+        except KeyError as err:
+            raise InverterError(f"inverter {self.name!r}: bus {self.bus!r} is not in the solution") from err
+        phases = "abc" if self.phases == "abc" else self.phases
+        missing = [p for p in phases if p not in v]
+        if missing:
+            raise InverterError(f"inverter {self.name!r}: bus {self.bus!r} has no phase {missing[0]!r}")
+        self.v_ln = {p: v[p] for p in phases}
+        v_pu = [abs(v[p]) / base for p in phases]
+        irr = solution.irradiance_pu
+        if irr is None or not math.isfinite(irr) or irr < 0:
+            log.info("inverter=%s irradiance=%r reason=missing_or_invalid available_kw=0", self.name, irr)
+            irr = 0.0
+        f = solution.frequency_hz
+        if f is None or not math.isfinite(f) or f <= 0:
+            log.info("inverter=%s frequency=%r reason=missing_or_invalid assumed_hz=60", self.name, f)
+            f = 60.0
+        self.f_hz = f
+        if self._t_last is None:
+            steps, dt = 1, self.step_s
+        else:
+            dt = t - self._t_last
+            steps = min(MAX_CATCHUP_STEPS, round(dt / self.step_s))
+        self._t_last = t
+        for _ in range(steps):
+            self.p_kw, self.q_kvar = self.der.step(v_pu, f, irr * self.kw)
+        if steps:
+            hours = dt / 3600.0
+            self.wh_inj += max(self.p_kw, 0.0) * 1000.0 * hours
+            self.varh_inj += max(self.q_kvar, 0.0) * 1000.0 * hours
+            self.varh_abs += max(-self.q_kvar, 0.0) * 1000.0 * hours
+
+    def values(self, t: float | None = None) -> dict[str, float | int | str]:
+        """Every point of the SunSpec map: fixed and nameplate points, accepted settings, measurements."""
+        out = dict(self._base)
+        out.update(self.settings)
+        out.update(self.state)
+        out.update(self._measurements())
+        return out
+
+    def on_write(self, req: WriteRequest) -> int | None:
+        """Accept (None) or refuse a client write: 2 for a point that cannot be changed, 3 for a bad value."""
+        current = self.values()
+        changes: dict[str, float | int] = {}
+        for name, value in req.points.items():
+            if name in WRITABLE:
+                changes[name] = value  # type: ignore[assignment]
+                continue
+            reg = self.layout.point(name).register
+            if encode_point(reg, value) != encode_point(reg, current[name]):
+                log.info("inverter=%s write=refused point=%s value=%r reason=read_only", self.name, name, value)
+                return ILLEGAL_ADDRESS
+        if not changes:
+            return None
+        reason = self._accept(changes)
+        if reason is not None:
+            log.info(
+                "inverter=%s write=refused point=%s value=%r reason=%s",
+                self.name,
+                reason[0],
+                changes.get(reason[0]),
+                reason[1],
+            )
+            return ILLEGAL_VALUE
+        log.info("inverter=%s write=accepted points=%s", self.name, ",".join(sorted(changes)))
+        return None
+
+    # --- settings -------------------------------------------------------------------------------------
+    def _accept(self, changes: dict[str, float | int]) -> tuple[str, str] | None:
+        """Validate ``changes`` merged into the settings; apply them (and adopt curves) or return (point, why)."""
+        pending = dict(self.settings)
+        pending.update(changes)
+        reason = _check_settings(pending, changes, self.q_max_kvar)
+        if reason is not None:
+            for req_key, rslt_key in ((f"{VV}.AdptCrvReq", f"{VV}.AdptCrvRslt"), (f"{VW}.AdptCrvReq", f"{VW}.AdptCrvRslt"),
+                                      (f"{FD}.AdptCtlReq", f"{FD}.AdptCtlRslt")):  # fmt: skip
+                if reason[0] == req_key:
+                    self.state[rslt_key] = 2  # FAILED
+            return reason
+        for req_key, rslt_key, prefix, group in (
+            (f"{VV}.AdptCrvReq", f"{VV}.AdptCrvRslt", VV, "Crv"),
+            (f"{VW}.AdptCrvReq", f"{VW}.AdptCrvRslt", VW, "Crv"),
+            (f"{FD}.AdptCtlReq", f"{FD}.AdptCtlRslt", FD, "Ctl"),
+        ):
+            n = int(changes.get(req_key, 0))
+            if n >= 2:
+                src, dst = f"{prefix}.{group}[{n}].", f"{prefix}.{group}[1]."
+                for key in [k for k in pending if k.startswith(src)]:
+                    pending[dst + key[len(src) :]] = pending[key]
+            if req_key in changes:
+                self.state[rslt_key] = 1  # COMPLETED
+        self.settings = pending
+        self.der.apply(self._opender_settings(pending))
+        return None
+
+    def _q_pu_of(self, pct: float, dept_ref: int) -> float:
+        """A volt-var curve's Var point [% of its DeptRef] -> OpenDER per unit of nameplate VA."""
+        if dept_ref == 3:  # VA_MAX_PCT
+            return pct / 100.0
+        return pct / 100.0 * self.q_max_kvar / self.kva  # VAR_MAX_PCT (VarMaxInj = VarMaxAbs here)
+
+    def _opender_settings(self, s: Mapping[str, float | int]) -> dict[str, Any]:
+        vv, vw, fd = f"{VV}.Crv[1]", f"{VW}.Crv[1]", f"{FD}.Ctl[1]"
+        mode = int(s[f"{CTL}.VarSetMod"])
+        if mode == 4:  # VARS
+            q_pu = float(s[f"{CTL}.VarSet"]) / (self.kva * 1000.0)
+        else:
+            pct = float(s[f"{CTL}.VarSetPct"]) / 100.0
+            ref_kvar = {0: self.kw, 1: self.q_max_kvar, 3: self.kva}[mode]
+            q_pu = pct * ref_kvar / self.kva
+        out: dict[str, Any] = {
+            "ES_PERMIT_SERVICE": bool(s[f"{ES}.ES"]),
+            "ES_V_HIGH": float(s[f"{ES}.ESVHi"]) / 100.0,
+            "ES_V_LOW": float(s[f"{ES}.ESVLo"]) / 100.0,
+            "ES_F_HIGH": float(s[f"{ES}.ESHzHi"]),
+            "ES_F_LOW": float(s[f"{ES}.ESHzLo"]),
+            "ES_DELAY": float(s[f"{ES}.ESDlyTms"]),
+            "ES_RAMP_RATE": float(s[f"{ES}.ESRmpTms"]),
+            "CONST_PF_MODE_ENABLE": bool(s[f"{CTL}.PFWInjEna"]),
+            "CONST_PF": float(s[f"{CTL}.PFWInj.PF"]),
+            "CONST_PF_EXCITATION": "INJ" if int(s[f"{CTL}.PFWInj.Ext"]) == 0 else "ABS",
+            "AP_LIMIT_ENABLE": bool(s[f"{CTL}.WMaxLimPctEna"]),
+            "AP_LIMIT": float(s[f"{CTL}.WMaxLimPct"]) / 100.0,
+            "CONST_Q_MODE_ENABLE": bool(s[f"{CTL}.VarSetEna"]),
+            "CONST_Q": q_pu,
+            "QV_MODE_ENABLE": bool(s[f"{VV}.Ena"]),
+            "QV_VREF": float(s[f"{vv}.VRef"]) / 100.0,
+            "QV_VREF_AUTO_MODE": bool(s[f"{vv}.VRefAutoEna"]),
+            "QV_VREF_TIME": float(s[f"{vv}.VRefAutoTms"]),
+            "QV_OLRT": float(s[f"{vv}.RspTms"]),
+            "PV_MODE_ENABLE": bool(s[f"{VW}.Ena"]),
+            "PV_CURVE_V1": float(s[f"{vw}.Pt[1].V"]) / 100.0,
+            "PV_CURVE_P1": float(s[f"{vw}.Pt[1].W"]) / 100.0,
+            "PV_CURVE_V2": float(s[f"{vw}.Pt[2].V"]) / 100.0,
+            "PV_CURVE_P2": float(s[f"{vw}.Pt[2].W"]) / 100.0,
+            "PV_OLRT": float(s[f"{vw}.RspTms"]),
+            "PF_MODE_ENABLE": bool(s[f"{FD}.Ena"]),
+            "PF_DBOF": float(s[f"{fd}.DbOf"]),
+            "PF_DBUF": float(s[f"{fd}.DbUf"]),
+            "PF_KOF": float(s[f"{fd}.KOf"]),
+            "PF_KUF": float(s[f"{fd}.KUf"]),
+            "PF_OLRT": float(s[f"{fd}.RspTms"]),
+        }
+        dept = int(s[f"{vv}.DeptRef"])
+        for i in range(1, VV_POINTS + 1):
+            out[f"QV_CURVE_V{i}"] = float(s[f"{vv}.Pt[{i}].V"]) / 100.0
+            out[f"QV_CURVE_Q{i}"] = self._q_pu_of(float(s[f"{vv}.Pt[{i}].Var"]), dept)
+        return out
+
+    # --- registers ------------------------------------------------------------------------------------
+    def _static_values(self) -> dict[str, float | int | str]:
+        lay = self.layout
+        out: dict[str, float | int | str] = {name: lay.not_implemented(name) for name in lay.points}
+        out.update(lay.fixed_values())
+        va, w, var = self.kva * 1000.0, self.kw * 1000.0, self.q_max_kvar * 1000.0
+        pf_ext = math.sqrt(1.0 - CAT_B_Q_PU**2)  # the PF at full vars and full VA
+        n_ph = len(self.phases) if self.phases == "abc" else 1
+        v_ph = self.v_nom_ll_v / math.sqrt(3)
+        a_max = va / (n_ph * v_ph) if n_ph == 3 else va / v_ph
+        out |= {
+            f"{COMMON}.Mn": MANUFACTURER,
+            f"{COMMON}.Md": f"SIM-PV-{self.kva:g}KVA",
+            f"{COMMON}.Vr": f"opender {version('opender')}",
+            f"{COMMON}.SN": self.serial_number,
+            f"{COMMON}.Opt": "1547-2018 Cat B",
+            f"{MEAS}.ACType": 2 if n_ph == 3 else 0,
+            f"{MEAS}.DERMode": 1,  # GRID_FOLLOWING
+            f"{MEAS}.MnAlrmInfo": "",
+            f"{CAP}.WMaxRtg": w, f"{CAP}.WMax": w,
+            f"{CAP}.VAMaxRtg": va, f"{CAP}.VAMax": va,
+            f"{CAP}.VarMaxInjRtg": var, f"{CAP}.VarMaxInj": var,
+            f"{CAP}.VarMaxAbsRtg": var, f"{CAP}.VarMaxAbs": var,
+            f"{CAP}.WOvrExtRtg": min(w, va * pf_ext), f"{CAP}.WOvrExtRtgPF": pf_ext,
+            f"{CAP}.WUndExtRtg": min(w, va * pf_ext), f"{CAP}.WUndExtRtgPF": pf_ext,
+            f"{CAP}.PFOvrExtRtg": pf_ext, f"{CAP}.PFUndExtRtg": pf_ext,
+            f"{CAP}.VNomRtg": self.v_nom_ll_v, f"{CAP}.VNom": self.v_nom_ll_v,
+            # IEEE 1547-2018 4.10.2 / Table 4 and clause 6.4: continuous operation 0.88..1.10 VNom
+            f"{CAP}.VMaxRtg": 1.1 * self.v_nom_ll_v, f"{CAP}.VMax": 1.1 * self.v_nom_ll_v,
+            f"{CAP}.VMinRtg": 0.88 * self.v_nom_ll_v, f"{CAP}.VMin": 0.88 * self.v_nom_ll_v,
+            f"{CAP}.AMaxRtg": a_max, f"{CAP}.AMax": a_max,
+            f"{CAP}.NorOpCatRtg": 1,  # CAT_B
+            f"{CAP}.AbnOpCatRtg": 2,  # CAT_3 (OpenDER's default abnormal category)
+            # MAX_W, FIXED_VAR, FIXED_PF, VOLT_VAR, FREQ_WATT, VOLT_WATT
+            f"{CAP}.CtrlModes": (1 << 0) | (1 << 2) | (1 << 3) | (1 << 4) | (1 << 5) | (1 << 10),
+            f"{CAP}.IntIslandCatRtg": 1,  # UNCATEGORIZED
+            f"{CAP}.IntIslandCat": 1,
+            f"{ES}.ESRndTms": 0,
+            f"{CTL}.VarSetPri": 1,  # REACTIVE
+        }  # fmt: skip
+        for c in range(1, VV_CURVES + 1):
+            out[f"{VV}.Crv[{c}].ReadOnly"] = 1 if c == 1 else 0
+            out[f"{VV}.Crv[{c}].VRefAuto"] = 100.0
+        for c in range(1, VW_CURVES + 1):
+            out[f"{VW}.Crv[{c}].ReadOnly"] = 1 if c == 1 else 0
+        for c in range(1, FD_CTLS + 1):
+            out[f"{FD}.Ctl[{c}].ReadOnly"] = 1 if c == 1 else 0
+        return out
+
+    def _measurements(self) -> dict[str, float | int]:
+        p_w, q_var = self.p_kw * 1000.0, self.q_kvar * 1000.0
+        s_va = math.hypot(p_w, q_var)
+        pf = p_w / s_va if s_va > 0 else 1.0  # SunSpec 701: PF has the sign of W
+        status = self.der.status
+        tripped = status == "Trip"
+        out: dict[str, float | int] = {
+            f"{MEAS}.W": p_w,
+            f"{MEAS}.Var": q_var,
+            f"{MEAS}.VA": s_va,
+            f"{MEAS}.PF": pf,
+            f"{MEAS}.Hz": self.f_hz,
+            f"{MEAS}.St": 0 if tripped else 1,
+            f"{MEAS}.ConnSt": 0 if tripped else 1,
+            f"{MEAS}.InvSt": _inv_state(status, p_w, bool(self.settings[f"{ES}.ES"])),
+            f"{MEAS}.Alrm": (1 << 4) if tripped and self.settings[f"{ES}.ES"] else 0,  # GRID_DISCONNECT
+            f"{MEAS}.TotWhInj": int(self.wh_inj),
+            f"{MEAS}.TotWhAbs": 0,
+            f"{MEAS}.TotVarhInj": int(self.varh_inj),
+            f"{MEAS}.TotVarhAbs": int(self.varh_abs),
+        }
+        if not self.v_ln:
+            return out
+        phases = list(self.v_ln)
+        n = len(phases)
+        mags = [abs(self.v_ln[p]) for p in phases]
+        amps = [(s_va / n) / m if m > 0 else 0.0 for m in mags]
+        out[f"{MEAS}.A"] = sum(amps) / n if n == 1 else sum(amps) / n
+        out[f"{MEAS}.LNV"] = sum(mags) / n
+        if n == 3:
+            va, vb, vc = (self.v_ln[p] for p in "abc")
+            ll = (abs(va - vb), abs(vb - vc), abs(vc - va))
+            out[f"{MEAS}.LLV"] = sum(ll) / 3
+            for k, (ph, vll) in enumerate(zip(("L1", "L2", "L3"), ("VL1L2", "VL2L3", "VL3L1"), strict=True)):
+                out[f"{MEAS}.W{ph}"] = p_w / 3
+                out[f"{MEAS}.Var{ph}"] = q_var / 3
+                out[f"{MEAS}.VA{ph}"] = s_va / 3
+                out[f"{MEAS}.PF{ph}"] = pf
+                out[f"{MEAS}.A{ph}"] = amps[k]
+                out[f"{MEAS}.V{ph}"] = mags[k]
+                out[f"{MEAS}.{vll}"] = ll[k]
+        else:
+            out |= {f"{MEAS}.WL1": p_w, f"{MEAS}.VarL1": q_var, f"{MEAS}.VAL1": s_va, f"{MEAS}.PFL1": pf}
+            out |= {f"{MEAS}.AL1": amps[0], f"{MEAS}.VL1": mags[0]}
+        return out
+
+
+def _inv_state(status: str, p_w: float, permitted: bool) -> int:
+    """OpenDER status -> SunSpec 701 InvSt (OFF 0, SLEEPING 1, STARTING 2, RUNNING 3, STANDBY 7)."""
+    if status == "Trip":
+        return 0 if permitted else 7
+    if status == "Entering Service":
+        return 2
+    return 3 if p_w > 0 else 1
+
+
+# --- validation -----------------------------------------------------------------------------------------
+
+Check = Callable[[float], bool]
+
+
+def _in(lo: float, hi: float) -> Check:
+    return lambda v: lo <= v <= hi
+
+
+def _one_of(*allowed: int) -> Check:
+    return lambda v: v in allowed
+
+
+# Ranges of each writable setting, with the standard they come from.
+_RANGES: dict[str, tuple[Check, str]] = {
+    f"{ES}.ES": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
+    # IEEE 1547-2018 4.10.2, Table 4 (enter service criteria): ranges of allowable settings
+    f"{ES}.ESVHi": (_in(105.0, 106.0), "105..106 %VNom (IEEE 1547-2018 Table 4)"),
+    f"{ES}.ESVLo": (_in(88.0, 95.0), "88..95 %VNom (IEEE 1547-2018 Table 4)"),
+    f"{ES}.ESHzHi": (_in(60.1, 61.0), "60.1..61.0 Hz (IEEE 1547-2018 Table 4)"),
+    f"{ES}.ESHzLo": (_in(59.0, 59.9), "59.0..59.9 Hz (IEEE 1547-2018 Table 4)"),
+    f"{ES}.ESDlyTms": (_in(0, 600), "0..600 s (IEEE 1547-2018 Table 4)"),
+    f"{ES}.ESRmpTms": (_in(1, 1000), "1..1000 s (IEEE 1547-2018 Table 4)"),
+    f"{CTL}.PFWInjEna": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
+    # the PF at which the Cat B var capability (44 % of VA, Table 7) is reached: sqrt(1 - 0.44^2) = 0.898
+    f"{CTL}.PFWInj.PF": (_in(0.898, 1.0), "0.898..1.000 (IEEE 1547-2018 5.3.2 with the Table 7 capability)"),
+    f"{CTL}.PFWInj.Ext": (_one_of(0, 1), "0 OVER_EXCITED or 1 UNDER_EXCITED"),
+    f"{CTL}.WMaxLimPctEna": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
+    f"{CTL}.WMaxLimPct": (_in(0.0, 100.0), "0..100 % of WMax (IEEE 1547-2018 4.6.2)"),
+    f"{CTL}.VarSetEna": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
+    f"{CTL}.VarSetMod": (_one_of(0, 1, 3, 4), "0 W_MAX_PCT, 1 VAR_MAX_PCT, 3 VA_MAX_PCT or 4 VARS"),
+    f"{CTL}.VarSetPct": (_in(-100.0, 100.0), "-100..100 %"),
+    f"{VV}.Ena": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
+    f"{VW}.Ena": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
+    f"{FD}.Ena": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
+    f"{VV}.AdptCrvReq": (_in(0, VV_CURVES), f"0 (none) or a curve 1..{VV_CURVES}"),
+    f"{VW}.AdptCrvReq": (_in(0, VW_CURVES), f"0 (none) or a curve 1..{VW_CURVES}"),
+    f"{FD}.AdptCtlReq": (_in(0, FD_CTLS), f"0 (none) or a control 1..{FD_CTLS}"),
+}
+for _c in range(2, VV_CURVES + 1):
+    _k = f"{VV}.Crv[{_c}]"
+    _RANGES |= {
+        f"{_k}.ActPt": (_one_of(VV_POINTS), f"{VV_POINTS} (the curve always has {VV_POINTS} points)"),
+        f"{_k}.DeptRef": (_one_of(1, 3), "1 VAR_MAX_PCT or 3 VA_MAX_PCT"),
+        f"{_k}.Pri": (_one_of(1), "1 REACTIVE"),
+        # IEEE 1547-2018 Table 8 (Category B): VRef 95..105 %, VRef time 300..5000 s, response time 1..90 s
+        f"{_k}.VRef": (_in(95.0, 105.0), "95..105 %VNom (IEEE 1547-2018 Table 8)"),
+        f"{_k}.VRefAutoEna": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
+        f"{_k}.VRefAutoTms": (_in(300, 5000), "300..5000 s (IEEE 1547-2018 Table 8)"),
+        f"{_k}.RspTms": (_in(1.0, 90.0), "1..90 s (IEEE 1547-2018 Table 8, Category B)"),
+    }
+    for _i in range(1, VV_POINTS + 1):
+        _RANGES[f"{_k}.Pt[{_i}].V"] = (_in(50.0, 150.0), "50..150 %VNom")
+        _RANGES[f"{_k}.Pt[{_i}].Var"] = (_in(-100.0, 100.0), "-100..100 % of the DeptRef")
+for _c in range(2, VW_CURVES + 1):
+    _k = f"{VW}.Crv[{_c}]"
+    _RANGES |= {
+        f"{_k}.ActPt": (_one_of(VW_POINTS), f"{VW_POINTS} (the curve always has {VW_POINTS} points)"),
+        f"{_k}.DeptRef": (_one_of(0), "0 W_MAX_PCT"),
+        f"{_k}.RspTms": (_in(0.5, 60.0), "0.5..60 s (IEEE 1547-2018 Table 10)"),
+        # IEEE 1547-2018 Table 10: V1 105..109 %, V2 V1+1..110 %; P2 down to 0 for PV
+        f"{_k}.Pt[1].V": (_in(105.0, 109.0), "105..109 %VNom (IEEE 1547-2018 Table 10)"),
+        f"{_k}.Pt[2].V": (_in(106.0, 110.0), "106..110 %VNom (IEEE 1547-2018 Table 10)"),
+        f"{_k}.Pt[1].W": (_in(0.0, 100.0), "0..100 % of WMax"),
+        f"{_k}.Pt[2].W": (_in(0.0, 100.0), "0..100 % of WMax"),
+    }
+for _c in range(2, FD_CTLS + 1):
+    _k = f"{FD}.Ctl[{_c}]"
+    # IEEE 1547-2018 Table 24 (frequency droop, Category II/III ranges of allowable settings)
+    _RANGES |= {
+        f"{_k}.DbOf": (_in(0.017, 1.0), "0.017..1.0 Hz (IEEE 1547-2018 Table 24)"),
+        f"{_k}.DbUf": (_in(0.017, 1.0), "0.017..1.0 Hz (IEEE 1547-2018 Table 24)"),
+        f"{_k}.KOf": (_in(0.02, 0.07), "0.02..0.07 (IEEE 1547-2018 Table 24)"),
+        f"{_k}.KUf": (_in(0.02, 0.07), "0.02..0.07 (IEEE 1547-2018 Table 24)"),
+        f"{_k}.RspTms": (_in(0.2, 10.0), "0.2..10 s (IEEE 1547-2018 Table 24)"),
+    }
+_EPS = 1e-9
+
+
+def _check_settings(
+    s: Mapping[str, float | int], changes: Mapping[str, float | int], q_max_kvar: float
+) -> tuple[str, str] | None:
+    """The first problem of settings ``s`` as (point, allowed) — ``changes`` first, so the error names them."""
+    for key in changes:
+        check = _RANGES.get(key)
+        if check is not None and not check[0](changes[key]):
+            return key, check[1]
+    var_set = float(s[f"{CTL}.VarSet"])
+    if abs(var_set) > q_max_kvar * 1000.0 + 0.5:
+        return f"{CTL}.VarSet", f"-{q_max_kvar * 1000:g}..{q_max_kvar * 1000:g} var (VarMaxAbs..VarMaxInj)"
+    enabled = [k for k in (f"{CTL}.PFWInjEna", f"{CTL}.VarSetEna", f"{VV}.Ena") if s[k]]
+    if len(enabled) > 1:
+        culprit = next((k for k in enabled if k in changes), enabled[-1])
+        return culprit, f"one reactive power mode at a time (IEEE 1547-2018 5.3): {', '.join(enabled)} enabled"
+    for c in range(2, VV_CURVES + 1):
+        k = f"{VV}.Crv[{c}]"
+        v = [float(s[f"{k}.Pt[{i}].V"]) for i in range(1, VV_POINTS + 1)]
+        # IEEE 1547-2018 Table 8: V1 < V2 <= V3 < V4 (V2 = V3 is a curve without deadband)
+        if not (v[0] < v[1] - _EPS and v[1] <= v[2] + _EPS and v[2] < v[3] - _EPS):
+            bad = next((n for n in changes if n.startswith(f"{k}.Pt")), f"{k}.Pt[1].V")
+            return bad, "curve points must increase in V: V1 < V2 <= V3 < V4"
+        dept = int(s[f"{k}.DeptRef"])
+        limit = 100.0 if dept == 1 else 100.0 * CAT_B_Q_PU
+        for i in range(1, VV_POINTS + 1):
+            if abs(float(s[f"{k}.Pt[{i}].Var"])) > limit + _EPS:
+                return f"{k}.Pt[{i}].Var", f"-{limit:g}..{limit:g} % (beyond the var rating)"
+    for c in range(2, VW_CURVES + 1):
+        k = f"{VW}.Crv[{c}]"
+        if not float(s[f"{k}.Pt[1].V"]) < float(s[f"{k}.Pt[2].V"]) - _EPS:
+            bad = next((n for n in changes if n.startswith(f"{k}.Pt")), f"{k}.Pt[2].V")
+            return bad, "curve points must increase in V: V1 < V2"
+        if float(s[f"{k}.Pt[2].W"]) > float(s[f"{k}.Pt[1].W"]) + _EPS:
+            return f"{k}.Pt[2].W", "P2 <= P1 (volt-watt only curtails)"
+    return None
