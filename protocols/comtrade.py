@@ -192,15 +192,18 @@ class Record:
             if self.timestamp_s is None:
                 raise ComtradeError("nrates = 0 and no timestamps: no time base")
             return self.timestamp_s
+        # each sample is 1/samp after the previous one, samp being the rate of the segment it belongs to
         t = np.empty(n)
-        start_n, t_start = 0, 0.0
-        for r in self.config.rates:
+        start_n, t_prev = 0, 0.0
+        for k, r in enumerate(self.config.rates):
             end = min(r.end_sample, n)
-            t[start_n:end] = t_start + (np.arange(start_n, end) - start_n) / r.rate_hz
-            if end >= n:
+            if end <= start_n:
                 break
-            t_start += (end - start_n) / r.rate_hz
-            start_n = end
+            steps = np.arange(end - start_n) + (0 if k == 0 else 1)
+            t[start_n:end] = t_prev + steps / r.rate_hz
+            t_prev, start_n = float(t[end - 1]), end
+        if start_n < n:  # samples past the last endsamp continue at the last rate
+            t[start_n:] = t_prev + np.arange(1, n - start_n + 1) / self.config.rates[-1].rate_hz
         return t
 
     @property
@@ -245,8 +248,8 @@ def scaled_channel(
     b = 0.5 * (lo + hi)
     if abs(b) <= 1e-9 * half:  # symmetric data: keep b a clean zero rather than rounding noise
         b = 0.0
-    # a little headroom so that rounding never lands outside the raw range
-    a = half / (0.5 * (hi_raw - lo_raw) - 1.0) if half > 0 else 1.0
+    # headroom (1 ppm of the range) so that float rounding of (x - b) / a never lands outside the raw range
+    a = half / (0.5 * (hi_raw - lo_raw) * (1.0 - 1e-6)) if half > 0 else 1.0
     return AnalogChannel(name, unit, a=a, b=b, min=lo_raw, max=hi_raw, **kw)  # type: ignore[arg-type]
 
 
@@ -676,7 +679,7 @@ def _decode_ascii(config: Config, data: bytes) -> tuple[np.ndarray, np.ndarray, 
                     try:
                         float(v)
                     except ValueError:
-                        raise DatError(f".dat line {k}: {what} value {v!r} is not a number") from None
+                        raise DatError(f".dat line {k}: {what} value {str(v)!r} is not a number") from None
             raise
 
     sample_n = numeric(0, "sample number", False).astype(np.int64)
