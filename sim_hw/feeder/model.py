@@ -140,7 +140,11 @@ class Feeder:
             dss.Text.Command(f'Compile "{path}"')
         except DSSException as err:
             raise FeederError(f"OpenDSS cannot compile {str(path)!r}: {err}") from err
-        if dss.Circuit.NumBuses() == 0:
+        try:
+            n_buses = dss.Circuit.NumBuses()
+        except DSSException:  # "There is no active circuit!"
+            n_buses = 0
+        if n_buses == 0:
             raise FeederError(f"{str(path)!r} defines no circuit (no 'New Circuit.' line?)")
         return cls(path, dss, script)
 
