@@ -22,7 +22,7 @@ import sys
 from sim_hw.bench import Bench, BenchError, device_table
 from sim_hw.config import BenchConfigError, load_bench_config
 from sim_hw.devices.modbus_server import ModbusServerError
-from sim_hw.solve import parse_taps
+from sim_hw.solve import join_tap_values, parse_taps
 from sim_hw.solve import run as solve_run
 
 log = logging.getLogger("sim_hw")
@@ -75,7 +75,7 @@ async def _run(bench: Bench, seconds: float | None) -> None:
 
 def main(argv: list[str]) -> int:
     try:
-        args = _parser().parse_args(argv)
+        args = _parser().parse_args(join_tap_values(argv) if argv[:1] == ["solve"] else argv)
     except SystemExit as exit_:  # argparse has printed the usage
         return int(exit_.code or 0)
     if args.command == "solve":

@@ -41,6 +41,22 @@ def parse_taps(text: str) -> tuple[int, int, int]:
     return taps  # type: ignore[return-value]
 
 
+def join_tap_values(argv: list[str]) -> list[str]:
+    """``["--regulator-taps", "-1,0,2"]`` -> ``["--regulator-taps=-1,0,2"]``.
+
+    argparse takes a value starting with "-" (a negative first tap) for an option and refuses it.
+    """
+    out: list[str] = []
+    it = iter(argv)
+    for arg in it:
+        if arg == "--regulator-taps":
+            value = next(it, None)
+            out.append(arg if value is None else f"{arg}={value}")
+        else:
+            out.append(arg)
+    return out
+
+
 def feeder_script(config: Path) -> Path:
     """The OpenDSS script a ``--config`` file stands for (a .dss as is; a TOML's ``[feeder] dss``)."""
     if not config.is_file():
