@@ -323,3 +323,31 @@ def test_unknown_option_lists_the_allowed_ones() -> None:
     with pytest.raises(FeederMeterError, match="allowed: element, terminal"):
         FeederMeter.from_options("m", {"ct": 120})
     assert FeederMeter.from_options("m", {"element": "Line.632671", "ct_ratio": 120}).element == "Line.632671"
+
+
+# --- with the real feeder physics --------------------------------------------------------------------
+
+
+def test_meters_on_the_ieee13_feeder_read_the_solution_and_an_open_breaker_de_energises_the_load_side() -> None:
+    from sim_hw.feeder.model import Feeder
+
+    feeder = Feeder.from_file(ROOT / "config" / "ieee13" / "IEEE13.dss")
+    source_side, load_side = FeederMeter("head-1"), FeederMeter("head-2", terminal=2, reverse=True)
+    sol = feeder.solve(T0)
+    for m in (source_side, load_side):
+        m.observe(T0, sol)
+    head = sol.terminal(ELEMENT, 1)
+    s = sum((head.v[p] * head.i[p].conjugate() for p in "abc"), 0j)
+    got = source_side.values(T0)
+    assert got["p_total"] == pytest.approx(s.real) and got["q_total"] == pytest.approx(s.imag)
+    assert 3.0e6 < got["p_total"] < 4.0e6  # the IEEE 13-node feeder's ~3.5 MW
+    assert load_side.values(T0)["p_total"] == pytest.approx(s.real, rel=0.05)  # less the line's losses
+    feeder.set_switch(ELEMENT, False)
+    sol = feeder.solve(T0 + 1)
+    for m in (source_side, load_side):
+        m.observe(T0 + 1, sol)
+    dead, live = load_side.values(T0 + 1), source_side.values(T0 + 1)
+    assert dead["v_a"] < 1e-6 and dead["i_a"] < 1e-6 and dead["frequency"] == 0.0
+    assert live["v_a"] > 2000.0 and live["i_a"] < 1e-6 and live["frequency"] == 60.0  # the bus side stays live
+    for p in MAP.points:  # tiny leftovers of the solver still encode
+        encode_point(p, dead[p.name])

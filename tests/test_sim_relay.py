@@ -636,3 +636,45 @@ def test_doc_lists_the_c37112_constants_the_tests_use() -> None:
 def test_the_ring_fits_one_read_with_the_measurements() -> None:
     inputs = [p for p in MAP.points if p.table is Table.INPUT]
     assert max(p.end for p in inputs) <= 125  # Modbus Application Protocol 6.4: 125 registers per read
+
+
+def test_the_relays_write_coverage_table_matches_the_map() -> None:
+    # the relay tells a write to whole points from one that also covers reserved registers with this table
+    from sim_hw.devices.relay import _WORDS
+
+    writable = {p.name: p.words for p in MAP.points if p.table in (Table.HOLDING, Table.COIL)}
+    assert writable == _WORDS
+
+
+# --- with the real feeder physics --------------------------------------------------------------------
+
+
+def test_a_fault_at_671_trips_the_feeder_head_relay_on_the_ieee13_feeder() -> None:
+    from sim_hw.feeder.model import Feeder
+
+    feeder = Feeder.from_file(ROOT / "config" / "ieee13" / "IEEE13.dss")
+    relay = FeederRelay("head")  # defaults: 800 A, very inverse, TD 2, 50 at 6400 A, 2 s / 15 s / 15 s
+    fault_at = T0 + 5
+    first_fault_i = 0.0
+    for k in range(12):
+        t = T0 + k
+        if t == fault_at:
+            feeder.set_fault("671", "abc")
+        relay.actuate(t, feeder)
+        sol = feeder.solve(t)
+        relay.observe(t, sol)
+        head = max(abs(i) for i in sol.terminal(ELEMENT, 1).i.values())
+        if t < fault_at:
+            assert head < 800.0 and relay.values(t)["picked_up"] is False  # the published load is below pickup
+        if t == fault_at:
+            first_fault_i = head
+        if t == fault_at + 3:  # the trip (at ~1.7 s) is seen at +2 and opens the breaker at +3, before the reclose
+            assert feeder.switch_closed(ELEMENT) is False
+            assert head < 1.0
+    assert 800.0 * 1.5 < first_fault_i < 6400.0  # a 51 fault, below the 50 setting
+    trip = relay.events[0]
+    assert trip.code == TRIP_51
+    assert trip.t == pytest.approx(fault_at + c37112_s(2, first_fault_i / 800.0, 2.0), abs=1e-6)
+    # the reclose: the first step at or after trip + 2 s, with the breaker open for at least one solve
+    assert (relay.events[1].code, relay.events[1].t) == (RECLOSE, math.ceil(trip.t + 2.0 - T0) + T0)
+    assert relay.events[1].t == fault_at + 4
