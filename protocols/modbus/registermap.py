@@ -114,12 +114,17 @@ class RegisterPoint:
 class RegisterMap:
     name: str
     points: tuple[RegisterPoint, ...] = field(default_factory=tuple)
+    _by_name: dict[str, RegisterPoint] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # name -> point: a simulated device encodes hundreds of points per step (a SunSpec inverter: 335)
+        object.__setattr__(self, "_by_name", {p.name: p for p in reversed(self.points)})
 
     def point(self, name: str) -> RegisterPoint:
-        for p in self.points:
-            if p.name == name:
-                return p
-        raise KeyError(f"register map {self.name!r} has no point {name!r}")
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"register map {self.name!r} has no point {name!r}") from None
 
 
 def _enum(key: str, value: Any, enum: type[StrEnum]) -> Any:
