@@ -15,7 +15,7 @@ its filter state between calls, so a stream can be fed in chunks of any length:
 
 The analog filters are digitised with the bilinear transform. Block 3's Butterworth filter runs at the
 input rate and is also the anti-aliasing filter of a decimation to ``output_rate_hz`` (800 to 1600 Hz
-for inputs of 800 Hz and more); the high-pass, the weighting filter and Block 4 run at that rate.
+for every accepted input rate, 800 Hz and up); the high-pass, the weighting filter and Block 4 run at that rate.
 docs/pq-flicker.md gives the rates, the digitisation error and the test results.
 
 Clause and table numbers are those of IEC 61000-4-15:2010 (Ed. 2.0) as we understand them; we did not
@@ -79,8 +79,9 @@ PST_INTERVAL_S = 600.0
 PLT_PST_COUNT = 12
 #: Reference modulation frequency of the calibration [Hz]: [1] Tables 1a/1b, the 8.8 Hz row.
 REFERENCE_MODULATION_HZ = 8.8
-#: Lowest input sample rate accepted, as a multiple of the nominal frequency (see docs/pq-flicker.md).
-MIN_RATE_PER_NOMINAL = 8
+#: Lowest input sample rate accepted [Hz]. Below it the bilinear weighting filter's frequency warping
+#: costs more than 2 % of Pinst at 33.3 Hz and 40 Hz (docs/pq-flicker.md, "Rates and digitisation").
+MIN_RATE_HZ = 800.0
 #: Block 3 onwards run at the input rate divided by an integer, not below this rate [Hz].
 PROCESSING_RATE_HZ = 800.0
 
@@ -134,11 +135,10 @@ def _nominal(nominal_hz: object) -> int:
     return int(nominal_hz)  # type: ignore[call-overload]
 
 
-def _rate(rate_hz: object, nominal_hz: int) -> float:
-    minimum = MIN_RATE_PER_NOMINAL * nominal_hz
+def _rate(rate_hz: object) -> float:
     ok = isinstance(rate_hz, int | float) and not isinstance(rate_hz, bool) and math.isfinite(rate_hz)
-    if not ok or rate_hz < minimum:  # type: ignore[operator]
-        raise FlickerError("rate_hz", rate_hz, f"a finite number >= {minimum} Hz ({MIN_RATE_PER_NOMINAL} x nominal_hz)")
+    if not ok or rate_hz < MIN_RATE_HZ:  # type: ignore[operator]
+        raise FlickerError("rate_hz", rate_hz, f"a finite sample rate >= {MIN_RATE_HZ:g} Hz")
     return float(rate_hz)  # type: ignore[arg-type]
 
 
@@ -285,7 +285,7 @@ class Flickermeter:
     Parameters
     ----------
     rate_hz : float
-        Sample rate of the voltage waveform [Hz], at least 8 x ``nominal_hz``.
+        Sample rate of the voltage waveform [Hz], at least ``MIN_RATE_HZ`` (800 Hz).
     nominal_hz : int
         Nominal system frequency [Hz]: 50 or 60 (selects the 35 Hz or 42 Hz Butterworth low-pass).
     lamp_v : int
@@ -300,7 +300,7 @@ class Flickermeter:
         self.nominal_hz = _nominal(nominal_hz)
         self.lamp = _lamp(lamp_v)
         self.lamp_v = int(lamp_v)
-        self.rate_hz = _rate(rate_hz, self.nominal_hz)
+        self.rate_hz = _rate(rate_hz)
         self.decimation = max(1, int(self.rate_hz // PROCESSING_RATE_HZ))
         self.output_rate_hz = self.rate_hz / self.decimation
 
@@ -310,6 +310,7 @@ class Flickermeter:
         self._reference: float | None = None
         self._next_boundary = 1  # index k of the next half-period boundary, at sample k * half
         self._acc = 0.0  # integral of u^2 from the last boundary to the next sample [V^2 samples]
+        self._startup: list[np.ndarray] = []
         self._n = 0  # samples consumed so far
 
         # Block 3 at the input rate: the Butterworth low-pass (bilinear, cut-off prewarped by scipy)
@@ -370,9 +371,10 @@ class Flickermeter:
         self._acc = float(cum[-1] - at[-1]) if ks.size else self._acc + float(cum[-1])
         self._next_boundary = k_last + 1
         if self._reference is None:
-            # Start from the r.m.s. of up to the first second of whole half periods, not from the
-            # first half period alone: its sampling error would persist with the 27.3 s time constant.
-            first = float(mean_square[: 2 * self.nominal_hz].mean()) if ks.size else float(sq.mean())
+            # Start from the r.m.s. of the first second (2 f_nominal half periods; process() holds the
+            # samples back until it is complete, so the start does not depend on how the stream is cut),
+            # not from one half period: its sampling error would persist with the 27.3 s time constant.
+            first = float(mean_square[: 2 * self.nominal_hz].mean())
             self._reference = math.sqrt(first) if first > 0.0 else 1.0
         ref_prev = self._reference
         if ks.size:
@@ -388,6 +390,9 @@ class Flickermeter:
     def process(self, samples_v: np.ndarray) -> np.ndarray:
         """Run blocks 1 to 4 over the next samples; returns Pinst [-] at ``output_rate_hz``.
 
+        The first second of the stream is held back (returned with the call that completes it) to
+        start the Block 1 reference, so the output does not depend on how the stream is cut.
+
         Parameters
         ----------
         samples_v : numpy.ndarray
@@ -396,6 +401,12 @@ class Flickermeter:
         u = np.asarray(samples_v, dtype=np.float64)
         if u.ndim != 1 or not np.all(np.isfinite(u)):
             raise FlickerError("samples_v", f"array of shape {u.shape}", "a 1-D array of finite voltages [V]")
+        if self._reference is None:  # the first second is held back to start the Block 1 reference
+            self._startup.append(u)
+            if sum(part.size for part in self._startup) < math.ceil(self.rate_hz):
+                return np.empty(0)
+            u = np.concatenate(self._startup)
+            self._startup = []
         if u.size == 0:
             return np.empty(0)
         x = self._normalise(u)
@@ -417,6 +428,11 @@ class Flickermeter:
         # Block 5: classification for the running Pst interval
         self._classifier.add(np.maximum(pinst, 0.0))
         return pinst
+
+    @property
+    def reference_v(self) -> float | None:
+        """Block 1 reference [V]: the smoothed half-period r.m.s. value the samples are divided by."""
+        return self._reference
 
     @property
     def interval_s(self) -> float:
