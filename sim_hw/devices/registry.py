@@ -32,7 +32,16 @@ Factory = Callable[[str, Mapping[str, Any], "BuildContext"], DeviceModel]
 class BuildContext:
     """What a factory may need beside the options: the seed, the simulated clock, the device's map."""
 
-    def __init__(self, *, seed: int, clock: Callable[[], float], load_kw: float, register_map: RegisterMap | None):
+    def __init__(
+        self,
+        *,
+        seed: int,
+        clock: Callable[[], float],
+        load_kw: float,
+        register_map: RegisterMap | None,
+        step_s: float = 1.0,
+    ) -> None:
+        self.step_s = step_s
         self.seed = seed
         self.clock = clock
         self.load_kw = load_kw
@@ -47,7 +56,13 @@ def _meter(name: str, options: Mapping[str, Any], ctx: BuildContext) -> DeviceMo
     return ThreePhaseMeter(name, load_kw=ctx.load_kw, seed=ctx.seed, clock=ctx.clock)
 
 
-FACTORIES: dict[str, Factory] = {"meter": _meter}
+def _inverter(name: str, options: Mapping[str, Any], ctx: BuildContext) -> DeviceModel:
+    from sim_hw.devices.inverter import SunSpecInverter
+
+    return SunSpecInverter.from_options(name, {"step_s": ctx.step_s, **options})
+
+
+FACTORIES: dict[str, Factory] = {"meter": _meter, "inverter": _inverter}
 
 
 def build_model(kind: str, name: str, options: Mapping[str, Any], ctx: BuildContext) -> DeviceModel:
