@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import zlib
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -73,6 +74,7 @@ MAX_SHOTS = 4
 RECLOSE_INTERVAL_RANGE_S = (0.1, 600.0)
 RESET_TIME_RANGE_S = (1.0, 600.0)
 RING_SIZE = 8
+HISTORY = 256  # events kept in memory (the ring serves the last RING_SIZE)
 
 
 class EventCode(IntEnum):
@@ -253,7 +255,8 @@ class FeederRelay:
         self.serial_number = 10_000_000 + zlib.crc32(name.encode()) % 90_000_000
         self.state = State.CLOSED
         self.shot = 0  # recloses done in the current sequence
-        self.events: list[Event] = []  # every event since start (the ring serves the last RING_SIZE)
+        self.events: deque[Event] = deque(maxlen=HISTORY)  # the most recent events, oldest first
+        self.event_count = 0  # events since start
         self._currents = (0.0, 0.0, 0.0)  # last observed |I| per phase [A]
         self._t_last: float | None = None  # last observe
         self._t_now: float | None = None  # last observe or actuate
@@ -356,8 +359,8 @@ class FeederRelay:
             "i_c": self._currents[2],
             "relay_state": int(self.state),
             "shot": self.shot,
-            "event_count": len(self.events) % (1 << 32),
-            "last_event_code": int(self.events[-1].code) if self.events else 0,
+            "event_count": self.event_count % (1 << 32),
+            "last_event_code": int(self.events[-1].code) if self.event_count else 0,
             "model": MODEL,
             "serial_number": self.serial_number,
             "pickup_a": s.pickup_a,
@@ -377,7 +380,7 @@ class FeederRelay:
         for k, interval in enumerate(s.reclose_s, start=1):
             out[f"reclose_{k}_s"] = interval
         for slot in range(RING_SIZE):
-            out |= _ring_slot(slot, self.events)
+            out |= _ring_slot(slot, self.events, self.event_count)
         return out
 
     def on_write(self, req: WriteRequest) -> int | None:
@@ -449,7 +452,8 @@ class FeederRelay:
                 self._log(EventCode.REMOTE_TRIP, t)
                 self.shot = 0
         elif command == "close":
-            if self.state is State.LOCKOUT:  # refused at the write; a lockout cannot arise between write and here
+            if self.state is State.LOCKOUT:  # refused at the write; only a bench skipping actuate gets here
+                log.warning("device=%s command=close ignored=lockout t=%.3f", self.name, t)
                 return
             if self.state in (State.OPEN, State.RECLOSE_WAIT):
                 self.state = State.CLOSED
@@ -474,19 +478,19 @@ class FeederRelay:
         i = currents if currents is not None else self._currents
         event = Event(code, t, self.shot, i[0], i[1], i[2])
         self.events.append(event)
+        self.event_count += 1
         log.info("device=%s event=%s t=%.3f shot=%d i_a=%.1f i_b=%.1f i_c=%.1f state=%s", self.name,
                  code.name.lower(), t, self.shot, i[0], i[1], i[2], self.state.name.lower())  # fmt: skip
 
 
-def _ring_slot(slot: int, events: list[Event]) -> dict[str, float | int]:
-    """The ring's slot ``slot``: event number n (1-based) lives in slot (n - 1) % RING_SIZE."""
-    n = len(events)
-    newest = n - 1 - ((n - 1 - slot) % RING_SIZE) if n else -1  # index of the newest event in this slot
+def _ring_slot(slot: int, events: deque[Event], count: int) -> dict[str, float | int]:
+    """The ring's slot ``slot``: event number n (1-based, of ``count`` so far) lives in slot (n - 1) % RING_SIZE."""
+    number = count - ((count - 1 - slot) % RING_SIZE)  # the newest event number in this slot
     p = f"ev{slot}_"
-    if newest < 0 or newest < n - RING_SIZE:
+    if count == 0 or number < 1:
         return {p + "code": 0, p + "shot": 0, p + "time_s": 0, p + "time_ms": 0, p + "i_a": 0.0, p + "i_b": 0.0,
                 p + "i_c": 0.0}  # fmt: skip
-    e = events[newest]
+    e = events[number - count - 1]
     ms_total = round(e.t * 1000.0)
     return {
         p + "code": int(e.code),
