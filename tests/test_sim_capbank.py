@@ -136,9 +136,10 @@ async def test_sbo_close_happy_path_switches_at_the_next_step_and_counts() -> No
         assert await rig.read("closed") is True
         assert await rig.read("operation_count") == 1
         assert await rig.read("select_armed") is False
-        # no capacitor current in this solution: Q = 200 kvar x (2520 V / 2400 V)^2 = 220.5 kvar per phase
-        assert await rig.read("kvar_a") == pytest.approx(220.5, abs=0.05)
-        assert await rig.read("kvar_total") == pytest.approx(661.5, abs=0.05)
+        # no capacitor current in this solution: Q = 200 kvar x (V / V_rated)^2 with V_rated = 4160 / sqrt(3) V,
+        # = 200 x 3 x 2520^2 / 4160^2 = 220.17 kvar per phase, 660.52 kvar for the bank
+        assert await rig.read("kvar_a") == pytest.approx(220.17, abs=0.06)
+        assert await rig.read("kvar_total") == pytest.approx(660.52, abs=0.06)
         assert await rig.read("v_b") == pytest.approx(126.0, abs=0.005)
 
 
@@ -532,3 +533,36 @@ def test_doc_check_catches_a_drifted_address() -> None:
 
 def test_doc_lists_every_result_code() -> None:
     assert _doc_result_codes(DOC_FILE.read_text()) == {int(r): r.name for r in Result}
+
+
+# --- against the real IEEE 13-node feeder -------------------------------------------------------------------
+
+
+def test_sbo_open_on_the_real_feeder_removes_the_banks_vars_and_lowers_bus_675() -> None:
+    from sim_hw.feeder.model import Feeder
+
+    feeder = Feeder.from_file(ROOT / "config" / "ieee13" / "IEEE13.dss")
+    model = bank()
+
+    def step(t: float) -> tuple[Solution, dict[str, Any]]:
+        model.actuate(t, feeder)
+        sol = feeder.solve(t)
+        model.observe(t, sol)
+        return sol, model.values(t)
+
+    sol, closed = step(T0)
+    assert feeder.capacitor_closed("cap675") is True
+    for p in "abc":
+        # a capacitor's vars go with V^2: 200 kvar per phase at 4160 / sqrt(3) V (IEEE 13-node data)
+        v = abs(sol.v("675")[p])
+        assert closed[f"kvar_{p}"] == pytest.approx(200.0 * (v / (4160 / math.sqrt(3))) ** 2, rel=1e-3)
+        assert closed[f"v_{p}"] == pytest.approx(v / 20.0)
+    select = WriteRequest(UNIT, Table.HOLDING, SELECT, (OPEN, 9), {"sbo_select": OPEN, "sbo_token": 9})
+    operate = WriteRequest(UNIT, Table.HOLDING, OPERATE, (OPEN, 9), {"sbo_operate": OPEN, "sbo_operate_token": 9})
+    assert model.on_write(select) is None and model.on_write(operate) is None
+    _, opened = step(T0 + 1)
+    assert feeder.capacitor_closed("cap675") is False
+    assert opened["closed"] is False and opened["operation_count"] == 1
+    assert abs(opened["kvar_total"]) < 0.5
+    for p in "abc":  # without 600 kvar of support the voltage at 675 falls
+        assert opened[f"v_{p}"] < closed[f"v_{p}"] - 0.5

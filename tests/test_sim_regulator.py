@@ -433,3 +433,27 @@ def test_doc_check_catches_a_drifted_scale() -> None:
     )
     assert drifted != text
     assert _doc_mismatches(drifted, RMAP) == ["bandwidth_v.scale: doc '0.01', map '0.1'"]
+
+
+# --- against the real IEEE 13-node feeder -------------------------------------------------------------------
+
+
+def test_automatic_control_on_the_real_feeder_raises_the_taps_into_the_band() -> None:
+    from sim_hw.feeder.model import Feeder
+
+    feeder = Feeder.from_file(ROOT / "config" / "ieee13" / "IEEE13.dss")
+    model = RegulatorController("reg1", {"taps": [0, 0, 0]})  # IEEE 13-node settings, taps from neutral
+    for k in range(120):
+        model.actuate(T0 + k, feeder)
+        sol = feeder.solve(T0 + k)
+        model.observe(T0 + k, sol)
+        values = model.values(T0 + k)
+        if k == 0:  # 1.0 pu at the source with neutral taps: the compensated voltages sit below 121 V
+            assert all(values[f"band_{p}"] == -1 for p in "abc")
+    assert feeder.regulator_taps() == tuple(model.taps)
+    assert all(0 < tap <= 16 for tap in model.taps)
+    for p in "abc":
+        assert values[f"v_reg_{p}"] == pytest.approx(abs(sol.v("rg60")[p]) / 20.0)
+        # raising stops at the first tap inside 121..123 V: one step (0.625 % of ~120 V = 0.75 V) above the edge
+        assert 121.0 <= values[f"v_comp_{p}"] < 121.0 + 0.8
+    assert [values[f"operation_count_{p}"] for p in "abc"] == model.taps

@@ -49,10 +49,11 @@ COUNTER_MODULUS = 1 << 32  # the operation counter is a uint32 and rolls over li
 # Modbus exception codes (Modbus Application Protocol v1.1b3, clause 7).
 ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE, DEVICE_BUSY = 1, 2, 3, 6
 
-# IEEE 13-node test feeder capacitors: bus, phases, kvar per phase, rated kV phase-neutral (the 3-phase
-# cap675 is rated 4.16 kV line-line = 2.4 kV phase-neutral; the 1-phase cap611 2.4 kV).
+# IEEE 13-node test feeder capacitors ("Shunt Capacitor Data"): bus, phases, kvar per phase, rated kV
+# phase-neutral (the 3-phase cap675 is rated 4.16 kV line-line = 4.16/sqrt(3) kV phase-neutral; the 1-phase
+# cap611 2.4 kV).
 KNOWN_CAPACITORS: dict[str, tuple[str, str, float, float]] = {
-    "cap675": ("675", "abc", 200.0, 2.4),
+    "cap675": ("675", "abc", 200.0, 4.16 / math.sqrt(3)),
     "cap611": ("611", "c", 100.0, 2.4),
 }
 
