@@ -133,12 +133,14 @@ def voltage_unbalance_pct(phasors_v: np.ndarray) -> tuple[np.ndarray, np.ndarray
     """Negative and zero sequence unbalance ``(u2, u0)`` [%] (IEC 61000-4-30 5.7.1).
 
     ``u2 = |U2| / |U1| * 100``, ``u0 = |U0| / |U1| * 100`` from the fundamental phasors of the
-    10/12-cycle window (``HarmonicResult.fundamental_v``), phase order a, b, c. NaN where U1 = 0.
+    10/12-cycle window (``HarmonicResult.fundamental_v``), phase order a, b, c. NaN where U1 is 0.
     """
     seq = np.abs(symmetrical_components_v(phasors_v))
+    # U1 below 1e-9 of the largest phase is rounding noise (e.g. a pure negative sequence): no ratio
+    has_u1 = seq[..., 1] > 1e-9 * np.max(np.abs(np.asarray(phasors_v)), axis=-1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        u2 = np.where(seq[..., 1] > 0, seq[..., 2] / seq[..., 1] * 100.0, np.nan)
-        u0 = np.where(seq[..., 1] > 0, seq[..., 0] / seq[..., 1] * 100.0, np.nan)
+        u2 = np.where(has_u1, seq[..., 2] / seq[..., 1] * 100.0, np.nan)
+        u0 = np.where(has_u1, seq[..., 0] / seq[..., 1] * 100.0, np.nan)
     return u2, u0
 
 
