@@ -62,7 +62,24 @@ def _inverter(name: str, options: Mapping[str, Any], ctx: BuildContext) -> Devic
     return SunSpecInverter.from_options(name, {"step_s": ctx.step_s, **options})
 
 
-FACTORIES: dict[str, Factory] = {"meter": _meter, "inverter": _inverter}
+def _feeder_meter(name: str, options: Mapping[str, Any], ctx: BuildContext) -> DeviceModel:
+    from sim_hw.devices.feeder_meter import FeederMeter
+
+    return FeederMeter.from_options(name, options)
+
+
+def _relay(name: str, options: Mapping[str, Any], ctx: BuildContext) -> DeviceModel:
+    from sim_hw.devices.relay import FeederRelay
+
+    return FeederRelay.from_options(name, options)
+
+
+FACTORIES: dict[str, Factory] = {
+    "meter": _meter,
+    "inverter": _inverter,
+    "feeder-meter": _feeder_meter,
+    "relay": _relay,
+}
 
 
 def build_model(kind: str, name: str, options: Mapping[str, Any], ctx: BuildContext) -> DeviceModel:
