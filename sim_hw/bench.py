@@ -154,7 +154,7 @@ class Bench:
     def _build(self, spec: DeviceSpec) -> DeviceModel:
         ctx = BuildContext(
             seed=self.config.bench.seed,
-            clock=lambda: self.sim_time,
+            clock=self.clock,
             load_kw=spec.load_kw,
             register_map=spec.register_map,
         )

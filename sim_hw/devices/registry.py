@@ -74,7 +74,21 @@ def _relay(name: str, options: Mapping[str, Any], ctx: BuildContext) -> DeviceMo
     return FeederRelay.from_options(name, options)
 
 
+def _capbank(name: str, options: Mapping[str, Any], ctx: BuildContext) -> DeviceModel:
+    from sim_hw.devices.capbank import CapBankController
+
+    return CapBankController(name, options, clock=ctx.clock)
+
+
+def _regulator(name: str, options: Mapping[str, Any], ctx: BuildContext) -> DeviceModel:
+    from sim_hw.devices.regulator import RegulatorController
+
+    return RegulatorController(name, options)
+
+
 FACTORIES: dict[str, Factory] = {
+    "capbank": _capbank,
+    "regulator": _regulator,
     "meter": _meter,
     "inverter": _inverter,
     "feeder-meter": _feeder_meter,
