@@ -49,6 +49,7 @@ __all__ = [
     "plt",
     "pst",
     "pst_from_percentiles",
+    "weighting_filter_zpk",
 ]
 
 NOMINAL_HZ_ALLOWED = (50, 60)
