@@ -14,8 +14,8 @@ its filter state between calls, so a stream can be fed in chunks of any length:
    percentiles and Pst; Plt from 12 Pst values.
 
 The analog filters are digitised with the bilinear transform. Block 3's Butterworth filter runs at the
-input rate and is also the anti-aliasing filter of a decimation to ``output_rate_hz`` (800 to 1600 Hz
-for every accepted input rate, 800 Hz and up); the high-pass, the weighting filter and Block 4 run at that rate.
+input rate (800 Hz and up) and is also the anti-aliasing filter of a decimation to ``output_rate_hz``
+(800 to 1600 Hz); the high-pass, the weighting filter and Block 4 run at that rate.
 docs/pq-flicker.md gives the rates, the digitisation error and the test results.
 
 Clause and table numbers are those of IEC 61000-4-15:2010 (Ed. 2.0) as we understand them; we did not
