@@ -185,7 +185,7 @@ class Bench:
         assert settings is not None
         try:
             self.feeder = Feeder.from_file(settings.dss)
-            self._load_profile = load_profile(settings.load)
+            self._load_profile = load_profile()  # [feeder] load = "default": the only shape so far
             self._irradiance_profile = (
                 None if settings.irradiance == "none" else irradiance_profile(settings.irradiance)
             )

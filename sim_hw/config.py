@@ -323,7 +323,7 @@ def _feeder(c: Checker, data: Mapping[str, Any]) -> FeederSettings | None:
     c.unknown(raw, "feeder", {"dss", "irradiance", "load"})
     dss = c.get(raw, "feeder", "dss", "string")
     irradiance = c.get(raw, "feeder", "irradiance", "string", "clear", choices=IRRADIANCE_DAYS)
-    load = c.get(raw, "feeder", "load", "string", "default")
+    load = c.get(raw, "feeder", "load", "string", "default", choices=("default",))
     path = c.path(dss)
     if path is not None and not path.is_file():
         c.fail("feeder.dss", dss, f"no such OpenDSS file ({path})")

@@ -53,6 +53,7 @@ FAULTS: tuple[str, ...] = ("silent", "exception", "garbage")
 _FC: dict[Table, int] = {Table.COIL: 1, Table.DISCRETE: 2, Table.HOLDING: 3, Table.INPUT: 4}
 _TUPLE_ORDER = (Table.COIL, Table.DISCRETE, Table.HOLDING, Table.INPUT)  # SimDevice's tuple layout
 _MBAP_LEN = 7
+_UNSET = object()
 # Write function codes -> the table they write (Modbus Application Protocol v1.1b3, 6.5, 6.6, 6.11, 6.12, 6.17).
 _WRITE_TABLE: dict[int, Table] = {5: Table.COIL, 15: Table.COIL, 6: Table.HOLDING, 16: Table.HOLDING, 23: Table.HOLDING}
 ILLEGAL_ADDRESS, ILLEGAL_VALUE, DEVICE_FAILURE = 2, 3, 4  # Modbus exception codes (ibid., 7)
@@ -148,6 +149,7 @@ class ModbusDeviceServer:
         self.baudrate, self.parity, self.bytesize, self.stopbits = baudrate, parity, bytesize, stopbits
         self._faults: dict[int, Fault] = {}
         self._write_handlers: dict[int, WriteHandler] = {}
+        self._served: dict[int, dict[str, object]] = {}  # unit -> point -> the value its registers hold
         self._junk = random.Random(seed)
         self._spans = {u: _spans(m) for u, m in self.units.items()}
         self._server: ModbusTcpServer | ModbusSerialServer | None = None
@@ -221,8 +223,11 @@ class ModbusDeviceServer:
         if self._server is None:
             raise ModbusServerError(f"server {self.address} is not started")
         register_map = self._map(unit_id)
+        served = self._served.setdefault(unit_id, {})
         images: dict[Table, list[int] | list[bool]] = {}
         for name, value in values.items():
+            if served.get(name, _UNSET) == value and type(served[name]) is type(value):
+                continue  # the registers hold it already (a client write drops the entry: see _guard_write)
             try:
                 point = register_map.point(name)
             except KeyError as err:
@@ -238,6 +243,7 @@ class ModbusDeviceServer:
                 )
             image = images[point.table]
             image[point.address - span.start : point.end - span.start] = words  # type: ignore[assignment]
+            served[name] = value
         for table, image in images.items():
             await self._server.async_setValues(unit_id, _FC[table], self._spans[unit_id][table].start, image)
 
@@ -284,6 +290,15 @@ class ModbusDeviceServer:
             log.error("modbus_write=handler_failed address=%s unit=%d error=%r", self.address, unit_id, err)
             return DEVICE_FAILURE
 
+    def _forget(self, unit_id: int, table: Table, start: int, stop: int) -> None:
+        """A client wrote these registers: the next update() encodes the points there again."""
+        served = self._served.get(unit_id)
+        if not served:
+            return
+        for p in self.units[unit_id].points:
+            if p.table is table and p.address < stop and p.end > start:
+                served.pop(p.name, None)
+
     def _guard_write(self, pdu: ModbusPDU) -> None:
         """Wrap a write request's datastore step so the unit's handler decides before anything is stored."""
         fc = pdu.function_code
@@ -297,9 +312,11 @@ class ModbusDeviceServer:
         store = pdu.datastore_update
 
         async def guarded(context: Any, device_id: int) -> ModbusPDU:
-            code = self._check_write(device_id, table, address, values)
-            if code:
-                return ExceptionResponse(fc, code, device_id=device_id, transaction=pdu.transaction_id)
+            if device_id in self._write_handlers:
+                code = self._check_write(device_id, table, address, values)
+                if code:
+                    return ExceptionResponse(fc, code, device_id=device_id, transaction=pdu.transaction_id)
+            self._forget(device_id, table, address, address + len(values))
             return await store(context, device_id)
 
         pdu.datastore_update = guarded  # type: ignore[method-assign]
@@ -333,7 +350,7 @@ class ModbusDeviceServer:
         if not sending:
             if pdu.dev_id not in self.units or fault == "silent":
                 return None  # no last_pdu: pymodbus handles nothing and sends nothing
-            if pdu.dev_id in self._write_handlers and pdu.function_code in _WRITE_TABLE:
+            if pdu.function_code in _WRITE_TABLE:
                 self._guard_write(pdu)
             return pdu
         if fault == "exception" and not isinstance(pdu, ExceptionResponse):

@@ -62,6 +62,9 @@ class Solution:
 
     def terminal(self, element: str, terminal: int = 1) -> Terminal:
         key = f"{element}/{terminal}"
+        term = self.terminals.get(key)
+        if term is not None:
+            return term
         for k, term in self.terminals.items():
             if k.lower() == key.lower():
                 return term
