@@ -12,8 +12,10 @@ from sim_hw.waveforms.generator import (
     Waveform,
     WaveformDesc,
     chunks,
+    comtrade_config,
     generate,
     generate_samples,
+    write_comtrade,
 )
 
 __all__ = [
@@ -28,6 +30,8 @@ __all__ = [
     "Waveform",
     "WaveformDesc",
     "chunks",
+    "comtrade_config",
     "generate",
     "generate_samples",
+    "write_comtrade",
 ]

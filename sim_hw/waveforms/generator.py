@@ -29,12 +29,16 @@ phase offset, so the 3rd is zero sequence and the 5th negative sequence, as on a
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from protocols import comtrade
 
 CHANNELS = ("va", "vb", "vc", "ia", "ib", "ic")
 UNITS = ("V", "V", "V", "A", "A", "A")
@@ -331,7 +335,8 @@ def _sub(cls: type, key: str, value: object) -> Any:
         return cls(**value)
     except DescriptionError as err:
         # the class knows its field ("harmonic.pct"); the caller knows where it sits ("harmonics[2]")
-        raise DescriptionError(f"{key}.{err.key.split('.', 1)[-1]}", err.value, err.allowed) from None
+        field_name = err.key.split(".", 1)[1] if "." in err.key else ""
+        raise DescriptionError(f"{key}.{field_name}" if field_name else key, err.value, err.allowed) from None
     except TypeError as err:  # a required field missing
         raise DescriptionError(key, dict(value), f"all required fields of {cls.__name__} ({err})") from None
 
@@ -526,3 +531,49 @@ def chunks(
         n = block if end is None else min(block, end - k)
         yield generate_samples(desc, k, n, plan)
         k += n
+
+
+# ---- recordings -----------------------------------------------------------------------------------------
+
+
+def comtrade_config(
+    waveform: Waveform,
+    *,
+    station: str = "GRIDEDGE BENCH",
+    device: str = "SIM-WAVEFORMS",
+    rev_year: str = "2013",
+    data_format: str = "BINARY",
+    nominal_hz: float = 50.0,
+    trigger_s: float = 0.0,
+) -> comtrade.Config:
+    """The COMTRADE configuration of ``waveform``: a and b scaled to its data, timestamps from its t0."""
+    chans = tuple(
+        comtrade.scaled_channel(
+            name, waveform.data[i], unit=unit, data_format=data_format, rev_year=rev_year, phase=name[1].upper()
+        )
+        for i, (name, unit) in enumerate(zip(waveform.channels, waveform.units, strict=True))
+    )
+    start = waveform.t0 + waveform.first_index / waveform.rate_hz
+    return comtrade.Config(
+        station=station,
+        device=device,
+        analog=chans,
+        rates=(comtrade.SampleRate(waveform.rate_hz, waveform.n_samples),),
+        start=_utc(start),
+        trigger=_utc(start + trigger_s),
+        rev_year=rev_year,
+        line_freq_hz=nominal_hz,
+        data_format=data_format,
+        time_code="0",
+        local_code="0",
+    )
+
+
+def _utc(epoch_s: float) -> dt.datetime:
+    """Naive UTC datetime (the .cfg says the offset in time_code / local_code, 2013 7.4.10)."""
+    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).replace(tzinfo=None)
+
+
+def write_comtrade(waveform: Waveform, path: str | Path, **kw: Any) -> tuple[Path, Path]:
+    """Write ``waveform`` as ``path``.cfg + ``path``.dat (options of :func:`comtrade_config`)."""
+    return comtrade.write(path, comtrade_config(waveform, **kw), waveform.data)
