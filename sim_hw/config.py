@@ -363,6 +363,22 @@ def _pmus(c: Checker, data: Mapping[str, Any], taken: set[tuple[str, int]]) -> l
     return out
 
 
+def _check_options(c: Checker, devices: list[DeviceSpec], step_s: float) -> None:
+    """Each device model checks its own options: build it once now, so a bad value fails the config load."""
+    from sim_hw.devices.registry import BuildContext, DeviceOptionsError, build_model, model_register_map
+
+    for i, d in enumerate(devices):
+        ctx = BuildContext(seed=0, clock=lambda: 0.0, load_kw=d.load_kw, register_map=d.register_map, step_s=step_s)
+        try:
+            model_register_map(build_model(d.kind, d.name, d.options, ctx), d.register_map)
+        except DeviceOptionsError as err:
+            c.fail(
+                f"devices[{i}].{err.key}" if err.key != "options" else f"devices[{i}].options",
+                dict(d.options),
+                str(err),
+            )
+
+
 def parse_bench_config(data: Mapping[str, Any], source: Path) -> BenchConfig:
     """Validate a parsed TOML document; ``source`` is the file it came from (paths are relative to its folder)."""
     c = Checker(source.parent)
@@ -378,6 +394,7 @@ def parse_bench_config(data: Mapping[str, Any], source: Path) -> BenchConfig:
         scenario = c.path(raw_scn)
         if scenario is not None and not scenario.is_file():
             c.fail("scenario", raw_scn, f"no such scenario file ({scenario})")
+    _check_options(c, devices, step_s=bench.step_s)
     if feeder is None and "feeder" not in data:
         for i, d in enumerate(devices):
             if d.kind in PHYSICS_KINDS:

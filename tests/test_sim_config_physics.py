@@ -1,0 +1,87 @@
+"""The physics bench's configuration: [feeder], [[pmus]], scenario and each device model's options."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from sim_hw.bench import device_table
+from sim_hw.config import BenchConfigError, load_bench_config, parse_bench_config
+
+ROOT = Path(__file__).resolve().parent.parent
+IEEE13 = ROOT / "config" / "sim-ieee13.toml"
+
+
+def parse(text: str, where: Path) -> object:
+    return parse_bench_config(tomllib.loads(text), where / "bench.toml")
+
+
+def messages(text: str, where: Path) -> list[str]:
+    with pytest.raises(BenchConfigError) as err:
+        parse(text, where)
+    return [str(i) for i in err.value.issues]
+
+
+FEEDER = f'[feeder]\ndss = "{ROOT / "config" / "ieee13" / "IEEE13.dss"}"\n'
+
+
+def test_the_shipped_ieee13_bench_loads_with_every_kind_and_both_pmus() -> None:
+    cfg = load_bench_config(IEEE13)
+    kinds = {d.kind for d in cfg.devices}
+    assert kinds == {"feeder-meter", "relay", "inverter", "capbank", "regulator"}
+    assert [p.name for p in cfg.pmus] == ["pmu-632", "pmu-671"] and {p.rate for p in cfg.pmus} == {30, 60}
+    assert cfg.feeder is not None and cfg.feeder.dss.is_file()
+    assert sum(d.protocol == "modbus-rtu" for d in cfg.devices) >= 2  # several units on one serial line
+    table = device_table(cfg)
+    assert "pmu-671" in table and "127.0.0.1:14722" in table and "(SunSpec, built in)" in table
+
+
+def test_bad_device_options_are_reported_at_load_naming_the_option(tmp_path: Path) -> None:
+    text = FEEDER + (
+        '[[devices]]\nname = "pv"\nkind = "inverter"\nprotocol = "modbus-tcp"\nport = 15999\n'
+        'options = { site = "pv675", bus = "675", kva = -5.0, kw = 500.0 }\n'
+        '[[devices]]\nname = "m"\nkind = "feeder-meter"\nprotocol = "modbus-tcp"\nport = 15997\n'
+        f'map = "{ROOT / "config" / "maps" / "sim-meter.toml"}"\noptions = {{ elemnt = "Line.650632" }}\n'
+    )
+    got = messages(text, tmp_path)
+    assert len(got) == 2
+    assert got[0].startswith("devices[0].options") and "kva = -5.0" in got[0] and "> 0" in got[0]
+    assert got[1].startswith("devices[1].options") and "elemnt" in got[1] and "allowed: element" in got[1]
+
+
+def test_a_physics_device_without_a_feeder_is_refused(tmp_path: Path) -> None:
+    text = (
+        '[[devices]]\nname = "pv"\nkind = "inverter"\nprotocol = "modbus-tcp"\nport = 15999\n'
+        'options = { site = "pv675", bus = "675", kva = 500.0, kw = 500.0 }\n'
+    )
+    got = messages(text, tmp_path)
+    assert any(m.startswith("devices[0].kind = 'inverter'") and "[feeder]" in m for m in got)
+
+
+def test_feeder_and_pmu_tables_are_checked_key_by_key(tmp_path: Path) -> None:
+    text = (
+        '[feeder]\ndss = "nope.dss"\nirradiance = "stormy"\n'
+        '[[devices]]\nname = "m"\nkind = "meter"\nprotocol = "modbus-tcp"\nport = 15020\n'
+        f'map = "{ROOT / "config" / "maps" / "sim-meter.toml"}"\n'
+        '[[pmus]]\nname = "p"\nbus = "671"\nidcode = 0\nport = 15020\nrate = 200\ncurrent = "Line.632671"\n'
+    )
+    got = "\n".join(messages(text, tmp_path))
+    assert "feeder.irradiance = 'stormy': must be one of 'clear', 'cloudy', 'none'" in got
+    assert "pmus[0].idcode = 0: must be in 1..65534" in got
+    assert "pmus[0].rate = 200: must be in 10..120" in got
+    assert "pmus[0].port = 15020: is already used by another device or PMU" in got
+    assert "pmus[0].current = 'Line.632671': must be \"<element>/<terminal>\"" in got
+
+
+def test_a_missing_dss_file_and_scenario_file_are_named(tmp_path: Path) -> None:
+    text = '[feeder]\ndss = "nope.dss"\nscenario = "missing.toml"\n'
+    text = 'scenario = "missing.toml"\n' + text.replace('scenario = "missing.toml"\n', "")
+    text += (
+        '[[devices]]\nname = "m"\nkind = "meter"\nprotocol = "modbus-tcp"\nport = 15020\n'
+        f'map = "{ROOT / "config" / "maps" / "sim-meter.toml"}"\n'
+    )
+    got = "\n".join(messages(text, tmp_path))
+    assert "feeder.dss = 'nope.dss': no such OpenDSS file" in got
+    assert "scenario = 'missing.toml': no such scenario file" in got
