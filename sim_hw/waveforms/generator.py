@@ -142,7 +142,7 @@ class Flicker:
 
 EVENT_KINDS = ("dip", "swell", "interruption")
 # magnitude_pct bounds per kind: a dip is below the 100 % reference, a swell above it; an interruption is
-# at most 10 % (IEC 61000-4-30 5.5.1: the interruption threshold is 5 % or 10 % of the declared voltage)
+# at most 10 % (IEC 61000-4-30 5.5: the interruption threshold is typically 5 % or 10 % of the declared voltage)
 _EVENT_RANGE = {"dip": (0.0, 99.999), "swell": (100.001, 200.0), "interruption": (0.0, 10.0)}
 
 
