@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SIM_CONFIG = ROOT / "config" / "sim-site.toml"
+SIM_CONFIG = ROOT / "config" / "sim-ieee13.toml"
 AGENT_CONFIG = ROOT / "config" / "agent-sim.toml"
 CENTRAL_CONFIG = ROOT / "config" / "central.toml"
 

@@ -107,7 +107,8 @@ class OpenDerAdapter:
         if self.three_phase:
             self.der.update_der_input(v_pu=v_pu, f=f_hz, p_dc_kw=p_avail_kw)
         else:
-            self.der.update_der_input(v_pu=v_pu[0], f=f_hz, p_dc_kw=p_avail_kw)
+            # theta given: OpenDER would otherwise log "Theta is not defined" on every step (the angle is unused)
+            self.der.update_der_input(v_pu=v_pu[0], theta=0.0, f=f_hz, p_dc_kw=p_avail_kw)
         self.der.run()
         return float(self.der.p_out_kw), float(self.der.q_out_kvar)
 
