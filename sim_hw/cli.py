@@ -7,6 +7,9 @@
 - ``sim devices --config FILE``: print the device table only.
 - ``sim solve --config FILE [--regulator-taps A,B,C] [--json]``: solve the feeder once at published
   conditions and print every bus's voltages (sim_hw/solve.py).
+- ``sim waveform --desc FILE --seconds S --out PREFIX [--rev 1999|2013] [--format ...]``: write a synthetic
+  recording (docs/devices/sim-waveforms.md) as COMTRADE PREFIX.cfg + PREFIX.dat; with ``--port P`` instead
+  of ``--out``, stream it live over TCP (protocols/wavestream.py) until interrupted.
 
 Exit codes: 0 done, 2 bad command line or configuration, 1 the bench could not start.
 """
@@ -18,6 +21,7 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import Any
 
 from sim_hw.bench import Bench, BenchError, device_table
 from sim_hw.config import BenchConfigError, load_bench_config
@@ -54,7 +58,63 @@ def _parser() -> argparse.ArgumentParser:
         "--regulator-taps", type=parse_taps, help="fixed tap steps for phases a,b,c, each -16..16 (e.g. 10,8,11)"
     )
     solve.add_argument("--json", action="store_true", help='print {"buses": {bus: {phase: {"pu", "deg"}}}}')
+    wav = sub.add_parser("waveform", help="write a synthetic recording as COMTRADE, or stream it live")
+    wav.add_argument("--desc", required=True, help="TOML file whose [waveform] table describes the signal")
+    wav.add_argument("--seconds", type=_positive, help="duration (required with --out; streams forever without)")
+    out = wav.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", help="COMTRADE path prefix: writes PREFIX.cfg and PREFIX.dat")
+    out.add_argument("--port", type=int, help="stream live over TCP on 127.0.0.1:PORT")
+    wav.add_argument("--rev", default="2013", choices=("1999", "2013"), help="COMTRADE revision (C37.111)")
+    wav.add_argument("--format", default="BINARY", choices=("ASCII", "BINARY", "BINARY32", "FLOAT32"))
+    wav.add_argument("--speed", type=_positive, default=1.0, help="stream N times faster than real time")
     return p
+
+
+def _waveform(args: argparse.Namespace) -> int:
+    import tomllib
+
+    from sim_hw.waveforms import DescriptionError, WaveformDesc, generate, write_comtrade
+
+    try:
+        with open(args.desc, "rb") as fh:
+            desc = WaveformDesc.from_dict(tomllib.load(fh).get("waveform", {}))
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        print(f"sim waveform: --desc {args.desc}: cannot read: {err}", file=sys.stderr)
+        return 2
+    except DescriptionError as err:
+        print(f"sim waveform: --desc {args.desc}: {err}", file=sys.stderr)
+        return 2
+    if args.out is not None:
+        if args.seconds is None:
+            print("sim waveform: --seconds is required with --out", file=sys.stderr)
+            return 2
+        wave = generate(desc, args.seconds)
+        cfg, dat = write_comtrade(
+            wave, args.out, rev_year=args.rev, data_format=args.format, nominal_hz=desc.nominal_hz
+        )
+        print(f"wrote {cfg} and {dat}")
+        return 0
+    if not 1 <= args.port <= 65535:
+        print(f"sim waveform: --port = {args.port}: must be 1..65535", file=sys.stderr)
+        return 2
+    return asyncio.run(_stream(desc, args.port, args.speed, args.seconds))
+
+
+async def _stream(desc: Any, port: int, speed: float, seconds: float | None) -> int:
+    from sim_hw.waveforms.stream import WaveformStreamServer
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        async with WaveformStreamServer(desc, port=port, speed=speed, duration_s=seconds) as srv:
+            print(f"streaming on 127.0.0.1:{srv.port} rate={desc.rate:g} Hz speed={speed:g}", flush=True)
+            await stop.wait()
+    except OSError as err:
+        print(f"sim waveform: cannot listen on 127.0.0.1:{port}: {err}", file=sys.stderr)
+        return 1
+    return 0
 
 
 async def _run(bench: Bench, seconds: float | None) -> None:
@@ -80,6 +140,8 @@ def main(argv: list[str]) -> int:
         return int(exit_.code or 0)
     if args.command == "solve":
         return solve_run(args)
+    if args.command == "waveform":
+        return _waveform(args)
     try:
         config = load_bench_config(args.config)
     except BenchConfigError as err:
