@@ -72,6 +72,7 @@ class Bench:
         self._phase_rad = 0.0  # the angle the grid has drifted from a nominal-frequency rotation
         self._phase_at: float | None = None  # the simulated time _phase_rad refers to
         self._run_anchor: tuple[float, float] | None = None  # (monotonic, sim time) while run() paces
+        self.device_errors: dict[str, int] = {}  # device -> actuate/observe failures (logged, not fatal)
 
     @property
     def sim_time(self) -> float:
@@ -121,6 +122,7 @@ class Bench:
             if self.config.feeder is not None:
                 self._start_feeder()
             models = {spec.name: self._build(spec) for spec in self.config.devices}
+            self._check_pv_ratings(models)
             tcp: dict[tuple[str, int], list[DeviceSpec]] = {}
             rtu: dict[str, list[DeviceSpec]] = {}
             for spec in self.config.devices:
@@ -204,6 +206,22 @@ class Bench:
             except ScenarioError as err:
                 raise BenchError(f"scenario: {err}") from err
 
+    def _check_pv_ratings(self, models: dict[str, DeviceModel]) -> None:
+        """An inverter may not be rated above the feeder's PV site it drives (the physics would refuse it)."""
+        if self.feeder is None:
+            return
+        sites = self.feeder.pv_sites()
+        for name, model in models.items():
+            site = getattr(model, "site", None)
+            if site is None or not hasattr(model, "kva"):
+                continue
+            if site not in sites:
+                raise BenchError(f"device {name!r}: site = {site!r}: the feeder's PV sites are {', '.join(sites)}")
+            if model.kva > sites[site].kva:
+                raise BenchError(
+                    f"device {name!r}: kva = {model.kva:g}: above the feeder's {site} rating ({sites[site].kva:g} kVA)"
+                )
+
     def silence(self, device_name: str, silent: bool) -> None:
         """Scenarios: a device stops answering (its unit drops every request) or answers again."""
         for d in self._devices:
@@ -223,19 +241,29 @@ class Bench:
         feeder.set_irradiance(irr * self._irradiance_factor)
         if self.scenario is not None:
             self.scenario.apply_due(t, self)
-        models = [d.model for d in self._devices]
-        for m in models:
-            actuate = getattr(m, "actuate", None)
+        for d in self._devices:
+            actuate = getattr(d.model, "actuate", None)
             if actuate is not None:
-                actuate(t, feeder)
+                self._guarded(d, "actuate", actuate, t, feeder)
         self.solution = feeder.solve(t)
         if self._phase_at is not None:  # the grid angle drifts with the frequency's deviation from nominal
             self._phase_rad += 2 * math.pi * (self.solution.frequency_hz - 60.0) * (t - self._phase_at)
         self._phase_at = t
-        for m in models:
-            observe = getattr(m, "observe", None)
+        for d in self._devices:
+            observe = getattr(d.model, "observe", None)
             if observe is not None:
-                observe(t, self.solution)
+                self._guarded(d, "observe", observe, t, self.solution)
+
+    def _guarded(self, d: _Device, what: str, fn: Any, *args: Any) -> None:
+        """One device's failure (a model bug, a value the physics refuses) is logged and counted; the bench
+        and every other device go on, the device keeping its last state, as one broken unit in a substation."""
+        try:
+            fn(*args)
+        except Exception as err:
+            n = self.device_errors.get(d.spec.name, 0) + 1
+            self.device_errors[d.spec.name] = n
+            if n == 1 or n % 1000 == 0:
+                log.error("device=%s %s failed (%d so far): %r", d.spec.name, what, n, err)
 
     def grid_phase_rad(self, t: float) -> float:
         """The angle every phasor has turned by at ``t`` relative to a nominal 60 Hz rotation (PMUs)."""

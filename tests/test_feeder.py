@@ -174,8 +174,8 @@ def test_pv_output_appears_at_its_terminal_and_unloads_the_feeder_head(feeder: F
 def test_pv_sites_describe_the_four_sites(feeder: Feeder) -> None:
     sites = feeder.pv_sites()
     assert {n: (s.bus, s.phases, s.kva) for n, s in sites.items()} == {
-        "pv675": ("675", ("a", "b", "c"), 500.0),
-        "pv680": ("680", ("a", "b", "c"), 400.0),
+        "pv675": ("675", ("a", "b", "c"), 2500.0),
+        "pv680": ("680", ("a", "b", "c"), 2000.0),
         "pv634": ("634", ("a", "b", "c"), 250.0),
         "pv652": ("652", ("a",), 100.0),
     }
@@ -186,8 +186,8 @@ def test_pv_sites_describe_the_four_sites(feeder: Feeder) -> None:
     ("name", "p", "q", "match"),
     [
         ("pv999", 0.0, 0.0, "pv999.*sites: pv675"),
-        ("pv675", -1.0, 0.0, "p_kw=-1.0.*500 kVA"),
-        ("pv675", 400.0, 400.0, "q_kvar=400.0.*500 kVA"),
+        ("pv675", -1.0, 0.0, "p_kw=-1.0.*2500 kVA"),
+        ("pv675", 2000.0, 2000.0, "q_kvar=2000.0.*2500 kVA"),
         ("pv652", float("nan"), 0.0, "finite"),
         ("pv652", 0.0, "1", "finite"),
     ],
