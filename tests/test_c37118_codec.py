@@ -23,6 +23,7 @@ from protocols.c37118 import (
     AnalogUnit,
     Command,
     CommandFrame,
+    Config3Fragment,
     Config3Frame,
     ConfigFrame,
     ConfigMismatchError,
@@ -452,11 +453,13 @@ def test_time_base_zero_is_malformed() -> None:
         decode_frame(recrc(data))
 
 
-def test_cfg3_continuation_frames_are_refused() -> None:
+def test_cfg3_continuation_frame_decodes_to_a_fragment_with_the_bytes_after_cont_idx() -> None:
+    # 6.4 Table 10: CONT_IDX != 0 is one piece of a CFG-3 in several frames (tests/test_c37118_fragments.py)
     data = bytearray(encode_frame(CFG3))
     data[14:16] = b"\x00\x01"
-    with pytest.raises(MalformedFrameError, match="CONT_IDX"):
-        decode_frame(recrc(data))
+    frag = decode_frame(recrc(data))
+    assert isinstance(frag, Config3Fragment)
+    assert (frag.idcode, frag.soc, frag.cont_idx, frag.data) == (3, 1_700_000_001, 1, bytes(data[16:-2]))
 
 
 def test_cfg3_name_not_utf8_is_malformed() -> None:

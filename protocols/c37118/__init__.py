@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-from protocols.c37118.codec import DataCodec, check_frame, crc_ccitt, data_codec, decode_frame, encode_frame
+from protocols.c37118.codec import (
+    Cfg3Reassembler,
+    DataCodec,
+    check_frame,
+    crc_ccitt,
+    data_codec,
+    decode_frame,
+    encode_config3,
+    encode_frame,
+    fragment_config3,
+)
 from protocols.c37118.errors import (
     ConfigMismatchError,
     CrcError,
+    FragmentError,
     FrameError,
     MalformedFrameError,
     SizeError,
@@ -13,11 +24,13 @@ from protocols.c37118.errors import (
     VersionError,
 )
 from protocols.c37118.frames import (
+    CFG3_LAST_FRAGMENT,
     AnalogKind,
     AnalogScale,
     AnalogUnit,
     Command,
     CommandFrame,
+    Config3Fragment,
     Config3Frame,
     ConfigFrame,
     DataError,
@@ -43,11 +56,14 @@ from protocols.c37118.frames import (
 from protocols.c37118.stream import NEED_DATA, NeedData, StreamReader
 
 __all__ = [
+    "CFG3_LAST_FRAGMENT",
     "AnalogKind",
     "AnalogScale",
     "AnalogUnit",
     "Command",
+    "Cfg3Reassembler",
     "CommandFrame",
+    "Config3Fragment",
     "Config3Frame",
     "ConfigFrame",
     "ConfigMismatchError",
@@ -58,6 +74,7 @@ __all__ = [
     "DataFrame",
     "DigitalUnit",
     "Frame",
+    "FragmentError",
     "FrameError",
     "FrameType",
     "HeaderFrame",
@@ -84,5 +101,7 @@ __all__ = [
     "crc_ccitt",
     "data_codec",
     "decode_frame",
+    "encode_config3",
     "encode_frame",
+    "fragment_config3",
 ]

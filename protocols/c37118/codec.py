@@ -17,6 +17,7 @@ from binascii import crc_hqx
 from protocols.c37118.errors import (
     ConfigMismatchError,
     CrcError,
+    FragmentError,
     FrameError,
     MalformedFrameError,
     SizeError,
@@ -24,6 +25,7 @@ from protocols.c37118.errors import (
     VersionError,
 )
 from protocols.c37118.frames import (
+    CFG3_LAST_FRAGMENT,
     HEADER_SIZE,
     MAX_FRAME_SIZE,
     MIN_FRAME_SIZE,
@@ -32,6 +34,7 @@ from protocols.c37118.frames import (
     AnalogScale,
     AnalogUnit,
     CommandFrame,
+    Config3Fragment,
     Config3Frame,
     ConfigFrame,
     DataFormat,
@@ -65,7 +68,7 @@ _MIN_BODY = {  # bytes between FRACSEC and CHK that each type needs at least
     FrameType.CFG1: 4 + 2 + 2,  # TIME_BASE, NUM_PMU, DATA_RATE
     FrameType.CFG2: 4 + 2 + 2,
     FrameType.COMMAND: 2,  # CMD
-    FrameType.CFG3: 2 + 4 + 2 + 2,  # CONT_IDX, ...
+    FrameType.CFG3: 2,  # CONT_IDX (a fragment may carry one byte; a whole CFG-3 is checked field by field)
 }
 
 
@@ -124,7 +127,7 @@ def _finish(head: bytes | bytearray, body: bytes) -> bytes:
     return bytes(frame)
 
 
-def _head(ftype: FrameType, frame: HeaderFrame | CommandFrame | ConfigFrame) -> bytes:
+def _head(ftype: FrameType, frame: HeaderFrame | CommandFrame | ConfigFrame | Config3Fragment) -> bytes:
     return _HEADER.pack(
         0xAA00 | (ftype << 4) | frame.version,
         0,
@@ -327,13 +330,29 @@ def _decode_pmu(cur: _Cursor, cfg3: bool) -> PmuConfig:
     )
 
 
-def _decode_config(data: memoryview, ftype: FrameType, version: int, idcode: int) -> ConfigFrame:
+def _decode_config(data: memoryview, ftype: FrameType, version: int, idcode: int) -> ConfigFrame | Config3Fragment:
     _, _, _, soc, fracsec = _HEADER.unpack_from(data)
     cur = _Cursor(data, HEADER_SIZE, len(data) - 2)
     cfg3 = ftype is FrameType.CFG3
     cont_idx = cur.unpack(_U16, "CONT_IDX")[0] if cfg3 else 0
-    if cfg3 and cont_idx != 0:
-        raise MalformedFrameError(f"CONT_IDX = {cont_idx}: multi-frame CFG-3 is not supported (6.4 Table 10)")
+    if cont_idx != 0:  # one piece of a CFG-3 sent in several frames (6.4 Table 10): joined by Cfg3Reassembler
+        return Config3Fragment(
+            idcode=idcode,
+            soc=soc,
+            fracsec=fracsec & 0xFFFFFF,
+            time_quality=TimeQuality.from_byte(fracsec >> 24),
+            version=version,
+            cont_idx=cont_idx,
+            data=bytes(data[cur.pos : cur.end]),
+        )
+    return _decode_config_body(cur, ftype, version, idcode, soc, fracsec)
+
+
+def _decode_config_body(
+    cur: _Cursor, ftype: FrameType, version: int, idcode: int, soc: int, fracsec: int
+) -> ConfigFrame:
+    """TIME_BASE .. DATA_RATE at ``cur`` (a frame after its header and CONT_IDX, or reassembled pieces)."""
+    cfg3 = ftype is FrameType.CFG3
     (time_base,) = cur.unpack(_U32, "TIME_BASE")
     (num_pmu,) = cur.unpack(_U16, "NUM_PMU")
     if num_pmu == 0:
@@ -368,8 +387,13 @@ def _encode_name3(name: str) -> bytes:
 
 def _encode_config(frame: ConfigFrame) -> bytes:
     cfg3 = isinstance(frame, Config3Frame)
-    parts = [_U16.pack(frame.cont_idx)] if cfg3 else []
-    parts.append(_U32.pack(frame.time_base))
+    return (_U16.pack(frame.cont_idx) if cfg3 else b"") + _encode_config_body(frame)
+
+
+def _encode_config_body(frame: ConfigFrame) -> bytes:
+    """TIME_BASE .. DATA_RATE: what follows CONT_IDX in a CFG-3 (and SOC/FRACSEC in CFG-1/2)."""
+    cfg3 = isinstance(frame, Config3Frame)
+    parts = [_U32.pack(frame.time_base)]
     parts.append(_U16.pack(len(frame.pmus)))
     for pmu in frame.pmus:
         names = (*pmu.phasor_names, *pmu.analog_names, *pmu.digital_names)
@@ -452,6 +476,8 @@ def encode_frame(frame: Frame) -> bytes:
         return data_codec(frame.config).encode(frame)
     if isinstance(frame, ConfigFrame):
         return _finish(_head(frame.frame_type, frame), _encode_config(frame))
+    if isinstance(frame, Config3Fragment):
+        return _finish(_head(FrameType.CFG3, frame), _U16.pack(frame.cont_idx) + frame.data)
     if isinstance(frame, HeaderFrame):
         return _finish(_head(FrameType.HEADER, frame), frame.data)
     if isinstance(frame, CommandFrame):
@@ -459,4 +485,132 @@ def encode_frame(frame: Frame) -> bytes:
     raise TypeError(f"not a C37.118 frame: {frame!r}")
 
 
-__all__ = ["DataCodec", "check_frame", "crc_ccitt", "data_codec", "decode_frame", "encode_frame", "sync_plausible"]
+# ---- CFG-3 in several frames (6.4 Table 10, CONT_IDX) ---------------------------------------------------
+
+_FRAGMENT_OVERHEAD = HEADER_SIZE + 2 + 2  # header, CONT_IDX, CHK
+DEFAULT_MAX_CONFIG_SIZE = 1 << 20  # bytes of a reassembled CFG-3 held at most (a hostile peer's bound)
+
+
+def fragment_config3(
+    frame: Config3Frame, max_frame_size: int = MAX_FRAME_SIZE
+) -> tuple[Config3Frame | Config3Fragment, ...]:
+    """``frame`` as the frames that carry it, none longer than ``max_frame_size`` bytes.
+
+    One frame (``frame`` itself, CONT_IDX 0) when it fits; otherwise pieces CONT_IDX 1, 2, ... and 0xFFFF
+    for the last (6.4 Table 10), each with ``frame``'s header words, cut from what follows CONT_IDX. A
+    CFG-3 longer than 65535 bytes (long UTF-8 names, many PMUs) can only be sent this way.
+    """
+    if not MAX_FRAME_SIZE >= max_frame_size > _FRAGMENT_OVERHEAD:
+        raise ValueError(f"max_frame_size = {max_frame_size!r}: {_FRAGMENT_OVERHEAD + 1}..{MAX_FRAME_SIZE}")
+    body = _encode_config_body(frame)
+    if len(body) + _FRAGMENT_OVERHEAD <= max_frame_size:
+        return (frame,)
+    step = max_frame_size - _FRAGMENT_OVERHEAD
+    chunks = [body[i : i + step] for i in range(0, len(body), step)]
+    if len(chunks) > CFG3_LAST_FRAGMENT - 1:
+        raise SizeError(f"CFG-3 of {len(body)} bytes needs {len(chunks)} frames of {max_frame_size}: CONT_IDX "
+                        f"counts to 65534 (6.4 Table 10)", len(body))  # fmt: skip
+    head = {"idcode": frame.idcode, "soc": frame.soc, "fracsec": frame.fracsec, "time_quality": frame.time_quality,
+            "version": frame.version}  # fmt: skip
+    last = len(chunks) - 1
+    return tuple(
+        Config3Fragment(**head, cont_idx=CFG3_LAST_FRAGMENT if i == last else i + 1, data=chunk)
+        for i, chunk in enumerate(chunks)
+    )
+
+
+def encode_config3(frame: Config3Frame, max_frame_size: int = MAX_FRAME_SIZE) -> list[bytes]:
+    """The bytes of each frame of :func:`fragment_config3` (one when the CFG-3 fits ``max_frame_size``)."""
+    return [encode_frame(f) for f in fragment_config3(frame, max_frame_size)]
+
+
+class Cfg3Reassembler:
+    """Joins CFG-3 fragments back into a :class:`Config3Frame`, sans-IO, one series per IDCODE.
+
+    :meth:`add` returns None while pieces are missing, the whole configuration with the last piece
+    (CONT_IDX 0xFFFF), or raises: :class:`FragmentError` for a sequence that cannot be right (a
+    continuation without CONT_IDX 1, an index skipped or repeated, a new series before the last ended:
+    the new series is kept, the old one dropped), :class:`SizeError` past ``max_size`` bytes, and what
+    :func:`decode_frame` raises for a configuration that does not parse (a piece lost between 1 and
+    the last one is only visible there: the fields do not add up).
+    """
+
+    def __init__(self, max_size: int = DEFAULT_MAX_CONFIG_SIZE) -> None:
+        self.max_size = max_size
+        self._series: dict[int, tuple[Config3Fragment, list[bytes], int]] = {}  # idcode -> (first, parts, size)
+
+    def pending(self, idcode: int) -> int:
+        """How many pieces are held for ``idcode`` (0: no series under way)."""
+        series = self._series.get(idcode)
+        return len(series[1]) if series else 0
+
+    def abandon(self, idcode: int, why: str) -> FragmentError | None:
+        """Drop the series of ``idcode`` (a whole CFG-3 replaced it, the connection ended): the error, if any."""
+        series = self._series.pop(idcode, None)
+        if series is None:
+            return None
+        n = len(series[1])
+        return FragmentError(
+            f"CFG-3 of IDCODE {idcode}: pieces 1..{n} dropped, no last piece ({why})", idcode, 0, n + 1
+        )
+
+    def add(self, fragment: Config3Fragment) -> Config3Frame | None:
+        idcode, idx = fragment.idcode, fragment.cont_idx
+        series = self._series.get(idcode)
+        if idx == 1:
+            self._series[idcode] = (fragment, [fragment.data], len(fragment.data))
+            if series is not None:
+                n = len(series[1])
+                raise FragmentError(
+                    f"CFG-3 of IDCODE {idcode}: a new series (CONT_IDX 1) after pieces 1..{n} with no last piece "
+                    "(6.4 Table 10): the older one is dropped",
+                    idcode, 1, n + 1,
+                )  # fmt: skip
+            return None
+        if series is None:
+            raise FragmentError(
+                f"CFG-3 of IDCODE {idcode}: CONT_IDX {idx:#06x} with no first piece (CONT_IDX 1) (6.4 Table 10)",
+                idcode, idx, None,
+            )  # fmt: skip
+        first, parts, size = series
+        expected = len(parts) + 1
+        if idx != CFG3_LAST_FRAGMENT and idx != expected:
+            del self._series[idcode]
+            raise FragmentError(
+                f"CFG-3 of IDCODE {idcode}: CONT_IDX {idx} where {expected} (or 0xFFFF, the last) was due: a piece "
+                "is missing or out of order (6.4 Table 10); the pieces held are dropped",
+                idcode, idx, expected,
+            )  # fmt: skip
+        size += len(fragment.data)
+        if size > self.max_size:
+            del self._series[idcode]
+            raise SizeError(f"CFG-3 of IDCODE {idcode}: {size} bytes in pieces, over the bound {self.max_size}", size)
+        parts.append(fragment.data)
+        if idx != CFG3_LAST_FRAGMENT:
+            self._series[idcode] = (first, parts, size)
+            return None
+        del self._series[idcode]
+        body = memoryview(b"".join(parts))
+        try:
+            frame = _decode_config_body(_Cursor(body, 0, len(body)), FrameType.CFG3, first.version, idcode,
+                                        first.soc, (first.time_quality.byte << 24) | first.fracsec)  # fmt: skip
+        except FrameError:
+            raise
+        except (struct.error, ValueError) as err:
+            raise MalformedFrameError(f"CFG-3 in {len(parts)} pieces: {err}") from err
+        assert isinstance(frame, Config3Frame)
+        return frame
+
+
+__all__ = [
+    "Cfg3Reassembler",
+    "DataCodec",
+    "check_frame",
+    "encode_config3",
+    "fragment_config3",
+    "crc_ccitt",
+    "data_codec",
+    "decode_frame",
+    "encode_frame",
+    "sync_plausible",
+]

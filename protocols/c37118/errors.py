@@ -58,3 +58,18 @@ class ConfigMismatchError(FrameError):
 
 class MalformedFrameError(FrameError):
     """A field-level problem: a value the standard does not allow (NUM_PMU 0, DATA_RATE 0, a name too long...)."""
+
+
+class FragmentError(FrameError):
+    """A fragmented CFG-3 (6.4 Table 10 CONT_IDX) that cannot be put back together.
+
+    A continuation with no first frame, an index out of order (a frame missing or repeated), or a new
+    series starting before the last one ended. ``expected`` is the CONT_IDX that was due (None: none
+    was, no series under way), ``got`` the one that came; the pieces held for ``idcode`` are dropped.
+    """
+
+    def __init__(self, message: str, idcode: int, got: int, expected: int | None) -> None:
+        super().__init__(message)
+        self.idcode = idcode
+        self.got = got
+        self.expected = expected

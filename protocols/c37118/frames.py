@@ -516,7 +516,11 @@ class ConfigFrame(_Common):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Config3Frame(ConfigFrame):
-    """A CFG-3 frame (C37.118.2-2011, 6.4, Table 10); only single-frame (CONT_IDX 0) configurations."""
+    """A whole CFG-3 configuration (C37.118.2-2011, 6.4, Table 10), CONT_IDX 0.
+
+    On the wire it is one frame, or several :class:`Config3Fragment` frames when it does not fit one
+    (``codec.encode_config3`` splits it, ``codec.Cfg3Reassembler`` joins the pieces back into this value).
+    """
 
     frame_type: FrameType = FrameType.CFG3
     pmus: tuple[PmuConfig3, ...] = ()
@@ -526,9 +530,44 @@ class Config3Frame(ConfigFrame):
         self._check_common()
         _check(self.frame_type is FrameType.CFG3, f"frame_type = {self.frame_type!r}: CFG3")
         _check(self.version >= VERSION_2011, "CFG-3 exists from C37.118.2-2011 (version 2) on")
-        # 6.4 Table 10: CONT_IDX 0 = the only frame; 1.. continuation; 0xFFFF last. Only 0 is supported.
-        _check(self.cont_idx == 0, f"CONT_IDX = {self.cont_idx!r}: only single-frame CFG-3 (CONT_IDX 0) is supported")
+        # 6.4 Table 10: CONT_IDX 0 = the only frame; 1.. continuation; 0xFFFF last. A whole configuration is
+        # CONT_IDX 0; the pieces of a fragmented one are Config3Fragment values.
+        _check(self.cont_idx == 0, f"CONT_IDX = {self.cont_idx!r}: a whole CFG-3 is 0 (pieces are Config3Fragment)")
         self._check_body(PmuConfig3)
+
+
+CFG3_LAST_FRAGMENT = 0xFFFF  # 6.4 Table 10 CONT_IDX: the last frame of a fragmented CFG-3
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Config3Fragment(_Common):
+    """One frame of a CFG-3 sent in several frames (C37.118.2-2011, 6.4, Table 10, CONT_IDX != 0).
+
+    ``cont_idx`` is 1, 2, ... in order and 0xFFFF on the last frame; ``data`` is this frame's piece of
+    the configuration after CONT_IDX (TIME_BASE, NUM_PMU, the PMU blocks, DATA_RATE, concatenated in
+    CONT_IDX order). The standard does not say more about how the pieces are cut (Wireshark's dissector
+    notes the same and does not reassemble them); we cut at any byte and keep each frame's header.
+    """
+
+    cont_idx: int
+    data: bytes
+
+    def __post_init__(self) -> None:
+        self._check_common()
+        _check(self.version >= VERSION_2011, "CFG-3 exists from C37.118.2-2011 (version 2) on")
+        _check(
+            isinstance(self.cont_idx, int) and 1 <= self.cont_idx <= CFG3_LAST_FRAGMENT,
+            f"CONT_IDX = {self.cont_idx!r}: a fragment is 1..65534 or 0xFFFF (last) (6.4 Table 10)",
+        )
+        _check(isinstance(self.data, bytes) and len(self.data) >= 1, "a CFG-3 fragment carries at least one byte")
+        _check(
+            len(self.data) <= MAX_FRAME_SIZE - HEADER_SIZE - 4,
+            f"CFG-3 fragment of {len(self.data)} bytes: FRAMESIZE is 16 bits (6.2.1)",
+        )
+
+    @property
+    def last(self) -> bool:
+        return self.cont_idx == CFG3_LAST_FRAGMENT
 
 
 # ---- data frame ---------------------------------------------------------------------------------------
@@ -687,6 +726,20 @@ class DataFrame:
         words[1] = data_frame_size(config)
         return DataFrame(config, tuple(words))
 
+    @staticmethod
+    def block_offsets(config: ConfigFrame) -> tuple[int, ...]:
+        """Index in :attr:`words` of each PMU block's STAT word for ``config`` (6.3 Table 5 order).
+
+        A block's values follow its STAT: phasor pairs, FREQ, DFREQ, analogs, digitals
+        (:func:`pmu_value_count` numbers in all). ``frame.block_offsets(frame.config)`` for a decoded frame.
+        """
+        out = []
+        i = 5  # SYNC, FRAMESIZE, IDCODE, SOC, FRACSEC
+        for pmu in config.pmus:
+            out.append(i)
+            i += pmu_value_count(pmu)
+        return tuple(out)
+
     @property
     def sync(self) -> int:
         return self.words[0]
@@ -803,9 +856,10 @@ class CommandFrame(_Common):
         )
 
 
-Frame = DataFrame | HeaderFrame | ConfigFrame | Config3Frame | CommandFrame
+Frame = DataFrame | HeaderFrame | ConfigFrame | Config3Frame | Config3Fragment | CommandFrame
 
 __all__ = [
+    "CFG3_LAST_FRAGMENT",
     "MAX_FRAME_SIZE",
     "MIN_FRAME_SIZE",
     "AnalogKind",
@@ -813,6 +867,7 @@ __all__ = [
     "AnalogUnit",
     "Command",
     "CommandFrame",
+    "Config3Fragment",
     "Config3Frame",
     "ConfigFrame",
     "DataError",

@@ -14,6 +14,11 @@ consumed even if its fields are bad (MalformedFrameError, ConfigMismatchError).
 
 Data frames are decoded with the latest CFG-2 or CFG-3 seen on the stream for their IDCODE, or one
 given to the constructor / :meth:`StreamReader.add_config`; without one they give ConfigMismatchError.
+
+A CFG-3 sent in several frames (6.4 Table 10, CONT_IDX 1, 2, ..., 0xFFFF) comes out as one
+:class:`Config3Frame` when its last piece arrives (other frames may come between the pieces); the pieces
+themselves are not events. A broken sequence is a :class:`FragmentError` event (see
+:class:`~protocols.c37118.codec.Cfg3Reassembler`), as is a series cut short by a whole CFG-3.
 """
 
 from __future__ import annotations
@@ -21,12 +26,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from protocols.c37118.codec import DataCodec, decode_frame, sync_plausible
+from protocols.c37118.codec import DEFAULT_MAX_CONFIG_SIZE, Cfg3Reassembler, DataCodec, decode_frame, sync_plausible
 from protocols.c37118.errors import CrcError, FrameError, SizeError, SyncError
-from protocols.c37118.frames import HEADER_SIZE, MAX_FRAME_SIZE, ConfigFrame, Frame, FrameType
+from protocols.c37118.frames import (
+    HEADER_SIZE,
+    MAX_FRAME_SIZE,
+    Config3Fragment,
+    Config3Frame,
+    ConfigFrame,
+    Frame,
+    FrameType,
+)
 
 # Smallest FRAMESIZE per frame type (header + CHK + the fixed words of the body), indexed by type.
-_MIN_SIZE = (HEADER_SIZE + 4, HEADER_SIZE + 2, HEADER_SIZE + 10, HEADER_SIZE + 10, HEADER_SIZE + 4, HEADER_SIZE + 12)
+# CFG-3: CONT_IDX + CHK, as a fragment may be that short (a whole CFG-3 is then checked field by field).
+_MIN_SIZE = (HEADER_SIZE + 4, HEADER_SIZE + 2, HEADER_SIZE + 10, HEADER_SIZE + 10, HEADER_SIZE + 4, HEADER_SIZE + 4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +61,7 @@ class StreamReader:
         *,
         max_buffer: int = 4 * (MAX_FRAME_SIZE + 1),
         max_frame_size: int = MAX_FRAME_SIZE,
+        max_config_size: int = DEFAULT_MAX_CONFIG_SIZE,
     ) -> None:
         if not MAX_FRAME_SIZE >= max_frame_size >= _MIN_SIZE[FrameType.HEADER]:
             raise ValueError(f"max_frame_size = {max_frame_size}: 16..{MAX_FRAME_SIZE}")
@@ -59,6 +74,8 @@ class StreamReader:
         self._skipped = 0  # garbage skipped and not yet reported
         self._dropped = 0  # bytes refused by feed() because the buffer was full, not yet reported
         self._codecs: dict[int, DataCodec] = {}
+        self._cfg3 = Cfg3Reassembler(max_config_size)
+        self._queued: list[FrameError] = []  # events due before the next frame (a CFG-3 series cut short)
         for config in configs:
             self.add_config(config)
 
@@ -90,6 +107,8 @@ class StreamReader:
             yield event
 
     def next_event(self) -> Event:
+        if self._queued:
+            return self._queued.pop(0)
         if self._dropped:
             n, self._dropped = self._dropped, 0
             return SizeError(f"reader buffer full ({self.max_buffer} bytes): {n} bytes dropped", n)
@@ -126,9 +145,12 @@ class StreamReader:
                 )
             if len(buf) - i < size:
                 return self._need_data()
-            return self._frame(bytes(buf[i : i + size]), i, ftype)
+            event = self._frame(bytes(buf[i : i + size]), i, ftype)
+            if event is not None:
+                return event
+            # a CFG-3 piece held for reassembly: on to the next frame
 
-    def _frame(self, chunk: bytes, at: int, ftype: int) -> Frame | FrameError:
+    def _frame(self, chunk: bytes, at: int, ftype: int) -> Frame | FrameError | None:
         try:
             codec = self._codecs.get((chunk[4] << 8) | chunk[5]) if ftype == FrameType.DATA else None
             frame = codec.decode(chunk) if codec else decode_frame(chunk)
@@ -139,6 +161,16 @@ class StreamReader:
             self._pos = at + len(chunk)
             return err
         self._pos = at + len(chunk)
+        if isinstance(frame, Config3Fragment):
+            try:
+                whole = self._cfg3.add(frame)
+            except FrameError as err:
+                return err
+            if whole is None:
+                return None
+            frame = whole
+        elif isinstance(frame, Config3Frame) and (cut := self._cfg3.abandon(frame.idcode, "a whole CFG-3 came")):
+            self._queued.append(cut)  # reported right after the CFG-3 that replaced the series
         if isinstance(frame, ConfigFrame) and frame.frame_type != FrameType.CFG1:
             self.add_config(frame)
         return frame
