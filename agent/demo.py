@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SIM_CONFIG = ROOT / "config" / "sim-ieee13.toml"
 AGENT_CONFIG = ROOT / "config" / "agent-sim.toml"
+SCENARIO = ROOT / "config" / "scenarios" / "ieee13-demo.toml"  # a PMU losing sync, a fault, a cloud...
 CENTRAL_CONFIG = ROOT / "config" / "central.toml"
 
 
@@ -84,7 +85,7 @@ class Demo:
         if not wait_port(self.port, 10):
             raise RuntimeError(f"mosquitto did not start on port {self.port}: see {self.workdir}/mosquitto.log")
         exe = [sys.executable, "-m", "gridedge"]
-        self._spawn("sim", [*exe, "sim", "run", "--config", str(SIM_CONFIG)])
+        self._spawn("sim", [*exe, "sim", "run", "--config", str(SIM_CONFIG), "--scenario", str(SCENARIO)])
         self._spawn("central", [*exe, "central", "run", "--config", str(CENTRAL_CONFIG), "--broker", self.broker_url])
         time.sleep(1.0)  # let the bench open its ports and ptys before the agent's first poll
         self._spawn("agent", [*exe, "run", "--config", str(AGENT_CONFIG), "--broker", self.broker_url])

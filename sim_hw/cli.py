@@ -49,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="the bench's TOML file (e.g. config/sim-site.toml)")
     run.add_argument("--speed", type=_positive, help="simulated seconds per wall second (overrides [bench] speed)")
     run.add_argument("--seconds", type=_positive, help="stop after this many wall seconds")
+    run.add_argument("--scenario", help="a scenario file (sim_hw/scenarios): overrides the config's scenario")
     run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     dev = sub.add_parser("devices", help="print the bench's devices and their addresses")
     dev.add_argument("--config", required=True)
@@ -150,6 +151,27 @@ def main(argv: list[str]) -> int:
     if args.command == "devices":
         print(device_table(config))
         return 0
+    if args.scenario is not None:
+        from dataclasses import replace
+        from pathlib import Path
+
+        scenario = Path(args.scenario).resolve()
+        if not scenario.is_file():
+            print(f"sim: --scenario {args.scenario}: no such file", file=sys.stderr)
+            return 2
+        if config.feeder is None:
+            print("sim: --scenario needs a bench with a [feeder] (the physics plays the events)", file=sys.stderr)
+            return 2
+        config = replace(config, scenario=scenario)
+    if config.scenario is not None:
+        from sim_hw.scenarios import ScenarioError, load_scenario
+
+        try:  # checked before anything starts: a bad file is a configuration error (exit 2)
+            load_scenario(config.scenario, start=0.0, devices=tuple(d.name for d in config.devices),
+                          pmus=tuple(p.name for p in config.pmus))  # fmt: skip
+        except ScenarioError as err:
+            print(f"sim: scenario: {err}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("pymodbus").setLevel(logging.WARNING)
     try:

@@ -85,3 +85,20 @@ def test_a_missing_dss_file_and_scenario_file_are_named(tmp_path: Path) -> None:
     got = "\n".join(messages(text, tmp_path))
     assert "feeder.dss = 'nope.dss': no such OpenDSS file" in got
     assert "scenario = 'missing.toml': no such scenario file" in got
+
+
+def test_sim_run_checks_the_scenario_before_starting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sim_hw.cli import main
+
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[events]]\nat_s = 5\naction = "silence"\ndevice = "no-such-device"\nduration_s = 3\n')
+    assert main(["run", "--config", str(IEEE13), "--scenario", str(bad), "--seconds", "1"]) == 2
+    assert "events[0].device = 'no-such-device': must be one of 'sub-meter'" in capsys.readouterr().err
+    assert main(["run", "--config", str(IEEE13), "--scenario", str(tmp_path / "none.toml")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    shipped = ROOT / "config" / "scenarios" / "ieee13-demo.toml"
+    cfg = load_bench_config(IEEE13)
+    from sim_hw.scenarios import load_scenario
+
+    scn = load_scenario(shipped, start=0.0, devices=tuple(d.name for d in cfg.devices), pmus=("pmu-632", "pmu-671"))
+    assert scn.pending == 9  # the demo's scenario is valid against the demo's bench
