@@ -19,15 +19,20 @@ the effect.
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import struct
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from conftest import async_test, free_port
+from pcap import PcapWriter, TcpConversation
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusException
+from test_c37118_tshark import assert_clean, check_frame, dissect, soc_text
 
 from protocols.c37118 import NEED_DATA, Command, CommandFrame, ConfigFrame, DataFrame, StreamReader, encode_frame
 from sim_hw.bench import Bench
@@ -184,6 +189,7 @@ REG_OPS_A = 18  # input uint32
 REG_MODE, REG_TAP_TARGET_A = 0, 10  # holding: 0 manual / 1 automatic; int16 target
 # docs/devices/sim-inverter.md: offsets inside each SunSpec model (model start = the address of its ID)
 MEAS_W, MEAS_VAR, MEAS_W_SF, MEAS_VAR_SF = 10, 12, 116, 119  # 701: 40080 / 40082 / 40186 / 40189 - 40070
+CAP_WMAX_RTG, CAP_VARMAX_ABS_RTG, CAP_W_SF, CAP_VAR_SF = 2, 9, 45, 48  # 702: 40227 / 40234 / 40270 / 40273 - 40225
 CTL_VARSET_ENA, CTL_VARSET_SF = 35, 57  # 704: 40331 (VarSetEna, VarSetMod, VarSetPri, VarSet int32) / 40353 - 40296
 VARSET_MOD_VARS = 4
 
@@ -200,6 +206,13 @@ async def sunspec_models(inv: Modbus) -> dict[int, int]:
             return models
         models[model_id] = address
         address += 2 + length
+
+
+async def ratings(inv: Modbus, m702: int) -> tuple[float, float]:
+    """(WMaxRtg [W], VarMaxAbsRtg [var]) from model 702, scaled by its own SFs."""
+    block = await inv.holding(m702 + CAP_WMAX_RTG, CAP_VAR_SF - CAP_WMAX_RTG + 1)
+    w_sf, var_sf = i16(block[CAP_W_SF - CAP_WMAX_RTG]), i16(block[CAP_VAR_SF - CAP_WMAX_RTG])
+    return block[0] * 10.0**w_sf, block[CAP_VARMAX_ABS_RTG - CAP_WMAX_RTG] * 10.0**var_sf
 
 
 async def regulator_manual(rtu: Modbus) -> None:
@@ -298,8 +311,10 @@ async def test_an_absorbing_var_setpoint_written_over_modbus_tcp_lowers_bus_675(
                 w, _, var = await inv.holding(m701 + MEAS_W, 3)
                 return i16(w) * 10.0**w_sf, i16(var) * 10.0**var_sf
 
+            w_max, var_abs = await ratings(inv, models[702])
             p_w, q_var = await output()
-            assert p_w > 400e3, "500 kW of PV at solar noon on a clear day"  # 1.0 pu irradiance x 500 kW
+            # clear-sky irradiance at solar noon is 1.0 pu: the array gives the inverter's rating
+            assert p_w == pytest.approx(w_max, rel=0.01), f"{p_w / 1e3:.0f} kW of {w_max / 1e3:.0f} kW"
             assert abs(q_var) < 1e3, "no reactive power mode at power-up"
 
             # the control window: 25 s with nothing commanded
@@ -311,7 +326,7 @@ async def test_an_absorbing_var_setpoint_written_over_modbus_tcp_lowers_bus_675(
             # VarSetEna, VarSetMod, VarSetPri, VarSet (int32): read the block, change it, write it back whole
             block = await inv.holding(m704 + CTL_VARSET_ENA, 5)
             assert block[:2] == [0, VARSET_MOD_VARS]
-            q_set = -200_000  # absorb 200 kvar (< Cat B's 44 % of 500 kVA = 220 kvar)
+            q_set = -round(0.5 * var_abs)  # absorb half the rating (Cat B: 44 % of the kVA)
             await inv.write(
                 m704 + CTL_VARSET_ENA, [1, VARSET_MOD_VARS, block[2], *i32_words(round(q_set / 10.0**varset_sf))]
             )
@@ -325,7 +340,7 @@ async def test_an_absorbing_var_setpoint_written_over_modbus_tcp_lowers_bus_675(
             rtu.close()
         # the physics agrees with the wire: primary volts / PT ratio 20 (sim-capbank.md), 0.01 V resolution
         assert v2 == pytest.approx(mean_v(bench, "675") / 20.0, abs=0.006)
-    assert v2 < v1 - 0.1, f"absorbing 200 kvar at 675 lowers its voltage (before {v1:.2f} V, after {v2:.2f} V)"
+    assert v2 < v1 - 0.1, f"absorbing vars at 675 lowers its voltage (before {v1:.2f} V, after {v2:.2f} V)"
     assert v1 - v2 > 5 * drift, (
         f"the drop ({v1 - v2:.3f} V) stands far above the drift without a command ({drift:.3f} V)"
     )
@@ -427,3 +442,360 @@ async def test_one_manual_tap_step_over_rtu_moves_the_regulated_voltage_by_a_ste
     # and the regulator's leakage impedance; measured here, the step lands within 0.001 V of the ideal.
     assert v1 == pytest.approx(ideal, abs=0.03), f"{v_still:.2f} V -> {v1:.2f} V at tap {tap0} -> {tap1}"
     assert abs(v_still - v0) < 0.02, "nothing moves without a command"
+
+
+# ==== 2. independent clients =====================================================================================
+
+
+def read_meter_with_pymodbustcp(port: int, unit: int) -> tuple[list[int], list[int]]:
+    """Input registers 0..24 and holding 0..19 with pyModbusTCP (blocking: run it in a thread)."""
+    from pyModbusTCP.client import ModbusClient
+
+    client = ModbusClient(host="127.0.0.1", port=port, unit_id=unit, timeout=2.0, auto_open=True)
+    try:
+        inputs = client.read_input_registers(0, 25)
+        holding = client.read_holding_registers(0, 20)
+        assert inputs is not None and holding is not None, f"pyModbusTCP: {client.last_error_as_txt}"
+        return inputs, holding
+    finally:
+        client.close()
+
+
+@async_test
+async def test_pymodbustcp_reads_the_sub_meter_as_its_manual_says_and_agrees_with_the_physics(tmp_path: Path) -> None:
+    path = ieee13_copy(tmp_path)
+    async with running(path) as bench:
+        cfg = bench.config
+
+        def head_s() -> list[complex]:
+            """Per-phase S = V conj(I) at the feeder head (Line.650632 terminal 1), by hand from the solution."""
+            term = bench.solution.terminal("Line.650632", 1)
+            return [term.v[p] * term.i[p].conjugate() for p in "abc"]
+
+        # energy: each solved state holds for one 1-s step (sim-meter.md, "Feeder revenue meter")
+        held_p_w = [sum(head_s()).real]  # the state solved at start
+        for _ in range(9):
+            await step(bench)
+            held_p_w.append(sum(head_s()).real)
+        await step(bench)
+        inputs, holding = await asyncio.to_thread(read_meter_with_pymodbustcp, tcp_port(cfg, "sub-meter"), 1)
+        term = bench.solution.terminal("Line.650632", 1)
+        s = head_s()
+    # input registers (sim-meter.md): float32 pairs from 0 (v_a, v_b, v_c, i_a, i_b, i_c, p_a, p_b, p_c,
+    # p_total, q_total, pf), then frequency int16 x 0.01 at 24
+    floats = [f32(inputs[k], inputs[k + 1]) for k in range(0, 24, 2)]
+    v, i, p = floats[0:3], floats[3:6], floats[6:9]
+    p_total, q_total, pf = floats[9:12]
+    rel = 1e-6  # float32 carries 24 bits: 6e-8 relative, and the hand sums round differently
+    assert v == pytest.approx([abs(term.v[ph]) for ph in "abc"], rel=rel)
+    assert i == pytest.approx([abs(term.i[ph]) for ph in "abc"], rel=rel)
+    assert p == pytest.approx([x.real for x in s], rel=rel)
+    assert p_total == pytest.approx(sum(s).real, rel=rel)
+    assert q_total == pytest.approx(sum(s).imag, rel=rel)
+    assert pf == pytest.approx(abs(sum(s).real) / abs(sum(s)), rel=rel)
+    # primary volts and watts: a 4.16 kV feeder of 3.5 MW of load and 5.85 MW of PV (exporting at noon)
+    assert 2000 < v[0] < 2700 and 0.5e6 < abs(p_total) < 6e6
+    assert i16(inputs[24]) == 6000, "60.00 Hz"
+    # holding registers: model string 0..7, serial uint32 8..9, reserved 10..15 (0), energy uint32 16..19
+    assert ascii_words(holding[0:8]) == "SIM3P-FDR"
+    assert holding[10:16] == [0] * 6
+    delivered_wh, received_wh = u32(*holding[16:18]), u32(*holding[18:20])
+    # 10 one-second states, each adding P x 1 s / 3600 Wh to "delivered" (P >= 0) or "received"
+    assert delivered_wh == int(sum(max(p, 0.0) for p in held_p_w) * 1.0 / 3600.0)
+    assert received_wh == int(sum(max(-p, 0.0) for p in held_p_w) * 1.0 / 3600.0)
+    assert delivered_wh + received_wh > 1000, "the counters moved"
+
+
+@async_test
+async def test_tshark_dissects_a_bench_pmu_stream_received_over_tcp_without_warnings(tmp_path: Path) -> None:
+    path = ieee13_copy(tmp_path)
+    async with running(path) as bench:
+        cfg = bench.config
+        port = tcp_port(cfg, "pmu-632")
+        await step(bench, 2)
+        pdc = await Pdc.connect(port, 632)
+        try:
+            local_port = pdc.writer.get_extra_info("sockname")[1]
+            pdc.send(Command.SEND_CFG2)
+            (cfg2,) = await pdc.frames(1, ConfigFrame)
+            pdc.send(Command.DATA_ON)
+            data = await pdc.frames(20, DataFrame)
+            pdc.send(Command.DATA_OFF)
+        finally:
+            pdc.close()
+        v632 = [abs(bench.solution.v("632")[ph]) for ph in "abc"]
+    pcap = PcapWriter()
+    conv = TcpConversation(pcap, ("127.0.0.1", local_port), ("127.0.0.1", port)).open()
+    for from_client, chunk in pdc.wire:  # the bytes as they came off the socket, in segments of at most 1400
+        for k in range(0, len(chunk), 1400):
+            conv.send(from_client, chunk[k : k + 1400])
+    conv.close()
+    capture = tmp_path / "pmu-632.pcap"
+    pcap.save(capture)
+
+    dissection = dissect(capture, port)
+    assert_clean(capture, port, dissection)  # no malformed layer, no expert info >= warning, every CHK good
+    (cfg_pdu,) = [p for p in dissection.pdus if p.int("synphasor.frtype") == 3]  # CFG-2 (6.2 Table 2: type 3)
+    check_frame(cfg_pdu, cfg2)
+    assert cfg_pdu.int("synphasor.idcode_stream_source") == 632
+    assert cfg_pdu.shows("synphasor.idcode_data_source") == ["632"]
+    assert 'Station #1: "pmu-632         "' in cfg_pdu.texts, "the station name as configured ([[pmus]] name)"
+    assert cfg_pdu.int("synphasor.rate_of_transmission") == 60
+    by_time = {
+        (p.show("synphasor.soc"), p.int("synphasor.fracsec_raw")): p
+        for p in dissection.pdus
+        if p.int("synphasor.frtype") == 0
+    }
+    assert len(by_time) >= 20
+    for frame in data:
+        pdu = by_time[(soc_text(frame.soc), frame.fracsec)]
+        check_frame(pdu, frame)  # every field tshark decoded equals what our codec decoded
+        assert [abs(x) for x in frame.pmus[0].phasor_values[:3]] == pytest.approx(v632, rel=1e-6)
+
+
+# ==== 3. scenarios end to end ====================================================================================
+
+# IEEE C37.112-1996 Table 1: curve code (sim-relay.md) -> (A [s], B [s], p)
+C37112 = {1: (0.0515, 0.1140, 0.02), 2: (19.61, 0.491, 2.0), 3: (28.2, 0.1217, 2.0)}
+# docs/devices/sim-relay.md, input registers
+RELAY_STATE, RELAY_EVENT_COUNT, RELAY_EV0, RELAY_EV_WORDS = 6, 8, 20, 12
+TRIP_51, TRIP_50, RECLOSE = 1, 2, 3
+
+
+def c37112_trip(samples: list[tuple[float, float]], pickup_a: float, curve: int, td: float, step_s: float) -> float:
+    """The trip instant by hand: C37.112-1996 Eq. (1) integrated over samples (t, I) each held ``step_s``, clause 4."""
+    a, b, p = C37112[curve]
+    progress = 0.0
+    for t, i in samples:
+        m = i / pickup_a
+        if m <= 1.0:
+            progress = 0.0
+            continue
+        t_op = td * (a / (m**p - 1.0) + b)
+        if progress + step_s / t_op >= 1.0:
+            return t + (1.0 - progress) * t_op
+        progress += step_s / t_op
+    raise AssertionError("no trip in these samples")
+
+
+async def relay_status(relay: Modbus) -> dict[str, object]:
+    words = await relay.input(0, RELAY_EV0 + 2 * RELAY_EV_WORDS)
+
+    def event(n: int) -> tuple[int, int, float]:
+        r = RELAY_EV0 + n * RELAY_EV_WORDS
+        return words[r], words[r + 1], u32(words[r + 2], words[r + 3]) + words[r + 4] / 1000.0
+
+    return {
+        "state": words[RELAY_STATE],
+        "events": u32(*words[RELAY_EVENT_COUNT : RELAY_EVENT_COUNT + 2]),
+        "ev0": event(0),
+        "ev1": event(1),
+        "closed": (await relay.discrete(0, 1))[0],
+    }
+
+
+FAULT_AT_S = 5
+FAULT_SCENARIO = f"""
+description = "a three-phase fault at 671 for 3 s: the head relay trips and recloses onto a healthy feeder"
+[[events]]
+at_s = {FAULT_AT_S}
+action = "fault"
+bus = "671"
+phases = "abc"
+r_ohm = 0.05
+duration_s = 3
+"""
+
+
+@async_test
+async def test_a_fault_scenario_trips_the_head_relay_at_the_c37112_time_and_it_recloses(tmp_path: Path) -> None:
+    path = ieee13_copy(tmp_path, scenario=FAULT_SCENARIO)
+    async with running(path) as bench:
+        cfg, t0 = bench.config, bench.start_time
+        relay = await Modbus.tcp(tcp_port(cfg, "head-relay"))
+        meter = await Modbus.tcp(tcp_port(cfg, "fdr-671-meter"))
+        try:
+            # the 51/79 settings, read from the relay (holding registers, sim-relay.md)
+            hold = await relay.holding(20, 10)
+            pickup_a, curve, td = f32(hold[0], hold[1]), hold[2], f32(hold[4], hold[5])
+            inst_a, reclose_1_s = f32(hold[6], hold[7]) * pickup_a, f32(hold[8], hold[9])
+            samples: list[tuple[float, float]] = []
+            seen: list[dict[str, object]] = []
+            v_671: list[float] = []
+            for _ in range(FAULT_AT_S + 8):
+                await step(bench)
+                head = bench.solution.terminal("Line.650632", 1)
+                samples.append((bench.sim_time, max(abs(i) for i in head.i.values())))
+                seen.append(await relay_status(relay))
+                v_671.append(f32(*await meter.input(0, 2)))
+        finally:
+            relay.close()
+            meter.close()
+    step_s = bench.step_s
+    before = samples[: FAULT_AT_S - 1]
+    assert all(i < pickup_a for _, i in before), "the feeder's load is below the pickup"
+    assert all(s["closed"] and s["events"] == 0 and s["state"] == 0 for s in seen[: FAULT_AT_S - 1])
+    fault_i = samples[FAULT_AT_S - 1][1]
+    assert pickup_a < fault_i < inst_a, f"{fault_i:.0f} A: a case for the 51 element (50 set at {inst_a:.0f} A)"
+    t_trip = c37112_trip(samples[FAULT_AT_S - 1 :], pickup_a, curve, td, step_s)
+    last = seen[-1]
+    assert last["events"] == 2, "a trip and one reclose: the fault was gone when the breaker closed again"
+    code, shot, when = last["ev0"]
+    assert (code, shot) == (TRIP_51, 0)
+    assert when == pytest.approx(t_trip, abs=0.0011), "stamped at the C37.112 instant, to the millisecond"
+    # the relay shows the breaker open from the step that saw the trip instant; the physics opens it at the next
+    # step, whose solve finds the load side (the 671 meter, over TCP) dead, the PV included
+    opened = next(k for k, s in enumerate(seen) if not s["closed"])
+    assert samples[opened][0] == t0 + step_s * math.floor((t_trip - t0) / step_s) + step_s
+    assert seen[opened]["state"] == 2, "open, a reclose due"
+    assert v_671[opened + 1] < 1.0 and samples[opened + 1][1] < 1.0, "no volts, no amps"
+    assert all(v > 2000.0 for v in v_671[: FAULT_AT_S - 1])
+    # reclose 1: the first step at or after trip + reclose_1_s (and at least one step after the open)
+    code, shot, when = last["ev1"]
+    expected = max(t0 + step_s * math.ceil((t_trip + reclose_1_s - t0) / step_s), samples[opened][0] + step_s)
+    assert (code, shot, when) == (RECLOSE, 1, pytest.approx(expected, abs=1e-3))
+    reclosed = next(k for k, s in enumerate(seen) if k > opened and s["closed"])
+    assert samples[reclosed][0] == pytest.approx(expected)
+    assert all(s["closed"] and s["state"] == 1 for s in seen[reclosed:]), "closed, in reclaim"
+    assert v_671[-1] > 2000.0, "the load side is energised again"
+
+
+SILENCE_SCENARIO = """
+[[events]]
+at_s = 3
+action = "silence"
+device = "fdr-671-meter"
+duration_s = 5
+
+[[events]]
+at_s = 3
+action = "silence"
+device = "fdr-645-meter"
+duration_s = 5
+"""
+
+
+@async_test
+async def test_a_silence_event_makes_a_tcp_and_an_rtu_device_time_out_then_answer_again(tmp_path: Path) -> None:
+    path = ieee13_copy(tmp_path, scenario=SILENCE_SCENARIO)
+    async with running(path) as bench:
+        cfg = bench.config
+        tcp = await Modbus.tcp(tcp_port(cfg, "fdr-671-meter"))
+        tcp.client.comm_params.timeout_connect = 0.3
+        rtu = await Modbus.rtu(cfg.bus("bus1").link, unit_of(cfg, "fdr-645-meter"))
+        cap = rtu.on(unit_of(cfg, "cap675-ctl"))
+        try:
+
+            async def answers(m: Modbus) -> bool:
+                try:
+                    rr = await m.client.read_input_registers(0, count=2, device_id=m.unit)
+                except ModbusException:
+                    return False
+                return not rr.isError()
+
+            await step(bench, 2)
+            assert await answers(tcp) and await answers(rtu)
+            await step(bench)  # t = 3 s: both fall silent
+            t_ask = time.monotonic()
+            assert not await answers(tcp), "no answer over TCP"
+            assert not await answers(rtu), "no answer on the RS-485 line"
+            assert time.monotonic() - t_ask >= 2 * 0.9, "each waited out the client's 1 s timeout"
+            assert await answers(cap), "the other units on the same line still answer"
+            await step(bench, 4)  # t = 7 s: still silent
+            assert not await answers(rtu)
+            await step(bench)  # t = 8 s: back
+            if not tcp.client.connected:  # pymodbus may drop a connection after a timeout; a client reconnects
+                assert await tcp.client.connect()
+            assert await answers(tcp) and await answers(rtu)
+        finally:
+            tcp.close()
+            rtu.close()
+
+
+SYNC_SCENARIO = """
+[[events]]
+at_s = 3
+action = "pmu_sync_loss"
+pmu = "pmu-671"
+duration_s = 5
+"""
+
+
+@async_test
+async def test_pmu_sync_loss_sets_the_stat_sync_bit_in_the_frames_a_client_receives(tmp_path: Path) -> None:
+    path = ieee13_copy(tmp_path, scenario=SYNC_SCENARIO)
+    async with running(path) as bench:
+        pdc = await Pdc.connect(tcp_port(bench.config, "pmu-671"), 671)
+        other = await Pdc.connect(tcp_port(bench.config, "pmu-632"), 632)
+        try:
+            for p in (pdc, other):
+                p.send(Command.SEND_CFG2)
+                await p.frames(1, ConfigFrame)
+                p.send(Command.DATA_ON)
+            await step(bench, 2)
+            before = await pdc.fresh(5)
+            await step(bench)  # t = 3 s
+            during = await pdc.fresh(5)
+            during_other = await other.fresh(5)
+            await step(bench, 5)  # t = 8 s
+            after = await pdc.fresh(5)
+        finally:
+            pdc.close()
+            other.close()
+    sync_bit = 1 << 13  # IEEE C37.118.2-2011 6.3 Table 7: STAT bit 13, 1 = not in sync with a UTC source
+
+    def stat_words(frames: list[DataFrame]) -> list[int]:
+        return [f.pmus[0].stat.word for f in frames]
+
+    assert all(w & sync_bit == 0 for w in stat_words(before))
+    assert all(w & sync_bit for w in stat_words(during)), [hex(w) for w in stat_words(during)]
+    assert all(f.time_quality.code >= 7 for f in during), "message time quality: unlocked (Table 4: 1 ms or worse)"
+    assert all(w & sync_bit == 0 for w in stat_words(during_other)), "only the named PMU lost its clock"
+    assert all(w & sync_bit == 0 for w in stat_words(after)), "sync regained after duration_s"
+
+
+CLOUD_AT_S = 5
+CLOUD_SCENARIO = f"""
+[[events]]
+at_s = {CLOUD_AT_S}
+action = "cloud"
+factor = 0.2
+duration_s = 120
+"""
+
+
+@async_test
+async def test_a_cloud_at_noon_lowers_pv_output_and_the_675_voltage(tmp_path: Path) -> None:
+    path = ieee13_copy(tmp_path, scenario=CLOUD_SCENARIO)
+    async with running(path) as bench:
+        cfg = bench.config
+        inv = await Modbus.tcp(tcp_port(cfg, "pv675"))
+        rtu = await Modbus.rtu(cfg.bus("bus1").link, unit_of(cfg, "cap675-ctl"))
+        try:
+            await regulator_manual(rtu.on(unit_of(cfg, "reg-ctl")))
+            models = await sunspec_models(inv)
+            m701 = models[701]
+            w_max, _ = await ratings(inv, models[702])
+            (w_sf,) = (i16(x) for x in await inv.holding(m701 + MEAS_W_SF, 1))
+
+            async def watts() -> float:
+                (w,) = await inv.holding(m701 + MEAS_W, 1)
+                return i16(w) * 10.0**w_sf
+
+            await step(bench, 2)
+            w0, v0 = await watts(), await v675(rtu)
+            await step(bench, CLOUD_AT_S - 1 - 2)  # t = 4 s: the control window, no cloud yet
+            w1, v1 = await watts(), await v675(rtu)
+            await step(bench, 10)  # t = 14 s, under the cloud
+            w2, v2 = await watts(), await v675(rtu)
+            irradiance = bench.solution.irradiance_pu
+        finally:
+            inv.close()
+            rtu.close()
+    assert w1 == pytest.approx(w_max, rel=0.01), "full sun at noon: the rating"  # clear-sky 1.0 pu
+    assert irradiance == pytest.approx(0.2, rel=1e-3), "the cloud's factor on the clear-sky noon"
+    # available DC power = irradiance x rated kW (sim-inverter.md, "Behaviour"), the SF's resolution apart
+    assert w2 == pytest.approx(0.2 * w_max, rel=0.01), f"{w1 / 1e3:.0f} kW -> {w2 / 1e3:.0f} kW"
+    assert abs(w1 - w0) < 0.01 * w0
+    assert v2 < v1 - 0.3, f"675 falls as its PV does: {v1:.2f} -> {v2:.2f} V (120 V base)"
+    assert v1 - v2 > 5 * abs(v1 - v0), "far above the drift without the cloud"
