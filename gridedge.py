@@ -1,9 +1,25 @@
 """The one ``gridedge`` command: hands ``sim …`` to sim_hw's CLI, ``central …`` to central's, ``demo``
-to the demo runner and the rest to the agent's, so the three packages never import each other."""
+to the demo runner, ``pq …`` to the power-quality tools and the rest to the agent's, so the three packages
+never import each other."""
 
 from __future__ import annotations
 
+import argparse
 import sys
+
+PQ_HELP = "power quality of recordings: pq analyze FILE, pq report --input FILE"
+
+
+def _help_with_pq() -> int:
+    """The agent's help, with ``pq`` listed beside the other dispatched commands."""
+    from agent.cli import build_parser
+
+    parser = build_parser()
+    for action in parser._actions:  # the subcommands action: argparse has no public accessor
+        if isinstance(action, argparse._SubParsersAction) and "pq" not in action.choices:
+            action.add_parser("pq", help=PQ_HELP, add_help=False)
+    parser.print_help()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
         from central.cli import main as central_main
 
         return central_main(args[1:])
+    if head == "pq":
+        from agent.pq.cli import main as pq_main
+
+        return pq_main(args[1:])
+    if head in ("", "-h", "--help"):
+        return _help_with_pq()
     if head == "demo":
         from agent.demo import main as demo_main
 

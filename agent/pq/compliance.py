@@ -1,0 +1,530 @@
+"""Compliance of measured power quality with EN 50160 (LV, MV) and IEEE 519-2014 (voltage distortion).
+
+Every limit lives in this module's tables, each value with the clause or table it comes from. The input
+is the JSON document of ``gridedge pq analyze`` (:mod:`agent.pq.analyze`, schema in docs/pq-report.md):
+its 10-min values (``aggregates_10min``, IEC 61000-4-30 5.5.3), 150/180-cycle values (``aggregates_3s``,
+5.5.2), 10-s frequencies (``frequency_10s``, 5.1) and the Plt of each channel.
+
+Statistics (our reading, docs/pq-report.md):
+
+- "X % of the values within the limit" and "the X-th percentile is within the limit" are the same test
+  when the percentile is the nearest-rank one (:func:`percentile_nearest_rank`): the smallest value
+  that at least X % of the values do not exceed. The measured value reported is that percentile (or,
+  for a two-sided band, the share of values inside it).
+- EN 50160 asks its percentages "during each period of one week" (frequency: of a year) and IEEE 519
+  "daily" and "weekly": the values are split into consecutive periods of that length from the file
+  start, each period is assessed, the worst is reported. A record shorter than the period is assessed
+  on what it holds and marked ``period_complete: false``.
+- Flagged values (IEC 61000-4-30 4.7: a dip, swell or interruption overlapped them) are left out, and
+  only 10-min values whose interval lies wholly in the record are used.
+- Comparison: EN 50160 says "less than or equal to" (and "within the range"), so a value equal to the
+  limit passes; IEEE 519-2014 5.1 says "should be less than", so a value equal to the limit fails.
+
+References
+----------
+[1] EN 50160:2010, Voltage characteristics of electricity supplied by public electricity networks.
+    Clause 4 (low voltage), clause 5 (medium voltage).
+[2] IEEE Std 519-2014, IEEE Recommended Practice and Requirements for Harmonic Control in Electric Power
+    Systems. Clause 5.1, Table 1 (voltage distortion limits).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+STANDARDS = ("en50160-lv", "en50160-mv", "ieee519")
+
+WEEK_S = 7 * 86400.0
+DAY_S = 86400.0
+YEAR_S = 365 * 86400.0
+
+# ---------------------------------------------------------------------------------------------------- EN 50160
+
+#: Individual harmonic voltages in % of the fundamental, orders 2..25, assessed on 95 % of the 10-min mean
+#: values of each week. LV: EN 50160:2010 4.2.6, Table 1; MV: 5.2.6, the MV table, whose values are the same
+#: (its note: the 3rd may be substantially lower depending on the network design). Above order 25 the
+#: standard gives no values ("usually small, but largely unpredictable due to resonance effects").
+EN50160_HARMONIC_LIMITS_PCT: dict[int, float] = {
+    2: 2.0,  # even
+    3: 5.0,  # odd, multiple of 3
+    4: 1.0,  # even
+    5: 6.0,  # odd, not multiple of 3
+    6: 0.5,  # even 6..24
+    7: 5.0,  # odd, not multiple of 3
+    8: 0.5,
+    9: 1.5,  # odd, multiple of 3
+    10: 0.5,
+    11: 3.5,  # odd, not multiple of 3
+    12: 0.5,
+    13: 3.0,  # odd, not multiple of 3
+    14: 0.5,
+    15: 0.5,  # odd, multiple of 3
+    16: 0.5,
+    17: 2.0,  # odd, not multiple of 3
+    18: 0.5,
+    19: 1.5,  # odd, not multiple of 3
+    20: 0.5,
+    21: 0.5,  # odd, multiple of 3
+    22: 0.5,
+    23: 1.5,  # odd, not multiple of 3
+    24: 0.5,
+    25: 1.5,  # odd, not multiple of 3
+}
+
+
+@dataclass(frozen=True, slots=True)
+class En50160Limits:
+    """The EN 50160:2010 limits this module assesses, for one voltage level; ``clause`` is 4 (LV) or 5 (MV)."""
+
+    level: str
+    clause: int
+    share_pct: float = 95.0  # 4.2.2.2 / 5.2.2, 4.2.3.2, 4.2.5, 4.2.6: "95 % of the 10 min mean values ... of each week"
+    voltage_band_pct: float = 10.0  # 4.2.2.2 / 5.2.2: within Un (Uc) +- 10 % for 95 % of the 10-min means
+    voltage_all_band_pct: tuple[float, float] = (-15.0, 10.0)  # 4.2.2.2 / 5.2.2: all 10-min means within +10/-15 %
+    frequency_band_pct: float = 1.0  # 4.2.1 / 5.2.1, interconnected: 50 Hz +- 1 % during 99.5 % of a year
+    frequency_share_pct: float = 99.5  # 4.2.1 / 5.2.1
+    frequency_all_band_pct: tuple[float, float] = (-6.0, 4.0)  # 4.2.1 / 5.2.1: 50 Hz +4 % / -6 % during 100 %
+    plt_limit: float = 1.0  # 4.2.3.2 / 5.2.3.2: Plt <= 1 for 95 % of the time
+    unbalance_limit_pct: float = 2.0  # 4.2.5 / 5.2.5: u2 0..2 % for 95 % of the 10-min means of each week
+    thd_limit_pct: float = 8.0  # 4.2.6 / 5.2.6: THD, including harmonics up to order 40, <= 8 %
+    thd_max_order: int = 40  # 4.2.6 / 5.2.6
+
+    def sub(self, item: str) -> str:
+        """The clause number of an item for this level: ``sub("2.6")`` is "4.2.6" for LV."""
+        return f"EN 50160:2010 {self.clause}.{item}"
+
+
+EN50160_LIMITS: dict[str, En50160Limits] = {
+    "en50160-lv": En50160Limits("LV", 4),
+    "en50160-mv": En50160Limits("MV", 5),
+}
+
+# ---------------------------------------------------------------------------------------------------- IEEE 519
+
+
+@dataclass(frozen=True, slots=True)
+class Ieee519Row:
+    """One row of IEEE 519-2014 Table 1: bus voltage V at the PCC in ``(above_kv, up_to_kv]``."""
+
+    label: str
+    above_kv: float
+    up_to_kv: float
+    individual_pct: float
+    thd_pct: float
+
+
+#: IEEE 519-2014 Table 1, voltage distortion limits (bus voltage line to line at the PCC).
+IEEE519_VOLTAGE_LIMITS: tuple[Ieee519Row, ...] = (
+    Ieee519Row("V <= 1.0 kV", 0.0, 1.0, 5.0, 8.0),  # Table 1 row 1
+    Ieee519Row("1 kV < V <= 69 kV", 1.0, 69.0, 3.0, 5.0),  # Table 1 row 2
+    Ieee519Row("69 kV < V <= 161 kV", 69.0, 161.0, 1.5, 2.5),  # Table 1 row 3
+    Ieee519Row("161 kV < V", 161.0, math.inf, 1.0, 1.5),  # Table 1 row 4 (footnote: up to 2.0 % THD near HVDC)
+)
+IEEE519_MAX_ORDER = 50  # 5.1 / Table 1: harmonics up to order 50
+IEEE519_WEEKLY_PERCENTILE = 95.0  # 5.1 b): weekly 95th percentile short time (10 min) values < Table 1
+IEEE519_DAILY_PERCENTILE = 99.0  # 5.1 a): daily 99th percentile very short time (3 s) values < 1.5 x Table 1
+IEEE519_DAILY_FACTOR = 1.5  # 5.1 a)
+
+
+class ComplianceError(ValueError):
+    """Bad input to the compliance report: names the key, the value and what is allowed."""
+
+
+def en50160_harmonic_limit_pct(order: int) -> float:
+    """EN 50160:2010 Table 1 limit of harmonic ``order`` [% of the fundamental] (orders 2..25)."""
+    if order not in EN50160_HARMONIC_LIMITS_PCT:
+        raise ComplianceError(f"order={order!r}: EN 50160 Table 1 gives orders 2..25 (none above 25: see its note)")
+    return EN50160_HARMONIC_LIMITS_PCT[order]
+
+
+def ieee519_row(bus_kv: float) -> Ieee519Row:
+    """The IEEE 519-2014 Table 1 row of a bus voltage [kV line to line]; the upper bound of a row is in it."""
+    if isinstance(bus_kv, bool) or not isinstance(bus_kv, int | float) or not (math.isfinite(bus_kv) and bus_kv > 0):
+        raise ComplianceError(f"bus_kv={bus_kv!r}: allowed a finite voltage > 0 kV (line to line at the PCC)")
+    for row in IEEE519_VOLTAGE_LIMITS:
+        if row.above_kv < bus_kv <= row.up_to_kv:
+            return row
+    raise AssertionError("IEEE519_VOLTAGE_LIMITS covers (0, inf)")  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------------------------------- statistics
+
+
+def percentile_nearest_rank(values: Sequence[float] | np.ndarray, percent: float) -> float:
+    """The smallest value that ``percent`` % of ``values`` do not exceed (nearest rank: sorted[ceil(p n) - 1])."""
+    v = np.sort(np.asarray(values, dtype=np.float64))
+    if v.size == 0:
+        raise ComplianceError("values: empty: allowed at least one value")
+    if not 0 < percent <= 100:
+        raise ComplianceError(f"percent={percent!r}: allowed 0 < percent <= 100")
+    rank = math.ceil(round(percent / 100.0 * v.size, 9))
+    return float(v[max(rank, 1) - 1])
+
+
+def share_within_pct(values: Sequence[float] | np.ndarray, low: float, high: float) -> float:
+    """Percentage of ``values`` inside ``[low, high]`` (bounds included)."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        raise ComplianceError("values: empty: allowed at least one value")
+    return float(np.count_nonzero((v >= low) & (v <= high)) / v.size * 100.0)
+
+
+@dataclass(slots=True)
+class CriterionResult:
+    """One pass/fail line. ``passed`` is None when the record holds no value to assess."""
+
+    standard: str
+    criterion: str
+    clause: str
+    channel: str | None
+    statistic: str
+    limit: float
+    measured: float | None
+    unit: str
+    passed: bool | None
+    values: int
+    excluded: int = 0
+    periods: int = 0
+    period_complete: bool = False
+    order: int | None = None
+    note: str = ""
+
+
+def _periods(times_s: np.ndarray, period_s: float) -> np.ndarray:
+    """Index of the consecutive period (from the first value) each time falls in."""
+    return np.floor((times_s - times_s.min()) / period_s).astype(np.int64) if times_s.size else np.zeros(0, int)
+
+
+def _assess(values: np.ndarray, times_s: np.ndarray, period_s: float, record_s: float,
+            statistic: Callable[[np.ndarray], float], ok: Callable[[float], bool],
+            worst: Callable[[Sequence[float]], float]) -> tuple[float | None, bool | None, int, bool]:  # fmt: skip
+    """Split into periods, assess each; return (worst measured, all passed, periods, period_complete)."""
+    if values.size == 0:
+        return None, None, 0, record_s >= period_s
+    idx = _periods(times_s, period_s)
+    measured = [statistic(values[idx == k]) for k in np.unique(idx)]
+    return worst(measured), all(ok(m) for m in measured), len(measured), record_s >= period_s
+
+
+# ---------------------------------------------------------------------------------------------------- the input
+
+
+def _need(data: dict[str, Any], key: str, where: str = "input") -> Any:
+    if not isinstance(data, dict) or key not in data:
+        raise ComplianceError(f"{where}.{key}: missing: the JSON of `gridedge pq analyze --json` has it")
+    return data[key]
+
+
+@dataclass(slots=True)
+class _Series:
+    """The values of the input the criteria read, flagged and incomplete ones already left out."""
+
+    channels: list[str]
+    udin_v: float
+    nominal_hz: float
+    duration_s: float
+    max_order: int
+    ten_t: np.ndarray  # start of each used 10-min value [s from the file start]
+    ten_rms: dict[str, np.ndarray]
+    ten_h: dict[str, np.ndarray]  # [values, orders 2..H]
+    ten_u2: np.ndarray
+    ten_excluded: int
+    short_t: np.ndarray
+    short_h: dict[str, np.ndarray]
+    short_excluded: int
+    freq_t: np.ndarray
+    freq_hz: np.ndarray
+    plt: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _series(data: dict[str, Any]) -> _Series:
+    try:
+        return _series_of(data)
+    except ComplianceError:
+        raise
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise ComplianceError(
+            f"input: not the JSON of `gridedge pq analyze --json` ({type(err).__name__}: {err})"
+        ) from err
+
+
+def _series_of(data: dict[str, Any]) -> _Series:
+    channels = list(_need(data, "channels"))
+    if not channels:
+        raise ComplianceError("input.channels: empty: allowed at least one voltage channel")
+    udin = float(_need(data, "udin_v"))
+    nominal = float(_need(data, "nominal_hz"))
+    duration = float(_need(_need(data, "file"), "duration_s", "input.file"))
+    order = int(_need(data, "max_order"))
+    ten = [a for a in _need(data, "aggregates_10min") if a.get("complete", True)]
+    used = [a for a in ten if not a.get("flagged", False)]
+    short_all = _need(data, "aggregates_3s")
+    short = [a for a in short_all if not a.get("flagged", False)]
+
+    def rows(items: list[dict[str, Any]], key: str, ch: str) -> np.ndarray:
+        out = [_nan(a[key][ch]) if key in a and ch in a[key] else math.nan for a in items]
+        return np.asarray(out, dtype=np.float64)
+
+    def matrix(items: list[dict[str, Any]], ch: str) -> np.ndarray:
+        if not items:
+            return np.zeros((0, max(order - 1, 0)))
+        return np.array([[_nan(v) for v in a["harmonics_pct"][ch]] for a in items], dtype=np.float64)
+
+    freq = [f for f in _need(data, "frequency_10s") if f.get("complete", True) and f.get("freq_hz") is not None]
+    return _Series(
+        channels=channels,
+        udin_v=udin,
+        nominal_hz=nominal,
+        duration_s=duration,
+        max_order=order,
+        ten_t=np.array([a["start_s"] for a in used], dtype=np.float64),
+        ten_rms={ch: rows(used, "rms_v", ch) for ch in channels},
+        ten_h={ch: matrix(used, ch) for ch in channels},
+        ten_u2=np.array([_nan(a.get("u2_pct")) for a in used], dtype=np.float64),
+        ten_excluded=len(ten) - len(used),
+        short_t=np.array([a["start_s"] for a in short], dtype=np.float64),
+        short_h={ch: matrix(short, ch) for ch in channels},
+        short_excluded=len(short_all) - len(short),
+        freq_t=np.array([f["start_s"] for f in freq], dtype=np.float64),
+        freq_hz=np.array([f["freq_hz"] for f in freq], dtype=np.float64),
+        plt={ch: np.array(data["channels"][ch].get("plt") or [], dtype=np.float64) for ch in channels},
+    )
+
+
+def _nan(v: Any) -> float:
+    return math.nan if v is None else float(v)
+
+
+def _thd(h: np.ndarray, max_order: int) -> np.ndarray:
+    """THD [%] of each row of harmonic percentages (orders 2..) up to ``max_order``."""
+    return np.sqrt(np.nansum(h[:, : max_order - 1] ** 2, axis=1)) if h.size else np.zeros(0)
+
+
+# ---------------------------------------------------------------------------------------------------- EN 50160
+
+
+def evaluate_en50160(data: dict[str, Any], standard: str = "en50160-lv") -> list[CriterionResult]:
+    """EN 50160:2010 criteria over an analyze document; one line per criterion, channel and harmonic order."""
+    if standard not in EN50160_LIMITS:
+        raise ComplianceError(f"standard={standard!r}: allowed {', '.join(EN50160_LIMITS)}")
+    lim = EN50160_LIMITS[standard]
+    s = _series(data)
+    out: list[CriterionResult] = []
+    week, share = WEEK_S, lim.share_pct
+
+    def add(criterion: str, clause: str, channel: str | None, statistic: str, limit: float, unit: str,
+            values: np.ndarray, times: np.ndarray, excluded: int, *, period_s: float = week, kind: str = "upper",
+            band: tuple[float, float] = (0.0, 0.0), percent: float = share, order: int | None = None,
+            note: str = "") -> None:  # fmt: skip
+        ok_vals = ~np.isnan(values)
+        values, times = values[ok_vals], times[ok_vals]
+        if kind == "upper":  # the nearest-rank percentile <= limit
+            measured, passed, periods, complete = _assess(
+                values, times, period_s, s.duration_s,
+                lambda v: percentile_nearest_rank(v, percent), lambda m: m <= limit, max,
+            )  # fmt: skip
+        else:  # the share of values inside the band >= limit
+            measured, passed, periods, complete = _assess(
+                values, times, period_s, s.duration_s,
+                lambda v: share_within_pct(v, *band), lambda m: m >= limit, min,
+            )  # fmt: skip
+        out.append(CriterionResult(standard, criterion, clause, channel, statistic, limit, measured, unit, passed,
+                                   int(values.size), excluded, periods, complete, order, note))  # fmt: skip
+
+    lo, hi = -lim.voltage_band_pct, lim.voltage_band_pct
+    a_lo, a_hi = lim.voltage_all_band_pct
+    for ch in s.channels:
+        dev = (s.ten_rms[ch] / s.udin_v - 1.0) * 100.0
+        add("supply voltage variation", lim.sub("2.2"), ch,
+            f"share of 10-min values within Udin {lo:+g}/{hi:+g} % in each week", share, "%",
+            dev, s.ten_t, s.ten_excluded, kind="band", band=(lo, hi))  # fmt: skip
+        add("supply voltage variation (all values)", lim.sub("2.2"), ch,
+            f"share of 10-min values within Udin {a_lo:+g}/{a_hi:+g} % in each week", 100.0, "%",
+            dev, s.ten_t, s.ten_excluded, kind="band", band=(a_lo, a_hi))  # fmt: skip
+    f_dev = (s.freq_hz / s.nominal_hz - 1.0) * 100.0
+    fb = lim.frequency_band_pct
+    add("power frequency", lim.sub("2.1"), None,
+        f"share of 10-s values within {s.nominal_hz:g} Hz +-{fb:g} % in each year", lim.frequency_share_pct, "%",
+        f_dev, s.freq_t, 0, period_s=YEAR_S, kind="band", band=(-fb, fb),
+        note="interconnected system")  # fmt: skip
+    f_lo, f_hi = lim.frequency_all_band_pct
+    add("power frequency (all values)", lim.sub("2.1"), None,
+        f"share of 10-s values within {s.nominal_hz:g} Hz {f_hi:+g}/{f_lo:+g} %", 100.0, "%",
+        f_dev, s.freq_t, 0, period_s=YEAR_S, kind="band", band=(f_lo, f_hi), note="interconnected system")  # fmt: skip
+    for ch in s.channels:
+        values = s.plt[ch]
+        times = np.arange(values.size) * 7200.0
+        add("flicker severity Plt", lim.sub("2.3.2"), ch, f"{share:g}th percentile of the 2-h Plt values in each week",
+            lim.plt_limit, "", values, times, 0,
+            note="" if values.size else "needs a record of 2 h or more")  # fmt: skip
+    if len(s.channels) == 3:
+        add("supply voltage unbalance u2", lim.sub("2.5"), None,
+            f"{share:g}th percentile of the 10-min u2 values in each week", lim.unbalance_limit_pct, "%",
+            s.ten_u2, s.ten_t, s.ten_excluded)  # fmt: skip
+    else:
+        out.append(CriterionResult(standard, "supply voltage unbalance u2", lim.sub("2.5"), None, "",
+                                   lim.unbalance_limit_pct, None, "%", None, 0, note="needs va, vb and vc"))  # fmt: skip
+    thd_order = min(lim.thd_max_order, s.max_order)
+    for ch in s.channels:
+        h = s.ten_h[ch]
+        add("THD", lim.sub("2.6"), ch, f"{share:g}th percentile of the 10-min THD (orders 2..{thd_order}) in each week",
+            lim.thd_limit_pct, "%", _thd(h, thd_order), s.ten_t, s.ten_excluded,
+            note="" if thd_order == lim.thd_max_order else f"the record's rate gives orders up to {s.max_order}")  # fmt: skip
+        for order, limit in EN50160_HARMONIC_LIMITS_PCT.items():
+            if order > s.max_order:
+                out.append(CriterionResult(standard, f"harmonic {order}", lim.sub("2.6") + " Table 1", ch, "", limit,
+                                           None, "%", None, 0, order=order,
+                                           note=f"not measured: the record's rate gives orders up to {s.max_order}"))  # fmt: skip
+                continue
+            col = h[:, order - 2] if h.size else np.zeros(0)
+            add(f"harmonic {order}", lim.sub("2.6") + " Table 1", ch,
+                f"{share:g}th percentile of the 10-min values in each week", limit, "%", col, s.ten_t,
+                s.ten_excluded, order=order)  # fmt: skip
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- IEEE 519
+
+
+def default_bus_kv(data: dict[str, Any]) -> float:
+    """The PCC bus voltage [kV line to line] implied by the record's Udin (phase to neutral): Udin * sqrt 3."""
+    return float(_need(data, "udin_v")) * math.sqrt(3.0) / 1000.0
+
+
+def evaluate_ieee519(data: dict[str, Any], bus_kv: float | None = None) -> list[CriterionResult]:
+    """IEEE 519-2014 clause 5.1 voltage distortion criteria, Table 1 row chosen by ``bus_kv``."""
+    row = ieee519_row(default_bus_kv(data) if bus_kv is None else bus_kv)
+    s = _series(data)
+    std = "ieee519"
+    out: list[CriterionResult] = []
+    order_top = min(IEEE519_MAX_ORDER, s.max_order)
+    note = "" if order_top == IEEE519_MAX_ORDER else f"the record's rate gives orders up to {s.max_order}"
+    checks = (
+        # 5.1 a): daily 99th percentile of the very short time (3 s) values < 1.5 x Table 1
+        ("3 s", s.short_h, s.short_t, s.short_excluded, DAY_S, IEEE519_DAILY_PERCENTILE, IEEE519_DAILY_FACTOR, "day"),
+        # 5.1 b): weekly 95th percentile of the short time (10 min) values < Table 1
+        ("10 min", s.ten_h, s.ten_t, s.ten_excluded, WEEK_S, IEEE519_WEEKLY_PERCENTILE, 1.0, "week"),
+    )
+    for label, hs, times, excluded, period, pct, factor, per in checks:
+        for ch in s.channels:
+            h = hs[ch]
+            items: list[tuple[str, np.ndarray, float, int | None]] = [
+                ("THD", _thd(h, order_top), row.thd_pct * factor, None)
+            ]
+            items += [
+                (f"harmonic {k}", h[:, k - 2] if h.size else np.zeros(0), row.individual_pct * factor, k)
+                for k in range(2, order_top + 1)
+            ]
+            for name, values, limit, order in items:
+                keep = ~np.isnan(values)
+                measured, passed, periods, complete = _assess(
+                    values[keep], times[keep], period, s.duration_s,
+                    lambda v, p=pct: percentile_nearest_rank(v, p), lambda m, lim=limit: m < lim, max,
+                )  # fmt: skip
+                out.append(CriterionResult(
+                    std, f"{name} ({label})", "IEEE 519-2014 5.1, Table 1", ch,
+                    f"{pct:g}th percentile of the {label} values in each {per}"
+                    + (f" < {factor:g} x Table 1" if factor != 1 else " < Table 1"),
+                    limit, measured, "%", passed, int(np.count_nonzero(keep)), excluded, periods, complete, order,
+                    note,
+                ))  # fmt: skip
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- the report
+
+
+@dataclass(slots=True)
+class ComplianceReport:
+    standard: str
+    criteria: list[CriterionResult]
+    duration_s: float
+    period_s: float
+    bus_kv: float | None = None
+    ieee519_row: str | None = None
+
+    @property
+    def verdict(self) -> str:
+        """ "fail" if a criterion failed, "pass" if every one passed, else "incomplete" (some had no data)."""
+        if any(c.passed is False for c in self.criteria):
+            return "fail"
+        return "pass" if all(c.passed for c in self.criteria) else "incomplete"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "standard": self.standard,
+            "verdict": self.verdict,
+            "period": {
+                "duration_s": self.duration_s,
+                "required_s": self.period_s,
+                "complete": self.duration_s >= self.period_s,
+            },
+            "bus_kv": self.bus_kv,
+            "ieee519_row": self.ieee519_row,
+            "criteria": [asdict(c) for c in self.criteria],
+        }
+
+
+def evaluate(data: dict[str, Any], standard: str, bus_kv: float | None = None) -> ComplianceReport:
+    """Assess an analyze document against ``standard`` (one of :data:`STANDARDS`)."""
+    if standard not in STANDARDS:
+        raise ComplianceError(f"standard={standard!r}: allowed {', '.join(STANDARDS)}")
+    duration = float(_need(_need(data, "file"), "duration_s", "input.file"))
+    if standard == "ieee519":
+        kv = default_bus_kv(data) if bus_kv is None else bus_kv
+        row = ieee519_row(kv)
+        return ComplianceReport(standard, evaluate_ieee519(data, kv), duration, WEEK_S, kv, row.label)
+    if bus_kv is not None:
+        raise ComplianceError(f"bus_kv={bus_kv!r}: only for ieee519 (EN 50160 uses Udin)")
+    return ComplianceReport(standard, evaluate_en50160(data, standard), duration, WEEK_S)
+
+
+def format_text(report: ComplianceReport) -> str:
+    """A readable summary: each criterion on a line, per-order harmonics summarised per channel."""
+    lines = [f"Standard  {report.standard}"]
+    if report.bus_kv is not None:
+        lines.append(f"Bus       {report.bus_kv:.3f} kV line to line: IEEE 519-2014 Table 1 row {report.ieee519_row}")
+    lines.append(
+        f"Record    {report.duration_s:.1f} s"
+        + ("" if report.duration_s >= report.period_s else f" (the standard's period is {report.period_s / 86400:g} days:"
+           " assessed on what the record holds)")
+    )  # fmt: skip
+    lines.append("")
+    lines.append(f"{'criterion':<34}{'channel':<8}{'measured':>10}{'limit':>8}  result  statistic")
+    harmonic = [c for c in report.criteria if c.order is not None]
+    for c in report.criteria:
+        if c.order is not None:
+            continue
+        lines.append(_line(c))
+    groups: dict[tuple[str | None, str], list[CriterionResult]] = {}
+    for c in harmonic:
+        groups.setdefault((c.channel, c.criterion.split("(")[-1] if "(" in c.criterion else ""), []).append(c)
+    for (ch, suffix), items in groups.items():
+        assessed = [c for c in items if c.passed is not None]
+        failed = [c for c in items if c.passed is False]
+        label = f"individual harmonics {('(' + suffix) if suffix else ''}".strip()
+        if not assessed:
+            lines.append(f"{label:<34}{ch or '':<8}{'-':>10}{'':>8}  n/a     {items[0].note}")
+            continue
+        worst = max(assessed, key=lambda c: (c.measured or 0.0) / c.limit)
+        lines.append(
+            f"{label:<34}{ch or '':<8}{worst.measured:>10.3f}{worst.limit:>8.3g}  "
+            f"{'FAIL' if failed else 'pass':<6}  worst order {worst.order} of {len(assessed)}; {worst.statistic}"
+        )
+        for c in failed:
+            lines.append("  " + _line(c))
+    lines.append("")
+    lines.append(f"Verdict: {report.verdict.upper()}")
+    return "\n".join(lines)
+
+
+def _line(c: CriterionResult) -> str:
+    result = "n/a" if c.passed is None else ("pass" if c.passed else "FAIL")
+    measured = "-" if c.measured is None else f"{c.measured:.3f}"
+    extra = f" ({c.note})" if c.note else ""
+    return f"{c.criterion:<34}{c.channel or '':<8}{measured:>10}{c.limit:>8.3g}  {result:<6}  {c.statistic}{extra}"
