@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.pmu.limits import FREQUENCY_LIMITS, ROCOF_LIMITS, TIMING_DEFAULTS, VOLTAGE_LIMITS, frequency_limit_hz
+from agent.pq.events import EventConfig, EventConfigError
 from protocols.configcheck import MISSING, Checker, ConfigError, ConfigIssue
 from protocols.modbus.registermap import RegisterMap, RegisterMapError, parse_register_map
 from protocols.telemetry.schema import valid_site
@@ -23,8 +24,8 @@ BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 
 # The agent's errors are the shared ones (protocols/configcheck): `except ConfigError` keeps working here.
 __all__ = ["AgentConfig", "AnglePairConfig", "ConfigError", "ConfigIssue", "DeviceConfig", "PmuMonitoringConfig",
-           "PmuStreamConfig", "SerialSettings", "StoreConfig", "UplinkConfig", "load_config", "override_broker",
-           "parse_config"]  # fmt: skip
+           "PmuStreamConfig", "SerialSettings", "StoreConfig", "UplinkConfig", "WaveformStreamConfig", "load_config",
+           "override_broker", "parse_config"]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +125,30 @@ class PmuMonitoringConfig:
     angle_pairs: tuple[AnglePairConfig, ...] = ()
 
 
+# [[waveforms]]: power quality from a wave stream (docs/pq-service.md)
+WAVEFORM_CHANNELS_DEFAULT = ("va", "vb", "vc")
+LAMP_FOR_NOMINAL = {50: 230, 60: 120}  # lamp_v default: the 230 V lamp on 50 Hz systems, the 120 V lamp on 60 Hz
+EVENT_KEYS = ("dip_threshold_pct", "swell_threshold_pct", "interruption_threshold_pct", "hysteresis_pct")
+
+
+@dataclass(frozen=True, slots=True)
+class WaveformStreamConfig:
+    """One ``[[waveforms]]`` entry: a wave stream (bench or recorder) measured for power quality."""
+
+    name: str
+    host: str
+    port: int
+    nominal_hz: int  # 50 or 60
+    lamp_v: int  # flickermeter lamp: 230 or 120
+    events: EventConfig  # udin_v (declared phase-neutral voltage) and the dip/swell/interruption thresholds
+    channels: tuple[str, ...] = WAVEFORM_CHANNELS_DEFAULT  # phase-neutral voltages, in phase order a, b, c
+    report_interval_s: float = 3.0  # the 150/180-cycle and 10-s values: every one (3) or one per interval
+
+    @property
+    def udin_v(self) -> float:
+        return self.events.udin_v
+
+
 @dataclass(frozen=True, slots=True)
 class AgentConfig:
     site_id: str
@@ -133,6 +158,7 @@ class AgentConfig:
     source: Path
     pmus: tuple[PmuStreamConfig, ...] = ()
     pmu_monitoring: PmuMonitoringConfig = PmuMonitoringConfig()
+    waveforms: tuple[WaveformStreamConfig, ...] = ()
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
@@ -320,10 +346,41 @@ def _pmu_monitoring(c: Checker, raw: Mapping[str, Any], pmus: Mapping[str, PmuSt
     )  # fmt: skip
 
 
+def _waveform(c: Checker, raw: Mapping[str, Any], prefix: str) -> WaveformStreamConfig | None:
+    start = len(c.issues)
+    c.unknown(raw, prefix, {"name", "host", "port", "nominal_hz", "lamp_v", "udin_v", "channels", "report_interval_s",
+                            *EVENT_KEYS})  # fmt: skip
+    name = c.get(raw, prefix, "name", "string")
+    host = c.get(raw, prefix, "host", "string")
+    port = c.get(raw, prefix, "port", "integer", lo=1, hi=65535)
+    nominal = c.get(raw, prefix, "nominal_hz", "integer", choices=(50, 60))
+    lamp = c.get(raw, prefix, "lamp_v", "integer", LAMP_FOR_NOMINAL.get(nominal, 230), choices=(230, 120))
+    udin = c.get(raw, prefix, "udin_v", "number", lo=1, hi=1_000_000)
+    interval = c.get(raw, prefix, "report_interval_s", "number", 3.0, lo=3, hi=3600)
+    channels = raw.get("channels", list(WAVEFORM_CHANNELS_DEFAULT))
+    if (not isinstance(channels, list) or not 1 <= len(channels) <= 3 or len(set(map(str, channels))) != len(channels)
+            or not all(isinstance(ch, str) and ch for ch in channels)):  # fmt: skip
+        c.fail(f"{prefix}.channels", channels, "must be a list of 1 to 3 distinct channel names of the stream "
+               "(phase-neutral voltages in phase order a, b, c; unbalance needs 3), e.g. [\"va\", \"vb\", \"vc\"]")  # fmt: skip
+    thresholds = {k: c.get(raw, prefix, k, "number", lo=0, hi=200) for k in EVENT_KEYS if k in raw}
+    events = None
+    if udin is not None and None not in thresholds.values():
+        try:
+            events = EventConfig(udin_v=float(udin), **{k: float(v) for k, v in thresholds.items()})
+        except EventConfigError as err:  # the cross-checks (thresholds against hysteresis): "key=value: allowed ..."
+            key, _, rest = str(err).partition("=")
+            value, _, allowed = rest.partition(": allowed ")
+            c.fail(f"{prefix}.{key}", raw.get(key, value), allowed or str(err))
+    if len(c.issues) > start or events is None:
+        return None
+    return WaveformStreamConfig(name=name, host=host, port=port, nominal_hz=nominal, lamp_v=lamp, events=events,
+                                channels=tuple(channels), report_interval_s=float(interval))  # fmt: skip
+
+
 def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
     """Validate an already-parsed TOML document; relative paths resolve against ``source``'s folder."""
     c = Checker(source.parent)
-    c.unknown(raw, "", {"site_id", "devices", "store", "uplink", "pmus", "pmu_monitoring"})
+    c.unknown(raw, "", {"site_id", "devices", "store", "uplink", "pmus", "pmu_monitoring", "waveforms"})
     site = c.get(raw, "", "site_id", "string")
     if site and not valid_site(site):
         c.fail("site_id", site, "1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit")
@@ -347,6 +404,15 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
             c.fail(f"{prefix}.name", pmu.name, "must be unique among devices and PMUs")
             continue
         pmus[pmu.name] = pmu
+    waveforms: dict[str, WaveformStreamConfig] = {}
+    for prefix, t in c.tables(raw, "waveforms"):
+        wf = _waveform(c, t, prefix)
+        if wf is None:
+            continue
+        if wf.name in waveforms or wf.name in pmus or wf.name in names:
+            c.fail(f"{prefix}.name", wf.name, "must be unique among devices, PMUs and waveform streams")
+            continue
+        waveforms[wf.name] = wf
     mon_raw = c.get(raw, "", "pmu_monitoring", "table", {}) or {}
     monitoring = _pmu_monitoring(c, mon_raw, pmus)
     store_raw = c.get(raw, "", "store", "table", {}) or {}
@@ -362,7 +428,7 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
     return AgentConfig(site_id=site, devices=tuple(devices),
                        store=StoreConfig(path=spath, max_bytes=int(max_mb * 1024 * 1024), batch_size=batch),
                        uplink=uplink, source=source, pmus=tuple(pmus.values()),
-                       pmu_monitoring=monitoring)  # fmt: skip
+                       pmu_monitoring=monitoring, waveforms=tuple(waveforms.values()))  # fmt: skip
 
 
 def load_config(path: str | Path) -> AgentConfig:

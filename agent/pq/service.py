@@ -1,0 +1,544 @@
+"""Continuous power quality from wave streams: one :class:`PqStream` per ``[[waveforms]]`` entry.
+
+A stream is read with :class:`protocols.wavestream.WaveStreamClient`; its voltage channels go through
+:class:`PqProcessor` (pure, no I/O): the IEC 61000-4-30 Class A chain (:class:`~agent.pq.classa.ClassAMeter`)
+and one IEC 61000-4-15 flickermeter per channel. What comes out (docs/pq-service.md):
+
+- readings through the agent's sink (``AgentService._take``), like the PMU streams: per channel the
+  150/180-cycle (3 s) ``rms`` and ``thd``, the 3-s ``u2`` unbalance and the 10-s ``frequency``; at each
+  10-min tick of the UTC clock ``rms_10min``, ``thd_10min``, ``u2_10min`` and ``pst``; at each 2-h tick
+  ``plt``. A value the standard flags (a dip, swell or interruption overlapped it, IEC 61000-4-30 4.7)
+  keeps its number and gets quality ``invalid``;
+- events to the store (``await store.add_event``): ``pq_dip``, ``pq_swell``, ``pq_interruption`` when one
+  ends, and ``pq_flicker`` when an unflagged Pst is above 1.0.
+
+Processing runs in a worker thread, a batch of about :data:`BATCH_S` of signal at a time, so the event
+loop never waits on numpy. A stream that drops (connection refused or closed, END, silence, a gap, a CRC
+or framing error) is logged and counted; a gap or a reconnection restarts the measurement windows; the
+client reconnects with an exponential backoff. Data stamped at or before the last sample measured is
+skipped (a source that restarts its timeline, such as the bench at ``speed = inf``, is not measured twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from agent.config import WaveformStreamConfig
+from agent.points import Quality, Reading
+from agent.pq.classa import TEN_MIN_S, TWO_HOUR_S, Aggregate, ClassAMeter, FrequencyValue
+from agent.pq.events import Event as PqEventValue
+from agent.pq.events import default_channel_names
+from agent.pq.flicker import PLT_PST_COUNT, FlickerError, Flickermeter, plt
+from agent.pq.harmonics import MAX_ORDER, PqInputError
+from agent.store import StoreError, StoreInputError
+from protocols import wavestream as ws
+
+log = logging.getLogger("gridedge.pq")
+
+SHORT_S = 3.0  # a 150/180-cycle value spans 3 s at nominal frequency (IEC 61000-4-30 5.5.2)
+BATCH_S = 0.5  # signal handed to the worker thread at once
+STALE_AFTER_S = 10.0  # no block for this long on an open connection: drop it and reconnect
+BACKOFF_MIN_S = 0.5
+BACKOFF_MAX_S = 30.0
+MIN_RATE_HZ = 800.0  # the flickermeter's minimum rate (agent/pq/flicker.py, docs/pq-flicker.md)
+#: Blocks 1-3 of the flickermeter settle before a Pst interval may start: the first second is held back for
+#: the Block 1 reference and the 0.05 Hz high-pass has a 3.2 s time constant (docs/pq-flicker.md uses 20 s).
+FLICKER_SETTLE_S = 20.0
+#: Flicker event limit. IEC 61000-2-2:2002 4.2 (compatibility level for LV networks): Pst = 1.0, Plt = 0.8.
+#: EN 50160:2010 4.2.3 (LV) and 5.2.3 (MV) ask Plt <= 1 for 95 % of each week: a weekly statistic for the
+#: compliance report, not a per-interval event. A Pst above 1.0 is the per-interval sign of it.
+PST_EVENT_LIMIT = 1.0
+PST_EVENT_CLAUSE = "IEC 61000-2-2:2002 4.2 (Pst compatibility level 1.0); EN 50160:2010 4.2.3 asks Plt <= 1"
+
+EVENT_KINDS = {"dip": "pq_dip", "swell": "pq_swell", "interruption": "pq_interruption"}
+EVENT_SEVERITY = {"dip": "warning", "swell": "warning", "interruption": "error"}
+EVENT_CLAUSE = {
+    "dip": "IEC 61000-4-30:2015 5.4.2",
+    "swell": "IEC 61000-4-30:2015 5.4.3",
+    "interruption": "IEC 61000-4-30:2015 5.4.4",
+}
+FLICKER_KIND = "pq_flicker"
+
+Sink = Callable[[list[Reading]], None]
+
+
+class EventStore(Protocol):
+    async def add_event(self, ts: float, kind: str, severity: str, source: str, text: str,
+                        data: dict[str, Any] | None = None) -> None: ...  # fmt: skip
+
+
+class PqStreamError(Exception):
+    """The stream cannot be measured as configured (a channel missing, a rate too low): names what and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class PqEvent:
+    """A finished event, ready for ``store.add_event(ts, kind, severity, source, text, data)``."""
+
+    ts: float
+    kind: str
+    severity: str
+    source: str
+    text: str
+    data: dict[str, Any]
+
+
+@dataclass(slots=True)
+class PqOutput:
+    readings: list[Reading] = field(default_factory=list)
+    events: list[PqEvent] = field(default_factory=list)
+
+
+def max_order_for(rate_hz: float, nominal_hz: float) -> int:
+    """Highest harmonic order the rate can resolve (IEC 61000-4-7 groups need 2 h + 1 points per cycle), at most 50."""
+    return max(1, min(MAX_ORDER, (round(rate_hz / nominal_hz) - 1) // 2))
+
+
+def _q(flagged: bool) -> Quality:
+    return Quality.INVALID if flagged else Quality.GOOD
+
+
+class PqProcessor:
+    """One stream's measurement from ``start_utc_s`` on (a new one after every gap or reconnection). Pure of I/O.
+
+    ``push(samples_v)`` takes the next samples ``[channels, n]`` (the configured channels, in order) and
+    returns the readings and events they completed.
+    """
+
+    def __init__(self, cfg: WaveformStreamConfig, rate_hz: float, start_utc_s: float) -> None:
+        if not (math.isfinite(rate_hz) and rate_hz >= MIN_RATE_HZ):
+            raise PqStreamError(f"rate_hz = {rate_hz!r}: at least {MIN_RATE_HZ:g} Hz (the flickermeter's minimum)")
+        self.cfg = cfg
+        self.name = cfg.name
+        self.rate_hz = float(rate_hz)
+        self.start_s = float(start_utc_s)
+        self.channels = cfg.channels
+        n = len(cfg.channels)
+        self.max_order = max_order_for(rate_hz, cfg.nominal_hz)
+        try:
+            self.meter = ClassAMeter(cfg.events, rate_hz, cfg.nominal_hz, n, start_utc_s=start_utc_s,
+                                     max_order=self.max_order)  # fmt: skip
+            self.flicker = [Flickermeter(rate_hz, cfg.nominal_hz, cfg.lamp_v) for _ in range(n)]
+        except (PqInputError, FlickerError) as err:
+            raise PqStreamError(str(err)) from err
+        self._letters = default_channel_names(n)  # what ClassAMeter's events call the channels
+        self._samples = 0  # consumed so far
+        self._tick = (math.floor(self.start_s / TEN_MIN_S) + 1) * TEN_MIN_S  # the next 10-min tick
+        self._spans: deque[tuple[float, float]] = deque()  # (start, end) of dips/swells/interruptions seen
+        self._pst: list[dict[float, tuple[float, bool]]] = [{} for _ in range(n)]  # end tick -> (Pst, flagged)
+        self._buckets: dict[str, int] = {}
+
+    # ---- helpers ---------------------------------------------------------------------------------------
+    def _flagged(self, start_s: float, end_s: float) -> bool:
+        """IEC 61000-4-30 4.7: an event (or one still open) overlapped ``[start_s, end_s]``."""
+        open_since = self.meter.events.open_since_s
+        if open_since is not None and open_since <= end_s:
+            return True
+        return any(s <= end_s and e >= start_s for s, e in self._spans)
+
+    def _due(self, key: str, end_s: float) -> bool:
+        """Short values: every one at the default interval (3 s), else the first to end in each clock interval."""
+        interval = self.cfg.report_interval_s
+        if interval <= SHORT_S:
+            return True
+        bucket = math.floor(end_s / interval)
+        if self._buckets.get(key) == bucket:
+            return False
+        self._buckets[key] = bucket
+        return True
+
+    def _channel(self, letter: str) -> str:
+        return self.channels[self._letters.index(letter)]
+
+    # ---- the stream --------------------------------------------------------------------------------------
+    def push(self, samples_v: np.ndarray) -> PqOutput:
+        x = np.asarray(samples_v, dtype=np.float64)
+        out = PqOutput()
+        pos, total = 0, x.shape[1]
+        while pos < total:
+            # The flickermeters' input is cut at the 10-min tick: the samples stamped before it are the interval's.
+            before_tick = math.ceil((self._tick - self.start_s) * self.rate_hz - 1e-6)
+            take = min(total - pos, before_tick - self._samples)
+            if take > 0:
+                self._run(x[:, pos : pos + take], out)
+                self._samples += take
+                pos += take
+            if self._samples >= before_tick:
+                self._pst_tick(self._tick, out)
+                self._tick += TEN_MIN_S
+        return out
+
+    def _run(self, x: np.ndarray, out: PqOutput) -> None:
+        for fm, row in zip(self.flicker, x, strict=True):
+            fm.process(row)
+        res = self.meter.push(x)
+        for ev in res.events:
+            self._spans.append((ev.start_s - 1.0 / self.cfg.nominal_hz, ev.end_s))
+            out.events.append(self._event(ev))
+        horizon = self.meter.events.processed_s - TWO_HOUR_S - TEN_MIN_S
+        while self._spans and self._spans[0][1] < horizon:
+            self._spans.popleft()
+        for f in res.frequencies:
+            self._frequency(f, out)
+        for agg in res.aggregates:
+            self._aggregate(agg, out)
+
+    def _frequency(self, f: FrequencyValue, out: PqOutput) -> None:
+        end = f.start_s + 10.0
+        if math.isfinite(f.freq_hz) and self._due("frequency", end):
+            flagged = self._flagged(f.start_s, end)
+            out.readings.append(Reading(f"{self.name}.frequency", end, round(f.freq_hz, 4), "Hz", _q(flagged)))
+
+    def _aggregate(self, agg: Aggregate, out: PqOutput) -> None:
+        if agg.kind == "150/180-cycle":
+            if not self._due("short", agg.end_s):
+                return
+            suffix = ""
+        elif agg.kind == "10-min":
+            if self.start_s > agg.start_s + 1e-6:  # the measurement began inside the interval: not a 10-min value
+                return
+            suffix = "_10min"
+        else:  # 2-h values of RMS/THD/unbalance are not reported (docs/pq-service.md)
+            return
+        q = _q(agg.flagged)
+        ts = agg.end_s
+        rms, thd = agg.values["rms_v"], agg.values["thds_pct"]
+        for ch, r, t in zip(self.channels, rms.tolist(), thd.tolist(), strict=True):
+            out.readings.append(Reading(f"{self.name}.{ch}.rms{suffix}", ts, round(r, 3), "V", q))
+            if math.isfinite(t):
+                out.readings.append(Reading(f"{self.name}.{ch}.thd{suffix}", ts, round(t, 3), "%", q))
+        u2 = float(agg.values["u2_pct"])
+        if len(self.channels) == 3 and math.isfinite(u2):
+            out.readings.append(Reading(f"{self.name}.u2{suffix}", ts, round(u2, 3), "%", q))
+
+    def _pst_tick(self, tick: float, out: PqOutput) -> None:
+        """The 10-min interval ``[tick - 600, tick)`` is complete: Pst per channel, Plt at 2-h ticks."""
+        start = tick - TEN_MIN_S
+        settled = self.start_s + FLICKER_SETTLE_S <= start
+        flagged = self._flagged(start, tick)
+        above: dict[str, float] = {}
+        for i, (ch, fm) in enumerate(zip(self.channels, self.flicker, strict=True)):
+            if not settled:
+                fm.reset_interval()  # an interval the meter did not see whole, or saw while settling
+                continue
+            try:
+                value = fm.pst_10min()
+            except FlickerError as err:  # cannot happen with the cut above; never take the stream down for it
+                log.error("event=pq_pst_failed stream=%s channel=%s error=%s", self.name, ch, err)
+                fm.reset_interval()
+                continue
+            out.readings.append(Reading(f"{self.name}.{ch}.pst", tick, round(value, 4), "", _q(flagged)))
+            history = self._pst[i]
+            history[tick] = (value, flagged)
+            for old in [t for t in history if t <= tick - TWO_HOUR_S]:
+                del history[old]
+            if not flagged and value > PST_EVENT_LIMIT:
+                above[ch] = value
+            if tick % TWO_HOUR_S == 0:
+                ticks = [tick - k * TEN_MIN_S for k in range(PLT_PST_COUNT - 1, -1, -1)]
+                if all(t in history for t in ticks):  # Plt needs the 12 Pst of the 2-h interval
+                    values = [history[t][0] for t in ticks]
+                    any_flag = any(history[t][1] for t in ticks)
+                    out.readings.append(Reading(f"{self.name}.{ch}.plt", tick, round(plt(values), 4), "",
+                                                _q(any_flag)))  # fmt: skip
+        if above:
+            out.events.append(self._flicker_event(start, tick, above))
+
+    # ---- events --------------------------------------------------------------------------------------------
+    def _event(self, ev: PqEventValue) -> PqEvent:
+        udin = self.cfg.udin_v
+        ecfg = self.cfg.events
+        phase = self._channel(ev.phase)
+        phases = [self._channel(p) for p in ev.phases]
+        cycles = ev.duration_s * self.cfg.nominal_hz
+        data: dict[str, Any] = {"stream": self.name, "type": ev.kind, "phase": phase, "phases": phases,
+                                "start_ts": ev.start_s, "duration_s": round(ev.duration_s, 5),
+                                "duration_cycles": round(cycles, 2), "udin_v": udin,
+                                "clause": EVENT_CLAUSE[ev.kind]}  # fmt: skip
+        if ev.kind == "swell":
+            pct = float(ev.max_pct)  # type: ignore[arg-type]
+            data.update(max_pct=round(pct, 3), max_v=round(pct / 100 * udin, 3),
+                        threshold_pct=ecfg.swell_threshold_pct, hysteresis_pct=ecfg.hysteresis_pct)  # fmt: skip
+            what = f"max {pct:.1f} %"
+        else:
+            pct = float(ev.residual_pct)  # type: ignore[arg-type]
+            threshold = ecfg.dip_threshold_pct if ev.kind == "dip" else ecfg.interruption_threshold_pct
+            data.update(residual_pct=round(pct, 3), residual_v=round(pct / 100 * udin, 3),
+                        threshold_pct=threshold, hysteresis_pct=ecfg.hysteresis_pct)  # fmt: skip
+            what = f"residual {pct:.1f} %"
+        text = (f"{self.name}: {ev.kind} on {phase} (phases {','.join(phases)}), {what} of {udin:g} V, "
+                f"{ev.duration_s:.3f} s ({cycles:.1f} cycles) ({EVENT_CLAUSE[ev.kind]})")  # fmt: skip
+        return PqEvent(ev.start_s, EVENT_KINDS[ev.kind], EVENT_SEVERITY[ev.kind], self.name, text, data)
+
+    def _flicker_event(self, start: float, tick: float, above: dict[str, float]) -> PqEvent:
+        worst = max(above, key=above.__getitem__)
+        text = (f"{self.name}: Pst {above[worst]:.2f} on {worst} above {PST_EVENT_LIMIT:g} "
+                f"({', '.join(f'{c} {v:.2f}' for c, v in above.items())}; {self.cfg.lamp_v} V lamp) "
+                f"({PST_EVENT_CLAUSE})")  # fmt: skip
+        data = {"stream": self.name, "type": "flicker", "phase": worst, "pst": {c: round(v, 4) for c, v in above.items()},
+                "limit_pst": PST_EVENT_LIMIT, "interval_start_ts": start, "interval_end_ts": tick,
+                "lamp_v": self.cfg.lamp_v, "clause": PST_EVENT_CLAUSE}  # fmt: skip
+        return PqEvent(start, FLICKER_KIND, "warning", self.name, text, data)
+
+
+# ---- the stream: connection, batching, reconnection -------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PqStreamStats:
+    connected: bool = False
+    connects: int = 0
+    reconnects: int = 0  # connection attempts after the first
+    connect_failures: int = 0
+    disconnects: int = 0  # closed by the peer, END, stale, or an error while connected
+    blocks: int = 0
+    samples: int = 0  # measured
+    replayed_samples: int = 0  # skipped: stamped at or before what was already measured
+    gaps: int = 0
+    missing_samples: int = 0
+    bad_frames: int = 0  # CRC, size, malformed
+    garbage_bytes: int = 0
+    resets: int = 0  # measurement windows restarted (gap, reconnection)
+    config_errors: int = 0  # the stream does not fit the configuration (channels, rate)
+    readings: int = 0
+    events: int = 0
+    events_stored: int = 0
+    events_refused: int = 0
+    cpu_s: float = 0.0  # worker-thread CPU time spent measuring
+    signal_s: float = 0.0  # seconds of signal measured
+
+
+class PqStream:
+    """One ``[[waveforms]]`` stream: :meth:`run` until cancelled (a supervisor task of the agent)."""
+
+    def __init__(self, cfg: WaveformStreamConfig, sink: Sink, store: EventStore, *,
+                 client_factory: Callable[[str, int], ws.WaveStreamClient] | None = None,
+                 backoff_min_s: float = BACKOFF_MIN_S, backoff_max_s: float = BACKOFF_MAX_S,
+                 stale_after_s: float = STALE_AFTER_S, batch_s: float = BATCH_S,
+                 sleep: Callable[[float], Any] = asyncio.sleep) -> None:  # fmt: skip
+        self.cfg = cfg
+        self.name = cfg.name
+        self.sink = sink
+        self.store = store
+        self.client_factory = client_factory or (lambda host, port: ws.WaveStreamClient(host, port))
+        self.backoff_min_s, self.backoff_max_s = backoff_min_s, backoff_max_s
+        self.stale_after_s = stale_after_s
+        self.batch_s = batch_s
+        self.sleep = sleep
+        self.stats = PqStreamStats()
+        self.processor: PqProcessor | None = None
+        self.measured_until: float | None = None  # UTC time just past the last sample measured
+        self.last_error: str | None = None
+        self._ready: deque[PqEvent] = deque()
+
+    def status(self) -> dict[str, Any]:
+        return {**asdict(self.stats), "cpu_s": round(self.stats.cpu_s, 3), "signal_s": round(self.stats.signal_s, 3),
+                "last_error": self.last_error}  # fmt: skip
+
+    async def run(self) -> None:
+        backoff = self.backoff_min_s
+        first = True
+        try:
+            while True:
+                if not first:
+                    self.stats.reconnects += 1
+                first = False
+                measured_before = self.stats.samples
+                try:
+                    await self._session()
+                except (OSError, TimeoutError) as err:
+                    self.stats.connect_failures += int(not self.stats.connected)
+                    self._down(f"{type(err).__name__}: {err}")
+                except ws.WaveStreamError as err:  # no HEADER before the connection closed
+                    self._down(f"{type(err).__name__}: {err}")
+                except PqStreamError as err:
+                    self.stats.config_errors += 1
+                    self._down(f"stream does not fit the configuration: {err}", level=logging.ERROR)
+                finally:
+                    self.stats.connected = False
+                    await self.store_ready()
+                if self.stats.samples > measured_before:
+                    backoff = self.backoff_min_s
+                log.info("event=pq_stream_retry stream=%s retry_in_s=%.1f", self.name, backoff)
+                await self.sleep(backoff)
+                backoff = min(backoff * 2, self.backoff_max_s)
+        finally:
+            if self._ready:
+                await asyncio.shield(self.store_ready())
+
+    def _down(self, why: str, level: int = logging.WARNING) -> None:
+        self.last_error = why
+        log.log(level, "event=pq_stream_down stream=%s host=%s port=%d error=%r", self.name, self.cfg.host,
+                self.cfg.port, why)  # fmt: skip
+
+    def _reset(self, why: str) -> None:
+        if self.processor is not None:
+            self.stats.resets += 1
+            log.info("event=pq_windows_reset stream=%s reason=%s", self.name, why)
+        self.processor = None
+
+    async def _session(self) -> None:
+        client = self.client_factory(self.cfg.host, self.cfg.port)
+        try:
+            header = await client.connect()
+            self.stats.connected = True
+            self.stats.connects += 1
+            idx = self._channel_index(header)
+            log.info("event=pq_stream_connected stream=%s host=%s port=%d rate_hz=%g nominal_hz=%g channels=%s",
+                     self.name, self.cfg.host, self.cfg.port, header.rate_hz, header.nominal_hz,
+                     ",".join(self.cfg.channels))  # fmt: skip
+            if header.nominal_hz != self.cfg.nominal_hz:
+                log.warning("event=pq_nominal_mismatch stream=%s header_hz=%g configured_hz=%d measured_as=configured",
+                            self.name, header.nominal_hz, self.cfg.nominal_hz)  # fmt: skip
+            self._reset("reconnected")
+            await self._read(client, header, idx)
+        finally:
+            with contextlib.suppress(OSError):
+                await client.close()
+
+    def _channel_index(self, header: ws.Header) -> list[int]:
+        missing = [ch for ch in self.cfg.channels if ch not in header.channels]
+        if missing:
+            raise PqStreamError(f"channels {missing} not in the stream's {list(header.channels)}")
+        idx = [header.channels.index(ch) for ch in self.cfg.channels]
+        units = {header.units[i] for i in idx}
+        if units != {"V"}:
+            raise PqStreamError(f"channels {list(self.cfg.channels)} are in {sorted(units)}: allowed volts (V)")
+        if header.rate_hz < MIN_RATE_HZ:
+            raise PqStreamError(f"rate_hz = {header.rate_hz:g}: at least {MIN_RATE_HZ:g} Hz")
+        return idx
+
+    async def _read(self, client: ws.WaveStreamClient, header: ws.Header, idx: list[int]) -> None:
+        batch: list[np.ndarray] = []
+        batch_start: float | None = None
+        batch_n = 0
+        limit = max(1, round(self.batch_s * header.rate_hz))
+        events = client.events()
+        try:
+            while True:
+                try:
+                    async with asyncio.timeout(self.stale_after_s):
+                        item = await anext(events)
+                except StopAsyncIteration:
+                    why = "stream ended (END)" if client.end is not None else "closed by the peer"
+                    break
+                except TimeoutError:
+                    why = f"no data for {self.stale_after_s:g} s"
+                    break
+                if isinstance(item, ws.GapError):
+                    self.stats.gaps += 1
+                    self.stats.missing_samples += max(0, item.missing_samples)
+                    log.warning("event=pq_stream_gap stream=%s missing_samples=%d", self.name, item.missing_samples)
+                    await self._measure(batch, batch_start, header.rate_hz)
+                    batch, batch_start, batch_n = [], None, 0
+                    self._reset("gap")
+                    continue
+                if isinstance(item, ws.WaveStreamError):
+                    if isinstance(item, ws.SyncError):
+                        self.stats.garbage_bytes += item.skipped
+                    else:
+                        self.stats.bad_frames += 1
+                    log.warning("event=pq_stream_bad_frame stream=%s error=%s", self.name, type(item).__name__)
+                    continue
+                self.stats.blocks += 1
+                data, start = self._fresh(item, idx)
+                if data is None:
+                    continue
+                if batch_start is None:
+                    batch_start = start
+                batch.append(data)
+                batch_n += data.shape[1]
+                if batch_n >= limit:
+                    await self._measure(batch, batch_start, header.rate_hz)
+                    batch, batch_start, batch_n = [], None, 0
+            await self._measure(batch, batch_start, header.rate_hz)
+            self.stats.disconnects += 1
+            self._down(why, level=logging.INFO if client.end is not None else logging.WARNING)
+        finally:
+            with contextlib.suppress(RuntimeError, ws.WaveStreamError, OSError):
+                await events.aclose()
+
+    def _fresh(self, block: ws.Block, idx: list[int]) -> tuple[np.ndarray | None, float]:
+        """The block's configured channels, without the samples already measured (a replayed timeline)."""
+        rate = block.rate_hz
+        start = block.start_time
+        n = block.n_samples
+        skip = 0
+        if self.measured_until is not None and start < self.measured_until - 0.5 / rate:
+            skip = min(n, math.ceil((self.measured_until - start) * rate - 0.5))
+            self.stats.replayed_samples += skip
+            if skip >= n:
+                return None, start
+        return block.data[idx, skip:], start + skip / rate
+
+    async def _measure(self, batch: list[np.ndarray], start: float | None, rate_hz: float) -> None:
+        if not batch or start is None:
+            return
+        x = np.concatenate(batch, axis=1).astype(np.float64)
+        if self.processor is None:
+            self.processor = PqProcessor(self.cfg, rate_hz, start)
+        try:
+            out, cpu = await asyncio.to_thread(self._push_timed, self.processor, x)
+        except (PqInputError, FlickerError) as err:  # a signal the chain refuses: restart its windows, never crash
+            self.processor = None
+            raise PqStreamError(f"measurement failed: {err}") from err
+        n = x.shape[1]
+        self.stats.cpu_s += cpu
+        self.stats.samples += n
+        self.stats.signal_s += n / rate_hz
+        self.measured_until = start + n / rate_hz
+        if out.readings:
+            self.stats.readings += len(out.readings)
+            self.sink(out.readings)
+        for ev in out.events:
+            self.stats.events += 1
+            log.warning("event=pq_event kind=%s stream=%s text=%r", ev.kind, ev.source, ev.text)
+            self._ready.append(ev)
+        if self._ready:
+            await self.store_ready()
+
+    @staticmethod
+    def _push_timed(processor: PqProcessor, x: np.ndarray) -> tuple[PqOutput, float]:
+        t0 = time.thread_time()
+        out = processor.push(x)
+        return out, time.thread_time() - t0
+
+    async def store_ready(self) -> None:
+        """Store the ready events in order; one the store refuses is logged and dropped, other failures wait."""
+        while self._ready:
+            ev = self._ready[0]
+            try:
+                await self.store.add_event(ev.ts, ev.kind, ev.severity, ev.source, ev.text, ev.data)
+            except StoreInputError as err:
+                self.stats.events_refused += 1
+                log.error("event=pq_event_refused kind=%s stream=%s error=%s", ev.kind, ev.source, err)
+            except StoreError as err:
+                log.error("event=pq_event_store_failed kind=%s stream=%s error=%s", ev.kind, ev.source, err)
+                return
+            else:
+                self.stats.events_stored += 1
+            self._ready.popleft()
+
+
+class PqMonitoring:
+    """Every configured waveform stream; the agent adds each :meth:`PqStream.run` to its supervisor."""
+
+    def __init__(self, streams: Sequence[WaveformStreamConfig], sink: Sink, store: EventStore, **kw: Any) -> None:
+        self.streams = {cfg.name: PqStream(cfg, sink, store, **kw) for cfg in streams}
+
+    def status(self) -> dict[str, Any]:
+        return {name: s.status() for name, s in self.streams.items()}
+
+
+__all__ = ["EventStore", "PqEvent", "PqMonitoring", "PqOutput", "PqProcessor", "PqStream", "PqStreamError",
+           "PqStreamStats", "max_order_for"]  # fmt: skip
