@@ -22,6 +22,8 @@ import asyncio
 import math
 import re
 import struct
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -40,6 +42,7 @@ from sim_hw.config import BenchConfig, load_bench_config
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "config" / "sim-ieee13.toml"
+GRIDEDGE = Path(sys.executable).parent / "gridedge"
 NOON = "2026-06-21T12:00:00Z"  # solar noon (the bench's UTC is solar time): clear-sky irradiance 1.0 pu
 
 # ---- the config copy ------------------------------------------------------------------------------------------
@@ -799,3 +802,27 @@ async def test_a_cloud_at_noon_lowers_pv_output_and_the_675_voltage(tmp_path: Pa
     assert abs(w1 - w0) < 0.01 * w0
     assert v2 < v1 - 0.3, f"675 falls as its PV does: {v1:.2f} -> {v2:.2f} V (120 V base)"
     assert v1 - v2 > 5 * abs(v1 - v0), "far above the drift without the cloud"
+
+
+# ==== 4. faster than real time ===================================================================================
+
+
+def test_sim_run_at_speed_100_runs_the_whole_bench_at_least_50_times_faster_than_real_time(tmp_path: Path) -> None:
+    """Not a benchmark (benchmarks/bench_steps.py is): only "the simulated clock outruns the wall by >= 50x"."""
+    path = ieee13_copy(tmp_path)
+    wall_s = 3.0
+    proc = subprocess.run(
+        [str(GRIDEDGE), "sim", "run", "--config", str(path), "--speed", "100", "--seconds", str(wall_s)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "pv675" in proc.stdout and "pmu-671" in proc.stdout, "the device table first"
+    m = re.search(r"stopped steps=(\d+) sim_elapsed_s=([\d.]+) speed=([\d.]+)", proc.stdout)
+    assert m is not None, proc.stdout
+    steps, sim_elapsed_s, speed = int(m[1]), float(m[2]), float(m[3])
+    assert speed == 100 and sim_elapsed_s == steps * 1.0  # step_s = 1: one power flow per simulated second
+    assert sim_elapsed_s >= 50 * wall_s, f"{sim_elapsed_s:g} simulated s in {wall_s:g} wall s"
+    assert sim_elapsed_s <= 100 * wall_s + 1, "a fixed schedule: never ahead of the speed asked for"
