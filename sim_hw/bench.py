@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sim_hw.config import BenchConfig, BusConfig, DeviceSpec, PmuSpec
+from sim_hw.config import BenchConfig, BusConfig, DeviceSpec, PmuSpec, WaveformSpec
 from sim_hw.devices.modbus_server import ModbusDeviceServer, units_of
 from sim_hw.devices.registry import BuildContext, DeviceModel, DeviceOptionsError, build_model, model_register_map
 
@@ -65,6 +65,7 @@ class Bench:
         self.feeder: Any = None  # sim_hw.feeder.model.Feeder when the config has a [feeder]
         self.solution: Any = None  # the latest sim_hw.feeder.solution.Solution
         self.pmus: dict[str, Any] = {}  # name -> running SimPmu
+        self.waveforms: dict[str, Any] = {}  # name -> running WaveformStreamServer
         self.scenario: Any = None  # sim_hw.scenarios.Scenario when the config names one
         self._load_profile: Any = None
         self._irradiance_profile: Any = None
@@ -148,6 +149,8 @@ class Bench:
             await self.step_once(advance=False)
             for pmu_spec in self.config.pmus:
                 await self._start_pmu(pmu_spec)
+            for wave_spec in self.config.waveforms:
+                await self._start_waveform(wave_spec)
         except BaseException:
             await self.stop()
             raise
@@ -281,6 +284,23 @@ class Bench:
             raise BenchError(f"pmu {spec.name!r}: cannot listen on {spec.host}:{spec.port}: {err}") from err
         self.pmus[spec.name] = pmu
 
+    async def _start_waveform(self, spec: WaveformSpec) -> None:
+        """A wave stream on the bench's timeline: sample 0 at the simulated clock's start unless the description
+        gives its own ``t0``; at the bench's speed unless the entry gives its own."""
+        from dataclasses import replace
+
+        from sim_hw.waveforms.stream import WaveformStreamServer
+
+        desc = spec.desc if spec.desc.t0 else replace(spec.desc, t0=self.start_time)
+        server = WaveformStreamServer(desc, host=spec.host, port=spec.port, block_s=spec.block_s,
+                                      speed=spec.speed if spec.speed is not None else self.speed,
+                                      duration_s=spec.duration_s, stream=spec.name)  # fmt: skip
+        try:
+            await server.start()
+        except OSError as err:
+            raise BenchError(f"waveform {spec.name!r}: cannot listen on {spec.host}:{spec.port}: {err}") from err
+        self.waveforms[spec.name] = server
+
     async def _open_bus(self, bus: BusConfig) -> subprocess.Popen[bytes]:
         socat = shutil.which("socat")
         if socat is None:
@@ -317,6 +337,12 @@ class Bench:
             except Exception as err:  # keep closing the others
                 log.warning("pmu=stop_failed name=%s error=%r", name, err)
         self.pmus.clear()
+        for name, wave in list(self.waveforms.items()):
+            try:
+                await wave.stop()
+            except Exception as err:  # keep closing the others
+                log.warning("waveform=stop_failed name=%s error=%r", name, err)
+        self.waveforms.clear()
         for server in self._servers:
             try:
                 await server.stop()
@@ -406,6 +432,11 @@ def device_table(config: BenchConfig) -> str:
         udp = f" (+UDP {p.udp_port})" if p.udp_port else ""
         rows.append(
             (p.name, "pmu", f"c37.118-{p.version}", f"{p.host}:{p.port}{udp}", f"id {p.idcode}", f"bus {p.bus}")
+        )
+    for w in config.waveforms:
+        rate = f"{w.desc.rate:g} Hz"
+        rows.append(
+            (w.name, "waveform", "wavestream", f"{w.host}:{w.port}", rate, _short(w.description, config.source))
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows)

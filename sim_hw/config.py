@@ -49,6 +49,17 @@ A bench with physics (config/sim-ieee13.toml) adds the feeder, physics-driven de
 
     scenario = "scenarios/ieee13-day.toml"   # optional: scripted events (sim_hw/scenarios)
 
+Sampled waveforms for power quality (sim_hw/waveforms, docs/devices/sim-waveforms.md), each a live wave
+stream; a bench may hold only these (no ``[[devices]]``)::
+
+    [[waveforms]]
+    name = "pq-feeder"
+    port = 14800
+    description = "waveforms/flicker-dip.toml"   # a TOML file whose [waveform] table describes the signal
+    speed = 1.0          # optional: signal seconds per wall second (inf: as fast as the client reads); default [bench] speed
+    duration_s = 700.0   # optional: the stream ends (END frame) after this much signal; default endless
+    block_s = 0.02       # optional: samples per frame, in seconds of signal
+
 Paths are relative to the config file's folder. Every problem is collected and reported with its key
 path, the bad value and what is allowed.
 """
@@ -76,7 +87,7 @@ PARITIES = ("N", "E", "O")
 SIM_SUFFIX = "-sim"
 
 __all__ = ["BenchConfig", "BenchConfigError", "BenchSettings", "BusConfig", "ConfigIssue", "DeviceSpec",
-           "FeederSettings", "PmuSpec", "load_bench_config", "parse_bench_config"]  # fmt: skip
+           "FeederSettings", "PmuSpec", "WaveformSpec", "load_bench_config", "parse_bench_config"]  # fmt: skip
 
 
 class BenchConfigError(ConfigError):
@@ -150,6 +161,20 @@ class PmuSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class WaveformSpec:
+    """A live wave stream of a synthesised waveform (sim_hw/waveforms/stream.py)."""
+
+    name: str
+    host: str
+    port: int
+    description: Path
+    desc: Any  # sim_hw.waveforms.WaveformDesc, validated at load
+    speed: float | None = None  # None: the bench's speed
+    duration_s: float | None = None
+    block_s: float = 0.02
+
+
+@dataclass(frozen=True, slots=True)
 class BenchConfig:
     bench: BenchSettings
     devices: tuple[DeviceSpec, ...]
@@ -158,6 +183,7 @@ class BenchConfig:
     feeder: FeederSettings | None = None
     pmus: tuple[PmuSpec, ...] = ()
     scenario: Path | None = None
+    waveforms: tuple[WaveformSpec, ...] = ()
 
     def bus(self, name: str) -> BusConfig:
         for b in self.buses:
@@ -252,7 +278,7 @@ def _devices(c: Checker, data: Mapping[str, Any], buses: list[BusConfig]) -> lis
     names: set[str] = set()
     seats: dict[tuple[str, Any], str] = {}  # (server, unit_id) -> device: one unit id per server
     raws = c.tables(data, "devices")
-    if not raws and "devices" not in data:
+    if not raws and "devices" not in data and "waveforms" not in data:
         c.fail("devices", MISSING, "is required: at least one [[devices]] table")
     for prefix, raw in raws:
         start = len(c.issues)
@@ -363,6 +389,56 @@ def _pmus(c: Checker, data: Mapping[str, Any], taken: set[tuple[str, int]]) -> l
     return out
 
 
+def _waveforms(c: Checker, data: Mapping[str, Any], taken: set[tuple[str, int]]) -> list[WaveformSpec]:
+    from sim_hw.waveforms import DescriptionError, WaveformDesc
+
+    out: list[WaveformSpec] = []
+    names: set[str] = set()
+    for prefix, raw in c.tables(data, "waveforms"):
+        start = len(c.issues)
+        c.unknown(raw, prefix, {"name", "host", "port", "description", "speed", "duration_s", "block_s"})
+        name = c.get(raw, prefix, "name", "string")
+        host = c.get(raw, prefix, "host", "string", "127.0.0.1")
+        port = c.get(raw, prefix, "port", "integer", lo=1, hi=65535)
+        speed = c.get(raw, prefix, "speed", "number", None, lo=0.001)  # inf allowed: as fast as the client reads
+        duration = c.get(raw, prefix, "duration_s", "number", None, lo=0.001, hi=1e9)
+        block_s = c.get(raw, prefix, "block_s", "number", 0.02, lo=0.0001, hi=10)
+        value = c.get(raw, prefix, "description", "string")
+        path = c.path(value)
+        desc = None
+        if path is not None:
+            try:
+                with path.open("rb") as fh:
+                    table = tomllib.load(fh).get("waveform", MISSING)
+                if table is MISSING:
+                    c.fail(f"{prefix}.description", value, f"the file ({path}) must hold a [waveform] table")
+                else:
+                    desc = WaveformDesc.from_dict(table)
+            except FileNotFoundError:
+                c.fail(f"{prefix}.description", value, f"no such waveform description file ({path})")
+            except (OSError, tomllib.TOMLDecodeError) as err:
+                c.fail(f"{prefix}.description", value, f"cannot read the waveform description: {err}")
+            except DescriptionError as err:
+                c.fail(f"{prefix}.description({path.name}).waveform.{err.key}", err.value, f"allowed {err.allowed}")
+        if host is not None:
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                c.fail(f"{prefix}.host", host, "must be an IP address (the bench serves on loopback)")
+        if name is not None:
+            if name in names:
+                c.fail(f"{prefix}.name", name, "must be unique among [[waveforms]]")
+            names.add(name)
+        if host is not None and port is not None:
+            if (host, port) in taken:
+                c.fail(f"{prefix}.port", port, "is already used by another device, PMU or waveform stream")
+            taken.add((host, port))
+        if len(c.issues) == start and desc is not None and path is not None:
+            out.append(WaveformSpec(name, host, port, path, desc, None if speed is None else float(speed),
+                                    None if duration is None else float(duration), float(block_s)))  # fmt: skip
+    return out
+
+
 def _check_options(c: Checker, devices: list[DeviceSpec], step_s: float) -> None:
     """Each device model checks its own options: build it once now, so a bad value fails the config load."""
     from sim_hw.devices.registry import BuildContext, DeviceOptionsError, build_model, model_register_map
@@ -382,12 +458,14 @@ def _check_options(c: Checker, devices: list[DeviceSpec], step_s: float) -> None
 def parse_bench_config(data: Mapping[str, Any], source: Path) -> BenchConfig:
     """Validate a parsed TOML document; ``source`` is the file it came from (paths are relative to its folder)."""
     c = Checker(source.parent)
-    c.unknown(data, "", {"bench", "buses", "devices", "feeder", "pmus", "scenario"})
+    c.unknown(data, "", {"bench", "buses", "devices", "feeder", "pmus", "scenario", "waveforms"})
     bench = _bench(c, data)
     buses = _buses(c, data)
     devices = _devices(c, data, buses)
     feeder = _feeder(c, data)
     pmus = _pmus(c, data, {(str(d.host), int(d.port)) for d in devices if d.port is not None})
+    taken = {(str(d.host), int(d.port)) for d in devices if d.port is not None} | {(p.host, p.port) for p in pmus}
+    waveforms = _waveforms(c, data, taken)
     scenario = None
     if "scenario" in data:
         raw_scn = c.get(data, "", "scenario", "string")
@@ -411,6 +489,7 @@ def parse_bench_config(data: Mapping[str, Any], source: Path) -> BenchConfig:
         feeder=feeder,
         pmus=tuple(pmus),
         scenario=scenario,
+        waveforms=tuple(waveforms),
     )
 
 
