@@ -187,9 +187,67 @@ def test_stale_stream_one_event_per_outage_on_injected_clock():
     assert t.kind == STALE and t.ts == 102.0 and t.data["silent_s"] == 2.0
     clock.t = 110.0
     assert m.tick() is None  # same outage
-    assert m.frame(109.9) is True  # resumed
+    c = m.frame(109.9)  # resumed at 110.0 (clock): stale since 102.0, silent since start() at 100.0
+    assert c.kind == STALE and c.cleared and c.severity == "info" and "cleared after 8.0 s" in c.text
+    assert (c.ts, c.window_ts, c.data["duration_s"], c.data["raised_ts"], c.data["silent_s"]) == (
+        110.0, 109.9, 8.0, 102.0, 10.0)  # fmt: skip
+    assert m.frame(109.95) is None  # not stale any more: nothing to clear
     clock.t = 112.5
     assert m.tick().kind == STALE  # a second outage
+
+
+# ---- conditions clearing ---------------------------------------------------------------------------------
+
+
+def test_hysteresis_clear_reports_when_the_excursion_began():
+    h = Hysteresis(None, 1.0, deadband=0.1, pickup_s=0.0, hold_off_s=1.0)
+    seq = [0.5] * 5 + [1.2] * 10 + [0.5] * (RATE + 10)  # out from frame 5, back from frame 15, hold-off 1 s
+    out = [t for ts, v in frames(seq) if (t := h.update(ts, v))]
+    assert [t.raised for t in out] == [True, False]
+    assert out[1].since == pytest.approx(1000.0 + 5 / RATE) and out[1].ts == pytest.approx(1000.0 + 15 / RATE)
+
+
+def test_each_condition_ends_in_one_cleared_info_event_with_its_duration():
+    # Excursions from t = 1 s to t = 3 s (2 * RATE frames), then normal: cleared once the hold-off (1 s) has
+    # passed, with duration = return - start = 2.0 s and the event time = the first frame back inside the band.
+    start, back = 1001.0, 1003.0
+
+    def run(update, normal, bad):
+        seq = [normal] * RATE + [bad] * (2 * RATE) + [normal] * (2 * RATE)
+        return [t for ts, v in frames(seq) for t in _as_list(update(ts, v))]
+
+    f = FrequencyMonitor("p", 60, -1.5, 1.2, "IEEE 1547-2018 Table 19", pickup_s=0.0, hold_off_s=1.0)
+    r = RocofMonitor("p", 2.0, "c", pickup_s=0.0, hold_off_s=1.0)
+    v = VoltageMonitor("p", ["VA"], 7200.0, 0.95, 1.05, "c", pickup_s=0.0, hold_off_s=1.0)
+    a = AngleDifferenceMonitor("a", "b", "VA", 30.0, pickup_s=0.0, hold_off_s=1.0)
+    ts_mon = TimeSyncMonitor("p", worst_time_quality=4, hold_off_s=1.0)
+    cases = [
+        (FREQUENCY, run(f.update, 60.0, 61.5), "frequency back inside 58.500..61.200 Hz"),
+        (ROCOF, run(r.update, 0.0, -3.0), "ROCOF back within +-2 Hz/s"),
+        (VOLTAGE, run(lambda ts, x: v.update(ts, [x]), 7200.0, 6500.0), "VA voltage back inside 0.95..1.05 pu"),
+        (ANGLE_DIFFERENCE, run(lambda ts, x: a.update(ts, math.radians(x), 0.0), 0.0, 40.0),
+         "VA angle difference back within +-30 deg"),
+        (TIME_SYNC, run(lambda ts, x: ts_mon.update(ts, Stat(sync_lost=x), TimeQuality()), False, True),
+         "time synchronisation regained"),
+    ]  # fmt: skip
+    for kind, out, what in cases:
+        assert [(t.kind, t.cleared) for t in out] == [(kind, False), (kind, True)], kind
+        c = out[1]
+        assert c.severity == "info" and c.data["cleared"] is True and what in c.text and "cleared after 2.0 s" in c.text
+        assert c.ts == pytest.approx(back) and c.data["raised_ts"] == pytest.approx(start)
+        assert c.data["duration_s"] == pytest.approx(2.0, abs=1e-3)
+    assert cases[0][1][1].data["frequency_hz"] == pytest.approx(61.5)  # the extreme of the excursion
+    assert cases[4][1][1].data["reasons"] == ["STAT bit 13: PMU not in sync with UTC"]  # why it had raised
+
+
+def _as_list(x) -> list:
+    return x if isinstance(x, list) else [] if x is None else [x]
+
+
+def test_a_short_return_inside_the_hold_off_does_not_clear():
+    f = FrequencyMonitor("p", 60, -1.5, 1.2, "c", pickup_s=0.0, hold_off_s=1.0)
+    seq = [61.5] * 10 + [60.0] * (RATE // 2) + [61.5] * 10 + [60.0] * (RATE - 1)  # back 0.5 s, then 0.98 s: < 1 s
+    assert [t.cleared for ts, x in frames(seq) if (t := f.update(ts, x))] == [False]
 
 
 # ---- windows ---------------------------------------------------------------------------------------------
@@ -207,12 +265,13 @@ def test_event_emitted_after_the_after_window_with_data_before_and_after():
         clock.t = ts
         if t := m.update(ts, f):
             win.add(t, rb, ("frequency_hz", "rocof_hz_per_s"), (4, 3))
-            trig_ts = ts
-        got = win.poll()
-        if got:
-            events += got
-            assert ts >= trig_ts + 1.0  # not before the after-window has elapsed
-    assert len(events) == 1
+        for e in win.poll():
+            events.append(e)
+            assert ts >= e.ts + 1.0 - 1e-9  # not before the after-window has elapsed
+    # the excursion (1002.0 .. 1002.5) and its clear (back at 1002.5, known once the 1 s hold-off has passed)
+    assert [e.data.get("cleared", False) for e in events] == [False, True]
+    assert events[1].ts == pytest.approx(1002.5) and events[1].data["duration_s"] == pytest.approx(0.5)
+    assert events[1].data["window"]["frequency_hz"][RATE - 1 : RATE + 1] == [61.5, 60.0]  # centred on the return
     w = events[0].data["window"]
     assert w["t_ms"][0] == pytest.approx(-1000, abs=0.1) and w["t_ms"][-1] == pytest.approx(1000, abs=0.1)
     assert len(w["t_ms"]) == 2 * RATE + 1 and w["decimation"] == 1

@@ -1,6 +1,10 @@
 """PMU streams into the agent: one :class:`PdcClient` per configured PMU feeding :class:`PmuIngest`.
 
-Per data frame: the full-rate ring buffer gets one row, the monitors run, and once per second (the
+A stream is a PMU or a PDC: every PMU block of its configuration (NUM_PMU, C37.118.2-2011 6.4 Table 8)
+is monitored as a PMU of its own (:class:`PmuStream`). With one block it keeps the ``[[pmus]]`` name;
+with several, each is ``<name>/<station>`` (see :func:`block_names`).
+
+Per data frame and block: the full-rate ring buffer gets one row, the monitors run, and once per second (the
 first frame of each second) the snapshot and the store's write queue get the PMU's values as Readings.
 Triggers wait in :class:`~agent.pmu.monitor.EventWindows` for their after-window, then go to the store
 with ``await store.add_event(...)`` from one task (:meth:`PmuMonitoring.run_events`), which also ticks
@@ -21,6 +25,7 @@ from typing import Any, Protocol
 
 from agent.config import AnglePairConfig, PmuMonitoringConfig, PmuStreamConfig
 from agent.pmu.monitor import (
+    STALE,
     AngleDifferenceMonitor,
     Event,
     EventWindows,
@@ -62,21 +67,45 @@ class IngestStats:
     configs: int = 0
     frame_errors: int = 0
     triggers: int = 0
+    clears: int = 0  # conditions that returned to normal ("cleared" events)
 
 
-def phasor_layout(config: ConfigFrame) -> tuple:
-    """Where the first PMU's values sit in :attr:`DataFrame.words` and how to scale them (6.3 Tables 5, 6).
+_LABEL_OK = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+
+
+def block_names(stream: str, config: ConfigFrame) -> tuple[str, ...]:
+    """The PMU name of each block of ``config``: ``stream`` alone for one block, else ``stream/<station>``.
+
+    The station (STN, 6.4 Table 8) keeps letters, digits, ``_`` and ``-`` (anything else becomes ``_``,
+    so a point id ``<pmu>.<phasor>.mag`` stays unambiguous); an empty or repeated station becomes
+    ``<station>#<IDCODE>`` (IDCODEs differ within a stream).
+    """
+    if len(config.pmus) == 1:
+        return (stream,)
+    labels = ["".join(c if c in _LABEL_OK else "_" for c in p.station.strip()) for p in config.pmus]
+    out = []
+    for label, pmu in zip(labels, config.pmus, strict=True):
+        if not label or labels.count(label) > 1:
+            label = f"{label or 'pmu'}#{pmu.idcode}"
+        out.append(f"{stream}/{label}")
+    if len(set(out)) != len(out):  # repeated IDCODEs too: the block index decides
+        out = [f"{n}@{i}" for i, n in enumerate(out)]
+    return tuple(out)
+
+
+def phasor_layout(config: ConfigFrame, block: int = 0) -> tuple:
+    """Where PMU ``block``'s values sit in :attr:`DataFrame.words` and how to scale them (6.3 Tables 5, 6).
 
     (STAT index, FREQ index, FREQ/DFREQ float?, nominal Hz, phasor indices, phasor scales to V or A,
     polar?, phasor float?, TIME_BASE): computed once per configuration, read on every frame.
     """
-    pmu = config.pmus[0]
+    pmu = config.pmus[block]
     fmt = pmu.format
     if isinstance(pmu, PmuConfig3):  # CFG-3 PHSCALE is a float factor (6.4 Table 12)
         scales = tuple(1.0 if fmt.phasor_float else s.scale for s in pmu.phasor_scales)
     else:  # CFG-2 PHUNIT: 10^-5 V or A per bit (6.4 Table 9)
         scales = tuple(1.0 if fmt.phasor_float else u.scale * 1e-5 for u in pmu.phasor_units)
-    stat_i = 5  # after SYNC, FRAMESIZE, IDCODE, SOC, FRACSEC
+    stat_i = DataFrame.block_offsets(config)[block]  # 5 for the first: after SYNC, FRAMESIZE, IDCODE, SOC, FRACSEC
     phasors = tuple(stat_i + 1 + 2 * j for j in range(pmu.phnmr))
     freq_i = stat_i + 1 + 2 * pmu.phnmr
     return (stat_i, freq_i, fmt.freq_float, pmu.nominal_hz, phasors, scales, fmt.polar, fmt.phasor_float,
@@ -94,20 +123,22 @@ def _picker(idx: tuple[int, ...]) -> Callable[[list[float]], Sequence[float]]:
 
 
 class PmuIngest:
-    """One PMU stream: frames -> ring buffer, monitors, once-a-second Readings. Pure of I/O.
+    """One PMU (block ``block`` of a stream): frames -> ring buffer, monitors, once-a-second Readings. Pure of I/O.
 
     ``clock`` is s UTC (frame latency, stale detection); ``on_trigger`` receives every trigger with the
-    buffer and channel layout that its window is cut from.
+    buffer and channel layout that its window is cut from. ``name`` defaults to the stream's.
     """
 
     def __init__(self, cfg: PmuStreamConfig, mon: PmuMonitoringConfig, sink: Sink,
                  on_trigger: Callable[[Trigger, RingBuffer, tuple[str, ...], tuple[int, ...]], None],
-                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
+                 clock: Callable[[], float] = time.time, *, block: int = 0, name: str | None = None) -> None:  # fmt: skip
         self.cfg, self.mon, self.sink, self.on_trigger, self.clock = cfg, mon, sink, on_trigger, clock
-        self.name = cfg.name
+        self.name = name or cfg.name
+        self.block = block
         self.stats = IngestStats()
-        self.stale = StaleMonitor(cfg.name, cfg.stale_after_s, clock)
-        self.time_sync = TimeSyncMonitor(cfg.name, worst_time_quality=mon.time_quality_limit, hold_off_s=mon.hold_off_s)
+        self.stale = StaleMonitor(self.name, cfg.stale_after_s, clock)
+        self.time_sync = TimeSyncMonitor(self.name, worst_time_quality=mon.time_quality_limit,
+                                         hold_off_s=mon.hold_off_s)  # fmt: skip
         self.config: ConfigFrame | None = None
         self.buffer = RingBuffer(1)
         self.channels: tuple[str, ...] = ()
@@ -130,9 +161,9 @@ class PmuIngest:
         """A (new) configuration: rebuild channels, buffer and monitors; history of the old layout is dropped."""
         self.config = config
         self.stats.configs += 1
-        pmu = config.pmus[0]
-        if len(config.pmus) > 1:
-            log.warning("event=pmu_multi_block pmu=%s num_pmu=%d monitored=first", self.name, len(config.pmus))
+        if self.block >= len(config.pmus):
+            raise ValueError(f"PMU {self.name}: block {self.block} of a configuration with {len(config.pmus)}")
+        pmu = config.pmus[self.block]
         mon = self.mon
         self.phasor_names = pmu.phasor_names
         kinds = tuple(u.kind for u in pmu.phasor_units)
@@ -161,10 +192,10 @@ class PmuIngest:
                                           mon.voltage_lo_pu, mon.voltage_hi_pu, mon.voltage_clause,
                                           pickup_s=mon.voltage_pickup_s, hold_off_s=mon.hold_off_s)  # fmt: skip
         self._last_soc = -1
-        self._layout = phasor_layout(config)
+        self._layout = phasor_layout(config, self.block)
         self._per_unit = tuple(nominal_v if nominal_v and u == "V" else 0.0 for u in self._units)  # divisors
-        log.info("event=pmu_configured pmu=%s phasors=%s rate=%s nominal_hz=%d", self.name,
-                 ",".join(pmu.phasor_names), config.data_rate, nominal_hz)  # fmt: skip
+        log.info("event=pmu_configured pmu=%s idcode=%d block=%d phasors=%s rate=%s nominal_hz=%d", self.name,
+                 pmu.idcode, self.block, ",".join(pmu.phasor_names), config.data_rate, nominal_hz)  # fmt: skip
 
     # ---- frames --------------------------------------------------------------------------------------
 
@@ -185,8 +216,8 @@ class PmuIngest:
             st.max_latency_s = latency
         if latency > LATE_AFTER_S:
             st.late += 1
-        if self.stale.frame(ts, now):
-            log.info("event=pmu_stream_resumed pmu=%s", self.name)
+        if trig := self.stale.frame(ts, now):
+            self._trigger(trig)
         stat_word = w[stat_i]
         data_error = stat_word >> 14  # STAT bits 15-14 (C37.118.2-2011 6.3 Table 7)
         sync_lost = bool(stat_word & 0x2000)  # bit 13
@@ -245,8 +276,11 @@ class PmuIngest:
                 listener(self, ts, angles)
 
     def _trigger(self, trig: Trigger) -> None:
-        self.stats.triggers += 1
-        log.warning("event=pmu_condition kind=%s pmu=%s text=%r", trig.kind, trig.source, trig.text)
+        if trig.cleared:
+            self.stats.clears += 1
+        else:
+            self.stats.triggers += 1
+        _log_trigger(trig)
         self.on_trigger(trig, self.buffer, self.channels, self.digits)
 
     def _report(self, ts: float, data_error: int, sync_lost: bool, mags: list[float], angs: list[float],
@@ -274,6 +308,79 @@ class PmuIngest:
             out += [Reading(f"{self.name}.{name}.mag", ts, None, unit, Quality.STALE),
                     Reading(f"{self.name}.{name}.ang", ts, None, "deg", Quality.STALE)]  # fmt: skip
         self.sink(out)
+
+
+def _idcode(ingest: PmuIngest) -> int | None:
+    return ingest.config.pmus[ingest.block].idcode if ingest.config is not None else None
+
+
+def _log_trigger(trig: Trigger) -> None:
+    if trig.cleared:
+        log.info("event=pmu_condition_cleared kind=%s pmu=%s text=%r", trig.kind, trig.source, trig.text)
+    else:
+        log.warning("event=pmu_condition kind=%s pmu=%s text=%r", trig.kind, trig.source, trig.text)
+
+
+class PmuStream:
+    """One ``[[pmus]]`` stream (a PMU, or a PDC with NUM_PMU > 1): one :class:`PmuIngest` per PMU block.
+
+    Until the first configuration there is one block named after the stream (so a stream never heard
+    from still goes stale). Each configuration sets the blocks (:func:`block_names`); a block whose name
+    stays keeps its ingest (and history while the layout stays), ``on_blocks`` hears of any change.
+    """
+
+    def __init__(self, cfg: PmuStreamConfig, mon: PmuMonitoringConfig, sink: Sink,
+                 on_trigger: Callable[[Trigger, RingBuffer, tuple[str, ...], tuple[int, ...]], None],
+                 clock: Callable[[], float] = time.time,
+                 on_blocks: Callable[[PmuStream], None] | None = None) -> None:  # fmt: skip
+        self.cfg, self.mon, self.sink, self.on_trigger, self.clock = cfg, mon, sink, on_trigger, clock
+        self.name = cfg.name
+        self.on_blocks = on_blocks
+        self.config: ConfigFrame | None = None
+        self.blocks: dict[str, PmuIngest] = {cfg.name: PmuIngest(cfg, mon, sink, on_trigger, clock)}
+        self._ingests = tuple(self.blocks.values())
+        self.started = False
+
+    def on_config(self, config: ConfigFrame) -> None:
+        self.config = config
+        names = block_names(self.name, config)
+        old = self.blocks
+        new: dict[str, PmuIngest] = {}
+        for i, name in enumerate(names):
+            ingest = old.get(name)
+            if ingest is None:
+                ingest = PmuIngest(self.cfg, self.mon, self.sink, self.on_trigger, self.clock, block=i, name=name)
+                if self.started:
+                    ingest.stale.start()
+            ingest.block = i
+            new[name] = ingest
+        self.blocks, self._ingests = new, tuple(new.values())
+        for ingest in self._ingests:
+            ingest.on_config(config)
+        if list(new) != list(old):
+            log.info("event=pmu_blocks stream=%s num_pmu=%d pmus=%s", self.name, len(names), ",".join(names))
+            if self.on_blocks is not None:
+                self.on_blocks(self)
+
+    def on_frame(self, frame: DataFrame) -> None:
+        if frame.config is not self.config:
+            self.on_config(frame.config)
+        for ingest in self._ingests:
+            ingest.on_frame(frame)
+
+    def on_error(self, err: FrameError) -> None:
+        for ingest in self._ingests:
+            ingest.stats.frame_errors += 1
+
+    def start(self) -> None:
+        """Begin stale watching on every block (and on blocks that appear later)."""
+        self.started = True
+        for ingest in self._ingests:
+            ingest.stale.start()
+
+    def tick(self) -> None:
+        for ingest in self._ingests:
+            ingest.tick()
 
 
 class AnglePair:
@@ -317,7 +424,7 @@ class AnglePair:
         diff = (diff + 180.0) % 360.0 - 180.0
         self.buffer.append(ts, (math.degrees(a), math.degrees(b), diff))
         if trig:
-            log.warning("event=pmu_condition kind=%s pmu=%s text=%r", trig.kind, trig.source, trig.text)
+            _log_trigger(trig)
             self.on_trigger(trig, self.buffer, self.channels, (2, 2, 3))
 
 
@@ -329,17 +436,16 @@ class PmuMonitoring:
                  client_factory: Callable[..., PdcClient] = PdcClient) -> None:  # fmt: skip
         self.mon, self.store, self.clock = mon, store, clock
         self.windows = EventWindows(mon.window_before_s, mon.window_after_s, clock)
-        self.ingests = {p.name: PmuIngest(p, mon, sink, self._on_trigger, clock) for p in pmus}
         self.pairs = [AnglePair(pair, mon, self._on_trigger) for pair in mon.angle_pairs]
-        for pair in self.pairs:
-            self.ingests[pair.pair.pmu_a].listeners.append(pair.listener)
-            self.ingests[pair.pair.pmu_b].listeners.append(pair.listener)
+        self.streams = {p.name: PmuStream(p, mon, sink, self._on_trigger, clock, self._attach_pairs) for p in pmus}
+        for stream in self.streams.values():
+            self._attach_pairs(stream)
         self.clients = {
             p.name: client_factory(
                 PmuEndpoint(p.host, p.port, p.idcode, p.cfg, p.udp_port),
-                on_frame=self.ingests[p.name].on_frame,
-                on_config=self.ingests[p.name].on_config,
-                on_error=self._frame_error(p.name),
+                on_frame=self.streams[p.name].on_frame,
+                on_config=self.streams[p.name].on_config,
+                on_error=self.streams[p.name].on_error,
             )  # fmt: skip
             for p in pmus
         }
@@ -347,22 +453,29 @@ class PmuMonitoring:
         self.events_stored = 0
         self.events_refused = 0
 
-    def _frame_error(self, name: str) -> Callable[[FrameError], None]:
-        def on_error(err: FrameError) -> None:
-            self.ingests[name].stats.frame_errors += 1
+    @property
+    def ingests(self) -> dict[str, PmuIngest]:
+        """Every monitored PMU by name: each block of each stream (a stream's name when it has one block)."""
+        return {name: ingest for stream in self.streams.values() for name, ingest in stream.blocks.items()}
 
-        return on_error
+    def _attach_pairs(self, stream: PmuStream) -> None:
+        """Angle pairs listen to the PMUs they name, whenever those appear (a PDC's blocks: after its config)."""
+        for pair in self.pairs:
+            for name in {pair.pair.pmu_a, pair.pair.pmu_b}:
+                ingest = stream.blocks.get(name)
+                if ingest is not None and pair.listener not in ingest.listeners:
+                    ingest.listeners.append(pair.listener)
 
     def _on_trigger(
         self, trig: Trigger, buffer: RingBuffer, channels: tuple[str, ...], digits: tuple[int, ...]
     ) -> None:
         # A stale stream has no after-window to wait for: its event goes out now, with the data before it.
-        self.windows.add(trig, buffer, channels, digits, immediate=trig.kind == "pmu_stale")
+        self.windows.add(trig, buffer, channels, digits, immediate=trig.kind == STALE and not trig.cleared)
 
     def tick(self) -> None:
         """Check stale streams and move complete events to the ready list (called every TICK_S)."""
-        for ingest in self.ingests.values():
-            ingest.tick()
+        for stream in self.streams.values():
+            stream.tick()
         self._ready.extend(self.windows.poll())
 
     async def store_ready(self) -> None:
@@ -384,8 +497,8 @@ class PmuMonitoring:
 
     async def run_events(self) -> None:
         """Tick, release and store events until cancelled; on cancel, what is pending is stored as it is."""
-        for ingest in self.ingests.values():
-            ingest.stale.start()
+        for stream in self.streams.values():
+            stream.start()
         try:
             while True:
                 self.tick()
@@ -398,11 +511,14 @@ class PmuMonitoring:
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
-        for name, ingest in self.ingests.items():
-            client = self.clients[name]
-            out[name] = {"connected": client.stats.connected, "reconnects": client.stats.reconnects,
-                         "stale": ingest.stale.active, **{k: getattr(ingest.stats, k) for k in IngestStats.__slots__}}  # fmt: skip
+        for stream in self.streams.values():
+            client = self.clients[stream.name]
+            for name, ingest in stream.blocks.items():
+                out[name] = {"connected": client.stats.connected, "reconnects": client.stats.reconnects,
+                             "stale": ingest.stale.active, "stream": stream.name, "idcode": _idcode(ingest),
+                             **{k: getattr(ingest.stats, k) for k in IngestStats.__slots__}}  # fmt: skip
         return out
 
 
-__all__ = ["AnglePair", "EventStore", "IngestStats", "PmuIngest", "PmuMonitoring"]
+__all__ = ["AnglePair", "EventStore", "IngestStats", "PmuIngest", "PmuMonitoring", "PmuStream", "block_names",
+           "phasor_layout"]  # fmt: skip

@@ -2,8 +2,9 @@
 
 Every limit condition goes through :class:`Hysteresis`: the value must stay outside the band for
 ``pickup_s`` before the condition raises (one :class:`Trigger`), and must come back inside the band by
-``deadband`` and stay there ``hold_off_s`` before it clears. A value hovering at a limit therefore raises
-one event per excursion, not one per frame. Nothing here does I/O or reads a clock: timestamps come with
+``deadband`` and stay there ``hold_off_s`` before it clears (one more Trigger, severity "info",
+``cleared`` set, with how long the condition lasted). A value hovering at a limit therefore raises one
+event per excursion, not one per frame, and each excursion ends in one "cleared" event. Nothing here does I/O or reads a clock: timestamps come with
 the values (the PMU's own, UTC) and the stale-stream monitor is ticked with an injected clock.
 
 :class:`EventWindows` holds each trigger until its after-window has passed and then attaches the
@@ -43,6 +44,17 @@ class Trigger:
     text: str
     data: dict[str, Any]
     window_ts: float | None = None  # the instant the data window centres on, when not ``ts`` (stale: last frame)
+    cleared: bool = False  # the condition ended (severity "info"): ``ts`` is when the value came back
+
+
+def cleared_trigger(kind: str, source: str, t: Transition, what: str, data: dict[str, Any],
+                    window_ts: float | None = None) -> Trigger:  # fmt: skip
+    """The "cleared" event of a condition that raised at ``t.since`` and came back to normal at ``t.ts``."""
+    since = t.ts if t.since is None else t.since
+    duration = max(0.0, t.ts - since)
+    return Trigger(kind, "info", source, t.ts, f"{source}: {what} cleared after {duration:.1f} s",
+                   {**data, "cleared": True, "raised_ts": since, "duration_s": _r(duration, 3)},
+                   window_ts=window_ts, cleared=True)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +62,7 @@ class Transition:
     raised: bool  # True: into alarm; False: cleared
     ts: float  # start of the excursion (raise) or of the return (clear)
     extreme: float  # furthest value from the band seen in the excursion
+    since: float | None = None  # on a clear: when the excursion began (its duration is ts - since)
 
 
 class Hysteresis:
@@ -107,8 +120,9 @@ class Hysteresis:
             if self._clear_since is None:
                 self._clear_since = ts
             if ts - self._clear_since >= self.hold_off_s:
+                since = self._since
                 self.active, self._since = False, None
-                return Transition(False, self._clear_since, self._extreme)
+                return Transition(False, self._clear_since, self._extreme, since)
         else:
             self._clear_since = None
         return None
@@ -132,9 +146,14 @@ class FrequencyMonitor:
         if not b.active and b._since is None and b._lo <= frequency_hz <= b._hi:  # Hysteresis.update's fast path
             return None
         t = b.update(ts, frequency_hz)
-        if t is None or not t.raised:
+        if t is None:
             return None
         lo, hi = self.band.lo, self.band.hi
+        if not t.raised:
+            return cleared_trigger(FREQUENCY, self.source, t, f"frequency back inside {lo:.3f}..{hi:.3f} Hz",
+                                   {"frequency_hz": _r(t.extreme, 4), "limit_lo_hz": lo, "limit_hi_hz": hi,
+                                    "nominal_hz": self.nominal_hz, "clause": self.clause,
+                                    "hold_off_s": b.hold_off_s})  # fmt: skip
         return Trigger(FREQUENCY, "error", self.source, t.ts,
                        f"{self.source}: frequency {t.extreme:.3f} Hz outside {lo:.3f}..{hi:.3f} Hz ({self.clause})",
                        {"frequency_hz": _r(t.extreme, 4), "limit_lo_hz": lo, "limit_hi_hz": hi,
@@ -155,9 +174,13 @@ class RocofMonitor:
         if not b.active and b._since is None and b._lo <= rocof_hz_per_s <= b._hi:  # Hysteresis.update's fast path
             return None
         t = b.update(ts, rocof_hz_per_s)
-        if t is None or not t.raised:
+        if t is None:
             return None
         lim = self.band.hi
+        if not t.raised:
+            return cleared_trigger(ROCOF, self.source, t, f"ROCOF back within +-{lim:g} Hz/s",
+                                   {"rocof_hz_per_s": _r(t.extreme, 3), "limit_hz_per_s": lim, "clause": self.clause,
+                                    "hold_off_s": b.hold_off_s})  # fmt: skip
         return Trigger(ROCOF, "error", self.source, t.ts,
                        f"{self.source}: ROCOF {t.extreme:+.2f} Hz/s beyond +-{lim:g} Hz/s ({self.clause})",
                        {"rocof_hz_per_s": _r(t.extreme, 3), "limit_hz_per_s": lim, "clause": self.clause,
@@ -193,7 +216,15 @@ class VoltageMonitor:
         self._idle = False  # until every band has been updated (a length mismatch raises below)
         for phase, band, mag in zip(self.phases, self.bands, magnitudes_v, strict=True):
             t = band.update(ts, mag / nominal)
-            if t is None or not t.raised:
+            if t is None:
+                continue
+            if not t.raised:
+                out.append(cleared_trigger(VOLTAGE, self.source, t,
+                                           f"{phase} voltage back inside {band.lo:g}..{band.hi:g} pu",
+                                           {"phase": phase, "voltage_pu": _r(t.extreme, 5),
+                                            "voltage_v": _r(t.extreme * self.nominal_v, 2), "nominal_v": self.nominal_v,
+                                            "limit_lo_pu": band.lo, "limit_hi_pu": band.hi, "clause": self.clause,
+                                            "hold_off_s": band.hold_off_s}))  # fmt: skip
                 continue
             side = "below" if t.extreme < band.lo else "above"
             out.append(Trigger(VOLTAGE, self.severity, self.source, t.ts,
@@ -228,8 +259,14 @@ class AngleDifferenceMonitor:
     def update(self, ts: float, angle_a_rad: float, angle_b_rad: float) -> Trigger | None:
         diff = wrap_deg(math.degrees(angle_a_rad - angle_b_rad))
         t = self.band.update(ts, diff)
-        if t is None or not t.raised:
+        if t is None:
             return None
+        if not t.raised:
+            return cleared_trigger(ANGLE_DIFFERENCE, self.source, t,
+                                   f"{self.phasor} angle difference back within +-{self.limit_deg:g} deg",
+                                   {"pmu_a": self.pmu_a, "pmu_b": self.pmu_b, "phasor": self.phasor,
+                                    "angle_difference_deg": _r(t.extreme, 3), "limit_deg": self.limit_deg,
+                                    "hold_off_s": self.band.hold_off_s})  # fmt: skip
         return Trigger(ANGLE_DIFFERENCE, "warning", self.source, t.ts,
                        f"{self.pmu_a}-{self.pmu_b}: {self.phasor} angle difference {t.extreme:+.2f} deg beyond "
                        f"+-{self.limit_deg:g} deg (configured limit)",
@@ -258,7 +295,7 @@ class TimeSyncMonitor:
     def __init__(self, source: str, *, worst_time_quality: int = 4, hold_off_s: float) -> None:
         self.source, self.worst_time_quality = source, worst_time_quality
         self.band = Hysteresis(None, 0.5, pickup_s=0.0, hold_off_s=hold_off_s)
-        self._reasons: list[str] = []
+        self._reasons: list[str] = []  # why it raised, repeated in the cleared event
 
     def update(self, ts: float, stat: Stat, time_quality: TimeQuality) -> Trigger | None:
         b = self.band
@@ -268,8 +305,14 @@ class TimeSyncMonitor:
             return None  # idle and no problem (the conditions of sync_problems, negated): nothing changes
         reasons = sync_problems(stat, time_quality, self.worst_time_quality)
         t = self.band.update(ts, 1.0 if reasons else 0.0)
-        if t is None or not t.raised:
+        if t is None:
             return None
+        if not t.raised:
+            return cleared_trigger(TIME_SYNC, self.source, t, "time synchronisation regained",
+                                   {"reasons": self._reasons, "stat": stat.word,
+                                    "time_quality_code": int(stat.time_quality), "hold_off_s": self.band.hold_off_s,
+                                    "clause": "IEEE C37.118.2-2011 6.3 Table 7 (STAT bits 13, 8-6, 5-4); 6.2.2 Table 4"})  # fmt: skip
+        self._reasons = reasons
         return Trigger(TIME_SYNC, "error", self.source, t.ts,
                        f"{self.source}: time synchronisation lost: {'; '.join(reasons)}",
                        {"reasons": reasons, "stat": stat.word, "time_quality_code": int(stat.time_quality),
@@ -281,7 +324,8 @@ class TimeSyncMonitor:
 class StaleMonitor:
     """No frame for ``stale_after_s`` on the injected ``clock``: one event per outage, clears on the next frame.
 
-    ``clock`` gives s UTC (the event's timestamp); :meth:`frame` marks each arrival, :meth:`tick` checks.
+    ``clock`` gives s UTC (the event's timestamp); :meth:`frame` marks each arrival (and returns the
+    "cleared" trigger when it ends an outage), :meth:`tick` checks.
     """
 
     def __init__(self, source: str, stale_after_s: float, clock: Callable[[], float]) -> None:
@@ -291,12 +335,20 @@ class StaleMonitor:
         self.last_arrival: float | None = None
         self.last_frame_ts: float | None = None
         self.active = False
+        self._raised: tuple[float, float] = (0.0, 0.0)  # (stale event time, last arrival before the silence)
 
-    def frame(self, frame_ts: float, now: float | None = None) -> bool:
-        """A frame arrived (at ``now``, read from the clock when not given); True when this ends a stale period."""
-        self.last_arrival, self.last_frame_ts = self.clock() if now is None else now, frame_ts
-        was, self.active = self.active, False
-        return was
+    def frame(self, frame_ts: float, now: float | None = None) -> Trigger | None:
+        """A frame arrived (at ``now``, read from the clock when not given); the "cleared" trigger if it ends an outage."""
+        now = self.clock() if now is None else now
+        self.last_arrival, self.last_frame_ts = now, frame_ts
+        if not self.active:
+            return None
+        self.active = False
+        raised_at, silent_from = self._raised
+        return cleared_trigger(STALE, self.source, Transition(False, now, 0.0, raised_at), "stale stream",
+                               {"silent_s": _r(now - silent_from, 3), "stale_after_s": self.stale_after_s,
+                                "first_frame_ts": frame_ts, "clause": "configured stale_after_s"},
+                               window_ts=frame_ts)  # fmt: skip
 
     def start(self) -> None:
         """Begin watching (a stream never heard from goes stale too)."""
@@ -308,6 +360,7 @@ class StaleMonitor:
         if self.active or self.last_arrival is None or now - self.last_arrival < self.stale_after_s:
             return None
         self.active = True
+        self._raised = (now, self.last_arrival)
         silent = now - self.last_arrival
         return Trigger(STALE, "warning", self.source, now,
                        f"{self.source}: no data frame for {silent:.1f} s (limit {self.stale_after_s:g} s)",
@@ -414,5 +467,5 @@ class EventWindows:
 __all__ = [
     "ANGLE_DIFFERENCE", "FREQUENCY", "ROCOF", "STALE", "TIME_SYNC", "VOLTAGE", "AngleDifferenceMonitor", "Event",
     "EventWindows", "FrequencyMonitor", "Hysteresis", "RocofMonitor", "StaleMonitor", "TimeSyncMonitor", "Transition",
-    "Trigger", "VoltageMonitor", "compact_window", "sync_problems", "wrap_deg",
+    "Trigger", "VoltageMonitor", "cleared_trigger", "compact_window", "sync_problems", "wrap_deg",
 ]  # fmt: skip

@@ -48,8 +48,10 @@ from protocols.c37118 import (
     StreamReader,
     TimeQuality,
     UnlockedTime,
+    encode_config3,
     encode_frame,
 )
+from protocols.c37118.frames import MAX_FRAME_SIZE
 from protocols.c37118.pdc import UDP_PORT_COMMAND
 
 log = logging.getLogger("sim_hw.pmu")
@@ -128,6 +130,19 @@ def balanced_source(
     return source
 
 
+@dataclass(frozen=True, slots=True)
+class SimPmuBlock:
+    """One more PMU block in the simulator's stream (a PDC's output: NUM_PMU > 1, 6.4 Table 8).
+
+    The block has the main PMU's channels and format, its own IDCODE and station, and values from
+    ``source(t)`` (default: :func:`balanced_source` like the main PMU's).
+    """
+
+    idcode: int
+    station: str
+    source: Callable[[float], PmuMeasurement] | None = None
+
+
 @dataclass
 class SimPmuStats:
     """Counters an operator (or a test) reads: what the simulator did."""
@@ -151,7 +166,7 @@ class _Client:
 
 
 class SimPmu:
-    """One simulated PMU (NUM_PMU 1) serving any number of PDCs.
+    """One simulated PMU (NUM_PMU 1, or more with ``extra_blocks``) serving any number of PDCs.
 
     Parameters
     ----------
@@ -164,6 +179,9 @@ class SimPmu:
     udp_data, udp_port : send data over UDP by default, and to which port.
     time_quality, stat : override the message time quality / the STAT word (scenarios).
     strict_idcode : ignore commands addressed to another IDCODE (as a real PMU does).
+    extra_blocks : more PMU blocks after the main one, so the stream is a PDC's (NUM_PMU = 1 + len).
+    cfg3_max_frame_size : send CFG-3 in frames of at most this many bytes (CONT_IDX pieces, 6.4 Table 10)
+    when it is longer; default 65535, the most one frame holds.
     """
 
     def __init__(
@@ -189,6 +207,8 @@ class SimPmu:
         time_quality: TimeQuality | None = None,
         stat: Stat | None = None,
         strict_idcode: bool = True,
+        extra_blocks: Sequence[SimPmuBlock] = (),
+        cfg3_max_frame_size: int = MAX_FRAME_SIZE,
     ) -> None:
         if not 10 <= rate <= 120:
             raise PmuSimError(f"rate = {rate!r}: 10..120 frames per second")
@@ -198,6 +218,13 @@ class SimPmu:
             raise PmuSimError("phasors = (): a PMU measures at least one phasor")
         self.idcode = idcode
         self.station = station
+        self.extra_blocks = tuple(extra_blocks)
+        ids = [idcode] + [b.idcode for b in self.extra_blocks]
+        if len(set(ids)) != len(ids):
+            raise PmuSimError(f"extra_blocks: IDCODEs {ids} must differ from each other and from {idcode}")
+        if not MAX_FRAME_SIZE >= cfg3_max_frame_size > 18:
+            raise PmuSimError(f"cfg3_max_frame_size = {cfg3_max_frame_size!r}: 19..{MAX_FRAME_SIZE}")
+        self.cfg3_max_frame_size = cfg3_max_frame_size
         self.host = host
         self.port = port
         self.udp_data = udp_data
@@ -217,6 +244,7 @@ class SimPmu:
             self._phasor_spec, rate=rate, nominal_hz=nominal_hz, fmt=format, time_base=time_base, cfgcnt=0
         )
         self.source = source or self._default_source()
+        self._block_sources = [b.source or self._default_source() for b in self.extra_blocks]
         self._clients: set[_Client] = set()
         self._server: asyncio.Server | None = None
         self._udp: asyncio.DatagramTransport | None = None
@@ -249,21 +277,25 @@ class SimPmu:
     ) -> ConfigFrame:
         try:
             units = tuple(PhasorUnit(kind, self._phasor_unit_scale(kind, fmt)) for _, kind in phasors)
-            pmu = PmuConfig(
-                station=self.station,
-                idcode=self.idcode,
-                format=fmt,
-                phasor_names=tuple(n for n, _ in phasors),
-                analog_names=self._analog_names,
-                digital_names=tuple(f"DIG{w}_{b}" for w in range(self._digital_words) for b in range(16)),
-                phasor_units=units,
-                analog_units=tuple(AnalogUnit(1, 1) for _ in self._analog_names),
-                digital_units=tuple(DigitalUnit(0, 0xFFFF) for _ in range(self._digital_words)),
-                nominal_hz=nominal_hz,
-                cfgcnt=cfgcnt,
+            blocks = [(self.station, self.idcode)] + [(b.station, b.idcode) for b in self.extra_blocks]
+            pmus = tuple(
+                PmuConfig(
+                    station=station,
+                    idcode=idcode,
+                    format=fmt,
+                    phasor_names=tuple(n for n, _ in phasors),
+                    analog_names=self._analog_names,
+                    digital_names=tuple(f"DIG{w}_{b}" for w in range(self._digital_words) for b in range(16)),
+                    phasor_units=units,
+                    analog_units=tuple(AnalogUnit(1, 1) for _ in self._analog_names),
+                    digital_units=tuple(DigitalUnit(0, 0xFFFF) for _ in range(self._digital_words)),
+                    nominal_hz=nominal_hz,
+                    cfgcnt=cfgcnt,
+                )
+                for station, idcode in blocks
             )
             return ConfigFrame(
-                idcode=self.idcode, time_base=time_base, pmus=(pmu,), data_rate=rate, version=self._version
+                idcode=self.idcode, time_base=time_base, pmus=pmus, data_rate=rate, version=self._version
             )
         except FrameError as err:
             raise PmuSimError(f"PMU {self.idcode}: {err}") from err
@@ -285,37 +317,39 @@ class SimPmu:
         soc, fracsec = self._now_stamp()
         cfg = self._config
         if frame_type == FrameType.CFG3:
-            pmu = cfg.pmus[0]
-            scales = tuple(
-                PhasorScale(type_indicator=(u.kind << 3), scale=1.0 if pmu.format.phasor_float else u.scale * 1e-5)
-                for u in pmu.phasor_units
-            )
-            pmu3 = PmuConfig3(
-                station=pmu.station,
-                idcode=pmu.idcode,
-                format=pmu.format,
-                phasor_names=pmu.phasor_names,
-                analog_names=pmu.analog_names,
-                digital_names=pmu.digital_names,
-                phasor_units=pmu.phasor_units,
-                analog_units=pmu.analog_units,
-                digital_units=pmu.digital_units,
-                nominal_hz=pmu.nominal_hz,
-                cfgcnt=pmu.cfgcnt,
-                global_id=self.idcode.to_bytes(2, "big").rjust(16, b"\0"),
-                phasor_scales=scales,
-                analog_scales=tuple(AnalogScale() for _ in pmu.analog_names),
-                service_class="M",
-            )
             return Config3Frame(
                 idcode=cfg.idcode,
                 soc=soc,
                 fracsec=fracsec,
                 time_base=cfg.time_base,
-                pmus=(pmu3,),
+                pmus=tuple(self._pmu3(pmu) for pmu in cfg.pmus),
                 data_rate=cfg.data_rate,
             )
         return replace(cfg, frame_type=frame_type, soc=soc, fracsec=fracsec)
+
+    @staticmethod
+    def _pmu3(pmu: PmuConfig) -> PmuConfig3:
+        scales = tuple(
+            PhasorScale(type_indicator=(u.kind << 3), scale=1.0 if pmu.format.phasor_float else u.scale * 1e-5)
+            for u in pmu.phasor_units
+        )
+        return PmuConfig3(
+            station=pmu.station,
+            idcode=pmu.idcode,
+            format=pmu.format,
+            phasor_names=pmu.phasor_names,
+            analog_names=pmu.analog_names,
+            digital_names=pmu.digital_names,
+            phasor_units=pmu.phasor_units,
+            analog_units=pmu.analog_units,
+            digital_units=pmu.digital_units,
+            nominal_hz=pmu.nominal_hz,
+            cfgcnt=pmu.cfgcnt,
+            global_id=pmu.idcode.to_bytes(2, "big").rjust(16, b"\0"),
+            phasor_scales=scales,
+            analog_scales=tuple(AnalogScale() for _ in pmu.analog_names),
+            service_class="M",
+        )
 
     # ---- lifecycle -----------------------------------------------------------------------------------
 
@@ -403,6 +437,7 @@ class SimPmu:
         )
         if self._source_given is None:
             self.source = self._default_source()
+        self._block_sources = [b.source or self._default_source() for b in self.extra_blocks]
         self._config_changed_until = time.monotonic() + flag_s
         log.info("event=pmu_config_changed idcode=%d cfgcnt=%d", self.idcode, old.cfgcnt + 1)
         return self._config
@@ -462,10 +497,10 @@ class SimPmu:
         soc, n = divmod(k, rate)
         fracsec = n * cfg.time_base // rate
         t = soc + n / rate
-        m = self.source(t)
-        pmu = cfg.pmus[0]
         stat, tq = self._stat_and_quality(t)
-        return DataFrame.build(cfg, [self._pmu_data(pmu, stat, m)], soc=soc, fracsec=fracsec, time_quality=tq)
+        sources = (self.source, *self._block_sources)
+        blocks = [self._pmu_data(pmu, stat, source(t)) for pmu, source in zip(cfg.pmus, sources, strict=True)]
+        return DataFrame.build(cfg, blocks, soc=soc, fracsec=fracsec, time_quality=tq)
 
     @staticmethod
     def _pmu_data(pmu: PmuConfig, stat: Stat, m: PmuMeasurement) -> PmuData:
@@ -569,7 +604,12 @@ class SimPmu:
             client.writer.write(encode_frame(HeaderFrame(idcode=self.idcode, soc=soc, fracsec=fracsec, data=text)))
         elif c in (Command.SEND_CFG1, Command.SEND_CFG2) or (c == Command.SEND_CFG3 and self._version == 2):
             ftype = {Command.SEND_CFG1: FrameType.CFG1, Command.SEND_CFG2: FrameType.CFG2}.get(c, FrameType.CFG3)
-            client.writer.write(encode_frame(self.config_frame(ftype)))
+            cfg = self.config_frame(ftype)
+            if isinstance(cfg, Config3Frame):  # in pieces when longer than cfg3_max_frame_size (6.4 Table 10)
+                for data in encode_config3(cfg, self.cfg3_max_frame_size):
+                    client.writer.write(data)
+            else:
+                client.writer.write(encode_frame(cfg))
         elif c == Command.EXTENDED and cmd.extended[:4] == UDP_PORT_COMMAND and len(cmd.extended) == 6:
             client.udp_port = int.from_bytes(cmd.extended[4:6], "big") or DEFAULT_UDP_PORT
         else:
@@ -590,6 +630,7 @@ __all__ = [
     "PmuMeasurement",
     "PmuSimError",
     "SimPmu",
+    "SimPmuBlock",
     "SimPmuStats",
     "balanced_source",
 ]
