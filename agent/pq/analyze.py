@@ -15,9 +15,10 @@ Choices made here (documented in docs/pq-report.md):
   subgroup, ``thd_pct`` the root-sum-square of ``harmonics_pct``;
 - ``frequency_hz``: the mean of the 10-s values (5.1) whose clock interval lies wholly in the file, else
   (files too short for one) the integral cycles between the first and last zero crossing over their duration;
-- ``pst``: one value per consecutive 600 s from the first sample (the flickermeter's filters start at the
-  steady state of an unmodulated input, so nothing is dropped); a file shorter than 600 s gets one Pst of
-  the Pinst after its first 10 s, marked ``pst_short``; ``plt`` from each 12 consecutive Pst.
+- ``pst``: one value per consecutive 600 s from the first sample; the first one is classified from the
+  Pinst after the first 10 s (590 s: the filters' start transient read Pst 0.11 on a steady sine), so a
+  2-h file gives 12 values; a file shorter than 600 s gets one Pst of the Pinst after its first 10 s,
+  marked ``pst_short``; ``plt`` from each 12 consecutive Pst (IEC 61000-4-15 Block 5).
 """
 
 from __future__ import annotations
@@ -425,7 +426,7 @@ def analyse_recording(rec: Recording, *, nominal_hz: float | None = None, udin_v
     short = n < round(flicker.PST_INTERVAL_S * rate)
     settle = round(FLICKER_SETTLE_S * rate)
     pinst_max = [-math.inf] * nv
-    pinst_short: list[list[np.ndarray]] = [[] for _ in names]
+    pinst_first: list[list[np.ndarray]] = [[] for _ in names]
     pinst_count = [0] * nv
     psts: list[list[float]] = [[] for _ in names]
     interval = round(flicker.PST_INTERVAL_S * rate)
@@ -454,10 +455,15 @@ def analyse_recording(rec: Recording, *, nominal_hz: float | None = None, udin_v
             keep = pinst[max(0, round(settle / fl.decimation) - first) :]
             if keep.size:
                 pinst_max[k] = max(pinst_max[k], float(keep.max()))
-                if short:
-                    pinst_short[k].append(keep)
-            if not short and hi % interval == 0 and hi > 0:
-                psts[k].append(fl.pst_10min())
+                if short or hi <= interval:
+                    pinst_first[k].append(keep)
+            if not short and hi % interval == 0:
+                if hi == interval:  # the first interval: the Pinst after the settling time only
+                    psts[k].append(flicker.pst(np.maximum(np.concatenate(pinst_first[k]), 0.0)))
+                    fl.reset_interval()
+                    pinst_first[k] = []
+                else:
+                    psts[k].append(fl.pst_10min())
     origin, duration = start, n / rate
     end_abs = start + duration
 
@@ -485,7 +491,7 @@ def analyse_recording(rec: Recording, *, nominal_hz: float | None = None, udin_v
             ch["frequency_source"] = "whole_file"
         ch["pinst_max"] = _num(pinst_max[k]) if pinst_max[k] > -math.inf else None
         if short:
-            tail = np.concatenate(pinst_short[k]) if pinst_short[k] else np.zeros(0)
+            tail = np.concatenate(pinst_first[k]) if pinst_first[k] else np.zeros(0)
             ch["pst"] = [flicker.pst(np.maximum(tail, 0.0))] if tail.size else []
             ch["pst_short"] = True
             ch["pst_interval_s"] = tail.size / flickers[k].output_rate_hz
