@@ -826,3 +826,53 @@ def test_sim_run_at_speed_100_runs_the_whole_bench_at_least_50_times_faster_than
     assert speed == 100 and sim_elapsed_s == steps * 1.0  # step_s = 1: one power flow per simulated second
     assert sim_elapsed_s >= 50 * wall_s, f"{sim_elapsed_s:g} simulated s in {wall_s:g} wall s"
     assert sim_elapsed_s <= 100 * wall_s + 1, "a fixed schedule: never ahead of the speed asked for"
+
+
+# ==== the copy and the index =====================================================================================
+
+
+def test_the_copy_is_the_shipped_bench_on_other_ports(tmp_path: Path) -> None:
+    shipped, copy = load_bench_config(SHIPPED), load_bench_config(ieee13_copy(tmp_path))
+
+    def devices(cfg: BenchConfig) -> list[tuple]:
+        return [(d.name, d.kind, d.protocol, d.unit_id, d.bus, dict(d.options)) for d in cfg.devices]
+
+    assert devices(copy) == devices(shipped)
+    assert [(p.name, p.bus, p.current, p.idcode, p.rate) for p in copy.pmus] == [
+        (p.name, p.bus, p.current, p.idcode, p.rate) for p in shipped.pmus
+    ]
+
+    def ports(cfg: BenchConfig) -> set[int]:
+        return {d.port for d in cfg.devices if d.port is not None} | {p.port for p in cfg.pmus}
+
+    assert len(ports(copy)) == 10 and not ports(shipped) & ports(copy), "never the demo's ports"
+    assert copy.bus("bus1").link == tmp_path / "rtu-bus1" and copy.bench.start is not None
+
+
+def test_the_device_index_lists_the_shipped_bench_as_configured(repo_root: Path) -> None:
+    """docs/devices/README.md's table against config/sim-ieee13.toml: name, protocol, address, unit, manual."""
+    cfg = load_bench_config(SHIPPED)
+    index = repo_root / "docs" / "devices" / "README.md"
+    rows = [
+        [c.strip() for c in line.strip().strip("|").split("|")]
+        for line in index.read_text().splitlines()
+        if line.startswith("| `")
+    ]
+    documented = {row[0].strip("`"): row for row in rows}
+    expected = {d.name: d for d in cfg.devices}
+    assert set(documented) == set(expected) | {p.name for p in cfg.pmus}
+    for name, d in expected.items():
+        _, _, _, protocol, address, unit, manual = documented[name]
+        assert protocol.startswith({"modbus-tcp": "Modbus TCP", "modbus-rtu": "Modbus RTU"}[d.protocol]), name
+        if d.protocol == "modbus-tcp":
+            assert address == f"{d.host}:{d.port}", name
+        else:
+            link = cfg.bus(str(d.bus)).link.relative_to(repo_root)
+            assert address == f"pty `{link}`", name
+        assert unit == str(d.unit_id), name
+        (target,) = re.findall(r"\]\(([^)]+)\)", manual)
+        assert (index.parent / target).is_file(), f"{name}: {target}"
+    for p in cfg.pmus:
+        _, _, _, protocol, address, unit, manual = documented[p.name]
+        assert (address, unit) == (f"{p.host}:{p.port}", f"IDCODE {p.idcode}"), p.name
+        assert f"C37.118.2-{p.version}" in protocol and "sim-pmu.md" in manual
