@@ -39,7 +39,7 @@ from agent.pmu.monitor import (
 from agent.pmu.ringbuffer import RingBuffer
 from agent.points import Quality, Reading
 from agent.store import StoreError, StoreInputError
-from protocols.c37118 import ConfigFrame, DataError, DataFrame, FrameError, PhasorKind, PmuConfig3, Stat
+from protocols.c37118 import ConfigFrame, DataError, DataFrame, FrameError, PhasorKind, PmuConfig, PmuConfig3, Stat
 from protocols.c37118.pdc import PdcClient, PmuEndpoint
 
 log = logging.getLogger("gridedge.pmu")
@@ -91,6 +91,13 @@ def block_names(stream: str, config: ConfigFrame) -> tuple[str, ...]:
     if len(set(out)) != len(out):  # repeated IDCODEs too: the block index decides
         out = [f"{n}@{i}" for i, n in enumerate(out)]
     return tuple(out)
+
+
+def phasor_kinds(pmu: PmuConfig) -> tuple[int, ...]:
+    """Voltage or current for each phasor: PHUNIT byte 1 (CFG-2, 6.4 Table 9) or PHSCALE bit 3 (CFG-3, Table 11)."""
+    if isinstance(pmu, PmuConfig3):
+        return tuple(PhasorKind.CURRENT if s.type_indicator & 0x08 else PhasorKind.VOLTAGE for s in pmu.phasor_scales)
+    return tuple(u.kind for u in pmu.phasor_units)
 
 
 def phasor_layout(config: ConfigFrame, block: int = 0) -> tuple:
@@ -166,7 +173,7 @@ class PmuIngest:
         pmu = config.pmus[self.block]
         mon = self.mon
         self.phasor_names = pmu.phasor_names
-        kinds = tuple(u.kind for u in pmu.phasor_units)
+        kinds = phasor_kinds(pmu)
         nominal_v = self.cfg.nominal_v
         self._units = tuple("V" if k == PhasorKind.VOLTAGE else "A" for k in kinds)
         chans, digits = ["frequency_hz", "rocof_hz_per_s"], [4, 3]
@@ -521,4 +528,4 @@ class PmuMonitoring:
 
 
 __all__ = ["AnglePair", "EventStore", "IngestStats", "PmuIngest", "PmuMonitoring", "PmuStream", "block_names",
-           "phasor_layout"]  # fmt: skip
+           "phasor_kinds", "phasor_layout"]  # fmt: skip
