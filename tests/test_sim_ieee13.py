@@ -192,7 +192,8 @@ REG_OPS_A = 18  # input uint32
 REG_MODE, REG_TAP_TARGET_A = 0, 10  # holding: 0 manual / 1 automatic; int16 target
 # docs/devices/sim-inverter.md: offsets inside each SunSpec model (model start = the address of its ID)
 MEAS_W, MEAS_VAR, MEAS_W_SF, MEAS_VAR_SF = 10, 12, 116, 119  # 701: 40080 / 40082 / 40186 / 40189 - 40070
-CAP_WMAX_RTG, CAP_VARMAX_ABS_RTG, CAP_W_SF, CAP_VAR_SF = 2, 9, 45, 48  # 702: 40227 / 40234 / 40270 / 40273 - 40225
+# 702: WMaxRtg 40227, VAMaxRtg 40232, VarMaxAbsRtg 40234, W_SF 40270, VA_SF 40272, Var_SF 40273 (- 40225)
+CAP_WMAX_RTG, CAP_VAMAX_RTG, CAP_VARMAX_ABS_RTG, CAP_W_SF, CAP_VA_SF, CAP_VAR_SF = 2, 7, 9, 45, 47, 48
 CTL_VARSET_ENA, CTL_VARSET_SF = 35, 57  # 704: 40331 (VarSetEna, VarSetMod, VarSetPri, VarSet int32) / 40353 - 40296
 VARSET_MOD_VARS = 4
 
@@ -211,11 +212,18 @@ async def sunspec_models(inv: Modbus) -> dict[int, int]:
         address += 2 + length
 
 
-async def ratings(inv: Modbus, m702: int) -> tuple[float, float]:
-    """(WMaxRtg [W], VarMaxAbsRtg [var]) from model 702, scaled by its own SFs."""
+async def ratings(inv: Modbus, m702: int) -> tuple[float, float, float]:
+    """(WMaxRtg [W], VAMaxRtg [VA], VarMaxAbsRtg [var]) from model 702, scaled by its own SFs."""
     block = await inv.holding(m702 + CAP_WMAX_RTG, CAP_VAR_SF - CAP_WMAX_RTG + 1)
-    w_sf, var_sf = i16(block[CAP_W_SF - CAP_WMAX_RTG]), i16(block[CAP_VAR_SF - CAP_WMAX_RTG])
-    return block[0] * 10.0**w_sf, block[CAP_VARMAX_ABS_RTG - CAP_WMAX_RTG] * 10.0**var_sf
+
+    def at(offset: int) -> int:
+        return block[offset - CAP_WMAX_RTG]
+
+    return (
+        at(CAP_WMAX_RTG) * 10.0 ** i16(at(CAP_W_SF)),
+        at(CAP_VAMAX_RTG) * 10.0 ** i16(at(CAP_VA_SF)),
+        at(CAP_VARMAX_ABS_RTG) * 10.0 ** i16(at(CAP_VAR_SF)),
+    )
 
 
 async def regulator_manual(rtu: Modbus) -> None:
@@ -314,7 +322,7 @@ async def test_an_absorbing_var_setpoint_written_over_modbus_tcp_lowers_bus_675(
                 w, _, var = await inv.holding(m701 + MEAS_W, 3)
                 return i16(w) * 10.0**w_sf, i16(var) * 10.0**var_sf
 
-            w_max, var_abs = await ratings(inv, models[702])
+            w_max, va_max, var_abs = await ratings(inv, models[702])
             p_w, q_var = await output()
             # clear-sky irradiance at solar noon is 1.0 pu: the array gives the inverter's rating
             assert p_w == pytest.approx(w_max, rel=0.01), f"{p_w / 1e3:.0f} kW of {w_max / 1e3:.0f} kW"
@@ -329,20 +337,24 @@ async def test_an_absorbing_var_setpoint_written_over_modbus_tcp_lowers_bus_675(
             # VarSetEna, VarSetMod, VarSetPri, VarSet (int32): read the block, change it, write it back whole
             block = await inv.holding(m704 + CTL_VARSET_ENA, 5)
             assert block[:2] == [0, VARSET_MOD_VARS]
+            assert block[2] == 1, "VarSetPri: REACTIVE"
             q_set = -round(0.5 * var_abs)  # absorb half the rating (Cat B: 44 % of the kVA)
             await inv.write(
                 m704 + CTL_VARSET_ENA, [1, VARSET_MOD_VARS, block[2], *i32_words(round(q_set / 10.0**varset_sf))]
             )
             # enabling a mode transitions over 15 s (OpenDER NP_MODE_TRANSITION_TIME), then the 5 s response
             await step(bench, 25)
-            _, q_var = await output()
+            p2_w, q_var = await output()
             assert q_var == pytest.approx(q_set, rel=0.05), "the inverter absorbs what was set"
             v2 = await v675(rtu)
+            # reactive power has priority (704 VarSetPri = 1 REACTIVE): P gives way inside the VA rating
+            assert p2_w == pytest.approx(min(p_w, math.sqrt(va_max**2 - q_set**2)), rel=0.01)
         finally:
             inv.close()
             rtu.close()
         # the physics agrees with the wire: primary volts / PT ratio 20 (sim-capbank.md), 0.01 V resolution
         assert v2 == pytest.approx(mean_v(bench, "675") / 20.0, abs=0.006)
+    # (the P given way lowers 675 too, but little: dV ~ R dP + X dQ, 61 kW against 550 kvar, X/R ~ 3 on the 601 lines)
     assert v2 < v1 - 0.1, f"absorbing vars at 675 lowers its voltage (before {v1:.2f} V, after {v2:.2f} V)"
     assert v1 - v2 > 5 * drift, (
         f"the drop ({v1 - v2:.3f} V) stands far above the drift without a command ({drift:.3f} V)"
@@ -778,7 +790,7 @@ async def test_a_cloud_at_noon_lowers_pv_output_and_the_675_voltage(tmp_path: Pa
             await regulator_manual(rtu.on(unit_of(cfg, "reg-ctl")))
             models = await sunspec_models(inv)
             m701 = models[701]
-            w_max, _ = await ratings(inv, models[702])
+            w_max, _, _ = await ratings(inv, models[702])
             (w_sf,) = (i16(x) for x in await inv.holding(m701 + MEAS_W_SF, 1))
 
             async def watts() -> float:
