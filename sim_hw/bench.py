@@ -162,6 +162,7 @@ class Bench:
             clock=self.clock,
             load_kw=spec.load_kw,
             register_map=spec.register_map,
+            step_s=self.step_s,
         )
         try:
             return build_model(spec.kind, spec.name, spec.options, ctx)

@@ -59,3 +59,24 @@ async def test_a_device_whose_model_fails_is_counted_and_the_others_go_on(tmp_pa
         assert energy() > before  # the meter kept integrating
     finally:
         await bench.stop()
+
+
+@async_test
+async def test_inverters_follow_the_physics_at_any_bench_step(tmp_path: Path) -> None:
+    """A half-second step: OpenDER must be stepped at the bench's step, not a fixed 1 s (it used to freeze)."""
+    cfg = ieee13_copy(tmp_path, ("step_s = 1.0", "step_s = 0.5"))
+    bench = Bench(cfg)
+    await bench.start()
+    try:
+        bench._irradiance_profile = type("Flat", (), {"value": staticmethod(lambda t: 1.0)})()  # a clear sky all day
+        for _ in range(40):
+            await bench.step_once()
+        inverter = bench.model_of("pv675")
+        full = inverter.p_kw
+        assert full > 2000  # 2.5 MW array at 1000 W/m2
+        bench.set_irradiance_factor(0.2)
+        for _ in range(40):  # 20 simulated seconds
+            await bench.step_once()
+        assert inverter.p_kw < 0.3 * full
+    finally:
+        await bench.stop()
