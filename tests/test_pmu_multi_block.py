@@ -17,11 +17,11 @@ from conftest import async_test, running_tasks, until
 from test_pmu_ingest import Taken
 
 from agent.config import AnglePairConfig, PmuMonitoringConfig, PmuStreamConfig
-from agent.pmu.ingest import PmuMonitoring, PmuStream, block_names
+from agent.pmu.ingest import PmuIngest, PmuMonitoring, PmuStream, block_names, phasor_kinds
 from agent.points import Quality
 from agent.store import AsyncStore, Store
-from protocols.c37118 import ConfigFrame, DataFrame, FrameType, PmuConfig, encode_frame
-from sim_hw.devices.pmu import DEFAULT_PHASORS, PmuMeasurement, SimPmu, SimPmuBlock
+from protocols.c37118 import ConfigFrame, DataFrame, FrameType, PmuConfig, decode_frame, encode_frame
+from sim_hw.devices.pmu import DEFAULT_PHASORS, PmuMeasurement, PmuSimError, SimPmu, SimPmuBlock
 
 RATE = 30
 MON = PmuMonitoringConfig(window_before_s=0.5, window_after_s=0.5, hold_off_s=1.0, frequency_pickup_s=0.1,
@@ -158,3 +158,26 @@ async def test_pdc_stream_over_tcp_with_cfg3_in_pieces_each_block_monitored_and_
     assert all(s["stream"] == "pdc" and s["connected"] and s["frame_errors"] == 0 for s in status.values())
     mags = {r.point: r.value for r in taken.readings if r.point.endswith(".VA.mag") and r.quality is Quality.GOOD}
     assert mags["pdc/SUB_C.VA.mag"] == pytest.approx(7300.0, rel=1e-6)
+
+
+def test_simulator_refuses_repeated_idcodes_and_a_cfg3_frame_size_too_small() -> None:
+    with pytest.raises(PmuSimError, match="IDCODEs"):
+        SimPmu(7, "A", extra_blocks=(SimPmuBlock(7, "B"),))
+    with pytest.raises(PmuSimError, match="IDCODEs"):
+        SimPmu(7, "A", extra_blocks=(SimPmuBlock(8, "B"), SimPmuBlock(8, "C")))
+    with pytest.raises(PmuSimError, match="cfg3_max_frame_size"):
+        SimPmu(7, "A", cfg3_max_frame_size=18)  # 14 header + 2 CONT_IDX + 2 CHK leave no byte of configuration
+
+
+def test_an_ingest_for_a_block_the_configuration_does_not_have_says_so() -> None:
+    sim = SimPmu(7, "A")
+    ingest = PmuIngest(stream_cfg(sim), MON, Taken(), lambda *_: None, block=1, name="pdc/B")
+    with pytest.raises(ValueError, match="block 1 of a configuration with 1"):
+        ingest.on_config(sim.config)
+
+
+def test_cfg3_phasor_kinds_come_from_phscale_bit_3() -> None:
+    # 6.4 Table 11: PHSCALE type indicator bit 3 = 0 voltage, 1 current; CFG-3 has no PHUNIT on the wire
+    cfg3 = decode_frame(encode_frame(pdc().config_frame(FrameType.CFG3)))
+    assert cfg3.pmus[0].phasor_units == ()
+    assert phasor_kinds(cfg3.pmus[0]) == tuple(k for _, k in DEFAULT_PHASORS) == (0, 0, 0, 1, 1, 1)
