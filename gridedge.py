@@ -4,22 +4,7 @@ never import each other."""
 
 from __future__ import annotations
 
-import argparse
 import sys
-
-PQ_HELP = "power quality of recordings: pq analyze FILE, pq report --input FILE"
-
-
-def _help_with_pq() -> int:
-    """The agent's help, with ``pq`` listed beside the other dispatched commands."""
-    from agent.cli import build_parser
-
-    parser = build_parser()
-    for action in parser._actions:  # the subcommands action: argparse has no public accessor
-        if isinstance(action, argparse._SubParsersAction) and "pq" not in action.choices:
-            action.add_parser("pq", help=PQ_HELP, add_help=False)
-    parser.print_help()
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,8 +22,6 @@ def main(argv: list[str] | None = None) -> int:
         from agent.pq.cli import main as pq_main
 
         return pq_main(args[1:])
-    if head in ("", "-h", "--help"):
-        return _help_with_pq()
     if head == "demo":
         from agent.demo import main as demo_main
 

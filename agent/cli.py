@@ -123,13 +123,17 @@ def build_parser() -> argparse.ArgumentParser:
     # Handled by gridedge.py's dispatcher; listed here so `gridedge --help` shows them.
     sub.add_parser("sim", help="the simulated substation: sim run --config FILE [--speed N]", add_help=False)
     sub.add_parser("central", help="the reference central service: central run --config FILE", add_help=False)
+    sub.add_parser("pq", help="power quality of recordings: pq analyze FILE, pq report --input FILE", add_help=False)
     sub.add_parser("demo", help="simulated substation + agent + central against a real Mosquitto", add_help=False)
     return p
 
 
 def main(argv: list[str]) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help printed (0), or a usage error printed (2)
+        return int(exit_.code or 0)
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if not argv else 2
