@@ -19,6 +19,7 @@ the effect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import re
 import struct
@@ -249,15 +250,15 @@ def mean_v(bench: Bench, bus: str) -> float:
 class Pdc:
     """Send commands, collect frames, keep every byte received (for the pcap)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idcode: int) -> None:
-        self.reader, self.writer, self.idcode = reader, writer, idcode
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, idcode: int, bench: Bench) -> None:
+        self.reader, self.writer, self.idcode, self.bench = reader, writer, idcode, bench
         self.stream = StreamReader()
         self.wire: list[tuple[bool, bytes]] = []  # (from the client, bytes) in order
 
     @classmethod
-    async def connect(cls, port: int, idcode: int) -> Pdc:
+    async def connect(cls, port: int, idcode: int, bench: Bench) -> Pdc:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        return cls(reader, writer, idcode)
+        return cls(reader, writer, idcode, bench)
 
     def send(self, command: int) -> None:
         data = encode_frame(CommandFrame(idcode=self.idcode, command=command))
@@ -265,7 +266,17 @@ class Pdc:
         self.writer.write(data)
 
     async def frames(self, n: int, kind: type, timeout: float = 5.0) -> list:
+        """``n`` frames of ``kind``; the bench runs meanwhile: a PMU sends data only as its clock moves on."""
         out: list = []
+        clock = asyncio.create_task(self.bench.run(seconds=timeout))
+        try:
+            return await self._collect(out, n, kind, timeout)
+        finally:
+            clock.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await clock
+
+    async def _collect(self, out: list, n: int, kind: type, timeout: float) -> list:
         async with asyncio.timeout(timeout):
             while len(out) < n:
                 while (ev := self.stream.next_event()) is not NEED_DATA:
@@ -381,7 +392,7 @@ async def test_capacitor_bank_switched_by_select_before_operate_over_rtu_moves_6
         cfg = bench.config
         cap = await Modbus.rtu(cfg.bus("bus1").link, unit_of(cfg, "cap675-ctl"))
         await regulator_manual(cap.on(unit_of(cfg, "reg-ctl")))
-        pdc = await Pdc.connect(tcp_port(cfg, "pmu-671"), 671)
+        pdc = await Pdc.connect(tcp_port(cfg, "pmu-671"), 671, bench)
         try:
             pdc.send(Command.SEND_CFG2)
             await pdc.frames(1, ConfigFrame)
@@ -528,7 +539,7 @@ async def test_tshark_dissects_a_bench_pmu_stream_received_over_tcp_without_warn
         cfg = bench.config
         port = tcp_port(cfg, "pmu-632")
         await step(bench, 2)
-        pdc = await Pdc.connect(port, 632)
+        pdc = await Pdc.connect(port, 632, bench)
         try:
             local_port = pdc.writer.get_extra_info("sockname")[1]
             pdc.send(Command.SEND_CFG2)
@@ -740,8 +751,8 @@ duration_s = 5
 async def test_pmu_sync_loss_sets_the_stat_sync_bit_in_the_frames_a_client_receives(tmp_path: Path) -> None:
     path = ieee13_copy(tmp_path, scenario=SYNC_SCENARIO)
     async with running(path) as bench:
-        pdc = await Pdc.connect(tcp_port(bench.config, "pmu-671"), 671)
-        other = await Pdc.connect(tcp_port(bench.config, "pmu-632"), 632)
+        pdc = await Pdc.connect(tcp_port(bench.config, "pmu-671"), 671, bench)
+        other = await Pdc.connect(tcp_port(bench.config, "pmu-632"), 632, bench)
         try:
             for p in (pdc, other):
                 p.send(Command.SEND_CFG2)

@@ -526,7 +526,11 @@ class SimPmu:
         return PmuData(pmu, stat, tuple(phasors), freq, dfreq, analogs, tuple(m.digitals))
 
     async def _tick(self) -> None:
-        """One frame per grid instant while anyone has data on; late ticks are skipped, not bunched."""
+        """One frame per grid instant while anyone has data on; late ticks are skipped, not bunched.
+
+        A frame is never stamped ahead of the clock: when the clock stands still (a bench stepped by hand,
+        a simulated clock paused) no frame is sent until it reaches the next instant.
+        """
         last_k = None
         while True:
             rate = self._config.data_rate
@@ -535,6 +539,8 @@ class SimPmu:
             if last_k is not None and k <= last_k:
                 k = last_k + 1
             await asyncio.sleep(max(0.0, min(k / rate - now, 2.0 / rate)))
+            if self.clock() < (k - 0.5) / rate:  # not there yet (half a period of slack for sleep jitter)
+                continue
             last_k = k
             targets = [c for c in self._clients if c.data_on]
             if not targets or not self._sending:
