@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from conftest import async_test, free_port
+from docmap import doc_mismatches
 from pymodbus.client import AsyncModbusTcpClient
 
 from protocols.modbus.registermap import RegisterMap, Table, decode_point, encode_point, parse_register_map
@@ -472,44 +473,6 @@ def test_model_produces_exactly_the_maps_points_and_they_encode() -> None:
 # --- map and doc ---------------------------------------------------------------------------------------
 
 
-def _doc_rows(text: str) -> dict[str, dict[str, str]]:
-    section = text.split("## Register table", 1)[1].split("\n## ", 1)[0]
-    lines = [ln.strip() for ln in section.splitlines() if ln.strip().startswith("|")]
-    header = [c.strip().lower() for c in lines[0].strip("|").split("|")]
-    rows = {}
-    for ln in lines[2:]:
-        cells = [c.strip() for c in ln.strip("|").split("|")]
-        row = dict(zip(header, cells, strict=True))
-        rows[row["name"]] = row
-    return rows
-
-
-def _doc_mismatches(text: str, register_map: RegisterMap) -> list[str]:
-    rows = _doc_rows(text)
-    problems = []
-    if list(rows) != [p.name for p in register_map.points]:
-        problems.append(f"points differ: doc {list(rows)}")
-    for p in register_map.points:
-        row = rows.get(p.name)
-        if row is None:
-            continue
-        expected = {
-            "table": p.table.value,
-            "address": str(p.address),
-            "type": p.dtype.value,
-            "registers": str(p.words),
-            "scale": f"{p.scale:g}",
-            "unit": p.unit,
-            "access": "R/W" if p.table in (Table.HOLDING, Table.COIL) else "R",
-        }
-        for column, value in expected.items():
-            if row[column] != value:
-                problems.append(f"{p.name}.{column}: doc {row[column]!r}, map {value!r}")
-        if not row["description"]:
-            problems.append(f"{p.name}: no description")
-    return problems
-
-
 def _doc_result_codes(text: str) -> dict[int, str]:
     section = text.split("## Result codes", 1)[1].split("\n## ", 1)[0]
     out = {}
@@ -521,14 +484,14 @@ def _doc_result_codes(text: str) -> dict[int, str]:
 
 
 def test_doc_register_table_matches_the_map() -> None:
-    assert _doc_mismatches(DOC_FILE.read_text(), CMAP) == []
+    assert doc_mismatches(DOC_FILE.read_text(), CMAP, check_access=True) == []
 
 
 def test_doc_check_catches_a_drifted_address() -> None:
     text = DOC_FILE.read_text()
     drifted = text.replace("| v_b | input | 1 |", "| v_b | input | 4 |")
     assert drifted != text
-    assert _doc_mismatches(drifted, CMAP) == ["v_b.address: doc '4', map '1'"]
+    assert doc_mismatches(drifted, CMAP, check_access=True) == ["v_b.address: doc '4', map '1'"]
 
 
 def test_doc_lists_every_result_code() -> None:

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import pytest
 from conftest import free_port
+from docmap import doc_mismatches
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
@@ -187,53 +188,15 @@ def test_map_has_a_gap_mixed_types_and_energy_points(meter_map: RegisterMap) -> 
     assert gaps == [6]
 
 
-def _doc_rows(text: str) -> dict[str, dict[str, str]]:
-    """The doc's register table: point name -> {column header: cell}."""
-    section = text.split("## Register table", 1)[1].split("\n## ", 1)[0]
-    lines = [ln.strip() for ln in section.splitlines() if ln.strip().startswith("|")]
-    header = [c.strip().lower() for c in lines[0].strip("|").split("|")]
-    rows = {}
-    for ln in lines[2:]:  # skip the |---| line
-        cells = [c.strip() for c in ln.strip("|").split("|")]
-        row = dict(zip(header, cells, strict=True))
-        rows[row["name"]] = row
-    return rows
-
-
-def _doc_mismatches(text: str, meter_map: RegisterMap) -> list[str]:
-    rows = _doc_rows(text)
-    problems = []
-    if list(rows) != [p.name for p in meter_map.points]:
-        problems.append(f"points differ: doc {list(rows)}")
-    for p in meter_map.points:
-        row = rows.get(p.name)
-        if row is None:
-            continue
-        expected = {
-            "table": p.table.value,
-            "address": str(p.address),
-            "type": p.dtype.value,
-            "registers": str(p.words),
-            "scale": f"{p.scale:g}",
-            "unit": p.unit,
-        }
-        for column, value in expected.items():
-            if row[column] != value:
-                problems.append(f"{p.name}.{column}: doc {row[column]!r}, map {value!r}")
-        if not row["description"]:
-            problems.append(f"{p.name}: no description")
-    return problems
-
-
 def test_doc_register_table_matches_the_map(meter_map: RegisterMap) -> None:
-    assert _doc_mismatches(DOC_FILE.read_text(), meter_map) == []
+    assert doc_mismatches(DOC_FILE.read_text(), meter_map) == []
 
 
 def test_doc_check_catches_a_drifted_address(meter_map: RegisterMap) -> None:
     text = DOC_FILE.read_text()
     drifted = text.replace("| v_b | input | 2 |", "| v_b | input | 3 |")
     assert drifted != text
-    assert _doc_mismatches(drifted, meter_map) == ["v_b.address: doc '3', map '2'"]
+    assert doc_mismatches(drifted, meter_map) == ["v_b.address: doc '3', map '2'"]
 
 
 # --- served over Modbus ---------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import async_test, free_port
+from docmap import doc_mismatches
 from pymodbus.client import AsyncModbusTcpClient
 
 from protocols.modbus.registermap import RegisterMap, Table, decode_point, encode_point, parse_register_map
@@ -578,52 +579,15 @@ def test_options_from_the_bench_toml() -> None:
 # --- map and doc --------------------------------------------------------------------------------------
 
 
-def _doc_rows(text: str) -> dict[str, dict[str, str]]:
-    section = text.split("## Register table", 1)[1].split("\n## ", 1)[0]
-    lines = [ln.strip() for ln in section.splitlines() if ln.strip().startswith("|")]
-    header = [c.strip().lower() for c in lines[0].strip("|").split("|")]
-    rows = {}
-    for ln in lines[2:]:
-        cells = [c.strip() for c in ln.strip("|").split("|")]
-        row = dict(zip(header, cells, strict=True))
-        rows[row["name"]] = row
-    return rows
-
-
-def _doc_mismatches(text: str) -> list[str]:
-    rows = _doc_rows(text)
-    problems = []
-    if list(rows) != [p.name for p in MAP.points]:
-        problems.append(f"points differ: doc {list(rows)}")
-    for p in MAP.points:
-        row = rows.get(p.name)
-        if row is None:
-            continue
-        expected = {
-            "table": p.table.value,
-            "address": str(p.address),
-            "type": p.dtype.value,
-            "registers": str(p.words),
-            "scale": f"{p.scale:g}",
-            "unit": p.unit,
-        }
-        for column, value in expected.items():
-            if row[column] != value:
-                problems.append(f"{p.name}.{column}: doc {row[column]!r}, map {value!r}")
-        if not row["description"]:
-            problems.append(f"{p.name}: no description")
-    return problems
-
-
 def test_doc_register_table_matches_the_map() -> None:
-    assert _doc_mismatches(DOC_FILE.read_text()) == []
+    assert doc_mismatches(DOC_FILE.read_text(), MAP) == []
 
 
 def test_doc_check_catches_a_drifted_address() -> None:
     text = DOC_FILE.read_text()
     drifted = text.replace("| time_dial | holding | 24 |", "| time_dial | holding | 25 |")
     assert drifted != text
-    assert _doc_mismatches(drifted) == ["time_dial.address: doc '25', map '24'"]
+    assert doc_mismatches(drifted, MAP) == ["time_dial.address: doc '25', map '24'"]
 
 
 def test_doc_lists_the_c37112_constants_the_tests_use() -> None:
