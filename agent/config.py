@@ -10,13 +10,15 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from agent.pmu.limits import FREQUENCY_LIMITS, ROCOF_LIMITS, TIMING_DEFAULTS, VOLTAGE_LIMITS, frequency_limit_hz
-from agent.pq.events import EventConfig, EventConfigError
 from protocols.configcheck import MISSING, Checker, ConfigError, ConfigIssue
 from protocols.modbus.registermap import RegisterMap, RegisterMapError, parse_register_map
 from protocols.telemetry.schema import valid_site
+
+if TYPE_CHECKING:
+    from agent.pq.events import EventConfig
 
 PROTOCOLS = ("modbus-tcp", "modbus-rtu")
 PARITIES = ("N", "E", "O")
@@ -364,6 +366,9 @@ def _waveform(c: Checker, raw: Mapping[str, Any], prefix: str) -> WaveformStream
                "(phase-neutral voltages in phase order a, b, c; unbalance needs 3), e.g. [\"va\", \"vb\", \"vc\"]")  # fmt: skip
     thresholds = {k: c.get(raw, prefix, k, "number", lo=0, hi=200) for k in EVENT_KEYS if k in raw}
     events = None
+    # imported here: the PQ chain pulls in numpy and scipy (~0.6 s), which a site without waveforms never needs
+    from agent.pq.events import EventConfig, EventConfigError
+
     if udin is not None and None not in thresholds.values():
         try:
             events = EventConfig(udin_v=float(udin), **{k: float(v) for k, v in thresholds.items()})

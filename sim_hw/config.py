@@ -390,11 +390,11 @@ def _pmus(c: Checker, data: Mapping[str, Any], taken: set[tuple[str, int]]) -> l
 
 
 def _waveforms(c: Checker, data: Mapping[str, Any], taken: set[tuple[str, int]]) -> list[WaveformSpec]:
-    from sim_hw.waveforms import DescriptionError, WaveformDesc
-
     out: list[WaveformSpec] = []
     names: set[str] = set()
     for prefix, raw in c.tables(data, "waveforms"):
+        from sim_hw.waveforms import DescriptionError, WaveformDesc  # numpy: only for a bench with waveforms
+
         start = len(c.issues)
         c.unknown(raw, prefix, {"name", "host", "port", "description", "speed", "duration_s", "block_s"})
         name = c.get(raw, prefix, "name", "string")
