@@ -13,6 +13,7 @@ class Quality(StrEnum):
     STALE = "stale"  # the device did not answer in time; the value is the last one known, or None
     INVALID = "invalid"  # the device answered with an exception or with a value that fails to decode
     ESTIMATED = "estimated"  # filled in by validation/estimation, not measured
+    FLAGGED = "flagged"  # measured, but a dip, swell or interruption overlapped it (IEC 61000-4-30 4.7)
 
 
 class Stream(StrEnum):

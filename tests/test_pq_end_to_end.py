@@ -180,7 +180,7 @@ def test_bench_dip_and_flicker_reach_central_as_events_and_pst(site: PqSite) -> 
     assert len(rms10) == 1 and rms10[0][0] == TICK + 600 and rms10[0][3] == "good", rms10
     assert abs(rms10[0][1] - 120.0 * math.sqrt(1 + (0.01266 / 2) ** 2)) < 0.05, rms10
     short = site.readings(f"{STREAM}.va.rms")
-    flagged = [r for r in short if r[3] == "invalid"]
+    flagged = [r for r in short if r[3] == "flagged"]
     assert len(flagged) == 1 and START + 10.0 < flagged[0][0] < START + 13.2, flagged
     assert all(abs(r[1] - 120.0) < 1.0 for r in short if r[3] == "good")
 

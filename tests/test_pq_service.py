@@ -96,7 +96,7 @@ async def test_dip_and_swell_each_give_one_event_with_residual_duration_and_flag
     swell = next(e for e in out.events if e["kind"] == "pq_swell")["data"]
     assert swell["phase"] == "vb" and abs(swell["max_pct"] - 120.0) <= 1.2, swell
     assert abs(swell["duration_s"] - 0.05) <= CYCLE_S, swell
-    # IEC 61000-4-30 4.7: the 3-s values holding an event are flagged (quality invalid, value kept); the
+    # IEC 61000-4-30 4.7: the 3-s values holding an event are flagged (quality flagged, value kept); the
     # others are good and read the 120 V of the description.
     rms = out.points("pq1.va.rms")
     assert len(rms) >= 3
@@ -106,10 +106,10 @@ async def test_dip_and_swell_each_give_one_event_with_residual_duration_and_flag
     for r in rms:
         t0, t1 = r.ts - (TICK - 30) - 3.0, r.ts - (TICK - 30)  # 180 cycles of 60 Hz before its stamp
         holds_event = any(t0 <= b and t1 >= a for a, b in spans)
-        assert r.quality == (Quality.INVALID if holds_event else Quality.GOOD), (r, r.ts - (TICK - 30))
+        assert r.quality == (Quality.FLAGGED if holds_event else Quality.GOOD), (r, r.ts - (TICK - 30))
         if not holds_event:
             assert abs(r.value - UDIN) < 0.05, r
-    assert any(r.quality == Quality.INVALID for r in rms) and any(r.quality == Quality.GOOD for r in rms)
+    assert any(r.quality == Quality.FLAGGED for r in rms) and any(r.quality == Quality.GOOD for r in rms)
     # unbalance and THD of a balanced pure sine, and the 10-s frequency of 60 Hz
     assert all(r.value < 0.05 for r in out.points("pq1.u2") if r.quality == Quality.GOOD)
     assert all(r.value < 0.05 and r.unit == "%" for r in out.points("pq1.vc.thd") if r.quality == Quality.GOOD)
@@ -168,7 +168,7 @@ def test_pst_above_the_limit_is_an_event_unless_flagged_and_plt_needs_the_12_pst
         proc._pst_tick(TICK - 7200 + 600 * (k + 1), o)
         outs.append(o)
     first = {r.point: r for r in outs[0].readings}
-    assert first["pq1.va.pst"].value == 3.0 and first["pq1.va.pst"].quality == Quality.INVALID
+    assert first["pq1.va.pst"].value == 3.0 and first["pq1.va.pst"].quality == Quality.FLAGGED
     assert not outs[0].events  # 3.0 is above the limit, but flagged: no flicker event
     seventh = outs[6]
     assert [e.kind for e in seventh.events] == ["pq_flicker"]  # va's 2.0 > 1.0, unflagged
@@ -177,7 +177,7 @@ def test_pst_above_the_limit_is_an_event_unless_flagged_and_plt_needs_the_12_pst
     assert ev.ts == TICK - 7200 + 3600 and ev.data["interval_end_ts"] == TICK - 7200 + 4200
     last = {r.point: r for r in outs[11].readings}
     assert last["pq1.va.plt"].value == pytest.approx((80 / 12) ** (1 / 3), abs=1e-4)
-    assert last["pq1.va.plt"].ts == TICK and last["pq1.va.plt"].quality == Quality.INVALID  # holds a flagged Pst
+    assert last["pq1.va.plt"].ts == TICK and last["pq1.va.plt"].quality == Quality.FLAGGED  # holds a flagged Pst
     assert last["pq1.vb.plt"].value == pytest.approx(0.5, abs=1e-4)
     assert last["pq1.vc.plt"].value == pytest.approx(((11 * 0.125 + 1.2**3) / 12) ** (1 / 3), abs=1e-4)
     assert plt([0.5] * 12) == pytest.approx(0.5)

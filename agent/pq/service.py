@@ -8,7 +8,7 @@ and one IEC 61000-4-15 flickermeter per channel. What comes out (docs/pq-service
   150/180-cycle (3 s) ``rms`` and ``thd``, the 3-s ``u2`` unbalance and the 10-s ``frequency``; at each
   10-min tick of the UTC clock ``rms_10min``, ``thd_10min``, ``u2_10min`` and ``pst``; at each 2-h tick
   ``plt``. A value the standard flags (a dip, swell or interruption overlapped it, IEC 61000-4-30 4.7)
-  keeps its number and gets quality ``invalid``;
+  keeps its number and gets quality ``flagged``;
 - events to the store (``await store.add_event``): ``pq_dip``, ``pq_swell``, ``pq_interruption`` when one
   ends, and ``pq_flicker`` when an unflagged Pst is above 1.0.
 
@@ -105,7 +105,7 @@ def max_order_for(rate_hz: float, nominal_hz: float) -> int:
 
 
 def _q(flagged: bool) -> Quality:
-    return Quality.INVALID if flagged else Quality.GOOD
+    return Quality.FLAGGED if flagged else Quality.GOOD
 
 
 class PqProcessor:

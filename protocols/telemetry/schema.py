@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "gridedge/v1"
 DATA_STREAMS = ("telemetry", "energy", "events")
-QUALITIES = ("good", "stale", "invalid", "estimated")
+QUALITIES = ("good", "stale", "invalid", "estimated", "flagged")
 _SITE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024  # refuse to parse anything larger: hostile input has bounds
 # Times are seconds since the epoch below 2**33 (year 2242): later is a broken clock or hostile input, and a
