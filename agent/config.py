@@ -110,10 +110,12 @@ class PmuMonitoringConfig:
     voltage_lo_pu: float = 0.95  # ANSI C84.1-2016 Range A
     voltage_hi_pu: float = 1.05
     voltage_clause: str = VOLTAGE_LIMITS["A"].source
-    frequency_lo_hz: float = -1.5  # deviation from nominal; IEEE 1547-2018 Table 19 UF1/OF1 (60 Hz)
+    frequency_lo_hz: float = (
+        -1.5
+    )  # deviation from nominal; IEEE 1547-2018 UF1/OF1 defaults (60 Hz; table number from memory)
     frequency_hi_hz: float = 1.2
     frequency_clause: str = FREQUENCY_LIMITS["1547-OF1-UF1"].source
-    rocof_hz_per_s: float = 2.0  # IEEE 1547-2018 Table 21, Category II
+    rocof_hz_per_s: float = 2.0  # IEEE 1547-2018 ROCOF ride-through, Category II (table number from memory)
     rocof_clause: str = ROCOF_LIMITS["II"].source
     time_quality_limit: int = 4
     voltage_pickup_s: float = TIMING_DEFAULTS["voltage_pickup_s"]
@@ -332,8 +334,10 @@ def _pmu_monitoring(c: Checker, raw: Mapping[str, Any], pmus: Mapping[str, PmuSt
         phasor = c.get(t, prefix, "phasor", "string")
         limit = c.get(t, prefix, "limit_deg", "number", lo=0.1, hi=180)
         for key, name in (("pmu_a", a), ("pmu_b", b)):
-            if name is not None and name not in pmus:
-                c.fail(f"{prefix}.{key}", name, "must name a [[pmus]] entry: " + (", ".join(sorted(pmus)) or "(none)"))
+            # a [[pmus]] name, or "<name>/<station>" for one PMU block of a multi-PMU (PDC) stream
+            if name is not None and name not in pmus and name.partition("/")[0] not in pmus:
+                c.fail(f"{prefix}.{key}", name, "must name a [[pmus]] entry (or <entry>/<station> of a PDC stream): "
+                       + (", ".join(sorted(pmus)) or "(none)"))  # fmt: skip
         if a is not None and a == b:
             c.fail(f"{prefix}.pmu_b", b, "must be another PMU than pmu_a")
         if len(c.issues) == start:

@@ -364,6 +364,13 @@ def test_config_pmus_and_monitoring_defaults_and_overrides():
     assert (m.voltage_lo_pu, m.voltage_hi_pu) == (0.917, 1.058) and "Range B" in m.voltage_clause
     assert m.rocof_hz_per_s == 3.0 and "Category III" in m.rocof_clause and m.hold_off_s == 3.0
     assert m.angle_pairs[0].limit_deg == 20.0
+    pdc = parse(pmus=[{"name": "pdc", "host": "127.0.0.1", "idcode": 9}],
+                pmu_monitoring={"angle_pairs": [{"pmu_a": "pdc/SUB-A", "pmu_b": "pdc/SUB-B", "phasor": "VA",
+                                                 "limit_deg": 15}]})  # fmt: skip
+    assert (pdc.pmu_monitoring.angle_pairs[0].pmu_a, pdc.pmu_monitoring.angle_pairs[0].pmu_b) == (
+        "pdc/SUB-A",
+        "pdc/SUB-B",
+    )
     assert parse(pmu_monitoring={"rocof_hz_per_s": 1.0}).pmu_monitoring.rocof_clause.startswith("configured")
 
 
