@@ -116,3 +116,86 @@ async def test_a_cloud_clearing_pushes_the_feeder_out_of_ansi_range_a_until_the_
         assert [name for _, name in bench.scenario.played] == ["cloud factor=0", "cloud clears"]
     finally:
         await bench.stop()
+
+
+@async_test
+async def test_a_meter_swap_restarts_the_energy_registers_and_changes_the_serial_over_modbus(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from pymodbus.client import AsyncModbusTcpClient
+
+    scenario = tmp_path / "swap.toml"
+    scenario.write_text('[[events]]\nat_s = 20\naction = "meter_swap"\ndevice = "fdr-671-meter"\n')
+    cfg = replace(ieee13_copy(tmp_path, ('irradiance = "cloudy"', 'irradiance = "none"')), scenario=scenario)
+    bench = Bench(cfg)
+    await bench.start()
+    port = next(d.port for d in cfg.devices if d.name == "fdr-671-meter")
+    client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0)
+    assert await client.connect()
+
+    async def serial_and_energy() -> tuple[int, int]:
+        rr = await client.read_holding_registers(8, count=10, device_id=1)  # serial 8-9, delivered Wh 16-17
+        assert not rr.isError()
+        r = rr.registers
+        return (r[0] << 16) | r[1], (r[8] << 16) | r[9]  # uint32, big-endian words (docs/devices/sim-meter.md)
+
+    try:
+        for _ in range(19):
+            await bench.step_once()
+        serial0, energy0 = await serial_and_energy()
+        p_w = bench.model_of("fdr-671-meter").values(bench.sim_time)["p_total"]
+        assert energy0 == pytest.approx(p_w * 19 / 3600, rel=0.05)  # ~19 s of the branch's power
+        await bench.step_once()  # t = 20 s: the swap
+        await bench.step_once()
+        serial1, energy1 = await serial_and_energy()
+        assert serial1 != serial0 and energy1 < energy0 / 10  # a new meter, counting from 0 again
+    finally:
+        client.close()
+        await bench.stop()
+
+
+@async_test
+async def test_a_bench_pmu_with_a_udp_port_sends_its_data_as_datagrams(tmp_path: Path) -> None:
+    """C37.118.2: commands over TCP, data over UDP to the port the bench config names."""
+    import asyncio
+    import contextlib
+
+    from protocols.c37118 import NEED_DATA, Command, CommandFrame, ConfigFrame, DataFrame, StreamReader, encode_frame
+
+    udp_port = free_port()
+    cfg = ieee13_copy(tmp_path, ("rate = 30\n", f"rate = 30\nudp_port = {udp_port}\n"))  # pmu-671
+    got: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Proto(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            got.put_nowait(data)
+
+    loop = asyncio.get_running_loop()
+    transport, _ = await loop.create_datagram_endpoint(Proto, local_addr=("127.0.0.1", udp_port))
+    bench = Bench(cfg)
+    await bench.start()
+    runner = asyncio.create_task(bench.run(seconds=10))  # the PMU sends as the bench's clock moves
+    try:
+        spec = next(p for p in cfg.pmus if p.name == "pmu-671")
+        reader, writer = await asyncio.open_connection("127.0.0.1", spec.port)
+        writer.write(encode_frame(CommandFrame(idcode=671, command=Command.SEND_CFG2)))
+        stream = StreamReader()
+        config = None
+        while config is None:
+            stream.feed(await asyncio.wait_for(reader.read(65536), 5))
+            while (ev := stream.next_event()) is not NEED_DATA:
+                config = ev if isinstance(ev, ConfigFrame) else config
+        writer.write(encode_frame(CommandFrame(idcode=671, command=Command.DATA_ON)))
+        udp = StreamReader([config])
+        udp.feed(await asyncio.wait_for(got.get(), 5))
+        frame = udp.next_event()
+        assert isinstance(frame, DataFrame) and frame.idcode == 671
+        va = abs(frame.pmus[0].phasor_values[0])
+        assert va == pytest.approx(abs(bench.solution.v("671")["a"]), rel=0.01)  # bus 671 phase a, volts
+        writer.close()
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        await bench.stop()
+        transport.close()
