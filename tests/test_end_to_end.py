@@ -5,10 +5,7 @@ Mosquitto that the test kills and restarts."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Broker, free_port, query_db, wait_for, wait_port
+from processes import Processes
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,7 +21,7 @@ MAP = ROOT / "config" / "maps" / "sim-meter.toml"
 
 
 @dataclass
-class Site:
+class Site(Processes):
     """A bench, central and an agent on one test's broker, each as its own process."""
 
     workdir: Path
@@ -133,42 +131,16 @@ map = "{MAP}"
 """
         )
 
-    def spawn(self, name: str, *args: str) -> subprocess.Popen:
-        with open(self.workdir / f"{name}.log", "ab") as log:
-            # Its own process group, so a SIGKILL can take the bench's socat children down with it.
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "gridedge", *args],
-                cwd=self.workdir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.procs[name] = proc
-        return proc
-
     def start_sim(self) -> None:
-        self.spawn("sim", "sim", "run", "--config", "sim.toml")
+        self.start_gridedge("sim", "sim", "run", "--config", "sim.toml")
         wait_port(self.tcp_port, 15)
         wait_for(lambda: (self.workdir / "rtu-bus1").exists(), 10, "the bench's RTU pty")
 
     def start_central(self) -> None:
-        self.spawn("central", "central", "run", "--config", "central.toml")
+        self.start_gridedge("central", "central", "run", "--config", "central.toml")
 
     def start_agent(self) -> None:
-        self.spawn("agent", "run", "--config", "agent.toml")
-
-    def kill(self, name: str) -> None:
-        proc = self.procs.pop(name)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-    def stop(self, name: str) -> int:
-        proc = self.procs.pop(name)
-        proc.send_signal(signal.SIGTERM)
-        return proc.wait(30)
-
-    def log(self, name: str) -> str:
-        return (self.workdir / f"{name}.log").read_text(errors="replace")
+        self.start_gridedge("agent", "run", "--config", "agent.toml")
 
     def central_rows(self) -> int:
         rows = query_db(self.central_db, "SELECT count(*) FROM readings")

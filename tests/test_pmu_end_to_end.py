@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import select
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Broker, free_port, query_db, wait_for, wait_port
+from processes import Processes
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +59,7 @@ asyncio.run(main(int(sys.argv[1])))
 
 
 @dataclass
-class PmuSite:
+class PmuSite(Processes):
     """A SimPmu, central and an agent on one test's broker, each in its own process group."""
 
     workdir: Path
@@ -103,15 +102,8 @@ nominal_v = {NOMINAL_V}
 """
         )
 
-    def _spawn(self, name: str, argv: list[str], **kw: object) -> subprocess.Popen:
-        with open(self.workdir / f"{name}.log", "ab") as log:
-            # Its own process group, so cleanup takes any children with it.
-            proc = subprocess.Popen(argv, cwd=self.workdir, stderr=log, start_new_session=True, **kw)
-        self.procs[name] = proc
-        return proc
-
     def start_pmu(self) -> None:
-        proc = self._spawn(
+        proc = self.spawn(
             "pmu",
             [sys.executable, "pmu_runner.py", str(self.pmu_port)],
             stdin=subprocess.PIPE,
@@ -149,36 +141,8 @@ nominal_v = {NOMINAL_V}
         """Until the agent holds ``seconds`` of the stream: a fault's window then has all its before-part."""
         wait_for(lambda: self.pmu_status().get("frames", 0) >= seconds * RATE, 20, f"{seconds} s of PMU frames", 0.2)
 
-    def start_gridedge(self, name: str, *args: str) -> None:
-        with open(self.workdir / f"{name}.log", "ab") as log:
-            self._spawn(name, [sys.executable, "-m", "gridedge", *args], stdout=log)
-
-    def stop(self, name: str, timeout_s: float) -> int:
-        proc = self.procs.pop(name)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout_s)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-    def kill_all(self) -> None:
-        for name in list(self.procs):
-            proc = self.procs.pop(name)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-            for stream in (proc.stdin, proc.stdout):
-                if stream is not None:
-                    stream.close()
-
-    def log(self, name: str) -> str:
-        path = self.workdir / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def logs(self) -> str:
-        return "\n".join(f"---- {n}.log\n{self.log(n)[-3000:]}" for n in ("pmu", "agent", "central"))
+    def logs(self) -> str:  # type: ignore[override]
+        return Processes.logs(self, "pmu", "agent", "central")
 
 
 @pytest.fixture

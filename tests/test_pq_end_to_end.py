@@ -14,10 +14,7 @@ import asyncio
 import contextlib
 import json
 import math
-import os
-import signal
 import subprocess
-import sys
 import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Broker, async_test, free_port, query_db, wait_for, wait_port
+from processes import Processes
 
 from protocols import wavestream as ws
 from sim_hw.bench import Bench, device_table
@@ -42,7 +40,7 @@ PST_EXPECTED = 1.266 / 0.844  # Table 5, 120 V lamp / 60 Hz: 0.844 % -> Pst 1.00
 
 
 @dataclass
-class PqSite:
+class PqSite(Processes):
     workdir: Path
     broker: Broker
     port: int = field(default_factory=free_port)
@@ -91,29 +89,6 @@ udin_v = 120.0
 """
         )
 
-    def start(self, name: str, *args: str) -> None:
-        with open(self.workdir / f"{name}.log", "ab") as log:
-            # Its own process group, so cleanup takes any children with it.
-            self.procs[name] = subprocess.Popen([sys.executable, "-m", "gridedge", *args], cwd=self.workdir,
-                                                stdout=log, stderr=log, start_new_session=True)  # fmt: skip
-
-    def stop(self, name: str, timeout_s: float) -> int:
-        proc = self.procs.pop(name)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout_s)
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-    def kill_all(self) -> None:
-        for name in list(self.procs):
-            proc = self.procs.pop(name)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
     def readings(self, point: str) -> list[tuple]:
         sql = "SELECT ts, value, unit, quality FROM readings WHERE point = ? ORDER BY ts"
         return query_db(self.central_db, sql, (point,))
@@ -122,12 +97,8 @@ udin_v = 120.0
         sql = "SELECT ts, kind, severity, source, text, data FROM events WHERE kind = ? ORDER BY ts"
         return query_db(self.central_db, sql, (kind,))
 
-    def logs(self) -> str:
-        out = []
-        for name in ("bench", "agent", "central"):
-            path = self.workdir / f"{name}.log"
-            out.append(f"---- {name}.log\n{path.read_text(errors='replace')[-3000:] if path.exists() else ''}")
-        return "\n".join(out)
+    def logs(self) -> str:  # type: ignore[override]
+        return Processes.logs(self, "bench", "agent", "central")
 
 
 @pytest.fixture
@@ -135,8 +106,8 @@ def site(tmp_path: Path, broker: Broker) -> Iterator[PqSite]:
     s = PqSite(tmp_path, broker)
     s.write_configs()
     try:
-        s.start("central", "central", "run", "--config", "central.toml")
-        s.start("bench", "sim", "run", "--config", "bench.toml")
+        s.start_gridedge("central", "central", "run", "--config", "central.toml")
+        s.start_gridedge("bench", "sim", "run", "--config", "bench.toml")
         wait_port(s.port, 15)
         yield s
     finally:
@@ -144,7 +115,7 @@ def site(tmp_path: Path, broker: Broker) -> Iterator[PqSite]:
 
 
 def test_bench_dip_and_flicker_reach_central_as_events_and_pst(site: PqSite) -> None:
-    site.start("agent", "run", "--config", "agent.toml")
+    site.start_gridedge("agent", "run", "--config", "agent.toml")
     pst_points = [f"{STREAM}.{ch}.pst" for ch in ("va", "vb", "vc")]
     wait_for(lambda: all(site.readings(p) for p in pst_points) and site.events("pq_flicker"), 40,
              f"the Pst readings and the flicker event in central\n{site.logs()}", 0.3)  # fmt: skip
