@@ -30,13 +30,26 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     points = sum(len(d.register_map.points) for d in config.devices)
-    print(f"{args.file}: ok — site {config.site_id}, {len(config.devices)} device(s), {points} point(s)")
+    print(f"{args.file}: ok — site {config.site_id}, {len(config.devices)} device(s), {points} point(s), "
+          f"{len(config.pmus)} PMU stream(s), {len(config.waveforms)} waveform stream(s)")  # fmt: skip
     for d in config.devices:
         where = f"{d.host}:{d.port}" if d.protocol == "modbus-tcp" else f"{d.serial.port} @ {d.serial.baudrate} baud"
         print(
             f"  {d.name:<16} {d.protocol:<11} {where:<28} unit {d.unit_id:<3} every {d.poll_interval_s:g} s, "
             f"{len(d.register_map.points)} points ({d.register_map.name})"
         )
+    for pmu in config.pmus:
+        data = f"data over UDP port {pmu.udp_port}" if pmu.udp_port else "data over TCP"
+        nominal = f", nominal {pmu.nominal_v:g} V" if pmu.nominal_v is not None else ""
+        print(f"  {pmu.name:<16} {'c37.118':<11} {pmu.host + ':' + str(pmu.port):<28} idcode {pmu.idcode}, "
+              f"CFG-{pmu.cfg}, {data}{nominal}")  # fmt: skip
+    for w in config.waveforms:
+        standards = ", ".join(w.compliance) or "none"
+        if "ieee519" in w.compliance:
+            kv = w.bus_kv if w.bus_kv is not None else w.udin_v * 3**0.5 / 1000
+            standards += f" (bus {kv:.3f} kV{'' if w.bus_kv is not None else ' from Udin'})"
+        print(f"  {w.name:<16} {'waveforms':<11} {w.host + ':' + str(w.port):<28} {w.nominal_hz} Hz, lamp {w.lamp_v} V, "
+              f"Udin {w.udin_v:g} V, {','.join(w.channels)}, compliance {standards}")  # fmt: skip
     u = config.uplink
     print(f"  uplink {'mqtts' if u.tls else 'mqtt'}://{u.host}:{u.port} as {u.client_id}; store {config.store.path}")
     return 0

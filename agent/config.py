@@ -26,7 +26,7 @@ BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 
 # The agent's errors are the shared ones (protocols/configcheck): `except ConfigError` keeps working here.
 __all__ = ["AgentConfig", "AnglePairConfig", "ConfigError", "ConfigIssue", "DeviceConfig", "PmuMonitoringConfig",
-           "PmuStreamConfig", "SerialSettings", "StoreConfig", "UplinkConfig", "WaveformStreamConfig", "load_config",
+           "PmuStreamConfig", "SerialSettings", "StoreConfig", "UplinkConfig", "WaveformStreamConfig", "default_compliance", "load_config",
            "override_broker", "parse_config"]  # fmt: skip
 
 
@@ -133,6 +133,25 @@ class PmuMonitoringConfig:
 WAVEFORM_CHANNELS_DEFAULT = ("va", "vb", "vc")
 LAMP_FOR_NOMINAL = {50: 230, 60: 120}  # lamp_v default: the 230 V lamp on 50 Hz systems, the 120 V lamp on 60 Hz
 EVENT_KEYS = ("dip_threshold_pct", "swell_threshold_pct", "interruption_threshold_pct", "hysteresis_pct")
+#: EN 50160:2010 clause 3 definitions (from memory, check your copy): low voltage Un <= 1 kV, medium voltage
+#: 1 kV < Un <= 36 kV, Un line to line. Udin (phase to neutral) x sqrt 3 gives Un.
+EN50160_LV_MAX_V = 1000.0
+EN50160_MV_MAX_V = 36000.0
+
+
+def default_compliance(nominal_hz: int, udin_v: float) -> tuple[str, ...]:
+    """The standards a ``[[waveforms]]`` stream is assessed against when ``compliance`` is not given.
+
+    50 Hz: EN 50160 (the European supply standard) for its voltage level, LV or MV from Udin x sqrt 3; above
+    36 kV (EN 50160 clause 6, high voltage, is not assessed) and at 60 Hz: IEEE 519, which applies at any
+    bus voltage (its Table 1 row from ``bus_kv``).
+    """
+    un_v = udin_v * 3**0.5
+    if nominal_hz == 50 and un_v <= EN50160_LV_MAX_V:
+        return ("en50160-lv",)
+    if nominal_hz == 50 and un_v <= EN50160_MV_MAX_V:
+        return ("en50160-mv",)
+    return ("ieee519",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +166,8 @@ class WaveformStreamConfig:
     events: EventConfig  # udin_v (declared phase-neutral voltage) and the dip/swell/interruption thresholds
     channels: tuple[str, ...] = WAVEFORM_CHANNELS_DEFAULT  # phase-neutral voltages, in phase order a, b, c
     report_interval_s: float = 3.0  # the 150/180-cycle and 10-s values: every one (3) or one per interval
+    compliance: tuple[str, ...] = ()  # standards assessed continuously (the loader's default: default_compliance)
+    bus_kv: float | None = None  # IEEE 519 bus voltage, line to line [kV]; None: Udin x sqrt 3
 
     @property
     def udin_v(self) -> float:
@@ -355,7 +376,7 @@ def _pmu_monitoring(c: Checker, raw: Mapping[str, Any], pmus: Mapping[str, PmuSt
 def _waveform(c: Checker, raw: Mapping[str, Any], prefix: str) -> WaveformStreamConfig | None:
     start = len(c.issues)
     c.unknown(raw, prefix, {"name", "host", "port", "nominal_hz", "lamp_v", "udin_v", "channels", "report_interval_s",
-                            *EVENT_KEYS})  # fmt: skip
+                            "compliance", "bus_kv", *EVENT_KEYS})  # fmt: skip
     name = c.get(raw, prefix, "name", "string")
     host = c.get(raw, prefix, "host", "string")
     port = c.get(raw, prefix, "port", "integer", lo=1, hi=65535)
@@ -371,7 +392,14 @@ def _waveform(c: Checker, raw: Mapping[str, Any], prefix: str) -> WaveformStream
     thresholds = {k: c.get(raw, prefix, k, "number", lo=0, hi=200) for k in EVENT_KEYS if k in raw}
     events = None
     # imported here: the PQ chain pulls in numpy and scipy (~0.6 s), which a site without waveforms never needs
+    from agent.pq.compliance import STANDARDS
     from agent.pq.events import EventConfig, EventConfigError
+
+    standards = _waveform_compliance(c, raw, prefix, STANDARDS, nominal, udin)
+    bus_kv = c.get(raw, prefix, "bus_kv", "number", None, lo=0.001, hi=1000)
+    if bus_kv is not None and standards is not None and "ieee519" not in standards:
+        c.fail(f"{prefix}.bus_kv", bus_kv, f"only used by ieee519, which compliance {list(standards)} does not "
+               "hold: add \"ieee519\" to compliance or remove bus_kv")  # fmt: skip
 
     if udin is not None and None not in thresholds.values():
         try:
@@ -383,7 +411,29 @@ def _waveform(c: Checker, raw: Mapping[str, Any], prefix: str) -> WaveformStream
     if len(c.issues) > start or events is None:
         return None
     return WaveformStreamConfig(name=name, host=host, port=port, nominal_hz=nominal, lamp_v=lamp, events=events,
-                                channels=tuple(channels), report_interval_s=float(interval))  # fmt: skip
+                                channels=tuple(channels), report_interval_s=float(interval), compliance=standards,
+                                bus_kv=None if bus_kv is None else float(bus_kv))  # fmt: skip
+
+
+def _waveform_compliance(c: Checker, raw: Mapping[str, Any], prefix: str, allowed: tuple[str, ...],
+                         nominal: int | None, udin: float | None) -> tuple[str, ...] | None:  # fmt: skip
+    """``compliance``: a list of distinct standards (may be empty: none); absent, :func:`default_compliance`."""
+    key = f"{prefix}.compliance"
+    value = raw.get("compliance", MISSING)
+    if value is MISSING:
+        return default_compliance(nominal, udin) if nominal is not None and udin is not None else None
+    what = "a list of distinct standards, each one of " + ", ".join(repr(a) for a in allowed) + " (or [] for none)"
+    if not isinstance(value, list):
+        c.fail(key, value, f"must be {what}")
+        return None
+    bad = [v for v in value if v not in allowed]
+    if bad:
+        c.fail(key, value, f"{bad[0]!r} is not a standard: must be {what}")
+        return None
+    if len(set(value)) != len(value):
+        c.fail(key, value, f"names a standard twice: must be {what}")
+        return None
+    return tuple(value)
 
 
 def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:

@@ -190,3 +190,58 @@ def test_check_config_command_lists_errors_and_exits_nonzero(tmp_path: Path) -> 
     proc = subprocess.run([sys.executable, "-m", "gridedge", "check-config", str(good)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "meter2" in proc.stdout and "ok" in proc.stdout
+
+
+def test_check_config_lists_pmu_and_waveform_streams_one_line_each(tmp_path: Path) -> None:
+    streams = (
+        GOOD
+        + """
+[[pmus]]
+name = "pmu-sub1"
+host = "10.0.0.9"
+port = 4713
+idcode = 7
+udp_port = 4714
+nominal_v = 7200
+[[waveforms]]
+name = "pq-lv"
+host = "127.0.0.1"
+port = 14800
+nominal_hz = 50
+udin_v = 230
+[[waveforms]]
+name = "pq-us"
+host = "10.0.0.10"
+port = 14801
+nominal_hz = 60
+udin_v = 120
+lamp_v = 230
+compliance = ["ieee519", "en50160-lv"]
+bus_kv = 0.48
+[[waveforms]]
+name = "pq-none"
+host = "10.0.0.11"
+port = 14802
+nominal_hz = 60
+udin_v = 7967
+channels = ["va"]
+compliance = []
+"""
+    )
+    proc = subprocess.run([sys.executable, "-m", "gridedge", "check-config", str(write(tmp_path, streams))],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split()[0]: line for line in proc.stdout.splitlines()[1:]}
+    assert "2 device(s)" in proc.stdout and "1 PMU stream(s), 3 waveform stream(s)" in proc.stdout, proc.stdout
+    pmu = lines["pmu-sub1"]
+    assert "10.0.0.9:4713" in pmu and "idcode 7" in pmu and "CFG-2" in pmu and "UDP port 4714" in pmu, pmu
+    assert "nominal 7200 V" in pmu, pmu
+    lv = lines["pq-lv"]
+    # defaults: the 230 V lamp at 50 Hz; EN 50160 LV for 230 x sqrt 3 = 398 V
+    assert "127.0.0.1:14800" in lv and "50 Hz" in lv and "lamp 230 V" in lv and "Udin 230 V" in lv, lv
+    assert lv.endswith("compliance en50160-lv"), lv
+    us = lines["pq-us"]
+    assert "10.0.0.10:14801" in us and "60 Hz" in us and "lamp 230 V" in us, us
+    assert us.endswith("compliance ieee519, en50160-lv (bus 0.480 kV)"), us
+    # no compliance; Udin 7967 V x sqrt 3 = 13.8 kV would be the IEEE 519 bus
+    assert lines["pq-none"].endswith("Udin 7967 V, va, compliance none"), lines["pq-none"]

@@ -166,6 +166,26 @@ def percentile_nearest_rank(values: Sequence[float] | np.ndarray, percent: float
     return float(v[max(rank, 1) - 1])
 
 
+def percentile_nearest_rank_top(top_values: Sequence[float] | np.ndarray, count: int, percent: float) -> float:
+    """:func:`percentile_nearest_rank` of ``count`` values of which ``top_values`` are the largest (any order).
+
+    The nearest-rank percentile is the value at rank ``ceil(p n)`` of the sorted values, so a high percentile
+    needs only the ``n - ceil(p n) + 1`` largest: a streaming caller keeps those instead of every value.
+    Raises :class:`ComplianceError` when the rank falls below what was kept.
+    """
+    if count <= 0:
+        raise ComplianceError("count: 0: allowed at least one value")
+    if not 0 < percent <= 100:
+        raise ComplianceError(f"percent={percent!r}: allowed 0 < percent <= 100")
+    top = np.sort(np.asarray(top_values, dtype=np.float64))[::-1]
+    rank = max(math.ceil(round(percent / 100.0 * count, 9)), 1)
+    above = count - rank  # values larger than (or tied with, after) the percentile
+    if above >= min(top.size, count):
+        raise ComplianceError(f"top_values: {top.size} kept of {count}: the {percent:g}th percentile needs the "
+                              f"{above + 1} largest")  # fmt: skip
+    return float(top[above])
+
+
 def share_within_pct(values: Sequence[float] | np.ndarray, low: float, high: float) -> float:
     """Percentage of ``values`` inside ``[low, high]`` (bounds included)."""
     v = np.asarray(values, dtype=np.float64)
@@ -207,8 +227,15 @@ def _assess(values: np.ndarray, times_s: np.ndarray, period_s: float, record_s: 
     if values.size == 0:
         return None, None, 0, record_s >= period_s
     idx = _periods(times_s, period_s)
-    measured = [statistic(values[idx == k]) for k in np.unique(idx)]
-    return worst(measured), all(ok(m) for m in measured), len(measured), record_s >= period_s
+    return _worst([statistic(values[idx == k]) for k in np.unique(idx)], ok, worst, record_s >= period_s)
+
+
+def _worst(measured: list[float], ok: Callable[[float], bool], worst: Callable[[Sequence[float]], float],
+           complete: bool) -> tuple[float | None, bool | None, int, bool]:  # fmt: skip
+    """(worst measured, all passed, periods, complete) of one statistic per period."""
+    if not measured:
+        return None, None, 0, complete
+    return float(worst(measured)), all(ok(m) for m in measured), len(measured), complete
 
 
 # ---------------------------------------------------------------------------------------------------- the input
@@ -220,9 +247,29 @@ def _need(data: dict[str, Any], key: str, where: str = "input") -> Any:
     return data[key]
 
 
+@dataclass(frozen=True, slots=True)
+class DailyPercentiles:
+    """IEEE 519 5.1 a) already reduced: per UTC day, the daily percentile of each 3-s quantity of one channel.
+
+    For a caller that cannot keep a day of 3-s values (the agent's PQ service keeps the largest of them,
+    :class:`RollingStatistics`). Columns: THD (orders 2..H) first, then harmonic orders 2..H; NaN where the day
+    holds no value of the quantity.
+    """
+
+    day_start_s: np.ndarray  # [days]
+    measured: np.ndarray  # [days, 1 + orders]: the percentile of the day's values
+    values: np.ndarray  # [days, 1 + orders]: how many values each percentile was taken over
+    excluded: int  # flagged 3-s values left out, all days
+
+
 @dataclass(slots=True)
-class _Series:
-    """The values of the input the criteria read, flagged and incomplete ones already left out."""
+class Series:
+    """The values the criteria read, flagged and incomplete ones already left out.
+
+    Built from an analyze document by :func:`series_of_document`, or by a streaming caller from what it kept
+    (:meth:`RollingStatistics.series`). Times are seconds on any one clock; ``duration_s`` is how long the
+    record (or the kept history) is, which tells whether each criterion's period is complete.
+    """
 
     channels: list[str]
     udin_v: float
@@ -240,9 +287,11 @@ class _Series:
     freq_t: np.ndarray
     freq_hz: np.ndarray
     plt: dict[str, np.ndarray] = field(default_factory=dict)
+    short_daily: dict[str, DailyPercentiles] | None = None  # when set, the 3-s criteria read it, not short_h
 
 
-def _series(data: dict[str, Any]) -> _Series:
+def series_of_document(data: dict[str, Any]) -> Series:
+    """The :class:`Series` of an analyze document (docs/pq-report.md); bad input raises :class:`ComplianceError`."""
     try:
         return _series_of(data)
     except ComplianceError:
@@ -253,7 +302,7 @@ def _series(data: dict[str, Any]) -> _Series:
         ) from err
 
 
-def _series_of(data: dict[str, Any]) -> _Series:
+def _series_of(data: dict[str, Any]) -> Series:
     channels = list(_need(data, "channels"))
     if not channels:
         raise ComplianceError("input.channels: empty: allowed at least one voltage channel")
@@ -276,7 +325,7 @@ def _series_of(data: dict[str, Any]) -> _Series:
         return np.array([[_nan(v) for v in a["harmonics_pct"][ch]] for a in items], dtype=np.float64)
 
     freq = [f for f in _need(data, "frequency_10s") if f.get("complete", True) and f.get("freq_hz") is not None]
-    return _Series(
+    return Series(
         channels=channels,
         udin_v=udin,
         nominal_hz=nominal,
@@ -312,8 +361,14 @@ def evaluate_en50160(data: dict[str, Any], standard: str = "en50160-lv") -> list
     """EN 50160:2010 criteria over an analyze document; one line per criterion, channel and harmonic order."""
     if standard not in EN50160_LIMITS:
         raise ComplianceError(f"standard={standard!r}: allowed {', '.join(EN50160_LIMITS)}")
+    return en50160_criteria(series_of_document(data), standard)
+
+
+def en50160_criteria(s: Series, standard: str = "en50160-lv") -> list[CriterionResult]:
+    """EN 50160:2010 criteria over a :class:`Series`; one line per criterion, channel and harmonic order."""
+    if standard not in EN50160_LIMITS:
+        raise ComplianceError(f"standard={standard!r}: allowed {', '.join(EN50160_LIMITS)}")
     lim = EN50160_LIMITS[standard]
-    s = _series(data)
     out: list[CriterionResult] = []
     week, share = WEEK_S, lim.share_pct
 
@@ -399,8 +454,14 @@ def default_bus_kv(data: dict[str, Any]) -> float:
 
 def evaluate_ieee519(data: dict[str, Any], bus_kv: float | None = None) -> list[CriterionResult]:
     """IEEE 519-2014 clause 5.1 voltage distortion criteria, Table 1 row chosen by ``bus_kv``."""
-    row = ieee519_row(default_bus_kv(data) if bus_kv is None else bus_kv)
-    s = _series(data)
+    kv = default_bus_kv(data) if bus_kv is None else bus_kv
+    ieee519_row(kv)  # a bad bus_kv is named before the input is read
+    return ieee519_criteria(series_of_document(data), kv)
+
+
+def ieee519_criteria(s: Series, bus_kv: float | None = None) -> list[CriterionResult]:
+    """IEEE 519-2014 clause 5.1 criteria over a :class:`Series` (``bus_kv`` default: Udin x sqrt 3)."""
+    row = ieee519_row(s.udin_v * math.sqrt(3.0) / 1000.0 if bus_kv is None else bus_kv)
     std = "ieee519"
     out: list[CriterionResult] = []
     order_top = min(IEEE519_MAX_ORDER, s.max_order)
@@ -412,6 +473,7 @@ def evaluate_ieee519(data: dict[str, Any], bus_kv: float | None = None) -> list[
         ("10 min", s.ten_h, s.ten_t, s.ten_excluded, WEEK_S, IEEE519_WEEKLY_PERCENTILE, 1.0, "week"),
     )
     for label, hs, times, excluded, period, pct, factor, per in checks:
+        daily = s.short_daily if label == "3 s" else None
         for ch in s.channels:
             h = hs[ch]
             items: list[tuple[str, np.ndarray, float, int | None]] = [
@@ -421,17 +483,26 @@ def evaluate_ieee519(data: dict[str, Any], bus_kv: float | None = None) -> list[
                 (f"harmonic {k}", h[:, k - 2] if h.size else np.zeros(0), row.individual_pct * factor, k)
                 for k in range(2, order_top + 1)
             ]
-            for name, values, limit, order in items:
-                keep = ~np.isnan(values)
-                measured, passed, periods, complete = _assess(
-                    values[keep], times[keep], period, s.duration_s,
-                    lambda v, p=pct: percentile_nearest_rank(v, p), lambda m, lim=limit: m < lim, max,
-                )  # fmt: skip
+            for col, (name, values, limit, order) in enumerate(items):
+                if daily is not None:  # already one percentile per day
+                    d = daily[ch]
+                    have = d.values[:, col] > 0 if d.values.size else np.zeros(0, bool)
+                    measured, passed, periods, complete = _worst(
+                        list(d.measured[have, col]), lambda m, lim=limit: m < lim, max, s.duration_s >= period
+                    )  # fmt: skip
+                    used, excluded = int(d.values[:, col].sum()) if d.values.size else 0, d.excluded
+                else:
+                    keep = ~np.isnan(values)
+                    measured, passed, periods, complete = _assess(
+                        values[keep], times[keep], period, s.duration_s,
+                        lambda v, p=pct: percentile_nearest_rank(v, p), lambda m, lim=limit: m < lim, max,
+                    )  # fmt: skip
+                    used = int(np.count_nonzero(keep))
                 out.append(CriterionResult(
                     std, f"{name} ({label})", "IEEE 519-2014 5.1, Table 1", ch,
                     f"{pct:g}th percentile of the {label} values in each {per}"
                     + (f" < {factor:g} x Table 1" if factor != 1 else " < Table 1"),
-                    limit, measured, "%", passed, int(np.count_nonzero(keep)), excluded, periods, complete, order,
+                    limit, measured, "%", passed, used, excluded, periods, complete, order,
                     note,
                 ))  # fmt: skip
     return out
@@ -475,14 +546,26 @@ def evaluate(data: dict[str, Any], standard: str, bus_kv: float | None = None) -
     """Assess an analyze document against ``standard`` (one of :data:`STANDARDS`)."""
     if standard not in STANDARDS:
         raise ComplianceError(f"standard={standard!r}: allowed {', '.join(STANDARDS)}")
-    duration = float(_need(_need(data, "file"), "duration_s", "input.file"))
+    _need(_need(data, "file"), "duration_s", "input.file")
     if standard == "ieee519":
         kv = default_bus_kv(data) if bus_kv is None else bus_kv
+        ieee519_row(kv)
+    elif bus_kv is not None:
+        raise ComplianceError(f"bus_kv={bus_kv!r}: only for ieee519 (EN 50160 uses Udin)")
+    return evaluate_series(series_of_document(data), standard, bus_kv)
+
+
+def evaluate_series(s: Series, standard: str, bus_kv: float | None = None) -> ComplianceReport:
+    """Assess a :class:`Series` against ``standard``; ``bus_kv`` (ieee519 only) defaults to Udin x sqrt 3."""
+    if standard not in STANDARDS:
+        raise ComplianceError(f"standard={standard!r}: allowed {', '.join(STANDARDS)}")
+    if standard == "ieee519":
+        kv = s.udin_v * math.sqrt(3.0) / 1000.0 if bus_kv is None else bus_kv
         row = ieee519_row(kv)
-        return ComplianceReport(standard, evaluate_ieee519(data, kv), duration, WEEK_S, kv, row.label)
+        return ComplianceReport(standard, ieee519_criteria(s, kv), s.duration_s, WEEK_S, kv, row.label)
     if bus_kv is not None:
         raise ComplianceError(f"bus_kv={bus_kv!r}: only for ieee519 (EN 50160 uses Udin)")
-    return ComplianceReport(standard, evaluate_en50160(data, standard), duration, WEEK_S)
+    return ComplianceReport(standard, en50160_criteria(s, standard), s.duration_s, WEEK_S)
 
 
 def format_text(report: ComplianceReport) -> str:
@@ -529,3 +612,197 @@ def _line(c: CriterionResult) -> str:
     measured = "-" if c.measured is None else f"{c.measured:.3f}"
     extra = f" ({c.note})" if c.note else ""
     return f"{c.criterion:<38}{c.channel or '':<8}{measured:>10}{c.limit:>8.3g}  {result:<6}  {c.statistic}{extra}"
+
+
+# ---------------------------------------------------------------------------------------------------- streaming
+
+#: 3-s values kept per quantity for the day in progress (IEEE 519 5.1 a): the nearest-rank 99th percentile of
+#: n values needs the n - ceil(0.99 n) + 1 largest, so 512 is exact up to 51,199 values a day: 3-s values of
+#: 1.69 s or longer, i.e. a frequency up to 1.77 x nominal (the chain measures 0.5..1.5 x nominal; about 28,944
+#: values a day at nominal frequency: 200 a 10-min interval plus the one cut short at each tick, IEC 61000-4-30 5.5.2).
+TOP_KEEP = 512
+TOP_BATCH = 256  # values added before the kept set is trimmed back to TOP_KEEP (one np.partition per 12.8 min)
+
+
+class _ClockRing:
+    """One row per interval of ``step_s`` of the clock, over the last ``period_s``: fixed memory, the oldest
+    row overwritten by the newest. A row is found by the index of its interval (start / step)."""
+
+    def __init__(self, step_s: float, period_s: float, width: int) -> None:
+        self.step_s = step_s
+        self.size = round(period_s / step_s)
+        self.values = np.full((self.size, width), np.nan)
+        self.index = np.full(self.size, -1, dtype=np.int64)
+        self.flagged = np.zeros(self.size, dtype=bool)
+
+    def put(self, start_s: float, row: np.ndarray, flagged: bool) -> None:
+        k = math.floor(start_s / self.step_s + 1e-6)
+        slot = k % self.size
+        self.index[slot], self.flagged[slot] = k, flagged
+        self.values[slot] = row
+
+    def window(self, end_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(starts, rows, flagged) of the intervals starting in ``[end_s - period, end_s)``, oldest first."""
+        k_end = math.floor(end_s / self.step_s + 1e-6)
+        ok = np.flatnonzero((self.index >= k_end - self.size) & (self.index < k_end))
+        ok = ok[np.argsort(self.index[ok])]
+        return self.index[ok] * self.step_s, self.values[ok], self.flagged[ok]
+
+    @property
+    def nbytes(self) -> int:
+        return self.values.nbytes + self.index.nbytes + self.flagged.nbytes
+
+
+class _DayTop:
+    """The largest values of each column over one UTC day, and how many values each column had."""
+
+    def __init__(self, width: int, day: int) -> None:
+        self.day = day
+        self.buf = np.empty((TOP_KEEP + TOP_BATCH, width))
+        self.rows = 0
+        self.count = np.zeros(width, dtype=np.int64)
+        self.excluded = 0
+
+    def add(self, row: np.ndarray) -> None:
+        missing = np.isnan(row)
+        self.count += ~missing
+        self.buf[self.rows] = np.where(missing, -np.inf, row)  # a missing value sorts below every real one
+        self.rows += 1
+        if self.rows == self.buf.shape[0]:
+            self.buf[:TOP_KEEP] = np.partition(self.buf, self.rows - TOP_KEEP, axis=0)[self.rows - TOP_KEEP :]
+            self.rows = TOP_KEEP
+
+    def percentiles(self, percent: float) -> np.ndarray:
+        top = self.buf[: self.rows]
+        return np.array([percentile_nearest_rank_top(top[:, j], int(n), percent) if n else math.nan
+                         for j, n in enumerate(self.count.tolist())])  # fmt: skip
+
+
+class RollingStatistics:
+    """What the EN 50160 and IEEE 519 criteria need of one stream, over the rolling week, in fixed memory.
+
+    Kept (H = the stream's highest harmonic order, C channels):
+
+    - 10-min values (IEC 61000-4-30 5.5.3) of the last week, 1008 rows: RMS per channel, harmonic subgroups
+      2..H in % of the fundamental per channel, u2, and the 4.7 flag: ``8 (C H + 1) + 9`` bytes a row;
+    - 10-s frequencies (5.1) of the last week, 60,480 rows of 17 bytes (only with ``frequency``);
+    - Plt (IEC 61000-4-15) of the last week, 84 rows per channel;
+    - 3-s values (5.5.2) for IEEE 519 5.1 a) (only with ``short``): for the UTC day in progress the
+      :data:`TOP_KEEP` (+ :data:`TOP_BATCH`) largest THD and harmonic values per channel and order
+      (``768 x 8 C H`` bytes), from which the daily 99th percentile is exact; for each finished day of the
+      week only its percentiles and counts.
+
+    :meth:`series` gives the criteria's :class:`Series` for the week that ends at ``end_s``.
+    """
+
+    def __init__(self, channels: Sequence[str], udin_v: float, nominal_hz: float, max_order: int, *,
+                 short: bool = True, frequency: bool = True) -> None:  # fmt: skip
+        self.channels = list(channels)
+        self.udin_v, self.nominal_hz, self.max_order = float(udin_v), float(nominal_hz), int(max_order)
+        c, orders = len(self.channels), self.max_order - 1
+        self._orders = orders
+        self.ten = _ClockRing(600.0, WEEK_S, c + c * orders + 1)  # rms [c], harmonics [c, orders], u2
+        self.freq = _ClockRing(10.0, WEEK_S, 1) if frequency else None
+        self.plt = _ClockRing(7200.0, WEEK_S, c)
+        self.short = short
+        self._day: _DayTop | None = None
+        self._days: list[tuple[float, np.ndarray, np.ndarray, int]] = []  # (day start, percentiles, counts, excluded)
+        self.since_s: float | None = None  # the start of the first value kept: how long the history is
+
+    def _seen(self, start_s: float) -> None:
+        if self.since_s is None or start_s < self.since_s:
+            self.since_s = start_s
+
+    def add_ten_min(self, start_s: float, rms_v: np.ndarray, harmonics_pct: np.ndarray, u2_pct: float,
+                    flagged: bool) -> None:  # fmt: skip
+        """A 10-min value; ``harmonics_pct`` is ``[channels, orders 2..H]``."""
+        self._seen(start_s)
+        row = np.concatenate([np.asarray(rms_v, float).ravel(), np.asarray(harmonics_pct, float).ravel(), [u2_pct]])
+        self.ten.put(start_s, row, flagged)
+
+    def add_frequency(self, start_s: float, freq_hz: float, flagged: bool) -> None:
+        if self.freq is not None:
+            self._seen(start_s)
+            self.freq.put(start_s, np.array([freq_hz]), flagged)
+
+    def add_plt(self, start_s: float, plt_values: np.ndarray, flagged: bool) -> None:
+        """The Plt of each channel for the 2 h from ``start_s`` (NaN where a channel has none)."""
+        self._seen(start_s)
+        self.plt.put(start_s, np.asarray(plt_values, float), flagged)
+
+    def add_short(self, start_s: float, harmonics_pct: np.ndarray, flagged: bool) -> None:
+        """A 3-s value (harmonics ``[channels, orders 2..H]`` in %): THD (orders 2..min(50, H)) and each order."""
+        if not self.short:
+            return
+        self._seen(start_s)
+        day = math.floor(start_s / DAY_S)
+        if self._day is None or day != self._day.day:
+            self._close_day()
+            self._day = _DayTop(len(self.channels) * (1 + self._orders), day)
+        if flagged:
+            self._day.excluded += 1
+            return
+        h = np.asarray(harmonics_pct, dtype=np.float64)
+        top = min(IEEE519_MAX_ORDER, self.max_order)
+        with np.errstate(invalid="ignore"):
+            thd = np.where(np.isnan(h).all(axis=1), np.nan, _thd(h, top))
+        self._day.add(np.concatenate([thd[:, None], h], axis=1).ravel())
+
+    def _close_day(self) -> None:
+        if self._day is not None and (self._day.count.any() or self._day.excluded):
+            d = self._day
+            self._days.append((d.day * DAY_S, d.percentiles(IEEE519_DAILY_PERCENTILE), d.count.copy(), d.excluded))
+            self._days = self._days[-8:]  # the days a week can overlap
+        self._day = None
+
+    def series(self, end_s: float) -> Series:
+        """The criteria's input for the week ending at ``end_s`` (a 10-min tick of the clock)."""
+        c, orders = len(self.channels), self._orders
+        t, rows, flagged = self.ten.window(end_s)
+        used = rows[~flagged]
+        ten_t = t[~flagged]
+        rms = used[:, :c]
+        harm = used[:, c : c + c * orders].reshape(-1, c, orders)
+        u2 = used[:, -1]
+        if self.freq is not None:
+            ft, fv, ff = self.freq.window(end_s)
+            keep = ~ff & ~np.isnan(fv[:, 0])
+            freq_t, freq_hz = ft[keep], fv[keep, 0]
+        else:
+            freq_t = freq_hz = np.zeros(0)
+        _, pv, pf = self.plt.window(end_s)
+        plt = {ch: pv[~pf, i][~np.isnan(pv[~pf, i])] for i, ch in enumerate(self.channels)}
+        daily = self._daily(end_s) if self.short else None
+        since = self.since_s if self.since_s is not None else end_s
+        return Series(
+            channels=list(self.channels), udin_v=self.udin_v, nominal_hz=self.nominal_hz,
+            duration_s=max(0.0, end_s - since), max_order=self.max_order,
+            ten_t=ten_t, ten_rms={ch: rms[:, i] for i, ch in enumerate(self.channels)},
+            ten_h={ch: harm[:, i, :] for i, ch in enumerate(self.channels)}, ten_u2=u2,
+            ten_excluded=int(np.count_nonzero(flagged)),
+            short_t=np.zeros(0), short_h={ch: np.zeros((0, orders)) for ch in self.channels}, short_excluded=0,
+            freq_t=freq_t, freq_hz=freq_hz, plt=plt, short_daily=daily,
+        )  # fmt: skip
+
+    def _daily(self, end_s: float) -> dict[str, DailyPercentiles]:
+        """The UTC days that overlap the week ending at ``end_s``, the day in progress included."""
+        days = [d for d in self._days if d[0] + DAY_S > end_s - WEEK_S]
+        d = self._day
+        if d is not None and (d.count.any() or d.excluded):
+            days.append((d.day * DAY_S, d.percentiles(IEEE519_DAILY_PERCENTILE), d.count.copy(), d.excluded))
+        c, w = len(self.channels), 1 + self._orders
+        starts = np.array([d[0] for d in days])
+        meas = np.array([d[1] for d in days]).reshape(len(days), c, w)
+        counts = np.array([d[2] for d in days]).reshape(len(days), c, w)
+        excluded = sum(d[3] for d in days)
+        return {ch: DailyPercentiles(starts, meas[:, i, :], counts[:, i, :], excluded)
+                for i, ch in enumerate(self.channels)}  # fmt: skip
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by the kept statistics [bytes] (numpy buffers)."""
+        n = self.ten.nbytes + self.plt.nbytes + (self.freq.nbytes if self.freq is not None else 0)
+        if self.short:
+            width = len(self.channels) * (1 + self._orders)
+            n += (TOP_KEEP + TOP_BATCH) * width * 8 + 8 * 2 * width * 8  # the day in progress; 8 days' summaries
+        return n

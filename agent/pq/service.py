@@ -10,7 +10,10 @@ and one IEC 61000-4-15 flickermeter per channel. What comes out (docs/pq-service
   ``plt``. A value the standard flags (a dip, swell or interruption overlapped it, IEC 61000-4-30 4.7)
   keeps its number and gets quality ``flagged``;
 - events to the store (``await store.add_event``): ``pq_dip``, ``pq_swell``, ``pq_interruption`` when one
-  ends, and ``pq_flicker`` when an unflagged Pst is above 1.0.
+  ends, and ``pq_flicker`` when an unflagged Pst is above 1.0;
+- compliance (:class:`ComplianceTracker`): at each 10-min tick, for each standard of the stream's
+  ``compliance`` list, ``<stream>.compliance.<standard>`` (1 pass, 0 fail) over the rolling week, and a
+  ``pq_compliance`` event when the verdict changes.
 
 Processing runs in a worker thread, a batch of about :data:`BATCH_S` of signal at a time, so the event
 loop never waits on numpy. A stream that drops (connection refused or closed, END, silence, a gap, a CRC
@@ -36,6 +39,7 @@ import numpy as np
 from agent.config import WaveformStreamConfig
 from agent.points import Quality, Reading
 from agent.pq.classa import TEN_MIN_S, TWO_HOUR_S, Aggregate, ClassAMeter, FrequencyValue
+from agent.pq.compliance import WEEK_S, ComplianceReport, CriterionResult, RollingStatistics, evaluate_series
 from agent.pq.events import Event as PqEventValue
 from agent.pq.events import default_channel_names
 from agent.pq.flicker import PLT_PST_COUNT, FlickerError, Flickermeter, plt
@@ -68,6 +72,9 @@ EVENT_CLAUSE = {
     "interruption": "IEC 61000-4-30:2015 5.4.4",
 }
 FLICKER_KIND = "pq_flicker"
+COMPLIANCE_KIND = "pq_compliance"
+COMPLIANCE_TEXT_FAILED = 5  # failed criteria named in an event's text (all of them, up to the next, in data)
+COMPLIANCE_DATA_FAILED = 60  # failed criteria listed in an event's data (the store takes 64 kB of JSON)
 
 Sink = Callable[[list[Reading]], None]
 
@@ -108,6 +115,103 @@ def _q(flagged: bool) -> Quality:
     return Quality.FLAGGED if flagged else Quality.GOOD
 
 
+def harmonics_pct(subgroup_v: np.ndarray) -> np.ndarray:
+    """Harmonic subgroups 2..H in % of the fundamental subgroup (IEC 61000-4-7 5.6), ``[channels, H - 1]``."""
+    g = np.asarray(subgroup_v, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(g[:, 1:2] > 0, g[:, 2:] / g[:, 1:2] * 100.0, np.nan)
+
+
+def _failed_line(c: CriterionResult) -> str:
+    where = f" {c.channel}" if c.channel else ""
+    unit = f" {c.unit}" if c.unit else ""
+    return f"{c.criterion}{where} {c.measured:.3f}{unit} (limit {c.limit:g}{unit}; {c.statistic})"
+
+
+class ComplianceTracker:
+    """One stream's compliance with its configured standards, assessed at every 10-min tick.
+
+    Owned by the :class:`PqStream`, so a gap or a reconnection (a new :class:`PqProcessor`) keeps the week of
+    statistics (:class:`~agent.pq.compliance.RollingStatistics`); they are rebuilt only if the stream's
+    highest harmonic order changes (a different rate). :meth:`evaluate` gives one reading per standard,
+    ``<stream>.compliance.<standard>`` = 1 (no criterion failed) or 0, quality ``good`` once the kept history
+    spans the week (EN 50160's and IEEE 519's assessment period), ``estimated`` while it fills; and a
+    ``pq_compliance`` event when a standard's verdict changes (a first verdict is a change only if it fails).
+    """
+
+    def __init__(self, cfg: WaveformStreamConfig) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.standards = tuple(cfg.compliance)
+        self.statistics: RollingStatistics | None = None
+        self.verdicts: dict[str, str] = {}
+        self.last: dict[str, dict[str, Any]] = {}  # per standard, for status()
+        self.rebuilt = 0
+
+    def statistics_for(self, max_order: int) -> RollingStatistics | None:
+        if not self.standards:
+            return None
+        if self.statistics is None or self.statistics.max_order != max_order:
+            if self.statistics is not None:
+                self.rebuilt += 1
+                log.warning("event=pq_compliance_restarted stream=%s reason=max_order old=%d new=%d", self.name,
+                            self.statistics.max_order, max_order)  # fmt: skip
+            self.statistics = RollingStatistics(
+                self.cfg.channels, self.cfg.udin_v, self.cfg.nominal_hz, max_order,
+                short="ieee519" in self.standards, frequency=any(s.startswith("en50160") for s in self.standards),
+            )  # fmt: skip
+        return self.statistics
+
+    def evaluate(self, tick: float, out: PqOutput) -> None:
+        """Assess each standard over the week ending at ``tick``; readings and events go to ``out``."""
+        if self.statistics is None:
+            return
+        series = self.statistics.series(tick)
+        complete = series.duration_s >= WEEK_S
+        for std in self.standards:
+            report = evaluate_series(series, std, self.cfg.bus_kv if std == "ieee519" else None)
+            assessed = [c for c in report.criteria if c.passed is not None]
+            if not assessed:
+                continue  # nothing measured yet that this standard assesses: no verdict to report
+            failed = [c for c in report.criteria if c.passed is False]
+            verdict = "fail" if failed else "pass"
+            q = Quality.GOOD if complete else Quality.ESTIMATED
+            out.readings.append(Reading(f"{self.name}.compliance.{std}", tick, 0 if failed else 1, "", q))
+            previous = self.verdicts.get(std)
+            self.verdicts[std] = verdict
+            self.last[std] = {"ts": tick, "verdict": verdict, "complete": complete, "assessed": len(assessed),
+                              "failed": [f"{c.criterion}{' ' + c.channel if c.channel else ''}" for c in failed]}  # fmt: skip
+            if verdict != previous and not (previous is None and verdict == "pass"):
+                out.events.append(self._event(tick, std, verdict, previous, failed, series.duration_s, report))
+
+    def _event(self, tick: float, std: str, verdict: str, previous: str | None, failed: list[CriterionResult],
+               history_s: float, report: ComplianceReport) -> PqEvent:  # fmt: skip
+        period = "week complete" if history_s >= WEEK_S else f"{history_s / 86400:.2f} of 7 days kept"
+        if failed:
+            named = "; ".join(_failed_line(c) for c in failed[:COMPLIANCE_TEXT_FAILED])
+            more = f"; and {len(failed) - COMPLIANCE_TEXT_FAILED} more" if len(failed) > COMPLIANCE_TEXT_FAILED else ""
+            text = f"{self.name}: {std} FAIL ({period}): {named}{more}"
+        else:
+            text = f"{self.name}: {std} pass again ({period}): no criterion fails (was {previous})"
+        data: dict[str, Any] = {
+            "stream": self.name, "standard": std, "verdict": verdict, "previous": previous,
+            "period_complete": history_s >= WEEK_S, "history_s": round(history_s, 1),
+            "period_start_ts": tick - WEEK_S, "period_end_ts": tick, "failed_count": len(failed),
+            "failed": [{"criterion": c.criterion, "clause": c.clause, "channel": c.channel, "order": c.order,
+                        "measured": round(float(c.measured), 6), "limit": c.limit, "unit": c.unit,
+                        "statistic": c.statistic, "values": c.values}
+                       for c in failed[:COMPLIANCE_DATA_FAILED] if c.measured is not None],
+        }  # fmt: skip
+        if report.bus_kv is not None:
+            data.update(bus_kv=round(report.bus_kv, 4), ieee519_row=report.ieee519_row)
+        return PqEvent(tick, COMPLIANCE_KIND, "warning" if failed else "info", self.name, text, data)
+
+    def status(self) -> dict[str, Any]:
+        st = self.statistics
+        return {"standards": list(self.standards), "bytes": st.nbytes if st is not None else 0,
+                "since_ts": st.since_s if st is not None else None, "rebuilt": self.rebuilt, **self.last}  # fmt: skip
+
+
 class PqProcessor:
     """One stream's measurement from ``start_utc_s`` on (a new one after every gap or reconnection). Pure of I/O.
 
@@ -115,7 +219,8 @@ class PqProcessor:
     returns the readings and events they completed.
     """
 
-    def __init__(self, cfg: WaveformStreamConfig, rate_hz: float, start_utc_s: float) -> None:
+    def __init__(self, cfg: WaveformStreamConfig, rate_hz: float, start_utc_s: float,
+                 compliance: ComplianceTracker | None = None) -> None:  # fmt: skip
         if not (math.isfinite(rate_hz) and rate_hz >= MIN_RATE_HZ):
             raise PqStreamError(f"rate_hz = {rate_hz!r}: at least {MIN_RATE_HZ:g} Hz (the flickermeter's minimum)")
         self.cfg = cfg
@@ -137,6 +242,8 @@ class PqProcessor:
         self._spans: deque[tuple[float, float]] = deque()  # (start, end) of dips/swells/interruptions seen
         self._pst: list[dict[float, tuple[float, bool]]] = [{} for _ in range(n)]  # end tick -> (Pst, flagged)
         self._buckets: dict[str, int] = {}
+        self.compliance = compliance
+        self.rolling = compliance.statistics_for(self.max_order) if compliance is not None else None
 
     # ---- helpers ---------------------------------------------------------------------------------------
     def _flagged(self, start_s: float, end_s: float) -> bool:
@@ -195,18 +302,28 @@ class PqProcessor:
 
     def _frequency(self, f: FrequencyValue, out: PqOutput) -> None:
         end = f.start_s + 10.0
+        if self.rolling is not None and math.isfinite(f.freq_hz):
+            self.rolling.add_frequency(f.start_s, f.freq_hz, self._flagged(f.start_s, end))
         if math.isfinite(f.freq_hz) and self._due("frequency", end):
             flagged = self._flagged(f.start_s, end)
             out.readings.append(Reading(f"{self.name}.frequency", end, round(f.freq_hz, 4), "Hz", _q(flagged)))
 
     def _aggregate(self, agg: Aggregate, out: PqOutput) -> None:
         if agg.kind == "150/180-cycle":
+            if self.rolling is not None:
+                self.rolling.add_short(agg.start_s, harmonics_pct(agg.values["harmonic_subgroup_v"]), agg.flagged)
             if not self._due("short", agg.end_s):
                 return
             suffix = ""
         elif agg.kind == "10-min":
             if self.start_s > agg.start_s + 1e-6:  # the measurement began inside the interval: not a 10-min value
+                if self.compliance is not None:
+                    self.compliance.evaluate(agg.end_s, out)  # on the history kept before the restart
                 return
+            if self.rolling is not None:
+                self.rolling.add_ten_min(agg.start_s, agg.values["rms_v"],
+                                         harmonics_pct(agg.values["harmonic_subgroup_v"]),
+                                         float(agg.values["u2_pct"]), agg.flagged)  # fmt: skip
             suffix = "_10min"
         else:  # 2-h values of RMS/THD/unbalance are not reported (docs/pq-service.md)
             return
@@ -220,6 +337,8 @@ class PqProcessor:
         u2 = float(agg.values["u2_pct"])
         if len(self.channels) == 3 and math.isfinite(u2):
             out.readings.append(Reading(f"{self.name}.u2{suffix}", ts, round(u2, 3), "%", q))
+        if agg.kind == "10-min" and self.compliance is not None:
+            self.compliance.evaluate(agg.end_s, out)  # after the interval's aggregates, its Pst and Plt
 
     def _pst_tick(self, tick: float, out: PqOutput) -> None:
         """The 10-min interval ``[tick - 600, tick)`` is complete: Pst per channel, Plt at 2-h ticks."""
@@ -227,6 +346,8 @@ class PqProcessor:
         settled = self.start_s + FLICKER_SETTLE_S <= start
         flagged = self._flagged(start, tick)
         above: dict[str, float] = {}
+        plts = np.full(len(self.channels), np.nan)
+        plt_flagged = False
         for i, (ch, fm) in enumerate(zip(self.channels, self.flicker, strict=True)):
             if not settled:
                 fm.reset_interval()  # an interval the meter did not see whole, or saw while settling
@@ -249,8 +370,12 @@ class PqProcessor:
                 if all(t in history for t in ticks):  # Plt needs the 12 Pst of the 2-h interval
                     values = [history[t][0] for t in ticks]
                     any_flag = any(history[t][1] for t in ticks)
-                    out.readings.append(Reading(f"{self.name}.{ch}.plt", tick, round(plt(values), 4), "",
+                    plts[i] = plt(values)
+                    plt_flagged |= any_flag
+                    out.readings.append(Reading(f"{self.name}.{ch}.plt", tick, round(plts[i], 4), "",
                                                 _q(any_flag)))  # fmt: skip
+        if self.rolling is not None and not np.isnan(plts).all():
+            self.rolling.add_plt(tick - TWO_HOUR_S, plts, plt_flagged)
         if above:
             out.events.append(self._flicker_event(start, tick, above))
 
@@ -338,12 +463,13 @@ class PqStream:
         self.stats = PqStreamStats()
         self.processor: PqProcessor | None = None
         self.measured_until: float | None = None  # UTC time just past the last sample measured
+        self.compliance = ComplianceTracker(cfg)  # outlives the processors: a week of statistics
         self.last_error: str | None = None
         self._ready: deque[PqEvent] = deque()
 
     def status(self) -> dict[str, Any]:
         return {**asdict(self.stats), "cpu_s": round(self.stats.cpu_s, 3), "signal_s": round(self.stats.signal_s, 3),
-                "last_error": self.last_error}  # fmt: skip
+                "last_error": self.last_error, "compliance": self.compliance.status()}  # fmt: skip
 
     async def run(self) -> None:
         backoff = self.backoff_min_s
@@ -486,7 +612,7 @@ class PqStream:
             return
         x = np.concatenate(batch, axis=1).astype(np.float64)
         if self.processor is None:
-            self.processor = PqProcessor(self.cfg, rate_hz, start)
+            self.processor = PqProcessor(self.cfg, rate_hz, start, self.compliance)
         try:
             out, cpu = await asyncio.to_thread(self._push_timed, self.processor, x)
         except (PqInputError, FlickerError) as err:  # a signal the chain refuses: restart its windows, never crash
@@ -540,5 +666,5 @@ class PqMonitoring:
         return {name: s.status() for name, s in self.streams.items()}
 
 
-__all__ = ["EventStore", "PqEvent", "PqMonitoring", "PqOutput", "PqProcessor", "PqStream", "PqStreamError",
-           "PqStreamStats", "max_order_for"]  # fmt: skip
+__all__ = ["ComplianceTracker", "EventStore", "PqEvent", "PqMonitoring", "PqOutput", "PqProcessor", "PqStream", "PqStreamError",
+           "PqStreamStats", "harmonics_pct", "max_order_for"]  # fmt: skip
