@@ -329,3 +329,26 @@ def test_plt_above_1_fails_en50160_flicker_severity() -> None:
     assert h.verdicts("en50160-lv")[-1].value == 0
     failed = {(f["criterion"], f["channel"], f["measured"]) for f in h.events[-1].data["failed"]}
     assert failed == {("flicker severity Plt", ch, 1.5) for ch in ("va", "vb", "vc")}, failed
+
+
+def test_an_assessment_that_raises_is_logged_and_counted_and_measurement_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A configuration built without the loader's checks: bus_kv = -1 has no IEEE 519 Table 1 row.
+    h = Harness(config(60, 120.0, bus_kv=-1.0, compliance=("ieee519", "en50160-lv")))
+    out = h.ten_min(0)
+    assert h.tracker.errors == 1 and "event=pq_compliance_failed stream=pq1 standard=ieee519" in caplog.text
+    assert "bus_kv=-1.0" in caplog.text
+    assert [r.point for r in out.readings if ".compliance." in r.point] == ["pq1.compliance.en50160-lv"]
+    assert any(r.point == "pq1.va.rms_10min" for r in out.readings)
+
+
+def test_the_statistics_survive_a_new_processor_and_restart_when_the_harmonic_order_changes() -> None:
+    h = Harness(config())
+    h.ten_min(0, u2=3.0)
+    kept = h.tracker.statistics
+    again = PqProcessor(h.cfg, 1600.0, TICK + 700, h.tracker)  # a reconnection, same rate: same history
+    assert again.rolling is kept and h.tracker.rebuilt == 0
+    faster = PqProcessor(h.cfg, 3200.0, TICK + 800, h.tracker)  # H 15 -> 31: the rows no longer fit
+    assert faster.rolling is not kept and faster.rolling.max_order == 31 and h.tracker.rebuilt == 1
+    assert faster.rolling.since_s is None

@@ -1,9 +1,11 @@
 """Compliance of measured power quality with EN 50160 (LV, MV) and IEEE 519-2014 (voltage distortion).
 
-Every limit lives in this module's tables, each value with the clause or table it comes from. The input
-is the JSON document of ``gridedge pq analyze`` (:mod:`agent.pq.analyze`, schema in docs/pq-report.md):
-its 10-min values (``aggregates_10min``, IEC 61000-4-30 5.5.3), 150/180-cycle values (``aggregates_3s``,
-5.5.2), 10-s frequencies (``frequency_10s``, 5.1) and the Plt of each channel.
+Every limit lives in this module's tables, each value with the clause or table it comes from. The criteria
+read a :class:`Series` of arrays: 10-min values (IEC 61000-4-30 5.5.3), 150/180-cycle values (5.5.2), 10-s
+frequencies (5.1) and the Plt of each channel. ``gridedge pq report`` builds it from the JSON document of
+``gridedge pq analyze`` (:func:`series_of_document`; :mod:`agent.pq.analyze`, schema in docs/pq-report.md);
+the agent's PQ service from the rolling week it keeps per stream (:class:`RollingStatistics`, in bounded
+memory; docs/pq-service.md). :func:`evaluate` and :func:`evaluate_series` give the report.
 
 Statistics (our reading, docs/pq-report.md):
 

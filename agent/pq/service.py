@@ -39,7 +39,14 @@ import numpy as np
 from agent.config import WaveformStreamConfig
 from agent.points import Quality, Reading
 from agent.pq.classa import TEN_MIN_S, TWO_HOUR_S, Aggregate, ClassAMeter, FrequencyValue
-from agent.pq.compliance import WEEK_S, ComplianceReport, CriterionResult, RollingStatistics, evaluate_series
+from agent.pq.compliance import (
+    WEEK_S,
+    ComplianceError,
+    ComplianceReport,
+    CriterionResult,
+    RollingStatistics,
+    evaluate_series,
+)
 from agent.pq.events import Event as PqEventValue
 from agent.pq.events import default_channel_names
 from agent.pq.flicker import PLT_PST_COUNT, FlickerError, Flickermeter, plt
@@ -147,6 +154,7 @@ class ComplianceTracker:
         self.verdicts: dict[str, str] = {}
         self.last: dict[str, dict[str, Any]] = {}  # per standard, for status()
         self.rebuilt = 0
+        self.errors = 0
 
     def statistics_for(self, max_order: int) -> RollingStatistics | None:
         if not self.standards:
@@ -169,7 +177,12 @@ class ComplianceTracker:
         series = self.statistics.series(tick)
         complete = series.duration_s >= WEEK_S
         for std in self.standards:
-            report = evaluate_series(series, std, self.cfg.bus_kv if std == "ieee519" else None)
+            try:
+                report = evaluate_series(series, std, self.cfg.bus_kv if std == "ieee519" else None)
+            except ComplianceError as err:  # never expected (the statistics are bounded to what the criteria need)
+                self.errors += 1
+                log.error("event=pq_compliance_failed stream=%s standard=%s error=%s", self.name, std, err)
+                continue
             assessed = [c for c in report.criteria if c.passed is not None]
             if not assessed:
                 continue  # nothing measured yet that this standard assesses: no verdict to report
@@ -179,8 +192,11 @@ class ComplianceTracker:
             out.readings.append(Reading(f"{self.name}.compliance.{std}", tick, 0 if failed else 1, "", q))
             previous = self.verdicts.get(std)
             self.verdicts[std] = verdict
-            self.last[std] = {"ts": tick, "verdict": verdict, "complete": complete, "assessed": len(assessed),
-                              "failed": [f"{c.criterion}{' ' + c.channel if c.channel else ''}" for c in failed]}  # fmt: skip
+            # a new dict, swapped in whole: status() reads it from the event loop while this runs in the worker thread
+            self.last = {**self.last, std: {"ts": tick, "verdict": verdict, "complete": complete,
+                                            "assessed": len(assessed),
+                                            "failed": [f"{c.criterion}{' ' + c.channel if c.channel else ''}"
+                                                       for c in failed]}}  # fmt: skip
             if verdict != previous and not (previous is None and verdict == "pass"):
                 out.events.append(self._event(tick, std, verdict, previous, failed, series.duration_s, report))
 
@@ -209,7 +225,8 @@ class ComplianceTracker:
     def status(self) -> dict[str, Any]:
         st = self.statistics
         return {"standards": list(self.standards), "bytes": st.nbytes if st is not None else 0,
-                "since_ts": st.since_s if st is not None else None, "rebuilt": self.rebuilt, **self.last}  # fmt: skip
+                "since_ts": st.since_s if st is not None else None, "rebuilt": self.rebuilt, "errors": self.errors,
+                **self.last}  # fmt: skip
 
 
 class PqProcessor:
