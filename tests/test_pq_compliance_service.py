@@ -352,3 +352,33 @@ def test_the_statistics_survive_a_new_processor_and_restart_when_the_harmonic_or
     faster = PqProcessor(h.cfg, 3200.0, TICK + 800, h.tracker)  # H 15 -> 31: the rows no longer fit
     assert faster.rolling is not kept and faster.rolling.max_order == 31 and h.tracker.rebuilt == 1
     assert faster.rolling.since_s is None
+
+
+def test_the_kept_week_assesses_like_the_report_on_the_same_10_min_values() -> None:
+    # The same 30 10-min values (random harmonics per channel and order, RMS, u2) as an analyze document (the
+    # file report's input, its criteria tested against the standards in test_pq_compliance.py) and through
+    # RollingStatistics: every 10-min criterion must measure the same, order by order and channel by channel.
+    rng = np.random.default_rng(3)
+    chans, order = ["va", "vb", "vc"], 15
+    harm = rng.gamma(1.0, 0.4, size=(30, 3, order - 1))
+    rms = 230.0 * (1 + rng.normal(0, 0.04, size=(30, 3)))
+    u2 = rng.gamma(2.0, 0.5, size=30)
+    st = cp.RollingStatistics(chans, 230.0, 50.0, order, short=False, frequency=False)
+    for i in range(30):
+        st.add_ten_min(TICK + 600 * i, rms[i], harm[i], u2[i], False)
+    doc = {
+        "file": {"duration_s": 30 * 600.0}, "nominal_hz": 50.0, "udin_v": 230.0, "max_order": order,
+        "channels": {c: {"plt": []} for c in chans}, "aggregates_3s": [], "frequency_10s": [],
+        "aggregates_10min": [{"start_s": 600.0 * i, "complete": True, "flagged": False,
+                              "rms_v": dict(zip(chans, rms[i].tolist(), strict=True)),
+                              "harmonics_pct": {c: harm[i, j].tolist() for j, c in enumerate(chans)},
+                              "u2_pct": float(u2[i])} for i in range(30)],
+    }  # fmt: skip
+    for std in ("en50160-lv", "ieee519"):
+        streamed = cp.evaluate_series(st.series(TICK + 30 * 600), std).criteria
+        filed = cp.evaluate(doc, std).criteria
+        pairs = [(a, b) for a, b in zip(streamed, filed, strict=True) if "3 s" not in a.criterion]
+        assert len(pairs) > 40
+        for a, b in pairs:
+            assert (a.criterion, a.channel, a.measured, a.passed, a.values) == (
+                b.criterion, b.channel, b.measured, b.passed, b.values)  # fmt: skip
