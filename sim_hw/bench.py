@@ -10,6 +10,7 @@ reading on its own schedule, need not know.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import math
@@ -28,6 +29,7 @@ from sim_hw.devices.registry import BuildContext, DeviceModel, DeviceOptionsErro
 log = logging.getLogger(__name__)
 
 _PTY_TIMEOUT_S = 5.0
+_BUS_HISTORY_STEPS = 3600  # solved steps of bus voltages kept for the waveform streams that follow a bus
 
 
 class BenchError(Exception):
@@ -74,6 +76,7 @@ class Bench:
         self._phase_at: float | None = None  # the simulated time _phase_rad refers to
         self._run_anchor: tuple[float, float] | None = None  # (monotonic, sim time) while run() paces
         self.device_errors: dict[str, int] = {}  # device -> actuate/observe failures (logged, not fatal)
+        self._bus_history: dict[str, list[tuple[float, tuple[float, float, float]]]] = {}  # waveforms' buses
 
     @property
     def sim_time(self) -> float:
@@ -257,6 +260,8 @@ class Bench:
             observe = getattr(d.model, "observe", None)
             if observe is not None:
                 self._guarded(d, "observe", observe, t, self.solution)
+        if self._bus_history:
+            self._record_bus_voltages()
 
     def _guarded(self, d: _Device, what: str, fn: Any, *args: Any) -> None:
         """One device's failure (a model bug, a value the physics refuses) is logged and counted; the bench
@@ -285,6 +290,25 @@ class Bench:
             raise BenchError(f"pmu {spec.name!r}: cannot listen on {spec.host}:{spec.port}: {err}") from err
         self.pmus[spec.name] = pmu
 
+    def _record_bus_voltages(self) -> None:
+        """Keep each coupled bus's per-phase voltage [pu] per solved step (bounded: the last hour of steps)."""
+        sol = self.solution
+        for bus, history in self._bus_history.items():
+            pu = sol.v_pu(bus)
+            history.append((sol.t, tuple(pu.get(p, 0.0) for p in ("a", "b", "c"))))
+            if len(history) > _BUS_HISTORY_STEPS:
+                del history[: len(history) - _BUS_HISTORY_STEPS]
+
+    def _bus_scale(self, bus: str) -> Callable[[float], tuple[float, float, float]]:
+        """scale(t): the bus's per-phase pu of the step in force at signal time t (the latest one after it)."""
+        history = self._bus_history[bus]
+
+        def scale(t: float) -> tuple[float, float, float]:
+            i = bisect.bisect_right(history, t, key=lambda row: row[0]) - 1
+            return history[max(i, 0)][1]
+
+        return scale
+
     async def _start_waveform(self, spec: WaveformSpec) -> None:
         """A wave stream on the bench's timeline: sample 0 at the simulated clock's start unless the description
         gives its own ``t0``; at the bench's speed unless the entry gives its own."""
@@ -293,9 +317,16 @@ class Bench:
         from sim_hw.waveforms.stream import WaveformStreamServer
 
         desc = spec.desc if spec.desc.t0 else replace(spec.desc, t0=self.start_time)
+        scale = None
+        if spec.bus is not None:
+            if self.solution is None or spec.bus not in self.solution.bus_v:
+                raise BenchError(f"waveform {spec.name!r}: bus = {spec.bus!r}: not a bus of the feeder")
+            self._bus_history.setdefault(spec.bus, [])
+            self._record_bus_voltages()
+            scale = self._bus_scale(spec.bus)
         server = WaveformStreamServer(desc, host=spec.host, port=spec.port, block_s=spec.block_s,
                                       speed=spec.speed if spec.speed is not None else self.speed,
-                                      duration_s=spec.duration_s, stream=spec.name)  # fmt: skip
+                                      duration_s=spec.duration_s, stream=spec.name, scale=scale)  # fmt: skip
         try:
             await server.start()
         except OSError as err:

@@ -172,6 +172,7 @@ class WaveformSpec:
     speed: float | None = None  # None: the bench's speed
     duration_s: float | None = None
     block_s: float = 0.02
+    bus: str | None = None  # the feeder bus whose solved voltages scale the stream's va, vb, vc (needs [feeder])
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,7 +397,8 @@ def _waveforms(c: Checker, data: Mapping[str, Any], taken: set[tuple[str, int]])
         from sim_hw.waveforms import DescriptionError, WaveformDesc  # numpy: only for a bench with waveforms
 
         start = len(c.issues)
-        c.unknown(raw, prefix, {"name", "host", "port", "description", "speed", "duration_s", "block_s"})
+        c.unknown(raw, prefix, {"name", "host", "port", "description", "speed", "duration_s", "block_s", "bus"})
+        bus = c.get(raw, prefix, "bus", "string", None)
         name = c.get(raw, prefix, "name", "string")
         host = c.get(raw, prefix, "host", "string", "127.0.0.1")
         port = c.get(raw, prefix, "port", "integer", lo=1, hi=65535)
@@ -435,7 +437,8 @@ def _waveforms(c: Checker, data: Mapping[str, Any], taken: set[tuple[str, int]])
             taken.add((host, port))
         if len(c.issues) == start and desc is not None and path is not None:
             out.append(WaveformSpec(name, host, port, path, desc, None if speed is None else float(speed),
-                                    None if duration is None else float(duration), float(block_s)))  # fmt: skip
+                                    None if duration is None else float(duration), float(block_s),
+                                    None if bus is None else bus.lower()))  # fmt: skip
     return out
 
 
@@ -479,6 +482,9 @@ def parse_bench_config(data: Mapping[str, Any], source: Path) -> BenchConfig:
                 c.fail(f"devices[{i}].kind", d.kind, "needs the feeder's physics: add a [feeder] table")
         if pmus:
             c.fail("pmus", f"{len(pmus)} PMU(s)", "need the feeder's physics: add a [feeder] table")
+        for i, w in enumerate(waveforms):
+            if w.bus is not None:
+                c.fail(f"waveforms[{i}].bus", w.bus, "follows the feeder's physics: add a [feeder] table")
     if c.issues:
         raise BenchConfigError(str(source), c.issues)
     return BenchConfig(

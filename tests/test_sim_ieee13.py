@@ -68,10 +68,11 @@ def ieee13_copy(tmp_path: Path, *, scenario: str | None = None, start: str = NOO
         return f"port = {p}"
 
     text = re.sub(r"(?m)^port = \d+", port, text)
-    assert len(used) == 10, "the shipped bench has 8 TCP devices and 2 PMUs"
+    assert len(used) == 11, "the shipped bench has 8 TCP devices, 2 PMUs and a waveform stream"
     text = _sub(r'map = "maps/', f'map = "{ROOT / "config" / "maps"}/', text, 7)
     text = _sub(r'dss = "ieee13/IEEE13.dss"', f'dss = "{ROOT / "config" / "ieee13" / "IEEE13.dss"}"', text, 1)
     text = _sub(r'link = "run/rtu-bus1"', f'link = "{tmp_path / "rtu-bus1"}"', text, 1)
+    text = _sub(r'description = "waveforms/', f'description = "{ROOT / "config" / "waveforms"}/', text, 1)
     text = _sub(r'irradiance = "\w+"', f'irradiance = "{irradiance}"', text, 1)
     text = _sub(r"(?m)^seed = 1$", f'seed = 1\nstart = "{start}"', text, 1)
     if scenario is not None:
@@ -866,9 +867,13 @@ def test_the_copy_is_the_shipped_bench_on_other_ports(tmp_path: Path) -> None:
     ]
 
     def ports(cfg: BenchConfig) -> set[int]:
-        return {d.port for d in cfg.devices if d.port is not None} | {p.port for p in cfg.pmus}
+        return (
+            {d.port for d in cfg.devices if d.port is not None}
+            | {p.port for p in cfg.pmus}
+            | {w.port for w in cfg.waveforms}
+        )
 
-    assert len(ports(copy)) == 10 and not ports(shipped) & ports(copy), "never the demo's ports"
+    assert len(ports(copy)) == 11 and not ports(shipped) & ports(copy), "never the demo's ports"
     assert copy.bus("bus1").link == tmp_path / "rtu-bus1" and copy.bench.start is not None
 
 
@@ -883,7 +888,7 @@ def test_the_device_index_lists_the_shipped_bench_as_configured(repo_root: Path)
     ]
     documented = {row[0].strip("`"): row for row in rows}
     expected = {d.name: d for d in cfg.devices}
-    assert set(documented) == set(expected) | {p.name for p in cfg.pmus}
+    assert set(documented) == set(expected) | {p.name for p in cfg.pmus} | {w.name for w in cfg.waveforms}
     for name, d in expected.items():
         _, _, _, protocol, address, unit, manual = documented[name]
         assert protocol.startswith({"modbus-tcp": "Modbus TCP", "modbus-rtu": "Modbus RTU"}[d.protocol]), name
@@ -899,3 +904,6 @@ def test_the_device_index_lists_the_shipped_bench_as_configured(repo_root: Path)
         _, _, _, protocol, address, unit, manual = documented[p.name]
         assert (address, unit) == (f"{p.host}:{p.port}", f"IDCODE {p.idcode}"), p.name
         assert f"C37.118.2-{p.version}" in protocol and "sim-pmu.md" in manual
+    for w in cfg.waveforms:
+        _, _, _, protocol, address, _, manual = documented[w.name]
+        assert address == f"{w.host}:{w.port}" and "wave stream" in protocol and "sim-waveforms.md" in manual

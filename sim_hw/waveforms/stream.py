@@ -23,6 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
 from protocols import wavestream as ws
 from sim_hw.waveforms.generator import CHANNELS, UNITS, WaveformDesc, _Plan, generate_samples
 
@@ -54,6 +56,7 @@ class WaveformStreamServer:
         stream: str = "bench",
         max_lag_blocks: int = 50,
         wall_clock: Callable[[], float] = time.time,
+        scale: Callable[[float], tuple[float, float, float]] | None = None,
     ) -> None:
         if not block_s > 0:
             raise ValueError(f"block_s = {block_s}: expected > 0")
@@ -68,6 +71,9 @@ class WaveformStreamServer:
         self.stream = stream
         self.max_lag_blocks = max_lag_blocks
         self.wall_clock = wall_clock
+        # scale(t) -> multipliers of va, vb, vc for the block starting at signal time t [s UTC] (the bench's
+        # solved bus voltage in per unit): a fault on the feeder then shows in the waveform, to a block's length
+        self.scale = scale
         self.stats = StreamStats()
         self._plan = _Plan(desc)
         self._server: asyncio.Server | None = None
@@ -185,7 +191,10 @@ class WaveformStreamServer:
                     j = live
                     continue
             n = self.block if self.end_sample is None else min(self.block, self.end_sample - first)
-            frame = ws.encode_block(j, first, generate_samples(self.desc, first, n, self._plan).data)
+            data = generate_samples(self.desc, first, n, self._plan).data
+            if self.scale is not None:
+                data[:3] *= np.asarray(self.scale(self._t0 + first / self.desc.rate), dtype=float)[:, None]
+            frame = ws.encode_block(j, first, data)
             seq, j = j, j + 1
             if seq in self._garbage:
                 writer.write(self._garbage.pop(seq))
