@@ -250,3 +250,10 @@ async def test_a_waveform_stream_on_a_bus_shows_the_feeders_fault_dip_trip_and_r
     assert level(3.05, 5.5) < 0.05 * clean  # the fault: a dip to a few per cent
     assert level(6.05, 6.95) < 0.01 * clean  # the head relay has tripped: an interruption until it recloses
     assert level(8.0, 11.0) == pytest.approx(clean * pre_fault_pu, rel=0.02)  # reclosed after 2 s, back to normal
+
+
+@async_test
+async def test_a_waveform_on_an_unknown_bus_is_refused_at_start(tmp_path: Path) -> None:
+    bench = Bench(ieee13_copy(tmp_path, ('bus = "671"                      # va', 'bus = "999"  # va')))
+    with pytest.raises(BenchError, match=r"waveform 'pq671': bus = '999': not a bus of the feeder"):
+        await bench.start()

@@ -102,3 +102,10 @@ def test_sim_run_checks_the_scenario_before_starting(tmp_path: Path, capsys: pyt
 
     scn = load_scenario(shipped, start=0.0, devices=tuple(d.name for d in cfg.devices), pmus=("pmu-632", "pmu-671"))
     assert scn.pending == 9  # the demo's scenario is valid against the demo's bench
+
+
+def test_a_waveform_following_a_bus_needs_the_feeder(tmp_path: Path) -> None:
+    desc = ROOT / "config" / "waveforms" / "clean-feeder-120v.toml"
+    got = messages(f'[[waveforms]]\nname = "w"\nport = 15999\nbus = "671"\ndescription = "{desc}"\n', tmp_path)
+    assert got == ["waveforms[0].bus = '671': follows the feeder's physics: add a [feeder] table"]
+    assert [w.bus for w in load_bench_config(IEEE13).waveforms] == ["671"]
