@@ -18,7 +18,16 @@ ROOT = Path(__file__).resolve().parent.parent
 def ieee13_copy(tmp_path: Path, edit: tuple[str, str] | None = None):
     """config/sim-ieee13.toml with free ports, a private pty link and absolute paths."""
     text = (ROOT / "config" / "sim-ieee13.toml").read_text()
-    text = re.sub(r"port = 1\d{4}", lambda _m: f"port = {free_port()}", text)
+    used: set[int] = set()
+
+    def port(_m: re.Match[str]) -> str:
+        p = free_port()
+        while p in used:  # the OS may hand the same free port out twice in a row
+            p = free_port()
+        used.add(p)
+        return f"port = {p}"
+
+    text = re.sub(r"port = 1\d{4}", port, text)
     text = text.replace('link = "run/rtu-bus1"', f'link = "{tmp_path / "rtu"}"')
     text = text.replace('"ieee13/', f'"{ROOT / "config" / "ieee13"}/').replace(
         '"maps/', f'"{ROOT / "config" / "maps"}/'
