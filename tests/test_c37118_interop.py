@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import cmath
+import contextlib
 import importlib
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -77,9 +79,17 @@ def pypmu_server(port: int) -> Iterator[object]:
         for proc in pmu.clients:
             proc.terminate()
             proc.join(2)
+        # pyPMU's acceptor thread has no way to stop, and on Linux close() does not wake its accept(): it stayed
+        # blocked until the fd number was reused, then raised in a later test ("Socket operation on non-socket").
+        # shutdown() wakes it now, so its error belongs to this test, which ignores it.
+        with contextlib.suppress(OSError):
+            pmu.socket.shutdown(socket.SHUT_RDWR)
         pmu.socket.close()
+        pmu.listener.join(2)
+        assert not pmu.listener.is_alive()
 
 
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # pyPMU's acceptor, above
 @async_test
 async def test_our_pdc_client_reads_pypmu_as_a_pmu() -> None:
     port = free_port()
