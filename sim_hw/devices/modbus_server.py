@@ -19,7 +19,7 @@ Faults, for tests and scenarios, are injected in pymodbus's trace hooks, per uni
 A request for a unit id the server does not hold is dropped as well (pymodbus itself would answer
 exception 4, where a real RS-485 line stays silent).
 
-Writes (functions 5, 6, 15, 16, 23) reach a device model through :meth:`ModbusDeviceServer.on_write`:
+Writes (functions 5, 6, 15, 16, 22, 23) reach a device model through :meth:`ModbusDeviceServer.on_write`:
 the handler sees every write before it is stored, decoded into the map's points it covers, and
 accepts it (None) or refuses it with a Modbus exception code, which is then the reply and leaves the
 registers unchanged. A write covering only part of a multi-register point is refused with
@@ -56,6 +56,8 @@ _MBAP_LEN = 7
 _UNSET = object()
 # Write function codes -> the table they write (Modbus Application Protocol v1.1b3, 6.5, 6.6, 6.11, 6.12, 6.17).
 _WRITE_TABLE: dict[int, Table] = {5: Table.COIL, 15: Table.COIL, 6: Table.HOLDING, 16: Table.HOLDING, 23: Table.HOLDING}
+# 22 mask write (ibid., 6.16): the register becomes (old AND and_mask) OR (or_mask AND NOT and_mask).
+_WRITE_TABLE[22] = Table.HOLDING
 ILLEGAL_ADDRESS, ILLEGAL_VALUE, DEVICE_FAILURE = 2, 3, 4  # Modbus exception codes (ibid., 7)
 
 
@@ -179,6 +181,7 @@ class ModbusDeviceServer:
         if self._server is not None:
             raise ModbusServerError(f"server {self.address} is already started")
         devices = [_sim_device(u, m) for u, m in self.units.items()]
+        self._served.clear()  # a new datastore holds zeros, not what the last server was given
         server: ModbusTcpServer | ModbusSerialServer
         if self.is_tcp:
             server = ModbusTcpServer(
@@ -225,6 +228,7 @@ class ModbusDeviceServer:
         register_map = self._map(unit_id)
         served = self._served.setdefault(unit_id, {})
         images: dict[Table, list[int] | list[bool]] = {}
+        encoded: dict[str, object] = {}  # entered in the cache once stored: a bad name or value stores nothing
         for name, value in values.items():
             if served.get(name, _UNSET) == value and type(served[name]) is type(value):
                 continue  # the registers hold it already (a client write drops the entry: see _guard_write)
@@ -243,9 +247,10 @@ class ModbusDeviceServer:
                 )
             image = images[point.table]
             image[point.address - span.start : point.end - span.start] = words  # type: ignore[assignment]
-            served[name] = value
+            encoded[name] = value
         for table, image in images.items():
             await self._server.async_setValues(unit_id, _FC[table], self._spans[unit_id][table].start, image)
+        served.update(encoded)
 
     async def registers(self, unit_id: int, table: Table, address: int, count: int) -> list[int] | list[bool]:
         """What the unit holds now (bypassing faults): for tests and diagnostics."""
@@ -303,7 +308,9 @@ class ModbusDeviceServer:
         """Wrap a write request's datastore step so the unit's handler decides before anything is stored."""
         fc = pdu.function_code
         table = _WRITE_TABLE[fc]
-        if fc == 23:
+        if fc == 22:
+            address, values = pdu.address, []  # the value written depends on the register's: read when stored
+        elif fc == 23:
             address, values = pdu.write_address, list(pdu.write_registers)  # type: ignore[attr-defined]
         elif table is Table.COIL:
             address, values = pdu.address, list(pdu.bits)
@@ -312,11 +319,18 @@ class ModbusDeviceServer:
         store = pdu.datastore_update
 
         async def guarded(context: Any, device_id: int) -> ModbusPDU:
+            written = values
+            if fc == 22:
+                old = await context.async_getValues(device_id, _FC[table], address, 1)
+                if not isinstance(old, list):  # an illegal address: pymodbus's own step answers it
+                    return await store(context, device_id)
+                and_mask, or_mask = pdu.and_mask, pdu.or_mask  # type: ignore[attr-defined]
+                written = [(old[0] & and_mask) | (or_mask & ~and_mask & 0xFFFF)]
             if device_id in self._write_handlers:
-                code = self._check_write(device_id, table, address, values)
+                code = self._check_write(device_id, table, address, written)
                 if code:
                     return ExceptionResponse(fc, code, device_id=device_id, transaction=pdu.transaction_id)
-            self._forget(device_id, table, address, address + len(values))
+            self._forget(device_id, table, address, address + len(written))
             return await store(context, device_id)
 
         pdu.datastore_update = guarded  # type: ignore[method-assign]
