@@ -75,6 +75,7 @@ class Bench:
         self._phase_rad = 0.0  # the angle the grid has drifted from a nominal-frequency rotation
         self._phase_at: float | None = None  # the simulated time _phase_rad refers to
         self._run_anchor: tuple[float, float] | None = None  # (monotonic, sim time) while run() paces
+        self._clock_high = float("-inf")  # the latest clock() read: PMU timestamps never go back
         self.device_errors: dict[str, int] = {}  # device -> actuate/observe failures (logged, not fatal)
         self._bus_history: dict[str, list[tuple[float, tuple[float, float, float]]]] = {}  # waveforms' buses
 
@@ -101,10 +102,13 @@ class Bench:
 
     def clock(self) -> float:
         """The simulated clock between steps too (PMU timestamps): paced by wall time while running."""
-        if self._run_anchor is None:
-            return self.sim_time
-        mono0, sim0 = self._run_anchor
-        return max(self.sim_time, sim0 + (time.monotonic() - mono0) * self.speed)
+        now = self.sim_time
+        if self._run_anchor is not None:
+            mono0, sim0 = self._run_anchor
+            now = max(now, sim0 + (time.monotonic() - mono0) * self.speed)
+        # a run() that ends between two steps leaves the paced clock ahead of sim_time: never step back to it
+        self._clock_high = max(self._clock_high, now)
+        return self._clock_high
 
     def model_of(self, device_name: str) -> DeviceModel:
         for d in self._devices:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,8 @@ from conftest import async_test, free_port
 from pymodbus.client import AsyncModbusTcpClient
 
 from protocols.modbus.registermap import Table, parse_register_map
+from sim_hw.bench import Bench
+from sim_hw.config import parse_bench_config
 from sim_hw.devices.modbus_server import ModbusDeviceServer, ModbusServerError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,3 +99,36 @@ async def test_an_update_refused_for_one_name_leaves_no_point_marked_as_served()
         assert await srv.registers(1, Table.HOLDING, 10, 1) == [200]
     finally:
         await srv.stop()
+
+
+@async_test
+async def test_the_clock_does_not_go_back_when_a_run_ends_between_two_steps() -> None:
+    text = f"""
+[bench]
+step_s = 0.1
+start = "2026-06-01T00:00:00Z"
+[[devices]]
+name = "m"
+map = "{ROOT / "config" / "maps" / "sim-meter.toml"}"
+protocol = "modbus-tcp"
+port = {free_port()}
+"""
+    bench = Bench(parse_bench_config(tomllib.loads(text), ROOT / "bench.toml"))
+    await bench.start()
+    try:
+        readings = []
+
+        async def read_late() -> None:
+            await asyncio.sleep(0.14)  # between step 1 (0.1 s) and the run's end (0.15 s): paced past sim_time
+            readings.append(bench.clock())
+
+        reader = asyncio.create_task(read_late())
+        await bench.run(seconds=0.15)
+        await reader
+        after = bench.clock()
+        assert after >= readings[0]
+        await bench.step_once()
+        await bench.run(seconds=0.02)
+        assert bench.clock() >= after
+    finally:
+        await bench.stop()
