@@ -285,9 +285,12 @@ class Bench:
         return self._phase_rad + 2 * math.pi * (self.solution.frequency_hz - 60.0) * (t - self._phase_at)
 
     async def _start_pmu(self, spec: PmuSpec) -> None:
-        from sim_hw.devices.feeder_pmu import feeder_pmu
+        from sim_hw.devices.feeder_pmu import FeederPmuError, feeder_pmu
 
-        pmu = feeder_pmu(self, spec)
+        try:
+            pmu = feeder_pmu(self, spec)
+        except FeederPmuError as err:
+            raise BenchError(f"pmu {spec.name!r}: {err}") from err
         try:
             await pmu.start()
         except OSError as err:

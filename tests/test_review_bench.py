@@ -5,15 +5,20 @@ from __future__ import annotations
 import asyncio
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import async_test, free_port
 from pymodbus.client import AsyncModbusTcpClient
+from test_sim_bench_physics import ieee13_copy
 
 from protocols.modbus.registermap import Table, parse_register_map
-from sim_hw.bench import Bench
-from sim_hw.config import parse_bench_config
+from sim_hw.bench import Bench, BenchError
+from sim_hw.config import PmuSpec, parse_bench_config
+from sim_hw.devices.feeder_pmu import FeederPmuError, feeder_pmu, feeder_source
 from sim_hw.devices.modbus_server import ModbusDeviceServer, ModbusServerError
+from sim_hw.devices.pmu import PmuSimError
+from sim_hw.feeder.model import Feeder
 
 ROOT = Path(__file__).resolve().parent.parent
 MAP = parse_register_map(
@@ -132,3 +137,44 @@ port = {free_port()}
         assert bench.clock() >= after
     finally:
         await bench.stop()
+
+
+def _stub_bench() -> SimpleNamespace:
+    feeder = Feeder.from_file(ROOT / "config" / "ieee13" / "IEEE13.dss")
+    return SimpleNamespace(solution=feeder.solve(0.0), grid_phase_rad=lambda t: 0.0, clock=lambda: 0.0)
+
+
+@pytest.mark.parametrize(
+    ("bus", "current", "message"),
+    [
+        ("671", "Line.632671/x", "current = 'Line.632671/x'"),
+        ("671", "Line.nope/2", "current = 'Line.nope/2'"),
+        ("nope", None, "bus = 'nope'"),
+    ],
+)
+def test_a_pmu_on_a_missing_bus_or_terminal_is_refused_when_built(bus: str, current: str | None, message: str) -> None:
+    with pytest.raises(FeederPmuError, match=message):
+        feeder_pmu(_stub_bench(), PmuSpec("p", bus, 1, "127.0.0.1", 1, current=current))
+
+
+def test_a_terminal_gone_from_a_later_solution_is_an_error_the_pmu_tick_logs() -> None:
+    bench = _stub_bench()
+    source = feeder_source(bench, PmuSpec("p", "671", 1, "127.0.0.1", 1, current="Line.632671/2"))
+    bench.solution = _without_terminals(bench.solution)
+    with pytest.raises(PmuSimError, match="Line.632671/2"):
+        source(0.0)
+
+
+def _without_terminals(solution):
+    from dataclasses import replace
+
+    return replace(solution, terminals={})
+
+
+@async_test
+async def test_the_bench_refuses_a_pmu_current_terminal_the_feeder_lacks(tmp_path: Path) -> None:
+    config = ieee13_copy(tmp_path, ('current = "Line.632671/2"', 'current = "Line.632671/x"'))
+    bench = Bench(config)
+    with pytest.raises(BenchError, match=r"pmu '.*': current = 'Line.632671/x'"):
+        await bench.start()
+    assert bench.pmus == {}

@@ -21,7 +21,7 @@ from typing import Any
 
 from protocols.c37118 import PhasorKind
 from sim_hw.config import PmuSpec
-from sim_hw.devices.pmu import DEFAULT_UDP_PORT, PmuMeasurement, SimPmu
+from sim_hw.devices.pmu import DEFAULT_UDP_PORT, PmuMeasurement, PmuSimError, SimPmu
 
 PHASES = ("a", "b", "c")
 PHASORS = (
@@ -33,6 +33,10 @@ PHASORS = (
     ("IC", PhasorKind.CURRENT),
 )
 _ENERGISED_V = 0.1  # a bus below 10 % of its nominal voltage reads as de-energised (digital bit 0 clear)
+
+
+class FeederPmuError(ValueError):
+    """A PMU's bus or current terminal is not in the feeder (checked when the PMU is built, not in its tick)."""
 
 
 def feeder_source(bench: Any, spec: PmuSpec) -> Callable[[float], PmuMeasurement]:
@@ -53,7 +57,10 @@ def feeder_source(bench: Any, spec: PmuSpec) -> Callable[[float], PmuMeasurement
         amps = [0j, 0j, 0j]
         p_w = q_var = 0.0
         if element:
-            term = sol.terminal(element, int(terminal))
+            try:
+                term = sol.terminal(element, int(terminal))
+            except KeyError as err:  # the tick logs a PmuSimError and goes on; anything else would end it
+                raise PmuSimError(f"current = {spec.current!r}: {err.args[0]}") from err
             sign = -1.0 if term.bus.lower().split(".")[0] == bus else 1.0
             amps = [sign * term.i.get(p, 0j) * turn for p in PHASES]
             s = sum((volts[k] * amps[k].conjugate() for k in range(3)), 0j)
@@ -70,7 +77,21 @@ def feeder_source(bench: Any, spec: PmuSpec) -> Callable[[float], PmuMeasurement
 def feeder_pmu(bench: Any, spec: PmuSpec) -> SimPmu:
     """A SimPmu for ``spec`` on the bench's feeder (not started)."""
     sol = bench.solution
-    nominal_v = sol.base_kv_ln[spec.bus.lower()] * 1000.0
+    bus = spec.bus.lower()
+    if bus not in sol.bus_v or not sol.base_kv_ln.get(bus):
+        raise FeederPmuError(
+            f"bus = {spec.bus!r}: not a bus of the feeder with a base voltage ({', '.join(sorted(sol.bus_v))})"
+        )
+    if spec.current is not None:
+        element, _, terminal = spec.current.partition("/")
+        try:
+            sol.terminal(element, int(terminal))
+        except (KeyError, ValueError) as err:
+            raise FeederPmuError(
+                f'current = {spec.current!r}: must be "<element>/<terminal number>" of the feeder, e.g. '
+                f'"Line.632671/2" ({err})'
+            ) from err
+    nominal_v = sol.base_kv_ln[bus] * 1000.0
     return SimPmu(
         spec.idcode,
         spec.name[:16],
