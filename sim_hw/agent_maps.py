@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from protocols.modbus.registermap import DataType, RegisterPoint
-from sim_hw.config import BenchConfig, load_bench_config
+from sim_hw.config import BenchConfig, BenchConfigError, load_bench_config
 from sim_hw.devices.inverter import SunSpecInverter
 
 # agent point name -> SunSpec point (docs/devices/sim-inverter.md)
@@ -82,7 +82,12 @@ def main(argv: list[str]) -> int:
     if len(argv) != 2:
         print("usage: python -m sim_hw.agent_maps BENCH.toml OUT_DIR", file=sys.stderr)
         return 2
-    for path in write_maps(load_bench_config(argv[0]), Path(argv[1])):
+    try:
+        config = load_bench_config(argv[0])
+    except BenchConfigError as err:
+        print(err, file=sys.stderr)
+        return 2
+    for path in write_maps(config, Path(argv[1])):
         print(path)
     return 0
 

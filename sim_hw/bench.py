@@ -153,7 +153,8 @@ class Bench:
                     seed=seed,
                 )
                 await self._add(server, specs, models)
-            await self.step_once(advance=False)
+            await self.step_once(advance=False, scenario=False)  # the scenario starts with step 1: PMUs exist
+            self._check_scenario_buses()
             for pmu_spec in self.config.pmus:
                 await self._start_pmu(pmu_spec)
             for wave_spec in self.config.waveforms:
@@ -245,12 +246,12 @@ class Bench:
         """Scenarios: scale every PV site's irradiance (a cloud: 0.2; clear again: 1.0)."""
         self._irradiance_factor = float(factor)
 
-    def _solve(self, t: float) -> None:
+    def _solve(self, t: float, *, scenario: bool = True) -> None:
         feeder = self.feeder
         feeder.set_load_scale(self._load_profile.value(t))
         irr = self._irradiance_profile.value(t) if self._irradiance_profile is not None else 0.0
         feeder.set_irradiance(irr * self._irradiance_factor)
-        if self.scenario is not None:
+        if self.scenario is not None and scenario:
             self.scenario.apply_due(t, self)
         for d in self._devices:
             actuate = getattr(d.model, "actuate", None)
@@ -273,10 +274,24 @@ class Bench:
         try:
             fn(*args)
         except Exception as err:
-            n = self.device_errors.get(d.spec.name, 0) + 1
-            self.device_errors[d.spec.name] = n
-            if n == 1 or n % 1000 == 0:
-                log.error("device=%s %s failed (%d so far): %r", d.spec.name, what, n, err)
+            self._count_error(d, what, err)
+
+    def _count_error(self, d: _Device, what: str, err: Exception) -> None:
+        n = self.device_errors.get(d.spec.name, 0) + 1
+        self.device_errors[d.spec.name] = n
+        if n == 1 or n % 1000 == 0:
+            log.error("device=%s %s failed (%d so far): %r", d.spec.name, what, n, err)
+
+    def _check_scenario_buses(self) -> None:
+        """A scenario's fault buses must be the feeder's (else the fault would fail when its time comes)."""
+        if self.scenario is None or self.solution is None:
+            return
+        unknown = sorted(self.scenario.fault_buses - set(self.solution.bus_v))
+        if unknown:
+            raise BenchError(
+                f"scenario: fault bus {unknown[0]!r} is not a bus of the feeder "
+                f"(buses: {', '.join(sorted(self.solution.bus_v))})"
+            )
 
     def grid_phase_rad(self, t: float) -> float:
         """The angle every phasor has turned by at ``t`` relative to a nominal 60 Hz rotation (PMUs)."""
@@ -326,7 +341,11 @@ class Bench:
         desc = spec.desc if spec.desc.t0 else replace(spec.desc, t0=self.start_time)
         scale = None
         if spec.bus is not None:
-            if self.solution is None or spec.bus not in self.solution.bus_v:
+            if (
+                self.solution is None
+                or spec.bus not in self.solution.bus_v
+                or not self.solution.base_kv_ln.get(spec.bus)
+            ):
                 raise BenchError(f"waveform {spec.name!r}: bus = {spec.bus!r}: not a bus of the feeder")
             self._bus_history.setdefault(spec.bus, [])
             self._record_bus_voltages()
@@ -409,15 +428,22 @@ class Bench:
         log.info("bench=down steps=%d sim_time=%.3f", self.steps, self.sim_time)
 
     # --- stepping -------------------------------------------------------------------------------------------
-    async def step_once(self, *, advance: bool = True) -> None:
-        """Advance the simulated clock one step (unless ``advance`` is False) and serve the new values."""
+    async def step_once(self, *, advance: bool = True, scenario: bool = True) -> None:
+        """Advance the simulated clock one step (unless ``advance`` is False) and serve the new values.
+
+        A device whose values cannot be served (a model bug, a value its point cannot hold) is logged and
+        counted in ``device_errors`` and keeps its last registers; the other devices are served."""
         if advance:
             self.steps += 1
         t = self.sim_time
         if self.feeder is not None:
-            self._solve(t)
+            self._solve(t, scenario=scenario)
         for d in self._devices:
-            await d.server.update(d.spec.unit_id, d.model.values(t))
+            try:
+                values = d.model.values(t)
+                await d.server.update(d.spec.unit_id, values)
+            except Exception as err:
+                self._count_error(d, "serve", err)
 
     async def run(self, seconds: float | None = None, stop: asyncio.Event | None = None) -> None:
         """Step every ``step_s / speed`` wall seconds until ``seconds`` have passed or ``stop`` is set.

@@ -482,6 +482,8 @@ def parse_bench_config(data: Mapping[str, Any], source: Path) -> BenchConfig:
                 c.fail(f"devices[{i}].kind", d.kind, "needs the feeder's physics: add a [feeder] table")
         if pmus:
             c.fail("pmus", f"{len(pmus)} PMU(s)", "need the feeder's physics: add a [feeder] table")
+        if scenario is not None:
+            c.fail("scenario", data.get("scenario"), "needs a [feeder] table (the physics plays the events)")
         for i, w in enumerate(waveforms):
             if w.bus is not None:
                 c.fail(f"waveforms[{i}].bus", w.bus, "follows the feeder's physics: add a [feeder] table")

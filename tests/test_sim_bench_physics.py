@@ -266,3 +266,32 @@ async def test_a_waveform_on_an_unknown_bus_is_refused_at_start(tmp_path: Path) 
     bench = Bench(ieee13_copy(tmp_path, ('bus = "671"                      # va', 'bus = "999"  # va')))
     with pytest.raises(BenchError, match=r"waveform 'pq671': bus = '999': not a bus of the feeder"):
         await bench.start()
+
+
+@async_test
+async def test_a_scenario_fault_on_a_bus_the_feeder_lacks_is_refused_at_start(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    scenario = tmp_path / "s.toml"
+    scenario.write_text('[[events]]\nat_s = 5\naction = "fault"\nbus = "999"\nduration_s = 1\n')
+    bench = Bench(replace(ieee13_copy(tmp_path), scenario=scenario))
+    with pytest.raises(BenchError, match=r"scenario: fault bus '999' is not a bus of the feeder"):
+        await bench.start()
+
+
+@async_test
+async def test_a_device_whose_values_cannot_be_served_keeps_its_registers_and_the_others_go_on(
+    tmp_path: Path, mocker
+) -> None:
+    bench = Bench(ieee13_copy(tmp_path))
+    await bench.start()
+    try:
+        meter = bench.model_of("sub-meter")
+        mocker.patch.object(meter, "values", side_effect=RuntimeError("model bug"))  # a bug cannot be made for real
+        relay, t0 = bench.model_of("head-relay"), bench.sim_time
+        for _ in range(3):
+            await bench.step_once()
+        assert bench.device_errors == {"sub-meter": 3}
+        assert bench.sim_time == t0 + 3 and relay.values(bench.sim_time)  # the bench went on
+    finally:
+        await bench.stop()

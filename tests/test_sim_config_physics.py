@@ -109,3 +109,13 @@ def test_a_waveform_following_a_bus_needs_the_feeder(tmp_path: Path) -> None:
     got = messages(f'[[waveforms]]\nname = "w"\nport = 15999\nbus = "671"\ndescription = "{desc}"\n', tmp_path)
     assert got == ["waveforms[0].bus = '671': follows the feeder's physics: add a [feeder] table"]
     assert [w.bus for w in load_bench_config(IEEE13).waveforms] == ["671"]
+
+
+def test_a_scenario_needs_the_feeder(tmp_path: Path) -> None:
+    scn = tmp_path / "s.toml"
+    scn.write_text('[[events]]\nat_s = 1\naction = "cloud"\nfactor = 0.5\nduration_s = 5\n')
+    text = (
+        f'scenario = "{scn}"\n[[devices]]\nname = "m"\nkind = "meter"\nprotocol = "modbus-tcp"\nport = 15020\n'
+        f'map = "{ROOT / "config" / "maps" / "sim-meter.toml"}"\n'
+    )
+    assert messages(text, tmp_path) == [f"scenario = '{scn}': needs a [feeder] table (the physics plays the events)"]

@@ -68,22 +68,41 @@ def test_events_play_in_time_order_each_once_with_their_end() -> None:
     scn, bench = scenario(), Recorder()
     scn.apply_due(START + 9.9, bench)
     assert bench.calls == []
+    scn.apply_due(START + 45, bench)  # the sync loss (40 s) ends at 45 s too: its end waits for the next step
+    assert bench.calls == [("irradiance", 0.2), ("silence", "cap-ctl", True), ("lose_sync",)]
     scn.apply_due(START + 45, bench)
-    assert bench.calls == [("irradiance", 0.2), ("silence", "cap-ctl", True), ("lose_sync",), ("regain_sync",)]
-    scn.apply_due(START + 45, bench)  # nothing twice
-    assert len(bench.calls) == 4
-    scn.apply_due(START + 1000, bench)
-    assert bench.calls[4:] == [
-        ("silence", "cap-ctl", False),
-        ("irradiance", 1.0),
-        ("fault", "671", "abc", 0.05),
-        ("clear_fault",),
-        ("model_of", "sub-meter"),
-        ("swap", START + 1000),
-        ("frequency", 59.8, -0.5),
-        ("frequency", 60.0, 0.0),
-    ]
-    assert scn.pending == 0 and len(scn.played) == 11
+    assert bench.calls[3:] == [("regain_sync",)]  # one step later; nothing runs twice
+    scn.apply_due(START + 1000, bench)  # a late bench: all that is due, but a fault's end not with its start
+    assert bench.calls[4:] == [("silence", "cap-ctl", False), ("irradiance", 1.0), ("fault", "671", "abc", 0.05)]
+    scn.apply_due(START + 1001, bench)
+    assert bench.calls[7:] == [("clear_fault",), ("model_of", "sub-meter"), ("swap", START + 1001),
+                               ("frequency", 59.8, -0.5)]  # fmt: skip
+    scn.apply_due(START + 1002, bench)
+    assert bench.calls[11:] == [("frequency", 60.0, 0.0)]
+    assert scn.pending == 0 and len(scn.played) == 11 and scn.failed == []
+    assert scn.fault_buses == {"671"}
+
+
+def test_a_fault_shorter_than_a_step_is_still_solved_once() -> None:
+    """0.5 s on a 1 s bench step: the clear waits for the next step, so the relay sees the fault."""
+    scn = parse_scenario({"events": [{"at_s": 3, "action": "fault", "bus": "671", "duration_s": 0.5}]},
+                         Path("s.toml"), start=START)  # fmt: skip
+    bench = Recorder()
+    scn.apply_due(START + 3, bench)
+    assert bench.calls == [("fault", "671", "abc", 0.05)]
+    scn.apply_due(START + 4, bench)
+    assert bench.calls[1:] == [("clear_fault",)]
+
+
+def test_an_event_that_fails_is_recorded_and_the_others_play() -> None:
+    class Broken(Recorder):
+        def lose_sync(self) -> None:
+            raise RuntimeError("no GPS module")
+
+    scn, bench = scenario(), Broken()
+    scn.apply_due(START + 41, bench)
+    assert [name for _, name, _ in scn.failed] == ["pmu-671 loses time sync"]
+    assert ("silence", "cap-ctl", True) in bench.calls and len(scn.played) == 2
 
 
 BAD = [

@@ -61,6 +61,7 @@ class _Step:
     order: int
     name: str = field(compare=False)
     run: Callable[[Any, float], None] = field(compare=False)
+    after: int | None = field(default=None, compare=False)  # the order of the start step this one ends
 
 
 @dataclass
@@ -70,11 +71,25 @@ class Scenario:
     source: Path
     steps: list[_Step]
     played: list[tuple[float, str]] = field(default_factory=list)  # (sim time, what) for logs and tests
+    failed: list[tuple[float, str, str]] = field(default_factory=list)  # (sim time, what, error): logged, not fatal
+    fault_buses: frozenset[str] = frozenset()  # checked against the feeder when the bench starts
 
     def apply_due(self, t: float, bench: Any) -> None:
+        """Run the steps due at ``t`` in order. An end never runs in the same call as its start: the physics
+        solves at least once in between (a 0.5 s fault on a 1 s bench step still reaches the relay). A step
+        that fails is logged and recorded in ``failed``; the others still play."""
+        fired: set[int] = set()
         while self.steps and self.steps[0].at <= t:
+            if self.steps[0].after in fired:
+                break  # this end (and what follows it) waits for the next step
             step = self.steps.pop(0)
-            step.run(bench, t)
+            fired.add(step.order)
+            try:
+                step.run(bench, t)
+            except Exception as err:  # a device without that fault, a bus the feeder refused...
+                self.failed.append((t, step.name, repr(err)))
+                log.error("scenario=%s t=%.3f event=%s failed: %r", self.source.name, t, step.name, err)
+                continue
             self.played.append((t, step.name))
             log.info("scenario=%s t=%.3f event=%s", self.source.name, t, step.name)
 
@@ -101,7 +116,8 @@ def _name(raw: Mapping[str, Any], where: str, key: str, known: tuple[str, ...]) 
 
 def _event(
     raw: Mapping[str, Any], where: str, start: float, devices: tuple[str, ...], pmus: tuple[str, ...]
-) -> list[tuple[float, str, Callable[[Any, float], None]]]:
+) -> list[tuple]:
+    """(at, name, run[, True for the end of the event just before it]) for one [[events]] entry."""
     action = raw.get("action")
     if action not in ACTIONS:
         raise ScenarioError(f"{where}.action = {action!r}: must be one of {', '.join(map(repr, ACTIONS))}")
@@ -110,12 +126,12 @@ def _event(
         raise ScenarioError(f"{where}: unknown keys {sorted(unknown)} for action {action!r} (allowed: at_s, action, "
                             f"{', '.join(sorted(ACTIONS[action]))})")  # fmt: skip
     at = start + _num(raw, where, "at_s", 0, 10 * 86400)
-    out: list[tuple[float, str, Callable[[Any, float], None]]] = []
+    out: list[tuple] = []
     if action == "cloud":
         factor = _num(raw, where, "factor", 0, 1)
         end = at + _num(raw, where, "duration_s", 1, 86400)
         out.append((at, f"cloud factor={factor:g}", lambda b, _t: b.set_irradiance_factor(factor)))
-        out.append((end, "cloud clears", lambda b, _t: b.set_irradiance_factor(1.0)))
+        out.append((end, "cloud clears", lambda b, _t: b.set_irradiance_factor(1.0), True))
     elif action == "fault":
         bus = raw.get("bus")
         if not isinstance(bus, str) or not bus:
@@ -126,17 +142,17 @@ def _event(
         r_ohm = _num(raw, where, "r_ohm", 1e-4, 1e4, 0.05)
         end = at + _num(raw, where, "duration_s", 0.01, 86400)
         out.append((at, f"fault bus={bus} phases={phases}", lambda b, _t: b.feeder.set_fault(bus, phases, r_ohm)))
-        out.append((end, f"fault bus={bus} cleared", lambda b, _t: b.feeder.clear_fault()))
+        out.append((end, f"fault bus={bus} cleared", lambda b, _t: b.feeder.clear_fault(), True))
     elif action == "silence":
         device = _name(raw, where, "device", devices)
         end = at + _num(raw, where, "duration_s", 0.01, 10 * 86400)
         out.append((at, f"silence {device}", lambda b, _t: b.silence(device, True)))
-        out.append((end, f"{device} answers again", lambda b, _t: b.silence(device, False)))
+        out.append((end, f"{device} answers again", lambda b, _t: b.silence(device, False), True))
     elif action == "pmu_sync_loss":
         pmu = _name(raw, where, "pmu", pmus)
         end = at + _num(raw, where, "duration_s", 0.01, 10 * 86400)
         out.append((at, f"{pmu} loses time sync", lambda b, _t: b.pmus[pmu].lose_sync()))
-        out.append((end, f"{pmu} regains time sync", lambda b, _t: b.pmus[pmu].regain_sync()))
+        out.append((end, f"{pmu} regains time sync", lambda b, _t: b.pmus[pmu].regain_sync(), True))
     elif action == "meter_swap":
         device = _name(raw, where, "device", devices)
         out.append((at, f"meter swap {device}", lambda b, t: b.model_of(device).swap(t)))
@@ -146,7 +162,7 @@ def _event(
         out.append((at, f"frequency {hz:g} Hz", lambda b, _t: b.feeder.set_frequency(hz, rocof)))
         if "duration_s" in raw:
             end = at + _num(raw, where, "duration_s", 0.01, 86400)
-            out.append((end, "frequency back to 60 Hz", lambda b, _t: b.feeder.set_frequency(60.0, 0.0)))
+            out.append((end, "frequency back to 60 Hz", lambda b, _t: b.feeder.set_frequency(60.0, 0.0), True))
     return out
 
 
@@ -161,10 +177,13 @@ def parse_scenario(
     if not isinstance(events, list) or not all(isinstance(e, Mapping) for e in events):
         raise ScenarioError(f"{source.name}: events must be an array of tables ([[events]])")
     steps: list[_Step] = []
+    buses: set[str] = set()
     for i, raw in enumerate(events):
-        for at, name, run in _event(raw, f"events[{i}]", start, devices, pmus):
-            steps.append(_Step(at, len(steps), name, run))
-    return Scenario(source, sorted(steps))
+        if isinstance(raw, Mapping) and raw.get("action") == "fault" and isinstance(raw.get("bus"), str):
+            buses.add(raw["bus"].lower())
+        for at, name, run, *end in _event(raw, f"events[{i}]", start, devices, pmus):
+            steps.append(_Step(at, len(steps), name, run, len(steps) - 1 if end else None))
+    return Scenario(source, sorted(steps), fault_buses=frozenset(buses))
 
 
 def load_scenario(path: Path, *, start: float, devices: tuple[str, ...] = (), pmus: tuple[str, ...] = ()) -> Scenario:
