@@ -334,6 +334,9 @@ class SunSpecInverter:
         missing = [p for p in phases if p not in v]
         if missing:
             raise InverterError(f"inverter {self.name!r}: bus {self.bus!r} has no phase {missing[0]!r}")
+        bad = next((p for p in phases if not math.isfinite(abs(v[p]))), None)
+        if bad is not None:  # OpenDER would raise a bare ValueError naming no device, after v_ln was stored
+            raise InverterError(f"inverter {self.name!r}: bus {self.bus!r} phase {bad} voltage {abs(v[bad])}")
         self.v_ln = {p: v[p] for p in phases}
         v_pu = [abs(v[p]) / base for p in phases]
         irr = solution.irradiance_pu
