@@ -450,7 +450,9 @@ class PqStreamStats:
     missing_samples: int = 0
     bad_frames: int = 0  # CRC, size, malformed
     garbage_bytes: int = 0
-    resets: int = 0  # measurement windows restarted (gap, reconnection)
+    resets: int = 0  # measurement windows restarted (gap, non-finite samples, reconnection)
+    nonfinite_blocks: int = 0  # blocks holding NaN or inf samples: dropped like a gap
+    nonfinite_samples: int = 0
     config_errors: int = 0  # the stream does not fit the configuration (channels, rate)
     readings: int = 0
     events: int = 0
@@ -596,6 +598,18 @@ class PqStream:
                 self.stats.blocks += 1
                 data, start = self._fresh(item, idx)
                 if data is None:
+                    continue
+                bad = data.size - int(np.count_nonzero(np.isfinite(data)))
+                if bad:
+                    # A recorder glitch (NaN, inf): the chain refuses such samples and its filters would keep them,
+                    # so the block is lost like a gap; skipped on a replay, it is not refused again and again.
+                    self.stats.nonfinite_blocks += 1
+                    self.stats.nonfinite_samples += bad
+                    log.warning("event=pq_stream_nonfinite stream=%s samples=%d start_ts=%.6f", self.name, bad, start)
+                    await self._measure(batch, batch_start, header.rate_hz)
+                    batch, batch_start, batch_n = [], None, 0
+                    self._reset("non-finite samples")
+                    self.measured_until = start + data.shape[1] / item.rate_hz
                     continue
                 if batch_start is None:
                     batch_start = start
