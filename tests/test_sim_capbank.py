@@ -403,6 +403,18 @@ async def test_local_auto_close_waits_for_the_discharge_lockout() -> None:
         assert await rig.read("closed") is True and await rig.read("operation_count") == 2
 
 
+@async_test
+async def test_local_auto_never_switches_a_dead_bank() -> None:
+    """Loss of voltage (the feeder head open): 0 V is below v_low, but a real controller blocks switching."""
+    async with Rig(bank(auto_delay_s=10, mode="local_auto", closed=False)) as rig:
+        for k in range(0, 120):
+            await rig.step(T0 + k, 0.0)
+        assert await rig.read("closed") is False and await rig.read("operation_count") == 0
+        for k in range(120, 132):  # voltage back, and low: now the delay runs and the bank closes
+            await rig.step(T0 + k, 117.0)
+        assert await rig.read("closed") is True and await rig.read("operation_count") == 1
+
+
 @pytest.mark.parametrize(
     ("address", "values"),
     [

@@ -295,6 +295,9 @@ class CapBankController:
         if self._pending is not None:
             return
         v = self.v_control()
+        if v < 0.5 * V_SETTING_RANGE[0]:  # loss of voltage (below 50 V on the 120 V base): never switch a dead bank
+            self._auto_want = None
+            return
         want = None
         if self.closed and v > self.v_high:
             want = Action.OPEN

@@ -555,7 +555,7 @@ class SunSpecInverter:
         n = len(phases)
         mags = [abs(self.v_ln[p]) for p in phases]
         amps = [(s_va / n) / m if m > 0 else 0.0 for m in mags]
-        out[f"{MEAS}.A"] = sum(amps) / n if n == 1 else sum(amps) / n
+        out[f"{MEAS}.A"] = sum(amps)  # SunSpec 701 A: "Total AC Current", the sum of the phase currents
         out[f"{MEAS}.LNV"] = sum(mags) / n
         if n == 3:
             va, vb, vc = (self.v_ln[p] for p in "abc")
