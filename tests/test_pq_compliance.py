@@ -105,6 +105,20 @@ def test_en50160_table1_values():
     assert lv.sub("2.6") == "EN 50160:2010 4.2.6" and mv.sub("2.6") == "EN 50160:2010 5.2.6"
 
 
+def test_supply_voltage_share_is_95_percent_for_lv_and_99_percent_for_mv():
+    # EN 50160:2010 4.2.2.2 (LV): 95 % of the week's 10-min means within +-10 %; 5.2.2 (MV): 99 %.
+    # 100 values, 3 of them at +12 % (inside the +10/-15 % band all values must keep): 97 % within +-10 %.
+    data = doc(100, rms=lambda i: 230.0 * (1.12 if i < 3 else 1.0))
+
+    def verdict(standard: str) -> bool:
+        (c,) = [c for c in cp.evaluate(data, standard).criteria
+                if c.criterion == "supply voltage variation" and c.channel == "va"]  # fmt: skip
+        assert c.measured == pytest.approx(97.0)
+        return c.passed
+
+    assert verdict("en50160-lv") is True and verdict("en50160-mv") is False
+
+
 @pytest.mark.parametrize(
     ("kv", "label", "individual", "thd"),
     [
