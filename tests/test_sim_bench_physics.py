@@ -2,56 +2,35 @@
 
 from __future__ import annotations
 
-import re
-import tomllib
 from pathlib import Path
 
 import pytest
+from benchcopy import ieee13_copy
 from conftest import async_test, free_port
 
 from sim_hw.bench import Bench, BenchError
-from sim_hw.config import parse_bench_config
+from sim_hw.config import BenchConfig, load_bench_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def ieee13_copy(tmp_path: Path, edit: tuple[str, str] | None = None):
-    """config/sim-ieee13.toml with free ports, a private pty link and absolute paths."""
-    text = (ROOT / "config" / "sim-ieee13.toml").read_text()
-    used: set[int] = set()
-
-    def port(_m: re.Match[str]) -> str:
-        p = free_port()
-        while p in used:  # the OS may hand the same free port out twice in a row
-            p = free_port()
-        used.add(p)
-        return f"port = {p}"
-
-    text = re.sub(r"port = 1\d{4}", port, text)
-    text = text.replace('link = "run/rtu-bus1"', f'link = "{tmp_path / "rtu"}"')
-    text = text.replace('"ieee13/', f'"{ROOT / "config" / "ieee13"}/').replace(
-        '"maps/', f'"{ROOT / "config" / "maps"}/'
-    )
-    text = text.replace('"waveforms/', f'"{ROOT / "config" / "waveforms"}/')
-    text = text.replace("seed = 1\n", 'seed = 1\nstart = "2026-06-21T12:00:00Z"\n')
-    if edit:
-        assert edit[0] in text
-        text = text.replace(*edit)
-    return parse_bench_config(tomllib.loads(text), tmp_path / "bench.toml")
+def bench_config(tmp_path: Path, edit: tuple[str, str] | None = None, *, irradiance: str = "clear") -> BenchConfig:
+    """The shipped IEEE 13-node bench, privately copied (tests/benchcopy.py), starting at solar noon."""
+    return load_bench_config(ieee13_copy(tmp_path, edit=edit, irradiance=irradiance))
 
 
 @async_test
 async def test_an_inverter_rated_above_its_pv_site_is_refused_at_start(tmp_path: Path) -> None:
-    cfg = ieee13_copy(tmp_path, ("kva = 250.0, kw = 250.0", "kva = 300.0, kw = 250.0"))
+    cfg = bench_config(tmp_path, ("kva = 250.0, kw = 250.0", "kva = 300.0, kw = 250.0"))
     bench = Bench(cfg)
     with pytest.raises(BenchError, match=r"device 'pv634': kva = 300: above the feeder's pv634 rating \(250 kVA\)"):
         await bench.start()
-    assert not (tmp_path / "rtu").exists()  # the failed start cleaned up its pty pair
+    assert not (tmp_path / "rtu-bus1").exists()  # the failed start cleaned up its pty pair
 
 
 @async_test
 async def test_a_device_whose_model_fails_is_counted_and_the_others_go_on(tmp_path: Path, mocker) -> None:
-    bench = Bench(ieee13_copy(tmp_path))
+    bench = Bench(bench_config(tmp_path))
     await bench.start()
     try:
         relay = bench.model_of("head-relay")
@@ -74,7 +53,7 @@ async def test_a_device_whose_model_fails_is_counted_and_the_others_go_on(tmp_pa
 @async_test
 async def test_inverters_follow_the_physics_at_any_bench_step(tmp_path: Path) -> None:
     """A half-second step: OpenDER must be stepped at the bench's step, not a fixed 1 s (it used to freeze)."""
-    cfg = ieee13_copy(tmp_path, ("step_s = 1.0", "step_s = 0.5"))
+    cfg = bench_config(tmp_path, ("step_s = 1.0", "step_s = 0.5"))
     bench = Bench(cfg)
     await bench.start()
     try:
@@ -107,7 +86,7 @@ async def test_a_cloud_clearing_pushes_the_feeder_out_of_ansi_range_a_until_the_
 
     scenario = tmp_path / "cloud.toml"
     scenario.write_text('[[events]]\nat_s = 5\naction = "cloud"\nfactor = 0.0\nduration_s = 300\n')
-    cfg = replace(ieee13_copy(tmp_path, ('irradiance = "cloudy"', 'irradiance = "clear"')), scenario=scenario)
+    cfg = replace(bench_config(tmp_path), scenario=scenario)
     bench = Bench(cfg)
     await bench.start()
     try:
@@ -136,7 +115,7 @@ async def test_a_meter_swap_restarts_the_energy_registers_and_changes_the_serial
 
     scenario = tmp_path / "swap.toml"
     scenario.write_text('[[events]]\nat_s = 20\naction = "meter_swap"\ndevice = "fdr-671-meter"\n')
-    cfg = replace(ieee13_copy(tmp_path, ('irradiance = "cloudy"', 'irradiance = "none"')), scenario=scenario)
+    cfg = replace(bench_config(tmp_path, irradiance="none"), scenario=scenario)
     bench = Bench(cfg)
     await bench.start()
     port = next(d.port for d in cfg.devices if d.name == "fdr-671-meter")
@@ -173,7 +152,7 @@ async def test_a_bench_pmu_with_a_udp_port_sends_its_data_as_datagrams(tmp_path:
     from protocols.c37118 import NEED_DATA, Command, CommandFrame, ConfigFrame, DataFrame, StreamReader, encode_frame
 
     udp_port = free_port()
-    cfg = ieee13_copy(tmp_path, ("rate = 30\n", f"rate = 30\nudp_port = {udp_port}\n"))  # pmu-671
+    cfg = bench_config(tmp_path, ("rate = 30\n", f"rate = 30\nudp_port = {udp_port}\n"))  # pmu-671
     got: asyncio.Queue[bytes] = asyncio.Queue()
 
     class Proto(asyncio.DatagramProtocol):
@@ -225,7 +204,7 @@ async def test_a_waveform_stream_on_a_bus_shows_the_feeders_fault_dip_trip_and_r
 
     scenario = tmp_path / "fault.toml"
     scenario.write_text('[[events]]\nat_s = 3\naction = "fault"\nbus = "671"\nr_ohm = 0.01\nduration_s = 3\n')
-    cfg = replace(ieee13_copy(tmp_path, ('irradiance = "cloudy"', 'irradiance = "none"')), scenario=scenario)
+    cfg = replace(bench_config(tmp_path, irradiance="none"), scenario=scenario)
     (stream,) = cfg.waveforms  # the shipped bench's pq671, on bus 671
     port = stream.port
     bench = Bench(cfg, speed=5.0)
@@ -263,7 +242,7 @@ async def test_a_waveform_stream_on_a_bus_shows_the_feeders_fault_dip_trip_and_r
 
 @async_test
 async def test_a_waveform_on_an_unknown_bus_is_refused_at_start(tmp_path: Path) -> None:
-    bench = Bench(ieee13_copy(tmp_path, ('bus = "671"                      # va', 'bus = "999"  # va')))
+    bench = Bench(bench_config(tmp_path, ('bus = "671"                      # va', 'bus = "999"  # va')))
     with pytest.raises(BenchError, match=r"waveform 'pq671': bus = '999': not a bus of the feeder"):
         await bench.start()
 
@@ -274,7 +253,7 @@ async def test_a_scenario_fault_on_a_bus_the_feeder_lacks_is_refused_at_start(tm
 
     scenario = tmp_path / "s.toml"
     scenario.write_text('[[events]]\nat_s = 5\naction = "fault"\nbus = "999"\nduration_s = 1\n')
-    bench = Bench(replace(ieee13_copy(tmp_path), scenario=scenario))
+    bench = Bench(replace(bench_config(tmp_path), scenario=scenario))
     with pytest.raises(BenchError, match=r"scenario: fault bus '999' is not a bus of the feeder"):
         await bench.start()
 
@@ -283,7 +262,7 @@ async def test_a_scenario_fault_on_a_bus_the_feeder_lacks_is_refused_at_start(tm
 async def test_a_device_whose_values_cannot_be_served_keeps_its_registers_and_the_others_go_on(
     tmp_path: Path, mocker
 ) -> None:
-    bench = Bench(ieee13_copy(tmp_path))
+    bench = Bench(bench_config(tmp_path))
     await bench.start()
     try:
         meter = bench.model_of("sub-meter")

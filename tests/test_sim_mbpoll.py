@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import async_test
-from test_sim_bench_physics import ieee13_copy
+from test_sim_bench_physics import bench_config
 
 from sim_hw.bench import Bench
 
@@ -31,7 +31,7 @@ async def mbpoll(*args: str) -> list[float]:
 
 @async_test
 async def test_mbpoll_reads_the_tcp_and_rtu_meters_as_documented(tmp_path: Path) -> None:
-    cfg = ieee13_copy(tmp_path)
+    cfg = bench_config(tmp_path)
     bench = Bench(cfg)
     await bench.start()
     try:

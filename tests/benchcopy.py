@@ -1,0 +1,58 @@
+"""A private copy of the shipped IEEE 13-node bench (config/sim-ieee13.toml) for a test: free ports (never the
+demo's), the pty link in the test's folder, absolute paths, a fixed start time."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = ROOT / "config" / "sim-ieee13.toml"
+NOON = "2026-06-21T12:00:00Z"  # solar noon (the bench's UTC is solar time): clear-sky irradiance 1.0 pu
+
+
+def _sub(pattern: str, repl: str, text: str, count: int) -> str:
+    out, n = re.subn(pattern, repl, text)
+    assert n == count, f"the shipped config changed: {pattern!r} matched {n} times, expected {count}"
+    return out
+
+
+def ieee13_copy(
+    tmp_path: Path,
+    *,
+    scenario: str | None = None,
+    start: str = NOON,
+    irradiance: str = "clear",
+    edit: tuple[str, str] | None = None,
+) -> Path:
+    """config/sim-ieee13.toml with free ports, a tmp pty link, absolute paths, a fixed start, optionally a scenario
+    and one text ``edit`` (old, new) of the shipped file (old must be in it)."""
+    text = SHIPPED.read_text()
+    if edit is not None:
+        assert edit[0] in text, f"the shipped config has no {edit[0]!r}"
+        text = text.replace(*edit)
+    used: set[int] = set()
+
+    def port(_: re.Match[str]) -> str:
+        p = free_port()
+        while p in used:
+            p = free_port()
+        used.add(p)
+        return f"port = {p}"
+
+    text = re.sub(r"(?m)^port = \d+", port, text)
+    assert len(used) == 11, "the shipped bench has 8 TCP devices, 2 PMUs and a waveform stream"
+    text = _sub(r'map = "maps/', f'map = "{ROOT / "config" / "maps"}/', text, 7)
+    text = _sub(r'dss = "ieee13/IEEE13.dss"', f'dss = "{ROOT / "config" / "ieee13" / "IEEE13.dss"}"', text, 1)
+    text = _sub(r'link = "run/rtu-bus1"', f'link = "{tmp_path / "rtu-bus1"}"', text, 1)
+    text = _sub(r'description = "waveforms/', f'description = "{ROOT / "config" / "waveforms"}/', text, 1)
+    text = _sub(r'irradiance = "\w+"', f'irradiance = "{irradiance}"', text, 1)
+    text = _sub(r"(?m)^seed = 1$", f'seed = 1\nstart = "{start}"', text, 1)
+    if scenario is not None:
+        (tmp_path / "scenario.toml").write_text(scenario)
+        text = 'scenario = "scenario.toml"\n' + text  # a top-level key must come before the first table
+    path = tmp_path / "sim-ieee13.toml"
+    path.write_text(text)
+    return path
