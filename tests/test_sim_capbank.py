@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import async_test, free_port
+from conftest import async_test
 from docmap import doc_mismatches
-from pymodbus.client import AsyncModbusTcpClient
+from served import ServedModel
 
-from protocols.modbus.registermap import RegisterMap, Table, decode_point, encode_point, parse_register_map
+from protocols.modbus.registermap import RegisterMap, Table, encode_point, parse_register_map
 from sim_hw.devices.capbank import CapBankController, CapBankError, Result
-from sim_hw.devices.modbus_server import ModbusDeviceServer, WriteRequest
+from sim_hw.devices.modbus_server import WriteRequest
 from sim_hw.feeder.solution import Solution, Terminal
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,24 +59,12 @@ def solution(t: float, v_sec: float | tuple[float, float, float] = 120.0, *, bus
     return Solution(t=t, converged=True, bus_v={bus: phasors}, base_kv_ln={bus: 2.4}, **kw)
 
 
-class Rig:
+class Rig(ServedModel):
     """One controller served on a free port, its client, and the bench step done by hand."""
 
     def __init__(self, model: CapBankController) -> None:
-        self.model = model
+        super().__init__(model, CMAP, UNIT)
         self.feeder = RecordingFeeder()
-        self.server = ModbusDeviceServer.tcp("127.0.0.1", free_port(), {UNIT: CMAP})
-        self.client = AsyncModbusTcpClient("127.0.0.1", port=self.server.port, timeout=2, retries=0)
-
-    async def __aenter__(self) -> Rig:
-        await self.server.start()
-        self.server.on_write(UNIT, self.model.on_write)
-        assert await self.client.connect()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.client.close()
-        await self.server.stop()
 
     async def step(self, t: float, v_sec: float | tuple[float, float, float] = 120.0, **kw: Any) -> None:
         self.model.actuate(t, self.feeder)
@@ -84,28 +72,13 @@ class Rig:
         await self.server.update(UNIT, self.model.values(t))
 
     async def write(self, address: int, values: list[int]) -> int:
-        """Function 16; the exception code of the answer, 0 when accepted."""
-        rr = await self.client.write_registers(address, values, device_id=UNIT)
-        return rr.exception_code if rr.isError() else 0
+        return await self.write_words(address, values)
 
     async def select(self, action: int, token: int) -> int:
         return await self.write(SELECT, [action, token])
 
     async def operate(self, action: int, token: int) -> int:
         return await self.write(OPERATE, [action, token])
-
-    async def read(self, name: str) -> Any:
-        p = CMAP.point(name)
-        fn = {
-            Table.INPUT: self.client.read_input_registers,
-            Table.HOLDING: self.client.read_holding_registers,
-            Table.DISCRETE: self.client.read_discrete_inputs,
-            Table.COIL: self.client.read_coils,
-        }[p.table]
-        rr = await fn(p.address, count=p.words, device_id=UNIT)
-        assert not rr.isError(), rr
-        words = rr.bits[: p.words] if p.table.is_bits else rr.registers
-        return decode_point(p, words)
 
     async def last_result(self) -> int:
         return int(await self.read("last_result"))

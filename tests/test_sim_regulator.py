@@ -15,12 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import async_test, free_port
+from conftest import async_test
 from docmap import doc_mismatches
-from pymodbus.client import AsyncModbusTcpClient
+from served import ServedModel
 
 from protocols.modbus.registermap import RegisterMap, Table, decode_point, encode_point, parse_register_map
-from sim_hw.devices.modbus_server import ModbusDeviceServer
 from sim_hw.devices.regulator import RegulatorController, RegulatorError
 from sim_hw.feeder.solution import Solution, Terminal
 
@@ -76,24 +75,12 @@ def reg_solution(
     return Solution(t=t, converged=True, bus_v={"rg60": v}, base_kv_ln={"rg60": 2.4}, terminals=terms)
 
 
-class Rig:
+class Rig(ServedModel):
     """One regulator control served on a free port, its client, and the bench step done by hand."""
 
     def __init__(self, model: RegulatorController) -> None:
-        self.model = model
+        super().__init__(model, RMAP, UNIT)
         self.feeder = RecordingFeeder()
-        self.server = ModbusDeviceServer.tcp("127.0.0.1", free_port(), {UNIT: RMAP})
-        self.client = AsyncModbusTcpClient("127.0.0.1", port=self.server.port, timeout=2, retries=0)
-
-    async def __aenter__(self) -> Rig:
-        await self.server.start()
-        self.server.on_write(UNIT, self.model.on_write)
-        assert await self.client.connect()
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        self.client.close()
-        await self.server.stop()
 
     async def step(
         self, t: float, v_sec: tuple[float, float, float], i_load: tuple[complex, complex, complex] = (0j, 0j, 0j)
@@ -101,13 +88,6 @@ class Rig:
         self.model.actuate(t, self.feeder)
         self.model.observe(t, reg_solution(t, v_sec, i_load))
         await self.server.update(UNIT, self.model.values(t))
-
-    async def read(self, name: str) -> Any:
-        p = RMAP.point(name)
-        fn = self.client.read_input_registers if p.table is Table.INPUT else self.client.read_holding_registers
-        rr = await fn(p.address, count=p.words, device_id=UNIT)
-        assert not rr.isError(), rr
-        return decode_point(p, rr.registers)
 
     async def taps(self) -> tuple[int, int, int]:
         rr = await self.client.read_input_registers(0, count=3, device_id=UNIT)
@@ -121,8 +101,7 @@ class Rig:
         words: list[int] = []
         for k, value in enumerate(values):
             words += encode_point(by_address[first.address + k], value)  # type: ignore[arg-type]
-        rr = await self.client.write_registers(first.address, words, device_id=UNIT)
-        return rr.exception_code if rr.isError() else 0
+        return await self.write_words(first.address, words)
 
 
 def control(**options: Any) -> RegulatorController:
