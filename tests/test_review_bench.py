@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import async_test, free_port
 from pymodbus.client import AsyncModbusTcpClient
-from test_sim_bench_physics import ieee13_copy
+from test_sim_bench_physics import bench_config
 
 from protocols.modbus.registermap import Table, parse_register_map
 from sim_hw.bench import Bench, BenchError
@@ -173,7 +173,7 @@ def _without_terminals(solution):
 
 @async_test
 async def test_the_bench_refuses_a_pmu_current_terminal_the_feeder_lacks(tmp_path: Path) -> None:
-    config = ieee13_copy(tmp_path, ('current = "Line.632671/2"', 'current = "Line.632671/x"'))
+    config = bench_config(tmp_path, ('current = "Line.632671/2"', 'current = "Line.632671/x"'))
     bench = Bench(config)
     with pytest.raises(BenchError, match=r"pmu '.*': current = 'Line.632671/x'"):
         await bench.start()
