@@ -141,8 +141,15 @@ class DevicePoller:
                     "+".join(f"{b.start}/{b.count}" for b in parts),
                 )  # fmt: skip
                 got = False
+                mark = len(plan)
                 for part in parts:
                     got = await self._read_block(part, out, plan) or got
+                if not got:
+                    # Every part was refused too: the split isolated nothing (a meter answering 04
+                    # while it boots refuses everything). Keep the whole block for the next cycles,
+                    # or one transient refusal would cost a request per point for ever.
+                    del plan[mark:]
+                    plan.append(block)
                 return got
             self.stats.exceptions += 1
             self._fault("modbus_exception", block, err)

@@ -9,6 +9,13 @@ pty (used in tests) does not even honour the baud rate, so it cannot come from t
 
 A silent unit holds the line for at most ``timeout_s`` per attempt; between two attempts the other
 units get their turn, so a dead meter costs the bus ``timeout_s x (retries + 1)`` per poll.
+
+An RTU frame carries no transaction id: an answer that arrives after its request timed out looks
+exactly like the answer to the next request to the same unit, and taking it so shifts every later
+answer of that unit by one request (a slow meter's block A read as its block B, for ever). So after
+a timeout or a garbled answer the unit is kept off the line for one more ``timeout_s`` (the other
+units go on meanwhile): its late frame then arrives while no request to it is pending and is
+dropped, by pymodbus when nothing is pending, by unit id when another unit's request is.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ from protocols.modbus.client import Operation, RetryingTransport, execute_once, 
 from protocols.modbus.errors import (
     ModbusConnectionError,
     ModbusDeviceError,
+    ModbusFrameError,
+    ModbusTimeout,
 )
 
 # Bits per character on the line: start + 8 data + parity-or-second-stop + stop (v1.02, 2.5.1).
@@ -100,6 +109,8 @@ class SerialBus:
         self._lock = asyncio.Lock()
         self._client: AsyncModbusSerialClient | None = None
         self._last_end: float | None = None
+        # unit id -> clock time before which no request goes to it (a late answer may still come)
+        self._quiet_until: dict[int, float] = {}
         self._users = 0
 
     @property
@@ -134,9 +145,13 @@ class SerialBus:
     async def transact(self, unit_id: int, op: Operation, timeout_s: float) -> ModbusPDU:
         """One attempt of one request to ``unit_id``, holding the line for at most ``timeout_s``.
 
-        Waits its turn, then the inter-frame silence since the previous transaction ended.
+        Waits until a late answer of this unit's previous failed attempt can no longer arrive (see the
+        module doc), then its turn, then the inter-frame silence since the previous transaction ended.
         """
         label = f"{self.device}/{unit_id}"
+        quiet = self._quiet_until.pop(unit_id, None)
+        if quiet is not None and (wait := quiet - self._clock()) > 0:
+            await asyncio.sleep(wait)
         async with self._lock:
             if self._last_end is not None:
                 wait = self._last_end + self.silence_s - self._clock()
@@ -151,6 +166,8 @@ class SerialBus:
                 outcome = type(err).__name__
                 if isinstance(err, ModbusConnectionError):
                     self._drop()
+                elif isinstance(err, ModbusTimeout | ModbusFrameError):
+                    self._quiet_until[unit_id] = self._clock() + timeout_s
                 raise
             finally:
                 self._last_end = self._clock()

@@ -1,0 +1,414 @@
+"""Review of Modbus acquisition (issue 2, part 3): the faults a real RS-485 line and a real TCP peer produce.
+
+The RTU device here is scripted byte by byte on one end of a socat pty pair (our own CRC, our own
+framing), so it can do what a pymodbus server never does: answer late, answer for another unit id,
+send a wrong byte count, a bad CRC or noise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import struct
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import pytest
+from conftest import arun, free_port
+from test_acquisition import Collector, rtu_device, tcp_device
+from test_modbus_client import modbus_server, raw_server
+
+from agent.acquisition import DevicePoller, build_pollers
+from agent.points import Quality
+from protocols.modbus.client import TcpTransport
+from protocols.modbus.errors import ModbusConnectionError, ModbusFrameError, ModbusTimeout
+from protocols.modbus.registermap import Table, parse_register_map
+from protocols.modbus.serialbus import RtuTransport, SerialBus
+
+pytestmark = pytest.mark.integration
+
+
+def crc16(data: bytes) -> bytes:
+    """Modbus CRC-16 (poly 0xA001 reflected, init 0xFFFF), low byte first (Serial Line v1.02, 6.2.2)."""
+    crc = 0xFFFF
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+    return bytes((crc & 0xFF, crc >> 8))
+
+
+def frame(unit: int, pdu: bytes) -> bytes:
+    return bytes((unit,)) + pdu + crc16(bytes((unit,)) + pdu)
+
+
+def registers_answer(unit: int, fc: int, values: list[int]) -> bytes:
+    return frame(unit, bytes((fc, 2 * len(values))) + struct.pack(f">{len(values)}H", *values))
+
+
+@dataclass
+class Request:
+    unit: int
+    fc: int
+    start: int
+    count: int
+    n: int  # 0-based index of this request on the line
+
+
+# (request) -> [(delay after the request [s], bytes to send), ...]
+Script = Callable[[Request], list[tuple[float, bytes]]]
+
+
+@dataclass
+class ScriptedLine:
+    requests: list[Request] = field(default_factory=list)
+
+
+@asynccontextmanager
+async def scripted_rtu(port: str, script: Script) -> AsyncIterator[ScriptedLine]:
+    """A hand-made RTU slave side of the line: every read request (8 bytes, CRC checked) is passed to
+    ``script``, whose answers are written after their delays, independently of later requests."""
+    fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK)
+    loop = asyncio.get_running_loop()
+    line = ScriptedLine()
+    buf = bytearray()
+    pending: set[asyncio.Task] = set()
+
+    async def send_later(delay: float, data: bytes) -> None:
+        await asyncio.sleep(delay)
+        os.write(fd, data)
+
+    def readable() -> None:
+        try:
+            buf.extend(os.read(fd, 4096))
+        except BlockingIOError:
+            return
+        while len(buf) >= 8:
+            adu = bytes(buf[:8])
+            if crc16(adu[:6]) != adu[6:]:
+                del buf[0]  # hunt for the next frame
+                continue
+            del buf[:8]
+            unit, fc, start, count = struct.unpack(">BBHH", adu[:6])
+            req = Request(unit, fc, start, count, len(line.requests))
+            line.requests.append(req)
+            for delay, data in script(req):
+                task = loop.create_task(send_later(delay, data))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+
+    loop.add_reader(fd, readable)
+    try:
+        yield line
+    finally:
+        loop.remove_reader(fd)
+        for task in list(pending):
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        os.close(fd)
+
+
+def holding(req: Request, base: int = 1000) -> bytes:
+    """The correct answer: holding register k holds base + k."""
+    return registers_answer(req.unit, req.fc, [base + req.start + k for k in range(req.count)])
+
+
+# -- the stale-frame bug -------------------------------------------------------------------------
+
+
+def test_a_late_answer_is_never_taken_for_the_next_request(pty_pair) -> None:
+    """A unit that answers 0.45 s after each request, polled with a 0.3 s timeout: its late answer to
+    one request must not be read as the answer to the next (RTU frames carry no transaction id)."""
+
+    async def go():
+        async with scripted_rtu(pty_pair.a, lambda req: [(0.45, holding(req))]) as line:
+            bus = SerialBus(pty_pair.b, 19200)
+            t = RtuTransport(bus, timeout_s=0.3, retries=0)
+            results = []
+            for start in (0, 10, 20, 30):
+                try:
+                    results.append(await t.read(Table.HOLDING, start, 2, 1))
+                except ModbusTimeout:
+                    results.append("timeout")
+            await t.close()
+            return results, line
+
+    results, line = arun(go())
+    assert len(line.requests) == 4
+    # each read gives its own registers or nothing; before the fix the second read returned [1000, 1001]
+    for start, got in zip((0, 10, 20, 30), results, strict=True):
+        assert got in ("timeout", [1000 + start, 1001 + start]), (start, results)
+
+
+def test_late_answers_of_a_slow_unit_reach_neither_it_nor_the_live_unit(pty_pair) -> None:
+    """Unit 3 answers late; unit 1 answers at once: unit 1's reads right after unit 3's timeouts are
+    its own values (the late frame carries unit id 3 and is dropped)."""
+
+    def script(req: Request) -> list[tuple[float, bytes]]:
+        return [(0.35, holding(req, 3000))] if req.unit == 3 else [(0.0, holding(req))]
+
+    async def go():
+        async with scripted_rtu(pty_pair.a, script):
+            bus = SerialBus(pty_pair.b, 19200)
+            slow = RtuTransport(bus, timeout_s=0.2, retries=0)
+            live = RtuTransport(bus, timeout_s=0.5, retries=0)
+            out = []
+            for _ in range(3):
+                with pytest.raises(ModbusTimeout):
+                    await slow.read(Table.HOLDING, 0, 2, 3)
+                out.append(await live.read(Table.HOLDING, 0, 2, 1))
+            await slow.close()
+            await live.close()
+            return out
+
+    assert arun(go()) == [[1000, 1001]] * 3
+
+
+# -- garbage on the line -------------------------------------------------------------------------
+
+METER2 = parse_register_map(
+    {
+        "name": "m",
+        "points": [
+            {"name": "v", "address": 0, "type": "uint16", "unit": "V"},
+            {"name": "w", "address": 1, "type": "int16", "unit": "W"},
+        ],
+    }
+)
+
+
+@pytest.mark.parametrize(
+    "fault,stale",
+    [
+        # the right answer with one bit of the data flipped: the CRC no longer matches
+        ("bad_crc", True),
+        # line noise and nothing else
+        ("noise", True),
+        # a well-formed answer from unit 9 (e.g. an address conflict on the bus): not ours, ignored
+        ("wrong_unit", True),
+        # a well-formed frame claiming 1 register where 2 were asked for
+        ("wrong_count", False),
+        # a well-formed frame for another function code
+        ("wrong_function", False),
+        # noise right before a good answer: the framer must resync on the good frame (or time out)
+        ("noise_then_good", None),
+    ],
+)
+def test_a_garbled_answer_is_reported_and_the_poller_carries_on(pty_pair, fault: str, stale: bool | None) -> None:
+    """The first three requests get the fault, every later one the right answer: the faulty cycles
+    are marked (STALE for no usable answer, INVALID for a wrong one) and counted, never fatal, and
+    the poller is GOOD again with the right values."""
+
+    def script(req: Request) -> list[tuple[float, bytes]]:
+        good = holding(req)
+        if req.n >= 3:
+            return [(0.0, good)]
+        if fault == "bad_crc":
+            bad = bytearray(good)
+            bad[4] ^= 0x01
+            return [(0.0, bytes(bad))]
+        if fault == "noise":
+            return [(0.0, bytes(random.Random(req.n).randrange(256) for _ in range(13)))]
+        if fault == "wrong_unit":
+            return [(0.0, registers_answer(9, req.fc, [1, 2]))]
+        if fault == "wrong_count":
+            return [(0.0, registers_answer(req.unit, req.fc, [1000]))]
+        if fault == "wrong_function":
+            return [(0.0, registers_answer(req.unit, 4, [1, 2]))]
+        return [(0.0, b"\xff\x00\x13" + good)]
+
+    sink = Collector()
+
+    async def go():
+        async with scripted_rtu(pty_pair.a, script) as line:
+            dev = rtu_device("m", 1, pty_pair.b, register_map=METER2, poll_interval_s=0.05, timeout_s=0.15, retries=0)
+            (poller,) = build_pollers([dev], sink, rng=random.Random(2))
+            task = asyncio.create_task(poller.run())
+            for _ in range(100):
+                await asyncio.sleep(0.05)
+                if len(line.requests) >= 6:
+                    break
+            assert not task.done()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return poller
+
+    poller = arun(go())
+    s = poller.stats
+    assert s.polls >= 6 and s.polls_ok >= 3
+    bad = [r for r in sink.readings if r.quality is not Quality.GOOD]
+    assert all(r.value is None for r in bad)
+    if stale is True:
+        assert s.timeouts == 3 and s.frame_errors == 0 and len(bad) == 6
+        assert {r.quality for r in bad} == {Quality.STALE}
+    elif stale is False:
+        assert s.frame_errors == 3 and s.timeouts == 0 and len(bad) == 6
+        assert {r.quality for r in bad} == {Quality.INVALID}
+    else:
+        assert s.frame_errors + s.timeouts <= 3
+    assert sink.snapshot.get("m.v").quality is Quality.GOOD and sink.snapshot.get("m.v").value == 1000
+    assert sink.snapshot.get("m.w").value == 1001
+
+
+# -- exception answers ---------------------------------------------------------------------------
+
+
+def test_exception_04_for_a_while_does_not_split_the_plan_for_ever(pty_pair) -> None:
+    """A meter that answers 'device failure' (04) to everything while it boots: each point is
+    INVALID and counted meanwhile, and once it answers again the poller is back to one request per
+    cycle, not one per point."""
+    rmap = parse_register_map(
+        {"name": "m", "points": [{"name": f"p{k}", "address": k, "type": "uint16"} for k in range(8)]}
+    )
+    booting = {"on": True}
+
+    def script(req: Request) -> list[tuple[float, bytes]]:
+        if booting["on"]:
+            return [(0.0, frame(req.unit, bytes((req.fc | 0x80, 4))))]
+        return [(0.0, holding(req))]
+
+    sink = Collector()
+
+    async def go():
+        async with scripted_rtu(pty_pair.a, script) as line:
+            dev = rtu_device("m", 1, pty_pair.b, register_map=rmap, poll_interval_s=0.05, timeout_s=0.3, retries=0)
+            (poller,) = build_pollers([dev], sink, rng=random.Random(2))
+            await poller.poll_once()
+            booting["on"] = False
+            seen = len(line.requests)
+            await poller.poll_once()
+            await poller.poll_once()
+            await poller.transport.close()
+            return poller, line.requests[seen:]
+
+    poller, after = arun(go())
+    first = sink.readings[:8]
+    assert [r.quality for r in first] == [Quality.INVALID] * 8
+    assert poller.stats.exceptions == 8  # one per point: it was split down to single points
+    assert [(r.start, r.count) for r in after] == [(0, 8), (0, 8)]
+    assert [r.value for r in sink.readings[-8:]] == [1000 + k for k in range(8)]
+
+
+def test_a_block_with_one_missing_address_stays_split(pty_pair) -> None:
+    """The split plan is kept when it did isolate the refused address (the other points answer)."""
+    rmap = parse_register_map(
+        {"name": "m", "points": [{"name": f"p{k}", "address": k, "type": "uint16"} for k in range(4)]}
+    )
+
+    def script(req: Request) -> list[tuple[float, bytes]]:
+        if req.start <= 3 < req.start + req.count:  # register 3 is not implemented
+            return [(0.0, frame(req.unit, bytes((req.fc | 0x80, 2))))]
+        return [(0.0, holding(req))]
+
+    sink = Collector()
+
+    async def go():
+        async with scripted_rtu(pty_pair.a, script) as line:
+            dev = rtu_device("m", 1, pty_pair.b, register_map=rmap, timeout_s=0.3, retries=0)
+            (poller,) = build_pollers([dev], sink, rng=random.Random(2))
+            await poller.poll_once()
+            seen = len(line.requests)
+            await poller.poll_once()
+            await poller.transport.close()
+            return line.requests[seen:]
+
+    second = arun(go())
+    assert [(r.start, r.count) for r in second] == [(0, 2), (2, 1), (3, 1)]
+    assert [r.value for r in sink.readings[-4:]] == [1000, 1001, 1002, None]
+    assert sink.readings[-1].quality is Quality.INVALID
+
+
+# -- TCP peers that misbehave ---------------------------------------------------------------------
+
+
+def test_tcp_peer_that_accepts_then_closes_is_a_link_error_and_not_fatal() -> None:
+    sink = Collector()
+
+    async def go():
+        port = free_port()
+
+        async def slam(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        server = await asyncio.start_server(slam, "127.0.0.1", port)
+        try:
+            t = TcpTransport("127.0.0.1", port, timeout_s=0.3, retries=1)
+            with pytest.raises((ModbusConnectionError, ModbusTimeout)):
+                await t.read(Table.HOLDING, 0, 2, 1)
+            dev = tcp_device("t", port, poll_interval_s=0.05, timeout_s=0.3, retries=0)
+            poller = DevicePoller(dev, t, sink, rng=random.Random(1))
+            task = asyncio.create_task(poller.run())
+            await _until(lambda: poller.stats.timeouts + poller.stats.connection_errors >= 3)
+            assert not task.done()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return poller
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    poller = arun(go())
+    s = poller.stats
+    # pymodbus does not fail a pending request when the peer closes: it costs the timeout, not less
+    assert s.polls_ok == 0 and s.connection_errors + s.timeouts >= 3
+    assert sink.readings and all(r.quality is Quality.STALE and r.value is None for r in sink.readings)
+
+
+def test_tcp_answer_with_a_wrong_byte_count_is_a_frame_error() -> None:
+    """A well-formed MBAP answer whose PDU holds 1 register where 2 were asked for."""
+
+    def reply(req: bytes) -> bytes:
+        tid = req[:2]
+        pdu = b"\x03\x02\x03\xe8"
+        return tid + b"\x00\x00" + struct.pack(">H", len(pdu) + 1) + req[6:7] + pdu
+
+    async def go():
+        port = free_port()
+        async with raw_server(port, reply):
+            t = TcpTransport("127.0.0.1", port, timeout_s=0.3, retries=0)
+            with pytest.raises(ModbusFrameError):
+                await t.read(Table.HOLDING, 0, 2, 1)
+            await t.close()
+
+    arun(go())
+
+
+def test_poller_reads_again_after_the_tcp_server_restarts() -> None:
+    """An established connection whose server goes away and comes back on the same port: STALE
+    while it is gone, GOOD again after, without restarting the poller."""
+    sink = Collector()
+
+    async def go():
+        port = free_port()
+        dev = tcp_device(
+            "t", port, rmap=METER2, poll_interval_s=0.05, timeout_s=0.2, retries=0
+        )  # holding 0, 1 = 100, 101 on modbus_server
+        (poller,) = build_pollers([dev], sink, rng=random.Random(3))
+        task = asyncio.create_task(poller.run())
+        async with modbus_server(port):
+            await _until(lambda: poller.stats.polls_ok >= 2)
+        await _until(lambda: poller.stats.consecutive_failures >= 1)
+        down = len(sink.readings)
+        async with modbus_server(port):
+            await _until(lambda: poller.stats.consecutive_failures == 0 and len(sink.readings) > down + 2)
+            assert not task.done()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return down
+
+    down = arun(go())
+    gone = [r for r in sink.readings[:down] if r.quality is not Quality.GOOD]
+    assert gone and all(r.quality is Quality.STALE for r in gone)
+    assert sink.snapshot.get("t.v").quality is Quality.GOOD and sink.snapshot.get("t.v").value == 100
+    assert sink.snapshot.get("t.w").value == 101
+
+
+async def _until(cond: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            while not cond():
+                await asyncio.sleep(0.02)
+    assert cond()
