@@ -250,7 +250,7 @@ def test_block_decoder_reports_scaled_float_overflow_and_bad_text() -> None:
     values, errors = decode_block(block, [0x7FEF, 0xFFFF, 0xFFFF, 0xFFFF, 0xC141])
     assert values == [None, None]
     assert errors is not None
-    assert "overflows" in str(errors[0]) and "not ASCII" in str(errors[1])
+    assert "overflows" in str(errors[0]) and "not printable ASCII" in str(errors[1])
 
 
 @pytest.mark.parametrize(

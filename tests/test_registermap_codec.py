@@ -150,6 +150,14 @@ def test_string_strips_trailing_nul_and_spaces() -> None:
     assert decode_point(p, [0x2041, 0x0000, 0x0000, 0x0000]) == " A"  # leading space kept
 
 
+def test_string_ends_at_the_first_nul_whatever_follows() -> None:
+    # "SN" NUL-terminated, then what the device's buffer held: neither kept nor a decode error
+    p = pt(DataType.STRING, length=4)
+    assert decode_point(p, [0x534E, 0x00FF, 0xC3A9, 0x4142]) == "SN"
+    assert decode_point(p, [0x0041, 0x4243, 0x4445, 0x4647]) == ""  # NUL first: empty text
+    assert decode_point(pt(DataType.STRING, L, length=2), [0x4241, 0xFF00]) == "AB"  # little: "AB\0\xff"
+
+
 # ---- errors --------------------------------------------------------------------------------
 
 
@@ -164,6 +172,9 @@ def test_string_strips_trailing_nul_and_spaces() -> None:
         (pt(DataType.FLOAT64, scale=10.0), [0x7FEF, 0xFFFF, 0xFFFF, 0xFFFF]),  # max * 10 overflows
         (pt(DataType.STRING, length=1), [0xC3A9]),  # "é" in UTF-8: not ASCII
         (pt(DataType.STRING, length=1), [0x41FF]),
+        (pt(DataType.STRING, length=2), [0x4101, 0x4200]),  # a control character inside the text
+        (pt(DataType.STRING, length=1), [0x411B]),  # ESC
+        (pt(DataType.STRING, length=1), [0x417F]),  # DEL
         (pt(DataType.UINT32), [1]),  # too few words
         (pt(DataType.UINT16), [1, 2]),  # too many
         (pt(DataType.UINT16), []),
@@ -199,6 +210,8 @@ def test_decode_rejects(point: RegisterPoint, words) -> None:
         (pt(DataType.UINT16), "5"),
         (pt(DataType.STRING, length=1), "ABC"),  # too long for 1 register
         (pt(DataType.STRING, length=2), "é"),
+        (pt(DataType.STRING, length=2), "A\x00B"),  # a NUL would end the text on the device
+        (pt(DataType.STRING, length=2), "A\nB"),
         (pt(DataType.STRING, length=2), 5),
         (pt(DataType.BOOL), 2),
         (pt(DataType.BOOL), "on"),

@@ -27,6 +27,7 @@ from protocols.modbus.registermap import (
     RegisterPoint,
     Table,
     decode_point,
+    decode_text,
 )
 
 Value = float | int | str | bool
@@ -305,8 +306,8 @@ class BlockDecoder:
                     errors = self._reference_point(i, words, values, errors)
         for i in self._strings:
             try:
-                values[i] = values[i].decode("ascii").rstrip("\x00 ")
-            except UnicodeDecodeError:
+                values[i] = decode_text(self._block.points[i], values[i])
+            except DecodeError:
                 errors = self._reference_point(i, words, values, errors)
         return values, errors
 

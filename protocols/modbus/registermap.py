@@ -283,24 +283,39 @@ def _check_words(point: RegisterPoint, words: Sequence[int] | Sequence[bool]) ->
             raise DecodeError(f"point {point.name!r}: register value {w!r} is not a 16-bit word")
 
 
+_PRINTABLE = frozenset(range(0x20, 0x7F))
+
+
+def decode_text(point: RegisterPoint, data: bytes) -> str:
+    """A string point's bytes -> its text: up to the first NUL, trailing spaces stripped.
+
+    The first NUL ends the text (SunSpec and most meters NUL-terminate, and what follows the NUL is
+    whatever the buffer held). Before it, only printable ASCII (0x20..0x7E) is text: a control
+    character or a byte >= 0x80 (UTF-8, Latin-1, noise) is a DecodeError, so no NUL, escape or
+    undecodable byte ever reaches the store or the uplink.
+    """
+    nul = data.find(0)
+    text = data if nul < 0 else data[:nul]
+    if not _PRINTABLE.issuperset(text):
+        raise DecodeError(f"point {point.name!r}: registers are not printable ASCII text ({data!r})")
+    return text.decode("ascii").rstrip(" ")
+
+
 def decode_point(point: RegisterPoint, words: Sequence[int] | Sequence[bool]) -> float | int | str | bool:
     """Registers (or bits) of one point -> its engineering value. Raises DecodeError.
 
     Integers decode to ``int`` when the point has no scale/offset (so 64-bit counters stay exact),
     to ``float`` otherwise. A NaN or infinite float is a device fault, not a measurement: DecodeError.
     Strings are 2 ASCII bytes per register in address order (``word_order`` does not apply; the
-    ``byte_order`` says which byte holds the first character), trailing NULs and spaces stripped.
+    ``byte_order`` says which byte holds the first character), ending at the first NUL, trailing
+    spaces stripped (:func:`decode_text`).
     """
     _check_words(point, words)
     if point.dtype is DataType.BOOL:
         return bool(words[0])
     data = _from_words(point, words)  # type: ignore[arg-type]
     if point.dtype is DataType.STRING:
-        try:
-            text = data.decode("ascii")
-        except UnicodeDecodeError as err:
-            raise DecodeError(f"point {point.name!r}: registers are not ASCII text ({data!r})") from err
-        return text.rstrip("\x00 ")
+        return decode_text(point, data)
     (raw,) = struct.unpack(_STRUCT[point.dtype], data)
     if point.dtype in _FLOATS:
         if not math.isfinite(raw):
@@ -330,10 +345,9 @@ def encode_point(point: RegisterPoint, value: float | int | str | bool) -> list[
     if point.dtype is DataType.STRING:
         if not isinstance(value, str):
             raise ValueError(f"point {point.name!r} (string): {value!r} is not a string")
-        try:
-            data = value.encode("ascii")
-        except UnicodeEncodeError as err:
-            raise ValueError(f"point {point.name!r}: {value!r} is not ASCII") from err
+        data = value.encode("ascii") if value.isascii() else b"\x80"
+        if not _PRINTABLE.issuperset(data):
+            raise ValueError(f"point {point.name!r}: {value!r} is not printable ASCII")
         if len(data) > 2 * point.length:
             raise ValueError(f"point {point.name!r}: {value!r} is longer than {2 * point.length} characters")
         return _to_words(point, data.ljust(2 * point.length, b"\x00"))
