@@ -6,6 +6,8 @@ path, the bad value and what is allowed, so ``gridedge check-config`` can list t
 
 from __future__ import annotations
 
+import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -23,6 +25,11 @@ if TYPE_CHECKING:
 PROTOCOLS = ("modbus-tcp", "modbus-rtu")
 PARITIES = ("N", "E", "O")
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
+LINE_SETTINGS = ("baudrate", "parity", "bytesize", "stopbits")  # what every device on one serial port shares
+# A device name starts point ids (<device>.<point>) and log lines (device=<name>): no spaces, '=' or '/'.
+DEVICE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+DEVICE_NAME_ALLOWED = "1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit"
+UTF8_BOM = b"\xef\xbb\xbf"
 
 # The agent's errors are the shared ones (protocols/configcheck): `except ConfigError` keeps working here.
 __all__ = ["AgentConfig", "AnglePairConfig", "ConfigError", "ConfigIssue", "DeviceConfig", "PmuMonitoringConfig",
@@ -186,9 +193,33 @@ class AgentConfig:
     waveforms: tuple[WaveformStreamConfig, ...] = ()
 
 
-def _load_toml(path: Path) -> dict[str, Any]:
-    with path.open("rb") as fh:
-        return tomllib.load(fh)
+def _read_toml(path: Path) -> tuple[dict[str, Any] | None, str]:
+    """The parsed document, or None and what is wrong with the file (absent: ``"no such file"``).
+
+    Never raises for a bad file: a folder, an unreadable file, bytes that are not UTF-8 and TOML syntax
+    errors each become one sentence that names the place (line, column) where it can.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, "no such file"
+    except IsADirectoryError:
+        return None, "is a folder, not a file"
+    except OSError as err:
+        return None, f"cannot read it: {err.strerror or err}"
+    if data.startswith(UTF8_BOM):
+        return None, "starts with a UTF-8 byte-order mark, which TOML does not allow: save it as UTF-8 without BOM"
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        return None, (f"not UTF-8 text (TOML files are UTF-8): byte 0x{data[err.start]:02x} at line {line}, "
+                      f"column {column}")  # fmt: skip
+    try:
+        return tomllib.loads(text), ""
+    except tomllib.TOMLDecodeError as err:
+        return None, f"not valid TOML: {err}"
 
 
 def _register_map(c: Checker, dev: Mapping[str, Any], prefix: str) -> RegisterMap | None:
@@ -200,14 +231,11 @@ def _register_map(c: Checker, dev: Mapping[str, Any], prefix: str) -> RegisterMa
     if isinstance(raw, str):
         path = c.path(raw)
         assert path is not None
-        try:
-            raw = _load_toml(path)
-        except FileNotFoundError:
-            c.fail(key, str(raw), f"no such register map file ({path})")
+        doc, problem = _read_toml(path)
+        if doc is None:
+            c.fail(key, raw, f"register map file {path}: {problem}")
             return None
-        except (OSError, tomllib.TOMLDecodeError) as err:
-            c.fail(key, str(raw), f"cannot read register map file: {err}")
-            return None
+        raw = doc
         where = f"{key}({path.name})"
     elif isinstance(raw, Mapping):
         where = key
@@ -224,11 +252,16 @@ def _register_map(c: Checker, dev: Mapping[str, Any], prefix: str) -> RegisterMa
 def _device(c: Checker, dev: Mapping[str, Any], prefix: str) -> DeviceConfig | None:
     start = len(c.issues)
     common = {"name", "protocol", "unit_id", "poll_interval_s", "timeout_s", "retries", "map", "max_gap", "max_block"}
-    tcp = {"host", "port"}
-    rtu = {"serial_port", "baudrate", "parity", "bytesize", "stopbits"}
+    tcp_keys = {"host", "port"}
+    rtu_keys = {"serial_port", *LINE_SETTINGS}
     name = c.get(dev, prefix, "name", "string")
+    if name is not None and not DEVICE_NAME_RE.match(name):
+        c.fail(f"{prefix}.name", name, DEVICE_NAME_ALLOWED)
     protocol = c.get(dev, prefix, "protocol", "string", choices=PROTOCOLS)
-    unit_id = c.get(dev, prefix, "unit_id", "integer", 1, lo=1 if protocol == "modbus-rtu" else 0, hi=247)
+    # Serial line: 1..247 (0 is broadcast, 248..255 reserved). TCP: 0..255; a device reached by its own IP
+    # address is conventionally unit 0xFF (Modbus Messaging on TCP/IP Implementation Guide V1.0b, 4.4.2).
+    rtu = protocol == "modbus-rtu"
+    unit_id = c.get(dev, prefix, "unit_id", "integer", 1, lo=1 if rtu else 0, hi=247 if rtu else 255)
     poll = c.get(dev, prefix, "poll_interval_s", "number", 1.0, lo=0.01, hi=86400)
     timeout = c.get(dev, prefix, "timeout_s", "number", 1.0, lo=0.01, hi=60)
     retries = c.get(dev, prefix, "retries", "integer", 1, lo=0, hi=10)
@@ -236,19 +269,26 @@ def _device(c: Checker, dev: Mapping[str, Any], prefix: str) -> DeviceConfig | N
     max_block = c.get(dev, prefix, "max_block", "integer", 125, lo=1, hi=125)
     host = port = serial = None
     if protocol == "modbus-tcp":
-        c.unknown(dev, prefix, common | tcp)
+        c.unknown(dev, prefix, common | tcp_keys)
         host = c.get(dev, prefix, "host", "string")
         port = c.get(dev, prefix, "port", "integer", 502, lo=1, hi=65535)
     elif protocol == "modbus-rtu":
-        c.unknown(dev, prefix, common | rtu)
+        c.unknown(dev, prefix, common | rtu_keys)
         sport = c.get(dev, prefix, "serial_port", "string")
         baud = c.get(dev, prefix, "baudrate", "integer", 19200, choices=BAUDRATES)
         parity = c.get(dev, prefix, "parity", "string", "N", choices=PARITIES)
-        bytesize = c.get(dev, prefix, "bytesize", "integer", 8, choices=(7, 8))
+        bytesize = c.get(dev, prefix, "bytesize", "integer", 8)
+        if bytesize is not None and bytesize != 8:
+            # Modbus over Serial Line V1.02, 2.5.1 (from memory): RTU sends 8 data bits; 7 is ASCII mode only.
+            c.fail(f"{prefix}.bytesize", bytesize, "must be 8: Modbus RTU sends 8 data bits per character "
+                   "(7 data bits is Modbus ASCII, which GridEdge does not speak)")  # fmt: skip
+            bytesize = None
         stopbits = c.get(dev, prefix, "stopbits", "integer", 1, choices=(1, 2))
         if sport:
             serial = SerialSettings(str(c.path(sport)) if not sport.startswith("/dev/") else sport,
                                     baud or 19200, parity or "N", bytesize or 8, stopbits or 1)  # fmt: skip
+    else:  # a bad or absent protocol has its own issue; typos in the other keys are still worth naming
+        c.unknown(dev, prefix, common | tcp_keys | rtu_keys)
     if poll is not None and timeout is not None and retries is not None and timeout * (retries + 1) > poll * 10:
         c.fail(f"{prefix}.timeout_s", timeout, f"timeout_s x (retries+1) must be at most 10 x poll_interval_s ({poll})")
     rmap = _register_map(c, dev, prefix)
@@ -436,6 +476,49 @@ def _waveform_compliance(c: Checker, raw: Mapping[str, Any], prefix: str, allowe
     return tuple(value)
 
 
+def _device_addresses(c: Checker, placed: list[tuple[str, Mapping[str, Any], DeviceConfig]]) -> None:
+    """Across devices: one set of line settings per serial port, and one device per address.
+
+    The acquisition opens one bus per serial port (symlinks resolved, as protocols/modbus/serialbus does)
+    with one baud rate and framing; two unit ids that are one address would read one device under two names.
+    """
+    first_on_port: dict[str, tuple[str, DeviceConfig]] = {}
+    at_address: dict[tuple[Any, ...], tuple[str, DeviceConfig]] = {}
+    for prefix, raw, d in placed:
+        if d.serial is not None:
+            port = os.path.realpath(d.serial.port)
+            where = f"serial port {d.serial.port}"
+            address: tuple[Any, ...] = ("rtu", port, d.unit_id)
+            first = first_on_port.setdefault(port, (prefix, d))
+            fprefix, fdev = first
+            assert fdev.serial is not None
+            for setting in LINE_SETTINGS if fdev is not d else ():
+                mine, theirs = getattr(d.serial, setting), getattr(fdev.serial, setting)
+                if mine != theirs:
+                    default = "" if setting in raw else f" ({mine!r} is the default when {setting} is not given)"
+                    c.fail(f"{prefix}.{setting}", mine, f"every device on {where} shares one line: {fprefix} "
+                           f"({fdev.name}) uses {theirs!r}{default}")  # fmt: skip
+        else:
+            where = f"{d.host}:{d.port}"
+            address = ("tcp", (d.host or "").lower(), d.port, d.unit_id)
+        other = at_address.setdefault(address, (prefix, d))
+        if other[1] is not d:
+            c.fail(f"{prefix}.unit_id", d.unit_id, f"{other[0]} ({other[1].name}) is unit {d.unit_id} at {where} "
+                   "already: one [[devices]] entry per device (a second would read it again under another name)")  # fmt: skip
+
+
+def _store_path(c: Checker, path: Path) -> None:
+    """The SQLite file may not exist yet (the agent creates it and its folder), but it cannot be a folder."""
+    if os.path.isdir(path):
+        c.fail("store.path", str(path), "is a folder: give the path of the SQLite file in it (e.g. agent.db)")
+        return
+    for parent in path.parents:  # the nearest that exists must be a folder, or the agent cannot create the rest
+        if os.path.lexists(parent):
+            if not os.path.isdir(parent):
+                c.fail("store.path", str(path), f"{parent} is not a folder")
+            return
+
+
 def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
     """Validate an already-parsed TOML document; relative paths resolve against ``source``'s folder."""
     c = Checker(source.parent)
@@ -446,6 +529,7 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
         site = None
     devices: list[DeviceConfig] = []
     names: set[str] = set()
+    placed: list[tuple[str, Mapping[str, Any], DeviceConfig]] = []
     for prefix, dev in c.tables(raw, "devices"):
         d = _device(c, dev, prefix)
         if d is None:
@@ -454,6 +538,8 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
             c.fail(f"{prefix}.name", d.name, "must be unique among devices")
         names.add(d.name)
         devices.append(d)
+        placed.append((prefix, dev, d))
+    _device_addresses(c, placed)
     pmus: dict[str, PmuStreamConfig] = {}
     for prefix, t in c.tables(raw, "pmus"):
         pmu = _pmu(c, t, prefix)
@@ -477,6 +563,8 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
     store_raw = c.get(raw, "", "store", "table", {}) or {}
     c.unknown(store_raw, "store", {"path", "max_mb", "batch_size"})
     spath = c.path(c.get(store_raw, "store", "path", "string", "gridedge.db"))
+    if spath is not None:
+        _store_path(c, spath)
     max_mb = c.get(store_raw, "store", "max_mb", "number", 256, lo=1, hi=1_000_000)
     batch = c.get(store_raw, "store", "batch_size", "integer", 500, lo=1, hi=10_000)
     uplink_raw = c.get(raw, "", "uplink", "table")
@@ -493,12 +581,9 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
 def load_config(path: str | Path) -> AgentConfig:
     """Read and validate a site's TOML file. Raises ConfigError naming every bad key."""
     path = Path(path)
-    try:
-        raw = _load_toml(path)
-    except FileNotFoundError:
-        raise ConfigError(str(path), [ConfigIssue("(file)", str(path), "no such file")]) from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(str(path), [ConfigIssue("(file)", str(path), f"not valid TOML: {err}")]) from err
+    raw, problem = _read_toml(path)
+    if raw is None:
+        raise ConfigError(str(path), [ConfigIssue("(file)", str(path), problem)])
     return parse_config(raw, path.resolve())
 
 

@@ -98,6 +98,7 @@ _KINDS: Final[dict[str, Callable[[Any], bool]]] = {
     "table": lambda v: isinstance(v, Mapping),
 }
 KINDS: Final = tuple(_KINDS)
+_A_KIND: Final = {"string": "a non-empty string", "integer": "an integer"}  # "must be ..." in English
 
 
 class Checker:
@@ -130,7 +131,7 @@ class Checker:
                 return None
             return default
         if not check(value):
-            self.fail(key, value, f"must be a {'non-empty string' if kind == 'string' else kind}")
+            self.fail(key, value, "must be " + _A_KIND.get(kind, f"a {kind}"))
             return None
         if choices and value not in choices:
             self.fail(key, value, "must be one of " + ", ".join(repr(c) for c in choices))
@@ -202,6 +203,10 @@ class Checker:
             return None
         if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
             self.fail(key, value, BROKER_URL_ALLOWED)
+            return None
+        if url.path not in ("", "/") or url.query or url.fragment or value.endswith(("?", "#")):
+            # An MQTT connection has no path: "mqtt://h/site7" would silently connect to h and drop "/site7".
+            self.fail(key, value, BROKER_URL_ALLOWED + ", with no path, query or fragment")
             return None
         tls = url.scheme == "mqtts"
         try:

@@ -108,7 +108,7 @@ def test_good_config_loads_typed_values(tmp_path: Path) -> None:
         ('site_id = "feeder-7"', 'site_id = "feeder 7!"', "site_id", "letters, digits"),
         ('protocol = "modbus-tcp"', 'protocol = "bacnet"', "devices[0].protocol", "'modbus-tcp', 'modbus-rtu'"),
         ("port = 5020", "port = 70000", "devices[0].port", "1..65535"),
-        ("port = 5020", 'port = "5020"', "devices[0].port", "must be a integer"),
+        ("port = 5020", 'port = "5020"', "devices[0].port", "must be an integer"),
         ("baudrate = 9600", "baudrate = 9601", "devices[1].baudrate", "9600"),
         ('parity = "E"', 'parity = "X"', "devices[1].parity", "'N', 'E', 'O'"),
         ("unit_id = 7", "unit_id = 0", "devices[1].unit_id", "1..247"),

@@ -108,9 +108,9 @@ def test_each_kind_accepts_its_values_and_refuses_others(kind: str, value: Any, 
         assert got == value and c.issues == []
     else:
         assert got is None
-        wanted = "non-empty string" if kind == "string" else kind
+        wanted = {"string": "a non-empty string", "integer": "an integer"}.get(kind, f"a {kind}")
         issue = only_issue(c)
-        assert (issue.key, issue.allowed) == ("t.k", f"must be a {wanted}")
+        assert (issue.key, issue.allowed) == ("t.k", f"must be {wanted}")
 
 
 def test_missing_key_takes_the_default_or_is_required() -> None:
