@@ -1,7 +1,7 @@
 """``gridedge central run|gaps``: the reference central service's commands.
 
 gridedge.py hands everything after the word ``central`` to :func:`main`, so central never imports the agent.
-Exit codes: 0 success, 1 gaps found (``gaps``), 2 bad usage or configuration, 3 runtime failure.
+Exit codes: 0 success, 1 gaps or reused sequence numbers found (``gaps``), 2 bad usage or configuration, 3 runtime failure.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="central TOML file (see config/central.toml)")
     run.add_argument("--broker", help="override broker.url (mqtt://host:port)")
     run.add_argument("--workers", type=int, default=1, help="ingest workers sharing the subscription (default 1)")
-    gaps = sub.add_parser("gaps", help="list missing sequence ranges per site and stream")
+    gaps = sub.add_parser("gaps", help="list missing (and reused) sequence ranges per site and stream")
     gaps.add_argument("--config", required=True, help="central TOML file")
     return p
 
@@ -83,6 +83,11 @@ def main(argv: list[str]) -> int:
                 found = True
                 span = str(first) if first == last else f"{first}-{last}"
                 print(f"site={site} stream={stream} missing_seq={span} count={last - first + 1}")
+            for first, last in store.reused_seqs(site, stream):
+                found = True
+                span = str(first) if first == last else f"{first}-{last}"
+                print(f"site={site} stream={stream} reused_seq={span} count={last - first + 1} "
+                      "(the agent's sequence restarted: a new or erased agent store; gaps below are not seen)")  # fmt: skip
         if not found:
             print("no gaps")
         return 1 if found else 0

@@ -3,6 +3,8 @@
 Why one transaction per flush with ``INSERT OR IGNORE`` on ``messages.msg_id``: the message row is the
 dedupe key, so a message seen twice (the agent resent it because our ack was lost) stores nothing new, and
 its readings are written only when its message row was new — both or neither, because they commit together.
+A msg_id seen again must be the same message (site, stream, seq); otherwise it is refused, never acked as a
+duplicate (its agent would delete a message central never stored).
 The ack goes out only after the commit returns (the caller's rule), so an acknowledged message is on disk.
 Each message has its own SAVEPOINT inside the flush's transaction, so a message the store cannot hold is
 refused alone and never costs the others their ack.
@@ -67,6 +69,9 @@ SELECT prev + 1, seq - 1 FROM (
 ) WHERE seq - prev > 1 ORDER BY seq
 """
 
+_REUSED_SQL = """
+SELECT seq FROM messages WHERE site = ? AND stream = ? GROUP BY seq HAVING COUNT(*) > 1 ORDER BY seq
+"""
 
 CACHE_KIB = 65536  # page cache per connection
 
@@ -160,6 +165,8 @@ class CentralStore:
                 (b.msg_id, b.site, b.stream, b.seq, len(b.items), received),
             )
             new = cur.rowcount == 1
+            if not new:
+                self._check_same_message(b)
             if new and b.stream == "events":
                 self._db.executemany(
                     "INSERT INTO events (msg_id, site, ts, kind, severity, source, text, data) "
@@ -181,6 +188,20 @@ class CentralStore:
             return MessageRefused(b, err)
         self._db.execute("RELEASE msg")
         return new
+
+    def _check_same_message(self, b: Batch) -> None:
+        """A msg_id already stored must be the same message (site, stream, seq) to count as a duplicate.
+
+        Acking it otherwise would make its agent delete a message central never stored: a msg_id reused by
+        another site (a cloned SD card, a hostile or buggy agent) or for another seq is refused instead (not
+        acked, the agent keeps it and an operator sees the log).
+        """
+        row = self._db.execute("SELECT site, stream, seq FROM messages WHERE msg_id = ?", (b.msg_id,)).fetchone()
+        if row is not None and tuple(row) != (b.site, b.stream, b.seq):
+            raise ValueError(
+                f"msg_id already stored for site={row[0]} stream={row[1]} seq={row[2]}, "
+                f"not site={b.site} stream={b.stream} seq={b.seq}"
+            )
 
     def _rollback(self) -> str:
         """Roll back an open transaction; returns "" or the reason the rollback failed, for the error text."""
@@ -222,6 +243,23 @@ class CentralStore:
         """Missing sequence ranges (first, last), inclusive, between 1 and the highest seq stored."""
         with self._lock:
             return [(int(a), int(b)) for a, b in self._db.execute(_GAPS_SQL, (site, stream))]
+
+    def reused_seqs(self, site: str, stream: str) -> list[tuple[int, int]]:
+        """Ranges (first, last), inclusive, of sequence numbers stored under more than one msg_id.
+
+        An agent whose store was replaced or erased starts its sequence again at 1 with new message ids: central
+        stores those messages (they are new data), but ``gaps`` cannot see a hole below the highest seq of the
+        earlier run. This shows where that happened.
+        """
+        with self._lock:
+            seqs = [int(r[0]) for r in self._db.execute(_REUSED_SQL, (site, stream))]
+        ranges: list[tuple[int, int]] = []
+        for seq in seqs:
+            if ranges and ranges[-1][1] == seq - 1:
+                ranges[-1] = (ranges[-1][0], seq)
+            else:
+                ranges.append((seq, seq))
+        return ranges
 
     def streams(self) -> list[tuple[str, str]]:
         with self._lock:

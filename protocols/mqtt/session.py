@@ -72,6 +72,10 @@ class SessionConfig:
     backoff_max_s: float = 30.0
     max_inflight: int = 100
     connect_timeout_s: float = 10.0  # TCP connect + CONNACK; a half-open broker must not stall the loop
+    # The backoff starts again from backoff_min_s only after a link that stayed up this long. A link that the
+    # broker drops at once (another client with the same client_id taking the session over, an ACL that kicks
+    # the client) counts as a failure, else two such clients would reconnect ~10 times a second for ever.
+    stable_s: float = 10.0
 
     def __post_init__(self) -> None:
         def bad(name: str, allowed: str) -> SessionConfigError:
@@ -91,6 +95,8 @@ class SessionConfig:
             raise bad("max_inflight", "must be 1..65535")
         if self.connect_timeout_s <= 0:
             raise bad("connect_timeout_s", "must be > 0")
+        if self.stable_s <= 0:
+            raise bad("stable_s", "must be > 0")
         if (self.cert_file is None) != (self.key_file is None):
             raise bad("cert_file", "a client certificate needs both cert_file and key_file")
 
@@ -183,11 +189,15 @@ class MqttSession:
             try:
                 self._start(link)
                 if await self._handshake(link):
-                    attempt = 0
+                    up_at = self._loop.time()
                     await self._session_up(link)
                     reason = await link.ended
                     self.stats.disconnects += 1
-                    log.warning("mqtt link down host=%s port=%s reason=%s", cfg.host, cfg.port, reason)
+                    lasted = self._loop.time() - up_at
+                    if lasted >= cfg.stable_s:
+                        attempt = 0  # a link that worked: come back quickly
+                    log.warning("mqtt link down host=%s port=%s reason=%s lasted_s=%.1f", cfg.host, cfg.port, reason,
+                                lasted)  # fmt: skip
             except asyncio.CancelledError:
                 graceful = True
                 raise
