@@ -110,6 +110,9 @@ class DevicePoller:
             p.name: (f"{device.name}.{p.name}", Stream.ENERGY if p.kind is PointKind.ENERGY else Stream.TELEMETRY)
             for p in device.register_map.points
         }
+        # this cycle: has the device returned data yet, and has its one tolerated timeout been used
+        self._answered = False
+        self._timeout_spent = False
 
     # -- one cycle -------------------------------------------------------------------------------
     def _reading(self, p: RegisterPoint, ts: float, value, quality: Quality) -> Reading:
@@ -128,6 +131,13 @@ class DevicePoller:
 
         Returns True when the device returned data. Raises _CycleAborted after a timeout or a lost
         link, once the block's points are marked STALE.
+
+        One timeout per cycle is tolerated once the device has answered another block in the same
+        cycle: the device is alive, so the block itself is suspect (some devices stay silent instead
+        of answering exception 02 for an address they lack, or answer a big block too slowly). A
+        multi-point block is then split as a refused one is; a single point is marked STALE and the
+        cycle goes on. A second timeout aborts the cycle, so a device that dies mid-cycle costs the
+        line at most two timeouts, and the bisection continues in the cycles that follow.
         """
         try:
             words = await self.transport.read(block.table, block.start, block.count, self.device.unit_id)
@@ -140,10 +150,8 @@ class DevicePoller:
                     self.device.name, block.table.value, block.start, block.count, err.code,
                     "+".join(f"{b.start}/{b.count}" for b in parts),
                 )  # fmt: skip
-                got = False
                 mark = len(plan)
-                for part in parts:
-                    got = await self._read_block(part, out, plan) or got
+                got = await self._read_parts(parts, out, plan)
                 if not got:
                     # Every part was refused too: the split isolated nothing (a meter answering 04
                     # while it boots refuses everything). Keep the whole block for the next cycles,
@@ -156,14 +164,25 @@ class DevicePoller:
             out.extend(self._reading(p, self.clock(), None, Quality.INVALID) for p in block.points)
             plan.append(block)
             return False
-        except (ModbusTimeout, ModbusConnectionError) as err:
-            if isinstance(err, ModbusTimeout):
-                self.stats.timeouts += 1
-            else:
-                self.stats.connection_errors += 1
-            self._fault("modbus_timeout" if isinstance(err, ModbusTimeout) else "modbus_link_down", block, err)
-            out.extend(self._reading(p, self.clock(), None, Quality.STALE) for p in block.points)
-            plan.append(block)
+        except ModbusTimeout as err:
+            if not (self._answered and not self._timeout_spent):
+                self._stale(block, out, plan, err)
+                raise _CycleAborted from err
+            self._timeout_spent = True
+            if len(block.points) == 1:
+                self._stale(block, out, plan, err)
+                return False
+            self.stats.timeouts += 1
+            self.stats.splits += 1
+            parts = split_block(block)
+            log.info(
+                "event=modbus_block_split device=%s table=%s start=%d count=%d timeout_s=%s into=%s",
+                self.device.name, block.table.value, block.start, block.count, self.device.timeout_s,
+                "+".join(f"{b.start}/{b.count}" for b in parts),
+            )  # fmt: skip
+            return await self._read_parts(parts, out, plan)
+        except ModbusConnectionError as err:
+            self._stale(block, out, plan, err)
             raise _CycleAborted from err
         except ModbusFrameError as err:
             self.stats.frame_errors += 1
@@ -173,6 +192,7 @@ class DevicePoller:
             return False
         ts = self.clock()
         plan.append(block)
+        self._answered = True
         # the block's precompiled decoder: a poll of a whole fleet runs on one thread, so the per-point
         # cost of decoding and of building Readings adds up in the cycle time
         values, errors = decode_block(block, words)
@@ -196,9 +216,36 @@ class DevicePoller:
             out.append(self._reading(p, ts, None, Quality.INVALID))
         return True
 
+    async def _read_parts(self, parts: list[ReadBlock], out: list[Reading], plan: list[ReadBlock]) -> bool:
+        """Read the parts of a split block; if the cycle aborts in one, the parts after it are marked
+        STALE and stay in the plan (else their points would never be read again)."""
+        got = False
+        for k, part in enumerate(parts):
+            try:
+                got = await self._read_block(part, out, plan) or got
+            except _CycleAborted:
+                ts = self.clock()
+                for rest in parts[k + 1 :]:
+                    out.extend(self._reading(p, ts, None, Quality.STALE) for p in rest.points)
+                    plan.append(rest)
+                raise
+        return got
+
+    def _stale(self, block: ReadBlock, out: list[Reading], plan: list[ReadBlock], err: Exception) -> None:
+        """The device did not answer ``block`` (timeout or link down): count it, mark its points STALE."""
+        timeout = isinstance(err, ModbusTimeout)
+        if timeout:
+            self.stats.timeouts += 1
+        else:
+            self.stats.connection_errors += 1
+        self._fault("modbus_timeout" if timeout else "modbus_link_down", block, err)
+        out.extend(self._reading(p, self.clock(), None, Quality.STALE) for p in block.points)
+        plan.append(block)
+
     async def poll_once(self) -> bool:
         """Read every block of the plan once and emit the readings. True if the device answered."""
         self.stats.polls += 1
+        self._answered = self._timeout_spent = False
         out: list[Reading] = []
         plan: list[ReadBlock] = []
         ok = False

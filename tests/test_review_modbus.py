@@ -412,3 +412,110 @@ async def _until(cond: Callable[[], bool], timeout_s: float = 10.0) -> None:
             while not cond():
                 await asyncio.sleep(0.02)
     assert cond()
+
+
+# -- timeouts inside a plan ----------------------------------------------------------------------
+
+SILENT_AT_12 = parse_register_map(
+    {
+        "name": "m",
+        "points": [
+            {"name": "a0", "address": 0, "type": "uint16"},
+            {"name": "a1", "address": 1, "type": "uint16"},
+            *({"name": f"b{k}", "address": k, "type": "uint16"} for k in (10, 11, 12, 13)),
+        ],
+    }
+)
+
+
+def test_a_block_the_device_ignores_is_bisected_and_the_other_points_are_read(pty_pair) -> None:
+    """A meter that stays silent (no exception) when a read touches register 12, which it lacks:
+    the block 10..13 times out while block 0..1 answered in the same cycle, so it is bisected, a
+    step per cycle, until only register 12 is missing; then every cycle reads all the rest GOOD."""
+
+    def script(req: Request) -> list[tuple[float, bytes]]:
+        return [] if req.start <= 12 < req.start + req.count else [(0.0, holding(req))]
+
+    sink = Collector()
+
+    async def go():
+        async with scripted_rtu(pty_pair.a, script) as line:
+            dev = rtu_device("m", 1, pty_pair.b, register_map=SILENT_AT_12, timeout_s=0.1, retries=0, max_gap=0)
+            (poller,) = build_pollers([dev], sink, rng=random.Random(2))
+            for _ in range(4):
+                await poller.poll_once()
+            seen = len(line.requests)
+            mark = len(sink.readings)
+            await poller.poll_once()
+            await poller.transport.close()
+            return poller, line.requests[seen:], sink.readings[mark:]
+
+    poller, last_requests, last = arun(go())
+    assert [(r.start, r.count) for r in last_requests] == [(0, 2), (10, 2), (12, 1), (13, 1)]
+    by = {r.point: r for r in last}
+    assert {k: (by[f"m.{k}"].value, by[f"m.{k}"].quality) for k in ("a0", "a1", "b10", "b11", "b13")} == {
+        "a0": (1000, Quality.GOOD),
+        "a1": (1001, Quality.GOOD),
+        "b10": (1010, Quality.GOOD),
+        "b11": (1011, Quality.GOOD),
+        "b13": (1013, Quality.GOOD),
+    }
+    assert by["m.b12"].quality is Quality.STALE and by["m.b12"].value is None
+    assert poller.stats.consecutive_failures == 0
+
+
+def test_a_dead_device_costs_one_timeout_per_cycle_and_its_plan_stays_whole(pty_pair) -> None:
+    """Silent from the first request: the first block times out and nothing more is sent that cycle
+    (no bisecting without evidence the device is alive)."""
+    sink = Collector()
+
+    async def go():
+        async with scripted_rtu(pty_pair.a, lambda req: []) as line:
+            dev = rtu_device("m", 1, pty_pair.b, register_map=SILENT_AT_12, timeout_s=0.1, retries=0, max_gap=0)
+            (poller,) = build_pollers([dev], sink, rng=random.Random(2))
+            for _ in range(3):
+                await poller.poll_once()
+            await poller.transport.close()
+            return poller, line.requests
+
+    poller, requests = arun(go())
+    assert [(r.start, r.count) for r in requests] == [(0, 2)] * 3
+    assert [(b.start, b.count) for b in poller.plan] == [(0, 2), (10, 4)]
+    assert poller.stats.timeouts == 3 and len(sink.readings) == 3 * 6
+    assert all(r.quality is Quality.STALE for r in sink.readings)
+
+
+def test_parts_of_a_split_block_after_a_timeout_stay_in_the_plan(pty_pair) -> None:
+    """Block 10..13 refused (02), its first half then times out: the second half's points are
+    STALE in that cycle, not missing, and read in the next cycle once the meter answers."""
+    rmap = parse_register_map(
+        {"name": "m", "points": [{"name": f"b{k}", "address": k, "type": "uint16"} for k in (10, 11, 12, 13)]}
+    )
+    state = {"n": 0}
+
+    def script(req: Request) -> list[tuple[float, bytes]]:
+        if state["n"] == 0:
+            if req.count == 4:
+                return [(0.0, frame(req.unit, bytes((req.fc | 0x80, 2))))]
+            return []  # silent on the half
+        return [(0.0, holding(req))]
+
+    sink = Collector()
+
+    async def go():
+        async with scripted_rtu(pty_pair.a, script):
+            dev = rtu_device("m", 1, pty_pair.b, register_map=rmap, timeout_s=0.1, retries=0)
+            (poller,) = build_pollers([dev], sink, rng=random.Random(2))
+            await poller.poll_once()
+            first = list(sink.readings)
+            state["n"] = 1
+            await poller.poll_once()
+            await poller.transport.close()
+            return first, sink.readings[len(first) :]
+
+    first, second = arun(go())
+    assert sorted(r.point for r in first) == ["m.b10", "m.b11", "m.b12", "m.b13"]
+    assert all(r.quality is Quality.STALE for r in first)
+    assert sorted((r.point, r.value) for r in second) == [
+        ("m.b10", 1010), ("m.b11", 1011), ("m.b12", 1012), ("m.b13", 1013),
+    ]  # fmt: skip
