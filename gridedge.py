@@ -6,14 +6,37 @@ from __future__ import annotations
 
 import sys
 
+# The simulator's dependencies, installed only with the extra: ``pip install 'gridedge[sim]'``.
+SIM_EXTRA_MODULES = ("opendssdirect", "opender", "sunspec2", "dss")
+EXIT_MISSING_EXTRA = 3
+
+
+def _missing_sim_extra(err: ModuleNotFoundError, command: str) -> int:
+    print(
+        f"gridedge {command}: needs the simulator's dependencies ({err.name} is not installed): "
+        "pip install 'gridedge[sim]'",
+        file=sys.stderr,
+    )
+    return EXIT_MISSING_EXTRA
+
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     head = args[0] if args else ""
-    if head == "sim":
-        from sim_hw.cli import main as sim_main
+    if head in ("sim", "demo"):
+        # The agent runs from a plain install; the bench (and the demo, which runs it) needs the extra.
+        try:
+            if head == "sim":
+                from sim_hw.cli import main as sim_main
 
-        return sim_main(args[1:])
+                return sim_main(args[1:])
+            from agent.demo import main as demo_main
+
+            return demo_main(args[1:])
+        except ModuleNotFoundError as err:
+            if (err.name or "").split(".")[0] not in SIM_EXTRA_MODULES:
+                raise
+            return _missing_sim_extra(err, head)
     if head == "central":
         from central.cli import main as central_main
 
@@ -22,10 +45,6 @@ def main(argv: list[str] | None = None) -> int:
         from agent.pq.cli import main as pq_main
 
         return pq_main(args[1:])
-    if head == "demo":
-        from agent.demo import main as demo_main
-
-        return demo_main(args[1:])
     from agent.cli import main as agent_main
 
     return agent_main(args)

@@ -8,6 +8,8 @@ Stops on Ctrl-C, or after ``DEMO_SECONDS`` seconds when that variable is set.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import importlib.util
 import json
 import os
 import shutil
@@ -68,8 +70,14 @@ class Demo:
         self.broker_url = f"mqtt://127.0.0.1:{self.port}"
 
     def _spawn(self, name: str, argv: list[str]) -> subprocess.Popen:
+        # Each child leads its own process group: a Ctrl-C at the terminal reaches the demo alone, which then
+        # stops the children in order (the agent first, so it drains to central while the broker is still up),
+        # and a stop reaches the child's own children too (the bench's socat). If the demo itself dies, the
+        # kernel sends each child SIGTERM (PR_SET_PDEATHSIG), so none is left running.
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - the child owns it for its life
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, process_group=0, preexec_fn=_die_with_parent
+        )
         log.close()
         self.procs[name] = proc
         return proc
@@ -98,14 +106,18 @@ class Demo:
 
     def stop(self, name: str, timeout_s: float = 20.0) -> None:
         proc = self.procs.get(name)
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        # Whatever the child left in its group (it is the group's leader, so the group id is its pid).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
 
     def stop_all(self) -> None:
         # The agent first: it commits what it took and drains its outbox while central still listens.
@@ -113,10 +125,23 @@ class Demo:
             self.stop(name)
 
 
+_PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the demo's process dies (Linux; elsewhere a no-op)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
         return 0
+    # The bench runs in a child process; find out here, not from its log, that the extra is missing.
+    for module in ("opendssdirect", "opender"):
+        if importlib.util.find_spec(module) is None:
+            raise ModuleNotFoundError(f"No module named {module!r}", name=module)
     seconds = float(os.environ.get("DEMO_SECONDS", "0") or 0)
     workdir = ROOT / "run" / "demo"
     workdir.mkdir(parents=True, exist_ok=True)
@@ -138,8 +163,8 @@ def main(argv: list[str]) -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, _on_signal)
-    signal.signal(signal.SIGTERM, _on_signal)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
     print(f"gridedge demo: broker {demo.broker_url}, logs in {workdir}; Ctrl-C to stop", flush=True)
     failure = None
     started = time.monotonic()
@@ -147,6 +172,8 @@ def main(argv: list[str]) -> int:
         demo.start()
         while not stopping and (seconds <= 0 or time.monotonic() - started < seconds):
             time.sleep(1.0)
+            if stopping:  # a child that exits now is being stopped with the rest, not failing
+                break
             failure = demo.check_alive()
             if failure:
                 break

@@ -93,6 +93,7 @@ class Supervisor:
     healthy_after_s: float = 60.0  # a task that ran this long restarts from the minimum backoff again
     clock: Callable[[], float] = time.monotonic
     rng: random.Random = field(default_factory=random.Random)
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # the backoff's wait (injected by tests)
     _specs: list[_Spec] = field(default_factory=list)
 
     def add(self, name: str, factory: Callable[[], Awaitable[None]], stage: int = 1) -> None:
@@ -129,7 +130,7 @@ class Supervisor:
                     exc_info=not isinstance(err, OSError),
                 )
                 spec.health.state = "backoff"
-                await asyncio.sleep(delay)
+                await self.sleep(delay)
                 backoff = min(backoff * 2, self.backoff_max_s)
             else:
                 spec.health.state = "stopped"

@@ -234,11 +234,24 @@ def test_every_reading_arrives_exactly_once_through_broker_and_agent_kills(site:
     central_rows = query_db(site.central_db, "SELECT point, ts, value, quality FROM readings ORDER BY point, ts")
     assert len(central_rows) == taken  # exactly once: nothing missing, nothing twice
     assert central_rows == agent_rows
-    # Sequence numbers: central holds 1..N per stream with no gap, the agent sealed exactly N.
-    for stream, max_seq, count in query_db(
-        site.central_db, "SELECT stream, max(seq), count(DISTINCT seq) FROM messages GROUP BY stream"
-    ):
-        assert count == max_seq, f"gap in {stream}"
+    # Sequence numbers against the agent's own record: it sealed messages 1..next-1 on each stream (its
+    # store's `seq:<stream>` counter holds the next one); central holds exactly those, each once, and the
+    # readings they carry add up to what the agent took.
+    sealed = {
+        key.removeprefix("seq:"): int(value) - 1
+        for key, value in query_db(site.agent_db, "SELECT key, value FROM meta WHERE key LIKE 'seq:%'")
+    }
+    assert sealed["telemetry"] > 0
+    received: dict[str, list[int]] = {}
+    for stream, seq in query_db(site.central_db, "SELECT stream, seq FROM messages WHERE site = 'e2e-site'"):
+        received.setdefault(stream, []).append(seq)
+    for stream, last in sealed.items():
+        assert sorted(received.pop(stream, [])) == list(range(1, last + 1)), f"{stream}: not 1..{last} once each"
+    assert received == {}, "central holds messages on streams the agent never sealed"
+    carried = query_db(
+        site.central_db, "SELECT sum(count) FROM messages WHERE stream IN ('telemetry', 'energy') AND site = 'e2e-site'"
+    )
+    assert carried[0][0] == taken
     stats = json.loads((site.workdir / "agent.db.status.json").read_text())["store"]
     assert stats["readings_taken"] == taken
     assert stats["dropped_readings"] == 0

@@ -37,24 +37,18 @@ def test_supervisor_restarts_a_failing_task_with_growing_backoff() -> None:
         if attempts <= 3:
             raise RuntimeError(f"failure {attempts}")
 
+    async def recording_sleep(delay: float) -> None:
+        clock_sleeps.append(delay)
+        await asyncio.sleep(0)
+
     async def main() -> Supervisor:
-        sup = Supervisor(backoff_min_s=0.01, backoff_max_s=0.04, rng=random.Random(1))
-        real_sleep = asyncio.sleep
-
-        async def recording_sleep(delay: float) -> None:
-            clock_sleeps.append(delay)
-            await real_sleep(0)
-
+        sup = Supervisor(backoff_min_s=0.01, backoff_max_s=0.04, rng=random.Random(1), sleep=recording_sleep)
         sup.add("flaky", flaky)
-        asyncio.sleep = recording_sleep  # type: ignore[assignment]
-        try:
-            sup.start()
-            for _ in range(100):
-                await real_sleep(0.001)
-                if sup.health()["flaky"].state == "stopped":
-                    break
-        finally:
-            asyncio.sleep = real_sleep  # type: ignore[assignment]
+        sup.start()
+        for _ in range(100):
+            await asyncio.sleep(0.001)
+            if sup.health()["flaky"].state == "stopped":
+                break
         await sup.stop()
         return sup
 
