@@ -29,8 +29,6 @@ from bisect import bisect_left
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import signal
-from scipy.interpolate import CubicSpline
 
 # IEC 61000-4-7 4.4.1 and IEC 61000-4-30 5.2: the window is 10 cycles at 50 Hz, 12 cycles at 60 Hz.
 WINDOW_CYCLES = {50.0: 10, 60.0: 12}
@@ -104,6 +102,8 @@ def synchronised_window_v(samples_v: np.ndarray, start_pos: float, length_sample
     lo = max(int(math.floor(start_pos)) - _SPLINE_MARGIN, 0)
     hi = min(int(math.ceil(start_pos + length_samples)) + _SPLINE_MARGIN + 1, n)
     where = start_pos + np.arange(points) * (length_samples / points)
+    from scipy.interpolate import CubicSpline  # here: the agent validates [[waveforms]] without scipy (~65 MB)
+
     spline = CubicSpline(np.arange(lo, hi, dtype=np.float64), x[:, lo:hi], axis=1)
     return spline(where)
 
@@ -298,6 +298,9 @@ class FundamentalZeroCrossings:
         self.rate_hz = float(rate_hz)
         self.nominal_hz = float(nominal_hz)
         self.both_edges = both_edges
+        from scipy import signal  # here, like CubicSpline above
+
+        self._signal = signal
         self._sos = signal.butter(
             ZC_FILTER_ORDER,
             [nominal_hz / ZC_FILTER_WIDTH, nominal_hz * ZC_FILTER_WIDTH],
@@ -319,7 +322,7 @@ class FundamentalZeroCrossings:
     def push(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Filter one block; return ``(positions, real)``: crossing positions [samples] and whether measured."""
         x = np.asarray(samples, dtype=np.float64)
-        y, self._zi = signal.sosfilt(self._sos, x, zi=self._zi)
+        y, self._zi = self._signal.sosfilt(self._sos, x, zi=self._zi)
         prev = np.concatenate(([self._prev], y[:-1]))
         if self.both_edges:
             cand = np.flatnonzero(((prev < 0) & (y >= 0)) | ((prev > 0) & (y <= 0)))

@@ -1,0 +1,390 @@
+"""Power quality in its own process: the agent's ``[[waveforms]]`` streams measured by a child it supervises.
+
+Why a process and not a thread of the agent: the PQ chain needs numpy and scipy, whose import alone costs
+about 65 MB of resident memory and whose filters run for seconds of CPU per minute of a 12.8 kHz stream.
+In its own process that memory is paid only by sites that measure waveforms, the agent that polls, stores and
+uplinks stays small (benchmarks/memory.py; issue 2 asks < 60 MB), the DSP runs on another core instead of
+sharing the agent's GIL, and a fault in it cannot stop acquisition: the agent restarts the child with the
+supervisor's backoff.
+
+The wire between the two is one JSON object per line (both ends are this same installed version):
+
+- agent -> child (stdin): one line ``{"version": 1, "streams": [<WaveformStreamConfig as a dict>, ...]}``,
+  then nothing; the child stops when its stdin closes (the agent stopped or died) or on SIGTERM.
+- child -> agent (stdout): ``{"readings": [[point, ts, value, unit, quality], ...]}``,
+  ``{"event": {"ts", "kind", "severity", "source", "text", "data"}}`` and once a second
+  ``{"status": {<stream>: {...}}}``. The child logs on stderr, which the agent passes through.
+
+The agent checks every line before it takes it (a reading must be a finite timestamp, a known quality, a
+number or None): a line that fails is logged and counted, never stored. Readings go through the agent's
+sink (``AgentService._take``) like any other; events into the store, kept in order and retried while the
+store fails.
+
+What a restart loses: the child's measurement windows (they restart, as after a stream gap) and the rolling
+compliance week, which lives in the child's memory (docs/pq-service.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import signal
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from agent.config import WaveformStreamConfig
+from agent.points import Quality, Reading
+from agent.store import StoreError, StoreInputError
+
+log = logging.getLogger("gridedge.pq.worker")
+
+WIRE_VERSION = 1
+STATUS_INTERVAL_S = 1.0
+STOP_GRACE_S = 10.0  # SIGTERM -> the child stores its last events and exits; then SIGKILL
+LINE_LIMIT = 8 * 1024 * 1024  # one event's data window is at most 64 kB of JSON; a reading batch far less
+EVENT_RETRY_S = 5.0
+MAX_PENDING_EVENTS = 10_000  # events the store could not take yet; past this the oldest are dropped (counted)
+
+Sink = Callable[[list[Reading]], None]
+
+
+class PqWorkerError(Exception):
+    """The PQ child stopped or said something the agent cannot take (names what)."""
+
+
+# ---- the configuration on the wire ----------------------------------------------------------------------------
+
+
+def stream_to_wire(cfg: WaveformStreamConfig) -> dict[str, Any]:
+    return asdict(cfg)
+
+
+def stream_from_wire(data: dict[str, Any]) -> WaveformStreamConfig:
+    """Rebuild a stream's configuration from :func:`stream_to_wire`; a field missing or unknown raises."""
+    from agent.pq.events import EventConfig
+
+    known = {f.name for f in fields(WaveformStreamConfig)}
+    if not isinstance(data, dict) or set(data) - known:
+        raise PqWorkerError(
+            f"stream configuration keys {sorted(data) if isinstance(data, dict) else data!r}: allowed {sorted(known)}"
+        )
+    try:
+        return WaveformStreamConfig(**{**data, "events": EventConfig(**data["events"]),
+                                       "channels": tuple(data["channels"]), "compliance": tuple(data["compliance"])})  # fmt: skip
+    except (KeyError, TypeError, ValueError) as err:
+        raise PqWorkerError(f"stream configuration {data!r}: {err}") from err
+
+
+# ---- what the child says, checked by the agent ----------------------------------------------------------------
+
+QUALITIES = {q.value: q for q in Quality}
+
+
+def reading_from_wire(item: Any) -> Reading:
+    """One ``[point, ts, value, unit, quality]``; anything else raises :class:`PqWorkerError`."""
+    if not (isinstance(item, list) and len(item) == 5):
+        raise PqWorkerError(f"reading {item!r}: allowed [point, ts, value, unit, quality]")
+    point, ts, value, unit, quality = item
+    if not (isinstance(point, str) and point and isinstance(unit, str)):
+        raise PqWorkerError(f"reading {item!r}: point must be a non-empty string and unit a string")
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        raise PqWorkerError(f"reading {item!r}: ts must be a finite number of seconds (UTC)")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+        raise PqWorkerError(f"reading {item!r}: value must be a number or null")
+    if quality not in QUALITIES:
+        raise PqWorkerError(f"reading {item!r}: quality must be one of {sorted(QUALITIES)}")
+    return Reading(point, float(ts), value, unit, QUALITIES[quality])
+
+
+@dataclass(frozen=True, slots=True)
+class WireEvent:
+    ts: float
+    kind: str
+    severity: str
+    source: str
+    text: str
+    data: dict[str, Any] | None
+
+
+def event_from_wire(item: Any) -> WireEvent:
+    keys = {f.name for f in fields(WireEvent)}
+    if not (isinstance(item, dict) and set(item) == keys):
+        raise PqWorkerError(f"event {item!r}: allowed an object with exactly {sorted(keys)}")
+    ts = item["ts"]
+    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+        raise PqWorkerError(f"event ts {ts!r}: must be a finite number")
+    if not all(isinstance(item[k], str) for k in ("kind", "severity", "source", "text")):
+        raise PqWorkerError(f"event {item!r}: kind, severity, source and text must be strings")
+    if item["data"] is not None and not isinstance(item["data"], dict):
+        raise PqWorkerError(f"event data {item['data']!r}: must be an object or null")
+    return WireEvent(float(ts), item["kind"], item["severity"], item["source"], item["text"], item["data"])
+
+
+# ---- the agent's side -----------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class PqWorkerStats:
+    starts: int = 0
+    exits: int = 0
+    last_exit_code: int | None = None
+    readings: int = 0
+    events: int = 0
+    events_stored: int = 0
+    events_refused: int = 0  # the store refused them as invalid (logged one by one)
+    events_dropped: int = 0  # more than MAX_PENDING_EVENTS waited for a failing store
+    bad_lines: int = 0
+
+
+class PqWorker:
+    """Runs the PQ child and takes what it measures; :meth:`run` is one supervisor task of the agent.
+
+    ``run`` returns only by cancellation; when the child exits it raises :class:`PqWorkerError`, so the
+    supervisor restarts it after its backoff.
+    """
+
+    def __init__(self, streams: Sequence[WaveformStreamConfig], sink: Sink, store: Any, *,
+                 argv: Sequence[str] | None = None, stop_grace_s: float = STOP_GRACE_S) -> None:  # fmt: skip
+        self.streams = tuple(streams)
+        self.sink = sink
+        self.store = store
+        self.argv = list(argv) if argv is not None else [sys.executable, "-m", "agent.pq.worker"]
+        self.stop_grace_s = stop_grace_s
+        self.stats = PqWorkerStats()
+        self.pid: int | None = None
+        self._status: dict[str, Any] = {}
+        self._pending: deque[WireEvent] = deque()
+
+    def status(self) -> dict[str, Any]:
+        """Per stream, as the child last reported it (the shape ``PqMonitoring.status`` had in process)."""
+        return dict(self._status)
+
+    def worker_status(self) -> dict[str, Any]:
+        return {"pid": self.pid, **asdict(self.stats), "events_waiting": len(self._pending)}
+
+    async def run(self) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=LINE_LIMIT
+        )
+        self.pid = proc.pid
+        self.stats.starts += 1
+        assert proc.stdin is not None and proc.stdout is not None
+        log.info("event=pq_worker_started pid=%d streams=%s", proc.pid, ",".join(s.name for s in self.streams))
+        hello = {"version": WIRE_VERSION, "streams": [stream_to_wire(s) for s in self.streams]}
+        try:
+            proc.stdin.write(json.dumps(hello).encode() + b"\n")
+            with contextlib.suppress(ConnectionError):
+                await proc.stdin.drain()
+            retry = asyncio.create_task(self._retry_events())
+            try:
+                await self._read(proc.stdout)
+            finally:
+                retry.cancel()
+            code = await proc.wait()
+        except asyncio.CancelledError:
+            await self._stop(proc)
+            raise
+        finally:
+            if proc.returncode is None:  # an error of ours, not a cancel: never leave the child behind
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        self.stats.exits += 1
+        self.stats.last_exit_code = code
+        raise PqWorkerError(f"the PQ worker (pid {proc.pid}) exited with code {code}")
+
+    async def _stop(self, proc: asyncio.subprocess.Process) -> None:
+        """SIGTERM; take what the child still says (its last events) until it exits; SIGKILL after the grace."""
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+        try:
+            async with asyncio.timeout(self.stop_grace_s):
+                assert proc.stdout is not None
+                await self._read(proc.stdout)
+                await proc.wait()
+        except TimeoutError:
+            log.warning("event=pq_worker_kill pid=%d reason=no exit %.0f s after SIGTERM", proc.pid, self.stop_grace_s)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+        await self._store_pending()
+        if self._pending:
+            log.error("event=pq_events_lost_at_stop count=%d reason=store failing", len(self._pending))
+
+    async def _read(self, stdout: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                line = await stdout.readline()
+            except ValueError:  # longer than LINE_LIMIT: the reader skipped it
+                self._bad(b"", "line over the limit")
+                continue
+            if not line:
+                return
+            await self._take_line(line)
+
+    def _bad(self, line: bytes, why: str) -> None:
+        self.stats.bad_lines += 1
+        log.error("event=pq_worker_bad_line error=%s line=%r", why, line[:200])
+
+    async def _take_line(self, line: bytes) -> None:
+        try:
+            msg = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            self._bad(line, f"not JSON: {err}")
+            return
+        if not isinstance(msg, dict) or len(msg) != 1:
+            self._bad(line, "allowed one of {readings: [...]}, {event: {...}}, {status: {...}}")
+            return
+        ((kind, body),) = msg.items()
+        try:
+            if kind == "readings":
+                if not isinstance(body, list):
+                    raise PqWorkerError("readings must be a list")
+                readings = [reading_from_wire(item) for item in body]
+                self.stats.readings += len(readings)
+                self.sink(readings)
+            elif kind == "event":
+                self._queue_event(event_from_wire(body))
+                await self._store_pending()
+            elif kind == "status":
+                if not isinstance(body, dict):
+                    raise PqWorkerError("status must be an object")
+                self._status = body
+            else:
+                raise PqWorkerError(f"unknown message {kind!r}")
+        except PqWorkerError as err:
+            self._bad(line, str(err))
+
+    def _queue_event(self, ev: WireEvent) -> None:
+        self.stats.events += 1
+        if len(self._pending) >= MAX_PENDING_EVENTS:
+            lost = self._pending.popleft()
+            self.stats.events_dropped += 1
+            log.error("event=pq_event_dropped kind=%s stream=%s reason=store failing, %d waiting", lost.kind,
+                      lost.source, MAX_PENDING_EVENTS)  # fmt: skip
+        self._pending.append(ev)
+
+    async def _store_pending(self) -> None:
+        """Store the waiting events in order; one the store refuses is logged and dropped, other failures wait."""
+        while self._pending:
+            ev = self._pending[0]
+            try:
+                await self.store.add_event(ev.ts, ev.kind, ev.severity, ev.source, ev.text, ev.data)
+            except StoreInputError as err:
+                self.stats.events_refused += 1
+                log.error("event=pq_event_refused kind=%s stream=%s error=%s", ev.kind, ev.source, err)
+            except StoreError as err:
+                log.error("event=pq_event_store_failed kind=%s stream=%s waiting=%d error=%s", ev.kind, ev.source,
+                          len(self._pending), err)  # fmt: skip
+                return
+            else:
+                self.stats.events_stored += 1
+            self._pending.popleft()
+
+    async def _retry_events(self) -> None:
+        while True:
+            await asyncio.sleep(EVENT_RETRY_S)
+            await self._store_pending()
+
+
+# ---- the child's side -----------------------------------------------------------------------------------------
+
+
+class _PipeOut:
+    """The child's outlets: the reading sink and an event store that write lines to the agent."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+
+    def send(self, msg: dict[str, Any]) -> None:
+        self.writer.write(json.dumps(msg, separators=(",", ":"), default=str).encode() + b"\n")
+
+    def __call__(self, readings: list[Reading]) -> None:
+        self.send({"readings": [[r.point, r.ts, r.value, r.unit, str(r.quality)] for r in readings]})
+
+    async def add_event(self, ts: float, kind: str, severity: str, source: str, text: str,
+                        data: dict[str, Any] | None = None) -> None:  # fmt: skip
+        self.send({"event": {"ts": ts, "kind": kind, "severity": severity, "source": source, "text": text,
+                             "data": data}})  # fmt: skip
+        try:
+            await self.writer.drain()
+        except ConnectionError as err:  # the agent is gone: the stream keeps the event and the child stops
+            raise StoreError(f"the agent's pipe is closed: {err}") from err
+
+
+async def child_main() -> int:
+    from agent.pq.service import PqMonitoring  # numpy and scipy: only in this process
+
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=LINE_LIMIT)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, sys.stdout.buffer)
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+
+    hello_line = await reader.readline()
+    try:
+        hello = json.loads(hello_line)
+        if not isinstance(hello, dict) or hello.get("version") != WIRE_VERSION:
+            raise PqWorkerError(f"hello {hello_line[:200]!r}: allowed version {WIRE_VERSION}")
+        streams = [stream_from_wire(s) for s in hello["streams"]]
+    except (json.JSONDecodeError, KeyError, TypeError, PqWorkerError) as err:
+        log.error("event=pq_worker_bad_hello error=%s", err)
+        return 2
+
+    out = _PipeOut(writer)
+    monitoring = PqMonitoring(streams, out, out)
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+
+    async def watch_stdin() -> None:
+        while await reader.read(4096):  # nothing more is sent; EOF means the agent is gone
+            pass
+        log.info("event=pq_worker_parent_gone")
+        stop.set()
+
+    async def report() -> None:
+        while True:
+            out.send({"status": monitoring.status()})
+            await asyncio.sleep(STATUS_INTERVAL_S)
+
+    tasks = [asyncio.create_task(s.run(), name=f"pq:{n}") for n, s in monitoring.streams.items()]
+    tasks += [asyncio.create_task(watch_stdin()), asyncio.create_task(report())]
+    log.info("event=pq_worker_running pid=%d streams=%s", __import__("os").getpid(), ",".join(monitoring.streams))
+    waiter = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    for t in done:
+        if t is not waiter and not t.cancelled() and t.exception() is not None:
+            log.error("event=pq_worker_task_failed task=%s error=%r", t.get_name(), t.exception())
+            code = 1
+    for t in [waiter, *tasks]:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)  # each stream stores its last events on the way out
+    with contextlib.suppress(ConnectionError):
+        out.send({"status": monitoring.status()})
+        await writer.drain()
+    writer.close()
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m agent.pq.worker", description=__doc__.splitlines()[0])
+    ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s",
+                        datefmt="%Y-%m-%dT%H:%M:%S")  # fmt: skip
+    logging.Formatter.converter = time.gmtime
+    return asyncio.run(child_main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
