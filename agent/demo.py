@@ -63,8 +63,11 @@ def _central_readings(db: Path) -> int | None:
 
 
 class Demo:
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, agent_python: str | None = None) -> None:
         self.workdir = workdir
+        # The interpreter the agent runs under (benchmarks/memory.py: one with the runtime dependencies only,
+        # as on a Pi); the others always run under this one.
+        self.agent_python = agent_python or sys.executable
         self.procs: dict[str, subprocess.Popen] = {}
         self.port = free_port()
         self.broker_url = f"mqtt://127.0.0.1:{self.port}"
@@ -96,7 +99,8 @@ class Demo:
         self._spawn("sim", [*exe, "sim", "run", "--config", str(SIM_CONFIG), "--scenario", str(SCENARIO)])
         self._spawn("central", [*exe, "central", "run", "--config", str(CENTRAL_CONFIG), "--broker", self.broker_url])
         time.sleep(1.0)  # let the bench open its ports and ptys before the agent's first poll
-        self._spawn("agent", [*exe, "run", "--config", str(AGENT_CONFIG), "--broker", self.broker_url])
+        agent = [self.agent_python, "-m", "gridedge"]
+        self._spawn("agent", [*agent, "run", "--config", str(AGENT_CONFIG), "--broker", self.broker_url])
 
     def check_alive(self) -> str | None:
         for name, proc in self.procs.items():

@@ -20,6 +20,7 @@ from agent.acquisition import DevicePoller, Snapshot, build_pollers
 from agent.config import AgentConfig
 from agent.pmu.ingest import PmuMonitoring
 from agent.points import Reading
+from agent.pq.worker import PqWorker
 from agent.runtime import Supervisor, SystemdNotifier, watchdog
 from agent.store import AsyncStore, Store, StoreError, StoreFullError, StoreInputError
 from agent.uplink import Uplink, session_config_from
@@ -59,13 +60,10 @@ class AgentService:
         self.pollers: list[DevicePoller] = build_pollers(config.devices, self._take)
         # PMU streams (C37.118.2): readings once a second through _take, events straight to the store.
         self.pmus = PmuMonitoring(config.pmus, config.pmu_monitoring, self._take, self.store)
-        # Waveform streams (power quality, docs/pq-service.md): readings through _take, events to the store.
-        # Imported only when configured: the PQ chain pulls in scipy (~0.6 s at start).
-        self.pq: Any = None
-        if config.waveforms:
-            from agent.pq.service import PqMonitoring
-
-            self.pq = PqMonitoring(config.waveforms, self._take, self.store)
+        # Waveform streams (power quality, docs/pq-service.md): measured in a child process the supervisor
+        # owns (numpy and scipy stay out of this one, agent/pq/worker.py says why); its readings come through
+        # _take, its events go to the store.
+        self.pq: PqWorker | None = PqWorker(config.waveforms, self._take, self.store) if config.waveforms else None
         up = config.uplink
         self.session = MqttSession(session_config_from(config.site_id, up))
         self.uplink = Uplink(
@@ -155,6 +153,7 @@ class AgentService:
             "devices": {p.device.name: asdict(p.stats) for p in self.pollers},
             "pmus": self.pmus.status(),
             "pq": self.pq.status() if self.pq is not None else {},
+            "pq_worker": self.pq.worker_status() if self.pq is not None else None,
             "tasks": {name: h.state for name, h in self.supervisor.health().items()},
         }
 
@@ -201,8 +200,8 @@ class AgentService:
             sup.add(f"pmu:{name}", client.run, stage=3)
         if self.pmus.ingests:
             sup.add("pmu-events", self.pmus.run_events, stage=3)
-        for name, stream in (self.pq.streams if self.pq is not None else {}).items():
-            sup.add(f"pq:{name}", stream.run, stage=3)
+        if self.pq is not None:
+            sup.add("pq-worker", self.pq.run, stage=3)
         sup.add("writer", self._writer, stage=2)
         sup.add("uplink", self.uplink.run, stage=1)
         sup.add("mqtt", self.session.run, stage=1)
