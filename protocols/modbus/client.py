@@ -191,7 +191,9 @@ class TcpTransport(RetryingTransport):
     """Modbus TCP to one host:port (one or more unit ids behind it, e.g. a gateway).
 
     Connects lazily on the first call; after a timeout, a frame error or a lost link the socket is
-    dropped, so the next attempt starts on a fresh connection with no stale answer in flight.
+    dropped, so the next attempt starts on a fresh connection with no stale answer in flight. A peer
+    that closes the connection fails the pending request at once (ModbusConnectionError): pymodbus
+    alone would leave it waiting for the whole timeout.
     """
 
     def __init__(self, host: str, port: int = 502, *, timeout_s: float = 1.0, retries: int = 1) -> None:
@@ -200,6 +202,8 @@ class TcpTransport(RetryingTransport):
         self.port = port
         self.device = f"tcp:{host}:{port}"
         self._client: AsyncModbusTcpClient | None = None
+        self._received = False  # bytes came in since the current attempt sent its request
+        self._in_flight = False  # an attempt is waiting for its answer
 
     async def _connect(self, label: str) -> AsyncModbusTcpClient:
         if self._client is not None and self._client.connected:
@@ -212,10 +216,27 @@ class TcpTransport(RetryingTransport):
             retries=0,  # our own retry loop, so the cost of a call is bounded and visible
             reconnect_delay=0,  # no background reconnect task: we reconnect on the next call
             name=self.device,
+            trace_connect=lambda up: None if up else self._link_lost(client),
+            trace_packet=self._trace_packet,
         )
         await open_client(label, client, "cannot connect", refused_hint=" (refused or no route)")
         self._client = client
         return client
+
+    def _link_lost(self, client: AsyncModbusTcpClient) -> None:
+        """The connection went down: fail the pending request now instead of at its timeout."""
+        pending = client.ctx.response_future
+        if not self._in_flight or pending.done():
+            return
+        if self._received:  # pymodbus closes the link itself on an answer it cannot decode
+            pending.set_exception(ModbusIOException("undecodable answer, connection closed"))
+        else:
+            pending.set_exception(ConnectionException("the peer closed the connection"))
+
+    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
+        if not sending:
+            self._received = True
+        return data
 
     def _drop(self) -> None:
         if self._client is not None:
@@ -225,7 +246,12 @@ class TcpTransport(RetryingTransport):
     async def _attempt(self, op: Operation, unit_id: int) -> ModbusPDU:
         label = f"{self.device}/{unit_id}"
         client = await self._connect(label)
-        return await execute_once(label, client, op, self.timeout_s)
+        self._received = False
+        self._in_flight = True
+        try:
+            return await execute_once(label, client, op, self.timeout_s)
+        finally:
+            self._in_flight = False
 
     def _attempt_failed(self) -> None:
         self._drop()
