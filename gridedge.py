@@ -4,6 +4,8 @@ never import each other."""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 # The simulator's dependencies, installed only with the extra: ``pip install 'gridedge[sim]'``.
@@ -20,7 +22,7 @@ def _missing_sim_extra(err: ModuleNotFoundError, command: str) -> int:
     return EXIT_MISSING_EXTRA
 
 
-def main(argv: list[str] | None = None) -> int:
+def _dispatch(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     head = args[0] if args else ""
     if head in ("sim", "demo"):
@@ -48,6 +50,18 @@ def main(argv: list[str] | None = None) -> int:
     from agent.cli import main as agent_main
 
     return agent_main(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The console script; quiet when its reader goes away (``gridedge check-config F | head``)."""
+    try:
+        code = _dispatch(argv)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python's documented recipe: point stdout at /dev/null so the interpreter's last flush does not fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    return code
 
 
 if __name__ == "__main__":

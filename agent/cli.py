@@ -13,6 +13,7 @@ from agent import pmu_probe
 from agent.config import AgentConfig, ConfigError, load_config
 
 EXIT_CONFIG = 2
+EXIT_STORE = 4  # the store cannot be opened (1 stays Python's own: an unexpected crash)
 
 
 def _load(path: str) -> AgentConfig | None:
@@ -81,8 +82,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             return EXIT_CONFIG
     _setup_logging(args.log_level)
     from agent.service import run_agent  # heavy imports only when running
+    from agent.store import StoreError
 
-    asyncio.run(run_agent(config))
+    try:
+        asyncio.run(run_agent(config))
+    except StoreError as err:  # the store cannot be opened or created (a foreign file, a read-only disk)
+        print(f"gridedge run: the store {config.store.path} cannot be used: {err}", file=sys.stderr)
+        return EXIT_STORE
     return 0
 
 

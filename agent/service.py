@@ -53,7 +53,12 @@ class AgentService:
         self.queue.load(self.spill_path)
         self.refused = 0  # readings the store refused as invalid (logged one by one)
         self.started = time.time()
-        config.store.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            config.store.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise StoreError(
+                f"cannot create the store's folder {config.store.path.parent}: {err.strerror or err}"
+            ) from err
         self.store = AsyncStore(
             Store(config.store.path, config.site_id, config.store.max_bytes, batch_size=config.store.batch_size)
         )
