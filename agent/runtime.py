@@ -77,6 +77,7 @@ class _Spec:
     health: TaskHealth
     task: asyncio.Task[None] | None = None
     stage: int = 0
+    critical: bool = True
 
 
 @dataclass
@@ -96,14 +97,17 @@ class Supervisor:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # the backoff's wait (injected by tests)
     _specs: list[_Spec] = field(default_factory=list)
 
-    def add(self, name: str, factory: Callable[[], Awaitable[None]], stage: int = 1) -> None:
-        self._specs.append(_Spec(name, factory, TaskHealth(name), stage=stage))
+    def add(self, name: str, factory: Callable[[], Awaitable[None]], stage: int = 1, *, critical: bool = True) -> None:
+        """``critical=False``: a task whose failures are expected and reported (a child process that may die)
+        and must not get the whole agent restarted by systemd's watchdog while it waits to retry."""
+        self._specs.append(_Spec(name, factory, TaskHealth(name), stage=stage, critical=critical))
 
     def health(self) -> dict[str, TaskHealth]:
         return {s.name: s.health for s in self._specs}
 
     def healthy(self) -> bool:
-        return all(s.health.state in ("running", "stopped") for s in self._specs)
+        """Every critical task running or finished (the watchdog pings only then)."""
+        return all(s.health.state in ("running", "stopped") for s in self._specs if s.critical)
 
     async def _keep(self, spec: _Spec) -> None:
         backoff = self.backoff_min_s

@@ -206,7 +206,9 @@ class AgentService:
         if self.pmus.ingests:
             sup.add("pmu-events", self.pmus.run_events, stage=3)
         if self.pq is not None:
-            sup.add("pq-worker", self.pq.run, stage=3)
+            # not critical: a PQ child that keeps dying is reported in the status and retried, and must not get
+            # polling, the store and the uplink restarted by the watchdog
+            sup.add("pq-worker", self.pq.run, stage=3, critical=False)
         sup.add("writer", self._writer, stage=2)
         sup.add("uplink", self.uplink.run, stage=1)
         sup.add("mqtt", self.session.run, stage=1)

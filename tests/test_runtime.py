@@ -61,6 +61,34 @@ def test_supervisor_restarts_a_failing_task_with_growing_backoff() -> None:
         assert cap / 2 <= delay <= cap
 
 
+def test_only_a_critical_task_in_backoff_stops_the_watchdog() -> None:
+    # The PQ worker is added with critical=False: its child dying again and again must not get polling,
+    # the store and the uplink restarted by systemd's watchdog. A critical task in backoff still does.
+    gate = asyncio.Event()
+
+    async def failing() -> None:
+        raise RuntimeError("child exited with code -9")
+
+    async def held_sleep(delay: float) -> None:
+        await gate.wait()  # keep the failed task in backoff while we look
+
+    async def look(critical: bool) -> tuple[bool, str]:
+        sup = Supervisor(sleep=held_sleep)
+        sup.add("pollers", asyncio.Event().wait)
+        sup.add("pq-worker", failing, critical=critical)
+        sup.start()
+        for _ in range(100):
+            await asyncio.sleep(0.001)
+            if sup.health()["pq-worker"].state == "backoff":
+                break
+        result = sup.healthy(), sup.health()["pq-worker"].state
+        await sup.stop()
+        return result
+
+    assert asyncio.run(look(critical=False)) == (True, "backoff")
+    assert asyncio.run(look(critical=True)) == (False, "backoff")
+
+
 def test_supervisor_stops_producers_before_consumers() -> None:
     order: list[str] = []
 
