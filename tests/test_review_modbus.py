@@ -12,6 +12,7 @@ import contextlib
 import os
 import random
 import struct
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -544,3 +545,23 @@ def test_tcp_answer_for_another_unit_or_transaction_is_never_taken(wrong: str) -
             await t.close()
 
     arun(go())
+
+
+def test_stray_bytes_left_unread_are_flushed_before_the_next_request(pty_pair) -> None:
+    """Line noise (a stray header promising a 16-byte answer) comes in while the event loop is busy:
+    the arbiter discards it before sending, so the next answer is read alone and on time."""
+
+    async def go():
+        async with scripted_rtu(pty_pair.a, lambda req: [(0.0, holding(req))]):
+            bus = SerialBus(pty_pair.b, 19200)
+            t = RtuTransport(bus, timeout_s=0.3, retries=0)
+            assert await t.read(Table.HOLDING, 0, 2, 1) == [1000, 1001]
+            fd = os.open(pty_pair.a, os.O_WRONLY | os.O_NOCTTY)
+            os.write(fd, b"\x01\x03\x10")
+            os.close(fd)
+            time.sleep(0.1)  # a busy loop: the noise reaches the port's buffer, nobody reads it
+            got = await t.read(Table.HOLDING, 4, 2, 1)
+            await t.close()
+            return got, bus.flushed_bytes
+
+    assert arun(go()) == ([1004, 1005], 3)

@@ -21,6 +21,7 @@ dropped, by pymodbus when nothing is pending, by unit id when another unit's req
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from collections import deque
@@ -31,6 +32,7 @@ from typing import Protocol
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
+from serial import SerialException
 
 from protocols.modbus.client import Operation, RetryingTransport, execute_once, open_client
 from protocols.modbus.errors import (
@@ -39,6 +41,8 @@ from protocols.modbus.errors import (
     ModbusFrameError,
     ModbusTimeout,
 )
+
+log = logging.getLogger("gridedge.modbus.rtu")
 
 # Bits per character on the line: start + 8 data + parity-or-second-stop + stop (v1.02, 2.5.1).
 CHAR_BITS = 11
@@ -112,6 +116,7 @@ class SerialBus:
         # unit id -> clock time before which no request goes to it (a late answer may still come)
         self._quiet_until: dict[int, float] = {}
         self._users = 0
+        self.flushed_bytes = 0  # stray input discarded before requests (late answers, noise)
 
     @property
     def settings(self) -> tuple[int, str, int, int]:
@@ -142,6 +147,27 @@ class SerialBus:
             self._client.close()
             self._client = None
 
+    def _flush_input(self, client: AsyncModbusSerialClient) -> None:
+        """Discard whatever is in the port's input before a request goes out.
+
+        Bytes the event loop has not read yet (it was busy while a late answer or line noise came in)
+        would otherwise be put in front of the next answer: a stray header that promises a longer
+        frame makes the framer wait out the timeout of a unit that answered correctly.
+        """
+        port = getattr(getattr(client.ctx, "transport", None), "sync_serial", None)
+        if port is None:
+            return
+        try:
+            waiting = port.in_waiting
+            if waiting:
+                port.reset_input_buffer()
+        except (OSError, SerialException):
+            return  # the next transaction finds out whether the port is still there
+        if waiting:
+            self.flushed_bytes += waiting
+            log.info("event=rtu_input_flushed port=%s bytes=%d", self.port, waiting)
+        client.ctx.recv_buffer = b""
+
     async def transact(self, unit_id: int, op: Operation, timeout_s: float) -> ModbusPDU:
         """One attempt of one request to ``unit_id``, holding the line for at most ``timeout_s``.
 
@@ -158,6 +184,7 @@ class SerialBus:
                 if wait > 0:
                     await asyncio.sleep(wait)
             client = await self._connect(label)
+            self._flush_input(client)
             started = self._clock()
             outcome = "ok"
             try:
