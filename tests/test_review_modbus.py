@@ -26,6 +26,7 @@ from agent.acquisition import DevicePoller, build_pollers
 from agent.points import Quality
 from protocols.modbus.client import TcpTransport
 from protocols.modbus.errors import ModbusConnectionError, ModbusFrameError, ModbusTimeout
+from protocols.modbus.readplan import split_block
 from protocols.modbus.registermap import Table, parse_register_map
 from protocols.modbus.serialbus import RtuTransport, SerialBus
 
@@ -565,3 +566,33 @@ def test_stray_bytes_left_unread_are_flushed_before_the_next_request(pty_pair) -
             return got, bus.flushed_bytes
 
     assert arun(go()) == ([1004, 1005], 3)
+
+
+def test_every_reading_has_a_utc_epoch_timestamp_and_a_quality(pty_pair) -> None:
+    """Readings of a good block and of a refused one: ts is time.time() (seconds since the epoch,
+    UTC) taken during the poll, quality says GOOD or INVALID, units come from the map."""
+
+    def script(req: Request) -> list[tuple[float, bytes]]:
+        if req.start == 1:
+            return [(0.0, frame(req.unit, bytes((req.fc | 0x80, 1))))]  # illegal function: no split
+        return [(0.0, holding(req))]
+
+    sink = Collector()
+
+    async def go():
+        async with scripted_rtu(pty_pair.a, script):
+            dev = rtu_device("m", 1, pty_pair.b, register_map=METER2, timeout_s=0.3, retries=0, max_gap=0)
+            (poller,) = build_pollers([dev], sink, rng=random.Random(2))
+            poller.plan = [b for p in poller.plan for b in split_block(p)]  # one read per point
+            before = time.time()
+            await poller.poll_once()
+            after = time.time()
+            await poller.transport.close()
+            return before, after
+
+    before, after = arun(go())
+    assert [(r.point, r.value, r.unit, r.quality) for r in sink.readings] == [
+        ("m.v", 1000, "V", Quality.GOOD),
+        ("m.w", None, "W", Quality.INVALID),
+    ]
+    assert all(before <= r.ts <= after for r in sink.readings)

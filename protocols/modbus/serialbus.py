@@ -246,7 +246,12 @@ class SerialBusRegistry:
 
 
 class RtuTransport(RetryingTransport):
-    """The transport of the RTU devices on one bus: each attempt is one turn of the bus lock."""
+    """The transport of the RTU devices on one bus: each attempt is one turn of the bus lock.
+
+    A call holds the line at most ``timeout_s x (retries + 1)``; between two failed attempts the unit
+    also waits ``timeout_s`` off the line for a late answer to pass (see the module doc), so a silent
+    unit's call takes up to ``timeout_s x (2 x retries + 1)`` of its own time.
+    """
 
     def __init__(self, bus: SerialBus, *, timeout_s: float = 1.0, retries: int = 1) -> None:
         super().__init__(timeout_s=timeout_s, retries=retries)
