@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import time
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from agent.runtime import Supervisor, SystemdNotifier, watchdog
 from agent.store import AsyncStore, Store, StoreError, StoreFullError, StoreInputError
 from agent.uplink import Uplink, session_config_from
 from agent.writequeue import WriteQueue
+from protocols.modbus.serialbus import SerialBusRegistry
 from protocols.mqtt.session import MqttSession
 
 log = logging.getLogger("gridedge.agent")
@@ -62,7 +64,8 @@ class AgentService:
         self.store = AsyncStore(
             Store(config.store.path, config.site_id, config.store.max_bytes, batch_size=config.store.batch_size)
         )
-        self.pollers: list[DevicePoller] = build_pollers(config.devices, self._take)
+        self.serial_lines = SerialBusRegistry()  # one arbiter per RS-485 port, shared by its devices
+        self.pollers: list[DevicePoller] = build_pollers(config.devices, self._take, registry=self.serial_lines)
         # PMU streams (C37.118.2): readings once a second through _take, events straight to the store.
         self.pmus = PmuMonitoring(config.pmus, config.pmu_monitoring, self._take, self.store)
         # Waveform streams (power quality, docs/pq-service.md): measured in a child process the supervisor
@@ -156,6 +159,15 @@ class AgentService:
             "store": asdict(s) if s is not None else None,
             "uplink": dict(vars(self.uplink.stats)) if hasattr(self.uplink.stats, "__dict__") else None,
             "devices": {p.device.name: asdict(p.stats) for p in self.pollers},
+            "serial_lines": {
+                bus.port: {
+                    "settings": f"{bus.baudrate} {bus.bytesize}{bus.parity}{bus.stopbits}",
+                    # bytes found waiting before a request (late answers, noise) and were thrown away
+                    "flushed_bytes": bus.flushed_bytes,
+                    "last_transactions": dict(Counter(t.outcome for t in bus.history)),
+                }
+                for bus in self.serial_lines.buses
+            },
             "pmus": self.pmus.status(),
             "pq": self.pq.status() if self.pq is not None else {},
             "pq_worker": self.pq.worker_status() if self.pq is not None else None,

@@ -199,6 +199,11 @@ def test_meter_reading_arrives_in_central_with_value_unit_and_timestamp(site: Si
         query_db(site.central_db, "SELECT point, ts, value, unit, quality FROM readings WHERE point = 'sub_meter.v_a'")
     )
     assert central_rows == agent_rows
+    # The status file shows the RS-485 line both RTU meters share, with its transactions (no stray bytes here).
+    lines = json.loads((site.workdir / "agent.db.status.json").read_text())["serial_lines"]
+    assert list(lines) == [str(site.workdir / "rtu-bus1")], lines
+    line = lines[str(site.workdir / "rtu-bus1")]
+    assert line["settings"] == "19200 8N1" and line["flushed_bytes"] == 0 and line["last_transactions"]["ok"] > 0, line
 
 
 def test_every_reading_arrives_exactly_once_through_broker_and_agent_kills(site: Site) -> None:
