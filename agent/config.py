@@ -245,7 +245,8 @@ def _register_map(c: Checker, dev: Mapping[str, Any], prefix: str) -> RegisterMa
     try:
         return parse_register_map(raw, where)
     except RegisterMapError as err:
-        c.fail(err.key, err.value, err.allowed)
+        for issue in err.issues:  # each its own issue, so check-config lists every problem of the map
+            c.fail(issue.key, issue.value, issue.allowed)
         return None
 
 

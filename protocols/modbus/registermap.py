@@ -7,12 +7,15 @@ back. Addresses are protocol addresses, 0-based, as they go on the wire.
 
 from __future__ import annotations
 
+import difflib
 import math
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+from protocols.configcheck import MISSING, ConfigIssue
 
 
 class Table(StrEnum):
@@ -69,14 +72,36 @@ MAX_READ_BITS = 2000
 MAX_ADDRESS = 0xFFFF
 
 
-class RegisterMapError(ValueError):
-    """A register map that cannot be used; ``key`` is the path of the bad entry."""
+MAP_KEYS = frozenset({"name", "defaults", "points"})
+# What [defaults] may set for every point (a point's own key wins). Identity and layout (name, address,
+# type, length) are per point by nature; a default for them could only be a mistake.
+DEFAULT_KEYS = frozenset({"table", "byte_order", "word_order"})
+POINT_KEYS = frozenset(
+    {"name", "table", "address", "type", "length", "byte_order", "word_order", "scale", "offset", "unit", "kind"}
+)
+_DEFAULT_ENUMS: dict[str, type[StrEnum]] = {"table": Table, "byte_order": Order, "word_order": Order}
 
-    def __init__(self, key: str, value: Any, allowed: str) -> None:
-        self.key = key
-        self.value = value
-        self.allowed = allowed
-        super().__init__(f"{key} = {value!r}: {allowed}")
+
+class RegisterMapError(ValueError):
+    """A register map that cannot be used; ``issues`` lists every problem found, in file order.
+
+    Each issue names the key path of the bad entry, the bad value (``MISSING`` when absent) and what is
+    allowed. ``key``, ``value`` and ``allowed`` are those of the first issue, for callers that show one.
+    """
+
+    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
+        if not issues:
+            raise ValueError("RegisterMapError needs at least one issue")
+        self.issues: tuple[ConfigIssue, ...] = tuple(issues)
+        first = self.issues[0]
+        self.key = first.key
+        self.value = first.value
+        self.allowed = first.allowed
+        if len(self.issues) == 1:
+            text = str(first)
+        else:
+            text = f"{len(self.issues)} register map errors:\n" + "\n".join(f"  {i}" for i in self.issues)
+        super().__init__(text)
 
 
 class DecodeError(ValueError):
@@ -127,12 +152,134 @@ class RegisterMap:
             raise KeyError(f"register map {self.name!r} has no point {name!r}") from None
 
 
-def _enum(key: str, value: Any, enum: type[StrEnum]) -> Any:
+def _unknown(issues: list[ConfigIssue], table: Mapping[str, Any], prefix: str, known: frozenset[str]) -> None:
+    """An issue per key of ``table`` not in ``known``: a misspelled ``[default]`` or ``wordorder`` would
+    otherwise fall back to big-endian without a word and decode wrong values."""
+    allowed = ", ".join(sorted(known))
+    for name in sorted(set(table) - known, key=str):
+        close = difflib.get_close_matches(str(name), sorted(known), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        issues.append(ConfigIssue(f"{prefix}.{name}", table[name], f"unknown key; allowed: {allowed}{hint}"))
+
+
+def _enum(issues: list[ConfigIssue], key: str, value: Any, enum: type[StrEnum]) -> Any:
+    """``enum(value)``, or None after recording an issue listing the allowed values."""
     try:
         return enum(value)
     except ValueError:
         allowed = ", ".join(repr(m.value) for m in enum)
-        raise RegisterMapError(key, value, f"must be one of {allowed}") from None
+        issues.append(ConfigIssue(key, value, f"must be one of {allowed}"))
+        return None
+
+
+def _finite(value: Any) -> bool:
+    """A TOML number that is neither inf nor nan (``scale = inf`` parses as a float)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int past the float range (only from Python, TOML integers are 64-bit)
+        return False
+
+
+def _int_in(value: Any, lo: int, hi: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi
+
+
+def _defaults(issues: list[ConfigIssue], raw: Any, key: str) -> dict[str, Any]:
+    """``[defaults]`` checked once, under its own key path; a bad entry is left out so that the points
+    relying on it do not each repeat the same issue."""
+    if raw is MISSING:
+        return {}
+    if not isinstance(raw, Mapping):
+        issues.append(ConfigIssue(key, raw, "must be a table of " + ", ".join(sorted(DEFAULT_KEYS))))
+        return {}
+    _unknown(issues, raw, key, DEFAULT_KEYS)
+    out: dict[str, Any] = {}
+    for name, enum in _DEFAULT_ENUMS.items():
+        if name in raw:
+            value = _enum(issues, f"{key}.{name}", raw[name], enum)
+            if value is not None:
+                out[name] = value
+    return out
+
+
+def _point(
+    issues: list[ConfigIssue], raw: Any, key: str, defaults: Mapping[str, Any], names: dict[str, str]
+) -> RegisterPoint | None:
+    """One ``[[points]]`` table -> a point, or None after recording every issue it has.
+
+    ``names`` maps each point name seen so far to its ``points[i]``, to refuse a second point of that name.
+    """
+    start = len(issues)
+
+    def fail(name: str, value: Any, allowed: str) -> None:
+        issues.append(ConfigIssue(f"{key}.{name}", value, allowed))
+
+    if not isinstance(raw, Mapping):
+        issues.append(ConfigIssue(key, raw, "must be a table"))
+        return None
+    _unknown(issues, raw, key, POINT_KEYS)
+    merged = {**defaults, **raw}
+    pname = raw.get("name", MISSING)
+    if not isinstance(pname, str) or not pname or not pname.replace("_", "").isalnum():
+        fail("name", pname, "must be a non-empty name of letters, digits and _")
+    elif pname in names:
+        fail("name", pname, f"must be unique within the map ({names[pname]} has it already)")
+    else:
+        names[pname] = key.rsplit(".", 1)[-1]  # "points[3]": the prefix is in the key path already
+    table = _enum(issues, f"{key}.table", merged.get("table", "holding"), Table)
+    dtype = None
+    if "type" not in raw:
+        fail("type", MISSING, "is required: " + ", ".join(t.value for t in DataType))
+    else:
+        dtype = _enum(issues, f"{key}.type", raw["type"], DataType)
+    if table is not None and dtype is not None and table.is_bits != (dtype is DataType.BOOL):
+        fail("type", dtype.value, "coil and discrete points must be 'bool', and only they may be")
+    address = raw.get("address", MISSING)
+    address_ok = _int_in(address, 0, MAX_ADDRESS)
+    if not address_ok:
+        fail("address", address, f"must be an integer 0..{MAX_ADDRESS}")
+    length = raw.get("length", 0)
+    length_ok = dtype is not None
+    if dtype is DataType.STRING:
+        length_ok = _int_in(length, 1, MAX_READ_REGISTERS)
+        if not length_ok:
+            fail("length", length, f"a string needs a length of 1..{MAX_READ_REGISTERS} registers")
+    elif dtype is not None and "length" in raw:
+        fail("length", length, "is only for type 'string'")
+    scale = raw.get("scale", 1.0)
+    offset = raw.get("offset", 0.0)
+    for name, value in (("scale", scale), ("offset", offset)):
+        if not _finite(value):
+            fail(name, value, "must be a finite number")
+    if _finite(scale) and scale == 0:
+        fail("scale", scale, "must not be 0")
+    unit = raw.get("unit", "")
+    if not isinstance(unit, str):
+        fail("unit", unit, "must be a string")
+    byte_order = _enum(issues, f"{key}.byte_order", merged.get("byte_order", "big"), Order)
+    word_order = _enum(issues, f"{key}.word_order", merged.get("word_order", "big"), Order)
+    kind = _enum(issues, f"{key}.kind", raw.get("kind", "telemetry"), PointKind)
+    if address_ok and length_ok and dtype is not None:
+        words = length if dtype is DataType.STRING else WORDS[dtype]
+        if address + words - 1 > MAX_ADDRESS:
+            fail("address", address, f"the point ({words} registers) runs past address {MAX_ADDRESS}")
+    if len(issues) > start:
+        return None
+    return RegisterPoint(
+        name=pname,
+        table=table,
+        address=address,
+        dtype=dtype,
+        length=length if dtype is DataType.STRING else 0,
+        byte_order=byte_order,
+        word_order=word_order,
+        scale=float(scale),
+        offset=float(offset),
+        unit=unit,
+        kind=kind,
+    )
 
 
 def parse_register_map(data: Mapping[str, Any], where: str = "map") -> RegisterMap:
@@ -141,85 +288,29 @@ def parse_register_map(data: Mapping[str, Any], where: str = "map") -> RegisterM
     ``defaults`` may give table, byte_order, word_order for every point. Each point needs
     ``name``, ``address`` and ``type``; ``table`` defaults to ``holding``. ``where`` prefixes every
     error's key path (e.g. ``devices[2].map``).
+
+    Every problem is collected, not just the first: a RegisterMapError lists them all in ``issues``.
+    An unknown key (at the top, in ``defaults`` or in a point) is an issue, never silently ignored.
+    Point names must be unique. Points may overlap (share registers): a vendor may document one
+    quantity both as a float32 and as two uint16 words, and the map may name both views.
     """
     if not isinstance(data, Mapping):
-        raise RegisterMapError(where, data, "must be a table")
+        raise RegisterMapError([ConfigIssue(where, data, "must be a table")])
+    issues: list[ConfigIssue] = []
+    _unknown(issues, data, where, MAP_KEYS)
     name = data.get("name", where)
     if not isinstance(name, str):
-        raise RegisterMapError(f"{where}.name", name, "must be a string")
-    defaults = data.get("defaults", {})
-    if not isinstance(defaults, Mapping):
-        raise RegisterMapError(f"{where}.defaults", defaults, "must be a table")
-    raw_points = data.get("points")
+        issues.append(ConfigIssue(f"{where}.name", name, "must be a string"))
+    defaults = _defaults(issues, data.get("defaults", MISSING), f"{where}.defaults")
+    raw_points = data.get("points", MISSING)
     if not isinstance(raw_points, list) or not raw_points:
-        raise RegisterMapError(f"{where}.points", raw_points, "must be a non-empty array of tables")
-    known = {
-        "name", "table", "address", "type", "length", "byte_order", "word_order", "scale", "offset",
-        "unit", "kind",
-    }  # fmt: skip
-    points: list[RegisterPoint] = []
-    seen: set[str] = set()
-    for i, raw in enumerate(raw_points):
-        key = f"{where}.points[{i}]"
-        if not isinstance(raw, Mapping):
-            raise RegisterMapError(key, raw, "must be a table")
-        extra = set(raw) - known
-        if extra:
-            bad = sorted(extra)[0]
-            raise RegisterMapError(f"{key}.{bad}", raw[bad], f"unknown key; allowed keys: {', '.join(sorted(known))}")
-        merged = {**defaults, **raw}
-        pname = merged.get("name")
-        if not isinstance(pname, str) or not pname or not pname.replace("_", "").isalnum():
-            raise RegisterMapError(f"{key}.name", pname, "must be a non-empty name of letters, digits and _")
-        if pname in seen:
-            raise RegisterMapError(f"{key}.name", pname, "must be unique within the map")
-        seen.add(pname)
-        table = _enum(f"{key}.table", merged.get("table", "holding"), Table)
-        if "type" not in merged:
-            raise RegisterMapError(f"{key}.type", None, "is required: " + ", ".join(t.value for t in DataType))
-        dtype = _enum(f"{key}.type", merged["type"], DataType)
-        if table.is_bits != (dtype is DataType.BOOL):
-            raise RegisterMapError(
-                f"{key}.type", dtype.value, "coil and discrete points must be 'bool', and only they may be"
-            )
-        address = merged.get("address")
-        if not isinstance(address, int) or isinstance(address, bool) or not 0 <= address <= MAX_ADDRESS:
-            raise RegisterMapError(f"{key}.address", address, f"must be an integer 0..{MAX_ADDRESS}")
-        length = merged.get("length", 0)
-        if dtype is DataType.STRING:
-            if not isinstance(length, int) or isinstance(length, bool) or not 1 <= length <= MAX_READ_REGISTERS:
-                raise RegisterMapError(
-                    f"{key}.length", length, f"a string needs a length of 1..{MAX_READ_REGISTERS} registers"
-                )
-        elif "length" in raw:
-            raise RegisterMapError(f"{key}.length", length, "is only for type 'string'")
-        scale = merged.get("scale", 1.0)
-        offset = merged.get("offset", 0.0)
-        for k, v in (("scale", scale), ("offset", offset)):
-            if not isinstance(v, int | float) or isinstance(v, bool) or v != v:
-                raise RegisterMapError(f"{key}.{k}", v, "must be a finite number")
-        if scale == 0:
-            raise RegisterMapError(f"{key}.scale", scale, "must not be 0")
-        unit = merged.get("unit", "")
-        if not isinstance(unit, str):
-            raise RegisterMapError(f"{key}.unit", unit, "must be a string")
-        point = RegisterPoint(
-            name=pname,
-            table=table,
-            address=address,
-            dtype=dtype,
-            length=length if dtype is DataType.STRING else 0,
-            byte_order=_enum(f"{key}.byte_order", merged.get("byte_order", "big"), Order),
-            word_order=_enum(f"{key}.word_order", merged.get("word_order", "big"), Order),
-            scale=float(scale),
-            offset=float(offset),
-            unit=unit,
-            kind=_enum(f"{key}.kind", merged.get("kind", "telemetry"), PointKind),
-        )
-        if point.end - 1 > MAX_ADDRESS:
-            raise RegisterMapError(f"{key}.address", address, f"the point runs past address {MAX_ADDRESS}")
-        points.append(point)
-    return RegisterMap(name=name, points=tuple(points))
+        issues.append(ConfigIssue(f"{where}.points", raw_points, "must be a non-empty array of tables"))
+        raw_points = []
+    names: dict[str, str] = {}
+    points = [_point(issues, raw, f"{where}.points[{i}]", defaults, names) for i, raw in enumerate(raw_points)]
+    if issues:
+        raise RegisterMapError(issues)
+    return RegisterMap(name=name, points=tuple(p for p in points if p is not None))
 
 
 # struct format characters of the numeric types (standard sizes): decode_point lays the bytes out
