@@ -269,7 +269,8 @@ def _register_map(c: Checker, raw: Mapping[str, Any], prefix: str) -> tuple[Regi
     try:
         return parse_register_map(data, f"{prefix}.map({path.name})"), path
     except RegisterMapError as err:
-        c.fail(err.key, err.value, err.allowed)
+        for issue in err.issues:  # every mistake of the map, not only the first
+            c.fail(issue.key, issue.value, issue.allowed)
         return None
 
 

@@ -369,3 +369,20 @@ def test_sim_run_exits_0_on_sigterm(tmp_path: Path) -> None:
     assert b"stopped steps=" in out
     assert not (tmp_path / "run" / "bus1").is_symlink()
     assert port_is_free(p1)
+
+
+def test_every_mistake_of_a_device_map_is_reported(tmp_path: Path) -> None:
+    bad_map = tmp_path / "bad-map.toml"
+    bad_map.write_text(
+        'name = "m"\n[default]\nword_order = "little"\n'
+        '[[points]]\nname = "v"\naddress = 0\ntype = "float31"\n'
+        '[[points]]\nname = "i"\naddress = 2\ntype = "float32"\nscale = inf\n'
+    )
+    data = {"devices": [{"name": "a", "protocol": "modbus-tcp", "port": 15999, "map": str(bad_map)}]}
+    with pytest.raises(BenchConfigError) as info:
+        parse_bench_config(data, tmp_path / "b.toml")
+    keys = [i.key for i in info.value.issues]
+    # the misspelled [defaults], the unknown type and the infinite scale: three issues, not only the first
+    assert sum("map(bad-map.toml)" in k for k in keys) == 3, keys
+    assert any(k.endswith("default") for k in keys) and any(k.endswith("points[0].type") for k in keys), keys
+    assert any(k.endswith("points[1].scale") for k in keys), keys
