@@ -30,12 +30,16 @@ Size
     ``max_bytes``; a big delete (an ack of many messages) still passes through it, so at >= 80 % the policy
     checkpoints first and decides on what is really held. ``max_bytes`` is a soft limit, enforced before
     every ``add_readings``: it can be passed by what one call and one ``seal()`` add.
+    The bound in force (``limit_bytes``) is ``max_bytes``, or less when the file system has less room: size +
+    disk free + the file's free pages - a margin of about three WALs (``_limit``). A disk nearly full (by the
+    store or by anything else) is met with the same policy as ``max_bytes``, before SQLite meets ENOSPC.
     Reading and event ids are AUTOINCREMENT: never reused, even after the policy has emptied the table,
     because the sealed cursors compare ids.
 
 The full policy (``enforce_limit``, also run by ``add_readings`` when size >= 90 % of ``max_bytes``)
-    1. At >= 90 % raise one ``store_full_alarm`` event (severity warning). It is re-armed when the size
-       falls below 80 %, so a store that stays full alarms once, not once per call.
+    1. At >= 90 % of the bound raise one ``store_full_alarm`` event (severity warning). It is cleared, with
+       one ``store_full_cleared`` event (info), when the size falls below 80 %, so a store that stays full
+       alarms once, not once per call; ``stats().full_alarm`` reports this latched state.
     2. At >= 100 %, shrink to the 85 % low-water mark:
        a. prune local history: readings already sealed (id <= their stream's sealed cursor), oldest first.
           Their content is in an outbox payload or already at central, so this loses nothing.
@@ -62,6 +66,7 @@ import json
 import logging
 import math
 import numbers
+import shutil
 import sqlite3
 import time
 import uuid
@@ -86,6 +91,10 @@ REARM_FRACTION = 0.80
 LOW_WATER_FRACTION = 0.85
 _PRUNE_CHUNK = 256  # rows deleted between two size measurements
 _SQLITE_FULL = 13
+_SQLITE_CORRUPT = 11
+_SQLITE_NOTADB = 26
+APPLICATION_ID = 0x47454447  # "GEDG" in PRAGMA application_id: marks a file as a GridEdge store
+_TABLES = ("events", "meta", "outbox", "readings")
 _INT64 = 2**63
 _READING_STREAMS = (Stream.TELEMETRY.value, Stream.ENERGY.value)
 _EVENTS = "events"
@@ -109,6 +118,10 @@ class StoreFullError(StoreError):
     def __init__(self, message: str, rejected: Sequence[Reading] = ()) -> None:
         super().__init__(message)
         self.rejected = tuple(rejected)
+
+
+class StoreCorruptError(StoreError):
+    """The file at the store path is damaged, or is not a GridEdge store; the message says what to do."""
 
 
 class StoreInputError(StoreError, ValueError):
@@ -136,7 +149,24 @@ class StoreStats:
     dropped_readings: int  # telemetry dropped by the full-store policy
     size_bytes: int
     max_bytes: int
-    full_alarm: bool  # size >= 90 % of max (re-armed below 80 %)
+    full_alarm: bool  # the latched alarm: raised at >= 90 % of limit_bytes, cleared below 80 %
+    dropped_messages: int = 0  # telemetry outbox messages dropped by the full-store policy
+    limit_bytes: int = 0  # the bound in force: max_bytes, or less when the file system has less room
+    disk_free_bytes: int = 0  # what the file system holding the store has left (-1: unknown)
+
+
+_CORRUPT_ADVICE = (
+    "Stop the agent, move the file aside (with its -wal and -shm files; keep them: `sqlite3 FILE .recover` "
+    "can save the outbox and the energy readings) and start again: the agent makes a new store"
+)
+
+
+def _is_corrupt(err: sqlite3.Error) -> bool:
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is not None and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return True
+    text = str(err)
+    return "malformed" in text or "not a database" in text
 
 
 def _bad(i: int, r: Any, what: str) -> StoreInputError:
@@ -224,6 +254,7 @@ class Store:
         id_factory: Callable[[], str] = lambda: uuid.uuid4().hex,
         max_age_s: float = 1.0,
         monotonic: Callable[[], float] = time.monotonic,
+        disk_usage: Callable[[Path], Any] = shutil.disk_usage,
     ) -> None:
         if not valid_site(site):
             raise StoreError(f"site={site!r}: 1-64 characters of letters, digits, '_', '.', '-'")
@@ -245,6 +276,10 @@ class Store:
         # would otherwise hold every partial batch for an hour.
         self._clock = clock
         self._monotonic = monotonic
+        # The file system's (total, free) bytes, as shutil.disk_usage gives them; injected so a test can
+        # stand in a small disk. The bound in force is max_bytes or less when the disk has less room.
+        self._disk_usage = disk_usage
+        self._disk_warned = False
         self._id_factory = id_factory
         self._sync = "FULL" if durable else "NORMAL"
         self._wal_path = Path(f"{self.path}-wal")
@@ -265,6 +300,8 @@ class Store:
         except sqlite3.Error as err:
             conn.close()
             self._conn = None
+            if _is_corrupt(err):
+                raise StoreCorruptError(f"cannot open store {self.path}: {err}. {_CORRUPT_ADVICE}") from err
             raise StoreError(f"cannot open store {self.path}: {err}") from err
         except BaseException:
             conn.close()
@@ -274,6 +311,10 @@ class Store:
     # ----------------------------------------------------------------- opening and schema
 
     def _open(self, conn: sqlite3.Connection) -> None:
+        # Before anything is written: a file that is not ours (another program's database, central's store,
+        # a copy of something else) is refused, not quietly given our tables and switched to WAL.
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        self._check_ours(conn, version)
         # auto_vacuum must be chosen before the first table exists; on an existing file this is a no-op.
         conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
@@ -281,11 +322,20 @@ class Store:
             raise StoreError(f"store {self.path}: the file system refused WAL mode (journal_mode={mode})")
         conn.execute(f"PRAGMA synchronous={self._sync}")
         self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        # Keep the WAL small relative to max_bytes: it counts in the measured size.
-        ckpt_pages = max(16, min(1000, self.max_bytes // self._page_size // 32))
+        # Keep the WAL small relative to what the store may hold (max_bytes, or the disk when it is smaller):
+        # it counts in the measured size, and the room kept free on the disk (_disk_margin) is a few WALs.
+        try:
+            cap = min(self.max_bytes, self._disk_usage(self.path.parent).total)
+        except OSError:
+            cap = self.max_bytes
+        ckpt_pages = max(16, min(1000, cap // self._page_size // 32))
         conn.execute(f"PRAGMA wal_autocheckpoint={ckpt_pages}")
         conn.execute(f"PRAGMA journal_size_limit={ckpt_pages * self._page_size}")
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        # Room the store keeps free on its file system: a checkpoint copies up to one WAL into the file
+        # before it truncates the WAL, and the deletes that make room need WAL space of their own. A store
+        # that filled the disk to the last byte could not even delete (every write, a delete too, appends
+        # to the WAL): it would be stuck until something else freed space. Measured on a 1 MiB tmpfs.
+        self._disk_margin = 3 * ckpt_pages * self._page_size + 64 * 1024
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"store {self.path} has schema version {version}; this agent knows up to {SCHEMA_VERSION} "
@@ -301,6 +351,29 @@ class Store:
             "store_open path=%s site=%s max_bytes=%d schema=%d found_schema=%d",
             self.path, self.site, self.max_bytes, SCHEMA_VERSION, version,
         )  # fmt: skip
+
+    def _check_ours(self, conn: sqlite3.Connection, version: int) -> None:
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        where = f"store {self.path}"
+        if app_id not in (0, APPLICATION_ID):
+            raise StoreCorruptError(
+                f"{where} belongs to another program (application_id={app_id:#x}, a GridEdge store has "
+                f"{APPLICATION_ID:#x}): point store.path at a new file"
+            )
+        if version == 0 and tables:
+            raise StoreCorruptError(
+                f"{where} is an SQLite database but not a GridEdge store (it holds the tables "
+                f"{', '.join(sorted(tables))} and no schema version): point store.path at a new file"
+            )
+        missing = [t for t in _TABLES if t not in tables]
+        if version >= 1 and missing:
+            raise StoreCorruptError(
+                f"{where} says schema version {version} but lacks the tables {', '.join(missing)}: "
+                f"it is not a GridEdge store, or was damaged. {_CORRUPT_ADVICE}"
+            )
+        if version >= 1 and app_id == 0:
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")  # a store made before the id was set
 
     def _migrate(self, conn: sqlite3.Connection, version: int) -> None:
         """Bring the schema to SCHEMA_VERSION in one transaction: a crash mid-way leaves the old version."""
@@ -340,6 +413,7 @@ class Store:
                 rows.append({"key": "full_alarm", "value": 0})
                 db["meta"].insert_all(rows, ignore=True)
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
 
     # ----------------------------------------------------------------- plumbing
 
@@ -376,6 +450,9 @@ class Store:
 
     def _map_error(self, err: sqlite3.Error, what: str) -> StoreError:
         code = getattr(err, "sqlite_errorcode", None)
+        if _is_corrupt(err):
+            log.error("store_corrupt what=%s path=%s error=%s", what, self.path, err)
+            return StoreCorruptError(f"{what}: store file {self.path} is damaged ({err}). {_CORRUPT_ADVICE}")
         if code == _SQLITE_FULL or "disk is full" in str(err) or "No space left" in str(err):
             log.error("store_disk_full what=%s path=%s error=%s", what, self.path, err)
             return StoreFullError(
@@ -422,6 +499,35 @@ class Store:
             wal = 0
         return self._db_bytes() + wal
 
+    def _disk_free(self) -> int:
+        """Free bytes on the store's file system; -1 when it cannot be asked (then max_bytes alone bounds)."""
+        try:
+            free = int(self._disk_usage(self.path.parent).free)
+        except OSError as err:
+            if not self._disk_warned:
+                self._disk_warned = True
+                log.warning("store_disk_usage_unknown path=%s error=%s", self.path, err)
+            return -1
+        return free
+
+    def _free_pages_bytes(self) -> int:
+        return self.conn.execute("PRAGMA freelist_count").fetchone()[0] * self._page_size
+
+    def _limit(self, size: int) -> tuple[int, int]:
+        """(the bound in force, disk free): max_bytes, or what the disk can still hold keeping its margin.
+
+        The store can grow by what the disk has free, less the margin a checkpoint and the deletes that make
+        room need. Nearing a full disk is then the same explicit policy as nearing max_bytes: alarm, prune,
+        drop the oldest telemetry, never energy. Free pages inside the file are not counted in ``size`` but
+        are reusable, so they are not lost room either.
+        """
+        free = self._disk_free()
+        if free < 0:
+            return self.max_bytes, free
+        # The file's free pages are room too: the next inserts reuse them before the file grows.
+        room = size + free + self._free_pages_bytes() - self._disk_margin
+        return min(self.max_bytes, room), free
+
     # ----------------------------------------------------------------- writing
 
     def add_readings(self, readings: Sequence[Reading]) -> None:
@@ -433,10 +539,14 @@ class Store:
         rows = [_reading_row(i, r) for i, r in enumerate(readings)]
         if not rows:
             return
-        if self._size() >= self.max_bytes * ALARM_FRACTION:
+        size = self._size()
+        limit, _ = self._limit(size)
+        if size >= limit * ALARM_FRACTION:
             self.enforce_limit()
-            if self._size() >= self.max_bytes:
-                self._refuse(readings, rows)  # raises StoreFullError if the call holds energy
+            size = self._size()
+            limit, free = self._limit(size)
+            if size >= limit:
+                self._refuse(readings, rows, size, limit, free)  # raises StoreFullError if the call holds energy
                 return
         now = self._monotonic()
         with self._tx("add_readings") as conn:
@@ -448,7 +558,9 @@ class Store:
             if self._unsealed_since[stream] is None:
                 self._unsealed_since[stream] = now
 
-    def _refuse(self, readings: Sequence[Reading], rows: list[tuple[Any, ...]]) -> None:
+    def _refuse(
+        self, readings: Sequence[Reading], rows: list[tuple[Any, ...]], size: int, limit: int, free: int
+    ) -> None:
         """The store is full of what may not be dropped: drop this call's telemetry, refuse its energy."""
         telemetry = sum(1 for row in rows if row[0] == Stream.TELEMETRY.value)
         energy = [r for r, row in zip(readings, rows, strict=True) if row[0] == Stream.ENERGY.value]
@@ -465,10 +577,10 @@ class Store:
                         {"dropped_readings": telemetry, "dropped_messages": 0, "reason": "full_of_energy"},
                     )  # fmt: skip
             log.warning("store_telemetry_dropped readings=%d reason=full_of_energy", telemetry)
-        size = self._size()
         if energy:
             raise StoreFullError(
-                f"store {self.path} is full ({size} of {self.max_bytes} bytes) and holds only energy and events, "
+                f"store {self.path} is full ({size} bytes; bound {limit}: max_bytes {self.max_bytes}, "
+                f"disk free {free}) and holds only energy and events, "
                 f"which are never dropped: {len(energy)} energy readings NOT stored, "
                 f"{telemetry} telemetry readings dropped",
                 rejected=energy,
@@ -660,6 +772,7 @@ class Store:
             unsealed = sum(self._count_unsealed(s) for s in self._unsealed_since)
             msgs, items = self.conn.execute("SELECT count(*), coalesce(sum(count), 0) FROM outbox").fetchone()
             size = self._size()
+            limit, free = self._limit(size)
         except sqlite3.Error as err:
             raise self._map_error(err, "stats") from err
         return StoreStats(
@@ -673,7 +786,12 @@ class Store:
             dropped_readings=int(meta["dropped_readings"]),
             size_bytes=size,
             max_bytes=self.max_bytes,
-            full_alarm=size >= self.max_bytes * ALARM_FRACTION,
+            # The latched state enforce_limit keeps (raised at 90 %, cleared below 80 %), not the size of the
+            # moment: the policy shrinks a full store to 85 %, which must not read as "alarm over".
+            full_alarm=bool(meta["full_alarm"]),
+            dropped_messages=int(meta["dropped_messages"]),
+            limit_bytes=limit,
+            disk_free_bytes=free,
         )
 
     # ----------------------------------------------------------------- the full policy
@@ -682,35 +800,49 @@ class Store:
         """Apply the full policy (module docstring); returns the events raised (also stored)."""
         raised: list[dict[str, Any]] = []
         size = self._size()
-        if size >= self.max_bytes * REARM_FRACTION:
+        limit, free = self._limit(size)
+        if size >= limit * REARM_FRACTION:
             # The WAL can hold a large delete (an ack of many messages) that a checkpoint turns into free
             # pages: measure what is really held before deciding to alarm, prune or drop.
             self._checkpoint()
             size = self._size()
+            limit, free = self._limit(size)
         now = self._clock()
         alarmed = bool(self._meta("full_alarm"))
-        if size >= self.max_bytes * ALARM_FRACTION and not alarmed:
+        figures = {"size_bytes": size, "limit_bytes": limit, "max_bytes": self.max_bytes, "disk_free_bytes": free}
+        bound = f"its bound of {limit} bytes (max_bytes {self.max_bytes}, disk free {free})"
+        if size >= limit * ALARM_FRACTION and not alarmed:
             with self._tx("store_full_alarm") as conn:
                 self._meta_set("full_alarm", 1)
+                pct = 100 * size / limit if limit > 0 else math.inf
                 raised.append(
                     self._insert_event(
                         conn, now, "store_full_alarm", "warning", "store",
-                        f"store at {100 * size / self.max_bytes:.0f} % of its {self.max_bytes} bytes",
-                        {"size_bytes": size, "max_bytes": self.max_bytes},
+                        f"store at {pct:.0f} % of {bound}", figures,
                     )
                 )  # fmt: skip
-            log.warning("store_full_alarm size=%d max=%d path=%s", size, self.max_bytes, self.path)
-        elif size < self.max_bytes * REARM_FRACTION and alarmed:
-            with self._tx("store_full_rearm"):
+            log.warning("store_full_alarm size=%d limit=%d max=%d disk_free=%d path=%s", size, limit,
+                        self.max_bytes, free, self.path)  # fmt: skip
+        elif size < limit * REARM_FRACTION and alarmed:
+            # Cleared once, with hysteresis: raised at 90 %, cleared below 80 %. An event, so the operator
+            # who saw the alarm also sees it end.
+            with self._tx("store_full_cleared") as conn:
                 self._meta_set("full_alarm", 0)
-        if size < self.max_bytes:
+                raised.append(
+                    self._insert_event(
+                        conn, now, "store_full_cleared", "info", "store",
+                        f"store back to {100 * size / limit:.0f} % of {bound}", figures,
+                    )
+                )  # fmt: skip
+            log.info("store_full_cleared size=%d limit=%d path=%s", size, limit, self.path)
+        if size < limit:
             return raised
-        target = int(self.max_bytes * LOW_WATER_FRACTION)
+        target = int(limit * LOW_WATER_FRACTION)
         with self._tx("prune history"):
             pruned = self._shrink(target, self._prune_sealed)
-            self.conn.execute("PRAGMA incremental_vacuum")
+        self._vacuum()
         self._checkpoint()
-        if self._size() >= self.max_bytes:
+        if self._size() >= limit:
             with self._tx("drop telemetry") as conn:
                 messages, dropped = self._drop_telemetry(target)
                 if messages or dropped:
@@ -721,15 +853,28 @@ class Store:
                         self._insert_event(
                             conn, now, "telemetry_dropped", "error", "store",
                             f"store full: dropped the oldest telemetry, {messages} outbox messages and "
-                            f"{dropped} readings in all",
-                            {"dropped_messages": messages, "dropped_readings": dropped, "max_bytes": self.max_bytes},
+                            f"{dropped} readings in all, to stay within {bound}",
+                            {"dropped_messages": messages, "dropped_readings": dropped} | figures,
                         )
                     )  # fmt: skip
-                self.conn.execute("PRAGMA incremental_vacuum")
+            self._vacuum()
             self._checkpoint()
-            log.warning("store_telemetry_dropped messages=%d readings=%d size=%d", messages, dropped, self._size())
-        log.info("store_pruned history_rows=%d size=%d max=%d", pruned, self._size(), self.max_bytes)
+            log.warning("store_telemetry_dropped messages=%d readings=%d size=%d limit=%d", messages, dropped,
+                        self._size(), limit)  # fmt: skip
+        log.info("store_pruned history_rows=%d size=%d limit=%d max=%d", pruned, self._size(), limit, self.max_bytes)
         return raised
+
+    def _vacuum(self) -> None:
+        """Give the file's free pages back to the file system.
+
+        ``incremental_vacuum`` frees ONE page per step, and ``execute()`` steps a statement that returns no
+        row only once: it freed a single page per call (measured). ``executescript`` steps it to the end; it
+        commits a pending transaction first, so this runs outside ``_tx``, as its own transaction.
+        """
+        try:
+            self.conn.executescript("PRAGMA incremental_vacuum;")
+        except sqlite3.Error as err:
+            raise self._map_error(err, "vacuum") from err
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the file and truncate it, so freed pages leave the disk and the size."""

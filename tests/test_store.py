@@ -475,8 +475,11 @@ def test_alarm_at_90_percent_once_then_rearmed_below_80(tmp_path: Path) -> None:
     assert kinds(store).count("store_full_alarm") == 1
     assert store.stats().full_alarm
     store.ack(m.msg_id for m in store.pending(10_000))
-    assert store.enforce_limit() == []  # below 80 %: re-armed, nothing to say
+    cleared = store.enforce_limit()  # below 80 %: cleared, once, and said so
+    assert [e["kind"] for e in cleared] == ["store_full_cleared"]
     assert store.stats().size_bytes < 0.8 * SMALL and not store.stats().full_alarm
+    assert store.enforce_limit() == []
+    assert kinds(store).count("store_full_cleared") == 1
     k = step + 30
     while kinds(store).count("store_full_alarm") < 2:
         store.add_readings(telemetry_batch(k))
