@@ -52,7 +52,6 @@ class AgentService:
         self.snapshot = Snapshot()
         self.queue = WriteQueue(MAX_QUEUED_READINGS)
         self.spill_path = config.store.path.with_name(config.store.path.name + ".unsaved.jsonl")
-        self.queue.load(self.spill_path)
         self.refused = 0  # readings the store refused as invalid (logged one by one)
         self.started = time.time()
         try:
@@ -61,9 +60,9 @@ class AgentService:
             raise StoreError(
                 f"cannot create the store's folder {config.store.path.parent}: {err.strerror or err}"
             ) from err
-        self.store = AsyncStore(
-            Store(config.store.path, config.site_id, config.store.max_bytes, batch_size=config.store.batch_size)
-        )
+        store = Store(config.store.path, config.site_id, config.store.max_bytes, batch_size=config.store.batch_size)
+        self._commit_unsaved(store)
+        self.store = AsyncStore(store)
         self.serial_lines = SerialBusRegistry()  # one arbiter per RS-485 port, shared by its devices
         self.pollers: list[DevicePoller] = build_pollers(config.devices, self._take, registry=self.serial_lines)
         # PMU streams (C37.118.2): readings once a second through _take, events straight to the store.
@@ -79,6 +78,26 @@ class AgentService:
         )
         self.supervisor = Supervisor()
         self._last_stats: Any = None
+
+    def _commit_unsaved(self, store: Store) -> None:
+        """Commit what a previous run could not store (spilled beside the store at its exit) before anything
+        else, and remove the file only then: a kill in the agent's first seconds cannot lose those readings.
+        What the store will not take now waits in the queue like any reading (and is spilled again at exit)."""
+        readings = WriteQueue.read_spilled(self.spill_path)
+        if readings is None:
+            return
+        try:
+            if readings:
+                store.add_readings(readings)
+        except StoreFullError as err:
+            self.queue.requeue(err.rejected or readings)
+            log.error("event=unsaved_readings_wait count=%d error=%s", len(err.rejected or readings), err)
+        except StoreError as err:  # one invalid reading among them, or the store failing: the writer retries
+            self.queue.requeue(readings)
+            log.error("event=unsaved_readings_wait count=%d error=%s", len(readings), err)
+        else:
+            log.info("event=unsaved_readings_stored count=%d path=%s", len(readings), self.spill_path)
+        self.spill_path.unlink()
 
     # -- acquisition -> queue --------------------------------------------------------------------
     def _take(self, readings: list[Reading]) -> None:

@@ -86,12 +86,13 @@ class WriteQueue:
         log.warning("event=unsaved_readings_spilled count=%d path=%s", len(batch), path)
         return len(batch)
 
-    def load(self, path: Path) -> int:
-        """Queue the readings a previous run spilled, then remove the file; bad lines are logged and skipped."""
+    @staticmethod
+    def read_spilled(path: Path) -> list[Reading] | None:
+        """The readings a previous run spilled (None: no file); bad lines are logged and skipped."""
         try:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return 0
+            return None
         loaded: list[Reading] = []
         for n, line in enumerate(text.splitlines(), start=1):
             try:
@@ -99,6 +100,16 @@ class WriteQueue:
                 loaded.append(Reading(point, float(ts), value, unit, Quality(quality), Stream(stream)))
             except (ValueError, TypeError) as err:
                 log.error("event=unsaved_reading_unreadable path=%s line=%d error=%s", path, n, err)
+        return loaded
+
+    def load(self, path: Path) -> int:
+        """Queue the readings a previous run spilled, then remove the file.
+
+        The agent commits them to its store before removing the file instead (AgentService), so a kill before
+        the first write cannot lose them; this is for a caller without a store at hand."""
+        loaded = self.read_spilled(path)
+        if loaded is None:
+            return 0
         self.requeue(loaded)
         path.unlink()
         log.info("event=unsaved_readings_loaded count=%d path=%s", len(loaded), path)

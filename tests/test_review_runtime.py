@@ -141,14 +141,72 @@ def test_watchdog_pings_stop_while_the_event_loop_is_blocked(tmp_path: Path) -> 
 # ---- SIGTERM during a heavy write, in a real agent process ---------------------------------------------------
 
 
-def test_sigterm_during_a_heavy_write_commits_every_reading(tmp_path: Path) -> None:
-    """150,000 readings spilled by a previous run are the agent's first write; SIGTERM lands while it runs.
-    Every one of them, and every reading the poller took, is in the store when the process exits."""
-    spilled = 150_000
+def _spill(tmp_path: Path, spilled: int) -> None:
     t0 = 1_700_000_000.0
     with open(tmp_path / "agent.db.unsaved.jsonl", "w", encoding="utf-8") as f:
         for i in range(spilled):
             f.write(json.dumps([f"old.p{i % 100}", t0 + i // 100, float(i), "V", "good", "telemetry"]) + "\n")
+
+
+def test_sigterm_right_after_a_heavy_start_commits_every_reading(tmp_path: Path) -> None:
+    """150,000 readings spilled by a previous run are committed as the agent starts; SIGTERM lands 0.3 s
+    after it said it started. Every one of them, and every reading the poller took, is in the store."""
+    spilled = 150_000
+    _spill(tmp_path, spilled)
+    _agent_config(tmp_path)
+    log = tmp_path / "agent.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gridedge", "run", "--config", "agent.toml"],
+            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: "event=agent_started" in log.read_text() or proc.poll() is not None, 60, "the agent")
+        assert proc.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, log.read_text()[-3000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+    status = json.loads((tmp_path / "agent.db.status.json").read_text())
+    polled = status["devices"]["m1"]["readings"]
+    with contextlib.closing(sqlite3.connect(tmp_path / "agent.db")) as conn:
+        stored = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+        old = conn.execute("SELECT count(*), sum(value) FROM readings WHERE point LIKE 'old.%'").fetchone()
+    assert old == (spilled, float(sum(range(spilled))))  # each spilled reading once, with its own value
+    assert stored == spilled + polled
+    assert status["store"]["readings_taken"] == stored and status["queued"] == 0
+    assert not (tmp_path / "agent.db.unsaved.jsonl").exists()  # nothing had to be spilled again
+
+
+def test_sigkill_as_soon_as_the_agent_started_loses_no_spilled_reading(tmp_path: Path) -> None:
+    """The spilled readings are committed before the file is removed: a SIGKILL the moment the agent says it
+    started (before its writer's first flush) leaves them in the store, or still in the file, never nowhere."""
+    spilled = 20_000
+    _spill(tmp_path, spilled)
+    _agent_config(tmp_path)
+    log = tmp_path / "agent.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gridedge", "run", "--config", "agent.toml"],
+            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: "event=agent_started" in log.read_text() or proc.poll() is not None, 60, "the agent")
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.closing(sqlite3.connect(tmp_path / "agent.db")) as conn:
+        old = conn.execute("SELECT count(*), sum(value) FROM readings WHERE point LIKE 'old.%'").fetchone()
+    assert old == (spilled, float(sum(range(spilled))))
+    assert not (tmp_path / "agent.db.unsaved.jsonl").exists()
+
+
+def _agent_config(tmp_path: Path) -> None:
     (tmp_path / "agent.toml").write_text(
         textwrap.dedent(
             f"""
@@ -169,31 +227,6 @@ def test_sigterm_during_a_heavy_write_commits_every_reading(tmp_path: Path) -> N
             """
         )
     )
-    log = tmp_path / "agent.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gridedge", "run", "--config", "agent.toml"],
-            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    try:
-        wait_for(lambda: "event=agent_started" in log.read_text() or proc.poll() is not None, 60, "the agent")
-        assert proc.poll() is None, log.read_text()[-3000:]
-        time.sleep(0.3)  # the writer's first flush (every 0.2 s) has begun on the 150,000 readings
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0, log.read_text()[-3000:]
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-    status = json.loads((tmp_path / "agent.db.status.json").read_text())
-    polled = status["devices"]["m1"]["readings"]
-    with contextlib.closing(sqlite3.connect(tmp_path / "agent.db")) as conn:
-        stored = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
-        old = conn.execute("SELECT count(*), sum(value) FROM readings WHERE point LIKE 'old.%'").fetchone()
-    assert old == (spilled, float(sum(range(spilled))))  # each spilled reading once, with its own value
-    assert stored == spilled + polled
-    assert status["store"]["readings_taken"] == stored and status["queued"] == 0
-    assert not (tmp_path / "agent.db.unsaved.jsonl").exists()  # nothing had to be spilled again
 
 
 # ---- the demo's children ----------------------------------------------------------------------------------
