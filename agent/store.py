@@ -50,8 +50,35 @@ The full policy (``enforce_limit``, also run by ``add_readings`` when size >= 90
     3. If only energy and events remain and the store is still full, ``add_readings`` drops the telemetry
        in the call (counted) and raises ``StoreFullError`` for the energy: energy is never silently dropped,
        the caller keeps it and alarms.
-    A full disk (SQLITE_FULL, "database or disk is full", ENOSPC) is also ``StoreFullError``: the failed
-    transaction is rolled back, nothing already committed is lost.
+
+A full disk (SQLITE_FULL, "database or disk is full", ENOSPC): the store never jams
+    Every write appends to the WAL, a delete too, so a store that let the disk fill could not even delete
+    (measured on a 4 MiB tmpfs before this design: one prune of unbounded size outgrew the margin, then every
+    write failed and each ``add_readings`` redid and rolled back a large prune). Hence:
+    - Bounded transactions. The policy prunes and drops in chunks (``_PRUNE_CHUNK`` readings, at most
+      ``_DROP_MESSAGES_CHUNK`` outbox messages or half a WAL of payload), each its own transaction carrying
+      its own counters, so the counts stay true when a later chunk fails; ``ack`` deletes ``_ACK_CHUNK``
+      rows a transaction; ``seal`` writes at most half a WAL of payload a transaction (a backlog seals in
+      several, each all-or-none, cursor and ``seq`` moving together); ``incremental_vacuum`` moves one WAL
+      of pages a step. Between chunks the WAL is checkpointed (TRUNCATE) once it outgrows its budget
+      (``journal_size_limit``). ``secure_delete=FAST``: Debian's SQLite zeroes every freed page through
+      the WAL otherwise, so freeing room would cost as much disk as it frees.
+    - A reserve file, ``<store>.reserve`` (``_RESERVE_WALS`` WALs, preallocated with ``posix_fallocate``,
+      zeros where that is not supported), kept beside the store. When SQLite reports the disk full, the
+      store truncates the WAL (a rolled-back transaction leaves its frames on disk), gives the reserve up
+      if the disk is still short of the margin (counted: ``reserve_released``; logged; event
+      ``store_reserve_released``), retries once, and runs the policy, whose deletes now have room. The
+      reserve is made again by ``enforce_limit`` once the disk has room for it and the margin (counted:
+      ``reserve_restored``; event ``store_reserve_restored``). The bound in force counts a missing reserve
+      as held, so giving it up does not let the store grow into it. A disk filled by another program with
+      no reserve left is the one case where only freeing space outside the store helps.
+    - What a full disk may refuse: ``add_readings`` that finds the disk full runs the policy and retries;
+      if the call still does not fit, its energy is stored alone and its telemetry dropped (counted in
+      ``dropped_readings``, one ``telemetry_dropped`` event a minute, reason ``disk_full``), in ONE
+      transaction; if not even that fits, the call is rolled back whole and ``StoreFullError`` is raised
+      with ``rejected`` empty (the caller keeps every reading). Committed energy, events and outbox rows are
+      never deleted to make room; ``ack`` and the policy's deletes keep working, so the store recovers by
+      itself once central acknowledges or the policy drops telemetry.
 
 Threads
     ``Store`` is synchronous and not thread-safe. ``AsyncStore`` runs every call in one dedicated worker
@@ -61,11 +88,13 @@ Threads
 from __future__ import annotations
 
 import asyncio
+import errno
 import functools
 import json
 import logging
 import math
 import numbers
+import os
 import shutil
 import sqlite3
 import time
@@ -89,7 +118,10 @@ MAX_TEXT = 65536  # longest string value / event text / event data JSON accepted
 ALARM_FRACTION = 0.90
 REARM_FRACTION = 0.80
 LOW_WATER_FRACTION = 0.85
-_PRUNE_CHUNK = 256  # rows deleted between two size measurements
+_PRUNE_CHUNK = 256  # rows deleted by one transaction of the policy (one chunk)
+_DROP_MESSAGES_CHUNK = 16  # outbox messages dropped by one transaction of the policy, at most
+_ACK_CHUNK = 32  # outbox rows deleted by one ack transaction
+_RESERVE_WALS = 2  # the reserve file holds this many WALs (journal_size_limit)
 _SQLITE_FULL = 13
 _SQLITE_CORRUPT = 11
 _SQLITE_NOTADB = 26
@@ -101,6 +133,8 @@ _EVENTS = "events"
 _QUALITY = {q.value: q.value for q in Quality}
 _STREAM = {s.value: s.value for s in Stream}
 _COUNTERS = ("readings_taken", "acked_messages", "acked_readings", "dropped_readings", "dropped_messages")
+# Counters added after schema 1 was released: absent from older files until first counted (upserted).
+_LATE_COUNTERS = ("reserve_released", "reserve_restored")
 
 T = TypeVar("T")
 
@@ -153,6 +187,9 @@ class StoreStats:
     dropped_messages: int = 0  # telemetry outbox messages dropped by the full-store policy
     limit_bytes: int = 0  # the bound in force: max_bytes, or less when the file system has less room
     disk_free_bytes: int = 0  # what the file system holding the store has left (-1: unknown)
+    reserve_bytes: int = 0  # the reserve file held now beside the store (0 while given up)
+    reserve_released: int = 0  # times the reserve was given up because the disk was full (counter)
+    reserve_restored: int = 0  # times it was made again once there was room (counter)
 
 
 _CORRUPT_ADVICE = (
@@ -283,6 +320,9 @@ class Store:
         self._id_factory = id_factory
         self._sync = "FULL" if durable else "NORMAL"
         self._wal_path = Path(f"{self.path}-wal")
+        # A file of zeros kept beside the store, given up when SQLite finds the disk full (module docstring).
+        self._reserve_path = Path(f"{self.path}.reserve")
+        self._unrecorded: dict[str, int] = {}  # counter increments not yet committed (the disk was full)
         # When each stream got its oldest unsealed item (monotonic time); None = nothing unsealed.
         self._unsealed_since: dict[str, float | None] = {s: None for s in (*_READING_STREAMS, _EVENTS)}
         self._last_drop_event = -math.inf
@@ -307,6 +347,7 @@ class Store:
             conn.close()
             self._conn = None
             raise
+        self._ensure_reserve()
 
     # ----------------------------------------------------------------- opening and schema
 
@@ -321,6 +362,10 @@ class Store:
         if str(mode).lower() != "wal":
             raise StoreError(f"store {self.path}: the file system refused WAL mode (journal_mode={mode})")
         conn.execute(f"PRAGMA synchronous={self._sync}")
+        # Debian builds SQLite with SECURE_DELETE: every page a delete frees is zeroed and written through the
+        # WAL, so freeing room cost as much disk as the data freed (the full-disk jam). FAST zeroes deleted
+        # content only where that costs no extra I/O (inside b-tree pages); freed pages are not rewritten.
+        conn.execute("PRAGMA secure_delete=FAST")
         self._page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         # Keep the WAL small relative to what the store may hold (max_bytes, or the disk when it is smaller):
         # it counts in the measured size, and the room kept free on the disk (_disk_margin) is a few WALs.
@@ -331,6 +376,9 @@ class Store:
         ckpt_pages = max(16, min(1000, cap // self._page_size // 32))
         conn.execute(f"PRAGMA wal_autocheckpoint={ckpt_pages}")
         conn.execute(f"PRAGMA journal_size_limit={ckpt_pages * self._page_size}")
+        self._wal_pages = ckpt_pages
+        self._wal_budget = ckpt_pages * self._page_size  # past this, the policy checkpoints between chunks
+        self._reserve_size = _RESERVE_WALS * self._wal_budget
         # Room the store keeps free on its file system: a checkpoint copies up to one WAL into the file
         # before it truncates the WAL, and the deletes that make room need WAL space of their own. A store
         # that filled the disk to the last byte could not even delete (every write, a delete too, appends
@@ -461,6 +509,137 @@ class Store:
             )
         return StoreError(f"{what}: {err}")
 
+    def _write(self, what: str, body: Callable[[sqlite3.Connection], T], full_sync: bool = False) -> T:
+        """Run ``body`` in one write transaction; a full disk gets one recovery (``_recover_full``) and one retry.
+
+        ``body`` must be re-runnable: the first attempt was rolled back whole.
+        """
+        try:
+            with self._tx(what, full_sync) as conn:
+                return body(conn)
+        except StoreFullError:
+            if not self._recover_full(what):
+                raise
+        with self._tx(what, full_sync) as conn:
+            return body(conn)
+
+    def _recover_full(self, what: str) -> bool:
+        """SQLite found the disk full: make room for the deletes that free it. True if room was made.
+
+        First truncate the WAL (a rolled-back transaction leaves its frames on disk); if the disk is still
+        short of the margin, give up the reserve file. Never raises for a full disk.
+        """
+        before = self._wal_bytes()
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as err:
+            log.warning("store_checkpoint_failed what=%s path=%s error=%s", what, self.path, err)
+        freed = self._wal_bytes() < before
+        free = self._disk_free()
+        if free < 0 or free < self._disk_margin:
+            freed = self._release_reserve(what) or freed
+        return freed
+
+    def _wal_bytes(self) -> int:
+        try:
+            return self._wal_path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _wal_check(self) -> None:
+        """Between two chunks: checkpoint and truncate a WAL that has outgrown its budget (full disk: recover)."""
+        if self._wal_bytes() <= self._wal_budget:
+            return
+        try:
+            self._checkpoint()
+        except StoreFullError:
+            self._recover_full("checkpoint")
+
+    # ----------------------------------------------------------------- the reserve file
+
+    def _reserve_held(self) -> int:
+        try:
+            return min(self._reserve_path.stat().st_size, self._reserve_size)
+        except FileNotFoundError:
+            return 0
+
+    def _release_reserve(self, what: str) -> bool:
+        """Delete the reserve so the policy's deletes (and their WAL) have room; counted, logged, an event."""
+        held = self._reserve_held()
+        try:
+            self._reserve_path.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as err:
+            log.error("store_reserve_release_failed path=%s error=%s", self._reserve_path, err)
+            return False
+        log.error("store_reserve_released what=%s bytes=%d path=%s", what, held, self._reserve_path)
+        self._record(
+            "reserve_released", "store_reserve_released", "error",
+            f"disk full during {what}: gave up the reserve of {held} bytes so the store can free room",
+            {"reserve_bytes": held, "during": what},
+        )  # fmt: skip
+        return True
+
+    def _ensure_reserve(self) -> None:
+        """Make the reserve file when it is missing and the disk has room for it and the margin. Never raises."""
+        held = self._reserve_held()
+        if held >= self._reserve_size:
+            return
+        free = self._disk_free()
+        if free >= 0 and free - (self._reserve_size - held) < self._disk_margin:
+            return  # no room yet: the bound in force counts the missing reserve, so the policy makes room
+        try:
+            fd = os.open(self._reserve_path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                try:
+                    os.posix_fallocate(fd, 0, self._reserve_size)
+                except OSError as err:
+                    if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+                        raise
+                    os.pwrite(fd, bytes(self._reserve_size), 0)  # no fallocate here: real zeros
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as err:
+            self._reserve_path.unlink(missing_ok=True)
+            log.warning("store_reserve_failed path=%s bytes=%d error=%s", self._reserve_path, self._reserve_size, err)
+            return
+        try:
+            outstanding = self._counter("reserve_released") - self._counter("reserve_restored")
+        except sqlite3.Error:
+            outstanding = 0
+        if outstanding > 0:
+            log.info("store_reserve_restored bytes=%d path=%s", self._reserve_size, self._reserve_path)
+            self._record(
+                "reserve_restored", "store_reserve_restored", "info",
+                f"room again: the reserve of {self._reserve_size} bytes is back",
+                {"reserve_bytes": self._reserve_size},
+            )  # fmt: skip
+        else:
+            log.info("store_reserve_created bytes=%d path=%s", self._reserve_size, self._reserve_path)
+
+    def _counter(self, key: str) -> int:
+        """A counter: committed value plus what is waiting to be committed."""
+        return self._meta(key) + self._unrecorded.get(key, 0)
+
+    def _record(self, key: str, kind: str, severity: str, text: str, data: dict[str, Any]) -> None:
+        """Count ``key`` and store the event, in one transaction; a disk still full keeps the count for later."""
+        self._unrecorded[key] = self._unrecorded.get(key, 0) + 1
+        try:
+            with self._tx(kind) as conn:
+                for k, n in self._unrecorded.items():
+                    conn.execute(
+                        "INSERT INTO meta(key, value) VALUES (?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value = value + excluded.value",
+                        (k, n),
+                    )
+                self._insert_event(conn, self._clock(), kind, severity, "store", text, data)
+        except StoreError as err:
+            log.error("store_event_not_stored kind=%s error=%s", kind, err)
+            return
+        self._unrecorded.clear()
+
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
             return self.conn.execute(sql, params).fetchall()
@@ -493,11 +672,7 @@ class Store:
         return (pages - free) * self._page_size
 
     def _size(self) -> int:
-        try:
-            wal = self._wal_path.stat().st_size
-        except FileNotFoundError:
-            wal = 0
-        return self._db_bytes() + wal
+        return self._db_bytes() + self._wal_bytes()
 
     def _disk_free(self) -> int:
         """Free bytes on the store's file system; -1 when it cannot be asked (then max_bytes alone bounds)."""
@@ -525,16 +700,22 @@ class Store:
         if free < 0:
             return self.max_bytes, free
         # The file's free pages are room too: the next inserts reuse them before the file grows.
-        room = size + free + self._free_pages_bytes() - self._disk_margin
+        # A reserve given up (or not yet made) is owed to the disk: counted as held, so giving it up to a full
+        # disk makes room for the policy's deletes without raising the bound they work towards.
+        owed = self._reserve_size - self._reserve_held()
+        room = size + free + self._free_pages_bytes() - self._disk_margin - owed
         return min(self.max_bytes, room), free
 
     # ----------------------------------------------------------------- writing
 
     def add_readings(self, readings: Sequence[Reading]) -> None:
-        """Commit readings in ONE transaction (all or none).
+        """Commit readings in ONE transaction (all or none), or, on a full disk, their energy alone.
 
         Raises StoreInputError for a bad reading (nothing stored), StoreFullError when the store is full of
-        energy (telemetry of the call dropped and counted, energy rejected: see ``rejected``) or the disk is.
+        energy (telemetry of the call dropped and counted, energy rejected: see ``rejected``) or when the disk
+        is full and not even the call's energy fits (rolled back whole, nothing counted: ``rejected`` empty).
+        A full disk that takes the call's energy but not its telemetry drops the telemetry (counted) and
+        returns normally, as the full-store policy does.
         """
         rows = [_reading_row(i, r) for i, r in enumerate(readings)]
         if not rows:
@@ -542,21 +723,69 @@ class Store:
         size = self._size()
         limit, _ = self._limit(size)
         if size >= limit * ALARM_FRACTION:
-            self.enforce_limit()
+            self._enforce_quietly()
             size = self._size()
             limit, free = self._limit(size)
             if size >= limit:
                 self._refuse(readings, rows, size, limit, free)  # raises StoreFullError if the call holds energy
                 return
-        now = self._monotonic()
-        with self._tx("add_readings") as conn:
+        try:
+            self._write("add_readings", functools.partial(self._insert_readings, rows, 0))
+        except StoreFullError as err:
+            # The bound said there was room, the disk did not: another program filled it, or this call is
+            # larger than the margin. The policy (now with room for its deletes) frees the oldest telemetry.
+            self._enforce_quietly()
+            try:
+                self._write("add_readings", functools.partial(self._insert_readings, rows, 0))
+            except StoreFullError:
+                rows = self._store_energy_only(rows, err)
+        self._mark_unsealed(rows)
+
+    def _insert_readings(self, rows: list[tuple[Any, ...]], dropped: int, conn: sqlite3.Connection) -> None:
+        if rows:
             conn.executemany(
                 "INSERT INTO readings(stream, point, ts, value, unit, quality) VALUES (?, ?, ?, ?, ?, ?)", rows
             )
             conn.execute("UPDATE meta SET value = value + ? WHERE key='readings_taken'", (len(rows),))
+        if dropped:
+            self._meta_add("dropped_readings", dropped)
+            mono = self._monotonic()
+            if mono - self._last_drop_event >= 60.0:  # one event a minute, not one per call
+                self._last_drop_event = mono
+                self._insert_event(
+                    conn, self._clock(), "telemetry_dropped", "error", "store",
+                    f"disk full: {dropped} new telemetry readings dropped",
+                    {"dropped_readings": dropped, "dropped_messages": 0, "reason": "disk_full"},
+                )  # fmt: skip
+
+    def _store_energy_only(self, rows: list[tuple[Any, ...]], err: StoreFullError) -> list[tuple[Any, ...]]:
+        """The disk has no room for the call: keep its energy, drop its telemetry (counted, in one transaction)."""
+        energy = [row for row in rows if row[0] == Stream.ENERGY.value]
+        dropped = len(rows) - len(energy)
+        if not dropped:
+            raise err
+        try:
+            self._write("add_readings (energy only)", functools.partial(self._insert_readings, energy, dropped))
+        except StoreFullError as again:
+            raise StoreFullError(
+                f"store {self.path}: the disk is full; not even the call's {len(energy)} energy readings "
+                "and the count of its dropped telemetry fit: the call was rolled back whole",
+            ) from again
+        log.warning("store_telemetry_dropped readings=%d reason=disk_full energy_stored=%d", dropped, len(energy))
+        return energy
+
+    def _mark_unsealed(self, rows: list[tuple[Any, ...]]) -> None:
+        now = self._monotonic()
         for stream in {row[0] for row in rows}:
             if self._unsealed_since[stream] is None:
                 self._unsealed_since[stream] = now
+
+    def _enforce_quietly(self) -> None:
+        """enforce_limit for a writer: a disk too full for the policy is logged; the write decides for itself."""
+        try:
+            self.enforce_limit()
+        except StoreFullError as err:
+            log.error("store_policy_failed path=%s error=%s", self.path, err)
 
     def _refuse(
         self, readings: Sequence[Reading], rows: list[tuple[Any, ...]], size: int, limit: int, free: int
@@ -567,7 +796,8 @@ class Store:
         if telemetry:
             now = self._clock()
             mono = self._monotonic()
-            with self._tx("drop telemetry") as conn:
+
+            def count(conn: sqlite3.Connection) -> None:
                 self._meta_add("dropped_readings", telemetry)
                 if mono - self._last_drop_event >= 60.0:  # one event a minute, not one per call
                     self._last_drop_event = mono
@@ -576,6 +806,8 @@ class Store:
                         f"store full of energy and events: {telemetry} new telemetry readings dropped",
                         {"dropped_readings": telemetry, "dropped_messages": 0, "reason": "full_of_energy"},
                     )  # fmt: skip
+
+            self._write("drop telemetry", count)
             log.warning("store_telemetry_dropped readings=%d reason=full_of_energy", telemetry)
         if energy:
             raise StoreFullError(
@@ -660,16 +892,33 @@ class Store:
         now = self._clock()
         created = 0
         left: dict[str, bool] = {}
-        with self._tx("seal", full_sync=True):
-            for stream, partial in due.items():
-                n, left[stream] = self._seal_stream(stream, partial, now)
-                created += n
+        while due:
+            # Each transaction writes at most about half a WAL of payload (a backlog seals in several), so a
+            # seal never needs more disk than the margin keeps; each is all-or-none for what it seals.
+            n, remains, spent = self._write("seal", functools.partial(self._seal_due, due, now), full_sync=True)
+            created += n
+            left.update(remains)
+            if not spent:
+                break
+            due = {stream: due[stream] for stream, more in remains.items() if more}
+            self._wal_check()
         for stream, remains in left.items():  # after the commit: a rolled-back seal leaves the ages alone
             if not remains:
                 self._unsealed_since[stream] = None
         if created:
             log.debug("store_sealed messages=%d", created)
         return created
+
+    def _seal_due(
+        self, due: dict[str, bool], now: float, conn: sqlite3.Connection
+    ) -> tuple[int, dict[str, bool], bool]:
+        """One seal transaction: (messages created, stream -> items left, the payload budget was spent)."""
+        budget = [self._wal_budget // 2]
+        made, remains = 0, {}
+        for stream, partial in due.items():
+            n, remains[stream] = self._seal_stream(stream, partial, now, budget)
+            made += n
+        return made, remains, budget[0] <= 0
 
     def _fetch(self, stream: str, cursor: int, limit: int) -> tuple[list[int], list[dict[str, Any]]]:
         conn = self.conn
@@ -697,14 +946,21 @@ class Store:
             items = [{"point": p, "ts": ts, "value": v, "unit": u, "quality": q} for _, p, ts, v, u, q in rows]
         return [r[0] for r in rows], items
 
-    def _seal_stream(self, stream: str, partial: bool, now: float) -> tuple[int, bool]:
-        """Seal one stream inside the caller's transaction; returns (messages created, items left unsealed)."""
+    def _seal_stream(self, stream: str, partial: bool, now: float, budget: list[int]) -> tuple[int, bool]:
+        """Seal one stream inside the caller's transaction; returns (messages created, items left unsealed).
+
+        Stops once ``budget[0]`` (payload bytes this transaction may still write) is spent; the items left
+        are then reported as left, for the caller's next transaction.
+        """
         conn = self.conn
         cursor = self._meta(f"sealed:{stream}")
         seq = self._meta(f"seq:{stream}")
         created = 0
         left = False
         while True:
+            if budget[0] <= 0:
+                left = True
+                break
             ids, items = self._fetch(stream, cursor, self.batch_size)
             if not ids:
                 break
@@ -724,6 +980,7 @@ class Store:
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (msg_id, stream, seq, n, ids[start], ids[start + n - 1], now, payload),
                 )
+                budget[0] -= len(payload)
                 start += n
                 seq += 1
                 created += 1
@@ -751,16 +1008,24 @@ class Store:
         ids = list(dict.fromkeys(msg_ids))
         if not ids:
             return 0
+        removed = 0
+        for start in range(0, len(ids), _ACK_CHUNK):
+            # Chunks, each its own transaction with its own counters: an ack of thousands needs no more WAL
+            # (disk) than a chunk, and a full disk stops it between chunks with the counts true.
+            removed += self._write("ack", functools.partial(self._ack_chunk, ids[start : start + _ACK_CHUNK]))
+            self._wal_check()
+        return removed
+
+    def _ack_chunk(self, ids: list[str], conn: sqlite3.Connection) -> int:
         removed = readings = 0
-        with self._tx("ack") as conn:
-            for msg_id in ids:
-                row = conn.execute("DELETE FROM outbox WHERE msg_id=? RETURNING count", (msg_id,)).fetchone()
-                if row is not None:
-                    removed += 1
-                    readings += row[0]
-            if removed:
-                self._meta_add("acked_messages", removed)
-                self._meta_add("acked_readings", readings)
+        for msg_id in ids:
+            row = conn.execute("DELETE FROM outbox WHERE msg_id=? RETURNING count", (msg_id,)).fetchone()
+            if row is not None:
+                removed += 1
+                readings += row[0]
+        if removed:
+            self._meta_add("acked_messages", removed)
+            self._meta_add("acked_readings", readings)
         return removed
 
     # ----------------------------------------------------------------- inspection
@@ -792,19 +1057,27 @@ class Store:
             dropped_messages=int(meta["dropped_messages"]),
             limit_bytes=limit,
             disk_free_bytes=free,
+            reserve_bytes=self._reserve_held(),
+            reserve_released=int(meta.get("reserve_released", 0)) + self._unrecorded.get("reserve_released", 0),
+            reserve_restored=int(meta.get("reserve_restored", 0)) + self._unrecorded.get("reserve_restored", 0),
         )
 
     # ----------------------------------------------------------------- the full policy
 
     def enforce_limit(self) -> list[dict[str, Any]]:
-        """Apply the full policy (module docstring); returns the events raised (also stored)."""
+        """Apply the full policy (module docstring); returns the events raised (also stored).
+
+        Every delete runs in bounded chunks, each its own transaction carrying its own counters, with the WAL
+        checkpointed between chunks once it outgrows its budget: the policy never needs more free disk than
+        a chunk, and a disk that fills mid-way stops it with what was done committed and counted.
+        """
         raised: list[dict[str, Any]] = []
         size = self._size()
         limit, free = self._limit(size)
         if size >= limit * REARM_FRACTION:
             # The WAL can hold a large delete (an ack of many messages) that a checkpoint turns into free
             # pages: measure what is really held before deciding to alarm, prune or drop.
-            self._checkpoint()
+            self._checkpoint_or_recover()
             size = self._size()
             limit, free = self._limit(size)
         now = self._clock()
@@ -812,69 +1085,107 @@ class Store:
         figures = {"size_bytes": size, "limit_bytes": limit, "max_bytes": self.max_bytes, "disk_free_bytes": free}
         bound = f"its bound of {limit} bytes (max_bytes {self.max_bytes}, disk free {free})"
         if size >= limit * ALARM_FRACTION and not alarmed:
-            with self._tx("store_full_alarm") as conn:
-                self._meta_set("full_alarm", 1)
-                pct = 100 * size / limit if limit > 0 else math.inf
-                raised.append(
-                    self._insert_event(
-                        conn, now, "store_full_alarm", "warning", "store",
-                        f"store at {pct:.0f} % of {bound}", figures,
-                    )
-                )  # fmt: skip
-            log.warning("store_full_alarm size=%d limit=%d max=%d disk_free=%d path=%s", size, limit,
-                        self.max_bytes, free, self.path)  # fmt: skip
+            pct = 100 * size / limit if limit > 0 else math.inf
+            event = self._latch(1, now, "store_full_alarm", "warning", f"store at {pct:.0f} % of {bound}", figures)
+            if event is not None:
+                raised.append(event)
+                log.warning("store_full_alarm size=%d limit=%d max=%d disk_free=%d path=%s", size, limit,
+                            self.max_bytes, free, self.path)  # fmt: skip
         elif size < limit * REARM_FRACTION and alarmed:
             # Cleared once, with hysteresis: raised at 90 %, cleared below 80 %. An event, so the operator
             # who saw the alarm also sees it end.
-            with self._tx("store_full_cleared") as conn:
-                self._meta_set("full_alarm", 0)
-                raised.append(
-                    self._insert_event(
-                        conn, now, "store_full_cleared", "info", "store",
-                        f"store back to {100 * size / limit:.0f} % of {bound}", figures,
-                    )
-                )  # fmt: skip
-            log.info("store_full_cleared size=%d limit=%d path=%s", size, limit, self.path)
+            event = self._latch(
+                0, now, "store_full_cleared", "info", f"store back to {100 * size / limit:.0f} % of {bound}", figures
+            )
+            if event is not None:
+                raised.append(event)
+                log.info("store_full_cleared size=%d limit=%d path=%s", size, limit, self.path)
         if size < limit:
+            self._ensure_reserve()
             return raised
         target = int(limit * LOW_WATER_FRACTION)
-        with self._tx("prune history"):
-            pruned = self._shrink(target, self._prune_sealed)
+        pruned = self._shrink(target, "prune history", self._prune_chunk)
         self._vacuum()
-        self._checkpoint()
+        self._checkpoint_or_recover()
         if self._size() >= limit:
-            with self._tx("drop telemetry") as conn:
-                messages, dropped = self._drop_telemetry(target)
-                if messages or dropped:
-                    self._meta_add("dropped_messages", messages)
-                    self._meta_add("dropped_readings", dropped)
-                    self._last_drop_event = self._monotonic()
+            before = self._meta("dropped_messages"), self._meta("dropped_readings")
+
+            def drop(conn: sqlite3.Connection) -> int:
+                m, r = self._drop_chunk(target)
+                if m or r:  # the counters move with the rows, in the chunk's own transaction
+                    self._meta_add("dropped_messages", m)
+                    self._meta_add("dropped_readings", r)
+                return m + r
+
+            self._shrink(target, "drop telemetry", drop)
+            messages = self._meta("dropped_messages") - before[0]  # what the committed chunks counted
+            dropped = self._meta("dropped_readings") - before[1]
+            if messages or dropped:
+                self._last_drop_event = self._monotonic()
+                data = {"dropped_messages": messages, "dropped_readings": dropped} | figures
+                text = (
+                    f"store full: dropped the oldest telemetry, {messages} outbox messages and "
+                    f"{dropped} readings in all, to stay within {bound}"
+                )
+                try:
                     raised.append(
-                        self._insert_event(
-                            conn, now, "telemetry_dropped", "error", "store",
-                            f"store full: dropped the oldest telemetry, {messages} outbox messages and "
-                            f"{dropped} readings in all, to stay within {bound}",
-                            {"dropped_messages": messages, "dropped_readings": dropped} | figures,
+                        self._write(
+                            "telemetry_dropped",
+                            lambda conn: self._insert_event(
+                                conn, now, "telemetry_dropped", "error", "store", text, data
+                            ),
                         )
-                    )  # fmt: skip
-            self._vacuum()
-            self._checkpoint()
-            log.warning("store_telemetry_dropped messages=%d readings=%d size=%d limit=%d", messages, dropped,
-                        self._size(), limit)  # fmt: skip
+                    )
+                except StoreFullError as err:  # the counts are committed; the log line below carries the event
+                    log.error("store_event_not_stored kind=telemetry_dropped error=%s", err)
+                self._vacuum()
+                self._checkpoint_or_recover()
+                log.warning("store_telemetry_dropped messages=%d readings=%d size=%d limit=%d", messages, dropped,
+                            self._size(), limit)  # fmt: skip
+        self._ensure_reserve()
         log.info("store_pruned history_rows=%d size=%d limit=%d max=%d", pruned, self._size(), limit, self.max_bytes)
         return raised
 
+    def _latch(
+        self, value: int, ts: float, kind: str, severity: str, text: str, figures: dict[str, Any]
+    ) -> dict[str, Any] | None:
+        """Set the full alarm latch with its event, in one transaction; None if the disk had no room for it
+        (the latch is unchanged, so the next call tries again)."""
+
+        def body(conn: sqlite3.Connection) -> dict[str, Any]:
+            self._meta_set("full_alarm", value)
+            return self._insert_event(conn, ts, kind, severity, "store", text, figures)
+
+        try:
+            return self._write(kind, body)
+        except StoreFullError as err:
+            log.error("store_event_not_stored kind=%s error=%s", kind, err)
+            return None
+
     def _vacuum(self) -> None:
-        """Give the file's free pages back to the file system.
+        """Give the file's free pages back to the file system, one WAL's worth of pages per transaction.
 
         ``incremental_vacuum`` frees ONE page per step, and ``execute()`` steps a statement that returns no
         row only once: it freed a single page per call (measured). ``executescript`` steps it to the end; it
-        commits a pending transaction first, so this runs outside ``_tx``, as its own transaction.
+        commits a pending transaction first, so this runs outside ``_tx``, as its own transaction. Moving pages
+        writes them to the WAL, so a step is bounded and the WAL checkpointed between steps. Best effort: a
+        disk too full for it leaves free pages in the file, which the next inserts reuse.
         """
-        try:
-            self.conn.executescript("PRAGMA incremental_vacuum;")
-        except sqlite3.Error as err:
-            raise self._map_error(err, "vacuum") from err
+        retried = False
+        while True:
+            try:
+                if not self.conn.execute("PRAGMA freelist_count").fetchone()[0]:
+                    return
+                self.conn.executescript(f"PRAGMA incremental_vacuum({self._wal_pages});")
+            except sqlite3.Error as err:
+                mapped = self._map_error(err, "vacuum")
+                if not isinstance(mapped, StoreFullError):
+                    raise mapped from err
+                if retried or not self._recover_full("vacuum"):
+                    return
+                retried = True
+                continue
+            self._wal_check()
 
     def _checkpoint(self) -> None:
         """Copy the WAL into the file and truncate it, so freed pages leave the disk and the size."""
@@ -883,52 +1194,66 @@ class Store:
         except sqlite3.Error as err:
             raise self._map_error(err, "checkpoint") from err
 
-    def _shrink(self, target: int, step: Callable[[], int]) -> int:
-        """Call ``step`` (deletes a chunk, returns rows deleted) until the data fits ``target`` or nothing is left.
+    def _checkpoint_or_recover(self) -> None:
+        try:
+            self._checkpoint()
+        except StoreFullError:
+            self._recover_full("checkpoint")
 
-        Measured without the WAL: it is truncated by the checkpoint that follows the commit.
+    def _shrink(self, target: int, what: str, step: Callable[[sqlite3.Connection], int]) -> int:
+        """Run ``step`` (deletes one chunk, returns rows deleted), each in its own transaction, until the data
+        fits ``target`` or nothing is left. A full disk the recovery cannot help stops it (logged): the chunks
+        done are committed.
+
+        Measured without the WAL: it is truncated by the checkpoints between chunks.
         """
         total = 0
         while self._db_bytes() >= target:
-            n = step()
+            try:
+                n = self._write(what, step)
+            except StoreFullError as err:
+                log.error("store_policy_stopped what=%s done=%d error=%s", what, total, err)
+                break
             if not n:
                 break
             total += n
+            self._wal_check()
         return total
 
-    def _prune_sealed(self) -> int:
+    def _prune_chunk(self, conn: sqlite3.Connection) -> int:
         t_cursor = self._meta("sealed:telemetry")
         e_cursor = self._meta("sealed:energy")
-        return self.conn.execute(
+        return conn.execute(
             "DELETE FROM readings WHERE id IN (SELECT id FROM readings "
             "WHERE (stream='telemetry' AND id<=?) OR (stream='energy' AND id<=?) ORDER BY id LIMIT ?)",
             (t_cursor, e_cursor, _PRUNE_CHUNK),
         ).rowcount
 
-    def _drop_telemetry(self, target: int) -> tuple[int, int]:
-        """Drop the oldest telemetry, outbox messages first (they are older), then unsealed readings."""
+    def _drop_chunk(self, target: int) -> tuple[int, int]:
+        """Drop one chunk of the oldest telemetry: outbox messages first (they are older), then unsealed
+        readings. Returns (messages, readings) dropped; the caller's transaction."""
         conn = self.conn
         messages = dropped = 0
-        while self._db_bytes() >= target:
+        payload = 0
+        while messages < _DROP_MESSAGES_CHUNK and payload < self._wal_budget // 2 and self._db_bytes() >= target:
             row = conn.execute(
                 "DELETE FROM outbox WHERE rowid = (SELECT rowid FROM outbox WHERE stream='telemetry' "
-                "ORDER BY rowid LIMIT 1) RETURNING count"
+                "ORDER BY rowid LIMIT 1) RETURNING count, length(payload)"
             ).fetchone()
             if row is None:
                 break
             messages += 1
             dropped += row[0]
+            payload += row[1]
+        if messages:
+            return messages, dropped
         cursor = self._meta("sealed:telemetry")
-        while self._db_bytes() >= target:
-            n = conn.execute(
-                "DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE stream='telemetry' AND id>? "
-                "ORDER BY id LIMIT ?)",
-                (cursor, _PRUNE_CHUNK),
-            ).rowcount
-            if not n:
-                break
-            dropped += n
-        return messages, dropped
+        n = conn.execute(
+            "DELETE FROM readings WHERE id IN (SELECT id FROM readings WHERE stream='telemetry' AND id>? "
+            "ORDER BY id LIMIT ?)",
+            (cursor, _PRUNE_CHUNK),
+        ).rowcount
+        return 0, n
 
     # ----------------------------------------------------------------- closing
 

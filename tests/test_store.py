@@ -564,7 +564,7 @@ def test_store_full_of_energy_refuses_energy_and_drops_telemetry(tmp_path: Path)
     assert store.stats().readings_taken == 400 + 200 * (k + 1)
 
 
-def test_a_full_disk_is_store_full_error_and_loses_nothing_committed(tmp_path: Path) -> None:
+def test_a_full_disk_drops_new_telemetry_counted_refuses_energy_and_loses_nothing_committed(tmp_path: Path) -> None:
     store = make(tmp_path, batch_size=100)
     store.add_readings(tele(500) + energy(50))
     store.seal()
@@ -572,11 +572,17 @@ def test_a_full_disk_is_store_full_error_and_loses_nothing_committed(tmp_path: P
     # SQLite answers SQLITE_FULL ("database or disk is full") at max_page_count, as it does on ENOSPC
     store.conn.execute(f"PRAGMA max_page_count={pages + 8}")
     committed = 550
+    k = 0
+    while store.stats().dropped_readings == 0:  # a full disk refuses new telemetry: dropped and counted
+        store.add_readings(tele(50, start=500 + 50 * k))
+        k += 1
+        committed += 50
+    committed -= 50  # the last call's telemetry was dropped, not stored
+    assert store.stats().dropped_readings == 50
+    assert k > 1
     with pytest.raises(StoreFullError, match="disk is full") as info:
-        for k in range(1000):
-            store.add_readings(tele(50, start=500 + 50 * k))
-            committed += 50
-    assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+        store.add_readings(energy(200, start=50))  # energy is never dropped: refused, rolled back whole
+    assert not info.value.rejected  # nothing was counted or kept: the caller keeps the whole call
     assert "rolled back" in str(info.value)
     stats = store.stats()
     assert stats.readings_taken == stats.readings_rows == committed
@@ -585,7 +591,8 @@ def test_a_full_disk_is_store_full_error_and_loses_nothing_committed(tmp_path: P
     store.conn.execute(f"PRAGMA max_page_count={store.conn.execute('PRAGMA page_count').fetchone()[0]}")
     with pytest.raises(StoreFullError):
         store.seal(force=True)  # sealing needs room too; it rolls back whole
-    assert store.stats().outbox_messages == 5 and store.stats().unsealed == committed - 500
+    # unsealed: the readings after the first seal and the telemetry_dropped event of the refused call
+    assert store.stats().outbox_messages == 5 and store.stats().unsealed == committed - 500 + 1
     store.conn.execute("PRAGMA max_page_count=1073741823")
     store.seal(force=True)
     tel = decoded(store, "telemetry")
@@ -595,7 +602,8 @@ def test_a_full_disk_is_store_full_error_and_loses_nothing_committed(tmp_path: P
 
 
 def test_enospc_from_the_os_is_store_full_error(tmp_path: Path) -> None:
-    """A real ENOSPC needs a tiny file system: stand in for the connection and raise what sqlite3 raises."""
+    """A real ENOSPC is in tests/test_store_full_disk.py (a tmpfs); here sqlite3's message without an error
+    code: the call is retried once, then its telemetry dropped (counted) and its energy refused."""
 
     class FullDisk:
         def __init__(self, real: sqlite3.Connection) -> None:
@@ -612,10 +620,13 @@ def test_enospc_from_the_os_is_store_full_error(tmp_path: Path) -> None:
     real = store._conn
     store._conn = FullDisk(real)  # type: ignore[assignment]
     with pytest.raises(StoreFullError, match="disk is full"):
-        store.add_readings(tele(10, start=10))
-    store._conn = real
+        store.add_readings(energy(2) + tele(10, start=10))
     assert not real.in_transaction  # rolled back
-    assert store.stats().readings_taken == store.stats().readings_rows == 10
+    store.add_readings(tele(10, start=10))  # telemetry alone: dropped, counted, no error
+    store._conn = real
+    stats = store.stats()
+    assert stats.readings_taken == stats.readings_rows == 10
+    assert stats.dropped_readings == 10
     store.add_readings(tele(10, start=20))
     assert store.stats().readings_taken == 20
 
