@@ -8,11 +8,17 @@ test.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import math
 import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +36,7 @@ from agent.pq.worker import (
     stream_from_wire,
     stream_to_wire,
 )
+from agent.runtime import Supervisor
 from agent.store import StoreError, StoreInputError
 from sim_hw.waveforms import WaveformDesc
 from sim_hw.waveforms.stream import WaveformStreamServer
@@ -208,7 +215,7 @@ async def test_lines_that_are_not_readings_are_counted_and_never_reach_the_sink(
     with pytest.raises(PqWorkerError, match="code 0"):
         await worker.run()
     assert out.readings == [Reading("pq1.va.rms", 5.0, 119.5, "V", Quality.GOOD)]
-    assert worker.stats.bad_lines == 4
+    assert worker.stats.bad_lines == 3 and worker.stats.readings_refused == 1  # the bad ts: refused alone
 
 
 EVENTS = [{"ts": float(i), "kind": "pq_dip", "severity": "warning", "source": "pq1", "text": f"e{i}", "data": None}
@@ -236,3 +243,212 @@ async def test_an_event_the_store_refuses_is_dropped_alone() -> None:
         await worker.run()
     assert [e["text"] for e in out.events] == ["e1", "e2", "e3"]
     assert worker.stats.events_refused == 1 and worker.stats.events_stored == 3
+
+
+# ---- review of the process boundary: each test failed on the first version of agent/pq/worker.py ----------------
+
+
+class SlowStore(Collected):
+    """An event store whose writes take ``hold_s`` and, like AsyncStore, still land when the caller is cancelled."""
+
+    def __init__(self, hold_s: float) -> None:
+        super().__init__()
+        self.hold_s = hold_s
+        self.calls = 0
+
+    async def add_event(self, ts: float, kind: str, severity: str, source: str, text: str,
+                        data: dict[str, Any] | None = None) -> None:  # fmt: skip
+        self.calls += 1
+        await asyncio.shield(self._write(ts, kind, severity, source, text, data))
+
+    async def _write(self, *args: Any) -> None:
+        await asyncio.sleep(self.hold_s)
+        await Collected.add_event(self, *args)
+
+
+@async_test
+async def test_the_retry_task_never_stores_an_event_the_reader_is_storing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A slow store (an SD card): the retry task woke while the reader's write of e0 was still in the thread.
+    monkeypatch.setattr("agent.pq.worker.EVENT_RETRY_S", 0.02)
+    store = SlowStore(hold_s=0.5)
+    worker = PqWorker(
+        [stream_config(1)], store, store, argv=fake_child(f"print(json.dumps({{'event': {EVENTS[0]!r}}}))")
+    )
+    with pytest.raises(PqWorkerError):
+        await worker.run()
+    assert [e["text"] for e in store.events] == ["e0"] and store.calls == 1
+
+
+@async_test
+async def test_an_event_being_stored_when_the_agent_stops_is_stored_once() -> None:
+    # AsyncStore finishes a write whose caller was cancelled; the stop must not write the same event again.
+    store = SlowStore(hold_s=0.5)
+    script = f"print(json.dumps({{'event': {EVENTS[0]!r}}}), flush=True)\nimport time\ntime.sleep(60)"
+    worker = PqWorker([stream_config(1)], store, store, argv=fake_child(script))
+    task = asyncio.create_task(worker.run())
+    await until(lambda: store.calls == 1, 30)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert [e["text"] for e in store.events] == ["e0"] and store.calls == 1
+
+
+@async_test
+async def test_a_child_that_says_nothing_is_killed_and_restarted() -> None:
+    # Alive but silent (a blocked loop): the child reports its status every second, so silence is a fault.
+    worker = PqWorker([stream_config(1)], Collected(), Collected(), argv=fake_child("import time\ntime.sleep(60)"),
+                      silent_after_s=1.0)  # fmt: skip
+    with pytest.raises(PqWorkerError, match="said nothing"):
+        await worker.run()
+    assert worker.stats.exits == 1 and worker.stats.last_exit_code == -9 and worker.pid is None
+
+
+@async_test
+async def test_an_over_long_line_is_refused_whole_and_its_tail_is_not_taken() -> None:
+    # Over LINE_LIMIT without a newline, StreamReader.readline clears its buffer and the rest of the line came
+    # back as the next line: here spaces and a valid message, which the agent took.
+    script = (
+        "sys.stdout.write(' ' * (8 * 1024 * 1024 + 1_000_000))\n"
+        "print(json.dumps({'readings': [['pq1.tail', 1.0, 1.0, 'V', 'good']]}))\n"
+        "print(json.dumps({'readings': [['pq1.va.rms', 5.0, 119.5, 'V', 'good']]}))\n"
+    )
+    out = Collected()
+    worker = PqWorker([stream_config(1)], out, out, argv=fake_child(script))
+    with pytest.raises(PqWorkerError, match="code 0"):
+        await worker.run()
+    assert out.readings == [Reading("pq1.va.rms", 5.0, 119.5, "V", Quality.GOOD)]
+    assert worker.stats.bad_lines == 1
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_reading_that_is_not_finite_is_refused(value: float) -> None:
+    # json.loads takes NaN and Infinity; the store refuses them, and control reads the snapshot.
+    with pytest.raises(PqWorkerError, match="finite"):
+        reading_from_wire(json.loads(json.dumps(["pq1.va.thd", 1.0, value, "%", "good"])))
+
+
+@async_test
+async def test_one_bad_reading_does_not_lose_the_others_of_its_line() -> None:
+    script = "print(json.dumps({'readings': [['pq1.va.rms', 5.0, 119.5, 'V', 'good'], ['pq1.va.thd', 5.0, float('nan'), '%', 'good'], ['pq1.vb.rms', 5.0, 120.5, 'V', 'good']]}))\n"  # noqa: E501
+    out = Collected()
+    worker = PqWorker([stream_config(1)], out, out, argv=fake_child(script))
+    with pytest.raises(PqWorkerError):
+        await worker.run()
+    assert out.readings == [Reading("pq1.va.rms", 5.0, 119.5, "V"), Reading("pq1.vb.rms", 5.0, 120.5, "V")]
+    assert worker.stats.readings_refused == 1 and worker.stats.readings == 2
+
+
+@async_test
+async def test_an_event_cancelled_while_waiting_for_the_pipe_is_not_sent() -> None:
+    # The child's event store: a cancelled add_event must not have written the event, since the stream keeps it
+    # and sends it again on its way out (the agent stored it twice).
+    from agent.pq.worker import _PipeOut
+
+    r, w = os.pipe()
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, os.fdopen(w, "wb"))
+    out = _PipeOut(asyncio.StreamWriter(transport, protocol, None, loop))
+    out.send({"status": {"pad": "x" * 300_000}})  # the agent reads nothing: pipe full, buffer over its high mark
+    task = asyncio.create_task(out.add_event(1.0, "pq_dip", "warning", "pq1", "cancelled-event", None))
+    await asyncio.sleep(0.05)
+    assert not task.done()  # waiting for room
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    transport.close()  # flushes what was written, then EOF
+    said = await asyncio.to_thread(_read_to_eof, r)
+    assert b'"pad"' in said and b"cancelled-event" not in said
+
+
+def _read_to_eof(fd: int) -> bytes:
+    parts = []
+    while chunk := os.read(fd, 1 << 20):
+        parts.append(chunk)
+    os.close(fd)
+    return b"".join(parts)
+
+
+def test_the_child_sends_everything_before_it_exits(tmp_path: Path) -> None:
+    # The agent is slow to read when the child stops (its store thread busy): the child must not exit with
+    # lines still in its buffer. The pipe is full from the start (4 kB, filled by the test), so every line the
+    # child writes waits in its buffer; the test reads only once the child says it is stopping (or exited).
+    r, w = os.pipe()
+    fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)
+    os.set_blocking(w, False)
+    filler = 0
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            filler += os.write(w, b" ")
+    d = WaveformDesc.from_dict({"nominal_hz": 60, "rate_hz": 3200.0, "v_rms": [UDIN] * 3, "t0": TICK})
+    with _served(d) as port:
+        proc = subprocess.Popen([sys.executable, "-m", "agent.pq.worker"], stdin=subprocess.PIPE, stdout=w,
+                                stderr=subprocess.PIPE, cwd=ROOT)  # fmt: skip
+        os.close(w)
+        assert proc.stdin is not None and proc.stderr is not None
+        proc.stdin.write(json.dumps({"version": 1, "streams": [stream_to_wire(stream_config(port))]}).encode() + b"\n")
+        proc.stdin.flush()
+        log = _stderr_until(proc, b"pq_stream_connected")
+        assert b"pq_stream_connected" in log, log
+        proc.send_signal(signal.SIGTERM)
+        log += _stderr_until(proc, b"pq_worker_stopping")
+        said = _read_to_eof(r)
+        assert proc.wait(30) == 0, log
+    lines = said[filler:].splitlines()
+    assert lines and all(json.loads(line) for line in lines), said[filler:][-300:]
+    last = json.loads(lines[-1])
+    assert last["status"]["pq1"]["connected"] is False and last["status"]["pq1"]["connects"] == 1, last
+
+
+def _stderr_until(proc: subprocess.Popen[bytes], marker: bytes) -> bytes:
+    assert proc.stderr is not None
+    seen = b""
+    while marker not in seen:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        seen += line
+    return seen
+
+
+@contextlib.contextmanager
+def _served(d: WaveformDesc) -> Iterator[int]:
+    """A real wave stream (real time, long) served from a thread's event loop, for a test that blocks."""
+    ready: queue.Queue[int] = queue.Queue()
+    stop = threading.Event()
+
+    async def serve() -> None:
+        async with WaveformStreamServer(d, speed=1.0, duration_s=600.0) as srv:
+            ready.put(srv.port)
+            while not stop.is_set():
+                await asyncio.sleep(0.05)
+
+    t = threading.Thread(target=asyncio.run, args=(serve(),))
+    t.start()
+    try:
+        yield ready.get(timeout=30)
+    finally:
+        stop.set()
+        t.join(30)
+
+
+@async_test
+async def test_the_pq_worker_stops_within_the_supervisors_wait_and_its_last_event_is_stored() -> None:
+    # A child that does not exit on SIGTERM (it says one last event): the worker must kill it and store that
+    # event inside the supervisor's stop wait; with a grace equal to that wait the stop left it running while
+    # the writer stopped and the store closed.
+    script = ("import signal, time\n"
+              f"signal.signal(signal.SIGTERM, lambda *a: print(json.dumps({{'event': {EVENTS[1]!r}}}), flush=True))\n"
+              "print(json.dumps({'status': {'ready': {}}}), flush=True)\n"
+              "while True: time.sleep(1)\n")  # fmt: skip
+    store = Collected()
+    worker = PqWorker([stream_config(1)], store, store, argv=fake_child(script))
+    sup = Supervisor()
+    sup.add("pq-worker", worker.run, stage=3, critical=False)
+    sup.start()
+    await until(lambda: worker.status() == {"ready": {}}, 30)  # its SIGTERM handler is in place
+    pid = worker.pid
+    await sup.stop(down_to_stage=3)  # the agent's first stop: pollers and the PQ worker, before the writer
+    (spec,) = sup._specs
+    assert spec.task is not None and spec.task.done()
+    assert [e["text"] for e in store.events] == ["e1"]
+    assert pid is not None and not Path(f"/proc/{pid}").exists()  # killed and reaped

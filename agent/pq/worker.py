@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -48,7 +49,11 @@ log = logging.getLogger("gridedge.pq.worker")
 
 WIRE_VERSION = 1
 STATUS_INTERVAL_S = 1.0
-STOP_GRACE_S = 10.0  # SIGTERM -> the child stores its last events and exits; then SIGKILL
+# SIGTERM -> the child sends its last events and exits; then SIGKILL. Well inside the supervisor's stop wait
+# (Supervisor.stop, 10 s): a grace as long as that wait left the worker running while the writer stopped and
+# the store closed.
+STOP_GRACE_S = 5.0
+SILENT_AFTER_S = 30.0  # the child reports its status every STATUS_INTERVAL_S; this long without a line: hung
 LINE_LIMIT = 8 * 1024 * 1024  # one event's data window is at most 64 kB of JSON; a reading batch far less
 EVENT_RETRY_S = 5.0
 MAX_PENDING_EVENTS = 10_000  # events the store could not take yet; past this the oldest are dropped (counted)
@@ -99,6 +104,8 @@ def reading_from_wire(item: Any) -> Reading:
         raise PqWorkerError(f"reading {item!r}: ts must be a finite number of seconds (UTC)")
     if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
         raise PqWorkerError(f"reading {item!r}: value must be a number or null")
+    if isinstance(value, float) and not math.isfinite(value):  # json.loads takes NaN and Infinity; the store not
+        raise PqWorkerError(f"reading {item!r}: value must be finite (or null with quality invalid)")
     if quality not in QUALITIES:
         raise PqWorkerError(f"reading {item!r}: quality must be one of {sorted(QUALITIES)}")
     return Reading(point, float(ts), value, unit, QUALITIES[quality])
@@ -137,6 +144,7 @@ class PqWorkerStats:
     exits: int = 0
     last_exit_code: int | None = None
     readings: int = 0
+    readings_refused: int = 0  # not a reading (not finite, a bad quality...): logged, the rest of its line kept
     events: int = 0
     events_stored: int = 0
     events_refused: int = 0  # the store refused them as invalid (logged one by one)
@@ -152,16 +160,21 @@ class PqWorker:
     """
 
     def __init__(self, streams: Sequence[WaveformStreamConfig], sink: Sink, store: Any, *,
-                 argv: Sequence[str] | None = None, stop_grace_s: float = STOP_GRACE_S) -> None:  # fmt: skip
+                 argv: Sequence[str] | None = None, stop_grace_s: float = STOP_GRACE_S,
+                 silent_after_s: float = SILENT_AFTER_S) -> None:  # fmt: skip
         self.streams = tuple(streams)
         self.sink = sink
         self.store = store
         self.argv = list(argv) if argv is not None else [sys.executable, "-m", "agent.pq.worker"]
         self.stop_grace_s = stop_grace_s
+        self.silent_after_s = silent_after_s
         self.stats = PqWorkerStats()
         self.pid: int | None = None
         self._status: dict[str, Any] = {}
         self._pending: deque[WireEvent] = deque()
+        # One writer of the pending events at a time (the reader, the retry task, the stop), each write shielded:
+        # AsyncStore finishes a write whose caller was cancelled, so the event must leave the queue all the same.
+        self._store_lock = asyncio.Lock()
 
     def status(self) -> dict[str, Any]:
         """Per stream, as the child last reported it (the shape ``PqMonitoring.status`` had in process)."""
@@ -179,36 +192,43 @@ class PqWorker:
         assert proc.stdin is not None and proc.stdout is not None
         log.info("event=pq_worker_started pid=%d streams=%s", proc.pid, ",".join(s.name for s in self.streams))
         hello = {"version": WIRE_VERSION, "streams": [stream_to_wire(s) for s in self.streams]}
+        why = "exited"
         try:
             proc.stdin.write(json.dumps(hello).encode() + b"\n")
             with contextlib.suppress(ConnectionError):
                 await proc.stdin.drain()
             retry = asyncio.create_task(self._retry_events())
             try:
-                await self._read(proc.stdout)
+                if not await self._read(proc.stdout, self.silent_after_s):
+                    why = f"said nothing for {self.silent_after_s:g} s (hung) and was killed"
+                    log.error("event=pq_worker_silent pid=%d silent_s=%g action=kill", proc.pid, self.silent_after_s)
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
             finally:
                 retry.cancel()
-            code = await proc.wait()
+            await proc.wait()
         except asyncio.CancelledError:
             await self._stop(proc)
             raise
         finally:
-            if proc.returncode is None:  # an error of ours, not a cancel: never leave the child behind
+            if proc.returncode is None:  # hung, or an error of ours: never leave the child behind
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await proc.wait()
+            self.pid = None
+        code = proc.returncode
         self.stats.exits += 1
         self.stats.last_exit_code = code
-        raise PqWorkerError(f"the PQ worker (pid {proc.pid}) exited with code {code}")
+        raise PqWorkerError(f"the PQ worker (pid {proc.pid}) {why} with code {code}")
 
     async def _stop(self, proc: asyncio.subprocess.Process) -> None:
         """SIGTERM; take what the child still says (its last events) until it exits; SIGKILL after the grace."""
+        assert proc.stdout is not None
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)
         try:
             async with asyncio.timeout(self.stop_grace_s):
-                assert proc.stdout is not None
                 await self._read(proc.stdout)
                 await proc.wait()
         except TimeoutError:
@@ -216,20 +236,46 @@ class PqWorker:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
+            with contextlib.suppress(TimeoutError):  # what it said before the kill is still in the pipe
+                async with asyncio.timeout(1.0):
+                    await self._read(proc.stdout)
         await self._store_pending()
         if self._pending:
             log.error("event=pq_events_lost_at_stop count=%d reason=store failing", len(self._pending))
 
-    async def _read(self, stdout: asyncio.StreamReader) -> None:
+    async def _read(self, stdout: asyncio.StreamReader, silent_after_s: float | None = None) -> bool:
+        """Take lines until EOF (True) or until ``silent_after_s`` pass without one (False)."""
         while True:
             try:
-                line = await stdout.readline()
-            except ValueError:  # longer than LINE_LIMIT: the reader skipped it
-                self._bad(b"", "line over the limit")
+                async with asyncio.timeout(silent_after_s):
+                    line = await self._next_line(stdout)
+            except TimeoutError:
+                return False
+            if line is None:
+                self._bad(b"", f"line over the limit of {LINE_LIMIT} bytes, skipped whole")
                 continue
             if not line:
-                return
+                return True
             await self._take_line(line)
+
+    @staticmethod
+    async def _next_line(stdout: asyncio.StreamReader) -> bytes | None:
+        """The next line (b"" at EOF), or None for one over the reader's limit, skipped to its newline.
+
+        Not ``readline``: past the limit it clears its buffer and the rest of that line comes back as the next
+        one (CPython 3.11 ``StreamReader.readline``). ``readuntil`` keeps the buffer, so the line is dropped whole.
+        """
+        over = False
+        while True:
+            try:
+                line = await stdout.readuntil(b"\n")
+            except asyncio.IncompleteReadError as err:  # EOF; a last line without its newline is still taken
+                return None if over else err.partial
+            except asyncio.LimitOverrunError as err:
+                over = True
+                await stdout.readexactly(err.consumed)  # bytes without the newline
+                continue
+            return None if over else line
 
     def _bad(self, line: bytes, why: str) -> None:
         self.stats.bad_lines += 1
@@ -249,9 +295,7 @@ class PqWorker:
             if kind == "readings":
                 if not isinstance(body, list):
                     raise PqWorkerError("readings must be a list")
-                readings = [reading_from_wire(item) for item in body]
-                self.stats.readings += len(readings)
-                self.sink(readings)
+                self._take_readings(body)
             elif kind == "event":
                 self._queue_event(event_from_wire(body))
                 await self._store_pending()
@@ -263,6 +307,19 @@ class PqWorker:
                 raise PqWorkerError(f"unknown message {kind!r}")
         except PqWorkerError as err:
             self._bad(line, str(err))
+
+    def _take_readings(self, body: list[Any]) -> None:
+        """Each reading checked alone: one the agent cannot take is logged and counted, the others go on."""
+        readings = []
+        for item in body:
+            try:
+                readings.append(reading_from_wire(item))
+            except PqWorkerError as err:
+                self.stats.readings_refused += 1
+                log.error("event=pq_reading_refused error=%s", err)
+        self.stats.readings += len(readings)
+        if readings:
+            self.sink(readings)
 
     def _queue_event(self, ev: WireEvent) -> None:
         self.stats.events += 1
@@ -276,6 +333,14 @@ class PqWorker:
     async def _store_pending(self) -> None:
         """Store the waiting events in order; one the store refuses is logged and dropped, other failures wait."""
         while self._pending:
+            if not await asyncio.shield(self._store_first()):
+                return
+
+    async def _store_first(self) -> bool:
+        """Store the first waiting event; False if the store failed (it waits). Runs shielded, under the lock."""
+        async with self._store_lock:
+            if not self._pending:
+                return True
             ev = self._pending[0]
             try:
                 await self.store.add_event(ev.ts, ev.kind, ev.severity, ev.source, ev.text, ev.data)
@@ -285,10 +350,11 @@ class PqWorker:
             except StoreError as err:
                 log.error("event=pq_event_store_failed kind=%s stream=%s waiting=%d error=%s", ev.kind, ev.source,
                           len(self._pending), err)  # fmt: skip
-                return
+                return False
             else:
                 self.stats.events_stored += 1
             self._pending.popleft()
+            return True
 
     async def _retry_events(self) -> None:
         while True:
@@ -297,6 +363,19 @@ class PqWorker:
 
 
 # ---- the child's side -----------------------------------------------------------------------------------------
+
+
+class _PipeProtocol(asyncio.streams.FlowControlMixin):
+    """The child's stdout protocol; ``closed`` is done once the transport has written its buffer (or failed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        if not self.closed.done():
+            self.closed.set_result(None)
 
 
 class _PipeOut:
@@ -313,12 +392,15 @@ class _PipeOut:
 
     async def add_event(self, ts: float, kind: str, severity: str, source: str, text: str,
                         data: dict[str, Any] | None = None) -> None:  # fmt: skip
-        self.send({"event": {"ts": ts, "kind": kind, "severity": severity, "source": source, "text": text,
-                             "data": data}})  # fmt: skip
+        # Room first, then the write with no await after it: a cancel (SIGTERM) comes either before the event is
+        # written (the stream keeps it and sends it on its way out) or not at all, never after a write it would
+        # repeat (the agent stored such an event twice).
         try:
             await self.writer.drain()
         except ConnectionError as err:  # the agent is gone: the stream keeps the event and the child stops
             raise StoreError(f"the agent's pipe is closed: {err}") from err
+        self.send({"event": {"ts": ts, "kind": kind, "severity": severity, "source": source, "text": text,
+                             "data": data}})  # fmt: skip
 
 
 async def child_main() -> int:
@@ -327,7 +409,7 @@ async def child_main() -> int:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=LINE_LIMIT)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
-    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, sys.stdout.buffer)
+    transport, protocol = await loop.connect_write_pipe(_PipeProtocol, sys.stdout.buffer)
     writer = asyncio.StreamWriter(transport, protocol, None, loop)
 
     hello_line = await reader.readline()
@@ -359,7 +441,7 @@ async def child_main() -> int:
 
     tasks = [asyncio.create_task(s.run(), name=f"pq:{n}") for n, s in monitoring.streams.items()]
     tasks += [asyncio.create_task(watch_stdin()), asyncio.create_task(report())]
-    log.info("event=pq_worker_running pid=%d streams=%s", __import__("os").getpid(), ",".join(monitoring.streams))
+    log.info("event=pq_worker_running pid=%d streams=%s", os.getpid(), ",".join(monitoring.streams))
     waiter = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
     code = 0
@@ -370,10 +452,12 @@ async def child_main() -> int:
     for t in [waiter, *tasks]:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)  # each stream stores its last events on the way out
-    with contextlib.suppress(ConnectionError):
-        out.send({"status": monitoring.status()})
-        await writer.drain()
+    out.send({"status": monitoring.status()})
+    log.info("event=pq_worker_stopping pid=%d unsent_bytes=%d", os.getpid(), transport.get_write_buffer_size())
+    # Everything said must reach the agent before the loop closes (it drops a transport's buffer): an agent slow
+    # to read at its stop (its store thread busy) lost the last events. The agent kills a child stuck here.
     writer.close()
+    await protocol.closed
     return code
 
 
