@@ -29,8 +29,10 @@ from agent.config import WaveformStreamConfig, load_config
 from agent.points import Quality, Reading
 from agent.pq.events import EventConfig
 from agent.pq.worker import (
+    MAX_UNSENT_BYTES,
     PqWorker,
     PqWorkerError,
+    _PipeOut,
     event_from_wire,
     reading_from_wire,
     stream_from_wire,
@@ -452,3 +454,46 @@ async def test_the_pq_worker_stops_within_the_supervisors_wait_and_its_last_even
     assert spec.task is not None and spec.task.done()
     assert [e["text"] for e in store.events] == ["e1"]
     assert pid is not None and not Path(f"/proc/{pid}").exists()  # killed and reaped
+
+
+# ---- what the agent shows when the child is gone, and the child's own counters ----------------------------------
+
+
+@async_test
+async def test_after_the_child_exits_no_stream_is_shown_connected() -> None:
+    script = (
+        "print(json.dumps({'status': {'pq1': {'connected': True, 'samples': 5}}}))\n"
+        "print(json.dumps({'worker': {'readings_dropped': 7}}))\n"
+        "print(json.dumps({'worker': {'readings_dropped': 'many'}}))\n"  # not a counter: refused, the 7 stays
+    )
+    worker = PqWorker([stream_config(1)], Collected(), Collected(), argv=fake_child(script))
+    with pytest.raises(PqWorkerError):
+        await worker.run()
+    assert worker.status() == {"pq1": {"connected": False, "samples": 5}}
+    assert worker.worker_status()["child"] == {"readings_dropped": 7} and worker.stats.bad_lines == 1
+
+
+@async_test
+async def test_readings_the_agent_does_not_read_are_dropped_and_counted_past_the_limit() -> None:
+    # A real pipe nobody reads: the child's readings must not pile up in its memory without bound.
+    r_fd, w_fd = os.pipe()
+    loop = asyncio.get_running_loop()
+    try:
+        with open(w_fd, "wb", buffering=0, closefd=False) as w_file:
+            transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, w_file)
+            out = _PipeOut(asyncio.StreamWriter(transport, protocol, None, loop))
+            batch = [Reading(f"pq1.va.h{i}", 1.0, 1.0, "%", Quality.GOOD) for i in range(2000)]
+            calls = 0
+            while transport.get_write_buffer_size() <= MAX_UNSENT_BYTES:
+                out(batch)
+                calls += 1
+                assert calls < 10_000
+            held = transport.get_write_buffer_size()
+            assert out.readings_dropped == 0
+            out(batch)
+            out(batch)
+            assert out.readings_dropped == 2 * len(batch) and transport.get_write_buffer_size() == held
+            transport.abort()
+    finally:
+        os.close(r_fd)
+        os.close(w_fd)

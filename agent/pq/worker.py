@@ -13,10 +13,16 @@ The wire between the two is one JSON object per line (both ends are this same in
   then nothing; the child stops when its stdin closes (the agent stopped or died) or on SIGTERM.
 - child -> agent (stdout): ``{"readings": [[point, ts, value, unit, quality], ...]}``,
   ``{"event": {"ts", "kind", "severity", "source", "text", "data"}}`` and once a second
-  ``{"status": {<stream>: {...}}}``. The child logs on stderr, which the agent passes through.
+  ``{"status": {<stream>: {...}}}`` and ``{"worker": {"readings_dropped": n}}``. The child logs on stderr,
+  which the agent passes through.
 
-The agent checks every line before it takes it (a reading must be a finite timestamp, a known quality, a
-number or None): a line that fails is logged and counted, never stored. Readings go through the agent's
+The agent checks every line before it takes it: a line that is not one of these messages is logged and
+counted (``bad_lines``); within a readings line each reading is checked on its own (a point, a finite
+timestamp, a finite number or null, a known quality) and one that fails is logged and counted
+(``readings_refused``) while the others are kept. Nothing unchecked is stored. A child that says nothing
+for ``silent_after_s`` (it reports its status every second) is killed and restarted; on a stop it gets
+SIGTERM and ``STOP_GRACE_S`` to send its last events, then SIGKILL. The child runs in its own session, so
+a Ctrl-C meant for the agent reaches the agent alone. Readings go through the agent's
 sink (``AgentService._take``) like any other; events into the store, kept in order and retried while the
 store fails.
 
@@ -56,6 +62,7 @@ STOP_GRACE_S = 5.0
 SILENT_AFTER_S = 30.0  # the child reports its status every STATUS_INTERVAL_S; this long without a line: hung
 LINE_LIMIT = 8 * 1024 * 1024  # one event's data window is at most 64 kB of JSON; a reading batch far less
 EVENT_RETRY_S = 5.0
+MAX_UNSENT_BYTES = 4 * 1024 * 1024  # the child's readings waiting in its pipe; past this they are dropped (counted)
 MAX_PENDING_EVENTS = 10_000  # events the store could not take yet; past this the oldest are dropped (counted)
 
 Sink = Callable[[list[Reading]], None]
@@ -171,6 +178,7 @@ class PqWorker:
         self.stats = PqWorkerStats()
         self.pid: int | None = None
         self._status: dict[str, Any] = {}
+        self._child: dict[str, int] = {}  # the child's own counters (readings it dropped, the agent not reading)
         self._pending: deque[WireEvent] = deque()
         # One writer of the pending events at a time (the reader, the retry task, the stop), each write shielded:
         # AsyncStore finishes a write whose caller was cancelled, so the event must leave the queue all the same.
@@ -181,12 +189,16 @@ class PqWorker:
         return dict(self._status)
 
     def worker_status(self) -> dict[str, Any]:
-        return {"pid": self.pid, **asdict(self.stats), "events_waiting": len(self._pending)}
+        return {"pid": self.pid, **asdict(self.stats), "events_waiting": len(self._pending), "child": dict(self._child)}
 
     async def run(self) -> None:
         proc = await asyncio.create_subprocess_exec(
-            *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=LINE_LIMIT
-        )
+            *self.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=LINE_LIMIT,
+            # its own session: a Ctrl-C at the terminal (or a signal to the agent's process group) reaches the agent
+            # alone, which stops the child in order and takes its last events; the child still ends with the agent
+            # (its stdin closes)
+            start_new_session=True,
+        )  # fmt: skip
         self.pid = proc.pid
         self.stats.starts += 1
         assert proc.stdin is not None and proc.stdout is not None
@@ -216,6 +228,9 @@ class PqWorker:
                     proc.kill()
                 await proc.wait()
             self.pid = None
+            # what the child last said of its streams is no longer true: none is connected now
+            self._status = {name: {**st, "connected": False} if isinstance(st, dict) else st
+                            for name, st in self._status.items()}  # fmt: skip
         code = proc.returncode
         self.stats.exits += 1
         self.stats.last_exit_code = code
@@ -303,6 +318,11 @@ class PqWorker:
                 if not isinstance(body, dict):
                     raise PqWorkerError("status must be an object")
                 self._status = body
+            elif kind == "worker":  # the child's own counters
+                if not (isinstance(body, dict) and all(isinstance(v, int) and not isinstance(v, bool)
+                                                       for v in body.values())):  # fmt: skip
+                    raise PqWorkerError("worker must be an object of counters")
+                self._child = body
             else:
                 raise PqWorkerError(f"unknown message {kind!r}")
         except PqWorkerError as err:
@@ -383,11 +403,21 @@ class _PipeOut:
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
+        self.readings_dropped = 0  # the agent did not read them in time (MAX_UNSENT_BYTES)
 
     def send(self, msg: dict[str, Any]) -> None:
         self.writer.write(json.dumps(msg, separators=(",", ":"), default=str).encode() + b"\n")
 
     def __call__(self, readings: list[Reading]) -> None:
+        # Readings are not awaited (the stream's sink is synchronous): if the agent stops reading, they would pile
+        # up in the pipe's buffer without bound. Past MAX_UNSENT_BYTES they are dropped here, counted and logged;
+        # events wait for room instead (add_event), as they did for the store in process.
+        if self.writer.transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
+            self.readings_dropped += len(readings)
+            if self.readings_dropped == len(readings) or self.readings_dropped % 10_000 < len(readings):
+                log.error("event=pq_readings_dropped count=%d total=%d reason=agent not reading, %d bytes unsent",
+                          len(readings), self.readings_dropped, self.writer.transport.get_write_buffer_size())  # fmt: skip
+            return
         self.send({"readings": [[r.point, r.ts, r.value, r.unit, str(r.quality)] for r in readings]})
 
     async def add_event(self, ts: float, kind: str, severity: str, source: str, text: str,
@@ -437,6 +467,7 @@ async def child_main() -> int:
     async def report() -> None:
         while True:
             out.send({"status": monitoring.status()})
+            out.send({"worker": {"readings_dropped": out.readings_dropped}})
             await asyncio.sleep(STATUS_INTERVAL_S)
 
     tasks = [asyncio.create_task(s.run(), name=f"pq:{n}") for n, s in monitoring.streams.items()]
