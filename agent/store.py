@@ -64,15 +64,22 @@ A full disk (SQLITE_FULL, "database or disk is full", ENOSPC): the store never j
       (``journal_size_limit``). ``secure_delete=FAST``: Debian's SQLite zeroes every freed page through
       the WAL otherwise, so freeing room would cost as much disk as it frees.
     - A reserve file, ``<store>.reserve`` (``_RESERVE_WALS`` WALs, preallocated with ``posix_fallocate``,
-      zeros where that is not supported), kept beside the store. When SQLite reports the disk full, the
+      zeros where that is not supported), kept beside the store's file (beside the file a symlinked store
+      path points to, where SQLite keeps the WAL; the free room is measured there too). Made with
+      O_NOFOLLOW, mode 0600; a path it cannot be made at (a directory, a link, a read-only folder) is logged
+      once and left alone. When SQLite reports the disk full, the
       store truncates the WAL (a rolled-back transaction leaves its frames on disk), gives the reserve up
       if the disk is still short of the margin (counted: ``reserve_released``; logged; event
-      ``store_reserve_released``), retries once, and runs the policy, whose deletes now have room. The
+      ``store_reserve_released``) and truncates the WAL again (the first checkpoint may have needed the
+      reserve's room to grow the file; the retry must not find the rolled-back frames still there), retries
+      once, and runs the policy, whose deletes now have room. ``add_event`` gets the same recovery. The
       reserve is made again by ``enforce_limit`` once the disk has room for it and the margin (counted:
       ``reserve_restored``; event ``store_reserve_restored``). The bound in force counts a missing reserve
       as held, so giving it up does not let the store grow into it. A disk filled by another program with
       no reserve left is the one case where only freeing space outside the store helps.
-    - What a full disk may refuse: ``add_readings`` that finds the disk full runs the policy and retries;
+    - What a full disk may refuse: ``add_readings`` that finds the disk full runs the policy, then makes
+      room for the call itself the policy's way (oldest telemetry first, about twice the call's data: WAL
+      and file; not when the call could not fit even in a store emptied of telemetry) and retries;
       if the call still does not fit, its energy is stored alone and its telemetry dropped (counted in
       ``dropped_readings``, one ``telemetry_dropped`` event a minute, reason ``disk_full``), in ONE
       transaction; if not even that fits, the call is rolled back whole and ``StoreFullError`` is raised
@@ -88,6 +95,7 @@ Threads
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import functools
 import json
@@ -97,6 +105,7 @@ import numbers
 import os
 import shutil
 import sqlite3
+import stat
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
@@ -121,6 +130,9 @@ LOW_WATER_FRACTION = 0.85
 _PRUNE_CHUNK = 256  # rows deleted by one transaction of the policy (one chunk)
 _DROP_MESSAGES_CHUNK = 16  # outbox messages dropped by one transaction of the policy, at most
 _ACK_CHUNK = 32  # outbox rows deleted by one ack transaction
+# Bytes a reading takes in the file besides its point, unit and value (row header, ts, stream, quality, the
+# (stream, id) index entry, page slack): measured ~62 bytes for an 8-byte value, rounded up.
+_ROW_BYTES = 64
 _RESERVE_WALS = 2  # the reserve file holds this many WALs (journal_size_limit)
 _SQLITE_FULL = 13
 _SQLITE_CORRUPT = 11
@@ -319,9 +331,14 @@ class Store:
         self._disk_warned = False
         self._id_factory = id_factory
         self._sync = "FULL" if durable else "NORMAL"
-        self._wal_path = Path(f"{self.path}-wal")
+        # SQLite follows a symlinked store file and keeps the -wal beside the file it points to: the WAL's size,
+        # the reserve and the free space are those of that file's folder and file system, not the link's.
+        real = Path(os.path.realpath(self.path))
+        self._fs_dir = real.parent
+        self._wal_path = Path(f"{real}-wal")
         # A file of zeros kept beside the store, given up when SQLite finds the disk full (module docstring).
-        self._reserve_path = Path(f"{self.path}.reserve")
+        self._reserve_path = Path(f"{real}.reserve")
+        self._reserve_warned = False  # a reserve that cannot be made is logged once, not every policy run
         self._unrecorded: dict[str, int] = {}  # counter increments not yet committed (the disk was full)
         # When each stream got its oldest unsealed item (monotonic time); None = nothing unsealed.
         self._unsealed_since: dict[str, float | None] = {s: None for s in (*_READING_STREAMS, _EVENTS)}
@@ -370,7 +387,7 @@ class Store:
         # Keep the WAL small relative to what the store may hold (max_bytes, or the disk when it is smaller):
         # it counts in the measured size, and the room kept free on the disk (_disk_margin) is a few WALs.
         try:
-            cap = min(self.max_bytes, self._disk_usage(self.path.parent).total)
+            cap = min(self.max_bytes, self._disk_usage(self._fs_dir).total)
         except OSError:
             cap = self.max_bytes
         ckpt_pages = max(16, min(1000, cap // self._page_size // 32))
@@ -527,18 +544,28 @@ class Store:
         """SQLite found the disk full: make room for the deletes that free it. True if room was made.
 
         First truncate the WAL (a rolled-back transaction leaves its frames on disk); if the disk is still
-        short of the margin, give up the reserve file. Never raises for a full disk.
+        short of the margin, give up the reserve file and truncate the WAL again. Never raises for a full disk.
+
+        Why twice: the checkpoint copies the committed frames into the file first, which may need the file to
+        grow, and it cannot truncate the WAL before. A rolled-back transaction that took the disk's last bytes
+        leaves its frames behind, so that checkpoint fails; the reserve is given up for it, and the WAL must be
+        emptied then, or the retry re-fills the reserve's room with its frames and nothing can be freed again
+        (measured on a 4 MiB tmpfs: one call larger than the room left jammed the store for good).
         """
         before = self._wal_bytes()
+        self._truncate_wal(what)
+        freed = self._wal_bytes() < before
+        free = self._disk_free()
+        if (free < 0 or free < self._disk_margin) and self._release_reserve(what):
+            self._truncate_wal(what)
+            freed = True
+        return freed
+
+    def _truncate_wal(self, what: str) -> None:
         try:
             self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.Error as err:
             log.warning("store_checkpoint_failed what=%s path=%s error=%s", what, self.path, err)
-        freed = self._wal_bytes() < before
-        free = self._disk_free()
-        if free < 0 or free < self._disk_margin:
-            freed = self._release_reserve(what) or freed
-        return freed
 
     def _wal_bytes(self) -> int:
         try:
@@ -557,15 +584,24 @@ class Store:
 
     # ----------------------------------------------------------------- the reserve file
 
-    def _reserve_held(self) -> int:
+    def _reserve_file_size(self) -> int:
+        """Size of the reserve file; -1 when the path holds no regular file (nothing, a link, a directory).
+
+        ``lstat``: a link at the path is not ours to count, grow or delete."""
         try:
-            return min(self._reserve_path.stat().st_size, self._reserve_size)
-        except FileNotFoundError:
-            return 0
+            st = os.lstat(self._reserve_path)
+        except OSError:
+            return -1
+        return st.st_size if stat.S_ISREG(st.st_mode) else -1
+
+    def _reserve_held(self) -> int:
+        return max(0, min(self._reserve_file_size(), self._reserve_size))
 
     def _release_reserve(self, what: str) -> bool:
         """Delete the reserve so the policy's deletes (and their WAL) have room; counted, logged, an event."""
-        held = self._reserve_held()
+        held = self._reserve_file_size()
+        if held < 0:
+            return False
         try:
             self._reserve_path.unlink()
         except FileNotFoundError:
@@ -582,29 +618,46 @@ class Store:
         return True
 
     def _ensure_reserve(self) -> None:
-        """Make the reserve file when it is missing and the disk has room for it and the margin. Never raises."""
-        held = self._reserve_held()
+        """Make the reserve file when it is missing and the disk has room for it and the margin. Never raises.
+
+        Best effort: a path the store cannot make a file at (a directory, a link, a read-only or full folder) is
+        logged once and left alone; the bound in force counts the missing reserve as held all the same.
+        """
+        size = self._reserve_file_size()
+        if size > self._reserve_size:  # made under a larger bound: give back what is no longer counted
+            try:
+                os.truncate(self._reserve_path, self._reserve_size)
+            except OSError as err:
+                self._reserve_failed(err)
+            return
+        held = max(0, size)
         if held >= self._reserve_size:
             return
         free = self._disk_free()
         if free >= 0 and free - (self._reserve_size - held) < self._disk_margin:
             return  # no room yet: the bound in force counts the missing reserve, so the policy makes room
         try:
-            fd = os.open(self._reserve_path, os.O_WRONLY | os.O_CREAT, 0o600)
+            fd = os.open(self._reserve_path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as err:  # not a file we may write (a directory, a link, a read-only folder): left alone
+            self._reserve_failed(err)
+            return
+        try:
             try:
                 try:
                     os.posix_fallocate(fd, 0, self._reserve_size)
                 except OSError as err:
                     if err.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
                         raise
-                    os.pwrite(fd, bytes(self._reserve_size), 0)  # no fallocate here: real zeros
+                    self._write_zeros(fd)  # no fallocate on this file system (musl): real zeros
                 os.fsync(fd)
             finally:
                 os.close(fd)
         except OSError as err:
-            self._reserve_path.unlink(missing_ok=True)
-            log.warning("store_reserve_failed path=%s bytes=%d error=%s", self._reserve_path, self._reserve_size, err)
+            with contextlib.suppress(OSError):  # a partial reserve is ours: no half-made file stays behind
+                self._reserve_path.unlink()
+            self._reserve_failed(err)
             return
+        self._reserve_warned = False
         try:
             outstanding = self._counter("reserve_released") - self._counter("reserve_restored")
         except sqlite3.Error:
@@ -618,6 +671,21 @@ class Store:
             )  # fmt: skip
         else:
             log.info("store_reserve_created bytes=%d path=%s", self._reserve_size, self._reserve_path)
+
+    def _write_zeros(self, fd: int) -> None:
+        """Write the reserve's zeros: pwrite may write less than asked, so loop until all are written."""
+        block = bytes(min(self._reserve_size, 1 << 20))
+        done = 0
+        while done < self._reserve_size:
+            n = os.pwrite(fd, block[: self._reserve_size - done], done)
+            if n <= 0:
+                raise OSError(errno.ENOSPC, "short write making the reserve", str(self._reserve_path))
+            done += n
+
+    def _reserve_failed(self, err: OSError) -> None:
+        if not self._reserve_warned:
+            self._reserve_warned = True
+            log.warning("store_reserve_failed path=%s bytes=%d error=%s", self._reserve_path, self._reserve_size, err)
 
     def _counter(self, key: str) -> int:
         """A counter: committed value plus what is waiting to be committed."""
@@ -677,7 +745,7 @@ class Store:
     def _disk_free(self) -> int:
         """Free bytes on the store's file system; -1 when it cannot be asked (then max_bytes alone bounds)."""
         try:
-            free = int(self._disk_usage(self.path.parent).free)
+            free = int(self._disk_usage(self._fs_dir).free)
         except OSError as err:
             if not self._disk_warned:
                 self._disk_warned = True
@@ -733,8 +801,10 @@ class Store:
             self._write("add_readings", functools.partial(self._insert_readings, rows, 0))
         except StoreFullError as err:
             # The bound said there was room, the disk did not: another program filled it, or this call is
-            # larger than the margin. The policy (now with room for its deletes) frees the oldest telemetry.
+            # larger than the room left. The policy (now with room for its deletes) frees the oldest telemetry,
+            # as much as the call needs.
             self._enforce_quietly()
+            self._make_room(rows)
             try:
                 self._write("add_readings", functools.partial(self._insert_readings, rows, 0))
             except StoreFullError:
@@ -822,8 +892,8 @@ class Store:
         self, ts: float, kind: str, severity: str, source: str, text: str, data: dict[str, Any] | None = None
     ) -> None:
         now = self._monotonic()
-        with self._tx("add_event") as conn:
-            self._insert_event(conn, ts, kind, severity, source, text, data)
+        # _write: a full disk gets the same one recovery (the reserve given up) as readings and acks
+        self._write("add_event", lambda conn: self._insert_event(conn, ts, kind, severity, source, text, data))
         if self._unsealed_since[_EVENTS] is None:
             self._unsealed_since[_EVENTS] = now
 
@@ -1104,10 +1174,28 @@ class Store:
             self._ensure_reserve()
             return raised
         target = int(limit * LOW_WATER_FRACTION)
+        pruned, events = self._shrink_to(target, limit, now, figures, bound, lambda: self._size() >= limit)
+        raised += events
+        self._ensure_reserve()
+        log.info("store_pruned history_rows=%d size=%d limit=%d max=%d", pruned, self._size(), limit, self.max_bytes)
+        return raised
+
+    def _shrink_to(
+        self,
+        target: int,
+        limit: int,
+        now: float,
+        figures: dict[str, Any],
+        bound: str,
+        still_over: Callable[[], bool],
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """Steps 2a and 2b of the policy towards ``target`` bytes of data: prune history; then, if
+        ``still_over()``, drop the oldest telemetry (counted, one event). Returns (history rows pruned, events)."""
+        raised: list[dict[str, Any]] = []
         pruned = self._shrink(target, "prune history", self._prune_chunk)
         self._vacuum()
         self._checkpoint_or_recover()
-        if self._size() >= limit:
+        if still_over():
             before = self._meta("dropped_messages"), self._meta("dropped_readings")
 
             def drop(conn: sqlite3.Connection) -> int:
@@ -1142,9 +1230,31 @@ class Store:
                 self._checkpoint_or_recover()
                 log.warning("store_telemetry_dropped messages=%d readings=%d size=%d limit=%d", messages, dropped,
                             self._size(), limit)  # fmt: skip
-        self._ensure_reserve()
-        log.info("store_pruned history_rows=%d size=%d limit=%d max=%d", pruned, self._size(), limit, self.max_bytes)
-        return raised
+        return pruned, raised
+
+    def _make_room(self, rows: list[tuple[Any, ...]]) -> None:
+        """The disk refused a call the bound let through (it is larger than the room left): free room for it
+        the policy's way, oldest telemetry first, instead of dropping the call's own (newer) telemetry.
+
+        The call needs about its data size twice: once in the WAL, once more when the checkpoint copies it into
+        the file. If it could not fit even in a store emptied of telemetry, nothing old is dropped for it.
+        """
+        need = 2 * sum(
+            _ROW_BYTES + len(row[1]) + len(row[4]) + (len(row[3]) if type(row[3]) is str else 8) for row in rows
+        )
+        try:
+            self._checkpoint_or_recover()
+            size = self._size()
+            limit, free = self._limit(size)
+            target = limit - need
+            if target <= 0:
+                return
+            figures = {"size_bytes": size, "limit_bytes": limit, "max_bytes": self.max_bytes, "disk_free_bytes": free}
+            figures["room_for_readings"] = len(rows)
+            bound = f"its bound of {limit} bytes (disk free {free}) with room for {len(rows)} new readings"
+            self._shrink_to(target, limit, self._clock(), figures, bound, lambda: self._db_bytes() >= target)
+        except StoreFullError as err:
+            log.error("store_policy_failed path=%s error=%s", self.path, err)
 
     def _latch(
         self, value: int, ts: float, kind: str, severity: str, text: str, figures: dict[str, Any]
