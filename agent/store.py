@@ -77,6 +77,10 @@ A full disk (SQLITE_FULL, "database or disk is full", ENOSPC): the store never j
       ``reserve_restored``; event ``store_reserve_restored``). The bound in force counts a missing reserve
       as held, so giving it up does not let the store grow into it. A disk filled by another program with
       no reserve left is the one case where only freeing space outside the store helps.
+    - A call larger than the disk's room left (its data twice: the WAL, then the file the checkpoint copies
+      it into) is not attempted as it is: it could commit and leave a WAL no checkpoint can copy and no
+      delete can follow, the store jammed for good. Room is made for it first, the policy's way, and a call
+      that still does not fit stores its energy alone (telemetry dropped, counted), as below.
     - What a full disk may refuse: ``add_readings`` that finds the disk full runs the policy, then makes
       room for the call itself the policy's way (oldest telemetry first, about twice the call's data: WAL
       and file; not when the call could not fit even in a store emptied of telemetry) and retries;
@@ -770,9 +774,31 @@ class Store:
         # The file's free pages are room too: the next inserts reuse them before the file grows.
         # A reserve given up (or not yet made) is owed to the disk: counted as held, so giving it up to a full
         # disk makes room for the policy's deletes without raising the bound they work towards.
+        return min(self.max_bytes, self._disk_room(size, free)), free
+
+    def _disk_room(self, size: int, free: int) -> int:
+        """What the disk lets the store hold, keeping its margin (``free`` >= 0: the disk's free bytes)."""
+        # The file's free pages are room too: the next inserts reuse them before the file grows.
+        # A reserve given up (or not yet made) is owed to the disk: counted as held, so giving it up to a full
+        # disk makes room for the policy's deletes without raising the bound they work towards.
         owed = self._reserve_size - self._reserve_held()
-        room = size + free + self._free_pages_bytes() - self._disk_margin - owed
-        return min(self.max_bytes, room), free
+        return size + free + self._free_pages_bytes() - self._disk_margin - owed
+
+    @staticmethod
+    def _need(rows: list[tuple[Any, ...]]) -> int:
+        """Disk a call needs: its data twice, once in the WAL and once more in the file when the checkpoint
+        copies it there (the WAL is emptied only after that copy)."""
+        data = sum(len(r[1]) + len(r[4]) + (len(r[3]) if type(r[3]) is str else 8) for r in rows)
+        return 2 * (data + _ROW_BYTES * len(rows))
+
+    def _too_big(self, rows: list[tuple[Any, ...]], size: int, free: int) -> bool:
+        """True if committing the call could leave the disk unable to checkpoint it (see ``add_readings``)."""
+        if free < 0:
+            return False
+        left = self._disk_room(size, free) - size
+        if left >= max(1 << 26, 2048 * len(rows)):  # plenty: skip counting (the hot path on a roomy disk)
+            return False
+        return self._need(rows) > left
 
     # ----------------------------------------------------------------- writing
 
@@ -789,13 +815,28 @@ class Store:
         if not rows:
             return
         size = self._size()
-        limit, _ = self._limit(size)
+        limit, free = self._limit(size)
         if size >= limit * ALARM_FRACTION:
             self._enforce_quietly()
             size = self._size()
             limit, free = self._limit(size)
             if size >= limit:
                 self._refuse(readings, rows, size, limit, free)  # raises StoreFullError if the call holds energy
+                return
+        if self._too_big(rows, size, free):
+            # A call larger than the disk's room left would commit (its WAL fits) and then leave a WAL that no
+            # checkpoint can copy into the file (no room for the file to grow) and no delete can follow (no room
+            # for their WAL): the store jammed for good (measured: 12,000 readings on a 4 MiB disk). Room is made
+            # first the policy's way; a call that still does not fit stores its energy alone (telemetry counted).
+            self._make_room(rows)
+            size = self._size()
+            _, free = self._limit(size)
+            if self._too_big(rows, size, free):
+                refused = StoreFullError(
+                    f"store {self.path}: the disk has no room for this call of {len(rows)} readings "
+                    f"(about {self._need(rows)} bytes with its WAL); nothing was stored, the caller keeps it"
+                )
+                self._mark_unsealed(self._store_energy_only(rows, refused))
                 return
         try:
             self._write("add_readings", functools.partial(self._insert_readings, rows, 0))
@@ -1239,9 +1280,7 @@ class Store:
         The call needs about its data size twice: once in the WAL, once more when the checkpoint copies it into
         the file. If it could not fit even in a store emptied of telemetry, nothing old is dropped for it.
         """
-        need = 2 * sum(
-            _ROW_BYTES + len(row[1]) + len(row[4]) + (len(row[3]) if type(row[3]) is str else 8) for row in rows
-        )
+        need = self._need(rows)
         try:
             self._checkpoint_or_recover()
             size = self._size()
