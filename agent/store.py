@@ -875,6 +875,13 @@ class Store:
         dropped = len(rows) - len(energy)
         if not dropped:
             raise err
+        size = self._size()
+        if self._too_big(energy, size, self._limit(size)[1]):
+            # the energy alone could commit and leave a WAL no checkpoint can copy: the caller keeps the call
+            raise StoreFullError(
+                f"store {self.path}: the disk has no room for the call's {len(energy)} energy readings: "
+                "the call was rolled back whole"
+            ) from err
         try:
             self._write("add_readings (energy only)", functools.partial(self._insert_readings, energy, dropped))
         except StoreFullError as again:

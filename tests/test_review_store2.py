@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from agent.points import Reading, Stream
-from agent.store import Store
+from agent.store import Store, StoreFullError
 from protocols.telemetry import decode_batch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -263,3 +263,32 @@ def test_a_call_that_fits_the_wal_but_not_the_checkpoint_does_not_jam_the_store(
     disk no longer had; the WAL could not be emptied, no delete could be written, and every later write, ack
     and checkpoint failed (881 of 881 store calls in the probe), the reserve given up for nothing."""
     on_tiny_fs(tmp_path, scenario_a_call_that_commits_but_cannot_be_checkpointed_does_not_jam)
+
+
+def scenario_a_large_energy_call_waits_instead_of_jamming(disk: Path, _elsewhere: Path) -> None:
+    store = store_near_its_disk_bound(disk, 0.7)
+    before = store.stats()
+    energy = [Reading("m.kwh", 1.8e9 + i, i, "kWh", stream=Stream.ENERGY) for i in range(12_000)]
+    try:
+        store.add_readings([*tele(12_000, start=10**7), *energy])
+    except StoreFullError as err:
+        assert not err.rejected  # nothing stored, nothing counted: the caller keeps the whole call
+        assert store.stats().readings_taken == before.readings_taken
+    else:  # stored: then it must not have jammed the store either
+        assert store.stats().readings_taken > before.readings_taken
+    for j in range(30):
+        store.add_readings(
+            [*tele(100, start=2 * 10**7 + 100 * j), Reading("m.kwh", 1.9e9 + j, j, "kWh", stream=Stream.ENERGY)]
+        )
+        store.seal()
+        for m in store.pending(5):
+            assert store.ack([m.msg_id]) == 1
+        store.enforce_limit()
+    assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    store.close()
+
+
+def test_a_large_energy_call_that_cannot_fit_waits_with_the_caller_instead_of_jamming(tmp_path: Path) -> None:
+    """Energy is never dropped, so a call whose energy alone is larger than the disk's room must not be committed
+    (the same uncheckpointable WAL): refused whole, the caller keeps it."""
+    on_tiny_fs(tmp_path, scenario_a_large_energy_call_waits_instead_of_jamming)
