@@ -38,6 +38,7 @@ WRITE_INTERVAL_S = 0.2
 LIMIT_CHECK_INTERVAL_S = 5.0
 STATUS_INTERVAL_S = 1.0
 STORE_RETRY_S = 5.0
+STORE_CALL_MAX = 20_000  # readings per store call (~0.1 s of work; a backlog is committed in several calls)
 
 
 def status_path(config: AgentConfig) -> Path:
@@ -106,27 +107,32 @@ class AgentService:
 
     # -- tasks -----------------------------------------------------------------------------------
     async def _flush(self) -> int:
-        """Commit everything queued. Whatever the store did not take goes back to the queue's head."""
+        """Commit everything queued, at most STORE_CALL_MAX readings a call (a store short of room refuses a
+        call whole: one that grew with every refusal might never fit again). Whatever the store did not take
+        goes back to the queue's head, in order."""
         batch = self.queue.take()
-        if not batch:
-            return 0
-        try:
-            await self.store.add_readings(batch)
-        except StoreInputError:
-            # One reading the store refuses must not hold back the others: store them one by one.
-            return await self._flush_one_by_one(batch)
-        except StoreFullError as err:
-            # Full of energy: the store dropped (and counted) the call's telemetry and refused its energy,
-            # which waits here. Disk full (nothing rejected by name): the call was rolled back whole.
-            self.queue.requeue(err.rejected or batch)
-            log.error("event=store_full readings_waiting=%d error=%s", len(self.queue), err)
-            raise
-        except StoreError:
-            self.queue.requeue(batch)
-            raise
-        return len(batch)
+        stored = 0
+        for i in range(0, len(batch), STORE_CALL_MAX):
+            chunk, rest = batch[i : i + STORE_CALL_MAX], batch[i + STORE_CALL_MAX :]
+            try:
+                await self.store.add_readings(chunk)
+            except StoreInputError:
+                # One reading the store refuses must not hold back the others: store them one by one.
+                stored += await self._flush_one_by_one(chunk, rest)
+                continue
+            except StoreFullError as err:
+                # Full of energy: the store dropped (and counted) the call's telemetry and refused its energy,
+                # which waits here. Disk full (nothing rejected by name): the call was rolled back whole.
+                self.queue.requeue([*(err.rejected or chunk), *rest])
+                log.error("event=store_full readings_waiting=%d error=%s", len(self.queue), err)
+                raise
+            except StoreError:
+                self.queue.requeue([*chunk, *rest])
+                raise
+            stored += len(chunk)
+        return stored
 
-    async def _flush_one_by_one(self, batch: list[Reading]) -> int:
+    async def _flush_one_by_one(self, batch: list[Reading], rest: list[Reading]) -> int:
         stored = 0
         for i, reading in enumerate(batch):
             try:
@@ -137,7 +143,7 @@ class AgentService:
                 log.error("event=reading_refused point=%s value=%r error=%s", reading.point, reading.value, err)
             except StoreError as err:
                 rejected = err.rejected if isinstance(err, StoreFullError) and err.rejected else [reading]
-                self.queue.requeue([*rejected, *batch[i + 1 :]])
+                self.queue.requeue([*rejected, *batch[i + 1 :], *rest])
                 raise
         return stored
 
@@ -161,7 +167,10 @@ class AgentService:
 
     async def _limits(self) -> None:
         while True:
-            await self.store.enforce_limit()
+            try:
+                await self.store.enforce_limit()
+            except StoreError as err:  # a disk that fails now may not later: log, keep the task (and the watchdog)
+                log.error("event=store_limit_failed error=%s", err)
             await asyncio.sleep(LIMIT_CHECK_INTERVAL_S)
 
     def status(self) -> dict[str, Any]:

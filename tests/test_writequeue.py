@@ -119,6 +119,26 @@ def test_a_store_error_midway_one_by_one_requeues_the_rest(tmp_path: Path, mocke
     assert [r.point for r in h.service.queue.take()] == ["m.v2", "m.v3", "m.v4"]
 
 
+def test_a_backlog_goes_to_the_store_in_bounded_calls_and_a_refused_call_waits_in_order(
+    tmp_path: Path,
+    mocker,  # noqa: ANN001
+) -> None:
+    # A store short of room refuses a call whole; the writer must not offer the whole (growing) backlog as one
+    # call again and again: at most STORE_CALL_MAX readings a call, the refused call and the rest kept in order.
+    mocker.patch("agent.service.STORE_CALL_MAX", 2)
+    h = _Harness(tmp_path, mocker, [None, StoreFullError("disk full")])
+    sizes: list[int] = []
+    inner = h.store.add_readings
+    mocker.patch.object(h.store, "add_readings", side_effect=lambda rs: (sizes.append(len(rs)), inner(rs))[1])
+    h.service.queue.put([tel(1), tel(2), nrg(3), tel(4), tel(5)])
+    with pytest.raises(StoreFullError):
+        arun(h.service._flush())
+    # the queue hands energy first (its own lane), then telemetry in order
+    assert h.stored() == ["m.e3", "m.v1"]
+    assert [r.point for r in h.service.queue.take()] == ["m.v2", "m.v4", "m.v5"]
+    assert sizes == [2, 2]
+
+
 def test_cancelled_writer_still_lands_the_batch_it_took(tmp_path: Path) -> None:
     """On shutdown the writer is cancelled while its write may still wait for the store's thread."""
     store = Store(tmp_path / "agent.db", "s1", 64 * 1024 * 1024)
@@ -149,3 +169,31 @@ def test_cancelled_writer_still_lands_the_batch_it_took(tmp_path: Path) -> None:
     reopened = Store(tmp_path / "agent.db", "s1", 64 * 1024 * 1024)
     assert reopened.stats().readings_taken == 2
     reopened.close()
+
+
+def test_the_limit_task_outlives_a_store_error(tmp_path: Path, mocker) -> None:  # noqa: ANN001
+    # A failing enforce_limit (the disk refused a write) must not end the task: restarted by the supervisor it
+    # would sit in backoff and stop the watchdog's pings, so systemd would restart the whole agent.
+    mocker.patch("agent.service.LIMIT_CHECK_INTERVAL_S", 0.01)
+    h = _Harness(tmp_path, mocker, [])
+    calls: list[int] = []
+
+    def enforce_limit() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise StoreError("disk I/O error")
+
+    mocker.patch.object(h.store, "enforce_limit", side_effect=enforce_limit)
+
+    async def go() -> bool:
+        task = asyncio.create_task(h.service._limits())
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if len(calls) >= 3:
+                break
+        alive = not task.done()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return alive
+
+    assert arun(go()) and len(calls) >= 3
