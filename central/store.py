@@ -17,8 +17,10 @@ Methods are blocking; callers in the event loop run them with ``asyncio.to_threa
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -112,22 +114,42 @@ _MESSAGE_ERRORS = (
 class CentralStore:
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 30_000) -> None:
         self.path = Path(path)
+        # Two workers opening a new file at once: switching it to WAL needs the file to itself, and SQLite answers
+        # "database is locked" at once there rather than waiting on busy_timeout (10 % of concurrent first opens
+        # failed, and one worker failing stopped central). So the setup is retried until busy_timeout has passed.
+        deadline = time.monotonic() + busy_timeout_ms / 1000
+        while True:
+            try:
+                self._db = self._open(busy_timeout_ms)
+                break
+            except sqlite3.OperationalError as err:
+                if "locked" not in str(err) and "busy" not in str(err) or time.monotonic() >= deadline:
+                    raise CentralStoreError(f"cannot open central store {self.path}: {err}") from err
+                time.sleep(random.uniform(0.01, 0.05))
+            except sqlite3.Error as err:
+                raise CentralStoreError(f"cannot open central store {self.path}: {err}") from err
+            except OSError as err:
+                raise CentralStoreError(f"cannot open central store {self.path}: {err}") from err
+        self._lock = threading.Lock()
+
+    def _open(self, busy_timeout_ms: int) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # autocommit mode: transactions are explicit (BEGIN IMMEDIATE takes the write lock up front, so
+        # two writers queue on busy_timeout instead of deadlocking on a read->write upgrade)
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # autocommit mode: transactions are explicit (BEGIN IMMEDIATE takes the write lock up front, so
-            # two writers queue on busy_timeout instead of deadlocking on a read->write upgrade)
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
-            self._db.execute("PRAGMA journal_mode = WAL")
-            self._db.execute("PRAGMA synchronous = FULL")  # an acked message must survive a power cut
+            db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = FULL")  # an acked message must survive a power cut
             # The (site, point, ts) index takes inserts all over the tree (every scan touches every point):
             # with SQLite's default 2 MB page cache each flush re-reads index pages; 64 MB keeps them hot
             # (benchmarks/outbox.py drain: the store is central's largest cost).
-            self._db.execute(f"PRAGMA cache_size = {-CACHE_KIB}")
-            self._db.executescript(SCHEMA)
-        except sqlite3.Error as err:
-            raise CentralStoreError(f"cannot open central store {self.path}: {err}") from err
-        self._lock = threading.Lock()
+            db.execute(f"PRAGMA cache_size = {-CACHE_KIB}")
+            db.executescript(SCHEMA)
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def close(self) -> None:
         with self._lock:
