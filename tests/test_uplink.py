@@ -78,11 +78,13 @@ async def test_all_readings_reach_central_exactly_once_across_two_broker_kills(b
         async with running_tasks(session.run(), uplink.run(), worker.run()):
             await asyncio.wait_for(session.connected.wait(), 10)
             producer = asyncio.create_task(produce())
-            for _ in range(2):
+            for kill in range(2):
                 await asyncio.sleep(0.4)
                 broker.kill()  # SIGKILL: in-flight publishes, acks and queued messages die with it
                 await asyncio.sleep(0.3)
                 broker.start()
+                # each kill must hit a live link: on a loaded machine the agent may still be reconnecting 0.4 s on
+                await until(lambda kill=kill: session.stats.connects >= kill + 2, timeout=20)
             await producer
             await until(lambda: outbox_empty(store), timeout=30)
             await until(lambda: worker.stats.stored + worker.stats.duplicates >= 1)
