@@ -5,67 +5,27 @@ namespace), as in tests/test_store_full_disk.py."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import logging
-import os
 import shutil
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import tinydisk
+from tinydisk import DISK_BYTES, fill
 
 from agent.points import Reading, Stream
 from agent.store import Store, StoreFullError
 from protocols.telemetry import decode_batch
 
-ROOT = Path(__file__).resolve().parent.parent
 SITE = "sub-1"
-DISK_BYTES = 4 << 20
-
-
-@contextlib.contextmanager
-def tiny_fs(path: Path) -> Iterator[Path]:
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "--lazy", str(path)], check=True)
 
 
 def on_tiny_fs(tmp_path: Path, scenario: Callable[[Path, Path], None]) -> None:
     """Run ``scenario(disk, elsewhere)``: ``disk`` on a 4 MiB tmpfs, ``elsewhere`` a folder on another file system."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    if os.geteuid() == 0:
-        with tiny_fs(tmp_path / "disk") as disk:
-            scenario(disk, elsewhere)
-        return
-    code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
-        "import tests.test_review_store2 as t; ctx = t.tiny_fs(Path(sys.argv[2])); d = ctx.__enter__(); "
-        "getattr(t, sys.argv[3])(d, Path(sys.argv[4])); ctx.__exit__(None, None, None)"
-    )
-    cmd = ["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c", code]
-    args = [str(ROOT), str(tmp_path / "disk"), scenario.__name__, str(elsewhere)]
-    done = subprocess.run([*cmd, *args], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-4000:]
-
-
-def fill(path: Path) -> None:
-    """Another program fills the disk to the last byte."""
-    chunk = bytes(64 * 1024)
-    with open(path, "wb", buffering=0) as f:
-        for size in (64 * 1024, 4096, 512, 1):
-            while True:
-                try:
-                    f.write(chunk[:size])
-                except OSError as err:
-                    assert err.errno == errno.ENOSPC
-                    break
+    tinydisk.on_tiny_fs(tmp_path, scenario, elsewhere)
 
 
 def tele(n: int, start: int = 0) -> list[Reading]:

@@ -10,66 +10,18 @@ recovers by itself.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import itertools
-import os
 import shutil
 import sqlite3
-import subprocess
-import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from tinydisk import fill, on_tiny_fs
 
 from agent.points import Reading, Stream
 from agent.store import Store, StoreFullError
 from protocols.telemetry import decode_batch
 
-ROOT = Path(__file__).resolve().parent.parent
 SITE = "sub-1"
-DISK = "4m"
-
-
-@contextlib.contextmanager
-def tiny_fs(path: Path) -> Iterator[Path]:
-    path.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK}", "tmpfs", str(path)], check=True)
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "--lazy", str(path)], check=True)  # lazy: a store left open by a failed assert
-
-
-def on_tiny_fs(tmp_path: Path, scenario: Callable[[Path], None]) -> None:
-    """Run ``scenario(dir)`` with ``dir`` on a 4 MiB tmpfs: mounted here as root, else in a namespace."""
-    if os.geteuid() == 0:
-        with tiny_fs(tmp_path / "disk") as disk:
-            scenario(disk)
-        return
-    code = (
-        "import sys; sys.path.insert(0, sys.argv[1]); from pathlib import Path; "
-        "import tests.test_store_full_disk as t; "
-        "ctx = t.tiny_fs(Path(sys.argv[2])); d = ctx.__enter__(); getattr(t, sys.argv[3])(d); ctx.__exit__(None, None, None)"
-    )
-    cmd = ["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c", code]
-    done = subprocess.run([*cmd, str(ROOT), str(tmp_path / "disk"), scenario.__name__], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-4000:]
-
-
-def fill(path: Path) -> int:
-    """Another program fills the disk to the last byte; returns the bytes it took."""
-    taken = 0
-    chunk = bytes(64 * 1024)
-    with open(path, "wb", buffering=0) as f:
-        for size in (64 * 1024, 4096, 512, 1):
-            while True:
-                try:
-                    f.write(chunk[:size])
-                except OSError as err:
-                    assert err.errno == errno.ENOSPC
-                    break
-                taken += size
-    return taken
 
 
 def decoded_values(store: Store) -> dict[str, list]:
