@@ -18,10 +18,12 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from conftest import arun, free_port, until, wait_for
+from processes import Processes
 
 from agent.demo import Demo
 from agent.runtime import Supervisor, SystemdNotifier, watchdog
@@ -148,28 +150,33 @@ def _spill(tmp_path: Path, spilled: int) -> None:
             f.write(json.dumps([f"old.p{i % 100}", t0 + i // 100, float(i), "V", "good", "telemetry"]) + "\n")
 
 
+@dataclass
+class _Agent(Processes):
+    workdir: Path
+    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+
+
+def _started_agent(tmp_path: Path, spilled: int) -> _Agent:
+    """A real `gridedge run` over ``spilled`` readings a previous run left, once it has said it started."""
+    _spill(tmp_path, spilled)
+    _agent_config(tmp_path)
+    site = _Agent(tmp_path)
+    proc = site.start_gridedge("agent", "run", "--config", "agent.toml")
+    wait_for(lambda: "event=agent_started" in site.log("agent") or proc.poll() is not None, 60, "the agent")
+    assert proc.poll() is None, site.logs("agent")
+    return site
+
+
 def test_sigterm_right_after_a_heavy_start_commits_every_reading(tmp_path: Path) -> None:
     """150,000 readings spilled by a previous run are committed as the agent starts; SIGTERM lands 0.3 s
     after it said it started. Every one of them, and every reading the poller took, is in the store."""
     spilled = 150_000
-    _spill(tmp_path, spilled)
-    _agent_config(tmp_path)
-    log = tmp_path / "agent.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gridedge", "run", "--config", "agent.toml"],
-            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    site = _started_agent(tmp_path, spilled)
     try:
-        wait_for(lambda: "event=agent_started" in log.read_text() or proc.poll() is not None, 60, "the agent")
-        assert proc.poll() is None, log.read_text()[-3000:]
         time.sleep(0.3)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0, log.read_text()[-3000:]
+        assert site.stop("agent", 60) == 0, site.logs("agent")
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
+        site.kill_all()
     status = json.loads((tmp_path / "agent.db.status.json").read_text())
     polled = status["devices"]["m1"]["readings"]
     with contextlib.closing(sqlite3.connect(tmp_path / "agent.db")) as conn:
@@ -185,21 +192,8 @@ def test_sigkill_as_soon_as_the_agent_started_loses_no_spilled_reading(tmp_path:
     """The spilled readings are committed before the file is removed: a SIGKILL the moment the agent says it
     started (before its writer's first flush) leaves them in the store, or still in the file, never nowhere."""
     spilled = 20_000
-    _spill(tmp_path, spilled)
-    _agent_config(tmp_path)
-    log = tmp_path / "agent.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gridedge", "run", "--config", "agent.toml"],
-            cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    try:
-        wait_for(lambda: "event=agent_started" in log.read_text() or proc.poll() is not None, 60, "the agent")
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
+    site = _started_agent(tmp_path, spilled)
+    site.kill("agent")
     with contextlib.closing(sqlite3.connect(tmp_path / "agent.db")) as conn:
         old = conn.execute("SELECT count(*), sum(value) FROM readings WHERE point LIKE 'old.%'").fetchone()
     assert old == (spilled, float(sum(range(spilled))))
