@@ -61,9 +61,9 @@ class AgentService:
             raise StoreError(
                 f"cannot create the store's folder {config.store.path.parent}: {err.strerror or err}"
             ) from err
-        store = Store(config.store.path, config.site_id, config.store.max_bytes, batch_size=config.store.batch_size)
-        self._commit_unsaved(store)
-        self.store = AsyncStore(store)
+        self.store = AsyncStore(
+            Store(config.store.path, config.site_id, config.store.max_bytes, batch_size=config.store.batch_size)
+        )
         self.serial_lines = SerialBusRegistry()  # one arbiter per RS-485 port, shared by its devices
         self.pollers: list[DevicePoller] = build_pollers(config.devices, self._take, registry=self.serial_lines)
         # PMU streams (C37.118.2): readings once a second through _take, events straight to the store.
@@ -80,24 +80,21 @@ class AgentService:
         self.supervisor = Supervisor()
         self._last_stats: Any = None
 
-    def _commit_unsaved(self, store: Store) -> None:
+    async def _commit_unsaved(self) -> None:
         """Commit what a previous run could not store (spilled beside the store at its exit) before anything
-        else, and remove the file only then: a kill in the agent's first seconds cannot lose those readings.
-        What the store will not take now waits in the queue like any reading (and is spilled again at exit)."""
+        else, through the writer's own flush, and remove the file only then: a kill in the agent's first seconds
+        cannot lose those readings. What the store will not take now waits in the queue like any reading (and is
+        spilled again at exit)."""
         readings = WriteQueue.read_spilled(self.spill_path)
         if readings is None:
             return
+        self.queue.requeue(readings)  # nothing else is queued yet: the pollers have not started
         try:
-            if readings:
-                store.add_readings(readings)
-        except StoreFullError as err:
-            self.queue.requeue(err.rejected or readings)
-            log.error("event=unsaved_readings_wait count=%d error=%s", len(err.rejected or readings), err)
-        except StoreError as err:  # one invalid reading among them, or the store failing: the writer retries
-            self.queue.requeue(readings)
-            log.error("event=unsaved_readings_wait count=%d error=%s", len(readings), err)
+            stored = await self._flush()
+        except StoreError as err:
+            log.error("event=unsaved_readings_wait count=%d error=%s", len(self.queue), err)
         else:
-            log.info("event=unsaved_readings_stored count=%d path=%s", len(readings), self.spill_path)
+            log.info("event=unsaved_readings_stored count=%d path=%s", stored, self.spill_path)
         self.spill_path.unlink()
 
     # -- acquisition -> queue --------------------------------------------------------------------
@@ -238,6 +235,7 @@ class AgentService:
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
+        await self._commit_unsaved()
         sup = self.supervisor
         for poller in self.pollers:
             sup.add(f"poll:{poller.device.name}", poller.run, stage=3)

@@ -101,16 +101,3 @@ class WriteQueue:
             except (ValueError, TypeError) as err:
                 log.error("event=unsaved_reading_unreadable path=%s line=%d error=%s", path, n, err)
         return loaded
-
-    def load(self, path: Path) -> int:
-        """Queue the readings a previous run spilled, then remove the file.
-
-        The agent commits them to its store before removing the file instead (AgentService), so a kill before
-        the first write cannot lose them; this is for a caller without a store at hand."""
-        loaded = self.read_spilled(path)
-        if loaded is None:
-            return 0
-        self.requeue(loaded)
-        path.unlink()
-        log.info("event=unsaved_readings_loaded count=%d path=%s", len(loaded), path)
-        return len(loaded)
