@@ -100,6 +100,11 @@ def stream_from_wire(data: dict[str, Any]) -> WaveformStreamConfig:
 QUALITIES = {q.value: q for q in Quality}
 
 
+def _finite_number(x: Any) -> bool:
+    """An int or float that is a number (json.loads takes NaN and Infinity; a bool is not a measurement)."""
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def reading_from_wire(item: Any) -> Reading:
     """One ``[point, ts, value, unit, quality]``; anything else raises :class:`PqWorkerError`."""
     if not (isinstance(item, list) and len(item) == 5):
@@ -107,12 +112,10 @@ def reading_from_wire(item: Any) -> Reading:
     point, ts, value, unit, quality = item
     if not (isinstance(point, str) and point and isinstance(unit, str)):
         raise PqWorkerError(f"reading {item!r}: point must be a non-empty string and unit a string")
-    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+    if not _finite_number(ts):
         raise PqWorkerError(f"reading {item!r}: ts must be a finite number of seconds (UTC)")
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise PqWorkerError(f"reading {item!r}: value must be a number or null")
-    if isinstance(value, float) and not math.isfinite(value):  # json.loads takes NaN and Infinity; the store not
-        raise PqWorkerError(f"reading {item!r}: value must be finite (or null with quality invalid)")
+    if value is not None and not _finite_number(value):  # the store refuses NaN and infinities
+        raise PqWorkerError(f"reading {item!r}: value must be a finite number or null")
     if quality not in QUALITIES:
         raise PqWorkerError(f"reading {item!r}: quality must be one of {sorted(QUALITIES)}")
     return Reading(point, float(ts), value, unit, QUALITIES[quality])
@@ -133,7 +136,7 @@ def event_from_wire(item: Any) -> WireEvent:
     if not (isinstance(item, dict) and set(item) == keys):
         raise PqWorkerError(f"event {item!r}: allowed an object with exactly {sorted(keys)}")
     ts = item["ts"]
-    if isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts):
+    if not _finite_number(ts):
         raise PqWorkerError(f"event ts {ts!r}: must be a finite number")
     if not all(isinstance(item[k], str) for k in ("kind", "severity", "source", "text")):
         raise PqWorkerError(f"event {item!r}: kind, severity, source and text must be strings")
