@@ -9,7 +9,7 @@ import logging
 import sys
 import time
 
-from agent import pmu_probe
+from agent.pmu import probe as pmu_probe
 from agent.config import AgentConfig, ConfigError, load_config
 
 EXIT_CONFIG = 2

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import async_test, free_port
 
-from agent.pmu_probe import ProbeUsageError, parse_address, utc_text
+from agent.pmu.probe import ProbeUsageError, parse_address, utc_text
 from protocols.c37118 import Timestamp
 from sim_hw.devices.pmu import SimPmu
 
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 async def _probe(*args: str, timeout: float = 20) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent.pmu_probe", *args, cwd=ROOT,
+        sys.executable, "-m", "agent.pmu.probe", *args, cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
