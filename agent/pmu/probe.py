@@ -46,6 +46,10 @@ EXIT_CONNECT = 1
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 3
 EXIT_BAD_FRAME = 4
+EXIT_HELP = (
+    "exit status: 0 all frames read; 1 connection failed or closed by the peer; 2 bad usage; 3 timeout (no "
+    "configuration, or the data stopped); 4 a bad frame, or a peer that is not a PMU"
+)
 
 
 class ProbeUsageError(ValueError):
@@ -347,7 +351,15 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``probe`` to a ``pmu`` subcommand's subparsers (see agent/cli.py)."""
-    return configure_parser(subparsers.add_parser("probe", help="connect to a PMU and print what it sends"))
+    return configure_parser(
+        subparsers.add_parser(
+            "probe",
+            help="connect to a PMU and print what it sends",
+            description="Connect to a PMU, ask for its configuration with its IDCODE (--id), print it and the "
+            "first data frames decoded; when no configuration comes, say what the peer did instead.",
+            epilog=EXIT_HELP,
+        )
+    )
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -364,7 +376,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = configure_parser(argparse.ArgumentParser(prog="gridedge pmu probe", description=__doc__.split("\n")[0]))
+    parser = configure_parser(
+        argparse.ArgumentParser(prog="gridedge pmu probe", description=__doc__.split("\n")[0], epilog=EXIT_HELP)
+    )
     return cmd_probe(parser.parse_args(argv))
 
 

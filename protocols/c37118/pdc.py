@@ -411,7 +411,8 @@ class PdcStats:
     callback_errors: int = 0
     connected: bool = False
     last_frame_monotonic: float | None = None
-    last_error: str = ""
+    last_error: str = ""  # why the latest session ended (refused, closed, no configuration, stale...)
+    last_error_ts: float | None = None  # when, s UTC
 
 
 class PdcClient:
@@ -474,6 +475,7 @@ class PdcClient:
                 await self._session()
             except PdcError as err:
                 self.stats.last_error = str(err)
+                self.stats.last_error_ts = time.time()
                 if isinstance(err, StaleStreamError):
                     self.stats.stale += 1
                 log.warning("event=pmu_session_failed pmu=%s error=%s", self._name, err)
