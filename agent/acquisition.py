@@ -23,6 +23,7 @@ from agent.points import Quality, Reading, Stream
 from protocols.modbus.client import ModbusTransport, TcpTransport
 from protocols.modbus.errors import (
     ModbusConnectionError,
+    ModbusDeviceError,
     ModbusExceptionResponse,
     ModbusFrameError,
     ModbusTimeout,
@@ -78,6 +79,10 @@ class PollerStats:
     consecutive_failures: int = 0
     backoff_s: float = 0.0  # current delay to the next attempt while failing, 0 when healthy
     last_ok_ts: float | None = None
+    # the latest fault of any kind (timeout, link down, Modbus exception, bad frame, decode error) and when
+    # (s UTC); kept after the device recovers, so an operator sees what went wrong last and how long ago
+    last_error: str = ""
+    last_error_ts: float | None = None
 
 
 class _CycleAborted(Exception):
@@ -119,8 +124,24 @@ class DevicePoller:
         point, stream = self._ids[p.name]
         return Reading(point, ts, value, p.unit, quality, stream)
 
+    def _note_error(self, what: str, err: Exception) -> None:
+        """Keep ``what: err`` as the device's last error (for ``gridedge status``), without the device label."""
+        detail = str(err)
+        if isinstance(err, ModbusDeviceError):
+            detail = detail.removeprefix(f"device={err.device} ")
+        self.stats.last_error = f"{what}: {detail}"
+        self.stats.last_error_ts = self.clock()
+
     def _fault(self, event: str, block: ReadBlock, err: Exception) -> None:
         names = ",".join(p.name for p in block.points)
+        where = f"{block.table.value} {block.start}+{block.count}"
+        what = {
+            "modbus_timeout": f"timeout reading {where}",
+            "modbus_link_down": "link down",
+            "modbus_exception": f"Modbus exception reading {where}",
+            "modbus_bad_frame": f"bad frame reading {where}",
+        }
+        self._note_error(what.get(event, event), err)
         log.warning(
             "event=%s device=%s unit=%d table=%s start=%d count=%d points=%s error=%s",
             event, self.device.name, self.device.unit_id, block.table.value, block.start, block.count, names, err,
@@ -209,6 +230,7 @@ class DevicePoller:
                 continue
             self.stats.decode_errors += 1
             pwords = words[p.address - block.start : p.end - block.start]
+            self._note_error(f"cannot decode {p.name} at {p.address}", err)
             log.warning(
                 "event=modbus_decode_error device=%s point=%s address=%d words=%s error=%s",
                 self.device.name, p.name, p.address, [hex(w) for w in pwords], err,

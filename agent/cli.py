@@ -9,11 +9,13 @@ import logging
 import sys
 import time
 
-from agent import pmu_probe
 from agent.config import AgentConfig, ConfigError, load_config
+from agent.pmu import probe as pmu_probe
 
 EXIT_CONFIG = 2
 EXIT_STORE = 4  # the store cannot be opened (1 stays Python's own: an unexpected crash)
+EXIT_NOT_RUNNING = 3  # status: the agent stopped, was killed, or does not respond
+EXIT_NO_STATUS = 4  # status: no (readable) status file: the agent never ran with this store
 
 
 def _load(path: str) -> AgentConfig | None:
@@ -97,28 +99,23 @@ def cmd_status(args: argparse.Namespace) -> int:
     if config is None:
         return EXIT_CONFIG
     from agent.service import status_path
+    from agent.statustext import agent_state, status_text
 
     path = status_path(config)
     try:
         status = json.loads(path.read_text())
     except FileNotFoundError:
-        print(f"gridedge: no status at {path}: is the agent running?", file=sys.stderr)
-        return 1
+        print(f"gridedge status: no status file {path}: the agent has not run with this store", file=sys.stderr)
+        return EXIT_NO_STATUS
+    except (OSError, ValueError) as err:  # unreadable, or not JSON (not written by an agent)
+        print(f"gridedge status: cannot read the status file {path}: {err}", file=sys.stderr)
+        return EXIT_NO_STATUS
+    state = agent_state(status, time.time())
     if args.json:
         print(json.dumps(status, indent=2))
-        return 0
-    age = time.time() - status["ts"]
-    store = status.get("store") or {}
-    print(f"site {status['site']}  status written {age:.1f} s ago  broker connected: {status['connected']}")
-    print(
-        f"readings taken {store.get('readings_taken')}  backlog {store.get('unsealed', 0) + store.get('outbox_readings', 0)}"
-        f"  acked {store.get('acked_readings')}  dropped {store.get('dropped_readings')}"
-        f"  store {store.get('size_bytes', 0) / 1e6:.1f}/{store.get('max_bytes', 0) / 1e6:.0f} MB"
-    )
-    for name, d in status.get("devices", {}).items():
-        print(f"  {name:<16} polls {d.get('polls')} ok {d.get('polls_ok')} timeouts {d.get('timeouts')}"
-              f" exceptions {d.get('exceptions')} backoff {d.get('backoff_s')} s")  # fmt: skip
-    return 0
+    else:
+        print(status_text(status, state, time.time()))
+    return 0 if state.running else EXIT_NOT_RUNNING
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -132,9 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a site configuration and list every error")
     c.add_argument("file")
     c.set_defaults(func=cmd_check_config)
-    s = sub.add_parser("status", help="show a running agent's status")
-    s.add_argument("--config", required=True)
-    s.add_argument("--json", action="store_true")
+    s = sub.add_parser(
+        "status",
+        help="is the agent running; its devices, PMUs, PQ streams and uplink",
+        description="Read the status file the agent writes beside its store every second and say whether the agent "
+        "runs (a clean stop, a killed process and a hung one are told apart), then its figures.",
+        epilog="exit status: 0 the agent runs; 2 a bad configuration; 3 not running (stopped, killed or not "
+        "responding: the figures shown are its last); 4 no status file (the agent never ran with this store)",
+    )
+    s.add_argument("--config", required=True, help="the site's TOML file (the status file sits beside its store)")
+    s.add_argument("--json", action="store_true", help="the status file as the agent wrote it (same exit status)")
     s.set_defaults(func=cmd_status)
     pm = sub.add_parser("pmu", help="synchrophasor (C37.118) tools: pmu probe ADDRESS")
     pmu_sub = pm.add_subparsers(dest="pmu_command", metavar="PMU_COMMAND", required=True)

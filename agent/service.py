@@ -170,13 +170,23 @@ class AgentService:
                 log.error("event=store_limit_failed error=%s", err)
             await asyncio.sleep(LIMIT_CHECK_INTERVAL_S)
 
-    def status(self) -> dict[str, Any]:
+    def status(self, *, running: bool = True) -> dict[str, Any]:
+        """What ``gridedge status`` reads. ``pid``, ``started_ts`` and ``running`` (false only in the file the
+        clean stop writes last) tell whether the agent runs; a killed agent leaves ``running`` true, a ``ts``
+        that ages and a ``pid`` that is gone (agent/statustext.py decides)."""
         s = self._last_stats
+        now = time.time()
+        up = self.config.uplink
         return {
             "site": self.config.site_id,
-            "ts": time.time(),
-            "uptime_s": round(time.time() - self.started, 1),
+            "ts": now,
+            "pid": os.getpid(),
+            "started_ts": self.started,
+            "running": running,
+            "status_interval_s": STATUS_INTERVAL_S,
+            "uptime_s": round(now - self.started, 1),
             "points": len(self.snapshot.items()),
+            "broker": f"{'mqtts' if up.tls else 'mqtt'}://{up.host}:{up.port}",
             "connected": self.session.connected.is_set(),
             "queued": len(self.queue),
             "queue_dropped": self.queue.dropped,
@@ -208,16 +218,20 @@ class AgentService:
             f"backlog={s.unsealed + s.outbox_readings} acked={s.acked_readings}"
         )
 
-    async def _status(self) -> None:
+    def _write_status(self, *, running: bool = True) -> None:
+        """Replace the status file whole (a reader never sees half of one)."""
         path = status_path(self.config)
         tmp = path.with_name(path.name + ".tmp")
+        try:
+            tmp.write_text(json.dumps(self.status(running=running), default=str))
+            os.replace(tmp, path)
+        except OSError as err:  # a full disk must not crash-loop the task and starve the watchdog
+            log.warning("event=status_write_failed path=%s error=%s", path, err)
+
+    async def _status(self) -> None:
         while True:
             self._last_stats = await self.store.stats()
-            try:
-                tmp.write_text(json.dumps(self.status(), default=str))
-                os.replace(tmp, path)
-            except OSError as err:  # a full disk must not crash-loop the task and starve the watchdog
-                log.warning("event=status_write_failed path=%s error=%s", path, err)
+            self._write_status()
             await asyncio.sleep(STATUS_INTERVAL_S)
 
     async def _drain(self, limit_s: float) -> None:
@@ -272,10 +286,7 @@ class AgentService:
             await self._drain(self.config.uplink.drain_on_stop_s)
             await sup.stop()
             self._last_stats = await self.store.stats()
-            try:
-                status_path(self.config).write_text(json.dumps(self.status(), default=str))
-            except OSError as err:
-                log.warning("event=status_write_failed error=%s", err)
+            self._write_status(running=False)
             await self.store.aclose()
             self.notifier.close()
             log.info("event=agent_stopped readings_taken=%d", self._last_stats.readings_taken)

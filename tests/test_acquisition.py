@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 
 import pytest
 from conftest import arun, free_port
@@ -138,6 +139,9 @@ def test_refused_block_is_split_and_the_split_plan_is_kept() -> None:
     assert sink.snapshot.get("t.a").quality is Quality.GOOD and sink.snapshot.get("t.a").value == 100
     assert sink.snapshot.get("t.b").quality is Quality.GOOD and sink.snapshot.get("t.b").value == (148 << 16) + 149
     assert sink.snapshot.get("t.c").quality is Quality.INVALID and sink.snapshot.get("t.c").value is None
+    assert poller.stats.last_error == (
+        "Modbus exception reading holding 52+1: exception=2 (illegal data address) function=3"
+    )
 
 
 def test_nan_float_is_invalid_and_the_other_points_good() -> None:
@@ -164,6 +168,8 @@ def test_nan_float_is_invalid_and_the_other_points_good() -> None:
 
     poller = arun(go())
     assert poller.stats.decode_errors == 1
+    assert poller.stats.last_error.startswith("cannot decode f at 0: ")
+    assert poller.stats.last_error_ts == 1_700_000_000.5
     by = {r.point: r for r in sink.readings}
     assert by["t.f"].quality is Quality.INVALID and by["t.f"].value is None
     assert by["t.g"] == Reading("t.g", 1_700_000_000.5, 230.5, "", Quality.GOOD, Stream.TELEMETRY)
@@ -171,14 +177,17 @@ def test_nan_float_is_invalid_and_the_other_points_good() -> None:
 
 
 @pytest.mark.parametrize(
-    "kind,quality,counter",
+    "kind,quality,counter,error",
     [
-        ("silent", Quality.STALE, "timeouts"),
-        ("junk", Quality.INVALID, None),
-        ("refused", Quality.STALE, "connection_errors"),
+        ("silent", Quality.STALE, "timeouts", "timeout reading holding 0+4: no answer within 0.1 s"),
+        ("junk", Quality.INVALID, None, " reading holding 0+4: "),
+        ("refused", Quality.STALE, "connection_errors", "link down: cannot connect (refused or no route)"),
     ],
 )
-def test_poller_survives_every_fault_and_marks_quality(kind: str, quality: Quality, counter: str | None) -> None:
+def test_poller_survives_every_fault_and_marks_quality(
+    kind: str, quality: Quality, counter: str | None, error: str
+) -> None:
+    """Each fault is counted, marks the points' quality, and is kept as the device's last error with its time."""
     sink = Collector()
 
     async def go():
@@ -200,9 +209,12 @@ def test_poller_survives_every_fault_and_marks_quality(kind: str, quality: Quali
         await asyncio.gather(task, return_exceptions=True)
         return poller
 
+    before = time.time()
     poller = arun(go())
     assert poller.stats.polls >= 2 and poller.stats.polls_ok == 0
     assert sink.readings and all(r.value is None for r in sink.readings)
+    assert error in poller.stats.last_error and "device=" not in poller.stats.last_error
+    assert poller.stats.last_error_ts is not None and before - 1 <= poller.stats.last_error_ts <= time.time()
     if counter:
         assert all(r.quality is quality for r in sink.readings)
     if counter:

@@ -8,13 +8,17 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from conftest import async_test, free_port
 
-from agent.pmu_probe import ProbeUsageError, parse_address, utc_text
-from protocols.c37118 import Timestamp
+from agent.pmu.probe import ProbeUsageError, open_failure, parse_address, utc_text
+from protocols.c37118 import SyncError, Timestamp
+from protocols.c37118.codec import encode_frame
+from protocols.c37118.pdc import ConnectionClosedError, PdcTimeoutError, PmuEndpoint, Received
 from sim_hw.devices.pmu import SimPmu
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +26,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 async def _probe(*args: str, timeout: float = 20) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent.pmu_probe", *args, cwd=ROOT,
+        sys.executable, "-m", "agent.pmu.probe", *args, cwd=ROOT,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
@@ -78,19 +82,32 @@ async def test_probe_errors_are_one_line_with_distinct_exit_codes() -> None:
     code, out, err = await _probe(f"tcp://127.0.0.1:{free_port()}", "--timeout", "2")
     assert code == 1 and "connection refused" in err and len(err.strip().splitlines()) == 1 and not out
     async with SimPmu(5, "SIM", port=0, rate=20) as sim:
-        code, out, err = await _probe(f"tcp://127.0.0.1:{sim.port}", "--id", "6", "--timeout", "0.5")
-        assert code == 3 and "no CFG-2" in err and "--id 6" in err and len(err.strip().splitlines()) == 1
         sim.stop_sending()
         code, out, err = await _probe(f"tcp://127.0.0.1:{sim.port}", "--id", "5", "--timeout", "0.5", "--json")
         assert code == 3 and "no data frame" in err and json.loads(out.splitlines()[0])["type"] == "config"
         sim.resume_sending()
-        server = await asyncio.start_server(_garbage, "127.0.0.1", 0)
-        port = server.sockets[0].getsockname()[1]
-        async with server:
+        async with _server(_garbage) as port:
             code, out, err = await _probe(f"tcp://127.0.0.1:{port}", "--timeout", "1")
-        assert code == 4 and "bad frame" in err and len(err.strip().splitlines()) == 1
+        assert code == 4 and len(err.strip().splitlines()) == 1
+        assert "received 22 bytes that are not C37.118 frames (SizeError" in err and "'aa 31 00 14 00 00" in err
     code, _, err = await _probe("udp://127.0.0.1:4712")
     assert code == 2 and "tcp://" in err
+
+
+@asynccontextmanager
+async def _server(
+    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[int]:
+    """A real TCP server on a free loopback port, running ``handler`` for each connection; yields the port."""
+
+    async def quiet(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+            await handler(reader, writer)
+        writer.close()
+
+    server = await asyncio.start_server(quiet, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
 
 
 async def _garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -98,9 +115,144 @@ async def _garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
     await reader.read(100)
     writer.write(b"\xaa\x31\x00\x14" + bytes(16) + b"\xaa\x31")
     await writer.drain()
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.sleep(2)
-    writer.close()
+    await asyncio.sleep(2)
+
+
+async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Accepts the connection and reads everything, answering nothing."""
+    while await reader.read(4096):
+        pass
+
+
+async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Sends back every byte it reads."""
+    while data := await reader.read(4096):
+        writer.write(data)
+        await writer.drain()
+
+
+async def _banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Another protocol's server: greets with a line of text, then waits."""
+    writer.write(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n")
+    await writer.drain()
+    await _silent(reader, writer)
+
+
+async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Reads the first request, then closes the connection without a word."""
+    await reader.read(4096)
+    await reader.read(4096)
+
+
+@async_test
+async def test_probe_of_a_silent_peer_names_the_request_and_suggests_the_idcode() -> None:
+    """No byte in the wait: the message says which request went unanswered and how to give another IDCODE."""
+    async with _server(_silent) as port:
+        code, out, err = await _probe(f"tcp://127.0.0.1:{port}", "--timeout", "1")
+    assert code == 3 and not out and len(err.strip().splitlines()) == 1
+    assert f"127.0.0.1:{port}: no answer in 1 s to the CFG-2 request with IDCODE 1" in err
+    assert "--id N" in err
+
+
+@async_test
+async def test_probe_of_a_pmu_with_another_idcode_says_it_stayed_silent() -> None:
+    """A real PMU ignores commands to another IDCODE (6.6): the probe says so, and what to try."""
+    async with SimPmu(5, "SIM", port=0, rate=20) as sim:
+        code, _, err = await _probe(f"tcp://127.0.0.1:{sim.port}", "--id", "6", "--timeout", "0.5")
+    assert code == 3 and len(err.strip().splitlines()) == 1
+    assert "no answer in 0.5 s to the CFG-2 request with IDCODE 6" in err and "--id N" in err
+
+
+@async_test
+async def test_probe_of_an_echo_server_says_it_is_not_a_pmu() -> None:
+    """An echo server sends back the probe's own command frames: that is no PMU, and no IDCODE hint is given."""
+    async with _server(_echo) as port:
+        code, out, err = await _probe(f"tcp://127.0.0.1:{port}", "--timeout", "1")
+    assert code == 4 and not out and len(err.strip().splitlines()) == 1
+    assert "command frames" in err and "is this a PMU port?" in err and "--id" not in err
+
+
+@async_test
+async def test_probe_of_another_protocol_shows_the_bytes_received() -> None:
+    """A peer speaking something else: the message counts the bytes and shows the first of them."""
+    async with _server(_banner) as port:
+        code, out, err = await _probe(f"tcp://127.0.0.1:{port}", "--timeout", "1")
+    assert code == 4 and not out and len(err.strip().splitlines()) == 1
+    assert "received 32 bytes that are not C37.118 frames: '53 53 48 2d 32 2e 30" in err
+    assert '"SSH-2.0-OpenSSH_9.2p1 Debian-2"' in err and "is this a PMU port?" in err and "--id" not in err
+
+
+@async_test
+async def test_probe_of_a_peer_that_hangs_up_says_it_closed_the_connection() -> None:
+    async with _server(_hang_up) as port:
+        code, out, err = await _probe(f"tcp://127.0.0.1:{port}", "--timeout", "2")
+    assert code == 1 and not out and len(err.strip().splitlines()) == 1
+    assert "the peer closed the connection after the CFG-2 request with IDCODE 1" in err
+
+
+@async_test
+async def test_probe_of_a_host_that_does_not_resolve_names_it() -> None:
+    code, out, err = await _probe("tcp://nosuchhost.invalid:4712", "--timeout", "5")
+    assert code == 1 and not out and len(err.strip().splitlines()) == 1
+    assert "cannot resolve host 'nosuchhost.invalid'" in err and "unknown error" not in err.lower()
+
+
+@async_test
+async def test_probe_of_a_pmu_streaming_under_another_idcode_names_that_idcode() -> None:
+    """A PMU that sends data unasked (before any configuration) shows its IDCODE: the probe suggests it."""
+    pmu = SimPmu(7734, "SIM", port=0, rate=20)
+
+    async def streaming(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for k in range(200):
+            writer.write(encode_frame(pmu.data_frame(k)))
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        await _silent(reader, writer)
+
+    async with _server(streaming) as port:
+        code, out, err = await _probe(f"tcp://127.0.0.1:{port}", "--timeout", "1")
+    assert code == 3 and not out and len(err.strip().splitlines()) == 1
+    assert "no answer in 1 s to the CFG-2 request with IDCODE 1; received data frames from IDCODE 7734" in err
+    assert "--id 7734" in err
+
+
+ENDPOINT = PmuEndpoint("10.0.0.5", 4712, 3, 2)
+
+
+@pytest.mark.parametrize(
+    ("received", "errors", "code", "says"),
+    [
+        (Received(), [], 3, "10.0.0.5:4712: no answer in 5 s to the CFG-2 request with IDCODE 3 (the PMU may"),
+        (Received(54, bytes(18), (("command", 3, 3),), 2), [], 4, "54 bytes in 5 s, all of them command frames"),
+        (Received(60, b"\xaa\x21", (("CFG-1", 3, 1),), 2), [], 3, "received CFG-1 frames from IDCODE 3 (the PMU may send CFG-1 only: --cfg 1)"),
+        (Received(60, b"\xaa\x31", (("CFG-2", 9, 1), ("header", 9, 1)), 2), [], 3, "CFG-2 frames from IDCODE 9, header frames from IDCODE 9 (the PMU's IDCODE may be 9: --id 9)"),
+        (Received(40, b"GET / HTTP/1.1\r\n", (), 2), [], 4, "40 bytes that are not C37.118 frames: '47 45 54 20 2f 20 48 54 54 50 2f 31 2e 31 0d 0a …' (\"GET / HTTP/1.1…\")"),
+        (Received(3, b"\x00\xff\x10", (), 1), [SyncError("garbage", 3)], 4, "3 bytes that are not C37.118 frames (SyncError: garbage): '00 ff 10'; is"),
+    ],
+)  # fmt: skip
+def test_an_unanswered_configuration_request_is_explained_by_what_came(
+    received: Received, errors: list, code: int, says: str
+) -> None:
+    err = PdcTimeoutError("no CFG-2", errors)
+    err.received = received
+    got_code, text = open_failure(err, ENDPOINT, 5.0)
+    assert (got_code, says in text) == (code, True), text
+
+
+def test_a_closed_connection_is_explained_with_what_came_before() -> None:
+    err = ConnectionClosedError("the PMU closed the TCP connection")
+    err.received = Received(5, b"hello", (), 1)
+    code, text = open_failure(err, ENDPOINT, 5.0)
+    assert code == 1 and text == (
+        "10.0.0.5:4712: the peer closed the connection after the CFG-2 request with IDCODE 3; it had sent "
+        "5 bytes that are not C37.118 frames: '68 65 6c 6c 6f' (\"hello\")"
+    )
+    err = ConnectionClosedError("TCP connection lost: Connection reset by peer")
+    err.received = Received()
+    code, text = open_failure(err, ENDPOINT, 5.0)
+    assert text.endswith(
+        "before the CFG-2 request with IDCODE 3 was sent (TCP connection lost: Connection reset by peer), sending nothing"
+    )
 
 
 def test_address_parsing() -> None:

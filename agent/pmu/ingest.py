@@ -523,6 +523,7 @@ class PmuMonitoring:
             for name, ingest in stream.blocks.items():
                 out[name] = {"connected": client.stats.connected, "reconnects": client.stats.reconnects,
                              "stale": ingest.stale.active, "stream": stream.name, "idcode": _idcode(ingest),
+                             "last_error": client.stats.last_error, "last_error_ts": client.stats.last_error_ts,
                              **{k: getattr(ingest.stats, k) for k in IngestStats.__slots__}}  # fmt: skip
         return out
 

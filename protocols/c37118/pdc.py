@@ -18,8 +18,9 @@ import asyncio
 import logging
 import os
 import random
+import socket
 import time
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -33,6 +34,7 @@ from protocols.c37118.frames import (
     DataFrame,
     Frame,
     FrameType,
+    HeaderFrame,
     Timestamp,
     pmu_value_count,
 )
@@ -44,6 +46,7 @@ UDP_PORT_COMMAND = b"UDPP"  # extended command (CMD 8) naming the UDP port data 
 _CFG_COMMAND = {1: Command.SEND_CFG1, 2: Command.SEND_CFG2, 3: Command.SEND_CFG3}
 _CFG_TYPE = {1: FrameType.CFG1, 2: FrameType.CFG2, 3: FrameType.CFG3}
 STAT_CONFIG_CHANGED = 0x0400  # STAT bit 10: configuration change within a minute (C37.118.2-2011 6.3 Table 7)
+HEAD_BYTES = 32  # the first bytes of a connection kept to show what a peer that is not a PMU sent
 
 
 def stat_word_indices(config: ConfigFrame) -> tuple[int, ...]:
@@ -56,8 +59,29 @@ def stat_word_indices(config: ConfigFrame) -> tuple[int, ...]:
     return tuple(out)
 
 
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What the peer sent on the TCP connection before the session failed: a probe says it to the user.
+
+    ``nbytes`` counts every byte, ``head`` holds the first :data:`HEAD_BYTES` of them; ``frames`` counts the
+    frames other than the configuration asked for, by kind (``"data"``, ``"command"``, ``"header"``, ``"CFG-1"``,
+    ...) and IDCODE (data frames are counted before any configuration could decode them); ``requests`` is how
+    many configuration requests had been sent.
+    """
+
+    nbytes: int = 0
+    head: bytes = b""
+    frames: tuple[tuple[str, int, int], ...] = ()  # (kind, IDCODE, count), in the order first seen
+    requests: int = 0
+
+
 class PdcError(Exception):
-    """A PMU connection that cannot go on; the client reconnects, a probe reports it."""
+    """A PMU connection that cannot go on; the client reconnects, a probe reports it.
+
+    Raised by :meth:`PdcSession.open`, it carries :attr:`received`: what the peer had sent by then.
+    """
+
+    received: Received = Received()
 
 
 class PdcConnectError(PdcError):
@@ -120,8 +144,13 @@ class _Feed(asyncio.Protocol, asyncio.DatagramProtocol):
         self.session = session
         self.reader = reader
         self.what = what
+        self.nbytes = 0
+        self.head = b""
 
     def data_received(self, data: bytes) -> None:
+        self.nbytes += len(data)
+        if len(self.head) < HEAD_BYTES:
+            self.head += data[: HEAD_BYTES - len(self.head)]
         reader = self.reader
         reader.feed(data)
         deliver = self.session._deliver
@@ -166,6 +195,9 @@ class PdcSession:
         self._sink: Callable[[Frame | FrameError | PdcError], None] | None = None
         self._want = _CFG_TYPE[endpoint.cfg_version]
         self._ended: PdcError | None = None  # the connection is gone: every later read raises this
+        self._tcp_feed: _Feed | None = None
+        self._seen: Counter[tuple[str, int]] = Counter()  # frames other than the configuration, while waiting
+        self._requests = 0  # configuration requests sent
 
     @classmethod
     async def open(
@@ -181,21 +213,37 @@ class PdcSession:
         try:
             await session._connect(connect_timeout_s)
             await session._handshake(config_timeout_s, config_retry_s)
+        except PdcError as err:
+            err.received = session.received()
+            await session.close()
+            raise
         except BaseException:
             await session.close()
             raise
         return session
+
+    def received(self) -> Received:
+        """What the peer has sent on the TCP connection so far (see :class:`Received`)."""
+        feed = self._tcp_feed
+        frames = tuple((kind, idcode, n) for (kind, idcode), n in self._seen.items())
+        if feed is None:
+            return Received(frames=frames, requests=self._requests)
+        return Received(feed.nbytes, feed.head, frames, self._requests)
+
+    def _tcp_protocol(self) -> _Feed:
+        self._tcp_feed = _Feed(self, self._tcp, "TCP")
+        return self._tcp_feed
 
     async def _connect(self, timeout_s: float) -> None:
         ep = self.endpoint
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(timeout_s):
-                self._transport, _ = await loop.create_connection(
-                    lambda: _Feed(self, self._tcp, "TCP"), ep.host, ep.port
-                )
+                self._transport, _ = await loop.create_connection(self._tcp_protocol, ep.host, ep.port)
         except TimeoutError as err:
             raise PdcConnectError(f"connect to {ep.host}:{ep.port}: no answer in {timeout_s:g} s") from err
+        except socket.gaierror as err:  # its errno is a resolver code (EAI_*), which os.strerror does not know
+            raise PdcConnectError(f"cannot resolve host {ep.host!r}: {err.strerror or err}") from err
         except OSError as err:
             # asyncio replaces strerror with "Connect call failed (addr)": say what the errno means.
             reason = os.strerror(err.errno) if err.errno else str(err)
@@ -269,6 +317,7 @@ class PdcSession:
 
     async def request_config(self) -> None:
         self.send_command_nowait(_CFG_COMMAND[self.endpoint.cfg_version])
+        self._requests += 1
 
     async def _handshake(self, timeout_s: float, retry_s: float) -> None:
         await self.send_command(Command.DATA_OFF)
@@ -284,9 +333,12 @@ class PdcSession:
                     while self.config is None:
                         event = await self._wait_event()
                         if isinstance(event, ConfigMismatchError):
-                            pass  # data still flowing from before "data off": no configuration for it yet
+                            # data still flowing from before "data off": no configuration for it yet
+                            self._seen["data", event.idcode] += 1
                         elif isinstance(event, FrameError):
                             self.early_errors.append(event)
+                        elif self.config is None:
+                            self._seen[frame_kind(event), event.idcode] += 1
             except TimeoutError:
                 pass
             if self.config is None and loop.time() >= deadline:
@@ -331,6 +383,22 @@ class PdcSession:
             self._ended = ConnectionClosedError("the session is closed")
 
 
+_CFG_NAME = {FrameType.CFG1: "CFG-1", FrameType.CFG2: "CFG-2", FrameType.CFG3: "CFG-3"}
+
+
+def frame_kind(frame: Frame) -> str:
+    """``"data"``, ``"header"``, ``"command"``, ``"CFG-1"``, ``"CFG-2"`` or ``"CFG-3"`` (6.2 Table 2)."""
+    if isinstance(frame, DataFrame):
+        return "data"
+    if isinstance(frame, HeaderFrame):
+        return "header"
+    if isinstance(frame, CommandFrame):
+        return "command"
+    if isinstance(frame, ConfigFrame):
+        return _CFG_NAME[frame.frame_type]
+    return "CFG-3 fragment"  # the reader reassembles fragments; a caller's own reader may not
+
+
 @dataclass
 class PdcStats:
     """What the client saw, for operators and tests."""
@@ -343,7 +411,8 @@ class PdcStats:
     callback_errors: int = 0
     connected: bool = False
     last_frame_monotonic: float | None = None
-    last_error: str = ""
+    last_error: str = ""  # why the latest session ended (refused, closed, no configuration, stale...)
+    last_error_ts: float | None = None  # when, s UTC
 
 
 class PdcClient:
@@ -406,6 +475,7 @@ class PdcClient:
                 await self._session()
             except PdcError as err:
                 self.stats.last_error = str(err)
+                self.stats.last_error_ts = time.time()
                 if isinstance(err, StaleStreamError):
                     self.stats.stale += 1
                 log.warning("event=pmu_session_failed pmu=%s error=%s", self._name, err)
@@ -637,7 +707,9 @@ __all__ = [
     "PdcStats",
     "PdcTimeoutError",
     "PmuEndpoint",
+    "Received",
     "STAT_CONFIG_CHANGED",
     "StaleStreamError",
+    "frame_kind",
     "stat_word_indices",
 ]

@@ -3,7 +3,8 @@
 A field engineer's first look at a PMU: does it answer, what does it say it sends, and what does it
 send. ADDRESS is ``tcp://host[:port]`` (port 4712 by default) or ``tcp://host[:port]?udp=PORT`` for
 commands over TCP and data over UDP to local PORT. Exit status: 0 all frames read; 1 connection
-failed; 2 bad usage; 3 timeout (no configuration, or the data stopped); 4 a bad frame.
+failed or closed by the peer; 2 bad usage; 3 timeout (no configuration, or the data stopped); 4 a bad
+frame, or a peer that is not a PMU (bytes that are not C37.118 frames, our own commands sent back).
 """
 
 from __future__ import annotations
@@ -30,11 +31,13 @@ from protocols.c37118 import (
     Timestamp,
 )
 from protocols.c37118.pdc import (
+    ConnectionClosedError,
     PdcConnectError,
     PdcError,
     PdcSession,
     PdcTimeoutError,
     PmuEndpoint,
+    Received,
     StaleStreamError,
 )
 
@@ -43,6 +46,10 @@ EXIT_CONNECT = 1
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 3
 EXIT_BAD_FRAME = 4
+EXIT_HELP = (
+    "exit status: 0 all frames read; 1 connection failed or closed by the peer; 2 bad usage; 3 timeout (no "
+    "configuration, or the data stopped); 4 a bad frame, or a peer that is not a PMU"
+)
 
 
 class ProbeUsageError(ValueError):
@@ -243,15 +250,8 @@ async def probe(endpoint: PmuEndpoint, frames: int, timeout_s: float, as_json: b
     where = f"{endpoint.host}:{endpoint.port}"
     try:
         session = await PdcSession.open(endpoint, connect_timeout_s=timeout_s, config_timeout_s=timeout_s)
-    except PdcConnectError as err:
-        return _fail(EXIT_CONNECT, str(err))
-    except PdcTimeoutError as err:
-        if err.frame_errors:
-            bad = err.frame_errors[0]
-            return _fail(EXIT_BAD_FRAME, f"{where}: bad frame: {type(bad).__name__}: {bad} (no configuration came)")
-        return _fail(EXIT_TIMEOUT, f"{err} (is --id {endpoint.idcode} the PMU's IDCODE?)")
     except PdcError as err:
-        return _fail(EXIT_CONNECT, f"{where}: {err}")
+        return _fail(*open_failure(err, endpoint, timeout_s))
     try:
         for err in session.early_errors:
             return _fail(EXIT_BAD_FRAME, f"{where}: bad frame: {type(err).__name__}: {err}")
@@ -277,6 +277,62 @@ async def probe(endpoint: PmuEndpoint, frames: int, timeout_s: float, as_json: b
     return EXIT_OK
 
 
+def open_failure(err: PdcError, endpoint: PmuEndpoint, timeout_s: float) -> tuple[int, str]:
+    """The exit status and the one-line reason for a session that did not get its configuration.
+
+    Says what the peer did: nothing (then the IDCODE is the usual suspect: a PMU ignores commands to
+    another, C37.118.2-2011 6.6), frames of another IDCODE or configuration, the probe's own commands sent
+    back (an echo), bytes that are not C37.118 at all (shown), or a closed connection.
+    """
+    where = f"{endpoint.host}:{endpoint.port}"
+    request = f"the CFG-{endpoint.cfg_version} request with IDCODE {endpoint.idcode}"
+    got = err.received
+    if isinstance(err, PdcConnectError):
+        return EXIT_CONNECT, str(err)
+    if isinstance(err, ConnectionClosedError):
+        if got.requests == 0:
+            said = f"{where}: the peer closed the connection before {request} was sent"
+        else:
+            said = f"{where}: the peer closed the connection after {request}"
+        if "closed" not in str(err):  # a reset: keep the system's reason
+            said += f" ({err})"
+        return EXIT_CONNECT, said + (f"; it had sent {_received_text(got)}" if got.nbytes else ", sending nothing")
+    if not isinstance(err, PdcTimeoutError):
+        return EXIT_CONNECT, f"{where}: {err}"
+    if got.nbytes == 0:
+        return EXIT_TIMEOUT, (
+            f"{where}: no answer in {timeout_s:g} s to {request} (the PMU may expect another IDCODE: --id N)"
+        )
+    frames = [(kind, idcode) for kind, idcode, _ in got.frames]
+    if frames and all(kind == "command" for kind, _ in frames) and not err.frame_errors:
+        return EXIT_BAD_FRAME, (
+            f"{where}: received {got.nbytes} bytes in {timeout_s:g} s, all of them command frames like the probe's "
+            "own requests (a PMU sends none: an echo?); is this a PMU port?"
+        )
+    others = [(kind, idcode) for kind, idcode in frames if kind != "command"]
+    if others:
+        listed = ", ".join(f"{kind} frames from IDCODE {idcode}" for kind, idcode in others)
+        hint = ""
+        ids = sorted({idcode for _, idcode in others if idcode != endpoint.idcode})
+        versions = sorted({kind[-1] for kind, _ in others if kind.startswith("CFG-") and kind[-1].isdigit()})
+        if ids:
+            hint = f" (the PMU's IDCODE may be {' or '.join(map(str, ids))}: --id {ids[0]})"
+        elif versions:
+            hint = f" (the PMU may send CFG-{versions[0]} only: --cfg {versions[0]})"
+        return EXIT_TIMEOUT, f"{where}: no answer in {timeout_s:g} s to {request}; received {listed}{hint}"
+    return EXIT_BAD_FRAME, f"{where}: received {_received_text(got, err.frame_errors)}; is this a PMU port?"
+
+
+def _received_text(got: Received, errors: list[FrameError] | None = None) -> str:
+    """``37 bytes that are not C37.118 frames (SizeError: ...): 'ab 12 ...' ("text")`` for a message."""
+    shown = " ".join(f"{b:02x}" for b in got.head[:16]) + (" …" if got.nbytes > 16 else "")
+    why = f" ({type(errors[0]).__name__}: {errors[0]})" if errors else ""
+    text = got.head.decode("ascii", "replace").strip()
+    printable = text and all(c.isprintable() for c in text)
+    quoted = f' ("{text}{"…" if got.nbytes > len(got.head) else ""}")' if printable else ""
+    return f"{got.nbytes} bytes that are not C37.118 frames{why}: '{shown}'{quoted}"
+
+
 def _fail(code: int, reason: str) -> int:
     print(f"gridedge pmu probe: {reason}", file=sys.stderr, flush=True)
     return code
@@ -295,7 +351,15 @@ def configure_parser(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add ``probe`` to a ``pmu`` subcommand's subparsers (see agent/cli.py)."""
-    return configure_parser(subparsers.add_parser("probe", help="connect to a PMU and print what it sends"))
+    return configure_parser(
+        subparsers.add_parser(
+            "probe",
+            help="connect to a PMU and print what it sends",
+            description="Connect to a PMU, ask for its configuration with its IDCODE (--id), print it and the "
+            "first data frames decoded; when no configuration comes, say what the peer did instead.",
+            epilog=EXIT_HELP,
+        )
+    )
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
@@ -312,7 +376,9 @@ def cmd_probe(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str]) -> int:
-    parser = configure_parser(argparse.ArgumentParser(prog="gridedge pmu probe", description=__doc__.split("\n")[0]))
+    parser = configure_parser(
+        argparse.ArgumentParser(prog="gridedge pmu probe", description=__doc__.split("\n")[0], epilog=EXIT_HELP)
+    )
     return cmd_probe(parser.parse_args(argv))
 
 
