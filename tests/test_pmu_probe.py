@@ -190,9 +190,26 @@ async def test_probe_of_a_peer_that_hangs_up_says_it_closed_the_connection() -> 
     assert "the peer closed the connection after the CFG-2 request with IDCODE 1" in err
 
 
+# The resolver's answer for a name that does not exist, made in the probe's own process: a real lookup would ask
+# the machine's nameserver, and tests talk to 127.0.0.1 only.
+_NO_SUCH_HOST = (
+    "import runpy, socket, sys\n"
+    "def getaddrinfo(host, *args, **kwargs):\n"
+    "    raise socket.gaierror(socket.EAI_NONAME, 'Name or service not known')\n"
+    "socket.getaddrinfo = getaddrinfo\n"
+    "sys.argv[0] = 'probe'\n"
+    "runpy.run_module('agent.pmu.probe', run_name='__main__')\n"
+)
+
+
 @async_test
 async def test_probe_of_a_host_that_does_not_resolve_names_it() -> None:
-    code, out, err = await _probe("tcp://nosuchhost.invalid:4712", "--timeout", "5")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _NO_SUCH_HOST, "tcp://nosuchhost.invalid:4712", "--timeout", "5", cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    out_b, err_b = await asyncio.wait_for(proc.communicate(), 20)
+    code, out, err = proc.returncode, out_b.decode(), err_b.decode()
     assert code == 1 and not out and len(err.strip().splitlines()) == 1
     assert "cannot resolve host 'nosuchhost.invalid'" in err and "unknown error" not in err.lower()
 
