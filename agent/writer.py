@@ -7,7 +7,8 @@ counted by the store), and a reading the store refuses as invalid is logged and 
 without holding back the others. A store error pauses the writer for ``STORE_RETRY_S``.
 
 When the writer stops (after the pollers, on shutdown) it commits what is still queued and spills the rest
-to a JSON-lines file beside the store, which ``commit_unsaved`` takes back at the next start.
+to a JSON-lines file beside the store, which ``commit_unsaved`` takes back at the next start
+(docs/store.md, "In front of the store: the writer").
 """
 
 from __future__ import annotations
