@@ -23,22 +23,16 @@ from agent.pmu.ingest import PmuMonitoring
 from agent.points import Reading
 from agent.pq.worker import PqWorker
 from agent.runtime import Supervisor, SystemdNotifier, watchdog
-from agent.store import AsyncStore, Store, StoreError, StoreFullError, StoreInputError
+from agent.store import AsyncStore, Store, StoreError
 from agent.uplink import Uplink, session_config_from
-from agent.writequeue import WriteQueue
+from agent.writer import StoreWriter, spill_path_for
 from protocols.modbus.serialbus import SerialBusRegistry
 from protocols.mqtt.session import MqttSession
 
 log = logging.getLogger("gridedge.agent")
 
-# Readings waiting for the store writer. Past this many, the oldest telemetry is dropped (counted);
-# energy readings are never dropped here.
-MAX_QUEUED_READINGS = 200_000
-WRITE_INTERVAL_S = 0.2
 LIMIT_CHECK_INTERVAL_S = 5.0
 STATUS_INTERVAL_S = 1.0
-STORE_RETRY_S = 5.0
-STORE_CALL_MAX = 20_000  # readings per store call (~0.1 s of work; a backlog is committed in several calls)
 
 
 def status_path(config: AgentConfig) -> Path:
@@ -51,9 +45,6 @@ class AgentService:
         self.config = config
         self.notifier = notifier or SystemdNotifier()
         self.snapshot = Snapshot()
-        self.queue = WriteQueue(MAX_QUEUED_READINGS)
-        self.spill_path = config.store.path.with_name(config.store.path.name + ".unsaved.jsonl")
-        self.refused = 0  # readings the store refused as invalid (logged one by one)
         self.started = time.time()
         try:
             config.store.path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,6 +55,8 @@ class AgentService:
         self.store = AsyncStore(
             Store(config.store.path, config.site_id, config.store.max_bytes, batch_size=config.store.batch_size)
         )
+        # The queue between the pollers and the store, committed by the writer task (agent/writer.py).
+        self.writer = StoreWriter(self.store, spill_path_for(config.store.path))
         self.serial_lines = SerialBusRegistry()  # one arbiter per RS-485 port, shared by its devices
         self.pollers: list[DevicePoller] = build_pollers(config.devices, self._take, registry=self.serial_lines)
         # PMU streams (C37.118.2): readings once a second through _take, events straight to the store.
@@ -80,88 +73,12 @@ class AgentService:
         self.supervisor = Supervisor()
         self._last_stats: Any = None
 
-    async def _commit_unsaved(self) -> None:
-        """Commit what a previous run could not store (spilled beside the store at its exit) before anything
-        else, through the writer's own flush, and remove the file only then: a kill in the agent's first seconds
-        cannot lose those readings. What the store will not take now waits in the queue like any reading (and is
-        spilled again at exit)."""
-        readings = WriteQueue.read_spilled(self.spill_path)
-        if readings is None:
-            return
-        self.queue.requeue(readings)  # nothing else is queued yet: the pollers have not started
-        try:
-            stored = await self._flush()
-        except StoreError as err:
-            log.error("event=unsaved_readings_wait count=%d error=%s", len(self.queue), err)
-        else:
-            log.info("event=unsaved_readings_stored count=%d path=%s", stored, self.spill_path)
-        self.spill_path.unlink()
-
     # -- acquisition -> queue --------------------------------------------------------------------
     def _take(self, readings: list[Reading]) -> None:
         self.snapshot.update(readings)
-        self.queue.put(readings)
+        self.writer.put(readings)
 
     # -- tasks -----------------------------------------------------------------------------------
-    async def _flush(self) -> int:
-        """Commit everything queued, at most STORE_CALL_MAX readings a call (a store short of room refuses a
-        call whole: one that grew with every refusal might never fit again). Whatever the store did not take
-        goes back to the queue's head, in order."""
-        batch = self.queue.take()
-        stored = 0
-        for i in range(0, len(batch), STORE_CALL_MAX):
-            chunk, rest = batch[i : i + STORE_CALL_MAX], batch[i + STORE_CALL_MAX :]
-            try:
-                await self.store.add_readings(chunk)
-            except StoreInputError:
-                # One reading the store refuses must not hold back the others: store them one by one.
-                stored += await self._flush_one_by_one(chunk, rest)
-                continue
-            except StoreFullError as err:
-                # Full of energy: the store dropped (and counted) the call's telemetry and refused its energy,
-                # which waits here. Disk full (nothing rejected by name): the call was rolled back whole.
-                self.queue.requeue([*(err.rejected or chunk), *rest])
-                log.error("event=store_full readings_waiting=%d error=%s", len(self.queue), err)
-                raise
-            except StoreError:
-                self.queue.requeue([*chunk, *rest])
-                raise
-            stored += len(chunk)
-        return stored
-
-    async def _flush_one_by_one(self, batch: list[Reading], rest: list[Reading]) -> int:
-        stored = 0
-        for i, reading in enumerate(batch):
-            try:
-                await self.store.add_readings([reading])
-                stored += 1
-            except StoreInputError as err:
-                self.refused += 1
-                log.error("event=reading_refused point=%s value=%r error=%s", reading.point, reading.value, err)
-            except StoreError as err:
-                rejected = err.rejected if isinstance(err, StoreFullError) and err.rejected else [reading]
-                self.queue.requeue([*rejected, *batch[i + 1 :], *rest])
-                raise
-        return stored
-
-    async def _writer(self) -> None:
-        try:
-            while True:
-                await asyncio.sleep(WRITE_INTERVAL_S)
-                try:
-                    await self._flush()
-                except StoreError as err:
-                    log.error("event=store_write_failed readings_waiting=%d error=%s", len(self.queue), err)
-                    await asyncio.sleep(STORE_RETRY_S)
-        finally:
-            # Commit what is still queued: the pollers have stopped before the writer on shutdown.
-            # What the store cannot take now is spilled beside it and taken back at the next start.
-            try:
-                await self._flush()
-            except StoreError as err:
-                log.error("event=store_write_failed_at_exit readings_waiting=%d error=%s", len(self.queue), err)
-            self.queue.spill(self.spill_path)
-
     async def _limits(self) -> None:
         while True:
             try:
@@ -188,9 +105,9 @@ class AgentService:
             "points": len(self.snapshot.items()),
             "broker": f"{'mqtts' if up.tls else 'mqtt'}://{up.host}:{up.port}",
             "connected": self.session.connected.is_set(),
-            "queued": len(self.queue),
-            "queue_dropped": self.queue.dropped,
-            "refused": self.refused,
+            "queued": len(self.writer.queue),
+            "queue_dropped": self.writer.queue.dropped,
+            "refused": self.writer.refused,
             "store": asdict(s) if s is not None else None,
             "uplink": dict(vars(self.uplink.stats)) if hasattr(self.uplink.stats, "__dict__") else None,
             "devices": {p.device.name: asdict(p.stats) for p in self.pollers},
@@ -249,7 +166,7 @@ class AgentService:
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        await self._commit_unsaved()
+        await self.writer.commit_unsaved()
         sup = self.supervisor
         for poller in self.pollers:
             sup.add(f"poll:{poller.device.name}", poller.run, stage=3)
@@ -261,7 +178,7 @@ class AgentService:
             # not critical: a PQ child that keeps dying is reported in the status and retried, and must not get
             # polling, the store and the uplink restarted by the watchdog
             sup.add("pq-worker", self.pq.run, stage=3, critical=False)
-        sup.add("writer", self._writer, stage=2)
+        sup.add("writer", self.writer.run, stage=2)
         sup.add("uplink", self.uplink.run, stage=1)
         sup.add("mqtt", self.session.run, stage=1)
         sup.add("store-limit", self._limits, stage=1)

@@ -238,8 +238,8 @@ def test_a_waiting_partial_batch_is_not_rewritten_at_every_seal(tmp_path: Path) 
     assert store.seal() == 1
     # one outbox row and one row each for the telemetry cursor and seq; the other streams' rows untouched
     assert store.conn.total_changes == changes + 3
-    assert store._meta("sealed:energy") == 0 and store._meta("seq:energy") == 1
-    assert store._meta("sealed:events") == 0 and store._meta("seq:events") == 1
+    assert store._db.meta("sealed:energy") == 0 and store._db.meta("seq:energy") == 1
+    assert store._db.meta("sealed:events") == 0 and store._db.meta("seq:events") == 1
 
 
 def test_unsealed_data_left_by_a_previous_run_is_sealed_at_once(tmp_path: Path) -> None:
@@ -527,7 +527,7 @@ def test_full_store_drops_oldest_telemetry_and_keeps_every_energy_reading(tmp_pa
     assert dropped_events
     counted = [json.loads(d) for (d,) in dropped_events]
     assert sum(c["dropped_readings"] for c in counted) == stats.dropped_readings
-    assert sum(c["dropped_messages"] for c in counted) == store._meta("dropped_messages") == seqs[0] - 1
+    assert sum(c["dropped_messages"] for c in counted) == store._db.meta("dropped_messages") == seqs[0] - 1
     # events are never dropped either
     assert [b.seq for _, b in decoded(store, "events")] == list(range(1, len(decoded(store, "events")) + 1))
 
@@ -617,13 +617,13 @@ def test_enospc_from_the_os_is_store_full_error(tmp_path: Path) -> None:
 
     store = make(tmp_path)
     store.add_readings(tele(10))
-    real = store._conn
-    store._conn = FullDisk(real)  # type: ignore[assignment]
+    real = store._db._conn
+    store._db._conn = FullDisk(real)  # type: ignore[assignment]
     with pytest.raises(StoreFullError, match="disk is full"):
         store.add_readings(energy(2) + tele(10, start=10))
     assert not real.in_transaction  # rolled back
     store.add_readings(tele(10, start=10))  # telemetry alone: dropped, counted, no error
-    store._conn = real
+    store._db._conn = real
     stats = store.stats()
     assert stats.readings_taken == stats.readings_rows == 10
     assert stats.dropped_readings == 10

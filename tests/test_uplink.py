@@ -236,7 +236,7 @@ async def test_bookkeeping_forgets_messages_the_full_policy_dropped(broker, tmp_
             await until(lambda: uplink.stats.resent >= 4)  # the oldest, published again and again
             first_sent = set(uplink.tracked)
             n = 200
-            while raw._meta("dropped_messages") == 0:  # fill the store until the policy drops telemetry
+            while raw._db.meta("dropped_messages") == 0:  # fill the store until the policy drops telemetry
                 await store.add_readings(readings(n, 500))
                 n += 500
                 await asyncio.sleep(0.01)

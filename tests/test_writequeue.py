@@ -13,6 +13,7 @@ from agent.points import Quality, Reading, Stream
 from agent.service import AgentService
 from agent.store import AsyncStore, Store, StoreError, StoreFullError, StoreInputError
 from agent.writequeue import WriteQueue
+from agent.writer import StoreWriter
 
 
 def tel(i: int) -> Reading:
@@ -58,7 +59,7 @@ def test_spilled_readings_survive_the_process(tmp_path: Path) -> None:
 
 
 class _Harness:
-    """AgentService's writer against a real Store, with one store call made to fail as asked."""
+    """The store writer against a real Store, with one store call made to fail as asked."""
 
     def __init__(self, tmp_path: Path, mocker, fail_with: list[BaseException | None]) -> None:  # noqa: ANN001
         self.store = Store(tmp_path / "agent.db", "s1", 64 * 1024 * 1024)
@@ -72,11 +73,9 @@ class _Harness:
             return real(readings)
 
         mocker.patch.object(self.store, "add_readings", side_effect=add_readings)
+        self.writer = StoreWriter(AsyncStore(self.store), tmp_path / "agent.db.unsaved.jsonl", max_queued=1000)
         self.service = AgentService.__new__(AgentService)
-        self.service.queue = WriteQueue(1000)
-        self.service.store = AsyncStore(self.store)
-        self.service.refused = 0
-        self.service.spill_path = tmp_path / "agent.db.unsaved.jsonl"
+        self.service.store = self.writer.store
 
     def stored(self) -> list[str]:
         return [row[0] for row in self.store.conn.execute("SELECT point FROM readings ORDER BY id")]
@@ -86,36 +85,36 @@ def test_disk_full_keeps_the_whole_batch_for_the_next_try(tmp_path: Path, mocker
     # SQLite's "database or disk is full" reaches the writer as a StoreFullError naming no reading:
     # the call was rolled back whole, so the whole batch must wait for the next try.
     h = _Harness(tmp_path, mocker, [StoreFullError("disk full")])
-    h.service.queue.put([tel(1), nrg(2)])
+    h.writer.queue.put([tel(1), nrg(2)])
     with pytest.raises(StoreFullError):
-        arun(h.service._flush())
-    assert len(h.service.queue) == 2
-    assert arun(h.service._flush()) == 2
+        arun(h.writer.flush())
+    assert len(h.writer.queue) == 2
+    assert arun(h.writer.flush()) == 2
     assert sorted(h.stored()) == ["m.e2", "m.v1"]
 
 
 def test_store_full_of_energy_keeps_only_the_rejected_energy(tmp_path: Path, mocker) -> None:  # noqa: ANN001
     h = _Harness(tmp_path, mocker, [StoreFullError("full of energy", rejected=[nrg(2)])])
-    h.service.queue.put([tel(1), nrg(2)])
+    h.writer.queue.put([tel(1), nrg(2)])
     with pytest.raises(StoreFullError):
-        arun(h.service._flush())
-    assert h.service.queue.take() == [nrg(2)]  # the telemetry was dropped and counted by the store
+        arun(h.writer.flush())
+    assert h.writer.queue.take() == [nrg(2)]  # the telemetry was dropped and counted by the store
 
 
 def test_one_bad_reading_does_not_hold_back_the_others(tmp_path: Path, mocker) -> None:  # noqa: ANN001
     h = _Harness(tmp_path, mocker, [StoreInputError("bad"), None, StoreInputError("bad"), None])
-    h.service.queue.put([tel(1), tel(2), tel(3)])
-    assert arun(h.service._flush()) == 2
-    assert h.stored() == ["m.v1", "m.v3"] and h.service.refused == 1
+    h.writer.queue.put([tel(1), tel(2), tel(3)])
+    assert arun(h.writer.flush()) == 2
+    assert h.stored() == ["m.v1", "m.v3"] and h.writer.refused == 1
 
 
 def test_a_store_error_midway_one_by_one_requeues_the_rest(tmp_path: Path, mocker) -> None:  # noqa: ANN001
     h = _Harness(tmp_path, mocker, [StoreInputError("bad"), None, StoreError("disk I/O error")])
-    h.service.queue.put([tel(1), tel(2), tel(3), tel(4)])
+    h.writer.queue.put([tel(1), tel(2), tel(3), tel(4)])
     with pytest.raises(StoreError):
-        arun(h.service._flush())
+        arun(h.writer.flush())
     assert h.stored() == ["m.v1"]
-    assert [r.point for r in h.service.queue.take()] == ["m.v2", "m.v3", "m.v4"]
+    assert [r.point for r in h.writer.queue.take()] == ["m.v2", "m.v3", "m.v4"]
 
 
 def test_a_backlog_goes_to_the_store_in_bounded_calls_and_a_refused_call_waits_in_order(
@@ -124,18 +123,42 @@ def test_a_backlog_goes_to_the_store_in_bounded_calls_and_a_refused_call_waits_i
 ) -> None:
     # A store short of room refuses a call whole; the writer must not offer the whole (growing) backlog as one
     # call again and again: at most STORE_CALL_MAX readings a call, the refused call and the rest kept in order.
-    mocker.patch("agent.service.STORE_CALL_MAX", 2)
+    mocker.patch("agent.writer.STORE_CALL_MAX", 2)
     h = _Harness(tmp_path, mocker, [None, StoreFullError("disk full")])
     sizes: list[int] = []
     inner = h.store.add_readings
     mocker.patch.object(h.store, "add_readings", side_effect=lambda rs: (sizes.append(len(rs)), inner(rs))[1])
-    h.service.queue.put([tel(1), tel(2), nrg(3), tel(4), tel(5)])
+    h.writer.queue.put([tel(1), tel(2), nrg(3), tel(4), tel(5)])
     with pytest.raises(StoreFullError):
-        arun(h.service._flush())
+        arun(h.writer.flush())
     # the queue hands energy first (its own lane), then telemetry in order
     assert h.stored() == ["m.e3", "m.v1"]
-    assert [r.point for r in h.service.queue.take()] == ["m.v2", "m.v4", "m.v5"]
+    assert [r.point for r in h.writer.queue.take()] == ["m.v2", "m.v4", "m.v5"]
     assert sizes == [2, 2]
+
+
+def test_what_the_store_refuses_as_the_writer_stops_is_spilled_and_committed_at_the_next_start(
+    tmp_path: Path,
+    mocker,  # noqa: ANN001
+) -> None:
+    """The stopped writer's last flush is refused (a full disk): every queued reading goes to the spill file,
+    and the next writer commits it before anything else and only then removes the file."""
+    h = _Harness(tmp_path, mocker, [StoreFullError("disk full")])
+    h.writer.queue.put([tel(1), nrg(2)])
+
+    async def stop_the_writer() -> None:
+        task = asyncio.create_task(h.writer.run())
+        await asyncio.sleep(0)  # running: waiting for its first flush
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    arun(stop_the_writer())
+    assert h.stored() == [] and len(h.writer.queue) == 0
+    assert WriteQueue.read_spilled(h.writer.spill_path) == [nrg(2), tel(1)]
+    after_restart = StoreWriter(h.writer.store, h.writer.spill_path)
+    arun(after_restart.commit_unsaved())
+    assert h.stored() == ["m.e2", "m.v1"] and len(after_restart.queue) == 0
+    assert not h.writer.spill_path.exists()
 
 
 def test_cancelled_writer_still_lands_the_batch_it_took(tmp_path: Path) -> None:

@@ -1,0 +1,147 @@
+"""The store's file: opened, checked to be a GridEdge store, set up (WAL and its pragmas) and migrated.
+
+See docs/store.md ("The file"): a file that is not ours is refused before anything is written to it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlite_utils
+
+from agent.points import Stream
+from agent.store.errors import CORRUPT_ADVICE, StoreCorruptError, StoreError
+
+SCHEMA_VERSION = 1  # in PRAGMA user_version
+APPLICATION_ID = 0x47454447  # "GEDG" in PRAGMA application_id: marks a file as a GridEdge store
+TABLES = ("events", "meta", "outbox", "readings")
+READING_STREAMS = (Stream.TELEMETRY.value, Stream.ENERGY.value)
+EVENTS = "events"
+STREAMS = (*READING_STREAMS, EVENTS)  # each has its seq and sealed cursor in meta
+COUNTERS = ("readings_taken", "acked_messages", "acked_readings", "dropped_readings", "dropped_messages")
+# Counters added after schema 1 was released: absent from older files until first counted (upserted).
+LATE_COUNTERS = ("reserve_released", "reserve_restored")
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """What opening the file found and chose."""
+
+    version: int  # the schema version the file had (0: new)
+    page_size: int
+    wal_pages: int  # wal_autocheckpoint; journal_size_limit is this many pages
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Make the store's folder and open the connection; any failure is a StoreError naming the path."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # autocommit mode: transactions are explicit (BEGIN IMMEDIATE ... COMMIT) in StoreDb.tx.
+        # check_same_thread=False: AsyncStore opens here and serialises every call on its one worker.
+        return sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+    except (OSError, sqlite3.Error) as err:
+        raise StoreError(f"cannot open store {path}: {err}") from err
+
+
+def open_schema(conn: sqlite3.Connection, path: Path, sync: str, cap_bytes: int) -> Layout:
+    """Check the file is ours, set WAL mode and the pragmas, migrate to SCHEMA_VERSION.
+
+    ``cap_bytes`` is the most the store may hold (``max_bytes``, or the file system's size when smaller):
+    the WAL is kept small relative to it. SQLite errors are left to the caller, which closes the connection.
+    """
+    # Before anything is written: a file that is not ours (another program's database, central's store,
+    # a copy of something else) is refused, not quietly given our tables and switched to WAL.
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    check_ours(conn, path, version)
+    # auto_vacuum must be chosen before the first table exists; on an existing file this is a no-op.
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+    mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if str(mode).lower() != "wal":
+        raise StoreError(f"store {path}: the file system refused WAL mode (journal_mode={mode})")
+    conn.execute(f"PRAGMA synchronous={sync}")
+    # Debian builds SQLite with SECURE_DELETE: every page a delete frees would be zeroed and written through
+    # the WAL, so freeing room would cost as much disk as the data freed. FAST zeroes deleted content only
+    # where that costs no extra I/O (inside b-tree pages); freed pages are not rewritten.
+    conn.execute("PRAGMA secure_delete=FAST")
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    # Keep the WAL small relative to what the store may hold: it counts in the measured size, and the room
+    # kept free on the disk (Disk.margin) is a few WALs.
+    wal_pages = max(16, min(1000, cap_bytes // page_size // 32))
+    conn.execute(f"PRAGMA wal_autocheckpoint={wal_pages}")
+    conn.execute(f"PRAGMA journal_size_limit={wal_pages * page_size}")
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"store {path} has schema version {version}; this agent knows up to {SCHEMA_VERSION} "
+            "(it was written by a newer agent)"
+        )
+    if version < SCHEMA_VERSION:
+        migrate(conn, version)
+    return Layout(version=version, page_size=page_size, wal_pages=wal_pages)
+
+
+def check_ours(conn: sqlite3.Connection, path: Path, version: int) -> None:
+    """Refuse a file that is not a GridEdge store (StoreCorruptError saying what it is and what to do)."""
+    app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+    tables = {name for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    where = f"store {path}"
+    if app_id not in (0, APPLICATION_ID):
+        raise StoreCorruptError(
+            f"{where} belongs to another program (application_id={app_id:#x}, a GridEdge store has "
+            f"{APPLICATION_ID:#x}): point store.path at a new file"
+        )
+    if version == 0 and tables:
+        raise StoreCorruptError(
+            f"{where} is an SQLite database but not a GridEdge store (it holds the tables "
+            f"{', '.join(sorted(tables))} and no schema version): point store.path at a new file"
+        )
+    missing = [t for t in TABLES if t not in tables]
+    if version >= 1 and missing:
+        raise StoreCorruptError(
+            f"{where} says schema version {version} but lacks the tables {', '.join(missing)}: "
+            f"it is not a GridEdge store, or was damaged. {CORRUPT_ADVICE}"
+        )
+    if version >= 1 and app_id == 0:
+        conn.execute(f"PRAGMA application_id={APPLICATION_ID}")  # a store made before the id was set
+
+
+def migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring the schema to SCHEMA_VERSION in one transaction: a crash mid-way leaves the old version."""
+    db = sqlite_utils.Database(conn)
+    with db.atomic():
+        if version < 1:
+            # AUTOINCREMENT (raw DDL: sqlite-utils has no public switch for it): ids must never be
+            # reused, the sealed cursors compare ids. A plain INTEGER PRIMARY KEY restarts at max(id)+1,
+            # i.e. at 1 once the policy has pruned every row, and new rows would count as sealed.
+            conn.execute(
+                "CREATE TABLE readings (id INTEGER PRIMARY KEY AUTOINCREMENT, stream TEXT, point TEXT, "
+                "ts REAL, value BLOB, unit TEXT, quality TEXT)"
+            )
+            db["readings"].create_index(["stream", "id"], index_name="readings_stream_id")
+            conn.execute(
+                "CREATE TABLE events (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL, kind TEXT, "
+                "severity TEXT, source TEXT, text TEXT, data TEXT)"
+            )
+            db["outbox"].create(
+                {
+                    "msg_id": str,
+                    "stream": str,
+                    "seq": int,
+                    "count": int,
+                    "first_id": int,
+                    "last_id": int,
+                    "created": float,
+                    "payload": bytes,
+                },
+                pk="msg_id",
+            )
+            # "BLOB" declared type = no affinity: values are stored exactly as given (as in readings).
+            db["meta"].create({"key": str, "value": "BLOB"}, pk="key")
+            rows = [{"key": k, "value": 0} for k in COUNTERS]
+            for s in STREAMS:
+                rows += [{"key": f"seq:{s}", "value": 1}, {"key": f"sealed:{s}", "value": 0}]
+            rows.append({"key": "full_alarm", "value": 0})
+            db["meta"].insert_all(rows, ignore=True)
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
