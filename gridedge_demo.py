@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent
 SIM_CONFIG = ROOT / "config" / "sim-ieee13.toml"
 AGENT_CONFIG = ROOT / "config" / "agent-sim.toml"
 SCENARIO = ROOT / "config" / "scenarios" / "ieee13-demo.toml"  # a PMU losing sync, a fault, a cloud...
