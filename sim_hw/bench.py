@@ -1,6 +1,7 @@
 """The bench: every simulated device of a config served for real, stepped on a simulated clock.
 
-RTU buses are socat pty pairs (the simulator serves ``<link>-sim``, the agent opens ``<link>``);
+RTU buses are socat pty pairs (the simulator serves ``<link>-sim``, the agent opens ``<link>``; a bench never
+takes over another's links and removes only its own: sim_hw/ptypair.py);
 TCP devices listen on their host:port (devices sharing a port are units of one server, as behind a
 gateway). The simulated clock advances ``step_s`` per step and a step happens every
 ``step_s / speed`` seconds of wall time, so ``--speed 10`` runs ten times faster and the agent,
@@ -14,8 +15,6 @@ import bisect
 import contextlib
 import logging
 import math
-import shutil
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 from sim_hw.config import BenchConfig, BusConfig, DeviceSpec, PmuSpec, WaveformSpec
 from sim_hw.devices.modbus_server import ModbusDeviceServer, units_of
 from sim_hw.devices.registry import BuildContext, DeviceModel, DeviceOptionsError, build_model, model_register_map
+from sim_hw.ptypair import PtyPair, PtyPairError
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ class Bench:
         self.step_s = config.bench.step_s
         self.start_time = config.bench.start if config.bench.start is not None else float(wall_clock())
         self.steps = 0  # steps taken; the simulated clock is start_time + steps * step_s
-        self._socats: dict[str, subprocess.Popen[bytes]] = {}
+        self._socats: dict[str, PtyPair] = {}
         self._servers: list[ModbusDeviceServer] = []
         self._devices: list[_Device] = []
         self._started = False
@@ -91,7 +91,7 @@ class Bench:
     @property
     def socat_pids(self) -> dict[str, int]:
         """Bus name -> pid of the socat holding its pty pair (while the bench runs)."""
-        return {name: proc.pid for name, proc in self._socats.items()}
+        return {name: pair.pid for name, pair in self._socats.items()}
 
     def server_of(self, device_name: str) -> ModbusDeviceServer:
         """The server holding a device (for fault injection in tests and scenarios)."""
@@ -359,36 +359,17 @@ class Bench:
             raise BenchError(f"waveform {spec.name!r}: cannot listen on {spec.host}:{spec.port}: {err}") from err
         self.waveforms[spec.name] = server
 
-    async def _open_bus(self, bus: BusConfig) -> subprocess.Popen[bytes]:
-        socat = shutil.which("socat")
-        if socat is None:
-            raise BenchError(f"bus {bus.name!r}: socat is not installed (needed for the RTU pty pair)")
-        bus.link.parent.mkdir(parents=True, exist_ok=True)
-        for path in (bus.link, bus.sim_path):
-            if path.is_symlink():  # left over by a bench that was killed
-                path.unlink()
-            elif path.exists():
-                raise BenchError(f"bus {bus.name!r}: {path} exists and is not a pty link; refusing to replace it")
-        proc = subprocess.Popen(
-            [socat, f"pty,raw,echo=0,link={bus.sim_path}", f"pty,raw,echo=0,link={bus.link}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + _PTY_TIMEOUT_S
-        while not (bus.link.exists() and bus.sim_path.exists()):
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-                raise BenchError(f"bus {bus.name!r}: socat exited with {proc.returncode}: {err}")
-            if time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                raise BenchError(f"bus {bus.name!r}: socat did not create {bus.link} within {_PTY_TIMEOUT_S} s")
-            await asyncio.sleep(0.01)
-        log.info("bus=%s link=%s sim=%s socat_pid=%d", bus.name, bus.link, bus.sim_path, proc.pid)
-        return proc
+    async def _open_bus(self, bus: BusConfig) -> PtyPair:
+        try:
+            pair = await PtyPair.open(bus.link, bus.sim_path, timeout_s=_PTY_TIMEOUT_S)
+        except PtyPairError as err:
+            raise BenchError(f"bus {bus.name!r}: {err}") from err
+        log.info("bus=%s link=%s sim=%s socat_pid=%d", bus.name, bus.link, bus.sim_path, pair.pid)
+        return pair
 
     async def stop(self) -> None:
-        """Close every server and kill every socat; safe to call twice or after a failed start."""
+        """Close every server and stop every socat, removing only the pty links this bench made; safe to call
+        twice or after a failed start."""
         for name, pmu in list(self.pmus.items()):
             try:
                 await pmu.stop()
@@ -407,21 +388,8 @@ class Bench:
             except Exception as err:  # keep closing the others
                 log.warning("modbus_server=stop_failed address=%s error=%r", server.address, err)
         self._servers.clear()
-        for name, proc in self._socats.items():
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
-            if proc.stderr:
-                proc.stderr.close()
-            bus = self.config.bus(name)
-            for path in (bus.link, bus.sim_path):
-                with contextlib.suppress(FileNotFoundError):
-                    if path.is_symlink():
-                        path.unlink()
+        for pair in self._socats.values():
+            pair.close()  # removes only the links that still point at this bench's ptys
         self._socats.clear()
         self._devices.clear()
         self._started = False
