@@ -128,7 +128,7 @@ def test_demo_bench_config_is_the_documented_site(repo_root: Path) -> None:
     assert all(d.host == "127.0.0.1" for d in tcp)
     assert sorted(d.unit_id for d in rtu) == [1, 2, 3] and {d.bus for d in rtu} == {"bus1"}
     assert cfg.bus("bus1").baudrate == 19200
-    assert cfg.bus("bus1").link == repo_root / "config" / "run" / "rtu-bus1"
+    assert cfg.bus("bus1").link == repo_root / "run" / "rtu-bus1"  # runtime files: <repository>/run
 
 
 BAD_CASES = [
