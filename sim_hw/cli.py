@@ -11,7 +11,8 @@
   recording (docs/devices/sim-waveforms.md) as COMTRADE PREFIX.cfg + PREFIX.dat; with ``--port P`` instead
   of ``--out``, stream it live over TCP (protocols/wavestream.py) until interrupted.
 
-Exit codes: 0 done, 2 bad command line or configuration, 1 the bench could not start.
+Exit codes: 0 done, 2 bad command line or configuration (an ``--out`` whose folder does not exist), 1 the bench
+could not start or the recording could not be written.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from sim_hw.bench import Bench, BenchError, device_table
@@ -89,10 +91,20 @@ def _waveform(args: argparse.Namespace) -> int:
         if args.seconds is None:
             print("sim waveform: --seconds is required with --out", file=sys.stderr)
             return 2
+        folder = Path(args.out).parent
+        if not folder.is_dir():
+            why = "is not a folder" if folder.exists() else "does not exist"
+            print(f"sim waveform: --out {args.out}: folder {folder} {why}", file=sys.stderr)
+            return 2
         wave = generate(desc, args.seconds)
-        cfg, dat = write_comtrade(
-            wave, args.out, rev_year=args.rev, data_format=args.format, nominal_hz=desc.nominal_hz
-        )
+        try:
+            cfg, dat = write_comtrade(
+                wave, args.out, rev_year=args.rev, data_format=args.format, nominal_hz=desc.nominal_hz
+            )
+        except OSError as err:
+            print(f"sim waveform: --out {args.out}: cannot write {err.filename or args.out}: {err.strerror or err}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
         print(f"wrote {cfg} and {dat}")
         return 0
     if not 1 <= args.port <= 65535:
@@ -153,7 +165,6 @@ def main(argv: list[str]) -> int:
         return 0
     if args.scenario is not None:
         from dataclasses import replace
-        from pathlib import Path
 
         scenario = Path(args.scenario).resolve()
         if not scenario.is_file():
