@@ -5,8 +5,8 @@
 - ``sim run --config FILE [--speed N] [--seconds S]``: print the device table, serve until SIGINT or
   SIGTERM (or S seconds of wall time), exit 0.
 - ``sim devices --config FILE``: print the device table only.
-- ``sim solve --config FILE [--regulator-taps A,B,C] [--json]``: solve the feeder once at published
-  conditions and print every bus's voltages (sim_hw/solve.py).
+- ``sim solve --config FILE [--regulator-taps A,B,C] [--json]``: solve the feeder once at the published loads
+  and print every bus's voltages; the published case needs ``--regulator-taps 10,8,11`` (sim_hw/solve.py).
 - ``sim waveform --desc FILE --seconds S --out PREFIX [--rev 1999|2013] [--format ...]``: write a synthetic
   recording (docs/devices/sim-waveforms.md) as COMTRADE PREFIX.cfg + PREFIX.dat; with ``--port P`` instead
   of ``--out``, stream it live over TCP (protocols/wavestream.py) until interrupted.
@@ -28,7 +28,7 @@ from typing import Any
 from sim_hw.bench import Bench, BenchError, device_table
 from sim_hw.config import BenchConfigError, load_bench_config
 from sim_hw.devices.modbus_server import ModbusServerError
-from sim_hw.solve import join_tap_values, parse_taps
+from sim_hw.solve import PUBLISHED_TAPS, join_tap_values, parse_taps
 from sim_hw.solve import run as solve_run
 
 log = logging.getLogger("sim_hw")
@@ -55,10 +55,20 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     dev = sub.add_parser("devices", help="print the bench's devices and their addresses")
     dev.add_argument("--config", required=True)
-    solve = sub.add_parser("solve", help="solve the feeder once at published conditions, print bus voltages")
+    published = ",".join(map(str, PUBLISHED_TAPS))
+    solve = sub.add_parser(
+        "solve",
+        help=f"solve the feeder once at the published loads, print bus voltages (the published case: "
+        f"--regulator-taps {published})",
+        description="Solve the feeder once at the published loads (PV at 0, capacitors in service). Without "
+        "--regulator-taps, OpenDSS's regulator control chooses the taps (not the published ones); "
+        f"--regulator-taps {published} gives the published case.",
+    )
     solve.add_argument("--config", required=True, help="the bench's TOML ([feeder] dss) or an OpenDSS .dss script")
     solve.add_argument(
-        "--regulator-taps", type=parse_taps, help="fixed tap steps for phases a,b,c, each -16..16 (e.g. 10,8,11)"
+        "--regulator-taps",
+        type=parse_taps,
+        help=f"fixed tap steps for phases a,b,c, each -16..16 ({published}: the published case's)",
     )
     solve.add_argument("--json", action="store_true", help='print {"buses": {bus: {phase: {"pu", "deg"}}}}')
     wav = sub.add_parser("waveform", help="write a synthetic recording as COMTRADE, or stream it live")
