@@ -15,16 +15,21 @@ import bisect
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sim_hw.config import BenchConfig, BusConfig, DeviceSpec, PmuSpec, WaveformSpec
 from sim_hw.devices.modbus_server import ModbusDeviceServer, units_of
 from sim_hw.devices.registry import BuildContext, DeviceModel, DeviceOptionsError, build_model, model_register_map
 from sim_hw.ptypair import PtyPair, PtyPairError
+from sim_hw.truthlog import TruthLog
+
+if TYPE_CHECKING:
+    from sim_hw.scenarios import ScenarioStep
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +52,19 @@ class Bench:
     """Start with ``await start()``, step with ``await run()``, always ``await stop()``.
 
     ``speed`` overrides the config's; ``wall_clock`` gives the simulated clock's start when the
-    config has none (injected so tests can pin it).
+    config has none (injected so tests can pin it); ``truth_log`` records what the bench does (sim_hw/truthlog.py).
     """
 
     def __init__(
-        self, config: BenchConfig, *, speed: float | None = None, wall_clock: Callable[[], float] = time.time
+        self,
+        config: BenchConfig,
+        *,
+        speed: float | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        truth_log: TruthLog | None = None,
     ) -> None:
         self.config = config
+        self.truth_log = truth_log
         self.speed = float(speed if speed is not None else config.bench.speed)
         if not self.speed > 0:
             raise BenchError(f"speed = {speed!r}: must be > 0")
@@ -64,6 +75,7 @@ class Bench:
         self._servers: list[ModbusDeviceServer] = []
         self._devices: list[_Device] = []
         self._started = False
+        self._up = False  # start() finished: the truth log has its bench_up record
         self.feeder: Any = None  # sim_hw.feeder.model.Feeder when the config has a [feeder]
         self.solution: Any = None  # the latest sim_hw.feeder.solution.Solution
         self.pmus: dict[str, Any] = {}  # name -> running SimPmu
@@ -162,7 +174,15 @@ class Bench:
         except BaseException:
             await self.stop()
             raise
+        self._up = True
         log.info("bench=up devices=%d speed=%g step_s=%g", len(self._devices), self.speed, self.step_s)
+        if self.truth_log is not None:
+            scn = self.scenario
+            scenario = None if scn is None else {"source": str(scn.source), "description": scn.description,
+                                                 "events": scn.events, "steps": scn.pending}  # fmt: skip
+            self.truth_log.write("bench_up", self.sim_time, pid=os.getpid(), speed=self.speed, step_s=self.step_s,
+                                 sim_start=self.start_time, wall=time.time(), devices=len(self._devices),
+                                 scenario=scenario)  # fmt: skip
 
     def _build(self, spec: DeviceSpec) -> DeviceModel:
         ctx = BuildContext(
@@ -217,6 +237,14 @@ class Bench:
                 )
             except ScenarioError as err:
                 raise BenchError(f"scenario: {err}") from err
+            self.scenario.on_step = self._scenario_step
+
+    def _scenario_step(self, t: float, step: ScenarioStep, error: str | None) -> None:
+        if self.truth_log is None:
+            return
+        extra = {} if error is None else {"error": error}
+        self.truth_log.write("scenario_step", t, elapsed_s=t - self.start_time, action=step.action, where=step.where,
+                             text=step.text, end=step.after is not None, **extra)  # fmt: skip
 
     def _check_pv_ratings(self, models: dict[str, DeviceModel]) -> None:
         """An inverter may not be rated above the feeder's PV site it drives (the physics would refuse it)."""
@@ -393,6 +421,11 @@ class Bench:
         self._socats.clear()
         self._devices.clear()
         self._started = False
+        if self.truth_log is not None:
+            if self._up:
+                self.truth_log.write("bench_down", self.sim_time, steps=self.steps)
+            self.truth_log.close()
+        self._up = False
         log.info("bench=down steps=%d sim_time=%.3f", self.steps, self.sim_time)
 
     # --- stepping -------------------------------------------------------------------------------------------

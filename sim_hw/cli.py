@@ -2,8 +2,9 @@
 
 ``gridedge.py`` hands everything after the word ``sim`` to :func:`main`.
 
-- ``sim run --config FILE [--speed N] [--seconds S]``: print the device table, serve until SIGINT or
-  SIGTERM (or S seconds of wall time), exit 0.
+- ``sim run --config FILE [--speed N] [--seconds S] [--scenario FILE] [--truth-log FILE]``: print the device
+  table, serve until SIGINT or SIGTERM (or S seconds of wall time), exit 0; with ``--truth-log``, write what
+  the bench does as JSON lines (sim_hw/truthlog.py).
 - ``sim devices --config FILE``: print the device table only.
 - ``sim solve --config FILE [--regulator-taps A,B,C] [--json]``: solve the feeder once at the published loads
   and print every bus's voltages; the published case needs ``--regulator-taps 10,8,11`` (sim_hw/solve.py).
@@ -30,6 +31,7 @@ from sim_hw.config import BenchConfigError, load_bench_config
 from sim_hw.devices.modbus_server import ModbusServerError
 from sim_hw.solve import PUBLISHED_TAPS, join_tap_values, parse_taps
 from sim_hw.solve import run as solve_run
+from sim_hw.truthlog import TruthLog
 
 log = logging.getLogger("sim_hw")
 
@@ -52,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--speed", type=_positive, help="simulated seconds per wall second (overrides [bench] speed)")
     run.add_argument("--seconds", type=_positive, help="stop after this many wall seconds")
     run.add_argument("--scenario", help="a scenario file (sim_hw/scenarios): overrides the config's scenario")
+    run.add_argument("--truth-log", help="write what the bench does (up, each scenario step, down) to this file as "
+                     "JSON lines (sim_hw/truthlog.py)")  # fmt: skip
     run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     dev = sub.add_parser("devices", help="print the bench's devices and their addresses")
     dev.add_argument("--config", required=True)
@@ -196,7 +200,8 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("pymodbus").setLevel(logging.WARNING)
     try:
-        asyncio.run(_run(Bench(config, speed=args.speed), args.seconds))
+        truth_log = TruthLog(Path(args.truth_log)) if args.truth_log else None
+        asyncio.run(_run(Bench(config, speed=args.speed, truth_log=truth_log), args.seconds))
     except (BenchError, ModbusServerError) as err:
         print(f"sim: cannot run the bench: {err}", file=sys.stderr)
         return 1
