@@ -417,11 +417,11 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gridedge demo",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="The simulated IEEE 13-node substation, the agent and central together, against a real "
-        "Mosquitto on a free loopback port; plays the demo's scenario and shows each of its steps as it happens "
-        "and what the agent reported of it.",
+        description="The simulated IEEE 13-node substation, the agent and central together, against a real\n"
+        "Mosquitto on a free loopback port. The bench plays the demo's scenario; each of its steps is shown\n"
+        "as it happens, and so is what the agent reported of it in central's store.",
         epilog="environment:\n"
-        "  DEMO_SECONDS=N   stop N seconds after every part is up (DEMO_SECONDS=30 shows the whole scenario);\n"
+        "  DEMO_SECONDS=N   stop N seconds after every part is up (DEMO_SECONDS=20 shows the whole scenario);\n"
         "                   unset or 0: run until Ctrl-C\n\n"
         "Logs, the bench's truth log and the stores go to run/ beside the config folder (run/demo/ for the logs).\n"
         "Exit: 0 every reading the agent took is in central's store (lost: 0); 1 a part did not start or stopped,\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -295,3 +296,19 @@ def test_the_suggested_run_shows_every_scenario_step_and_the_agents_evidence(tmp
     assert (tmp_path / "run" / "demo" / "truth.jsonl").is_file()
     assert not (config / "run").exists() and not (tmp_path / "run" / "rtu-bus1").is_symlink()
     assert _processes_naming(str(tmp_path)) == []
+
+
+def test_a_second_demo_on_the_same_folder_refuses_and_leaves_the_running_ones_stores(tmp_path: Path) -> None:
+    """The demo clears the stores of its run/ folder when it starts: never while another demo runs from there."""
+    config = demo_config_copy(tmp_path)
+    (tmp_path / "run" / "demo").mkdir(parents=True)
+    store = tmp_path / "run" / "central.db"
+    store.write_bytes(b"the running demo's store")
+    with (tmp_path / "run" / "demo" / "demo.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as the running demo holds it
+        lock.write(f"{os.getpid()}\n")
+        lock.flush()
+        proc = _gridedge("demo", "--config-dir", str(config), env={"DEMO_SECONDS": "5"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"another demo runs from {config} (pid {os.getpid()}): stop it first" in proc.stderr
+    assert store.read_bytes() == b"the running demo's store"
