@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -150,11 +151,11 @@ class Demo:
     def log_path(self, name: str) -> Path:
         return self.workdir / f"{name}.log"
 
-    def _wait_up(self, name: str, is_up: object) -> None:
+    def _wait_up(self, name: str, is_up: Callable[[], bool]) -> None:
         """Until ``is_up()`` holds; DemoError with the part's own last word if it exits or takes too long."""
         proc = self.procs[name]
         deadline = time.monotonic() + _START_TIMEOUT_S[name]
-        while not is_up():  # type: ignore[operator]
+        while not is_up():
             if proc.poll() is not None:
                 reason = _last_line(self.log_path(name)) or f"exit code {proc.returncode}"
                 raise DemoError(f"{_LABEL[name]} did not start: {reason} (log: {self.log_path(name)})")
@@ -187,6 +188,7 @@ class Demo:
             raise
 
     def _start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
         mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
@@ -475,15 +477,20 @@ def main(argv: list[str]) -> int:
     for module in ("opendssdirect", "opender"):
         if importlib.util.find_spec(module) is None:
             raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+    from protocols.configcheck import ConfigError
+
     workdir = config_dir.parent / "run" / "demo"
+    try:
+        demo = Demo(workdir, config_dir=config_dir)
+    except ConfigError as err:
+        print(f"gridedge demo: {err}", file=sys.stderr)
+        return 2
     workdir.mkdir(parents=True, exist_ok=True)
-    lock = _lock(workdir)
-    if lock is None:
+    if _lock(workdir) is None:  # held until this process exits
         holder = (workdir / "demo.lock").read_text().strip()
         print(f"gridedge demo: another demo runs from {config_dir} (pid {holder or '?'}): stop it first",
               file=sys.stderr)  # fmt: skip
         return 1
-    demo = Demo(workdir, config_dir=config_dir)
     for stale in (demo.agent_config.store.path, demo.agent_status, demo.central_db):
         for p in (stale, stale.with_name(stale.name + "-wal"), stale.with_name(stale.name + "-shm")):
             p.unlink(missing_ok=True)
