@@ -32,7 +32,7 @@ def _dispatch(argv: list[str] | None = None) -> int:
                 from sim_hw.cli import main as sim_main
 
                 return sim_main(args[1:])
-            from agent.demo import main as demo_main
+            from gridedge_demo import main as demo_main
 
             return demo_main(args[1:])
         except ModuleNotFoundError as err:

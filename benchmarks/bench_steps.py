@@ -53,7 +53,7 @@ def bench_copy(folder: Path) -> Path:
     text = re.sub(r"(?m)^port = \d+", lambda _: f"port = {free_port()}", text)
     text = text.replace('map = "maps/', f'map = "{ROOT / "config" / "maps"}/')
     text = text.replace('dss = "ieee13/IEEE13.dss"', f'dss = "{ROOT / "config" / "ieee13" / "IEEE13.dss"}"')
-    text = text.replace('link = "run/rtu-bus1"', f'link = "{folder / "rtu-bus1"}"')
+    text = text.replace('link = "../run/rtu-bus1"', f'link = "{folder / "rtu-bus1"}"')
     text = re.sub(r'irradiance = "\w+"', 'irradiance = "clear"', text)
     text = re.sub(r"(?m)^seed = 1$", f'seed = 1\nstart = "{NOON}"', text)
     path = folder / "sim-ieee13.toml"

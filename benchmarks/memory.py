@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.demo import Demo  # noqa: E402
+from gridedge_demo import Demo  # noqa: E402
 
 TARGET_MB = 60.0
 AGENT_LIBS = "import asyncio, sqlite3, json, serial, paho.mqtt.client, pymodbus.client, sqlite_utils"

@@ -52,10 +52,10 @@ import paho.mqtt.client as mqtt  # noqa: E402
 import sqlite_utils  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from agent.demo import free_port, wait_port  # noqa: E402
 from agent.points import Reading, Stream  # noqa: E402
 from agent.store import AsyncStore, Store  # noqa: E402
 from agent.uplink import Uplink, session_config_for  # noqa: E402
+from gridedge_demo import free_port, wait_port  # noqa: E402
 from protocols.mqtt.session import MqttSession  # noqa: E402
 from protocols.telemetry.schema import encode_batch, topic  # noqa: E402
 

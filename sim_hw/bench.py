@@ -1,6 +1,7 @@
 """The bench: every simulated device of a config served for real, stepped on a simulated clock.
 
-RTU buses are socat pty pairs (the simulator serves ``<link>-sim``, the agent opens ``<link>``);
+RTU buses are socat pty pairs (the simulator serves ``<link>-sim``, the agent opens ``<link>``; a bench never
+takes over another's links and removes only its own: sim_hw/ptypair.py);
 TCP devices listen on their host:port (devices sharing a port are units of one server, as behind a
 gateway). The simulated clock advances ``step_s`` per step and a step happens every
 ``step_s / speed`` seconds of wall time, so ``--speed 10`` runs ten times faster and the agent,
@@ -14,17 +15,21 @@ import bisect
 import contextlib
 import logging
 import math
-import shutil
-import subprocess
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sim_hw.config import BenchConfig, BusConfig, DeviceSpec, PmuSpec, WaveformSpec
 from sim_hw.devices.modbus_server import ModbusDeviceServer, units_of
 from sim_hw.devices.registry import BuildContext, DeviceModel, DeviceOptionsError, build_model, model_register_map
+from sim_hw.ptypair import PtyPair, PtyPairError
+from sim_hw.truthlog import TruthLog
+
+if TYPE_CHECKING:
+    from sim_hw.scenarios import ScenarioStep
 
 log = logging.getLogger(__name__)
 
@@ -47,23 +52,30 @@ class Bench:
     """Start with ``await start()``, step with ``await run()``, always ``await stop()``.
 
     ``speed`` overrides the config's; ``wall_clock`` gives the simulated clock's start when the
-    config has none (injected so tests can pin it).
+    config has none (injected so tests can pin it); ``truth_log`` records what the bench does (sim_hw/truthlog.py).
     """
 
     def __init__(
-        self, config: BenchConfig, *, speed: float | None = None, wall_clock: Callable[[], float] = time.time
+        self,
+        config: BenchConfig,
+        *,
+        speed: float | None = None,
+        wall_clock: Callable[[], float] = time.time,
+        truth_log: TruthLog | None = None,
     ) -> None:
         self.config = config
+        self.truth_log = truth_log
         self.speed = float(speed if speed is not None else config.bench.speed)
         if not self.speed > 0:
             raise BenchError(f"speed = {speed!r}: must be > 0")
         self.step_s = config.bench.step_s
         self.start_time = config.bench.start if config.bench.start is not None else float(wall_clock())
         self.steps = 0  # steps taken; the simulated clock is start_time + steps * step_s
-        self._socats: dict[str, subprocess.Popen[bytes]] = {}
+        self._socats: dict[str, PtyPair] = {}
         self._servers: list[ModbusDeviceServer] = []
         self._devices: list[_Device] = []
         self._started = False
+        self._up = False  # start() finished: the truth log has its bench_up record
         self.feeder: Any = None  # sim_hw.feeder.model.Feeder when the config has a [feeder]
         self.solution: Any = None  # the latest sim_hw.feeder.solution.Solution
         self.pmus: dict[str, Any] = {}  # name -> running SimPmu
@@ -91,7 +103,7 @@ class Bench:
     @property
     def socat_pids(self) -> dict[str, int]:
         """Bus name -> pid of the socat holding its pty pair (while the bench runs)."""
-        return {name: proc.pid for name, proc in self._socats.items()}
+        return {name: pair.pid for name, pair in self._socats.items()}
 
     def server_of(self, device_name: str) -> ModbusDeviceServer:
         """The server holding a device (for fault injection in tests and scenarios)."""
@@ -162,7 +174,15 @@ class Bench:
         except BaseException:
             await self.stop()
             raise
+        self._up = True
         log.info("bench=up devices=%d speed=%g step_s=%g", len(self._devices), self.speed, self.step_s)
+        if self.truth_log is not None:
+            scn = self.scenario
+            scenario = None if scn is None else {"source": str(scn.source), "description": scn.description,
+                                                 "events": scn.events, "steps": scn.pending}  # fmt: skip
+            self.truth_log.write("bench_up", self.sim_time, pid=os.getpid(), speed=self.speed, step_s=self.step_s,
+                                 sim_start=self.start_time, wall=time.time(), devices=len(self._devices),
+                                 scenario=scenario)  # fmt: skip
 
     def _build(self, spec: DeviceSpec) -> DeviceModel:
         ctx = BuildContext(
@@ -217,6 +237,14 @@ class Bench:
                 )
             except ScenarioError as err:
                 raise BenchError(f"scenario: {err}") from err
+            self.scenario.on_step = self._scenario_step
+
+    def _scenario_step(self, t: float, step: ScenarioStep, error: str | None) -> None:
+        if self.truth_log is None:
+            return
+        extra = {} if error is None else {"error": error}
+        self.truth_log.write("scenario_step", t, elapsed_s=t - self.start_time, action=step.action, where=step.where,
+                             text=step.text, end=step.after is not None, **extra)  # fmt: skip
 
     def _check_pv_ratings(self, models: dict[str, DeviceModel]) -> None:
         """An inverter may not be rated above the feeder's PV site it drives (the physics would refuse it)."""
@@ -359,36 +387,17 @@ class Bench:
             raise BenchError(f"waveform {spec.name!r}: cannot listen on {spec.host}:{spec.port}: {err}") from err
         self.waveforms[spec.name] = server
 
-    async def _open_bus(self, bus: BusConfig) -> subprocess.Popen[bytes]:
-        socat = shutil.which("socat")
-        if socat is None:
-            raise BenchError(f"bus {bus.name!r}: socat is not installed (needed for the RTU pty pair)")
-        bus.link.parent.mkdir(parents=True, exist_ok=True)
-        for path in (bus.link, bus.sim_path):
-            if path.is_symlink():  # left over by a bench that was killed
-                path.unlink()
-            elif path.exists():
-                raise BenchError(f"bus {bus.name!r}: {path} exists and is not a pty link; refusing to replace it")
-        proc = subprocess.Popen(
-            [socat, f"pty,raw,echo=0,link={bus.sim_path}", f"pty,raw,echo=0,link={bus.link}"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + _PTY_TIMEOUT_S
-        while not (bus.link.exists() and bus.sim_path.exists()):
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode(errors="replace").strip() if proc.stderr else ""
-                raise BenchError(f"bus {bus.name!r}: socat exited with {proc.returncode}: {err}")
-            if time.monotonic() > deadline:
-                proc.kill()
-                proc.wait()
-                raise BenchError(f"bus {bus.name!r}: socat did not create {bus.link} within {_PTY_TIMEOUT_S} s")
-            await asyncio.sleep(0.01)
-        log.info("bus=%s link=%s sim=%s socat_pid=%d", bus.name, bus.link, bus.sim_path, proc.pid)
-        return proc
+    async def _open_bus(self, bus: BusConfig) -> PtyPair:
+        try:
+            pair = await PtyPair.open(bus.link, bus.sim_path, timeout_s=_PTY_TIMEOUT_S)
+        except PtyPairError as err:
+            raise BenchError(f"bus {bus.name!r}: {err}") from err
+        log.info("bus=%s link=%s sim=%s socat_pid=%d", bus.name, bus.link, bus.sim_path, pair.pid)
+        return pair
 
     async def stop(self) -> None:
-        """Close every server and kill every socat; safe to call twice or after a failed start."""
+        """Close every server and stop every socat, removing only the pty links this bench made; safe to call
+        twice or after a failed start."""
         for name, pmu in list(self.pmus.items()):
             try:
                 await pmu.stop()
@@ -407,24 +416,16 @@ class Bench:
             except Exception as err:  # keep closing the others
                 log.warning("modbus_server=stop_failed address=%s error=%r", server.address, err)
         self._servers.clear()
-        for name, proc in self._socats.items():
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
-            if proc.stderr:
-                proc.stderr.close()
-            bus = self.config.bus(name)
-            for path in (bus.link, bus.sim_path):
-                with contextlib.suppress(FileNotFoundError):
-                    if path.is_symlink():
-                        path.unlink()
+        for pair in self._socats.values():
+            pair.close()  # removes only the links that still point at this bench's ptys
         self._socats.clear()
         self._devices.clear()
         self._started = False
+        if self.truth_log is not None:
+            if self._up:
+                self.truth_log.write("bench_down", self.sim_time, steps=self.steps)
+            self.truth_log.close()
+        self._up = False
         log.info("bench=down steps=%d sim_time=%.3f", self.steps, self.sim_time)
 
     # --- stepping -------------------------------------------------------------------------------------------

@@ -2,16 +2,18 @@
 
 ``gridedge.py`` hands everything after the word ``sim`` to :func:`main`.
 
-- ``sim run --config FILE [--speed N] [--seconds S]``: print the device table, serve until SIGINT or
-  SIGTERM (or S seconds of wall time), exit 0.
+- ``sim run --config FILE [--speed N] [--seconds S] [--scenario FILE] [--truth-log FILE]``: print the device
+  table, serve until SIGINT or SIGTERM (or S seconds of wall time), exit 0; with ``--truth-log``, write what
+  the bench does as JSON lines (sim_hw/truthlog.py).
 - ``sim devices --config FILE``: print the device table only.
-- ``sim solve --config FILE [--regulator-taps A,B,C] [--json]``: solve the feeder once at published
-  conditions and print every bus's voltages (sim_hw/solve.py).
+- ``sim solve --config FILE [--regulator-taps A,B,C] [--json]``: solve the feeder once at the published loads
+  and print every bus's voltages; the published case needs ``--regulator-taps 10,8,11`` (sim_hw/solve.py).
 - ``sim waveform --desc FILE --seconds S --out PREFIX [--rev 1999|2013] [--format ...]``: write a synthetic
   recording (docs/devices/sim-waveforms.md) as COMTRADE PREFIX.cfg + PREFIX.dat; with ``--port P`` instead
   of ``--out``, stream it live over TCP (protocols/wavestream.py) until interrupted.
 
-Exit codes: 0 done, 2 bad command line or configuration, 1 the bench could not start.
+Exit codes: 0 done, 2 bad command line or configuration (an ``--out`` whose folder does not exist), 1 the bench
+could not start or the recording could not be written.
 """
 
 from __future__ import annotations
@@ -21,13 +23,15 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from sim_hw.bench import Bench, BenchError, device_table
 from sim_hw.config import BenchConfigError, load_bench_config
 from sim_hw.devices.modbus_server import ModbusServerError
-from sim_hw.solve import join_tap_values, parse_taps
+from sim_hw.solve import PUBLISHED_TAPS, join_tap_values, parse_taps
 from sim_hw.solve import run as solve_run
+from sim_hw.truthlog import TruthLog
 
 log = logging.getLogger("sim_hw")
 
@@ -50,13 +54,25 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--speed", type=_positive, help="simulated seconds per wall second (overrides [bench] speed)")
     run.add_argument("--seconds", type=_positive, help="stop after this many wall seconds")
     run.add_argument("--scenario", help="a scenario file (sim_hw/scenarios): overrides the config's scenario")
+    run.add_argument("--truth-log", help="write what the bench does (up, each scenario step, down) to this file as "
+                     "JSON lines (sim_hw/truthlog.py)")  # fmt: skip
     run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     dev = sub.add_parser("devices", help="print the bench's devices and their addresses")
     dev.add_argument("--config", required=True)
-    solve = sub.add_parser("solve", help="solve the feeder once at published conditions, print bus voltages")
+    published = ",".join(map(str, PUBLISHED_TAPS))
+    solve = sub.add_parser(
+        "solve",
+        help=f"solve the feeder once at the published loads, print bus voltages (the published case: "
+        f"--regulator-taps {published})",
+        description="Solve the feeder once at the published loads (PV at 0, capacitors in service). Without "
+        "--regulator-taps, OpenDSS's regulator control chooses the taps (not the published ones); "
+        f"--regulator-taps {published} gives the published case.",
+    )
     solve.add_argument("--config", required=True, help="the bench's TOML ([feeder] dss) or an OpenDSS .dss script")
     solve.add_argument(
-        "--regulator-taps", type=parse_taps, help="fixed tap steps for phases a,b,c, each -16..16 (e.g. 10,8,11)"
+        "--regulator-taps",
+        type=parse_taps,
+        help=f"fixed tap steps for phases a,b,c, each -16..16 ({published}: the published case's)",
     )
     solve.add_argument("--json", action="store_true", help='print {"buses": {bus: {phase: {"pu", "deg"}}}}')
     wav = sub.add_parser("waveform", help="write a synthetic recording as COMTRADE, or stream it live")
@@ -89,10 +105,20 @@ def _waveform(args: argparse.Namespace) -> int:
         if args.seconds is None:
             print("sim waveform: --seconds is required with --out", file=sys.stderr)
             return 2
+        folder = Path(args.out).parent
+        if not folder.is_dir():
+            why = "is not a folder" if folder.exists() else "does not exist"
+            print(f"sim waveform: --out {args.out}: folder {folder} {why}", file=sys.stderr)
+            return 2
         wave = generate(desc, args.seconds)
-        cfg, dat = write_comtrade(
-            wave, args.out, rev_year=args.rev, data_format=args.format, nominal_hz=desc.nominal_hz
-        )
+        try:
+            cfg, dat = write_comtrade(
+                wave, args.out, rev_year=args.rev, data_format=args.format, nominal_hz=desc.nominal_hz
+            )
+        except OSError as err:
+            print(f"sim waveform: --out {args.out}: cannot write {err.filename or args.out}: {err.strerror or err}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
         print(f"wrote {cfg} and {dat}")
         return 0
     if not 1 <= args.port <= 65535:
@@ -153,7 +179,6 @@ def main(argv: list[str]) -> int:
         return 0
     if args.scenario is not None:
         from dataclasses import replace
-        from pathlib import Path
 
         scenario = Path(args.scenario).resolve()
         if not scenario.is_file():
@@ -175,7 +200,8 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logging.getLogger("pymodbus").setLevel(logging.WARNING)
     try:
-        asyncio.run(_run(Bench(config, speed=args.speed), args.seconds))
+        truth_log = TruthLog(Path(args.truth_log)) if args.truth_log else None
+        asyncio.run(_run(Bench(config, speed=args.speed, truth_log=truth_log), args.seconds))
     except (BenchError, ModbusServerError) as err:
         print(f"sim: cannot run the bench: {err}", file=sys.stderr)
         return 1

@@ -10,7 +10,7 @@
 
     [[buses]]
     name = "bus1"
-    link = "run/rtu-bus1"   # the agent opens this pty; the simulator serves "<link>-sim"
+    link = "../run/rtu-bus1"   # the agent opens this pty; the simulator serves "<link>-sim"
     baudrate = 19200
 
     [[devices]]

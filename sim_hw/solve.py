@@ -1,9 +1,11 @@
-"""``gridedge sim solve``: solve the bench's feeder once at its published conditions and print the voltages.
+"""``gridedge sim solve``: solve the bench's feeder once at the published loads and print the voltages.
 
 ``--config`` is a bench TOML (its ``[feeder] dss`` names the OpenDSS script, relative to the TOML) or an
-OpenDSS ``.dss`` script itself. Published conditions: load scale 1, every PV site at 0, capacitors
-closed, no fault. ``--regulator-taps A,B,C`` fixes the regulators' taps (steps -16..16 of 0.625 %);
-without it OpenDSS's regulator controls choose them (the text output reports which).
+OpenDSS ``.dss`` script itself. Conditions: the published loads (load scale 1), every PV site at 0, capacitors
+in service, no fault. ``--regulator-taps A,B,C`` fixes the regulators' taps (steps -16..16 of 0.625 %);
+``--regulator-taps 10,8,11`` (:data:`PUBLISHED_TAPS`) gives the published case. Without it OpenDSS's regulator
+controls choose the taps, which settle below the published ones, so the voltages are not the published
+solution's; the text output says which taps were used and how to ask for the published ones.
 
 Exit codes: 0 solved (converged), 1 the power flow did not converge, 2 bad command line, missing or
 unreadable file.
@@ -20,6 +22,10 @@ from pathlib import Path
 
 from sim_hw.feeder.model import TAP_MAX, TAP_MIN, Feeder, FeederError
 from sim_hw.feeder.solution import PHASES, Solution
+
+# The regulator taps of the published power-flow results: W. H. Kersting, "Radial distribution test feeders",
+# IEEE PES Distribution System Analysis Subcommittee, IEEE 13 Node Test Feeder (docs/feeder.md, Sources).
+PUBLISHED_TAPS = (10, 8, 11)
 
 
 class SolveConfigError(ValueError):
@@ -77,7 +83,8 @@ def feeder_script(config: Path) -> Path:
 
 
 def solve_published(script: Path, taps: tuple[int, int, int] | None) -> tuple[Solution, tuple[int, ...]]:
-    """Solve the feeder once at published conditions; return the solution and the taps in force."""
+    """Solve the feeder once at the published loads (PV at 0) with ``taps`` fixed, or OpenDSS's regulator control
+    choosing them when None; return the solution and the taps in force."""
     feeder = Feeder.from_file(script)
     feeder.set_load_scale(1.0)
     for name in feeder.pv_sites():
@@ -85,6 +92,19 @@ def solve_published(script: Path, taps: tuple[int, int, int] | None) -> tuple[So
     if taps is not None:
         feeder.set_regulator_taps(taps)
     return feeder.solve(), feeder.regulator_taps()
+
+
+def _taps(taps: tuple[int, ...]) -> str:
+    return ",".join(str(t) for t in taps)
+
+
+def taps_origin(asked: tuple[int, int, int] | None, used: tuple[int, ...]) -> str:
+    """Who chose the taps ``used``, and whether they are the published case's (how to get those when not)."""
+    how = "fixed by --regulator-taps" if asked is not None else "chosen by OpenDSS regulator control"
+    if tuple(used) == PUBLISHED_TAPS:
+        return f"{how}: the published case's taps"
+    published = _taps(PUBLISHED_TAPS)
+    return f"{how}; not the published {published}: --regulator-taps {published} solves the published case"
 
 
 def voltage_table(solution: Solution) -> str:
@@ -115,9 +135,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(solution.to_json()))
     else:
-        how = "fixed by --regulator-taps" if args.regulator_taps is not None else "chosen by OpenDSS regulator control"
         print(f"feeder {script}")
-        print(f"regulator taps a,b,c = {','.join(str(t) for t in taps)} ({how})")
+        print("conditions: the published loads (load scale 1), PV sites at 0, capacitors in service, no fault")
+        print(f"regulator taps a,b,c = {_taps(taps)} ({taps_origin(args.regulator_taps, taps)})")
         print(f"converged = {solution.converged}")
         print(voltage_table(solution))
     return 0 if solution.converged else 1

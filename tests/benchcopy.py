@@ -46,7 +46,7 @@ def ieee13_copy(
     assert len(used) == 11, "the shipped bench has 8 TCP devices, 2 PMUs and a waveform stream"
     text = _sub(r'map = "maps/', f'map = "{ROOT / "config" / "maps"}/', text, 7)
     text = _sub(r'dss = "ieee13/IEEE13.dss"', f'dss = "{ROOT / "config" / "ieee13" / "IEEE13.dss"}"', text, 1)
-    text = _sub(r'link = "run/rtu-bus1"', f'link = "{tmp_path / "rtu-bus1"}"', text, 1)
+    text = _sub(r'link = "\.\./run/rtu-bus1"', f'link = "{tmp_path / "rtu-bus1"}"', text, 1)
     text = _sub(r'description = "waveforms/', f'description = "{ROOT / "config" / "waveforms"}/', text, 1)
     text = _sub(r'irradiance = "\w+"', f'irradiance = "{irradiance}"', text, 1)
     text = _sub(r"(?m)^seed = 1$", f'seed = 1\nstart = "{start}"', text, 1)

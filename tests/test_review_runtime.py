@@ -25,8 +25,8 @@ import pytest
 from conftest import arun, free_port, until, wait_for
 from processes import Processes
 
-from agent.demo import Demo
 from agent.runtime import Supervisor, SystemdNotifier, watchdog
+from gridedge_demo import Demo
 
 ROOT = Path(__file__).resolve().parent.parent
 MAP = ROOT / "config" / "maps" / "sim-meter.toml"
@@ -263,7 +263,7 @@ def test_demo_children_stop_when_the_demo_process_is_killed(tmp_path: Path) -> N
         f"""
         import sys, time
         from pathlib import Path
-        from agent.demo import Demo
+        from gridedge_demo import Demo
         demo = Demo(Path({str(tmp_path)!r}))
         child = demo._spawn("central", [sys.executable, "-c", "import time; time.sleep(120)"])
         print(child.pid, flush=True)

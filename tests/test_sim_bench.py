@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -17,7 +18,7 @@ import pytest
 from conftest import free_port
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
-from protocols.modbus.registermap import decode_point
+from protocols.modbus.registermap import RegisterPoint, decode_point
 from sim_hw.bench import Bench, BenchError
 from sim_hw.cli import main
 from sim_hw.config import BenchConfigError, load_bench_config, parse_bench_config
@@ -127,7 +128,7 @@ def test_demo_bench_config_is_the_documented_site(repo_root: Path) -> None:
     assert all(d.host == "127.0.0.1" for d in tcp)
     assert sorted(d.unit_id for d in rtu) == [1, 2, 3] and {d.bus for d in rtu} == {"bus1"}
     assert cfg.bus("bus1").baudrate == 19200
-    assert cfg.bus("bus1").link == repo_root / "config" / "run" / "rtu-bus1"
+    assert cfg.bus("bus1").link == repo_root / "run" / "rtu-bus1"  # runtime files: <repository>/run
 
 
 BAD_CASES = [
@@ -386,3 +387,181 @@ def test_every_mistake_of_a_device_map_is_reported(tmp_path: Path) -> None:
     assert sum("map(bad-map.toml)" in k for k in keys) == 3, keys
     assert any(k.endswith("default") for k in keys) and any(k.endswith("points[0].type") for k in keys), keys
     assert any(k.endswith("points[1].scale") for k in keys), keys
+
+
+# --- two benches on one machine: each owns only the pty links it made ------------------------------------
+
+
+def _start_bench_process(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """``gridedge sim run --config CONFIG`` as a user starts it, in its own process group."""
+    with log.open("ab") as out:
+        return subprocess.Popen([sys.executable, "-m", "gridedge", "sim", "run", "--config", str(config)],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True)  # fmt: skip
+
+
+def _stop_bench_process(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _socat_child_of(pid: int) -> int:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    socats = [int(c) for c in children if Path(f"/proc/{c}/comm").read_text().strip() == "socat"]
+    assert len(socats) == 1, f"bench {pid} children: {children}"
+    return socats[0]
+
+
+def _wait_up(proc: subprocess.Popen[bytes], port: int, links: tuple[Path, ...], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while port_is_free(port) or not all(link.exists() for link in links):
+        assert proc.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, f"the bench did not start: {log.read_text()}"
+        time.sleep(0.05)
+
+
+async def _read_rtu_unit(link: Path, unit: int, p_total: RegisterPoint) -> float:
+    client = AsyncModbusSerialClient(str(link), baudrate=19200, timeout=1, retries=1)
+    try:
+        assert await client.connect()
+        rr = await client.read_input_registers(p_total.address, count=2, device_id=unit)
+        assert not rr.isError(), rr
+        return decode_point(p_total, rr.registers)
+    finally:
+        client.close()
+
+
+@pytest.mark.integration
+def test_a_second_bench_on_the_same_rs485_line_refuses_and_leaves_the_running_benchs_links(tmp_path: Path) -> None:
+    """A bench whose pty link belongs to a live socat of a running bench fails with a message naming the link and
+    its holder, and the running bench keeps its links (the agent reading them keeps its RTU devices)."""
+    path, p1, _ = write_config(tmp_path)
+    cfg = load_bench_config(path)
+    bus, p_total = cfg.bus("bus1"), cfg.devices[0].register_map.point("p_total")
+    first = _start_bench_process(path, tmp_path / "first.log")
+    try:
+        _wait_up(first, p1, (bus.link, bus.sim_path), tmp_path / "first.log")
+        before = (os.readlink(bus.link), os.readlink(bus.sim_path))
+        socat = _socat_child_of(first.pid)
+        second = subprocess.run(
+            [sys.executable, "-m", "gridedge", "sim", "run", "--config", str(path), "--seconds", "3"],
+            capture_output=True, text=True, timeout=60, cwd=ROOT,
+        )  # fmt: skip
+        assert second.returncode == 1, second.stderr
+        assert "Traceback" not in second.stderr
+        assert f"{bus.sim_path}" in second.stderr or f"{bus.link}" in second.stderr
+        assert f"socat pid {socat}" in second.stderr and f"pid {first.pid}" in second.stderr
+        assert (os.readlink(bus.link), os.readlink(bus.sim_path)) == before
+        assert first.poll() is None
+        assert run(_read_rtu_unit(bus.link, 1, p_total)) != 0.0  # the running bench still answers on its line
+    finally:
+        _stop_bench_process(first)
+
+
+@pytest.mark.integration
+def test_a_bench_whose_port_is_taken_removes_only_the_links_it_made(tmp_path: Path) -> None:
+    """A bench that fails to start (a TCP port taken by a running bench) removes its own pty links on its way out
+    and touches no other bench's."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    path_a, p1, p2 = write_config(tmp_path / "a")
+    path_b = tmp_path / "b" / "bench.toml"
+    path_b.write_text(path_a.read_text())  # the same ports, its own pty link (b/run/bus1)
+    bus_a, bus_b = load_bench_config(path_a).bus("bus1"), load_bench_config(path_b).bus("bus1")
+    first = _start_bench_process(path_a, tmp_path / "first.log")
+    try:
+        _wait_up(first, p1, (bus_a.link, bus_a.sim_path), tmp_path / "first.log")
+        before = (os.readlink(bus_a.link), os.readlink(bus_a.sim_path))
+        second = subprocess.run(
+            [sys.executable, "-m", "gridedge", "sim", "run", "--config", str(path_b), "--seconds", "3"],
+            capture_output=True, text=True, timeout=60, cwd=ROOT,
+        )  # fmt: skip
+        assert second.returncode == 1, second.stderr
+        assert f"127.0.0.1:{p1}" in second.stderr
+        assert not bus_b.link.is_symlink() and not bus_b.sim_path.is_symlink()  # its own, removed
+        assert (os.readlink(bus_a.link), os.readlink(bus_a.sim_path)) == before  # the other's, untouched
+    finally:
+        _stop_bench_process(first)
+
+
+@pytest.mark.integration
+def test_stop_leaves_a_link_that_no_longer_points_at_the_benchs_pty(tmp_path: Path) -> None:
+    """stop() removes a pty link only while it still points at the pty this bench's socat made."""
+    path, _, _ = write_config(tmp_path)
+    cfg = load_bench_config(path)
+    link = cfg.bus("bus1").link
+    master, slave = os.openpty()  # another program's pty, now behind the link
+
+    async def scenario() -> None:
+        bench = Bench(cfg)
+        await bench.start()
+        try:
+            link.unlink()
+            link.symlink_to(os.ttyname(slave))
+        finally:
+            await bench.stop()
+
+    try:
+        run(scenario())
+        assert link.is_symlink() and os.readlink(link) == os.ttyname(slave)
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+@pytest.mark.integration
+def test_a_link_to_a_pty_no_socat_claims_is_replaced(tmp_path: Path) -> None:
+    """A link left behind whose pty number was handed to another program since (no socat claims the link) is
+    stale: the bench replaces it."""
+    path, _, _ = write_config(tmp_path)
+    cfg = load_bench_config(path)
+    link = cfg.bus("bus1").link
+    link.parent.mkdir(parents=True)
+    master, slave = os.openpty()
+    link.symlink_to(os.ttyname(slave))
+
+    async def scenario() -> None:
+        bench = Bench(cfg)
+        await bench.start()
+        try:
+            assert os.readlink(link) != os.ttyname(slave)
+        finally:
+            await bench.stop()
+
+    try:
+        run(scenario())
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
+@pytest.mark.integration
+def test_after_a_bench_is_killed_the_next_one_starts_on_its_line(tmp_path: Path) -> None:
+    """socat dies with the bench that started it: a bench killed with SIGKILL leaves dangling links, not a socat
+    holding them, and the next bench on the same config starts."""
+    path, p1, _ = write_config(tmp_path)
+    bus = load_bench_config(path).bus("bus1")
+    first = _start_bench_process(path, tmp_path / "first.log")
+    try:
+        _wait_up(first, p1, (bus.link, bus.sim_path), tmp_path / "first.log")
+        socat = _socat_child_of(first.pid)
+        os.kill(first.pid, signal.SIGKILL)  # the bench alone, not its group: no chance to stop its socat
+        first.wait(10)
+        deadline = time.monotonic() + 10
+        while pid_alive(socat) and Path(f"/proc/{socat}/stat").read_text().split(") ")[1][0] != "Z":
+            assert time.monotonic() < deadline, "socat outlived its bench"
+            time.sleep(0.05)
+    finally:
+        _stop_bench_process(first)
+    second = _start_bench_process(path, tmp_path / "second.log")
+    try:
+        _wait_up(second, p1, (bus.link, bus.sim_path), tmp_path / "second.log")
+    finally:
+        _stop_bench_process(second)
+    assert not bus.link.is_symlink() and not bus.sim_path.is_symlink()

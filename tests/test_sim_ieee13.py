@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import re
+import socket
 import struct
 import subprocess
 import sys
@@ -815,6 +817,47 @@ def test_sim_run_at_speed_100_runs_the_whole_bench_at_least_50_times_faster_than
     assert speed == 100 and sim_elapsed_s == steps * 1.0  # step_s = 1: one power flow per simulated second
     assert sim_elapsed_s >= 50 * wall_s, f"{sim_elapsed_s:g} simulated s in {wall_s:g} wall s"
     assert sim_elapsed_s <= 100 * wall_s + 1, "a fixed schedule: never ahead of the speed asked for"
+
+
+def test_the_truth_log_records_the_bench_up_each_scenario_step_as_played_and_the_bench_down(tmp_path: Path) -> None:
+    """``sim run --truth-log``: one JSON line per thing the bench did, in order, each with the simulated clock."""
+    scenario = (
+        '[[events]]\nat_s = 5\naction = "pmu_sync_loss"\npmu = "pmu-671"\nduration_s = 10\n'
+        '[[events]]\nat_s = 20\naction = "silence"\ndevice = "fdr-645-meter"\nduration_s = 5\n'
+    )
+    path, truth = ieee13_copy(tmp_path, scenario=scenario), tmp_path / "run" / "truth.jsonl"
+    proc = subprocess.run(
+        [str(GRIDEDGE), "sim", "run", "--config", str(path), "--speed", "50", "--seconds", "2",
+         "--truth-log", str(truth)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in truth.read_text().splitlines()]
+    up, *steps, down = records
+    assert up["record"] == "bench_up" and up["speed"] == 50 and up["ts"] == up["sim_start"]
+    assert up["scenario"]["events"] == 2 and up["scenario"]["steps"] == 4
+    assert [(r["record"], r["elapsed_s"], r["action"], r["where"], r["text"], r["end"]) for r in steps] == [
+        ("scenario_step", 5.0, "pmu_sync_loss", "pmu-671", "PMU pmu-671 loses time sync for 10 s", False),
+        ("scenario_step", 15.0, "pmu_sync_loss", "pmu-671", "PMU pmu-671 regains time sync", True),
+        ("scenario_step", 20.0, "silence", "fdr-645-meter", "fdr-645-meter stops answering for 5 s", False),
+        ("scenario_step", 25.0, "silence", "fdr-645-meter", "fdr-645-meter answers again", True),
+    ]
+    assert all(r["ts"] == up["sim_start"] + r["elapsed_s"] for r in steps)
+    assert down["record"] == "bench_down" and down["steps"] >= 25
+
+
+def test_a_bench_that_does_not_start_writes_no_truth_log(tmp_path: Path) -> None:
+    path, truth = ieee13_copy(tmp_path), tmp_path / "truth.jsonl"
+    port = load_bench_config(path).devices[0].port
+    with socket.socket() as blocker:
+        blocker.bind(("127.0.0.1", port))
+        blocker.listen()
+        proc = subprocess.run(
+            [str(GRIDEDGE), "sim", "run", "--config", str(path), "--seconds", "1", "--truth-log", str(truth)],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert proc.returncode == 1 and f"127.0.0.1:{port}" in proc.stderr, proc.stderr
+    assert not truth.exists()
 
 
 # ==== the copy and the index =====================================================================================

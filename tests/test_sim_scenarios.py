@@ -135,3 +135,38 @@ def test_files_missing_or_malformed_are_scenario_errors(tmp_path: Path) -> None:
     extra.write_text('title = "x"\n')
     with pytest.raises(ScenarioError, match="unknown top-level keys"):
         load_scenario(extra, start=START)
+
+
+def test_each_step_says_what_happens_and_where_and_is_reported_as_played() -> None:
+    scn, bench = scenario(), Recorder()
+    seen: list[tuple[str, str, str, bool, str | None]] = []
+    scn.on_step = lambda t, step, error: seen.append((step.action, step.where, step.text, step.after is not None,
+                                                     error))  # fmt: skip
+    for t in range(1000, 1010):  # an end due with its start waits for the next call
+        scn.apply_due(START + t, bench)
+    assert scn.pending == 0 and len(seen) == len(scn.played) == 11 and scn.events == 6
+    assert sorted(seen) == sorted([
+        ("cloud", "feeder", "a cloud over every PV site: irradiance x0.2 for 60 s", False, None),
+        ("cloud", "feeder", "the cloud clears: full irradiance on every PV site", True, None),
+        ("silence", "cap-ctl", "cap-ctl stops answering for 20 s", False, None),
+        ("silence", "cap-ctl", "cap-ctl answers again", True, None),
+        ("pmu_sync_loss", "pmu-671", "PMU pmu-671 loses time sync for 5 s", False, None),
+        ("pmu_sync_loss", "pmu-671", "PMU pmu-671 regains time sync", True, None),
+        ("fault", "bus 671", "fault at bus 671, phases abc, 0.05 ohm, for 0.5 s", False, None),
+        ("fault", "bus 671", "the fault at bus 671 clears", True, None),
+        ("meter_swap", "sub-meter", "meter sub-meter replaced: its energy registers restart at 0", False, None),
+        ("frequency", "feeder", "the grid frequency goes to 59.8 Hz (ROCOF -0.5 Hz/s)", False, None),
+        ("frequency", "feeder", "the grid frequency goes back to 60 Hz", True, None),
+    ])  # fmt: skip
+
+
+def test_a_failed_step_is_reported_with_its_error() -> None:
+    class Broken(Recorder):
+        def lose_sync(self) -> None:
+            raise RuntimeError("no GPS module")
+
+    scn = scenario()
+    errors: list[str | None] = []
+    scn.on_step = lambda t, step, error: errors.append(error) if step.action == "pmu_sync_loss" else None
+    scn.apply_due(START + 41, Broken())
+    assert errors == ["RuntimeError('no GPS module')"]

@@ -90,7 +90,7 @@ def test_a_bench_toml_leads_to_its_feeder_script(tmp_path: Path, capsys: pytest.
 def test_text_output_is_an_aligned_table_reporting_the_automatic_taps(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["solve", "--config", str(DSS)]) == 0
     out = capsys.readouterr().out
-    m = re.search(r"regulator taps a,b,c = (-?\d+),(-?\d+),(-?\d+) \(chosen by OpenDSS regulator control\)", out)
+    m = re.search(r"regulator taps a,b,c = (-?\d+),(-?\d+),(-?\d+) \(chosen by OpenDSS regulator control;", out)
     assert m, out
     taps = tuple(int(x) for x in m.groups())
     assert all(-16 <= t <= 16 for t in taps)
@@ -108,7 +108,7 @@ def test_text_output_is_an_aligned_table_reporting_the_automatic_taps(capsys: py
 
 def test_text_output_with_fixed_taps_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["solve", "--config", str(DSS), "--regulator-taps", " 1, 0 ,16"]) == 0
-    assert "regulator taps a,b,c = 1,0,16 (fixed by --regulator-taps)" in capsys.readouterr().out
+    assert "regulator taps a,b,c = 1,0,16 (fixed by --regulator-taps; not the published" in capsys.readouterr().out
     # a negative first tap is a value, not an option, with or without "="
     for argv in (["--regulator-taps", "-16,-1,0"], ["--regulator-taps=-16,-1,0"]):
         assert main(["solve", "--config", str(DSS), *argv]) == 0
@@ -173,3 +173,32 @@ def test_non_converged_solve_exits_1(tmp_path: Path, capsys: pytest.CaptureFixtu
     )
     assert main(["solve", "--config", str(script)]) == 1
     assert "converged = False" in capsys.readouterr().out
+
+
+def _solve_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gridedge", "sim", "solve", *args],
+                          capture_output=True, text=True, timeout=120, cwd=ROOT)  # fmt: skip
+
+
+def test_without_taps_it_says_the_taps_are_not_the_published_ones_and_how_to_ask_for_them() -> None:
+    """The default solve runs the published loads with OpenDSS's own taps: it never calls that the published
+    conditions, it names the taps it used and the option that gives the published ones."""
+    proc = _solve_cli("--config", "config/sim-ieee13.toml")
+    assert proc.returncode == 0, proc.stderr
+    assert "published conditions" not in proc.stdout
+    m = re.search(r"regulator taps a,b,c = (-?\d+),(-?\d+),(-?\d+) \(chosen by OpenDSS regulator control", proc.stdout)
+    assert m and tuple(map(int, m.groups())) != (10, 8, 11), proc.stdout
+    assert "not the published 10,8,11: --regulator-taps 10,8,11 solves the published case" in proc.stdout
+    help_text = (
+        _solve_cli("--help").stdout
+        + subprocess.run(
+            [sys.executable, "-m", "gridedge", "sim", "--help"], capture_output=True, text=True, timeout=60
+        ).stdout
+    )
+    assert "published conditions" not in help_text and "10,8,11" in help_text
+
+
+def test_with_the_published_taps_it_says_it_solves_the_published_case() -> None:
+    proc = _solve_cli("--config", "config/sim-ieee13.toml", "--regulator-taps", "10,8,11")
+    assert proc.returncode == 0, proc.stderr
+    assert "regulator taps a,b,c = 10,8,11 (fixed by --regulator-taps: the published case's taps)" in proc.stdout

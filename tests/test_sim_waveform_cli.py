@@ -60,3 +60,27 @@ def test_cli_refuses_a_bad_description_and_missing_seconds(tmp_path: Path, capsy
     assert "--seconds is required" in capsys.readouterr().err
     assert main(["waveform", "--desc", str(tmp_path / "none.toml"), "--seconds", "1", "--out", "x"]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("out", "exit_code", "reason"),
+    [
+        ("/nonexistent/x", 2, "folder /nonexistent does not exist"),
+        ("{tmp}/a-file/x", 2, "is not a folder"),
+        ("/proc/x", 1, "cannot write /proc/x.cfg"),  # a folder that takes no new file, whoever asks
+    ],
+)
+def test_an_output_path_it_cannot_write_is_one_line_naming_the_path_and_why(
+    tmp_path: Path, out: str, exit_code: int, reason: str
+) -> None:
+    """No traceback: one line naming the path and the reason, and a non-zero exit."""
+    (tmp_path / "a-file").write_text("")
+    out = out.format(tmp=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "gridedge", "sim", "waveform", "--desc", "config/waveforms/flicker-dip.toml",
+         "--seconds", "2", "--out", out],
+        capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parent.parent,
+    )  # fmt: skip
+    assert proc.returncode == exit_code, proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert out in proc.stderr and reason in proc.stderr, proc.stderr

@@ -56,23 +56,33 @@ class ScenarioError(ValueError):
 
 
 @dataclass(order=True)
-class _Step:
+class ScenarioStep:
+    """One thing the scenario does at ``at``: an event's start, or its end (``after``: the start it ends)."""
+
     at: float  # simulated seconds since the epoch
     order: int
-    name: str = field(compare=False)
+    name: str = field(compare=False)  # short, for the bench's log: "fault bus=671 phases=abc"
     run: Callable[[Any, float], None] = field(compare=False)
     after: int | None = field(default=None, compare=False)  # the order of the start step this one ends
+    action: str = field(default="", compare=False)  # the event's action: "fault", "silence"...
+    where: str = field(default="", compare=False)  # the PMU, device or bus it happens at; "feeder" for all of it
+    text: str = field(default="", compare=False)  # what happens, for people: "fault at bus 671 (abc, 0.01 ohm)..."
 
 
 @dataclass
 class Scenario:
-    """Steps sorted by time; :meth:`apply_due` runs those whose time has come (the bench calls it per step)."""
+    """Steps sorted by time; :meth:`apply_due` runs those whose time has come (the bench calls it per step).
+
+    ``on_step(t, step, error)`` is called after each step is played (``error`` None) or has failed."""
 
     source: Path
-    steps: list[_Step]
+    steps: list[ScenarioStep]
     played: list[tuple[float, str]] = field(default_factory=list)  # (sim time, what) for logs and tests
     failed: list[tuple[float, str, str]] = field(default_factory=list)  # (sim time, what, error): logged, not fatal
     fault_buses: frozenset[str] = frozenset()  # checked against the feeder when the bench starts
+    description: str = ""
+    events: int = 0  # [[events]] entries; each is one step, or two (a start and its end)
+    on_step: Callable[[float, ScenarioStep, str | None], None] | None = None
 
     def apply_due(self, t: float, bench: Any) -> None:
         """Run the steps due at ``t`` in order. An end never runs in the same call as its start: the physics
@@ -89,9 +99,13 @@ class Scenario:
             except Exception as err:  # a device without that fault, a bus the feeder refused...
                 self.failed.append((t, step.name, repr(err)))
                 log.error("scenario=%s t=%.3f event=%s failed: %r", self.source.name, t, step.name, err)
+                if self.on_step is not None:
+                    self.on_step(t, step, repr(err))
                 continue
             self.played.append((t, step.name))
             log.info("scenario=%s t=%.3f event=%s", self.source.name, t, step.name)
+            if self.on_step is not None:
+                self.on_step(t, step, None)
 
     @property
     def pending(self) -> int:
@@ -114,10 +128,13 @@ def _name(raw: Mapping[str, Any], where: str, key: str, known: tuple[str, ...]) 
     return str(value)
 
 
+_Part = tuple[float, str, str, str, Callable[[Any, float], None], bool]  # at, name, where, text, run, is an end
+
+
 def _event(
     raw: Mapping[str, Any], where: str, start: float, devices: tuple[str, ...], pmus: tuple[str, ...]
-) -> list[tuple]:
-    """(at, name, run[, True for the end of the event just before it]) for one [[events]] entry."""
+) -> list[_Part]:
+    """The steps of one [[events]] entry: its start and, for an event with a duration, its end."""
     action = raw.get("action")
     if action not in ACTIONS:
         raise ScenarioError(f"{where}.action = {action!r}: must be one of {', '.join(map(repr, ACTIONS))}")
@@ -126,12 +143,15 @@ def _event(
         raise ScenarioError(f"{where}: unknown keys {sorted(unknown)} for action {action!r} (allowed: at_s, action, "
                             f"{', '.join(sorted(ACTIONS[action]))})")  # fmt: skip
     at = start + _num(raw, where, "at_s", 0, 10 * 86400)
-    out: list[tuple] = []
+    out: list[_Part] = []
     if action == "cloud":
         factor = _num(raw, where, "factor", 0, 1)
-        end = at + _num(raw, where, "duration_s", 1, 86400)
-        out.append((at, f"cloud factor={factor:g}", lambda b, _t: b.set_irradiance_factor(factor)))
-        out.append((end, "cloud clears", lambda b, _t: b.set_irradiance_factor(1.0), True))
+        duration = _num(raw, where, "duration_s", 1, 86400)
+        out.append((at, f"cloud factor={factor:g}", "feeder",
+                    f"a cloud over every PV site: irradiance x{factor:g} for {duration:g} s",
+                    lambda b, _t: b.set_irradiance_factor(factor), False))  # fmt: skip
+        out.append((at + duration, "cloud clears", "feeder", "the cloud clears: full irradiance on every PV site",
+                    lambda b, _t: b.set_irradiance_factor(1.0), True))  # fmt: skip
     elif action == "fault":
         bus = raw.get("bus")
         if not isinstance(bus, str) or not bus:
@@ -140,29 +160,39 @@ def _event(
         if phases not in _PHASE_SETS:
             raise ScenarioError(f"{where}.phases = {phases!r}: must be one of {', '.join(map(repr, _PHASE_SETS))}")
         r_ohm = _num(raw, where, "r_ohm", 1e-4, 1e4, 0.05)
-        end = at + _num(raw, where, "duration_s", 0.01, 86400)
-        out.append((at, f"fault bus={bus} phases={phases}", lambda b, _t: b.feeder.set_fault(bus, phases, r_ohm)))
-        out.append((end, f"fault bus={bus} cleared", lambda b, _t: b.feeder.clear_fault(), True))
+        duration = _num(raw, where, "duration_s", 0.01, 86400)
+        out.append((at, f"fault bus={bus} phases={phases}", f"bus {bus}",
+                    f"fault at bus {bus}, phases {phases}, {r_ohm:g} ohm, for {duration:g} s",
+                    lambda b, _t: b.feeder.set_fault(bus, phases, r_ohm), False))  # fmt: skip
+        out.append((at + duration, f"fault bus={bus} cleared", f"bus {bus}", f"the fault at bus {bus} clears",
+                    lambda b, _t: b.feeder.clear_fault(), True))  # fmt: skip
     elif action == "silence":
         device = _name(raw, where, "device", devices)
-        end = at + _num(raw, where, "duration_s", 0.01, 10 * 86400)
-        out.append((at, f"silence {device}", lambda b, _t: b.silence(device, True)))
-        out.append((end, f"{device} answers again", lambda b, _t: b.silence(device, False), True))
+        duration = _num(raw, where, "duration_s", 0.01, 10 * 86400)
+        out.append((at, f"silence {device}", device, f"{device} stops answering for {duration:g} s",
+                    lambda b, _t: b.silence(device, True), False))  # fmt: skip
+        out.append((at + duration, f"{device} answers again", device, f"{device} answers again",
+                    lambda b, _t: b.silence(device, False), True))  # fmt: skip
     elif action == "pmu_sync_loss":
         pmu = _name(raw, where, "pmu", pmus)
-        end = at + _num(raw, where, "duration_s", 0.01, 10 * 86400)
-        out.append((at, f"{pmu} loses time sync", lambda b, _t: b.pmus[pmu].lose_sync()))
-        out.append((end, f"{pmu} regains time sync", lambda b, _t: b.pmus[pmu].regain_sync(), True))
+        duration = _num(raw, where, "duration_s", 0.01, 10 * 86400)
+        out.append((at, f"{pmu} loses time sync", pmu, f"PMU {pmu} loses time sync for {duration:g} s",
+                    lambda b, _t: b.pmus[pmu].lose_sync(), False))  # fmt: skip
+        out.append((at + duration, f"{pmu} regains time sync", pmu, f"PMU {pmu} regains time sync",
+                    lambda b, _t: b.pmus[pmu].regain_sync(), True))  # fmt: skip
     elif action == "meter_swap":
         device = _name(raw, where, "device", devices)
-        out.append((at, f"meter swap {device}", lambda b, t: b.model_of(device).swap(t)))
+        out.append((at, f"meter swap {device}", device, f"meter {device} replaced: its energy registers restart at 0",
+                    lambda b, t: b.model_of(device).swap(t), False))  # fmt: skip
     else:  # frequency
         hz = _num(raw, where, "hz", 55, 65)
         rocof = _num(raw, where, "rocof_hz_s", -10, 10, 0.0)
-        out.append((at, f"frequency {hz:g} Hz", lambda b, _t: b.feeder.set_frequency(hz, rocof)))
+        out.append((at, f"frequency {hz:g} Hz", "feeder", f"the grid frequency goes to {hz:g} Hz (ROCOF {rocof:g} Hz/s)",
+                    lambda b, _t: b.feeder.set_frequency(hz, rocof), False))  # fmt: skip
         if "duration_s" in raw:
             end = at + _num(raw, where, "duration_s", 0.01, 86400)
-            out.append((end, "frequency back to 60 Hz", lambda b, _t: b.feeder.set_frequency(60.0, 0.0), True))
+            out.append((end, "frequency back to 60 Hz", "feeder", "the grid frequency goes back to 60 Hz",
+                        lambda b, _t: b.feeder.set_frequency(60.0, 0.0), True))  # fmt: skip
     return out
 
 
@@ -176,14 +206,18 @@ def parse_scenario(
     events = data.get("events", [])
     if not isinstance(events, list) or not all(isinstance(e, Mapping) for e in events):
         raise ScenarioError(f"{source.name}: events must be an array of tables ([[events]])")
-    steps: list[_Step] = []
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise ScenarioError(f"{source.name}: description = {description!r}: must be a string")
+    steps: list[ScenarioStep] = []
     buses: set[str] = set()
     for i, raw in enumerate(events):
         if isinstance(raw, Mapping) and raw.get("action") == "fault" and isinstance(raw.get("bus"), str):
             buses.add(raw["bus"].lower())
-        for at, name, run, *end in _event(raw, f"events[{i}]", start, devices, pmus):
-            steps.append(_Step(at, len(steps), name, run, len(steps) - 1 if end else None))
-    return Scenario(source, sorted(steps), fault_buses=frozenset(buses))
+        for at, name, where, text, run, is_end in _event(raw, f"events[{i}]", start, devices, pmus):
+            after = len(steps) - 1 if is_end else None
+            steps.append(ScenarioStep(at, len(steps), name, run, after, str(raw["action"]), where, text))
+    return Scenario(source, sorted(steps), fault_buses=frozenset(buses), description=description, events=len(events))
 
 
 def load_scenario(path: Path, *, start: float, devices: tuple[str, ...] = (), pmus: tuple[str, ...] = ()) -> Scenario:
