@@ -53,8 +53,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             standards += f" (bus {kv:.3f} kV{'' if w.bus_kv is not None else ' from Udin'})"
         print(f"  {w.name:<16} {'waveforms':<11} {w.host + ':' + str(w.port):<28} {w.nominal_hz} Hz, lamp {w.lamp_v} V, "
               f"Udin {w.udin_v:g} V, {','.join(w.channels)}, compliance {standards}")  # fmt: skip
-    u = config.uplink
-    print(f"  uplink {'mqtts' if u.tls else 'mqtt'}://{u.host}:{u.port} as {u.client_id}; store {config.store.path}")
+    b = config.uplink.broker
+    print(f"  uplink {b.url} as {b.client_id}; store {config.store.path}")
     return 0
 
 

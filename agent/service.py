@@ -191,8 +191,8 @@ class AgentService:
             self.config.site_id,
             len(self.pollers),
             self.config.store.path,
-            self.config.uplink.host,
-            self.config.uplink.port,
+            self.config.uplink.broker.host,
+            self.config.uplink.broker.port,
         )
         try:
             await stop.wait()

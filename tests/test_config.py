@@ -83,8 +83,8 @@ def test_good_config_loads_typed_values(tmp_path: Path) -> None:
     assert cfg.site_id == "feeder-7"
     assert cfg.store.path == tmp_path / "data" / "agent.db"
     assert cfg.store.max_bytes == 64 * 1024 * 1024
-    assert (cfg.uplink.host, cfg.uplink.port, cfg.uplink.tls) == ("127.0.0.1", 1884, False)
-    assert cfg.uplink.client_id == "gridedge-feeder-7"
+    assert (cfg.uplink.broker.host, cfg.uplink.broker.port, cfg.uplink.broker.tls) == ("127.0.0.1", 1884, False)
+    assert cfg.uplink.broker.client_id == "gridedge-feeder-7"
     tcp, rtu = cfg.devices
     assert (tcp.host, tcp.port, tcp.unit_id, tcp.poll_interval_s) == ("127.0.0.1", 5020, 1, 0.5)
     assert rtu.serial is not None
@@ -175,7 +175,7 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
 
 def test_broker_override_from_the_command_line(tmp_path: Path) -> None:
     cfg = override_broker(load_config(write(tmp_path, GOOD)), "mqtts://broker.example:9999")
-    assert (cfg.uplink.host, cfg.uplink.port, cfg.uplink.tls) == ("broker.example", 9999, True)
+    assert (cfg.uplink.broker.host, cfg.uplink.broker.port, cfg.uplink.broker.tls) == ("broker.example", 9999, True)
     with pytest.raises(ConfigError, match="--broker"):
         override_broker(cfg, "tcp://nowhere")
 

@@ -12,7 +12,8 @@ import pytest
 import agent.config
 import central.config
 import sim_hw.config
-from protocols.configcheck import MISSING, BrokerUrl, Checker, ConfigError, ConfigIssue
+from protocols.configcheck import MISSING, Checker, ConfigError, ConfigIssue
+from protocols.mqtt.config import BrokerUrl, broker_url, tls_files
 
 
 def checker(tmp_path: Path | None = None) -> Checker:
@@ -227,7 +228,7 @@ def test_a_symlink_keeps_its_own_name(tmp_path: Path) -> None:
 )
 def test_broker_url_gives_host_port_and_tls(url: str, expected: BrokerUrl) -> None:
     c = checker()
-    assert c.broker_url("uplink.broker", url) == expected
+    assert broker_url(c, "uplink.broker", url) == expected
     assert c.issues == []
 
 
@@ -245,14 +246,14 @@ def test_broker_url_gives_host_port_and_tls(url: str, expected: BrokerUrl) -> No
 )
 def test_bad_broker_url_is_one_issue_under_its_key(url: str, allowed: str) -> None:
     c = checker()
-    assert c.broker_url("broker.url", url) is None
+    assert broker_url(c, "broker.url", url) is None
     issue = only_issue(c)
     assert (issue.key, issue.value, issue.allowed) == ("broker.url", url, allowed)
 
 
 def test_absent_broker_url_is_left_to_the_required_check() -> None:
     c = checker()
-    assert c.broker_url("uplink.broker", c.get({}, "uplink", "broker", "string")) is None
+    assert broker_url(c, "uplink.broker", c.get({}, "uplink", "broker", "string")) is None
     assert [i.key for i in c.issues] == ["uplink.broker"]
 
 
@@ -290,19 +291,19 @@ def test_tls_files_are_paths_that_exist(tmp_path: Path) -> None:
         (tmp_path / name).write_text("pem")
     c = checker(tmp_path)
     raw = {"ca_file": "ca.crt", "cert_file": "client.crt", "key_file": "client.key"}
-    assert c.tls_files(raw, "uplink") == {
+    assert tls_files(c, raw, "uplink") == {
         "ca_file": tmp_path / "ca.crt",
         "cert_file": tmp_path / "client.crt",
         "key_file": tmp_path / "client.key",
     }
-    assert c.tls_files({}, "uplink") == {"ca_file": None, "cert_file": None, "key_file": None}
+    assert tls_files(c, {}, "uplink") == {"ca_file": None, "cert_file": None, "key_file": None}
     assert c.issues == []
 
 
 def test_tls_files_missing_file_and_cert_without_key(tmp_path: Path) -> None:
     (tmp_path / "client.crt").write_text("pem")
     c = checker(tmp_path)
-    c.tls_files({"ca_file": "nope.crt", "cert_file": "client.crt"}, "broker")
+    tls_files(c, {"ca_file": "nope.crt", "cert_file": "client.crt"}, "broker")
     assert [str(i) for i in c.issues] == [
         f"broker.ca_file = '{tmp_path / 'nope.crt'}': no such file",
         f"broker.cert_file = '{tmp_path / 'client.crt'}': a client certificate needs both cert_file and key_file",
@@ -311,7 +312,7 @@ def test_tls_files_missing_file_and_cert_without_key(tmp_path: Path) -> None:
 
 def test_credentials_in_a_broker_url_are_refused_and_not_echoed() -> None:
     c = checker()
-    assert c.broker_url("uplink.broker", "mqtt://edge:hunter2@broker.example:1883") is None
+    assert broker_url(c, "uplink.broker", "mqtt://edge:hunter2@broker.example:1883") is None
     issue = only_issue(c)
     assert issue.key == "uplink.broker" and "use username and password" in issue.allowed
     assert "hunter2" not in str(issue)

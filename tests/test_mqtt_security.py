@@ -253,7 +253,7 @@ def test_password_file_is_read_and_trimmed(tmp_path: Path, password_broker: Secu
         f'broker = "mqtt://127.0.0.1:{password_broker.port}"\nusername = "edge"\npassword_file = "uplink.pass"',
     )
     config = load_config(site)
-    assert config.uplink.password == "s3cret-pass"
+    assert config.uplink.broker.password == "s3cret-pass"
     assert asyncio.run(_round_trip(_session_for(config))) == b"hello over the wire"
 
 
@@ -327,7 +327,7 @@ def test_mutual_tls_from_the_site_file_connects_and_round_trips(
 ) -> None:
     site = _site_file(tmp_path, _tls_uplink(tls_broker.port, pki.ca, pki.client_cert, pki.client_key))
     config = load_config(site)
-    assert config.uplink.tls and config.uplink.port == tls_broker.port
+    assert config.uplink.broker.tls and config.uplink.broker.port == tls_broker.port
     session = _session_for(config)
     assert asyncio.run(_round_trip(session)) == b"hello over the wire"
     assert session.stats.connect_failures == 0
