@@ -92,6 +92,7 @@ class AgentConfig:
     pmus: tuple[PmuStreamConfig, ...] = ()
     pmu_monitoring: PmuMonitoringConfig = PmuMonitoringConfig()
     waveforms: tuple[WaveformStreamConfig, ...] = ()
+    warnings: tuple[ConfigIssue, ...] = ()  # what works but is likely a mistake; check-config lists them
 
 
 def _read_toml(path: Path) -> tuple[dict[str, Any] | None, str]:
@@ -149,6 +150,7 @@ def _register_map(c: Checker, dev: Mapping[str, Any], prefix: str) -> RegisterMa
         for issue in err.issues:  # each its own issue, so check-config lists every problem of the map
             c.fail(issue.key, issue.value, issue.allowed)
         return None
+    c.warnings.extend(rmap.warnings)
     return rmap
 
 
@@ -297,12 +299,13 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
     uplink_raw = c.get(raw, "", "uplink", "table")
     uplink = _uplink(c, uplink_raw, site) if uplink_raw is not None else None
     if c.issues:
-        raise ConfigError(str(source), c.issues)
+        raise ConfigError(str(source), c.issues, c.warnings)
     assert uplink is not None and spath is not None
     return AgentConfig(site_id=site, devices=tuple(devices),
                        store=StoreConfig(path=spath, max_bytes=int(max_mb * 1024 * 1024), batch_size=batch),
                        uplink=uplink, source=source, pmus=tuple(pmus.values()),
-                       pmu_monitoring=monitoring, waveforms=tuple(waveforms.values()))  # fmt: skip
+                       pmu_monitoring=monitoring, waveforms=tuple(waveforms.values()),
+                       warnings=tuple(c.warnings))  # fmt: skip
 
 
 def load_config(path: str | Path) -> AgentConfig:

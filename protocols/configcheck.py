@@ -5,6 +5,9 @@ share lives here. It does not stop at the first problem: each check records a ``
 path, the bad value and what is allowed, so ``check-config`` can list every mistake in one run. The caller
 raises its own ``ConfigError`` subclass at the end, when ``Checker.issues`` is not empty.
 
+Warnings (``Checker.warn``) are for what works but is likely a mistake (a register-map point that starts
+inside another): they are listed by ``check-config`` and never make a file fail.
+
 Secrets: a value under a key path ending in ``password`` is replaced by ``'***'`` when the issue is built,
 so neither ``str()`` nor ``repr()`` of an issue or error can put a password in a log.
 """
@@ -62,11 +65,16 @@ class ConfigIssue:
 
 
 class ConfigError(Exception):
-    """The configuration cannot be used; ``issues`` lists every problem found in ``source``."""
+    """The configuration cannot be used; ``issues`` lists every problem found in ``source``.
 
-    def __init__(self, source: str, issues: Sequence[ConfigIssue]) -> None:
+    ``warnings`` are those found on the way (what works but is likely a mistake), so that a report of the
+    errors can show them too.
+    """
+
+    def __init__(self, source: str, issues: Sequence[ConfigIssue], warnings: Sequence[ConfigIssue] = ()) -> None:
         self.source = source
         self.issues = list(issues)
+        self.warnings = list(warnings)
         lines = "\n".join(f"  {i}" for i in self.issues)
         super().__init__(f"{source}: {len(self.issues)} configuration error(s)\n{lines}")
 
@@ -90,15 +98,20 @@ _A_KIND: Final = {"string": "a non-empty string", "integer": "an integer"}  # "m
 class Checker:
     """Reads typed values out of nested tables, recording every problem instead of stopping.
 
-    ``base`` is the folder relative paths are taken from: the configuration file's folder.
+    ``base`` is the folder relative paths are taken from: the configuration file's folder. ``issues`` are
+    errors; ``warnings`` are for what works but is likely a mistake (the text says what and why).
     """
 
     def __init__(self, base: Path) -> None:
         self.base = base
         self.issues: list[ConfigIssue] = []
+        self.warnings: list[ConfigIssue] = []
 
     def fail(self, key: str, value: Any, allowed: str) -> None:
         self.issues.append(ConfigIssue(key, value, allowed))
+
+    def warn(self, key: str, value: Any, why: str) -> None:
+        self.warnings.append(ConfigIssue(key, value, why))
 
     def get(self, table: Mapping[str, Any], prefix: str, name: str, kind: str, default: Any = MISSING,
             *, lo: float | None = None, hi: float | None = None, choices: tuple[Any, ...] = ()) -> Any:  # fmt: skip

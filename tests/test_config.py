@@ -3,6 +3,7 @@ naming the key path, the value and what is allowed; `gridedge check-config` list
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 from pathlib import Path
@@ -245,3 +246,62 @@ compliance = []
     assert us.endswith("compliance ieee519, en50160-lv (bus 0.480 kV)"), us
     # no compliance; Udin 7967 V x sqrt 3 = 13.8 kV would be the IEEE 519 bus
     assert lines["pq-none"].endswith("Udin 7967 V, va, compliance none"), lines["pq-none"]
+
+
+# ---- each subsystem parses its own section ------------------------------------------------------------------
+
+PMU_AND_PAIR = """
+[[pmus]]
+name = "sub-pmu"
+host = "10.0.0.9"
+port = 70000
+idcode = 7
+[[pmus]]
+name = "feeder-pmu"
+host = "10.0.0.10"
+idcode = 8
+[[pmu_monitoring.angle_pairs]]
+pmu_a = "sub-pmu"
+pmu_b = "feeder-pmu"
+phasor = "VA"
+limit_deg = 20.0
+"""
+
+
+def test_a_pmu_with_errors_of_its_own_does_not_fail_the_angle_pairs_naming_it(tmp_path: Path) -> None:
+    site = write(tmp_path, GOOD + PMU_AND_PAIR)
+    proc = subprocess.run([sys.executable, "-m", "gridedge", "check-config", str(site)], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stdout
+    assert "1 configuration error(s)" in proc.stderr, proc.stderr
+    assert "pmus[0].port = 70000: must be in 1..65535" in proc.stderr
+    assert "angle_pairs" not in proc.stderr, proc.stderr
+
+
+def test_an_angle_pair_naming_no_pmu_at_all_is_still_refused(tmp_path: Path) -> None:
+    found = issues_of(tmp_path, GOOD + PMU_AND_PAIR.replace('pmu_a = "sub-pmu"', 'pmu_a = "nope"'))
+    assert set(found) == {"pmus[0].port", "pmu_monitoring.angle_pairs[0].pmu_a"}, found
+    assert "must name a [[pmus]] entry" in found["pmu_monitoring.angle_pairs[0].pmu_a"]
+
+
+def test_pmu_and_pq_never_import_agent_config() -> None:
+    """The arrows point one way: agent/config.py composes the subsystems' config modules, never the reverse."""
+    root = Path(__file__).resolve().parent.parent / "agent"
+    offenders = []
+    for path in sorted([*root.joinpath("pmu").rglob("*.py"), *root.joinpath("pq").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            if any(n == "agent.config" or n.startswith("agent.config.") for n in names):
+                offenders.append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_a_site_without_waveforms_loads_without_numpy(tmp_path: Path) -> None:
+    """The PQ section's parser imports the PQ science (numpy, scipy) only for a [[waveforms]] entry."""
+    site = write(tmp_path, GOOD + PMU_AND_PAIR.replace("port = 70000", "port = 4712"))
+    code = ("import sys; from agent.config import load_config; cfg = load_config(sys.argv[1]); "
+            "assert cfg.pmus and not cfg.waveforms; print(sorted(m for m in ('numpy', 'scipy') if m in sys.modules))")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code, str(site)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
