@@ -4,6 +4,7 @@ naming the key path, the value and what is allowed; `gridedge check-config` list
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -305,3 +306,44 @@ def test_a_site_without_waveforms_loads_without_numpy(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-c", code, str(site)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+# ---- the site template ----------------------------------------------------------------------------------------
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "config" / "site-template.toml"
+
+
+def test_the_site_template_fails_only_for_the_files_still_to_be_created() -> None:
+    proc = subprocess.run([sys.executable, "-m", "gridedge", "check-config", str(TEMPLATE)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    errors = [line.strip() for line in proc.stderr.splitlines()[1:]]
+    assert [e.split(" = ")[0] for e in errors] == ["uplink.password_file", "uplink.ca_file"], proc.stderr
+    assert "create it holding the broker password" in errors[0], errors
+    assert "create it with the PEM certificate of the authority (CA)" in errors[1], errors
+
+
+def test_the_site_templates_optional_examples_are_valid_once_uncommented(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "mqtt-password").write_text("s3cret\n")
+    (etc / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    maps = TEMPLATE.parent / "maps"
+    text = TEMPLATE.read_text().replace("/etc/gridedge/", f"{etc}/").replace("/var/lib/gridedge/", f"{tmp_path}/")
+    text = text.replace('map = "maps/', f'map = "{maps}/')
+    # "#key" is an example to uncomment; "# text" stays a comment
+    uncommented = "\n".join(line[1:] if re.match(r"#[\[a-z]", line) else line for line in text.splitlines())
+    site = tmp_path / "site.toml"
+    site.write_text(uncommented)
+    cfg = load_config(site)
+    assert [p.name for p in cfg.pmus] == ["sub_pmu", "feeder_pmu"] and cfg.pmus[0].udp_port is None
+    assert [(a.pmu_a, a.pmu_b) for a in cfg.pmu_monitoring.angle_pairs] == [("sub_pmu", "feeder_pmu")]
+    assert [(w.name, w.compliance, w.bus_kv) for w in cfg.waveforms] == [("feeder_pq", ("ieee519",), 12.47)]
+    proc = subprocess.run([sys.executable, "-m", "gridedge", "check-config", str(site)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 PMU stream(s), 1 waveform stream(s)" in proc.stdout and proc.stderr == ""
+
+
+def test_the_site_template_links_the_register_map_format() -> None:
+    assert "docs/registermap.md" in TEMPLATE.read_text()
+    assert (TEMPLATE.parent.parent / "docs" / "registermap.md").is_file()

@@ -305,7 +305,8 @@ def test_tls_files_missing_file_and_cert_without_key(tmp_path: Path) -> None:
     c = checker(tmp_path)
     tls_files(c, {"ca_file": "nope.crt", "cert_file": "client.crt"}, "broker")
     assert [str(i) for i in c.issues] == [
-        f"broker.ca_file = '{tmp_path / 'nope.crt'}': no such file",
+        f"broker.ca_file = '{tmp_path / 'nope.crt'}': no such file: create it with the PEM certificate of the "
+        "authority (CA) that signed the broker's certificate",
         f"broker.cert_file = '{tmp_path / 'client.crt'}': a client certificate needs both cert_file and key_file",
     ]
 
@@ -336,3 +337,63 @@ def test_central_refuses_settings_that_would_silently_weaken_the_link(
         central.config.parse_central_config(raw, tmp_path / "central.toml")
     found = {i.key: i.allowed for i in info.value.issues}
     assert fragment in found[key]
+
+
+# ---- one broker section, two owners ---------------------------------------------------------------------------
+
+
+def test_agent_and_central_build_the_same_session_from_one_broker_section(tmp_path: Path) -> None:
+    for name in ("ca.pem", "c.pem", "k.pem"):
+        (tmp_path / name).write_text("pem")
+    (tmp_path / "pw").write_text("s3cret\n")
+    common = {"username": "edge", "password_file": "pw", "ca_file": "ca.pem", "cert_file": "c.pem",
+              "key_file": "k.pem", "client_id": "edge-1", "keepalive_s": 45}  # fmt: skip
+    site = agent.config.parse_config(
+        {"site_id": "s1", "uplink": {"broker": "mqtts://broker.example:8884", **common, "max_inflight": 8}},
+        tmp_path / "site.toml",
+    )
+    central_cfg = central.config.parse_central_config(
+        {"broker": {"url": "mqtts://broker.example:8884", **common, "backoff_max_s": 2.0}, "store": {"db": "c.db"}},
+        tmp_path / "central.toml",
+    )
+    assert site.uplink.broker == central_cfg.broker
+    session = central_cfg.broker.session_config()
+    assert (session.host, session.port, session.tls, session.client_id, session.keepalive_s) == (
+        "broker.example", 8884, True, "edge-1", 45)  # fmt: skip
+    assert (session.username, session.password) == ("edge", "s3cret")
+    assert (session.ca_file, session.cert_file, session.key_file) == tuple(
+        str(tmp_path / n) for n in ("ca.pem", "c.pem", "k.pem")
+    )
+    assert site.uplink.max_inflight == 8 and central_cfg.backoff_max_s == 2.0
+
+
+def test_each_owner_keeps_its_own_keys_and_its_url_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        agent.config.parse_config(
+            {"site_id": "s1", "uplink": {"broker": "mqtt://h", "backoff_max_s": 1.0}}, tmp_path / "site.toml"
+        )
+    (issue,) = info.value.issues
+    assert issue.key == "uplink.backoff_max_s" and "max_inflight" in issue.allowed and "url" not in issue.allowed
+    with pytest.raises(ConfigError) as info:
+        central.config.parse_central_config(
+            {"broker": {"url": "mqtt://h", "max_inflight": 1}, "store": {"db": "c.db"}}, tmp_path / "c.toml"
+        )
+    (issue,) = info.value.issues
+    assert issue.key == "broker.max_inflight" and "backoff_max_s" in issue.allowed and "password_file" in issue.allowed
+
+
+def test_central_holds_its_client_id_to_the_conservative_form(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        central.config.parse_central_config(
+            {"broker": {"url": "mqtt://h", "client_id": "central/1"}, "store": {"db": "c.db"}}, tmp_path / "c.toml"
+        )
+    assert [(i.key, i.value) for i in info.value.issues] == [("broker.client_id", "central/1")]
+
+
+def test_a_broker_config_never_shows_its_password(tmp_path: Path) -> None:
+    cfg = central.config.parse_central_config(
+        {"broker": {"url": "mqtt://h", "username": "u", "password": "hunter2-secret"}, "store": {"db": "c.db"}},
+        tmp_path / "c.toml",
+    )
+    assert cfg.broker.password == "hunter2-secret"
+    assert "hunter2" not in repr(cfg) and "hunter2" not in str(cfg.broker)

@@ -35,6 +35,13 @@ BROKER_KEYS: Final = frozenset(
 CLIENT_ID_RE: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 CLIENT_ID_ALLOWED: Final = "1-64 characters of letters, digits, '_', '.', '-'"
 
+# What each TLS file must hold, for the "create it" hint when it is missing.
+_TLS_FILE_HOLDS: Final = {
+    "ca_file": "the PEM certificate of the authority (CA) that signed the broker's certificate",
+    "cert_file": "this client's PEM certificate, signed by a CA the broker trusts",
+    "key_file": "the PEM private key of cert_file, readable only by this service's user",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class BrokerUrl:
@@ -147,13 +154,14 @@ def broker_url(c: Checker, key: str, value: str | None) -> BrokerUrl | None:
 def tls_files(c: Checker, table: Mapping[str, Any], prefix: str) -> dict[str, Path | None]:
     """``ca_file``, ``cert_file`` and ``key_file`` as paths (None when absent), each an existing file.
 
+    A missing file is an issue that says what to put in it: on a new site these files are still to be made.
     A client certificate is only usable with its key: one without the other is an issue under ``cert_file``.
     """
     files: dict[str, Path | None] = {}
     for name in ("ca_file", "cert_file", "key_file"):
         path = c.path(c.get(table, prefix, name, "string", None))
         if path is not None and not path.is_file():
-            c.fail(join_key(prefix, name), str(path), "no such file")
+            c.fail(join_key(prefix, name), str(path), f"no such file: create it with {_TLS_FILE_HOLDS[name]}")
         files[name] = path
     if (files["cert_file"] is None) != (files["key_file"] is None):
         cert = str(files["cert_file"])
@@ -172,6 +180,10 @@ def _password(c: Checker, raw: Mapping[str, Any], prefix: str, username: str | N
         c.fail(key, str(pwfile), "give password or password_file, not both")
     try:
         password = pwfile.read_text().strip()
+    except FileNotFoundError:
+        who = f"user {username!r}" if username else "the username"
+        c.fail(key, str(pwfile), f"no such file: create it holding the broker password of {who} on one line, "
+               "readable only by this service's user (chmod 600)")  # fmt: skip
     except OSError as err:
         c.fail(key, str(pwfile), f"cannot read it: {err.strerror}")
     else:
