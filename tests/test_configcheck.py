@@ -397,3 +397,4 @@ def test_a_broker_config_never_shows_its_password(tmp_path: Path) -> None:
     )
     assert cfg.broker.password == "hunter2-secret"
     assert "hunter2" not in repr(cfg) and "hunter2" not in str(cfg.broker)
+    assert "hunter2" not in repr(cfg.broker.session_config())

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -75,18 +75,7 @@ class BrokerConfig:
 
     def with_url(self, url: BrokerUrl) -> BrokerConfig:
         """The same login at another address (``--broker`` on the command line)."""
-        return BrokerConfig(
-            host=url.host,
-            port=url.port,
-            tls=url.tls,
-            username=self.username,
-            password=self.password,
-            ca_file=self.ca_file,
-            cert_file=self.cert_file,
-            key_file=self.key_file,
-            client_id=self.client_id,
-            keepalive_s=self.keepalive_s,
-        )
+        return replace(self, host=url.host, port=url.port, tls=url.tls)
 
     def session_config(
         self,
