@@ -8,8 +8,9 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 
-from agent.config import AgentConfig, ConfigError, load_config
+from agent.config import AgentConfig, ConfigError, ConfigIssue, load_config
 from agent.pmu import probe as pmu_probe
 
 EXIT_CONFIG = 2
@@ -18,20 +19,31 @@ EXIT_NOT_RUNNING = 3  # status: the agent stopped, was killed, or does not respo
 EXIT_NO_STATUS = 4  # status: no (readable) status file: the agent never ran with this store
 
 
-def _load(path: str) -> AgentConfig | None:
+def _load(path: str, *, show_warnings: bool = False) -> AgentConfig | None:
     try:
         return load_config(path)
     except ConfigError as err:
         print(f"gridedge: {err.source}: {len(err.issues)} configuration error(s):", file=sys.stderr)
         for issue in err.issues:
             print(f"  {issue}", file=sys.stderr)
+        if show_warnings:
+            _print_warnings(err.warnings)
         return None
 
 
+def _print_warnings(warnings: Sequence[ConfigIssue]) -> None:
+    """Warnings (what works but is likely a mistake) on stderr, each marked; they never fail a check."""
+    if warnings:
+        print(f"gridedge: {len(warnings)} configuration warning(s) (not errors):", file=sys.stderr)
+    for warning in warnings:
+        print(f"  warning: {warning}", file=sys.stderr)
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _load(args.file)
+    config = _load(args.file, show_warnings=True)
     if config is None:
         return EXIT_CONFIG
+    _print_warnings(config.warnings)
     points = sum(len(d.register_map.points) for d in config.devices)
     print(f"{args.file}: ok — site {config.site_id}, {len(config.devices)} device(s), {points} point(s), "
           f"{len(config.pmus)} PMU stream(s), {len(config.waveforms)} waveform stream(s)")  # fmt: skip
@@ -53,8 +65,8 @@ def cmd_check_config(args: argparse.Namespace) -> int:
             standards += f" (bus {kv:.3f} kV{'' if w.bus_kv is not None else ' from Udin'})"
         print(f"  {w.name:<16} {'waveforms':<11} {w.host + ':' + str(w.port):<28} {w.nominal_hz} Hz, lamp {w.lamp_v} V, "
               f"Udin {w.udin_v:g} V, {','.join(w.channels)}, compliance {standards}")  # fmt: skip
-    u = config.uplink
-    print(f"  uplink {'mqtts' if u.tls else 'mqtt'}://{u.host}:{u.port} as {u.client_id}; store {config.store.path}")
+    b = config.uplink.broker
+    print(f"  uplink {b.url} as {b.client_id}; store {config.store.path}")
     return 0
 
 

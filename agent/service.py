@@ -93,7 +93,6 @@ class AgentService:
         that ages and a ``pid`` that is gone (agent/statustext.py decides)."""
         s = self._last_stats
         now = time.time()
-        up = self.config.uplink
         return {
             "site": self.config.site_id,
             "ts": now,
@@ -103,7 +102,7 @@ class AgentService:
             "status_interval_s": STATUS_INTERVAL_S,
             "uptime_s": round(now - self.started, 1),
             "points": len(self.snapshot.items()),
-            "broker": f"{'mqtts' if up.tls else 'mqtt'}://{up.host}:{up.port}",
+            "broker": self.config.uplink.broker.url,
             "connected": self.session.connected.is_set(),
             "queued": len(self.writer.queue),
             "queue_dropped": self.writer.queue.dropped,
@@ -191,8 +190,8 @@ class AgentService:
             self.config.site_id,
             len(self.pollers),
             self.config.store.path,
-            self.config.uplink.host,
-            self.config.uplink.port,
+            self.config.uplink.broker.host,
+            self.config.uplink.broker.port,
         )
         try:
             await stop.wait()

@@ -32,9 +32,11 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from agent.config import UplinkConfig
 from agent.store import AsyncStore, OutboxMessage, StoreError
+from protocols.mqtt.config import BrokerConfig
 from protocols.mqtt.session import ConnectionLost, MqttError, MqttSession, SessionConfig
 from protocols.telemetry.schema import SchemaError, decode_ack, encode_state, topic
 
@@ -57,42 +59,30 @@ def session_config_for(
     clock: Callable[[], float] = time.time,
     version: str = "",
 ) -> SessionConfig:
+    """The agent's session to a broker given field by field (tests, benchmarks): as :func:`session_config_from`."""
+    broker = BrokerConfig(host=host, port=port, tls=tls, username=username, password=password,
+                          ca_file=None if ca_file is None else Path(ca_file),
+                          cert_file=None if cert_file is None else Path(cert_file),
+                          key_file=None if key_file is None else Path(key_file),
+                          client_id=client_id, keepalive_s=keepalive_s)  # fmt: skip
+    return _with_will(broker, site, clock, version)
+
+
+def session_config_from(
+    site: str, uplink: UplinkConfig, *, clock: Callable[[], float] = time.time, version: str = ""
+) -> SessionConfig:
+    """The agent's session for a site's validated ``[uplink]`` section (what ``gridedge run`` uses)."""
+    return _with_will(uplink.broker, site, clock, version)
+
+
+def _with_will(broker: BrokerConfig, site: str, clock: Callable[[], float], version: str) -> SessionConfig:
     """The agent's session: its last will is the retained "offline" state on ``gridedge/v1/<site>/state``.
 
     The will's ``ts`` is when this is called (the broker stores the will at connect; it cannot be stamped at
     the moment of death) — central records the time it receives it.
     """
-    return SessionConfig(
-        host=host,
-        port=port,
-        client_id=client_id,
-        username=username,
-        password=password,
-        tls=tls,
-        ca_file=ca_file,
-        cert_file=cert_file,
-        key_file=key_file,
-        keepalive_s=keepalive_s,
-        will_topic=topic(site, "state"),
-        will_payload=encode_state(site, "offline", clock(), version),
-        will_retain=True,
-    )
-
-
-def session_config_from(site: str, uplink: UplinkConfig) -> SessionConfig:
-    """The agent's session for a site's validated ``[uplink]`` section (what ``gridedge run`` uses)."""
-    return session_config_for(
-        site=site,
-        host=uplink.host,
-        port=uplink.port,
-        client_id=uplink.client_id,
-        username=uplink.username,
-        password=uplink.password,
-        tls=uplink.tls,
-        ca_file=str(uplink.ca_file) if uplink.ca_file else None,
-        cert_file=str(uplink.cert_file) if uplink.cert_file else None,
-        key_file=str(uplink.key_file) if uplink.key_file else None,
-        keepalive_s=uplink.keepalive_s,
+    return broker.session_config(
+        will_topic=topic(site, "state"), will_payload=encode_state(site, "offline", clock(), version), will_retain=True
     )
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from agent.config import PmuMonitoringConfig, PmuStreamConfig  # noqa: E402
+from agent.pmu.config import PmuMonitoringConfig, PmuStreamConfig  # noqa: E402
 from agent.pmu.ingest import PmuMonitoring  # noqa: E402
 from protocols.c37118 import data_codec, encode_frame  # noqa: E402
 

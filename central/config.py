@@ -7,7 +7,7 @@ allowed. Relative paths resolve against the configuration file's folder (as the 
 [broker]
 url = "mqtt://127.0.0.1:1883"   # mqtts:// for TLS
 client_id = "central"           # each worker appends "-<worker name>"
-# username, password, ca_file, cert_file, key_file, keepalive_s
+# username, password (or password_file), ca_file, cert_file, key_file, keepalive_s: protocols/mqtt/config.py
 backoff_max_s = 5.0             # cap of the reconnect backoff (full jitter, from 0.2 s)
 
 [store]
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from protocols.configcheck import Checker, ConfigError, ConfigIssue
+from protocols.mqtt.config import BrokerConfig, parse_broker
 
 _GROUP_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
@@ -43,17 +44,8 @@ class CentralConfigError(ConfigError):
 
 @dataclass(frozen=True, slots=True)
 class CentralConfig:
-    broker_host: str
+    broker: BrokerConfig  # its client_id: each worker appends "-<worker name>"
     db_path: Path
-    broker_port: int = 1883
-    tls: bool = False
-    username: str | None = None
-    password: str | None = None
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    client_id: str = "central"
-    keepalive_s: int = 30
     backoff_max_s: float = 5.0  # central is one service, not thousands of agents: come back quickly
     group: str = "central"
     status_file: Path | None = None
@@ -66,24 +58,13 @@ def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     """Validate an already-parsed TOML document; relative paths resolve against ``source``'s folder."""
     c = Checker(source.parent)
     c.unknown(raw, "", {"broker", "store", "ingest"})
-    broker, store, ingest = (c.get(raw, "", name, "table", {}) or {} for name in ("broker", "store", "ingest"))
-    c.unknown(broker, "broker", {"url", "client_id", "username", "password", "ca_file", "cert_file", "key_file",
-                                 "keepalive_s", "backoff_max_s"})  # fmt: skip
+    broker_raw, store, ingest = (c.get(raw, "", name, "table", {}) or {} for name in ("broker", "store", "ingest"))
     c.unknown(store, "store", {"db"})
     c.unknown(ingest, "ingest", {"group", "status_file", "ack_interval_s", "max_queue"})
 
-    url = c.get(broker, "broker", "url", "string")
-    parsed = c.broker_url("broker.url", url)
-    host, port, tls = (parsed.host, parsed.port, parsed.tls) if parsed else ("", 1883, False)
-    files = c.tls_files(broker, "broker")
-    client_id = c.get(broker, "broker", "client_id", "string", "central")
-    if client_id and not _GROUP_RE.match(client_id):
-        c.fail("broker.client_id", client_id, "1-64 characters of letters, digits, '_', '.', '-'")
-    username = c.get(broker, "broker", "username", "string", None)
-    password = c.get(broker, "broker", "password", "string", None)
-    c.broker_security("broker.url", url, parsed, "broker", username, password, files)
-    keepalive = c.get(broker, "broker", "keepalive_s", "integer", 30, lo=5, hi=3600)
-    backoff_max = c.get(broker, "broker", "backoff_max_s", "number", 5.0, lo=0.2, hi=600)
+    broker = parse_broker(c, broker_raw, "broker", url_key="url", client_id="central", own_keys={"backoff_max_s"},
+                          strict_client_id=True)  # fmt: skip
+    backoff_max = c.get(broker_raw, "broker", "backoff_max_s", "number", 5.0, lo=0.2, hi=600)
 
     db = c.path(c.get(store, "store", "db", "string"))
 
@@ -95,10 +76,9 @@ def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     max_queue = c.get(ingest, "ingest", "max_queue", "integer", 20000, lo=1, hi=10_000_000)
     if c.issues:
         raise CentralConfigError(str(source), c.issues)
-    assert db is not None
-    return CentralConfig(broker_host=host, broker_port=port, tls=tls, username=username, password=password,
-                         client_id=client_id, keepalive_s=keepalive, backoff_max_s=float(backoff_max), db_path=db,
-                         group=group, status_file=status, ack_interval_s=float(interval), max_queue=max_queue, source=source, **files)  # fmt: skip
+    assert db is not None and broker is not None
+    return CentralConfig(broker=broker, backoff_max_s=float(backoff_max), db_path=db, group=group, status_file=status,
+                         ack_interval_s=float(interval), max_queue=max_queue, source=source)  # fmt: skip
 
 
 def load_central_config(path: str | Path, broker_url: str | None = None) -> CentralConfig:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from central.config import CentralConfig
 from central.store import CentralStore, CentralStoreError, MessageRefused
-from protocols.mqtt.session import ConnectionLost, MqttError, MqttSession, SessionConfig
+from protocols.mqtt.session import ConnectionLost, MqttError, MqttSession
 from protocols.telemetry.schema import (
     DATA_STREAMS,
     TOPIC_ROOT,
@@ -91,17 +91,8 @@ class CentralWorker:
         self._wake = asyncio.Event()
         self._store: CentralStore | None = None
         self.session = MqttSession(
-            SessionConfig(
-                host=config.broker_host,
-                port=config.broker_port,
-                client_id=f"{config.client_id}-{worker_name}",
-                username=config.username,
-                password=config.password,
-                tls=config.tls,
-                ca_file=None if config.ca_file is None else str(config.ca_file),
-                cert_file=None if config.cert_file is None else str(config.cert_file),
-                key_file=None if config.key_file is None else str(config.key_file),
-                keepalive_s=config.keepalive_s,
+            config.broker.session_config(
+                client_id=f"{config.broker.client_id}-{worker_name}",
                 backoff_max_s=config.backoff_max_s,
                 protocol=5,  # shared subscriptions are MQTT 5
             )

@@ -5,6 +5,9 @@ share lives here. It does not stop at the first problem: each check records a ``
 path, the bad value and what is allowed, so ``check-config`` can list every mistake in one run. The caller
 raises its own ``ConfigError`` subclass at the end, when ``Checker.issues`` is not empty.
 
+Warnings (``Checker.warn``) are for what works but is likely a mistake (a register-map point that starts
+inside another): they are listed by ``check-config`` and never make a file fail.
+
 Secrets: a value under a key path ending in ``password`` is replaced by ``'***'`` when the issue is built,
 so neither ``str()`` nor ``repr()`` of an issue or error can put a password in a log.
 """
@@ -17,13 +20,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit
 
-MQTT_PORT: Final = 1883
-MQTTS_PORT: Final = 8883
 SECRET_SHOWN: Final = "***"
-BROKER_URL_ALLOWED: Final = "must be a URL mqtt://host[:port] or mqtts://host[:port]"
-BROKER_PORT_ALLOWED: Final = "the port must be 1..65535"
 
 
 class _Missing:
@@ -67,22 +65,18 @@ class ConfigIssue:
 
 
 class ConfigError(Exception):
-    """The configuration cannot be used; ``issues`` lists every problem found in ``source``."""
+    """The configuration cannot be used; ``issues`` lists every problem found in ``source``.
 
-    def __init__(self, source: str, issues: Sequence[ConfigIssue]) -> None:
+    ``warnings`` are those found on the way (what works but is likely a mistake), so that a report of the
+    errors can show them too.
+    """
+
+    def __init__(self, source: str, issues: Sequence[ConfigIssue], warnings: Sequence[ConfigIssue] = ()) -> None:
         self.source = source
         self.issues = list(issues)
+        self.warnings = list(warnings)
         lines = "\n".join(f"  {i}" for i in self.issues)
         super().__init__(f"{source}: {len(self.issues)} configuration error(s)\n{lines}")
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerUrl:
-    """Where an MQTT broker listens: ``mqtt://host[:port]`` (plain) or ``mqtts://host[:port]`` (TLS)."""
-
-    host: str
-    port: int
-    tls: bool
 
 
 def _is_number(v: Any) -> bool:
@@ -104,15 +98,20 @@ _A_KIND: Final = {"string": "a non-empty string", "integer": "an integer"}  # "m
 class Checker:
     """Reads typed values out of nested tables, recording every problem instead of stopping.
 
-    ``base`` is the folder relative paths are taken from: the configuration file's folder.
+    ``base`` is the folder relative paths are taken from: the configuration file's folder. ``issues`` are
+    errors; ``warnings`` are for what works but is likely a mistake (the text says what and why).
     """
 
     def __init__(self, base: Path) -> None:
         self.base = base
         self.issues: list[ConfigIssue] = []
+        self.warnings: list[ConfigIssue] = []
 
     def fail(self, key: str, value: Any, allowed: str) -> None:
         self.issues.append(ConfigIssue(key, value, allowed))
+
+    def warn(self, key: str, value: Any, why: str) -> None:
+        self.warnings.append(ConfigIssue(key, value, why))
 
     def get(self, table: Mapping[str, Any], prefix: str, name: str, kind: str, default: Any = MISSING,
             *, lo: float | None = None, hi: float | None = None, choices: tuple[Any, ...] = ()) -> Any:  # fmt: skip
@@ -173,63 +172,3 @@ class Checker:
             else:
                 self.fail(f"{key}[{i}]", t, "must be a table")
         return out
-
-    def tls_files(self, table: Mapping[str, Any], prefix: str) -> dict[str, Path | None]:
-        """``ca_file``, ``cert_file`` and ``key_file`` as paths (None when absent), each an existing file.
-
-        A client certificate is only usable with its key: one without the other is an issue under ``cert_file``.
-        """
-        files: dict[str, Path | None] = {}
-        for name in ("ca_file", "cert_file", "key_file"):
-            path = self.path(self.get(table, prefix, name, "string", None))
-            if path is not None and not path.is_file():
-                self.fail(join_key(prefix, name), str(path), "no such file")
-            files[name] = path
-        if (files["cert_file"] is None) != (files["key_file"] is None):
-            cert = str(files["cert_file"])
-            self.fail(join_key(prefix, "cert_file"), cert, "a client certificate needs both cert_file and key_file")
-        return files
-
-    def broker_url(self, key: str, value: str | None) -> BrokerUrl | None:
-        """``mqtt://host[:port]`` or ``mqtts://host[:port]`` (default port 1883 or 8883); None if absent or bad."""
-        if value is None:
-            return None
-        url = urlsplit(value)
-        if url.username is not None or url.password is not None:
-            # Credentials in a URL end up in logs and process lists; they belong in their own keys.
-            self.fail(
-                key, f"{url.scheme}://***@{url.hostname}", "must not carry credentials: use username and password"
-            )
-            return None
-        if url.scheme not in ("mqtt", "mqtts") or not url.hostname:
-            self.fail(key, value, BROKER_URL_ALLOWED)
-            return None
-        if url.path not in ("", "/") or url.query or url.fragment or value.endswith(("?", "#")):
-            # An MQTT connection has no path: "mqtt://h/site7" would silently connect to h and drop "/site7".
-            self.fail(key, value, BROKER_URL_ALLOWED + ", with no path, query or fragment")
-            return None
-        tls = url.scheme == "mqtts"
-        try:
-            port = url.port
-        except ValueError:  # not a number, or past 65535
-            port = -1
-        if port is None:
-            port = MQTTS_PORT if tls else MQTT_PORT
-        if not 1 <= port <= 65535:  # an explicit :0 too: it would not mean "the default port"
-            self.fail(key, value, BROKER_PORT_ALLOWED)
-            return None
-        return BrokerUrl(host=url.hostname, port=port, tls=tls)
-
-    def broker_security(
-        self, url_key: str, url: str | None, parsed: BrokerUrl | None, prefix: str,
-        username: str | None, password: str | None, files: dict[str, Path | None],
-    ) -> None:  # fmt: skip
-        """Combinations that would silently weaken the link: a password never sent, TLS files ignored."""
-        if password is not None and username is None:
-            self.fail(f"{prefix}.password", password, "a password needs a username (without one it is never sent)")
-        if parsed is None or parsed.tls:  # a bad or absent broker URL has its own issue already
-            return
-        if files.get("cert_file"):
-            self.fail(url_key, url, "a client certificate needs an mqtts:// broker")
-        elif files.get("ca_file"):
-            self.fail(url_key, url, "ca_file is given: use an mqtts:// broker (with mqtt:// TLS would be off)")

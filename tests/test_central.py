@@ -19,7 +19,7 @@ from central.cli import main as central_main
 from central.config import CentralConfig, CentralConfigError, load_central_config, parse_central_config
 from central.ingest import CentralWorker, run_workers
 from central.store import CentralStore, CentralStoreError, MessageRefused
-from protocols.mqtt import MqttSession, SessionConfig
+from protocols.mqtt import BrokerConfig, MqttSession, SessionConfig
 from protocols.telemetry.schema import (
     Batch,
     decode_ack,
@@ -49,7 +49,7 @@ def batch(seq: int, site: str = SITE, stream: str = "telemetry", n: int = 3) -> 
 
 
 def make_config(broker, tmp_path: Path, **kw: object) -> CentralConfig:
-    base = {"broker_host": "127.0.0.1", "broker_port": broker.port, "db_path": tmp_path / "central.db",
+    base = {"broker": BrokerConfig("127.0.0.1", broker.port, client_id="central"), "db_path": tmp_path / "central.db",
             "ack_interval_s": 0.02}  # fmt: skip
     return CentralConfig(**{**base, **kw})  # type: ignore[arg-type]
 
@@ -218,7 +218,7 @@ def test_store_locked_by_another_writer_fails_whole_and_stores_nothing(tmp_path:
 
 def test_example_config_loads(repo_root: Path) -> None:
     cfg = load_central_config(repo_root / "config" / "central.toml")
-    assert (cfg.broker_host, cfg.broker_port, cfg.tls, cfg.group) == ("127.0.0.1", 1883, False, "central")
+    assert (cfg.broker.host, cfg.broker.port, cfg.broker.tls, cfg.group) == ("127.0.0.1", 1883, False, "central")
     assert cfg.db_path == repo_root / "run" / "central.db"
     assert cfg.backoff_max_s == 5.0 and cfg.status_file == repo_root / "run" / "central-status.json"
 

@@ -3,6 +3,8 @@ naming the key path, the value and what is allowed; `gridedge check-config` list
 
 from __future__ import annotations
 
+import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -83,8 +85,8 @@ def test_good_config_loads_typed_values(tmp_path: Path) -> None:
     assert cfg.site_id == "feeder-7"
     assert cfg.store.path == tmp_path / "data" / "agent.db"
     assert cfg.store.max_bytes == 64 * 1024 * 1024
-    assert (cfg.uplink.host, cfg.uplink.port, cfg.uplink.tls) == ("127.0.0.1", 1884, False)
-    assert cfg.uplink.client_id == "gridedge-feeder-7"
+    assert (cfg.uplink.broker.host, cfg.uplink.broker.port, cfg.uplink.broker.tls) == ("127.0.0.1", 1884, False)
+    assert cfg.uplink.broker.client_id == "gridedge-feeder-7"
     tcp, rtu = cfg.devices
     assert (tcp.host, tcp.port, tcp.unit_id, tcp.poll_interval_s) == ("127.0.0.1", 5020, 1, 0.5)
     assert rtu.serial is not None
@@ -175,7 +177,7 @@ def test_not_toml_and_missing_file(tmp_path: Path) -> None:
 
 def test_broker_override_from_the_command_line(tmp_path: Path) -> None:
     cfg = override_broker(load_config(write(tmp_path, GOOD)), "mqtts://broker.example:9999")
-    assert (cfg.uplink.host, cfg.uplink.port, cfg.uplink.tls) == ("broker.example", 9999, True)
+    assert (cfg.uplink.broker.host, cfg.uplink.broker.port, cfg.uplink.broker.tls) == ("broker.example", 9999, True)
     with pytest.raises(ConfigError, match="--broker"):
         override_broker(cfg, "tcp://nowhere")
 
@@ -245,3 +247,103 @@ compliance = []
     assert us.endswith("compliance ieee519, en50160-lv (bus 0.480 kV)"), us
     # no compliance; Udin 7967 V x sqrt 3 = 13.8 kV would be the IEEE 519 bus
     assert lines["pq-none"].endswith("Udin 7967 V, va, compliance none"), lines["pq-none"]
+
+
+# ---- each subsystem parses its own section ------------------------------------------------------------------
+
+PMU_AND_PAIR = """
+[[pmus]]
+name = "sub-pmu"
+host = "10.0.0.9"
+port = 70000
+idcode = 7
+[[pmus]]
+name = "feeder-pmu"
+host = "10.0.0.10"
+idcode = 8
+[[pmu_monitoring.angle_pairs]]
+pmu_a = "sub-pmu"
+pmu_b = "feeder-pmu"
+phasor = "VA"
+limit_deg = 20.0
+"""
+
+
+def test_a_pmu_with_errors_of_its_own_does_not_fail_the_angle_pairs_naming_it(tmp_path: Path) -> None:
+    site = write(tmp_path, GOOD + PMU_AND_PAIR)
+    proc = subprocess.run([sys.executable, "-m", "gridedge", "check-config", str(site)], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stdout
+    assert "1 configuration error(s)" in proc.stderr, proc.stderr
+    assert "pmus[0].port = 70000: must be in 1..65535" in proc.stderr
+    assert "angle_pairs" not in proc.stderr, proc.stderr
+
+
+def test_an_angle_pair_naming_no_pmu_at_all_is_still_refused(tmp_path: Path) -> None:
+    found = issues_of(tmp_path, GOOD + PMU_AND_PAIR.replace('pmu_a = "sub-pmu"', 'pmu_a = "nope"'))
+    assert set(found) == {"pmus[0].port", "pmu_monitoring.angle_pairs[0].pmu_a"}, found
+    assert "must name a [[pmus]] entry" in found["pmu_monitoring.angle_pairs[0].pmu_a"]
+
+
+def test_pmu_and_pq_never_import_agent_config() -> None:
+    """The arrows point one way: agent/config.py composes the subsystems' config modules, never the reverse."""
+    root = Path(__file__).resolve().parent.parent / "agent"
+    offenders = []
+    for path in sorted([*root.joinpath("pmu").rglob("*.py"), *root.joinpath("pq").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+            if any(n == "agent.config" or n.startswith("agent.config.") for n in names):
+                offenders.append(f"{path.relative_to(root.parent)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_a_site_without_waveforms_loads_without_numpy(tmp_path: Path) -> None:
+    """The PQ section's parser imports the PQ science (numpy, scipy) only for a [[waveforms]] entry."""
+    site = write(tmp_path, GOOD + PMU_AND_PAIR.replace("port = 70000", "port = 4712"))
+    code = ("import sys; from agent.config import load_config; cfg = load_config(sys.argv[1]); "
+            "assert cfg.pmus and not cfg.waveforms; print(sorted(m for m in ('numpy', 'scipy') if m in sys.modules))")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code, str(site)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+# ---- the site template ----------------------------------------------------------------------------------------
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "config" / "site-template.toml"
+
+
+def test_the_site_template_fails_only_for_the_files_still_to_be_created() -> None:
+    proc = subprocess.run([sys.executable, "-m", "gridedge", "check-config", str(TEMPLATE)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    errors = [line.strip() for line in proc.stderr.splitlines()[1:]]
+    assert [e.split(" = ")[0] for e in errors] == ["uplink.password_file", "uplink.ca_file"], proc.stderr
+    assert "create it holding the broker password" in errors[0], errors
+    assert "create it with the PEM certificate of the authority (CA)" in errors[1], errors
+
+
+def test_the_site_templates_optional_examples_are_valid_once_uncommented(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "mqtt-password").write_text("s3cret\n")
+    (etc / "ca.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    maps = TEMPLATE.parent / "maps"
+    text = TEMPLATE.read_text().replace("/etc/gridedge/", f"{etc}/").replace("/var/lib/gridedge/", f"{tmp_path}/")
+    text = text.replace('map = "maps/', f'map = "{maps}/')
+    # "#key" is an example to uncomment; "# text" stays a comment
+    uncommented = "\n".join(line[1:] if re.match(r"#[\[a-z]", line) else line for line in text.splitlines())
+    site = tmp_path / "site.toml"
+    site.write_text(uncommented)
+    cfg = load_config(site)
+    assert [p.name for p in cfg.pmus] == ["sub_pmu", "feeder_pmu"] and cfg.pmus[0].udp_port is None
+    assert [(a.pmu_a, a.pmu_b) for a in cfg.pmu_monitoring.angle_pairs] == [("sub_pmu", "feeder_pmu")]
+    assert [(w.name, w.compliance, w.bus_kv) for w in cfg.waveforms] == [("feeder_pq", ("ieee519",), 12.47)]
+    proc = subprocess.run([sys.executable, "-m", "gridedge", "check-config", str(site)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "2 PMU stream(s), 1 waveform stream(s)" in proc.stdout and proc.stderr == ""
+
+
+def test_the_site_template_links_the_register_map_format() -> None:
+    assert "docs/registermap.md" in TEMPLATE.read_text()
+    assert (TEMPLATE.parent.parent / "docs" / "registermap.md").is_file()

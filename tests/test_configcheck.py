@@ -12,7 +12,8 @@ import pytest
 import agent.config
 import central.config
 import sim_hw.config
-from protocols.configcheck import MISSING, BrokerUrl, Checker, ConfigError, ConfigIssue
+from protocols.configcheck import MISSING, Checker, ConfigError, ConfigIssue
+from protocols.mqtt.config import BrokerUrl, broker_url, tls_files
 
 
 def checker(tmp_path: Path | None = None) -> Checker:
@@ -227,7 +228,7 @@ def test_a_symlink_keeps_its_own_name(tmp_path: Path) -> None:
 )
 def test_broker_url_gives_host_port_and_tls(url: str, expected: BrokerUrl) -> None:
     c = checker()
-    assert c.broker_url("uplink.broker", url) == expected
+    assert broker_url(c, "uplink.broker", url) == expected
     assert c.issues == []
 
 
@@ -245,14 +246,14 @@ def test_broker_url_gives_host_port_and_tls(url: str, expected: BrokerUrl) -> No
 )
 def test_bad_broker_url_is_one_issue_under_its_key(url: str, allowed: str) -> None:
     c = checker()
-    assert c.broker_url("broker.url", url) is None
+    assert broker_url(c, "broker.url", url) is None
     issue = only_issue(c)
     assert (issue.key, issue.value, issue.allowed) == ("broker.url", url, allowed)
 
 
 def test_absent_broker_url_is_left_to_the_required_check() -> None:
     c = checker()
-    assert c.broker_url("uplink.broker", c.get({}, "uplink", "broker", "string")) is None
+    assert broker_url(c, "uplink.broker", c.get({}, "uplink", "broker", "string")) is None
     assert [i.key for i in c.issues] == ["uplink.broker"]
 
 
@@ -290,28 +291,29 @@ def test_tls_files_are_paths_that_exist(tmp_path: Path) -> None:
         (tmp_path / name).write_text("pem")
     c = checker(tmp_path)
     raw = {"ca_file": "ca.crt", "cert_file": "client.crt", "key_file": "client.key"}
-    assert c.tls_files(raw, "uplink") == {
+    assert tls_files(c, raw, "uplink") == {
         "ca_file": tmp_path / "ca.crt",
         "cert_file": tmp_path / "client.crt",
         "key_file": tmp_path / "client.key",
     }
-    assert c.tls_files({}, "uplink") == {"ca_file": None, "cert_file": None, "key_file": None}
+    assert tls_files(c, {}, "uplink") == {"ca_file": None, "cert_file": None, "key_file": None}
     assert c.issues == []
 
 
 def test_tls_files_missing_file_and_cert_without_key(tmp_path: Path) -> None:
     (tmp_path / "client.crt").write_text("pem")
     c = checker(tmp_path)
-    c.tls_files({"ca_file": "nope.crt", "cert_file": "client.crt"}, "broker")
+    tls_files(c, {"ca_file": "nope.crt", "cert_file": "client.crt"}, "broker")
     assert [str(i) for i in c.issues] == [
-        f"broker.ca_file = '{tmp_path / 'nope.crt'}': no such file",
+        f"broker.ca_file = '{tmp_path / 'nope.crt'}': no such file: create it with the PEM certificate of the "
+        "authority (CA) that signed the broker's certificate",
         f"broker.cert_file = '{tmp_path / 'client.crt'}': a client certificate needs both cert_file and key_file",
     ]
 
 
 def test_credentials_in_a_broker_url_are_refused_and_not_echoed() -> None:
     c = checker()
-    assert c.broker_url("uplink.broker", "mqtt://edge:hunter2@broker.example:1883") is None
+    assert broker_url(c, "uplink.broker", "mqtt://edge:hunter2@broker.example:1883") is None
     issue = only_issue(c)
     assert issue.key == "uplink.broker" and "use username and password" in issue.allowed
     assert "hunter2" not in str(issue)
@@ -335,3 +337,64 @@ def test_central_refuses_settings_that_would_silently_weaken_the_link(
         central.config.parse_central_config(raw, tmp_path / "central.toml")
     found = {i.key: i.allowed for i in info.value.issues}
     assert fragment in found[key]
+
+
+# ---- one broker section, two owners ---------------------------------------------------------------------------
+
+
+def test_agent_and_central_build_the_same_session_from_one_broker_section(tmp_path: Path) -> None:
+    for name in ("ca.pem", "c.pem", "k.pem"):
+        (tmp_path / name).write_text("pem")
+    (tmp_path / "pw").write_text("s3cret\n")
+    common = {"username": "edge", "password_file": "pw", "ca_file": "ca.pem", "cert_file": "c.pem",
+              "key_file": "k.pem", "client_id": "edge-1", "keepalive_s": 45}  # fmt: skip
+    site = agent.config.parse_config(
+        {"site_id": "s1", "uplink": {"broker": "mqtts://broker.example:8884", **common, "max_inflight": 8}},
+        tmp_path / "site.toml",
+    )
+    central_cfg = central.config.parse_central_config(
+        {"broker": {"url": "mqtts://broker.example:8884", **common, "backoff_max_s": 2.0}, "store": {"db": "c.db"}},
+        tmp_path / "central.toml",
+    )
+    assert site.uplink.broker == central_cfg.broker
+    session = central_cfg.broker.session_config()
+    assert (session.host, session.port, session.tls, session.client_id, session.keepalive_s) == (
+        "broker.example", 8884, True, "edge-1", 45)  # fmt: skip
+    assert (session.username, session.password) == ("edge", "s3cret")
+    assert (session.ca_file, session.cert_file, session.key_file) == tuple(
+        str(tmp_path / n) for n in ("ca.pem", "c.pem", "k.pem")
+    )
+    assert site.uplink.max_inflight == 8 and central_cfg.backoff_max_s == 2.0
+
+
+def test_each_owner_keeps_its_own_keys_and_its_url_key(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        agent.config.parse_config(
+            {"site_id": "s1", "uplink": {"broker": "mqtt://h", "backoff_max_s": 1.0}}, tmp_path / "site.toml"
+        )
+    (issue,) = info.value.issues
+    assert issue.key == "uplink.backoff_max_s" and "max_inflight" in issue.allowed and "url" not in issue.allowed
+    with pytest.raises(ConfigError) as info:
+        central.config.parse_central_config(
+            {"broker": {"url": "mqtt://h", "max_inflight": 1}, "store": {"db": "c.db"}}, tmp_path / "c.toml"
+        )
+    (issue,) = info.value.issues
+    assert issue.key == "broker.max_inflight" and "backoff_max_s" in issue.allowed and "password_file" in issue.allowed
+
+
+def test_central_holds_its_client_id_to_the_conservative_form(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        central.config.parse_central_config(
+            {"broker": {"url": "mqtt://h", "client_id": "central/1"}, "store": {"db": "c.db"}}, tmp_path / "c.toml"
+        )
+    assert [(i.key, i.value) for i in info.value.issues] == [("broker.client_id", "central/1")]
+
+
+def test_a_broker_config_never_shows_its_password(tmp_path: Path) -> None:
+    cfg = central.config.parse_central_config(
+        {"broker": {"url": "mqtt://h", "username": "u", "password": "hunter2-secret"}, "store": {"db": "c.db"}},
+        tmp_path / "c.toml",
+    )
+    assert cfg.broker.password == "hunter2-secret"
+    assert "hunter2" not in repr(cfg) and "hunter2" not in str(cfg.broker)
+    assert "hunter2" not in repr(cfg.broker.session_config())

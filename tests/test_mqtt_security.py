@@ -253,7 +253,7 @@ def test_password_file_is_read_and_trimmed(tmp_path: Path, password_broker: Secu
         f'broker = "mqtt://127.0.0.1:{password_broker.port}"\nusername = "edge"\npassword_file = "uplink.pass"',
     )
     config = load_config(site)
-    assert config.uplink.password == "s3cret-pass"
+    assert config.uplink.broker.password == "s3cret-pass"
     assert asyncio.run(_round_trip(_session_for(config))) == b"hello over the wire"
 
 
@@ -327,7 +327,7 @@ def test_mutual_tls_from_the_site_file_connects_and_round_trips(
 ) -> None:
     site = _site_file(tmp_path, _tls_uplink(tls_broker.port, pki.ca, pki.client_cert, pki.client_key))
     config = load_config(site)
-    assert config.uplink.tls and config.uplink.port == tls_broker.port
+    assert config.uplink.broker.tls and config.uplink.broker.port == tls_broker.port
     session = _session_for(config)
     assert asyncio.run(_round_trip(session)) == b"hello over the wire"
     assert session.stats.connect_failures == 0
@@ -386,7 +386,7 @@ def test_check_config_names_a_missing_ca_file(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     line = next((ln for ln in proc.stderr.splitlines() if "uplink.ca_file" in ln), None)
     assert line is not None, proc.stderr
-    assert "no such file" in line and "missing-ca.crt" in line
+    assert "no such file: create it with the PEM certificate of the authority (CA)" in line and "missing-ca.crt" in line
 
 
 def test_cert_file_without_key_file_is_refused(tmp_path: Path, pki: Pki) -> None:
@@ -415,11 +415,21 @@ def test_client_certificate_needs_mqtts(tmp_path: Path, pki: Pki) -> None:
     assert any(i.key == "uplink.broker" and "mqtts" in i.allowed for i in info.value.issues), info.value.issues
 
 
-def test_unreadable_password_file_names_the_key(tmp_path: Path) -> None:
+def test_a_missing_password_file_names_the_key_and_says_to_create_it(tmp_path: Path) -> None:
     site = _site_file(tmp_path, 'broker = "mqtt://127.0.0.1:1883"\nusername = "edge"\npassword_file = "nope.pass"')
     with pytest.raises(ConfigError) as info:
         load_config(site)
-    assert any(i.key == "uplink.password_file" and "cannot read" in i.allowed for i in info.value.issues)
+    found = {i.key: i.allowed for i in info.value.issues}
+    assert found["uplink.password_file"].startswith("no such file: create it holding the broker password of "
+                                                    "user 'edge' on one line"), found  # fmt: skip
+
+
+def test_an_unreadable_password_file_names_the_key_and_why(tmp_path: Path) -> None:
+    (tmp_path / "folder.pass").mkdir()  # exists, but cannot be read as a file
+    site = _site_file(tmp_path, 'broker = "mqtt://127.0.0.1:1883"\nusername = "edge"\npassword_file = "folder.pass"')
+    with pytest.raises(ConfigError) as info:
+        load_config(site)
+    assert any(i.key == "uplink.password_file" and "cannot read it" in i.allowed for i in info.value.issues)
 
 
 def test_mismatched_client_key_stops_the_session_with_a_config_error(tmp_path: Path, pki: Pki) -> None:

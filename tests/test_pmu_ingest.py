@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 from conftest import async_test, running_tasks, until
 
-from agent.config import AnglePairConfig, PmuMonitoringConfig, PmuStreamConfig
+from agent.pmu.config import AnglePairConfig, PmuMonitoringConfig, PmuStreamConfig
 from agent.pmu.ingest import PmuIngest, PmuMonitoring
 from agent.points import Quality, Reading
 from agent.store import AsyncStore, Store

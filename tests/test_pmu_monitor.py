@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 from agent.config import ConfigError, parse_config
-from agent.pmu.limits import FREQUENCY_LIMITS, ROCOF_LIMITS, VOLTAGE_LIMITS, LimitLookupError, lookup
+from agent.pmu.config import PmuMonitoringConfig
+from agent.pmu.limits import (
+    ANGLE_DIFFERENCE_SOURCE,
+    FREQUENCY_LIMITS,
+    ROCOF_LIMITS,
+    TIME_QUALITY_LIMIT,
+    VOLTAGE_LIMITS,
+    LimitLookupError,
+    lookup,
+)
 from agent.pmu.monitor import (
     ANGLE_DIFFERENCE,
     FREQUENCY,
@@ -327,6 +336,24 @@ def test_limits_are_cited_and_lookup_says_where_to_look():
         lookup("rocof", "IV")
     with pytest.raises(LimitLookupError, match="agent/pmu/limits.py"):
         lookup("thd", "x")
+
+
+DOUBTS = ("memory", "check your copy")
+
+
+def test_no_source_sent_in_events_carries_a_doubt():
+    """Clause texts reach events, logs and central: they cite, and the doubts stay in docs/pmu-monitoring.md."""
+    sources = [lim.source for table in (VOLTAGE_LIMITS, FREQUENCY_LIMITS, ROCOF_LIMITS) for lim in table.values()]
+    sources += [TIME_QUALITY_LIMIT.source, ANGLE_DIFFERENCE_SOURCE]
+    for m in (PmuMonitoringConfig(), parse().pmu_monitoring):
+        sources += [m.voltage_clause, m.frequency_clause, m.rocof_clause]
+    assert len(sources) == 15
+    assert [s for s in sources if any(d in s.lower() for d in DOUBTS)] == []
+    # and the event an operator reads
+    m = FrequencyMonitor("p", 60, -1.5, 1.2, PmuMonitoringConfig().frequency_clause, pickup_s=0.0, hold_off_s=1.0)
+    m.update(0.0, 60.0)
+    t = m.update(0.1, 58.4)
+    assert "Table 19" in t.text and not any(d in (t.text + json.dumps(t.data)).lower() for d in DOUBTS)
 
 
 # ---- configuration ---------------------------------------------------------------------------------------

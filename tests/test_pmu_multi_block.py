@@ -16,7 +16,7 @@ import pytest
 from conftest import async_test, running_tasks, until
 from test_pmu_ingest import Taken
 
-from agent.config import AnglePairConfig, PmuMonitoringConfig, PmuStreamConfig
+from agent.pmu.config import AnglePairConfig, PmuMonitoringConfig, PmuStreamConfig
 from agent.pmu.ingest import PmuIngest, PmuMonitoring, PmuStream, block_names, phasor_kinds
 from agent.points import Quality
 from agent.store import AsyncStore, Store

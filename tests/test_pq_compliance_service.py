@@ -17,10 +17,11 @@ import numpy as np
 import pytest
 from conftest import async_test, running_tasks, until
 
-from agent.config import ConfigError, WaveformStreamConfig, default_compliance, parse_config
+from agent.config import ConfigError, parse_config
 from agent.points import Quality, Reading
 from agent.pq import compliance as cp
 from agent.pq.classa import Aggregate
+from agent.pq.config import WaveformStreamConfig, default_compliance
 from agent.pq.events import EventConfig
 from agent.pq.service import COMPLIANCE_KIND, ComplianceTracker, PqOutput, PqProcessor, PqStream, max_order_for
 from sim_hw.waveforms import WaveformDesc

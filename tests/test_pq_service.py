@@ -16,8 +16,9 @@ from typing import Any
 import pytest
 from conftest import async_test, free_port, running_tasks, until
 
-from agent.config import ConfigError, WaveformStreamConfig, parse_config
+from agent.config import ConfigError, parse_config
 from agent.points import Quality, Reading
+from agent.pq.config import WaveformStreamConfig
 from agent.pq.events import EventConfig
 from agent.pq.flicker import plt
 from agent.pq.service import PST_EVENT_LIMIT, PqOutput, PqProcessor, PqStream, max_order_for

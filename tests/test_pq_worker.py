@@ -25,8 +25,9 @@ from typing import Any
 import pytest
 from conftest import async_test, running_tasks, until
 
-from agent.config import WaveformStreamConfig, load_config
+from agent.config import load_config
 from agent.points import Quality, Reading
+from agent.pq.config import WaveformStreamConfig
 from agent.pq.events import EventConfig
 from agent.pq.worker import (
     MAX_UNSENT_BYTES,

@@ -192,6 +192,41 @@ def test_points_may_alias_the_same_registers_under_different_names() -> None:
     assert decode_point(rmap.point("lo"), words[1:]) == 0
 
 
+def test_a_multi_register_point_starting_inside_another_is_kept_with_a_warning() -> None:
+    # p_kw at 101 reads the low word of v_a (100..101) as its high word: a typo for 102, most likely
+    rmap = parse_register_map(
+        tomllib.loads(
+            '[[points]]\nname = "v_a"\naddress = 100\ntype = "float32"\n'
+            '[[points]]\nname = "p_kw"\naddress = 101\ntype = "float32"\n'
+            '[[points]]\nname = "e_wh"\naddress = 102\ntype = "uint64"\n'
+        ),
+        "devices[0].map(m.toml)",
+    )
+    assert [p.name for p in rmap.points] == ["v_a", "p_kw", "e_wh"]
+    assert [(w.key, w.value) for w in rmap.warnings] == [
+        ("devices[0].map(m.toml).points[1].address", 101),
+        ("devices[0].map(m.toml).points[2].address", 102),
+    ]
+    first, second = (w.allowed for w in rmap.warnings)
+    assert "'p_kw' (float32, 2 registers) starts inside point 'v_a' (float32 at 100..101, points[0])" in first
+    assert "'e_wh' (uint64, 4 registers) starts inside point 'p_kw' (float32 at 101..102, points[1])" in second
+
+
+def test_aliases_and_words_of_a_value_are_not_warned_about() -> None:
+    rmap = parse_register_map(
+        tomllib.loads(
+            '[[points]]\nname = "f"\naddress = 10\ntype = "float32"\n'
+            '[[points]]\nname = "u"\naddress = 10\ntype = "uint32"\n'  # the same registers, another type
+            '[[points]]\nname = "lo"\naddress = 11\ntype = "uint16"\n'  # one word of them
+            '[[points]]\nname = "d"\naddress = 20\ntype = "float64"\n'
+            '[[points]]\nname = "d_hi"\naddress = 20\ntype = "float32"\n'  # starts with d: an alias
+            '[[points]]\nname = "ir"\ntable = "input"\naddress = 11\ntype = "float32"\n'  # another table
+            '[[points]]\nname = "next"\naddress = 12\ntype = "float32"\n'  # right after f
+        )
+    )
+    assert rmap.warnings == ()
+
+
 @pytest.mark.parametrize(
     ("data", "issues"),
     [
@@ -232,6 +267,7 @@ def test_every_shipped_map_parses() -> None:
     for path in paths:
         rmap = parse_register_map(tomllib.loads(path.read_text()), path.name)
         assert rmap.points, path
+        assert rmap.warnings == (), rmap.warnings
         assert all(p.dtype in DataType for p in rmap.points)
 
 
@@ -256,3 +292,26 @@ def test_check_config_prints_every_map_error_and_exits_2(tmp_path: Path) -> None
     ):
         assert line in proc.stderr, proc.stderr
     assert proc.stderr.count(f"{where}.") == 4
+
+
+def test_check_config_prints_a_misaligned_point_as_a_warning_and_passes(tmp_path: Path) -> None:
+    (tmp_path / "x.toml").write_text(
+        '[[points]]\nname = "v_a"\naddress = 0\ntype = "float32"\n'
+        '[[points]]\nname = "v_b"\naddress = 1\ntype = "float32"\n'
+    )
+    site = tmp_path / "site.toml"
+    site.write_text(
+        'site_id = "s1"\n[store]\npath = "agent.db"\n[uplink]\nbroker = "mqtt://127.0.0.1:1"\n'
+        '[[devices]]\nname = "m1"\nprotocol = "modbus-tcp"\nhost = "127.0.0.1"\nport = 5020\nunit_id = 1\n'
+        'map = "x.toml"\n'
+    )
+    proc = subprocess.run([str(GRIDEDGE), "check-config", str(site)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert ": ok" in proc.stdout and "Traceback" not in proc.stderr
+    assert "1 configuration warning(s) (not errors)" in proc.stderr, proc.stderr
+    assert "  warning: devices[0].map(x.toml).points[1].address = 1: point 'v_b'" in proc.stderr, proc.stderr
+    # beside an error, the warning is still listed
+    site.write_text(site.read_text().replace("port = 5020", "port = 0"))
+    proc = subprocess.run([str(GRIDEDGE), "check-config", str(site)], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr
+    assert "devices[0].port = 0" in proc.stderr and "warning: devices[0].map(x.toml).points[1]" in proc.stderr

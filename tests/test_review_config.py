@@ -15,6 +15,7 @@ import pytest
 
 from agent.config import ConfigError, load_config
 from protocols.configcheck import Checker
+from protocols.mqtt.config import broker_url
 
 MAP = """
 name = "m"
@@ -228,7 +229,7 @@ def test_a_store_folder_that_does_not_exist_yet_is_fine(tmp_path: Path) -> None:
 def test_a_broker_url_with_a_path_query_or_fragment_is_refused(url: str) -> None:
     # MQTT brokers have no path: "mqtt://h/topic" silently dropped the path before
     c = Checker(Path("/"))
-    assert c.broker_url("uplink.broker", url) is None
+    assert broker_url(c, "uplink.broker", url) is None
     assert [(i.key, i.value) for i in c.issues] == [("uplink.broker", url)]
     assert "no path" in c.issues[0].allowed
 
@@ -299,7 +300,8 @@ def test_the_site_template_validates_where_its_files_exist(tmp_path: Path, repo_
     path = tmp_path / "site.toml"
     path.write_text(text)
     cfg = load_config(path)
-    assert cfg.uplink.password == "s3cret" and cfg.uplink.tls and cfg.uplink.ca_file == etc / "ca.pem"
+    broker = cfg.uplink.broker
+    assert broker.password == "s3cret" and broker.tls and broker.ca_file == etc / "ca.pem"
     assert {d.protocol for d in cfg.devices} == {"modbus-tcp", "modbus-rtu"}
     proc = run_gridedge("check-config", str(repo_root / "config" / "site-template.toml"))
     assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -18,7 +18,7 @@ from agent.uplink import Uplink, session_config_for
 from central.config import CentralConfig
 from central.ingest import CentralWorker
 from central.store import CentralStore
-from protocols.mqtt import MqttSession
+from protocols.mqtt import BrokerConfig, MqttSession
 from protocols.telemetry.schema import decode_state, encode_ack, topic
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,11 @@ def make_session(port: int, client_id: str = f"gridedge-{SITE}") -> MqttSession:
 
 
 def central_worker(port: int, tmp_path: Path) -> CentralWorker:
-    cfg = CentralConfig(broker_host="127.0.0.1", broker_port=port, db_path=tmp_path / "central.db", ack_interval_s=0.02)
+    cfg = CentralConfig(
+        broker=BrokerConfig("127.0.0.1", port, client_id="central"),
+        db_path=tmp_path / "central.db",
+        ack_interval_s=0.02,
+    )
     return CentralWorker(cfg, "w1")
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from agent.config import AnglePairConfig, PmuMonitoringConfig, PmuStreamConfig
+from agent.pmu.config import AnglePairConfig, PmuMonitoringConfig, PmuStreamConfig
 from agent.pmu.monitor import (
     STALE,
     AngleDifferenceMonitor,

@@ -3,18 +3,9 @@
 Every value carries its source. Where a standard gives no monitoring limit, the value is marked as a
 configurable default of ours (``standard_limit=False``) and the note says why it was chosen.
 
-What was checked, and against what (no copy of the standards' text was at hand, and a search of the
-public pages we can reach found none of the three tables):
-
-* the IEEE 1547-2018 default frequency trip settings (OF2 62.0 Hz / 0.16 s, OF1 61.2 Hz / 300 s,
-  UF1 58.5 Hz / 300 s, UF2 56.5 Hz / 0.16 s) equal OpenDER 2.2's defaults (EPRI's IEEE 1547-2018 model,
-  ``opender/common_file_format/common_file_format.py`` ``_OF2_TRIP_F`` ..., and ``Parameters/AS-with
-  std-values.csv``). The *values* are verified that way; the clause and table numbers are not.
-* the ROCOF ride-through values (0.5 / 2.0 / 3.0 Hz/s per category) and the ANSI C84.1 Range A/B
-  service limits (114-126 V and 110-127 V on 120 V, i.e. 0.95-1.05 and 0.917-1.058 pu) are not verified.
-* every clause and table number below (1547 clause 6.5.1 / Table 19, 6.5.2.5 / Table 21; C84.1
-  Table 1) is from memory: each source string says so. Check them against your copy before quoting
-  them in a report to a regulator.
+The source strings travel in events to central and to operators: they name the standard, clause and
+table, nothing else. How each value was checked, and how sure we are of each clause and table number, is
+in docs/pmu-monitoring.md ("Sources and how sure we are"): read it before quoting a clause to a regulator.
 
 References
 ----------
@@ -54,28 +45,26 @@ class Limit:
 
 #: Voltage magnitude, per unit of the nominal (phase-to-neutral for phase phasors) [1].
 VOLTAGE_LIMITS: dict[str, Limit] = {
-    "A": Limit(0.95, 1.05, "pu", "ANSI C84.1-2016 Table 1, Range A (service voltage) (table number from memory)", True,
+    "A": Limit(0.95, 1.05, "pu", "ANSI C84.1-2016 Table 1, Range A (service voltage)", True,
                "Range A: the design range for service voltage; excursions should be infrequent."),
-    "B": Limit(0.917, 1.058, "pu", "ANSI C84.1-2016 Table 1, Range B (service voltage) (table number from memory)", True,
+    "B": Limit(0.917, 1.058, "pu", "ANSI C84.1-2016 Table 1, Range B (service voltage)", True,
                "Range B: outside it, corrective action should be taken promptly."),
 }  # fmt: skip
 
 #: Frequency, as a deviation from nominal [Hz] for a 60 Hz system [2]. For 50 Hz, scaled by 50/60
 #: (a configurable default: IEEE 1547 is written for 60 Hz).
 FREQUENCY_LIMITS: dict[str, Limit] = {
-    "1547-OF1-UF1": Limit(-1.5, 1.2, "Hz", "IEEE 1547-2018 clause 6.5.1, Table 19 (UF1 58.5 Hz, OF1 61.2 Hz; values "
-                          "as OpenDER's defaults, clause and table number from memory)", True,
+    "1547-OF1-UF1": Limit(-1.5, 1.2, "Hz", "IEEE 1547-2018 clause 6.5.1, Table 19 (UF1 58.5 Hz, OF1 61.2 Hz)", True,
                           "The DER trip settings with 300 s clearing time, used here as alarm thresholds."),
-    "1547-OF2-UF2": Limit(-3.5, 2.0, "Hz", "IEEE 1547-2018 clause 6.5.1, Table 19 (UF2 56.5 Hz, OF2 62.0 Hz; values "
-                          "as OpenDER's defaults, clause and table number from memory)", True,
+    "1547-OF2-UF2": Limit(-3.5, 2.0, "Hz", "IEEE 1547-2018 clause 6.5.1, Table 19 (UF2 56.5 Hz, OF2 62.0 Hz)", True,
                           "The DER trip settings with 0.16 s clearing time."),
 }  # fmt: skip
 
 #: ROCOF magnitude the DER must ride through [Hz/s], per abnormal operating performance category [2].
 ROCOF_LIMITS: dict[str, Limit] = {
-    "I": Limit(-0.5, 0.5, "Hz/s", "IEEE 1547-2018 clause 6.5.2.5, Table 21 (Category I) (from memory)", True),
-    "II": Limit(-2.0, 2.0, "Hz/s", "IEEE 1547-2018 clause 6.5.2.5, Table 21 (Category II) (from memory)", True),
-    "III": Limit(-3.0, 3.0, "Hz/s", "IEEE 1547-2018 clause 6.5.2.5, Table 21 (Category III) (from memory)", True),
+    "I": Limit(-0.5, 0.5, "Hz/s", "IEEE 1547-2018 clause 6.5.2.5, Table 21 (Category I)", True),
+    "II": Limit(-2.0, 2.0, "Hz/s", "IEEE 1547-2018 clause 6.5.2.5, Table 21 (Category II)", True),
+    "III": Limit(-3.0, 3.0, "Hz/s", "IEEE 1547-2018 clause 6.5.2.5, Table 21 (Category III)", True),
 }
 
 #: Worst acceptable PMU time quality (STAT bits 8-6, C37.118.2-2011 Table 7): a code >= this raises

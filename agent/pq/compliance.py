@@ -104,7 +104,7 @@ class En50160Limits:
 
 EN50160_LIMITS: dict[str, En50160Limits] = {
     "en50160-lv": En50160Limits("LV", 4),
-    "en50160-mv": En50160Limits("MV", 5, voltage_share_pct=99.0),  # 5.2.2: 99 % within Uc +- 10 % (from memory)
+    "en50160-mv": En50160Limits("MV", 5, voltage_share_pct=99.0),  # 5.2.2: 99 % within Uc +- 10 % (docs/pq-report.md)
 }
 
 # ---------------------------------------------------------------------------------------------------- IEEE 519

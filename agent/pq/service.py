@@ -36,7 +36,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from agent.config import WaveformStreamConfig
 from agent.points import Quality, Reading
 from agent.pq.classa import TEN_MIN_S, TWO_HOUR_S, Aggregate, ClassAMeter, FrequencyValue
 from agent.pq.compliance import (
@@ -47,6 +46,7 @@ from agent.pq.compliance import (
     RollingStatistics,
     evaluate_series,
 )
+from agent.pq.config import WaveformStreamConfig
 from agent.pq.events import Event as PqEventValue
 from agent.pq.events import default_channel_names
 from agent.pq.flicker import PLT_PST_COUNT, FlickerError, Flickermeter, plt

@@ -47,8 +47,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from agent.config import WaveformStreamConfig
 from agent.points import Quality, Reading
+from agent.pq.config import WaveformStreamConfig
 from agent.store import StoreError, StoreInputError
 
 log = logging.getLogger("gridedge.pq.worker")

@@ -139,6 +139,8 @@ class RegisterPoint:
 class RegisterMap:
     name: str
     points: tuple[RegisterPoint, ...] = field(default_factory=tuple)
+    # What parses but is likely a mistake (a point starting inside another); shown by check-config.
+    warnings: tuple[ConfigIssue, ...] = field(default=(), compare=False)
     _by_name: dict[str, RegisterPoint] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -292,7 +294,9 @@ def parse_register_map(data: Mapping[str, Any], where: str = "map") -> RegisterM
     Every problem is collected, not just the first: a RegisterMapError lists them all in ``issues``.
     An unknown key (at the top, in ``defaults`` or in a point) is an issue, never silently ignored.
     Point names must be unique. Points may overlap (share registers): a vendor may document one
-    quantity both as a float32 and as two uint16 words, and the map may name both views.
+    quantity both as a float32 and as two uint16 words, and the map may name both views. A multi-register
+    point that starts inside another multi-register point is kept but warned about in ``warnings``
+    (:func:`misaligned_points`).
     """
     if not isinstance(data, Mapping):
         raise RegisterMapError([ConfigIssue(where, data, "must be a table")])
@@ -310,7 +314,39 @@ def parse_register_map(data: Mapping[str, Any], where: str = "map") -> RegisterM
     points = [_point(issues, raw, f"{where}.points[{i}]", defaults, names) for i, raw in enumerate(raw_points)]
     if issues:
         raise RegisterMapError(issues)
-    return RegisterMap(name=name, points=tuple(p for p in points if p is not None))
+    placed = [(f"{where}.points[{i}]", p) for i, p in enumerate(points) if p is not None]
+    return RegisterMap(name=name, points=tuple(p for _, p in placed), warnings=misaligned_points(placed))
+
+
+def misaligned_points(placed: Sequence[tuple[str, RegisterPoint]]) -> tuple[ConfigIssue, ...]:
+    """A warning for each multi-register point that starts inside another multi-register point.
+
+    ``placed`` pairs each point with its key path. Two views of the same registers start at the same address
+    (a float32 and its two uint16 words, an int32 and a uint32): those are aliases and pass. A float32 at 101
+    beside one at 100..101 decodes the low word of one value with the high word of the next, which is a
+    typo far more often than a vendor's layout; it is kept (a vendor may really document it) and warned
+    about under the later point's ``address``, naming the point it starts inside. Coils and discrete inputs
+    are single bits and never warned about; each table is its own address space.
+    """
+    out: list[ConfigIssue] = []
+    wide = sorted(
+        ((key, p) for key, p in placed if p.words > 1 and not p.table.is_bits),
+        key=lambda kp: (kp[1].table, kp[1].address, -kp[1].end),
+    )
+    covering: tuple[str, RegisterPoint] | None = None  # the point reaching furthest so far in this table
+    for key, p in wide:
+        if covering is not None and covering[1].table is p.table:
+            ckey, c = covering
+            if c.address < p.address < c.end:
+                out.append(ConfigIssue(f"{key}.address", p.address,
+                    f"point {p.name!r} ({p.dtype.value}, {p.words} registers) starts inside point {c.name!r} "
+                    f"({c.dtype.value} at {c.address}..{c.end - 1}, {ckey.rsplit('.', 1)[-1]}): it would decode "
+                    f"part of one value with part of the next; an alias of the same value starts at {c.address} "
+                    "(docs/registermap.md)"))  # fmt: skip
+            if p.end <= c.end:
+                continue
+        covering = (key, p)
+    return tuple(out)
 
 
 # struct format characters of the numeric types (standard sizes): decode_point lays the bytes out

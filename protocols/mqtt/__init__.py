@@ -1,7 +1,7 @@
-"""The uplink's MQTT session over paho-mqtt: reconnect with backoff, re-subscribe, QoS 1 acknowledgements."""
+"""MQTT: the session over paho-mqtt (reconnect with backoff, re-subscribe, QoS 1 acknowledgements) and the
+broker section the agent and central both configure it from (``config``)."""
 
-from __future__ import annotations
-
+from protocols.mqtt.config import BrokerConfig, BrokerUrl, parse_broker
 from protocols.mqtt.session import (
     ConnectionLost,
     MqttError,
@@ -11,4 +11,5 @@ from protocols.mqtt.session import (
     SessionStats,
 )
 
-__all__ = ["ConnectionLost", "MqttError", "MqttSession", "PublishRefused", "SessionConfig", "SessionStats"]
+__all__ = ["BrokerConfig", "BrokerUrl", "ConnectionLost", "MqttError", "MqttSession", "PublishRefused",
+           "SessionConfig", "SessionStats", "parse_broker"]  # fmt: skip

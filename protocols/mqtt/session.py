@@ -22,7 +22,7 @@ import random
 import sys
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -58,7 +58,7 @@ class SessionConfig:
     port: int = 1883
     client_id: str = ""
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a repr, a traceback or a log
     tls: bool = False
     ca_file: str | None = None
     cert_file: str | None = None
