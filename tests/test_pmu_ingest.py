@@ -213,3 +213,29 @@ async def test_angle_difference_between_two_pmus_aligned_by_timestamp(tmp_path):
     d = json.loads(got[0]["data"])
     assert d["pmu_a"] == "a" and abs(d["angle_difference_deg"] - 40.0) < 0.1 and d["limit_deg"] == 30.0
     assert all(abs(x - 40.0) < 0.1 for x in d["window"]["difference_deg"])
+
+
+@async_test
+async def test_an_event_waits_while_the_store_is_locked_and_is_stored_once_when_it_frees(tmp_path, caplog, monkeypatch):
+    # Another connection holds the write lock (an operator's sqlite3 shell in a transaction): the store's write
+    # fails after its busy timeout, the event waits in the spool and the retry stores it once the lock goes.
+    monkeypatch.setattr("agent.events.RETRY_S", 0.1)
+    db = tmp_path / "agent.db"
+    store = AsyncStore(Store(db, "site1", 64 * 1024 * 1024))
+    store.store.conn.execute("PRAGMA busy_timeout = 100")
+    async with SimPmu(13, "SUB D", rate=RATE, port=0) as pmu:
+        mon = PmuMonitoring((stream(pmu),), MON, Taken(), store)
+        ingest = mon.ingests["pmu1"]
+        async with running_tasks(mon.clients["pmu1"].run(), mon.run_events()):
+            await until(lambda: ingest.stats.frames >= RATE, timeout=10)
+            other = sqlite3.connect(db, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")
+            pmu.lose_sync()
+            await until(lambda: any("pmu_event_store_failed" in r.getMessage() for r in caplog.records), timeout=10)
+            assert mon.events_stored == 0 and mon.spool.waiting == 1
+            other.execute("ROLLBACK")
+            other.close()
+            await until(lambda: mon.events_stored >= 1, timeout=10)
+        await store.aclose()
+    assert [e["kind"] for e in events(db)] == ["pmu_time_sync"]
+    assert mon.spool.waiting == 0 and mon.events_refused == 0

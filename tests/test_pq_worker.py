@@ -272,7 +272,7 @@ class SlowStore(Collected):
 @async_test
 async def test_the_retry_task_never_stores_an_event_the_reader_is_storing(monkeypatch: pytest.MonkeyPatch) -> None:
     # A slow store (an SD card): the retry task woke while the reader's write of e0 was still in the thread.
-    monkeypatch.setattr("agent.pq.worker.EVENT_RETRY_S", 0.02)
+    monkeypatch.setattr("agent.events.RETRY_S", 0.02)
     store = SlowStore(hold_s=0.5)
     worker = PqWorker(
         [stream_config(1)], store, store, argv=fake_child(f"print(json.dumps({{'event': {EVENTS[0]!r}}}))")

@@ -7,8 +7,8 @@ with several, each is ``<name>/<station>`` (see :func:`block_names`).
 Per data frame and block: the full-rate ring buffer gets one row, the monitors run, and once per second (the
 first frame of each second) the snapshot and the store's write queue get the PMU's values as Readings.
 Triggers wait in :class:`~agent.pmu.monitor.EventWindows` for their after-window, then go to the store
-with ``await store.add_event(...)`` from one task (:meth:`PmuMonitoring.run_events`), which also ticks
-the stale-stream monitors. Frames arrive in PdcClient callbacks (synchronous, on the event loop), so
+through the agent's event spool (:class:`~agent.events.EventSpool`: in order, retried while the store
+fails) from one task (:meth:`PmuMonitoring.run_events`), which also ticks the stale-stream monitors. Frames arrive in PdcClient callbacks (synchronous, on the event loop), so
 nothing in the per-frame path awaits or blocks.
 """
 
@@ -21,13 +21,13 @@ import operator
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
+from agent.events import EventSpool, EventStore
 from agent.pmu.config import AnglePairConfig, PmuMonitoringConfig, PmuStreamConfig
 from agent.pmu.monitor import (
     STALE,
     AngleDifferenceMonitor,
-    Event,
     EventWindows,
     FrequencyMonitor,
     RocofMonitor,
@@ -38,7 +38,6 @@ from agent.pmu.monitor import (
 )
 from agent.pmu.ringbuffer import RingBuffer
 from agent.points import Quality, Reading
-from agent.store import StoreError, StoreInputError
 from protocols.c37118 import ConfigFrame, DataError, DataFrame, FrameError, PhasorKind, PmuConfig, PmuConfig3, Stat
 from protocols.c37118.pdc import PdcClient, PmuEndpoint
 
@@ -47,13 +46,11 @@ log = logging.getLogger("gridedge.pmu")
 TICK_S = 0.1  # stale checks and event-window releases
 LATE_AFTER_S = 0.5  # a frame arriving this long after its timestamp is counted late
 PAIR_KEEP_S = 2.0  # how long one PMU's angle waits for the other's at the same timestamp
+#: Events waiting for a failing store. A PMU event carries its full-rate window (up to 48 kB of JSON, about
+#: 190 kB in memory), so fewer wait here than the spool's default: at most about 50 MB.
+MAX_WAITING_EVENTS = 250
 
 Sink = Callable[[list[Reading]], None]
-
-
-class EventStore(Protocol):
-    async def add_event(self, ts: float, kind: str, severity: str, source: str, text: str,
-                        data: dict[str, Any] | None = None) -> None: ...  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -456,9 +453,15 @@ class PmuMonitoring:
             )  # fmt: skip
             for p in pmus
         }
-        self._ready: list[Event] = []
-        self.events_stored = 0
-        self.events_refused = 0
+        self.spool = EventSpool(store, name="pmu", source_key="pmu", logger=log, max_waiting=MAX_WAITING_EVENTS)
+
+    @property
+    def events_stored(self) -> int:
+        return self.spool.stats.events_stored
+
+    @property
+    def events_refused(self) -> int:
+        return self.spool.stats.events_refused
 
     @property
     def ingests(self) -> dict[str, PmuIngest]:
@@ -479,42 +482,30 @@ class PmuMonitoring:
         # A stale stream has no after-window to wait for: its event goes out now, with the data before it.
         self.windows.add(trig, buffer, channels, digits, immediate=trig.kind == STALE and not trig.cleared)
 
-    def tick(self) -> None:
-        """Check stale streams and move complete events to the ready list (called every TICK_S)."""
+    def tick(self) -> int:
+        """Check stale streams and put complete events in the spool (called every TICK_S); how many were put."""
         for stream in self.streams.values():
             stream.tick()
-        self._ready.extend(self.windows.poll())
-
-    async def store_ready(self) -> None:
-        """Store the ready events in order; one the store refuses is logged and dropped, other failures retry."""
-        while self._ready:
-            ev = self._ready[0]
-            try:
-                await self.store.add_event(ev.ts, ev.kind, ev.severity, ev.source, ev.text, ev.data)
-            except StoreInputError as err:
-                self.events_refused += 1
-                log.error("event=pmu_event_refused kind=%s pmu=%s error=%s", ev.kind, ev.source, err)
-            except StoreError as err:
-                log.error("event=pmu_event_store_failed kind=%s pmu=%s error=%s", ev.kind, ev.source, err)
-                return
-            else:
-                self.events_stored += 1
-                log.info("event=pmu_event_stored kind=%s pmu=%s", ev.kind, ev.source)
-            self._ready.pop(0)
+        released = self.windows.poll()
+        self.spool.extend(released)
+        return len(released)
 
     async def run_events(self) -> None:
-        """Tick, release and store events until cancelled; on cancel, what is pending is stored as it is."""
+        """Tick, release and store events until cancelled; on cancel, what is pending is stored as it is.
+
+        New events are stored at once; what a failing store left waits for the spool's retry.
+        """
         for stream in self.streams.values():
             stream.start()
         try:
-            while True:
-                self.tick()
-                await self.store_ready()
-                await asyncio.sleep(TICK_S)
+            async with self.spool.retrying():
+                while True:
+                    if self.tick():
+                        await self.spool.flush()
+                    await asyncio.sleep(TICK_S)
         finally:
-            self._ready.extend(self.windows.flush())
-            if self._ready:
-                await asyncio.shield(self.store_ready())
+            self.spool.extend(self.windows.flush())
+            await self.spool.close()
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -528,5 +519,5 @@ class PmuMonitoring:
         return out
 
 
-__all__ = ["AnglePair", "EventStore", "IngestStats", "PmuIngest", "PmuMonitoring", "PmuStream", "block_names",
+__all__ = ["MAX_WAITING_EVENTS", "AnglePair", "EventStore", "IngestStats", "PmuIngest", "PmuMonitoring", "PmuStream", "block_names",
            "phasor_kinds", "phasor_layout"]  # fmt: skip

@@ -9,7 +9,8 @@ and one IEC 61000-4-15 flickermeter per channel. What comes out (docs/pq-service
   10-min tick of the UTC clock ``rms_10min``, ``thd_10min``, ``u2_10min`` and ``pst``; at each 2-h tick
   ``plt``. A value the standard flags (a dip, swell or interruption overlapped it, IEC 61000-4-30 4.7)
   keeps its number and gets quality ``flagged``;
-- events to the store (``await store.add_event``): ``pq_dip``, ``pq_swell``, ``pq_interruption`` when one
+- events to the store through the event spool (:class:`~agent.events.EventSpool`: in order, retried while
+  the store fails): ``pq_dip``, ``pq_swell``, ``pq_interruption`` when one
   ends, and ``pq_flicker`` when an unflagged Pst is above 1.0;
 - compliance (:class:`ComplianceTracker`): at each 10-min tick, for each standard of the stream's
   ``compliance`` list, ``<stream>.compliance.<standard>`` (1 pass, 0 fail) over the rolling week, and a
@@ -32,10 +33,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from agent.events import EventSpool, EventStore, SpoolStats
 from agent.points import Quality, Reading
 from agent.pq.classa import TEN_MIN_S, TWO_HOUR_S, Aggregate, ClassAMeter, FrequencyValue
 from agent.pq.compliance import (
@@ -51,7 +53,6 @@ from agent.pq.events import Event as PqEventValue
 from agent.pq.events import default_channel_names
 from agent.pq.flicker import PLT_PST_COUNT, FlickerError, Flickermeter, plt
 from agent.pq.harmonics import MAX_ORDER, PqInputError
-from agent.store import StoreError, StoreInputError
 from protocols import wavestream as ws
 
 log = logging.getLogger("gridedge.pq")
@@ -84,11 +85,6 @@ COMPLIANCE_TEXT_FAILED = 5  # failed criteria named in an event's text (all of t
 COMPLIANCE_DATA_FAILED = 60  # failed criteria listed in an event's data (the store takes 64 kB of JSON)
 
 Sink = Callable[[list[Reading]], None]
-
-
-class EventStore(Protocol):
-    async def add_event(self, ts: float, kind: str, severity: str, source: str, text: str,
-                        data: dict[str, Any] | None = None) -> None: ...  # fmt: skip
 
 
 class PqStreamError(Exception):
@@ -437,7 +433,7 @@ class PqProcessor:
 
 
 @dataclass(slots=True)
-class PqStreamStats:
+class PqStreamStats(SpoolStats):  # events_stored, events_refused, events_dropped: counted by the stream's spool
     connected: bool = False
     connects: int = 0
     reconnects: int = 0  # connection attempts after the first
@@ -456,8 +452,6 @@ class PqStreamStats:
     config_errors: int = 0  # the stream does not fit the configuration (channels, rate)
     readings: int = 0
     events: int = 0
-    events_stored: int = 0
-    events_refused: int = 0
     cpu_s: float = 0.0  # worker-thread CPU time spent measuring
     signal_s: float = 0.0  # seconds of signal measured
 
@@ -484,42 +478,48 @@ class PqStream:
         self.measured_until: float | None = None  # UTC time just past the last sample measured
         self.compliance = ComplianceTracker(cfg)  # outlives the processors: a week of statistics
         self.last_error: str | None = None
-        self._ready: deque[PqEvent] = deque()
+        # in the PQ worker the "store" is the pipe to the agent, which logs each event it stores
+        self.spool = EventSpool(store, name="pq", source_key="stream", logger=log, stats=self.stats,
+                                stored_level=logging.DEBUG)  # fmt: skip
 
     def status(self) -> dict[str, Any]:
         return {**asdict(self.stats), "cpu_s": round(self.stats.cpu_s, 3), "signal_s": round(self.stats.signal_s, 3),
-                "last_error": self.last_error, "compliance": self.compliance.status()}  # fmt: skip
+                "events_waiting": self.spool.waiting, "last_error": self.last_error,
+                "compliance": self.compliance.status()}  # fmt: skip
 
     async def run(self) -> None:
+        """Read, measure and reconnect until cancelled; on cancel, the events waiting get a final flush."""
+        try:
+            async with self.spool.retrying():
+                await self._run_sessions()
+        finally:
+            await self.spool.close()
+
+    async def _run_sessions(self) -> None:
         backoff = self.backoff_min_s
         first = True
-        try:
-            while True:
-                if not first:
-                    self.stats.reconnects += 1
-                first = False
-                measured_before = self.stats.samples
-                try:
-                    await self._session()
-                except (OSError, TimeoutError) as err:
-                    self.stats.connect_failures += int(not self.stats.connected)
-                    self._down(f"{type(err).__name__}: {err}")
-                except ws.WaveStreamError as err:  # no HEADER before the connection closed
-                    self._down(f"{type(err).__name__}: {err}")
-                except PqStreamError as err:
-                    self.stats.config_errors += 1
-                    self._down(f"stream does not fit the configuration: {err}", level=logging.ERROR)
-                finally:
-                    self.stats.connected = False
-                    await self.store_ready()
-                if self.stats.samples > measured_before:
-                    backoff = self.backoff_min_s
-                log.info("event=pq_stream_retry stream=%s retry_in_s=%.1f", self.name, backoff)
-                await self.sleep(backoff)
-                backoff = min(backoff * 2, self.backoff_max_s)
-        finally:
-            if self._ready:
-                await asyncio.shield(self.store_ready())
+        while True:
+            if not first:
+                self.stats.reconnects += 1
+            first = False
+            measured_before = self.stats.samples
+            try:
+                await self._session()
+            except (OSError, TimeoutError) as err:
+                self.stats.connect_failures += int(not self.stats.connected)
+                self._down(f"{type(err).__name__}: {err}")
+            except ws.WaveStreamError as err:  # no HEADER before the connection closed
+                self._down(f"{type(err).__name__}: {err}")
+            except PqStreamError as err:
+                self.stats.config_errors += 1
+                self._down(f"stream does not fit the configuration: {err}", level=logging.ERROR)
+            finally:
+                self.stats.connected = False
+            if self.stats.samples > measured_before:
+                backoff = self.backoff_min_s
+            log.info("event=pq_stream_retry stream=%s retry_in_s=%.1f", self.name, backoff)
+            await self.sleep(backoff)
+            backoff = min(backoff * 2, self.backoff_max_s)
 
     def _down(self, why: str, level: int = logging.WARNING) -> None:
         self.last_error = why
@@ -660,31 +660,15 @@ class PqStream:
         for ev in out.events:
             self.stats.events += 1
             log.warning("event=pq_event kind=%s stream=%s text=%r", ev.kind, ev.source, ev.text)
-            self._ready.append(ev)
-        if self._ready:
-            await self.store_ready()
+            self.spool.put(ev)
+        if out.events:
+            await self.spool.flush()
 
     @staticmethod
     def _push_timed(processor: PqProcessor, x: np.ndarray) -> tuple[PqOutput, float]:
         t0 = time.thread_time()
         out = processor.push(x)
         return out, time.thread_time() - t0
-
-    async def store_ready(self) -> None:
-        """Store the ready events in order; one the store refuses is logged and dropped, other failures wait."""
-        while self._ready:
-            ev = self._ready[0]
-            try:
-                await self.store.add_event(ev.ts, ev.kind, ev.severity, ev.source, ev.text, ev.data)
-            except StoreInputError as err:
-                self.stats.events_refused += 1
-                log.error("event=pq_event_refused kind=%s stream=%s error=%s", ev.kind, ev.source, err)
-            except StoreError as err:
-                log.error("event=pq_event_store_failed kind=%s stream=%s error=%s", ev.kind, ev.source, err)
-                return
-            else:
-                self.stats.events_stored += 1
-            self._ready.popleft()
 
 
 class PqMonitoring:

@@ -23,8 +23,8 @@ timestamp, a finite number or null, a known quality) and one that fails is logge
 for ``silent_after_s`` (it reports its status every second) is killed and restarted; on a stop it gets
 SIGTERM and ``STOP_GRACE_S`` to send its last events, then SIGKILL. The child runs in its own session, so
 a Ctrl-C meant for the agent reaches the agent alone. Readings go through the agent's
-sink (``AgentService._take``) like any other; events into the store, kept in order and retried while the
-store fails.
+sink (``AgentService._take``) like any other; events into the store through the agent's event spool
+(:class:`~agent.events.EventSpool`), kept in order and retried while the store fails.
 
 What a restart loses: the child's measurement windows (they restart, as after a stream gap) and the rolling
 compliance week, which lives in the child's memory (docs/pq-service.md).
@@ -42,14 +42,14 @@ import os
 import signal
 import sys
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from agent.events import EventSpool, EventStore, SpoolStats
 from agent.points import Quality, Reading
 from agent.pq.config import WaveformStreamConfig
-from agent.store import StoreError, StoreInputError
+from agent.store import StoreError
 
 log = logging.getLogger("gridedge.pq.worker")
 
@@ -61,9 +61,7 @@ STATUS_INTERVAL_S = 1.0
 STOP_GRACE_S = 5.0
 SILENT_AFTER_S = 30.0  # the child reports its status every STATUS_INTERVAL_S; this long without a line: hung
 LINE_LIMIT = 8 * 1024 * 1024  # one event's data window is at most 64 kB of JSON; a reading batch far less
-EVENT_RETRY_S = 5.0
 MAX_UNSENT_BYTES = 4 * 1024 * 1024  # the child's readings waiting in its pipe; past this they are dropped (counted)
-MAX_PENDING_EVENTS = 10_000  # events the store could not take yet; past this the oldest are dropped (counted)
 
 Sink = Callable[[list[Reading]], None]
 
@@ -149,16 +147,13 @@ def event_from_wire(item: Any) -> WireEvent:
 
 
 @dataclass(slots=True)
-class PqWorkerStats:
+class PqWorkerStats(SpoolStats):  # events_stored, events_refused, events_dropped: counted by the worker's spool
     starts: int = 0
     exits: int = 0
     last_exit_code: int | None = None
     readings: int = 0
     readings_refused: int = 0  # not a reading (not finite, a bad quality...): logged, the rest of its line kept
     events: int = 0
-    events_stored: int = 0
-    events_refused: int = 0  # the store refused them as invalid (logged one by one)
-    events_dropped: int = 0  # more than MAX_PENDING_EVENTS waited for a failing store
     bad_lines: int = 0
 
 
@@ -169,7 +164,7 @@ class PqWorker:
     supervisor restarts it after its backoff.
     """
 
-    def __init__(self, streams: Sequence[WaveformStreamConfig], sink: Sink, store: Any, *,
+    def __init__(self, streams: Sequence[WaveformStreamConfig], sink: Sink, store: EventStore, *,
                  argv: Sequence[str] | None = None, stop_grace_s: float = STOP_GRACE_S,
                  silent_after_s: float = SILENT_AFTER_S) -> None:  # fmt: skip
         self.streams = tuple(streams)
@@ -182,17 +177,17 @@ class PqWorker:
         self.pid: int | None = None
         self._status: dict[str, Any] = {}
         self._child: dict[str, int] = {}  # the child's own counters (readings it dropped, the agent not reading)
-        self._pending: deque[WireEvent] = deque()
-        # One writer of the pending events at a time (the reader, the retry task, the stop), each write shielded:
-        # AsyncStore finishes a write whose caller was cancelled, so the event must leave the queue all the same.
-        self._store_lock = asyncio.Lock()
+        # Written by the reader as each event comes, by the spool's retry task while the store fails, and at the
+        # stop; the spool lets one write at a time, shielded (AsyncStore finishes a write whose caller was
+        # cancelled, so the event leaves the spool all the same).
+        self.spool = EventSpool(store, name="pq", source_key="stream", logger=log, stats=self.stats)
 
     def status(self) -> dict[str, Any]:
         """Per stream, as the child last reported it (the shape ``PqMonitoring.status`` had in process)."""
         return dict(self._status)
 
     def worker_status(self) -> dict[str, Any]:
-        return {"pid": self.pid, **asdict(self.stats), "events_waiting": len(self._pending), "child": dict(self._child)}
+        return {"pid": self.pid, **asdict(self.stats), "events_waiting": self.spool.waiting, "child": dict(self._child)}
 
     async def run(self) -> None:
         proc = await asyncio.create_subprocess_exec(
@@ -212,15 +207,12 @@ class PqWorker:
             proc.stdin.write(json.dumps(hello).encode() + b"\n")
             with contextlib.suppress(ConnectionError):
                 await proc.stdin.drain()
-            retry = asyncio.create_task(self._retry_events())
-            try:
+            async with self.spool.retrying():
                 if not await self._read(proc.stdout, self.silent_after_s):
                     why = f"said nothing for {self.silent_after_s:g} s (hung) and was killed"
                     log.error("event=pq_worker_silent pid=%d silent_s=%g action=kill", proc.pid, self.silent_after_s)
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
-            finally:
-                retry.cancel()
             await proc.wait()
         except asyncio.CancelledError:
             await self._stop(proc)
@@ -257,9 +249,7 @@ class PqWorker:
             with contextlib.suppress(TimeoutError):  # what it said before the kill is still in the pipe
                 async with asyncio.timeout(1.0):
                     await self._read(proc.stdout)
-        await self._store_pending()
-        if self._pending:
-            log.error("event=pq_events_lost_at_stop count=%d reason=store failing", len(self._pending))
+        await self.spool.close()
 
     async def _read(self, stdout: asyncio.StreamReader, silent_after_s: float | None = None) -> bool:
         """Take lines until EOF (True) or until ``silent_after_s`` pass without one (False)."""
@@ -315,8 +305,9 @@ class PqWorker:
                     raise PqWorkerError("readings must be a list")
                 self._take_readings(body)
             elif kind == "event":
-                self._queue_event(event_from_wire(body))
-                await self._store_pending()
+                self.spool.put(event_from_wire(body))
+                self.stats.events += 1
+                await self.spool.flush()
             elif kind == "status":
                 if not isinstance(body, dict):
                     raise PqWorkerError("status must be an object")
@@ -343,46 +334,6 @@ class PqWorker:
         self.stats.readings += len(readings)
         if readings:
             self.sink(readings)
-
-    def _queue_event(self, ev: WireEvent) -> None:
-        self.stats.events += 1
-        if len(self._pending) >= MAX_PENDING_EVENTS:
-            lost = self._pending.popleft()
-            self.stats.events_dropped += 1
-            log.error("event=pq_event_dropped kind=%s stream=%s reason=store failing, %d waiting", lost.kind,
-                      lost.source, MAX_PENDING_EVENTS)  # fmt: skip
-        self._pending.append(ev)
-
-    async def _store_pending(self) -> None:
-        """Store the waiting events in order; one the store refuses is logged and dropped, other failures wait."""
-        while self._pending:
-            if not await asyncio.shield(self._store_first()):
-                return
-
-    async def _store_first(self) -> bool:
-        """Store the first waiting event; False if the store failed (it waits). Runs shielded, under the lock."""
-        async with self._store_lock:
-            if not self._pending:
-                return True
-            ev = self._pending[0]
-            try:
-                await self.store.add_event(ev.ts, ev.kind, ev.severity, ev.source, ev.text, ev.data)
-            except StoreInputError as err:
-                self.stats.events_refused += 1
-                log.error("event=pq_event_refused kind=%s stream=%s error=%s", ev.kind, ev.source, err)
-            except StoreError as err:
-                log.error("event=pq_event_store_failed kind=%s stream=%s waiting=%d error=%s", ev.kind, ev.source,
-                          len(self._pending), err)  # fmt: skip
-                return False
-            else:
-                self.stats.events_stored += 1
-            self._pending.popleft()
-            return True
-
-    async def _retry_events(self) -> None:
-        while True:
-            await asyncio.sleep(EVENT_RETRY_S)
-            await self._store_pending()
 
 
 # ---- the child's side -----------------------------------------------------------------------------------------

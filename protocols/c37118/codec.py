@@ -62,14 +62,20 @@ _DIGUNIT = struct.Struct(">HH")
 _PHSCALE = struct.Struct(">HBBff")
 _ANSCALE = struct.Struct(">ff")
 _CFG3_PLACE = struct.Struct(">fffciiHH")  # PMU_LAT, PMU_LON, PMU_ELEV, SVC_CLASS, WINDOW, GRP_DLY, FNOM, CFGCNT
-_MIN_BODY = {  # bytes between FRACSEC and CHK that each type needs at least
-    FrameType.DATA: 2,  # one STAT
-    FrameType.HEADER: 0,
-    FrameType.CFG1: 4 + 2 + 2,  # TIME_BASE, NUM_PMU, DATA_RATE
-    FrameType.CFG2: 4 + 2 + 2,
-    FrameType.COMMAND: 2,  # CMD
-    FrameType.CFG3: 2,  # CONT_IDX (a fragment may carry one byte; a whole CFG-3 is checked field by field)
-}
+
+#: The smallest FRAMESIZE of each frame type, indexed by :class:`FrameType`: the common words SYNC, FRAMESIZE,
+#: IDCODE, SOC and FRACSEC (HEADER_SIZE, 6.2 Table 2), CHK (2), and the fixed words of the type's body.
+#: :func:`check_frame` refuses a smaller FRAMESIZE and the stream reader resynchronises on one. A CFG-3 piece
+#: may be as short as its CONT_IDX (a whole CFG-3 is then checked field by field).
+MIN_FRAME_SIZES: tuple[int, ...] = (
+    HEADER_SIZE + 2 + 2,  # DATA: one STAT (6.3 Table 5)
+    HEADER_SIZE + 2,  # HEADER: the text may be empty (6.5 Table 13)
+    HEADER_SIZE + 2 + 8,  # CFG-1: TIME_BASE 4, NUM_PMU 2 (then the PMU blocks), DATA_RATE 2 (6.4 Table 8)
+    HEADER_SIZE + 2 + 8,  # CFG-2: as CFG-1 (6.4 Table 8)
+    HEADER_SIZE + 2 + 2,  # COMMAND: CMD (6.6 Table 14)
+    HEADER_SIZE + 2 + 2,  # CFG-3: CONT_IDX (6.4 Table 10)
+)
+assert len(MIN_FRAME_SIZES) == len(FrameType)
 
 
 def crc_ccitt(data: bytes | bytearray | memoryview) -> int:
@@ -100,10 +106,8 @@ def check_frame(data: bytes | bytearray | memoryview) -> tuple[FrameType, int, i
         raise SyncError(f"SYNC second byte {second:#04x}: frame type {(second >> 4) & 7} is not defined (6.2.1)")
     ftype = FrameType(second >> 4)
     size = (data[2] << 8) | data[3]
-    if size < HEADER_SIZE + 2 + _MIN_BODY[ftype]:
-        raise SizeError(
-            f"FRAMESIZE {size}: a {ftype.name} frame takes at least {HEADER_SIZE + 2 + _MIN_BODY[ftype]}", size
-        )
+    if size < MIN_FRAME_SIZES[ftype]:
+        raise SizeError(f"FRAMESIZE {size}: a {ftype.name} frame takes at least {MIN_FRAME_SIZES[ftype]}", size)
     if size != n:
         raise SizeError(f"FRAMESIZE {size} but {n} bytes given", size)
     expected = crc_hqx(data[:-2], 0xFFFF)
@@ -603,6 +607,7 @@ class Cfg3Reassembler:
 
 
 __all__ = [
+    "MIN_FRAME_SIZES",
     "Cfg3Reassembler",
     "DataCodec",
     "check_frame",

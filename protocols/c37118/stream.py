@@ -26,10 +26,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
-from protocols.c37118.codec import DEFAULT_MAX_CONFIG_SIZE, Cfg3Reassembler, DataCodec, decode_frame, sync_plausible
+from protocols.c37118.codec import (
+    DEFAULT_MAX_CONFIG_SIZE,
+    MIN_FRAME_SIZES,
+    Cfg3Reassembler,
+    DataCodec,
+    decode_frame,
+    sync_plausible,
+)
 from protocols.c37118.errors import CrcError, FrameError, SizeError, SyncError
 from protocols.c37118.frames import (
-    HEADER_SIZE,
     MAX_FRAME_SIZE,
     Config3Fragment,
     Config3Frame,
@@ -37,10 +43,6 @@ from protocols.c37118.frames import (
     Frame,
     FrameType,
 )
-
-# Smallest FRAMESIZE per frame type (header + CHK + the fixed words of the body), indexed by type.
-# CFG-3: CONT_IDX + CHK, as a fragment may be that short (a whole CFG-3 is then checked field by field).
-_MIN_SIZE = (HEADER_SIZE + 4, HEADER_SIZE + 2, HEADER_SIZE + 10, HEADER_SIZE + 10, HEADER_SIZE + 4, HEADER_SIZE + 4)
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +65,7 @@ class StreamReader:
         max_frame_size: int = MAX_FRAME_SIZE,
         max_config_size: int = DEFAULT_MAX_CONFIG_SIZE,
     ) -> None:
-        if not MAX_FRAME_SIZE >= max_frame_size >= _MIN_SIZE[FrameType.HEADER]:
+        if not MAX_FRAME_SIZE >= max_frame_size >= MIN_FRAME_SIZES[FrameType.HEADER]:
             raise ValueError(f"max_frame_size = {max_frame_size}: 16..{MAX_FRAME_SIZE}")
         if max_buffer < max_frame_size:
             raise ValueError(f"max_buffer = {max_buffer}: at least max_frame_size ({max_frame_size})")
@@ -136,10 +138,10 @@ class StreamReader:
                 return self._need_data()
             ftype = buf[i + 1] >> 4
             size = (buf[i + 2] << 8) | buf[i + 3]
-            if size < _MIN_SIZE[ftype] or size > self.max_frame_size:
+            if size < MIN_FRAME_SIZES[ftype] or size > self.max_frame_size:
                 self._pos = i + 1
                 return SizeError(
-                    f"FRAMESIZE {size} for a {FrameType(ftype).name} frame: allowed {_MIN_SIZE[ftype]}.."
+                    f"FRAMESIZE {size} for a {FrameType(ftype).name} frame: allowed {MIN_FRAME_SIZES[ftype]}.."
                     f"{self.max_frame_size}; resynchronising",
                     size,
                 )
