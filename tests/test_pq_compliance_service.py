@@ -22,7 +22,8 @@ from agent.points import Quality, Reading
 from agent.pq import compliance as cp
 from agent.pq.classa import Aggregate
 from agent.pq.events import EventConfig
-from agent.pq.service import COMPLIANCE_KIND, ComplianceTracker, PqOutput, PqProcessor, PqStream, max_order_for
+from agent.pq.harmonics import max_order_for
+from agent.pq.service import COMPLIANCE_KIND, ComplianceTracker, PqOutput, PqProcessor, PqStream
 from sim_hw.waveforms import WaveformDesc
 from sim_hw.waveforms.stream import WaveformStreamServer
 

@@ -37,7 +37,7 @@ import numpy as np
 from agent.pq import flicker
 from agent.pq.classa import Aggregate, ClassAMeter, FrequencyMeter, aggregate_rms
 from agent.pq.events import Event, EventConfig
-from agent.pq.harmonics import MAX_ORDER, FundamentalZeroCrossings, HarmonicAnalyser
+from agent.pq.harmonics import FundamentalZeroCrossings, HarmonicAnalyser, harmonics_pct, max_order_for
 from protocols import comtrade
 
 VOLTAGE_NAMES = ("va", "vb", "vc")
@@ -340,20 +340,9 @@ def _num(x: Any, digits: int | None = None) -> float | None:
     return round(v, digits) if digits is not None else v
 
 
-def max_order_for(rate_hz: float, nominal_hz: float) -> int:
-    """Highest harmonic order the rate supports (2h + 1 samples per cycle, IEC 61000-4-7 5.5.1), at most 50."""
-    return min(MAX_ORDER, (round(rate_hz / nominal_hz) - 1) // 2)
-
-
-def _harmonics_pct(subgroup_v: np.ndarray) -> np.ndarray:
-    """[channels, orders 2..H] in % of the fundamental subgroup; NaN where the fundamental is 0."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(subgroup_v[:, 1:2] > 0, subgroup_v[:, 2:] / subgroup_v[:, 1:2] * 100.0, np.nan)
-
-
 def _aggregate_json(agg: Aggregate, names: list[str], origin_s: float, duration_s: float, *, with_rms: bool,
                     digits: int | None) -> dict[str, Any]:  # fmt: skip
-    pct = _harmonics_pct(agg.values["harmonic_subgroup_v"])
+    pct = harmonics_pct(agg.values["harmonic_subgroup_v"])
     start, end = agg.start_s - origin_s, agg.end_s - origin_s
     out: dict[str, Any] = {"start_s": start, "end_s": end}
     if agg.kind == "10-min":
@@ -477,7 +466,7 @@ def analyse_recording(rec: Recording, *, nominal_hz: float | None = None, udin_v
         ch: dict[str, Any] = {}
         if sub is not None:
             agg_sub = aggregate_rms(sub[:, k, :], axis=0)[None, :]
-            pct = _harmonics_pct(agg_sub)[0]
+            pct = harmonics_pct(agg_sub)[0]
             ch["rms_v"] = _num(aggregate_rms(rms[k]))
             ch["rms_min_v"] = _num(rms[k].min())
             ch["rms_max_v"] = _num(rms[k].max())
@@ -512,7 +501,7 @@ def analyse_recording(rec: Recording, *, nominal_hz: float | None = None, udin_v
         crms = np.array([w.rms_v[1:] for w in cur_windows])
         csub = np.array([w.harmonic_subgroup_v[1:] for w in cur_windows])
         for k, name in enumerate(cur_names):
-            pct = _harmonics_pct(aggregate_rms(csub[:, k, :], axis=0)[None, :])[0]
+            pct = harmonics_pct(aggregate_rms(csub[:, k, :], axis=0)[None, :])[0]
             currents[name] = {
                 "rms_a": _num(aggregate_rms(crms[:, k])),
                 "thd_pct": _num(math.sqrt(float(np.nansum(pct * pct)))),

@@ -50,7 +50,7 @@ from agent.pq.compliance import (
 from agent.pq.events import Event as PqEventValue
 from agent.pq.events import default_channel_names
 from agent.pq.flicker import PLT_PST_COUNT, FlickerError, Flickermeter, plt
-from agent.pq.harmonics import MAX_ORDER, PqInputError
+from agent.pq.harmonics import PqInputError, harmonics_pct, max_order_for
 from agent.store import StoreError, StoreInputError
 from protocols import wavestream as ws
 
@@ -113,20 +113,8 @@ class PqOutput:
     events: list[PqEvent] = field(default_factory=list)
 
 
-def max_order_for(rate_hz: float, nominal_hz: float) -> int:
-    """Highest harmonic order the rate can resolve (IEC 61000-4-7 groups need 2 h + 1 points per cycle), at most 50."""
-    return max(1, min(MAX_ORDER, (round(rate_hz / nominal_hz) - 1) // 2))
-
-
 def _q(flagged: bool) -> Quality:
     return Quality.FLAGGED if flagged else Quality.GOOD
-
-
-def harmonics_pct(subgroup_v: np.ndarray) -> np.ndarray:
-    """Harmonic subgroups 2..H in % of the fundamental subgroup (IEC 61000-4-7 5.6), ``[channels, H - 1]``."""
-    g = np.asarray(subgroup_v, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(g[:, 1:2] > 0, g[:, 2:] / g[:, 1:2] * 100.0, np.nan)
 
 
 def _failed_line(c: CriterionResult) -> str:
@@ -698,4 +686,4 @@ class PqMonitoring:
 
 
 __all__ = ["ComplianceTracker", "EventStore", "PqEvent", "PqMonitoring", "PqOutput", "PqProcessor", "PqStream", "PqStreamError",
-           "PqStreamStats", "harmonics_pct", "max_order_for"]  # fmt: skip
+           "PqStreamStats"]  # fmt: skip
