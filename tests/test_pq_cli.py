@@ -13,7 +13,7 @@ from test_pq_analyze import phases, write_comtrade, write_csv
 from test_pq_compliance import doc
 
 import gridedge
-from agent.pq.cli import main
+from agent.pq.offline.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 

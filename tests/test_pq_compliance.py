@@ -11,6 +11,7 @@ import math
 import pytest
 
 from agent.pq import compliance as cp
+from agent.pq.offline.text import format_compliance
 
 ORDERS = 50  # harmonics_pct lists orders 2..50
 
@@ -316,6 +317,6 @@ def test_bad_inputs_raise_named_errors():
 
 
 def test_text_summary_names_failures():
-    text = cp.format_text(cp.evaluate(doc(harm=lambda i: {11: 4.0}), "en50160-lv"))
+    text = format_compliance(cp.evaluate(doc(harm=lambda i: {11: 4.0}), "en50160-lv"))
     assert "harmonic 11" in text and "FAIL" in text and text.rstrip().endswith("Verdict: FAIL")
     assert "assessed on what the record holds" in text

@@ -20,7 +20,8 @@ from agent.config import ConfigError, WaveformStreamConfig, parse_config
 from agent.points import Quality, Reading
 from agent.pq.events import EventConfig
 from agent.pq.flicker import plt
-from agent.pq.service import PST_EVENT_LIMIT, PqOutput, PqProcessor, PqStream
+from agent.pq.processor import PST_EVENT_LIMIT, PqOutput, PqProcessor
+from agent.pq.service import PqStream
 from protocols import wavestream as ws
 from sim_hw.waveforms import WaveformDesc
 from sim_hw.waveforms.stream import WaveformStreamServer

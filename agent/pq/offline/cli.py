@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.pq import compliance
-from agent.pq.analyze import RecordingError, analyse_file, format_text
 from agent.pq.harmonics import PqInputError
+from agent.pq.offline.analyze import analyse_file
+from agent.pq.offline.recording import RecordingError
+from agent.pq.offline.text import format_analysis, format_compliance
 
 
 class _Parser(argparse.ArgumentParser):
@@ -83,13 +85,13 @@ def _analyse(args: argparse.Namespace, path: str, lamp: int | None = None) -> An
 def cmd_analyze(args: argparse.Namespace) -> int:
     analysis = _analyse(args, args.file, args.lamp)
     if args.plot:
-        from agent.pq.plot import plot_analysis  # matplotlib only when asked
+        from agent.pq.offline.plot import plot_analysis  # matplotlib only when asked
 
         plot_analysis(analysis, args.plot)
     if args.json:
         print(json.dumps(analysis.report, indent=1, allow_nan=False))
     else:
-        print(format_text(analysis.report))
+        print(format_analysis(analysis.report))
         if args.plot:
             print(f"Plot: {args.plot}")
     return 0
@@ -121,7 +123,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=1, allow_nan=False))
     else:
-        print(compliance.format_text(report))
+        print(format_compliance(report))
     return 1 if report.verdict == "fail" else 0
 
 

@@ -13,8 +13,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from agent.pq.analyze import Analysis, RecordingError  # noqa: E402
 from agent.pq.compliance import EN50160_HARMONIC_LIMITS_PCT  # noqa: E402
+from agent.pq.offline.analyze import Analysis  # noqa: E402
+from agent.pq.offline.recording import RecordingError  # noqa: E402
 
 WAVEFORM_CYCLES = 3
 _EVENT_COLOURS = {"dip": "tab:orange", "swell": "tab:purple", "interruption": "tab:red"}
