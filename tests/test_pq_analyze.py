@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -210,6 +211,31 @@ def test_options_override_and_the_text_report(tmp_path):
     assert (r["udin_v"], r["udin_source"], r["lamp_v"]) == (240.0, "option", 120)
     text = format_analysis(r)
     assert "Udin 240 V (option)" in text and "Unbalance u2" in text and "Events (0)" in text
+
+
+def test_pst_of_the_interval_with_a_dip_is_flagged_and_the_others_are_not():
+    # IEC 61000-4-30 4.7: a value whose interval a dip overlaps is flagged. Two 600-s Pst intervals from the
+    # first sample; the dip at 700 s lies in the second.
+    rate = 800.0
+    t, x = phases(rate, 1210.0)
+    x[0, (t >= 700.0) & (t < 700.1)] *= 0.5
+    recording = rec.Recording(Path("two-intervals.csv"), "csv", rate, {"va": x[0]}, info={"format": "csv"})
+    r = an.analyse_recording(recording).report
+    ch = r["channels"]["va"]
+    assert [e["start_s"] for e in r["events"]] == [pytest.approx(700.0, abs=0.02)]
+    assert len(ch["pst"]) == 2 and ch["pst_flagged"] == [False, True]
+    assert ch["pinst_max_flagged"] is True and ch["plt"] is None and ch["plt_flagged"] is None
+    row = next(line for line in format_analysis(r).splitlines() if line.startswith("va "))
+    assert re.search(r"  \d+\.\d{3}, \d+\.\d{3}\*$", row), row
+    assert re.search(r"\d+\.\d{3}\*  ", row), row  # the Pinst maximum includes the dip
+
+
+def test_a_recording_without_events_flags_nothing(tmp_path):
+    t, x = phases(1600.0, 15.0)
+    r = an.analyse_file(write_csv(tmp_path / "clean.csv", t, x)).report
+    for ch in r["channels"].values():
+        assert ch["pst_flagged"] == [False] and ch["pinst_max_flagged"] is False
+    assert "*" not in format_analysis(r)
 
 
 # ---------------------------------------------------------------------------------------------------- bad files

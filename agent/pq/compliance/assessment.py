@@ -175,6 +175,40 @@ class Series:
     freq_hz: np.ndarray
     plt: dict[str, np.ndarray] = field(default_factory=dict)
     short_daily: dict[str, DailyPercentiles] | None = None  # when set, the 3-s criteria read it, not short_h
+    plt_excluded: int = 0  # flagged Plt values left out (per channel: the flags are by time)
+    freq_excluded: int = 0  # flagged 10-s frequencies left out
+
+
+#: How long one value of each kind spans [s]: IEC 61000-4-30 5.5.3 (10 min), 5.1 (10 s), 5.5.2 (150/180 cycles,
+#: 3 s at nominal frequency); IEC 61000-4-15 Plt (12 Pst of 10 min). A record shorter than that holds none.
+VALUE_SPAN_S = {"10-min": 600.0, "10-s": 10.0, "3-s": 3.0, "Plt": 7200.0}
+
+
+def no_value_reason(kind: str, record_s: float, excluded: int) -> str:
+    """Why a criterion over values of ``kind`` (a key of :data:`VALUE_SPAN_S`) has none to assess.
+
+    Every value flagged (IEC 61000-4-30 4.7), a record shorter than one value, or simply none in the record.
+    """
+    if excluded:
+        return f"all {excluded} {kind} values flagged (a dip, swell or interruption in them, IEC 61000-4-30 4.7)"
+    span = VALUE_SPAN_S[kind]
+    if record_s < span:
+        return f"no {kind} value: the record is {_duration(record_s)} long, a {kind} value needs {_span(span)}"
+    return f"no {kind} value in the record"
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def _span(seconds: float) -> str:
+    return f"{seconds:g} s" if seconds < 60 else f"{seconds / 60:g} min" if seconds < 3600 else f"{seconds / 3600:g} h"
 
 
 def thd_from_harmonics_pct(h: np.ndarray, max_order: int) -> np.ndarray:
@@ -196,7 +230,7 @@ def en50160_criteria(s: Series, standard: str = "en50160-lv") -> list[CriterionR
     def add(criterion: str, clause: str, channel: str | None, statistic: str, limit: float, unit: str,
             values: np.ndarray, times: np.ndarray, excluded: int, *, period_s: float = week, kind: str = "upper",
             band: tuple[float, float] = (0.0, 0.0), percent: float = share, order: int | None = None,
-            note: str = "") -> None:  # fmt: skip
+            note: str = "", value: str = "10-min") -> None:  # fmt: skip
         ok_vals = ~np.isnan(values)
         values, times = values[ok_vals], times[ok_vals]
         if kind == "upper":  # the nearest-rank percentile <= limit
@@ -209,6 +243,8 @@ def en50160_criteria(s: Series, standard: str = "en50160-lv") -> list[CriterionR
                 values, times, period_s, s.duration_s,
                 lambda v: share_within_pct(v, *band), lambda m: m >= limit, min,
             )  # fmt: skip
+        if measured is None:
+            note = "; ".join(filter(None, (no_value_reason(value, s.duration_s, excluded), note)))
         out.append(CriterionResult(standard, criterion, clause, channel, statistic, limit, measured, unit, passed,
                                    int(values.size), excluded, periods, complete, order, note))  # fmt: skip
 
@@ -227,18 +263,18 @@ def en50160_criteria(s: Series, standard: str = "en50160-lv") -> list[CriterionR
     fb = lim.frequency_band_pct
     add("power frequency", lim.sub("2.1"), None,
         f"share of 10-s values within {s.nominal_hz:g} Hz +-{fb:g} % in each year", lim.frequency_share_pct, "%",
-        f_dev, s.freq_t, 0, period_s=YEAR_S, kind="band", band=(-fb, fb),
-        note="interconnected system")  # fmt: skip
+        f_dev, s.freq_t, s.freq_excluded, period_s=YEAR_S, kind="band", band=(-fb, fb),
+        note="interconnected system", value="10-s")  # fmt: skip
     f_lo, f_hi = lim.frequency_all_band_pct
     add("power frequency (all values)", lim.sub("2.1"), None,
         f"share of 10-s values within {s.nominal_hz:g} Hz {f_hi:+g}/{f_lo:+g} %", 100.0, "%",
-        f_dev, s.freq_t, 0, period_s=YEAR_S, kind="band", band=(f_lo, f_hi), note="interconnected system")  # fmt: skip
+        f_dev, s.freq_t, s.freq_excluded, period_s=YEAR_S, kind="band", band=(f_lo, f_hi), note="interconnected system",
+        value="10-s")  # fmt: skip
     for ch in s.channels:
         values = s.plt[ch]
         times = np.arange(values.size) * 7200.0
         add("flicker severity Plt", lim.sub("2.3.2"), ch, f"{share:g}th percentile of the 2-h Plt values in each week",
-            lim.plt_limit, "", values, times, 0,
-            note="" if values.size else "needs a record of 2 h or more")  # fmt: skip
+            lim.plt_limit, "", values, times, s.plt_excluded, value="Plt")  # fmt: skip
     if len(s.channels) == 3:
         add("supply voltage unbalance u2", lim.sub("2.5"), None,
             f"{share:g}th percentile of the 10-min u2 values in each week", lim.unbalance_limit_pct, "%",
@@ -281,7 +317,7 @@ def ieee519_criteria(s: Series, bus_kv: float | None = None) -> list[CriterionRe
         # 5.1 b): weekly 95th percentile of the short time (10 min) values < Table 1
         ("10 min", s.ten_h, s.ten_t, s.ten_excluded, WEEK_S, IEEE519_WEEKLY_PERCENTILE, 1.0, "week"),
     )
-    for label, hs, times, excluded, period, pct, factor, per in checks:
+    for label, hs, times, flagged, period, pct, factor, per in checks:
         daily = s.short_daily if label == "3 s" else None
         for ch in s.channels:
             h = hs[ch]
@@ -301,18 +337,24 @@ def ieee519_criteria(s: Series, bus_kv: float | None = None) -> list[CriterionRe
                     )  # fmt: skip
                     used, excluded = int(d.values[:, col].sum()) if d.values.size else 0, d.excluded
                 else:
+                    excluded = flagged
                     keep = ~np.isnan(values)
                     measured, passed, periods, complete = _assess(
                         values[keep], times[keep], period, s.duration_s,
                         lambda v, p=pct: percentile_nearest_rank(v, p), lambda m, lim=limit: m < lim, max,
                     )  # fmt: skip
                     used = int(np.count_nonzero(keep))
+                why = note
+                if measured is None:
+                    why = "; ".join(
+                        filter(None, (no_value_reason(label.replace(" ", "-"), s.duration_s, excluded), note))
+                    )
                 out.append(CriterionResult(
                     std, f"{name} ({label})", "IEEE 519-2014 5.1, Table 1", ch,
                     f"{pct:g}th percentile of the {label} values in each {per}"
                     + (f" < {factor:g} x Table 1" if factor != 1 else " < Table 1"),
                     limit, measured, "%", passed, used, excluded, periods, complete, order,
-                    note,
+                    why,
                 ))  # fmt: skip
     return out
 

@@ -65,6 +65,13 @@ def _series_of(data: dict[str, Any]) -> Series:
         return np.array([[_nan(v) for v in a["harmonics_pct"][ch]] for a in items], dtype=np.float64)
 
     freq = [f for f in _need(data, "frequency_10s") if f.get("complete", True) and f.get("freq_hz") is not None]
+    plts = {ch: np.array(data["channels"][ch].get("plt") or [], dtype=np.float64) for ch in channels}
+    plt_flags = {ch: np.array(data["channels"][ch].get("plt_flagged") or [False] * plts[ch].size, dtype=bool)
+                 for ch in channels}  # fmt: skip
+    for ch in channels:
+        if plt_flags[ch].shape != plts[ch].shape:
+            raise ComplianceError(f"input.channels.{ch}.plt_flagged: {plt_flags[ch].size} flags for "
+                                  f"{plts[ch].size} Plt values: allowed one flag per value")  # fmt: skip
     return Series(
         channels=channels,
         udin_v=udin,
@@ -81,7 +88,8 @@ def _series_of(data: dict[str, Any]) -> Series:
         short_excluded=len(short_all) - len(short),
         freq_t=np.array([f["start_s"] for f in freq], dtype=np.float64),
         freq_hz=np.array([f["freq_hz"] for f in freq], dtype=np.float64),
-        plt={ch: np.array(data["channels"][ch].get("plt") or [], dtype=np.float64) for ch in channels},
+        plt={ch: plts[ch][~plt_flags[ch]] for ch in channels},
+        plt_excluded=max((int(np.count_nonzero(f)) for f in plt_flags.values()), default=0),
     )
 
 

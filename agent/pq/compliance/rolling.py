@@ -166,8 +166,10 @@ class RollingStatistics:
             ft, fv, ff = self.freq.window(end_s)
             keep = ~ff & ~np.isnan(fv[:, 0])
             freq_t, freq_hz = ft[keep], fv[keep, 0]
+            freq_excluded = int(np.count_nonzero(ff))
         else:
             freq_t = freq_hz = np.zeros(0)
+            freq_excluded = 0
         _, pv, pf = self.plt.window(end_s)
         plt = {ch: pv[~pf, i][~np.isnan(pv[~pf, i])] for i, ch in enumerate(self.channels)}
         daily = self._daily(end_s) if self.short else None
@@ -179,7 +181,8 @@ class RollingStatistics:
             ten_h={ch: harm[:, i, :] for i, ch in enumerate(self.channels)}, ten_u2=u2,
             ten_excluded=int(np.count_nonzero(flagged)),
             short_t=np.zeros(0), short_h={ch: np.zeros((0, orders)) for ch in self.channels}, short_excluded=0,
-            freq_t=freq_t, freq_hz=freq_hz, plt=plt, short_daily=daily,
+            freq_t=freq_t, freq_hz=freq_hz, plt=plt, short_daily=daily, plt_excluded=int(np.count_nonzero(pf)),
+            freq_excluded=freq_excluded,
         )  # fmt: skip
 
     def _daily(self, end_s: float) -> dict[str, DailyPercentiles]:

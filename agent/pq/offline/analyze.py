@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from agent.pq import flicker
-from agent.pq.classa import Aggregate, ClassAMeter, FrequencyMeter, aggregate_rms
+from agent.pq.classa import Aggregate, ClassAMeter, FrequencyMeter, aggregate_rms, flag_windows
 from agent.pq.events import Event, EventConfig
 from agent.pq.harmonics import FundamentalZeroCrossings, HarmonicAnalyser, harmonics_pct, max_order_for
 from agent.pq.offline.recording import Recording, RecordingError, estimate_nominal_hz, estimate_udin_v, load_recording
@@ -179,6 +179,12 @@ def analyse_recording(rec: Recording, *, nominal_hz: float | None = None, udin_v
                     psts[k].append(fl.pst_10min())
     origin, duration = start, n / rate
     end_abs = start + duration
+    # IEC 61000-4-30 4.7: the events (and one still open at the end) flag the values whose interval they overlap
+    open_since = meter.events.open_since_s
+    covering = [*events, *([Event("open", "", "", open_since, math.inf)] if open_since is not None else [])]
+
+    def flags(starts_s: np.ndarray, ends_s: np.ndarray) -> list[bool]:
+        return flag_windows(starts_s, ends_s, covering, lead_s=1.0 / nominal).tolist()
 
     channels: dict[str, Any] = {}
     rms = np.array([w.rms_v for w in windows]).T if windows else np.zeros((nv, 0))
@@ -203,6 +209,7 @@ def analyse_recording(rec: Recording, *, nominal_hz: float | None = None, udin_v
             ch["frequency_hz"] = _num(_whole_file_frequency(x[k], rate, nominal, min_peak))
             ch["frequency_source"] = "whole_file"
         ch["pinst_max"] = _num(pinst_max[k]) if pinst_max[k] > -math.inf else None
+        ch["pinst_max_flagged"] = flags(np.array([origin]), np.array([end_abs]))[0]
         if short:
             tail = np.concatenate(pinst_first[k]) if pinst_first[k] else np.zeros(0)
             ch["pst"] = [flicker.pst(np.maximum(tail, 0.0))] if tail.size else []
@@ -212,9 +219,15 @@ def analyse_recording(rec: Recording, *, nominal_hz: float | None = None, udin_v
             ch["pst"] = psts[k]
             ch["pst_short"] = False
             ch["pst_interval_s"] = flicker.PST_INTERVAL_S
-        ch["plt"] = (
-            [flicker.plt(psts[k][i : i + 12]) for i in range(0, len(psts[k]) - 11, 12)] if len(psts[k]) >= 12 else None
-        )
+        if short:
+            ch["pst_flagged"] = flags(np.array([origin]), np.array([end_abs]))[: len(ch["pst"])]
+        else:
+            pst_start = origin + flicker.PST_INTERVAL_S * np.arange(len(psts[k]))
+            ch["pst_flagged"] = flags(pst_start, pst_start + flicker.PST_INTERVAL_S)
+        per = flicker.PLT_PST_COUNT  # a Plt of each 12 consecutive Pst (IEC 61000-4-15 Block 5)
+        plt_starts = range(0, len(psts[k]) - per + 1, per)
+        ch["plt"] = [flicker.plt(psts[k][i : i + per]) for i in plt_starts] if len(psts[k]) >= per else None
+        ch["plt_flagged"] = [any(ch["pst_flagged"][i : i + per]) for i in plt_starts] if ch["plt"] is not None else None
         channels[name] = ch
 
     currents: dict[str, Any] = {}
@@ -246,7 +259,6 @@ def analyse_recording(rec: Recording, *, nominal_hz: float | None = None, udin_v
         }
         for e in events
     ]
-    open_since = meter.events.open_since_s
     report: dict[str, Any] = {
         "file": {
             "path": str(rec.path),

@@ -82,12 +82,23 @@ def _analyse(args: argparse.Namespace, path: str, lamp: int | None = None) -> An
     return analyse_file(path, rate_hz=args.rate, nominal_hz=args.nominal, udin_v=args.vnom, lamp_v=lamp)
 
 
-def cmd_analyze(args: argparse.Namespace) -> int:
-    analysis = _analyse(args, args.file, args.lamp)
-    if args.plot:
-        from agent.pq.offline.plot import plot_analysis  # matplotlib only when asked
+def _plotter(out_path: str) -> Any:
+    """The plot module, once ``--plot OUT.png`` is known to be usable: before the analysis, which takes a while."""
+    try:
+        from agent.pq.offline import plot  # matplotlib only when asked
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] != "matplotlib":
+            raise
+        raise RecordingError("--plot needs matplotlib, which is not installed: pip install 'gridedge[plot]'") from err
+    plot.check_out_path(out_path)
+    return plot
 
-        plot_analysis(analysis, args.plot)
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    plot = _plotter(args.plot) if args.plot else None
+    analysis = _analyse(args, args.file, args.lamp)
+    if plot is not None:
+        plot.plot_analysis(analysis, args.plot)
     if args.json:
         print(json.dumps(analysis.report, indent=1, allow_nan=False))
     else:
@@ -102,6 +113,8 @@ def load_report_input(path: str) -> dict[str, Any] | None:
     p = Path(path)
     if p.suffix.lower() != ".json":
         return None
+    if p.is_dir():
+        raise RecordingError(f"{p}: is a folder, not the JSON of `gridedge pq analyze --json`")
     if not p.is_file():
         raise RecordingError(f"{p}: no such file")
     try:

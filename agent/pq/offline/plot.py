@@ -21,13 +21,19 @@ WAVEFORM_CYCLES = 3
 _EVENT_COLOURS = {"dip": "tab:orange", "swell": "tab:purple", "interruption": "tab:red"}
 
 
-def plot_analysis(analysis: Analysis, out_path: str | Path) -> Path:
-    """Write the three panels to ``out_path`` (PNG); returns the path."""
+def check_out_path(out_path: str | Path) -> Path:
+    """``--plot``'s file name: a .png in a folder that exists; else :class:`RecordingError` naming it."""
     out = Path(out_path)
     if out.suffix.lower() != ".png":
         raise RecordingError(f"--plot {out}: allowed a .png file name")
     if not out.parent.is_dir():
         raise RecordingError(f"--plot {out}: the folder {out.parent} does not exist")
+    return out
+
+
+def plot_analysis(analysis: Analysis, out_path: str | Path) -> Path:
+    """Write the three panels to ``out_path`` (PNG); returns the path."""
+    out = check_out_path(out_path)
     rec, report = analysis.recording, analysis.report
     names = list(rec.voltages)
     fig, (ax_w, ax_r, ax_h) = plt.subplots(3, 1, figsize=(10, 11), constrained_layout=True)

@@ -24,6 +24,7 @@ from protocols import comtrade
 
 VOLTAGE_NAMES = ("va", "vb", "vc")
 CURRENT_NAMES = ("ia", "ib", "ic")
+ALLOWED_FILES = "allowed .cfg (COMTRADE, with its .dat), .cff, .csv"
 # CSV time column: a step may differ from 1/rate by this fraction (printed timestamps are rounded).
 TIME_STEP_TOLERANCE = 0.05
 # Standard nominal phase-to-neutral voltages [V] the declared input voltage is estimated from (rounded
@@ -78,6 +79,8 @@ class Recording:
 def load_recording(path: str | Path, rate_hz: float | None = None) -> Recording:
     """Read a COMTRADE .cfg (+ .dat), a .cff, or a CSV file; ``rate_hz`` is the ``--rate`` option (CSV)."""
     p = Path(path)
+    if p.is_dir():
+        raise RecordingError(f"{p}: is a folder, not a recording: {ALLOWED_FILES}")
     if not p.is_file():
         raise RecordingError(f"{p}: no such file")
     suffix = p.suffix.lower()
@@ -85,7 +88,7 @@ def load_recording(path: str | Path, rate_hz: float | None = None) -> Recording:
         return _load_comtrade(p.with_suffix(".cfg") if suffix == ".dat" else p, rate_hz)
     if suffix in (".csv", ".txt"):
         return _load_csv(p, rate_hz)
-    raise RecordingError(f"{p}: unknown file type {p.suffix!r}: allowed .cfg (COMTRADE, with its .dat), .cff, .csv")
+    raise RecordingError(f"{p}: unknown file type {p.suffix!r}: {ALLOWED_FILES}")
 
 
 def _canonical(ch: comtrade.AnalogChannel) -> tuple[str | None, float]:

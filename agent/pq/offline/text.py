@@ -18,18 +18,31 @@ def format_analysis(report: dict[str, Any]) -> str:
         f"Nominal   {report['nominal_hz']:g} Hz ({report['nominal_hz_source']})   Udin {report['udin_v']:g} V "
         f"({report['udin_source']})   lamp {report['lamp_v']} V   harmonics to order {report['max_order']}",
         "",
-        f"{'channel':<8}{'rms V':>10}{'min V':>10}{'max V':>10}{'freq Hz':>10}{'THD %':>8}{'Pinst max':>10}  Pst",
+        f"{'channel':<8}{'rms V':>10}{'min V':>10}{'max V':>10}{'freq Hz':>10}{'THD %':>8}{'Pinst max':>10}   Pst",
     ]
+    any_flag = False
     for name, ch in report["channels"].items():
-        pst = ", ".join(f"{p:.3f}" for p in ch["pst"]) or "-"
+        pst_flags = ch.get("pst_flagged") or [False] * len(ch["pst"])
+        pst = ", ".join(_flagged(f"{p:.3f}", f) for p, f in zip(ch["pst"], pst_flags, strict=True)) or "-"
         if ch["pst_short"] and ch["pst"]:
             pst += f" (short file: {ch['pst_interval_s']:.0f} s)"
+        pinst_flag = bool(ch.get("pinst_max_flagged")) and ch["pinst_max"] is not None
+        any_flag |= pinst_flag or any(pst_flags)
         lines.append(
             f"{name:<8}{_fmt(ch['rms_v'], 10, 2)}{_fmt(ch['rms_min_v'], 10, 2)}{_fmt(ch['rms_max_v'], 10, 2)}"
-            f"{_fmt(ch['frequency_hz'], 10, 3)}{_fmt(ch['thd_pct'], 8, 2)}{_fmt(ch['pinst_max'], 10, 3)}  {pst}"
+            f"{_fmt(ch['frequency_hz'], 10, 3)}{_fmt(ch['thd_pct'], 8, 2)}{_fmt(ch['pinst_max'], 10, 3)}"
+            f"{'*' if pinst_flag else ' '}  {pst}"
         )
         if ch.get("plt"):
-            lines.append(f"{'':<8}Plt {', '.join(f'{p:.3f}' for p in ch['plt'])}")
+            plt_flags = ch.get("plt_flagged") or [False] * len(ch["plt"])
+            any_flag |= any(plt_flags)
+            plts = ", ".join(_flagged(f"{p:.3f}", f) for p, f in zip(ch["plt"], plt_flags, strict=True))
+            lines.append(f"{'':<8}Plt {plts}")
+    if any_flag:
+        lines.append(
+            "* flagged (IEC 61000-4-30 4.7): a dip, swell or interruption lies in the value's interval, so it does not "
+            "show flicker alone; pq report leaves flagged values out"
+        )
     lines.append("")
     lines.append("Harmonics (% of fundamental), orders above 0.1 % in any channel:")
     names = list(report["channels"])
@@ -74,6 +87,10 @@ def format_analysis(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _flagged(text: str, flagged: bool) -> str:
+    return text + "*" if flagged else text
+
+
 def _fmt(v: float | None, width: int, digits: int) -> str:
     return f"{'-':>{width}}" if v is None else f"{v:>{width}.{digits}f}"
 
@@ -103,7 +120,7 @@ def format_compliance(report: ComplianceReport) -> str:
         failed = [c for c in items if c.passed is False]
         label = f"individual harmonics {('(' + suffix) if suffix else ''}".strip()
         if not assessed:
-            lines.append(f"{label:<38}{ch or '':<8}{'-':>10}{'':>8}  n/a     {items[0].note}")
+            lines.append(f"{label:<38}{ch or '':<8}{'-':>10}{'':>8}  n/a: {_reason(items[0])}")
             continue
         worst = max(assessed, key=lambda c: (c.measured or 0.0) / c.limit)
         lines.append(
@@ -118,7 +135,14 @@ def format_compliance(report: ComplianceReport) -> str:
 
 
 def _line(c: CriterionResult) -> str:
-    result = "n/a" if c.passed is None else ("pass" if c.passed else "FAIL")
-    measured = "-" if c.measured is None else f"{c.measured:.3f}"
+    """One criterion: its result and statistic, or for one without a verdict why it has none."""
+    head = f"{c.criterion:<38}{c.channel or '':<8}"
+    if c.passed is None:
+        return f"{head}{'-':>10}{c.limit:>8.3g}  n/a: {_reason(c)}"
     extra = f" ({c.note})" if c.note else ""
-    return f"{c.criterion:<38}{c.channel or '':<8}{measured:>10}{c.limit:>8.3g}  {result:<6}  {c.statistic}{extra}"
+    result = "pass" if c.passed else "FAIL"
+    return f"{head}{c.measured:>10.3f}{c.limit:>8.3g}  {result:<6}  {c.statistic}{extra}"
+
+
+def _reason(c: CriterionResult) -> str:
+    return c.note or "no value to assess"
