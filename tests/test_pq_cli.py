@@ -75,7 +75,7 @@ def test_analyze_plot_writes_a_png(capsys, dip_csv, tmp_path):
     code, out, _ = run(capsys, "analyze", str(dip_csv), "--plot", str(png), "--json")
     assert code == 0 and json.loads(out)["events"]
     data = png.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # three panels with lines and bars
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # five panels with lines and bars
 
 
 def test_analyze_comtrade_60hz(capsys, tmp_path):

@@ -41,6 +41,7 @@ MIN_RATE_HZ = flicker.MIN_RATE_HZ  # the flickermeter's floor (800 Hz); harmonic
 FLICKER_SETTLE_S = 10.0  # Pinst max and a short file's Pst leave out the first 10 s (0.05 Hz high-pass settling)
 FREQUENCY_INTERVAL_S = 10.0
 BLOCK_S = 1.0  # samples are fed in blocks of about this length
+ENVELOPE_BINS = 4000  # time bins of the Urms(1/2) overview the plot draws (about 3 per pixel of its width)
 
 
 @dataclass(slots=True)
@@ -52,6 +53,31 @@ class Analysis:
     window_t_s: np.ndarray  # start of each 10/12-cycle window, from the file start [s]
     window_rms_v: np.ndarray  # [channels, windows]
     events: list[dict[str, Any]]
+    event_config: EventConfig  # the thresholds the events were detected with (IEC 61000-4-30 5.4)
+    urms: UrmsEnvelope  # Urms(1/2) of the whole file, per time bin
+
+
+class UrmsEnvelope:
+    """The lowest and highest Urms(1/2) (IEC 61000-4-30 5.4.1) of each channel in each time bin of a file.
+
+    Bins are :data:`ENVELOPE_BINS` to a file (at least half a nominal cycle wide), so a dip of one cycle shows in
+    the overview of a day-long file while memory stays fixed. ``min_v``/``max_v`` are ``[channels, bins]``,
+    NaN in a bin without a value; ``t_s`` the bin starts from the file start [s].
+    """
+
+    def __init__(self, channels: int, duration_s: float, nominal_hz: float, origin_s: float) -> None:
+        self.bin_s = max(0.5 / nominal_hz, duration_s / ENVELOPE_BINS)
+        bins = math.ceil(duration_s / self.bin_s) + 1
+        self.origin_s = origin_s
+        self.t_s = np.arange(bins) * self.bin_s
+        self.min_v = np.full((channels, bins), np.nan)
+        self.max_v = np.full((channels, bins), np.nan)
+
+    def add(self, times_s: np.ndarray, channels: np.ndarray, urms_v: np.ndarray) -> None:
+        """Urms(1/2) values stamped at ``times_s`` (absolute, the end of each one-cycle window) [s]."""
+        k = np.clip(((times_s - self.origin_s) / self.bin_s).astype(np.int64), 0, self.t_s.size - 1)
+        np.fmin.at(self.min_v, (channels, k), urms_v)
+        np.fmax.at(self.max_v, (channels, k), urms_v)
 
 
 def _num(x: Any, digits: int | None = None) -> float | None:
@@ -149,10 +175,12 @@ def analyse_recording(rec: Recording, *, nominal_hz: float | None = None, udin_v
     events: list[Event] = []
     freqs: list[list[tuple[float, float]]] = [[] for _ in names]
     cur_windows = []
+    envelope = UrmsEnvelope(nv, n / rate, nominal, start)
     edges = _boundaries(n, rate)
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         block = x[:, lo:hi]
         out = meter.push(block)
+        envelope.add(*meter.events.last_urms)
         windows.extend(out.windows)
         aggregates.extend(out.aggregates)
         events.extend(out.events)
@@ -302,7 +330,7 @@ def analyse_recording(rec: Recording, *, nominal_hz: float | None = None, udin_v
         ],
     }
     t = np.array([w.harmonics.start_s for w in windows]) - origin if windows else np.zeros(0)
-    return Analysis(rec, report, t, rms, event_rows)
+    return Analysis(rec, report, t, rms, event_rows, config, envelope)
 
 
 def _whole_file_frequency(samples_v: np.ndarray, rate_hz: float, nominal_hz: float, min_peak_v: float) -> float:
