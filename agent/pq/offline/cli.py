@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="declared input voltage Udin, phase to neutral (default: the median RMS rounded to a "
                         "standard nominal voltage)")  # fmt: skip
     a.add_argument("--json", action="store_true", help="print the JSON document instead of the text report")
-    a.add_argument("--plot", metavar="OUT.png", help="write waveform, RMS trend and harmonic spectrum to a PNG")
+    a.add_argument("--plot", metavar="OUT.png",
+                   help="write a PNG to investigate the worst event: Urms(1/2) overview, waveform and Urms(1/2) "
+                        "around the event, Pst, harmonics (needs matplotlib: pip install 'gridedge[plot]')")  # fmt: skip
     r = sub.add_parser("report", help="compliance with EN 50160 (LV/MV) or IEEE 519-2014 voltage distortion")
     r.add_argument("--input", required=True, metavar="FILE",
                    help="the JSON of `pq analyze --json`, or a recording (analysed first)")  # fmt: skip
