@@ -44,7 +44,7 @@ def _dispatch(argv: list[str] | None = None) -> int:
 
         return central_main(args[1:])
     if head == "pq":
-        from agent.pq.cli import main as pq_main
+        from agent.pq.offline.cli import main as pq_main
 
         return pq_main(args[1:])
     from agent.cli import main as agent_main

@@ -10,7 +10,11 @@ channels and nothing else (no synchronisation, no grouping, no events): the floo
 sits on. Both run in this process on one core; the figure is seconds of signal per CPU-second (process
 time), i.e. the real-time factor. Rows for the parts of the chain show where the time goes.
 
-Target (issue 5): the full chain plus flicker on 8 channels at 12.8 kHz >= 20 x real time.
+Target: the full chain plus flicker on 8 channels at 12.8 kHz >= 20 x real time on one core of this kind of
+machine. Source: the agent's need on its edge hardware: a site measures up to two three-phase buses with
+their neutrals (8 voltage channels) at 12.8 kHz (256 samples per 50-Hz cycle, a common rate of Class A power
+quality instruments), in real time, on one core of a Raspberry Pi-class computer, several times slower than
+this machine's core, while the same computer polls, stores and uplinks.
 """
 
 from __future__ import annotations

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from agent.pq import analyze as an
 from agent.pq import flicker
+from agent.pq.offline import analyze as an
+from agent.pq.offline import recording as rec
+from agent.pq.offline.text import format_analysis
 from protocols import comtrade as ct
 
 UDIN = 230.0
@@ -81,8 +84,8 @@ def test_csv_with_time_column_known_harmonics(tmp_path):
 def test_csv_without_time_column_needs_rate(tmp_path):
     _, x = phases(6400.0, 2.0, harmonics=HARMONICS)
     path = write_csv(tmp_path / "h.csv", None, x)
-    with pytest.raises(an.RecordingError, match="no time column t: give --rate HZ"):
-        an.load_recording(path)
+    with pytest.raises(rec.RecordingError, match="no time column t: give --rate HZ"):
+        rec.load_recording(path)
     check_harmonics(an.analyse_file(path, rate_hz=6400.0).report)
 
 
@@ -200,15 +203,39 @@ def test_low_rate_limits_the_harmonic_orders(tmp_path):
     r = an.analyse_file(write_csv(tmp_path / "low.csv", t, x)).report
     assert r["max_order"] == 15  # 32 samples per cycle: 2h + 1 <= 32
     assert r["channels"]["va"]["harmonics_pct"]["5"] == pytest.approx(5.0, abs=0.1)
-    assert an.max_order_for(12800.0, 50.0) == 50 and an.max_order_for(800.0, 60.0) == 6
 
 
 def test_options_override_and_the_text_report(tmp_path):
     t, x = phases(6400.0, 1.5)
     r = an.analyse_file(write_csv(tmp_path / "o.csv", t, x), udin_v=240.0, lamp_v=120, nominal_hz=50).report
     assert (r["udin_v"], r["udin_source"], r["lamp_v"]) == (240.0, "option", 120)
-    text = an.format_text(r)
+    text = format_analysis(r)
     assert "Udin 240 V (option)" in text and "Unbalance u2" in text and "Events (0)" in text
+
+
+def test_pst_of_the_interval_with_a_dip_is_flagged_and_the_others_are_not():
+    # IEC 61000-4-30 4.7: a value whose interval a dip overlaps is flagged. Two 600-s Pst intervals from the
+    # first sample; the dip at 700 s lies in the second.
+    rate = 800.0
+    t, x = phases(rate, 1210.0)
+    x[0, (t >= 700.0) & (t < 700.1)] *= 0.5
+    recording = rec.Recording(Path("two-intervals.csv"), "csv", rate, {"va": x[0]}, info={"format": "csv"})
+    r = an.analyse_recording(recording).report
+    ch = r["channels"]["va"]
+    assert [e["start_s"] for e in r["events"]] == [pytest.approx(700.0, abs=0.02)]
+    assert len(ch["pst"]) == 2 and ch["pst_flagged"] == [False, True]
+    assert ch["pinst_max_flagged"] is True and ch["plt"] is None and ch["plt_flagged"] is None
+    row = next(line for line in format_analysis(r).splitlines() if line.startswith("va "))
+    assert re.search(r"  \d+\.\d{3}, \d+\.\d{3}\*$", row), row
+    assert re.search(r"\d+\.\d{3}\*  ", row), row  # the Pinst maximum includes the dip
+
+
+def test_a_recording_without_events_flags_nothing(tmp_path):
+    t, x = phases(1600.0, 15.0)
+    r = an.analyse_file(write_csv(tmp_path / "clean.csv", t, x)).report
+    for ch in r["channels"].values():
+        assert ch["pst_flagged"] == [False] and ch["pinst_max_flagged"] is False
+    assert "*" not in format_analysis(r)
 
 
 # ---------------------------------------------------------------------------------------------------- bad files
@@ -218,8 +245,8 @@ def test_comtrade_without_dat(tmp_path):
     _, x = phases(6400.0, 0.5)
     cfg = write_comtrade(tmp_path / "r", 6400.0, x)
     cfg.with_suffix(".dat").unlink()
-    with pytest.raises(an.RecordingError, match=r"r\.cfg: its data file r\.dat is missing"):
-        an.load_recording(cfg)
+    with pytest.raises(rec.RecordingError, match=r"r\.cfg: its data file r\.dat is missing"):
+        rec.load_recording(cfg)
 
 
 def test_comtrade_without_voltage_channel(tmp_path):
@@ -227,19 +254,19 @@ def test_comtrade_without_voltage_channel(tmp_path):
     analog = tuple(ct.scaled_channel(n, x[i], unit="A", phase=n[1].upper()) for i, n in enumerate(("ia", "ib", "ic")))
     start = dt.datetime(2024, 1, 1)
     ct.write(tmp_path / "i", ct.Config("S", "D", analog, (ct.SampleRate(6400.0, x.shape[1]),), start, start), x)
-    with pytest.raises(an.RecordingError, match="no voltage channel.*the file has ia"):
-        an.load_recording(tmp_path / "i.cfg")
+    with pytest.raises(rec.RecordingError, match="no voltage channel.*the file has ia"):
+        rec.load_recording(tmp_path / "i.cfg")
 
 
 def test_comtrade_missing_sample_and_malformed_cfg(tmp_path):
     _, x = phases(6400.0, 0.5)
     x[1, 7] = np.nan
-    with pytest.raises(an.RecordingError, match="channel 'vb': sample 8 is missing"):
-        an.load_recording(write_comtrade(tmp_path / "m", 6400.0, x))
+    with pytest.raises(rec.RecordingError, match="channel 'vb': sample 8 is missing"):
+        rec.load_recording(write_comtrade(tmp_path / "m", 6400.0, x))
     (tmp_path / "bad.cfg").write_text("S,D,2013\nthree,1A,0D\n")
     (tmp_path / "bad.dat").write_text("")
-    with pytest.raises(an.RecordingError, match=r"bad\.cfg: \.cfg line 2, field TT"):
-        an.load_recording(tmp_path / "bad.cfg")
+    with pytest.raises(rec.RecordingError, match=r"bad\.cfg: \.cfg line 2, field TT"):
+        rec.load_recording(tmp_path / "bad.cfg")
 
 
 @pytest.mark.parametrize(
@@ -260,41 +287,43 @@ def test_comtrade_missing_sample_and_malformed_cfg(tmp_path):
 def test_malformed_csv(tmp_path, text, match):
     path = tmp_path / "bad.csv"
     path.write_text(text)
-    with pytest.raises(an.RecordingError, match=match):
-        an.load_recording(path, rate_hz=None if text.startswith("t") else 1000.0)
+    with pytest.raises(rec.RecordingError, match=match):
+        rec.load_recording(path, rate_hz=None if text.startswith("t") else 1000.0)
 
 
 def test_rate_option_must_agree_with_the_file(tmp_path):
     t, x = phases(6400.0, 0.2)
     path = write_csv(tmp_path / "r.csv", t, x)
-    with pytest.raises(an.RecordingError, match=r"--rate 6000: disagrees with .* 6400 Hz"):
-        an.load_recording(path, rate_hz=6000.0)
-    assert an.load_recording(path, rate_hz=6400.0).rate_hz == 6400.0
+    with pytest.raises(rec.RecordingError, match=r"--rate 6000: disagrees with .* 6400 Hz"):
+        rec.load_recording(path, rate_hz=6000.0)
+    assert rec.load_recording(path, rate_hz=6400.0).rate_hz == 6400.0
 
 
 def test_unknown_suffix_and_missing_file(tmp_path):
-    with pytest.raises(an.RecordingError, match="no such file"):
-        an.load_recording(tmp_path / "none.csv")
+    with pytest.raises(rec.RecordingError, match="no such file"):
+        rec.load_recording(tmp_path / "none.csv")
     (tmp_path / "x.wav").write_bytes(b"RIFF")
-    with pytest.raises(an.RecordingError, match=r"unknown file type '\.wav'"):
-        an.load_recording(tmp_path / "x.wav")
+    with pytest.raises(rec.RecordingError, match=r"unknown file type '\.wav'"):
+        rec.load_recording(tmp_path / "x.wav")
 
 
 def test_options_that_cannot_be_used(tmp_path):
     t, x = phases(6400.0, 1.0)
     path = write_csv(tmp_path / "o.csv", t, x)
-    with pytest.raises(an.RecordingError, match="--nominal 55: allowed 50 or 60"):
+    with pytest.raises(rec.RecordingError, match="--nominal 55: allowed 50 or 60"):
         an.analyse_file(path, nominal_hz=55)
-    with pytest.raises(an.RecordingError, match="--lamp 100: allowed 230 or 120"):
+    with pytest.raises(rec.RecordingError, match="--lamp 100: allowed 230 or 120"):
         an.analyse_file(path, lamp_v=100)
-    with pytest.raises(an.RecordingError, match="--vnom -5: allowed a voltage > 0"):
+    with pytest.raises(rec.RecordingError, match="--vnom -5: allowed a voltage > 0"):
         an.analyse_file(path, udin_v=-5.0)
     t2, x2 = phases(400.0, 1.0)
-    with pytest.raises(an.RecordingError, match=r"--rate 400: allowed >= 800 Hz"):
+    with pytest.raises(rec.RecordingError, match=r"--rate 400: allowed >= 800 Hz"):
         an.analyse_file(write_csv(tmp_path / "slow.csv", t2, x2))
     t3, x3 = phases(6400.0, 1.0, peak=180 * math.sqrt(2))  # 180 V: 18 % from 220 V, 35 % from 127 V
-    with pytest.raises(an.RecordingError, match="--vnom: the median RMS 180 V .* give --vnom VOLTS"):
+    with pytest.raises(rec.RecordingError, match="--vnom: the median RMS 180 V .* give --vnom VOLTS"):
         an.analyse_file(write_csv(tmp_path / "v.csv", t3, x3))
     t4, x4 = phases(6400.0, 1.0, f=30.0)
-    with pytest.raises(an.RecordingError, match="--nominal: the fundamental is at 40.0 Hz|--nominal: .*give --nominal"):
+    with pytest.raises(
+        rec.RecordingError, match="--nominal: the fundamental is at 40.0 Hz|--nominal: .*give --nominal"
+    ):
         an.analyse_file(write_csv(tmp_path / "f.csv", t4, x4))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +15,7 @@ from test_pq_analyze import phases, write_comtrade, write_csv
 from test_pq_compliance import doc
 
 import gridedge
-from agent.pq.cli import main
+from agent.pq.offline.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,6 +25,20 @@ def dip_csv(tmp_path_factory) -> Path:
     t, x = phases(6400.0, 2.0, harmonics={5: 0.05})
     x[1, (t >= 1.0) & (t < 1.06)] *= 0.5
     return write_csv(tmp_path_factory.mktemp("cli") / "dip.csv", t, x)
+
+
+@pytest.fixture(scope="module")
+def flagged_csv(tmp_path_factory) -> Path:
+    """15 s at 1600 Hz, vb dipped to 50 % from 12.0 s for 0.1 s: inside the short file's Pst interval."""
+    t, x = phases(1600.0, 15.0)
+    x[1, (t >= 12.0) & (t < 12.1)] *= 0.5
+    return write_csv(tmp_path_factory.mktemp("cli") / "flagged.csv", t, x)
+
+
+def gridedge_cmd(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The installed ``gridedge`` command, as a user runs it."""
+    exe = Path(sys.executable).parent / "gridedge"
+    return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=120, cwd=cwd, env=env)
 
 
 def run(capsys, *args: str) -> tuple[int, str, str]:
@@ -59,7 +75,7 @@ def test_analyze_plot_writes_a_png(capsys, dip_csv, tmp_path):
     code, out, _ = run(capsys, "analyze", str(dip_csv), "--plot", str(png), "--json")
     assert code == 0 and json.loads(out)["events"]
     data = png.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # three panels with lines and bars
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000  # five panels with lines and bars
 
 
 def test_analyze_comtrade_60hz(capsys, tmp_path):
@@ -139,3 +155,75 @@ def test_gridedge_dispatches_pq_and_lists_it_in_help(capsys, dip_csv):
     out = capsys.readouterr().out
     assert "pq " in out and "pq analyze FILE" in out and "sim" in out
     assert main([]) == 0 and "analyze" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["pq", "analyze", "."], ".: is a folder, not a recording"),
+        (["pq", "report", "--input", "."], ".: is a folder, not a recording"),
+        (["pq", "report", "--input", "saved.json"], "saved.json: is a folder, not the JSON of `gridedge pq analyze"),
+    ],
+)
+def test_a_folder_is_named_a_folder_not_a_missing_file(tmp_path, args, message):
+    (tmp_path / "saved.json").mkdir()
+    proc = gridedge_cmd(*args, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert message in proc.stderr and "no such file" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+HIDE_MATPLOTLIB = """
+import sys
+
+
+class HideMatplotlib:
+    \"\"\"An installation without matplotlib: importing it fails as it does when the package is absent.\"\"\"
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "matplotlib" or name.startswith("matplotlib."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, HideMatplotlib())
+"""
+
+
+def test_plot_without_matplotlib_says_how_to_install_it(tmp_path, dip_csv):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(HIDE_MATPLOTLIB)
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    hidden = subprocess.run([sys.executable, "-c", "import matplotlib"], capture_output=True, text=True, env=env)
+    assert hidden.returncode == 1 and "No module named 'matplotlib'" in hidden.stderr  # the hiding works
+    png = tmp_path / "out.png"
+    proc = gridedge_cmd("pq", "analyze", str(dip_csv), "--plot", str(png), env=env)
+    assert proc.returncode == 2 and proc.stdout == "" and not png.exists()
+    assert "--plot needs matplotlib" in proc.stderr and "pip install 'gridedge[plot]'" in proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_analyze_marks_a_flagged_pst_in_the_text_and_carries_the_flag_in_json(flagged_csv):
+    proc = gridedge_cmd("pq", "analyze", str(flagged_csv))
+    assert proc.returncode == 0, proc.stderr
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines() if line[:2] in ("va", "vb", "vc")}
+    # IEC 61000-4-30 4.7 flags by time: the dip on vb flags the interval's Pst of every channel
+    for name in ("va", "vb", "vc"):
+        assert re.search(r"  \d+\.\d{3}\* \(short file: 5 s\)$", rows[name]), rows[name]
+    assert "* flagged" in proc.stdout and "IEC 61000-4-30 4.7" in proc.stdout
+    proc = gridedge_cmd("pq", "analyze", str(flagged_csv), "--json")
+    report = json.loads(proc.stdout)
+    assert report["events"][0]["type"] == "dip"
+    for ch in report["channels"].values():
+        assert len(ch["pst"]) == 1 and ch["pst_flagged"] == [True]
+
+
+def test_report_says_why_a_criterion_has_no_verdict(flagged_csv):
+    proc = gridedge_cmd("pq", "report", "--input", str(flagged_csv))
+    assert proc.returncode == 0, proc.stderr
+    na = [line for line in proc.stdout.splitlines() if " n/a" in line]
+    assert na and all(re.search(r" n/a: \S", line) for line in na), na
+    voltage = next(line for line in na if line.startswith("supply voltage variation "))
+    assert "n/a: no 10-min value: the record is 15.0 s long" in voltage
+    plt = next(line for line in na if line.startswith("flicker severity Plt"))
+    assert "n/a: no Plt value: the record is 15.0 s long" in plt

@@ -11,6 +11,7 @@ import math
 import pytest
 
 from agent.pq import compliance as cp
+from agent.pq.offline.text import format_compliance
 
 ORDERS = 50  # harmonics_pct lists orders 2..50
 
@@ -219,13 +220,59 @@ def test_unbalance_and_plt_limits():
     r = find(cp.evaluate_en50160(doc(plt=[1.01] * 2 + [0.5] * 18)), "flicker severity Plt")
     assert r.passed is False
     none = find(cp.evaluate_en50160(doc(plt=None)), "flicker severity Plt")
-    assert none.passed is None and "2 h" in none.note
+    assert none.passed is None and none.note == "no Plt value in the record"
 
 
 def test_flagged_and_incomplete_values_are_left_out():
     d = doc(20, harm=lambda i: {5: 30.0 if i in (3, 4) else 1.0}, flagged=(3,), incomplete=(4,))
     r = find(cp.evaluate_en50160(d), "harmonic 5")
     assert (r.passed, r.values, r.excluded) == (True, 18, 1)
+
+
+def test_a_criterion_without_a_value_says_why():
+    short = doc(0, freqs=[])
+    short["file"]["duration_s"] = 120.0
+    results = cp.evaluate_en50160(short)
+    r = find(results, "supply voltage variation")
+    assert r.passed is None and r.note == "no 10-min value: the record is 2.0 min long, a 10-min value needs 10 min"
+    r = find(results, "power frequency", None)
+    assert r.passed is None and r.note == "no 10-s value in the record; interconnected system"
+    r = find(results, "flicker severity Plt")
+    assert r.note == "no Plt value: the record is 2.0 min long, a Plt value needs 2 h"
+    r = find(cp.evaluate_ieee519(short), "THD (3 s)")
+    assert r.passed is None and r.note == "no 3-s value in the record"
+
+
+def test_a_criterion_whose_values_are_all_flagged_says_so():
+    flagged = doc(3, flagged=(0, 1, 2))
+    why = "all 3 10-min values flagged (a dip, swell or interruption in them, IEC 61000-4-30 4.7)"
+    for criterion, channel in (("supply voltage variation", "va"), ("harmonic 5", "vb"), ("THD", "vc"),
+                               ("supply voltage unbalance u2", None)):  # fmt: skip
+        r = find(cp.evaluate_en50160(flagged), criterion, channel)
+        assert (r.passed, r.values, r.excluded, r.note) == (None, 0, 3, why), criterion
+    r = find(cp.evaluate_ieee519(flagged), "THD (10 min)")
+    assert (r.passed, r.note) == (None, why)
+
+
+def test_flagged_plt_values_are_left_out():
+    d = doc(plt=[1.5, 1.5, 0.5])
+    for ch in d["channels"].values():
+        ch["plt_flagged"] = [True, True, False]
+    r = find(cp.evaluate_en50160(d), "flicker severity Plt")
+    assert (r.passed, r.measured, r.values, r.excluded) == (True, 0.5, 1, 2)
+    for ch in d["channels"].values():
+        ch["plt_flagged"] = [True, True, True]
+    r = find(cp.evaluate_en50160(d), "flicker severity Plt")
+    assert (r.passed, r.excluded) == (None, 3) and r.note.startswith("all 3 Plt values flagged")
+
+
+def test_the_text_report_gives_the_reason_after_n_a():
+    flagged = doc(3, flagged=(0, 1, 2), plt=None)
+    text = format_compliance(cp.evaluate(flagged, "en50160-lv"))
+    lines = [line for line in text.splitlines() if " n/a" in line]
+    assert lines and all(" n/a: " in line for line in lines), lines
+    harm = next(line for line in lines if line.startswith("individual harmonics") and " va " in line)
+    assert harm.endswith("n/a: all 3 10-min values flagged (a dip, swell or interruption in them, IEC 61000-4-30 4.7)")
 
 
 def test_each_week_is_assessed_and_the_worst_reported():
@@ -316,6 +363,6 @@ def test_bad_inputs_raise_named_errors():
 
 
 def test_text_summary_names_failures():
-    text = cp.format_text(cp.evaluate(doc(harm=lambda i: {11: 4.0}), "en50160-lv"))
+    text = format_compliance(cp.evaluate(doc(harm=lambda i: {11: 4.0}), "en50160-lv"))
     assert "harmonic 11" in text and "FAIL" in text and text.rstrip().endswith("Verdict: FAIL")
     assert "assessed on what the record holds" in text

@@ -23,7 +23,9 @@ from agent.pq import compliance as cp
 from agent.pq.classa import Aggregate
 from agent.pq.config import WaveformStreamConfig, default_compliance
 from agent.pq.events import EventConfig
-from agent.pq.service import COMPLIANCE_KIND, ComplianceTracker, PqOutput, PqProcessor, PqStream, max_order_for
+from agent.pq.harmonics import max_order_for
+from agent.pq.processor import COMPLIANCE_KIND, ComplianceTracker, PqOutput, PqProcessor
+from agent.pq.service import PqStream
 from sim_hw.waveforms import WaveformDesc
 from sim_hw.waveforms.stream import WaveformStreamServer
 

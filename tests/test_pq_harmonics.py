@@ -21,7 +21,9 @@ from agent.pq.harmonics import (
     harmonic_groups_v,
     harmonic_subgroups_v,
     harmonic_window,
+    harmonics_pct,
     interharmonic_subgroups_v,
+    max_order_for,
     rms_between_v,
     samples_per_window,
     synchronised_window_v,
@@ -147,6 +149,44 @@ def test_thds_of_a_hand_made_subgroup_row() -> None:
     assert np.isnan(out[1])  # no fundamental
 
 
+@pytest.mark.parametrize(
+    ("rate_hz", "nominal_hz", "order"),
+    [
+        (12800.0, 50.0, 50),  # group 127 would fit below 6400 Hz; capped at the 50th (IEC 61000-4-30 5.8)
+        (7680.0, 60.0, 50),
+        (1920.0, 60.0, 15),  # group 15 reaches 15.5 x 60 = 930 Hz < 960 Hz; group 16 would reach 990 Hz
+        (1600.0, 60.0, 12),  # group 12 reaches 750 Hz < 800 Hz; group 13 would reach 810 Hz
+        (1650.0, 50.0, 15),  # group 16 would reach 825 Hz, the Nyquist frequency itself: not below it
+        (800.0, 60.0, 6),  # 390 Hz < 400 Hz; group 7 would reach 450 Hz
+        (151.0, 50.0, 1),  # the fundamental's group alone: 75 Hz < 75.5 Hz
+    ],
+)
+def test_max_order_is_the_highest_group_below_the_nyquist_frequency(rate_hz: float, nominal_hz: float,
+                                                                    order: int) -> None:  # fmt: skip
+    # IEC 61000-4-7 5.5.1, eq. 8: the group of order h spans the bins up to (h + 1/2) x the fundamental
+    assert max_order_for(rate_hz, nominal_hz) == order
+    assert (order + 0.5) * nominal_hz < rate_hz / 2
+    assert order == 50 or (order + 1.5) * nominal_hz >= rate_hz / 2
+
+
+def test_max_order_is_what_a_window_at_nominal_frequency_accepts() -> None:
+    x = wave(60.0, 0.25, {})[: round(0.25 * 1600)]
+    order = max_order_for(1600.0, 60.0)
+    assert harmonic_window(x, 1600.0, 60.0, 60.0, max_order=order).harmonic_group_v.shape == (1, order + 1)
+    with pytest.raises(PqInputError, match="rate_hz=1600.0"):
+        harmonic_window(x, 1600.0, 60.0, 60.0, max_order=order + 1)
+
+
+def test_harmonics_pct_of_a_hand_made_subgroup_row() -> None:
+    # orders 0..4: DC 1 V, fundamental 230 V, 11.5 V (5 %), 6.9 V (3 %), 0 V; a row without a fundamental
+    sub = np.array([[1.0, 230.0, 11.5, 6.9, 0.0], [0.0, 0.0, 1.0, 1.0, 1.0]])
+    pct = harmonics_pct(sub)
+    assert pct.shape == (2, 3)
+    assert pct[0] == pytest.approx([5.0, 3.0, 0.0], abs=1e-12)
+    assert np.isnan(pct[1]).all()
+    assert harmonics_pct([[0.0, 100.0, 2.0]]).tolist() == [[2.0]]  # a list is taken as an array
+
+
 def test_dft_bins_are_rms_values() -> None:
     m = 2560
     x = 2.0 + 10 * math.sqrt(2) * np.cos(2 * np.pi * 10 * np.arange(m) / m)
@@ -241,6 +281,8 @@ def test_synchronised_window_and_rms_between_fractional_positions() -> None:
         (lambda: samples_per_window(4000.0, 50.0), "rate_hz=4000.0: allowed >= 5050"),
         (lambda: samples_per_window(-1.0, 50.0), "rate_hz=-1.0"),
         (lambda: samples_per_window(12800.0, 50.0, max_order=0), "max_order=0"),
+        (lambda: max_order_for(150.0, 50.0), "rate_hz=150.0: allowed > 150 Hz at 50 Hz"),
+        (lambda: max_order_for(12800.0, 55.0), "nominal_hz=55"),
         (lambda: harmonic_window(np.zeros(3000), RATE, 50.0, 80.0), "freq_hz=80.0: allowed 25..75"),
         (lambda: harmonic_window(np.zeros(100), RATE, 50.0, 50.0), "window [0.000, 2560.000]"),
         (lambda: harmonic_window(np.zeros(100), RATE, 50.0, 50.0, synchronise=False), "allowed >= 2560"),

@@ -21,7 +21,8 @@ from agent.points import Quality, Reading
 from agent.pq.config import WaveformStreamConfig
 from agent.pq.events import EventConfig
 from agent.pq.flicker import plt
-from agent.pq.service import PST_EVENT_LIMIT, PqOutput, PqProcessor, PqStream, max_order_for
+from agent.pq.processor import PST_EVENT_LIMIT, PqOutput, PqProcessor
+from agent.pq.service import PqStream
 from protocols import wavestream as ws
 from sim_hw.waveforms import WaveformDesc
 from sim_hw.waveforms.stream import WaveformStreamServer
@@ -303,13 +304,6 @@ async def test_report_interval_keeps_one_short_value_per_clock_interval() -> Non
     buckets = [math.floor(t / 12.0) for t in stamps]
     assert len(stamps) >= 3 and len(set(buckets)) == len(buckets), stamps  # 13 values of 3 s, one per 12 s
     assert len(out.points("pq1.frequency")) == len({math.floor(r.ts / 12.0) for r in out.points("pq1.frequency")})
-
-
-def test_max_order_follows_the_rate() -> None:
-    # IEC 61000-4-7 groups of order h need 2 h + 1 points per cycle (docs/pq.md); at most the 50th.
-    assert max_order_for(12800.0, 50) == 50
-    assert max_order_for(1920.0, 60) == 15
-    assert max_order_for(1600.0, 60) == 13  # round(26.67) = 27 points per cycle
 
 
 # ---- configuration ----------------------------------------------------------------------------------------

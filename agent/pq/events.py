@@ -226,7 +226,8 @@ class EventDetector:
     """Streaming dips, swells and interruptions (IEC 61000-4-30 5.4.2-5.4.4) over blocks ``[channels, n]``.
 
     :meth:`push` returns the events that ended in the block; :attr:`open_since_s` tells when the earliest
-    event still in progress started (for flagging, IEC 61000-4-30 4.7).
+    event still in progress started (for flagging, IEC 61000-4-30 4.7); :attr:`last_urms` holds the
+    Urms(1/2) values the last :meth:`push` computed, ``(times_s, channels, urms_v)``, for a caller that shows them.
     """
 
     def __init__(self, config: EventConfig, rate_hz: float, nominal_hz: float, channels: int, *,
@@ -256,6 +257,7 @@ class EventDetector:
         self._swell = _Tracker("swell", names)
         self._int = _Tracker("interruption", names)
         self.processed_s = start_utc_s  # time of the last Urms(1/2) value seen
+        self.last_urms: tuple[np.ndarray, np.ndarray, np.ndarray] = (np.zeros(0), np.zeros(0, dtype=int), np.zeros(0))
 
     @property
     def open_since_s(self) -> float | None:
@@ -264,6 +266,7 @@ class EventDetector:
 
     def push(self, samples_v: np.ndarray) -> list[Event]:
         times, chans, values = self.rms.push(samples_v)
+        self.last_urms = (times, chans, values)
         return self.feed(times, chans, values)
 
     def feed(self, times_s: np.ndarray, channels: np.ndarray, urms_v: np.ndarray) -> list[Event]:

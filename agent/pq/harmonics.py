@@ -32,7 +32,7 @@ import numpy as np
 
 # IEC 61000-4-7 4.4.1 and IEC 61000-4-30 5.2: the window is 10 cycles at 50 Hz, 12 cycles at 60 Hz.
 WINDOW_CYCLES = {50.0: 10, 60.0: 12}
-MAX_ORDER = 50  # highest harmonic order measured (the brief; IEC 61000-4-30 Class A 5.8 asks up to the 50th)
+MAX_ORDER = 50  # highest harmonic order measured: IEC 61000-4-30 5.8 (Class A) asks up to the 50th
 _SPLINE_MARGIN = 4  # raw samples either side of the window given to the spline
 
 # Fundamental filter for the zero crossings (ours, not the standard's): Butterworth band-pass, 3rd order
@@ -84,6 +84,47 @@ def samples_per_window(rate_hz: float, nominal_hz: float, max_order: int = MAX_O
             f" at {nominal_hz:g} Hz (the groups reach order {max_order} + 1/2)"
         )
     return cycles * per_cycle
+
+
+def max_order_for(rate_hz: float, nominal_hz: float) -> int:
+    """Highest harmonic order a sample rate can measure: the largest h with ``(2 h + 1) * nominal_hz < rate_hz``,
+    at most :data:`MAX_ORDER`.
+
+    The harmonic group of order h (IEC 61000-4-7 5.5.1, eq. 8) takes the DFT bins up to ``(h + 1/2) * f``, so
+    that frequency must lie below the Nyquist frequency ``rate_hz / 2`` of the samples; the same bound
+    :func:`harmonic_window` checks at the measured frequency. Counting the points per cycle after rounding
+    (``round(rate / nominal)``) would claim one order too many where the rounding goes up: 1600 Hz at 60 Hz
+    holds 26.67 samples per cycle, and order 13's group would reach 810 Hz, above the 800 Hz Nyquist frequency.
+
+    Parameters
+    ----------
+    rate_hz : float
+        Sampling rate [Hz].
+    nominal_hz : float
+        Nominal frequency, 50 or 60 [Hz].
+
+    Raises
+    ------
+    PqInputError
+        When not even the fundamental's group fits (``rate_hz <= 3 * nominal_hz``).
+    """
+    window_cycles(nominal_hz)
+    if not (math.isfinite(rate_hz) and rate_hz > 3 * nominal_hz):
+        raise PqInputError(
+            f"rate_hz={rate_hz!r}: allowed > {3 * nominal_hz:g} Hz at {nominal_hz:g} Hz (the harmonic group of "
+            f"order 1 reaches 1.5 x nominal, which must lie below half the rate)"
+        )
+    return min(MAX_ORDER, math.ceil(rate_hz / nominal_hz / 2 - 0.5) - 1)
+
+
+def harmonics_pct(subgroup_v: np.ndarray) -> np.ndarray:
+    """Harmonic subgroups of orders 2..H in % of the fundamental subgroup G_sg,1 (IEC 61000-4-7 5.6) [%].
+
+    ``subgroup_v`` is ``[channels, H + 1]`` (orders 0..H, as :func:`harmonic_subgroups_v` gives them); the
+    result is ``[channels, H - 1]``, NaN where the fundamental subgroup is zero.
+    """
+    g = np.asarray(subgroup_v, dtype=np.float64)
+    return _pct_of_fundamental(g[:, 2:], g[:, 1])
 
 
 def synchronised_window_v(samples_v: np.ndarray, start_pos: float, length_samples: float, points: int) -> np.ndarray:

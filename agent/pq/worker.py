@@ -3,7 +3,7 @@
 Why a process and not a thread of the agent: the PQ chain needs numpy and scipy, whose import alone costs
 about 65 MB of resident memory and whose filters run for seconds of CPU per minute of a 12.8 kHz stream.
 In its own process that memory is paid only by sites that measure waveforms, the agent that polls, stores and
-uplinks stays small (benchmarks/memory.py; issue 2 asks < 60 MB), the DSP runs on another core instead of
+uplinks stays small (its target is < 60 MB on a Pi: benchmarks/memory.py), the DSP runs on another core instead of
 sharing the agent's GIL, and a fault in it cannot stop acquisition: the agent restarts the child with the
 supervisor's backoff.
 

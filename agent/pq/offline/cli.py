@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.pq import compliance
-from agent.pq.analyze import RecordingError, analyse_file, format_text
 from agent.pq.harmonics import PqInputError
+from agent.pq.offline.analyze import analyse_file
+from agent.pq.offline.recording import RecordingError
+from agent.pq.offline.text import format_analysis, format_compliance
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="declared input voltage Udin, phase to neutral (default: the median RMS rounded to a "
                         "standard nominal voltage)")  # fmt: skip
     a.add_argument("--json", action="store_true", help="print the JSON document instead of the text report")
-    a.add_argument("--plot", metavar="OUT.png", help="write waveform, RMS trend and harmonic spectrum to a PNG")
+    a.add_argument("--plot", metavar="OUT.png",
+                   help="write a PNG to investigate the worst event: Urms(1/2) overview, waveform and Urms(1/2) "
+                        "around the event, Pst, harmonics (needs matplotlib: pip install 'gridedge[plot]')")  # fmt: skip
     r = sub.add_parser("report", help="compliance with EN 50160 (LV/MV) or IEEE 519-2014 voltage distortion")
     r.add_argument("--input", required=True, metavar="FILE",
                    help="the JSON of `pq analyze --json`, or a recording (analysed first)")  # fmt: skip
@@ -80,16 +84,27 @@ def _analyse(args: argparse.Namespace, path: str, lamp: int | None = None) -> An
     return analyse_file(path, rate_hz=args.rate, nominal_hz=args.nominal, udin_v=args.vnom, lamp_v=lamp)
 
 
-def cmd_analyze(args: argparse.Namespace) -> int:
-    analysis = _analyse(args, args.file, args.lamp)
-    if args.plot:
-        from agent.pq.plot import plot_analysis  # matplotlib only when asked
+def _plotter(out_path: str) -> Any:
+    """The plot module, once ``--plot OUT.png`` is known to be usable: before the analysis, which takes a while."""
+    try:
+        from agent.pq.offline import plot  # matplotlib only when asked
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] != "matplotlib":
+            raise
+        raise RecordingError("--plot needs matplotlib, which is not installed: pip install 'gridedge[plot]'") from err
+    plot.check_out_path(out_path)
+    return plot
 
-        plot_analysis(analysis, args.plot)
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    plot = _plotter(args.plot) if args.plot else None
+    analysis = _analyse(args, args.file, args.lamp)
+    if plot is not None:
+        plot.plot_analysis(analysis, args.plot)
     if args.json:
         print(json.dumps(analysis.report, indent=1, allow_nan=False))
     else:
-        print(format_text(analysis.report))
+        print(format_analysis(analysis.report))
         if args.plot:
             print(f"Plot: {args.plot}")
     return 0
@@ -100,6 +115,8 @@ def load_report_input(path: str) -> dict[str, Any] | None:
     p = Path(path)
     if p.suffix.lower() != ".json":
         return None
+    if p.is_dir():
+        raise RecordingError(f"{p}: is a folder, not the JSON of `gridedge pq analyze --json`")
     if not p.is_file():
         raise RecordingError(f"{p}: no such file")
     try:
@@ -121,7 +138,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=1, allow_nan=False))
     else:
-        print(compliance.format_text(report))
+        print(format_compliance(report))
     return 1 if report.verdict == "fail" else 0
 
 
