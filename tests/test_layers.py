@@ -1,0 +1,115 @@
+"""The layers of docs/architecture.md hold: who may import whom, and no import cycle inside a layer.
+
+protocols/ knows nothing of the rest; agent/, sim_hw/ and central/ each import protocols/ and themselves only, so
+they meet on the wire alone; gridedge.py and gridedge_demo.py sit above all of them. Read from the source (ast),
+so a forbidden import is caught even in a branch no test runs.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FIRST_PARTY = {"agent", "protocols", "sim_hw", "central", "gridedge", "gridedge_demo"}
+ALLOWED = {
+    "protocols": {"protocols"},
+    "agent": {"agent", "protocols"},
+    "sim_hw": {"sim_hw", "protocols"},
+    "central": {"central", "protocols"},
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _imports(path: Path) -> set[str]:
+    """First-party modules ``path`` imports anywhere in it (absolute names; relative imports resolved)."""
+    tree = ast.parse(path.read_text(), str(path))
+    name = _module_name(path)
+    out: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            out |= _imports_of_node(node, name, path)
+    return {m for m in out if m.split(".")[0] in FIRST_PARTY}
+
+
+def _sources(layer: str) -> list[Path]:
+    return sorted((ROOT / layer).rglob("*.py"))
+
+
+@pytest.mark.parametrize("layer", sorted(ALLOWED))
+def test_each_layer_imports_only_what_it_may(layer: str) -> None:
+    offenders = {}
+    for path in _sources(layer):
+        bad = sorted(m for m in _imports(path) if m.split(".")[0] not in ALLOWED[layer])
+        if bad:
+            offenders[str(path.relative_to(ROOT))] = bad
+    assert offenders == {}, f"{layer}/ may import only {sorted(ALLOWED[layer])}"
+
+
+def test_no_import_cycle_between_modules_at_import_time() -> None:
+    """Module-level imports form no cycle (an import inside a function, made to defer a heavy one, is left out)."""
+    modules = {_module_name(p): p for layer in ALLOWED for p in _sources(layer)}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(), str(path))
+        deps: set[str] = set()
+        for node in tree.body:  # top level only
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                continue
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                deps |= _imports_of_node(node, name, path)
+        graph[name] = {d for d in deps if d in modules and d != name}
+    seen: dict[str, int] = {}  # 1 on the stack, 2 done
+    cycle: list[str] = []
+
+    def visit(n: str, stack: list[str]) -> bool:
+        seen[n] = 1
+        for d in sorted(graph[n]):
+            if seen.get(d) == 1 and not _is_parent_package(d, n):
+                cycle.extend([*stack[stack.index(d) :], d])  # the stack ends with n
+                return True
+            if d not in seen and visit(d, [*stack, d]):
+                return True
+        seen[n] = 2
+        return False
+
+    for n in sorted(graph):
+        if n not in seen and visit(n, [n]):
+            break
+    assert not cycle, " -> ".join(cycle)
+
+
+def _is_parent_package(a: str, b: str) -> bool:
+    # a package's __init__ importing its own submodules (re-exports) while they import the package's siblings
+    return b.startswith(a + ".") or a.startswith(b + ".")
+
+
+def _imports_of_node(node: ast.Import | ast.ImportFrom, name: str, path: Path) -> set[str]:
+    """The modules one import statement names (``from pkg import x`` counts pkg and pkg.x: x may be a module)."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    if isinstance(node, ast.Import):
+        return {a.name for a in node.names}
+    if node.level:
+        base = package.split(".")[: len(package.split(".")) - node.level + 1]
+        mod = ".".join([*base, node.module] if node.module else base)
+    else:
+        mod = node.module or ""
+    return {mod, *(f"{mod}.{a.name}" for a in node.names)}
+
+
+def test_the_dispatcher_imports_no_package_before_it_knows_the_command() -> None:
+    """``gridedge`` starts fast and a plain install runs the agent: sim_hw, central and the demo load on demand."""
+    tree = ast.parse((ROOT / "gridedge.py").read_text())
+    top = set()
+    for node in tree.body:
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            top |= _imports_of_node(node, "gridedge", ROOT / "gridedge.py")
+    assert {m for m in top if m.split(".")[0] in FIRST_PARTY} == set()
