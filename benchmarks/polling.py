@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import math
 import os
 import statistics
@@ -44,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.config import DeviceConfig  # noqa: E402
 from agent.points import Reading  # noqa: E402
+from protocols.eventlog import setup_logging  # noqa: E402
 from protocols.modbus.registermap import parse_register_map  # noqa: E402
 
 # A typical meter block: 3 voltages, 3 currents as float32, frequency, energy counter.
@@ -313,7 +313,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--latency-ms", type=float, default=20.0)
     args = ap.parse_args()
-    logging.basicConfig(level=logging.ERROR)
+    setup_logging("ERROR")  # the pollers' faults in the one format; their warnings would swamp the figures
     latency = args.latency_ms / 1000
 
     results = {}
