@@ -300,7 +300,7 @@ class DevicePoller:
         the interval on the loop clock. Every poller with the same interval then wakes in the same loop
         iteration, whenever its task happened to start, so one cycle reads all devices at the same
         instant instead of staggered by the order in which the tasks connected (a 100-device fleet
-        had its starts spread over ~4 ms that way, all of it added to the cycle time).
+        would have its starts spread over ~4 ms that way, all of it added to the cycle time).
         """
         loop = asyncio.get_running_loop()
         interval = self.device.poll_interval_s

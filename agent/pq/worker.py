@@ -57,8 +57,8 @@ log = EventLog("pq.worker")
 WIRE_VERSION = 1
 STATUS_INTERVAL_S = 1.0
 # SIGTERM -> the child sends its last events and exits; then SIGKILL. Well inside the supervisor's stop wait
-# (Supervisor.stop, 10 s): a grace as long as that wait left the worker running while the writer stopped and
-# the store closed.
+# (Supervisor.stop, 10 s): a grace as long as that wait would leave the worker running while the writer stops
+# and the store closes.
 STOP_GRACE_S = 5.0
 SILENT_AFTER_S = 30.0  # the child reports its status every STATUS_INTERVAL_S; this long without a line: hung
 LINE_LIMIT = 8 * 1024 * 1024  # one event's data window is at most 64 kB of JSON; a reading batch far less
@@ -372,7 +372,7 @@ class _PipeOut:
     def __call__(self, readings: list[Reading]) -> None:
         # Readings are not awaited (the stream's sink is synchronous): if the agent stops reading, they would pile
         # up in the pipe's buffer without bound. Past MAX_UNSENT_BYTES they are dropped here, counted and logged;
-        # events wait for room instead (add_event), as they did for the store in process.
+        # events wait for room instead (add_event), as they would wait for the store in the agent's process.
         if self.writer.transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
             self.readings_dropped += len(readings)
             if self.readings_dropped == len(readings) or self.readings_dropped % 10_000 < len(readings):
@@ -386,7 +386,7 @@ class _PipeOut:
                         data: dict[str, Any] | None = None) -> None:  # fmt: skip
         # Room first, then the write with no await after it: a cancel (SIGTERM) comes either before the event is
         # written (the stream keeps it and sends it on its way out) or not at all, never after a write it would
-        # repeat (the agent stored such an event twice).
+        # repeat (the agent would store such an event twice).
         try:
             await self.writer.drain()
         except ConnectionError as err:  # the agent is gone: the stream keeps the event and the child stops
@@ -447,8 +447,8 @@ async def child_main() -> int:
     await asyncio.gather(*tasks, return_exceptions=True)  # each stream stores its last events on the way out
     out.send({"status": monitoring.status()})
     log.info("pq_worker_stopping", pid=os.getpid(), unsent_bytes=transport.get_write_buffer_size())
-    # Everything said must reach the agent before the loop closes (it drops a transport's buffer): an agent slow
-    # to read at its stop (its store thread busy) lost the last events. The agent kills a child stuck here.
+    # Everything said must reach the agent before the loop closes (it drops a transport's buffer), or an agent slow
+    # to read at its stop (its store thread busy) would lose the last events. The agent kills a child stuck here.
     writer.close()
     await protocol.closed
     return code

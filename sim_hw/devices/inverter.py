@@ -11,7 +11,7 @@ Register layout (docs/devices/sim-inverter.md): SunSpec from holding register 40
 absorption (under-excited), for both the measurements and the var setpoint; PF has the sign of W
 (SunSpec model 701, "PF").
 
-OpenDER traps (shared/LIBRARIES.md) handled here, in :class:`OpenDerAdapter`: ``DER.t_s`` is class-wide,
+OpenDER's traps, handled here in :class:`OpenDerAdapter`: ``DER.t_s`` is class-wide,
 so the adapter sets it to its own step before every run; ``NP_NORMAL_OP_CAT`` is given first because it
 resets the volt-var curve; every input is passed explicitly each step (OpenDER silently defaults missing
 ones); the nominal frequency must be 60 Hz (OpenDER hard-codes it in droop and trip settings).
