@@ -32,6 +32,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from protocols.eventlog import setup_logging
+
 ROOT = Path(__file__).resolve().parent
 CONFIG_DIR = ROOT / "config"
 # The demo's files in a config folder (its runtime files land in run/ beside that folder).
@@ -461,6 +463,7 @@ def main(argv: list[str]) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exit_:  # argparse has printed the usage or the help
         return int(exit_.code or 0)
+    setup_logging("WARNING")  # the demo speaks on stdout; a warning from its own code is a log line in the dialect
     seconds = _demo_seconds(os.environ.get("DEMO_SECONDS", ""))
     if seconds is None:
         print(f"gridedge demo: DEMO_SECONDS = {os.environ['DEMO_SECONDS']!r}: must be a number of seconds >= 0 "

@@ -11,15 +11,16 @@ down by more than its own timeout per attempt.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from agent.config import DeviceConfig
 from agent.points import Quality, Reading, Stream
+from protocols.eventlog import EventLog
 from protocols.modbus.client import ModbusTransport, TcpTransport
 from protocols.modbus.errors import (
     ModbusConnectionError,
@@ -32,7 +33,7 @@ from protocols.modbus.readplan import ReadBlock, decode_block, plan_reads, split
 from protocols.modbus.registermap import PointKind, RegisterPoint
 from protocols.modbus.serialbus import RtuTransport, SerialBusRegistry
 
-log = logging.getLogger("gridedge.acquisition")
+log = EventLog("acquisition")
 
 BACKOFF_CAP_S = 60.0
 # Exception codes that may mean "this block touches an address the device does not implement":
@@ -124,28 +125,25 @@ class DevicePoller:
         point, stream = self._ids[p.name]
         return Reading(point, ts, value, p.unit, quality, stream)
 
-    def _note_error(self, what: str, err: Exception) -> None:
-        """Keep ``what: err`` as the device's last error (for ``gridedge status``), without the device label."""
+    @staticmethod
+    def _detail(err: Exception) -> str:
+        """The error's text without the client's device label (the log line and the status name the device)."""
         detail = str(err)
         if isinstance(err, ModbusDeviceError):
             detail = detail.removeprefix(f"device={err.device} ")
-        self.stats.last_error = f"{what}: {detail}"
+        return detail
+
+    def _note_error(self, what: str, err: Exception) -> None:
+        """Keep ``what: err`` as the device's last error (for ``gridedge status``), without the device label."""
+        self.stats.last_error = f"{what}: {self._detail(err)}"
         self.stats.last_error_ts = self.clock()
 
-    def _fault(self, event: str, block: ReadBlock, err: Exception) -> None:
-        names = ",".join(p.name for p in block.points)
-        where = f"{block.table.value} {block.start}+{block.count}"
-        what = {
-            "modbus_timeout": f"timeout reading {where}",
-            "modbus_link_down": "link down",
-            "modbus_exception": f"Modbus exception reading {where}",
-            "modbus_bad_frame": f"bad frame reading {where}",
-        }
-        self._note_error(what.get(event, event), err)
-        log.warning(
-            "event=%s device=%s unit=%d table=%s start=%d count=%d points=%s error=%s",
-            event, self.device.name, self.device.unit_id, block.table.value, block.start, block.count, names, err,
-        )  # fmt: skip
+    def _fault(self, what: str, block: ReadBlock, err: Exception) -> dict[str, Any]:
+        """Note ``what`` as the last error; the fields of the fault's log line."""
+        self._note_error(what, err)
+        return {"device": self.device.name, "unit": self.device.unit_id, "table": block.table.value,
+                "start": block.start, "count": block.count, "points": ",".join(p.name for p in block.points),
+                "error": self._detail(err)}  # fmt: skip
 
     async def _read_block(self, block: ReadBlock, out: list[Reading], plan: list[ReadBlock]) -> bool:
         """Read one block into ``out`` (appending the blocks actually used to ``plan``).
@@ -166,11 +164,9 @@ class DevicePoller:
             if err.code in SPLIT_CODES and len(block.points) > 1:
                 self.stats.splits += 1
                 parts = split_block(block)
-                log.info(
-                    "event=modbus_block_split device=%s table=%s start=%d count=%d code=%d into=%s",
-                    self.device.name, block.table.value, block.start, block.count, err.code,
-                    "+".join(f"{b.start}/{b.count}" for b in parts),
-                )  # fmt: skip
+                log.info("modbus_block_split", device=self.device.name, table=block.table.value, start=block.start,
+                         count=block.count, code=err.code,
+                         into="+".join(f"{b.start}/{b.count}" for b in parts))  # fmt: skip
                 mark = len(plan)
                 got = await self._read_parts(parts, out, plan)
                 if not got:
@@ -181,7 +177,8 @@ class DevicePoller:
                     plan.append(block)
                 return got
             self.stats.exceptions += 1
-            self._fault("modbus_exception", block, err)
+            where = f"{block.table.value} {block.start}+{block.count}"
+            log.warning("modbus_exception", **self._fault(f"Modbus exception reading {where}", block, err))
             out.extend(self._reading(p, self.clock(), None, Quality.INVALID) for p in block.points)
             plan.append(block)
             return False
@@ -196,18 +193,17 @@ class DevicePoller:
             self.stats.timeouts += 1
             self.stats.splits += 1
             parts = split_block(block)
-            log.info(
-                "event=modbus_block_split device=%s table=%s start=%d count=%d timeout_s=%s into=%s",
-                self.device.name, block.table.value, block.start, block.count, self.device.timeout_s,
-                "+".join(f"{b.start}/{b.count}" for b in parts),
-            )  # fmt: skip
+            log.info("modbus_block_split", device=self.device.name, table=block.table.value, start=block.start,
+                     count=block.count, timeout_s=self.device.timeout_s,
+                     into="+".join(f"{b.start}/{b.count}" for b in parts))  # fmt: skip
             return await self._read_parts(parts, out, plan)
         except ModbusConnectionError as err:
             self._stale(block, out, plan, err)
             raise _CycleAborted from err
         except ModbusFrameError as err:
             self.stats.frame_errors += 1
-            self._fault("modbus_bad_frame", block, err)
+            where = f"{block.table.value} {block.start}+{block.count}"
+            log.warning("modbus_bad_frame", **self._fault(f"bad frame reading {where}", block, err))
             out.extend(self._reading(p, self.clock(), None, Quality.INVALID) for p in block.points)
             plan.append(block)
             return False
@@ -231,10 +227,8 @@ class DevicePoller:
             self.stats.decode_errors += 1
             pwords = words[p.address - block.start : p.end - block.start]
             self._note_error(f"cannot decode {p.name} at {p.address}", err)
-            log.warning(
-                "event=modbus_decode_error device=%s point=%s address=%d words=%s error=%s",
-                self.device.name, p.name, p.address, [hex(w) for w in pwords], err,
-            )  # fmt: skip
+            log.warning("modbus_decode_error", device=self.device.name, point=p.name, address=p.address,
+                        words=",".join(hex(w) for w in pwords), error=err)  # fmt: skip
             out.append(self._reading(p, ts, None, Quality.INVALID))
         return True
 
@@ -255,12 +249,13 @@ class DevicePoller:
 
     def _stale(self, block: ReadBlock, out: list[Reading], plan: list[ReadBlock], err: Exception) -> None:
         """The device did not answer ``block`` (timeout or link down): count it, mark its points STALE."""
-        timeout = isinstance(err, ModbusTimeout)
-        if timeout:
+        if isinstance(err, ModbusTimeout):
             self.stats.timeouts += 1
+            where = f"{block.table.value} {block.start}+{block.count}"
+            log.warning("modbus_timeout", **self._fault(f"timeout reading {where}", block, err))
         else:
             self.stats.connection_errors += 1
-        self._fault("modbus_timeout" if timeout else "modbus_link_down", block, err)
+            log.warning("modbus_link_down", **self._fault("link down", block, err))
         out.extend(self._reading(p, self.clock(), None, Quality.STALE) for p in block.points)
         plan.append(block)
 
@@ -305,15 +300,12 @@ class DevicePoller:
         the interval on the loop clock. Every poller with the same interval then wakes in the same loop
         iteration, whenever its task happened to start, so one cycle reads all devices at the same
         instant instead of staggered by the order in which the tasks connected (a 100-device fleet
-        had its starts spread over ~4 ms that way, all of it added to the cycle time).
+        would have its starts spread over ~4 ms that way, all of it added to the cycle time).
         """
         loop = asyncio.get_running_loop()
         interval = self.device.poll_interval_s
-        log.info(
-            "event=poller_started device=%s protocol=%s unit=%d interval_s=%s blocks=%d points=%d",
-            self.device.name, self.device.protocol, self.device.unit_id, interval, len(self.plan),
-            len(self.device.register_map.points),
-        )  # fmt: skip
+        log.info("poller_started", device=self.device.name, protocol=self.device.protocol, unit=self.device.unit_id,
+                 interval_s=interval, blocks=len(self.plan), points=len(self.device.register_map.points))  # fmt: skip
         try:
             next_t: float | None = None  # None: the next slot is the first grid point after now
             task = asyncio.current_task()
@@ -326,10 +318,8 @@ class DevicePoller:
                 now = loop.time()
                 if ok:
                     if self.stats.consecutive_failures:
-                        log.info(
-                            "event=device_recovered device=%s after_failures=%d",
-                            self.device.name, self.stats.consecutive_failures,
-                        )  # fmt: skip
+                        log.info("device_recovered", device=self.device.name,
+                                 after_failures=self.stats.consecutive_failures)  # fmt: skip
                         next_t = None  # back on the normal rate (and the shared grid) from here
                     self.stats.consecutive_failures = 0
                     self.stats.backoff_s = 0.0
@@ -343,10 +333,9 @@ class DevicePoller:
                     self.stats.backoff_s = self._backoff_s()
                     next_t = now + self.stats.backoff_s
                     if self.stats.consecutive_failures == 1 or self.stats.backoff_s >= BACKOFF_CAP_S * JITTER[0]:
-                        log.warning(
-                            "event=device_failing device=%s consecutive_failures=%d next_attempt_s=%.2f",
-                            self.device.name, self.stats.consecutive_failures, self.stats.backoff_s,
-                        )  # fmt: skip
+                        log.warning("device_failing", device=self.device.name,
+                                    consecutive_failures=self.stats.consecutive_failures,
+                                    next_attempt_s=round(self.stats.backoff_s, 2))  # fmt: skip
                 await asyncio.sleep(max(0.0, next_t - loop.time()))
         finally:
             await self.transport.close()

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from agent.config import AgentConfig, ConfigError, ConfigIssue, load_config
 from agent.pmu import probe as pmu_probe
+from protocols.eventlog import setup_logging
 
 EXIT_CONFIG = 2
 EXIT_STORE = 4  # the store cannot be opened (1 stays Python's own: an unexpected crash)
@@ -71,15 +72,10 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        datefmt="%Y-%m-%dT%H:%M:%S",
-        stream=sys.stderr,
-    )
-    logging.Formatter.converter = time.gmtime  # one clock: UTC
-    for noisy in ("pymodbus", "pymodbus.logging"):
-        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    setup_logging(level, stream=sys.stderr)
+    # pymodbus logs the faults it raises to us; the pollers log them once, in the dialect
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    logging.getLogger("pymodbus.logging").setLevel(logging.CRITICAL)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

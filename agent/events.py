@@ -20,13 +20,14 @@ worker) but is stored with an ``await``: it waits in an :class:`EventSpool` unti
   spool once it is stored (never written twice) and goes back to the head of the spool if the write failed
   (never lost). The event being written is out of the queue, so the bound never drops it.
 - Stop: :meth:`EventSpool.close` is the final flush; what a failing store still does not take is logged
-  as lost (``<name>_events_lost_at_stop``).
+  as lost (``events_lost_at_stop``).
 
 The counters (:class:`SpoolStats`) are the producers' status keys: a producer's stats class derives from
 :class:`SpoolStats` and hands its instance to the spool, so ``events_stored``, ``events_refused`` and
 ``events_dropped`` stay where its status output reads them; ``events_waiting`` is :attr:`EventSpool.waiting`.
-Log lines are ``event=<name>_event_stored`` (``_refused``, ``_store_failed``, ``_dropped``) with the
-event's kind and its source under the producer's key (``pmu=``, ``stream=``), in the producer's logger.
+Log lines are ``event=event_stored`` (``event_refused``, ``event_store_failed``, ``event_dropped``) with the
+event's kind and its source under the producer's key (``pmu=``, ``stream=``), on the producer's logger
+(``gridedge.pmu``, ``gridedge.pq.worker``...): one set of names for every producer, so one grep finds them all.
 """
 
 from __future__ import annotations
@@ -34,20 +35,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from agent.store import StoreError, StoreInputError
+from protocols.eventlog import EventLog
 
-log = logging.getLogger("gridedge.events")
+log = EventLog("events")
 
 #: Events waiting for the store, per spool. Memory bounds it: a PQ event is 1-3 kB of JSON; a PMU event with
 #: its full-rate window up to 48 kB (agent/pmu/monitor.py MAX_WINDOW_JSON), about 190 kB as Python objects
 #: (tracemalloc, 14 channels x 240 samples). PMU monitoring keeps a smaller bound of its own for that reason.
 MAX_WAITING = 1000
 RETRY_S = 5.0  # a failing store is tried again this often while events wait
+# the spool's own keys in its log lines: the producer's source_key must be another
+_LOG_KEYS = frozenset({"event", "kind", "ts", "reason", "max_waiting", "dropped", "waiting", "error"})
 
 
 class SpoolEvent(Protocol):
@@ -86,17 +91,20 @@ class SpoolStats:
 class EventSpool:
     """Events waiting for the store, stored in order by :meth:`flush` (see the module docstring).
 
-    ``name`` prefixes the log event names (``pmu`` -> ``pmu_event_stored``); ``source_key`` names the
-    event's source in the log line (``pmu=``, ``stream=``); ``stats`` is the producer's own counters
+    ``name`` names the spool's retry task (``pmu`` -> ``pmu-event-retry``); ``logger`` is the producer's
+    :class:`~protocols.eventlog.EventLog`; ``source_key`` names the event's source in the log line (``pmu=``,
+    ``stream=``); ``stats`` is the producer's own counters
     object (a :class:`SpoolStats`), or a new one. ``stored_level`` is the level of the line logged for each
     stored event (DEBUG where the "store" only forwards to another process that logs its own).
     """
 
     def __init__(self, store: EventStore, *, name: str, source_key: str = "source",
-                 logger: logging.Logger = log, max_waiting: int = MAX_WAITING, retry_s: float | None = None,
+                 logger: EventLog = log, max_waiting: int = MAX_WAITING, retry_s: float | None = None,
                  stats: SpoolStats | None = None, stored_level: int = logging.INFO) -> None:  # fmt: skip
         if not (isinstance(max_waiting, int) and max_waiting >= 1):
             raise ValueError(f"max_waiting = {max_waiting!r}: an integer >= 1")
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", source_key) or source_key in _LOG_KEYS:
+            raise ValueError(f"source_key = {source_key!r}: a lower-case log key not among {sorted(_LOG_KEYS)}")
         retry_s = RETRY_S if retry_s is None else retry_s
         if not retry_s > 0:
             raise ValueError(f"retry_s = {retry_s!r}: a number of seconds > 0")
@@ -141,9 +149,9 @@ class EventSpool:
         while len(self._waiting) > self.max_waiting:
             lost = self._waiting.popleft()
             self.stats.events_dropped += 1
-            self.log.error("event=%s_event_dropped kind=%s %s=%s ts=%.3f reason=store_failing max_waiting=%d "
-                           "dropped=%d", self.name, lost.kind, self.source_key, lost.source, lost.ts, self.max_waiting,
-                           self.stats.events_dropped)  # fmt: skip
+            self.log.error("event_dropped", kind=lost.kind, **{self.source_key: lost.source}, ts=f"{lost.ts:.3f}",
+                           reason="store_failing", max_waiting=self.max_waiting,
+                           dropped=self.stats.events_dropped)  # fmt: skip
 
     # ---- storing ----------------------------------------------------------------------------------------
 
@@ -168,13 +176,12 @@ class EventSpool:
                 await self.store.add_event(ev.ts, ev.kind, ev.severity, ev.source, ev.text, ev.data)
             except StoreInputError as err:
                 self.stats.events_refused += 1
-                self.log.error("event=%s_event_refused kind=%s %s=%s error=%s", self.name, ev.kind, self.source_key,
-                               ev.source, err)  # fmt: skip
+                self.log.error("event_refused", kind=ev.kind, **{self.source_key: ev.source}, error=err)
                 return True
             except StoreError as err:
                 self._waiting.appendleft(ev)
-                self.log.error("event=%s_event_store_failed kind=%s %s=%s waiting=%d error=%s", self.name, ev.kind,
-                               self.source_key, ev.source, len(self._waiting), err)  # fmt: skip
+                self.log.error("event_store_failed", kind=ev.kind, **{self.source_key: ev.source},
+                               waiting=len(self._waiting), error=err)  # fmt: skip
                 self._bound()
                 return False
             except BaseException:  # not the store's refusal: keep the event, let the error through
@@ -184,8 +191,7 @@ class EventSpool:
             finally:
                 self._writing = None
             self.stats.events_stored += 1
-            self.log.log(self.stored_level, "event=%s_event_stored kind=%s %s=%s", self.name, ev.kind,
-                         self.source_key, ev.source)  # fmt: skip
+            self.log.log(self.stored_level, "event_stored", kind=ev.kind, **{self.source_key: ev.source})
             return True
 
     async def run(self) -> None:
@@ -210,13 +216,13 @@ class EventSpool:
 
     def _retry_ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and (err := task.exception()) is not None:
-            self.log.error("event=%s_event_retry_failed waiting=%d error=%r", self.name, self.waiting, err)
+            self.log.error("event_retry_failed", waiting=self.waiting, error=repr(err))
 
     async def close(self) -> None:
         """The final flush, as the producer stops: what the store still does not take is logged as lost."""
         await asyncio.shield(self.flush())
         if self.waiting:
-            self.log.error("event=%s_events_lost_at_stop count=%d reason=store_failing", self.name, self.waiting)
+            self.log.error("events_lost_at_stop", count=self.waiting, reason="store_failing")
 
 
 __all__ = ["MAX_WAITING", "RETRY_S", "EventSpool", "EventStore", "SpoolEvent", "SpoolStats"]

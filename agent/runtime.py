@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import random
 import socket
@@ -17,7 +16,9 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
-log = logging.getLogger("gridedge.runtime")
+from protocols.eventlog import EventLog
+
+log = EventLog("runtime")
 
 
 class SystemdNotifier:
@@ -49,10 +50,10 @@ class SystemdNotifier:
             self._sock.sendto(message.encode(), self._address)
             return True
         except BlockingIOError:
-            log.warning("event=sd_notify_dropped reason=listener_queue_full message=%s", message.split("=", 1)[0])
+            log.warning("sd_notify_dropped", reason="listener_queue_full", message=message.split("=", 1)[0])
             return False
         except OSError as err:
-            log.warning("event=sd_notify_failed error=%s", err)
+            log.warning("sd_notify_failed", error=err)
             return False
 
     def close(self) -> None:
@@ -125,20 +126,18 @@ class Supervisor:
                 if self.clock() - spec.health.started_at >= self.healthy_after_s:
                     backoff = self.backoff_min_s
                 delay = self.rng.uniform(backoff / 2, backoff)
-                log.error(
-                    "event=task_failed task=%s restarts=%d retry_in_s=%.2f error=%r",
-                    spec.name,
-                    spec.health.restarts,
-                    delay,
-                    spec.health.last_error,
-                    exc_info=not isinstance(err, OSError),
-                )
+                fields = {"task": spec.name, "restarts": spec.health.restarts, "retry_in_s": round(delay, 2),
+                          "error": spec.health.last_error}  # fmt: skip
+                if isinstance(err, OSError):  # the outside world failed (a socket, a disk): no traceback
+                    log.error("task_failed", **fields)
+                else:
+                    log.exception("task_failed", **fields)
                 spec.health.state = "backoff"
                 await self.sleep(delay)
                 backoff = min(backoff * 2, self.backoff_max_s)
             else:
                 spec.health.state = "stopped"
-                log.info("event=task_finished task=%s", spec.name)
+                log.info("task_finished", task=spec.name)
                 return
 
     def start(self) -> None:
@@ -159,12 +158,12 @@ class Supervisor:
             if tasks:
                 done, pending = await asyncio.wait(tasks, timeout=timeout_s)
                 for t in pending:
-                    log.error("event=task_stuck_on_shutdown task=%s", t.get_name())
+                    log.error("task_stuck_on_shutdown", task=t.get_name())
                 for t in done:
                     with contextlib.suppress(asyncio.CancelledError):
                         exc = t.exception()
                         if exc is not None:
-                            log.error("event=task_error_on_shutdown task=%s error=%r", t.get_name(), exc)
+                            log.error("task_error_on_shutdown", task=t.get_name(), error=repr(exc))
 
 
 async def watchdog(notifier: SystemdNotifier, supervisor: Supervisor, status: Callable[[], str]) -> None:

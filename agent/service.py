@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import signal
 import time
@@ -26,10 +25,11 @@ from agent.runtime import Supervisor, SystemdNotifier, watchdog
 from agent.store import AsyncStore, Store, StoreError
 from agent.uplink import Uplink, session_config_from
 from agent.writer import StoreWriter, spill_path_for
+from protocols.eventlog import EventLog
 from protocols.modbus.serialbus import SerialBusRegistry
 from protocols.mqtt.session import MqttSession
 
-log = logging.getLogger("gridedge.agent")
+log = EventLog("agent")
 
 LIMIT_CHECK_INTERVAL_S = 5.0
 STATUS_INTERVAL_S = 1.0
@@ -84,7 +84,7 @@ class AgentService:
             try:
                 await self.store.enforce_limit()
             except StoreError as err:  # a disk that fails now may not later: log, keep the task (and the watchdog)
-                log.error("event=store_limit_failed error=%s", err)
+                log.error("store_limit_failed", error=err)
             await asyncio.sleep(LIMIT_CHECK_INTERVAL_S)
 
     def status(self, *, running: bool = True) -> dict[str, Any]:
@@ -142,7 +142,7 @@ class AgentService:
             tmp.write_text(json.dumps(self.status(running=running), default=str))
             os.replace(tmp, path)
         except OSError as err:  # a full disk must not crash-loop the task and starve the watchdog
-            log.warning("event=status_write_failed path=%s error=%s", path, err)
+            log.warning("status_write_failed", path=path, error=err)
 
     async def _status(self) -> None:
         while True:
@@ -159,7 +159,7 @@ class AgentService:
             backlog = stats.unsealed + stats.outbox_readings
             if backlog == 0 or time.monotonic() >= deadline or not self.session.connected.is_set():
                 if backlog:
-                    log.info("event=stop_with_backlog readings=%d kept_on_disk=true", backlog)
+                    log.info("stop_with_backlog", readings=backlog, kept_on_disk=True)
                 return
             await asyncio.sleep(0.1)
 
@@ -185,19 +185,15 @@ class AgentService:
         sup.add("watchdog", lambda: watchdog(self.notifier, sup, self.status_line), stage=1)
         sup.start()
         self.notifier.notify("READY=1")
-        log.info(
-            "event=agent_started site=%s devices=%d store=%s broker=%s:%d",
-            self.config.site_id,
-            len(self.pollers),
-            self.config.store.path,
-            self.config.uplink.broker.host,
-            self.config.uplink.broker.port,
-        )
+        broker = self.config.uplink.broker
+        log.info("agent_started", site=self.config.site_id, devices=len(self.pollers), pmus=len(self.pmus.clients),
+                 waveforms=len(self.config.waveforms), store=self.config.store.path,
+                 broker=f"{broker.host}:{broker.port}")  # fmt: skip
         try:
             await stop.wait()
         finally:
             self.notifier.notify("STOPPING=1")
-            log.info("event=agent_stopping")
+            log.info("agent_stopping")
             await sup.stop(down_to_stage=2)  # pollers, then the writer's last commit
             await self._drain(self.config.uplink.drain_on_stop_s)
             await sup.stop()
@@ -205,7 +201,7 @@ class AgentService:
             self._write_status(running=False)
             await self.store.aclose()
             self.notifier.close()
-            log.info("event=agent_stopped readings_taken=%d", self._last_stats.readings_taken)
+            log.info("agent_stopped", readings_taken=self._last_stats.readings_taken)
 
 
 async def run_agent(config: AgentConfig) -> None:

@@ -36,11 +36,12 @@ from pathlib import Path
 
 from agent.config import UplinkConfig
 from agent.store import AsyncStore, OutboxMessage, StoreError
+from protocols.eventlog import EventLog
 from protocols.mqtt.config import BrokerConfig
 from protocols.mqtt.session import ConnectionLost, MqttError, MqttSession, SessionConfig
 from protocols.telemetry.schema import SchemaError, decode_ack, encode_state, topic
 
-log = logging.getLogger(__name__)
+log = EventLog("uplink")
 
 
 def session_config_for(
@@ -154,7 +155,7 @@ class Uplink:
                     await self._step()
                 except StoreError as err:
                     self.stats.store_errors += 1
-                    log.error("uplink store error site=%s error=%s", self.site, err)
+                    log.error("uplink_store_error", site=self.site, error=err)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_s)
                 self._wake.clear()
@@ -174,7 +175,7 @@ class Uplink:
                 # offered again meanwhile. Sending goes on: a failed ack must not hold what is sealed.
                 self._acks[:0] = ids
                 self.stats.store_errors += 1
-                log.error("uplink ack failed site=%s messages=%d error=%s", self.site, len(ids), err)
+                log.error("uplink_ack_failed", site=self.site, messages=len(ids), error=err)
             else:
                 self.stats.acked_messages += removed
                 for msg_id in ids:
@@ -187,13 +188,13 @@ class Uplink:
             # and must go out — central's acks are what make room again.
             self.stats.seal_errors += 1
             self.stats.store_errors += 1
-            log.error("uplink seal failed site=%s error=%s", self.site, err)
+            log.error("uplink_seal_failed", site=self.site, error=err)
         now = self._clock()
         for msg_id, sent in list(self._inflight.items()):
             if msg_id not in self._publishing and now - sent >= self.ack_timeout_s:
                 del self._inflight[msg_id]  # pending() will offer it again
                 self.stats.ack_timeouts += 1
-                log.warning("uplink no ack from central site=%s msg_id=%s after_s=%.1f", self.site, msg_id, now - sent)
+                log.warning("uplink_ack_timeout", site=self.site, msg_id=msg_id, after_s=round(now - sent, 1))
         if not self.session.connected.is_set():
             return
         room = self.max_inflight - len(self._inflight)
@@ -222,8 +223,7 @@ class Uplink:
             self.stats.publish_failures += 1
             self._inflight.pop(msg.msg_id, None)
             level = logging.INFO if isinstance(err, ConnectionLost) else logging.ERROR
-            log.log(level, "uplink publish failed site=%s msg_id=%s seq=%d error=%s", self.site, msg.msg_id, msg.seq,
-                    err)  # fmt: skip
+            log.log(level, "uplink_publish_failed", site=self.site, msg_id=msg.msg_id, seq=msg.seq, error=err)
             return
         finally:
             self._publishing.discard(msg.msg_id)
@@ -239,7 +239,7 @@ class Uplink:
                 raise SchemaError(f"ack for site {ack.site!r} on {self._ack_topic}")
         except SchemaError as err:
             self.stats.bad_acks += 1
-            log.warning("uplink malformed ack site=%s bytes=%d reason=%s", self.site, len(payload), err)
+            log.warning("uplink_bad_ack", site=self.site, bytes=len(payload), reason=err)
             return
         self.stats.acks_received += 1
         self._acks.extend(ack.msg_ids)
@@ -254,4 +254,4 @@ class Uplink:
         self._wake.set()
         state = encode_state(self.site, "online", self._wall(), self._version)
         await self.session.publish(topic(self.site, "state"), state, qos=1, retain=True)
-        log.info("uplink online site=%s", self.site)
+        log.info("uplink_online", site=self.site)

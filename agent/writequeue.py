@@ -12,15 +12,15 @@ process either.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 
 from agent.points import Quality, Reading, Stream
+from protocols.eventlog import EventLog
 
-log = logging.getLogger("gridedge.agent")
+log = EventLog("writer")
 
 
 class WriteQueue:
@@ -48,7 +48,7 @@ class WriteQueue:
                 self._telemetry.popleft()
             self.dropped += n
             if n:
-                log.warning("event=write_queue_full dropped_telemetry=%d total_dropped=%d", n, self.dropped)
+                log.warning("write_queue_full", dropped_telemetry=n, total_dropped=self.dropped)
 
     def take(self) -> list[Reading]:
         """Everything queued, energy first, each lane in arrival order; the queue is left empty."""
@@ -81,9 +81,9 @@ class WriteQueue:
                 fh.flush()
                 os.fsync(fh.fileno())
         except OSError as err:
-            log.error("event=unsaved_readings_lost count=%d path=%s error=%s", len(batch), path, err)
+            log.error("unsaved_readings_lost", count=len(batch), path=path, error=err)
             return 0
-        log.warning("event=unsaved_readings_spilled count=%d path=%s", len(batch), path)
+        log.warning("unsaved_readings_spilled", count=len(batch), path=path)
         return len(batch)
 
     @staticmethod
@@ -99,5 +99,5 @@ class WriteQueue:
                 point, ts, value, unit, quality, stream = json.loads(line)
                 loaded.append(Reading(point, float(ts), value, unit, Quality(quality), Stream(stream)))
             except (ValueError, TypeError) as err:
-                log.error("event=unsaved_reading_unreadable path=%s line=%d error=%s", path, n, err)
+                log.error("unsaved_reading_unreadable", path=path, line=n, error=err)
         return loaded

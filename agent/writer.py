@@ -14,15 +14,15 @@ to a JSON-lines file beside the store, which ``commit_unsaved`` takes back at th
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import Iterable
 from pathlib import Path
 
 from agent.points import Reading
 from agent.store import AsyncStore, StoreError, StoreFullError, StoreInputError
 from agent.writequeue import WriteQueue
+from protocols.eventlog import EventLog
 
-log = logging.getLogger("gridedge.agent")
+log = EventLog("writer")
 
 # Readings waiting for the store writer. Past this many, the oldest telemetry is dropped (counted);
 # energy readings are never dropped here.
@@ -62,9 +62,9 @@ class StoreWriter:
         try:
             stored = await self.flush()
         except StoreError as err:
-            log.error("event=unsaved_readings_wait count=%d error=%s", len(self.queue), err)
+            log.error("unsaved_readings_wait", count=len(self.queue), error=err)
         else:
-            log.info("event=unsaved_readings_stored count=%d path=%s", stored, self.spill_path)
+            log.info("unsaved_readings_stored", count=stored, path=self.spill_path)
         self.spill_path.unlink()
 
     async def flush(self) -> int:
@@ -85,7 +85,7 @@ class StoreWriter:
                 # Full of energy: the store dropped (and counted) the call's telemetry and refused its energy,
                 # which waits here. Disk full (nothing rejected by name): the call was rolled back whole.
                 self.queue.requeue([*(err.rejected or chunk), *rest])
-                log.error("event=store_full readings_waiting=%d error=%s", len(self.queue), err)
+                log.error("store_full", readings_waiting=len(self.queue), error=err)
                 raise
             except StoreError:
                 self.queue.requeue([*chunk, *rest])
@@ -101,7 +101,7 @@ class StoreWriter:
                 stored += 1
             except StoreInputError as err:
                 self.refused += 1
-                log.error("event=reading_refused point=%s value=%r error=%s", reading.point, reading.value, err)
+                log.error("reading_refused", point=reading.point, value=repr(reading.value), error=err)
             except StoreError as err:
                 rejected = err.rejected if isinstance(err, StoreFullError) and err.rejected else [reading]
                 self.queue.requeue([*rejected, *batch[i + 1 :], *rest])
@@ -116,7 +116,7 @@ class StoreWriter:
                 try:
                     await self.flush()
                 except StoreError as err:
-                    log.error("event=store_write_failed readings_waiting=%d error=%s", len(self.queue), err)
+                    log.error("store_write_failed", readings_waiting=len(self.queue), error=err)
                     await asyncio.sleep(STORE_RETRY_S)
         finally:
             # Commit what is still queued: the pollers have stopped before the writer on shutdown.
@@ -124,5 +124,5 @@ class StoreWriter:
             try:
                 await self.flush()
             except StoreError as err:
-                log.error("event=store_write_failed_at_exit readings_waiting=%d error=%s", len(self.queue), err)
+                log.error("store_write_failed_at_exit", readings_waiting=len(self.queue), error=err)
             self.queue.spill(self.spill_path)

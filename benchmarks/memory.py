@@ -9,7 +9,9 @@ That venv is built once under run/bench-memory/venv and rebuilt when pyproject.t
 comes from this tree. After the given time it reads the peak resident set (VmHWM in /proc/<pid>/status) of
 the agent and of its PQ worker (agent/pq/worker.py: the waveform stream's measurement, a child process),
 beside bare interpreters that only import each one's libraries (the floor no code can go under).
-Target (issue 2): the agent < 60 MB.
+Target: the agent < 60 MB. Source: the edge computer. The agent runs on a Raspberry Pi-class board, many with 1 GB
+of memory or less, shared with the operating system, the PQ worker (its numpy and scipy alone take ~65 MB)
+and, at some sites, a local broker and the utility's own software; the agent takes a small share of it.
 """
 
 from __future__ import annotations

@@ -10,8 +10,10 @@ frequency / ROCOF / voltage / time-sync monitors, once-a-second readings), the e
 ``dropped`` = frames the PMUs sent over the whole run (or could not write because the agent's socket was
 full) minus frames ingested, counted once the PMUs have stopped and the last frames arrived. Besides it, the
 frames missing from the PMUs' grid in the measured interval: the simulator skips ticks when it runs late;
-``late`` = frames ingested more than 0.5 s after their timestamp. Targets (issue 3): none dropped,
-< 25 % of one core. ``cancel``: how long every task took to end once cancelled (a SIGTERM).
+``late`` = frames ingested more than 0.5 s after their timestamp. Targets: none dropped, < 25 % of one core.
+Source: the agent's need: an event window is built from every frame (a dropped frame is a hole in it), and
+64 PMUs at 60 frames/s (a large substation, or one PDC stream) must leave most of a core to acquisition,
+storage, the uplink and power quality. ``cancel``: how long every task took to end once cancelled (a SIGTERM).
 
 Baselines for the same number of frames, as ratios: our decode alone (``DataCodec.decode`` of the
 same bytes) and pyPMU's ``CommonFrame.convert2frame`` (the synchrophasor package, when installed).

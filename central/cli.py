@@ -9,15 +9,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import signal
 import sys
 
 from central.config import CentralConfig, CentralConfigError, load_central_config
 from central.ingest import run_workers
 from central.store import CentralStore, CentralStoreError
+from protocols.eventlog import EventLog, setup_logging
 
-log = logging.getLogger("central")
+log = EventLog("central")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -61,15 +61,15 @@ def main(argv: list[str]) -> int:
         if args.workers < 1:
             print(f"--workers = {args.workers}: must be at least 1", file=sys.stderr)
             return 2
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-        log.info("central starting config=%s workers=%d db=%s", args.config, args.workers, config.db_path)
+        setup_logging()
+        log.info("central_starting", config=args.config, workers=args.workers, db=config.db_path)
         try:
             asyncio.run(_run_until_signalled(config, args.workers))
         except Exception as err:  # a TaskGroup wraps the cause; name every leaf for the operator
             for leaf in _leaves(err):
-                log.error("central stopped error=%r", leaf)
+                log.error("central_failed", error=repr(leaf))
             return 3
-        log.info("central stopped")
+        log.info("central_stopped")
         return 0
     try:
         store = CentralStore(config.db_path)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from central.config import CentralConfig
 from central.store import CentralStore, CentralStoreError, MessageRefused
+from protocols.eventlog import EventLog
 from protocols.mqtt.session import ConnectionLost, MqttError, MqttSession
 from protocols.telemetry.schema import (
     DATA_STREAMS,
@@ -43,7 +44,7 @@ from protocols.telemetry.schema import (
     topic,
 )
 
-log = logging.getLogger(__name__)
+log = EventLog("central.ingest")
 MAX_IDS_PER_ACK = 1000  # keeps an ack message small whatever the burst
 RETRY_MAX_S = 5.0  # longest pause between attempts while the store fails as a whole
 
@@ -104,7 +105,7 @@ class CentralWorker:
     async def run(self) -> None:
         """Open the store, then run the MQTT session and the store-then-ack loop until cancelled."""
         self._store = await asyncio.to_thread(CentralStore, self.config.db_path)
-        log.info("central worker started worker=%s db=%s group=%s", self.name, self.config.db_path, self.config.group)
+        log.info("central_worker_started", worker=self.name, db=self.config.db_path, group=self.config.group)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.session.run(), name=f"central-{self.name}-mqtt")
@@ -127,13 +128,12 @@ class CentralWorker:
                 raise SchemaError(f"topic {t} does not match site={batch.site!r} stream={batch.stream!r}")
         except SchemaError as err:
             self.stats.invalid += 1
-            log.warning("central invalid message worker=%s topic=%s bytes=%d reason=%s", self.name, t, len(payload),
-                        err)  # fmt: skip
+            log.warning("central_invalid_message", worker=self.name, topic=t, bytes=len(payload), reason=err)
             return
         if len(self._queue) >= self.config.max_queue:
             self.stats.dropped += 1
-            log.warning("central queue full, message refused worker=%s site=%s msg_id=%s queue=%d", self.name,
-                        batch.site, batch.msg_id, len(self._queue))  # fmt: skip
+            log.warning("central_queue_full", worker=self.name, site=batch.site, msg_id=batch.msg_id,
+                        queue=len(self._queue))  # fmt: skip
             return
         self._queue.append(batch)
         self._wake.set()
@@ -146,10 +146,10 @@ class CentralWorker:
                 raise SchemaError(f"topic {t} does not match site={state.site!r}")
         except SchemaError as err:
             self.stats.invalid += 1
-            log.warning("central invalid state worker=%s topic=%s reason=%s", self.name, t, err)
+            log.warning("central_invalid_state", worker=self.name, topic=t, reason=err)
             return
         self.stats.states += 1
-        log.info("central site state site=%s status=%s", state.site, state.status)
+        log.info("central_site_state", site=state.site, status=state.status)
         self._states.append(state)
         self._wake.set()
 
@@ -169,16 +169,15 @@ class CentralWorker:
                 stored = await self._flush(batches, states)
             except Exception:  # a bug must not end the worker: nothing unacked is lost, the agent resends it
                 self.stats.flush_errors += 1
-                log.exception("central flush failed worker=%s messages=%d states=%d", self.name, len(batches),
-                              len(states))  # fmt: skip
+                log.exception("central_flush_failed", worker=self.name, messages=len(batches), states=len(states))
                 stored = True  # not retried from here: a bug tied to these messages would repeat at once
             if stored:
                 failures = 0
                 continue
             failures += 1
             pause = min(RETRY_MAX_S, self.config.ack_interval_s * 2**failures)
-            log.warning("central store retry worker=%s attempt=%d in_s=%.2f queued=%d", self.name, failures + 1,
-                        pause, len(self._queue))  # fmt: skip
+            log.warning("central_store_retry", worker=self.name, attempt=failures + 1, in_s=round(pause, 2),
+                        queued=len(self._queue))  # fmt: skip
             await asyncio.sleep(pause)
 
     async def _flush(self, batches: Sequence[Batch], states: Sequence[State]) -> bool:
@@ -190,7 +189,7 @@ class CentralWorker:
             try:
                 await asyncio.to_thread(store.set_states, states)
             except CentralStoreError as err:
-                log.error("central cannot store states worker=%s states=%d error=%s", self.name, len(states), err)
+                log.error("central_states_not_stored", worker=self.name, states=len(states), error=err)
                 self._states = [*states, *self._states]  # older first: the last state received still wins
                 self._wake.set()
                 ok = False
@@ -200,15 +199,15 @@ class CentralWorker:
             results = await asyncio.to_thread(store.store_batches, batches, self._clock())
         except CentralStoreError as err:
             self.stats.store_errors += len(batches)
-            log.error("central store failed, not acking worker=%s messages=%d error=%s", self.name, len(batches), err)
+            log.error("central_store_failed", worker=self.name, messages=len(batches), error=err)
             self._requeue(batches)
             return False
         by_site: dict[str, list[str]] = {}
         for batch, result in zip(batches, results, strict=True):
             if isinstance(result, MessageRefused):
                 self.stats.invalid += 1
-                log.warning("central message refused by the store, not acking worker=%s site=%s msg_id=%s reason=%r",
-                            self.name, batch.site, batch.msg_id, result.__cause__)  # fmt: skip
+                log.warning("central_message_refused", worker=self.name, site=batch.site, msg_id=batch.msg_id,
+                            reason=repr(result.__cause__))  # fmt: skip
                 continue
             if result:
                 self.stats.stored += 1
@@ -234,8 +233,7 @@ class CentralWorker:
         if excess > 0:
             del queue[self.config.max_queue :]
             self.stats.dropped += excess
-            log.warning("central queue full after a failed store, newest refused worker=%s dropped=%d", self.name,
-                        excess)  # fmt: skip
+            log.warning("central_requeue_full", worker=self.name, dropped=excess)  # fmt: skip
         self._queue = queue
         self._wake.set()
 
@@ -245,7 +243,7 @@ class CentralWorker:
         except MqttError as err:  # ConnectionLost or refused: the agent resends, we store nothing twice
             self.stats.ack_failures += 1
             level = logging.WARNING if isinstance(err, ConnectionLost) else logging.ERROR
-            log.log(level, "central ack not sent worker=%s site=%s ids=%d error=%s", self.name, site, len(ids), err)
+            log.log(level, "central_ack_failed", worker=self.name, site=site, ids=len(ids), error=err)
             return
         self.stats.acks_sent += 1
         self.stats.acked_ids += len(ids)
@@ -270,7 +268,7 @@ async def _status_forever(path: Path, workers: Sequence[CentralWorker], clock: C
         try:
             write_status(path, workers, clock())
         except OSError as err:
-            log.error("central cannot write status file path=%s error=%s", path, err)
+            log.error("central_status_write_failed", path=path, error=err)
         await asyncio.sleep(1.0)
 
 
@@ -290,4 +288,4 @@ async def run_workers(config: CentralConfig, n_workers: int = 1, *, clock: Calla
             try:
                 write_status(config.status_file, workers, clock())
             except OSError as err:
-                log.error("central cannot write status file path=%s error=%s", config.status_file, err)
+                log.error("central_status_write_failed", path=config.status_file, error=err)

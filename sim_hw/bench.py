@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-import logging
 import math
 import os
 import time
@@ -22,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from protocols.eventlog import EventLog
 from sim_hw.config import BenchConfig, BusConfig, DeviceSpec, PmuSpec, WaveformSpec
 from sim_hw.devices.modbus_server import ModbusDeviceServer, units_of
 from sim_hw.devices.registry import BuildContext, DeviceModel, DeviceOptionsError, build_model, model_register_map
@@ -31,7 +31,7 @@ from sim_hw.truthlog import TruthLog
 if TYPE_CHECKING:
     from sim_hw.scenarios import ScenarioStep
 
-log = logging.getLogger(__name__)
+log = EventLog("sim.bench")
 
 _PTY_TIMEOUT_S = 5.0
 _BUS_HISTORY_STEPS = 3600  # solved steps of bus voltages kept for the waveform streams that follow a bus
@@ -175,7 +175,7 @@ class Bench:
             await self.stop()
             raise
         self._up = True
-        log.info("bench=up devices=%d speed=%g step_s=%g", len(self._devices), self.speed, self.step_s)
+        log.info("bench_up", devices=len(self._devices), speed=self.speed, step_s=self.step_s)
         if self.truth_log is not None:
             scn = self.scenario
             scenario = None if scn is None else {"source": str(scn.source), "description": scn.description,
@@ -308,7 +308,7 @@ class Bench:
         n = self.device_errors.get(d.spec.name, 0) + 1
         self.device_errors[d.spec.name] = n
         if n == 1 or n % 1000 == 0:
-            log.error("device=%s %s failed (%d so far): %r", d.spec.name, what, n, err)
+            log.error("device_step_failed", device=d.spec.name, step=what, failures=n, error=repr(err))
 
     def _check_scenario_buses(self) -> None:
         """A scenario's fault buses must be the feeder's (else the fault would fail when its time comes)."""
@@ -392,7 +392,7 @@ class Bench:
             pair = await PtyPair.open(bus.link, bus.sim_path, timeout_s=_PTY_TIMEOUT_S)
         except PtyPairError as err:
             raise BenchError(f"bus {bus.name!r}: {err}") from err
-        log.info("bus=%s link=%s sim=%s socat_pid=%d", bus.name, bus.link, bus.sim_path, pair.pid)
+        log.info("rs485_bus_open", bus=bus.name, link=bus.link, sim=bus.sim_path, socat_pid=pair.pid)
         return pair
 
     async def stop(self) -> None:
@@ -402,19 +402,19 @@ class Bench:
             try:
                 await pmu.stop()
             except Exception as err:  # keep closing the others
-                log.warning("pmu=stop_failed name=%s error=%r", name, err)
+                log.warning("pmu_stop_failed", pmu=name, error=repr(err))
         self.pmus.clear()
         for name, wave in list(self.waveforms.items()):
             try:
                 await wave.stop()
             except Exception as err:  # keep closing the others
-                log.warning("waveform=stop_failed name=%s error=%r", name, err)
+                log.warning("waveform_stop_failed", waveform=name, error=repr(err))
         self.waveforms.clear()
         for server in self._servers:
             try:
                 await server.stop()
             except Exception as err:  # keep closing the others
-                log.warning("modbus_server=stop_failed address=%s error=%r", server.address, err)
+                log.warning("modbus_server_stop_failed", address=server.address, error=repr(err))
         self._servers.clear()
         for pair in self._socats.values():
             pair.close()  # removes only the links that still point at this bench's ptys
@@ -426,7 +426,7 @@ class Bench:
                 self.truth_log.write("bench_down", self.sim_time, steps=self.steps)
             self.truth_log.close()
         self._up = False
-        log.info("bench=down steps=%d sim_time=%.3f", self.steps, self.sim_time)
+        log.info("bench_down", steps=self.steps, sim_time=round(self.sim_time, 3))
 
     # --- stepping -------------------------------------------------------------------------------------------
     async def step_once(self, *, advance: bool = True, scenario: bool = True) -> None:

@@ -26,14 +26,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from protocols.eventlog import setup_logging
 from sim_hw.bench import Bench, BenchError, device_table
 from sim_hw.config import BenchConfigError, load_bench_config
 from sim_hw.devices.modbus_server import ModbusServerError
 from sim_hw.solve import PUBLISHED_TAPS, join_tap_values, parse_taps
 from sim_hw.solve import run as solve_run
 from sim_hw.truthlog import TruthLog
-
-log = logging.getLogger("sim_hw")
 
 
 def _positive(text: str) -> float:
@@ -165,6 +164,9 @@ def main(argv: list[str]) -> int:
         args = _parser().parse_args(join_tap_values(argv) if argv[:1] == ["solve"] else argv)
     except SystemExit as exit_:  # argparse has printed the usage
         return int(exit_.code or 0)
+    # the one log format; `run` takes --log-level, the one-shot commands show warnings and errors only
+    setup_logging(getattr(args, "log_level", "WARNING"))
+    logging.getLogger("pymodbus").setLevel(logging.WARNING)  # the bench's servers log their own faults
     if args.command == "solve":
         return solve_run(args)
     if args.command == "waveform":
@@ -197,8 +199,6 @@ def main(argv: list[str]) -> int:
         except ScenarioError as err:
             print(f"sim: scenario: {err}", file=sys.stderr)
             return 2
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("pymodbus").setLevel(logging.WARNING)
     try:
         truth_log = TruthLog(Path(args.truth_log)) if args.truth_log else None
         asyncio.run(_run(Bench(config, speed=args.speed, truth_log=truth_log), args.seconds))

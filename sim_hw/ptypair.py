@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import logging
 import os
 import shutil
 import signal
@@ -22,7 +21,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-log = logging.getLogger(__name__)
+from protocols.eventlog import EventLog
+
+log = EventLog("sim.bench")
 
 _PR_SET_PDEATHSIG = 1  # prctl(2)
 _CMD_CHARS = 160  # a holder's command line, shortened for a message
@@ -128,7 +129,7 @@ class PtyPair:
                     "this bench a [[buses]] link of its own"
                 )
             if path.is_symlink():  # its socat is gone (a bench that was killed): a dangling name
-                log.info("event=pty_link_stale path=%s target=%s", path, os.readlink(path))
+                log.info("pty_link_stale", path=path, target=os.readlink(path))
                 path.unlink()
             elif path.exists():
                 raise PtyPairError(f"{path} exists and is not a pty link; refusing to replace it")

@@ -20,11 +20,12 @@ be written is reported once and dropped; the bench goes on.
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import IO, Any
 
-log = logging.getLogger(__name__)
+from protocols.eventlog import EventLog
+
+log = EventLog("sim.bench")
 
 
 class TruthLog:
@@ -46,7 +47,7 @@ class TruthLog:
             self._file.flush()
         except OSError as err:
             self._broken = True
-            log.error("event=truth_log_failed path=%s error=%s", self.path, err)
+            log.error("truth_log_failed", path=self.path, error=err)
 
     def close(self) -> None:
         if self._file is not None:

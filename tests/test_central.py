@@ -524,7 +524,7 @@ def test_cli_run_in_a_process_stores_acks_and_stops_on_sigterm(broker, tmp_path:
         assert proc.stderr is not None
         log = proc.stderr.read().decode()
         proc.stderr.close()
-    assert "central stopped" in log
+    assert "gridedge.central event=central_stopped" in log
     assert json.loads((tmp_path / "status.json").read_text())["total"]["stored"] == 1
 
 

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocols.eventlog import EventLog, format_event, format_value, parse_line
+from protocols.eventlog import EventLog, format_event, format_value, parse_line, setup_logging
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_a_line_names_its_event_first_then_its_fields_in_order(caplog: pytest.LogCaptureFixture) -> None:
@@ -82,3 +89,51 @@ def test_subsystem_names_are_dotted_lower_case() -> None:
     assert EventLog("pq.worker").logger.name == "gridedge.pq.worker"
     with pytest.raises(ValueError, match="subsystem"):
         EventLog("PQ worker")
+
+
+def test_a_utc_timestamp_keeps_its_fraction_of_a_second() -> None:
+    """Six significant digits would write 1.76723e+09: a time value keeps every digit it has."""
+    assert format_value(1_767_225_600.125) == "1767225600.125"
+    assert format_value(-2_000_000.5) == "-2000000.5"
+    assert format_value(999_999.4) == "999999"  # below a million: six significant digits
+
+
+def test_exception_logs_the_line_at_error_with_the_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    log = EventLog("x")
+    with caplog.at_level(logging.INFO, logger="gridedge.x"):
+        try:
+            {}["missing"]  # noqa: B018
+        except KeyError:
+            log.exception("bug_found", where="here")
+        log.error("fault_seen", error=TimeoutError())
+    bug, fault = caplog.records
+    assert (bug.levelno, bug.getMessage()) == (logging.ERROR, "event=bug_found where=here")
+    assert bug.exc_info is not None and bug.exc_info[0] is KeyError and "Traceback" in caplog.text
+    assert fault.exc_info is None  # an expected fault: one line, no traceback
+
+
+def test_the_logger_name_is_readable_from_the_helper() -> None:
+    assert EventLog("central.ingest").name == "gridedge.central.ingest"
+
+
+def test_setup_logging_refuses_a_level_it_does_not_know() -> None:
+    with pytest.raises(ValueError, match="log level 'loud': allowed DEBUG, INFO, WARNING, ERROR, CRITICAL"):
+        setup_logging("loud")
+
+
+def test_setup_logging_writes_utc_level_logger_then_the_event_line() -> None:
+    """The one format, in a fresh process (basicConfig acts once per process): UTC whatever the local zone."""
+    code = (
+        "from protocols.eventlog import EventLog, setup_logging\n"
+        "setup_logging('info')\n"
+        "EventLog('store').warning('store_full', size_mb=251.25, path='/var/lib/x y.db')\n"
+        "EventLog('store').debug('store_sealed', messages=1)\n"
+    )
+    env = {**os.environ, "TZ": "America/St_Johns", "PYTHONPATH": str(ROOT)}  # UTC-3:30 or -2:30
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0 and proc.stdout == "", proc.stderr
+    (line,) = proc.stderr.splitlines()
+    stamp, rest = line.split(" ", 1)
+    assert rest == 'WARNING gridedge.store event=store_full size_mb=251.25 path="/var/lib/x y.db"'
+    when = datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    assert abs((when - datetime.now(UTC)).total_seconds()) < 3600, stamp  # a local clock would be hours off

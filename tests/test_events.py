@@ -22,6 +22,7 @@ from conftest import async_test, query_db, until
 
 from agent.events import EventSpool, SpoolStats
 from agent.store import AsyncStore, Store
+from protocols.eventlog import EventLog
 
 SOURCE = "feeder-1"
 
@@ -73,7 +74,7 @@ def write_locked(db: Path) -> Iterator[None]:
 
 
 def spool_for(store: AsyncStore, **kw: Any) -> EventSpool:
-    return EventSpool(store, name="test", source_key="feeder", logger=logging.getLogger("gridedge.test"), **kw)
+    return EventSpool(store, name="test", source_key="feeder", logger=EventLog("test"), **kw)
 
 
 # ---- order, refusal ----------------------------------------------------------------------------------------------
@@ -103,9 +104,9 @@ async def test_an_event_the_store_refuses_is_logged_and_dropped_and_the_rest_are
         assert await spool.flush() is True
         assert stored(db) == ["e0", "e2"]
         assert (spool.stats.events_stored, spool.stats.events_refused, spool.waiting) == (2, 1, 0)
-    refused = [r.getMessage() for r in caplog.records if "test_event_refused" in r.getMessage()]
+    refused = [r.getMessage() for r in caplog.records if "event=event_refused" in r.getMessage()]
     assert len(refused) == 1 and "feeder=feeder-1" in refused[0] and "kind=test_event" in refused[0], refused
-    assert sum("event=test_event_stored" in r.getMessage() for r in caplog.records) == 2
+    assert sum(r.getMessage().startswith("event=event_stored ") for r in caplog.records) == 2
 
 
 # ---- a failing store -----------------------------------------------------------------------------------------
@@ -148,8 +149,8 @@ async def test_close_stores_what_waits_and_logs_what_a_failing_store_did_not_tak
             spool.extend([ev(0), ev(1)])
             await spool.close()
         assert stored(db) == [] and spool.waiting == 2
-        lost = [r.getMessage() for r in caplog.records if "test_events_lost_at_stop" in r.getMessage()]
-        assert lost == ["event=test_events_lost_at_stop count=2 reason=store_failing"]
+        lost = [r.getMessage() for r in caplog.records if "events_lost_at_stop" in r.getMessage()]
+        assert lost == ["event=events_lost_at_stop count=2 reason=store_failing"]
         await spool.close()  # the store is back: the final flush stores them
         assert stored(db) == ["e0", "e1"]
 
@@ -224,7 +225,7 @@ async def test_past_the_bound_the_oldest_waiting_event_is_dropped_counted_and_lo
         assert spool.waiting == 3 and spool.stats.events_dropped == 3
         assert await spool.flush() is True
         assert stored(db) == ["e3", "e4", "e5"]
-    dropped = [r.getMessage() for r in caplog.records if "test_event_dropped" in r.getMessage()]
+    dropped = [r.getMessage() for r in caplog.records if "event=event_dropped" in r.getMessage()]
     assert len(dropped) == 3 and all("reason=store_failing max_waiting=3" in m for m in dropped), dropped
     for i, m in enumerate(dropped):  # the oldest first, each named
         assert f"kind=test_event feeder={SOURCE} ts={ev(i).ts:.3f}" in m, m

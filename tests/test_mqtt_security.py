@@ -32,7 +32,7 @@ from protocols.mqtt.session import MqttSession, SessionConfigError
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parent.parent
 SITE = "sec-site"
-SESSION_LOG = "protocols.mqtt.session"
+SESSION_LOG = "gridedge.mqtt"
 
 
 # ---- the broker -------------------------------------------------------------------------------------------
@@ -228,7 +228,8 @@ async def _never_connects(session: MqttSession, until: Callable[[], bool], timeo
 
 
 def _failures(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == SESSION_LOG and "connect failed" in r.getMessage()]
+    return [r.getMessage() for r in caplog.records
+            if r.name == SESSION_LOG and r.getMessage().startswith("event=mqtt_connect_failed ")]  # fmt: skip
 
 
 # ---- username / password ----------------------------------------------------------------------------------
@@ -273,7 +274,8 @@ def test_wrong_password_retries_with_backoff_and_says_the_broker_refused(
         failures
     )
     assert f"port={password_broker.port}" in failures[0]
-    attempts = [r.getMessage() for r in caplog.records if r.name == SESSION_LOG and "mqtt reconnect" in r.getMessage()]
+    attempts = [r.getMessage() for r in caplog.records
+                if r.name == SESSION_LOG and r.getMessage().startswith("event=mqtt_reconnect ")]  # fmt: skip
     assert [a.split("attempt=")[1].split()[0] for a in attempts[:3]] == ["1", "2", "3"], attempts
     # full-jitter exponential backoff: the n-th wait is at most backoff_min_s x 2^(n-1) (0.2 s default)
     for n, line in enumerate(attempts, start=1):

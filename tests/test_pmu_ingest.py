@@ -231,7 +231,8 @@ async def test_an_event_waits_while_the_store_is_locked_and_is_stored_once_when_
             other = sqlite3.connect(db, isolation_level=None)
             other.execute("BEGIN IMMEDIATE")
             pmu.lose_sync()
-            await until(lambda: any("pmu_event_store_failed" in r.getMessage() for r in caplog.records), timeout=10)
+            await until(lambda: any(r.name == "gridedge.pmu" and r.getMessage().startswith("event=event_store_failed ")
+                                    for r in caplog.records), timeout=10)  # fmt: skip
             assert mon.events_stored == 0 and mon.spool.waiting == 1
             other.execute("ROLLBACK")
             other.close()

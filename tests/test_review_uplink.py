@@ -282,7 +282,7 @@ async def test_an_oversized_message_through_the_broker_is_refused_logged_and_not
     broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A payload past MAX_PAYLOAD_BYTES (4 MiB) is refused before parsing, counted, logged, never stored."""
-    caplog.set_level(logging.WARNING, logger="central.ingest")
+    caplog.set_level(logging.WARNING, logger="gridedge.central.ingest")
     worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
     good = json.loads(batch(1))
     huge = {**good, "msg_id": "huge", "items": [{**good["items"][0], "point": "p" * MAX_PAYLOAD_BYTES}]}
@@ -294,5 +294,5 @@ async def test_an_oversized_message_through_the_broker_is_refused_logged_and_not
         await until(lambda: agent.acks == [f"{SITE}-telemetry-2"])
         assert not task.done()
     assert worker.stats.stored == 1 and worker.stats.received == 2
-    refused = [r.getMessage() for r in caplog.records if "central invalid message" in r.getMessage()]
+    refused = [r.getMessage() for r in caplog.records if "event=central_invalid_message" in r.getMessage()]
     assert len(refused) == 1 and f"exceeds {MAX_PAYLOAD_BYTES}" in refused[0] and len(refused[0]) < 400

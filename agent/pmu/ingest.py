@@ -15,7 +15,6 @@ nothing in the per-frame path awaits or blocks.
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import operator
 import time
@@ -40,8 +39,9 @@ from agent.pmu.ringbuffer import RingBuffer
 from agent.points import Quality, Reading
 from protocols.c37118 import ConfigFrame, DataError, DataFrame, FrameError, PhasorKind, PmuConfig, PmuConfig3, Stat
 from protocols.c37118.pdc import PdcClient, PmuEndpoint
+from protocols.eventlog import EventLog
 
-log = logging.getLogger("gridedge.pmu")
+log = EventLog("pmu")
 
 TICK_S = 0.1  # stale checks and event-window releases
 LATE_AFTER_S = 0.5  # a frame arriving this long after its timestamp is counted late
@@ -198,8 +198,8 @@ class PmuIngest:
         self._last_soc = -1
         self._layout = phasor_layout(config, self.block)
         self._per_unit = tuple(nominal_v if nominal_v and u == "V" else 0.0 for u in self._units)  # divisors
-        log.info("event=pmu_configured pmu=%s idcode=%d block=%d phasors=%s rate=%s nominal_hz=%d", self.name,
-                 pmu.idcode, self.block, ",".join(pmu.phasor_names), config.data_rate, nominal_hz)  # fmt: skip
+        log.info("pmu_configured", pmu=self.name, idcode=pmu.idcode, block=self.block,
+                 phasors=",".join(pmu.phasor_names), rate=config.data_rate, nominal_hz=nominal_hz)  # fmt: skip
 
     # ---- frames --------------------------------------------------------------------------------------
 
@@ -320,9 +320,9 @@ def _idcode(ingest: PmuIngest) -> int | None:
 
 def _log_trigger(trig: Trigger) -> None:
     if trig.cleared:
-        log.info("event=pmu_condition_cleared kind=%s pmu=%s text=%r", trig.kind, trig.source, trig.text)
+        log.info("pmu_condition_cleared", kind=trig.kind, pmu=trig.source, text=trig.text)
     else:
-        log.warning("event=pmu_condition kind=%s pmu=%s text=%r", trig.kind, trig.source, trig.text)
+        log.warning("pmu_condition", kind=trig.kind, pmu=trig.source, text=trig.text)
 
 
 class PmuStream:
@@ -362,7 +362,7 @@ class PmuStream:
         for ingest in self._ingests:
             ingest.on_config(config)
         if list(new) != list(old):
-            log.info("event=pmu_blocks stream=%s num_pmu=%d pmus=%s", self.name, len(names), ",".join(names))
+            log.info("pmu_blocks", stream=self.name, num_pmu=len(names), pmus=",".join(names))
             if self.on_blocks is not None:
                 self.on_blocks(self)
 
@@ -407,7 +407,7 @@ class AnglePair:
         except ValueError:
             if ingest.name not in self.unknown_phasor:
                 self.unknown_phasor.add(ingest.name)
-                log.error("event=pmu_pair_no_phasor pmu=%s phasor=%s", ingest.name, self.pair.phasor)
+                log.error("pmu_pair_no_phasor", pmu=ingest.name, phasor=self.pair.phasor)
             return
         key = round(ts * 10_000)  # 0.1 ms: frames of one instant share it at any standard rate
         mine, other = (

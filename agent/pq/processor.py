@@ -18,7 +18,6 @@ processor after every gap or reconnection), and runs the IEC 61000-4-30 Class A 
 
 from __future__ import annotations
 
-import logging
 import math
 from collections import deque
 from dataclasses import dataclass, field
@@ -41,8 +40,9 @@ from agent.pq.events import Event as PqEventValue
 from agent.pq.events import default_channel_names
 from agent.pq.flicker import PLT_PST_COUNT, FlickerError, Flickermeter, plt
 from agent.pq.harmonics import PqInputError, harmonics_pct, max_order_for
+from protocols.eventlog import EventLog
 
-log = logging.getLogger("gridedge.pq")
+log = EventLog("pq")
 
 SHORT_S = 3.0  # a 150/180-cycle value spans 3 s at nominal frequency (IEC 61000-4-30 5.5.2)
 MIN_RATE_HZ = 800.0  # the flickermeter's minimum rate (agent/pq/flicker.py, docs/pq-flicker.md)
@@ -127,8 +127,8 @@ class ComplianceTracker:
         if self.statistics is None or self.statistics.max_order != max_order:
             if self.statistics is not None:
                 self.rebuilt += 1
-                log.warning("event=pq_compliance_restarted stream=%s reason=max_order old=%d new=%d", self.name,
-                            self.statistics.max_order, max_order)  # fmt: skip
+                log.warning("pq_compliance_restarted", stream=self.name, reason="max_order",
+                            old=self.statistics.max_order, new=max_order)  # fmt: skip
             self.statistics = RollingStatistics(
                 self.cfg.channels, self.cfg.udin_v, self.cfg.nominal_hz, max_order,
                 short="ieee519" in self.standards, frequency=any(s.startswith("en50160") for s in self.standards),
@@ -146,7 +146,7 @@ class ComplianceTracker:
                 report = evaluate_series(series, std, self.cfg.bus_kv if std == "ieee519" else None)
             except ComplianceError as err:  # never expected (the statistics are bounded to what the criteria need)
                 self.errors += 1
-                log.error("event=pq_compliance_failed stream=%s standard=%s error=%s", self.name, std, err)
+                log.error("pq_compliance_failed", stream=self.name, standard=std, error=err)
                 continue
             assessed = [c for c in report.criteria if c.passed is not None]
             if not assessed:
@@ -337,7 +337,7 @@ class PqProcessor:
             try:
                 value = fm.pst_10min()
             except FlickerError as err:  # cannot happen with the cut above; never take the stream down for it
-                log.error("event=pq_pst_failed stream=%s channel=%s error=%s", self.name, ch, err)
+                log.error("pq_pst_failed", stream=self.name, channel=ch, error=err)
                 fm.reset_interval()
                 continue
             out.readings.append(Reading(f"{self.name}.{ch}.pst", tick, round(value, 4), "", _q(flagged)))

@@ -35,8 +35,9 @@ from agent.pq.flicker import FlickerError
 from agent.pq.harmonics import PqInputError
 from agent.pq.processor import MIN_RATE_HZ, ComplianceTracker, PqOutput, PqProcessor, PqStreamError
 from protocols import wavestream as ws
+from protocols.eventlog import EventLog
 
-log = logging.getLogger("gridedge.pq")
+log = EventLog("pq")
 
 BATCH_S = 0.5  # signal handed to the worker thread at once
 STALE_AFTER_S = 10.0  # no block for this long on an open connection: drop it and reconnect
@@ -134,19 +135,18 @@ class PqStream:
                 self.stats.connected = False
             if self.stats.samples > measured_before:
                 backoff = self.backoff_min_s
-            log.info("event=pq_stream_retry stream=%s retry_in_s=%.1f", self.name, backoff)
+            log.info("pq_stream_retry", stream=self.name, retry_in_s=round(backoff, 1))
             await self.sleep(backoff)
             backoff = min(backoff * 2, self.backoff_max_s)
 
     def _down(self, why: str, level: int = logging.WARNING) -> None:
         self.last_error = why
-        log.log(level, "event=pq_stream_down stream=%s host=%s port=%d error=%r", self.name, self.cfg.host,
-                self.cfg.port, why)  # fmt: skip
+        log.log(level, "pq_stream_down", stream=self.name, host=self.cfg.host, port=self.cfg.port, error=why)
 
     def _reset(self, why: str) -> None:
         if self.processor is not None:
             self.stats.resets += 1
-            log.info("event=pq_windows_reset stream=%s reason=%s", self.name, why)
+            log.info("pq_windows_reset", stream=self.name, reason=why)
         self.processor = None
 
     async def _session(self) -> None:
@@ -156,12 +156,12 @@ class PqStream:
             self.stats.connected = True
             self.stats.connects += 1
             idx = self._channel_index(header)
-            log.info("event=pq_stream_connected stream=%s host=%s port=%d rate_hz=%g nominal_hz=%g channels=%s",
-                     self.name, self.cfg.host, self.cfg.port, header.rate_hz, header.nominal_hz,
-                     ",".join(self.cfg.channels))  # fmt: skip
+            log.info("pq_stream_connected", stream=self.name, host=self.cfg.host, port=self.cfg.port,
+                     rate_hz=header.rate_hz, nominal_hz=header.nominal_hz,
+                     channels=",".join(self.cfg.channels))  # fmt: skip
             if header.nominal_hz != self.cfg.nominal_hz:
-                log.warning("event=pq_nominal_mismatch stream=%s header_hz=%g configured_hz=%d measured_as=configured",
-                            self.name, header.nominal_hz, self.cfg.nominal_hz)  # fmt: skip
+                log.warning("pq_nominal_mismatch", stream=self.name, header_hz=header.nominal_hz,
+                            configured_hz=self.cfg.nominal_hz, measured_as="configured")  # fmt: skip
             self._reset("reconnected")
             await self._read(client, header, idx)
         finally:
@@ -200,7 +200,7 @@ class PqStream:
                 if isinstance(item, ws.GapError):
                     self.stats.gaps += 1
                     self.stats.missing_samples += max(0, item.missing_samples)
-                    log.warning("event=pq_stream_gap stream=%s missing_samples=%d", self.name, item.missing_samples)
+                    log.warning("pq_stream_gap", stream=self.name, missing_samples=item.missing_samples)
                     await self._measure(batch, batch_start, header.rate_hz)
                     batch, batch_start, batch_n = [], None, 0
                     self._reset("gap")
@@ -210,7 +210,7 @@ class PqStream:
                         self.stats.garbage_bytes += item.skipped
                     else:
                         self.stats.bad_frames += 1
-                    log.warning("event=pq_stream_bad_frame stream=%s error=%s", self.name, type(item).__name__)
+                    log.warning("pq_stream_bad_frame", stream=self.name, error=type(item).__name__)
                     continue
                 self.stats.blocks += 1
                 data, start = self._fresh(item, idx)
@@ -222,7 +222,7 @@ class PqStream:
                     # so the block is lost like a gap; skipped on a replay, it is not refused again and again.
                     self.stats.nonfinite_blocks += 1
                     self.stats.nonfinite_samples += bad
-                    log.warning("event=pq_stream_nonfinite stream=%s samples=%d start_ts=%.6f", self.name, bad, start)
+                    log.warning("pq_stream_nonfinite", stream=self.name, samples=bad, start_ts=f"{start:.6f}")
                     await self._measure(batch, batch_start, header.rate_hz)
                     batch, batch_start, batch_n = [], None, 0
                     self._reset("non-finite samples")
@@ -276,7 +276,7 @@ class PqStream:
             self.sink(out.readings)
         for ev in out.events:
             self.stats.events += 1
-            log.warning("event=pq_event kind=%s stream=%s text=%r", ev.kind, ev.source, ev.text)
+            log.warning("pq_event", kind=ev.kind, stream=ev.source, text=ev.text)
             self.spool.put(ev)
         if out.events:
             await self.spool.flush()

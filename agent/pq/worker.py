@@ -14,7 +14,8 @@ The wire between the two is one JSON object per line (both ends are this same in
 - child -> agent (stdout): ``{"readings": [[point, ts, value, unit, quality], ...]}``,
   ``{"event": {"ts", "kind", "severity", "source", "text", "data"}}`` and once a second
   ``{"status": {<stream>: {...}}}`` and ``{"worker": {"readings_dropped": n}}``. The child logs on stderr,
-  which the agent passes through.
+  which it shares with the agent (the agent does not pipe it), in the same format at the agent's level
+  (``--log-level``): its lines sit in the agent's log on ``gridedge.pq.worker`` and ``gridedge.pq``.
 
 The agent checks every line before it takes it: a line that is not one of these messages is logged and
 counted (``bad_lines``); within a readings line each reading is checked on its own (a point, a finite
@@ -41,7 +42,6 @@ import math
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -50,18 +50,20 @@ from agent.events import EventSpool, EventStore, SpoolStats
 from agent.points import Quality, Reading
 from agent.pq.config import WaveformStreamConfig
 from agent.store import StoreError
+from protocols.eventlog import EventLog, setup_logging
 
-log = logging.getLogger("gridedge.pq.worker")
+log = EventLog("pq.worker")
 
 WIRE_VERSION = 1
 STATUS_INTERVAL_S = 1.0
 # SIGTERM -> the child sends its last events and exits; then SIGKILL. Well inside the supervisor's stop wait
-# (Supervisor.stop, 10 s): a grace as long as that wait left the worker running while the writer stopped and
-# the store closed.
+# (Supervisor.stop, 10 s): a grace as long as that wait would leave the worker running while the writer stops
+# and the store closes.
 STOP_GRACE_S = 5.0
 SILENT_AFTER_S = 30.0  # the child reports its status every STATUS_INTERVAL_S; this long without a line: hung
 LINE_LIMIT = 8 * 1024 * 1024  # one event's data window is at most 64 kB of JSON; a reading batch far less
 MAX_UNSENT_BYTES = 4 * 1024 * 1024  # the child's readings waiting in its pipe; past this they are dropped (counted)
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 Sink = Callable[[list[Reading]], None]
 
@@ -170,7 +172,12 @@ class PqWorker:
         self.streams = tuple(streams)
         self.sink = sink
         self.store = store
-        self.argv = list(argv) if argv is not None else [sys.executable, "-m", "agent.pq.worker"]
+        if argv is None:  # the child logs at the agent's level (the first standard one at or above it)
+            level = next(
+                (n for n in LOG_LEVELS if logging.getLevelName(n) >= log.logger.getEffectiveLevel()), "CRITICAL"
+            )
+            argv = [sys.executable, "-m", "agent.pq.worker", "--log-level", level]
+        self.argv = list(argv)
         self.stop_grace_s = stop_grace_s
         self.silent_after_s = silent_after_s
         self.stats = PqWorkerStats()
@@ -200,7 +207,7 @@ class PqWorker:
         self.pid = proc.pid
         self.stats.starts += 1
         assert proc.stdin is not None and proc.stdout is not None
-        log.info("event=pq_worker_started pid=%d streams=%s", proc.pid, ",".join(s.name for s in self.streams))
+        log.info("pq_worker_started", pid=proc.pid, streams=",".join(s.name for s in self.streams))
         hello = {"version": WIRE_VERSION, "streams": [stream_to_wire(s) for s in self.streams]}
         why = "exited"
         try:
@@ -210,7 +217,7 @@ class PqWorker:
             async with self.spool.retrying():
                 if not await self._read(proc.stdout, self.silent_after_s):
                     why = f"said nothing for {self.silent_after_s:g} s (hung) and was killed"
-                    log.error("event=pq_worker_silent pid=%d silent_s=%g action=kill", proc.pid, self.silent_after_s)
+                    log.error("pq_worker_silent", pid=proc.pid, silent_s=self.silent_after_s, action="kill")
                     with contextlib.suppress(ProcessLookupError):
                         proc.kill()
             await proc.wait()
@@ -242,7 +249,7 @@ class PqWorker:
                 await self._read(proc.stdout)
                 await proc.wait()
         except TimeoutError:
-            log.warning("event=pq_worker_kill pid=%d reason=no exit %.0f s after SIGTERM", proc.pid, self.stop_grace_s)
+            log.warning("pq_worker_kill", pid=proc.pid, reason="no_exit_after_sigterm", grace_s=self.stop_grace_s)
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
@@ -287,7 +294,7 @@ class PqWorker:
 
     def _bad(self, line: bytes, why: str) -> None:
         self.stats.bad_lines += 1
-        log.error("event=pq_worker_bad_line error=%s line=%r", why, line[:200])
+        log.error("pq_worker_bad_line", error=why, line=line[:200].decode("utf-8", "backslashreplace"))
 
     async def _take_line(self, line: bytes) -> None:
         try:
@@ -330,7 +337,7 @@ class PqWorker:
                 readings.append(reading_from_wire(item))
             except PqWorkerError as err:
                 self.stats.readings_refused += 1
-                log.error("event=pq_reading_refused error=%s", err)
+                log.error("pq_reading_refused", error=err)
         self.stats.readings += len(readings)
         if readings:
             self.sink(readings)
@@ -365,12 +372,13 @@ class _PipeOut:
     def __call__(self, readings: list[Reading]) -> None:
         # Readings are not awaited (the stream's sink is synchronous): if the agent stops reading, they would pile
         # up in the pipe's buffer without bound. Past MAX_UNSENT_BYTES they are dropped here, counted and logged;
-        # events wait for room instead (add_event), as they did for the store in process.
+        # events wait for room instead (add_event), as they would wait for the store in the agent's process.
         if self.writer.transport.get_write_buffer_size() > MAX_UNSENT_BYTES:
             self.readings_dropped += len(readings)
             if self.readings_dropped == len(readings) or self.readings_dropped % 10_000 < len(readings):
-                log.error("event=pq_readings_dropped count=%d total=%d reason=agent not reading, %d bytes unsent",
-                          len(readings), self.readings_dropped, self.writer.transport.get_write_buffer_size())  # fmt: skip
+                log.error("pq_readings_dropped", count=len(readings), total=self.readings_dropped,
+                          reason="agent_not_reading",
+                          unsent_bytes=self.writer.transport.get_write_buffer_size())  # fmt: skip
             return
         self.send({"readings": [[r.point, r.ts, r.value, r.unit, str(r.quality)] for r in readings]})
 
@@ -378,7 +386,7 @@ class _PipeOut:
                         data: dict[str, Any] | None = None) -> None:  # fmt: skip
         # Room first, then the write with no await after it: a cancel (SIGTERM) comes either before the event is
         # written (the stream keeps it and sends it on its way out) or not at all, never after a write it would
-        # repeat (the agent stored such an event twice).
+        # repeat (the agent would store such an event twice).
         try:
             await self.writer.drain()
         except ConnectionError as err:  # the agent is gone: the stream keeps the event and the child stops
@@ -403,7 +411,7 @@ async def child_main() -> int:
             raise PqWorkerError(f"hello {hello_line[:200]!r}: allowed version {WIRE_VERSION}")
         streams = [stream_from_wire(s) for s in hello["streams"]]
     except (json.JSONDecodeError, KeyError, TypeError, PqWorkerError) as err:
-        log.error("event=pq_worker_bad_hello error=%s", err)
+        log.error("pq_worker_bad_hello", error=err)
         return 2
 
     out = _PipeOut(writer)
@@ -415,7 +423,7 @@ async def child_main() -> int:
     async def watch_stdin() -> None:
         while await reader.read(4096):  # nothing more is sent; EOF means the agent is gone
             pass
-        log.info("event=pq_worker_parent_gone")
+        log.info("pq_worker_parent_gone")
         stop.set()
 
     async def report() -> None:
@@ -426,21 +434,21 @@ async def child_main() -> int:
 
     tasks = [asyncio.create_task(s.run(), name=f"pq:{n}") for n, s in monitoring.streams.items()]
     tasks += [asyncio.create_task(watch_stdin()), asyncio.create_task(report())]
-    log.info("event=pq_worker_running pid=%d streams=%s", os.getpid(), ",".join(monitoring.streams))
+    log.info("pq_worker_running", pid=os.getpid(), streams=",".join(monitoring.streams))
     waiter = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait([waiter, *tasks], return_when=asyncio.FIRST_COMPLETED)
     code = 0
     for t in done:
         if t is not waiter and not t.cancelled() and t.exception() is not None:
-            log.error("event=pq_worker_task_failed task=%s error=%r", t.get_name(), t.exception())
+            log.error("pq_worker_task_failed", task=t.get_name(), error=repr(t.exception()))
             code = 1
     for t in [waiter, *tasks]:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)  # each stream stores its last events on the way out
     out.send({"status": monitoring.status()})
-    log.info("event=pq_worker_stopping pid=%d unsent_bytes=%d", os.getpid(), transport.get_write_buffer_size())
-    # Everything said must reach the agent before the loop closes (it drops a transport's buffer): an agent slow
-    # to read at its stop (its store thread busy) lost the last events. The agent kills a child stuck here.
+    log.info("pq_worker_stopping", pid=os.getpid(), unsent_bytes=transport.get_write_buffer_size())
+    # Everything said must reach the agent before the loop closes (it drops a transport's buffer), or an agent slow
+    # to read at its stop (its store thread busy) would lose the last events. The agent kills a child stuck here.
     writer.close()
     await protocol.closed
     return code
@@ -448,10 +456,9 @@ async def child_main() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m agent.pq.worker", description=__doc__.splitlines()[0])
-    ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s",
-                        datefmt="%Y-%m-%dT%H:%M:%S")  # fmt: skip
-    logging.Formatter.converter = time.gmtime
+    ap.add_argument("--log-level", default="INFO", choices=LOG_LEVELS)
+    args = ap.parse_args(argv)
+    setup_logging(args.log_level)
     return asyncio.run(child_main())
 
 

@@ -4,7 +4,6 @@ and cursors), event rows, and when each stream got its oldest unsealed item (doc
 
 from __future__ import annotations
 
-import logging
 import math
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -15,8 +14,9 @@ from typing import Any
 from agent.store.errors import CORRUPT_ADVICE, StoreCorruptError, StoreError, StoreFullError, is_corrupt
 from agent.store.schema import EVENTS, STREAMS
 from agent.store.values import event_row
+from protocols.eventlog import EventLog
 
-log = logging.getLogger("gridedge.store")
+log = EventLog("store")
 
 _SQLITE_FULL = 13
 
@@ -69,7 +69,7 @@ class StoreDb:
                     try:
                         conn.execute("ROLLBACK")
                     except sqlite3.Error as rb_err:  # the original error is the one to report
-                        log.warning("store_rollback_failed what=%s error=%s", what, rb_err)
+                        log.warning("store_rollback_failed", what=what, error=rb_err)
                 raise
         except sqlite3.Error as err:
             raise self.map_error(err, what) from err
@@ -80,10 +80,10 @@ class StoreDb:
     def map_error(self, err: sqlite3.Error, what: str) -> StoreError:
         code = getattr(err, "sqlite_errorcode", None)
         if is_corrupt(err):
-            log.error("store_corrupt what=%s path=%s error=%s", what, self.path, err)
+            log.error("store_corrupt", what=what, path=self.path, error=err)
             return StoreCorruptError(f"{what}: store file {self.path} is damaged ({err}). {CORRUPT_ADVICE}")
         if code == _SQLITE_FULL or "disk is full" in str(err) or "No space left" in str(err):
-            log.error("store_disk_full what=%s path=%s error=%s", what, self.path, err)
+            log.error("store_disk_full", what=what, path=self.path, error=err)
             return StoreFullError(
                 f"{what}: the disk is full ({err}); this {what} was rolled back, "
                 "everything committed before it is intact"
@@ -125,7 +125,7 @@ class StoreDb:
                     )
                 self.insert_event(conn, self._clock(), kind, severity, "store", text, data)
         except StoreError as err:
-            log.error("store_event_not_stored kind=%s error=%s", kind, err)
+            log.error("store_event_not_stored", kind=kind, error=err)
             return
         self.unrecorded.clear()
 
@@ -175,6 +175,6 @@ class StoreDb:
         try:
             conn.execute("PRAGMA optimize")
         except sqlite3.Error as err:
-            log.warning("store_optimize_failed path=%s error=%s", self.path, err)
+            log.warning("store_optimize_failed", path=self.path, error=err)
         finally:
             conn.close()

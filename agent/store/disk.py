@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import sqlite3
 import stat
@@ -18,8 +17,9 @@ from agent.store.db import StoreDb
 from agent.store.errors import StoreFullError
 from agent.store.schema import Layout
 from agent.store.values import Row
+from protocols.eventlog import EventLog
 
-log = logging.getLogger("gridedge.store")
+log = EventLog("store")
 
 # Bytes a reading takes in the file besides its point, unit and value (row header, ts, stream, quality, the
 # (stream, id) index entry, page slack): about 62 bytes for an 8-byte value, rounded up.
@@ -93,7 +93,7 @@ class Disk:
         except OSError as err:
             if not self._disk_warned:
                 self._disk_warned = True
-                log.warning("store_disk_usage_unknown path=%s error=%s", self._db.path, err)
+                log.warning("store_disk_usage_unknown", path=self._db.path, error=err)
             return -1
         return free
 
@@ -142,7 +142,7 @@ class Disk:
         try:
             self._db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.Error as err:
-            log.warning("store_checkpoint_failed what=%s path=%s error=%s", what, self._db.path, err)
+            log.warning("store_checkpoint_failed", what=what, path=self._db.path, error=err)
 
     def checkpoint(self) -> None:
         """Copy the WAL into the file and truncate it, so freed pages leave the disk and the size."""
@@ -224,9 +224,9 @@ class Disk:
         except FileNotFoundError:
             return False
         except OSError as err:
-            log.error("store_reserve_release_failed path=%s error=%s", self.reserve_path, err)
+            log.error("store_reserve_release_failed", path=self.reserve_path, error=err)
             return False
-        log.error("store_reserve_released what=%s bytes=%d path=%s", what, held, self.reserve_path)
+        log.error("store_reserve_released", what=what, bytes=held, path=self.reserve_path)
         self._db.record(
             "reserve_released", "store_reserve_released", "error",
             f"disk full during {what}: gave up the reserve of {held} bytes so the store can free room",
@@ -280,14 +280,14 @@ class Disk:
         except sqlite3.Error:
             outstanding = 0
         if outstanding > 0:
-            log.info("store_reserve_restored bytes=%d path=%s", self.reserve_size, self.reserve_path)
+            log.info("store_reserve_restored", bytes=self.reserve_size, path=self.reserve_path)
             self._db.record(
                 "reserve_restored", "store_reserve_restored", "info",
                 f"room again: the reserve of {self.reserve_size} bytes is back",
                 {"reserve_bytes": self.reserve_size},
             )  # fmt: skip
         else:
-            log.info("store_reserve_created bytes=%d path=%s", self.reserve_size, self.reserve_path)
+            log.info("store_reserve_created", bytes=self.reserve_size, path=self.reserve_path)
 
     def _write_zeros(self, fd: int) -> None:
         """Write the reserve's zeros: pwrite may write less than asked, so loop until all are written."""
@@ -302,4 +302,4 @@ class Disk:
     def _reserve_failed(self, err: OSError) -> None:
         if not self._reserve_warned:
             self._reserve_warned = True
-            log.warning("store_reserve_failed path=%s bytes=%d error=%s", self.reserve_path, self.reserve_size, err)
+            log.warning("store_reserve_failed", path=self.reserve_path, bytes=self.reserve_size, error=err)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import json
-import logging
 import math
 import sqlite3
 from collections.abc import Callable, Collection, Iterable
@@ -16,9 +15,10 @@ from typing import Any
 from agent.store.db import StoreDb
 from agent.store.disk import Disk
 from agent.store.schema import EVENTS
+from protocols.eventlog import EventLog
 from protocols.telemetry.schema import MAX_PAYLOAD_BYTES, encode_batch
 
-log = logging.getLogger("gridedge.store")
+log = EventLog("store")
 
 _ACK_CHUNK = 32  # outbox rows deleted by one ack transaction
 
@@ -103,7 +103,7 @@ class Outbox:
             if not remains:
                 db.unsealed_since[stream] = None
         if created:
-            log.debug("store_sealed messages=%d", created)
+            log.debug("store_sealed", messages=created)
         return created
 
     def _seal_due(

@@ -8,7 +8,6 @@ and a disk that fills mid-way stops it with what was done committed and counted.
 
 from __future__ import annotations
 
-import logging
 import math
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -19,8 +18,9 @@ from agent.store.db import StoreDb
 from agent.store.disk import Disk
 from agent.store.errors import StoreFullError
 from agent.store.values import Row
+from protocols.eventlog import EventLog
 
-log = logging.getLogger("gridedge.store")
+log = EventLog("store")
 
 ALARM_FRACTION = 0.90
 REARM_FRACTION = 0.80
@@ -69,8 +69,8 @@ class FullPolicy:
             event = self._latch(1, now, "store_full_alarm", "warning", f"store at {pct:.0f} % of {bound}", figures)
             if event is not None:
                 raised.append(event)
-                log.warning("store_full_alarm size=%d limit=%d max=%d disk_free=%d path=%s", size, limit,
-                            max_bytes, free, self._db.path)  # fmt: skip
+                log.warning("store_full_alarm", size=size, limit=limit, max=max_bytes, disk_free=free,
+                            path=self._db.path)  # fmt: skip
         elif size < limit * REARM_FRACTION and alarmed:
             # Cleared once, with hysteresis: raised at 90 %, cleared below 80 %. An event, so the operator
             # who saw the alarm also sees it end.
@@ -79,7 +79,7 @@ class FullPolicy:
             )
             if event is not None:
                 raised.append(event)
-                log.info("store_full_cleared size=%d limit=%d path=%s", size, limit, self._db.path)
+                log.info("store_full_cleared", size=size, limit=limit, path=self._db.path)
         if size < limit:
             disk.ensure_reserve()
             return raised
@@ -87,7 +87,7 @@ class FullPolicy:
         pruned, events = self._shrink_to(target, limit, now, figures, bound, lambda: disk.size() >= limit)
         raised += events
         disk.ensure_reserve()
-        log.info("store_pruned history_rows=%d size=%d limit=%d max=%d", pruned, disk.size(), limit, max_bytes)
+        log.info("store_pruned", history_rows=pruned, size=disk.size(), limit=limit, max=max_bytes)
         return raised
 
     def make_room(self, rows: list[Row]) -> None:
@@ -111,7 +111,7 @@ class FullPolicy:
             bound = f"its bound of {limit} bytes (disk free {free}) with room for {len(rows)} new readings"
             self._shrink_to(target, limit, self._clock(), figures, bound, lambda: disk.db_bytes() >= target)
         except StoreFullError as err:
-            log.error("store_policy_failed path=%s error=%s", self._db.path, err)
+            log.error("store_policy_failed", path=self._db.path, error=err)
 
     def refuse(self, readings: Sequence[Reading], rows: list[Row], size: int, limit: int, free: int) -> None:
         """The store is full of what may not be dropped: drop this call's telemetry (counted), refuse its energy
@@ -132,7 +132,7 @@ class FullPolicy:
                     )  # fmt: skip
 
             self._disk.write("drop telemetry", count)
-            log.warning("store_telemetry_dropped readings=%d reason=full_of_energy", telemetry)
+            log.warning("store_telemetry_dropped", readings=telemetry, reason="full_of_energy")
         if energy:
             raise StoreFullError(
                 f"store {self._db.path} is full ({size} bytes; bound {limit}: max_bytes {self._disk.max_bytes}, "
@@ -188,11 +188,11 @@ class FullPolicy:
                         )
                     )
                 except StoreFullError as err:  # the counts are committed; the log line below carries the event
-                    log.error("store_event_not_stored kind=telemetry_dropped error=%s", err)
+                    log.error("store_event_not_stored", kind="telemetry_dropped", error=err)
                 self._vacuum()
                 disk.checkpoint_or_recover()
-                log.warning("store_telemetry_dropped messages=%d readings=%d size=%d limit=%d", messages, dropped,
-                            disk.size(), limit)  # fmt: skip
+                log.warning("store_telemetry_dropped", messages=messages, readings=dropped, size=disk.size(),
+                            limit=limit)  # fmt: skip
         return pruned, raised
 
     def _latch(
@@ -208,7 +208,7 @@ class FullPolicy:
         try:
             return self._disk.write(kind, body)
         except StoreFullError as err:
-            log.error("store_event_not_stored kind=%s error=%s", kind, err)
+            log.error("store_event_not_stored", kind=kind, error=err)
             return None
 
     def _vacuum(self) -> None:
@@ -249,7 +249,7 @@ class FullPolicy:
             try:
                 n = self._disk.write(what, step)
             except StoreFullError as err:
-                log.error("store_policy_stopped what=%s done=%d error=%s", what, total, err)
+                log.error("store_policy_stopped", what=what, done=total, error=err)
                 break
             if not n:
                 break

@@ -8,7 +8,6 @@ durable, bounded and unjammed by a full disk is in docs/store.md.
 from __future__ import annotations
 
 import functools
-import logging
 import math
 import os
 import shutil
@@ -28,9 +27,10 @@ from agent.store.outbox import Outbox, OutboxMessage
 from agent.store.policy import ALARM_FRACTION, FullPolicy
 from agent.store.schema import EVENTS, SCHEMA_VERSION, connect, open_schema
 from agent.store.values import Row, reading_row
+from protocols.eventlog import EventLog
 from protocols.telemetry.schema import valid_site
 
-log = logging.getLogger("gridedge.store")
+log = EventLog("store")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,10 +109,8 @@ class Store:
                 monotonic=monotonic,
             )
             db.mark_left_unsealed()
-            log.info(
-                "store_open path=%s site=%s max_bytes=%d schema=%d found_schema=%d",
-                self.path, self.site, self.max_bytes, SCHEMA_VERSION, layout.version,
-            )  # fmt: skip
+            log.info("store_open", path=self.path, site=self.site, max_bytes=self.max_bytes, schema=SCHEMA_VERSION,
+                     found_schema=layout.version)  # fmt: skip
         except sqlite3.Error as err:
             conn.close()
             if is_corrupt(err):
@@ -216,7 +214,7 @@ class Store:
                 f"store {self.path}: the disk is full; not even the call's {len(energy)} energy readings "
                 "and the count of its dropped telemetry fit: the call was rolled back whole",
             ) from again
-        log.warning("store_telemetry_dropped readings=%d reason=disk_full energy_stored=%d", dropped, len(energy))
+        log.warning("store_telemetry_dropped", readings=dropped, reason="disk_full", energy_stored=len(energy))
         return energy
 
     def _mark_unsealed(self, rows: list[Row]) -> None:
@@ -229,7 +227,7 @@ class Store:
         try:
             self.enforce_limit()
         except StoreFullError as err:
-            log.error("store_policy_failed path=%s error=%s", self.path, err)
+            log.error("store_policy_failed", path=self.path, error=err)
 
     def add_event(
         self, ts: float, kind: str, severity: str, source: str, text: str, data: dict[str, Any] | None = None

@@ -15,7 +15,6 @@ configured for UDP ignores).
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import random
 import socket
@@ -39,8 +38,9 @@ from protocols.c37118.frames import (
     pmu_value_count,
 )
 from protocols.c37118.stream import NEED_DATA, StreamReader
+from protocols.eventlog import EventLog
 
-log = logging.getLogger("protocols.c37118.pdc")
+log = EventLog("c37118")
 
 UDP_PORT_COMMAND = b"UDPP"  # extended command (CMD 8) naming the UDP port data should go to
 _CFG_COMMAND = {1: Command.SEND_CFG1, 2: Command.SEND_CFG2, 3: Command.SEND_CFG3}
@@ -478,12 +478,12 @@ class PdcClient:
                 self.stats.last_error_ts = time.time()
                 if isinstance(err, StaleStreamError):
                     self.stats.stale += 1
-                log.warning("event=pmu_session_failed pmu=%s error=%s", self._name, err)
+                log.warning("pmu_session_failed", pmu=self._name, error=err)
             finally:
                 self.stats.connected = False
             self._attempt = 1 if self._delivered else self._attempt + 1
             delay = self.backoff_s(self._attempt)
-            log.info("event=pmu_reconnect pmu=%s in_s=%.2f attempt=%d", self._name, delay, self._attempt)
+            log.info("pmu_reconnect", pmu=self._name, in_s=round(delay, 2), attempt=self._attempt)
             await asyncio.sleep(delay)
             self.stats.reconnects += 1
 
@@ -505,7 +505,7 @@ class PdcClient:
             self._config(session.config)
             await session.start()
             self.stats.connected = True
-            log.info("event=pmu_streaming pmu=%s rate=%s", self._name, session.config.data_rate)
+            log.info("pmu_streaming", pmu=self._name, rate=session.config.data_rate)
             last_request = -1e18
             last_data = self.clock()
             clock, stats, want_type = self.clock, self.stats, _CFG_TYPE[self.endpoint.cfg_version]
@@ -577,7 +577,7 @@ class PdcClient:
         ):
             self.stats.config_changes += 1
             cfgcnts = ",".join(str(p.cfgcnt) for p in config.pmus)
-            log.info("event=pmu_config_changed pmu=%s cfgcnt=%s rate=%s", self._name, cfgcnts, config.data_rate)
+            log.info("pmu_config_changed", pmu=self._name, cfgcnt=cfgcnts, rate=config.data_rate)
         elif old is not None:
             return  # the same configuration again (asked because of STAT bit 10 before the change)
         self.config = config
@@ -586,7 +586,7 @@ class PdcClient:
 
     def _error(self, err: FrameError) -> None:
         self.stats.frame_errors[type(err).__name__] += 1
-        log.warning("event=pmu_frame_error pmu=%s type=%s error=%s", self._name, type(err).__name__, err)
+        log.warning("pmu_frame_error", pmu=self._name, type=type(err).__name__, error=err)
         if self.on_error is not None:
             self._call(self.on_error, err)
 
@@ -595,7 +595,7 @@ class PdcClient:
             fn(arg)
         except Exception as err:  # a consumer's bug must not end the stream; counted and logged
             self.stats.callback_errors += 1
-            log.error("event=pmu_callback_failed pmu=%s error=%r", self._name, err)
+            log.error("pmu_callback_failed", pmu=self._name, error=repr(err))
 
 
 # ---- alignment ------------------------------------------------------------------------------------------

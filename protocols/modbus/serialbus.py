@@ -21,7 +21,6 @@ dropped, by pymodbus when nothing is pending, by unit id when another unit's req
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import time
 from collections import deque
@@ -34,6 +33,7 @@ from pymodbus.framer import FramerType
 from pymodbus.pdu import ModbusPDU
 from serial import SerialException
 
+from protocols.eventlog import EventLog
 from protocols.modbus.client import Operation, RetryingTransport, execute_once, open_client
 from protocols.modbus.errors import (
     ModbusConnectionError,
@@ -42,7 +42,7 @@ from protocols.modbus.errors import (
     ModbusTimeout,
 )
 
-log = logging.getLogger("gridedge.modbus.rtu")
+log = EventLog("modbus.rtu")
 
 # Bits per character on the line: start + 8 data + parity-or-second-stop + stop (v1.02, 2.5.1).
 CHAR_BITS = 11
@@ -165,7 +165,7 @@ class SerialBus:
             return  # the next transaction finds out whether the port is still there
         if waiting:
             self.flushed_bytes += waiting
-            log.info("event=rtu_input_flushed port=%s bytes=%d", self.port, waiting)
+            log.info("rtu_input_flushed", port=self.port, bytes=waiting)
         client.ctx.recv_buffer = b""
 
     async def transact(self, unit_id: int, op: Operation, timeout_s: float) -> ModbusPDU:

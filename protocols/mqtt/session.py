@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import random
 import sys
 import threading
@@ -31,7 +30,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-log = logging.getLogger(__name__)
+from protocols.eventlog import EventLog
+
+log = EventLog("mqtt")
 
 Handler = Callable[[str, bytes], None]
 
@@ -196,8 +197,8 @@ class MqttSession:
                     lasted = self._loop.time() - up_at
                     if lasted >= cfg.stable_s:
                         attempt = 0  # a link that worked: come back quickly
-                    log.warning("mqtt link down host=%s port=%s reason=%s lasted_s=%.1f", cfg.host, cfg.port, reason,
-                                lasted)  # fmt: skip
+                    log.warning("mqtt_link_down", host=cfg.host, port=cfg.port, reason=reason,
+                                lasted_s=round(lasted, 1))  # fmt: skip
             except asyncio.CancelledError:
                 graceful = True
                 raise
@@ -205,7 +206,7 @@ class MqttSession:
                 await self._retire(link, graceful)
             delay = self._rng.uniform(0.0, min(cfg.backoff_max_s, cfg.backoff_min_s * 2 ** min(attempt, 32)))
             attempt += 1
-            log.info("mqtt reconnect host=%s port=%s attempt=%d in_s=%.2f", cfg.host, cfg.port, attempt, delay)
+            log.info("mqtt_reconnect", host=cfg.host, port=cfg.port, attempt=attempt, in_s=round(delay, 2))
             await asyncio.sleep(delay)
 
     async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
@@ -329,7 +330,7 @@ class MqttSession:
                 return True
             reason = f"refused: {rc}"
         self.stats.connect_failures += 1
-        log.warning("mqtt connect failed host=%s port=%s reason=%s", cfg.host, cfg.port, reason)
+        log.warning("mqtt_connect_failed", host=cfg.host, port=cfg.port, reason=reason)
         return False
 
     async def _session_up(self, link: _Link) -> None:
@@ -337,7 +338,7 @@ class MqttSession:
         cfg = self.config
         assert link.client is not None
         self._link = link
-        log.info("mqtt connected host=%s port=%s client_id=%s", cfg.host, cfg.port, cfg.client_id)
+        log.info("mqtt_connected", host=cfg.host, port=cfg.port, client_id=cfg.client_id)
         if self._subs:
             rc, mid = link.client.subscribe(self._sub_list(list(self._subs)))
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
@@ -354,9 +355,9 @@ class MqttSession:
             try:
                 await hook()
             except MqttError as err:
-                log.warning("mqtt on_connect failed hook=%s error=%s", getattr(hook, "__qualname__", hook), err)
+                log.warning("mqtt_on_connect_failed", hook=getattr(hook, "__qualname__", hook), error=err)
             except Exception as err:  # the caller's hook must not end the session's life
-                log.error("mqtt on_connect raised hook=%s error=%r", getattr(hook, "__qualname__", hook), err)
+                log.error("mqtt_on_connect_raised", hook=getattr(hook, "__qualname__", hook), error=repr(err))
 
     async def _retire(self, link: _Link, graceful: bool) -> None:
         """Forget the link, fail what waits on it, stop its client without ever blocking the loop for long."""
@@ -417,7 +418,7 @@ class MqttSession:
     def _on_suback(self, link: _Link, mid: int, rcs: list[ReasonCode]) -> None:
         for rc in rcs:
             if getattr(rc, "is_failure", False):
-                log.error("mqtt subscription refused host=%s reason=%s", self.config.host, rc)
+                log.error("mqtt_subscription_refused", host=self.config.host, reason=rc)
         fut = link.subacks.pop(mid, None)
         if fut is not None and not fut.done():
             fut.set_result(rcs)
@@ -429,7 +430,7 @@ class MqttSession:
             try:
                 handler(topic, payload)
             except Exception as err:  # one bad message or handler must not end the session
-                log.error("mqtt handler raised topic=%s filter=%s error=%r", topic, topic_filter, err)
+                log.error("mqtt_handler_raised", topic=topic, filter=topic_filter, error=repr(err))
 
     def _sub_list(self, filters: list[str]) -> list[tuple[str, Any]]:
         if self.config.protocol == 5:

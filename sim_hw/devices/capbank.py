@@ -32,16 +32,16 @@ wall clock is never read.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Callable, Mapping
 from enum import IntEnum
 from typing import Any, Protocol
 
+from protocols.eventlog import EventLog
 from sim_hw.devices.modbus_server import WriteRequest
 from sim_hw.feeder.solution import PHASES, Solution
 
-log = logging.getLogger(__name__)
+log = EventLog("sim.devices")
 
 MODEL = "SIM-CBC-1"
 COUNTER_MODULUS = 1 << 32  # the operation counter is a uint32 and rolls over like a real one
@@ -256,10 +256,9 @@ class CapBankController:
             self.operation_count = (self.operation_count + 1) % COUNTER_MODULUS
             if not self.closed:
                 self._opened_at = t
-            log.info(
-                "capbank=%s capacitor=%s operation=%s count=%d t=%.1f",
-                self.name, self.capacitor, "close" if self.closed else "open", self.operation_count, t,
-            )  # fmt: skip
+            log.info("capbank_operated", device=self.name, capacitor=self.capacitor,
+                     operation="close" if self.closed else "open", count=self.operation_count,
+                     t=round(t, 1))  # fmt: skip
             self._pending = None
         feeder.set_capacitor(self.capacitor, self.closed)
 
@@ -309,7 +308,7 @@ class CapBankController:
             return
         if want is Action.CLOSE and self.lockout_remaining_s(t) > 0:
             return  # the condition keeps timing; the close waits for the bank to discharge
-        log.info("capbank=%s auto=%s v_control=%.2f t=%.1f", self.name, want.name.lower(), v, t)
+        log.info("capbank_auto", device=self.name, operation=want.name.lower(), v_control=round(v, 2), t=round(t, 1))
         self._pending, self._auto_want = want, None
 
     def values(self, t: float) -> dict[str, float | int | str | bool]:
@@ -345,7 +344,7 @@ class CapBankController:
     # --- writes -------------------------------------------------------------------------------------------
     def _refuse(self, result: Result, code: int, why: str) -> int:
         self.last_result = result
-        log.info("capbank=%s command=refused result=%s exception=%d reason=%s", self.name, result.name, code, why)
+        log.info("capbank_command_refused", device=self.name, result=result.name, exception=code, reason=why)
         return code
 
     def on_write(self, req: WriteRequest) -> int | None:
@@ -391,7 +390,7 @@ class CapBankController:
             return checked
         self._select = (checked[0], checked[1], now)
         self.last_result = Result.SELECTED
-        log.info("capbank=%s select=%s t=%.1f", self.name, checked[0].name.lower(), now)
+        log.info("capbank_selected", device=self.name, operation=checked[0].name.lower(), t=round(now, 1))
         return None
 
     def _on_operate(self, now: float, points: Mapping[str, Any]) -> int | None:
@@ -412,7 +411,7 @@ class CapBankController:
             return checked
         self._pending = checked[0]
         self.last_result = Result.OPERATED
-        log.info("capbank=%s operate=%s t=%.1f", self.name, checked[0].name.lower(), now)
+        log.info("capbank_operate", device=self.name, operation=checked[0].name.lower(), t=round(now, 1))
         return None
 
     def _on_settings(self, points: Mapping[str, Any]) -> int | None:
@@ -436,10 +435,8 @@ class CapBankController:
             self._select, self._auto_want = None, None  # a mode change drops an armed select and the auto timer
         self.mode, self.v_low, self.v_high, self.auto_delay_s = new_mode, float(v_low), float(v_high), float(delay)
         self.last_result = Result.SETTINGS_CHANGED
-        log.info(
-            "capbank=%s settings mode=%s v_low=%.1f v_high=%.1f delay_s=%.0f",
-            self.name, self.mode.name.lower(), self.v_low, self.v_high, self.auto_delay_s,
-        )  # fmt: skip
+        log.info("capbank_settings", device=self.name, mode=self.mode.name.lower(), v_low=round(self.v_low, 1),
+                 v_high=round(self.v_high, 1), delay_s=round(self.auto_delay_s))  # fmt: skip
         return None
 
 

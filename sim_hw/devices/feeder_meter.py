@@ -27,16 +27,16 @@ the name, modulo 90 000 000) are copied from sim_hw/devices/meter.py so both met
 
 from __future__ import annotations
 
-import logging
 import math
 import zlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from protocols.eventlog import EventLog
 from sim_hw.devices.modbus_server import ILLEGAL_ADDRESS, WriteRequest
 from sim_hw.feeder.solution import PHASES, Solution
 
-log = logging.getLogger(__name__)
+log = EventLog("sim.devices")
 
 # Point names this model produces: those of config/maps/sim-meter.toml (as sim_hw/devices/meter.py POINTS).
 POINTS = (
@@ -182,8 +182,8 @@ class FeederMeter:
 
     def on_write(self, req: WriteRequest) -> int | None:
         """Nothing in this meter is writable over Modbus: every write answers exception 2 (illegal data address)."""
-        log.info("device=%s modbus_write=refused table=%s address=%d reason=read_only", self.name, req.table.value,
-                 req.address)  # fmt: skip
+        log.info("modbus_write_refused", device=self.name, table=req.table.value, address=req.address,
+                 reason="read_only")  # fmt: skip
         return ILLEGAL_ADDRESS
 
     # --- scenarios ----------------------------------------------------------------------------------
@@ -197,7 +197,7 @@ class FeederMeter:
         self.serial_number = _serial(f"{self.name}#{self.swaps}")
         self._delivered_wh = 0.0
         self._received_wh = 0.0
-        log.info("device=%s meter_swap t=%.3f serial_number=%d", self.name, t, self.serial_number)
+        log.info("meter_swap", device=self.name, t=round(t, 3), serial_number=self.serial_number)
 
     # --- internals ----------------------------------------------------------------------------------
     def _advance(self, t: float) -> None:

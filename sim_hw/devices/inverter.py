@@ -11,7 +11,7 @@ Register layout (docs/devices/sim-inverter.md): SunSpec from holding register 40
 absorption (under-excited), for both the measurements and the var setpoint; PF has the sign of W
 (SunSpec model 701, "PF").
 
-OpenDER traps (shared/LIBRARIES.md) handled here, in :class:`OpenDerAdapter`: ``DER.t_s`` is class-wide,
+OpenDER's traps, handled here in :class:`OpenDerAdapter`: ``DER.t_s`` is class-wide,
 so the adapter sets it to its own step before every run; ``NP_NORMAL_OP_CAT`` is given first because it
 resets the volt-var curve; every input is passed explicitly each step (OpenDER silently defaults missing
 ones); the nominal frequency must be 60 Hz (OpenDER hard-codes it in droop and trip settings).
@@ -19,7 +19,6 @@ ones); the nominal frequency must be 60 Hz (OpenDER hard-codes it in droop and t
 
 from __future__ import annotations
 
-import logging
 import math
 import zlib
 from collections.abc import Callable, Mapping
@@ -28,12 +27,13 @@ from typing import Any, Protocol
 
 from opender import DER, DER_PV
 
+from protocols.eventlog import EventLog
 from protocols.modbus.registermap import DataType, encode_point
 from sim_hw.devices.modbus_server import WriteRequest
 from sim_hw.devices.sunspec import SunSpecLayout, build_layout, sf_for_range
 from sim_hw.feeder.solution import Solution
 
-log = logging.getLogger(__name__)
+log = EventLog("sim.devices")
 
 MODEL_IDS = (1, 701, 702, 703, 704, 705, 706, 711)
 VV_CURVES, VV_POINTS = 3, 4  # 705: curve 1 is the active curve (read-only), 2..3 are editable; 4 points each
@@ -341,11 +341,11 @@ class SunSpecInverter:
         v_pu = [abs(v[p]) / base for p in phases]
         irr = solution.irradiance_pu
         if irr is None or not math.isfinite(irr) or irr < 0:
-            log.info("inverter=%s irradiance=%r reason=missing_or_invalid available_kw=0", self.name, irr)
+            log.info("inverter_irradiance_invalid", device=self.name, irradiance=irr, available_kw=0)
             irr = 0.0
         f = solution.frequency_hz
         if f is None or not math.isfinite(f) or f <= 0:
-            log.info("inverter=%s frequency=%r reason=missing_or_invalid assumed_hz=60", self.name, f)
+            log.info("inverter_frequency_invalid", device=self.name, frequency=f, assumed_hz=60)
             f = 60.0
         self.f_hz = f
         if self._t_last is None:
@@ -380,21 +380,16 @@ class SunSpecInverter:
                 continue
             reg = self.layout.point(name).register
             if encode_point(reg, value) != encode_point(reg, current[name]):
-                log.info("inverter=%s write=refused point=%s value=%r reason=read_only", self.name, name, value)
+                log.info("inverter_write_refused", device=self.name, point=name, value=value, reason="read_only")
                 return ILLEGAL_ADDRESS
         if not changes:
             return None
         reason = self._accept(changes)
         if reason is not None:
-            log.info(
-                "inverter=%s write=refused point=%s value=%r reason=%s",
-                self.name,
-                reason[0],
-                changes.get(reason[0]),
-                reason[1],
-            )
+            log.info("inverter_write_refused", device=self.name, point=reason[0], value=changes.get(reason[0]),
+                     reason=reason[1])  # fmt: skip
             return ILLEGAL_VALUE
-        log.info("inverter=%s write=accepted points=%s", self.name, ",".join(sorted(changes)))
+        log.info("inverter_write_accepted", device=self.name, points=",".join(sorted(changes)))
         return None
 
     # --- settings -------------------------------------------------------------------------------------

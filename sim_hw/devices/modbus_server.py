@@ -29,7 +29,6 @@ value) before the handler is asked; a handler that raises is answered with excep
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -42,9 +41,10 @@ from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType as SimType
 from pymodbus.simulator import SimData, SimDevice
 
+from protocols.eventlog import EventLog
 from protocols.modbus.registermap import DecodeError, RegisterMap, Table, decode_point, encode_point
 
-log = logging.getLogger(__name__)
+log = EventLog("sim.devices")
 
 Fault = Literal["silent", "exception", "garbage"]
 FAULTS: tuple[str, ...] = ("silent", "exception", "garbage")
@@ -207,14 +207,14 @@ class ModbusDeviceServer:
         except RuntimeError as err:
             raise ModbusServerError(f"cannot serve Modbus on {self.address}: {err}") from err
         self._server = server
-        log.info("modbus_server=up address=%s units=%s", self.address, ",".join(map(str, sorted(self.units))))
+        log.info("modbus_server_up", address=self.address, units=",".join(map(str, sorted(self.units))))
 
     async def stop(self) -> None:
         if self._server is None:
             return
         server, self._server = self._server, None
         await server.shutdown()
-        log.info("modbus_server=down address=%s", self.address)
+        log.info("modbus_server_down", address=self.address)
 
     # --- values -----------------------------------------------------------------------------------------
     async def update(self, unit_id: int, values: Mapping[str, float | int | str | bool]) -> None:
@@ -276,23 +276,19 @@ class ModbusDeviceServer:
             if p.table is not table or p.end <= address or p.address >= stop:
                 continue
             if p.address < address or p.end > stop:
-                log.info(
-                    "modbus_write=refused address=%s unit=%d point=%s reason=partial", self.address, unit_id, p.name
-                )
+                log.info("modbus_write_refused", address=self.address, unit=unit_id, point=p.name, reason="partial")
                 return ILLEGAL_ADDRESS
             try:
                 points[p.name] = decode_point(p, values[p.address - address : p.end - address])
             except (DecodeError, ValueError) as err:
-                log.info(
-                    "modbus_write=refused address=%s unit=%d point=%s reason=%s", self.address, unit_id, p.name, err
-                )
+                log.info("modbus_write_refused", address=self.address, unit=unit_id, point=p.name, reason=err)
                 return ILLEGAL_VALUE
         handler = self._write_handlers[unit_id]
         request = WriteRequest(unit_id, table, address, tuple(values), points)
         try:
             return handler(request)
         except Exception as err:  # a model's bug must not kill the server: answer as a failed device would
-            log.error("modbus_write=handler_failed address=%s unit=%d error=%r", self.address, unit_id, err)
+            log.error("modbus_write_handler_failed", address=self.address, unit=unit_id, error=repr(err))
             return DEVICE_FAILURE
 
     def _forget(self, unit_id: int, table: Table, start: int, stop: int) -> None:
@@ -345,7 +341,7 @@ class ModbusDeviceServer:
             self._faults[unit_id] = fault
         else:
             raise ModbusServerError(f"fault = {fault!r}: must be None or one of {', '.join(map(repr, FAULTS))}")
-        log.info("modbus_fault=%s address=%s unit=%d", fault or "none", self.address, unit_id)
+        log.info("modbus_fault_set", address=self.address, unit=unit_id, fault=fault or "none")
 
     def fault(self, unit_id: int) -> Fault | None:
         return self._faults.get(unit_id)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import cmath
 import contextlib
-import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -53,8 +52,9 @@ from protocols.c37118 import (
 )
 from protocols.c37118.frames import MAX_FRAME_SIZE
 from protocols.c37118.pdc import UDP_PORT_COMMAND
+from protocols.eventlog import EventLog
 
-log = logging.getLogger("sim_hw.pmu")
+log = EventLog("sim.devices")
 
 DEFAULT_PORT = 4712  # IEEE C37.118.2-2011 Annex: TCP 4712, UDP 4713
 DEFAULT_UDP_PORT = 4713
@@ -360,7 +360,7 @@ class SimPmu:
         loop = asyncio.get_running_loop()
         self._udp, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, local_addr=(self.host, 0))
         self._ticker = asyncio.create_task(self._tick(), name=f"simpmu-{self.idcode}")
-        log.info("event=pmu_listening idcode=%d host=%s port=%d rate=%d", self.idcode, self.host, self.port, self.rate)
+        log.info("pmu_listening", idcode=self.idcode, host=self.host, port=self.port, rate=self.rate)
         return self
 
     async def stop(self) -> None:
@@ -439,7 +439,7 @@ class SimPmu:
             self.source = self._default_source()
         self._block_sources = [b.source or self._default_source() for b in self.extra_blocks]
         self._config_changed_until = time.monotonic() + flag_s
-        log.info("event=pmu_config_changed idcode=%d cfgcnt=%d", self.idcode, old.cfgcnt + 1)
+        log.info("pmu_config_changed", idcode=self.idcode, cfgcnt=old.cfgcnt + 1)
         return self._config
 
     def stop_sending(self) -> None:
@@ -548,7 +548,7 @@ class SimPmu:
             try:
                 data = encode_frame(self.data_frame(k))
             except (FrameError, PmuSimError) as err:
-                log.error("event=pmu_frame_failed idcode=%d error=%s", self.idcode, err)
+                log.error("pmu_frame_failed", idcode=self.idcode, error=err)
                 continue
             for client in targets:
                 if client.udp_port is not None and self._udp is not None:
@@ -573,7 +573,7 @@ class SimPmu:
         client.task = asyncio.current_task()
         self._clients.add(client)
         self.stats.connections += 1
-        log.info("event=pdc_connected idcode=%d peer=%s:%d", self.idcode, peer[0], peer[1])
+        log.info("pdc_connected", idcode=self.idcode, peer=f"{peer[0]}:{peer[1]}")
         try:
             while chunk := await reader.read(4096):
                 client.reader.feed(chunk)
@@ -582,22 +582,22 @@ class SimPmu:
                         self._command(client, event)
                     elif isinstance(event, FrameError):
                         self.stats.frame_errors += 1
-                        log.warning("event=pdc_bad_frame idcode=%d error=%s", self.idcode, event)
+                        log.warning("pdc_bad_frame", idcode=self.idcode, error=event)
                     else:
                         self.stats.ignored_commands += 1
                 await writer.drain()
         except (ConnectionError, OSError) as err:
-            log.info("event=pdc_connection_lost idcode=%d error=%s", self.idcode, err)
+            log.info("pdc_connection_lost", idcode=self.idcode, error=err)
         finally:
             self._clients.discard(client)
             writer.close()
-            log.info("event=pdc_disconnected idcode=%d peer=%s:%d", self.idcode, peer[0], peer[1])
+            log.info("pdc_disconnected", idcode=self.idcode, peer=f"{peer[0]}:{peer[1]}")
 
     def _command(self, client: _Client, cmd: CommandFrame) -> None:
         self.stats.commands += 1
         if self.strict_idcode and cmd.idcode != self.idcode:
             self.stats.ignored_commands += 1
-            log.warning("event=pdc_command_ignored idcode=%d to=%d", self.idcode, cmd.idcode)
+            log.warning("pdc_command_ignored", idcode=self.idcode, to=cmd.idcode)
             return
         c = cmd.command
         if c == Command.DATA_OFF:
@@ -620,7 +620,7 @@ class SimPmu:
             client.udp_port = int.from_bytes(cmd.extended[4:6], "big") or DEFAULT_UDP_PORT
         else:
             self.stats.ignored_commands += 1
-            log.warning("event=pdc_command_ignored idcode=%d cmd=%d", self.idcode, c)
+            log.warning("pdc_command_ignored", idcode=self.idcode, cmd=c)
 
 
 def _i16(x: float) -> int:

@@ -31,16 +31,16 @@ primary 700 A, R = 3 V, X = 9 V on each phase; the initial taps are the publishe
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Mapping, Sequence
 from enum import IntEnum
 from typing import Any, Protocol
 
+from protocols.eventlog import EventLog
 from sim_hw.devices.modbus_server import WriteRequest
 from sim_hw.feeder.solution import PHASES, Solution
 
-log = logging.getLogger(__name__)
+log = EventLog("sim.devices")
 
 MODEL = "SIM-REG-1"
 TAP_MIN, TAP_MAX = -16, 16  # ANSI C57.15: 32 steps of 5/8 %, +-10 %
@@ -220,7 +220,7 @@ class RegulatorController:
             self.taps[k] += 1 if self.targets[k] > self.taps[k] else -1
             self.operation_counts[k] = (self.operation_counts[k] + 1) % COUNTER_MODULUS
             self._last_move[k] = t
-            log.info("regulator=%s phase=%s tap=%d t=%.1f", self.name, PHASES[k], self.taps[k], t)
+            log.info("regulator_tap", device=self.name, phase=PHASES[k], tap=self.taps[k], t=round(t, 1))
         feeder.set_regulator_taps((self.taps[0], self.taps[1], self.taps[2]))
 
     def _measure(self, solution: Solution, k: int) -> tuple[complex, complex]:
@@ -301,9 +301,8 @@ class RegulatorController:
         if not due:
             return 0
         ch.last_step = t
-        log.info(
-            "regulator=%s decision=%s v_comp=%.2f t=%.1f", self.name, "raise" if direction > 0 else "lower", v_comp, t
-        )
+        log.info("regulator_decision", device=self.name, direction="raise" if direction > 0 else "lower",
+                 v_comp=round(v_comp, 2), t=round(t, 1))  # fmt: skip
         return direction
 
     def values(self, t: float) -> dict[str, float | int | str | bool]:
@@ -357,11 +356,11 @@ class RegulatorController:
         self.settings = new
         for k, v in targets.items():
             self.targets[k] = int(v)
-        log.info("regulator=%s write=accepted points=%s", self.name, ",".join(sorted(points)))
+        log.info("regulator_write_accepted", device=self.name, points=",".join(sorted(points)))
         return None
 
     def _refuse(self, why: str, code: int) -> int:
-        log.info("regulator=%s write=refused exception=%d reason=%s", self.name, code, why)
+        log.info("regulator_write_refused", device=self.name, exception=code, reason=why)
         return code
 
 

@@ -21,7 +21,6 @@ carried out at the next ``actuate(t)``, the relay's next processing instant, whi
 
 from __future__ import annotations
 
-import logging
 import math
 import zlib
 from collections import deque
@@ -30,11 +29,12 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
+from protocols.eventlog import EventLog
 from protocols.modbus.registermap import Table
 from sim_hw.devices.modbus_server import ILLEGAL_ADDRESS, ILLEGAL_VALUE, WriteRequest
 from sim_hw.feeder.solution import PHASES, Solution
 
-log = logging.getLogger(__name__)
+log = EventLog("sim.devices")
 
 MODEL = "SIM-RECL-651R"
 
@@ -413,8 +413,8 @@ class FeederRelay:
 
     # --- internals ----------------------------------------------------------------------------------
     def _refuse(self, req: WriteRequest, code: int, reason: str) -> int:
-        log.info("device=%s modbus_write=refused table=%s address=%d code=%d reason=%s", self.name, req.table.value,
-                 req.address, code, reason)  # fmt: skip
+        log.info("modbus_write_refused", device=self.name, table=req.table.value, address=req.address, code=code,
+                 reason=reason)  # fmt: skip
         return code
 
     def _advance_clock(self, t: float) -> None:
@@ -453,7 +453,7 @@ class FeederRelay:
                 self.shot = 0
         elif command == "close":
             if self.state is State.LOCKOUT:  # refused at the write; only a bench skipping actuate gets here
-                log.warning("device=%s command=close ignored=lockout t=%.3f", self.name, t)
+                log.warning("relay_close_ignored", device=self.name, reason="lockout", t=round(t, 3))
                 return
             if self.state in (State.OPEN, State.RECLOSE_WAIT):
                 self.state = State.CLOSED
@@ -479,8 +479,8 @@ class FeederRelay:
         event = Event(code, t, self.shot, i[0], i[1], i[2])
         self.events.append(event)
         self.event_count += 1
-        log.info("device=%s event=%s t=%.3f shot=%d i_a=%.1f i_b=%.1f i_c=%.1f state=%s", self.name,
-                 code.name.lower(), t, self.shot, i[0], i[1], i[2], self.state.name.lower())  # fmt: skip
+        log.info("relay_event", device=self.name, code=code.name.lower(), t=round(t, 3), shot=self.shot,
+                 i_a=round(i[0], 1), i_b=round(i[1], 1), i_c=round(i[2], 1), state=self.state.name.lower())  # fmt: skip
 
 
 def _ring_slot(slot: int, events: deque[Event], count: int) -> dict[str, float | int]:

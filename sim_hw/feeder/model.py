@@ -18,7 +18,6 @@ have in the script ("Transformer.Reg1"); bus names are lower case (OpenDSS's).
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from dataclasses import dataclass
@@ -27,9 +26,10 @@ from pathlib import Path
 import opendssdirect
 from opendssdirect import DSSException
 
+from protocols.eventlog import EventLog
 from sim_hw.feeder.solution import Solution, Terminal
 
-log = logging.getLogger("sim_hw.feeder")
+log = EventLog("sim.feeder")
 
 TAP_MIN = -16
 TAP_MAX = 16
@@ -405,9 +405,9 @@ class Feeder:
             converged = bool(d.Solution.Converged())
         except DSSException as err:
             converged = False
-            log.warning("feeder_solve_failed t=%s error=%s", t, err)
+            log.warning("feeder_solve_failed", t=t, error=err)
         if not converged:
-            log.warning("feeder_not_converged t=%s iterations=%s", t, d.Solution.Iterations())
+            log.warning("feeder_not_converged", t=t, iterations=d.Solution.Iterations())
         return self._read(t, converged)
 
     def _read(self, t: float, converged: bool) -> Solution:

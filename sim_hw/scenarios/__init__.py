@@ -31,14 +31,15 @@ Times are simulated, so a scenario plays the same at any ``--speed``.
 
 from __future__ import annotations
 
-import logging
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("sim_hw.scenario")
+from protocols.eventlog import EventLog
+
+log = EventLog("sim.scenario")
 
 ACTIONS: dict[str, set[str]] = {
     "cloud": {"factor", "duration_s"},
@@ -98,12 +99,13 @@ class Scenario:
                 step.run(bench, t)
             except Exception as err:  # a device without that fault, a bus the feeder refused...
                 self.failed.append((t, step.name, repr(err)))
-                log.error("scenario=%s t=%.3f event=%s failed: %r", self.source.name, t, step.name, err)
+                log.error("scenario_step_failed", scenario=self.source.name, t=round(t, 3), step=step.name,
+                          error=repr(err))  # fmt: skip
                 if self.on_step is not None:
                     self.on_step(t, step, repr(err))
                 continue
             self.played.append((t, step.name))
-            log.info("scenario=%s t=%.3f event=%s", self.source.name, t, step.name)
+            log.info("scenario_step", scenario=self.source.name, t=round(t, 3), step=step.name)
             if self.on_step is not None:
                 self.on_step(t, step, None)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import math
 import time
 from collections.abc import Callable
@@ -26,9 +25,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from protocols import wavestream as ws
+from protocols.eventlog import EventLog
 from sim_hw.waveforms.generator import CHANNELS, UNITS, WaveformDesc, _Plan, generate_samples
 
-log = logging.getLogger(__name__)
+log = EventLog("sim.waveforms")
 
 
 @dataclass
@@ -95,13 +95,7 @@ class WaveformStreamServer:
             self._t0 = self.wall_clock()
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
-        log.info(
-            "waveform stream listening host=%s port=%d rate_hz=%g block=%d",
-            self.host,
-            self.port,
-            self.desc.rate,
-            self.block,
-        )
+        log.info("waveform_listening", host=self.host, port=self.port, rate_hz=self.desc.rate, block=self.block)
         return self
 
     async def stop(self) -> None:
@@ -152,15 +146,16 @@ class WaveformStreamServer:
         self._tasks.add(task)
         self.stats.clients += 1
         self.stats.connections += 1
-        peer = writer.get_extra_info("peername")
+        peername = writer.get_extra_info("peername")
+        peer = f"{peername[0]}:{peername[1]}" if peername else "unknown"
         try:
             await self._stream_to(writer)
         except (ConnectionError, OSError) as err:
-            log.info("waveform stream client gone peer=%s error=%s", peer, err)
+            log.info("waveform_client_gone", peer=peer, error=err)
         except asyncio.CancelledError:
             # stop() cancels the connection tasks; ending normally keeps asyncio's stream callback from
             # logging the cancellation as an error (it calls task.exception() on the handler task)
-            log.debug("waveform stream connection stopped peer=%s", peer)
+            log.debug("waveform_client_stopped", peer=peer)
         finally:
             self.stats.clients -= 1
             self._tasks.discard(task)
@@ -187,7 +182,7 @@ class WaveformStreamServer:
                 elif -delay > self.max_lag_blocks * self.block / self.desc.rate / self.speed:
                     live = self._live_block(now)
                     self.stats.blocks_skipped += live - j
-                    log.warning("waveform stream client lags: skipped blocks=%d from_seq=%d", live - j, j)
+                    log.warning("waveform_client_lags", skipped_blocks=live - j, from_seq=j)
                     j = live
                     continue
             n = self.block if self.end_sample is None else min(self.block, self.end_sample - first)

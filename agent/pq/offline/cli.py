@@ -18,6 +18,7 @@ from agent.pq.harmonics import PqInputError
 from agent.pq.offline.analyze import analyse_file
 from agent.pq.offline.recording import RecordingError
 from agent.pq.offline.text import format_analysis, format_compliance
+from protocols.eventlog import setup_logging
 
 
 class _Parser(argparse.ArgumentParser):
@@ -145,6 +146,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else argv
     parser = build_parser()
+    setup_logging("WARNING")  # the one log format, should a measurement warn; the results go to stdout
     try:
         args = parser.parse_args(args_list)
         if args.command is None:
