@@ -8,59 +8,18 @@ import random
 import time
 
 import pytest
-from conftest import arun, free_port
-from test_modbus_client import modbus_server, raw_server
-from test_modbus_rtu_bus import rtu_server
+from helpers.aio import arun
+from helpers.modbus import modbus_server, raw_server, rtu_device, rtu_server, tcp_device
+from helpers.net import free_port
+from helpers.sinks import Collector
 
 from agent.acquisition import BACKOFF_CAP_S, DevicePoller, Snapshot, build_pollers
-from agent.config import DeviceConfig, SerialSettings
 from agent.points import Quality, Reading, Stream
 from protocols.modbus.client import TcpTransport
 from protocols.modbus.registermap import parse_register_map
 from protocols.modbus.serialbus import RtuTransport
 
 pytestmark = pytest.mark.integration
-
-METER_MAP = parse_register_map(
-    {
-        "name": "meter",
-        "points": [
-            {"name": "v", "address": 0, "type": "uint16", "scale": 0.1, "unit": "V"},
-            {"name": "i", "address": 1, "type": "uint16", "unit": "A"},
-            {"name": "kwh", "address": 2, "type": "uint32", "unit": "kWh", "kind": "energy"},
-        ],
-    }
-)
-
-
-def rtu_device(name: str, unit: int, port: str, **kw) -> DeviceConfig:
-    return DeviceConfig(
-        name=name,
-        protocol="modbus-rtu",
-        unit_id=unit,
-        register_map=kw.pop("register_map", METER_MAP),
-        serial=SerialSettings(port=port, baudrate=9600),
-        **kw,
-    )
-
-
-def tcp_device(name: str, port: int, rmap=METER_MAP, **kw) -> DeviceConfig:
-    return DeviceConfig(
-        name=name, protocol="modbus-tcp", unit_id=1, register_map=rmap, host="127.0.0.1", port=port, **kw
-    )
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.snapshot = Snapshot()
-        self.readings: list[Reading] = []
-
-    def __call__(self, readings: list[Reading]) -> None:
-        self.snapshot.update(readings)
-        self.readings.extend(readings)
-
-    def of(self, prefix: str) -> list[Reading]:
-        return [r for r in self.readings if r.point.startswith(prefix + ".")]
 
 
 def test_dead_rtu_unit_does_not_slow_the_live_ones(pty_pair) -> None:

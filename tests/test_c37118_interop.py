@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from conftest import async_test, free_port, running_tasks, until
+from helpers.aio import async_test, running_tasks, until
+from helpers.net import free_port
 
 from protocols.c37118 import ConfigFrame, DataFormat, DataFrame, PhasorKind, Stat
 from protocols.c37118.pdc import PdcClient, PmuEndpoint

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -13,7 +12,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import async_test, running_tasks, until
+from helpers.aio import async_test, running_tasks, until
+from helpers.telemetry import doc_examples
 
 from central.cli import main as central_main
 from central.config import CentralConfig, CentralConfigError, load_central_config, parse_central_config
@@ -540,20 +540,6 @@ def test_cli_usage_and_config_errors(tmp_path: Path, capsys) -> None:
 
 
 # ---- the documented wire schema --------------------------------------------------------------------------------
-
-
-def doc_examples(repo_root: Path) -> list[tuple[str, dict]]:
-    """Every ```json block of docs/telemetry.md, with the heading above it."""
-    text = (repo_root / "docs" / "telemetry.md").read_text()
-    found: list[tuple[str, dict]] = []
-    heading = ""
-    for block in re.split(r"(^#+ .*$)", text, flags=re.M):
-        if block.startswith("#"):
-            heading = block
-            continue
-        for body in re.findall(r"```json\n(.*?)```", block, flags=re.S):
-            found.append((heading, json.loads(body)))
-    return found
 
 
 def test_every_json_example_in_the_doc_decodes_with_the_schema(repo_root: Path) -> None:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from helpers.net import free_port
 
 from agent.config import load_config
 from agent.service import status_path

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
-from conftest import async_test, free_port
-from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
-from pymodbus.server import ModbusTcpServer
+from helpers.aio import async_test
+from helpers.modbus import modbus_server, raw_server
+from helpers.net import free_port
 
 from protocols.modbus.client import TcpTransport
 from protocols.modbus.errors import (
@@ -23,48 +22,6 @@ from protocols.modbus.errors import (
 from protocols.modbus.registermap import Table
 
 pytestmark = pytest.mark.integration
-
-
-@asynccontextmanager
-async def modbus_server(port: int) -> AsyncIterator[ModbusTcpServer]:
-    """Unit 1: holding 0..49 = 100..149, coils 0..15 alternate; unit 2: holding all 7."""
-    dev1 = ModbusDeviceContext(
-        hr=ModbusSequentialDataBlock(1, list(range(100, 150))),
-        ir=ModbusSequentialDataBlock(1, list(range(200, 210))),
-        co=ModbusSequentialDataBlock(1, [i % 2 == 0 for i in range(16)]),
-        di=ModbusSequentialDataBlock(1, [True] * 4),
-    )
-    dev2 = ModbusDeviceContext(hr=ModbusSequentialDataBlock(1, [7] * 10))
-    server = ModbusTcpServer(ModbusServerContext(devices={1: dev1, 2: dev2}, single=False), address=("127.0.0.1", port))
-    await server.serve_forever(background=True)
-    try:
-        yield server
-    finally:
-        await server.shutdown()
-
-
-@asynccontextmanager
-async def raw_server(port: int, reply: Callable[[bytes], bytes | None]) -> AsyncIterator[None]:
-    """A TCP peer that answers each request chunk with ``reply(request)`` (None: stay silent)."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(1024):
-                out = reply(data)
-                if out:
-                    writer.write(out)
-                    await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", port)
-    try:
-        yield
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 @asynccontextmanager

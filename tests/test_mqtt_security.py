@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import free_port, wait_port
+from helpers.net import free_port, wait_port
 
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.uplink import session_config_from

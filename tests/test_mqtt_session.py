@@ -16,7 +16,8 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import async_test, free_port, until
+from helpers.aio import async_test, until
+from helpers.net import free_port
 from paho.mqtt.enums import CallbackAPIVersion
 
 from protocols.mqtt import ConnectionLost, MqttSession, SessionConfig

@@ -8,7 +8,8 @@ import time
 from dataclasses import replace
 
 import pytest
-from conftest import async_test, free_port, running_tasks, until
+from helpers.aio import async_test, running_tasks, until
+from helpers.net import free_port
 
 from protocols.c37118 import ConfigFrame, CrcError, DataFrame, FrameError, PhasorKind, SyncError, encode_frame
 from protocols.c37118.pdc import (

@@ -13,7 +13,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from conftest import async_test, free_port
+from helpers.aio import async_test
+from helpers.net import free_port
 
 from agent.pmu.probe import ProbeUsageError, open_failure, parse_address, utc_text
 from protocols.c37118 import SyncError, Timestamp

@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_pq_analyze import phases, write_comtrade, write_csv
-from test_pq_compliance import doc
+from helpers.pq import doc, phases, write_comtrade, write_csv
 
 import gridedge
 from agent.pq.cli import main

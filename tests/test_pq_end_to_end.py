@@ -22,8 +22,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import Broker, async_test, free_port, query_db, wait_for, wait_port
-from processes import Processes
+from helpers.aio import async_test
+from helpers.broker import Broker
+from helpers.db import query_db
+from helpers.net import free_port, wait_port
+from helpers.processes import Processes
+from helpers.wait import wait_for
 
 from protocols import wavestream as ws
 from sim_hw.bench import Bench, device_table

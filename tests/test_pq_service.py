@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import async_test, free_port, running_tasks, until
+from helpers.aio import async_test, running_tasks, until
+from helpers.net import free_port
 
 from agent.config import ConfigError, parse_config
 from agent.points import Quality, Reading

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import async_test, running_tasks, until
+from helpers.aio import async_test, running_tasks, until
 
 from agent.config import load_config
 from agent.points import Quality, Reading

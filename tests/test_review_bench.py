@@ -8,9 +8,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import async_test, free_port
+from helpers.aio import async_test
+from helpers.bench import bench_config
+from helpers.net import free_port
 from pymodbus.client import AsyncModbusTcpClient
-from test_sim_bench_physics import bench_config
 
 from protocols.modbus.registermap import Table, parse_register_map
 from sim_hw.bench import Bench, BenchError

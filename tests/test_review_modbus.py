@@ -18,9 +18,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import pytest
-from conftest import arun, free_port
-from test_acquisition import Collector, rtu_device, tcp_device
-from test_modbus_client import modbus_server, raw_server
+from helpers.aio import arun
+from helpers.modbus import modbus_server, raw_server, rtu_device, tcp_device
+from helpers.net import free_port
+from helpers.sinks import Collector
 
 from agent.acquisition import DevicePoller, build_pollers
 from agent.points import Quality

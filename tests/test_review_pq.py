@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from conftest import async_test, running_tasks, until
+from helpers.aio import async_test, running_tasks, until
 from test_pq_service import TICK, Collected, desc, make_stream, stream_config
 
 from sim_hw.waveforms.stream import WaveformStreamServer

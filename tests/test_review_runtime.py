@@ -22,8 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import arun, free_port, until, wait_for
-from processes import Processes
+from helpers.aio import arun, until
+from helpers.net import free_port
+from helpers.processes import Processes
+from helpers.wait import wait_for
 
 from agent.runtime import Supervisor, SystemdNotifier, watchdog
 from gridedge_demo import Demo

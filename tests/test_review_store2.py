@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import tinydisk
-from tinydisk import DISK_BYTES, fill
+from helpers import tinydisk
+from helpers.tinydisk import DISK_BYTES, fill
 
 from agent.points import Reading, Stream
 from agent.store import Store, StoreFullError

@@ -15,7 +15,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import async_test, free_port, running_tasks, until
+from helpers.aio import async_test, running_tasks, until
+from helpers.net import free_port
 from test_central import Agent, batch, doc_examples, make_config, start, workers_subscribed
 from test_uplink import SITE as AGENT_SITE
 from test_uplink import central_worker, make_session, make_store, outbox_empty, readings

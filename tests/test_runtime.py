@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Broker, free_port
+from helpers.broker import Broker
+from helpers.net import free_port
 
 from agent.config import load_config
 from agent.runtime import Supervisor, SystemdNotifier

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from conftest import free_port
+from helpers.net import free_port
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
 from protocols.modbus.registermap import RegisterPoint, decode_point

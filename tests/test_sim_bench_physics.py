@@ -5,18 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from benchcopy import ieee13_copy
-from conftest import async_test, free_port
+from helpers.aio import async_test
+from helpers.bench import bench_config
+from helpers.net import free_port
 
 from sim_hw.bench import Bench, BenchError
-from sim_hw.config import BenchConfig, load_bench_config
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def bench_config(tmp_path: Path, edit: tuple[str, str] | None = None, *, irradiance: str = "clear") -> BenchConfig:
-    """The shipped IEEE 13-node bench, privately copied (tests/benchcopy.py), starting at solar noon."""
-    return load_bench_config(ieee13_copy(tmp_path, edit=edit, irradiance=irradiance))
 
 
 @async_test

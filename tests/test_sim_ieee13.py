@@ -33,12 +33,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from benchcopy import SHIPPED, ieee13_copy
-from conftest import async_test
-from pcap import PcapWriter, TcpConversation
+from helpers.aio import async_test
+from helpers.bench import SHIPPED, ieee13_copy
+from helpers.pcap import PcapWriter, TcpConversation
+from helpers.tshark import assert_clean, check_frame, dissect, soc_text
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
-from test_c37118_tshark import assert_clean, check_frame, dissect, soc_text
 
 from protocols.c37118 import NEED_DATA, Command, CommandFrame, ConfigFrame, DataFrame, StreamReader, encode_frame
 from sim_hw.bench import Bench

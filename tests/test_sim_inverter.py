@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import async_test, free_port
+from helpers.aio import async_test
+from helpers.net import free_port
 from pymodbus.client import AsyncModbusTcpClient
 from sunspec2 import device as ss_device
 from sunspec2 import mdef

@@ -9,8 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import async_test
-from test_sim_bench_physics import bench_config
+from helpers.aio import async_test
+from helpers.bench import bench_config
 
 from sim_hw.bench import Bench
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from conftest import async_test, free_port
+from helpers.aio import async_test
+from helpers.net import free_port
 from pymodbus.client import AsyncModbusTcpClient
 
 from protocols.modbus.registermap import Table, encode_point, parse_register_map

@@ -15,7 +15,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from tinydisk import fill, on_tiny_fs
+from helpers.tinydisk import fill, on_tiny_fs
 
 from agent.points import Reading, Stream
 from agent.store import Store, StoreFullError

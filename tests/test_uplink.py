@@ -10,7 +10,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from conftest import async_test, running_tasks, until
+from helpers.aio import async_test, running_tasks, until
 
 from agent.points import Reading, Stream
 from agent.store import AsyncStore, Store
