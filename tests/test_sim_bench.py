@@ -10,11 +10,13 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from helpers.aio import async_test
 from helpers.net import free_port
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
@@ -266,6 +268,39 @@ def test_speed_makes_the_simulated_clock_advance_faster(tmp_path: Path) -> None:
     assert slow == 0.0
     assert fast >= 5.0
     assert served == pytest.approx(expected, rel=1e-6)  # the server holds the values of the latest step
+
+
+@async_test
+async def test_the_clock_does_not_go_back_when_a_run_ends_between_two_steps() -> None:
+    text = f"""
+[bench]
+step_s = 0.1
+start = "2026-06-01T00:00:00Z"
+[[devices]]
+name = "m"
+map = "{ROOT / "config" / "maps" / "sim-meter.toml"}"
+protocol = "modbus-tcp"
+port = {free_port()}
+"""
+    bench = Bench(parse_bench_config(tomllib.loads(text), ROOT / "bench.toml"))
+    await bench.start()
+    try:
+        readings = []
+
+        async def read_late() -> None:
+            await asyncio.sleep(0.14)  # between step 1 (0.1 s) and the run's end (0.15 s): paced past sim_time
+            readings.append(bench.clock())
+
+        reader = asyncio.create_task(read_late())
+        await bench.run(seconds=0.15)
+        await reader
+        after = bench.clock()
+        assert after >= readings[0]
+        await bench.step_once()
+        await bench.run(seconds=0.02)
+        assert bench.clock() >= after
+    finally:
+        await bench.stop()
 
 
 def test_a_failed_start_cleans_up_socat(tmp_path: Path) -> None:

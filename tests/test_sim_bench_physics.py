@@ -24,6 +24,15 @@ async def test_an_inverter_rated_above_its_pv_site_is_refused_at_start(tmp_path:
 
 
 @async_test
+async def test_the_bench_refuses_a_pmu_current_terminal_the_feeder_lacks(tmp_path: Path) -> None:
+    config = bench_config(tmp_path, ('current = "Line.632671/2"', 'current = "Line.632671/x"'))
+    bench = Bench(config)
+    with pytest.raises(BenchError, match=r"pmu '.*': current = 'Line.632671/x'"):
+        await bench.start()
+    assert bench.pmus == {}
+
+
+@async_test
 async def test_a_device_whose_model_fails_is_counted_and_the_others_go_on(tmp_path: Path, mocker) -> None:
     bench = Bench(bench_config(tmp_path))
     await bench.start()
