@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
-from helpers.aio import async_test
+from helpers.aio import arun, async_test
 from helpers.modbus import modbus_server, raw_server
 from helpers.net import free_port
 
@@ -154,3 +155,49 @@ async def test_out_of_spec_read_is_refused_before_sending(table, start, count) -
     t = TcpTransport("127.0.0.1", free_port(), timeout_s=0.2, retries=0)
     with pytest.raises(ValueError):
         await t.read(table, start, count, 1)
+
+
+# ---- answers that are well formed but wrong ---------------------------------------------------------------------
+
+
+def test_tcp_answer_with_a_wrong_byte_count_is_a_frame_error() -> None:
+    """A well-formed MBAP answer whose PDU holds 1 register where 2 were asked for."""
+
+    def reply(req: bytes) -> bytes:
+        tid = req[:2]
+        pdu = b"\x03\x02\x03\xe8"
+        return tid + b"\x00\x00" + struct.pack(">H", len(pdu) + 1) + req[6:7] + pdu
+
+    async def go():
+        port = free_port()
+        async with raw_server(port, reply):
+            t = TcpTransport("127.0.0.1", port, timeout_s=0.3, retries=0)
+            with pytest.raises(ModbusFrameError):
+                await t.read(Table.HOLDING, 0, 2, 1)
+            await t.close()
+
+    arun(go())
+
+
+@pytest.mark.parametrize("wrong", ["unit", "transaction"])
+def test_tcp_answer_for_another_unit_or_transaction_is_never_taken(wrong: str) -> None:
+    """A gateway that answers with the wrong unit id or transaction id: an error, not the data."""
+
+    def reply(req: bytes) -> bytes:
+        tid, unit = struct.unpack(">H", req[:2])[0], req[6]
+        if wrong == "unit":
+            unit ^= 0x01
+        else:
+            tid ^= 0x0101
+        pdu = b"\x03\x04\x03\xe8\x03\xe9"
+        return struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu
+
+    async def go():
+        port = free_port()
+        async with raw_server(port, reply):
+            t = TcpTransport("127.0.0.1", port, timeout_s=0.3, retries=1)
+            with pytest.raises((ModbusFrameError, ModbusTimeout)):
+                await t.read(Table.HOLDING, 0, 2, 1)
+            await t.close()
+
+    arun(go())

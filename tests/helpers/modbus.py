@@ -111,3 +111,15 @@ def tcp_device(name: str, port: int, rmap=METER_MAP, **kw) -> DeviceConfig:
     return DeviceConfig(
         name=name, protocol="modbus-tcp", unit_id=1, register_map=rmap, host="127.0.0.1", port=port, **kw
     )
+
+
+# A meter with two points, v and w, at holding 0 and 1: what modbus_server's unit 1 holds as 100 and 101.
+METER2 = parse_register_map(
+    {
+        "name": "m",
+        "points": [
+            {"name": "v", "address": 0, "type": "uint16", "unit": "V"},
+            {"name": "w", "address": 1, "type": "int16", "unit": "W"},
+        ],
+    }
+)
