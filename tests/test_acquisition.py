@@ -20,8 +20,6 @@ from protocols.modbus.errors import ModbusConnectionError
 from protocols.modbus.registermap import Table, parse_register_map
 from protocols.modbus.serialbus import RtuTransport
 
-pytestmark = pytest.mark.integration
-
 
 def test_dead_rtu_unit_does_not_slow_the_live_ones(pty_pair) -> None:
     """THE PROOF: three meters on one line, unit 3 dead; the live two keep their rate."""

@@ -90,6 +90,7 @@ def pypmu_server(port: int) -> Iterator[object]:
         assert not pmu.listener.is_alive()
 
 
+@pytest.mark.integration
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # pyPMU's acceptor, above
 @async_test
 async def test_our_pdc_client_reads_pypmu_as_a_pmu() -> None:

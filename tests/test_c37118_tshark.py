@@ -306,7 +306,7 @@ def build_offline_capture() -> OfflineCapture:
 
 
 @pytest.fixture(scope="module")
-def offline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, OfflineCapture, Dissection]:
+def tshark_offline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, OfflineCapture, Dissection]:
     cap = build_offline_capture()
     path = tmp_path_factory.mktemp("tshark") / "c37118.pcap"
     cap.pcap.save(path)
@@ -314,9 +314,9 @@ def offline(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, OfflineCapt
 
 
 def test_every_frame_we_write_is_one_synphasor_pdu_of_the_same_type(
-    offline: tuple[Path, OfflineCapture, Dissection],
+    tshark_offline: tuple[Path, OfflineCapture, Dissection],
 ) -> None:
-    _, cap, dissection = offline
+    _, cap, dissection = tshark_offline
     assert len(cap.frames) > 150
     assert len(dissection.pdus) == len(cap.frames)
     assert [p.int("synphasor.frtype") for p in dissection.pdus] == [encode_frame(f)[1] >> 4 for f in cap.frames]
@@ -324,20 +324,22 @@ def test_every_frame_we_write_is_one_synphasor_pdu_of_the_same_type(
     assert kinds == {"CommandFrame", "ConfigFrame", "Config3Frame", "HeaderFrame", "DataFrame"}
 
 
-def test_no_malformed_frame_no_warning_and_every_chk_good(offline: tuple[Path, OfflineCapture, Dissection]) -> None:
-    path, _, dissection = offline
+def test_no_malformed_frame_no_warning_and_every_chk_good(
+    tshark_offline: tuple[Path, OfflineCapture, Dissection],
+) -> None:
+    path, _, dissection = tshark_offline
     assert_clean(path, PMU_PORT, dissection)
 
 
-def test_decoded_fields_equal_what_we_encoded(offline: tuple[Path, OfflineCapture, Dissection]) -> None:
-    _, cap, dissection = offline
+def test_decoded_fields_equal_what_we_encoded(tshark_offline: tuple[Path, OfflineCapture, Dissection]) -> None:
+    _, cap, dissection = tshark_offline
     for pdu, frame in zip(dissection.pdus, cap.frames, strict=True):
         check_frame(pdu, frame)
 
 
-def test_station_a_values_as_tshark_shows_them(offline: tuple[Path, OfflineCapture, Dissection]) -> None:
+def test_station_a_values_as_tshark_shows_them(tshark_offline: tuple[Path, OfflineCapture, Dissection]) -> None:
     """Spelled out for one frame, so a reader sees the numbers: IDCODE, station, SOC, VA, FREQ."""
-    _, cap, dissection = offline
+    _, cap, dissection = tshark_offline
     i = next(i for i, f in enumerate(cap.frames) if isinstance(f, DataFrame) and f.idcode == 7734)
     pdu = dissection.pdus[i]
     assert pdu.int("synphasor.idcode_stream_source") == 7734
@@ -350,6 +352,7 @@ def test_station_a_values_as_tshark_shows_them(offline: tuple[Path, OfflineCaptu
     assert pdu.int("synphasor.frequency_deviation_from_nominal") == -100  # 5 x (0 - 40 // 2) mHz
 
 
+@pytest.mark.integration
 def test_the_checks_can_fail_bad_chk_and_short_frame_are_flagged(tmp_path: Path) -> None:
     """The negative control: a damaged CHK is an error; a frame shorter than its configuration stays undecoded."""
     cfg = ConfigFrame(frame_type=FrameType.CFG2, idcode=9, soc=1, pmus=(STATION_A,), data_rate=30)
@@ -377,6 +380,7 @@ def test_the_checks_can_fail_bad_chk_and_short_frame_are_flagged(tmp_path: Path)
         check_data(dissection.pdus[2], data_frames(cfg, 1, 1)[0])
 
 
+@pytest.mark.integration
 def test_cfg3_in_pieces_each_piece_is_one_clean_cfg3_pdu_with_our_cont_idx(tmp_path: Path) -> None:
     """A CFG-3 in three frames (6.4 Table 10 CONT_IDX 1, 2, 0xFFFF): tshark frames each as a CFG-3 with a good CHK.
 
@@ -448,6 +452,7 @@ class LiveCapture:
         self._stderr.close()
 
 
+@pytest.mark.integration
 @async_test
 async def test_live_simpmu_exchange_captured_on_lo_is_clean(tmp_path: Path) -> None:
     if os.geteuid() != 0:

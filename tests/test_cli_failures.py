@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.integration  # every test runs the gridedge command in a process of its own
+
 ROOT = Path(__file__).resolve().parent.parent
 GRIDEDGE = Path(sys.executable).with_name("gridedge")
 MAP = ROOT / "config" / "maps" / "sim-meter.toml"

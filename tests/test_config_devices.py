@@ -97,6 +97,7 @@ def test_unknown_keys_are_reported_even_when_the_protocol_is_wrong(tmp_path: Pat
     assert set(found) == {"devices[0].protocol", "devices[0].hots"}, found
 
 
+@pytest.mark.integration
 def test_run_refuses_conflicting_line_settings_before_starting(tmp_path: Path) -> None:
     # the check runs before anything starts: build_pollers would otherwise meet the conflict as a ValueError
     proc = run_gridedge("run", "--config", str(site(tmp_path, edit("baudrate = 9600", "baudrate = 4800", nth=2))))

@@ -73,6 +73,7 @@ def test_a_store_folder_that_does_not_exist_yet_is_fine(tmp_path: Path) -> None:
 # ---- the commands --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("command", [("check-config",), ("run", "--config")])
 def test_both_commands_refuse_a_bad_file_with_every_error_and_no_traceback(tmp_path: Path, command: tuple) -> None:
     text = edit("port = 502", "port = 0").replace('parity = "E"', 'parity = "Q"', 1)
@@ -84,6 +85,7 @@ def test_both_commands_refuse_a_bad_file_with_every_error_and_no_traceback(tmp_p
     assert "Traceback" not in proc.stderr and proc.stdout == ""
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("command", [("check-config",), ("run", "--config")])
 def test_both_commands_refuse_a_non_utf8_file_without_a_traceback(tmp_path: Path, command: tuple) -> None:
     path = tmp_path / "site.toml"
@@ -107,6 +109,7 @@ def test_the_site_template_only_lacks_the_real_sites_files(repo_root: Path) -> N
     assert set(found) == {"uplink.password_file", "uplink.ca_file"}, found
 
 
+@pytest.mark.integration
 def test_the_site_template_validates_where_its_files_exist(tmp_path: Path, repo_root: Path) -> None:
     template = (repo_root / "config" / "site-template.toml").read_text()
     assert "/etc/gridedge/" in template and "/var/lib/gridedge/" in template

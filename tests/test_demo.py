@@ -56,6 +56,7 @@ def test_the_demo_agent_opens_the_pty_the_demo_bench_serves() -> None:
     assert ports == {bench.bus("bus1").link}
 
 
+@pytest.mark.integration
 def test_git_ignores_the_runtime_folder_and_nothing_of_the_same_name_elsewhere() -> None:
     ignored = subprocess.run(["git", "check-ignore", "-q", "run/central.db"], cwd=ROOT, check=False)
     assert ignored.returncode == 0
@@ -94,6 +95,7 @@ def _gridedge(*args: str, env: dict[str, str] | None = None, timeout: float = 60
                           cwd=ROOT, env={**os.environ, **(env or {})})  # fmt: skip
 
 
+@pytest.mark.integration
 def test_an_unknown_argument_is_a_usage_error_and_starts_nothing() -> None:
     proc = _gridedge("demo", "--bogus", env={"DEMO_SECONDS": "1"})
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -101,6 +103,7 @@ def test_an_unknown_argument_is_a_usage_error_and_starts_nothing() -> None:
     assert "broker" not in proc.stdout
 
 
+@pytest.mark.integration
 def test_help_gives_the_usage_and_describes_demo_seconds() -> None:
     proc = _gridedge("demo", "--help")
     assert proc.returncode == 0, proc.stderr
@@ -108,6 +111,7 @@ def test_help_gives_the_usage_and_describes_demo_seconds() -> None:
     assert "DEMO_SECONDS=N" in proc.stdout and "Ctrl-C" in proc.stdout
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("value", ["twenty", "-5", "nan"])
 def test_a_bad_demo_seconds_is_refused_naming_the_value(value: str) -> None:
     proc = _gridedge("demo", env={"DEMO_SECONDS": value})
@@ -201,6 +205,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.integration
 def test_demo_children_are_out_of_reach_of_ctrl_c_and_stopped_with_their_own_children(tmp_path: Path) -> None:
     demo = Demo(tmp_path)
     proc = demo._spawn("bench", [sys.executable, "-c", _GRANDPARENT])
@@ -217,6 +222,7 @@ def test_demo_children_are_out_of_reach_of_ctrl_c_and_stopped_with_their_own_chi
             os.killpg(proc.pid, signal.SIGKILL)
 
 
+@pytest.mark.integration
 def test_demo_children_stop_when_the_demo_process_is_killed(tmp_path: Path) -> None:
     script = textwrap.dedent(
         f"""
@@ -360,6 +366,7 @@ def test_the_suggested_run_shows_every_scenario_step_and_the_agents_evidence(tmp
     assert _processes_naming(str(tmp_path)) == []
 
 
+@pytest.mark.integration
 def test_a_second_demo_on_the_same_folder_refuses_and_leaves_the_running_ones_stores(tmp_path: Path) -> None:
     """The demo clears the stores of its run/ folder when it starts: never while another demo runs from there."""
     config = demo_config_copy(tmp_path)

@@ -18,7 +18,6 @@ from helpers.net import free_port, wait_port
 from helpers.processes import Processes
 from helpers.wait import wait_for
 
-pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 MAP = ROOT / "config" / "maps" / "sim-meter.toml"
 

@@ -22,8 +22,6 @@ from protocols.modbus.errors import (
 )
 from protocols.modbus.registermap import Table
 
-pytestmark = pytest.mark.integration
-
 
 @asynccontextmanager
 async def tcp_transport(port: int, *, timeout_s: float, retries: int) -> AsyncIterator[TcpTransport]:

@@ -15,8 +15,6 @@ from protocols.modbus.errors import ModbusConnectionError, ModbusExceptionRespon
 from protocols.modbus.registermap import Table
 from protocols.modbus.serialbus import RtuTransport, SerialBus, SerialBusRegistry, inter_frame_silence_s
 
-pytestmark = pytest.mark.integration
-
 
 @dataclass
 class Line:

@@ -29,8 +29,6 @@ from protocols.modbus.readplan import split_block
 from protocols.modbus.registermap import Table, parse_register_map
 from protocols.modbus.serialbus import RtuTransport, SerialBus
 
-pytestmark = pytest.mark.integration
-
 
 def crc16(data: bytes) -> bytes:
     """Modbus CRC-16 (poly 0xA001 reflected, init 0xFFFF), low byte first (Serial Line v1.02, 6.2.2)."""

@@ -23,7 +23,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from protocols.mqtt import ConnectionLost, MqttSession, SessionConfig
 from protocols.mqtt.session import SessionConfigError, _filter_matches
 
-pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parent.parent
 
 

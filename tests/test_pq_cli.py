@@ -30,6 +30,7 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.integration
 def test_analyze_json_in_a_real_subprocess(dip_csv):
     exe = Path(sys.executable).parent / "gridedge"
     proc = subprocess.run([str(exe), "pq", "analyze", str(dip_csv), "--json"], capture_output=True, text=True,

@@ -33,7 +33,6 @@ from protocols import wavestream as ws
 from sim_hw.bench import Bench, device_table
 from sim_hw.config import BenchConfigError, parse_bench_config
 
-pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 DESCRIPTION = ROOT / "config" / "waveforms" / "flicker-dip.toml"
 STREAM = "feeder-pq"
@@ -188,6 +187,7 @@ def load(path: Path):
         return parse_bench_config(tomllib.load(fh), path)
 
 
+@pytest.mark.integration
 @async_test
 async def test_bench_serves_its_waveform_streams_on_its_clock_and_stops_them(tmp_path: Path) -> None:
     port = free_port()

@@ -283,6 +283,7 @@ def test_shutdown_commits_every_reading_taken_and_notifies_systemd(tmp_path: Pat
     assert {name for name, d in status["devices"].items() if d["polls_ok"] > 0} == {"m1", "m2"}
 
 
+@pytest.mark.integration
 def test_run_refuses_a_bad_config_with_its_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('site_id = "x"\n[uplink]\nbroker = "ftp://nowhere"\n[store]\nmax_mb = "lots"\n')
@@ -294,6 +295,7 @@ def test_run_refuses_a_bad_config_with_its_errors(tmp_path: Path) -> None:
     assert "store.max_mb = 'lots': must be a number" in proc.stderr
 
 
+@pytest.mark.integration
 def test_gridedge_help_lists_every_subcommand() -> None:
     proc = subprocess.run([sys.executable, "-m", "gridedge", "--help"], capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0
@@ -301,6 +303,7 @@ def test_gridedge_help_lists_every_subcommand() -> None:
         assert f"    {word}" in proc.stdout, word
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("args", [["sim", "--help"], ["central", "--help"], ["demo", "--help"]])
 def test_each_part_answers_help_through_the_dispatcher(args: list[str]) -> None:
     proc = subprocess.run([sys.executable, "-m", "gridedge", *args], capture_output=True, text=True, timeout=30)
@@ -409,6 +412,7 @@ def _started_agent(tmp_path: Path, spilled: int) -> _Agent:
     return site
 
 
+@pytest.mark.integration
 def test_sigterm_right_after_a_heavy_start_commits_every_reading(tmp_path: Path) -> None:
     """150,000 readings spilled by a previous run are committed as the agent starts; SIGTERM lands 0.3 s
     after it said it started. Every one of them, and every reading the poller took, is in the store."""
@@ -430,6 +434,7 @@ def test_sigterm_right_after_a_heavy_start_commits_every_reading(tmp_path: Path)
     assert not (tmp_path / "agent.db.unsaved.jsonl").exists()  # nothing had to be spilled again
 
 
+@pytest.mark.integration
 def test_sigkill_as_soon_as_the_agent_started_loses_no_spilled_reading(tmp_path: Path) -> None:
     """The spilled readings are committed before the file is removed: a SIGKILL the moment the agent says it
     started (before its writer's first flush) leaves them in the store, or still in the file, never nowhere."""

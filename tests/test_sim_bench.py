@@ -196,6 +196,7 @@ def test_table_lists_every_device_with_its_address(tmp_path: Path) -> None:
         assert "modbus-rtu" in rows[name]
 
 
+@pytest.mark.integration
 def test_bench_serves_tcp_and_rtu_meters_and_stop_cleans_up(tmp_path: Path) -> None:
     path, p1, p2 = write_config(tmp_path)
     cfg = load_bench_config(path)
@@ -240,6 +241,7 @@ def test_bench_serves_tcp_and_rtu_meters_and_stop_cleans_up(tmp_path: Path) -> N
     assert port_is_free(p1) and port_is_free(p2)
 
 
+@pytest.mark.integration
 def test_speed_makes_the_simulated_clock_advance_faster(tmp_path: Path) -> None:
     path, p1, _ = write_config(tmp_path)
     cfg = load_bench_config(path)
@@ -270,6 +272,7 @@ def test_speed_makes_the_simulated_clock_advance_faster(tmp_path: Path) -> None:
     assert served == pytest.approx(expected, rel=1e-6)  # the server holds the values of the latest step
 
 
+@pytest.mark.integration
 @async_test
 async def test_the_clock_does_not_go_back_when_a_run_ends_between_two_steps() -> None:
     text = f"""
@@ -303,6 +306,7 @@ port = {free_port()}
         await bench.stop()
 
 
+@pytest.mark.integration
 def test_a_failed_start_cleans_up_socat(tmp_path: Path) -> None:
     path, p1, _ = write_config(tmp_path)
     cfg = load_bench_config(path)
@@ -323,6 +327,7 @@ def test_a_failed_start_cleans_up_socat(tmp_path: Path) -> None:
     assert not cfg.bus("bus1").link.is_symlink()
 
 
+@pytest.mark.integration
 def test_a_stale_pty_link_is_replaced(tmp_path: Path) -> None:
     path, _, _ = write_config(tmp_path)
     cfg = load_bench_config(path)
@@ -351,6 +356,7 @@ def test_cli_devices_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixt
     assert f"127.0.0.1:{p1}" in out and "rtu-b" in out
 
 
+@pytest.mark.integration
 def test_cli_run_for_some_seconds_at_speed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path, p1, _ = write_config(tmp_path)
     assert main(["run", "--config", str(path), "--speed", "50", "--seconds", "0.4"]) == 0
@@ -378,6 +384,7 @@ def test_cli_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--speed" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_sim_run_exits_0_on_sigterm(tmp_path: Path) -> None:
     path, p1, _ = write_config(tmp_path)
     env = dict(os.environ, PYTHONPATH=str(ROOT))

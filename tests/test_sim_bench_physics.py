@@ -11,6 +11,8 @@ from helpers.net import free_port
 
 from sim_hw.bench import Bench, BenchError
 
+pytestmark = pytest.mark.integration  # every test starts the simulated bench
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

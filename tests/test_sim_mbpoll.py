@@ -14,6 +14,8 @@ from helpers.bench import bench_config
 
 from sim_hw.bench import Bench
 
+pytestmark = pytest.mark.integration  # the bench and mbpoll, a process
+
 MBPOLL = shutil.which("mbpoll")  # installed by scripts/install-system-packages.sh --test (make test, .ci/run)
 
 

@@ -15,11 +15,14 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+import pytest
 from helpers.tinydisk import fill, on_tiny_fs
 
 from agent.points import Reading, Stream
 from agent.store import Store, StoreFullError
 from protocols.telemetry import decode_batch
+
+pytestmark = pytest.mark.integration  # every test mounts a tmpfs
 
 SITE = "sub-1"
 

@@ -53,6 +53,7 @@ def scenario_symlinked_store(disk: Path, elsewhere: Path) -> None:
     store.close()
 
 
+@pytest.mark.integration
 def test_a_symlinked_store_keeps_its_reserve_and_measures_the_disk_where_its_file_is(tmp_path: Path) -> None:
     """The reserve, the WAL size and the free space are taken where SQLite writes (the link's target), not beside
     the link on another file system: the bound sees the small disk fill, the WAL is counted, and giving up the

@@ -10,7 +10,6 @@ import time
 from contextlib import closing
 from pathlib import Path
 
-import pytest
 from helpers.aio import async_test, running_tasks, until
 
 from agent.points import Reading, Stream
@@ -22,7 +21,6 @@ from central.store import CentralStore
 from protocols.mqtt import BrokerConfig, MqttSession
 from protocols.telemetry.schema import decode_state, encode_ack, topic
 
-pytestmark = pytest.mark.integration
 SITE = "feeder-12"
 
 
