@@ -80,9 +80,9 @@ def pypmu_server(port: int) -> Iterator[object]:
         for proc in pmu.clients:
             proc.terminate()
             proc.join(2)
-        # pyPMU's acceptor thread has no way to stop, and on Linux close() does not wake its accept(): it stayed
-        # blocked until the fd number was reused, then raised in a later test ("Socket operation on non-socket").
-        # shutdown() wakes it now, so its error belongs to this test, which ignores it.
+        # pyPMU's acceptor thread has no way to stop, and on Linux close() does not wake its accept(): it would stay
+        # blocked until the fd number was reused, then raise in a later test ("Socket operation on non-socket").
+        # shutdown() wakes it, so its error belongs to this test, which ignores it.
         with contextlib.suppress(OSError):
             pmu.socket.shutdown(socket.SHUT_RDWR)
         pmu.socket.close()

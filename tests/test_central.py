@@ -97,8 +97,8 @@ async def start(worker: CentralWorker, agent: Agent) -> None:
 
 def test_workers_opening_a_new_store_at_the_same_instant_both_open_it(tmp_path: Path) -> None:
     # Two workers share one db file; switching a new file to WAL needs it to itself, and SQLite says
-    # "database is locked" at once there (busy_timeout does not apply): 10 % of such pairs failed, and one
-    # worker failing stopped central (the CI failure of test_two_workers_share_the_subscription...).
+    # "database is locked" at once there (busy_timeout does not apply): without a retry about 10 % of such
+    # pairs fail, and one worker failing stops central.
     failures: list[str] = []
     for i in range(100):
         path = tmp_path / f"c{i}.db"
@@ -385,7 +385,8 @@ async def test_hostile_messages_in_one_flush_with_good_ones_only_the_good_are_st
 
 @async_test
 async def test_central_keeps_storing_after_each_hostile_message(broker, tmp_path: Path) -> None:
-    """The review's case: one such message used to end every worker of run_workers (TaskGroup)."""
+    """No such message ends a worker: run_workers runs them in one TaskGroup, where one worker's exception would
+    end them all."""
     agent = Agent(broker.port)
     status = tmp_path / "status.json"
     central = asyncio.create_task(run_workers(make_config(broker, tmp_path, status_file=status), 2))

@@ -256,7 +256,7 @@ async def test_an_event_the_store_refuses_is_dropped_alone() -> None:
     assert worker.stats.events_refused == 1 and worker.stats.events_stored == 3
 
 
-# ---- review of the process boundary: each test failed on the first version of agent/pq/worker.py ----------------
+# ---- the process boundary: events stored once, a silent or babbling child, a stop in the middle --------------
 
 
 class SlowStore(Collected):

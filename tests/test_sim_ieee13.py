@@ -1,4 +1,4 @@
-"""Issue 4's proof on the integrated bench: the IEEE 13-node substation of config/sim-ieee13.toml, closed loop.
+"""The integrated bench: the IEEE 13-node substation of config/sim-ieee13.toml, closed loop.
 
 Every device is reached as the agent would reach it: real pymodbus clients over Modbus TCP sockets and over
 the RS-485 pty (socat), a raw C37.118.2 client on the PMUs' TCP ports. Nothing is read from a model object

@@ -1,4 +1,4 @@
-"""C37.118 test material shared by the codec, stream, fragment and bench tests: one table of frame cases (the
+"""C37.118 test material shared by the codec, property, stream and fragment tests: one table of frame cases (the
 IEEE C37.118.2-2011 Annex D station and hand-derived bytes), hypothesis strategies for PMU configurations, and a
 stream reader fed whole, byte by byte or half a frame first.
 
