@@ -208,7 +208,7 @@ def _stop(proc: subprocess.Popen | None) -> None:
 
 
 def _start_mosquitto(workdir: Path, port: int) -> subprocess.Popen:
-    """Our own broker on loopback, as tests/conftest.py's Broker, with room for the whole backlog queued."""
+    """Our own broker on loopback, as tests/helpers/broker.py's Broker, with room for the whole backlog queued."""
     if shutil.which("mosquitto") is None:
         raise SystemExit("mosquitto is not installed: run scripts/install-system-packages.sh")
     conf = workdir / "mosquitto.conf"

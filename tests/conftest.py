@@ -1,144 +1,31 @@
-"""Real parts for the tests: a Mosquitto of our own on a free loopback port, socat pty pairs."""
+"""Fixtures and hooks of the test suite; the helpers they use live in tests/helpers/.
+
+An integration test starts a real process (Mosquitto, socat, openssl, tshark, mbpoll, a `gridedge` command, an
+interpreter of its own), the simulated bench, or a tmpfs. A test that uses one of ``PROCESS_FIXTURES`` is marked
+``integration`` by :func:`pytest_collection_modifyitems`; a test that starts such a thing itself carries the mark
+in its module or on itself. Any other test that tries fails: :func:`_unit_tests_start_no_process` refuses the
+start and fails the test, so ``pytest -m "not integration"`` stays a fast run of unit tests.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
-import inspect
 import os
 import shutil
-import signal
-import socket
-import sqlite3
 import subprocess
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
-from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
 
 import pytest
+from helpers.broker import Broker
+from helpers.pty import PtyPair, open_pty_pair
 
-T = TypeVar("T")
+os.environ.setdefault("PYTHONUNBUFFERED", "1")
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
-# ---- async helpers: no pytest asyncio plugin is installed, so each test runs its own event loop ----------
-
-
-def arun(coro: Awaitable[T], timeout: float = 30.0) -> T:
-    """Run ``coro`` in a fresh event loop and return its value; a hang fails after ``timeout`` s.
-
-    A fresh loop per test means nothing (tasks, transports, paho sockets) leaks into the next test.
-    """
-
-    async def guarded() -> T:
-        async with asyncio.timeout(timeout):
-            return await coro
-
-    return asyncio.run(guarded())
-
-
-def async_test(fn: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
-    """Decorate an ``async def test_...``: pytest calls it (fixtures and all) and :func:`arun` runs it."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: object, **kwargs: object) -> None:
-        arun(fn(*args, **kwargs), timeout=60.0)
-
-    return wrapper
-
-
-async def until(cond: Callable[[], bool | Awaitable[bool]], timeout: float = 15.0, interval: float = 0.02) -> None:
-    """Poll ``cond`` (sync or async) until it holds; AssertionError after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        ok = cond()
-        if inspect.isawaitable(ok):
-            ok = await ok
-        if ok:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(interval)
-
-
-@asynccontextmanager
-async def running_tasks(*coros: Coroutine[Any, Any, None]) -> AsyncIterator[list[asyncio.Task[None]]]:
-    """Run ``coros`` as tasks for the body of the block, then cancel them and wait for them to end."""
-    tasks = [asyncio.create_task(c) for c in coros]
-    try:
-        yield tasks
-    finally:
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with suppress(asyncio.CancelledError):
-                await t
-
-
-@dataclass
-class Broker:
-    """A Mosquitto that the test owns: it can be killed and started again on the same port."""
-
-    workdir: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
-            "persistence false\n"
-            # central and the tests must never lose a QoS 1 message to the broker's queue bound
-            "max_queued_messages 100000\n"
-            "max_inflight_messages 100\n"
-            "log_dest stderr\n"
-            "log_type error\nlog_type warning\n"
-        )
-        with open(self.workdir / "mosquitto.log", "ab") as log:  # Popen keeps its own copy of the descriptor
-            self.proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=log)
-        wait_port(self.port)
-
-    def kill(self) -> None:
-        """SIGKILL, as a crashed broker or a pulled cable would look to the clients."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(5)
-        self.proc = None
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self.proc = None
+# Fixtures that start a process: conftest's broker and pty_pair, test_mqtt_security.py's brokers and certificates
+# (mosquitto, mosquitto_passwd, openssl), test_c37118_tshark.py's dissected capture (tshark).
+PROCESS_FIXTURES = frozenset({"broker", "pty_pair", "password_broker", "tls_broker", "pki", "tshark_offline"})
 
 
 @pytest.fixture
@@ -151,31 +38,6 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         yield b
     finally:
         b.stop()
-
-
-@dataclass
-class PtyPair:
-    """Two linked pseudo-terminals, like the two ends of an RS-485 cable."""
-
-    a: str
-    b: str
-    proc: subprocess.Popen
-
-
-def open_pty_pair(workdir: Path, name: str = "bus") -> PtyPair:
-    a, b = workdir / f"{name}-a", workdir / f"{name}-b"
-    proc = subprocess.Popen(
-        ["socat", f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 5
-    while not (a.exists() and b.exists()):
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise RuntimeError("socat did not create the pty pair")
-        time.sleep(0.01)
-    return PtyPair(str(a), str(b), proc)
 
 
 @pytest.fixture
@@ -195,24 +57,66 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-os.environ.setdefault("PYTHONUNBUFFERED", "1")
+# ---- the integration marker: set from the fixtures, enforced for every other test -----------------------------
 
 
-def query_db(db: Path, sql: str, args: tuple = ()) -> list[tuple]:
-    """Rows from a SQLite file another process writes; [] while the file or the table is not there yet."""
-    if not db.exists():
-        return []
-    with contextlib.suppress(sqlite3.OperationalError), contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
-        return conn.execute(sql, args).fetchall()
-    return []
+@pytest.hookimpl(tryfirst=True)  # before -m selects on the marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
 
 
-def wait_for(predicate: Callable[[], Any], timeout_s: float, what: str, step_s: float = 0.1) -> Any:
-    """Poll a blocking predicate until it returns something truthy (and return it); fail naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step_s)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+class ProcessInUnitTestError(Exception):
+    """A test not marked integration tried to start a process, the bench or a tmpfs."""
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_start_no_process(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """In a test not marked integration, starting a process (subprocess, asyncio, os.fork and its kin) or the
+    simulated bench raises, and the test fails even if the code under test caught the error."""
+    if request.node.get_closest_marker("integration") is not None:
+        yield
+        return
+    tried: list[str] = []
+
+    def refuse(what: str) -> ProcessInUnitTestError:
+        tried.append(what)
+        return ProcessInUnitTestError(
+            f"this test starts {what}: mark it integration (pytest.mark.integration), or use the fixture that "
+            f"starts it ({', '.join(sorted(PROCESS_FIXTURES))})"
+        )
+
+    def argv(args: tuple, kwargs: dict) -> str:
+        cmd = args[0] if args else kwargs.get("args", "?")
+        return " ".join(map(str, cmd)) if isinstance(cmd, list | tuple) else str(cmd)
+
+    class RefusedPopen(subprocess.Popen):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            self._child_created = False  # Popen.__del__ looks at it
+            raise refuse(f"a process ({argv(args, kwargs)})")
+
+    async def refused_exec(*args: object, **kwargs: object) -> None:
+        raise refuse(f"a process ({' '.join(map(str, args))})")
+
+    def refused_os(name: str):
+        def call(*args: object, **kwargs: object) -> None:
+            raise refuse(f"a process (os.{name})")
+
+        return call
+
+    monkeypatch.setattr(subprocess, "Popen", RefusedPopen)
+    monkeypatch.setattr(asyncio, "create_subprocess_exec", refused_exec)
+    monkeypatch.setattr(asyncio, "create_subprocess_shell", refused_exec)
+    for name in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system"):
+        monkeypatch.setattr(os, name, refused_os(name))
+    bench = sys.modules.get("sim_hw.bench")  # importing it here would load OpenDSS for every test
+    if bench is not None:
+
+        async def refused_start(self: object) -> None:
+            raise refuse("the simulated bench (Bench.start)")
+
+        monkeypatch.setattr(bench.Bench, "start", refused_start)
+    yield
+    if tried:
+        pytest.fail(f"{request.node.nodeid} is not marked integration and started {tried[0]}", pytrace=False)

@@ -8,59 +8,17 @@ import random
 import time
 
 import pytest
-from conftest import arun, free_port
-from test_modbus_client import modbus_server, raw_server
-from test_modbus_rtu_bus import rtu_server
+from helpers.aio import arun, until
+from helpers.modbus import METER2, modbus_server, raw_server, rtu_device, rtu_server, tcp_device
+from helpers.net import free_port
+from helpers.sinks import Collector
 
 from agent.acquisition import BACKOFF_CAP_S, DevicePoller, Snapshot, build_pollers
-from agent.config import DeviceConfig, SerialSettings
 from agent.points import Quality, Reading, Stream
 from protocols.modbus.client import TcpTransport
-from protocols.modbus.registermap import parse_register_map
+from protocols.modbus.errors import ModbusConnectionError
+from protocols.modbus.registermap import Table, parse_register_map
 from protocols.modbus.serialbus import RtuTransport
-
-pytestmark = pytest.mark.integration
-
-METER_MAP = parse_register_map(
-    {
-        "name": "meter",
-        "points": [
-            {"name": "v", "address": 0, "type": "uint16", "scale": 0.1, "unit": "V"},
-            {"name": "i", "address": 1, "type": "uint16", "unit": "A"},
-            {"name": "kwh", "address": 2, "type": "uint32", "unit": "kWh", "kind": "energy"},
-        ],
-    }
-)
-
-
-def rtu_device(name: str, unit: int, port: str, **kw) -> DeviceConfig:
-    return DeviceConfig(
-        name=name,
-        protocol="modbus-rtu",
-        unit_id=unit,
-        register_map=kw.pop("register_map", METER_MAP),
-        serial=SerialSettings(port=port, baudrate=9600),
-        **kw,
-    )
-
-
-def tcp_device(name: str, port: int, rmap=METER_MAP, **kw) -> DeviceConfig:
-    return DeviceConfig(
-        name=name, protocol="modbus-tcp", unit_id=1, register_map=rmap, host="127.0.0.1", port=port, **kw
-    )
-
-
-class Collector:
-    def __init__(self) -> None:
-        self.snapshot = Snapshot()
-        self.readings: list[Reading] = []
-
-    def __call__(self, readings: list[Reading]) -> None:
-        self.snapshot.update(readings)
-        self.readings.extend(readings)
-
-    def of(self, prefix: str) -> list[Reading]:
-        return [r for r in self.readings if r.point.startswith(prefix + ".")]
 
 
 def test_dead_rtu_unit_does_not_slow_the_live_ones(pty_pair) -> None:
@@ -313,3 +271,70 @@ def test_poller_stops_even_when_the_transport_swallows_the_cancel() -> None:
         return task in done and task.cancelled()
 
     assert arun(go())
+
+
+# ---- TCP peers that go away ------------------------------------------------------------------------------------
+
+
+def test_tcp_peer_that_accepts_then_closes_is_a_link_error_and_not_fatal() -> None:
+    """A peer that accepts and closes at once (a gateway out of connection slots does this)."""
+    sink = Collector()
+
+    async def go():
+        port = free_port()
+
+        async def slam(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.close()
+
+        server = await asyncio.start_server(slam, "127.0.0.1", port)
+        try:
+            t = TcpTransport("127.0.0.1", port, timeout_s=0.3, retries=1)
+            with pytest.raises(ModbusConnectionError):
+                await t.read(Table.HOLDING, 0, 2, 1)
+            dev = tcp_device("t", port, poll_interval_s=0.05, timeout_s=0.3, retries=0)
+            poller = DevicePoller(dev, t, sink, rng=random.Random(1))
+            task = asyncio.create_task(poller.run())
+            await until(lambda: poller.stats.timeouts + poller.stats.connection_errors >= 3, timeout=10)
+            assert not task.done()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            return poller
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    poller = arun(go())
+    s = poller.stats
+    # a link error, told at once: pymodbus alone leaves the request waiting for its timeout
+    assert s.polls_ok == 0 and s.connection_errors >= 3 and s.timeouts == 0
+    assert sink.readings and all(r.quality is Quality.STALE and r.value is None for r in sink.readings)
+
+
+def test_poller_reads_again_after_the_tcp_server_restarts() -> None:
+    """An established connection whose server goes away and comes back on the same port: STALE
+    while it is gone, GOOD again after, without restarting the poller."""
+    sink = Collector()
+
+    async def go():
+        port = free_port()
+        dev = tcp_device(
+            "t", port, rmap=METER2, poll_interval_s=0.05, timeout_s=0.2, retries=0
+        )  # holding 0, 1 = 100, 101 on modbus_server
+        (poller,) = build_pollers([dev], sink, rng=random.Random(3))
+        task = asyncio.create_task(poller.run())
+        async with modbus_server(port):
+            await until(lambda: poller.stats.polls_ok >= 2, timeout=10)
+        await until(lambda: poller.stats.consecutive_failures >= 1, timeout=10)
+        down = len(sink.readings)
+        async with modbus_server(port):
+            await until(lambda: poller.stats.consecutive_failures == 0 and len(sink.readings) > down + 2, timeout=10)
+            assert not task.done()
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        return down
+
+    down = arun(go())
+    gone = [r for r in sink.readings[:down] if r.quality is not Quality.GOOD]
+    assert gone and all(r.quality is Quality.STALE for r in gone)
+    assert sink.snapshot.get("t.v").quality is Quality.GOOD and sink.snapshot.get("t.v").value == 100
+    assert sink.snapshot.get("t.w").value == 101

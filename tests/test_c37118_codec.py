@@ -1,25 +1,33 @@
 """C37.118 frames <-> bytes: one table of cases drives the writer and the reader, and every bad input has its error.
 
-About the IEEE C37.118.2-2011 Annex D examples: the exact bytes of the annex are not reproduced here
-because we could not check them against the standard's text. ``ANNEX_CFG2`` and ``ANNEX_DATA`` are
-built from the annex's documented field values as we recall them ("Station A", IDCODE 7734 = 0x1E36,
-SOC 0x44853600, TIME_BASE 1 000 000, 4 phasors, 3 analogs, 1 digital word, 30 frames/s), and the CRC and
-field layout are checked independently: the CRC by a bit-by-bit CRC-CCITT written from the definition
-(not binascii), the layout by offsets counted from Table 8 / Table 5. The command frame's 18 bytes are
-derived by hand below.
+The table (helpers/c37118.py) says how its IEEE C37.118.2-2011 Annex D frames were built and checked; the
+command frame's 18 bytes are derived by hand there.
 """
 
 from __future__ import annotations
 
 import cmath
 import struct
-from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
+from helpers.c37118 import (
+    ANNEX_CFG2,
+    ANNEX_DATA,
+    CASES,
+    CFG3,
+    CFG3_DATA,
+    COMMAND_HEX,
+    STATION_A,
+    TWO_PMUS,
+    TWO_PMUS_DATA,
+    Case,
+    crc_bitwise,
+    frame_bytes,
+    recrc,
+)
 
 from protocols.c37118 import (
-    AnalogScale,
     AnalogUnit,
     Command,
     CommandFrame,
@@ -32,11 +40,9 @@ from protocols.c37118 import (
     DataFormat,
     DataFrame,
     DigitalUnit,
-    Frame,
     FrameType,
     HeaderFrame,
     MalformedFrameError,
-    PhasorScale,
     PhasorUnit,
     PmuConfig,
     PmuConfig3,
@@ -53,186 +59,6 @@ from protocols.c37118 import (
     decode_frame,
     encode_frame,
 )
-
-
-def crc_bitwise(data: bytes) -> int:
-    """CRC-CCITT from its definition (6.2.1: poly x^16+x^12+x^5+1, init 0xFFFF, no final XOR), bit by bit."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
-    return crc
-
-
-def recrc(frame: bytes | bytearray) -> bytes:
-    """``frame`` with CHK recomputed, to build bad-field frames that pass the CRC."""
-    body = bytes(frame[:-2])
-    return body + struct.pack(">H", crc_bitwise(body))
-
-
-STATION_A = PmuConfig(
-    station="Station A",
-    idcode=7734,
-    format=DataFormat(freq_float=False, analog_float=True, phasor_float=False, polar=False),
-    phasor_names=("VA", "VB", "VC", "I1"),
-    analog_names=("ANALOG1", "ANALOG2", "ANALOG3"),
-    digital_names=tuple(f"BREAKER {c} STATUS" for c in "123456789ABCDEFG"),
-    phasor_units=(PhasorUnit(0, 915527),) * 3 + (PhasorUnit(1, 45776),),
-    analog_units=(AnalogUnit(0, 1), AnalogUnit(1, 1), AnalogUnit(2, 1)),
-    digital_units=(DigitalUnit(0x0000, 0xFFFF),),
-    nominal_hz=60,
-    cfgcnt=22,
-)
-ANNEX_CFG2 = ConfigFrame(
-    frame_type=FrameType.CFG2,
-    idcode=7734,
-    soc=0x44853600,
-    fracsec=0,
-    time_base=1_000_000,
-    pmus=(STATION_A,),
-    data_rate=30,
-)
-ANNEX_DATA = DataFrame.build(
-    ANNEX_CFG2,
-    [
-        PmuData(
-            STATION_A,
-            Stat(),
-            ((14635, 0), (-7318, -12676), (-7318, 12675), (1092, 0)),
-            2500,
-            0,
-            (100.0, 1000.0, 10000.0),
-            (0x3C12,),
-        )
-    ],
-    soc=0x44853600,
-    fracsec=16817,
-)
-
-# The command frame "turn on transmission" for IDCODE 7734 at SOC 0x44853600, derived by hand from 6.6 Table 14:
-#   AA 42      SYNC: 0xAA, frame type 4 (command) << 4 | version 2
-#   00 12      FRAMESIZE 18
-#   1E 36      IDCODE 7734
-#   44 85 36 00  SOC
-#   00 00 00 00  FRACSEC (time quality 0, fraction 0)
-#   00 02      CMD 2 = turn on transmission of data frames
-#   56 50      CHK = CRC-CCITT of the 16 bytes above (checked by crc_bitwise in the test)
-COMMAND_HEX = "aa42 0012 1e36 44853600 00000000 0002 5650"
-
-TWO_PMUS = ConfigFrame(
-    frame_type=FrameType.CFG2,
-    idcode=1,
-    soc=1_700_000_000,
-    time_base=1_000_000,
-    data_rate=-5,  # one frame every 5 s
-    pmus=(
-        PmuConfig(
-            station="FLOAT POLAR",
-            idcode=11,
-            format=DataFormat(True, True, True, True),
-            phasor_names=("V1", "I1"),
-            analog_names=("P",),
-            phasor_units=(PhasorUnit(0, 0), PhasorUnit(1, 0)),
-            analog_units=(AnalogUnit(1, -5),),
-            nominal_hz=50,
-        ),
-        PmuConfig(
-            station="INT POLAR",
-            idcode=12,
-            format=DataFormat(False, False, False, True),
-            phasor_names=("V1",),
-            phasor_units=(PhasorUnit(0, 1000),),
-        ),
-    ),
-)
-TWO_PMUS_DATA = DataFrame.build(
-    TWO_PMUS,
-    [
-        PmuData(
-            TWO_PMUS.pmus[0],
-            Stat(DataError.TEST_MODE, sync_lost=True, trigger=True, trigger_reason=TriggerReason.DF_DT_HIGH),
-            ((230000.0, 0.5), (100.0, -2.75)),
-            49.98,
-            -0.125,
-            (1.5e6,),
-            (),
-        ),
-        PmuData(TWO_PMUS.pmus[1], Stat(time_quality=PmuTimeQuality.UNDER_1US), ((65535, -31416),), -32767, 32767),
-    ],
-    soc=1_700_000_000,
-    fracsec=999_999,
-    time_quality=TimeQuality(leap_pending=True, code=5),
-)
-CFG3 = Config3Frame(
-    idcode=3,
-    soc=1_700_000_001,
-    time_base=16_777_215,
-    data_rate=60,
-    pmus=(
-        PmuConfig3(
-            station="Ünterwerk Nord",
-            idcode=3,
-            global_id=bytes(range(16)),
-            format=DataFormat(True, True, True, False),
-            phasor_names=("VA", "IA"),
-            analog_names=("TEMP",),
-            digital_names=tuple(f"D{i}" for i in range(16)),
-            phasor_scales=(PhasorScale(0x8001, 0x01, 7, 1.5, -0.25), PhasorScale(0, 0x09, 0, 2.0, 0.0)),
-            analog_scales=(AnalogScale(0.5, -40.0),),
-            digital_units=(DigitalUnit(0x00FF, 0x0F0F),),
-            latitude=47.5,
-            longitude=8.25,
-            elevation=400.0,
-            service_class="M",
-            window=-20,
-            group_delay=1000,
-            nominal_hz=50,
-            cfgcnt=65535,
-        ),
-    ),
-)
-CFG3_DATA = DataFrame.build(
-    CFG3,
-    [PmuData(CFG3.pmus[0], Stat(), ((1.0, 2.0), (-3.0, 4.5)), 50.0625, 0.0, (21.5,), (0xBEEF,))],
-    soc=1_700_000_001,
-    fracsec=8_388_608,
-)
-
-
-@dataclass(frozen=True)
-class Case:
-    name: str
-    frame: Frame
-    config: ConfigFrame | None = None
-    hex: str | None = None  # bytes known independently (hand-derived), else checked by the round trip
-
-
-CASES = [
-    Case("annex_cfg2", ANNEX_CFG2),
-    Case("annex_data", ANNEX_DATA, ANNEX_CFG2),
-    Case("command_on", CommandFrame(idcode=7734, soc=0x44853600, command=Command.DATA_ON), hex=COMMAND_HEX),
-    Case("header", HeaderFrame(idcode=7734, soc=0x44853600, data=b"Station A, PMU model X, 1 cycle filter")),
-    Case(
-        "cfg1",
-        ConfigFrame(frame_type=FrameType.CFG1, idcode=7734, soc=0x44853600, pmus=(STATION_A,), data_rate=30),
-    ),
-    Case("two_pmus_cfg2", TWO_PMUS),
-    Case("two_pmus_data", TWO_PMUS_DATA, TWO_PMUS),
-    Case("cfg3", CFG3),
-    Case("cfg3_data", CFG3_DATA, CFG3),
-    Case(
-        "command_extended_2005",
-        CommandFrame(
-            idcode=65535, soc=2**32 - 1, fracsec=2**24 - 1, command=8, extended=b"\x01\x02\x03\x04", version=1
-        ),
-    ),
-    Case("header_empty", HeaderFrame(idcode=0, time_quality=TimeQuality(True, True, True, 15))),
-]
-
-
-def frame_bytes(case: Case) -> bytes:
-    return bytes.fromhex(case.hex.replace(" ", "")) if case.hex else encode_frame(case.frame)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)

@@ -13,11 +13,9 @@ from binascii import crc_hqx
 from dataclasses import replace
 
 import pytest
+from helpers.c37118 import CFG3, CFG3_DATA, TWO_PMUS, pmu_configs, read_split
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_c37118_codec import CFG3, CFG3_DATA, TWO_PMUS
-from test_c37118_properties import pmu_configs
-from test_c37118_stream import run
 
 from protocols.c37118 import (
     CFG3_LAST_FRAGMENT,
@@ -67,16 +65,16 @@ def test_a_cfg3_that_fits_stays_one_frame_with_cont_idx_0() -> None:
 @pytest.mark.parametrize("split", ["whole", "bytes", "half"])
 def test_the_stream_reader_reassembles_three_frames_into_the_configuration(split: str) -> None:
     reader = StreamReader()
-    assert run(b"".join(three_pieces()), split, reader) == [CFG3]
+    assert read_split(b"".join(three_pieces()), split, reader) == [CFG3]
     assert reader.config_for(CFG3.idcode) == CFG3  # and data frames of the stream decode with it
-    assert run(encode_frame(CFG3_DATA), reader=reader) == [replace(CFG3_DATA, config=reader.config_for(3))]
+    assert read_split(encode_frame(CFG3_DATA), reader=reader) == [replace(CFG3_DATA, config=reader.config_for(3))]
 
 
 def test_other_frames_may_come_between_the_pieces() -> None:
     one, two, last = three_pieces()
     data = encode_frame(CFG3_DATA)
     reader = StreamReader([CFG3])
-    events = run(one + data + two + data + last, reader=reader)
+    events = read_split(one + data + two + data + last, reader=reader)
     assert events[:2] == [CFG3_DATA, CFG3_DATA] and events[2] == CFG3 and len(events) == 3
 
 
@@ -144,7 +142,7 @@ def test_a_missing_middle_piece_before_the_last_is_caught_by_the_fields() -> Non
 
 def test_broken_sequences_in_a_stream_are_typed_error_events_and_the_reader_goes_on() -> None:
     one, two, last = three_pieces()
-    out = run(two + one + last + one + two + WHOLE + encode_frame(CFG3_DATA))
+    out = read_split(two + one + last + one + two + WHOLE + encode_frame(CFG3_DATA))
     names = [type(e).__name__ for e in out]
     # 2 alone; 1 then 0xFFFF (piece 2 missing: the fields do not add up); 1, 2 then a whole CFG-3: cut short
     assert names == ["FragmentError", "MalformedFrameError", "Config3Frame", "FragmentError", "DataFrame"]
@@ -204,7 +202,7 @@ def test_any_cfg3_cut_at_any_size_comes_back_whole(pmus: list, max_size: int) ->
     config = Config3Frame(idcode=77, soc=5, fracsec=6, pmus=tuple(pmus), data_rate=-5)
     frames = encode_config3(config, max_size)
     assert all(len(f) <= max_size for f in frames)
-    assert run(b"".join(frames)) == [config]
+    assert read_split(b"".join(frames)) == [config]
 
 
 def test_block_offsets_are_where_each_pmu_stat_sits() -> None:

@@ -24,7 +24,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from conftest import async_test, free_port, running_tasks, until
+from helpers.aio import async_test, running_tasks, until
+from helpers.net import free_port
 
 from protocols.c37118 import ConfigFrame, DataFormat, DataFrame, PhasorKind, Stat
 from protocols.c37118.pdc import PdcClient, PmuEndpoint
@@ -79,9 +80,9 @@ def pypmu_server(port: int) -> Iterator[object]:
         for proc in pmu.clients:
             proc.terminate()
             proc.join(2)
-        # pyPMU's acceptor thread has no way to stop, and on Linux close() does not wake its accept(): it stayed
-        # blocked until the fd number was reused, then raised in a later test ("Socket operation on non-socket").
-        # shutdown() wakes it now, so its error belongs to this test, which ignores it.
+        # pyPMU's acceptor thread has no way to stop, and on Linux close() does not wake its accept(): it would stay
+        # blocked until the fd number was reused, then raise in a later test ("Socket operation on non-socket").
+        # shutdown() wakes it, so its error belongs to this test, which ignores it.
         with contextlib.suppress(OSError):
             pmu.socket.shutdown(socket.SHUT_RDWR)
         pmu.socket.close()
@@ -89,6 +90,7 @@ def pypmu_server(port: int) -> Iterator[object]:
         assert not pmu.listener.is_alive()
 
 
+@pytest.mark.integration
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")  # pyPMU's acceptor, above
 @async_test
 async def test_our_pdc_client_reads_pypmu_as_a_pmu() -> None:

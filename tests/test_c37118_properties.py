@@ -4,104 +4,27 @@ from __future__ import annotations
 
 import contextlib
 
+from helpers.c37118 import common, f32, i16, pmu_configs, time_quality, u16
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from protocols.c37118 import (
-    AnalogScale,
-    AnalogUnit,
     CommandFrame,
     Config3Frame,
     ConfigFrame,
-    DataFormat,
     DataFrame,
-    DigitalUnit,
     FrameError,
     FrameType,
     HeaderFrame,
     NeedData,
-    PhasorScale,
-    PhasorUnit,
     PmuConfig,
-    PmuConfig3,
     PmuData,
     Stat,
     StreamReader,
-    TimeQuality,
     crc_ccitt,
     decode_frame,
     encode_frame,
 )
-
-u16 = st.integers(0, 0xFFFF)
-i16 = st.integers(-0x8000, 0x7FFF)
-f32 = st.floats(width=32, allow_nan=False)
-name16 = st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=16)
-name3 = st.text(max_size=20)
-time_quality = st.builds(TimeQuality, st.booleans(), st.booleans(), st.booleans(), st.integers(0, 15))
-common = {
-    "idcode": u16,
-    "soc": st.integers(0, 2**32 - 1),
-    "fracsec": st.integers(0, 2**24 - 1),
-    "time_quality": time_quality,
-}
-
-
-@st.composite
-def pmu_configs(draw, cfg3: bool = False) -> PmuConfig:
-    nph, nan, ndg = draw(st.integers(0, 4)), draw(st.integers(0, 3)), draw(st.integers(0, 2))
-    name = name3 if cfg3 else name16
-    kwargs = {
-        "station": draw(name),
-        "idcode": draw(u16),
-        "format": draw(st.builds(DataFormat, st.booleans(), st.booleans(), st.booleans(), st.booleans())),
-        "phasor_names": tuple(draw(st.lists(name, min_size=nph, max_size=nph))),
-        "analog_names": tuple(draw(st.lists(name, min_size=nan, max_size=nan))),
-        "digital_names": tuple(draw(st.lists(name, min_size=16 * ndg, max_size=16 * ndg))),
-        "digital_units": tuple(draw(st.lists(st.builds(DigitalUnit, u16, u16), min_size=ndg, max_size=ndg))),
-        "nominal_hz": draw(st.sampled_from([50, 60])),
-        "cfgcnt": draw(u16),
-    }
-    if cfg3:
-        return PmuConfig3(
-            **kwargs,
-            global_id=draw(st.binary(min_size=16, max_size=16)),
-            phasor_scales=tuple(
-                draw(
-                    st.lists(
-                        st.builds(PhasorScale, u16, st.integers(0, 255), st.integers(0, 255), f32, f32),
-                        min_size=nph,
-                        max_size=nph,
-                    )
-                )
-            ),
-            analog_scales=tuple(draw(st.lists(st.builds(AnalogScale, f32, f32), min_size=nan, max_size=nan))),
-            latitude=draw(f32),
-            longitude=draw(f32),
-            elevation=draw(f32),
-            service_class=draw(st.sampled_from("PM")),
-            window=draw(st.integers(-(2**31), 2**31 - 1)),
-            group_delay=draw(st.integers(-(2**31), 2**31 - 1)),
-        )
-    return PmuConfig(
-        **kwargs,
-        phasor_units=tuple(
-            draw(
-                st.lists(
-                    st.builds(PhasorUnit, st.integers(0, 1), st.integers(0, 2**24 - 1)), min_size=nph, max_size=nph
-                )
-            )
-        ),
-        analog_units=tuple(
-            draw(
-                st.lists(
-                    st.builds(AnalogUnit, st.integers(0, 255), st.integers(-(2**23), 2**23 - 1)),
-                    min_size=nan,
-                    max_size=nan,
-                )
-            )
-        ),
-    )
 
 
 @st.composite

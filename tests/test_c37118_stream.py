@@ -1,6 +1,6 @@
 """The stream reader: frames out of any split of the bytes, garbage told apart from an incomplete frame.
 
-The frames come from the codec's table of cases (tests/test_c37118_codec.py); each input is fed whole,
+The frames come from the codec's table of cases (tests/helpers/c37118.py); each input is fed whole,
 one byte at a time and half a frame first, and must give the same events.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import struct
 
 import pytest
-from test_c37118_codec import ANNEX_CFG2, ANNEX_DATA, CASES, CFG3, CFG3_DATA, TWO_PMUS, TWO_PMUS_DATA, recrc
+from helpers.c37118 import ANNEX_CFG2, ANNEX_DATA, CASES, CFG3, CFG3_DATA, TWO_PMUS, TWO_PMUS_DATA, read_split, recrc
 
 from protocols.c37118 import (
     NEED_DATA,
@@ -30,23 +30,6 @@ STREAM_FRAMES = [c.frame for c in CASES if c.config is None] + [c.frame for c in
 STREAM = b"".join(encode_frame(f) for f in STREAM_FRAMES)
 
 
-def run(data: bytes, split: str = "whole", reader: StreamReader | None = None) -> list:
-    """Feed ``data`` to a reader split as asked and return all events (NeedData left out)."""
-    reader = reader or StreamReader()
-    events: list = []
-    if split == "whole":
-        chunks = [data]
-    elif split == "bytes":
-        chunks = [data[i : i + 1] for i in range(len(data))]
-    else:  # half a frame first, then the rest
-        chunks = [data[: len(data) // 2], data[len(data) // 2 :]]
-    for chunk in chunks:
-        reader.feed(chunk)
-        events.extend(reader.events())
-    assert reader.next_event() is NEED_DATA
-    return events
-
-
 def summary(events: list) -> list:
     """Events made comparable: frames as they are, errors as (class, message)."""
     return [(type(e).__name__, str(e)) if isinstance(e, FrameError) else e for e in events]
@@ -54,7 +37,7 @@ def summary(events: list) -> list:
 
 @pytest.mark.parametrize("split", ["whole", "bytes", "half"])
 def test_every_case_comes_out_of_the_stream_however_it_is_split(split: str) -> None:
-    assert run(STREAM, split) == STREAM_FRAMES
+    assert read_split(STREAM, split) == STREAM_FRAMES
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
@@ -62,7 +45,7 @@ def test_each_case_alone_split_three_ways(case) -> None:
     configs = [case.config] if case.config else []
     data = encode_frame(case.frame)
     for split in ("whole", "bytes", "half"):
-        assert run(data, split, StreamReader(configs)) == [case.frame]
+        assert read_split(data, split, StreamReader(configs)) == [case.frame]
 
 
 def test_incomplete_frame_is_need_data_not_an_error() -> None:
@@ -80,17 +63,17 @@ def test_garbage_before_and_between_frames_is_one_sync_error_each() -> None:
     cmd = encode_frame(CommandFrame(idcode=1, command=2))
     # 0xAA 0xFF and 0xAA 0xAA and 0xAA 0x13 (version 3) are not plausible SYNCs: all garbage.
     data = b"\x00\x01garbage\xaa\xff\xaa" + cmd + b"\xaa\xaa\x13" * 5 + cmd
-    whole = run(data)
+    whole = read_split(data)
     assert [type(e).__name__ for e in whole] == ["SyncError", "CommandFrame", "SyncError", "CommandFrame"]
     assert [e.skipped for e in whole if isinstance(e, SyncError)] == [12, 15]
-    assert summary(run(data, "bytes")) == summary(run(data, "half")) == summary(whole)
+    assert summary(read_split(data, "bytes")) == summary(read_split(data, "half")) == summary(whole)
 
 
 def test_damaged_frame_is_crc_error_and_the_next_frame_still_reads() -> None:
     good = encode_frame(ANNEX_CFG2)
     bad = bytearray(good)
     bad[30] ^= 0x01
-    events = run(bytes(bad) + good)
+    events = read_split(bytes(bad) + good)
     assert isinstance(events[0], CrcError)
     assert events[-1] == ANNEX_CFG2
     assert sum(isinstance(e, SyncError) for e in events) == 1  # the rest of the damaged frame, as garbage
@@ -99,14 +82,17 @@ def test_damaged_frame_is_crc_error_and_the_next_frame_still_reads() -> None:
 
 def test_data_frame_before_its_configuration_is_config_mismatch_then_reads_after() -> None:
     data = encode_frame(ANNEX_DATA)
-    events = run(data + encode_frame(ANNEX_CFG2) + data)
+    events = read_split(data + encode_frame(ANNEX_CFG2) + data)
     assert isinstance(events[0], ConfigMismatchError) and events[0].idcode == 7734
     assert events[1:] == [ANNEX_CFG2, ANNEX_DATA]
 
 
 def test_supplied_configuration_decodes_data_and_a_new_cfg2_replaces_it() -> None:
     reader = StreamReader([TWO_PMUS, CFG3])
-    assert run(encode_frame(TWO_PMUS_DATA) + encode_frame(CFG3_DATA), reader=reader) == [TWO_PMUS_DATA, CFG3_DATA]
+    assert read_split(encode_frame(TWO_PMUS_DATA) + encode_frame(CFG3_DATA), reader=reader) == [
+        TWO_PMUS_DATA,
+        CFG3_DATA,
+    ]
     assert reader.config_for(3) is CFG3 and reader.config_for(99) is None
 
 
@@ -114,7 +100,7 @@ def test_data_frame_of_the_wrong_size_for_the_configuration_is_consumed_as_confi
     data = encode_frame(ANNEX_DATA)
     short = bytearray(data[:-4] + data[-2:])
     short[2:4] = struct.pack(">H", len(short))
-    events = run(recrc(short) + data, reader=StreamReader([ANNEX_CFG2]))
+    events = read_split(recrc(short) + data, reader=StreamReader([ANNEX_CFG2]))
     assert isinstance(events[0], ConfigMismatchError)
     assert events[1:] == [ANNEX_DATA]
 
@@ -122,7 +108,7 @@ def test_data_frame_of_the_wrong_size_for_the_configuration_is_consumed_as_confi
 def test_bad_fields_behind_a_good_chk_are_malformed_and_consumed() -> None:
     cfg = bytearray(encode_frame(ANNEX_CFG2))
     cfg[-4:-2] = b"\x00\x00"  # DATA_RATE 0
-    events = run(recrc(cfg) + encode_frame(ANNEX_CFG2))
+    events = read_split(recrc(cfg) + encode_frame(ANNEX_CFG2))
     assert isinstance(events[0], MalformedFrameError)
     assert events[1:] == [ANNEX_CFG2]
 
@@ -130,14 +116,14 @@ def test_bad_fields_behind_a_good_chk_are_malformed_and_consumed() -> None:
 def test_framesize_over_the_reader_bound_is_size_error_and_resyncs() -> None:
     big = encode_frame(ANNEX_CFG2)
     cmd = encode_frame(CommandFrame(idcode=1))
-    events = run(big + cmd, reader=StreamReader(max_frame_size=100))
+    events = read_split(big + cmd, reader=StreamReader(max_frame_size=100))
     assert isinstance(events[0], SizeError) and events[0].size == len(big)
     assert events[-1] == CommandFrame(idcode=1)
 
 
 def test_framesize_below_the_minimum_is_size_error() -> None:
     cmd = encode_frame(CommandFrame(idcode=1))
-    events = run(b"\xaa\x42\x00\x05" + cmd)
+    events = read_split(b"\xaa\x42\x00\x05" + cmd)
     assert isinstance(events[0], SizeError) and events[0].size == 5
     assert events[-1] == CommandFrame(idcode=1)
 

@@ -1,4 +1,5 @@
-"""The `gridedge` command's failures outside the configuration: a store it cannot use, a reader that goes away.
+"""The `gridedge` command's failures outside the configuration: a store it cannot use, a reader that goes away, an
+install without the ``sim`` extra.
 
 Each runs the real console script in its own process, as an operator would.
 """
@@ -10,6 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+pytestmark = pytest.mark.integration  # every test runs the gridedge command in a process of its own
 
 ROOT = Path(__file__).resolve().parent.parent
 GRIDEDGE = Path(sys.executable).with_name("gridedge")
@@ -55,3 +58,44 @@ def test_check_config_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     proc.stdout.close()  # the reader went away before a line was read
     err = proc.stderr.read().decode()
     assert proc.wait(60) == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+# ---- an install without the sim extra --------------------------------------------------------------------
+
+_WITHOUT_SIM_EXTRA = """
+import sys
+class NoSimExtra:  # as on a Pi installed with `pip install gridedge`: the simulator's dependencies are absent
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("opendssdirect", "opender", "sunspec2", "dss"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+sys.meta_path.insert(0, NoSimExtra())
+import importlib.util
+_find = importlib.util.find_spec
+def find_spec(name, package=None):
+    if name.split(".")[0] in ("opendssdirect", "opender", "sunspec2", "dss"):
+        return None
+    return _find(name, package)
+importlib.util.find_spec = find_spec
+import gridedge
+sys.exit(gridedge.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("args", [["sim", "run", "--config", "x.toml"], ["demo"]])
+def test_sim_and_demo_without_the_sim_extra_say_how_to_install_it(args: list[str], tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_SIM_EXTRA, *args], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 3, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "pip install 'gridedge[sim]'" in proc.stderr
+
+
+def test_agent_commands_work_without_the_sim_extra(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_SIM_EXTRA, "check-config", str(ROOT / "config" / "agent-sim.toml")],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert ": ok — site sim-substation" in proc.stdout

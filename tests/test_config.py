@@ -182,6 +182,7 @@ def test_broker_override_from_the_command_line(tmp_path: Path) -> None:
         override_broker(cfg, "tcp://nowhere")
 
 
+@pytest.mark.integration
 def test_check_config_command_lists_errors_and_exits_nonzero(tmp_path: Path) -> None:
     bad = write(tmp_path, GOOD.replace("port = 5020", "port = 0").replace('parity = "E"', 'parity = "Q"'))
     proc = subprocess.run([sys.executable, "-m", "gridedge", "check-config", str(bad)], capture_output=True, text=True)
@@ -194,6 +195,7 @@ def test_check_config_command_lists_errors_and_exits_nonzero(tmp_path: Path) -> 
     assert "meter2" in proc.stdout and "ok" in proc.stdout
 
 
+@pytest.mark.integration
 def test_check_config_lists_pmu_and_waveform_streams_one_line_each(tmp_path: Path) -> None:
     streams = (
         GOOD
@@ -269,6 +271,7 @@ limit_deg = 20.0
 """
 
 
+@pytest.mark.integration
 def test_a_pmu_with_errors_of_its_own_does_not_fail_the_angle_pairs_naming_it(tmp_path: Path) -> None:
     site = write(tmp_path, GOOD + PMU_AND_PAIR)
     proc = subprocess.run([sys.executable, "-m", "gridedge", "check-config", str(site)], capture_output=True, text=True)
@@ -298,6 +301,7 @@ def test_pmu_and_pq_never_import_agent_config() -> None:
     assert offenders == []
 
 
+@pytest.mark.integration
 def test_a_site_without_waveforms_loads_without_numpy(tmp_path: Path) -> None:
     """The PQ section's parser imports the PQ science (numpy, scipy) only for a [[waveforms]] entry."""
     site = write(tmp_path, GOOD + PMU_AND_PAIR.replace("port = 70000", "port = 4712"))
@@ -313,6 +317,7 @@ def test_a_site_without_waveforms_loads_without_numpy(tmp_path: Path) -> None:
 TEMPLATE = Path(__file__).resolve().parent.parent / "config" / "site-template.toml"
 
 
+@pytest.mark.integration
 def test_the_site_template_fails_only_for_the_files_still_to_be_created() -> None:
     proc = subprocess.run([sys.executable, "-m", "gridedge", "check-config", str(TEMPLATE)],
                           capture_output=True, text=True)  # fmt: skip
@@ -323,6 +328,7 @@ def test_the_site_template_fails_only_for_the_files_still_to_be_created() -> Non
     assert "create it with the PEM certificate of the authority (CA)" in errors[1], errors
 
 
+@pytest.mark.integration
 def test_the_site_templates_optional_examples_are_valid_once_uncommented(tmp_path: Path) -> None:
     etc = tmp_path / "etc"
     etc.mkdir()

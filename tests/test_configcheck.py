@@ -164,6 +164,12 @@ def test_an_unknown_kind_is_a_programming_error() -> None:
         checker().get({"x": 1.0}, "", "x", "float")
 
 
+def test_a_wrong_type_reads_as_english() -> None:
+    c = Checker(Path("/"))
+    c.get({"port": "502"}, "devices[0]", "port", "integer")
+    assert str(c.issues[0]) == "devices[0].port = '502': must be an integer"
+
+
 # ---- unknown keys and arrays of tables --------------------------------------------------------------------
 
 
@@ -249,6 +255,15 @@ def test_bad_broker_url_is_one_issue_under_its_key(url: str, allowed: str) -> No
     assert broker_url(c, "broker.url", url) is None
     issue = only_issue(c)
     assert (issue.key, issue.value, issue.allowed) == ("broker.url", url, allowed)
+
+
+@pytest.mark.parametrize("url", ["mqtt://h/topic", "mqtt://h:1883/x", "mqtt://h?tls=1", "mqtts://h#f"])
+def test_a_broker_url_with_a_path_query_or_fragment_is_refused(url: str) -> None:
+    # MQTT brokers have no path: one given would otherwise be dropped silently, as would a query or fragment
+    c = Checker(Path("/"))
+    assert broker_url(c, "uplink.broker", url) is None
+    assert [(i.key, i.value) for i in c.issues] == [("uplink.broker", url)]
+    assert "no path" in c.issues[0].allowed
 
 
 def test_absent_broker_url_is_left_to_the_required_check() -> None:

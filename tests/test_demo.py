@@ -1,5 +1,5 @@
 """``gridedge demo`` and the shipped demo site: where its runtime files land, its command line, its parts failing to
-start, and the scenario it shows."""
+start, its children's process groups, and the scenario it shows."""
 
 from __future__ import annotations
 
@@ -10,21 +10,24 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 import pytest
-from conftest import free_port
+from helpers.net import free_port
+from helpers.wait import wait_for
 
 from agent.config import load_config
 from agent.service import status_path
 from central.config import load_central_config
 from central.store import CentralStore
-from gridedge_demo import Watch
+from gridedge_demo import Demo, Watch
 from sim_hw.config import load_bench_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,6 +56,7 @@ def test_the_demo_agent_opens_the_pty_the_demo_bench_serves() -> None:
     assert ports == {bench.bus("bus1").link}
 
 
+@pytest.mark.integration
 def test_git_ignores_the_runtime_folder_and_nothing_of_the_same_name_elsewhere() -> None:
     ignored = subprocess.run(["git", "check-ignore", "-q", "run/central.db"], cwd=ROOT, check=False)
     assert ignored.returncode == 0
@@ -91,6 +95,7 @@ def _gridedge(*args: str, env: dict[str, str] | None = None, timeout: float = 60
                           cwd=ROOT, env={**os.environ, **(env or {})})  # fmt: skip
 
 
+@pytest.mark.integration
 def test_an_unknown_argument_is_a_usage_error_and_starts_nothing() -> None:
     proc = _gridedge("demo", "--bogus", env={"DEMO_SECONDS": "1"})
     assert proc.returncode == 2, proc.stdout + proc.stderr
@@ -98,6 +103,7 @@ def test_an_unknown_argument_is_a_usage_error_and_starts_nothing() -> None:
     assert "broker" not in proc.stdout
 
 
+@pytest.mark.integration
 def test_help_gives_the_usage_and_describes_demo_seconds() -> None:
     proc = _gridedge("demo", "--help")
     assert proc.returncode == 0, proc.stderr
@@ -105,6 +111,7 @@ def test_help_gives_the_usage_and_describes_demo_seconds() -> None:
     assert "DEMO_SECONDS=N" in proc.stdout and "Ctrl-C" in proc.stdout
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("value", ["twenty", "-5", "nan"])
 def test_a_bad_demo_seconds_is_refused_naming_the_value(value: str) -> None:
     proc = _gridedge("demo", env={"DEMO_SECONDS": value})
@@ -177,6 +184,67 @@ def test_the_watch_shows_each_scenario_step_and_the_agents_evidence_once(tmp_pat
         "agent's evidence in central's store: 3 events (pmu_time_sync 1, pmu_voltage 2); readings not good from "
         "m645 (stale); energy registers gone back: m633.energy_wh",
     ]
+
+
+# ---- the demo's children: in their own process groups, stopped with the demo -------------------------------
+
+_GRANDPARENT = """
+import subprocess, sys, time
+child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+print(child.pid, flush=True)
+time.sleep(120)
+"""
+
+
+def _gone(pid: int) -> bool:
+    """True once ``pid`` no longer runs (a zombie waiting for its reaper counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.integration
+def test_demo_children_are_out_of_reach_of_ctrl_c_and_stopped_with_their_own_children(tmp_path: Path) -> None:
+    demo = Demo(tmp_path)
+    proc = demo._spawn("bench", [sys.executable, "-c", _GRANDPARENT])
+    try:
+        wait_for(lambda: (tmp_path / "bench.log").read_text().strip(), 30, "the grandchild's pid")
+        grandchild = int((tmp_path / "bench.log").read_text().split()[0])
+        # A terminal's Ctrl-C goes to the foreground process group: the demo's, not its children's.
+        assert os.getpgid(proc.pid) == proc.pid != os.getpgid(0)
+        demo.stop("bench")
+        assert proc.returncode is not None
+        wait_for(lambda: _gone(grandchild), 10, "the child's own child (like the bench's socat) to be stopped too")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.mark.integration
+def test_demo_children_stop_when_the_demo_process_is_killed(tmp_path: Path) -> None:
+    script = textwrap.dedent(
+        f"""
+        import sys, time
+        from pathlib import Path
+        from gridedge_demo import Demo
+        demo = Demo(Path({str(tmp_path)!r}))
+        child = demo._spawn("central", [sys.executable, "-c", "import time; time.sleep(120)"])
+        print(child.pid, flush=True)
+        time.sleep(120)
+        """
+    )
+    runner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    child = int(runner.stdout.readline())
+    try:
+        runner.kill()  # SIGKILL: the demo gets no chance to stop anything itself
+        runner.wait(10)
+        wait_for(lambda: _gone(child), 10, "the demo's child to stop after the demo died")
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)
+        runner.stdout.close()
 
 
 # ---- the demo's processes, on a copy of config/ with free ports ------------------------------------------------
@@ -298,6 +366,7 @@ def test_the_suggested_run_shows_every_scenario_step_and_the_agents_evidence(tmp
     assert _processes_naming(str(tmp_path)) == []
 
 
+@pytest.mark.integration
 def test_a_second_demo_on_the_same_folder_refuses_and_leaves_the_running_ones_stores(tmp_path: Path) -> None:
     """The demo clears the stores of its run/ folder when it starts: never while another demo runs from there."""
     config = demo_config_copy(tmp_path)

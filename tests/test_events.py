@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import async_test, query_db, until
+from helpers.aio import async_test, until
+from helpers.db import query_db
 
 from agent.events import EventSpool, SpoolStats
 from agent.store import AsyncStore, Store

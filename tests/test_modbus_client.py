@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
+import struct
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import pytest
-from conftest import async_test, free_port
-from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
-from pymodbus.server import ModbusTcpServer
+from helpers.aio import arun, async_test
+from helpers.modbus import modbus_server, raw_server
+from helpers.net import free_port
 
 from protocols.modbus.client import TcpTransport
 from protocols.modbus.errors import (
@@ -21,50 +21,6 @@ from protocols.modbus.errors import (
     ModbusTimeout,
 )
 from protocols.modbus.registermap import Table
-
-pytestmark = pytest.mark.integration
-
-
-@asynccontextmanager
-async def modbus_server(port: int) -> AsyncIterator[ModbusTcpServer]:
-    """Unit 1: holding 0..49 = 100..149, coils 0..15 alternate; unit 2: holding all 7."""
-    dev1 = ModbusDeviceContext(
-        hr=ModbusSequentialDataBlock(1, list(range(100, 150))),
-        ir=ModbusSequentialDataBlock(1, list(range(200, 210))),
-        co=ModbusSequentialDataBlock(1, [i % 2 == 0 for i in range(16)]),
-        di=ModbusSequentialDataBlock(1, [True] * 4),
-    )
-    dev2 = ModbusDeviceContext(hr=ModbusSequentialDataBlock(1, [7] * 10))
-    server = ModbusTcpServer(ModbusServerContext(devices={1: dev1, 2: dev2}, single=False), address=("127.0.0.1", port))
-    await server.serve_forever(background=True)
-    try:
-        yield server
-    finally:
-        await server.shutdown()
-
-
-@asynccontextmanager
-async def raw_server(port: int, reply: Callable[[bytes], bytes | None]) -> AsyncIterator[None]:
-    """A TCP peer that answers each request chunk with ``reply(request)`` (None: stay silent)."""
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while data := await reader.read(1024):
-                out = reply(data)
-                if out:
-                    writer.write(out)
-                    await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", port)
-    try:
-        yield
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 @asynccontextmanager
@@ -197,3 +153,49 @@ async def test_out_of_spec_read_is_refused_before_sending(table, start, count) -
     t = TcpTransport("127.0.0.1", free_port(), timeout_s=0.2, retries=0)
     with pytest.raises(ValueError):
         await t.read(table, start, count, 1)
+
+
+# ---- answers that are well formed but wrong ---------------------------------------------------------------------
+
+
+def test_tcp_answer_with_a_wrong_byte_count_is_a_frame_error() -> None:
+    """A well-formed MBAP answer whose PDU holds 1 register where 2 were asked for."""
+
+    def reply(req: bytes) -> bytes:
+        tid = req[:2]
+        pdu = b"\x03\x02\x03\xe8"
+        return tid + b"\x00\x00" + struct.pack(">H", len(pdu) + 1) + req[6:7] + pdu
+
+    async def go():
+        port = free_port()
+        async with raw_server(port, reply):
+            t = TcpTransport("127.0.0.1", port, timeout_s=0.3, retries=0)
+            with pytest.raises(ModbusFrameError):
+                await t.read(Table.HOLDING, 0, 2, 1)
+            await t.close()
+
+    arun(go())
+
+
+@pytest.mark.parametrize("wrong", ["unit", "transaction"])
+def test_tcp_answer_for_another_unit_or_transaction_is_never_taken(wrong: str) -> None:
+    """A gateway that answers with the wrong unit id or transaction id: an error, not the data."""
+
+    def reply(req: bytes) -> bytes:
+        tid, unit = struct.unpack(">H", req[:2])[0], req[6]
+        if wrong == "unit":
+            unit ^= 0x01
+        else:
+            tid ^= 0x0101
+        pdu = b"\x03\x04\x03\xe8\x03\xe9"
+        return struct.pack(">HHHB", tid, 0, len(pdu) + 1, unit) + pdu
+
+    async def go():
+        port = free_port()
+        async with raw_server(port, reply):
+            t = TcpTransport("127.0.0.1", port, timeout_s=0.3, retries=1)
+            with pytest.raises((ModbusFrameError, ModbusTimeout)):
+                await t.read(Table.HOLDING, 0, 2, 1)
+            await t.close()
+
+    arun(go())

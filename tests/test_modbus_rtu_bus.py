@@ -5,21 +5,15 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
-from conftest import arun
-from pymodbus.datastore import ModbusDeviceContext, ModbusSequentialDataBlock, ModbusServerContext
-from pymodbus.framer import FramerType
-from pymodbus.server import ModbusSerialServer
+from helpers.aio import arun
+from helpers.modbus import rtu_server
 
 from protocols.modbus.errors import ModbusConnectionError, ModbusExceptionResponse, ModbusTimeout
 from protocols.modbus.registermap import Table
 from protocols.modbus.serialbus import RtuTransport, SerialBus, SerialBusRegistry, inter_frame_silence_s
-
-pytestmark = pytest.mark.integration
 
 
 @dataclass
@@ -29,32 +23,6 @@ class Line:
     parity: str = "N"
     bytesize: int = 8
     stopbits: int = 1
-
-
-@asynccontextmanager
-async def rtu_server(port: str, units: dict[int, int], baudrate: int = 9600) -> AsyncIterator[list]:
-    """Serve ``units`` (unit id -> base value of holding 0..19) on ``port``; every other unit id is
-    silent, as an absent device on a real RS-485 line is (pymodbus alone would answer exception 4).
-    Yields the server's own log of (direction, monotonic time, unit id)."""
-    log: list[tuple[str, float, int]] = []
-    ctx = ModbusServerContext(
-        devices={u: ModbusDeviceContext(hr=ModbusSequentialDataBlock(1, [base + i for i in range(20)]))
-                 for u, base in units.items()},
-        single=False,
-    )  # fmt: skip
-
-    def trace_pdu(sending: bool, pdu):
-        log.append(("tx" if sending else "rx", time.monotonic(), pdu.dev_id))
-        if not sending and pdu.dev_id not in units:
-            return None  # drop the request: no answer at all
-        return pdu
-
-    server = ModbusSerialServer(ctx, framer=FramerType.RTU, port=port, baudrate=baudrate, trace_pdu=trace_pdu)
-    await server.serve_forever(background=True)
-    try:
-        yield log
-    finally:
-        await server.shutdown()
 
 
 def test_inter_frame_silence_follows_the_serial_line_spec() -> None:

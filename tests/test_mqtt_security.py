@@ -23,13 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import free_port, wait_port
+from helpers.net import free_port, wait_port
 
 from agent.config import AgentConfig, ConfigError, load_config
 from agent.uplink import session_config_from
 from protocols.mqtt.session import MqttSession, SessionConfigError
 
-pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parent.parent
 SITE = "sec-site"
 SESSION_LOG = "gridedge.mqtt"
@@ -376,6 +375,7 @@ def test_tls_refusal_log_says_why(
 # ---- configuration ----------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 def test_check_config_names_a_missing_ca_file(tmp_path: Path) -> None:
     site = _site_file(tmp_path, 'broker = "mqtts://127.0.0.1:8883"\nca_file = "certs/missing-ca.crt"')
     proc = subprocess.run(

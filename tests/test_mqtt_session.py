@@ -16,13 +16,13 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import async_test, free_port, until
+from helpers.aio import async_test, running_tasks, until
+from helpers.net import free_port
 from paho.mqtt.enums import CallbackAPIVersion
 
 from protocols.mqtt import ConnectionLost, MqttSession, SessionConfig
 from protocols.mqtt.session import SessionConfigError, _filter_matches
 
-pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -183,6 +183,67 @@ async def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
         await until(lambda: len(rng.bounds) >= 6)
     assert rng.bounds[:6] == pytest.approx([0.01, 0.02, 0.04, 0.08, 0.08, 0.08])
     assert session.stats.connect_failures >= 6 and session.stats.connects == 0
+
+
+# ---- the session's own reconnect loop: one client id shared, failed attempts ------------------------------
+
+
+class RealJitterRandom(random.Random):
+    """Records the upper bound of every backoff draw (the exponential part); the jitter is the real one."""
+
+    def __init__(self) -> None:
+        super().__init__(3)
+        self.bounds: list[float] = []
+
+    def uniform(self, a: float, b: float) -> float:
+        self.bounds.append(b)
+        return super().uniform(a, b)
+
+
+def paho_threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("paho-mqtt-client-")]
+
+
+@async_test
+async def test_two_sessions_with_one_client_id_back_off_instead_of_storming(broker) -> None:
+    """Mosquitto hands the session to the newest client with a client_id: two agents configured with the same
+    id kick each other out at every connect. Each link lasts a moment, so the backoff must keep growing rather
+    than restart at every CONNACK (both would reconnect ~10 times a second for ever)."""
+    rngs = [RealJitterRandom(), RealJitterRandom()]
+    cfg = SessionConfig(host="127.0.0.1", port=broker.port, client_id="same-id", backoff_min_s=0.01,
+                        backoff_max_s=0.16)  # fmt: skip
+    sessions = [MqttSession(cfg, rng=rng) for rng in rngs]
+    async with running_tasks(*(s.run() for s in sessions)):
+        await until(lambda: all(len(r.bounds) >= 6 for r in rngs), timeout=30)
+    assert sum(s.stats.disconnects for s in sessions) >= 6  # they really took each other's session
+    for rng in rngs:
+        assert rng.bounds[:6] == pytest.approx([0.01, 0.02, 0.04, 0.08, 0.16, 0.16]), rng.bounds
+
+
+def test_stable_s_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="stable_s"):
+        SessionConfig(host="127.0.0.1", stable_s=0)
+
+
+@async_test
+async def test_no_paho_client_thread_outlives_its_connection_attempt() -> None:
+    """Our loop owns reconnection: every attempt is a fresh paho client whose thread ends with it (paho's own
+    retry is off), so failed attempts never pile up live clients, and none is left after the session ends."""
+    before = set(paho_threads())
+    rng = RealJitterRandom()
+    session = MqttSession(SessionConfig(host="127.0.0.1", port=free_port(), client_id="lonely", backoff_min_s=0.01,
+                                        backoff_max_s=0.02), rng=rng)  # fmt: skip
+    most = 0
+
+    def failed_enough() -> bool:
+        nonlocal most
+        most = max(most, len(set(paho_threads()) - before))
+        return session.stats.connect_failures >= 8
+
+    async with running_tasks(session.run()):
+        await until(failed_enough, interval=0.005)
+    assert most <= 1
+    assert not set(paho_threads()) - before
 
 
 WILL_SCRIPT = textwrap.dedent(

@@ -8,7 +8,8 @@ import time
 from dataclasses import replace
 
 import pytest
-from conftest import async_test, free_port, running_tasks, until
+from helpers.aio import async_test, running_tasks, until
+from helpers.net import free_port
 
 from protocols.c37118 import ConfigFrame, CrcError, DataFrame, FrameError, PhasorKind, SyncError, encode_frame
 from protocols.c37118.pdc import (
@@ -162,8 +163,8 @@ async def test_session_errors_are_typed() -> None:
 @async_test
 async def test_cancel_landing_anywhere_in_a_frame_burst_ends_the_client() -> None:
     # A burst of frames is handed over while the cancel lands 0..7 loop steps after a frame: with a
-    # per-frame asyncio.wait_for (Python 3.11) a cancel arriving as the inner get completed was swallowed
-    # and the client streamed on forever.
+    # per-frame asyncio.wait_for (Python 3.11) a cancel arriving as the inner get completed would be swallowed
+    # and the client would stream on forever.
     loop = asyncio.get_running_loop()
     async with SimPmu(41, "SIM", port=0, rate=10) as sim:
         k0 = 1_700_000_000 * 10

@@ -19,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import Broker, free_port, query_db, wait_for, wait_port
-from processes import Processes
+from helpers.broker import Broker
+from helpers.db import query_db
+from helpers.net import free_port, wait_port
+from helpers.processes import Processes
+from helpers.wait import wait_for
 
-pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 PMU = "sub_pmu"
 IDCODE = 7

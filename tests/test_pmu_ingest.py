@@ -10,11 +10,12 @@ import time
 from dataclasses import replace
 
 import pytest
-from conftest import async_test, running_tasks, until
+from helpers.aio import async_test, running_tasks, until
+from helpers.sinks import Taken
 
 from agent.pmu.config import AnglePairConfig, PmuMonitoringConfig, PmuStreamConfig
 from agent.pmu.ingest import PmuIngest, PmuMonitoring
-from agent.points import Quality, Reading
+from agent.points import Quality
 from agent.store import AsyncStore, Store
 from protocols.c37118 import DataFormat, DataFrame, FrameType, PhasorKind
 from sim_hw.devices.pmu import SimPmu, balanced_source
@@ -28,17 +29,6 @@ def events(db) -> list[dict]:
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT ts, kind, severity, source, text, data FROM events ORDER BY id").fetchall()
     return [dict(zip(("ts", "kind", "severity", "source", "text", "data"), r, strict=True)) for r in rows]
-
-
-class Taken:
-    def __init__(self) -> None:
-        self.readings: list[Reading] = []
-
-    def __call__(self, readings: list[Reading]) -> None:
-        self.readings.extend(readings)
-
-    def points(self, suffix: str) -> list[Reading]:
-        return [r for r in self.readings if r.point.endswith(suffix)]
 
 
 def stream(pmu: SimPmu, name: str = "pmu1", **kw) -> PmuStreamConfig:

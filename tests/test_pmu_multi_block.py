@@ -13,8 +13,8 @@ import sqlite3
 from dataclasses import replace
 
 import pytest
-from conftest import async_test, running_tasks, until
-from test_pmu_ingest import Taken
+from helpers.aio import async_test, running_tasks, until
+from helpers.sinks import Taken
 
 from agent.pmu.config import AnglePairConfig, PmuMonitoringConfig, PmuStreamConfig
 from agent.pmu.ingest import PmuIngest, PmuMonitoring, PmuStream, block_names, phasor_kinds

@@ -13,7 +13,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from conftest import async_test, free_port
+from helpers.aio import async_test
+from helpers.net import free_port
 
 from agent.pmu.probe import ProbeUsageError, open_failure, parse_address, utc_text
 from protocols.c37118 import SyncError, Timestamp
@@ -33,6 +34,7 @@ async def _probe(*args: str, timeout: float = 20) -> tuple[int, str, str]:
     return proc.returncode or 0, out.decode(), err.decode()
 
 
+@pytest.mark.integration
 @async_test
 async def test_probe_json_prints_config_then_each_frame() -> None:
     async with SimPmu(7734, "SIM A", port=0, rate=30) as sim:
@@ -62,6 +64,7 @@ async def test_probe_json_prints_config_then_each_frame() -> None:
     assert stamps == sorted(stamps) and len(set(stamps)) == 3
 
 
+@pytest.mark.integration
 @async_test
 async def test_probe_text_output_and_cfg3_over_udp() -> None:
     async with SimPmu(12, "SIM B", port=0, rate=20) as sim:
@@ -77,6 +80,7 @@ async def test_probe_text_output_and_cfg3_over_udp() -> None:
         assert lines[0]["frame"] == "CFG3" and len(lines) == 3
 
 
+@pytest.mark.integration
 @async_test
 async def test_probe_errors_are_one_line_with_distinct_exit_codes() -> None:
     code, out, err = await _probe(f"tcp://127.0.0.1:{free_port()}", "--timeout", "2")
@@ -144,6 +148,7 @@ async def _hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -
     await reader.read(4096)
 
 
+@pytest.mark.integration
 @async_test
 async def test_probe_of_a_silent_peer_names_the_request_and_suggests_the_idcode() -> None:
     """No byte in the wait: the message says which request went unanswered and how to give another IDCODE."""
@@ -154,6 +159,7 @@ async def test_probe_of_a_silent_peer_names_the_request_and_suggests_the_idcode(
     assert "--id N" in err
 
 
+@pytest.mark.integration
 @async_test
 async def test_probe_of_a_pmu_with_another_idcode_says_it_stayed_silent() -> None:
     """A real PMU ignores commands to another IDCODE (6.6): the probe says so, and what to try."""
@@ -163,6 +169,7 @@ async def test_probe_of_a_pmu_with_another_idcode_says_it_stayed_silent() -> Non
     assert "no answer in 0.5 s to the CFG-2 request with IDCODE 6" in err and "--id N" in err
 
 
+@pytest.mark.integration
 @async_test
 async def test_probe_of_an_echo_server_says_it_is_not_a_pmu() -> None:
     """An echo server sends back the probe's own command frames: that is no PMU, and no IDCODE hint is given."""
@@ -172,6 +179,7 @@ async def test_probe_of_an_echo_server_says_it_is_not_a_pmu() -> None:
     assert "command frames" in err and "is this a PMU port?" in err and "--id" not in err
 
 
+@pytest.mark.integration
 @async_test
 async def test_probe_of_another_protocol_shows_the_bytes_received() -> None:
     """A peer speaking something else: the message counts the bytes and shows the first of them."""
@@ -182,6 +190,7 @@ async def test_probe_of_another_protocol_shows_the_bytes_received() -> None:
     assert '"SSH-2.0-OpenSSH_9.2p1 Debian-2"' in err and "is this a PMU port?" in err and "--id" not in err
 
 
+@pytest.mark.integration
 @async_test
 async def test_probe_of_a_peer_that_hangs_up_says_it_closed_the_connection() -> None:
     async with _server(_hang_up) as port:
@@ -202,6 +211,7 @@ _NO_SUCH_HOST = (
 )
 
 
+@pytest.mark.integration
 @async_test
 async def test_probe_of_a_host_that_does_not_resolve_names_it() -> None:
     proc = await asyncio.create_subprocess_exec(
@@ -214,6 +224,7 @@ async def test_probe_of_a_host_that_does_not_resolve_names_it() -> None:
     assert "cannot resolve host 'nosuchhost.invalid'" in err and "unknown error" not in err.lower()
 
 
+@pytest.mark.integration
 @async_test
 async def test_probe_of_a_pmu_streaming_under_another_idcode_names_that_idcode() -> None:
     """A PMU that sends data unasked (before any configuration) shows its IDCODE: the probe suggests it."""

@@ -6,7 +6,8 @@ import asyncio
 import math
 
 import pytest
-from conftest import async_test, free_port
+from helpers.aio import async_test
+from helpers.net import free_port
 
 from protocols.c37118 import (
     NEED_DATA,

@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_pq_analyze import phases, write_comtrade, write_csv
-from test_pq_compliance import doc
+from helpers.pq import doc, phases, write_comtrade, write_csv
 
 import gridedge
 from agent.pq.offline.cli import main
@@ -47,6 +46,7 @@ def run(capsys, *args: str) -> tuple[int, str, str]:
     return code, out, err
 
 
+@pytest.mark.integration
 def test_analyze_json_in_a_real_subprocess(dip_csv):
     exe = Path(sys.executable).parent / "gridedge"
     proc = subprocess.run([str(exe), "pq", "analyze", str(dip_csv), "--json"], capture_output=True, text=True,

@@ -9,55 +9,10 @@ from __future__ import annotations
 import math
 
 import pytest
+from helpers.pq import doc
 
 from agent.pq import compliance as cp
 from agent.pq.offline.text import format_compliance
-
-ORDERS = 50  # harmonics_pct lists orders 2..50
-
-
-def doc(n10: int = 20, *, udin: float = 230.0, rms=None, harm=None, u2=None, flagged=(), incomplete=(),
-        n3: int = 0, harm3=None, t3=None, freqs=None, plt=None, channels=("va", "vb", "vc")) -> dict:  # fmt: skip
-    """An analyze document with ``n10`` 10-min values; ``harm(i) -> {order: pct}``, ``rms(i) -> V``."""
-
-    def hlist(values: dict[int, float]) -> list[float]:
-        return [values.get(h, 0.0) for h in range(2, ORDERS + 1)]
-
-    ten = [
-        {
-            "start_s": 600.0 * i,
-            "end_s": 600.0 * (i + 1),
-            "complete": i not in incomplete,
-            "flagged": i in flagged,
-            "count": 3000,
-            "rms_v": {c: (rms(i) if rms else udin) for c in channels},
-            "harmonics_pct": {c: hlist(harm(i) if harm else {}) for c in channels},
-            "u2_pct": u2(i) if u2 else 0.5,
-            "u0_pct": 0.1,
-        }
-        for i in range(n10)
-    ]
-    short = [
-        {
-            "start_s": t3(i) if t3 else 3.0 * i,
-            "end_s": (t3(i) if t3 else 3.0 * i) + 3.0,
-            "flagged": False,
-            "count": 15,
-            "harmonics_pct": {c: hlist(harm3(i) if harm3 else {}) for c in channels},
-        }
-        for i in range(n3)
-    ]
-    f = freqs if freqs is not None else [50.0] * 10
-    return {
-        "file": {"duration_s": max(600.0 * n10, 3.0 * n3, 10.0 * len(f))},
-        "nominal_hz": 50.0,
-        "udin_v": udin,
-        "max_order": ORDERS,
-        "channels": {c: {"plt": plt} for c in channels},
-        "aggregates_10min": ten,
-        "aggregates_3s": short,
-        "frequency_10s": [{"start_s": 10.0 * i, "freq_hz": v, "complete": True} for i, v in enumerate(f)],
-    }
 
 
 def find(results, criterion: str, channel: str | None = "va"):

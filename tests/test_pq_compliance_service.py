@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import async_test, running_tasks, until
+from helpers.aio import async_test, running_tasks, until
 
 from agent.config import ConfigError, parse_config
 from agent.points import Quality, Reading

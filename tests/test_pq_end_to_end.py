@@ -22,14 +22,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import Broker, async_test, free_port, query_db, wait_for, wait_port
-from processes import Processes
+from helpers.aio import async_test
+from helpers.broker import Broker
+from helpers.db import query_db
+from helpers.net import free_port, wait_port
+from helpers.processes import Processes
+from helpers.wait import wait_for
 
 from protocols import wavestream as ws
 from sim_hw.bench import Bench, device_table
 from sim_hw.config import BenchConfigError, parse_bench_config
 
-pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 DESCRIPTION = ROOT / "config" / "waveforms" / "flicker-dip.toml"
 STREAM = "feeder-pq"
@@ -184,6 +187,7 @@ def load(path: Path):
         return parse_bench_config(tomllib.load(fh), path)
 
 
+@pytest.mark.integration
 @async_test
 async def test_bench_serves_its_waveform_streams_on_its_clock_and_stops_them(tmp_path: Path) -> None:
     port = free_port()

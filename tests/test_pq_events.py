@@ -1,7 +1,7 @@
 """Dips, swells and interruptions (agent/pq/events.py, IEC 61000-4-30 5.4) on waveforms synthesised here.
 
 A rectangular change of amplitude from ``t0`` for ``dur`` seconds: the residual voltage must come out
-within 1 % of Udin and the duration within half a cycle (the brief) for a one-channel event, at
+within 1 % of Udin and the duration within half a cycle for a one-channel event, at
 several start phases. Why half a cycle is the best the rule can do: with Urms(1/2) refreshed every half
 cycle, start and end are each found on the next half-cycle step after the level is crossed, and the
 two offsets differ by at most half a cycle when the grid is regular.

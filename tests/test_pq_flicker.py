@@ -10,7 +10,7 @@ Expected values come from the standard's tables, never from the code under test:
 
 The Ed. 2.0 values below were read from M. Sira's (CMI) verify_flicker_sim.m (MIT licence), which
 transcribes the tables of Ed. 1 (1997), Ed. 1 + A1 (2003) and Ed. 2 (2010) side by side. Some of them
-differ slightly from the Ed. 1 + A1 values quoted in our issue (e.g. Table 5, 1 cpm: 2.715 % in Ed. 2,
+differ slightly from the Ed. 1 + A1 values (e.g. Table 5, 1 cpm: 2.715 % in Ed. 2,
 2.724 % in Ed. 1 + A1); the Ed. 2 column is used because the implementation follows Ed. 2.
 """
 

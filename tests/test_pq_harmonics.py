@@ -2,8 +2,8 @@
 
 Expected values come from the signal's own definition (amplitudes we put in), from the DFT of a
 rectangular window written out by hand (Dirichlet kernel) and from pqopen-lib as an independent peer.
-Tolerance 0.1 % absolute for percentages (the brief); the standard's Class I limit is 5 % of reading
-(IEC 61000-4-7 Table 1), far looser.
+Tolerance 0.1 % absolute for percentages; the standard's Class I limit is 5 % of reading (IEC 61000-4-7
+Table 1), far looser.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pytest
-from test_pq_analyze import phases
+from helpers.pq import phases
 
 from agent.pq.offline.analyze import Analysis, analyse_recording
 from agent.pq.offline.plot import build_figure, harmonic_limits, plot_analysis, worst_event, zoom_for

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import async_test, running_tasks, until
+from helpers.aio import async_test, running_tasks, until
 
 from agent.config import load_config
 from agent.points import Quality, Reading
@@ -135,6 +135,7 @@ def test_an_event_with_a_missing_or_extra_field_is_refused() -> None:
 # ---- a real child on a real stream ------------------------------------------------------------------------------
 
 
+@pytest.mark.integration
 @async_test
 async def test_the_child_measures_the_stream_and_the_agent_takes_its_readings_and_events() -> None:
     d = WaveformDesc.from_dict({"nominal_hz": 60, "rate_hz": 3200.0, "v_rms": [UDIN] * 3, "t0": TICK - 30,
@@ -166,6 +167,7 @@ def _zombie(pid: int) -> bool:
         return True
 
 
+@pytest.mark.integration
 @async_test
 async def test_a_child_that_dies_is_reported_with_its_exit_code() -> None:
     worker = PqWorker([stream_config(1)], Collected(), Collected(), argv=fake_child("import os\nos._exit(3)"))
@@ -174,6 +176,7 @@ async def test_a_child_that_dies_is_reported_with_its_exit_code() -> None:
     assert worker.stats.starts == 1 and worker.stats.exits == 1 and worker.stats.last_exit_code == 3
 
 
+@pytest.mark.integration
 @async_test
 async def test_a_killed_child_raises_so_the_supervisor_restarts_it() -> None:
     worker = PqWorker([stream_config(1)], Collected(), Collected())
@@ -185,6 +188,7 @@ async def test_a_killed_child_raises_so_the_supervisor_restarts_it() -> None:
         await task
 
 
+@pytest.mark.integration
 def test_the_child_stops_by_itself_when_the_agent_is_gone() -> None:
     # The agent SIGKILLed: the child's stdin closes, and it must not keep measuring for no one.
     proc = subprocess.Popen([sys.executable, "-m", "agent.pq.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -197,12 +201,14 @@ def test_the_child_stops_by_itself_when_the_agent_is_gone() -> None:
     assert b"pq_worker_parent_gone" in (proc.stderr.read() if proc.stderr else b"")
 
 
+@pytest.mark.integration
 def test_the_child_refuses_a_hello_of_another_version() -> None:
     proc = subprocess.run([sys.executable, "-m", "agent.pq.worker"], input=b'{"version": 99, "streams": []}\n',
                           capture_output=True, cwd=ROOT, timeout=30)  # fmt: skip
     assert proc.returncode == 2 and b"pq_worker_bad_hello" in proc.stderr
 
 
+@pytest.mark.integration
 @async_test
 async def test_lines_that_are_not_readings_are_counted_and_never_reach_the_sink() -> None:
     script = (
@@ -226,6 +232,7 @@ EVENTS = [{"ts": float(i), "kind": "pq_dip", "severity": "warning", "source": "p
 SAY_EVENTS = "".join(f"print(json.dumps({{'event': {e!r}}}))\n" for e in EVENTS)
 
 
+@pytest.mark.integration
 @async_test
 async def test_events_wait_in_order_while_the_store_fails() -> None:
     out = Collected()
@@ -237,6 +244,7 @@ async def test_events_wait_in_order_while_the_store_fails() -> None:
     assert worker.stats.events_stored == 4 and worker.stats.events_refused == 0
 
 
+@pytest.mark.integration
 @async_test
 async def test_an_event_the_store_refuses_is_dropped_alone() -> None:
     out = Collected()
@@ -248,7 +256,7 @@ async def test_an_event_the_store_refuses_is_dropped_alone() -> None:
     assert worker.stats.events_refused == 1 and worker.stats.events_stored == 3
 
 
-# ---- review of the process boundary: each test failed on the first version of agent/pq/worker.py ----------------
+# ---- the process boundary: events stored once, a silent or babbling child, a stop in the middle --------------
 
 
 class SlowStore(Collected):
@@ -269,6 +277,7 @@ class SlowStore(Collected):
         await Collected.add_event(self, *args)
 
 
+@pytest.mark.integration
 @async_test
 async def test_the_retry_task_never_stores_an_event_the_reader_is_storing(monkeypatch: pytest.MonkeyPatch) -> None:
     # A slow store (an SD card): the retry task woke while the reader's write of e0 was still in the thread.
@@ -282,6 +291,7 @@ async def test_the_retry_task_never_stores_an_event_the_reader_is_storing(monkey
     assert [e["text"] for e in store.events] == ["e0"] and store.calls == 1
 
 
+@pytest.mark.integration
 @async_test
 async def test_an_event_being_stored_when_the_agent_stops_is_stored_once() -> None:
     # AsyncStore finishes a write whose caller was cancelled; the stop must not write the same event again.
@@ -296,6 +306,7 @@ async def test_an_event_being_stored_when_the_agent_stops_is_stored_once() -> No
     assert [e["text"] for e in store.events] == ["e0"] and store.calls == 1
 
 
+@pytest.mark.integration
 @async_test
 async def test_a_child_that_says_nothing_is_killed_and_restarted() -> None:
     # Alive but silent (a blocked loop): the child reports its status every second, so silence is a fault.
@@ -306,6 +317,7 @@ async def test_a_child_that_says_nothing_is_killed_and_restarted() -> None:
     assert worker.stats.exits == 1 and worker.stats.last_exit_code == -9 and worker.pid is None
 
 
+@pytest.mark.integration
 @async_test
 async def test_an_over_long_line_is_refused_whole_and_its_tail_is_not_taken() -> None:
     # Over LINE_LIMIT without a newline, StreamReader.readline clears its buffer and the rest of the line came
@@ -330,6 +342,7 @@ def test_a_reading_that_is_not_finite_is_refused(value: float) -> None:
         reading_from_wire(json.loads(json.dumps(["pq1.va.thd", 1.0, value, "%", "good"])))
 
 
+@pytest.mark.integration
 @async_test
 async def test_one_bad_reading_does_not_lose_the_others_of_its_line() -> None:
     script = "print(json.dumps({'readings': [['pq1.va.rms', 5.0, 119.5, 'V', 'good'], ['pq1.va.thd', 5.0, float('nan'), '%', 'good'], ['pq1.vb.rms', 5.0, 120.5, 'V', 'good']]}))\n"  # noqa: E501
@@ -371,6 +384,7 @@ def _read_to_eof(fd: int) -> bytes:
     return b"".join(parts)
 
 
+@pytest.mark.integration
 def test_the_child_sends_everything_before_it_exits(tmp_path: Path) -> None:
     # The agent is slow to read when the child stops (its store thread busy): the child must not exit with
     # lines still in its buffer. The pipe is full from the start (4 kB, filled by the test), so every line the
@@ -434,6 +448,7 @@ def _served(d: WaveformDesc) -> Iterator[int]:
         t.join(30)
 
 
+@pytest.mark.integration
 @async_test
 async def test_the_pq_worker_stops_within_the_supervisors_wait_and_its_last_event_is_stored() -> None:
     # A child that does not exit on SIGTERM (it says one last event): the worker must kill it and store that
@@ -460,6 +475,7 @@ async def test_the_pq_worker_stops_within_the_supervisors_wait_and_its_last_even
 # ---- what the agent shows when the child is gone, and the child's own counters ----------------------------------
 
 
+@pytest.mark.integration
 @async_test
 async def test_after_the_child_exits_no_stream_is_shown_connected() -> None:
     script = (

@@ -271,6 +271,7 @@ def test_every_shipped_map_parses() -> None:
         assert all(p.dtype in DataType for p in rmap.points)
 
 
+@pytest.mark.integration
 def test_check_config_prints_every_map_error_and_exits_2(tmp_path: Path) -> None:
     (tmp_path / "maps").mkdir()
     (tmp_path / "maps" / "x.toml").write_text(BAD_MAP)
@@ -294,6 +295,7 @@ def test_check_config_prints_every_map_error_and_exits_2(tmp_path: Path) -> None
     assert proc.stderr.count(f"{where}.") == 4
 
 
+@pytest.mark.integration
 def test_check_config_prints_a_misaligned_point_as_a_warning_and_passes(tmp_path: Path) -> None:
     (tmp_path / "x.toml").write_text(
         '[[points]]\nname = "v_a"\naddress = 0\ntype = "float32"\n'

@@ -5,7 +5,8 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from conftest import async_test, free_port
+from helpers.aio import async_test
+from helpers.net import free_port
 
 from protocols.modbus.registermap import Table, decode_point, parse_register_map
 from sim_hw.agent_maps import POLLED, map_toml, write_maps

@@ -10,12 +10,14 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Awaitable
 from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from conftest import free_port
+from helpers.aio import async_test
+from helpers.net import free_port
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 
 from protocols.modbus.registermap import RegisterPoint, decode_point
@@ -194,6 +196,7 @@ def test_table_lists_every_device_with_its_address(tmp_path: Path) -> None:
         assert "modbus-rtu" in rows[name]
 
 
+@pytest.mark.integration
 def test_bench_serves_tcp_and_rtu_meters_and_stop_cleans_up(tmp_path: Path) -> None:
     path, p1, p2 = write_config(tmp_path)
     cfg = load_bench_config(path)
@@ -238,6 +241,7 @@ def test_bench_serves_tcp_and_rtu_meters_and_stop_cleans_up(tmp_path: Path) -> N
     assert port_is_free(p1) and port_is_free(p2)
 
 
+@pytest.mark.integration
 def test_speed_makes_the_simulated_clock_advance_faster(tmp_path: Path) -> None:
     path, p1, _ = write_config(tmp_path)
     cfg = load_bench_config(path)
@@ -268,6 +272,41 @@ def test_speed_makes_the_simulated_clock_advance_faster(tmp_path: Path) -> None:
     assert served == pytest.approx(expected, rel=1e-6)  # the server holds the values of the latest step
 
 
+@pytest.mark.integration
+@async_test
+async def test_the_clock_does_not_go_back_when_a_run_ends_between_two_steps() -> None:
+    text = f"""
+[bench]
+step_s = 0.1
+start = "2026-06-01T00:00:00Z"
+[[devices]]
+name = "m"
+map = "{ROOT / "config" / "maps" / "sim-meter.toml"}"
+protocol = "modbus-tcp"
+port = {free_port()}
+"""
+    bench = Bench(parse_bench_config(tomllib.loads(text), ROOT / "bench.toml"))
+    await bench.start()
+    try:
+        readings = []
+
+        async def read_late() -> None:
+            await asyncio.sleep(0.14)  # between step 1 (0.1 s) and the run's end (0.15 s): paced past sim_time
+            readings.append(bench.clock())
+
+        reader = asyncio.create_task(read_late())
+        await bench.run(seconds=0.15)
+        await reader
+        after = bench.clock()
+        assert after >= readings[0]
+        await bench.step_once()
+        await bench.run(seconds=0.02)
+        assert bench.clock() >= after
+    finally:
+        await bench.stop()
+
+
+@pytest.mark.integration
 def test_a_failed_start_cleans_up_socat(tmp_path: Path) -> None:
     path, p1, _ = write_config(tmp_path)
     cfg = load_bench_config(path)
@@ -288,6 +327,7 @@ def test_a_failed_start_cleans_up_socat(tmp_path: Path) -> None:
     assert not cfg.bus("bus1").link.is_symlink()
 
 
+@pytest.mark.integration
 def test_a_stale_pty_link_is_replaced(tmp_path: Path) -> None:
     path, _, _ = write_config(tmp_path)
     cfg = load_bench_config(path)
@@ -316,6 +356,7 @@ def test_cli_devices_prints_the_table(tmp_path: Path, capsys: pytest.CaptureFixt
     assert f"127.0.0.1:{p1}" in out and "rtu-b" in out
 
 
+@pytest.mark.integration
 def test_cli_run_for_some_seconds_at_speed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path, p1, _ = write_config(tmp_path)
     assert main(["run", "--config", str(path), "--speed", "50", "--seconds", "0.4"]) == 0
@@ -343,6 +384,7 @@ def test_cli_bad_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "--speed" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_sim_run_exits_0_on_sigterm(tmp_path: Path) -> None:
     path, p1, _ = write_config(tmp_path)
     env = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -5,18 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from benchcopy import ieee13_copy
-from conftest import async_test, free_port
+from helpers.aio import async_test
+from helpers.bench import bench_config
+from helpers.net import free_port
 
 from sim_hw.bench import Bench, BenchError
-from sim_hw.config import BenchConfig, load_bench_config
+
+pytestmark = pytest.mark.integration  # every test starts the simulated bench
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def bench_config(tmp_path: Path, edit: tuple[str, str] | None = None, *, irradiance: str = "clear") -> BenchConfig:
-    """The shipped IEEE 13-node bench, privately copied (tests/benchcopy.py), starting at solar noon."""
-    return load_bench_config(ieee13_copy(tmp_path, edit=edit, irradiance=irradiance))
 
 
 @async_test
@@ -26,6 +23,15 @@ async def test_an_inverter_rated_above_its_pv_site_is_refused_at_start(tmp_path:
     with pytest.raises(BenchError, match=r"device 'pv634': kva = 300: above the feeder's pv634 rating \(250 kVA\)"):
         await bench.start()
     assert not (tmp_path / "rtu-bus1").exists()  # the failed start cleaned up its pty pair
+
+
+@async_test
+async def test_the_bench_refuses_a_pmu_current_terminal_the_feeder_lacks(tmp_path: Path) -> None:
+    config = bench_config(tmp_path, ('current = "Line.632671/2"', 'current = "Line.632671/x"'))
+    bench = Bench(config)
+    with pytest.raises(BenchError, match=r"pmu '.*': current = 'Line.632671/x'"):
+        await bench.start()
+    assert bench.pmus == {}
 
 
 @async_test
@@ -52,7 +58,7 @@ async def test_a_device_whose_model_fails_is_counted_and_the_others_go_on(tmp_pa
 
 @async_test
 async def test_inverters_follow_the_physics_at_any_bench_step(tmp_path: Path) -> None:
-    """A half-second step: OpenDER must be stepped at the bench's step, not a fixed 1 s (it used to freeze)."""
+    """A half-second step: OpenDER must be stepped at the bench's step, not a fixed 1 s (its output would freeze)."""
     cfg = bench_config(tmp_path, ("step_s = 1.0", "step_s = 0.5"))
     bench = Bench(cfg)
     await bench.start()
@@ -80,7 +86,7 @@ def max_feeder_pu(bench: Bench) -> tuple[float, str]:
 
 @async_test
 async def test_a_cloud_clearing_pushes_the_feeder_out_of_ansi_range_a_until_the_regulator_acts(tmp_path: Path) -> None:
-    """Issue 4's scenario: with the regulator's taps set for no PV, the PV returning at noon lifts bus 680 above
+    """With the regulator's taps set for no PV, the PV returning at noon lifts bus 680 above
     1.05 pu (ANSI C84.1-2016 Table 1, Range A, service voltage) until the regulator steps down after its 30 s."""
     from dataclasses import replace
 
@@ -233,7 +239,7 @@ async def test_a_waveform_stream_on_a_bus_shows_the_feeders_fault_dip_trip_and_r
         return float(np.median(rms[(t >= a) & (t < b)]))
 
     clean = 120.0 * np.sqrt(1 + 0.012**2 + 0.015**2 + 0.008**2)  # the description's va with its harmonics
-    assert level(1.0, 2.9) == pytest.approx(clean * pre_fault_pu, rel=0.01)  # before: the bus's own voltage
+    assert level(1.0, 2.9) == pytest.approx(clean * pre_fault_pu, rel=0.01)  # before the fault: the bus's own voltage
     # a bolted fault at 671 (~6 kA at the head, 7x the relay's pickup): the 51 element trips within 3 s
     assert level(3.05, 5.5) < 0.05 * clean  # the fault: a dip to a few per cent
     assert level(6.05, 6.95) < 0.01 * clean  # the head relay has tripped: an interruption until it recloses

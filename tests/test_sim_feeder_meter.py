@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import async_test, free_port
+from helpers.aio import async_test
+from helpers.net import free_port
 from pymodbus.client import AsyncModbusTcpClient
 
 from protocols.modbus.registermap import RegisterMap, Table, decode_point, encode_point, parse_register_map

@@ -5,13 +5,18 @@ from __future__ import annotations
 import cmath
 import math
 from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from sim_hw.config import PmuSpec
-from sim_hw.devices.feeder_pmu import feeder_pmu, feeder_source
+from sim_hw.devices.feeder_pmu import FeederPmuError, feeder_pmu, feeder_source
+from sim_hw.devices.pmu import PmuSimError
+from sim_hw.feeder.model import Feeder
 from sim_hw.feeder.solution import Solution, Terminal
 
+ROOT = Path(__file__).resolve().parent.parent
 BASE_V = 2401.77
 V = {"a": cmath.rect(1.02 * BASE_V, 0.0), "b": cmath.rect(1.01 * BASE_V, -2.1), "c": cmath.rect(1.00 * BASE_V, 2.1)}
 I_INTO_LINE_AT_671 = {
@@ -76,3 +81,38 @@ def test_the_pmu_is_configured_for_the_bus_nominal_voltage_and_rate() -> None:
     block = pmu.config.pmus[0]
     assert pmu.idcode == 671 and pmu.rate == 30 and block.nominal_hz == 60
     assert block.station.strip() == "pmu-671" and block.phasor_names == ("VA", "VB", "VC", "IA", "IB", "IC")
+
+
+# ---- a PMU's bus and current terminal must exist in the feeder ------------------------------------------------
+
+
+def _stub_bench() -> SimpleNamespace:
+    feeder = Feeder.from_file(ROOT / "config" / "ieee13" / "IEEE13.dss")
+    return SimpleNamespace(solution=feeder.solve(0.0), grid_phase_rad=lambda t: 0.0, clock=lambda: 0.0)
+
+
+@pytest.mark.parametrize(
+    ("bus", "current", "message"),
+    [
+        ("671", "Line.632671/x", "current = 'Line.632671/x'"),
+        ("671", "Line.nope/2", "current = 'Line.nope/2'"),
+        ("nope", None, "bus = 'nope'"),
+    ],
+)
+def test_a_pmu_on_a_missing_bus_or_terminal_is_refused_when_built(bus: str, current: str | None, message: str) -> None:
+    with pytest.raises(FeederPmuError, match=message):
+        feeder_pmu(_stub_bench(), PmuSpec("p", bus, 1, "127.0.0.1", 1, current=current))
+
+
+def test_a_terminal_gone_from_a_later_solution_is_an_error_the_pmu_tick_logs() -> None:
+    bench = _stub_bench()
+    source = feeder_source(bench, PmuSpec("p", "671", 1, "127.0.0.1", 1, current="Line.632671/2"))
+    bench.solution = _without_terminals(bench.solution)
+    with pytest.raises(PmuSimError, match="Line.632671/2"):
+        source(0.0)
+
+
+def _without_terminals(solution):
+    from dataclasses import replace
+
+    return replace(solution, terminals={})

@@ -1,4 +1,4 @@
-"""Issue 4's proof on the integrated bench: the IEEE 13-node substation of config/sim-ieee13.toml, closed loop.
+"""The integrated bench: the IEEE 13-node substation of config/sim-ieee13.toml, closed loop.
 
 Every device is reached as the agent would reach it: real pymodbus clients over Modbus TCP sockets and over
 the RS-485 pty (socat), a raw C37.118.2 client on the PMUs' TCP ports. Nothing is read from a model object
@@ -33,12 +33,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from benchcopy import SHIPPED, ieee13_copy
-from conftest import async_test
-from pcap import PcapWriter, TcpConversation
+from helpers.aio import async_test
+from helpers.bench import SHIPPED, ieee13_copy
+from helpers.pcap import PcapWriter, TcpConversation
+from helpers.tshark import assert_clean, check_frame, dissect, soc_text
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusException
-from test_c37118_tshark import assert_clean, check_frame, dissect, soc_text
 
 from protocols.c37118 import NEED_DATA, Command, CommandFrame, ConfigFrame, DataFrame, StreamReader, encode_frame
 from sim_hw.bench import Bench
@@ -281,6 +281,7 @@ class Pdc:
 # ==== 1. closed loop through the servers only ===================================================================
 
 
+@pytest.mark.integration
 @async_test
 async def test_an_absorbing_var_setpoint_written_over_modbus_tcp_lowers_bus_675(tmp_path: Path) -> None:
     path = ieee13_copy(tmp_path)
@@ -353,6 +354,7 @@ async def pmu_v_mean(pdc: Pdc) -> float:
     return sum(abs(v) for v in volts) / 3
 
 
+@pytest.mark.integration
 @async_test
 async def test_capacitor_bank_switched_by_select_before_operate_over_rtu_moves_675_and_671(tmp_path: Path) -> None:
     path = ieee13_copy(tmp_path)
@@ -402,6 +404,7 @@ async def test_capacitor_bank_switched_by_select_before_operate_over_rtu_moves_6
     assert rise_675 > 5 * drift_675 and rise_671 > 5 * drift_671, "far above 300 s of drift without a command"
 
 
+@pytest.mark.integration
 @async_test
 async def test_one_manual_tap_step_over_rtu_moves_the_regulated_voltage_by_a_step(tmp_path: Path) -> None:
     path = ieee13_copy(tmp_path)
@@ -455,6 +458,7 @@ def read_meter_with_pymodbustcp(port: int, unit: int) -> tuple[list[int], list[i
         client.close()
 
 
+@pytest.mark.integration
 @async_test
 async def test_pymodbustcp_reads_the_sub_meter_as_its_manual_says_and_agrees_with_the_physics(tmp_path: Path) -> None:
     path = ieee13_copy(tmp_path)
@@ -500,6 +504,7 @@ async def test_pymodbustcp_reads_the_sub_meter_as_its_manual_says_and_agrees_wit
     assert delivered_wh + received_wh > 1000, "the counters moved"
 
 
+@pytest.mark.integration
 @async_test
 async def test_tshark_dissects_a_bench_pmu_stream_received_over_tcp_without_warnings(tmp_path: Path) -> None:
     path = ieee13_copy(tmp_path)
@@ -601,6 +606,7 @@ duration_s = 3
 """
 
 
+@pytest.mark.integration
 @async_test
 async def test_a_fault_scenario_trips_the_head_relay_at_the_c37112_time_and_it_recloses(tmp_path: Path) -> None:
     path = ieee13_copy(tmp_path, scenario=FAULT_SCENARIO)
@@ -669,6 +675,7 @@ duration_s = 5
 """
 
 
+@pytest.mark.integration
 @async_test
 async def test_a_silence_event_makes_a_tcp_and_an_rtu_device_time_out_then_answer_again(tmp_path: Path) -> None:
     path = ieee13_copy(tmp_path, scenario=SILENCE_SCENARIO)
@@ -715,6 +722,7 @@ duration_s = 5
 """
 
 
+@pytest.mark.integration
 @async_test
 async def test_pmu_sync_loss_sets_the_stat_sync_bit_in_the_frames_a_client_receives(tmp_path: Path) -> None:
     path = ieee13_copy(tmp_path, scenario=SYNC_SCENARIO)
@@ -758,6 +766,7 @@ duration_s = 120
 """
 
 
+@pytest.mark.integration
 @async_test
 async def test_a_cloud_at_noon_lowers_pv_output_and_the_675_voltage(tmp_path: Path) -> None:
     path = ieee13_copy(tmp_path, scenario=CLOUD_SCENARIO)
@@ -798,6 +807,7 @@ async def test_a_cloud_at_noon_lowers_pv_output_and_the_675_voltage(tmp_path: Pa
 # ==== 4. faster than real time ===================================================================================
 
 
+@pytest.mark.integration
 def test_sim_run_at_speed_100_runs_the_whole_bench_at_least_50_times_faster_than_real_time(tmp_path: Path) -> None:
     """Not a benchmark (benchmarks/bench_steps.py is): only "the simulated clock outruns the wall by >= 50x"."""
     path = ieee13_copy(tmp_path)
@@ -819,6 +829,7 @@ def test_sim_run_at_speed_100_runs_the_whole_bench_at_least_50_times_faster_than
     assert sim_elapsed_s <= 100 * wall_s + 1, "a fixed schedule: never ahead of the speed asked for"
 
 
+@pytest.mark.integration
 def test_the_truth_log_records_the_bench_up_each_scenario_step_as_played_and_the_bench_down(tmp_path: Path) -> None:
     """``sim run --truth-log``: one JSON line per thing the bench did, in order, each with the simulated clock."""
     scenario = (
@@ -846,6 +857,7 @@ def test_the_truth_log_records_the_bench_up_each_scenario_step_as_played_and_the
     assert down["record"] == "bench_down" and down["steps"] >= 25
 
 
+@pytest.mark.integration
 def test_a_bench_that_does_not_start_writes_no_truth_log(tmp_path: Path) -> None:
     path, truth = ieee13_copy(tmp_path), tmp_path / "truth.jsonl"
     port = load_bench_config(path).devices[0].port

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import async_test, free_port
+from helpers.aio import async_test
+from helpers.net import free_port
 from pymodbus.client import AsyncModbusTcpClient
 from sunspec2 import device as ss_device
 from sunspec2 import mdef
@@ -408,6 +409,34 @@ def test_observe_refuses_a_missing_bus_and_time_running_backwards() -> None:
     sol = Solution(t=0, converged=True, bus_v={"652": {"a": V_LN + 0j}}, base_kv_ln={"652": V_LN / 1000})
     with pytest.raises(InverterError, match="phase 'c'"):
         single.observe(0.0, sol)
+
+
+def _inverter_500kva() -> SunSpecInverter:
+    return SunSpecInverter("inv1", site="pv675", bus="675", kva=500.0, kw=450.0)
+
+
+def _bus(v: complex) -> Solution:
+    return Solution(
+        t=0.0,
+        converged=True,
+        bus_v={"675": dict.fromkeys("abc", v)},
+        base_kv_ln={"675": V_LN / 1000},
+        irradiance_pu=1.0,
+    )
+
+
+def test_inverter_refuses_a_non_numeric_bus_voltage_with_its_own_error_and_keeps_its_state() -> None:
+    """A NaN voltage (a solve gone wrong) is refused with an InverterError naming the inverter, bus and phase
+    before it reaches OpenDER (whose bare ValueError names no device), and the inverter keeps its last good
+    measurement."""
+    inv = _inverter_500kva()
+    inv.observe(1.0, _bus(V_LN + 0j))
+    before = inv.values()
+    with pytest.raises(InverterError, match=r"inverter 'inv1': bus '675' phase a voltage nan"):
+        inv.observe(2.0, _bus(complex(math.nan, 0.0)))
+    assert inv.values()["DERMeasureAC.LNV"] == pytest.approx(V_LN)  # the last good measurement stands
+    assert inv.values()["DERMeasureAC.W"] == before["DERMeasureAC.W"]
+    inv.observe(3.0, _bus(V_LN + 0j))  # and it carries on with the next good solution
 
 
 def test_single_phase_inverter_reports_phase_one_only() -> None:

@@ -9,10 +9,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import async_test
-from test_sim_bench_physics import bench_config
+from helpers.aio import async_test
+from helpers.bench import bench_config
 
 from sim_hw.bench import Bench
+
+pytestmark = pytest.mark.integration  # the bench and mbpoll, a process
 
 MBPOLL = shutil.which("mbpoll")  # installed by scripts/install-system-packages.sh --test (make test, .ci/run)
 

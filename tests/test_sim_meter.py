@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import free_port
-from docmap import doc_mismatches
+from helpers.docmap import doc_mismatches
+from helpers.net import free_port
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import async_test
-from docmap import doc_mismatches
-from served import ServedModel
+from helpers.aio import async_test
+from helpers.docmap import doc_mismatches
+from helpers.served import ServedModel
 
 from protocols.modbus.registermap import RegisterMap, Table, decode_point, encode_point, parse_register_map
 from sim_hw.devices.regulator import RegulatorController, RegulatorError

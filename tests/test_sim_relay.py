@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import async_test, free_port
-from docmap import doc_mismatches
+from helpers.aio import async_test
+from helpers.docmap import doc_mismatches
+from helpers.net import free_port
 from pymodbus.client import AsyncModbusTcpClient
 
 from protocols.modbus.registermap import RegisterMap, Table, decode_point, encode_point, parse_register_map

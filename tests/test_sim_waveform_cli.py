@@ -28,6 +28,7 @@ phases = "a"
 """
 
 
+@pytest.mark.integration
 def test_cli_writes_comtrade_the_comtrade_package_reads(tmp_path: Path) -> None:
     desc = tmp_path / "w.toml"
     desc.write_text(DESC)
@@ -62,6 +63,7 @@ def test_cli_refuses_a_bad_description_and_missing_seconds(tmp_path: Path, capsy
     assert "cannot read" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("out", "exit_code", "reason"),
     [

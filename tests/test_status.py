@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import Broker, free_port, wait_for
-from processes import Processes
+from helpers.broker import Broker
+from helpers.net import free_port
+from helpers.processes import Processes
+from helpers.wait import wait_for
 
 from agent.statustext import AgentState, agent_state, status_text
 

@@ -1,4 +1,5 @@
-"""The SQLite store on real files: round trips, sealing, acks, the full policy, a full disk, AsyncStore."""
+"""The SQLite store on real files: round trips, sealing, acks, bad input, foreign and damaged files, AsyncStore, the
+full policy, a full disk."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ import pytest
 
 from agent.points import Quality, Reading, Stream
 from agent.store import (
+    APPLICATION_ID,
     MAX_TEXT,
     AsyncStore,
     Store,
+    StoreCorruptError,
     StoreError,
     StoreFullError,
     StoreInputError,
@@ -25,6 +28,7 @@ from protocols.telemetry import decode_batch
 from protocols.telemetry.schema import MAX_PAYLOAD_BYTES
 
 SITE = "sub-1"
+SMALL = 1 << 20  # 1 MiB
 
 
 class FakeClock:
@@ -393,6 +397,94 @@ def test_a_closed_store_says_so(tmp_path: Path) -> None:
         store.stats()
 
 
+# ----------------------------------------------------------------------------------------- foreign and damaged files
+
+
+def test_a_foreign_sqlite_database_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    """The store adds no table to someone else's database and leaves its journal mode as it was."""
+    path = tmp_path / "agent.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE customers (id INTEGER, name TEXT)")
+    conn.execute("INSERT INTO customers VALUES (1, 'x')")
+    conn.commit()
+    conn.close()
+    before = path.read_bytes()
+    with pytest.raises(StoreCorruptError, match=r"not a GridEdge store \(it holds the tables customers"):
+        Store(path, SITE, SMALL)
+    assert path.read_bytes() == before
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    conn.close()
+
+
+def test_a_database_of_another_application_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "agent.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA application_id=1234")
+    conn.execute("PRAGMA user_version=1")
+    conn.execute("CREATE TABLE readings (x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreCorruptError, match="belongs to another program"):
+        Store(path, SITE, SMALL)
+
+
+def test_a_store_marks_itself_and_an_unmarked_store_of_ours_still_opens(tmp_path: Path) -> None:
+    path = tmp_path / "agent.db"
+    Store(path, SITE, SMALL).close()
+    conn = sqlite3.connect(path)
+    assert conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID == 0x47454447
+    conn.execute("PRAGMA application_id=0")  # unmarked, as stores of schema version 1 may be
+    conn.commit()
+    conn.close()
+    store = Store(path, SITE, SMALL)
+    store.add_readings(telemetry_batch(0, n=3))
+    assert store.stats().readings_taken == 3
+    assert store.conn.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
+    store.close()
+
+
+def test_a_version_1_file_without_our_tables_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "agent.db"
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA user_version=1")
+    conn.execute("CREATE TABLE readings (x)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(StoreCorruptError, match="lacks the tables events, meta, outbox"):
+        Store(path, SITE, SMALL)
+
+
+def test_a_damaged_page_is_a_corrupt_error_saying_what_to_do(tmp_path: Path) -> None:
+    path = tmp_path / "agent.db"
+    store = Store(path, SITE, 64 << 20)
+    store.add_readings([Reading("a.v", 1.0 + i, float(i), "V") for i in range(20_000)])
+    store.close()
+    data = bytearray(path.read_bytes())
+    data[3 * 4096 : 4 * 4096] = b"\xa5" * 4096  # page 4: inside the readings table
+    path.write_bytes(bytes(data))
+    store = Store(path, SITE, 64 << 20)
+    with pytest.raises(
+        StoreCorruptError, match=r"is damaged \(database disk image is malformed\).*move the file aside"
+    ):
+        store.add_readings([Reading("a.v", 1.0, 1.0, "V")])
+    store.close()
+
+
+def test_garbage_at_the_store_path_is_a_corrupt_error(tmp_path: Path) -> None:
+    (tmp_path / "agent.db").write_bytes(b"this is not sqlite" * 1000)
+    with pytest.raises(StoreCorruptError, match="cannot open store .*not a database.*move the file aside"):
+        Store(tmp_path / "agent.db", SITE, SMALL)
+
+
+def test_a_closed_store_is_not_a_corrupt_store(tmp_path: Path) -> None:
+    store = Store(tmp_path / "agent.db", SITE, SMALL)
+    store.close()
+    with pytest.raises(StoreError, match="closed") as info:
+        store.stats()
+    assert not isinstance(info.value, StoreCorruptError)
+
+
 # ----------------------------------------------------------------------------------------- AsyncStore
 
 
@@ -437,8 +529,6 @@ def test_async_store_wraps_an_open_store(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------- the full policy
-
-SMALL = 1 << 20  # 1 MiB
 
 
 def kinds(store: Store) -> list[str]:
@@ -562,6 +652,71 @@ def test_store_full_of_energy_refuses_energy_and_drops_telemetry(tmp_path: Path)
     store.ack(m.msg_id for m in store.pending(10_000))
     store.add_readings(energy_batch(k, n=200))
     assert store.stats().readings_taken == 400 + 200 * (k + 1)
+
+
+def fill_until_dropped(store: Store) -> int:
+    k = 0
+    while store.stats().dropped_readings == 0:
+        store.add_readings(telemetry_batch(k))
+        store.seal()
+        k += 1
+        assert k < 1000, "the policy never dropped anything"
+    return k
+
+
+def overfull(path: Path) -> Store:
+    """A store past its 1 MiB bound: filled with a larger bound, reopened with 1 MiB, the policy not yet run."""
+    big = Store(path, SITE, 64 << 20, batch_size=100)
+    k = 0
+    while big.conn.execute("PRAGMA page_count").fetchone()[0] * 4096 < 1.1 * SMALL:  # the file, not the WAL
+        big.add_readings(telemetry_batch(k))
+        big.seal()
+        k += 1
+    big.close()
+    return Store(path, SITE, SMALL, batch_size=100)
+
+
+def test_the_reported_alarm_stays_raised_after_the_policy_shrinks_the_store_to_85_percent(tmp_path: Path) -> None:
+    """stats().full_alarm reports the latched alarm (raised at 90 %, cleared below 80 %), not "size >= 90 % now":
+    right after the policy dropped telemetry down to 85 % the store is still full."""
+    store = overfull(tmp_path / "agent.db")
+    raised = [e["kind"] for e in store.enforce_limit()]
+    assert raised[0] == "store_full_alarm"
+    stats = store.stats()
+    assert 0.8 * SMALL <= stats.size_bytes < 0.9 * SMALL  # shrunk below the alarm level, above the clear level
+    assert stats.full_alarm  # so the alarm holds
+    assert store.enforce_limit() == []  # and is neither raised again nor cleared
+    assert kinds(store).count("store_full_alarm") == 1 and "store_full_cleared" not in kinds(store)
+    store.close()
+
+
+def test_the_policy_gives_the_freed_pages_back_to_the_file_system(tmp_path: Path) -> None:
+    """Every free page goes back, not one per call (``execute('PRAGMA incremental_vacuum')`` steps only once)."""
+    path = tmp_path / "agent.db"
+    store = overfull(path)
+    assert path.stat().st_size >= SMALL
+    store.enforce_limit()
+    page_count = store.conn.execute("PRAGMA page_count").fetchone()[0]
+    assert store.conn.execute("PRAGMA freelist_count").fetchone()[0] == 0
+    assert path.stat().st_size == page_count * 4096 < 0.9 * SMALL
+    assert Path(f"{path}-wal").stat().st_size == 0  # checkpointed and truncated
+    store.close()
+
+
+def test_an_ack_for_a_message_the_policy_dropped_is_ignored_and_counts_stay_true(tmp_path: Path) -> None:
+    store = Store(tmp_path / "agent.db", SITE, SMALL, batch_size=100)
+    store.add_readings(telemetry_batch(0, n=100))
+    store.seal()
+    (first,) = store.pending(1)  # in flight at central when the store fills up
+    fill_until_dropped(store)
+    assert first.msg_id not in {m.msg_id for m in store.pending(100_000)}  # the oldest telemetry went first
+    before = store.stats()
+    assert store.ack([first.msg_id, first.msg_id, "never-sent"]) == 0
+    after = store.stats()
+    assert (after.acked_messages, after.acked_readings) == (0, 0)
+    assert (after.dropped_readings, after.dropped_messages) == (before.dropped_readings, before.dropped_messages)
+    assert after.dropped_messages >= 1
+    store.close()
 
 
 def test_a_full_disk_drops_new_telemetry_counted_refuses_energy_and_loses_nothing_committed(tmp_path: Path) -> None:

@@ -11,8 +11,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from agent.store import Store
 from protocols.telemetry import decode_batch
+
+pytestmark = pytest.mark.integration  # a child process killed mid-write
 
 PER_CALL = 200  # telemetry readings per add_readings call; energy: PER_CALL // 10
 SITE = "crash-1"

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_central import doc_examples
+from helpers.telemetry import doc_examples
 
 from central.store import CentralStore
 from protocols.telemetry.schema import (

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import signal
 import sqlite3
 import time
 from contextlib import closing
 from pathlib import Path
 
-import pytest
-from conftest import async_test, running_tasks, until
+from helpers.aio import async_test, running_tasks, until
 
 from agent.points import Reading, Stream
 from agent.store import AsyncStore, Store
@@ -21,7 +21,6 @@ from central.store import CentralStore
 from protocols.mqtt import BrokerConfig, MqttSession
 from protocols.telemetry.schema import decode_state, encode_ack, topic
 
-pytestmark = pytest.mark.integration
 SITE = "feeder-12"
 
 
@@ -250,3 +249,70 @@ async def test_bookkeeping_forgets_messages_the_full_policy_dropped(broker, tmp_
             assert len(uplink.tracked) <= uplink.max_inflight
     finally:
         await store.aclose()
+
+
+# ---- the broker vanishing mid-publish, acks repeated or unknown --------------------------------------------------
+
+
+@async_test
+async def test_publishes_lost_with_the_broker_are_never_acked_and_arrive_once_after_restart(
+    broker, tmp_path: Path
+) -> None:
+    """The broker freezes (SIGSTOP: no PUBACK can come) while QoS 1 publishes are in flight, then dies. Nothing
+    leaves the outbox; after a restart every message reaches central exactly once, from the outbox."""
+    store = make_store(tmp_path, batch_size=10)
+    session = make_session(broker.port)
+    # ack_timeout_s: after the restart a resend may beat central's new subscription (the broker drops it)
+    uplink = Uplink(SITE, store, session, max_inflight=4, ack_timeout_s=1.0, poll_s=0.02)
+    worker = central_worker(broker.port, tmp_path)
+    try:
+        async with running_tasks(session.run(), uplink.run(), worker.run()):
+            await asyncio.wait_for(session.connected.wait(), 10)
+            await asyncio.wait_for(worker.session.connected.wait(), 10)
+            assert broker.proc is not None
+            broker.proc.send_signal(signal.SIGSTOP)
+            await store.add_readings(readings(0, 80))
+            await until(lambda: uplink.inflight == 4)  # in flight to a broker that cannot answer
+            broker.kill()
+            await until(lambda: uplink.stats.publish_failures >= 4)
+            assert uplink.stats.acked_messages == 0 and uplink.stats.published == 0
+            assert (await store.stats()).outbox_messages == 8  # PUBACK or not, nothing leaves without central
+            broker.start()
+            await until(lambda: outbox_empty(store), timeout=30)
+    finally:
+        await store.aclose()
+    assert uplink.stats.acked_messages == 8
+    central = CentralStore(tmp_path / "central.db")
+    try:
+        assert central.count("messages") == 8 and central.count("readings") == 80
+        assert central.gaps(SITE, "telemetry") == []
+    finally:
+        central.close()
+
+
+@async_test
+async def test_an_ack_repeated_or_for_unknown_ids_removes_each_message_once(broker, tmp_path: Path) -> None:
+    store = make_store(tmp_path, batch_size=5)
+    session = make_session(broker.port)
+    uplink = Uplink(SITE, store, session, poll_s=0.02, ack_timeout_s=30.0)
+    central = make_session(broker.port, client_id="test-central")
+    try:
+        async with running_tasks(session.run(), uplink.run(), central.run()) as tasks:
+            await asyncio.wait_for(session.connected.wait(), 10)
+            await asyncio.wait_for(central.connected.wait(), 10)
+            await store.add_readings(readings(0, 10))
+            await until(lambda: uplink.stats.published >= 2)
+            ids = [m.msg_id for m in await store.pending(10)]
+            assert len(ids) == 2
+            ack = encode_ack(SITE, [ids[0], "never-sent", ids[0]])
+            for _ in range(2):
+                await central.publish(topic(SITE, "ack"), ack)
+            await until(lambda: uplink.stats.acks_received == 2)
+            await until(lambda: uplink.stats.acked_messages == 1)
+            assert [m.msg_id for m in await store.pending(10)] == [ids[1]]
+            await central.publish(topic(SITE, "ack"), encode_ack(SITE, [ids[1]]))
+            await until(lambda: outbox_empty(store))
+            assert not tasks[1].done()
+    finally:
+        await store.aclose()
+    assert uplink.stats.acked_messages == 2 and uplink.stats.bad_acks == 0

@@ -9,7 +9,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import async_test
+from helpers.aio import async_test
 
 from protocols import wavestream as ws
 from sim_hw.waveforms import WaveformDesc, generate

@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from conftest import arun
+from helpers.aio import arun
 
 from agent.points import Quality, Reading, Stream
 from agent.service import AgentService

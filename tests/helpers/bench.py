@@ -6,9 +6,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from conftest import free_port
+from helpers.net import free_port
+from sim_hw.config import BenchConfig, load_bench_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "config" / "sim-ieee13.toml"
 NOON = "2026-06-21T12:00:00Z"  # solar noon (the bench's UTC is solar time): clear-sky irradiance 1.0 pu
 
@@ -56,3 +57,8 @@ def ieee13_copy(
     path = tmp_path / "sim-ieee13.toml"
     path.write_text(text)
     return path
+
+
+def bench_config(tmp_path: Path, edit: tuple[str, str] | None = None, *, irradiance: str = "clear") -> BenchConfig:
+    """The shipped IEEE 13-node bench, privately copied (:func:`ieee13_copy`), starting at solar noon."""
+    return load_bench_config(ieee13_copy(tmp_path, edit=edit, irradiance=irradiance))

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from conftest import free_port
 from pymodbus.client import AsyncModbusTcpClient
 
+from helpers.net import free_port
 from protocols.modbus.registermap import RegisterMap, Table, decode_point
 from sim_hw.devices.modbus_server import ModbusDeviceServer
 

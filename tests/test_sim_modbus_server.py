@@ -1,12 +1,15 @@
-"""Writes reach a simulated device's model through ModbusDeviceServer.on_write, over real Modbus TCP."""
+"""ModbusDeviceServer over real Modbus TCP: writes reach the simulated device's model through on_write (function 22,
+mask write, included), and the registers serve what the model last said, also after a restart."""
 
 from __future__ import annotations
 
-from conftest import async_test, free_port
+import pytest
+from helpers.aio import async_test
+from helpers.net import free_port
 from pymodbus.client import AsyncModbusTcpClient
 
 from protocols.modbus.registermap import Table, encode_point, parse_register_map
-from sim_hw.devices.modbus_server import ModbusDeviceServer, WriteRequest
+from sim_hw.devices.modbus_server import ModbusDeviceServer, ModbusServerError, WriteRequest
 
 MAP = parse_register_map(
     {
@@ -116,3 +119,90 @@ async def test_a_handler_that_raises_answers_device_failure_and_the_server_lives
     finally:
         client.close()
         await server.stop()
+
+
+# ---- the values served: the model's, whatever a client wrote or the server went through ---------------------
+
+VALUES_MAP = parse_register_map(
+    {
+        "name": "t",
+        "points": [
+            {"name": "a", "table": "holding", "address": 10, "type": "uint16"},
+            {"name": "b", "table": "holding", "address": 11, "type": "uint16"},
+        ],
+    },
+    "t",
+)
+
+
+async def _serving(port: int) -> ModbusDeviceServer:
+    srv = ModbusDeviceServer.tcp("127.0.0.1", port, {1: VALUES_MAP})
+    await srv.start()
+    await srv.update(1, {"a": 100, "b": 7})
+    return srv
+
+
+@async_test
+async def test_mask_write_is_undone_by_the_next_update() -> None:
+    port = free_port()
+    srv = await _serving(port)
+    client = AsyncModbusTcpClient("127.0.0.1", port=port)
+    try:
+        await client.connect()
+        # function 22: (100 AND 0) OR (5 AND NOT 0) = 5 is stored
+        r = await client.mask_write_register(address=10, and_mask=0x0000, or_mask=0x0005, device_id=1)
+        assert not r.isError()
+        assert await srv.registers(1, Table.HOLDING, 10, 1) == [5]
+        await srv.update(1, {"a": 100, "b": 7})  # the model still says 100: the register must say so again
+        assert await srv.registers(1, Table.HOLDING, 10, 2) == [100, 7]
+    finally:
+        client.close()
+        await srv.stop()
+
+
+@async_test
+async def test_mask_write_is_asked_of_the_write_handler_with_the_value_it_would_store() -> None:
+    port = free_port()
+    srv = await _serving(port)
+    seen = []
+
+    def refuse(request):
+        seen.append(request.points)
+        return 3
+
+    srv.on_write(1, refuse)
+    client = AsyncModbusTcpClient("127.0.0.1", port=port)
+    try:
+        await client.connect()
+        # (100 AND 0xFF00) OR (0x0021 AND 0x00FF) = 0 | 0x21 = 33
+        r = await client.mask_write_register(address=10, and_mask=0xFF00, or_mask=0x0021, device_id=1)
+        assert r.isError() and r.exception_code == 3
+        assert seen == [{"a": 33}]
+        assert await srv.registers(1, Table.HOLDING, 10, 1) == [100]
+    finally:
+        client.close()
+        await srv.stop()
+
+
+@async_test
+async def test_a_restarted_server_serves_the_values_it_is_given_again() -> None:
+    srv = await _serving(free_port())
+    try:
+        await srv.stop()
+        await srv.start()  # a fresh datastore holds zeros
+        await srv.update(1, {"a": 100, "b": 7})
+        assert await srv.registers(1, Table.HOLDING, 10, 2) == [100, 7]
+    finally:
+        await srv.stop()
+
+
+@async_test
+async def test_an_update_refused_for_one_name_leaves_no_point_marked_as_served() -> None:
+    srv = await _serving(free_port())
+    try:
+        with pytest.raises(ModbusServerError, match="no point 'nope'"):
+            await srv.update(1, {"a": 200, "nope": 1})
+        await srv.update(1, {"a": 200})
+        assert await srv.registers(1, Table.HOLDING, 10, 1) == [200]
+    finally:
+        await srv.stop()

@@ -62,3 +62,8 @@ class Processes:
     def logs(self, *names: str) -> str:
         """The tail of each named log, for an assertion message."""
         return "\n".join(f"---- {n}.log\n{self.log(n)[-3000:]}" for n in names)
+
+
+def run_gridedge(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``gridedge ARGS...`` run to its end by this interpreter, its output captured as text."""
+    return subprocess.run([sys.executable, "-m", "gridedge", *args], capture_output=True, text=True, timeout=timeout)

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DISK_BYTES = 4 << 20
 
 
@@ -34,7 +34,7 @@ def on_tiny_fs(tmp_path: Path, scenario: Callable[..., None], *others: Path) -> 
         return
     code = (
         "import sys, importlib; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/tests']; from pathlib import Path; "
-        "from tinydisk import tiny_fs; t = importlib.import_module(sys.argv[2]); ctx = tiny_fs(Path(sys.argv[3])); "
+        "from helpers.tinydisk import tiny_fs; t = importlib.import_module(sys.argv[2]); ctx = tiny_fs(Path(sys.argv[3])); "
         "d = ctx.__enter__(); getattr(t, sys.argv[4])(d, *map(Path, sys.argv[5:])); ctx.__exit__(None, None, None)"
     )
     cmd = ["unshare", "--user", "--map-root-user", "--mount", sys.executable, "-c", code]
