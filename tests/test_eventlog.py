@@ -121,6 +121,7 @@ def test_setup_logging_refuses_a_level_it_does_not_know() -> None:
         setup_logging("loud")
 
 
+@pytest.mark.integration
 def test_setup_logging_writes_utc_level_logger_then_the_event_line() -> None:
     """The one format, in a fresh process (basicConfig acts once per process): UTC whatever the local zone."""
     code = (

@@ -157,6 +157,7 @@ def test_gridedge_dispatches_pq_and_lists_it_in_help(capsys, dip_csv):
     assert main([]) == 0 and "analyze" in capsys.readouterr().out
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -189,6 +190,7 @@ sys.meta_path.insert(0, HideMatplotlib())
 """
 
 
+@pytest.mark.integration
 def test_plot_without_matplotlib_says_how_to_install_it(tmp_path, dip_csv):
     site = tmp_path / "site"
     site.mkdir()
@@ -203,6 +205,7 @@ def test_plot_without_matplotlib_says_how_to_install_it(tmp_path, dip_csv):
     assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1
 
 
+@pytest.mark.integration
 def test_analyze_marks_a_flagged_pst_in_the_text_and_carries_the_flag_in_json(flagged_csv):
     proc = gridedge_cmd("pq", "analyze", str(flagged_csv))
     assert proc.returncode == 0, proc.stderr
@@ -218,6 +221,7 @@ def test_analyze_marks_a_flagged_pst_in_the_text_and_carries_the_flag_in_json(fl
         assert len(ch["pst"]) == 1 and ch["pst_flagged"] == [True]
 
 
+@pytest.mark.integration
 def test_report_says_why_a_criterion_has_no_verdict(flagged_csv):
     proc = gridedge_cmd("pq", "report", "--input", str(flagged_csv))
     assert proc.returncode == 0, proc.stderr
