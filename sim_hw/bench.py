@@ -502,7 +502,7 @@ class Bench:
         Steps follow a fixed wall schedule (not sleep-after-work), so the simulated clock keeps its
         pace when a step takes time; if the machine falls behind, missed steps are taken at once (the servers
         still answer between two of them). ``late_steps`` counts the steps taken more than one step interval after
-        they were due, ``max_lag_s`` is the worst delay [wall s]: both 0 on a bench that keeps up with its speed.
+        they were due (0 on a bench that keeps up with its speed), ``max_lag_s`` is the worst delay [wall s].
         """
         if not self._started:
             raise BenchError("start the bench before running it")

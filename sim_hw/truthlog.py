@@ -41,7 +41,8 @@ PHASES = ("a", "b", "c")
 RANGE_A_PU = (114.0 / 120.0, 126.0 / 120.0)
 RANGE_B_PU = (110.0 / 120.0, 127.0 / 120.0)
 DEAD_PU = 0.1  # a bus whose every phase is below this is de-energised: an interruption, not a voltage out of range
-V_DIGITS = 5  # per unit to 1e-5 (1.2 mV on the 120 V base)
+# per unit to 1e-4 (0.012 V on the 120 V base): OpenDSS solves to 1e-4 pu, a fifth digit would be noise
+V_DIGITS = 4
 
 
 class TruthLogError(ValueError):
@@ -110,7 +111,7 @@ def step_fields(solution: Solution, head: tuple[str, int]) -> dict[str, Any]:
         if key.lower().startswith("generator."):
             s = -term.s_total_va / 1000.0  # into the element at its terminal: generation is negative
             s_pv += s
-            pv[term.element.split(".", 1)[1].lower()] = [round(s.real, 2), round(s.imag, 2)]
+            pv[term.element.split(".", 1)[1].lower()] = [_r(s.real, 2), _r(s.imag, 2)]
     # what the loads draw: everything the source sends in and the PV adds, less the losses (the capacitors' vars
     # are in the kvar: a capacitor is a load of negative vars to OpenDSS's power balance)
     load = solution.source_kva + s_pv - solution.losses_kva
@@ -118,14 +119,18 @@ def step_fields(solution: Solution, head: tuple[str, int]) -> dict[str, Any]:
         "v": v,
         "taps": list(solution.regulator_taps),
         "caps": dict(solution.capacitors),
-        "head_kw": round(s_head.real, 2),
-        "head_kvar": round(s_head.imag, 2),
-        "loss_kw": round(solution.losses_kva.real, 3),
-        "loss_kvar": round(solution.losses_kva.imag, 3),
-        "load_kw": round(load.real, 2),
-        "load_kvar": round(load.imag, 2),
+        "head_kw": _r(s_head.real, 2),
+        "head_kvar": _r(s_head.imag, 2),
+        "loss_kw": _r(solution.losses_kva.real, 3),
+        "loss_kvar": _r(solution.losses_kva.imag, 3),
+        "load_kw": _r(load.real, 2),
+        "load_kvar": _r(load.imag, 2),
         "pv": pv,
     }
+
+
+def _r(x: float, digits: int) -> float:
+    return round(x, digits) + 0.0  # + 0.0: no "-0.0" in the log
 
 
 # --- reading ------------------------------------------------------------------------------------------------
