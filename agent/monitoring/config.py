@@ -101,7 +101,7 @@ def _check_point(c: Checker, key: str, point: str, devices: Mapping[str, Measure
         if rest.startswith("/"):  # <stream>/<station>: one PMU block of a multi-PMU (PDC) stream
             station, dot, rest = rest[1:].partition(".")
             rest = dot + rest if station else ""
-        phasor = rest[1:].removesuffix(PMU_MAGNITUDE_SUFFIX)
+        phasor = rest[1 : len(rest) - len(PMU_MAGNITUDE_SUFFIX)]
         if not rest.startswith(".") or not rest.endswith(PMU_MAGNITUDE_SUFFIX) or not phasor:
             c.fail(key, point, f"a PMU voltage is <pmu>.<phasor>{PMU_MAGNITUDE_SUFFIX} (or <pmu>/<station>.<phasor>"
                    f"{PMU_MAGNITUDE_SUFFIX} for a PDC stream), the phasor as the PMU's configuration names it, "
