@@ -84,6 +84,10 @@ async def test_the_task_stores_range_events_with_bus_phase_and_source_point(tmp_
     assert data["limit_v"] == 126.0 and abs(data["value_v"] - 127.2) < 1e-6 and data["pickup_s"] == 2.0
     assert "bus rg60 phase a: 127.20 V (1.0600 pu) above Range A's maximum 126 V" in got[0][4]
     assert got[1][5]["limit_v"] == 127.0 and got[2][5]["cleared"] is True and got[2][5]["duration_s"] == 3.0
+    assert (
+        got[2][4] == "bus rg60 phase a: back inside Range A (120.00 V on the 120 V base) after 3.0 s above it, "
+        "extreme 127.20 V"
+    )
     assert mon.spool.status()["events_stored"] == 4
 
 

@@ -206,15 +206,15 @@ class VoltageAlarms:
             "limit_v": alarm.limit_v, "limit_pu": _r(per_unit(alarm.limit_v), 5),
             "source_point": bp.source, "clause": rng.source,
         }  # fmt: skip
+        word = "below" if alarm.side == LOW else "above"
         if not t.raised:
             duration = max(0.0, t.ts - t.since)
             data.update(cleared=True, raised_ts=t.since, duration_s=_r(duration, 3), hold_off_s=alarm.hold_off_s,
                         decided_ts=t.decided_ts)  # fmt: skip
             text = (f"{where}: back inside Range {rng.name} ({t.value_v:.2f} V on the 120 V base) after "
-                    f"{duration:.1f} s {alarm.side}, extreme {t.extreme_v:.2f} V")  # fmt: skip
+                    f"{duration:.1f} s {word} it, extreme {t.extreme_v:.2f} V")  # fmt: skip
             return MonitoringEvent(t.ts, kind, "info", bp.key, text, data)
         data.update(pickup_s=alarm.pickup_s, decided_ts=t.decided_ts)
-        word = "below" if alarm.side == LOW else "above"
         bound = "minimum" if alarm.side == LOW else "maximum"
         text = (f"{where}: {t.value_v:.2f} V ({per_unit(t.value_v):.4f} pu) {word} Range {rng.name}'s {bound} "
                 f"{alarm.limit_v:g} V on the 120 V base ({rng.source}), from {bp.source}")  # fmt: skip
