@@ -5,7 +5,7 @@ path, the bad value and what is allowed, so ``gridedge check-config`` can list t
 
 Each subsystem parses its own section with the one shared Checker: ``[uplink]``'s broker keys in
 protocols/mqtt/config.py, ``[[pmus]]`` and ``[pmu_monitoring]`` in agent/pmu/config.py, ``[[waveforms]]``
-in agent/pq/config.py, register maps in protocols/modbus/registermap.py. This module reads the file, the
+in agent/pq/config.py, ``[monitoring]`` in agent/monitoring/config.py, register maps in protocols/modbus/registermap.py. This module reads the file, the
 devices and the store, and composes the rest.
 """
 
@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from agent.monitoring.config import MeasuredDevice, MonitoringConfig, parse_monitoring
 from agent.pmu.config import PmuMonitoringConfig, PmuStreamConfig, parse_pmu_monitoring, parse_pmus
 from agent.pq.config import WaveformStreamConfig, parse_waveforms
 from protocols.configcheck import MISSING, Checker, ConfigError, ConfigIssue
@@ -92,6 +93,7 @@ class AgentConfig:
     pmus: tuple[PmuStreamConfig, ...] = ()
     pmu_monitoring: PmuMonitoringConfig = PmuMonitoringConfig()
     waveforms: tuple[WaveformStreamConfig, ...] = ()
+    monitoring: MonitoringConfig = MonitoringConfig()  # [monitoring]: feeder voltages by bus and phase
     warnings: tuple[ConfigIssue, ...] = ()  # what works but is likely a mistake; check-config lists them
 
 
@@ -263,10 +265,23 @@ def _store_path(c: Checker, path: Path) -> None:
             return
 
 
+def _monitoring(c: Checker, raw: Mapping[str, Any], devices: list[DeviceConfig], pmu_names: frozenset[str],
+                pmus: Mapping[str, PmuStreamConfig]) -> MonitoringConfig:  # fmt: skip
+    """``[monitoring]``, its points checked against the devices' register maps and the PMU names."""
+    section = c.get(raw, "", "monitoring", "table", {}) or {}
+    entries = raw.get("devices")
+    # every name given, also of entries with errors of their own: a point of one is not a second, false error
+    names = {d["name"] for d in entries if isinstance(d, Mapping) and isinstance(d.get("name"), str)} if isinstance(
+        entries, list) else set()  # fmt: skip
+    measured = {d.name: MeasuredDevice({p.name: p.unit for p in d.register_map.points}, d.poll_interval_s,
+                                       d.register_map.name) for d in devices}  # fmt: skip
+    return parse_monitoring(c, section, measured, names, pmu_names, {n: p.nominal_v for n, p in pmus.items()})
+
+
 def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
     """Validate an already-parsed TOML document; relative paths resolve against ``source``'s folder."""
     c = Checker(source.parent)
-    c.unknown(raw, "", {"site_id", "devices", "store", "uplink", "pmus", "pmu_monitoring", "waveforms"})
+    c.unknown(raw, "", {"site_id", "devices", "store", "uplink", "pmus", "pmu_monitoring", "waveforms", "monitoring"})
     site = c.get(raw, "", "site_id", "string")
     if site and not valid_site(site):
         c.fail("site_id", site, "1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit")
@@ -289,6 +304,7 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
     waveforms = parse_waveforms(c, raw, names | set(pmus))
     mon_raw = c.get(raw, "", "pmu_monitoring", "table", {}) or {}
     monitoring = parse_pmu_monitoring(c, mon_raw, pmu_entries.names)
+    voltages = _monitoring(c, raw, devices, pmu_entries.names, pmus)
     store_raw = c.get(raw, "", "store", "table", {}) or {}
     c.unknown(store_raw, "store", {"path", "max_mb", "batch_size"})
     spath = c.path(c.get(store_raw, "store", "path", "string", "gridedge.db"))
@@ -304,7 +320,7 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
     return AgentConfig(site_id=site, devices=tuple(devices),
                        store=StoreConfig(path=spath, max_bytes=int(max_mb * 1024 * 1024), batch_size=batch),
                        uplink=uplink, source=source, pmus=tuple(pmus.values()),
-                       pmu_monitoring=monitoring, waveforms=tuple(waveforms.values()),
+                       pmu_monitoring=monitoring, waveforms=tuple(waveforms.values()), monitoring=voltages,
                        warnings=tuple(c.warnings))  # fmt: skip
 
 

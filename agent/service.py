@@ -18,6 +18,7 @@ from typing import Any
 
 from agent.acquisition import DevicePoller, Snapshot, build_pollers
 from agent.config import AgentConfig
+from agent.monitoring.service import VoltageMonitoring
 from agent.pmu.ingest import PmuMonitoring
 from agent.points import Reading
 from agent.pq.worker import PqWorker
@@ -65,6 +66,11 @@ class AgentService:
         # owns (numpy and scipy stay out of this one, agent/pq/worker.py says why); its readings come through
         # _take, its events go to the store.
         self.pq: PqWorker | None = PqWorker(config.waveforms, self._take, self.store) if config.waveforms else None
+        # Feeder voltages by bus and phase against ANSI C84.1 (docs/monitoring.md): read from the snapshot every
+        # second, events to the store.
+        self.monitoring: VoltageMonitoring | None = (
+            VoltageMonitoring(config.monitoring, self.snapshot, self.store) if config.monitoring.voltages else None
+        )
         up = config.uplink
         self.session = MqttSession(session_config_from(config.site_id, up))
         self.uplink = Uplink(
@@ -122,6 +128,7 @@ class AgentService:
             "pmus": self.pmus.status(),
             "pq": self.pq.status() if self.pq is not None else {},
             "pq_worker": self.pq.worker_status() if self.pq is not None else None,
+            "monitoring": self.monitoring.status() if self.monitoring is not None else None,
             "tasks": {name: h.state for name, h in self.supervisor.health().items()},
         }
 
@@ -177,6 +184,8 @@ class AgentService:
             # not critical: a PQ child that keeps dying is reported in the status and retried, and must not get
             # polling, the store and the uplink restarted by the watchdog
             sup.add("pq-worker", self.pq.run, stage=3, critical=False)
+        if self.monitoring is not None:
+            sup.add("monitoring", self.monitoring.run, stage=3)
         sup.add("writer", self.writer.run, stage=2)
         sup.add("uplink", self.uplink.run, stage=1)
         sup.add("mqtt", self.session.run, stage=1)
