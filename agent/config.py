@@ -217,10 +217,12 @@ def _device(c: Checker, dev: Mapping[str, Any], prefix: str) -> DeviceConfig | N
     max_block = c.get(dev, prefix, "max_block", "integer", 125, lo=1, hi=125)
     host = port = serial = None
     own = sunspec_keys | (common - {"map"}) if sunspec else common
+    # a SunSpec device's map (and its host beside a serial port) get an issue of their own below
+    others = {k: v for k, v in dev.items() if not (sunspec and k in ("map", "host"))}
     if protocol is None:  # a bad or absent protocol has its own issue; typos in the other keys are still worth naming
         c.unknown(dev, prefix, common | tcp_keys | rtu_keys | sunspec_keys)
     elif line == "modbus-tcp":
-        c.unknown(dev, prefix, own | tcp_keys | ({"map"} if sunspec else set()))
+        c.unknown(others, prefix, own | tcp_keys)
         if sunspec and "host" not in dev:
             c.fail(f"{prefix}.host", MISSING, "is required: host (SunSpec over Modbus TCP) or serial_port (over Modbus "
                    "RTU)")  # fmt: skip
@@ -228,7 +230,7 @@ def _device(c: Checker, dev: Mapping[str, Any], prefix: str) -> DeviceConfig | N
             host = c.get(dev, prefix, "host", "string")
         port = c.get(dev, prefix, "port", "integer", 502, lo=1, hi=65535)
     else:
-        c.unknown(dev, prefix, own | rtu_keys | ({"map", "host"} if sunspec else set()))
+        c.unknown(others, prefix, own | rtu_keys)
         sport = c.get(dev, prefix, "serial_port", "string")
         baud = c.get(dev, prefix, "baudrate", "integer", 19200, choices=BAUDRATES)
         parity = c.get(dev, prefix, "parity", "string", "N", choices=PARITIES)

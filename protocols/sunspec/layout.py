@@ -40,6 +40,7 @@ SUNS_MARKER = "SunS"
 SUNS_WORDS = (0x5375, 0x6E53)  # "Su", "nS"
 END_MODEL_ID = 0xFFFF
 REGISTER_SPACE = 0x10000  # addresses 0..65535
+TRAILING_SLACK = 8  # registers a definition may lay out past a device's L before the layout is refused outright
 
 # The keys of pysunspec2's model definitions (sunspec2/mdef.py), spelled here so this module needs no import
 # of pysunspec2 until a definition is read.
@@ -102,8 +103,10 @@ NOT_IMPLEMENTED_RAW: dict[str, int | str] = {
     "string": "",
 }
 SF_NOT_IMPLEMENTED = -0x8000
-# Accumulators in these units are metered energy: stored as settlement-grade (agent: Stream.ENERGY).
+# Energy totals (accumulators, 701's uint64 TotWh*, the float meters' totals) in these units are metered energy:
+# stored as settlement-grade (agent: Stream.ENERGY). A uint16/uint32 in Wh is a rating (802 WHRtg), not a total.
 ENERGY_UNITS = frozenset({"Wh", "VAh", "varh", "Varh", "VArh"})
+ENERGY_TYPES = frozenset({"acc32", "acc64", "uint64", "float32"})
 
 
 def to_raw(value: float, sf: int) -> int:
@@ -335,8 +338,9 @@ def lay_model(
     ``counts`` gives each repeating group's count by its path (``"Crv"``, ``"Crv.Pt"``, ``"Ctl"``), as the device's
     count points say; a group counted by a point but absent from ``counts`` is an error. A legacy group (definition
     count 0) takes its count from ``length`` (the device's L) when ``counts`` does not give it. ``length``, when
-    given, also bounds the layout: counts that would lay the model past it are an error (a device's counts cannot
-    make the layout unbounded). ``name`` replaces the model's group name as the prefix of every point.
+    given, also bounds the layout: counts that would lay the model well past it are an error (a device's counts
+    cannot make the layout unbounded); a layout a few registers longer than L comes back as it is, for the caller
+    to judge. ``name`` replaces the model's group name as the prefix of every point.
     """
     definition = model_definition(model_id)
     group = definition[_GROUP]
@@ -356,7 +360,9 @@ def lay_model(
                     f"{fixed_len} registers of fixed points",
                 )  # fmt: skip
             counts[gname] = (length - fixed_len) // group_len
-    limit = address + 2 + length if length is not None else REGISTER_SPACE
+    # counts read from a device must not lay out an unbounded model: past its L (and a few trailing pads a device
+    # may leave out, see protocols.sunspec.discovery) is an error
+    limit = min(address + 2 + length + TRAILING_SLACK, REGISTER_SPACE) if length is not None else REGISTER_SPACE
     points, end, used = _lay(group, prefix, model_id, address, counts, limit)
     if len(points) < 2 or points[0].name != f"{prefix}.ID" or points[1].name != f"{prefix}.L":
         raise SunSpecLayoutError(
@@ -418,7 +424,7 @@ def _lay_group(
             raise SunSpecLayoutError(f"{full}.type", stype, f"supported: {', '.join(sorted(TYPE_MAP))}")
         size = int(pdef.get(_SIZE, 1))
         units = str(pdef.get(_UNITS, ""))
-        kind = PointKind.ENERGY if stype.startswith("acc") and units in ENERGY_UNITS else PointKind.TELEMETRY
+        kind = PointKind.ENERGY if stype in ENERGY_TYPES and units in ENERGY_UNITS else PointKind.TELEMETRY
         reg = RegisterPoint(
             name=full,
             table=Table.HOLDING,
@@ -446,7 +452,7 @@ def _lay_group(
         )
         address += reg.words
         if limit is not None and address > limit:
-            raise SunSpecLayoutError(f"{full}", address - 1, f"lies past the model's end ({limit - 1}): L is too short")
+            raise SunSpecLayoutError(f"{full}", address - 1, "lies well past the model's end: L is too short")
     for gdef in group.get(_GROUPS, []):
         gname = gdef[_NAME]
         gpath = f"{path}.{gname}" if path else gname
