@@ -38,7 +38,8 @@ def agent_site(bench: Path, broker_url: str, out: Path) -> Path:
         m = re.search(rf'\[\[devices\]\]\nname = "{name}"\nprotocol = "sunspec"\n(?:[a-z_]+ = .*\n)+', shipped)
         assert m, f"the shipped demo site has no SunSpec entry for {name}"
         blocks.append(re.sub(r"(?m)^port = \d+$", f"port = {ports[name]}", m[0]))
-    text = f'site_id = "sunspec-e2e"\n[store]\npath = "agent.db"\n[uplink]\nbroker = "{broker_url}"\n\n' + "\n".join(blocks)
+    head = f'site_id = "sunspec-e2e"\n[store]\npath = "agent.db"\n[uplink]\nbroker = "{broker_url}"\n\n'
+    text = head + "\n".join(blocks)
     out.write_text(text)
     return out
 
@@ -49,7 +50,9 @@ def good_readings(db: Path, point: str) -> list[tuple[float, str]]:
 
 
 @pytest.mark.integration
-def test_a_real_agent_discovers_the_bench_inverters_and_stores_pv675_active_power(tmp_path: Path, broker: Broker) -> None:
+def test_a_real_agent_discovers_the_bench_inverters_and_stores_pv675_active_power(
+    tmp_path: Path, broker: Broker
+) -> None:
     bench = ieee13_copy(tmp_path)  # free ports, solar noon, clear sky
     cfg = load_bench_config(bench)
     agent = agent_site(bench, broker.url, tmp_path / "agent.toml")
