@@ -463,13 +463,16 @@ class SunSpecLink:
         return self.discovered.layout if self.discovered is not None else None
 
     async def discover(self) -> DiscoveredDevice:
-        """Find and lay out the device's models (DiscoveryError, or the transport's ModbusDeviceError)."""
+        """The device's layout: discovered now unless it is known (DiscoveryError, or the transport's
+        ModbusDeviceError). Waits for a write in progress, which may have discovered it already."""
         async with self.lock:
-            self.discovered = None
-            found = await sunspec_client.discover(self.transport, self.device.unit_id)
-            self.discovered = found
+            return await self._discover()
+
+    async def _discover(self) -> DiscoveredDevice:
+        if self.discovered is None:
+            self.discovered = await sunspec_client.discover(self.transport, self.device.unit_id)
             self.discoveries += 1
-            return found
+        return self.discovered
 
     def forget(self) -> None:
         """The device went away: it is discovered again before anything else is read or written."""
@@ -506,15 +509,12 @@ class SunSpecLink:
         The models written are read again at the next poll. One outcome line is logged (``sunspec_write``).
         """
         async with self.lock:
-            if self.discovered is None:
-                try:
-                    self.discovered = await sunspec_client.discover(self.transport, self.device.unit_id)
-                    self.discoveries += 1
-                except (ModbusDeviceError, DiscoveryError) as err:
-                    outcome: WriteOutcome = Failed(dict(values), "discovery", _text(err), ())
-                    self._log(outcome)
-                    return outcome
-            layout = self.discovered.layout
+            try:
+                layout = (await self._discover()).layout
+            except (ModbusDeviceError, DiscoveryError) as err:
+                outcome: WriteOutcome = Failed(dict(values), "discovery", _text(err), ())
+                self._log(outcome)
+                return outcome
             outcome = await sunspec_client.write_points(self.transport, self.device.unit_id, layout, values)
         self.refresh({layout.model_of(name).model_id for name in values})
         self._log(outcome)
@@ -526,7 +526,8 @@ class SunSpecLink:
             log.info("sunspec_write", device=self.device.name, outcome=o.outcome, points=points)
         elif o.outcome == "refused":
             log.warning("sunspec_write", device=self.device.name, outcome=o.outcome, points=points,
-                        code=o.code, error=o.meaning, address=o.address, count=o.count)  # type: ignore[union-attr]  # fmt: skip
+                        code=o.code, error=o.meaning, address=o.address,  # type: ignore[union-attr]
+                        count=o.count)  # type: ignore[union-attr]  # fmt: skip
         elif o.outcome == "mismatch":
             bad = ",".join(f"{m.name}:{m.wanted}->{m.read}" for m in o.mismatches)  # type: ignore[union-attr]
             log.warning("sunspec_write", device=self.device.name, outcome=o.outcome, points=points, error=bad)
@@ -583,9 +584,11 @@ class SunSpecPoller(DevicePoller):
         self._roles: dict[str, _PointRole] = {}  # point id -> role
         self._shown: list[tuple[str, str, Stream]] = []  # (point id, unit, stream) of the every-poll values
         self._absent: set[str] = set()  # point ids reported INVALID as "not implemented" (not repeated each poll)
+        self._planned = 0  # the link's discovery the plans were made for
 
     # -- discovery -------------------------------------------------------------------------------------------
-    async def _discover(self) -> bool:
+    async def _discover(self) -> list[Reading] | None:
+        """Discover the device (unless a write just did) and plan for its layout: model 1's readings, or None."""
         try:
             found = await self.link.discover()
         except (ModbusDeviceError, DiscoveryError) as err:
@@ -601,8 +604,9 @@ class SunSpecPoller(DevicePoller):
                 ts = self.clock()
                 quality = Quality.INVALID if answered else Quality.STALE
                 self._emit(False, [Reading(pid, ts, None, unit, quality, stream) for pid, unit, stream in self._shown])
-            return False
+            return None
         self._plan_for(found)
+        self._planned = self.link.discoveries
         layout = found.layout
         c = found.common
         log.info("sunspec_discovered", device=self.device.name, unit=self.device.unit_id, base=found.base,
@@ -618,10 +622,9 @@ class SunSpecPoller(DevicePoller):
                         found=",".join(map(str, found.model_ids)))  # fmt: skip
         ts = self.clock()
         common = layout.models[0].name if layout.models and layout.models[0].model_id == 1 else "common"
-        self._emit(True, [Reading(f"{self.device.name}.{common}.{k}", ts, v, "",
-                                  Quality.GOOD if v is not None else Quality.INVALID)
-                          for k, v in found.common.items()])  # fmt: skip
-        return True
+        good, bad = Quality.GOOD, Quality.INVALID
+        return [Reading(f"{self.device.name}.{common}.{k}", ts, v, "", good if v is not None else bad)
+                for k, v in found.common.items()]  # fmt: skip
 
     def _polled(self, found: DiscoveredDevice) -> list[int]:
         return [m for m in found.model_ids if m in self.device.models]
@@ -676,9 +679,12 @@ class SunSpecPoller(DevicePoller):
         """Discover the device if it is not (yet, or any more), then read its polled models; True if it answered."""
         self.stats.polls += 1
         self._answered = self._timeout_spent = False
-        if self.link.discovered is None and not await self._discover():
-            return False
         out: list[Reading] = []
+        if self.link.discovered is None or self._planned != self.link.discoveries:
+            common = await self._discover()
+            if common is None:
+                return False
+            out += common
         ok, self.fast_plan, aborted = await self._read_plan(self.fast_plan, out)
         now = self.monotonic()
         due = self.link.take_due() & self._slow_models

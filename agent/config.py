@@ -256,7 +256,8 @@ def _device(c: Checker, dev: Mapping[str, Any], prefix: str) -> DeviceConfig | N
         settings_poll = c.get(dev, prefix, "settings_poll_interval_s", "number", 60.0, lo=0.01, hi=86400)
         if settings_poll is not None and poll is not None and settings_poll < poll:
             c.fail(f"{prefix}.settings_poll_interval_s", settings_poll,
-                   f"must be at least poll_interval_s ({poll}): the settings are read at most once per poll")  # fmt: skip
+                   f"must be at least poll_interval_s ({poll}): the settings are read at most once a "
+                   "poll")  # fmt: skip
         rmap: RegisterMap | None = RegisterMap(name="sunspec")
     else:
         rmap = _register_map(c, dev, prefix)

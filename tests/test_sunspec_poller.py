@@ -40,7 +40,8 @@ class Batches:
 
 
 def poller(port: int, sink: Batches, **kw: object) -> SunSpecPoller:
-    (p,) = build_pollers([sunspec_device("pv675", port, timeout_s=0.3, retries=0, **kw)], sink)  # type: ignore[arg-type]
+    dev = sunspec_device("pv675", port, timeout_s=0.3, retries=0, **kw)
+    (p,) = build_pollers([dev], sink)
     assert isinstance(p, SunSpecPoller)
     return p
 
@@ -146,8 +147,10 @@ async def test_settings_models_are_read_on_their_schedule_and_at_the_poll_after_
             assert sink.last()[v1].value == 92.0
             assert await p.poll_once()
             assert v1 not in sink.last() and f"pv675.{MEAS}.W" in sink.last()
-            points = {f"{VV}.Crv[2].Pt[{i}].{k}": x for i, (v, q) in enumerate(
-                zip((93.0, 97.0, 103.0, 107.0), (40.0, 0.0, 0.0, -40.0), strict=True), 1) for k, x in (("V", v), ("Var", q))}  # fmt: skip
+            pts = zip((93.0, 97.0, 103.0, 107.0), (40.0, 0.0, 0.0, -40.0), strict=True)
+            points = {
+                f"{VV}.Crv[2].Pt[{i}].{k}": x for i, (v, q) in enumerate(pts, 1) for k, x in (("V", v), ("Var", q))
+            }
             outcome = await p.link.write_points(points)
             assert isinstance(outcome, Applied)
             assert await p.poll_once()

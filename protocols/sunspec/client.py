@@ -48,7 +48,8 @@ async def discover(
     while True:
         answer: list[int] | Refusal
         try:
-            answer = list(await transport.read(Table.HOLDING, request.address, request.count, unit_id))  # type: ignore[arg-type]
+            words = await transport.read(Table.HOLDING, request.address, request.count, unit_id)
+            answer = [int(w) for w in words]
         except ModbusExceptionResponse as err:
             answer = Refusal(err.code)
         try:

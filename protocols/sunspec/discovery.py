@@ -180,8 +180,9 @@ def discovery(bases: tuple[int, ...] = BASE_ADDRESSES, *, max_models: int = MAX_
         nxt = address + 2 + length
         answer = yield from _read(nxt, 2, "model header")
         if isinstance(answer, Refusal):
-            raise DiscoveryError(f"the model chain breaks at {nxt}, after model {model_id} at {address} (L = {length}): "
-                                 f"{answer} where a model header or the end model 0xFFFF belongs", nxt)  # fmt: skip
+            raise DiscoveryError(f"the model chain breaks at {nxt}, after model {model_id} at {address} "
+                                 f"(L = {length}): {answer} where a model header or the end model 0xFFFF belongs",
+                                 nxt)  # fmt: skip
         address = nxt
         model_id, length = answer
     chain_t = tuple(chain)

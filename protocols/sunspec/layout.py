@@ -44,8 +44,9 @@ TRAILING_SLACK = 8  # registers a definition may lay out past a device's L befor
 
 # The keys of pysunspec2's model definitions (sunspec2/mdef.py), spelled here so this module needs no import
 # of pysunspec2 until a definition is read.
-_GROUP, _GROUPS, _POINTS, _NAME, _TYPE, _SIZE, _SF, _UNITS = "group", "groups", "points", "name", "type", "size", "sf", "units"  # fmt: skip
-_ACCESS, _MANDATORY, _SYMBOLS, _VALUE, _LABEL, _COUNT = "access", "mandatory", "symbols", "value", "label", "count"
+_GROUP, _GROUPS, _POINTS, _NAME, _TYPE, _SIZE, _SF = "group", "groups", "points", "name", "type", "size", "sf"
+_UNITS, _ACCESS, _MANDATORY, _SYMBOLS = "units", "access", "mandatory", "symbols"
+_VALUE, _LABEL, _COUNT = "value", "label", "count"
 
 
 class SunSpecLayoutError(ValueError):

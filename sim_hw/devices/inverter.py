@@ -8,8 +8,8 @@ registers). Client writes arrive through ``on_write``; an accepted write changes
 Register layout (docs/devices/sim-inverter.md): SunSpec from holding register 40000 (or the ``base``
 option: 0 or 50000), models 1, 701, 702, 703, 704, 705, 706, 711 and the end model, built from
 pysunspec2's definitions by :mod:`protocols.sunspec.layout`. Signs: W > 0 is generation; Var > 0 is
-injection (over-excited), Var < 0 absorption (under-excited), for both the measurements and the var setpoint; PF has the sign of W
-(SunSpec model 701, "PF").
+injection (over-excited), Var < 0 absorption (under-excited), for both the measurements and the var
+setpoint; PF has the sign of W (SunSpec model 701, "PF").
 
 OpenDER's traps, handled here in :class:`OpenDerAdapter`: ``DER.t_s`` is class-wide,
 so the adapter sets it to its own step before every run; ``NP_NORMAL_OP_CAT`` is given first because it
