@@ -489,13 +489,11 @@ class SunSpecLink:
     async def read_points(self, names: Iterable[str]) -> dict[str, tuple[Raw | None, str]]:
         """Points read now, each with the SF read in the same call: name -> (value, "") or (None, why not).
 
-        Raises the transport's ModbusDeviceError, or KeyError for a name the layout does not have (RuntimeError
-        before the device was discovered).
+        The device is discovered first if it is not. Raises the transport's ModbusDeviceError, DiscoveryError, or
+        KeyError for a name the layout does not have.
         """
         async with self.lock:
-            layout = self.layout
-            if layout is None:
-                raise RuntimeError(f"SunSpec device {self.device.name} is not discovered yet")
+            layout = (await self._discover()).layout
             return await sunspec_client.read_points(self.transport, self.device.unit_id, layout, names)
 
     async def write_points(self, values: dict[str, Raw]) -> WriteOutcome:

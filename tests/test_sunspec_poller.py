@@ -281,3 +281,18 @@ async def test_a_sunspec_inverter_over_rtu_is_discovered_polled_and_written(pty_
         await registry.close()
         await server.stop()
     assert inv.settings[f"{VV}.Crv[2].Pt[1].V"] == 93.0
+
+
+@async_test
+async def test_the_link_reads_points_now_with_their_sfs_discovering_the_device_first() -> None:
+    async with served_inverter() as rig:
+        await rig.step()
+        sink = Batches()
+        p = poller(rig.port, sink)
+        try:
+            got = await p.link.read_points([f"{MEAS}.Hz", f"{MEAS}.TmpAmb", f"{VV}.Crv[1].Pt[4].Var"])
+        finally:
+            await p.transport.close()
+    assert got == {f"{MEAS}.Hz": (60.0, ""), f"{MEAS}.TmpAmb": (None, "not implemented"),
+                   f"{VV}.Crv[1].Pt[4].Var": (-100.0, "")}  # fmt: skip
+    assert p.link.discoveries == 1 and sink.batches == []

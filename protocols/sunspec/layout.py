@@ -437,7 +437,7 @@ def _lay_group(
         )
         if reg.words != size:
             raise SunSpecLayoutError(f"{full}.size", size, f"{stype} takes {reg.words} registers")
-        symbols = {int(s[_VALUE]): str(s[_NAME]) for s in pdef.get(_SYMBOLS, [])}
+        symbols = _symbols(pdef)
         out.append(
             SunSpecPoint(
                 register=reg,
@@ -474,6 +474,22 @@ def _lay_group(
             address = _lay_group(gdef, f"{prefix}.{gname}[{i}]", model_prefix, model_id, address, counts, gpath, out,
                                  used, top_sf, limit)  # fmt: skip
     return address
+
+
+# One symbols table per point definition, shared by every instance of the point (repeating groups, devices):
+# id(definition) -> (the definition, kept so the id stays its own; the table). The tables are never changed.
+_SYMBOL_TABLES: dict[int, tuple[Mapping[str, Any], dict[int, str]]] = {}
+_NO_SYMBOLS: dict[int, str] = {}
+
+
+def _symbols(pdef: Mapping[str, Any]) -> dict[int, str]:
+    if not pdef.get(_SYMBOLS):
+        return _NO_SYMBOLS
+    cached = _SYMBOL_TABLES.get(id(pdef))
+    if cached is None or cached[0] is not pdef:
+        cached = (pdef, {int(s[_VALUE]): str(s[_NAME]) for s in pdef[_SYMBOLS]})
+        _SYMBOL_TABLES[id(pdef)] = cached
+    return cached[1]
 
 
 def _marker() -> SunSpecPoint:
