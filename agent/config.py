@@ -27,7 +27,10 @@ from protocols.modbus.registermap import RegisterMap, RegisterMapError, parse_re
 from protocols.mqtt.config import BrokerConfig, broker_url, parse_broker
 from protocols.telemetry.schema import valid_site
 
-PROTOCOLS = ("modbus-tcp", "modbus-rtu")
+PROTOCOLS = ("modbus-tcp", "modbus-rtu", "sunspec")
+# A SunSpec device's models polled when the site file names none: measurements (701) and controls (704) every poll,
+# the volt-var, volt-watt and frequency-droop curves (705, 706, 711) on the settings schedule (docs/sunspec.md).
+SUNSPEC_DEFAULT_MODELS = (701, 704, 705, 706, 711)
 PARITIES = ("N", "E", "O")
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 LINE_SETTINGS = ("baudrate", "parity", "bytesize", "stopbits")  # what every device on one serial port shares
@@ -64,6 +67,15 @@ class DeviceConfig:
     serial: SerialSettings | None = None  # modbus-rtu
     max_gap: int = 8  # unused registers a read may bridge to save a request
     max_block: int = 125  # registers per request; some devices accept fewer
+    # sunspec: no register map (the layout is discovered at connect); the SunSpec models to poll, and how often the
+    # settings and curve models among them are read (agent/acquisition.py, docs/sunspec.md)
+    models: tuple[int, ...] = ()
+    settings_poll_interval_s: float = 60.0
+
+    @property
+    def transport(self) -> str:
+        """How the device is reached: "tcp" or "rtu" (a sunspec device is either)."""
+        return "rtu" if self.serial is not None else "tcp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,18 +168,49 @@ def _register_map(c: Checker, dev: Mapping[str, Any], prefix: str) -> RegisterMa
     return rmap
 
 
+def _sunspec_models(c: Checker, dev: Mapping[str, Any], prefix: str) -> tuple[int, ...] | None:
+    """``models``: the SunSpec model ids to poll, each one pysunspec2 defines; absent: SUNSPEC_DEFAULT_MODELS."""
+    raw = dev.get("models", MISSING)
+    key = f"{prefix}.models"
+    if raw is MISSING:
+        return SUNSPEC_DEFAULT_MODELS
+    if not isinstance(raw, list) or not raw:
+        c.fail(key, raw, "must be a non-empty array of SunSpec model ids, e.g. [701, 704, 705]")
+        return None
+    from protocols.sunspec.layout import ranges_text, shipped_models  # imports pysunspec2: only for SunSpec sites
+
+    shipped = shipped_models()
+    out: list[int] = []
+    start = len(c.issues)
+    for i, m in enumerate(raw):
+        if isinstance(m, bool) or not isinstance(m, int) or m not in shipped:
+            c.fail(f"{key}[{i}]", m, f"must be a SunSpec model id pysunspec2 defines: {ranges_text(shipped)}")
+        elif m in out:
+            c.fail(f"{key}[{i}]", m, f"is listed twice (models[{out.index(m)}])")
+        else:
+            out.append(m)
+    return tuple(out) if len(c.issues) == start else None
+
+
 def _device(c: Checker, dev: Mapping[str, Any], prefix: str) -> DeviceConfig | None:
     start = len(c.issues)
     common = {"name", "protocol", "unit_id", "poll_interval_s", "timeout_s", "retries", "map", "max_gap", "max_block"}
     tcp_keys = {"host", "port"}
     rtu_keys = {"serial_port", *LINE_SETTINGS}
+    sunspec_keys = {"models", "settings_poll_interval_s"}
     name = c.get(dev, prefix, "name", "string")
     if name is not None and not DEVICE_NAME_RE.match(name):
         c.fail(f"{prefix}.name", name, DEVICE_NAME_ALLOWED)
     protocol = c.get(dev, prefix, "protocol", "string", choices=PROTOCOLS)
+    sunspec = protocol == "sunspec"
+    # A SunSpec device is reached like a Modbus one: over TCP (host) or on an RS-485 line (serial_port).
+    line = "modbus-rtu" if protocol == "modbus-rtu" or (sunspec and "serial_port" in dev) else "modbus-tcp"
+    if sunspec and "serial_port" in dev and "host" in dev:
+        c.fail(f"{prefix}.host", dev["host"], "give host (SunSpec over Modbus TCP) or serial_port (over Modbus RTU), "
+               "not both")  # fmt: skip
     # Serial line: 1..247 (0 is broadcast, 248..255 reserved). TCP: 0..255; a device reached by its own IP
     # address is conventionally unit 0xFF (Modbus Messaging on TCP/IP Implementation Guide V1.0b, 4.4.2).
-    rtu = protocol == "modbus-rtu"
+    rtu = line == "modbus-rtu"
     unit_id = c.get(dev, prefix, "unit_id", "integer", 1, lo=1 if rtu else 0, hi=247 if rtu else 255)
     poll = c.get(dev, prefix, "poll_interval_s", "number", 1.0, lo=0.01, hi=86400)
     timeout = c.get(dev, prefix, "timeout_s", "number", 1.0, lo=0.01, hi=60)
@@ -175,12 +218,21 @@ def _device(c: Checker, dev: Mapping[str, Any], prefix: str) -> DeviceConfig | N
     max_gap = c.get(dev, prefix, "max_gap", "integer", 8, lo=0, hi=124)
     max_block = c.get(dev, prefix, "max_block", "integer", 125, lo=1, hi=125)
     host = port = serial = None
-    if protocol == "modbus-tcp":
-        c.unknown(dev, prefix, common | tcp_keys)
-        host = c.get(dev, prefix, "host", "string")
+    own = sunspec_keys | (common - {"map"}) if sunspec else common
+    # a SunSpec device's map (and its host beside a serial port) get an issue of their own below
+    others = {k: v for k, v in dev.items() if not (sunspec and k in ("map", "host"))}
+    if protocol is None:  # a bad or absent protocol has its own issue; typos in the other keys are still worth naming
+        c.unknown(dev, prefix, common | tcp_keys | rtu_keys | sunspec_keys)
+    elif line == "modbus-tcp":
+        c.unknown(others, prefix, own | tcp_keys)
+        if sunspec and "host" not in dev:
+            c.fail(f"{prefix}.host", MISSING, "is required: host (SunSpec over Modbus TCP) or serial_port (over Modbus "
+                   "RTU)")  # fmt: skip
+        else:
+            host = c.get(dev, prefix, "host", "string")
         port = c.get(dev, prefix, "port", "integer", 502, lo=1, hi=65535)
-    elif protocol == "modbus-rtu":
-        c.unknown(dev, prefix, common | rtu_keys)
+    else:
+        c.unknown(others, prefix, own | rtu_keys)
         sport = c.get(dev, prefix, "serial_port", "string")
         baud = c.get(dev, prefix, "baudrate", "integer", 19200, choices=BAUDRATES)
         parity = c.get(dev, prefix, "parity", "string", "N", choices=PARITIES)
@@ -194,16 +246,29 @@ def _device(c: Checker, dev: Mapping[str, Any], prefix: str) -> DeviceConfig | N
         if sport:
             serial = SerialSettings(str(c.path(sport)) if not sport.startswith("/dev/") else sport,
                                     baud or 19200, parity or "N", bytesize or 8, stopbits or 1)  # fmt: skip
-    else:  # a bad or absent protocol has its own issue; typos in the other keys are still worth naming
-        c.unknown(dev, prefix, common | tcp_keys | rtu_keys)
     if poll is not None and timeout is not None and retries is not None and timeout * (retries + 1) > poll * 10:
         c.fail(f"{prefix}.timeout_s", timeout, f"timeout_s x (retries+1) must be at most 10 x poll_interval_s ({poll})")
-    rmap = _register_map(c, dev, prefix)
+    models: tuple[int, ...] | None = ()
+    settings_poll = 60.0
+    if sunspec:
+        if "map" in dev:
+            c.fail(f"{prefix}.map", dev["map"], "a SunSpec device has no register map: its models are discovered from "
+                   "the device at connect (docs/sunspec.md); remove the key")  # fmt: skip
+        models = _sunspec_models(c, dev, prefix)
+        settings_poll = c.get(dev, prefix, "settings_poll_interval_s", "number", 60.0, lo=0.01, hi=86400)
+        if settings_poll is not None and poll is not None and settings_poll < poll:
+            c.fail(f"{prefix}.settings_poll_interval_s", settings_poll,
+                   f"must be at least poll_interval_s ({poll}): the settings are read at most once a "
+                   "poll")  # fmt: skip
+        rmap: RegisterMap | None = RegisterMap(name="sunspec")
+    else:
+        rmap = _register_map(c, dev, prefix)
     if len(c.issues) > start:
         return None
     return DeviceConfig(name=name, protocol=protocol, unit_id=unit_id, register_map=rmap, poll_interval_s=float(poll),
                         timeout_s=float(timeout), retries=retries, host=host, port=port, serial=serial,
-                        max_gap=max_gap, max_block=max_block)  # fmt: skip
+                        max_gap=max_gap, max_block=max_block, models=models or (),
+                        settings_poll_interval_s=float(settings_poll))  # fmt: skip
 
 
 UPLINK_KEYS = frozenset({"max_inflight", "ack_timeout_s", "drain_on_stop_s"})  # the rest: protocols/mqtt BROKER_KEYS
