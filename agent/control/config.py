@@ -197,6 +197,16 @@ class ControlConfig:
         return tuple(dict.fromkeys(names))
 
 
+@dataclass(frozen=True, slots=True)
+class FunctionPolicy:
+    """What the envelope needs to know of a function: its mode, how old its inputs may be, its dwell."""
+
+    name: str
+    mode: str
+    stale_after_s: float
+    min_dwell_s: float = 0.0
+
+
 # ---- checking ------------------------------------------------------------------------------------------
 
 
@@ -644,6 +654,7 @@ __all__ = [
     "CvrConfig",
     "DerGroupConfig",
     "EnvelopeConfig",
+    "FunctionPolicy",
     "InterlockConfig",
     "RegulatorConfig",
     "VoltagePoint",
