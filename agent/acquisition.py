@@ -91,7 +91,10 @@ class _CycleAborted(Exception):
 
 
 class DevicePoller:
-    """Polls one device at a fixed rate through a transport and sends Readings to ``sink``."""
+    """Polls one device at a fixed rate through a transport and sends Readings to ``sink``.
+
+    ``clock`` stamps the readings (the agent's clock, agent/clock.py); ``speed`` is how many of its seconds
+    pass per wall second (a bench day at speed: the poll interval is in the clock's seconds)."""
 
     def __init__(
         self,
@@ -100,11 +103,14 @@ class DevicePoller:
         sink: Sink,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        *,
+        speed: float = 1.0,
     ) -> None:
         self.device = device
         self.transport = transport
         self.sink = sink
         self.clock = clock
+        self.speed = speed
         self.rng = rng or random.Random()
         self.stats = PollerStats()
         self.plan: list[ReadBlock] = plan_reads(
@@ -287,8 +293,9 @@ class DevicePoller:
 
     # -- schedule --------------------------------------------------------------------------------
     def _backoff_s(self) -> float:
-        """poll_interval x 2^(n-1) after n failed cycles, jittered, capped at 60 s, never below the interval."""
-        interval = self.device.poll_interval_s
+        """poll_interval x 2^(n-1) after n failed cycles, jittered, capped at 60 s, never below the interval
+        (wall seconds: the clock's seconds divided by its speed)."""
+        interval = self.device.poll_interval_s / self.speed
         n = self.stats.consecutive_failures
         base = min(BACKOFF_CAP_S, interval * 2 ** min(n - 1, 32))
         return max(interval, base * self.rng.uniform(*JITTER))
@@ -303,7 +310,7 @@ class DevicePoller:
         would have its starts spread over ~4 ms that way, all of it added to the cycle time).
         """
         loop = asyncio.get_running_loop()
-        interval = self.device.poll_interval_s
+        interval = self.device.poll_interval_s / self.speed  # wall seconds
         log.info("poller_started", device=self.device.name, protocol=self.device.protocol, unit=self.device.unit_id,
                  interval_s=interval, blocks=len(self.plan), points=len(self.device.register_map.points))  # fmt: skip
         try:
@@ -353,8 +360,11 @@ def build_pollers(
     *,
     registry: SerialBusRegistry | None = None,
     rng: random.Random | None = None,
+    speed: float = 1.0,
 ) -> list[DevicePoller]:
-    """A poller per device: its own TcpTransport for TCP, one shared SerialBus per serial port for RTU."""
+    """A poller per device: its own TcpTransport for TCP, one shared SerialBus per serial port for RTU.
+
+    ``clock`` and ``speed`` are the agent's clock (agent/clock.py: ``clock.time``, ``clock.speed``)."""
     registry = registry or SerialBusRegistry()
     pollers: list[DevicePoller] = []
     for dev in devices:
@@ -369,5 +379,5 @@ def build_pollers(
             transport = RtuTransport(registry.get(dev.serial), timeout_s=dev.timeout_s, retries=dev.retries)
         else:
             raise ValueError(f"device {dev.name}: unknown protocol {dev.protocol!r}")
-        pollers.append(DevicePoller(dev, transport, sink, clock, rng))
+        pollers.append(DevicePoller(dev, transport, sink, clock, rng, speed=speed))
     return pollers

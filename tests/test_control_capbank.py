@@ -19,8 +19,8 @@ CFG = CapBankConfig(
 
 
 def view(closed: bool | None, q: float | None = 8e5, v: float | tuple[float, ...] = 121.0, *, q_age: float = 1.0,
-         q_quality: Quality = Quality.GOOD) -> View:  # fmt: skip
-    snap: dict[str, Reading] = {}
+         q_quality: Quality = Quality.GOOD, lockout: bool = False) -> View:  # fmt: skip
+    snap: dict[str, Reading] = {"cap.lockout_active": Reading("cap.lockout_active", NOW - 2, lockout, "")}
     if closed is not None:
         snap["cap.closed"] = Reading("cap.closed", NOW - 2, closed, "")
     if q is not None:
@@ -83,6 +83,15 @@ def test_a_stale_or_missing_input_proposes_no_command(snap: dict, stale: str) ->
     assert d is not None and d.command is None and d.outcome == "held" and d.rule == "inputs_stale"
 
 
+def test_a_close_called_for_during_the_discharge_lockout_waits() -> None:
+    v = view(False, 1.3e6, lockout=True)
+    call = assess(v, CFG)
+    assert (call.rule, call.action, call.detail["called_for"]) == ("lockout_wait", None, "var_lagging")
+    d = decide(v, NOW, CapBankState(), CFG, "control")
+    assert d is not None and d.command is None and d.rule == "lockout_wait"
+    assert assess(view(True, 2.9e5, lockout=True), CFG).action == OPEN, "an open never waits for the lockout"
+
+
 def test_a_var_point_in_kvar_is_scaled_to_var() -> None:
     kvar = CapBankConfig(**{**{f: getattr(CFG, f) for f in CFG.__dataclass_fields__}, "var_scale": 1000.0})
     assert assess(view(False, 1300.0), kvar).action == CLOSE
@@ -99,7 +108,7 @@ def test_the_call_must_hold_for_the_delay_before_a_command_is_proposed() -> None
     assert d is not None and d.command is not None
     assert (d.command.device, d.command.action, dict(d.command.values)) == ("cap", CLOSE, {"action": 1})
     assert (d.rule, d.verdict, d.outcome, d.detail["held_s"]) == ("var_lagging", "proposed", "pending", 120.0)
-    assert [i.point for i in d.inputs] == ["cap.closed", "meter.q", "cap.v"]
+    assert [i.point for i in d.inputs] == ["cap.closed", "cap.lockout_active", "meter.q", "cap.v"]
 
 
 def test_the_delay_restarts_when_the_call_changes_or_goes() -> None:

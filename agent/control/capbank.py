@@ -17,7 +17,8 @@ controller (``closed``):
 
 A switching that would push another voltage out of its band (the highest above ``v_open_above_v`` after a
 close, the lowest below ``v_close_below_v`` after an open, by ``bank_rise_v``) is not proposed: the call is
-``voltage_spread`` and the bank holds. The configuration guarantees dead bands wider than the bank's own step
+``voltage_spread`` and the bank holds. A close called for while the controller reports its discharge lockout
+(``lockout_active``) waits: the call is ``lockout_wait`` (the envelope would refuse it; the device too). The configuration guarantees dead bands wider than the bank's own step
 (``q_close_above_var - q_open_below_var > bank_var``, ``v_open_above_v - v_close_below_v > bank_rise_v``), so a
 switching never calls for its own reversal. Any input stale, missing or not good: the call is
 ``inputs_stale`` and no command is proposed. Volts are on the 120 V base.
@@ -60,7 +61,8 @@ class CapBankState:
 def assess(view: View, cfg: CapBankConfig) -> Call:
     """The call of the measurements in ``view`` (module docstring's table)."""
     closed_in = view.input(f"{cfg.device}.closed")
-    inputs = [closed_in]
+    lockout_in = view.input(f"{cfg.device}.lockout_active")
+    inputs = [closed_in, lockout_in]
     q_in = view.input(cfg.var_point) if cfg.var_point is not None else None
     if q_in is not None:
         inputs.append(q_in)
@@ -81,11 +83,18 @@ def assess(view: View, cfg: CapBankConfig) -> Call:
     ins = tuple(inputs)
     if not closed:
         room = vmax is None or vmax + cfg.bank_rise_v <= cfg.v_open_above_v  # closing keeps the highest in band
+        rule = None
         if vmin is not None and vmin < cfg.v_close_below_v:
-            return Call("voltage_low", CLOSE, ins, detail) if room else Call("voltage_spread", None, ins, detail)
-        if q is not None and cfg.q_close_above_var is not None and q > cfg.q_close_above_var:
-            return Call("var_lagging", CLOSE, ins, detail) if room else Call("voltage_spread", None, ins, detail)
-        return Call("none", None, ins, detail)
+            rule = "voltage_low"
+        elif q is not None and cfg.q_close_above_var is not None and q > cfg.q_close_above_var:
+            rule = "var_lagging"
+        if rule is None:
+            return Call("none", None, ins, detail)
+        if not room:
+            return Call("voltage_spread", None, ins, {**detail, "called_for": rule})
+        if lockout_in.value:
+            return Call("lockout_wait", None, ins, {**detail, "called_for": rule})
+        return Call(rule, CLOSE, ins, detail)
     room = vmin is None or vmin - cfg.bank_rise_v >= cfg.v_close_below_v  # opening keeps the lowest in band
     if vmax is not None and vmax > cfg.v_open_above_v:
         return Call("voltage_high", OPEN, ins, detail) if room else Call("voltage_spread", None, ins, detail)
@@ -119,7 +128,7 @@ def decide(
     """
     call = assess(view, cfg)
     if call.action is None:
-        if call.rule in ("inputs_stale", "voltage_spread"):
+        if call.rule in ("inputs_stale", "voltage_spread", "lockout_wait"):
             return propose(NAME, cfg.device, mode, now, call.inputs, call.rule, None, detail=call.detail,
                            id_factory=id_factory)  # fmt: skip
         return None

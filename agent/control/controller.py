@@ -14,7 +14,9 @@ a device of a faster layer was operated less than that function's ``settle_s`` a
 (``waiting_for_faster_layers``) instead. The controller reads the snapshot once per cycle (a
 :class:`~agent.control.view.View` at one instant), calls each due function's pure ``decide`` through its
 ``step``, and awaits the envelope; it writes nothing itself. Held decisions (no command: stale inputs, waiting)
-go on the audit stream when their rule changes, not every cycle.
+go on the audit stream when their rule changes, not every cycle; so does a refusal the envelope repeats for
+the same reason and action (a suspended function proposing every cycle): the repeats are counted, and the next
+decision recorded says how many (``detail.repeats``).
 
 Functions of mode ``monitor`` are not run: monitor mode makes no decisions.
 """
@@ -69,6 +71,8 @@ class Controller:
         self.clock = clock
         self._due: dict[str, float] = {}
         self._held_rule: dict[str, str | None] = {}  # function -> rule of the last held decision recorded
+        self._refusal: dict[str, tuple[str, str]] = {}  # function -> (action, reason) of its last refusal recorded
+        self._repeats: dict[str, int] = {}  # function -> refusals not recorded since
         self.cycles = 0
 
     def layers(self) -> list[int]:
@@ -110,26 +114,48 @@ class Controller:
                 out.append(d)
                 continue
             self._held_rule[f.name] = None
-            done = await self.envelope.submit(d)
+            done = await self.envelope.submit(d, record=False)
             f.after(done)
             out.append(done)
+            await self._record(f.name, done)
         self.cycles += 1
         return out
 
+    async def _record(self, name: str, d: Decision) -> None:
+        """Record ``d`` unless it repeats the function's last refusal (envelope checks only: a decision that
+        reached the device is recorded by the envelope itself)."""
+        if d.verdict == "allowed" or (d.reason or "").startswith("device_refused"):
+            self._refusal.pop(name, None)
+            return
+        if d.outcome == "refused" and d.command is not None:
+            key = (d.command.action, d.reason or "")
+            if self._refusal.get(name) == key:
+                self._repeats[name] = self._repeats.get(name, 0) + 1
+                return
+            self._refusal[name] = key
+        else:
+            self._refusal.pop(name, None)
+        repeats = self._repeats.pop(name, 0)
+        if repeats:
+            d = d.replace(detail={**d.detail, "repeats": repeats})
+        await self.envelope.record(d)
+
     async def run_layer(self, layer: int) -> None:
-        """Until cancelled: a cycle of ``layer`` at the shortest cadence of its functions."""
+        """Until cancelled: a cycle of ``layer`` at the shortest cadence of its functions, the first one a cadence
+        after the start (the pollers have read every device by then)."""
         cadence = min(f.cadence_s for f in self.functions if f.layer == layer)
         log.info("control_layer_started", layer=layer, name=LAYERS.get(layer, str(layer)), cadence_s=cadence,
                  functions=",".join(f.name for f in self.functions if f.layer == layer))  # fmt: skip
         while True:
-            await self.cycle(layer)
             await self.clock.sleep(cadence)
+            await self.cycle(layer)
 
     def status(self) -> dict[str, Any]:
         return {
             "functions": {f.name: {"mode": f.policy.mode, "layer": f.layer, "cadence_s": f.cadence_s,
                                    "devices": list(f.devices)} for f in self.functions},
             "cycles": self.cycles,
+            "refusals_not_recorded": dict(self._repeats),
             "envelope": self.envelope.status(),
         }  # fmt: skip
 

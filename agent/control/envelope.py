@@ -166,11 +166,15 @@ class Envelope:
                 for b in act.budgets}  # fmt: skip
 
     # ---- the gate -----------------------------------------------------------------------------------------
-    async def submit(self, decision: Decision) -> Decision:
-        """Pass ``decision`` through the checks, carry it out if allowed; returns it with the outcome filled."""
+    async def submit(self, decision: Decision, *, record: bool = True) -> Decision:
+        """Pass ``decision`` through the checks, carry it out if allowed; returns it with the outcome filled.
+
+        ``record=False``: the caller records it (the controller, which leaves out repeats of one refusal). A
+        decision that wrote to the device is recorded here whatever ``record`` says."""
         async with self._lock:
             done = await self._submit(decision)
-        await self.record(done)
+        if record or done.verdict == "allowed" or (done.reason or "").startswith("device_refused"):
+            await self.record(done)
         return done
 
     async def record(self, d: Decision) -> None:
