@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -249,3 +251,15 @@ def test_the_shipped_sim_site_advises_and_switches_the_cap_bank_on_vars_and_volt
     assert c.capbank is not None and c.capbank.device == "cap675-ctl"
     assert c.function_mode(c.capbank.mode) == "advise"
     assert c.interlocks.relay == "head-relay" and len(c.interlocks.head_voltage_points) == 3
+
+
+@pytest.mark.integration
+def test_check_config_lists_every_control_problem_and_exits_nonzero(tmp_path: Path) -> None:
+    bad = CONTROL.replace('device = "cap"', 'device = "capx"').replace('volt_var = "category-b"', 'volt_var = "x"')
+    path = tmp_path / "site.toml"
+    path.write_text(SITE + bad)
+    proc = subprocess.run([sys.executable, "-m", "gridedge", "check-config", str(path)], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "control.capbank.device = 'capx'" in out and "control.der[0].volt_var = 'x'" in out, out

@@ -25,7 +25,7 @@ from agent.store import AsyncStore
 from helpers.bench import NOON, ROOT, ieee13_copy
 from protocols.modbus.serialbus import SerialBusRegistry
 from sim_hw.bench import Bench
-from sim_hw.config import load_bench_config
+from sim_hw.config import BenchConfig, load_bench_config
 from sim_hw.devices.capbank import Action, CapBankController
 from sim_hw.devices.modbus_server import WriteRequest
 
@@ -83,9 +83,11 @@ async def running_bench(tmp_path: Path, *, edit: tuple[str, str] | None = None, 
         await bench.stop()
 
 
-def site_file(bench: Bench, folder: Path, control: str, *, cap_poll_s: float = 2.0, extra: str = "") -> Path:
-    """A site file reading the bench's sub meter, head relay and cap bank controller, with ``control`` appended."""
-    cfg = bench.config
+def site_file(bench: Bench | BenchConfig, folder: Path, control: str, *, cap_poll_s: float = 2.0, extra: str = "",
+              broker: str = "mqtt://127.0.0.1:1") -> Path:  # fmt: skip
+    """A site file reading the bench's sub meter, head relay and cap bank controller, with ``control`` appended
+    (``extra``: more top-level tables, e.g. ``[clock]``)."""
+    cfg = bench.config if isinstance(bench, Bench) else bench
     dev = {d.name: d for d in cfg.devices}
     link = cfg.bus("bus1").link
     text = f"""
@@ -93,7 +95,7 @@ site_id = "bench-site"
 [store]
 path = "{folder / "agent.db"}"
 [uplink]
-broker = "mqtt://127.0.0.1:1"
+broker = "{broker}"
 {extra}
 [[devices]]
 name = "sub-meter"
