@@ -9,5 +9,6 @@ capbank      the capacitor bank function: a pure decide()
 actuators    device adapters: the command, its readback, the hand-back to the autonomous state
 envelope     the one gate every write passes, with its persisted state
 controller   the time-scale layers that run the functions and hand their decisions to the envelope
+wiring       control's part of the composition root: links, actuators (handed to the envelope), functions
 operator     what an operator does to the envelope's persisted state (list, clear a suspension)
 """

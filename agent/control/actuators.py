@@ -228,12 +228,19 @@ class CapBankActuator(Actuator):
         return self._token
 
     async def _last_result(self) -> int | None:
-        await self.clock.sleep(self.scan_s)  # last_result shows a write's effect from the next scan on
-        try:
-            value = (await self.link.read(["last_result"]))["last_result"]
-        except (ModbusDeviceError, LinkError):
-            return None
-        return int(value) if isinstance(value, int | float) else None
+        """The reason of a refusal: ``last_result`` shows a write's effect from the next scan on, so it is read a
+        scan later, and again (up to three scans) until it shows a refusal code (10 and above)."""
+        value: int | None = None
+        for _ in range(3):
+            await self.clock.sleep(self.scan_s)
+            try:
+                got = (await self.link.read(["last_result"]))["last_result"]
+            except (ModbusDeviceError, LinkError):
+                return value
+            value = int(got) if isinstance(got, int | float) else None
+            if value is not None and value >= 10:
+                break
+        return value
 
     async def carry_out(self, command: Command, held: Mapping[str, Any] | None, deadline_s: float) -> Result:
         close = command.action == "capbank.close"
