@@ -103,7 +103,10 @@ class _CycleAborted(Exception):
 
 
 class DevicePoller:
-    """Polls one device at a fixed rate through a transport and sends Readings to ``sink``."""
+    """Polls one device at a fixed rate through a transport and sends Readings to ``sink``.
+
+    ``clock`` stamps the readings (the agent's clock, agent/clock.py); ``speed`` is how many of its seconds
+    pass per wall second (a bench day at speed: the poll interval is in the clock's seconds)."""
 
     def __init__(
         self,
@@ -112,11 +115,14 @@ class DevicePoller:
         sink: Sink,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        *,
+        speed: float = 1.0,
     ) -> None:
         self.device = device
         self.transport = transport
         self.sink = sink
         self.clock = clock
+        self.speed = speed
         self.rng = rng or random.Random()
         self.stats = PollerStats()
         self.plan: list[ReadBlock] = plan_reads(
@@ -310,8 +316,9 @@ class DevicePoller:
 
     # -- schedule --------------------------------------------------------------------------------
     def _backoff_s(self) -> float:
-        """poll_interval x 2^(n-1) after n failed cycles, jittered, capped at 60 s, never below the interval."""
-        interval = self.device.poll_interval_s
+        """poll_interval x 2^(n-1) after n failed cycles, jittered, capped at 60 s, never below the interval
+        (wall seconds: the clock's seconds divided by its speed)."""
+        interval = self.device.poll_interval_s / self.speed
         n = self.stats.consecutive_failures
         base = min(BACKOFF_CAP_S, interval * 2 ** min(n - 1, 32))
         return max(interval, base * self.rng.uniform(*JITTER))
@@ -326,7 +333,7 @@ class DevicePoller:
         would have its starts spread over ~4 ms that way, all of it added to the cycle time).
         """
         loop = asyncio.get_running_loop()
-        interval = self.device.poll_interval_s
+        interval = self.device.poll_interval_s / self.speed  # wall seconds
         log.info("poller_started", device=self.device.name, protocol=self.device.protocol, unit=self.device.unit_id,
                  interval_s=interval, blocks=len(self.plan), points=len(self._ids))  # fmt: skip
         try:
@@ -385,9 +392,12 @@ def build_pollers(
     *,
     registry: SerialBusRegistry | None = None,
     rng: random.Random | None = None,
+    speed: float = 1.0,
 ) -> list[DevicePoller]:
     """A poller per device: its own TcpTransport for TCP, one shared SerialBus per serial port for RTU; a
-    :class:`SunSpecPoller` for a SunSpec device (over either)."""
+    :class:`SunSpecPoller` for a SunSpec device (over either).
+
+    ``clock`` and ``speed`` are the agent's clock (agent/clock.py: ``clock.time``, ``clock.speed``)."""
     registry = registry or SerialBusRegistry()
     pollers: list[DevicePoller] = []
     for dev in devices:
@@ -395,9 +405,9 @@ def build_pollers(
             raise ValueError(f"device {dev.name}: unknown protocol {dev.protocol!r}")
         transport = _transport(dev, registry)
         if dev.protocol == "sunspec":
-            pollers.append(SunSpecPoller(dev, transport, sink, clock, rng))
+            pollers.append(SunSpecPoller(dev, transport, sink, clock, rng, speed=speed))
         else:
-            pollers.append(DevicePoller(dev, transport, sink, clock, rng))
+            pollers.append(DevicePoller(dev, transport, sink, clock, rng, speed=speed))
     return pollers
 
 
@@ -571,9 +581,11 @@ class SunSpecPoller(DevicePoller):
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        *,
+        speed: float = 1.0,
     ) -> None:
         self.link = SunSpecLink(device, transport)
-        super().__init__(device, _LockedTransport(transport, self.link.lock), sink, clock, rng)
+        super().__init__(device, _LockedTransport(transport, self.link.lock), sink, clock, rng, speed=speed)
         self.monotonic = monotonic
         self.fast_plan: list[ReadBlock] = []
         self.slow_plan: list[ReadBlock] = []
@@ -690,7 +702,7 @@ class SunSpecPoller(DevicePoller):
             got, self.slow_plan, aborted = await self._read_plan(self.slow_plan, out)
             ok = ok or got
             if not aborted:
-                self._slow_next = now + self.device.settings_poll_interval_s
+                self._slow_next = now + self.device.settings_poll_interval_s / self.speed  # wall seconds
         self.plan = self.fast_plan + self.slow_plan
         out = self._scale(out)
         if aborted:

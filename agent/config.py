@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from agent.clock import ClockConfig, parse_clock
+from agent.control.config import ControlConfig, parse_control
 from agent.monitoring.config import MeasuredDevice, MonitoringConfig, parse_monitoring
 from agent.pmu.config import PmuMonitoringConfig, PmuStreamConfig, parse_pmu_monitoring, parse_pmus
 from agent.pq.config import WaveformStreamConfig, parse_waveforms
@@ -107,6 +109,8 @@ class AgentConfig:
     waveforms: tuple[WaveformStreamConfig, ...] = ()
     monitoring: MonitoringConfig = MonitoringConfig()  # [monitoring]: feeder voltages by bus and phase
     warnings: tuple[ConfigIssue, ...] = ()  # what works but is likely a mistake; check-config lists them
+    clock: ClockConfig = ClockConfig()  # [clock]: a bench day at speed (docs/control.md, "The clock")
+    control: ControlConfig | None = None  # [control] (docs/control.md); None: the agent commands nothing
 
 
 def _read_toml(path: Path) -> tuple[dict[str, Any] | None, str]:
@@ -346,7 +350,8 @@ def _monitoring(c: Checker, raw: Mapping[str, Any], devices: list[DeviceConfig],
 def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
     """Validate an already-parsed TOML document; relative paths resolve against ``source``'s folder."""
     c = Checker(source.parent)
-    c.unknown(raw, "", {"site_id", "devices", "store", "uplink", "pmus", "pmu_monitoring", "waveforms", "monitoring"})
+    c.unknown(raw, "", {"site_id", "devices", "store", "uplink", "pmus", "pmu_monitoring", "waveforms", "monitoring",
+                        "clock", "control"})  # fmt: skip
     site = c.get(raw, "", "site_id", "string")
     if site and not valid_site(site):
         c.fail("site_id", site, "1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit")
@@ -377,6 +382,12 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
         _store_path(c, spath)
     max_mb = c.get(store_raw, "store", "max_mb", "number", 256, lo=1, hi=1_000_000)
     batch = c.get(store_raw, "store", "batch_size", "integer", 500, lo=1, hi=10_000)
+    clock = parse_clock(c, c.get(raw, "", "clock", "table", {}) or {})
+    control_raw = c.get(raw, "", "control", "table", None)
+    control = None
+    if control_raw is not None:
+        control = parse_control(c, control_raw, {d.name: getattr(d, "register_map", None) for d in devices},
+                                {d.name: d.protocol for d in devices})  # fmt: skip
     uplink_raw = c.get(raw, "", "uplink", "table")
     uplink = _uplink(c, uplink_raw, site) if uplink_raw is not None else None
     if c.issues:
@@ -386,7 +397,7 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
                        store=StoreConfig(path=spath, max_bytes=int(max_mb * 1024 * 1024), batch_size=batch),
                        uplink=uplink, source=source, pmus=tuple(pmus.values()),
                        pmu_monitoring=monitoring, waveforms=tuple(waveforms.values()), monitoring=voltages,
-                       warnings=tuple(c.warnings))  # fmt: skip
+                       warnings=tuple(c.warnings), clock=clock, control=control)  # fmt: skip
 
 
 def load_config(path: str | Path) -> AgentConfig:
