@@ -21,14 +21,18 @@ def device(name: str, port: int, map_file: str) -> str:
             f'unit_id = 1\nmap = "{MAPS / map_file}"\n')  # fmt: skip
 
 
+def sunspec_device(name: str, port: int) -> str:
+    return f'[[devices]]\nname = "{name}"\nprotocol = "sunspec"\nhost = "127.0.0.1"\nport = {port}\nunit_id = 1\n'
+
+
 SITE = (
     'site_id = "s1"\n[store]\npath = "db/agent.db"\n[uplink]\nbroker = "mqtt://127.0.0.1:1"\n'
     + device("meter", 502, "sim-meter.toml")
     + device("relay", 503, "sim-relay.toml")
     + device("cap", 504, "sim-capbank.toml")
     + device("reg", 505, "sim-regulator.toml")
-    + device("pv1", 506, "sunspec-pv675.toml")
-    + device("pv2", 507, "sunspec-pv680.toml")
+    + sunspec_device("pv1", 506)
+    + sunspec_device("pv2", 507)
 )
 
 CONTROL = """
