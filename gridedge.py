@@ -9,7 +9,7 @@ import signal
 import sys
 
 # The simulator's dependencies, installed only with the extra: ``pip install 'gridedge[sim]'``.
-SIM_EXTRA_MODULES = ("opendssdirect", "opender", "sunspec2", "dss")
+SIM_EXTRA_MODULES = ("opendssdirect", "opender", "dss")
 EXIT_MISSING_EXTRA = 3
 
 

@@ -49,11 +49,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     print(f"{args.file}: ok — site {config.site_id}, {len(config.devices)} device(s), {points} point(s), "
           f"{len(config.pmus)} PMU stream(s), {len(config.waveforms)} waveform stream(s)")  # fmt: skip
     for d in config.devices:
-        where = f"{d.host}:{d.port}" if d.protocol == "modbus-tcp" else f"{d.serial.port} @ {d.serial.baudrate} baud"
-        print(
-            f"  {d.name:<16} {d.protocol:<11} {where:<28} unit {d.unit_id:<3} every {d.poll_interval_s:g} s, "
-            f"{len(d.register_map.points)} points ({d.register_map.name})"
-        )
+        where = f"{d.host}:{d.port}" if d.serial is None else f"{d.serial.port} @ {d.serial.baudrate} baud"
+        what = f"{len(d.register_map.points)} points ({d.register_map.name})"
+        if d.protocol == "sunspec":  # no map: the layout is discovered at connect (docs/sunspec.md)
+            what = f"SunSpec models {','.join(map(str, d.models))} (discovered at connect)"
+        print(f"  {d.name:<16} {d.protocol:<11} {where:<28} unit {d.unit_id:<3} every {d.poll_interval_s:g} s, {what}")
     for pmu in config.pmus:
         data = f"data over UDP port {pmu.udp_port}" if pmu.udp_port else "data over TCP"
         nominal = f", nominal {pmu.nominal_v:g} V" if pmu.nominal_v is not None else ""

@@ -5,7 +5,7 @@ path, the bad value and what is allowed, so ``gridedge check-config`` can list t
 
 Each subsystem parses its own section with the one shared Checker: ``[uplink]``'s broker keys in
 protocols/mqtt/config.py, ``[[pmus]]`` and ``[pmu_monitoring]`` in agent/pmu/config.py, ``[[waveforms]]``
-in agent/pq/config.py, register maps in protocols/modbus/registermap.py. This module reads the file, the
+in agent/pq/config.py, ``[monitoring]`` in agent/monitoring/config.py, register maps in protocols/modbus/registermap.py. This module reads the file, the
 devices and the store, and composes the rest.
 """
 
@@ -19,6 +19,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from agent.clock import ClockConfig, parse_clock
+from agent.control.config import ControlConfig, parse_control
+from agent.monitoring.config import MeasuredDevice, MonitoringConfig, parse_monitoring
 from agent.pmu.config import PmuMonitoringConfig, PmuStreamConfig, parse_pmu_monitoring, parse_pmus
 from agent.pq.config import WaveformStreamConfig, parse_waveforms
 from protocols.configcheck import MISSING, Checker, ConfigError, ConfigIssue
@@ -26,7 +29,10 @@ from protocols.modbus.registermap import RegisterMap, RegisterMapError, parse_re
 from protocols.mqtt.config import BrokerConfig, broker_url, parse_broker
 from protocols.telemetry.schema import valid_site
 
-PROTOCOLS = ("modbus-tcp", "modbus-rtu")
+PROTOCOLS = ("modbus-tcp", "modbus-rtu", "sunspec")
+# A SunSpec device's models polled when the site file names none: measurements (701) and controls (704) every poll,
+# the volt-var, volt-watt and frequency-droop curves (705, 706, 711) on the settings schedule (docs/sunspec.md).
+SUNSPEC_DEFAULT_MODELS = (701, 704, 705, 706, 711)
 PARITIES = ("N", "E", "O")
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 LINE_SETTINGS = ("baudrate", "parity", "bytesize", "stopbits")  # what every device on one serial port shares
@@ -63,6 +69,15 @@ class DeviceConfig:
     serial: SerialSettings | None = None  # modbus-rtu
     max_gap: int = 8  # unused registers a read may bridge to save a request
     max_block: int = 125  # registers per request; some devices accept fewer
+    # sunspec: no register map (the layout is discovered at connect); the SunSpec models to poll, and how often the
+    # settings and curve models among them are read (agent/acquisition.py, docs/sunspec.md)
+    models: tuple[int, ...] = ()
+    settings_poll_interval_s: float = 60.0
+
+    @property
+    def transport(self) -> str:
+        """How the device is reached: "tcp" or "rtu" (a sunspec device is either)."""
+        return "rtu" if self.serial is not None else "tcp"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +107,10 @@ class AgentConfig:
     pmus: tuple[PmuStreamConfig, ...] = ()
     pmu_monitoring: PmuMonitoringConfig = PmuMonitoringConfig()
     waveforms: tuple[WaveformStreamConfig, ...] = ()
+    monitoring: MonitoringConfig = MonitoringConfig()  # [monitoring]: feeder voltages by bus and phase
     warnings: tuple[ConfigIssue, ...] = ()  # what works but is likely a mistake; check-config lists them
+    clock: ClockConfig = ClockConfig()  # [clock]: a bench day at speed (docs/control.md, "The clock")
+    control: ControlConfig | None = None  # [control] (docs/control.md); None: the agent commands nothing
 
 
 def _read_toml(path: Path) -> tuple[dict[str, Any] | None, str]:
@@ -154,18 +172,49 @@ def _register_map(c: Checker, dev: Mapping[str, Any], prefix: str) -> RegisterMa
     return rmap
 
 
+def _sunspec_models(c: Checker, dev: Mapping[str, Any], prefix: str) -> tuple[int, ...] | None:
+    """``models``: the SunSpec model ids to poll, each one pysunspec2 defines; absent: SUNSPEC_DEFAULT_MODELS."""
+    raw = dev.get("models", MISSING)
+    key = f"{prefix}.models"
+    if raw is MISSING:
+        return SUNSPEC_DEFAULT_MODELS
+    if not isinstance(raw, list) or not raw:
+        c.fail(key, raw, "must be a non-empty array of SunSpec model ids, e.g. [701, 704, 705]")
+        return None
+    from protocols.sunspec.layout import ranges_text, shipped_models  # imports pysunspec2: only for SunSpec sites
+
+    shipped = shipped_models()
+    out: list[int] = []
+    start = len(c.issues)
+    for i, m in enumerate(raw):
+        if isinstance(m, bool) or not isinstance(m, int) or m not in shipped:
+            c.fail(f"{key}[{i}]", m, f"must be a SunSpec model id pysunspec2 defines: {ranges_text(shipped)}")
+        elif m in out:
+            c.fail(f"{key}[{i}]", m, f"is listed twice (models[{out.index(m)}])")
+        else:
+            out.append(m)
+    return tuple(out) if len(c.issues) == start else None
+
+
 def _device(c: Checker, dev: Mapping[str, Any], prefix: str) -> DeviceConfig | None:
     start = len(c.issues)
     common = {"name", "protocol", "unit_id", "poll_interval_s", "timeout_s", "retries", "map", "max_gap", "max_block"}
     tcp_keys = {"host", "port"}
     rtu_keys = {"serial_port", *LINE_SETTINGS}
+    sunspec_keys = {"models", "settings_poll_interval_s"}
     name = c.get(dev, prefix, "name", "string")
     if name is not None and not DEVICE_NAME_RE.match(name):
         c.fail(f"{prefix}.name", name, DEVICE_NAME_ALLOWED)
     protocol = c.get(dev, prefix, "protocol", "string", choices=PROTOCOLS)
+    sunspec = protocol == "sunspec"
+    # A SunSpec device is reached like a Modbus one: over TCP (host) or on an RS-485 line (serial_port).
+    line = "modbus-rtu" if protocol == "modbus-rtu" or (sunspec and "serial_port" in dev) else "modbus-tcp"
+    if sunspec and "serial_port" in dev and "host" in dev:
+        c.fail(f"{prefix}.host", dev["host"], "give host (SunSpec over Modbus TCP) or serial_port (over Modbus RTU), "
+               "not both")  # fmt: skip
     # Serial line: 1..247 (0 is broadcast, 248..255 reserved). TCP: 0..255; a device reached by its own IP
     # address is conventionally unit 0xFF (Modbus Messaging on TCP/IP Implementation Guide V1.0b, 4.4.2).
-    rtu = protocol == "modbus-rtu"
+    rtu = line == "modbus-rtu"
     unit_id = c.get(dev, prefix, "unit_id", "integer", 1, lo=1 if rtu else 0, hi=247 if rtu else 255)
     poll = c.get(dev, prefix, "poll_interval_s", "number", 1.0, lo=0.01, hi=86400)
     timeout = c.get(dev, prefix, "timeout_s", "number", 1.0, lo=0.01, hi=60)
@@ -173,12 +222,21 @@ def _device(c: Checker, dev: Mapping[str, Any], prefix: str) -> DeviceConfig | N
     max_gap = c.get(dev, prefix, "max_gap", "integer", 8, lo=0, hi=124)
     max_block = c.get(dev, prefix, "max_block", "integer", 125, lo=1, hi=125)
     host = port = serial = None
-    if protocol == "modbus-tcp":
-        c.unknown(dev, prefix, common | tcp_keys)
-        host = c.get(dev, prefix, "host", "string")
+    own = sunspec_keys | (common - {"map"}) if sunspec else common
+    # a SunSpec device's map (and its host beside a serial port) get an issue of their own below
+    others = {k: v for k, v in dev.items() if not (sunspec and k in ("map", "host"))}
+    if protocol is None:  # a bad or absent protocol has its own issue; typos in the other keys are still worth naming
+        c.unknown(dev, prefix, common | tcp_keys | rtu_keys | sunspec_keys)
+    elif line == "modbus-tcp":
+        c.unknown(others, prefix, own | tcp_keys)
+        if sunspec and "host" not in dev:
+            c.fail(f"{prefix}.host", MISSING, "is required: host (SunSpec over Modbus TCP) or serial_port (over Modbus "
+                   "RTU)")  # fmt: skip
+        else:
+            host = c.get(dev, prefix, "host", "string")
         port = c.get(dev, prefix, "port", "integer", 502, lo=1, hi=65535)
-    elif protocol == "modbus-rtu":
-        c.unknown(dev, prefix, common | rtu_keys)
+    else:
+        c.unknown(others, prefix, own | rtu_keys)
         sport = c.get(dev, prefix, "serial_port", "string")
         baud = c.get(dev, prefix, "baudrate", "integer", 19200, choices=BAUDRATES)
         parity = c.get(dev, prefix, "parity", "string", "N", choices=PARITIES)
@@ -192,16 +250,29 @@ def _device(c: Checker, dev: Mapping[str, Any], prefix: str) -> DeviceConfig | N
         if sport:
             serial = SerialSettings(str(c.path(sport)) if not sport.startswith("/dev/") else sport,
                                     baud or 19200, parity or "N", bytesize or 8, stopbits or 1)  # fmt: skip
-    else:  # a bad or absent protocol has its own issue; typos in the other keys are still worth naming
-        c.unknown(dev, prefix, common | tcp_keys | rtu_keys)
     if poll is not None and timeout is not None and retries is not None and timeout * (retries + 1) > poll * 10:
         c.fail(f"{prefix}.timeout_s", timeout, f"timeout_s x (retries+1) must be at most 10 x poll_interval_s ({poll})")
-    rmap = _register_map(c, dev, prefix)
+    models: tuple[int, ...] | None = ()
+    settings_poll = 60.0
+    if sunspec:
+        if "map" in dev:
+            c.fail(f"{prefix}.map", dev["map"], "a SunSpec device has no register map: its models are discovered from "
+                   "the device at connect (docs/sunspec.md); remove the key")  # fmt: skip
+        models = _sunspec_models(c, dev, prefix)
+        settings_poll = c.get(dev, prefix, "settings_poll_interval_s", "number", 60.0, lo=0.01, hi=86400)
+        if settings_poll is not None and poll is not None and settings_poll < poll:
+            c.fail(f"{prefix}.settings_poll_interval_s", settings_poll,
+                   f"must be at least poll_interval_s ({poll}): the settings are read at most once a "
+                   "poll")  # fmt: skip
+        rmap: RegisterMap | None = RegisterMap(name="sunspec")
+    else:
+        rmap = _register_map(c, dev, prefix)
     if len(c.issues) > start:
         return None
     return DeviceConfig(name=name, protocol=protocol, unit_id=unit_id, register_map=rmap, poll_interval_s=float(poll),
                         timeout_s=float(timeout), retries=retries, host=host, port=port, serial=serial,
-                        max_gap=max_gap, max_block=max_block)  # fmt: skip
+                        max_gap=max_gap, max_block=max_block, models=models or (),
+                        settings_poll_interval_s=float(settings_poll))  # fmt: skip
 
 
 UPLINK_KEYS = frozenset({"max_inflight", "ack_timeout_s", "drain_on_stop_s"})  # the rest: protocols/mqtt BROKER_KEYS
@@ -263,10 +334,24 @@ def _store_path(c: Checker, path: Path) -> None:
             return
 
 
+def _monitoring(c: Checker, raw: Mapping[str, Any], devices: list[DeviceConfig], pmu_names: frozenset[str],
+                pmus: Mapping[str, PmuStreamConfig]) -> MonitoringConfig:  # fmt: skip
+    """``[monitoring]``, its points checked against the devices' register maps and the PMU names."""
+    section = c.get(raw, "", "monitoring", "table", {}) or {}
+    entries = raw.get("devices")
+    # every name given, also of entries with errors of their own: a point of one is not a second, false error
+    names = {d["name"] for d in entries if isinstance(d, Mapping) and isinstance(d.get("name"), str)} if isinstance(
+        entries, list) else set()  # fmt: skip
+    measured = {d.name: MeasuredDevice({p.name: p.unit for p in d.register_map.points}, d.poll_interval_s,
+                                       d.register_map.name) for d in devices}  # fmt: skip
+    return parse_monitoring(c, section, measured, names, pmu_names, {n: p.nominal_v for n, p in pmus.items()})
+
+
 def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
     """Validate an already-parsed TOML document; relative paths resolve against ``source``'s folder."""
     c = Checker(source.parent)
-    c.unknown(raw, "", {"site_id", "devices", "store", "uplink", "pmus", "pmu_monitoring", "waveforms"})
+    c.unknown(raw, "", {"site_id", "devices", "store", "uplink", "pmus", "pmu_monitoring", "waveforms", "monitoring",
+                        "clock", "control"})  # fmt: skip
     site = c.get(raw, "", "site_id", "string")
     if site and not valid_site(site):
         c.fail("site_id", site, "1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit")
@@ -289,6 +374,7 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
     waveforms = parse_waveforms(c, raw, names | set(pmus))
     mon_raw = c.get(raw, "", "pmu_monitoring", "table", {}) or {}
     monitoring = parse_pmu_monitoring(c, mon_raw, pmu_entries.names)
+    voltages = _monitoring(c, raw, devices, pmu_entries.names, pmus)
     store_raw = c.get(raw, "", "store", "table", {}) or {}
     c.unknown(store_raw, "store", {"path", "max_mb", "batch_size"})
     spath = c.path(c.get(store_raw, "store", "path", "string", "gridedge.db"))
@@ -296,6 +382,12 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
         _store_path(c, spath)
     max_mb = c.get(store_raw, "store", "max_mb", "number", 256, lo=1, hi=1_000_000)
     batch = c.get(store_raw, "store", "batch_size", "integer", 500, lo=1, hi=10_000)
+    clock = parse_clock(c, c.get(raw, "", "clock", "table", {}) or {})
+    control_raw = c.get(raw, "", "control", "table", None)
+    control = None
+    if control_raw is not None:
+        control = parse_control(c, control_raw, {d.name: getattr(d, "register_map", None) for d in devices},
+                                {d.name: d.protocol for d in devices})  # fmt: skip
     uplink_raw = c.get(raw, "", "uplink", "table")
     uplink = _uplink(c, uplink_raw, site) if uplink_raw is not None else None
     if c.issues:
@@ -304,8 +396,8 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
     return AgentConfig(site_id=site, devices=tuple(devices),
                        store=StoreConfig(path=spath, max_bytes=int(max_mb * 1024 * 1024), batch_size=batch),
                        uplink=uplink, source=source, pmus=tuple(pmus.values()),
-                       pmu_monitoring=monitoring, waveforms=tuple(waveforms.values()),
-                       warnings=tuple(c.warnings))  # fmt: skip
+                       pmu_monitoring=monitoring, waveforms=tuple(waveforms.values()), monitoring=voltages,
+                       warnings=tuple(c.warnings), clock=clock, control=control)  # fmt: skip
 
 
 def load_config(path: str | Path) -> AgentConfig:

@@ -1,4 +1,4 @@
-"""One event spool every producer uses (PMU and PQ monitoring; control and metering next).
+"""One event spool every producer uses (PMU and PQ monitoring, control; metering next).
 
 An event is made where nothing may wait (a PMU frame callback, a PQ measurement batch, a line from the PQ
 worker) but is stored with an ``await``: it waits in an :class:`EventSpool` until the store has it.
@@ -21,6 +21,12 @@ worker) but is stored with an ``await``: it waits in an :class:`EventSpool` unti
   (never lost). The event being written is out of the queue, so the bound never drops it.
 - Stop: :meth:`EventSpool.close` is the final flush; what a failing store still does not take is logged
   as lost (``events_lost_at_stop``).
+- Control actions: an event that starts within a window after a control action (a capacitor switched, a tap
+  moved) carries that action's id, so an operator sees which switching caused which dip. Control notes each
+  action it carries out in :data:`RECENT_ACTIONS`; every spool, whichever producer owns it, adds
+  ``control_action_id`` (and ``control_action`` = ``<function>:<device>``, ``control_action_s`` = seconds
+  after the action) to the ``data`` of an event put within ``window_s`` after one (:class:`RecentActions`).
+  The control audit spool itself is built with ``actions=None``.
 
 The counters (:class:`SpoolStats`) are the producers' status keys: a producer's stats class derives from
 :class:`SpoolStats` and hands its instance to the spool, so ``events_stored``, ``events_refused`` and
@@ -79,6 +85,78 @@ class EventStore(Protocol):
                         data: dict[str, Any] | None = None) -> None: ...  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class RecentAction:
+    """A control action: its decision id, when it was carried out [s UTC, the agent's clock], where."""
+
+    id: str
+    ts: float
+    function: str
+    device: str
+
+
+@dataclass(frozen=True, slots=True)
+class AnnotatedEvent:
+    """An event with the control action it follows in its ``data`` (the six fields of a SpoolEvent)."""
+
+    ts: float
+    kind: str
+    severity: str
+    source: str
+    text: str
+    data: dict[str, Any] | None
+
+
+class RecentActions:
+    """The control actions of the last ``window_s`` seconds, for the spools to annotate events with.
+
+    ``window_s`` = 0 annotates nothing (no control configured). Bounded: at most ``max_kept`` actions are
+    kept, and those older than the window behind the newest are forgotten as new ones come.
+    """
+
+    def __init__(self, window_s: float = 0.0, max_kept: int = 256) -> None:
+        self.window_s = float(window_s)
+        self._actions: deque[RecentAction] = deque(maxlen=max_kept)
+
+    def configure(self, window_s: float) -> None:
+        if not window_s >= 0:
+            raise ValueError(f"window_s = {window_s!r}: a number of seconds >= 0")
+        self.window_s = float(window_s)
+
+    def note(self, action_id: str, ts: float, function: str, device: str) -> None:
+        self._actions.append(RecentAction(action_id, ts, function, device))
+        while self._actions and self._actions[0].ts < ts - self.window_s:
+            self._actions.popleft()
+
+    def match(self, ts: float) -> RecentAction | None:
+        """The latest action at or before ``ts`` that ``ts`` is within the window after, or None."""
+        if self.window_s <= 0:
+            return None
+        for action in reversed(self._actions):
+            if action.ts <= ts <= action.ts + self.window_s:
+                return action
+        return None
+
+    def clear(self) -> None:
+        self._actions.clear()
+
+
+#: The agent's one registry: control notes its actions here, every EventSpool reads it (module docstring).
+RECENT_ACTIONS = RecentActions()
+
+
+def annotate(event: SpoolEvent, actions: RecentActions | None) -> SpoolEvent:
+    """``event`` with the control action it follows added to its data, or ``event`` itself."""
+    hit = None if actions is None else actions.match(event.ts)
+    if hit is None:
+        return event
+    data = dict(event.data or {})
+    data.setdefault("control_action_id", hit.id)
+    data.setdefault("control_action", f"{hit.function}:{hit.device}")
+    data.setdefault("control_action_s", round(event.ts - hit.ts, 3))
+    return AnnotatedEvent(event.ts, event.kind, event.severity, event.source, event.text, data)
+
+
 @dataclass(slots=True)
 class SpoolStats:
     """A spool's counters, under the names the producers' status output uses."""
@@ -95,12 +173,14 @@ class EventSpool:
     :class:`~protocols.eventlog.EventLog`; ``source_key`` names the event's source in the log line (``pmu=``,
     ``stream=``); ``stats`` is the producer's own counters
     object (a :class:`SpoolStats`), or a new one. ``stored_level`` is the level of the line logged for each
-    stored event (DEBUG where the "store" only forwards to another process that logs its own).
+    stored event (DEBUG where the "store" only forwards to another process that logs its own). ``actions`` is
+    the registry of recent control actions events are annotated from (None: never annotate).
     """
 
     def __init__(self, store: EventStore, *, name: str, source_key: str = "source",
                  logger: EventLog = log, max_waiting: int = MAX_WAITING, retry_s: float | None = None,
-                 stats: SpoolStats | None = None, stored_level: int = logging.INFO) -> None:  # fmt: skip
+                 stats: SpoolStats | None = None, stored_level: int = logging.INFO,
+                 actions: RecentActions | None = RECENT_ACTIONS) -> None:  # fmt: skip
         if not (isinstance(max_waiting, int) and max_waiting >= 1):
             raise ValueError(f"max_waiting = {max_waiting!r}: an integer >= 1")
         if not re.fullmatch(r"[a-z][a-z0-9_]*", source_key) or source_key in _LOG_KEYS:
@@ -116,6 +196,7 @@ class EventSpool:
         self.retry_s = float(retry_s)
         self.stats = stats if stats is not None else SpoolStats()
         self.stored_level = stored_level
+        self.actions = actions  # control actions whose id an event put within their window carries
         self._waiting: deque[SpoolEvent] = deque()
         self._writing: SpoolEvent | None = None  # out of the queue while its write runs
         self._lock = asyncio.Lock()
@@ -137,8 +218,10 @@ class EventSpool:
     # ---- queueing (synchronous: callable from frame callbacks) ------------------------------------------
 
     def put(self, event: SpoolEvent) -> None:
-        """Queue ``event`` after those waiting; past ``max_waiting`` the oldest waiting one is dropped."""
-        self._waiting.append(event)
+        """Queue ``event`` after those waiting; past ``max_waiting`` the oldest waiting one is dropped.
+
+        An event within the window after a control action is queued with that action's id in its data."""
+        self._waiting.append(annotate(event, self.actions))
         self._bound()
 
     def extend(self, events: Iterable[SpoolEvent]) -> None:
@@ -225,4 +308,5 @@ class EventSpool:
             self.log.error("events_lost_at_stop", count=self.waiting, reason="store_failing")
 
 
-__all__ = ["MAX_WAITING", "RETRY_S", "EventSpool", "EventStore", "SpoolEvent", "SpoolStats"]
+__all__ = ["MAX_WAITING", "RECENT_ACTIONS", "RETRY_S", "AnnotatedEvent", "EventSpool", "EventStore", "RecentAction",
+           "RecentActions", "SpoolEvent", "SpoolStats", "annotate"]  # fmt: skip

@@ -1,6 +1,8 @@
-"""The agent's wiring: pollers -> snapshot and write queue -> store -> uplink, under one supervisor.
+"""The agent's wiring: pollers -> snapshot and write queue -> store -> uplink, under one supervisor; control
+(agent/control/) reads the snapshot and writes through its safety envelope.
 
-Shutdown order (SIGTERM, Ctrl-C): pollers stop first, the writer then commits every reading still
+Shutdown order (SIGTERM, Ctrl-C): control stops first and hands every device it holds back to its autonomous
+state while the pollers and links still run; the pollers stop, the writer then commits every reading still
 queued, the uplink and its session stop, and the store closes last, so what was taken is on disk.
 """
 
@@ -17,7 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from agent.acquisition import DevicePoller, Snapshot, build_pollers
+from agent.clock import make_clock
 from agent.config import AgentConfig
+from agent.control.wiring import ControlSystem, build_control
+from agent.monitoring.service import VoltageMonitoring
 from agent.pmu.ingest import PmuMonitoring
 from agent.points import Reading
 from agent.pq.worker import PqWorker
@@ -33,6 +38,7 @@ log = EventLog("agent")
 
 LIMIT_CHECK_INTERVAL_S = 5.0
 STATUS_INTERVAL_S = 1.0
+CONTROL_STAGE = 4  # above the pollers (3): control stops first
 
 
 def status_path(config: AgentConfig) -> Path:
@@ -58,13 +64,23 @@ class AgentService:
         # The queue between the pollers and the store, committed by the writer task (agent/writer.py).
         self.writer = StoreWriter(self.store, spill_path_for(config.store.path))
         self.serial_lines = SerialBusRegistry()  # one arbiter per RS-485 port, shared by its devices
-        self.pollers: list[DevicePoller] = build_pollers(config.devices, self._take, registry=self.serial_lines)
+        # The agent's clock (agent/clock.py): the system clock, or a bench day at speed ([clock]).
+        self.clock = make_clock(config.clock)
+        self.pollers: list[DevicePoller] = build_pollers(config.devices, self._take, self.clock.time,
+                                                         registry=self.serial_lines, speed=self.clock.speed)  # fmt: skip
+        # Control (docs/control.md): its links share the pollers' transports; the envelope holds the actuators.
+        self.control: ControlSystem | None = build_control(config, self.snapshot, self.store, self.clock, self.pollers)
         # PMU streams (C37.118.2): readings once a second through _take, events straight to the store.
         self.pmus = PmuMonitoring(config.pmus, config.pmu_monitoring, self._take, self.store)
         # Waveform streams (power quality, docs/pq-service.md): measured in a child process the supervisor
         # owns (numpy and scipy stay out of this one, agent/pq/worker.py says why); its readings come through
         # _take, its events go to the store.
         self.pq: PqWorker | None = PqWorker(config.waveforms, self._take, self.store) if config.waveforms else None
+        # Feeder voltages by bus and phase against ANSI C84.1 (docs/monitoring.md): read from the snapshot every
+        # second, events to the store.
+        self.monitoring: VoltageMonitoring | None = (
+            VoltageMonitoring(config.monitoring, self.snapshot, self.store) if config.monitoring.voltages else None
+        )
         up = config.uplink
         self.session = MqttSession(session_config_from(config.site_id, up))
         self.uplink = Uplink(
@@ -122,7 +138,9 @@ class AgentService:
             "pmus": self.pmus.status(),
             "pq": self.pq.status() if self.pq is not None else {},
             "pq_worker": self.pq.worker_status() if self.pq is not None else None,
+            "monitoring": self.monitoring.status() if self.monitoring is not None else None,
             "tasks": {name: h.state for name, h in self.supervisor.health().items()},
+            "control": self.control.status() if self.control is not None else None,
         }
 
     def status_line(self) -> str:
@@ -177,6 +195,11 @@ class AgentService:
             # not critical: a PQ child that keeps dying is reported in the status and retried, and must not get
             # polling, the store and the uplink restarted by the watchdog
             sup.add("pq-worker", self.pq.run, stage=3, critical=False)
+        if self.monitoring is not None:
+            sup.add("monitoring", self.monitoring.run, stage=3)
+        if self.control is not None:
+            for name, factory in self.control.tasks():
+                sup.add(name, factory, stage=CONTROL_STAGE)
         sup.add("writer", self.writer.run, stage=2)
         sup.add("uplink", self.uplink.run, stage=1)
         sup.add("mqtt", self.session.run, stage=1)
@@ -194,6 +217,11 @@ class AgentService:
         finally:
             self.notifier.notify("STOPPING=1")
             log.info("agent_stopping")
+            if self.control is not None:
+                # control first: its layers stop, and every device it holds goes back to its autonomous state
+                # while the pollers and the links still run
+                await sup.stop(down_to_stage=CONTROL_STAGE)
+                await self.control.stop()
             await sup.stop(down_to_stage=2)  # pollers, then the writer's last commit
             await self._drain(self.config.uplink.drain_on_stop_s)
             await sup.stop()

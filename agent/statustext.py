@@ -9,7 +9,8 @@ it still runs is judged from that file alone, with no request to the agent:
   or the pid now belongs to another process).
 
 The text rounds for people (the ``--json`` output keeps every figure as the agent wrote it) and shows each
-part with its last error: devices, PMU streams, PQ streams, the uplink.
+part with its last error: devices, PMU streams, PQ streams, the uplink; and the feeder's voltages by bus and
+phase against ANSI C84.1 (docs/monitoring.md).
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def status_text(status: dict[str, Any], state: AgentState, now: float) -> str:
     lines += _devices(status.get("devices") or {}, now)
     lines += _pmus(status.get("pmus") or {}, now)
     lines += _pq(status.get("pq") or {}, status.get("pq_worker"))
+    lines += _monitoring(status.get("monitoring"))
     lines += _serial(status.get("serial_lines") or {})
     lines += _tasks(status.get("tasks") or {})
     return "\n".join(lines)
@@ -173,6 +175,50 @@ def _pq(streams: dict[str, Any], worker: dict[str, Any] | None) -> list[str]:
         if q.get("last_error"):
             lines.append(f"  {'':<{width}} last error: {q['last_error']}")
     return lines
+
+
+RANGE_CLASS_TEXT = {"A": "in A", "B": "in B, outside A", "outside_b": "OUTSIDE B"}
+
+
+def _monitoring(mon: dict[str, Any] | None) -> list[str]:
+    """Per bus and phase the value used (pu, V on 120 V), its age, its ANSI C84.1 range, alarms; stale named."""
+    if not mon or mon.get("bus_phases") is None:
+        return []
+    bps: dict[str, Any] = mon["bus_phases"]
+    stale: dict[str, Any] = mon.get("stale") or {}
+    n_stale = sum(1 for bp in bps.values() if bp.get("stale"))
+    lines = [f"voltages (ANSI C84.1, Range {mon.get('range')} alarms; {len(bps)} bus-phases"
+             + (f", {n_stale} STALE" if n_stale else "") + "):"]  # fmt: skip
+    width = max(10, *(len(k) for k in bps)) if bps else 10
+    for key, bp in bps.items():
+        eol = " (end of line)" if bp.get("end_of_line") else ""
+        if bp.get("stale"):
+            why = ", ".join(f"{p} {stale[p]['state']}" for p in bp.get("sources") or [] if p in stale)
+            lines.append(f"  {key:<{width}} STALE    no usable source{': ' + why if why else ''}{eol}")
+            continue
+        alarms = bp.get("alarms") or []
+        alarm = f"  ALARM {', '.join(alarms)}" if alarms else ""
+        state = RANGE_CLASS_TEXT.get(bp.get("range_class") or "", "-")
+        lines.append(f"  {key:<{width}} {_pu(bp.get('value_pu'))} pu {_volts(bp.get('value_v'))} V  "
+                     f"{_seconds(bp.get('age_s'))} old  {state}{alarm}  from {bp.get('source')}{eol}")  # fmt: skip
+    extremes = [(label, mon.get(k)) for label, k in
+                (("lowest", "lowest"), ("highest", "highest"), ("lowest end of line", "lowest_end_of_line"))]  # fmt: skip
+    shown = [f"{label} {x['bus']}/{x['phase']} {_pu(x.get('value_pu'))} pu" for label, x in extremes if x]
+    if shown:
+        lines.append("  " + "; ".join(shown))
+    if stale:
+        names = ", ".join(f"{p} ({s.get('state')}" + (f", {_seconds(s.get('age_s'))} old)" if s.get("age_s")
+                          is not None else ")") for p, s in stale.items())  # fmt: skip
+        lines.append(f"  stale: {names}")
+    return lines
+
+
+def _pu(x: Any) -> str:
+    return f"{x:.4f}" if isinstance(x, int | float) and math.isfinite(x) else "-"
+
+
+def _volts(x: Any) -> str:
+    return f"{x:.1f}" if isinstance(x, int | float) and math.isfinite(x) else "-"
 
 
 def _serial(buses: dict[str, Any]) -> list[str]:

@@ -1,4 +1,5 @@
-"""Central's SQLite store: messages (deduplicated by msg_id), readings, events and the agents' states.
+"""Central's SQLite store: messages (deduplicated by msg_id), readings, events, control decisions and the agents'
+states.
 
 Why one transaction per flush with ``INSERT OR IGNORE`` on ``messages.msg_id``: the message row is the
 dedupe key, so a message seen twice (the agent resent it because our ack was lost) stores nothing new, and
@@ -57,6 +58,19 @@ CREATE TABLE IF NOT EXISTS events (
     data     TEXT
 );
 CREATE INDEX IF NOT EXISTS events_site_ts ON events (site, ts);
+CREATE TABLE IF NOT EXISTS decisions (
+    msg_id      TEXT NOT NULL,
+    site        TEXT NOT NULL,
+    ts          REAL NOT NULL,
+    decision_id TEXT NOT NULL,
+    function    TEXT NOT NULL,
+    device      TEXT NOT NULL,
+    verdict     TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    data        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS decisions_site_ts ON decisions (site, ts);
+CREATE INDEX IF NOT EXISTS decisions_site_id ON decisions (site, decision_id);
 CREATE TABLE IF NOT EXISTS states (
     site   TEXT PRIMARY KEY,
     status TEXT NOT NULL,
@@ -197,6 +211,16 @@ class CentralStore:
                       None if i.get("data") is None else json.dumps(i["data"], allow_nan=False))
                      for i in b.items],
                 )  # fmt: skip
+            elif new and b.stream == "control":
+                # A decision is stored whole (data) and by the fields an operator filters on. A decision sent
+                # again in another message (the agent resealed it) is a second row with the same decision_id.
+                self._db.executemany(
+                    "INSERT INTO decisions (msg_id, site, ts, decision_id, function, device, verdict, outcome, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(b.msg_id, b.site, float(i["ts"]), i["data"]["id"], i["data"]["function"], i["data"]["device"],
+                      i["data"]["verdict"], i["data"]["outcome"], json.dumps(i["data"], allow_nan=False))
+                     for i in b.items],
+                )  # fmt: skip
             elif new:
                 self._db.executemany(
                     "INSERT INTO readings (msg_id, site, point, ts, value, unit, quality) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -293,8 +317,8 @@ class CentralStore:
         return None if row is None else (row[0], row[1])
 
     def count(self, table: str) -> int:
-        if table not in ("messages", "readings", "events", "states"):
-            raise ValueError(f"table {table!r}: one of messages, readings, events, states")
+        if table not in ("messages", "readings", "events", "decisions", "states"):
+            raise ValueError(f"table {table!r}: one of messages, readings, events, decisions, states")
         with self._lock:
             return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 

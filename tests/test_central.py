@@ -570,7 +570,7 @@ def test_every_json_example_in_the_doc_decodes_with_the_schema(repo_root: Path) 
         else:
             raise AssertionError(f"example under {heading!r} is none of batch, ack, state: {obj}")
         assert json.loads(again) == obj, heading
-    assert kinds == {"telemetry", "energy", "events", "ack", "online", "offline"}  # one example of each
+    assert kinds == {"telemetry", "energy", "events", "control", "ack", "online", "offline"}  # one example of each
 
 
 def test_the_doc_has_an_example_and_a_topic_row_for_every_stream_the_schema_knows(repo_root: Path) -> None:

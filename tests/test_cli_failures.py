@@ -66,14 +66,14 @@ _WITHOUT_SIM_EXTRA = """
 import sys
 class NoSimExtra:  # as on a Pi installed with `pip install gridedge`: the simulator's dependencies are absent
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("opendssdirect", "opender", "sunspec2", "dss"):
+        if name.split(".")[0] in ("opendssdirect", "opender", "dss"):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 sys.meta_path.insert(0, NoSimExtra())
 import importlib.util
 _find = importlib.util.find_spec
 def find_spec(name, package=None):
-    if name.split(".")[0] in ("opendssdirect", "opender", "sunspec2", "dss"):
+    if name.split(".")[0] in ("opendssdirect", "opender", "dss"):
         return None
     return _find(name, package)
 importlib.util.find_spec = find_spec

@@ -243,6 +243,8 @@ def test_each_condition_ends_in_one_cleared_info_event_with_its_duration():
         assert [(t.kind, t.cleared) for t in out] == [(kind, False), (kind, True)], kind
         c = out[1]
         assert c.severity == "info" and c.data["cleared"] is True and what in c.text and "cleared after 2.0 s" in c.text
+        # the raised and the cleared event name their source alike, so one grep finds both
+        assert out[0].source == c.source and out[0].text.startswith(f"{c.source}: ")
         assert c.ts == pytest.approx(back) and c.data["raised_ts"] == pytest.approx(start)
         assert c.data["duration_s"] == pytest.approx(2.0, abs=1e-3)
     assert cases[0][1][1].data["frequency_hz"] == pytest.approx(61.5)  # the extreme of the excursion

@@ -263,7 +263,8 @@ def test_string_and_bit_rules_still_hold() -> None:
 
 def test_every_shipped_map_parses() -> None:
     paths = sorted((ROOT / "config" / "maps").glob("*.toml"))
-    assert len(paths) >= 8
+    # the bench's Modbus devices that have a map (SunSpec inverters are discovered, not mapped)
+    assert {p.stem for p in paths} >= {"sim-capbank", "sim-meter", "sim-regulator", "sim-relay"}
     for path in paths:
         rmap = parse_register_map(tomllib.loads(path.read_text()), path.name)
         assert rmap.points, path

@@ -20,6 +20,7 @@ from sunspec2 import device as ss_device
 from sunspec2 import mdef
 
 from protocols.modbus.registermap import Table, encode_point
+from protocols.sunspec.layout import SunSpecLayoutError, build_layout, from_raw, to_raw
 from sim_hw.devices.inverter import (
     WRITABLE,
     InverterConfigError,
@@ -27,7 +28,6 @@ from sim_hw.devices.inverter import (
     SunSpecInverter,
 )
 from sim_hw.devices.modbus_server import ModbusDeviceServer
-from sim_hw.devices.sunspec import SunSpecLayoutError, build_layout, from_raw, to_raw
 from sim_hw.feeder.solution import Solution
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -17,6 +17,7 @@ from agent.points import Quality, Reading, Stream
 from agent.store import (
     APPLICATION_ID,
     MAX_TEXT,
+    SCHEMA_VERSION,
     AsyncStore,
     Store,
     StoreCorruptError,
@@ -75,7 +76,7 @@ def test_file_is_wal_with_incremental_vacuum_and_schema_version(tmp_path: Path) 
     conn = sqlite3.connect(tmp_path / "agent.db")
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # INCREMENTAL
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     assert store.conn.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
     store.close()
     durable = make(tmp_path, durable=True)

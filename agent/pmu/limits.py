@@ -10,7 +10,8 @@ in docs/pmu-monitoring.md ("Sources and how sure we are"): read it before quotin
 References
 ----------
 [1] ANSI C84.1-2016, American National Standard for Electric Power Systems and Equipment - Voltage
-    Ratings (60 Hz), Table 1: Range A and Range B service voltage limits (percent of nominal).
+    Ratings (60 Hz), Table 1: Range A and Range B service voltage limits; the table itself, in volts on the
+    120 V base, is agent/monitoring/limits.py, which agent/monitoring checks meters and PMUs against too.
 [2] IEEE Std 1547-2018, Interconnection and Interoperability of Distributed Energy Resources with
     Associated Electric Power Systems Interfaces, clause 6.5.1 / Table 19 (default frequency trip
     settings, 60 Hz) and clause 6.5.2.5 / Table 21 (ROCOF ride-through per abnormal operating
@@ -22,6 +23,8 @@ References
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from agent.monitoring.limits import SERVICE_VOLTAGE_RANGES
 
 
 class LimitLookupError(KeyError):
@@ -43,13 +46,14 @@ class Limit:
     note: str = ""
 
 
-#: Voltage magnitude, per unit of the nominal (phase-to-neutral for phase phasors) [1].
+#: Voltage magnitude, per unit of the nominal (phase-to-neutral for phase phasors) [1]: the ANSI C84.1 table of
+#: agent/monitoring/limits.py in per unit to three decimals, the resolution of ``[pmu_monitoring]``'s
+#: voltage_lo_pu/voltage_hi_pu (Range B's 0.917 pu is 110.04 V on the 120 V base; agent/monitoring checks
+#: the table's volts exactly).
 VOLTAGE_LIMITS: dict[str, Limit] = {
-    "A": Limit(0.95, 1.05, "pu", "ANSI C84.1-2016 Table 1, Range A (service voltage)", True,
-               "Range A: the design range for service voltage; excursions should be infrequent."),
-    "B": Limit(0.917, 1.058, "pu", "ANSI C84.1-2016 Table 1, Range B (service voltage)", True,
-               "Range B: outside it, corrective action should be taken promptly."),
-}  # fmt: skip
+    name: Limit(round(r.lo_pu, 3), round(r.hi_pu, 3), "pu", r.source, True, r.note)
+    for name, r in SERVICE_VOLTAGE_RANGES.items()
+}
 
 #: Frequency, as a deviation from nominal [Hz] for a 60 Hz system [2]. For 50 Hz, scaled by 50/60
 #: (a configurable default: IEEE 1547 is written for 60 Hz).

@@ -268,7 +268,7 @@ class AngleDifferenceMonitor:
                                     "angle_difference_deg": _r(t.extreme, 3), "limit_deg": self.limit_deg,
                                     "hold_off_s": self.band.hold_off_s})  # fmt: skip
         return Trigger(ANGLE_DIFFERENCE, "warning", self.source, t.ts,
-                       f"{self.pmu_a}-{self.pmu_b}: {self.phasor} angle difference {t.extreme:+.2f} deg beyond "
+                       f"{self.source}: {self.phasor} angle difference {t.extreme:+.2f} deg beyond "
                        f"+-{self.limit_deg:g} deg (configured limit)",
                        {"pmu_a": self.pmu_a, "pmu_b": self.pmu_b, "phasor": self.phasor,
                         "angle_difference_deg": _r(t.extreme, 3), "limit_deg": self.limit_deg,

@@ -7,11 +7,13 @@ db          the one connection: transactions, the meta table, event rows
 disk        sizes and the bound in force, the WAL, the reserve file, full-disk recovery
 policy      the full policy: alarm latch, prune, drop the oldest telemetry, vacuum
 outbox      seal, pending, ack
+controlstate the safety envelope's operations and flags (suspensions, devices it holds)
 store       Store, composing the above, with the write path
 asyncstore  AsyncStore: the Store on one worker thread for the event loop
 """
 
 from agent.store.asyncstore import AsyncStore
+from agent.store.controlstate import ControlFlag, ControlOp
 from agent.store.errors import StoreCorruptError, StoreError, StoreFullError, StoreInputError
 from agent.store.outbox import OutboxMessage
 from agent.store.schema import APPLICATION_ID, SCHEMA_VERSION
@@ -23,6 +25,8 @@ __all__ = [
     "MAX_TEXT",
     "SCHEMA_VERSION",
     "AsyncStore",
+    "ControlFlag",
+    "ControlOp",
     "OutboxMessage",
     "Store",
     "StoreCorruptError",

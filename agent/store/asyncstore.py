@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from agent.points import Reading
+from agent.store.controlstate import ControlFlag, ControlOp, FlagEvent
 from agent.store.errors import StoreError
 from agent.store.outbox import OutboxMessage
 from agent.store.store import Store, StoreStats
@@ -58,9 +59,43 @@ class AsyncStore:
         await self._run(self.store.add_readings, list(readings))
 
     async def add_event(
-        self, ts: float, kind: str, severity: str, source: str, text: str, data: dict[str, Any] | None = None
+        self,
+        ts: float,
+        kind: str,
+        severity: str,
+        source: str,
+        text: str,
+        data: dict[str, Any] | None = None,
+        stream: str = "events",
     ) -> None:
-        await self._run(self.store.add_event, ts, kind, severity, source, text, data)
+        await self._run(self.store.add_event, ts, kind, severity, source, text, data, stream)
+
+    async def control_record_op(
+        self,
+        ts: float,
+        device: str,
+        function: str,
+        action: str,
+        direction: int,
+        costs: dict[str, int],
+        decision_id: str,
+        keep_s: float,
+    ) -> int:
+        return await self._run(
+            self.store.control_record_op, ts, device, function, action, direction, costs, decision_id, keep_s
+        )
+
+    async def control_ops(self, since: float, device: str | None = None) -> list[ControlOp]:
+        return await self._run(self.store.control_ops, since, device)
+
+    async def control_set_flag(self, flag: ControlFlag, event: FlagEvent | None = None) -> None:
+        await self._run(self.store.control_set_flag, flag, event)
+
+    async def control_clear_flag(self, kind: str, function: str, device: str, event: FlagEvent | None = None) -> bool:
+        return await self._run(self.store.control_clear_flag, kind, function, device, event)
+
+    async def control_flags(self, kind: str | None = None) -> list[ControlFlag]:
+        return await self._run(self.store.control_flags, kind)
 
     async def seal(self, force: bool = False) -> int:
         return await self._run(self.store.seal, force)

@@ -11,8 +11,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from agent.store.errors import CORRUPT_ADVICE, StoreCorruptError, StoreError, StoreFullError, is_corrupt
-from agent.store.schema import EVENTS, STREAMS
+from agent.store.errors import (
+    CORRUPT_ADVICE,
+    StoreCorruptError,
+    StoreError,
+    StoreFullError,
+    StoreInputError,
+    is_corrupt,
+)
+from agent.store.schema import EVENT_STREAMS, EVENTS, STREAMS
 from agent.store.values import event_row
 from protocols.eventlog import EventLog
 
@@ -140,20 +147,28 @@ class StoreDb:
         source: str,
         text: str,
         data: dict[str, Any] | None,
+        stream: str = EVENTS,
     ) -> dict[str, Any]:
-        """Insert one event in the caller's transaction; returns it as a dict (what ``enforce_limit`` reports)."""
+        """Insert one event in the caller's transaction; returns it as a dict (what ``enforce_limit`` reports).
+
+        ``stream`` is ``events`` or ``control`` (the control decisions' own stream)."""
         row = event_row(ts, kind, severity, source, text, data)
-        conn.execute("INSERT INTO events(ts, kind, severity, source, text, data) VALUES (?, ?, ?, ?, ?, ?)", row)
-        if self.unsealed_since[EVENTS] is None:
-            self.unsealed_since[EVENTS] = self._monotonic()
+        if stream not in EVENT_STREAMS:
+            raise StoreInputError(f"event stream={stream!r}: one of {', '.join(EVENT_STREAMS)}")
+        conn.execute(
+            "INSERT INTO events(ts, kind, severity, source, text, data, stream) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (*row, stream),
+        )
+        if self.unsealed_since[stream] is None:
+            self.unsealed_since[stream] = self._monotonic()
         return {"ts": float(ts), "kind": kind, "severity": severity, "source": source, "text": text, "data": data}
 
     def count_unsealed(self, stream: str, limit: int = -1) -> int:
         """Items of ``stream`` not yet sealed, counting at most ``limit`` (-1: all) so a check stays cheap."""
         cursor = self.meta(f"sealed:{stream}")
-        if stream == EVENTS:
-            sql = "SELECT count(*) FROM (SELECT 1 FROM events WHERE id>? LIMIT ?)"
-            return self.conn.execute(sql, (cursor, limit)).fetchone()[0]
+        if stream in EVENT_STREAMS:
+            sql = "SELECT count(*) FROM (SELECT 1 FROM events WHERE stream=? AND id>? LIMIT ?)"
+            return self.conn.execute(sql, (stream, cursor, limit)).fetchone()[0]
         sql = "SELECT count(*) FROM (SELECT 1 FROM readings WHERE stream=? AND id>? LIMIT ?)"
         return self.conn.execute(sql, (stream, cursor, limit)).fetchone()[0]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from agent.store.db import StoreDb
 from agent.store.disk import Disk
-from agent.store.schema import EVENTS
+from agent.store.schema import EVENT_STREAMS
 from protocols.eventlog import EventLog
 from protocols.telemetry.schema import MAX_PAYLOAD_BYTES, encode_batch
 
@@ -119,10 +119,11 @@ class Outbox:
 
     def _fetch(self, stream: str, cursor: int, limit: int) -> tuple[list[int], list[dict[str, Any]]]:
         conn = self._db.conn
-        if stream == EVENTS:
+        if stream in EVENT_STREAMS:
             rows = conn.execute(
-                "SELECT id, ts, kind, severity, source, text, data FROM events WHERE id>? ORDER BY id LIMIT ?",
-                (cursor, limit),
+                "SELECT id, ts, kind, severity, source, text, data FROM events WHERE stream=? AND id>? "
+                "ORDER BY id LIMIT ?",
+                (stream, cursor, limit),
             ).fetchall()
             items = [
                 {

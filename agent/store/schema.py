@@ -14,12 +14,15 @@ import sqlite_utils
 from agent.points import Stream
 from agent.store.errors import CORRUPT_ADVICE, StoreCorruptError, StoreError
 
-SCHEMA_VERSION = 1  # in PRAGMA user_version
+SCHEMA_VERSION = 2  # in PRAGMA user_version
 APPLICATION_ID = 0x47454447  # "GEDG" in PRAGMA application_id: marks a file as a GridEdge store
-TABLES = ("events", "meta", "outbox", "readings")
+TABLES = ("events", "meta", "outbox", "readings")  # what a file of schema version 1 or later holds
+CONTROL_TABLES = ("control_flags", "control_ops")  # added by schema version 2: the safety envelope's state
 READING_STREAMS = (Stream.TELEMETRY.value, Stream.ENERGY.value)
 EVENTS = "events"
-STREAMS = (*READING_STREAMS, EVENTS)  # each has its seq and sealed cursor in meta
+CONTROL = "control"  # control decisions: rows of ``events`` on their own stream (schema version 2)
+EVENT_STREAMS = (EVENTS, CONTROL)  # streams whose items are rows of ``events``
+STREAMS = (*READING_STREAMS, *EVENT_STREAMS)  # each has its seq and sealed cursor in meta
 COUNTERS = ("readings_taken", "acked_messages", "acked_readings", "dropped_readings", "dropped_messages")
 # Counters added after schema 1 was released: absent from older files until first counted (upserted).
 LATE_COUNTERS = ("reserve_released", "reserve_restored")
@@ -96,7 +99,7 @@ def check_ours(conn: sqlite3.Connection, path: Path, version: int) -> None:
             f"{where} is an SQLite database but not a GridEdge store (it holds the tables "
             f"{', '.join(sorted(tables))} and no schema version): point store.path at a new file"
         )
-    missing = [t for t in TABLES if t not in tables]
+    missing = [t for t in TABLES if t not in tables] + [t for t in CONTROL_TABLES if version >= 2 and t not in tables]
     if version >= 1 and missing:
         raise StoreCorruptError(
             f"{where} says schema version {version} but lacks the tables {', '.join(missing)}: "
@@ -139,9 +142,30 @@ def migrate(conn: sqlite3.Connection, version: int) -> None:
             # "BLOB" declared type = no affinity: values are stored exactly as given (as in readings).
             db["meta"].create({"key": str, "value": "BLOB"}, pk="key")
             rows = [{"key": k, "value": 0} for k in COUNTERS]
-            for s in STREAMS:
+            for s in (*READING_STREAMS, EVENTS):
                 rows += [{"key": f"seq:{s}", "value": 1}, {"key": f"sealed:{s}", "value": 0}]
             rows.append({"key": "full_alarm", "value": 0})
             db["meta"].insert_all(rows, ignore=True)
+        if version < 2:
+            # The control stream: decisions are event rows of their own stream, sealed and numbered apart. Rows
+            # of a version-1 file are all of the events stream. AUTOINCREMENT ids stay shared by both streams, so
+            # each stream's sealed cursor still compares ids of its own rows correctly.
+            conn.execute("ALTER TABLE events ADD COLUMN stream TEXT NOT NULL DEFAULT 'events'")
+            db["events"].create_index(["stream", "id"], index_name="events_stream_id")
+            db["meta"].insert_all(
+                [{"key": f"seq:{CONTROL}", "value": 1}, {"key": f"sealed:{CONTROL}", "value": 0}], ignore=True
+            )
+            # The safety envelope's state (agent/store/controlstate.py): each operation it carried out (wear
+            # budgets, dwell, hunting are judged from them), and its flags (suspensions, devices it holds).
+            conn.execute(
+                "CREATE TABLE control_ops (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, "
+                "device TEXT NOT NULL, function TEXT NOT NULL, action TEXT NOT NULL, direction INTEGER NOT NULL, "
+                "costs TEXT NOT NULL, decision_id TEXT NOT NULL)"
+            )
+            db["control_ops"].create_index(["device", "ts"], index_name="control_ops_device_ts")
+            conn.execute(
+                "CREATE TABLE control_flags (kind TEXT NOT NULL, function TEXT NOT NULL, device TEXT NOT NULL, "
+                "since REAL NOT NULL, reason TEXT NOT NULL, data TEXT, PRIMARY KEY (kind, function, device))"
+            )
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute(f"PRAGMA application_id={APPLICATION_ID}")

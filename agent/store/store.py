@@ -20,12 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from agent.points import Reading, Stream
+from agent.store.controlstate import ControlFlag, ControlOp, ControlState, FlagEvent
 from agent.store.db import StoreDb
 from agent.store.disk import Disk, store_cap
-from agent.store.errors import CORRUPT_ADVICE, StoreCorruptError, StoreError, StoreFullError, is_corrupt
+from agent.store.errors import (
+    CORRUPT_ADVICE,
+    StoreCorruptError,
+    StoreError,
+    StoreFullError,
+    StoreInputError,
+    is_corrupt,
+)
 from agent.store.outbox import Outbox, OutboxMessage
 from agent.store.policy import ALARM_FRACTION, FullPolicy
-from agent.store.schema import EVENTS, SCHEMA_VERSION, connect, open_schema
+from agent.store.schema import EVENT_STREAMS, EVENTS, SCHEMA_VERSION, connect, open_schema
 from agent.store.values import Row, reading_row
 from protocols.eventlog import EventLog
 from protocols.telemetry.schema import valid_site
@@ -108,6 +116,7 @@ class Store:
                 clock=clock,
                 monotonic=monotonic,
             )
+            self._control = ControlState(db, self._disk)
             db.mark_left_unsealed()
             log.info("store_open", path=self.path, site=self.site, max_bytes=self.max_bytes, schema=SCHEMA_VERSION,
                      found_schema=layout.version)  # fmt: skip
@@ -230,13 +239,57 @@ class Store:
             log.error("store_policy_failed", path=self.path, error=err)
 
     def add_event(
-        self, ts: float, kind: str, severity: str, source: str, text: str, data: dict[str, Any] | None = None
+        self,
+        ts: float,
+        kind: str,
+        severity: str,
+        source: str,
+        text: str,
+        data: dict[str, Any] | None = None,
+        stream: str = EVENTS,
     ) -> None:
+        """Store one event on ``stream`` (``events``, or ``control`` for control decisions)."""
+        if stream not in EVENT_STREAMS:
+            raise StoreInputError(f"event stream={stream!r}: one of {', '.join(EVENT_STREAMS)}")
         now = self._monotonic()
         db = self._db
         # a full disk gets the same one recovery (the reserve given up) as readings and acks
-        self._disk.write("add_event", lambda conn: db.insert_event(conn, ts, kind, severity, source, text, data))
-        db.mark_unsealed(EVENTS, now)
+        self._disk.write(
+            "add_event", lambda conn: db.insert_event(conn, ts, kind, severity, source, text, data, stream)
+        )
+        db.mark_unsealed(stream, now)
+
+    # -- the safety envelope's state (agent/store/controlstate.py) ------------------------------------
+
+    def control_record_op(
+        self,
+        ts: float,
+        device: str,
+        function: str,
+        action: str,
+        direction: int,
+        costs: dict[str, int],
+        decision_id: str,
+        keep_s: float,
+    ) -> int:
+        return self._control.record_op(ts, device, function, action, direction, costs, decision_id, keep_s)
+
+    def control_ops(self, since: float, device: str | None = None) -> list[ControlOp]:
+        return self._control.ops(since, device)
+
+    def control_set_flag(self, flag: ControlFlag, event: FlagEvent | None = None) -> None:
+        self._control.set_flag(flag, event)
+        if event is not None:
+            self._db.mark_unsealed(EVENTS, self._monotonic())
+
+    def control_clear_flag(self, kind: str, function: str, device: str, event: FlagEvent | None = None) -> bool:
+        cleared = self._control.clear_flag(kind, function, device, event)
+        if cleared and event is not None:
+            self._db.mark_unsealed(EVENTS, self._monotonic())
+        return cleared
+
+    def control_flags(self, kind: str | None = None) -> list[ControlFlag]:
+        return self._control.flags(kind)
 
     # -- the outbox and the policy ---------------------------------------------------------------
 

@@ -1,6 +1,8 @@
 """The versioned uplink/downlink message schema shared by agent/ and central/ (docs/telemetry.md)."""
 
 from protocols.telemetry.schema import (
+    CONTROL_KIND,
+    DATA_STREAMS,
     SCHEMA_VERSION,
     Ack,
     Batch,
@@ -16,6 +18,8 @@ from protocols.telemetry.schema import (
 )
 
 __all__ = [
+    "CONTROL_KIND",
+    "DATA_STREAMS",
     "SCHEMA_VERSION",
     "Ack",
     "Batch",

@@ -1,7 +1,7 @@
 """Topics and message envelopes of the GridEdge uplink, version 1 (see docs/telemetry.md).
 
 Topics: ``gridedge/v1/<site>/<stream>``. Streams that carry data (``telemetry``, ``energy``,
-``events``) are batches; ``state`` is the retained birth/last-will message; ``ack`` goes from central
+``events``, ``control``) are batches; ``state`` is the retained birth/last-will message; ``ack`` goes from central
 back to the agent; commands arrive on ``gridedge/v1/<site>/cmd/<name>``.
 
 Payloads are UTF-8 JSON objects. Every batch carries the site, the stream, a sequence number that
@@ -20,7 +20,15 @@ from typing import Any, NoReturn
 
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "gridedge/v1"
-DATA_STREAMS = ("telemetry", "energy", "events")
+DATA_STREAMS = ("telemetry", "energy", "events", "control")
+EVENT_STREAMS = ("events", "control")  # streams whose items are events
+CONTROL_KIND = "control_decision"  # the one kind of item on the control stream
+# What a control decision's data holds (docs/telemetry.md, "Control decisions"), and the type of each.
+CONTROL_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "id": str, "function": str, "device": str, "mode": str, "rule": str, "verdict": str, "outcome": str,
+    "inputs": list, "budgets_left": dict, "detail": dict,
+}  # fmt: skip
+CONTROL_MODES = ("monitor", "advise", "control")
 QUALITIES = ("good", "stale", "invalid", "estimated", "flagged")
 _SITE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 MAX_PAYLOAD_BYTES = 4 * 1024 * 1024  # refuse to parse anything larger: hostile input has bounds
@@ -52,7 +60,8 @@ class Batch:
     """One uplink message of a data stream.
 
     ``items`` are readings ``{"point", "ts", "value", "unit", "quality"}`` for the telemetry and
-    energy streams, and events ``{"ts", "kind", "severity", "source", "text", "data"}`` for ``events``.
+    energy streams, and events ``{"ts", "kind", "severity", "source", "text", "data"}`` for ``events`` and
+    ``control`` (whose events are control decisions, ``data`` holding the decision record).
     ``ts`` values are seconds since the Unix epoch, UTC.
     """
 
@@ -213,6 +222,29 @@ def _check_event(i: int, item: Any) -> None:
             raise SchemaError(f"{found[0]} = {found[1]!r}: numbers must be finite")
 
 
+def _check_control(i: int, item: Any) -> None:
+    """A control decision: an event of kind ``control_decision`` whose data is the decision record."""
+    _check_event(i, item)
+    if item["kind"] != CONTROL_KIND:
+        raise SchemaError(f"items[{i}].kind = {item['kind']!r:.40}: the control stream carries {CONTROL_KIND!r} only")
+    data = item.get("data")
+    if not isinstance(data, dict):
+        raise SchemaError(f"items[{i}].data = {data!r:.40}: a control decision must carry its record")
+    for name, kind in CONTROL_FIELDS.items():
+        value = data.get(name)
+        if not isinstance(value, kind) or (kind is str and not value):
+            want = {str: "a non-empty string", list: "an array", dict: "an object"}[kind]  # type: ignore[index]
+            raise SchemaError(f"items[{i}].data.{name} = {value!r:.40}: must be {want}")
+    if len(data["id"]) > 128:
+        raise SchemaError(f"items[{i}].data.id = {data['id']!r:.40}: 1-128 characters")
+    if data["mode"] not in CONTROL_MODES:
+        raise SchemaError(f"items[{i}].data.mode = {data['mode']!r:.40}: one of {', '.join(CONTROL_MODES)}")
+    command = data.get("command")
+    if command is not None and not isinstance(command, dict):
+        raise SchemaError(f"items[{i}].data.command = {command!r:.40}: an object or null")
+    _check_time(f"items[{i}].data.ts", data.get("ts"))
+
+
 def decode_batch(payload: bytes | bytearray | memoryview) -> Batch:
     obj = _loads(payload)
     site = _field(obj, "site", str)
@@ -230,7 +262,7 @@ def decode_batch(payload: bytes | bytearray | memoryview) -> Batch:
     sent = _field(obj, "sent", (int, float))
     _check_time("sent", sent)
     items = _field(obj, "items", list)
-    check = _check_event if stream == "events" else _check_reading
+    check = _check_control if stream == "control" else _check_event if stream == "events" else _check_reading
     for i, item in enumerate(items):
         check(i, item)
     return Batch(site=site, stream=stream, seq=seq, msg_id=msg_id, sent=float(sent), items=tuple(items))

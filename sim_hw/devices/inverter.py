@@ -5,11 +5,11 @@ calls ``actuate(t, feeder)`` (push P/Q into the physics), solves, ``observe(t, s
 voltage, frequency and irradiance drive one or more OpenDER steps) and ``values(t)`` (the SunSpec
 registers). Client writes arrive through ``on_write``; an accepted write changes the OpenDER settings.
 
-Register layout (docs/devices/sim-inverter.md): SunSpec from holding register 40000, models 1, 701,
-702, 703, 704, 705, 706, 711 and the end model, built from pysunspec2's definitions by
-:mod:`sim_hw.devices.sunspec`. Signs: W > 0 is generation; Var > 0 is injection (over-excited), Var < 0
-absorption (under-excited), for both the measurements and the var setpoint; PF has the sign of W
-(SunSpec model 701, "PF").
+Register layout (docs/devices/sim-inverter.md): SunSpec from holding register 40000 (or the ``base``
+option: 0 or 50000), models 1, 701, 702, 703, 704, 705, 706, 711 and the end model, built from
+pysunspec2's definitions by :mod:`protocols.sunspec.layout`. Signs: W > 0 is generation; Var > 0 is
+injection (over-excited), Var < 0 absorption (under-excited), for both the measurements and the var
+setpoint; PF has the sign of W (SunSpec model 701, "PF").
 
 OpenDER's traps, handled here in :class:`OpenDerAdapter`: ``DER.t_s`` is class-wide,
 so the adapter sets it to its own step before every run; ``NP_NORMAL_OP_CAT`` is given first because it
@@ -29,8 +29,8 @@ from opender import DER, DER_PV
 
 from protocols.eventlog import EventLog
 from protocols.modbus.registermap import DataType, encode_point
+from protocols.sunspec.layout import BASE_ADDRESSES, SunSpecLayout, build_layout, sf_for_range
 from sim_hw.devices.modbus_server import WriteRequest
-from sim_hw.devices.sunspec import SunSpecLayout, build_layout, sf_for_range
 from sim_hw.feeder.solution import Solution
 
 log = EventLog("sim.devices")
@@ -308,6 +308,7 @@ _OPTIONS = {
     "nominal_hz": "60 (OpenDER hard-codes 60 Hz)",
     "step_s": "bench step [s], 0 < step_s <= 60",
     "settings": "initial SunSpec settings {point name: value}, checked as a client write would be",
+    "base": "the SunSpec base address: 40000 (default), 0 or 50000",
 }
 
 
@@ -323,6 +324,7 @@ class SunSpecInverter:
     v_nom_ll_v : nominal line-to-line voltage [V]. category : ``"B"``. nominal_hz : 60 [Hz].
     step_s : the bench step [s]: one OpenDER step per ``step_s`` of simulated time.
     settings : initial SunSpec setting points {name: engineering value}, validated like a write.
+    base : the SunSpec base address (40000, 0 or 50000): where the "SunS" marker sits.
     """
 
     def __init__(
@@ -339,6 +341,7 @@ class SunSpecInverter:
         nominal_hz: float = 60.0,
         step_s: float = 1.0,
         settings: Mapping[str, float | int] | None = None,
+        base: int = 40000,
     ) -> None:
         def num(key: str, value: Any) -> float:
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -362,6 +365,7 @@ class SunSpecInverter:
             ("step_s", step_s, 0 < step_s <= 60),
             ("phases", phases, phases in ("abc", "a", "b", "c")),
             ("category", category, category == "B"),
+            ("base", base, isinstance(base, int) and not isinstance(base, bool) and base in BASE_ADDRESSES),
         )
         for key, value, ok in checks:
             if not ok:
@@ -369,7 +373,7 @@ class SunSpecInverter:
         self.name, self.site, self.bus, self.phases = name, site, bus.lower(), phases
         self.kva, self.kw, self.v_nom_ll_v, self.step_s = kva, kw, v_nom_ll_v, step_s
         self.q_max_kvar = CAT_B_Q_PU * kva
-        self.layout: SunSpecLayout = build_layout(MODEL_IDS, GROUP_COUNTS, sf_values_for(kva, v_nom_ll_v))
+        self.layout: SunSpecLayout = build_layout(MODEL_IDS, GROUP_COUNTS, sf_values_for(kva, v_nom_ll_v), base)
         self.register_map = self.layout.register_map
         self.der = OpenDerAdapter(
             kva=kva, kw=kw, q_max_kvar=self.q_max_kvar, v_nom_ll_v=v_nom_ll_v, phases=len(phases), step_s=step_s
