@@ -165,3 +165,22 @@ def test_sim_run_for_a_simulated_minute_then_sim_truth_summarises_it(tmp_path: P
     assert summary["steps"] == 61 and summary["duration_s"] == 61.0
     assert summary["pv_kwh"] == 0.0  # 00:00: night
     assert summary["head_kwh"] == pytest.approx(records[-2]["head_kwh"] + records[-2]["head_kw"] / 3600, abs=1e-3)
+
+
+def test_the_device_index_lists_the_day_as_configured() -> None:
+    """docs/devices/README.md's table of the day against config/sim-ieee13-day.toml: names, protocol, address, unit."""
+    text = (ROOT / "docs" / "devices" / "README.md").read_text()
+    section = text.split("## The high-PV cloudy day", 1)[1].split("\n## ", 1)[0]
+    rows = [[c.strip() for c in ln.strip().strip("|").split("|")] for ln in section.splitlines() if ln.startswith("| ")]
+    documented = {row[0]: row for row in rows[1:]}  # past the header (its rule is "|---|...")
+    cfg = load_bench_config(DAY)
+    assert set(documented) == {d.name for d in cfg.devices} | {p.name for p in cfg.pmus}
+    for d in cfg.devices:
+        _, _, _, protocol, address, unit = documented[d.name]
+        if d.protocol == "modbus-tcp":
+            assert protocol.startswith("Modbus TCP") and address == f"{d.host}:{d.port}", d.name
+        else:
+            assert protocol == "Modbus RTU" and address == f"pty `{cfg.bus(str(d.bus)).link.relative_to(ROOT)}`"
+        assert unit == str(d.unit_id), d.name
+    (pmu,) = cfg.pmus
+    assert documented[pmu.name][4] == f"{pmu.host}:{pmu.port}"
