@@ -179,8 +179,11 @@ async def _run(bench: Bench, seconds: float | None, sim_seconds: float | None = 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await bench.stop()
-    print(f"stopped steps={bench.steps} sim_elapsed_s={bench.elapsed_sim_s:g} speed={bench.speed:g} "
-          f"late_steps={bench.late_steps} max_lag_s={bench.max_lag_s:.3f}", flush=True)
+    print(
+        f"stopped steps={bench.steps} sim_elapsed_s={bench.elapsed_sim_s:g} speed={bench.speed:g} "
+        f"late_steps={bench.late_steps} max_lag_s={bench.max_lag_s:.3f}",
+        flush=True,
+    )
 
 
 def main(argv: list[str]) -> int:
