@@ -208,7 +208,7 @@ class Demo:
         self.truth_log.unlink(missing_ok=True)
         sim_config, scenario = self.config_dir / SIM_CONFIG, self.config_dir / SCENARIO
         self._spawn("sim", [*exe, "sim", "run", "--config", str(sim_config), "--scenario", str(scenario),
-                            "--truth-log", str(self.truth_log)])  # fmt: skip
+                            "--truth", str(self.truth_log)])  # fmt: skip
         self._wait_up("sim", self._bench_up)
         since = time.time()
         agent = [self.agent_python, "-m", "gridedge"]

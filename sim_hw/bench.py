@@ -89,6 +89,8 @@ class Bench:
         self._run_anchor: tuple[float, float] | None = None  # (monotonic, sim time) while run() paces
         self._clock_high = float("-inf")  # the latest clock() read: PMU timestamps never go back
         self.device_errors: dict[str, int] = {}  # device -> actuate/observe failures (logged, not fatal)
+        self.late_steps = 0  # run(): steps taken more than one step interval after they were due
+        self.max_lag_s = 0.0  # run(): the worst delay of a step after it was due [wall s]
         self._bus_history: dict[str, list[tuple[float, tuple[float, float, float]]]] = {}  # waveforms' buses
 
     @property
@@ -167,6 +169,7 @@ class Bench:
                 await self._add(server, specs, models)
             await self.step_once(advance=False, scenario=False)  # the scenario starts with step 1: PMUs exist
             self._check_scenario_buses()
+            self._check_head()
             for pmu_spec in self.config.pmus:
                 await self._start_pmu(pmu_spec)
             for wave_spec in self.config.waveforms:
@@ -182,7 +185,33 @@ class Bench:
                                                  "events": scn.events, "steps": scn.pending}  # fmt: skip
             self.truth_log.write("bench_up", self.sim_time, pid=os.getpid(), speed=self.speed, step_s=self.step_s,
                                  sim_start=self.start_time, wall=time.time(), devices=len(self._devices),
-                                 scenario=scenario)  # fmt: skip
+                                 scenario=scenario, feeder=self._truth_feeder())  # fmt: skip
+            if self.solution is not None:
+                self._truth_step()
+
+    def _truth_step(self) -> None:
+        assert self.truth_log is not None and self.config.feeder is not None
+        element, _, terminal = self.config.feeder.head.partition("/")
+        self.truth_log.step(self.solution, self.steps, head=(element, int(terminal)), step_s=self.step_s)
+
+    def _truth_feeder(self) -> dict[str, Any] | None:
+        """What the truth log's step records measure: buses, bases, the head, the PV sites, the loads' model."""
+        if self.feeder is None or self.solution is None or self.config.feeder is None:
+            return None
+        from sim_hw.feeder.model import CVR_VARS, CVR_WATTS
+
+        sol = self.solution
+        model = self.feeder.load_model
+        return {
+            "buses": {bus: {"phases": "".join(sorted(sol.bus_v[bus])), "base_kv_ln": round(sol.base_kv_ln[bus], 6)}
+                      for bus in sorted(sol.bus_v)},
+            "substation_buses": list(self.feeder.substation_buses()),
+            "head": self.config.feeder.head,
+            "pv": {name: site.kva for name, site in sorted(self.feeder.pv_sites().items())},
+            "capacitors": sorted(sol.capacitors),
+            "load_model": {"model": model} | ({"cvr_watts": CVR_WATTS, "cvr_vars": CVR_VARS}
+                                              if model == "exponential" else {}),
+        }  # fmt: skip
 
     def _build(self, spec: DeviceSpec) -> DeviceModel:
         ctx = BuildContext(
@@ -219,6 +248,10 @@ class Bench:
         assert settings is not None
         try:
             self.feeder = Feeder.from_file(settings.dss)
+            for site, kva in settings.pv_kva.items():
+                self.feeder.set_pv_rating(site, kva)
+            if settings.load_model != "published":
+                self.feeder.set_load_model(settings.load_model)
             self._load_profile = load_profile()  # [feeder] load = "default": the only shape so far
             self._irradiance_profile = (
                 None if settings.irradiance == "none" else irradiance_profile(settings.irradiance)
@@ -320,6 +353,17 @@ class Bench:
                 f"scenario: fault bus {unknown[0]!r} is not a bus of the feeder "
                 f"(buses: {', '.join(sorted(self.solution.bus_v))})"
             )
+
+    def _check_head(self) -> None:
+        """The feeder head the truth log meters must be a terminal of the feeder."""
+        if self.solution is None or self.config.feeder is None:
+            return
+        head = self.config.feeder.head
+        element, _, terminal = head.partition("/")
+        try:
+            self.solution.terminal(element, int(terminal))
+        except KeyError:
+            raise BenchError(f"feeder: head = {head!r}: not a terminal of the feeder (e.g. 'Line.650632/1')") from None
 
     def grid_phase_rad(self, t: float) -> float:
         """The angle every phasor has turned by at ``t`` relative to a nominal 60 Hz rotation (PMUs)."""
@@ -423,7 +467,8 @@ class Bench:
         self._started = False
         if self.truth_log is not None:
             if self._up:
-                self.truth_log.write("bench_down", self.sim_time, steps=self.steps)
+                self.truth_log.write("bench_down", self.sim_time, steps=self.steps, late_steps=self.late_steps,
+                                     max_lag_s=round(self.max_lag_s, 4))  # fmt: skip
             self.truth_log.close()
         self._up = False
         log.info("bench_down", steps=self.steps, sim_time=round(self.sim_time, 3))
@@ -439,6 +484,8 @@ class Bench:
         t = self.sim_time
         if self.feeder is not None:
             self._solve(t, scenario=scenario)
+            if self._up and self.truth_log is not None:
+                self._truth_step()
         for d in self._devices:
             try:
                 values = d.model.values(t)
@@ -446,11 +493,16 @@ class Bench:
             except Exception as err:
                 self._count_error(d, "serve", err)
 
-    async def run(self, seconds: float | None = None, stop: asyncio.Event | None = None) -> None:
-        """Step every ``step_s / speed`` wall seconds until ``seconds`` have passed or ``stop`` is set.
+    async def run(
+        self, seconds: float | None = None, stop: asyncio.Event | None = None, *, sim_seconds: float | None = None
+    ) -> None:
+        """Step every ``step_s / speed`` wall seconds until ``seconds`` of wall time or ``sim_seconds`` of simulated
+        time (counted from the call) have passed, or ``stop`` is set.
 
         Steps follow a fixed wall schedule (not sleep-after-work), so the simulated clock keeps its
-        pace when a step takes time; if the machine falls behind, missed steps are taken at once.
+        pace when a step takes time; if the machine falls behind, missed steps are taken at once (the servers
+        still answer between two of them). ``late_steps`` counts the steps taken more than one step interval after
+        they were due (0 on a bench that keeps up with its speed), ``max_lag_s`` is the worst delay [wall s].
         """
         if not self._started:
             raise BenchError("start the bench before running it")
@@ -459,9 +511,10 @@ class Bench:
         first = self.steps
         self._run_anchor = (t0, self.sim_time)
         end = None if seconds is None else t0 + seconds
+        last_step = None if sim_seconds is None else first + math.ceil(sim_seconds / self.step_s - 1e-9)
         stop = stop or asyncio.Event()
         try:
-            while not stop.is_set():
+            while not stop.is_set() and (last_step is None or self.steps < last_step):
                 due = t0 + (self.steps - first + 1) * interval
                 wake = due if end is None else min(due, end)
                 delay = wake - time.monotonic()
@@ -470,8 +523,14 @@ class Bench:
                         await asyncio.wait_for(stop.wait(), delay)
                     if stop.is_set():
                         break
-                if time.monotonic() >= due:
+                now = time.monotonic()
+                if now >= due:
+                    lag = now - due
+                    self.max_lag_s = max(self.max_lag_s, lag)
+                    if lag > interval:
+                        self.late_steps += 1
                     await self.step_once()
+                    await asyncio.sleep(0)  # a bench behind its schedule still lets its servers answer
                 if end is not None and time.monotonic() >= end:
                     break
         finally:

@@ -2,9 +2,12 @@
 
 ``gridedge.py`` hands everything after the word ``sim`` to :func:`main`.
 
-- ``sim run --config FILE [--speed N] [--seconds S] [--scenario FILE] [--truth-log FILE]``: print the device
-  table, serve until SIGINT or SIGTERM (or S seconds of wall time), exit 0; with ``--truth-log``, write what
-  the bench does as JSON lines (sim_hw/truthlog.py).
+- ``sim run --config FILE [--speed N] [--seconds S] [--sim-seconds S] [--scenario FILE] [--truth FILE]``: print
+  the device table, serve until SIGINT or SIGTERM (or S seconds of wall time, or S simulated seconds), exit 0;
+  with ``--truth``, write the bench's truth (every step's solved feeder, the scenario's steps) as JSON lines
+  (sim_hw/truthlog.py, docs/truth-log.md).
+- ``sim truth FILE [--json]``: summarise a truth log: bus-minutes outside ANSI C84.1 Range A, tap and capacitor
+  operations, feeder-head energy and losses.
 - ``sim devices --config FILE``: print the device table only.
 - ``sim solve --config FILE [--regulator-taps A,B,C] [--json]``: solve the feeder once at the published loads
   and print every bus's voltages; the published case needs ``--regulator-taps 10,8,11`` (sim_hw/solve.py).
@@ -52,10 +55,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="the bench's TOML file (e.g. config/sim-site.toml)")
     run.add_argument("--speed", type=_positive, help="simulated seconds per wall second (overrides [bench] speed)")
     run.add_argument("--seconds", type=_positive, help="stop after this many wall seconds")
+    run.add_argument("--sim-seconds", type=_positive, help="stop after this many simulated seconds (86400: a day)")
     run.add_argument("--scenario", help="a scenario file (sim_hw/scenarios): overrides the config's scenario")
-    run.add_argument("--truth-log", help="write what the bench does (up, each scenario step, down) to this file as "
-                     "JSON lines (sim_hw/truthlog.py)")  # fmt: skip
+    run.add_argument("--truth", metavar="FILE", help="write the bench's truth to FILE as JSON lines: every step's "
+                     "bus voltages, taps, capacitors, head power, losses, energy; each scenario step "
+                     "(docs/truth-log.md)")  # fmt: skip
     run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    truth = sub.add_parser("truth", help="summarise a truth log (sim run --truth): voltages out of ANSI C84.1 "
+                           "Range A, tap and capacitor operations, energy")  # fmt: skip
+    truth.add_argument("file", help="the truth log")
+    truth.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     dev = sub.add_parser("devices", help="print the bench's devices and their addresses")
     dev.add_argument("--config", required=True)
     published = ",".join(map(str, PUBLISHED_TAPS))
@@ -143,7 +152,21 @@ async def _stream(desc: Any, port: int, speed: float, seconds: float | None) -> 
     return 0
 
 
-async def _run(bench: Bench, seconds: float | None) -> None:
+def _truth(args: argparse.Namespace) -> int:
+    import json
+
+    from sim_hw.truthlog import TruthLogError, format_summary, read_records, summarise
+
+    try:
+        summary = summarise(read_records(args.file))
+    except TruthLogError as err:
+        print(f"sim truth: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary.to_json(), sort_keys=True) if args.json else format_summary(summary))
+    return 0
+
+
+async def _run(bench: Bench, seconds: float | None, sim_seconds: float | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -151,12 +174,16 @@ async def _run(bench: Bench, seconds: float | None) -> None:
     try:
         await bench.start()
         print(bench.table(), flush=True)
-        await bench.run(seconds=seconds, stop=stop)
+        await bench.run(seconds=seconds, stop=stop, sim_seconds=sim_seconds)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await bench.stop()
-    print(f"stopped steps={bench.steps} sim_elapsed_s={bench.elapsed_sim_s:g} speed={bench.speed:g}", flush=True)
+    print(
+        f"stopped steps={bench.steps} sim_elapsed_s={bench.elapsed_sim_s:g} speed={bench.speed:g} "
+        f"late_steps={bench.late_steps} max_lag_s={bench.max_lag_s:.3f}",
+        flush=True,
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -171,6 +198,8 @@ def main(argv: list[str]) -> int:
         return solve_run(args)
     if args.command == "waveform":
         return _waveform(args)
+    if args.command == "truth":
+        return _truth(args)
     try:
         config = load_bench_config(args.config)
     except BenchConfigError as err:
@@ -200,8 +229,8 @@ def main(argv: list[str]) -> int:
             print(f"sim: scenario: {err}", file=sys.stderr)
             return 2
     try:
-        truth_log = TruthLog(Path(args.truth_log)) if args.truth_log else None
-        asyncio.run(_run(Bench(config, speed=args.speed, truth_log=truth_log), args.seconds))
+        truth_log = TruthLog(Path(args.truth)) if args.truth else None
+        asyncio.run(_run(Bench(config, speed=args.speed, truth_log=truth_log), args.seconds, args.sim_seconds))
     except (BenchError, ModbusServerError) as err:
         print(f"sim: cannot run the bench: {err}", file=sys.stderr)
         return 1

@@ -30,6 +30,9 @@ A bench with physics (config/sim-ieee13.toml) adds the feeder, physics-driven de
     dss = "ieee13/IEEE13.dss"   # the OpenDSS model (sim_hw/feeder, docs/feeder.md)
     irradiance = "cloudy"       # "clear" | "cloudy" | "none": the PV sites' day
     load = "default"            # the load profile
+    load_model = "exponential"  # "exponential" (voltage-dependent, the default) | "published" (the script's own)
+    pv_kva = { pv675 = 3500.0 } # optional: rate PV sites above the script's ratings [kVA]
+    head = "Line.650632/1"      # the feeder head's terminal: its P and Q and energy go into the truth log
 
     [[devices]]
     name = "pv675"
@@ -81,6 +84,7 @@ KINDS = ("meter", "feeder-meter", "inverter", "capbank", "regulator", "relay")
 PHYSICS_KINDS = frozenset(KINDS) - {"meter"}  # driven by the feeder: need a [feeder]
 MAP_OPTIONAL = frozenset({"inverter"})  # SunSpec: the map is built from the SunSpec model definitions
 IRRADIANCE_DAYS = ("clear", "cloudy", "none")
+LOAD_MODELS = ("exponential", "published")  # sim_hw/feeder/model.py: the time series' loads
 PROTOCOLS = ("modbus-tcp", "modbus-rtu")
 BAUDRATES = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200)
 PARITIES = ("N", "E", "O")
@@ -143,6 +147,9 @@ class FeederSettings:
     dss: Path
     irradiance: str = "clear"
     load: str = "default"
+    load_model: str = "exponential"
+    pv_kva: Mapping[str, float] = field(default_factory=dict)  # PV site -> rating [kVA] overriding the script's
+    head: str = "Line.650632/1"  # "<element>/<terminal>" of the feeder head
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,17 +355,32 @@ def _feeder(c: Checker, data: Mapping[str, Any]) -> FeederSettings | None:
     if not isinstance(raw, Mapping):
         c.fail("feeder", raw, "must be a table ([feeder])")
         return None
-    c.unknown(raw, "feeder", {"dss", "irradiance", "load"})
+    c.unknown(raw, "feeder", {"dss", "irradiance", "load", "load_model", "pv_kva", "head"})
     dss = c.get(raw, "feeder", "dss", "string")
     irradiance = c.get(raw, "feeder", "irradiance", "string", "clear", choices=IRRADIANCE_DAYS)
     load = c.get(raw, "feeder", "load", "string", "default", choices=("default",))
+    load_model = c.get(raw, "feeder", "load_model", "string", "exponential", choices=LOAD_MODELS)
+    head = c.get(raw, "feeder", "head", "string", "Line.650632/1")
+    if head is not None and (head.count("/") != 1 or not head.partition("/")[2].isdigit()):
+        c.fail("feeder.head", head, 'must be "<element>/<terminal>", e.g. "Line.650632/1"')
+        head = None
+    pv_kva: dict[str, float] = {}
+    raw_kva = raw.get("pv_kva", {})
+    if not isinstance(raw_kva, Mapping):
+        c.fail("feeder.pv_kva", raw_kva, "must be a table of PV site = rating [kVA], e.g. { pv675 = 3500.0 }")
+    else:
+        for site, kva in raw_kva.items():
+            if isinstance(kva, bool) or not isinstance(kva, int | float) or not 0 < kva <= 20_000:
+                c.fail(f"feeder.pv_kva.{site}", kva, "must be a rating in kVA, 0 < kva <= 20000")
+            else:
+                pv_kva[str(site).lower()] = float(kva)
     path = c.path(dss)
     if path is not None and not path.is_file():
         c.fail("feeder.dss", dss, f"no such OpenDSS file ({path})")
         return None
-    if path is None or irradiance is None or load is None:
+    if path is None or irradiance is None or load is None or load_model is None or head is None:
         return None
-    return FeederSettings(path, irradiance, load)
+    return FeederSettings(path, irradiance, load, load_model, pv_kva, head)
 
 
 def _pmus(c: Checker, data: Mapping[str, Any], taken: set[tuple[str, int]]) -> list[PmuSpec]:

@@ -20,7 +20,7 @@ from helpers.docmap import doc_mismatches
 from helpers.served import ServedModel
 
 from protocols.modbus.registermap import RegisterMap, Table, encode_point, parse_register_map
-from sim_hw.devices.capbank import CapBankController, CapBankError, Result
+from sim_hw.devices.capbank import CapBankController, CapBankError, Result, RevertReason
 from sim_hw.devices.modbus_server import WriteRequest
 from sim_hw.feeder.solution import Solution, Terminal
 
@@ -30,7 +30,7 @@ DOC_FILE = ROOT / "docs" / "devices" / "sim-capbank.md"
 T0 = 1_780_000_000.0
 UNIT = 1
 # Holding addresses of the map (the doc's register table); written raw, as a master would.
-SELECT, OPERATE, MODE, V_LOW = 0, 2, 10, 11
+SELECT, OPERATE, MODE, V_LOW, REVERT_TIMEOUT, HEARTBEAT = 0, 2, 10, 11, 14, 15
 CLOSE, OPEN = 1, 2
 
 
@@ -240,7 +240,7 @@ def test_a_write_before_the_first_step_is_busy() -> None:
 
 @async_test
 async def test_close_during_the_discharge_lockout_is_refused_and_allowed_after_300_s() -> None:
-    async with Rig(bank()) as rig:
+    async with Rig(bank(revert_timeout_s=0)) as rig:  # no fallback: this master is silent through the lockout
         await rig.step(T0)
         assert await rig.select(OPEN, 11) == 0 and await rig.operate(OPEN, 11) == 0
         t_open = T0 + 1
@@ -262,7 +262,7 @@ async def test_close_during_the_discharge_lockout_is_refused_and_allowed_after_3
 
 @async_test
 async def test_operation_counter_persists_across_steps_and_rolls_over_as_a_uint32() -> None:
-    async with Rig(bank(operation_count=2**32 - 1)) as rig:
+    async with Rig(bank(operation_count=2**32 - 1, revert_timeout_s=0)) as rig:  # no fallback: silent for 360 s
         await rig.step(T0)
         assert await rig.read("operation_count") == 4_294_967_295
         assert await rig.select(OPEN, 1) == 0 and await rig.operate(OPEN, 1) == 0
@@ -423,6 +423,127 @@ async def test_good_settings_are_applied_and_read_back() -> None:
         assert await rig.read("auto_delay_s") == 45
 
 
+# --- communication-loss fallback ----------------------------------------------------------------------------
+
+
+@async_test
+async def test_remote_mode_without_a_master_write_for_the_timeout_falls_back_to_local_automatic() -> None:
+    async with Rig(bank(revert_timeout_s=60)) as rig:
+        await rig.step(T0)  # powered up in remote mode: the timer runs from this first scan
+        await rig.step(T0 + 10)
+        assert await rig.write(HEARTBEAT, [7]) == 0  # the master is alive at T0 + 10
+        await rig.step(T0 + 69)
+        assert await rig.read("mode") == 0 and await rig.read("revert_remaining_s") == 1
+        assert await rig.read("heartbeat") == 7
+        await rig.step(T0 + 70)  # 60 s after the last write
+        assert await rig.read("mode") == 1
+        assert await rig.read("reverted_count") == 1
+        assert await rig.read("last_revert_reason") == RevertReason.COMMUNICATION_LOSS == 1
+        assert await rig.read("revert_remaining_s") == 0  # local automatic: nothing left to revert
+        assert await rig.select(OPEN, 5) == 1  # the controller is in its own hands now
+        # the master takes it back: remote again, and the timer runs from that write
+        assert await rig.write(MODE, [0]) == 0
+        await rig.step(T0 + 71)
+        assert await rig.read("mode") == 0 and await rig.read("revert_remaining_s") == 59
+
+
+@async_test
+async def test_every_master_write_restarts_the_timer_a_refused_one_too() -> None:
+    async with Rig(bank(revert_timeout_s=60)) as rig:
+        await rig.step(T0)
+        await rig.step(T0 + 50)
+        assert await rig.select(OPEN, 0) == 3  # token 0: refused, but the master spoke
+        await rig.step(T0 + 100)  # 100 s after power-up, 50 s after the refused write
+        assert await rig.read("mode") == 0 and await rig.read("revert_remaining_s") == 10
+        await rig.step(T0 + 109)
+        assert await rig.read("mode") == 0
+        await rig.step(T0 + 110)
+        assert await rig.read("mode") == 1 and await rig.read("reverted_count") == 1
+
+
+@async_test
+async def test_the_fallback_drops_an_armed_select_and_an_accepted_operation_still_completes() -> None:
+    async with Rig(bank(revert_timeout_s=10, select_timeout_s=30)) as rig:
+        await rig.step(T0)
+        assert await rig.select(OPEN, 3) == 0
+        await rig.step(T0 + 10)  # 10 s after the select: the controller falls back
+        assert await rig.read("mode") == 1 and await rig.read("select_armed") is False
+        assert await rig.write(MODE, [0]) == 0  # remote again: the select did not survive the fallback
+        assert await rig.operate(OPEN, 3) == 3
+        await rig.step(T0 + 11)
+        assert await rig.last_result() == Result.NO_SELECT
+        assert await rig.select(OPEN, 4) == 0 and await rig.operate(OPEN, 4) == 0
+        await rig.step(T0 + 21)  # the fallback (10 s after the operate) and the open happen at the same scan
+        assert await rig.read("mode") == 1
+        assert await rig.read("closed") is False and await rig.read("operation_count") == 1
+
+
+@async_test
+async def test_local_automatic_and_a_zero_timeout_never_revert() -> None:
+    async with Rig(bank(mode="local_auto", revert_timeout_s=10)) as rig:
+        for k in range(0, 100, 10):
+            await rig.step(T0 + k, 120.0)
+        assert await rig.read("reverted_count") == 0 and await rig.read("revert_remaining_s") == 0
+    async with Rig(bank(revert_timeout_s=0)) as rig:
+        for k in range(0, 1000, 100):
+            await rig.step(T0 + k, 120.0)
+        assert await rig.read("mode") == 0 and await rig.read("reverted_count") == 0
+        assert await rig.read("revert_remaining_s") == 0 and await rig.read("revert_timeout_s") == 0
+
+
+@async_test
+async def test_a_heartbeat_alone_leaves_the_last_result_and_reads_back() -> None:
+    async with Rig(bank()) as rig:
+        await rig.step(T0)
+        assert await rig.operate(OPEN, 9) == 3
+        assert await rig.write(HEARTBEAT, [0xBEEF]) == 0
+        await rig.step(T0 + 1)
+        assert await rig.last_result() == Result.NO_SELECT  # the refusal's reason is still there to read
+        assert await rig.read("heartbeat") == 0xBEEF
+        assert await rig.read("revert_timeout_s") == 300  # the default a utility would set
+
+
+@pytest.mark.parametrize("seconds", [5, 9, 7201])
+@async_test
+async def test_a_revert_timeout_out_of_range_is_refused(seconds: int) -> None:
+    async with Rig(bank()) as rig:
+        await rig.step(T0)
+        assert await rig.write(REVERT_TIMEOUT, [seconds]) == 3
+        await rig.step(T0 + 1)
+        assert await rig.last_result() == Result.BAD_SETTING
+        assert await rig.read("revert_timeout_s") == 300
+
+
+@async_test
+async def test_a_revert_timeout_in_range_is_applied_and_restarts_the_timer() -> None:
+    async with Rig(bank()) as rig:
+        await rig.step(T0)
+        await rig.step(T0 + 200)
+        assert await rig.write(REVERT_TIMEOUT, [120, 1]) == 0  # with a heartbeat in the same request
+        await rig.step(T0 + 201)
+        assert await rig.last_result() == Result.SETTINGS_CHANGED
+        assert await rig.read("revert_timeout_s") == 120 and await rig.read("heartbeat") == 1
+        assert await rig.read("revert_remaining_s") == 119
+        assert await rig.write(REVERT_TIMEOUT, [0]) == 0
+        await rig.step(T0 + 1000)
+        assert await rig.read("mode") == 0 and await rig.read("revert_remaining_s") == 0
+
+
+@async_test
+async def test_writes_between_steps_are_timed_by_the_injected_clock() -> None:
+    now = [T0]
+    async with Rig(CapBankController("cbc1", {"revert_timeout_s": 10}, clock=lambda: now[0])) as rig:
+        await rig.step(T0)
+        now[0] = T0 + 9.5
+        assert await rig.write(HEARTBEAT, [1]) == 0  # between two scans
+        now[0] = T0 + 19
+        await rig.step(T0 + 19)
+        assert await rig.read("mode") == 0 and await rig.read("revert_remaining_s") == 1  # 0.5 s, rounded up
+        now[0] = T0 + 20
+        await rig.step(T0 + 20)
+        assert await rig.read("mode") == 1
+
+
 # --- options -----------------------------------------------------------------------------------------------
 
 
@@ -437,6 +558,8 @@ async def test_good_settings_are_applied_and_read_back() -> None:
         ({"capacitor": "cap999"}, "bus"),
         ({"operation_count": -1}, "operation_count"),
         ({"lockout_s": math.inf}, "lockout_s"),
+        ({"revert_timeout_s": 5}, "revert_timeout_s"),
+        ({"revert_timeout_s": 7201}, "revert_timeout_s"),
         ({"colour": "red"}, "colour"),
     ],
 )

@@ -155,9 +155,11 @@ CAP_LOCKOUT_S = 8  # input, uint16 s
 CAP_OP_COUNT = 10  # input, uint32 (2 registers)
 CAP_SELECT, CAP_OPERATE = 0, 2  # holding: (action, token) pairs; action 1 close, 2 open
 CAP_CLOSED = 0  # discrete
+CAP_HEARTBEAT = 15  # holding: any value keeps the communication-loss timer from running out
 # docs/devices/sim-regulator.md (unit 2)
 REG_TAP_A, REG_V_REG_A = 0, 3  # input: int16 tap; uint16 x 0.01 V regulated voltage, 120 V base
 REG_OPS_A = 18  # input uint32
+REG_HEARTBEAT = 15  # holding: any value keeps the communication-loss timer from running out
 REG_MODE, REG_TAP_TARGET_A = 0, 10  # holding: 0 manual / 1 automatic; int16 target
 # docs/devices/sim-inverter.md: offsets inside each SunSpec model (model start = the address of its ID)
 MEAS_W, MEAS_VAR, MEAS_W_SF, MEAS_VAR_SF = 10, 12, 116, 119  # 701: 40080 / 40082 / 40186 / 40189 - 40070
@@ -380,10 +382,15 @@ async def test_capacitor_bank_switched_by_select_before_operate_over_rtu_moves_6
             open_675, open_671 = await measure()
             assert await cap.discrete(CAP_CLOSED, 1) == [False]
             assert u32(*await cap.input(CAP_OP_COUNT, 2)) == ops0 + 1
-            # IEEE Std 18 discharge: a close is refused for 300 s after an open (sim-capbank.md); wait it out
+            # IEEE Std 18 discharge: a close is refused for 300 s after an open (sim-capbank.md); wait it out, writing
+            # the heartbeat of both controllers as a master holding them must (sim-capbank.md, "Communication-loss
+            # fallback": 300 s without a master write and they go back to their own control)
             (lockout,) = await cap.input(CAP_LOCKOUT_S, 1)
             assert 290 <= lockout <= 300
-            await step(bench, lockout)
+            for chunk in (100, 100, lockout - 200):
+                await step(bench, chunk)
+                await cap.write(CAP_HEARTBEAT, [chunk])
+                await cap.on(unit_of(cfg, "reg-ctl")).write(REG_HEARTBEAT, [chunk])
             assert await cap.input(CAP_LOCKOUT_S, 1) == [0]
             still_675, still_671 = await measure()  # the control window: 300 s open, nothing commanded
             await sbo(cap, 1, 0x4321)  # close
@@ -830,8 +837,11 @@ def test_sim_run_at_speed_100_runs_the_whole_bench_at_least_50_times_faster_than
 
 
 @pytest.mark.integration
-def test_the_truth_log_records_the_bench_up_each_scenario_step_as_played_and_the_bench_down(tmp_path: Path) -> None:
-    """``sim run --truth-log``: one JSON line per thing the bench did, in order, each with the simulated clock."""
+def test_the_truth_log_records_the_bench_up_every_step_each_scenario_step_as_played_and_the_bench_down(
+    tmp_path: Path,
+) -> None:
+    """``sim run --truth``: one JSON line per thing the bench did, in order, each typed and with the simulated clock;
+    a step record for step 0 and for every step after it."""
     scenario = (
         '[[events]]\nat_s = 5\naction = "pmu_sync_loss"\npmu = "pmu-671"\nduration_s = 10\n'
         '[[events]]\nat_s = 20\naction = "silence"\ndevice = "fdr-645-meter"\nduration_s = 5\n'
@@ -839,21 +849,27 @@ def test_the_truth_log_records_the_bench_up_each_scenario_step_as_played_and_the
     path, truth = ieee13_copy(tmp_path, scenario=scenario), tmp_path / "run" / "truth.jsonl"
     proc = subprocess.run(
         [str(GRIDEDGE), "sim", "run", "--config", str(path), "--speed", "50", "--seconds", "2",
-         "--truth-log", str(truth)],
+         "--truth", str(truth)],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     records = [json.loads(line) for line in truth.read_text().splitlines()]
-    up, *steps, down = records
+    up, *middle, down = records
     assert up["record"] == "bench_up" and up["speed"] == 50 and up["ts"] == up["sim_start"]
     assert up["scenario"]["events"] == 2 and up["scenario"]["steps"] == 4
-    assert [(r["record"], r["elapsed_s"], r["action"], r["where"], r["text"], r["end"]) for r in steps] == [
-        ("scenario_step", 5.0, "pmu_sync_loss", "pmu-671", "PMU pmu-671 loses time sync for 10 s", False),
-        ("scenario_step", 15.0, "pmu_sync_loss", "pmu-671", "PMU pmu-671 regains time sync", True),
-        ("scenario_step", 20.0, "silence", "fdr-645-meter", "fdr-645-meter stops answering for 5 s", False),
-        ("scenario_step", 25.0, "silence", "fdr-645-meter", "fdr-645-meter answers again", True),
+    assert up["feeder"]["head"] == "Line.650632/1" and up["feeder"]["substation_buses"] == ["sourcebus", "650", "rg60"]
+    steps = [r for r in middle if r["record"] == "scenario_step"]
+    assert [(r["elapsed_s"], r["action"], r["where"], r["text"], r["end"]) for r in steps] == [
+        (5.0, "pmu_sync_loss", "pmu-671", "PMU pmu-671 loses time sync for 10 s", False),
+        (15.0, "pmu_sync_loss", "pmu-671", "PMU pmu-671 regains time sync", True),
+        (20.0, "silence", "fdr-645-meter", "fdr-645-meter stops answering for 5 s", False),
+        (25.0, "silence", "fdr-645-meter", "fdr-645-meter answers again", True),
     ]
     assert all(r["ts"] == up["sim_start"] + r["elapsed_s"] for r in steps)
+    solved = [r for r in middle if r["record"] == "step"]
+    assert {r["record"] for r in middle} == {"step", "scenario_step"}
+    assert [r["n"] for r in solved] == list(range(down["steps"] + 1)), "step 0 and every step after it, in order"
+    assert all(r["ts"] == up["sim_start"] + r["n"] for r in solved)  # step_s = 1
     assert down["record"] == "bench_down" and down["steps"] >= 25
 
 
@@ -865,7 +881,7 @@ def test_a_bench_that_does_not_start_writes_no_truth_log(tmp_path: Path) -> None
         blocker.bind(("127.0.0.1", port))
         blocker.listen()
         proc = subprocess.run(
-            [str(GRIDEDGE), "sim", "run", "--config", str(path), "--seconds", "1", "--truth-log", str(truth)],
+            [str(GRIDEDGE), "sim", "run", "--config", str(path), "--seconds", "1", "--truth", str(truth)],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
     assert proc.returncode == 1 and f"127.0.0.1:{port}" in proc.stderr, proc.stderr

@@ -363,6 +363,151 @@ async def test_bad_writes_are_refused_with_exception_3_and_change_nothing() -> N
         assert inv.settings["DERCtlAC.VarSetMod"] == 4 and inv.settings["DERCtlAC.VarSet"] == 0
 
 
+# --- SunSpec 704 reversion timers -----------------------------------------------------------------------
+
+VAR_BLOCK = {  # DERCtlAC 40331..40342, in address order: a var set point with its reversion
+    "DERCtlAC.VarSetEna": 1,
+    "DERCtlAC.VarSetMod": 4,  # VARS
+    "DERCtlAC.VarSetPri": 1,  # read-only, written with the value it holds
+    "DERCtlAC.VarSet": -100_000,
+    "DERCtlAC.VarSetRvrt": 0,
+    "DERCtlAC.VarSetPct": 0.0,
+    "DERCtlAC.VarSetPctRvrt": 0.0,
+    "DERCtlAC.VarSetEnaRvrt": 0,
+    "DERCtlAC.VarSetRvrtTms": 20,
+}
+
+
+@async_test
+async def test_a_var_set_point_reverts_when_its_timer_runs_out_and_a_rewrite_restarts_the_timer() -> None:
+    inv = inverter()
+    async with served(inv) as bench:
+        await bench.step(solution(), n=3)
+        assert await bench.write(VAR_BLOCK) is None  # the timer runs from the last step, t_w
+        await bench.step(solution(), n=10)  # t_w + 10
+        assert inv.q_kvar == pytest.approx(-100.0, rel=0.02)  # 10 s: past the 5 s response time
+        assert await bench.point("DERCtlAC.VarSetRvrtRem") == 10
+        assert await bench.write({"DERCtlAC.VarSet": -100_000}) is None  # the master refreshes it: 20 s again
+        await bench.step(solution(), n=19)  # t_w + 29
+        assert await bench.point("DERCtlAC.VarSetRvrtRem") == 1 and await bench.point("DERCtlAC.VarSetEna") == 1
+        await bench.step(solution())  # t_w + 30: 20 s after the refresh
+        assert await bench.point("DERCtlAC.VarSetEna") == 0  # VarSetEnaRvrt
+        assert await bench.point("DERCtlAC.VarSet") == 0  # VarSetRvrt
+        assert await bench.point("DERCtlAC.VarSetRvrtRem") == 0
+        assert inv.der.der.der_file.CONST_Q_MODE_ENABLE is False  # carried out by OpenDER's own controls
+        await bench.step(solution(), n=40)
+        assert abs(inv.q_kvar) < 1.0  # back to unity power factor
+
+
+@async_test
+async def test_constant_power_factor_reverts_to_its_reversion_power_factor() -> None:
+    inv = inverter()
+    async with served(inv) as bench:
+        await bench.step(solution(), n=3)
+        # the reversion values alone start nothing
+        assert await bench.write({"DERCtlAC.PFWInjRvrt.PF": 0.98, "DERCtlAC.PFWInjRvrt.Ext": 0}) is None
+        assert await bench.write({"DERCtlAC.PFWInj.PF": 0.95, "DERCtlAC.PFWInj.Ext": 1}) is None  # function off
+        assert await bench.point("DERCtlAC.PFWInjRvrtRem") == 0
+        enable = {"DERCtlAC.PFWInjEna": 1, "DERCtlAC.PFWInjEnaRvrt": 1, "DERCtlAC.PFWInjRvrtTms": 30}
+        assert await bench.write(enable) is None
+        await bench.step(solution(), n=29)
+        # absorbing at PF 0.95: Q = -P tan(acos 0.95) = -0.3287 P
+        assert inv.q_kvar == pytest.approx(-inv.p_kw * math.tan(math.acos(0.95)), rel=0.02)
+        assert await bench.point("DERCtlAC.PFWInjRvrtRem") == 1
+        await bench.step(solution())
+        assert await bench.point("DERCtlAC.PFWInjEna") == 1  # PFWInjEnaRvrt = 1: the function stays on ...
+        assert await bench.point("DERCtlAC.PFWInj.PF") == pytest.approx(0.98)  # ... at its reversion PF
+        assert await bench.point("DERCtlAC.PFWInj.Ext") == 0
+        await bench.step(solution(), n=40)
+        # injecting at PF 0.98: Q = +P tan(acos 0.98) = +0.2031 P
+        assert inv.q_kvar == pytest.approx(inv.p_kw * math.tan(math.acos(0.98)), rel=0.02)
+
+
+@async_test
+async def test_an_active_power_limit_reverts_to_full_power() -> None:
+    inv = inverter()
+    async with served(inv) as bench:
+        await bench.step(solution(), n=3)
+        limit = {"DERCtlAC.WMaxLimPctEna": 1, "DERCtlAC.WMaxLimPct": 50.0, "DERCtlAC.WMaxLimPctRvrt": 100.0,
+                 "DERCtlAC.WMaxLimPctEnaRvrt": 0, "DERCtlAC.WMaxLimPctRvrtTms": 60}  # fmt: skip
+        assert await bench.write(limit) is None
+        await bench.step(solution(), n=59)
+        assert inv.p_kw == pytest.approx(0.5 * KW, rel=0.01)
+        await bench.step(solution())
+        assert await bench.point("DERCtlAC.WMaxLimPctEna") == 0
+        assert await bench.point("DERCtlAC.WMaxLimPct") == pytest.approx(100.0)
+        await bench.step(solution(), n=60)
+        assert inv.p_kw == pytest.approx(KW, rel=0.01)
+
+
+@async_test
+async def test_no_timer_without_a_time_or_a_set_point_write_and_disabling_the_function_stops_it() -> None:
+    inv = inverter()
+    async with served(inv) as bench:
+        await bench.step(solution(), n=3)
+        assert await bench.write(VAR_BLOCK | {"DERCtlAC.VarSetRvrtTms": 0}) is None
+        await bench.step(solution(), n=100)
+        assert await bench.point("DERCtlAC.VarSetEna") == 1  # no timer: the set point holds
+        # a time alone starts nothing; the next set point write does
+        assert await bench.write({"DERCtlAC.VarSetEnaRvrt": 1, "DERCtlAC.VarSetRvrtTms": 10}) is None
+        await bench.step(solution(), n=20)
+        assert await bench.point("DERCtlAC.VarSetRvrtRem") == 0 and await bench.point("DERCtlAC.VarSetEna") == 1
+        assert await bench.write({"DERCtlAC.VarSet": -50_000}) is None
+        await bench.step(solution())
+        assert await bench.point("DERCtlAC.VarSetRvrtRem") == 9
+        # the master turns the function off itself: nothing is left to revert (VarSetEnaRvrt = 1 would turn it on)
+        assert await bench.write({"DERCtlAC.VarSetEna": 0}) is None
+        await bench.step(solution(), n=20)
+        assert await bench.point("DERCtlAC.VarSetEna") == 0 and await bench.point("DERCtlAC.VarSetRvrtRem") == 0
+        # a time of 0 written while a timer runs stops it too
+        assert await bench.write({"DERCtlAC.VarSetEna": 1, "DERCtlAC.VarSetMod": 4}) is None
+        assert await bench.write({"DERCtlAC.VarSetRvrtTms": 0}) is None
+        await bench.step(solution(), n=20)
+        assert await bench.point("DERCtlAC.VarSetEna") == 1
+
+
+@pytest.mark.parametrize(
+    ("values", "bad"),
+    [
+        ({"DERCtlAC.VarSetRvrtTms": 86_401}, "longer than a day"),
+        ({"DERCtlAC.VarSetRvrt": -300_000}, "beyond the 220 kvar rating"),
+        ({"DERCtlAC.VarSetEnaRvrt": 2}, "not an enum value"),
+        ({"DERCtlAC.PFWInjRvrt.PF": 0.5}, "below 0.898"),
+        ({"DERCtlAC.WMaxLimPctRvrt": 120.0}, "above 100 %"),
+    ],
+)
+@async_test
+async def test_reversion_settings_out_of_range_are_refused_with_3(values: dict[str, float], bad: str) -> None:
+    inv = inverter()
+    async with served(inv) as bench:
+        await bench.step(solution())
+        assert await bench.write(values) == 3, bad
+
+
+@async_test
+async def test_a_reversion_the_rules_refuse_disables_the_function_instead(mocker, caplog) -> None:
+    """A reversion that would break a rule cannot be made through writes (each value is checked when written, and
+    a timer runs only while its function is the one reactive mode on): the guard is tested with a refusal
+    injected into the settings check."""
+    from sim_hw.devices import inverter as module
+
+    real = module._check_settings
+
+    def refuse_the_reversion(s, changes, q_max_kvar):  # type: ignore[no-untyped-def]
+        if "DERCtlAC.VarSetPct" in changes and changes.get("DERCtlAC.VarSetEna") == 1:
+            return "DERCtlAC.VarSetEna", "injected refusal"
+        return real(s, changes, q_max_kvar)
+
+    inv = inverter()
+    async with served(inv) as bench:
+        await bench.step(solution())
+        assert await bench.write(VAR_BLOCK | {"DERCtlAC.VarSetEnaRvrt": 1, "DERCtlAC.VarSetRvrtTms": 5}) is None
+        mocker.patch.object(module, "_check_settings", side_effect=refuse_the_reversion)
+        await bench.step(solution(), n=5)
+        assert await bench.point("DERCtlAC.VarSetEna") == 0
+    assert any("inverter_reversion_refused" in r.getMessage() for r in caplog.records)
+
+
 # --- parameters and errors ------------------------------------------------------------------------------
 
 

@@ -20,7 +20,7 @@ from helpers.docmap import doc_mismatches
 from helpers.served import ServedModel
 
 from protocols.modbus.registermap import RegisterMap, Table, decode_point, encode_point, parse_register_map
-from sim_hw.devices.regulator import RegulatorController, RegulatorError
+from sim_hw.devices.regulator import RegulatorController, RegulatorError, RevertReason
 from sim_hw.feeder.solution import Solution, Terminal
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -328,6 +328,123 @@ async def test_a_write_to_reserved_registers_is_an_illegal_address() -> None:
         assert rr.isError() and rr.exception_code == 2
 
 
+# --- communication-loss fallback ------------------------------------------------------------------------------
+
+
+@async_test
+async def test_manual_mode_without_a_master_write_falls_back_to_automatic_and_stops_the_movement() -> None:
+    async with Rig(control(revert_timeout_s=30)) as rig:
+        await rig.step(T0, IN_BAND)
+        assert await rig.write("mode", 0) == 0
+        assert await rig.write("tap_target_a", 16) == 0  # the last master write, at T0
+        for k in range(1, 30):
+            await rig.step(T0 + k, IN_BAND)
+        # one step per 2 s from T0 + 1: tap 15 at T0 + 29, one second before the fallback
+        assert await rig.taps() == (15, 0, 0)
+        assert await rig.read("mode") == 0 and await rig.read("revert_remaining_s") == 1
+        await rig.step(T0 + 30, IN_BAND)
+        assert await rig.read("mode") == 1
+        assert await rig.read("reverted_count") == 1
+        assert await rig.read("last_revert_reason") == RevertReason.COMMUNICATION_LOSS_MANUAL == 1
+        assert await rig.read("tap_target_a") == 15  # the movement under way stopped where it was
+        for k in range(31, 40):
+            await rig.step(T0 + k, IN_BAND)
+        assert await rig.taps() == (15, 0, 0)  # and the control, in band, keeps it there
+        assert await rig.read("revert_remaining_s") == 0
+
+
+@async_test
+async def test_a_masters_band_centre_falls_back_to_the_panel_band_centre() -> None:
+    async with Rig(control(revert_timeout_s=60, band_center_v=121.0)) as rig:
+        await rig.step(T0, IN_BAND)
+        assert await rig.read("panel_band_center_v") == pytest.approx(121.0)  # the power-up setting
+        assert await rig.write("band_center_v", 118.0, 3.0) == 0  # CVR: a lower band, a wider bandwidth
+        await rig.step(T0 + 1, IN_BAND)
+        assert await rig.read("band_center_v") == pytest.approx(118.0)
+        assert await rig.read("revert_remaining_s") == 59
+        await rig.step(T0 + 60, IN_BAND)
+        assert await rig.read("mode") == 1 and await rig.read("band_center_v") == pytest.approx(121.0)
+        assert await rig.read("bandwidth_v") == pytest.approx(3.0)  # the other settings stay as written
+        assert await rig.read("last_revert_reason") == RevertReason.COMMUNICATION_LOSS_BAND_CENTER == 2
+
+
+@async_test
+async def test_every_master_write_restarts_the_timer_a_heartbeat_and_a_refused_one_too() -> None:
+    async with Rig(control(revert_timeout_s=30)) as rig:
+        await rig.step(T0, IN_BAND)
+        assert await rig.write("mode", 0) == 0
+        await rig.step(T0 + 20, IN_BAND)
+        assert await rig.write("heartbeat", 1) == 0
+        await rig.step(T0 + 45, IN_BAND)
+        assert await rig.read("mode") == 0 and await rig.read("heartbeat") == 1
+        assert await rig.write("tap_target_a", 17) == 3  # refused, but the master spoke at T0 + 45
+        await rig.step(T0 + 74, IN_BAND)
+        assert await rig.read("mode") == 0 and await rig.read("revert_remaining_s") == 1
+        await rig.step(T0 + 75, IN_BAND)
+        assert await rig.read("mode") == 1 and await rig.read("reverted_count") == 1
+
+
+@async_test
+async def test_a_panel_band_centre_is_not_an_override_and_sets_the_band_centre() -> None:
+    async with Rig(control(revert_timeout_s=30)) as rig:
+        await rig.step(T0, IN_BAND)
+        assert await rig.write("panel_band_center_v", 120.0) == 0
+        for k in range(1, 200, 20):
+            await rig.step(T0 + k, IN_BAND)
+        assert await rig.read("band_center_v") == pytest.approx(120.0)
+        assert await rig.read("panel_band_center_v") == pytest.approx(120.0)
+        assert await rig.read("reverted_count") == 0 and await rig.read("revert_remaining_s") == 0
+
+
+@async_test
+async def test_automatic_with_the_panel_band_centre_and_a_zero_timeout_never_revert() -> None:
+    async with Rig(control(revert_timeout_s=10)) as rig:
+        for k in range(0, 100, 10):
+            await rig.step(T0 + k, IN_BAND)
+        assert await rig.read("reverted_count") == 0
+    async with Rig(control(revert_timeout_s=0, mode="manual")) as rig:
+        for k in range(0, 1000, 100):
+            await rig.step(T0 + k, IN_BAND)
+        assert await rig.read("mode") == 0 and await rig.read("reverted_count") == 0
+
+
+@async_test
+async def test_a_control_powered_up_in_manual_mode_times_from_its_first_scan() -> None:
+    async with Rig(control(mode="manual")) as rig:  # the default timeout, 300 s
+        await rig.step(T0, IN_BAND)
+        assert await rig.read("revert_timeout_s") == 300 and await rig.read("revert_remaining_s") == 300
+        await rig.step(T0 + 300, IN_BAND)
+        assert await rig.read("mode") == 1 and await rig.read("last_revert_reason") == 1
+
+
+@pytest.mark.parametrize(("point", "value"), [("revert_timeout_s", 9), ("revert_timeout_s", 7201),
+                                              ("panel_band_center_v", 99.0), ("panel_band_center_v", 135.1)])  # fmt: skip
+@async_test
+async def test_fallback_settings_out_of_range_are_refused_with_3(point: str, value: float) -> None:
+    async with Rig(control()) as rig:
+        await rig.step(T0, IN_BAND)
+        assert await rig.write(point, value) == 3
+        await rig.step(T0 + 1, IN_BAND)
+        assert await rig.read("revert_timeout_s") == 300
+        assert await rig.read("panel_band_center_v") == pytest.approx(122.0)
+
+
+@async_test
+async def test_writes_between_steps_are_timed_by_the_injected_clock() -> None:
+    now = [T0]
+    model = RegulatorController("reg1", {"taps": [0, 0, 0], "revert_timeout_s": 10}, clock=lambda: now[0])
+    async with Rig(model) as rig:
+        await rig.step(T0, IN_BAND)
+        now[0] = T0 + 4.5
+        assert await rig.write("mode", 0) == 0  # between two scans
+        now[0] = T0 + 14
+        await rig.step(T0 + 14, IN_BAND)
+        assert await rig.read("mode") == 0 and await rig.read("revert_remaining_s") == 1  # 0.5 s, rounded up
+        now[0] = T0 + 15
+        await rig.step(T0 + 15, IN_BAND)
+        assert await rig.read("mode") == 1
+
+
 # --- options ---------------------------------------------------------------------------------------------------
 
 
@@ -343,6 +460,8 @@ async def test_a_write_to_reserved_registers_is_an_illegal_address() -> None:
         ({"ganged_phase": "d"}, "ganged_phase"),
         ({"operation_counts": [0, -1, 0]}, "operation_counts"),
         ({"ct_primary_a": math.nan}, "ct_primary_a"),
+        ({"revert_timeout_s": 3}, "revert_timeout_s"),
+        ({"revert_timeout_s": True}, "revert_timeout_s"),
         ({"band_centre_v": 120}, "band_centre_v"),
     ],
 )

@@ -26,6 +26,12 @@ same rule is in NEMA CP 1) requires a unit rated above 600 V to discharge to 50 
 disconnection, so the controller refuses to re-close for 300 s after an open (``lockout_s``), a typical
 setting of utility controllers that follows from that requirement.
 
+Communication-loss fallback (a "SCADA/communication-loss" timer, as utility capacitor controls call it): while
+the controller is in remote mode, no master write for ``revert_timeout_s`` returns it to local automatic, counted
+in ``reverted_count`` with its reason in ``last_revert_reason``. Any write counts, a refused one too (the master is
+alive); the ``heartbeat`` register is there for a master with nothing else to write. So a master that dies while
+it holds the bank in remote never leaves it without its own voltage control for longer than the timeout.
+
 All times are simulated seconds (``t`` of the bench step, or the injected ``clock`` for writes); the
 wall clock is never read.
 """
@@ -78,6 +84,13 @@ class Mode(IntEnum):
     LOCAL_AUTO = 1  # the controller switches on voltage; remote commands refused (exception 1)
 
 
+class RevertReason(IntEnum):
+    """Register ``last_revert_reason``: why the controller last went back to its own control."""
+
+    NONE = 0  # never reverted since start
+    COMMUNICATION_LOSS = 1  # remote mode and no master write for revert_timeout_s
+
+
 class Result(IntEnum):
     """Register ``last_result``: what became of the last write to the controller."""
 
@@ -99,10 +112,14 @@ class Result(IntEnum):
 
 SELECT_POINTS = frozenset({"sbo_select", "sbo_token"})
 OPERATE_POINTS = frozenset({"sbo_operate", "sbo_operate_token"})
-SETTING_POINTS = frozenset({"mode", "auto_v_low", "auto_v_high", "auto_delay_s"})
+SETTING_POINTS = frozenset({"mode", "auto_v_low", "auto_v_high", "auto_delay_s", "revert_timeout_s"})
+HEARTBEAT = "heartbeat"
 # Auto thresholds on the 120 V base: the range of the setting registers (a 120 V control's span).
 V_SETTING_RANGE = (100.0, 140.0)
 DELAY_RANGE_S = (1.0, 3600.0)
+# Communication-loss timer: 0 turns it off; otherwise 10 s (longer than any master's poll cycle) to 2 h.
+REVERT_RANGE_S = (10.0, 7200.0)
+REVERT_DEFAULT_S = 300.0
 
 
 class CapBankError(ValueError):
@@ -129,6 +146,14 @@ def _number(device: str, key: str, value: Any, lo: float, hi: float, *, lo_open:
     return float(value)
 
 
+def _revert_timeout(device: str, value: Any) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or not (value == 0 or REVERT_RANGE_S[0] <= value <= REVERT_RANGE_S[1]):
+        lo, hi = REVERT_RANGE_S
+        raise CapBankError(device, "revert_timeout_s", value, f"0 (off) or a number of seconds in [{lo:g}, {hi:g}]")
+    return float(value)
+
+
 def _clamp(value: float, full_scale: float) -> float:
     return max(-full_scale, min(full_scale, value))
 
@@ -145,7 +170,8 @@ class CapBankController:
         for any other; ``pt_ratio`` (default 20: 2400/120 V); ``closed`` initial position (default true, as
         the IEEE 13-node feeder is published); ``mode`` ``"remote"`` (default) or ``"local_auto"``;
         ``v_low`` / ``v_high`` auto close/open thresholds [V, 120 V base] (118 / 126); ``auto_delay_s``
-        (60); ``select_timeout_s`` (10); ``lockout_s`` (300); ``operation_count`` initial counter (0).
+        (60); ``select_timeout_s`` (10); ``lockout_s`` (300); ``operation_count`` initial counter (0);
+        ``revert_timeout_s`` the communication-loss timer (300; 0 off, else 10..7200).
     clock : simulated time [s] used to stamp writes; without it a write is stamped with the time of the
         last step the controller saw.
     """
@@ -156,7 +182,7 @@ class CapBankController:
         opts = dict(options or {})
         known = {
             "capacitor", "bus", "phases", "kvar_per_phase", "rated_kv_ln", "pt_ratio", "closed", "mode", "v_low",
-            "v_high", "auto_delay_s", "select_timeout_s", "lockout_s", "operation_count",
+            "v_high", "auto_delay_s", "select_timeout_s", "lockout_s", "operation_count", "revert_timeout_s",
         }  # fmt: skip
         for key in opts:
             if key not in known:
@@ -213,6 +239,7 @@ class CapBankController:
             name, "select_timeout_s", opts.get("select_timeout_s", 10.0), 0, 600, lo_open=True
         )
         self.lockout_s = _number(name, "lockout_s", opts.get("lockout_s", 300.0), 0, 3600)
+        self.revert_timeout_s = _revert_timeout(name, opts.get("revert_timeout_s", REVERT_DEFAULT_S))
         count = opts.get("operation_count", 0)
         if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count < COUNTER_MODULUS:
             raise CapBankError(name, "operation_count", count, f"an integer in [0, {COUNTER_MODULUS - 1}]")
@@ -228,6 +255,10 @@ class CapBankController:
         self._auto_since = 0.0
         self._v_sec: dict[str, float] = {}
         self._kvar: dict[str, float] = {}
+        self.reverted_count = 0
+        self.last_revert_reason = RevertReason.NONE
+        self.heartbeat = 0
+        self._master_at: float | None = None  # the last master write (or the first scan): the fallback timer's start
 
     # --- time -------------------------------------------------------------------------------------------
     def _seen(self, t: float) -> None:
@@ -283,8 +314,29 @@ class CapBankController:
             else:
                 # no current measured in the solution: a capacitor's Q goes with V squared
                 self._kvar[p] = self.kvar_per_phase * (abs(v) / rated_v) ** 2 if self.closed else 0.0
+        self._communication_loss(t)
         if self.mode is Mode.LOCAL_AUTO:
             self._auto_control(t)
+
+    def revert_remaining_s(self, now: float) -> float:
+        """Seconds before a controller in remote mode without master writes reverts (0: not armed)."""
+        if self.mode is not Mode.REMOTE or not self.revert_timeout_s:
+            return 0.0
+        since = self._master_at if self._master_at is not None else now
+        return max(0.0, since + self.revert_timeout_s - now)
+
+    def _communication_loss(self, t: float) -> None:
+        """Remote mode with no master write for revert_timeout_s: back to local automatic (counted, logged)."""
+        if self._master_at is None:
+            self._master_at = t  # the first scan: a controller powered up in remote mode times from there
+        if self.mode is not Mode.REMOTE or not self.revert_timeout_s or self.revert_remaining_s(t) > 0:
+            return
+        silent_s = t - self._master_at
+        self.mode, self._select, self._auto_want = Mode.LOCAL_AUTO, None, None
+        self.reverted_count = (self.reverted_count + 1) % (_UINT16_MAX + 1)
+        self.last_revert_reason = RevertReason.COMMUNICATION_LOSS
+        log.warning("capbank_reverted", device=self.name, reason="communication_loss", silent_s=round(silent_s, 1),
+                    mode="local_auto", count=self.reverted_count, t=round(t, 1))  # fmt: skip
 
     def v_control(self) -> float:
         """The voltage the local control acts on: mean of the bank's phases [V, 120 V base]."""
@@ -335,6 +387,11 @@ class CapBankController:
         out["auto_v_low"] = self.v_low
         out["auto_v_high"] = self.v_high
         out["auto_delay_s"] = round(self.auto_delay_s)
+        out["revert_timeout_s"] = round(self.revert_timeout_s)
+        out["heartbeat"] = self.heartbeat
+        out["revert_remaining_s"] = min(_UINT16_MAX, math.ceil(self.revert_remaining_s(t) - 1e-9))
+        out["reverted_count"] = self.reverted_count
+        out["last_revert_reason"] = int(self.last_revert_reason)
         out["closed"] = self.closed
         out["lockout_active"] = self.lockout_remaining_s(t) > 0
         out["select_armed"] = live
@@ -355,6 +412,10 @@ class CapBankController:
         now = self._now()
         if now is None:
             return self._refuse(Result.BUSY, DEVICE_BUSY, "no step seen yet")
+        self._master_at = now  # any write, accepted or not: the master is alive
+        if names == {HEARTBEAT}:
+            self.heartbeat = int(req.points[HEARTBEAT])
+            return None  # keeps last_result: a heartbeat must not hide the reason of a refused command
         if names & (SELECT_POINTS | OPERATE_POINTS):
             if names == SELECT_POINTS:
                 return self._on_select(now, req.points)
@@ -419,6 +480,7 @@ class CapBankController:
         v_low = points.get("auto_v_low", self.v_low)
         v_high = points.get("auto_v_high", self.v_high)
         delay = points.get("auto_delay_s", self.auto_delay_s)
+        revert = points.get("revert_timeout_s", self.revert_timeout_s)
         lo, hi = V_SETTING_RANGE
         if mode not in (Mode.REMOTE, Mode.LOCAL_AUTO):
             return self._refuse(Result.BAD_SETTING, ILLEGAL_VALUE, f"mode={mode} (0 remote, 1 local auto)")
@@ -430,14 +492,20 @@ class CapBankController:
             )
         if not DELAY_RANGE_S[0] <= delay <= DELAY_RANGE_S[1]:
             return self._refuse(Result.BAD_SETTING, ILLEGAL_VALUE, f"auto_delay_s={delay}")
+        if not (revert == 0 or REVERT_RANGE_S[0] <= revert <= REVERT_RANGE_S[1]):
+            return self._refuse(Result.BAD_SETTING, ILLEGAL_VALUE, f"revert_timeout_s={revert} (0, or 10..7200)")
         new_mode = Mode(mode)
         if new_mode is not self.mode:
             self._select, self._auto_want = None, None  # a mode change drops an armed select and the auto timer
         self.mode, self.v_low, self.v_high, self.auto_delay_s = new_mode, float(v_low), float(v_high), float(delay)
+        self.revert_timeout_s = float(revert)
+        if HEARTBEAT in points:
+            self.heartbeat = int(points[HEARTBEAT])
         self.last_result = Result.SETTINGS_CHANGED
         log.info("capbank_settings", device=self.name, mode=self.mode.name.lower(), v_low=round(self.v_low, 1),
-                 v_high=round(self.v_high, 1), delay_s=round(self.auto_delay_s))  # fmt: skip
+                 v_high=round(self.v_high, 1), delay_s=round(self.auto_delay_s),
+                 revert_timeout_s=round(self.revert_timeout_s))  # fmt: skip
         return None
 
 
-__all__ = ["Action", "CapBankController", "CapBankError", "Mode", "Result"]
+__all__ = ["Action", "CapBankController", "CapBankError", "Mode", "Result", "RevertReason"]

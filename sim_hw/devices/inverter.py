@@ -140,6 +140,18 @@ def _default_settings() -> dict[str, float | int]:
         f"{CTL}.VarSetMod": 4,  # VARS
         f"{CTL}.VarSet": 0,
         f"{CTL}.VarSetPct": 0.0,
+        # 704 reversion timers (REVERSIONS): off; what each function reverts to: disabled, neutral set points
+        f"{CTL}.PFWInjEnaRvrt": 0,
+        f"{CTL}.PFWInjRvrtTms": 0,
+        f"{CTL}.PFWInjRvrt.PF": 1.0,
+        f"{CTL}.PFWInjRvrt.Ext": 0,
+        f"{CTL}.VarSetEnaRvrt": 0,
+        f"{CTL}.VarSetRvrtTms": 0,
+        f"{CTL}.VarSetRvrt": 0,
+        f"{CTL}.VarSetPctRvrt": 0.0,
+        f"{CTL}.WMaxLimPctEnaRvrt": 0,
+        f"{CTL}.WMaxLimPctRvrtTms": 0,
+        f"{CTL}.WMaxLimPctRvrt": 100.0,
         # 705, 706, 711 enables and adopt requests
         f"{VV}.Ena": 0,
         f"{VV}.AdptCrvReq": 0,
@@ -199,6 +211,88 @@ def sf_values_for(kva: float, v_nom_ll_v: float) -> dict[str, int]:
     out[f"{MEAS}.V_SF"] = sf_for_range(1.5 * v_nom_ll_v, DataType.UINT16)
     out[f"{CAP}.V_SF"] = sf_for_range(1.5 * v_nom_ll_v, DataType.UINT16)
     return out
+
+
+# --- 704 reversion timers ------------------------------------------------------------------------------
+
+
+class Reversion:
+    """One SunSpec 704 function with a reversion timer: the points that set it, its timer, its reversion values.
+
+    A write covering any of ``setpoints`` while ``tms`` is non-zero (after the write) starts the timer, or restarts
+    it; a write of the function's enable 0, or of ``tms`` 0, stops it. When it runs out, each point of
+    ``reverts`` takes the value of its reversion point (docs/devices/sim-inverter.md, "Reversion timers").
+    """
+
+    __slots__ = ("enable", "name", "rem", "reverts", "setpoints", "tms")
+
+    def __init__(self, name: str, enable: str, setpoints: tuple[str, ...], reverts: dict[str, str]) -> None:
+        self.name = name
+        self.enable = f"{CTL}.{enable}"
+        self.setpoints = frozenset(f"{CTL}.{p}" for p in (enable, *setpoints))
+        self.tms = f"{CTL}.{name}RvrtTms"
+        self.rem = f"{CTL}.{name}RvrtRem"
+        self.reverts = {f"{CTL}.{k}": f"{CTL}.{v}" for k, v in reverts.items()}
+
+
+# SunSpec model 704 (pysunspec2's model_704.json). Its descriptions call PFWInjEnaRvrt a "reversion timer ...
+# enable" but VarSetEnaRvrt and WMaxLimPctEnaRvrt the "reversion ... enable" value; this device reads all three
+# alike: the value the function's enable takes when its timer runs out (the timer runs when its Tms is non-zero).
+REVERSIONS = (
+    Reversion("PFWInj", "PFWInjEna", ("PFWInj.PF", "PFWInj.Ext"),
+              {"PFWInjEna": "PFWInjEnaRvrt", "PFWInj.PF": "PFWInjRvrt.PF", "PFWInj.Ext": "PFWInjRvrt.Ext"}),
+    Reversion("VarSet", "VarSetEna", ("VarSetMod", "VarSet", "VarSetPct"),
+              {"VarSetEna": "VarSetEnaRvrt", "VarSet": "VarSetRvrt", "VarSetPct": "VarSetPctRvrt"}),
+    Reversion("WMaxLimPct", "WMaxLimPctEna", ("WMaxLimPct",),
+              {"WMaxLimPctEna": "WMaxLimPctEnaRvrt", "WMaxLimPct": "WMaxLimPctRvrt"}),
+)  # fmt: skip
+RVRT_TMS_MAX_S = 86_400  # a reversion timer of at most a day: a longer one is no fallback
+
+
+class ReversionTimers:
+    """The running 704 reversion timers of one inverter, on the simulated clock [s]."""
+
+    def __init__(self) -> None:
+        self.due: dict[str, float] = {}  # function name -> when it reverts
+        self.pending: set[str] = set()  # started before the inverter saw its first step: timed from that step
+
+    def on_write(
+        self, changes: Mapping[str, float | int], settings: Mapping[str, float | int], now: float | None
+    ) -> None:
+        """Start, restart or stop timers after an accepted write (``settings``: as they are after it)."""
+        for rv in REVERSIONS:
+            if rv.tms in changes and not settings[rv.tms]:
+                self.due.pop(rv.name, None)
+                self.pending.discard(rv.name)
+            if not rv.setpoints.intersection(changes):
+                continue
+            if not settings[rv.enable] or not settings[rv.tms]:
+                self.due.pop(rv.name, None)  # the function is off, or has no timer: nothing to revert
+                self.pending.discard(rv.name)
+            elif now is None:
+                self.pending.add(rv.name)
+            else:
+                self.due[rv.name] = now + float(settings[rv.tms])
+
+    def expired(self, t: float, settings: Mapping[str, float | int]) -> list[Reversion]:
+        """The functions whose timer has run out at ``t`` (their timers stopped)."""
+        for name in self.pending:
+            rv = next(r for r in REVERSIONS if r.name == name)
+            self.due[name] = t + float(settings[rv.tms])
+        self.pending.clear()
+        out = [rv for rv in REVERSIONS if rv.name in self.due and t >= self.due[rv.name]]
+        for rv in out:
+            del self.due[rv.name]
+        return out
+
+    def remaining(self, t: float | None) -> dict[str, int]:
+        """Every function's ``*RvrtRem`` [s, rounded up]: 0 when its timer does not run."""
+        out = {}
+        for rv in REVERSIONS:
+            due = self.due.get(rv.name)
+            left = 0.0 if due is None or t is None else max(0.0, due - t)
+            out[rv.rem] = math.ceil(left - 1e-9) if left > 0 else 0
+        return out
 
 
 # --- the device -----------------------------------------------------------------------------------------
@@ -295,6 +389,7 @@ class SunSpecInverter:
         self.f_hz = nominal_hz
         self.wh_inj = self.varh_inj = self.varh_abs = 0.0
         self._t_last: float | None = None
+        self.reversion = ReversionTimers()  # 704 reversion timers
         self._base = self._static_values()
         if settings:
             if not isinstance(settings, Mapping):
@@ -329,6 +424,7 @@ class SunSpecInverter:
         """Measure the terminal voltage, frequency and irradiance and run OpenDER up to ``t``."""
         if self._t_last is not None and t < self._t_last:
             raise InverterError(f"inverter {self.name!r}: time ran backwards ({t} < {self._t_last})")
+        self._revert_expired(t)
         try:
             v = solution.v(self.bus)
             base = solution.base_kv_ln[self.bus] * 1000.0
@@ -371,6 +467,7 @@ class SunSpecInverter:
         out = dict(self._base)
         out.update(self.settings)
         out.update(self.state)
+        out.update(self.reversion.remaining(self._t_last if t is None else t))
         out.update(self._measurements())
         return out
 
@@ -394,7 +491,22 @@ class SunSpecInverter:
                      reason=reason[1])  # fmt: skip
             return ILLEGAL_VALUE
         log.info("inverter_write_accepted", device=self.name, points=",".join(sorted(changes)))
+        self.reversion.on_write(changes, self.settings, self._t_last)
         return None
+
+    def _revert_expired(self, t: float) -> None:
+        """Functions whose 704 reversion timer ran out take their reversion values (through OpenDER's settings).
+        A reversion that would break a rule (a second reactive power mode on) disables the function instead."""
+        for rv in self.reversion.expired(t, self.settings):
+            values = {point: self.settings[source] for point, source in rv.reverts.items()}
+            reason = self._accept(values)
+            if reason is not None:
+                log.warning("inverter_reversion_refused", device=self.name, function=rv.name, point=reason[0],
+                            reason=reason[1], instead="disabled")  # fmt: skip
+                values = {rv.enable: 0}
+                self._accept(values)
+            log.warning("inverter_reverted", device=self.name, function=rv.name, t=round(t, 1),
+                        values=",".join(f"{k.split('.', 1)[1]}={v:g}" for k, v in values.items()))  # fmt: skip
 
     # --- settings -------------------------------------------------------------------------------------
     def _accept(self, changes: dict[str, float | int]) -> tuple[str, str] | None:
@@ -615,6 +727,16 @@ _RANGES: dict[str, tuple[Check, str]] = {
     f"{CTL}.VarSetEna": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
     f"{CTL}.VarSetMod": (_one_of(0, 1, 3, 4), "0 W_MAX_PCT, 1 VAR_MAX_PCT, 3 VA_MAX_PCT or 4 VARS"),
     f"{CTL}.VarSetPct": (_in(-100.0, 100.0), "-100..100 %"),
+    f"{CTL}.PFWInjEnaRvrt": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
+    f"{CTL}.PFWInjRvrtTms": (_in(0, RVRT_TMS_MAX_S), f"0 (no timer) or 1..{RVRT_TMS_MAX_S} s"),
+    f"{CTL}.PFWInjRvrt.PF": (_in(0.898, 1.0), "0.898..1.000 (as PFWInj.PF)"),
+    f"{CTL}.PFWInjRvrt.Ext": (_one_of(0, 1), "0 OVER_EXCITED or 1 UNDER_EXCITED"),
+    f"{CTL}.VarSetEnaRvrt": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
+    f"{CTL}.VarSetRvrtTms": (_in(0, RVRT_TMS_MAX_S), f"0 (no timer) or 1..{RVRT_TMS_MAX_S} s"),
+    f"{CTL}.VarSetPctRvrt": (_in(-100.0, 100.0), "-100..100 %"),
+    f"{CTL}.WMaxLimPctEnaRvrt": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
+    f"{CTL}.WMaxLimPctRvrtTms": (_in(0, RVRT_TMS_MAX_S), f"0 (no timer) or 1..{RVRT_TMS_MAX_S} s"),
+    f"{CTL}.WMaxLimPctRvrt": (_in(0.0, 100.0), "0..100 % of WMax"),
     f"{VV}.Ena": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
     f"{VW}.Ena": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
     f"{FD}.Ena": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
@@ -670,9 +792,9 @@ def _check_settings(
         check = _RANGES.get(key)
         if check is not None and not check[0](changes[key]):
             return key, check[1]
-    var_set = float(s[f"{CTL}.VarSet"])
-    if abs(var_set) > q_max_kvar * 1000.0 + 0.5:
-        return f"{CTL}.VarSet", f"-{q_max_kvar * 1000:g}..{q_max_kvar * 1000:g} var (VarMaxAbs..VarMaxInj)"
+    for key in (f"{CTL}.VarSet", f"{CTL}.VarSetRvrt"):
+        if abs(float(s[key])) > q_max_kvar * 1000.0 + 0.5:
+            return key, f"-{q_max_kvar * 1000:g}..{q_max_kvar * 1000:g} var (VarMaxAbs..VarMaxInj)"
     enabled = [k for k in (f"{CTL}.PFWInjEna", f"{CTL}.VarSetEna", f"{VV}.Ena") if s[k]]
     if len(enabled) > 1:
         culprit = next((k for k in enabled if k in changes), enabled[-1])

@@ -227,7 +227,7 @@ class ModbusDeviceServer:
             raise ModbusServerError(f"server {self.address} is not started")
         register_map = self._map(unit_id)
         served = self._served.setdefault(unit_id, {})
-        images: dict[Table, list[int] | list[bool]] = {}
+        changed: list[tuple[Any, list[int] | list[bool]]] = []  # (point, its words): only what changed is written
         encoded: dict[str, object] = {}  # entered in the cache once stored: a bad name or value stores nothing
         for name, value in values.items():
             if served.get(name, _UNSET) == value and type(served[name]) is type(value):
@@ -240,16 +240,22 @@ class ModbusDeviceServer:
                 words = encode_point(point, value)
             except ValueError as err:
                 raise ModbusServerError(f"unit {unit_id}: {err}") from err
-            span = self._spans[unit_id][point.table]
-            if point.table not in images:
-                images[point.table] = await self._server.async_getValues(
-                    unit_id, _FC[point.table], span.start, span.stop - span.start
-                )
-            image = images[point.table]
-            image[point.address - span.start : point.end - span.start] = words  # type: ignore[assignment]
+            changed.append((point, words))
             encoded[name] = value
-        for table, image in images.items():
-            await self._server.async_setValues(unit_id, _FC[table], self._spans[unit_id][table].start, image)
+        # one store per run of adjacent points: the datastore checks every register it is given, so writing a
+        # whole table image each step would cost as much as the table is long
+        changed.sort(key=lambda pw: (pw[0].table.value, pw[0].address))
+        run_table, run_start, run_end, run_words = None, 0, 0, []
+        for point, words in changed:
+            if point.table is run_table and point.address == run_end:
+                run_words += words
+                run_end = point.end
+                continue
+            if run_table is not None:
+                await self._server.async_setValues(unit_id, _FC[run_table], run_start, run_words)
+            run_table, run_start, run_end, run_words = point.table, point.address, point.end, list(words)
+        if run_table is not None:
+            await self._server.async_setValues(unit_id, _FC[run_table], run_start, run_words)
         served.update(encoded)
 
     async def registers(self, unit_id: int, table: Table, address: int, count: int) -> list[int] | list[bool]:

@@ -83,7 +83,7 @@ def _capbank(name: str, options: Mapping[str, Any], ctx: BuildContext) -> Device
 def _regulator(name: str, options: Mapping[str, Any], ctx: BuildContext) -> DeviceModel:
     from sim_hw.devices.regulator import RegulatorController
 
-    return RegulatorController(name, options)
+    return RegulatorController(name, options, clock=ctx.clock)
 
 
 FACTORIES: dict[str, Factory] = {

@@ -23,7 +23,15 @@ process a request of this type"); a setting or target out of range with exceptio
 
 A tap change decided at a step is made by ``actuate`` at the next step (the tap changer's operating time,
 a few seconds on a real unit), which then pushes all three taps into the feeder and counts the operation.
-All times are simulated seconds (``t`` of the bench step); the wall clock is never read.
+
+Communication-loss fallback (the SCADA/communication-loss timer of utility regulator controls): while a master
+holds the control away from its own settings, in manual mode or with a band centre other than the panel's
+(``panel_band_center_v``: set at power-up or by a panel setting), no master write for ``revert_timeout_s``
+returns it to automatic with the panel band centre, counted in ``reverted_count`` with the reason in
+``last_revert_reason``. Any write counts; ``heartbeat`` is there for a master with nothing else to write.
+
+All times are simulated seconds (``t`` of the bench step, or the injected ``clock`` for writes); the wall clock is
+never read.
 
 The IEEE 13-node regulator settings are the defaults: band centre 122 V, bandwidth 2 V, PT ratio 20, CT
 primary 700 A, R = 3 V, X = 9 V on each phase; the initial taps are the published solution's (10, 8, 11).
@@ -32,7 +40,7 @@ primary 700 A, R = 3 V, X = 9 V on each phase; the initial taps are the publishe
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import IntEnum
 from typing import Any, Protocol
 
@@ -61,6 +69,10 @@ RANGES: dict[str, tuple[float, float]] = {
     "inter_tap_delay_s": (0.0, 60.0),
 }
 SETTING_POINTS = ("band_center_v", "bandwidth_v", "time_delay_s", "ldc_r_v", "ldc_x_v", "pt_ratio", "ct_primary_a")
+# Communication-loss timer: 0 turns it off; otherwise 10 s (longer than any master's poll cycle) to 2 h.
+REVERT_RANGE_S = (10.0, 7200.0)
+REVERT_DEFAULT_S = 300.0
+_UINT16_MAX = 65535
 TARGET_POINTS = {f"tap_target_{p}": k for k, p in enumerate(PHASES)}
 
 
@@ -69,6 +81,14 @@ class Mode(IntEnum):
 
     MANUAL = 0
     AUTOMATIC = 1
+
+
+class RevertReason(IntEnum):
+    """Register ``last_revert_reason``: why the control last went back to its own settings."""
+
+    NONE = 0  # never reverted since start
+    COMMUNICATION_LOSS_MANUAL = 1  # manual mode and no master write for revert_timeout_s
+    COMMUNICATION_LOSS_BAND_CENTER = 2  # automatic with a master's band centre and no master write for the timeout
 
 
 class RegulatorError(ValueError):
@@ -134,19 +154,25 @@ class RegulatorController:
         ``ldc_x_v`` (9), ``pt_ratio`` (20), ``ct_primary_a`` (700); ``mode`` ``"automatic"`` (default) or
         ``"manual"``; ``ganged`` (false: each unit regulates its own phase; true: phase ``ganged_phase``,
         default ``"a"``, drives all three); ``taps`` initial positions ([10, 8, 11]); ``operation_counts``
-        the counters' initial readings ([0, 0, 0]).
+        the counters' initial readings ([0, 0, 0]); ``revert_timeout_s`` the communication-loss timer (300; 0 off,
+        else 10..7200). ``band_center_v`` is also the panel band centre the fallback returns to.
+    clock : simulated time [s] used to stamp writes; without it a write is stamped with the time of the last step
+        the control saw.
     """
 
-    def __init__(self, name: str, options: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, name: str, options: Mapping[str, Any] | None = None, *, clock: Callable[[], float] | None = None
+    ) -> None:
         opts = dict(options or {})
         known = {
             "regulators", "bus", "line", "mode", "ganged", "ganged_phase", "taps", "operation_counts",
-            *RANGES,
+            "revert_timeout_s", *RANGES,
         }  # fmt: skip
         for key in opts:
             if key not in known:
                 raise RegulatorError(name, key, opts[key], f"a known option ({', '.join(sorted(known))})")
         self.name = name
+        self.clock = clock
         regs = opts.get("regulators", ["Transformer.Reg1", "Transformer.Reg2", "Transformer.Reg3"])
         if (
             not isinstance(regs, Sequence)
@@ -198,6 +224,20 @@ class RegulatorController:
             or not all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < COUNTER_MODULUS for x in counts)
         ):
             raise RegulatorError(name, "operation_counts", counts, f"three integers in [0, {COUNTER_MODULUS - 1}]")
+
+        revert = opts.get("revert_timeout_s", REVERT_DEFAULT_S)
+        if not _is_number(revert) or not (revert == 0 or REVERT_RANGE_S[0] <= revert <= REVERT_RANGE_S[1]):
+            lo, hi = REVERT_RANGE_S
+            raise RegulatorError(
+                name, "revert_timeout_s", revert, f"0 (off) or a number of seconds in [{lo:g}, {hi:g}]"
+            )
+        self.revert_timeout_s = float(revert)
+        self.panel_band_center_v = self.settings["band_center_v"]
+        self.reverted_count = 0
+        self.last_revert_reason = RevertReason.NONE
+        self.heartbeat = 0
+        self._t: float | None = None  # the latest simulated time seen (step or clock)
+        self._master_at: float | None = None  # the last master write (or the first scan): the fallback timer's start
 
         self.taps = list(taps)
         self.targets = list(taps)
@@ -251,7 +291,10 @@ class RegulatorController:
         return v, i
 
     def observe(self, t: float, solution: Solution) -> None:
-        """Measure every phase and, in automatic mode, run the band/time-delay control."""
+        """Measure every phase, fall back to the panel's settings after a communication loss and, in automatic
+        mode, run the band/time-delay control."""
+        self._seen(t)
+        self._communication_loss(t)
         s = self.settings
         for k in range(3):
             self._v[k], self._i[k] = self._measure(solution, k)
@@ -274,6 +317,48 @@ class RegulatorController:
             step = self._run_channel(self._channels[k], self._v_comp[k], t)
             if step:
                 self.targets[k] = max(TAP_MIN, min(TAP_MAX, self.taps[k] + step))
+
+    # --- communication-loss fallback -----------------------------------------------------------------------
+    def _seen(self, t: float) -> None:
+        self._t = t if self._t is None else max(self._t, t)
+
+    def _now(self) -> float | None:
+        if self.clock is not None:
+            self._seen(self.clock())
+        return self._t
+
+    @property
+    def overridden(self) -> bool:
+        """A master holds the control away from its own settings: manual mode, or a band centre not the panel's."""
+        return self.mode is Mode.MANUAL or self.settings["band_center_v"] != self.panel_band_center_v
+
+    def revert_remaining_s(self, now: float) -> float:
+        """Seconds before an overridden control without master writes reverts (0: not armed)."""
+        if not self.overridden or not self.revert_timeout_s:
+            return 0.0
+        since = self._master_at if self._master_at is not None else now
+        return max(0.0, since + self.revert_timeout_s - now)
+
+    def _communication_loss(self, t: float) -> None:
+        """Overridden and no master write for revert_timeout_s: automatic with the panel band centre."""
+        if self._master_at is None:
+            self._master_at = t  # the first scan: a control powered up in manual mode times from there
+        if not self.overridden or not self.revert_timeout_s or self.revert_remaining_s(t) > 0:
+            return
+        manual = self.mode is Mode.MANUAL
+        silent_s = t - self._master_at
+        self.mode = Mode.AUTOMATIC
+        self.settings["band_center_v"] = self.panel_band_center_v
+        self.targets = list(self.taps)  # a manual movement under way stops
+        for ch in self._channels:
+            ch.reset()
+        self.reverted_count = (self.reverted_count + 1) % (_UINT16_MAX + 1)
+        self.last_revert_reason = (
+            RevertReason.COMMUNICATION_LOSS_MANUAL if manual else RevertReason.COMMUNICATION_LOSS_BAND_CENTER
+        )
+        log.warning("regulator_reverted", device=self.name, reason="communication_loss", was="manual" if manual
+                    else "band_center", silent_s=round(silent_s, 1), band_center_v=self.panel_band_center_v,
+                    count=self.reverted_count, t=round(t, 1))  # fmt: skip
 
     def band_direction(self, v_comp: float) -> int:
         """+1 when ``v_comp`` is below the band (raise), -1 above it (lower), 0 inside (edges included)."""
@@ -323,6 +408,13 @@ class RegulatorController:
             out[key] = self.settings[key]
         out["time_delay_s"] = round(self.settings["time_delay_s"])
         out["ct_primary_a"] = round(self.settings["ct_primary_a"])
+        out["panel_band_center_v"] = self.panel_band_center_v
+        out["revert_timeout_s"] = round(self.revert_timeout_s)
+        out["heartbeat"] = self.heartbeat
+        now = self._t if self._t is not None else t
+        out["revert_remaining_s"] = min(_UINT16_MAX, math.ceil(self.revert_remaining_s(now) - 1e-9))
+        out["reverted_count"] = self.reverted_count
+        out["last_revert_reason"] = int(self.last_revert_reason)
         return out
 
     # --- writes -------------------------------------------------------------------------------------------
@@ -331,6 +423,9 @@ class RegulatorController:
         points = req.points
         if not points:
             return ILLEGAL_ADDRESS  # only reserved registers written
+        now = self._now()
+        if now is not None:
+            self._master_at = now  # any write, accepted or not: the master is alive
         mode = points.get("mode", int(self.mode))
         if mode not in (Mode.MANUAL, Mode.AUTOMATIC):
             return self._refuse(f"mode={mode} (0 manual, 1 automatic)", ILLEGAL_VALUE)
@@ -341,6 +436,18 @@ class RegulatorController:
                 if not lo <= points[key] <= hi:
                     return self._refuse(f"{key}={points[key]} (allowed {lo:g}..{hi:g})", ILLEGAL_VALUE)
                 new[key] = float(points[key])
+        panel = self.panel_band_center_v
+        if "panel_band_center_v" in points:
+            lo, hi = RANGES["band_center_v"]
+            if not lo <= points["panel_band_center_v"] <= hi:
+                return self._refuse(f"panel_band_center_v={points['panel_band_center_v']} (allowed {lo:g}..{hi:g})",
+                                    ILLEGAL_VALUE)  # fmt: skip
+            panel = float(points["panel_band_center_v"])
+            if "band_center_v" not in points:
+                new["band_center_v"] = panel  # a panel setting sets the band centre in force too
+        revert = points.get("revert_timeout_s", self.revert_timeout_s)
+        if not (revert == 0 or REVERT_RANGE_S[0] <= revert <= REVERT_RANGE_S[1]):
+            return self._refuse(f"revert_timeout_s={revert} (allowed 0, or 10..7200)", ILLEGAL_VALUE)
         targets = {TARGET_POINTS[n]: v for n, v in points.items() if n in TARGET_POINTS}
         if targets:
             if Mode(mode) is not Mode.MANUAL:
@@ -354,6 +461,10 @@ class RegulatorController:
                 ch.reset()
         self.mode = Mode(mode)
         self.settings = new
+        self.panel_band_center_v = panel
+        self.revert_timeout_s = float(revert)
+        if "heartbeat" in points:
+            self.heartbeat = int(points["heartbeat"])
         for k, v in targets.items():
             self.targets[k] = int(v)
         log.info("regulator_write_accepted", device=self.name, points=",".join(sorted(points)))
@@ -364,4 +475,4 @@ class RegulatorController:
         return code
 
 
-__all__ = ["Mode", "RegulatorController", "RegulatorError", "compensated_voltage"]
+__all__ = ["Mode", "RegulatorController", "RegulatorError", "RevertReason", "compensated_voltage"]

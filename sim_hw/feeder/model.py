@@ -42,6 +42,19 @@ _PHASE_NODE = {"a": 1, "b": 2, "c": 3}
 _METERED_CLASSES = ("line", "transformer", "capacitor", "generator")
 _FAULT_NAME = "gridedge_fault"
 
+# The time series' voltage-dependent loads (docs/feeder.md, "Loads in the time series"): OpenDSS load model 4,
+# P = P0 (V/V0)^CVR_WATTS, Q = Q0 (V/V0)^CVR_VARS. CVR_WATTS is a feeder-level CVR factor for active power (field
+# studies of mixed residential/commercial feeders report about 0.7-0.8 %/%; OpenDSS's help for CVRwatts gives
+# 0.4-0.8 as typical); CVR_VARS is the middle of the 2-3 OpenDSS's help gives as typical for CVRvars.
+CVR_WATTS = 0.8
+CVR_VARS = 2.5
+# OpenDSS holds a load to its model only between Vminpu and Vmaxpu (defaults 0.95 and 1.05) and turns it into a
+# constant impedance outside: widened so that the exponential law holds over every voltage a feeder in service sees
+# (tests/test_feeder_loads.py measures both), and still gives way to a constant impedance in a fault.
+CVR_VMIN_PU = 0.85
+CVR_VMAX_PU = 1.15
+LOAD_MODELS = ("published", "exponential")
+
 
 class FeederError(ValueError):
     """A request the feeder cannot honour: unknown element, value out of range, unreadable script."""
@@ -118,6 +131,8 @@ class Feeder:
         self._rocof_hz_s = 0.0
         self._irradiance_pu = 0.0
         self._load_scale = 1.0
+        self._load_model = "published"
+        self._loads = tuple(n.lower() for n in d.Loads.AllNames())
         self._layout = self._build_layout()
 
     # ------------------------------------------------------------------ building
@@ -224,6 +239,43 @@ class Feeder:
                 pc.append((f"{pretty}/{t}", pretty, bus, entries))
         return _Layout(tuple(pd), tuple(pc), offset)
 
+    def substation_buses(self) -> tuple[str, ...]:
+        """The source bus and the buses at the regulators' terminals (IEEE 13-node: sourcebus, 650, rg60).
+
+        They are the substation's: the regulator's output is held high on purpose (line-drop compensation), so a
+        service-voltage range is judged on the other buses (sim_hw/truthlog.py).
+        """
+        d = self._dss
+        buses: list[str] = []
+        d.Vsources.First()
+        d.Circuit.SetActiveElement(f"Vsource.{d.Vsources.Name()}")
+        buses.append(d.CktElement.BusNames()[0].split(".")[0].lower())
+        for xf in self._regulators.values():
+            d.Circuit.SetActiveElement(f"Transformer.{xf}")
+            buses += [b.split(".")[0].lower() for b in d.CktElement.BusNames()]
+        return tuple(dict.fromkeys(buses))
+
+    # ------------------------------------------------------------------ loads
+    def set_load_model(self, model: str) -> None:
+        """``"published"``: every load as the script defines it (the IEEE 13-node data: constant PQ, Z or I);
+        ``"exponential"``: every load P = P0 (V/V0)^CVR_WATTS, Q = Q0 (V/V0)^CVR_VARS (OpenDSS model 4)."""
+        if model not in LOAD_MODELS:
+            raise FeederError(f"load model={model!r}: allowed {', '.join(LOAD_MODELS)}")
+        if model == self._load_model:
+            return
+        if model == "published":
+            raise FeederError("load model: the published models come back only by compiling the script again")
+        for name in self._loads:
+            self._dss.Text.Command(
+                f"Edit Load.{name} model=4 CVRwatts={CVR_WATTS} CVRvars={CVR_VARS} "
+                f"Vminpu={CVR_VMIN_PU} Vmaxpu={CVR_VMAX_PU}"
+            )
+        self._load_model = model
+
+    @property
+    def load_model(self) -> str:
+        return self._load_model
+
     # ------------------------------------------------------------------ regulators
     def set_regulator_taps(self, taps: tuple[int, int, int]) -> None:
         """Fix the regulators' taps, phases a, b, c, each an integer step in -16..16 (0.625 % per step).
@@ -288,6 +340,19 @@ class Feeder:
     # ------------------------------------------------------------------ PV
     def pv_sites(self) -> dict[str, PvSite]:
         return dict(self._pv)
+
+    def set_pv_rating(self, name: str, kva: float) -> None:
+        """Rate a PV site's inverter at ``kva`` (0 < kva <= 20000): the OpenDSS Generator's kVA and the site's
+        limit in :meth:`set_pv`. A bench with more PV than the script's sites carry sets it before it starts."""
+        key = name.lower() if isinstance(name, str) else name
+        site = self._pv.get(key)
+        if site is None:
+            raise FeederError(f"PV site {name!r}: no such site (sites: {', '.join(self._pv)})")
+        rating = _finite(f"{site.name} kva", kva)
+        if not 0 < rating <= 20_000:
+            raise FeederError(f"PV site {site.name}: kva={kva!r}: allowed 0 < kva <= 20000")
+        self._dss.Text.Command(f"Edit Generator.{key} kVA={rating!r}")
+        self._pv[key] = PvSite(site.name, site.bus, site.phases, rating, rating)
 
     def set_pv(self, name: str, p_kw: float, q_kvar: float) -> None:
         """Set a PV site's output: three-phase totals [kW], [kvar]; ``q_kvar`` > 0 injects vars.
@@ -437,6 +502,8 @@ class Feeder:
                 {p: volts[k] for p, k, _ in entries},
                 {p: complex(cur[2 * c], cur[2 * c + 1]) for p, _, c in entries},
             )
+        losses = d.Circuit.Losses()  # [W, var]
+        source = d.Circuit.TotalPower()  # [kW, kvar] into the source: negative while it feeds the circuit
         return Solution(
             t=t,
             converged=converged,
@@ -447,4 +514,8 @@ class Feeder:
             rocof_hz_s=self._rocof_hz_s,
             irradiance_pu=self._irradiance_pu,
             load_scale=self._load_scale,
+            losses_kva=complex(losses[0], losses[1]) / 1000.0,
+            source_kva=-complex(source[0], source[1]),
+            regulator_taps=self.regulator_taps(),
+            capacitors={name: self.capacitor_closed(name) for name in self._capacitors},
         )

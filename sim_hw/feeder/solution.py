@@ -49,6 +49,10 @@ class Solution:
     rocof_hz_s: float = 0.0
     irradiance_pu: float = 0.0  # plane-of-array irradiance / 1000 W/m2 at this instant (all PV sites)
     load_scale: float = 1.0  # the load profile's multiplier at this instant
+    losses_kva: complex = 0j  # the circuit's losses: lines, transformers, regulators [kW + j kvar]
+    source_kva: complex = 0j  # what the source delivers into the circuit [kW + j kvar]
+    regulator_taps: tuple[int, ...] = ()  # the regulators' tap steps, phases a, b, c
+    capacitors: dict[str, bool] = field(default_factory=dict)  # capacitor -> closed
 
     def v(self, bus: str) -> dict[str, complex]:
         try:

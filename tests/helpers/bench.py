@@ -62,3 +62,35 @@ def ieee13_copy(
 def bench_config(tmp_path: Path, edit: tuple[str, str] | None = None, *, irradiance: str = "clear") -> BenchConfig:
     """The shipped IEEE 13-node bench, privately copied (:func:`ieee13_copy`), starting at solar noon."""
     return load_bench_config(ieee13_copy(tmp_path, edit=edit, irradiance=irradiance))
+
+
+DAY = ROOT / "config" / "sim-ieee13-day.toml"
+DAY_START = "2026-03-20T00:00:00Z"
+
+
+def day_copy(tmp_path: Path, *, start: str | None = None, edit: tuple[str, str] | None = None) -> Path:
+    """config/sim-ieee13-day.toml with free ports, a tmp pty link and absolute paths; optionally another ``start``
+    (the day's profiles follow the time of day) and one text ``edit`` (old, new) of the shipped file."""
+    text = DAY.read_text()
+    if edit is not None:
+        assert edit[0] in text, f"the shipped day has no {edit[0]!r}"
+        text = text.replace(*edit)
+    used: set[int] = set()
+
+    def port(_: re.Match[str]) -> str:
+        p = free_port()
+        while p in used:
+            p = free_port()
+        used.add(p)
+        return f"port = {p}"
+
+    text = re.sub(r"(?m)^port = \d+", port, text)
+    assert len(used) == 12, "the shipped day has 11 TCP devices and a PMU"
+    text = _sub(r'map = "maps/', f'map = "{ROOT / "config" / "maps"}/', text, 10)
+    text = _sub(r'dss = "ieee13/IEEE13.dss"', f'dss = "{ROOT / "config" / "ieee13" / "IEEE13.dss"}"', text, 1)
+    text = _sub(r'link = "\.\./run/rtu-day-bus1"', f'link = "{tmp_path / "rtu-day-bus1"}"', text, 1)
+    if start is not None:
+        text = _sub(f'start = "{DAY_START}"', f'start = "{start}"', text, 1)
+    path = tmp_path / "sim-ieee13-day.toml"
+    path.write_text(text)
+    return path
