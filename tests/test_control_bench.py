@@ -39,6 +39,7 @@ hunting_reversals = {reversals}
 {interlocks}
 [control.capbank]
 device = "cap675-ctl"
+heartbeat_point = "heartbeat"   # the agent keeps the bank in remote while it holds it
 cadence_s = 5
 delay_s = 10
 var_point = "sub-meter.q_total"
@@ -222,6 +223,7 @@ hunting_window_s = 3600
 {interlocks}
 [control.capbank]
 device = "cap675-ctl"
+heartbeat_point = "heartbeat"   # the agent keeps the bank in remote while it holds it
 cadence_s = 2
 delay_s = 4
 voltage_points = [{{ point = "cap675-ctl.v_control", nominal_v = 120.0 }}]
@@ -238,7 +240,9 @@ async def test_induced_hunting_is_frozen_and_alarmed(tmp_path) -> None:
     # cap675 closed, remote: 127.3 V at 675 at noon, 125.1 V open (the regulator's taps held in manual, so that
     # only the bank moves the voltage); a 30 s discharge lockout keeps the test short
     short_lockout = ('options = { capacitor = "cap675" }', 'options = { capacitor = "cap675", lockout_s = 30 }')
-    async with running_bench(tmp_path, edit=short_lockout, more=(REGULATOR_MANUAL,)) as bench:
+    # the published constant-power loads: the voltages above are theirs (a voltage-dependent load moves them)
+    published_loads = ('load = "default"', 'load = "default"\nload_model = "published"')
+    async with running_bench(tmp_path, edit=short_lockout, more=(REGULATOR_MANUAL, published_loads)) as bench:
         model = cap_model(bench)
         site = site_file(bench, tmp_path / "agent", HUNTING.format(interlocks=INTERLOCKS))
         async with running_agent(bench, site) as agent:

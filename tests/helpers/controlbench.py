@@ -57,7 +57,8 @@ class BenchClock:
         await asyncio.sleep(max(0.0, seconds) / self.bench.speed)
 
 
-REGULATOR_MANUAL = ('kind = "regulator"', 'kind = "regulator"\noptions = { mode = "manual" }')
+# the regulator held in manual from its panel (no master writes it, so its communication-loss fallback is off)
+REGULATOR_MANUAL = ('kind = "regulator"', 'kind = "regulator"\noptions = { mode = "manual", revert_timeout_s = 0 }')
 
 
 @asynccontextmanager
