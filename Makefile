@@ -20,7 +20,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	sh scripts/install-system-packages.sh --test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -140,7 +140,9 @@ async def test_a_close_the_device_refuses_during_its_lockout_is_refused_with_the
             await bench_steps(bench, 2)
             assert model.lockout_remaining_s(bench.sim_time) > 200
             await until(lambda: any(d["verdict"].startswith("refused:device") for d in agent.decisions()), timeout=30)
-            await bench_steps(bench, 200)  # 200 s more of the function wanting to close, every 5 s
+            # the function keeps wanting to close, every 5 s: the envelope's back-off refuses the next one first
+            await until(lambda: any(d["verdict"] == "refused:rate_limit" for d in agent.decisions()), timeout=30)
+            await bench_steps(bench, 200)  # 200 s more of it
             refused = [d for d in agent.decisions() if d["verdict"].startswith("refused:device")]
             d = refused[0]
             assert d["verdict"] == "refused:device_refused:6" and d["outcome"] == "refused"

@@ -265,7 +265,8 @@ def test_wrong_password_retries_with_backoff_and_says_the_broker_refused(
         tmp_path, f'broker = "mqtt://127.0.0.1:{password_broker.port}"\nusername = "edge"\npassword = "wrong"'
     )
     session = _session_for(load_config(site))
-    asyncio.run(_never_connects(session, lambda: session.stats.connect_failures >= 3))
+    # a fourth failure means the first three were each followed by their reconnect line (logged before the wait)
+    asyncio.run(_never_connects(session, lambda: session.stats.connect_failures >= 4))
     failures = _failures(caplog)
     assert len(failures) >= 3
     # operator-readable: the broker's reason code, not just "failed"
