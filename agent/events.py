@@ -47,6 +47,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from agent.points import Event
 from agent.store import StoreError, StoreInputError
 from protocols.eventlog import EventLog
 
@@ -93,18 +94,6 @@ class RecentAction:
     ts: float
     function: str
     device: str
-
-
-@dataclass(frozen=True, slots=True)
-class AnnotatedEvent:
-    """An event with the control action it follows in its ``data`` (the six fields of a SpoolEvent)."""
-
-    ts: float
-    kind: str
-    severity: str
-    source: str
-    text: str
-    data: dict[str, Any] | None
 
 
 class RecentActions:
@@ -154,7 +143,7 @@ def annotate(event: SpoolEvent, actions: RecentActions | None) -> SpoolEvent:
     data.setdefault("control_action_id", hit.id)
     data.setdefault("control_action", f"{hit.function}:{hit.device}")
     data.setdefault("control_action_s", round(event.ts - hit.ts, 3))
-    return AnnotatedEvent(event.ts, event.kind, event.severity, event.source, event.text, data)
+    return Event(event.ts, event.kind, event.severity, event.source, event.text, data)
 
 
 @dataclass(slots=True)
@@ -308,5 +297,5 @@ class EventSpool:
             self.log.error("events_lost_at_stop", count=self.waiting, reason="store_failing")
 
 
-__all__ = ["MAX_WAITING", "RECENT_ACTIONS", "RETRY_S", "AnnotatedEvent", "EventSpool", "EventStore", "RecentAction",
+__all__ = ["MAX_WAITING", "RECENT_ACTIONS", "RETRY_S", "Event", "EventSpool", "EventStore", "RecentAction",
            "RecentActions", "SpoolEvent", "SpoolStats", "annotate"]  # fmt: skip

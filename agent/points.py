@@ -1,9 +1,10 @@
-"""The measurement model: a point's reading with its UTC timestamp, unit and quality."""
+"""The measurement model: a point's reading with its UTC timestamp, unit and quality; an event for the store."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class Quality(StrEnum):
@@ -40,3 +41,22 @@ class Reading(NamedTuple):
     unit: str
     quality: Quality = Quality.GOOD
     stream: Stream = Stream.TELEMETRY
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event on its way to the store (the six fields of ``store.add_event``; agent/events.py spools them).
+    Every producer makes these: PMU and voltage monitoring, power quality, the PQ worker's pipe, control's
+    audit."""
+
+    ts: float
+    kind: str
+    severity: str  # info | warning | error (docs/telemetry.md)
+    source: str
+    text: str
+    data: dict[str, Any] | None
+
+    @property
+    def cleared(self) -> bool:
+        """The event says a condition ended (``data["cleared"]``)."""
+        return bool(self.data and self.data.get("cleared"))

@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from agent.points import Event
+
 MODES = ("monitor", "advise", "control")  # in rising order of authority
 OUTCOMES = ("pending", "applied", "refused", "advised", "held", "readback_failed", "reverted", "failed")
 VERDICTS = ("proposed", "allowed", "advise", "held")  # and "refused:<reason>"
@@ -252,18 +254,6 @@ _SEVERITY = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class AuditEvent:
-    """A decision as an event of the ``control`` stream (the six fields every event has)."""
-
-    ts: float
-    kind: str
-    severity: str
-    source: str
-    text: str
-    data: dict[str, Any] | None
-
-
 def audit_text(d: Decision) -> str:
     """One line for an operator: ``capbank cap675-ctl capbank.close: applied (var_lagging)``."""
     action = d.command.action if d.command is not None else "no command"
@@ -271,16 +261,16 @@ def audit_text(d: Decision) -> str:
     return f"{d.function} {d.device} {action}: {d.outcome} ({why})"
 
 
-def audit_event(d: Decision) -> AuditEvent:
+def audit_event(d: Decision) -> Event:
     """The ``control_decision`` event of ``d``: source is the device, data the whole record."""
-    return AuditEvent(d.ts, AUDIT_KIND, _SEVERITY[d.outcome], d.device, audit_text(d), d.to_dict())
+    return Event(d.ts, AUDIT_KIND, _SEVERITY[d.outcome], d.device, audit_text(d), d.to_dict())
 
 
 __all__ = [
     "AUDIT_KIND",
     "MODES",
     "OUTCOMES",
-    "AuditEvent",
+    "Event",
     "Command",
     "Decision",
     "Input",

@@ -42,9 +42,10 @@ from typing import Any, Protocol
 from agent.clock import Clock
 from agent.control.actuators import Actuator
 from agent.control.config import ControlConfig, FunctionPolicy
-from agent.control.decision import AuditEvent, Command, Decision, audit_event, lesser_mode, new_id
+from agent.control.decision import Command, Decision, audit_event, lesser_mode, new_id
 from agent.control.view import ReadingSource, View
 from agent.events import RECENT_ACTIONS, EventSpool, RecentActions
+from agent.points import Event
 from agent.store import ControlFlag, ControlOp, StoreError
 from protocols.eventlog import EventLog
 
@@ -71,8 +72,8 @@ class ControlStore(Protocol):
     async def control_flags(self, kind: str | None = None) -> list[ControlFlag]: ...
 
 
-def _event(ts: float, kind: str, severity: str, device: str, text: str, data: dict[str, Any]) -> AuditEvent:
-    return AuditEvent(ts, kind, severity, device, text, data)
+def _event(ts: float, kind: str, severity: str, device: str, text: str, data: dict[str, Any]) -> Event:
+    return Event(ts, kind, severity, device, text, data)
 
 
 class ControlStream:

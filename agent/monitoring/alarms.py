@@ -32,28 +32,13 @@ from agent.monitoring.config import MonitoringConfig
 from agent.monitoring.limits import SERVICE_VOLTAGE_RANGES, VoltageRange
 from agent.monitoring.perunit import per_unit
 from agent.monitoring.picture import BusPhaseVoltage, SourceVoltage, VoltagePicture
+from agent.points import Event
 
 # Event kinds (the ``kind`` column of the store's events table)
 RANGE_KINDS = {"A": "voltage_range_a", "B": "voltage_range_b"}
 DATA_STALE = "voltage_data_stale"
 RANGE_SEVERITY = {"A": "warning", "B": "error"}  # outside Range B: corrective action should be taken promptly
 LOW, HIGH = "low", "high"
-
-
-@dataclass(frozen=True, slots=True)
-class MonitoringEvent:
-    """An event for ``store.add_event(ts, kind, severity, source, text, data)`` (an :class:`~agent.events.SpoolEvent`)."""
-
-    ts: float
-    kind: str
-    severity: str  # info | warning | error (docs/telemetry.md)
-    source: str  # "<bus>/<phase>" for a range, the point for stale data
-    text: str
-    data: dict[str, Any]
-
-    @property
-    def cleared(self) -> bool:
-        return bool(self.data.get("cleared"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,9 +139,9 @@ class VoltageAlarms:
         self._fed: dict[tuple[str, str], float] = {}  # the timestamp of the last value fed per bus-phase
         self._watch = {v.point: _Watch() for v in config.voltages}
 
-    def update(self, picture: VoltagePicture) -> list[MonitoringEvent]:
+    def update(self, picture: VoltagePicture) -> list[Event]:
         """The events ``picture`` causes: range transitions first (in bus-phase order), then stale data."""
-        events: list[MonitoringEvent] = []
+        events: list[Event] = []
         for bp in picture.bus_phases:
             events += self._ranges(bp)
         for s in picture.sources:
@@ -180,7 +165,7 @@ class VoltageAlarms:
 
     # ---- ranges ------------------------------------------------------------------------------------------
 
-    def _ranges(self, bp: BusPhaseVoltage) -> list[MonitoringEvent]:
+    def _ranges(self, bp: BusPhaseVoltage) -> list[Event]:
         if bp.stale or bp.ts is None or bp.value_v is None or bp.source is None:
             return []
         key = (bp.bus, bp.phase)
@@ -195,7 +180,7 @@ class VoltageAlarms:
                 out.append(self._range_event(bp, alarm, t))
         return out
 
-    def _range_event(self, bp: BusPhaseVoltage, alarm: LimitAlarm, t: Transition) -> MonitoringEvent:
+    def _range_event(self, bp: BusPhaseVoltage, alarm: LimitAlarm, t: Transition) -> Event:
         rng = alarm.range
         kind = RANGE_KINDS[rng.name]
         where = f"bus {bp.bus} phase {bp.phase}"
@@ -213,16 +198,16 @@ class VoltageAlarms:
                         decided_ts=t.decided_ts)  # fmt: skip
             text = (f"{where}: back inside Range {rng.name} ({t.value_v:.2f} V on the 120 V base) after "
                     f"{duration:.1f} s {word} it, extreme {t.extreme_v:.2f} V")  # fmt: skip
-            return MonitoringEvent(t.ts, kind, "info", bp.key, text, data)
+            return Event(t.ts, kind, "info", bp.key, text, data)
         data.update(pickup_s=alarm.pickup_s, decided_ts=t.decided_ts)
         bound = "minimum" if alarm.side == LOW else "maximum"
         text = (f"{where}: {t.value_v:.2f} V ({per_unit(t.value_v):.4f} pu) {word} Range {rng.name}'s {bound} "
                 f"{alarm.limit_v:g} V on the 120 V base ({rng.source}), from {bp.source}")  # fmt: skip
-        return MonitoringEvent(t.ts, kind, RANGE_SEVERITY[rng.name], bp.key, text, data)
+        return Event(t.ts, kind, RANGE_SEVERITY[rng.name], bp.key, text, data)
 
     # ---- stale data --------------------------------------------------------------------------------------
 
-    def _stale(self, s: SourceVoltage, now: float) -> MonitoringEvent | None:
+    def _stale(self, s: SourceVoltage, now: float) -> Event | None:
         w = self._watch.get(s.point)
         if w is None:
             return None
@@ -236,7 +221,7 @@ class VoltageAlarms:
             w.active = False
             ts = max(s.ts, w.raised_ts)
             duration = ts - w.raised_ts
-            return MonitoringEvent(ts, DATA_STALE, "info", s.point,
+            return Event(ts, DATA_STALE, "info", s.point,
                                    f"{s.point} (bus {s.bus} phase {s.phase}): usable again after {duration:.1f} s",
                                    {"point": s.point, "bus": s.bus, "phase": s.phase, "cleared": True,
                                     "raised_ts": w.raised_ts, "duration_s": _r(duration, 3),
@@ -247,7 +232,7 @@ class VoltageAlarms:
             return None
         w.active, w.raised_ts = True, now
         last = "never read" if s.state == "missing" else f"latest reading {s.state}"
-        return MonitoringEvent(now, DATA_STALE, "warning", s.point,
+        return Event(now, DATA_STALE, "warning", s.point,
                                f"{s.point} (bus {s.bus} phase {s.phase}): no usable reading for {silent:.1f} s "
                                f"(limit {stale_after:g} s; {last})",
                                {"point": s.point, "bus": s.bus, "phase": s.phase, "state": s.state,
@@ -256,5 +241,5 @@ class VoltageAlarms:
                                 "clause": "configured stale_after_s"})  # fmt: skip
 
 
-__all__ = ["DATA_STALE", "HIGH", "LOW", "RANGE_KINDS", "RANGE_SEVERITY", "LimitAlarm", "MonitoringEvent", "Transition",
+__all__ = ["DATA_STALE", "HIGH", "LOW", "RANGE_KINDS", "RANGE_SEVERITY", "LimitAlarm", "Transition",
            "VoltageAlarms"]  # fmt: skip

@@ -14,9 +14,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from agent.events import EventSpool, EventStore
-from agent.monitoring.alarms import MonitoringEvent, VoltageAlarms
+from agent.monitoring.alarms import VoltageAlarms
 from agent.monitoring.config import MonitoringConfig
 from agent.monitoring.picture import BusPhaseVoltage, Latest, VoltagePicture, voltage_picture
+from agent.points import Event
 from protocols.eventlog import EventLog
 
 log = EventLog("monitoring")
@@ -39,7 +40,7 @@ class VoltageMonitoring:
         self.picture: VoltagePicture | None = None
         self.evaluations = 0
 
-    def evaluate(self) -> list[MonitoringEvent]:
+    def evaluate(self) -> list[Event]:
         """One picture at the clock's time; its events are logged and put in the spool (and returned)."""
         picture = voltage_picture(self.config, self.latest, self.clock())
         events = self.alarms.update(picture)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agent.pmu.ringbuffer import RingBuffer
+from agent.points import Event
 from protocols.c37118 import PmuTimeQuality, Stat, TimeQuality
 
 # Event kinds (the ``kind`` column of the store's events table).
@@ -372,18 +373,6 @@ class StaleMonitor:
 # ---- event windows -------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A finished event, ready for ``store.add_event(ts, kind, severity, source, text, data)``."""
-
-    ts: float
-    kind: str
-    severity: str
-    source: str
-    text: str
-    data: dict[str, Any]
-
-
 def compact_window(ts: Sequence[float], rows: Sequence[tuple], channels: Sequence[str], t_ref: float,
                    *, digits: Sequence[int] | None = None, max_chars: int = MAX_WINDOW_JSON) -> dict[str, Any]:  # fmt: skip
     """Rows as one array per channel plus ``t_ms`` (offsets from ``t_ref``), decimated until it fits.
@@ -465,7 +454,7 @@ class EventWindows:
 
 
 __all__ = [
-    "ANGLE_DIFFERENCE", "FREQUENCY", "ROCOF", "STALE", "TIME_SYNC", "VOLTAGE", "AngleDifferenceMonitor", "Event",
+    "ANGLE_DIFFERENCE", "FREQUENCY", "ROCOF", "STALE", "TIME_SYNC", "VOLTAGE", "AngleDifferenceMonitor",
     "EventWindows", "FrequencyMonitor", "Hysteresis", "RocofMonitor", "StaleMonitor", "TimeSyncMonitor", "Transition",
     "Trigger", "VoltageMonitor", "cleared_trigger", "compact_window", "sync_problems", "wrap_deg",
 ]  # fmt: skip

@@ -9,7 +9,7 @@ processor after every gap or reconnection), and runs the IEC 61000-4-30 Class A 
   ``frequency``; at each 10-min tick of the UTC clock ``rms_10min``, ``thd_10min``, ``u2_10min`` and
   ``pst``; at each 2-h tick ``plt``. A value the standard flags (a dip, swell or interruption overlapped it,
   IEC 61000-4-30 4.7) keeps its number and gets quality ``flagged``;
-- events (:class:`PqEvent`): ``pq_dip``, ``pq_swell``, ``pq_interruption`` when one ends, and ``pq_flicker``
+- events (:class:`Event`): ``pq_dip``, ``pq_swell``, ``pq_interruption`` when one ends, and ``pq_flicker``
   when an unflagged Pst is above 1.0;
 - compliance (:class:`ComplianceTracker`): at each 10-min tick, for each standard of the stream's
   ``compliance`` list, ``<stream>.compliance.<standard>`` (1 pass, 0 fail) over the rolling week, and a
@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.points import Quality, Reading
+from agent.points import Event, Quality, Reading
 from agent.pq.classa import TEN_MIN_S, TWO_HOUR_S, Aggregate, ClassAMeter, FrequencyValue
 from agent.pq.compliance import (
     WEEK_S,
@@ -72,22 +72,10 @@ class PqStreamError(Exception):
     """The stream cannot be measured as configured (a channel missing, a rate too low): names what and why."""
 
 
-@dataclass(frozen=True, slots=True)
-class PqEvent:
-    """A finished event, ready for ``store.add_event(ts, kind, severity, source, text, data)``."""
-
-    ts: float
-    kind: str
-    severity: str
-    source: str
-    text: str
-    data: dict[str, Any]
-
-
 @dataclass(slots=True)
 class PqOutput:
     readings: list[Reading] = field(default_factory=list)
-    events: list[PqEvent] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
 
 
 def _q(flagged: bool) -> Quality:
@@ -166,7 +154,7 @@ class ComplianceTracker:
                 out.events.append(self._event(tick, std, verdict, previous, failed, series.duration_s, report))
 
     def _event(self, tick: float, std: str, verdict: str, previous: str | None, failed: list[CriterionResult],
-               history_s: float, report: ComplianceReport) -> PqEvent:  # fmt: skip
+               history_s: float, report: ComplianceReport) -> Event:  # fmt: skip
         period = "week complete" if history_s >= WEEK_S else f"{history_s / 86400:.2f} of 7 days kept"
         if failed:
             named = "; ".join(_failed_line(c) for c in failed[:COMPLIANCE_TEXT_FAILED])
@@ -185,7 +173,7 @@ class ComplianceTracker:
         }  # fmt: skip
         if report.bus_kv is not None:
             data.update(bus_kv=round(report.bus_kv, 4), ieee519_row=report.ieee519_row)
-        return PqEvent(tick, COMPLIANCE_KIND, "warning" if failed else "info", self.name, text, data)
+        return Event(tick, COMPLIANCE_KIND, "warning" if failed else "info", self.name, text, data)
 
     def status(self) -> dict[str, Any]:
         st = self.statistics
@@ -362,7 +350,7 @@ class PqProcessor:
             out.events.append(self._flicker_event(start, tick, above))
 
     # ---- events --------------------------------------------------------------------------------------------
-    def _event(self, ev: PqEventValue) -> PqEvent:
+    def _event(self, ev: PqEventValue) -> Event:
         udin = self.cfg.udin_v
         ecfg = self.cfg.events
         phase = self._channel(ev.phase)
@@ -385,9 +373,9 @@ class PqProcessor:
             what = f"residual {pct:.1f} %"
         text = (f"{self.name}: {ev.kind} on {phase} (phases {','.join(phases)}), {what} of {udin:g} V, "
                 f"{ev.duration_s:.3f} s ({cycles:.1f} cycles) ({EVENT_CLAUSE[ev.kind]})")  # fmt: skip
-        return PqEvent(ev.start_s, EVENT_KINDS[ev.kind], EVENT_SEVERITY[ev.kind], self.name, text, data)
+        return Event(ev.start_s, EVENT_KINDS[ev.kind], EVENT_SEVERITY[ev.kind], self.name, text, data)
 
-    def _flicker_event(self, start: float, tick: float, above: dict[str, float]) -> PqEvent:
+    def _flicker_event(self, start: float, tick: float, above: dict[str, float]) -> Event:
         worst = max(above, key=above.__getitem__)
         text = (f"{self.name}: Pst {above[worst]:.2f} on {worst} above {PST_EVENT_LIMIT:g} "
                 f"({', '.join(f'{c} {v:.2f}' for c, v in above.items())}; {self.cfg.lamp_v} V lamp) "
@@ -395,4 +383,4 @@ class PqProcessor:
         data = {"stream": self.name, "type": "flicker", "phase": worst, "pst": {c: round(v, 4) for c, v in above.items()},
                 "limit_pst": PST_EVENT_LIMIT, "interval_start_ts": start, "interval_end_ts": tick,
                 "lamp_v": self.cfg.lamp_v, "clause": PST_EVENT_CLAUSE}  # fmt: skip
-        return PqEvent(start, FLICKER_KIND, "warning", self.name, text, data)
+        return Event(start, FLICKER_KIND, "warning", self.name, text, data)

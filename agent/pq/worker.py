@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from agent.events import EventSpool, EventStore, SpoolStats
-from agent.points import Quality, Reading
+from agent.points import Event, Quality, Reading
 from agent.pq.config import WaveformStreamConfig
 from agent.store import StoreError
 from protocols.eventlog import EventLog, setup_logging
@@ -121,18 +121,8 @@ def reading_from_wire(item: Any) -> Reading:
     return Reading(point, float(ts), value, unit, QUALITIES[quality])
 
 
-@dataclass(frozen=True, slots=True)
-class WireEvent:
-    ts: float
-    kind: str
-    severity: str
-    source: str
-    text: str
-    data: dict[str, Any] | None
-
-
-def event_from_wire(item: Any) -> WireEvent:
-    keys = {f.name for f in fields(WireEvent)}
+def event_from_wire(item: Any) -> Event:
+    keys = {f.name for f in fields(Event)}
     if not (isinstance(item, dict) and set(item) == keys):
         raise PqWorkerError(f"event {item!r}: allowed an object with exactly {sorted(keys)}")
     ts = item["ts"]
@@ -142,7 +132,7 @@ def event_from_wire(item: Any) -> WireEvent:
         raise PqWorkerError(f"event {item!r}: kind, severity, source and text must be strings")
     if item["data"] is not None and not isinstance(item["data"], dict):
         raise PqWorkerError(f"event data {item['data']!r}: must be an object or null")
-    return WireEvent(float(ts), item["kind"], item["severity"], item["source"], item["text"], item["data"])
+    return Event(float(ts), item["kind"], item["severity"], item["source"], item["text"], item["data"])
 
 
 # ---- the agent's side -----------------------------------------------------------------------------------------
