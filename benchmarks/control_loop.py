@@ -61,7 +61,7 @@ REGULATOR = {"device": "reg-ctl", "operation": "supervise", "reverse_power": "al
 DER = [{"devices": INVERTERS, "volt_var": "category-b", "volt_watt": "default"}]
 
 
-def site(bench_path: Path, store: Path) -> Any:
+def site(bench_path: Path, store: Path, capbank: dict[str, Any] | None = None) -> Any:
     """The demo's site file pointed at the bench copy, its own store, advise mode, regulator and DER added."""
     raw = tomllib.loads(SITE.read_text())
     bench = load_bench_config(bench_path)
@@ -77,6 +77,7 @@ def site(bench_path: Path, store: Path) -> Any:
     ctl["mode"] = "advise"
     ctl.setdefault("regulator", REGULATOR)
     ctl.setdefault("der", DER)
+    ctl["capbank"].update(capbank or {})
     return parse_config(raw, SITE)
 
 
@@ -102,26 +103,22 @@ def per_call_ms(fn: Any, n: int) -> float:
     return (time.process_time() - t0) / n * 1000
 
 
-async def measure(config: Any, cycles: int, warmup_s: float) -> dict[str, Any]:
-    clock = SystemClock()
-    store = await AsyncStore.open(config.store.path, config.site_id, config.store.max_bytes)
-    snapshot = Snapshot()
+# the cap bank called to switch at every cycle (delay 0): the shipped bench's bank is closed, and its var flow is
+# always below this q_open_below_var (the voltage rules stay the demo's)
+PROPOSING = {"delay_s": 0, "q_close_above_var": 3e8, "q_open_below_var": 1e8}
+
+
+async def cycles_of(config: Any, snapshot: Snapshot, store: AsyncStore, pollers: list[Any], n: int) -> dict[str, Any]:
+    """``n`` cycles of the control built from ``config`` over the frozen ``snapshot``."""
     counting = Counting(snapshot)
-    registry = SerialBusRegistry()
-    pollers = build_pollers(config.devices, snapshot.update, clock.time, registry=registry)
-    control = build_control(config, counting, store, clock, pollers)
+    control = build_control(config, counting, store, SystemClock(), pollers)
     assert control is not None
-    tasks = [asyncio.create_task(p.run()) for p in pollers]
-    await asyncio.sleep(warmup_s)
-    for t in tasks:
-        t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
     controller, envelope = control.controller, control.envelope
     await envelope.refresh()
     cpu: list[float] = []
     wall: list[float] = []
     commands = 0
-    for _ in range(cycles):
+    for _ in range(n):
         controller._due.clear()  # every function due at once: the worst case
         c0, w0 = time.process_time(), time.perf_counter()
         for layer in controller.layers():
@@ -129,21 +126,37 @@ async def measure(config: Any, cycles: int, warmup_s: float) -> dict[str, Any]:
         cpu.append((time.process_time() - c0) * 1000)
         wall.append((time.perf_counter() - w0) * 1000)
     points = sorted(counting.points)
-    get_ms = per_call_ms(lambda: [snapshot.get(p) for p in points], 20000)
     r0 = time.process_time()
-    for _ in range(cycles):
+    for _ in range(n):
         await envelope.refresh()
-    refresh_ms = (time.process_time() - r0) / cycles * 1000
-    out = {
+    return {
         "functions": [f"{f.name}:{f.policy.mode}" for f in controller.functions],
-        "actuators": sorted(envelope.status()["devices"]),
-        "points_in_snapshot": len(snapshot), "points_read": len(points), "cycles": cycles,
+        "actuators": sorted(envelope.status()["devices"]), "points_read": len(points), "cycles": n,
         "commands_proposed": commands, "decisions": dict(envelope.counts),
-        "cpu_ms": cpu, "wall_ms": wall, "get_ms": get_ms, "refresh_ms": refresh_ms,
+        "last": {fn: f"{d.rule} {dict(d.detail)}" for fn, d in envelope.last.items()}, "cpu_ms": cpu, "wall_ms": wall,
+        "get_ms": per_call_ms(lambda: [snapshot.get(p) for p in points], 20000),
+        "refresh_ms": (time.process_time() - r0) / n * 1000,
     }  # fmt: skip
-    for link in control.links:
+
+
+async def measure(configs: dict[str, Any], cycles: int, warmup_s: float) -> dict[str, Any]:
+    """Poll the bench for ``warmup_s``, stop, then time the loop of each config over the frozen snapshot."""
+    first = next(iter(configs.values()))
+    clock = SystemClock()
+    store = await AsyncStore.open(first.store.path, first.site_id, first.store.max_bytes)
+    snapshot = Snapshot()
+    registry = SerialBusRegistry()
+    pollers = build_pollers(first.devices, snapshot.update, clock.time, registry=registry)
+    tasks = [asyncio.create_task(p.run()) for p in pollers]
+    await asyncio.sleep(warmup_s)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    out = {name: await cycles_of(cfg, snapshot, store, pollers, cycles) for name, cfg in configs.items()}
+    out["points_in_snapshot"] = len(snapshot)  # type: ignore[assignment]
+    for p in pollers:
         with contextlib.suppress(Exception):
-            await link.close()
+            await p.transport.close()
     await registry.close()
     await store.aclose()
     return out
@@ -167,7 +180,9 @@ def main() -> int:
                 print(f"control loop benchmark: the bench did not start\n{(folder / 'sim.log').read_text()[-2000:]}")
                 return 1
             time.sleep(2.0)  # the RS-485 pty and the SunSpec servers come up with the meter's
-            r = asyncio.run(measure(site(bench_path, folder / "agent.db"), args.cycles, args.warmup_s))
+            configs = {"as shipped": site(bench_path, folder / "agent.db"),
+                       "proposing": site(bench_path, folder / "agent.db", PROPOSING)}  # fmt: skip
+            r = asyncio.run(measure(configs, args.cycles, args.warmup_s))
         finally:
             sim.terminate()
             try:
@@ -175,20 +190,28 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 sim.kill()
             log.close()
-    cpu = sorted(r["cpu_ms"])
-    mean, p95 = statistics.fmean(cpu), cpu[int(0.95 * (len(cpu) - 1))]
-    print(f"control decision loop: {r['cycles']} cycles, every function due; functions {', '.join(r['functions'])};"
-          f" envelope devices {', '.join(r['actuators'])}")  # fmt: skip
-    print(f"snapshot {r['points_in_snapshot']} points, {r['points_read']} read per cycle; commands proposed "
-          f"{r['commands_proposed']}; decisions {r['decisions']}")  # fmt: skip
-    print(f"{'':44}{'CPU ms':>10}{'ratio':>10}")
-    print(f"{'one cycle (mean)':44}{mean:10.3f}{'':>10}")
-    print(f"{'one cycle (p95)':44}{p95:10.3f}{'':>10}")
-    print(f"{'one cycle wall (mean)':44}{statistics.fmean(r['wall_ms']):10.3f}{'':>10}")
-    print(f"{'peer: snapshot read of those points':44}{r['get_ms']:10.4f}{mean / r['get_ms']:10.1f}")
-    print(f"{'peer: envelope state read (store query)':44}{r['refresh_ms']:10.3f}{mean / r['refresh_ms']:10.2f}")
-    print("ratio: one cycle's mean CPU / the peer's")
-    print(f"target: < {TARGET_MS:g} ms CPU per cycle: {'met' if p95 < TARGET_MS else 'NOT met'} (p95)")
+    worst = 0.0
+    print(f"control decision loop over a frozen snapshot of {r['points_in_snapshot']} points; every function due "
+          "at each cycle; CPU of the process (time.process_time)")  # fmt: skip
+    for name in ("as shipped", "proposing"):
+        x = r[name]
+        cpu = sorted(x["cpu_ms"])
+        mean, p95 = statistics.fmean(cpu), cpu[int(0.95 * (len(cpu) - 1))]
+        worst = max(worst, p95)
+        print(f"\n{name}: {x['cycles']} cycles; functions {', '.join(x['functions'])}; envelope devices "
+              f"{', '.join(x['actuators'])}; {x['points_read']} points read per cycle; commands proposed "
+              f"{x['commands_proposed']}; decisions {x['decisions']}")  # fmt: skip
+        for fn, last in x["last"].items():
+            print(f"  last decision of {fn}: {last[:200]}")
+        print(f"{'':44}{'CPU ms':>10}{'ratio':>10}")
+        print(f"{'one cycle (mean)':44}{mean:10.3f}{'':>10}")
+        print(f"{'one cycle (p95)':44}{p95:10.3f}{'':>10}")
+        print(f"{'one cycle, wall (mean)':44}{statistics.fmean(x['wall_ms']):10.3f}{'':>10}")
+        print(f"{'peer: snapshot read of those points':44}{x['get_ms']:10.4f}{mean / x['get_ms']:10.1f}")
+        print(f"{'peer: envelope state read (store query)':44}{x['refresh_ms']:10.3f}{mean / x['refresh_ms']:10.2f}")
+    print("\nratio: one cycle's mean CPU / the peer's")
+    print(f"target: < {TARGET_MS:g} ms CPU per cycle: {'met' if worst < TARGET_MS else 'NOT met'} "
+          f"(worst p95 {worst:.3f} ms)")  # fmt: skip
     return 0
 
 
