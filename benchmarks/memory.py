@@ -12,7 +12,8 @@ beside bare interpreters that only import each one's libraries (the floor no cod
 With ``--control both`` (the default) the demo runs twice: once as shipped (``[control]`` on: the cap bank
 function, the envelope, its audit spool and the live picture for ``control explain``), once with the
 ``[control]`` tables taken out of the agent's site file (a copy of config/ under run/bench-memory/), so the
-cost of control is the difference. Target: the agent < 60 MB with control on. Source: the edge computer. The agent runs on a Raspberry Pi-class board, many with 1 GB
+cost of control is the difference. Target: the agent < 60 MB with control on. Source: the edge computer. The
+agent runs on a Raspberry Pi-class board, many with 1 GB
 of memory or less, shared with the operating system, the PQ worker (its numpy and scipy alone take ~65 MB)
 and, at some sites, a local broker and the utility's own software; the agent takes a small share of it.
 """

@@ -42,7 +42,8 @@ def picture(q_var: float, *, age_s: float = 1.0, since: float | None, ops: int =
     ``var_lagging`` held since ``since`` [agent clock]; ``ops`` operations of the bank in the last hours."""
     ts = CLOCK - age_s
     values = {"sub-meter.q_total": q_var, "sub-meter.v_a": 2450.0, f"{CAP}.closed": 0, f"{CAP}.lockout_active": 0,
-              f"{CAP}.mode": 0, "head-relay.relay_state": 1, "head-relay.breaker_closed": 1, "head-relay.lockout": 0}  # fmt: skip
+              f"{CAP}.mode": 0, "head-relay.relay_state": 1, "head-relay.breaker_closed": 1,
+              "head-relay.lockout": 0}  # fmt: skip
     state = {"rule": None if since is None else "var_lagging", "since": since}
     return {
         "ts": 1e12, "pid": 1, "clock_ts": CLOCK, "mode": "control",
