@@ -119,3 +119,21 @@ def test_status_shows_mode_last_decision_budget_left_and_a_suspension_with_its_w
     assert "SUSPENDED capbank since 2026-06-21 11:58:30Z: readback_failed" in text
     assert f"gridedge control clear capbank {CAP}" in text
     json.dumps(control)
+
+
+def test_the_control_commands_front_the_operator_tool_and_explain_needs_a_running_agent(tmp_path: Path,
+                                                                                          capsys) -> None:  # fmt: skip
+    from agent.cli import EXIT_NO_STATUS, EXIT_NOT_RUNNING, main
+
+    path = site_file(bench_config(tmp_path), tmp_path / "agent", CONTROL)
+    assert main(["control", "list", "--config", str(path)]) == 0
+    assert "no suspension, no device held" in capsys.readouterr().out
+    assert main(["control", "clear", "--config", str(path), "capbank", CAP, "--by", "j.doe"]) == 1
+    assert f"no suspension of capbank on {CAP}" in capsys.readouterr().err
+    assert main(["control", "explain", "--config", str(path)]) == EXIT_NO_STATUS
+    assert "the agent is not running: it has never run with this store" in capsys.readouterr().err
+    status = tmp_path / "agent" / "agent.db.status.json"
+    status.write_text(json.dumps({"ts": 1.0, "running": False, "pid": 1}))  # a clean stop long ago
+    assert main(["control", "explain", "--config", str(path)]) == EXIT_NOT_RUNNING
+    err = capsys.readouterr().err
+    assert "the agent is not running, so there is no live snapshot to explain from: NOT RUNNING: stopped" in err
