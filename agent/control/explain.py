@@ -6,8 +6,8 @@ the site configures is there, whichever it is) over:
 
 - the published readings as the snapshot, aged at the agent's clock when they were published;
 - a read-only store holding the published operations and flags (budgets, dwell, suspensions, devices held);
-- devices whose transport refuses every request (:class:`NoWire`): nothing can reach a device, whatever a
-  function or an actuator tries;
+- the site's pollers as the agent builds them, never run, every transport they and their links hold one that
+  refuses every request (:class:`NoWire`): nothing can reach a device, whatever a function or an actuator tries;
 - the global mode lowered to ``advise``: the envelope runs every check and says what it would answer
   (``detail.would``) and writes nothing.
 
@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agent.acquisition import build_pollers
 from agent.config import AgentConfig
 from agent.control.controller import LAYERS
 from agent.control.decision import Decision
@@ -33,6 +34,7 @@ from agent.control.live import function_state, live_path
 from agent.control.wiring import build_control
 from agent.points import Quality, Reading
 from agent.store import ControlFlag, ControlOp
+from protocols.modbus.serialbus import SerialBusRegistry
 
 STALE_PICTURE_S = 10.0  # a picture older than this (wall) is not the running agent's
 
@@ -64,14 +66,6 @@ class NoWire:
 
     async def close(self) -> None:
         return None
-
-
-@dataclass
-class DryPoller:
-    """What build_control takes of a poller: the device and a transport (here one that sends nothing)."""
-
-    device: Any
-    transport: NoWire
 
 
 class FixedClock:
@@ -150,6 +144,18 @@ class Explanation:
                 "memory": self.memory, "state": self.state, "decision": decision}  # fmt: skip
 
 
+def dry_pollers(config: AgentConfig, clock: FixedClock) -> list[Any]:
+    """The site's pollers as the agent builds them (a SunSpec device's poller carries its write link), never run,
+    every transport they and their links hold replaced by a :class:`NoWire`."""
+    pollers = build_pollers(config.devices, lambda readings: None, clock.time, registry=SerialBusRegistry())
+    for p in pollers:
+        p.transport = NoWire(p.device.name)  # type: ignore[assignment]
+        link = getattr(p, "link", None)
+        if link is not None and hasattr(link, "transport"):
+            link.transport = NoWire(p.device.name)
+    return pollers
+
+
 def load_picture(config: AgentConfig, now: float | None = None) -> dict[str, Any]:
     """The running agent's live picture, or ExplainError saying why there is none to use."""
     path = live_path(config.store.path)
@@ -174,7 +180,7 @@ async def explain(config: AgentConfig, picture: dict[str, Any]) -> tuple[str, li
     snapshot = PictureSnapshot(picture.get("readings") or [])
     clock = FixedClock(float(picture["clock_ts"]))
     store = DryStore(picture.get("envelope") or {})
-    pollers = [DryPoller(d, NoWire(d.name)) for d in config.devices]
+    pollers = dry_pollers(config, clock)
     system = build_control(dry, snapshot, store, clock, pollers)  # type: ignore[arg-type]
     assert system is not None
     live_functions: dict[str, Any] = picture.get("functions") or {}
