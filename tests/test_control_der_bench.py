@@ -96,7 +96,8 @@ async def test_conformance_category_b_volt_watt_and_droop_defaults_read_by_pysun
 ) -> None:
     group = 'volt_var = "category-b"\nvolt_watt = "default"\nfreq_droop = "default"'
     async with running_bench(tmp_path) as bench:
-        async with running_agent(bench, der_site(bench, tmp_path / "agent", group)) as agent:
+        site = der_site(bench, tmp_path / "agent", group)
+        async with running_agent(bench, site) as agent:
             await until(lambda: applied(agent), timeout=30)
             got = await asyncio.to_thread(read_with_pysunspec2, port_of(bench))
     (v, q, rsp) = CAT_B
@@ -182,7 +183,7 @@ async def test_after_an_agent_crash_the_set_point_reverts_within_reversion_s(tmp
         async with running_agent(bench, der_site(bench, tmp_path / "agent", group)) as agent:
             await until(lambda: applied(agent), timeout=30)
             assert model.settings["DERCtlAC.PFWInjEna"] == 1  # type: ignore[attr-defined]
-            for t in agent.tasks[len(agent.pollers):]:
+            for t in agent.tasks[len(agent.pollers) :]:
                 t.cancel()  # the agent's control dies: no refresh, no hand-back
 
             async def no_stop() -> None:
