@@ -197,6 +197,18 @@ async def test_bounds_refuse_a_volt_var_curve_beyond_the_category_capability(tmp
         assert why is not None and "capability" in why
 
 
+def test_the_shipped_sim_site_keeps_its_inverters_on_category_b_and_writes_nothing() -> None:
+    from agent.config import load_config
+
+    cfg = load_config(Path(__file__).resolve().parent.parent / "config" / "agent-sim.toml")
+    assert cfg.control is not None and cfg.control.mode == "advise"
+    (g,) = cfg.control.der
+    assert set(g.devices) == {"pv675", "pv680", "pv634", "pv652"}
+    assert g.volt_var is not None and [round(v * 100) for v in g.volt_var.v_pu] == list(CAT_B_V_PCT)
+    assert g.stale_after_s > 60, "above the curves' settings poll (60 s), or every decision is inputs_stale"
+    assert cfg.control.function_mode(g.mode) == "advise"
+
+
 # ---- pysunspec2's own reader ----------------------------------------------------------------------------------
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from agent.control import ieee1547
@@ -169,8 +169,8 @@ class DerState:
     """Between cycles: when the agent last wrote the device [s UTC], and the last advised difference."""
 
     last_write: float | None = None
+    wrote: bool = False  # a write finished since the last cycle: readings older than this cycle predate it
     advised: tuple[str, ...] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _refresh_due(g: DerGroupConfig, view: View, device: str, wanted: Mapping[str, float]) -> list[str]:
@@ -257,6 +257,8 @@ class DerFunction:
         return (self.device,)
 
     def step(self, view: View, now: float) -> Decision | None:
+        if self.state.wrote:  # the write ended before this cycle began: only readings from now on show it
+            self.state.last_write, self.state.wrote = now, False
         return decide(view, now, self.group, self.device, self.mode, self.state, name=self.name,
                       id_factory=self._new_id)  # fmt: skip
 
@@ -264,7 +266,7 @@ class DerFunction:
         """A write (whatever came of it) waits for the snapshot to read the device again; an advice is not
         repeated while the same points differ."""
         if decision.outcome in ("applied", "readback_failed", "failed"):
-            self.state.last_write = decision.ts
+            self.state.last_write, self.state.wrote = decision.ts, True
         if decision.outcome == "advised" and decision.command is not None:
             diff = decision.detail.get("differ") or {}
             refresh = decision.detail.get("refresh") or []
