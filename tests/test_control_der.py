@@ -160,6 +160,20 @@ async def test_a_device_that_ignores_writes_raises_the_alarm_is_suspended_and_st
 
 
 @async_test
+async def test_a_device_that_refuses_the_curve_is_alarmed_suspended_and_left_on_its_defaults(tmp_path: Path) -> None:
+    """Its firmware takes the 704 writes and refuses every volt-var write: a partial write, so a readback failure."""
+    async with der_rig(tmp_path, group(), refuse="DERVoltVar.") as r:
+        await settle(r, 4)
+        (failed,) = [d for d in r.decisions() if d["outcome"] == "readback_failed" and d["rule"] == "settings_differ"]
+        assert failed["detail"]["exception"] == 3 and failed["detail"]["partial"] is True
+        assert "control_readback_failed" in r.events()
+        assert r.envelope.suspension(r.function.name, DEV) is not None
+        s = r.inv.settings
+        assert [s[f"DERVoltVar.Crv[1].Pt[{i}].V"] for i in range(1, 5)] == list(CAT_B_V_PCT)
+        assert s["DERVoltVar.Ena"] == 0 and s["DERCtlAC.PFWInjEna"] == 0
+
+
+@async_test
 async def test_constant_pf_goes_with_its_reversion_timer_and_the_hand_back_restores_the_defaults(
     tmp_path: Path,
 ) -> None:

@@ -66,8 +66,17 @@ class DerRig:
 
 @asynccontextmanager
 async def der_rig(tmp_path: Path, group: DerGroupConfig, *, mode: str = "control", ignore_writes: bool = False,
-                  readback_timeout_s: float = 10.0) -> AsyncIterator[DerRig]:  # fmt: skip
+                  readback_timeout_s: float = 10.0, refuse: str | None = None) -> AsyncIterator[DerRig]:  # fmt: skip
+    """``refuse``: the device answers exception 3 (illegal data value) to every write touching a point whose name
+    starts with it (a firmware that will not take those settings); other writes reach the model."""
     async with served_inverter(ignore_writes=ignore_writes) as served:
+        if refuse is not None:
+            model = served.inv
+
+            def refusing(req: Any) -> int | None:
+                return 3 if any(n.startswith(refuse) for n in req.points) else model.on_write(req)
+
+            served.server.on_write(1, refusing)
         await served.step()
         clock = RigClock(lambda: served.t)
         stop = asyncio.Event()
