@@ -195,3 +195,23 @@ async def test_after_an_agent_crash_the_set_point_reverts_within_reversion_s(tmp
             reverted_after = bench.clock() - last_write
     assert reverted_after <= 20 + 2  # reversion_s, and up to two bench steps to see it
     print(f"constant PF reverted {reverted_after:.1f} s (simulated) after the agent's last write")
+
+
+@async_test
+async def test_while_the_agent_runs_it_refreshes_the_set_point_before_its_timer_runs_out(tmp_path: Path) -> None:
+    """reversion_s = 20, cadence 5 s: over 80 simulated seconds the set point stays on, refreshed (der.refresh)
+    whenever less than three cadences (15 s) are left on its timer, and the refreshes cost no set-point change."""
+    group = 'constant_pf = { pf = 0.95, excitation = "absorbing" }\nreversion_s = 20'
+    async with running_bench(tmp_path) as bench:
+        model = bench.model_of(PV)
+        async with running_agent(bench, der_site(bench, tmp_path / "agent", group)) as agent:
+            await until(lambda: applied(agent), timeout=30)
+            start = bench.clock()
+            off_seen = False
+            while bench.clock() - start < 80:
+                off_seen |= model.settings["DERCtlAC.PFWInjEna"] != 1  # type: ignore[attr-defined]
+                await asyncio.sleep(0.02)
+            refreshes = [d for d in applied(agent) if d["command"]["action"] == "der.refresh"]
+    assert not off_seen, "the timer never ran out while the agent was there"
+    assert len(refreshes) >= 3 and all(d["rule"] == "reversion_refresh" for d in refreshes)
+    assert refreshes[-1]["budgets_left"]["setpoint_changes_per_hour"] == 11  # only the first write counted

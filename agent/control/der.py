@@ -9,11 +9,14 @@ hold, :func:`autonomous_state` what the inverter holds on its own (the hand-back
 snapshot into a decision. :class:`DerFunction` (one per inverter of a group, run by agent/control/controller.py)
 carries the little state there is between cycles.
 
-| rule | when | command |
-|---|---|---|
-| ``inputs_stale`` | a point it compares is stale, missing or not good | none (held): nothing refreshes the set points, so the device's own reversion timers take them back within ``reversion_s`` |
-| ``settings_differ`` | a point differs from what the group asks | ``der.configure``: every point the group asks |
-| ``reversion_refresh`` | a set point the group asks has less than a third of ``reversion_s`` left on its 704 timer | ``der.refresh``: that set point again (restarts its timer) |
+The rules, in order:
+
+- ``inputs_stale``: a point it compares is stale, missing or not good. No command (held): nothing refreshes the set
+  points, so the device's own reversion timers take them back within ``reversion_s``.
+- ``settings_differ``: a point differs from what the group asks. ``der.configure`` with every point the group asks.
+- ``reversion_refresh``: a set point the group asks has less than :func:`refresh_margin_s` (a third of
+  ``reversion_s``, at least three cadences) left on its 704 timer. ``der.refresh``: that set point again, which
+  restarts its timer.
 
 The points of a curve are those of the active curve (``Crv[1]`` of 705 and 706, ``Ctl[1]`` of 711, read-only on
 the device): the actuator writes an editable curve and asks the device to adopt it. Volt-var Q is written in
@@ -45,7 +48,8 @@ DEPT_REF_VA_MAX_PCT = 3  # SunSpec 705 DeptRef: Q in % of VAMax (nameplate VA), 
 DEPT_REF_W_MAX_PCT = 0  # SunSpec 706 DeptRef: P in % of WMax
 EXT_OVER, EXT_UNDER = 0, 1  # SunSpec 704 PFWInj.Ext: over-excited (injecting) / under-excited (absorbing)
 VAR_SET_MOD_VA_PCT = 3  # SunSpec 704 VarSetMod: VarSetPct in % of VAMax
-REFRESH_FRACTION = 1 / 3  # a set point is refreshed once less than this part of its reversion time is left
+REFRESH_FRACTION = 1 / 3  # a set point is refreshed once less than this part of its reversion time is left ...
+REFRESH_CADENCES = 3  # ... or less than this many cadences
 SETPOINTS = ("PFWInj", "VarSet", "WMaxLimPct")  # the 704 functions with a reversion timer
 ENABLE = {"PFWInj": f"{CTL}.PFWInjEna", "VarSet": f"{CTL}.VarSetEna", "WMaxLimPct": f"{CTL}.WMaxLimPctEna"}
 REMAINING = {s: f"{CTL}.{s}RvrtRem" for s in SETPOINTS}
@@ -173,14 +177,21 @@ class DerState:
     advised: tuple[str, ...] | None = None
 
 
+def refresh_margin_s(g: DerGroupConfig) -> float:
+    """A set point is refreshed once its timer has less than this left [s]: a third of ``reversion_s``, and at
+    least three cadences (a cycle may come a cadence late, the reading a poll old, the write take a while)."""
+    return max(g.reversion_s * REFRESH_FRACTION, REFRESH_CADENCES * g.cadence_s)
+
+
 def _refresh_due(g: DerGroupConfig, view: View, device: str, wanted: Mapping[str, float]) -> list[str]:
-    """The set points the group asks whose reversion timer has less than a third of ``reversion_s`` left."""
+    """The set points the group asks whose reversion timer has less than :func:`refresh_margin_s` left now (what
+    the device said, less the reading's age)."""
     due = []
     for s in SETPOINTS:
         if wanted.get(ENABLE[s]) != 1:
             continue
-        left = view.input(f"{device}.{REMAINING[s]}").value
-        if isinstance(left, int | float) and left < g.reversion_s * REFRESH_FRACTION:
+        i = view.input(f"{device}.{REMAINING[s]}")
+        if isinstance(i.value, int | float) and i.value - (i.age_s or 0.0) < refresh_margin_s(g):
             due.append(s)
     return due
 
@@ -289,6 +300,7 @@ __all__ = [
     "decide",
     "differs",
     "functions_of",
+    "refresh_margin_s",
     "freq_droop_points",
     "is_default",
     "volt_var_points",

@@ -142,16 +142,18 @@ class DerActuator(Actuator):
         cap = ieee1547.default(f"reactive_capability.category-{self.category.lower()}")
         k = ACTIVE[VV]
         if f"{k}.Pt[1].V" in v:
-            curve = ieee1547.VoltVarCurve(tuple(v[f"{k}.Pt[{i}].V"] / 100.0 for i in range(1, 5)),  # type: ignore[arg-type]
-                                          tuple(v[f"{k}.Pt[{i}].Var"] for i in range(1, 5)),  # type: ignore[arg-type]
-                                          v[f"{k}.VRef"] / 100.0, v[f"{k}.RspTms"])  # fmt: skip
+            vs = tuple(v[f"{k}.Pt[{i}].V"] / 100.0 for i in range(1, 5))
+            qs = tuple(v[f"{k}.Pt[{i}].Var"] for i in range(1, 5))
+            curve = ieee1547.VoltVarCurve(vs, qs, v[f"{k}.VRef"] / 100.0, v[f"{k}.RspTms"])  # type: ignore[arg-type]
             for rng, x in (("volt_var.v_ref_pu", curve.v_ref_pu), ("volt_var.response_s", curve.response_s)):
                 r = ieee1547.setting_range(rng)
                 if x not in r:
                     return f"{rng} = {x:g}: must be in {r.lo:g}..{r.hi:g} {r.unit} ({r.source})"
             if curve.q_pct[0] > cap.q_inject_pct or -curve.q_pct[3] > cap.q_absorb_pct:
-                return (f"volt-var Q = {list(curve.q_pct)}: beyond category {self.category}'s capability "
-                        f"({cap.q_inject_pct:g} % injection, {cap.q_absorb_pct:g} % absorption; {cap.source})")  # fmt: skip
+                return (
+                    f"volt-var Q = {list(curve.q_pct)}: beyond category {self.category}'s capability "
+                    f"({cap.q_inject_pct:g} % injection, {cap.q_absorb_pct:g} % absorption; {cap.source})"
+                )
             if volt_var_points(curve) != volt_var_points(vv_d) and not self._has_timer(view, VV):
                 return self._no_timer(VV)
         k = ACTIVE[VW]
@@ -231,7 +233,8 @@ class DerActuator(Actuator):
             raise WriteFailed(Result("refused", {}, detail))
         if outcome.outcome == "mismatch":
             bad = {m.name: [m.wanted, m.read] for m in outcome.mismatches}  # type: ignore[union-attr]
-            raise WriteFailed(Result("readback_failed", dict(outcome.readback), {"mismatch": bad}))  # type: ignore[union-attr]
+            readback = dict(outcome.readback)  # type: ignore[union-attr]
+            raise WriteFailed(Result("readback_failed", readback, {"mismatch": bad}))
         raise WriteFailed(Result("failed", {}, {"error": outcome.error, "stage": outcome.stage}))  # type: ignore[union-attr]
 
     async def _read(self, names: list[str]) -> dict[str, Any]:
