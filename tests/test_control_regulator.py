@@ -4,8 +4,11 @@ can each be caught wrong here. A tap step is 0.625 % of 120 V = 0.75 V (32 steps
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from agent.config import ConfigError, load_config
 from agent.control.config import RegulatorConfig, VoltagePoint
 from agent.control.regulator import BAND_CENTER, TAPS, BandCentreOwner, RegulatorFunction, assess, decide
 from agent.control.view import View
@@ -132,3 +135,65 @@ def test_decide_builds_the_command_and_holds_with_a_reason() -> None:
 def test_the_function_runs_in_layer_1_at_its_cadence() -> None:
     f = RegulatorFunction(CFG, "advise")
     assert (f.layer, f.cadence_s, f.devices, f.policy.mode, f.policy.min_dwell_s) == (1, 30.0, ("reg",), "advise", 60.0)
+
+
+# ---- its configuration: the keys the function adds to [control.regulator], and the shipped demo site ----------
+
+ROOT = Path(__file__).resolve().parents[1]
+MAPS = ROOT / "config" / "maps"
+SITE = f"""
+site_id = "s1"
+[store]
+path = "db/agent.db"
+[uplink]
+broker = "mqtt://127.0.0.1:1"
+[[devices]]
+name = "meter"
+protocol = "modbus-tcp"
+host = "127.0.0.1"
+port = 502
+map = "{MAPS / "sim-meter.toml"}"
+[[devices]]
+name = "reg"
+protocol = "modbus-tcp"
+host = "127.0.0.1"
+port = 503
+map = "{MAPS / "sim-regulator.toml"}"
+[control]
+mode = "control"
+"""
+
+
+def _site(tmp_path: Path, regulator: str) -> Path:
+    path = tmp_path / "site.toml"
+    path.write_text(SITE + regulator + 'heartbeat_point = "heartbeat"\nhead_power_point = "meter.p_total"\n')
+    return path
+
+
+def test_the_normal_band_centre_must_lie_within_the_limits(tmp_path: Path) -> None:
+    bad = '[control.regulator]\ndevice = "reg"\nband_center_v = 125.0\nband_center_max_v = 124.0\n'
+    with pytest.raises(ConfigError) as info:
+        load_config(_site(tmp_path, bad))
+    (issue,) = [i for i in info.value.issues if i.key == "control.regulator.band_center_v"]
+    assert "118..124" in str(issue)
+
+
+def test_a_manual_band_narrower_than_a_tap_step_loads_with_a_warning(tmp_path: Path) -> None:
+    raw = ('[control.regulator]\ndevice = "reg"\noperation = "manual"\nbandwidth_v = 0.5\nband_center_v = 121.0\n'
+           'voltage_points = [{ point = "meter.v_a", nominal_v = 2401.8 }]\n')  # fmt: skip
+    cfg = load_config(_site(tmp_path, raw))
+    reg = cfg.control.regulator
+    assert (reg.operation, reg.bandwidth_v, reg.band_center_v) == ("manual", 0.5, 121.0)
+    assert reg.voltage_points[0].point == "meter.v_a"
+    assert any(w.key == "control.regulator.bandwidth_v" and "0.75" in str(w) for w in cfg.warnings)
+
+
+def test_the_shipped_sim_site_supervises_the_regulator_and_runs_cvr_in_advise() -> None:
+    c = load_config(ROOT / "config" / "agent-sim.toml").control
+    reg, cvr = c.regulator, c.cvr
+    assert c.mode == "advise" and c.function_mode(reg.mode) == "advise" and c.function_mode(cvr.mode) == "advise"
+    assert (reg.device, reg.operation, reg.reverse_power) == ("reg-ctl", "supervise", "hold")
+    assert reg.band_center_v == 122.0, "the bench regulator's panel band centre (docs/devices/sim-regulator.md)"
+    assert reg.heartbeat_point == "heartbeat"
+    assert cvr.enabled and cvr.floor_v == 116.0  # ANSI C84.1 Range A 114 V + 2 V
+    assert {vp.point for vp in cvr.voltage_points} == {"cap675-ctl.v_a", "cap675-ctl.v_b", "cap675-ctl.v_c"}
