@@ -212,3 +212,49 @@ async def test_cvr_lowers_the_band_centre_above_the_floor_and_restores_it_at_onc
             await bench_steps(bench, 40)
             assert model.settings["band_center_v"] == 122.0, "no further lowering on stale data"
             assert not [d for d in agent.decisions() if d["rule"] == "cvr_lower" and d["ts"] > r["ts"]]
+
+
+SUPERVISE = """
+[control]
+mode = "control"
+[control.envelope]
+min_command_interval_s = 0
+{interlocks}
+[control.regulator]
+device = "reg-ctl"
+heartbeat_point = "heartbeat"
+cadence_s = 5
+band_center_v = 121.0
+band_center_max_v = 121.5
+min_dwell_s = 0
+reverse_power = "hold"
+head_power_point = "sub-meter.p_total"
+voltage_points = [
+  {{ point = "reg-ctl.v_reg_a", nominal_v = 120.0 }},
+  {{ point = "reg-ctl.v_reg_b", nominal_v = 120.0 }},
+  {{ point = "reg-ctl.v_reg_c", nominal_v = 120.0 }},
+]
+"""
+
+
+@async_test
+async def test_supervise_keeps_the_band_centre_within_its_limits_and_holds_while_the_head_exports(tmp_path) -> None:
+    """At noon the head exports about 1.7 MW and the regulated voltages start above Range A (127.6 / 126.1 /
+    128.3 V at the published taps): the band centre is brought within its 121.5 V limit even so, and the Range A
+    move is held for the reverse power; at stop the control is back on its panel's 122 V."""
+    async with running_bench(tmp_path) as bench:
+        model = reg_model(bench)
+        site = reg_site_file(bench, tmp_path / "agent", SUPERVISE.format(interlocks=INTERLOCKS))
+        async with running_agent(bench, site) as agent:
+            await until(lambda: any(d["rule"] == "reverse_power" for d in agent.decisions()), timeout=30)
+            (limit,) = [d for d in agent.decisions() if d["outcome"] == "applied"]
+            assert (limit["rule"], limit["command"]["values"]) == ("band_center_limit", {"band_center_v": 121.5})
+            assert model.settings["band_center_v"] == 121.5 and model.mode is Mode.AUTOMATIC
+            (held,) = [d for d in agent.decisions() if d["rule"] == "reverse_power"]
+            assert held["command"] is None and held["detail"]["head_power"] < 0
+            assert bench.model_of("sub-meter").values(bench.sim_time)["p_total"] < 0, "the head exports, truly"
+            assert held["detail"]["v_max_v"] > 126.0, "a Range A move was called for, and held"
+            await bench_steps(bench, 30)
+            assert [d["rule"] for d in agent.decisions() if d["outcome"] == "applied"] == ["band_center_limit"]
+            assert model.settings["band_center_v"] == 121.5
+        assert model.settings["band_center_v"] == 122.0 and model.mode is Mode.AUTOMATIC, "handed back at stop"
