@@ -78,7 +78,7 @@ async def test_induced_hunting_a_band_narrower_than_a_tap_step_is_frozen_and_ala
             await bench_steps(bench, 40)
             later = [d["verdict"] for d in agent.decisions()[n:] if d["command"]]
             assert set(later) <= {"refused:suspended"}, later
-            assert not applied_taps(agent)[len(moves):], "frozen: no tap command after the alarm"
+            assert not applied_taps(agent)[len(moves) :], "frozen: no tap command after the alarm"
         assert model.mode is Mode.AUTOMATIC
         assert model.operation_counts != [0, 0, 0] and counts is not None
 

@@ -127,7 +127,8 @@ def test_cvr_owns_the_band_centre_while_lowered_and_its_give_back_is_never_held_
     readings["eol.v_a"] = 113.5
     out = arun(ctl.cycle(3))
     assert [(x.rule, x.outcome, dict(x.command.values)) for x in out] == [
-        ("restore_out_of_band", "applied", {"band_center_v": 122.0})]
+        ("restore_out_of_band", "applied", {"band_center_v": 122.0})
+    ]
     assert not owner.cvr_engaged
     # an ordinary lower in that situation would have waited for the regulator layer to settle
     readings |= {"reg.band_center_v": 122.0, "eol.v_a": 118.0}

@@ -83,7 +83,8 @@ def assess(view: View, now: float, state: CvrState, cfg: CvrConfig, reg: Regulat
         if engaged:  # the restore's only input is the band centre: stale data must not keep the band down
             return Call("restore_stale", normal, (bc_in,), {**detail, **gone, "give_back": True})
         return Call("inputs_stale", None, (bc_in, *v_ins), {**detail, **gone})
-    volts = [vp.on_120v_base(float(i.value)) for vp, i in zip(cfg.voltage_points, v_ins, strict=True)]  # type: ignore[arg-type]
+    pairs = zip(cfg.voltage_points, v_ins, strict=True)
+    volts = [vp.on_120v_base(float(i.value)) for vp, i in pairs]  # type: ignore[arg-type]
     ins = (bc_in, *v_ins)
     vmin, vmax = min(volts), max(volts)
     detail |= {"v_min_v": round(vmin, 2), "v_max_v": round(vmax, 2)}

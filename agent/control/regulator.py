@@ -8,12 +8,12 @@ it shares with CVR. The safety envelope decides whether a command goes (bounds, 
 
 | rule | when | command |
 |---|---|---|
-| ``bandwidth_limit`` | the device's bandwidth is outside ``bandwidth_min_v..bandwidth_max_v`` | band centre and bandwidth, clamped |
+| ``bandwidth_limit`` | its bandwidth is outside ``bandwidth_min_v..bandwidth_max_v`` | band centre, bandwidth clamped |
 | ``band_center_limit`` | its band centre is outside ``band_center_min_v..band_center_max_v`` | band centre, clamped |
 | ``reverse_power`` (held) | ``reverse_power = "hold"`` and the head's active power is negative (PV exports) | none |
 | ``cvr_engaged`` (held) | CVR has lowered the band centre and owns it (agent/control/cvr.py) | none |
-| ``voltage_high`` | the highest monitored voltage is above ANSI C84.1 Range A (126 V) | band centre one tap step lower |
-| ``voltage_low`` | the lowest is below Range A (114 V) | band centre one tap step higher |
+| ``voltage_high`` | the highest monitored voltage is above ANSI C84.1 Range A (126 V) | band centre a tap lower |
+| ``voltage_low`` | the lowest is below Range A (114 V) | band centre a tap higher |
 | ``voltage_spread`` (held) | the move would push the other extreme out of Range A, or both are out | none |
 
 ``operation = "manual"`` (the agent holds the regulator in manual and steps its taps): each phase's regulated
@@ -69,8 +69,8 @@ class Call:
 
 def _volts(view: View, cfg: RegulatorConfig) -> tuple[list[Input], list[float]]:
     ins = [view.input(vp.point) for vp in cfg.voltage_points]
-    volts = [vp.on_120v_base(float(i.value)) for vp, i in zip(cfg.voltage_points, ins, strict=True)  # type: ignore[arg-type]
-             if i.usable(cfg.stale_after_s)]  # fmt: skip
+    pairs = zip(cfg.voltage_points, ins, strict=True)
+    volts = [vp.on_120v_base(float(i.value)) for vp, i in pairs if i.usable(cfg.stale_after_s)]  # type: ignore[arg-type]
     return ins, volts
 
 
