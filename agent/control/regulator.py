@@ -98,11 +98,11 @@ def assess_supervise(view: View, cfg: RegulatorConfig, owner: BandCentreOwner | 
     if volts:
         detail |= {"v_min_v": round(min(volts), 2), "v_max_v": round(max(volts), 2)}
     lo, hi = cfg.band_center_min_v, cfg.band_center_max_v
-    bc_ok = min(max(bc, lo), hi)
+    bc_ok = round(min(max(bc, lo), hi), 1)  # the register's resolution is 0.1 V: what is written reads back
     if not cfg.bandwidth_min_v <= bw <= cfg.bandwidth_max_v:
-        bw_ok = min(max(bw, cfg.bandwidth_min_v), cfg.bandwidth_max_v)
+        bw_ok = round(min(max(bw, cfg.bandwidth_min_v), cfg.bandwidth_max_v), 1)
         return Call("bandwidth_limit", BAND_CENTER, {"band_center_v": bc_ok, "bandwidth_v": bw_ok}, ins, detail)
-    if bc_ok != bc:
+    if not lo <= bc <= hi:
         return Call("band_center_limit", BAND_CENTER, {"band_center_v": bc_ok}, ins, detail)
     if p_in is not None and float(p_in.value) < 0:  # type: ignore[arg-type]
         return Call("reverse_power", None, None, ins, {**detail, "head_power": p_in.value})
