@@ -66,6 +66,7 @@ async def test_induced_hunting_a_band_narrower_than_a_tap_step_is_frozen_and_ala
         async with running_agent(bench, site) as agent:
             await until(lambda: any(d["verdict"] == "refused:hunting" for d in agent.decisions()), timeout=45)
             await until(lambda: model.mode is Mode.AUTOMATIC, timeout=10)  # handed back: its own band again
+            await until(lambda: any(d["rule"] == "handback:hunting" for d in agent.decisions()), timeout=10)
             ((_, data),) = [e for e in agent.events() if e[0] == "control_hunting"]
             assert data["function"] == "regulator" and data["reversals"] >= 3
             moves = [sum(d["command"]["values"][f"tap_{p}"] - d["inputs"][k]["value"] for k, p in enumerate("abc"))
@@ -127,6 +128,7 @@ async def test_a_regulator_that_ignores_the_agent_s_writes_raises_the_alarm_is_s
         async with running_agent(bench, site) as agent:
             await until(lambda: any(d["outcome"] == "readback_failed" for d in agent.decisions()), timeout=30)
             await until(lambda: model.mode is Mode.AUTOMATIC, timeout=10)
+            await until(lambda: any(d["rule"] == "handback:readback_failed" for d in agent.decisions()), timeout=10)
             (failed,) = [d for d in agent.decisions() if d["outcome"] == "readback_failed"]
             assert failed["command"]["action"] == "regulator.taps"
             assert [failed["readback"][f"tap_{p}"] for p in "abc"] != [failed["command"]["values"][f"tap_{p}"]
@@ -204,6 +206,8 @@ async def test_cvr_lowers_the_band_centre_above_the_floor_and_restores_it_at_onc
             silenced = bench.sim_time
             await until(lambda: model.settings["band_center_v"] == 122.0, timeout=20)
             restored_after_s = bench.sim_time - silenced
+            # the decision is stored once its readback is in (the device shows the write a moment before)
+            await until(lambda: any(d["rule"] == "restore_stale" for d in agent.decisions()), timeout=10)
             (r,) = [d for d in agent.decisions() if d["rule"] == "restore_stale"]
             assert r["outcome"] == "applied" and r["command"]["values"]["band_center_v"] == 122.0
             assert "cap675-ctl.v_a" in r["detail"]["points"]
