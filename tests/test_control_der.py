@@ -62,6 +62,32 @@ def test_a_curve_is_written_into_an_editable_curve_before_it_is_adopted_with_its
     assert steps[adopt] == {"DERVoltVar.AdptCrvReq": 2, "DERVoltVar.Ena": 1}
 
 
+def test_a_set_point_is_written_off_first_and_enabled_last_after_its_value_and_timer() -> None:
+    """Constant PF: volt-var off before anything (one reactive mode at a time, IEEE 1547-2018 5.3); the PF, its
+    reversion timer and what it reverts to next; the enable last, which starts the device's timer."""
+    steps = write_steps(wanted_state(group(volt_var=None, constant_pf=ConstantPf(0.95, "injecting"), reversion_s=300)))
+    assert steps[0] == {"DERCtlAC.VarSetEna": 0, "DERCtlAC.WMaxLimPctEna": 0, "DERVoltVar.Ena": 0}
+    assert steps[-1] == {"DERCtlAC.PFWInjEna": 1}
+    values = steps[-2]
+    assert (values["DERCtlAC.PFWInj.PF"], values["DERCtlAC.PFWInj.Ext"]) == (0.95, 0)  # 0: over-excited, injecting
+    assert (values["DERCtlAC.PFWInjRvrtTms"], values["DERCtlAC.PFWInjEnaRvrt"]) == (300, 0)
+
+
+def test_the_hand_back_writes_the_category_defaults_and_the_enables_the_device_had() -> None:
+    from agent.control.inverter import DerActuator
+
+    class Link:
+        device = type("D", (), {"name": DEV})()
+
+    act = DerActuator(Link(), None, category="A", reversion_s=300, setpoint_changes_per_hour=12)  # type: ignore[arg-type]
+    target = act.autonomous({"enables": {"DERVoltVar.Ena": 0, "DERFreqDroop.Ena": 1}})
+    assert [target[f"DERVoltVar.Crv[1].Pt[{i}].V"] for i in range(1, 5)] == list(CAT_A_V_PCT)
+    assert [target[f"DERVoltVar.Crv[1].Pt[{i}].Var"] for i in range(1, 5)] == list(CAT_A_Q_PCT_OF_VA)
+    assert (target["DERVoltVar.Ena"], target["DERFreqDroop.Ena"]) == (0, 1) and "DERVoltWatt.Ena" not in target
+    assert all(target[f"DERCtlAC.{s}Ena"] == 0 and target[f"DERCtlAC.{s}RvrtTms"] == 0
+               for s in ("PFWInj", "VarSet", "WMaxLimPct"))  # fmt: skip
+
+
 def test_stale_inputs_make_a_held_decision_without_a_command() -> None:
     """Every compared point 40 s old (stale_after_s 30): no command, rule inputs_stale."""
     now = 1_800_000_000.0
