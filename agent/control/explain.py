@@ -37,6 +37,7 @@ from agent.store import ControlFlag, ControlOp
 from protocols.modbus.serialbus import SerialBusRegistry
 
 STALE_PICTURE_S = 10.0  # a picture older than this (wall) is not the running agent's
+SHOWN = 8  # command values and inputs shown per decision in the text (all of them with --json)
 
 
 class ExplainError(Exception):
@@ -232,7 +233,9 @@ def _would(d: Decision, mode: str) -> str:
 
 def _input(i: dict[str, Any]) -> str:
     age = "never read" if i.get("age_s") is None else f"{i['age_s']:.1f} s old"
-    return f"{i['point']}={i.get('value')} ({age}, {i.get('quality')})"
+    value = i.get("value")
+    shown = f"{value:.7g}" if isinstance(value, float) else value
+    return f"{i['point']}={shown} ({age}, {i.get('quality')})"
 
 
 def explain_text(global_mode: str, items: Sequence[Explanation], picture: dict[str, Any], now: float) -> str:
@@ -257,19 +260,29 @@ def explain_text(global_mode: str, items: Sequence[Explanation], picture: dict[s
         elif d.command is None:
             lines.append(f"  holds: {d.rule}" + _detail(d.detail))
         else:
-            lines.append(f"  would: {d.command.action} {dict(d.command.values)} on {d.device}, rule {d.rule}"
+            lines.append(f"  would: {d.command.action} {_some(dict(d.command.values))} on {d.device}, rule {d.rule}"
                          + (f" ({d.command.reason})" if d.command.reason else ""))  # fmt: skip
             if d.outcome == "held":
                 lines.append(f"  held: waiting for faster layers ({d.detail.get('waiting_for_faster_layers')})")
             else:
                 lines.append(f"  {_would(d, e.mode)}")
         if d is not None:
-            lines.append("  inputs: " + "; ".join(_input(i.to_dict()) for i in d.inputs))
+            shown = [_input(i.to_dict()) for i in d.inputs[:SHOWN]]
+            more = f"; and {len(d.inputs) - SHOWN} more (--json)" if len(d.inputs) > SHOWN else ""
+            lines.append("  inputs: " + "; ".join(shown) + more)
             if d.budgets_left:
                 lines.append("  wear budgets left: " + ", ".join(f"{k} {v}" for k, v in d.budgets_left.items()))
         if e.memory == "fresh":
             lines.append("  (its memory between cycles was not published: judged from a fresh start)")
     return "\n".join(lines)
+
+
+def _some(values: dict[str, Any]) -> str:
+    """The command's values, the first :data:`SHOWN` of them (a DER configuration writes dozens)."""
+    if len(values) <= SHOWN:
+        return str(values)
+    head = ", ".join(f"{k}: {v}" for k, v in list(values.items())[:SHOWN])
+    return f"{{{head}, ... {len(values)} values (--json)}}"
 
 
 def _detail(detail: Any) -> str:
