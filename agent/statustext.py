@@ -89,7 +89,7 @@ def status_text(status: dict[str, Any], state: AgentState, now: float) -> str:
     if not state.running:
         lines.append("  (the figures below are the last the agent wrote)")
     lines += _uplink(status)
-    lines += _devices(status.get("devices") or {}, now)
+    lines += _devices(status.get("devices") or {}, _agent_now(status, now))
     lines += _pmus(status.get("pmus") or {}, now)
     lines += _pq(status.get("pq") or {}, status.get("pq_worker"))
     lines += _monitoring(status.get("monitoring"))
@@ -97,6 +97,15 @@ def status_text(status: dict[str, Any], state: AgentState, now: float) -> str:
     lines += _serial(status.get("serial_lines") or {})
     lines += _tasks(status.get("tasks") or {})
     return "\n".join(lines)
+
+
+def _agent_now(status: dict[str, Any], now: float) -> float:
+    """``now`` on the agent's clock, which the pollers time their answers by: the system clock, or a bench day
+    running at speed ([clock]); the status file says where that clock stood when it was written."""
+    clock_ts, ts = status.get("clock_ts"), status.get("ts")
+    if isinstance(clock_ts, int | float) and isinstance(ts, int | float):
+        return clock_ts + (now - ts)
+    return now
 
 
 # ---- the parts ---------------------------------------------------------------------------------------------
