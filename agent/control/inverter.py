@@ -41,8 +41,12 @@ from agent.control.der import (
     CTL,
     EDIT,
     ENABLE,
+    FALLBACK,
+    FALLBACK_INDEX,
     FD,
+    RVRT_TO,
     SETPOINTS,
+    TIMER,
     VV,
     VW,
     autonomous_state,
@@ -79,16 +83,18 @@ def write_steps(target: Mapping[str, float]) -> list[dict[str, float]]:
     for m in CURVES:
         active = ACTIVE[m]
         mine = {k.removeprefix(active): v for k, v in target.items() if k.startswith(active + ".")}
-        if mine:
-            edit = EDIT[m]
-            pts = {edit + k: v for k, v in mine.items() if k.startswith(".Pt[")}
-            head = {edit + k: v for k, v in mine.items() if not k.startswith(".Pt[")}
-            if m == VV:
-                head |= {f"{edit}.ActPt": VV_POINTS, f"{edit}.Pri": 1, f"{edit}.VRefAutoEna": 0}
-            elif m == VW:
-                head[f"{edit}.ActPt"] = VW_POINTS
-            steps += [s for s in (pts, head) if s]
+        fallback = {k.removeprefix(FALLBACK[m]): v for k, v in target.items() if k.startswith(FALLBACK[m] + ".")}
+        for slot, points in ((FALLBACK[m], fallback), (EDIT[m], mine)):
+            if points:
+                pts = {slot + k: v for k, v in points.items() if k.startswith(".Pt[")}
+                head = {slot + k: v for k, v in points.items() if not k.startswith(".Pt[")}
+                if m == VV:
+                    head |= {f"{slot}.ActPt": VV_POINTS, f"{slot}.Pri": 1, f"{slot}.VRefAutoEna": 0}
+                elif m == VW:
+                    head[f"{slot}.ActPt"] = VW_POINTS
+                steps += [s for s in (pts, head) if s]
         adopt: dict[str, float] = {ADOPT[m]: 2} if mine else {}
+        adopt |= {k: target[k] for k in (RVRT_TO[m], TIMER[m]) if k in target}  # with the adopt: (re)starts it
         if f"{m}.Ena" in target and f"{m}.Ena" not in off:
             adopt[f"{m}.Ena"] = target[f"{m}.Ena"]
         if adopt:
@@ -154,8 +160,10 @@ class DerActuator(Actuator):
                     f"volt-var Q = {list(curve.q_pct)}: beyond category {self.category}'s capability "
                     f"({cap.q_inject_pct:g} % injection, {cap.q_absorb_pct:g} % absorption; {cap.source})"
                 )
-            if volt_var_points(curve) != volt_var_points(vv_d) and not self._has_timer(view, VV):
-                return self._no_timer(VV)
+            if volt_var_points(curve) != volt_var_points(vv_d):
+                why = self._timer_bounds(v, view, VV)
+                if why:
+                    return why
         k = ACTIVE[VW]
         if f"{k}.Pt[1].V" in v:
             curve_w = ieee1547.VoltWattCurve((v[f"{k}.Pt[1].V"] / 100.0, v[f"{k}.Pt[2].V"] / 100.0),
@@ -165,8 +173,10 @@ class DerActuator(Actuator):
                 r = ieee1547.setting_range(rng)
                 if x not in r:
                     return f"{rng} = {x:g}: must be in {r.lo:g}..{r.hi:g} {r.unit} ({r.source})"
-            if volt_watt_points(curve_w) != volt_watt_points(vw_d) and not self._has_timer(view, VW):
-                return self._no_timer(VW)
+            if volt_watt_points(curve_w) != volt_watt_points(vw_d):
+                why = self._timer_bounds(v, view, VW)
+                if why:
+                    return why
         k = ACTIVE[FD]
         if f"{k}.DbOf" in v:
             fd = ieee1547.FreqDroop(v[f"{k}.DbOf"], v[f"{k}.DbUf"], v[f"{k}.KOf"], v[f"{k}.KUf"], v[f"{k}.RspTms"])
@@ -176,8 +186,10 @@ class DerActuator(Actuator):
                 r = ieee1547.setting_range(rng)
                 if x not in r:
                     return f"{rng} = {x:g}: must be in {r.lo:g}..{r.hi:g} {r.unit} ({r.source})"
-            if freq_droop_points(fd) != freq_droop_points(fd_d) and not self._has_timer(view, FD):
-                return self._no_timer(FD)
+            if freq_droop_points(fd) != freq_droop_points(fd_d):
+                why = self._timer_bounds(v, view, FD)
+                if why:
+                    return why
         return None
 
     def _setpoint_bounds(self, v: Mapping[str, float]) -> str | None:
@@ -200,12 +212,25 @@ class DerActuator(Actuator):
                 return f"{s}RvrtTms = {tms}: a set point goes with its reversion timer, 1..86400 s"
         return None
 
-    def _has_timer(self, view: View, model: str) -> bool:
-        return False  # the curve models' own reversion timers are not written by this version (module docstring)
+    def has_timer(self, view: View, model: str) -> bool:
+        """Whether the device has the curve model's reversion timer: its discovered layout has ``RvrtTms`` and the
+        device serves a number there (a device without it reads "not implemented")."""
+        layout = self.sunspec.layout
+        if layout is None or TIMER[model] not in layout.points:
+            return False
+        i = view.input(f"{self.device}.{TIMER[model]}")
+        return i.quality == "good" and isinstance(i.value, int | float)
 
-    def _no_timer(self, model: str) -> str:
-        return (f"no_reversion_timer: a {model} curve other than category {self.category}'s IEEE 1547-2018 default "
-                "would outlast an agent crash (only default curves are written)")  # fmt: skip
+    def _timer_bounds(self, v: Mapping[str, float], view: View, model: str) -> str | None:
+        """A curve other than the category's default goes with the model's own reversion timer, which falls back to
+        the default (in slot ``FALLBACK``): else it would outlast an agent crash."""
+        if not self.has_timer(view, model):
+            return (f"no_reversion_timer: a {model} curve other than category {self.category}'s IEEE 1547-2018 "
+                    "default would outlast an agent crash, and this device has no reversion timer for it")  # fmt: skip
+        tms, to = v.get(TIMER[model]), v.get(RVRT_TO[model])
+        if tms is None or not 1 <= tms <= 86_400 or to != FALLBACK_INDEX:
+            return f"{model}: an explicit curve goes with RvrtTms 1..86400 s and RvrtCrv = its default's slot"
+        return None
 
     def cost(self, command: Command, view: View) -> dict[str, int]:
         return {"setpoint_changes": 1} if command.action == "der.configure" else {}
@@ -276,15 +301,28 @@ class DerActuator(Actuator):
     async def carry_out(self, command: Command, held: Mapping[str, Any] | None, deadline_s: float) -> Result:
         return await self._run(dict(command.values), dict(held) if held is not None else None, deadline_s)
 
-    def autonomous(self, held: Mapping[str, Any] | None) -> dict[str, float]:
-        """What the hand-back writes: the category's defaults, set points off, the enables as they were."""
+    def autonomous(self, held: Mapping[str, Any] | None, timers: tuple[str, ...] = ()) -> dict[str, float]:
+        """What the hand-back writes: the category's defaults, set points off, the enables as they were, and the
+        reversion timer of each curve model in ``timers`` (those the device has) stopped."""
         target = autonomous_state(self.category)
         enables = (held or {}).get("enables") or {}
         target |= {k: float(v) for k, v in enables.items() if k in CURVE_ENABLES}
+        target |= {TIMER[m]: 0 for m in timers}
         return target
 
+    async def _timers(self) -> tuple[str, ...]:
+        """The curve models whose reversion timer the device implements (read now; () if it cannot be read)."""
+        try:
+            layout = (await self.sunspec.discover()).layout
+            names = [TIMER[m] for m in CURVES if TIMER[m] in layout.points]
+            got = await self._read(names) if names else {}
+        except (ModbusDeviceError, DiscoveryError, KeyError):
+            return ()  # the hand-back's own writes will say what is wrong with the device
+        return tuple(m for m in CURVES if isinstance(got.get(TIMER[m]), int | float))
+
     async def hand_back(self, held: Mapping[str, Any] | None, deadline_s: float) -> Result:
-        r = await self._run(self.autonomous(held), dict(held) if held is not None else {}, deadline_s)
+        target = self.autonomous(held, await self._timers())
+        r = await self._run(target, dict(held) if held is not None else {}, deadline_s)
         ok = r.status == "applied"
         detail = {**r.detail, "autonomous": f"IEEE 1547-2018 category {self.category} defaults, set points off"}
         return Result(r.status, r.readback, detail, held=None if ok else dict(held or {}), released=ok)
