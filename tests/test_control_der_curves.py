@@ -25,7 +25,7 @@ CAT_B_Q_PCT_OF_VA = [44.0, 0.0, 0.0, -44.0]
 MINE = ieee1547.VoltVarCurve((0.93, 0.99, 1.01, 1.07), (30.0, 0.0, 0.0, -30.0), 1.0, 5.0)
 MINE_V_PCT, MINE_Q_PCT = [93.0, 99.0, 101.0, 107.0], [30.0, 0.0, 0.0, -30.0]
 REVERSION_S = 30.0
-SLOW = 0.02  # wall s between bench steps: the refresh margin (10 simulated s) is some 0.2 s of wall time
+SLOW = 0.05  # wall s between bench steps: the refresh margin (10 simulated s) is some 0.5 s of wall time
 
 
 def group(**kw) -> DerGroupConfig:
