@@ -14,9 +14,14 @@ The rules, in order:
 - ``inputs_stale``: a point it compares is stale, missing or not good. No command (held): nothing refreshes the set
   points, so the device's own reversion timers take them back within ``reversion_s``.
 - ``settings_differ``: a point differs from what the group asks. ``der.configure`` with every point the group asks.
-- ``reversion_refresh``: a set point the group asks has less than :func:`refresh_margin_s` (a third of
-  ``reversion_s``, at least three cadences) left on its 704 timer. ``der.refresh``: that set point again, which
-  restarts its timer.
+- ``reversion_refresh``: a set point, or an explicit curve, the group asks has less than :func:`refresh_margin_s` (a
+  third of ``reversion_s``, at least three cadences) left on its timer (704 ``*RvrtRem``, 705/706/711 ``RvrtRem``).
+  ``der.refresh``: that set point again, or the curve model's ``RvrtTms`` again, which restarts its timer.
+
+A curve other than the category's default goes with its model's own reversion timer (``RvrtTms`` = ``reversion_s``)
+and the default kept in curve 3, the curve the device adopts when the timer runs out (``RvrtCrv``). On a device
+that serves ``RvrtTms`` "not implemented" those points are not compared, and the command is refused by the
+actuator's bounds (``no_reversion_timer``).
 
 The points of a curve are those of the active curve (``Crv[1]`` of 705 and 706, ``Ctl[1]`` of 711, read-only on
 the device): the actuator writes an editable curve and asks the device to adopt it. Volt-var Q is written in

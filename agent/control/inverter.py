@@ -7,22 +7,25 @@ in an order the device accepts at every step, each write read back register for 
 
 1. what must be off first: 704 set points the group does not ask, volt-var when another reactive power mode is
    asked (IEEE 1547-2018 5.3: one at a time);
-2. per curve (705 volt-var, 706 volt-watt, 711 frequency droop): the editable curve ``Crv[2]`` / ``Ctl[2]`` —
-   its points, then its header — then the adopt request and the function's enable in one request;
+2. per curve (705 volt-var, 706 volt-watt, 711 frequency droop): for an explicit curve, the category's default
+   into curve 3 first; the editable curve ``Crv[2]`` / ``Ctl[2]`` — its points, then its header — then the adopt
+   request and the function's enable in one request, with (explicit curve) ``RvrtCrv``/``RvrtCtl`` = 3 and
+   ``RvrtTms`` = ``reversion_s``, the model's own reversion timer, or (hand-back) ``RvrtTms`` = 0;
 3. the 704 set points' values and reversion timers (``*RvrtTms`` = ``reversion_s``; what they revert to:
    the function off, neutral values), then their enables, which start the timers.
 
 Then the active curves and set points are read until they show every value asked, within the envelope's
 readback deadline. A device that takes a write and holds something else, or refuses part of it, is a readback
 failure: the envelope raises the alarm, hands the device back and suspends the function on it. ``der.refresh``
-writes a set point again, restarting its reversion timer.
+writes a set point again, or a curve model's ``RvrtTms``, restarting its reversion timer.
 
 The hand-back (:meth:`DerActuator.hand_back`) puts the inverter in its autonomous state: the IEEE 1547-2018
 default curves of the group's category (volt-var Table 8, volt-watt Table 10, frequency droop Table 24), every
 704 set point off with no timer running, the curves' enables as the device had them before the agent first wrote
 to it. After an agent crash, the set points the agent wrote revert by the device's own 704 timers within
-``reversion_s``; curves are only written when they are the category's defaults (a curve of other numbers needs
-the model's own reversion timer, which this actuator does not write yet: refused by :meth:`DerActuator.bounds`).
+``reversion_s``, and an explicit curve by the curve model's own timer, which adopts curve 3 (the default). A curve
+other than the category's default on a device whose model has no reversion timer (``RvrtTms`` absent from its
+layout, or read "not implemented") is refused by :meth:`DerActuator.bounds` (``no_reversion_timer``).
 """
 
 from __future__ import annotations
