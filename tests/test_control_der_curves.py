@@ -14,7 +14,8 @@ from helpers.derrig import der_rig, read_volt_var
 
 from agent.control import ieee1547
 from agent.control.config import DerGroupConfig
-from agent.control.der import refresh_margin_s
+from agent.control.der import refresh_margin_s, wanted_state
+from agent.control.inverter import DerActuator, write_steps
 
 DEV = "pv675"
 # IEEE 1547-2018 clause 5.3.3, Table 8, Category B default: V1..V4 = VRef -0.08, -0.02, +0.02, +0.08 VN, Q1 = 44 %
@@ -47,6 +48,26 @@ async def settle(r, cycles: int = 6) -> None:
 def q_pct_of_va(vv: dict, var: float) -> float:
     """A 705 Var point in % of nameplate VA (the served inverter: 500 kVA, VarMax 44 % of it), by its DeptRef."""
     return var if vv["DeptRef"] == 3 else var * 0.44
+
+
+def test_the_default_goes_into_curve_3_before_the_explicit_curve_is_adopted_with_its_timer() -> None:
+    steps = write_steps(wanted_state(group()))
+    at = {name: i for i, step in enumerate(steps) for name in step}
+    assert steps[at["DERVoltVar.Crv[3].Pt[1].V"]]["DERVoltVar.Crv[3].Pt[1].V"] == CAT_B_V_PCT[0]
+    assert at["DERVoltVar.Crv[3].Pt[1].V"] < at["DERVoltVar.Crv[2].Pt[1].V"] < at["DERVoltVar.AdptCrvReq"]
+    adopt = steps[at["DERVoltVar.AdptCrvReq"]]
+    assert adopt == {"DERVoltVar.AdptCrvReq": 2, "DERVoltVar.Ena": 1, "DERVoltVar.RvrtCrv": 3,
+                     "DERVoltVar.RvrtTms": REVERSION_S}  # fmt: skip
+
+
+def test_a_default_curve_asks_no_timer_and_the_hand_back_stops_the_timers_the_device_has() -> None:
+    assert "DERVoltVar.RvrtTms" not in wanted_state(group(volt_var=ieee1547.default("volt_var.category-b")))
+    act = DerActuator(None, None, category="B", reversion_s=30, setpoint_changes_per_hour=12)  # type: ignore[arg-type]
+    back = act.autonomous(None, ("DERVoltVar", "DERFreqDroop"))
+    assert back["DERVoltVar.RvrtTms"] == 0 and back["DERFreqDroop.RvrtTms"] == 0
+    assert "DERVoltWatt.RvrtTms" not in back  # a model without the timer is not written one
+    adopt = next(s for s in write_steps(back) if "DERVoltVar.AdptCrvReq" in s)
+    assert adopt["DERVoltVar.RvrtTms"] == 0  # with the adopt: the default adopted with no timer running
 
 
 @async_test
