@@ -27,6 +27,7 @@ from agent.control.cvr import CvrFunction
 from agent.control.der import DerFunction
 from agent.control.envelope import ControlStore, ControlStream, Envelope
 from agent.control.inverter import DerActuator
+from agent.control.live import LivePublisher, live_path
 from agent.control.regulator import BandCentreOwner, RegulatorFunction
 from agent.control.view import ReadingSource
 from agent.devicelink import RegisterMapLink, SharedTransport
@@ -56,6 +57,7 @@ class ControlSystem:
     envelope: Envelope
     controller: Controller
     links: list[RegisterMapLink] = field(default_factory=list)
+    live: LivePublisher | None = None  # the picture `gridedge control explain` reads (agent/control/live.py)
 
     def tasks(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         """(name, factory) of every supervised task of control."""
@@ -64,6 +66,8 @@ class ControlSystem:
                                                                 ("control-events-retry", self.envelope.events.run)]  # fmt: skip
         for layer in self.controller.layers():
             out.append((f"control:{LAYERS.get(layer, layer)}", _layer(self.controller, layer)))
+        if self.live is not None:  # -- operator: the live picture for `control explain`
+            out.append(("control-live", self.live.run))
         return out
 
     async def stop(self) -> None:
@@ -75,7 +79,8 @@ class ControlSystem:
             await link.close()
 
     def status(self) -> dict[str, Any]:
-        return {"mode": self.config.mode, **self.controller.status()}
+        # clock_ts: the agent's clock now (a bench day may run at speed), what decision times are judged against
+        return {"mode": self.config.mode, "clock_ts": self.controller.clock.time(), **self.controller.status()}
 
 
 def _layer(controller: Controller, layer: int) -> Callable[[], Awaitable[None]]:
@@ -144,7 +149,9 @@ def build_control(
     controller = Controller(functions, envelope, snapshot, clock)
     log.info("control_built", mode=ctl.mode, devices=",".join(a.device for a in actuators),
              functions=",".join(f"{f.name}:{f.policy.mode}" for f in functions))  # fmt: skip
-    return ControlSystem(ctl, envelope, controller, links)
+    system = ControlSystem(ctl, envelope, controller, links)
+    system.live = LivePublisher(system, snapshot, clock, live_path(config.store.path))  # -- operator: explain
+    return system
 
 
 __all__ = ["ControlSystem", "PollerLike", "build_control"]
