@@ -25,7 +25,7 @@ default curves of the group's category (volt-var Table 8, volt-watt Table 10, fr
 to it. After an agent crash, the set points the agent wrote revert by the device's own 704 timers within
 ``reversion_s``, and an explicit curve by the curve model's own timer, which adopts curve 3 (the default). A curve
 other than the category's default on a device whose model has no reversion timer (``RvrtTms`` absent from its
-layout, or read "not implemented") is refused by :meth:`DerActuator.bounds` (``no_reversion_timer``).
+layout, or read "not implemented" by the poller) is refused by :meth:`DerActuator.bounds` (``no_reversion_timer``).
 """
 
 from __future__ import annotations
@@ -216,11 +216,10 @@ class DerActuator(Actuator):
         return None
 
     def has_timer(self, view: View, model: str) -> bool:
-        """Whether the device has the curve model's reversion timer: its discovered layout has ``RvrtTms`` and the
-        device serves a number there (a device without it reads "not implemented")."""
-        layout = self.sunspec.layout
-        if layout is None or TIMER[model] not in layout.points:
-            return False
+        """Whether the device has the curve model's reversion timer: the poller, which reads the points of the layout
+        it discovered, read a number at ``RvrtTms`` (a model without the point gives no reading; a device that does
+        not implement it reads "not implemented", INVALID). From the snapshot alone, so ``control explain`` judges
+        as the running agent does."""
         i = view.input(f"{self.device}.{TIMER[model]}")
         return i.quality == "good" and isinstance(i.value, int | float)
 
