@@ -14,9 +14,14 @@ The rules, in order:
 - ``inputs_stale``: a point it compares is stale, missing or not good. No command (held): nothing refreshes the set
   points, so the device's own reversion timers take them back within ``reversion_s``.
 - ``settings_differ``: a point differs from what the group asks. ``der.configure`` with every point the group asks.
-- ``reversion_refresh``: a set point the group asks has less than :func:`refresh_margin_s` (a third of
-  ``reversion_s``, at least three cadences) left on its 704 timer. ``der.refresh``: that set point again, which
-  restarts its timer.
+- ``reversion_refresh``: a set point, or an explicit curve, the group asks has less than :func:`refresh_margin_s` (a
+  third of ``reversion_s``, at least three cadences) left on its timer (704 ``*RvrtRem``, 705/706/711 ``RvrtRem``).
+  ``der.refresh``: that set point again, or the curve model's ``RvrtTms`` again, which restarts its timer.
+
+A curve other than the category's default goes with its model's own reversion timer (``RvrtTms`` = ``reversion_s``)
+and the default kept in curve 3, the curve the device adopts when the timer runs out (``RvrtCrv``). On a device
+that serves ``RvrtTms`` "not implemented" those points are not compared, and the command is refused by the
+actuator's bounds (``no_reversion_timer``).
 
 The points of a curve are those of the active curve (``Crv[1]`` of 705 and 706, ``Ctl[1]`` of 711, read-only on
 the device): the actuator writes an editable curve and asks the device to adopt it. Volt-var Q is written in
@@ -29,7 +34,7 @@ the same.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +58,13 @@ REFRESH_CADENCES = 3  # ... or less than this many cadences
 SETPOINTS = ("PFWInj", "VarSet", "WMaxLimPct")  # the 704 functions with a reversion timer
 ENABLE = {"PFWInj": f"{CTL}.PFWInjEna", "VarSet": f"{CTL}.VarSetEna", "WMaxLimPct": f"{CTL}.WMaxLimPctEna"}
 REMAINING = {s: f"{CTL}.{s}RvrtRem" for s in SETPOINTS}
+# The curve models' own reversion points (pysunspec2's model_705/706/711.json): the timer [s], the time left, the
+# curve adopted when it runs out; the agent keeps its category's default curve in the slot it names (FALLBACK).
+TIMER = {m: f"{m}.RvrtTms" for m in (VV, VW, FD)}
+CURVE_REMAINING = {m: f"{m}.RvrtRem" for m in (VV, VW, FD)}
+RVRT_TO = {VV: f"{VV}.RvrtCrv", VW: f"{VW}.RvrtCrv", FD: f"{FD}.RvrtCtl"}
+FALLBACK_INDEX = 3
+FALLBACK = {VV: f"{VV}.Crv[3]", VW: f"{VW}.Crv[3]", FD: f"{FD}.Ctl[3]"}
 
 
 # ---- what a group asks ---------------------------------------------------------------------------------------
@@ -95,17 +107,33 @@ def _setpoint(name: str, values: Mapping[str, float], reversion_s: float, revert
     return out
 
 
+def _curve(model: str, points: dict[str, float], default: dict[str, float], reversion_s: float) -> dict[str, float]:
+    """A curve on, and when it is not the category's default, with the model's reversion timer: its default kept
+    in the slot the device falls back to (``FALLBACK``, adopted when ``RvrtTms`` = ``reversion_s`` runs out)."""
+    out = points | {f"{model}.Ena": 1}
+    if points != default:
+        out |= {TIMER[model]: int(math.ceil(reversion_s)), RVRT_TO[model]: FALLBACK_INDEX}
+        out |= {FALLBACK[model] + k.removeprefix(ACTIVE[model]): v for k, v in default.items()}
+    return out
+
+
+def timer_points(model: str, names: Iterable[str]) -> list[str]:
+    """The points of ``names`` that belong to the model's reversion timer (what a device without one cannot hold)."""
+    return [n for n in names if n in (TIMER[model], RVRT_TO[model], CURVE_REMAINING[model])]
+
+
 def wanted_state(g: DerGroupConfig) -> dict[str, float]:
     """Every point (layout name, engineering value) the group asks each of its inverters to hold."""
     out: dict[str, float] = {}
+    vv, vw, fd = category_defaults(g.category)
     if g.volt_var is not None:
-        out |= volt_var_points(g.volt_var) | {f"{VV}.Ena": 1}
+        out |= _curve(VV, volt_var_points(g.volt_var), volt_var_points(vv), g.reversion_s)
     elif g.constant_pf is not None or g.constant_var_pct is not None:
         out[f"{VV}.Ena"] = 0  # one reactive power mode at a time (IEEE 1547-2018 5.3)
     if g.volt_watt is not None:
-        out |= volt_watt_points(g.volt_watt) | {f"{VW}.Ena": 1}
+        out |= _curve(VW, volt_watt_points(g.volt_watt), volt_watt_points(vw), g.reversion_s)
     if g.freq_droop is not None:
-        out |= freq_droop_points(g.freq_droop) | {f"{FD}.Ena": 1}
+        out |= _curve(FD, freq_droop_points(g.freq_droop), freq_droop_points(fd), g.reversion_s)
     if g.constant_pf is not None:
         ext = EXT_OVER if g.constant_pf.excitation == "injecting" else EXT_UNDER
         out |= _setpoint("PFWInj", {"PFWInj.PF": g.constant_pf.pf, "PFWInj.Ext": ext}, g.reversion_s,
@@ -183,17 +211,44 @@ def refresh_margin_s(g: DerGroupConfig) -> float:
     return max(g.reversion_s * REFRESH_FRACTION, REFRESH_CADENCES * g.cadence_s)
 
 
+def _timed(wanted: Mapping[str, float]) -> dict[str, str]:
+    """Every reversion timer the wanted state runs: set point (704) or curve model -> its time-left point."""
+    out = {s: REMAINING[s] for s in SETPOINTS if wanted.get(ENABLE[s]) == 1}
+    return out | {m: CURVE_REMAINING[m] for m in (VV, VW, FD) if wanted.get(TIMER[m])}
+
+
 def _refresh_due(g: DerGroupConfig, view: View, device: str, wanted: Mapping[str, float]) -> list[str]:
-    """The set points the group asks whose reversion timer has less than :func:`refresh_margin_s` left now (what
-    the device said, less the reading's age)."""
+    """The set points and curves the group asks whose reversion timer has less than :func:`refresh_margin_s` left
+    now (what the device said, less the reading's age)."""
     due = []
-    for s in SETPOINTS:
-        if wanted.get(ENABLE[s]) != 1:
-            continue
-        i = view.input(f"{device}.{REMAINING[s]}")
+    for s, rem in _timed(wanted).items():
+        i = view.input(f"{device}.{rem}")
         if isinstance(i.value, int | float) and i.value - (i.age_s or 0.0) < refresh_margin_s(g):
             due.append(s)
     return due
+
+
+def _refresh_values(wanted: Mapping[str, float], due: Iterable[str]) -> dict[str, float]:
+    """What a refresh writes: a set point's points again (704 restarts its timer), a curve's ``RvrtTms`` again."""
+    out: dict[str, float] = {}
+    for s in due:
+        if s in SETPOINTS:
+            out |= {k: v for k, v in wanted.items() if k.startswith(f"{CTL}.{s}")}
+        else:
+            out[TIMER[s]] = wanted[TIMER[s]]
+    return out
+
+
+def _without_timer(view: View, device: str, wanted: Mapping[str, float]) -> list[str]:
+    """The curve models the group asks a timer of that the device does not implement (it reads "not implemented":
+    INVALID with no value, while the model's enable reads): their timer points are not compared."""
+    out = []
+    for m in (VV, VW, FD):
+        if TIMER[m] in wanted:
+            t, ena = view.input(f"{device}.{TIMER[m]}"), view.input(f"{device}.{m}.Ena")
+            if t.quality == "invalid" and t.value is None and ena.quality == "good":
+                out.append(m)
+    return out
 
 
 def decide(
@@ -209,7 +264,9 @@ def decide(
 ) -> Decision | None:
     """The decision for ``device`` at ``now`` (module docstring's table), or None when it holds what is asked."""
     wanted = wanted_state(g)
-    names = [*wanted, *(REMAINING[s] for s in SETPOINTS if wanted.get(ENABLE[s]) == 1)]
+    names = [*wanted, *_timed(wanted).values()]
+    for m in _without_timer(view, device, wanted):  # the command asks them; the actuator's bounds refuse it
+        names = [n for n in names if n not in timer_points(m, names)]
     inputs: tuple[Input, ...] = view.inputs(f"{device}.{n}" for n in names)
     stale = [i.point for i in inputs if not i.usable(g.stale_after_s)]
     if stale:
@@ -219,7 +276,7 @@ def decide(
     if state.last_write is not None and all((i.ts or 0.0) <= state.last_write for i in inputs):
         return None  # the snapshot has not read the device since the last write
     by = {i.point.removeprefix(f"{device}."): i.value for i in inputs}
-    diff = sorted(k for k, v in wanted.items() if differs(by.get(k), v, k))
+    diff = sorted(k for k, v in wanted.items() if k in by and differs(by[k], v, k))
     if diff:
         command = Command(device, "der.configure", wanted, f"{len(diff)} point(s) differ from {g.name}")
         detail = {"group": g.name, "differ": {k: [by.get(k), wanted[k]] for k in diff[:12]}, "differing": len(diff)}
@@ -230,7 +287,7 @@ def decide(
         if not due:
             state.advised = None
             return None
-        values = {k: v for k, v in wanted.items() if any(k.startswith(f"{CTL}.{s}") for s in due)}
+        values = _refresh_values(wanted, due)
         command = Command(device, "der.refresh", values, f"reversion timer of {', '.join(due)} running out")
         detail = {"group": g.name, "refresh": due, "reversion_s": g.reversion_s}
         key = ("der.refresh", *due)
@@ -295,6 +352,10 @@ __all__ = [
     "NAME",
     "DerFunction",
     "DerState",
+    "CURVE_REMAINING",
+    "FALLBACK",
+    "RVRT_TO",
+    "TIMER",
     "autonomous_state",
     "category_defaults",
     "decide",
@@ -305,5 +366,6 @@ __all__ = [
     "is_default",
     "volt_var_points",
     "volt_watt_points",
+    "timer_points",
     "wanted_state",
 ]

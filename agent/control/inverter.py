@@ -7,22 +7,25 @@ in an order the device accepts at every step, each write read back register for 
 
 1. what must be off first: 704 set points the group does not ask, volt-var when another reactive power mode is
    asked (IEEE 1547-2018 5.3: one at a time);
-2. per curve (705 volt-var, 706 volt-watt, 711 frequency droop): the editable curve ``Crv[2]`` / ``Ctl[2]`` —
-   its points, then its header — then the adopt request and the function's enable in one request;
+2. per curve (705 volt-var, 706 volt-watt, 711 frequency droop): for an explicit curve, the category's default
+   into curve 3 first; the editable curve ``Crv[2]`` / ``Ctl[2]`` — its points, then its header — then the adopt
+   request and the function's enable in one request, with (explicit curve) ``RvrtCrv``/``RvrtCtl`` = 3 and
+   ``RvrtTms`` = ``reversion_s``, the model's own reversion timer, or (hand-back) ``RvrtTms`` = 0;
 3. the 704 set points' values and reversion timers (``*RvrtTms`` = ``reversion_s``; what they revert to:
    the function off, neutral values), then their enables, which start the timers.
 
 Then the active curves and set points are read until they show every value asked, within the envelope's
 readback deadline. A device that takes a write and holds something else, or refuses part of it, is a readback
 failure: the envelope raises the alarm, hands the device back and suspends the function on it. ``der.refresh``
-writes a set point again, restarting its reversion timer.
+writes a set point again, or a curve model's ``RvrtTms``, restarting its reversion timer.
 
 The hand-back (:meth:`DerActuator.hand_back`) puts the inverter in its autonomous state: the IEEE 1547-2018
 default curves of the group's category (volt-var Table 8, volt-watt Table 10, frequency droop Table 24), every
 704 set point off with no timer running, the curves' enables as the device had them before the agent first wrote
 to it. After an agent crash, the set points the agent wrote revert by the device's own 704 timers within
-``reversion_s``; curves are only written when they are the category's defaults (a curve of other numbers needs
-the model's own reversion timer, which this actuator does not write yet: refused by :meth:`DerActuator.bounds`).
+``reversion_s``, and an explicit curve by the curve model's own timer, which adopts curve 3 (the default). A curve
+other than the category's default on a device whose model has no reversion timer (``RvrtTms`` absent from its
+layout, or read "not implemented" by the poller) is refused by :meth:`DerActuator.bounds` (``no_reversion_timer``).
 """
 
 from __future__ import annotations
@@ -41,8 +44,12 @@ from agent.control.der import (
     CTL,
     EDIT,
     ENABLE,
+    FALLBACK,
+    FALLBACK_INDEX,
     FD,
+    RVRT_TO,
     SETPOINTS,
+    TIMER,
     VV,
     VW,
     autonomous_state,
@@ -79,16 +86,18 @@ def write_steps(target: Mapping[str, float]) -> list[dict[str, float]]:
     for m in CURVES:
         active = ACTIVE[m]
         mine = {k.removeprefix(active): v for k, v in target.items() if k.startswith(active + ".")}
-        if mine:
-            edit = EDIT[m]
-            pts = {edit + k: v for k, v in mine.items() if k.startswith(".Pt[")}
-            head = {edit + k: v for k, v in mine.items() if not k.startswith(".Pt[")}
-            if m == VV:
-                head |= {f"{edit}.ActPt": VV_POINTS, f"{edit}.Pri": 1, f"{edit}.VRefAutoEna": 0}
-            elif m == VW:
-                head[f"{edit}.ActPt"] = VW_POINTS
-            steps += [s for s in (pts, head) if s]
+        fallback = {k.removeprefix(FALLBACK[m]): v for k, v in target.items() if k.startswith(FALLBACK[m] + ".")}
+        for slot, points in ((FALLBACK[m], fallback), (EDIT[m], mine)):
+            if points:
+                pts = {slot + k: v for k, v in points.items() if k.startswith(".Pt[")}
+                head = {slot + k: v for k, v in points.items() if not k.startswith(".Pt[")}
+                if m == VV:
+                    head |= {f"{slot}.ActPt": VV_POINTS, f"{slot}.Pri": 1, f"{slot}.VRefAutoEna": 0}
+                elif m == VW:
+                    head[f"{slot}.ActPt"] = VW_POINTS
+                steps += [s for s in (pts, head) if s]
         adopt: dict[str, float] = {ADOPT[m]: 2} if mine else {}
+        adopt |= {k: target[k] for k in (RVRT_TO[m], TIMER[m]) if k in target}  # with the adopt: (re)starts it
         if f"{m}.Ena" in target and f"{m}.Ena" not in off:
             adopt[f"{m}.Ena"] = target[f"{m}.Ena"]
         if adopt:
@@ -154,8 +163,10 @@ class DerActuator(Actuator):
                     f"volt-var Q = {list(curve.q_pct)}: beyond category {self.category}'s capability "
                     f"({cap.q_inject_pct:g} % injection, {cap.q_absorb_pct:g} % absorption; {cap.source})"
                 )
-            if volt_var_points(curve) != volt_var_points(vv_d) and not self._has_timer(view, VV):
-                return self._no_timer(VV)
+            if volt_var_points(curve) != volt_var_points(vv_d):
+                why = self._timer_bounds(v, view, VV)
+                if why:
+                    return why
         k = ACTIVE[VW]
         if f"{k}.Pt[1].V" in v:
             curve_w = ieee1547.VoltWattCurve((v[f"{k}.Pt[1].V"] / 100.0, v[f"{k}.Pt[2].V"] / 100.0),
@@ -165,8 +176,10 @@ class DerActuator(Actuator):
                 r = ieee1547.setting_range(rng)
                 if x not in r:
                     return f"{rng} = {x:g}: must be in {r.lo:g}..{r.hi:g} {r.unit} ({r.source})"
-            if volt_watt_points(curve_w) != volt_watt_points(vw_d) and not self._has_timer(view, VW):
-                return self._no_timer(VW)
+            if volt_watt_points(curve_w) != volt_watt_points(vw_d):
+                why = self._timer_bounds(v, view, VW)
+                if why:
+                    return why
         k = ACTIVE[FD]
         if f"{k}.DbOf" in v:
             fd = ieee1547.FreqDroop(v[f"{k}.DbOf"], v[f"{k}.DbUf"], v[f"{k}.KOf"], v[f"{k}.KUf"], v[f"{k}.RspTms"])
@@ -176,8 +189,10 @@ class DerActuator(Actuator):
                 r = ieee1547.setting_range(rng)
                 if x not in r:
                     return f"{rng} = {x:g}: must be in {r.lo:g}..{r.hi:g} {r.unit} ({r.source})"
-            if freq_droop_points(fd) != freq_droop_points(fd_d) and not self._has_timer(view, FD):
-                return self._no_timer(FD)
+            if freq_droop_points(fd) != freq_droop_points(fd_d):
+                why = self._timer_bounds(v, view, FD)
+                if why:
+                    return why
         return None
 
     def _setpoint_bounds(self, v: Mapping[str, float]) -> str | None:
@@ -200,12 +215,24 @@ class DerActuator(Actuator):
                 return f"{s}RvrtTms = {tms}: a set point goes with its reversion timer, 1..86400 s"
         return None
 
-    def _has_timer(self, view: View, model: str) -> bool:
-        return False  # the curve models' own reversion timers are not written by this version (module docstring)
+    def has_timer(self, view: View, model: str) -> bool:
+        """Whether the device has the curve model's reversion timer: the poller, which reads the points of the layout
+        it discovered, read a number at ``RvrtTms`` (a model without the point gives no reading; a device that does
+        not implement it reads "not implemented", INVALID). From the snapshot alone, so ``control explain`` judges
+        as the running agent does."""
+        i = view.input(f"{self.device}.{TIMER[model]}")
+        return i.quality == "good" and isinstance(i.value, int | float)
 
-    def _no_timer(self, model: str) -> str:
-        return (f"no_reversion_timer: a {model} curve other than category {self.category}'s IEEE 1547-2018 default "
-                "would outlast an agent crash (only default curves are written)")  # fmt: skip
+    def _timer_bounds(self, v: Mapping[str, float], view: View, model: str) -> str | None:
+        """A curve other than the category's default goes with the model's own reversion timer, which falls back to
+        the default (in slot ``FALLBACK``): else it would outlast an agent crash."""
+        if not self.has_timer(view, model):
+            return (f"no_reversion_timer: a {model} curve other than category {self.category}'s IEEE 1547-2018 "
+                    "default would outlast an agent crash, and this device has no reversion timer for it")  # fmt: skip
+        tms, to = v.get(TIMER[model]), v.get(RVRT_TO[model])
+        if tms is None or not 1 <= tms <= 86_400 or to != FALLBACK_INDEX:
+            return f"{model}: an explicit curve goes with RvrtTms 1..86400 s and RvrtCrv = its default's slot"
+        return None
 
     def cost(self, command: Command, view: View) -> dict[str, int]:
         return {"setpoint_changes": 1} if command.action == "der.configure" else {}
@@ -276,15 +303,28 @@ class DerActuator(Actuator):
     async def carry_out(self, command: Command, held: Mapping[str, Any] | None, deadline_s: float) -> Result:
         return await self._run(dict(command.values), dict(held) if held is not None else None, deadline_s)
 
-    def autonomous(self, held: Mapping[str, Any] | None) -> dict[str, float]:
-        """What the hand-back writes: the category's defaults, set points off, the enables as they were."""
+    def autonomous(self, held: Mapping[str, Any] | None, timers: tuple[str, ...] = ()) -> dict[str, float]:
+        """What the hand-back writes: the category's defaults, set points off, the enables as they were, and the
+        reversion timer of each curve model in ``timers`` (those the device has) stopped."""
         target = autonomous_state(self.category)
         enables = (held or {}).get("enables") or {}
         target |= {k: float(v) for k, v in enables.items() if k in CURVE_ENABLES}
+        target |= {TIMER[m]: 0 for m in timers}
         return target
 
+    async def _timers(self) -> tuple[str, ...]:
+        """The curve models whose reversion timer the device implements (read now; () if it cannot be read)."""
+        try:
+            layout = (await self.sunspec.discover()).layout
+            names = [TIMER[m] for m in CURVES if TIMER[m] in layout.points]
+            got = await self._read(names) if names else {}
+        except (ModbusDeviceError, DiscoveryError, KeyError):
+            return ()  # the hand-back's own writes will say what is wrong with the device
+        return tuple(m for m in CURVES if isinstance(got.get(TIMER[m]), int | float))
+
     async def hand_back(self, held: Mapping[str, Any] | None, deadline_s: float) -> Result:
-        r = await self._run(self.autonomous(held), dict(held) if held is not None else {}, deadline_s)
+        target = self.autonomous(held, await self._timers())
+        r = await self._run(target, dict(held) if held is not None else {}, deadline_s)
         ok = r.status == "applied"
         detail = {**r.detail, "autonomous": f"IEEE 1547-2018 category {self.category} defaults, set points off"}
         return Result(r.status, r.readback, detail, held=None if ok else dict(held or {}), released=ok)

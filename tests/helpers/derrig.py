@@ -24,7 +24,7 @@ from agent.control.inverter import DerActuator
 from agent.events import EventSpool, RecentActions
 from agent.store import AsyncStore
 from helpers.devicerigs import RigClock
-from helpers.sunspec import ServedInverter, served_inverter, sunspec_device
+from helpers.sunspec import ServedInverter, inverter, served_inverter, sunspec_device
 from protocols.modbus.client import TcpTransport
 
 DEV = "pv675"
@@ -66,10 +66,14 @@ class DerRig:
 
 @asynccontextmanager
 async def der_rig(tmp_path: Path, group: DerGroupConfig, *, mode: str = "control", ignore_writes: bool = False,
-                  readback_timeout_s: float = 10.0, refuse: str | None = None) -> AsyncIterator[DerRig]:  # fmt: skip
+                  readback_timeout_s: float = 10.0, refuse: str | None = None,
+                  curve_reversion: bool = True, step_every_s: float = 0.002) -> AsyncIterator[DerRig]:  # fmt: skip
     """``refuse``: the device answers exception 3 (illegal data value) to every write touching a point whose name
-    starts with it (a firmware that will not take those settings); other writes reach the model."""
-    async with served_inverter(ignore_writes=ignore_writes) as served:
+    starts with it (a firmware that will not take those settings); other writes reach the model.
+    ``curve_reversion`` False: an inverter whose 705/706/711 have no reversion timer (served "not implemented").
+    ``step_every_s``: the wall-clock pause between bench steps (1 simulated s each), besides the step itself."""
+    inv = inverter(curve_reversion=curve_reversion)
+    async with served_inverter(inv, ignore_writes=ignore_writes) as served:
         if refuse is not None:
             model = served.inv
 
@@ -84,7 +88,7 @@ async def der_rig(tmp_path: Path, group: DerGroupConfig, *, mode: str = "control
         async def stepping() -> None:
             while not stop.is_set():
                 await served.step()
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(step_every_s)
 
         task = asyncio.create_task(stepping())
         snapshot = Snapshot()
@@ -110,3 +114,21 @@ async def der_rig(tmp_path: Path, group: DerGroupConfig, *, mode: str = "control
             await task
             await transport.close()
             await store.aclose()
+
+
+def read_volt_var(port: int) -> dict[str, Any]:
+    """Model 705 as pysunspec2's own SunSpecModbusClientDeviceTCP reads it (its scan, its scale factors): the
+    enable, the reversion points and the active curve 1 (V in %VN, Var in % of its DeptRef)."""
+    import sunspec2.modbus.client as client
+
+    d = client.SunSpecModbusClientDeviceTCP(slave_id=1, ipaddr="127.0.0.1", ipport=port)
+    try:
+        d.scan()
+        vv = d.models[705][0]
+        vv.read()
+        crv = vv.Crv[0]
+        return {"Ena": vv.Ena.value, "RvrtTms": vv.RvrtTms.value, "RvrtRem": vv.RvrtRem.value,
+                "RvrtCrv": vv.RvrtCrv.value, "DeptRef": crv.DeptRef.value,
+                "V": [p.V.cvalue for p in crv.Pt], "Var": [p.Var.cvalue for p in crv.Pt]}  # fmt: skip
+    finally:
+        d.close()
