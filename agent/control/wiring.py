@@ -133,7 +133,7 @@ def build_control(
     # ---- DER groups (agent/control/der.py, inverter.py): one function per inverter, its SunSpec link ----
     for group in ctl.der:
         for dev in group.devices:
-            sunspec = getattr(by_name[dev], "link", None)  # a SunSpecPoller's own link (agent/acquisition.py)
+            sunspec = getattr(by_name[dev], "link", None)  # a SunSpecPoller's own link (agent/acquisition/sunspec.py)
             if sunspec is None:
                 log.warning("control_der_device_skipped", device=dev, group=group.name, why="not a SunSpec poller")
                 continue
