@@ -220,6 +220,18 @@ def test_explicit_curves_are_checked_against_the_standard(tmp_path: Path) -> Non
             "is required with reverse_power = 'hold'",
         ),
         ("[control.capbank]", "[control.capbank]\nops_per_dey = 4", "control.capbank.ops_per_dey", "unknown key"),
+        (
+            "[control.cvr]\nenabled = true",
+            "[control.cvr]\nenabled = true\npv_margin_v_per_mw = 1.0",
+            "control.cvr.pv_margin_v_per_mw",
+            "needs pv_points",
+        ),
+        (
+            "[control.cvr]\nenabled = true",
+            '[control.cvr]\nenabled = true\npv_points = ["meter.v_a"]\npv_margin_v_per_mw = 1.0',
+            "control.cvr.pv_points[0]",
+            "must be in W or kW or MW (its unit is 'V')",
+        ),
     ],
 )
 def test_each_problem_names_its_key_value_and_what_is_allowed(
@@ -235,6 +247,26 @@ def test_every_problem_of_the_section_is_listed_at_once(tmp_path: Path) -> None:
            .replace('volt_var = "category-b"', 'volt_var = "category-c"'))  # fmt: skip
     found = issues(tmp_path, bad)
     assert {"control.mode", "control.capbank.device", "control.der[0].volt_var"} <= set(found)
+
+
+def test_cvr_reckons_its_pv_margin_on_points_in_watts_of_any_prefix(tmp_path: Path) -> None:
+    text = CONTROL.replace("[control.cvr]\nenabled = true",
+                           '[control.cvr]\nenabled = true\npv_points = ["meter.p_total", "pv1.DERMeasureAC.W"]\n'
+                           "pv_margin_v_per_mw = 1.2")  # fmt: skip
+    c = load(tmp_path, text)
+    assert c.cvr is not None and c.cvr.pv_margin_v_per_mw == 1.2
+    (meter, meter_scale), (pv, pv_scale) = c.cvr.pv_points
+    assert (meter, pv, pv_scale) == ("meter.p_total", "pv1.DERMeasureAC.W", 1.0)  # SunSpec W: watts
+    assert meter_scale == {"W": 1.0, "kW": 1e3, "MW": 1e6}[_unit("sim-meter.toml", "p_total")]
+
+
+def _unit(map_file: str, point: str) -> str:
+    """A point's unit as the shipped map says (read here with tomllib, not through the code under test)."""
+    import tomllib
+
+    data = tomllib.loads((MAPS / map_file).read_text())
+    (unit,) = [p["unit"] for p in data["points"] if p["name"] == point]
+    return unit
 
 
 def test_cvr_needs_the_regulator_it_acts_on(tmp_path: Path) -> None:

@@ -69,6 +69,45 @@ def test_a_restore_for_stale_data_carries_only_the_band_centre_as_its_input() ->
     assert call.detail["points"] == ["eol.v_a"] and call.detail["give_back"] is True
 
 
+PV = CvrConfig(enabled=True, voltage_points=CVR.voltage_points, margin_v=2.0, step_v=0.5, period_s=300.0,
+               stale_after_s=30.0, pv_points=(("pv1.W", 1.0), ("pv2.kW", 1e3)), pv_margin_v_per_mw=1.0)  # fmt: skip
+
+
+def pv_view(v_min: float, pv1_w: float, pv2_kw: float, *, pv_age: float = 1.0, bc: float = 121.0) -> View:
+    return View({
+        "reg.band_center_v": Reading("reg.band_center_v", NOW - 1, bc, "V"),
+        "eol.v_a": Reading("eol.v_a", NOW - 1, v_min, "V"),
+        "eol.v_b": Reading("eol.v_b", NOW - 1, 121.0, "V"),
+        "pv1.W": Reading("pv1.W", NOW - pv_age, pv1_w, "W"),
+        "pv2.kW": Reading("pv2.kW", NOW - 1, pv2_kw, "kW"),
+    }, NOW)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("v_min", "pv1_w", "pv2_kw", "rule"),
+    [
+        # 3 MW of PV now: the floor is 114 + 2 + 1 V/MW x 3 MW = 119 V
+        (119.6, 2_000_000.0, 1000.0, "cvr_lower"),  # a step above the raised floor: lower
+        (118.0, 2_000_000.0, 1000.0, "cvr_raise"),  # above 116 V but below the PV floor: a step back up
+        (118.0, 0.0, 0.0, "cvr_lower"),  # the cloud has come: no PV, the floor is 116 V again
+        (118.0, -5000.0, 0.0, "cvr_lower"),  # an inverter drawing its night standby adds no margin
+    ],
+)
+def test_the_floor_rises_with_the_pv_a_cloud_can_take_away(v_min, pv1_w, pv2_kw, rule) -> None:
+    """A cloud edge takes the feeder's PV output away within seconds and the far end falls with it: the floor is
+    raised pv_margin_v_per_mw volts for every MW the PV makes now, the units of each point taken into account."""
+    call = assess(pv_view(v_min, pv1_w, pv2_kw), NOW, CvrState(True, NOW - 300), PV, REG)
+    assert call.rule == rule
+    assert call.detail["floor_v"] == pytest.approx(116.0 + max(0.0, pv1_w) / 1e6 + pv2_kw / 1e3)
+
+
+def test_a_stale_pv_point_gives_the_reduction_back_at_once() -> None:
+    """Without the PV output the floor is unknown: CVR engaged gives the band centre back, as for stale voltages."""
+    call = assess(pv_view(119.6, 2_000_000.0, 1000.0, pv_age=31.0), NOW, ENGAGED, PV, REG)
+    assert call.rule == "restore_stale" and call.band_center_v == 122.0
+    assert call.detail["points"] == ["pv1.W"]
+
+
 class FakeEnvelope:
     """Applies every command (the envelope's own checks are tested in test_control_envelope.py)."""
 

@@ -51,7 +51,9 @@ REGULATOR_KEYS = COMMON_KEYS | {"operation", "band_center_min_v", "band_center_m
                                 "bandwidth_max_v", "taps_per_day", "setpoint_changes_per_hour", "max_tap_step",
                                 "reverse_power", "head_power_point", "min_dwell_s",
                                 "band_center_v", "bandwidth_v", "voltage_points"}  # fmt: skip
-CVR_KEYS = {"enabled", "mode", "voltage_points", "margin_v", "step_v", "period_s", "restore", "stale_after_s"}
+CVR_KEYS = {"enabled", "mode", "voltage_points", "margin_v", "step_v", "period_s", "restore", "stale_after_s",
+            "pv_points", "pv_margin_v_per_mw"}  # fmt: skip
+WATT_UNITS = {"W": 1.0, "kW": 1e3, "MW": 1e6}  # an active-power point's unit -> W
 DER_KEYS = {"name", "devices", "mode", "category", "volt_var", "volt_watt", "freq_droop", "constant_pf",
             "constant_var", "p_limit_pct", "reversion_s", "cadence_s", "stale_after_s", "settle_s",
             "setpoint_changes_per_hour"}  # fmt: skip
@@ -145,6 +147,11 @@ class CvrConfig:
     period_s: float = 300.0  # every few minutes
     restore: str = "immediate"  # a voltage out of its band or stale data: the band centre goes back at once
     stale_after_s: float = 30.0
+    # The PV output a passing cloud can take away at once: the floor rises pv_margin_v_per_mw volts per MW the
+    # feeder's PV makes now (pv_points: (point, its unit in W), summed), so a cloud edge cannot take a lowered
+    # far end below Range A before the regulator has given the reduction back.
+    pv_points: tuple[tuple[str, float], ...] = ()
+    pv_margin_v_per_mw: float = 0.0
 
     @property
     def floor_v(self) -> float:
@@ -258,6 +265,8 @@ class _Devices:
         if dev not in self.maps:
             c.fail(key, value, f"{dev!r} is not a device of [[devices]] ({self.names()})")
             return None
+        if self.protocols.get(dev) == "sunspec":  # its points are discovered at connect, in the model's units
+            return value
         rmap = self.maps[dev]
         pt = None if rmap is None else next((p for p in rmap.points if p.name == name), None)
         if rmap is not None and pt is None:
@@ -458,6 +467,18 @@ def _cvr(c: Checker, raw: Mapping[str, Any], devs: _Devices, regulator: Any) -> 
     period = number(c, raw, p, "period_s", d.period_s, 10, 86400)
     restore = c.get(raw, p, "restore", "string", d.restore, choices=("immediate",))
     stale = number(c, raw, p, "stale_after_s", d.stale_after_s, 0.1, 86400)
+    pv_margin = number(c, raw, p, "pv_margin_v_per_mw", d.pv_margin_v_per_mw, 0, 20)
+    pv_raw = raw.get("pv_points", [])
+    pv_points: list[tuple[str, float]] = []
+    if not isinstance(pv_raw, list):
+        c.fail(f"{p}.pv_points", pv_raw, "must be an array of point ids '<device>.<point>' (active power, W/kW/MW)")
+    else:
+        for i, value in enumerate(pv_raw):
+            point = devs.point(c, f"{p}.pv_points[{i}]", value, WATT_UNITS)
+            if point is not None:
+                pv_points.append((point, devs.unit_scale(point, WATT_UNITS)))
+    if pv_margin and not pv_raw:
+        c.fail(f"{p}.pv_margin_v_per_mw", pv_margin, "needs pv_points: the PV output the margin is reckoned on")
     if enabled and not vpoints and "voltage_points" not in raw:
         c.fail(f"{p}.voltage_points", MISSING, "is required when enabled: the end-of-line voltages CVR keeps "
                f"above {RANGE_A_MIN_V:g} V + margin_v (ANSI C84.1 Range A)")  # fmt: skip
@@ -466,7 +487,8 @@ def _cvr(c: Checker, raw: Mapping[str, Any], devs: _Devices, regulator: Any) -> 
     if len(c.issues) > start:
         return None
     return CvrConfig(enabled=bool(enabled), mode=mode, voltage_points=vpoints, margin_v=margin, step_v=step,
-                     period_s=period, restore=restore, stale_after_s=stale)  # fmt: skip
+                     period_s=period, restore=restore, stale_after_s=stale, pv_points=tuple(pv_points),
+                     pv_margin_v_per_mw=pv_margin)  # fmt: skip
 
 
 def _der(c: Checker, raw: Mapping[str, Any], key: str, i: int, devs: _Devices, seen: dict[str, str]) -> Any:

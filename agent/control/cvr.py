@@ -25,7 +25,10 @@ reason it must come up.
 | ``cvr_lower`` | - | the lowest is at least floor + ``step_v`` and ``period_s`` has passed | band centre - ``step_v`` |
 | ``inputs_stale`` / ``out_of_band`` (held) | no | as above, nothing to give back | none |
 
-Volts are on the 120 V base.
+Volts are on the 120 V base. The floor is 114 V + ``margin_v`` + ``pv_margin_v_per_mw`` x the MW the PV of
+``pv_points`` makes now: on a high-PV feeder a cloud edge takes that output away within seconds, and the far end
+falls with it faster than a regulator (time delay, one tap at a time) gives a reduction back. Measured on the
+bench's cloudy day: 3.7 V at bus 611 within 30 s (docs/control.md, "CVR"). A stale PV point is a stale input.
 """
 
 from __future__ import annotations
@@ -76,16 +79,22 @@ def assess(view: View, now: float, state: CvrState, cfg: CvrConfig, reg: Regulat
     bc = float(bc_in.value)  # type: ignore[arg-type]
     engaged = state.engaged and bc < normal - ENGAGED_BY_V
     detail: dict[str, Any] = {"band_center_v": bc, "normal_v": normal, "floor_v": cfg.floor_v, "engaged": engaged}
-    stale = [i for i in v_ins if not i.usable(cfg.stale_after_s) or isinstance(i.value, str)]
+    pv_ins = [view.input(point) for point, _ in cfg.pv_points]
+    stale = [i for i in (*v_ins, *pv_ins) if not i.usable(cfg.stale_after_s) or isinstance(i.value, str)]
     if stale:
         gone = {"points": [i.point for i in stale], "ages_s": [i.age_s for i in stale],
                 "qualities": [i.quality for i in stale], "max_age_s": cfg.stale_after_s}  # fmt: skip
         if engaged:  # the restore's only input is the band centre: stale data must not keep the band down
             return Call("restore_stale", normal, (bc_in,), {**detail, **gone, "give_back": True})
-        return Call("inputs_stale", None, (bc_in, *v_ins), {**detail, **gone})
+        return Call("inputs_stale", None, (bc_in, *v_ins, *pv_ins), {**detail, **gone})
+    watts = [max(0.0, float(i.value)) * scale for i, (_, scale) in zip(pv_ins, cfg.pv_points, strict=True)]  # type: ignore[arg-type]
+    pv_mw = sum(watts) / 1e6
+    floor = cfg.floor_v + cfg.pv_margin_v_per_mw * pv_mw
+    if cfg.pv_points:
+        detail |= {"pv_mw": round(pv_mw, 3), "floor_v": round(floor, 2)}
     pairs = zip(cfg.voltage_points, v_ins, strict=True)
     volts = [vp.on_120v_base(float(i.value)) for vp, i in pairs]  # type: ignore[arg-type]
-    ins = (bc_in, *v_ins)
+    ins = (bc_in, *v_ins, *pv_ins)
     vmin, vmax = min(volts), max(volts)
     detail |= {"v_min_v": round(vmin, 2), "v_max_v": round(vmax, 2)}
     if vmin < RANGE_A_MIN_V:
@@ -94,11 +103,11 @@ def assess(view: View, now: float, state: CvrState, cfg: CvrConfig, reg: Regulat
         return Call("out_of_band", None, ins, detail)
     if vmax > RANGE_A_MAX_V:
         return Call("yield_high" if engaged else "out_of_band", None, ins, detail)
-    if vmin < cfg.floor_v:
+    if vmin < floor:
         if engaged:
             return Call("cvr_raise", round(min(normal, bc + cfg.step_v), 1), ins, {**detail, "give_back": True})
         return Call("none", None, ins, detail)
-    if vmin >= cfg.floor_v + cfg.step_v:
+    if vmin >= floor + cfg.step_v:
         if state.last_move is not None and now - state.last_move < cfg.period_s:
             return Call("none", None, ins, {**detail, "next_in_s": round(state.last_move + cfg.period_s - now, 1)})
         target = round(bc - cfg.step_v, 1)
