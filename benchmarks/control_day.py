@@ -124,7 +124,9 @@ def judge(runs: Mapping[int, TruthSummary]) -> list[Target]:
             pct = saved / one.head_kwh * 100 if one.head_kwh else 0.0
             less = one.head_kwh > 0 and three.head_kwh <= RUN3_HEAD_ENERGY_MAX_RATIO * one.head_kwh
             floor = three.bus_minutes_below_a == 0
-            low = "-" if three.v_min is None else f"{three.v_min.pu * 120:.1f} V at {three.v_min.bus}.{three.v_min.phase}"
+            low = (
+                "-" if three.v_min is None else f"{three.v_min.pu * 120:.1f} V at {three.v_min.bus}.{three.v_min.phase}"
+            )
             out.append(Target(3, text, less and floor,
                               f"head energy {three.head_kwh:.1f} vs {one.head_kwh:.1f} kWh ({pct:.2f} % less: "
                               f"{'ok' if less else 'MISSED'}); bus-minutes below Range A "
@@ -196,7 +198,7 @@ def format_table(runs: Mapping[int, TruthSummary], notes: Mapping[int, str] | No
     for n in order:
         late = runs[n].late_steps
         note = (notes or {}).get(n, "")
-        text.append(f"run {n}: {RUNS[n].what}; bench late steps {'-' if late is None else late}"
+        text.append(f"run {n}: {RUNS[n].what}; bench steps late {'-' if late is None else late}"
                     + (f"; {note}" if note else ""))  # fmt: skip
     targets = judge(runs)
     if targets:
@@ -368,6 +370,15 @@ def wait_bench_up(truth: Path, bench: subprocess.Popen, timeout_s: float) -> dic
     raise TimeoutError(f"no bench_up record in {truth} after {timeout_s:g} s")
 
 
+def bench_lag(truth: Path, speed: float) -> str:
+    """The bench's worst step delay (its ``bench_down`` record), in wall and in simulated seconds."""
+    for rec in read_records(truth):
+        if rec["record"] == "bench_down":
+            lag = float(rec.get("max_lag_s") or 0.0)
+            return f"bench max lag {lag:.3f} s ({lag * speed:.1f} simulated s)"
+    return "no bench_down record"
+
+
 def control_decisions(db: Path) -> Counter[str]:
     """The agent's control decisions by ``function:outcome`` (its ``control`` stream)."""
     if not db.exists():
@@ -383,7 +394,7 @@ def control_decisions(db: Path) -> Counter[str]:
     for (data,) in rows:
         with contextlib.suppress(ValueError, TypeError, AttributeError):
             d = json.loads(data)
-            out[f"{d.get('function')}:{d.get('outcome') or d.get('verdict')}"] += 1
+            out[f"{d.get('function')}:{d.get('rule')}:{d.get('outcome') or d.get('verdict')}"] += 1
     return out
 
 
@@ -395,15 +406,26 @@ def agent_keeping_up(status: Path) -> str:
         return "no agent status"
     devices = data.get("devices") or {}
     items = devices.items() if isinstance(devices, dict) else ((d.get("name"), d) for d in devices)
-    missed, failing = 0, []
+    missed, polls, failing = 0, 0, []
     for name, d in items:
         if not isinstance(d, dict):
             continue
         stats = d.get("stats", d)
         missed += int(stats.get("missed_slots", 0) or 0)
+        polls += int(stats.get("polls", 0) or 0)
         if stats.get("consecutive_failures"):
             failing.append(str(name))
-    return f"agent missed poll slots {missed}" + (f", failing {', '.join(failing)}" if failing else "")
+    share = missed / (missed + polls) * 100 if missed + polls else 0.0
+    text = f"agent polls {polls}, slots missed {missed} ({share:.1f} %)" + (
+        f", failing {', '.join(failing)}" if failing else ""
+    )
+    control = data.get("control") or {}
+    functions = control.get("functions") or {}
+    if functions:
+        text += f"; control {control.get('mode')}: {control.get('cycles', 0)} cycles of " + ", ".join(
+            f"{k} ({v.get('mode')})" for k, v in functions.items() if isinstance(v, dict)
+        )
+    return text
 
 
 @dataclass
@@ -452,7 +474,7 @@ def run_one(kind: RunKind, out: Path, *, speed: float, hours: tuple[float, float
             time.sleep(1.0)
         if bench.returncode != 0:
             raise RuntimeError(f"the bench exited with {bench.returncode}:\n{parts.tail('bench')}")
-        note = agent_keeping_up(workdir / "agent-status-last.json")
+        note = bench_lag(truth, speed) + "; " + agent_keeping_up(workdir / "agent-status-last.json")
         decisions = control_decisions(workdir / "agent.db")
         if decisions:
             note += "; decisions " + ", ".join(f"{k} {v}" for k, v in sorted(decisions.items()))
