@@ -57,6 +57,7 @@ DEFAULT_SPEED = 120.0  # the highest speed at which bench and agent kept up on t
 # issue 10, "Proof": the targets
 RUN2_OUTSIDE_A_MAX_RATIO = 0.10  # at least 90 % fewer bus-minutes outside Range A than run 1
 RUN3_HEAD_ENERGY_MAX_RATIO = 0.98  # at least 2 % less feeder-head energy than run 1
+EPS = 1e-6  # bus-minutes, kWh: a figure exactly on its target meets it (the sums carry float rounding)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +109,7 @@ def judge(runs: Mapping[int, TruthSummary]) -> list[Target]:
         if one is None or two is None:
             out.append(Target(2, text, None, "run 1 missing"))
         else:
-            fewer = two.bus_minutes_outside_a <= RUN2_OUTSIDE_A_MAX_RATIO * one.bus_minutes_outside_a
+            fewer = two.bus_minutes_outside_a <= RUN2_OUTSIDE_A_MAX_RATIO * one.bus_minutes_outside_a + EPS
             wear = switching_ops(two) <= switching_ops(one)
             cut = (1 - two.bus_minutes_outside_a / one.bus_minutes_outside_a) * 100 if one.bus_minutes_outside_a else 0
             out.append(Target(2, text, fewer and wear,
@@ -122,7 +123,7 @@ def judge(runs: Mapping[int, TruthSummary]) -> list[Target]:
         else:
             saved = one.head_kwh - three.head_kwh
             pct = saved / one.head_kwh * 100 if one.head_kwh else 0.0
-            less = one.head_kwh > 0 and three.head_kwh <= RUN3_HEAD_ENERGY_MAX_RATIO * one.head_kwh
+            less = one.head_kwh > 0 and three.head_kwh <= RUN3_HEAD_ENERGY_MAX_RATIO * one.head_kwh + EPS
             floor = three.bus_minutes_below_a == 0
             low = (
                 "-" if three.v_min is None else f"{three.v_min.pu * 120:.1f} V at {three.v_min.bus}.{three.v_min.phase}"
