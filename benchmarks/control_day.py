@@ -380,8 +380,9 @@ def bench_lag(truth: Path, speed: float) -> str:
     return "no bench_down record"
 
 
-def control_decisions(db: Path) -> Counter[str]:
-    """The agent's control decisions by ``function:outcome`` (its ``control`` stream)."""
+def control_decisions(db: Path, until: float | None = None) -> Counter[str]:
+    """The agent's control decisions by ``function:rule:outcome`` (its ``control`` stream), those taken up to
+    ``until`` (the bench's last step: after it the agent only sees the bench gone)."""
     if not db.exists():
         return Counter()
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
@@ -395,6 +396,8 @@ def control_decisions(db: Path) -> Counter[str]:
     for (data,) in rows:
         with contextlib.suppress(ValueError, TypeError, AttributeError):
             d = json.loads(data)
+            if until is not None and float(d.get("ts", 0.0)) > until:
+                continue
             out[f"{d.get('function')}:{d.get('rule')}:{d.get('outcome') or d.get('verdict')}"] += 1
     return out
 
@@ -475,18 +478,19 @@ def run_one(kind: RunKind, out: Path, *, speed: float, hours: tuple[float, float
             time.sleep(1.0)
         if bench.returncode != 0:
             raise RuntimeError(f"the bench exited with {bench.returncode}:\n{parts.tail('bench')}")
+        parts.stop("agent")
+        summary = _summary(truth)
         note = bench_lag(truth, speed) + "; " + agent_keeping_up(workdir / "agent-status-last.json")
-        decisions = control_decisions(workdir / "agent.db")
+        decisions = control_decisions(workdir / "agent.db", None if summary is None else summary.end_ts)
         if decisions:
             note += "; decisions " + ", ".join(f"{k} {v}" for k, v in sorted(decisions.items()))
         elif kind.mode != "monitor":
             note += "; no control decisions recorded"
-        parts.stop("agent")
     except (OSError, RuntimeError, TimeoutError) as err:
         return RunResult(kind, truth, _summary(truth), note, error=str(err))
     finally:
         parts.stop_all()
-    return RunResult(kind, truth, _summary(truth), note)
+    return RunResult(kind, truth, summary, note)
 
 
 def _summary(truth: Path) -> TruthSummary | None:
