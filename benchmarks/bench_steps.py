@@ -54,6 +54,7 @@ def bench_copy(folder: Path) -> Path:
     text = text.replace('map = "maps/', f'map = "{ROOT / "config" / "maps"}/')
     text = text.replace('dss = "ieee13/IEEE13.dss"', f'dss = "{ROOT / "config" / "ieee13" / "IEEE13.dss"}"')
     text = text.replace('link = "../run/rtu-bus1"', f'link = "{folder / "rtu-bus1"}"')
+    text = text.replace('description = "waveforms/', f'description = "{ROOT / "config" / "waveforms"}/')
     text = re.sub(r'irradiance = "\w+"', 'irradiance = "clear"', text)
     text = re.sub(r"(?m)^seed = 1$", f'seed = 1\nstart = "{NOON}"', text)
     path = folder / "sim-ieee13.toml"

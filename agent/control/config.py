@@ -37,6 +37,7 @@ VAR_UNITS = {"var": 1.0, "kvar": 1e3, "Mvar": 1e6}  # a var-flow point's unit ->
 V_BASE = 120.0  # thresholds are volts on the 120 V base (ANSI C84.1's service-voltage base)
 RANGE_A_MIN_V = 114.0  # ANSI C84.1-2016 Table 1, Range A service voltage minimum on the 120 V base (0.95 pu)
 RANGE_A_MAX_V = 126.0  # ANSI C84.1-2016 Table 1, Range A service voltage maximum on the 120 V base (1.05 pu)
+TAP_STEP_V = 0.75  # one regulator step: 0.625 % of 120 V (32 steps over +-10 %, ANSI C57.15)
 
 CONTROL_KEYS = {"mode", "audit_window_s", "envelope", "interlocks", "capbank", "regulator", "cvr", "der"}
 ENVELOPE_KEYS = {"readback_timeout_s", "hunting_window_s", "hunting_reversals", "min_command_interval_s",
@@ -48,7 +49,8 @@ CAPBANK_KEYS = COMMON_KEYS | {"var_point", "q_close_above_var", "q_open_below_va
                               "min_dwell_s"}  # fmt: skip
 REGULATOR_KEYS = COMMON_KEYS | {"operation", "band_center_min_v", "band_center_max_v", "bandwidth_min_v",
                                 "bandwidth_max_v", "taps_per_day", "setpoint_changes_per_hour", "max_tap_step",
-                                "reverse_power", "head_power_point", "min_dwell_s"}  # fmt: skip
+                                "reverse_power", "head_power_point", "min_dwell_s",
+                                "band_center_v", "bandwidth_v", "voltage_points"}  # fmt: skip
 CVR_KEYS = {"enabled", "mode", "voltage_points", "margin_v", "step_v", "period_s", "restore", "stale_after_s"}
 DER_KEYS = {"name", "devices", "mode", "category", "volt_var", "volt_watt", "freq_droop", "constant_pf",
             "constant_var", "p_limit_pct", "reversion_s", "cadence_s", "stale_after_s", "settle_s",
@@ -127,6 +129,10 @@ class RegulatorConfig:
     settle_s: float = 120.0
     heartbeat_point: str | None = None
     heartbeat_s: float = 30.0
+    # the regulator function's own targets (agent/control/regulator.py)
+    band_center_v: float = 122.0  # the normal band centre: CVR gives this back; manual mode's band centre
+    bandwidth_v: float = 2.0  # manual mode's band (the agent steps taps to keep v_reg inside it)
+    voltage_points: tuple[VoltagePoint, ...] = ()  # monitored voltages supervise keeps in Range A
 
 
 @dataclass(frozen=True, slots=True)
@@ -424,13 +430,24 @@ def _regulator(c: Checker, raw: Mapping[str, Any], devs: _Devices) -> RegulatorC
         c.fail(f"{p}.band_center_max_v", bc_max, f"must be at least band_center_min_v ({bc_min:g})")
     if None not in (bw_min, bw_max) and not bw_min <= bw_max:
         c.fail(f"{p}.bandwidth_max_v", bw_max, f"must be at least bandwidth_min_v ({bw_min:g})")
+    # -- the regulator function's targets (docs/control.md, "The regulator function")
+    normal = _number(c, raw, p, "band_center_v", d.band_center_v, 100, 135)
+    if None not in (normal, bc_min, bc_max) and not bc_min <= normal <= bc_max:
+        c.fail(f"{p}.band_center_v", normal, f"must be within band_center_min_v..band_center_max_v "
+               f"({bc_min:g}..{bc_max:g})")  # fmt: skip
+    bandwidth = _number(c, raw, p, "bandwidth_v", d.bandwidth_v, 0.1, 6)
+    if operation == "manual" and isinstance(bandwidth, float) and bandwidth < TAP_STEP_V:
+        c.warn(f"{p}.bandwidth_v", bandwidth, f"narrower than one tap step ({TAP_STEP_V:g} V): the agent's taps "
+               "will hunt, and the envelope's hunting detector will freeze the function")  # fmt: skip
+    vpoints = _voltage_points(c, raw, p, devs)
     if len(c.issues) > start or device is None:
         return None
     return RegulatorConfig(device=device, mode=mode, operation=operation, cadence_s=cadence, band_center_min_v=bc_min,
                            band_center_max_v=bc_max, bandwidth_min_v=bw_min, bandwidth_max_v=bw_max,
                            taps_per_day=taps, setpoint_changes_per_hour=changes, max_tap_step=step,
                            min_dwell_s=dwell, reverse_power=reverse, head_power_point=head_p, stale_after_s=stale,
-                           settle_s=settle, heartbeat_point=heartbeat, heartbeat_s=beat)  # fmt: skip
+                           settle_s=settle, heartbeat_point=heartbeat, heartbeat_s=beat, band_center_v=normal,
+                           bandwidth_v=bandwidth, voltage_points=vpoints)  # fmt: skip
 
 
 def _cvr(c: Checker, raw: Mapping[str, Any], devs: _Devices, regulator: Any) -> CvrConfig | None:

@@ -11,7 +11,8 @@ Time scales are kept apart so the controllers never fight (docs/control.md, "Tim
 
 A slower layer moves only once the faster ones have settled: a function of layer L proposing a command while
 a device of a faster layer was operated less than that function's ``settle_s`` ago gets a held decision
-(``waiting_for_faster_layers``) instead. The controller reads the snapshot once per cycle (a
+(``waiting_for_faster_layers``) instead; a decision marked ``detail.give_back`` (CVR giving the band centre back)
+is never held so. The controller reads the snapshot once per cycle (a
 :class:`~agent.control.view.View` at one instant), calls each due function's pure ``decide`` through its
 ``step``, and awaits the envelope; it writes nothing itself. Held decisions (no command: stale inputs, waiting)
 go on the audit stream when their rule changes, not every cycle; so does a refusal the envelope repeats for
@@ -101,7 +102,8 @@ class Controller:
             if d is None:
                 self._held_rule[f.name] = None
                 continue
-            if d.command is not None:
+            # a give-back (CVR restoring the band centre) returns a device toward its normal state: never held
+            if d.command is not None and not d.detail.get("give_back"):
                 ok, waiting_for = self.settled(layer, now)
                 if not ok:
                     d = d.replace(verdict="held", outcome="held",

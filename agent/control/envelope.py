@@ -124,7 +124,7 @@ class Envelope:
         self._unstored_ops: list[ControlOp] = []  # the store failed: still counted in this run
         self._attempts: dict[str, list[float]] = {}  # device -> times of commands sent (any outcome)
         self._refused: dict[str, tuple[float, float]] = {}  # device -> (blocked until, back-off)
-        self._budget_alarm: set[tuple[str, str]] = set()
+        self._budget_alarm: dict[tuple[str, str], int] = {}  # (device, reason) -> the cost that found no room
         self.last: dict[str, Decision] = {}  # function -> its last decision
         self.counts: dict[str, int] = {}  # outcome -> decisions
         self.heartbeats = 0
@@ -145,9 +145,9 @@ class Envelope:
         self._ops = by_dev
         for dev, act in self._actuators.items():
             self._budgets_left[dev] = self._left(act, now)
-        for dev, reason in list(self._budget_alarm):  # a budget that has room again alarms again when spent
-            if self._budgets_left.get(dev, {}).get(reason.removeprefix("budget:"), 0) > 0:
-                self._budget_alarm.discard((dev, reason))
+        for (dev, reason), cost in list(self._budget_alarm.items()):  # room again for what was refused: alarms again
+            if self._budgets_left.get(dev, {}).get(reason.removeprefix("budget:"), 0) >= max(1, cost):
+                del self._budget_alarm[(dev, reason)]
 
     def held(self, device: str) -> ControlFlag | None:
         return next((f for f in self._flags if f.kind == "taken" and f.device == device), None)
@@ -340,7 +340,7 @@ class Envelope:
         if reason.startswith("budget:"):
             key = (d.device, reason)
             if key not in self._budget_alarm:
-                self._budget_alarm.add(key)
+                self._budget_alarm[key] = int(detail.get("cost", 1))  # a tap command costs several
                 name = reason.removeprefix("budget:")
                 log.warning("control_budget_spent", device=d.device, function=d.function, budget=name,
                             limit=detail.get("limit"), window_s=detail.get("window_s"))  # fmt: skip

@@ -23,7 +23,9 @@ from agent.control.actuators import Actuator, CapBankActuator, RegulatorActuator
 from agent.control.capbank import CapBankFunction
 from agent.control.config import ControlConfig
 from agent.control.controller import LAYERS, ControlFunction, Controller
+from agent.control.cvr import CvrFunction
 from agent.control.envelope import ControlStore, ControlStream, Envelope
+from agent.control.regulator import BandCentreOwner, RegulatorFunction
 from agent.control.view import ReadingSource
 from agent.devicelink import RegisterMapLink, SharedTransport
 from agent.events import RECENT_ACTIONS, EventSpool, EventStore
@@ -115,6 +117,12 @@ def build_control(
             taps_per_day=reg.taps_per_day, setpoint_changes_per_hour=reg.setpoint_changes_per_hour,
             heartbeat_point=reg.heartbeat_point, heartbeat_s=reg.heartbeat_s,
         ))  # fmt: skip
+        # -- the regulator function and CVR: one band centre, owned by CVR while it has it lowered (docs/control.md)
+        owner = BandCentreOwner()
+        functions.append(RegulatorFunction(reg, ctl.function_mode(reg.mode), owner))
+        if ctl.cvr is not None and ctl.cvr.enabled:
+            functions.append(CvrFunction(ctl.cvr, reg, ctl.function_mode(ctl.cvr.mode), owner))
+        # -- end of the regulator function and CVR
     audit = EventSpool(ControlStream(store), name="control-audit", source_key="device", logger=log,
                        stored_level=logging.DEBUG, actions=None)  # fmt: skip
     events = EventSpool(store, name="control", source_key="device", logger=log, actions=None)
