@@ -31,6 +31,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import sqlite3
@@ -367,7 +368,7 @@ def wait_bench_up(truth: Path, bench: subprocess.Popen, timeout_s: float) -> dic
             raise RuntimeError(f"the bench exited with {bench.returncode} before it was up")
         if truth.exists():
             for rec in read_records(truth):
-                if rec["record"] == "bench_up":
+                if rec["record"] == "bench_up" and rec.get("pid") == bench.pid:
                     return rec
                 break
         time.sleep(0.1)
@@ -450,8 +451,14 @@ class RunResult:
 def run_one(kind: RunKind, out: Path, *, speed: float, hours: tuple[float, float]) -> RunResult:
     """One run of the day window: broker, central, bench, agent; the bench's truth log judged when it stops."""
     workdir = out / f"run{kind.number}"
-    workdir.mkdir(parents=True, exist_ok=True)
     truth = out / f"run{kind.number}.jsonl"
+    # A previous run's files must go: its truth log would be read as this bench's (its clock), its agent store
+    # would carry the envelope's spent budgets and suspensions into this run.
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    workdir.mkdir(parents=True)
+    truth.unlink(missing_ok=True)
+    truth.with_suffix(".json").unlink(missing_ok=True)
     used: set[int] = set()
     ports: dict[int, int] = {}
     parts = Parts(workdir)

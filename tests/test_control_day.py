@@ -179,3 +179,24 @@ def test_run_one_end_to_end_over_three_simulated_minutes_writes_nothing(tmp_path
     assert cd.control_decisions(tmp_path / "run1" / "agent.db") == {}
     table = (tmp_path / "table.txt").read_text()
     assert "run 1 (monitor)" in table and "agent polls" in table
+
+
+class _Bench:
+    """What wait_bench_up asks of the bench's process: its pid, and whether it has exited."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode = None
+
+    def poll(self) -> None:
+        return None
+
+
+def test_a_previous_runs_truth_log_is_not_taken_for_this_benchs(tmp_path: Path) -> None:
+    """The agent's clock is set from the bench_up record: one left by an earlier bench (another pid) must not do."""
+    path = tmp_path / "run1.jsonl"
+    path.write_text(json.dumps({"record": "bench_up", "ts": 0.0, "pid": 111, "sim_start": 0.0, "wall": 5.0}) + "\n")
+    with pytest.raises(TimeoutError):
+        cd.wait_bench_up(path, _Bench(222), 0.3)
+    path.write_text(json.dumps({"record": "bench_up", "ts": 0.0, "pid": 222, "sim_start": 0.0, "wall": 9.0}) + "\n")
+    assert cd.wait_bench_up(path, _Bench(222), 1.0)["wall"] == 9.0
