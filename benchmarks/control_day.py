@@ -116,10 +116,10 @@ def judge(runs: Mapping[int, TruthSummary]) -> list[Target]:
             fewer = two.bus_minutes_outside_a <= RUN2_OUTSIDE_A_MAX_RATIO * one.bus_minutes_outside_a + EPS
             wear = switching_ops(two) <= switching_ops(one)
             cut = (1 - two.bus_minutes_outside_a / one.bus_minutes_outside_a) * 100 if one.bus_minutes_outside_a else 0
-            out.append(Target(2, text, fewer and wear,
-                              f"bus-minutes {two.bus_minutes_outside_a:.1f} vs {one.bus_minutes_outside_a:.1f} "
-                              f"({cut:.1f} % fewer: {'ok' if fewer else 'MISSED'}); tap + cap "
-                              f"{switching_ops(two)} vs {switching_ops(one)} ({'ok' if wear else 'MISSED'})"))  # fmt: skip
+            detail = (f"bus-minutes {two.bus_minutes_outside_a:.1f} vs {one.bus_minutes_outside_a:.1f} "
+                      f"({cut:.1f} % fewer: {'ok' if fewer else 'MISSED'}); tap + cap "
+                      f"{switching_ops(two)} vs {switching_ops(one)} ({'ok' if wear else 'MISSED'})")  # fmt: skip
+            out.append(Target(2, text, fewer and wear, detail))
     if 3 in runs:
         text = "run 3: >= 2 % less feeder-head energy than run 1, no judged bus below Range A"
         if one is None or three is None:
@@ -132,10 +132,10 @@ def judge(runs: Mapping[int, TruthSummary]) -> list[Target]:
             low = (
                 "-" if three.v_min is None else f"{three.v_min.pu * 120:.1f} V at {three.v_min.bus}.{three.v_min.phase}"
             )
-            out.append(Target(3, text, less and floor,
-                              f"head energy {three.head_kwh:.1f} vs {one.head_kwh:.1f} kWh ({pct:.2f} % less: "
-                              f"{'ok' if less else 'MISSED'}); bus-minutes below Range A "
-                              f"{three.bus_minutes_below_a:.1f}, lowest {low} ({'ok' if floor else 'MISSED'})"))  # fmt: skip
+            detail = (f"head energy {three.head_kwh:.1f} vs {one.head_kwh:.1f} kWh ({pct:.2f} % less: "
+                      f"{'ok' if less else 'MISSED'}); bus-minutes below Range A "
+                      f"{three.bus_minutes_below_a:.1f}, lowest {low} ({'ok' if floor else 'MISSED'})")  # fmt: skip
+            out.append(Target(3, text, less and floor, detail))
     return out
 
 
