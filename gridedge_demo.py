@@ -304,6 +304,9 @@ class Watch:
         self.devices_not_good: dict[str, set[str]] = {}  # device -> every quality other than good it showed
         self._energy: dict[str, tuple[float, float]] = {}  # point -> (ts, value) of its newest energy reading
         self.registers_back: list[str] = []  # energy points whose value went back
+        self._decision_rowid = 0
+        self.decisions: Counter[str] = Counter()  # outcome -> the agent's control decisions in central's store
+        self.operations: list[str] = []  # the commands that reached a device: "capbank.open on cap675-ctl"
 
     def _t(self, ts: float) -> str:
         return f"t={ts - (self.sim_start or ts):4.0f}s"
@@ -319,7 +322,28 @@ class Watch:
         return self.now() - (self.sim_start or self.now())
 
     def poll(self) -> list[str]:
-        return self._scenario_lines() + self._event_lines() + self._reading_lines()
+        return self._scenario_lines() + self._event_lines() + self._decision_lines() + self._reading_lines()
+
+    def _decision_lines(self) -> list[str]:
+        """The agent's control decisions as they reach central (its ``control`` stream, docs/control.md)."""
+        rows = _central_query(self.central_db, "SELECT rowid, ts, function, device, verdict, outcome, data "
+                              "FROM decisions WHERE rowid > ? ORDER BY rowid", (self._decision_rowid,))  # fmt: skip
+        out = []
+        for rowid, ts, function, device, verdict, outcome, data in rows:
+            self._decision_rowid = max(self._decision_rowid, rowid)
+            d = json.loads(data) if data else {}
+            action = (d.get("command") or {}).get("action") or "no command"
+            self.decisions[outcome] += 1
+            if outcome == "applied":
+                self.operations.append(f"{action} on {device}")
+            why = d.get("rule", "")
+            if verdict.startswith("refused:"):
+                why += f"; refused: {verdict.removeprefix('refused:')}"
+            elif outcome == "advised":
+                why += f"; the envelope would answer: {(d.get('detail') or {}).get('would')}"
+            when = self._t(ts).replace(" ", "")
+            out.append(f"{self._t(self.now())} control:  {function} {device} {action}: {outcome} ({why}) at {when}")
+        return out
 
     def _scenario_lines(self) -> list[str]:
         out = []
@@ -414,7 +438,23 @@ class Watch:
         back = ", ".join(sorted(set(self.registers_back))) or "none"
         lines.append(f"agent's evidence in central's store: {sum(kinds.values())} events ({events}); "
                      f"readings not good from {not_good or 'no device'}; energy registers gone back: {back}")  # fmt: skip
+        outcomes = ", ".join(f"{k} {n}" for k, n in sorted(self.decisions.items())) or "none yet"
+        ops = ", ".join(self.operations) or "none"
+        lines.append(f"control: {sum(self.decisions.values())} decisions in central's store ({outcomes}); "
+                     f"operations carried out: {ops}")  # fmt: skip
         return lines
+
+
+def _control_live(ctl: dict | None) -> str:
+    """`` control=control decisions=3 last=capbank:capbank.open:applied``: the agent's control, from its status."""
+    if not ctl:
+        return ""
+    env = ctl.get("envelope") or {}
+    last = max((env.get("last_decisions") or {}).values(), key=lambda d: d.get("ts") or 0, default=None)
+    text = f" control={ctl.get('mode')} decisions={sum((env.get('decisions') or {}).values())}"
+    if last is not None:
+        text += f" last={last.get('device')}:{last.get('action') or last.get('rule')}:{last.get('outcome')}"
+    return text
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -543,7 +583,8 @@ def main(argv: list[str]) -> int:
                 f"outbox={store.get('unsealed', 0) + store.get('outbox_readings', 0)} "
                 f"acked_by_central={store.get('acked_readings', 0)} central_store={central or 0} "
                 f"broker={'up' if st.get('connected') else 'down'} "
-                f"scenario={watch.steps_played}/{(watch.scenario or {}).get('steps', 0)}",
+                f"scenario={watch.steps_played}/{(watch.scenario or {}).get('steps', 0)}"
+                f"{_control_live(st.get('control'))}",
                 flush=True,
             )
     finally:

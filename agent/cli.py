@@ -1,4 +1,4 @@
-"""The agent's subcommands: run, check-config, status, pmu probe."""
+"""The agent's subcommands: run, check-config, status, control (explain, list, clear), pmu probe."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from agent.config import AgentConfig, ConfigError, ConfigIssue, load_config
 from agent.pmu import probe as pmu_probe
@@ -126,6 +127,85 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0 if state.running else EXIT_NOT_RUNNING
 
 
+def _running_status(config: AgentConfig, what: str) -> int | None:
+    """None when the agent of ``config`` runs; else the exit status, the reason printed."""
+    from agent.service import status_path
+    from agent.statustext import agent_state
+
+    path = status_path(config)
+    try:
+        status = json.loads(path.read_text())
+    except FileNotFoundError:
+        print(f"gridedge {what}: the agent is not running: it has never run with this store (no {path})",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_NO_STATUS
+    except (OSError, ValueError) as err:
+        print(f"gridedge {what}: cannot read the status file {path}: {err}", file=sys.stderr)
+        return EXIT_NO_STATUS
+    state = agent_state(status, time.time())
+    if not state.running:
+        print(f"gridedge {what}: the agent is not running, so there is no live snapshot to explain from: "
+              f"{state.text}", file=sys.stderr)  # fmt: skip
+        return EXIT_NOT_RUNNING
+    return None
+
+
+def cmd_control(args: argparse.Namespace) -> int:
+    """``control list`` / ``control clear``: agent/control/operator.py; ``control explain``: a dry run."""
+    if args.control_command in ("list", "clear"):
+        from agent.control import operator
+
+        extra: list[str] = []
+        if args.control_command == "clear":
+            extra = [args.function, args.device, *(["--by", args.by] if args.by else [])]
+        return operator.main(["--config", args.config, args.control_command, *extra])
+    config = _load(args.config)
+    if config is None:
+        return EXIT_CONFIG
+    if config.control is None:
+        print(f"gridedge control explain: {args.config} has no [control] section: nothing to explain", file=sys.stderr)
+        return EXIT_CONFIG
+    code = _running_status(config, "control explain")
+    if code is not None:
+        return code
+    from agent.control.explain import ExplainError, explain, explain_text, load_picture
+
+    try:
+        picture = load_picture(config)
+        mode, items = asyncio.run(explain(config, picture))
+    except ExplainError as err:
+        print(f"gridedge control explain: {err}", file=sys.stderr)
+        return EXIT_NOT_RUNNING
+    if args.json:
+        print(json.dumps({"mode": mode, "clock_ts": picture.get("clock_ts"), "functions": [e.to_dict() for e in items]},
+                         indent=2))  # fmt: skip
+    else:
+        print(explain_text(mode, items, picture, time.time()))
+    return 0
+
+
+def _control_parser(sub: Any) -> None:
+    ctl = sub.add_parser("control", help="control: explain what each function would do now; list, clear suspensions")
+    csub = ctl.add_subparsers(dest="control_command", metavar="CONTROL_COMMAND", required=True)
+    e = csub.add_parser(
+        "explain",
+        help="what each control function would do now, from the running agent's live snapshot (writes nothing)",
+        epilog="exit status: 0 explained; 2 a bad configuration or no [control]; 3 the agent is not running (or "
+        "runs no control); 4 the agent never ran with this store",
+    )
+    e.add_argument("--config", required=True, help="the site's TOML file")
+    e.add_argument("--json", action="store_true", help="the decisions as JSON records")
+    lst = csub.add_parser("list", help="suspensions and the devices the envelope holds (from the store)")
+    lst.add_argument("--config", required=True, help="the site's TOML file")
+    clr = csub.add_parser("clear", help="clear the suspension of FUNCTION on DEVICE")
+    clr.add_argument("--config", required=True, help="the site's TOML file")
+    clr.add_argument("function")
+    clr.add_argument("device")
+    clr.add_argument("--by", default=None, help="who clears it (default: the login name)")
+    for p in (e, lst, clr):
+        p.set_defaults(func=cmd_control)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gridedge", description="GridEdge: the open substation and feeder edge agent.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -148,6 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", required=True, help="the site's TOML file (the status file sits beside its store)")
     s.add_argument("--json", action="store_true", help="the status file as the agent wrote it (same exit status)")
     s.set_defaults(func=cmd_status)
+    _control_parser(sub)
     pm = sub.add_parser("pmu", help="synchrophasor (C37.118) tools: pmu probe ADDRESS")
     pmu_sub = pm.add_subparsers(dest="pmu_command", metavar="PMU_COMMAND", required=True)
     pmu_probe.add_parser(pmu_sub)

@@ -70,7 +70,7 @@ class DeviceConfig:
     max_gap: int = 8  # unused registers a read may bridge to save a request
     max_block: int = 125  # registers per request; some devices accept fewer
     # sunspec: no register map (the layout is discovered at connect); the SunSpec models to poll, and how often the
-    # settings and curve models among them are read (agent/acquisition.py, docs/sunspec.md)
+    # settings and curve models among them are read (agent/acquisition/sunspec.py, docs/sunspec.md)
     models: tuple[int, ...] = ()
     settings_poll_interval_s: float = 60.0
 

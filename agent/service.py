@@ -112,6 +112,7 @@ class AgentService:
         return {
             "site": self.config.site_id,
             "ts": now,
+            "clock_ts": self.clock.time(),  # the agent's clock (a bench day may run at speed): device times use it
             "pid": os.getpid(),
             "started_ts": self.started,
             "running": running,

@@ -10,7 +10,8 @@ it still runs is judged from that file alone, with no request to the agent:
 
 The text rounds for people (the ``--json`` output keeps every figure as the agent wrote it) and shows each
 part with its last error: devices, PMU streams, PQ streams, the uplink; and the feeder's voltages by bus and
-phase against ANSI C84.1 (docs/monitoring.md).
+phase against ANSI C84.1 (docs/monitoring.md); control (docs/control.md): the global mode, each function's
+mode and last decision, each commanded device's wear budgets left and whether it is held or suspended, and why.
 """
 
 from __future__ import annotations
@@ -88,13 +89,23 @@ def status_text(status: dict[str, Any], state: AgentState, now: float) -> str:
     if not state.running:
         lines.append("  (the figures below are the last the agent wrote)")
     lines += _uplink(status)
-    lines += _devices(status.get("devices") or {}, now)
+    lines += _devices(status.get("devices") or {}, _agent_now(status, now))
     lines += _pmus(status.get("pmus") or {}, now)
     lines += _pq(status.get("pq") or {}, status.get("pq_worker"))
     lines += _monitoring(status.get("monitoring"))
+    lines += _control(status.get("control"))
     lines += _serial(status.get("serial_lines") or {})
     lines += _tasks(status.get("tasks") or {})
     return "\n".join(lines)
+
+
+def _agent_now(status: dict[str, Any], now: float) -> float:
+    """``now`` on the agent's clock, which the pollers time their answers by: the system clock, or a bench day
+    running at speed ([clock]); the status file says where that clock stood when it was written."""
+    clock_ts, ts = status.get("clock_ts"), status.get("ts")
+    if isinstance(clock_ts, int | float) and isinstance(ts, int | float):
+        return clock_ts + (now - ts)
+    return now
 
 
 # ---- the parts ---------------------------------------------------------------------------------------------
@@ -210,6 +221,63 @@ def _monitoring(mon: dict[str, Any] | None) -> list[str]:
         names = ", ".join(f"{p} ({s.get('state')}" + (f", {_seconds(s.get('age_s'))} old)" if s.get("age_s")
                           is not None else ")") for p, s in stale.items())  # fmt: skip
         lines.append(f"  stale: {names}")
+    return lines
+
+
+BUDGET_TEXT = {"cap_ops_per_day": "ops/day", "taps_per_day": "taps/day",
+               "setpoint_changes_per_hour": "set-point changes/hour"}  # fmt: skip
+
+
+def _control(ctl: dict[str, Any] | None) -> list[str]:
+    """Global mode; per function its mode and last decision (time, rule, action, outcome); per device the wear
+    left, held (by whom, why) and suspensions (why, how to clear). Times on the agent's clock (``clock_ts``)."""
+    if not ctl:
+        return []
+    env: dict[str, Any] = ctl.get("envelope") or {}
+    now = ctl.get("clock_ts")
+    counts = ", ".join(f"{k} {v}" for k, v in sorted((env.get("decisions") or {}).items()))
+    beats = f"  heartbeats {env.get('heartbeats', 0)}" + (f" ({env['heartbeat_failures']} failed)"
+                                                          if env.get("heartbeat_failures") else "")  # fmt: skip
+    lines = [f"control: mode {ctl.get('mode')}  cycles {_int(ctl.get('cycles'))}  decisions: {counts or 'none'}{beats}"]
+    running: dict[str, Any] = ctl.get("functions") or {}
+    modes: dict[str, str] = {**(env.get("functions") or {}), **{n: f.get("mode") for n, f in running.items()}}
+    last: dict[str, Any] = env.get("last_decisions") or {}
+    width = max(12, *(len(n) for n in modes)) if modes else 12
+    for name, mode in modes.items():
+        f = running.get(name)
+        if f is None:
+            lines.append(f"  {name:<{width}} mode {mode:<8} makes no decisions")
+            continue
+        where = f"on {', '.join(f.get('devices') or [])}, every {_seconds(f.get('cadence_s'))}"
+        lines.append(f"  {name:<{width}} mode {mode:<8} {where}")
+        d = last.get(name)
+        if d is None:
+            lines.append(f"  {'':<{width}} no decision yet")
+            continue
+        ago = f"{_ago(max(0.0, now - d['ts']))} ago, " if isinstance(now, int | float) else ""
+        verdict = f", {d['verdict']}" if str(d.get("verdict", "")).startswith("refused:") else ""
+        action = d.get("action") or "no command"
+        lines.append(f"  {'':<{width}} last decision {ago}{_utc(d['ts'])}: rule {d.get('rule')}, "
+                     f"{action} on {d.get('device')} -> {d.get('outcome')}{verdict}")  # fmt: skip
+    devices: dict[str, Any] = env.get("devices") or {}
+    if devices:
+        lines.append("  commanded devices:")
+    dwidth = max(12, *(len(n) for n in devices)) if devices else 12
+    for dev, s in devices.items():
+        budgets = s.get("budgets") or {b: {"left": v} for b, v in (s.get("budgets_left") or {}).items()}
+        wear = ", ".join(f"{BUDGET_TEXT.get(b, b)} {_int(v.get('left'))}" + (f" of {v['limit']}" if v.get("limit")
+                         is not None else "") for b, v in budgets.items())  # fmt: skip
+        state = "HELD" if s.get("held") else "autonomous"
+        lines.append(f"    {dev:<{dwidth}} {state:<10} wear left: {wear or 'no budget'}")
+        if s.get("held"):
+            since = s.get("held_since")
+            for_s = f" for {_ago(max(0.0, now - since))}" if isinstance(now, int | float) and since else ""
+            beat = f"; heartbeat every {_seconds(s['heartbeat_s'])}" if s.get("heartbeat_s") else "; no heartbeat"
+            lines.append(f"    {'':<{dwidth}} held out of its autonomous state by {s.get('held_by') or '?'}{for_s} "
+                         f"({s.get('held_reason') or 'commanded'}{beat})")  # fmt: skip
+        for fn, sus in (s.get("suspended") or {}).items():
+            lines.append(f"    {'':<{dwidth}} SUSPENDED {fn} since {_utc(sus['since'])}: {sus.get('reason')} "
+                         f"(an operator clears it: gridedge control clear {fn} {dev} --config SITE)")  # fmt: skip
     return lines
 
 

@@ -27,7 +27,7 @@ from agent.config import load_config
 from agent.service import status_path
 from central.config import load_central_config
 from central.store import CentralStore
-from gridedge_demo import Demo, Watch
+from gridedge_demo import Demo, Watch, _control_live
 from sim_hw.config import load_bench_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -183,7 +183,49 @@ def test_the_watch_shows_each_scenario_step_and_the_agents_evidence_once(tmp_pat
         "run longer (DEMO_SECONDS)",
         "agent's evidence in central's store: 3 events (pmu_time_sync 1, pmu_voltage 2); readings not good from "
         "m645 (stale); energy registers gone back: m633.energy_wh",
+        "control: 0 decisions in central's store (none yet); operations carried out: none",
     ]
+
+
+DECISION = ("INSERT INTO decisions (msg_id, site, ts, decision_id, function, device, verdict, outcome, data) "
+            "VALUES ('m', 's', ?, ?, ?, ?, ?, ?, ?)")  # fmt: skip
+
+
+def _decision(ts: float, action: str | None, rule: str, verdict: str, outcome: str, **detail: object) -> tuple:
+    command = None if action is None else {"action": action}
+    data = {"id": f"d{ts}", "function": "capbank", "device": "cap", "rule": rule, "verdict": verdict,
+            "outcome": outcome, "command": command, "detail": detail}  # fmt: skip
+    return (ts, data["id"], "capbank", "cap", verdict, outcome, json.dumps(data))
+
+
+def test_the_watch_shows_the_controllers_decisions_and_counts_its_operations(tmp_path: Path) -> None:
+    truth, db = tmp_path / "truth.jsonl", tmp_path / "central.db"
+    CentralStore(db).close()
+    watch = Watch(truth, db)
+    _truth(truth, {"record": "bench_up", "ts": T0, "sim_start": T0, "wall": 0.0, "speed": 1.0, "scenario": None})
+    _central(db, DECISION, _decision(T0 + 3, None, "inputs_stale", "held", "held"),
+             _decision(T0 + 7, "capbank.open", "var_leading", "allowed", "applied"),
+             _decision(T0 + 9, "capbank.close", "var_lagging", "refused:dwell", "refused"),
+             _decision(T0 + 11, "capbank.close", "var_lagging", "advise", "advised", would="allowed"))  # fmt: skip
+    assert _said(watch.poll()) == [
+        ["control:", "capbank cap no command: held (inputs_stale) at t=3s"],
+        ["control:", "capbank cap capbank.open: applied (var_leading) at t=7s"],
+        ["control:", "capbank cap capbank.close: refused (var_lagging; refused: dwell) at t=9s"],
+        ["control:", "capbank cap capbank.close: advised (var_lagging; the envelope would answer: allowed) at t=11s"],
+    ]
+    assert watch.poll() == [], "each decision is shown once"
+    assert watch.summary()[-1] == ("control: 4 decisions in central's store (advised 1, applied 1, held 1, refused 1); "
+                                   "operations carried out: capbank.open on cap")  # fmt: skip
+
+
+def test_the_live_line_shows_the_agents_control_mode_decisions_and_the_latest() -> None:
+    env = {"decisions": {"applied": 1, "held": 2}, "last_decisions": {
+        "capbank": {"ts": 5.0, "device": "cap", "action": "capbank.open", "rule": "var_leading", "outcome": "applied"},
+        "regulator": {"ts": 9.0, "device": "reg", "action": None, "rule": "inputs_stale",
+                      "outcome": "held"}}}  # fmt: skip
+    live = _control_live({"mode": "control", "envelope": env})
+    assert live == " control=control decisions=3 last=reg:inputs_stale:held", "the latest by time, not by name"
+    assert _control_live(None) == ""
 
 
 # ---- the demo's children: in their own process groups, stopped with the demo -------------------------------

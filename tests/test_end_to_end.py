@@ -142,7 +142,16 @@ map = "{MAP}"
         self.start_gridedge("central", "central", "run", "--config", "central.toml")
 
     def start_agent(self) -> None:
-        self.start_gridedge("agent", "run", "--config", "agent.toml")
+        """The agent, up: it has written its status file (its signal handlers are in place, so a stop right
+        after is a clean SIGTERM even on a loaded machine, where start-up takes seconds)."""
+        proc = self.start_gridedge("agent", "run", "--config", "agent.toml")
+        wait_for(lambda: self._status_pid() == proc.pid, 30, "the agent's status file")
+
+    def _status_pid(self) -> int | None:
+        try:
+            return json.loads((self.workdir / "agent.db.status.json").read_text()).get("pid")
+        except (OSError, ValueError):
+            return None
 
     def central_rows(self) -> int:
         rows = query_db(self.central_db, "SELECT count(*) FROM readings")

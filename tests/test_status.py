@@ -296,3 +296,17 @@ def test_status_without_a_status_file_says_so(tmp_path: Path, broker: Broker) ->
     assert "no status file" in none.stderr and "agent.db.status.json" in none.stderr
     help_ = subprocess.run([sys.executable, "-m", "gridedge", "status", "--help"], capture_output=True, text=True)
     assert "0 the agent runs" in help_.stdout and "3 not running" in help_.stdout and "4 no status file" in help_.stdout
+
+
+def test_device_ages_are_judged_on_the_agent_s_clock_when_a_bench_day_runs_it() -> None:
+    """An agent on a bench day's clock ([clock] start in March, at speed) times its devices' answers on that
+    clock; status says how long ago on the same clock, not months against the wall."""
+    day = NOW - 200 * 86400.0  # the bench's day, far from the wall clock
+    status = {
+        **STATUS,
+        "clock_ts": day,
+        "devices": {"meter-1": {**STATUS["devices"]["meter-1"], "last_ok_ts": day - 4.0}},
+    }
+    text = status_text(status, _running(status), NOW)
+    (ok,) = [line for line in text.splitlines() if line.lstrip().startswith("meter-1")]
+    assert "last answer 4.4 s ago" in ok  # 4.0 s before the file was written, which was 0.4 s ago

@@ -15,12 +15,12 @@ must be a point of its device's map.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.control import ieee1547
+from agent.control.curveconfig import curve, explicit_droop, explicit_volt_var, explicit_volt_watt, number
 from agent.control.decision import MODES, lesser_mode
 from protocols.configcheck import MISSING, Checker
 from protocols.modbus.registermap import RegisterMap, Table
@@ -345,11 +345,6 @@ def _envelope(c: Checker, raw: Mapping[str, Any]) -> EnvelopeConfig:
     )  # fmt: skip
 
 
-def _number(c: Checker, raw: Mapping[str, Any], p: str, name: str, default: Any, lo: float, hi: float) -> Any:
-    v = c.get(raw, p, name, "number", default, lo=lo, hi=hi)
-    return float(v) if isinstance(v, int | float) else v
-
-
 def _capbank(c: Checker, raw: Mapping[str, Any], devs: _Devices) -> CapBankConfig | None:
     p = "control.capbank"
     start = len(c.issues)
@@ -357,22 +352,22 @@ def _capbank(c: Checker, raw: Mapping[str, Any], devs: _Devices) -> CapBankConfi
     d = CapBankConfig(device="")
     device = devs.device(c, f"{p}.device", raw.get("device", MISSING), "capacitor bank controller", CAPBANK_POINTS)
     mode = _mode(c, raw, p, d.mode)
-    cadence = _number(c, raw, p, "cadence_s", d.cadence_s, 1, 3600)
-    delay = _number(c, raw, p, "delay_s", d.delay_s, 0, 3600)
+    cadence = number(c, raw, p, "cadence_s", d.cadence_s, 1, 3600)
+    delay = number(c, raw, p, "delay_s", d.delay_s, 0, 3600)
     var_point = raw.get("var_point", MISSING)
     var_point = None if var_point is MISSING else devs.point(c, f"{p}.var_point", var_point, VAR_UNITS)
-    q_close = _number(c, raw, p, "q_close_above_var", None, -1e9, 1e9)
-    q_open = _number(c, raw, p, "q_open_below_var", None, -1e9, 1e9)
-    bank_var = _number(c, raw, p, "bank_var", None, 1, 1e9)
+    q_close = number(c, raw, p, "q_close_above_var", None, -1e9, 1e9)
+    q_open = number(c, raw, p, "q_open_below_var", None, -1e9, 1e9)
+    bank_var = number(c, raw, p, "bank_var", None, 1, 1e9)
     vpoints = _voltage_points(c, raw, p, devs)
-    v_close = _number(c, raw, p, "v_close_below_v", d.v_close_below_v, 100, 140)
-    v_open = _number(c, raw, p, "v_open_above_v", d.v_open_above_v, 100, 140)
-    rise = _number(c, raw, p, "bank_rise_v", d.bank_rise_v, 0.1, 20)
+    v_close = number(c, raw, p, "v_close_below_v", d.v_close_below_v, 100, 140)
+    v_open = number(c, raw, p, "v_open_above_v", d.v_open_above_v, 100, 140)
+    rise = number(c, raw, p, "bank_rise_v", d.bank_rise_v, 0.1, 20)
     ops = c.get(raw, p, "ops_per_day", "integer", d.ops_per_day, lo=1, hi=200)
-    dwell = _number(c, raw, p, "min_dwell_s", d.min_dwell_s, 0, 86400)
-    stale = _number(c, raw, p, "stale_after_s", d.stale_after_s, 0.1, 86400)
-    settle = _number(c, raw, p, "settle_s", d.settle_s, 0, 86400)
-    beat = _number(c, raw, p, "heartbeat_s", d.heartbeat_s, 0.1, 3600)
+    dwell = number(c, raw, p, "min_dwell_s", d.min_dwell_s, 0, 86400)
+    stale = number(c, raw, p, "stale_after_s", d.stale_after_s, 0.1, 86400)
+    settle = number(c, raw, p, "settle_s", d.settle_s, 0, 86400)
+    beat = number(c, raw, p, "heartbeat_s", d.heartbeat_s, 0.1, 3600)
     heartbeat = _heartbeat(c, raw, p, device, devs)
     if var_point is None and not vpoints and "var_point" not in raw and "voltage_points" not in raw:
         c.fail(f"{p}.var_point", MISSING, "give var_point (var flow) and/or voltage_points: what the bank acts on")
@@ -408,34 +403,34 @@ def _regulator(c: Checker, raw: Mapping[str, Any], devs: _Devices) -> RegulatorC
     device = devs.device(c, f"{p}.device", raw.get("device", MISSING), "regulator control", REGULATOR_POINTS)
     mode = _mode(c, raw, p, d.mode)
     operation = c.get(raw, p, "operation", "string", d.operation, choices=("supervise", "manual"))
-    cadence = _number(c, raw, p, "cadence_s", d.cadence_s, 1, 3600)
-    bc_min = _number(c, raw, p, "band_center_min_v", d.band_center_min_v, 100, 135)
-    bc_max = _number(c, raw, p, "band_center_max_v", d.band_center_max_v, 100, 135)
-    bw_min = _number(c, raw, p, "bandwidth_min_v", d.bandwidth_min_v, 1, 6)
-    bw_max = _number(c, raw, p, "bandwidth_max_v", d.bandwidth_max_v, 1, 6)
+    cadence = number(c, raw, p, "cadence_s", d.cadence_s, 1, 3600)
+    bc_min = number(c, raw, p, "band_center_min_v", d.band_center_min_v, 100, 135)
+    bc_max = number(c, raw, p, "band_center_max_v", d.band_center_max_v, 100, 135)
+    bw_min = number(c, raw, p, "bandwidth_min_v", d.bandwidth_min_v, 1, 6)
+    bw_max = number(c, raw, p, "bandwidth_max_v", d.bandwidth_max_v, 1, 6)
     taps = c.get(raw, p, "taps_per_day", "integer", d.taps_per_day, lo=1, hi=10_000)
     changes = c.get(raw, p, "setpoint_changes_per_hour", "integer", d.setpoint_changes_per_hour, lo=1, hi=3600)
     step = c.get(raw, p, "max_tap_step", "integer", d.max_tap_step, lo=1, hi=32)
-    dwell = _number(c, raw, p, "min_dwell_s", d.min_dwell_s, 0, 86400)
+    dwell = number(c, raw, p, "min_dwell_s", d.min_dwell_s, 0, 86400)
     reverse = c.get(raw, p, "reverse_power", "string", d.reverse_power, choices=("hold", "allow"))
     head_p = raw.get("head_power_point", MISSING)
     head_p = None if head_p is MISSING else devs.point(c, f"{p}.head_power_point", head_p)
     if reverse == "hold" and head_p is None and "head_power_point" not in raw:
         c.fail(f"{p}.head_power_point", MISSING, "is required with reverse_power = 'hold' (the head's active power)")
-    stale = _number(c, raw, p, "stale_after_s", d.stale_after_s, 0.1, 86400)
-    settle = _number(c, raw, p, "settle_s", d.settle_s, 0, 86400)
-    beat = _number(c, raw, p, "heartbeat_s", d.heartbeat_s, 0.1, 3600)
+    stale = number(c, raw, p, "stale_after_s", d.stale_after_s, 0.1, 86400)
+    settle = number(c, raw, p, "settle_s", d.settle_s, 0, 86400)
+    beat = number(c, raw, p, "heartbeat_s", d.heartbeat_s, 0.1, 3600)
     heartbeat = _heartbeat(c, raw, p, device, devs)
     if None not in (bc_min, bc_max) and not bc_min <= bc_max:
         c.fail(f"{p}.band_center_max_v", bc_max, f"must be at least band_center_min_v ({bc_min:g})")
     if None not in (bw_min, bw_max) and not bw_min <= bw_max:
         c.fail(f"{p}.bandwidth_max_v", bw_max, f"must be at least bandwidth_min_v ({bw_min:g})")
     # -- the regulator function's targets (docs/control.md, "The regulator function")
-    normal = _number(c, raw, p, "band_center_v", d.band_center_v, 100, 135)
+    normal = number(c, raw, p, "band_center_v", d.band_center_v, 100, 135)
     if None not in (normal, bc_min, bc_max) and not bc_min <= normal <= bc_max:
         c.fail(f"{p}.band_center_v", normal, f"must be within band_center_min_v..band_center_max_v "
                f"({bc_min:g}..{bc_max:g})")  # fmt: skip
-    bandwidth = _number(c, raw, p, "bandwidth_v", d.bandwidth_v, 0.1, 6)
+    bandwidth = number(c, raw, p, "bandwidth_v", d.bandwidth_v, 0.1, 6)
     if operation == "manual" and isinstance(bandwidth, float) and bandwidth < TAP_STEP_V:
         c.warn(f"{p}.bandwidth_v", bandwidth, f"narrower than one tap step ({TAP_STEP_V:g} V): the agent's taps "
                "will hunt, and the envelope's hunting detector will freeze the function")  # fmt: skip
@@ -458,11 +453,11 @@ def _cvr(c: Checker, raw: Mapping[str, Any], devs: _Devices, regulator: Any) -> 
     enabled = c.get(raw, p, "enabled", "boolean", d.enabled)
     mode = _mode(c, raw, p, d.mode)
     vpoints = _voltage_points(c, raw, p, devs)
-    margin = _number(c, raw, p, "margin_v", d.margin_v, 0, 10)
-    step = _number(c, raw, p, "step_v", d.step_v, 0.1, 3)
-    period = _number(c, raw, p, "period_s", d.period_s, 10, 86400)
+    margin = number(c, raw, p, "margin_v", d.margin_v, 0, 10)
+    step = number(c, raw, p, "step_v", d.step_v, 0.1, 3)
+    period = number(c, raw, p, "period_s", d.period_s, 10, 86400)
     restore = c.get(raw, p, "restore", "string", d.restore, choices=("immediate",))
-    stale = _number(c, raw, p, "stale_after_s", d.stale_after_s, 0.1, 86400)
+    stale = number(c, raw, p, "stale_after_s", d.stale_after_s, 0.1, 86400)
     if enabled and not vpoints and "voltage_points" not in raw:
         c.fail(f"{p}.voltage_points", MISSING, "is required when enabled: the end-of-line voltages CVR keeps "
                f"above {RANGE_A_MIN_V:g} V + margin_v (ANSI C84.1 Range A)")  # fmt: skip
@@ -472,86 +467,6 @@ def _cvr(c: Checker, raw: Mapping[str, Any], devs: _Devices, regulator: Any) -> 
         return None
     return CvrConfig(enabled=bool(enabled), mode=mode, voltage_points=vpoints, margin_v=margin, step_v=step,
                      period_s=period, restore=restore, stale_after_s=stale)  # fmt: skip
-
-
-def _numbers(c: Checker, key: str, value: Any, n: int) -> tuple[float, ...] | None:
-    ok = isinstance(value, list) and len(value) == n
-    ok = ok and all(isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in value)
-    if not ok:
-        c.fail(key, value, f"must be an array of {n} numbers")
-        return None
-    return tuple(float(x) for x in value)
-
-
-def _curve(c: Checker, raw: Mapping[str, Any], p: str, name: str, named: Sequence[str], build: Any) -> Any:
-    """A curve by the standard's name (``"category-b"``, ``"default"``) or as an explicit table."""
-    value = raw.get(name, MISSING)
-    key = f"{p}.{name}"
-    if value is MISSING:
-        return None
-    if isinstance(value, str):
-        if value not in named:
-            c.fail(key, value, f"must be one of {', '.join(repr(n) for n in named)} or a table of explicit points")
-            return None
-        return ieee1547.default(f"{name}.{value}")
-    if not isinstance(value, Mapping):
-        c.fail(key, value, f"must be one of {', '.join(repr(n) for n in named)} or a table of explicit points")
-        return None
-    return build(c, value, key)
-
-
-def _explicit_volt_var(c: Checker, raw: Mapping[str, Any], key: str) -> ieee1547.VoltVarCurve | None:
-    c.unknown(raw, key, {"v_pu", "q_pct", "v_ref_pu", "response_s"})
-    v = _numbers(c, f"{key}.v_pu", raw.get("v_pu", MISSING), 4)
-    q = _numbers(c, f"{key}.q_pct", raw.get("q_pct", MISSING), 4)
-    vref_r, resp_r = ieee1547.setting_range("volt_var.v_ref_pu"), ieee1547.setting_range("volt_var.response_s")
-    vref = _number(c, raw, key, "v_ref_pu", 1.0, vref_r.lo, vref_r.hi)
-    resp = _number(c, raw, key, "response_s", 5.0, resp_r.lo, resp_r.hi)
-    if None in (v, q, vref, resp):
-        return None
-    try:
-        return ieee1547.VoltVarCurve(v, q, vref, resp)  # type: ignore[arg-type]
-    except ValueError as err:
-        c.fail(key, dict(raw), str(err))
-        return None
-
-
-def _explicit_volt_watt(c: Checker, raw: Mapping[str, Any], key: str) -> ieee1547.VoltWattCurve | None:
-    c.unknown(raw, key, {"v_pu", "p_pct", "response_s"})
-    v = _numbers(c, f"{key}.v_pu", raw.get("v_pu", MISSING), 2)
-    pp = _numbers(c, f"{key}.p_pct", raw.get("p_pct", MISSING), 2)
-    resp_r = ieee1547.setting_range("volt_watt.response_s")
-    resp = _number(c, raw, key, "response_s", 10.0, resp_r.lo, resp_r.hi)
-    if v is not None:
-        for i, rname in enumerate(("volt_watt.v1_pu", "volt_watt.v2_pu")):
-            r = ieee1547.setting_range(rname)
-            if v[i] not in r:
-                c.fail(f"{key}.v_pu", list(v), f"V{i + 1} must be in {r.lo:g}..{r.hi:g} pu ({r.source})")
-                v = None
-                break
-    if None in (v, pp, resp):
-        return None
-    try:
-        return ieee1547.VoltWattCurve(v, pp, resp)  # type: ignore[arg-type]
-    except ValueError as err:
-        c.fail(key, dict(raw), str(err))
-        return None
-
-
-def _explicit_droop(c: Checker, raw: Mapping[str, Any], key: str) -> ieee1547.FreqDroop | None:
-    c.unknown(raw, key, {"db_of_hz", "db_uf_hz", "k_of", "k_uf", "response_s"})
-    db, k = ieee1547.setting_range("freq_droop.db_hz"), ieee1547.setting_range("freq_droop.k")
-    rr = ieee1547.setting_range("freq_droop.response_s")
-    vals = (
-        _number(c, raw, key, "db_of_hz", MISSING, db.lo, db.hi),
-        _number(c, raw, key, "db_uf_hz", MISSING, db.lo, db.hi),
-        _number(c, raw, key, "k_of", MISSING, k.lo, k.hi),
-        _number(c, raw, key, "k_uf", MISSING, k.lo, k.hi),
-        _number(c, raw, key, "response_s", 5.0, rr.lo, rr.hi),
-    )
-    if None in vals:
-        return None
-    return ieee1547.FreqDroop(*vals)
 
 
 def _der(c: Checker, raw: Mapping[str, Any], key: str, i: int, devs: _Devices, seen: dict[str, str]) -> Any:
@@ -578,9 +493,9 @@ def _der(c: Checker, raw: Mapping[str, Any], key: str, i: int, devs: _Devices, s
                 seen[dev] = key
                 devices.append(dev)
     category = c.get(raw, key, "category", "string", d.category, choices=("A", "B"))
-    vv = _curve(c, raw, key, "volt_var", ieee1547.NAMES["volt_var"], _explicit_volt_var)
-    vw = _curve(c, raw, key, "volt_watt", ieee1547.NAMES["volt_watt"], _explicit_volt_watt)
-    fd = _curve(c, raw, key, "freq_droop", ieee1547.NAMES["freq_droop"], _explicit_droop)
+    vv = curve(c, raw, key, "volt_var", ieee1547.NAMES["volt_var"], explicit_volt_var)
+    vw = curve(c, raw, key, "volt_watt", ieee1547.NAMES["volt_watt"], explicit_volt_watt)
+    fd = curve(c, raw, key, "freq_droop", ieee1547.NAMES["freq_droop"], explicit_droop)
     cap = ieee1547.default(f"reactive_capability.category-{(category or 'B').lower()}")
     pf = None
     if "constant_pf" in raw:
@@ -590,7 +505,7 @@ def _der(c: Checker, raw: Mapping[str, Any], key: str, i: int, devs: _Devices, s
             c.unknown(pf_raw, pkey, {"pf", "excitation"})
             exc = c.get(pf_raw, pkey, "excitation", "string", choices=("injecting", "absorbing"))
             lo = cap.pf_min_inject if exc == "injecting" else cap.pf_min_absorb
-            value = _number(c, pf_raw, pkey, "pf", MISSING, round(lo, 3), 1.0)
+            value = number(c, pf_raw, pkey, "pf", MISSING, round(lo, 3), 1.0)
             if exc is not None and value is not None:
                 pf = ConstantPf(value, exc)
     var_pct = None
@@ -598,17 +513,17 @@ def _der(c: Checker, raw: Mapping[str, Any], key: str, i: int, devs: _Devices, s
         cv = c.get(raw, key, "constant_var", "table")
         if cv is not None:
             c.unknown(cv, f"{key}.constant_var", {"q_pct"})
-            var_pct = _number(c, cv, f"{key}.constant_var", "q_pct", MISSING, -cap.q_absorb_pct, cap.q_inject_pct)
+            var_pct = number(c, cv, f"{key}.constant_var", "q_pct", MISSING, -cap.q_absorb_pct, cap.q_inject_pct)
     plr = ieee1547.setting_range("active_power_limit.pct")
-    p_limit = _number(c, raw, key, "p_limit_pct", None, plr.lo, plr.hi)
+    p_limit = number(c, raw, key, "p_limit_pct", None, plr.lo, plr.hi)
     reactive = [n for n, v in (("volt_var", vv), ("constant_pf", pf), ("constant_var", var_pct)) if v is not None]
     if len(reactive) > 1:
         c.fail(f"{key}.{reactive[1]}", raw.get(reactive[1]),
                f"one reactive power mode at a time (IEEE 1547-2018 5.3): {' and '.join(reactive)} are both set")  # fmt: skip
-    reversion = _number(c, raw, key, "reversion_s", d.reversion_s, 1, 86400)
-    cadence = _number(c, raw, key, "cadence_s", d.cadence_s, 0.5, 3600)
-    stale = _number(c, raw, key, "stale_after_s", d.stale_after_s, 0.1, 86400)
-    settle = _number(c, raw, key, "settle_s", d.settle_s, 0, 86400)
+    reversion = number(c, raw, key, "reversion_s", d.reversion_s, 1, 86400)
+    cadence = number(c, raw, key, "cadence_s", d.cadence_s, 0.5, 3600)
+    stale = number(c, raw, key, "stale_after_s", d.stale_after_s, 0.1, 86400)
+    settle = number(c, raw, key, "settle_s", d.settle_s, 0, 86400)
     changes = c.get(raw, key, "setpoint_changes_per_hour", "integer", d.setpoint_changes_per_hour, lo=1, hi=3600)
     if len(c.issues) > start:
         return None
@@ -626,7 +541,7 @@ def parse_control(
     devs = _Devices(maps, protocols)
     c.unknown(raw, "control", CONTROL_KEYS)
     mode = _mode(c, raw, "control", "monitor")
-    window = _number(c, raw, "control", "audit_window_s", 120.0, 0, 3600)
+    window = number(c, raw, "control", "audit_window_s", 120.0, 0, 3600)
     envelope = _envelope(c, c.get(raw, "control", "envelope", "table", {}) or {})
     interlocks = _interlocks(c, c.get(raw, "control", "interlocks", "table", {}) or {}, devs)
     cap_raw = c.get(raw, "control", "capbank", "table", None)

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from typing import Any, Protocol
 
 from agent.clock import Clock
@@ -539,12 +540,26 @@ class Envelope:
                 "suspended": {f.function: {"reason": f.reason, "since": f.since} for f in self._flags
                               if f.kind == "suspended" and f.device == dev},
             }  # fmt: skip
+            # -- operator view (gridedge status): who holds it and why, each budget's limit, the heartbeat
+            act = self._actuators[dev]
+            devices[dev].update(
+                held_by=None if held is None else held.function, held_reason=None if held is None else held.reason,
+                budgets={b.name: {"left": self._budgets_left.get(dev, {}).get(b.name), "limit": b.limit,
+                                  "window_s": b.window_s} for b in act.budgets},
+                heartbeat_s=act.heartbeat_s if act.heartbeat_point else None, kind=act.kind,
+            )  # fmt: skip
         last = {fn: {"id": d.id, "ts": d.ts, "device": d.device, "rule": d.rule, "verdict": d.verdict,
                      "outcome": d.outcome, "action": d.command.action if d.command else None}
                 for fn, d in self.last.items()}  # fmt: skip
         return {"mode": self.config.mode, "devices": devices, "last_decisions": last, "decisions": dict(self.counts),
                 "heartbeats": self.heartbeats, "heartbeat_failures": self.heartbeat_failures,
                 "functions": {p.name: p.mode for p in self.policies.values()}}  # fmt: skip
+
+    # ---- control explain (agent/control/live.py publishes it, agent/control/explain.py reads it) --------------------
+    def persisted_state(self) -> dict[str, Any]:
+        """The operations in the windows and the flags, as :meth:`refresh` last read them (JSON-ready)."""
+        ops = [asdict(o) for lst in self._ops.values() for o in lst]
+        return {"ops": ops, "flags": [asdict(f) for f in self._flags]}
 
 
 __all__ = ["REFUSAL_BACKOFF_S", "ControlStore", "ControlStream", "Envelope", "FunctionPolicy"]

@@ -1,6 +1,6 @@
 """The snapshot as control sees it: every point an :class:`~agent.control.decision.Input` with its age at ``now``.
 
-Control reads the snapshot (the latest reading of every point, agent/acquisition.py), never a device, except
+Control reads the snapshot (the latest reading of every point, agent/acquisition/poller.py), never a device, except
 the actuators' readback after a write. A :class:`View` is taken once per decision cycle at one instant, so every
 input of a decision is aged against the same clock reading; a point never read is an input of quality
 ``missing``.

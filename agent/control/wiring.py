@@ -24,7 +24,10 @@ from agent.control.capbank import CapBankFunction
 from agent.control.config import ControlConfig
 from agent.control.controller import LAYERS, ControlFunction, Controller
 from agent.control.cvr import CvrFunction
+from agent.control.der import DerFunction
 from agent.control.envelope import ControlStore, ControlStream, Envelope
+from agent.control.inverter import DerActuator
+from agent.control.live import LivePublisher, live_path
 from agent.control.regulator import BandCentreOwner, RegulatorFunction
 from agent.control.view import ReadingSource
 from agent.devicelink import RegisterMapLink, SharedTransport
@@ -54,6 +57,7 @@ class ControlSystem:
     envelope: Envelope
     controller: Controller
     links: list[RegisterMapLink] = field(default_factory=list)
+    live: LivePublisher | None = None  # the picture `gridedge control explain` reads (agent/control/live.py)
 
     def tasks(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         """(name, factory) of every supervised task of control."""
@@ -62,6 +66,8 @@ class ControlSystem:
                                                                 ("control-events-retry", self.envelope.events.run)]  # fmt: skip
         for layer in self.controller.layers():
             out.append((f"control:{LAYERS.get(layer, layer)}", _layer(self.controller, layer)))
+        if self.live is not None:  # -- operator: the live picture for `control explain`
+            out.append(("control-live", self.live.run))
         return out
 
     async def stop(self) -> None:
@@ -73,7 +79,8 @@ class ControlSystem:
             await link.close()
 
     def status(self) -> dict[str, Any]:
-        return {"mode": self.config.mode, **self.controller.status()}
+        # clock_ts: the agent's clock now (a bench day may run at speed), what decision times are judged against
+        return {"mode": self.config.mode, "clock_ts": self.controller.clock.time(), **self.controller.status()}
 
 
 def _layer(controller: Controller, layer: int) -> Callable[[], Awaitable[None]]:
@@ -123,6 +130,17 @@ def build_control(
         if ctl.cvr is not None and ctl.cvr.enabled:
             functions.append(CvrFunction(ctl.cvr, reg, ctl.function_mode(ctl.cvr.mode), owner))
         # -- end of the regulator function and CVR
+    # ---- DER groups (agent/control/der.py, inverter.py): one function per inverter, its SunSpec link ----
+    for group in ctl.der:
+        for dev in group.devices:
+            sunspec = getattr(by_name[dev], "link", None)  # a SunSpecPoller's own link (agent/acquisition/sunspec.py)
+            if sunspec is None:
+                log.warning("control_der_device_skipped", device=dev, group=group.name, why="not a SunSpec poller")
+                continue
+            actuators.append(DerActuator(sunspec, clock, category=group.category, reversion_s=group.reversion_s,
+                                         setpoint_changes_per_hour=group.setpoint_changes_per_hour))  # fmt: skip
+            functions.append(DerFunction(group, dev, ctl.function_mode(group.mode)))
+    # ---- end DER groups ----
     audit = EventSpool(ControlStream(store), name="control-audit", source_key="device", logger=log,
                        stored_level=logging.DEBUG, actions=None)  # fmt: skip
     events = EventSpool(store, name="control", source_key="device", logger=log, actions=None)
@@ -131,7 +149,9 @@ def build_control(
     controller = Controller(functions, envelope, snapshot, clock)
     log.info("control_built", mode=ctl.mode, devices=",".join(a.device for a in actuators),
              functions=",".join(f"{f.name}:{f.policy.mode}" for f in functions))  # fmt: skip
-    return ControlSystem(ctl, envelope, controller, links)
+    system = ControlSystem(ctl, envelope, controller, links)
+    system.live = LivePublisher(system, snapshot, clock, live_path(config.store.path))  # -- operator: explain
+    return system
 
 
 __all__ = ["ControlSystem", "PollerLike", "build_control"]

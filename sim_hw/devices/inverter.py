@@ -21,39 +21,46 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from importlib.metadata import version
 from typing import Any, Protocol
 
 from opender import DER, DER_PV
 
 from protocols.eventlog import EventLog
-from protocols.modbus.registermap import DataType, encode_point
-from protocols.sunspec.layout import BASE_ADDRESSES, SunSpecLayout, build_layout, sf_for_range
+from protocols.modbus.registermap import encode_point
+from protocols.sunspec.layout import BASE_ADDRESSES, SunSpecLayout, build_layout
+from sim_hw.devices.inverter_settings import (
+    CAP,
+    CAT_B_Q_PU,
+    COMMON,
+    CTL,
+    ES,
+    FD,
+    FD_CTLS,
+    GROUP_COUNTS,
+    ILLEGAL_ADDRESS,
+    ILLEGAL_VALUE,
+    MEAS,
+    VV,
+    VV_CURVES,
+    VV_POINTS,
+    VW,
+    VW_CURVES,
+    WRITABLE,
+    _check_settings,
+    _default_settings,
+    sf_values_for,
+)
 from sim_hw.devices.modbus_server import WriteRequest
+from sim_hw.devices.sunspec_curves import CURVE_RVRT_POINTS, CurveTimers, ReversionTimers
 from sim_hw.feeder.solution import Solution
 
 log = EventLog("sim.devices")
 
 MODEL_IDS = (1, 701, 702, 703, 704, 705, 706, 711)
-VV_CURVES, VV_POINTS = 3, 4  # 705: curve 1 is the active curve (read-only), 2..3 are editable; 4 points each
-VW_CURVES, VW_POINTS = 3, 2  # 706: same, 2 points (IEEE 1547-2018 Table 10: V1/P1, V2/P2)
-FD_CTLS = 3  # 711: control 1 active (read-only), 2..3 editable
-GROUP_COUNTS = {
-    705: {"Crv": VV_CURVES, "Crv.Pt": VV_POINTS},
-    706: {"Crv": VW_CURVES, "Crv.Pt": VW_POINTS},
-    711: {"Ctl": FD_CTLS},
-}
 MAX_CATCHUP_STEPS = 3600  # a long pause between observations runs at most this many OpenDER steps
-CAT_B_Q_PU = 0.44  # IEEE 1547-2018 5.2, Table 7: Category B reactive capability, 44 % of nameplate VA
 MANUFACTURER = "GridEdge Sim"
-
-# Modbus exception codes (Modbus Application Protocol v1.1b3, 7)
-ILLEGAL_ADDRESS, ILLEGAL_VALUE = 2, 3
-
-VV, VW, FD, CTL, ES, MEAS, CAP, COMMON = (
-    "DERVoltVar", "DERVoltWatt", "DERFreqDroop", "DERCtlAC", "DEREnterService", "DERMeasureAC", "DERCapacity", "common",
-)  # fmt: skip
 
 
 class InverterConfigError(ValueError):
@@ -117,184 +124,6 @@ class OpenDerAdapter:
         return str(self.der.der_status)
 
 
-# --- settings -------------------------------------------------------------------------------------------
-
-
-def _default_settings() -> dict[str, float | int]:
-    s: dict[str, float | int] = {
-        # 703 enter service: IEEE 1547-2018 4.10.2, Table 4 defaults
-        f"{ES}.ES": 1,
-        f"{ES}.ESVHi": 105.0,
-        f"{ES}.ESVLo": 91.7,
-        f"{ES}.ESHzHi": 60.1,
-        f"{ES}.ESHzLo": 59.5,
-        f"{ES}.ESDlyTms": 300,
-        f"{ES}.ESRmpTms": 300,
-        # 704 AC controls
-        f"{CTL}.PFWInjEna": 0,
-        f"{CTL}.PFWInj.PF": 1.0,
-        f"{CTL}.PFWInj.Ext": 0,
-        f"{CTL}.WMaxLimPctEna": 0,
-        f"{CTL}.WMaxLimPct": 100.0,
-        f"{CTL}.VarSetEna": 0,
-        f"{CTL}.VarSetMod": 4,  # VARS
-        f"{CTL}.VarSet": 0,
-        f"{CTL}.VarSetPct": 0.0,
-        # 704 reversion timers (REVERSIONS): off; what each function reverts to: disabled, neutral set points
-        f"{CTL}.PFWInjEnaRvrt": 0,
-        f"{CTL}.PFWInjRvrtTms": 0,
-        f"{CTL}.PFWInjRvrt.PF": 1.0,
-        f"{CTL}.PFWInjRvrt.Ext": 0,
-        f"{CTL}.VarSetEnaRvrt": 0,
-        f"{CTL}.VarSetRvrtTms": 0,
-        f"{CTL}.VarSetRvrt": 0,
-        f"{CTL}.VarSetPctRvrt": 0.0,
-        f"{CTL}.WMaxLimPctEnaRvrt": 0,
-        f"{CTL}.WMaxLimPctRvrtTms": 0,
-        f"{CTL}.WMaxLimPctRvrt": 100.0,
-        # 705, 706, 711 enables and adopt requests
-        f"{VV}.Ena": 0,
-        f"{VV}.AdptCrvReq": 0,
-        f"{VW}.Ena": 0,
-        f"{VW}.AdptCrvReq": 0,
-        f"{FD}.Ena": 1,  # OpenDER default: frequency droop on
-        f"{FD}.AdptCtlReq": 0,
-    }
-    for c in range(1, VV_CURVES + 1):
-        k = f"{VV}.Crv[{c}]"
-        # IEEE 1547-2018 Table 8 (Category B defaults)
-        s |= {f"{k}.ActPt": VV_POINTS, f"{k}.DeptRef": 1, f"{k}.Pri": 1, f"{k}.VRef": 100.0, f"{k}.VRefAutoEna": 0}
-        s |= {f"{k}.VRefAutoTms": 300, f"{k}.RspTms": 5.0}
-        for i, (v, q) in enumerate(zip((92.0, 98.0, 102.0, 108.0), (100.0, 0.0, 0.0, -100.0), strict=True), 1):
-            s |= {f"{k}.Pt[{i}].V": v, f"{k}.Pt[{i}].Var": q}
-    for c in range(1, VW_CURVES + 1):
-        k = f"{VW}.Crv[{c}]"
-        # IEEE 1547-2018 Table 10 defaults: V1 = 106 %, P1 = 100 %; V2 = 110 %, P2 = 20 % (PV); 10 s
-        s |= {f"{k}.ActPt": VW_POINTS, f"{k}.DeptRef": 0, f"{k}.RspTms": 10.0}
-        s |= {f"{k}.Pt[1].V": 106.0, f"{k}.Pt[1].W": 100.0, f"{k}.Pt[2].V": 110.0, f"{k}.Pt[2].W": 20.0}
-    for c in range(1, FD_CTLS + 1):
-        k = f"{FD}.Ctl[{c}]"
-        # IEEE 1547-2018 Table 24 defaults (Category II/III): dbOF = dbUF = 0.036 Hz, kOF = kUF = 0.05, 5 s
-        s |= {f"{k}.DbOf": 0.036, f"{k}.DbUf": 0.036, f"{k}.KOf": 0.05, f"{k}.KUf": 0.05, f"{k}.RspTms": 5.0}
-    return s
-
-
-# Points a client may change (everything else reads fixed, measured or "not implemented").
-_ACTIVE_CURVE = (f"{VV}.Crv[1].", f"{VW}.Crv[1].", f"{FD}.Ctl[1].")
-WRITABLE: frozenset[str] = frozenset(
-    k for k in _default_settings() if not k.startswith(_ACTIVE_CURVE) and not k.endswith(".ActPt")
-) | frozenset(f"{g}.Crv[{c}].ActPt" for g, n in ((VV, VV_CURVES), (VW, VW_CURVES)) for c in range(2, n + 1))
-
-# SF exponents that do not depend on the ratings.
-_FIXED_SF = {
-    f"{MEAS}.PF_SF": -3, f"{MEAS}.Hz_SF": -3, f"{MEAS}.TotWh_SF": 0, f"{MEAS}.TotVarh_SF": 0, f"{MEAS}.Tmp_SF": 0,
-    f"{CAP}.PF_SF": -3, f"{CAP}.S_SF": 0,
-    f"{ES}.V_SF": -1, f"{ES}.Hz_SF": -2,
-    f"{CTL}.PF_SF": -3, f"{CTL}.WMaxLimPct_SF": -1, f"{CTL}.WSet_SF": 0, f"{CTL}.WSetPct_SF": -1,
-    f"{CTL}.VarSet_SF": 0, f"{CTL}.VarSetPct_SF": -1,
-    f"{VV}.V_SF": -1, f"{VV}.DeptRef_SF": -1, f"{VV}.RspTms_SF": -1,
-    f"{VW}.V_SF": -1, f"{VW}.DeptRef_SF": -1, f"{VW}.RspTms_SF": -1,
-    f"{FD}.Db_SF": -3, f"{FD}.K_SF": -3, f"{FD}.RspTms_SF": -1,
-}  # fmt: skip
-
-
-def sf_values_for(kva: float, v_nom_ll_v: float) -> dict[str, int]:
-    """Scale factors for an inverter of ``kva`` at ``v_nom_ll_v``: the finest resolution that holds 120 % of
-    the rating in the SunSpec type (int16 in 701, uint16 in 702)."""
-    amps = kva * 1000.0 / (math.sqrt(3) * v_nom_ll_v * 0.5)  # at half the nominal voltage (1-phase: less)
-    out = dict(_FIXED_SF)
-    for p in ("W", "VA", "Var"):
-        out[f"{MEAS}.{p}_SF"] = sf_for_range(1.2 * kva * 1000.0, DataType.INT16)
-        out[f"{CAP}.{p}_SF"] = sf_for_range(1.2 * kva * 1000.0, DataType.UINT16)
-    out[f"{MEAS}.A_SF"] = sf_for_range(1.2 * amps, DataType.INT16)
-    out[f"{CAP}.A_SF"] = sf_for_range(1.2 * amps, DataType.UINT16)
-    out[f"{MEAS}.V_SF"] = sf_for_range(1.5 * v_nom_ll_v, DataType.UINT16)
-    out[f"{CAP}.V_SF"] = sf_for_range(1.5 * v_nom_ll_v, DataType.UINT16)
-    return out
-
-
-# --- 704 reversion timers ------------------------------------------------------------------------------
-
-
-class Reversion:
-    """One SunSpec 704 function with a reversion timer: the points that set it, its timer, its reversion values.
-
-    A write covering any of ``setpoints`` while ``tms`` is non-zero (after the write) starts the timer, or restarts
-    it; a write of the function's enable 0, or of ``tms`` 0, stops it. When it runs out, each point of
-    ``reverts`` takes the value of its reversion point (docs/devices/sim-inverter.md, "Reversion timers").
-    """
-
-    __slots__ = ("enable", "name", "rem", "reverts", "setpoints", "tms")
-
-    def __init__(self, name: str, enable: str, setpoints: tuple[str, ...], reverts: dict[str, str]) -> None:
-        self.name = name
-        self.enable = f"{CTL}.{enable}"
-        self.setpoints = frozenset(f"{CTL}.{p}" for p in (enable, *setpoints))
-        self.tms = f"{CTL}.{name}RvrtTms"
-        self.rem = f"{CTL}.{name}RvrtRem"
-        self.reverts = {f"{CTL}.{k}": f"{CTL}.{v}" for k, v in reverts.items()}
-
-
-# SunSpec model 704 (pysunspec2's model_704.json). Its descriptions call PFWInjEnaRvrt a "reversion timer ...
-# enable" but VarSetEnaRvrt and WMaxLimPctEnaRvrt the "reversion ... enable" value; this device reads all three
-# alike: the value the function's enable takes when its timer runs out (the timer runs when its Tms is non-zero).
-REVERSIONS = (
-    Reversion("PFWInj", "PFWInjEna", ("PFWInj.PF", "PFWInj.Ext"),
-              {"PFWInjEna": "PFWInjEnaRvrt", "PFWInj.PF": "PFWInjRvrt.PF", "PFWInj.Ext": "PFWInjRvrt.Ext"}),
-    Reversion("VarSet", "VarSetEna", ("VarSetMod", "VarSet", "VarSetPct"),
-              {"VarSetEna": "VarSetEnaRvrt", "VarSet": "VarSetRvrt", "VarSetPct": "VarSetPctRvrt"}),
-    Reversion("WMaxLimPct", "WMaxLimPctEna", ("WMaxLimPct",),
-              {"WMaxLimPctEna": "WMaxLimPctEnaRvrt", "WMaxLimPct": "WMaxLimPctRvrt"}),
-)  # fmt: skip
-RVRT_TMS_MAX_S = 86_400  # a reversion timer of at most a day: a longer one is no fallback
-
-
-class ReversionTimers:
-    """The running 704 reversion timers of one inverter, on the simulated clock [s]."""
-
-    def __init__(self) -> None:
-        self.due: dict[str, float] = {}  # function name -> when it reverts
-        self.pending: set[str] = set()  # started before the inverter saw its first step: timed from that step
-
-    def on_write(
-        self, changes: Mapping[str, float | int], settings: Mapping[str, float | int], now: float | None
-    ) -> None:
-        """Start, restart or stop timers after an accepted write (``settings``: as they are after it)."""
-        for rv in REVERSIONS:
-            if rv.tms in changes and not settings[rv.tms]:
-                self.due.pop(rv.name, None)
-                self.pending.discard(rv.name)
-            if not rv.setpoints.intersection(changes):
-                continue
-            if not settings[rv.enable] or not settings[rv.tms]:
-                self.due.pop(rv.name, None)  # the function is off, or has no timer: nothing to revert
-                self.pending.discard(rv.name)
-            elif now is None:
-                self.pending.add(rv.name)
-            else:
-                self.due[rv.name] = now + float(settings[rv.tms])
-
-    def expired(self, t: float, settings: Mapping[str, float | int]) -> list[Reversion]:
-        """The functions whose timer has run out at ``t`` (their timers stopped)."""
-        for name in self.pending:
-            rv = next(r for r in REVERSIONS if r.name == name)
-            self.due[name] = t + float(settings[rv.tms])
-        self.pending.clear()
-        out = [rv for rv in REVERSIONS if rv.name in self.due and t >= self.due[rv.name]]
-        for rv in out:
-            del self.due[rv.name]
-        return out
-
-    def remaining(self, t: float | None) -> dict[str, int]:
-        """Every function's ``*RvrtRem`` [s, rounded up]: 0 when its timer does not run."""
-        out = {}
-        for rv in REVERSIONS:
-            due = self.due.get(rv.name)
-            left = 0.0 if due is None or t is None else max(0.0, due - t)
-            out[rv.rem] = math.ceil(left - 1e-9) if left > 0 else 0
-        return out
-
-
 # --- the device -----------------------------------------------------------------------------------------
 
 _OPTIONS = {
@@ -309,6 +138,7 @@ _OPTIONS = {
     "step_s": "bench step [s], 0 < step_s <= 60",
     "settings": "initial SunSpec settings {point name: value}, checked as a client write would be",
     "base": "the SunSpec base address: 40000 (default), 0 or 50000",
+    "curve_reversion": "true (default): 705/706/711 serve their reversion timers; false: not implemented",
 }
 
 
@@ -325,6 +155,8 @@ class SunSpecInverter:
     step_s : the bench step [s]: one OpenDER step per ``step_s`` of simulated time.
     settings : initial SunSpec setting points {name: engineering value}, validated like a write.
     base : the SunSpec base address (40000, 0 or 50000): where the "SunS" marker sits.
+    curve_reversion : whether 705, 706 and 711 implement their reversion timers (``RvrtTms``, ``RvrtRem``,
+        ``RvrtCrv``/``RvrtCtl``); False serves them "not implemented", as a device without them would.
     """
 
     def __init__(
@@ -342,6 +174,7 @@ class SunSpecInverter:
         step_s: float = 1.0,
         settings: Mapping[str, float | int] | None = None,
         base: int = 40000,
+        curve_reversion: bool = True,
     ) -> None:
         def num(key: str, value: Any) -> float:
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -366,6 +199,7 @@ class SunSpecInverter:
             ("phases", phases, phases in ("abc", "a", "b", "c")),
             ("category", category, category == "B"),
             ("base", base, isinstance(base, int) and not isinstance(base, bool) and base in BASE_ADDRESSES),
+            ("curve_reversion", curve_reversion, isinstance(curve_reversion, bool)),
         )
         for key, value, ok in checks:
             if not ok:
@@ -380,6 +214,10 @@ class SunSpecInverter:
         )
         self.serial_number = f"SIM{zlib.crc32(name.encode()):010d}"
         self.settings: dict[str, float | int] = _default_settings()
+        self.writable = WRITABLE if curve_reversion else WRITABLE - CURVE_RVRT_POINTS
+        if not curve_reversion:
+            self.settings = {k: v for k, v in self.settings.items() if k not in CURVE_RVRT_POINTS}
+        self.curve_reversion = curve_reversion
         self.state: dict[str, int] = {f"{VV}.AdptCrvRslt": 1, f"{VW}.AdptCrvRslt": 1, f"{FD}.AdptCtlRslt": 1}
         self.der.apply(self._opender_settings(self.settings))
         # measured state (what observe saw and OpenDER answered)
@@ -390,12 +228,13 @@ class SunSpecInverter:
         self.wh_inj = self.varh_inj = self.varh_abs = 0.0
         self._t_last: float | None = None
         self.reversion = ReversionTimers()  # 704 reversion timers
+        self.curve_timers = CurveTimers()  # 705, 706, 711 reversion timers
         self._base = self._static_values()
         if settings:
             if not isinstance(settings, Mapping):
                 raise InverterConfigError(f"{name}.settings", settings, _OPTIONS["settings"])
             for key, value in settings.items():
-                if key not in WRITABLE:
+                if key not in self.writable:
                     raise InverterConfigError(f"{name}.settings.{key}", value, "a writable SunSpec point of the map")
             reason = self._accept(dict(settings))
             if reason is not None:
@@ -468,6 +307,8 @@ class SunSpecInverter:
         out.update(self.settings)
         out.update(self.state)
         out.update(self.reversion.remaining(self._t_last if t is None else t))
+        if self.curve_reversion:
+            out.update(self.curve_timers.remaining(self._t_last if t is None else t))
         out.update(self._measurements())
         return out
 
@@ -476,7 +317,7 @@ class SunSpecInverter:
         current = self.values()
         changes: dict[str, float | int] = {}
         for name, value in req.points.items():
-            if name in WRITABLE:
+            if name in self.writable:
                 changes[name] = value  # type: ignore[assignment]
                 continue
             reg = self.layout.point(name).register
@@ -492,6 +333,8 @@ class SunSpecInverter:
             return ILLEGAL_VALUE
         log.info("inverter_write_accepted", device=self.name, points=",".join(sorted(changes)))
         self.reversion.on_write(changes, self.settings, self._t_last)
+        if self.curve_reversion:
+            self.curve_timers.on_write(changes, self.settings, self._t_last)
         return None
 
     def _revert_expired(self, t: float) -> None:
@@ -507,6 +350,14 @@ class SunSpecInverter:
                 self._accept(values)
             log.warning("inverter_reverted", device=self.name, function=rv.name, t=round(t, 1),
                         values=",".join(f"{k.split('.', 1)[1]}={v:g}" for k, v in values.items()))  # fmt: skip
+        for crv in self.curve_timers.expired(t, self.settings):
+            n = int(self.settings[crv.curve])
+            reason = self._accept({crv.adopt: n})
+            if reason is not None:  # not reachable: every stored curve was checked when written
+                log.warning("inverter_reversion_refused", device=self.name, function=crv.model, point=reason[0],
+                            reason=reason[1], instead="kept")  # fmt: skip
+                continue
+            log.warning("inverter_curve_reverted", device=self.name, model=crv.model, curve=n, t=round(t, 1))
 
     # --- settings -------------------------------------------------------------------------------------
     def _accept(self, changes: dict[str, float | int]) -> tuple[str, str] | None:
@@ -693,129 +544,3 @@ def _inv_state(status: str, p_w: float, permitted: bool) -> int:
     if status == "Entering Service":
         return 2
     return 3 if p_w > 0 else 1
-
-
-# --- validation -----------------------------------------------------------------------------------------
-
-Check = Callable[[float], bool]
-
-
-def _in(lo: float, hi: float) -> Check:
-    return lambda v: lo <= v <= hi
-
-
-def _one_of(*allowed: int) -> Check:
-    return lambda v: v in allowed
-
-
-# Ranges of each writable setting, with the standard they come from.
-_RANGES: dict[str, tuple[Check, str]] = {
-    f"{ES}.ES": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
-    # IEEE 1547-2018 4.10.2, Table 4 (enter service criteria): ranges of allowable settings
-    f"{ES}.ESVHi": (_in(105.0, 106.0), "105..106 %VNom (IEEE 1547-2018 Table 4)"),
-    f"{ES}.ESVLo": (_in(88.0, 95.0), "88..95 %VNom (IEEE 1547-2018 Table 4)"),
-    f"{ES}.ESHzHi": (_in(60.1, 61.0), "60.1..61.0 Hz (IEEE 1547-2018 Table 4)"),
-    f"{ES}.ESHzLo": (_in(59.0, 59.9), "59.0..59.9 Hz (IEEE 1547-2018 Table 4)"),
-    f"{ES}.ESDlyTms": (_in(0, 600), "0..600 s (IEEE 1547-2018 Table 4)"),
-    f"{ES}.ESRmpTms": (_in(1, 1000), "1..1000 s (IEEE 1547-2018 Table 4)"),
-    f"{CTL}.PFWInjEna": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
-    # the PF at which the Cat B var capability (44 % of VA, Table 7) is reached: sqrt(1 - 0.44^2) = 0.898
-    f"{CTL}.PFWInj.PF": (_in(0.898, 1.0), "0.898..1.000 (IEEE 1547-2018 5.3.2 with the Table 7 capability)"),
-    f"{CTL}.PFWInj.Ext": (_one_of(0, 1), "0 OVER_EXCITED or 1 UNDER_EXCITED"),
-    f"{CTL}.WMaxLimPctEna": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
-    f"{CTL}.WMaxLimPct": (_in(0.0, 100.0), "0..100 % of WMax (IEEE 1547-2018 4.6.2)"),
-    f"{CTL}.VarSetEna": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
-    f"{CTL}.VarSetMod": (_one_of(0, 1, 3, 4), "0 W_MAX_PCT, 1 VAR_MAX_PCT, 3 VA_MAX_PCT or 4 VARS"),
-    f"{CTL}.VarSetPct": (_in(-100.0, 100.0), "-100..100 %"),
-    f"{CTL}.PFWInjEnaRvrt": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
-    f"{CTL}.PFWInjRvrtTms": (_in(0, RVRT_TMS_MAX_S), f"0 (no timer) or 1..{RVRT_TMS_MAX_S} s"),
-    f"{CTL}.PFWInjRvrt.PF": (_in(0.898, 1.0), "0.898..1.000 (as PFWInj.PF)"),
-    f"{CTL}.PFWInjRvrt.Ext": (_one_of(0, 1), "0 OVER_EXCITED or 1 UNDER_EXCITED"),
-    f"{CTL}.VarSetEnaRvrt": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
-    f"{CTL}.VarSetRvrtTms": (_in(0, RVRT_TMS_MAX_S), f"0 (no timer) or 1..{RVRT_TMS_MAX_S} s"),
-    f"{CTL}.VarSetPctRvrt": (_in(-100.0, 100.0), "-100..100 %"),
-    f"{CTL}.WMaxLimPctEnaRvrt": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
-    f"{CTL}.WMaxLimPctRvrtTms": (_in(0, RVRT_TMS_MAX_S), f"0 (no timer) or 1..{RVRT_TMS_MAX_S} s"),
-    f"{CTL}.WMaxLimPctRvrt": (_in(0.0, 100.0), "0..100 % of WMax"),
-    f"{VV}.Ena": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
-    f"{VW}.Ena": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
-    f"{FD}.Ena": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
-    f"{VV}.AdptCrvReq": (_in(0, VV_CURVES), f"0 (none) or a curve 1..{VV_CURVES}"),
-    f"{VW}.AdptCrvReq": (_in(0, VW_CURVES), f"0 (none) or a curve 1..{VW_CURVES}"),
-    f"{FD}.AdptCtlReq": (_in(0, FD_CTLS), f"0 (none) or a control 1..{FD_CTLS}"),
-}
-for _c in range(2, VV_CURVES + 1):
-    _k = f"{VV}.Crv[{_c}]"
-    _RANGES |= {
-        f"{_k}.ActPt": (_one_of(VV_POINTS), f"{VV_POINTS} (the curve always has {VV_POINTS} points)"),
-        f"{_k}.DeptRef": (_one_of(1, 3), "1 VAR_MAX_PCT or 3 VA_MAX_PCT"),
-        f"{_k}.Pri": (_one_of(1), "1 REACTIVE"),
-        # IEEE 1547-2018 Table 8 (Category B): VRef 95..105 %, VRef time 300..5000 s, response time 1..90 s
-        f"{_k}.VRef": (_in(95.0, 105.0), "95..105 %VNom (IEEE 1547-2018 Table 8)"),
-        f"{_k}.VRefAutoEna": (_one_of(0, 1), "0 DISABLED or 1 ENABLED"),
-        f"{_k}.VRefAutoTms": (_in(300, 5000), "300..5000 s (IEEE 1547-2018 Table 8)"),
-        f"{_k}.RspTms": (_in(1.0, 90.0), "1..90 s (IEEE 1547-2018 Table 8, Category B)"),
-    }
-    for _i in range(1, VV_POINTS + 1):
-        _RANGES[f"{_k}.Pt[{_i}].V"] = (_in(50.0, 150.0), "50..150 %VNom")
-        _RANGES[f"{_k}.Pt[{_i}].Var"] = (_in(-100.0, 100.0), "-100..100 % of the DeptRef")
-for _c in range(2, VW_CURVES + 1):
-    _k = f"{VW}.Crv[{_c}]"
-    _RANGES |= {
-        f"{_k}.ActPt": (_one_of(VW_POINTS), f"{VW_POINTS} (the curve always has {VW_POINTS} points)"),
-        f"{_k}.DeptRef": (_one_of(0), "0 W_MAX_PCT"),
-        f"{_k}.RspTms": (_in(0.5, 60.0), "0.5..60 s (IEEE 1547-2018 Table 10)"),
-        # IEEE 1547-2018 Table 10: V1 105..109 %, V2 V1+1..110 %; P2 down to 0 for PV
-        f"{_k}.Pt[1].V": (_in(105.0, 109.0), "105..109 %VNom (IEEE 1547-2018 Table 10)"),
-        f"{_k}.Pt[2].V": (_in(106.0, 110.0), "106..110 %VNom (IEEE 1547-2018 Table 10)"),
-        f"{_k}.Pt[1].W": (_in(0.0, 100.0), "0..100 % of WMax"),
-        f"{_k}.Pt[2].W": (_in(0.0, 100.0), "0..100 % of WMax"),
-    }
-for _c in range(2, FD_CTLS + 1):
-    _k = f"{FD}.Ctl[{_c}]"
-    # IEEE 1547-2018 Table 24 (frequency droop, Category II/III ranges of allowable settings)
-    _RANGES |= {
-        f"{_k}.DbOf": (_in(0.017, 1.0), "0.017..1.0 Hz (IEEE 1547-2018 Table 24)"),
-        f"{_k}.DbUf": (_in(0.017, 1.0), "0.017..1.0 Hz (IEEE 1547-2018 Table 24)"),
-        f"{_k}.KOf": (_in(0.02, 0.07), "0.02..0.07 (IEEE 1547-2018 Table 24)"),
-        f"{_k}.KUf": (_in(0.02, 0.07), "0.02..0.07 (IEEE 1547-2018 Table 24)"),
-        f"{_k}.RspTms": (_in(0.2, 10.0), "0.2..10 s (IEEE 1547-2018 Table 24)"),
-    }
-_EPS = 1e-9
-
-
-def _check_settings(
-    s: Mapping[str, float | int], changes: Mapping[str, float | int], q_max_kvar: float
-) -> tuple[str, str] | None:
-    """The first problem of settings ``s`` as (point, allowed) — ``changes`` first, so the error names them."""
-    for key in changes:
-        check = _RANGES.get(key)
-        if check is not None and not check[0](changes[key]):
-            return key, check[1]
-    for key in (f"{CTL}.VarSet", f"{CTL}.VarSetRvrt"):
-        if abs(float(s[key])) > q_max_kvar * 1000.0 + 0.5:
-            return key, f"-{q_max_kvar * 1000:g}..{q_max_kvar * 1000:g} var (VarMaxAbs..VarMaxInj)"
-    enabled = [k for k in (f"{CTL}.PFWInjEna", f"{CTL}.VarSetEna", f"{VV}.Ena") if s[k]]
-    if len(enabled) > 1:
-        culprit = next((k for k in enabled if k in changes), enabled[-1])
-        return culprit, f"one reactive power mode at a time (IEEE 1547-2018 5.3): {', '.join(enabled)} enabled"
-    for c in range(2, VV_CURVES + 1):
-        k = f"{VV}.Crv[{c}]"
-        v = [float(s[f"{k}.Pt[{i}].V"]) for i in range(1, VV_POINTS + 1)]
-        # IEEE 1547-2018 Table 8: V1 < V2 <= V3 < V4 (V2 = V3 is a curve without deadband)
-        if not (v[0] < v[1] - _EPS and v[1] <= v[2] + _EPS and v[2] < v[3] - _EPS):
-            bad = next((n for n in changes if n.startswith(f"{k}.Pt")), f"{k}.Pt[1].V")
-            return bad, "curve points must increase in V: V1 < V2 <= V3 < V4"
-        dept = int(s[f"{k}.DeptRef"])
-        limit = 100.0 if dept == 1 else 100.0 * CAT_B_Q_PU
-        for i in range(1, VV_POINTS + 1):
-            if abs(float(s[f"{k}.Pt[{i}].Var"])) > limit + _EPS:
-                return f"{k}.Pt[{i}].Var", f"-{limit:g}..{limit:g} % (beyond the var rating)"
-    for c in range(2, VW_CURVES + 1):
-        k = f"{VW}.Crv[{c}]"
-        if not float(s[f"{k}.Pt[1].V"]) < float(s[f"{k}.Pt[2].V"]) - _EPS:
-            bad = next((n for n in changes if n.startswith(f"{k}.Pt")), f"{k}.Pt[2].V")
-            return bad, "curve points must increase in V: V1 < V2"
-        if float(s[f"{k}.Pt[2].W"]) > float(s[f"{k}.Pt[1].W"]) + _EPS:
-            return f"{k}.Pt[2].W", "P2 <= P1 (volt-watt only curtails)"
-    return None
