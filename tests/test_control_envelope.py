@@ -251,6 +251,18 @@ async def test_hunting_freezes_the_device_for_the_function_alarms_and_hands_it_b
 
 
 @async_test
+async def test_a_function_with_its_own_hunting_limit_is_judged_by_it(tmp_path: Path) -> None:
+    """CVR follows the clouds: its own limit (here 5) applies to its commands, not the envelope's 3."""
+    env = {"hunting_reversals": 3, "hunting_window_s": 3600.0}
+    async with Rig(tmp_path / "a.db", env=env, hunting_reversals=5) as rig:
+        for action in ("fake.up", "fake.down", "fake.up", "fake.down", "fake.up"):  # four reversals
+            assert (await rig.submit(action)).outcome == "applied"
+            rig.clock.t += 300
+        d = await rig.submit("fake.down")  # the fifth
+        assert d.reason == "hunting" and d.detail["reversals"] == 5 and d.detail["limit"] == 5
+
+
+@async_test
 async def test_the_same_direction_again_is_no_reversal(tmp_path: Path) -> None:
     async with Rig(tmp_path / "a.db", env={"hunting_reversals": 2}) as rig:
         for _ in range(4):

@@ -52,7 +52,7 @@ REGULATOR_KEYS = COMMON_KEYS | {"operation", "band_center_min_v", "band_center_m
                                 "reverse_power", "head_power_point", "min_dwell_s",
                                 "band_center_v", "bandwidth_v", "voltage_points"}  # fmt: skip
 CVR_KEYS = {"enabled", "mode", "voltage_points", "margin_v", "step_v", "period_s", "restore", "stale_after_s",
-            "pv_points", "pv_margin_v_per_mw"}  # fmt: skip
+            "pv_points", "pv_margin_v_per_mw", "hunting_reversals"}  # fmt: skip
 WATT_UNITS = {"W": 1.0, "kW": 1e3, "MW": 1e6}  # an active-power point's unit -> W
 DER_KEYS = {"name", "devices", "mode", "category", "volt_var", "volt_watt", "freq_droop", "constant_pf",
             "constant_var", "p_limit_pct", "reversion_s", "cadence_s", "stale_after_s", "settle_s",
@@ -152,6 +152,10 @@ class CvrConfig:
     # far end below Range A before the regulator has given the reduction back.
     pv_points: tuple[tuple[str, float], ...] = ()
     pv_margin_v_per_mw: float = 0.0
+    # CVR's moves follow the clouds on a high-PV feeder (lower, give back, lower again): its commands are judged
+    # hunting at this many reversals of the regulator within [control.envelope] hunting_window_s, not the
+    # envelope's own limit, which is for controls that have no reason to reverse within the hour.
+    hunting_reversals: int = 6
 
     @property
     def floor_v(self) -> float:
@@ -218,6 +222,7 @@ class FunctionPolicy:
     mode: str
     stale_after_s: float
     min_dwell_s: float = 0.0
+    hunting_reversals: int | None = None  # reversals that freeze the device for this function (None: the envelope's)
 
 
 # ---- checking ------------------------------------------------------------------------------------------
@@ -468,6 +473,7 @@ def _cvr(c: Checker, raw: Mapping[str, Any], devs: _Devices, regulator: Any) -> 
     restore = c.get(raw, p, "restore", "string", d.restore, choices=("immediate",))
     stale = number(c, raw, p, "stale_after_s", d.stale_after_s, 0.1, 86400)
     pv_margin = number(c, raw, p, "pv_margin_v_per_mw", d.pv_margin_v_per_mw, 0, 20)
+    hunting = c.get(raw, p, "hunting_reversals", "integer", d.hunting_reversals, lo=2, hi=100)
     pv_raw = raw.get("pv_points", [])
     pv_points: list[tuple[str, float]] = []
     if not isinstance(pv_raw, list):
@@ -488,7 +494,7 @@ def _cvr(c: Checker, raw: Mapping[str, Any], devs: _Devices, regulator: Any) -> 
         return None
     return CvrConfig(enabled=bool(enabled), mode=mode, voltage_points=vpoints, margin_v=margin, step_v=step,
                      period_s=period, restore=restore, stale_after_s=stale, pv_points=tuple(pv_points),
-                     pv_margin_v_per_mw=pv_margin)  # fmt: skip
+                     pv_margin_v_per_mw=pv_margin, hunting_reversals=hunting)  # fmt: skip
 
 
 def _der(c: Checker, raw: Mapping[str, Any], key: str, i: int, devs: _Devices, seen: dict[str, str]) -> Any:

@@ -146,7 +146,8 @@ class CvrFunction:
         self.owner = owner
         self.state = CvrState()
         self._new_id = id_factory
-        self.policy = FunctionPolicy(NAME, mode, cfg.stale_after_s, 0.0)  # a give-back never waits for dwell
+        # a give-back never waits for dwell; cloud-following moves have their own hunting limit
+        self.policy = FunctionPolicy(NAME, mode, cfg.stale_after_s, 0.0, hunting_reversals=cfg.hunting_reversals)
 
     @property
     def cadence_s(self) -> float:

@@ -332,8 +332,12 @@ class Envelope:
         if new:
             dirs.append(new)
         reversals = sum(1 for a, b in zip(dirs, dirs[1:], strict=False) if a != b)
-        if reversals >= self.env.hunting_reversals:
-            return "hunting", {"reversals": reversals, "window_s": window, "limit": self.env.hunting_reversals}
+        policy = self.policies.get(d.function)
+        limit = self.env.hunting_reversals
+        if policy is not None and policy.hunting_reversals is not None:
+            limit = policy.hunting_reversals
+        if reversals >= limit:
+            return "hunting", {"reversals": reversals, "window_s": window, "limit": limit}
         return None
 
     # ---- what a refusal does --------------------------------------------------------------------------------

@@ -109,6 +109,7 @@ class Rig:
     env: dict[str, Any] = field(default_factory=dict)
     ops_per_day: int = 100
     min_dwell_s: float = 0.0
+    hunting_reversals: int | None = None  # the function's own hunting limit (None: the envelope's)
 
     def __post_init__(self) -> None:
         self.clock = FakeClock()
@@ -139,7 +140,9 @@ class Rig:
         self.events = EventSpool(self.store, name="control", actions=None)
         self.envelope = Envelope(config=control_config(self.mode, **self.env), store=self.store, clock=self.clock,
                                  snapshot=self.snapshot, actuators=[self.actuator],
-                                 policies=[FunctionPolicy("fn", self.mode, 30.0, self.min_dwell_s)], audit=self.audit,
+                                 policies=[FunctionPolicy("fn", self.mode, 30.0, self.min_dwell_s,
+                                                          hunting_reversals=self.hunting_reversals)],
+                                 audit=self.audit,
                                  events=self.events, actions=self.actions)  # fmt: skip
 
     async def close(self) -> None:
