@@ -13,28 +13,14 @@ from pathlib import Path
 import pytest
 from helpers.bench import ieee13_copy
 from helpers.benchsite import BenchSite, decisions, read_cap
-from helpers.controlbench import CAP, INTERLOCKS, OPEN_REMOTE
+from helpers.controlbench import CAP, OPEN_REMOTE, capbank_control
 from helpers.processes import run_gridedge
 from helpers.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
 SPEED = 5.0
-CONTROL = f"""
-[control]
-mode = "advise"
-{INTERLOCKS}
-[control.capbank]
-device = "{CAP}"
-cadence_s = 20
-delay_s = 21
-var_point = "sub-meter.q_total"
-q_close_above_var = 1500000
-q_open_below_var = 200000
-bank_var = 700000
-min_dwell_s = 0
-heartbeat_point = "heartbeat"
-"""
+CONTROL = capbank_control("advise", envelope="", cadence_s=20, delay_s=21, more='heartbeat_point = "heartbeat"')
 
 
 def advised(db: Path) -> list[dict]:

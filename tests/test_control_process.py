@@ -10,27 +10,10 @@ from pathlib import Path
 import pytest
 from helpers.bench import ieee13_copy
 from helpers.benchsite import BenchSite, decisions, read_cap
-from helpers.controlbench import CAP, INTERLOCKS, OPEN_LOCAL_AUTO
+from helpers.controlbench import CAP, OPEN_LOCAL_AUTO, capbank_control
 from helpers.db import query_db
 
 pytestmark = pytest.mark.integration
-
-CONTROL = """
-[control]
-mode = "control"
-[control.envelope]
-min_command_interval_s = 0
-{interlocks}
-[control.capbank]
-device = "cap675-ctl"
-cadence_s = 5
-delay_s = 10
-var_point = "sub-meter.q_total"
-q_close_above_var = 1500000
-q_open_below_var = 200000
-bank_var = 700000
-min_dwell_s = 0
-"""
 
 
 def test_sigterm_hands_the_bank_back_to_local_automatic_before_the_agent_exits(tmp_path: Path, broker) -> None:
@@ -38,7 +21,7 @@ def test_sigterm_hands_the_bank_back_to_local_automatic_before_the_agent_exits(t
     site = BenchSite(tmp_path)
     try:
         cfg, link = site.start_bench(bench_path, 20)
-        _agent_site, db = site.start_agent(cfg, CONTROL.format(interlocks=INTERLOCKS), speed=20, broker=broker.url)
+        _agent_site, db = site.start_agent(cfg, capbank_control(), speed=20, broker=broker.url)
         site.wait_applied(db, "the agent closing the bank")
         (applied,) = [d for d in decisions(db) if d["outcome"] == "applied"]
         assert applied["command"]["action"] == "capbank.close" and applied["readback"]["closed"] == 1
