@@ -11,12 +11,11 @@ from pathlib import Path
 import pytest
 from helpers.bench import ieee13_copy
 from helpers.benchsite import BenchSite, decisions
-from helpers.derrig import der_control, read_volt_var
+from helpers.derrig import read_volt_var
 from helpers.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
-PV = "pv675"
 SPEED = 20
 REVERSION_S = 30
 # IEEE 1547-2018 clause 5.3.3, Table 8, Category B default volt-var curve: V1..V4 = 0.92, 0.98, 1.02, 1.08 VN
@@ -33,11 +32,9 @@ def v_pct(port: int) -> list[float]:
 def test_sigkill_the_inverter_returns_to_its_default_curve_within_reversion_s(tmp_path: Path, broker) -> None:
     site = BenchSite(tmp_path)
     try:
-        cfg, _link = site.start_bench(ieee13_copy(tmp_path, irradiance="clear"), SPEED, ready=PV)
-        port = next(d.port for d in cfg.devices if d.name == PV)
         group = f"volt_var = {{ v_pu = {MINE_V_PU}, q_pct = {MINE_Q_PCT} }}\nreversion_s = {REVERSION_S}"
-        _agent_site, db = site.start_agent(cfg, der_control(port, group), speed=SPEED, broker=broker.url)
-        site.wait_applied(db, "the agent setting its curve")
+        port, db = site.start_der(ieee13_copy(tmp_path, irradiance="clear"), SPEED, group, broker=broker.url,
+                                  what="the agent setting its curve")  # fmt: skip
         # held past one reversion time: the agent's refreshes keep it
         wait_for(lambda: any(d["rule"] == "reversion_refresh" and d["outcome"] == "applied" for d in decisions(db)),
                  2 * REVERSION_S / SPEED + 10, f"a refresh of the curve's timer\n{site.logs('agent')}")  # fmt: skip

@@ -11,12 +11,10 @@ import pytest
 from helpers.bench import ieee13_copy
 from helpers.benchsite import BenchSite, decisions
 from helpers.db import query_db
-from helpers.derrig import der_control
 from helpers.wait import wait_for
 
 pytestmark = pytest.mark.integration
 
-PV = "pv675"
 SPEED = 20
 REVERSION_S = 30
 
@@ -39,11 +37,9 @@ def read_704(port: int) -> dict:
 def start(tmp_path: Path, broker) -> tuple[BenchSite, int, Path]:
     site = BenchSite(tmp_path)
     try:
-        cfg, _link = site.start_bench(ieee13_copy(tmp_path, irradiance="clear"), SPEED, ready=PV)
-        port = next(d.port for d in cfg.devices if d.name == PV)
         group = f'constant_pf = {{ pf = 0.95, excitation = "absorbing" }}\nreversion_s = {REVERSION_S}'
-        _agent_site, db = site.start_agent(cfg, der_control(port, group), speed=SPEED, broker=broker.url)
-        site.wait_applied(db, "the agent setting constant PF")
+        port, db = site.start_der(ieee13_copy(tmp_path, irradiance="clear"), SPEED, group, broker=broker.url,
+                                  what="the agent setting constant PF")  # fmt: skip
     except BaseException:
         site.kill_all()
         raise

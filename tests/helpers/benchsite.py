@@ -22,6 +22,7 @@ from pymodbus.framer import FramerType
 from helpers.bench import NOON
 from helpers.controlbench import site_file
 from helpers.db import query_db
+from helpers.derrig import DEV, der_control
 from helpers.net import wait_port
 from helpers.processes import Processes
 from helpers.wait import wait_for
@@ -56,6 +57,16 @@ class BenchSite(Processes):
         agent_site = site_file(cfg, folder, control, extra=clock, broker=broker)
         self.start_gridedge("agent", "run", "--config", str(agent_site))
         return agent_site, folder / "agent.db"
+
+    def start_der(self, bench_path: Path, speed: float, group: str, *, broker: str, what: str) -> tuple[int, Path]:
+        """The bench, then the agent with one DER group on its inverter pv675 (``group``: the group's settings, for
+        :func:`helpers.derrig.der_control`), until the agent has applied a command (``what``, for the failure):
+        the inverter's Modbus TCP port and the agent's db."""
+        cfg, _link = self.start_bench(bench_path, speed, ready=DEV)
+        port = next(d.port for d in cfg.devices if d.name == DEV)
+        _agent_site, db = self.start_agent(cfg, der_control(port, group), speed=speed, broker=broker)
+        self.wait_applied(db, what)
+        return port, db
 
     def wait_applied(self, db: Path, what: str) -> None:
         """Until the agent has applied a command (60 s), failing with ``what`` and both logs."""
