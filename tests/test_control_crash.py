@@ -10,24 +10,17 @@ the live snapshot; once the agent is killed, both say it is not running (exit st
 from __future__ import annotations
 
 import asyncio
-import json
 import re
-import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from helpers.bench import NOON, ieee13_copy
-from helpers.controlbench import CAP, INTERLOCKS, site_file
+from helpers.bench import ieee13_copy
+from helpers.benchsite import BenchSite, rtu_client
+from helpers.controlbench import CAP, capbank_control
 from helpers.db import query_db
-from helpers.net import wait_port
-from helpers.processes import Processes, run_gridedge
+from helpers.processes import run_gridedge
 from helpers.wait import wait_for
-from pymodbus.client import AsyncModbusSerialClient
-from pymodbus.framer import FramerType
-
-from sim_hw.config import load_bench_config
 
 pytestmark = pytest.mark.integration
 
@@ -40,68 +33,28 @@ OPEN_LOCAL_AUTO_SHORT = ('options = { capacitor = "cap675" }',
                          'options = { capacitor = "cap675", closed = false, mode = "local_auto", '
                          f'revert_timeout_s = {REVERT_S} }}')  # fmt: skip
 
-CONTROL = f"""
-[control]
-mode = "control"
-[control.envelope]
-min_command_interval_s = 0
-{INTERLOCKS}
-[control.capbank]
-device = "{CAP}"
-cadence_s = 5
-delay_s = 10
-var_point = "sub-meter.q_total"
-q_close_above_var = 1500000
-q_open_below_var = 200000
-bank_var = 700000
-min_dwell_s = 0
-ops_per_day = 4
-heartbeat_point = "heartbeat"
-heartbeat_s = {HEARTBEAT_S}
-"""
-
-
-@dataclass
-class BenchSite(Processes):
-    workdir: Path
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
-
-
-def decisions(db: Path) -> list[dict]:
-    return [json.loads(r[0]) for r in query_db(db, "SELECT data FROM events WHERE stream='control' ORDER BY id")]
+CONTROL = capbank_control(more=f'ops_per_day = 4\nheartbeat_point = "heartbeat"\nheartbeat_s = {HEARTBEAT_S}')
 
 
 async def read_revert_registers(link: Path, unit: int) -> dict[str, int]:
     """``mode`` (holding 10), ``reverted_count`` and ``last_revert_reason`` (input 14, 15) of the bench's cap bank
     controller, over the RS-485 line as its manual (docs/devices/sim-capbank.md) gives them."""
-    client = AsyncModbusSerialClient(str(link), framer=FramerType.RTU, baudrate=19200, timeout=1, retries=2)
-    assert await client.connect()
-    try:
+    async with rtu_client(link) as client:
         mode = await client.read_holding_registers(10, count=1, device_id=unit)
         inputs = await client.read_input_registers(14, count=2, device_id=unit)
         assert not mode.isError() and not inputs.isError()
         return {"mode": mode.registers[0], "reverted_count": inputs.registers[0],
                 "last_revert_reason": inputs.registers[1]}  # fmt: skip
-    finally:
-        client.close()
 
 
 def test_sigkill_leaves_the_bank_on_local_automatic_within_its_revert_timeout(tmp_path: Path, broker) -> None:
     bench_path = ieee13_copy(tmp_path, edit=OPEN_LOCAL_AUTO_SHORT, irradiance="clear")
-    cfg = load_bench_config(bench_path)
-    unit = next(d.unit_id for d in cfg.devices if d.name == CAP)
     site = BenchSite(tmp_path)
-    site.start_gridedge("sim", "sim", "run", "--config", str(bench_path), "--speed", str(SPEED))
     try:
-        wait_port(next(d.port for d in cfg.devices if d.name == "sub-meter"), 30)
-        link = cfg.bus("bus1").link
-        wait_for(link.exists, 15, "the bench's RTU pty")
-        clock = f'[clock]\nspeed = {SPEED}\nstart = "{NOON}"\n'
-        agent_site = site_file(cfg, tmp_path / "agent", CONTROL, extra=clock, broker=broker.url)
-        db = tmp_path / "agent" / "agent.db"
-        site.start_gridedge("agent", "run", "--config", str(agent_site))
-        wait_for(lambda: any(d["outcome"] == "applied" for d in decisions(db)), 60,
-                 f"the agent closing the bank\n{site.logs('agent', 'sim')}")  # fmt: skip
+        cfg, link = site.start_bench(bench_path, SPEED)
+        unit = next(d.unit_id for d in cfg.devices if d.name == CAP)
+        agent_site, db = site.start_agent(cfg, CONTROL, speed=SPEED, broker=broker.url)
+        site.wait_applied(db, "the agent closing the bank")
         assert query_db(db, "SELECT kind, device FROM control_flags") == [("taken", CAP)]
 
         # while the agent lives, its heartbeats keep the bank in remote well past the controller's timer

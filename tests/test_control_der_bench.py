@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 from helpers.aio import async_test, until
-from helpers.controlbench import INTERLOCKS, running_agent, running_bench, site_file
+from helpers.controlbench import running_agent, running_bench, site_file
+from helpers.derrig import der_control
 
 from sim_hw.devices.modbus_server import WriteRequest
 
@@ -33,31 +34,7 @@ DROOP = (0.036, 0.036, 0.05, 0.05, 5.0)
 
 def der_site(bench, folder: Path, group: str, *, mode: str = "control", readback: float = 30) -> Path:
     port = {d.name: d.port for d in bench.config.devices}[PV]
-    control = f"""
-[[devices]]
-name = "{PV}"
-protocol = "sunspec"
-host = "127.0.0.1"
-port = {port}
-unit_id = 1
-poll_interval_s = 2.0
-timeout_s = 0.5
-settings_poll_interval_s = 5
-
-[control]
-mode = "{mode}"
-[control.envelope]
-readback_timeout_s = {readback}
-min_command_interval_s = 0
-{INTERLOCKS}
-[[control.der]]
-name = "pv"
-devices = ["{PV}"]
-cadence_s = 5
-stale_after_s = 30
-{group}
-"""
-    return site_file(bench, folder, control)
+    return site_file(bench, folder, der_control(port, group, mode=mode, readback_s=readback))
 
 
 def applied(agent) -> list[dict]:

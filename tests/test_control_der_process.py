@@ -4,39 +4,19 @@ reversion timer turns the agent's set point off within ``reversion_s``; on SIGTE
 
 from __future__ import annotations
 
-import json
-import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from helpers.bench import NOON, ieee13_copy
-from helpers.controlbench import INTERLOCKS, site_file
+from helpers.bench import ieee13_copy
+from helpers.benchsite import BenchSite, decisions
 from helpers.db import query_db
-from helpers.net import wait_port
-from helpers.processes import Processes
 from helpers.wait import wait_for
-
-from sim_hw.config import load_bench_config
 
 pytestmark = pytest.mark.integration
 
-PV = "pv675"
 SPEED = 20
 REVERSION_S = 30
-
-
-@dataclass
-class BenchSite(Processes):
-    workdir: Path
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
-
-
-def decisions(db: Path) -> list[dict]:
-    if not db.exists():
-        return []
-    return [json.loads(r[0]) for r in query_db(db, "SELECT data FROM events WHERE stream='control' ORDER BY id")]
 
 
 def read_704(port: int) -> dict:
@@ -55,44 +35,14 @@ def read_704(port: int) -> dict:
 
 
 def start(tmp_path: Path, broker) -> tuple[BenchSite, int, Path]:
-    bench_path = ieee13_copy(tmp_path, irradiance="clear")
-    cfg = load_bench_config(bench_path)
-    port = next(d.port for d in cfg.devices if d.name == PV)
     site = BenchSite(tmp_path)
-    site.start_gridedge("sim", "sim", "run", "--config", str(bench_path), "--speed", str(SPEED))
-    wait_port(port, 30)
-    link = cfg.bus("bus1").link
-    wait_for(link.exists, 15, "the bench's RTU pty")
-    control = f"""
-[[devices]]
-name = "{PV}"
-protocol = "sunspec"
-host = "127.0.0.1"
-port = {port}
-unit_id = 1
-poll_interval_s = 2.0
-timeout_s = 0.5
-settings_poll_interval_s = 5
-
-[control]
-mode = "control"
-[control.envelope]
-min_command_interval_s = 0
-{INTERLOCKS}
-[[control.der]]
-name = "pv"
-devices = ["{PV}"]
-cadence_s = 5
-stale_after_s = 30
-constant_pf = {{ pf = 0.95, excitation = "absorbing" }}
-reversion_s = {REVERSION_S}
-"""
-    clock = f'[clock]\nspeed = {SPEED}\nstart = "{NOON}"\n'
-    agent_site = site_file(cfg, tmp_path / "agent", control, extra=clock, broker=broker.url)
-    db = tmp_path / "agent" / "agent.db"
-    site.start_gridedge("agent", "run", "--config", str(agent_site))
-    wait_for(lambda: any(d["outcome"] == "applied" for d in decisions(db)), 60,
-             f"the agent setting constant PF\n{site.logs('agent', 'sim')}")  # fmt: skip
+    try:
+        group = f'constant_pf = {{ pf = 0.95, excitation = "absorbing" }}\nreversion_s = {REVERSION_S}'
+        port, db = site.start_der(ieee13_copy(tmp_path, irradiance="clear"), SPEED, group, broker=broker.url,
+                                  what="the agent setting constant PF")  # fmt: skip
+    except BaseException:
+        site.kill_all()
+        raise
     return site, port, db
 
 

@@ -12,29 +12,14 @@ import json
 from pathlib import Path
 
 from helpers.bench import bench_config
-from helpers.controlbench import CAP, INTERLOCKS, site_file
+from helpers.controlbench import CAP, capbank_control, site_file
 
 from agent.config import load_config
 from agent.control.explain import NoWire, explain, explain_text
 from agent.statustext import AgentState, status_text
 
 CLOCK = 1_782_043_200.0  # 2026-06-21T12:00:00Z, the agent's clock when the picture was taken
-CONTROL = f"""
-[control]
-mode = "control"
-{INTERLOCKS}
-[control.capbank]
-device = "{CAP}"
-cadence_s = 5
-delay_s = 10
-var_point = "sub-meter.q_total"
-q_close_above_var = 1500000
-q_open_below_var = 200000
-bank_var = 700000
-min_dwell_s = 0
-ops_per_day = 4
-heartbeat_point = "heartbeat"
-"""
+CONTROL = capbank_control(envelope="", more='ops_per_day = 4\nheartbeat_point = "heartbeat"')
 
 
 def picture(q_var: float, *, age_s: float = 1.0, since: float | None, ops: int = 0) -> dict:

@@ -7,52 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from helpers.bench import NOON, ieee13_copy
-from helpers.controlbench import CAP, INTERLOCKS, OPEN_REMOTE, site_file
-from helpers.db import query_db
-from helpers.net import wait_port
-from helpers.processes import Processes, run_gridedge
+from helpers.bench import ieee13_copy
+from helpers.benchsite import BenchSite, decisions, read_cap
+from helpers.controlbench import CAP, OPEN_REMOTE, capbank_control
+from helpers.processes import run_gridedge
 from helpers.wait import wait_for
-from pymodbus.client import AsyncModbusSerialClient
-from pymodbus.framer import FramerType
-
-from sim_hw.config import load_bench_config
 
 pytestmark = pytest.mark.integration
 
 SPEED = 5.0
-CONTROL = f"""
-[control]
-mode = "advise"
-{INTERLOCKS}
-[control.capbank]
-device = "{CAP}"
-cadence_s = 20
-delay_s = 21
-var_point = "sub-meter.q_total"
-q_close_above_var = 1500000
-q_open_below_var = 200000
-bank_var = 700000
-min_dwell_s = 0
-heartbeat_point = "heartbeat"
-"""
-
-
-@dataclass
-class BenchSite(Processes):
-    workdir: Path
-    procs: dict[str, subprocess.Popen] = field(default_factory=dict)
+CONTROL = capbank_control("advise", envelope="", cadence_s=20, delay_s=21, more='heartbeat_point = "heartbeat"')
 
 
 def advised(db: Path) -> list[dict]:
-    rows = query_db(db, "SELECT data FROM events WHERE stream='control' ORDER BY id")
-    return [d for d in (json.loads(r[0]) for r in rows) if d["outcome"] == "advised"]
+    return [d for d in decisions(db) if d["outcome"] == "advised"]
 
 
 def explained(site: Path) -> dict | None:
@@ -63,31 +35,12 @@ def explained(site: Path) -> dict | None:
     return fn["decision"]
 
 
-async def read_cap(link: Path, unit: int) -> tuple[int, bool]:
-    client = AsyncModbusSerialClient(str(link), framer=FramerType.RTU, baudrate=19200, timeout=1, retries=2)
-    assert await client.connect()
-    try:
-        mode = await client.read_holding_registers(10, count=1, device_id=unit)
-        closed = await client.read_discrete_inputs(0, count=1, device_id=unit)
-        assert not mode.isError() and not closed.isError()
-        return mode.registers[0], bool(closed.bits[0])
-    finally:
-        client.close()
-
-
 def test_explain_foretells_the_agents_advice_and_nothing_reaches_the_bank(tmp_path: Path, broker) -> None:
     bench_path = ieee13_copy(tmp_path, edit=OPEN_REMOTE, irradiance="clear")
-    cfg = load_bench_config(bench_path)
     site = BenchSite(tmp_path)
-    site.start_gridedge("sim", "sim", "run", "--config", str(bench_path), "--speed", str(SPEED))
     try:
-        wait_port(next(d.port for d in cfg.devices if d.name == "sub-meter"), 30)
-        link = cfg.bus("bus1").link
-        wait_for(link.exists, 15, "the bench's RTU pty")
-        clock = f'[clock]\nspeed = {SPEED}\nstart = "{NOON}"\n'
-        agent_site = site_file(cfg, tmp_path / "agent", CONTROL, extra=clock, broker=broker.url)
-        db = tmp_path / "agent" / "agent.db"
-        site.start_gridedge("agent", "run", "--config", str(agent_site))
+        cfg, link = site.start_bench(bench_path, SPEED)
+        agent_site, db = site.start_agent(cfg, CONTROL, speed=SPEED, broker=broker.url)
         wait_for((tmp_path / "agent" / "agent.db.control.json").exists, 30, site.logs("agent"))
         # the open bank with the head drawing more than 1.5 Mvar at noon: close, once the call has held 21 s. The
         # agent decides every 20 s, so it advises 40 s after the call began; from 21 s on, explain foretells it

@@ -111,6 +111,16 @@ def write_steps(target: Mapping[str, float]) -> list[dict[str, float]]:
     return steps
 
 
+def _out_of_range(*settings: tuple[str, float]) -> str | None:
+    """The first (range name, value) of ``settings`` outside its IEEE 1547-2018 range of allowable settings
+    (:func:`ieee1547.setting_range`), said as the refusal; None when all are inside."""
+    for rng, x in settings:
+        r = ieee1547.setting_range(rng)
+        if x not in r:
+            return f"{rng} = {x:g}: must be in {r.lo:g}..{r.hi:g} {r.unit} ({r.source})"
+    return None
+
+
 class DerActuator(Actuator):
     """One SunSpec inverter of a DER group (module docstring)."""
 
@@ -154,10 +164,9 @@ class DerActuator(Actuator):
             vs = tuple(v[f"{k}.Pt[{i}].V"] / 100.0 for i in range(1, 5))
             qs = tuple(v[f"{k}.Pt[{i}].Var"] for i in range(1, 5))
             curve = ieee1547.VoltVarCurve(vs, qs, v[f"{k}.VRef"] / 100.0, v[f"{k}.RspTms"])  # type: ignore[arg-type]
-            for rng, x in (("volt_var.v_ref_pu", curve.v_ref_pu), ("volt_var.response_s", curve.response_s)):
-                r = ieee1547.setting_range(rng)
-                if x not in r:
-                    return f"{rng} = {x:g}: must be in {r.lo:g}..{r.hi:g} {r.unit} ({r.source})"
+            why = _out_of_range(("volt_var.v_ref_pu", curve.v_ref_pu), ("volt_var.response_s", curve.response_s))
+            if why:
+                return why
             if curve.q_pct[0] > cap.q_inject_pct or -curve.q_pct[3] > cap.q_absorb_pct:
                 return (
                     f"volt-var Q = {list(curve.q_pct)}: beyond category {self.category}'s capability "
@@ -171,11 +180,10 @@ class DerActuator(Actuator):
         if f"{k}.Pt[1].V" in v:
             curve_w = ieee1547.VoltWattCurve((v[f"{k}.Pt[1].V"] / 100.0, v[f"{k}.Pt[2].V"] / 100.0),
                                              (v[f"{k}.Pt[1].W"], v[f"{k}.Pt[2].W"]), v[f"{k}.RspTms"])  # fmt: skip
-            for rng, x in (("volt_watt.v1_pu", curve_w.v_pu[0]), ("volt_watt.v2_pu", curve_w.v_pu[1]),
-                           ("volt_watt.response_s", curve_w.response_s)):  # fmt: skip
-                r = ieee1547.setting_range(rng)
-                if x not in r:
-                    return f"{rng} = {x:g}: must be in {r.lo:g}..{r.hi:g} {r.unit} ({r.source})"
+            why = _out_of_range(("volt_watt.v1_pu", curve_w.v_pu[0]), ("volt_watt.v2_pu", curve_w.v_pu[1]),
+                                ("volt_watt.response_s", curve_w.response_s))  # fmt: skip
+            if why:
+                return why
             if volt_watt_points(curve_w) != volt_watt_points(vw_d):
                 why = self._timer_bounds(v, view, VW)
                 if why:
@@ -183,12 +191,11 @@ class DerActuator(Actuator):
         k = ACTIVE[FD]
         if f"{k}.DbOf" in v:
             fd = ieee1547.FreqDroop(v[f"{k}.DbOf"], v[f"{k}.DbUf"], v[f"{k}.KOf"], v[f"{k}.KUf"], v[f"{k}.RspTms"])
-            for rng, x in (("freq_droop.db_hz", fd.db_of_hz), ("freq_droop.db_hz", fd.db_uf_hz),
-                           ("freq_droop.k", fd.k_of), ("freq_droop.k", fd.k_uf),
-                           ("freq_droop.response_s", fd.response_s)):  # fmt: skip
-                r = ieee1547.setting_range(rng)
-                if x not in r:
-                    return f"{rng} = {x:g}: must be in {r.lo:g}..{r.hi:g} {r.unit} ({r.source})"
+            why = _out_of_range(("freq_droop.db_hz", fd.db_of_hz), ("freq_droop.db_hz", fd.db_uf_hz),
+                                ("freq_droop.k", fd.k_of), ("freq_droop.k", fd.k_uf),
+                                ("freq_droop.response_s", fd.response_s))  # fmt: skip
+            if why:
+                return why
             if freq_droop_points(fd) != freq_droop_points(fd_d):
                 why = self._timer_bounds(v, view, FD)
                 if why:

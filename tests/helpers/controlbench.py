@@ -141,6 +141,29 @@ head_voltage_points = [{ point = "sub-meter.v_a", nominal_v = 2401.8 }]
 """
 
 
+def capbank_control(mode: str = "control", *, envelope: str = "min_command_interval_s = 0", cadence_s: float = 5,
+                    delay_s: float = 10, more: str = "") -> str:  # fmt: skip
+    """``[control]`` for the bench's cap bank under var switching, with :data:`INTERLOCKS`: close when the head
+    draws more than 1.5 Mvar lagging, open below 0.2 Mvar, a 700 kvar bank, no dwell. ``envelope``: the lines of
+    ``[control.envelope]`` ("" for none), ``more``: further lines of ``[control.capbank]``."""
+    table = f"[control.envelope]\n{envelope}\n" if envelope else ""
+    return f"""
+[control]
+mode = "{mode}"
+{table}{INTERLOCKS}
+[control.capbank]
+device = "{CAP}"
+cadence_s = {cadence_s}
+delay_s = {delay_s}
+var_point = "sub-meter.q_total"
+q_close_above_var = 1500000
+q_open_below_var = 200000
+bank_var = 700000
+min_dwell_s = 0
+{more}
+"""
+
+
 @dataclass
 class Agent:
     """The agent's side: config, snapshot, store, pollers, control; ``decisions()`` reads its control stream."""

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from helpers.controlbench import MAPS, site_file
 from sim_hw.bench import Bench
+from sim_hw.config import BenchConfig
 from sim_hw.devices.regulator import RegulatorController
 
 REG = "reg-ctl"
@@ -18,14 +19,16 @@ def reg_model(bench: Bench) -> RegulatorController:
     return model
 
 
-def reg_device(bench: Bench, poll_s: float = 2.0) -> str:
-    """The regulator control as a ``[[devices]]`` entry of the site file, on the bench's RS-485 line."""
-    dev = {d.name: d for d in bench.config.devices}
+def reg_device(bench: Bench | BenchConfig, poll_s: float = 2.0) -> str:
+    """The regulator control as a ``[[devices]]`` entry of the site file, on the bench's RS-485 line (``bench``:
+    the running bench, or its config when the bench is another process)."""
+    cfg = bench.config if isinstance(bench, Bench) else bench
+    dev = {d.name: d for d in cfg.devices}
     return f"""
 [[devices]]
 name = "{REG}"
 protocol = "modbus-rtu"
-serial_port = "{bench.config.bus("bus1").link}"
+serial_port = "{cfg.bus("bus1").link}"
 baudrate = 19200
 unit_id = {dev[REG].unit_id}
 poll_interval_s = {poll_s}

@@ -23,6 +23,7 @@ from agent.control.envelope import ControlStream, Envelope
 from agent.control.inverter import DerActuator
 from agent.events import EventSpool, RecentActions
 from agent.store import AsyncStore
+from helpers.controlbench import INTERLOCKS
 from helpers.devicerigs import RigClock
 from helpers.sunspec import ServedInverter, inverter, served_inverter, sunspec_device
 from protocols.modbus.client import TcpTransport
@@ -132,3 +133,33 @@ def read_volt_var(port: int) -> dict[str, Any]:
                 "V": [p.V.cvalue for p in crv.Pt], "Var": [p.Var.cvalue for p in crv.Pt]}  # fmt: skip
     finally:
         d.close()
+
+
+def der_control(port: int, group: str, *, mode: str = "control", readback_s: float | None = None) -> str:
+    """The site file's part for one DER group on the bench inverter pv675 served at ``port`` (its ``[[devices]]``
+    entry, then ``[control]`` with the interlocks and ``[[control.der]]`` named "pv", ``group`` its settings);
+    for :func:`helpers.controlbench.site_file`. ``readback_s``: the envelope's readback timeout (else its default)."""
+    readback = "" if readback_s is None else f"readback_timeout_s = {readback_s}\n"
+    return f"""
+[[devices]]
+name = "{DEV}"
+protocol = "sunspec"
+host = "127.0.0.1"
+port = {port}
+unit_id = 1
+poll_interval_s = 2.0
+timeout_s = 0.5
+settings_poll_interval_s = 5
+
+[control]
+mode = "{mode}"
+[control.envelope]
+{readback}min_command_interval_s = 0
+{INTERLOCKS}
+[[control.der]]
+name = "pv"
+devices = ["{DEV}"]
+cadence_s = 5
+stale_after_s = 30
+{group}
+"""
