@@ -20,6 +20,20 @@ def _sub(pattern: str, repl: str, text: str, count: int) -> str:
     return out
 
 
+def _free_ports(text: str) -> tuple[str, set[int]]:
+    """``text`` with every ``port = N`` line on its own free loopback port, and the ports given."""
+    used: set[int] = set()
+
+    def port(_: re.Match[str]) -> str:
+        p = free_port()
+        while p in used:
+            p = free_port()
+        used.add(p)
+        return f"port = {p}"
+
+    return re.sub(r"(?m)^port = \d+", port, text), used
+
+
 def ieee13_copy(
     tmp_path: Path,
     *,
@@ -34,16 +48,7 @@ def ieee13_copy(
     if edit is not None:
         assert edit[0] in text, f"the shipped config has no {edit[0]!r}"
         text = text.replace(*edit)
-    used: set[int] = set()
-
-    def port(_: re.Match[str]) -> str:
-        p = free_port()
-        while p in used:
-            p = free_port()
-        used.add(p)
-        return f"port = {p}"
-
-    text = re.sub(r"(?m)^port = \d+", port, text)
+    text, used = _free_ports(text)
     assert len(used) == 11, "the shipped bench has 8 TCP devices, 2 PMUs and a waveform stream"
     text = _sub(r'map = "maps/', f'map = "{ROOT / "config" / "maps"}/', text, 7)
     text = _sub(r'dss = "ieee13/IEEE13.dss"', f'dss = "{ROOT / "config" / "ieee13" / "IEEE13.dss"}"', text, 1)
@@ -75,16 +80,7 @@ def day_copy(tmp_path: Path, *, start: str | None = None, edit: tuple[str, str] 
     if edit is not None:
         assert edit[0] in text, f"the shipped day has no {edit[0]!r}"
         text = text.replace(*edit)
-    used: set[int] = set()
-
-    def port(_: re.Match[str]) -> str:
-        p = free_port()
-        while p in used:
-            p = free_port()
-        used.add(p)
-        return f"port = {p}"
-
-    text = re.sub(r"(?m)^port = \d+", port, text)
+    text, used = _free_ports(text)
     assert len(used) == 12, "the shipped day has 11 TCP devices and a PMU"
     text = _sub(r'map = "maps/', f'map = "{ROOT / "config" / "maps"}/', text, 10)
     text = _sub(r'dss = "ieee13/IEEE13.dss"', f'dss = "{ROOT / "config" / "ieee13" / "IEEE13.dss"}"', text, 1)
