@@ -1,4 +1,4 @@
-"""The closed-loop proof on the high-PV cloudy day (issue 10, "Proof"; docs/control.md, "The closed-loop day").
+"""The closed-loop proof on the high-PV cloudy day (docs/control.md, "The closed-loop day").
 
     .venv/bin/python benchmarks/control_day.py [--runs 1,2,3] [--speed 120] [--hours 0-24] [--out run/control-day]
     .venv/bin/python benchmarks/control_day.py --table-only --out run/control-day   # the table from kept logs
@@ -15,7 +15,7 @@ Three runs of the same day, one after the other, judged from the bench's own tru
 3. ``cvr``: run 2 with conservation voltage reduction on.
 
 The table: bus-minutes outside ANSI C84.1 Range A, tap and capacitor operations, feeder-head energy, losses and
-mean voltage per run, with run 2 / run 1 and run 3 / run 1, then the targets of issue 10: run 2 at least 90 %
+mean voltage per run, with run 2 / run 1 and run 3 / run 1, then the targets: run 2 at least 90 %
 fewer bus-minutes outside Range A than run 1 with no more tap + cap operations; run 3 at least 2 % less
 feeder-head energy than run 1 with no judged bus below Range A; and CVR's mean voltage reduction and energy saved.
 
@@ -58,7 +58,7 @@ DAY_START = "2026-03-20T00:00:00Z"  # [bench] start of config/sim-ieee13-day.tom
 DEFAULT_SPEED = 60.0
 MAX_LAG_SIM_S = 30.0  # a bench step later than this [simulated s]: the agent's clock was that far ahead of it
 
-# issue 10, "Proof": the targets
+# the targets the controller is held to
 RUN2_OUTSIDE_A_MAX_RATIO = 0.10  # at least 90 % fewer bus-minutes outside Range A than run 1
 RUN3_HEAD_ENERGY_MAX_RATIO = 0.98  # at least 2 % less feeder-head energy than run 1
 EPS = 1e-6  # bus-minutes, kWh: a figure exactly on its target meets it (the sums carry float rounding)
@@ -103,7 +103,7 @@ def switching_ops(s: TruthSummary) -> int:
 
 
 def judge(runs: Mapping[int, TruthSummary]) -> list[Target]:
-    """The targets of issue 10 for whichever of runs 2 and 3 are present beside run 1."""
+    """The targets for whichever of runs 2 and 3 are present beside run 1."""
     out: list[Target] = []
     one = runs.get(1)
     two = runs.get(2)

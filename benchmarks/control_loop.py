@@ -22,7 +22,7 @@ state read from the store, checks 2..9, the advise verdict) and the audit record
 Beside them, the CPU of one live picture for ``gridedge control explain`` (agent/control/live.py), written once a
 second whatever the cadence of the layers.
 
-Target: under 5 ms of CPU per cycle (issue 10). Source: the edge computer is a Pi-class board whose one core also
+Target: under 5 ms of CPU per cycle. Source: the edge computer is a Pi-class board whose one core also
 polls every device, stores and sends; a loop that runs every few seconds must take a small share of it.
 """
 

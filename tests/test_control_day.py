@@ -2,7 +2,7 @@
 synthetic truth logs (no processes), the configurations it writes accepted by the bench and the agent, and run 1
 end to end over a few simulated minutes (bench, agent, Mosquitto and central each its own process).
 
-The targets are issue 10's: run 2 at least 90 % fewer bus-minutes outside ANSI C84.1 Range A than run 1 with no
+The targets: run 2 at least 90 % fewer bus-minutes outside ANSI C84.1 Range A than run 1 with no
 more tap + capacitor operations; run 3 at least 2 % less feeder-head energy than run 1 with no judged bus below
 Range A (114 V on the 120 V base, ANSI C84.1-2016 Table 1)."""
 
