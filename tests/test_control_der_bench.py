@@ -161,6 +161,7 @@ async def test_after_an_agent_crash_the_set_point_reverts_within_reversion_s(tmp
             await until(lambda: applied(agent), timeout=30)
             assert model.settings["DERCtlAC.PFWInjEna"] == 1  # type: ignore[attr-defined]
             crashed = bench.clock()
+            due = model.reversion.due["PFWInj"]  # type: ignore[attr-defined]  # the device's own timer, running
             for t in agent.tasks[len(agent.pollers) :]:
                 t.cancel()  # the agent's control dies: no refresh, no hand-back
 
@@ -171,8 +172,10 @@ async def test_after_an_agent_crash_the_set_point_reverts_within_reversion_s(tmp
             await until(lambda: model.settings["DERCtlAC.PFWInjEna"] == 0, timeout=10)  # type: ignore[attr-defined]
             reverted_after = bench.clock() - crashed
             assert agent.control.envelope.held(PV) is not None, "no hand-back: the device's own timer did it"
-    # within reversion_s of the agent's last write, which came before the crash; 3 s for seeing it under load
-    assert reverted_after <= 20 + 3
+    # The timer was started by the agent's last write, before the crash, so it runs out within reversion_s of the
+    # crash; when the physics step that applies it runs is the bench's business (late under load), not the agent's.
+    assert crashed < due <= crashed + 20
+    assert reverted_after >= due - crashed
     print(f"constant PF reverted {reverted_after:.1f} s (simulated) after the agent's control died")
 
 
