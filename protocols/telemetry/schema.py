@@ -1,8 +1,9 @@
 """Topics and message envelopes of the GridEdge uplink, version 1 (see docs/telemetry.md).
 
 Topics: ``gridedge/v1/<site>/<stream>``. Streams that carry data (``telemetry``, ``energy``,
-``events``, ``control``) are batches; ``state`` is the retained birth/last-will message; ``ack`` goes from central
-back to the agent; commands arrive on ``gridedge/v1/<site>/cmd/<name>``.
+``events``, ``control``, ``results``, ``audit``) are batches; ``state`` is the retained birth/last-will message;
+``ack`` goes from central back to the agent; signed commands arrive on ``gridedge/v1/<site>/cmd``
+(protocols/telemetry/commands.py).
 
 Payloads are UTF-8 JSON objects. Every batch carries the site, the stream, a sequence number that
 increases by one per message of that stream, and a message id unique across the agent's life, so
@@ -20,8 +21,9 @@ from typing import Any, NoReturn
 
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "gridedge/v1"
-DATA_STREAMS = ("telemetry", "energy", "events", "control")
-EVENT_STREAMS = ("events", "control")  # streams whose items are events
+DATA_STREAMS = ("telemetry", "energy", "events", "control", "results", "audit")
+EVENT_STREAMS = ("events", "control", "results", "audit")  # streams whose items are events
+RESULT_KIND = "command_result"  # the one kind of item on the results stream (protocols/telemetry/commands.py)
 CONTROL_KIND = "control_decision"  # the one kind of item on the control stream
 # What a control decision's data holds (docs/telemetry.md, "Control decisions"), and the type of each.
 CONTROL_FIELDS: dict[str, type | tuple[type, ...]] = {
@@ -245,6 +247,17 @@ def _check_control(i: int, item: Any) -> None:
     _check_time(f"items[{i}].data.ts", data.get("ts"))
 
 
+def _check_result(i: int, item: Any) -> None:
+    """A command result: an event of kind ``command_result`` whose data holds the signed result (its signature is
+    the receiver's to check, with the agent's key: protocols/telemetry/commands.py read_result)."""
+    _check_event(i, item)
+    if item["kind"] != RESULT_KIND:
+        raise SchemaError(f"items[{i}].kind = {item['kind']!r:.40}: the results stream carries {RESULT_KIND!r} only")
+    data = item.get("data")
+    if not isinstance(data, dict) or not all(isinstance(data.get(n), str) for n in ("key_id", "result", "sig")):
+        raise SchemaError(f"items[{i}].data: a command result carries key_id, result and sig (strings)")
+
+
 def decode_batch(payload: bytes | bytearray | memoryview) -> Batch:
     obj = _loads(payload)
     site = _field(obj, "site", str)
@@ -262,7 +275,9 @@ def decode_batch(payload: bytes | bytearray | memoryview) -> Batch:
     sent = _field(obj, "sent", (int, float))
     _check_time("sent", sent)
     items = _field(obj, "items", list)
-    check = _check_control if stream == "control" else _check_event if stream == "events" else _check_reading
+    check = {"control": _check_control, "results": _check_result}.get(stream)
+    if check is None:
+        check = _check_event if stream in EVENT_STREAMS else _check_reading
     for i, item in enumerate(items):
         check(i, item)
     return Batch(site=site, stream=stream, seq=seq, msg_id=msg_id, sent=float(sent), items=tuple(items))
