@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.clock import ClockConfig, parse_clock
+from agent.commands.config import CommandsConfig, parse_commands
 from agent.control.config import ControlConfig, parse_control
 from agent.monitoring.config import MeasuredDevice, MonitoringConfig, parse_monitoring
 from agent.pmu.config import PmuMonitoringConfig, PmuStreamConfig, parse_pmu_monitoring, parse_pmus
@@ -111,6 +112,7 @@ class AgentConfig:
     warnings: tuple[ConfigIssue, ...] = ()  # what works but is likely a mistake; check-config lists them
     clock: ClockConfig = ClockConfig()  # [clock]: a bench day at speed (docs/control.md, "The clock")
     control: ControlConfig | None = None  # [control] (docs/control.md); None: the agent commands nothing
+    commands: CommandsConfig | None = None  # [commands] (docs/commands.md); None: nothing comes down from central
 
 
 def _read_toml(path: Path) -> tuple[dict[str, Any] | None, str]:
@@ -351,7 +353,7 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
     """Validate an already-parsed TOML document; relative paths resolve against ``source``'s folder."""
     c = Checker(source.parent)
     c.unknown(raw, "", {"site_id", "devices", "store", "uplink", "pmus", "pmu_monitoring", "waveforms", "monitoring",
-                        "clock", "control"})  # fmt: skip
+                        "clock", "control", "commands"})  # fmt: skip
     site = c.get(raw, "", "site_id", "string")
     if site and not valid_site(site):
         c.fail("site_id", site, "1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit")
@@ -388,6 +390,10 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
     if control_raw is not None:
         control = parse_control(c, control_raw, {d.name: getattr(d, "register_map", None) for d in devices},
                                 {d.name: d.protocol for d in devices})  # fmt: skip
+    commands_raw = c.get(raw, "", "commands", "table", None)
+    commands = None
+    if commands_raw is not None:
+        commands = parse_commands(c, commands_raw, site, control is not None)
     uplink_raw = c.get(raw, "", "uplink", "table")
     uplink = _uplink(c, uplink_raw, site) if uplink_raw is not None else None
     if c.issues:
@@ -397,7 +403,7 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
                        store=StoreConfig(path=spath, max_bytes=int(max_mb * 1024 * 1024), batch_size=batch),
                        uplink=uplink, source=source, pmus=tuple(pmus.values()),
                        pmu_monitoring=monitoring, waveforms=tuple(waveforms.values()), monitoring=voltages,
-                       warnings=tuple(c.warnings), clock=clock, control=control)  # fmt: skip
+                       warnings=tuple(c.warnings), clock=clock, control=control, commands=commands)  # fmt: skip
 
 
 def load_config(path: str | Path) -> AgentConfig:

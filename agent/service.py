@@ -20,6 +20,7 @@ from typing import Any
 
 from agent.acquisition import DevicePoller, Snapshot, build_pollers
 from agent.clock import make_clock
+from agent.commands.service import CommandService
 from agent.config import AgentConfig
 from agent.control.wiring import ControlSystem, build_control
 from agent.monitoring.service import VoltageMonitoring
@@ -86,6 +87,11 @@ class AgentService:
         self.uplink = Uplink(
             config.site_id, self.store, self.session, max_inflight=up.max_inflight, ack_timeout_s=up.ack_timeout_s
         )
+        # Commands from central (docs/commands.md): verified here, carried out through control's envelope.
+        self.commands: CommandService | None = None
+        if config.commands is not None and self.control is not None:
+            self.commands = CommandService(config.site_id, config.commands, self.store, self.session, self.control,
+                                           acks=lambda: self.uplink.stats.acks_received)  # fmt: skip
         self.supervisor = Supervisor()
         self._last_stats: Any = None
 
@@ -142,6 +148,7 @@ class AgentService:
             "monitoring": self.monitoring.status() if self.monitoring is not None else None,
             "tasks": {name: h.state for name, h in self.supervisor.health().items()},
             "control": self.control.status() if self.control is not None else None,
+            "commands": self.commands.status() if self.commands is not None else None,
         }
 
     def status_line(self) -> str:
@@ -201,6 +208,8 @@ class AgentService:
         if self.control is not None:
             for name, factory in self.control.tasks():
                 sup.add(name, factory, stage=CONTROL_STAGE)
+        if self.commands is not None:
+            sup.add("commands", self.commands.run, stage=CONTROL_STAGE)
         sup.add("writer", self.writer.run, stage=2)
         sup.add("uplink", self.uplink.run, stage=1)
         sup.add("mqtt", self.session.run, stage=1)

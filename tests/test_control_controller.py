@@ -24,6 +24,7 @@ class Fn:
     def __init__(self, name: str, layer: int, device: str = DEV, *, mode: str = "control", settle_s: float = 60.0,
                  action: str | None = "fake.up", hold_rule: str = "") -> None:  # fmt: skip
         self.name, self.layer, self.device, self.action, self.hold_rule = name, layer, device, action, hold_rule
+        self.mode = mode
         self.policy = FunctionPolicy(name, mode, 30.0)
         self.cadence_s, self.settle_s, self.devices = 1.0, settle_s, (device,)
         self.steps = 0
@@ -89,11 +90,28 @@ async def test_held_decisions_and_repeated_refusals_are_recorded_once_with_a_cou
 
 
 @async_test
-async def test_a_function_in_monitor_mode_is_not_run(tmp_path) -> None:
+async def test_a_function_in_monitor_mode_is_not_run_until_its_mode_is_raised(tmp_path) -> None:
+    """Monitor mode makes no decisions; its layer still runs, so a central command raising the mode takes effect."""
     async with Rig(tmp_path / "a.db") as rig:
         fn = Fn("quiet", 2, mode="monitor")
         ctl = Controller([fn], rig.envelope, rig.snapshot, rig.clock)
-        assert ctl.layers() == [] and await ctl.cycle(2) == [] and fn.steps == 0
+        assert ctl.layers() == [2] and await ctl.cycle(2) == [] and fn.steps == 0
+        rig.fresh()
+        ctl.set_mode(fn, "advise")
+        assert rig.envelope.policies["quiet"].mode == "advise"
+        out = await ctl.cycle(2)
+        assert fn.steps == 1 and [d.outcome for d in out] == ["advised"]
+
+
+@async_test
+async def test_a_device_held_by_a_central_command_is_left_alone_by_local_functions(tmp_path) -> None:
+    async with Rig(tmp_path / "a.db") as rig:
+        fn = Fn("local", 2)
+        ctl = Controller([fn], rig.envelope, rig.snapshot, rig.clock)
+        rig.fresh()
+        ctl.commanded[DEV] = "cmd-1"
+        out = await ctl.cycle(2)
+        assert [(d.outcome, d.rule, d.detail["command_id"]) for d in out] == [("held", "central_command", "cmd-1")]
 
 
 MAP = parse_register_map({"name": "m", "points": [{"name": "v", "address": 0, "type": "uint16"}]})

@@ -19,11 +19,17 @@ go on the audit stream when their rule changes, not every cycle; so does a refus
 the same reason and action (a suspended function proposing every cycle): the repeats are counted, and the next
 decision recorded says how many (``detail.repeats``).
 
-Functions of mode ``monitor`` are not run: monitor mode makes no decisions.
+Functions of mode ``monitor`` are not run: monitor mode makes no decisions. A central command may change a
+function's mode while the agent runs (:meth:`Controller.set_mode`), so every function is kept and its layer runs.
+
+A device a central command holds (a switched cap bank, a commanded band centre: ``commanded``, kept by
+agent/commands) is left alone by the local functions until the command's time runs out: their decisions about it
+are held (``central_command``). DER functions take commands into their own target instead (``takes_commands``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -44,6 +50,7 @@ class ControlFunction(Protocol):
 
     name: str
     layer: int
+    mode: str
     policy: FunctionPolicy
 
     @property
@@ -66,7 +73,8 @@ class Controller:
     def __init__(
         self, functions: Sequence[ControlFunction], envelope: Envelope, snapshot: ReadingSource, clock: Clock
     ) -> None:
-        self.functions = [f for f in functions if f.policy.mode != "monitor"]
+        self.functions = list(functions)
+        self.commanded: dict[str, str] = {}  # device -> id of the central command holding it (agent/commands)
         self.envelope = envelope
         self.snapshot = snapshot
         self.clock = clock
@@ -78,6 +86,18 @@ class Controller:
 
     def layers(self) -> list[int]:
         return sorted({f.layer for f in self.functions})
+
+    def find(self, target: str) -> list[ControlFunction]:
+        """The functions a command's target names: a function's name, or a prefix ending in ``*`` (``der:*``)."""
+        if target.endswith("*"):
+            return [f for f in self.functions if f.name.startswith(target[:-1])]
+        return [f for f in self.functions if f.name == target]
+
+    def set_mode(self, f: ControlFunction, mode: str) -> None:
+        """Change ``f``'s mode now (a central command); the envelope judges its decisions by the new policy."""
+        f.mode = mode
+        f.policy = dataclasses.replace(f.policy, mode=mode)
+        self.envelope.policies[f.policy.name] = f.policy
 
     def settled(self, layer: int, now: float) -> tuple[bool, str | None]:
         """Whether every function of a faster layer has let its devices settle (and which has not)."""
@@ -95,15 +115,19 @@ class Controller:
         view = View(self.snapshot, now)
         out: list[Decision] = []
         for f in self.functions:
-            if f.layer != layer or now < self._due.get(f.name, float("-inf")):
+            if f.layer != layer or f.policy.mode == "monitor" or now < self._due.get(f.name, float("-inf")):
                 continue
             self._due[f.name] = now + f.cadence_s
             d = f.step(view, now)
             if d is None:
                 self._held_rule[f.name] = None
                 continue
+            held_by = self.commanded.get(d.device)
+            if d.command is not None and held_by is not None and not getattr(f, "takes_commands", False):
+                d = d.replace(verdict="held", outcome="held", rule="central_command",
+                              detail={**d.detail, "command_id": held_by, "would": d.command.action})  # fmt: skip
             # a give-back (CVR restoring the band centre) returns a device toward its normal state: never held
-            if d.command is not None and not d.detail.get("give_back"):
+            elif d.command is not None and not d.detail.get("give_back"):
                 ok, waiting_for = self.settled(layer, now)
                 if not ok:
                     d = d.replace(verdict="held", outcome="held",

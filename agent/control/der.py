@@ -298,9 +298,15 @@ def decide(
 
 
 class DerFunction:
-    """The DER function on one inverter of a group, as the controller runs it."""
+    """The DER function on one inverter of a group, as the controller runs it.
+
+    A central command (agent/commands) sets ``commanded``: the group as the command changes it (a set point, a
+    curve), which the function holds the inverter to, refreshing its timers, until the command's time runs out
+    and ``commanded`` is None again; then the group's own settings come back the same way (``settings_differ``).
+    """
 
     layer = LAYER
+    takes_commands = True
 
     def __init__(self, group: DerGroupConfig, device: str, mode: str, *,
                  id_factory: Callable[[], str] = new_id) -> None:  # fmt: skip
@@ -311,6 +317,12 @@ class DerFunction:
         self.state = DerState()
         self._new_id = id_factory
         self.policy = FunctionPolicy(self.name, mode, group.stale_after_s, 0.0)
+        self.commanded: DerGroupConfig | None = None  # the group as a central command has it (class docstring)
+        self.commanded_mode: str | None = None  # the mode the command's decisions go with
+
+    @property
+    def target(self) -> DerGroupConfig:
+        return self.commanded if self.commanded is not None else self.group
 
     @property
     def cadence_s(self) -> float:
@@ -327,8 +339,14 @@ class DerFunction:
     def step(self, view: View, now: float) -> Decision | None:
         if self.state.wrote:  # the write ended before this cycle began: only readings from now on show it
             self.state.last_write, self.state.wrote = now, False
-        return decide(view, now, self.group, self.device, self.mode, self.state, name=self.name,
+        mode = self.commanded_mode if self.commanded is not None and self.commanded_mode else self.mode
+        return decide(view, now, self.target, self.device, mode, self.state, name=self.name,
                       id_factory=self._new_id)  # fmt: skip
+
+    def decide_now(self, view: View, now: float, mode: str) -> Decision | None:
+        """The decision for what ``target`` asks, now, whatever the last write (a command wants its answer at once;
+        the snapshot may not have read the device since the function's last write)."""
+        return decide(view, now, self.target, self.device, mode, DerState(), name=self.name, id_factory=self._new_id)
 
     def after(self, decision: Decision) -> None:
         """A write (whatever came of it) waits for the snapshot to read the device again; an advice is not

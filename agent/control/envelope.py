@@ -106,6 +106,7 @@ class Envelope:
         id_factory: Callable[[], str] = new_id,
     ) -> None:
         self.config = config
+        self.mode = config.mode  # the site's mode now: a central command may lower it, or raise it back to config's
         self.env = config.envelope
         self.interlocks = config.interlocks
         self._store = store
@@ -197,7 +198,7 @@ class Envelope:
         act = self._actuators.get(d.device)
         if act is None:
             return d.refuse("unknown_device", why=f"the envelope holds no actuator for {d.device}")
-        mode = lesser_mode(d.mode, self.config.mode)
+        mode = lesser_mode(d.mode, self.mode)
         if mode == "monitor":
             return d.refuse("monitor")
         now = self.clock.time()
@@ -485,6 +486,20 @@ class Envelope:
         await self.record(d)
         return d
 
+    async def give_back(self, device: str, rule: str) -> Decision | None:
+        """Hand one device back to its autonomous state if the envelope holds it (a central command ended)."""
+        async with self._lock:
+            try:
+                self._flags = await self._store.control_flags()
+            except StoreError as err:
+                log.error("control_state_unavailable", device=device, error=err)
+            return await self._hand_back(device, rule)
+
+    def actuator_kind(self, device: str) -> str | None:
+        """The kind of the actuator the envelope holds for ``device`` (capbank, regulator, der), or None."""
+        act = self._actuators.get(device)
+        return None if act is None else act.kind
+
     async def hand_back_all(self, rule: str = "handback:agent_stopping") -> list[Decision]:
         """Hand every device the envelope holds back to its autonomous state (on stop, and at start)."""
         out: list[Decision] = []
@@ -555,7 +570,7 @@ class Envelope:
         last = {fn: {"id": d.id, "ts": d.ts, "device": d.device, "rule": d.rule, "verdict": d.verdict,
                      "outcome": d.outcome, "action": d.command.action if d.command else None}
                 for fn, d in self.last.items()}  # fmt: skip
-        return {"mode": self.config.mode, "devices": devices, "last_decisions": last, "decisions": dict(self.counts),
+        return {"mode": self.mode, "devices": devices, "last_decisions": last, "decisions": dict(self.counts),
                 "heartbeats": self.heartbeats, "heartbeat_failures": self.heartbeat_failures,
                 "functions": {p.name: p.mode for p in self.policies.values()}}  # fmt: skip
 

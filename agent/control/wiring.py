@@ -80,7 +80,7 @@ class ControlSystem:
 
     def status(self) -> dict[str, Any]:
         # clock_ts: the agent's clock now (a bench day may run at speed), what decision times are judged against
-        return {"mode": self.config.mode, "clock_ts": self.controller.clock.time(), **self.controller.status()}
+        return {"mode": self.envelope.mode, "clock_ts": self.controller.clock.time(), **self.controller.status()}
 
 
 def _layer(controller: Controller, layer: int) -> Callable[[], Awaitable[None]]:

@@ -8,11 +8,13 @@ disk        sizes and the bound in force, the WAL, the reserve file, full-disk r
 policy      the full policy: alarm latch, prune, drop the oldest telemetry, vacuum
 outbox      seal, pending, ack
 controlstate the safety envelope's operations and flags (suspensions, devices it holds)
+commandstate the signed downlink's state (sequences, executed ids, keys, overrides) and the append-only audit log
 store       Store, composing the above, with the write path
 asyncstore  AsyncStore: the Store on one worker thread for the event loop
 """
 
 from agent.store.asyncstore import AsyncStore
+from agent.store.commandstate import AuditEntry, KeyChange, LoggedCommand, Override
 from agent.store.controlstate import ControlFlag, ControlOp
 from agent.store.errors import StoreCorruptError, StoreError, StoreFullError, StoreInputError
 from agent.store.outbox import OutboxMessage
@@ -25,6 +27,10 @@ __all__ = [
     "MAX_TEXT",
     "SCHEMA_VERSION",
     "AsyncStore",
+    "AuditEntry",
+    "KeyChange",
+    "LoggedCommand",
+    "Override",
     "ControlFlag",
     "ControlOp",
     "OutboxMessage",

@@ -97,6 +97,11 @@ class AsyncStore:
     async def control_flags(self, kind: str | None = None) -> list[ControlFlag]:
         return await self._run(self.store.control_flags, kind)
 
+    @property
+    def commands(self) -> _AsyncCommands:
+        """The command state (agent/store/commandstate.py) on the store's thread: ``await store.commands.take(...)``."""
+        return _AsyncCommands(self)
+
     async def seal(self, force: bool = False) -> int:
         return await self._run(self.store.seal, force)
 
@@ -127,3 +132,18 @@ class AsyncStore:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+class _AsyncCommands:
+    """Each method of :class:`~agent.store.commandstate.CommandState`, awaited on the store's one thread."""
+
+    def __init__(self, store: AsyncStore) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._store.store.commands, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await self._store._run(functools.partial(method, *args, **kwargs))
+
+        return call

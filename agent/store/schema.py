@@ -14,14 +14,18 @@ import sqlite_utils
 from agent.points import Stream
 from agent.store.errors import CORRUPT_ADVICE, StoreCorruptError, StoreError
 
-SCHEMA_VERSION = 2  # in PRAGMA user_version
+SCHEMA_VERSION = 3  # in PRAGMA user_version
 APPLICATION_ID = 0x47454447  # "GEDG" in PRAGMA application_id: marks a file as a GridEdge store
 TABLES = ("events", "meta", "outbox", "readings")  # what a file of schema version 1 or later holds
 CONTROL_TABLES = ("control_flags", "control_ops")  # added by schema version 2: the safety envelope's state
+# added by schema version 3: the signed downlink's state (agent/store/commandstate.py) and the audit log
+COMMAND_TABLES = ("audit", "command_keys", "command_log", "command_overrides", "command_seq")
 READING_STREAMS = (Stream.TELEMETRY.value, Stream.ENERGY.value)
 EVENTS = "events"
 CONTROL = "control"  # control decisions: rows of ``events`` on their own stream (schema version 2)
-EVENT_STREAMS = (EVENTS, CONTROL)  # streams whose items are rows of ``events``
+RESULTS = "results"  # command results, signed by the agent (schema version 3)
+AUDIT = "audit"  # the audit log's entries, as they are appended (schema version 3)
+EVENT_STREAMS = (EVENTS, CONTROL, RESULTS, AUDIT)  # streams whose items are rows of ``events``
 STREAMS = (*READING_STREAMS, *EVENT_STREAMS)  # each has its seq and sealed cursor in meta
 COUNTERS = ("readings_taken", "acked_messages", "acked_readings", "dropped_readings", "dropped_messages")
 # Counters added after schema 1 was released: absent from older files until first counted (upserted).
@@ -100,6 +104,7 @@ def check_ours(conn: sqlite3.Connection, path: Path, version: int) -> None:
             f"{', '.join(sorted(tables))} and no schema version): point store.path at a new file"
         )
     missing = [t for t in TABLES if t not in tables] + [t for t in CONTROL_TABLES if version >= 2 and t not in tables]
+    missing += [t for t in COMMAND_TABLES if version >= 3 and t not in tables]
     if version >= 1 and missing:
         raise StoreCorruptError(
             f"{where} says schema version {version} but lacks the tables {', '.join(missing)}: "
@@ -167,5 +172,49 @@ def migrate(conn: sqlite3.Connection, version: int) -> None:
                 "CREATE TABLE control_flags (kind TEXT NOT NULL, function TEXT NOT NULL, device TEXT NOT NULL, "
                 "since REAL NOT NULL, reason TEXT NOT NULL, data TEXT, PRIMARY KEY (kind, function, device))"
             )
+        if version < 3:
+            _migrate_commands(conn, db)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+
+
+def _migrate_commands(conn: sqlite3.Connection, db: sqlite_utils.Database) -> None:
+    """Schema version 3: the signed downlink (docs/store.md, "Command state"; agent/store/commandstate.py)."""
+    db["meta"].insert_all(
+        [{"key": f"{k}:{s}", "value": v} for s in (RESULTS, AUDIT) for k, v in (("seq", 1), ("sealed", 0))],
+        ignore=True,
+    )
+    # keys a signed keys.update added or revoked (the site file's keys are the start; these rows change them)
+    conn.execute(
+        "CREATE TABLE command_keys (key_id TEXT PRIMARY KEY, role TEXT NOT NULL, public_key TEXT NOT NULL, "
+        "state TEXT NOT NULL, ts REAL NOT NULL, command_id TEXT NOT NULL)"
+    )
+    # the highest sequence taken from each key: a command must come above it
+    conn.execute(
+        "CREATE TABLE command_seq (key_id TEXT PRIMARY KEY, seq INTEGER NOT NULL, command_id TEXT NOT NULL, "
+        "ts REAL NOT NULL)"
+    )
+    # every command taken for execution, by id: executed once, whatever the broker redelivers
+    conn.execute(
+        "CREATE TABLE command_log (command_id TEXT PRIMARY KEY, key_id TEXT NOT NULL, seq INTEGER NOT NULL, "
+        "kind TEXT NOT NULL, target TEXT NOT NULL, received REAL NOT NULL, expires_at REAL NOT NULL, "
+        "status TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', payload TEXT NOT NULL, result TEXT)"
+    )
+    # what central's commands hold in force (set points, switches, band centres, curves, schedules, modes)
+    conn.execute(
+        "CREATE TABLE command_overrides (slot TEXT PRIMARY KEY, command_id TEXT NOT NULL, kind TEXT NOT NULL, "
+        "target TEXT NOT NULL, body TEXT NOT NULL, since REAL NOT NULL, until REAL)"
+    )
+    # the audit log: commands, their decisions and configuration changes. Append-only: SQLite itself refuses
+    # an UPDATE or a DELETE of a row (the triggers), so no code path can rewrite what happened.
+    conn.execute(
+        "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, ts REAL NOT NULL, what TEXT NOT NULL, "
+        "command_id TEXT NOT NULL DEFAULT '', key_id TEXT NOT NULL DEFAULT '', kind TEXT NOT NULL DEFAULT '', "
+        "outcome TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', data TEXT)"
+    )
+    conn.execute(
+        "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END"
+    )
+    conn.execute(
+        "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END"
+    )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.points import Reading, Stream
+from agent.store.commandstate import CommandState
 from agent.store.controlstate import ControlFlag, ControlOp, ControlState, FlagEvent
 from agent.store.db import StoreDb
 from agent.store.disk import Disk, store_cap
@@ -117,6 +118,7 @@ class Store:
                 monotonic=monotonic,
             )
             self._control = ControlState(db, self._disk)
+            self.commands = CommandState(db, self._disk)  # the signed downlink's state and the audit log
             db.mark_left_unsealed()
             log.info("store_open", path=self.path, site=self.site, max_bytes=self.max_bytes, schema=SCHEMA_VERSION,
                      found_schema=layout.version)  # fmt: skip
