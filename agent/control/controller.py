@@ -115,8 +115,10 @@ class Controller:
         view = View(self.snapshot, now)
         out: list[Decision] = []
         for f in self.functions:
-            if f.layer != layer or f.policy.mode == "monitor" or now < self._due.get(f.name, float("-inf")):
+            if f.layer != layer or now < self._due.get(f.name, float("-inf")):
                 continue
+            if f.policy.mode == "monitor" and getattr(f, "commanded", None) is None:
+                continue  # monitor mode decides nothing, unless a central command gave the function a target
             self._due[f.name] = now + f.cadence_s
             d = f.step(view, now)
             if d is None:

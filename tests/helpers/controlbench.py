@@ -28,6 +28,7 @@ from sim_hw.bench import Bench
 from sim_hw.config import BenchConfig, load_bench_config
 from sim_hw.devices.capbank import Action, CapBankController
 from sim_hw.devices.modbus_server import WriteRequest
+from sim_hw.truthlog import TruthLog
 
 MAPS = ROOT / "config" / "maps"
 CAP = "cap675-ctl"
@@ -63,16 +64,17 @@ REGULATOR_MANUAL = ('kind = "regulator"', 'kind = "regulator"\noptions = { mode 
 
 @asynccontextmanager
 async def running_bench(tmp_path: Path, *, edit: tuple[str, str] | None = None, speed: float = 20.0,
-                        start: str = NOON, more: tuple[tuple[str, str], ...] = ()) -> AsyncIterator[Bench]:  # fmt: skip
+                        start: str = NOON, more: tuple[tuple[str, str], ...] = (),
+                        truth: Path | None = None) -> AsyncIterator[Bench]:  # fmt: skip
     """The shipped bench, privately copied (``edit`` and ``more``: text edits of the copy), started and stepping at
-    ``speed`` until the block ends."""
+    ``speed`` until the block ends (``truth``: where its truth log goes, sim_hw/truthlog.py)."""
     path = ieee13_copy(tmp_path, start=start, edit=edit, irradiance="clear")
     text = path.read_text()
     for old, new in more:
         assert old in text, old
         text = text.replace(old, new)
     path.write_text(text)
-    bench = Bench(load_bench_config(path), speed=speed)
+    bench = Bench(load_bench_config(path), speed=speed, truth_log=None if truth is None else TruthLog(truth))
     await bench.start()
     stop = asyncio.Event()
     task = asyncio.create_task(bench.run(stop=stop))
