@@ -352,20 +352,23 @@ class Executor:
             else:
                 ders.add(s.target)
         for device in sorted(ders):
-            d = await self._der_refresh(device, now)
+            d = await self._der_refresh(device, now, rule)
             if d is not None:
                 out.append(d)
         return out
 
-    async def _der_refresh(self, device: str, now: float) -> Decision | None:
-        """Set the DER function's target from the slots in force and, if the device differs from it, write it."""
+    async def _der_refresh(self, device: str, now: float, rule: str) -> Decision | None:
+        """Set the DER function's target from the slots in force and, if the device differs from it, write it; with
+        no slot left, the function's own target when it controls the inverter, else the inverter handed back."""
         f = self.der_function(device)
         if f is None:
             return None
         f.commanded = self.der_target(f, list(self.slots.values()), now)
         f.commanded_mode = self.control.envelope.mode
-        d = f.decide_now(self.view(now), now, lesser_mode(f.mode if f.commanded is None else "control",
-                                                          self.control.envelope.mode))  # fmt: skip
+        if f.commanded is None and lesser_mode(f.mode, self.control.envelope.mode) != "control":
+            # no command left and the function does not control the inverter itself: its autonomous state
+            return await self.control.envelope.give_back(device, f"handback:{rule}")
+        d = f.decide_now(self.view(now), now, self.control.envelope.mode)
         if d is None or d.command is None:
             return d
         done = await self.control.envelope.submit(d)
@@ -385,7 +388,7 @@ class Executor:
             if s.body["quantity"] == "band_center_v":
                 d = await self._band_step(s, value, now)
             else:
-                d = await self._der_refresh(s.target, now)
+                d = await self._der_refresh(s.target, now, "schedule_step")
             out.append((s, value, d))
         return out
 

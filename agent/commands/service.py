@@ -271,7 +271,6 @@ class CommandService:
             and self.last_heard is not None
             and now - self.last_heard > self.config.link_loss_s
         ):
-            self.link_lost = True
             names = [s.slot for s in held]
             decisions = await self.executor.end(names, now, "link_loss")
             detail = {"unheard_s": round(now - self.last_heard, 1), "link_loss_s": self.config.link_loss_s,
@@ -283,6 +282,7 @@ class CommandService:
                                        f"central unheard for {detail['unheard_s']} s (> {self.config.link_loss_s:g} s): "
                                        f"{len(names)} command hold(s) ended, devices back to autonomous", detail)  # fmt: skip
             log.warning("commands_link_loss_fallback", site=self.site, unheard_s=detail["unheard_s"], ended=len(names))
+            self.link_lost = True
 
     def status(self) -> dict[str, Any]:
         now = self.clock.time()

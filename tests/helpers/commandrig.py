@@ -203,9 +203,9 @@ def _count_writes(bench: Any, device: str, unit: int, writes: dict[str, list[Any
 
 
 @asynccontextmanager
-async def command_site(tmp_path: Path, broker: Any, *, link_loss_s: float = 900,
-                       speed: float = 20.0) -> AsyncIterator[CommandSite]:  # fmt: skip
-    async with running_bench(tmp_path, speed=speed) as bench:
+async def command_site(tmp_path: Path, broker: Any, *, link_loss_s: float = 900, speed: float = 20.0,
+                       truth: Path | None = None) -> AsyncIterator[CommandSite]:  # fmt: skip
+    async with running_bench(tmp_path, speed=speed, truth=truth) as bench:
         writes: dict[str, list[Any]] = {}
         units = {d.name: d.unit_id for d in bench.config.devices}
         for dev in (CAP, DEV):
