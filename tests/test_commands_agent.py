@@ -1,0 +1,240 @@
+"""The agent's command service on a real store, without a device: what survives a restart (sequences, executed ids,
+keys, holds), key rotation and revocation, a command cut short by a crash, a full store, the append-only audit,
+and the ``[commands]`` section's errors. The messages are handed to the service as the MQTT session would."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers.aio import async_test
+from helpers.envelope import Rig
+
+from agent.commands.config import parse_commands
+from agent.commands.service import CommandService
+from agent.control.controller import Controller
+from agent.control.wiring import ControlSystem
+from agent.store import LoggedCommand, StoreFullError
+from agent.store.commandstate import CommandState
+from protocols.configcheck import Checker
+from protocols.mqtt.session import MqttSession, SessionConfig
+from protocols.telemetry.commands import (
+    Command,
+    canonical,
+    generate_key,
+    private_pem,
+    public_text,
+    read_result,
+    sign_command,
+)
+
+SITE = "sub-1"
+
+
+class Keys:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.k = {n: generate_key() for n in ("agent", "ops-1", "ops-2", "dispatch-1", "intruder")}
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "agent.key").write_bytes(private_pem(self.k["agent"]))
+        self.seq: dict[str, int] = {}
+
+    def pub(self, name: str) -> str:
+        return public_text(self.k[name].public_key())
+
+    def config(self) -> Any:
+        c = Checker(self.folder)
+        raw = {"agent_key_file": "agent.key",
+               "keys": [{"key_id": "ops-1", "role": "operator", "public_key": self.pub("ops-1")},
+                        {"key_id": "dispatch-1", "role": "dispatch", "public_key": self.pub("dispatch-1")}]}  # fmt: skip
+        cfg = parse_commands(c, raw, SITE, True)
+        assert not c.issues, c.issues
+        return cfg
+
+    def command(self, kind: str, body: dict[str, Any], *, key: str = "ops-1", target: str = "*",
+                seq: int | None = None, signer: str | None = None) -> tuple[Command, bytes]:  # fmt: skip
+        seq = seq if seq is not None else self.seq.get(key, 0) + 1
+        self.seq[key] = max(self.seq.get(key, 0), seq)
+        wall = time.time()
+        cmd = Command(key, "dispatch" if key.startswith("dispatch") else "operator", SITE, target, str(uuid.uuid4()),
+                      seq, wall, wall - 5, wall + 60, kind, body)  # fmt: skip
+        return cmd, sign_command(self.k[signer or key], cmd)
+
+
+def service(rig: Rig, keys: Keys) -> CommandService:
+    session = MqttSession(SessionConfig(host="127.0.0.1", port=1, client_id="unit"))  # never run: no broker
+    control = ControlSystem(rig.envelope.config, rig.envelope, Controller([], rig.envelope, rig.snapshot, rig.clock))
+    return CommandService(SITE, keys.config(), rig.store, session, control)
+
+
+def results(rig: Rig, keys: Keys) -> list[Any]:
+    rows = rig.store.store.conn.execute("SELECT data FROM events WHERE stream='results' ORDER BY id").fetchall()
+    return [read_result(json.loads(d), keys.k["agent"].public_key()) for (d,) in rows]
+
+
+@async_test
+async def test_sequences_executed_ids_and_holds_survive_a_restart(tmp_path) -> None:
+    keys = Keys(tmp_path / "keys")
+    async with Rig(tmp_path / "a.db") as rig:
+        svc = service(rig, keys)
+        await svc.start()
+        cmd, raw = keys.command("control.mode", {"mode": "advise"}, seq=5)
+        assert (await svc.handle(raw)).reason is None
+        assert rig.envelope.mode == "advise"
+    async with Rig(tmp_path / "a.db") as rig:  # the agent restarted on the same store
+        svc = service(rig, keys)
+        await svc.start()
+        assert rig.envelope.mode == "advise", "the mode a command set is in force again"
+        assert (await svc.handle(raw)).reason == "duplicate"
+        _, old = keys.command("control.mode", {"mode": "control"}, seq=3)
+        assert (await svc.handle(old)).reason == "old_sequence"
+        _, nxt = keys.command("control.mode", {"mode": "control"}, seq=6)
+        assert (await svc.handle(nxt)).reason is None
+        assert rig.envelope.mode == "control"
+        got = results(rig, keys)
+        assert [(r.seq, r.status, r.reason) for r in got] == [(5, "applied", ""), (3, "refused", "old_sequence"),
+                                                              (6, "applied", "")]  # fmt: skip
+        assert [r.command_id for r in got].count(cmd.command_id) == 1, "answered once"
+
+
+@async_test
+async def test_keys_are_rotated_and_revoked_by_signed_commands_and_stay_so(tmp_path) -> None:
+    keys = Keys(tmp_path / "keys")
+    async with Rig(tmp_path / "a.db") as rig:
+        svc = service(rig, keys)
+        await svc.start()
+        _, raw = keys.command("keys.update", {"add": [{"key_id": "ops-2", "role": "operator",
+                                                       "public_key": keys.pub("ops-2")}], "revoke": ["ops-1"]})  # fmt: skip
+        assert (await svc.handle(raw)).reason is None
+        _, by_new = keys.command("control.mode", {"mode": "advise"}, key="ops-2")
+        assert (await svc.handle(by_new)).reason is None
+        _, by_old = keys.command("control.mode", {"mode": "control"})
+        assert (await svc.handle(by_old)).reason == "revoked_key"
+        # a key list signed by a key the site does not trust is refused before it is read
+        _, forged = keys.command("keys.update", {"add": [{"key_id": "intruder", "role": "operator",
+                                                          "public_key": keys.pub("intruder")}]}, key="intruder")  # fmt: skip
+        assert (await svc.handle(forged)).reason == "unknown_key"
+        _, by_dispatch = keys.command("keys.update", {"revoke": ["ops-2"]}, key="dispatch-1")
+        assert (await svc.handle(by_dispatch)).reason == "role_not_allowed"
+        _, readd = keys.command("keys.update", {"add": [{"key_id": "ops-1", "role": "operator",
+                                                         "public_key": keys.pub("ops-1")}]}, key="ops-2")  # fmt: skip
+        assert (await svc.handle(readd)).reason is None  # verified; the ring refuses it
+        assert results(rig, keys)[-1].reason == "key_id_revoked:ops-1"
+        assert "ops-1" not in svc.ring.keys
+    async with Rig(tmp_path / "a.db") as rig:
+        svc = service(rig, keys)
+        await svc.start()
+        assert sorted(svc.ring.keys) == ["dispatch-1", "ops-2"] and svc.ring.revoked == {"ops-1"}
+        _, again = keys.command("control.mode", {"mode": "control"})
+        assert (await svc.handle(again)).reason == "revoked_key"
+        status = str(svc.status())
+        assert keys.pub("ops-2") not in status and "PRIVATE" not in status, "no key in the status"
+
+
+@async_test
+async def test_a_command_cut_short_by_a_crash_is_answered_failed_and_never_run_again(tmp_path) -> None:
+    keys = Keys(tmp_path / "keys")
+    cmd, raw = keys.command("control.mode", {"mode": "monitor"}, seq=1)
+    async with Rig(tmp_path / "a.db") as rig:
+        # taken for execution, and then the process died (nothing after the take happened)
+        row = LoggedCommand(cmd.command_id, cmd.key_id, cmd.seq, cmd.kind, cmd.target, time.time(), cmd.expires_at,
+                            "executing", "", canonical(cmd.to_dict()).decode(), None)  # fmt: skip
+        assert await rig.store.commands.take(row, [])
+    async with Rig(tmp_path / "a.db") as rig:
+        svc = service(rig, keys)
+        await svc.start()
+        (r,) = results(rig, keys)
+        assert (r.command_id, r.status, r.reason) == (cmd.command_id, "failed", "interrupted")
+        assert (await svc.handle(raw)).reason == "duplicate", "the broker's redelivery is not run"
+        assert rig.envelope.mode == "control"
+
+
+@async_test
+async def test_a_full_store_takes_nothing_and_the_resent_command_runs_once(tmp_path, mocker) -> None:
+    keys = Keys(tmp_path / "keys")
+    async with Rig(tmp_path / "a.db") as rig:
+        svc = service(rig, keys)
+        await svc.start()
+        cmd, raw = keys.command("control.mode", {"mode": "advise"})
+        real = CommandState.take
+        mocker.patch.object(CommandState, "take", side_effect=StoreFullError("database or disk is full"))
+        with pytest.raises(StoreFullError):
+            await svc.handle(raw)
+        assert rig.envelope.mode == "control", "nothing carried out: the command was not taken"
+        mocker.patch.object(CommandState, "take", real)
+        assert (await svc.handle(raw)).reason is None
+        assert rig.envelope.mode == "advise"
+        assert [r.command_id for r in results(rig, keys)] == [cmd.command_id]
+
+
+@async_test
+async def test_the_audit_log_is_append_only(tmp_path) -> None:
+    keys = Keys(tmp_path / "keys")
+    async with Rig(tmp_path / "a.db") as rig:
+        svc = service(rig, keys)
+        await svc.start()
+        await svc.handle(b"garbage")
+        conn = rig.store.store.conn
+        assert conn.execute("SELECT what, reason FROM audit").fetchall() == [("command_refused", "malformed")]
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("UPDATE audit SET reason='fine'")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("DELETE FROM audit")
+        (data,) = conn.execute("SELECT data FROM events WHERE stream='audit'").fetchone()
+        assert '"reason":"malformed"' in data, "each entry also goes uplink on the audit stream"
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "match"),
+    [
+        ({}, "commands.agent_key_file", "required"),
+        ({"agent_key_file": "missing.key"}, "commands.agent_key_file", "cannot read"),
+        (
+            {"agent_key_file": "agent.key", "roles": {"dispatch": ["shell.exec"]}},
+            "commands.roles.dispatch",
+            "a command kind",
+        ),
+        ({"agent_key_file": "agent.key", "roles": {"admin": ["*"]}}, "commands.roles.admin", "unknown key"),
+        (
+            {"agent_key_file": "agent.key", "keys": [{"key_id": "a", "role": "root", "public_key": "x"}]},
+            "commands.keys[0].role",
+            "one of",
+        ),
+        (
+            {"agent_key_file": "agent.key", "keys": [{"key_id": "a", "role": "operator"}]},
+            "commands.keys[0]",
+            "public_key or public_key_file",
+        ),
+        (
+            {"agent_key_file": "agent.key", "keys": [{"key_id": "a", "role": "operator", "public_key": "AAAA"}]},
+            "commands.keys[0].public_key",
+            "32",
+        ),
+        ({"agent_key_file": "agent.key", "link_loss_s": 1}, "commands.link_loss_s", "10"),
+        ({"agent_key_file": "agent.key", "max_skew": 1}, "commands.max_skew", "unknown key"),
+    ],
+)
+def test_the_commands_section_names_each_bad_key(tmp_path, raw: dict, key: str, match: str) -> None:
+    (tmp_path / "agent.key").write_bytes(private_pem(generate_key()))
+    if "keys" not in raw:
+        raw = {
+            **raw,
+            "keys": [{"key_id": "k", "role": "operator", "public_key": public_text(generate_key().public_key())}],
+        }
+    c = Checker(tmp_path)
+    parse_commands(c, raw, SITE, True)
+    hits = [i for i in c.issues if i.key == key]
+    assert hits and match in str(hits[0]), c.issues
+
+
+def test_commands_need_a_control_section(tmp_path) -> None:
+    (tmp_path / "agent.key").write_bytes(private_pem(generate_key()))
+    c = Checker(tmp_path)
+    parse_commands(c, {"agent_key_file": "agent.key", "keys": []}, SITE, False)
+    assert any(i.key == "commands" and "[control]" in str(i) for i in c.issues)
+    assert any(i.key == "commands.keys" for i in c.issues) is False  # an empty array is the site's choice
