@@ -91,7 +91,8 @@ class AgentService:
         self.commands: CommandService | None = None
         if config.commands is not None and self.control is not None:
             self.commands = CommandService(config.site_id, config.commands, self.store, self.session, self.control,
-                                           acks=lambda: self.uplink.stats.acks_received)  # fmt: skip
+                                           acks=lambda: self.uplink.stats.acks_received,
+                                           sent=self.uplink.nudge)  # fmt: skip
         self.supervisor = Supervisor()
         self._last_stats: Any = None
 

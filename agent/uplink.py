@@ -138,6 +138,10 @@ class Uplink:
         session.subscribe(self._ack_topic, 1, self._on_ack)
         session.add_on_connect(self._on_connect)
 
+    def nudge(self) -> None:
+        """Seal and send now rather than at the next poll (a command's result was just stored)."""
+        self._wake.set()
+
     @property
     def inflight(self) -> int:
         return len(self._inflight)

@@ -50,7 +50,7 @@ class CommandService:
 
     def __init__(self, site: str, config: CommandsConfig, store: AsyncStore, session: MqttSession,
                  control: ControlSystem, *, wall: Callable[[], float] = time.time,
-                 acks: Callable[[], int] | None = None) -> None:  # fmt: skip
+                 acks: Callable[[], int] | None = None, sent: Callable[[], None] | None = None) -> None:  # fmt: skip
         self.site = site
         self.config = config
         self.store = store
@@ -60,6 +60,7 @@ class CommandService:
         self.verifier = Verifier(site, config, self.ring)
         self.wall = wall
         self._acks = acks
+        self._sent = sent or (lambda: None)  # a result was stored: the uplink sends it now
         self._acks_seen = 0
         self.queue: asyncio.Queue[bytes] = asyncio.Queue(maxsize=QUEUE_MAX)
         self.counts: dict[str, int] = {"received": 0, "applied": 0, "refused": 0, "failed": 0, "dropped": 0}
@@ -189,6 +190,7 @@ class CommandService:
                                {"key": k.key_id, "role": k.role}) for k in keys]  # fmt: skip
         await self.store.commands.finish(cmd.command_id, out.status, out.reason, data, self.wall(), entries,
                                          set_overrides=out.set_slots, clear_slots=out.clear_slots, keys=keys)  # fmt: skip
+        self._sent()
         for k in keys:
             self.ring.apply(k)
         self.counts[out.status] += 1
@@ -222,6 +224,7 @@ class CommandService:
                         self.wall(), {"detail": v.detail[:300]})  # fmt: skip
         await self.store.commands.refuse(sign_result(self.config.agent_key, self.config.agent_key_id, result),
                                          self.wall(), [entry])  # fmt: skip
+        self._sent()
 
     def _audit_room(self) -> bool:
         minute = int(self.wall() // 60)

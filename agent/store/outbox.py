@@ -14,7 +14,7 @@ from typing import Any
 
 from agent.store.db import StoreDb
 from agent.store.disk import Disk
-from agent.store.schema import EVENT_STREAMS
+from agent.store.schema import EVENT_STREAMS, RESULTS
 from protocols.eventlog import EventLog
 from protocols.telemetry.schema import MAX_PAYLOAD_BYTES, encode_batch
 
@@ -79,7 +79,8 @@ class Outbox:
                     continue
                 if since is None:
                     since = db.unsealed_since[stream] = -math.inf  # data we did not know of (another writer)
-                partial = force or mono - since >= self.max_age_s
+                # a command's result is sealed at once: central's operator waits for it
+                partial = force or stream == RESULTS or mono - since >= self.max_age_s
                 if partial or waiting >= self.batch_size:
                     due[stream] = partial
         except sqlite3.Error as err:

@@ -220,7 +220,7 @@ async def command_site(tmp_path: Path, broker: Any, *, link_loss_s: float = 900,
             session = MqttSession(session_config_for(SITE, "127.0.0.1", broker.port, "agent-bench-site"))
             uplink = Uplink(SITE, agent.store, session, ack_timeout_s=5.0)
             service = CommandService(SITE, cfg.commands, agent.store, session, agent.control,
-                                     acks=lambda: uplink.stats.acks_received)  # fmt: skip
+                                     acks=lambda: uplink.stats.acks_received, sent=uplink.nudge)  # fmt: skip
             central = MqttSession(session_config_for("central", "127.0.0.1", broker.port, "central-test"))
             tasks = [asyncio.create_task(t) for t in (session.run(), uplink.run(), service.run(), central.run())]
             try:
