@@ -12,6 +12,11 @@ Backpressure: messages wait in a bounded list between the MQTT handler and the s
 new message is dropped (counted, logged, NOT acked): the agent resends it after its ack timeout, so refusing
 costs a delay, never data — while an unbounded list could exhaust memory during a store stall.
 
+Command results: a ``results`` message is stored like any event message, and each result in it whose signature
+checks with its site's agent key (``[commands.sites]``) is also recorded on its command, in the same transaction
+(central/commands.py). A result that does not verify (a bad signature, a site with no key configured) is stored
+as an event only, logged and counted (``results_unverified``), so a forged result can never mark a command done.
+
 Failures: a message the store cannot hold is refused alone (counted as invalid, not acked) and the rest of its
 flush is stored and acked. When the store fails as a whole (disk full, database locked) nothing is acked and the
 flush goes back to the head of the queue, retried with a growing pause; only cancellation ends the flush loop.
@@ -28,8 +33,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from central.commands import results_of
 from central.config import CentralConfig
-from central.store import CentralStore, CentralStoreError, MessageRefused
+from central.store import CentralStore, CentralStoreError, MessageRefused, VerifiedResult
 from protocols.eventlog import EventLog
 from protocols.mqtt.session import ConnectionLost, MqttError, MqttSession
 from protocols.telemetry.schema import (
@@ -62,6 +68,8 @@ class IngestStats:
     store_errors: int = 0  # messages whose commit failed (not acked; queued again for the next flush)
     flush_errors: int = 0  # flushes ended by an unexpected error (a bug): logged, the worker goes on
     states: int = 0
+    results_verified: int = 0  # command results whose signature checked with their site's agent key
+    results_unverified: int = 0  # command results that did not (bad signature, no key): stored as events only
 
 
 def _split_topic(t: str) -> tuple[str, str] | None:
@@ -195,8 +203,18 @@ class CentralWorker:
                 ok = False
         if not batches:
             return ok
+        verified: dict[str, list[VerifiedResult]] = {}
+        for b in batches:
+            if b.stream != "results":
+                continue
+            good, bad = results_of(b, self.config.commands.agent_keys)
+            verified[b.msg_id] = good
+            self.stats.results_verified += len(good)
+            self.stats.results_unverified += len(bad)
+            for reason in bad:
+                log.warning("central_result_unverified", worker=self.name, site=b.site, msg_id=b.msg_id, reason=reason)
         try:
-            results = await asyncio.to_thread(store.store_batches, batches, self._clock())
+            results = await asyncio.to_thread(store.store_batches, batches, self._clock(), verified)
         except CentralStoreError as err:
             self.stats.store_errors += len(batches)
             log.error("central_store_failed", worker=self.name, messages=len(batches), error=err)
