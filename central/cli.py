@@ -25,7 +25,7 @@ from central.ingest import run_workers
 from central.store import CentralStore, CentralStoreError
 from protocols.eventlog import EventLog, setup_logging
 from protocols.mqtt.session import MqttSession
-from protocols.telemetry.commands import KINDS
+from protocols.telemetry.commands import KINDS, MAX_HOLD_S
 from protocols.telemetry.schema import valid_site
 
 log = EventLog("central")
@@ -150,8 +150,8 @@ def _command_body(args: argparse.Namespace, now: float) -> dict[str, Any]:
     if args.for_s is not None:
         if args.kind not in UNTIL_KINDS:
             raise CommandError(f"--for: {args.kind} has no until; --for applies to {', '.join(UNTIL_KINDS)}")
-        if not 0 < args.for_s <= 86_400:
-            raise CommandError(f"--for = {args.for_s:g}: seconds in (0, 86400]")
+        if not 0 < args.for_s <= MAX_HOLD_S:
+            raise CommandError(f"--for = {args.for_s:g}: seconds in (0, {MAX_HOLD_S:g}] (MAX_HOLD_S)")
         body["until"] = round(now + args.for_s, 3)
     return body
 
