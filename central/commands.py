@@ -64,9 +64,22 @@ def verify_result(site: str, data: Any, agent_keys: Mapping[str, Ed25519PublicKe
     key = agent_keys.get(site)
     if key is None:
         raise SchemaError(f"site {site}: no agent key in [commands.sites] to verify its results")
-    result = read_result(data, key)
+    try:
+        result = read_result(data, key)
+    except SchemaError:
+        raise
+    except (TypeError, ValueError, KeyError) as err:  # signed, but not shaped as a result (an agent's bug)
+        raise SchemaError(f"command result: malformed ({type(err).__name__}: {err})") from None
     if result.site != site:
         raise SchemaError(f"result for site {result.site!r:.70} arrived from site {site}")
+    shapes = {"command_id": str, "kind": str, "target": str, "key_id": str, "seq": int, "reason": str,
+              "readback": Mapping}  # fmt: skip
+    for name, kind in shapes.items():
+        value = getattr(result, name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise SchemaError(f"command result {name} = {value!r:.40}: wrong type")
+    if not all(isinstance(d, str) for d in result.decisions):
+        raise SchemaError("command result decisions: an array of decision ids (strings)")
     return VerifiedResult(result, data)
 
 

@@ -4,6 +4,7 @@ results believed only when the site's agent key signed them and recorded once, a
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import sqlite3
 import threading
@@ -14,14 +15,17 @@ import pytest
 from helpers.aio import async_test, running_tasks, until
 
 from central.cli import main as central_main
-from central.commands import CommandError, CommandIssuer
+from central.commands import CommandError, CommandIssuer, results_of
 from central.config import CentralConfig, CentralConfigError, load_central_config, parse_central_config
 from central.ingest import CentralWorker
 from central.store import CentralStore, VerifiedResult
 from protocols.mqtt import MqttSession, SessionConfig
 from protocols.telemetry.commands import (
+    RESULT_DOMAIN,
     Result,
+    canonical,
     generate_key,
+    new_command_id,
     private_pem,
     public_text,
     read_command,
@@ -30,7 +34,7 @@ from protocols.telemetry.commands import (
     sign_result,
     verify_signed,
 )
-from protocols.telemetry.schema import decode_ack, encode_batch, topic
+from protocols.telemetry.schema import decode_ack, decode_batch, encode_batch, topic
 
 SITE = "site-a"
 
@@ -457,3 +461,17 @@ def test_a_config_without_commands_or_with_a_bad_key_is_exit_2(
     assert "commands.keys[1].key_file" in err and "keys/ops-1.key" in err
     assert central_main(["commands", "--config", str(conf)]) == 0
     assert capsys.readouterr().out.strip() == "no commands"
+
+
+def test_a_signed_result_of_the_wrong_shape_is_unverified_not_a_crash(keys: Keys) -> None:
+    """Signed by the right key but built wrong (an agent's bug): the ingest must count it, not fail its flush."""
+    good = Result(new_command_id(), SITE, "revert.all", "*", "ops-1", 1, "applied", "", 1.0, {}).to_dict()
+    items = []
+    for change in ({"decisions": 5}, {"readback": [1]}, {"seq": "1"}):
+        payload = canonical({**good, **change})
+        sig = base64.b64encode(keys.agent.sign(RESULT_DOMAIN + payload)).decode()
+        items.append({"ts": 1.0, "kind": "command_result", "severity": "info", "source": "commands", "text": "",
+                      "data": {"key_id": "agent", "result": payload.decode(), "sig": sig}})  # fmt: skip
+    batch = decode_batch(encode_batch(SITE, "results", 1, "m", 1.0, items))
+    verified, bad = results_of(batch, {SITE: keys.agent.public_key()})
+    assert verified == [] and len(bad) == 3 and all("command result" in b for b in bad)
