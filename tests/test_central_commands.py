@@ -475,3 +475,19 @@ def test_a_signed_result_of_the_wrong_shape_is_unverified_not_a_crash(keys: Keys
     batch = decode_batch(encode_batch(SITE, "results", 1, "m", 1.0, items))
     verified, bad = results_of(batch, {SITE: keys.agent.public_key()})
     assert verified == [] and len(bad) == 3 and all("command result" in b for b in bad)
+
+
+def test_results_and_audit_messages_are_stored_as_events(tmp_path: Path) -> None:
+    """Each item of an audit or a results message is an event (it has no ``point`` for the readings table), found
+    again by its message's stream; a result is stored as an event even when it does not verify."""
+    audit = {"ts": 1.0, "kind": "command_refused", "severity": "warning", "source": "cap675", "text": "old seq",
+             "data": {"command_id": "c", "key_id": "ops-1", "kind": "capbank.close", "reason": "seq"}}  # fmt: skip
+    unsigned = {"ts": 1.0, "kind": "command_result", "severity": "info", "source": "commands", "text": "",
+                "data": {"key_id": "a", "result": "{}", "sig": "x"}}  # fmt: skip
+    store = CentralStore(tmp_path / "central.db")
+    stored = store.store_batches([decode_batch(encode_batch(SITE, "audit", 1, "a1", 1.0, [audit, audit])),
+                                  decode_batch(encode_batch(SITE, "results", 1, "r1", 1.0, [unsigned]))], 2.0)  # fmt: skip
+    assert stored == [True, True]
+    assert store.count("events") == 3 and store.count("readings") == 0
+    assert store.streams() == [(SITE, "audit"), (SITE, "results")]
+    store.close()
