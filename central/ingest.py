@@ -99,6 +99,8 @@ class CentralWorker:
         self._states: list[State] = []
         self._wake = asyncio.Event()
         self._store: CentralStore | None = None
+        # (site, msg_id) of a queued results message -> its results that verified; dropped once it is stored
+        self._verified: dict[tuple[str, str], list[VerifiedResult]] = {}
         self.session = MqttSession(
             config.broker.session_config(
                 client_id=f"{config.broker.client_id}-{worker_name}",
@@ -143,8 +145,21 @@ class CentralWorker:
             log.warning("central_queue_full", worker=self.name, site=batch.site, msg_id=batch.msg_id,
                         queue=len(self._queue))  # fmt: skip
             return
+        if batch.stream == "results":
+            self._verify_results(batch)
         self._queue.append(batch)
         self._wake.set()
+
+    def _verify_results(self, batch: Batch) -> None:
+        """Check each result's signature once, on arrival (a flush that is retried does not count it again);
+        what verified waits beside the message until its flush is stored."""
+        good, bad = results_of(batch, self.config.commands.agent_keys)
+        self._verified[(batch.site, batch.msg_id)] = good
+        self.stats.results_verified += len(good)
+        self.stats.results_unverified += len(bad)
+        for reason in bad:
+            log.warning("central_result_unverified", worker=self.name, site=batch.site, msg_id=batch.msg_id,
+                        reason=reason)  # fmt: skip
 
     def _on_state(self, t: str, payload: bytes) -> None:
         try:
@@ -178,6 +193,8 @@ class CentralWorker:
             except Exception:  # a bug must not end the worker: nothing unacked is lost, the agent resends it
                 self.stats.flush_errors += 1
                 log.exception("central_flush_failed", worker=self.name, messages=len(batches), states=len(states))
+                for b in batches:
+                    self._verified.pop((b.site, b.msg_id), None)
                 stored = True  # not retried from here: a bug tied to these messages would repeat at once
             if stored:
                 failures = 0
@@ -203,16 +220,7 @@ class CentralWorker:
                 ok = False
         if not batches:
             return ok
-        verified: dict[str, list[VerifiedResult]] = {}
-        for b in batches:
-            if b.stream != "results":
-                continue
-            good, bad = results_of(b, self.config.commands.agent_keys)
-            verified[b.msg_id] = good
-            self.stats.results_verified += len(good)
-            self.stats.results_unverified += len(bad)
-            for reason in bad:
-                log.warning("central_result_unverified", worker=self.name, site=b.site, msg_id=b.msg_id, reason=reason)
+        verified = {b.msg_id: self._verified.get((b.site, b.msg_id), []) for b in batches if b.stream == "results"}
         try:
             results = await asyncio.to_thread(store.store_batches, batches, self._clock(), verified)
         except CentralStoreError as err:
@@ -220,6 +228,8 @@ class CentralWorker:
             log.error("central_store_failed", worker=self.name, messages=len(batches), error=err)
             self._requeue(batches)
             return False
+        for b in batches:
+            self._verified.pop((b.site, b.msg_id), None)
         by_site: dict[str, list[str]] = {}
         for batch, result in zip(batches, results, strict=True):
             if isinstance(result, MessageRefused):
@@ -249,6 +259,8 @@ class CentralWorker:
         queue = [*batches, *self._queue]
         excess = len(queue) - self.config.max_queue
         if excess > 0:
+            for b in queue[self.config.max_queue :]:
+                self._verified.pop((b.site, b.msg_id), None)
             del queue[self.config.max_queue :]
             self.stats.dropped += excess
             log.warning("central_requeue_full", worker=self.name, dropped=excess)  # fmt: skip

@@ -491,3 +491,29 @@ def test_results_and_audit_messages_are_stored_as_events(tmp_path: Path) -> None
     assert store.count("events") == 3 and store.count("readings") == 0
     assert store.streams() == [(SITE, "audit"), (SITE, "results")]
     store.close()
+
+
+@async_test
+async def test_a_result_whose_flush_failed_is_counted_once_and_recorded_on_the_retry(
+    config: CentralConfig, keys: Keys, tmp_path: Path
+) -> None:
+    """The store locked by another writer: the flush is queued again; the result's signature was checked once, on
+    arrival, and the retry records it."""
+    worker = CentralWorker(config, "w1")
+    worker._store = CentralStore(tmp_path / "central.db", busy_timeout_ms=50)
+    command, _ = CommandIssuer(config.commands, worker._store).build(SITE, "revert.all")
+    item = {"ts": 1.0, "kind": "command_result", "severity": "info", "source": "commands", "text": "",
+            "data": result_for(command, keys.agent)}  # fmt: skip
+    worker._on_data(topic(SITE, "results"), encode_batch(SITE, "results", 1, "r1", 1.0, [item]))
+    other = CentralStore(tmp_path / "central.db")
+    other._db.execute("BEGIN IMMEDIATE")
+    batches, worker._queue = worker._queue, []
+    assert await worker._flush(batches, []) is False and len(worker._queue) == 1
+    other._db.execute("ROLLBACK")
+    batches, worker._queue = worker._queue, []
+    assert await worker._flush(batches, []) is True
+    assert worker.stats.results_verified == 1 and worker.stats.store_errors == 1 and worker.stats.stored == 1
+    assert other.command(command.command_id)["status"] == "applied"  # type: ignore[index]
+    assert worker._verified == {}
+    other.close()
+    worker._store.close()
