@@ -229,6 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="the status file as the agent wrote it (same exit status)")
     s.set_defaults(func=cmd_status)
     _control_parser(sub)
+    from agent import keytool
+
+    keytool.add_parser(sub)
     pm = sub.add_parser("pmu", help="synchrophasor (C37.118) tools: pmu probe ADDRESS")
     pmu_sub = pm.add_subparsers(dest="pmu_command", metavar="PMU_COMMAND", required=True)
     pmu_probe.add_parser(pmu_sub)

@@ -1,7 +1,9 @@
-"""``gridedge central run|gaps``: the reference central service's commands.
+"""``gridedge central run|gaps|command|commands``: the reference central service's commands.
 
 gridedge.py hands everything after the word ``central`` to :func:`main`, so central never imports the agent.
 Exit codes: 0 success, 1 gaps or reused sequence numbers found (``gaps``), 2 bad usage or configuration, 3 runtime failure.
+``command``: 0 applied, 1 refused or failed, 2 bad arguments or configuration, 3 no result within the timeout (the
+command stays recorded as ``sent``; ``central commands`` shows it, with its result if one comes later).
 """
 
 from __future__ import annotations
@@ -9,13 +11,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
 
+from central.commands import UNTIL_KINDS, CommandError, CommandIssuer, Outcome, outcomes
 from central.config import CentralConfig, CentralConfigError, load_central_config
 from central.ingest import run_workers
 from central.store import CentralStore, CentralStoreError
 from protocols.eventlog import EventLog, setup_logging
+from protocols.mqtt.session import MqttSession
+from protocols.telemetry.commands import KINDS, MAX_HOLD_S
+from protocols.telemetry.schema import valid_site
 
 log = EventLog("central")
 
@@ -29,6 +40,27 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=int, default=1, help="ingest workers sharing the subscription (default 1)")
     gaps = sub.add_parser("gaps", help="list missing (and reused) sequence ranges per site and stream")
     gaps.add_argument("--config", required=True, help="central TOML file")
+    cmd = sub.add_parser(
+        "command",
+        help="sign a command for a site, send it and wait for its signed result (docs/commands.md)",
+        epilog="exit status: 0 applied; 1 refused or failed; 2 bad arguments or configuration; 3 no result within "
+        "the timeout (the command stays recorded as sent)",
+    )
+    cmd.add_argument("--config", required=True, help="central TOML file with a [commands] section")
+    cmd.add_argument("--site", required=True, help="the site (the command's audience)")
+    cmd.add_argument("--kind", required=True, help=f"one of {', '.join(KINDS)}")
+    cmd.add_argument("--target", default="*", help="the device or function, or * (default *)")
+    cmd.add_argument("--body", default="{}", help="the body as a JSON object, e.g. '{\"p_limit_pct\": 50}'")
+    cmd.add_argument("--for", dest="for_s", type=float, default=None,
+                     help=f"seconds the override holds: sets body.until = now + N ({', '.join(UNTIL_KINDS)})")  # fmt: skip
+    cmd.add_argument("--key-id", default=None, help="sign with this key (default: the first operator key)")
+    cmd.add_argument("--timeout", type=float, default=None, help="seconds to wait for the result "
+                     "(default commands.result_timeout_s)")  # fmt: skip
+    cmd.add_argument("--json", action="store_true", help="print one JSON object")
+    lst = sub.add_parser("commands", help="the commands central sent and what came of them")
+    lst.add_argument("--config", required=True, help="central TOML file")
+    lst.add_argument("--site", default=None, help="only this site's")
+    lst.add_argument("--json", action="store_true", help="print a JSON array")
     return p
 
 
@@ -71,11 +103,18 @@ def main(argv: list[str]) -> int:
             return 3
         log.info("central_stopped")
         return 0
+    if args.command == "command":
+        return _command(args, config)
     try:
         store = CentralStore(config.db_path)
     except CentralStoreError as err:
         print(err, file=sys.stderr)
         return 3
+    if args.command == "commands":
+        try:
+            return _list_commands(args, store)
+        finally:
+            store.close()
     try:
         found = False
         for site, stream in store.streams():
@@ -93,3 +132,118 @@ def main(argv: list[str]) -> int:
         return 1 if found else 0
     finally:
         store.close()
+
+
+# ---- central command / central commands ------------------------------------------------------------------------
+
+EXIT_APPLIED, EXIT_REFUSED, EXIT_USAGE, EXIT_NO_RESULT = 0, 1, 2, 3
+
+
+def _command_body(args: argparse.Namespace, now: float) -> dict[str, Any]:
+    """The body from --body and --for; CommandError naming the flag."""
+    try:
+        body = json.loads(args.body)
+    except json.JSONDecodeError as err:
+        raise CommandError(f"--body = {args.body!r:.80}: not JSON ({err.msg})") from None
+    if not isinstance(body, dict):
+        raise CommandError(f"--body = {args.body!r:.80}: a JSON object")
+    if args.for_s is not None:
+        if args.kind not in UNTIL_KINDS:
+            raise CommandError(f"--for: {args.kind} has no until; --for applies to {', '.join(UNTIL_KINDS)}")
+        if not 0 < args.for_s <= MAX_HOLD_S:
+            raise CommandError(f"--for = {args.for_s:g}: seconds in (0, {MAX_HOLD_S:g}] (MAX_HOLD_S)")
+        body["until"] = round(now + args.for_s, 3)
+    return body
+
+
+def _command(args: argparse.Namespace, config: CentralConfig) -> int:
+    if not valid_site(args.site):
+        print(f"--site = {args.site!r}: 1-64 letters, digits, '_', '.', '-'", file=sys.stderr)
+        return EXIT_USAGE
+    if args.timeout is not None and not 0 < args.timeout <= 3600:
+        print(f"--timeout = {args.timeout:g}: seconds in (0, 3600]", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        body = _command_body(args, time.time())
+    except CommandError as err:
+        print(f"gridedge central command: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    setup_logging("warning", stream=sys.stderr)
+    try:
+        store = CentralStore(config.db_path)
+    except CentralStoreError as err:
+        print(err, file=sys.stderr)
+        return 3
+    try:
+        outcome = asyncio.run(_send(config, store, args, body))
+    except CommandError as err:
+        print(f"gridedge central command: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except TimeoutError:
+        print(f"gridedge central command: the broker {config.broker.host}:{config.broker.port} did not take the "
+              "command in time (not sent, or sent without the broker's acknowledgement)", file=sys.stderr)  # fmt: skip
+        return EXIT_NO_RESULT
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(outcome.to_dict(), sort_keys=True))
+    else:
+        print(_outcome_text(outcome))
+    if outcome.status == "applied":
+        return EXIT_APPLIED
+    return EXIT_NO_RESULT if outcome.status == "sent" else EXIT_REFUSED
+
+
+async def _send(config: CentralConfig, store: CentralStore, args: argparse.Namespace, body: dict[str, Any]) -> Outcome:
+    cmds = config.commands
+    timeout = cmds.result_timeout_s if args.timeout is None else args.timeout
+    # A client id of its own: two CLIs (or a CLI and the ingest) must not take each other's session.
+    session = MqttSession(config.broker.session_config(client_id=f"{config.broker.client_id}-cmd-{uuid.uuid4().hex[:8]}",
+                                                       backoff_max_s=min(config.backoff_max_s, 1.0)))  # fmt: skip
+    issuer = CommandIssuer(cmds, store, session)
+    issuer.check(args.site, args.kind, args.target, body, args.key_id)  # before the broker is even asked
+    issuer.watch(args.site)
+    task = asyncio.create_task(session.run(), name="central-command-mqtt")
+    try:
+        await asyncio.wait_for(session.connected.wait(), timeout)
+        return await issuer.send(args.site, args.kind, args.target, body, args.key_id, timeout_s=timeout)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _outcome_text(o: Outcome) -> str:
+    c = o.command
+    status = "no result (still sent)" if o.status == "sent" else o.status
+    readback = " ".join(f"{k}={json.dumps(v)}" for k, v in sorted(o.readback.items())) or "-"
+    return "\n".join([
+        f"command  {c.command_id}",
+        f"sent     {c.kind} to {c.audience} target {c.target} (key {c.key_id}, seq {c.seq}) at {_when(o.sent_at)}",
+        f"result   {status}",
+        f"reason   {o.reason or '-'}",
+        f"readback {readback}",
+    ])  # fmt: skip
+
+
+def _list_commands(args: argparse.Namespace, store: CentralStore) -> int:
+    try:
+        found = outcomes(store, args.site)
+    except CentralStoreError as err:
+        print(err, file=sys.stderr)
+        return 3
+    if args.json:
+        print(json.dumps([o.to_dict() for o in found], sort_keys=True))
+        return 0
+    if not found:
+        print("no commands")
+    for o in found:
+        c = o.command
+        reason = f" reason={json.dumps(o.reason)}" if o.reason else ""
+        print(f"{_when(c.issued_at)} site={c.audience} kind={c.kind} target={c.target} key={c.key_id} seq={c.seq} "
+              f"status={o.status}{reason} command_id={c.command_id}")  # fmt: skip
+    return 0

@@ -18,7 +18,20 @@ group = "central"               # MQTT 5 shared subscription group: workers of o
 status_file = "../run/central-status.json"
 ack_interval_s = 0.05           # acks are batched per site over this interval
 max_queue = 20000               # messages waiting to be stored; past it new ones are refused (not acked)
+
+[commands]                      # optional: what `central command` signs with, and the sites' keys (docs/commands.md)
+result_timeout_s = 30           # how long `central command` waits for the site's signed result
+valid_s = 120                   # a command expires this long after it is issued (not_before = issued_at - 5 s)
+[[commands.keys]]               # central's signing keys; the first of a role is that role's default
+key_id = "ops-1"
+role = "operator"               # operator | dispatch
+key_file = "keys/ops-1.key"     # PEM PKCS #8 Ed25519 (`gridedge keys generate`)
+[commands.sites.site-a]         # each site's agent public key, to verify the results it signs
+agent_key = "base64..."         # or agent_key_file = "keys/site-a-agent.pub"
 ```
+
+Keys are held with ``repr=False``: no repr, log line or status shows them (a public key is no secret, but one
+rule for all keys is easier to keep).
 """
 
 from __future__ import annotations
@@ -26,20 +39,58 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
 from protocols.configcheck import Checker, ConfigError, ConfigIssue
 from protocols.mqtt.config import BrokerConfig, parse_broker
+from protocols.telemetry.commands import ROLES, KeyFileError, load_private_key, parse_public_key, valid_key_id
+from protocols.telemetry.schema import valid_site
 
 _GROUP_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
-__all__ = ["CentralConfig", "CentralConfigError", "ConfigIssue", "load_central_config", "parse_central_config"]
+__all__ = [
+    "CentralConfig",
+    "CentralConfigError",
+    "CommandsConfig",
+    "ConfigIssue",
+    "SigningKey",
+    "load_central_config",
+    "parse_central_config",
+]
+NOT_BEFORE_S = 5.0  # a command's not_before is this long before issued_at: the site's clock may run behind ours
 
 
 class CentralConfigError(ConfigError):
     """Central's configuration cannot be used; ``issues`` lists every problem found."""
+
+
+@dataclass(frozen=True, slots=True)
+class SigningKey:
+    """One of central's signing keys: its id, its role and the key itself (never shown)."""
+
+    key_id: str
+    role: str
+    key_file: Path
+    key: Ed25519PrivateKey = field(repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandsConfig:
+    result_timeout_s: float = 30.0
+    valid_s: float = 120.0
+    keys: tuple[SigningKey, ...] = ()
+    agent_keys: Mapping[str, Ed25519PublicKey] = field(default_factory=dict, repr=False, compare=False)
+
+    def key(self, key_id: str | None = None) -> SigningKey | None:
+        """The key named ``key_id``; without one, the operator's default (its first key), else the first key."""
+        if key_id is not None:
+            return next((k for k in self.keys if k.key_id == key_id), None)
+        operator = [k for k in self.keys if k.role == "operator"]
+        return (operator or list(self.keys) or [None])[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,12 +103,13 @@ class CentralConfig:
     ack_interval_s: float = 0.05
     max_queue: int = 20000
     source: Path | None = None
+    commands: CommandsConfig = field(default_factory=CommandsConfig)
 
 
 def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     """Validate an already-parsed TOML document; relative paths resolve against ``source``'s folder."""
     c = Checker(source.parent)
-    c.unknown(raw, "", {"broker", "store", "ingest"})
+    c.unknown(raw, "", {"broker", "store", "ingest", "commands"})
     broker_raw, store, ingest = (c.get(raw, "", name, "table", {}) or {} for name in ("broker", "store", "ingest"))
     c.unknown(store, "store", {"db"})
     c.unknown(ingest, "ingest", {"group", "status_file", "ack_interval_s", "max_queue"})
@@ -74,11 +126,81 @@ def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     status = c.path(c.get(ingest, "ingest", "status_file", "string", None))
     interval = c.get(ingest, "ingest", "ack_interval_s", "number", 0.05, lo=0.001, hi=10)
     max_queue = c.get(ingest, "ingest", "max_queue", "integer", 20000, lo=1, hi=10_000_000)
+    commands = _parse_commands(c, c.get(raw, "", "commands", "table", {}) or {})
     if c.issues:
         raise CentralConfigError(str(source), c.issues)
     assert db is not None and broker is not None
     return CentralConfig(broker=broker, backoff_max_s=float(backoff_max), db_path=db, group=group, status_file=status,
-                         ack_interval_s=float(interval), max_queue=max_queue, source=source)  # fmt: skip
+                         ack_interval_s=float(interval), max_queue=max_queue, source=source,
+                         commands=commands)  # fmt: skip
+
+
+def _parse_commands(c: Checker, raw: Mapping[str, Any]) -> CommandsConfig:
+    """``[commands]``: timeouts, ``[[commands.keys]]`` (loaded now, so a bad key file fails at start, by its key
+    path) and ``[commands.sites.<site>]`` agent keys."""
+    c.unknown(raw, "commands", {"result_timeout_s", "valid_s", "keys", "sites"})
+    timeout = c.get(raw, "commands", "result_timeout_s", "number", 30.0, lo=0.1, hi=3600)
+    valid = c.get(raw, "commands", "valid_s", "number", 120.0, lo=10, hi=86_400)
+    keys: list[SigningKey] = []
+    seen: set[str] = set()
+    for where, t in c.tables(raw, "keys", "commands"):
+        c.unknown(t, where, {"key_id", "role", "key_file"})
+        key_id = c.get(t, where, "key_id", "string")
+        role = c.get(t, where, "role", "string", choices=ROLES)
+        key_file = c.get(t, where, "key_file", "string")
+        if key_id is not None and not valid_key_id(key_id):
+            c.fail(
+                f"{where}.key_id", key_id, "1-64 letters, digits, '_', '.', ':', '-', starting with a letter or digit"
+            )
+            key_id = None
+        elif key_id in seen:
+            c.fail(f"{where}.key_id", key_id, "must be unique: another [[commands.keys]] has this key_id")
+            key_id = None
+        if key_id is not None:
+            seen.add(key_id)
+        path = c.path(key_file)
+        key = None
+        if path is not None:
+            try:
+                key = load_private_key(path)
+            except KeyFileError as err:
+                c.fail(f"{where}.key_file", key_file, f"an Ed25519 private key in PEM (gridedge keys generate): {err}")
+        if key_id is not None and role is not None and path is not None and key is not None:
+            keys.append(SigningKey(key_id, role, path, key))
+    sites = c.get(raw, "commands", "sites", "table", {}) or {}
+    agent_keys: dict[str, Ed25519PublicKey] = {}
+    for site, t in sites.items():
+        where = f"commands.sites.{site}"
+        if not valid_site(site):
+            c.fail(where, site, "a site id: 1-64 letters, digits, '_', '.', '-'")
+            continue
+        if not isinstance(t, Mapping):
+            c.fail(where, t, "must be a table with agent_key or agent_key_file")
+            continue
+        c.unknown(t, where, {"agent_key", "agent_key_file"})
+        if ("agent_key" in t) == ("agent_key_file" in t):
+            c.fail(where, "(both)" if t else "(neither)", "one of agent_key (base64 text) or agent_key_file")
+            continue
+        if "agent_key" in t:
+            name, text = "agent_key", c.get(t, where, "agent_key", "string")
+        else:
+            name, text = "agent_key_file", None
+            value = c.get(t, where, "agent_key_file", "string")
+            path = c.path(value)
+            if path is not None:
+                try:
+                    text = path.read_text()
+                except (OSError, UnicodeDecodeError) as err:
+                    c.fail(f"{where}.agent_key_file", value, f"a readable public key file: {err}")
+        if text is None:
+            continue
+        try:
+            agent_keys[site] = parse_public_key(text)
+        except KeyFileError as err:
+            shown = t[name] if name == "agent_key_file" else f"{text[:12]}..." if len(text) > 12 else text
+            c.fail(f"{where}.{name}", shown, f"an Ed25519 public key, 44 characters of base64 (the .pub file): {err}")
+    return CommandsConfig(result_timeout_s=float(timeout or 30.0), valid_s=float(valid or 120.0), keys=tuple(keys),
+                          agent_keys=agent_keys)  # fmt: skip
 
 
 def load_central_config(path: str | Path, broker_url: str | None = None) -> CentralConfig:

@@ -12,6 +12,11 @@ Backpressure: messages wait in a bounded list between the MQTT handler and the s
 new message is dropped (counted, logged, NOT acked): the agent resends it after its ack timeout, so refusing
 costs a delay, never data — while an unbounded list could exhaust memory during a store stall.
 
+Command results: a ``results`` message is stored like any event message, and each result in it whose signature
+checks with its site's agent key (``[commands.sites]``) is also recorded on its command, in the same transaction
+(central/commands.py). A result that does not verify (a bad signature, a site with no key configured) is stored
+as an event only, logged and counted (``results_unverified``), so a forged result can never mark a command done.
+
 Failures: a message the store cannot hold is refused alone (counted as invalid, not acked) and the rest of its
 flush is stored and acked. When the store fails as a whole (disk full, database locked) nothing is acked and the
 flush goes back to the head of the queue, retried with a growing pause; only cancellation ends the flush loop.
@@ -28,8 +33,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from central.commands import results_of
 from central.config import CentralConfig
-from central.store import CentralStore, CentralStoreError, MessageRefused
+from central.store import CentralStore, CentralStoreError, MessageRefused, VerifiedResult
 from protocols.eventlog import EventLog
 from protocols.mqtt.session import ConnectionLost, MqttError, MqttSession
 from protocols.telemetry.schema import (
@@ -62,6 +68,8 @@ class IngestStats:
     store_errors: int = 0  # messages whose commit failed (not acked; queued again for the next flush)
     flush_errors: int = 0  # flushes ended by an unexpected error (a bug): logged, the worker goes on
     states: int = 0
+    results_verified: int = 0  # command results whose signature checked with their site's agent key
+    results_unverified: int = 0  # command results that did not (bad signature, no key): stored as events only
 
 
 def _split_topic(t: str) -> tuple[str, str] | None:
@@ -91,6 +99,8 @@ class CentralWorker:
         self._states: list[State] = []
         self._wake = asyncio.Event()
         self._store: CentralStore | None = None
+        # (site, msg_id) of a queued results message -> its results that verified; dropped once it is stored
+        self._verified: dict[tuple[str, str], list[VerifiedResult]] = {}
         self.session = MqttSession(
             config.broker.session_config(
                 client_id=f"{config.broker.client_id}-{worker_name}",
@@ -135,8 +145,21 @@ class CentralWorker:
             log.warning("central_queue_full", worker=self.name, site=batch.site, msg_id=batch.msg_id,
                         queue=len(self._queue))  # fmt: skip
             return
+        if batch.stream == "results":
+            self._verify_results(batch)
         self._queue.append(batch)
         self._wake.set()
+
+    def _verify_results(self, batch: Batch) -> None:
+        """Check each result's signature once, on arrival (a flush that is retried does not count it again);
+        what verified waits beside the message until its flush is stored."""
+        good, bad = results_of(batch, self.config.commands.agent_keys)
+        self._verified[(batch.site, batch.msg_id)] = good
+        self.stats.results_verified += len(good)
+        self.stats.results_unverified += len(bad)
+        for reason in bad:
+            log.warning("central_result_unverified", worker=self.name, site=batch.site, msg_id=batch.msg_id,
+                        reason=reason)  # fmt: skip
 
     def _on_state(self, t: str, payload: bytes) -> None:
         try:
@@ -170,6 +193,8 @@ class CentralWorker:
             except Exception:  # a bug must not end the worker: nothing unacked is lost, the agent resends it
                 self.stats.flush_errors += 1
                 log.exception("central_flush_failed", worker=self.name, messages=len(batches), states=len(states))
+                for b in batches:
+                    self._verified.pop((b.site, b.msg_id), None)
                 stored = True  # not retried from here: a bug tied to these messages would repeat at once
             if stored:
                 failures = 0
@@ -195,13 +220,16 @@ class CentralWorker:
                 ok = False
         if not batches:
             return ok
+        verified = {b.msg_id: self._verified.get((b.site, b.msg_id), []) for b in batches if b.stream == "results"}
         try:
-            results = await asyncio.to_thread(store.store_batches, batches, self._clock())
+            results = await asyncio.to_thread(store.store_batches, batches, self._clock(), verified)
         except CentralStoreError as err:
             self.stats.store_errors += len(batches)
             log.error("central_store_failed", worker=self.name, messages=len(batches), error=err)
             self._requeue(batches)
             return False
+        for b in batches:
+            self._verified.pop((b.site, b.msg_id), None)
         by_site: dict[str, list[str]] = {}
         for batch, result in zip(batches, results, strict=True):
             if isinstance(result, MessageRefused):
@@ -231,6 +259,8 @@ class CentralWorker:
         queue = [*batches, *self._queue]
         excess = len(queue) - self.config.max_queue
         if excess > 0:
+            for b in queue[self.config.max_queue :]:
+                self._verified.pop((b.site, b.msg_id), None)
             del queue[self.config.max_queue :]
             self.stats.dropped += excess
             log.warning("central_requeue_full", worker=self.name, dropped=excess)  # fmt: skip

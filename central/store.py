@@ -1,5 +1,5 @@
-"""Central's SQLite store: messages (deduplicated by msg_id), readings, events, control decisions and the agents'
-states.
+"""Central's SQLite store: messages (deduplicated by msg_id), readings, events, control decisions, the agents'
+states, and the commands central signed with what came of them.
 
 Why one transaction per flush with ``INSERT OR IGNORE`` on ``messages.msg_id``: the message row is the
 dedupe key, so a message seen twice (the agent resent it because our ack was lost) stores nothing new, and
@@ -13,6 +13,16 @@ refused alone and never costs the others their ack.
 Several workers (each with its own connection, even in separate processes) share one file: WAL lets readers
 run beside the writer and ``busy_timeout`` makes writers queue instead of failing with "database is locked".
 Methods are blocking; callers in the event loop run them with ``asyncio.to_thread``.
+
+Schema changes only ADD tables (``CREATE TABLE IF NOT EXISTS`` at every open): a db file written by an older
+central opens as it is and gains the new tables, and an older central ignores them.
+
+Commands (central/commands.py): ``command_seq`` holds the last sequence number given out per signing key. The
+agent refuses a sequence not strictly above the last it saw from that key, and several central processes and
+CLIs may sign with one key, so the number is allocated in one ``BEGIN IMMEDIATE`` transaction (an UPSERT with
+``RETURNING``, SQLite >= 3.35): two allocators queue on the write lock and never get the same number. A command's
+result is recorded once: the update applies only while the row has no result, so a second copy (the agent resends
+until acked; the CLI and the ingest both see it) changes nothing.
 """
 
 from __future__ import annotations
@@ -22,9 +32,12 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from protocols.telemetry.commands import Result
 from protocols.telemetry.schema import Batch, State
 
 SCHEMA = """
@@ -76,7 +89,32 @@ CREATE TABLE IF NOT EXISTS states (
     status TEXT NOT NULL,
     ts     REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS command_seq (
+    key_id TEXT PRIMARY KEY,
+    seq    INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS commands (
+    command_id TEXT PRIMARY KEY,
+    site       TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    target     TEXT NOT NULL,
+    key_id     TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    issued_at  REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    message    TEXT NOT NULL,
+    sent_at    REAL,
+    status     TEXT NOT NULL,
+    reason     TEXT NOT NULL DEFAULT '',
+    result     TEXT,
+    result_at  REAL
+);
+CREATE INDEX IF NOT EXISTS commands_site_issued ON commands (site, issued_at);
 """
+COMMAND_STATUSES = ("sent", "applied", "refused", "failed")
+_COMMAND_COLUMNS = ("command_id", "site", "kind", "target", "key_id", "seq", "issued_at", "expires_at", "message",
+                    "sent_at", "status", "reason", "result", "result_at")  # fmt: skip
+EVENT_TABLE_STREAMS = ("events", "results", "audit")  # streams whose items go to the events table
 
 _GAPS_SQL = """
 SELECT prev + 1, seq - 1 FROM (
@@ -125,6 +163,14 @@ _MESSAGE_ERRORS = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class VerifiedResult:
+    """A command result whose signature checked with its site's agent key, with the signed data as received."""
+
+    result: Result
+    data: Mapping[str, Any]
+
+
 class CentralStore:
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 30_000) -> None:
         self.path = Path(path)
@@ -169,7 +215,12 @@ class CentralStore:
         with self._lock:
             self._db.close()
 
-    def store_batches(self, batches: Sequence[Batch], received: float) -> list[bool | MessageRefused]:
+    def store_batches(
+        self,
+        batches: Sequence[Batch],
+        received: float,
+        results: Mapping[str, Sequence[VerifiedResult]] | None = None,
+    ) -> list[bool | MessageRefused]:
         """Store every batch in ONE transaction; per batch: True if new, False if a duplicate msg_id, or a
         MessageRefused (returned, not raised) when that message alone could not be stored.
 
@@ -177,22 +228,25 @@ class CentralStore:
         beyond 64 bits, a lone surrogate in a string, ...) is rolled back alone and the rest of the flush is
         committed, so one bad publisher cannot hold back everyone else's acks. Raises CentralStoreError, with
         everything rolled back, when the transaction itself fails (disk full, database locked, I/O error).
+
+        ``results`` maps the msg_id of a ``results`` message to the results in it that verified: each is recorded
+        on its command in the same savepoint as its message (once: see :meth:`record_result`).
         """
-        results: list[bool | MessageRefused] = []
+        out: list[bool | MessageRefused] = []
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 for b in batches:
-                    results.append(self._store_one(b, received))
+                    out.append(self._store_one(b, received, (results or {}).get(b.msg_id, ())))
                 self._db.execute("COMMIT")
             except Exception as err:  # any failure here is the transaction's: nothing of it may stay half done
                 rollback = self._rollback()
                 raise CentralStoreError(
                     f"cannot store {len(batches)} message(s) in {self.path}: {err!r}{rollback}"
                 ) from err
-        return results
+        return out
 
-    def _store_one(self, b: Batch, received: float) -> bool | MessageRefused:
+    def _store_one(self, b: Batch, received: float, verified: Sequence[VerifiedResult] = ()) -> bool | MessageRefused:
         """One message under a savepoint; errors of the connection or the file propagate to the caller."""
         self._db.execute("SAVEPOINT msg")
         try:
@@ -203,7 +257,7 @@ class CentralStore:
             new = cur.rowcount == 1
             if not new:
                 self._check_same_message(b)
-            if new and b.stream == "events":
+            if new and b.stream in EVENT_TABLE_STREAMS:
                 self._db.executemany(
                     "INSERT INTO events (msg_id, site, ts, kind, severity, source, text, data) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -227,6 +281,8 @@ class CentralStore:
                     [(b.msg_id, b.site, i["point"], float(i["ts"]), i.get("value"), i["unit"], i["quality"])
                      for i in b.items],
                 )  # fmt: skip
+            for v in verified:
+                self._record_result(b.site, v, received)
         except _MESSAGE_ERRORS as err:
             # this message's values, not the database: undo its rows only and go on with the others
             self._db.execute("ROLLBACK TO msg")
@@ -257,6 +313,87 @@ class CentralStore:
         except sqlite3.Error as err:  # the connection is gone: SQLite has rolled back or will on reopen
             return f" (rollback failed too: {err!r})"
         return ""
+
+    # ---- commands ----------------------------------------------------------------------------------------------
+
+    def next_command_seq(self, key_id: str) -> int:
+        """The next sequence number of ``key_id``: 1 first, then strictly growing, whoever else allocates."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                (seq,) = self._db.execute(
+                    "INSERT INTO command_seq (key_id, seq) VALUES (?, 1) "
+                    "ON CONFLICT (key_id) DO UPDATE SET seq = seq + 1 RETURNING seq",
+                    (key_id,),
+                ).fetchone()
+                self._db.execute("COMMIT")
+            except sqlite3.Error as err:
+                rollback = self._rollback()
+                raise CentralStoreError(
+                    f"cannot allocate a sequence for key {key_id} in {self.path}: {err}{rollback}"
+                ) from err
+        return int(seq)
+
+    def add_command(self, row: Mapping[str, Any]) -> None:
+        """Record a signed command before it is published (status ``sent``, ``sent_at`` set once the broker has it)."""
+        cols = [c for c in _COMMAND_COLUMNS if c in row]
+        self._write(f"INSERT INTO commands ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                    tuple(row[c] for c in cols))  # fmt: skip
+
+    def command_sent(self, command_id: str, sent_at: float) -> None:
+        self._write("UPDATE commands SET sent_at = ? WHERE command_id = ?", (sent_at, command_id))
+
+    def record_result(self, site: str, verified: VerifiedResult, received: float) -> bool:
+        """Record a verified result on its command; True when this call recorded it, False when the command is
+        unknown here, belongs to another site or key, or already has its result."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                done = self._record_result(site, verified, received)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as err:
+                rollback = self._rollback()
+                raise CentralStoreError(f"cannot record a result in {self.path}: {err}{rollback}") from err
+        return done
+
+    def _record_result(self, site: str, v: VerifiedResult, received: float) -> bool:
+        r = v.result
+        if r.site != site:  # a site answers for its own commands only
+            return False
+        cur = self._db.execute(
+            "UPDATE commands SET status = ?, reason = ?, result = ?, result_at = ? "
+            "WHERE command_id = ? AND site = ? AND key_id = ? AND seq = ? AND result IS NULL",
+            (r.status, r.reason, json.dumps(dict(v.data), allow_nan=False), received, r.command_id, site, r.key_id,
+             r.seq),
+        )  # fmt: skip
+        return cur.rowcount == 1
+
+    def command(self, command_id: str) -> dict[str, Any] | None:
+        with self._lock:
+            cur = self._db.execute(f"SELECT {', '.join(_COMMAND_COLUMNS)} FROM commands WHERE command_id = ?",
+                                   (command_id,))  # fmt: skip
+            row = cur.fetchone()
+        return None if row is None else dict(zip(_COMMAND_COLUMNS, row, strict=True))
+
+    def commands(self, site: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
+        """The latest ``limit`` commands (of ``site``), oldest first."""
+        where, args = ("WHERE site = ?", (site,)) if site is not None else ("", ())
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(_COMMAND_COLUMNS)} FROM commands {where} ORDER BY issued_at DESC, seq DESC LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        return [dict(zip(_COMMAND_COLUMNS, r, strict=True)) for r in reversed(rows)]
+
+    def _write(self, sql: str, args: tuple[Any, ...]) -> None:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(sql, args)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as err:
+                rollback = self._rollback()
+                raise CentralStoreError(f"cannot write commands in {self.path}: {err}{rollback}") from err
 
     def store_batch(self, batch: Batch, received: float) -> bool:
         return self.store_batches([batch], received)[0]
@@ -317,8 +454,9 @@ class CentralStore:
         return None if row is None else (row[0], row[1])
 
     def count(self, table: str) -> int:
-        if table not in ("messages", "readings", "events", "decisions", "states"):
-            raise ValueError(f"table {table!r}: one of messages, readings, events, decisions, states")
+        tables = ("messages", "readings", "events", "decisions", "states", "commands")
+        if table not in tables:
+            raise ValueError(f"table {table!r}: one of {', '.join(tables)}")
         with self._lock:
             return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])
 

@@ -23,6 +23,14 @@ from central.config import CentralConfig, CentralConfigError, load_central_confi
 from central.ingest import CentralWorker, run_workers
 from central.store import CentralStore, CentralStoreError, MessageRefused
 from protocols.mqtt import BrokerConfig, MqttSession, SessionConfig
+from protocols.telemetry.commands import (
+    canonical,
+    parse_public_key,
+    read_command,
+    read_result,
+    read_signed,
+    verify_signed,
+)
 from protocols.telemetry.schema import (
     DATA_STREAMS,
     MAX_PAYLOAD_BYTES,
@@ -548,16 +556,33 @@ def test_cli_usage_and_config_errors(tmp_path: Path, capsys) -> None:
 # ---- the documented wire schema --------------------------------------------------------------------------------
 
 
+def doc_public_keys(repo_root: Path, heading: str) -> list:
+    """The throwaway public keys the doc names under ``heading`` ("public key is `...`")."""
+    text = (repo_root / "docs" / "telemetry.md").read_text()
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    return [parse_public_key(k) for k in re.findall(r"public key is\s+`([A-Za-z0-9+/=]{44})`", section)]
+
+
 def test_every_json_example_in_the_doc_decodes_with_the_schema(repo_root: Path) -> None:
     examples = doc_examples(repo_root)
     kinds: set[str] = set()
     for heading, obj in examples:
         raw = json.dumps(obj).encode()
         # decode, then encode again: the example must hold exactly the fields the encoders write
-        if "items" in obj:
+        if "payload" in obj:  # a signed command: it verifies with the key the doc names, and reads back
+            (key,) = doc_public_keys(repo_root, heading)
+            signed = read_signed(raw)
+            assert verify_signed(signed, key), heading
+            read_command(signed)
+            again = canonical({"v": 1, "key_id": signed.key_id, "payload": signed.payload.decode(), "sig": signed.sig})
+            kinds.add("cmd")
+        elif "items" in obj:
             b = decode_batch(raw)
             again = encode_batch(b.site, b.stream, b.seq, b.msg_id, b.sent, b.items)
             kinds.add(b.stream)
+            if b.stream == "results":
+                (key,) = doc_public_keys(repo_root, heading)
+                assert all(read_result(i["data"], key).site == b.site for i in b.items), heading
         elif "acks" in obj:
             a = decode_ack(raw)
             assert a.msg_ids
@@ -570,18 +595,18 @@ def test_every_json_example_in_the_doc_decodes_with_the_schema(repo_root: Path) 
         else:
             raise AssertionError(f"example under {heading!r} is none of batch, ack, state: {obj}")
         assert json.loads(again) == obj, heading
-    assert kinds == {"telemetry", "energy", "events", "control", "ack", "online", "offline"}  # one example of each
+    assert kinds == {*DATA_STREAMS, "cmd", "ack", "online", "offline"}  # one example of each
 
 
 def test_the_doc_has_an_example_and_a_topic_row_for_every_stream_the_schema_knows(repo_root: Path) -> None:
     """Tied to the code's DATA_STREAMS: a stream added to the schema without its example fails here."""
     kinds = set()
     for _heading, obj in doc_examples(repo_root):
-        kinds.add(obj.get("stream") or ("ack" if "acks" in obj else obj.get("status")))
-    assert kinds == {*DATA_STREAMS, "ack", "online", "offline"}
+        kinds.add(obj.get("stream") or ("ack" if "acks" in obj else "cmd" if "payload" in obj else obj.get("status")))
+    assert kinds == {*DATA_STREAMS, "cmd", "ack", "online", "offline"}
     text = (repo_root / "docs" / "telemetry.md").read_text()
     rows = set(re.findall(r"^\| `gridedge/v1/<site>/([a-z]+)` \|", text, flags=re.M))
-    assert rows == {*DATA_STREAMS, "ack", "state"}
+    assert rows == {*DATA_STREAMS, "ack", "state", "cmd"}
 
 
 def test_fields_added_within_v1_are_ignored_by_the_receivers(tmp_path: Path) -> None:
