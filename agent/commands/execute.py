@@ -200,6 +200,8 @@ class Executor:
             await self.control.envelope.record(d)
             f.commanded = before
             return outcome_of(d)
+        if extra is not None:  # the decision names the command it carries out (the audit's thread)
+            d = d.replace(detail={**d.detail, "command_id": extra.command_id})
         done = await self.control.envelope.submit(d)
         f.after(done)
         out = outcome_of(done)
