@@ -206,3 +206,15 @@ def test_time_is_not_needed_to_read_a_command() -> None:
     """Reading checks form only; the window is the agent's verifier's to judge against its clock."""
     c = cmd(not_before=time.time() + 10_000, expires_at=time.time() + 20_000)
     assert read_command(read_signed(sign_command(generate_key(), c))) == c
+
+
+def test_a_signed_result_of_the_wrong_shape_is_a_schema_error() -> None:
+    key = generate_key()
+    good = Result(new_command_id(), "site-a", "capbank.close", "cap675", "ops-1", 7, "applied", "", NOW, {}, ())
+    for field, bad in (("seq", "7"), ("readback", []), ("decisions", [1]), ("ts", True)):
+        obj = good.to_dict() | {field: bad}
+        payload = canonical(obj)
+        data = {"key_id": "a", "result": payload.decode(),
+                "sig": base64.b64encode(key.sign(b"gridedge/v1/result\n" + payload)).decode()}  # fmt: skip
+        with pytest.raises(SchemaError, match="wrong type|decision ids"):
+            read_result(data, key.public_key())

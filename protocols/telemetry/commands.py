@@ -500,10 +500,21 @@ def read_result(data: Mapping[str, Any], key: Ed25519PublicKey | None) -> Result
     names = set(Result.__slots__)  # type: ignore[attr-defined]
     if not isinstance(obj, dict) or set(obj) != names:
         raise SchemaError(f"command result: the fields {', '.join(sorted(names))}")
+    for name, kind in _RESULT_TYPES.items():
+        if not isinstance(obj[name], kind) or isinstance(obj[name], bool):
+            raise SchemaError(f"command result {name} = {obj[name]!r:.40}: wrong type")
     if obj["status"] not in RESULT_STATUSES:
         raise SchemaError(f"command result status = {obj['status']!r:.20}: one of {', '.join(RESULT_STATUSES)}")
+    if not all(isinstance(d, str) for d in obj["decisions"]):
+        raise SchemaError("command result decisions: an array of decision ids")
     obj["decisions"] = tuple(obj["decisions"])
     return Result(**obj)
+
+
+_RESULT_TYPES: dict[str, type | tuple[type, ...]] = {
+    "command_id": str, "site": str, "kind": str, "target": str, "key_id": str, "seq": int, "status": str,
+    "reason": str, "ts": (int, float), "readback": dict, "decisions": list,
+}  # fmt: skip
 
 
 __all__ = [
