@@ -94,6 +94,7 @@ def status_text(status: dict[str, Any], state: AgentState, now: float) -> str:
     lines += _pq(status.get("pq") or {}, status.get("pq_worker"))
     lines += _monitoring(status.get("monitoring"))
     lines += _control(status.get("control"))
+    lines += _commands(status.get("commands"), (status.get("control") or {}).get("clock_ts"))
     lines += _serial(status.get("serial_lines") or {})
     lines += _tasks(status.get("tasks") or {})
     return "\n".join(lines)
@@ -245,7 +246,7 @@ def _control(ctl: dict[str, Any] | None) -> list[str]:
     width = max(12, *(len(n) for n in modes)) if modes else 12
     for name, mode in modes.items():
         f = running.get(name)
-        if f is None:
+        if f is None or mode == "monitor":
             lines.append(f"  {name:<{width}} mode {mode:<8} makes no decisions")
             continue
         where = f"on {', '.join(f.get('devices') or [])}, every {_seconds(f.get('cadence_s'))}"
@@ -278,6 +279,39 @@ def _control(ctl: dict[str, Any] | None) -> list[str]:
         for fn, sus in (s.get("suspended") or {}).items():
             lines.append(f"    {'':<{dwidth}} SUSPENDED {fn} since {_utc(sus['since'])}: {sus.get('reason')} "
                          f"(an operator clears it: gridedge control clear {fn} {dev} --config SITE)")  # fmt: skip
+    return lines
+
+
+def _commands(cmd: dict[str, Any] | None, now: Any) -> list[str]:
+    """Commands from central: what came and what became of it, the refusals by reason, what is in force and until
+    when, and how long central has been unheard (docs/commands.md). Key ids only, never a key."""
+    if not cmd:
+        return []
+    c = cmd.get("counts") or {}
+    unheard = cmd.get("unheard_s")
+    link = (
+        "LINK LOST: holds ended, devices autonomous"
+        if cmd.get("link_lost")
+        else (f"central heard {_ago(unheard)} ago" if isinstance(unheard, int | float) else "central not heard yet")
+    )
+    lines = [f"commands: {_int(c.get('received'))} received, {_int(c.get('applied'))} applied, "
+             f"{_int(c.get('refused'))} refused, {_int(c.get('failed'))} failed; {link} "
+             f"(fallback after {_seconds(cmd.get('link_loss_s'))})"]  # fmt: skip
+    refusals = cmd.get("refusals") or {}
+    if refusals:
+        lines.append("  refused: " + ", ".join(f"{k} {v}" for k, v in sorted(refusals.items())))
+    lines.append(f"  trusted keys: {', '.join(cmd.get('trusted_keys') or []) or 'none'}"
+                 + (f"; revoked: {', '.join(cmd['revoked_keys'])}" if cmd.get("revoked_keys") else ""))  # fmt: skip
+    for slot, s in (cmd.get("in_force") or {}).items():
+        until = s.get("until")
+        left = (
+            f", {_ago(max(0.0, until - now))} left"
+            if isinstance(until, int | float) and isinstance(now, int | float)
+            else ""
+        )
+        when = f"until {_utc(until)}{left}" if isinstance(until, int | float) else "until reverted"
+        value = f", now {s['value_now']}" if "value_now" in s else ""
+        lines.append(f"  in force: {slot} ({s.get('kind')}) {when}{value}; command {s.get('command_id')}")
     return lines
 
 

@@ -310,3 +310,22 @@ def test_device_ages_are_judged_on_the_agent_s_clock_when_a_bench_day_runs_it() 
     text = status_text(status, _running(status), NOW)
     (ok,) = [line for line in text.splitlines() if line.lstrip().startswith("meter-1")]
     assert "last answer 4.4 s ago" in ok  # 4.0 s before the file was written, which was 0.4 s ago
+
+
+def test_commands_show_what_came_what_is_in_force_and_the_link_never_a_key() -> None:
+    commands = {"topic": "gridedge/v1/sub-1/cmd", "counts": {"received": 9, "applied": 3, "refused": 6, "failed": 0,
+                                                             "dropped": 0},
+                "refusals": {"bad_signature": 4, "expired": 2}, "trusted_keys": ["ops-1", "ops-2"],
+                "revoked_keys": ["ops-0"], "link_loss_s": 900.0, "unheard_s": 12.0, "link_lost": False, "queue": 0,
+                "in_force": {"schedule:s1": {"kind": "schedule.load", "target": "pv675", "command_id": "c-1",
+                                             "since": NOW - 60, "until": NOW + 540, "value_now": 40}}}  # fmt: skip
+    status = {**STATUS, "commands": commands, "control": {"mode": "control", "clock_ts": NOW, "cycles": 1}}
+    text = status_text(status, _running(status), NOW)
+    assert "commands: 9 received, 3 applied, 6 refused, 0 failed; central heard 12 s ago (fallback after 15 min" in text
+    assert "refused: bad_signature 4, expired 2" in text
+    assert "trusted keys: ops-1, ops-2; revoked: ops-0" in text
+    (line,) = [ln for ln in text.splitlines() if "in force: schedule:s1" in ln]
+    assert "9 min 0 s left" in line, line
+    assert "now 40" in line and "command c-1" in line
+    lost = {**status, "commands": {**commands, "link_lost": True}}
+    assert "LINK LOST" in status_text(lost, _running(lost), NOW)
