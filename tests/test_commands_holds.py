@@ -161,3 +161,52 @@ async def test_a_link_to_central_lost_longer_than_allowed_returns_devices_to_the
         assert any(k == "commands_link_loss_fallback" for k, _ in s.agent.events())
         assert s.service.executor.slots == {}
         broker.start()
+
+
+@async_test
+async def test_a_commanded_band_centre_holds_the_regulator_and_is_given_back_at_its_end(tmp_path, broker) -> None:
+    """regulator.band_center 120 V for 120 simulated s, within the site's 118..126 V: written and read back, the
+    local regulator function's decisions held meanwhile; then the panel's 122 V again, in automatic."""
+    async with command_site(tmp_path, broker, regulator=True) as s:
+        await until(lambda: s.agent.snapshot.get("reg-ctl.band_center_v") is not None, timeout=30)
+        reg = s.bench.model_of("reg-ctl")
+        too_low = s.command("regulator.band_center", "reg-ctl", {"volts": 110.0, "until": s.now() + 120})
+        await s.send(too_low)
+        res = await s.wait_result(too_low.command_id)
+        assert (res.status, res.reason) == ("refused", "bounds"), "the envelope's bounds, narrower than the wire's"
+        cmd = s.command("regulator.band_center", "reg-ctl", {"volts": 120.0, "until": s.now() + 120})
+        await s.send(cmd)
+        res = await s.wait_result(cmd.command_id)
+        assert res.status == "applied" and res.readback["band_center_v"] == pytest.approx(120.0), res
+        assert reg.settings["band_center_v"] == pytest.approx(120.0)
+        await until(lambda: reg.settings["band_center_v"] == pytest.approx(122.0), timeout=30)
+        ended = [a for a in s.audit() if a["what"] == "override_ended"]
+        assert [a["reason"] for a in ended] == ["expired"]
+
+
+@async_test
+async def test_a_curve_is_applied_by_name_and_reverted_to_the_groups_own(tmp_path, broker) -> None:
+    """der.curve volt_var category-a (IEEE 1547-2018 Table 8: V 90/100/100/110 %, Q 25/0/0/-25 %), then
+    der.curve_revert: the DER group (monitor mode) has no curve of its own, so the inverter is handed back to its
+    autonomous state (the category B default curve, IEEE 1547-2018 Table 8: 92/98/102/108 %, 44/0/0/-44 %)."""
+    async with command_site(tmp_path, broker) as s:
+        await _ready(s)
+        inv = s.bench.model_of(DEV)
+        bad = s.command("der.curve", DEV, {"curve": "volt_var", "points": {"v_pu": [1.0, 0.9, 1.0, 1.1],
+                                                                         "q_pct": [25, 0, 0, -25]},
+                                             "until": s.now() + 3600})  # fmt: skip
+        await s.send(bad)
+        res = await s.wait_result(bad.command_id)
+        assert res.status == "refused" and res.reason == "bad_curve"
+        cmd = s.command("der.curve", DEV, {"curve": "volt_var", "name": "category-a", "until": s.now() + 3600})
+        await s.send(cmd)
+        res = await s.wait_result(cmd.command_id)
+        assert res.status == "applied", res
+        pts = [inv.settings[f"DERVoltVar.Crv[1].Pt[{i}].V"] for i in range(1, 5)]
+        assert pts == pytest.approx([90.0, 100.0, 100.0, 110.0])
+        rv = s.command("der.curve_revert", DEV, {"curve": "volt_var"})
+        await s.send(rv)
+        res = await s.wait_result(rv.command_id)
+        assert res.status == "applied", res
+        pts = [inv.settings[f"DERVoltVar.Crv[1].Pt[{i}].V"] for i in range(1, 5)]
+        assert pts == pytest.approx([92.0, 98.0, 102.0, 108.0])

@@ -163,11 +163,10 @@ class Executor:
         old = self.slots.get(name)
         if old is None:
             return Outcome("refused", "no_curve_applied", {"slot": name})
-        out = await self._der_apply(cmd.target, now, without=name)
-        if out.status == "applied":
-            self.slots.pop(name, None)
-            out.clear_slots.append(name)
-            out.ended.append(old)
+        decisions = await self.end([name], now, "curve_revert")  # the group's own target, or the hand-back
+        out = outcome_of(decisions[-1]) if decisions else Outcome("applied", "already_held")
+        out.clear_slots.append(name)
+        out.ended.append(old)
         return out
 
     async def _der_slot(self, cmd: SignedCommand, now: float, name: str) -> Outcome:
@@ -180,14 +179,13 @@ class Executor:
             out.set_slots.append(slot)
         return out
 
-    async def _der_apply(self, device: str, now: float, *, extra: Override | None = None,
-                         without: str | None = None) -> Outcome:  # fmt: skip
-        """Give the DER function of ``device`` the target its slots make (with ``extra``, without ``without``),
-        decide at once and carry it out; on anything but applied the function's target is put back."""
+    async def _der_apply(self, device: str, now: float, *, extra: Override | None = None) -> Outcome:
+        """Give the DER function of ``device`` the target its slots make (with ``extra``), decide at once and carry
+        it out; on anything but applied the function's target is put back."""
         f = self.der_function(device)
         assert f is not None
         before = f.commanded
-        slots = [s for n, s in self.slots.items() if n != without]
+        slots = list(self.slots.values())
         if extra is not None:
             slots = [s for s in slots if s.slot != extra.slot] + [extra]
         f.commanded = self.der_target(f, slots, now)

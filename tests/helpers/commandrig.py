@@ -24,6 +24,7 @@ from typing import Any
 from agent.commands.service import CommandService
 from agent.uplink import Uplink, session_config_for
 from helpers.controlbench import CAP, INTERLOCKS, Agent, running_agent, running_bench, site_file
+from helpers.controlbench_reg import reg_device
 from helpers.derrig import DEV
 from protocols.mqtt.session import MqttSession
 from protocols.telemetry.commands import (
@@ -39,11 +40,16 @@ from protocols.telemetry.schema import topic
 SITE = "bench-site"
 
 
-def command_control(pv_port: int, *, link_loss_s: float = 900, skew_s: float = 30) -> str:
+def command_control(pv_port: int, *, link_loss_s: float = 900, skew_s: float = 30, regulator: str = "") -> str:
     """The site file's devices and sections past :func:`helpers.controlbench.site_file`'s: the inverter pv675, the
     cap bank and a DER group in monitor mode (nothing local writes: every write on the bench is a command's), and
-    ``[commands]`` trusting ``keys/ops-1.pub`` (operator) and ``keys/dispatch-1.pub`` (dispatch)."""
-    return f"""
+    ``[commands]`` trusting ``keys/ops-1.pub`` (operator) and ``keys/dispatch-1.pub`` (dispatch). ``regulator``:
+    the regulator control's ``[[devices]]`` entry (helpers.controlbench_reg.reg_device), supervised in monitor
+    mode."""
+    reg = "" if not regulator else REGULATOR
+    return (
+        regulator
+        + f"""
 [[devices]]
 name = "{DEV}"
 protocol = "sunspec"
@@ -70,6 +76,7 @@ q_open_below_var = 200000
 bank_var = 700000
 min_dwell_s = 0
 
+{reg}
 [[control.der]]
 name = "pv"
 devices = ["{DEV}"]
@@ -91,6 +98,22 @@ public_key_file = "keys/ops-1.pub"
 key_id = "dispatch-1"
 role = "dispatch"
 public_key_file = "keys/dispatch-1.pub"
+"""
+    )
+
+
+REGULATOR = """
+[control.regulator]
+device = "reg-ctl"
+mode = "monitor"
+heartbeat_point = "heartbeat"
+cadence_s = 10
+band_center_v = 122.0
+band_center_min_v = 118.0
+band_center_max_v = 126.0
+reverse_power = "allow"
+min_dwell_s = 0
+setpoint_changes_per_hour = 50
 """
 
 
@@ -204,7 +227,7 @@ def _count_writes(bench: Any, device: str, unit: int, writes: dict[str, list[Any
 
 @asynccontextmanager
 async def command_site(tmp_path: Path, broker: Any, *, link_loss_s: float = 900, speed: float = 20.0,
-                       truth: Path | None = None) -> AsyncIterator[CommandSite]:  # fmt: skip
+                       truth: Path | None = None, regulator: bool = False) -> AsyncIterator[CommandSite]:  # fmt: skip
     async with running_bench(tmp_path, speed=speed, truth=truth) as bench:
         writes: dict[str, list[Any]] = {}
         units = {d.name: d.unit_id for d in bench.config.devices}
@@ -213,7 +236,9 @@ async def command_site(tmp_path: Path, broker: Any, *, link_loss_s: float = 900,
         folder = tmp_path / "agent"
         keys = make_keys(folder)
         pv_port = {d.name: d.port for d in bench.config.devices}[DEV]
-        site = site_file(bench, folder, command_control(pv_port, link_loss_s=link_loss_s), broker=broker.url)
+        reg = reg_device(bench) if regulator else ""
+        site = site_file(bench, folder, command_control(pv_port, link_loss_s=link_loss_s, regulator=reg),
+                         broker=broker.url)  # fmt: skip
         async with running_agent(bench, site) as agent:
             cfg = agent.config
             assert cfg.commands is not None
