@@ -288,7 +288,8 @@ class Executor:
         if taken:
             return Outcome("refused", "device_has_a_schedule", {"schedule_id": taken[0].body["schedule_id"]})
         slot = Override(f"schedule:{b['schedule_id']}", cmd.command_id, cmd.kind, cmd.target, dict(b), now, end)
-        self.slots[slot.slot] = slot
+        self.slots[slot.slot] = slot  # a schedule loaded again under its id replaces the one before
+        self._schedule_steps.pop(slot.slot, None)
         readback = {"schedule_id": b["schedule_id"], "steps": len(b["values"]), "start": b["start"], "end": end}
         return Outcome("applied", "", readback, set_slots=[slot])
 

@@ -195,7 +195,8 @@ class CommandService:
             self.ring.apply(k)
         self.counts[out.status] += 1
         if out.status != "applied":
-            self.refusals[out.reason.split(":")[0] or out.status] = self.refusals.get(out.reason, 0) + 1
+            why = out.reason.split(":")[0] or out.status
+            self.refusals[why] = self.refusals.get(why, 0) + 1
         log.info("command_done", site=self.site, command_id=cmd.command_id, kind=cmd.kind, status=out.status,
                  reason=out.reason)  # fmt: skip
         if out.set_slots and any(s.kind == "schedule.load" for s in out.set_slots):
