@@ -42,6 +42,11 @@ AGENT_CONFIG = "agent-sim.toml"
 CENTRAL_CONFIG = "central.toml"
 SCENARIO = "scenarios/ieee13-demo.toml"  # a PMU losing sync, a fault, a cloud, a silent unit, a meter swap
 
+# The demo's signed command (docs/commands.md): central limits pv675 to 80 % of its rating for five minutes,
+# once the agent has been up this long. Keys are made fresh for each run (never shipped: a published private key
+# would let anyone command a site that copied the demo's files), in run/demo/keys.
+COMMAND_AFTER_S = 4.0
+COMMAND_ARGS = ("--kind", "der.setpoint", "--target", "pv675", "--body", '{"p_limit_pct": 80}', "--for", "300")
 _START_TIMEOUT_S = {"mosquitto": 10.0, "central": 30.0, "sim": 90.0, "agent": 30.0}  # OpenDSS's import is slow
 _MEASURING_WAIT_S = 20.0  # the agent's PQ worker imports numpy and scipy before it connects
 _LABEL = {"mosquitto": "Mosquitto", "central": "central", "sim": "the bench", "agent": "the agent"}
@@ -112,6 +117,43 @@ def _last_line(path: Path) -> str:
     return lines[-1] if lines else ""
 
 
+def with_commands(config_dir: Path, keys: Path) -> tuple[Path, Path]:
+    """The agent's and central's files for this run: the shipped ones with a ``[commands]`` section each, on key
+    pairs made now (the agent's, to sign its results; central's operator key ``ops-1``). They are written beside
+    the shipped files (hidden, ``.<name>.demo.toml``) so the relative paths in them still resolve."""
+    from protocols.telemetry.commands import generate_key, private_pem, public_text
+
+    keys.mkdir(parents=True, exist_ok=True)
+    pub = {}
+    for name in ("agent", "ops-1"):
+        k = generate_key()
+        path = keys / f"{name}.key"
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(private_pem(k))
+        pub[name] = public_text(k.public_key())
+    agent_text = (config_dir / AGENT_CONFIG).read_text()
+    site = next(line.split("=", 1)[1].strip().strip('"') for line in agent_text.splitlines()
+                if line.startswith("site_id"))  # fmt: skip
+    agent = config_dir / f".{AGENT_CONFIG.removesuffix('.toml')}.demo.toml"
+    agent.write_text(
+        agent_text
+        + "\n# -- added by gridedge demo: central's signed commands (docs/commands.md), keys made for this run\n"
+        f'[commands]\nagent_key_file = "{keys / "agent.key"}"\n'
+        f'[[commands.keys]]\nkey_id = "ops-1"\nrole = "operator"\npublic_key = "{pub["ops-1"]}"\n'
+    )
+    central = config_dir / f".{CENTRAL_CONFIG.removesuffix('.toml')}.demo.toml"
+    central.write_text(
+        (config_dir / CENTRAL_CONFIG).read_text()
+        + "\n# -- added by gridedge demo: signing keys made for this run (docs/commands.md)\n"
+        "[commands]\nresult_timeout_s = 20\nvalid_s = 120\n"
+        f'[[commands.keys]]\nkey_id = "ops-1"\nrole = "operator"\nkey_file = "{keys / "ops-1.key"}"\n'
+        f'[commands.sites.{site}]\nagent_key = "{pub["agent"]}"\n'
+    )
+    return agent, central
+
+
 class Demo:
     """The four processes of the demo. ``start()`` raises DemoError naming the part that did not start (and
     stops the others); ``stop_all()`` stops them in order."""
@@ -129,9 +171,11 @@ class Demo:
         self.procs: dict[str, subprocess.Popen] = {}
         self.port = free_port()
         self.broker_url = f"mqtt://127.0.0.1:{self.port}"
-        self.agent_config = load_config(config_dir / AGENT_CONFIG)
+        self.agent_file, self.central_file = with_commands(config_dir, workdir / "keys")
+        self.agent_config = load_config(self.agent_file)
         self.agent_status = status_path(self.agent_config)
-        central = load_central_config(config_dir / CENTRAL_CONFIG)
+        central = load_central_config(self.central_file)
+        self.command: subprocess.Popen | None = None  # the demo's signed command, once sent
         self.central_db = central.db_path
         self.central_status = central.status_file
         self.truth_log = workdir / "truth.jsonl"
@@ -201,8 +245,7 @@ class Demo:
         self._wait_up("mosquitto", lambda: wait_port(self.port, 0.2))
         exe = [sys.executable, "-m", "gridedge"]
         since = time.time()
-        central_config = self.config_dir / CENTRAL_CONFIG
-        central = self._spawn("central", [*exe, "central", "run", "--config", str(central_config),
+        central = self._spawn("central", [*exe, "central", "run", "--config", str(self.central_file),
                                           "--broker", self.broker_url])  # fmt: skip
         self._wait_up("central", lambda: self._status_written(self.central_status, since, central.pid))
         self.truth_log.unlink(missing_ok=True)
@@ -212,7 +255,7 @@ class Demo:
         self._wait_up("sim", self._bench_up)
         since = time.time()
         agent = [self.agent_python, "-m", "gridedge"]
-        self._spawn("agent", [*agent, "run", "--config", str(self.config_dir / AGENT_CONFIG),
+        self._spawn("agent", [*agent, "run", "--config", str(self.agent_file),
                               "--broker", self.broker_url])  # fmt: skip
         self._wait_up("agent", lambda: self._status_written(self.agent_status, since))
         self._wait_measuring(_MEASURING_WAIT_S)
@@ -227,6 +270,33 @@ class Demo:
             if all(isinstance(s, dict) and s.get("connected") for s in streams):
                 return
             time.sleep(0.1)
+
+    def send_command(self) -> None:
+        """``gridedge central command`` in the background: central signs, sends and waits for the signed result."""
+        out = open(self.workdir / "command.json", "wb")  # noqa: SIM115 - the child owns it for its life
+        self.command = subprocess.Popen(
+            [sys.executable, "-m", "gridedge", "central", "command", "--config", str(self.central_file), "--site",
+             self.agent_config.site_id, *COMMAND_ARGS, "--broker", self.broker_url, "--json", "--timeout", "20"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, preexec_fn=_die_with_parent,
+        )  # fmt: skip
+        out.close()
+
+    def command_result(self) -> str | None:
+        """The command's line once its result is in (None while it is not)."""
+        if self.command is None or self.command.poll() is None:
+            return None
+        text = (self.workdir / "command.json").read_text(errors="replace").strip()
+        self.command = None
+        try:
+            r = json.loads(text.splitlines()[-1])
+        except (ValueError, IndexError):
+            return f"command:  no result: {text.splitlines()[-1] if text else 'no output'}"
+        back = ", ".join(f"{k.split('.')[-1]}={v:g}" for k, v in (r.get("readback") or {}).items()
+                         if k.endswith(("WMaxLimPct", "WMaxLimPctEna")) and isinstance(v, int | float))  # fmt: skip
+        return (f"command:  central -> {self.agent_config.site_id}: {' '.join(COMMAND_ARGS[1::2][:2])} "
+                f"{COMMAND_ARGS[5]} for {COMMAND_ARGS[7]} s, signed by {r.get('key_id')} (seq {r.get('seq')}): "
+                f"{r.get('status')}{' (' + r['reason'] + ')' if r.get('reason') else ''}"
+                f"{'; read back ' + back if back else ''}")  # fmt: skip
 
     def check_alive(self) -> str | None:
         for name, proc in self.procs.items():
@@ -560,6 +630,7 @@ def main(argv: list[str]) -> int:
     failure = None
     started = time.monotonic()
     next_line = started + 1.0
+    sent, command_line = False, "command:  not sent (the demo stopped first)"
     try:
         while not demo.stopping and (seconds <= 0 or time.monotonic() - started < seconds):
             time.sleep(0.25)
@@ -571,6 +642,13 @@ def main(argv: list[str]) -> int:
                 break
             for line in watch.poll():
                 print(line, flush=True)
+            if not sent and time.monotonic() - started >= COMMAND_AFTER_S:
+                sent = True
+                demo.send_command()
+            line = demo.command_result()
+            if line is not None:
+                command_line = line
+                print(f"t={watch.elapsed_s():4.0f}s {line}", flush=True)
             if time.monotonic() < next_line:
                 continue
             next_line += 1.0
@@ -600,6 +678,10 @@ def main(argv: list[str]) -> int:
     lost = taken - central - buffered - dropped
     for line in watch.summary():
         print(line)
+    if sent and demo.command is not None:  # still waiting when the demo stopped
+        demo.command.wait(25)
+        command_line = demo.command_result() or command_line
+    print(command_line)
     print(
         f"summary: readings taken {taken}, in central's store {central}, still buffered at the edge {buffered}, "
         f"dropped by policy {dropped}, lost: {lost}"

@@ -48,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     cmd.add_argument("--config", required=True, help="central TOML file with a [commands] section")
     cmd.add_argument("--site", required=True, help="the site (the command's audience)")
+    cmd.add_argument("--broker", help="override broker.url (mqtt://host:port)")
     cmd.add_argument("--kind", required=True, help=f"one of {', '.join(KINDS)}")
     cmd.add_argument("--target", default="*", help="the device or function, or * (default *)")
     cmd.add_argument("--body", default="{}", help="the body as a JSON object, e.g. '{\"p_limit_pct\": 50}'")
