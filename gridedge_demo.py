@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import ctypes
 import fcntl
+import hashlib
 import importlib.util
 import json
 import math
@@ -120,7 +121,8 @@ def _last_line(path: Path) -> str:
 def with_commands(config_dir: Path, keys: Path) -> tuple[Path, Path]:
     """The agent's and central's files for this run: the shipped ones with a ``[commands]`` section each, on key
     pairs made now (the agent's, to sign its results; central's operator key ``ops-1``). They are written beside
-    the shipped files (hidden, ``.<name>.demo.toml``) so the relative paths in them still resolve."""
+    the shipped files (hidden, ``.<name>.demo-<tag>.toml``, removed when the demo stops) so the relative paths in
+    them still resolve."""
     from protocols.telemetry.commands import generate_key, private_pem, public_text
 
     keys.mkdir(parents=True, exist_ok=True)
@@ -136,14 +138,16 @@ def with_commands(config_dir: Path, keys: Path) -> tuple[Path, Path]:
     agent_text = (config_dir / AGENT_CONFIG).read_text()
     site = next(line.split("=", 1)[1].strip().strip('"') for line in agent_text.splitlines()
                 if line.startswith("site_id"))  # fmt: skip
-    agent = config_dir / f".{AGENT_CONFIG.removesuffix('.toml')}.demo.toml"
+    # named after the run's folder: demos (and tests) with other folders on the same config never share one
+    tag = hashlib.sha256(str(keys.resolve()).encode()).hexdigest()[:8]
+    agent = config_dir / f".{AGENT_CONFIG.removesuffix('.toml')}.demo-{tag}.toml"
     agent.write_text(
         agent_text
         + "\n# -- added by gridedge demo: central's signed commands (docs/commands.md), keys made for this run\n"
         f'[commands]\nagent_key_file = "{keys / "agent.key"}"\n'
         f'[[commands.keys]]\nkey_id = "ops-1"\nrole = "operator"\npublic_key = "{pub["ops-1"]}"\n'
     )
-    central = config_dir / f".{CENTRAL_CONFIG.removesuffix('.toml')}.demo.toml"
+    central = config_dir / f".{CENTRAL_CONFIG.removesuffix('.toml')}.demo-{tag}.toml"
     central.write_text(
         (config_dir / CENTRAL_CONFIG).read_text()
         + "\n# -- added by gridedge demo: signing keys made for this run (docs/commands.md)\n"
@@ -325,6 +329,8 @@ class Demo:
         # The agent first: it commits what it took and drains its outbox while central still listens.
         for name in ("agent", "sim", "central", "mosquitto"):
             self.stop(name)
+        for path in (self.agent_file, self.central_file):
+            path.unlink(missing_ok=True)
 
 
 _PR_SET_PDEATHSIG = 1  # prctl(2)

@@ -238,3 +238,17 @@ def test_commands_need_a_control_section(tmp_path) -> None:
     parse_commands(c, {"agent_key_file": "agent.key", "keys": []}, SITE, False)
     assert any(i.key == "commands" and "[control]" in str(i) for i in c.issues)
     assert any(i.key == "commands.keys" for i in c.issues) is False  # an empty array is the site's choice
+
+
+def test_an_agent_key_others_can_read_is_warned_about(tmp_path) -> None:
+    key = tmp_path / "agent.key"
+    key.write_bytes(private_pem(generate_key()))
+    raw = {"agent_key_file": "agent.key", "keys": []}
+    key.chmod(0o644)
+    c = Checker(tmp_path)
+    assert parse_commands(c, raw, SITE, True) is not None and not c.issues
+    assert [w.key for w in c.warnings] == ["commands.agent_key_file"] and "chmod 600" in str(c.warnings[0])
+    key.chmod(0o600)
+    c = Checker(tmp_path)
+    parse_commands(c, raw, SITE, True)
+    assert c.warnings == []

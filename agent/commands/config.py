@@ -82,6 +82,13 @@ def parse_commands(c: Checker, raw: Mapping[str, Any], site: str | None, has_con
     agent_key: Ed25519PrivateKey | None = None
     if key_path is not None:
         try:
+            mode = key_path.stat().st_mode & 0o077
+        except OSError:
+            mode = 0
+        if mode:
+            c.warn("commands.agent_key_file", str(key_path), f"readable by others (mode {oct(mode)} beyond the owner's): "
+                   "chmod 600 it, it signs this site's results")  # fmt: skip
+        try:
             agent_key = load_private_key(key_path)
         except KeyFileError as err:
             c.fail("commands.agent_key_file", str(key_path), f"an Ed25519 private key (gridedge keys generate): {err}")
