@@ -19,7 +19,7 @@ from agent.commands.config import parse_commands
 from agent.commands.service import CommandService
 from agent.control.controller import Controller
 from agent.control.wiring import ControlSystem
-from agent.store import LoggedCommand, StoreFullError
+from agent.store import LoggedCommand, Override, StoreFullError
 from agent.store.commandstate import CommandState
 from protocols.configcheck import Checker
 from protocols.mqtt.session import MqttSession, SessionConfig
@@ -252,3 +252,26 @@ def test_an_agent_key_others_can_read_is_warned_about(tmp_path) -> None:
     c = Checker(tmp_path)
     parse_commands(c, raw, SITE, True)
     assert c.warnings == []
+
+
+@async_test
+async def test_a_schedule_in_force_survives_a_restart_and_one_that_ended_meanwhile_is_closed(tmp_path) -> None:
+    keys = Keys(tmp_path / "keys")
+    async with Rig(tmp_path / "a.db") as rig:
+        now = rig.clock.t
+        start = now - now % 300
+        live = Override("schedule:s-live", "c-1", "schedule.load", "pv1",
+                        {"schedule_id": "s-live", "quantity": "p_limit_pct", "step_s": 300, "start": start,
+                         "values": [55, 45], "fallback": "autonomous"}, now, start + 600)  # fmt: skip
+        over = Override("schedule:s-over", "c-2", "schedule.load", "pv2",
+                        {"schedule_id": "s-over", "quantity": "p_limit_pct", "step_s": 300, "start": start - 900,
+                         "values": [50], "fallback": "autonomous"}, now - 900, start - 600)  # fmt: skip
+        await rig.store.commands.change([], set_overrides=[live, over])
+    async with Rig(tmp_path / "a.db") as rig:
+        svc = service(rig, keys)
+        await svc.start()
+        in_force = svc.status()["in_force"]
+        assert list(in_force) == ["schedule:s-live"] and in_force["schedule:s-live"]["value_now"] == 55
+        ended = rig.store.store.conn.execute("SELECT what, command_id, reason FROM audit").fetchall()
+        assert ended == [("override_ended", "c-2", "expired")]
+        assert [o.slot for o in await rig.store.commands.overrides()] == ["schedule:s-live"]
