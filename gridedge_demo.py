@@ -243,7 +243,7 @@ class Demo:
         conf = self.workdir / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            "max_queued_messages 100000\nlog_dest stderr\n"
+            "max_queued_messages 100000\nset_tcp_nodelay true\nlog_dest stderr\n"
         )
         self._spawn("mosquitto", [mosquitto, "-c", str(conf)])
         self._wait_up("mosquitto", lambda: wait_port(self.port, 0.2))

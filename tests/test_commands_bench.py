@@ -142,3 +142,22 @@ async def test_a_signed_set_point_is_applied_once_and_every_attack_is_refused_wi
                 "window_too_long", "old_sequence"} <= answered  # fmt: skip
         assert len(s.result_of(valid.command_id)) == 1, "executed and answered once"
         assert s.service.counts["applied"] == 1
+
+
+@async_test
+async def test_set_points_sent_back_to_back_are_each_written_and_read_back(tmp_path, broker) -> None:
+    """50, 60, 50 % within a settings poll: the snapshot still shows 50 % from before the write of 60 % when the
+    third command comes; the agent must not answer "already held" from it. Each result's readback is what the
+    inverter holds (judged at the bench)."""
+    async with command_site(tmp_path, broker) as s:
+        model = s.bench.model_of(DEV)
+        await until(lambda: s.agent.snapshot.get(f"{DEV}.{LIMIT_ENA}") is not None, timeout=30)
+        for pct in (50, 60, 50, 60):
+            cmd = s.command("der.setpoint", DEV, {"p_limit_pct": pct, "until": s.now() + 3600})
+            await s.send(cmd)
+            res = await s.wait_result(cmd.command_id)
+            assert res.status == "applied", res
+            assert model.settings[LIMIT] == pytest.approx(pct), (
+                f"asked {pct}, the inverter holds {model.settings[LIMIT]}"
+            )  # type: ignore[attr-defined]
+            assert res.readback[LIMIT] == pytest.approx(pct) and res.reason != "already_held"

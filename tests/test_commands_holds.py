@@ -47,6 +47,7 @@ async def test_a_switched_bank_is_held_from_local_control_and_handed_back_when_i
         assert s.agent.control.controller.commanded == {CAP: cmd.command_id}
         await until(lambda: cap.mode is Mode.LOCAL_AUTO, timeout=20)  # 60 simulated s at 20x, then the hand-back
         assert s.agent.control.controller.commanded == {}
+        await until(lambda: any(a["what"] == "override_ended" for a in s.audit()), timeout=10)  # stored after the write
         ended = [a for a in s.audit() if a["what"] == "override_ended"]
         assert [(a["command_id"], a["reason"]) for a in ended] == [(cmd.command_id, "expired")]
         handbacks = [d for d in s.agent.decisions() if d["rule"] == "handback:command_expired"]
@@ -180,6 +181,7 @@ async def test_a_commanded_band_centre_holds_the_regulator_and_is_given_back_at_
         assert res.status == "applied" and res.readback["band_center_v"] == pytest.approx(120.0), res
         assert reg.settings["band_center_v"] == pytest.approx(120.0)
         await until(lambda: reg.settings["band_center_v"] == pytest.approx(122.0), timeout=30)
+        await until(lambda: any(a["what"] == "override_ended" for a in s.audit()), timeout=10)  # stored after the write
         ended = [a for a in s.audit() if a["what"] == "override_ended"]
         assert [a["reason"] for a in ended] == ["expired"]
 

@@ -190,8 +190,9 @@ class Executor:
             slots = [s for s in slots if s.slot != extra.slot] + [extra]
         f.commanded = self.der_target(f, slots, now)
         f.commanded_mode = self.control.envelope.mode
-        d = f.decide_now(self.view(now), now, lesser_mode(self.control.envelope.mode, "control"))
-        if d is None:  # the inverter holds it already
+        written = self.control.envelope.last_operation([device])
+        d = f.decide_now(self.view(now), now, lesser_mode(self.control.envelope.mode, "control"), written)
+        if d is None:  # the inverter holds it already, read after its last write
             target = f.target
             return Outcome("applied", "already_held", _der_readback(self.view(now), device, target))
         if d.command is None:
@@ -369,7 +370,9 @@ class Executor:
         if f.commanded is None and lesser_mode(f.mode, self.control.envelope.mode) != "control":
             # no command left and the function does not control the inverter itself: its autonomous state
             return await self.control.envelope.give_back(device, f"handback:{rule}")
-        d = f.decide_now(self.view(now), now, self.control.envelope.mode)
+        d = f.decide_now(
+            self.view(now), now, self.control.envelope.mode, self.control.envelope.last_operation([device])
+        )
         if d is None or d.command is None:
             return d
         done = await self.control.envelope.submit(d)

@@ -261,8 +261,13 @@ def decide(
     *,
     name: str = NAME,
     id_factory: Callable[[], str] = new_id,
+    written_at: float | None = None,
 ) -> Decision | None:
-    """The decision for ``device`` at ``now`` (module docstring's table), or None when it holds what is asked."""
+    """The decision for ``device`` at ``now`` (module docstring's table), or None when it holds what is asked.
+
+    ``written_at``: when the device was last written [s, the agent's clock] (a central command's decision): if the
+    snapshot shows what is asked only from readings taken before that write, it is not believed
+    (``settings_unconfirmed``: written again, and read back)."""
     wanted = wanted_state(g)
     names = [*wanted, *_timed(wanted).values()]
     for m in _without_timer(view, device, wanted):  # the command asks them; the actuator's bounds refuse it
@@ -282,6 +287,11 @@ def decide(
         detail = {"group": g.name, "differ": {k: [by.get(k), wanted[k]] for k in diff[:12]}, "differing": len(diff)}
         key: tuple[str, ...] = ("der.configure", *diff[:12])
         rule = "settings_differ"
+    elif written_at is not None and any((i.ts or 0.0) <= written_at for i in inputs):
+        command = Command(device, "der.configure", wanted, f"{g.name}: not read since the last write")
+        detail = {"group": g.name, "written_at": written_at}
+        key = ("der.configure",)
+        rule = "settings_unconfirmed"
     else:
         due = _refresh_due(g, view, device, wanted)
         if not due:
@@ -343,10 +353,11 @@ class DerFunction:
         return decide(view, now, self.target, self.device, mode, self.state, name=self.name,
                       id_factory=self._new_id)  # fmt: skip
 
-    def decide_now(self, view: View, now: float, mode: str) -> Decision | None:
-        """The decision for what ``target`` asks, now, whatever the last write (a command wants its answer at once;
-        the snapshot may not have read the device since the function's last write)."""
-        return decide(view, now, self.target, self.device, mode, DerState(), name=self.name, id_factory=self._new_id)
+    def decide_now(self, view: View, now: float, mode: str, written_at: float | None = None) -> Decision | None:
+        """The decision for what ``target`` asks, now (a command wants its answer at once): readings from before
+        ``written_at``, the device's last write, do not count as showing it (:func:`decide`)."""
+        return decide(view, now, self.target, self.device, mode, DerState(), name=self.name, id_factory=self._new_id,
+                      written_at=written_at)  # fmt: skip
 
     def after(self, decision: Decision) -> None:
         """A write (whatever came of it) waits for the snapshot to read the device again; an advice is not

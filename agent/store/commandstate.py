@@ -12,6 +12,10 @@
   or failed, every override set or ended and every key change. Each entry is also an event on the ``audit``
   stream, and a result an event on the ``results`` stream, written in the same transaction as the state they
   report, so the log and the state cannot part, and the outbox carries both to central exactly once.
+
+These transactions commit with synchronous=FULL (docs/store.md, "Durability"): a command is taken before anything
+is written to a device, and a power cut right after the write must not forget that it was taken (its sequence
+and id would pass again).
 """
 
 from __future__ import annotations
@@ -157,7 +161,7 @@ class CommandState:
 
     def refuse(self, result: dict[str, Any], result_ts: float, entries: list[AuditEntry]) -> None:
         """A signed refusal of a command not taken (no state changes): its result and audit entries."""
-        self._disk.write("command_refuse", functools.partial(self._refuse, result, result_ts, entries))
+        self._disk.write("command_refuse", functools.partial(self._refuse, result, result_ts, entries), full_sync=True)
 
     def _refuse(self, result: dict[str, Any], ts: float, entries: list[AuditEntry], conn: sqlite3.Connection) -> None:
         self._db.insert_event(conn, ts, "command_result", "info", "commands", "refused", result, stream=RESULTS)
@@ -167,7 +171,7 @@ class CommandState:
         """Take a verified command for execution: its key's sequence moves up to it and its id is logged
         ``executing``, with its audit entries, in one transaction. False (nothing written) if the sequence is no
         longer above the key's or the id is logged already."""
-        return self._disk.write("command_take", functools.partial(self._take, row, entries))
+        return self._disk.write("command_take", functools.partial(self._take, row, entries), full_sync=True)
 
     def _take(self, row: LoggedCommand, entries: list[AuditEntry], conn: sqlite3.Connection) -> bool:
         last = conn.execute("SELECT seq FROM command_seq WHERE key_id=?", (row.key_id,)).fetchone()
@@ -209,6 +213,7 @@ class CommandState:
             "command_finish",
             functools.partial(self._finish, (command_id, status, reason, result_json), result, result_ts, entries,
                               ov_rows, list(clear_slots), list(keys)),
+            full_sync=True,
         )  # fmt: skip
 
     def _finish(self, row: tuple[str, str, str, str], result: dict[str, Any], ts: float, entries: list[AuditEntry],
@@ -230,7 +235,7 @@ class CommandState:
         ov_rows = [(o.slot, o.command_id, o.kind, o.target, _json("override body", o.body), o.since, o.until)
                    for o in set_overrides]  # fmt: skip
         self._disk.write("command_change", functools.partial(self._change, ov_rows, list(clear_slots), list(keys),
-                                                               entries))  # fmt: skip
+                                                               entries), full_sync=True)  # fmt: skip
 
     def _change(self, ov_rows: list[tuple[Any, ...]], clear: list[str], keys: list[KeyChange],
                 entries: list[AuditEntry], conn: sqlite3.Connection) -> None:  # fmt: skip

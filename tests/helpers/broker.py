@@ -30,6 +30,7 @@ class Broker:
             "persistence false\n"
             # central and the tests must never lose a QoS 1 message to the broker's queue bound
             "max_queued_messages 100000\n"
+            "set_tcp_nodelay true\n"  # small MQTT packets go at once (protocols/mqtt/session.py: _no_delay)
             "max_inflight_messages 100\n"
             "log_dest stderr\n"
             "log_type error\nlog_type warning\n"
