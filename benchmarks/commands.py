@@ -1,7 +1,7 @@
 """The signed downlink's cost, side by side with its floors, as ratios.
 
     .venv/bin/python benchmarks/commands.py [--verify 3000] [--handle 400] [--commands 50] [--mqtt 200]
-        [--gap-s 0.05] [--skip-agent] [--skip-round-trip]
+        [--gap-s 0.05] [--alternate] [--shipped-only] [--skip-agent] [--skip-round-trip]
 
 Agent half (``bench_agent``, this process only, no broker and no device):
 
@@ -28,10 +28,23 @@ from tests/helpers/controlbench.py's ``site_file`` and tests/helpers/commandrig.
 envelope's limits raised so nothing is refused (``min_command_interval_s = 0``, ``max_commands_per_hour = 3600``,
 the DER group's ``setpoint_changes_per_hour = 3600``, the most config allows); and central's real
 ``CommandIssuer`` on central's store and its own MQTT session (as ``gridedge central command`` builds it, but one
-session for all the commands). One command is ``der.setpoint`` of pv675's ``p_limit_pct``, alternating 50 and 60,
-so each one writes the inverter and reads it back; it is timed from the ``issuer.send`` call (check, sequence
+session for all the commands). One command is ``der.setpoint`` of pv675's ``p_limit_pct``, each a value 50..94 in
+turn, so each one writes the inverter and reads it back; it is timed from the ``issuer.send`` call (check, sequence
 number from central's store, sign, record, publish QoS 1) until the verified result is in hand (the agent's
 signed result on ``gridedge/v1/<site>/results``, verified with the site's agent key, recorded on its command).
+After each result (outside the timing) the inverter's ``WMaxLimPct`` is read directly through the agent's link:
+the counts printed say how many results were not ``applied`` with a decision (a write), and how many times the
+inverter held another value than the command asked. Why not 50/60 alternating: the agent answers a command whose
+value its snapshot of the inverter still shows from before the previous command's write (the snapshot reads the
+settings at the next poll after a write, up to ``poll_interval_s`` = 2 s later) ``applied: already_held`` without
+writing, while the inverter holds the other value; ``--alternate`` runs 50/60 and shows it.
+
+The round trip runs twice: as shipped (Mosquitto's default ``set_tcp_nodelay false``; paho, under our
+``MqttSession``, leaves its sockets as they come, Nagle on), and with TCP_NODELAY at both ends (the broker's
+``set_tcp_nodelay true``; the issuer's, the agent's and the echo clients' sockets set by this benchmark after they
+connect; central's ingest process left as is, it is not on the command's path). On loopback a QoS 1 exchange whose
+second small write waits behind Nagle for a delayed ACK stalls ~40 ms: that, not the work, is most of the round
+trip as shipped. ``--shipped-only`` skips the second run.
 
 Breakdown (cheap, in-process): central's part before the publish took (``sent_at``) and after the result came
 (``result_at``), from the issuer's Outcome; the agent's ``CommandService.handle`` (received -> result stored) and,
@@ -431,6 +444,7 @@ async def _mqtt_rtt(port: int, n: int, size: int, nodelay: bool) -> list[float]:
                 out.append((time.perf_counter() - t0) * 1000)
         return out
     finally:
+        await asyncio.gather(*echoes, return_exceptions=True)  # the last echo's PUBACK, before the sessions close
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -503,7 +517,7 @@ async def _round_trips(site: Path, conf: Path, port: int, n: int, n_mqtt: int, g
         mqtt = await _mqtt_rtt(port, n_mqtt, len(store.command(out.command.command_id)["message"]), nodelay)
         return {"rtt": rtt, "central_before": before, "central_after": after, "handle": list(handle.ms),
                 "write": list(write.ms), "bad": bad, "mqtt": mqtt, "cpu_ms": cpu_ms, "wrong": wrong,
-                "agent_counts": dict(agent.commands.counts)}  # fmt: skip
+                "agent_counts": {**agent.commands.counts, "refusals": dict(agent.commands.refusals)}}  # fmt: skip
     finally:
         stop.set()
         with contextlib.suppress(Exception):
