@@ -34,17 +34,16 @@ number from central's store, sign, record, publish QoS 1) until the verified res
 signed result on ``gridedge/v1/<site>/results``, verified with the site's agent key, recorded on its command).
 After each result (outside the timing) the inverter's ``WMaxLimPct`` is read directly through the agent's link:
 the counts printed say how many results were not ``applied`` with a decision (a write), and how many times the
-inverter held another value than the command asked. Why not 50/60 alternating: the agent answers a command whose
-value its snapshot of the inverter still shows from before the previous command's write (the snapshot reads the
-settings at the next poll after a write, up to ``poll_interval_s`` = 2 s later) ``applied: already_held`` without
-writing, while the inverter holds the other value; ``--alternate`` runs 50/60 and shows it.
+inverter held another value than the command asked. ``--alternate`` runs 50/60 instead: before the fix it found,
+the agent answered a command whose value its snapshot still showed from before the previous write ``applied:
+already_held`` without writing (22 of 50); now such a match is written again and read back
+(``settings_unconfirmed``), and the counts must show 0.
 
-The round trip runs twice: as shipped (Mosquitto's default ``set_tcp_nodelay false``; paho, under our
-``MqttSession``, leaves its sockets as they come, Nagle on), and with TCP_NODELAY at both ends (the broker's
-``set_tcp_nodelay true``; the issuer's, the agent's and the echo clients' sockets set by this benchmark after they
-connect; central's ingest process left as is, it is not on the command's path). On loopback a QoS 1 exchange whose
-second small write waits behind Nagle for a delayed ACK stalls ~40 ms: that, not the work, is most of the round
-trip as shipped. ``--shipped-only`` skips the second run.
+The round trip runs twice, on the broker's two settings: Mosquitto's default ``set_tcp_nodelay false``, and
+``set_tcp_nodelay true`` (what config/mosquitto/, the demo's and the tests' brokers set). Our ``MqttSession`` sets
+TCP_NODELAY on its own sockets since this benchmark found paho leaves Nagle on: on loopback a QoS 1 exchange whose
+second small write waits behind Nagle for a delayed ACK stalls ~40 ms a hop, most of the round trip when the
+broker keeps Nagle. ``--shipped-only`` skips the second run.
 
 Breakdown (cheap, in-process): central's part before the publish took (``sent_at``) and after the result came
 (``result_at``), from the issuer's Outcome; the agent's ``CommandService.handle`` (received -> result stored) and,
@@ -120,9 +119,9 @@ DEV = "pv675"
 WMAX = "DERCtlAC.WMaxLimPct"  # the point p_limit_pct is written to (SunSpec 704)
 # p_limit_pct of each command in turn: 45 values, so a command never asks for a value that the agent's snapshot of the
 # inverter (read every poll_interval_s = 2 s, and at the next poll after a write) may still show from an earlier
-# command (~100 ms each); such a command would be answered "already_held" without a write (see ALTERNATE)
+# command (~100 ms each); before the fix such a command was answered "already_held" without a write (ALTERNATE)
 VALUES = tuple(float(v) for v in range(50, 95))
-ALTERNATE = (50.0, 60.0)  # --alternate: the brief's 50/60; shows the already_held answers from a stale snapshot
+ALTERNATE = (50.0, 60.0)  # --alternate: 50/60, the case of the answers from a stale snapshot (fixed: 0 now)
 
 
 # ---- figures -----------------------------------------------------------------------------------------------------
@@ -552,8 +551,8 @@ def bench_round_trip(folder: Path, n: int, n_mqtt: int, gap_s: float, values: tu
         _stop(sim)
         _stop(broker)
         sim_log.close()
-    how = ("TCP_NODELAY at both ends: the broker's set_tcp_nodelay true, this process's MQTT sockets set by the benchmark"
-           if nodelay else "as shipped: Mosquitto's default set_tcp_nodelay false, paho's sockets as they come")  # fmt: skip
+    how = ("the broker's set_tcp_nodelay true (config/mosquitto/'s); our sessions set TCP_NODELAY themselves"
+           if nodelay else "Mosquitto's default set_tcp_nodelay false; our sessions set TCP_NODELAY themselves")  # fmt: skip
     f = Figures(
         f"round trip on loopback, {how}:\ncentral -> broker -> agent -> {DEV} write + readback -> result at central"
     )
@@ -583,7 +582,11 @@ def main() -> int:
     ap.add_argument("--mqtt", type=int, default=200, help="bare MQTT QoS 1 round trips (the peer)")
     ap.add_argument("--gap-s", type=float, default=0.05, help="pause between two commands [s]")
     ap.add_argument("--alternate", action="store_true", help="p_limit_pct 50/60 alternating instead of 45 values")
-    ap.add_argument("--shipped-only", action="store_true", help="the round trip as shipped only (no TCP_NODELAY run)")
+    ap.add_argument(
+        "--shipped-only",
+        action="store_true",
+        help="the round trip on Mosquitto's default only (no set_tcp_nodelay run)",
+    )
     ap.add_argument("--skip-agent", action="store_true", help="only the round trip")
     ap.add_argument("--skip-round-trip", action="store_true", help="only the agent's part (no broker, no bench)")
     args = ap.parse_args()
