@@ -39,14 +39,14 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from protocols.telemetry.schema import DATA_STREAMS, MAX_PAYLOAD_BYTES, valid_site
 
-pytestmark = pytest.mark.integration
-
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "config" / "mosquitto"
 CREDENTIALS = REPO / "scripts" / "site-credentials"
 A, B = "siteA", "siteB"
 WAIT_S = 5.0  # bound on every wait for the broker's answer; a healthy loopback broker answers in milliseconds
 NOT_AUTHORIZED = 0x87  # MQTT v5.0, 2.4 Reason Code: "Not authorized"
+PACKET_TOO_LARGE = 0x95  # MQTT v5.0, 3.4.2.1 PUBACK Reason Codes: "Packet too large"
+CLOSED = -1  # what Client.publish answers when the broker closed the connection instead of a PUBACK
 BAD_LOGIN = 0x86  # MQTT v5.0, 3.2.2.2 CONNACK Reason Code: "Bad User Name or Password"
 
 
@@ -105,7 +105,7 @@ def _issue_ok(*args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def creds(tmp_path_factory: pytest.TempPathFactory) -> Creds:
+def broker_creds(tmp_path_factory: pytest.TempPathFactory) -> Creds:
     for tool in ("mosquitto", "mosquitto_passwd", "openssl"):
         if shutil.which(tool) is None:
             pytest.fail(f"{tool} is not installed: run scripts/install-system-packages.sh --test (make test does)")
@@ -118,17 +118,24 @@ def creds(tmp_path_factory: pytest.TempPathFactory) -> Creds:
         c.passwords[site] = (d / f"{site}.password").read_text().strip()
     _issue_ok("password", "central", "--central", "--passwd-file", str(d / "central.passwd"), "--out", str(d))
     c.passwords["central"] = (d / "central.password").read_text().strip()
-    shutil.copy(TEMPLATES / "acl", d / "acl")
+    _issue_ok("cert", "central", "--central", "--ca-cert", str(d / "ca.crt"), "--ca-key", str(d / "ca.key"),
+              "--out", str(d))  # fmt: skip
+    other = d / "other-ca"  # a CA the broker does not trust, and a certificate CN=siteA it signed
+    other.mkdir()
+    _issue_ok("ca", "--out", str(other), "--host", "127.0.0.1")
+    _issue_ok("cert", A, "--ca-cert", str(other / "ca.crt"), "--ca-key", str(other / "ca.key"), "--out", str(other))
+    for name in ("acl", "central.acl"):
+        shutil.copy(TEMPLATES / name, d / name)
     return c
 
 
 @pytest.fixture(scope="module")
-def ports(creds: Creds, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ports]:
+def ports(broker_creds: Creds, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ports]:
     """A Mosquitto started from the rendered template, for the whole module (its tests share it)."""
     data = tmp_path_factory.mktemp("mosquitto-data")
     p = Ports(free_port(), free_port(), free_port())
     conf = data / "mosquitto.conf"
-    conf.write_text(render((TEMPLATES / "mosquitto.conf").read_text(), creds.conf_dir, data, p))
+    conf.write_text(render((TEMPLATES / "mosquitto.conf").read_text(), broker_creds.conf_dir, data, p))
     with open(data / "stderr.log", "ab") as err:
         proc = subprocess.Popen(["mosquitto", "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=err)
     try:
@@ -159,14 +166,16 @@ class Client:
     It never reconnects by itself: a client whose session another login took over stays off.
     """
 
-    def __init__(self, creds: Creds, port: int, *, user: str | None = None, password: str | None = None,
+    def __init__(self, broker_creds: Creds, port: int, *, user: str | None = None, password: str | None = None,
                  cert: str | None = None, client_id: str = "", will: str | None = None) -> None:  # fmt: skip
         self.name = client_id or user or cert or "anonymous"
         self.c = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, reconnect_on_failure=False
         )
-        certfile, keyfile = creds.cert(cert) if cert else (None, None)
-        self.c.tls_set(ca_certs=creds.ca, certfile=certfile, keyfile=keyfile, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        certfile, keyfile = broker_creds.cert(cert) if cert else (None, None)
+        self.c.tls_set(
+            ca_certs=broker_creds.ca, certfile=certfile, keyfile=keyfile, tls_version=ssl.PROTOCOL_TLS_CLIENT
+        )
         if user is not None:
             self.c.username_pw_set(user, password)
         if will is not None:
@@ -181,8 +190,14 @@ class Client:
         self.c.on_publish = self._on_publish
         self.c.on_subscribe = self._on_subscribe
         self.c.on_message = lambda _c, _u, m: self.messages.put((m.topic, m.payload))
-        self.c.on_disconnect = lambda _c, _u, _f, rc, _p: self.disconnects.append(rc)
+        self.c.on_disconnect = self._on_disconnect
         self.port = port
+
+    def _on_disconnect(self, _c: object, _u: object, _f: object, rc: ReasonCode, _p: object) -> None:
+        with self._acked:
+            self.disconnects.append(rc)
+            self._acked.notify_all()
+        self.connack.put(rc)  # wakes connect() when the broker closes the link before any CONNACK
 
     def _on_publish(self, _c: object, _u: object, mid: int, rc: ReasonCode, _p: object) -> None:
         with self._acked:
@@ -195,7 +210,8 @@ class Client:
             self._acked.notify_all()
 
     def connect(self) -> ReasonCode:
-        """Connect and return the CONNACK's reason code (the TLS handshake itself may raise)."""
+        """Connect and return the CONNACK's reason code, or the DISCONNECT's if the broker closed the link first
+        (a TLS 1.3 server refuses a client certificate after the client's side of the handshake is done)."""
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 0
         self.c.connect("127.0.0.1", self.port, keepalive=30, clean_start=True, properties=props)
@@ -211,16 +227,15 @@ class Client:
 
     def _wait(self, table: dict, mid: int) -> object:
         with self._acked:
-            if not self._acked.wait_for(lambda: mid in table, WAIT_S):
+            if not self._acked.wait_for(lambda: mid in table or self.disconnects, WAIT_S):
                 raise AssertionError(f"{self.name}: no answer from the broker to message {mid} in {WAIT_S} s")
-            return table[mid]
+            return table.get(mid, CLOSED)
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> int:
-        """QoS 1; the PUBACK's reason code (0 success, 0x87 not authorized)."""
+        """QoS 1; the PUBACK's reason code (0 success, 0x87 not authorized), or CLOSED."""
         info = self.c.publish(topic, payload, qos=1, retain=retain)
         rc = self._wait(self.pubacks, info.mid)
-        assert isinstance(rc, ReasonCode)
-        return rc.value
+        return rc if rc == CLOSED else rc.value
 
     def subscribe(self, *topics: str) -> list[int]:
         """QoS 1 subscriptions; the SUBACK's reason codes (1 granted QoS 1, 0x87 not authorized)."""
@@ -247,17 +262,17 @@ def _tag(what: str) -> bytes:
 
 
 @pytest.fixture
-def clients(creds: Creds, ports: Ports) -> Iterator[dict[str, Client]]:
+def clients(broker_creds: Creds, ports: Ports) -> Iterator[dict[str, Client]]:
     """Connected: central (a worker subscribed as central's ingest does), site A and site B by password."""
     made: dict[str, Client] = {}
     try:
-        central = made["central"] = Client(creds, ports.central, user="central", password=creds.passwords["central"],
+        central = made["central"] = Client(broker_creds, ports.central, user="central", password=broker_creds.passwords["central"],
                                            client_id=f"central-w{uuid.uuid4().hex[:6]}")  # fmt: skip
         assert central.connect().value == 0
         subs = [f"$share/central/gridedge/v1/+/{s}" for s in DATA_STREAMS] + ["gridedge/v1/+/state"]
         assert central.subscribe(*subs) == [1] * len(subs)
         for site in (A, B):
-            made[site] = Client(creds, ports.password, user=site, password=creds.passwords[site])
+            made[site] = Client(broker_creds, ports.password, user=site, password=broker_creds.passwords[site])
             assert made[site].connect().value == 0
             assert made[site].subscribe(f"gridedge/v1/{site}/ack", f"gridedge/v1/{site}/cmd") == [1, 1]
         yield made
@@ -278,7 +293,8 @@ def test_site_publishes_each_of_its_streams_and_central_receives_them(clients: d
         assert a.publish(f"gridedge/v1/{A}/{stream}", payload, retain=stream == "state") == 0, stream
         sent.append((f"gridedge/v1/{A}/{stream}", payload))
     got = central.receive_until(sent[-1][1])
-    assert sorted(got) == sorted(sent)
+    payloads = {p for _, p in sent}
+    assert sorted(m for m in got if m[1] in payloads) == sorted(sent)  # (got also has retained states)
 
 
 def test_central_commands_and_acks_a_site_which_receives_them(clients: dict[str, Client]) -> None:
@@ -381,16 +397,16 @@ def test_acl_matrix_refuses_every_forbidden_publish_and_read(clients: dict[str, 
         ("central", None, None),
     ],
 )
-def test_broker_refuses_the_login(creds: Creds, ports: Ports, listener: str, user: str | None,
+def test_broker_refuses_the_login(broker_creds: Creds, ports: Ports, listener: str, user: str | None,
                                   password_of: str | None) -> None:  # fmt: skip
     """CONNACK 0x86 (bad user name or password) or 0x87 (not authorized): no session, nothing to publish on."""
-    password = None if password_of is None else creds.passwords.get(password_of, "not-the-password")
-    c = Client(creds, getattr(ports, listener), user=user, password=password)
+    password = None if password_of is None else broker_creds.passwords.get(password_of, "not-the-password")
+    c = Client(broker_creds, getattr(ports, listener), user=user, password=password)
     rc = c.connect()
     assert rc.value in (BAD_LOGIN, NOT_AUTHORIZED), rc
 
 
-def test_site_cannot_take_over_another_sites_session_by_its_client_id(creds: Creds, ports: Ports,
+def test_site_cannot_take_over_another_sites_session_by_its_client_id(broker_creds: Creds, ports: Ports,
                                                                      clients: dict[str, Client]) -> None:  # fmt: skip
     """On the sites' listeners the client id is the user name: A connecting as client id "siteB" stays A.
 
@@ -399,7 +415,7 @@ def test_site_cannot_take_over_another_sites_session_by_its_client_id(creds: Cre
     """
     central, b = clients["central"], clients[B]
     clients[A].close()  # the intruder's login as A would take A's session over, and A's paho would take it back
-    intruder = Client(creds, ports.password, user=A, password=creds.passwords[A], client_id=B)
+    intruder = Client(broker_creds, ports.password, user=A, password=broker_creds.passwords[A], client_id=B)
     try:
         assert intruder.connect().value == 0
         fence = _tag("fence")
@@ -413,7 +429,7 @@ def test_site_cannot_take_over_another_sites_session_by_its_client_id(creds: Cre
 
 
 @pytest.mark.parametrize(("will_site", "published"), [(A, True), (B, False)])
-def test_last_will_is_published_only_on_the_sites_own_state(creds: Creds, ports: Ports, clients: dict[str, Client],
+def test_last_will_is_published_only_on_the_sites_own_state(broker_creds: Creds, ports: Ports, clients: dict[str, Client],
                                                             will_site: str, published: bool) -> None:  # fmt: skip
     """A's will on its own state is published when its session ends; a will on B's state never is.
 
@@ -425,8 +441,8 @@ def test_last_will_is_published_only_on_the_sites_own_state(creds: Creds, ports:
     central = clients["central"]
     clients[A].close()  # each login of A below takes over A's session
     will_topic = f"gridedge/v1/{will_site}/state"
-    first = Client(creds, ports.password, user=A, password=creds.passwords[A], will=will_topic)
-    second = Client(creds, ports.password, user=A, password=creds.passwords[A])
+    first = Client(broker_creds, ports.password, user=A, password=broker_creds.passwords[A], will=will_topic)
+    second = Client(broker_creds, ports.password, user=A, password=broker_creds.passwords[A])
     try:
         assert first.connect().value == 0
         assert second.connect().value == 0
@@ -437,3 +453,127 @@ def test_last_will_is_published_only_on_the_sites_own_state(creds: Creds, ports:
     finally:
         first.close()
         second.close()
+
+
+# ---- client certificates (use_identity_as_username) --------------------------------------------------------------
+
+
+def test_client_certificate_cn_is_the_site_and_only_that_site(broker_creds: Creds, ports: Ports,
+                                                               clients: dict[str, Client]) -> None:  # fmt: skip
+    """A certificate CN=siteA acts as siteA, whatever user name and password it also sends (here B's).
+
+    It publishes A's telemetry (central receives it) and reads A's commands; B's telemetry is refused, and
+    B's commands never reach it.
+    """
+    central, b = clients["central"], clients[B]
+    clients[A].close()  # the certificate's session is A's: it would take the password login's over
+    c = Client(broker_creds, ports.cert, cert=A, user=B, password=broker_creds.passwords[B])
+    try:
+        assert c.connect().value == 0
+        assert c.subscribe(f"gridedge/v1/{A}/cmd", f"gridedge/v1/{B}/cmd") == [1, 1]
+        own, forged = _tag("own"), _tag("forged")
+        assert c.publish(f"gridedge/v1/{A}/telemetry", own) == 0
+        assert c.publish(f"gridedge/v1/{B}/telemetry", forged) == NOT_AUTHORIZED
+        assert c.publish(f"gridedge/v1/{A}/cmd", forged) == NOT_AUTHORIZED
+        fence = _tag("fence")
+        assert c.publish(f"gridedge/v1/{A}/events", fence) == 0
+        got = central.receive_until(fence)
+        assert (f"gridedge/v1/{A}/telemetry", own) in got
+        assert all(p != forged for _, p in got)
+        secret, cmd = _tag("secret"), _tag("cmd")
+        assert central.publish(f"gridedge/v1/{B}/cmd", secret) == 0
+        assert b.receive_until(secret)[-1] == (f"gridedge/v1/{B}/cmd", secret)
+        assert central.publish(f"gridedge/v1/{A}/cmd", cmd) == 0
+        assert c.receive_until(cmd) == [(f"gridedge/v1/{A}/cmd", cmd)]
+    finally:
+        c.close()
+
+
+def test_client_certificate_cn_central_has_no_central_rights_on_the_sites_listener(
+    broker_creds: Creds, ports: Ports, clients: dict[str, Client]
+) -> None:
+    """Central's grants live in central.acl, which only central's listener reads: CN=central cannot command."""
+    b = clients[B]
+    c = Client(broker_creds, ports.cert, cert="central", client_id="central-cert")
+    try:
+        assert c.connect().value == 0
+        forged = _tag("forged")
+        assert c.publish(f"gridedge/v1/{B}/cmd", forged) == NOT_AUTHORIZED
+        fence = _tag("fence")
+        assert clients["central"].publish(f"gridedge/v1/{B}/cmd", fence) == 0
+        assert b.receive_until(fence) == [(f"gridedge/v1/{B}/cmd", fence)]
+    finally:
+        c.close()
+
+
+@pytest.mark.parametrize("cert", [None, "other-ca/siteA"], ids=["no-certificate", "other-ca"])
+def test_certificate_listener_refuses_a_client_without_a_trusted_certificate(broker_creds: Creds, ports: Ports,
+                                                                           cert: str | None) -> None:  # fmt: skip
+    """No certificate, or one another CA signed (even with a valid site name and password): no session."""
+    c = Client(broker_creds, ports.cert, cert=cert, user=A, password=broker_creds.passwords[A])
+    try:
+        rc = c.connect()
+    except (ssl.SSLError, ConnectionError) as err:  # TLS 1.2: the handshake itself fails
+        print(f"\nrefused in the TLS handshake: {err!r}")
+    else:
+        assert rc.is_failure, rc
+        print(f"\nrefused after the TLS handshake: {rc}")
+    finally:
+        c.close()
+
+
+# ---- the payload bound -------------------------------------------------------------------------------------------
+
+
+def test_broker_refuses_a_payload_above_the_schemas_bound(broker_creds: Creds, ports: Ports,
+                                                          clients: dict[str, Client]) -> None:  # fmt: skip
+    """message_size_limit is the schema's MAX_PAYLOAD_BYTES: 4 MiB passes to central, one byte more does not.
+
+    Mosquitto 2.0.11 drops the larger one, sends PUBACK 0x95 (packet too large) and closes the connection
+    (the PUBACK may not reach the client first); the fence is sent by A's next login.
+    """
+    a, central = clients[A], clients["central"]
+    largest = b"L" * MAX_PAYLOAD_BYTES
+    too_large = b"T" * (MAX_PAYLOAD_BYTES + 1)
+    assert a.publish(f"gridedge/v1/{A}/telemetry", largest) == 0
+    rc = a.publish(f"gridedge/v1/{A}/telemetry", too_large)
+    print(f"\nanswer to a payload of MAX_PAYLOAD_BYTES + 1: {rc:#x}, disconnect: {a.disconnects}")
+    assert rc in (PACKET_TOO_LARGE, CLOSED)
+    again = Client(broker_creds, ports.password, user=A, password=broker_creds.passwords[A])
+    try:
+        assert again.connect().value == 0
+        fence = _tag("fence")
+        assert again.publish(f"gridedge/v1/{A}/telemetry", fence) == 0
+        got = central.receive_until(fence)  # with the retained states of earlier tests
+        sizes = [len(p) for t, p in got if t == f"gridedge/v1/{A}/telemetry"]
+        assert sizes == [MAX_PAYLOAD_BYTES, len(fence)]
+    finally:
+        again.close()
+
+
+# ---- the templates against the wire schema (no broker) -------------------------------------------------------------
+
+
+def _acl_lines(name: str) -> list[str]:
+    return [ln.strip() for ln in (TEMPLATES / name).read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+
+
+def test_sites_acl_grants_exactly_the_contract_of_docs_telemetry() -> None:
+    """Write: each data stream of the schema and state; read: ack and cmd; all under the site's own id."""
+    own = "gridedge/v1/%u/"
+    expected = {f"pattern write {own}{s}" for s in (*DATA_STREAMS, "state")}
+    expected |= {f"pattern read {own}ack", f"pattern read {own}cmd"}
+    assert set(_acl_lines("acl")) == expected
+
+
+def test_central_acl_reads_every_stream_and_writes_only_acks_and_commands() -> None:
+    expected = ["user central"]
+    expected += [f"topic read gridedge/v1/+/{s}" for s in (*DATA_STREAMS, "state")]
+    expected += ["topic write gridedge/v1/+/ack", "topic write gridedge/v1/+/cmd"]
+    assert _acl_lines("central.acl") == expected
+
+
+@pytest.mark.parametrize("name", ["siteA", "a+b", "#", "a/b", "central", "-x", "x" * 65, ""])
+def test_a_valid_site_id_cannot_widen_an_acl_pattern(name: str) -> None:
+    """The schema's site ids never hold '+', '#' or '/', the characters that would change what %u matches."""
+    assert not (valid_site(name) and any(ch in name for ch in "+#/"))
