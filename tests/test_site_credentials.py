@@ -100,6 +100,26 @@ def test_cert_is_an_ec_p256_client_certificate_with_cn_site(ca: Path, tmp_path: 
     assert days.returncode == 1  # expires within 11 days: --days 10 was honoured
 
 
+def test_crl_lists_each_revoked_certificate_once(ca: Path, tmp_path: Path) -> None:
+    """Revoking twice (a retry) keeps one entry; the list is signed by the CA and names the serial."""
+    ca_args = ["--ca-cert", str(ca / "ca.crt"), "--ca-key", str(ca / "ca.key")]
+    ok("cert", "site-9", *ca_args, "--out", str(tmp_path))
+    crl = tmp_path / "ca.crl"
+    ok("crl", *ca_args, "--crl", str(crl))
+    empty = subprocess.run(["openssl", "crl", "-in", str(crl), "-noout", "-text"], capture_output=True, text=True,
+                           check=True, timeout=30).stdout  # fmt: skip
+    assert "No Revoked Certificates" in empty
+    for _ in range(2):
+        ok("crl", *ca_args, "--crl", str(crl), "--revoke", str(tmp_path / "site-9.crt"))
+    text = subprocess.run(["openssl", "crl", "-in", str(crl), "-noout", "-text", "-CAfile", str(ca / "ca.crt")],
+                          capture_output=True, text=True, check=True, timeout=30)  # fmt: skip
+    serial = x509(tmp_path / "site-9.crt", "-serial").strip().split("=")[1]
+    assert text.stdout.count("Serial Number:") == 1 and serial in text.stdout
+    assert "verify OK" in text.stderr
+    refused = run("crl", *ca_args, "--crl", str(crl), "--revoke", str(ca / "ca.crt"))
+    assert refused.returncode == 2 and "that is a CA's certificate" in refused.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -116,6 +136,8 @@ def test_cert_is_an_ec_p256_client_certificate_with_cn_site(ca: Path, tmp_path: 
         (["ca", "--out", "."], "--host NAME"),
         (["ca", "--out", ".", "--host", "bad host"], "--host 'bad host'"),
         (["password", "s1", "--passwd-file", "p", "--bogus"], "unknown option '--bogus'"),
+        (["crl", "--crl", "x.crl"], "--ca-cert, --ca-key and --crl are required"),
+        (["password", "s1", "--passwd-file", "p", "--crl", "x"], "password: takes"),
         (["renew"], "unknown command 'renew'"),
     ],
 )
