@@ -179,8 +179,17 @@ class Client:
     It never reconnects by itself: a client whose session another login took over stays off.
     """
 
-    def __init__(self, broker_creds: Creds, port: int, *, user: str | None = None, password: str | None = None,
-                 cert: str | None = None, client_id: str = "", will: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        broker_creds: Creds,
+        port: int,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        cert: str | None = None,
+        client_id: str = "",
+        will: str | None = None,
+    ) -> None:
         self.name = client_id or user or cert or "anonymous"
         self.c = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, reconnect_on_failure=False
@@ -279,8 +288,11 @@ def clients(broker_creds: Creds, ports: Ports) -> Iterator[dict[str, Client]]:
     """Connected: central (a worker subscribed as central's ingest does), site A and site B by password."""
     made: dict[str, Client] = {}
     try:
-        central = made["central"] = Client(broker_creds, ports.central, user="central", password=broker_creds.passwords["central"],
-                                           client_id=f"central-w{uuid.uuid4().hex[:6]}")  # fmt: skip
+        password = broker_creds.passwords["central"]
+        worker = f"central-w{uuid.uuid4().hex[:6]}"
+        central = made["central"] = Client(
+            broker_creds, ports.central, user="central", password=password, client_id=worker
+        )
         assert central.connect().value == 0
         subs = [f"$share/central/gridedge/v1/+/{s}" for s in DATA_STREAMS] + ["gridedge/v1/+/state"]
         assert central.subscribe(*subs) == [1] * len(subs)
@@ -326,20 +338,23 @@ class Matrix:
     attempts: int = 0
     refused: int = 0
     leaked: list[str] = field(default_factory=list)
+    rows: list[tuple[str, str]] = field(default_factory=list)
 
     def record(self, what: str, refused: bool, leaked: bool) -> None:
         self.attempts += 1
         self.refused += refused
         if leaked:
             self.leaked.append(what)
+        self.rows.append((what, ("refused" if refused else "ACCEPTED") + (", LEAKED" if leaked else "")))
 
 
 def test_acl_matrix_refuses_every_forbidden_publish_and_read(clients: dict[str, Client]) -> None:
-    """Each forbidden attempt is refused by the broker (PUBACK 0x87) and reaches no subscriber.
+    """Each forbidden attempt is refused by the broker and reaches no one.
 
-    A publish refused with 0x87 is refused; it leaked if the subscriber that would get it (central for a
-    stream, the site for a command) received it before the fence that follows it. A read leaked if the
-    reader received the message before the fence.
+    A forbidden publish counts as refused when its PUBACK says 0x87 (Not authorized), and as leaked if the
+    subscriber that would get it (central for a stream, the site for a command or an ack) received it before the
+    fence that follows it. A forbidden read counts as refused when the reader did not receive the message before
+    the fence (Mosquitto 2.0.11 grants the subscription itself), and as leaked otherwise.
     """
     central, a, b = clients["central"], clients[A], clients[B]
     m = Matrix()
@@ -355,7 +370,7 @@ def test_acl_matrix_refuses_every_forbidden_publish_and_read(clients: dict[str, 
     for stream in ("telemetry", "energy", "results", "state"):
         forbidden_publish(f"{A} publishes {B}/{stream}", a, f"gridedge/v1/{B}/{stream}", central, a,
                           f"gridedge/v1/{A}/telemetry")  # fmt: skip
-    # A commands: B, itself, every site through a topic with a wildcard-looking level; and fakes central's acks
+    # A commands B, commands itself, and forges central's acks (which make an agent delete its outbox rows)
     forbidden_publish(f"{A} publishes {B}/cmd", a, f"gridedge/v1/{B}/cmd", b, central, f"gridedge/v1/{B}/cmd")
     forbidden_publish(f"{A} publishes {A}/cmd", a, f"gridedge/v1/{A}/cmd", a, central, f"gridedge/v1/{A}/cmd")
     forbidden_publish(f"{A} publishes {B}/ack", a, f"gridedge/v1/{B}/ack", b, central, f"gridedge/v1/{B}/ack")
@@ -391,7 +406,8 @@ def test_acl_matrix_refuses_every_forbidden_publish_and_read(clients: dict[str, 
     # what the broker answered to the subscriptions, for the record (not a refusal on 2.0.11: see the docstring)
     print("\nsubscriptions of site A to others' topics, SUBACK:", {t: hex(rc) for t, rc in granted.items()})
 
-    print(f"\nacl matrix: {m.attempts} attempts, {m.refused} refused, {len(m.leaked)} leaked")
+    print("\n" + "\n".join(f"  {what:<48} {verdict}" for what, verdict in m.rows))
+    print(f"acl matrix: {m.attempts} attempts, {m.refused} refused, {len(m.leaked)} leaked")
     assert m.leaked == []
     assert m.refused == m.attempts
 
@@ -410,8 +426,9 @@ def test_acl_matrix_refuses_every_forbidden_publish_and_read(clients: dict[str, 
         ("central", None, None),
     ],
 )
-def test_broker_refuses_the_login(broker_creds: Creds, ports: Ports, listener: str, user: str | None,
-                                  password_of: str | None) -> None:  # fmt: skip
+def test_broker_refuses_the_login(
+    broker_creds: Creds, ports: Ports, listener: str, user: str | None, password_of: str | None
+) -> None:
     """CONNACK 0x86 (bad user name or password) or 0x87 (not authorized): no session, nothing to publish on."""
     password = None if password_of is None else broker_creds.passwords.get(password_of, "not-the-password")
     c = Client(broker_creds, getattr(ports, listener), user=user, password=password)
@@ -419,8 +436,9 @@ def test_broker_refuses_the_login(broker_creds: Creds, ports: Ports, listener: s
     assert rc.value in (BAD_LOGIN, NOT_AUTHORIZED), rc
 
 
-def test_site_cannot_take_over_another_sites_session_by_its_client_id(broker_creds: Creds, ports: Ports,
-                                                                     clients: dict[str, Client]) -> None:  # fmt: skip
+def test_site_cannot_take_over_another_sites_session_by_its_client_id(
+    broker_creds: Creds, ports: Ports, clients: dict[str, Client]
+) -> None:
     """On the sites' listeners the client id is the user name: A connecting as client id "siteB" stays A.
 
     Without ``use_username_as_clientid`` the broker would close B's connection ("already connected") and hand
@@ -478,8 +496,9 @@ def test_revoked_password_is_refused_and_its_open_session_closed_by_a_reload(
 
 
 @pytest.mark.parametrize(("will_site", "published"), [(A, True), (B, False)])
-def test_last_will_is_published_only_on_the_sites_own_state(broker_creds: Creds, ports: Ports, clients: dict[str, Client],
-                                                            will_site: str, published: bool) -> None:  # fmt: skip
+def test_last_will_is_published_only_on_the_sites_own_state(
+    broker_creds: Creds, ports: Ports, clients: dict[str, Client], will_site: str, published: bool
+) -> None:
     """A's will on its own state is published when its session ends; a will on B's state never is.
 
     Mosquitto 2.0.11 accepts the CONNECT and checks the will's topic against the ACL when it would publish it.
@@ -507,8 +526,9 @@ def test_last_will_is_published_only_on_the_sites_own_state(broker_creds: Creds,
 # ---- client certificates (use_identity_as_username) --------------------------------------------------------------
 
 
-def test_client_certificate_cn_is_the_site_and_only_that_site(broker_creds: Creds, ports: Ports,
-                                                               clients: dict[str, Client]) -> None:  # fmt: skip
+def test_client_certificate_cn_is_the_site_and_only_that_site(
+    broker_creds: Creds, ports: Ports, clients: dict[str, Client]
+) -> None:
     """A certificate CN=siteA acts as siteA, whatever user name and password it also sends (here B's).
 
     It publishes A's telemetry (central receives it) and reads A's commands; B's telemetry is refused, and
@@ -591,8 +611,9 @@ def test_revoked_certificate_is_refused_after_a_reload_but_an_open_session_stays
 
 
 @pytest.mark.parametrize("cert", [None, "other-ca/siteA"], ids=["no-certificate", "other-ca"])
-def test_certificate_listener_refuses_a_client_without_a_trusted_certificate(broker_creds: Creds, ports: Ports,
-                                                                           cert: str | None) -> None:  # fmt: skip
+def test_certificate_listener_refuses_a_client_without_a_trusted_certificate(
+    broker_creds: Creds, ports: Ports, cert: str | None
+) -> None:
     """No certificate, or one another CA signed (even with a valid site name and password): no session."""
     c = Client(broker_creds, ports.cert, cert=cert, user=A, password=broker_creds.passwords[A])
     try:
@@ -609,8 +630,9 @@ def test_certificate_listener_refuses_a_client_without_a_trusted_certificate(bro
 # ---- the payload bound -------------------------------------------------------------------------------------------
 
 
-def test_broker_refuses_a_payload_above_the_schemas_bound(broker_creds: Creds, ports: Ports,
-                                                          clients: dict[str, Client]) -> None:  # fmt: skip
+def test_broker_refuses_a_payload_above_the_schemas_bound(
+    broker_creds: Creds, ports: Ports, clients: dict[str, Client]
+) -> None:
     """message_size_limit is the schema's MAX_PAYLOAD_BYTES: 4 MiB passes to central, one byte more does not.
 
     Mosquitto 2.0.11 drops the larger one, sends PUBACK 0x95 (packet too large) and closes the connection
