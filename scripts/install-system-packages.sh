@@ -2,12 +2,16 @@
 # System packages from Debian's archive, installed only when missing.
 #   (no argument)  what the demo needs: mosquitto (the broker on loopback), socat (serial pty pairs for RTU)
 #   --test         also what the tests need: tshark (Wireshark's C37.118 dissector, an independent check of
-#                  our synchrophasor frames; not needed on a field unit) and mbpoll (a Modbus master no one
-#                  here wrote, reading the bench's registers as its manuals document them)
+#                  our synchrophasor frames; not needed on a field unit), mbpoll (a Modbus master no one
+#                  here wrote, reading the bench's registers as its manuals document them) and openssl (the
+#                  test brokers' certificates, made by scripts/site-credentials; Priority: optional in
+#                  Debian 12, so a minimal install may lack it).
+#                  mosquitto_passwd, which scripts/site-credentials and the broker tests use, is in the
+#                  mosquitto package itself on Debian 12 (not in mosquitto-clients).
 set -e
 PATH="$PATH:/usr/sbin:/sbin"  # mosquitto lives in /usr/sbin, which a non-root PATH may lack
 pkgs="mosquitto socat"
-[ "${1:-}" = "--test" ] && pkgs="$pkgs tshark mbpoll"
+[ "${1:-}" = "--test" ] && pkgs="$pkgs tshark mbpoll openssl"
 need=""
 for pkg in $pkgs; do
     command -v "$pkg" >/dev/null 2>&1 || need="$need $pkg"

@@ -24,8 +24,11 @@ from helpers.pty import PtyPair, open_pty_pair
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
 
 # Fixtures that start a process: conftest's broker and pty_pair, test_mqtt_security.py's brokers and certificates
-# (mosquitto, mosquitto_passwd, openssl), test_c37118_tshark.py's dissected capture (tshark).
-PROCESS_FIXTURES = frozenset({"broker", "pty_pair", "password_broker", "tls_broker", "pki", "tshark_offline"})
+# (mosquitto, mosquitto_passwd, openssl), test_broker_acl.py's credentials (scripts/site-credentials) and the broker
+# its templates configure, test_c37118_tshark.py's dissected capture (tshark).
+PROCESS_FIXTURES = frozenset(
+    {"broker", "pty_pair", "password_broker", "tls_broker", "pki", "broker_creds", "tshark_offline"}
+)
 
 
 @pytest.fixture
