@@ -19,6 +19,7 @@ traverse pytest's 0700 ``tmp_path`` to read the password files, certificates and
 
 from __future__ import annotations
 
+import asyncio
 import queue
 import re
 import shutil
@@ -33,13 +34,17 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+from helpers.aio import arun, running_tasks, until
+from helpers.commandunit import Keys, service
+from helpers.envelope import Rig
 from helpers.net import free_port, wait_port
 from helpers.wait import wait_for
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from protocols.telemetry.schema import DATA_STREAMS, MAX_PAYLOAD_BYTES, valid_site
+from protocols.mqtt.session import MqttSession, PublishRefused, SessionConfig
+from protocols.telemetry.schema import DATA_STREAMS, MAX_PAYLOAD_BYTES, topic, valid_site
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "config" / "mosquitto"
@@ -683,3 +688,48 @@ def test_central_acl_reads_every_stream_and_writes_only_acks_and_commands() -> N
 def test_a_valid_site_id_cannot_widen_an_acl_pattern(name: str) -> None:
     """The schema's site ids never hold '+', '#' or '/', the characters that would change what %u matches."""
     assert not (valid_site(name) and any(ch in name for ch in "+#/"))
+
+
+# ---- the agent's command service behind the templates' broker ------------------------------------------------
+
+
+def test_the_agent_behind_the_templates_takes_commands_from_central_only(
+    broker_creds: Creds, ports: Ports, tmp_path: Path
+) -> None:
+    """The agent's own session (TLS, site A's password) and command service on the templates' broker: a signed
+    command central publishes is applied; the same signed message relayed by site B's credentials, or by site A's
+    own, is refused by the broker (PUBACK 0x87) and never reaches the agent: a stolen site password cannot replay
+    central's commands to any site. The agent's message count is the fence: central's next command arrives."""
+
+    def session(port: int, user: str, client_id: str) -> MqttSession:
+        return MqttSession(SessionConfig(host="127.0.0.1", port=port, client_id=client_id, username=user,
+                                         password=broker_creds.passwords[user], tls=True, ca_file=broker_creds.ca))  # fmt: skip
+
+    async def body() -> dict[str, int]:
+        keys = Keys(tmp_path / "keys", site=A)
+        async with Rig(tmp_path / "a.db") as rig:
+            agent = session(ports.password, A, A)
+            svc = service(rig, keys, agent)
+            central, site_b = session(ports.central, "central", "central-cli"), session(ports.password, B, B)
+            async with running_tasks(agent.run(), svc.run(), central.run(), site_b.run()):
+                for s in (agent, central, site_b):
+                    await asyncio.wait_for(s.connected.wait(), WAIT_S)
+                _, first = keys.command("control.mode", {"mode": "advise"})
+                await central.publish(topic(A, "cmd"), first)
+                await until(lambda: svc.counts["applied"] == 1, timeout=WAIT_S)
+                _, stolen = keys.command("control.mode", {"mode": "monitor"})  # signed by central, never sent by it
+                refused = 0
+                for who in (site_b, agent):
+                    with pytest.raises(PublishRefused, match="Not authorized"):
+                        await who.publish(topic(A, "cmd"), stolen)
+                    refused += 1
+                _, fence = keys.command("control.mode", {"mode": "control"})
+                await central.publish(topic(A, "cmd"), fence)
+                await until(lambda: svc.counts["applied"] == 2, timeout=WAIT_S)
+                assert rig.envelope.mode == "control", "the stolen 'monitor' never ran"
+                return {"attempts": refused, "refused": refused, "received": svc.counts["received"]}
+
+    got = arun(body(), timeout=30)
+    assert got == {"attempts": 2, "refused": 2, "received": 2}, got
+    print(f"\nrelay through the templates' broker: {got['attempts']} attempts, {got['refused']} refused by the broker, "
+          f"the agent received only central's {got['received']}")  # fmt: skip
