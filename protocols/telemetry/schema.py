@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 
 SCHEMA_VERSION = 1
 TOPIC_ROOT = "gridedge/v1"
-DATA_STREAMS = ("telemetry", "energy", "events", "control", "results", "audit")
+DATA_STREAMS = ("telemetry", "energy", "events", "control", "results", "audit", "intervals")
 EVENT_STREAMS = ("events", "control", "results", "audit")  # streams whose items are events
 RESULT_KIND = "command_result"  # the one kind of item on the results stream (protocols/telemetry/commands.py)
 CONTROL_KIND = "control_decision"  # the one kind of item on the control stream
@@ -247,6 +247,12 @@ def _check_control(i: int, item: Any) -> None:
     _check_time(f"items[{i}].data.ts", data.get("ts"))
 
 
+def _check_interval(i: int, item: Any) -> None:
+    from protocols.telemetry.intervals import check_interval  # it imports this module's bounds
+
+    check_interval(i, item)
+
+
 def _check_result(i: int, item: Any) -> None:
     """A command result: an event of kind ``command_result`` whose data holds the signed result (its signature is
     the receiver's to check, with the agent's key: protocols/telemetry/commands.py read_result)."""
@@ -275,7 +281,7 @@ def decode_batch(payload: bytes | bytearray | memoryview) -> Batch:
     sent = _field(obj, "sent", (int, float))
     _check_time("sent", sent)
     items = _field(obj, "items", list)
-    check = {"control": _check_control, "results": _check_result}.get(stream)
+    check = {"control": _check_control, "results": _check_result, "intervals": _check_interval}.get(stream)
     if check is None:
         check = _check_event if stream in EVENT_STREAMS else _check_reading
     for i, item in enumerate(items):
