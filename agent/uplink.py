@@ -17,11 +17,15 @@ outbox (on disk), which is where a backlog belongs.
 Store faults do not stop the sending: a seal or an ack that fails (a full disk) is logged, counted and tried
 again next round, and what is already sealed is still sent — its acks are what frees room.
 
+Billing-grade order (docs/store.md, "The outbox"): the outbox offers telemetry newest first, so operators see
+now while a backlog drains, and every other stream (energy, intervals, events, control, results, audit) oldest
+first, so settlement gets its data in order; the two are taken in turn, so both complete.
+
 Bookkeeping is bounded by ``max_inflight``: the uplink remembers a msg_id (in flight, or "published before",
 for the ``resent`` count) only while the message is in flight or among those ``pending()`` offers again. A
 message removed behind its back (the store's full policy drops the oldest telemetry) is forgotten at the
-next step that asks the store. The outbox is offered oldest first, so a message published before that is
-back in the outbox is offered again before any newer one, and its resend is still counted.
+next step that asks the store. A telemetry message published before and offered again after newer ones may be
+forgotten meanwhile: its resend is then not counted in ``resent`` (a statistic; the message itself is sent).
 """
 
 from __future__ import annotations
@@ -204,7 +208,7 @@ class Uplink:
         room = self.max_inflight - len(self._inflight)
         if room <= 0:
             return
-        offered = await self.store.pending(room, exclude=list(self._inflight))
+        offered = await self.store.pending(room, exclude=list(self._inflight), billing=True)
         # Forget what left the outbox behind our back (the full policy drops the oldest telemetry): keep only
         # what is in flight or offered now (module docstring: oldest first, so nothing still waiting is lost).
         self._sent_before.intersection_update({m.msg_id for m in offered}.union(self._inflight))

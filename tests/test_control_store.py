@@ -138,7 +138,7 @@ def test_a_version_1_store_migrates_keeping_its_events_and_their_sequence(tmp_pa
     path = tmp_path / "agent.db"
     _version_1_file(path)
     store = make(path)
-    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     assert store.seal(force=True) == 1
     (msg,) = store.pending(10)
     batch = decode_batch(msg.payload)

@@ -97,6 +97,12 @@ class AsyncStore:
     async def control_flags(self, kind: str | None = None) -> list[ControlFlag]:
         return await self._run(self.store.control_flags, kind)
 
+    async def add_intervals(self, items: Sequence[dict[str, Any]], states: dict[str, dict[str, Any]]) -> None:
+        await self._run(self.store.add_intervals, list(items), dict(states))
+
+    async def metering_states(self) -> dict[str, dict[str, Any]]:
+        return await self._run(self.store.metering_states)
+
     @property
     def commands(self) -> _AsyncCommands:
         """The command state (agent/store/commandstate.py) on the store's thread: ``await store.commands.take(...)``."""
@@ -105,8 +111,8 @@ class AsyncStore:
     async def seal(self, force: bool = False) -> int:
         return await self._run(self.store.seal, force)
 
-    async def pending(self, limit: int, exclude: Collection[str] = ()) -> list[OutboxMessage]:
-        return await self._run(self.store.pending, limit, tuple(exclude))
+    async def pending(self, limit: int, exclude: Collection[str] = (), *, billing: bool = False) -> list[OutboxMessage]:
+        return await self._run(functools.partial(self.store.pending, limit, tuple(exclude), billing=billing))
 
     async def ack(self, msg_ids: Iterable[str]) -> int:
         return await self._run(self.store.ack, list(msg_ids))

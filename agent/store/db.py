@@ -19,7 +19,7 @@ from agent.store.errors import (
     StoreInputError,
     is_corrupt,
 )
-from agent.store.schema import EVENT_STREAMS, EVENTS, STREAMS
+from agent.store.schema import EVENT_STREAMS, EVENTS, INTERVALS, STREAMS
 from agent.store.values import event_row
 from protocols.eventlog import EventLog
 
@@ -166,6 +166,9 @@ class StoreDb:
     def count_unsealed(self, stream: str, limit: int = -1) -> int:
         """Items of ``stream`` not yet sealed, counting at most ``limit`` (-1: all) so a check stays cheap."""
         cursor = self.meta(f"sealed:{stream}")
+        if stream == INTERVALS:
+            sql = "SELECT count(*) FROM (SELECT 1 FROM intervals WHERE id>? LIMIT ?)"
+            return self.conn.execute(sql, (cursor, limit)).fetchone()[0]
         if stream in EVENT_STREAMS:
             sql = "SELECT count(*) FROM (SELECT 1 FROM events WHERE stream=? AND id>? LIMIT ?)"
             return self.conn.execute(sql, (stream, cursor, limit)).fetchone()[0]

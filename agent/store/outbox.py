@@ -5,6 +5,7 @@ and deleted only on central's ack (docs/store.md, "Durability" and "The outbox")
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import math
 import sqlite3
@@ -14,7 +15,7 @@ from typing import Any
 
 from agent.store.db import StoreDb
 from agent.store.disk import Disk
-from agent.store.schema import EVENT_STREAMS, RESULTS
+from agent.store.schema import EVENT_STREAMS, INTERVALS, RESULTS
 from protocols.eventlog import EventLog
 from protocols.telemetry.schema import MAX_PAYLOAD_BYTES, encode_batch
 
@@ -120,6 +121,11 @@ class Outbox:
 
     def _fetch(self, stream: str, cursor: int, limit: int) -> tuple[list[int], list[dict[str, Any]]]:
         conn = self._db.conn
+        if stream == INTERVALS:
+            rows = self._db.conn.execute(
+                "SELECT id, item FROM intervals WHERE id>? ORDER BY id LIMIT ?", (cursor, limit)
+            ).fetchall()
+            return [r[0] for r in rows], [json.loads(r[1]) for r in rows]
         if stream in EVENT_STREAMS:
             rows = conn.execute(
                 "SELECT id, ts, kind, severity, source, text, data FROM events WHERE stream=? AND id>? "
@@ -192,16 +198,28 @@ class Outbox:
 
     # -- the uplink's side -----------------------------------------------------------------------
 
-    def pending(self, limit: int, exclude: Collection[str] = ()) -> list[OutboxMessage]:
-        """Up to ``limit`` outbox messages, oldest first, skipping the ids in ``exclude`` (in flight)."""
+    def pending(self, limit: int, exclude: Collection[str] = (), *, billing: bool = False) -> list[OutboxMessage]:
+        """Up to ``limit`` outbox messages not in ``exclude`` (in flight), oldest first; with ``billing`` (what the
+        uplink asks; docs/store.md, "The outbox"), telemetry newest first (operators see now) and every other stream
+        oldest first (settlement needs order), the two taken in turn so both drain while a backlog lasts."""
         if limit <= 0:
             return []
-        rows = self._db.read(
-            "SELECT msg_id, stream, seq, count, payload FROM outbox "
-            "WHERE msg_id NOT IN (SELECT value FROM json_each(?)) ORDER BY rowid LIMIT ?",
-            (json.dumps(list(exclude)), limit),
-        )
-        return [OutboxMessage(m, s, q, c, bytes(p)) for m, s, q, c, p in rows]
+        ex = json.dumps(list(exclude))
+        if not billing:
+            rows = self._db.read(
+                "SELECT msg_id, stream, seq, count, payload FROM outbox "
+                "WHERE msg_id NOT IN (SELECT value FROM json_each(?)) ORDER BY rowid LIMIT ?",
+                (ex, limit),
+            )
+            return [OutboxMessage(m, s, q, c, bytes(p)) for m, s, q, c, p in rows]
+        sql = ("SELECT msg_id, stream, seq, count, payload FROM outbox WHERE msg_id NOT IN (SELECT value FROM "
+               "json_each(?)) AND stream {} 'telemetry' ORDER BY rowid {} LIMIT ?")  # fmt: skip
+        ordered = self._db.read(sql.format("!=", "ASC"), (ex, limit))
+        newest = self._db.read(sql.format("=", "DESC"), (ex, limit))
+        both: list[tuple[Any, ...]] = []
+        for pair in itertools.zip_longest(ordered, newest):
+            both.extend(r for r in pair if r is not None)
+        return [OutboxMessage(m, s, q, c, bytes(p)) for m, s, q, c, p in both[:limit]]
 
     def ack(self, msg_ids: Iterable[str]) -> int:
         """Forget acknowledged messages; unknown or repeated ids are ignored. Returns rows removed."""

@@ -14,19 +14,21 @@ import sqlite_utils
 from agent.points import Stream
 from agent.store.errors import CORRUPT_ADVICE, StoreCorruptError, StoreError
 
-SCHEMA_VERSION = 3  # in PRAGMA user_version
+SCHEMA_VERSION = 4  # in PRAGMA user_version
 APPLICATION_ID = 0x47454447  # "GEDG" in PRAGMA application_id: marks a file as a GridEdge store
 TABLES = ("events", "meta", "outbox", "readings")  # what a file of schema version 1 or later holds
 CONTROL_TABLES = ("control_flags", "control_ops")  # added by schema version 2: the safety envelope's state
 # added by schema version 3: the signed downlink's state (agent/store/commandstate.py) and the audit log
 COMMAND_TABLES = ("audit", "command_keys", "command_log", "command_overrides", "command_seq")
+METERING_TABLES = ("intervals", "metering_state")  # added by schema version 4: interval energy (agent/metering)
 READING_STREAMS = (Stream.TELEMETRY.value, Stream.ENERGY.value)
 EVENTS = "events"
 CONTROL = "control"  # control decisions: rows of ``events`` on their own stream (schema version 2)
 RESULTS = "results"  # command results, signed by the agent (schema version 3)
 AUDIT = "audit"  # the audit log's entries, as they are appended (schema version 3)
 EVENT_STREAMS = (EVENTS, CONTROL, RESULTS, AUDIT)  # streams whose items are rows of ``events``
-STREAMS = (*READING_STREAMS, *EVENT_STREAMS)  # each has its seq and sealed cursor in meta
+INTERVALS = "intervals"  # interval energy: rows of ``intervals`` (schema version 4), never dropped
+STREAMS = (*READING_STREAMS, *EVENT_STREAMS, INTERVALS)  # each has its seq and sealed cursor in meta
 COUNTERS = ("readings_taken", "acked_messages", "acked_readings", "dropped_readings", "dropped_messages")
 # Counters added after schema 1 was released: absent from older files until first counted (upserted).
 LATE_COUNTERS = ("reserve_released", "reserve_restored")
@@ -105,6 +107,7 @@ def check_ours(conn: sqlite3.Connection, path: Path, version: int) -> None:
         )
     missing = [t for t in TABLES if t not in tables] + [t for t in CONTROL_TABLES if version >= 2 and t not in tables]
     missing += [t for t in COMMAND_TABLES if version >= 3 and t not in tables]
+    missing += [t for t in METERING_TABLES if version >= 4 and t not in tables]
     if version >= 1 and missing:
         raise StoreCorruptError(
             f"{where} says schema version {version} but lacks the tables {', '.join(missing)}: "
@@ -174,6 +177,8 @@ def migrate(conn: sqlite3.Connection, version: int) -> None:
             )
         if version < 3:
             _migrate_commands(conn, db)
+        if version < 4:
+            _migrate_metering(conn, db)
         conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
 
@@ -218,3 +223,18 @@ def _migrate_commands(conn: sqlite3.Connection, db: sqlite_utils.Database) -> No
     conn.execute(
         "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END"
     )
+
+
+def _migrate_metering(conn: sqlite3.Connection, db: sqlite_utils.Database) -> None:
+    """Schema version 4: interval energy (docs/store.md, "Intervals"; agent/metering)."""
+    db["meta"].insert_all([{"key": f"seq:{INTERVALS}", "value": 1}, {"key": f"sealed:{INTERVALS}", "value": 0}],
+                          ignore=True)  # fmt: skip
+    # one row per interval item as it goes on the wire (protocols/telemetry/intervals.py), in the order made; a
+    # correction is a new row with a higher version. AUTOINCREMENT: the sealed cursor compares ids.
+    conn.execute(
+        "CREATE TABLE intervals (id INTEGER PRIMARY KEY AUTOINCREMENT, meter TEXT NOT NULL, register TEXT NOT NULL, "
+        "start REAL NOT NULL, version INTEGER NOT NULL, item TEXT NOT NULL)"
+    )
+    db["intervals"].create_index(["meter", "register", "start"], index_name="intervals_meter_start")
+    # each register's interval engine state, written in the same transaction as the intervals it closed
+    conn.execute("CREATE TABLE metering_state (key TEXT PRIMARY KEY, state TEXT NOT NULL)")

@@ -8,6 +8,7 @@ durable, bounded and unjammed by a full disk is in docs/store.md.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import shutil
@@ -15,7 +16,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,11 @@ from agent.store.errors import (
 )
 from agent.store.outbox import Outbox, OutboxMessage
 from agent.store.policy import ALARM_FRACTION, FullPolicy
-from agent.store.schema import EVENT_STREAMS, EVENTS, SCHEMA_VERSION, connect, open_schema
+from agent.store.schema import EVENT_STREAMS, EVENTS, INTERVALS, SCHEMA_VERSION, connect, open_schema
 from agent.store.values import Row, reading_row
 from protocols.eventlog import EventLog
-from protocols.telemetry.schema import valid_site
+from protocols.telemetry.intervals import check_interval
+from protocols.telemetry.schema import SchemaError, valid_site
 
 log = EventLog("store")
 
@@ -61,6 +63,10 @@ class StoreStats:
     reserve_bytes: int = 0  # the reserve file held now beside the store (0 while given up)
     reserve_released: int = 0  # times the reserve was given up because the disk was full (counter)
     reserve_restored: int = 0  # times it was made again once there was room (counter)
+    # per stream: items waiting (unsealed, or sealed and not acknowledged by central), and the age of its oldest
+    # outbox message [s] (0 when none): how far behind the site is, sent uplink as telemetry (agent/service.py)
+    backlog: dict[str, int] = field(default_factory=dict)
+    backlog_oldest_s: dict[str, float] = field(default_factory=dict)
 
 
 class Store:
@@ -261,6 +267,37 @@ class Store:
         )
         db.mark_unsealed(stream, now)
 
+    # -- interval energy (agent/metering; docs/store.md, "Intervals") ------------------------------------
+    def add_intervals(self, items: Sequence[dict[str, Any]], states: dict[str, dict[str, Any]]) -> None:
+        """Intervals closed by the metering engines (wire items, protocols/telemetry/intervals.py) and the engines'
+        states after closing them, in ONE transaction: a restart resumes from the state that made the last interval
+        stored, so no interval is made twice and none is lost. Each item is checked as central will check it."""
+        rows = []
+        for i, it in enumerate(items):
+            try:
+                check_interval(i, it)
+                text = json.dumps(it, allow_nan=False, separators=(",", ":"))
+            except (SchemaError, TypeError, ValueError) as err:
+                raise StoreInputError(f"interval {i}: {err}") from err
+            rows.append((it["meter"], it["register"], float(it["start"]), int(it["version"]), text))
+        state_rows = [(k, json.dumps(v, allow_nan=False, separators=(",", ":"))) for k, v in states.items()]
+        if not rows and not state_rows:
+            return
+        self._disk.write("add_intervals", functools.partial(self._insert_intervals, rows, state_rows))
+        if rows:
+            self._db.mark_unsealed(INTERVALS, self._monotonic())
+
+    @staticmethod
+    def _insert_intervals(
+        rows: list[tuple[Any, ...]], state_rows: list[tuple[str, str]], conn: sqlite3.Connection
+    ) -> None:
+        conn.executemany("INSERT INTO intervals(meter, register, start, version, item) VALUES (?, ?, ?, ?, ?)", rows)
+        conn.executemany("INSERT OR REPLACE INTO metering_state(key, state) VALUES (?, ?)", state_rows)
+
+    def metering_states(self) -> dict[str, dict[str, Any]]:
+        """Each metering engine's state as last stored with its intervals (empty on a new store)."""
+        return {k: json.loads(v) for k, v in self._db.read("SELECT key, state FROM metering_state")}
+
     # -- the safety envelope's state (agent/store/controlstate.py) ------------------------------------
 
     def control_record_op(
@@ -299,9 +336,10 @@ class Store:
         """Turn unsealed items into outbox messages (``Outbox.seal``); returns how many were created."""
         return self._outbox.seal(force)
 
-    def pending(self, limit: int, exclude: Collection[str] = ()) -> list[OutboxMessage]:
-        """Up to ``limit`` outbox messages, oldest first, skipping the ids in ``exclude`` (in flight)."""
-        return self._outbox.pending(limit, exclude)
+    def pending(self, limit: int, exclude: Collection[str] = (), *, billing: bool = False) -> list[OutboxMessage]:
+        """Up to ``limit`` outbox messages, skipping the ids in ``exclude`` (in flight): oldest first, or with
+        ``billing`` telemetry newest first and the other streams oldest first (Outbox.pending)."""
+        return self._outbox.pending(limit, exclude, billing=billing)
 
     def ack(self, msg_ids: Iterable[str]) -> int:
         """Forget acknowledged messages; unknown or repeated ids are ignored. Returns rows removed."""
@@ -318,8 +356,16 @@ class Store:
         try:
             meta = dict(db.conn.execute("SELECT key, value FROM meta").fetchall())
             rows = db.conn.execute("SELECT count(*) FROM readings").fetchone()[0]
-            unsealed = sum(db.count_unsealed(s) for s in db.unsealed_since)
+            per_stream = {s: db.count_unsealed(s) for s in db.unsealed_since}
+            unsealed = sum(per_stream.values())
             msgs, items = db.conn.execute("SELECT count(*), coalesce(sum(count), 0) FROM outbox").fetchone()
+            now = self._clock()
+            oldest: dict[str, float] = {}
+            for stream, n, created in db.conn.execute(
+                "SELECT stream, coalesce(sum(count), 0), min(created) FROM outbox GROUP BY stream"
+            ):
+                per_stream[stream] = per_stream.get(stream, 0) + n
+                oldest[stream] = round(max(0.0, now - created), 1)
             size = disk.size()
             limit, free = disk.limit(size)
         except sqlite3.Error as err:
@@ -344,6 +390,8 @@ class Store:
             reserve_bytes=disk.reserve_held(),
             reserve_released=int(meta.get("reserve_released", 0)) + db.unrecorded.get("reserve_released", 0),
             reserve_restored=int(meta.get("reserve_restored", 0)) + db.unrecorded.get("reserve_restored", 0),
+            backlog=per_stream,
+            backlog_oldest_s={s: oldest.get(s, 0.0) for s in per_stream},
         )
 
     # -- closing ---------------------------------------------------------------------------------
