@@ -25,7 +25,7 @@ from agent.config import AgentConfig
 from agent.control.wiring import ControlSystem, build_control
 from agent.monitoring.service import VoltageMonitoring
 from agent.pmu.ingest import PmuMonitoring
-from agent.points import Reading
+from agent.points import Quality, Reading, Stream
 from agent.pq.worker import PqWorker
 from agent.runtime import Supervisor, SystemdNotifier, watchdog
 from agent.store import AsyncStore, Store, StoreError
@@ -39,6 +39,7 @@ log = EventLog("agent")
 
 LIMIT_CHECK_INTERVAL_S = 5.0
 STATUS_INTERVAL_S = 1.0
+BACKLOG_REPORT_S = 60.0  # how often the backlog per stream goes uplink as telemetry (central sees how far behind)
 CONTROL_STAGE = 4  # above the pollers (3): control stops first
 
 
@@ -172,9 +173,13 @@ class AgentService:
             log.warning("status_write_failed", path=path, error=err)
 
     async def _status(self) -> None:
+        next_backlog = time.monotonic() + BACKLOG_REPORT_S
         while True:
             self._last_stats = await self.store.stats()
             self._write_status()
+            if time.monotonic() >= next_backlog:
+                next_backlog += BACKLOG_REPORT_S
+                self._take(backlog_readings(self._last_stats, time.time()))
             await asyncio.sleep(STATUS_INTERVAL_S)
 
     async def _drain(self, limit_s: float) -> None:
@@ -241,6 +246,17 @@ class AgentService:
             await self.store.aclose()
             self.notifier.close()
             log.info("agent_stopped", readings_taken=self._last_stats.readings_taken)
+
+
+def backlog_readings(stats: Any, ts: float) -> list[Reading]:
+    """The backlog per stream as telemetry: ``agent.backlog_<stream>`` (items not yet acknowledged by central) and
+    ``agent.backlog_age_<stream>`` (the age of the oldest unacknowledged message [s])."""
+    out = []
+    for stream, n in sorted(stats.backlog.items()):
+        out.append(Reading(f"agent.backlog_{stream}", ts, int(n), "items", Quality.GOOD, Stream.TELEMETRY))
+        age = float(stats.backlog_oldest_s.get(stream, 0.0))
+        out.append(Reading(f"agent.backlog_age_{stream}", ts, age, "s", Quality.GOOD, Stream.TELEMETRY))
+    return out
 
 
 async def run_agent(config: AgentConfig) -> None:

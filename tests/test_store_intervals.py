@@ -97,3 +97,17 @@ def test_the_backlog_per_stream_counts_what_central_has_not_acknowledged(tmp_pat
         st = s.stats()
         assert st.backlog["intervals"] == 0 and st.backlog["energy"] == 5
         assert st.backlog_oldest_s["energy"] > 0 and st.backlog_oldest_s["intervals"] == 0.0
+
+
+def test_the_backlog_goes_uplink_as_telemetry_per_stream() -> None:
+    from types import SimpleNamespace
+
+    from agent.service import backlog_readings
+
+    stats = SimpleNamespace(backlog={"telemetry": 3, "intervals": 12}, backlog_oldest_s={"telemetry": 0.0,
+                                                                                         "intervals": 640.5})  # fmt: skip
+    got = {(r.point, r.value, r.unit, r.stream) for r in backlog_readings(stats, T0)}
+    assert got == {("agent.backlog_intervals", 12, "items", Stream.TELEMETRY),
+                   ("agent.backlog_age_intervals", 640.5, "s", Stream.TELEMETRY),
+                   ("agent.backlog_telemetry", 3, "items", Stream.TELEMETRY),
+                   ("agent.backlog_age_telemetry", 0.0, "s", Stream.TELEMETRY)}  # fmt: skip
