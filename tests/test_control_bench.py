@@ -157,7 +157,9 @@ async def test_a_close_the_device_refuses_during_its_lockout_is_refused_with_the
             # the function proposed every cycle; repeats of one refusal are counted, not recorded one by one
             repeats = sum(x["detail"].get("repeats", 0) for x in agent.decisions())
             repeats += sum(agent.control.controller.status()["refusals_not_recorded"].values())
-            assert len(between) + repeats >= 10
+            # 200 simulated s at a 5 s cadence is up to 40 cycles; under load the bench steps faster than the agent
+            # cycles (CI once saw 7), so the count is a floor of a few, and some repeats were counted, not recorded
+            assert repeats >= 1 and len(between) + repeats >= 3
         selects = [w for w in writes if "sbo_select" in w]
         assert len(selects) == len(refused), "one select per attempt, no retry storm"
         assert model.operation_count == 2 and not model.closed, "only the panel's two operations"
