@@ -143,10 +143,12 @@ async def test_a_schedule_steps_then_returns_the_inverter_to_its_fallback_at_its
 @async_test
 async def test_a_link_to_central_lost_longer_than_allowed_returns_devices_to_their_fallback(tmp_path, broker) -> None:
     """link_loss_s = 120: central (the broker) goes away; within the limit nothing changes, past it every command
-    hold ends: the inverter's limit off, measured at the bench; an event says so."""
-    async with command_site(tmp_path, broker, link_loss_s=120) as s:
+    hold ends: the inverter's limit off, and its output back up in the bench's truth log; an event says so."""
+    truth = tmp_path / "truth.jsonl"
+    async with command_site(tmp_path, broker, link_loss_s=120, truth=truth) as s:
         await _ready(s)
         inv = s.bench.model_of(DEV)
+        rated = inv.kw
         sp = s.command("der.setpoint", DEV, {"p_limit_pct": 30, "until": s.now() + 7200})
         await s.send(sp)
         assert (await s.wait_result(sp.command_id)).status == "applied"
@@ -161,7 +163,12 @@ async def test_a_link_to_central_lost_longer_than_allowed_returns_devices_to_the
         assert fallback_at - lost_at >= 120 - 5, "not before the site's limit (less the last ack's age)"
         assert any(k == "commands_link_loss_fallback" for k, _ in s.agent.events())
         assert s.service.executor.slots == {}
+        await asyncio.sleep(1.5)  # 30 simulated s of output after the fallback
         broker.start()
+    limited = [kw for ts, kw in _pv_kw(truth, lost_at + 30) if ts < fallback_at - 5]  # after the ramp down
+    after = [kw for ts, kw in _pv_kw(truth, off_at + 10)]
+    assert limited and max(limited) <= 0.30 * rated * 1.02, "the 30 % limit held while central was unheard"
+    assert after and max(after) > 0.30 * rated * 1.05, "full output again after the fallback (the bench's truth)"
 
 
 @async_test
