@@ -100,6 +100,9 @@ class AsyncStore:
     async def add_intervals(self, items: Sequence[dict[str, Any]], states: dict[str, dict[str, Any]]) -> None:
         await self._run(self.store.add_intervals, list(items), dict(states))
 
+    async def energy_reads(self, since_ts: float, after_id: int = 0, limit: int = 20_000) -> list[tuple[Any, ...]]:
+        return await self._run(self.store.energy_reads, since_ts, after_id, limit)
+
     async def metering_states(self) -> dict[str, dict[str, Any]]:
         return await self._run(self.store.metering_states)
 

@@ -294,6 +294,15 @@ class Store:
         conn.executemany("INSERT INTO intervals(meter, register, start, version, item) VALUES (?, ?, ?, ?, ?)", rows)
         conn.executemany("INSERT OR REPLACE INTO metering_state(key, state) VALUES (?, ?)", state_rows)
 
+    def energy_reads(self, since_ts: float, after_id: int = 0, limit: int = 20_000) -> list[tuple[Any, ...]]:
+        """Stored energy readings stamped after ``since_ts`` with ids above ``after_id``, in id order, at most
+        ``limit``: ``(id, point, ts, value, quality)`` (metering replays them at start, a chunk at a time)."""
+        return self._db.read(
+            "SELECT id, point, ts, value, quality FROM readings WHERE stream='energy' AND id>? AND ts>? "
+            "ORDER BY id LIMIT ?",
+            (after_id, since_ts, limit),
+        )
+
     def metering_states(self) -> dict[str, dict[str, Any]]:
         """Each metering engine's state as last stored with its intervals (empty on a new store)."""
         return {k: json.loads(v) for k, v in self._db.read("SELECT key, state FROM metering_state")}
