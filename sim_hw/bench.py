@@ -192,7 +192,10 @@ class Bench:
     def _truth_step(self) -> None:
         assert self.truth_log is not None and self.config.feeder is not None
         element, _, terminal = self.config.feeder.head.partition("/")
-        self.truth_log.step(self.solution, self.steps, head=(element, int(terminal)), step_s=self.step_s)
+        meters = {d.spec.name: (d.model.true_delivered_wh, d.model.true_received_wh) for d in self._devices
+                  if hasattr(d.model, "true_delivered_wh")}  # fmt: skip
+        self.truth_log.step(self.solution, self.steps, head=(element, int(terminal)), step_s=self.step_s,
+                            meters=meters)  # fmt: skip
 
     def _truth_feeder(self) -> dict[str, Any] | None:
         """What the truth log's step records measure: buses, bases, the head, the PV sites, the loads' model."""

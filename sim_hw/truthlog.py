@@ -76,14 +76,18 @@ class TruthLog:
             self._broken = True
             log.error("truth_log_failed", path=self.path, error=err)
 
-    def step(self, solution: Solution, n: int, *, head: tuple[str, int], step_s: float) -> None:
+    def step(self, solution: Solution, n: int, *, head: tuple[str, int], step_s: float,
+             meters: dict[str, tuple[float, float]] | None = None) -> None:  # fmt: skip
         """One ``step`` record: the feeder as solved at step ``n`` (``head``: the feeder head's element and
-        terminal; ``step_s``: how long this step's powers hold, for the energies)."""
+        terminal; ``step_s``: how long this step's powers hold, for the energies; ``meters``: each revenue meter's
+        true delivered and received energy so far [Wh], unwrapped and not reset by a swap)."""
         if self._broken:
             return
         fields = step_fields(solution, head)
         for key, value in self._energy.items():
             fields[key] = round(value, 4)
+        if meters:
+            fields["meters"] = {name: [round(d, 3), round(r, 3)] for name, (d, r) in sorted(meters.items())}
         self.write("step", solution.t, n=n, **fields)
         hours = step_s / 3600.0
         head_kw = fields["head_kw"]

@@ -265,6 +265,17 @@ async def test_a_meter_swap_resets_the_energy_and_changes_the_serial_number() ->
     assert 10_000_000 <= after["serial_number"] < 100_000_000
     # 3.6 MW from T0+10.5 to T0+20: 3 600 000 x 9.5 / 3600 = 9500 Wh
     assert after["energy_delivered_wh"] == 9500
+    # what really flowed through the meter's place, for the truth log: 3.6 MW for 20 s = 20 000 Wh, the swap
+    # notwithstanding
+    assert meter.true_delivered_wh == pytest.approx(20_000) and meter.true_received_wh == 0
+
+
+def test_the_true_energy_neither_wraps_nor_resets_where_the_register_does() -> None:
+    meter = FeederMeter("wraps", energy_delivered_wh=ENERGY_MODULUS - 1000)
+    for k in range(3):  # 3.6 MW for 2 s: 2000 Wh, through the register's 2**32
+        meter.observe(T0 + k, balanced(T0 + k, 500.0))
+    assert int(meter.values(T0 + 2)["energy_delivered_wh"]) == 1000
+    assert meter.true_delivered_wh == pytest.approx(2000)
 
 
 # --- writes and errors -------------------------------------------------------------------------------

@@ -203,6 +203,17 @@ def test_truth_log_steps_carry_the_energy_up_to_their_time_and_the_summary_agree
     assert "-0.0" not in path.read_text()
 
 
+def test_steps_carry_each_meters_true_energy_when_given(tmp_path: Path) -> None:
+    path = tmp_path / "truth.jsonl"
+    log = TruthLog(path)
+    log.step(solution(T0, head_a=1.0, pv_a=0.0, source_kw=0.0, loss_kw=0.0), 0, head=("Line.h", 1), step_s=1.0,
+             meters={"m2": (5.0, 0.0), "m1": (1234.56789, 2.0)})  # fmt: skip
+    log.step(solution(T0 + 1, head_a=1.0, pv_a=0.0, source_kw=0.0, loss_kw=0.0), 1, head=("Line.h", 1), step_s=1.0)
+    log.close()
+    first, second = (r for r in read_records(path) if r["record"] == "step")
+    assert first["meters"] == {"m1": [1234.568, 2.0], "m2": [5.0, 0.0]} and "meters" not in second
+
+
 def test_a_truth_log_that_cannot_be_written_is_dropped_with_one_error(tmp_path: Path, caplog) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("")
