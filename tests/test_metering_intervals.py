@@ -371,7 +371,7 @@ def test_an_outage_across_local_midnight_and_a_dst_change_stays_utc_and_contiguo
 
 def scenario():
     """Reads with a bit of everything: wrap, spike, backward read, swap, gap, flush-able outage."""
-    reads = [(t, (raw + 2**32 - 50_000) % 2**32, "111") for t, raw in linear(B0 + 0.4, B0 + 1000.4, 1.3, 60.0)]
+    reads = [(t, (raw + 2**32 - 55_000) % 2**32, "111") for t, raw in linear(B0 + 0.4, B0 + 1000.4, 1.3, 60.0)]
     reads += [(B0 + 1002, 3_000_000_000, "111"), (B0 + 1003, 10, "111")]
     reads += [(t, raw, "222") for t, raw in linear(B0 + 1100, B0 + 2000, 0.9, 50.0, at=B0 + 1100)]
     reads += [(t, raw, "222") for t, raw in linear(B0 + 7000, B0 + 9000, 1.1, 50.0, at=B0 + 1100)]
