@@ -221,6 +221,21 @@ def test_a_declared_swap_rebases_a_counter_with_the_same_identity():
     assert out[0].meter_id is None
 
 
+@pytest.mark.parametrize(
+    ("read_id", "declared_id", "meter_id"),
+    [("111", "NEW", "111"), (None, "NEW", "NEW"), (None, None, None)],
+)
+def test_a_declared_swap_takes_the_identity_the_reads_carry(read_id, declared_id, meter_id):
+    """The identity read from the meter wins over the declared one: a declared id the reads contradict would swap
+    back at the next read. 0 -> 300 Wh on the new base after B0+10."""
+    eng = make()
+    feed(eng, [(B0, 5000, read_id)])
+    eng.swap(B0 + 5, declared_id)
+    out = feed(eng, [(B0 + 10, 0, read_id), (B0 + 11, 1, read_id), (B0 + L, 300, read_id), (B0 + 2 * L, 400, read_id)])
+    assert brief(out) == [(B0, "A", 0.3, None, ("meter_swap",)), (B0 + L, "A", 0.1, None, ())]
+    assert out[1].meter_id == meter_id
+
+
 def test_a_swap_across_a_boundary_holds_the_counter_flat_in_between():
     """Old meter's last read at B1-100 (raw 9000, from 0 at B0), new meter's first at B1+100 (0), 900 at B2: B1 is
     interpolated on the flat span (9000 Wh of the old counter): [B0,B1) 9 kWh, [B1,B2) 0.9 kWh, both S (gap 200 s)."""
@@ -405,6 +420,25 @@ def test_a_restart_from_state_emits_what_no_restart_emits(restart_at):
     assert run(make(), reads, restart_at) == run(make(), reads)
 
 
+def test_a_restart_replays_the_reads_after_last_ts():
+    """The agent stores the state with the intervals it emitted, then crashes; on start it replays the reads it
+    stored after the state's last_ts: the intervals come out exactly as without the crash."""
+    reads = scenario()
+    eng, stored, committed, emitted = make(), [], None, []
+    for t, raw, mid in reads[:3000]:
+        stored.append((t, raw, mid))
+        got = eng.add(t, raw, "good", mid)
+        if got:
+            emitted += got
+            committed = json.loads(json.dumps(eng.state()))
+    resumed = RegisterIntervals.from_state(committed, eng.meter, eng.register, eng.channel, interval_s=L,
+                                           modulus=2**32, to_unit=0.001, max_delta=MAX_DELTA_WH)  # fmt: skip
+    assert resumed.last_ts is not None
+    replayed = [r for r in stored if r[0] > resumed.last_ts] + reads[3000:]
+    out = emitted + [iv for t, raw, mid in replayed for iv in resumed.add(t, raw, "good", mid)]
+    assert out == feed(make(), reads)
+
+
 def test_a_state_of_another_interval_length_resumes_from_its_last_read():
     eng = make()
     feed(eng, linear(B0, B0 + 500, 1.0, 100.0))
@@ -452,3 +486,46 @@ def test_intervals_add_up_to_the_true_energy_and_survive_a_restart(gaps, start, 
     # each end boundary's reads are <= 4 s apart: interpolation between them is off by at most 500 Wh/s x 4 s,
     # and rounding the counter to whole Wh adds 1 Wh at each end
     assert total == pytest.approx(exact, abs=2 * (500 * 4 + 1) / 1000)
+
+
+EVENT = st.one_of(
+    st.tuples(st.just("read"), st.floats(0.1, 3.0)),
+    st.tuples(st.just("gap"), st.floats(5.0, 8000.0)),
+    st.tuples(st.just("glitch"), st.integers(0, 2**32 - 1)),
+    st.tuples(st.just("swap"), st.floats(0.5, 100.0)),
+    st.tuples(st.just("back"), st.floats(0.5, 200.0)),
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(events=st.lists(EVENT, min_size=1, max_size=300), restart=st.integers(0, 10_000), rate=st.floats(0, 800))
+def test_any_read_sequence_gives_contiguous_valid_intervals_once(events, restart, rate):
+    """Whatever the reads do (gaps, garbage values, swaps, clock steps back), the intervals are contiguous, each
+    passes the wire contract, no value exceeds the spike bound, and a restart anywhere changes nothing."""
+    reads, t, wh, meter = [], float(B0 + 3), 0.0, 1
+    for kind, x in events:
+        if kind == "read":
+            t += x
+            wh += rate * x
+            reads.append((t, int(wh) % 2**32, str(meter)))
+        elif kind == "gap":
+            t += x
+            wh += rate * x
+        elif kind == "glitch":
+            t += 1
+            reads.append((t, x, str(meter)))
+        elif kind == "swap":
+            t += x
+            meter, wh = meter + 1, 0.0
+            reads.append((t, 0, str(meter)))
+        else:
+            reads.append((t - x, int(wh) % 2**32, str(meter)))
+    if not reads:
+        return
+    out = run(make(), reads)
+    assert out == run(make(), reads, restart % len(reads))
+    assert [iv.start for iv in out] == list(range(out[0].start, out[-1].end, L)) if out else True
+    for iv in out:
+        check_interval(0, iv.to_item())
+        # the bound over the interval, plus what the per-read jitter and resolution slack can add on top
+        assert iv.value is None or iv.value <= MAX_DELTA_WH / 1000 * 2 + 1

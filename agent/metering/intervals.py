@@ -14,10 +14,10 @@ actual_span_s, resolution)``
     ``flush(now) -> list[Interval]``: the intervals that are null whatever comes next (no read for longer than
     ``estimate_span_s``): closed now, so central learns of an outage while it lasts.
     ``swap(ts, new_meter_id)``: a meter swap or register reset declared by an operator: the first read at or
-    after ``ts`` is the new register's base.
+    after ``ts`` is the new register's base (``new_meter_id`` names it when the reads carry no identity).
     ``state() -> dict`` / ``RegisterIntervals.from_state(state, ...)``: everything the engine holds, JSON-ready.
-    Store it in the same SQLite transaction as the intervals that ``add``/``flush`` returned: a restart from it
-    emits every later interval exactly once.
+    Store it in the same SQLite transaction as the intervals that ``add``/``flush`` returned: a restart from it,
+    fed again the reads stamped after ``last_ts``, emits every later interval exactly once.
 :class:`Interval` (frozen): one closed interval; ``to_item()`` is the ``intervals`` stream's item
 (protocols/telemetry/intervals.py); ``correct(interval, ...)`` makes its next version.
 
@@ -35,7 +35,8 @@ The rules (each with its test table in tests/test_metering_intervals.py)
    there is no modulus) is dropped: it never books energy and never re-bases the counter; flag ``backward``.
 4. Spike. A forward delta above ``max_delta * (dt + JITTER_S) / interval_s + resolution`` (the rated power over
    the time since the previous accepted read, one poll's jitter and one count of resolution) is dropped; flag
-   ``spike``. A dropped read is a missing read: the boundaries around it keep their quality only if other
+   ``spike``. The same bound holds from an anchor read up to about one interval back, so that the jitter
+   allowance of many fast reads cannot add up. A dropped read is a missing read: the boundaries around it keep their quality only if other
    reads bracket them closely enough.
 5. Meter swap. A read whose ``meter_id`` differs from the previous accepted read's (neither None), or the first
    read at or after a declared :meth:`swap`, is the new register's base: no energy is booked between the old
@@ -159,6 +160,7 @@ class RegisterIntervals:
         "meter", "register", "channel", "interval_s", "modulus", "to_unit", "max_delta", "estimate_span_s",
         "actual_span_s", "resolution", "_max_rate", "_ts", "_raw", "_acc", "_id", "_seg", "_start", "_sval",
         "_sstat", "_before", "_before_seg", "_inside", "_stride", "_skip", "_next_b", "_flags", "_swap", "_ahead",
+        "_anchor_ts", "_anchor_acc",
     )  # fmt: skip
 
     def __init__(
@@ -201,6 +203,10 @@ class RegisterIntervals:
         self._acc: float = 0
         self._id: str | None = None
         self._seg = 0
+        # an accepted read at most about interval_s back (renewed when older): the spike bound holds from it too,
+        # so that the per-read jitter allowance cannot add up over many fast reads
+        self._anchor_ts: float = 0.0
+        self._anchor_acc: float = 0
         # the open interval [_start, _start + interval_s): its start value and status (A, S, N), the read at or
         # before its start and that read's segment, the reads inside (thinned: one kept every _stride)
         self._start: int | None = None
@@ -215,6 +221,12 @@ class RegisterIntervals:
         self._flags: dict[int, set[str]] = {}  # interval start -> flags seen in it (dropped reads)
         self._swap: tuple[float, str | None] | None = None
         self._ahead: list[tuple[float, float, str | None]] = []  # reads far ahead, waiting for confirmation
+
+    @property
+    def last_ts(self) -> float | None:
+        """The time of the last accepted read (None before the first): after a restart from :meth:`state`, feed
+        the stored reads stamped after it, in order (an older read would be taken for a clock step, rule 7)."""
+        return self._ts
 
     # --- reads --------------------------------------------------------------------------------------------
 
@@ -240,7 +252,9 @@ class RegisterIntervals:
             meter_id is not None and self._id is not None and meter_id != self._id
         ):
             self._swap = None
-            self._id = meter_id if swap is None or swap[1] is None else swap[1]
+            # the identity read from the meter wins over the declared one (else the next read would swap back)
+            self._id = meter_id if meter_id is not None or swap is None else swap[1]
+            self._anchor_ts, self._anchor_acc = ts, self._acc
             return self._accept(ts, raw, self._acc, self._seg + 1)
         delta = raw - self._raw
         wrapped = False
@@ -252,14 +266,21 @@ class RegisterIntervals:
             else:
                 self._flag(ts, "backward")
                 return []
-        if delta > self._max_rate * (ts - last + JITTER_S) + self.resolution:
+        rate = self._max_rate
+        acc = self._acc + delta
+        if (
+            delta > rate * (ts - last + JITTER_S) + self.resolution
+            or acc - self._anchor_acc > rate * (ts - self._anchor_ts + JITTER_S) + self.resolution
+        ):
             self._flag(ts, "spike")
             return []
         if wrapped:
             self._flag(ts, "rollover")
         if self._id is None:
             self._id = meter_id
-        return self._accept(ts, raw, self._acc + delta, self._seg)
+        if ts - self._anchor_ts > self.interval_s:
+            self._anchor_ts, self._anchor_acc = self._ts, self._acc
+        return self._accept(ts, raw, acc, self._seg)
 
     def swap(self, ts: float, new_meter_id: str | None = None) -> None:
         """Declare a meter swap (or a register reset): the first read at or after ``ts`` is the new base."""
@@ -281,6 +302,7 @@ class RegisterIntervals:
 
     def _first(self, ts: float, raw: float, meter_id: str | None) -> None:
         self._ts, self._raw, self._acc, self._id = ts, raw, 0, meter_id
+        self._anchor_ts, self._anchor_acc = ts, 0
         self._swap = None
         if ts % self.interval_s == 0:
             self._open(int(ts), 0, "A", (ts, raw), self._seg)
@@ -438,7 +460,7 @@ class RegisterIntervals:
             "next_b": None if self._next_b == math.inf else self._next_b,
             "flags": [[k, sorted(v)] for k, v in sorted(self._flags.items())],
             "swap": None if self._swap is None else list(self._swap),
-            "ahead": [list(r) for r in self._ahead],
+            "ahead": [list(r) for r in self._ahead], "anchor": [self._anchor_ts, self._anchor_acc],
         }  # fmt: skip
 
     @classmethod
@@ -466,6 +488,7 @@ class RegisterIntervals:
         )
         eng._swap = None if state["swap"] is None else (state["swap"][0], state["swap"][1])
         eng._ahead = [(t, r, i) for t, r, i in state["ahead"]]
+        eng._anchor_ts, eng._anchor_acc = state["anchor"]
         if state["interval_s"] != eng.interval_s:
             eng._next_b = eng._first_boundary_after(eng._ts)
             return eng
