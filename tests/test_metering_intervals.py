@@ -364,21 +364,57 @@ def test_a_correction_is_a_new_version():
 # --- rule 9: UTC ------------------------------------------------------------------------------------------------
 
 
-def test_an_outage_across_local_midnight_and_a_dst_change_stays_utc_and_contiguous():
-    """Sydney leaves daylight time on 2026-04-05 at 03:00 AEDT (-> 02:00 AEST). Reads every 10 s at 100 Wh/s from
-    12:00 UTC to 12:40 UTC (23:40 AEDT, before local midnight), none until 16:40 UTC (02:40 AEST, the second 02:40
-    of that night), then to 17:00 UTC. With a 6-hour estimate span: 20 quarter-hours 12:00..17:00 UTC, contiguous,
-    each 90 kWh; the 17 whose start or end falls in the outage (12:30 .. 16:30) S, the others A."""
-    sydney = ZoneInfo("Australia/Sydney")
-    down = datetime(2026, 4, 4, 23, 40, tzinfo=sydney).timestamp()
-    up = datetime(2026, 4, 5, 2, 40, fold=1, tzinfo=sydney).timestamp()
-    t12 = datetime(2026, 4, 4, 12, 0, tzinfo=UTC).timestamp()
-    assert (down, up) == (t12 + 2400, t12 + 4 * 3600 + 2400)  # 4 hours of UTC, 3 hours of local wall clock
+@pytest.mark.parametrize(
+    ("zone", "down_local", "up_local", "down_utc", "up_utc", "first_utc", "qualities"),
+    [
+        # Sydney leaves daylight time on 2026-04-05 at 03:00 AEDT (-> 02:00 AEST): down 23:40 AEDT (UTC+11), before
+        # local midnight; up at the second 02:40 (AEST, UTC+10). 4 h of UTC, 3 h of local clock. Reads 12:00..17:00
+        # UTC: 20 quarter-hours; boundaries 12:45..16:30 are in the outage, so intervals 12:30..16:30 (17) are S.
+        ("Australia/Sydney", (2026, 4, 4, 23, 40, 0), (2026, 4, 5, 2, 40, 1), (2026, 4, 4, 12, 40), (2026, 4, 4, 16, 40),
+         (2026, 4, 4, 12, 0), ["A", "A"] + ["S"] * 17 + ["A"]),
+        # New York starts daylight time on 2026-03-08 at 02:00 EST (-> 03:00 EDT): down 01:50 EST (UTC-5), up 03:10 EDT
+        # (UTC-4): 20 min of UTC, 80 min of local clock. Reads 06:00..08:00 UTC: 8 quarter-hours; only the 07:00
+        # boundary is in the outage, so [06:45, 07:00) and [07:00, 07:15) are S.
+        ("America/New_York", (2026, 3, 8, 1, 50, 0), (2026, 3, 8, 3, 10, 0), (2026, 3, 8, 6, 50), (2026, 3, 8, 7, 10),
+         (2026, 3, 8, 6, 0), ["A", "A", "A", "S", "S", "A", "A", "A"]),
+        # Berlin leaves summer time on 2026-10-25 at 03:00 CEST (-> 02:00 CET): down 23:30 CEST (UTC+2) the evening
+        # before, up at the second 02:30 (CET, UTC+1): 4 h of UTC across local midnight. Reads 21:00..02:00 UTC: 20
+        # quarter-hours; boundaries 21:45..01:15 are in the outage, so intervals 21:30..01:15 (16) are S.
+        ("Europe/Berlin", (2026, 10, 24, 23, 30, 0), (2026, 10, 25, 2, 30, 1), (2026, 10, 24, 21, 30),
+         (2026, 10, 25, 1, 30), (2026, 10, 24, 21, 0), ["A", "A"] + ["S"] * 16 + ["A", "A"]),
+    ],
+)  # fmt: skip
+def test_an_outage_across_local_midnight_and_a_dst_change_stays_utc_and_contiguous(
+    zone, down_local, up_local, down_utc, up_utc, first_utc, qualities
+):
+    """Reads every 10 s at 100 Wh/s, an outage between two local times that a DST change separates: the intervals
+    are contiguous UTC quarter-hours, as many as UTC hours allow, each exactly 90 kWh (a 6-hour estimate span)."""
+    tz = ZoneInfo(zone)
+    *d, dfold = down_local
+    *u, ufold = up_local
+    down = datetime(*d, fold=dfold, tzinfo=tz).timestamp()
+    up = datetime(*u, fold=ufold, tzinfo=tz).timestamp()
+    assert (down, up) == (datetime(*down_utc, tzinfo=UTC).timestamp(), datetime(*up_utc, tzinfo=UTC).timestamp())
+    t0 = datetime(*first_utc, tzinfo=UTC).timestamp()
+    t_end = t0 + len(qualities) * L
     eng = make(estimate_span_s=6 * 3600)
-    out = feed(eng, linear(t12, down, 10.0, 100.0, at=t12) + linear(up, t12 + 5 * 3600, 10.0, 100.0, at=t12))
-    assert [iv.start for iv in out] == [t12 + k * L for k in range(20)]
+    out = feed(eng, linear(t0, down, 10.0, 100.0, at=t0) + linear(up, t_end, 10.0, 100.0, at=t0))
+    assert [iv.start for iv in out] == [t0 + k * L for k in range(len(qualities))]
     assert all(iv.end - iv.start == L and iv.value == pytest.approx(90.0) for iv in out)
-    assert [iv.quality for iv in out] == ["A", "A"] + ["S"] * 17 + ["A"]
+    assert [iv.quality for iv in out] == qualities
+
+
+def test_a_kvarh_register_goes_out_in_kvarh():
+    eng = RegisterIntervals("m", "q_received_varh", "kvarh_received", interval_s=300, modulus=2**16, to_unit=0.001,
+                            max_delta=1e6)  # fmt: skip
+    out = feed(eng, [(B0, 65_000), (B0 + 1, 100), (B0 + 300, 600)])
+    item = out[0].to_item()
+    assert (item["unit"], item["channel"], item["value"], item["flags"]) == (
+        "kvarh",
+        "kvarh_received",
+        1.136,
+        ["rollover"],
+    )
 
 
 # --- state and restart ------------------------------------------------------------------------------------------

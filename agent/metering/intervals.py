@@ -72,6 +72,7 @@ JITTER_S = 1.0  # a poll's timestamp may be this far from the instant the meter 
 MAX_FORWARD_S = 31 * 86400  # a read this far ahead of the previous one is a clock fault until confirmed
 CONFIRM_READS = 3  # reads in a row that confirm a far jump of the clock
 STATE_VERSION = 1
+VALUE_DECIMALS = 9  # an interval's value is rounded to 1e-9 kWh or kvarh
 _INSIDE_MAX = MAX_READS - 2  # the read before start and the read after end take two places
 _FLAG_ORDER = {f: i for i, f in enumerate(FLAGS)}
 
@@ -418,7 +419,8 @@ class RegisterIntervals:
         if sstat == "N" or estat == "N" or self._sval is None or eval_ is None:
             quality, value, method = "N", None, None
         else:
-            value = (eval_ - self._sval) * self.to_unit
+            # rounded to 1e-9 kWh (a microwatt-hour): 1136 Wh x 0.001 is 1.136, not 1.1360000000000001, on the wire
+            value = round((eval_ - self._sval) * self.to_unit, VALUE_DECIMALS)
             if sstat == "A" and estat == "A":
                 quality, method = "A", None
             else:
