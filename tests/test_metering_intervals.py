@@ -334,6 +334,17 @@ def test_a_read_far_ahead_is_dropped_unless_confirmed():
     assert "clock_step" in out[0].flags
 
 
+def test_flush_with_a_clock_far_ahead_stops_at_max_forward():
+    """flush(now) 100 days after the last read closes the intervals of 31 days (MAX_FORWARD_S), no more: a clock
+    stepped years ahead must not make years of null items."""
+    eng = make()
+    feed(eng, [(B0, 0), (B0 + 1, 100)])
+    out = eng.flush(B0 + 100 * 86400)
+    assert len(out) == MAX_FORWARD_S // L == 31 * 96
+    assert out[-1].end == B0 + 31 * 86400
+    assert eng.flush(B0 + 100 * 86400) == []
+
+
 # --- rule 8: reads and versions ---------------------------------------------------------------------------------
 
 

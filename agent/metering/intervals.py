@@ -12,7 +12,8 @@ actual_span_s, resolution)``
     ``add(ts, raw, quality, meter_id) -> list[Interval]``: one read (``quality`` the Reading's, ``"good"`` to be
     used); the intervals it closes, oldest first.
     ``flush(now) -> list[Interval]``: the intervals that are null whatever comes next (no read for longer than
-    ``estimate_span_s``): closed now, so central learns of an outage while it lasts.
+    ``estimate_span_s``): closed now, so central learns of an outage while it lasts (at most ``MAX_FORWARD_S``
+    past the last read).
     ``swap(ts, new_meter_id)``: a meter swap or register reset declared by an operator: the first read at or
     after ``ts`` is the new register's base (``new_meter_id`` names it when the reads carry no identity).
     ``state() -> dict`` / ``RegisterIntervals.from_state(state, ...)``: everything the engine holds, JSON-ready.
@@ -294,7 +295,9 @@ class RegisterIntervals:
         out: list[Interval] = []
         before = (self._ts, self._raw)
         b = self._first_boundary_after(self._ts)
-        while b <= now:
+        # no further than a read could be taken (rule 7): a clock stepped years ahead must not make years of items
+        until = min(now, self._ts + MAX_FORWARD_S)
+        while b <= until:
             self._boundary(b, None, "N", before, self._seg, None, out)
             b += self.interval_s
         return out
