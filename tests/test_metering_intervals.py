@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.metering.intervals import CONFIRM_READS, MAX_FORWARD_S, Interval, RegisterIntervals, correct
+from agent.points import Quality
 from protocols.telemetry.intervals import MAX_READS, check_interval
 
 B0 = 1_764_000_000  # a multiple of 3600 (so of 300 and 900 too): 2025-11-24 16:00 UTC
@@ -294,12 +295,18 @@ def test_flush_reports_an_outage_while_it_lasts_and_nothing_twice():
 
 
 def test_failed_reads_are_missing_reads():
-    """Reads of quality stale/invalid or None values count as absent: a 20 s hole around B1 makes it S."""
+    """Reads of quality stale/invalid, None or NaN values, NaN times count as absent: a 20 s hole around B1
+    makes it S."""
     eng = make()
     out = []
-    for t, raw in linear(B0, B0 + 2 * L, 1.0, 100.0):
-        bad = B0 + L - 10 < t < B0 + L + 10
-        out += eng.add(t, None if bad else raw, "stale" if bad else "good", "111")
+    bad_reads = [(None, Quality.STALE), (float("nan"), Quality.GOOD), ("SIM3P", Quality.GOOD), (7, Quality.INVALID)]
+    for i, (t, raw) in enumerate(linear(B0, B0 + 2 * L, 1.0, 100.0)):
+        if B0 + L - 10 < t < B0 + L + 10:
+            value, quality = bad_reads[i % len(bad_reads)]
+            out += eng.add(t, value, quality, "111")
+            out += eng.add(float("nan"), raw, Quality.GOOD, "111")
+        else:
+            out += eng.add(t, raw, Quality.GOOD, "111")
     assert brief(out) == [(B0, "S", 90.0, 17, ("gap",)), (B0 + L, "S", 90.0, 17, ("gap",))]
 
 

@@ -238,9 +238,10 @@ class RegisterIntervals:
             return []  # a read that failed is a missing read (rule 6)
         last = self._ts
         if last is None:
-            self._first(ts, raw, meter_id)
+            if math.isfinite(ts):
+                self._first(ts, raw, meter_id)
             return []
-        if ts <= last:
+        if not ts > last:  # also a NaN time
             if ts < last:
                 self._flag(last, "clock_step")
             return []
