@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.metering.config import MeterConfig, MeteringConfig, engine, parse_metering
+from agent.metering.config import MeterConfig, MeteringConfig, engine, engines, parse_metering
 from protocols.configcheck import MISSING, Checker
 from protocols.modbus.registermap import RegisterMap, parse_register_map
 
@@ -133,6 +133,21 @@ def test_the_engine_gets_the_spike_bound_in_raw_units():
     eng = engine(cfg, cfg.meters[0], cfg.meters[0].registers[0])
     assert (eng.max_delta, eng.modulus, eng.to_unit, eng.interval_s) == (750_000, 2**32, 0.001, 900)
     assert (eng.meter, eng.register, eng.channel) == ("fdr-671-meter", "energy_delivered_wh", "kwh_delivered")
+
+
+def test_engines_are_keyed_by_point_id_and_resume_from_their_states():
+    """One engine per register, keyed <device>.<point>; a stored state resumes its engine, the others start new."""
+    cfg, _ = parse({"meters": [{"device": "fdr-671-meter", "rated_kw": 2000}]})
+    first = engines(cfg)
+    assert sorted(first) == ["fdr-671-meter.energy_delivered_wh", "fdr-671-meter.energy_received_wh"]
+    eng = first["fdr-671-meter.energy_delivered_wh"]
+    for t in range(0, 901):
+        eng.add(1_764_000_000 + t, 500 * t, "good", "111/SIM3P-120")  # 1.8 MW
+    again = engines(cfg, {"fdr-671-meter.energy_delivered_wh": eng.state()})
+    assert again["fdr-671-meter.energy_delivered_wh"].last_ts == 1_764_000_900
+    assert again["fdr-671-meter.energy_received_wh"].last_ts is None
+    (iv,) = again["fdr-671-meter.energy_delivered_wh"].add(1_764_001_800, 900_000, "good", "111/SIM3P-120")
+    assert (iv.start, iv.value, iv.quality) == (1_764_000_900, 450.0, "A")  # 450 000 Wh over [900, 1800)
 
 
 @pytest.mark.parametrize(

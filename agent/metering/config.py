@@ -2,7 +2,8 @@
 
 agent/config.py hands the section, with its shared Checker and the site's devices (name -> register map, None
 for a device without a hand-written map), to :func:`parse_metering`; every problem is recorded there with its
-key path, value and what is allowed. :func:`engine` builds the interval engine of one configured register.
+key path, value and what is allowed. :func:`engine` builds the interval engine of one configured register,
+:func:`engines` every one, keyed ``<device>.<point>`` and resumed from stored states.
 
 ```toml
 [metering]
@@ -93,21 +94,34 @@ class MeteringConfig:
     meters: tuple[MeterConfig, ...] = ()
 
 
-def engine(cfg: MeteringConfig, meter: MeterConfig, register: RegisterConfig) -> RegisterIntervals:
-    """The interval engine of one register: spike bound = rated_kw x interval x spike_margin, in raw units."""
+def engine_params(cfg: MeteringConfig, meter: MeterConfig, register: RegisterConfig) -> dict[str, Any]:
+    """The engine's keyword parameters: spike bound = rated_kw x interval x spike_margin, in raw units."""
     max_kwh = meter.rated_kw * cfg.interval_s / 3600 * cfg.spike_margin
-    return RegisterIntervals(
-        meter.device,
-        register.point,
-        register.channel,
-        interval_s=cfg.interval_s,
-        modulus=register.modulus,
-        to_unit=register.to_unit,
-        max_delta=max_kwh / register.to_unit,
-        estimate_span_s=cfg.estimate_span_s,
-        actual_span_s=cfg.actual_span_s,
-        resolution=register.resolution,
-    )
+    return {
+        "interval_s": cfg.interval_s, "modulus": register.modulus, "to_unit": register.to_unit,
+        "max_delta": max_kwh / register.to_unit, "estimate_span_s": cfg.estimate_span_s,
+        "actual_span_s": cfg.actual_span_s, "resolution": register.resolution,
+    }  # fmt: skip
+
+
+def engine(cfg: MeteringConfig, meter: MeterConfig, register: RegisterConfig) -> RegisterIntervals:
+    """A new interval engine of one register."""
+    return RegisterIntervals(meter.device, register.point, register.channel, **engine_params(cfg, meter, register))
+
+
+def engines(cfg: MeteringConfig, states: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, RegisterIntervals]:
+    """Every configured register's engine, keyed by its reading's point id ``<device>.<point>`` (the key to store
+    its state under); resumed from ``states[key]`` when there is one (the store's last committed states)."""
+    out: dict[str, RegisterIntervals] = {}
+    for m in cfg.meters:
+        for r in m.registers:
+            key = f"{m.device}.{r.point}"
+            state = (states or {}).get(key)
+            if state is None:
+                out[key] = engine(cfg, m, r)
+            else:
+                out[key] = RegisterIntervals.from_state(state, m.device, r.point, r.channel, **engine_params(cfg, m, r))
+    return out
 
 
 def _channel_units(channel: str) -> dict[str, float]:
@@ -268,4 +282,4 @@ def parse_metering(
                           spike_margin=float(margin), meters=tuple(meters))  # fmt: skip
 
 
-__all__ = ["MeterConfig", "MeteringConfig", "RegisterConfig", "engine", "parse_metering"]
+__all__ = ["MeterConfig", "MeteringConfig", "RegisterConfig", "engine", "engine_params", "engines", "parse_metering"]
