@@ -221,3 +221,12 @@ def test_each_mistake_names_its_key_value_and_what_is_allowed(raw, key, value, a
     found = [i for i in c.issues if i.key == key and allowed in i.allowed]
     assert found, [str(i) for i in c.issues]
     assert found[0].value == value
+
+
+def test_the_example_of_docs_metering_loads():
+    """The ``[metering]`` example of docs/metering.md parses without an issue against the bench meter's map."""
+    text = (ROOT / "docs" / "metering.md").read_text()
+    example = text.split("```toml\n", 1)[1].split("```", 1)[0]
+    cfg, issues = parse(tomllib.loads(example)["metering"])
+    assert issues == {}
+    assert [(m.device, m.rated_kw, len(m.registers)) for m in cfg.meters] == [("fdr-671-meter", 2000.0, 2)]
