@@ -22,6 +22,7 @@ from typing import Any
 from agent.clock import ClockConfig, parse_clock
 from agent.commands.config import CommandsConfig, parse_commands
 from agent.control.config import ControlConfig, parse_control
+from agent.metering.config import MeteringConfig, parse_metering
 from agent.monitoring.config import MeasuredDevice, MonitoringConfig, parse_monitoring
 from agent.pmu.config import PmuMonitoringConfig, PmuStreamConfig, parse_pmu_monitoring, parse_pmus
 from agent.pq.config import WaveformStreamConfig, parse_waveforms
@@ -113,6 +114,7 @@ class AgentConfig:
     clock: ClockConfig = ClockConfig()  # [clock]: a bench day at speed (docs/control.md, "The clock")
     control: ControlConfig | None = None  # [control] (docs/control.md); None: the agent commands nothing
     commands: CommandsConfig | None = None  # [commands] (docs/commands.md); None: nothing comes down from central
+    metering: MeteringConfig | None = None  # [metering] (docs/metering.md); None: no interval energy is made
 
 
 def _read_toml(path: Path) -> tuple[dict[str, Any] | None, str]:
@@ -353,7 +355,7 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
     """Validate an already-parsed TOML document; relative paths resolve against ``source``'s folder."""
     c = Checker(source.parent)
     c.unknown(raw, "", {"site_id", "devices", "store", "uplink", "pmus", "pmu_monitoring", "waveforms", "monitoring",
-                        "clock", "control", "commands"})  # fmt: skip
+                        "clock", "control", "commands", "metering"})  # fmt: skip
     site = c.get(raw, "", "site_id", "string")
     if site and not valid_site(site):
         c.fail("site_id", site, "1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit")
@@ -390,6 +392,11 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
     if control_raw is not None:
         control = parse_control(c, control_raw, {d.name: getattr(d, "register_map", None) for d in devices},
                                 {d.name: d.protocol for d in devices})  # fmt: skip
+    metering_raw = c.get(raw, "", "metering", "table", None)
+    metering = None
+    if metering_raw is not None:  # SunSpec devices have no register map here: their models say what they hold
+        metering = parse_metering(c, metering_raw, {d.name: None if d.protocol == "sunspec" else
+                                                    getattr(d, "register_map", None) for d in devices})  # fmt: skip
     commands_raw = c.get(raw, "", "commands", "table", None)
     commands = None
     if commands_raw is not None:
@@ -403,7 +410,8 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
                        store=StoreConfig(path=spath, max_bytes=int(max_mb * 1024 * 1024), batch_size=batch),
                        uplink=uplink, source=source, pmus=tuple(pmus.values()),
                        pmu_monitoring=monitoring, waveforms=tuple(waveforms.values()), monitoring=voltages,
-                       warnings=tuple(c.warnings), clock=clock, control=control, commands=commands)  # fmt: skip
+                       warnings=tuple(c.warnings), clock=clock, control=control, commands=commands,
+                       metering=metering)  # fmt: skip
 
 
 def load_config(path: str | Path) -> AgentConfig:

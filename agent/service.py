@@ -23,6 +23,7 @@ from agent.clock import make_clock
 from agent.commands.service import CommandService
 from agent.config import AgentConfig
 from agent.control.wiring import ControlSystem, build_control
+from agent.metering.service import MeteringService
 from agent.monitoring.service import VoltageMonitoring
 from agent.pmu.ingest import PmuMonitoring
 from agent.points import Quality, Reading, Stream
@@ -88,6 +89,8 @@ class AgentService:
         self.uplink = Uplink(
             config.site_id, self.store, self.session, max_inflight=up.max_inflight, ack_timeout_s=up.ack_timeout_s
         )
+        # Interval energy (docs/metering.md): every energy read feeds its register's engine; intervals go uplink.
+        self.metering = MeteringService(config.metering, self.store, clock=self.clock.time) if config.metering else None
         # Commands from central (docs/commands.md): verified here, carried out through control's envelope.
         self.commands: CommandService | None = None
         if config.commands is not None and self.control is not None:
@@ -101,6 +104,8 @@ class AgentService:
     def _take(self, readings: list[Reading]) -> None:
         self.snapshot.update(readings)
         self.writer.put(readings)
+        if self.metering is not None:
+            self.metering.take(readings)
 
     # -- tasks -----------------------------------------------------------------------------------
     async def _limits(self) -> None:
@@ -151,6 +156,7 @@ class AgentService:
             "tasks": {name: h.state for name, h in self.supervisor.health().items()},
             "control": self.control.status() if self.control is not None else None,
             "commands": self.commands.status() if self.commands is not None else None,
+            "metering": self.metering.status() if self.metering is not None else None,
         }
 
     def status_line(self) -> str:
@@ -217,6 +223,8 @@ class AgentService:
         if self.commands is not None:
             sup.add("commands", self.commands.run, stage=CONTROL_STAGE)
         sup.add("writer", self.writer.run, stage=2)
+        if self.metering is not None:
+            sup.add("metering", self.metering.run, stage=2)
         sup.add("uplink", self.uplink.run, stage=1)
         sup.add("mqtt", self.session.run, stage=1)
         sup.add("store-limit", self._limits, stage=1)
