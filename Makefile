@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/polling.py
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/c37118_decode.py
+	$(BIN)/python benchmarks/metering.py
 	$(BIN)/python benchmarks/commands.py
 
 clean:
