@@ -16,7 +16,7 @@ from central.cli import main as central_main
 from central.settlement.config import Feeder, SettlementConfig
 from central.settlement.reconcile import losses_series
 from central.settlement.runs import SettlementError, settle
-from central.settlement.vee import CLOCK, VeeParams
+from central.settlement.vee import CLOCK, SUM, VeeParams
 from central.store import CentralStore
 from protocols.telemetry.schema import decode_batch, encode_batch
 
@@ -173,3 +173,49 @@ def test_a_bad_settlement_section_names_key_value_and_allowed(tmp_path: Path, ca
     assert "settlement.feeders[0].losses_file = (missing)" in err or "settlement.feeders[0].losses_file = None" in err
     assert "settlement.vee.like_weeks = 0: must be in 1..52" in err
     assert "settlement.nmi.sub-07/m1 = 'short'" in err
+
+
+def test_a_gap_from_the_edge_is_filled_from_like_days_and_scaled_to_the_reads_around_it(tmp_path: Path) -> None:
+    """From the wire to the run: the register's reads on both sides of a null gap (quality N, no reads) say how much
+    energy passed; the like day gives the shape. A tampered day fails the sum check and stays flagged."""
+    true = [1.0 + (i % 5) * 0.1 + (0.5 if 40 <= i % 96 < 48 else 0.0) for i in range(8 * 96)]
+    items, reg = [], 5_000_000.0
+    for i, v in enumerate(true):
+        start = DAY0 + i * QH
+        if 7 * 96 + 40 <= i < 7 * 96 + 48:
+            items.append(item(start, None, meter="gm", quality="N", flags=["gap"]))
+        elif i == 3 * 96 + 10:
+            items.append(item(start, v + 5.0, meter="gm", reg0=reg))  # its reads say v, its value v + 5
+        else:
+            items.append(item(start, v, meter="gm", reg0=reg))
+        reg += v * 1000.0
+    for k in range(0, len(items), 400):
+        send(tmp_path / "c.db", items[k : k + 400])
+    db = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    cfg = SettlementConfig(vee=VeeParams(like_weeks=1))
+    run = settle(db, cfg, DAY0, DAY0 + 8 * 86_400, "preliminary", now=1.0)
+    (r,) = run.registers
+    gap = slice(7 * 96 + 40, 7 * 96 + 48)
+    assert r.quality[gap].tolist() == ["S"] * 8 and r.method[gap].tolist() == [15] * 8
+    # the register advanced by the true energy across the gap (1.5..1.9 kWh a slot), the like day had 1.0..1.4
+    assert float(np.sum(r.value[gap])) == pytest.approx(sum(true[7 * 96 + 40 : 7 * 96 + 48]), abs=1e-6)
+    like = np.array(true[40:48])
+    assert r.value[gap] / like == pytest.approx(np.full(8, r.value[gap][0] / like[0]))  # the like day's shape
+    # the tampered day: every interval flagged, values kept (sum is a flag-only check by default)
+    day3 = slice(3 * 96, 4 * 96)
+    assert (r.failed[day3] == SUM).all() and r.value[3 * 96 + 10] == pytest.approx(true[3 * 96 + 10] + 5.0)
+    assert not (r.failed[: 3 * 96] & SUM).any() and not (r.failed[4 * 96 :] & SUM).any()
+    db.close()
+
+
+def test_a_check_meter_named_in_the_config_substitutes_a_gap(tmp_path: Path, capsys) -> None:
+    send(tmp_path / "c.db", [item(D, 5.0, meter="m1"), item(D + QH, None, meter="m1", quality="N"),
+                              item(D, 5.1, meter="m1c"), item(D + QH, 5.2, meter="m1c")])  # fmt: skip
+    conf = _conf(tmp_path, '[[settlement.check_meters]]\nmeter = {site = "sub-07", meter = "m1", register = '
+                 '"energy_delivered_wh"}\ncheck = {site = "sub-07", meter = "m1c", register = "energy_delivered_wh"}\n')  # fmt: skip
+    out = tmp_path / "out"
+    assert central_main(["settle", "--config", str(conf), "--from", str(D), "--to", str(D + 2 * QH), "--run",
+                         "preliminary", "--out", str(out)]) == 0  # fmt: skip
+    rows = [line.split(",") for line in next(out.glob("*-intervals.csv")).read_text().splitlines()[1:]]
+    m1 = [(r[7], r[9], r[10]) for r in rows if r[1] == "m1"]
+    assert m1 == [("5.000000", "A", ""), ("5.200000", "S", "11")]
