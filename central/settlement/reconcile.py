@@ -41,7 +41,7 @@ class FeederResult:
         unaccounted = float(np.sum((self.head - self.downstream - self.losses)[c])) if c.any() else 0.0
         return {
             "feeder": self.name, "intervals": n, "complete": int(c.sum()), "validated": int(self.validated.sum()),
-            "reconciled": int((self.reconciled & c).sum()), "reconciliation_rate": round(ok.sum() / n, 6) if n else 0.0,
+            "reconciled": int((self.reconciled & c).sum()), "reconciliation_rate": round(float(ok.sum()) / n, 6) if n else 0.0,
             "head_kwh": round(float(np.nansum(self.head[c])), 6),
             "downstream_kwh": round(float(np.nansum(self.downstream[c])), 6),
             "losses_kwh": round(float(np.nansum(self.losses[c])), 6), "unaccounted_kwh": round(unaccounted, 6),

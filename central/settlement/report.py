@@ -19,7 +19,8 @@ def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
-def _polyline(x: np.ndarray, y: np.ndarray, lo: float, hi: float, t0: float, t1: float, colour: str) -> str:
+def _polyline(x: np.ndarray, y: np.ndarray, lo: float, hi: float, t0: float, t1: float, colour: str,
+              width: float = 1.0) -> str:  # fmt: skip
     """Segments of a polyline, broken where y is NaN."""
     span_t = max(t1 - t0, 1.0)
     span_y = max(hi - lo, 1e-9)
@@ -35,11 +36,13 @@ def _polyline(x: np.ndarray, y: np.ndarray, lo: float, hi: float, t0: float, t1:
         seg.append(f"{a:.1f},{b:.1f}")
     if len(seg) > 1:
         out.append(seg)
-    return "".join(f'<polyline fill="none" stroke="{colour}" stroke-width="1" points="{" ".join(s)}"/>' for s in out)
+    return "".join(
+        f'<polyline fill="none" stroke="{colour}" stroke-width="{width}" points="{" ".join(s)}"/>' for s in out
+    )
 
 
 def feeder_svg(f: FeederResult) -> str:
-    """Head (black) and downstream + losses (blue) per interval [kWh]; red ticks under intervals not reconciled."""
+    """Head (wide, grey) and downstream + losses (thin, blue) per interval [kWh]; red ticks under intervals not reconciled."""
     t = f.starts.astype(float)
     if t.size == 0:
         return "<p>no intervals</p>"
@@ -59,10 +62,12 @@ def feeder_svg(f: FeederResult) -> str:
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" role="img" '
         f'aria-label="head vs downstream plus losses, {html.escape(f.name)}">'
         f'<rect x="{PAD}" y="{PAD}" width="{W - 2 * PAD}" height="{H - 2 * PAD}" fill="none" stroke="#ccc"/>'
-        f'<text x="{PAD}" y="{PAD - 8}" font-size="12">{hi:.3f} kWh</text>'
-        f'<text x="{PAD}" y="{H - PAD + 24}" font-size="12">{lo:.3f} kWh  {_when(t0)}</text>'
+        f'<text x="{PAD}" y="{PAD - 8}" font-size="12">top {hi:.3f} kWh, bottom {lo:.3f} kWh per interval</text>'
+        f'<text x="{W - PAD}" y="{PAD - 8}" font-size="12" text-anchor="end">head (wide grey), downstream + losses '
+        f"(blue)</text>"
+        f'<text x="{PAD}" y="{H - PAD + 24}" font-size="12">{_when(t0)}</text>'
         f'<text x="{W - PAD}" y="{H - PAD + 24}" font-size="12" text-anchor="end">{_when(t1)}</text>'
-        + _polyline(t, f.head, lo, hi, t0, t1, "black")
+        + _polyline(t, f.head, lo, hi, t0, t1, "#aaa", 4.0)
         + _polyline(t, other, lo, hi, t0, t1, "#1f77b4")
         + ticks
         + "</svg>"
@@ -77,7 +82,7 @@ def write_report(path: Path, run: RunResult) -> None:
     quality = ", ".join(f"{k}: {v}" for k, v in sorted(s["quality"].items()))
     failed = ", ".join(f"{k}: {v}" for k, v in s["failed_checks"].items())
     charts = "".join(
-        f"<h2>Feeder {html.escape(f.name)}</h2><p>black: head; blue: downstream + losses; red ticks: intervals not "
+        f"<h2>Feeder {html.escape(f.name)}</h2><p>wide grey: head; thin blue: downstream + losses; red ticks: intervals not "
         f"complete or not reconciled</p>{feeder_svg(f)}"
         for f in run.feeders
     )
