@@ -17,12 +17,14 @@ Floors, same file, same rows:
 - ``scan``: a plain ``SELECT value, reg_start, reg_end FROM intervals`` into numpy (no version handling);
 - ``pandas``: a pandas groupby of the same values by meter and day (the day totals the sum and high/low rules
   need), on a DataFrame already in memory, when pandas is installed.
-Ratios are settle / floor.
+Ratios are settle / floor. The peak memory printed is the process's through the settle, before the floors run
+(they fetch every row at once).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import sqlite3
 import sys
 import tempfile
@@ -120,6 +122,13 @@ def main() -> int:
         db = sqlite3.connect(path, isolation_level=None)
 
         t = time.perf_counter()
+        compute(db, cfg, t0, t1)
+        t_compute = time.perf_counter() - t
+        t = time.perf_counter()
+        run = settle(db, cfg, t0, t1, "preliminary", time.time())
+        t_settle = time.perf_counter() - t
+        peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the floors fetch every row
+        t = time.perf_counter()
         rows = load_rows(db, t0, t1)
         cols = list(zip(*rows, strict=True))
         value = np.asarray(cols[8], dtype=float)
@@ -146,12 +155,6 @@ def main() -> int:
         except ImportError:
             pass
 
-        t = time.perf_counter()
-        regs, fres = compute(db, cfg, t0, t1)
-        t_compute = time.perf_counter() - t
-        t = time.perf_counter()
-        run = settle(db, cfg, t0, t1, "preliminary", time.time())
-        t_settle = time.perf_counter() - t
         db.close()
     s = run.summary
     print(f"run: {s['registers']} registers, {s['intervals']:,} intervals, quality {s['quality']}, "
@@ -159,6 +162,7 @@ def main() -> int:
     print(f"{'what':<44}{'s':>8}{'ratio':>9}")
     print(f"{'settle (read, VEE, reconcile, store run)':<44}{t_settle:>8.2f}{'':>9}   target < 60 s")
     print(f"{'compute (read, VEE, reconcile; no store)':<44}{t_compute:>8.2f}{'':>9}")
+    print(f"peak memory of the process through settle: {peak_mb:.0f} MB (ru_maxrss)")
     print(f"{'floor read: same SELECT into numpy':<44}{floor_read:>8.2f}{t_settle / floor_read:>8.1f}x")
     print(f"{'floor scan: plain SELECT into numpy':<44}{floor_scan:>8.2f}{t_settle / floor_scan:>8.1f}x")
     if floor_pandas is not None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +76,7 @@ def day_ceil(t: float) -> int:
     return -int(-t // DAY_S) * DAY_S
 
 
-def load_rows(db: sqlite3.Connection, t0: int, t1: int, site: str | None = None, meter: str | None = None) -> list[Any]:
+def _query(db: sqlite3.Connection, t0: int, t1: int, site: str | None, meter: str | None) -> sqlite3.Cursor:
     where, args = "", [t0, t1]
     if site is not None:
         where += " AND site = ?"
@@ -82,22 +84,24 @@ def load_rows(db: sqlite3.Connection, t0: int, t1: int, site: str | None = None,
     if meter is not None:
         where += " AND meter = ?"
         args.append(meter)
-    return db.execute(_SQL.format(where=where), args).fetchall()
+    return db.execute(_SQL.format(where=where), args)
+
+
+def load_rows(db: sqlite3.Connection, t0: int, t1: int, site: str | None = None, meter: str | None = None) -> list[Any]:
+    """The latest version of every interval starting in [t0, t1), ordered by site, meter, register, start."""
+    return _query(db, t0, t1, site, meter).fetchall()
 
 
 def load_grids(db: sqlite3.Connection, t0: int, t1: int, site: str | None = None) -> dict[Key, Grid]:
-    """Every register with an interval in [t0, t1) on a grid of the whole days covering it (the latest versions)."""
+    """Every register with an interval in [t0, t1) on a grid of the whole days covering it (the latest versions).
+
+    The rows are streamed and grouped one register at a time, so memory holds the grids, not every row's tuple
+    (3.1 GB at its peak for 2.88 M intervals when they were all fetched at once).
+    """
     day0, day1 = day_floor(t0), day_ceil(t1)
-    rows = load_rows(db, day0, day1, site)
     grids: dict[Key, Grid] = {}
-    i = 0
-    while i < len(rows):
-        key = rows[i][:3]
-        j = i
-        while j < len(rows) and rows[j][:3] == key:
-            j += 1
-        grids[key] = _grid(rows[i:j], day0, (day1 - day0) // DAY_S)
-        i = j
+    for key, rows in groupby(_query(db, day0, day1, site, None), key=itemgetter(0, 1, 2)):
+        grids[key] = _grid(list(rows), day0, (day1 - day0) // DAY_S)
     return grids
 
 
