@@ -13,7 +13,7 @@ estimation with the register-advance scaling) and reconciliation of every feeder
 and inside it, ``compute`` alone (read + VEE + reconciliation, nothing stored). The issue's target: under 60 s.
 
 Floors, same file, same rows:
-- ``read``: the same ``SELECT`` (latest version per interval, GROUP BY) fetched into numpy arrays, nothing else;
+- ``read``: the same ``SELECT`` (latest version per interval, GROUP BY), streamed, three columns into numpy;
 - ``scan``: a plain ``SELECT value, reg_start, reg_end FROM intervals`` into numpy (no version handling);
 - ``pandas``: a pandas groupby of the same values by meter and day (the day totals the sum and high/low rules
   need), on a DataFrame already in memory, when pandas is installed.
@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from central.settlement.config import Feeder, SettlementConfig  # noqa: E402
-from central.settlement.data import DAY_S, load_rows  # noqa: E402
+from central.settlement.data import DAY_S  # noqa: E402
 from central.settlement.runs import compute, settle  # noqa: E402
 from central.store import INTERVAL_COLUMNS, CentralStore  # noqa: E402
 
@@ -104,6 +104,13 @@ def _insert(db: sqlite3.Connection, sql: str, meter: str, starts: np.ndarray, v:
     db.execute("COMMIT")
 
 
+def _latest_sql(t0: int, t1: int) -> tuple[str, list[int]]:
+    """The query central/settlement/data.py streams: the latest version of each interval in [t0, t1)."""
+    from central.settlement.data import _SQL
+
+    return _SQL.format(where=""), [t0, t1]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--meters", type=int, default=1000)
@@ -129,12 +136,11 @@ def main() -> int:
         t_settle = time.perf_counter() - t
         peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # before the floors fetch every row
         t = time.perf_counter()
-        rows = load_rows(db, t0, t1)
-        cols = list(zip(*rows, strict=True))
-        value = np.asarray(cols[8], dtype=float)
-        _ = np.asarray(cols[12], dtype=float), np.asarray(cols[13], dtype=float)
+        cur = db.execute(*_latest_sql(t0, t1))
+        arr = np.array([(r[8], r[12], r[13]) for r in cur], dtype=float)  # streamed, as load_grids reads it
+        value = arr[:, 0]
         floor_read = time.perf_counter() - t
-        del rows, cols
+        del arr
 
         t = time.perf_counter()
         scan = db.execute("SELECT value, reg_start, reg_end FROM intervals").fetchall()
