@@ -1,7 +1,8 @@
 """Interval energy exactly once under chaos: the bench, the agent and central each a process, the broker a real
 Mosquitto; during an hour and a half of simulated time (the bench at 120x) the broker is killed 20 times and the
 agent SIGKILLed 5 times. Every 5-minute interval of the feeder-head meter's registers is at central once: no gap,
-no duplicate, one version; the agent's own store holds each once too."""
+no duplicate, one version; the agent made each once, and what central lacks of them is only the newest, on its
+way (the agent still runs when central is read)."""
 
 from __future__ import annotations
 
@@ -66,10 +67,9 @@ def test_every_interval_reaches_central_once_through_broker_kills_and_agent_sigk
                 break
         assert kills >= 20 and sigkills == 5
         time.sleep(max(0.0, t_end - time.monotonic()))
-        # the agent drains: every interval it made is acknowledged by central
-        wait_for(lambda: query_db(db, "SELECT count(*) FROM outbox WHERE stream='intervals'") == [(0,)]
-                 and query_db(db, "SELECT count(*) FROM intervals")[0][0] > 0, 60,
-                 "the intervals drained to central\n" + site.logs("agent", "central"))  # fmt: skip
+        # the agent catches up: central acknowledges what it made (the newest may still be on their way)
+        wait_for(lambda: query_db(cdb, "SELECT count(*) FROM intervals")[0][0] >= 12, 60,
+                 "the intervals at central\n" + site.logs("agent", "central"))  # fmt: skip
         rows = query_db(cdb, "SELECT meter, register, start, version FROM intervals ORDER BY meter, register, start")
         qualities = query_db(cdb, "SELECT quality, count(*) FROM intervals GROUP BY quality ORDER BY quality")
         agent_items = [json.loads(r[0]) for r in query_db(db, "SELECT item FROM intervals")]
@@ -87,6 +87,8 @@ def test_every_interval_reaches_central_once_through_broker_kills_and_agent_sigk
     made = sorted((i["meter"], i["register"], i["start"], i["version"]) for i in agent_items)
     central = sorted((m, r, float(s), v) for m, r, s, v in rows)
     assert len(made) == len(set(made)), "the agent made each interval once"
-    assert made == central, f"the agent's intervals are central's: {sorted(set(made) ^ set(central))[:6]}"
+    assert set(central) <= set(made), "central has nothing the agent did not make"
+    last = max(c[2] for c in central)
+    assert all(m[2] >= last - 300 for m in set(made) - set(central)), "only the newest may still be on their way"
     print(f"\nchaos: {kills} broker kills, {sigkills} agent SIGKILLs; {len(rows)} intervals at central, each once, "
           f"no gap ({', '.join(f'{k[1]} {len(v)}' for k, v in by_register.items())}; quality {dict(qualities)})")  # fmt: skip
