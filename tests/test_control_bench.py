@@ -154,12 +154,11 @@ async def test_a_close_the_device_refuses_during_its_lockout_is_refused_with_the
             between = [x["verdict"] for x in agent.decisions() if x["ts"] > d["ts"] and x["command"]
                        and not x["verdict"].startswith("refused:device")]  # fmt: skip
             assert between and set(between) == {"refused:rate_limit"}, between
-            # the function proposed every cycle; repeats of one refusal are counted, not recorded one by one
-            repeats = sum(x["detail"].get("repeats", 0) for x in agent.decisions())
-            repeats += sum(agent.control.controller.status()["refusals_not_recorded"].values())
-            # 200 simulated s at a 5 s cadence is up to 40 cycles; under load the bench steps faster than the agent
-            # cycles (CI once saw 7), so the count is a floor of a few, and some repeats were counted, not recorded
-            assert repeats >= 1 and len(between) + repeats >= 3
+            # 200 simulated s at a 5 s cadence is up to 40 cycles, but how many the agent runs while the bench steps
+            # as fast as it can depends on the machine's load (CI saw 7, then 2). What must hold whatever the count:
+            # a refusal repeated by the rate limit is recorded once (its repeats counted: tests/test_control_controller.py),
+            # never one record per cycle
+            assert len(between) <= len(refused), (between, refused)  # one record after each device refusal
         selects = [w for w in writes if "sbo_select" in w]
         assert len(selects) == len(refused), "one select per attempt, no retry storm"
         assert model.operation_count == 2 and not model.closed, "only the panel's two operations"
