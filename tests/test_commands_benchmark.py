@@ -4,10 +4,9 @@ that the benchmark's edits no longer find fails here rather than in a benchmark 
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
+from helpers.benchmod import load_benchmark
 from helpers.commandrig import make_keys
 
 from agent.config import load_config
@@ -16,15 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("commands_benchmark", ROOT / "benchmarks" / "commands.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    path = list(sys.path)
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = path  # the benchmark puts benchmarks/ first on the path: not for the tests after this one
-    return module
+    return load_benchmark("commands.py")
 
 
 def test_the_benchmark_site_raises_the_envelope_limits_so_no_command_is_refused(tmp_path: Path) -> None:

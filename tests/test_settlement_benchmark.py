@@ -3,10 +3,10 @@ VEE exactly where it was planted, so the benchmark times a run that does all its
 
 from __future__ import annotations
 
-import importlib.util
 import sqlite3
-import sys
 from pathlib import Path
+
+from helpers.benchmod import load_benchmark
 
 from central.settlement.config import SettlementConfig
 from central.settlement.runs import settle
@@ -15,15 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("settlement_benchmark", ROOT / "benchmarks" / "settlement.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    path = list(sys.path)
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path[:] = path  # the benchmark puts the repository first on the path: not for the tests after this one
-    return module
+    return load_benchmark("settlement.py")
 
 
 def test_the_benchmark_plants_gaps_negatives_and_frozen_runs_that_vee_finds(tmp_path: Path) -> None:
