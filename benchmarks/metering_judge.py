@@ -163,6 +163,8 @@ class RegisterVerdict:
     by_quality: Counter[str] = field(default_factory=Counter)
     flags: Counter[str] = field(default_factory=Counter)
     a_errors_pct: list[float] = field(default_factory=list)  # A intervals without meter_swap
+    # the same errors against the energy through the meter in the interval (delivered + received, truth)
+    a_through_errors_pct: list[float] = field(default_factory=list)
     a_worst: tuple[float, float, float, float] | None = None  # (error %, start, value, truth)
     a_on_floor: int = 0  # A intervals whose truth was below min_kwh (judged against min_kwh)
     swaps: list[tuple[float, str, float | None, float]] = field(default_factory=list)  # start, quality, value, truth
@@ -170,6 +172,7 @@ class RegisterVerdict:
     total_truth_kwh: float = 0.0  # the truth over the same intervals
     null_truth_kwh: float = 0.0  # the truth in the N intervals (central estimates them)
     holes: int = 0  # missing intervals between the first and the last
+    wraps: int = 0  # the register's wraps at 2**32 within the valued intervals (given its initial reading)
     first_start: float | None = None
     last_end: float | None = None
 
@@ -180,6 +183,10 @@ class RegisterVerdict:
     @property
     def a_p99_pct(self) -> float | None:
         return p99(self.a_errors_pct)
+
+    @property
+    def a_through_max_pct(self) -> float | None:
+        return max(self.a_through_errors_pct) if self.a_through_errors_pct else None
 
     @property
     def total_error_pct(self) -> float | None:
@@ -219,10 +226,14 @@ def judge_intervals(truth_records: Iterable[Mapping[str, Any]] | Truth, interval
     within it; each scenario ``meter_swap`` in an interval flagged ``meter_swap``; each ``silence`` window's
     intervals (those with a boundary inside it) ``S`` with method 17 or ``N``, and all ``N`` when the silence
     outlasts the run; and, given ``initial_wh`` (each meter's initial register readings), as many ``rollover``
-    flags as the truth wrapped the registers within the judged intervals.
+    flags as the truth wrapped the registers within the valued intervals (a wrap while the meter was silent, in
+    an N interval, was seen by no read). Each A error is also taken against the energy through the meter in the
+    interval (delivered + received): a register that carried little while the flow turned round is judged on a
+    small denominator by the first measure.
     """
     truth = truth_records if isinstance(truth_records, Truth) else Truth.from_records(truth_records)
     items = [i for i in latest(intervals) if i["channel"] in CHANNEL_INDEX]
+    swaps = truth.instants("meter_swap")
     regs: dict[tuple[str, str], RegisterVerdict] = {}
     for item in items:
         meter, channel = str(item["meter"]), str(item["channel"])
@@ -245,6 +256,9 @@ def judge_intervals(truth_records: Iterable[Mapping[str, Any]] | Truth, interval
             rv.null_truth_kwh += true
             continue
         rv.total_kwh += float(value)
+        if initial_wh and meter in initial_wh:
+            rv.wraps += expected_wraps(truth, meter, CHANNEL_INDEX[channel], initial_wh[meter][CHANNEL_INDEX[channel]],
+                                       swaps.get(meter, []), start, end)  # fmt: skip
         rv.total_truth_kwh += true
         if "meter_swap" in flags:
             rv.swaps.append((start, quality, float(value), true))
@@ -252,6 +266,8 @@ def judge_intervals(truth_records: Iterable[Mapping[str, Any]] | Truth, interval
         if quality == "A":
             err = rel_error_pct(float(value), true, min_kwh)
             rv.a_errors_pct.append(err)
+            through = true + truth.energy_kwh(meter, 1 - CHANNEL_INDEX[channel], start, end)
+            rv.a_through_errors_pct.append(rel_error_pct(float(value), true, max(min_kwh, through)))
             if abs(true) < min_kwh:
                 rv.a_on_floor += 1
             if rv.a_worst is None or err > rv.a_worst[0]:
@@ -272,6 +288,12 @@ def _checks(truth: Truth, items: list[dict[str, Any]], regs: Mapping[tuple[str, 
                      f"{len(a_all)} A intervals, worst {max(a_all, default=0):.4f} %" + "".join(
                          f"; {m} {c} {w[0]:.3f} % at {w[1]:.0f} ({w[2]:.3f} vs {w[3]:.3f} kWh)"
                          for m, c, w in over if w)))  # fmt: skip
+    through = [e for rv in regs.values() for e in rv.a_through_errors_pct]
+    over_t = [(rv.meter, rv.channel, rv.a_through_max_pct) for rv in regs.values()
+              if rv.a_through_max_pct is not None and rv.a_through_max_pct > tol]  # fmt: skip
+    out.append(Check(f"every actual interval within {tol:g} % of the energy through its meter (delivered + received)",
+                     None if not through else not over_t,
+                     f"worst {max(through, default=0):.4f} %" + "".join(f"; {m} {c} {e:.3f} %" for m, c, e in over_t)))  # fmt: skip
     totals = [(rv, rv.total_error_pct) for rv in regs.values() if rv.total_error_pct is not None]
     bad = [(rv, e) for rv, e in totals if e is not None and e > tol]
     out.append(Check(f"each register's total of valued intervals within {tol:g} % of the truth",
@@ -307,17 +329,12 @@ def _checks(truth: Truth, items: list[dict[str, Any]], regs: Mapping[tuple[str, 
                 f" among {len(inside)} with a boundary in the silence"  # fmt: skip
             out.append(Check(text, None if not inside else ok, detail))
     if initial_wh:
-        swaps = truth.instants("meter_swap")
         for (meter, channel), rv in sorted(regs.items()):
-            if meter not in initial_wh or rv.first_start is None or rv.last_end is None:
+            if meter not in initial_wh or rv.wraps == 0 and rv.flags["rollover"] == 0:
                 continue
-            idx = CHANNEL_INDEX[channel]
-            expected = expected_wraps(truth, meter, idx, initial_wh[meter][idx], swaps.get(meter, []),
-                                      rv.first_start, rv.last_end)  # fmt: skip
-            if expected == 0 and rv.flags["rollover"] == 0:
-                continue
-            out.append(Check(f"{meter} {channel}: every rollover flagged", rv.flags["rollover"] == expected,
-                             f"{rv.flags['rollover']} intervals flagged rollover, {expected} wraps in the truth"))  # fmt: skip
+            out.append(Check(f"{meter} {channel}: every rollover flagged", rv.flags["rollover"] == rv.wraps,
+                             f"{rv.flags['rollover']} intervals flagged rollover, {rv.wraps} wraps in the truth "
+                             "within the valued intervals"))  # fmt: skip
     return out
 
 
@@ -367,7 +384,8 @@ def reconcile(truth_records: Iterable[Mapping[str, Any]] | Truth, intervals: Ite
         reconciled = sum(sign x (delivered - received) of each downstream meter with both registers valued)
                      + truth(load - PV + losses) - sum(sign x truth net of those same meters)
 
-    The truth's losses are the whole circuit's (OpenDSS ``Circuit.Losses``), the substation transformer and the
+    A downstream meter's interval without a value, or flagged ``meter_swap`` (short by the energy across the
+    swap), leaves that meter to the truth for that interval. The truth's losses are the whole circuit's (OpenDSS ``Circuit.Losses``), the substation transformer and the
     regulators upstream of the head included: those show as the reconciliation's bias. The error is
     ``|head - reconciled| / max(|head|, floor_share x truth load)``: the head's net crosses zero when the PV
     back-feeds the substation.
@@ -380,6 +398,8 @@ def reconcile(truth_records: Iterable[Mapping[str, Any]] | Truth, intervals: Ite
             continue
         key = (str(item["meter"]), float(item["start"]))
         v = item.get("value")
+        if "meter_swap" in (item.get("flags") or ()):
+            v = None  # short by the energy across the swap (rule 5): the meter counts as unmetered there
         net.setdefault(key, {})[idx] = None if v is None else float(v)
         net[key][2] = float(item["end"])  # type: ignore[assignment]
 

@@ -160,6 +160,23 @@ def test_rollovers_are_counted_from_the_truth_and_the_initial_registers() -> Non
     missed = [_item("m", 0, 3.333), _item("m", 300, 3.667), _item("m", 600, 3.0)]
     check = [c for c in judge_intervals(t, missed, initial_wh=initial).checks if "rollover" in c.text]
     assert len(check) == 1 and check[0].met is False and "0 intervals flagged rollover, 1 wraps" in check[0].detail
+    # the wrap at 400 s inside an N interval (the meter silent): no read saw it, none is expected
+    silent = [_item("m", 0, 3.333), _item("m", 300, None, "N", flags=("gap",)), _item("m", 600, 3.0)]
+    assert not [c for c in judge_intervals(t, silent, initial_wh=initial).checks if "rollover" in c.text]
+
+
+def test_an_actual_error_is_also_taken_against_the_energy_through_the_meter() -> None:
+    """m's received register: 0.0 booked where the truth is 0, and m's delivered 3.335 against 3.333333 kWh: per
+    register 0.05 %; against the energy through the meter (3.333333 delivered + 0 received) the same 0.05 %. n
+    received with a true 0 booked 0.002 kWh: 0.1 % of the 2 kWh floor, 0.0667 % of n's 3.0 kWh through."""
+    items = [_item("m", 0, 3.335), _item("n", 0, 0.002, channel="kwh_received")]
+    v = judge_intervals(_truth(), items)
+    m = v.registers[("m", "kwh_delivered")]
+    assert m.a_errors_pct == pytest.approx([0.05], abs=1e-4)
+    assert m.a_through_errors_pct == pytest.approx([0.05], abs=1e-4)
+    n = v.registers[("n", "kwh_received")]
+    assert n.a_errors_pct == pytest.approx([0.1])
+    assert n.a_through_errors_pct == pytest.approx([0.002 / 3.0 * 100])
 
 
 def test_p99_is_the_nearest_rank() -> None:
@@ -201,3 +218,15 @@ def test_the_head_is_reconciled_against_the_downstream_meter_and_the_truths_loss
     assert second.truth_rest_kwh == pytest.approx(7.0)
     assert second.error_pct == pytest.approx(0.07 / 7.07 * 100)
     assert not math.isnan(second.error_pct)
+
+
+def test_a_downstream_interval_flagged_meter_swap_is_left_to_the_truth() -> None:
+    """d's [0, 300) says 2.0 kWh (short across a swap) and is flagged meter_swap: d counts as unmetered, the rest
+    is the truth's 7.0 kWh, and the head's 7.0 reconciles exactly."""
+    items = [
+        _item("h", 0, 7.0), _item("h", 0, 0.0, channel="kwh_received"),
+        _item("d", 0, 2.0, flags=("meter_swap",)), _item("d", 0, 0.0, channel="kwh_received"),
+    ]  # fmt: skip
+    (only,) = reconcile(_feeder_truth(), items, head="h", downstream={"d": -1.0})
+    assert only.metered == ()
+    assert only.error_pct == pytest.approx(0.0)
