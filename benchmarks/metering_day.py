@@ -128,10 +128,15 @@ def metering_section() -> str:
     return "\n".join(lines) + "\n"
 
 
-def with_counters(bench_toml: Path) -> None:
-    """The bench copy's feeder meters started near 2**32 (``energy_delivered_wh``, ``energy_received_wh``)."""
+def with_counters(bench_toml: Path, step_s: float | None = None) -> None:
+    """The bench copy's feeder meters started near 2**32 (``energy_delivered_wh``, ``energy_received_wh``); and
+    its ``step_s`` when given (the meters' registers are refreshed once a step: see docs/metering.md)."""
     start = ENERGY_MODULUS_WH - COUNTER_HEADROOM_WH
     text = bench_toml.read_text()
+    if step_s is not None:
+        text, n = re.subn(r"(?m)^step_s = [0-9.]+", f"step_s = {step_s:g}", text)
+        if n != 1:
+            raise RuntimeError(f"bench copy: {n} step_s lines found, expected 1")
     text, n = re.subn(r'(options = \{ element = "[^"]+", terminal = \d+)( \})',
                       rf"\1, energy_delivered_wh = {start}, energy_received_wh = {start}\2", text)  # fmt: skip
     if n != len(METERS):
@@ -254,7 +259,7 @@ def judge_run(out: Path) -> tuple[str, bool]:
 # ---- the run ----------------------------------------------------------------------------------------------------
 
 
-def run(out: Path, *, speed: float, hours: tuple[float, float]) -> str:
+def run(out: Path, *, speed: float, hours: tuple[float, float], step_s: float | None = None) -> str:
     """Broker, central, the bench with the scenario, the agent with [metering]; the notes on how they kept up."""
     workdir = out / "run"
     truth = out / "truth.jsonl"
@@ -272,7 +277,7 @@ def run(out: Path, *, speed: float, hours: tuple[float, float]) -> str:
                                               f'\n[ingest]\nstatus_file = "central-status.json"\n')  # fmt: skip
         parts.gridedge("central", "central", "run", "--config", str(workdir / "central.toml"))
         bench_toml = bench_config(workdir, hours[0], ports, used)
-        with_counters(bench_toml)
+        with_counters(bench_toml, step_s)
         scenario = workdir / "scenario.toml"
         scenario.write_text(scenario_text())
         bench = parts.gridedge("bench", "sim", "run", "--config", str(bench_toml), "--speed", f"{speed:g}",
@@ -308,6 +313,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--hours", type=_hours, default=DEFAULT_HOURS,
                    help=f"a window of the day, A-B in hours (default {DEFAULT_HOURS[0]:g}-{DEFAULT_HOURS[1]:g})")  # fmt: skip
     p.add_argument("--out", type=Path, default=ROOT / "run" / "metering-day", help="truth log, logs and the table")
+    p.add_argument("--step-s", type=_speed, default=None, help="the bench's step [simulated s] (default its 1 s)")
     p.add_argument("--table-only", action="store_true", help="no run: judge the one kept in --out")
     return p
 
@@ -323,7 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"--hours: the scenario needs at least {(SWAP_AT_S + 2 * INTERVAL_S) / 3600:.1f} h", file=sys.stderr)
             return 2
         try:
-            note = run(out, speed=args.speed, hours=hours)
+            note = run(out, speed=args.speed, hours=hours, step_s=args.step_s)
         except (OSError, RuntimeError, TimeoutError) as err:
             print(f"metering day failed: {err}", file=sys.stderr)
             return 2
@@ -333,7 +339,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"metering day: cannot judge: {err}", file=sys.stderr)
         return 2
     head = "metering day" + ("" if args.table_only else
-                             f", hours {args.hours[0]:g}-{args.hours[1]:g}, speed {args.speed:g}")  # fmt: skip
+                             f", hours {args.hours[0]:g}-{args.hours[1]:g}, speed {args.speed:g}"
+                             + ("" if args.step_s is None else f", bench step {args.step_s:g} s"))  # fmt: skip
     text = f"{head}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n{note}\n\n{table}"
     print(text)
     (out / "table.txt").write_text(text + "\n")

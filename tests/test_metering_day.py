@@ -45,3 +45,10 @@ def test_the_bench_copy_and_the_agents_metering_section_are_accepted(tmp_path: P
     assert agent.metering.estimate_span_s == md.ESTIMATE_SPAN_S
     assert {m.device: m.rated_kw for m in agent.metering.meters} == pytest.approx(md.METERS)
     assert all({r.channel for r in m.registers} == {"kwh_delivered", "kwh_received"} for m in agent.metering.meters)
+
+
+def test_the_bench_copy_takes_a_finer_step_when_asked(tmp_path: Path) -> None:
+    """--step-s: the meters' registers are refreshed once a step, so a finer step reads closer to the truth."""
+    path = md.bench_config(tmp_path, 10.0, {}, set())
+    md.with_counters(path, 0.25)
+    assert load_bench_config(path).bench.step_s == 0.25
