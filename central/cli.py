@@ -1,4 +1,4 @@
-"""``gridedge central run|gaps|command|commands``: the reference central service's commands.
+"""``gridedge central run|gaps|command|commands|intervals|settle``: the reference central service's commands.
 
 gridedge.py hands everything after the word ``central`` to :func:`main`, so central never imports the agent.
 Exit codes: 0 success, 1 gaps or reused sequence numbers found (``gaps``), 2 bad usage or configuration, 3 runtime failure.
@@ -22,6 +22,8 @@ from typing import Any
 from central.commands import UNTIL_KINDS, CommandError, CommandIssuer, Outcome, outcomes
 from central.config import CentralConfig, CentralConfigError, load_central_config
 from central.ingest import run_workers
+from central.settlement.cli import add_parsers as add_settlement_parsers
+from central.settlement.cli import intervals_command, settle_command
 from central.store import CentralStore, CentralStoreError
 from protocols.eventlog import EventLog, setup_logging
 from protocols.mqtt.session import MqttSession
@@ -62,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     lst.add_argument("--config", required=True, help="central TOML file")
     lst.add_argument("--site", default=None, help="only this site's")
     lst.add_argument("--json", action="store_true", help="print a JSON array")
+    add_settlement_parsers(sub)
     return p
 
 
@@ -106,6 +109,10 @@ def main(argv: list[str]) -> int:
         return 0
     if args.command == "command":
         return _command(args, config)
+    if args.command == "intervals":
+        return intervals_command(args, config)
+    if args.command == "settle":
+        return settle_command(args, config)
     try:
         store = CentralStore(config.db_path)
     except CentralStoreError as err:

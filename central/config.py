@@ -28,6 +28,8 @@ role = "operator"               # operator | dispatch
 key_file = "keys/ops-1.key"     # PEM PKCS #8 Ed25519 (`gridedge keys generate`)
 [commands.sites.site-a]         # each site's agent public key, to verify the results it signs
 agent_key = "base64..."         # or agent_key_file = "keys/site-a-agent.pub"
+
+[settlement]                    # optional: VEE, feeders to reconcile, NMIs (central/settlement/config.py)
 ```
 
 Keys are held with ``repr=False``: no repr, log line or status shows them (a public key is no secret, but one
@@ -45,6 +47,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from central.settlement.config import SettlementConfig, parse_settlement
 from protocols.configcheck import Checker, ConfigError, ConfigIssue
 from protocols.mqtt.config import BrokerConfig, parse_broker
 from protocols.telemetry.commands import ROLES, KeyFileError, load_private_key, parse_public_key, valid_key_id
@@ -104,12 +107,13 @@ class CentralConfig:
     max_queue: int = 20000
     source: Path | None = None
     commands: CommandsConfig = field(default_factory=CommandsConfig)
+    settlement: SettlementConfig = field(default_factory=SettlementConfig)  # docs/settlement.md
 
 
 def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     """Validate an already-parsed TOML document; relative paths resolve against ``source``'s folder."""
     c = Checker(source.parent)
-    c.unknown(raw, "", {"broker", "store", "ingest", "commands"})
+    c.unknown(raw, "", {"broker", "store", "ingest", "commands", "settlement"})
     broker_raw, store, ingest = (c.get(raw, "", name, "table", {}) or {} for name in ("broker", "store", "ingest"))
     c.unknown(store, "store", {"db"})
     c.unknown(ingest, "ingest", {"group", "status_file", "ack_interval_s", "max_queue"})
@@ -127,12 +131,13 @@ def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     interval = c.get(ingest, "ingest", "ack_interval_s", "number", 0.05, lo=0.001, hi=10)
     max_queue = c.get(ingest, "ingest", "max_queue", "integer", 20000, lo=1, hi=10_000_000)
     commands = _parse_commands(c, c.get(raw, "", "commands", "table", {}) or {})
+    settlement = parse_settlement(c, c.get(raw, "", "settlement", "table", {}) or {})
     if c.issues:
         raise CentralConfigError(str(source), c.issues)
     assert db is not None and broker is not None
     return CentralConfig(broker=broker, backoff_max_s=float(backoff_max), db_path=db, group=group, status_file=status,
                          ack_interval_s=float(interval), max_queue=max_queue, source=source,
-                         commands=commands)  # fmt: skip
+                         commands=commands, settlement=settlement)  # fmt: skip
 
 
 def _parse_commands(c: Checker, raw: Mapping[str, Any]) -> CommandsConfig:

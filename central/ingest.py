@@ -70,6 +70,7 @@ class IngestStats:
     states: int = 0
     results_verified: int = 0  # command results whose signature checked with their site's agent key
     results_unverified: int = 0  # command results that did not (bad signature, no key): stored as events only
+    interval_conflicts: int = 0  # interval versions sent again with other content: refused alone, logged
 
 
 def _split_topic(t: str) -> tuple[str, str] | None:
@@ -230,6 +231,10 @@ class CentralWorker:
             return False
         for b in batches:
             self._verified.pop((b.site, b.msg_id), None)
+        for c in store.take_conflicts():
+            self.stats.interval_conflicts += 1
+            log.warning("central_interval_conflict", worker=self.name, site=c.site, meter=c.meter, register=c.register,
+                        start=c.start, version=c.version, msg_id=c.msg_id, differs=",".join(c.differs))  # fmt: skip
         by_site: dict[str, list[str]] = {}
         for batch, result in zip(batches, results, strict=True):
             if isinstance(result, MessageRefused):

@@ -110,6 +110,39 @@ CREATE TABLE IF NOT EXISTS commands (
     result_at  REAL
 );
 CREATE INDEX IF NOT EXISTS commands_site_issued ON commands (site, issued_at);
+CREATE TABLE IF NOT EXISTS intervals (
+    site      TEXT NOT NULL,
+    meter     TEXT NOT NULL,
+    register  TEXT NOT NULL,
+    start     INTEGER NOT NULL,
+    version   INTEGER NOT NULL,
+    end_ts    INTEGER NOT NULL,
+    channel   TEXT NOT NULL,
+    value     REAL,
+    unit      TEXT NOT NULL,
+    quality   TEXT NOT NULL,
+    method    INTEGER,
+    flags     TEXT NOT NULL,
+    reads     TEXT NOT NULL,
+    meter_id  TEXT,
+    reg_start REAL,
+    reg_end   REAL,
+    read_min  REAL,
+    read_max  REAL,
+    msg_id    TEXT NOT NULL,
+    received  REAL NOT NULL,
+    PRIMARY KEY (site, meter, register, start, version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS interval_conflicts (
+    site     TEXT NOT NULL,
+    meter    TEXT NOT NULL,
+    register TEXT NOT NULL,
+    start    INTEGER NOT NULL,
+    version  INTEGER NOT NULL,
+    msg_id   TEXT NOT NULL,
+    received REAL NOT NULL,
+    item     TEXT NOT NULL
+);
 """
 COMMAND_STATUSES = ("sent", "applied", "refused", "failed")
 _COMMAND_COLUMNS = ("command_id", "site", "kind", "target", "key_id", "seq", "issued_at", "expires_at", "message",
@@ -128,6 +161,64 @@ SELECT seq FROM messages WHERE site = ? AND stream = ? GROUP BY seq HAVING COUNT
 """
 
 CACHE_KIB = 65536  # page cache per connection
+
+# The columns of an intervals row, in INSERT order; the key is (site, meter, register, start, version).
+INTERVAL_COLUMNS = ("site", "meter", "register", "start", "version", "end_ts", "channel", "value", "unit", "quality",
+                    "method", "flags", "reads", "meter_id", "reg_start", "reg_end", "read_min", "read_max", "msg_id",
+                    "received")  # fmt: skip
+# What must be equal for a second copy of (site, meter, register, start, version) to be the same interval.
+_INTERVAL_CONTENT = ("end_ts", "channel", "value", "unit", "quality", "method", "flags", "reads", "meter_id")
+
+
+def register_at(reads: Sequence[Sequence[float]], t: float) -> float | None:
+    """The register at ``t``, linear between the two reads around it (one read at ``t`` exactly is that read);
+    None when the reads do not bracket ``t`` (the read before start and the read after end are on the wire for
+    this: protocols/telemetry/intervals.py)."""
+    before = after = None
+    for ts, raw in reads:
+        if ts <= t and (before is None or ts >= before[0]):
+            before = (ts, raw)
+        if ts >= t and (after is None or ts < after[0]):
+            after = (ts, raw)
+    if before is None or after is None:
+        return None
+    if after[0] == before[0]:
+        return float(before[1])
+    return float(before[1] + (after[1] - before[1]) * (t - before[0]) / (after[0] - before[0]))
+
+
+def interval_row(site: str, item: Mapping[str, Any], msg_id: str, received: float) -> tuple[Any, ...]:
+    """One item of the ``intervals`` stream as an ``intervals`` row (INTERVAL_COLUMNS).
+
+    Times become integers (they are clock-aligned), the value a float (so 2 and 2.0 are the same content), flags
+    and reads compact JSON. The register at the interval's start and end (interpolated from its reads) and the
+    span of its reads' timestamps are kept as columns: the sum, clock and gap rules of central/settlement/vee.py
+    read them without parsing JSON.
+    """
+    reads = [(float(ts), float(raw)) for ts, raw in item["reads"]]
+    start, end = int(item["start"]), int(item["end"])
+    value = item.get("value")
+    return (
+        site, item["meter"], item["register"], start, int(item["version"]), end, item["channel"],
+        None if value is None else float(value), item["unit"], item["quality"], item.get("method"),
+        json.dumps(list(item["flags"]), separators=(",", ":")), json.dumps(reads, separators=(",", ":")),
+        item.get("meter_id"), register_at(reads, start), register_at(reads, end),
+        min((r[0] for r in reads), default=None), max((r[0] for r in reads), default=None), msg_id, received,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalConflict:
+    """A second copy of an interval version whose content differs from the one stored: refused, recorded in
+    ``interval_conflicts`` and logged; the stored version stays."""
+
+    site: str
+    meter: str
+    register: str
+    start: int
+    version: int
+    msg_id: str
+    differs: tuple[str, ...]
 
 
 class CentralStoreError(Exception):
@@ -191,6 +282,7 @@ class CentralStore:
             except OSError as err:
                 raise CentralStoreError(f"cannot open central store {self.path}: {err}") from err
         self._lock = threading.Lock()
+        self._conflicts: list[IntervalConflict] = []
 
     def _open(self, busy_timeout_ms: int) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -249,6 +341,7 @@ class CentralStore:
     def _store_one(self, b: Batch, received: float, verified: Sequence[VerifiedResult] = ()) -> bool | MessageRefused:
         """One message under a savepoint; errors of the connection or the file propagate to the caller."""
         self._db.execute("SAVEPOINT msg")
+        conflicts = len(self._conflicts)
         try:
             cur = self._db.execute(
                 "INSERT OR IGNORE INTO messages (msg_id, site, stream, seq, count, received) VALUES (?, ?, ?, ?, ?, ?)",
@@ -275,6 +368,8 @@ class CentralStore:
                       i["data"]["verdict"], i["data"]["outcome"], json.dumps(i["data"], allow_nan=False))
                      for i in b.items],
                 )  # fmt: skip
+            elif new and b.stream == "intervals":
+                self._store_intervals(b, received)
             elif new:
                 self._db.executemany(
                     "INSERT INTO readings (msg_id, site, point, ts, value, unit, quality) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -287,9 +382,55 @@ class CentralStore:
             # this message's values, not the database: undo its rows only and go on with the others
             self._db.execute("ROLLBACK TO msg")
             self._db.execute("RELEASE msg")
+            del self._conflicts[conflicts:]
             return MessageRefused(b, err)
         self._db.execute("RELEASE msg")
         return new
+
+    def _store_intervals(self, b: Batch, received: float) -> None:
+        """The items of an ``intervals`` message, keyed by (site, meter, register, start, version).
+
+        A version already stored with the same content is a replay and stores nothing; with other content it is
+        refused alone (the first copy stays, versions are never overwritten), recorded in ``interval_conflicts``
+        and reported by :meth:`take_conflicts`: the rest of the message is stored and acked, because refusing the
+        whole message would leave it in its agent's outbox for ever. A correction is a new version.
+        """
+        rows = [interval_row(b.site, i, b.msg_id, received) for i in b.items]
+        cols = ", ".join(INTERVAL_COLUMNS)
+        cur = self._db.executemany(
+            f"INSERT OR IGNORE INTO intervals ({cols}) VALUES ({', '.join('?' * len(INTERVAL_COLUMNS))})", rows
+        )
+        if cur.rowcount == len(rows):
+            return
+        # Some keys were there already (or twice in this message): compare each with what is stored.
+        content = [INTERVAL_COLUMNS.index(c) for c in _INTERVAL_CONTENT]
+        seen: set[tuple[Any, ...]] = set()
+        for row, item in zip(rows, b.items, strict=True):
+            key = row[:5]
+            stored = self._db.execute(
+                f"SELECT {', '.join(_INTERVAL_CONTENT)}, msg_id FROM intervals "
+                "WHERE site = ? AND meter = ? AND register = ? AND start = ? AND version = ?",
+                key,
+            ).fetchone()
+            if stored is None or (stored[-1] == b.msg_id and key not in seen):
+                seen.add(key)
+                continue
+            differs = tuple(c for c, i, v in zip(_INTERVAL_CONTENT, content, stored, strict=False) if row[i] != v)
+            seen.add(key)
+            if not differs:
+                continue
+            self._db.execute(
+                "INSERT INTO interval_conflicts (site, meter, register, start, version, msg_id, received, item) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (*key, b.msg_id, received, json.dumps(item, allow_nan=False)),
+            )
+            self._conflicts.append(IntervalConflict(*key, b.msg_id, differs))
+
+    def take_conflicts(self) -> list[IntervalConflict]:
+        """The interval conflicts found since the last call (the ingest logs them after its commit)."""
+        with self._lock:
+            found, self._conflicts = self._conflicts, []
+        return found
 
     def _check_same_message(self, b: Batch) -> None:
         """A msg_id already stored must be the same message (site, stream, seq) to count as a duplicate.
@@ -454,7 +595,8 @@ class CentralStore:
         return None if row is None else (row[0], row[1])
 
     def count(self, table: str) -> int:
-        tables = ("messages", "readings", "events", "decisions", "states", "commands")
+        tables = ("messages", "readings", "events", "decisions", "states", "commands", "intervals",
+                  "interval_conflicts")  # fmt: skip
         if table not in tables:
             raise ValueError(f"table {table!r}: one of {', '.join(tables)}")
         with self._lock:

@@ -14,6 +14,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pymodbus.client import AsyncModbusSerialClient
@@ -39,21 +40,27 @@ class BenchSite(Processes):
     workdir: Path
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
 
-    def start_bench(self, bench_path: Path, speed: float, *, ready: str = "sub-meter") -> tuple[BenchConfig, Path]:
-        """``gridedge sim run`` at ``speed``; returns once device ``ready`` listens and the RS-485 pty is there:
-        the bench's config and the line's pty."""
+    def start_bench(self, bench_path: Path, speed: float, *, ready: str = "sub-meter",
+                    truth: Path | None = None) -> tuple[BenchConfig, Path]:  # fmt: skip
+        """``gridedge sim run`` at ``speed`` (``truth``: its truth log there); returns once device ``ready`` listens
+        and the RS-485 pty is there: the bench's config and the line's pty."""
         cfg = load_bench_config(bench_path)
-        self.start_gridedge("sim", "sim", "run", "--config", str(bench_path), "--speed", str(speed))
+        extra = ["--truth", str(truth)] if truth is not None else []
+        self.start_gridedge("sim", "sim", "run", "--config", str(bench_path), "--speed", str(speed), *extra)
         wait_port(next(d.port for d in cfg.devices if d.name == ready), 30)
         link = cfg.bus("bus1").link
         wait_for(link.exists, 15, "the bench's RTU pty")
         return cfg, link
 
-    def start_agent(self, cfg: BenchConfig, control: str, *, speed: float, broker: str) -> tuple[Path, Path]:
+    def start_agent(self, cfg: BenchConfig, control: str, *, speed: float, broker: str,
+                    wall_start: float | None = None) -> tuple[Path, Path]:  # fmt: skip
         """``gridedge agent run`` on a site file (:func:`helpers.controlbench.site_file` with ``control``) in
-        ``workdir/agent``, its clock the bench's (``speed``, starting at noon): the site file and the agent's db."""
+        ``workdir/agent``, its clock the bench's (``speed``, starting at noon; ``wall_start``: the wall instant the
+        bench was at noon, from its truth log's ``bench_up``, so an agent started again keeps the bench's clock):
+        the site file and the agent's db."""
         folder = self.workdir / "agent"
-        clock = f'[clock]\nspeed = {speed}\nstart = "{NOON}"\n'
+        anchor = "" if wall_start is None else f'wall_start = "{datetime.fromtimestamp(wall_start, UTC).isoformat()}"\n'
+        clock = f'[clock]\nspeed = {speed}\nstart = "{NOON}"\n{anchor}'
         agent_site = site_file(cfg, folder, control, extra=clock, broker=broker)
         self.start_gridedge("agent", "run", "--config", str(agent_site))
         return agent_site, folder / "agent.db"

@@ -1,0 +1,144 @@
+"""The latest version of each interval, out of central's ``intervals`` table onto grids of whole UTC days.
+
+One ``Grid`` per (site, meter, register): days x slots numpy arrays, NaN where no value exists. The latest version
+of each interval is what counts: SQLite's ``MAX()`` with bare columns takes the other columns from the row that
+holds the maximum (documented SQLite behaviour for a single ``MAX`` aggregate), so one indexed scan does it.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from itertools import groupby
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from central.settlement.vee import SKIP_SUM_FLAGS
+
+DAY_S = 86_400
+Key = tuple[str, str, str]  # (site, meter, register)
+
+
+@dataclass(slots=True)
+class Grid:
+    """One register's intervals over ``days`` whole days from ``day0`` (00:00 UTC) [s since epoch]."""
+
+    site: str
+    meter: str
+    register: str
+    channel: str
+    unit: str
+    length_s: int
+    day0: int
+    value: np.ndarray  # days x slots [kWh or kvarh], NaN: no value
+    quality: np.ndarray  # NEM12 quality, "N" where nothing arrived
+    method: np.ndarray  # NEM12 method code, 0 for none
+    version: np.ndarray  # the version used, 0 where nothing arrived
+    reg_start: np.ndarray  # the register at the interval's start [raw], NaN when its reads do not bracket it
+    reg_end: np.ndarray
+    read_min: np.ndarray  # the interval's earliest and latest read [s]
+    read_max: np.ndarray
+    skip_sum: np.ndarray  # per day: a rollover or meter swap was flagged
+    meter_id: str | None
+
+    @property
+    def key(self) -> Key:
+        return (self.site, self.meter, self.register)
+
+    @property
+    def slots(self) -> int:
+        return DAY_S // self.length_s
+
+    @property
+    def days(self) -> int:
+        return self.value.shape[0]
+
+    def starts(self) -> np.ndarray:
+        """The intervals' starts [s], days x slots."""
+        return self.day0 + np.arange(self.days * self.slots, dtype=np.int64).reshape(self.days, -1) * self.length_s
+
+
+_SQL = (
+    "SELECT site, meter, register, start, MAX(version), end_ts, channel, unit, value, quality, method, flags, "
+    "reg_start, reg_end, read_min, read_max, meter_id FROM intervals WHERE start >= ? AND start < ? {where} "
+    "GROUP BY site, meter, register, start ORDER BY site, meter, register, start"
+)
+
+
+def day_floor(t: float) -> int:
+    return int(t // DAY_S) * DAY_S
+
+
+def day_ceil(t: float) -> int:
+    return -int(-t // DAY_S) * DAY_S
+
+
+def _query(db: sqlite3.Connection, t0: int, t1: int, site: str | None, meter: str | None) -> sqlite3.Cursor:
+    where, args = "", [t0, t1]
+    if site is not None:
+        where += " AND site = ?"
+        args.append(site)
+    if meter is not None:
+        where += " AND meter = ?"
+        args.append(meter)
+    return db.execute(_SQL.format(where=where), args)
+
+
+def load_rows(db: sqlite3.Connection, t0: int, t1: int, site: str | None = None, meter: str | None = None) -> list[Any]:
+    """The latest version of every interval starting in [t0, t1), ordered by site, meter, register, start."""
+    return _query(db, t0, t1, site, meter).fetchall()
+
+
+def load_grids(db: sqlite3.Connection, t0: int, t1: int, site: str | None = None) -> dict[Key, Grid]:
+    """Every register with an interval in [t0, t1) on a grid of the whole days covering it (the latest versions).
+
+    The rows are streamed and grouped one register at a time, so memory holds the grids, not every row's tuple
+    (3.1 GB at its peak for 2.88 M intervals when they were all fetched at once).
+    """
+    day0, day1 = day_floor(t0), day_ceil(t1)
+    grids: dict[Key, Grid] = {}
+    for key, rows in groupby(_query(db, day0, day1, site, None), key=itemgetter(0, 1, 2)):
+        grids[key] = _grid(list(rows), day0, (day1 - day0) // DAY_S)
+    return grids
+
+
+def _grid(rows: list[Any], day0: int, days: int) -> Grid:
+    site, meter, register = rows[0][:3]
+    lengths = [r[5] - r[3] for r in rows]
+    length = max(set(lengths), key=lengths.count)  # one length per register; another is an agent's mistake
+    slots = DAY_S // length
+    cols = list(zip(*(r for r, n in zip(rows, lengths, strict=True) if n == length), strict=True))
+    idx = (np.asarray(cols[3], dtype=np.int64) - day0) // length
+    n = days * slots
+
+    def put(values: Any, fill: Any, dtype: Any) -> np.ndarray:
+        out = np.full(n, fill, dtype=dtype)
+        out[idx] = np.asarray(values, dtype=dtype)
+        return out.reshape(days, slots)
+
+    flags = cols[11]
+    skip = np.zeros(days, dtype=bool)
+    for k, f in enumerate(flags):
+        if f != "[]" and any(name in f for name in SKIP_SUM_FLAGS):
+            skip[idx[k] // slots] = True
+    meter_id = next((m for m in reversed(cols[16]) if m), None)
+    return Grid(
+        site=site, meter=meter, register=register, channel=rows[-1][6], unit=rows[-1][7], length_s=length, day0=day0,
+        value=put(cols[8], np.nan, float), quality=put(cols[9], "N", "<U1"),
+        method=put([m or 0 for m in cols[10]], 0, np.int16), version=put(cols[4], 0, np.int32),
+        reg_start=put(cols[12], np.nan, float), reg_end=put(cols[13], np.nan, float),
+        read_min=put(cols[14], np.nan, float), read_max=put(cols[15], np.nan, float), skip_sum=skip, meter_id=meter_id,
+    )  # fmt: skip
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to central's db for settlement (WAL, busy timeout), with central's tables present."""
+    from central.store import SCHEMA
+
+    db = sqlite3.connect(path, isolation_level=None, timeout=30)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.executescript(SCHEMA)
+    return db

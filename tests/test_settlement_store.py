@@ -1,0 +1,103 @@
+"""Central keeps every version of an interval, once: a replay stores nothing, a changed copy of a version is refused
+and recorded, the latest version is what settlement reads; through the real broker too."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from helpers.aio import async_test, running_tasks, until
+from helpers.intervals import DAY0, QH, item
+from test_central import Agent, make_config, start
+
+from central.ingest import CentralWorker
+from central.settlement.data import load_grids
+from central.store import CentralStore, register_at
+from protocols.telemetry.schema import decode_batch, encode_batch
+
+SITE = "sub-07"
+
+
+def msg(seq: int, items: list[dict], msg_id: str | None = None) -> bytes:
+    return encode_batch(SITE, "intervals", seq, msg_id or f"iv-{seq}", DAY0 + 10_000.0, items)
+
+
+def test_register_at_interpolates_between_the_reads_around_it() -> None:
+    reads = [(100.0, 10.0), (200.0, 30.0), (300.0, 50.0)]
+    assert register_at(reads, 150.0) == 20.0
+    assert register_at(reads, 200.0) == 30.0
+    assert register_at(reads, 99.0) is None and register_at(reads, 301.0) is None
+
+
+def test_versions_are_kept_a_replay_stores_nothing_and_a_changed_copy_is_refused(tmp_path: Path) -> None:
+    store = CentralStore(tmp_path / "c.db")
+    try:
+        v1 = item(DAY0, 1.5, reg0=1000.0)
+        assert store.store_batches([decode_batch(msg(1, [v1]))], 1.0) == [True]
+        # the same interval version again in another message: a replay, nothing new
+        assert store.store_batches([decode_batch(msg(2, [v1]))], 2.0) == [True]
+        assert store.count("intervals") == 1 and store.take_conflicts() == []
+        # the same key with other content: refused alone, recorded; the rest of the message is stored
+        changed = {**v1, "value": 1.7}
+        other = item(DAY0 + QH, 2.0, reg0=2500.0)
+        assert store.store_batches([decode_batch(msg(3, [changed, other]))], 3.0) == [True]
+        (conflict,) = store.take_conflicts()
+        assert (conflict.start, conflict.version, conflict.differs) == (DAY0, 1, ("value",))
+        assert store.count("intervals") == 2 and store.count("interval_conflicts") == 1
+        # a correction is a new version; both are kept
+        v2 = item(DAY0, 1.6, version=2, quality="S", method=11)
+        assert store.store_batches([decode_batch(msg(4, [v2]))], 4.0) == [True]
+        assert store.count("intervals") == 3
+    finally:
+        store.close()
+    db = sqlite3.connect(tmp_path / "c.db")
+    rows = db.execute(
+        "SELECT version, value, quality FROM intervals WHERE start = ? ORDER BY version", (DAY0,)
+    ).fetchall()
+    assert rows == [(1, 1.5, "A"), (2, 1.6, "S")]
+    grids = load_grids(db, DAY0, DAY0 + 86_400)
+    g = grids[(SITE, "meter1", "energy_delivered_wh")]
+    assert g.value[0, 0] == 1.6 and g.quality[0, 0] == "S" and g.method[0, 0] == 11 and g.version[0, 0] == 2
+    assert g.value[0, 1] == 2.0 and g.quality[0, 2] == "N"
+    db.close()
+
+
+def test_an_older_central_db_gains_the_intervals_tables(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE messages (msg_id TEXT PRIMARY KEY, site TEXT NOT NULL, stream TEXT NOT NULL, "
+               "seq INTEGER NOT NULL, count INTEGER NOT NULL, received REAL NOT NULL)")  # fmt: skip
+    db.execute("INSERT INTO messages VALUES ('old-1', 'sub-07', 'telemetry', 1, 3, 1.0)")
+    db.commit()
+    db.close()
+    store = CentralStore(path)
+    try:
+        assert store.count("messages") == 1 and store.count("intervals") == 0
+        assert store.store_batches([decode_batch(msg(1, [item(DAY0, 1.0)]))], 1.0) == [True]
+        assert store.count("intervals") == 1
+    finally:
+        store.close()
+
+
+@async_test
+async def test_intervals_through_the_broker_are_stored_acked_and_a_replay_is_acked_again(
+    broker, tmp_path: Path
+) -> None:
+    worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
+    items = [item(DAY0 + i * QH, 1.0 + i, reg0=1000.0 * (i + 1)) for i in range(4)]
+    async with running_tasks(worker.run(), agent.session.run()):
+        await start(worker, agent)
+        await agent.send(msg(1, items), stream="intervals")
+        await until(lambda: len(agent.acks) == 1)
+        await agent.send(msg(1, items), stream="intervals")  # the ack was "lost": same msg_id, dropped
+        await until(lambda: len(agent.acks) == 2)
+        changed = [{**items[0], "value": 9.0}, item(DAY0 + 4 * QH, 5.0)]
+        await agent.send(msg(2, changed), stream="intervals")  # a changed copy of a version: refused alone
+        await until(lambda: len(agent.acks) == 3)
+    assert agent.acks == ["iv-1", "iv-1", "iv-2"]
+    assert worker.stats.stored == 2 and worker.stats.duplicates == 1 and worker.stats.interval_conflicts == 1
+    store = CentralStore(tmp_path / "central.db")
+    try:
+        assert store.count("intervals") == 5 and store.count("interval_conflicts") == 1
+    finally:
+        store.close()
