@@ -201,17 +201,18 @@ def _pct(x: float | None, digits: int = 4) -> str:
 
 
 def format_table(verdict: Verdict, recon: Sequence[Any], source: str) -> str:
-    header = ["meter", "register", "A", "S", "N", "holes", "A max %", "A p99 %", "A thru max %", "total kWh", "truth kWh",
+    header = ["meter", "register", "A", "S", "N", "holes", "A > 0.1 %", "A max %", "A p99 %", "A thru max %", "total kWh", "truth kWh",
               "total err %", "N truth kWh", "flags"]  # fmt: skip
     body = []
     for (meter, channel), rv in sorted(verdict.registers.items()):
         q = rv.by_quality
         flags = ", ".join(f"{k} {v}" for k, v in sorted(rv.flags.items())) or "-"
         body.append([meter, channel.removeprefix("kwh_"), str(q["A"]), str(q["S"]), str(q["N"]), str(rv.holes),
-                     _pct(rv.a_max_pct), _pct(rv.a_p99_pct), _pct(rv.a_through_max_pct), f"{rv.total_kwh:,.1f}", f"{rv.total_truth_kwh:,.1f}",
+                     str(sum(1 for e in rv.a_errors_pct if e > verdict.tolerance_pct)), _pct(rv.a_max_pct),
+                     _pct(rv.a_p99_pct), _pct(rv.a_through_max_pct), f"{rv.total_kwh:,.1f}", f"{rv.total_truth_kwh:,.1f}",
                      _pct(rv.total_error_pct), f"{rv.null_truth_kwh:,.1f}", flags])  # fmt: skip
     widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i in (0, 1, 13) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths,
+    lines = ["  ".join(c.ljust(w) if i in (0, 1, 14) else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths,
              strict=True))) for r in [header, *body]]  # fmt: skip
     lines.append("")
     lines.append(f"intervals from {source}; errors |value - truth| / max(|truth|, 2 kWh); A max/p99 without the "
