@@ -230,7 +230,9 @@ def format_table(verdict: Verdict, recon: Sequence[Any], source: str) -> str:
         full = sum(1 for r in recon if len(r.metered) == len(DOWNSTREAM))
         checks.append(Check(f"head = downstream meters + truth losses and unmetered net load, within {RECONCILE_PCT:g} "
                             "% per interval", worst.error_pct <= RECONCILE_PCT,
-                            f"{len(recon)} intervals ({full} with every downstream meter valued), max "
+                            f"{len(recon)} intervals ({full} with every downstream meter actual; mean |head| "
+                            f"{sum(abs(r.head_kwh) for r in recon) / len(recon):.1f} kWh, mean |truth rest| "
+                            f"{sum(abs(r.truth_rest_kwh) for r in recon) / len(recon):.1f} kWh), max "
                             f"{worst.error_pct:.4f} % at {datetime.fromtimestamp(worst.start, UTC):%H:%M} (head "
                             f"{worst.head_kwh:.2f}, downstream {worst.downstream_kwh:.2f}, truth rest "
                             f"{worst.truth_rest_kwh:.2f} kWh), p99 {p99(errs):.4f} %"))  # fmt: skip

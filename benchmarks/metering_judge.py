@@ -384,8 +384,9 @@ def reconcile(truth_records: Iterable[Mapping[str, Any]] | Truth, intervals: Ite
         reconciled = sum(sign x (delivered - received) of each downstream meter with both registers valued)
                      + truth(load - PV + losses) - sum(sign x truth net of those same meters)
 
-    A downstream meter's interval without a value, or flagged ``meter_swap`` (short by the energy across the
-    swap), leaves that meter to the truth for that interval. The truth's losses are the whole circuit's (OpenDSS ``Circuit.Losses``), the substation transformer and the
+    Only actual (``A``) intervals count: a downstream meter's interval of another quality (a substitute spreads
+    a gap's energy linearly over it), or flagged ``meter_swap`` (short by the energy across the swap), leaves that
+    meter to the truth for that interval; a head interval not actual is not reconciled. The truth's losses are the whole circuit's (OpenDSS ``Circuit.Losses``), the substation transformer and the
     regulators upstream of the head included: those show as the reconciliation's bias. The error is
     ``|head - reconciled| / max(|head|, floor_share x truth load)``: the head's net crosses zero when the PV
     back-feeds the substation.
@@ -398,8 +399,10 @@ def reconcile(truth_records: Iterable[Mapping[str, Any]] | Truth, intervals: Ite
             continue
         key = (str(item["meter"]), float(item["start"]))
         v = item.get("value")
-        if "meter_swap" in (item.get("flags") or ()):
-            v = None  # short by the energy across the swap (rule 5): the meter counts as unmetered there
+        if item.get("quality") != "A" or "meter_swap" in (item.get("flags") or ()):
+            # a substitute spreads a gap's energy by interpolation, a swap interval is short by the energy across
+            # the swap (rule 5): for one interval the meter counts as unmetered there
+            v = None
         net.setdefault(key, {})[idx] = None if v is None else float(v)
         net[key][2] = float(item["end"])  # type: ignore[assignment]
 

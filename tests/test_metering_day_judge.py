@@ -187,10 +187,10 @@ def test_p99_is_the_nearest_rank() -> None:
 
 
 def _feeder_truth() -> list[dict]:
-    """Steps every 60 s for 10 minutes: loads 100 kW, PV 20 kW, losses 4 kW; the head meter h delivers 84 kW
+    """Steps every 60 s for 15 minutes: loads 100 kW, PV 20 kW, losses 4 kW; the head meter h delivers 84 kW
     (1400 Wh a step), the far-end meter d (facing its line) delivers 30 kW back into it (500 Wh a step)."""
     recs: list[dict] = [{"record": "bench_up", "ts": 0.0, "step_s": 60.0}]
-    for n in range(11):
+    for n in range(16):
         recs.append({"record": "step", "ts": 60.0 * n, "load_kw": 100.0, "loss_kw": 4.0, "head_kw": 84.0,
                      "pv": {"p1": [20.0, 0.0]}, "meters": {"h": [1400.0 * n, 0.0], "d": [500.0 * n, 0.0]}})  # fmt: skip
     return recs
@@ -220,13 +220,17 @@ def test_the_head_is_reconciled_against_the_downstream_meter_and_the_truths_loss
     assert not math.isnan(second.error_pct)
 
 
-def test_a_downstream_interval_flagged_meter_swap_is_left_to_the_truth() -> None:
-    """d's [0, 300) says 2.0 kWh (short across a swap) and is flagged meter_swap: d counts as unmetered, the rest
-    is the truth's 7.0 kWh, and the head's 7.0 reconciles exactly."""
+def test_a_downstream_interval_flagged_meter_swap_or_substituted_is_left_to_the_truth() -> None:
+    """d's [0, 300) says 2.0 kWh (short across a swap) and is flagged meter_swap, its [300, 600) 1.0 kWh is a
+    substitute (S/17): d counts as unmetered in both, the rest is the truth's 7.0 kWh, and the head's 7.0
+    reconciles exactly. A head interval that is not actual is not reconciled."""
     items = [
         _item("h", 0, 7.0), _item("h", 0, 0.0, channel="kwh_received"),
         _item("d", 0, 2.0, flags=("meter_swap",)), _item("d", 0, 0.0, channel="kwh_received"),
+        _item("h", 300, 7.0), _item("h", 300, 0.0, channel="kwh_received"),
+        _item("d", 300, 1.0, "S", method=17), _item("d", 300, 0.0, "S", method=17, channel="kwh_received"),
+        _item("h", 600, 7.0, "S", method=17), _item("h", 600, 0.0, "S", method=17, channel="kwh_received"),
     ]  # fmt: skip
-    (only,) = reconcile(_feeder_truth(), items, head="h", downstream={"d": -1.0})
-    assert only.metered == ()
-    assert only.error_pct == pytest.approx(0.0)
+    out = reconcile(_feeder_truth(), items, head="h", downstream={"d": -1.0})
+    assert [r.start for r in out] == [0.0, 300.0]
+    assert all(r.metered == () and r.error_pct == pytest.approx(0.0) for r in out)
