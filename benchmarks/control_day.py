@@ -39,7 +39,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -387,6 +387,23 @@ def bench_lag(truth: Path, speed: float) -> str:
     return "no bench_down record"
 
 
+def wait_bench_done(bench: subprocess.Popen, parts: Parts, wall_s: float,
+                    every_s: Callable[[], None] | None = None) -> None:  # fmt: skip
+    """Until the bench has played its window (``wall_s`` of wall time; 1.5 x that and 2 min more at most), the
+    agent running throughout; ``every_s`` is called each second. Raises naming the part that failed."""
+    deadline = time.monotonic() + wall_s * 1.5 + 120
+    while bench.poll() is None:
+        if time.monotonic() > deadline:
+            raise TimeoutError("the bench did not finish its window in 1.5 x its wall time")
+        if not parts.alive("agent"):
+            raise RuntimeError(f"the agent exited:\n{parts.tail('agent')}")
+        if every_s is not None:
+            every_s()
+        time.sleep(1.0)
+    if bench.returncode != 0:
+        raise RuntimeError(f"the bench exited with {bench.returncode}:\n{parts.tail('bench')}")
+
+
 def control_decisions(db: Path, until: float | None = None) -> Counter[str]:
     """The agent's control decisions by ``function:rule:outcome`` (its ``control`` stream), those taken up to
     ``until`` (the bench's last step: after it the agent only sees the bench gone)."""
@@ -479,19 +496,14 @@ def run_one(kind: RunKind, out: Path, *, speed: float, hours: tuple[float, float
         status = workdir / "agent.db.status.json"
         print(f"run {kind.number} ({kind.name}): bench up (pid {up['pid']}), agent started; "
               f"{sim_s / speed / 60:.1f} min of wall time at speed {speed:g}", file=sys.stderr, flush=True)  # fmt: skip
-        deadline = time.monotonic() + sim_s / speed * 1.5 + 120
-        while bench.poll() is None:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the bench did not finish its window in 1.5 x its wall time")
-            if not parts.alive("agent"):
-                raise RuntimeError(f"the agent exited:\n{parts.tail('agent')}")
+
+        def keep_status() -> None:
             with contextlib.suppress(OSError):
                 seen = status.read_bytes()
                 if bench.poll() is None:  # written while the bench still ran: not the agent seeing it gone
                     (workdir / "agent-status-last.json").write_bytes(seen)
-            time.sleep(1.0)
-        if bench.returncode != 0:
-            raise RuntimeError(f"the bench exited with {bench.returncode}:\n{parts.tail('bench')}")
+
+        wait_bench_done(bench, parts, sim_s / speed, every_s=keep_status)
         parts.stop("agent")
         summary = _summary(truth)
         note = bench_lag(truth, speed) + "; " + agent_keeping_up(workdir / "agent-status-last.json")

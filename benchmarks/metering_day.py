@@ -48,6 +48,7 @@ from control_day import (  # noqa: E402
     bench_config,
     bench_lag,
     start_broker,
+    wait_bench_done,
     wait_bench_up,
 )
 from metering_judge import (  # noqa: E402
@@ -295,15 +296,7 @@ def run(out: Path, *, speed: float, hours: tuple[float, float], step_s: float | 
         parts.gridedge("agent", "run", "--config", str(agent_toml), "--broker", broker)
         print(f"metering day: bench up (pid {up['pid']}), agent started; {sim_s / speed / 60:.1f} min of wall time "
               f"at speed {speed:g}", file=sys.stderr, flush=True)  # fmt: skip
-        deadline = time.monotonic() + sim_s / speed * 1.5 + 120
-        while bench.poll() is None:
-            if time.monotonic() > deadline:
-                raise TimeoutError("the bench did not finish its window in 1.5 x its wall time")
-            if not parts.alive("agent"):
-                raise RuntimeError(f"the agent exited:\n{parts.tail('agent')}")
-            time.sleep(1.0)
-        if bench.returncode != 0:
-            raise RuntimeError(f"the bench exited with {bench.returncode}:\n{parts.tail('bench')}")
+        wait_bench_done(bench, parts, sim_s / speed)
         time.sleep(3.0)  # the agent's last intervals: stored every wall second, then uplink
         parts.stop("agent")
         time.sleep(2.0)  # central takes what the agent drained
