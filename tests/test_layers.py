@@ -113,3 +113,26 @@ def test_the_dispatcher_imports_no_package_before_it_knows_the_command() -> None
         if isinstance(node, ast.Import | ast.ImportFrom):
             top |= _imports_of_node(node, "gridedge", ROOT / "gridedge.py")
     assert {m for m in top if m.split(".")[0] in FIRST_PARTY} == set()
+
+
+def _all_imports(path: Path) -> set[str]:
+    """Every module ``path`` imports anywhere in it, first-party or not (absolute names)."""
+    tree = ast.parse(path.read_text(), str(path))
+    name = _module_name(path)
+    return {m for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)
+            for m in _imports_of_node(node, name, path)}  # fmt: skip
+
+
+def test_the_pq_offline_tools_sit_apart_from_the_running_agent() -> None:
+    """``pq analyze``, ``pq report`` and the plot (agent/pq/offline) are reached from the dispatcher alone, and
+    matplotlib (the ``plot`` extra) from the plot alone: the running agent and its PQ worker load neither."""
+    offline = ROOT / "agent" / "pq" / "offline"
+    reach_offline, reach_matplotlib = [], []
+    for path in [*(p for layer in ALLOWED for p in _sources(layer)), ROOT / "gridedge_demo.py"]:
+        mods = _all_imports(path)
+        if not path.is_relative_to(offline) and any(m.startswith("agent.pq.offline") for m in mods):
+            reach_offline.append(str(path.relative_to(ROOT)))
+        if path != offline / "plot.py" and any(m.split(".")[0] == "matplotlib" for m in mods):
+            reach_matplotlib.append(str(path.relative_to(ROOT)))
+    assert (reach_offline, reach_matplotlib) == ([], [])
+    assert any(m.startswith("agent.pq.offline") for m in _all_imports(ROOT / "gridedge.py"))
