@@ -20,7 +20,7 @@ TOP = ("agent", "protocols", "sim_hw", "central", "tests", "benchmarks", "docs",
 #: A path out of the repository: a sibling folder reached with ``..`` from the root, or the build machine's folders.
 OUTSIDE = re.compile(r"(?<![\w.])\.\./(?:shared|[A-Z]+\.md)|(?<![\w.])/work/|(?<![\w.])/tmp/\w+\.py\b")
 REPO_PATH = re.compile(rf"(?<![\w./<>-])((?:{'|'.join(TOP)})/[\w./-]*)")
-MD_LINK = re.compile(r"\]\(([^)\s#]+)(?:#[^)]*)?\)")
+MD_LINK = re.compile(r"\]\(([^)\s#]*)(?:#([^)\s]*))?\)")
 PLACEHOLDER_NEXT = "<*{$"  # ``tests/test_<subject>.py``, ``docs/pq*.md``: a pattern, not a file
 NEXT_PARTS = "## Where the next parts go"
 TEXT_SUFFIXES = {".py", ".md", ".toml", ".sh", ".service", ".dss", ".txt", ""}  # "": scripts/site-credentials
@@ -102,15 +102,28 @@ def test_every_repository_path_the_docs_cite_exists() -> None:
     assert missing == {}
 
 
+def anchors(markdown: str) -> set[str]:
+    """The anchors of a page's headings, as GitHub makes them (lower case, punctuation dropped, spaces to -)."""
+    heads = re.findall(r"^#+\s+(.+?)\s*$", markdown, flags=re.M)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in heads}
+
+
+def test_anchors_are_made_as_github_makes_them() -> None:
+    assert anchors("# Top\n## Figures\n### What the wire does not carry (yet)\n") == {
+        "top", "figures", "what-the-wire-does-not-carry-yet"}  # fmt: skip
+
+
 def test_every_link_between_the_docs_resolves_inside_the_repository() -> None:
     bad: dict[str, list[str]] = {}
     for doc in _docs():
-        for target in MD_LINK.findall(doc.read_text()):
+        for target, anchor in MD_LINK.findall(doc.read_text()):
             if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
                 continue
-            path = (doc.parent / target).resolve()
+            path = (doc.parent / target).resolve() if target else doc
             if not path.is_relative_to(ROOT) or not path.exists():
                 bad.setdefault(str(doc.relative_to(ROOT)), []).append(target)
+            elif anchor and path.suffix == ".md" and anchor not in anchors(path.read_text()):
+                bad.setdefault(str(doc.relative_to(ROOT)), []).append(f"{target}#{anchor}")
     assert bad == {}
 
 
