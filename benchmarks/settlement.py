@@ -99,7 +99,7 @@ def _insert(db: sqlite3.Connection, sql: str, meter: str, starts: np.ndarray, v:
     s = starts.tolist()
     rows = [
         (SITE, meter, REG, s[i], 1, s[i] + QH, "kwh_delivered", value[i], "kWh", q[i], None, "[]", "[]", "SN",
-         reg_start[i], reg_end[i], s[i] - 1.0, s[i] + QH + 1.0, "bench", 0.0)
+         reg_start[i], reg_end[i], s[i] - 1.0, s[i] + QH + 1.0, "bench", 0.0, 0.001, 2.0**32)
         for i in range(len(s))
     ]  # fmt: skip
     db.execute("BEGIN")

@@ -22,7 +22,7 @@ import numpy as np
 from central.settlement.config import Point, SettlementConfig
 from central.settlement.data import DAY_S, Grid, load_grids
 from central.settlement.reconcile import FeederResult, losses_series, reconcile
-from central.settlement.vee import CHECKS, read_scale, run_vee
+from central.settlement.vee import CHECKS, run_vee
 
 RUN_KINDS = ("preliminary", "final", "correction")
 RUNS_SCHEMA = """
@@ -104,7 +104,7 @@ def _register_result(g: Grid, cfg: SettlementConfig, grids: dict[Point, Grid], t
         check_value = grids[check].value
     starts = g.starts()
     r = run_vee(g.value, g.quality, g.method, g.reg_start, g.reg_end, g.read_min, g.read_max, starts, g.skip_sum,
-                read_scale(g.register), g.length_s, p, check_value)  # fmt: skip
+                g.scale(), g.length_s, p, check_value)  # fmt: skip
     flat = starts.ravel()
     sel = (flat >= t_from) & (flat < t_to)
     return RegisterResult(
