@@ -8,6 +8,8 @@ import itertools
 import json
 import math
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -875,3 +877,16 @@ def test_events_central_would_refuse_are_refused_at_the_edge(tmp_path: Path, ts:
     with pytest.raises(StoreInputError):
         store.add_event(ts, "kind", "info", "test", text, data)
     store.close()
+
+
+@pytest.mark.integration
+def test_the_agent_with_its_store_open_imports_neither_numpy_nor_pandas(tmp_path: Path) -> None:
+    """sqlite-utils imports numpy and pandas whenever they are installed, to map their scalar types; the store
+    writes none, and numpy alone is about 12 MB of the agent's resident memory (benchmarks/memory.py). numpy is
+    installed for the PQ worker, a process of its own (agent/pq/worker.py)."""
+    code = ("import sys; import agent.service; from agent.store import Store; "
+            "Store(__import__('pathlib').Path(sys.argv[1]), 's1', 1 << 20).close(); "
+            "print(sorted(m for m in ('numpy', 'pandas', 'scipy') if m in sys.modules))")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "agent.db")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
