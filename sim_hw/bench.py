@@ -88,6 +88,10 @@ class Bench:
         self._phase_at: float | None = None  # the simulated time _phase_rad refers to
         self._run_anchor: tuple[float, float] | None = None  # (monotonic, sim time) while run() paces
         self._clock_high = float("-inf")  # the latest clock() read: PMU timestamps never go back
+        # (time.time(), time.monotonic()) when start() finished, the wall instant of the simulated start: the truth
+        # log's bench_up ``wall`` and the first run's pacing, so a process anchored on that wall instant (the agent's
+        # [clock] wall_start) and the bench share one clock
+        self._up_at: tuple[float, float] | None = None
         self.device_errors: dict[str, int] = {}  # device -> actuate/observe failures (logged, not fatal)
         self.late_steps = 0  # run(): steps taken more than one step interval after they were due
         self.max_lag_s = 0.0  # run(): the worst delay of a step after it was due [wall s]
@@ -178,13 +182,14 @@ class Bench:
             await self.stop()
             raise
         self._up = True
+        self._up_at = (time.time(), time.monotonic())
         log.info("bench_up", devices=len(self._devices), speed=self.speed, step_s=self.step_s)
         if self.truth_log is not None:
             scn = self.scenario
             scenario = None if scn is None else {"source": str(scn.source), "description": scn.description,
                                                  "events": scn.events, "steps": scn.pending}  # fmt: skip
             self.truth_log.write("bench_up", self.sim_time, pid=os.getpid(), speed=self.speed, step_s=self.step_s,
-                                 sim_start=self.start_time, wall=time.time(), devices=len(self._devices),
+                                 sim_start=self.start_time, wall=self._up_at[0], devices=len(self._devices),
                                  scenario=scenario, feeder=self._truth_feeder())  # fmt: skip
             if self.solution is not None:
                 self._truth_step()
@@ -523,6 +528,11 @@ class Bench:
             raise BenchError("start the bench before running it")
         interval = self.step_s / self.speed
         t0 = time.monotonic()
+        if self.steps == 0 and self._up_at is not None and t0 - self._up_at[1] < interval:
+            # a run that follows start() at once (sim run) paces from the instant the bench came up, bench_up's
+            # wall, so a process anchored there shares this clock (the ms between the two, times the speed, would
+            # put it ahead of the bench); a later first run paces from its own call
+            t0 = self._up_at[1]
         first = self.steps
         self._run_anchor = (t0, self.sim_time)
         end = None if seconds is None else t0 + seconds

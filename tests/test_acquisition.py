@@ -338,3 +338,37 @@ def test_poller_reads_again_after_the_tcp_server_restarts() -> None:
     assert gone and all(r.quality is Quality.STALE for r in gone)
     assert sink.snapshot.get("t.v").quality is Quality.GOOD and sink.snapshot.get("t.v").value == 100
     assert sink.snapshot.get("t.w").value == 101
+
+
+class _LineWaitTransport:
+    """A link whose request waits ``wait`` seconds (for its turn on a line) before it goes out, then ``trip`` seconds
+    until the answer; the time is the test's own (``now``), the poller's clock and the monotonic clock both."""
+
+    def __init__(self, now: list[float], wait: float, trip: float, *, says_when_sent: bool) -> None:
+        self.now, self.wait, self.trip, self.says = now, wait, trip, says_when_sent
+        self.sent_at: float | None = None
+
+    async def read(self, table, start, count, unit_id):  # noqa: ANN001, ANN202
+        self.now[0] += self.wait
+        if self.says:
+            self.sent_at = float(self.now[0])
+        self.now[0] += self.trip
+        return list(range(count))
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("says_when_sent", "expected"), [(True, 1_000.0 + 2.0 + 0.5), (False, 1_000.0 + 1.5)])
+def test_values_are_stamped_halfway_between_the_request_going_out_and_the_answer(
+    mocker, says_when_sent: bool, expected: float
+) -> None:
+    """The device samples its registers between request and answer: stamped halfway, not at the answer's arrival.
+    A transport that says when its request went out (an RTU request waits for the line) is taken at its word."""
+    now = [0.0]
+    mocker.patch("agent.acquisition.poller.time.monotonic", lambda: now[0])
+    sink = Collector()
+    transport = _LineWaitTransport(now, wait=2.0, trip=1.0, says_when_sent=says_when_sent)
+    poller = DevicePoller(tcp_device("t", 1), transport, sink, clock=lambda: 1_000.0 + now[0])
+    assert arun(poller.poll_once()) is True
+    assert sink.readings and all(r.ts == pytest.approx(expected) for r in sink.readings)

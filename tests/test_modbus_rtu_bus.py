@@ -92,6 +92,25 @@ def test_concurrent_reads_are_serialised_with_the_silence_between(pty_pair) -> N
     assert dirs == ["rx", "tx"] * 20
 
 
+def test_each_transport_says_when_its_request_went_out_after_waiting_for_the_line(pty_pair) -> None:
+    async def go():
+        async with rtu_server(pty_pair.a, {1: 100, 2: 200}) as log:
+            bus = SerialBus(pty_pair.b, 9600)
+            first, second = RtuTransport(bus, timeout_s=0.5, retries=0), RtuTransport(bus, timeout_s=0.5, retries=0)
+            asked = time.monotonic()
+            await asyncio.gather(first.read(Table.HOLDING, 0, 10, 1), second.read(Table.HOLDING, 0, 10, 2))
+            await first.close()
+            await second.close()
+            return bus, log, asked, (first.sent_at, second.sent_at)
+
+    bus, log, asked, sent = arun(go())
+    rx = {unit: t for d, t, unit in log if d == "rx"}
+    tx = {unit: t for d, t, unit in log if d == "tx"}
+    assert [h.started for h in bus.history] == list(sent)
+    assert asked <= sent[0] <= rx[1] and sent[0] < sent[1] <= rx[2]
+    assert sent[1] >= tx[1]  # the second request waited for the first answer (and the silence) before going out
+
+
 def test_dead_unit_times_out_and_lets_live_units_through_between_attempts(pty_pair) -> None:
     async def go():
         async with rtu_server(pty_pair.a, {1: 100}):

@@ -183,6 +183,27 @@ async def test_a_meter_read_between_two_steps_holds_the_energy_at_the_reads_inst
 
 
 @async_test
+async def test_a_run_right_after_start_keeps_the_clock_of_the_bench_up_wall_instant(tmp_path: Path) -> None:
+    """A process anchored on the truth log's bench_up wall (the agent's [clock] wall_start) reads the bench's clock."""
+    import asyncio
+    import time
+
+    cfg = bench_config(tmp_path, irradiance="none")
+    bench = Bench(cfg, speed=1.0)  # 1-s steps, one a second
+    await bench.start()
+    up_wall = bench._up_at[0]
+    try:
+        await asyncio.sleep(0.4)  # what the caller does between start() and run(), within one step
+        running = asyncio.create_task(bench.run(seconds=1.0))
+        await asyncio.sleep(0.3)
+        lag = bench.start_time + (time.time() - up_wall) * bench.speed - bench.clock()
+        await running
+        assert abs(lag) < 0.1, lag  # 0.4 s behind if the run paced from its own call
+    finally:
+        await bench.stop()
+
+
+@async_test
 async def test_a_bench_pmu_with_a_udp_port_sends_its_data_as_datagrams(tmp_path: Path) -> None:
     """C37.118.2: commands over TCP, data over UDP to the port the bench config names."""
     import asyncio

@@ -109,6 +109,7 @@ class SerialBus:
         self.silence_s = inter_frame_silence_s(baudrate)
         self.device = f"rtu:{port}"
         self.history: deque[BusTransaction] = deque(maxlen=history)
+        self.last_started: float | None = None  # when the latest transaction's request went out [bus clock]
         self._clock = clock
         self._lock = asyncio.Lock()
         self._client: AsyncModbusSerialClient | None = None
@@ -185,7 +186,7 @@ class SerialBus:
                     await asyncio.sleep(wait)
             client = await self._connect(label)
             self._flush_input(client)
-            started = self._clock()
+            started = self.last_started = self._clock()
             outcome = "ok"
             try:
                 return await execute_once(label, client, op, timeout_s, guard_s=timeout_s)
@@ -258,11 +259,17 @@ class RtuTransport(RetryingTransport):
         self.bus = bus
         self.device = bus.device
         self._closed = False
+        self.sent_at: float | None = None
         bus.attach()
 
     async def _attempt(self, op: Operation, unit_id: int) -> ModbusPDU:
         # The lock is taken per attempt, not per call, so other units get the line between retries.
-        return await self.bus.transact(unit_id, op, self.timeout_s)
+        try:
+            return await self.bus.transact(unit_id, op, self.timeout_s)
+        finally:
+            # when this attempt's request went out (the bus's clock, monotonic unless injected): the poller
+            # stamps the answer's values halfway between that and the answer
+            self.sent_at = self.bus.last_started
 
     async def close(self) -> None:
         if not self._closed:
