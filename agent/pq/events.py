@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.pq.harmonics import FundamentalZeroCrossings, PqInputError, as_channels, window_cycles
+from agent.pq.harmonics import FundamentalFilter, FundamentalZeroCrossings, PqInputError, as_channels, window_cycles
 
 
 class EventConfigError(PqInputError):
@@ -136,22 +136,33 @@ class HalfCycleRms:
             FundamentalZeroCrossings(rate_hz, nominal_hz, both_edges=True, min_peak_v=min_peak_v)
             for _ in range(channels)
         ]
+        self._filter = FundamentalFilter(rate_hz, nominal_hz, channels)
         self._hist: list[deque[float]] = [deque(maxlen=self._HISTORY) for _ in range(channels)]
         self._pending: list[list[tuple[float, float]]] = [[] for _ in range(channels)]
         self._buf = np.zeros((channels, 0))
         self._buf_pos = 0
 
-    def push(self, samples_v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def push(
+        self, samples_v: np.ndarray, *, fundamental: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Urms(1/2) values completed by one block ``[channels, n]``.
+
+        ``fundamental``: the block already band-passed by a :class:`~agent.pq.harmonics.FundamentalFilter` of the
+        same rate, nominal frequency and channels, fed every block from the stream's start (the Class A chain
+        filters once for the harmonics, the frequency and this); None filters here.
+        """
         x = as_channels(samples_v)
         if x.shape[0] != self.channels:
             raise PqInputError(f"samples_v: {x.shape[0]} channels: allowed {self.channels}")
+        y = self._filter.push(x) if fundamental is None else fundamental
+        crossings = FundamentalZeroCrossings.detect_channels(self._zc, y)
         self._buf = np.concatenate([self._buf, x], axis=1)
         end = self._buf_pos + self._buf.shape[1]
         cum = np.concatenate([np.zeros((self.channels, 1)), np.cumsum(self._buf * self._buf, axis=1)], axis=1)
         grid = np.arange(cum.shape[1], dtype=np.float64)
         times, chans, values = [], [], []
         for ch in range(self.channels):
-            where, _ = self._zc[ch].push(x[ch])
+            where, _ = crossings[ch]
             hist, pending = self._hist[ch], self._pending[ch]
             for c in where.tolist():
                 hist.append(c)
@@ -264,8 +275,9 @@ class EventDetector:
         starts = [tr.start for tr in (self._dip, self._swell, self._int) if tr.start is not None]
         return min(starts) if starts else None
 
-    def push(self, samples_v: np.ndarray) -> list[Event]:
-        times, chans, values = self.rms.push(samples_v)
+    def push(self, samples_v: np.ndarray, *, fundamental: np.ndarray | None = None) -> list[Event]:
+        """The events that ended in one block ``[channels, n]``; ``fundamental`` as for :meth:`HalfCycleRms.push`."""
+        times, chans, values = self.rms.push(samples_v, fundamental=fundamental)
         self.last_urms = (times, chans, values)
         return self.feed(times, chans, values)
 

@@ -462,7 +462,9 @@ class FlickermeterBank:
         with np.errstate(divide="ignore", invalid="ignore"):
             pos = (np.log10(values) - self._class_lo) / self._class_width
         top = PinstClassifier.CLASSES + 1
-        index = np.where(values < PinstClassifier.LOW, 0, np.clip(np.floor(np.nan_to_num(pos, neginf=-1.0)) + 1, 1, top))
+        index = np.where(
+            values < PinstClassifier.LOW, 0, np.clip(np.floor(np.nan_to_num(pos, neginf=-1.0)) + 1, 1, top)
+        )
         index = index.astype(np.int64) + (top + 1) * np.arange(self.channels)[:, np.newaxis]
         self._counts += np.bincount(index.ravel(), minlength=self._counts.size).reshape(self._counts.shape)
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -317,6 +318,35 @@ def harmonic_window(samples_v: np.ndarray, rate_hz: float, nominal_hz: float, fr
     return _analyse(window, cycles, max_order, 0.0, length / rate_hz, freq_hz if synchronise else nominal_hz, rms)
 
 
+class FundamentalFilter:
+    """The band-pass of :class:`FundamentalZeroCrossings` (``ZC_FILTER_*``) over blocks ``[channels, n]``, state kept.
+
+    One filter call per block for every channel; :class:`~agent.pq.classa.ClassAMeter` filters each block once
+    and hands the rows to the crossing detectors of the harmonics, the frequency and the Urms(1/2).
+    """
+
+    def __init__(self, rate_hz: float, nominal_hz: float, channels: int) -> None:
+        from scipy import signal  # here, like CubicSpline above
+
+        self._sosfilt = signal.sosfilt
+        self.channels = channels
+        self._sos = signal.butter(
+            ZC_FILTER_ORDER,
+            [nominal_hz / ZC_FILTER_WIDTH, nominal_hz * ZC_FILTER_WIDTH],
+            btype="bandpass",
+            fs=rate_hz,
+            output="sos",
+        )
+        _, h = signal.sosfreqz(self._sos, [nominal_hz], fs=rate_hz)
+        self.delay = float(-np.angle(h[0]) / (2 * math.pi * nominal_hz) * rate_hz)  # phase delay at nominal, samples
+        self._zi = np.zeros((self._sos.shape[0], channels, 2))
+
+    def push(self, samples_v: np.ndarray) -> np.ndarray:
+        """The band-passed block ``[channels, n]``."""
+        y, self._zi = self._sosfilt(self._sos, samples_v, axis=1, zi=self._zi)
+        return y
+
+
 class FundamentalZeroCrossings:
     """Positive-going zero crossings of the fundamental, streamed over blocks of one channel.
 
@@ -339,19 +369,8 @@ class FundamentalZeroCrossings:
         self.rate_hz = float(rate_hz)
         self.nominal_hz = float(nominal_hz)
         self.both_edges = both_edges
-        from scipy import signal  # here, like CubicSpline above
-
-        self._signal = signal
-        self._sos = signal.butter(
-            ZC_FILTER_ORDER,
-            [nominal_hz / ZC_FILTER_WIDTH, nominal_hz * ZC_FILTER_WIDTH],
-            btype="bandpass",
-            fs=rate_hz,
-            output="sos",
-        )
-        _, h = signal.sosfreqz(self._sos, [nominal_hz], fs=rate_hz)
-        self._delay = float(-np.angle(h[0]) / (2 * math.pi * nominal_hz) * rate_hz)  # samples
-        self._zi = np.zeros((self._sos.shape[0], 2))
+        self._filter = FundamentalFilter(rate_hz, nominal_hz, 1)
+        self._delay = self._filter.delay
         self._prev = 0.0
         self._pos = 0  # samples consumed
         self._step = rate_hz / nominal_hz / (2 if both_edges else 1)  # nominal spacing of crossings, samples
@@ -363,18 +382,36 @@ class FundamentalZeroCrossings:
     def push(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Filter one block; return ``(positions, real)``: crossing positions [samples] and whether measured."""
         x = np.asarray(samples, dtype=np.float64)
-        y, self._zi = self._signal.sosfilt(self._sos, x, zi=self._zi)
-        prev = np.concatenate(([self._prev], y[:-1]))
-        if self.both_edges:
-            cand = np.flatnonzero(((prev < 0) & (y >= 0)) | ((prev > 0) & (y <= 0)))
+        return self.detect(self._filter.push(x[np.newaxis, :])[0])
+
+    def detect(self, fundamental: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`push` for a block already band-passed by a :class:`FundamentalFilter` of the same rate and nominal."""
+        return self.detect_channels([self], np.asarray(fundamental)[np.newaxis, :])[0]
+
+    @staticmethod
+    def detect_channels(detectors: Sequence[FundamentalZeroCrossings],
+                        fundamental: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+        """:meth:`detect` of one band-passed block ``[channels, n]``, row k by ``detectors[k]``, in one set of array
+        operations; the detectors must share ``both_edges`` and ``min_peak_v`` (one per channel of one signal)."""
+        y = fundamental
+        first = detectors[0]
+        prev = np.concatenate((np.array([[d._prev] for d in detectors]), y[:, :-1]), axis=1)
+        if first.both_edges:
+            rows, cand = np.nonzero(((prev < 0) & (y >= 0)) | ((prev > 0) & (y <= 0)))
         else:
-            cand = np.flatnonzero((prev < 0) & (y >= 0))
-        slope = np.abs(y[cand] - prev[cand])
-        cand = cand[slope > self._min_slope]
-        frac = prev[cand] / (prev[cand] - y[cand])
-        where = self._pos + cand - 1 + frac - self._delay
+            rows, cand = np.nonzero((prev < 0) & (y >= 0))
+        p, q = prev[rows, cand], y[rows, cand]
+        keep = np.abs(q - p) > first._min_slope
+        rows, cand, p, q = rows[keep], cand[keep], p[keep], q[keep]
+        frac = p / (p - q)
+        where = first._pos + cand - 1 + frac - first._delay
+        bounds = np.searchsorted(rows, np.arange(len(detectors) + 1)).tolist()
+        return [d._accept(where[bounds[k] : bounds[k + 1]], y[k]) for k, d in enumerate(detectors)]
+
+    def _accept(self, where: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keep the candidate crossings ``where`` of the block ``y`` that pass the settling and spacing rules."""
         self._prev = float(y[-1]) if y.size else self._prev
-        self._pos += x.size
+        self._pos += y.size
         out: list[float] = []
         real: list[bool] = []
         for t in where.tolist():
@@ -440,12 +477,18 @@ class HarmonicAnalyser:
         tick = (math.floor(t / self.resync_s) + 1) * self.resync_s
         return (tick - self.start_utc_s) * self.rate_hz
 
-    def push(self, samples_v: np.ndarray) -> list[HarmonicResult]:
-        """Feed one block ``[channels, n]`` of any length; return the windows it completed."""
+    def push(
+        self, samples_v: np.ndarray, *, crossings: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> list[HarmonicResult]:
+        """Feed one block ``[channels, n]`` of any length; return the windows it completed.
+
+        ``crossings``: the block's ``(positions, real)`` from a :class:`FundamentalZeroCrossings` of the same rate,
+        nominal frequency and ``min_peak_v`` fed channel 0 from the stream's start; None finds them here.
+        """
         x = as_channels(samples_v)
         if x.shape[0] != self.channels:
             raise PqInputError(f"samples_v: {x.shape[0]} channels: allowed {self.channels}")
-        where, _ = self._zc.push(x[0])
+        where, _ = self._zc.push(x[0]) if crossings is None else crossings
         self._crossings.extend(where.tolist())
         self._buf = np.concatenate([self._buf, x], axis=1)
         if self._next is None and self._crossings:
