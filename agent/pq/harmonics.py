@@ -144,10 +144,56 @@ def synchronised_window_v(samples_v: np.ndarray, start_pos: float, length_sample
     lo = max(int(math.floor(start_pos)) - _SPLINE_MARGIN, 0)
     hi = min(int(math.ceil(start_pos + length_samples)) + _SPLINE_MARGIN + 1, n)
     where = start_pos + np.arange(points) * (length_samples / points)
-    from scipy.interpolate import CubicSpline  # here: the agent validates [[waveforms]] without scipy (~65 MB)
+    return _spline_on_samples(x, lo, hi, where)
 
-    spline = CubicSpline(np.arange(lo, hi, dtype=np.float64), x[:, lo:hi], axis=1)
-    return spline(where)
+
+def _spline_on_samples(x: np.ndarray, lo: int, hi: int, where: np.ndarray) -> np.ndarray:
+    """The not-a-knot cubic spline through the samples ``x[:, lo:hi]`` (knots at the sample positions) at ``where``.
+
+    The values of ``scipy.interpolate.CubicSpline(np.arange(lo, hi), x[:, lo:hi], axis=1)(where)``, computed step
+    for step as it computes them (the slopes system solved by LAPACK ``gtsv``, the tridiagonal solver
+    ``scipy.linalg.solve_banded`` calls; the Hermite coefficients; the power sum of each point), with the knot
+    spacing of 1 written in (multiplying or dividing by 1.0 is exact). What is left out is its input checking,
+    its general knot handling and its interval search (the interval of a point is its integer part here).
+    ``where`` must lie in ``[lo, hi - 1]``; ``hi - lo >= 4``.
+    """
+    global _gtsv
+    n = hi - lo
+    y = x[:, lo:hi]  # [channels, n]: the element-wise steps give the same values in either layout
+    slope = np.diff(y, axis=1)
+    b = np.empty((y.shape[0], n))  # right-hand side of the slopes system, one row per channel
+    b[:, 1:-1] = 3 * (slope[:, :-1] + slope[:, 1:])
+    b[:, 0] = (5.0 * slope[:, 0] + slope[:, 1]) / 2.0  # not-a-knot at the start
+    b[:, -1] = (slope[:, -2] + 5.0 * slope[:, -1]) / 2.0  # and at the end
+    diag = np.full(n, 4.0)
+    diag[0] = diag[-1] = 1.0
+    upper = np.ones(n - 1)
+    upper[0] = 2.0
+    lower = np.ones(n - 1)
+    lower[-1] = 2.0
+    if _gtsv is None:
+        from scipy.linalg import get_lapack_funcs  # here: the agent validates [[waveforms]] without scipy (~65 MB)
+
+        _gtsv = get_lapack_funcs(("gtsv",), (diag, b))[0]
+    *_, d, info = _gtsv(lower, diag, upper, b.T, True, True, True, True)  # b.T: [n, channels], column-major
+    if info != 0:
+        raise PqInputError(f"spline through samples {lo}..{hi}: LAPACK gtsv info={info}")
+    d = d.T
+    t = d[:, :-1] + d[:, 1:] - 2 * slope
+    i = np.minimum(np.floor(where).astype(np.int64) - lo, n - 2)  # interval of each point
+    s = where - (lo + i).astype(np.float64)
+    s2 = s * s
+    s3 = s2 * s
+    d0 = np.take(d, i, axis=1)
+    t0 = np.take(t, i, axis=1)
+    # c3 + c2 s + c1 s^2 + c0 s^3 with c0 = t, c1 = slope - d0 - t, c2 = d0, c3 = y, in CubicSpline's order
+    out = np.take(y, i, axis=1) + d0 * s
+    out += (np.take(slope, i, axis=1) - d0 - t0) * s2
+    out += t0 * s3
+    return out
+
+
+_gtsv = None  # LAPACK's tridiagonal solver, looked up on first use
 
 
 def rms_between_v(samples_v: np.ndarray, start_pos: float, end_pos: float) -> np.ndarray:
@@ -326,7 +372,7 @@ class FundamentalFilter:
     """
 
     def __init__(self, rate_hz: float, nominal_hz: float, channels: int) -> None:
-        from scipy import signal  # here, like CubicSpline above
+        from scipy import signal  # here, like solve_banded above
 
         self._sosfilt = signal.sosfilt
         self.channels = channels
