@@ -38,6 +38,8 @@ from typing import Any
 import numpy as np
 from scipy import signal
 
+from agent.pq.iir import SosFilter
+
 __all__ = [
     "LAMP_PARAMETERS",
     "FlickerChannel",
@@ -344,9 +346,11 @@ class FlickermeterBank:
         # has mean 1, so the low-pass holds 1 and the high-pass outputs 0 from the first sample.
         zi_hp = signal.sosfilt_zi(self._sos_hp)
         zi_block3 = np.concatenate([zi_hp, np.zeros((self._sos_weight.shape[0], 2))])
-        self._zi_lp = np.repeat(signal.sosfilt_zi(self._sos_lp)[:, np.newaxis, :], channels, axis=1)
-        self._zi_block3 = np.repeat(zi_block3[:, np.newaxis, :], channels, axis=1)
-        self._zi_smooth = np.zeros((self._sos_smooth.shape[0], channels, 2))
+        self._lp = SosFilter(
+            self._sos_lp, np.repeat(signal.sosfilt_zi(self._sos_lp)[:, np.newaxis, :], channels, axis=1)
+        )
+        self._block3 = SosFilter(self._sos_block3, np.repeat(zi_block3[:, np.newaxis, :], channels, axis=1))
+        self._smooth = SosFilter(self._sos_smooth, np.zeros((self._sos_smooth.shape[0], channels, 2)))
         # Block 5: per channel, the counts of PinstClassifier's classes
         self._counts = np.zeros((channels, PinstClassifier.CLASSES + 2), dtype=np.int64)
         self._class_lo = math.log10(PinstClassifier.LOW)
@@ -398,7 +402,8 @@ class FlickermeterBank:
             # Start from the r.m.s. of the first second (2 f_nominal half periods; process() holds the
             # samples back until it is complete, so the start does not depend on how the stream is cut),
             # not from one half period: its sampling error would persist with the 27.3 s time constant.
-            first = mean_square[:, : 2 * self.nominal_hz].mean(axis=1)
+            # (row by row: a reduction over a 2-D array may sum in another order than over one row)
+            first = np.array([row.mean() for row in mean_square[:, : 2 * self.nominal_hz]])
             self._reference = np.where(first > 0.0, np.sqrt(np.maximum(first, 0.0)), 1.0)
         ref_prev = self._reference
         if ks.size:
@@ -441,16 +446,16 @@ class FlickermeterBank:
         # Block 2: squaring demodulator
         x *= x
         # Block 3: Butterworth at the input rate, then keep every ``decimation``-th sample
-        x, self._zi_lp = signal.sosfilt(self._sos_lp, x, axis=1, zi=self._zi_lp)
+        x = self._lp.push(x)
         first = (-self._n) % self.decimation
         x = x[:, first :: self.decimation]
         self._n += u.shape[1]
         if x.shape[1] == 0:
             return x
-        x, self._zi_block3 = signal.sosfilt(self._sos_block3, x, axis=1, zi=self._zi_block3)
+        x = self._block3.push(x)
         # Block 4: squaring, 300 ms smoothing, calibration
         x *= x
-        x, self._zi_smooth = signal.sosfilt(self._sos_smooth, x, axis=1, zi=self._zi_smooth)
+        x = self._smooth.push(x)
         pinst = x * self.calibration
         # Block 5: classification for the running Pst interval
         self._classify(pinst)

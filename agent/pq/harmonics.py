@@ -374,7 +374,6 @@ class FundamentalFilter:
     def __init__(self, rate_hz: float, nominal_hz: float, channels: int) -> None:
         from scipy import signal  # here, like solve_banded above
 
-        self._sosfilt = signal.sosfilt
         self.channels = channels
         self._sos = signal.butter(
             ZC_FILTER_ORDER,
@@ -385,12 +384,13 @@ class FundamentalFilter:
         )
         _, h = signal.sosfreqz(self._sos, [nominal_hz], fs=rate_hz)
         self.delay = float(-np.angle(h[0]) / (2 * math.pi * nominal_hz) * rate_hz)  # phase delay at nominal, samples
-        self._zi = np.zeros((self._sos.shape[0], channels, 2))
+        from agent.pq.iir import SosFilter  # scipy, like the import above
+
+        self._filter = SosFilter(self._sos, np.zeros((self._sos.shape[0], channels, 2)))
 
     def push(self, samples_v: np.ndarray) -> np.ndarray:
         """The band-passed block ``[channels, n]``."""
-        y, self._zi = self._sosfilt(self._sos, samples_v, axis=1, zi=self._zi)
-        return y
+        return self._filter.push(samples_v)
 
 
 class FundamentalZeroCrossings:
