@@ -285,7 +285,19 @@ class EventDetector:
         """Run the state machines over Urms(1/2) values in time order (what :meth:`push` does after the RMS)."""
         out: list[Event] = []
         latest = self._latest
-        for t, ch, v in zip(times_s.tolist(), channels.tolist(), urms_v.tolist(), strict=True):
+        first = 0
+        if self.open_since_s is None and len(urms_v):
+            # While no event is open, a value at or above the dip threshold and at or below the swell threshold
+            # starts none (an interruption needs every channel below its threshold, which is below the dip's):
+            # the run of such values up to the first other one only moves the latest values and the time.
+            quiet = (urms_v >= self._dip_on) & (urms_v <= self._sw_on)
+            first = len(urms_v) if quiet.all() else int(np.argmin(quiet))
+            if first:
+                backwards = channels[:first][::-1]
+                chans, last = np.unique(backwards, return_index=True)  # each channel's last value in the run
+                latest[chans] = urms_v[:first][::-1][last]
+                self.processed_s = float(times_s[first - 1])
+        for t, ch, v in zip(times_s[first:].tolist(), channels[first:].tolist(), urms_v[first:].tolist(), strict=True):
             latest[ch] = v
             self.processed_s = t
             if np.isnan(latest).any():
