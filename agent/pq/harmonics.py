@@ -179,16 +179,16 @@ def _spline_on_samples(x: np.ndarray, lo: int, hi: int, where: np.ndarray) -> np
     if info != 0:
         raise PqInputError(f"spline through samples {lo}..{hi}: LAPACK gtsv info={info}")
     d = d.T
-    t = d[:, :-1] + d[:, 1:] - 2 * slope
     i = np.minimum(np.floor(where).astype(np.int64) - lo, n - 2)  # interval of each point
     s = where - (lo + i).astype(np.float64)
     s2 = s * s
     s3 = s2 * s
     d0 = np.take(d, i, axis=1)
-    t0 = np.take(t, i, axis=1)
+    slope0 = np.take(slope, i, axis=1)
+    t0 = d0 + np.take(d, i + 1, axis=1) - 2 * slope0  # CubicSpline's t of the intervals used
     # c3 + c2 s + c1 s^2 + c0 s^3 with c0 = t, c1 = slope - d0 - t, c2 = d0, c3 = y, in CubicSpline's order
     out = np.take(y, i, axis=1) + d0 * s
-    out += (np.take(slope, i, axis=1) - d0 - t0) * s2
+    out += (slope0 - d0 - t0) * s2
     out += t0 * s3
     return out
 
@@ -205,6 +205,13 @@ def rms_between_v(samples_v: np.ndarray, start_pos: float, end_pos: float) -> np
     x = as_channels(samples_v)
     if not 0 <= start_pos < end_pos <= x.shape[1]:
         raise PqInputError(f"interval [{start_pos}, {end_pos}]: allowed 0 <= start < end <= {x.shape[1]}")
+    return _rms_between(x, start_pos, end_pos)
+
+
+def _rms_between(x: np.ndarray, start_pos: float, end_pos: float) -> np.ndarray:
+    """:func:`rms_between_v` of checked input. The cumulative sum stops after the interval: a running sum's
+    first values do not depend on what follows, so the result is the same as over all of ``x``."""
+    x = x[:, : min(x.shape[1], math.ceil(end_pos) + 1)]
     cum = np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(x * x, axis=1)], axis=1)
     idx = np.arange(cum.shape[1], dtype=np.float64)
     ends = np.array([start_pos, end_pos])
@@ -217,7 +224,10 @@ def dft_bins_v(window_v: np.ndarray) -> np.ndarray:
 
     ``C_k = sqrt(2) |X_k| / M`` for k >= 1, ``C_0 = |X_0| / M`` (the DC value). Bin k is at ``k * f / N``.
     """
-    x = as_channels(window_v, "window_v")
+    return _dft_bins(as_channels(window_v, "window_v"))
+
+
+def _dft_bins(x: np.ndarray) -> np.ndarray:
     bins = np.fft.rfft(x, axis=1) / x.shape[1]
     bins[:, 1:] *= math.sqrt(2.0)
     return bins
@@ -229,7 +239,10 @@ def harmonic_subgroups_v(bins_v: np.ndarray, cycles: int, max_order: int = MAX_O
     ``G_sg,h = sqrt(sum_{i=-1..1} C_{hN+i}^2)``: the bin at the harmonic and its two neighbours. Index 0 is
     the DC bin alone.
     """
-    c2 = np.abs(bins_v) ** 2
+    return _subgroups(np.abs(bins_v) ** 2, cycles, max_order)
+
+
+def _subgroups(c2: np.ndarray, cycles: int, max_order: int) -> np.ndarray:
     centres = np.arange(1, max_order + 1) * cycles
     sub = np.sqrt(c2[:, centres - 1] + c2[:, centres] + c2[:, centres + 1])
     return np.concatenate([np.sqrt(c2[:, :1]), sub], axis=1)
@@ -241,7 +254,10 @@ def harmonic_groups_v(bins_v: np.ndarray, cycles: int, max_order: int = MAX_ORDE
     ``G_g,h^2 = C_{hN-N/2}^2 / 2 + sum_{i=-N/2+1..N/2-1} C_{hN+i}^2 + C_{hN+N/2}^2 / 2``: the bins half way to
     the neighbouring harmonics count half (N = 10 at 50 Hz: +-4 full and +-5 half). Index 0 is the DC bin alone.
     """
-    c2 = np.abs(bins_v) ** 2
+    return _groups(np.abs(bins_v) ** 2, cycles, max_order)
+
+
+def _groups(c2: np.ndarray, cycles: int, max_order: int) -> np.ndarray:
     half = cycles // 2
     centres = np.arange(1, max_order + 1) * cycles
     offsets = np.arange(-half, half + 1)
@@ -257,7 +273,10 @@ def interharmonic_subgroups_v(bins_v: np.ndarray, cycles: int, max_order: int = 
     ``C_isg,h^2 = sum_{i=2..N-2} C_{hN+i}^2``: the bins between two harmonics, without the two next to each
     harmonic (those belong to the harmonic subgroups). At 50 Hz the subgroup h spans ``h*50 + 10..40 Hz``.
     """
-    c2 = np.abs(bins_v) ** 2
+    return _interharmonic_subgroups(np.abs(bins_v) ** 2, cycles, max_order)
+
+
+def _interharmonic_subgroups(c2: np.ndarray, cycles: int, max_order: int) -> np.ndarray:
     starts = np.arange(max_order) * cycles
     offsets = np.arange(2, cycles - 1)
     return np.sqrt(c2[:, starts[:, None] + offsets[None, :]].sum(axis=2))
@@ -311,8 +330,9 @@ def _pct_of_fundamental(values_v: np.ndarray, fund_v: np.ndarray) -> np.ndarray:
 
 def _analyse(window_v: np.ndarray, cycles: int, max_order: int, start_s: float, end_s: float, freq_hz: float,
              rms_v: np.ndarray) -> HarmonicResult:  # fmt: skip
-    bins = dft_bins_v(window_v)
-    sub = harmonic_subgroups_v(bins, cycles, max_order)
+    bins = _dft_bins(window_v)
+    c2 = np.abs(bins) ** 2  # the bins' squares, shared by the groupings
+    sub = _subgroups(c2, cycles, max_order)
     return HarmonicResult(
         start_s=start_s,
         end_s=end_s,
@@ -321,8 +341,8 @@ def _analyse(window_v: np.ndarray, cycles: int, max_order: int, start_s: float, 
         rms_v=rms_v,
         fundamental_v=bins[:, cycles].copy(),
         harmonic_subgroup_v=sub,
-        harmonic_group_v=harmonic_groups_v(bins, cycles, max_order),
-        interharmonic_subgroup_v=interharmonic_subgroups_v(bins, cycles, max_order),
+        harmonic_group_v=_groups(c2, cycles, max_order),
+        interharmonic_subgroup_v=_interharmonic_subgroups(c2, cycles, max_order),
         thds_pct=thds_pct(sub, max_order),
     )
 
@@ -565,8 +585,11 @@ class HarmonicAnalyser:
 
     def _window(self, start: float, length: float) -> HarmonicResult:
         rel = start - self._buf_pos
-        window = synchronised_window_v(self._buf, rel, length, self.points)
-        rms = rms_between_v(self._buf, rel, rel + length)
+        # synchronised_window_v and rms_between_v on the buffer, whose blocks were checked by push()
+        lo = max(int(math.floor(rel)) - _SPLINE_MARGIN, 0)
+        hi = min(int(math.ceil(rel + length)) + _SPLINE_MARGIN + 1, self._buf.shape[1])
+        window = _spline_on_samples(self._buf, lo, hi, rel + np.arange(self.points) * (length / self.points))
+        rms = _rms_between(self._buf, rel, rel + length)
         freq = self.cycles * self.rate_hz / length
         return _analyse(window, self.cycles, self.max_order, self._time_s(start), self._time_s(start + length), freq,
                         rms)  # fmt: skip
