@@ -455,3 +455,16 @@ def test_bank_rejects_what_it_cannot_use() -> None:
         with pytest.raises(FlickerError) as err:
             FlickermeterBank(1600.0, 50, 230, channels=bad)  # type: ignore[arg-type]
         assert err.value.key == "channels"
+
+
+def test_bank_classifies_as_pinst_classifier_at_the_edges() -> None:
+    # Underflow (0, below LOW), LOW itself, class edges, HIGH and above (overflow), per channel.
+    edges = 10.0 ** (math.log10(PinstClassifier.LOW) + np.arange(0, PinstClassifier.CLASSES + 1, 512) * 15 / 8192)
+    row = np.concatenate([[0.0, 1e-9, PinstClassifier.LOW, 1.0, PinstClassifier.HIGH, 1e7], edges, edges * 1.0001])
+    pinst = np.vstack([row, row[::-1] * 0.5])
+    bank = FlickermeterBank(1600.0, 50, 230, channels=2)
+    bank._classify(pinst)
+    for k in range(2):
+        ref = PinstClassifier()
+        ref.add(np.maximum(pinst[k], 0.0))
+        np.testing.assert_array_equal(bank._counts[k], ref.counts)

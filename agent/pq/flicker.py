@@ -462,16 +462,15 @@ class FlickermeterBank:
         return pinst
 
     def _classify(self, pinst: np.ndarray) -> None:
-        """:meth:`PinstClassifier.add` for every channel at once (one bincount over channel-offset classes)."""
+        """:meth:`PinstClassifier.add` for every channel at once: the same classes, counted into each channel's row."""
+        low = PinstClassifier.LOW
         values = np.maximum(pinst, 0.0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            pos = (np.log10(values) - self._class_lo) / self._class_width
+        pos = (np.log10(np.maximum(values, low)) - self._class_lo) / self._class_width
         top = PinstClassifier.CLASSES + 1
-        index = np.where(
-            values < PinstClassifier.LOW, 0, np.clip(np.floor(np.nan_to_num(pos, neginf=-1.0)) + 1, 1, top)
-        )
-        index = index.astype(np.int64) + (top + 1) * np.arange(self.channels)[:, np.newaxis]
-        self._counts += np.bincount(index.ravel(), minlength=self._counts.size).reshape(self._counts.shape)
+        index = np.clip(np.floor(pos) + 1, 1, top).astype(np.int64)
+        index[values < low] = 0  # the underflow class
+        index += (top + 1) * np.arange(self.channels)[:, np.newaxis]
+        np.add.at(self._counts.reshape(-1), index.ravel(), 1)
 
     @property
     def reference_v(self) -> np.ndarray | None:
