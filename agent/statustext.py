@@ -89,7 +89,7 @@ def status_text(status: dict[str, Any], state: AgentState, now: float) -> str:
     if not state.running:
         lines.append("  (the figures below are the last the agent wrote)")
     lines += _uplink(status)
-    lines += _devices(status.get("devices") or {}, _agent_now(status, now))
+    lines += _devices(status.get("devices") or {}, _agent_now(status, now), live=state.running)
     lines += _pmus(status.get("pmus") or {}, now)
     lines += _pq(status.get("pq") or {}, status.get("pq_worker"))
     lines += _monitoring(status.get("monitoring"))
@@ -132,7 +132,8 @@ def _uplink(status: dict[str, Any]) -> list[str]:
     return lines
 
 
-def _devices(devices: dict[str, Any], now: float) -> list[str]:
+def _devices(devices: dict[str, Any], now: float, *, live: bool = True) -> list[str]:
+    """Each device's state and figures; the next try only while the agent runs (a stopped agent tries nothing)."""
     if not devices:
         return []
     width = max(16, *(len(n) for n in devices))
@@ -143,7 +144,9 @@ def _devices(devices: dict[str, Any], now: float) -> list[str]:
         state = "FAILING" if failing else ("ok" if ok else "waiting")
         figures = f"polls {polls} ok {ok}" + _counters(d, DEVICE_COUNTERS)
         if failing:
-            figures += f"  failed {failing} in a row, next try in {_seconds(d.get('backoff_s'))}"
+            figures += f"  failed {failing} in a row"
+            if live:
+                figures += f", next try in {_seconds(d.get('backoff_s'))}"
         elif d.get("last_ok_ts"):
             figures += f"  last answer {_ago(now - d['last_ok_ts'])} ago"
         lines.append(f"  {name:<{width}} {state:<8} {figures}")

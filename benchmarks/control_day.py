@@ -126,16 +126,20 @@ def judge(runs: Mapping[int, TruthSummary]) -> list[Target]:
             out.append(Target(3, text, None, "run 1 missing"))
         else:
             saved = one.head_kwh - three.head_kwh
-            pct = saved / one.head_kwh * 100 if one.head_kwh else 0.0
+            pct = saved / abs(one.head_kwh) * 100 if one.head_kwh else 0.0
             less = one.head_kwh > 0 and three.head_kwh <= RUN3_HEAD_ENERGY_MAX_RATIO * one.head_kwh + EPS
             floor = three.bus_minutes_below_a == 0
             low = (
                 "-" if three.v_min is None else f"{three.v_min.pu * 120:.1f} V at {three.v_min.bus}.{three.v_min.phase}"
             )
-            detail = (f"head energy {three.head_kwh:.1f} vs {one.head_kwh:.1f} kWh ({pct:.2f} % less: "
-                      f"{'ok' if less else 'MISSED'}); bus-minutes below Range A "
-                      f"{three.bus_minutes_below_a:.1f}, lowest {low} ({'ok' if floor else 'MISSED'})")  # fmt: skip
-            out.append(Target(3, text, less and floor, detail))
+            if one.head_kwh <= 0:  # the feeder exported on net: a share of a net export says nothing of CVR
+                out.append(Target(3, text, None, f"not judged: the feeder exported {-one.head_kwh:.1f} kWh on net in "
+                                  f"run 1; CVR saved {saved:.1f} kWh ({pct:.2f} % of the net flow); lowest {low}"))  # fmt: skip
+            else:
+                detail = (f"head energy {three.head_kwh:.1f} vs {one.head_kwh:.1f} kWh ({pct:.2f} % less: "
+                          f"{'ok' if less else 'MISSED'}); bus-minutes below Range A "
+                          f"{three.bus_minutes_below_a:.1f}, lowest {low} ({'ok' if floor else 'MISSED'})")  # fmt: skip
+                out.append(Target(3, text, less and floor, detail))
     return out
 
 
@@ -148,7 +152,7 @@ def cvr_effect(one: TruthSummary, three: TruthSummary) -> dict[str, float | None
         "v_reduction_v": None if dv is None else dv * 120.0,
         "v_reduction_pct": None if dv is None or not one.v_mean_pu else dv / one.v_mean_pu * 100.0,
         "energy_saved_kwh": saved,
-        "energy_saved_pct": saved / one.head_kwh * 100.0 if one.head_kwh else None,
+        "energy_saved_pct": saved / one.head_kwh * 100.0 if one.head_kwh > 0 else None,
     }
 
 
@@ -217,7 +221,7 @@ def format_table(runs: Mapping[int, TruthSummary], notes: Mapping[int, str] | No
         if e["v_reduction_pu"] is not None:
             text.append(f"{'CVR':<10}  mean voltage {e['v_reduction_pu']:.4f} pu lower ({e['v_reduction_v']:.2f} V, "
                         f"{e['v_reduction_pct']:.2f} %); head energy saved {e['energy_saved_kwh']:,.1f} kWh "
-                        f"({e['energy_saved_pct'] or 0:.2f} %)")  # fmt: skip
+                        + ("" if e["energy_saved_pct"] is None else f"({e['energy_saved_pct']:.2f} %)"))  # fmt: skip
     return "\n".join(text)
 
 

@@ -1,4 +1,4 @@
-"""``gridedge central run|gaps|command|commands|intervals|settle``: the reference central service's commands.
+"""``gridedge central run|gaps|command|commands|intervals|settle|schedule``: the reference central service's commands.
 
 gridedge.py hands everything after the word ``central`` to :func:`main`, so central never imports the agent.
 Exit codes: 0 success, 1 gaps or reused sequence numbers found (``gaps``), 2 bad usage or configuration, 3 runtime failure.
@@ -23,7 +23,7 @@ from central.commands import UNTIL_KINDS, CommandError, CommandIssuer, Outcome, 
 from central.config import CentralConfig, CentralConfigError, load_central_config
 from central.ingest import run_workers
 from central.settlement.cli import add_parsers as add_settlement_parsers
-from central.settlement.cli import intervals_command, settle_command
+from central.settlement.cli import intervals_command, schedule_command, settle_command
 from central.store import CentralStore, CentralStoreError
 from protocols.eventlog import EventLog, setup_logging
 from protocols.mqtt.session import MqttSession
@@ -113,6 +113,8 @@ def main(argv: list[str]) -> int:
         return intervals_command(args, config)
     if args.command == "settle":
         return settle_command(args, config)
+    if args.command == "schedule":
+        return schedule_command(args, config)
     try:
         store = CentralStore(config.db_path)
     except CentralStoreError as err:

@@ -131,6 +131,8 @@ CREATE TABLE IF NOT EXISTS intervals (
     read_max  REAL,
     msg_id    TEXT NOT NULL,
     received  REAL NOT NULL,
+    read_scale REAL,
+    modulus   REAL,
     PRIMARY KEY (site, meter, register, start, version)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS interval_conflicts (
@@ -165,9 +167,19 @@ CACHE_KIB = 65536  # page cache per connection
 # The columns of an intervals row, in INSERT order; the key is (site, meter, register, start, version).
 INTERVAL_COLUMNS = ("site", "meter", "register", "start", "version", "end_ts", "channel", "value", "unit", "quality",
                     "method", "flags", "reads", "meter_id", "reg_start", "reg_end", "read_min", "read_max", "msg_id",
-                    "received")  # fmt: skip
+                    "received", "read_scale", "modulus")  # fmt: skip
+# Columns added to a table after its first release: (table, column, type), added to older files at open.
+_ADDED_COLUMNS = (("intervals", "read_scale", "REAL"), ("intervals", "modulus", "REAL"))
 # What must be equal for a second copy of (site, meter, register, start, version) to be the same interval.
 _INTERVAL_CONTENT = ("end_ts", "channel", "value", "unit", "quality", "method", "flags", "reads", "meter_id")
+
+
+def add_missing_columns(db: sqlite3.Connection) -> None:
+    """Give a file made before a column existed that column (NULL in the rows it holds)."""
+    for table, column, kind in _ADDED_COLUMNS:
+        have = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in have:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
 
 
 def register_at(reads: Sequence[Sequence[float]], t: float) -> float | None:
@@ -204,6 +216,7 @@ def interval_row(site: str, item: Mapping[str, Any], msg_id: str, received: floa
         json.dumps(list(item["flags"]), separators=(",", ":")), json.dumps(reads, separators=(",", ":")),
         item.get("meter_id"), register_at(reads, start), register_at(reads, end),
         min((r[0] for r in reads), default=None), max((r[0] for r in reads), default=None), msg_id, received,
+        item.get("read_scale"), item.get("modulus"),
     )  # fmt: skip
 
 
@@ -298,6 +311,7 @@ class CentralStore:
             # (benchmarks/outbox.py drain: the store is central's largest cost).
             db.execute(f"PRAGMA cache_size = {-CACHE_KIB}")
             db.executescript(SCHEMA)
+            add_missing_columns(db)
         except BaseException:
             db.close()
             raise

@@ -16,7 +16,7 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -240,7 +240,19 @@ class Bench:
             on_write = getattr(model, "on_write", None)
             if on_write is not None:
                 server.on_write(spec.unit_id, on_write)
+            read_values = getattr(model, "read_values", None)
+            if read_values is not None:
+                server.on_read(spec.unit_id, self._read_provider(read_values))
             self._devices.append(_Device(spec, model, server))
+
+    def _read_provider(self, read_values: Callable[[float], Mapping[str, Any]]) -> Callable[[], Mapping[str, Any]]:
+        """A model's registers at the instant of a read: the paced clock, never past the next step's time (the
+        step that follows integrates from the same state, so a register never reads backwards)."""
+
+        def provider() -> Mapping[str, Any]:
+            return read_values(min(self.clock(), self.sim_time + self.step_s))
+
+        return provider
 
     # --- physics ----------------------------------------------------------------------------------------------
     def _start_feeder(self) -> None:

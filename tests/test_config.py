@@ -312,6 +312,18 @@ def test_a_site_without_waveforms_loads_without_numpy(tmp_path: Path) -> None:
     assert proc.stdout.strip() == "[]"
 
 
+@pytest.mark.integration
+def test_the_demo_site_with_its_waveform_stream_loads_without_numpy() -> None:
+    """The [[waveforms]] checks build the event thresholds and name the standards without the PQ chain: numpy and
+    scipy are the PQ worker's (its own process), never the agent's (about 12 MB of its memory, benchmarks/memory.py)."""
+    site = Path(__file__).resolve().parent.parent / "config" / "agent-sim.toml"
+    code = ("import sys; from agent.config import load_config; cfg = load_config(sys.argv[1]); "
+            "assert cfg.waveforms; print(sorted(m for m in ('numpy', 'scipy') if m in sys.modules))")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code, str(site)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 # ---- the site template ----------------------------------------------------------------------------------------
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "config" / "site-template.toml"

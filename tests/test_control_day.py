@@ -121,6 +121,16 @@ def test_run_three_misses_its_target(tmp_path: Path, head_kw: float, low: int, w
     assert t.met is False, why
 
 
+def test_run_three_is_not_judged_on_a_window_the_feeder_exported_on_net(tmp_path: Path) -> None:
+    one = summary(truth_log(tmp_path / "1.jsonl", head_kw=-1000.0))
+    three = summary(truth_log(tmp_path / "3.jsonl", head_kw=-1010.0, v=0.97))
+    [t] = cd.judge({1: one, 3: three})
+    assert t.met is None and "not judged" in t.detail and "MISSED" not in t.detail
+    effect = cd.cvr_effect(one, three)
+    assert effect["energy_saved_kwh"] == pytest.approx(one.head_kwh - three.head_kwh) and effect["energy_saved_kwh"] > 0
+    assert effect["energy_saved_pct"] is None
+
+
 def test_without_run_one_the_targets_are_not_judged(tmp_path: Path) -> None:
     two = summary(truth_log(tmp_path / "2.jsonl", high=1))
     three = summary(truth_log(tmp_path / "3.jsonl"))

@@ -287,3 +287,23 @@ def q_pct_of_va(vv: dict, var: float) -> float:
         return var
     assert vv["DeptRef"] == 1 and vv["VarMaxInj"] and vv["VAMax"], vv
     return var * vv["VarMaxInj"] / vv["VAMax"]
+
+
+@async_test
+async def test_constant_var_and_an_active_power_limit_go_with_their_reversion_timers(tmp_path: Path) -> None:
+    """Constant var (IEEE 1547-2018 5.3.4) 20 % of nameplate VA absorbing, with an active-power limit of 60 %
+    (4.6.2): both written to 704 with their reversion timers and enabled, volt-var off (one reactive power mode at a
+    time, 5.3); the hand-back turns both off and stops their timers."""
+    g = group(volt_var=None, constant_var_pct=-20.0, p_limit_pct=60.0, reversion_s=120.0)
+    async with der_rig(tmp_path, g) as r:
+        await settle(r)
+        s = r.inv.settings
+        assert (s["DERCtlAC.VarSetEna"], s["DERCtlAC.WMaxLimPctEna"], s["DERVoltVar.Ena"]) == (1, 1, 0)
+        assert s["DERCtlAC.VarSetPct"] == pytest.approx(-20.0, abs=0.05)
+        assert s["DERCtlAC.WMaxLimPct"] == pytest.approx(60.0, abs=0.05)
+        assert s["DERCtlAC.VarSetRvrtTms"] == 120 and s["DERCtlAC.WMaxLimPctRvrtTms"] == 120
+        done = await r.envelope.hand_back_all()
+        assert [d.outcome for d in done] == ["reverted"]
+        s = r.inv.settings
+        assert (s["DERCtlAC.VarSetEna"], s["DERCtlAC.WMaxLimPctEna"]) == (0, 0)
+        assert s["DERCtlAC.VarSetRvrtTms"] == s["DERCtlAC.WMaxLimPctRvrtTms"] == 0

@@ -402,6 +402,15 @@ def test_the_suggested_run_shows_every_scenario_step_and_the_agents_evidence(tmp
     evidence = next(line for line in out.splitlines() if line.startswith("agent's evidence in central's store: "))
     assert "pmu_time_sync 2" in evidence and "fdr-645-meter (stale)" in evidence, evidence
     assert re.search(r"(?m)^summary: readings taken [1-9]\d*, .*, lost: 0$", out), out
+    # the controller acting: the shipped site's cap bank function switches the bank within the run (its live line
+    # and central's store), and the summary counts the operation
+    assert re.search(r"(?m)^t=\s*\d+s control:\s+capbank cap675-ctl capbank\.(open|close): applied \(", out), out
+    assert re.search(r"(?m)^t=\s*\d+s .* control=control decisions=[1-9]", out), out
+    assert re.search(
+        r"(?m)^control: \d+ decisions in central's store \(.*applied [1-9].*\); "
+        r"operations carried out: capbank\.(open|close) on cap675-ctl",
+        out,
+    ), out
     assert (tmp_path / "run" / "central.db").is_file() and (tmp_path / "run" / "agent-sim.db").is_file()
     assert (tmp_path / "run" / "demo" / "truth.jsonl").is_file()
     assert not (config / "run").exists() and not (tmp_path / "run" / "rtu-bus1").is_symlink()

@@ -113,3 +113,77 @@ def test_the_dispatcher_imports_no_package_before_it_knows_the_command() -> None
         if isinstance(node, ast.Import | ast.ImportFrom):
             top |= _imports_of_node(node, "gridedge", ROOT / "gridedge.py")
     assert {m for m in top if m.split(".")[0] in FIRST_PARTY} == set()
+
+
+def _all_imports(path: Path) -> set[str]:
+    """Every module ``path`` imports anywhere in it, first-party or not (absolute names)."""
+    tree = ast.parse(path.read_text(), str(path))
+    name = _module_name(path)
+    return {m for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom)
+            for m in _imports_of_node(node, name, path)}  # fmt: skip
+
+
+def test_the_pq_offline_tools_sit_apart_from_the_running_agent() -> None:
+    """``pq analyze``, ``pq report`` and the plot (agent/pq/offline) are reached from the dispatcher alone, and
+    matplotlib (the ``plot`` extra) from the plot alone: the running agent and its PQ worker load neither."""
+    offline = ROOT / "agent" / "pq" / "offline"
+    reach_offline, reach_matplotlib = [], []
+    for path in [*(p for layer in ALLOWED for p in _sources(layer)), ROOT / "gridedge_demo.py"]:
+        mods = _all_imports(path)
+        if not path.is_relative_to(offline) and any(m.startswith("agent.pq.offline") for m in mods):
+            reach_offline.append(str(path.relative_to(ROOT)))
+        if path != offline / "plot.py" and any(m.split(".")[0] == "matplotlib" for m in mods):
+            reach_matplotlib.append(str(path.relative_to(ROOT)))
+    assert (reach_offline, reach_matplotlib) == ([], [])
+    assert any(m.startswith("agent.pq.offline") for m in _all_imports(ROOT / "gridedge.py"))
+
+
+def _definitions(layers: tuple[str, ...] = ("agent", "protocols", "central")) -> list[tuple[str, ast.AST]]:
+    """(module path, node) of every class, function and assigned name defined in ``layers``."""
+    out = []
+    for layer in layers:
+        for path in _sources(layer):
+            rel = str(path.relative_to(ROOT))
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef | ast.Assign | ast.AnnAssign):
+                    out.append((rel, node))
+    return out
+
+
+def _names(node: ast.AST) -> list[str]:
+    if isinstance(node, ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef):
+        return [node.name]
+    targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+    return [t.id for t in targets if isinstance(t, ast.Name)]
+
+
+#: The pieces agent, central and the PQ tools share, each with the one module that defines it.
+ONE_DEFINITION = {
+    "BrokerConfig": "protocols/mqtt/config.py",
+    "parse_broker": "protocols/mqtt/config.py",
+    "EventSpool": "agent/events.py",
+    "max_order_for": "agent/pq/harmonics.py",
+    "harmonics_pct": "agent/pq/harmonics.py",
+    "MIN_FRAME_SIZES": "protocols/c37118/codec.py",
+}
+
+
+def test_the_shared_pieces_are_defined_once() -> None:
+    """One broker section, one event spool, one copy of each PQ helper, one C37.118 frame-size table."""
+    where: dict[str, list[str]] = {name: [] for name in ONE_DEFINITION}
+    for rel, node in _definitions():
+        for name in _names(node):
+            if name in where:
+                where[name].append(rel)
+    assert where == {name: [path] for name, path in ONE_DEFINITION.items()}
+
+
+def test_only_protocols_mqtt_holds_broker_fields() -> None:
+    """A class with TLS or broker credentials is the MQTT layer's: agent and central take the one BrokerConfig."""
+    holders = []
+    for rel, node in _definitions():
+        if isinstance(node, ast.ClassDef):
+            fields = {s.target.id for s in node.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
+            if "tls" in fields or {"username", "password"} <= fields or "ca_file" in fields:
+                holders.append((rel, node.name))
+    assert holders and {rel for rel, _ in holders} <= {"protocols/mqtt/config.py", "protocols/mqtt/session.py"}, holders

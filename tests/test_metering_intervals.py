@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from agent.metering.intervals import CONFIRM_READS, MAX_FORWARD_S, Interval, RegisterIntervals, correct
 from agent.points import Quality
 from protocols.telemetry.intervals import MAX_READS, check_interval
+from protocols.telemetry.schema import SchemaError
 
 B0 = 1_764_000_000  # a multiple of 3600 (so of 300 and 900 too): 2025-11-24 16:00 UTC
 L = 900
@@ -466,6 +467,35 @@ def test_the_scenario_passes_the_wire_contract():
         check_interval(0, iv.to_item())
     starts = [iv.start for iv in out]
     assert starts == list(range(starts[0], starts[-1] + L, L))  # contiguous, each once
+
+
+def test_every_item_says_its_reads_scale_and_where_the_register_wraps():
+    out = run(make(), scenario())
+    assert {(iv.to_item()["read_scale"], iv.to_item()["modulus"]) for iv in out} == {(0.001, 2**32)}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("read_scale", 0, "read_scale = 0: a finite number > 0"),
+        ("read_scale", None, "read_scale = None: a finite number > 0"),
+        ("read_scale", True, "read_scale = True"),
+        ("modulus", -65536, "modulus = -65536: a finite number > 0 or null"),
+        ("modulus", float("inf"), "modulus = inf"),
+        ("modulus", "2**32", "modulus = '2\\*\\*32'"),
+    ],
+)
+def test_a_bad_read_scale_or_modulus_is_refused_by_name(field, value, message):
+    item = run(make(), scenario())[0].to_item() | {field: value}
+    with pytest.raises(SchemaError, match=message):
+        check_interval(0, item)
+
+
+def test_an_item_without_read_scale_or_modulus_is_still_taken():
+    item = run(make(), scenario())[0].to_item()
+    del item["read_scale"], item["modulus"]
+    check_interval(0, item)
+    check_interval(0, item | {"modulus": None})
 
 
 @pytest.mark.parametrize("restart_at", [1, 5, 700, 770, 771, 772, 800, 1500, 1800, 2600])

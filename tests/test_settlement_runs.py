@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.intervals import DAY0, QH, item
+from helpers.intervals import DAY0, QH, day_items, item
 
 from central.cli import main as central_main
 from central.settlement.config import Feeder, SettlementConfig
@@ -219,3 +219,35 @@ def test_a_check_meter_named_in_the_config_substitutes_a_gap(tmp_path: Path, cap
     rows = [line.split(",") for line in next(out.glob("*-intervals.csv")).read_text().splitlines()[1:]]
     m1 = [(r[7], r[9], r[10]) for r in rows if r[1] == "m1"]
     assert m1 == [("5.000000", "A", ""), ("5.200000", "S", "11")]
+
+
+def test_the_reads_scale_the_agent_sends_is_what_the_sum_check_uses(tmp_path: Path) -> None:
+    """A register whose name says no unit: with the items' read_scale (0.001 kWh per Wh) the day's intervals add up
+    to its reads; without it central can only take 1 kWh per unit, and the sum check fails the day."""
+    values = [1.0 + (i % 7) * 0.1 for i in range(96)]
+    for name, extra in (("said", {"read_scale": 0.001, "modulus": 2.0**32}), ("unsaid", {})):
+        items = [it | extra for it in day_items(D, values, meter="m", register="import_active")]
+        db_path = tmp_path / f"{name}.db"
+        send(db_path, items)
+        db = sqlite3.connect(db_path, isolation_level=None)
+        (r,) = settle(
+            db, SettlementConfig(vee=VeeParams(like_weeks=1)), D, D + 86_400, "preliminary", now=1.0
+        ).registers
+        db.close()
+        failed_sum = bool((r.failed & SUM).any())
+        assert failed_sum == (name == "unsaid"), name
+        assert r.value.tolist() == pytest.approx(values)  # flag-only: the values are kept either way
+
+
+def test_a_central_file_made_before_read_scale_and_modulus_gets_both_columns(tmp_path: Path) -> None:
+    from central.store import SCHEMA
+
+    old = SCHEMA.replace("    read_scale REAL,\n", "").replace("    modulus   REAL,\n", "")
+    assert old != SCHEMA
+    db = sqlite3.connect(tmp_path / "old.db")
+    db.executescript(old)
+    db.close()
+    send(tmp_path / "old.db", [item(D, 5.0, meter="m1", reg0=1000.0) | {"read_scale": 0.001, "modulus": 65536}])
+    db = sqlite3.connect(tmp_path / "old.db")
+    assert db.execute("SELECT value, read_scale, modulus FROM intervals").fetchall() == [(5.0, 0.001, 65536.0)]
+    db.close()

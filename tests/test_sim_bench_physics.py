@@ -150,6 +150,39 @@ async def test_a_meter_swap_restarts_the_energy_registers_and_changes_the_serial
 
 
 @async_test
+async def test_a_meter_read_between_two_steps_holds_the_energy_at_the_reads_instant(tmp_path: Path) -> None:
+    import asyncio
+
+    from pymodbus.client import AsyncModbusTcpClient
+
+    cfg = bench_config(tmp_path, irradiance="none")
+    bench = Bench(cfg, speed=0.5)  # one 1-s step every 2 s of wall time
+    await bench.start()
+    port = next(d.port for d in cfg.devices if d.name == "fdr-671-meter")
+    client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=2, retries=0)
+    assert await client.connect()
+    try:
+        for _ in range(3):
+            await bench.step_once()
+        values = bench.model_of("fdr-671-meter").values(bench.sim_time)
+        stored, p_w, t_step = values["energy_delivered_wh"], values["p_total"], bench.sim_time
+        assert p_w > 500_000  # the branch to 671 carries over half a megawatt: 0.5 s of it is over 69 Wh
+        running = asyncio.create_task(bench.run(seconds=1.8))
+        await asyncio.sleep(1.0)  # half a simulated second into the step, none taken yet
+        before = bench.clock()
+        rr = await client.read_holding_registers(16, count=2, device_id=1)  # delivered Wh, uint32 (16-17)
+        after = bench.clock()
+        await running
+        assert not rr.isError() and bench.sim_time == t_step
+        read = (rr.registers[0] << 16) | rr.registers[1]
+        assert stored + p_w * (before - t_step) / 3600 - 1 <= read <= stored + p_w * (after - t_step) / 3600 + 1
+        assert read >= stored + 60
+    finally:
+        client.close()
+        await bench.stop()
+
+
+@async_test
 async def test_a_bench_pmu_with_a_udp_port_sends_its_data_as_datagrams(tmp_path: Path) -> None:
     """C37.118.2: commands over TCP, data over UDP to the port the bench config names."""
     import asyncio

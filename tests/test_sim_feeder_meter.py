@@ -278,6 +278,45 @@ def test_the_true_energy_neither_wraps_nor_resets_where_the_register_does() -> N
     assert meter.true_delivered_wh == pytest.approx(2000)
 
 
+@async_test
+async def test_a_read_between_steps_holds_the_energy_at_its_instant() -> None:
+    meter = FeederMeter("instant", energy_delivered_wh=ENERGY_MODULUS - 500)
+    clock = {"t": T0}
+    async with served(meter) as (server, client):
+        server.on_read(1, lambda: meter.read_values(clock["t"]))
+        await step(server, meter, balanced(T0, 500.0))  # 3.6 MW from T0: 1000 Wh a second
+        clock["t"] = T0 + 0.25  # a quarter of a second after the step: 250 Wh more
+        assert (await read_all(client))["energy_delivered_wh"] == ENERGY_MODULUS - 250
+        clock["t"] = T0 + 0.75  # through 2**32: 750 - 500 = 250
+        assert (await read_all(client))["energy_delivered_wh"] == 250
+        clock["t"] = T0 - 5  # an instant before the last observe: that observe's registers, never fewer
+        assert (await read_all(client))["energy_delivered_wh"] == ENERGY_MODULUS - 500
+        # the flow reverses at T0 + 1: the second before it still held 3.6 MW (500 Wh past 2**32); 1.8 MW back
+        # for 0.5 s is 250 Wh received
+        await step(server, meter, balanced(T0 + 1, 250.0, lag_deg=180.0))
+        clock["t"] = T0 + 1.5
+        got = await read_all(client)
+        assert got["energy_delivered_wh"] == 500 and got["energy_received_wh"] == 250
+        server.on_read(1, None)  # without a provider the clock no longer moves the registers
+        clock["t"] = T0 + 1.9
+        assert (await read_all(client))["energy_received_wh"] == 250
+
+
+@async_test
+async def test_a_read_provider_that_raises_leaves_the_last_steps_registers() -> None:
+    meter = FeederMeter("buggy")
+
+    def broken() -> dict[str, int]:
+        raise RuntimeError("model bug")
+
+    async with served(meter) as (server, client):
+        for k in range(3):
+            await step(server, meter, balanced(T0 + k, 500.0))
+        server.on_read(1, broken)
+        got = await read_all(client)
+    assert got["energy_delivered_wh"] == 2000 and got["v_a"] == f32(2400.0)
+
+
 # --- writes and errors -------------------------------------------------------------------------------
 
 

@@ -121,6 +121,14 @@ def test_an_unreachable_device_shows_its_last_error_and_when() -> None:
     assert " ok " in ok and "last answer 0.3 s ago" in ok and "error" not in ok
 
 
+def test_a_stopped_agent_promises_no_next_try() -> None:
+    stopped = {**STATUS, "running": False, "ts": NOW - 42}
+    text = status_text(stopped, agent_state(stopped, NOW, alive=lambda pid: False), NOW)
+    (line,) = [line for line in text.splitlines() if line.lstrip().startswith("dead-meter")]
+    assert "failed 4 in a row" in line and "next try" not in text
+    assert "last error (2.0 s ago): link down" in text  # what it last saw stays
+
+
 def test_pmu_and_pq_streams_show_their_state_and_last_error() -> None:
     text = status_text(STATUS, _running(STATUS), NOW)
     assert "PMU streams (2):" in text and "PQ streams (1):" in text

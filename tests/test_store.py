@@ -8,6 +8,8 @@ import itertools
 import json
 import math
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -579,6 +581,63 @@ def test_alarm_at_90_percent_once_then_rearmed_below_80(tmp_path: Path) -> None:
     assert kinds(store).count("store_full_alarm") == 2
 
 
+def fill_acked_history(store: Store, fraction: float) -> int:
+    """Telemetry and energy taken, sealed and acknowledged until the store holds ``fraction`` of SMALL; the
+    enforce_limit that add_readings calls at 90 % is never reached. Returns the batches added."""
+    k = 0
+    while store.stats().size_bytes < fraction * SMALL:
+        store.add_readings(telemetry_batch(k) + energy_batch(k))
+        store.seal()
+        store.ack(m.msg_id for m in store.pending(10_000))
+        k += 1
+    return k
+
+
+def test_acknowledged_history_is_pruned_steadily_from_75_percent_without_an_alarm(tmp_path: Path) -> None:
+    from agent.store.policy import STEADY_FRACTION, STEADY_TARGET_FRACTION
+
+    store = make(tmp_path, max_bytes=SMALL, batch_size=100)
+    k = fill_acked_history(store, 0.8)
+    assert store.stats().size_bytes < 0.9 * SMALL
+    newest = store.conn.execute("SELECT max(id) FROM readings").fetchone()[0]
+    oldest = store.conn.execute("SELECT min(id) FROM readings").fetchone()[0]
+    assert store.enforce_limit() == []  # no alarm, nothing dropped: history is room, not a fault
+    assert store._disk.db_bytes() < STEADY_TARGET_FRACTION * SMALL <= STEADY_FRACTION * SMALL
+    left = store.conn.execute("SELECT min(id), max(id), count(*) FROM readings").fetchone()
+    assert left[0] > oldest and left[1] == newest and left[2] > 0  # the oldest went, the newest stay
+    assert store.stats().dropped_readings == 0 and kinds(store) == []
+    # taking in as much again with a check after each batch: the store keeps its size, never alarms
+    for j in range(k, 2 * k):
+        store.add_readings(telemetry_batch(j) + energy_batch(j))
+        store.seal()
+        store.ack(m.msg_id for m in store.pending(10_000))
+        assert store.enforce_limit() == []
+        assert store.stats().size_bytes < 0.85 * SMALL
+    assert kinds(store) == [] and store.stats().dropped_readings == 0
+
+
+def test_steady_pruning_stops_at_its_time_budget_and_leaves_unsent_readings(tmp_path: Path) -> None:
+    ticks = itertools.count()
+    store = make(tmp_path, max_bytes=SMALL, batch_size=100, monotonic=lambda: 0.2 * next(ticks))
+    fill_acked_history(store, 0.8)
+    store.add_readings(telemetry_batch(10_000, n=50))  # taken, not sealed: not history, never pruned
+    before = store.conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+    store.enforce_limit()  # each look at the clock is 0.2 s later: one chunk, then the 0.25-s budget is spent
+    after = store.conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+    assert before - after == 256
+    for _ in range(1000):  # check after check until the checks prune no more
+        store.enforce_limit()
+        count = store.conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+        if count == after:
+            break
+        after = count
+    assert store.stats().size_bytes < 0.75 * SMALL
+    unsealed = store.conn.execute(
+        "SELECT count(*) FROM readings WHERE stream='telemetry' AND id > ?", (store._db.meta("sealed:telemetry"),)
+    ).fetchone()[0]
+    assert unsealed == 50
+
+
 def test_full_store_drops_oldest_telemetry_and_keeps_every_energy_reading(tmp_path: Path) -> None:
     store = make(tmp_path, max_bytes=SMALL, batch_size=100)
     db = tmp_path / "agent.db"
@@ -665,13 +724,16 @@ def fill_until_dropped(store: Store) -> int:
     return k
 
 
-def overfull(path: Path) -> Store:
-    """A store past its 1 MiB bound: filled with a larger bound, reopened with 1 MiB, the policy not yet run."""
+def overfull(path: Path, *, history: bool = True) -> Store:
+    """A store past its 1 MiB bound: filled with a larger bound, reopened with 1 MiB, the policy not yet run.
+    Without ``history`` the sealed readings are gone as they are sealed: only outbox messages fill it."""
     big = Store(path, SITE, 64 << 20, batch_size=100)
     k = 0
-    while big.conn.execute("PRAGMA page_count").fetchone()[0] * 4096 < 1.1 * SMALL:  # the file, not the WAL
+    while big._disk.db_bytes() < 1.1 * SMALL:
         big.add_readings(telemetry_batch(k))
         big.seal()
+        if not history:
+            big.conn.execute("DELETE FROM readings WHERE id <= ?", (big._db.meta("sealed:telemetry"),))
         k += 1
     big.close()
     return Store(path, SITE, SMALL, batch_size=100)
@@ -680,7 +742,7 @@ def overfull(path: Path) -> Store:
 def test_the_reported_alarm_stays_raised_after_the_policy_shrinks_the_store_to_85_percent(tmp_path: Path) -> None:
     """stats().full_alarm reports the latched alarm (raised at 90 %, cleared below 80 %), not "size >= 90 % now":
     right after the policy dropped telemetry down to 85 % the store is still full."""
-    store = overfull(tmp_path / "agent.db")
+    store = overfull(tmp_path / "agent.db", history=False)
     raised = [e["kind"] for e in store.enforce_limit()]
     assert raised[0] == "store_full_alarm"
     stats = store.stats()
@@ -815,3 +877,16 @@ def test_events_central_would_refuse_are_refused_at_the_edge(tmp_path: Path, ts:
     with pytest.raises(StoreInputError):
         store.add_event(ts, "kind", "info", "test", text, data)
     store.close()
+
+
+@pytest.mark.integration
+def test_the_agent_with_its_store_open_imports_neither_numpy_nor_pandas(tmp_path: Path) -> None:
+    """sqlite-utils imports numpy and pandas whenever they are installed, to map their scalar types; the store
+    writes none, and numpy alone is about 12 MB of the agent's resident memory (benchmarks/memory.py). numpy is
+    installed for the PQ worker, a process of its own (agent/pq/worker.py)."""
+    code = ("import sys; import agent.service; from agent.store import Store; "
+            "Store(__import__('pathlib').Path(sys.argv[1]), 's1', 1 << 20).close(); "
+            "print(sorted(m for m in ('numpy', 'pandas', 'scipy') if m in sys.modules))")  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "agent.db")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

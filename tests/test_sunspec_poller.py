@@ -296,3 +296,26 @@ async def test_the_link_reads_points_now_with_their_sfs_discovering_the_device_f
     assert got == {f"{MEAS}.Hz": (60.0, ""), f"{MEAS}.TmpAmb": (None, "not implemented"),
                    f"{VV}.Crv[1].Pt[4].Var": (-100.0, "")}  # fmt: skip
     assert p.link.discoveries == 1 and sink.batches == []
+
+
+@async_test
+async def test_capacity_and_enter_service_are_polled_when_listed_and_703_is_written_with_readback() -> None:
+    """702 and 703, read from pysunspec2's definitions like every model: polled once listed in ``models``; an enter
+    service setting (IEEE 1547-2018 4.10.2: the delay) written through the poller's link and read back."""
+    async with served_inverter() as rig:
+        await rig.step()
+        sink = Batches()
+        p = poller(rig.port, sink, models=(701, 702, 703, 704))
+        try:
+            assert await p.poll_once()
+            got = sink.last()
+            outcome = await p.link.write_points({"DEREnterService.ESDlyTms": 120})
+            assert await p.poll_once()
+            after = sink.last()
+        finally:
+            await p.transport.close()
+    assert got["pv675.DERCapacity.WMaxRtg"].quality is Quality.GOOD and got["pv675.DERCapacity.WMaxRtg"].value > 0
+    assert got["pv675.DEREnterService.ESVHi"].value == pytest.approx(105.0)  # IEEE 1547-2018 Table 4: 1.05 VN
+    assert got["pv675.DEREnterService.ESDlyTms"].value == 300  # Table 4: 300 s
+    assert isinstance(outcome, Applied) and rig.inv.settings["DEREnterService.ESDlyTms"] == 120
+    assert after["pv675.DEREnterService.ESDlyTms"].value == 120, "the written model is read at the next poll"

@@ -1,4 +1,4 @@
-"""Verification of a command at the agent, in the order docs/commands.md gives (and the issue asked):
+"""Verification of a command at the agent, in the order docs/commands.md gives:
 
 1. the message reads (size, JSON, the outer fields)                   -> ``malformed``
 2. its key is one this site trusts and has not revoked                 -> ``unknown_key`` / ``revoked_key``

@@ -94,6 +94,8 @@ class Interval:
     flags: tuple[str, ...]
     reads: tuple[tuple[float, float], ...]
     meter_id: str | None
+    read_scale: float | None = None  # kWh (kvarh) per raw unit of ``reads``
+    modulus: float | None = None  # where the raw register wraps; None: it does not
 
     @property
     def unit(self) -> str:
@@ -106,6 +108,7 @@ class Interval:
             "end": self.end, "value": self.value, "unit": UNITS[self.channel], "quality": self.quality,
             "method": self.method, "version": self.version, "flags": list(self.flags),
             "reads": [[t, r] for t, r in self.reads], "meter_id": self.meter_id,
+            **({} if self.read_scale is None else {"read_scale": self.read_scale, "modulus": self.modulus}),
         }  # fmt: skip
 
 
@@ -451,6 +454,8 @@ class RegisterIntervals:
             flags=tuple(sorted(flags, key=_FLAG_ORDER.__getitem__)),
             reads=tuple(reads),
             meter_id=self._id if one_meter else None,
+            read_scale=self.to_unit,
+            modulus=self.modulus,
         )
 
     # --- state --------------------------------------------------------------------------------------------

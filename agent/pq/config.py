@@ -3,8 +3,9 @@
 agent/config.py reads the site file and hands this section, with its shared Checker, to
 :func:`parse_waveforms`; every problem is recorded there with its key path, value and what is allowed.
 
-Importing this module costs nothing a site without waveforms would not pay: the PQ science (numpy, scipy,
-about 0.6 s to import) is imported only when a ``[[waveforms]]`` entry is checked.
+Checking it never imports the PQ science (numpy, scipy: about 0.6 s and 12 MB of resident memory): the event
+thresholds (agent/pq/eventconfig.py) and the standards' names (agent/pq/standards.py) live apart from it, and
+the science runs in the PQ worker's own process (agent/pq/worker.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from protocols.configcheck import MISSING, Checker
 
 if TYPE_CHECKING:
-    from agent.pq.events import EventConfig
+    from agent.pq.eventconfig import EventConfig
 
 WAVEFORM_CHANNELS_DEFAULT = ("va", "vb", "vc")
 LAMP_FOR_NOMINAL = {50: 230, 60: 120}  # lamp_v default: the 230 V lamp on 50 Hz systems, the 120 V lamp on 60 Hz
@@ -81,9 +82,9 @@ def _waveform(c: Checker, raw: Mapping[str, Any], prefix: str) -> WaveformStream
                "(phase-neutral voltages in phase order a, b, c; unbalance needs 3), e.g. [\"va\", \"vb\", \"vc\"]")  # fmt: skip
     thresholds = {k: c.get(raw, prefix, k, "number", lo=0, hi=200) for k in EVENT_KEYS if k in raw}
     events = None
-    # imported here: the PQ chain pulls in numpy and scipy (~0.6 s), which a site without waveforms never needs
-    from agent.pq.compliance import STANDARDS
-    from agent.pq.events import EventConfig, EventConfigError
+    # numpy-free (the agent's own process never loads the PQ chain's numpy and scipy: agent/pq/worker.py)
+    from agent.pq.eventconfig import EventConfig, EventConfigError
+    from agent.pq.standards import STANDARDS
 
     standards = _waveform_compliance(c, raw, prefix, STANDARDS, nominal, udin)
     bus_kv = c.get(raw, prefix, "bus_kv", "number", None, lo=0.001, hi=1000)

@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from agent.pq.errors import PqInputError
+
 # IEC 61000-4-7 4.4.1 and IEC 61000-4-30 5.2: the window is 10 cycles at 50 Hz, 12 cycles at 60 Hz.
 WINDOW_CYCLES = {50.0: 10, 60.0: 12}
 MAX_ORDER = 50  # highest harmonic order measured: IEC 61000-4-30 5.8 (Class A) asks up to the 50th
@@ -41,10 +43,6 @@ _SPLINE_MARGIN = 4  # raw samples either side of the window given to the spline
 # there). Gain at 50 Hz nominal: 1.0 at 49.5-50.5 Hz; 3rd harmonic 0.017, 137.5 Hz 0.03; DC 0.
 ZC_FILTER_ORDER = 3
 ZC_FILTER_WIDTH = 1.4
-
-
-class PqInputError(ValueError):
-    """Bad input to a power-quality function: the message names the argument, the value and what is allowed."""
 
 
 def window_cycles(nominal_hz: float) -> int:

@@ -25,6 +25,9 @@ log = EventLog("store")
 ALARM_FRACTION = 0.90
 REARM_FRACTION = 0.80
 LOW_WATER_FRACTION = 0.85
+STEADY_FRACTION = 0.75  # from here on, every check prunes sealed history, a bounded time at a time...
+STEADY_TARGET_FRACTION = 0.70  # ...down to here, so history alone never brings the store to its alarm
+_STEADY_BUDGET_S = 0.25  # the store thread's time one check may spend on it (writers wait meanwhile)
 _PRUNE_CHUNK = 256  # rows deleted by one transaction of the policy (one chunk)
 _DROP_MESSAGES_CHUNK = 16  # outbox messages dropped by one transaction of the policy, at most
 _DROP_EVENT_EVERY_S = 60.0  # one telemetry_dropped event a minute for refused calls, not one per call
@@ -59,6 +62,12 @@ class FullPolicy:
             disk.checkpoint_or_recover()
             size = disk.size()
             limit, free = disk.limit(size)
+        if limit * STEADY_FRACTION <= size < limit:
+            pruned = self._prune_steady(int(limit * STEADY_TARGET_FRACTION))
+            if pruned:
+                size = disk.size()
+                limit, free = disk.limit(size)
+                log.info("store_pruned", history_rows=pruned, size=size, limit=limit, max=disk.max_bytes)
         now = self._clock()
         alarmed = bool(self._db.meta("full_alarm"))
         max_bytes = disk.max_bytes
@@ -237,15 +246,17 @@ class FullPolicy:
                 continue
             disk.wal_check()
 
-    def _shrink(self, target: int, what: str, step: Callable[[sqlite3.Connection], int]) -> int:
+    def _shrink(
+        self, target: int, what: str, step: Callable[[sqlite3.Connection], int], *, until: float = math.inf
+    ) -> int:
         """Run ``step`` (deletes one chunk, returns rows deleted), each in its own transaction, until the data
-        fits ``target`` or nothing is left. A full disk the recovery cannot help stops it (logged): the chunks
-        done are committed.
+        fits ``target``, nothing is left or the monotonic clock reaches ``until``. A full disk the recovery
+        cannot help stops it (logged): the chunks done are committed.
 
         Measured without the WAL: it is truncated by the checkpoints between chunks.
         """
         total = 0
-        while self._disk.db_bytes() >= target:
+        while self._disk.db_bytes() >= target and self._monotonic() < until:
             try:
                 n = self._disk.write(what, step)
             except StoreFullError as err:
@@ -257,15 +268,32 @@ class FullPolicy:
             self._disk.wal_check()
         return total
 
+    def _prune_steady(self, target: int) -> int:
+        """Prune sealed history, oldest first, towards ``target`` bytes of data for at most ``_STEADY_BUDGET_S``;
+        returns the rows pruned. The freed pages stay in the file for the next inserts (no vacuum): a store
+        that keeps pruning as it takes in keeps its size, and no check holds the store thread for long."""
+        return self._shrink(target, "prune history", self._prune_chunk, until=self._monotonic() + _STEADY_BUDGET_S)
+
     def _prune_chunk(self, conn: sqlite3.Connection) -> int:
-        """Step 2a, one chunk: readings already sealed (their content is in the outbox or at central)."""
-        t_cursor = self._db.meta("sealed:telemetry")
-        e_cursor = self._db.meta("sealed:energy")
-        return conn.execute(
-            "DELETE FROM readings WHERE id IN (SELECT id FROM readings "
-            "WHERE (stream='telemetry' AND id<=?) OR (stream='energy' AND id<=?) ORDER BY id LIMIT ?)",
-            (t_cursor, e_cursor, _PRUNE_CHUNK),
-        ).rowcount
+        """Step 2a, one chunk: the oldest readings already sealed (their content is in the outbox or at central).
+
+        Each stream's oldest sealed ids come from its own range of the (stream, id) index: a single query with
+        both streams' conditions ORed makes SQLite gather every sealed id of both and sort them, for each
+        chunk, which on a store of a million readings costs more than the deletes themselves.
+        """
+        ids: list[int] = []
+        for stream in (Stream.TELEMETRY.value, Stream.ENERGY.value):
+            ids += [
+                row[0]
+                for row in conn.execute(
+                    "SELECT id FROM readings WHERE stream=? AND id<=? ORDER BY id LIMIT ?",
+                    (stream, self._db.meta(f"sealed:{stream}"), _PRUNE_CHUNK),
+                )
+            ]
+        ids = sorted(ids)[:_PRUNE_CHUNK]
+        if not ids:
+            return 0
+        return conn.execute(f"DELETE FROM readings WHERE id IN ({','.join('?' * len(ids))})", ids).rowcount
 
     def _drop_chunk(self, target: int) -> tuple[int, int]:
         """Step 2b, one chunk of the oldest telemetry: outbox messages first (they are older), then unsealed

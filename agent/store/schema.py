@@ -5,14 +5,37 @@ See docs/store.md ("The file"): a file that is not ours is refused before anythi
 
 from __future__ import annotations
 
+import importlib
 import sqlite3
+import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-import sqlite_utils
+from types import ModuleType
 
 from agent.points import Stream
 from agent.store.errors import CORRUPT_ADVICE, StoreCorruptError, StoreError
+
+
+def _import_sqlite_utils() -> ModuleType:
+    """sqlite-utils, imported without numpy and pandas.
+
+    sqlite-utils imports both whenever they are installed, only to map their scalar types to column types; the
+    store writes none. numpy is installed for the PQ worker, a process of its own (agent/pq/worker.py), and in the
+    agent's process it would be about 12 MB of resident memory for nothing (benchmarks/memory.py). A process that
+    has imported them already keeps them as they are.
+    """
+    hidden = [m for m in ("numpy", "pandas") if m not in sys.modules]
+    for m in hidden:
+        sys.modules[m] = None  # type: ignore[assignment]  # an import of it raises ImportError
+    try:
+        return importlib.import_module("sqlite_utils")
+    finally:
+        for m in hidden:
+            if sys.modules.get(m, 0) is None:
+                del sys.modules[m]
+
+
+sqlite_utils = _import_sqlite_utils()
 
 SCHEMA_VERSION = 4  # in PRAGMA user_version
 APPLICATION_ID = 0x47454447  # "GEDG" in PRAGMA application_id: marks a file as a GridEdge store

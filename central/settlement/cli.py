@@ -1,4 +1,5 @@
-"""``gridedge central intervals`` and ``gridedge central settle`` (central/cli.py registers them).
+"""``gridedge central intervals``, ``gridedge central settle`` and ``gridedge central schedule import`` (central/cli.py
+registers them).
 
 Exit codes as the other central commands: 0 success, 2 bad arguments or configuration (also: a correction with no
 final run to correct, a losses file that cannot be read), 3 the store failed.
@@ -24,6 +25,7 @@ from central.settlement.nem12 import write_nem12
 from central.settlement.reconcile import LossesError
 from central.settlement.report import write_report
 from central.settlement.runs import RUN_KINDS, RunResult, SettlementError, settle
+from central.settlement.schedules import ScheduleError, parse_csv, store_schedule
 from central.settlement.vee import CHECKS
 from protocols.telemetry.schema import valid_site
 
@@ -42,6 +44,14 @@ def add_parsers(sub: Any) -> None:
     st.add_argument("--to", dest="t_to", required=True, help="end, excluded; ISO-8601 UTC or epoch seconds")
     st.add_argument("--run", required=True, choices=RUN_KINDS, help="the run's kind")
     st.add_argument("--out", required=True, help="folder for the run's files (made if missing)")
+    sc = sub.add_parser("schedule", help="scheduled energy per meter and interval, settled against (imbalance)")
+    sc_sub = sc.add_subparsers(dest="schedule_command", required=True)
+    imp = sc_sub.add_parser(
+        "import", help="store a schedule CSV (site,meter,channel,start,end,energy) as a new version"
+    )
+    imp.add_argument("--config", required=True, help="central TOML file")
+    imp.add_argument("--file", required=True, help="the schedule CSV (docs/settlement.md, 'Imbalance')")
+    imp.add_argument("--source", default=None, help="what the schedule is (default: csv:<file name>)")
 
 
 def parse_time(text: str, flag: str) -> int:
@@ -130,12 +140,51 @@ def write_run(out: Path, run: RunResult, config: CentralConfig) -> dict[str, Pat
                 w.writerow([r.site, r.meter, r.register, r.channel, s, _iso(s), s + r.length_s,
                             "" if v != v else f"{v:.6f}", r.unit, q, m or "", _failed_names(f), ver,
                             "" if d != d else f"{d:.6f}"])  # fmt: skip
+    if run.imbalances:
+        files["imbalance"] = out / f"{stem}-imbalance.csv"
+        with files["imbalance"].open("w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["site", "meter", "register", "channel", "start", "start_utc", "scheduled", "metered",
+                        "imbalance", "unit"])  # fmt: skip
+            for i in run.imbalances:
+                for s, sch, met, imb in zip(i.starts.tolist(), i.scheduled.tolist(), i.metered.tolist(),
+                                            i.imbalance.tolist(), strict=True):  # fmt: skip
+                    if sch == sch:
+                        w.writerow([i.site, i.meter, i.register, i.channel, s, _iso(s), f"{sch:.6f}",
+                                    "" if met != met else f"{met:.6f}", "" if imb != imb else f"{imb:.6f}", i.unit])  # fmt: skip
     left_out = write_nem12(files["nem12"], run.registers, created=run.created, nmi=config.settlement.nmi)
     summary = {**run.summary, "nem12_left_out": [list(r.key) for r in left_out],
                "files": {k: p.name for k, p in files.items()}}  # fmt: skip
     files["summary"].write_text(json.dumps(summary, indent=1, sort_keys=True))
     write_report(files["report"], run)
     return files
+
+
+def schedule_command(args: argparse.Namespace, config: CentralConfig) -> int:
+    path = Path(args.file)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        print(f"--file = {args.file!r}: cannot read it: {err}", file=sys.stderr)
+        return 2
+    try:
+        rows = parse_csv(text, parse_time)
+    except ScheduleError as err:
+        print(f"--file = {args.file!r}: {err}; nothing stored", file=sys.stderr)
+        return 2
+    try:
+        db = connect(config.db_path)
+        try:
+            n = store_schedule(db, rows, args.source or f"csv:{path.name}", time.time())
+        finally:
+            db.close()
+    except sqlite3.Error as err:
+        print(f"cannot store the schedule in central store {config.db_path}: {err}", file=sys.stderr)
+        return 3
+    sites = sorted({r.site for r in rows})
+    print(f"schedule: {n} intervals stored for {len({(r.site, r.meter) for r in rows})} meters at {', '.join(sites)}, "
+          f"{_iso(min(r.start for r in rows))} to {_iso(max(r.end for r in rows))}")  # fmt: skip
+    return 0
 
 
 def settle_command(args: argparse.Namespace, config: CentralConfig) -> int:
@@ -169,6 +218,10 @@ def settle_command(args: argparse.Namespace, config: CentralConfig) -> int:
           f"{s['intervals']} intervals, reconciliation rate {s['reconciliation_rate']}")  # fmt: skip
     for fs in s["feeders"]:
         print(f"feeder={fs['feeder']} rate={fs['reconciliation_rate']} unaccounted_kwh={fs['unaccounted_kwh']}")
+    for im in s.get("imbalance", []):
+        print(f"imbalance site={im['site']} meter={im['meter']} channel={im['channel']} scheduled={im['scheduled']:g} "
+              f"metered={im['metered']:g} imbalance={im['imbalance']:g} {im['unit']} over={im['over']:g} "
+              f"under={im['under']:g} unmetered_intervals={im['unmetered_intervals']}")  # fmt: skip
     for name, path in files.items():
         print(f"{name}: {path}")
     return 0

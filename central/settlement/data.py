@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from central.settlement.vee import SKIP_SUM_FLAGS
+from central.settlement.vee import SKIP_SUM_FLAGS, read_scale
 
 DAY_S = 86_400
 Key = tuple[str, str, str]  # (site, meter, register)
@@ -43,6 +43,11 @@ class Grid:
     read_max: np.ndarray
     skip_sum: np.ndarray  # per day: a rollover or meter swap was flagged
     meter_id: str | None
+    read_scale: float | None = None  # kWh (kvarh) per raw unit, as the agent said; None: not said
+
+    def scale(self) -> float:
+        """kWh (kvarh) per raw unit of the reads: the agent's word, else inferred from the register's name."""
+        return self.read_scale if self.read_scale is not None else read_scale(self.register)
 
     @property
     def key(self) -> Key:
@@ -63,7 +68,7 @@ class Grid:
 
 _SQL = (
     "SELECT site, meter, register, start, MAX(version), end_ts, channel, unit, value, quality, method, flags, "
-    "reg_start, reg_end, read_min, read_max, meter_id FROM intervals WHERE start >= ? AND start < ? {where} "
+    "reg_start, reg_end, read_min, read_max, meter_id, read_scale FROM intervals WHERE start >= ? AND start < ? {where} "
     "GROUP BY site, meter, register, start ORDER BY site, meter, register, start"
 )
 
@@ -125,20 +130,23 @@ def _grid(rows: list[Any], day0: int, days: int) -> Grid:
         if f != "[]" and any(name in f for name in SKIP_SUM_FLAGS):
             skip[idx[k] // slots] = True
     meter_id = next((m for m in reversed(cols[16]) if m), None)
+    read_scale = next((x for x in reversed(cols[17]) if x), None)
     return Grid(
         site=site, meter=meter, register=register, channel=rows[-1][6], unit=rows[-1][7], length_s=length, day0=day0,
         value=put(cols[8], np.nan, float), quality=put(cols[9], "N", "<U1"),
         method=put([m or 0 for m in cols[10]], 0, np.int16), version=put(cols[4], 0, np.int32),
         reg_start=put(cols[12], np.nan, float), reg_end=put(cols[13], np.nan, float),
         read_min=put(cols[14], np.nan, float), read_max=put(cols[15], np.nan, float), skip_sum=skip, meter_id=meter_id,
+        read_scale=read_scale,
     )  # fmt: skip
 
 
 def connect(path: Path) -> sqlite3.Connection:
     """A connection to central's db for settlement (WAL, busy timeout), with central's tables present."""
-    from central.store import SCHEMA
+    from central.store import SCHEMA, add_missing_columns
 
     db = sqlite3.connect(path, isolation_level=None, timeout=30)
     db.execute("PRAGMA journal_mode = WAL")
     db.executescript(SCHEMA)
+    add_missing_columns(db)
     return db

@@ -86,6 +86,17 @@ def write_report(path: Path, run: RunResult) -> None:
         f"complete or not reconciled</p>{feeder_svg(f)}"
         for f in run.feeders
     )
+    imbalance = ""
+    if s.get("imbalance"):
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(im[k]))}</td>" for k in _IMBALANCE_COLS) + "</tr>"
+            for im in s["imbalance"]
+        )
+        imbalance = (
+            "<h2>Imbalance (metered - scheduled)</h2><table><tr>"
+            + "".join(f"<th>{c}</th>" for c in _IMBALANCE_COLS)
+            + f"</tr>{body}</table>"
+        )
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Settlement run {run.run_id}</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;
@@ -97,6 +108,7 @@ padding:4px 8px;text-align:right}}</style></head><body>
 <p>{s["registers"]} registers, {s["intervals"]} intervals. Quality: {html.escape(quality)}. Failed checks:
 {html.escape(failed)}. Reconciliation rate: {s["reconciliation_rate"]}.</p>
 <table><tr>{"".join(f"<th>{c}</th>" for c in _COLS)}</tr>{rows}</table>
+{imbalance}
 {charts}
 </body></html>
 """
@@ -105,3 +117,5 @@ padding:4px 8px;text-align:right}}</style></head><body>
 
 _COLS = ("feeder", "intervals", "complete", "validated", "reconciled", "reconciliation_rate", "head_kwh",
          "downstream_kwh", "losses_kwh", "unaccounted_kwh")  # fmt: skip
+_IMBALANCE_COLS = ("site", "meter", "channel", "unit", "scheduled_intervals", "unmetered_intervals", "scheduled",
+                   "metered", "imbalance", "over", "under")  # fmt: skip

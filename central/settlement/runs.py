@@ -6,7 +6,9 @@ A correction run stores only the intervals whose value, quality or method differ
 its period (``delta`` = new - final), so what changed since the final settlement is a query, not a diff.
 
 Tables (``CREATE TABLE IF NOT EXISTS`` in central's db, beside the ingest's; central/store.py keeps the same rule):
-``settlement_runs`` (run id, kind, version, created, period, parameters, base run, summary) and ``settlement_values``.
+``settlement_runs`` (run id, kind, version, created, period, parameters, base run, summary), ``settlement_values``
+and ``settlement_imbalance`` (metered against scheduled energy per interval where a schedule exists:
+central/settlement/schedules.py; on the values the run settled, all of its period, for every kind of run).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import numpy as np
 from central.settlement.config import Point, SettlementConfig
 from central.settlement.data import DAY_S, Grid, load_grids
 from central.settlement.reconcile import FeederResult, losses_series, reconcile
-from central.settlement.vee import CHECKS, read_scale, run_vee
+from central.settlement.schedules import Imbalance, imbalance
+from central.settlement.vee import CHECKS, run_vee
 
 RUN_KINDS = ("preliminary", "final", "correction")
 RUNS_SCHEMA = """
@@ -49,6 +52,17 @@ CREATE TABLE IF NOT EXISTS settlement_values (
     failed   INTEGER NOT NULL,
     version  INTEGER NOT NULL,
     delta    REAL,
+    PRIMARY KEY (run_id, site, meter, register, start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS settlement_imbalance (
+    run_id    INTEGER NOT NULL,
+    site      TEXT NOT NULL,
+    meter     TEXT NOT NULL,
+    register  TEXT NOT NULL,
+    start     INTEGER NOT NULL,
+    scheduled REAL NOT NULL,
+    metered   REAL,
+    imbalance REAL,
     PRIMARY KEY (run_id, site, meter, register, start)
 ) WITHOUT ROWID;
 """
@@ -94,6 +108,7 @@ class RunResult:
     registers: list[RegisterResult]
     feeders: list[FeederResult]
     summary: dict[str, Any]
+    imbalances: list[Imbalance] = dataclasses.field(default_factory=list)
 
 
 def _register_result(g: Grid, cfg: SettlementConfig, grids: dict[Point, Grid], t_from: int, t_to: int):
@@ -104,7 +119,7 @@ def _register_result(g: Grid, cfg: SettlementConfig, grids: dict[Point, Grid], t
         check_value = grids[check].value
     starts = g.starts()
     r = run_vee(g.value, g.quality, g.method, g.reg_start, g.reg_end, g.read_min, g.read_max, starts, g.skip_sum,
-                read_scale(g.register), g.length_s, p, check_value)  # fmt: skip
+                g.scale(), g.length_s, p, check_value)  # fmt: skip
     flat = starts.ravel()
     sel = (flat >= t_from) & (flat < t_to)
     return RegisterResult(
@@ -176,10 +191,11 @@ def settle(db: sqlite3.Connection, cfg: SettlementConfig, t_from: int, t_to: int
         raise SettlementError(f"run kind {kind!r}: one of {', '.join(RUN_KINDS)}")
     db.executescript(RUNS_SCHEMA)
     regs, feeders = compute(db, cfg, t_from, t_to)
+    imbalances = imbalance(db, regs)
     base_run = None
     if kind == "correction":
         base_run, regs = _deltas(db, regs, t_from, t_to)
-    summary = _summary(regs, feeders)
+    summary = _summary(regs, feeders) | {"imbalance": [i.summary() for i in imbalances]}
     params = {"vee": {k: v for k, v in dataclasses.asdict(cfg.vee).items()}, "tolerance_pct": cfg.tolerance_pct,
               "feeders": [f.name for f in cfg.feeders]}  # fmt: skip
     db.execute("BEGIN IMMEDIATE")
@@ -206,11 +222,20 @@ def settle(db: sqlite3.Connection, cfg: SettlementConfig, t_from: int, t_to: int
                     [m or None for m in r.method.tolist()], r.failed.tolist(), r.version.tolist(), _nulls(delta),
                     strict=True),
             )  # fmt: skip
+        for i in imbalances:
+            has = ~np.isnan(i.scheduled)
+            db.executemany(
+                "INSERT INTO settlement_imbalance (run_id, site, meter, register, start, scheduled, metered, "
+                "imbalance) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                zip([run_id] * int(has.sum()), [i.site] * int(has.sum()), [i.meter] * int(has.sum()),
+                    [i.register] * int(has.sum()), i.starts[has].tolist(), i.scheduled[has].tolist(),
+                    _nulls(i.metered[has]), _nulls(i.imbalance[has]), strict=True),
+            )  # fmt: skip
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")
         raise
-    return RunResult(run_id, kind, version, now, t_from, t_to, base_run, regs, feeders, summary)
+    return RunResult(run_id, kind, version, now, t_from, t_to, base_run, regs, feeders, summary, imbalances)
 
 
 def _nulls(a: np.ndarray) -> list[float | None]:

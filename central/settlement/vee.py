@@ -73,8 +73,8 @@ class VeeParams:
 
 
 def read_scale(register: str) -> float:
-    """kWh (kvarh) per unit of the raw register: the wire does not say the reads' unit, so it is taken from the
-    register's name (``energy_delivered_wh`` counts Wh; ``..._kwh`` kWh); 1 when the name does not say."""
+    """kWh (kvarh) per unit of the raw register when its items do not say (``read_scale``, absent from older
+    agents' items): taken from the register's name (``energy_delivered_wh`` counts Wh; ``..._kwh`` kWh); 1 when the name does not say."""
     name = register.lower()
     if name.endswith(("_kwh", "_kvarh")):
         return 1.0

@@ -17,6 +17,8 @@ One item is the energy of one register of one meter over one clock-aligned inter
 | ``flags`` | array of strings | what the edge saw (``FLAGS``): ``rollover``, ``backward``, ``spike``, ``meter_swap``, ``clock_step``, ``gap`` |
 | ``reads`` | array | the raw register reads it came from, each ``[ts, raw]``: the read before ``start``, the reads inside, the read after ``end`` |
 | ``meter_id`` | string or null | the meter's identity (serial number, model) when the interval's reads came from one meter |
+| ``read_scale`` | number > 0, optional | kWh (kvarh) per unit of the raw reads (0.001 for a Wh register); absent: the receiver infers it from the register's name |
+| ``modulus`` | number > 0 or null, optional | where the raw register wraps to 0 (4294967296 for a uint32 Wh counter); null: it does not wrap; absent: unknown |
 
 Quality flags and method codes follow AEMO's NEM12 file format (MDFF Specification NEM12 & NEM13, v2.x, and the
 Metrology Procedure Part B for the method codes): 11-19 substitution types, 51-59 estimation types.
@@ -104,6 +106,13 @@ def check_interval(i: int, item: Any) -> None:
     meter_id = item.get("meter_id")
     if meter_id is not None and not isinstance(meter_id, str):
         raise SchemaError(f"items[{i}].meter_id = {meter_id!r:.30}: a string or null")
+    for name, nullable in (("read_scale", False), ("modulus", True)):
+        if name not in item or (nullable and item[name] is None):
+            continue
+        x = item[name]
+        if isinstance(x, bool) or not isinstance(x, int | float) or not (math.isfinite(x) and x > 0):
+            allowed = "a finite number > 0" + (" or null" if nullable else "")
+            raise SchemaError(f"items[{i}].{name} = {x!r:.30}: {allowed}")
 
 
 __all__ = ["CHANNELS", "FLAGS", "INTERVAL_LENGTHS_S", "MAX_READS", "METHODS", "QUALITIES", "UNITS", "check_interval"]

@@ -184,6 +184,25 @@ class FeederMeter:
         out["energy_received_wh"] = int(self._received_wh) % ENERGY_MODULUS
         return out
 
+    def read_values(self, t: float) -> dict[str, int]:
+        """The energy registers at ``t`` [s], between two observes: the held power keeps counting.
+
+        What the bench's server answers a read with, so a reading holds the energy at its instant, not at the
+        last step (the meter integrates continuously; the bench steps). ``t`` before the last observe gives
+        the registers of that observe: a register never reads backwards.
+        """
+        delivered, received = self._delivered_wh, self._received_wh
+        if self._t_last is not None and t > self._t_last:
+            wh = self._p_last_w * (t - self._t_last) / 3600.0
+            if wh >= 0:
+                delivered += wh
+            else:
+                received -= wh
+        return {
+            "energy_delivered_wh": int(delivered) % ENERGY_MODULUS,
+            "energy_received_wh": int(received) % ENERGY_MODULUS,
+        }
+
     def on_write(self, req: WriteRequest) -> int | None:
         """Nothing in this meter is writable over Modbus: every write answers exception 2 (illegal data address)."""
         log.info("modbus_write_refused", device=self.name, table=req.table.value, address=req.address,

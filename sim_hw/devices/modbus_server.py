@@ -25,6 +25,11 @@ accepts it (None) or refuses it with a Modbus exception code, which is then the 
 registers unchanged. A write covering only part of a multi-register point is refused with
 exception 2 (illegal data address) and one that does not decode with exception 3 (illegal data
 value) before the handler is asked; a handler that raises is answered with exception 4.
+
+Reads (functions 3, 4 and 23's read) may ask the device model first, through
+:meth:`ModbusDeviceServer.on_read`: the unit's provider returns the points whose value depends on the
+instant of the read (a revenue meter's energy registers keep counting between two steps of the bench),
+and they are encoded before the registers are taken, so the answer holds the value at the read's instant.
 """
 
 from __future__ import annotations
@@ -58,6 +63,8 @@ _UNSET = object()
 _WRITE_TABLE: dict[int, Table] = {5: Table.COIL, 15: Table.COIL, 6: Table.HOLDING, 16: Table.HOLDING, 23: Table.HOLDING}
 # 22 mask write (ibid., 6.16): the register becomes (old AND and_mask) OR (or_mask AND NOT and_mask).
 _WRITE_TABLE[22] = Table.HOLDING
+# Read function codes that a unit's read provider refreshes the registers for (ibid., 6.3, 6.4, 6.17).
+_READ_FC: frozenset[int] = frozenset({3, 4, 23})
 ILLEGAL_ADDRESS, ILLEGAL_VALUE, DEVICE_FAILURE = 2, 3, 4  # Modbus exception codes (ibid., 7)
 
 
@@ -78,6 +85,7 @@ class WriteRequest:
 
 # None accepts the write; an int refuses it with that Modbus exception code (2 address, 3 value, 4 failure...).
 WriteHandler = Callable[[WriteRequest], int | None]
+ReadProvider = Callable[[], Mapping[str, float | int | str | bool]]
 
 
 class ModbusServerError(Exception):
@@ -151,6 +159,7 @@ class ModbusDeviceServer:
         self.baudrate, self.parity, self.bytesize, self.stopbits = baudrate, parity, bytesize, stopbits
         self._faults: dict[int, Fault] = {}
         self._write_handlers: dict[int, WriteHandler] = {}
+        self._read_providers: dict[int, ReadProvider] = {}
         self._served: dict[int, dict[str, object]] = {}  # unit -> point -> the value its registers hold
         self._junk = random.Random(seed)
         self._spans = {u: _spans(m) for u, m in self.units.items()}
@@ -274,6 +283,31 @@ class ModbusDeviceServer:
         else:
             self._write_handlers[unit_id] = handler
 
+    # --- reads ------------------------------------------------------------------------------------------
+    def on_read(self, unit_id: int, provider: ReadProvider | None) -> None:
+        """Before a read of ``unit_id``'s registers, encode what ``provider()`` returns (point -> value at
+        the instant of the read); None: reads answer what the last update() stored."""
+        self._map(unit_id)
+        if provider is None:
+            self._read_providers.pop(unit_id, None)
+        else:
+            self._read_providers[unit_id] = provider
+
+    def _refresh_read(self, pdu: ModbusPDU) -> None:
+        """Wrap a read request's datastore step so the unit's provider is asked before the registers are taken."""
+        provider = self._read_providers[pdu.dev_id]
+        store = pdu.datastore_update
+
+        async def refreshed(context: Any, device_id: int) -> ModbusPDU:
+            try:
+                values = provider()
+                await self.update(device_id, values)
+            except Exception as err:  # the last step's registers still answer: a model bug must not kill a read
+                log.error("modbus_read_provider_failed", address=self.address, unit=device_id, error=repr(err))
+            return await store(context, device_id)
+
+        pdu.datastore_update = refreshed  # type: ignore[method-assign]
+
     def _check_write(self, unit_id: int, table: Table, address: int, values: list[Any]) -> int | None:
         """The exception code a write gets (None: store it): whole points only, decodable, then the handler."""
         stop = address + len(values)
@@ -366,6 +400,8 @@ class ModbusDeviceServer:
         if not sending:
             if pdu.dev_id not in self.units or fault == "silent":
                 return None  # no last_pdu: pymodbus handles nothing and sends nothing
+            if pdu.function_code in _READ_FC and pdu.dev_id in self._read_providers:
+                self._refresh_read(pdu)  # 23 writes first: its own datastore step runs inside the refreshed one
             if pdu.function_code in _WRITE_TABLE:
                 self._guard_write(pdu)
             return pdu
