@@ -226,3 +226,38 @@ def test_bad_input_raises_a_typed_error(call, needle: str) -> None:
     with pytest.raises(PqInputError) as err:
         call()
     assert needle in str(err.value)
+
+
+def test_chain_sharing_one_band_pass_equals_its_parts_run_alone() -> None:
+    # ClassAMeter band-passes each block once and shares channel 0's crossings between the windows and the
+    # frequency: its windows, events and 10-s values are those of the analyser, the detector and the frequency
+    # meter each run on its own (with the chain's min_peak_v), to the last bit.
+    from agent.pq.events import EventDetector
+    from agent.pq.harmonics import HarmonicAnalyser
+
+    cfg = EventConfig(udin_v=U)
+    t = np.arange(int(RATE * 12.5)) / RATE
+    x = np.vstack([PEAK * np.sin(2 * np.pi * 50.03 * t - k * 2 * np.pi / 3) for k in range(3)])
+    x[:, (t > 3.0) & (t < 3.5)] *= 0.01  # an interruption (no crossings: filled in at the nominal period)
+    x[1, (t > 7.0) & (t < 7.2)] *= 1.15  # a swell on one phase
+    min_peak = 0.5 * cfg.interruption_threshold_pct / 100 * cfg.udin_v * math.sqrt(2.0)
+    meter = ClassAMeter(cfg, RATE, 50.0, 3, start_utc_s=595.0)
+    analyser = HarmonicAnalyser(RATE, 50.0, 3, start_utc_s=595.0, min_peak_v=min_peak)
+    detector = EventDetector(cfg, RATE, 50.0, 3, start_utc_s=595.0)
+    freq = FrequencyMeter(RATE, 50.0, start_utc_s=595.0, min_peak_v=min_peak)
+    windows, events, freqs, want_windows, want_events, want_freqs = [], [], [], [], [], []
+    for i in range(0, t.size, 1000):
+        out = meter.push(x[:, i : i + 1000])
+        windows += [w.harmonics for w in out.windows]
+        events += out.events
+        freqs += out.frequencies
+        want_windows += analyser.push(x[:, i : i + 1000])
+        want_events += detector.push(x[:, i : i + 1000])
+        want_freqs += freq.push(x[0, i : i + 1000])
+    assert [e.kind for e in events] == ["interruption", "dip", "swell"] and events == want_events
+    assert len(freqs) == 1 and freqs == want_freqs
+    assert len(windows) > 50
+    for got, want in zip(windows, want_windows, strict=False):  # the chain holds the last ones back for flags
+        assert (got.start_s, got.end_s, got.freq_hz) == (want.start_s, want.end_s, want.freq_hz)
+        for name in ("rms_v", "fundamental_v", "harmonic_subgroup_v", "harmonic_group_v", "interharmonic_subgroup_v"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name))

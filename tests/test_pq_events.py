@@ -202,3 +202,22 @@ def test_detector_input_errors() -> None:
         HalfCycleRms(RATE, F, 0)
     with pytest.raises(PqInputError, match="nominal_hz=55"):
         HalfCycleRms(RATE, 55.0, 3)
+
+
+def test_quiet_runs_are_skipped_without_changing_what_the_rules_see() -> None:
+    # Urms(1/2) values between the dip and swell thresholds start nothing while no event is
+    # open; the detector applies such a run in one step and must keep each channel's LAST value of it. Here
+    # c's last quiet value (225 V) is above the dip's end threshold (92 %: 211.6 V) and its earlier one
+    # (210 V) below it: the dip on a ends when a recovers only if the run left c at 225 V.
+    rows = [(0.00, 0, 230.0), (0.01, 1, 230.0), (0.02, 2, 230.0), (0.03, 0, 207.5), (0.04, 1, 252.5),
+            (0.05, 2, 210.0), (0.06, 2, 225.0), (0.07, 0, 150.0), (0.08, 1, 230.0), (0.09, 0, 230.0),
+            (0.10, 1, 230.0), (0.11, 2, 230.0)]  # fmt: skip
+    times, chans, values = (np.array(col) for col in zip(*rows, strict=True))
+    want = [("dip", "a", "a", 0.07, pytest.approx(0.02), pytest.approx(150.0 / U * 100))]
+    for cuts in ([0, 12], [0, 5, 7, 12], list(range(13))):
+        det = EventDetector(CFG, RATE, F, 3)
+        events = []
+        for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+            events += det.feed(times[a:b], chans[a:b].astype(int), values[a:b])
+        assert [(e.kind, e.phase, e.phases, e.start_s, e.duration_s, e.residual_pct) for e in events] == want
+        assert det.processed_s == 0.11 and det.open_since_s is None

@@ -25,6 +25,7 @@ from agent.pq.flicker import (
     PST_WEIGHTS,
     FlickerError,
     Flickermeter,
+    FlickermeterBank,
     PinstClassifier,
     analyse,
     plt,
@@ -382,3 +383,88 @@ def test_empty_classifier_and_bad_analyse_arguments() -> None:
     with pytest.raises(FlickerError) as err:
         analyse(np.zeros((2, 1000)), 1600.0)
     assert err.value.key == "samples_v"
+
+
+# --- FlickermeterBank: every channel in one pass, each the same as a meter of its own ----------------------
+
+U_PEAK_TEST = 230.0 * math.sqrt(2)
+
+
+@pytest.mark.parametrize("rate_hz", [12800.0, 4096.0, 1000.0])
+def test_bank_channels_equal_one_channel_meters(rate_hz: float) -> None:
+    # Four different channels (a 3.3 Hz fluctuation, a step, a DC offset, noise), fed in uneven blocks:
+    # the bank's rows are bit for bit the Pinst and references of four separate meters.
+    rng = np.random.default_rng(7)
+    t = np.arange(round(8.0 * rate_hz)) / rate_hz
+    base = U_PEAK_TEST * np.sin(2 * np.pi * 50.0 * t)
+    x = np.vstack([
+        base * (1 + 0.01 * np.sin(2 * np.pi * 3.3 * t)),
+        base * np.where(t < 4.0, 1.0, 1.02),
+        base + 5.0,
+        base + rng.normal(0, 2.0, t.size),
+    ])  # fmt: skip
+    bank = FlickermeterBank(rate_hz, 50, 230, channels=4)
+    meters = [Flickermeter(rate_hz, 50, 230) for _ in range(4)]
+    cuts = [0, 17, 1001, round(1.3 * rate_hz), round(2.0 * rate_hz), round(5.5 * rate_hz), t.size]
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        rows = bank.process(x[:, a:b])
+        for k, meter in enumerate(meters):
+            np.testing.assert_array_equal(rows[k], meter.process(x[k, a:b]))
+    assert bank.reference_v is not None
+    assert list(bank.reference_v) == [m.reference_v for m in meters]
+    assert [bank.interval_s(k) for k in range(4)] == [m.interval_s for m in meters]
+
+
+def test_bank_pst_per_channel_equals_one_channel_meters() -> None:
+    # 10 min of two channels at the lowest rate: the Pst read through each channel's view is the one-channel
+    # meter's, and reading one channel leaves the other's interval running.
+    rate = 1000.0
+    t = np.arange(round(610.0 * rate)) / rate
+    base = U_PEAK_TEST * np.sin(2 * np.pi * 50.0 * t)
+    x = np.vstack([base * (1 + 0.003 * np.sign(np.sin(2 * np.pi * 4.0 * t))), base * (1 + 0.001 * np.sin(t))])
+    bank = FlickermeterBank(rate, 50, 230, channels=2)
+    meters = [Flickermeter(rate, 50, 230) for _ in range(2)]
+    split = round(10.0 * rate)
+    bank.process(x[:, :split])
+    bank.reset_interval()
+    for k, m in enumerate(meters):
+        m.process(x[k, :split])
+        m.reset_interval()
+    for a in range(split, t.size, 77_777):
+        bank.process(x[:, a : a + 77_777])
+        for k, m in enumerate(meters):
+            m.process(x[k, a : a + 77_777])
+    first, second = bank.channel(0), bank.channel(1)
+    assert first.interval_s == pytest.approx(600.0)
+    assert first.pst_10min() == meters[0].pst_10min()
+    assert first.interval_s == 0.0 and second.interval_s == pytest.approx(600.0)
+    assert second.pst_10min() == meters[1].pst_10min()
+
+
+def test_bank_rejects_what_it_cannot_use() -> None:
+    bank = FlickermeterBank(1600.0, 50, 230, channels=3)
+    with pytest.raises(FlickerError) as err:
+        bank.process(np.zeros((2, 100)))
+    assert err.value.key == "samples_v"
+    with pytest.raises(FlickerError):
+        bank.process(np.full((3, 10), np.nan))
+    with pytest.raises(FlickerError) as err:
+        bank.channel(3)
+    assert err.value.key == "channel"
+    for bad in (0, True, 1.5):
+        with pytest.raises(FlickerError) as err:
+            FlickermeterBank(1600.0, 50, 230, channels=bad)  # type: ignore[arg-type]
+        assert err.value.key == "channels"
+
+
+def test_bank_classifies_as_pinst_classifier_at_the_edges() -> None:
+    # Underflow (0, below LOW), LOW itself, class edges, HIGH and above (overflow), per channel.
+    edges = 10.0 ** (math.log10(PinstClassifier.LOW) + np.arange(0, PinstClassifier.CLASSES + 1, 512) * 15 / 8192)
+    row = np.concatenate([[0.0, 1e-9, PinstClassifier.LOW, 1.0, PinstClassifier.HIGH, 1e7], edges, edges * 1.0001])
+    pinst = np.vstack([row, row[::-1] * 0.5])
+    bank = FlickermeterBank(1600.0, 50, 230, channels=2)
+    bank._classify(pinst)
+    for k in range(2):
+        ref = PinstClassifier()
+        ref.add(np.maximum(pinst[k], 0.0))
+        np.testing.assert_array_equal(bank._counts[k], ref.counts)

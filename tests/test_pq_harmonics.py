@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from agent.pq.harmonics import (
+    FundamentalFilter,
     FundamentalZeroCrossings,
     HarmonicAnalyser,
     PqInputError,
@@ -232,6 +233,40 @@ def test_zero_crossings_are_filled_in_at_the_nominal_period_when_the_signal_goes
     assert gap.sum() >= 7 and not real[gap].any()
     np.testing.assert_allclose(np.diff(where[gap]), RATE / 50)
     assert real[where > 0.7 * RATE].all()
+
+
+def test_crossings_of_a_shared_filter_equal_those_of_a_detector_per_channel() -> None:
+    # One FundamentalFilter over three channels (a dip and a gap on one of them), its rows handed to the
+    # detectors at once, finds the same crossings, real flags included, as a detector filtering each channel.
+    t = np.arange(int(2 * RATE)) / RATE
+    x = np.vstack([PEAK * np.sin(2 * np.pi * 49.9 * t - k * 2 * np.pi / 3) for k in range(3)])
+    x[1, (t > 0.7) & (t < 0.75)] *= 0.3
+    x[2, (t > 1.1) & (t < 1.3)] = 0.0
+    for both in (False, True):
+        shared = FundamentalFilter(RATE, 50.0, 3)
+        mine = [FundamentalZeroCrossings(RATE, 50.0, both_edges=both, min_peak_v=20.0) for _ in range(3)]
+        alone = [FundamentalZeroCrossings(RATE, 50.0, both_edges=both, min_peak_v=20.0) for _ in range(3)]
+        for i in range(0, t.size, 1111):
+            got = FundamentalZeroCrossings.detect_channels(mine, shared.push(x[:, i : i + 1111]))
+            for k in range(3):
+                want = alone[k].push(x[k, i : i + 1111])
+                np.testing.assert_array_equal(got[k][0], want[0])
+                np.testing.assert_array_equal(got[k][1], want[1])
+
+
+def test_spline_on_samples_is_scipy_cubicspline_bit_for_bit() -> None:
+    from scipy.interpolate import CubicSpline
+
+    from agent.pq.harmonics import _spline_on_samples
+
+    rng = np.random.default_rng(3)
+    for channels, n in [(1, 8), (3, 2570), (8, 2581)]:
+        x = rng.normal(0.0, 300.0, (channels, n + 12))
+        lo, hi = 5, 5 + n
+        where = lo + np.sort(rng.uniform(0.0, n - 1.0, 500))
+        where[0], where[-1] = lo, hi - 1  # both ends, the last point inside the last interval
+        want = CubicSpline(np.arange(lo, hi, dtype=np.float64), x[:, lo:hi], axis=1)(where)
+        np.testing.assert_array_equal(_spline_on_samples(x, lo, hi, where), want)
 
 
 def test_streaming_windows_are_contiguous_synchronised_and_independent_of_block_size() -> None:

@@ -31,6 +31,7 @@ import numpy as np
 from agent.pq.events import Event, EventConfig, EventDetector
 from agent.pq.harmonics import (
     MAX_ORDER,
+    FundamentalFilter,
     FundamentalZeroCrossings,
     HarmonicAnalyser,
     HarmonicResult,
@@ -95,8 +96,18 @@ class FrequencyMeter:
         self._cycles = 0
         self._duration = 0.0
 
-    def push(self, samples: np.ndarray) -> list[FrequencyValue]:
-        where, real = self._zc.push(np.asarray(samples, dtype=np.float64).ravel())
+    def push(
+        self, samples: np.ndarray, *, crossings: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> list[FrequencyValue]:
+        """The 10-s values completed by one block of samples.
+
+        ``crossings``: the block's ``(positions, real)`` from a :class:`FundamentalZeroCrossings` of the same rate,
+        nominal frequency and ``min_peak_v`` fed the same channel from the stream's start (the Class A chain
+        shares the one of its harmonic windows); None finds them here.
+        """
+        if crossings is None:
+            crossings = self._zc.push(np.asarray(samples, dtype=np.float64).ravel())
+        where, real = crossings
         out: list[FrequencyValue] = []
         for pos, ok in zip(where.tolist(), real.tolist(), strict=True):
             t = self.start_utc_s + pos / self.rate_hz
@@ -316,6 +327,8 @@ class ClassAMeter:
                                           start_utc_s=start_utc_s, min_peak_v=min_peak)  # fmt: skip
         self.events = EventDetector(config, rate_hz, nominal_hz, channels, start_utc_s=start_utc_s)
         self.frequency = FrequencyMeter(rate_hz, nominal_hz, start_utc_s=start_utc_s, min_peak_v=min_peak)
+        self._fundamental = FundamentalFilter(rate_hz, nominal_hz, channels)
+        self._zc = FundamentalZeroCrossings(rate_hz, nominal_hz, min_peak_v=min_peak)
         self.aggregator = Aggregator()
         self._pending: list[HarmonicResult] = []
         self._recent: list[Event] = []
@@ -323,9 +336,13 @@ class ClassAMeter:
     def push(self, samples_v: np.ndarray) -> ClassAOutput:
         x = as_channels(samples_v)
         out = ClassAOutput()
-        out.events = self.events.push(x)
-        out.frequencies = self.frequency.push(x[0])
-        self._pending.extend(self.harmonics.push(x))
+        # One band-pass call for every channel: its rows feed the Urms(1/2) crossings (both edges, each channel)
+        # and the positive crossings of channel 0 that time the harmonic windows and the 10-s frequency.
+        fundamental = self._fundamental.push(x)
+        out.events = self.events.push(x, fundamental=fundamental)
+        crossings = self._zc.detect(fundamental[0])
+        out.frequencies = self.frequency.push(x[0], crossings=crossings)
+        self._pending.extend(self.harmonics.push(x, crossings=crossings))
         self._recent.extend(out.events)
         horizon = self.events.processed_s - self._cycle_s
         ready = [w for w in self._pending if w.end_s <= horizon]

@@ -34,7 +34,7 @@ import numpy as np
 from agent.pq.errors import PqInputError
 from agent.pq.eventconfig import EventConfig as EventConfig
 from agent.pq.eventconfig import EventConfigError as EventConfigError
-from agent.pq.harmonics import FundamentalZeroCrossings, as_channels, window_cycles
+from agent.pq.harmonics import FundamentalFilter, FundamentalZeroCrossings, as_channels, window_cycles
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,22 +85,33 @@ class HalfCycleRms:
             FundamentalZeroCrossings(rate_hz, nominal_hz, both_edges=True, min_peak_v=min_peak_v)
             for _ in range(channels)
         ]
+        self._filter = FundamentalFilter(rate_hz, nominal_hz, channels)
         self._hist: list[deque[float]] = [deque(maxlen=self._HISTORY) for _ in range(channels)]
         self._pending: list[list[tuple[float, float]]] = [[] for _ in range(channels)]
         self._buf = np.zeros((channels, 0))
         self._buf_pos = 0
 
-    def push(self, samples_v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def push(
+        self, samples_v: np.ndarray, *, fundamental: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Urms(1/2) values completed by one block ``[channels, n]``.
+
+        ``fundamental``: the block already band-passed by a :class:`~agent.pq.harmonics.FundamentalFilter` of the
+        same rate, nominal frequency and channels, fed every block from the stream's start (the Class A chain
+        filters once for the harmonics, the frequency and this); None filters here.
+        """
         x = as_channels(samples_v)
         if x.shape[0] != self.channels:
             raise PqInputError(f"samples_v: {x.shape[0]} channels: allowed {self.channels}")
+        y = self._filter.push(x) if fundamental is None else fundamental
+        crossings = FundamentalZeroCrossings.detect_channels(self._zc, y)
         self._buf = np.concatenate([self._buf, x], axis=1)
         end = self._buf_pos + self._buf.shape[1]
         cum = np.concatenate([np.zeros((self.channels, 1)), np.cumsum(self._buf * self._buf, axis=1)], axis=1)
         grid = np.arange(cum.shape[1], dtype=np.float64)
         times, chans, values = [], [], []
         for ch in range(self.channels):
-            where, _ = self._zc[ch].push(x[ch])
+            where, _ = crossings[ch]
             hist, pending = self._hist[ch], self._pending[ch]
             for c in where.tolist():
                 hist.append(c)
@@ -213,8 +224,9 @@ class EventDetector:
         starts = [tr.start for tr in (self._dip, self._swell, self._int) if tr.start is not None]
         return min(starts) if starts else None
 
-    def push(self, samples_v: np.ndarray) -> list[Event]:
-        times, chans, values = self.rms.push(samples_v)
+    def push(self, samples_v: np.ndarray, *, fundamental: np.ndarray | None = None) -> list[Event]:
+        """The events that ended in one block ``[channels, n]``; ``fundamental`` as for :meth:`HalfCycleRms.push`."""
+        times, chans, values = self.rms.push(samples_v, fundamental=fundamental)
         self.last_urms = (times, chans, values)
         return self.feed(times, chans, values)
 
@@ -222,7 +234,19 @@ class EventDetector:
         """Run the state machines over Urms(1/2) values in time order (what :meth:`push` does after the RMS)."""
         out: list[Event] = []
         latest = self._latest
-        for t, ch, v in zip(times_s.tolist(), channels.tolist(), urms_v.tolist(), strict=True):
+        first = 0
+        if self.open_since_s is None and len(urms_v):
+            # While no event is open, a value at or above the dip threshold and at or below the swell threshold
+            # starts none (an interruption needs every channel below its threshold, which is below the dip's):
+            # the run of such values up to the first other one only moves the latest values and the time.
+            quiet = (urms_v >= self._dip_on) & (urms_v <= self._sw_on)
+            first = len(urms_v) if quiet.all() else int(np.argmin(quiet))
+            if first:
+                backwards = channels[:first][::-1]
+                chans, last = np.unique(backwards, return_index=True)  # each channel's last value in the run
+                latest[chans] = urms_v[:first][::-1][last]
+                self.processed_s = float(times_s[first - 1])
+        for t, ch, v in zip(times_s[first:].tolist(), channels[first:].tolist(), urms_v[first:].tolist(), strict=True):
             latest[ch] = v
             self.processed_s = t
             if np.isnan(latest).any():

@@ -38,9 +38,13 @@ from typing import Any
 import numpy as np
 from scipy import signal
 
+from agent.pq.iir import SosFilter
+
 __all__ = [
     "LAMP_PARAMETERS",
+    "FlickerChannel",
     "Flickermeter",
+    "FlickermeterBank",
     "FlickerError",
     "LampParameters",
     "PinstClassifier",
@@ -279,37 +283,47 @@ def plt(pst_values: Any) -> float:
     return float(np.cbrt(np.mean(values**3)))
 
 
-class Flickermeter:
-    """Streaming IEC 61000-4-15 flickermeter for one voltage channel.
+class FlickermeterBank:
+    """Streaming IEC 61000-4-15 flickermeters for ``channels`` voltage channels sampled together.
 
     Parameters
     ----------
     rate_hz : float
-        Sample rate of the voltage waveform [Hz], at least ``MIN_RATE_HZ`` (800 Hz).
+        Sample rate of the voltage waveforms [Hz], at least ``MIN_RATE_HZ`` (800 Hz).
     nominal_hz : int
         Nominal system frequency [Hz]: 50 or 60 (selects the 35 Hz or 42 Hz Butterworth low-pass).
     lamp_v : int
         Reference lamp [V]: 230 or 120 (selects the weighting filter and the calibration).
+    channels : int
+        Number of channels, at least 1.
 
-    Feed samples in chunks of any length with :meth:`process`; every Pinst value it returns (at
-    ``output_rate_hz``) is also classified for the running Pst interval, read and restarted by
-    :meth:`pst_10min`. :meth:`reset_interval` drops what was classified (e.g. the settling time).
+    Each channel is its own flickermeter (its own Block 1 reference, filter states and Pst interval);
+    the bank runs every block of the chain once over the ``[channels, n]`` array instead of once per
+    channel, so the fixed cost of a numpy or scipy call is paid once per block for all channels. A
+    channel's output is the same as that of a one-channel meter fed the same samples.
+
+    Feed samples ``[channels, n]`` in chunks of any length with :meth:`process`; every Pinst value it
+    returns (at ``output_rate_hz``) is also classified for the channel's running Pst interval, read and
+    restarted by :meth:`pst_10min`; :meth:`channel` gives one channel's view of those.
     """
 
-    def __init__(self, rate_hz: float, nominal_hz: int = 50, lamp_v: int = 230) -> None:
+    def __init__(self, rate_hz: float, nominal_hz: int = 50, lamp_v: int = 230, channels: int = 1) -> None:
         self.nominal_hz = _nominal(nominal_hz)
         self.lamp = _lamp(lamp_v)
         self.lamp_v = int(lamp_v)
         self.rate_hz = _rate(rate_hz)
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise FlickerError("channels", channels, "an integer >= 1")
+        self.channels = channels
         self.decimation = max(1, int(self.rate_hz // PROCESSING_RATE_HZ))
         self.output_rate_hz = self.rate_hz / self.decimation
 
         # Block 1: half-period r.m.s., then y += alpha (x - y) once per half period
         self._samples_per_half = self.rate_hz / (2.0 * self.nominal_hz)
         self._alpha = 1.0 - math.exp(-1.0 / (2.0 * self.nominal_hz * REFERENCE_TIME_CONSTANT_S))
-        self._reference: float | None = None
+        self._reference: np.ndarray | None = None  # [channels]
         self._next_boundary = 1  # index k of the next half-period boundary, at sample k * half
-        self._acc = 0.0  # integral of u^2 from the last boundary to the next sample [V^2 samples]
+        self._acc = np.zeros(channels)  # integral of u^2 from the last boundary to the next sample [V^2 samples]
         self._startup: list[np.ndarray] = []
         self._n = 0  # samples consumed so far
 
@@ -321,17 +335,26 @@ class Flickermeter:
         fd = self.output_rate_hz
         self._sos_hp = _first_order_sos(fd, 1.0 / (2.0 * math.pi * HIGH_PASS_HZ), high_pass=True)
         self._sos_weight = _bilinear_sos(*weighting_filter_zpk(self.lamp), fd, REFERENCE_MODULATION_HZ)
+        # The two run as one cascade: sosfilt takes the sections in turn, sample by sample, so the
+        # output is that of the two filters one after the other.
+        self._sos_block3 = np.concatenate([self._sos_hp, self._sos_weight])
         # Block 4
         self._sos_smooth = _first_order_sos(fd, SMOOTHING_TIME_CONSTANT_S, high_pass=False)
         self.calibration = self._calibration()
 
         # Filter states start at the steady state of an unmodulated input: the normalised square
         # has mean 1, so the low-pass holds 1 and the high-pass outputs 0 from the first sample.
-        self._zi_lp = signal.sosfilt_zi(self._sos_lp)
-        self._zi_hp = signal.sosfilt_zi(self._sos_hp)
-        self._zi_weight = np.zeros((self._sos_weight.shape[0], 2))
-        self._zi_smooth = np.zeros((self._sos_smooth.shape[0], 2))
-        self._classifier = PinstClassifier()
+        zi_hp = signal.sosfilt_zi(self._sos_hp)
+        zi_block3 = np.concatenate([zi_hp, np.zeros((self._sos_weight.shape[0], 2))])
+        self._lp = SosFilter(
+            self._sos_lp, np.repeat(signal.sosfilt_zi(self._sos_lp)[:, np.newaxis, :], channels, axis=1)
+        )
+        self._block3 = SosFilter(self._sos_block3, np.repeat(zi_block3[:, np.newaxis, :], channels, axis=1))
+        self._smooth = SosFilter(self._sos_smooth, np.zeros((self._sos_smooth.shape[0], channels, 2)))
+        # Block 5: per channel, the counts of PinstClassifier's classes
+        self._counts = np.zeros((channels, PinstClassifier.CLASSES + 2), dtype=np.int64)
+        self._class_lo = math.log10(PinstClassifier.LOW)
+        self._class_width = (math.log10(PinstClassifier.HIGH) - self._class_lo) / PinstClassifier.CLASSES
 
     def _calibration(self) -> float:
         """Block 4 gain so the 8.8 Hz sinusoidal reference of the lamp gives Pinst max = 1.00 [1] Tables 1a/1b.
@@ -354,40 +377,182 @@ class Flickermeter:
 
     # Block 1 -----------------------------------------------------------------------------------
     def _normalise(self, u: np.ndarray) -> np.ndarray:
-        """Divide each sample by the reference as it stood at the start of the sample's half period.
+        """Divide each sample by its channel's reference as it stood at the start of the sample's half period.
 
         The half-period mean square integrates the sample-and-hold waveform between the exact
         boundaries k / (2 f_nominal), so a rate that is not a multiple of 2 f_nominal gives no
         boundary jitter (whole-sample windows would modulate the reference at a beat frequency
-        inside the flicker band).
+        inside the flicker band). The boundaries are the same for every channel.
         """
-        n0, size, length = self._n, u.size, self._samples_per_half
-        sq = u * u
-        cum = np.concatenate(([0.0], np.cumsum(sq)))
+        n0, size, length = self._n, u.shape[1], self._samples_per_half
+        cum = np.zeros((u.shape[0], size + 1))
+        np.cumsum(u * u, axis=1, out=cum[:, 1:])
         k_last = math.floor((n0 + size) / length + 1e-9)
         ks = np.arange(self._next_boundary, k_last + 1)
-        at = np.interp(ks * length - n0, np.arange(size + 1, dtype=np.float64), cum)
-        mean_square = np.diff(np.concatenate(([-self._acc], at))) / length
-        self._acc = float(cum[-1] - at[-1]) if ks.size else self._acc + float(cum[-1])
+        # linear interpolation of the cumulative sum at the boundaries, as numpy.interp on the grid 0..size
+        pos = np.clip(ks * length - n0, 0.0, float(size))
+        j = np.minimum(pos.astype(np.int64), size - 1)
+        lo = cum[:, j]
+        at = (cum[:, j + 1] - lo) * (pos - j) + lo
+        at[:, pos >= size] = cum[:, -1:]
+        mean_square = np.diff(np.concatenate((-self._acc[:, np.newaxis], at), axis=1), axis=1) / length
+        self._acc = cum[:, -1] - at[:, -1] if ks.size else self._acc + cum[:, -1]
         self._next_boundary = k_last + 1
         if self._reference is None:
             # Start from the r.m.s. of the first second (2 f_nominal half periods; process() holds the
             # samples back until it is complete, so the start does not depend on how the stream is cut),
             # not from one half period: its sampling error would persist with the 27.3 s time constant.
-            first = float(mean_square[: 2 * self.nominal_hz].mean())
-            self._reference = math.sqrt(first) if first > 0.0 else 1.0
+            # (row by row: a reduction over a 2-D array may sum in another order than over one row)
+            first = np.array([row.mean() for row in mean_square[:, : 2 * self.nominal_hz]])
+            self._reference = np.where(first > 0.0, np.sqrt(np.maximum(first, 0.0)), 1.0)
         ref_prev = self._reference
         if ks.size:
             a = self._alpha
-            refs, _ = signal.lfilter([a], [1.0, -(1.0 - a)], np.sqrt(mean_square), zi=[(1.0 - a) * ref_prev])
-            self._reference = float(refs[-1])
-            table = np.maximum(np.concatenate(([ref_prev], refs)), 1e-12)
+            refs, _ = signal.lfilter(
+                [a], [1.0, -(1.0 - a)], np.sqrt(mean_square), axis=1, zi=(1.0 - a) * ref_prev[:, np.newaxis]
+            )
+            self._reference = refs[:, -1].copy()
+            table = np.maximum(np.concatenate((ref_prev[:, np.newaxis], refs), axis=1), 1e-12)
         else:
-            table = np.array([max(ref_prev, 1e-12)])
+            table = np.maximum(ref_prev[:, np.newaxis], 1e-12)
         half = np.floor((n0 + np.arange(size, dtype=np.float64)) / length + 1e-9).astype(np.int64)
-        return u / table[half - (ks[0] - 1 if ks.size else half[0])]
+        return u / table[:, half - (ks[0] - 1 if ks.size else half[0])]
 
     def process(self, samples_v: np.ndarray) -> np.ndarray:
+        """Run blocks 1 to 4 over the next samples ``[channels, n]``; returns Pinst [-] ``[channels, m]`` at ``output_rate_hz``.
+
+        The first second of the stream is held back (returned with the call that completes it) to
+        start the Block 1 reference, so the output does not depend on how the stream is cut.
+
+        Parameters
+        ----------
+        samples_v : numpy.ndarray
+            The next instantaneous voltage samples [V], ``[channels, n]``, finite, at ``rate_hz``.
+        """
+        u = np.asarray(samples_v, dtype=np.float64)
+        if u.ndim != 2 or u.shape[0] != self.channels or not np.isfinite(u).all():
+            raise FlickerError(
+                "samples_v", f"array of shape {u.shape}", f"a [{self.channels}, n] array of finite voltages [V]"
+            )
+        if self._reference is None:  # the first second is held back to start the Block 1 reference
+            self._startup.append(u)
+            if sum(part.shape[1] for part in self._startup) < math.ceil(self.rate_hz):
+                return np.empty((self.channels, 0))
+            u = np.concatenate(self._startup, axis=1)
+            self._startup = []
+        if u.shape[1] == 0:
+            return np.empty((self.channels, 0))
+        x = self._normalise(u)
+        # Block 2: squaring demodulator
+        x *= x
+        # Block 3: Butterworth at the input rate, then keep every ``decimation``-th sample
+        x = self._lp.push(x)
+        first = (-self._n) % self.decimation
+        x = x[:, first :: self.decimation]
+        self._n += u.shape[1]
+        if x.shape[1] == 0:
+            return x
+        x = self._block3.push(x)
+        # Block 4: squaring, 300 ms smoothing, calibration
+        x *= x
+        x = self._smooth.push(x)
+        pinst = x * self.calibration
+        # Block 5: classification for the running Pst interval
+        self._classify(pinst)
+        return pinst
+
+    def _classify(self, pinst: np.ndarray) -> None:
+        """:meth:`PinstClassifier.add` for every channel at once: the same classes, counted into each channel's row."""
+        low = PinstClassifier.LOW
+        values = np.maximum(pinst, 0.0)
+        pos = (np.log10(np.maximum(values, low)) - self._class_lo) / self._class_width
+        top = PinstClassifier.CLASSES + 1
+        index = np.clip(np.floor(pos) + 1, 1, top).astype(np.int64)
+        index[values < low] = 0  # the underflow class
+        index += (top + 1) * np.arange(self.channels)[:, np.newaxis]
+        np.add.at(self._counts.reshape(-1), index.ravel(), 1)
+
+    @property
+    def reference_v(self) -> np.ndarray | None:
+        """Block 1 references [V] ``[channels]``: the smoothed half-period r.m.s. values the samples are divided by."""
+        return None if self._reference is None else self._reference.copy()
+
+    def interval_s(self, channel: int) -> float:
+        """Duration of Pinst classified on ``channel`` since its last :meth:`pst_10min` or :meth:`reset_interval` [s]."""
+        return self._interval_of(channel)
+
+    def reset_interval(self, channel: int | None = None) -> None:
+        """Forget the Pinst classified so far on ``channel`` (all channels if None), e.g. the filters' settling time."""
+        self._counts[slice(None) if channel is None else channel] = 0
+
+    def _interval_of(self, channel: int) -> float:
+        return int(self._counts[channel].sum()) / self.output_rate_hz
+
+    def pst_10min(self, channel: int, tolerance_s: float = 0.02) -> float:
+        """Pst of ``channel`` over the 10-min interval just processed, [1] clause 4 (Block 5); starts its next interval.
+
+        The caller cuts the stream at the interval boundaries (clock-aligned in the agent); the
+        classified duration must be 600 s within ``tolerance_s``.
+        """
+        duration = self._interval_of(channel)
+        if abs(duration - PST_INTERVAL_S) > tolerance_s:
+            raise FlickerError("interval_s", round(duration, 3), f"{PST_INTERVAL_S} s +- {tolerance_s} s of Pinst")
+        classifier = PinstClassifier()
+        classifier.counts = self._counts[channel].copy()
+        self._counts[channel] = 0
+        return _pst_of(classifier)
+
+    def channel(self, channel: int) -> FlickerChannel:
+        """One channel's Pst interval: ``interval_s``, ``reset_interval()`` and ``pst_10min()`` of that channel."""
+        if not 0 <= channel < self.channels:
+            raise FlickerError("channel", channel, f"0..{self.channels - 1}")
+        return FlickerChannel(self, channel)
+
+    @staticmethod
+    def plt(pst_values: Any) -> float:
+        """Plt of 12 Pst values; see :func:`plt`."""
+        return plt(pst_values)
+
+
+class FlickerChannel:
+    """One channel of a :class:`FlickermeterBank`: its Pst interval, read and restarted as a one-channel meter's."""
+
+    def __init__(self, bank: FlickermeterBank, channel: int) -> None:
+        self.bank = bank
+        self.index = channel
+
+    @property
+    def interval_s(self) -> float:
+        return self.bank.interval_s(self.index)
+
+    def reset_interval(self) -> None:
+        self.bank.reset_interval(self.index)
+
+    def pst_10min(self, tolerance_s: float = 0.02) -> float:
+        return self.bank.pst_10min(self.index, tolerance_s)
+
+
+class Flickermeter(FlickermeterBank):
+    """Streaming IEC 61000-4-15 flickermeter for one voltage channel: a :class:`FlickermeterBank` of one.
+
+    Parameters
+    ----------
+    rate_hz : float
+        Sample rate of the voltage waveform [Hz], at least ``MIN_RATE_HZ`` (800 Hz).
+    nominal_hz : int
+        Nominal system frequency [Hz]: 50 or 60 (selects the 35 Hz or 42 Hz Butterworth low-pass).
+    lamp_v : int
+        Reference lamp [V]: 230 or 120 (selects the weighting filter and the calibration).
+
+    Feed samples in chunks of any length with :meth:`process`; every Pinst value it returns (at
+    ``output_rate_hz``) is also classified for the running Pst interval, read and restarted by
+    :meth:`pst_10min`. :meth:`reset_interval` drops what was classified (e.g. the settling time).
+    """
+
+    def __init__(self, rate_hz: float, nominal_hz: int = 50, lamp_v: int = 230) -> None:
+        super().__init__(rate_hz, nominal_hz, lamp_v, channels=1)
+
+    def process(self, samples_v: np.ndarray) -> np.ndarray:  # type: ignore[override]
         """Run blocks 1 to 4 over the next samples; returns Pinst [-] at ``output_rate_hz``.
 
         The first second of the stream is held back (returned with the call that completes it) to
@@ -399,67 +564,31 @@ class Flickermeter:
             The next instantaneous voltage samples [V], 1-D, finite, at ``rate_hz``.
         """
         u = np.asarray(samples_v, dtype=np.float64)
-        if u.ndim != 1 or not np.all(np.isfinite(u)):
+        if u.ndim != 1 or not np.isfinite(u).all():
             raise FlickerError("samples_v", f"array of shape {u.shape}", "a 1-D array of finite voltages [V]")
-        if self._reference is None:  # the first second is held back to start the Block 1 reference
-            self._startup.append(u)
-            if sum(part.size for part in self._startup) < math.ceil(self.rate_hz):
-                return np.empty(0)
-            u = np.concatenate(self._startup)
-            self._startup = []
-        if u.size == 0:
-            return np.empty(0)
-        x = self._normalise(u)
-        # Block 2: squaring demodulator
-        x *= x
-        # Block 3: Butterworth at the input rate, then keep every ``decimation``-th sample
-        x, self._zi_lp = signal.sosfilt(self._sos_lp, x, zi=self._zi_lp)
-        first = (-self._n) % self.decimation
-        x = x[first :: self.decimation]
-        self._n += u.size
-        if x.size == 0:
-            return x
-        x, self._zi_hp = signal.sosfilt(self._sos_hp, x, zi=self._zi_hp)
-        x, self._zi_weight = signal.sosfilt(self._sos_weight, x, zi=self._zi_weight)
-        # Block 4: squaring, 300 ms smoothing, calibration
-        x *= x
-        x, self._zi_smooth = signal.sosfilt(self._sos_smooth, x, zi=self._zi_smooth)
-        pinst = x * self.calibration
-        # Block 5: classification for the running Pst interval
-        self._classifier.add(np.maximum(pinst, 0.0))
-        return pinst
+        return super().process(u[np.newaxis, :])[0]
 
     @property
-    def reference_v(self) -> float | None:
+    def reference_v(self) -> float | None:  # type: ignore[override]
         """Block 1 reference [V]: the smoothed half-period r.m.s. value the samples are divided by."""
-        return self._reference
+        return None if self._reference is None else float(self._reference[0])
 
     @property
-    def interval_s(self) -> float:
+    def interval_s(self) -> float:  # type: ignore[override]
         """Duration of Pinst classified since the last :meth:`pst_10min` or :meth:`reset_interval` [s]."""
-        return self._classifier.total / self.output_rate_hz
+        return self._interval_of(0)
 
-    def reset_interval(self) -> None:
+    def reset_interval(self) -> None:  # type: ignore[override]
         """Forget the Pinst classified so far (e.g. the filters' settling time after start)."""
-        self._classifier = PinstClassifier()
+        self._counts[0] = 0
 
-    def pst_10min(self, tolerance_s: float = 0.02) -> float:
+    def pst_10min(self, tolerance_s: float = 0.02) -> float:  # type: ignore[override]
         """Pst of the 10-min interval just processed, [1] clause 4 (Block 5); starts the next interval.
 
         The caller cuts the stream at the interval boundaries (clock-aligned in the agent); the
         classified duration must be 600 s within ``tolerance_s``.
         """
-        duration = self.interval_s
-        if abs(duration - PST_INTERVAL_S) > tolerance_s:
-            raise FlickerError("interval_s", round(duration, 3), f"{PST_INTERVAL_S} s +- {tolerance_s} s of Pinst")
-        value = _pst_of(self._classifier)
-        self.reset_interval()
-        return value
-
-    @staticmethod
-    def plt(pst_values: Any) -> float:
-        """Plt of 12 Pst values; see :func:`plt`."""
-        return plt(pst_values)
+        return super().pst_10min(0, tolerance_s)
 
 
 def analyse(

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,10 +142,56 @@ def synchronised_window_v(samples_v: np.ndarray, start_pos: float, length_sample
     lo = max(int(math.floor(start_pos)) - _SPLINE_MARGIN, 0)
     hi = min(int(math.ceil(start_pos + length_samples)) + _SPLINE_MARGIN + 1, n)
     where = start_pos + np.arange(points) * (length_samples / points)
-    from scipy.interpolate import CubicSpline  # here: the agent validates [[waveforms]] without scipy (~65 MB)
+    return _spline_on_samples(x, lo, hi, where)
 
-    spline = CubicSpline(np.arange(lo, hi, dtype=np.float64), x[:, lo:hi], axis=1)
-    return spline(where)
+
+def _spline_on_samples(x: np.ndarray, lo: int, hi: int, where: np.ndarray) -> np.ndarray:
+    """The not-a-knot cubic spline through the samples ``x[:, lo:hi]`` (knots at the sample positions) at ``where``.
+
+    The values of ``scipy.interpolate.CubicSpline(np.arange(lo, hi), x[:, lo:hi], axis=1)(where)``, computed step
+    for step as it computes them (the slopes system solved by LAPACK ``gtsv``, the tridiagonal solver
+    ``scipy.linalg.solve_banded`` calls; the Hermite coefficients; the power sum of each point), with the knot
+    spacing of 1 written in (multiplying or dividing by 1.0 is exact). What is left out is its input checking,
+    its general knot handling and its interval search (the interval of a point is its integer part here).
+    ``where`` must lie in ``[lo, hi - 1]``; ``hi - lo >= 4``.
+    """
+    global _gtsv
+    n = hi - lo
+    y = x[:, lo:hi]  # [channels, n]: the element-wise steps give the same values in either layout
+    slope = np.diff(y, axis=1)
+    b = np.empty((y.shape[0], n))  # right-hand side of the slopes system, one row per channel
+    b[:, 1:-1] = 3 * (slope[:, :-1] + slope[:, 1:])
+    b[:, 0] = (5.0 * slope[:, 0] + slope[:, 1]) / 2.0  # not-a-knot at the start
+    b[:, -1] = (slope[:, -2] + 5.0 * slope[:, -1]) / 2.0  # and at the end
+    diag = np.full(n, 4.0)
+    diag[0] = diag[-1] = 1.0
+    upper = np.ones(n - 1)
+    upper[0] = 2.0
+    lower = np.ones(n - 1)
+    lower[-1] = 2.0
+    if _gtsv is None:
+        from scipy.linalg import get_lapack_funcs  # here: the agent validates [[waveforms]] without scipy (~65 MB)
+
+        _gtsv = get_lapack_funcs(("gtsv",), (diag, b))[0]
+    *_, d, info = _gtsv(lower, diag, upper, b.T, True, True, True, True)  # b.T: [n, channels], column-major
+    if info != 0:
+        raise PqInputError(f"spline through samples {lo}..{hi}: LAPACK gtsv info={info}")
+    d = d.T
+    i = np.minimum(np.floor(where).astype(np.int64) - lo, n - 2)  # interval of each point
+    s = where - (lo + i).astype(np.float64)
+    s2 = s * s
+    s3 = s2 * s
+    d0 = np.take(d, i, axis=1)
+    slope0 = np.take(slope, i, axis=1)
+    t0 = d0 + np.take(d, i + 1, axis=1) - 2 * slope0  # CubicSpline's t of the intervals used
+    # c3 + c2 s + c1 s^2 + c0 s^3 with c0 = t, c1 = slope - d0 - t, c2 = d0, c3 = y, in CubicSpline's order
+    out = np.take(y, i, axis=1) + d0 * s
+    out += (slope0 - d0 - t0) * s2
+    out += t0 * s3
+    return out
+
+
+_gtsv = None  # LAPACK's tridiagonal solver, looked up on first use
 
 
 def rms_between_v(samples_v: np.ndarray, start_pos: float, end_pos: float) -> np.ndarray:
@@ -156,6 +203,13 @@ def rms_between_v(samples_v: np.ndarray, start_pos: float, end_pos: float) -> np
     x = as_channels(samples_v)
     if not 0 <= start_pos < end_pos <= x.shape[1]:
         raise PqInputError(f"interval [{start_pos}, {end_pos}]: allowed 0 <= start < end <= {x.shape[1]}")
+    return _rms_between(x, start_pos, end_pos)
+
+
+def _rms_between(x: np.ndarray, start_pos: float, end_pos: float) -> np.ndarray:
+    """:func:`rms_between_v` of checked input. The cumulative sum stops after the interval: a running sum's
+    first values do not depend on what follows, so the result is the same as over all of ``x``."""
+    x = x[:, : min(x.shape[1], math.ceil(end_pos) + 1)]
     cum = np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(x * x, axis=1)], axis=1)
     idx = np.arange(cum.shape[1], dtype=np.float64)
     ends = np.array([start_pos, end_pos])
@@ -168,7 +222,10 @@ def dft_bins_v(window_v: np.ndarray) -> np.ndarray:
 
     ``C_k = sqrt(2) |X_k| / M`` for k >= 1, ``C_0 = |X_0| / M`` (the DC value). Bin k is at ``k * f / N``.
     """
-    x = as_channels(window_v, "window_v")
+    return _dft_bins(as_channels(window_v, "window_v"))
+
+
+def _dft_bins(x: np.ndarray) -> np.ndarray:
     bins = np.fft.rfft(x, axis=1) / x.shape[1]
     bins[:, 1:] *= math.sqrt(2.0)
     return bins
@@ -180,7 +237,10 @@ def harmonic_subgroups_v(bins_v: np.ndarray, cycles: int, max_order: int = MAX_O
     ``G_sg,h = sqrt(sum_{i=-1..1} C_{hN+i}^2)``: the bin at the harmonic and its two neighbours. Index 0 is
     the DC bin alone.
     """
-    c2 = np.abs(bins_v) ** 2
+    return _subgroups(np.abs(bins_v) ** 2, cycles, max_order)
+
+
+def _subgroups(c2: np.ndarray, cycles: int, max_order: int) -> np.ndarray:
     centres = np.arange(1, max_order + 1) * cycles
     sub = np.sqrt(c2[:, centres - 1] + c2[:, centres] + c2[:, centres + 1])
     return np.concatenate([np.sqrt(c2[:, :1]), sub], axis=1)
@@ -192,7 +252,10 @@ def harmonic_groups_v(bins_v: np.ndarray, cycles: int, max_order: int = MAX_ORDE
     ``G_g,h^2 = C_{hN-N/2}^2 / 2 + sum_{i=-N/2+1..N/2-1} C_{hN+i}^2 + C_{hN+N/2}^2 / 2``: the bins half way to
     the neighbouring harmonics count half (N = 10 at 50 Hz: +-4 full and +-5 half). Index 0 is the DC bin alone.
     """
-    c2 = np.abs(bins_v) ** 2
+    return _groups(np.abs(bins_v) ** 2, cycles, max_order)
+
+
+def _groups(c2: np.ndarray, cycles: int, max_order: int) -> np.ndarray:
     half = cycles // 2
     centres = np.arange(1, max_order + 1) * cycles
     offsets = np.arange(-half, half + 1)
@@ -208,7 +271,10 @@ def interharmonic_subgroups_v(bins_v: np.ndarray, cycles: int, max_order: int = 
     ``C_isg,h^2 = sum_{i=2..N-2} C_{hN+i}^2``: the bins between two harmonics, without the two next to each
     harmonic (those belong to the harmonic subgroups). At 50 Hz the subgroup h spans ``h*50 + 10..40 Hz``.
     """
-    c2 = np.abs(bins_v) ** 2
+    return _interharmonic_subgroups(np.abs(bins_v) ** 2, cycles, max_order)
+
+
+def _interharmonic_subgroups(c2: np.ndarray, cycles: int, max_order: int) -> np.ndarray:
     starts = np.arange(max_order) * cycles
     offsets = np.arange(2, cycles - 1)
     return np.sqrt(c2[:, starts[:, None] + offsets[None, :]].sum(axis=2))
@@ -262,8 +328,9 @@ def _pct_of_fundamental(values_v: np.ndarray, fund_v: np.ndarray) -> np.ndarray:
 
 def _analyse(window_v: np.ndarray, cycles: int, max_order: int, start_s: float, end_s: float, freq_hz: float,
              rms_v: np.ndarray) -> HarmonicResult:  # fmt: skip
-    bins = dft_bins_v(window_v)
-    sub = harmonic_subgroups_v(bins, cycles, max_order)
+    bins = _dft_bins(window_v)
+    c2 = np.abs(bins) ** 2  # the bins' squares, shared by the groupings
+    sub = _subgroups(c2, cycles, max_order)
     return HarmonicResult(
         start_s=start_s,
         end_s=end_s,
@@ -272,8 +339,8 @@ def _analyse(window_v: np.ndarray, cycles: int, max_order: int, start_s: float, 
         rms_v=rms_v,
         fundamental_v=bins[:, cycles].copy(),
         harmonic_subgroup_v=sub,
-        harmonic_group_v=harmonic_groups_v(bins, cycles, max_order),
-        interharmonic_subgroup_v=interharmonic_subgroups_v(bins, cycles, max_order),
+        harmonic_group_v=_groups(c2, cycles, max_order),
+        interharmonic_subgroup_v=_interharmonic_subgroups(c2, cycles, max_order),
         thds_pct=thds_pct(sub, max_order),
     )
 
@@ -315,6 +382,35 @@ def harmonic_window(samples_v: np.ndarray, rate_hz: float, nominal_hz: float, fr
     return _analyse(window, cycles, max_order, 0.0, length / rate_hz, freq_hz if synchronise else nominal_hz, rms)
 
 
+class FundamentalFilter:
+    """The band-pass of :class:`FundamentalZeroCrossings` (``ZC_FILTER_*``) over blocks ``[channels, n]``, state kept.
+
+    One filter call per block for every channel; :class:`~agent.pq.classa.ClassAMeter` filters each block once
+    and hands the rows to the crossing detectors of the harmonics, the frequency and the Urms(1/2).
+    """
+
+    def __init__(self, rate_hz: float, nominal_hz: float, channels: int) -> None:
+        from scipy import signal  # here, like solve_banded above
+
+        self.channels = channels
+        self._sos = signal.butter(
+            ZC_FILTER_ORDER,
+            [nominal_hz / ZC_FILTER_WIDTH, nominal_hz * ZC_FILTER_WIDTH],
+            btype="bandpass",
+            fs=rate_hz,
+            output="sos",
+        )
+        _, h = signal.sosfreqz(self._sos, [nominal_hz], fs=rate_hz)
+        self.delay = float(-np.angle(h[0]) / (2 * math.pi * nominal_hz) * rate_hz)  # phase delay at nominal, samples
+        from agent.pq.iir import SosFilter  # scipy, like the import above
+
+        self._filter = SosFilter(self._sos, np.zeros((self._sos.shape[0], channels, 2)))
+
+    def push(self, samples_v: np.ndarray) -> np.ndarray:
+        """The band-passed block ``[channels, n]``."""
+        return self._filter.push(samples_v)
+
+
 class FundamentalZeroCrossings:
     """Positive-going zero crossings of the fundamental, streamed over blocks of one channel.
 
@@ -337,19 +433,8 @@ class FundamentalZeroCrossings:
         self.rate_hz = float(rate_hz)
         self.nominal_hz = float(nominal_hz)
         self.both_edges = both_edges
-        from scipy import signal  # here, like CubicSpline above
-
-        self._signal = signal
-        self._sos = signal.butter(
-            ZC_FILTER_ORDER,
-            [nominal_hz / ZC_FILTER_WIDTH, nominal_hz * ZC_FILTER_WIDTH],
-            btype="bandpass",
-            fs=rate_hz,
-            output="sos",
-        )
-        _, h = signal.sosfreqz(self._sos, [nominal_hz], fs=rate_hz)
-        self._delay = float(-np.angle(h[0]) / (2 * math.pi * nominal_hz) * rate_hz)  # samples
-        self._zi = np.zeros((self._sos.shape[0], 2))
+        self._filter = FundamentalFilter(rate_hz, nominal_hz, 1)
+        self._delay = self._filter.delay
         self._prev = 0.0
         self._pos = 0  # samples consumed
         self._step = rate_hz / nominal_hz / (2 if both_edges else 1)  # nominal spacing of crossings, samples
@@ -361,18 +446,36 @@ class FundamentalZeroCrossings:
     def push(self, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Filter one block; return ``(positions, real)``: crossing positions [samples] and whether measured."""
         x = np.asarray(samples, dtype=np.float64)
-        y, self._zi = self._signal.sosfilt(self._sos, x, zi=self._zi)
-        prev = np.concatenate(([self._prev], y[:-1]))
-        if self.both_edges:
-            cand = np.flatnonzero(((prev < 0) & (y >= 0)) | ((prev > 0) & (y <= 0)))
+        return self.detect(self._filter.push(x[np.newaxis, :])[0])
+
+    def detect(self, fundamental: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`push` for a block already band-passed by a :class:`FundamentalFilter` of the same rate and nominal."""
+        return self.detect_channels([self], np.asarray(fundamental)[np.newaxis, :])[0]
+
+    @staticmethod
+    def detect_channels(detectors: Sequence[FundamentalZeroCrossings],
+                        fundamental: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+        """:meth:`detect` of one band-passed block ``[channels, n]``, row k by ``detectors[k]``, in one set of array
+        operations; the detectors must share ``both_edges`` and ``min_peak_v`` (one per channel of one signal)."""
+        y = fundamental
+        first = detectors[0]
+        prev = np.concatenate((np.array([[d._prev] for d in detectors]), y[:, :-1]), axis=1)
+        if first.both_edges:
+            rows, cand = np.nonzero(((prev < 0) & (y >= 0)) | ((prev > 0) & (y <= 0)))
         else:
-            cand = np.flatnonzero((prev < 0) & (y >= 0))
-        slope = np.abs(y[cand] - prev[cand])
-        cand = cand[slope > self._min_slope]
-        frac = prev[cand] / (prev[cand] - y[cand])
-        where = self._pos + cand - 1 + frac - self._delay
+            rows, cand = np.nonzero((prev < 0) & (y >= 0))
+        p, q = prev[rows, cand], y[rows, cand]
+        keep = np.abs(q - p) > first._min_slope
+        rows, cand, p, q = rows[keep], cand[keep], p[keep], q[keep]
+        frac = p / (p - q)
+        where = first._pos + cand - 1 + frac - first._delay
+        bounds = np.searchsorted(rows, np.arange(len(detectors) + 1)).tolist()
+        return [d._accept(where[bounds[k] : bounds[k + 1]], y[k]) for k, d in enumerate(detectors)]
+
+    def _accept(self, where: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Keep the candidate crossings ``where`` of the block ``y`` that pass the settling and spacing rules."""
         self._prev = float(y[-1]) if y.size else self._prev
-        self._pos += x.size
+        self._pos += y.size
         out: list[float] = []
         real: list[bool] = []
         for t in where.tolist():
@@ -438,12 +541,18 @@ class HarmonicAnalyser:
         tick = (math.floor(t / self.resync_s) + 1) * self.resync_s
         return (tick - self.start_utc_s) * self.rate_hz
 
-    def push(self, samples_v: np.ndarray) -> list[HarmonicResult]:
-        """Feed one block ``[channels, n]`` of any length; return the windows it completed."""
+    def push(
+        self, samples_v: np.ndarray, *, crossings: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> list[HarmonicResult]:
+        """Feed one block ``[channels, n]`` of any length; return the windows it completed.
+
+        ``crossings``: the block's ``(positions, real)`` from a :class:`FundamentalZeroCrossings` of the same rate,
+        nominal frequency and ``min_peak_v`` fed channel 0 from the stream's start; None finds them here.
+        """
         x = as_channels(samples_v)
         if x.shape[0] != self.channels:
             raise PqInputError(f"samples_v: {x.shape[0]} channels: allowed {self.channels}")
-        where, _ = self._zc.push(x[0])
+        where, _ = self._zc.push(x[0]) if crossings is None else crossings
         self._crossings.extend(where.tolist())
         self._buf = np.concatenate([self._buf, x], axis=1)
         if self._next is None and self._crossings:
@@ -474,8 +583,11 @@ class HarmonicAnalyser:
 
     def _window(self, start: float, length: float) -> HarmonicResult:
         rel = start - self._buf_pos
-        window = synchronised_window_v(self._buf, rel, length, self.points)
-        rms = rms_between_v(self._buf, rel, rel + length)
+        # synchronised_window_v and rms_between_v on the buffer, whose blocks were checked by push()
+        lo = max(int(math.floor(rel)) - _SPLINE_MARGIN, 0)
+        hi = min(int(math.ceil(rel + length)) + _SPLINE_MARGIN + 1, self._buf.shape[1])
+        window = _spline_on_samples(self._buf, lo, hi, rel + np.arange(self.points) * (length / self.points))
+        rms = _rms_between(self._buf, rel, rel + length)
         freq = self.cycles * self.rate_hz / length
         return _analyse(window, self.cycles, self.max_order, self._time_s(start), self._time_s(start + length), freq,
                         rms)  # fmt: skip

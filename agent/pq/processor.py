@@ -38,7 +38,7 @@ from agent.pq.compliance import (
 from agent.pq.config import WaveformStreamConfig
 from agent.pq.events import Event as PqEventValue
 from agent.pq.events import default_channel_names
-from agent.pq.flicker import PLT_PST_COUNT, FlickerError, Flickermeter, plt
+from agent.pq.flicker import PLT_PST_COUNT, FlickerError, FlickermeterBank, plt
 from agent.pq.harmonics import PqInputError, harmonics_pct, max_order_for
 from protocols.eventlog import EventLog
 
@@ -203,7 +203,8 @@ class PqProcessor:
         try:
             self.meter = ClassAMeter(cfg.events, rate_hz, cfg.nominal_hz, n, start_utc_s=start_utc_s,
                                      max_order=self.max_order)  # fmt: skip
-            self.flicker = [Flickermeter(rate_hz, cfg.nominal_hz, cfg.lamp_v) for _ in range(n)]
+            self.flicker_bank = FlickermeterBank(rate_hz, cfg.nominal_hz, cfg.lamp_v, n)
+            self.flicker = [self.flicker_bank.channel(k) for k in range(n)]  # each channel's Pst interval
         except (PqInputError, FlickerError) as err:
             raise PqStreamError(str(err)) from err
         self._letters = default_channel_names(n)  # what ClassAMeter's events call the channels
@@ -256,8 +257,7 @@ class PqProcessor:
         return out
 
     def _run(self, x: np.ndarray, out: PqOutput) -> None:
-        for fm, row in zip(self.flicker, x, strict=True):
-            fm.process(row)
+        self.flicker_bank.process(x)
         res = self.meter.push(x)
         for ev in res.events:
             self._spans.append((ev.start_s - 1.0 / self.cfg.nominal_hz, ev.end_s))
