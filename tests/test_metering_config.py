@@ -172,7 +172,7 @@ TWO = {"d": rmap(energy("e1"), energy("e2"), {"name": "v", "type": "float32", "u
     ("raw", "key", "value", "allowed"),
     [
         ({"intervals": 900}, "metering.intervals", 900, "unknown key"),
-        ({"interval_s": 600}, "metering.interval_s", 600, "one of 300, 900, 3600"),
+        ({"interval_s": 600}, "metering.interval_s", 600, "one of 300, 900, 1800, 3600"),
         ({"interval_s": 900.0}, "metering.interval_s", 900.0, "an integer"),
         ({"estimate_span_s": 0}, "metering.estimate_span_s", 0, "in 1.."),
         ({"actual_span_s": 120, "estimate_span_s": 60}, "metering.actual_span_s", 120, "at most estimate_span_s"),

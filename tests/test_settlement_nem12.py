@@ -94,3 +94,21 @@ def test_a_month_written_as_nem12_reads_back_with_nemreader_with_the_same_totals
     assert text[0].startswith("100,NEM12,") and text[-1] == "900"
     assert any(line.startswith("300,") and ",V," in line for line in text)  # mixed-quality days
     assert any(line.startswith("400,") and ",S15,0," in line for line in text)
+
+
+def test_half_hour_intervals_travel_settle_and_read_back_as_nem12_30_minute_data(tmp_path: Path) -> None:
+    half, hour = 1800, 3600
+    items = [item(DAY0 + k * half, 1.0 + k % 3, meter="h30", length=half) for k in range(2 * 48)]
+    items += [item(DAY0 + k * hour, 2.0, meter="h60", length=hour) for k in range(2 * 24)]
+    store = CentralStore(tmp_path / "c.db")
+    b = decode_batch(encode_batch(SITE, "intervals", 1, "m1", DAY0, items))  # the wire takes both lengths
+    assert store.store_batches([b], 1.0) == [True]
+    store.close()
+    db = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    run = settle(db, SettlementConfig(vee=VeeParams(like_weeks=1)), DAY0, DAY0 + 2 * 86_400, "final", now=DAY0 + 9e5)
+    out = tmp_path / "run.nem12.csv"
+    left_out = write_nem12(out, run.registers, created=run.created, nmi={})
+    assert [r.meter for r in left_out] == ["h60"]  # NEM12 has no 60-minute IntervalLength
+    reads = nemreader.NEMFile(str(out), strict=True).nem_data().readings[derived_nmi(SITE, "h30")]["E1"]
+    assert len(reads) == 96 and all((x.t_end - x.t_start).total_seconds() == half for x in reads)
+    assert sum(x.read_value for x in reads) == sum(1.0 + k % 3 for k in range(96))

@@ -57,7 +57,7 @@ def conf(tmp_path: Path) -> Path:
         (HEADER, "no rows after the header"),
         (HEADER + f"{SITE},m,kwh_exported,{D},{D + QH},1\n", "line 2: channel = 'kwh_exported': one of kwh_delivered"),
         (HEADER + f"{SITE},m,kwh_delivered,{D + 60},{D + 60 + QH},1\n", "line 2: .* not a clock-aligned UTC interval"),
-        (HEADER + f"{SITE},m,kwh_delivered,{D},{D + 600},1\n", "line 2: .* of 300, 900, 3600 s"),
+        (HEADER + f"{SITE},m,kwh_delivered,{D},{D + 600},1\n", "line 2: .* of 300, 900, 1800, 3600 s"),
         (HEADER + f"{SITE},m,kwh_delivered,{D},{D + QH},lots\n", "line 2: energy = 'lots': a number"),
         (HEADER + f"{SITE},m,kwh_delivered,{D},{D + QH},nan\n", "line 2: energy = 'nan': a finite number"),
         (HEADER + f"{SITE},m,kwh_delivered,{D},{D + QH}\n", "line 2: 5 columns, 6 expected"),

@@ -7,7 +7,7 @@ key path, value and what is allowed. :func:`engine` builds the interval engine o
 
 ```toml
 [metering]
-interval_s = 900          # 300, 900 or 3600
+interval_s = 900          # 300, 900, 1800 or 3600
 estimate_span_s = 3600    # gaps up to this are interpolated (S, method 17); longer stay null (N)
 actual_span_s = 10        # reads at most this far apart around a boundary make it actual (A)
 spike_margin = 1.5        # spike bound = rated_kw x interval x spike_margin

@@ -152,7 +152,7 @@ class RegisterIntervals:
     ----------
     meter, register : the device name and the register's point name.
     channel : one of ``CHANNELS``.
-    interval_s : interval length [s], 300, 900 or 3600.
+    interval_s : interval length [s], 300, 900, 1800 or 3600.
     modulus : the counter's range [raw units]: it wraps to 0 at this value (2**32 for a uint32); None: no wrap.
     to_unit : raw units -> kWh or kvarh (0.001 for Wh).
     max_delta : the most the register can advance in one interval [raw units]: rated power x interval x margin.

@@ -8,7 +8,7 @@ One item is the energy of one register of one meter over one clock-aligned inter
 | ``meter`` | string | the device (the agent's device name) |
 | ``register`` | string | the register's point name (``energy_delivered_wh``) |
 | ``channel`` | string | what it measures: one of ``CHANNELS`` (``kwh_delivered``, ``kwh_received``, ``kvarh_delivered``, ``kvarh_received``) |
-| ``start``, ``end`` | number | seconds since the epoch, UTC, on a multiple of the interval length; ``end - start`` is 300, 900 or 3600 |
+| ``start``, ``end`` | number | seconds since the epoch, UTC, on a multiple of the interval length; ``end - start`` is 300, 900, 1800 or 3600 |
 | ``value`` | number or null | the energy in ``unit`` (kWh or kvarh); null when the interval could not be given a value (quality ``N``) |
 | ``unit`` | string | ``kWh`` or ``kvarh`` |
 | ``quality`` | string | ``A`` actual, ``E`` estimated, ``S`` substituted, ``F`` final substituted, ``N`` null (AEMO NEM12 quality flags) |
@@ -32,7 +32,7 @@ from typing import Any
 
 from protocols.telemetry.schema import INT64_MAX, TS_MAX, SchemaError
 
-INTERVAL_LENGTHS_S = (300, 900, 3600)  # 5, 15 and 60 minutes (NEM12 IntervalLength 5, 15, 30 also; 30 not here)
+INTERVAL_LENGTHS_S = (300, 900, 1800, 3600)  # 5, 15, 30 and 60 minutes (NEM12 IntervalLength: 5, 15, 30)
 QUALITIES = ("A", "E", "S", "F", "N")  # actual, estimated, substituted, final substituted, null (NEM12 QualityMethod)
 CHANNELS = ("kwh_delivered", "kwh_received", "kvarh_delivered", "kvarh_received")
 UNITS = {"kwh_delivered": "kWh", "kwh_received": "kWh", "kvarh_delivered": "kvarh", "kvarh_received": "kvarh"}
@@ -72,7 +72,7 @@ def check_interval(i: int, item: Any) -> None:
             raise SchemaError(f"items[{i}].{name} = {t!r}: seconds since the epoch in [0, 2**33)")
     length = end - start
     if length not in INTERVAL_LENGTHS_S or start % length:
-        raise SchemaError(f"items[{i}]: [{start}, {end}) is not a clock-aligned interval of 300, 900 or 3600 s")
+        raise SchemaError(f"items[{i}]: [{start}, {end}) is not a clock-aligned interval of 300, 900, 1800 or 3600 s")
     if item["quality"] not in QUALITIES:
         raise SchemaError(f"items[{i}].quality = {item['quality']!r:.10}: one of {', '.join(QUALITIES)}")
     value = item.get("value")
