@@ -222,6 +222,17 @@ def test_backoff_doubles_with_jitter_and_caps_at_a_minute() -> None:
     assert len(set(delays[7:])) > 1  # jittered, so a fleet of dead meters does not retry in step
 
 
+def test_on_a_clock_at_speed_the_backoff_and_its_cap_are_in_that_clocks_seconds() -> None:
+    dev = tcp_device("t", 1, poll_interval_s=10.0)
+    poller = DevicePoller(dev, TcpTransport("127.0.0.1", 1), lambda r: None, rng=random.Random(5), speed=120.0)
+    delays = []
+    for n in range(1, 12):
+        poller.stats.consecutive_failures = n
+        delays.append(poller._backoff_s())
+    assert delays[0] >= 10.0 / 120  # the interval, in wall seconds
+    assert all(d <= BACKOFF_CAP_S / 120 for d in delays) and delays[-1] >= 0.8 * BACKOFF_CAP_S / 120
+
+
 def test_snapshot_keeps_the_latest_reading_per_point() -> None:
     s = Snapshot()
     s.update([Reading("d.a", 1.0, 1, "V"), Reading("d.b", 1.0, 2, "A")])

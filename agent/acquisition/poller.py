@@ -320,10 +320,11 @@ class DevicePoller:
     # -- schedule --------------------------------------------------------------------------------
     def _backoff_s(self) -> float:
         """poll_interval x 2^(n-1) after n failed cycles, jittered, capped at 60 s, never below the interval
-        (wall seconds: the clock's seconds divided by its speed)."""
+        (wall seconds: the clock's seconds divided by its speed, the cap too, so a bench day at speed sees a
+        silenced meter again within a minute of its own time, as the field would)."""
         interval = self.device.poll_interval_s / self.speed
         n = self.stats.consecutive_failures
-        base = min(BACKOFF_CAP_S, interval * 2 ** min(n - 1, 32))
+        base = min(BACKOFF_CAP_S / self.speed, interval * 2 ** min(n - 1, 32))
         return max(interval, base * self.rng.uniform(*JITTER))
 
     async def run(self) -> None:
@@ -365,7 +366,8 @@ class DevicePoller:
                     self.stats.consecutive_failures += 1
                     self.stats.backoff_s = self._backoff_s()
                     next_t = now + self.stats.backoff_s
-                    if self.stats.consecutive_failures == 1 or self.stats.backoff_s >= BACKOFF_CAP_S * JITTER[0]:
+                    capped = self.stats.backoff_s >= BACKOFF_CAP_S / self.speed * JITTER[0]
+                    if self.stats.consecutive_failures == 1 or capped:
                         log.warning("device_failing", device=self.device.name,
                                     consecutive_failures=self.stats.consecutive_failures,
                                     next_attempt_s=round(self.stats.backoff_s, 2))  # fmt: skip
