@@ -16,6 +16,11 @@ every actual interval within 0.1 %, each register's total within 0.1 %, the swap
 flagged, the silenced meters' intervals S (method 17) or N; and the head meter against the downstream meters plus
 the losses and unmetered net load of the truth log, within 0.5 % per interval.
 
+``--chaos`` kills the broker (SIGKILL) 20 times and the agent 5 times, spread over the run, each started again at
+once, and judges exactly once besides: every interval at central once (one version, no conflicting copy), none
+missing between the first and the last of each register, the intervals stream's sequence without a gap, nothing at
+central the agent did not make, and only the newest of what it made not yet at central.
+
 ``--out DIR`` keeps the truth log (``truth.jsonl``), each process's log, the stores and the table (``table.txt``).
 Exit 0 when every target judged was met, 1 when one was missed, 2 when the run failed.
 """
@@ -25,12 +30,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import re
 import shutil
+import signal
 import sqlite3
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -50,6 +58,7 @@ from control_day import (  # noqa: E402
     start_broker,
     wait_bench_done,
     wait_bench_up,
+    wait_port,
 )
 from metering_judge import (  # noqa: E402
     ENERGY_MODULUS_WH,
@@ -201,7 +210,7 @@ def _pct(x: float | None, digits: int = 4) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def format_table(verdict: Verdict, recon: Sequence[Any], source: str) -> str:
+def format_table(verdict: Verdict, recon: Sequence[Any], source: str, extra: Sequence[Check] = ()) -> str:
     header = ["meter", "register", "A", "S", "N", "holes", "A > 0.1 %", "A max %", "A p99 %", "A thru max %", "total kWh", "truth kWh",
               "total err %", "N truth kWh", "flags"]  # fmt: skip
     body = []
@@ -237,6 +246,7 @@ def format_table(verdict: Verdict, recon: Sequence[Any], source: str) -> str:
                             f"{worst.error_pct:.4f} % at {datetime.fromtimestamp(worst.start, UTC):%H:%M} (head "
                             f"{worst.head_kwh:.2f}, downstream {worst.downstream_kwh:.2f}, truth rest "
                             f"{worst.truth_rest_kwh:.2f} kWh), p99 {p99(errs):.4f} %"))  # fmt: skip
+    checks += extra
     lines.append("")
     for c in checks:
         word = {True: "MET", False: "MISSED", None: "not judged"}[c.met]
@@ -255,15 +265,105 @@ def judge_run(out: Path) -> tuple[str, bool]:
     items = [i for i in items if truth.covers(float(i["start"]), float(i["end"]))]
     verdict = judge_intervals(truth, items, tolerance_pct=TOLERANCE_PCT, initial_wh=initial_counters())
     recon = reconcile(truth, items, head=HEAD, downstream=DOWNSTREAM)
-    table = format_table(verdict, recon, source)
-    ok = verdict.met() and all(r.error_pct <= RECONCILE_PCT for r in recon)
+    extra: list[Check] = []
+    if (out / "chaos.json").exists():
+        extra = exactly_once(out / "run" / "central.db", out / "run" / "agent.db",
+                             json.loads((out / "chaos.json").read_text()))  # fmt: skip
+    table = format_table(verdict, recon, source, extra)
+    ok = verdict.met() and all(r.error_pct <= RECONCILE_PCT for r in recon) and all(c.met for c in extra)
     return table, ok
+
+
+# ---- chaos ------------------------------------------------------------------------------------------------------
+
+BROKER_KILLS = 20
+AGENT_KILLS = 5
+
+
+def sigkill(parts: Parts, name: str) -> None:
+    """SIGKILL a part's whole process group, as a power cut or an OOM kill would end it."""
+    proc = parts.procs.pop(name)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
+@dataclass
+class Chaos:
+    """Called every wall second during the run: ``BROKER_KILLS`` broker kills evenly over ``wall_s``, the agent
+    killed with every fourth (``AGENT_KILLS`` in all), each started again at once with the same arguments."""
+
+    parts: Parts
+    broker_port: int
+    agent_argv: list[str]
+    wall_s: float
+    t0: float = field(default_factory=time.monotonic)
+    broker_kills: int = 0
+    agent_kills: int = 0
+
+    def __call__(self) -> None:
+        due = min(BROKER_KILLS, int((time.monotonic() - self.t0) / (self.wall_s / (BROKER_KILLS + 1))))
+        while self.broker_kills < due:
+            sigkill(self.parts, "mosquitto")
+            time.sleep(0.3)
+            self.parts.start("mosquitto", ["mosquitto", "-c", str(self.parts.workdir / "mosquitto.conf")])
+            wait_port(self.broker_port, 10)
+            self.broker_kills += 1
+            if self.broker_kills % (BROKER_KILLS // AGENT_KILLS) == 0 and self.agent_kills < AGENT_KILLS:
+                sigkill(self.parts, "agent")
+                self.parts.gridedge("agent", *self.agent_argv)
+                self.agent_kills += 1
+
+
+def exactly_once(central_db: Path, agent_db: Path, chaos: dict[str, int]) -> list[Check]:
+    """The exactly-once checks of a chaos run (module docstring) from central's and the agent's stores."""
+    text = f"exactly once through {chaos['broker_kills']} broker kills and {chaos['agent_kills']} agent SIGKILLs"
+    with contextlib.closing(sqlite3.connect(central_db)) as con:
+        rows = con.execute("SELECT meter, register, start, version FROM intervals").fetchall()
+        conflicts = con.execute("SELECT count(*) FROM interval_conflicts").fetchone()[0]
+        seqs = [s for (s,) in con.execute("SELECT DISTINCT seq FROM messages WHERE stream = 'intervals' ORDER BY seq")]
+    with contextlib.closing(sqlite3.connect(agent_db)) as con:
+        made = [json.loads(i) for (i,) in con.execute("SELECT item FROM intervals")]
+    problems = []
+    if any(v != 1 for *_, v in rows):
+        problems.append(f"{sum(1 for *_, v in rows if v != 1)} intervals with a second version")
+    if conflicts:
+        problems.append(f"{conflicts} conflicting copies")
+    starts: dict[tuple[str, str], list[int]] = {}
+    for meter, register, start, _v in rows:
+        starts.setdefault((meter, register), []).append(int(start))
+    holes = {k: sum((b - a) // INTERVAL_S - 1 for a, b in zip(sorted(v), sorted(v)[1:], strict=False))
+             for k, v in starts.items()}  # fmt: skip
+    if any(holes.values()):
+        problems.append(
+            f"intervals missing at central: {', '.join(f'{k[0]}/{k[1]} {n}' for k, n in holes.items() if n)}"
+        )
+    if seqs != list(range(1, len(seqs) + 1)):
+        problems.append(
+            f"the intervals stream's sequence has gaps ({len(seqs)} seqs, last {seqs[-1] if seqs else None})"
+        )
+    keys = [(i["meter"], i["register"], int(i["start"]), int(i["version"])) for i in made]
+    if len(keys) != len(set(keys)):
+        problems.append(f"the agent made {len(keys) - len(set(keys))} intervals twice")
+    central = {(m, r, int(s), v) for m, r, s, v in rows}
+    if central - set(keys):
+        problems.append(f"{len(central - set(keys))} intervals at central the agent did not make")
+    last = max((s for _, _, s, _ in central), default=0)
+    late = [k for k in set(keys) - central if k[2] < last - INTERVAL_S]
+    if late:
+        problems.append(f"{len(late)} older intervals the agent made never reached central")
+    detail = (f"{len(rows)} intervals at central over {len(starts)} registers, {len(seqs)} messages of the intervals "
+              f"stream; " + ("; ".join(problems) if problems else "each once, no gap, no duplicate"))  # fmt: skip
+    met = not problems and chaos["broker_kills"] >= BROKER_KILLS and chaos["agent_kills"] >= AGENT_KILLS
+    return [Check(text, met, detail)]
 
 
 # ---- the run ----------------------------------------------------------------------------------------------------
 
 
-def run(out: Path, *, speed: float, hours: tuple[float, float], step_s: float | None = None) -> str:
+def run(
+    out: Path, *, speed: float, hours: tuple[float, float], step_s: float | None = None, chaos: bool = False
+) -> str:
     """Broker, central, the bench with the scenario, the agent with [metering]; the notes on how they kept up."""
     workdir = out / "run"
     truth = out / "truth.jsonl"
@@ -271,6 +371,7 @@ def run(out: Path, *, speed: float, hours: tuple[float, float], step_s: float | 
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     truth.unlink(missing_ok=True)
+    (out / "chaos.json").unlink(missing_ok=True)
     used: set[int] = set()
     ports: dict[int, int] = {}
     parts = Parts(workdir)
@@ -292,10 +393,16 @@ def run(out: Path, *, speed: float, hours: tuple[float, float], step_s: float | 
         # a day of readings at 120x outgrows agent-day.toml's 256 MB: the store prunes its acknowledged history
         # as it goes (docs/store.md, "The full policy"), which the run shows
         agent_toml.write_text(agent_toml.read_text() + metering_section())
-        parts.gridedge("agent", "run", "--config", str(agent_toml), "--broker", broker)
+        agent_argv = ["run", "--config", str(agent_toml), "--broker", broker]
+        parts.gridedge("agent", *agent_argv)
         print(f"metering day: bench up (pid {up['pid']}), agent started; {sim_s / speed / 60:.1f} min of wall time "
-              f"at speed {speed:g}", file=sys.stderr, flush=True)  # fmt: skip
-        wait_bench_done(bench, parts, sim_s / speed)
+              f"at speed {speed:g}" + (", with chaos" if chaos else ""), file=sys.stderr, flush=True)  # fmt: skip
+        kills = Chaos(parts, int(broker.rsplit(":", 1)[1]), agent_argv, sim_s / speed) if chaos else None
+        wait_bench_done(bench, parts, sim_s / speed, kills)
+        if kills is not None:
+            (out / "chaos.json").write_text(json.dumps({"broker_kills": kills.broker_kills,
+                                                        "agent_kills": kills.agent_kills}))  # fmt: skip
+            time.sleep(10.0)  # the agent started last drains what it holds
         time.sleep(3.0)  # the agent's last intervals: stored every wall second, then uplink
         parts.stop("agent")
         time.sleep(2.0)  # central takes what the agent drained
@@ -312,6 +419,8 @@ def parser() -> argparse.ArgumentParser:
                    help=f"a window of the day, A-B in hours (default {DEFAULT_HOURS[0]:g}-{DEFAULT_HOURS[1]:g})")  # fmt: skip
     p.add_argument("--out", type=Path, default=ROOT / "run" / "metering-day", help="truth log, logs and the table")
     p.add_argument("--step-s", type=_speed, default=None, help="the bench's step [simulated s] (default its 1 s)")
+    p.add_argument("--chaos", action="store_true", help=f"kill the broker {BROKER_KILLS} and the agent {AGENT_KILLS} "
+                   "times during the run and judge exactly once too")  # fmt: skip
     p.add_argument("--table-only", action="store_true", help="no run: judge the one kept in --out")
     return p
 
@@ -327,7 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"--hours: the scenario needs at least {(SWAP_AT_S + 2 * INTERVAL_S) / 3600:.1f} h", file=sys.stderr)
             return 2
         try:
-            note = run(out, speed=args.speed, hours=hours, step_s=args.step_s)
+            note = run(out, speed=args.speed, hours=hours, step_s=args.step_s, chaos=args.chaos)
         except (OSError, RuntimeError, TimeoutError) as err:
             print(f"metering day failed: {err}", file=sys.stderr)
             return 2
@@ -338,7 +447,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     head = "metering day" + ("" if args.table_only else
                              f", hours {args.hours[0]:g}-{args.hours[1]:g}, speed {args.speed:g}"
-                             + ("" if args.step_s is None else f", bench step {args.step_s:g} s"))  # fmt: skip
+                             + ("" if args.step_s is None else f", bench step {args.step_s:g} s")
+                             + (", chaos" if args.chaos else ""))  # fmt: skip
     text = f"{head}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC\n{note}\n\n{table}"
     print(text)
     (out / "table.txt").write_text(text + "\n")
