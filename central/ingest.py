@@ -35,7 +35,7 @@ from pathlib import Path
 
 from central.commands import results_of
 from central.config import CentralConfig
-from central.store import CentralStore, CentralStoreError, MessageRefused, VerifiedResult
+from central.store import CentralStoreError, MessageRefused, Store, VerifiedResult, open_store
 from protocols.eventlog import EventLog
 from protocols.mqtt.session import ConnectionLost, MqttError, MqttSession
 from protocols.telemetry.schema import (
@@ -83,7 +83,7 @@ def _split_topic(t: str) -> tuple[str, str] | None:
 
 
 class CentralWorker:
-    """One ingest worker: its own MQTT session and store connection, sharing the db file with its peers."""
+    """One ingest worker: its own MQTT session and store connection, sharing the store with its peers."""
 
     def __init__(
         self,
@@ -99,7 +99,7 @@ class CentralWorker:
         self._queue: list[Batch] = []
         self._states: list[State] = []
         self._wake = asyncio.Event()
-        self._store: CentralStore | None = None
+        self._store: Store | None = None
         # (site, msg_id) of a queued results message -> its results that verified; dropped once it is stored
         self._verified: dict[tuple[str, str], list[VerifiedResult]] = {}
         self.session = MqttSession(
@@ -115,8 +115,8 @@ class CentralWorker:
 
     async def run(self) -> None:
         """Open the store, then run the MQTT session and the store-then-ack loop until cancelled."""
-        self._store = await asyncio.to_thread(CentralStore, self.config.db_path)
-        log.info("central_worker_started", worker=self.name, db=self.config.db_path, group=self.config.group)
+        self._store = await asyncio.to_thread(open_store, self.config.store_target)
+        log.info("central_worker_started", worker=self.name, db=self.config.store_name, group=self.config.group)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.session.run(), name=f"central-{self.name}-mqtt")
