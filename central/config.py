@@ -182,6 +182,10 @@ def _parse_store(c: Checker, store: Mapping[str, Any]) -> tuple[Path | None, str
     except Exception as err:  # psycopg.ProgrammingError: libpq's own words on what is wrong
         c.fail("store.url", _shown_url(url), f"a PostgreSQL URL: postgresql://user@host:port/database ({err})")
         return None, None
+    port = info.get("port")
+    if port is not None and not all(p.isdigit() and 1 <= int(p) <= 65535 for p in str(port).split(",")):
+        c.fail("store.url", _shown_url(url), f"a PostgreSQL URL: port {port!r} must be in 1..65535")
+        return None, None
     if not info.get("dbname"):
         c.fail("store.url", _shown_url(url), "must name the database: postgresql://user@host:port/database")
         return None, None

@@ -356,24 +356,20 @@ class PgCentralStore:
         self._months[table] |= missing
 
     def _months_needed(self, batches: Sequence[Batch]) -> dict[str, set[int]]:
-        """The months the readings and intervals of ``batches`` fall in (every month between each message's
-        earliest and latest time: a superset, found from two conversions per message)."""
+        """The months the readings and intervals of ``batches`` fall in: every month between each message's
+        earliest and latest time within the wire's range (a superset, from two date conversions per message)."""
         need: dict[str, set[int]] = {t: set() for t in _PARTITIONED}
         for b in batches:
             table, key = ("intervals", "start") if b.stream == "intervals" else ("readings", "ts")
             if b.stream in EVENT_TABLE_STREAMS or b.stream == "control":
                 continue
             try:
-                times = [float(i[key]) for i in b.items]
+                times = [t for t in (float(i[key]) for i in b.items) if 0 <= t < TS_MAX]
             except (KeyError, TypeError, ValueError, OverflowError):
                 continue  # the message is refused when it is stored
-            if not times:
-                continue
-            lo, hi = month_of(min(times)), month_of(max(times))
-            if lo is None or hi is None:
-                lo = lo if lo is not None else hi
-                hi = hi if hi is not None else lo
-            if lo is not None and hi is not None:
+            if times:
+                lo, hi = month_of(min(times)), month_of(max(times))
+                assert lo is not None and hi is not None
                 need[table].update(range(lo, hi + 1))
         return need
 
