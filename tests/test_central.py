@@ -19,7 +19,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from helpers.aio import async_test, running_tasks, until
-from helpers.stores import BACKENDS, config_store, pg_database, store_target, store_toml
+from helpers.stores import config_store, pg_database, store_toml, target_fixture  # noqa: F401 (the target fixture)
 from helpers.telemetry import doc_examples
 
 from central.cli import main as central_main
@@ -71,15 +71,6 @@ def make_config(broker, target: Path | str, **kw: object) -> CentralConfig:
     base = {"broker": BrokerConfig("127.0.0.1", broker.port, client_id="central"), **config_store(target),
             "ack_interval_s": 0.02}  # fmt: skip
     return CentralConfig(**{**base, **kw})  # type: ignore[arg-type]
-
-
-@pytest.fixture(
-    params=[pytest.param(b, marks=[pytest.mark.integration] if b == "postgresql" else []) for b in BACKENDS]
-)
-def target(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
-    """The store a test runs on: ``tmp_path/central.db``, or a new PostgreSQL database dropped after the test."""
-    with store_target(request.param, tmp_path) as t:
-        yield t
 
 
 class Agent:

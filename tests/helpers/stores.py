@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from central.store_pg import reading_value
 
 ADMIN_URL = os.environ.get("GRIDEDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -55,6 +57,17 @@ def store_target(backend: str, tmp_path: Path, name: str = "central.db") -> Iter
             yield url
     else:
         raise ValueError(f"backend {backend!r}: one of {', '.join(BACKENDS)}")
+
+
+@pytest.fixture(
+    name="target",
+    params=[pytest.param(b, marks=[pytest.mark.integration] if b == "postgresql" else []) for b in BACKENDS],
+)
+def target_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path | str]:
+    """``target``: the store a test runs on (import ``target_fixture`` into the test module): ``tmp_path/central.db``,
+    or a new PostgreSQL database dropped after the test (marked integration)."""
+    with store_target(request.param, tmp_path) as t:
+        yield t
 
 
 def store_toml(target: str | Path) -> str:
