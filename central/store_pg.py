@@ -27,8 +27,11 @@ What PostgreSQL adds:
 - Reading values: ``value`` (float8) holds floats, ``value_int`` (int8) integers and booleans (as 1/0, as SQLite
   stores them), ``value_text`` strings; ``reading_value`` gives back the one a row holds.
 
-TimescaleDB: ``timescale_available`` tells whether the server offers the extension (docs/scale.md says what it
-would change); the store itself uses plain declarative partitioning, which every PostgreSQL >= 11 has.
+TimescaleDB: where the server offers the extension, the first migration makes ``readings`` and ``intervals``
+hypertables instead (30-day chunks TimescaleDB creates itself, the same columns and BRIN indexes), inside a
+savepoint: when the extension cannot be created (not in shared_preload_libraries, no right to) it falls back to
+declarative partitioning. ``layout`` says which each table has. Debian has no TimescaleDB package, so the tests
+here run the declarative path and the fallback (docs/scale.md).
 
 Methods are blocking and serialised by a lock, like the SQLite store's; a lost connection is reopened at the
 next call (the failed call raised CentralStoreError, so the ingest retried its flush).
@@ -40,7 +43,7 @@ import json
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,8 +63,87 @@ from central.store import (
 )
 from protocols.telemetry.schema import Batch, State
 
-# Each migration: (version, what it does, statements). Applied in order, all missing ones in one transaction.
-MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
+_READINGS_TABLE = """CREATE TABLE readings (
+    msg_id     text NOT NULL,
+    site       text NOT NULL,
+    point      text NOT NULL,
+    ts         double precision NOT NULL,
+    value      double precision,
+    value_int  bigint,
+    value_text text,
+    unit       text NOT NULL,
+    quality    text NOT NULL
+)"""
+_INTERVALS_TABLE = """CREATE TABLE intervals (
+    site       text NOT NULL,
+    meter      text NOT NULL,
+    register   text NOT NULL,
+    start      bigint NOT NULL,
+    version    bigint NOT NULL,
+    end_ts     bigint NOT NULL,
+    channel    text NOT NULL,
+    value      double precision,
+    unit       text NOT NULL,
+    quality    text NOT NULL,
+    method     bigint,
+    flags      text NOT NULL,
+    reads      text NOT NULL,
+    meter_id   text,
+    reg_start  double precision,
+    reg_end    double precision,
+    read_min   double precision,
+    read_max   double precision,
+    msg_id     text NOT NULL,
+    received   double precision NOT NULL,
+    read_scale double precision,
+    modulus    double precision,
+    PRIMARY KEY (site, meter, register, start, version)
+)"""
+# Declarative partitioning (any PostgreSQL >= 11): monthly partitions are created on demand (_ensure_months).
+_DECLARATIVE = (
+    _READINGS_TABLE + " PARTITION BY RANGE (ts)",
+    "CREATE TABLE readings_default PARTITION OF readings DEFAULT",
+    "CREATE INDEX readings_ts_brin ON readings USING brin (ts)",
+    _INTERVALS_TABLE + " PARTITION BY RANGE (start)",
+    "CREATE TABLE intervals_default PARTITION OF intervals DEFAULT",
+    "CREATE INDEX intervals_start_brin ON intervals USING brin (start)",
+)
+# TimescaleDB: hypertables with 30-day chunks, which TimescaleDB creates itself. readings.ts is float8 seconds,
+# not a type a hypertable's time dimension takes, so a time partitioning function maps it to integer microseconds.
+_TIMESCALE = (
+    "CREATE EXTENSION IF NOT EXISTS timescaledb",
+    _READINGS_TABLE,
+    "CREATE FUNCTION gridedge_ts_us(double precision) RETURNS bigint LANGUAGE sql IMMUTABLE STRICT "
+    "AS 'SELECT ($1 * 1000000)::bigint'",
+    "SELECT create_hypertable('readings', 'ts', chunk_time_interval => 2592000000000::bigint, "
+    "time_partitioning_func => 'gridedge_ts_us', create_default_indexes => false)",
+    "CREATE INDEX readings_ts_brin ON readings USING brin (ts)",
+    _INTERVALS_TABLE,
+    "SELECT create_hypertable('intervals', 'start', chunk_time_interval => 2592000::bigint, "
+    "create_default_indexes => false)",
+    "CREATE INDEX intervals_start_brin ON intervals USING brin (start)",
+)
+
+
+def create_series_tables(conn: psycopg.Connection) -> None:
+    """``readings`` and ``intervals``: TimescaleDB hypertables where the server has the extension and it can be
+    created (it must be in shared_preload_libraries), else declarative monthly partitions. Either way the same
+    columns, so the store's SQL is the same; a failed TimescaleDB attempt is rolled back to its savepoint."""
+    if timescale_available(conn):
+        try:
+            with conn.transaction():
+                for statement in _TIMESCALE:
+                    conn.execute(statement)
+            return
+        except psycopg.Error:
+            pass  # e.g. not preloaded: the plain path below
+    for statement in _DECLARATIVE:
+        conn.execute(statement)
+
+
+# Each migration: (version, what it does, statements: SQL text, or a function of the
+# connection for a step that depends on the server). Applied in order, all missing ones in one transaction.
+MIGRATIONS: tuple[tuple[int, str, tuple[str | Callable[[psycopg.Connection], None], ...]], ...] = (
     (
         1,
         "messages, readings and intervals partitioned by month, events, decisions, states, commands",
@@ -75,19 +157,6 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
                 received double precision NOT NULL
             )""",
             "CREATE INDEX messages_site_stream_seq ON messages (site, stream, seq)",
-            """CREATE TABLE readings (
-                msg_id     text NOT NULL,
-                site       text NOT NULL,
-                point      text NOT NULL,
-                ts         double precision NOT NULL,
-                value      double precision,
-                value_int  bigint,
-                value_text text,
-                unit       text NOT NULL,
-                quality    text NOT NULL
-            ) PARTITION BY RANGE (ts)""",
-            "CREATE TABLE readings_default PARTITION OF readings DEFAULT",
-            "CREATE INDEX readings_ts_brin ON readings USING brin (ts)",
             """CREATE TABLE events (
                 msg_id   text NOT NULL,
                 site     text NOT NULL,
@@ -138,33 +207,7 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str, ...]], ...] = (
                 result_at  double precision
             )""",
             "CREATE INDEX commands_site_issued ON commands (site, issued_at)",
-            """CREATE TABLE intervals (
-                site       text NOT NULL,
-                meter      text NOT NULL,
-                register   text NOT NULL,
-                start      bigint NOT NULL,
-                version    bigint NOT NULL,
-                end_ts     bigint NOT NULL,
-                channel    text NOT NULL,
-                value      double precision,
-                unit       text NOT NULL,
-                quality    text NOT NULL,
-                method     bigint,
-                flags      text NOT NULL,
-                reads      text NOT NULL,
-                meter_id   text,
-                reg_start  double precision,
-                reg_end    double precision,
-                read_min   double precision,
-                read_max   double precision,
-                msg_id     text NOT NULL,
-                received   double precision NOT NULL,
-                read_scale double precision,
-                modulus    double precision,
-                PRIMARY KEY (site, meter, register, start, version)
-            ) PARTITION BY RANGE (start)""",
-            "CREATE TABLE intervals_default PARTITION OF intervals DEFAULT",
-            "CREATE INDEX intervals_start_brin ON intervals USING brin (start)",
+            create_series_tables,
             """CREATE TABLE interval_conflicts (
                 site     text NOT NULL,
                 meter    text NOT NULL,
@@ -274,6 +317,7 @@ class PgCentralStore:
         try:
             self._conn = self._connect()
             self._migrate()
+            self._load_layout()
             self._load_partitions()
             self.timescale = timescale_available(self._conn)
         except psycopg.Error as err:
@@ -312,12 +356,23 @@ class PgCentralStore:
                 if version in have:
                     continue
                 for statement in statements:
-                    conn.execute(statement)
+                    if callable(statement):
+                        statement(conn)
+                    else:
+                        conn.execute(statement)
                 conn.execute("INSERT INTO schema_version VALUES (%s, %s, %s)", (version, what, time.time()))
 
     def schema_versions(self) -> list[int]:
         with self._lock:
             return [r[0] for r in self._db().execute("SELECT version FROM schema_version ORDER BY version")]
+
+    def _load_layout(self) -> None:
+        """Which of ``readings`` and ``intervals`` are declaratively partitioned (relkind 'p'), and which are
+        TimescaleDB hypertables: only the former get monthly partitions from this store."""
+        self.layout: dict[str, str] = {}
+        for table in _PARTITIONED:
+            row = self._conn.execute("SELECT relkind FROM pg_class WHERE oid = %s::regclass", (table,)).fetchone()
+            self.layout[table] = "declarative" if row is not None and row[0] == "p" else "timescaledb"
 
     def _load_partitions(self) -> None:
         for table in _PARTITIONED:
@@ -340,7 +395,7 @@ class PgCentralStore:
     def _ensure_months(self, table: str, months: set[int]) -> None:
         """Create the monthly partitions of ``table`` that ``months`` need, each once whoever else creates it."""
         missing = months - self._months[table]
-        if not missing:
+        if not missing or self.layout[table] != "declarative":  # a hypertable makes its own chunks
             return
         conn = self._db()
         with conn.transaction():

@@ -337,6 +337,7 @@ def test_postgresql_migrations_apply_once_and_readings_go_to_monthly_partitions(
     store = opened[0]
     try:
         assert store.schema_versions() == [SCHEMA_VERSION]
+        assert store.layout == {"readings": "declarative", "intervals": "declarative"}  # no TimescaleDB here
         nov, dec = 1_764_300_000.0, 1_764_600_000.0  # 2025-11-28 and 2025-12-01 (UTC)
         beyond = 2.0**34  # past the wire's range: the DEFAULT partition
         items = [reading(ts=nov), reading(ts=dec), reading(ts=beyond)]
@@ -354,6 +355,25 @@ def test_postgresql_migrations_apply_once_and_readings_go_to_monthly_partitions(
     finally:
         for st in opened:
             st.close()
+
+
+@pg
+def test_postgresql_offering_timescaledb_that_cannot_be_created_falls_back_to_monthly_partitions(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that lists TimescaleDB but cannot create it (not preloaded, here: not installed at all) still gets
+    a working store: the attempt is rolled back to its savepoint and the tables are partitioned by month."""
+    from central import store_pg
+
+    monkeypatch.setattr(store_pg, "timescale_available", lambda conn: True)
+    store = PgCentralStore(pg_url)
+    try:
+        assert store.layout == {"readings": "declarative", "intervals": "declarative"}
+        assert store.store_batches([decode_batch(batch(1))], 1.0) == [True]
+        assert store.partitions("readings") == ["readings_y2025m11"] and store.count("readings") == 3
+        assert store.query("SELECT count(*) FROM pg_proc WHERE proname = 'gridedge_ts_us'") == [(0,)]
+    finally:
+        store.close()
 
 
 @pg
