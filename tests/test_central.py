@@ -67,7 +67,10 @@ def batch(seq: int, site: str = SITE, stream: str = "telemetry", n: int = 3) -> 
 
 
 def make_config(broker, target: Path | str, **kw: object) -> CentralConfig:
-    """Central's config on ``broker`` storing in ``target`` (a SQLite file or a PostgreSQL URL)."""
+    """Central's config on ``broker`` storing in ``target``: a SQLite file, a folder (central.db in it) or a
+    PostgreSQL URL."""
+    if isinstance(target, Path) and target.is_dir():
+        target = target / "central.db"
     base = {"broker": BrokerConfig("127.0.0.1", broker.port, client_id="central"), **config_store(target),
             "ack_interval_s": 0.02}  # fmt: skip
     return CentralConfig(**{**base, **kw})  # type: ignore[arg-type]
