@@ -79,7 +79,9 @@ def worker(target: str, k: int, messages: int, per_message: int, per_flush: int,
     out.put({"k": k, "stored": stored, "t0": t0, "t1": t1, "cpu": cpu1 - cpu0, "server_cpu": server})
 
 
-def run_one(target: str, workers: int, readings: int, per_message: int, per_flush: int) -> dict[str, float]:
+def run_one(
+    target: str, workers: int, readings: int, per_message: int, per_flush: int, point_index: bool = False
+) -> dict[str, float]:
     ctx = mp.get_context("spawn")
     start, out = ctx.Event(), ctx.Queue()
     messages = max(1, readings // per_message // workers)
@@ -88,6 +90,9 @@ def run_one(target: str, workers: int, readings: int, per_message: int, per_flus
     for p in procs:
         p.start()
     store = open_store(target)  # migrations done before the clock starts (workers would queue on them)
+    if point_index and target.startswith("postgresql://"):
+        with psycopg.connect(target, autocommit=True) as conn:
+            conn.execute("CREATE INDEX readings_site_point_ts ON readings (site, point, ts)")
     store.close()
     time.sleep(0.5 + 0.3 * workers)  # the workers build their messages before the start
     start.set()
@@ -132,6 +137,11 @@ def main() -> int:
     ap.add_argument("--workers", default="1,2,4")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument(
+        "--pg-point-index",
+        action="store_true",
+        help="give PostgreSQL's readings the (site, point, ts) b-tree SQLite's have (not in the schema)",
+    )
+    ap.add_argument(
         "--pg-url", default=os.environ.get("GRIDEDGE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
     )
     args = ap.parse_args()
@@ -147,7 +157,7 @@ def main() -> int:
                 name, url = pg_database(args.pg_url)
                 try:
                     results.setdefault(("postgresql", n), []).append(
-                        run_one(url, n, args.readings, args.per_message, args.per_flush)
+                        run_one(url, n, args.readings, args.per_message, args.per_flush, args.pg_point_index)
                     )
                 finally:
                     drop_database(args.pg_url, name)
@@ -157,7 +167,8 @@ def main() -> int:
         return statistics.median(x[key] for x in results[(backend, n)])
 
     print(f"central store ingest: {args.readings} readings a run, {args.per_message} a message, {args.per_flush} "
-          f"messages a transaction; median of {args.repeat} (machine shared with other work)")  # fmt: skip
+          f"messages a transaction; median of {args.repeat} (machine shared with other work)"
+          + ("; PostgreSQL with the (site, point, ts) b-tree" if args.pg_point_index else ""))  # fmt: skip
     print(f"{'backend':<11} {'workers':>7} {'readings/s':>12} {'per client CPU-s':>17} {'per client+server CPU-s':>24}")
     for backend in ("sqlite", "postgresql"):
         for n in counts:
