@@ -257,6 +257,11 @@ _MESSAGE_ERRORS = (
 )
 
 
+def _readings_stream(stream: str) -> bool:
+    """True for a stream whose items are readings (telemetry, energy, ...): not events, decisions or intervals."""
+    return stream not in EVENT_TABLE_STREAMS and stream not in ("control", "intervals")
+
+
 def reading_value(value: float | None, value_int: int | None, value_text: str | None) -> Any:
     """The value a ``readings`` row holds, whichever of its three columns holds it."""
     return value_int if value_int is not None else value if value is not None else value_text
@@ -440,18 +445,27 @@ class PgCentralStore:
         received: float,
         results: Mapping[str, Sequence[VerifiedResult]] | None = None,
     ) -> list[bool | MessageRefused]:
-        """As :meth:`central.store.CentralStore.store_batches`: one transaction, one savepoint per message."""
-        out: list[bool | MessageRefused] = []
+        """As :meth:`central.store.CentralStore.store_batches`: one transaction; per batch True (new), False
+        (a duplicate msg_id) or a MessageRefused (that message alone could not be stored).
+
+        Readings messages go first, all together (:meth:`_store_readings_together`); the others, and readings
+        messages the set-wise path could not take, one by one under a savepoint each (:meth:`_store_one`). Both
+        take message rows in msg_id order, so two workers holding copies of the same messages lock the keys in
+        one order.
+        """
         with self._lock:
             try:
                 for table, months in self._months_needed(batches).items():
                     self._ensure_months(table, months)
                 conn = self._db()
                 with conn.transaction():
-                    # message rows in msg_id order: workers holding copies of the same messages lock keys in one order
-                    order = sorted(range(len(batches)), key=lambda i: (batches[i].msg_id, i))
                     by_index: dict[int, bool | MessageRefused] = {}
-                    for i in order:
+                    readings = [i for i, b in enumerate(batches) if _readings_stream(b.stream) and b.items]
+                    if len(readings) > 1:
+                        by_index.update(self._store_readings_together(conn, batches, readings, received))
+                    rest = sorted((i for i in range(len(batches)) if i not in by_index),
+                                  key=lambda i: (batches[i].msg_id, i))  # fmt: skip
+                    for i in rest:
                         b = batches[i]
                         by_index[i] = self._store_one(conn, b, received, (results or {}).get(b.msg_id, ()))
                     out = [by_index[i] for i in range(len(batches))]
@@ -459,6 +473,72 @@ class PgCentralStore:
                 raise
             except Exception as err:  # the transaction's failure: psycopg has rolled it back
                 raise CentralStoreError(f"cannot store {len(batches)} message(s) in {self.path}: {err!r}") from err
+        return out
+
+    def _store_readings_together(
+        self, conn: psycopg.Connection, batches: Sequence[Batch], indexes: Sequence[int], received: float
+    ) -> dict[int, bool | MessageRefused]:
+        """The readings messages ``indexes`` of a flush in three statements: their message rows in one INSERT
+        (``ON CONFLICT DO NOTHING RETURNING``), the stored rows of the msg_ids that were there, and one COPY of the
+        new messages' readings. Per message the same answers as :meth:`_store_one` gives one by one.
+
+        Under one savepoint: when PostgreSQL refuses any row (a NUL in a string), it is rolled back and the
+        messages are left to the one-by-one path, which refuses the bad one alone. A message whose values Python
+        cannot convert is left to it too. Returns the answers for the messages it took.
+        """
+        rows: dict[int, list[tuple[Any, ...]]] = {}
+        for i in indexes:
+            b = batches[i]
+            try:
+                rows[i] = [(b.msg_id, b.site, it["point"], float(it["ts"]), *_split_value(it.get("value")), it["unit"],
+                            it["quality"]) for it in b.items]  # fmt: skip
+            except _MESSAGE_ERRORS:
+                continue  # the one-by-one path refuses it, after the insert-then-compare a resend would get
+        first: dict[str, int] = {}
+        for i in rows:
+            first.setdefault(batches[i].msg_id, i)
+        ids = sorted(first)
+        heads = [batches[first[m]] for m in ids]
+        try:
+            with conn.transaction():
+                cur = conn.execute(
+                    "INSERT INTO messages (msg_id, site, stream, seq, count, received) "
+                    "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::integer[], "
+                    "%s::float8[]) AS u (msg_id, site, stream, seq, count, received) ORDER BY msg_id "
+                    "ON CONFLICT (msg_id) DO NOTHING RETURNING msg_id",
+                    (ids, [b.site for b in heads], [b.stream for b in heads], [b.seq for b in heads],
+                     [len(b.items) for b in heads], [received] * len(heads)),
+                )  # fmt: skip
+                new = {r[0] for r in cur.fetchall()}
+                known = [m for m in ids if m not in new]
+                stored: dict[str, tuple[Any, ...]] = {}
+                if known:
+                    for r in conn.execute(
+                        "SELECT msg_id, site, stream, seq FROM messages WHERE msg_id = ANY(%s)", (known,)
+                    ):
+                        stored[r[0]] = tuple(r[1:])
+                with conn.cursor() as c, c.copy(_COPY_READINGS) as copy:
+                    copy.set_types(_READING_TYPES)
+                    for m in ids:
+                        if m in new:
+                            for row in rows[first[m]]:
+                                copy.write_row(row)
+        except _MESSAGE_ERRORS:
+            return {}  # rolled back to the savepoint: every message goes the one-by-one way
+        out: dict[int, bool | MessageRefused] = {}
+        for i in rows:
+            b = batches[i]
+            if first[b.msg_id] == i and b.msg_id in new:
+                out[i] = True
+                continue
+            head = batches[first[b.msg_id]]
+            site, stream, seq = (head.site, head.stream, head.seq) if b.msg_id in new else stored[b.msg_id]
+            if (site, stream, seq) == (b.site, b.stream, b.seq):
+                out[i] = False
+            else:
+                out[i] = MessageRefused(b, ValueError(
+                    f"msg_id already stored for site={site} stream={stream} seq={seq}, "
+                    f"not site={b.site} stream={b.stream} seq={b.seq}"))  # fmt: skip
         return out
 
     def _store_one(

@@ -209,6 +209,30 @@ def test_store_refuses_one_bad_message_alone_and_stores_the_rest_of_the_flush(
     store.close()
 
 
+def test_store_answers_each_copy_of_a_flush_in_order_duplicates_and_reused_ids_alike(target: Path | str) -> None:
+    """One flush of readings messages with every kind of answer: PostgreSQL takes them set-wise, SQLite one by
+    one; the answers are the same, message by message."""
+    store = open_store(target)
+    try:
+        item = [reading()]
+        stored = decode_batch(encode_batch(SITE, "telemetry", 1, "b", 1.0, item))
+        assert store.store_batches([stored], 1.0) == [True]
+        a = decode_batch(encode_batch(SITE, "telemetry", 2, "a", 1.0, item))
+        a_other_site = decode_batch(encode_batch("site-x", "telemetry", 2, "a", 1.0, item))
+        b_other_seq = decode_batch(encode_batch(SITE, "telemetry", 9, "b", 1.0, item))
+        too_big = past_the_schema("c", "telemetry", [{**reading(), "value": 2**64}])
+        flush = [a, a_other_site, stored, b_other_seq, too_big, a, decode_batch(batch(3, n=2))]
+        results = store.store_batches(flush, 2.0)
+        assert results[0] is True and results[2] is False and results[5] is False and results[6] is True
+        for i in (1, 3):
+            assert isinstance(results[i], MessageRefused) and "already stored for" in str(results[i].__cause__)
+        assert isinstance(results[4], MessageRefused) and isinstance(results[4].__cause__, OverflowError)
+        assert sorted(store.msg_ids()) == sorted(["a", "b", f"{SITE}-telemetry-3"])
+        assert store.count("readings") == 4  # b and a one each, message 3 two
+    finally:
+        store.close()
+
+
 def test_store_failing_as_a_whole_rolls_back_everything_and_the_next_call_works(tmp_path: Path) -> None:
     store = CentralStore(tmp_path / "c.db")
     store.store_batch(decode_batch(batch(1)), 1.0)
