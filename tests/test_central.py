@@ -404,6 +404,57 @@ def test_postgresql_offering_timescaledb_that_cannot_be_created_falls_back_to_mo
 
 
 @pg
+def test_two_central_processes_sharing_one_postgresql_database_store_each_message_once(
+    broker, tmp_path: Path, pg_url: str
+) -> None:
+    """Two `central run` processes (as on two machines) in one shared-subscription group, one database; the agent
+    sends every message twice, so copies of one message reach either process: each is stored once, every copy
+    acked."""
+    procs = []
+    for name in ("a", "b"):
+        conf = tmp_path / f"central-{name}.toml"
+        conf.write_text(f'[broker]\nurl = "mqtt://127.0.0.1:{broker.port}"\nclient_id = "central-{name}"\n'
+                        + store_toml(pg_url) + f'[ingest]\nstatus_file = "status-{name}.json"\n')  # fmt: skip
+        code = f"import sys; from central.cli import main; sys.exit(main(['run', '--config', {str(conf)!r}]))"
+        with (tmp_path / f"central-{name}.log").open("wb") as log:  # a file: a pipe nobody reads could fill up
+            procs.append(subprocess.Popen([sys.executable, "-c", code], cwd=REPO,
+                                          env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=log))  # fmt: skip
+
+    async def exercise() -> Agent:
+        agent = Agent(broker.port)
+        async with running_tasks(agent.session.run()):
+            await asyncio.wait_for(agent.session.connected.wait(), 10)
+            for name in ("a", "b"):
+                await until(lambda name=name: workers_subscribed(tmp_path / f"status-{name}.json", ("w1",)), timeout=30)
+            for _ in range(2):
+                await asyncio.gather(*(agent.send(batch(seq, n=2)) for seq in range(1, 101)))
+            await until(lambda: len(agent.acks) == 200, timeout=30)
+        return agent
+
+    try:
+        agent = asyncio.run(exercise())
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        assert [p.wait(15) for p in procs] == [0, 0]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+    totals = [json.loads((tmp_path / f"status-{n}.json").read_text())["total"] for n in ("a", "b")]
+    assert all(t["received"] > 0 for t in totals)  # the broker shared the copies between the processes
+    assert sum(t["received"] for t in totals) == 200
+    assert sum(t["stored"] for t in totals) == 100 and sum(t["duplicates"] for t in totals) == 100
+    assert sorted(agent.acks) == sorted(f"{SITE}-telemetry-{s}" for s in range(1, 101) for _ in range(2))
+    store = PgCentralStore(pg_url)
+    try:
+        assert store.count("messages") == 100 and store.count("readings") == 200
+        assert store.gaps(SITE, "telemetry") == [] and store.reused_seqs(SITE, "telemetry") == []
+    finally:
+        store.close()
+
+
+@pg
 @async_test
 async def test_postgresql_connection_lost_acks_nothing_and_the_flush_is_retried_on_a_new_one(
     broker, pg_url: str
