@@ -298,6 +298,20 @@ class TimeSyncMonitor:
         self.band = Hysteresis(None, 0.5, pickup_s=0.0, hold_off_s=hold_off_s)
         self._reasons: list[str] = []  # why it raised, repeated in the cleared event
 
+    def update_words(self, ts: float, stat_word: int, fracsec_word: int) -> Trigger | None:
+        """:meth:`update` from the raw STAT word and FRACSEC word (time quality in bits 31-24), for every frame.
+
+        The idle check of :meth:`update` on the bits themselves (6.3 Table 7: bit 13 sync, bits 5-4 unlocked
+        time, bits 8-6 time quality; 6.2.2 Table 3: FRACSEC bits 27-24, 15 = clock failure), so a frame
+        with nothing to report builds no :class:`Stat`.
+        """
+        b = self.band
+        if (not b.active and b._since is None and not stat_word & 0x2030
+                and ((tq := (stat_word >> 6) & 7) == PmuTimeQuality.NOT_USED or tq < self.worst_time_quality)
+                and (fracsec_word >> 24) & 0x0F != 15):  # fmt: skip
+            return None
+        return self.update(ts, Stat.from_word(stat_word), TimeQuality.from_byte(fracsec_word >> 24))
+
     def update(self, ts: float, stat: Stat, time_quality: TimeQuality) -> Trigger | None:
         b = self.band
         if (not b.active and b._since is None and not stat.sync_lost and not stat.unlocked_time

@@ -2,20 +2,25 @@
 
 Samples arrive in time order (a PMU's frames are on its rate grid); an out-of-order sample (older than
 the newest) is refused and counted rather than breaking the binary search. Append is O(1), a window is
-O(log n + k). Plain lists, no numpy: at 60 frames/s a minute is 3600 rows.
+O(log n + k). Plain lists, preallocated, no numpy: at 60 frames/s a minute is 3600 rows, and storing a
+reference to a tuple that already exists is the cheapest append there is (a numpy row costs ~1 us).
+
+With ``convert`` the buffer stores rows as given (the PMU ingest stores each data frame's decoded words,
+no per-frame work) and turns them into channel rows only when they are read (:meth:`window`,
+:meth:`latest`: an event, a test), which is rare.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 
 class RingBuffer:
     """The last ``capacity`` (timestamp, row) samples; ``row`` is any tuple of numbers (the channels)."""
 
-    __slots__ = ("capacity", "_ts", "_rows", "_start", "_count", "out_of_order")
+    __slots__ = ("capacity", "_ts", "_rows", "_start", "_count", "out_of_order", "_convert")
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, convert: Callable[[tuple], tuple] | None = None) -> None:
         if not isinstance(capacity, int) or capacity < 1:
             raise ValueError(f"capacity = {capacity!r}: a positive number of samples")
         self.capacity = capacity
@@ -24,11 +29,14 @@ class RingBuffer:
         self._start = 0  # physical index of the oldest sample
         self._count = 0
         self.out_of_order = 0
+        self._convert = convert  # stored row -> channel row, applied when rows are read
 
     @classmethod
-    def for_rate(cls, frames_per_second: float, seconds: float) -> RingBuffer:
+    def for_rate(
+        cls, frames_per_second: float, seconds: float, convert: Callable[[tuple], tuple] | None = None
+    ) -> RingBuffer:
         """A buffer holding ``seconds`` of a stream at ``frames_per_second`` (at least one sample)."""
-        return cls(max(1, int(round(frames_per_second * seconds))))
+        return cls(max(1, int(round(frames_per_second * seconds))), convert)
 
     def __len__(self) -> int:
         return self._count
@@ -82,12 +90,14 @@ class RingBuffer:
         if b < self._count and self._ts[(start + b) % cap] == t1:
             b += 1
         idx = [(start + k) % cap for k in range(a, b)]
-        return [self._ts[i] for i in idx], [self._rows[i] for i in idx]
+        rows, convert = self._rows, self._convert
+        return [self._ts[i] for i in idx], [rows[i] if convert is None else convert(rows[i]) for i in idx]
 
     def latest(self, n: int = 1) -> Sequence[tuple[float, tuple]]:
         """The newest ``n`` samples, oldest first."""
         n = min(n, self._count)
-        cap, start = self.capacity, self._start
-        return [
+        cap, start, convert = self.capacity, self._start, self._convert
+        out = [
             (self._ts[(start + k) % cap], self._rows[(start + k) % cap]) for k in range(self._count - n, self._count)
         ]
+        return out if convert is None else [(t, convert(row)) for t, row in out]
