@@ -134,41 +134,76 @@ class PmuEndpoint:
 
 
 class ReadBatcher:
-    """Reads many TCP streams in batches: after each read a stream's socket rests ``interval_s``.
+    """Reads many PMUs' TCP streams in batches: every ``interval_s``, one ``read`` per stream takes what came.
 
-    A PMU sends one small frame per period (80 bytes every 16.7 ms at 60 frames/s), so reading each as it
-    comes costs one wake-up of the event loop, one ``recv`` and the asyncio bookkeeping per frame, far
-    more than decoding it. Held here, a stream's frames wait in the kernel's socket buffer (a few hundred
-    bytes of its hundreds of kB) and the next read takes them all: ``interval_s`` x rate frames per read,
-    for at most ``interval_s`` of added latency. One timer per interval resumes every held stream at once.
+    A PMU sends one small frame per period (80 bytes every 16.7 ms at 60 frames/s). Read as it comes, each
+    frame costs one wake-up of the event loop, a ``recv`` and asyncio's bookkeeping, far more than decoding
+    it. A stream added here stops being read by its transport (``pause_reading``: the event loop no longer
+    watches the socket) and is read by one timer instead: every ``interval_s`` each socket gets one
+    non-blocking read, which takes ``interval_s`` x rate frames at once (the kernel holds them meanwhile, a
+    few hundred bytes of its buffer). Frames wait at most ``interval_s`` longer; an end of stream or a
+    socket error is seen at the next read, as the transport would have seen it.
     """
+
+    READ_SIZE = 256 * 1024  # bytes per read, asyncio's own (selector_events max_size); a full read reads again
 
     def __init__(self, interval_s: float) -> None:
         if not interval_s > 0:
             raise ValueError(f"interval_s = {interval_s!r}: > 0")
         self.interval_s = interval_s
-        self.reads = 0  # reads held (each one batch of frames)
-        self._held: list[asyncio.Transport] = []
+        self.reads = 0  # reads that returned data (each one batch of frames)
+        self._feeds: dict[_Feed, int] = {}  # feed -> its socket's file descriptor
         self._timer: asyncio.TimerHandle | None = None
 
-    def hold(self, transport: asyncio.Transport) -> None:
-        """Stop reading ``transport`` until the next release (at most ``interval_s`` from now)."""
-        self.reads += 1
+    def __len__(self) -> int:
+        return len(self._feeds)
+
+    def add(self, feed: _Feed) -> None:
+        """Read ``feed``'s TCP stream from now on (its transport stops reading)."""
+        transport = feed.transport
+        assert isinstance(transport, asyncio.Transport)
+        if transport.is_closing():
+            return
         transport.pause_reading()
-        self._held.append(transport)
+        self._feeds[feed] = transport.get_extra_info("socket").fileno()
         if self._timer is None:
-            self._timer = asyncio.get_running_loop().call_later(self.interval_s, self._release)
+            self._timer = asyncio.get_running_loop().call_later(self.interval_s, self._sweep)
 
-    def _release(self) -> None:
-        held, self._held, self._timer = self._held, [], None
-        for transport in held:
-            transport.resume_reading()  # does nothing to a transport closed meanwhile
+    def remove(self, feed: _Feed) -> None:
+        """Stop reading ``feed`` (before its socket closes: the descriptor may be reused)."""
+        self._feeds.pop(feed, None)
 
-    def close(self) -> None:
-        """Resume every held stream now and stop the timer."""
-        if self._timer is not None:
-            self._timer.cancel()
-        self._release()
+    def _sweep(self) -> None:
+        if not self._feeds:
+            self._timer = None
+            return
+        self._timer = asyncio.get_running_loop().call_later(self.interval_s, self._sweep)
+        feeds = self._feeds
+        for feed, fd in list(feeds.items()):
+            if feeds.get(feed) == fd:  # still here: a delivery may have removed it
+                self._read(feed, fd)
+
+    def _read(self, feed: _Feed, fd: int) -> None:
+        size = self.READ_SIZE
+        while True:
+            try:
+                data = os.read(fd, size)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # what the transport's read would have made of it (_fatal_error)
+                self.remove(feed)
+                feed.connection_lost(exc)
+                feed.transport.abort()  # type: ignore[union-attr]
+                return
+            if not data:  # end of stream: as the transport does on EOF (eof_received False: close)
+                self.remove(feed)
+                if not feed.eof_received():
+                    feed.transport.close()  # type: ignore[union-attr]
+                return
+            self.reads += 1
+            feed.data_received(data)
+            if len(data) < size or feed not in self._feeds:
+                return
 
 
 class _Feed(asyncio.Protocol, asyncio.DatagramProtocol):
@@ -185,7 +220,6 @@ class _Feed(asyncio.Protocol, asyncio.DatagramProtocol):
         self.nbytes = 0
         self.head = b""
         self.transport: asyncio.BaseTransport | None = None
-        self.batcher: ReadBatcher | None = None  # TCP while streaming: reads held between batches
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -203,8 +237,6 @@ class _Feed(asyncio.Protocol, asyncio.DatagramProtocol):
                 sink(event)  # what _deliver does with a data frame once streaming, without its type tests
             else:
                 deliver(event)
-        if self.batcher is not None:
-            self.batcher.hold(self.transport)  # type: ignore[arg-type]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         # One datagram, one frame (C37.118.2 Annex on UDP); the reader still resyncs on garbage.
@@ -214,6 +246,9 @@ class _Feed(asyncio.Protocol, asyncio.DatagramProtocol):
         return False  # close our side too: connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
+        batcher = self.session._batcher
+        if batcher is not None:
+            batcher.remove(self)  # its socket closes when this returns
         if exc is None:
             self.session._deliver(ConnectionClosedError(f"the PMU closed the {self.what} connection"))
         else:
@@ -247,6 +282,7 @@ class PdcSession:
         self._tcp_feed: _Feed | None = None
         self._seen: Counter[tuple[str, int]] = Counter()  # frames other than the configuration, while waiting
         self._requests = 0  # configuration requests sent
+        self._batcher: ReadBatcher | None = None  # reads the TCP stream instead of its transport (streaming)
 
     @classmethod
     async def open(
@@ -322,11 +358,17 @@ class PdcSession:
             waiter.set_result(None)
 
     def batch_reads(self, batcher: ReadBatcher | None) -> None:
-        """Read the TCP stream in batches with ``batcher`` from its next read on (``None``: every read at once)."""
-        if self._tcp_feed is not None:
-            self._tcp_feed.batcher = batcher
-            if batcher is None and self._transport is not None:
-                self._transport.resume_reading()
+        """Have ``batcher`` read the TCP stream from now on; ``None``: back to the transport (every read at once)."""
+        feed = self._tcp_feed
+        if feed is None or self._transport is None:
+            return
+        if self._batcher is not None:
+            self._batcher.remove(feed)
+        self._batcher = batcher
+        if batcher is not None:
+            batcher.add(feed)
+        else:
+            self._transport.resume_reading()
 
     def deliver_to(self, sink: Callable[[Frame | FrameError | PdcError], None] | None) -> None:
         """Hand every event to ``sink`` as it is read (first those already queued); ``None`` queues again.
@@ -429,6 +471,9 @@ class PdcSession:
     async def close(self) -> None:
         """Close both sockets now (nothing here waits, so a cancel cannot be held up or lost)."""
         self._sink = None
+        if self._batcher is not None and self._tcp_feed is not None:
+            self._batcher.remove(self._tcp_feed)  # before the socket closes
+            self._batcher = None
         if self._udp is not None:
             self._udp.close()
             self._udp = None
