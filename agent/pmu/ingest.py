@@ -157,15 +157,6 @@ def _phasors(w: Sequence[float], ph_i: tuple[int, ...], scales: tuple[float, ...
     return mags, angs
 
 
-def _magnitudes(pairs: tuple[tuple[int, float], ...], polar: bool) -> Callable[[Sequence[float]], list[float]]:
-    """``words -> magnitudes`` of the phasors at ``pairs`` ((word index, scale)): :func:`_phasors`'s values
-    without the angles, for the voltage monitor on every frame."""
-    if polar:
-        return lambda w: [-m if (m := w[i] * k) < 0 else m for i, k in pairs]
-    hypot = math.hypot
-    return lambda w: [hypot(w[i] * k, w[i + 1] * k) for i, k in pairs]
-
-
 def channel_row(layout: tuple, per_unit: tuple[float, ...]) -> Callable[[Sequence[float]], tuple[float, ...]]:
     """``words -> (frequency Hz, ROCOF Hz/s, then per phasor magnitude pu or V/A and angle deg)``: the ring
     buffer's channels, computed from the stored words when a window is read."""
@@ -209,7 +200,9 @@ class PmuIngest:
         self.rocof: RocofMonitor | None = None
         self.voltage: VoltageMonitor | None = None
         self._voltage_idx: tuple[int, ...] = ()
-        self._voltage_mags: Callable[[Sequence[float]], list[float]] = _magnitudes((), True)
+        self._voltage_phasors: tuple[tuple[int, float], ...] = ()  # (word index, scale) of each voltage phasor
+        self._freq_points = (f"{self.name}.frequency", f"{self.name}.rocof")  # reading ids, built once
+        self._points: tuple[tuple[str, str], ...] = ()  # (magnitude, angle) reading ids of each phasor
         self._units: tuple[str, ...] = ()
         self._layout: tuple = ()
         self._per_unit: tuple[float, ...] = ()
@@ -250,7 +243,9 @@ class PmuIngest:
                                   hold_off_s=mon.hold_off_s)  # fmt: skip
         self._voltage_idx = tuple(i for i, k in enumerate(kinds) if k == PhasorKind.VOLTAGE)
         ph_i, scales = layout[4], layout[5]
-        self._voltage_mags = _magnitudes(tuple((ph_i[j], scales[j]) for j in self._voltage_idx), layout[6])
+        self._voltage_phasors = tuple((ph_i[j], scales[j]) for j in self._voltage_idx)
+        n = self.name
+        self._points = tuple((f"{n}.{p}.mag", f"{n}.{p}.ang") for p in pmu.phasor_names)  # reading ids
         self.voltage = None
         if nominal_v and self._voltage_idx:
             self.voltage = VoltageMonitor(self.name, [pmu.phasor_names[i] for i in self._voltage_idx], nominal_v,
@@ -294,24 +289,20 @@ class PmuIngest:
             self._last_soc = soc
             mags, angs = _phasors(w, ph_i, scales, polar, ph_float)
             self._report(ts, data_error, sync_lost, mags, angs, freq, rocof)
-        buffer = self.buffer
-        last_ts = buffer.last_ts
-        if last_ts is not None and ts <= last_ts:
+        if not self.buffer.append(ts, w):  # not after the newest frame
             st.out_of_order += 1
             return
-        buffer.append(ts, w)
         if trig := self.time_sync.update_words(ts, stat_word, w[4]):
             self._trigger(trig)
-        if data_error != DataError.GOOD:
+        if data_error:  # not DataError.GOOD (0)
             st.bad_data += 1
             return
-        assert self.frequency is not None and self.rocof is not None
-        if trig := self.frequency.update(ts, freq):
+        if trig := self.frequency.update(ts, freq):  # type: ignore[union-attr]  # set with _layout
             self._trigger(trig)
-        if trig := self.rocof.update(ts, rocof):
+        if trig := self.rocof.update(ts, rocof):  # type: ignore[union-attr]
             self._trigger(trig)
         if self.voltage is not None:
-            for trig in self.voltage.update(ts, self._voltage_mags(w)):
+            for trig in self.voltage.update_words(ts, w, self._voltage_phasors, polar):
                 self._trigger(trig)
         if not sync_lost and self.listeners:
             angles = tuple(_phasors(w, ph_i, scales, polar, ph_float)[1])
@@ -330,12 +321,12 @@ class PmuIngest:
                 freq: float, rocof: float) -> None:  # fmt: skip
         q = Quality.GOOD if data_error == DataError.GOOD else Quality.INVALID
         qa = Quality.INVALID if sync_lost else q  # an angle is only meaningful against UTC
-        n = self.name
-        out = [Reading(f"{n}.frequency", ts, round(freq, 6), "Hz", q),
-               Reading(f"{n}.rocof", ts, round(rocof, 4), "Hz/s", q)]  # fmt: skip
-        for name, unit, m, a in zip(self.phasor_names, self._units, mags, angs, strict=True):
-            out.append(Reading(f"{n}.{name}.mag", ts, round(m, 4), unit, q))
-            out.append(Reading(f"{n}.{name}.ang", ts, round(math.degrees(a), 4), "deg", qa))
+        freq_id, rocof_id = self._freq_points
+        out = [Reading(freq_id, ts, round(freq, 6), "Hz", q), Reading(rocof_id, ts, round(rocof, 4), "Hz/s", q)]
+        degrees = math.degrees
+        for (mag_id, ang_id), unit, m, a in zip(self._points, self._units, mags, angs, strict=True):
+            out.append(Reading(mag_id, ts, round(m, 4), unit, q))
+            out.append(Reading(ang_id, ts, round(degrees(a), 4), "deg", qa))
         self.stats.readings += len(out)
         self.sink(out)
 

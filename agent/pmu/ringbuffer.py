@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 class RingBuffer:
     """The last ``capacity`` (timestamp, row) samples; ``row`` is any tuple of numbers (the channels)."""
 
-    __slots__ = ("capacity", "_ts", "_rows", "_start", "_count", "out_of_order", "_convert")
+    __slots__ = ("capacity", "_ts", "_rows", "_start", "_count", "_next", "_last", "out_of_order", "_convert")
 
     def __init__(self, capacity: int, convert: Callable[[tuple], tuple] | None = None) -> None:
         if not isinstance(capacity, int) or capacity < 1:
@@ -28,6 +28,8 @@ class RingBuffer:
         self._rows: list[tuple] = [()] * capacity
         self._start = 0  # physical index of the oldest sample
         self._count = 0
+        self._next = 0  # physical index the next sample goes to
+        self._last = 0.0  # timestamp of the newest sample (when _count)
         self.out_of_order = 0
         self._convert = convert  # stored row -> channel row, applied when rows are read
 
@@ -43,22 +45,26 @@ class RingBuffer:
 
     def append(self, ts: float, row: tuple) -> bool:
         """Add one sample; False (and counted) when ``ts`` is not after the newest sample."""
-        cap = self.capacity
-        if self._count and ts <= self._ts[(self._start + self._count - 1) % cap]:
+        count = self._count
+        if count and ts <= self._last:
             self.out_of_order += 1
             return False
-        if self._count < cap:
-            i = (self._start + self._count) % cap
-            self._count += 1
-        else:
-            i = self._start
-            self._start = (self._start + 1) % cap
+        i = self._next
         self._ts[i] = ts
         self._rows[i] = row
+        self._last = ts
+        i += 1
+        if i == self.capacity:
+            i = 0
+        self._next = i
+        if count < self.capacity:
+            self._count = count + 1
+        else:  # full: the oldest sample was just overwritten, the next one is now the oldest
+            self._start = i
         return True
 
     def clear(self) -> None:
-        self._start = self._count = 0
+        self._start = self._count = self._next = 0
 
     @property
     def first_ts(self) -> float | None:
@@ -66,7 +72,7 @@ class RingBuffer:
 
     @property
     def last_ts(self) -> float | None:
-        return self._ts[(self._start + self._count - 1) % self.capacity] if self._count else None
+        return self._last if self._count else None
 
     def _bisect(self, t: float) -> int:
         """Logical index of the first sample with ts >= t."""
