@@ -4,8 +4,10 @@ A stream is a PMU or a PDC: every PMU block of its configuration (NUM_PMU, C37.1
 is monitored as a PMU of its own (:class:`PmuStream`). With one block it keeps the ``[[pmus]]`` name;
 with several, each is ``<name>/<station>`` (see :func:`block_names`).
 
-Per data frame and block: the full-rate ring buffer gets one row, the monitors run, and once per second (the
-first frame of each second) the snapshot and the store's write queue get the PMU's values as Readings.
+Per data frame and block: the full-rate ring buffer keeps the frame's decoded words (turned into channels
+when a window is read), the monitors run, and once per second (the first frame of each second) the
+snapshot and the store's write queue get the PMU's values as Readings. The PMUs' sockets are read in
+batches (every READ_BATCH_S, one read per PMU: docs/pmu-monitoring.md "Performance").
 Triggers wait in :class:`~agent.pmu.monitor.EventWindows` for their after-window, then go to the store
 through the agent's event spool (:class:`~agent.events.EventSpool`: in order, retried while the store
 fails) from one task (:meth:`PmuMonitoring.run_events`), which also ticks the stale-stream monitors. Frames arrive in PdcClient callbacks (synchronous, on the event loop), so
@@ -49,15 +51,18 @@ PAIR_KEEP_S = 2.0  # how long one PMU's angle waits for the other's at the same 
 #: 190 kB in memory), so fewer wait here than the spool's default: at most about 50 MB.
 MAX_WAITING_EVENTS = 250
 
-#: How long a PMU's TCP socket rests after each read (protocols.c37118.pdc.ReadBatcher): the frames of that
-#: time come in one read. The agent's own budget, no standard's: C37.118.2-2011 sets no PDC latency (its
-#: latency limits, C37.118.1-2011 5.6, are the PMU's), and a frame counts late only past LATE_AFTER_S.
-READ_BATCH_S = 0.1
+#: How often every PMU's TCP socket is read (protocols.c37118.pdc.ReadBatcher): one read takes the frames of
+#: that time (12 at 60 frames/s), which costs about half of what 6 frames a read (0.1 s) cost and a sixth of
+#: one read per frame (docs/pmu-monitoring.md "Performance"). Frames reach the monitors up to this much later.
+#: The agent's own budget, no standard's: C37.118.2-2011 sets no latency for the receiving side (the
+#: reporting latency of C37.118.1-2011 5.6 / 1a-2014 is the PMU's); a frame counts late only past
+#: LATE_AFTER_S, and the monitors time everything by the PMU's timestamps, not by arrival.
+READ_BATCH_S = 0.2
 
 Sink = Callable[[list[Reading]], None]
 
 
-def read_batch_s(pmus: Sequence[PmuStreamConfig]) -> float:
+def batch_interval_s(pmus: Sequence[PmuStreamConfig]) -> float:
     """READ_BATCH_S, or a quarter of the shortest ``stale_after_s`` when that is shorter (no false stale event)."""
     return min([READ_BATCH_S, *(p.stale_after_s / 4 for p in pmus)])
 
@@ -463,18 +468,25 @@ class AnglePair:
 
 
 class PmuMonitoring:
-    """Every configured PMU: clients, ingests, angle pairs, event windows, and the events task."""
+    """Every configured PMU: clients, ingests, angle pairs, event windows, and the events task.
+
+    The clients share one :class:`~protocols.c37118.pdc.ReadBatcher` (``batcher``): each PMU's socket is
+    read every ``read_batch_s`` (default :func:`batch_interval_s`), ``0`` reads every segment as it comes.
+    """
 
     def __init__(self, pmus: tuple[PmuStreamConfig, ...], mon: PmuMonitoringConfig, sink: Sink,
                  store: EventStore, *, clock: Callable[[], float] = time.time,
-                 client_factory: Callable[..., PdcClient] = PdcClient) -> None:  # fmt: skip
+                 client_factory: Callable[..., PdcClient] = PdcClient,
+                 read_batch_s: float | None = None) -> None:  # fmt: skip
         self.mon, self.store, self.clock = mon, store, clock
         self.windows = EventWindows(mon.window_before_s, mon.window_after_s, clock)
         self.pairs = [AnglePair(pair, mon, self._on_trigger) for pair in mon.angle_pairs]
         self.streams = {p.name: PmuStream(p, mon, sink, self._on_trigger, clock, self._attach_pairs) for p in pmus}
         for stream in self.streams.values():
             self._attach_pairs(stream)
-        self.batcher = ReadBatcher(read_batch_s(pmus))
+        # None: READ_BATCH_S (or less, see batch_interval_s()); 0: every read handled as it comes (no batcher).
+        interval = batch_interval_s(pmus) if read_batch_s is None else read_batch_s
+        self.batcher = ReadBatcher(interval) if interval > 0 else None
         self.clients = {
             p.name: client_factory(
                 PmuEndpoint(p.host, p.port, p.idcode, p.cfg, p.udp_port),
@@ -551,5 +563,5 @@ class PmuMonitoring:
         return out
 
 
-__all__ = ["MAX_WAITING_EVENTS", "AnglePair", "EventStore", "IngestStats", "PmuIngest", "PmuMonitoring", "PmuStream", "block_names",
-           "phasor_kinds", "phasor_layout"]  # fmt: skip
+__all__ = ["MAX_WAITING_EVENTS", "READ_BATCH_S", "AnglePair", "EventStore", "IngestStats", "PmuIngest", "PmuMonitoring", "PmuStream", "batch_interval_s",
+           "block_names", "channel_row", "phasor_kinds", "phasor_layout"]  # fmt: skip
