@@ -21,6 +21,7 @@ from protocols.c37118.pdc import (
     PdcSession,
     PdcTimeoutError,
     PmuEndpoint,
+    ReadBatcher,
     stat_word_indices,
 )
 from sim_hw.devices.pmu import SimPmu
@@ -72,6 +73,37 @@ async def test_udp_data_with_tcp_commands() -> None:
         async with running_tasks(client.run()):
             await until(lambda: len(frames) >= 3)
         assert sim.stats.data_frames_sent >= 3
+
+
+@async_test
+async def test_batched_reads_take_several_frames_a_read_in_order() -> None:
+    batcher = ReadBatcher(0.1)
+    async with SimPmu(31, "SIM", port=0, rate=50) as sim:
+        client, frames, _, errors = _client(sim.port, 31, batcher=batcher)
+        async with running_tasks(client.run()):
+            await until(lambda: len(frames) >= 30)
+            assert len(batcher) == 1, "the streaming session's socket is read by the batcher"
+        assert batcher.reads >= 2 and len(frames) / batcher.reads >= 2, "several frames a read"
+        stamps = [f.timestamp.as_fraction() for f in frames]
+        assert stamps == sorted(set(stamps)), "in order, none twice"
+        assert not errors and len(batcher) == 0, "a closed session leaves the batcher"
+    with pytest.raises(ValueError, match="interval_s"):
+        ReadBatcher(0)
+
+
+@async_test
+async def test_batched_stream_sees_the_pmu_closing_and_reconnects() -> None:
+    batcher = ReadBatcher(0.05)
+    async with SimPmu(32, "SIM", port=0, rate=50) as sim:
+        client, frames, _, _ = _client(sim.port, 32, batcher=batcher)
+        async with running_tasks(client.run()):
+            await until(lambda: len(frames) >= 5)
+            sim.drop_clients()
+            await until(lambda: client.stats.reconnects >= 1)
+            assert "closed" in client.stats.last_error
+            n = len(frames)
+            await until(lambda: len(frames) >= n + 5)
+        assert sim.stats.connections >= 2
 
 
 @async_test
