@@ -55,7 +55,7 @@ MAX_WAITING_EVENTS = 250
 #: that time (12 at 60 frames/s), which costs about half of what 6 frames a read (0.1 s) cost and a sixth of
 #: one read per frame (docs/pmu-monitoring.md "Performance"). Frames reach the monitors up to this much later.
 #: The agent's own budget, no standard's: C37.118.2-2011 sets no latency for the receiving side (the
-#: reporting latency of C37.118.1-2011 5.6 / 1a-2014 is the PMU's); a frame counts late only past
+#: "measurement reporting latency" limits of C37.118.1 bind the PMU); a frame counts late only past
 #: LATE_AFTER_S, and the monitors time everything by the PMU's timestamps, not by arrival.
 READ_BATCH_S = 0.2
 
