@@ -140,8 +140,8 @@ class ReadBatcher:
     frame costs one wake-up of the event loop, a ``recv`` and asyncio's bookkeeping, far more than decoding
     it. A stream added here stops being read by its transport (``pause_reading``: the event loop no longer
     watches the socket) and is read by one timer instead: every ``interval_s`` each socket gets one
-    non-blocking read, which takes ``interval_s`` x rate frames at once (the kernel holds them meanwhile, a
-    few hundred bytes of its buffer). Frames wait at most ``interval_s`` longer; an end of stream or a
+    non-blocking read, which takes ``interval_s`` x rate frames at once (the kernel holds them meanwhile, about
+    a kilobyte of its buffer). Frames wait at most ``interval_s`` longer; an end of stream or a
     socket error is seen at the next read, as the transport would have seen it.
     """
 
