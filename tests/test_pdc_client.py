@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
+import struct
 import time
 from dataclasses import replace
 
@@ -104,6 +106,35 @@ async def test_batched_stream_sees_the_pmu_closing_and_reconnects() -> None:
             n = len(frames)
             await until(lambda: len(frames) >= n + 5)
         assert sim.stats.connections >= 2
+
+
+@async_test
+async def test_batched_socket_reset_ends_the_session_as_the_transport_would() -> None:
+    # A session on one end of a TCP connection: frames written at the other end come in batches; a reset
+    # (SO_LINGER 0, then close) is a ConnectionClosedError naming the reason, and the batcher lets go.
+    pmu = SimPmu(33, "SIM", rate=50)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        ours = socket.create_connection(server.getsockname())
+        theirs, _ = server.accept()
+    session = PdcSession(PmuEndpoint("127.0.0.1", 4712, 33))
+    session._set_config(pmu.config)
+    loop = asyncio.get_running_loop()
+    session._transport, _ = await loop.connect_accepted_socket(session._tcp_protocol, sock=ours)
+    got: list = []
+    session.deliver_to(got.append)
+    batcher = ReadBatcher(0.05)
+    session.batch_reads(batcher)
+    k0 = 1_700_000_000 * 50
+    theirs.sendall(b"".join(encode_frame(pmu.data_frame(k0 + k)) for k in range(5)))
+    await until(lambda: len(got) == 5)
+    assert batcher.reads == 1 and all(isinstance(e, DataFrame) for e in got)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    theirs.close()
+    await until(lambda: len(got) == 6)
+    assert type(got[-1]).__name__ == "ConnectionClosedError"
+    assert str(got[-1]) == "TCP connection lost: Connection reset by peer"
+    assert len(batcher) == 0
+    await session.close()
 
 
 @async_test
