@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from helpers.broker import Broker
-from helpers.metrics import Scrape, scrape, scrape_or_none
+from helpers.metrics import scrape, scrape_when
 from helpers.net import free_port, wait_port
 from helpers.processes import Processes
 from helpers.wait import wait_for
@@ -128,21 +128,6 @@ def site(tmp_path: Path, broker: Broker):
         s.kill_all()
 
 
-def _scrape_when(site: MetricsSite, cond, what: str) -> Scrape:
-    """Scrape until ``cond(scrape)`` holds."""
-    found: list[Scrape] = []
-
-    def check() -> bool:
-        got = scrape_or_none(site.metrics_port)
-        if got is not None and cond(got):
-            found.append(got)
-            return True
-        return False
-
-    wait_for(check, 60, what, step_s=0.3)
-    return found[-1]
-
-
 @pytest.mark.integration
 def test_a_running_agent_serves_its_figures_as_its_status_file_gives_them(site: MetricsSite) -> None:
     site.start_device()
@@ -197,10 +182,14 @@ def test_a_running_agent_serves_its_figures_as_its_status_file_gives_them(site: 
 
     # the broker goes away: the link shows down; it comes back: one reconnect
     site.broker.kill()
-    down = _scrape_when(site, lambda s: s.value("gridedge_agent_mqtt_connected") == 0, "the link down in /metrics")
+    down = scrape_when(
+        site.metrics_port, lambda s: s.value("gridedge_agent_mqtt_connected") == 0, "the link down in /metrics"
+    )
     assert down.value("gridedge_agent_mqtt_disconnects_total") >= 1
     site.broker.start()
-    up = _scrape_when(site, lambda s: s.value("gridedge_agent_mqtt_connected") == 1, "the link up again in /metrics")
+    up = scrape_when(
+        site.metrics_port, lambda s: s.value("gridedge_agent_mqtt_connected") == 1, "the link up again in /metrics"
+    )
     assert up.value("gridedge_agent_mqtt_reconnects_total") >= 1
     assert up.value("gridedge_agent_mqtt_connects_total") == up.value("gridedge_agent_mqtt_reconnects_total") + 1
 
@@ -212,7 +201,7 @@ def test_a_running_agent_serves_its_figures_as_its_status_file_gives_them(site: 
 @pytest.mark.integration
 def test_a_path_other_than_metrics_is_not_found(site: MetricsSite) -> None:
     site.start_agent()
-    _scrape_when(site, lambda s: s.has("gridedge_agent_info", site="metrics-site"), "the metrics served")
+    scrape_when(site.metrics_port, lambda s: s.has("gridedge_agent_info", site="metrics-site"), "the metrics served")
     with pytest.raises(urllib.error.HTTPError) as info:
         scrape(site.metrics_port, "/favicon.ico")
     assert info.value.code == 404
@@ -234,7 +223,9 @@ def test_a_metrics_port_held_by_another_program_never_stops_the_agent(site: Metr
     finally:
         holder.close()
     # the port free again: the supervisor's next try serves the metrics
-    m = _scrape_when(site, lambda s: s.has("gridedge_agent_info", site="metrics-site"), "the metrics served")
+    m = scrape_when(
+        site.metrics_port, lambda s: s.has("gridedge_agent_info", site="metrics-site"), "the metrics served"
+    )
     assert m.value("gridedge_agent_task_restarts_total", task="metrics") >= 1
     assert "Traceback" not in site.log("agent")
     assert site.stop("agent") == 0, site.logs("agent")

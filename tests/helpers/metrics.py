@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from prometheus_client.parser import text_string_to_metric_families
+
+from helpers.wait import wait_for
 
 
 @dataclass(frozen=True)
@@ -47,3 +50,18 @@ def scrape_or_none(port: int) -> Scrape | None:
         return scrape(port, timeout_s=2.0)
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         return None
+
+
+def scrape_when(port: int, cond: Callable[[Scrape], bool], what: str, timeout_s: float = 60.0) -> Scrape:
+    """Scrape until ``cond(scrape)`` holds, and return that scrape; fail naming ``what``."""
+    found: list[Scrape] = []
+
+    def check() -> bool:
+        got = scrape_or_none(port)
+        if got is not None and cond(got):
+            found.append(got)
+            return True
+        return False
+
+    wait_for(check, timeout_s, what, step_s=0.3)
+    return found[-1]
