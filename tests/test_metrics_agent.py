@@ -14,7 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from helpers.bench import NOON, ieee13_copy
+from helpers.benchsite import BenchSite, decisions
 from helpers.broker import Broker
+from helpers.controlbench import CAP, OPEN_LOCAL_AUTO, capbank_control, site_file
 from helpers.metrics import scrape, scrape_when
 from helpers.net import free_port, wait_port
 from helpers.processes import Processes
@@ -229,3 +232,107 @@ def test_a_metrics_port_held_by_another_program_never_stops_the_agent(site: Metr
     assert m.value("gridedge_agent_task_restarts_total", task="metrics") >= 1
     assert "Traceback" not in site.log("agent")
     assert site.stop("agent") == 0, site.logs("agent")
+
+
+# ---- where control and power quality run: their figures, against the status file --------------------------------
+
+
+def _status_at(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+@pytest.mark.integration
+def test_control_figures_of_an_agent_in_control_of_the_bench_s_capacitor_bank(tmp_path: Path, broker: Broker) -> None:
+    bench_path = ieee13_copy(tmp_path, edit=OPEN_LOCAL_AUTO, irradiance="clear")
+    site = BenchSite(tmp_path)
+    port = free_port()
+    try:
+        cfg, _link = site.start_bench(bench_path, 20)
+        extra = f'[clock]\nspeed = 20\nstart = "{NOON}"\n[metrics]\nlisten = "127.0.0.1:{port}"\n'
+        agent_site = site_file(cfg, tmp_path / "agent", capbank_control(), extra=extra, broker=broker.url)
+        site.start_gridedge("agent", "run", "--config", str(agent_site))
+        db = tmp_path / "agent" / "agent.db"
+        site.wait_applied(db, "the agent closing the bank")
+
+        status_file = tmp_path / "agent" / "agent.db.status.json"
+
+        def cap_status() -> dict | None:
+            """The bank in the status file once the agent holds it and the operation counts against a budget."""
+            dev = ((_status_at(status_file).get("control") or {}).get("envelope") or {}).get("devices", {}).get(CAP)
+            spent = dev and any(b["left"] is not None and b["left"] < b["limit"] for b in dev["budgets"].values())
+            return dev if dev and dev["held"] and spent else None
+
+        wait_for(cap_status, 30, "the bank held, a budget spent, in the status file")
+
+        def applied_in_db() -> int:
+            return sum(d["outcome"] == "applied" for d in decisions(db))
+
+        m = scrape_when(port, lambda s: s.has("gridedge_agent_control_decisions_total", outcome="applied")
+                        and s.value("gridedge_agent_control_decisions_total", outcome="applied") == applied_in_db(),
+                        "the applied decisions in /metrics as in the control stream")  # fmt: skip
+        status = cap_status()
+        assert status is not None
+        assert m.value("gridedge_agent_control_writes_total") >= m.value(
+            "gridedge_agent_control_decisions_total", outcome="applied"
+        )
+        assert m.value("gridedge_agent_control_cycles_total") >= 1
+        assert m.value("gridedge_agent_control_held", device=CAP) == 1
+        assert m.value("gridedge_agent_control_suspensions", device=CAP) == len(status["suspended"]) == 0
+        budgets = status["budgets"]
+        assert set(m.labels("gridedge_agent_control_budget_limit", "budget")) == set(budgets)
+        for name, b in budgets.items():
+            assert m.value("gridedge_agent_control_budget_limit", device=CAP, budget=name) == b["limit"]
+            left = m.value("gridedge_agent_control_budget_left", device=CAP, budget=name)
+            assert left == b["left"] or applied_in_db() > 1, (name, left, b)  # equal unless it operated again since
+            assert left <= b["limit"]
+        assert any(
+            m.value("gridedge_agent_control_budget_left", device=CAP, budget=n) < b["limit"] for n, b in budgets.items()
+        ), "the operation spent some of a budget"
+        assert site.stop("agent") == 0, site.logs("agent")
+    finally:
+        site.kill_all()
+
+
+PQ_STREAM = "feeder-pq"
+WAVEFORM = TESTS.parent / "config" / "waveforms" / "flicker-dip.toml"
+
+
+@pytest.mark.integration
+def test_pq_figures_of_an_agent_measuring_the_bench_s_wave_stream(tmp_path: Path, broker: Broker) -> None:
+    site = MetricsSite(tmp_path, broker)
+    wave_port = free_port()
+    (tmp_path / "bench.toml").write_text(
+        f'[bench]\nstart = "2026-06-01T00:00:00Z"\n[[waveforms]]\nname = "{PQ_STREAM}"\nport = {wave_port}\n'
+        f'description = "{WAVEFORM}"\nspeed = 1.0\nduration_s = 600.0\n'
+    )
+    (tmp_path / "agent.toml").write_text(
+        f'site_id = "pq-metrics"\n[store]\npath = "agent.db"\n[uplink]\nbroker = "{broker.url}"\ndrain_on_stop_s = 0\n'
+        f'[[waveforms]]\nname = "{PQ_STREAM}"\nhost = "127.0.0.1"\nport = {wave_port}\nnominal_hz = 60\n'
+        f'udin_v = 120.0\n[metrics]\nlisten = "127.0.0.1:{site.metrics_port}"\n'
+    )
+    try:
+        site.start_gridedge("bench", "sim", "run", "--config", "bench.toml")
+        wait_port(wave_port, 30)
+        proc = site.start_agent()
+
+        def measuring() -> bool:
+            return (site.status().get("pq", {}).get(PQ_STREAM, {}).get("signal_s") or 0) >= 3
+
+        wait_for(lambda: measuring() or proc.poll() is not None, 90, "the agent measuring the stream")
+        assert proc.poll() is None, site.logs("agent", "bench")
+        before = site.status()["pq"][PQ_STREAM]["samples"]
+        m = scrape(site.metrics_port)
+        after = site.status()["pq"][PQ_STREAM]["samples"]
+        samples = m.value("gridedge_agent_pq_samples_total", stream=PQ_STREAM)
+        assert 0 < before <= samples <= after, (before, samples, after)
+        assert m.value("gridedge_agent_pq_connected", stream=PQ_STREAM) == 1
+        assert m.value("gridedge_agent_pq_signal_seconds_total", stream=PQ_STREAM) >= 3
+        assert m.value("gridedge_agent_pq_readings_total", stream=PQ_STREAM) > 0
+        assert m.value("gridedge_agent_pq_gaps_total", stream=PQ_STREAM) == 0
+        assert m.value("gridedge_agent_pq_worker_up") == 1 and m.value("gridedge_agent_pq_worker_starts_total") == 1
+        assert site.stop("agent") == 0, site.logs("agent")
+    finally:
+        site.kill_all()
