@@ -22,8 +22,9 @@ from helpers.net import free_port
 from helpers.processes import Processes, run_gridedge
 from helpers.wait import wait_for
 
-from central.metrics import SPECS
-from protocols.telemetry.schema import encode_batch, topic
+from central.metrics import SPECS, IngestTally, StoreFigures
+from central.store import CentralStore
+from protocols.telemetry.schema import Batch, decode_batch, encode_batch, topic
 
 AGE_S = 100.0  # the items' time, this long before they are sent: the lag central must show at least
 
@@ -162,3 +163,44 @@ def test_a_metrics_port_held_by_another_program_never_stops_the_ingest(central: 
     wait_for(lambda: scrape_or_none(central.metrics_port) is not None, 60, "the metrics served once the port is free")
     assert scrape(central.metrics_port).labels("gridedge_central_messages_stored_total", "stream") == {"telemetry": 1}
     assert central.stop("central") == 0, central.logs("central")
+
+
+# ---- the store's figures and the ingest's tally, without a process ------------------------------------------------
+
+
+def _batch(site: str, seq: int, msg_id: str, ts: float = 1_764_300_000.0) -> Batch:
+    return decode_batch(encode_batch(site, "telemetry", seq, msg_id, ts, _readings(2, ts)))
+
+
+def test_gap_counts_are_what_central_gaps_lists_and_are_read_at_most_every_refresh(tmp_path: Path) -> None:
+    store = CentralStore(tmp_path / "central.db")
+    try:
+        # seq 3-4 and 6-8 missing; seq 1 sent again under a new id (an agent whose store was replaced)
+        store.store_batches([_batch("a", s, f"a-{s}") for s in (1, 2, 5, 9)] + [_batch("a", 1, "a-1-again")], 100.0)
+        store.store_batches([_batch("b", 1, "b-1")], 200.0)
+        listed = sum(last - first + 1 for first, last in store.gaps("a", "telemetry"))
+        now = [1000.0]
+        figures = StoreFigures(tmp_path / "central.db", refresh_s=10.0, clock=lambda: now[0])
+        f = {(s.name, tuple(s.labels.values())): s.value for m in figures.gather().metrics() for s in m.samples}
+        assert f[("gridedge_central_site_gap_messages", ("a",))] == listed == 5
+        assert f[("gridedge_central_site_gap_messages", ("b",))] == 0
+        assert f[("gridedge_central_site_last_message_age_seconds", ("b",))] == 800.0
+        store.store_batches([_batch("b", 3, "b-3")], 300.0)
+        now[0] += 5.0  # within refresh_s: the figures read before
+        f = {(s.name, tuple(s.labels.values())): s.value for m in figures.gather().metrics() for s in m.samples}
+        assert f[("gridedge_central_site_gap_messages", ("b",))] == 0
+        now[0] += 5.0  # refresh_s later: read again
+        f = {(s.name, tuple(s.labels.values())): s.value for m in figures.gather().metrics() for s in m.samples}
+        assert f[("gridedge_central_site_gap_messages", ("b",))] == 1
+        assert f[("gridedge_central_site_last_message_age_seconds", ("b",))] == 710.0
+    finally:
+        store.close()
+
+
+def test_the_tally_keeps_the_newest_item_time_per_site_whatever_the_order() -> None:
+    tally = IngestTally()
+    tally.stored(_batch("a", 1, "a-1", ts=500.0))  # items at 500 and 499
+    tally.stored(_batch("a", 2, "a-2", ts=300.0))  # older, sent later (a backlog draining)
+    tally.stored(_batch("b", 1, "b-1", ts=50.0))
+    assert tally.newest == {"a": 500.0, "b": 50.0}
+    assert tally.messages == {"telemetry": 3} and tally.items == {"telemetry": 6}
