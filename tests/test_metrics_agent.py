@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import time
 import urllib.error
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -325,6 +326,8 @@ def test_pq_figures_of_an_agent_measuring_the_bench_s_wave_stream(tmp_path: Path
         assert proc.poll() is None, site.logs("agent", "bench")
         before = site.status()["pq"][PQ_STREAM]["samples"]
         m = scrape(site.metrics_port)
+        scraped = time.time()
+        wait_for(lambda: site.status().get("ts", 0) > scraped, 10, "the next status file")  # as new as the scrape
         after = site.status()["pq"][PQ_STREAM]["samples"]
         samples = m.value("gridedge_agent_pq_samples_total", stream=PQ_STREAM)
         assert 0 < before <= samples <= after, (before, samples, after)
@@ -333,6 +336,59 @@ def test_pq_figures_of_an_agent_measuring_the_bench_s_wave_stream(tmp_path: Path
         assert m.value("gridedge_agent_pq_readings_total", stream=PQ_STREAM) > 0
         assert m.value("gridedge_agent_pq_gaps_total", stream=PQ_STREAM) == 0
         assert m.value("gridedge_agent_pq_worker_up") == 1 and m.value("gridedge_agent_pq_worker_starts_total") == 1
+        assert site.stop("agent") == 0, site.logs("agent")
+    finally:
+        site.kill_all()
+
+
+PMU_SERVER = f"""
+import asyncio, sys
+sys.path.insert(0, {str(TESTS.parent)!r})
+from sim_hw.devices.pmu import SimPmu
+
+async def main(port):
+    await SimPmu(7, "METRICS PMU", rate=30, nominal_v=7200.0, port=port).start()
+    await asyncio.Event().wait()
+
+asyncio.run(main(int(sys.argv[1])))
+"""
+
+
+@pytest.mark.integration
+def test_pmu_figures_of_an_agent_reading_a_pmu_and_losing_it(tmp_path: Path, broker: Broker) -> None:
+    site = MetricsSite(tmp_path, broker)
+    pmu_port = free_port()
+    (tmp_path / "agent.toml").write_text(
+        f'site_id = "pmu-metrics"\n[store]\npath = "agent.db"\n[uplink]\nbroker = "{broker.url}"\ndrain_on_stop_s = 0\n'
+        f'[[pmus]]\nname = "pmu1"\nhost = "127.0.0.1"\nport = {pmu_port}\nidcode = 7\ncfg = 2\nstale_after_s = 2.0\n'
+        f'nominal_v = 7200.0\n[metrics]\nlisten = "127.0.0.1:{site.metrics_port}"\n'
+    )
+    try:
+        site.spawn("pmu", [sys.executable, "-c", PMU_SERVER, str(pmu_port)])
+        wait_port(pmu_port, 15)
+        proc = site.start_agent()
+
+        def frames() -> int:
+            return site.status().get("pmus", {}).get("pmu1", {}).get("frames", 0)
+
+        wait_for(lambda: frames() >= 60 or proc.poll() is not None, 60, "the agent reading the PMU")
+        assert proc.poll() is None, site.logs("agent")
+        before = frames()
+        m = scrape(site.metrics_port)
+        scraped = time.time()
+        # a scrape reads the live counters; the status file is written once a second: the next one has at least as many
+        wait_for(lambda: site.status().get("ts", 0) > scraped, 10, "the next status file")
+        after = frames()
+        assert 0 < before <= m.value("gridedge_agent_pmu_frames_total", pmu="pmu1") <= after
+        assert m.value("gridedge_agent_pmu_connected", pmu="pmu1") == 1
+        assert m.value("gridedge_agent_pmu_stale", pmu="pmu1") == 0
+        assert m.value("gridedge_agent_pmu_readings_total", pmu="pmu1") > 0
+        assert m.value("gridedge_agent_pmu_frame_errors_total", pmu="pmu1") == 0
+        site.kill("pmu")  # the PMU goes away: its stream shows down and stale
+        lost = scrape_when(site.metrics_port, lambda s: s.value("gridedge_agent_pmu_connected", pmu="pmu1") == 0
+                           and s.value("gridedge_agent_pmu_stale", pmu="pmu1") == 1, "the PMU down and stale")  # fmt: skip
+        assert lost.value("gridedge_agent_pmu_frames_total", pmu="pmu1") >= m.value("gridedge_agent_pmu_frames_total",
+                                                                                    pmu="pmu1")  # fmt: skip
         assert site.stop("agent") == 0, site.logs("agent")
     finally:
         site.kill_all()
