@@ -30,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _report import emit  # noqa: E402
+
 from gridedge_demo import AGENT_CONFIG, Demo  # noqa: E402
 
 TARGET_MB = 60.0
@@ -153,6 +155,15 @@ def main() -> int:
     print("floor: a bare interpreter of the same venv importing the process's libraries only")
     which = "control on" if "on" in runs else "control off"
     print(f"target: agent < {TARGET_MB:.0f} MB ({which}): {'met' if agent_kb < TARGET_MB * 1024 else 'NOT met'}")
+    emit(
+        f"agent peak RSS ({which})",
+        agent_kb / 1024,
+        agent_floor / 1024,
+        agent_kb / agent_floor,
+        "MB (peer: bare interpreter with its libraries)",
+        f"< {TARGET_MB:.0f} MB",
+        agent_kb < TARGET_MB * 1024,
+    )
     return 0
 
 
