@@ -101,6 +101,11 @@ def _fig(x: object) -> str:
     return str(x)
 
 
+def _no_target(record: dict) -> bool:
+    """A figure reported without a target (its target text starts with "none")."""
+    return str(record.get("target", "")).startswith("none")
+
+
 def table(results: list[tuple[str, list[dict], int, float]]) -> list[str]:
     """The summary rows: one per BENCH record, one per benchmark that failed or judged nothing."""
     head = ("benchmark", "target name", "ours", "peer", "ratio", "unit", "target", "met")
@@ -116,7 +121,7 @@ def table(results: list[tuple[str, list[dict], int, float]]) -> list[str]:
                     _fig(r.get("ratio")),
                     str(r.get("unit", "")),
                     str(r.get("target", "")),
-                    "yes" if r.get("met") else "NO",
+                    "-" if _no_target(r) else "yes" if r.get("met") else "NO",
                 )
             )
         if code != 0:
@@ -162,8 +167,9 @@ def main() -> int:
         print(text)
     print(f"\nmachine: {machine()}")
     print(f"wall: {time.monotonic() - t0:.0f} s for {len(results)} benchmarks, run one after another")
-    met = sum(1 for _, recs, _, _ in results for r in recs if r.get("met"))
-    judged = sum(len(recs) for _, recs, _, _ in results)
+    judged_records = [r for _, recs, _, _ in results for r in recs if not _no_target(r)]
+    met = sum(1 for r in judged_records if r.get("met"))
+    judged = len(judged_records)
     failed = [s for s, _, code, _ in results if code != 0]
     print(f"targets met: {met} of {judged}" + (f"; failed: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
