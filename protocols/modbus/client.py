@@ -269,8 +269,8 @@ class TcpTransport:
 
     A thin asyncio client over our own MBAP codec (protocols/modbus/mbap.py) rather than pymodbus's client: on
     a cycle that polls a fleet from one event loop, what each request costs in Python adds up in the cycle
-    time, and pymodbus's transaction layer (framer, PDU classes, trace hooks, its own locking) cost about as
-    much again as the socket work itself (benchmarks/polling.py; docs/registermap.md). RTU stays on pymodbus
+    time, and pymodbus's transaction layer (framer, PDU classes, trace hooks, its own locking) costs about as
+    much again as the socket work itself (benchmarks/polling.py; docs/modbus-tcp.md). RTU stays on pymodbus
     (protocols/modbus/serialbus.py).
 
     Connects lazily on the first call; after a timeout, a frame error or a lost link the socket is dropped, so
