@@ -614,8 +614,9 @@ def main() -> int:
             tag = "round trip, broker nodelay" if "set_tcp_nodelay true" in f.title else "round trip, broker default"
         for what, p50, _p99, _cpu, to in f.rows:
             if to:
-                name = f"{tag}: {what.split(',', 1)[0].strip()}"
-                emit(name, p50, f.p50[to], p50 / f.p50[to], f"ms p50 (peer: {to.split(',', 1)[0]})", NO_TARGET, True)
+                name = f"{tag}: {what.split(', n=', 1)[0].split(' (', 1)[0].strip()}"
+                peer = to.split(", n=", 1)[0].split(" (", 1)[0].removeprefix("floor: ")
+                emit(name, p50, f.p50[to], p50 / f.p50[to], f"ms p50 (peer: {peer})", NO_TARGET, True)
     return 0
 
 
