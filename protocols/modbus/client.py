@@ -292,12 +292,6 @@ class TcpTransport:
         self._one_at_a_time = asyncio.Lock()
         self._tid = 0
 
-    async def _connect(self, unit_id: int) -> _MbapConnection:
-        conn = self._conn
-        if conn is None or conn.closed:
-            conn = self._conn = await self._open(unit_id)
-        return conn
-
     async def _open(self, unit_id: int) -> _MbapConnection:
         loop = asyncio.get_running_loop()
         try:
@@ -319,10 +313,12 @@ class TcpTransport:
         One request in flight at a time: many devices and gateways (pymodbus's server too) answer pipelined
         requests out of order or under the wrong transaction id."""
         async with self._one_at_a_time:
-            return await self._transact_alone(unit_id, pdu)
+            conn = self._conn
+            if conn is None or conn.closed:
+                conn = self._conn = await self._open(unit_id)
+            return await self._exchange(conn, unit_id, pdu)
 
-    async def _transact_alone(self, unit_id: int, pdu: bytes) -> bytes:
-        conn = await self._connect(unit_id)
+    async def _exchange(self, conn: _MbapConnection, unit_id: int, pdu: bytes) -> bytes:
         self._tid = tid = self._tid % 0xFFFF + 1  # 1..65535: a zeroed answer never matches
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[Frame] = loop.create_future()

@@ -29,6 +29,7 @@ READ_COILS, READ_DISCRETE, READ_HOLDING, READ_INPUT = 1, 2, 3, 4
 WRITE_COIL, WRITE_REGISTERS = 5, 16
 
 _HEADER = struct.Struct(">HHHB")
+_REGISTERS = [struct.Struct(f">{n}H") for n in range(MAX_READ_REGISTERS + 1)]  # by count: built once
 _READ = struct.Struct(">BHH")
 _WRITE_COIL = struct.Struct(">BHH")
 
@@ -177,7 +178,7 @@ def read_answer(function: int, count: int, pdu: bytes) -> list[int] | list[bool]
     if len(pdu) != 2 + 2 * count or pdu[1] != 2 * count:
         n = (len(pdu) - 2) // 2 if len(pdu) >= 2 else 0
         raise AnswerError(f"read of {count} registers answered with {n} registers")
-    return list(struct.unpack_from(f">{count}H", pdu, 2))
+    return list(_REGISTERS[count].unpack_from(pdu, 2))
 
 
 def write_answer(request: bytes, pdu: bytes) -> None:
