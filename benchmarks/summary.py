@@ -14,10 +14,13 @@ hours of a bench and are left out of the default list; ``--all`` adds them at th
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -62,8 +65,11 @@ def machine() -> str:
     return f"{model}; {os.cpu_count()} cores; Python {platform.python_version()} ({sys.executable})"
 
 
-def run_one(script: str) -> tuple[list[dict], int, float]:
-    """Run one benchmark, streaming its output; its BENCH records, its exit code and its wall time."""
+def run_one(script: str, timeout_s: float | None) -> tuple[list[dict], int, float]:
+    """Run one benchmark, streaming its output; its BENCH records, its exit code and its wall time.
+
+    The benchmark runs in its own process group (it may start a broker, a bench, a device farm): after
+    ``timeout_s`` (None: no limit), or when this process is interrupted, the whole group is ended."""
     print(f"\n===== {script} =====", flush=True)
     t0 = time.monotonic()
     records: list[dict] = []
@@ -74,16 +80,45 @@ def run_one(script: str) -> tuple[list[dict], int, float]:
         text=True,
         bufsize=1,
         cwd=HERE.parent,
+        start_new_session=True,
     ) as proc:
-        assert proc.stdout is not None
-        for text in proc.stdout:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-            record = parse(text.rstrip("\n"))
-            if record is not None:
-                records.append(record)
-        code = proc.wait()
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
+            _end_group(proc)
+
+        watchdog = threading.Timer(timeout_s, expire) if timeout_s is not None else None
+        if watchdog is not None:
+            watchdog.start()
+        try:
+            assert proc.stdout is not None
+            for text in proc.stdout:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+                record = parse(text.rstrip("\n"))
+                if record is not None:
+                    records.append(record)
+            code = proc.wait()
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+            if proc.poll() is None:
+                _end_group(proc)
+    if timed_out.is_set():
+        print(f"summary: {script} ended after its {timeout_s:g} s", flush=True)
+        code = code or -1
     return records, code, time.monotonic() - t0
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the benchmark's process group, SIGKILL if it is still there 10 s later."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def _fig(x: object) -> str:
@@ -147,6 +182,12 @@ def main() -> int:
         "--all", action="store_true", help="also the day-long runs (hours): " + ", ".join(s for s, _ in LONG)
     )
     ap.add_argument("--only", nargs="+", metavar="SCRIPT", help="run only these (e.g. polling.py outbox)")
+    ap.add_argument(
+        "--timeout-s",
+        type=float,
+        default=1800.0,
+        help="the most one default benchmark may take (default 30 min; the day runs have no limit)",
+    )
     args = ap.parse_args()
     chosen = list(DEFAULT) + (list(LONG) if args.all else [])
     if args.only:
@@ -159,7 +200,8 @@ def main() -> int:
     results = []
     t0 = time.monotonic()
     for script, _ in chosen:
-        records, code, wall = run_one(script)
+        limit = None if script in {s for s, _ in LONG} else args.timeout_s  # the day runs take hours
+        records, code, wall = run_one(script, limit)
         results.append((script, records, code, wall))
 
     print("\n===== summary =====")

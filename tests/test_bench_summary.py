@@ -7,6 +7,8 @@ import math
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
@@ -58,3 +60,18 @@ def test_every_listed_benchmark_exists_and_the_day_runs_are_not_default():
     listed = [s for s, _ in summary.DEFAULT + summary.LONG]
     assert all((ROOT / "benchmarks" / s).is_file() for s in listed)
     assert {"control_day.py", "metering_day.py", "metering_judge.py"}.isdisjoint(s for s, _ in summary.DEFAULT)
+
+
+@pytest.mark.integration
+def test_a_benchmark_over_its_time_is_ended_and_what_it_printed_is_kept(tmp_path: Path) -> None:
+    script = tmp_path / "slow.py"
+    script.write_text(
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(ROOT / 'benchmarks')!r})\n"
+        "from _report import emit\n"
+        "emit('first', 1.0, 2.0, 0.5, 's', '< 1 s', True)\n"
+        "time.sleep(600)\n"
+    )
+    records, code, _ = summary.run_one(str(script), timeout_s=2.0)
+    assert [r["name"] for r in records] == ["first"]
+    assert code != 0
