@@ -23,9 +23,9 @@ What bounds the cycle: one event loop on one core sends the 100 requests one aft
 the 100 answers one after another, so a cycle is about latency + 100 x (the larger of the CPU to send one
 request and the CPU to take one answer) + what the harness adds. On the shared 2-core development machine
 (Dec 2026) the raw floor is 27-31 ms; with pymodbus's client as the transport the poller costs ~2x the raw
-client's CPU per poll (~145 us against ~70 us), most of it in pymodbus's transaction layer; over our MBAP
-client ~1.35x (~95 us: the rest is the poller's decoding and Readings), and the cycle ~1.06x the floor
-(docs/modbus-tcp.md).
+client's CPU per poll (130-145 us against 55-75 us), most of it in pymodbus's transaction layer, and the
+cycle 1.25-1.4x the floor; over our MBAP client ~95 us per poll (the rest is the poller's decoding, Readings
+and each run's setup) and the cycle 1.06-1.08x the floor, median of 3 runs (docs/modbus-tcp.md).
 
 The simulated devices run in a subprocess (a small asyncio server answering function 3 after a
 fixed delay), so the CPU figures of the polling side are its own; the servers' CPU is shown apart, and
