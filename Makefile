@@ -26,12 +26,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/outbox.py
-	$(BIN)/python benchmarks/polling.py
-	$(BIN)/python benchmarks/memory.py
-	$(BIN)/python benchmarks/c37118_decode.py
-	$(BIN)/python benchmarks/metering.py
-	$(BIN)/python benchmarks/commands.py
+	$(BIN)/python benchmarks/summary.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info run

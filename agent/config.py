@@ -27,6 +27,7 @@ from agent.monitoring.config import MeasuredDevice, MonitoringConfig, parse_moni
 from agent.pmu.config import PmuMonitoringConfig, PmuStreamConfig, parse_pmu_monitoring, parse_pmus
 from agent.pq.config import WaveformStreamConfig, parse_waveforms
 from protocols.configcheck import MISSING, Checker, ConfigError, ConfigIssue
+from protocols.metrics import MetricsConfig, parse_metrics
 from protocols.modbus.registermap import RegisterMap, RegisterMapError, parse_register_map
 from protocols.mqtt.config import BrokerConfig, broker_url, parse_broker
 from protocols.telemetry.schema import valid_site
@@ -115,6 +116,7 @@ class AgentConfig:
     control: ControlConfig | None = None  # [control] (docs/control.md); None: the agent commands nothing
     commands: CommandsConfig | None = None  # [commands] (docs/commands.md); None: nothing comes down from central
     metering: MeteringConfig | None = None  # [metering] (docs/metering.md); None: no interval energy is made
+    metrics: MetricsConfig | None = None  # [metrics] (docs/metrics.md); None: no Prometheus endpoint
 
 
 def _read_toml(path: Path) -> tuple[dict[str, Any] | None, str]:
@@ -355,7 +357,7 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
     """Validate an already-parsed TOML document; relative paths resolve against ``source``'s folder."""
     c = Checker(source.parent)
     c.unknown(raw, "", {"site_id", "devices", "store", "uplink", "pmus", "pmu_monitoring", "waveforms", "monitoring",
-                        "clock", "control", "commands", "metering"})  # fmt: skip
+                        "clock", "control", "commands", "metering", "metrics"})  # fmt: skip
     site = c.get(raw, "", "site_id", "string")
     if site and not valid_site(site):
         c.fail("site_id", site, "1-64 characters of letters, digits, '_', '.', '-', starting with a letter or digit")
@@ -401,6 +403,8 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
     commands = None
     if commands_raw is not None:
         commands = parse_commands(c, commands_raw, site, control is not None)
+    metrics_raw = c.get(raw, "", "metrics", "table", None)  # Prometheus (protocols/metrics.py, docs/metrics.md)
+    metrics = parse_metrics(c, metrics_raw) if metrics_raw is not None else None
     uplink_raw = c.get(raw, "", "uplink", "table")
     uplink = _uplink(c, uplink_raw, site) if uplink_raw is not None else None
     if c.issues:
@@ -411,7 +415,7 @@ def parse_config(raw: Mapping[str, Any], source: Path) -> AgentConfig:
                        uplink=uplink, source=source, pmus=tuple(pmus.values()),
                        pmu_monitoring=monitoring, waveforms=tuple(waveforms.values()), monitoring=voltages,
                        warnings=tuple(c.warnings), clock=clock, control=control, commands=commands,
-                       metering=metering)  # fmt: skip
+                       metering=metering, metrics=metrics)  # fmt: skip
 
 
 def load_config(path: str | Path) -> AgentConfig:

@@ -24,6 +24,7 @@ from agent.commands.service import CommandService
 from agent.config import AgentConfig
 from agent.control.wiring import ControlSystem, build_control
 from agent.metering.service import MeteringService
+from agent.metrics import serve as serve_metrics
 from agent.monitoring.service import VoltageMonitoring
 from agent.pmu.ingest import PmuMonitoring
 from agent.points import Quality, Reading, Stream
@@ -159,6 +160,11 @@ class AgentService:
             "metering": self.metering.status() if self.metering is not None else None,
         }
 
+    @property
+    def last_stats(self) -> Any:
+        """The store's figures as the status task last read them (None before the first): agent/metrics.py."""
+        return self._last_stats
+
     def status_line(self) -> str:
         s = self._last_stats
         if s is None:
@@ -230,6 +236,10 @@ class AgentService:
         sup.add("store-limit", self._limits, stage=1)
         sup.add("status", self._status, stage=1)
         sup.add("watchdog", lambda: watchdog(self.notifier, sup, self.status_line), stage=1)
+        if self.config.metrics is not None:
+            # Prometheus (agent/metrics.py): last to stop, so a scrape sees the drain; not critical, a port taken
+            # by another program is retried with the backoff and never gets the agent restarted by the watchdog
+            sup.add("metrics", lambda: serve_metrics(self), stage=0, critical=False)
         sup.start()
         self.notifier.notify("READY=1")
         broker = self.config.uplink.broker

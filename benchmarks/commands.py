@@ -84,6 +84,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))  # the rigs the tests use: tests/helpers
 
+from _report import emit  # noqa: E402
 from bench_steps import bench_copy, free_port  # noqa: E402
 from helpers.commandrig import command_control, make_keys  # noqa: E402
 from helpers.controlbench import site_file  # noqa: E402
@@ -121,6 +122,7 @@ WMAX = "DERCtlAC.WMaxLimPct"  # the point p_limit_pct is written to (SunSpec 704
 # inverter (read every poll_interval_s = 2 s, and at the next poll after a write) may still show from an earlier
 # command (~100 ms each); before the fix such a command was answered "already_held" without a write (ALTERNATE)
 VALUES = tuple(float(v) for v in range(50, 95))
+NO_TARGET = "none (figure for docs/commands.md)"
 ALTERNATE = (50.0, 60.0)  # --alternate: 50/60, the case of the answers from a stale snapshot (fixed: 0 now)
 
 
@@ -605,6 +607,16 @@ def main() -> int:
         f.print()
         print(f.note)
     print("\nwall: time.perf_counter per call; CPU: time.process_time of this process per call (its threads too)")
+    # No target (see the module docstring): every ratio row is reported as a figure.
+    for f in out:
+        tag = f.title.split(":", 1)[0]
+        if "round trip" in tag:
+            tag = "round trip, broker nodelay" if "set_tcp_nodelay true" in f.title else "round trip, broker default"
+        for what, p50, _p99, _cpu, to in f.rows:
+            if to:
+                name = f"{tag}: {what.split(', n=', 1)[0].split(' (', 1)[0].strip()}"
+                peer = to.split(", n=", 1)[0].split(" (", 1)[0].removeprefix("floor: ")
+                emit(name, p50, f.p50[to], p50 / f.p50[to], f"ms p50 (peer: {peer})", NO_TARGET, True)
     return 0
 
 

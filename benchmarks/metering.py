@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from _report import emit  # noqa: E402
+
 from agent.acquisition import Snapshot  # noqa: E402
 from agent.metering.config import MeterConfig, MeteringConfig, RegisterConfig  # noqa: E402
 from agent.metering.service import MeteringService  # noqa: E402
@@ -104,6 +106,15 @@ def main() -> None:
         ratio = "" if name.startswith("floor") else f"{v / per_s['floor']:7.1f}x"
         print(f"{name:44s}{v * 1e3:17.3f} ms{v * 100:16.3f}%{ratio:>8s}")
     print(f"target: under 1 % of a core -> {'met' if total < 0.01 else 'NOT met'}")
+    emit(
+        f"metering CPU, {args.meters} meters",
+        total * 100,
+        per_s["floor"] * 100,
+        total / per_s["floor"],
+        "% of a core (peer: Snapshot.update)",
+        "< 1 % of a core",
+        total < 0.01,
+    )
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 import paho.mqtt.client as mqtt  # noqa: E402
 import sqlite_utils  # noqa: E402
+from _report import emit  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from agent.points import Reading, Stream  # noqa: E402
@@ -461,9 +462,13 @@ def main() -> int:
     args = ap.parse_args()
     rows: list[Row] = []
     notes: list[str] = []
+    judged: list[tuple] = []
     if not args.skip_store:
         rows += bench_store(args.readings, args.per_call, args.naive)
-        stored = rows[0][2]
+        stored, store_base = rows[0][2], rows[0][4]
+        judged.append(
+            ("outbox store", stored, store_base, "readings/s", f">= {STORE_TARGET:,}/s", stored >= STORE_TARGET)
+        )
         notes.append(
             f"store: {stored:,.0f} readings/s (target >= {STORE_TARGET:,}/s): "
             f"{'MET' if stored >= STORE_TARGET else 'MISSED'}"
@@ -474,10 +479,16 @@ def main() -> int:
         )
         rows += drain_rows
         notes += drain_notes
+        drained, drain_base = drain_rows[0][2], drain_rows[0][4]
+        judged.append(
+            ("outbox drain", drained, drain_base, "readings/s", f">= {DRAIN_TARGET:,}/s", drained >= DRAIN_TARGET)
+        )
     print_table(rows)
     print()
     for note in notes:
         print(note)
+    for name, ours, peer, unit, target, met in judged:
+        emit(name, ours, peer, ours / peer, unit, target, met)
     return 0
 
 

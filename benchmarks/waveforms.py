@@ -9,6 +9,9 @@
   ``comtrade`` package from PyPI (0.2) reading the same files; rows/s and the ratio ours / peer.
 - Wave stream (protocols/wavestream): samples per second over loopback at full speed, server and client
   in one event loop.
+
+Targets: synthesis and the wave stream at least real time (the bench plays its waveforms live: slower than
+real time, it would fall behind its own clock). The COMTRADE reads have no target (figures beside the peer).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 import comtrade as peer
 import numpy as np
+from _report import emit
 
 from protocols import comtrade as ct
 from protocols import wavestream as ws
@@ -66,11 +70,14 @@ def main() -> None:
         return np.stack([np.sin(2 * math.pi * 60 * t_idx + k * 2.094) for k in range(6)])
 
     t_np = best(numpy_sines)
+    judged: list[tuple] = []
     for name, desc in (("plain", plain), ("rich", rich)):
         t = best(lambda d=desc: generate(d, secs))
         print(
             f"{'generate ' + name + ' (s of signal / s)':44}{secs / t:14,.0f}{secs / t_np:14,.0f}{t_np / t:8.2f}  x real time, peer = numpy.sin"
         )
+        judged.append((f"synthesis {name}", secs / t, secs / t_np, t_np / t, "x real time (peer: numpy.sin)",
+                       ">= 1x real time", secs / t >= 1.0))  # fmt: skip
     w = generate(rich, secs)
     tmp = Path(tempfile.mkdtemp())
     for fmt in ("BINARY", "ASCII"):
@@ -86,6 +93,8 @@ def main() -> None:
         print(
             f"{'COMTRADE 2013 ' + fmt + ' read (rows/s)':44}{n / t_ours:14,.0f}{n / t_peer:14,.0f}{t_peer / t_ours:8.2f}  rows/s, peer = comtrade 0.2"
         )
+        judged.append((f"COMTRADE {fmt} read", n / t_ours, n / t_peer, t_peer / t_ours, "rows/s (peer: comtrade 0.2)",
+                       "none (figure)", True))  # fmt: skip
 
     async def stream() -> float:
         async with WaveformStreamServer(plain, block_s=0.1, speed=math.inf, duration_s=secs) as srv:
@@ -100,6 +109,10 @@ def main() -> None:
     print(
         f"{'wave stream loopback (samples/s per channel)':44}{rate:14,.0f}{RATE:14,.0f}{rate / RATE:8.2f}  x real time at 12.8 kHz"
     )
+    judged.append(("wave stream loopback", rate, RATE, rate / RATE, "samples/s per channel (peer: 12.8 kHz)",
+                   ">= 1x real time", rate >= RATE))  # fmt: skip
+    for record in judged:
+        emit(*record)
 
 
 if __name__ == "__main__":

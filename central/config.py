@@ -30,6 +30,9 @@ key_file = "keys/ops-1.key"     # PEM PKCS #8 Ed25519 (`gridedge keys generate`)
 [commands.sites.site-a]         # each site's agent public key, to verify the results it signs
 agent_key = "base64..."         # or agent_key_file = "keys/site-a-agent.pub"
 
+[metrics]                       # optional: Prometheus metrics at http://<listen>/metrics (docs/metrics.md)
+listen = "127.0.0.1:9109"
+
 [settlement]                    # optional: VEE, feeders to reconcile, NMIs (central/settlement/config.py)
 ```
 
@@ -50,6 +53,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from central.settlement.config import SettlementConfig, parse_settlement
 from protocols.configcheck import Checker, ConfigError, ConfigIssue
+from protocols.metrics import MetricsConfig, parse_metrics
 from protocols.mqtt.config import BrokerConfig, parse_broker
 from protocols.telemetry.commands import ROLES, KeyFileError, load_private_key, parse_public_key, valid_key_id
 from protocols.telemetry.schema import valid_site
@@ -109,6 +113,7 @@ class CentralConfig:
     source: Path | None = None
     commands: CommandsConfig = field(default_factory=CommandsConfig)
     settlement: SettlementConfig = field(default_factory=SettlementConfig)  # docs/settlement.md
+    metrics: MetricsConfig | None = None  # [metrics] (docs/metrics.md); None: no Prometheus endpoint
     store_url: str | None = field(default=None, repr=False)  # postgresql://...: may carry a password
 
     @property
@@ -128,7 +133,7 @@ class CentralConfig:
 def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     """Validate an already-parsed TOML document; relative paths resolve against ``source``'s folder."""
     c = Checker(source.parent)
-    c.unknown(raw, "", {"broker", "store", "ingest", "commands", "settlement"})
+    c.unknown(raw, "", {"broker", "store", "ingest", "commands", "settlement", "metrics"})
     broker_raw, store, ingest = (c.get(raw, "", name, "table", {}) or {} for name in ("broker", "store", "ingest"))
     c.unknown(store, "store", {"db", "url"})
     c.unknown(ingest, "ingest", {"group", "status_file", "ack_interval_s", "max_queue"})
@@ -147,12 +152,14 @@ def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     max_queue = c.get(ingest, "ingest", "max_queue", "integer", 20000, lo=1, hi=10_000_000)
     commands = _parse_commands(c, c.get(raw, "", "commands", "table", {}) or {})
     settlement = parse_settlement(c, c.get(raw, "", "settlement", "table", {}) or {})
+    metrics_raw = c.get(raw, "", "metrics", "table", None)
+    metrics = parse_metrics(c, metrics_raw) if metrics_raw is not None else None
     if c.issues:
         raise CentralConfigError(str(source), c.issues)
     assert (db is not None or url is not None) and broker is not None
     return CentralConfig(broker=broker, backoff_max_s=float(backoff_max), db_path=db, group=group, status_file=status,
                          ack_interval_s=float(interval), max_queue=max_queue, source=source,
-                         commands=commands, settlement=settlement, store_url=url)  # fmt: skip
+                         commands=commands, settlement=settlement, metrics=metrics, store_url=url)  # fmt: skip
 
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")

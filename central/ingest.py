@@ -35,6 +35,8 @@ from pathlib import Path
 
 from central.commands import results_of
 from central.config import CentralConfig
+from central.metrics import IngestTally
+from central.metrics import serve as serve_metrics
 from central.store import CentralStoreError, MessageRefused, Store, VerifiedResult, open_store
 from protocols.eventlog import EventLog
 from protocols.mqtt.session import ConnectionLost, MqttError, MqttSession
@@ -95,6 +97,7 @@ class CentralWorker:
         self.config = config
         self.name = worker_name
         self.stats = IngestStats()
+        self.tally = IngestTally()  # per stream and site, for the metrics (central/metrics.py)
         self._clock = clock
         self._queue: list[Batch] = []
         self._states: list[State] = []
@@ -124,6 +127,11 @@ class CentralWorker:
         finally:
             store, self._store = self._store, None
             store.close()
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting to be stored."""
+        return len(self._queue)
 
     def stats_dict(self) -> dict[str, int]:
         return {**asdict(self.stats), "connects": self.session.stats.connects}
@@ -244,6 +252,7 @@ class CentralWorker:
                 continue
             if result:
                 self.stats.stored += 1
+                self.tally.stored(batch)
             else:
                 self.stats.duplicates += 1
             by_site.setdefault(batch.site, []).append(batch.msg_id)
@@ -318,6 +327,10 @@ async def run_workers(config: CentralConfig, n_workers: int = 1, *, clock: Calla
                 tg.create_task(w.run(), name=f"central-{w.name}")
             if config.status_file is not None:
                 tg.create_task(_status_forever(config.status_file, workers, clock), name="central-status")
+            if config.metrics is not None:
+                tg.create_task(
+                    serve_metrics(config.metrics, workers, config.store_target, clock), name="central-metrics"
+                )
     finally:
         if config.status_file is not None:
             try:

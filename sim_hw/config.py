@@ -70,6 +70,9 @@ path, the bad value and what is allowed.
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -535,3 +538,52 @@ def load_bench_config(path: str | Path) -> BenchConfig:
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise BenchConfigError(str(path), [ConfigIssue("(file)", str(path), f"cannot read: {err}")]) from err
     return parse_bench_config(data, path)
+
+
+# The keys whose string values the loader takes as paths relative to the file's folder, by the table they sit in
+# ("" for the top level; arrays of tables by their name).
+PATH_KEYS: Mapping[str, frozenset[str]] = {
+    "": frozenset({"scenario"}),
+    "feeder": frozenset({"dss"}),
+    "buses": frozenset({"link"}),
+    "devices": frozenset({"map"}),
+    "waveforms": frozenset({"description"}),
+}
+_TABLE = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.-]+)\s*\]\]?")
+_PATH_LINE = re.compile(r"""^(\s*([A-Za-z0-9_-]+)\s*=\s*)("([^"\\]*)"|'([^']*)')""")
+
+
+def with_absolute_paths(text: str, base: Path) -> str:
+    """The TOML text of a bench config with every relative path made absolute against ``base``.
+
+    ``base`` is the folder of the file ``text`` came from: a copy written anywhere else (a benchmark's or a test's
+    temporary folder) then loads the same register maps, OpenDSS model, scenario and waveform descriptions.
+    Comments and layout stay. A path the rewrite cannot reach (written inside an inline table or a multi-line
+    string) raises ValueError naming its key rather than leaving the copy to fail later.
+    """
+    table = ""
+    out: list[str] = []
+    for line in text.splitlines(keepends=True):
+        header = _TABLE.match(line)
+        if header:
+            table = header.group(1)
+        else:
+            m = _PATH_LINE.match(line)
+            if m and m.group(2) in PATH_KEYS.get(table, ()):
+                value = m.group(4) if m.group(4) is not None else m.group(5)
+                path = Path(os.path.normpath(base / value))  # an absolute value stays as it is
+                line = f"{m.group(1)}{json.dumps(str(path))}{line[m.end() :]}"
+        out.append(line)
+    result = "".join(out)
+    data = tomllib.loads(result)
+    for table_name, keys in PATH_KEYS.items():
+        node = data if not table_name else data.get(table_name)
+        for item in node if isinstance(node, list) else [node]:
+            if not isinstance(item, Mapping):
+                continue
+            for key in keys:
+                value = item.get(key)
+                if isinstance(value, str) and not Path(value).is_absolute():
+                    where = f"{table_name}.{key}" if table_name else key
+                    raise ValueError(f"{where} = {value!r}: a relative path this rewrite does not reach")
+    return result

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
+import struct
 import time
 from dataclasses import replace
 
@@ -21,6 +23,7 @@ from protocols.c37118.pdc import (
     PdcSession,
     PdcTimeoutError,
     PmuEndpoint,
+    ReadBatcher,
     stat_word_indices,
 )
 from sim_hw.devices.pmu import SimPmu
@@ -72,6 +75,66 @@ async def test_udp_data_with_tcp_commands() -> None:
         async with running_tasks(client.run()):
             await until(lambda: len(frames) >= 3)
         assert sim.stats.data_frames_sent >= 3
+
+
+@async_test
+async def test_batched_reads_take_several_frames_a_read_in_order() -> None:
+    batcher = ReadBatcher(0.1)
+    async with SimPmu(31, "SIM", port=0, rate=50) as sim:
+        client, frames, _, errors = _client(sim.port, 31, batcher=batcher)
+        async with running_tasks(client.run()):
+            await until(lambda: len(frames) >= 30)
+            assert len(batcher) == 1, "the streaming session's socket is read by the batcher"
+        assert batcher.reads >= 2 and len(frames) / batcher.reads >= 2, "several frames a read"
+        stamps = [f.timestamp.as_fraction() for f in frames]
+        assert stamps == sorted(set(stamps)), "in order, none twice"
+        assert not errors and len(batcher) == 0, "a closed session leaves the batcher"
+    with pytest.raises(ValueError, match="interval_s"):
+        ReadBatcher(0)
+
+
+@async_test
+async def test_batched_stream_sees_the_pmu_closing_and_reconnects() -> None:
+    batcher = ReadBatcher(0.05)
+    async with SimPmu(32, "SIM", port=0, rate=50) as sim:
+        client, frames, _, _ = _client(sim.port, 32, batcher=batcher)
+        async with running_tasks(client.run()):
+            await until(lambda: len(frames) >= 5)
+            sim.drop_clients()
+            await until(lambda: client.stats.reconnects >= 1)
+            assert "closed" in client.stats.last_error
+            n = len(frames)
+            await until(lambda: len(frames) >= n + 5)
+        assert sim.stats.connections >= 2
+
+
+@async_test
+async def test_batched_socket_reset_ends_the_session_as_the_transport_would() -> None:
+    # A session on one end of a TCP connection: frames written at the other end come in batches; a reset
+    # (SO_LINGER 0, then close) is a ConnectionClosedError naming the reason, and the batcher lets go.
+    pmu = SimPmu(33, "SIM", rate=50)
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        ours = socket.create_connection(server.getsockname())
+        theirs, _ = server.accept()
+    session = PdcSession(PmuEndpoint("127.0.0.1", 4712, 33))
+    session._set_config(pmu.config)
+    loop = asyncio.get_running_loop()
+    session._transport, _ = await loop.connect_accepted_socket(session._tcp_protocol, sock=ours)
+    got: list = []
+    session.deliver_to(got.append)
+    batcher = ReadBatcher(0.05)
+    session.batch_reads(batcher)
+    k0 = 1_700_000_000 * 50
+    theirs.sendall(b"".join(encode_frame(pmu.data_frame(k0 + k)) for k in range(5)))
+    await until(lambda: len(got) == 5)
+    assert batcher.reads == 1 and all(isinstance(e, DataFrame) for e in got)
+    theirs.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    theirs.close()
+    await until(lambda: len(got) == 6)
+    assert type(got[-1]).__name__ == "ConnectionClosedError"
+    assert str(got[-1]) == "TCP connection lost: Connection reset by peer"
+    assert len(batcher) == 0
+    await session.close()
 
 
 @async_test

@@ -14,7 +14,7 @@ from helpers.aio import async_test, running_tasks, until
 from helpers.sinks import Taken
 
 from agent.pmu.config import AnglePairConfig, PmuMonitoringConfig, PmuStreamConfig
-from agent.pmu.ingest import PmuIngest, PmuMonitoring
+from agent.pmu.ingest import READ_BATCH_S, PmuIngest, PmuMonitoring, batch_interval_s
 from agent.points import Quality
 from agent.store import AsyncStore, Store
 from protocols.c37118 import DataFormat, DataFrame, FrameType, PhasorKind
@@ -98,6 +98,38 @@ def test_ingest_values_from_raw_words_equal_the_per_pmu_view_for_every_format():
                 ((ts, row),) = ing.buffer.latest(1)
                 assert ts == float(frame.timestamp.as_fraction())
                 assert row == pytest.approx(expected, rel=1e-12, abs=1e-9), (fmt, type(cfg).__name__)
+
+
+def test_buffer_of_a_replaced_configuration_still_reads_with_its_own_layout():
+    # The buffer stores frames' words; a pending event may still cut its window from the old buffer after
+    # a configuration change, so each buffer converts with the layout it was made for.
+    pmu = SimPmu(7, "SUB A", rate=RATE)
+    ing = PmuIngest(stream(pmu), MON, Taken(), lambda *a: None, clock=lambda: 2e9)
+    k0 = 1_700_000_000 * RATE
+    for k in range(k0, k0 + 5):
+        ing.on_frame(pmu.data_frame(k))
+    old = ing.buffer
+    before = old.latest(5)
+    pmu.change_config(phasors=[("V1", PhasorKind.VOLTAGE)], flag_s=0.0)
+    ing.on_frame(pmu.data_frame(k0 + 5))
+    assert ing.buffer is not old and [len(row) for _, row in ing.buffer.latest(1)] == [4]
+    assert old.latest(5) == before and len(before[0][1]) == 2 + 2 * 6
+    assert before[-1][1][2] == pytest.approx(1.0, abs=0.05), "VA magnitude in pu"
+
+
+@async_test
+async def test_sockets_read_in_batches_unless_told_not_to():
+    a = PmuStreamConfig(name="a", host="127.0.0.1", port=1, idcode=1)
+    b = replace(a, name="b", stale_after_s=0.2)
+    assert batch_interval_s((a,)) == READ_BATCH_S and batch_interval_s((a, b)) == pytest.approx(0.05)
+    assert PmuMonitoring((a, b), MON, Taken(), None).batcher.interval_s == pytest.approx(0.05)  # type: ignore[arg-type]
+    assert PmuMonitoring((a,), MON, Taken(), None, read_batch_s=0).batcher is None  # type: ignore[arg-type]
+    taken = Taken()
+    async with SimPmu(14, "SUB E", rate=RATE, port=0) as pmu:
+        mon = PmuMonitoring((stream(pmu),), MON, taken, None, read_batch_s=0)  # type: ignore[arg-type]
+        async with running_tasks(mon.clients["pmu1"].run()):
+            await until(lambda: mon.ingests["pmu1"].stats.frames >= RATE + 1)
+        assert taken.points(".frequency"), "every read as it comes: the same readings"
 
 
 class Switch:

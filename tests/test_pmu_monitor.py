@@ -86,6 +86,18 @@ def test_ringbuffer_for_rate_and_bad_capacity():
         RingBuffer(0)
 
 
+def test_ringbuffer_converts_stored_rows_when_read_and_wraps_in_order():
+    rb = RingBuffer(3, convert=lambda row: (row[0] * 10,))
+    for k in range(7):
+        assert rb.append(float(k), (k,))
+    assert len(rb) == 3 and rb.first_ts == 4.0 and rb.last_ts == 6.0
+    assert rb.window(4.0, 6.0) == ([4.0, 5.0, 6.0], [(40,), (50,), (60,)])
+    assert rb.latest(2) == [(5.0, (50,)), (6.0, (60,))]
+    assert not rb.append(6.0, (9,)) and rb.out_of_order == 1 and rb.latest(1) == [(6.0, (60,))]
+    rb.clear()
+    assert len(rb) == 0 and rb.last_ts is None and rb.append(1.0, (1,)) and rb.window(0, 2) == ([1.0], [(10,)])
+
+
 # ---- hysteresis ------------------------------------------------------------------------------------------
 
 
@@ -156,6 +168,56 @@ def test_voltage_per_phase_in_pu_of_nominal():
     assert out[0].data["voltage_pu"] == pytest.approx(6700 / 7200, abs=1e-5) and "below" in out[0].text
     assert m.update(0.2, [7200, 6700, 7600])[0].data["phase"] == "VC"  # C over 1.05 is its own excursion
     assert m.update(0.3, [7200, 6700, 7600]) == []
+
+
+@pytest.mark.parametrize("polar", [True, False])
+def test_voltage_update_words_is_update_on_the_magnitudes(polar: bool) -> None:
+    # Words as a data frame holds them: (VA, VB, VC) at indices 6, 8, 10, each (magnitude, angle) polar or
+    # (real, imaginary); scale 0.5 V per unit. Every step gives the same triggers both ways, bands included.
+    pairs = ((6, 0.5), (8, 0.5), (10, 0.5))
+
+    def words(va: float, vb: float, vc: float) -> tuple[float, ...]:
+        out = [0.0] * 12
+        for i, v in zip((6, 8, 10), (va, vb, vc), strict=True):
+            out[i], out[i + 1] = (v / 0.5, 0.3) if polar else (v / 0.5 * math.cos(0.3), v / 0.5 * math.sin(0.3))
+        return tuple(out)
+
+    def mags(w: tuple[float, ...]) -> list[float]:
+        return [abs(w[i] * k) if polar else math.hypot(w[i] * k, w[i + 1] * k) for i, k in pairs]
+
+    def monitor() -> VoltageMonitor:
+        return VoltageMonitor("p", ["VA", "VB", "VC"], 7200.0, 0.95, 1.05, "Range A", pickup_s=0.2, hold_off_s=0.3)
+
+    a, b = monitor(), monitor()
+    steps = [(7200, 7200, 7200), (7200, 6700, 7200), (7200, 6700, 7200), (7200, 6700, 7600), (7200, 6700, 7600),
+             (7200, 6700, 7600), (7200, 6700, 7600), (-7200, 7200, 7200), (7200, 7200, 7200), (7200, 7200, 7200), (7200, 7200, 7200),
+             (float("nan"), 7200, 7200), (7200, 7200, 7200)]  # fmt: skip
+    seen = []
+    for k, step in enumerate(steps):
+        w = words(*step)
+        t = 0.1 * k
+        got = b.update_words(t, w, pairs, polar)
+        assert got == a.update(t, mags(w)), step
+        seen += got
+    assert {(t.data["phase"], t.cleared) for t in seen} >= {("VB", False), ("VC", False), ("VB", True)}
+
+
+def test_time_sync_update_words_is_update_on_the_decoded_words() -> None:
+    # Every STAT bit the monitor reads (13 sync, 8-6 time quality, 5-4 unlocked time) and FRACSEC quality
+    # codes 0, 5 and 15, in and out of alarm: the word path and the decoded path give the same triggers.
+    stats = [0, 0x2000, 0x0010, 0x0030, 3 << 6, 4 << 6, 7 << 6, 0x2000 | 0x0030 | (5 << 6), 0x8000, 0x0400]
+    a = TimeSyncMonitor("p", worst_time_quality=4, hold_off_s=0.25)
+    b = TimeSyncMonitor("p", worst_time_quality=4, hold_off_s=0.25)
+    t = 0.0
+    raised = 0
+    for stat in stats:
+        for code in (0, 5, 15, 0, 0, 0, 0):
+            fracsec = (code << 24) | 1234
+            t += 0.1
+            want = a.update(t, Stat.from_word(stat), TimeQuality.from_byte(fracsec >> 24))
+            assert b.update_words(t, stat, fracsec) == want, (hex(stat), code)
+            raised += want is not None and not want.cleared
+    assert raised >= 3
 
 
 def test_angle_difference_wraps_and_uses_configured_limit():

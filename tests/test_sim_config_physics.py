@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from sim_hw.bench import device_table
-from sim_hw.config import BenchConfigError, load_bench_config, parse_bench_config
+from sim_hw.config import BenchConfigError, load_bench_config, parse_bench_config, with_absolute_paths
 
 ROOT = Path(__file__).resolve().parent.parent
 IEEE13 = ROOT / "config" / "sim-ieee13.toml"
@@ -119,3 +119,46 @@ def test_a_scenario_needs_the_feeder(tmp_path: Path) -> None:
         f'map = "{ROOT / "config" / "maps" / "sim-meter.toml"}"\n'
     )
     assert messages(text, tmp_path) == [f"scenario = '{scn}': needs a [feeder] table (the physics plays the events)"]
+
+
+def test_a_copy_with_absolute_paths_loads_the_same_files_from_another_folder(tmp_path: Path) -> None:
+    shipped = load_bench_config(IEEE13)
+    copy = tmp_path / "elsewhere" / "bench.toml"
+    copy.parent.mkdir()
+    copy.write_text(with_absolute_paths(IEEE13.read_text(), IEEE13.parent))
+    got = load_bench_config(copy)
+    assert got.feeder is not None and shipped.feeder is not None
+    assert got.feeder.dss == shipped.feeder.dss
+    assert [d.map_path for d in got.devices] == [d.map_path for d in shipped.devices]
+    assert [w.description for w in got.waveforms] == [w.description for w in shipped.waveforms]
+    assert got.waveforms, "the shipped bench has a waveform stream: the case the copy must carry"
+    assert [b.link for b in got.buses] == [b.link for b in shipped.buses]
+    assert "# Paths are relative to this file's folder." in copy.read_text()  # comments stay
+
+
+def test_absolute_paths_cover_every_path_key_and_leave_other_strings(tmp_path: Path) -> None:
+    text = (
+        'scenario = "scn/day.toml"\n'
+        'name = "maps/not-a-path"\n'
+        "[feeder]\n"
+        "dss = 'ieee13/IEEE13.dss'  # literal string\n"
+        "[[buses]]\n"
+        'link = "../run/rtu-bus1"\n'
+        "[[devices]]\n"
+        'map = "/abs/map.toml"\n'
+        'kind = "meter"\n'
+        "[[waveforms]]\n"
+        'description = "waveforms/w.toml"\n'
+    )
+    out = tomllib.loads(with_absolute_paths(text, tmp_path / "cfg"))
+    assert out["scenario"] == str(tmp_path / "cfg" / "scn" / "day.toml")
+    assert out["name"] == "maps/not-a-path"
+    assert out["feeder"]["dss"] == str(tmp_path / "cfg" / "ieee13" / "IEEE13.dss")
+    assert out["buses"][0]["link"] == str(tmp_path / "run" / "rtu-bus1")
+    assert out["devices"][0] == {"map": "/abs/map.toml", "kind": "meter"}
+    assert out["waveforms"][0]["description"] == str(tmp_path / "cfg" / "waveforms" / "w.toml")
+
+
+def test_a_path_the_rewrite_cannot_reach_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"feeder\.dss"):
+        with_absolute_paths('feeder = { dss = "ieee13/IEEE13.dss" }\n', tmp_path)

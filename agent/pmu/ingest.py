@@ -4,8 +4,10 @@ A stream is a PMU or a PDC: every PMU block of its configuration (NUM_PMU, C37.1
 is monitored as a PMU of its own (:class:`PmuStream`). With one block it keeps the ``[[pmus]]`` name;
 with several, each is ``<name>/<station>`` (see :func:`block_names`).
 
-Per data frame and block: the full-rate ring buffer gets one row, the monitors run, and once per second (the
-first frame of each second) the snapshot and the store's write queue get the PMU's values as Readings.
+Per data frame and block: the full-rate ring buffer keeps the frame's decoded words (turned into channels
+when a window is read), the monitors run, and once per second (the first frame of each second) the
+snapshot and the store's write queue get the PMU's values as Readings. The PMUs' sockets are read in
+batches (every READ_BATCH_S, one read per PMU: docs/pmu-monitoring.md "Performance").
 Triggers wait in :class:`~agent.pmu.monitor.EventWindows` for their after-window, then go to the store
 through the agent's event spool (:class:`~agent.events.EventSpool`: in order, retried while the store
 fails) from one task (:meth:`PmuMonitoring.run_events`), which also ticks the stale-stream monitors. Frames arrive in PdcClient callbacks (synchronous, on the event loop), so
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import operator
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,8 +38,8 @@ from agent.pmu.monitor import (
 )
 from agent.pmu.ringbuffer import RingBuffer
 from agent.points import Quality, Reading
-from protocols.c37118 import ConfigFrame, DataError, DataFrame, FrameError, PhasorKind, PmuConfig, PmuConfig3, Stat
-from protocols.c37118.pdc import PdcClient, PmuEndpoint
+from protocols.c37118 import ConfigFrame, DataError, DataFrame, FrameError, PhasorKind, PmuConfig, PmuConfig3
+from protocols.c37118.pdc import PdcClient, PmuEndpoint, ReadBatcher
 from protocols.eventlog import EventLog
 
 log = EventLog("pmu")
@@ -50,7 +51,20 @@ PAIR_KEEP_S = 2.0  # how long one PMU's angle waits for the other's at the same 
 #: 190 kB in memory), so fewer wait here than the spool's default: at most about 50 MB.
 MAX_WAITING_EVENTS = 250
 
+#: How often every PMU's TCP socket is read (protocols.c37118.pdc.ReadBatcher): one read takes the frames of
+#: that time (12 at 60 frames/s), which costs about half of what 6 frames a read (0.1 s) cost and a sixth of
+#: one read per frame (docs/pmu-monitoring.md "Performance"). Frames reach the monitors up to this much later.
+#: The agent's own budget, no standard's: C37.118.2-2011 sets no latency for the receiving side (the
+#: "measurement reporting latency" limits of C37.118.1 bind the PMU); a frame counts late only past
+#: LATE_AFTER_S, and the monitors time everything by the PMU's timestamps, not by arrival.
+READ_BATCH_S = 0.2
+
 Sink = Callable[[list[Reading]], None]
+
+
+def batch_interval_s(pmus: Sequence[PmuStreamConfig]) -> float:
+    """READ_BATCH_S, or a quarter of the shortest ``stale_after_s`` when that is shorter (no false stale event)."""
+    return min([READ_BATCH_S, *(p.stale_after_s / 4 for p in pmus)])
 
 
 @dataclass(slots=True)
@@ -116,14 +130,53 @@ def phasor_layout(config: ConfigFrame, block: int = 0) -> tuple:
             config.time_base)  # fmt: skip
 
 
-def _picker(idx: tuple[int, ...]) -> Callable[[list[float]], Sequence[float]]:
-    """``values -> [values[i] for i in idx]`` as one C call per frame (itemgetter), always a sequence."""
-    if len(idx) == 1:
-        (only,) = idx
-        return lambda values: (values[only],)
-    if not idx:
-        return lambda values: ()
-    return operator.itemgetter(*idx)
+def _freq_rocof(w: Sequence[float], freq_i: int, freq_float: bool, nominal_hz: float) -> tuple[float, float]:
+    """FREQ (Hz) and DFREQ (Hz/s) of a frame's words; 6.3 Table 6: integer FREQ is the deviation from nominal
+    in mHz, integer DFREQ is ROCOF x 100."""
+    if freq_float:
+        return float(w[freq_i]), float(w[freq_i + 1])
+    return nominal_hz + w[freq_i] / 1000.0, w[freq_i + 1] / 100.0
+
+
+def _phasors(w: Sequence[float], ph_i: tuple[int, ...], scales: tuple[float, ...], polar: bool,
+             ph_float: bool) -> tuple[list[float], list[float]]:  # fmt: skip
+    """Each phasor's magnitude (V or A) and angle (rad, in (-pi, pi]) from a frame's words (6.3 Table 5)."""
+    mags: list[float] = []
+    angs: list[float] = []
+    pi = math.pi
+    for i, k in zip(ph_i, scales, strict=True):
+        a, b = w[i], w[i + 1]
+        if polar:
+            m = a * k
+            th = b if ph_float else b * 1e-4
+            if m < 0:  # what abs() and atan2() of the complex value made of it: m >= 0, angle in (-pi, pi]
+                m, th = -m, th + pi
+            if not -pi < th <= pi:
+                th = math.atan2(math.sin(th), math.cos(th))
+        else:
+            re, im = a * k, b * k
+            m = math.hypot(re, im)
+            th = math.atan2(im, re)
+        mags.append(m)
+        angs.append(th)
+    return mags, angs
+
+
+def channel_row(layout: tuple, per_unit: tuple[float, ...]) -> Callable[[Sequence[float]], tuple[float, ...]]:
+    """``words -> (frequency Hz, ROCOF Hz/s, then per phasor magnitude pu or V/A and angle deg)``: the ring
+    buffer's channels, computed from the stored words when a window is read."""
+    _, freq_i, freq_float, nominal_hz, ph_i, scales, polar, ph_float, _ = layout
+    degrees = math.degrees
+
+    def row(w: Sequence[float]) -> tuple[float, ...]:
+        out = list(_freq_rocof(w, freq_i, freq_float, nominal_hz))
+        mags, angs = _phasors(w, ph_i, scales, polar, ph_float)
+        for m, th, pu in zip(mags, angs, per_unit, strict=True):
+            out.append(m / pu if pu else m)
+            out.append(degrees(th))
+        return tuple(out)
+
+    return row
 
 
 class PmuIngest:
@@ -152,7 +205,9 @@ class PmuIngest:
         self.rocof: RocofMonitor | None = None
         self.voltage: VoltageMonitor | None = None
         self._voltage_idx: tuple[int, ...] = ()
-        self._voltage_mags: Callable[[list[float]], Sequence[float]] = _picker(())
+        self._voltage_phasors: tuple[tuple[int, float], ...] = ()  # (word index, scale) of each voltage phasor
+        self._freq_points = (f"{self.name}.frequency", f"{self.name}.rocof")  # reading ids, built once
+        self._points: tuple[tuple[str, str], ...] = ()  # (magnitude, angle) reading ids of each phasor
         self._units: tuple[str, ...] = ()
         self._layout: tuple = ()
         self._per_unit: tuple[float, ...] = ()
@@ -179,7 +234,10 @@ class PmuIngest:
             chans += [f"{name}_mag_{'pu' if volt and nominal_v else 'v' if volt else 'a'}", f"{name}_ang_deg"]
             digits += [5 if volt and nominal_v else 2, 2]
         self.channels, self.digits = tuple(chans), tuple(digits)
-        self.buffer = RingBuffer.for_rate(config.frames_per_second, mon.buffer_s)
+        self._layout = layout = phasor_layout(config, self.block)
+        self._per_unit = tuple(nominal_v if nominal_v and u == "V" else 0.0 for u in self._units)  # divisors
+        # The buffer keeps each frame's words; channel_row (this layout's) turns them into channels when read.
+        self.buffer = RingBuffer.for_rate(config.frames_per_second, mon.buffer_s, channel_row(layout, self._per_unit))
         nominal_hz = pmu.nominal_hz
         lo, hi = mon.frequency_lo_hz, mon.frequency_hi_hz
         if nominal_hz != 60 and not mon.frequency_clause.startswith("configured"):
@@ -189,15 +247,16 @@ class PmuIngest:
         self.rocof = RocofMonitor(self.name, mon.rocof_hz_per_s, mon.rocof_clause, pickup_s=mon.rocof_pickup_s,
                                   hold_off_s=mon.hold_off_s)  # fmt: skip
         self._voltage_idx = tuple(i for i, k in enumerate(kinds) if k == PhasorKind.VOLTAGE)
-        self._voltage_mags = _picker(self._voltage_idx)
+        ph_i, scales = layout[4], layout[5]
+        self._voltage_phasors = tuple((ph_i[j], scales[j]) for j in self._voltage_idx)
+        n = self.name
+        self._points = tuple((f"{n}.{p}.mag", f"{n}.{p}.ang") for p in pmu.phasor_names)  # reading ids
         self.voltage = None
         if nominal_v and self._voltage_idx:
             self.voltage = VoltageMonitor(self.name, [pmu.phasor_names[i] for i in self._voltage_idx], nominal_v,
                                           mon.voltage_lo_pu, mon.voltage_hi_pu, mon.voltage_clause,
                                           pickup_s=mon.voltage_pickup_s, hold_off_s=mon.hold_off_s)  # fmt: skip
         self._last_soc = -1
-        self._layout = phasor_layout(config, self.block)
-        self._per_unit = tuple(nominal_v if nominal_v and u == "V" else 0.0 for u in self._units)  # divisors
         log.info("pmu_configured", pmu=self.name, idcode=pmu.idcode, block=self.block,
                  phasors=",".join(pmu.phasor_names), rate=config.data_rate, nominal_hz=nominal_hz)  # fmt: skip
 
@@ -205,7 +264,9 @@ class PmuIngest:
 
     def on_frame(self, frame: DataFrame) -> None:
         # The hot path (every frame of every PMU): values come straight from the decoded words through
-        # indices computed once per configuration (_layout), with no per-PMU view built.
+        # indices computed once per configuration (_layout). Per frame only what the monitors need is
+        # computed (frequency, ROCOF, voltage magnitudes); the buffer keeps the words as they are, and the
+        # phasors' magnitudes and angles are computed for the once-a-second readings and angle pairs only.
         if frame.config is not self.config:
             self.on_config(frame.config)
         st = self.stats
@@ -229,53 +290,27 @@ class PmuIngest:
             freq, rocof = float(w[freq_i]), float(w[freq_i + 1])
         else:  # 6.3 Table 6: FREQ deviation from nominal in mHz, DFREQ is ROCOF x 100
             freq, rocof = nominal_hz + w[freq_i] / 1000.0, w[freq_i + 1] / 100.0
-        # One pass builds the magnitudes and angles (radians) and the buffer row (pu or V/A, degrees).
-        mags: list[float] = []
-        angs: list[float] = []
-        row: list[float] = [freq, rocof]
-        degrees = math.degrees
-        pi = math.pi
-        for i, k, per_unit in zip(ph_i, scales, self._per_unit, strict=True):
-            a, b = w[i], w[i + 1]
-            if polar:
-                m = a * k
-                th = b if ph_float else b * 1e-4
-                if m < 0:  # what abs() and atan2() of the complex value made of it: m >= 0, angle in (-pi, pi]
-                    m, th = -m, th + pi
-                if not -pi < th <= pi:
-                    th = math.atan2(math.sin(th), math.cos(th))
-            else:
-                re, im = a * k, b * k
-                m = math.hypot(re, im)
-                th = math.atan2(im, re)
-            mags.append(m)
-            angs.append(th)
-            row.append(m / per_unit if per_unit else m)
-            row.append(degrees(th))
         if soc != self._last_soc:
             self._last_soc = soc
+            mags, angs = _phasors(w, ph_i, scales, polar, ph_float)
             self._report(ts, data_error, sync_lost, mags, angs, freq, rocof)
-        buffer = self.buffer
-        last_ts = buffer.last_ts
-        if last_ts is not None and ts <= last_ts:
+        if not self.buffer.append(ts, w):  # not after the newest frame
             st.out_of_order += 1
             return
-        buffer.append(ts, tuple(row))
-        if trig := self.time_sync.update(ts, Stat.from_word(stat_word), frame.time_quality):
+        if trig := self.time_sync.update_words(ts, stat_word, w[4]):
             self._trigger(trig)
-        if data_error != DataError.GOOD:
+        if data_error:  # not DataError.GOOD (0)
             st.bad_data += 1
             return
-        assert self.frequency is not None and self.rocof is not None
-        if trig := self.frequency.update(ts, freq):
+        if trig := self.frequency.update(ts, freq):  # type: ignore[union-attr]  # set with _layout
             self._trigger(trig)
-        if trig := self.rocof.update(ts, rocof):
+        if trig := self.rocof.update(ts, rocof):  # type: ignore[union-attr]
             self._trigger(trig)
         if self.voltage is not None:
-            for trig in self.voltage.update(ts, self._voltage_mags(mags)):
+            for trig in self.voltage.update_words(ts, w, self._voltage_phasors, polar):
                 self._trigger(trig)
         if not sync_lost and self.listeners:
-            angles = tuple(angs)
+            angles = tuple(_phasors(w, ph_i, scales, polar, ph_float)[1])
             for listener in self.listeners:
                 listener(self, ts, angles)
 
@@ -291,12 +326,12 @@ class PmuIngest:
                 freq: float, rocof: float) -> None:  # fmt: skip
         q = Quality.GOOD if data_error == DataError.GOOD else Quality.INVALID
         qa = Quality.INVALID if sync_lost else q  # an angle is only meaningful against UTC
-        n = self.name
-        out = [Reading(f"{n}.frequency", ts, round(freq, 6), "Hz", q),
-               Reading(f"{n}.rocof", ts, round(rocof, 4), "Hz/s", q)]  # fmt: skip
-        for name, unit, m, a in zip(self.phasor_names, self._units, mags, angs, strict=True):
-            out.append(Reading(f"{n}.{name}.mag", ts, round(m, 4), unit, q))
-            out.append(Reading(f"{n}.{name}.ang", ts, round(math.degrees(a), 4), "deg", qa))
+        freq_id, rocof_id = self._freq_points
+        out = [Reading(freq_id, ts, round(freq, 6), "Hz", q), Reading(rocof_id, ts, round(rocof, 4), "Hz/s", q)]
+        degrees = math.degrees
+        for (mag_id, ang_id), unit, m, a in zip(self._points, self._units, mags, angs, strict=True):
+            out.append(Reading(mag_id, ts, round(m, 4), unit, q))
+            out.append(Reading(ang_id, ts, round(degrees(a), 4), "deg", qa))
         self.stats.readings += len(out)
         self.sink(out)
 
@@ -433,23 +468,32 @@ class AnglePair:
 
 
 class PmuMonitoring:
-    """Every configured PMU: clients, ingests, angle pairs, event windows, and the events task."""
+    """Every configured PMU: clients, ingests, angle pairs, event windows, and the events task.
+
+    The clients share one :class:`~protocols.c37118.pdc.ReadBatcher` (``batcher``): each PMU's socket is
+    read every ``read_batch_s`` (default :func:`batch_interval_s`), ``0`` reads every segment as it comes.
+    """
 
     def __init__(self, pmus: tuple[PmuStreamConfig, ...], mon: PmuMonitoringConfig, sink: Sink,
                  store: EventStore, *, clock: Callable[[], float] = time.time,
-                 client_factory: Callable[..., PdcClient] = PdcClient) -> None:  # fmt: skip
+                 client_factory: Callable[..., PdcClient] = PdcClient,
+                 read_batch_s: float | None = None) -> None:  # fmt: skip
         self.mon, self.store, self.clock = mon, store, clock
         self.windows = EventWindows(mon.window_before_s, mon.window_after_s, clock)
         self.pairs = [AnglePair(pair, mon, self._on_trigger) for pair in mon.angle_pairs]
         self.streams = {p.name: PmuStream(p, mon, sink, self._on_trigger, clock, self._attach_pairs) for p in pmus}
         for stream in self.streams.values():
             self._attach_pairs(stream)
+        # None: READ_BATCH_S (or less, see batch_interval_s()); 0: every read handled as it comes (no batcher).
+        interval = batch_interval_s(pmus) if read_batch_s is None else read_batch_s
+        self.batcher = ReadBatcher(interval) if interval > 0 else None
         self.clients = {
             p.name: client_factory(
                 PmuEndpoint(p.host, p.port, p.idcode, p.cfg, p.udp_port),
                 on_frame=self.streams[p.name].on_frame,
                 on_config=self.streams[p.name].on_config,
                 on_error=self.streams[p.name].on_error,
+                batcher=self.batcher,
             )  # fmt: skip
             for p in pmus
         }
@@ -519,5 +563,5 @@ class PmuMonitoring:
         return out
 
 
-__all__ = ["MAX_WAITING_EVENTS", "AnglePair", "EventStore", "IngestStats", "PmuIngest", "PmuMonitoring", "PmuStream", "block_names",
-           "phasor_kinds", "phasor_layout"]  # fmt: skip
+__all__ = ["MAX_WAITING_EVENTS", "READ_BATCH_S", "AnglePair", "EventStore", "IngestStats", "PmuIngest", "PmuMonitoring", "PmuStream", "batch_interval_s",
+           "block_names", "channel_row", "phasor_kinds", "phasor_layout"]  # fmt: skip

@@ -203,6 +203,36 @@ class VoltageMonitor:
         self._lo_pu, self._hi_pu, self._n = lo_pu, hi_pu, len(self.phases)
         self._idle = True  # every band idle (see Hysteresis.idle): the fast path applies
 
+    def update_words(self, ts: float, words: Sequence[float], phasors: Sequence[tuple[int, float]],
+                     polar: bool) -> list[Trigger]:  # fmt: skip
+        """:meth:`update` with each magnitude read from a data frame's ``words`` (C37.118.2-2011 6.3 Table 5).
+
+        ``phasors`` gives each phase's (word index, scale to V): polar, the magnitude is ``|words[i] * scale|``;
+        rectangular, the hypotenuse of ``words[i]`` and ``words[i + 1]`` scaled. :meth:`update`'s fast path
+        runs on the words, so a frame with every phase in the band builds no list.
+        """
+        if self._idle and len(phasors) == self._n:
+            lo, hi, nominal = self._lo_pu, self._hi_pu, self.nominal_v
+            if polar:
+                for i, k in phasors:
+                    m = words[i] * k
+                    if not lo <= (-m if m < 0 else m) / nominal <= hi:
+                        break
+                else:
+                    return []
+            else:
+                hypot = math.hypot
+                for i, k in phasors:
+                    if not lo <= hypot(words[i] * k, words[i + 1] * k) / nominal <= hi:
+                        break
+                else:
+                    return []
+        if polar:
+            mags = [-m if (m := words[i] * k) < 0 else m for i, k in phasors]
+        else:
+            mags = [math.hypot(words[i] * k, words[i + 1] * k) for i, k in phasors]
+        return self.update(ts, mags)
+
     def update(self, ts: float, magnitudes_v: Sequence[float]) -> list[Trigger]:
         # Fast path: every band idle and every phase inside the band: no band would change state.
         if self._idle and len(magnitudes_v) == self._n:
@@ -297,6 +327,20 @@ class TimeSyncMonitor:
         self.source, self.worst_time_quality = source, worst_time_quality
         self.band = Hysteresis(None, 0.5, pickup_s=0.0, hold_off_s=hold_off_s)
         self._reasons: list[str] = []  # why it raised, repeated in the cleared event
+
+    def update_words(self, ts: float, stat_word: int, fracsec_word: int) -> Trigger | None:
+        """:meth:`update` from the raw STAT word and FRACSEC word (time quality in bits 31-24), for every frame.
+
+        The idle check of :meth:`update` on the bits themselves (6.3 Table 7: bit 13 sync, bits 5-4 unlocked
+        time, bits 8-6 time quality; 6.2.2 Table 3: FRACSEC bits 27-24, 15 = clock failure), so a frame
+        with nothing to report builds no :class:`Stat`.
+        """
+        b = self.band
+        if (not b.active and b._since is None and not stat_word & 0x2030
+                and ((tq := (stat_word >> 6) & 7) == PmuTimeQuality.NOT_USED or tq < self.worst_time_quality)
+                and (fracsec_word >> 24) & 0x0F != 15):  # fmt: skip
+            return None
+        return self.update(ts, Stat.from_word(stat_word), TimeQuality.from_byte(fracsec_word >> 24))
 
     def update(self, ts: float, stat: Stat, time_quality: TimeQuality) -> Trigger | None:
         b = self.band

@@ -32,11 +32,11 @@ from protocols.c37118.codec import (
     Cfg3Reassembler,
     DataCodec,
     decode_frame,
-    sync_plausible,
 )
 from protocols.c37118.errors import CrcError, FrameError, SizeError, SyncError
 from protocols.c37118.frames import (
     MAX_FRAME_SIZE,
+    VERSIONS,
     Config3Fragment,
     Config3Frame,
     ConfigFrame,
@@ -127,7 +127,8 @@ class StreamReader:
                 self._pos = start = i
             if len(buf) - i < 2:
                 return self._need_data()
-            if not sync_plausible(buf[i + 1]):
+            second = buf[i + 1]
+            if not (second < 0x60 and (second & 0x0F) in VERSIONS):  # sync_plausible(), inlined: every frame
                 self._skipped += 1
                 self._pos = i + 1
                 continue
@@ -136,7 +137,7 @@ class StreamReader:
                 return SyncError(f"{n} bytes that are not a frame skipped", n)
             if len(buf) - i < 4:
                 return self._need_data()
-            ftype = buf[i + 1] >> 4
+            ftype = second >> 4
             size = (buf[i + 2] << 8) | buf[i + 3]
             if size < MIN_FRAME_SIZES[ftype] or size > self.max_frame_size:
                 self._pos = i + 1
@@ -147,6 +148,19 @@ class StreamReader:
                 )
             if len(buf) - i < size:
                 return self._need_data()
+            if ftype == FrameType.DATA and (codec := self._codecs.get((buf[i + 4] << 8) | buf[i + 5])) is not None:
+                # The hot path: what _frame does with a data frame whose configuration is known, without a copy
+                # of the frame as bytes (the codec reads the bytearray slice) or the checks for configurations.
+                try:
+                    frame = codec.decode(buf[i : i + size])
+                except CrcError as err:
+                    self._pos = i + 1
+                    return err
+                except FrameError as err:
+                    self._pos = i + size
+                    return err
+                self._pos = i + size
+                return frame
             event = self._frame(bytes(buf[i : i + size]), i, ftype)
             if event is not None:
                 return event

@@ -1,11 +1,14 @@
-"""Async Modbus transports: a thin, typed layer over pymodbus.
+"""Async Modbus transports: Modbus TCP over our own MBAP codec, and the typed layer over pymodbus for RTU.
 
 The poller needs four things from a device link (read a block, write registers, write a coil,
-close) and one promise: every failure comes out as a :mod:`protocols.modbus.errors` type. pymodbus
-has its own retry and reconnect loops that hide time (a silent device costs ``timeout x retries``
-inside one call, a dead host reconnects in a background task); they are switched off here
-(``retries=0``, ``reconnect_delay=0``) and replaced by our own bounded retry count, so the caller
-knows the worst-case cost of a call: ``timeout_s x (retries + 1)``.
+close) and one promise: every failure comes out as a :mod:`protocols.modbus.errors` type, and a call
+costs at most ``timeout_s x (retries + 1)``.
+
+TCP (:class:`TcpTransport`): a thin asyncio client over protocols/modbus/mbap.py (sans-IO framing and
+PDUs), the hot path of a fleet's poll cycle. RTU (protocols/modbus/serialbus.py): pymodbus's serial
+client behind :class:`RetryingTransport` and :func:`execute_once`. pymodbus has its own retry and
+reconnect loops that hide time (a silent device costs ``timeout x retries`` inside one call); they are
+switched off there (``retries=0``, ``reconnect_delay=0``) and replaced by our own bounded retry count.
 """
 
 from __future__ import annotations
@@ -14,7 +17,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
-from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 from pymodbus.pdu import ExceptionResponse, ModbusPDU
 
@@ -24,6 +26,19 @@ from protocols.modbus.errors import (
     ModbusExceptionResponse,
     ModbusFrameError,
     ModbusTimeout,
+)
+from protocols.modbus.mbap import (
+    AnswerError,
+    ExceptionAnswer,
+    Frame,
+    FrameReader,
+    FramingError,
+    encode_frame,
+    read_answer,
+    read_request,
+    write_answer,
+    write_coil_request,
+    write_registers_request,
 )
 from protocols.modbus.registermap import MAX_READ_BITS, MAX_READ_REGISTERS, Table
 
@@ -187,74 +202,184 @@ class RetryingTransport:
         raise NotImplementedError
 
 
-class TcpTransport(RetryingTransport):
+class _LinkEnded(Exception):
+    """The connection ended under a pending request; ``bad_frame``: because the peer sent what is not MBAP."""
+
+    def __init__(self, message: str, *, bad_frame: bool) -> None:
+        super().__init__(message)
+        self.bad_frame = bad_frame
+
+
+class _NoAnswer(Exception):
+    """A pending request's timer fired."""
+
+
+class _MbapConnection(asyncio.Protocol):
+    """One TCP connection to a Modbus TCP server: requests by transaction id, answers matched to them.
+
+    Every pending request's future is completed exactly once: with its answer frame, by its timer, or with the
+    error that ended the connection (a stream that is not MBAP, an answer to no pending request, the peer
+    closing). The transport turns these into the typed errors, named by the unit asked.
+    """
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.reader = FrameReader()
+        self.pending: dict[int, asyncio.Future[Frame]] = {}
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        reader, pending = self.reader, self.pending
+        try:
+            reader.feed(data)
+            while (frame := reader.next_frame()) is not None:
+                waiter = pending.pop(frame.tid, None)
+                if waiter is None:
+                    raise FramingError(f"an answer with transaction id {frame.tid}, which no pending request has")
+                if not waiter.done():
+                    waiter.set_result(frame)
+        except FramingError as err:
+            self.end(_LinkEnded(f"unusable answer: {err}", bad_frame=True))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        why = f": {exc}" if exc is not None else ""
+        self.end(_LinkEnded(f"the peer closed the connection{why}", bad_frame=False))
+
+    def end(self, err: _LinkEnded) -> None:
+        """Close the connection: every pending request fails with ``err``."""
+        self.closed = True
+        pending, self.pending = self.pending, {}
+        for waiter in pending.values():
+            if not waiter.done():
+                waiter.set_exception(err)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+
+def _expire(waiter: asyncio.Future[Frame]) -> None:
+    if not waiter.done():
+        waiter.set_exception(_NoAnswer())
+
+
+class TcpTransport:
     """Modbus TCP to one host:port (one or more unit ids behind it, e.g. a gateway).
 
-    Connects lazily on the first call; after a timeout, a frame error or a lost link the socket is
-    dropped, so the next attempt starts on a fresh connection with no stale answer in flight. A peer
-    that closes the connection fails the pending request at once (ModbusConnectionError): pymodbus
-    alone would leave it waiting for the whole timeout.
+    A thin asyncio client over our own MBAP codec (protocols/modbus/mbap.py) rather than pymodbus's client: on
+    a cycle that polls a fleet from one event loop, what each request costs in Python adds up in the cycle
+    time, and pymodbus's transaction layer (framer, PDU classes, trace hooks, its own locking) costs about as
+    much again as the socket work itself (benchmarks/polling.py; docs/modbus-tcp.md). RTU stays on pymodbus
+    (protocols/modbus/serialbus.py).
+
+    Connects lazily on the first call; after a timeout, a frame error or a lost link the socket is dropped, so
+    the next attempt starts on a fresh connection with no stale answer in flight. A peer that closes the
+    connection fails the pending request at once (ModbusConnectionError). Each call costs at most
+    ``timeout_s x (retries + 1)`` (plus the connect, bounded by ``timeout_s`` too); a Modbus exception answer
+    is not retried (the device answered) and keeps the link.
     """
 
     def __init__(self, host: str, port: int = 502, *, timeout_s: float = 1.0, retries: int = 1) -> None:
-        super().__init__(timeout_s=timeout_s, retries=retries)
+        if timeout_s <= 0 or retries < 0:
+            raise ValueError(f"timeout_s={timeout_s} must be > 0 and retries={retries} >= 0")
+        self.timeout_s = timeout_s
+        self.retries = retries
         self.host = host
         self.port = port
         self.device = f"tcp:{host}:{port}"
-        self._client: AsyncModbusTcpClient | None = None
-        self._received = False  # bytes came in since the current attempt sent its request
-        self._in_flight = False  # an attempt is waiting for its answer
+        self._conn: _MbapConnection | None = None
+        self._one_at_a_time = asyncio.Lock()
+        self._tid = 0
 
-    async def _connect(self, label: str) -> AsyncModbusTcpClient:
-        if self._client is not None and self._client.connected:
-            return self._client
-        self._drop()
-        client = AsyncModbusTcpClient(
-            self.host,
-            port=self.port,
-            timeout=self.timeout_s,
-            retries=0,  # our own retry loop, so the cost of a call is bounded and visible
-            reconnect_delay=0,  # no background reconnect task: we reconnect on the next call
-            name=self.device,
-            trace_connect=lambda up: None if up else self._link_lost(client),
-            trace_packet=self._trace_packet,
-        )
-        await open_client(label, client, "cannot connect", refused_hint=" (refused or no route)")
-        self._client = client
-        return client
+    async def _open(self, unit_id: int) -> _MbapConnection:
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                _, conn = await loop.create_connection(_MbapConnection, self.host, self.port)
+        except TimeoutError as err:
+            raise ModbusConnectionError(
+                f"{self.device}/{unit_id}", f"cannot connect: no answer within {self.timeout_s} s"
+            ) from err
+        except OSError as err:
+            raise ModbusConnectionError(
+                f"{self.device}/{unit_id}", f"cannot connect (refused or no route): {err}"
+            ) from err
+        return conn
 
-    def _link_lost(self, client: AsyncModbusTcpClient) -> None:
-        """The connection went down: fail the pending request now instead of at its timeout."""
-        pending = client.ctx.response_future
-        if not self._in_flight or pending.done():
-            return
-        if self._received:  # pymodbus closes the link itself on an answer it cannot decode
-            pending.set_exception(ModbusIOException("undecodable answer, connection closed"))
-        else:
-            pending.set_exception(ConnectionException("the peer closed the connection"))
+    async def _transact(self, unit_id: int, pdu: bytes) -> bytes:
+        """One attempt: send ``pdu`` to ``unit_id``, return the answer's PDU (any function code).
 
-    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
-        if not sending:
-            self._received = True
-        return data
+        One request in flight at a time: many devices and gateways (pymodbus's server too) answer pipelined
+        requests out of order or under the wrong transaction id."""
+        async with self._one_at_a_time:
+            conn = self._conn
+            if conn is None or conn.closed:
+                conn = self._conn = await self._open(unit_id)
+            return await self._exchange(conn, unit_id, pdu)
+
+    async def _exchange(self, conn: _MbapConnection, unit_id: int, pdu: bytes) -> bytes:
+        self._tid = tid = self._tid % 0xFFFF + 1  # 1..65535: a zeroed answer never matches
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Frame] = loop.create_future()
+        conn.pending[tid] = waiter
+        timer = loop.call_later(self.timeout_s, _expire, waiter)
+        answered = False
+        try:
+            assert conn.transport is not None
+            conn.transport.write(encode_frame(tid, unit_id, pdu))
+            frame = await waiter
+            answered = True
+        except _NoAnswer as err:
+            raise ModbusTimeout(f"{self.device}/{unit_id}", f"no answer within {self.timeout_s} s") from err
+        except _LinkEnded as err:
+            kind = ModbusFrameError if err.bad_frame else ModbusConnectionError
+            raise kind(f"{self.device}/{unit_id}", str(err)) from err
+        finally:
+            timer.cancel()
+            if not answered:  # timed out, failed or cancelled: a late answer must not meet the next request
+                conn.pending.pop(tid, None)
+                self._drop()
+        if frame.unit != unit_id:
+            raise ModbusFrameError(f"{self.device}/{unit_id}", f"an answer from unit {frame.unit}")
+        return frame.pdu
+
+    async def _call(self, unit_id: int, pdu: bytes, check: Callable[[bytes], Any]) -> Any:
+        """``check`` of the answer to ``pdu``, with the bounded retry of :class:`RetryingTransport`."""
+        last: ModbusDeviceError | None = None
+        for _attempt in range(self.retries + 1):
+            try:
+                answer = await self._transact(unit_id, pdu)
+                return check(answer)
+            except ExceptionAnswer as err:
+                raise ModbusExceptionResponse(f"{self.device}/{unit_id}", err.code, err.function) from err
+            except AnswerError as err:
+                last = ModbusFrameError(f"{self.device}/{unit_id}", f"unusable answer: {err}")
+                last.__cause__ = err
+                self._drop()
+            except (ModbusTimeout, ModbusConnectionError, ModbusFrameError) as err:
+                last = err
+                self._drop()
+        assert last is not None
+        raise last
+
+    async def read(self, table: Table, start: int, count: int, unit_id: int) -> list[int] | list[bool]:
+        fc = READ_FUNCTION[table]
+        pdu = read_request(fc, start, count)
+        return await self._call(unit_id, pdu, lambda answer: read_answer(fc, count, answer))
+
+    async def write_registers(self, start: int, values: Sequence[int], unit_id: int) -> None:
+        pdu = write_registers_request(start, list(values))
+        await self._call(unit_id, pdu, lambda answer: write_answer(pdu, answer))
+
+    async def write_coil(self, addr: int, value: bool, unit_id: int) -> None:
+        pdu = write_coil_request(addr, bool(value))
+        await self._call(unit_id, pdu, lambda answer: write_answer(pdu, answer))
 
     def _drop(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
-    async def _attempt(self, op: Operation, unit_id: int) -> ModbusPDU:
-        label = f"{self.device}/{unit_id}"
-        client = await self._connect(label)
-        self._received = False
-        self._in_flight = True
-        try:
-            return await execute_once(label, client, op, self.timeout_s)
-        finally:
-            self._in_flight = False
-
-    def _attempt_failed(self) -> None:
-        self._drop()
+        if self._conn is not None:
+            self._conn.end(_LinkEnded("the link was closed", bad_frame=False))
+            self._conn = None
 
     async def close(self) -> None:
         self._drop()

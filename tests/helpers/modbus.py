@@ -17,8 +17,13 @@ from protocols.modbus.registermap import parse_register_map
 
 
 @asynccontextmanager
-async def modbus_server(port: int) -> AsyncIterator[ModbusTcpServer]:
-    """Unit 1: holding 0..49 = 100..149, coils 0..15 alternate; unit 2: holding all 7."""
+async def modbus_server(
+    port: int, answers: Callable[[bytes], bytes | None] | None = None
+) -> AsyncIterator[ModbusTcpServer]:
+    """Unit 1: holding 0..49 = 100..149, coils 0..15 alternate; unit 2: holding all 7.
+
+    ``answers`` sees each answer frame pymodbus is about to send and returns what goes on the wire instead
+    (b"": nothing, None: nothing and the server closes the connection), for faults on a real server."""
     dev1 = ModbusDeviceContext(
         hr=ModbusSequentialDataBlock(1, list(range(100, 150))),
         ir=ModbusSequentialDataBlock(1, list(range(200, 210))),
@@ -26,7 +31,25 @@ async def modbus_server(port: int) -> AsyncIterator[ModbusTcpServer]:
         di=ModbusSequentialDataBlock(1, [True] * 4),
     )
     dev2 = ModbusDeviceContext(hr=ModbusSequentialDataBlock(1, [7] * 10))
-    server = ModbusTcpServer(ModbusServerContext(devices={1: dev1, 2: dev2}, single=False), address=("127.0.0.1", port))
+    server: ModbusTcpServer | None = None
+
+    def trace_packet(sending: bool, data: bytes) -> bytes:
+        if not sending or answers is None:
+            return data
+        out = answers(data)
+        if out is None:
+            loop = asyncio.get_running_loop()
+            assert server is not None
+            for conn in list(server.active_connections.values()):
+                loop.call_soon(conn.close)
+            return b""
+        return out
+
+    server = ModbusTcpServer(
+        ModbusServerContext(devices={1: dev1, 2: dev2}, single=False),
+        address=("127.0.0.1", port),
+        trace_packet=trace_packet,
+    )
     await server.serve_forever(background=True)
     try:
         yield server
