@@ -28,10 +28,10 @@ def admin_connect() -> Any:
     try:
         return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as err:
-        raise RuntimeError(
+        pytest.fail(
             f"PostgreSQL is not reachable at {ADMIN_URL} ({err}): install and start it (apt-get install postgresql, "
             "trust auth for postgres on 127.0.0.1) or point GRIDEDGE_TEST_PG at one"
-        ) from err
+        )
 
 
 @contextmanager
