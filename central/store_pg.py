@@ -321,12 +321,18 @@ class PgCentralStore:
         self._months: dict[str, set[int]] = {t: set() for t in _PARTITIONED}
         try:
             self._conn = self._connect()
+        except psycopg.Error as err:
+            raise CentralStoreError(f"cannot open central store {self.path}: {err}") from err
+        try:
             self._migrate()
             self._load_layout()
             self._load_partitions()
             self.timescale = timescale_available(self._conn)
-        except psycopg.Error as err:
-            raise CentralStoreError(f"cannot open central store {self.path}: {err}") from err
+        except BaseException as err:
+            self._conn.close()
+            if isinstance(err, psycopg.Error):
+                raise CentralStoreError(f"cannot open central store {self.path}: {err}") from err
+            raise
 
     # ---- connection, migrations, partitions ---------------------------------------------------------------
 
@@ -416,8 +422,8 @@ class PgCentralStore:
         self._months[table] |= missing
 
     def _months_needed(self, batches: Sequence[Batch]) -> dict[str, set[int]]:
-        """The months the readings and intervals of ``batches`` fall in: every month between each message's
-        earliest and latest time within the wire's range (a superset, from two date conversions per message)."""
+        """The months the readings and intervals of ``batches`` fall in, from each message's earliest and latest
+        time within the wire's range (two date conversions per message, as a message spans seconds)."""
         need: dict[str, set[int]] = {t: set() for t in _PARTITIONED}
         for b in batches:
             table, key = ("intervals", "start") if b.stream == "intervals" else ("readings", "ts")
@@ -430,7 +436,10 @@ class PgCentralStore:
             if times:
                 lo, hi = month_of(min(times)), month_of(max(times))
                 assert lo is not None and hi is not None
-                need[table].update(range(lo, hi + 1))
+                if hi - lo <= 1:
+                    need[table].update(range(lo, hi + 1))
+                else:  # times years apart (a clock gone wrong): only the months they are in, not every one between
+                    need[table].update(m for m in map(month_of, times) if m is not None)
         return need
 
     def close(self) -> None:

@@ -368,17 +368,22 @@ def test_postgresql_migrations_apply_once_and_readings_go_to_monthly_partitions(
         nov, dec = 1_764_300_000.0, 1_764_600_000.0  # 2025-11-28 and 2025-12-01 (UTC)
         beyond = 2.0**34  # past the wire's range: the DEFAULT partition
         items = [reading(ts=nov), reading(ts=dec), reading(ts=beyond)]
+        # a clock gone wrong puts one reading in 1970: that month's partition, not 670 between
+        assert store.store_batches([past_the_schema("1970", "telemetry", [reading(ts=nov), reading(ts=5.0)])], 1.0)
+        assert store.partitions("readings") == ["readings_y1970m01", "readings_y2025m11"]
         assert store.store_batches([past_the_schema("months", "telemetry", items)], 1.0) == [True]
-        assert opened[1].partitions("readings") == ["readings_y2025m11", "readings_y2025m12"]
+        assert opened[1].partitions("readings") == ["readings_y1970m01", "readings_y2025m11", "readings_y2025m12"]
         where = store.query("SELECT tableoid::regclass::text, count(*) FROM readings GROUP BY 1 ORDER BY 1")
-        assert where == [("readings_default", 1), ("readings_y2025m11", 1), ("readings_y2025m12", 1)]
+        assert where == [("readings_default", 1), ("readings_y1970m01", 1), ("readings_y2025m11", 2),
+                         ("readings_y2025m12", 1)]  # fmt: skip
         brin = store.query(
             "SELECT tablename FROM pg_indexes WHERE indexdef LIKE %s ORDER BY tablename", ("%USING brin (ts)%",)
         )
-        assert [r[0] for r in brin] == ["readings", "readings_default", "readings_y2025m11", "readings_y2025m12"]
+        assert [r[0] for r in brin] == ["readings", "readings_default", "readings_y1970m01", "readings_y2025m11",
+                                        "readings_y2025m12"]  # fmt: skip
         # a replay into the same partitions stores nothing
         assert store.store_batches([past_the_schema("months", "telemetry", items)], 2.0) == [False]
-        assert store.count("readings") == 3
+        assert store.count("readings") == 5
     finally:
         for st in opened:
             st.close()
