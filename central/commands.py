@@ -31,7 +31,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from central.config import NOT_BEFORE_S, CommandsConfig, SigningKey
-from central.store import CentralStore, VerifiedResult
+from central.store import Store, VerifiedResult
 from protocols.eventlog import EventLog
 from protocols.mqtt.session import MqttError, MqttSession
 from protocols.telemetry.commands import (
@@ -136,7 +136,7 @@ class CommandIssuer:
     def __init__(
         self,
         config: CommandsConfig,
-        store: CentralStore,
+        store: Store,
         session: MqttSession | None = None,
         *,
         clock: Callable[[], float] = time.time,
@@ -304,6 +304,6 @@ def command_of(row: Mapping[str, Any]) -> Command:
     return read_command(read_signed(row["message"].encode()))
 
 
-def outcomes(store: CentralStore, site: str | None = None) -> Sequence[Outcome]:
+def outcomes(store: Store, site: str | None = None) -> Sequence[Outcome]:
     """Every command central recorded (of ``site``), oldest first, with what came of it."""
     return [stored_outcome(row, command_of(row)) for row in store.commands(site)]

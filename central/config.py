@@ -11,7 +11,8 @@ client_id = "central"           # each worker appends "-<worker name>"
 backoff_max_s = 5.0             # cap of the reconnect backoff (full jitter, from 0.2 s)
 
 [store]
-db = "../run/central.db"
+db = "../run/central.db"       # SQLite, the embedded default; or, instead of db:
+# url = "postgresql://central@db.example:5432/gridedge"   # PostgreSQL (central/store_pg.py, docs/scale.md)
 
 [ingest]
 group = "central"               # MQTT 5 shared subscription group: workers of one group share the load
@@ -103,7 +104,7 @@ class CommandsConfig:
 @dataclass(frozen=True, slots=True)
 class CentralConfig:
     broker: BrokerConfig  # its client_id: each worker appends "-<worker name>"
-    db_path: Path
+    db_path: Path | None  # the SQLite file; None when store_url names a PostgreSQL database
     backoff_max_s: float = 5.0  # central is one service, not thousands of agents: come back quickly
     group: str = "central"
     status_file: Path | None = None
@@ -113,6 +114,20 @@ class CentralConfig:
     commands: CommandsConfig = field(default_factory=CommandsConfig)
     settlement: SettlementConfig = field(default_factory=SettlementConfig)  # docs/settlement.md
     metrics: MetricsConfig | None = None  # [metrics] (docs/metrics.md); None: no Prometheus endpoint
+    store_url: str | None = field(default=None, repr=False)  # postgresql://...: may carry a password
+
+    @property
+    def store_target(self) -> str | Path:
+        """What central.store.open_store opens: the PostgreSQL URL, else the SQLite file."""
+        if self.store_url is not None:
+            return self.store_url
+        assert self.db_path is not None
+        return self.db_path
+
+    @property
+    def store_name(self) -> str:
+        """The store as logs and errors name it (a URL without its password)."""
+        return _shown_url(self.store_url) if self.store_url is not None else str(self.db_path)
 
 
 def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
@@ -120,14 +135,14 @@ def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     c = Checker(source.parent)
     c.unknown(raw, "", {"broker", "store", "ingest", "commands", "settlement", "metrics"})
     broker_raw, store, ingest = (c.get(raw, "", name, "table", {}) or {} for name in ("broker", "store", "ingest"))
-    c.unknown(store, "store", {"db"})
+    c.unknown(store, "store", {"db", "url"})
     c.unknown(ingest, "ingest", {"group", "status_file", "ack_interval_s", "max_queue"})
 
     broker = parse_broker(c, broker_raw, "broker", url_key="url", client_id="central", own_keys={"backoff_max_s"},
                           strict_client_id=True)  # fmt: skip
     backoff_max = c.get(broker_raw, "broker", "backoff_max_s", "number", 5.0, lo=0.2, hi=600)
 
-    db = c.path(c.get(store, "store", "db", "string"))
+    db, url = _parse_store(c, store)
 
     group = c.get(ingest, "ingest", "group", "string", "central")
     if group and not _GROUP_RE.match(group):
@@ -141,10 +156,47 @@ def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     metrics = parse_metrics(c, metrics_raw) if metrics_raw is not None else None
     if c.issues:
         raise CentralConfigError(str(source), c.issues)
-    assert db is not None and broker is not None
+    assert (db is not None or url is not None) and broker is not None
     return CentralConfig(broker=broker, backoff_max_s=float(backoff_max), db_path=db, group=group, status_file=status,
                          ack_interval_s=float(interval), max_queue=max_queue, source=source,
-                         commands=commands, settlement=settlement, metrics=metrics)  # fmt: skip
+                         commands=commands, settlement=settlement, metrics=metrics, store_url=url)  # fmt: skip
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def _shown_url(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***``."""
+    return re.sub(r"^(postgres(?:ql)?://[^:/@]*:)[^@/]*@", r"\1***@", url)
+
+
+def _parse_store(c: Checker, store: Mapping[str, Any]) -> tuple[Path | None, str | None]:
+    """``[store]``: ``db`` (a SQLite file, the default) or ``url`` (PostgreSQL), exactly one of them."""
+    if "url" not in store:
+        return c.path(c.get(store, "store", "db", "string")), None
+    if "db" in store:
+        c.fail("store", "(both db and url)", "one of db (a SQLite file) or url (postgresql://...), not both")
+        return None, None
+    url = store["url"]
+    if not isinstance(url, str) or not url.startswith(POSTGRES_SCHEMES):
+        shown = _shown_url(url) if isinstance(url, str) else url
+        c.fail("store.url", shown, "a PostgreSQL URL: postgresql://user@host:port/database (docs/scale.md)")
+        return None, None
+    from psycopg.conninfo import conninfo_to_dict  # psycopg is loaded only by a central that uses PostgreSQL
+
+    try:
+        info = conninfo_to_dict(url)
+    except Exception as err:  # psycopg.ProgrammingError: libpq's own words on what is wrong
+        c.fail("store.url", _shown_url(url), f"a PostgreSQL URL: postgresql://user@host:port/database ({err})")
+        return None, None
+    port = info.get("port")
+    if port is not None and not all(p.isdigit() and 1 <= int(p) <= 65535 for p in str(port).split(",")):
+        c.fail("store.url", _shown_url(url), f"a PostgreSQL URL: port {port!r} must be in 1..65535")
+        return None, None
+    if not info.get("dbname"):
+        c.fail("store.url", _shown_url(url), "must name the database: postgresql://user@host:port/database")
+        return None, None
+    return None, url
 
 
 def _parse_commands(c: Checker, raw: Mapping[str, Any]) -> CommandsConfig:

@@ -37,7 +37,7 @@ from central.commands import results_of
 from central.config import CentralConfig
 from central.metrics import IngestTally
 from central.metrics import serve as serve_metrics
-from central.store import CentralStore, CentralStoreError, MessageRefused, VerifiedResult
+from central.store import CentralStoreError, MessageRefused, Store, VerifiedResult, open_store
 from protocols.eventlog import EventLog
 from protocols.mqtt.session import ConnectionLost, MqttError, MqttSession
 from protocols.telemetry.schema import (
@@ -85,7 +85,7 @@ def _split_topic(t: str) -> tuple[str, str] | None:
 
 
 class CentralWorker:
-    """One ingest worker: its own MQTT session and store connection, sharing the db file with its peers."""
+    """One ingest worker: its own MQTT session and store connection, sharing the store with its peers."""
 
     def __init__(
         self,
@@ -102,7 +102,7 @@ class CentralWorker:
         self._queue: list[Batch] = []
         self._states: list[State] = []
         self._wake = asyncio.Event()
-        self._store: CentralStore | None = None
+        self._store: Store | None = None
         # (site, msg_id) of a queued results message -> its results that verified; dropped once it is stored
         self._verified: dict[tuple[str, str], list[VerifiedResult]] = {}
         self.session = MqttSession(
@@ -118,8 +118,8 @@ class CentralWorker:
 
     async def run(self) -> None:
         """Open the store, then run the MQTT session and the store-then-ack loop until cancelled."""
-        self._store = await asyncio.to_thread(CentralStore, self.config.db_path)
-        log.info("central_worker_started", worker=self.name, db=self.config.db_path, group=self.config.group)
+        self._store = await asyncio.to_thread(open_store, self.config.store_target)
+        log.info("central_worker_started", worker=self.name, db=self.config.store_name, group=self.config.group)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.session.run(), name=f"central-{self.name}-mqtt")
@@ -328,7 +328,9 @@ async def run_workers(config: CentralConfig, n_workers: int = 1, *, clock: Calla
             if config.status_file is not None:
                 tg.create_task(_status_forever(config.status_file, workers, clock), name="central-status")
             if config.metrics is not None:
-                tg.create_task(serve_metrics(config.metrics, workers, config.db_path, clock), name="central-metrics")
+                tg.create_task(
+                    serve_metrics(config.metrics, workers, config.store_target, clock), name="central-metrics"
+                )
     finally:
         if config.status_file is not None:
             try:

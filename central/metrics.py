@@ -6,8 +6,9 @@ Two kinds of figures:
   stored, duplicate and refused, items stored per stream, acks, the queue to the store, and per site the
   newest item's time (kept by :class:`IngestTally` as each flush is stored: one ``max`` over the items of a
   message already decoded), from which the lag is reckoned. These counters start at 0 with the process.
-- The store's, read on the scrape's thread with a read-only connection of its own (WAL: it never waits on
-  the writers), at most once every ``STORE_REFRESH_S`` however often Prometheus scrapes: the file's size,
+- The store's, read on the scrape's thread with a read-only connection of its own (SQLite's WAL and
+  PostgreSQL's MVCC: it never waits on the writers), at most once every ``STORE_REFRESH_S`` however often
+  Prometheus scrapes: the store's size (the SQLite file and its WAL, or the PostgreSQL database),
   and per site the missing sequence numbers (the gaps ``gridedge central gaps`` lists, counted) and when its
   last message arrived. That query reads the ``messages`` index whole, so it is paced, not run per scrape.
 
@@ -138,39 +139,53 @@ def gather(workers: Sequence[CentralWorker], now: float) -> Families:
 
 
 class StoreFigures:
-    """The store's figures, read on the scrape's thread at most once every ``refresh_s``."""
+    """The store's figures, read on the scrape's thread at most once every ``refresh_s``; ``target`` is the SQLite
+    file or the PostgreSQL URL (``CentralConfig.store_target``)."""
 
-    def __init__(self, db_path: Path, refresh_s: float = STORE_REFRESH_S,
+    def __init__(self, target: Path | str, refresh_s: float = STORE_REFRESH_S,
                  clock: Callable[[], float] = time.time) -> None:  # fmt: skip
-        self.db_path = Path(db_path)
+        self.url = target if isinstance(target, str) else None
+        self.db_path = None if isinstance(target, str) else Path(target)
         self.refresh_s = refresh_s
         self._clock = clock
         self._lock = threading.Lock()  # two scrapes at once: one reads, the other waits for its figures
         self._read_at: float | None = None
         self._rows: list[tuple[Any, ...]] = []
         self._read_s = 0.0
+        self._size = 0
 
     def _read(self) -> None:
         started = time.monotonic()
-        # read-only, its own connection: a scrape can neither write nor hold the writers' lock
-        db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5.0)
-        try:
-            self._rows = db.execute(_STORE_SQL).fetchall()
-        finally:
-            db.close()
+        if self.url is not None:
+            import psycopg  # only a central on PostgreSQL loads it
+
+            with psycopg.connect(self.url, connect_timeout=5, autocommit=True) as pg:
+                pg.read_only = True
+                self._rows = pg.execute(_STORE_SQL).fetchall()
+                self._size = int(pg.execute("SELECT pg_database_size(current_database())").fetchone()[0])
+        else:
+            # read-only, its own connection: a scrape can neither write nor hold the writers' lock
+            db = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=5.0)
+            try:
+                self._rows = db.execute(_STORE_SQL).fetchall()
+            finally:
+                db.close()
         self._read_s = time.monotonic() - started
 
     def gather(self) -> Families:
         f = Families(SPECS)
-        f.add(P + "store_size_bytes", _size(self.db_path))
-        if not self.db_path.exists():  # no worker has opened it yet
-            return f
+        if self.db_path is not None:
+            f.add(P + "store_size_bytes", _size(self.db_path))
+            if not self.db_path.exists():  # no worker has opened it yet
+                return f
         now = self._clock()
         with self._lock:
             if self._read_at is None or now - self._read_at >= self.refresh_s:
                 self._read()
                 self._read_at = now
-            rows, read_s = self._rows, self._read_s
+            rows, read_s, size = self._rows, self._read_s, self._size
+        if self.url is not None:
+            f.add(P + "store_size_bytes", size)
         gaps: Counter[str] = Counter()
         last: dict[str, float] = {}
         for site, _stream, distinct, highest, received in rows:
@@ -191,17 +206,17 @@ def _size(db: Path) -> int:
     return total
 
 
-async def serve(config: MetricsConfig, workers: Sequence[CentralWorker], db_path: Path,
+async def serve(config: MetricsConfig, workers: Sequence[CentralWorker], store: Path | str,
                 clock: Callable[[], float] = time.time) -> None:  # fmt: skip
     """Serve the metrics until cancelled; a port that cannot be had is retried with a growing pause (central's
     ingest goes on meanwhile: metrics are never a reason to stop storing)."""
-    store = StoreFigures(db_path, clock=clock)
+    figures = StoreFigures(store, clock=clock)
     pause = 1.0
     while True:
         server = MetricsServer(config, "central")
         try:
             await server.run(
-                lambda loop: [LoopCollector(lambda: gather(workers, clock()), loop), ThreadCollector(store.gather)]
+                lambda loop: [LoopCollector(lambda: gather(workers, clock()), loop), ThreadCollector(figures.gather)]
             )
         except OSError as err:
             log.error("central_metrics_failed", listen=config.listen, error=err, retry_in_s=pause)

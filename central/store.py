@@ -35,7 +35,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from protocols.telemetry.commands import Result
 from protocols.telemetry.schema import Batch, State
@@ -619,3 +619,48 @@ class CentralStore:
     def msg_ids(self) -> list[str]:
         with self._lock:
             return [r[0] for r in self._db.execute("SELECT msg_id FROM messages ORDER BY site, stream, seq")]
+
+
+# ---- one interface, two backends ---------------------------------------------------------------------------------
+
+
+class Store(Protocol):
+    """What central's ingest, its commands and its CLI need of a store; CentralStore (SQLite, this module) and
+    PgCentralStore (PostgreSQL, central/store_pg.py) implement it with the same guarantees."""
+
+    path: Any  # what error texts and logs name: the file, or the URL without its password
+
+    def store_batches(
+        self,
+        batches: Sequence[Batch],
+        received: float,
+        results: Mapping[str, Sequence[VerifiedResult]] | None = None,
+    ) -> list[bool | MessageRefused]: ...
+    def store_batch(self, batch: Batch, received: float) -> bool | MessageRefused: ...
+    def take_conflicts(self) -> list[IntervalConflict]: ...
+    def set_states(self, states: Iterable[State]) -> None: ...
+    def next_command_seq(self, key_id: str) -> int: ...
+    def add_command(self, row: Mapping[str, Any]) -> None: ...
+    def command_sent(self, command_id: str, sent_at: float) -> None: ...
+    def record_result(self, site: str, verified: VerifiedResult, received: float) -> bool: ...
+    def command(self, command_id: str) -> dict[str, Any] | None: ...
+    def commands(self, site: str | None = None, limit: int = 1000) -> list[dict[str, Any]]: ...
+    def gaps(self, site: str, stream: str) -> list[tuple[int, int]]: ...
+    def reused_seqs(self, site: str, stream: str) -> list[tuple[int, int]]: ...
+    def streams(self) -> list[tuple[str, str]]: ...
+    def state(self, site: str) -> tuple[str, float] | None: ...
+    def count(self, table: str) -> int: ...
+    def msg_ids(self) -> list[str]: ...
+    def close(self) -> None: ...
+
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def open_store(target: str | Path) -> Store:
+    """The store ``target`` names: a ``postgresql://`` URL opens PostgreSQL, anything else is a SQLite file."""
+    if isinstance(target, str) and target.startswith(POSTGRES_SCHEMES):
+        from central.store_pg import PgCentralStore  # psycopg is loaded only by a central that uses it
+
+        return PgCentralStore(target)
+    return CentralStore(target)

@@ -1,5 +1,6 @@
-"""Central against a real Mosquitto and a real SQLite file: store then ack, dedupe, gaps, bad input, two workers, the
-documented wire schema."""
+"""Central against a real Mosquitto and a real store: store then ack, dedupe, gaps, bad input, two workers, the
+documented wire schema. Tests taking the ``target`` fixture run on both backends: a SQLite file and a fresh
+PostgreSQL database (tests/helpers/stores.py)."""
 
 from __future__ import annotations
 
@@ -12,16 +13,20 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 from helpers.aio import async_test, running_tasks, until
+from helpers.stores import config_store, pg_database, store_toml, target_fixture  # noqa: F401 (the target fixture)
 from helpers.telemetry import doc_examples
 
 from central.cli import main as central_main
 from central.config import CentralConfig, CentralConfigError, load_central_config, parse_central_config
 from central.ingest import CentralWorker, run_workers
-from central.store import CentralStore, CentralStoreError, MessageRefused
+from central.store import CentralStore, CentralStoreError, MessageRefused, open_store
+from central.store_pg import SCHEMA_VERSION, PgCentralStore
 from protocols.mqtt import BrokerConfig, MqttSession, SessionConfig
 from protocols.telemetry.commands import (
     canonical,
@@ -61,8 +66,12 @@ def batch(seq: int, site: str = SITE, stream: str = "telemetry", n: int = 3) -> 
     return encode_batch(site, stream, seq, f"{site}-{stream}-{seq}", 1_764_300_100.0, items)
 
 
-def make_config(broker, tmp_path: Path, **kw: object) -> CentralConfig:
-    base = {"broker": BrokerConfig("127.0.0.1", broker.port, client_id="central"), "db_path": tmp_path / "central.db",
+def make_config(broker, target: Path | str, **kw: object) -> CentralConfig:
+    """Central's config on ``broker`` storing in ``target``: a SQLite file, a folder (central.db in it) or a
+    PostgreSQL URL."""
+    if isinstance(target, Path) and target.is_dir():
+        target = target / "central.db"
+    base = {"broker": BrokerConfig("127.0.0.1", broker.port, client_id="central"), **config_store(target),
             "ack_interval_s": 0.02}  # fmt: skip
     return CentralConfig(**{**base, **kw})  # type: ignore[arg-type]
 
@@ -127,8 +136,8 @@ def test_workers_opening_a_new_store_at_the_same_instant_both_open_it(tmp_path: 
     assert failures == []
 
 
-def test_store_keeps_a_duplicate_once_and_reports_it(tmp_path: Path) -> None:
-    store = CentralStore(tmp_path / "c.db")
+def test_store_keeps_a_duplicate_once_and_reports_it(tmp_path: Path, target: Path | str) -> None:
+    store = open_store(target)
     b1, b2 = decode_batch(batch(1)), decode_batch(batch(2, stream="events", n=2))
     assert store.store_batches([b1, b2, b1], 1.0) == [True, True, False]
     assert store.store_batch(b1, 2.0) is False
@@ -136,8 +145,8 @@ def test_store_keeps_a_duplicate_once_and_reports_it(tmp_path: Path) -> None:
     store.close()
 
 
-def test_store_gaps_are_missing_ranges_up_to_the_highest_seq(tmp_path: Path) -> None:
-    store = CentralStore(tmp_path / "c.db")
+def test_store_gaps_are_missing_ranges_up_to_the_highest_seq(tmp_path: Path, target: Path | str) -> None:
+    store = open_store(target)
     store.store_batches([decode_batch(batch(s)) for s in (2, 3, 6, 7, 10)], 1.0)
     store.store_batches([decode_batch(batch(s, stream="energy")) for s in (1, 2, 3)], 1.0)
     assert store.gaps(SITE, "telemetry") == [(1, 1), (4, 5), (8, 9)]
@@ -147,8 +156,8 @@ def test_store_gaps_are_missing_ranges_up_to_the_highest_seq(tmp_path: Path) -> 
     store.close()
 
 
-def test_store_keeps_the_last_state_received(tmp_path: Path) -> None:
-    store = CentralStore(tmp_path / "c.db")
+def test_store_keeps_the_last_state_received(tmp_path: Path, target: Path | str) -> None:
+    store = open_store(target)
     store.set_states([decode_state(encode_state(SITE, "online", 10.0))])
     assert store.state(SITE) == ("online", 10.0)
     store.set_states([decode_state(encode_state(SITE, "offline", 5.0))])  # the will: built before "online"
@@ -156,8 +165,8 @@ def test_store_keeps_the_last_state_received(tmp_path: Path) -> None:
     store.close()
 
 
-def test_store_is_shared_by_two_connections(tmp_path: Path) -> None:
-    a, b = CentralStore(tmp_path / "c.db"), CentralStore(tmp_path / "c.db")
+def test_store_is_shared_by_two_connections(tmp_path: Path, target: Path | str) -> None:
+    a, b = open_store(target), open_store(target)
     assert a.store_batch(decode_batch(batch(1)), 1.0) is True
     assert b.store_batch(decode_batch(batch(1)), 1.0) is False  # the other connection sees the commit
     a.close()
@@ -173,8 +182,10 @@ def past_the_schema(msg_id: str, stream: str, items: list[dict]) -> Batch:
     return Batch(site=SITE, stream=stream, seq=90, msg_id=msg_id, sent=1.0, items=tuple(items))
 
 
-def test_store_refuses_one_bad_message_alone_and_stores_the_rest_of_the_flush(tmp_path: Path) -> None:
-    store = CentralStore(tmp_path / "c.db")
+def test_store_refuses_one_bad_message_alone_and_stores_the_rest_of_the_flush(
+    tmp_path: Path, target: Path | str
+) -> None:
+    store = open_store(target)
     # the lone surrogate passes the schema (JSON allows the escape) but has no UTF-8 form for SQLite
     surrogate = decode_batch(encode_batch(SITE, "telemetry", 4, "surrogate", 1.0, [reading(point="m.\ud800")]))
     bad = [
@@ -189,12 +200,37 @@ def test_store_refuses_one_bad_message_alone_and_stores_the_rest_of_the_flush(tm
     refused = results[1:-1]
     assert all(isinstance(r, MessageRefused) for r in refused), refused
     assert [r.msg_id for r in refused] == [b.msg_id for b in bad]  # type: ignore[union-attr]
+    # the same causes on both backends: each is found in Python, before the database sees the row
     assert [type(r.__cause__) for r in refused] == [OverflowError, OverflowError, ValueError, UnicodeEncodeError]
     assert store.msg_ids() == [f"{SITE}-events-2", f"{SITE}-telemetry-1"]
     assert store.count("readings") == 3 and store.count("events") == 2  # nothing of the refused ones
     # no transaction left open: the next flush stores as usual, and a refused message can be refused again
     assert store.store_batches([decode_batch(batch(3)), surrogate], 2.0)[0] is True
     store.close()
+
+
+def test_store_answers_each_copy_of_a_flush_in_order_duplicates_and_reused_ids_alike(target: Path | str) -> None:
+    """One flush of readings messages with every kind of answer: PostgreSQL takes them set-wise, SQLite one by
+    one; the answers are the same, message by message."""
+    store = open_store(target)
+    try:
+        item = [reading()]
+        stored = decode_batch(encode_batch(SITE, "telemetry", 1, "b", 1.0, item))
+        assert store.store_batches([stored], 1.0) == [True]
+        a = decode_batch(encode_batch(SITE, "telemetry", 2, "a", 1.0, item))
+        a_other_site = decode_batch(encode_batch("site-x", "telemetry", 2, "a", 1.0, item))
+        b_other_seq = decode_batch(encode_batch(SITE, "telemetry", 9, "b", 1.0, item))
+        too_big = past_the_schema("c", "telemetry", [{**reading(), "value": 2**64}])
+        flush = [a, a_other_site, stored, b_other_seq, too_big, a, decode_batch(batch(3, n=2))]
+        results = store.store_batches(flush, 2.0)
+        assert results[0] is True and results[2] is False and results[5] is False and results[6] is True
+        for i in (1, 3):
+            assert isinstance(results[i], MessageRefused) and "already stored for" in str(results[i].__cause__)
+        assert isinstance(results[4], MessageRefused) and isinstance(results[4].__cause__, OverflowError)
+        assert sorted(store.msg_ids()) == sorted(["a", "b", f"{SITE}-telemetry-3"])
+        assert store.count("readings") == 4  # b and a one each, message 3 two
+    finally:
+        store.close()
 
 
 def test_store_failing_as_a_whole_rolls_back_everything_and_the_next_call_works(tmp_path: Path) -> None:
@@ -226,6 +262,228 @@ def test_store_locked_by_another_writer_fails_whole_and_stores_nothing(tmp_path:
     other.close()
 
 
+# ---- PostgreSQL only: what SQLite has no counterpart for ------------------------------------------------------
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A new PostgreSQL database, dropped after the test."""
+    with pg_database() as url:
+        yield url
+
+
+pg = pytest.mark.integration
+
+
+@pg
+def test_postgresql_refuses_a_nul_in_text_alone(pg_url: str) -> None:
+    """SQLite keeps a NUL inside text; PostgreSQL cannot: that message is refused by the server, alone."""
+    store = PgCentralStore(pg_url)
+    try:
+        nul = past_the_schema("nul", "telemetry", [reading(), reading(point="m.\x00v")])
+        nul_event = past_the_schema("nul-event", "events", [event(), {**event(), "text": "a\x00b"}])
+        results = store.store_batches([decode_batch(batch(1)), nul, nul_event, decode_batch(batch(2))], 1.0)
+        assert results[0] is True and results[3] is True
+        for refused in results[1:3]:
+            assert isinstance(refused, MessageRefused) and isinstance(refused.__cause__, psycopg.DataError), refused
+        assert store.msg_ids() == [f"{SITE}-telemetry-1", f"{SITE}-telemetry-2"]
+        assert store.count("readings") == 6 and store.count("events") == 0
+    finally:
+        store.close()
+
+
+@pg
+def test_postgresql_store_locked_by_another_session_fails_whole_and_stores_nothing(pg_url: str) -> None:
+    store = PgCentralStore(pg_url, lock_timeout_ms=50)
+    other = psycopg.connect(pg_url)
+    try:
+        other.execute("LOCK TABLE messages IN ACCESS EXCLUSIVE MODE")  # held until other's transaction ends
+        with pytest.raises(CentralStoreError, match="lock timeout") as info:
+            store.store_batches([decode_batch(batch(1)), decode_batch(batch(2))], 1.0)
+        assert not isinstance(info.value, MessageRefused)
+        other.rollback()
+        assert store.count("messages") == 0
+        assert store.store_batches([decode_batch(batch(1)), decode_batch(batch(2))], 2.0) == [True, True]
+    finally:
+        other.close()
+        store.close()
+
+
+@pg
+def test_postgresql_two_workers_storing_the_same_messages_at_once_store_each_once(pg_url: str) -> None:
+    """Two workers (two connections, as on two machines) each get a copy of every message, in opposite orders,
+    at the same instant: each msg_id is new to exactly one of them, stored once, and no flush deadlocks."""
+    stores = [PgCentralStore(pg_url), PgCentralStore(pg_url)]
+    results: dict[int, list] = {0: [], 1: []}
+    errors: list[BaseException] = []
+    rounds = 20
+
+    def work(k: int, barrier: threading.Barrier) -> None:
+        for r in range(rounds):
+            flush = [decode_batch(batch(r * 10 + s, n=5)) for s in range(1, 11)]
+            barrier.wait()
+            try:
+                results[k].append(stores[k].store_batches(flush if k == 0 else flush[::-1], 1.0))
+            except BaseException as err:
+                errors.append(err)
+
+    barrier = threading.Barrier(2)
+    threads = [threading.Thread(target=work, args=(k, barrier)) for k in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    try:
+        assert errors == []
+        for r in range(rounds):
+            first, second = results[0][r], results[1][r][::-1]
+            assert all(isinstance(x, bool) for x in first + second)
+            assert [a + b for a, b in zip(first, second, strict=True)] == [1] * 10  # new to exactly one worker
+        assert stores[0].count("messages") == rounds * 10 and stores[0].count("readings") == rounds * 10 * 5
+        assert stores[1].gaps(SITE, "telemetry") == []
+    finally:
+        for st in stores:
+            st.close()
+
+
+@pg
+def test_postgresql_migrations_apply_once_and_readings_go_to_monthly_partitions(pg_url: str) -> None:
+    opened: list = []
+    barrier = threading.Barrier(3)
+
+    def open_it() -> None:
+        barrier.wait()
+        opened.append(PgCentralStore(pg_url))
+
+    threads = [threading.Thread(target=open_it) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(opened) == 3  # three workers starting together on an empty database
+    store = opened[0]
+    try:
+        assert store.schema_versions() == [SCHEMA_VERSION]
+        assert store.layout == {"readings": "declarative", "intervals": "declarative"}  # no TimescaleDB here
+        nov, dec = 1_764_300_000.0, 1_764_600_000.0  # 2025-11-28 and 2025-12-01 (UTC)
+        beyond = 2.0**34  # past the wire's range: the DEFAULT partition
+        items = [reading(ts=nov), reading(ts=dec), reading(ts=beyond)]
+        # a clock gone wrong puts one reading in 1970: that month's partition, not 670 between
+        assert store.store_batches([past_the_schema("1970", "telemetry", [reading(ts=nov), reading(ts=5.0)])], 1.0)
+        assert store.partitions("readings") == ["readings_y1970m01", "readings_y2025m11"]
+        assert store.store_batches([past_the_schema("months", "telemetry", items)], 1.0) == [True]
+        assert opened[1].partitions("readings") == ["readings_y1970m01", "readings_y2025m11", "readings_y2025m12"]
+        where = store.query("SELECT tableoid::regclass::text, count(*) FROM readings GROUP BY 1 ORDER BY 1")
+        assert where == [("readings_default", 1), ("readings_y1970m01", 1), ("readings_y2025m11", 2),
+                         ("readings_y2025m12", 1)]  # fmt: skip
+        brin = store.query(
+            "SELECT tablename FROM pg_indexes WHERE indexdef LIKE %s ORDER BY tablename", ("%USING brin (ts)%",)
+        )
+        assert [r[0] for r in brin] == ["readings", "readings_default", "readings_y1970m01", "readings_y2025m11",
+                                        "readings_y2025m12"]  # fmt: skip
+        # a replay into the same partitions stores nothing
+        assert store.store_batches([past_the_schema("months", "telemetry", items)], 2.0) == [False]
+        assert store.count("readings") == 5
+    finally:
+        for st in opened:
+            st.close()
+
+
+@pg
+def test_postgresql_offering_timescaledb_that_cannot_be_created_falls_back_to_monthly_partitions(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server that lists TimescaleDB but cannot create it (not preloaded, here: not installed at all) still gets
+    a working store: the attempt is rolled back to its savepoint and the tables are partitioned by month."""
+    from central import store_pg
+
+    monkeypatch.setattr(store_pg, "timescale_available", lambda conn: True)
+    store = PgCentralStore(pg_url)
+    try:
+        assert store.layout == {"readings": "declarative", "intervals": "declarative"}
+        assert store.store_batches([decode_batch(batch(1))], 1.0) == [True]
+        assert store.partitions("readings") == ["readings_y2025m11"] and store.count("readings") == 3
+        assert store.query("SELECT count(*) FROM pg_proc WHERE proname = 'gridedge_ts_us'") == [(0,)]
+    finally:
+        store.close()
+
+
+@pg
+def test_two_central_processes_sharing_one_postgresql_database_store_each_message_once(
+    broker, tmp_path: Path, pg_url: str
+) -> None:
+    """Two `central run` processes (as on two machines) in one shared-subscription group, one database; the agent
+    sends every message twice, so copies of one message reach either process: each is stored once, every copy
+    acked."""
+    procs = []
+    for name in ("a", "b"):
+        conf = tmp_path / f"central-{name}.toml"
+        conf.write_text(f'[broker]\nurl = "mqtt://127.0.0.1:{broker.port}"\nclient_id = "central-{name}"\n'
+                        + store_toml(pg_url) + f'[ingest]\nstatus_file = "status-{name}.json"\n')  # fmt: skip
+        code = f"import sys; from central.cli import main; sys.exit(main(['run', '--config', {str(conf)!r}]))"
+        with (tmp_path / f"central-{name}.log").open("wb") as log:  # a file: a pipe nobody reads could fill up
+            procs.append(subprocess.Popen([sys.executable, "-c", code], cwd=REPO,
+                                          env={**os.environ, "PYTHONPATH": str(REPO)}, stderr=log))  # fmt: skip
+
+    async def exercise() -> Agent:
+        agent = Agent(broker.port)
+        async with running_tasks(agent.session.run()):
+            await asyncio.wait_for(agent.session.connected.wait(), 10)
+            for name in ("a", "b"):
+                await until(lambda name=name: workers_subscribed(tmp_path / f"status-{name}.json", ("w1",)), timeout=30)
+            for _ in range(2):
+                await asyncio.gather(*(agent.send(batch(seq, n=2)) for seq in range(1, 101)))
+            await until(lambda: len(agent.acks) == 200, timeout=30)
+        return agent
+
+    try:
+        agent = asyncio.run(exercise())
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        assert [p.wait(15) for p in procs] == [0, 0]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(5)
+    totals = [json.loads((tmp_path / f"status-{n}.json").read_text())["total"] for n in ("a", "b")]
+    assert all(t["received"] > 0 for t in totals)  # the broker shared the copies between the processes
+    assert sum(t["received"] for t in totals) == 200
+    assert sum(t["stored"] for t in totals) == 100 and sum(t["duplicates"] for t in totals) == 100
+    assert sorted(agent.acks) == sorted(f"{SITE}-telemetry-{s}" for s in range(1, 101) for _ in range(2))
+    store = PgCentralStore(pg_url)
+    try:
+        assert store.count("messages") == 100 and store.count("readings") == 200
+        assert store.gaps(SITE, "telemetry") == [] and store.reused_seqs(SITE, "telemetry") == []
+    finally:
+        store.close()
+
+
+@pg
+@async_test
+async def test_postgresql_connection_lost_acks_nothing_and_the_flush_is_retried_on_a_new_one(
+    broker, pg_url: str
+) -> None:
+    """The server ends the worker's session (a restart, a failover): the flush fails whole, nothing is acked, and
+    the next attempt reconnects and stores it."""
+    worker, agent = CentralWorker(make_config(broker, pg_url), "w1"), Agent(broker.port)
+    async with running_tasks(worker.run(), agent.session.run()) as (task, _agent_task):
+        await start(worker, agent)
+        await until(lambda: worker._store is not None)
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            (killed,) = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'gridedge-central' AND datname = current_database()"
+            ).fetchone()
+        assert killed == 1
+        await agent.send(batch(1, n=50))
+        await until(lambda: agent.acks == [f"{SITE}-telemetry-1"])
+        assert worker.stats.store_errors == 1 and worker.stats.stored == 1 and not task.done()
+    check = PgCentralStore(pg_url)
+    assert check.count("readings") == 50
+    check.close()
+
+
 # ---- config ----------------------------------------------------------------------------------------------------
 
 
@@ -250,6 +508,11 @@ def test_example_config_loads(repo_root: Path) -> None:
         ),
         ({"broker": {"url": "mqtt://x", "backoff_max_s": 0}, "store": {"db": "c.db"}}, "broker.backoff_max_s", ".."),
         ({"broker": {"url": "mqtt://x", "colour": 1}, "store": {"db": "c.db"}}, "broker.colour", "unknown key"),
+        ({"broker": {"url": "mqtt://x"}, "store": {"url": "mysql://h/db"}}, "store.url", "postgresql://"),
+        ({"broker": {"url": "mqtt://x"}, "store": {"url": "postgresql://h:5432"}}, "store.url", "database"),
+        ({"broker": {"url": "mqtt://x"}, "store": {"url": "postgresql://h:port/db"}}, "store.url", "1..65535"),
+        ({"broker": {"url": "mqtt://x"}, "store": {"url": "postgresql://h/db", "db": "c.db"}}, "store", "not both"),
+        ({"broker": {"url": "mqtt://x"}, "store": {"path": "c.db"}}, "store.path", "unknown key"),
         (
             {"broker": {"url": "mqtt://x", "cert_file": "/nope.pem"}, "store": {"db": "c.db"}},
             "broker.cert_file",
@@ -261,6 +524,24 @@ def test_bad_config_names_key_value_and_allowed(tmp_path: Path, raw: dict, key: 
     with pytest.raises(CentralConfigError) as info:
         parse_central_config(raw, tmp_path / "central.toml")
     assert any(i.key == key and text in i.allowed for i in info.value.issues), str(info.value)
+
+
+def test_store_url_selects_postgresql_and_its_password_is_never_shown(tmp_path: Path) -> None:
+    cfg = parse_central_config({"broker": {"url": "mqtt://x"}, "store": {"url": "postgresql://c:s3cret@db:5433/g"}},
+                               tmp_path / "central.toml")  # fmt: skip
+    assert cfg.db_path is None and cfg.store_target == "postgresql://c:s3cret@db:5433/g"
+    assert cfg.store_name == "postgresql://c:***@db:5433/g" and "s3cret" not in repr(cfg)
+    with pytest.raises(CentralConfigError) as info:
+        parse_central_config({"broker": {"url": "mqtt://x"}, "store": {"url": "postgresql://c:s3cret@db:x/g"}},
+                             tmp_path / "central.toml")  # fmt: skip
+    assert "s3cret" not in str(info.value) and "store.url" in str(info.value)
+
+
+def test_settlement_commands_refuse_a_postgresql_store_by_name(tmp_path: Path, capsys) -> None:
+    conf = tmp_path / "c.toml"
+    conf.write_text('[broker]\nurl = "mqtt://127.0.0.1"\n[store]\nurl = "postgresql://u@127.0.0.1:9/nowhere"\n')
+    assert central_main(["intervals", "--config", str(conf), "--site", "s", "--from", "0", "--to", "1"]) == 2
+    assert "settlement reads central's SQLite store only" in capsys.readouterr().err
 
 
 def test_config_file_errors(tmp_path: Path) -> None:
@@ -275,15 +556,15 @@ def test_config_file_errors(tmp_path: Path) -> None:
 
 
 @async_test
-async def test_valid_batch_is_stored_then_acked(broker, tmp_path: Path) -> None:
-    worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
+async def test_valid_batch_is_stored_then_acked(broker, tmp_path: Path, target: Path | str) -> None:
+    worker, agent = CentralWorker(make_config(broker, target), "w1"), Agent(broker.port)
     async with running_tasks(worker.run(), agent.session.run()):
         await start(worker, agent)
         await agent.send(batch(1))
         await agent.send(batch(1, stream="events", n=2), stream="events")
         await until(lambda: len(agent.acks) == 2)
         # the ack came after the commit: a fresh connection already sees the rows
-        store = CentralStore(tmp_path / "central.db")
+        store = open_store(target)
         assert store.count("messages") == 2 and store.count("readings") == 3 and store.count("events") == 2
         store.close()
     assert sorted(agent.acks) == [f"{SITE}-events-1", f"{SITE}-telemetry-1"]
@@ -291,8 +572,8 @@ async def test_valid_batch_is_stored_then_acked(broker, tmp_path: Path) -> None:
 
 
 @async_test
-async def test_duplicate_is_stored_once_and_acked_again(broker, tmp_path: Path) -> None:
-    worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
+async def test_duplicate_is_stored_once_and_acked_again(broker, tmp_path: Path, target: Path | str) -> None:
+    worker, agent = CentralWorker(make_config(broker, target), "w1"), Agent(broker.port)
     async with running_tasks(worker.run(), agent.session.run()):
         await start(worker, agent)
         await agent.send(batch(1))
@@ -301,27 +582,27 @@ async def test_duplicate_is_stored_once_and_acked_again(broker, tmp_path: Path) 
         await until(lambda: len(agent.acks) == 2)
     assert agent.acks == [f"{SITE}-telemetry-1"] * 2
     assert worker.stats.stored == 1 and worker.stats.duplicates == 1
-    store = CentralStore(tmp_path / "central.db")
+    store = open_store(target)
     assert store.count("messages") == 1 and store.count("readings") == 3
     store.close()
 
 
 @async_test
-async def test_state_messages_are_recorded(broker, tmp_path: Path) -> None:
-    worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
+async def test_state_messages_are_recorded(broker, tmp_path: Path, target: Path | str) -> None:
+    worker, agent = CentralWorker(make_config(broker, target), "w1"), Agent(broker.port)
     async with running_tasks(worker.run(), agent.session.run()):
         await start(worker, agent)
         await agent.session.publish(topic(SITE, "state"), encode_state(SITE, "online", 100.0), retain=True)
         await until(lambda: worker.stats.states == 1)
         await asyncio.sleep(0.2)
-    store = CentralStore(tmp_path / "central.db")
+    store = open_store(target)
     assert store.state(SITE) == ("online", 100.0)
     store.close()
 
 
 @async_test
-async def test_malformed_messages_are_counted_not_stored_not_acked(broker, tmp_path: Path) -> None:
-    worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
+async def test_malformed_messages_are_counted_not_stored_not_acked(broker, tmp_path: Path, target: Path | str) -> None:
+    worker, agent = CentralWorker(make_config(broker, target), "w1"), Agent(broker.port)
     good = json.loads(batch(5))
     bad_version = {**good, "v": 2, "msg_id": "v2"}
     bad_field = {**good, "msg_id": "badq", "items": [{**reading(), "quality": "superb"}]}
@@ -337,7 +618,7 @@ async def test_malformed_messages_are_counted_not_stored_not_acked(broker, tmp_p
         await until(lambda: len(agent.acks) == 1)
     assert agent.acks == [f"{SITE}-telemetry-6"]
     assert worker.stats.received == 6 and worker.stats.stored == 1
-    store = CentralStore(tmp_path / "central.db")
+    store = open_store(target)
     assert store.msg_ids() == [f"{SITE}-telemetry-6"] and store.state(SITE) is None
     store.close()
 
@@ -370,9 +651,9 @@ HOSTILE = [
 
 @async_test
 async def test_hostile_messages_in_one_flush_with_good_ones_only_the_good_are_stored_and_acked(
-    broker, tmp_path: Path
+    broker, tmp_path: Path, target: Path | str
 ) -> None:
-    worker, agent = CentralWorker(make_config(broker, tmp_path, ack_interval_s=0.5), "w1"), Agent(broker.port)
+    worker, agent = CentralWorker(make_config(broker, target, ack_interval_s=0.5), "w1"), Agent(broker.port)
     async with running_tasks(worker.run(), agent.session.run()) as (task, _agent_task):
         await start(worker, agent)
         # one burst: the worker sleeps ack_interval_s after the first message, so all land in one flush
@@ -386,18 +667,18 @@ async def test_hostile_messages_in_one_flush_with_good_ones_only_the_good_are_st
         assert not task.done()
     assert agent.acks == [f"{SITE}-telemetry-{s}" for s in (1, 2, 3)]
     assert worker.stats.stored == 3 and worker.stats.invalid == len(HOSTILE) and worker.stats.flush_errors == 0
-    store = CentralStore(tmp_path / "central.db")
+    store = open_store(target)
     assert store.msg_ids() == [f"{SITE}-telemetry-{s}" for s in (1, 2, 3)] and store.count("readings") == 9
     store.close()
 
 
 @async_test
-async def test_central_keeps_storing_after_each_hostile_message(broker, tmp_path: Path) -> None:
+async def test_central_keeps_storing_after_each_hostile_message(broker, tmp_path: Path, target: Path | str) -> None:
     """No such message ends a worker: run_workers runs them in one TaskGroup, where one worker's exception would
     end them all."""
     agent = Agent(broker.port)
     status = tmp_path / "status.json"
-    central = asyncio.create_task(run_workers(make_config(broker, tmp_path, status_file=status), 2))
+    central = asyncio.create_task(run_workers(make_config(broker, target, status_file=status), 2))
     async with running_tasks(agent.session.run()):
         await asyncio.wait_for(agent.session.connected.wait(), 10)
         # a batch published before its shared subscription exists is dropped by the broker: wait for both SUBACKs
@@ -411,14 +692,14 @@ async def test_central_keeps_storing_after_each_hostile_message(broker, tmp_path
         with pytest.raises(asyncio.CancelledError):
             await central
     assert agent.acks == [f"{SITE}-telemetry-{n}" for n in range(1, len(HOSTILE) + 1)]
-    store = CentralStore(tmp_path / "central.db")
+    store = open_store(target)
     assert store.count("messages") == len(HOSTILE)
     store.close()
 
 
 @async_test
 async def test_store_failure_acks_nothing_and_the_flush_is_retried_until_stored(broker, tmp_path: Path) -> None:
-    worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
+    worker, agent = CentralWorker(make_config(broker, tmp_path / "central.db"), "w1"), Agent(broker.port)
     async with running_tasks(worker.run(), agent.session.run()) as (task, _agent_task):
         await start(worker, agent)
         store = worker._store
@@ -439,7 +720,9 @@ async def test_store_failure_acks_nothing_and_the_flush_is_retried_until_stored(
 
 
 @async_test
-async def test_an_unexpected_error_in_a_flush_does_not_end_the_worker(broker, tmp_path: Path, mocker) -> None:
+async def test_an_unexpected_error_in_a_flush_does_not_end_the_worker(
+    broker, tmp_path: Path, target: Path | str, mocker
+) -> None:
     """A bug (here: the ack encoder raising once) is logged and counted; the loop goes on; nothing is lost."""
     from central import ingest
 
@@ -453,7 +736,7 @@ async def test_an_unexpected_error_in_a_flush_does_not_end_the_worker(broker, tm
         return real(site, ids)  # type: ignore[arg-type]
 
     mocker.patch.object(ingest, "encode_ack", flaky)
-    worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
+    worker, agent = CentralWorker(make_config(broker, target), "w1"), Agent(broker.port)
     async with running_tasks(worker.run(), agent.session.run()) as (task, _agent_task):
         await start(worker, agent)
         await agent.send(batch(1))
@@ -468,15 +751,15 @@ async def test_an_unexpected_error_in_a_flush_does_not_end_the_worker(broker, tm
 
 
 @async_test
-async def test_gaps_after_ingest_and_from_the_cli(broker, tmp_path: Path, capsys) -> None:
-    worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
+async def test_gaps_after_ingest_and_from_the_cli(broker, tmp_path: Path, target: Path | str, capsys) -> None:
+    worker, agent = CentralWorker(make_config(broker, target), "w1"), Agent(broker.port)
     async with running_tasks(worker.run(), agent.session.run()):
         await start(worker, agent)
         for seq in (1, 2, 5, 9):
             await agent.send(batch(seq))
         await until(lambda: len(agent.acks) == 4)
     conf = tmp_path / "central.toml"
-    conf.write_text(f'[broker]\nurl = "mqtt://127.0.0.1:{broker.port}"\n[store]\ndb = "central.db"\n')
+    conf.write_text(f'[broker]\nurl = "mqtt://127.0.0.1:{broker.port}"\n' + store_toml(target))
     assert central_main(["gaps", "--config", str(conf)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out == [f"site={SITE} stream=telemetry missing_seq=3-4 count=2",
@@ -484,8 +767,10 @@ async def test_gaps_after_ingest_and_from_the_cli(broker, tmp_path: Path, capsys
 
 
 @async_test
-async def test_two_workers_share_the_subscription_and_store_each_message_once(broker, tmp_path: Path) -> None:
-    cfg = make_config(broker, tmp_path, status_file=tmp_path / "status.json")
+async def test_two_workers_share_the_subscription_and_store_each_message_once(
+    broker, tmp_path: Path, target: Path | str
+) -> None:
+    cfg = make_config(broker, target, status_file=tmp_path / "status.json")
     agent = Agent(broker.port)
     task = asyncio.create_task(run_workers(cfg, 2))
     async with running_tasks(agent.session.run()):
@@ -502,17 +787,18 @@ async def test_two_workers_share_the_subscription_and_store_each_message_once(br
     w1, w2 = status["workers"]["w1"], status["workers"]["w2"]
     assert w1["received"] > 0 and w2["received"] > 0  # the broker shared the load
     assert w1["received"] + w2["received"] == 200 and status["total"]["stored"] == 200
-    store = CentralStore(tmp_path / "central.db")
+    store = open_store(target)
     assert sorted(store.msg_ids()) == sorted(f"{SITE}-telemetry-{s}" for s in range(1, 201))
     assert store.count("readings") == 400 and store.gaps(SITE, "telemetry") == []
     store.close()
 
 
-def test_cli_run_in_a_process_stores_acks_and_stops_on_sigterm(broker, tmp_path: Path) -> None:
+def test_cli_run_in_a_process_stores_acks_and_stops_on_sigterm(broker, tmp_path: Path, target: Path | str) -> None:
     conf = tmp_path / "central.toml"
     conf.write_text(
-        f'[broker]\nurl = "mqtt://127.0.0.1:{broker.port}"\n[store]\ndb = "central.db"\n'
-        '[ingest]\nstatus_file = "status.json"\n'
+        f'[broker]\nurl = "mqtt://127.0.0.1:{broker.port}"\n'
+        + store_toml(target)
+        + '[ingest]\nstatus_file = "status.json"\n'
     )
     code = f"import sys; from central.cli import main; sys.exit(main(['run', '--config', {str(conf)!r}, '--workers', '2']))"
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
@@ -609,13 +895,13 @@ def test_the_doc_has_an_example_and_a_topic_row_for_every_stream_the_schema_know
     assert rows == {*DATA_STREAMS, "ack", "state", "cmd"}
 
 
-def test_fields_added_within_v1_are_ignored_by_the_receivers(tmp_path: Path) -> None:
+def test_fields_added_within_v1_are_ignored_by_the_receivers(tmp_path: Path, target: Path | str) -> None:
     """The doc's versioning rule: within v1 a field may be added and receivers ignore it."""
     obj = json.loads(batch(1))
     obj["epoch"] = "a-later-field"
     obj["items"][0]["accuracy_pct"] = 0.2
     b = decode_batch(json.dumps(obj).encode())
-    store = CentralStore(tmp_path / "central.db")
+    store = open_store(target)
     try:
         assert store.store_batches([b], 1.0) == [True] and store.count("readings") == 3
     finally:
@@ -625,9 +911,11 @@ def test_fields_added_within_v1_are_ignored_by_the_receivers(tmp_path: Path) -> 
 # ---- one msg_id per site, reused sequences, duplicates over two workers, oversized messages ------------------
 
 
-def test_a_msg_id_reused_by_another_site_is_refused_not_taken_for_a_duplicate(tmp_path: Path) -> None:
+def test_a_msg_id_reused_by_another_site_is_refused_not_taken_for_a_duplicate(
+    tmp_path: Path, target: Path | str
+) -> None:
     """Acking it as a duplicate would make the second agent delete a message central never stored."""
-    store = CentralStore(tmp_path / "central.db")
+    store = open_store(target)
     try:
         item = [{"point": "m.v_a", "ts": 1.0, "value": 1.0, "unit": "V", "quality": "good"}]
         first = decode_batch(encode_batch("site-a", "telemetry", 1, "same-id", 2.0, item))
@@ -644,8 +932,8 @@ def test_a_msg_id_reused_by_another_site_is_refused_not_taken_for_a_duplicate(tm
 
 
 @async_test
-async def test_central_does_not_ack_a_msg_id_another_site_owns(broker, tmp_path: Path) -> None:
-    worker = CentralWorker(make_config(broker, tmp_path), "w1")
+async def test_central_does_not_ack_a_msg_id_another_site_owns(broker, tmp_path: Path, target: Path | str) -> None:
+    worker = CentralWorker(make_config(broker, target), "w1")
     a, b = Agent(broker.port, "site-a"), Agent(broker.port, "site-b")
     async with running_tasks(worker.run(), a.session.run(), b.session.run()):
         await start(worker, a)
@@ -659,11 +947,10 @@ async def test_central_does_not_ack_a_msg_id_another_site_owns(broker, tmp_path:
     assert worker.stats.duplicates == 0 and worker.stats.stored == 2
 
 
-def test_a_restarted_agent_sequence_is_reported_by_gaps(tmp_path: Path, capsys) -> None:
+def test_a_restarted_agent_sequence_is_reported_by_gaps(tmp_path: Path, target: Path | str, capsys) -> None:
     """A replaced agent store starts again at seq 1 with new msg_ids: stored (new data), and reported, since
     missing seqs below the earlier run's highest one can no longer be seen."""
-    db = tmp_path / "central.db"
-    store = CentralStore(db)
+    store = open_store(target)
     try:
         first_run = [decode_batch(batch(seq)) for seq in range(1, 6)]
         second_run = [
@@ -675,7 +962,7 @@ def test_a_restarted_agent_sequence_is_reported_by_gaps(tmp_path: Path, capsys) 
     finally:
         store.close()
     conf = tmp_path / "central.toml"
-    conf.write_text('[broker]\nurl = "mqtt://127.0.0.1:1883"\n[store]\ndb = "central.db"\n')
+    conf.write_text('[broker]\nurl = "mqtt://127.0.0.1:1883"\n' + store_toml(target))
     assert central_main(["gaps", "--config", str(conf)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert [line.split(" (")[0] for line in out] == [f"site={SITE} stream=telemetry reused_seq=1-2 count=2",
@@ -683,10 +970,12 @@ def test_a_restarted_agent_sequence_is_reported_by_gaps(tmp_path: Path, capsys) 
 
 
 @async_test
-async def test_duplicates_spread_over_two_workers_are_stored_once_and_acked_each_time(broker, tmp_path: Path) -> None:
+async def test_duplicates_spread_over_two_workers_are_stored_once_and_acked_each_time(
+    broker, tmp_path: Path, target: Path | str
+) -> None:
     """Every message is sent twice; the shared subscription hands copies to either worker, both writing the
     same SQLite file: one row per msg_id, every copy acked (the agent stops resending whichever ack it got)."""
-    cfg = make_config(broker, tmp_path, status_file=tmp_path / "status.json")
+    cfg = make_config(broker, target, status_file=tmp_path / "status.json")
     agent = Agent(broker.port)
     task = asyncio.create_task(run_workers(cfg, 2))
     try:
@@ -705,7 +994,7 @@ async def test_duplicates_spread_over_two_workers_are_stored_once_and_acked_each
     assert w1["received"] > 0 and w2["received"] > 0
     assert status["total"]["stored"] == 100 and status["total"]["duplicates"] == 100
     assert sorted(agent.acks) == sorted(f"{SITE}-telemetry-{s}" for s in range(1, 101) for _ in range(2))
-    store = CentralStore(tmp_path / "central.db")
+    store = open_store(target)
     try:
         assert store.count("messages") == 100 and store.count("readings") == 200
         assert store.gaps(SITE, "telemetry") == [] and store.reused_seqs(SITE, "telemetry") == []
@@ -715,11 +1004,11 @@ async def test_duplicates_spread_over_two_workers_are_stored_once_and_acked_each
 
 @async_test
 async def test_an_oversized_message_through_the_broker_is_refused_logged_and_not_acked(
-    broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    broker, tmp_path: Path, target: Path | str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A payload past MAX_PAYLOAD_BYTES (4 MiB) is refused before parsing, counted, logged, never stored."""
     caplog.set_level(logging.WARNING, logger="gridedge.central.ingest")
-    worker, agent = CentralWorker(make_config(broker, tmp_path), "w1"), Agent(broker.port)
+    worker, agent = CentralWorker(make_config(broker, target), "w1"), Agent(broker.port)
     good = json.loads(batch(1))
     huge = {**good, "msg_id": "huge", "items": [{**good["items"][0], "point": "p" * MAX_PAYLOAD_BYTES}]}
     async with running_tasks(worker.run(), agent.session.run()) as (task, _):

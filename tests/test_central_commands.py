@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 from helpers.aio import async_test, running_tasks, until
+from helpers.stores import store_toml, target_fixture  # noqa: F401 (the target fixture)
 
 from central.cli import main as central_main
 from central.commands import CommandError, CommandIssuer, results_of
 from central.config import CentralConfig, CentralConfigError, load_central_config, parse_central_config
 from central.ingest import CentralWorker
-from central.store import CentralStore, VerifiedResult
+from central.store import CentralStore, VerifiedResult, open_store
 from protocols.mqtt import MqttSession, SessionConfig
 from protocols.telemetry.commands import (
     RESULT_DOMAIN,
@@ -50,11 +51,13 @@ class Keys:
         self.agent_pub = public_text(self.agent.public_key())
 
 
-def write_config(tmp_path: Path, keys: Keys, port: int = 1, extra: str = "") -> Path:
+def write_config(tmp_path: Path, keys: Keys, port: int = 1, extra: str = "", store: Path | str | None = None) -> Path:
+    """Central's TOML with both keys; its store ``store`` (a SQLite file or a PostgreSQL URL), else central.db."""
     conf = tmp_path / "central.toml"
     conf.write_text(
-        f'[broker]\nurl = "mqtt://127.0.0.1:{port}"\n[store]\ndb = "central.db"\n'
-        "[commands]\nresult_timeout_s = 10\nvalid_s = 60\n"
+        f'[broker]\nurl = "mqtt://127.0.0.1:{port}"\n'
+        + store_toml(store if store is not None else Path("central.db"))
+        + "[commands]\nresult_timeout_s = 10\nvalid_s = 60\n"
         '[[commands.keys]]\nkey_id = "dispatch-1"\nrole = "dispatch"\nkey_file = "keys/dispatch-1.key"\n'
         '[[commands.keys]]\nkey_id = "ops-1"\nrole = "operator"\nkey_file = "keys/ops-1.key"\n'
         f'[commands.sites.{SITE}]\nagent_key = "{keys.agent_pub}"\n' + extra
@@ -165,14 +168,15 @@ def test_a_bad_agent_key_is_not_echoed_whole_in_the_error(tmp_path: Path) -> Non
 
 
 def test_two_issuers_on_one_store_give_out_strictly_growing_sequences_never_the_same(
-    config: CentralConfig, tmp_path: Path
+    target: Path | str, keys: Keys, tmp_path: Path
 ) -> None:
     """Each issuer has its own connection (as two processes would); they race for 150 commands each."""
+    config = load_central_config(write_config(tmp_path, keys, store=target))
     seen: dict[str, list[int]] = {"a": [], "b": []}
     barrier = threading.Barrier(2)
 
     def issue(name: str) -> None:
-        store = CentralStore(tmp_path / "central.db")
+        store = open_store(target)
         issuer = CommandIssuer(config.commands, store)
         barrier.wait()
         for _ in range(150):
@@ -191,15 +195,16 @@ def test_two_issuers_on_one_store_give_out_strictly_growing_sequences_never_the_
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)  # strictly growing within an issuer
     assert sorted(seen["a"] + seen["b"]) == list(range(1, 301))  # never the same number twice
     assert set(seen["a"]) & set(seen["b"]) == set() and seen["a"] and seen["b"]
-    store = CentralStore(tmp_path / "central.db")
+    store = open_store(target)
     assert store.count("commands") == 300
     store.close()
 
 
 def test_each_key_has_its_own_sequence_and_a_built_command_is_signed_valid_and_recorded(
-    config: CentralConfig, keys: Keys, tmp_path: Path
+    target: Path | str, keys: Keys, tmp_path: Path
 ) -> None:
-    store = CentralStore(tmp_path / "central.db")
+    config = load_central_config(write_config(tmp_path, keys, store=target))
+    store = open_store(target)
     now = 1_800_000_000.0
     issuer = CommandIssuer(config.commands, store, clock=lambda: now)
     c1, m1 = issuer.build(SITE, "capbank.close", "cap675", {"until": now + 600})
@@ -240,9 +245,10 @@ def result_for(command, key, status: str = "applied", reason: str = "", site: st
 
 
 def test_a_result_is_recorded_once_and_only_on_its_own_sites_command(
-    config: CentralConfig, keys: Keys, tmp_path: Path
+    target: Path | str, keys: Keys, tmp_path: Path
 ) -> None:
-    store = CentralStore(tmp_path / "central.db")
+    config = load_central_config(write_config(tmp_path, keys, store=target))
+    store = open_store(target)
     command, _ = CommandIssuer(config.commands, store).build(SITE, "revert.all")
     data = result_for(command, keys.agent)
     v = VerifiedResult(read_result(data, keys.agent.public_key()), data)
@@ -324,9 +330,9 @@ async def run_cli(*argv: str) -> tuple[int, str]:
 
 @async_test
 async def test_central_command_round_trip_applies_and_a_resent_result_is_stored_once(
-    broker, tmp_path: Path, keys: Keys
+    broker, tmp_path: Path, target: Path | str, keys: Keys
 ) -> None:
-    conf = write_config(tmp_path, keys, broker.port)
+    conf = write_config(tmp_path, keys, broker.port, store=target)
     config = load_central_config(conf)
     worker = CentralWorker(config, "w1")
     agent = FakeAgent(broker.port, keys.central.public_key(), keys.agent)
@@ -343,7 +349,7 @@ async def test_central_command_round_trip_applies_and_a_resent_result_is_stored_
     assert shown["readback"] == {"closed": 1} and shown["key_id"] == "ops-1" and shown["seq"] == 1
     assert command.body["until"] == pytest.approx(command.issued_at + 600, abs=1.0)
     assert worker.stats.stored == 1 and worker.stats.duplicates == 1 and worker.stats.results_unverified == 0
-    store = CentralStore(tmp_path / "central.db")
+    store = open_store(target)
     row = store.command(command.command_id)
     assert row is not None and row["status"] == "applied" and row["sent_at"] is not None
     assert store.count("events") == 1  # the result, once, although it arrived twice
@@ -351,16 +357,18 @@ async def test_central_command_round_trip_applies_and_a_resent_result_is_stored_
 
 
 @async_test
-async def test_the_ingest_records_a_result_even_when_the_sender_is_gone(broker, tmp_path: Path, keys: Keys) -> None:
+async def test_the_ingest_records_a_result_even_when_the_sender_is_gone(
+    broker, tmp_path: Path, target: Path | str, keys: Keys
+) -> None:
     """The CLI timed out (exit 3, the command stays 'sent'); the site's refusal arrives later and the ingest
     records it, so `central commands` shows what came of it."""
-    conf = write_config(tmp_path, keys, broker.port)
+    conf = write_config(tmp_path, keys, broker.port, store=target)
     config = load_central_config(conf)
     code, out = await run_cli(
         "command", "--config", str(conf), "--site", SITE, "--kind", "revert.all", "--timeout", "1"
     )
     assert code == 3 and "no result" in out
-    store = CentralStore(tmp_path / "central.db")
+    store = open_store(target)
     (row,) = store.commands(SITE)
     assert row["status"] == "sent" and row["sent_at"] is not None
     command = read_command(read_signed(row["message"].encode()))
@@ -386,8 +394,10 @@ async def test_the_ingest_records_a_result_even_when_the_sender_is_gone(broker, 
 
 
 @async_test
-async def test_a_result_signed_by_the_wrong_key_is_not_taken(broker, tmp_path: Path, keys: Keys) -> None:
-    conf = write_config(tmp_path, keys, broker.port)
+async def test_a_result_signed_by_the_wrong_key_is_not_taken(
+    broker, tmp_path: Path, target: Path | str, keys: Keys
+) -> None:
+    conf = write_config(tmp_path, keys, broker.port, store=target)
     worker = CentralWorker(load_central_config(conf), "w1")
     forger = FakeAgent(broker.port, keys.central.public_key(), generate_key())
     async with running_tasks(worker.run(), forger.session.run()):
@@ -400,7 +410,7 @@ async def test_a_result_signed_by_the_wrong_key_is_not_taken(broker, tmp_path: P
     shown = json.loads(out)
     assert shown["status"] == "sent" and "no result" in shown["reason"]
     assert worker.stats.results_unverified == 2 and worker.stats.results_verified == 0
-    store = CentralStore(tmp_path / "central.db")
+    store = open_store(target)
     assert store.command(forger.commands[0].command_id)["status"] == "sent"  # type: ignore[index]
     assert store.count("events") == 1
     store.close()
@@ -477,14 +487,14 @@ def test_a_signed_result_of_the_wrong_shape_is_unverified_not_a_crash(keys: Keys
     assert verified == [] and len(bad) == 3 and all("command result" in b for b in bad)
 
 
-def test_results_and_audit_messages_are_stored_as_events(tmp_path: Path) -> None:
+def test_results_and_audit_messages_are_stored_as_events(tmp_path: Path, target: Path | str) -> None:
     """Each item of an audit or a results message is an event (it has no ``point`` for the readings table), found
     again by its message's stream; a result is stored as an event even when it does not verify."""
     audit = {"ts": 1.0, "kind": "command_refused", "severity": "warning", "source": "cap675", "text": "old seq",
              "data": {"command_id": "c", "key_id": "ops-1", "kind": "capbank.close", "reason": "seq"}}  # fmt: skip
     unsigned = {"ts": 1.0, "kind": "command_result", "severity": "info", "source": "commands", "text": "",
                 "data": {"key_id": "a", "result": "{}", "sig": "x"}}  # fmt: skip
-    store = CentralStore(tmp_path / "central.db")
+    store = open_store(target)
     stored = store.store_batches([decode_batch(encode_batch(SITE, "audit", 1, "a1", 1.0, [audit, audit])),
                                   decode_batch(encode_batch(SITE, "results", 1, "r1", 1.0, [unsigned]))], 2.0)  # fmt: skip
     assert stored == [True, True]

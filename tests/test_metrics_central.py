@@ -20,10 +20,11 @@ from helpers.db import query_db
 from helpers.metrics import Scrape, scrape, scrape_or_none, scrape_when
 from helpers.net import free_port
 from helpers.processes import Processes, run_gridedge
+from helpers.stores import target_fixture  # noqa: F401 (the target fixture)
 from helpers.wait import wait_for
 
 from central.metrics import SPECS, IngestTally, StoreFigures
-from central.store import CentralStore
+from central.store import open_store
 from protocols.telemetry.schema import Batch, decode_batch, encode_batch, topic
 
 AGE_S = 100.0  # the items' time, this long before they are sent: the lag central must show at least
@@ -172,19 +173,21 @@ def _batch(site: str, seq: int, msg_id: str, ts: float = 1_764_300_000.0) -> Bat
     return decode_batch(encode_batch(site, "telemetry", seq, msg_id, ts, _readings(2, ts)))
 
 
-def test_gap_counts_are_what_central_gaps_lists_and_are_read_at_most_every_refresh(tmp_path: Path) -> None:
-    store = CentralStore(tmp_path / "central.db")
+def test_gap_counts_are_what_central_gaps_lists_and_are_read_at_most_every_refresh(target: Path | str) -> None:
+    """On both stores: the SQLite file, or a PostgreSQL database (tests/helpers/stores.py)."""
+    store = open_store(target)
     try:
         # seq 3-4 and 6-8 missing; seq 1 sent again under a new id (an agent whose store was replaced)
         store.store_batches([_batch("a", s, f"a-{s}") for s in (1, 2, 5, 9)] + [_batch("a", 1, "a-1-again")], 100.0)
         store.store_batches([_batch("b", 1, "b-1")], 200.0)
         listed = sum(last - first + 1 for first, last in store.gaps("a", "telemetry"))
         now = [1000.0]
-        figures = StoreFigures(tmp_path / "central.db", refresh_s=10.0, clock=lambda: now[0])
+        figures = StoreFigures(target, refresh_s=10.0, clock=lambda: now[0])
         f = {(s.name, tuple(s.labels.values())): s.value for m in figures.gather().metrics() for s in m.samples}
         assert f[("gridedge_central_site_gap_messages", ("a",))] == listed == 5
         assert f[("gridedge_central_site_gap_messages", ("b",))] == 0
         assert f[("gridedge_central_site_last_message_age_seconds", ("b",))] == 800.0
+        assert f[("gridedge_central_store_size_bytes", ())] > 0
         store.store_batches([_batch("b", 3, "b-3")], 300.0)
         now[0] += 5.0  # within refresh_s: the figures read before
         f = {(s.name, tuple(s.labels.values())): s.value for m in figures.gather().metrics() for s in m.samples}

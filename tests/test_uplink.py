@@ -5,19 +5,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import signal
-import sqlite3
 import time
-from contextlib import closing
 from pathlib import Path
 
 from helpers.aio import async_test, running_tasks, until
+from helpers.stores import config_store, query, target_fixture  # noqa: F401 (the target fixture)
 
 from agent.points import Reading, Stream
 from agent.store import AsyncStore, Store
 from agent.uplink import Uplink, session_config_for
 from central.config import CentralConfig
 from central.ingest import CentralWorker
-from central.store import CentralStore
+from central.store import open_store
 from protocols.mqtt import BrokerConfig, MqttSession
 from protocols.telemetry.schema import decode_state, encode_ack, topic
 
@@ -33,10 +32,11 @@ def make_session(port: int, client_id: str = f"gridedge-{SITE}") -> MqttSession:
     return MqttSession(dataclasses.replace(cfg, backoff_min_s=0.05, backoff_max_s=0.5))
 
 
-def central_worker(port: int, tmp_path: Path) -> CentralWorker:
+def central_worker(port: int, tmp_path: Path, target: Path | str | None = None) -> CentralWorker:
+    """Central's worker storing in ``target`` (a SQLite file or a PostgreSQL URL), else tmp_path/central.db."""
     cfg = CentralConfig(
         broker=BrokerConfig("127.0.0.1", port, client_id="central"),
-        db_path=tmp_path / "central.db",
+        **config_store(target if target is not None else tmp_path / "central.db"),
         ack_interval_s=0.02,
     )
     return CentralWorker(cfg, "w1")
@@ -60,11 +60,13 @@ def test_session_config_for_sets_the_retained_offline_will() -> None:
 
 
 @async_test
-async def test_all_readings_reach_central_exactly_once_across_two_broker_kills(broker, tmp_path: Path) -> None:
+async def test_all_readings_reach_central_exactly_once_across_two_broker_kills(
+    broker, tmp_path: Path, target: Path | str
+) -> None:
     store = make_store(tmp_path)
     session = make_session(broker.port)
     uplink = Uplink(SITE, store, session, max_inflight=8, ack_timeout_s=2.0, poll_s=0.05)
-    worker = central_worker(broker.port, tmp_path)
+    worker = central_worker(broker.port, tmp_path, target)
     total = 0
 
     async def produce() -> None:
@@ -94,11 +96,10 @@ async def test_all_readings_reach_central_exactly_once_across_two_broker_kills(b
     finally:
         await store.aclose()
     assert session.stats.connects >= 3 and uplink.stats.publish_failures + uplink.stats.resent > 0
-    central = CentralStore(tmp_path / "central.db")
+    central = open_store(target)
     try:
         assert central.count("readings") == total == 1500  # every reading, none twice
-        with closing(sqlite3.connect(tmp_path / "central.db")) as db:
-            distinct = db.execute("SELECT COUNT(*) FROM (SELECT DISTINCT point, ts FROM readings)").fetchone()[0]
+        ((distinct,),) = query(target, "SELECT COUNT(*) FROM (SELECT DISTINCT point, ts FROM readings) AS d")
         assert distinct == total
         assert central.count("events") == 6
         for stream in ("telemetry", "energy", "events"):
@@ -180,7 +181,9 @@ async def test_online_state_is_retained_on_connect(broker, tmp_path: Path) -> No
 
 
 @async_test
-async def test_a_failing_seal_does_not_hold_back_what_is_already_sealed(broker, tmp_path: Path) -> None:
+async def test_a_failing_seal_does_not_hold_back_what_is_already_sealed(
+    broker, tmp_path: Path, target: Path | str
+) -> None:
     """A full disk (SQLite's max_page_count answers SQLITE_FULL, as ENOSPC does) fails every seal; the
     messages sealed before it still reach central and are acked."""
     raw = Store(tmp_path / "agent.db", SITE, 64 * 1024 * 1024, batch_size=20, max_age_s=0.05)
@@ -194,7 +197,7 @@ async def test_a_failing_seal_does_not_hold_back_what_is_already_sealed(broker, 
     session = make_session(broker.port)
     # ack_timeout_s: a publish that beats central's subscription is sent again
     uplink = Uplink(SITE, store, session, max_inflight=8, ack_timeout_s=1.0, poll_s=0.05)
-    worker = central_worker(broker.port, tmp_path)
+    worker = central_worker(broker.port, tmp_path, target)
     try:
         async with running_tasks(worker.run(), session.run(), uplink.run()):
             await asyncio.wait_for(session.connected.wait(), 10)
@@ -207,7 +210,7 @@ async def test_a_failing_seal_does_not_hold_back_what_is_already_sealed(broker, 
             await until(lambda: outbox_empty(store))
     finally:
         await store.aclose()
-    central = CentralStore(tmp_path / "central.db")
+    central = open_store(target)
     try:
         assert central.count("readings") == 600
         assert central.gaps(SITE, "telemetry") == []
@@ -256,7 +259,7 @@ async def test_bookkeeping_forgets_messages_the_full_policy_dropped(broker, tmp_
 
 @async_test
 async def test_publishes_lost_with_the_broker_are_never_acked_and_arrive_once_after_restart(
-    broker, tmp_path: Path
+    broker, tmp_path: Path, target: Path | str
 ) -> None:
     """The broker freezes (SIGSTOP: no PUBACK can come) while QoS 1 publishes are in flight, then dies. Nothing
     leaves the outbox; after a restart every message reaches central exactly once, from the outbox."""
@@ -264,7 +267,7 @@ async def test_publishes_lost_with_the_broker_are_never_acked_and_arrive_once_af
     session = make_session(broker.port)
     # ack_timeout_s: after the restart a resend may beat central's new subscription (the broker drops it)
     uplink = Uplink(SITE, store, session, max_inflight=4, ack_timeout_s=1.0, poll_s=0.02)
-    worker = central_worker(broker.port, tmp_path)
+    worker = central_worker(broker.port, tmp_path, target)
     try:
         async with running_tasks(session.run(), uplink.run(), worker.run()):
             await asyncio.wait_for(session.connected.wait(), 10)
@@ -282,7 +285,7 @@ async def test_publishes_lost_with_the_broker_are_never_acked_and_arrive_once_af
     finally:
         await store.aclose()
     assert uplink.stats.acked_messages == 8
-    central = CentralStore(tmp_path / "central.db")
+    central = open_store(target)
     try:
         assert central.count("messages") == 8 and central.count("readings") == 80
         assert central.gaps(SITE, "telemetry") == []
