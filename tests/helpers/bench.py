@@ -34,6 +34,11 @@ def _free_ports(text: str) -> tuple[str, set[int]]:
     return re.sub(r"(?m)^port = \d+", port, text), used
 
 
+def free_ports_in(path: Path) -> None:
+    """Give every ``port = N`` line of a bench copy a new free loopback port (a bench whose port was taken)."""
+    path.write_text(_free_ports(path.read_text())[0])
+
+
 def ieee13_copy(
     tmp_path: Path,
     *,

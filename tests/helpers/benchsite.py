@@ -20,7 +20,7 @@ from pathlib import Path
 from pymodbus.client import AsyncModbusSerialClient
 from pymodbus.framer import FramerType
 
-from helpers.bench import NOON
+from helpers.bench import NOON, free_ports_in
 from helpers.controlbench import site_file
 from helpers.db import query_db
 from helpers.derrig import DEV, der_control
@@ -42,11 +42,21 @@ class BenchSite(Processes):
 
     def start_bench(self, bench_path: Path, speed: float, *, ready: str = "sub-meter",
                     truth: Path | None = None) -> tuple[BenchConfig, Path]:  # fmt: skip
-        """``gridedge sim run`` at ``speed`` (``truth``: its truth log there); returns once device ``ready`` listens
-        and the RS-485 pty is there: the bench's config and the line's pty."""
-        cfg = load_bench_config(bench_path)
+        """``gridedge sim run`` at ``speed`` (``truth``: its truth log there); returns once the bench is up (its
+        ``bench_up`` line), device ``ready`` listens and the RS-485 pty is there: the bench's config and the line's
+        pty. A bench that exits before it is up lost one of its ports to another test between the copy choosing it
+        and the bench binding it (tests run in parallel): its file gets new free ports and it starts again."""
         extra = ["--truth", str(truth)] if truth is not None else []
-        self.start_gridedge("sim", "sim", "run", "--config", str(bench_path), "--speed", str(speed), *extra)
+        for _attempt in range(3):
+            cfg = load_bench_config(bench_path)
+            proc = self.start_gridedge("sim", "sim", "run", "--config", str(bench_path), "--speed", str(speed), *extra)
+            wait_for(lambda p=proc: p.poll() is not None or "event=bench_up" in self.log("sim"), 90,
+                     f"the bench coming up\n{self.logs('sim')}")  # fmt: skip
+            if proc.poll() is None:
+                break
+            free_ports_in(bench_path)
+        else:
+            raise AssertionError(f"the bench did not come up in three tries\n{self.logs('sim')}")
         wait_port(next(d.port for d in cfg.devices if d.name == ready), 30)
         link = cfg.bus("bus1").link
         wait_for(link.exists, 15, "the bench's RTU pty")
