@@ -1,4 +1,4 @@
-"""``gridedge central run|gaps|command|commands|intervals|settle|schedule``: the reference central service's commands.
+"""``gridedge central run|gaps|command|commands|intervals|settle|schedule|forecast``: the reference central service's commands.
 
 gridedge.py hands everything after the word ``central`` to :func:`main`, so central never imports the agent.
 Exit codes: 0 success, 1 gaps or reused sequence numbers found (``gaps``), 2 bad usage or configuration, 3 runtime failure.
@@ -21,6 +21,8 @@ from typing import Any
 
 from central.commands import UNTIL_KINDS, CommandError, CommandIssuer, Outcome, outcomes
 from central.config import CentralConfig, CentralConfigError, load_central_config
+from central.forecast.cli import add_parser as add_forecast_parser
+from central.forecast.cli import forecast_command
 from central.ingest import run_workers
 from central.settlement.cli import add_parsers as add_settlement_parsers
 from central.settlement.cli import intervals_command, schedule_command, settle_command
@@ -65,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     lst.add_argument("--site", default=None, help="only this site's")
     lst.add_argument("--json", action="store_true", help="print a JSON array")
     add_settlement_parsers(sub)
+    add_forecast_parser(sub)
     return p
 
 
@@ -88,6 +91,8 @@ def main(argv: list[str]) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as err:  # argparse has printed the usage; return instead of exiting the dispatcher
         return 0 if err.code == 0 else 2
+    if args.command == "forecast":  # its backtest needs no config; the service loads its own
+        return forecast_command(args)
     try:
         config = load_central_config(args.config, getattr(args, "broker", None))
     except CentralConfigError as err:
