@@ -77,55 +77,74 @@ def run(
     use_gbm: bool = True,
 ) -> dict[str, Any]:
     """Backtest one history for one horizon; returns the report (``format_table`` prints it)."""
-    if horizon not in HORIZONS:
-        raise ForecastError(f"horizon {horizon!r}: one of {', '.join(HORIZONS)}")
+    return run_horizons(history, kind, (horizon,), tz=tz, issue_slot=issue_slot, seed=seed, use_gbm=use_gbm)[horizon]
+
+
+def run_horizons(
+    history: History,
+    kind: str,
+    horizons: tuple[str, ...] = HORIZONS,
+    *,
+    tz: str = "UTC",
+    issue_slot: int = 40,
+    seed: int = 0,
+    use_gbm: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Backtest several horizons on the same refits (one fit per refit serves them all)."""
+    for horizon in horizons:
+        if horizon not in HORIZONS:
+            raise ForecastError(f"horizon {horizon!r}: one of {', '.join(HORIZONS)}")
     weather = simulated_forecast(history, seed)
     series = Series(history.start, history.values, kind, tz=tz, weather=weather, extra=0)
     fc = Forecaster(series, issue_slot=issue_slot, use_gbm=use_gbm)
     lo, hi = window(series.n)
-    scores: dict[str, Scored] = {}
-    chosen: dict[str, int] = {}
+    scores: dict[str, dict[str, Scored]] = {h: {} for h in horizons}
+    chosen: dict[str, dict[str, int]] = {h: {} for h in horizons}
     refits = 0
     for at in range(lo, hi, REFIT_DAYS * DAY):
         fit = fc.fit(at)
         refits += 1
         block_hi = min(at + REFIT_DAYS * DAY, hi)
-        last = hi - (24 if horizon == "intraday" else 2 * DAY)
-        origins = fc.origins(horizon, at, min(block_hi, last + 1))
-        targets = fc.targets(horizon, origins)
-        keep = targets[:, -1] < hi
-        origins = origins[keep]
-        if not len(origins):
-            continue
-        chosen[fit.choice[horizon]] = chosen.get(fit.choice[horizon], 0) + len(origins)
-        models = [m for m in candidates(kind, with_gbm=fit.booster is not None)]
-        for m in [*models, OURS]:
-            f = fc.forecast(fit, fit.choice[horizon] if m == OURS else m, horizon, origins)
-            scores.setdefault(m, Scored()).add(series.y[f.targets], f)
-    if not scores:
-        raise ForecastError("history too short: no backtest origin has its whole horizon inside the history")
+        for horizon in horizons:
+            last = hi - (24 if horizon == "intraday" else 2 * DAY)
+            origins = fc.origins(horizon, at, min(block_hi, last + 1))
+            targets = fc.targets(horizon, origins)
+            origins = origins[targets[:, -1] < hi]
+            if not len(origins):
+                continue
+            choice = fit.choice[horizon]
+            chosen[horizon][choice] = chosen[horizon].get(choice, 0) + len(origins)
+            for m in [*candidates(kind, with_gbm=fit.booster is not None), OURS]:
+                f = fc.forecast(fit, choice if m == OURS else m, horizon, origins)
+                scores[horizon].setdefault(m, Scored()).add(series.y[f.targets], f)
     before = series.y[:lo]
     scale = metrics.seasonal_naive_scale(before, DAY)
     capacity = float(np.nanmax(before))
-    results = {m: _score(kind, *scores[m].arrays(), scale, capacity) for m in [OURS, *MODELS] if m in scores}
     ref = "csi-persistence" if kind == "pv" else "seasonal-naive-daily"
-    for r in results.values():
-        r["skill"] = metrics.skill(r["mae"], results[ref]["mae"])
-    return {
-        "column": history.column,
-        "kind": kind,
-        "horizon": horizon,
-        "timezone": tz,
-        "window": [iso(history.start + lo * 900), iso(history.start + hi * 900)],
-        "origins": sum(len(t) for t in scores[OURS].truth) // (24 if horizon == "intraday" else 96),
-        "refits": refits,
-        "mase_scale": scale,
-        "skill_reference": ref,
-        "baselines": list(BASELINES[kind]),
-        "chosen": chosen,
-        "models": results,
-        "target": TARGETS[(kind, horizon)],
-    }
+    reports = {}
+    for horizon in horizons:
+        sc = scores[horizon]
+        if not sc:
+            raise ForecastError("history too short: no backtest origin has its whole horizon inside the history")
+        results = {m: _score(kind, *sc[m].arrays(), scale, capacity) for m in [OURS, *MODELS] if m in sc}
+        for r in results.values():
+            r["skill"] = metrics.skill(r["mae"], results[ref]["mae"])
+        reports[horizon] = {
+            "column": history.column,
+            "kind": kind,
+            "horizon": horizon,
+            "timezone": tz,
+            "window": [iso(history.start + lo * 900), iso(history.start + hi * 900)],
+            "origins": sum(len(t) for t in sc[OURS].truth) // (24 if horizon == "intraday" else 96),
+            "refits": refits,
+            "mase_scale": scale,
+            "skill_reference": ref,
+            "baselines": list(BASELINES[kind]),
+            "chosen": chosen[horizon],
+            "models": results,
+            "target": TARGETS[(kind, horizon)],
+        }
+    return reports
 
 
 def _score(

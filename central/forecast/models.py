@@ -54,6 +54,7 @@ GBM_PARAMS: dict[str, Any] = {
     "min_data_in_leaf": 40,
     "feature_fraction": 0.9,
     "lambda_l2": 1.0,
+    "max_bin": 63,
     "num_threads": 1,
     "seed": 0,
     "deterministic": True,
@@ -61,6 +62,7 @@ GBM_PARAMS: dict[str, Any] = {
 }
 GBM_ROUNDS = 300
 MIN_TRAIN_ROWS = 7 * DAY
+TRAIN_ON = "history"  # the measured weather: the intraday forecasts lean on it most (docs/forecast.md)
 
 
 class ForecastError(ValueError):
@@ -187,11 +189,8 @@ class Series:
 
     @property
     def first_trainable(self) -> int:
-        """The first interval whose features are all defined (two weeks of lags; for PV, the envelope)."""
-        first = 2 * WEEK
-        if self.kind == "pv":
-            first = max(first, (ENVELOPE_DAYS + ENVELOPE_SHIFT_DAYS + 1) * DAY)
-        return first
+        """The first interval the GBM trains on: two weeks of lags (LightGBM takes the PV envelope's early NaNs)."""
+        return 2 * WEEK
 
     def issue_origins(self, lo: int, hi: int, issue_slot: int) -> np.ndarray:
         """Day-ahead origins in [lo, hi): intervals at the local issue time whose next local day is in the data."""
@@ -317,11 +316,13 @@ class Forecaster:
         train = train[np.isfinite(s.y[train])]
         if self.use_gbm and len(train) >= MIN_TRAIN_ROWS:
             lgb = _lightgbm()
-            x = s.features["history"]  # trained on the measured weather, run on the forecast
+            x = s.features[TRAIN_ON]
             ds = lgb.Dataset(x[train], s.y[train], params={"verbose": -1})
             fit.booster = lgb.train(GBM_PARAMS, ds, num_boost_round=GBM_ROUNDS)
+            lo = calib_lo - DAY  # the base is needed from the calibration window on (origins look one step back)
             for h in HORIZONS:
-                fit.base[h] = fit.booster.predict(s.features[h], num_threads=1)
+                fit.base[h] = np.full(len(s.y), np.nan)
+                fit.base[h][lo:] = fit.booster.predict(s.features[h][lo:], num_threads=1)
             fit.phi = self._phi(fit.base["intraday"], calib_lo, at)
             models = candidates(s.kind, with_gbm=True)
         for h in HORIZONS:
@@ -353,8 +354,9 @@ class Forecaster:
         p50 = self.point(fit, model, horizon, origins, targets)
         off = fit.offsets[(horizon, model)][_buckets(self.s, targets, horizon)]
         p10, p90 = p50 + off[..., 0], p50 + off[..., 1]
-        if self.s.kind == "pv":
-            p10, p50, p90 = (np.clip(a, 0, None) for a in (p10, p50, p90))
+        if self.s.kind == "pv":  # no PV below zero, nor where the envelope says the sun is down
+            day = np.nan_to_num(self.s.env[targets], nan=1.0) > 0
+            p10, p50, p90 = (np.where(day, np.clip(a, 0, None), 0.0) for a in (p10, p50, p90))
         return Forecast(model, targets, np.minimum(p10, p50), p50, np.maximum(p90, p50))
 
 
