@@ -334,8 +334,18 @@ class Forecaster:
             for m in models:
                 err = truth - self.point(fit, m, h, origins, targets)
                 fit.calib_mae[h][m] = float(np.nanmean(np.abs(err))) if np.isfinite(err).any() else math.inf
-                fit.offsets[(h, m)] = _bucket_quantiles(err, buckets, N_BUCKETS[h])
+                spread = _bucket_percentiles if s.kind == "pv" else _bucket_quantiles
+                fit.offsets[(h, m)] = spread(err, buckets, N_BUCKETS[h])
             fit.choice[h] = min(models, key=lambda m: fit.calib_mae[h][m])
+        if fit.booster is not None:
+            # Calibrated, the GBM learns again on everything before ``at``: its forecasts are then fresher than
+            # the calibration's were (0-9 days against 0-14), so the calibrated spread errs on the wide side.
+            full = np.arange(s.first_trainable, at)
+            full = full[np.isfinite(s.y[full])]
+            x = s.features[TRAIN_ON]
+            fit.booster = lgb.train(GBM_PARAMS, lgb.Dataset(x[full], s.y[full], params={"verbose": -1}), GBM_ROUNDS)
+            for h in HORIZONS:
+                fit.base[h][at - DAY :] = fit.booster.predict(s.features[h][at - DAY :], num_threads=1)
         return fit
 
     def _phi(self, base: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -360,8 +370,9 @@ class Forecaster:
         return Forecast(model, targets, np.minimum(p10, p50), p50, np.maximum(p90, p50))
 
 
-def _bucket_quantiles(err: np.ndarray, buckets: np.ndarray, n: int) -> np.ndarray:
-    """The 10th and 90th percentile of the errors per bucket (the pooled ones where a bucket has too few)."""
+def _bucket_percentiles(err: np.ndarray, buckets: np.ndarray, n: int) -> np.ndarray:
+    """PV's P10 and P90 offsets: the 10th and 90th percentile of the errors per bucket (pooled where too few);
+    PV's errors change shape through the day (bounded by zero and the clear sky), so each bucket keeps its own."""
     e, b = err.ravel(), buckets.ravel()
     ok = np.isfinite(e)
     e, b = e[ok], b[ok]
@@ -375,3 +386,31 @@ def _bucket_quantiles(err: np.ndarray, buckets: np.ndarray, n: int) -> np.ndarra
         if len(chunk) >= 20:
             out[i] = np.quantile(chunk, [QUANTILES[0], QUANTILES[2]])
     return out
+
+
+def _bucket_quantiles(err: np.ndarray, buckets: np.ndarray, n: int) -> np.ndarray:
+    """Load's P10 and P90 offsets per bucket: the pooled 10th and 90th percentile of the errors scaled by their bucket's
+    mean absolute error, times that bucket's mean absolute error.
+
+    The shape comes from every calibration error and only the scale from the bucket's: a bucket holds few
+    independent errors (those of one day are correlated), and its own percentiles came out too narrow.
+    """
+    e, b = err.ravel(), buckets.ravel()
+    ok = np.isfinite(e)
+    e, b = e[ok], b[ok]
+    if not len(e):
+        return np.zeros((n, 2))
+    pooled = float(np.mean(np.abs(e)))
+    order = np.argsort(b, kind="stable")
+    e, b = e[order], b[order]
+    bounds = np.searchsorted(b, np.arange(n + 1))
+    scale = np.full(n, pooled)
+    for i in range(n):
+        chunk = e[bounds[i] : bounds[i + 1]]
+        if len(chunk) >= 20:
+            scale[i] = float(np.mean(np.abs(chunk)))
+    per = scale[b]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.where(per > 0, e / per, 0.0)
+    shape = np.quantile(z, [QUANTILES[0], QUANTILES[2]])
+    return scale[:, None] * shape[None, :]
