@@ -26,7 +26,7 @@ from central.cli import main as central_main
 from central.config import CentralConfig, CentralConfigError, load_central_config, parse_central_config
 from central.ingest import CentralWorker, run_workers
 from central.store import CentralStore, CentralStoreError, MessageRefused, open_store
-from central.store_pg import SCHEMA_VERSION, PgCentralStore
+from central.store_pg import MIGRATIONS, SCHEMA_VERSION, PgCentralStore
 from protocols.mqtt import BrokerConfig, MqttSession, SessionConfig
 from protocols.telemetry.commands import (
     canonical,
@@ -363,7 +363,7 @@ def test_postgresql_migrations_apply_once_and_readings_go_to_monthly_partitions(
     assert len(opened) == 3  # three workers starting together on an empty database
     store = opened[0]
     try:
-        assert store.schema_versions() == [SCHEMA_VERSION]
+        assert store.schema_versions() == [v for v, _, _ in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
         assert store.layout == {"readings": "declarative", "intervals": "declarative"}  # no TimescaleDB here
         nov, dec = 1_764_300_000.0, 1_764_600_000.0  # 2025-11-28 and 2025-12-01 (UTC)
         beyond = 2.0**34  # past the wire's range: the DEFAULT partition
