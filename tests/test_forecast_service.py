@@ -215,3 +215,38 @@ pv = "pv_w"
         assert by_key[key]["start"] == rows[0]["start"]
         assert by_key[key]["p50"] == [r["p50"] for r in rows]
         assert by_key[key]["model"] == rows[0]["model"]
+
+
+def test_weather_topic_feeds_the_model_and_a_bad_message_is_logged(tmp_path: Path, broker, caplog) -> None:
+    end = int(time.time() // 900) * 900
+    data = _seed_readings(tmp_path / "central.db", end, 44)
+    future = 2 * 96  # the forecast part: the last two days' weather again
+    weather = {
+        "start": int(data.start),
+        "step_s": 900,
+        "temperature": [round(float(v), 2) for v in np.concatenate([data.temperature, data.temperature[-future:]])],
+        "irradiance": [round(float(v), 1) for v in np.concatenate([data.irradiance, data.irradiance[-future:]])],
+    }
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="weather-source")
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        client.publish("test/weather", json.dumps(weather), qos=1, retain=True).wait_for_publish(5)
+        client.publish("test/weather-bad", b'{"start": 5, "step_s": 900}', qos=1, retain=True).wait_for_publish(5)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    cfg = tmp_path / "central.toml"
+    common = f'[broker]\nurl = "{broker.url}"\n[store]\ndb = "central.db"\n'
+    feeder = '[[forecast.feeders]]\nname = "f1"\nsite = "sub-1"\nload_p = "head_p_kw"\n'
+    cfg.write_text(common + '[forecast]\nhistory_days = 42\nweather_topic = "test/weather"\n' + feeder)
+    caplog.set_level("INFO", logger="gridedge.central.forecast")
+    assert central_main(["forecast", "--config", str(cfg), "--once"]) == 0
+    assert "forecast_issued" in caplog.text and "forecast_weather" not in caplog.text
+
+    caplog.clear()
+    cfg.write_text(common + '[forecast]\nhistory_days = 42\nweather_topic = "test/weather-bad"\n' + feeder)
+    assert central_main(["forecast", "--config", str(cfg), "--once"]) == 0  # forecasts without weather
+    assert "event=forecast_weather_invalid topic=test/weather-bad" in caplog.text
+    assert "start = 5: not on a 15-minute boundary" in caplog.text
+    assert "event=forecast_weather_missing" in caplog.text

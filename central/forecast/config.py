@@ -6,6 +6,7 @@ timezone = "Europe/Berlin"        # IANA name: local time of day and day of week
 day_ahead_issue = "10:00"         # local time the day-ahead forecast (next local day, 96 intervals) is issued
 history_days = 120                # days of readings each fit reads from the store (42..730)
 weather_file = "weather.csv"      # optional: timestamp, temperature (degC), irradiance (W/m2) at 15 min
+# weather_topic = "gridedge/v1/weather/forecast"   # or, instead of the file: forecasts over MQTT (docs/forecast.md)
 [[forecast.feeders]]
 name = "f1"                       # the feeder: the forecasts table's key and the MQTT topic's last level
 site = "sub-07"
@@ -47,6 +48,7 @@ class ForecastConfig:
     day_ahead_issue: str = "10:00"
     history_days: int = 120
     weather_file: Path | None = None
+    weather_topic: str | None = None
 
     @property
     def issue_slot(self) -> int:
@@ -67,7 +69,9 @@ def _timezone(c: Checker, raw: Mapping[str, Any], where: str, default: str) -> s
 
 
 def parse_forecast(c: Checker, raw: Mapping[str, Any]) -> ForecastConfig:
-    c.unknown(raw, "forecast", {"timezone", "day_ahead_issue", "history_days", "weather_file", "feeders"})
+    c.unknown(
+        raw, "forecast", {"timezone", "day_ahead_issue", "history_days", "weather_file", "weather_topic", "feeders"}
+    )
     tz = _timezone(c, raw, "forecast", "UTC")
     issue = c.get(raw, "forecast", "day_ahead_issue", "string", "10:00")
     if issue is not None and not _TIME_RE.match(issue):
@@ -77,6 +81,12 @@ def parse_forecast(c: Checker, raw: Mapping[str, Any]) -> ForecastConfig:
     weather = c.path(c.get(raw, "forecast", "weather_file", "string", None))
     if weather is not None and not weather.is_file():
         c.fail("forecast.weather_file", str(weather), "an existing CSV file (timestamp, temperature, irradiance)")
+    topic = c.get(raw, "forecast", "weather_topic", "string", None)
+    if topic is not None and (any(ch in topic for ch in "+#\0") or len(topic) > 256):
+        c.fail("forecast.weather_topic", topic, "an MQTT topic name without wildcards (+, #), at most 256 characters")
+        topic = None
+    if topic is not None and weather is not None:
+        c.fail("forecast", "(both weather_file and weather_topic)", "one weather input: weather_file or weather_topic")
     feeders: list[FeederForecast] = []
     seen: set[str] = set()
     for where, t in c.tables(raw, "feeders", "forecast"):
@@ -99,4 +109,4 @@ def parse_forecast(c: Checker, raw: Mapping[str, Any]) -> ForecastConfig:
         if name is not None and site is not None and points and all(points.values()):
             seen.add(name)
             feeders.append(FeederForecast(name, site, points, feeder_tz))
-    return ForecastConfig(tuple(feeders), issue or "10:00", int(days or 120), weather)
+    return ForecastConfig(tuple(feeders), issue or "10:00", int(days or 120), weather, topic)

@@ -37,6 +37,7 @@ log = EventLog("central.forecast")
 TOPIC = "gridedge/v1/central/forecast/{feeder}"
 PAYLOAD_SCHEMA = 1
 UNITS = {"load_p": "kW", "load_q": "kvar", "pv": "kW"}
+WEATHER_WAIT_S = 5.0  # at start, how long the service waits for the (retained) weather message
 MODEL_KIND = {"load_p": "load", "load_q": "load", "pv": "pv"}
 # Units a point's readings may carry, and the factor to the forecast's unit.
 UNIT_FACTORS = {
@@ -120,6 +121,55 @@ def read_weather_file(path: Path, start: int, n: int) -> Weather:
     return Weather({"history": t}, {"history": g})
 
 
+class WeatherFeed:
+    """The latest weather forecasts from ``[forecast] weather_topic``, kept per 15-minute interval start.
+
+    A message: ``{"start": <unix s UTC, on a 15-minute boundary>, "step_s": 900, "temperature": [degC, ...],
+    "irradiance": [W/m2, ...]}`` (either list may be absent; null for a missing value). A later message replaces
+    the values of the intervals it covers. Only the last ``keep_s`` seconds and the future are kept.
+    """
+
+    def __init__(self, keep_s: float) -> None:
+        self.keep_s = keep_s
+        self.values: dict[str, dict[int, float]] = {"temperature": {}, "irradiance": {}}
+        self.received = 0  # messages taken
+        self.heard = 0  # messages seen, taken or not
+
+    def take(self, payload: bytes, now: float) -> None:
+        self.heard += 1
+        msg = json.loads(payload)
+        if not isinstance(msg, dict) or not isinstance(msg.get("start"), int) or msg.get("step_s") != STEP_S:
+            raise ValueError("a weather message needs start (unix s, integer) and step_s = 900")
+        if msg["start"] % STEP_S:
+            raise ValueError(f"start = {msg['start']}: not on a 15-minute boundary")
+        for name, store in self.values.items():
+            values = msg.get(name)
+            if values is None:
+                continue
+            if not isinstance(values, list):
+                raise ValueError(f"{name}: a list of numbers (or null) per 15-minute interval")
+            for k, v in enumerate(values):
+                if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+                    store[msg["start"] + k * STEP_S] = float(v)
+        for store in self.values.values():
+            for ts in [ts for ts in store if ts < now - self.keep_s]:
+                del store[ts]
+        self.received += 1
+
+    def weather(self, start: int, n: int) -> Weather | None:
+        if not self.received:
+            return None
+        arrays = {}
+        for name, store in self.values.items():
+            a = np.full(n, np.nan)
+            for ts, v in store.items():
+                i = (ts - start) // STEP_S
+                if 0 <= i < n:
+                    a[i] = v
+            arrays[name] = a if np.isfinite(a).any() else None
+        return Weather({"history": arrays["temperature"]}, {"history": arrays["irradiance"]})
+
+
 def issue_due(store: Store, feeder: FeederForecast, kind: str, now: float, issue_slot: int) -> bool:
     """True when today's (local) day-ahead forecast is due: past the issue time and not yet issued today."""
     zone = ZoneInfo(feeder.timezone)
@@ -133,13 +183,23 @@ def issue_due(store: Store, feeder: FeederForecast, kind: str, now: float, issue
 
 
 def forecast_feeder(
-    store: Store, feeder: FeederForecast, config: ForecastConfig, now: float, *, day_ahead: bool | None = None
+    store: Store,
+    feeder: FeederForecast,
+    config: ForecastConfig,
+    now: float,
+    *,
+    day_ahead: bool | None = None,
+    feed: WeatherFeed | None = None,
 ) -> list[Issued]:
     """Fit and issue every kind of one feeder at ``now``; ``day_ahead`` None: when due, True: always."""
     end = int(now // STEP_S) * STEP_S  # the last complete interval ends here
     n = config.history_days * 96
     start = end - n * STEP_S
-    weather = read_weather_file(config.weather_file, start, n + 2 * 96 + 8) if config.weather_file else None
+    weather = None
+    if config.weather_file:
+        weather = read_weather_file(config.weather_file, start, n + 2 * 96 + 8)
+    elif feed is not None:
+        weather = feed.weather(start, n + 2 * 96 + 8)
     out: list[Issued] = []
     for kind, point in feeder.points.items():
         unit = UNITS[kind]
@@ -206,11 +266,21 @@ def payload(feeder: FeederForecast, issued: float, forecasts: Sequence[Issued]) 
 Publish = Callable[[str, bytes], Awaitable[None]]
 
 
-async def cycle(store: Store, config: ForecastConfig, now: float, publish: Publish | None, *, once: bool) -> int:
+async def cycle(
+    store: Store,
+    config: ForecastConfig,
+    now: float,
+    publish: Publish | None,
+    *,
+    once: bool,
+    feed: WeatherFeed | None = None,
+) -> int:
     """One cycle over every feeder: forecasts stored, then published. Returns how many forecasts were issued."""
     issued = 0
     for feeder in config.feeders:
-        found = await asyncio.to_thread(forecast_feeder, store, feeder, config, now, day_ahead=True if once else None)
+        found = await asyncio.to_thread(
+            forecast_feeder, store, feeder, config, now, day_ahead=True if once else None, feed=feed
+        )
         if not found:
             continue
         await asyncio.to_thread(store.write_forecasts, [r for f in found for r in f.rows()])
@@ -233,7 +303,26 @@ async def run(central: Any, store: Store, *, once: bool, clock: Callable[[], flo
         central.broker.session_config(client_id=f"{central.broker.client_id}-forecast-{uuid.uuid4().hex[:8]}",
                                       backoff_max_s=min(central.backoff_max_s, 1.0))
     )  # fmt: skip
+    feed: WeatherFeed | None = None
+    if config.weather_topic:
+        feed = WeatherFeed(config.history_days * 86400.0)
+
+        def on_weather(topic: str, body: bytes) -> None:
+            try:
+                feed.take(body, clock())
+            except ValueError as err:  # json.JSONDecodeError is one
+                log.warning("forecast_weather_invalid", topic=topic, reason=str(err))
+
+        session.subscribe(config.weather_topic, 1, on_weather)
     task = asyncio.create_task(session.run(), name="central-forecast-mqtt")
+    if feed is not None:  # a retained forecast arrives just after the subscription: give it a moment
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(session.connected.wait(), WEATHER_WAIT_S)
+            deadline = time.monotonic() + WEATHER_WAIT_S
+            while not feed.heard and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        if not feed.received:
+            log.warning("forecast_weather_missing", topic=config.weather_topic, waited_s=WEATHER_WAIT_S)
 
     async def publish(topic: str, body: bytes) -> None:
         await asyncio.wait_for(session.connected.wait(), 10)
@@ -242,7 +331,7 @@ async def run(central: Any, store: Store, *, once: bool, clock: Callable[[], flo
     total = 0
     try:
         while True:
-            total += await cycle(store, config, clock(), publish, once=once)
+            total += await cycle(store, config, clock(), publish, once=once, feed=feed)
             if once:
                 return total
             now = clock()
