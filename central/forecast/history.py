@@ -119,8 +119,8 @@ def _check_steps(path: Path, t: np.ndarray) -> None:
     wrong = np.flatnonzero(d != STEP_S)
     if not len(wrong):
         return
-    gaps = [i for i in wrong if d[i] > STEP_S and d[i] % STEP_S == 0]
-    others = [i for i in wrong if i not in set(gaps)]
+    is_gap = (d[wrong] > STEP_S) & (d[wrong] % STEP_S == 0)
+    gaps, others = list(wrong[is_gap]), list(wrong[~is_gap])
     if others:
         i = others[0]
         raise HistoryError(

@@ -193,7 +193,7 @@ class Series:
         return 2 * WEEK
 
     def issue_origins(self, lo: int, hi: int, issue_slot: int) -> np.ndarray:
-        """Day-ahead origins in [lo, hi): intervals at the local issue time whose next local day is in the data."""
+        """Day-ahead origins in [lo, hi): the intervals at the local issue time."""
         idx = np.arange(lo, hi)
         idx = idx[self.cal.slot[idx] == issue_slot]
         return idx
