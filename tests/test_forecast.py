@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from helpers import forecastdata
 
-from central.forecast import backtest, metrics
+from central.forecast import backtest, metrics, models
 from central.forecast.history import HistoryError, read_history
 from central.forecast.models import DAY, Fit, Forecaster, Series, Weather
 from central.forecast.weather import simulated_forecast
@@ -112,7 +112,14 @@ def test_day_ahead_seasonal_naive_takes_the_latest_value_known_at_issue() -> Non
     assert list(weekly) == list(targets[0] - 7 * DAY)
 
 
-def test_no_forecast_reads_a_value_at_or_after_its_origin(synthetic: forecastdata.Synthetic) -> None:
+@pytest.fixture
+def quick_gbm(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fewer boosting rounds for the tests of structure (what a forecast may read, its bounds): they hold for any
+    number of rounds, and the accuracy tests keep the product's."""
+    monkeypatch.setattr(models, "GBM_ROUNDS", 60)
+
+
+def test_no_forecast_reads_a_value_at_or_after_its_origin(synthetic: forecastdata.Synthetic, quick_gbm: None) -> None:
     n = len(synthetic.load_p_kw)
     origin = n - 3 * DAY + 40
     weather = simulated_forecast(_history(synthetic, "load_p_kw"))
@@ -155,7 +162,9 @@ def test_backtest_pv_has_skill_over_clear_sky_persistence(synthetic: forecastdat
     assert (r["models"]["ours"]["nmae"]) < r["models"]["seasonal-naive-daily"]["nmae"]
 
 
-def test_pv_forecasts_are_never_negative_and_quantiles_are_ordered(synthetic: forecastdata.Synthetic) -> None:
+def test_pv_forecasts_are_never_negative_and_quantiles_are_ordered(
+    synthetic: forecastdata.Synthetic, quick_gbm: None
+) -> None:
     n = len(synthetic.pv_kw)
     fc = Forecaster(
         Series(synthetic.start, synthetic.pv_kw, "pv", weather=simulated_forecast(_history(synthetic, "pv_kw")))
