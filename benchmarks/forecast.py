@@ -10,7 +10,8 @@ forecast is the history's weather with the documented error model (central/forec
 Timed per feeder (load P), after building its series: ours = one fit at 10:00 two days before the end (train the
 GBM, run every model on the 14-day calibration window, choose, measure the spread) plus the day-ahead forecast
 of the last day and the intraday forecasts of every origin from then on; the peer = the same with seasonal naive
-alone (its calibrated spread, no GBM). Accuracy on those forecasts is summed over the feeders (MAE ratio).
+alone (its calibrated spread, no GBM). Accuracy on those forecasts is averaged over the feeders (MAE ratio; one
+day per feeder, so it is printed, not judged: the backtest below judges accuracy).
 
 Targets: the 100 feeders under 300 s (central refits every feeder at least daily on one machine); from the
 backtest (the last 8 weeks of the year, weekly refits): day-ahead load MASE < 0.85 and intraday < 0.7 (in-sample
@@ -90,8 +91,6 @@ def fleet(feeders: int, days: int) -> None:
         print(f"{label:<34}{o:>12.2f}{p:>16.2f}{o / p:>8.3f}")
     emit("forecast_fit_predict_feeders_s", ours_s, peer_s, ours_s / peer_s, "s",
          f"{feeders} feeders x {days} days < {BUDGET_S:.0f} s", ours_s < BUDGET_S)  # fmt: skip
-    emit("forecast_fleet_day_ahead_mae_ratio", mae["ours-da"], mae["peer-da"], mae["ours-da"] / mae["peer-da"],
-         "kW", "<= 0.85 of seasonal naive", mae["ours-da"] <= 0.85 * mae["peer-da"])  # fmt: skip
 
 
 def backtests(days: int) -> None:
