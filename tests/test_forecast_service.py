@@ -250,3 +250,27 @@ def test_weather_topic_feeds_the_model_and_a_bad_message_is_logged(tmp_path: Pat
     assert "event=forecast_weather_invalid topic=test/weather-bad" in caplog.text
     assert "start = 5: not on a 15-minute boundary" in caplog.text
     assert "event=forecast_weather_missing" in caplog.text
+
+
+def test_day_ahead_is_due_once_per_local_day_from_the_issue_time(tmp_path: Path) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from central.forecast.config import FeederForecast
+    from central.forecast.service import issue_due
+
+    berlin = ZoneInfo("Europe/Berlin")
+    feeder = FeederForecast("f1", "s1", {"load_p": "p"}, "Europe/Berlin")
+    at = lambda d, h, m: datetime(2026, 7, d, h, m, tzinfo=berlin).timestamp()  # noqa: E731
+    store = CentralStore(tmp_path / "c.db")
+    try:
+        slot = 40  # 10:00 local
+        assert not issue_due(store, feeder, "load_p", at(1, 9, 45), slot)  # before the issue time
+        assert issue_due(store, feeder, "load_p", at(1, 10, 0), slot)  # at it, nothing issued yet
+        store.write_forecasts([("f1", "load_p", "day-ahead", int(at(1, 10, 0)), 0, 900, 1.0, 2.0, 3.0, "kW", "gbm")])
+        assert not issue_due(store, feeder, "load_p", at(1, 23, 45), slot)  # issued today (local)
+        assert issue_due(store, feeder, "pv", at(1, 10, 15), slot)  # another kind has its own
+        assert not issue_due(store, feeder, "load_p", at(2, 9, 45), slot)
+        assert issue_due(store, feeder, "load_p", at(2, 10, 0), slot)  # the next local day
+    finally:
+        store.close()
