@@ -274,3 +274,29 @@ def test_day_ahead_is_due_once_per_local_day_from_the_issue_time(tmp_path: Path)
         assert issue_due(store, feeder, "load_p", at(2, 10, 0), slot)  # the next local day
     finally:
         store.close()
+
+
+def test_a_cycle_reuses_a_fit_younger_than_refit_s_and_refits_after(tmp_path: Path) -> None:
+    from central.forecast.config import FeederForecast, ForecastConfig
+    from central.forecast.service import REFIT_S, forecast_feeder
+
+    end = int(time.time() // 900) * 900
+    _seed_readings(tmp_path / "central.db", end, 44)
+    feeder = FeederForecast("f1", "sub-1", {"load_p": "head_p_kw"}, "UTC")
+    cfg = ForecastConfig((feeder,), history_days=42)
+    store = CentralStore(tmp_path / "central.db")
+    fits: dict = {}
+    try:
+        now = end + 60.0
+        (first,) = forecast_feeder(store, feeder, cfg, now, day_ahead=False, fits=fits)
+        fitted_at, fit = fits[("f1", "load_p")]
+        assert fitted_at == now
+        (again,) = forecast_feeder(store, feeder, cfg, now, day_ahead=False, fits=fits)
+        assert fits[("f1", "load_p")] == (now, fit)  # reused: the same fit object, not a new one
+        assert np.allclose(again.p50, first.p50) and np.allclose(again.p90, first.p90)
+        (later,) = forecast_feeder(store, feeder, cfg, now + 900, day_ahead=False, fits=fits)
+        assert fits[("f1", "load_p")][1] is fit and later.starts[0] == end + 900
+        forecast_feeder(store, feeder, cfg, now + REFIT_S + 1, day_ahead=False, fits=fits)
+        assert fits[("f1", "load_p")][0] == now + REFIT_S + 1 and fits[("f1", "load_p")][1] is not fit
+    finally:
+        store.close()

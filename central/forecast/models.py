@@ -352,6 +352,21 @@ class Forecaster:
                 fit.base[h][at - DAY :] = fit.booster.predict(s.features[h][at - DAY :], num_threads=1)
         return fit
 
+    def reuse(self, old: Fit, at: int) -> Fit | None:
+        """A fit at ``at`` keeping ``old``'s trained GBM, choice, error correction and spread, only the base
+        forecasts made again on this series (the service's cheap refresh between full fits); None when the
+        features changed shape (weather came or went) and a full fit is needed."""
+        fit = Fit(at, booster=old.booster, phi=old.phi, choice=dict(old.choice), calib_mae=old.calib_mae,
+                  offsets=old.offsets)  # fmt: skip
+        if old.booster is not None:
+            x = {h: self.s.features[h][at - DAY :] for h in HORIZONS}
+            if any(a.shape[1] != old.booster.num_feature() for a in x.values()):
+                return None
+            for h in HORIZONS:
+                fit.base[h] = np.full(len(self.s.y), np.nan)
+                fit.base[h][at - DAY :] = old.booster.predict(x[h], num_threads=1)
+        return fit
+
     def _phi(self, base: np.ndarray, lo: int, hi: int) -> np.ndarray:
         r = self.s.y - base
         phi = np.zeros(INTRADAY_STEPS)

@@ -28,7 +28,7 @@ import numpy as np
 
 from central.forecast.config import FeederForecast, ForecastConfig
 from central.forecast.history import STEP_S, HistoryError, iso
-from central.forecast.models import Forecaster, ForecastError, Series, Weather
+from central.forecast.models import Fit, Forecaster, ForecastError, Series, Weather
 from central.store import CentralStoreError, Store
 from protocols.eventlog import EventLog
 
@@ -37,6 +37,7 @@ log = EventLog("central.forecast")
 TOPIC = "gridedge/v1/central/forecast/{feeder}"
 PAYLOAD_SCHEMA = 1
 UNITS = {"load_p": "kW", "load_q": "kvar", "pv": "kW"}
+REFIT_S = 6 * 3600.0  # between full fits, a cycle reuses a series' model on its new data (docs/forecast.md)
 WEATHER_WAIT_S = 5.0  # at start, how long the service waits for the (retained) weather message
 MODEL_KIND = {"load_p": "load", "load_q": "load", "pv": "pv"}
 # Units a point's readings may carry, and the factor to the forecast's unit.
@@ -190,8 +191,13 @@ def forecast_feeder(
     *,
     day_ahead: bool | None = None,
     feed: WeatherFeed | None = None,
+    fits: dict[tuple[str, str], tuple[float, Fit]] | None = None,
 ) -> list[Issued]:
-    """Fit and issue every kind of one feeder at ``now``; ``day_ahead`` None: when due, True: always."""
+    """Fit and issue every kind of one feeder at ``now``; ``day_ahead`` None: when due, True: always.
+
+    ``fits`` (the service's memory, per feeder and kind: when fitted and the fit) lets a cycle reuse a fit younger
+    than REFIT_S; without it every call fits in full.
+    """
     end = int(now // STEP_S) * STEP_S  # the last complete interval ends here
     n = config.history_days * 96
     start = end - n * STEP_S
@@ -220,7 +226,12 @@ def forecast_feeder(
                 )
             series = Series(start + offset * STEP_S, values, MODEL_KIND[kind], tz=feeder.timezone, weather=w)
             fc = Forecaster(series, issue_slot=config.issue_slot)
-            fit = fc.fit(series.n)
+            cached = fits.get((feeder.name, kind)) if fits is not None else None
+            fit = fc.reuse(cached[1], series.n) if cached and now - cached[0] < REFIT_S else None
+            if fit is None:
+                fit = fc.fit(series.n)
+                if fits is not None:
+                    fits[(feeder.name, kind)] = (now, fit)
             horizons = ["intraday"]
             if day_ahead or (day_ahead is None and issue_due(store, feeder, kind, now, config.issue_slot)):
                 horizons.append("day-ahead")
@@ -274,12 +285,13 @@ async def cycle(
     *,
     once: bool,
     feed: WeatherFeed | None = None,
+    fits: dict[tuple[str, str], tuple[float, Fit]] | None = None,
 ) -> int:
     """One cycle over every feeder: forecasts stored, then published. Returns how many forecasts were issued."""
     issued = 0
     for feeder in config.feeders:
         found = await asyncio.to_thread(
-            forecast_feeder, store, feeder, config, now, day_ahead=True if once else None, feed=feed
+            forecast_feeder, store, feeder, config, now, day_ahead=True if once else None, feed=feed, fits=fits
         )
         if not found:
             continue
@@ -329,9 +341,10 @@ async def run(central: Any, store: Store, *, once: bool, clock: Callable[[], flo
         await session.publish(topic, body, qos=1, retain=True)
 
     total = 0
+    fits: dict[tuple[str, str], tuple[float, Fit]] = {}
     try:
         while True:
-            total += await cycle(store, config, clock(), publish, once=once, feed=feed)
+            total += await cycle(store, config, clock(), publish, once=once, feed=feed, fits=fits)
             if once:
                 return total
             now = clock()
