@@ -119,6 +119,20 @@ def quick_gbm(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(models, "GBM_ROUNDS", 60)
 
 
+def test_a_public_holiday_counts_as_a_sunday_in_local_time() -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    # Thanksgiving 2026 is Thursday 26 November (US); New York is UTC-5 then, so its local day starts 05:00 UTC
+    start = int(datetime(2026, 11, 25, tzinfo=ZoneInfo("America/New_York")).timestamp())
+    plain = models.local_calendar(start, 3 * DAY, "America/New_York")
+    us = models.local_calendar(start, 3 * DAY, "America/New_York", "US")
+    assert list(plain.dow[::DAY]) == [2, 3, 4] and list(us.dow[::DAY]) == [2, 6, 4]
+    assert plain.slot[0] == 0 and np.array_equal(plain.slot, us.slot)
+    with pytest.raises(models.ForecastError, match="holidays 'XX'"):
+        models.local_calendar(start, DAY, "UTC", "XX")
+
+
 def test_no_forecast_reads_a_value_at_or_after_its_origin(synthetic: forecastdata.Synthetic, quick_gbm: None) -> None:
     n = len(synthetic.load_p_kw)
     origin = n - 3 * DAY + 40

@@ -44,6 +44,7 @@ def test_forecast_section_errors_name_key_and_allowed_values(tmp_path: Path) -> 
         "day_ahead_issue": "10:07",
         "history_days": 5,
         "colour": "red",
+        "holidays": "XX",
         "feeders": [{"name": "f/1", "site": "s1", "load_p": "p"}, {"name": "f2", "site": "s1"}],
     })  # fmt: skip
     with pytest.raises(CentralConfigError) as err:
@@ -53,16 +54,20 @@ def test_forecast_section_errors_name_key_and_allowed_values(tmp_path: Path) -> 
     assert "forecast.day_ahead_issue = '10:07': a local time HH:MM on a 15-minute boundary" in text
     assert "forecast.history_days = 5: must be in 42..730" in text
     assert "forecast.colour" in text
+    assert "forecast.holidays = 'XX': a country code the holidays package knows" in text
     assert "forecast.feeders[0].name = 'f/1': 1-64 letters" in text
     assert "forecast.feeders[1] = '(no points)': at least one of load_p, load_q, pv" in text
 
 
 def test_forecast_section_is_read_with_defaults(tmp_path: Path) -> None:
-    raw = _raw({"timezone": "Europe/Berlin", "feeders": [{"name": "f1", "site": "s1", "load_p": "p", "pv": "pv"}]})
+    feeders = [{"name": "f1", "site": "s1", "load_p": "p", "pv": "pv"}, {"name": "f2", "site": "s1", "pv": "pv",
+               "holidays": "DE-BY"}]  # fmt: skip
+    raw = _raw({"timezone": "Europe/Berlin", "holidays": "DE", "feeders": feeders})
     cfg = parse_central_config(raw, tmp_path / "central.toml").forecast
     assert cfg.day_ahead_issue == "10:00" and cfg.issue_slot == 40 and cfg.history_days == 120
-    (f,) = cfg.feeders
+    f, g = cfg.feeders
     assert (f.name, f.site, dict(f.points), f.timezone) == ("f1", "s1", {"load_p": "p", "pv": "pv"}, "Europe/Berlin")
+    assert (f.holidays, g.holidays) == ("DE", "DE-BY")
 
 
 def test_sqlite_forecasts_table_has_exactly_the_agreed_columns(tmp_path: Path) -> None:

@@ -72,12 +72,15 @@ def run(
     horizon: str,
     *,
     tz: str = "UTC",
+    holidays: str | None = None,
     issue_slot: int = 40,
     seed: int = 0,
     use_gbm: bool = True,
 ) -> dict[str, Any]:
     """Backtest one history for one horizon; returns the report (``format_table`` prints it)."""
-    return run_horizons(history, kind, (horizon,), tz=tz, issue_slot=issue_slot, seed=seed, use_gbm=use_gbm)[horizon]
+    return run_horizons(
+        history, kind, (horizon,), tz=tz, holidays=holidays, issue_slot=issue_slot, seed=seed, use_gbm=use_gbm
+    )[horizon]
 
 
 def run_horizons(
@@ -86,6 +89,7 @@ def run_horizons(
     horizons: tuple[str, ...] = HORIZONS,
     *,
     tz: str = "UTC",
+    holidays: str | None = None,
     issue_slot: int = 40,
     seed: int = 0,
     use_gbm: bool = True,
@@ -95,7 +99,7 @@ def run_horizons(
         if horizon not in HORIZONS:
             raise ForecastError(f"horizon {horizon!r}: one of {', '.join(HORIZONS)}")
     weather = simulated_forecast(history, seed)
-    series = Series(history.start, history.values, kind, tz=tz, weather=weather, extra=0)
+    series = Series(history.start, history.values, kind, tz=tz, holidays=holidays, weather=weather, extra=0)
     fc = Forecaster(series, issue_slot=issue_slot, use_gbm=use_gbm)
     lo, hi = window(series.n)
     scores: dict[str, dict[str, Scored]] = {h: {} for h in horizons}
@@ -134,6 +138,7 @@ def run_horizons(
             "kind": kind,
             "horizon": horizon,
             "timezone": tz,
+            "holidays": holidays,
             "window": [iso(history.start + lo * 900), iso(history.start + hi * 900)],
             "origins": sum(len(t) for t in sc[OURS].truth) // (24 if horizon == "intraday" else 96),
             "refits": refits,

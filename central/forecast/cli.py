@@ -34,6 +34,8 @@ def add_parser(sub: Any) -> None:
     bt.add_argument("--column", default=None, help="the value column (default: the only non-weather column)")
     bt.add_argument("--timezone", default="UTC", help="IANA zone for local time of day and issue time (default UTC)")
     bt.add_argument("--issue-time", default="10:00", help="local day-ahead issue time HH:MM (default 10:00)")
+    bt.add_argument("--holidays", default=None, metavar="CODE",
+                    help="public holidays taken as Sundays: a country code, e.g. US or DE-BY (default none)")  # fmt: skip
     bt.add_argument("--json", action="store_true", help="print one JSON object")
     bt.add_argument("--plot", default=None, metavar="OUT.png", help="draw the scores side by side (matplotlib)")
 
@@ -74,7 +76,7 @@ def _backtest(args: argparse.Namespace) -> int:
     try:
         history = read_history(args.history, args.column)
         kind = args.kind or ("pv" if "pv" in history.column.lower() else "load")
-        report = backtest.run(history, kind, args.horizon, tz=args.timezone, issue_slot=slot)
+        report = backtest.run(history, kind, args.horizon, tz=args.timezone, holidays=args.holidays, issue_slot=slot)
         if args.plot:
             backtest.plot(report, history, args.plot)
     except (HistoryError, ForecastError) as err:

@@ -3,6 +3,7 @@
 ```toml
 [forecast]
 timezone = "Europe/Berlin"        # IANA name: local time of day and day of week; default for every feeder
+holidays = "DE-BY"                # optional: public holidays (country code, -subdivision) count as Sundays
 day_ahead_issue = "10:00"         # local time the day-ahead forecast (next local day, 96 intervals) is issued
 history_days = 120                # days of readings each fit reads from the store (42..730)
 weather_file = "weather.csv"      # optional: timestamp, temperature (degC), irradiance (W/m2) at 15 min
@@ -40,6 +41,7 @@ class FeederForecast:
     site: str
     points: Mapping[str, str]  # kind (load_p | load_q | pv) -> point
     timezone: str
+    holidays: str | None = None  # a country code for the holidays package, e.g. US, DE-BY
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +70,32 @@ def _timezone(c: Checker, raw: Mapping[str, Any], where: str, default: str) -> s
     return tz
 
 
+def _holidays(c: Checker, raw: Mapping[str, Any], where: str, default: str | None) -> str | None:
+    code = c.get(raw, where, "holidays", "string", default)
+    if code is None or code == default:
+        return code
+    try:
+        import holidays
+    except ImportError:
+        c.fail(f"{where}.holidays", code, "needs the holidays package: pip install 'gridedge[forecast]'")
+        return default
+    country, _, subdiv = code.partition("-")
+    try:
+        holidays.country_holidays(country, subdiv=subdiv or None)
+    except NotImplementedError:
+        c.fail(f"{where}.holidays", code, "a country code the holidays package knows, e.g. US, DE or DE-BY")
+        return default
+    return code
+
+
 def parse_forecast(c: Checker, raw: Mapping[str, Any]) -> ForecastConfig:
     c.unknown(
-        raw, "forecast", {"timezone", "day_ahead_issue", "history_days", "weather_file", "weather_topic", "feeders"}
+        raw,
+        "forecast",
+        {"timezone", "holidays", "day_ahead_issue", "history_days", "weather_file", "weather_topic", "feeders"},
     )
     tz = _timezone(c, raw, "forecast", "UTC")
+    holidays = _holidays(c, raw, "forecast", None)
     issue = c.get(raw, "forecast", "day_ahead_issue", "string", "10:00")
     if issue is not None and not _TIME_RE.match(issue):
         c.fail("forecast.day_ahead_issue", issue, "a local time HH:MM on a 15-minute boundary, e.g. 10:00")
@@ -90,7 +113,7 @@ def parse_forecast(c: Checker, raw: Mapping[str, Any]) -> ForecastConfig:
     feeders: list[FeederForecast] = []
     seen: set[str] = set()
     for where, t in c.tables(raw, "feeders", "forecast"):
-        c.unknown(t, where, {"name", "site", "timezone", *FORECAST_KINDS})
+        c.unknown(t, where, {"name", "site", "timezone", "holidays", *FORECAST_KINDS})
         name = c.get(t, where, "name", "string")
         site = c.get(t, where, "site", "string")
         if name is not None and not _NAME_RE.match(name):
@@ -106,7 +129,8 @@ def parse_forecast(c: Checker, raw: Mapping[str, Any]) -> ForecastConfig:
         if not points:
             c.fail(where, "(no points)", f"at least one of {', '.join(FORECAST_KINDS)}: a point of the site")
         feeder_tz = _timezone(c, t, where, tz)
+        feeder_holidays = _holidays(c, t, where, holidays)
         if name is not None and site is not None and points and all(points.values()):
             seen.add(name)
-            feeders.append(FeederForecast(name, site, points, feeder_tz))
+            feeders.append(FeederForecast(name, site, points, feeder_tz, feeder_holidays))
     return ForecastConfig(tuple(feeders), issue or "10:00", int(days or 120), weather, topic)

@@ -91,7 +91,27 @@ class Calendar:
     hour: np.ndarray  # local hour 0..23
 
 
-def local_calendar(start: int, n: int, tz: str) -> Calendar:
+def holiday_days(country: str, first: int, last: int) -> set[int]:
+    """Public holidays of ``country`` (an ISO 3166 code, optionally with a subdivision: ``US``, ``DE-BY``) as
+    days since 1970-01-01, for the years from day ``first`` to day ``last`` (offline: the holidays package)."""
+    try:
+        import holidays
+    except ImportError as err:
+        raise ForecastError("holidays need the holidays package: pip install 'gridedge[forecast]'") from err
+    code, _, subdiv = country.partition("-")
+    years = range(datetime.fromtimestamp(first * 86400, UTC).year, datetime.fromtimestamp(last * 86400, UTC).year + 1)
+    try:
+        found = holidays.country_holidays(code, subdiv=subdiv or None, years=years)
+    except NotImplementedError as err:
+        raise ForecastError(
+            f"holidays {country!r}: not a country (and subdivision) the holidays package knows: {err}"
+        ) from err
+    return {(d - datetime(1970, 1, 1).date()).days for d in found}
+
+
+def local_calendar(start: int, n: int, tz: str, holidays: str | None = None) -> Calendar:
+    """Local slot of day, day of week (a public holiday of ``holidays`` counts as a Sunday, as in the BDEW
+    profiles) and hour, per interval."""
     zone = ZoneInfo(tz)
     h0 = start - start % 3600
     hours = (start - h0 + n * STEP_S) // 3600 + 2
@@ -102,7 +122,12 @@ def local_calendar(start: int, n: int, tz: str) -> Calendar:
     t = start + STEP_S * np.arange(n, dtype=np.int64)
     local = t + offsets[(t - h0) // 3600]
     slot = (local % 86400) // STEP_S
-    return Calendar(slot, ((local // 86400) + 3) % 7, slot // 4)
+    day = local // 86400
+    dow = (day + 3) % 7
+    if holidays:
+        off = holiday_days(holidays, int(day[0]), int(day[-1]))
+        dow = np.where(np.isin(day, list(off)), 6, dow)
+    return Calendar(slot, dow, slot // 4)
 
 
 def _lag(y: np.ndarray, k: int) -> np.ndarray:
@@ -150,6 +175,7 @@ class Series:
         kind: str,
         *,
         tz: str = "UTC",
+        holidays: str | None = None,
         weather: Weather | None = None,
         extra: int = 2 * DAY + 8,
     ) -> None:
@@ -158,7 +184,7 @@ class Series:
         self.start, self.kind, self.tz, self.n = start, kind, tz, len(values)
         self.y = np.concatenate([np.asarray(values, dtype=float), np.full(extra, np.nan)])
         total = len(self.y)
-        self.cal = local_calendar(start, total, tz)
+        self.cal = local_calendar(start, total, tz, holidays)
         self.env = clear_sky_envelope(self.y, start)
         with np.errstate(invalid="ignore"):
             self.env_floor = 0.02 * float(np.nanmax(self.env)) if np.isfinite(self.env).any() else 0.0

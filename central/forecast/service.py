@@ -224,7 +224,8 @@ def forecast_feeder(
                     {k: None if a is None else a[offset:] for k, a in weather.temperature.items()},
                     {k: None if a is None else a[offset:] for k, a in weather.irradiance.items()},
                 )
-            series = Series(start + offset * STEP_S, values, MODEL_KIND[kind], tz=feeder.timezone, weather=w)
+            series = Series(start + offset * STEP_S, values, MODEL_KIND[kind], tz=feeder.timezone,
+                            holidays=feeder.holidays, weather=w)  # fmt: skip
             fc = Forecaster(series, issue_slot=config.issue_slot)
             cached = fits.get((feeder.name, kind)) if fits is not None else None
             fit = fc.reuse(cached[1], series.n) if cached and now - cached[0] < REFIT_S else None
