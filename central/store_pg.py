@@ -40,7 +40,6 @@ next call (the failed call raised CentralStoreError, so the ingest retried its f
 from __future__ import annotations
 
 import json
-import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -52,14 +51,12 @@ from psycopg import sql
 
 from central.store import (
     _COMMAND_COLUMNS,
-    _INTERVAL_CONTENT,
     EVENT_TABLE_STREAMS,
     INTERVAL_COLUMNS,
     CentralStoreError,
-    IntervalConflict,
+    IntervalVersions,
     MessageRefused,
     VerifiedResult,
-    interval_row,
 )
 from protocols.telemetry.schema import Batch, State
 
@@ -309,15 +306,16 @@ def timescale_available(conn: psycopg.Connection) -> bool:
     return conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'").fetchone() is not None
 
 
-class PgCentralStore:
+class PgCentralStore(IntervalVersions):
     """Central's store on PostgreSQL; ``url`` is a libpq connection URI (``postgresql://user@host:port/db``)."""
 
+    _PARAM = "%s"
+
     def __init__(self, url: str, *, lock_timeout_ms: int = 30_000) -> None:
+        super().__init__()
         self.url = url
         self.path = _safe_url(url)  # what error texts and logs name (the password, if any, left out)
         self._lock_timeout_ms = int(lock_timeout_ms)
-        self._lock = threading.Lock()
-        self._conflicts: list[IntervalConflict] = []
         self._months: dict[str, set[int]] = {t: set() for t in _PARTITIONED}
         try:
             self._conn = self._connect()
@@ -599,44 +597,12 @@ class PgCentralStore:
             return MessageRefused(b, err)
         return new
 
-    def _store_intervals(self, conn: psycopg.Connection, b: Batch, received: float) -> None:
-        """As the SQLite store's: a replayed version stores nothing, a differing one is refused alone and
-        recorded in ``interval_conflicts``."""
-        rows = [interval_row(b.site, i, b.msg_id, received) for i in b.items]
+    def _insert_intervals(self, conn: psycopg.Connection, rows: list[tuple[Any, ...]]) -> int:
         cols = ", ".join(INTERVAL_COLUMNS)
         marks = ", ".join(["%s"] * len(INTERVAL_COLUMNS))
         with conn.cursor() as c:
             c.executemany(f"INSERT INTO intervals ({cols}) VALUES ({marks}) ON CONFLICT DO NOTHING", rows)
-            inserted = c.rowcount
-        if inserted == len(rows):
-            return
-        content = [INTERVAL_COLUMNS.index(col) for col in _INTERVAL_CONTENT]
-        seen: set[tuple[Any, ...]] = set()
-        for row, item in zip(rows, b.items, strict=True):
-            key = row[:5]
-            stored = conn.execute(
-                f"SELECT {', '.join(_INTERVAL_CONTENT)}, msg_id FROM intervals "
-                "WHERE site = %s AND meter = %s AND register = %s AND start = %s AND version = %s",
-                key,
-            ).fetchone()
-            if stored is None or (stored[-1] == b.msg_id and key not in seen):
-                seen.add(key)
-                continue
-            differs = tuple(col for col, i, v in zip(_INTERVAL_CONTENT, content, stored, strict=False) if row[i] != v)
-            seen.add(key)
-            if not differs:
-                continue
-            conn.execute(
-                "INSERT INTO interval_conflicts (site, meter, register, start, version, msg_id, received, item) "
-                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                (*key, b.msg_id, received, json.dumps(item, allow_nan=False)),
-            )
-            self._conflicts.append(IntervalConflict(*key, b.msg_id, differs))
-
-    def take_conflicts(self) -> list[IntervalConflict]:
-        with self._lock:
-            found, self._conflicts = self._conflicts, []
-        return found
+            return c.rowcount
 
     def _check_same_message(self, conn: psycopg.Connection, b: Batch) -> None:
         row = conn.execute("SELECT site, stream, seq FROM messages WHERE msg_id = %s", (b.msg_id,)).fetchone()
