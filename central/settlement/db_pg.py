@@ -4,8 +4,9 @@ Opening it opens the store once (``PgCentralStore``), which applies any missing 
 tables are migration 2 of central/store_pg.py. Then settlement has a connection of its own (autocommit; explicit
 transactions).
 
-- The latest version of each interval: ``DISTINCT ON (site, meter, register, start) ... ORDER BY ..., version DESC``
-  through a server-side cursor, so the rows come in batches and memory holds the grids, not every row.
+- The latest version of each interval: ``DISTINCT ON (site, meter, register, start) ... ORDER BY ..., version DESC``,
+  streamed in binary chunks of FETCH_ROWS rows (libpq >= 17; one row at a time before), so memory holds the grids,
+  not every row.
 - Writes of a run or a schedule: one transaction holding an advisory lock, so two runs of one period (or two
   imports of one schedule) queue and take successive versions, as SQLite's ``BEGIN IMMEDIATE`` makes them.
 - Bulk rows (a run's values and imbalance, a schedule): binary ``COPY``, with the column types read from the
@@ -25,7 +26,7 @@ from central.settlement.db import BULK_COLUMNS, LATEST_COLUMNS, SharedSql, _wher
 from central.store_pg import PgCentralStore, _safe_url
 
 _WRITE_LOCK = zlib.crc32(b"gridedge.central.settlement")  # advisory lock key: one writer of settlement at a time
-FETCH_ROWS = 20_000  # rows per round trip of the server-side cursor
+FETCH_ROWS = 20_000  # rows per chunk of the streamed read
 
 
 class PgSettlementDb(SharedSql):
@@ -48,10 +49,9 @@ class PgSettlementDb(SharedSql):
             f"SELECT DISTINCT ON (site, meter, register, start) {', '.join(LATEST_COLUMNS)} FROM intervals "
             f"WHERE start >= ? AND start < ? {where} ORDER BY site, meter, register, start, version DESC"
         )
-        with self._guard("read"), self._conn.transaction(), self._conn.cursor(name="latest_intervals") as cur:
-            cur.itersize = FETCH_ROWS
-            cur.execute(statement, [t0, t1, *args])
-            yield from cur
+        size = FETCH_ROWS if psycopg.pq.version() >= 170000 else 1  # chunked results came with libpq 17
+        with self._guard("read"), self._conn.cursor(binary=True) as cur:
+            yield from cur.stream(statement, [t0, t1, *args], size=size)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
