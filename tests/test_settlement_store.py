@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers.aio import async_test, running_tasks, until
 from helpers.intervals import DAY0, QH, item
-from helpers.stores import pg_database, query, target_fixture  # noqa: F401 (the target fixture)
+from helpers.stores import ADMIN_URL, admin_connect, pg_database, query, target_fixture  # noqa: F401 (target)
 from test_central import Agent, make_config, start
 
 from central.ingest import CentralWorker
@@ -114,6 +114,32 @@ def test_a_postgresql_store_made_before_settlement_gains_its_tables_by_migration
             assert g.value[0, 0] == 1.5 and g.version[0, 0] == 1
         finally:
             db.close()
+
+
+@pytest.mark.integration
+def test_the_latest_intervals_come_in_sqlites_order_whatever_the_databases_collation(tmp_path: Path) -> None:
+    """An ICU en-US database sorts "a" before "B"; SQLite sorts bytes ("B" first). Settlement reads in bytes order
+    on both, so its registers, CSV rows and NEM12 records come out in one order."""
+    items = [item(DAY0, 1.0, meter=m) for m in ("a", "B", "b-2", "b1")]
+    name = "gridedge_test_icu_" + tmp_path.name[-8:].replace("-", "_").lower()
+    with admin_connect() as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE \'en-US\' '
+                      "LOCALE 'C.UTF-8'")  # fmt: skip
+    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    try:
+        orders = []
+        for target in (tmp_path / "c.db", url):
+            store = open_store(target)
+            assert store.store_batches([decode_batch(msg(1, items))], 1.0) == [True]
+            store.close()
+            db = open_settlement_db(target)
+            orders.append([r[1] for r in db.latest_intervals(DAY0, DAY0 + QH)])
+            db.close()
+        assert query(url, "SELECT meter FROM intervals ORDER BY meter") == [("a",), ("B",), ("b-2",), ("b1",)]
+        assert orders == [["B", "a", "b-2", "b1"]] * 2
+    finally:
+        with admin_connect() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @async_test

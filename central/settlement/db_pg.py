@@ -45,9 +45,12 @@ class PgSettlementDb(SharedSql):
     ) -> Iterator[tuple[Any, ...]]:
         """As the SQLite side's: the latest version of every interval starting in [t0, t1), in order, streamed."""
         where, args = _where(site, meter)
+        # COLLATE "C": names in SQLite's order (bytes), whatever the database's collation, so the registers, the
+        # CSV and the NEM12 file come out in the same order on both stores
+        key = 'site COLLATE "C", meter COLLATE "C", register COLLATE "C", start'
         statement = self._sql(
-            f"SELECT DISTINCT ON (site, meter, register, start) {', '.join(LATEST_COLUMNS)} FROM intervals "
-            f"WHERE start >= ? AND start < ? {where} ORDER BY site, meter, register, start, version DESC"
+            f"SELECT DISTINCT ON ({key}) {', '.join(LATEST_COLUMNS)} FROM intervals "
+            f"WHERE start >= ? AND start < ? {where} ORDER BY {key}, version DESC"
         )
         size = FETCH_ROWS if psycopg.pq.version() >= 170000 else 1  # chunked results came with libpq 17
         with self._guard("read"), self._conn.cursor(binary=True) as cur:
