@@ -17,7 +17,7 @@ from central.settlement.db import open_settlement_db
 from central.settlement.nem12 import derived_nmi, quality_method, write_nem12
 from central.settlement.runs import settle
 from central.settlement.vee import VeeParams
-from central.store import CentralStore, open_store
+from central.store import open_store
 from protocols.telemetry.schema import decode_batch, encode_batch
 
 SITE = "sub-07"
@@ -101,15 +101,17 @@ def test_a_month_written_as_nem12_reads_back_with_nemreader_with_the_same_totals
     assert any(line.startswith("400,") and ",S15,0," in line for line in text)
 
 
-def test_half_hour_intervals_travel_settle_and_read_back_as_nem12_30_minute_data(tmp_path: Path) -> None:
+def test_half_hour_intervals_travel_settle_and_read_back_as_nem12_30_minute_data(
+    tmp_path: Path, target: Path | str
+) -> None:
     half, hour = 1800, 3600
     items = [item(DAY0 + k * half, 1.0 + k % 3, meter="h30", length=half) for k in range(2 * 48)]
     items += [item(DAY0 + k * hour, 2.0, meter="h60", length=hour) for k in range(2 * 24)]
-    store = CentralStore(tmp_path / "c.db")
+    store = open_store(target)
     b = decode_batch(encode_batch(SITE, "intervals", 1, "m1", DAY0, items))  # the wire takes both lengths
     assert store.store_batches([b], 1.0) == [True]
     store.close()
-    db = open_settlement_db(tmp_path / "c.db")
+    db = open_settlement_db(target)
     run = settle(db, SettlementConfig(vee=VeeParams(like_weeks=1)), DAY0, DAY0 + 2 * 86_400, "final", now=DAY0 + 9e5)
     db.close()
     out = tmp_path / "run.nem12.csv"

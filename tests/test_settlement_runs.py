@@ -215,10 +215,10 @@ def test_a_gap_from_the_edge_is_filled_from_like_days_and_scaled_to_the_reads_ar
     db.close()
 
 
-def test_a_check_meter_named_in_the_config_substitutes_a_gap(tmp_path: Path, capsys) -> None:
-    send(tmp_path / "c.db", [item(D, 5.0, meter="m1"), item(D + QH, None, meter="m1", quality="N"),
+def test_a_check_meter_named_in_the_config_substitutes_a_gap(tmp_path: Path, target: Path | str, capsys) -> None:
+    send(target, [item(D, 5.0, meter="m1"), item(D + QH, None, meter="m1", quality="N"),
                               item(D, 5.1, meter="m1c"), item(D + QH, 5.2, meter="m1c")])  # fmt: skip
-    conf = _conf(tmp_path, tmp_path / "c.db", '[[settlement.check_meters]]\nmeter = {site = "sub-07", meter = "m1", register = '
+    conf = _conf(tmp_path, target, '[[settlement.check_meters]]\nmeter = {site = "sub-07", meter = "m1", register = '
                  '"energy_delivered_wh"}\ncheck = {site = "sub-07", meter = "m1c", register = "energy_delivered_wh"}\n')  # fmt: skip
     out = tmp_path / "out"
     assert central_main(["settle", "--config", str(conf), "--from", str(D), "--to", str(D + 2 * QH), "--run",

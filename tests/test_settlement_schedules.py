@@ -121,9 +121,9 @@ def test_a_second_import_is_a_new_version_and_the_run_settles_against_the_latest
     db.close()
 
 
-def test_a_run_without_schedules_reports_no_imbalance(tmp_path: Path) -> None:
-    metered_day(tmp_path / "c.db")
-    db = open_settlement_db(tmp_path / "c.db")
+def test_a_run_without_schedules_reports_no_imbalance(target: Path | str) -> None:
+    metered_day(target)
+    db = open_settlement_db(target)
     run = settle(db, SettlementConfig(vee=VeeParams(like_weeks=1)), D, D + 4 * QH, "preliminary", now=2.0)
     assert run.summary["imbalance"] == [] and run.imbalances == []
     db.close()
