@@ -110,12 +110,13 @@ def _rows(meter: str, starts: np.ndarray, v: np.ndarray, index: int) -> list[tup
     value: list[float | None] = v.tolist()
     reg = np.concatenate(([1e6], 1e6 + np.cumsum(v) * 1000.0))
     reg_start, reg_end = reg[:-1].tolist(), reg[1:].tolist()
-    if index >= 0 and index % 10 == 0:  # a 3-hour gap, null from the edge, on day 14
+    # each anomaly where the period has room for it (--days 15 or more holds all three)
+    if index >= 0 and index % 10 == 0 and v.size >= 15 * 96:  # a 3-hour gap, null from the edge, on day 14
         for i in range(14 * 96 + 40, 14 * 96 + 52):
             value[i], quality[i], reg_start[i], reg_end[i] = None, "N", None, None
-    if index >= 0 and index % 50 == 0:
+    if index >= 0 and index % 50 == 0 and v.size > 100:
         value[100] = -1.0
-    if index >= 0 and index % 70 == 0:
+    if index >= 0 and index % 70 == 0 and v.size >= 512:
         for i in range(500, 512):
             value[i] = 2.5
     q = quality.tolist()
@@ -255,6 +256,15 @@ def main() -> int:
     for b in backends:
         if b not in BACKENDS:
             ap.error(f"--backends: {b!r} is not one of {', '.join(BACKENDS)}")
+    if "postgresql" in backends:
+        import psycopg
+
+        try:
+            psycopg.connect(args.pg_url, autocommit=True, connect_timeout=5).close()
+        except psycopg.OperationalError as err:
+            print(f"--pg-url = {args.pg_url}: not reachable ({str(err).strip()}); start PostgreSQL (trust auth for "
+                  "postgres on 127.0.0.1) or run --backends sqlite", file=sys.stderr)  # fmt: skip
+            return 2
     n = args.meters * args.days * 96
     res: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
