@@ -195,6 +195,7 @@ class BenchConfig:
     pmus: tuple[PmuSpec, ...] = ()
     scenario: Path | None = None
     waveforms: tuple[WaveformSpec, ...] = ()
+    profiles: Any = None  # sim_hw.feeder.bdew.ProfileSettings when the config has a [profiles] table
 
     def bus(self, name: str) -> BusConfig:
         for b in self.buses:
@@ -487,7 +488,7 @@ def _check_options(c: Checker, devices: list[DeviceSpec], step_s: float) -> None
 def parse_bench_config(data: Mapping[str, Any], source: Path) -> BenchConfig:
     """Validate a parsed TOML document; ``source`` is the file it came from (paths are relative to its folder)."""
     c = Checker(source.parent)
-    c.unknown(data, "", {"bench", "buses", "devices", "feeder", "pmus", "scenario", "waveforms"})
+    c.unknown(data, "", {"bench", "buses", "devices", "feeder", "pmus", "profiles", "scenario", "waveforms"})
     bench = _bench(c, data)
     buses = _buses(c, data)
     devices = _devices(c, data, buses)
@@ -495,6 +496,13 @@ def parse_bench_config(data: Mapping[str, Any], source: Path) -> BenchConfig:
     pmus = _pmus(c, data, {(str(d.host), int(d.port)) for d in devices if d.port is not None})
     taken = {(str(d.host), int(d.port)) for d in devices if d.port is not None} | {(p.host, p.port) for p in pmus}
     waveforms = _waveforms(c, data, taken)
+    profiles = None
+    if "profiles" in data:
+        from sim_hw.feeder.bdew import parse_profiles  # the realistic profiles: docs/feeder.md, "Profiles"
+
+        profiles = parse_profiles(c, data["profiles"])
+        if "feeder" not in data:
+            c.fail("profiles", "[profiles]", "drives the feeder's loads and PV: add a [feeder] table")
     scenario = None
     if "scenario" in data:
         raw_scn = c.get(data, "", "scenario", "string")
@@ -524,6 +532,7 @@ def parse_bench_config(data: Mapping[str, Any], source: Path) -> BenchConfig:
         pmus=tuple(pmus),
         scenario=scenario,
         waveforms=tuple(waveforms),
+        profiles=profiles,
     )
 
 
