@@ -21,7 +21,7 @@ from protocols.eventlog import EventLog
 from sim_hw.config import BenchConfig
 from sim_hw.feeder.bdew import POINTS_PER_DAY, STEP_S, BdewProfiles, ProfileSettings
 
-log = EventLog("sim.history")
+log = EventLog("sim.feeder")  # the history is the feeder's physics run offline
 
 MAX_DAYS = 3660  # ten years
 CHUNK_DAYS = 30  # profiles are built a month at a time (memory stays flat for long histories)
