@@ -140,3 +140,26 @@ async def test_sim_run_with_the_bdew_source_follows_the_histories_profiles(tmp_p
         assert pv_pu * 3500 == pytest.approx(float(noon["pv_pv675_kw"]), abs=0.01)  # the inverters' available power
     finally:
         await bench.stop()
+
+
+def test_the_feeders_per_load_api_refuses_what_it_cannot_set() -> None:
+    from sim_hw.feeder.model import Feeder, FeederError
+
+    feeder = Feeder.from_file(ROOT / "config" / "ieee13" / "IEEE13.dss")
+    assert feeder.load_ratings()["671"] == (1155.0, 660.0)  # the published spot load (IEEE 13-node "Spot Loads")
+    with pytest.raises(FeederError, match=r"load 'x1': no such load \(loads: 634a, 634b"):
+        feeder.set_load("x1", 1.0, 0.0)
+    with pytest.raises(FeederError, match=r"load 671: p_kw=-1.0: allowed >= 0"):
+        feeder.set_load("671", -1.0, 0.0)
+    with pytest.raises(FeederError, match=r"load 671 q_kvar=nan: expected a finite number"):
+        feeder.set_load("671", 1.0, float("nan"))
+    with pytest.raises(FeederError, match=r"element 'Line.650632' terminal 3: no such element terminal"):
+        feeder.terminal_power("Line.650632", 3)
+    with pytest.raises(FeederError, match=r"element 'Line.nope' terminal 1: no such element terminal"):
+        feeder.terminal_power("Line.nope", 1)
+    feeder.set_load("671", 0.0, 0.0)
+    assert feeder.solve_lean()
+    before = feeder.terminal_power("Line.650632", 1).real
+    feeder.set_load("671", 1155.0, 660.0)
+    assert feeder.solve_lean()
+    assert feeder.terminal_power("Line.650632", 1).real - before == pytest.approx(1155.0, rel=0.1)  # + its losses
