@@ -52,6 +52,15 @@ A bench with physics (config/sim-ieee13.toml) adds the feeder, physics-driven de
 
     scenario = "scenarios/ieee13-day.toml"   # optional: scripted events (sim_hw/scenarios)
 
+Realistic profiles (sim_hw/feeder/bdew.py, docs/feeder.md "Realistic profiles"): BDEW customer classes per
+load, typical-year weather and PV; what ``gridedge sim history`` writes and, with ``source = "bdew"``, what the
+running bench follows::
+
+    [profiles]
+    source = "daily"            # "daily": [feeder] irradiance and load | "bdew"
+    tmy = "723170TYA.CSV"       # a TMY3 file in pvlib's wheel
+    classes = { "671" = "G0" }  # load = BDEW class (H0, G0-G6, L0-L2)
+
 Sampled waveforms for power quality (sim_hw/waveforms, docs/devices/sim-waveforms.md), each a live wave
 stream; a bench may hold only these (no ``[[devices]]``)::
 
