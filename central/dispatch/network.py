@@ -62,6 +62,7 @@ class Sensitivities:
     dloss_dq: np.ndarray
     dloss_cap: np.ndarray
     dloss_cvr: float
+    d2loss_dq2: np.ndarray  # [kW/kvar^2] the losses' curvature in each inverter's vars (central difference)
 
 
 class NetworkModel:
@@ -119,6 +120,7 @@ class NetworkModel:
         self.base_load_kw = float(sum(p for _, p, _ in self._loads))
         self.base_load_kvar = float(sum(q for _, _, q in self._loads))
         self.cap_model_state = tuple(self._cap_closed(c) for c in self.capbanks)
+        self._start_taps = self._taps()
 
     @staticmethod
     def _each(iface: Any) -> Iterator[int]:
@@ -190,6 +192,9 @@ class NetworkModel:
         if taps is not None:
             self._hold_taps(taps)
             return self._solve(regulate=False)
+        # a regulator stops at the first tap inside its band, so where it settles depends on where it started:
+        # start every regulated case from the same taps, so a case is a function of its inputs alone
+        self._hold_taps(self._start_taps)
         return self._solve(regulate=True)
 
     # ---- sensitivities ------------------------------------------------------------------------------------------
@@ -207,7 +212,7 @@ class NetworkModel:
         held = self.solve(load_kw, load_kvar, pv, zero, cap, taps)
         n_i, n_c, n_v = len(pv), len(cap), len(held.v_pu)
         dv_dp, dv_dq = np.zeros((n_v, n_i)), np.zeros((n_v, n_i))
-        dh_dp, dh_dq, dl_dp, dl_dq = (np.zeros(n_i) for _ in range(4))
+        dh_dp, dh_dq, dl_dp, dl_dq, d2l = (np.zeros(n_i) for _ in range(5))
         for i in range(n_i):
             step = (dp_kw or {}).get(i, max(5.0, 0.1 * pv[i]))
             for vec, dv, dh, dl, is_p in ((pv, dv_dp, dh_dp, dl_dp, True), (zero, dv_dq, dh_dq, dl_dq, False)):
@@ -217,6 +222,10 @@ class NetworkModel:
                 dv[:, i] = (c.v_pu - held.v_pu) / step
                 dh[i] = (c.head_kw - held.head_kw) / step
                 dl[i] = (c.losses_kw - held.losses_kw) / step
+                if not is_p:
+                    x[i] = -step
+                    back = self.solve(load_kw, load_kvar, pv, x, cap, taps)
+                    d2l[i] = (c.losses_kw + back.losses_kw - 2 * held.losses_kw) / step**2
         dv_cap, dh_cap, dl_cap = np.zeros((n_v, n_c)), np.zeros(n_c), np.zeros(n_c)
         for k in range(n_c):
             on, off = list(cap), list(cap)
@@ -233,7 +242,7 @@ class NetworkModel:
             dh_cvr, dl_cvr = low.head_kw - held.head_kw, low.losses_kw - held.losses_kw
         self._hold_taps(taps)
         return held, Sensitivities(dv_dp, dv_dq, dv_cap, dv_cvr, dh_dp, dh_dq, dh_cap, dh_cvr, dl_dp, dl_dq, dl_cap,
-                                   dl_cvr)  # fmt: skip
+                                   dl_cvr, d2l)  # fmt: skip
 
     @staticmethod
     def lowered(taps: Sequence[float], steps: int) -> tuple[float, ...]:

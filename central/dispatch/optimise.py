@@ -185,8 +185,12 @@ def _solve(p: Problem, *, time_limit_s: float, slack: bool) -> Solution | None:
         row = dt_h * (p.price[t] * ah + p.loss_cost * al)
         if p.cvr:
             row[lay.b] -= dt_h * p.price[t] * cvr_load[t]
-        row[lay.qp] += dt_h * VAR_EPS
-        row[lay.qn] += dt_h * VAR_EPS
+        # the losses grow with the square of the vars; a linear term at the base misses it, so each kvar also pays
+        # the secant of that curvature over the inverter's range (a q^2 <= a qmax |q|): no var is moved for a gain
+        # the first-order loss term alone would promise
+        secant = p.sens.d2loss_dq2 / 2 * np.array([max(d.q_inject, d.q_absorb) for d in p.inverters])
+        row[lay.qp] += dt_h * (VAR_EPS + (abs(p.price[t]) + p.loss_cost) * secant)
+        row[lay.qn] += dt_h * (VAR_EPS + (abs(p.price[t]) + p.loss_cost) * secant)
         row[lay.u] += p.cap_wear_cost
         row[lay.z] += FAIR_EPS
         if p.cvr:

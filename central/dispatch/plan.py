@@ -65,6 +65,26 @@ def build_problem(cfg: DispatchConfig, model: NetworkModel, forecast: Forecast, 
     )  # fmt: skip
 
 
+def resolve(
+    cfg: DispatchConfig, model: NetworkModel, forecast: Forecast, sol: Solution
+) -> tuple[np.ndarray, np.ndarray]:
+    """Full power flows of the schedule: each interval's voltages [pu] (T x N) and head import [kW] (T), with the
+    inverters at their scheduled output and vars, the banks as scheduled and, under CVR, the taps lowered by the CVR
+    steps from where the regulators settled in the interval's base case (what the linear model predicts)."""
+    p = sol.problem
+    steps = cvr_steps(cfg)
+    initial = [b.initial for b in p.banks]
+    v, head = np.zeros_like(p.v0), np.zeros(len(p.starts))
+    for t in range(len(p.starts)):
+        load, kvar = float(forecast.load_kw[t]), float(forecast.load_kvar[t])
+        base = model.solve(load, kvar, p.avail_kw[t], None, initial)
+        taps = model.lowered(base.taps, steps) if p.cvr and sol.cvr_on[t] else base.taps
+        case = model.solve(load, kvar, p.avail_kw[t] - sol.curtail_kw[t], sol.q_kvar[t], list(sol.cap_closed[t]), taps)
+        cvr_load = p.cvr_factor * p.cvr_drop_frac * p.load_kw[t] if p.cvr and sol.cvr_on[t] else 0.0
+        v[t], head[t] = case.v_pu, case.head_kw - cvr_load
+    return v, head
+
+
 @dataclass(frozen=True, slots=True)
 class Step:
     """One interval of one site's schedule: what its commands set, and what central predicts."""
@@ -82,6 +102,7 @@ class Step:
     v_max_pu: float
     cost: float
     head_kw: float
+    regulator_device: str | None = None
 
 
 def schedule(cfg: DispatchConfig, sol: Solution) -> list[Step]:
@@ -109,8 +130,8 @@ def schedule(cfg: DispatchConfig, sol: Solution) -> list[Step]:
                 band = s.regulator.band_center_v - (s.regulator.cvr_drop_v if cvr else 0.0)
             out.append(Step(s.site, int(start), int(start) + p.interval_s, lim, var, pout, caps, cvr, band,
                             float(sol.v_pred[t].min()), float(sol.v_pred[t].max()), float(sol.cost[t]),
-                            float(sol.head_kw[t])))  # fmt: skip
+                            float(sol.head_kw[t]), s.regulator.device if s.regulator else None))  # fmt: skip
     return out
 
 
-__all__ = ["Step", "build_problem", "cvr_steps", "network_for", "schedule"]
+__all__ = ["Step", "build_problem", "cvr_steps", "network_for", "resolve", "schedule"]
