@@ -187,10 +187,13 @@ def _solve(p: Problem, *, time_limit_s: float, slack: bool) -> Solution | None:
             row[lay.b] -= dt_h * p.price[t] * cvr_load[t]
         # the losses grow with the square of the vars; a linear term at the base misses it, so each kvar also pays
         # the secant of that curvature over the inverter's range (a q^2 <= a qmax |q|): no var is moved for a gain
-        # the first-order loss term alone would promise
+        # the first-order loss term alone would promise. At a negative price, vars are never moved to burn energy in
+        # losses: their head effect is priced at zero there.
         secant = p.sens.d2loss_dq2 / 2 * np.array([max(d.q_inject, d.q_absorb) for d in p.inverters])
-        row[lay.qp] += dt_h * (VAR_EPS + (abs(p.price[t]) + p.loss_cost) * secant)
-        row[lay.qn] += dt_h * (VAR_EPS + (abs(p.price[t]) + p.loss_cost) * secant)
+        var_price = max(p.price[t], 0.0)
+        for cols, sign in ((lay.qp, 1.0), (lay.qn, -1.0)):
+            row[cols] = dt_h * (sign * (var_price * p.sens.dhead_dq + p.loss_cost * p.sens.dloss_dq)
+                                + VAR_EPS + (var_price + p.loss_cost) * secant)  # fmt: skip
         row[lay.u] += p.cap_wear_cost
         row[lay.z] += FAIR_EPS
         if p.cvr:
