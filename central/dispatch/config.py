@@ -20,6 +20,7 @@ cvr_factor = 0.7                # load change [%] per voltage change [%] while C
 expiry_margin_s = 120           # each interval's commands hold until its end plus this
 key_id = "dispatch-1"           # the signing key (default: the first [[commands.keys]] of role dispatch)
 follow_tolerance_pct = 10       # metered energy further than this from the schedule: not following
+refine_passes = 1               # full re-solves of the optimum whose error corrects the linear model, 0..3
 [[dispatch.sites]]
 site = "sub-07"
 inverters = [{device = "pv675", element = "pv675", kva = 2500, kw = 2500, category = "B"}]
@@ -123,6 +124,7 @@ class DispatchConfig:
     expiry_margin_s: float = 120.0
     key_id: str | None = None
     follow_tolerance_pct: float = 10.0
+    refine_passes: int = 1
 
     @property
     def inverters(self) -> list[tuple[str, InverterSpec]]:
@@ -139,7 +141,7 @@ class DispatchConfig:
 
 _TOP = {"network", "feeder", "interval_s", "horizon_intervals", "monitor", "v_min_pu", "v_max_pu", "margin_pu",
         "reverse_power_kw", "price", "price_file", "loss_cost", "tap_wear_cost", "cap_wear_cost", "cvr_factor",
-        "expiry_margin_s", "key_id", "follow_tolerance_pct", "sites"}  # fmt: skip
+        "expiry_margin_s", "key_id", "follow_tolerance_pct", "refine_passes", "sites"}  # fmt: skip
 
 
 def _name(c: Checker, t: Mapping[str, Any], where: str, key: str, default: Any = None) -> str | None:
@@ -248,6 +250,7 @@ def parse_dispatch(c: Checker, raw: Mapping[str, Any]) -> DispatchConfig | None:
     margin_s = c.get(raw, w, "expiry_margin_s", "number", 120.0, lo=0, hi=3600)
     key_id = c.get(raw, w, "key_id", "string", None)
     tol = c.get(raw, w, "follow_tolerance_pct", "number", 10.0, lo=0, hi=1000)
+    passes = c.get(raw, w, "refine_passes", "integer", 1, lo=0, hi=3)
     if v_min is not None and v_max is not None and margin is not None and v_min + 2 * margin >= v_max - 0:
         c.fail("dispatch.margin_pu", margin, f"less than half of v_max_pu - v_min_pu ({(v_max - v_min) / 2:g})")
     sites: list[SiteSpec] = []
@@ -288,4 +291,5 @@ def parse_dispatch(c: Checker, raw: Mapping[str, Any]) -> DispatchConfig | None:
                           price=None if price is None else float(price), price_file=price_file,
                           loss_cost=float(costs["loss_cost"]), tap_wear_cost=float(costs["tap_wear_cost"]),
                           cap_wear_cost=float(costs["cap_wear_cost"]), cvr_factor=float(cvr),
-                          expiry_margin_s=float(margin_s), key_id=key_id, follow_tolerance_pct=float(tol))  # fmt: skip
+                          expiry_margin_s=float(margin_s), key_id=key_id, follow_tolerance_pct=float(tol),
+                          refine_passes=passes)  # fmt: skip

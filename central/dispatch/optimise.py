@@ -93,6 +93,7 @@ class Problem:
     cap_wear_cost: float = 0.0
     tap_wear_cost: float = 0.0
     cvr_factor: float = 0.7
+    base_taps: np.ndarray | None = None  # (T, R) where the regulators settled in each base case [pu]
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,16 +157,19 @@ def _linear_rows(p: Problem, lay: _Layout) -> tuple[np.ndarray, np.ndarray, np.n
     return av, ah, al
 
 
-def solve(p: Problem, *, time_limit_s: float = 30.0) -> Solution:
-    """The optimal schedule, or InfeasibleError saying which limit cannot be kept where."""
+def solve(p: Problem, *, time_limit_s: float = 30.0, fixed: tuple[np.ndarray, np.ndarray] | None = None) -> Solution:
+    """The optimal schedule, or InfeasibleError saying which limit cannot be kept where.
+
+    ``fixed``: the banks' states (T x K) and CVR (T) held as given: the rest is then a linear programme."""
     t0 = time.perf_counter()
-    sol = _solve(p, time_limit_s=time_limit_s, slack=False)
+    sol = _solve(p, time_limit_s=time_limit_s, slack=False, fixed=fixed)
     if sol is None:
         raise InfeasibleError(_diagnose(p, time_limit_s))
     return replace(sol, solve_s=time.perf_counter() - t0)
 
 
-def _solve(p: Problem, *, time_limit_s: float, slack: bool) -> Solution | None:
+def _solve(p: Problem, *, time_limit_s: float, slack: bool,
+           fixed: tuple[np.ndarray, np.ndarray] | None = None) -> Solution | None:  # fmt: skip
     T, n_i, n_k = len(p.starts), len(p.inverters), len(p.banks)
     lay = _Layout(n_i, n_k, p.cvr)
     n_x = T * lay.n
@@ -219,6 +223,10 @@ def _solve(p: Problem, *, time_limit_s: float, slack: bool) -> Solution | None:
             ub[o + lay.b] = 1
             ub[o + lay.w] = 1
             integrality[o + lay.b] = 1
+        if fixed is not None:
+            lb[o + lay.s] = ub[o + lay.s] = fixed[0][t]
+            if p.cvr:
+                lb[o + lay.b] = ub[o + lay.b] = float(fixed[1][t])
 
     cons: list[LinearConstraint] = []
     eye = sp.identity(T, format="csr")
@@ -231,11 +239,17 @@ def _solve(p: Problem, *, time_limit_s: float, slack: bool) -> Solution | None:
         rows = np.arange(a.shape[0])
         return a + sp.csr_matrix((np.full(len(rows), sign), (rows, cols)), shape=a.shape)
 
-    # voltage limits, one row per node per interval
+    # voltage limits, one row per node per interval; a row no choice of the controls within their bounds could
+    # push past its limit is left out (most of them: HiGHS then solves a far smaller problem)
     n_v = len(p.nodes)
-    a_v = sp.kron(eye, sp.csr_matrix(av), format="csr")
-    base = (p.v0 - cap_v0).ravel()
-    t_of_row = np.repeat(np.arange(T), n_v)
+    ub_t = ub[:n_x].reshape(T, lay.n)
+    base_tn = p.v0 - cap_v0
+    reach_hi = base_tn + ub_t @ np.maximum(av, 0).T
+    reach_lo = base_tn + ub_t @ np.minimum(av, 0).T
+    keep = ((reach_hi > p.v_hi - 1e-9) | (reach_lo < p.v_lo + 1e-9)).ravel()
+    a_v = sp.kron(eye, sp.csr_matrix(av), format="csr")[keep]
+    base = base_tn.ravel()[keep]
+    t_of_row = np.repeat(np.arange(T), n_v)[keep]
     if slack:
         cons.append(LinearConstraint(with_slack(a_v, n_x + 3 * t_of_row, -1.0), -np.inf, p.v_hi - base))
         cons.append(LinearConstraint(with_slack(a_v, n_x + 3 * t_of_row + 1, 1.0), p.v_lo - base, np.inf))
@@ -315,7 +329,7 @@ def _solve(p: Problem, *, time_limit_s: float, slack: bool) -> Solution | None:
         switching(np.array([lay.b]), np.array([lay.w]), 0.0)
 
     res = milp(cost, integrality=integrality, bounds=Bounds(lb, ub), constraints=cons,
-               options={"time_limit": time_limit_s, "mip_rel_gap": 1e-6, "disp": False})  # fmt: skip
+               options={"time_limit": time_limit_s, "mip_rel_gap": 1e-4, "disp": False})  # fmt: skip
     if res.x is None:
         if res.status == 2 or "infeasible" in str(res.message).lower():
             return None

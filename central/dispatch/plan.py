@@ -10,14 +10,14 @@ the voltage and reverse-power limits bind), with the taps held where the regulat
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from central.dispatch.config import TAP_STEP_V, DispatchConfig
 from central.dispatch.inputs import Forecast
 from central.dispatch.network import NetworkModel
-from central.dispatch.optimise import Bank, Device, Problem, Solution, banks_max_ops
+from central.dispatch.optimise import Bank, Device, InfeasibleError, Problem, Solution, banks_max_ops, solve
 
 
 def network_for(cfg: DispatchConfig) -> NetworkModel:
@@ -41,9 +41,10 @@ def build_problem(cfg: DispatchConfig, model: NetworkModel, forecast: Forecast, 
         initial.append(model_state if c.initial == "model" else c.initial == "closed")
     T = len(forecast.starts)
     v0, h0, l0 = np.zeros((T, len(model.nodes))), np.zeros(T), np.zeros(T)
+    taps = np.zeros((T, len(model.regulators)))
     for t in range(T):
         case = model.solve(float(forecast.load_kw[t]), float(forecast.load_kvar[t]), avail[t], None, initial)
-        v0[t], h0[t], l0[t] = case.v_pu, case.head_kw, case.losses_kw
+        v0[t], h0[t], l0[t], taps[t] = case.v_pu, case.head_kw, case.losses_kw, case.taps
     ref = int(np.argmax(forecast.pv_kw - forecast.load_kw))
     steps = cvr_steps(cfg)
     _, sens = model.sensitivities(float(forecast.load_kw[ref]), float(forecast.load_kvar[ref]), avail[ref], initial,
@@ -61,7 +62,7 @@ def build_problem(cfg: DispatchConfig, model: NetworkModel, forecast: Forecast, 
         taps_per_cvr_change=float(steps * len(model.regulators)),
         v_lo=cfg.v_min_pu + cfg.margin_pu, v_hi=cfg.v_max_pu - cfg.margin_pu, reverse_power_kw=cfg.reverse_power_kw,
         loss_cost=cfg.loss_cost, cap_wear_cost=cfg.cap_wear_cost, tap_wear_cost=cfg.tap_wear_cost,
-        cvr_factor=cfg.cvr_factor,
+        cvr_factor=cfg.cvr_factor, base_taps=taps,
     )  # fmt: skip
 
 
@@ -77,12 +78,29 @@ def resolve(
     v, head = np.zeros_like(p.v0), np.zeros(len(p.starts))
     for t in range(len(p.starts)):
         load, kvar = float(forecast.load_kw[t]), float(forecast.load_kvar[t])
-        base = model.solve(load, kvar, p.avail_kw[t], None, initial)
-        taps = model.lowered(base.taps, steps) if p.cvr and sol.cvr_on[t] else base.taps
+        settled = tuple(p.base_taps[t]) if p.base_taps is not None else model.solve(load, kvar, p.avail_kw[t], None,
+                                                                                     initial).taps  # fmt: skip
+        taps = model.lowered(settled, steps) if p.cvr and sol.cvr_on[t] else settled
         case = model.solve(load, kvar, p.avail_kw[t] - sol.curtail_kw[t], sol.q_kvar[t], list(sol.cap_closed[t]), taps)
         cvr_load = p.cvr_factor * p.cvr_drop_frac * p.load_kw[t] if p.cvr and sol.cvr_on[t] else 0.0
         v[t], head[t] = case.v_pu, case.head_kw - cvr_load
     return v, head
+
+
+def refine(cfg: DispatchConfig, model: NetworkModel, forecast: Forecast, sol: Solution,
+           passes: int = 1) -> Solution:  # fmt: skip
+    """Correct the linear model where it missed: re-solve the schedule in full, add each interval's error (voltage
+    per node, head) to its base case, and solve again with the banks and CVR held as they were (a linear programme,
+    quick). The linear model is then exact at the previous optimum; the new optimum is near it."""
+    for _ in range(passes):
+        v, head = resolve(cfg, model, forecast, sol)
+        p = sol.problem
+        corrected = replace(p, v0=p.v0 + (v - sol.v_pred), h0=p.h0 + (head - sol.head_kw))
+        try:
+            sol = solve(corrected, fixed=(sol.cap_closed, sol.cvr_on))
+        except InfeasibleError:  # the held banks and CVR cannot keep the corrected limits: choose them again
+            sol = solve(corrected)
+    return sol
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,4 +152,4 @@ def schedule(cfg: DispatchConfig, sol: Solution) -> list[Step]:
     return out
 
 
-__all__ = ["Step", "build_problem", "cvr_steps", "network_for", "resolve", "schedule"]
+__all__ = ["Step", "build_problem", "cvr_steps", "network_for", "refine", "resolve", "schedule"]
