@@ -39,6 +39,7 @@ DEFAULT: tuple[tuple[str, str], ...] = (
     ("metering.py", "CPU of meter reads"),
     ("commands.py", "command verification and round trip against bare MQTT"),
     ("settlement.py", "a month's settlement against plain SQL floors"),
+    ("dispatch.py", "a 96-interval dispatch solve against the no-dispatch baseline"),
     ("control_loop.py", "one control decision cycle"),
     ("bench_steps.py", "bench steps against the bare OpenDSS solve"),
     ("waveforms.py", "waveform capture and COMTRADE against python-comtrade"),

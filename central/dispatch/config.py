@@ -8,7 +8,7 @@ feeder = "ieee13"               # the feeder's name in the forecasts table
 interval_s = 900                # 300 or 900
 horizon_intervals = 96          # 1..576
 monitor = ["632", "671", "675"] # buses whose every phase is held within the limits (default: all but the source)
-v_min_pu = 0.95                 # ANSI C84.1-2020 Table 1, Range A service voltage: 0.95..1.05 pu
+v_min_pu = 0.95                 # ANSI C84.1-2016 Table 1, Range A service voltage: 0.95..1.05 pu
 v_max_pu = 1.05
 margin_pu = 0.01                # kept inside the limits for the linearisation's error
 reverse_power_kw = 0.0          # the head may export at most this [kW]; absent: no limit
@@ -44,7 +44,7 @@ from protocols.telemetry.schema import valid_site
 # IEEE 1547-2018 clause 5.2, Table 7: the minimum reactive power a DER of each normal operating performance
 # category can inject and absorb, as a fraction of its nameplate apparent power (Cat A 44 % / 25 %, Cat B 44 % / 44 %).
 REACTIVE_CAPABILITY = {"A": (0.44, 0.25), "B": (0.44, 0.44)}
-# ANSI C84.1-2020 Table 1, Range A, service voltage: 114..126 V on 120 V, i.e. 0.95..1.05 pu.
+# ANSI C84.1-2016 Table 1, Range A, service voltage: 114..126 V on 120 V, i.e. 0.95..1.05 pu.
 RANGE_A_PU = (0.95, 1.05)
 TAP_STEP_V = 0.75  # one step of a 32-step +-10 % regulator on its 120 V base (0.625 % of 120 V)
 

@@ -14,7 +14,7 @@ and no vars, banks as they start, no CVR) with the sensitivities of central/disp
 
 minimise   sum_t dt [price(t) head(t) + loss_cost loss(t) + eps (qp + qn)]
          + cap_wear_cost sum u + tap_wear_cost taps_per_cvr_change sum w
-subject to v_min + margin <= V(t) <= v_max - margin        (ANSI C84.1-2020 Table 1, Range A, service voltage)
+subject to v_min + margin <= V(t) <= v_max - margin        (ANSI C84.1-2016 Table 1, Range A, service voltage)
            head(t) >= -reverse_power_kw
            0 <= c <= max(0, avail - p_limit_min), 0 <= qp <= q_inject, 0 <= qn <= q_absorb   (IEEE 1547-2018 5.2)
            (avail - c) cos(a) + (qp + qn) sin(a) <= S cos(pi/16), a in {22.5, 45, 67.5} deg (the S circle, inside)
