@@ -123,3 +123,45 @@ async def test_a_schedule_reaches_the_agent_and_a_lost_site_falls_back_and_is_re
                 await t
         for st in stores:
             st.close()
+
+
+def test_once_reads_the_forecasts_table_stores_the_schedule_and_records_unanswered_commands(
+    tmp_path: Path, broker, capsys: pytest.CaptureFixture
+) -> None:
+    """`central dispatch --once` with no agent behind the broker: the forecasts come from central's table (the
+    forecasting's schema), the horizon's energy goes to settlement's schedules (source dispatch), the interval's
+    command is signed, recorded and published, and with no result it exits 1 naming it."""
+    import sqlite3
+
+    from central.cli import main
+    from protocols.telemetry.commands import generate_key, private_pem, public_text
+
+    keys = tmp_path / "agent" / "keys"
+    keys.mkdir(parents=True)
+    (keys / "dispatch-1.key").write_bytes(private_pem(generate_key()))
+    (keys / "agent.pub").write_text(public_text(generate_key().public_key()))
+    conf = central_toml(tmp_path, broker.port)
+    conf.write_text(conf.read_text() + 'meters = [{meter = "pv-m", channel = "kwh_received", measures = "pv675"}]\n')
+    now = time.time()
+    start = int(now // 300) * 300
+    db = sqlite3.connect(tmp_path / "central.db")
+    db.execute("CREATE TABLE forecasts (feeder TEXT, kind TEXT, horizon TEXT, issued INTEGER, start INTEGER, end_ts "
+               "INTEGER, p10 REAL, p50 REAL, p90 REAL, unit TEXT, model TEXT, PRIMARY KEY (feeder, kind, horizon, "
+               "issued, start))")  # fmt: skip
+    for kind, unit, p50 in (("load_p", "kW", 1500.0), ("load_q", "kvar", 700.0), ("pv", "kW", 1000.0)):
+        db.execute("INSERT INTO forecasts VALUES ('ieee13', ?, 'intraday', ?, ?, ?, 0, ?, 0, ?, 'test')",
+                   (kind, int(now) - 60, start, start + 3600, p50, unit))  # fmt: skip
+    db.commit()
+    rc = main(["dispatch", "--config", str(conf), "--once", "--timeout", "0.5"])
+    got = capsys.readouterr()
+    out = got.out
+    assert rc == 1, got.err[-2000:]
+    assert "sent 1 command(s): 0 applied; bench-site/pv675 der.setpoint sent" in out
+    rows = db.execute("SELECT start, energy, source FROM schedules WHERE meter = 'pv-m' ORDER BY start").fetchall()
+    # 1000 kW of PV, nothing to curtail at 0.10 / kWh: 1000 kW x 5 min = 83.33 kWh in each of the two intervals
+    # (from the interval the CLI ran in: this one, or the next if a boundary passed in between)
+    assert rows[0][0] in (start, start + 300) and [r[0] - rows[0][0] for r in rows] == [0, 300]
+    assert [(e, src) for _, e, src in rows] == [(pytest.approx(83.333, abs=0.01), "dispatch")] * 2
+    (status, kind, body) = db.execute("SELECT status, kind, message FROM commands").fetchone()
+    assert (status, kind) == ("sent", "der.setpoint") and '\\"p_limit_pct\\":100' in body
+    db.close()

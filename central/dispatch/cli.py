@@ -43,9 +43,9 @@ from central.dispatch.network import NetworkError, NetworkModel
 from central.dispatch.optimise import InfeasibleError, Solution, evaluate, solve
 from central.dispatch.plan import Step, build_problem, network_for, refine, schedule
 from central.dispatch.send import DispatchSendError, dispatch_key, send_step, write_schedules
-from central.dispatch.status import following, status_table
+from central.dispatch.status import SiteFollowing, following, status_table
 from central.settlement.data import connect
-from central.store import CentralStoreError, open_store
+from central.store import CentralStoreError, Store, open_store
 from protocols.eventlog import EventLog, setup_logging
 from protocols.mqtt.session import MqttSession
 
@@ -182,7 +182,7 @@ async def _run(args: argparse.Namespace, config: CentralConfig, cfg: DispatchCon
                key_id: str, now: float | None) -> int:  # fmt: skip
     store = open_store(config.store_target)
     assert config.db_path is not None
-    db = connect(config.db_path)
+    db_path = config.db_path
     session = MqttSession(config.broker.session_config(client_id=f"{config.broker.client_id}-dispatch-{uuid.uuid4().hex[:8]}",
                                                        backoff_max_s=min(config.backoff_max_s, 1.0)))  # fmt: skip
     issuer = CommandIssuer(config.commands, store, session)
@@ -196,14 +196,14 @@ async def _run(args: argparse.Namespace, config: CentralConfig, cfg: DispatchCon
             loop.add_signal_handler(sig, stop.set)
     timeout = config.commands.result_timeout_s if args.timeout is None else args.timeout
     try:
-        await asyncio.wait_for(session.connected.wait(), timeout)
+        await asyncio.wait_for(session.connected.wait(), max(timeout, 10.0))
         while True:
-            outs = await dispatch_interval(cfg, config, model, args, issuer, db, key_id, now, timeout)
+            outs = await dispatch_interval(cfg, config, model, args, issuer, db_path, key_id, now, timeout)
             bad = [o for o in outs if o.status != "applied"]
             print(f"{_iso(time.time())} sent {len(outs)} command(s): {len(outs) - len(bad)} applied"
                   + "".join(f"; {o.command.audience}/{o.command.target} {o.command.kind} {o.status}"
                             f"{' ' + o.reason if o.reason else ''}" for o in bad), flush=True)  # fmt: skip
-            rows = await asyncio.to_thread(following, cfg, store, db, key_id, time.time(), args.window)
+            rows = await asyncio.to_thread(_following, cfg, store, db_path, key_id, time.time(), args.window)
             print(status_table(rows), flush=True)
             if args.once:
                 return EXIT_NOT_OK if bad else EXIT_OK
@@ -222,18 +222,34 @@ async def _run(args: argparse.Namespace, config: CentralConfig, cfg: DispatchCon
         with contextlib.suppress(asyncio.CancelledError):
             await task
         store.close()
-        db.close()
 
 
 async def dispatch_interval(cfg: DispatchConfig, config: CentralConfig, model: NetworkModel, args: argparse.Namespace,
-                            issuer: CommandIssuer, db: sqlite3.Connection, key_id: str, now: float | None,
+                            issuer: CommandIssuer, db_path: Path, key_id: str, now: float | None,
                             timeout_s: float) -> list[Outcome]:  # fmt: skip
     """One round: solve from the current interval, store the horizon's scheduled energy, send the current
     interval's commands."""
     steps, _, _ = await asyncio.to_thread(plan_once, cfg, config, model, args, now)
     first = [s for s in steps if s.start == steps[0].start]
-    await asyncio.to_thread(write_schedules, db, cfg, steps, time.time())
+    await asyncio.to_thread(_write_schedules, db_path, cfg, steps)
     return await send_step(issuer, first, cfg.expiry_margin_s, key_id, timeout_s)
+
+
+def _write_schedules(db_path: Path, cfg: DispatchConfig, steps: Sequence[Step]) -> int:
+    db = connect(db_path)  # a connection of the worker thread's own
+    try:
+        return write_schedules(db, cfg, steps, time.time())
+    finally:
+        db.close()
+
+
+def _following(cfg: DispatchConfig, store: Store, db_path: Path, key_id: str, now: float,
+               window_s: float) -> list[SiteFollowing]:  # fmt: skip
+    db = connect(db_path)
+    try:
+        return following(cfg, store, db, key_id, now, window_s)
+    finally:
+        db.close()
 
 
 def _status(args: argparse.Namespace, config: CentralConfig, cfg: DispatchConfig) -> int:
