@@ -67,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     lst.add_argument("--json", action="store_true", help="print a JSON array")
     add_settlement_parsers(sub)
     add_dispatch_parsers(sub)
+    chk = sub.add_parser("check-config", help="validate central's configuration and list every error (exit 2)")
+    chk.add_argument("--config", required=True, help="central TOML file")
     return p
 
 
@@ -108,6 +110,13 @@ def main(argv: list[str]) -> int:
                 log.error("central_failed", error=repr(leaf))
             return 3
         log.info("central_stopped")
+        return 0
+    if args.command == "check-config":  # every error was reported (exit 2) while the file was read
+        d = config.dispatch
+        print(
+            f"{args.config}: ok — store {config.store_name}, {len(config.commands.keys)} signing key(s), "
+            + ("no [dispatch]" if d is None else f"dispatch of {len(d.sites)} site(s) on {d.network.name}")
+        )
         return 0
     if args.command == "command":
         return _command(args, config)

@@ -367,3 +367,19 @@ def test_the_dry_run_prints_the_schedule_and_sends_nothing(tmp_path: Path, capsy
     (tmp_path / "plain.toml").write_text('[broker]\nurl = "mqtt://127.0.0.1:1"\n[store]\ndb = "central.db"\n')
     assert main(["dispatch", "--config", str(tmp_path / "plain.toml"), "--dry-run"]) == 2
     assert "no [dispatch] section" in capsys.readouterr().err
+
+
+def test_central_check_config_names_a_bad_dispatch_key(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from central.cli import main
+
+    (tmp_path / "one.dss").write_text(ONE_BUS)
+    conf = tmp_path / "central.toml"
+    text = ('[broker]\nurl = "mqtt://127.0.0.1:1"\n[store]\ndb = "central.db"\n[dispatch]\nnetwork = "one.dss"\n'
+            'feeder = "one"\nprice = 0.1\n[[dispatch.sites]]\nsite = "site-1"\n'
+            'inverters = [{device = "pv", kva = 100}]\n')  # fmt: skip
+    conf.write_text(text)
+    assert main(["check-config", "--config", str(conf)]) == 0
+    assert "ok — store" in capsys.readouterr().out
+    conf.write_text(text.replace("price = 0.1", "price = 0.1\nmargin_pu = 0.5"))
+    assert main(["check-config", "--config", str(conf)]) == 2
+    assert "dispatch.margin_pu = 0.5: must be in 0..0.05" in capsys.readouterr().err
