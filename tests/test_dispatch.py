@@ -203,7 +203,9 @@ def test_each_interval_becomes_commands_that_hold_until_its_end_plus_the_margin(
         ("der.setpoint", "pv", {"p_limit_pct": 20.0, "var_pct": 0.0, "until": float(T0 + 1800 + 120)})
     ]
     reg = SiteSpec("s", capbanks=(CapbankSpec("cap", "cap675"),), regulator=RegulatorSpec("reg", 122, 3, 118))
-    step = steps[0].__class__("s", T0, T0 + 900, {}, {}, {}, {"cap": False}, True, 119.0, 1, 1, 0, 0, "reg")
+    step = steps[0].__class__("s", T0, T0 + 900, {}, {}, {}, {"cap": False, "cap2": True}, {"cap": True, "cap2": True},
+                              True, 119.0, 1, 1, 0, 0, "reg")  # fmt: skip
+    # cap is switched open in this interval; cap2 stays closed: no command (the site refuses a move to where it is)
     assert [(c.kind, c.target, c.body) for c in commands_for(step, 60)] == [
         ("capbank.open", "cap", {"until": T0 + 960.0}),
         ("regulator.band_center", "reg", {"volts": 119.0, "until": T0 + 960.0}),

@@ -106,11 +106,12 @@ def dispatch_command(args: argparse.Namespace, config: CentralConfig) -> int:
 
 
 def plan_once(cfg: DispatchConfig, config: CentralConfig, model: NetworkModel, args: argparse.Namespace,
-              now: float | None) -> tuple[list[Step], Solution, Solution]:  # fmt: skip
+              now: float | None, banks_now: dict[str, bool] | None = None
+              ) -> tuple[list[Step], Solution, Solution]:  # fmt: skip
     """Read the inputs, solve, and return the schedule with its solution and the no-dispatch baseline."""
     forecast = read_forecast(cfg, config, args, now)
     price = read_prices(cfg, args, forecast.starts)
-    problem = build_problem(cfg, model, forecast, price)
+    problem = build_problem(cfg, model, forecast, price, banks_now)
     t0 = time.perf_counter()
     sol = refine(cfg, model, forecast, solve(problem), cfg.refine_passes)
     sol = replace(sol, solve_s=time.perf_counter() - t0)
@@ -197,8 +198,9 @@ async def _run(args: argparse.Namespace, config: CentralConfig, cfg: DispatchCon
     timeout = config.commands.result_timeout_s if args.timeout is None else args.timeout
     try:
         await asyncio.wait_for(session.connected.wait(), max(timeout, 10.0))
+        banks: dict[str, bool] = {}  # each bank where the last round left it, as far as central knows
         while True:
-            outs = await dispatch_interval(cfg, config, model, args, issuer, db_path, key_id, now, timeout)
+            outs = await dispatch_interval(cfg, config, model, args, issuer, db_path, key_id, now, timeout, banks)
             bad = [o for o in outs if o.status != "applied"]
             print(f"{_iso(time.time())} sent {len(outs)} command(s): {len(outs) - len(bad)} applied"
                   + "".join(f"; {o.command.audience}/{o.command.target} {o.command.kind} {o.status}"
@@ -226,13 +228,20 @@ async def _run(args: argparse.Namespace, config: CentralConfig, cfg: DispatchCon
 
 async def dispatch_interval(cfg: DispatchConfig, config: CentralConfig, model: NetworkModel, args: argparse.Namespace,
                             issuer: CommandIssuer, db_path: Path, key_id: str, now: float | None,
-                            timeout_s: float) -> list[Outcome]:  # fmt: skip
+                            timeout_s: float, banks: dict[str, bool]) -> list[Outcome]:  # fmt: skip
     """One round: solve from the current interval, store the horizon's scheduled energy, send the current
-    interval's commands."""
-    steps, _, _ = await asyncio.to_thread(plan_once, cfg, config, model, args, now)
+    interval's commands. ``banks`` (each bank's state as the last round left it) is read and updated: a bank
+    moves only when its switch was applied."""
+    steps, _, _ = await asyncio.to_thread(plan_once, cfg, config, model, args, now, dict(banks) or None)
     first = [s for s in steps if s.start == steps[0].start]
     await asyncio.to_thread(_write_schedules, db_path, cfg, steps)
-    return await send_step(issuer, first, cfg.expiry_margin_s, key_id, timeout_s)
+    outs = await send_step(issuer, first, cfg.expiry_margin_s, key_id, timeout_s)
+    for s in first:
+        banks.update(s.cap_before)
+    for o in outs:
+        if o.status == "applied" and o.command.kind in ("capbank.open", "capbank.close"):
+            banks[o.command.target] = o.command.kind == "capbank.close"
+    return outs
 
 
 def _write_schedules(db_path: Path, cfg: DispatchConfig, steps: Sequence[Step]) -> int:

@@ -30,15 +30,20 @@ def cvr_steps(cfg: DispatchConfig) -> int:
     return 0 if reg is None else round(reg[1].cvr_drop_v / TAP_STEP_V)
 
 
-def build_problem(cfg: DispatchConfig, model: NetworkModel, forecast: Forecast, price: np.ndarray) -> Problem:
-    """The linearised dispatch problem over the forecast's intervals."""
+def build_problem(cfg: DispatchConfig, model: NetworkModel, forecast: Forecast, price: np.ndarray,
+                  banks_now: dict[str, bool] | None = None) -> Problem:  # fmt: skip
+    """The linearised dispatch problem over the forecast's intervals. ``banks_now``: each bank's state before the
+    first interval where central knows it (the previous round's schedule), else its ``initial``."""
     invs = [i for _, i in cfg.inverters]
     rated = np.array([i.kw for i in invs])
     share = rated / rated.sum() if rated.size else rated
     avail = np.minimum(np.outer(forecast.pv_kw, share), rated) if rated.size else np.zeros((len(forecast.starts), 0))
     initial = []
     for (_, c), model_state in zip(cfg.capbanks, model.cap_model_state, strict=True):
-        initial.append(model_state if c.initial == "model" else c.initial == "closed")
+        if banks_now is not None and c.device in banks_now:
+            initial.append(banks_now[c.device])
+        else:
+            initial.append(model_state if c.initial == "model" else c.initial == "closed")
     T = len(forecast.starts)
     v0, h0, l0 = np.zeros((T, len(model.nodes))), np.zeros(T), np.zeros(T)
     taps = np.zeros((T, len(model.regulators)))
@@ -114,6 +119,7 @@ class Step:
     var_pct: dict[str, float]  # inverter -> % of nameplate VA, + injecting
     p_out_kw: dict[str, float]
     cap_closed: dict[str, bool]
+    cap_before: dict[str, bool]  # each bank's state in the interval before (the first: its state at the start)
     cvr_on: bool | None  # None: the site has no regulator
     band_center_v: float | None
     v_min_pu: float
@@ -142,11 +148,13 @@ def schedule(cfg: DispatchConfig, sol: Solution) -> list[Step]:
                 var[inv.device] = round(float(sol.q_kvar[t, n]) / inv.kva * 100, 2) + 0.0
                 pout[inv.device] = round(out_kw, 3)
             caps = {c.device: bool(sol.cap_closed[t, cap_index[c.device]]) for c in s.capbanks}
+            before = {c.device: bool(sol.cap_closed[t - 1, cap_index[c.device]]) if t
+                      else p.banks[cap_index[c.device]].initial for c in s.capbanks}  # fmt: skip
             cvr = bool(sol.cvr_on[t]) if s.regulator is not None and p.cvr else None
             band = None
             if s.regulator is not None:
                 band = s.regulator.band_center_v - (s.regulator.cvr_drop_v if cvr else 0.0)
-            out.append(Step(s.site, int(start), int(start) + p.interval_s, lim, var, pout, caps, cvr, band,
+            out.append(Step(s.site, int(start), int(start) + p.interval_s, lim, var, pout, caps, before, cvr, band,
                             float(sol.v_pred[t].min()), float(sol.v_pred[t].max()), float(sol.cost[t]),
                             float(sol.head_kw[t]), s.regulator.device if s.regulator else None))  # fmt: skip
     return out

@@ -6,7 +6,8 @@ signed with central's dispatch key through central's command issuer (recorded in
 verified with the site's agent key):
 
 - ``der.setpoint`` per inverter: ``p_limit_pct`` and ``var_pct``;
-- ``capbank.close`` / ``capbank.open`` per bank;
+- ``capbank.close`` / ``capbank.open`` for a bank the schedule switches in that interval (the site refuses to move a
+  bank to where it already is);
 - ``regulator.band_center`` with the lowered band centre, in the intervals CVR is on (none otherwise: the regulator
   stays with its own control).
 
@@ -71,8 +72,9 @@ def commands_for(step: Step, margin_s: float) -> list[PlannedCommand]:
     out = [PlannedCommand(step.site, "der.setpoint", dev,
                           {"p_limit_pct": step.p_limit_pct[dev], "var_pct": step.var_pct[dev], "until": until})
            for dev in step.p_limit_pct]  # fmt: skip
-    for dev, closed in step.cap_closed.items():
-        out.append(PlannedCommand(step.site, "capbank.close" if closed else "capbank.open", dev, {"until": until}))
+    for dev, closed in step.cap_closed.items():  # only a switch: the site refuses to move a bank where it is
+        if closed != step.cap_before.get(dev):
+            out.append(PlannedCommand(step.site, "capbank.close" if closed else "capbank.open", dev, {"until": until}))
     if step.cvr_on and step.band_center_v is not None:
         reg = step.regulator_device
         out.append(PlannedCommand(step.site, "regulator.band_center", reg, {"volts": step.band_center_v,
