@@ -385,3 +385,25 @@ def test_central_check_config_names_a_bad_dispatch_key(tmp_path: Path, capsys: p
     conf.write_text(text.replace("price = 0.1", "price = 0.1\nmargin_pu = 0.5"))
     assert main(["check-config", "--config", str(conf)]) == 2
     assert "dispatch.margin_pu = 0.5: must be in 0..0.05" in capsys.readouterr().err
+
+
+def test_a_reverse_power_limit_no_curtailment_can_keep_is_named_and_the_dry_run_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The site takes no limit below 100 %: 100 kW of PV into a 40 kW load exports 60 kW, past a 20 kW limit."""
+    cfg = one_bus(tmp_path, p_min=100.0, reverse_power_kw=20.0)
+    with pytest.raises(InfeasibleError, match=r"reverse power over reverse_power_kw = 20 kW in 2 interval\(s\): worst "
+                                              r"at .*, 60\.0 kW exported"):  # fmt: skip
+        solve(build_problem(cfg, network_for(cfg), fc(2, 40, 100), np.array([0.1, 0.1])))
+    from central.cli import main
+
+    (tmp_path / "central.toml").write_text(
+        '[broker]\nurl = "mqtt://127.0.0.1:1"\n[store]\ndb = "central.db"\n[dispatch]\nnetwork = "one.dss"\n'
+        'feeder = "one"\nprice = 0.1\nhorizon_intervals = 2\nreverse_power_kw = 20\n[[dispatch.sites]]\n'
+        'site = "site-1"\ninverters = [{device = "pv", kva = 100, p_limit_min_pct = 100}]\n'
+    )
+    (tmp_path / "f.csv").write_text(f"start,load_kw,load_kvar,pv_kw\n{T0},40,0,100\n{T0 + 900},40,0,100\n")
+    rc = main(
+        ["dispatch", "--config", str(tmp_path / "central.toml"), "--dry-run", "--forecast", str(tmp_path / "f.csv")]
+    )
+    assert rc == 1 and "no schedule keeps every limit: reverse power" in capsys.readouterr().err
