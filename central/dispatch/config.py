@@ -251,7 +251,7 @@ def parse_dispatch(c: Checker, raw: Mapping[str, Any]) -> DispatchConfig | None:
     key_id = c.get(raw, w, "key_id", "string", None)
     tol = c.get(raw, w, "follow_tolerance_pct", "number", 10.0, lo=0, hi=1000)
     passes = c.get(raw, w, "refine_passes", "integer", 1, lo=0, hi=3)
-    if v_min is not None and v_max is not None and margin is not None and v_min + 2 * margin >= v_max - 0:
+    if v_min is not None and v_max is not None and margin is not None and v_min + 2 * margin >= v_max:
         c.fail("dispatch.margin_pu", margin, f"less than half of v_max_pu - v_min_pu ({(v_max - v_min) / 2:g})")
     sites: list[SiteSpec] = []
     seen_sites: set[str] = set()

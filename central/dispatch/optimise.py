@@ -299,7 +299,9 @@ def _solve(p: Problem, *, time_limit_s: float, slack: bool,
 
     # switching indicators and the banks' operation budgets; CVR switching
     def switching(state: np.ndarray, ind: np.ndarray, initial: float) -> None:
-        rows, cols, vals, lo_a, lo_b = [], [], [], [], []
+        rows: list[int] = []
+        cols: list[int] = []
+        vals: list[float] = []
         for t in range(T):
             o = t * lay.n
             for j, (sc, ic) in enumerate(zip(state, ind, strict=True)):
@@ -315,11 +317,10 @@ def _solve(p: Problem, *, time_limit_s: float, slack: bool,
         a_plus = sp.csr_matrix((vals, (rows, cols)), shape=(m, n_x))  # u - s(t) + s(t-1)
         vals_b = [v if c % lay.n in ind else -v for v, c in zip(vals, cols, strict=True)]
         a_minus = sp.csr_matrix((vals_b, (rows, cols)), shape=(m, n_x))  # u + s(t) - s(t-1)
-        init = np.zeros(m)
+        init = np.zeros(m)  # s(-1): the state before the first interval, a constant on the right-hand side
         init[: len(state)] = initial
-        lo_a, lo_b = -init, init
-        cons.append(LinearConstraint(with_slack(a_plus, None, 0), lo_a, np.inf))
-        cons.append(LinearConstraint(with_slack(a_minus, None, 0), lo_b, np.inf))
+        cons.append(LinearConstraint(with_slack(a_plus, None, 0), -init, np.inf))
+        cons.append(LinearConstraint(with_slack(a_minus, None, 0), init, np.inf))
 
     for k, bank in enumerate(p.banks):
         switching(lay.s[k : k + 1], lay.u[k : k + 1], float(bank.initial))
