@@ -43,6 +43,7 @@ DEFAULT: tuple[tuple[str, str], ...] = (
     ("control_loop.py", "one control decision cycle"),
     ("bench_steps.py", "bench steps against the bare OpenDSS solve"),
     ("waveforms.py", "waveform capture and COMTRADE against python-comtrade"),
+    ("dispatch.py", "a 96-interval dispatch solve against the no-dispatch baseline"),
 )
 
 # The day-long runs: only with --all (hours each). metering_judge.py reads what metering_day.py wrote.
