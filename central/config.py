@@ -34,6 +34,7 @@ agent_key = "base64..."         # or agent_key_file = "keys/site-a-agent.pub"
 listen = "127.0.0.1:9109"
 
 [settlement]                    # optional: VEE, feeders to reconcile, NMIs (central/settlement/config.py)
+[dispatch]                      # optional: schedules from forecasts and the network model (central/dispatch/config.py)
 ```
 
 Keys are held with ``repr=False``: no repr, log line or status shows them (a public key is no secret, but one
@@ -51,6 +52,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from central.dispatch.config import DispatchConfig, parse_dispatch
 from central.settlement.config import SettlementConfig, parse_settlement
 from protocols.configcheck import Checker, ConfigError, ConfigIssue
 from protocols.metrics import MetricsConfig, parse_metrics
@@ -114,6 +116,7 @@ class CentralConfig:
     commands: CommandsConfig = field(default_factory=CommandsConfig)
     settlement: SettlementConfig = field(default_factory=SettlementConfig)  # docs/settlement.md
     metrics: MetricsConfig | None = None  # [metrics] (docs/metrics.md); None: no Prometheus endpoint
+    dispatch: DispatchConfig | None = None  # [dispatch] (docs/dispatch.md); None: no dispatch configured
     store_url: str | None = field(default=None, repr=False)  # postgresql://...: may carry a password
 
     @property
@@ -133,7 +136,7 @@ class CentralConfig:
 def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     """Validate an already-parsed TOML document; relative paths resolve against ``source``'s folder."""
     c = Checker(source.parent)
-    c.unknown(raw, "", {"broker", "store", "ingest", "commands", "settlement", "metrics"})
+    c.unknown(raw, "", {"broker", "store", "ingest", "commands", "settlement", "metrics", "dispatch"})
     broker_raw, store, ingest = (c.get(raw, "", name, "table", {}) or {} for name in ("broker", "store", "ingest"))
     c.unknown(store, "store", {"db", "url"})
     c.unknown(ingest, "ingest", {"group", "status_file", "ack_interval_s", "max_queue"})
@@ -154,12 +157,15 @@ def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     settlement = parse_settlement(c, c.get(raw, "", "settlement", "table", {}) or {})
     metrics_raw = c.get(raw, "", "metrics", "table", None)
     metrics = parse_metrics(c, metrics_raw) if metrics_raw is not None else None
+    dispatch_raw = c.get(raw, "", "dispatch", "table", None)
+    dispatch = parse_dispatch(c, dispatch_raw) if dispatch_raw is not None else None
     if c.issues:
         raise CentralConfigError(str(source), c.issues)
     assert (db is not None or url is not None) and broker is not None
     return CentralConfig(broker=broker, backoff_max_s=float(backoff_max), db_path=db, group=group, status_file=status,
                          ack_interval_s=float(interval), max_queue=max_queue, source=source,
-                         commands=commands, settlement=settlement, metrics=metrics, store_url=url)  # fmt: skip
+                         commands=commands, settlement=settlement, metrics=metrics, store_url=url,
+                         dispatch=dispatch)  # fmt: skip
 
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")

@@ -786,6 +786,15 @@ async def test_two_workers_share_the_subscription_and_store_each_message_once(
     store.close()
 
 
+def all_subscribed(status: Path, workers: int) -> bool:
+    """Every worker's session is up with the SUBACK of every filter (a message published now reaches one)."""
+    try:
+        doc = json.loads(status.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    return len(doc["workers"]) == workers and all(w["connects"] >= 1 for w in doc["workers"].values())
+
+
 def test_cli_run_in_a_process_stores_acks_and_stops_on_sigterm(broker, tmp_path: Path, target: Path | str) -> None:
     conf = tmp_path / "central.toml"
     conf.write_text(
@@ -801,8 +810,7 @@ def test_cli_run_in_a_process_stores_acks_and_stops_on_sigterm(broker, tmp_path:
         agent = Agent(broker.port)
         async with running_tasks(agent.session.run()):
             await asyncio.wait_for(agent.session.connected.wait(), 10)
-            await until(lambda: (tmp_path / "status.json").exists())
-            await asyncio.sleep(0.3)
+            await until(lambda: all_subscribed(tmp_path / "status.json", 2), timeout=30)
             await agent.send(batch(1))
             await until(lambda: agent.acks == [f"{SITE}-telemetry-1"])
 
