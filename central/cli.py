@@ -127,10 +127,6 @@ def main(argv: list[str]) -> int:
             print(f"gridedge central dispatch: {err}; install gridedge[dispatch]", file=sys.stderr)
             return 2
         return dispatch_command(args, config)
-    if args.command in ("intervals", "settle", "schedule") and config.store_url is not None:
-        print(f"gridedge central {args.command}: settlement reads central's SQLite store only; [store] url = "
-              f"{config.store_name} is PostgreSQL (docs/scale.md)", file=sys.stderr)  # fmt: skip
-        return 2
     if args.command == "intervals":
         return intervals_command(args, config)
     if args.command == "settle":

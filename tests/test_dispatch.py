@@ -215,6 +215,7 @@ def test_each_interval_becomes_commands_that_hold_until_its_end_plus_the_margin(
 
 def test_the_scheduled_energy_per_meter_is_what_settlement_reads(tmp_path: Path) -> None:
     from central.dispatch.config import MeterSpec
+    from central.settlement.db import open_settlement_db
     from central.settlement.schedules import scheduled, store_schedule
 
     cfg = one_bus(tmp_path)
@@ -229,9 +230,10 @@ def test_the_scheduled_energy_per_meter_is_what_settlement_reads(tmp_path: Path)
     assert got[("pv-m", T0)] == pytest.approx(25.0) and got[("pv-m", T0 + 900)] == pytest.approx(5.0)
     assert got[("head-m", T0)] == 0.0 and got[("head-m", T0 + 900)] == pytest.approx(5.0, abs=0.01)
     assert got[("head-x", T0)] == pytest.approx(15.0, abs=0.01) and got[("head-x", T0 + 900)] == 0.0
-    db = sqlite3.connect(tmp_path / "c.db")
+    db = open_settlement_db(tmp_path / "c.db")
     store_schedule(db, rows, "dispatch", 0.0)
     assert scheduled(db, "site-1", "pv-m", "kwh_received", np.array([T0, T0 + 900])).tolist() == [25.0, 5.0]
+    db.close()
 
 
 # ---- inputs ------------------------------------------------------------------------------------------------------

@@ -14,8 +14,9 @@ from central.cli import main
 from central.commands import CommandIssuer
 from central.config import load_central_config
 from central.dispatch.status import following
+from central.settlement.db import open_settlement_db
 from central.settlement.schedules import ScheduledInterval, store_schedule
-from central.store import SCHEMA, VerifiedResult, open_store
+from central.store import VerifiedResult, open_store
 from protocols.telemetry.commands import Result, generate_key, private_pem, public_text, read_result, sign_result
 
 T0 = 1_780_012_800  # 2026-05-29T00:00:00Z
@@ -94,20 +95,21 @@ def test_a_site_is_not_following_for_refused_expired_or_off_schedule_and_followi
 
     # metered energy against the schedule: 25 kWh scheduled per interval; metered 25, 23 (within 10 %), 10 (off),
     # and one interval without a value (not compared)
+    settlement = open_settlement_db(tmp_path / "central.db")  # central's and settlement's tables
+    store_schedule(settlement, [ScheduledInterval("site-a", "pv-m", "kwh_received", T0 + 900 * k, T0 + 900 * (k + 1),
+                                                  25.0) for k in range(4)], "dispatch", 0.0)  # fmt: skip
     db = sqlite3.connect(tmp_path / "central.db", isolation_level=None)
-    db.executescript(SCHEMA)
-    store_schedule(db, [ScheduledInterval("site-a", "pv-m", "kwh_received", T0 + 900 * k, T0 + 900 * (k + 1), 25.0)
-                        for k in range(4)], "dispatch", 0.0)  # fmt: skip
     for k, value in enumerate([25.0, 23.0, 10.0, None]):
         db.execute("INSERT INTO intervals (site, meter, register, start, version, end_ts, channel, value, unit, "
                    "quality, flags, reads, msg_id, received) VALUES ('site-a', 'pv-m', 'energy_received_wh', ?, 1, ?, "
                    "'kwh_received', ?, 'kWh', 'A', '[]', '[]', 'x', 0)", (T0 + 900 * k, T0 + 900 * (k + 1), value))  # fmt: skip
     store = open_store(config.store_target)
-    rows = {r.site: r for r in following(cfg, store, db, "dispatch-1", T0 + 3600)}
+    db.close()
+    rows = {r.site: r for r in following(cfg, store, settlement, "dispatch-1", T0 + 3600)}
     assert (rows["site-a"].compared, rows["site-a"].off) == (3, 1)
     assert "1 of 3 metered interval(s) off schedule" in rows["site-a"].why()
     store.close()
-    db.close()
+    settlement.close()
 
     # the CLI: a table, exit 1 while a site is not following
     rc = main(["dispatch", "status", "--config", str(config.source), "--now", str(T0 + 61)])

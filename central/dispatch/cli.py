@@ -44,7 +44,7 @@ from central.dispatch.optimise import InfeasibleError, Solution, evaluate, solve
 from central.dispatch.plan import Step, build_problem, network_for, refine, schedule
 from central.dispatch.send import DispatchSendError, dispatch_key, send_step, write_schedules
 from central.dispatch.status import SiteFollowing, following, status_table
-from central.settlement.data import connect
+from central.settlement.db import open_settlement_db
 from central.store import CentralStoreError, Store, open_store
 from protocols.eventlog import EventLog, setup_logging
 from protocols.mqtt.session import MqttSession
@@ -245,7 +245,7 @@ async def dispatch_interval(cfg: DispatchConfig, config: CentralConfig, model: N
 
 
 def _write_schedules(db_path: Path, cfg: DispatchConfig, steps: Sequence[Step]) -> int:
-    db = connect(db_path)  # a connection of the worker thread's own
+    db = open_settlement_db(db_path)  # a connection of the worker thread's own
     try:
         return write_schedules(db, cfg, steps, time.time())
     finally:
@@ -254,7 +254,7 @@ def _write_schedules(db_path: Path, cfg: DispatchConfig, steps: Sequence[Step]) 
 
 def _following(cfg: DispatchConfig, store: Store, db_path: Path, key_id: str, now: float,
                window_s: float) -> list[SiteFollowing]:  # fmt: skip
-    db = connect(db_path)
+    db = open_settlement_db(db_path)
     try:
         return following(cfg, store, db, key_id, now, window_s)
     finally:
@@ -274,7 +274,7 @@ def _status(args: argparse.Namespace, config: CentralConfig, cfg: DispatchConfig
     except CentralStoreError as err:
         print(err, file=sys.stderr)
         return EXIT_RUNTIME
-    db = connect(config.db_path) if config.db_path is not None else None
+    db = open_settlement_db(config.db_path) if config.db_path is not None else None
     try:
         now = parse_time(args.now, "--now") if args.now is not None else time.time()
         rows = following(cfg, store, db, key.key_id, now, args.window)
