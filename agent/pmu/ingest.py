@@ -4,8 +4,8 @@ A stream is a PMU or a PDC: every PMU block of its configuration (NUM_PMU, C37.1
 is monitored as a PMU of its own (:class:`PmuStream`). With one block it keeps the ``[[pmus]]`` name;
 with several, each is ``<name>/<station>`` (see :func:`block_names`).
 
-Per data frame and block: the full-rate ring buffer keeps the frame's decoded words (turned into channels
-when a window is read), the monitors run, and once per second (the first frame of each second) the
+Per data frame and block: the full-rate ring buffer keeps the block's phasor, FREQ and DFREQ words packed
+in place (turned into channels when a window is read), the monitors run, and once per second (the first frame of each second) the
 snapshot and the store's write queue get the PMU's values as Readings. The PMUs' sockets are read in
 batches (every READ_BATCH_S, one read per PMU: docs/pmu-monitoring.md "Performance").
 Triggers wait in :class:`~agent.pmu.monitor.EventWindows` for their after-window, then go to the store
@@ -162,10 +162,26 @@ def _phasors(w: Sequence[float], ph_i: tuple[int, ...], scales: tuple[float, ...
     return mags, angs
 
 
+def stored_words(layout: tuple) -> tuple[int, int, str]:
+    """The words of a block the ring buffer keeps: (first index, end index, struct format of them).
+
+    The block's phasors, FREQ and DFREQ, contiguous after its STAT (6.3 Table 5), in their wire types:
+    per phasor ``ff`` (float), ``Hh`` (integer polar: unsigned magnitude, angle in 10^-4 rad) or ``hh``
+    (integer rectangular); FREQ and DFREQ ``ff`` or ``hh``. The values fit the types they were decoded from,
+    so storing them is exact.
+    """
+    stat_i, freq_i, freq_float, _, ph_i, _, polar, ph_float, _ = layout
+    phasor = "ff" if ph_float else "Hh" if polar else "hh"
+    return stat_i + 1, freq_i + 2, phasor * len(ph_i) + ("ff" if freq_float else "hh")
+
+
 def channel_row(layout: tuple, per_unit: tuple[float, ...]) -> Callable[[Sequence[float]], tuple[float, ...]]:
-    """``words -> (frequency Hz, ROCOF Hz/s, then per phasor magnitude pu or V/A and angle deg)``: the ring
-    buffer's channels, computed from the stored words when a window is read."""
+    """``stored words -> (frequency Hz, ROCOF Hz/s, then per phasor magnitude pu or V/A and angle deg)``: the
+    ring buffer's channels, computed when a window is read from the words :func:`stored_words` keeps."""
     _, freq_i, freq_float, nominal_hz, ph_i, scales, polar, ph_float, _ = layout
+    first = stored_words(layout)[0]  # the stored row starts at this word of the frame
+    freq_i -= first
+    ph_i = tuple(i - first for i in ph_i)
     degrees = math.degrees
 
     def row(w: Sequence[float]) -> tuple[float, ...]:
@@ -211,6 +227,7 @@ class PmuIngest:
         self._units: tuple[str, ...] = ()
         self._layout: tuple = ()
         self._per_unit: tuple[float, ...] = ()
+        self._stored_a = self._stored_b = 0  # the words the ring buffer keeps: w[_stored_a:_stored_b]
         self._last_soc = -1
         self.listeners: list[Callable[[PmuIngest, float, tuple[float, ...]], None]] = []  # (self, ts, angles rad)
 
@@ -236,8 +253,11 @@ class PmuIngest:
         self.channels, self.digits = tuple(chans), tuple(digits)
         self._layout = layout = phasor_layout(config, self.block)
         self._per_unit = tuple(nominal_v if nominal_v and u == "V" else 0.0 for u in self._units)  # divisors
-        # The buffer keeps each frame's words; channel_row (this layout's) turns them into channels when read.
-        self.buffer = RingBuffer.for_rate(config.frames_per_second, mon.buffer_s, channel_row(layout, self._per_unit))
+        # The buffer keeps the block's phasor, FREQ and DFREQ words packed in their wire types; channel_row (this
+        # layout's) turns them into channels when a window is read.
+        self._stored_a, self._stored_b, row_format = stored_words(layout)
+        self.buffer = RingBuffer.for_rate(config.frames_per_second, mon.buffer_s, channel_row(layout, self._per_unit),
+                                          row_format=row_format)  # fmt: skip
         nominal_hz = pmu.nominal_hz
         lo, hi = mon.frequency_lo_hz, mon.frequency_hi_hz
         if nominal_hz != 60 and not mon.frequency_clause.startswith("configured"):
@@ -294,7 +314,7 @@ class PmuIngest:
             self._last_soc = soc
             mags, angs = _phasors(w, ph_i, scales, polar, ph_float)
             self._report(ts, data_error, sync_lost, mags, angs, freq, rocof)
-        if not self.buffer.append(ts, w):  # not after the newest frame
+        if not self.buffer.append(ts, w[self._stored_a : self._stored_b]):  # not after the newest frame
             st.out_of_order += 1
             return
         if trig := self.time_sync.update_words(ts, stat_word, w[4]):
@@ -430,7 +450,7 @@ class AnglePair:
         self.pair = pair
         self.monitor = AngleDifferenceMonitor(pair.pmu_a, pair.pmu_b, pair.phasor, pair.limit_deg,
                                               pickup_s=mon.angle_pickup_s, hold_off_s=mon.hold_off_s)  # fmt: skip
-        self.buffer = RingBuffer(max(2, int(120 * mon.buffer_s)))  # any rate up to 120 frames/s
+        self.buffer = RingBuffer(max(2, int(120 * mon.buffer_s)), row_format="ddd")  # any rate up to 120 frames/s
         self.on_trigger = on_trigger
         self._waiting: dict[str, dict[int, float]] = {pair.pmu_a: {}, pair.pmu_b: {}}
         self.unknown_phasor: set[str] = set()
@@ -564,4 +584,4 @@ class PmuMonitoring:
 
 
 __all__ = ["MAX_WAITING_EVENTS", "READ_BATCH_S", "AnglePair", "EventStore", "IngestStats", "PmuIngest", "PmuMonitoring", "PmuStream", "batch_interval_s",
-           "block_names", "channel_row", "phasor_kinds", "phasor_layout"]  # fmt: skip
+           "block_names", "channel_row", "phasor_kinds", "phasor_layout", "stored_words"]  # fmt: skip
