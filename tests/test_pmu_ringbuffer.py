@@ -152,3 +152,63 @@ def test_a_configuration_change_resizes_the_stored_rows():
         assert ts == f.words[3] + (f.words[4] & 0xFFFFFF) / pmu.config.time_base
         assert row == pytest.approx(expected_channels(f.words, new_fmt, units, 60), rel=1e-12, abs=1e-12)
     assert len(old) == 5 and len(old.latest(1)[0][1]) == 2 + 2 * 6  # a pending event still reads the old rows
+
+
+# ---- the monitors behind the ingest's inlined idle checks ---------------------------------------------------
+
+
+def _freq(w: list, v: int) -> None:
+    w[18] = v  # FREQ of the default SimPmu (6 phasors): deviation in mHz (6.3 Table 6)
+
+
+def _rocof(w: list, v: int) -> None:
+    w[19] = v  # DFREQ: ROCOF x 100
+
+
+def _stat(w: list, bits: int) -> None:
+    w[5] |= bits  # STAT (6.3 Table 7)
+
+
+def _fracsec_quality(w: list, code: int) -> None:
+    w[4] = (w[4] & 0xFFFFFF) | (code << 24)  # FRACSEC bits 31-24: message time quality (6.2.2 Table 3)
+
+
+@pytest.mark.parametrize(
+    ("change", "kind"),
+    [
+        (lambda w: _freq(w, 2000), "pmu_frequency"),  # 62.0 Hz
+        (lambda w: _freq(w, -3000), "pmu_frequency"),  # 57.0 Hz
+        (lambda w: _rocof(w, 500), "pmu_rocof"),  # +5 Hz/s
+        (lambda w: _rocof(w, -500), "pmu_rocof"),
+        (lambda w: _stat(w, 5 << 6), "pmu_time_sync"),  # time quality code 5 (< 1 ms)
+        (lambda w: _stat(w, 0x2000), "pmu_time_sync"),  # bit 13: not in sync
+        (lambda w: _stat(w, 0x10), "pmu_time_sync"),  # bits 5-4: unlocked time
+        (lambda w: _fracsec_quality(w, 15), "pmu_time_sync"),  # clock failure
+    ],
+)
+def test_each_monitor_sees_an_excursion_through_the_ingest(change, kind):
+    pmu = SimPmu(7, "SUB A", rate=RATE)
+    triggers = []
+    cfg = PmuStreamConfig(name="pmu1", host="127.0.0.1", port=1, idcode=7, nominal_v=NOMINAL_V)
+    ing = PmuIngest(cfg, MON, Taken(), lambda t, *_: triggers.append(t), clock=lambda: 2e9)
+    for k in range(K0, K0 + RATE):
+        ing.on_frame(pmu.data_frame(k))
+    assert triggers == []
+    for k in range(K0 + RATE, K0 + 2 * RATE):
+        w = list(pmu.data_frame(k).words)
+        change(w)
+        ing.on_frame(DataFrame(pmu.config, tuple(w)))
+    assert [(t.kind, t.cleared) for t in triggers] == [(kind, False)]
+
+
+def test_a_frame_after_a_stale_outage_clears_it():
+    pmu = SimPmu(7, "SUB A", rate=RATE)
+    triggers, now = [], [K0 / RATE]
+    cfg = PmuStreamConfig(name="pmu1", host="127.0.0.1", port=1, idcode=7, nominal_v=NOMINAL_V, stale_after_s=1.0)
+    ing = PmuIngest(cfg, MON, Taken(), lambda t, *_: triggers.append(t), clock=lambda: now[0])
+    ing.on_frame(pmu.data_frame(K0))
+    now[0] += 1.5
+    ing.tick()
+    ing.on_frame(pmu.data_frame(K0 + 45))
+    assert [(t.kind, t.cleared) for t in triggers] == [("pmu_stale", False), ("pmu_stale", True)]
+    assert ing.stale.last_arrival == now[0] and ing.stale.last_frame_ts == K0 / RATE + 1.5

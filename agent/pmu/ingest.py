@@ -30,6 +30,7 @@ from agent.pmu.monitor import (
     AngleDifferenceMonitor,
     EventWindows,
     FrequencyMonitor,
+    Hysteresis,
     RocofMonitor,
     StaleMonitor,
     TimeSyncMonitor,
@@ -212,6 +213,9 @@ class PmuIngest:
         self.stale = StaleMonitor(self.name, cfg.stale_after_s, clock)
         self.time_sync = TimeSyncMonitor(self.name, worst_time_quality=mon.time_quality_limit,
                                          hold_off_s=mon.hold_off_s)  # fmt: skip
+        self._sync_band = self.time_sync.band
+        self._worst_tq = self.time_sync.worst_time_quality
+        self._freq_band = self._rocof_band = Hysteresis(None, None)  # the monitors' bands, set with the layout
         self.config: ConfigFrame | None = None
         self.buffer = RingBuffer(1)
         self.channels: tuple[str, ...] = ()
@@ -266,6 +270,7 @@ class PmuIngest:
                                           pickup_s=mon.frequency_pickup_s, hold_off_s=mon.hold_off_s)  # fmt: skip
         self.rocof = RocofMonitor(self.name, mon.rocof_hz_per_s, mon.rocof_clause, pickup_s=mon.rocof_pickup_s,
                                   hold_off_s=mon.hold_off_s)  # fmt: skip
+        self._freq_band, self._rocof_band = self.frequency.band, self.rocof.band
         self._voltage_idx = tuple(i for i, k in enumerate(kinds) if k == PhasorKind.VOLTAGE)
         ph_i, scales = layout[4], layout[5]
         self._voltage_phasors = tuple((ph_i[j], scales[j]) for j in self._voltage_idx)
@@ -301,8 +306,11 @@ class PmuIngest:
             st.max_latency_s = latency
         if latency > LATE_AFTER_S:
             st.late += 1
-        if trig := self.stale.frame(ts, now):
-            self._trigger(trig)
+        stale = self.stale
+        if stale.active:  # this frame ends an outage: StaleMonitor.frame makes the "cleared" trigger
+            self._trigger(stale.frame(ts, now))  # type: ignore[arg-type]  # active: never None
+        else:  # what StaleMonitor.frame does otherwise, without the call
+            stale.last_arrival, stale.last_frame_ts = now, ts
         stat_word = w[stat_i]
         data_error = stat_word >> 14  # STAT bits 15-14 (C37.118.2-2011 6.3 Table 7)
         sync_lost = bool(stat_word & 0x2000)  # bit 13
@@ -317,14 +325,24 @@ class PmuIngest:
         if not self.buffer.append(ts, w[self._stored_a : self._stored_b]):  # not after the newest frame
             st.out_of_order += 1
             return
-        if trig := self.time_sync.update_words(ts, stat_word, w[4]):
+        # The monitors' idle checks, inlined (almost every frame stops there): a monitor is called only when its
+        # band is not idle or the value is outside it, and it repeats the check itself.
+        b = self._sync_band  # TimeSyncMonitor.update_words's idle check, widened:
+        if (stat_word & 0x2030 or (w[4] >> 24) & 0x0F == 15 or (stat_word >> 6) & 7 >= self._worst_tq or b.active
+                or b._since is not None) and (trig := self.time_sync.update_words(ts, stat_word, w[4])):  # fmt: skip
             self._trigger(trig)
         if data_error:  # not DataError.GOOD (0)
             st.bad_data += 1
             return
-        if trig := self.frequency.update(ts, freq):  # type: ignore[union-attr]  # set with _layout
+        b = self._freq_band
+        if (b.active or b._since is not None or not b._lo <= freq <= b._hi) and (  # NaN: not inside
+            trig := self.frequency.update(ts, freq)  # type: ignore[union-attr]  # set with _layout
+        ):
             self._trigger(trig)
-        if trig := self.rocof.update(ts, rocof):  # type: ignore[union-attr]
+        b = self._rocof_band
+        if (b.active or b._since is not None or not b._lo <= rocof <= b._hi) and (
+            trig := self.rocof.update(ts, rocof)  # type: ignore[union-attr]
+        ):
             self._trigger(trig)
         if self.voltage is not None:
             for trig in self.voltage.update_words(ts, w, self._voltage_phasors, polar):
