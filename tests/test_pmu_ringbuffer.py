@@ -212,3 +212,24 @@ def test_a_frame_after_a_stale_outage_clears_it():
     ing.on_frame(pmu.data_frame(K0 + 45))
     assert [(t.kind, t.cleared) for t in triggers] == [("pmu_stale", False), ("pmu_stale", True)]
     assert ing.stale.last_arrival == now[0] and ing.stale.last_frame_ts == K0 / RATE + 1.5
+
+
+@pytest.mark.parametrize("bits", [0b0000, 0b0001, 0b0010, 0b0011])  # integer / float x rectangular / polar
+@pytest.mark.parametrize("pu", [0.90, 0.97, 1.03, 1.10])
+def test_the_voltage_monitor_sees_a_phase_outside_its_band_in_every_phasor_format(bits, pu):
+    fmt = DataFormat.from_word(bits)
+    pmu = SimPmu(7, "SUB A", rate=RATE, format=fmt)
+    k = 1.0 if fmt.phasor_float else pmu.config.pmus[0].phasor_units[1].scale * 1e-5  # V per bit
+    magnitude_w = pu * NOMINAL_V / k  # VB's magnitude in words
+    vb = (magnitude_w, 0.3) if fmt.polar else (magnitude_w * math.cos(0.3), magnitude_w * math.sin(0.3))
+    if not fmt.phasor_float:
+        vb = (round(vb[0]), round(vb[1] * 1e4)) if fmt.polar else (round(vb[0]), round(vb[1]))
+    triggers = []
+    cfg = PmuStreamConfig(name="pmu1", host="127.0.0.1", port=1, idcode=7, nominal_v=NOMINAL_V)
+    ing = PmuIngest(cfg, MON, Taken(), lambda t, *_: triggers.append(t), clock=lambda: 2e9)
+    for k_ in range(K0, K0 + 2 * RATE):
+        w = list(pmu.data_frame(k_).words)
+        w[8:10] = vb  # VB, the second phasor
+        ing.on_frame(DataFrame(pmu.config, tuple(w)))
+    outside = not MON.voltage_lo_pu <= pu <= MON.voltage_hi_pu
+    assert [(t.kind, t.data["phase"]) for t in triggers] == ([("pmu_voltage", "VB")] if outside else [])

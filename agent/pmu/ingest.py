@@ -38,7 +38,7 @@ from agent.pmu.monitor import (
     VoltageMonitor,
 )
 from agent.pmu.ringbuffer import RingBuffer
-from agent.points import Quality, Reading
+from agent.points import Quality, Reading, Stream
 from protocols.c37118 import ConfigFrame, DataError, DataFrame, FrameError, PhasorKind, PmuConfig, PmuConfig3
 from protocols.c37118.pdc import PdcClient, PmuEndpoint, ReadBatcher
 from protocols.eventlog import EventLog
@@ -61,6 +61,13 @@ MAX_WAITING_EVENTS = 250
 READ_BATCH_S = 0.2
 
 Sink = Callable[[list[Reading]], None]
+
+# The once-a-second readings are built as tuple.__new__(Reading, fields): what Reading's own __new__ does, without
+# a Python call per reading. Its fields, in order, are pinned here so a change to Reading cannot go unnoticed.
+_new_reading = tuple.__new__
+_TELEMETRY = Stream.TELEMETRY
+if Reading._fields != ("point", "ts", "value", "unit", "quality", "stream"):
+    raise ImportError(f"agent.points.Reading fields {Reading._fields}: agent/pmu/ingest.py builds them in order")
 
 
 def batch_interval_s(pmus: Sequence[PmuStreamConfig]) -> float:
@@ -176,6 +183,28 @@ def stored_words(layout: tuple) -> tuple[int, int, str]:
     return stat_i + 1, freq_i + 2, phasor * len(ph_i) + ("ff" if freq_float else "hh")
 
 
+#: Relative margin by which the inlined voltage check narrows the band (far above float rounding, far below
+#: any meaningful voltage: 1e-9 pu).
+_QUIET_MARGIN = 1e-9
+
+
+def _voltage_quiet_bounds(phasors: tuple[tuple[int, float], ...], nominal_v: float, lo_pu: float, hi_pu: float,
+                          polar: bool) -> tuple[tuple[int, float, float], ...] | None:  # fmt: skip
+    """Per voltage phasor (word index, low, high): the band of :class:`VoltageMonitor` in the frame's word units.
+
+    Polar: ``low <= |magnitude word| <= high``; rectangular: ``low <= re^2 + im^2 <= high`` (words). The band is
+    narrowed by _QUIET_MARGIN, so a word inside it is inside the monitor's band whatever the rounding. None when
+    a scale is not positive (the monitor checks every frame then).
+    """
+    if not nominal_v or any(k <= 0 for _, k in phasors):
+        return None
+    out = []
+    for i, k in phasors:
+        lo, hi = lo_pu * nominal_v / k * (1 + _QUIET_MARGIN), hi_pu * nominal_v / k * (1 - _QUIET_MARGIN)
+        out.append((i, lo, hi) if polar else (i, lo * lo, hi * hi))
+    return tuple(out)
+
+
 def channel_row(layout: tuple, per_unit: tuple[float, ...]) -> Callable[[Sequence[float]], tuple[float, ...]]:
     """``stored words -> (frequency Hz, ROCOF Hz/s, then per phasor magnitude pu or V/A and angle deg)``: the
     ring buffer's channels, computed when a window is read from the words :func:`stored_words` keeps."""
@@ -226,6 +255,7 @@ class PmuIngest:
         self.voltage: VoltageMonitor | None = None
         self._voltage_idx: tuple[int, ...] = ()
         self._voltage_phasors: tuple[tuple[int, float], ...] = ()  # (word index, scale) of each voltage phasor
+        self._voltage_quiet: tuple[tuple[int, float, float], ...] | None = None  # see _voltage_quiet_bounds
         self._freq_points = (f"{self.name}.frequency", f"{self.name}.rocof")  # reading ids, built once
         self._points: tuple[tuple[str, str], ...] = ()  # (magnitude, angle) reading ids of each phasor
         self._units: tuple[str, ...] = ()
@@ -274,6 +304,8 @@ class PmuIngest:
         self._voltage_idx = tuple(i for i, k in enumerate(kinds) if k == PhasorKind.VOLTAGE)
         ph_i, scales = layout[4], layout[5]
         self._voltage_phasors = tuple((ph_i[j], scales[j]) for j in self._voltage_idx)
+        self._voltage_quiet = _voltage_quiet_bounds(self._voltage_phasors, nominal_v, mon.voltage_lo_pu,
+                                                    mon.voltage_hi_pu, layout[6])  # fmt: skip
         n = self.name
         self._points = tuple((f"{n}.{p}.mag", f"{n}.{p}.ang") for p in pmu.phasor_names)  # reading ids
         self.voltage = None
@@ -344,9 +376,27 @@ class PmuIngest:
             trig := self.rocof.update(ts, rocof)  # type: ignore[union-attr]
         ):
             self._trigger(trig)
-        if self.voltage is not None:
-            for trig in self.voltage.update_words(ts, w, self._voltage_phasors, polar):
-                self._trigger(trig)
+        vm = self.voltage
+        if vm is not None:
+            # VoltageMonitor.update_words's idle check on the raw words, inlined: each magnitude (polar) or squared
+            # magnitude (rectangular) against the band in word units, narrowed by a margin so that rounding never
+            # skips a value the monitor's own check would catch; near or past a limit the monitor decides.
+            quiet = vm._idle and self._voltage_quiet is not None
+            if quiet and polar:
+                for i, lo_w, hi_w in self._voltage_quiet:  # type: ignore[union-attr]
+                    m = w[i]
+                    if not lo_w <= (m if m >= 0 else -m) <= hi_w:
+                        quiet = False
+                        break
+            elif quiet:
+                for i, lo_w, hi_w in self._voltage_quiet:  # type: ignore[union-attr]
+                    re, im = w[i], w[i + 1]
+                    if not lo_w <= re * re + im * im <= hi_w:
+                        quiet = False
+                        break
+            if not quiet:
+                for trig in vm.update_words(ts, w, self._voltage_phasors, polar):
+                    self._trigger(trig)
         if not sync_lost and self.listeners:
             angles = tuple(_phasors(w, ph_i, scales, polar, ph_float)[1])
             for listener in self.listeners:
@@ -365,11 +415,13 @@ class PmuIngest:
         q = Quality.GOOD if data_error == DataError.GOOD else Quality.INVALID
         qa = Quality.INVALID if sync_lost else q  # an angle is only meaningful against UTC
         freq_id, rocof_id = self._freq_points
-        out = [Reading(freq_id, ts, round(freq, 6), "Hz", q), Reading(rocof_id, ts, round(rocof, 4), "Hz/s", q)]
+        new, tel = _new_reading, _TELEMETRY  # Reading(...) without its Python-level __new__: the same tuples
+        out = [new(Reading, (freq_id, ts, round(freq, 6), "Hz", q, tel)),
+               new(Reading, (rocof_id, ts, round(rocof, 4), "Hz/s", q, tel))]  # fmt: skip
         degrees = math.degrees
         for (mag_id, ang_id), unit, m, a in zip(self._points, self._units, mags, angs, strict=True):
-            out.append(Reading(mag_id, ts, round(m, 4), unit, q))
-            out.append(Reading(ang_id, ts, round(degrees(a), 4), "deg", qa))
+            out.append(new(Reading, (mag_id, ts, round(m, 4), unit, q, tel)))
+            out.append(new(Reading, (ang_id, ts, round(degrees(a), 4), "deg", qa, tel)))
         self.stats.readings += len(out)
         self.sink(out)
 
