@@ -618,8 +618,12 @@ class PmuMonitoring:
 
     def tick(self) -> int:
         """Check stale streams and put complete events in the spool (called every TICK_S); how many were put."""
+        now = self.clock()
         for stream in self.streams.values():
-            stream.tick()
+            for ingest in stream._ingests:
+                st = ingest.stale  # StaleMonitor.tick's own test first: only a block due for it is ticked
+                if not st.active and st.last_arrival is not None and now - st.last_arrival >= st.stale_after_s:
+                    ingest.tick()
         released = self.windows.poll()
         self.spool.extend(released)
         return len(released)
