@@ -5,8 +5,8 @@ is monitored as a PMU of its own (:class:`PmuStream`). With one block it keeps t
 with several, each is ``<name>/<station>`` (see :func:`block_names`).
 
 Per data frame and block: the full-rate ring buffer keeps the block's phasor, FREQ and DFREQ words packed
-in place (turned into channels when a window is read), the monitors run, and once per second (the first frame of each second) the
-snapshot and the store's write queue get the PMU's values as Readings. The PMUs' sockets are read in
+in place (turned into channels when a window is read), the monitors run, and once per second (the first
+frame of each second) the snapshot and the store's write queue get the PMU's values as Readings. The PMUs' sockets are read in
 batches (every READ_BATCH_S, one read per PMU: docs/pmu-monitoring.md "Performance").
 Triggers wait in :class:`~agent.pmu.monitor.EventWindows` for their after-window, then go to the store
 through the agent's event spool (:class:`~agent.events.EventSpool`: in order, retried while the store
