@@ -39,9 +39,11 @@ DEFAULT: tuple[tuple[str, str], ...] = (
     ("metering.py", "CPU of meter reads"),
     ("commands.py", "command verification and round trip against bare MQTT"),
     ("settlement.py", "a month's settlement against plain SQL floors"),
+    ("central_pg.py", "central's store ingest on PostgreSQL against SQLite"),
     ("control_loop.py", "one control decision cycle"),
     ("bench_steps.py", "bench steps against the bare OpenDSS solve"),
     ("waveforms.py", "waveform capture and COMTRADE against python-comtrade"),
+    ("dispatch.py", "a 96-interval dispatch solve against the no-dispatch baseline"),
 )
 
 # The day-long runs: only with --all (hours each). metering_judge.py reads what metering_day.py wrote.

@@ -1,4 +1,4 @@
-"""``gridedge central run|gaps|command|commands|intervals|settle|schedule|forecast``: the reference central service's commands.
+"""``gridedge central run|gaps|command|commands|intervals|settle|schedule|dispatch|forecast``: the reference central service's commands.
 
 gridedge.py hands everything after the word ``central`` to :func:`main`, so central never imports the agent.
 Exit codes: 0 success, 1 gaps or reused sequence numbers found (``gaps``), 2 bad usage or configuration, 3 runtime failure.
@@ -21,6 +21,7 @@ from typing import Any
 
 from central.commands import UNTIL_KINDS, CommandError, CommandIssuer, Outcome, outcomes
 from central.config import CentralConfig, CentralConfigError, load_central_config
+from central.dispatch.args import add_parsers as add_dispatch_parsers
 from central.forecast.cli import add_parser as add_forecast_parser
 from central.forecast.cli import forecast_command
 from central.ingest import run_workers
@@ -67,6 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     lst.add_argument("--site", default=None, help="only this site's")
     lst.add_argument("--json", action="store_true", help="print a JSON array")
     add_settlement_parsers(sub)
+    add_dispatch_parsers(sub)
+    chk = sub.add_parser("check-config", help="validate central's configuration and list every error (exit 2)")
+    chk.add_argument("--config", required=True, help="central TOML file")
     add_forecast_parser(sub)
     return p
 
@@ -112,12 +116,22 @@ def main(argv: list[str]) -> int:
             return 3
         log.info("central_stopped")
         return 0
+    if args.command == "check-config":  # every error was reported (exit 2) while the file was read
+        d = config.dispatch
+        print(
+            f"{args.config}: ok — store {config.store_name}, {len(config.commands.keys)} signing key(s), "
+            + ("no [dispatch]" if d is None else f"dispatch of {len(d.sites)} site(s) on {d.network.name}")
+        )
+        return 0
     if args.command == "command":
         return _command(args, config)
-    if args.command in ("intervals", "settle", "schedule") and config.store_url is not None:
-        print(f"gridedge central {args.command}: settlement reads central's SQLite store only; [store] url = "
-              f"{config.store_name} is PostgreSQL (docs/scale.md)", file=sys.stderr)  # fmt: skip
-        return 2
+    if args.command == "dispatch":
+        try:
+            from central.dispatch.cli import dispatch_command  # opendssdirect: the `dispatch` extra
+        except ImportError as err:
+            print(f"gridedge central dispatch: {err}; install gridedge[dispatch]", file=sys.stderr)
+            return 2
+        return dispatch_command(args, config)
     if args.command == "intervals":
         return intervals_command(args, config)
     if args.command == "settle":

@@ -34,7 +34,7 @@ agent_key = "base64..."         # or agent_key_file = "keys/site-a-agent.pub"
 listen = "127.0.0.1:9109"
 
 [settlement]                    # optional: VEE, feeders to reconcile, NMIs (central/settlement/config.py)
-
+[dispatch]                      # optional: schedules from forecasts and the network model (central/dispatch/config.py)
 [forecast]                      # optional: feeders' load and PV forecasts (central/forecast/config.py)
 ```
 
@@ -53,6 +53,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from central.dispatch.config import DispatchConfig, parse_dispatch
 from central.forecast.config import ForecastConfig, parse_forecast
 from central.settlement.config import SettlementConfig, parse_settlement
 from protocols.configcheck import Checker, ConfigError, ConfigIssue
@@ -117,6 +118,7 @@ class CentralConfig:
     commands: CommandsConfig = field(default_factory=CommandsConfig)
     settlement: SettlementConfig = field(default_factory=SettlementConfig)  # docs/settlement.md
     metrics: MetricsConfig | None = None  # [metrics] (docs/metrics.md); None: no Prometheus endpoint
+    dispatch: DispatchConfig | None = None  # [dispatch] (docs/dispatch.md); None: no dispatch configured
     store_url: str | None = field(default=None, repr=False)  # postgresql://...: may carry a password
     forecast: ForecastConfig = field(default_factory=ForecastConfig)  # [forecast] (docs/forecast.md)
 
@@ -137,7 +139,7 @@ class CentralConfig:
 def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     """Validate an already-parsed TOML document; relative paths resolve against ``source``'s folder."""
     c = Checker(source.parent)
-    c.unknown(raw, "", {"broker", "store", "ingest", "commands", "settlement", "metrics", "forecast"})
+    c.unknown(raw, "", {"broker", "store", "ingest", "commands", "settlement", "metrics", "dispatch", "forecast"})
     broker_raw, store, ingest = (c.get(raw, "", name, "table", {}) or {} for name in ("broker", "store", "ingest"))
     c.unknown(store, "store", {"db", "url"})
     c.unknown(ingest, "ingest", {"group", "status_file", "ack_interval_s", "max_queue"})
@@ -158,6 +160,8 @@ def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     settlement = parse_settlement(c, c.get(raw, "", "settlement", "table", {}) or {})
     metrics_raw = c.get(raw, "", "metrics", "table", None)
     metrics = parse_metrics(c, metrics_raw) if metrics_raw is not None else None
+    dispatch_raw = c.get(raw, "", "dispatch", "table", None)
+    dispatch = parse_dispatch(c, dispatch_raw) if dispatch_raw is not None else None
     forecast = parse_forecast(c, c.get(raw, "", "forecast", "table", {}) or {})
     if c.issues:
         raise CentralConfigError(str(source), c.issues)
@@ -165,7 +169,7 @@ def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     return CentralConfig(broker=broker, backoff_max_s=float(backoff_max), db_path=db, group=group, status_file=status,
                          ack_interval_s=float(interval), max_queue=max_queue, source=source,
                          commands=commands, settlement=settlement, metrics=metrics, store_url=url,
-                         forecast=forecast)  # fmt: skip
+                         dispatch=dispatch, forecast=forecast)  # fmt: skip
 
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")

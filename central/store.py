@@ -296,8 +296,66 @@ class VerifiedResult:
     data: Mapping[str, Any]
 
 
-class CentralStore:
+class IntervalVersions:
+    """What both stores (this one and central/store_pg.py) do alike with interval versions: a version already
+    stored with the same content is a replay and stores nothing; with other content it is refused alone (the first
+    copy stays, versions are never overwritten), recorded in ``interval_conflicts`` and reported by
+    :meth:`take_conflicts`: the rest of the message is stored and acked, because refusing the whole message would
+    leave it in its agent's outbox for ever. A correction is a new version.
+
+    A store gives ``_insert_intervals`` (insert the rows whose key is new, return how many it inserted) and its
+    driver's placeholder; both drivers' connections have ``execute(sql, args)`` returning a cursor.
+    """
+
+    _PARAM = "?"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conflicts: list[IntervalConflict] = []
+
+    def _insert_intervals(self, db: Any, rows: list[tuple[Any, ...]]) -> int:
+        raise NotImplementedError
+
+    def _store_intervals(self, db: Any, b: Batch, received: float) -> None:
+        """The items of an ``intervals`` message, keyed by (site, meter, register, start, version)."""
+        rows = [interval_row(b.site, i, b.msg_id, received) for i in b.items]
+        if self._insert_intervals(db, rows) == len(rows):
+            return
+        # Some keys were there already (or twice in this message): compare each with what is stored.
+        p = self._PARAM
+        content = [INTERVAL_COLUMNS.index(c) for c in _INTERVAL_CONTENT]
+        seen: set[tuple[Any, ...]] = set()
+        for row, item in zip(rows, b.items, strict=True):
+            key = row[:5]
+            stored = db.execute(
+                f"SELECT {', '.join(_INTERVAL_CONTENT)}, msg_id FROM intervals "
+                f"WHERE site = {p} AND meter = {p} AND register = {p} AND start = {p} AND version = {p}",
+                key,
+            ).fetchone()
+            if stored is None or (stored[-1] == b.msg_id and key not in seen):
+                seen.add(key)
+                continue
+            differs = tuple(c for c, i, v in zip(_INTERVAL_CONTENT, content, stored, strict=False) if row[i] != v)
+            seen.add(key)
+            if not differs:
+                continue
+            db.execute(
+                "INSERT INTO interval_conflicts (site, meter, register, start, version, msg_id, received, item) "
+                f"VALUES ({', '.join([p] * 8)})",
+                (*key, b.msg_id, received, json.dumps(item, allow_nan=False)),
+            )
+            self._conflicts.append(IntervalConflict(*key, b.msg_id, differs))
+
+    def take_conflicts(self) -> list[IntervalConflict]:
+        """The interval conflicts found since the last call (the ingest logs them after its commit)."""
+        with self._lock:
+            found, self._conflicts = self._conflicts, []
+        return found
+
+
+class CentralStore(IntervalVersions):
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 30_000) -> None:
+        super().__init__()
         self.path = Path(path)
         # Two workers opening a new file at once: switching it to WAL needs the file to itself, and SQLite answers
         # "database is locked" at once there rather than waiting on busy_timeout (10 % of concurrent first opens
@@ -315,8 +373,6 @@ class CentralStore:
                 raise CentralStoreError(f"cannot open central store {self.path}: {err}") from err
             except OSError as err:
                 raise CentralStoreError(f"cannot open central store {self.path}: {err}") from err
-        self._lock = threading.Lock()
-        self._conflicts: list[IntervalConflict] = []
 
     def _open(self, busy_timeout_ms: int) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -405,7 +461,7 @@ class CentralStore:
                      for i in b.items],
                 )  # fmt: skip
             elif new and b.stream == "intervals":
-                self._store_intervals(b, received)
+                self._store_intervals(self._db, b, received)
             elif new:
                 self._db.executemany(
                     "INSERT INTO readings (msg_id, site, point, ts, value, unit, quality) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -423,50 +479,12 @@ class CentralStore:
         self._db.execute("RELEASE msg")
         return new
 
-    def _store_intervals(self, b: Batch, received: float) -> None:
-        """The items of an ``intervals`` message, keyed by (site, meter, register, start, version).
-
-        A version already stored with the same content is a replay and stores nothing; with other content it is
-        refused alone (the first copy stays, versions are never overwritten), recorded in ``interval_conflicts``
-        and reported by :meth:`take_conflicts`: the rest of the message is stored and acked, because refusing the
-        whole message would leave it in its agent's outbox for ever. A correction is a new version.
-        """
-        rows = [interval_row(b.site, i, b.msg_id, received) for i in b.items]
+    def _insert_intervals(self, db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
         cols = ", ".join(INTERVAL_COLUMNS)
-        cur = self._db.executemany(
+        cur = db.executemany(
             f"INSERT OR IGNORE INTO intervals ({cols}) VALUES ({', '.join('?' * len(INTERVAL_COLUMNS))})", rows
         )
-        if cur.rowcount == len(rows):
-            return
-        # Some keys were there already (or twice in this message): compare each with what is stored.
-        content = [INTERVAL_COLUMNS.index(c) for c in _INTERVAL_CONTENT]
-        seen: set[tuple[Any, ...]] = set()
-        for row, item in zip(rows, b.items, strict=True):
-            key = row[:5]
-            stored = self._db.execute(
-                f"SELECT {', '.join(_INTERVAL_CONTENT)}, msg_id FROM intervals "
-                "WHERE site = ? AND meter = ? AND register = ? AND start = ? AND version = ?",
-                key,
-            ).fetchone()
-            if stored is None or (stored[-1] == b.msg_id and key not in seen):
-                seen.add(key)
-                continue
-            differs = tuple(c for c, i, v in zip(_INTERVAL_CONTENT, content, stored, strict=False) if row[i] != v)
-            seen.add(key)
-            if not differs:
-                continue
-            self._db.execute(
-                "INSERT INTO interval_conflicts (site, meter, register, start, version, msg_id, received, item) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (*key, b.msg_id, received, json.dumps(item, allow_nan=False)),
-            )
-            self._conflicts.append(IntervalConflict(*key, b.msg_id, differs))
-
-    def take_conflicts(self) -> list[IntervalConflict]:
-        """The interval conflicts found since the last call (the ingest logs them after its commit)."""
-        with self._lock:
-            found, self._conflicts = self._conflicts, []
-        return found
+        return cur.rowcount
 
     def _check_same_message(self, b: Batch) -> None:
         """A msg_id already stored must be the same message (site, stream, seq) to count as a duplicate.

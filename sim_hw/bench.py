@@ -83,6 +83,7 @@ class Bench:
         self.scenario: Any = None  # sim_hw.scenarios.Scenario when the config names one
         self._load_profile: Any = None
         self._irradiance_profile: Any = None
+        self._bdew: Any = None  # sim_hw.feeder.bdew.BdewProfiles under [profiles] source = "bdew"
         self._irradiance_factor = 1.0  # scenarios: a cloud passing over every PV site
         self._phase_rad = 0.0  # the angle the grid has drifted from a nominal-frequency rotation
         self._phase_at: float | None = None  # the simulated time _phase_rad refers to
@@ -276,6 +277,10 @@ class Bench:
             self._irradiance_profile = (
                 None if settings.irradiance == "none" else irradiance_profile(settings.irradiance)
             )
+            if self.config.profiles is not None and self.config.profiles.source == "bdew":
+                from sim_hw.feeder.bdew import BdewProfiles
+
+                self._bdew = BdewProfiles(self.config.profiles, self.feeder.load_ratings())
         except (FeederError, ValueError) as err:
             raise BenchError(f"feeder: {err}") from err
         if self.config.scenario is not None:
@@ -329,8 +334,11 @@ class Bench:
 
     def _solve(self, t: float, *, scenario: bool = True) -> None:
         feeder = self.feeder
-        feeder.set_load_scale(self._load_profile.value(t))
-        irr = self._irradiance_profile.value(t) if self._irradiance_profile is not None else 0.0
+        if self._bdew is not None:  # per-load BDEW profiles; the PV output per kWp is the inverters' irradiance
+            irr = self._bdew.apply(feeder, t)
+        else:
+            feeder.set_load_scale(self._load_profile.value(t))
+            irr = self._irradiance_profile.value(t) if self._irradiance_profile is not None else 0.0
         feeder.set_irradiance(irr * self._irradiance_factor)
         if self.scenario is not None and scenario:
             self.scenario.apply_due(t, self)

@@ -9,6 +9,9 @@
 - ``sim truth FILE [--json]``: summarise a truth log: bus-minutes outside ANSI C84.1 Range A, tap and capacitor
   operations, feeder-head energy and losses.
 - ``sim devices --config FILE``: print the device table only.
+- ``sim history --config FILE --days N --out FILE [--start YYYY-MM-DD] [--seed S]``: write N days of 15-minute
+  feeder history (CSV, docs/forecast.md "History files") from the bench's physics and its realistic profiles
+  (sim_hw/history.py, sim_hw/feeder/bdew.py).
 - ``sim solve --config FILE [--regulator-taps A,B,C] [--json]``: solve the feeder once at the published loads
   and print every bus's voltages; the published case needs ``--regulator-taps 10,8,11`` (sim_hw/solve.py).
 - ``sim waveform --desc FILE --seconds S --out PREFIX [--rev 1999|2013] [--format ...]``: write a synthetic
@@ -33,6 +36,7 @@ from protocols.eventlog import setup_logging
 from sim_hw.bench import Bench, BenchError, device_table
 from sim_hw.config import BenchConfigError, load_bench_config
 from sim_hw.devices.modbus_server import ModbusServerError
+from sim_hw.history import MAX_DAYS, midnight_utc
 from sim_hw.solve import PUBLISHED_TAPS, join_tap_values, parse_taps
 from sim_hw.solve import run as solve_run
 from sim_hw.truthlog import TruthLog
@@ -46,6 +50,23 @@ def _positive(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
     return value
+
+
+def _days(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed an integer 1..{MAX_DAYS}") from None
+    if not 1 <= value <= MAX_DAYS:
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed an integer 1..{MAX_DAYS}")
+    return value
+
+
+def _date(text: str) -> float:
+    try:
+        return midnight_utc(text)
+    except (ValueError, OverflowError):
+        raise argparse.ArgumentTypeError(f"{text!r}: allowed a date YYYY-MM-DD (the first UTC day)") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -65,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
                            "Range A, tap and capacitor operations, energy")  # fmt: skip
     truth.add_argument("file", help="the truth log")
     truth.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    hist = sub.add_parser("history", help="write N days of 15-minute feeder history (CSV) from the bench's physics "
+                          "and its realistic profiles (docs/forecast.md)")  # fmt: skip
+    hist.add_argument("--config", required=True, help="the bench's TOML ([feeder], optional [profiles])")
+    hist.add_argument("--days", required=True, type=_days, help=f"days to write, 1..{MAX_DAYS}")
+    hist.add_argument("--out", required=True, help="the CSV file to write (its folder must exist)")
+    hist.add_argument("--start", type=_date, default="2026-01-01", help="the first UTC day, YYYY-MM-DD (2026-01-01)")
+    hist.add_argument("--seed", type=int, help="the noise's seed (overrides [profiles] seed)")
     dev = sub.add_parser("devices", help="print the bench's devices and their addresses")
     dev.add_argument("--config", required=True)
     published = ",".join(map(str, PUBLISHED_TAPS))
@@ -166,6 +194,37 @@ def _truth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _history(args: argparse.Namespace, config: Any) -> int:
+    import os
+    import time
+
+    from sim_hw.feeder.bdew import ProfileError
+    from sim_hw.history import HistoryError, write_history
+
+    out = Path(args.out)
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        why = "is not a folder" if folder.exists() else "does not exist"
+        print(f"sim history: --out {args.out}: folder {folder} {why}", file=sys.stderr)
+        return 2
+    if out.is_dir() or not os.access(folder, os.W_OK):
+        what = "is a folder" if out.is_dir() else f"folder {folder} is not writable"
+        print(f"sim history: --out {args.out}: {what}: allowed a file path in a writable folder", file=sys.stderr)
+        return 2
+    began = time.monotonic()
+    try:
+        result = write_history(config, out, start=args.start, days=args.days, seed=args.seed)
+    except (HistoryError, ProfileError) as err:
+        print(f"sim history: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"sim history: --out {args.out}: cannot write: {err.strerror or err}", file=sys.stderr)
+        return 1
+    print(f"wrote {out} rows={result.rows} columns={len(result.columns)} not_converged={result.not_converged} "
+          f"elapsed_s={time.monotonic() - began:.1f}")  # fmt: skip
+    return 0
+
+
 async def _run(bench: Bench, seconds: float | None, sim_seconds: float | None = None) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -205,6 +264,8 @@ def main(argv: list[str]) -> int:
     except BenchConfigError as err:
         print(err, file=sys.stderr)
         return 2
+    if args.command == "history":
+        return _history(args, config)
     if args.command == "devices":
         print(device_table(config))
         return 0

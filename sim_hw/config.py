@@ -52,6 +52,15 @@ A bench with physics (config/sim-ieee13.toml) adds the feeder, physics-driven de
 
     scenario = "scenarios/ieee13-day.toml"   # optional: scripted events (sim_hw/scenarios)
 
+Realistic profiles (sim_hw/feeder/bdew.py, docs/feeder.md "Realistic profiles"): BDEW customer classes per
+load, typical-year weather and PV; what ``gridedge sim history`` writes and, with ``source = "bdew"``, what the
+running bench follows::
+
+    [profiles]
+    source = "daily"            # "daily": [feeder] irradiance and load | "bdew"
+    tmy = "723170TYA.CSV"       # a TMY3 file in pvlib's wheel
+    classes = { "671" = "G0" }  # load = BDEW class (H0, G0-G6, L0-L2)
+
 Sampled waveforms for power quality (sim_hw/waveforms, docs/devices/sim-waveforms.md), each a live wave
 stream; a bench may hold only these (no ``[[devices]]``)::
 
@@ -195,6 +204,7 @@ class BenchConfig:
     pmus: tuple[PmuSpec, ...] = ()
     scenario: Path | None = None
     waveforms: tuple[WaveformSpec, ...] = ()
+    profiles: Any = None  # sim_hw.feeder.bdew.ProfileSettings when the config has a [profiles] table
 
     def bus(self, name: str) -> BusConfig:
         for b in self.buses:
@@ -487,7 +497,7 @@ def _check_options(c: Checker, devices: list[DeviceSpec], step_s: float) -> None
 def parse_bench_config(data: Mapping[str, Any], source: Path) -> BenchConfig:
     """Validate a parsed TOML document; ``source`` is the file it came from (paths are relative to its folder)."""
     c = Checker(source.parent)
-    c.unknown(data, "", {"bench", "buses", "devices", "feeder", "pmus", "scenario", "waveforms"})
+    c.unknown(data, "", {"bench", "buses", "devices", "feeder", "pmus", "profiles", "scenario", "waveforms"})
     bench = _bench(c, data)
     buses = _buses(c, data)
     devices = _devices(c, data, buses)
@@ -495,6 +505,13 @@ def parse_bench_config(data: Mapping[str, Any], source: Path) -> BenchConfig:
     pmus = _pmus(c, data, {(str(d.host), int(d.port)) for d in devices if d.port is not None})
     taken = {(str(d.host), int(d.port)) for d in devices if d.port is not None} | {(p.host, p.port) for p in pmus}
     waveforms = _waveforms(c, data, taken)
+    profiles = None
+    if "profiles" in data:
+        from sim_hw.feeder.bdew import parse_profiles  # the realistic profiles: docs/feeder.md, "Profiles"
+
+        profiles = parse_profiles(c, data["profiles"])
+        if "feeder" not in data:
+            c.fail("profiles", "[profiles]", "drives the feeder's loads and PV: add a [feeder] table")
     scenario = None
     if "scenario" in data:
         raw_scn = c.get(data, "", "scenario", "string")
@@ -524,6 +541,7 @@ def parse_bench_config(data: Mapping[str, Any], source: Path) -> BenchConfig:
         pmus=tuple(pmus),
         scenario=scenario,
         waveforms=tuple(waveforms),
+        profiles=profiles,
     )
 
 

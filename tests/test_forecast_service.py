@@ -107,7 +107,7 @@ def test_forecasts_written_and_read_back_on_both_stores(target: Path | str) -> N
                 "ORDER BY ordinal_position"
             ).fetchall()
             versions = [r[0] for r in conn.execute("SELECT version FROM schema_version")]
-        assert [c for c, _ in cols] == [c for c, _ in FORECAST_COLUMNS] and 2 in versions
+        assert [c for c, _ in cols] == [c for c, _ in FORECAST_COLUMNS] and 3 in versions
 
 
 # ---- gridedge central forecast backtest --------------------------------------------------------------------------

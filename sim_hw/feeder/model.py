@@ -133,6 +133,10 @@ class Feeder:
         self._load_scale = 1.0
         self._load_model = "published"
         self._loads = tuple(n.lower() for n in d.Loads.AllNames())
+        self._load_ratings: dict[str, tuple[float, float]] = {}
+        for name in self._loads:
+            d.Loads.Name(name)
+            self._load_ratings[name] = (float(d.Loads.kW()), float(d.Loads.kvar()))
         self._layout = self._build_layout()
 
     # ------------------------------------------------------------------ building
@@ -271,6 +275,24 @@ class Feeder:
                 f"Vminpu={CVR_VMIN_PU} Vmaxpu={CVR_VMAX_PU}"
             )
         self._load_model = model
+
+    def load_ratings(self) -> dict[str, tuple[float, float]]:
+        """Every load's nominal (kW, kvar) as the script defines it (a profile scales from these)."""
+        return dict(self._load_ratings)
+
+    def set_load(self, name: str, p_kw: float, q_kvar: float) -> None:
+        """Set one load's P [kW] and Q [kvar] at nominal voltage (a per-load profile; LoadMult still applies)."""
+        key = name.lower() if isinstance(name, str) else name
+        if key not in self._load_ratings:
+            raise FeederError(f"load {name!r}: no such load (loads: {', '.join(self._loads)})")
+        p = _finite(f"load {key} p_kw", p_kw)
+        q = _finite(f"load {key} q_kvar", q_kvar)
+        if p < 0:
+            raise FeederError(f"load {key}: p_kw={p_kw!r}: allowed >= 0")
+        d = self._dss
+        d.Loads.Name(key)
+        d.Loads.kW(p)
+        d.Loads.kvar(q)
 
     @property
     def load_model(self) -> str:
@@ -474,6 +496,33 @@ class Feeder:
         if not converged:
             log.warning("feeder_not_converged", t=t, iterations=d.Solution.Iterations())
         return self._read(t, converged)
+
+    def solve_lean(self) -> bool:
+        """Solve the power flow without reading the whole Solution out (a long history); True if it converged."""
+        try:
+            self._dss.Solution.Solve()
+            return bool(self._dss.Solution.Converged())
+        except DSSException:
+            return False
+
+    def terminal_power(self, element: str, terminal: int) -> complex:
+        """The three-phase power into ``element`` at ``terminal`` after the last solve [kW + j kvar]."""
+        d = self._dss
+        try:
+            d.Circuit.SetActiveElement(element)
+            n_terms = d.CktElement.NumTerminals()
+        except DSSException as err:
+            raise FeederError(f"element {element!r}: {err}") from err
+        if d.CktElement.Name().lower() != element.lower() or not 1 <= terminal <= n_terms:
+            raise FeederError(f"element {element!r} terminal {terminal!r}: no such element terminal")
+        powers = d.CktElement.Powers()
+        n = len(powers) // (2 * n_terms)
+        chunk = powers[2 * n * (terminal - 1) : 2 * n * terminal]
+        return complex(sum(chunk[0::2]), sum(chunk[1::2]))
+
+    def losses_kw(self) -> float:
+        """The circuit's losses after the last solve [kW]."""
+        return float(self._dss.Circuit.Losses()[0]) / 1000.0
 
     def _read(self, t: float, converged: bool) -> Solution:
         d = self._dss

@@ -1,0 +1,296 @@
+"""``gridedge central dispatch [run|status] --config FILE ...``: solve the schedule, print it (``--dry-run``) or send
+its current interval as signed commands (``--once``, or every interval until stopped), and report whether each
+site follows (docs/dispatch.md).
+
+Exit codes: 0 done (``status``: every site following); 1 no schedule keeps the limits (infeasible), or a site not
+following (``status``), or a command not applied (``--once``); 2 bad arguments, configuration or inputs; 3 runtime
+failure (no broker, the store).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import csv
+import json
+import signal
+import sqlite3
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from central.commands import CommandError, CommandIssuer, Outcome
+from central.config import CentralConfig
+from central.dispatch.config import DispatchConfig
+from central.dispatch.inputs import (
+    Forecast,
+    InputError,
+    current_start,
+    forecast_csv,
+    forecast_db,
+    horizon,
+    parse_time,
+    prices_csv,
+)
+from central.dispatch.network import NetworkError, NetworkModel
+from central.dispatch.optimise import InfeasibleError, Solution, evaluate, solve
+from central.dispatch.plan import Step, build_problem, network_for, refine, schedule
+from central.dispatch.send import DispatchSendError, dispatch_key, send_step, write_schedules
+from central.dispatch.status import SiteFollowing, following, status_table
+from central.settlement.db import open_settlement_db
+from central.store import CentralStoreError, Store, open_store
+from protocols.eventlog import EventLog, setup_logging
+from protocols.mqtt.session import MqttSession
+
+log = EventLog("central.dispatch")
+EXIT_OK, EXIT_NOT_OK, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _err(text: str) -> int:
+    print(f"gridedge central dispatch: {text}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def dispatch_command(args: argparse.Namespace, config: CentralConfig) -> int:
+    cfg = config.dispatch
+    if cfg is None:
+        return _err(f"{config.source}: no [dispatch] section (docs/dispatch.md, 'Configuration')")
+    if args.timeout is not None and not 0 < args.timeout <= 3600:
+        return _err(f"--timeout = {args.timeout:g}: seconds in (0, 3600]")
+    if args.action == "status":
+        return _status(args, config, cfg)
+    if args.dry_run and args.once:
+        return _err("--dry-run and --once: give one (--dry-run sends nothing)")
+    if not args.dry_run and config.store_url is not None:
+        return _err(f"[store] url = {config.store_name}: dispatch writes settlement's schedules in central's SQLite "
+                    "store only (docs/scale.md)")  # fmt: skip
+    try:
+        now = parse_time(args.now, "--now") if args.now is not None else None
+        model = network_for(cfg)
+    except (InputError, NetworkError) as err:
+        return _err(str(err))
+    if args.dry_run:
+        try:
+            steps, sol, base = plan_once(cfg, config, model, args, now)
+        except (InputError, NetworkError) as err:
+            return _err(str(err))
+        except InfeasibleError as err:
+            log.error("dispatch_infeasible", reason=err)
+            print(f"gridedge central dispatch: {err}", file=sys.stderr)
+            return EXIT_NOT_OK
+        print(schedule_table(cfg, steps, sol, base))
+        return EXIT_OK
+    setup_logging("info", stream=sys.stderr)
+    try:
+        key = dispatch_key(cfg, config.commands)
+    except DispatchSendError as err:
+        return _err(str(err))
+    try:
+        return asyncio.run(_run(args, config, cfg, model, key.key_id, now))
+    except (InputError, NetworkError, CommandError, DispatchSendError) as err:
+        return _err(str(err))
+    except (CentralStoreError, sqlite3.Error, TimeoutError) as err:
+        print(f"gridedge central dispatch: {err or type(err).__name__}", file=sys.stderr)
+        return EXIT_RUNTIME
+
+
+def plan_once(cfg: DispatchConfig, config: CentralConfig, model: NetworkModel, args: argparse.Namespace,
+              now: float | None, banks_now: dict[str, bool] | None = None
+              ) -> tuple[list[Step], Solution, Solution]:  # fmt: skip
+    """Read the inputs, solve, and return the schedule with its solution and the no-dispatch baseline."""
+    forecast = read_forecast(cfg, config, args, now)
+    price = read_prices(cfg, args, forecast.starts)
+    problem = build_problem(cfg, model, forecast, price, banks_now)
+    t0 = time.perf_counter()
+    sol = refine(cfg, model, forecast, solve(problem), cfg.refine_passes)
+    sol = replace(sol, solve_s=time.perf_counter() - t0)
+    base = evaluate(problem)
+    log.info("dispatch_solved", intervals=len(problem.starts), first=_iso(problem.starts[0]), cost=round(sol.cost.sum(), 2),
+             baseline_cost=round(base.cost.sum(), 2), solve_s=round(sol.solve_s, 3))  # fmt: skip
+    return schedule(cfg, sol), sol, base
+
+
+def read_forecast(cfg: DispatchConfig, config: CentralConfig, args: argparse.Namespace, now: float | None) -> Forecast:
+    if args.forecast is not None:
+        path = Path(args.forecast)
+        if now is None and args.dry_run:
+            with path.open(encoding="utf-8") as fh:
+                rows = list(csv.reader(fh))
+            if len(rows) < 2:
+                raise InputError(f"{path}: no rows after the header")
+            now = parse_time(rows[1][0], f"{path} line 2 start")
+        start = current_start(time.time() if now is None else now, cfg.interval_s)
+        return forecast_csv(path, horizon(start, cfg.interval_s, cfg.horizon_intervals))
+    if config.db_path is None:
+        raise InputError("the forecasts table is read from central's SQLite store; give --forecast FILE")
+    t = time.time() if now is None else now
+    starts = horizon(current_start(t, cfg.interval_s), cfg.interval_s, cfg.horizon_intervals)
+    db = sqlite3.connect(f"file:{config.db_path}?mode=ro", uri=True, timeout=30)
+    try:
+        return forecast_db(db, cfg.feeder, starts, cfg.interval_s, t)
+    except sqlite3.Error as err:
+        raise InputError(f"central's store {config.db_path}: {err}") from None
+    finally:
+        db.close()
+
+
+def read_prices(cfg: DispatchConfig, args: argparse.Namespace, starts: np.ndarray) -> np.ndarray:
+    if args.prices is not None:
+        return prices_csv(Path(args.prices), starts)
+    if cfg.price_file is not None:
+        return prices_csv(cfg.price_file, starts)
+    assert cfg.price is not None
+    return np.full(len(starts), cfg.price)
+
+
+def schedule_table(cfg: DispatchConfig, steps: Sequence[Step], sol: Solution, base: Solution) -> str:
+    """The dry run's print: a summary, then one line per interval and site."""
+    p = sol.problem
+    lines = [
+        f"dispatch {len(p.starts)} x {p.interval_s // 60} min from {_iso(p.starts[0])}: cost {sol.cost.sum():.2f} "
+        f"(no dispatch {base.cost.sum():.2f}), solved in {sol.solve_s * 1000:.0f} ms",
+        f"limits: bus voltage {p.v_lo:.3f}..{p.v_hi:.3f} pu on {len(p.nodes)} nodes (ANSI C84.1 Range A less "
+        f"{cfg.margin_pu:g} pu); reverse power "
+        + ("none" if p.reverse_power_kw is None else f"at most {p.reverse_power_kw:g} kW"),
+        f"no dispatch would see {base.v_pred.min():.4f}..{base.v_pred.max():.4f} pu and head "
+        f"{base.head_kw.min():.1f}..{base.head_kw.max():.1f} kW",
+        "",
+        f"{'start':<20} {'site':<10} {'pv limit %':<24} {'var % of kVA':<24} {'cvr':<4} {'caps':<26} {'v_min':>6} "
+        f"{'v_max':>6} {'head kW':>9} {'cost':>8}",
+    ]  # fmt: skip
+    for s in steps:
+        lim = " ".join(f"{d}={v:g}" for d, v in s.p_limit_pct.items()) or "-"
+        var = " ".join(f"{d}={v:g}" for d, v in s.var_pct.items()) or "-"
+        caps = " ".join(f"{d}={'closed' if c else 'open'}" for d, c in s.cap_closed.items()) or "-"
+        cvr = "-" if s.cvr_on is None else ("on" if s.cvr_on else "off")
+        lines.append(f"{_iso(s.start):<20} {s.site:<10} {lim:<24} {var:<24} {cvr:<4} {caps:<26} {s.v_min_pu:6.4f} "
+                     f"{s.v_max_pu:6.4f} {s.head_kw:9.1f} {s.cost:8.2f}")  # fmt: skip
+    return "\n".join(lines)
+
+
+async def _run(args: argparse.Namespace, config: CentralConfig, cfg: DispatchConfig, model: NetworkModel,
+               key_id: str, now: float | None) -> int:  # fmt: skip
+    store = open_store(config.store_target)
+    assert config.db_path is not None
+    db_path = config.db_path
+    session = MqttSession(config.broker.session_config(client_id=f"{config.broker.client_id}-dispatch-{uuid.uuid4().hex[:8]}",
+                                                       backoff_max_s=min(config.backoff_max_s, 1.0)))  # fmt: skip
+    issuer = CommandIssuer(config.commands, store, session)
+    for s in cfg.sites:
+        issuer.watch(s.site)
+    task = asyncio.create_task(session.run(), name="central-dispatch-mqtt")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    timeout = config.commands.result_timeout_s if args.timeout is None else args.timeout
+    try:
+        await asyncio.wait_for(session.connected.wait(), max(timeout, 10.0))
+        banks: dict[str, bool] = {}  # each bank where the last round left it, as far as central knows
+        while True:
+            outs = await dispatch_interval(cfg, config, model, args, issuer, db_path, key_id, now, timeout, banks)
+            bad = [o for o in outs if o.status != "applied"]
+            print(f"{_iso(time.time())} sent {len(outs)} command(s): {len(outs) - len(bad)} applied"
+                  + "".join(f"; {o.command.audience}/{o.command.target} {o.command.kind} {o.status}"
+                            f"{' ' + o.reason if o.reason else ''}" for o in bad), flush=True)  # fmt: skip
+            rows = await asyncio.to_thread(_following, cfg, store, db_path, key_id, time.time(), args.window)
+            print(status_table(rows), flush=True)
+            if args.once:
+                return EXIT_NOT_OK if bad else EXIT_OK
+            wait = current_start(time.time(), cfg.interval_s) + cfg.interval_s - time.time()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(wait, 0.0) + 0.5)
+            if stop.is_set():
+                return EXIT_OK
+            now = None
+    except InfeasibleError as err:
+        log.error("dispatch_infeasible", reason=err)
+        print(f"gridedge central dispatch: {err}", file=sys.stderr)
+        return EXIT_NOT_OK
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        store.close()
+
+
+async def dispatch_interval(cfg: DispatchConfig, config: CentralConfig, model: NetworkModel, args: argparse.Namespace,
+                            issuer: CommandIssuer, db_path: Path, key_id: str, now: float | None,
+                            timeout_s: float, banks: dict[str, bool]) -> list[Outcome]:  # fmt: skip
+    """One round: solve from the current interval, store the horizon's scheduled energy, send the current
+    interval's commands. ``banks`` (each bank's state as the last round left it) is read and updated: a bank
+    moves only when its switch was applied."""
+    steps, _, _ = await asyncio.to_thread(plan_once, cfg, config, model, args, now, dict(banks) or None)
+    first = [s for s in steps if s.start == steps[0].start]
+    await asyncio.to_thread(_write_schedules, db_path, cfg, steps)
+    outs = await send_step(issuer, first, cfg.expiry_margin_s, key_id, timeout_s)
+    for s in first:
+        banks.update(s.cap_before)
+    for o in outs:
+        if o.status == "applied" and o.command.kind in ("capbank.open", "capbank.close"):
+            banks[o.command.target] = o.command.kind == "capbank.close"
+    return outs
+
+
+def _write_schedules(db_path: Path, cfg: DispatchConfig, steps: Sequence[Step]) -> int:
+    db = open_settlement_db(db_path)  # a connection of the worker thread's own
+    try:
+        return write_schedules(db, cfg, steps, time.time())
+    finally:
+        db.close()
+
+
+def _following(cfg: DispatchConfig, store: Store, db_path: Path, key_id: str, now: float,
+               window_s: float) -> list[SiteFollowing]:  # fmt: skip
+    db = open_settlement_db(db_path)
+    try:
+        return following(cfg, store, db, key_id, now, window_s)
+    finally:
+        db.close()
+
+
+def _status(args: argparse.Namespace, config: CentralConfig, cfg: DispatchConfig) -> int:
+    try:
+        key = dispatch_key(cfg, config.commands)
+    except DispatchSendError as err:
+        return _err(str(err))
+    if not 0 < args.window <= 30 * 86_400:
+        return _err(f"--window = {args.window:g}: seconds in (0, {30 * 86_400}]")
+    setup_logging("warning", stream=sys.stderr)
+    try:
+        store = open_store(config.store_target)
+    except CentralStoreError as err:
+        print(err, file=sys.stderr)
+        return EXIT_RUNTIME
+    db = open_settlement_db(config.db_path) if config.db_path is not None else None
+    try:
+        now = parse_time(args.now, "--now") if args.now is not None else time.time()
+        rows = following(cfg, store, db, key.key_id, now, args.window)
+    except InputError as err:
+        return _err(str(err))
+    finally:
+        store.close()
+        if db is not None:
+            db.close()
+    if args.json:
+        print(json.dumps([{"site": r.site, "state": r.state, "applied": r.applied, "refused": r.refused,
+                           "expired": r.expired, "waiting": r.waiting, "metered": r.compared, "off": r.off,
+                           "why": r.why()} for r in rows], sort_keys=True))  # fmt: skip
+    else:
+        print(status_table(rows))
+    return EXIT_OK if all(r.following for r in rows) else EXIT_NOT_OK
+
+
+__all__ = ["dispatch_command", "dispatch_interval", "plan_once", "schedule_table"]

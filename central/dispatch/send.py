@@ -1,0 +1,122 @@
+"""A schedule's interval as signed commands, and the scheduled energy for settlement (docs/dispatch.md, "Commands
+sent").
+
+Each interval of a site's schedule goes out when the interval begins, as commands of existing kinds (docs/commands.md),
+signed with central's dispatch key through central's command issuer (recorded in the ``commands`` table, results
+verified with the site's agent key):
+
+- ``der.setpoint`` per inverter: ``p_limit_pct`` and ``var_pct``;
+- ``capbank.close`` / ``capbank.open`` for a bank the schedule switches in that interval (the site refuses to move a
+  bank to where it already is);
+- ``regulator.band_center`` with the lowered band centre, in the intervals CVR is on (none otherwise: the regulator
+  stays with its own control).
+
+Each holds ``until`` the interval's end plus ``expiry_margin_s``: when the next interval's commands do not come (the
+link or central is gone), the hold ends and the site's agent hands the device back to its own fallback (a DER to its
+group's settings, a bank or regulator to its automatic control). One command per interval and device, never a day
+of set points at once, so a lost site falls back within one interval and a margin.
+
+The whole horizon's energy per site meter goes into settlement's ``schedules`` table (source ``dispatch``, a new
+version at every solve), so settlement's imbalance shows how well each site followed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from central.commands import CommandIssuer, Outcome
+from central.config import CommandsConfig, SigningKey
+from central.dispatch.config import DispatchConfig
+from central.dispatch.plan import Step
+from central.settlement.db import SettlementDb
+from central.settlement.schedules import ScheduledInterval, store_schedule
+from protocols.eventlog import EventLog
+
+log = EventLog("central.dispatch")
+SOURCE = "dispatch"
+
+
+class DispatchSendError(ValueError):
+    """The schedule cannot be sent as configured (no dispatch key, a site without an agent key)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedCommand:
+    site: str
+    kind: str
+    target: str
+    body: dict[str, Any]
+
+
+def dispatch_key(cfg: DispatchConfig, commands: CommandsConfig) -> SigningKey:
+    """The key dispatch signs with: ``[dispatch] key_id``, else the first ``[[commands.keys]]`` of role dispatch."""
+    if cfg.key_id is not None:
+        key = commands.key(cfg.key_id)
+        if key is None:
+            known = ", ".join(k.key_id for k in commands.keys) or "none"
+            raise DispatchSendError(f"dispatch.key_id = {cfg.key_id!r}: not in [[commands.keys]] (configured: {known})")
+        return key
+    key = next((k for k in commands.keys if k.role == "dispatch"), None)
+    if key is None:
+        raise DispatchSendError("dispatch.key_id: no [[commands.keys]] of role 'dispatch' to sign schedules with; "
+                                "add one (gridedge keys generate) or name a key")  # fmt: skip
+    return key
+
+
+def commands_for(step: Step, margin_s: float) -> list[PlannedCommand]:
+    """The commands that carry out one interval of one site's schedule."""
+    until = float(step.end + margin_s)
+    out = [PlannedCommand(step.site, "der.setpoint", dev,
+                          {"p_limit_pct": step.p_limit_pct[dev], "var_pct": step.var_pct[dev], "until": until})
+           for dev in step.p_limit_pct]  # fmt: skip
+    for dev, closed in step.cap_closed.items():  # only a switch: the site refuses to move a bank where it is
+        if closed != step.cap_before.get(dev):
+            out.append(PlannedCommand(step.site, "capbank.close" if closed else "capbank.open", dev, {"until": until}))
+    if step.cvr_on and step.band_center_v is not None:
+        reg = step.regulator_device
+        out.append(PlannedCommand(step.site, "regulator.band_center", reg, {"volts": step.band_center_v,
+                                                                            "until": until}))  # fmt: skip
+    return out
+
+
+async def send_step(issuer: CommandIssuer, steps: Sequence[Step], margin_s: float, key_id: str,
+                    timeout_s: float) -> list[Outcome]:  # fmt: skip
+    """Sign, record and send every command of ``steps`` at once; each site's results are awaited together."""
+    planned = [c for s in steps for c in commands_for(s, margin_s)]
+    for c in planned:  # all checked before the first is numbered or sent
+        issuer.check(c.site, c.kind, c.target, c.body, key_id)
+    outs = await asyncio.gather(*(issuer.send(c.site, c.kind, c.target, c.body, key_id, timeout_s=timeout_s)
+                                  for c in planned))  # fmt: skip
+    for o in outs:
+        if o.status != "applied":
+            log.warning("dispatch_command_not_applied", site=o.command.audience, kind=o.command.kind,
+                        target=o.command.target, status=o.status, reason=o.reason)  # fmt: skip
+    return list(outs)
+
+
+def scheduled_energy(cfg: DispatchConfig, steps: Sequence[Step]) -> list[ScheduledInterval]:
+    """Each configured meter's energy per interval [kWh]: the head's import (delivered) or export (received), or an
+    inverter's output."""
+    out: list[ScheduledInterval] = []
+    by_site = {s.site: s for s in cfg.sites}
+    for step in steps:
+        dt_h = (step.end - step.start) / 3600.0
+        for m in by_site[step.site].meters:
+            if m.measures == "head":
+                kw = max(step.head_kw, 0.0) if m.channel == "kwh_delivered" else max(-step.head_kw, 0.0)
+            else:
+                kw = step.p_out_kw[m.measures]
+            out.append(ScheduledInterval(step.site, m.meter, m.channel, step.start, step.end, round(kw * dt_h, 6)))
+    return out
+
+
+def write_schedules(db: SettlementDb, cfg: DispatchConfig, steps: Sequence[Step], now: float) -> int:
+    rows = scheduled_energy(cfg, steps)
+    return store_schedule(db, rows, SOURCE, now) if rows else 0
+
+
+__all__ = ["DispatchSendError", "PlannedCommand", "SOURCE", "commands_for", "dispatch_key", "scheduled_energy",
+           "send_step", "write_schedules"]  # fmt: skip

@@ -1,0 +1,167 @@
+"""Dispatch's schedule on the wire: central's dispatch solves a schedule on the IEEE 13-node model, signs the
+current interval's set point with its dispatch key and sends it through a real Mosquitto to a real agent driving
+the bench's inverter pv675; the inverter holds the limit, the hold ends at the interval's end (the agent's
+fallback), and once the site is gone its next commands expire unanswered and central reports it as not
+following (docs/dispatch.md, "Following")."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers.aio import async_test, until
+from helpers.commandrig import SITE, command_site
+from helpers.derrig import DEV
+
+from central.commands import CommandIssuer
+from central.config import load_central_config
+from central.dispatch.inputs import Forecast, horizon
+from central.dispatch.optimise import solve
+from central.dispatch.plan import build_problem, network_for, schedule
+from central.dispatch.send import send_step
+from central.dispatch.status import following, status_table
+from central.store import open_store
+from protocols.mqtt.session import MqttSession
+
+pytestmark = pytest.mark.integration
+
+IEEE13 = Path(__file__).resolve().parents[1] / "config" / "ieee13" / "IEEE13.dss"
+LIMIT, LIMIT_ENA = "DERCtlAC.WMaxLimPct", "DERCtlAC.WMaxLimPctEna"
+
+
+def central_toml(tmp_path: Path, port: int) -> Path:
+    keys = tmp_path / "agent" / "keys"  # helpers.commandrig.make_keys wrote them for the site
+    conf = tmp_path / "central.toml"
+    conf.write_text(f"""
+[broker]
+url = "mqtt://127.0.0.1:{port}"
+[store]
+db = "central.db"
+[commands]
+result_timeout_s = 10
+valid_s = 10
+[[commands.keys]]
+key_id = "dispatch-1"
+role = "dispatch"
+key_file = "{keys / "dispatch-1.key"}"
+[commands.sites.{SITE}]
+agent_key_file = "{keys / "agent.pub"}"
+[dispatch]
+network = "{IEEE13}"
+feeder = "ieee13"
+interval_s = 300
+horizon_intervals = 2
+price = 0.1
+expiry_margin_s = 0
+[[dispatch.sites]]
+site = "{SITE}"
+inverters = [{{device = "{DEV}", kva = 2500, p_limit_min_pct = 30}}]
+""")
+    return conf
+
+
+@async_test
+async def test_a_schedule_reaches_the_agent_and_a_lost_site_falls_back_and_is_reported(
+    tmp_path: Path, broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    tasks: list[asyncio.Task] = []
+    stores = []
+    try:
+        async with command_site(tmp_path, broker, speed=20.0) as s:
+            # central: its own store, dispatch key and link, running on past the site (the rig made the keys)
+            config = load_central_config(central_toml(tmp_path, broker.port))
+            cfg = config.dispatch
+            assert cfg is not None
+            store = open_store(config.store_target)
+            stores.append(store)
+            session = MqttSession(config.broker.session_config(client_id="central-dispatch-test"))
+            issuer = CommandIssuer(config.commands, store, session)
+            issuer.watch(SITE)
+            tasks.append(asyncio.create_task(session.run()))
+            await until(lambda: s.agent.snapshot.get(f"{DEV}.{LIMIT_ENA}") is not None, timeout=30)
+            await asyncio.wait_for(session.connected.wait(), 10)
+            inv = s.bench.model_of(DEV)
+            # Two intervals on the agent's clock (the bench's; `until` is judged on it), the first ending 60 s from
+            # now: 2000 kW of PV into a negative price, so the optimum curtails pv675 to its lowest limit, 30 %.
+            now = s.now()
+            forecast = Forecast(horizon(int(now) - 240, 300, 2), np.array([1500.0, 1500.0]), np.array([700.0, 700.0]),
+                                np.array([2000.0, 2000.0]), "test")  # fmt: skip
+            sol = solve(build_problem(cfg, network_for(cfg), forecast, np.array([-0.05, 0.10])))
+            steps = schedule(cfg, sol)
+            assert [st.p_limit_pct[DEV] for st in steps] == [30.0, 100.0]
+            (out,) = await send_step(issuer, steps[:1], cfg.expiry_margin_s, "dispatch-1", 10.0)
+            assert out.status == "applied", out.reason
+            # the agent's readback of the inverter's registers: the limit and a var set point of 0 (the schedule's)
+            assert out.readback["DERCtlAC.WMaxLimPct"] == pytest.approx(30.0)
+            assert out.readback["DERCtlAC.WMaxLimPctEna"] == 1 and out.readback["DERCtlAC.VarSetPct"] == 0.0
+            await until(lambda: inv.settings[LIMIT_ENA] == 1 and inv.settings[LIMIT] == pytest.approx(30), timeout=15)
+            # the interval ends (its command held until then, no margin): the agent hands pv675 back, limit off
+            await until(lambda: inv.settings[LIMIT_ENA] == 0, timeout=15)
+            assert s.now() >= steps[0].end
+            rows = following(cfg, store, None, "dispatch-1", time.time())
+            assert [(r.site, r.state, r.applied) for r in rows] == [(SITE, "following", 1)]
+        # the site is gone (agent stopped): the next interval's command is sent and never answered
+        (late,) = await send_step(issuer, steps[1:], cfg.expiry_margin_s, "dispatch-1", 0.5)
+        assert late.status == "sent"
+        after = late.command.expires_at + 1  # judged once its window has passed
+        rows = following(cfg, store, None, "dispatch-1", after)
+        print("\n" + status_table(rows))
+        assert [(r.site, r.state, r.applied, r.expired) for r in rows] == [(SITE, "not_following", 1, 1)]
+        assert "1 command(s) expired without a result" in rows[0].why()
+        assert any(r.getMessage().startswith("event=dispatch_site_not_following ") and f"site={SITE}" in r.getMessage()
+                   for r in caplog.records)  # fmt: skip
+    finally:
+        for t in tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        for st in stores:
+            st.close()
+
+
+def test_once_reads_the_forecasts_table_stores_the_schedule_and_records_unanswered_commands(
+    tmp_path: Path, broker, capsys: pytest.CaptureFixture
+) -> None:
+    """`central dispatch --once` with no agent behind the broker: the forecasts come from central's table (the
+    forecasting's schema), the horizon's energy goes to settlement's schedules (source dispatch), the interval's
+    command is signed, recorded and published, and with no result it exits 1 naming it."""
+    import sqlite3
+
+    from central.cli import main
+    from protocols.telemetry.commands import generate_key, private_pem, public_text
+
+    keys = tmp_path / "agent" / "keys"
+    keys.mkdir(parents=True)
+    (keys / "dispatch-1.key").write_bytes(private_pem(generate_key()))
+    (keys / "agent.pub").write_text(public_text(generate_key().public_key()))
+    conf = central_toml(tmp_path, broker.port)
+    conf.write_text(conf.read_text() + 'meters = [{meter = "pv-m", channel = "kwh_received", measures = "pv675"}]\n')
+    now = time.time()
+    start = int(now // 300) * 300
+    db = sqlite3.connect(tmp_path / "central.db")
+    db.execute("CREATE TABLE forecasts (feeder TEXT, kind TEXT, horizon TEXT, issued INTEGER, start INTEGER, end_ts "
+               "INTEGER, p10 REAL, p50 REAL, p90 REAL, unit TEXT, model TEXT, PRIMARY KEY (feeder, kind, horizon, "
+               "issued, start))")  # fmt: skip
+    for kind, unit, p50 in (("load_p", "kW", 1500.0), ("load_q", "kvar", 700.0), ("pv", "kW", 1000.0)):
+        db.execute("INSERT INTO forecasts VALUES ('ieee13', ?, 'intraday', ?, ?, ?, 0, ?, 0, ?, 'test')",
+                   (kind, int(now) - 60, start, start + 3600, p50, unit))  # fmt: skip
+    db.commit()
+    rc = main(["dispatch", "--config", str(conf), "--once", "--timeout", "0.5"])
+    got = capsys.readouterr()
+    out = got.out
+    assert rc == 1, got.err[-2000:]
+    assert "sent 1 command(s): 0 applied; bench-site/pv675 der.setpoint sent" in out
+    rows = db.execute("SELECT start, energy, source FROM schedules WHERE meter = 'pv-m' ORDER BY start").fetchall()
+    # 1000 kW of PV, nothing to curtail at 0.10 / kWh: 1000 kW x 5 min = 83.33 kWh in each of the two intervals
+    # (from the interval the CLI ran in: this one, or the next if a boundary passed in between)
+    assert rows[0][0] in (start, start + 300) and [r[0] - rows[0][0] for r in rows] == [0, 300]
+    assert [(e, src) for _, e, src in rows] == [(pytest.approx(83.333, abs=0.01), "dispatch")] * 2
+    (status, kind, body) = db.execute("SELECT status, kind, message FROM commands").fetchone()
+    assert (status, kind) == ("sent", "der.setpoint") and '\\"p_limit_pct\\":100' in body
+    db.close()
