@@ -1,4 +1,4 @@
-"""``gridedge central run|gaps|command|commands|intervals|settle|schedule|dispatch``: the reference central service's commands.
+"""``gridedge central run|gaps|command|commands|intervals|settle|schedule|dispatch|forecast``: the reference central service's commands.
 
 gridedge.py hands everything after the word ``central`` to :func:`main`, so central never imports the agent.
 Exit codes: 0 success, 1 gaps or reused sequence numbers found (``gaps``), 2 bad usage or configuration, 3 runtime failure.
@@ -22,6 +22,8 @@ from typing import Any
 from central.commands import UNTIL_KINDS, CommandError, CommandIssuer, Outcome, outcomes
 from central.config import CentralConfig, CentralConfigError, load_central_config
 from central.dispatch.args import add_parsers as add_dispatch_parsers
+from central.forecast.cli import add_parser as add_forecast_parser
+from central.forecast.cli import forecast_command
 from central.ingest import run_workers
 from central.settlement.cli import add_parsers as add_settlement_parsers
 from central.settlement.cli import intervals_command, schedule_command, settle_command
@@ -69,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     add_dispatch_parsers(sub)
     chk = sub.add_parser("check-config", help="validate central's configuration and list every error (exit 2)")
     chk.add_argument("--config", required=True, help="central TOML file")
+    add_forecast_parser(sub)
     return p
 
 
@@ -92,6 +95,8 @@ def main(argv: list[str]) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as err:  # argparse has printed the usage; return instead of exiting the dispatcher
         return 0 if err.code == 0 else 2
+    if args.command == "forecast":  # its backtest needs no config; the service loads its own
+        return forecast_command(args)
     try:
         config = load_central_config(args.config, getattr(args, "broker", None))
     except CentralConfigError as err:

@@ -35,6 +35,7 @@ listen = "127.0.0.1:9109"
 
 [settlement]                    # optional: VEE, feeders to reconcile, NMIs (central/settlement/config.py)
 [dispatch]                      # optional: schedules from forecasts and the network model (central/dispatch/config.py)
+[forecast]                      # optional: feeders' load and PV forecasts (central/forecast/config.py)
 ```
 
 Keys are held with ``repr=False``: no repr, log line or status shows them (a public key is no secret, but one
@@ -53,6 +54,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from central.dispatch.config import DispatchConfig, parse_dispatch
+from central.forecast.config import ForecastConfig, parse_forecast
 from central.settlement.config import SettlementConfig, parse_settlement
 from protocols.configcheck import Checker, ConfigError, ConfigIssue
 from protocols.metrics import MetricsConfig, parse_metrics
@@ -118,6 +120,7 @@ class CentralConfig:
     metrics: MetricsConfig | None = None  # [metrics] (docs/metrics.md); None: no Prometheus endpoint
     dispatch: DispatchConfig | None = None  # [dispatch] (docs/dispatch.md); None: no dispatch configured
     store_url: str | None = field(default=None, repr=False)  # postgresql://...: may carry a password
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)  # [forecast] (docs/forecast.md)
 
     @property
     def store_target(self) -> str | Path:
@@ -136,7 +139,7 @@ class CentralConfig:
 def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     """Validate an already-parsed TOML document; relative paths resolve against ``source``'s folder."""
     c = Checker(source.parent)
-    c.unknown(raw, "", {"broker", "store", "ingest", "commands", "settlement", "metrics", "dispatch"})
+    c.unknown(raw, "", {"broker", "store", "ingest", "commands", "settlement", "metrics", "dispatch", "forecast"})
     broker_raw, store, ingest = (c.get(raw, "", name, "table", {}) or {} for name in ("broker", "store", "ingest"))
     c.unknown(store, "store", {"db", "url"})
     c.unknown(ingest, "ingest", {"group", "status_file", "ack_interval_s", "max_queue"})
@@ -159,13 +162,14 @@ def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     metrics = parse_metrics(c, metrics_raw) if metrics_raw is not None else None
     dispatch_raw = c.get(raw, "", "dispatch", "table", None)
     dispatch = parse_dispatch(c, dispatch_raw) if dispatch_raw is not None else None
+    forecast = parse_forecast(c, c.get(raw, "", "forecast", "table", {}) or {})
     if c.issues:
         raise CentralConfigError(str(source), c.issues)
     assert (db is not None or url is not None) and broker is not None
     return CentralConfig(broker=broker, backoff_max_s=float(backoff_max), db_path=db, group=group, status_file=status,
                          ack_interval_s=float(interval), max_queue=max_queue, source=source,
                          commands=commands, settlement=settlement, metrics=metrics, store_url=url,
-                         dispatch=dispatch)  # fmt: skip
+                         dispatch=dispatch, forecast=forecast)  # fmt: skip
 
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")

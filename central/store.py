@@ -147,6 +147,27 @@ CREATE TABLE IF NOT EXISTS interval_conflicts (
 );
 """
 COMMAND_STATUSES = ("sent", "applied", "refused", "failed")
+# Forecasts (central/forecast/, docs/forecast.md): one row per feeder, kind, horizon, issue time and interval.
+# Read by dispatch with plain SQL: keep the columns as they are. Times are unix seconds UTC; start/end_ts bound
+# the 15-minute interval; kind is load_p | load_q | pv, horizon intraday | day-ahead, unit kW | kvar.
+FORECASTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS forecasts (
+    feeder  TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    horizon TEXT NOT NULL,
+    issued  INTEGER NOT NULL,
+    start   INTEGER NOT NULL,
+    end_ts  INTEGER NOT NULL,
+    p10     REAL,
+    p50     REAL,
+    p90     REAL,
+    unit    TEXT NOT NULL,
+    model   TEXT NOT NULL,
+    PRIMARY KEY (feeder, kind, horizon, issued, start)
+);
+"""
+FORECAST_COLUMNS = ("feeder", "kind", "horizon", "issued", "start", "end_ts", "p10", "p50", "p90", "unit", "model")
+
 _COMMAND_COLUMNS = ("command_id", "site", "kind", "target", "key_id", "seq", "issued_at", "expires_at", "message",
                     "sent_at", "status", "reason", "result", "result_at")  # fmt: skip
 EVENT_TABLE_STREAMS = ("events", "results", "audit")  # streams whose items go to the events table
@@ -367,6 +388,7 @@ class CentralStore(IntervalVersions):
             # (benchmarks/outbox.py drain: the store is central's largest cost).
             db.execute(f"PRAGMA cache_size = {-CACHE_KIB}")
             db.executescript(SCHEMA)
+            db.executescript(FORECASTS_SCHEMA)
             add_missing_columns(db)
         except BaseException:
             db.close()
@@ -571,6 +593,40 @@ class CentralStore(IntervalVersions):
     def store_batch(self, batch: Batch, received: float) -> bool:
         return self.store_batches([batch], received)[0]
 
+    def write_forecasts(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Store forecast rows (FORECAST_COLUMNS order) in one transaction; a row with the same key replaces."""
+        sql = f"INSERT OR REPLACE INTO forecasts ({', '.join(FORECAST_COLUMNS)}) VALUES ({', '.join('?' * 11)})"
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(sql, rows)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as err:
+                rollback = self._rollback()
+                raise CentralStoreError(f"cannot write forecasts in {self.path}: {err}{rollback}") from err
+
+    def forecasts(self, feeder: str, kind: str, horizon: str, issued: int | None = None) -> list[dict[str, Any]]:
+        """One issue's rows in time order: ``issued``, else the latest issue of (feeder, kind, horizon)."""
+        key = (feeder, kind, horizon)
+        where = "feeder = ? AND kind = ? AND horizon = ?"
+        with self._lock:
+            if issued is None:
+                row = self._db.execute(f"SELECT MAX(issued) FROM forecasts WHERE {where}", key).fetchone()
+                issued = row[0] if row else None
+            rows = self._db.execute(
+                f"SELECT {', '.join(FORECAST_COLUMNS)} FROM forecasts WHERE {where} AND issued = ? ORDER BY start",
+                (*key, issued),
+            ).fetchall()
+        return [dict(zip(FORECAST_COLUMNS, r, strict=True)) for r in rows]
+
+    def point_readings(self, site: str, point: str, since: float, until: float) -> list[tuple[float, Any, str]]:
+        """(ts, value, unit) of one point's readings with since <= ts < until, in time order (the forecaster's input)."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT ts, value, unit FROM readings WHERE site = ? AND point = ? AND ts >= ? AND ts < ? ORDER BY ts",
+                (site, point, since, until),
+            ).fetchall()
+
     def set_states(self, states: Iterable[State]) -> None:
         """The last state received per site wins.
 
@@ -669,6 +725,9 @@ class Store(Protocol):
     def state(self, site: str) -> tuple[str, float] | None: ...
     def count(self, table: str) -> int: ...
     def msg_ids(self) -> list[str]: ...
+    def write_forecasts(self, rows: Sequence[Sequence[Any]]) -> None: ...
+    def forecasts(self, feeder: str, kind: str, horizon: str, issued: int | None = None) -> list[dict[str, Any]]: ...
+    def point_readings(self, site: str, point: str, since: float, until: float) -> list[tuple[float, Any, str]]: ...
     def close(self) -> None: ...
 
 

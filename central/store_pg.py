@@ -52,6 +52,7 @@ from psycopg import sql
 from central.store import (
     _COMMAND_COLUMNS,
     EVENT_TABLE_STREAMS,
+    FORECAST_COLUMNS,
     INTERVAL_COLUMNS,
     CentralStoreError,
     IntervalVersions,
@@ -269,6 +270,29 @@ MIGRATIONS: tuple[tuple[int, str, tuple[str | Callable[[psycopg.Connection], Non
                 source   text NOT NULL,
                 imported double precision NOT NULL,
                 PRIMARY KEY (site, meter, channel, start, version)
+            )""",
+        ),
+    ),
+)
+# The forecasts table (central/forecast/, docs/forecast.md), its own migration: the same columns as SQLite's.
+MIGRATIONS += (
+    (
+        3,
+        "forecasts: P10/P50/P90 per feeder, kind, horizon, issue time and 15-minute interval",
+        (
+            """CREATE TABLE IF NOT EXISTS forecasts (
+                feeder  text NOT NULL,
+                kind    text NOT NULL,
+                horizon text NOT NULL,
+                issued  bigint NOT NULL,
+                start   bigint NOT NULL,
+                end_ts  bigint NOT NULL,
+                p10     double precision,
+                p50     double precision,
+                p90     double precision,
+                unit    text NOT NULL,
+                model   text NOT NULL,
+                PRIMARY KEY (feeder, kind, horizon, issued, start)
             )""",
         ),
     ),
@@ -802,6 +826,44 @@ class PgCentralStore(IntervalVersions):
 
     def msg_ids(self) -> list[str]:
         return [r[0] for r in self._read("SELECT msg_id FROM messages ORDER BY site, stream, seq")]
+
+    def write_forecasts(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Store forecast rows (FORECAST_COLUMNS order) in one transaction; a row with the same key replaces."""
+        cols = ", ".join(FORECAST_COLUMNS)
+        statement = (
+            f"INSERT INTO forecasts ({cols}) VALUES ({', '.join(['%s'] * len(FORECAST_COLUMNS))}) "
+            "ON CONFLICT (feeder, kind, horizon, issued, start) DO UPDATE SET "
+            + ", ".join(f"{c} = EXCLUDED.{c}" for c in ("end_ts", "p10", "p50", "p90", "unit", "model"))
+        )
+        with self._lock:
+            try:
+                conn = self._db()
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.executemany(statement, [tuple(r) for r in rows])
+            except psycopg.Error as err:
+                raise CentralStoreError(f"cannot write forecasts in {self.path}: {err}") from err
+
+    def forecasts(self, feeder: str, kind: str, horizon: str, issued: int | None = None) -> list[dict[str, Any]]:
+        """One issue's rows in time order: ``issued``, else the latest issue of (feeder, kind, horizon)."""
+        key = (feeder, kind, horizon)
+        where = "feeder = %s AND kind = %s AND horizon = %s"
+        if issued is None:
+            row = self._read_one(f"SELECT MAX(issued) FROM forecasts WHERE {where}", key)
+            issued = row[0] if row else None
+        rows = self._read(
+            f"SELECT {', '.join(FORECAST_COLUMNS)} FROM forecasts WHERE {where} AND issued = %s ORDER BY start",
+            (*key, issued),
+        )
+        return [dict(zip(FORECAST_COLUMNS, r, strict=True)) for r in rows]
+
+    def point_readings(self, site: str, point: str, since: float, until: float) -> list[tuple[float, Any, str]]:
+        """(ts, value, unit) of one point's readings with since <= ts < until, in time order (the forecaster's input)."""
+        rows = self._read(
+            "SELECT ts, value, value_int, value_text, unit FROM readings WHERE site = %s AND point = %s "
+            "AND ts >= %s AND ts < %s ORDER BY ts",
+            (site, point, since, until),
+        )
+        return [(ts, reading_value(v, vi, vt), unit) for ts, v, vi, vt, unit in rows]
 
     def query(self, statement: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Rows of any read-only query (``%s`` placeholders): for tests, benchmarks and operators' checks."""
