@@ -125,14 +125,16 @@ def _all_imports(path: Path) -> set[str]:
 
 def test_the_pq_offline_tools_sit_apart_from_the_running_agent() -> None:
     """``pq analyze``, ``pq report`` and the plot (agent/pq/offline) are reached from the dispatcher alone, and
-    matplotlib (the ``plot`` extra) from the plot alone: the running agent and its PQ worker load neither."""
+    matplotlib (the ``plot`` extra) from the plots alone (PQ's and the forecast backtest's): the running agent, its
+    PQ worker and central's services load neither."""
     offline = ROOT / "agent" / "pq" / "offline"
+    plots = {offline / "plot.py", ROOT / "central" / "forecast" / "plot.py"}  # the offline tools' PNGs
     reach_offline, reach_matplotlib = [], []
     for path in [*(p for layer in ALLOWED for p in _sources(layer)), ROOT / "gridedge_demo.py"]:
         mods = _all_imports(path)
         if not path.is_relative_to(offline) and any(m.startswith("agent.pq.offline") for m in mods):
             reach_offline.append(str(path.relative_to(ROOT)))
-        if path != offline / "plot.py" and any(m.split(".")[0] == "matplotlib" for m in mods):
+        if path not in plots and any(m.split(".")[0] == "matplotlib" for m in mods):
             reach_matplotlib.append(str(path.relative_to(ROOT)))
     assert (reach_offline, reach_matplotlib) == ([], [])
     assert any(m.startswith("agent.pq.offline") for m in _all_imports(ROOT / "gridedge.py"))

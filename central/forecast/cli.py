@@ -60,7 +60,7 @@ def _issue_slot(text: str) -> int | None:
 def _backtest(args: argparse.Namespace) -> int:
     from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-    from central.forecast import backtest
+    from central.forecast import backtest, plot
     from central.forecast.history import read_history
     from central.forecast.models import ForecastError
 
@@ -78,7 +78,7 @@ def _backtest(args: argparse.Namespace) -> int:
         kind = args.kind or ("pv" if "pv" in history.column.lower() else "load")
         report = backtest.run(history, kind, args.horizon, tz=args.timezone, holidays=args.holidays, issue_slot=slot)
         if args.plot:
-            backtest.plot(report, history, args.plot)
+            plot.plot(report, history, args.plot)
     except (HistoryError, ForecastError) as err:
         print(err, file=sys.stderr)
         return 2
