@@ -237,3 +237,40 @@ def test_import_limit_kw_must_be_a_positive_number(tmp_path: Path) -> None:
     conf = _config(tmp_path, tmp_path / "central.db", generate_key(), extra="import_limit_kw = -3\n")
     with pytest.raises(CentralConfigError, match="dispatch.import_limit_kw"):
         load_central_config(conf)
+
+
+def test_a_dispatch_round_records_its_cost_and_its_no_dispatch_cost(tmp_path: Path) -> None:
+    """One bus (40 kW load, 100 kW PV available), prices 0.10 then -0.05 per kWh, 15-minute intervals.
+
+    Dispatch: interval 1 exports 60 kW at 0.10 (0.25 h x 0.10 x -60 = -1.5), interval 2 curtails to 20 % and
+    imports 20 kW at -0.05 (-0.25): -1.75. No dispatch: interval 1 the same -1.5, interval 2 exports 60 kW at -0.05
+    (+0.75): -0.75. The losses are watts (within 0.02)."""
+    import numpy as np
+
+    from central.dispatch.cli import run_of
+    from central.dispatch.config import DispatchConfig, InverterSpec, SiteSpec
+    from central.dispatch.inputs import Forecast, horizon
+    from central.dispatch.optimise import evaluate, solve
+    from central.dispatch.plan import build_problem, network_for
+
+    dss = tmp_path / "one.dss"
+    dss.write_text(
+        "Clear\nNew Circuit.one phases=3 basekv=0.48 pu=1.0 bus1=src MVAsc3=1000 MVAsc1=1000\n"
+        "New Line.l1 phases=3 bus1=src bus2=b1 r1=0.001 x1=0.001 r0=0.001 x0=0.001 c1=0 c0=0 length=1 units=km\n"
+        "New Load.ld bus1=b1 phases=3 conn=wye model=1 kV=0.48 kW=40 kvar=0\n"
+        "New Generator.pv bus1=b1 phases=3 conn=wye model=1 kV=0.48 kVA=100 kW=0 kvar=0\n"
+        "Set VoltageBases=[0.48]\nCalcVoltageBases\n"
+    )
+    cfg = DispatchConfig(network=dss, feeder="one", sites=(SiteSpec("site-1", (InverterSpec("pv", "pv", 100.0, 100.0,
+                         "B", 20.0),)),), v_min_pu=0.9, v_max_pu=1.1, margin_pu=0.0, horizon_intervals=2)  # fmt: skip
+    forecast = Forecast(horizon(D, 900, 2), np.full(2, 40.0), np.zeros(2), np.full(2, 100.0), "test")
+    prob = build_problem(cfg, network_for(cfg), forecast, np.array([0.10, -0.05]))
+    run = run_of(cfg, solve(prob), evaluate(prob), D + 5.0)
+    assert (run.feeder, run.horizon_start, run.interval_s, run.intervals) == ("one", D, 900, 2)
+    assert (run.cost, run.cost_no_dispatch) == (pytest.approx(-1.75, abs=0.02), pytest.approx(-0.75, abs=0.02))
+    assert (run.first_cost, run.first_cost_no_dispatch) == (pytest.approx(-1.5, abs=0.02),) * 2
+    record_run(tmp_path / "central.db", run)
+    with sqlite3.connect(tmp_path / "central.db") as db:
+        assert db.execute("SELECT feeder, horizon_start, first_cost FROM dispatch_runs").fetchall() == [
+            ("one", D, run.first_cost)
+        ]
