@@ -211,6 +211,18 @@ def test_an_empty_store_reports_no_data_in_every_section(tmp_path: Path, capsys:
     assert capsys.readouterr().out.count("no data") >= 6
 
 
+def test_a_point_in_a_unit_the_forecast_cannot_take_is_no_data_naming_it(tmp_path: Path) -> None:
+    conf = _config(tmp_path, tmp_path / "central.db", generate_key())
+    config = load_central_config(conf)
+    store = open_store(config.store_target)
+    try:
+        _readings(store, [{"point": "head_p_kw", "ts": D + 60.0, "value": 20.0, "unit": "degC", "quality": "good"}])
+    finally:
+        store.close()
+    notes = build(config, D)[0].notes
+    assert any("no data: one load_p: site-a/head_p_kw: a reading in 'degC'" in n for n in notes), notes
+
+
 @pytest.mark.parametrize(
     ("argv", "named"),
     [

@@ -3,7 +3,8 @@
 Per configured feeder, kind (load_p, load_q, pv) and horizon (intraday, day-ahead): every forecast row whose
 interval starts in the day and that was issued at or before that start is scored against what was measured: the
 readings of the feeder's configured point averaged to 15 minutes (``intervals_from_readings``, as the forecaster
-reads its history). The error measures are central/forecast/metrics.py's, as the backtest uses them:
+reads its history). Metered intervals are not the truth here: they are energy per meter channel, and nothing in the
+configuration ties a meter to a forecast kind (a head meter measures load less PV). The error measures are central/forecast/metrics.py's, as the backtest uses them:
 
 - MASE = MAE(p50) / the in-sample MAE of the seasonal-naive forecast y[t-96] over the ``history_days`` of
   measured intervals before the day;
@@ -16,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from central.forecast import metrics
+from central.forecast.models import ForecastError
 from central.forecast.service import UNITS, intervals_from_readings
 from central.report.data import DAY_S, STEP_S, Inputs, Section
 
@@ -38,8 +40,12 @@ def accuracy(inputs: Inputs, day: int, feeder: str | None = None) -> Section:
     hist_n = cfg.history_days * DAY_S // STEP_S
     for f in feeders:
         for kind, point in f.points.items():
-            truth_day = measured(inputs, f.site, point, kind, day, DAY_S // STEP_S)
-            history = measured(inputs, f.site, point, kind, day - hist_n * STEP_S, hist_n)
+            try:
+                truth_day = measured(inputs, f.site, point, kind, day, DAY_S // STEP_S)
+                history = measured(inputs, f.site, point, kind, day - hist_n * STEP_S, hist_n)
+            except ForecastError as err:  # a point in a unit the forecast cannot be compared with
+                sec.notes.append(f"no data: {f.name} {kind}: {err}")
+                continue
             scale = metrics.seasonal_naive_scale(history, M)
             for horizon in HORIZONS:
                 rows = inputs.sql(

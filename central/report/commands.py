@@ -13,7 +13,6 @@ from collections import Counter
 
 from central.report.data import DAY_S, Inputs, Section
 
-MAX_COMMANDS = 1_000_000  # a site's commands read back at most (96 intervals x a few devices a day)
 OUTCOMES = ("applied", "refused", "failed", "expired", "waiting")
 
 
@@ -30,13 +29,15 @@ def dispatch_frequency(inputs: Inputs, day: int, now: float | None = None) -> Se
     now = time.time() if now is None else now
     for s in d.sites:
         counts: Counter[tuple[str, str]] = Counter()
-        for c in inputs.store.commands(s.site, limit=MAX_COMMANDS):
-            if c["key_id"] != key_id or not day <= c["issued_at"] < day + DAY_S:
-                continue
-            status = c["status"]
+        found = inputs.sql(
+            "SELECT kind, status, expires_at FROM commands WHERE site = ? AND key_id = ? AND issued_at >= ? "
+            "AND issued_at < ?",
+            (s.site, key_id, day, day + DAY_S),
+        )
+        for kind, status, expires_at in found:
             if status == "sent":
-                status = "expired" if c["expires_at"] < now else "waiting"
-            counts[(c["kind"], status)] += 1
+                status = "expired" if expires_at < now else "waiting"
+            counts[(kind, status)] += 1
         if not counts:
             sec.notes.append(f"no data: {s.site}: no dispatch command issued in the day")
             continue
