@@ -1,4 +1,4 @@
-"""``gridedge central run|gaps|command|commands|intervals|settle|schedule|dispatch|forecast``: the reference central service's commands.
+"""``gridedge central run|gaps|command|commands|intervals|settle|schedule|dispatch|forecast|report``: the reference central service's commands.
 
 gridedge.py hands everything after the word ``central`` to :func:`main`, so central never imports the agent.
 Exit codes: 0 success, 1 gaps or reused sequence numbers found (``gaps``), 2 bad usage or configuration, 3 runtime failure.
@@ -25,6 +25,8 @@ from central.dispatch.args import add_parsers as add_dispatch_parsers
 from central.forecast.cli import add_parser as add_forecast_parser
 from central.forecast.cli import forecast_command
 from central.ingest import run_workers
+from central.report.cli import add_parser as add_report_parser
+from central.report.cli import report_command
 from central.settlement.cli import add_parsers as add_settlement_parsers
 from central.settlement.cli import intervals_command, schedule_command, settle_command
 from central.store import CentralStoreError, Store, open_store
@@ -72,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     chk = sub.add_parser("check-config", help="validate central's configuration and list every error (exit 2)")
     chk.add_argument("--config", required=True, help="central TOML file")
     add_forecast_parser(sub)
+    add_report_parser(sub)
     return p
 
 
@@ -132,6 +135,8 @@ def main(argv: list[str]) -> int:
             print(f"gridedge central dispatch: {err}; install gridedge[dispatch]", file=sys.stderr)
             return 2
         return dispatch_command(args, config)
+    if args.command == "report":
+        return report_command(args, config)
     if args.command == "intervals":
         return intervals_command(args, config)
     if args.command == "settle":

@@ -42,6 +42,7 @@ from central.dispatch.inputs import (
 from central.dispatch.network import NetworkError, NetworkModel
 from central.dispatch.optimise import InfeasibleError, Solution, evaluate, solve
 from central.dispatch.plan import Step, build_problem, network_for, refine, schedule
+from central.dispatch.runs import DispatchRun, record_run
 from central.dispatch.send import DispatchSendError, dispatch_key, send_step, write_schedules
 from central.dispatch.status import SiteFollowing, following, status_table
 from central.settlement.db import open_settlement_db
@@ -232,9 +233,10 @@ async def dispatch_interval(cfg: DispatchConfig, config: CentralConfig, model: N
     """One round: solve from the current interval, store the horizon's scheduled energy, send the current
     interval's commands. ``banks`` (each bank's state as the last round left it) is read and updated: a bank
     moves only when its switch was applied."""
-    steps, _, _ = await asyncio.to_thread(plan_once, cfg, config, model, args, now, dict(banks) or None)
+    steps, sol, base = await asyncio.to_thread(plan_once, cfg, config, model, args, now, dict(banks) or None)
     first = [s for s in steps if s.start == steps[0].start]
     await asyncio.to_thread(_write_schedules, db_path, cfg, steps)
+    await asyncio.to_thread(record_run, db_path, run_of(cfg, sol, base, time.time()))
     outs = await send_step(issuer, first, cfg.expiry_margin_s, key_id, timeout_s)
     for s in first:
         banks.update(s.cap_before)
@@ -242,6 +244,13 @@ async def dispatch_interval(cfg: DispatchConfig, config: CentralConfig, model: N
         if o.status == "applied" and o.command.kind in ("capbank.open", "capbank.close"):
             banks[o.command.target] = o.command.kind == "capbank.close"
     return outs
+
+
+def run_of(cfg: DispatchConfig, sol: Solution, base: Solution, now: float) -> DispatchRun:
+    """The round's record for ``dispatch_runs`` (central/dispatch/runs.py)."""
+    p = sol.problem
+    return DispatchRun(cfg.feeder, now, int(p.starts[0]), int(p.interval_s), len(p.starts), float(sol.cost.sum()),
+                       float(base.cost.sum()), float(sol.cost[0]), float(base.cost[0]))  # fmt: skip
 
 
 def _write_schedules(db_path: Path, cfg: DispatchConfig, steps: Sequence[Step]) -> int:
