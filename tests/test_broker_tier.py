@@ -21,6 +21,8 @@ from central.ingest import CentralWorker
 from central.source_nats import NatsConfig, NatsSource, stream_subjects, subject_of, topic_of
 from central.store import open_store
 from protocols.mqtt import BrokerConfig, MqttSession
+from protocols.mqtt.session import SessionConfig
+from protocols.telemetry.schema import decode_ack, encode_batch, topic
 
 SITE = "feeder-7"
 REPO = Path(__file__).resolve().parent.parent
@@ -130,7 +132,7 @@ async def test_a_node_killed_mid_stream_loses_nothing_and_stores_nothing_twice(
     cfg = session_config_for(site=SITE, host="127.0.0.1", port=entry.mqtt_port, client_id=f"gridedge-{SITE}",
                              keepalive_s=5)  # fmt: skip
     session = MqttSession(dataclasses.replace(cfg, protocol=4, backoff_min_s=0.05, backoff_max_s=0.5))
-    uplink = Uplink(SITE, agent_store, session, max_inflight=8, ack_timeout_s=2.0, poll_s=0.05)
+    uplink = Uplink(SITE, agent_store, session, max_inflight=8, ack_timeout_s=1.0, poll_s=0.05)
     nats = NatsConfig(servers=tuple(nats_cluster.urls), replicas=3, ack_wait_s=2.0, fetch_batch=16)
     central = CentralConfig(broker=BrokerConfig("127.0.0.1", entry.client_port), db_path=tmp_path / "central.db",
                             ack_interval_s=0.02, nats=nats)  # fmt: skip
@@ -176,3 +178,40 @@ async def test_a_node_killed_mid_stream_loses_nothing_and_stores_nothing_twice(
     stored = [w.stats.stored for w in workers]
     assert all(n > 0 for n in stored), stored  # both workers took a share through the one durable consumer
     assert sum(stored) == uplink.stats.acked_messages == 40  # every message acked to the agent, once stored
+
+
+@async_test
+async def test_a_worker_dying_after_its_commit_leaves_the_messages_to_another_stored_once(
+    nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    """Worker A stores every message and dies before JetStream hears of it (its settle never runs: the crash
+    between COMMIT and ack). JetStream redelivers them to worker B after ack_wait_s; B finds each msg_id stored,
+    stores nothing and acks it again, to the agent and to JetStream."""
+    node = nats_cluster.nodes[1]
+    agent = MqttSession(SessionConfig(host="127.0.0.1", port=node.mqtt_port, client_id="gridedge-feeder-7",
+                                      protocol=4, backoff_min_s=0.05, backoff_max_s=0.5))  # fmt: skip
+    acks: list[str] = []
+    agent.subscribe(topic(SITE, "ack"), 1, lambda _t, payload: acks.extend(decode_ack(payload).msg_ids))
+    nats = NatsConfig(servers=(node.url,), replicas=3, ack_wait_s=1.0)
+    central = CentralConfig(broker=BrokerConfig("127.0.0.1", node.client_port), db_path=tmp_path / "central.db",
+                            ack_interval_s=0.02, nats=nats)  # fmt: skip
+    a, b = CentralWorker(central, "a"), CentralWorker(central, "b")
+    assert isinstance(a.session, NatsSource)
+    a.session.settle = lambda receipts, verdict: None  # the crash: JetStream never hears of A's commit
+    ids = [f"{SITE}-telemetry-{seq}" for seq in range(1, 6)]
+    async with running_tasks(agent.run()):
+        await until(agent.connected.is_set, timeout=20)
+        async with running_tasks(a.run()):
+            await until(a.session.connected.is_set, timeout=20)
+            for seq in range(1, 6):
+                items = [{"point": "meter1.v_a", "ts": 1_764_300_000.0 + seq * 10 + i, "value": 120.0 + i,
+                          "unit": "V", "quality": "good"} for i in range(4)]  # fmt: skip
+                await agent.publish(topic(SITE, "telemetry"), encode_batch(SITE, "telemetry", seq, ids[seq - 1],
+                                                                           1_764_300_100.0, items), qos=1)  # fmt: skip
+            await until(lambda: a.stats.stored == 5 and sorted(acks) == ids, timeout=20)
+        acks.clear()  # A is gone (its connection closed): its five messages are still pending in JetStream
+        async with running_tasks(b.run()):
+            await until(lambda: sorted(acks) == ids, timeout=20)  # acked to the agent again, by B
+            await until(lambda: b.session.stats.js_acked == 5, timeout=5)
+    assert (b.stats.stored, b.stats.duplicates, b.session.stats.redelivered) == (0, 5, 5)
+    assert query(tmp_path / "central.db", "SELECT COUNT(*) FROM readings") == [(20,)]
