@@ -4,7 +4,8 @@
         [--replicas 3] [--repeat 1] [--pg-url postgresql://postgres@127.0.0.1:5432/postgres]
 
 What is measured: the whole uplink path, agent to central's commit and back. Simulated agents (``--sites`` MQTT
-3.1.1 clients in two publisher processes, each a site's topics and payloads, QoS 1, 100 in flight) publish
+3.1.1 clients in two publisher processes, each a site's topics and payloads, QoS 1, at most 32 messages a site
+waiting for central's ack, as the agent's max_inflight) publish
 ``--messages`` telemetry messages of ``--per-message`` readings; central (``gridedge central run``, one process
 per worker, as on separate machines) stores them in a new PostgreSQL database and acks each to its agent; the
 run ends when every message is acked. Through Mosquitto the workers share an MQTT 5 shared subscription; through
@@ -12,9 +13,10 @@ NATS (``--replicas``-way replicated stream on a three-node cluster on this machi
 nodes' MQTT listeners) they share one durable JetStream consumer.
 
 Figures: messages/s and readings/s (first publish to last ack), and the CPU-seconds the broker processes (all
-nodes) and central's workers spent per 1,000 messages (from /proc), from which docs/scale.md sizes the tier. The
-three NATS nodes share this machine's cores with everything else: the cluster's figures are its cost per message
-(replication included), not what three machines would carry.
+nodes) and central's workers spent per 1,000 messages (from /proc), and the growth of the database per reading
+(pg_database_size), from which docs/scale.md sizes the tier. The three NATS nodes share this machine's cores with
+everything else: the cluster's figures are its cost per message (replication included), not what three machines
+would carry.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from helpers.net import free_port, wait_port  # noqa: E402
 from protocols.telemetry.schema import decode_ack, encode_batch, topic  # noqa: E402
 
 T0 = 1_764_300_000.0
+MAX_INFLIGHT = 32  # messages a site publishes ahead of central's acks (the agent's [uplink] max_inflight)
 ACK_TIMEOUT_S = 5.0  # the simulated agents resend what central has not acked after this long (the agent: 30 s)
 
 
@@ -56,7 +59,8 @@ def publisher(port_of_site: dict[str, int], messages: int, per_message: int, rea
     from paho.mqtt.enums import CallbackAPIVersion
 
     done = threading.Event()
-    lock = threading.Lock()
+    lock = threading.Condition()
+    inflight: set[str] = set()  # published and not yet acked by central: at most MAX_INFLIGHT a site
     pending: set[str] = set()
     last_ack = [0.0]
     clients = []
@@ -71,6 +75,8 @@ def publisher(port_of_site: dict[str, int], messages: int, per_message: int, rea
             ids = decode_ack(msg.payload).msg_ids
             with lock:
                 pending.difference_update(ids)
+                inflight.difference_update(ids)
+                lock.notify_all()
                 last_ack[0] = time.time()
                 if not pending:
                     done.set()
@@ -95,7 +101,12 @@ def publisher(port_of_site: dict[str, int], messages: int, per_message: int, rea
     ready.put(len(payloads))
     start.wait()
     t0 = time.time()
-    for c, t, payload in payloads.values():
+    window = MAX_INFLIGHT * len(clients)
+    for msg_id in sorted(payloads, key=lambda i: int(i.rsplit("-", 1)[1])):  # the sites in turn, as they run
+        with lock:
+            lock.wait_for(lambda: len(inflight) < window, timeout=ACK_TIMEOUT_S)
+            inflight.add(msg_id)
+        c, t, payload = payloads[msg_id]
         c.publish(t, payload, qos=1)
     resent = 0
     deadline = time.monotonic() + 120
@@ -119,6 +130,14 @@ def cpu_s(pids: list[int]) -> float:
         with contextlib.suppress(OSError, IndexError):  # a process that has ended
             total += backend_cpu_s(pid)
     return total
+
+
+def db_size(url: str) -> int:
+    """The database's size on disk (tables, indexes, TOAST), bytes."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return int(conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
 
 
 def start_mosquitto(work: Path) -> tuple[subprocess.Popen, int]:
@@ -183,6 +202,7 @@ def run_one(kind: str, workers: int, args: argparse.Namespace, work: Path) -> di
                                               str(conf)], cwd=ROOT, env=env, stderr=subprocess.DEVNULL))  # fmt: skip
         for k in range(workers):
             wait_connected(work / f"status-{kind}-{k}.json")
+        size0 = db_size(url)  # central's tables exist once a worker is connected
         sites = [f"bench-{i}" for i in range(args.sites)]
         groups = [{s: ports[i % len(ports)] for i, s in enumerate(sites) if i % 2 == g} for g in range(2)]
         ready, start, out = mp.Queue(), mp.Event(), mp.Queue()
@@ -198,6 +218,7 @@ def run_one(kind: str, workers: int, args: argparse.Namespace, work: Path) -> di
         for p in pubs:
             p.join(10)
         acked = sum(r["acked"] for r in results)
+        grown = db_size(url) - size0
         resent = sum(r["resent"] for r in results)
         if resent:
             print(
@@ -208,7 +229,8 @@ def run_one(kind: str, workers: int, args: argparse.Namespace, work: Path) -> di
             print(f"{kind} x{workers}: only {acked} of {sent} messages acked", file=sys.stderr)
         return {"msgs": acked / elapsed, "readings": acked * args.per_message / elapsed,
                 "broker_cpu_per_k": 1000 * broker_cpu / max(acked, 1),
-                "central_cpu_per_k": 1000 * central_cpu / max(acked, 1), "complete": float(acked == sent)}  # fmt: skip
+                "central_cpu_per_k": 1000 * central_cpu / max(acked, 1), "complete": float(acked == sent),
+                "bytes_per_reading": grown / max(acked * args.per_message, 1)}  # fmt: skip
     finally:
         for c in centrals:
             c.send_signal(signal.SIGTERM)
@@ -254,11 +276,12 @@ def main() -> int:
     print(f"broker tier: {args.messages} messages of {args.per_message} readings from {args.sites} agents, central "
           f"on PostgreSQL, acked end to end; median of {args.repeat} (all on this machine, shared with other work)")  # fmt: skip
     print(f"{'broker':<22} {'workers':>7} {'messages/s':>11} {'readings/s':>12} {'broker CPU-s/1k msg':>20} "
-          f"{'central CPU-s/1k msg':>21}")  # fmt: skip
+          f"{'central CPU-s/1k msg':>21} {'PG bytes/reading':>17}")  # fmt: skip
     for kind in ("mqtt", "nats"):
         for n in counts:
             print(f"{label[kind]:<22} {n:>7} {med(kind, n, 'msgs'):>11,.0f} {med(kind, n, 'readings'):>12,.0f} "
-                  f"{med(kind, n, 'broker_cpu_per_k'):>20.3f} {med(kind, n, 'central_cpu_per_k'):>21.3f}")  # fmt: skip
+                  f"{med(kind, n, 'broker_cpu_per_k'):>20.3f} {med(kind, n, 'central_cpu_per_k'):>21.3f} "
+                  f"{med(kind, n, 'bytes_per_reading'):>17.1f}")  # fmt: skip
     for n in counts:
         m, k = med("mqtt", n, "msgs"), med("nats", n, "msgs")
         print(f"nats / mosquitto, {n} worker(s): {k / m:.2f}x messages/s")
