@@ -1,6 +1,6 @@
 """The broker tier: central's ingest through Mosquitto (one broker) and through a NATS JetStream cluster, side by side.
 
-    .venv/bin/python benchmarks/broker_tier.py [--messages 2000] [--per-message 500] [--sites 4] [--workers 1,2]
+    .venv/bin/python benchmarks/broker_tier.py [--messages 2000] [--per-message 500] [--sites 16] [--workers 1,2]
         [--replicas 3] [--repeat 1] [--pg-url postgresql://postgres@127.0.0.1:5432/postgres]
 
 What is measured: the whole uplink path, agent to central's commit and back. Simulated agents (``--sites`` MQTT
@@ -132,6 +132,30 @@ def cpu_s(pids: list[int]) -> float:
     return total
 
 
+def mqtt_ready(port: int, timeout: float = 60.0) -> None:
+    """Until the node takes an MQTT connection: the first one on a new cluster creates the MQTT listener's own
+    streams, and connections made meanwhile are refused (``unable to connect: lookup sessions stream``)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"warmup-{port}", protocol=mqtt.MQTTv311)
+        try:
+            c.connect("127.0.0.1", port, keepalive=10)
+            c.loop_start()
+            for _ in range(50):
+                if c.is_connected():
+                    return
+                time.sleep(0.1)
+        except OSError:
+            time.sleep(0.2)
+        finally:
+            c.loop_stop()
+            c.disconnect()
+    raise TimeoutError(f"the MQTT listener on port {port} took no connection within {timeout} s")
+
+
 def db_size(url: str) -> int:
     """The database's size on disk (tables, indexes, TOAST), bytes."""
     import psycopg
@@ -192,6 +216,8 @@ def run_one(kind: str, workers: int, args: argparse.Namespace, work: Path) -> di
             cluster = NatsCluster(workdir=work / f"nats-{time.monotonic_ns()}")
             cluster.start()
             brokers = [n.proc.pid for n in cluster.nodes if n.proc is not None]
+            for n in cluster.nodes:
+                mqtt_ready(n.mqtt_port)
             ports = [n.mqtt_port for n in cluster.nodes]
             confs = [central_config(work, k, kind, url, servers=cluster.urls, replicas=args.replicas)
                      for k in range(workers)]  # fmt: skip
@@ -252,7 +278,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--messages", type=int, default=2000, help="messages per configuration and run")
     ap.add_argument("--per-message", type=int, default=500, help="readings a message (the agent's batch_size)")
-    ap.add_argument("--sites", type=int, default=4, help="simulated agents (MQTT clients)")
+    ap.add_argument("--sites", type=int, default=16, help="simulated agents (MQTT clients)")
     ap.add_argument("--workers", default="1,2", help="central worker processes")
     ap.add_argument("--replicas", type=int, default=3, choices=(1, 3), help="copies of each message in NATS")
     ap.add_argument("--repeat", type=int, default=1)
