@@ -186,7 +186,8 @@ async def test_a_worker_dying_after_its_commit_leaves_the_messages_to_another_st
 ) -> None:
     """Worker A stores every message and dies before JetStream hears of it (its settle never runs: the crash
     between COMMIT and ack). JetStream redelivers them to worker B after ack_wait_s; B finds each msg_id stored,
-    stores nothing and acks it again, to the agent and to JetStream."""
+    stores nothing and acks it again, to the agent and to JetStream. A message that does not decode is terminated in
+    JetStream by the worker that sees it, never delivered again."""
     node = nats_cluster.nodes[1]
     agent = MqttSession(SessionConfig(host="127.0.0.1", port=node.mqtt_port, client_id="gridedge-feeder-7",
                                       protocol=4, backoff_min_s=0.05, backoff_max_s=0.5))  # fmt: skip
@@ -208,10 +209,13 @@ async def test_a_worker_dying_after_its_commit_leaves_the_messages_to_another_st
                           "unit": "V", "quality": "good"} for i in range(4)]  # fmt: skip
                 await agent.publish(topic(SITE, "telemetry"), encode_batch(SITE, "telemetry", seq, ids[seq - 1],
                                                                            1_764_300_100.0, items), qos=1)  # fmt: skip
-            await until(lambda: a.stats.stored == 5 and sorted(acks) == ids, timeout=20)
+            await agent.publish(topic(SITE, "telemetry"), b"not json", qos=1)
+            await until(lambda: a.stats.stored == 5 and sorted(acks) == ids and a.stats.invalid == 1, timeout=20)
         acks.clear()  # A is gone (its connection closed): its five messages are still pending in JetStream
         async with running_tasks(b.run()):
             await until(lambda: sorted(acks) == ids, timeout=20)  # acked to the agent again, by B
             await until(lambda: b.session.stats.js_acked == 5, timeout=5)
-    assert (b.stats.stored, b.stats.duplicates, b.session.stats.redelivered) == (0, 5, 5)
+    # A never settled the bad one either: B saw it once more and terminated it in JetStream
+    assert (b.stats.stored, b.stats.duplicates, b.stats.invalid, b.session.stats.redelivered) == (0, 5, 1, 6)
+    assert b.session.stats.js_refused == 1
     assert query(tmp_path / "central.db", "SELECT COUNT(*) FROM readings") == [(20,)]
