@@ -161,6 +161,9 @@ def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
         broker = parse_broker(c, broker_raw, "broker", url_key="url", client_id="central",
                               own_keys={"backoff_max_s", "kind"}, strict_client_id=True)  # fmt: skip
         backoff_max = c.get(broker_raw, "broker", "backoff_max_s", "number", 5.0, lo=0.2, hi=600)
+        if broker is not None and broker.protocol != 5:
+            c.fail("broker.mqtt_version", broker_raw.get("mqtt_version"),
+                   'central\'s ingest needs "5" (MQTT 5 shared subscriptions); for a NATS cluster use kind = "nats"')  # fmt: skip
 
     db, url = _parse_store(c, store)
 

@@ -13,9 +13,10 @@ from helpers.aio import async_test, running_tasks, until
 from helpers.nats import NatsCluster, NatsNode
 from helpers.stores import query
 
+from agent.config import load_config
 from agent.points import Reading
 from agent.store import AsyncStore, Store
-from agent.uplink import Uplink, session_config_for
+from agent.uplink import Uplink, session_config_from
 from central.config import CentralConfig, CentralConfigError, parse_central_config
 from central.ingest import CentralWorker
 from central.source_nats import NatsConfig, NatsSource, stream_subjects, subject_of, topic_of
@@ -135,12 +136,15 @@ async def test_a_node_killed_mid_stream_loses_nothing_and_stores_nothing_twice(
     nats_cluster: NatsCluster, tmp_path: Path
 ) -> None:
     entry = nats_cluster.nodes[0]  # the node the agent connects to (its one broker URL)
-    # The agent's own store, uplink and session code; MQTT 3.1.1 because nats-server's MQTT listener speaks
-    # nothing else (docs/scale.md, "The broker tier": the agent needs that one setting).
+    # The agent's own store, uplink and session code, its session built from a site file's [uplink] with
+    # mqtt_version = "3.1.1": nats-server's MQTT listener speaks nothing else (docs/scale.md, "The broker tier").
     agent_store = AsyncStore(Store(tmp_path / "agent.db", SITE, 64 * 1024 * 1024, batch_size=25, max_age_s=0.05))
-    cfg = session_config_for(site=SITE, host="127.0.0.1", port=entry.mqtt_port, client_id=f"gridedge-{SITE}",
-                             keepalive_s=30)  # fmt: skip
-    session = MqttSession(dataclasses.replace(cfg, protocol=4, backoff_min_s=0.05, backoff_max_s=0.5))
+    site_file = tmp_path / "site.toml"
+    site_file.write_text(f'site_id = "{SITE}"\n[store]\npath = "agent.db"\n[uplink]\n'
+                         f'broker = "mqtt://127.0.0.1:{entry.mqtt_port}"\nmqtt_version = "3.1.1"\n')  # fmt: skip
+    cfg = session_config_from(SITE, load_config(site_file).uplink)
+    assert cfg.protocol == 4 and cfg.keepalive_s == 30
+    session = MqttSession(dataclasses.replace(cfg, backoff_min_s=0.05, backoff_max_s=0.5))
     uplink = Uplink(SITE, agent_store, session, max_inflight=8, ack_timeout_s=1.0, poll_s=0.05)
     nats = NatsConfig(servers=tuple(nats_cluster.urls), replicas=3, ack_wait_s=2.0, fetch_batch=16)
     central = CentralConfig(broker=BrokerConfig("127.0.0.1", entry.client_port), db_path=tmp_path / "central.db",
