@@ -10,7 +10,8 @@ coefficients fitted on the calibration window. Models:
 - ``seasonal-naive-weekly``: the value one week earlier (lag 672);
 - ``csi-persistence`` (PV): the latest clear-sky index times the clear-sky envelope (the envelope is the largest
   value at that time of day over three weeks, ending three days earlier: no site coordinates needed);
-- ``gbm``: LightGBM on calendar (local time of day, day of week), lags (2 days, 1 and 2 weeks, a daily mean) and
+- ``gbm``: LightGBM on calendar (local time of day, day of week with holidays as Sundays, a holiday flag), lags
+  (2 days, the latest two similar days: :func:`similar_day_lag`, the daily and weekly means 2 days before) and
   weather (temperature, irradiance) features, fixed hyper-parameters.
 
 A fit at refit point F trains the GBM on the history up to F minus 14 days and runs every model on those 14 days
