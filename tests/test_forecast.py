@@ -133,6 +133,53 @@ def test_a_public_holiday_counts_as_a_sunday_in_local_time() -> None:
         models.local_calendar(start, DAY, "UTC", "XX")
 
 
+def test_similar_day_lag_takes_a_holiday_back_to_the_latest_sunday_and_never_closer_than_two_days() -> None:
+    from datetime import UTC, datetime
+
+    start = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())  # a Sunday; Thanksgiving is Thursday 26 November
+    n = 40 * DAY
+    y = np.arange(n, dtype=float)  # the value is its own index
+    cal = models.local_calendar(start, n, "UTC", "US")
+    first, second = models.similar_day_lag(y, cal.dow, 1), models.similar_day_lag(y, cal.dow, 2)
+    thanksgiving, after = 25 * DAY + 40, 32 * DAY + 40  # 10:00 on 26 November and on Thursday 3 December
+    assert first[thanksgiving] == thanksgiving - 4 * DAY  # Sunday 22 November
+    assert second[thanksgiving] == thanksgiving - 11 * DAY  # Sunday 15 November
+    assert first[after] == after - 14 * DAY  # the Thursday before was the holiday: 19 November
+    assert first[after + DAY] == after - 6 * DAY  # Friday 4 December: an ordinary week back
+    known = np.isfinite(first)
+    lag = np.arange(n)[known] - first[known]
+    assert known.sum() > 30 * DAY and (lag >= 2 * DAY).all() and (lag % DAY == 0).all()
+
+
+def test_a_holiday_is_forecast_like_a_sunday_when_the_holidays_are_known(quick_gbm: None) -> None:
+    from datetime import UTC, datetime
+
+    # 66 days before Thanksgiving 2025 (Thursday 27 November, UTC day); Columbus Day and Veterans Day fall inside
+    start = int(datetime(2025, 9, 22, tzinfo=UTC).timestamp())
+    s = forecastdata.make(68, seed=3, start=start)
+    y = s.load_p_kw.copy()
+    days = (start // 86400) + np.arange(68)
+    holiday = sorted(d for d in models.holiday_days("US", int(days[0]), int(days[-1])) if days[0] <= d <= days[-1])
+    assert len(holiday) == 3
+    for d in holiday:  # a holiday's load is its week's Sunday's (the synthetic weekend shape)
+        i = d - days[0]
+        sunday = i - (int(days[i]) + 3) % 7 - 1
+        y[i * DAY : (i + 1) * DAY] = y[sunday * DAY : (sunday + 1) * DAY]
+    weather = simulated_forecast(_history(s, "load_p_kw"))
+    target = (holiday[-1] - days[0]) * DAY
+    origin = np.array([target - DAY + 40])  # issued 10:00 the day before
+    truth = y[target : target + DAY]
+    errors = []
+    for hol in (None, "US"):
+        fc = Forecaster(Series(start, y, "load", holidays=hol, weather=weather, extra=0), issue_slot=40)
+        fit = fc.fit(int(origin[0]))
+        f = fc.forecast(fit, "gbm", "day-ahead", origin)
+        assert f.targets[0, 0] == target
+        errors.append(metrics.mae(truth, f.p50[0]))
+    plain, known = errors
+    assert known < 0.25 * plain, errors  # the weekly lag alone left it at half (a workday's level)
+
+
 def test_no_forecast_reads_a_value_at_or_after_its_origin(synthetic: forecastdata.Synthetic, quick_gbm: None) -> None:
     n = len(synthetic.load_p_kw)
     origin = n - 3 * DAY + 40

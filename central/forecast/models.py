@@ -10,7 +10,8 @@ coefficients fitted on the calibration window. Models:
 - ``seasonal-naive-weekly``: the value one week earlier (lag 672);
 - ``csi-persistence`` (PV): the latest clear-sky index times the clear-sky envelope (the envelope is the largest
   value at that time of day over three weeks, ending three days earlier: no site coordinates needed);
-- ``gbm``: LightGBM on calendar (local time of day, day of week), lags (2 days, 1 and 2 weeks, a daily mean) and
+- ``gbm``: LightGBM on calendar (local time of day, day of week with holidays as Sundays, a holiday flag), lags
+  (2 days, the latest two similar days: :func:`similar_day_lag`, the daily and weekly means 2 days before) and
   weather (temperature, irradiance) features, fixed hyper-parameters.
 
 A fit at refit point F trains the GBM on the history up to F minus 14 days and runs every model on those 14 days
@@ -87,8 +88,9 @@ class Weather:
 @dataclass(frozen=True)
 class Calendar:
     slot: np.ndarray  # local 15-minute slot of the day, 0..95
-    dow: np.ndarray  # local day of week, 0 = Monday
+    dow: np.ndarray  # local day of week, 0 = Monday (a public holiday counts as 6, a Sunday)
     hour: np.ndarray  # local hour 0..23
+    holiday: np.ndarray | None = None  # 1.0 on a public holiday, else 0.0
 
 
 def holiday_days(country: str, first: int, last: int) -> set[int]:
@@ -124,15 +126,37 @@ def local_calendar(start: int, n: int, tz: str, holidays: str | None = None) -> 
     slot = (local % 86400) // STEP_S
     day = local // 86400
     dow = (day + 3) % 7
+    holiday = np.zeros(n)
     if holidays:
         off = holiday_days(holidays, int(day[0]), int(day[-1]))
-        dow = np.where(np.isin(day, list(off)), 6, dow)
-    return Calendar(slot, dow, slot // 4)
+        holiday = np.isin(day, list(off)).astype(float)
+        dow = np.where(holiday > 0, 6, dow)
+    return Calendar(slot, dow, slot // 4, holiday)
 
 
 def _lag(y: np.ndarray, k: int) -> np.ndarray:
     out = np.full(len(y), np.nan)
     out[k:] = y[:-k]
+    return out
+
+
+def similar_day_lag(y: np.ndarray, day_type: np.ndarray, nth: int = 1, max_days: int = 28) -> np.ndarray:
+    """Per interval, the value at the same time of day on the ``nth`` latest earlier day of the same day type
+    that is at least MIN_LAG old (the "similar day" of load forecasting): one week back for an ordinary day, the
+    latest Sunday for a public holiday (its day type is a Sunday's), two weeks back for a weekday whose
+    week-earlier day was a holiday. NaN where none lies within ``max_days``."""
+    out = np.full(len(y), np.nan)
+    left = np.full(len(y), nth)
+    for k in range(MIN_LAG // DAY, max_days + 1):
+        lag = k * DAY
+        if lag >= len(y):
+            break
+        same = np.zeros(len(y), dtype=bool)
+        same[lag:] = day_type[lag:] == day_type[:-lag]
+        left = np.where(same, left - 1, left)
+        hit = same & (left == 0)
+        out[lag:] = np.where(hit[lag:], y[:-lag], out[lag:])
+        left = np.where(hit, -1, left)
     return out
 
 
@@ -190,13 +214,20 @@ class Series:
             self.env_floor = 0.02 * float(np.nanmax(self.env)) if np.isfinite(self.env).any() else 0.0
         weather = weather or Weather()
         self.weather = {h: self._weather(weather, h, total) for h in ("history", *HORIZONS)}
+        dow = self.cal.dow
+        lags = [
+            _lag(self.y, MIN_LAG),
+            similar_day_lag(self.y, dow, 1),
+            similar_day_lag(self.y, dow, 2),
+            _lag(_trailing_mean(self.y, DAY), MIN_LAG),
+        ]
         common = [
             self.cal.slot.astype(float),
-            self.cal.dow.astype(float),
-            _lag(self.y, MIN_LAG),
-            _lag(self.y, WEEK),
-            _lag(self.y, 2 * WEEK),
-            _lag(_trailing_mean(self.y, DAY), MIN_LAG),
+            dow.astype(float),
+            self.cal.holiday if self.cal.holiday is not None else np.zeros(total),
+            _lag(dow.astype(float), MIN_LAG),  # the day type of the 2-day lag (a holiday's lag is a workday)
+            *lags,
+            _lag(_trailing_mean(self.y, WEEK), MIN_LAG),  # the level of the latest whole week
         ]
         if kind == "pv":
             common.append(self.env)
