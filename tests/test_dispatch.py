@@ -376,6 +376,10 @@ def test_the_dry_run_prints_the_schedule_and_sends_nothing(tmp_path: Path, capsy
     (tmp_path / "f.csv").write_text(f"start,load_kw,load_kvar,pv_kw\n{T0},40,0,100\n")
     assert main(["dispatch", "--config", conf, "--dry-run", "--forecast", str(tmp_path / "f.csv")]) == 2
     assert "no row for 1 of the 2 intervals" in capsys.readouterr().err
+    # no --forecast and no store file: exit 2 naming the file, and the dry run creates none
+    assert main(["dispatch", "--config", conf, "--dry-run", "--now", str(T0)]) == 2
+    assert "central.db: no such file; give --forecast FILE" in capsys.readouterr().err
+    assert not (tmp_path / "central.db").exists()
     # no [dispatch]: exit 2
     (tmp_path / "plain.toml").write_text('[broker]\nurl = "mqtt://127.0.0.1:1"\n[store]\ndb = "central.db"\n')
     assert main(["dispatch", "--config", str(tmp_path / "plain.toml"), "--dry-run"]) == 2
