@@ -148,7 +148,7 @@ CREATE TABLE IF NOT EXISTS interval_conflicts (
 """
 COMMAND_STATUSES = ("sent", "applied", "refused", "failed")
 # Forecasts (central/forecast/, docs/forecast.md): one row per feeder, kind, horizon, issue time and interval.
-# Read by dispatch with plain SQL: keep the columns as they are. Times are unix seconds UTC; start/end_ts bound
+# Read by dispatch (``forecasts_covering``) and the report (plain SQL): keep the columns as they are. Times are unix seconds UTC; start/end_ts bound
 # the 15-minute interval; kind is load_p | load_q | pv, horizon intraday | day-ahead, unit kW | kvar.
 FORECASTS_SCHEMA = """
 CREATE TABLE IF NOT EXISTS forecasts (
@@ -167,6 +167,24 @@ CREATE TABLE IF NOT EXISTS forecasts (
 );
 """
 FORECAST_COLUMNS = ("feeder", "kind", "horizon", "issued", "start", "end_ts", "p10", "p50", "p90", "unit", "model")
+# Dispatch's rounds (central/dispatch/runs.py, docs/report.md "Energy cost"): one row per round, the plan's cost and
+# the no-dispatch evaluation's, over the horizon and for its first interval (the one sent). issued: unix s UTC.
+DISPATCH_RUNS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dispatch_runs (
+    feeder                 TEXT NOT NULL,
+    issued                 REAL NOT NULL,
+    horizon_start          INTEGER NOT NULL,
+    interval_s             INTEGER NOT NULL,
+    intervals              INTEGER NOT NULL,
+    cost                   REAL NOT NULL,
+    cost_no_dispatch       REAL NOT NULL,
+    first_cost             REAL NOT NULL,
+    first_cost_no_dispatch REAL NOT NULL,
+    PRIMARY KEY (feeder, issued)
+);
+"""
+DISPATCH_RUN_COLUMNS = ("feeder", "issued", "horizon_start", "interval_s", "intervals", "cost", "cost_no_dispatch",
+                        "first_cost", "first_cost_no_dispatch")  # fmt: skip
 
 _COMMAND_COLUMNS = ("command_id", "site", "kind", "target", "key_id", "seq", "issued_at", "expires_at", "message",
                     "sent_at", "status", "reason", "result", "result_at")  # fmt: skip
@@ -389,6 +407,7 @@ class CentralStore(IntervalVersions):
             db.execute(f"PRAGMA cache_size = {-CACHE_KIB}")
             db.executescript(SCHEMA)
             db.executescript(FORECASTS_SCHEMA)
+            db.executescript(DISPATCH_RUNS_SCHEMA)
             add_missing_columns(db)
         except BaseException:
             db.close()
@@ -619,6 +638,40 @@ class CentralStore(IntervalVersions):
             ).fetchall()
         return [dict(zip(FORECAST_COLUMNS, r, strict=True)) for r in rows]
 
+    def forecasts_covering(self, feeder: str, t0: int, t1: int, issued_by: int) -> list[dict[str, Any]]:
+        """Every forecast row of ``feeder`` issued at or before ``issued_by`` whose [start, end_ts) overlaps
+        [t0, t1), every kind and horizon, ordered by (issued, kind, horizon, start): dispatch picks from these."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(FORECAST_COLUMNS)} FROM forecasts WHERE feeder = ? AND issued <= ? AND end_ts > ? "
+                "AND start < ? ORDER BY issued, kind, horizon, start",
+                (feeder, issued_by, t0, t1),
+            ).fetchall()
+        return [dict(zip(FORECAST_COLUMNS, r, strict=True)) for r in rows]
+
+    def record_dispatch_run(self, row: Sequence[Any]) -> None:
+        """One dispatch round (DISPATCH_RUN_COLUMNS order); a second row of the same (feeder, issued) replaces it."""
+        sql = f"INSERT OR REPLACE INTO dispatch_runs ({', '.join(DISPATCH_RUN_COLUMNS)}) VALUES " \
+              f"({', '.join('?' * len(DISPATCH_RUN_COLUMNS))})"  # fmt: skip
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(sql, tuple(row))
+                self._db.execute("COMMIT")
+            except sqlite3.Error as err:
+                rollback = self._rollback()
+                raise CentralStoreError(f"cannot write dispatch_runs in {self.path}: {err}{rollback}") from err
+
+    def dispatch_runs(self, feeder: str, t0: int, t1: int) -> list[dict[str, Any]]:
+        """The rounds of ``feeder`` whose first interval starts in [t0, t1), in the order they were issued."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(DISPATCH_RUN_COLUMNS)} FROM dispatch_runs WHERE feeder = ? AND horizon_start >= ? "
+                "AND horizon_start < ? ORDER BY issued",
+                (feeder, t0, t1),
+            ).fetchall()
+        return [dict(zip(DISPATCH_RUN_COLUMNS, r, strict=True)) for r in rows]
+
     def point_readings(self, site: str, point: str, since: float, until: float) -> list[tuple[float, Any, str]]:
         """(ts, value, unit) of one point's readings with since <= ts < until, in time order (the forecaster's input)."""
         with self._lock:
@@ -727,6 +780,9 @@ class Store(Protocol):
     def msg_ids(self) -> list[str]: ...
     def write_forecasts(self, rows: Sequence[Sequence[Any]]) -> None: ...
     def forecasts(self, feeder: str, kind: str, horizon: str, issued: int | None = None) -> list[dict[str, Any]]: ...
+    def forecasts_covering(self, feeder: str, t0: int, t1: int, issued_by: int) -> list[dict[str, Any]]: ...
+    def record_dispatch_run(self, row: Sequence[Any]) -> None: ...
+    def dispatch_runs(self, feeder: str, t0: int, t1: int) -> list[dict[str, Any]]: ...
     def point_readings(self, site: str, point: str, since: float, until: float) -> list[tuple[float, Any, str]]: ...
     def close(self) -> None: ...
 

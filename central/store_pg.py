@@ -51,6 +51,7 @@ from psycopg import sql
 
 from central.store import (
     _COMMAND_COLUMNS,
+    DISPATCH_RUN_COLUMNS,
     EVENT_TABLE_STREAMS,
     FORECAST_COLUMNS,
     INTERVAL_COLUMNS,
@@ -293,6 +294,27 @@ MIGRATIONS += (
                 unit    text NOT NULL,
                 model   text NOT NULL,
                 PRIMARY KEY (feeder, kind, horizon, issued, start)
+            )""",
+        ),
+    ),
+)
+# Dispatch's rounds (central/dispatch/runs.py), their own migration: the same columns and key as SQLite's.
+MIGRATIONS += (
+    (
+        4,
+        "dispatch_runs: each dispatch round's planned and no-dispatch cost",
+        (
+            """CREATE TABLE IF NOT EXISTS dispatch_runs (
+                feeder                 text NOT NULL,
+                issued                 double precision NOT NULL,
+                horizon_start          bigint NOT NULL,
+                interval_s             integer NOT NULL,
+                intervals              integer NOT NULL,
+                cost                   double precision NOT NULL,
+                cost_no_dispatch       double precision NOT NULL,
+                first_cost             double precision NOT NULL,
+                first_cost_no_dispatch double precision NOT NULL,
+                PRIMARY KEY (feeder, issued)
             )""",
         ),
     ),
@@ -855,6 +877,40 @@ class PgCentralStore(IntervalVersions):
             (*key, issued),
         )
         return [dict(zip(FORECAST_COLUMNS, r, strict=True)) for r in rows]
+
+    def forecasts_covering(self, feeder: str, t0: int, t1: int, issued_by: int) -> list[dict[str, Any]]:
+        """As the SQLite store's: rows issued by ``issued_by`` overlapping [t0, t1), in (issued, kind, horizon,
+        start) order (COLLATE "C": SQLite's byte order, whatever the database's collation)."""
+        rows = self._read(
+            f"SELECT {', '.join(FORECAST_COLUMNS)} FROM forecasts WHERE feeder = %s AND issued <= %s AND end_ts > %s "
+            'AND start < %s ORDER BY issued, kind COLLATE "C", horizon COLLATE "C", start',
+            (feeder, issued_by, t0, t1),
+        )
+        return [dict(zip(FORECAST_COLUMNS, r, strict=True)) for r in rows]
+
+    def record_dispatch_run(self, row: Sequence[Any]) -> None:
+        """One dispatch round (DISPATCH_RUN_COLUMNS order); a second row of the same (feeder, issued) replaces it."""
+        statement = (
+            f"INSERT INTO dispatch_runs ({', '.join(DISPATCH_RUN_COLUMNS)}) VALUES "
+            f"({', '.join(['%s'] * len(DISPATCH_RUN_COLUMNS))}) ON CONFLICT (feeder, issued) DO UPDATE SET "
+            + ", ".join(f"{c} = EXCLUDED.{c}" for c in DISPATCH_RUN_COLUMNS[2:])
+        )
+        with self._lock:
+            try:
+                conn = self._db()
+                with conn.transaction():
+                    conn.execute(statement, tuple(row))
+            except psycopg.Error as err:
+                raise CentralStoreError(f"cannot write dispatch_runs in {self.path}: {err}") from err
+
+    def dispatch_runs(self, feeder: str, t0: int, t1: int) -> list[dict[str, Any]]:
+        """The rounds of ``feeder`` whose first interval starts in [t0, t1), in the order they were issued."""
+        rows = self._read(
+            f"SELECT {', '.join(DISPATCH_RUN_COLUMNS)} FROM dispatch_runs WHERE feeder = %s AND horizon_start >= %s "
+            "AND horizon_start < %s ORDER BY issued",
+            (feeder, t0, t1),
+        )
+        return [dict(zip(DISPATCH_RUN_COLUMNS, r, strict=True)) for r in rows]
 
     def point_readings(self, site: str, point: str, since: float, until: float) -> list[tuple[float, Any, str]]:
         """(ts, value, unit) of one point's readings with since <= ts < until, in time order (the forecaster's input)."""

@@ -138,14 +138,15 @@ def _by(rows: list[dict], **key: str) -> dict:
 
 def test_a_hand_built_day_gives_the_hand_computed_metrics(tmp_path: Path, target: Path | str) -> None:
     conf = _build_day(tmp_path, target)
-    if isinstance(target, Path):  # dispatch runs on SQLite only: its rounds' costs are recorded there
-        # interval 0 solved twice (the later round counts: 2.5 against 3.0), interval 1 once (2.0 against 2.0),
-        # and a round of the day before: planned 4.5, no dispatch 5.0, saving 0.5.
-        for run in (DispatchRun("one", D - 10, D, 900, 96, 90.0, 95.0, 9.0, 9.5),
-                    DispatchRun("one", D - 5, D, 900, 96, 80.0, 85.0, 2.5, 3.0),
-                    DispatchRun("one", D + 895, D + 900, 900, 96, 70.0, 70.0, 2.0, 2.0),
-                    DispatchRun("one", D - 1000, D - 900, 900, 96, 1.0, 1.0, 1.0, 1.0)):  # fmt: skip
-            record_run(target, run)
+    # Dispatch's rounds, on either store: interval 0 solved twice (the later round counts: 2.5 against 3.0, and
+    # it is recorded first, so the order written cannot decide), interval 1 once (2.0 against 2.0), a round of
+    # the day before and one of another feeder: planned 4.5, no dispatch 5.0, saving 0.5.
+    for run in (DispatchRun("one", D - 5, D, 900, 96, 80.0, 85.0, 2.5, 3.0),
+                DispatchRun("one", D - 10, D, 900, 96, 90.0, 95.0, 9.0, 9.5),
+                DispatchRun("one", D + 895, D + 900, 900, 96, 70.0, 70.0, 2.0, 2.0),
+                DispatchRun("one", D - 1000, D - 900, 900, 96, 1.0, 1.0, 1.0, 1.0),
+                DispatchRun("two", D + 1, D + 900, 900, 96, 1.0, 1.0, 7.0, 7.0)):  # fmt: skip
+        record_run(target, run)
     config = load_central_config(conf)
     s = {sec.name: sec for sec in build(config, D)}
 
@@ -169,11 +170,8 @@ def test_a_hand_built_day_gives_the_hand_computed_metrics(tmp_path: Path, target
 
     cost = s["cost"].rows[0]
     assert (cost["metered_import_kwh"], cost["metered_cost"]) == (120.0, 12.0)
-    if isinstance(target, Path):
-        assert (cost["dispatched_intervals"], cost["planned_cost"], cost["no_dispatch_cost"]) == (2, 4.5, 5.0)
-        assert cost["planned_saving"] == 0.5
-    else:
-        assert "no data: no dispatch round recorded for the day (dispatch_runs)" in s["cost"].notes
+    assert (cost["dispatched_intervals"], cost["planned_cost"], cost["no_dispatch_cost"]) == (2, 4.5, 5.0)
+    assert cost["planned_saving"] == 0.5
 
     adh = _by(s["adherence"].rows, meter="pv-m")
     assert (adh["compared"], adh["within"], adh["unmetered"], adh["within_share"]) == (4, 3, 1, 0.75)
@@ -282,7 +280,10 @@ def test_a_dispatch_round_records_its_cost_and_its_no_dispatch_cost(tmp_path: Pa
     assert (run.cost, run.cost_no_dispatch) == (pytest.approx(-1.75, abs=0.02), pytest.approx(-0.75, abs=0.02))
     assert (run.first_cost, run.first_cost_no_dispatch) == (pytest.approx(-1.5, abs=0.02),) * 2
     record_run(tmp_path / "central.db", run)
-    with sqlite3.connect(tmp_path / "central.db") as db:
-        assert db.execute("SELECT feeder, horizon_start, first_cost FROM dispatch_runs").fetchall() == [
-            ("one", D, run.first_cost)
-        ]
+    store = open_store(tmp_path / "central.db")
+    try:
+        (got,) = store.dispatch_runs("one", D, D + 900)
+    finally:
+        store.close()
+    assert (got["feeder"], got["horizon_start"], got["issued"]) == ("one", D, D + 5.0)
+    assert got["first_cost"] == run.first_cost

@@ -73,9 +73,6 @@ def dispatch_command(args: argparse.Namespace, config: CentralConfig) -> int:
         return _status(args, config, cfg)
     if args.dry_run and args.once:
         return _err("--dry-run and --once: give one (--dry-run sends nothing)")
-    if not args.dry_run and config.store_url is not None:
-        return _err(f"[store] url = {config.store_name}: dispatch writes settlement's schedules in central's SQLite "
-                    "store only (docs/scale.md)")  # fmt: skip
     try:
         now = parse_time(args.now, "--now") if args.now is not None else None
         model = network_for(cfg)
@@ -133,17 +130,18 @@ def read_forecast(cfg: DispatchConfig, config: CentralConfig, args: argparse.Nam
             now = parse_time(rows[1][0], f"{path} line 2 start")
         start = current_start(time.time() if now is None else now, cfg.interval_s)
         return forecast_csv(path, horizon(start, cfg.interval_s, cfg.horizon_intervals))
-    if config.db_path is None:
-        raise InputError("the forecasts table is read from central's SQLite store; give --forecast FILE")
     t = time.time() if now is None else now
     starts = horizon(current_start(t, cfg.interval_s), cfg.interval_s, cfg.horizon_intervals)
-    db = sqlite3.connect(f"file:{config.db_path}?mode=ro", uri=True, timeout=30)
+    if config.db_path is not None and not config.db_path.exists():  # a dry run creates no store
+        raise InputError(f"central's store {config.db_path}: no such file; give --forecast FILE")
     try:
-        return forecast_db(db, cfg.feeder, starts, cfg.interval_s, t)
-    except sqlite3.Error as err:
-        raise InputError(f"central's store {config.db_path}: {err}") from None
+        store = open_store(config.store_target)  # SQLite or PostgreSQL
+    except CentralStoreError as err:
+        raise InputError(f"{err}; give --forecast FILE to plan without it") from None
+    try:
+        return forecast_db(store, cfg.feeder, starts, cfg.interval_s, t)
     finally:
-        db.close()
+        store.close()
 
 
 def read_prices(cfg: DispatchConfig, args: argparse.Namespace, starts: np.ndarray) -> np.ndarray:
@@ -183,8 +181,7 @@ def schedule_table(cfg: DispatchConfig, steps: Sequence[Step], sol: Solution, ba
 async def _run(args: argparse.Namespace, config: CentralConfig, cfg: DispatchConfig, model: NetworkModel,
                key_id: str, now: float | None) -> int:  # fmt: skip
     store = open_store(config.store_target)
-    assert config.db_path is not None
-    db_path = config.db_path
+    db_path = config.store_target  # a SQLite file or a postgresql:// URL: what both seams open
     session = MqttSession(config.broker.session_config(client_id=f"{config.broker.client_id}-dispatch-{uuid.uuid4().hex[:8]}",
                                                        backoff_max_s=min(config.backoff_max_s, 1.0)))  # fmt: skip
     issuer = CommandIssuer(config.commands, store, session)
@@ -228,7 +225,7 @@ async def _run(args: argparse.Namespace, config: CentralConfig, cfg: DispatchCon
 
 
 async def dispatch_interval(cfg: DispatchConfig, config: CentralConfig, model: NetworkModel, args: argparse.Namespace,
-                            issuer: CommandIssuer, db_path: Path, key_id: str, now: float | None,
+                            issuer: CommandIssuer, db_path: str | Path, key_id: str, now: float | None,
                             timeout_s: float, banks: dict[str, bool]) -> list[Outcome]:  # fmt: skip
     """One round: solve from the current interval, store the horizon's scheduled energy, send the current
     interval's commands. ``banks`` (each bank's state as the last round left it) is read and updated: a bank
@@ -253,7 +250,7 @@ def run_of(cfg: DispatchConfig, sol: Solution, base: Solution, now: float) -> Di
                        float(base.cost.sum()), float(sol.cost[0]), float(base.cost[0]))  # fmt: skip
 
 
-def _write_schedules(db_path: Path, cfg: DispatchConfig, steps: Sequence[Step]) -> int:
+def _write_schedules(db_path: str | Path, cfg: DispatchConfig, steps: Sequence[Step]) -> int:
     db = open_settlement_db(db_path)  # a connection of the worker thread's own
     try:
         return write_schedules(db, cfg, steps, time.time())
@@ -261,7 +258,7 @@ def _write_schedules(db_path: Path, cfg: DispatchConfig, steps: Sequence[Step]) 
         db.close()
 
 
-def _following(cfg: DispatchConfig, store: Store, db_path: Path, key_id: str, now: float,
+def _following(cfg: DispatchConfig, store: Store, db_path: str | Path, key_id: str, now: float,
                window_s: float) -> list[SiteFollowing]:  # fmt: skip
     db = open_settlement_db(db_path)
     try:
@@ -283,7 +280,7 @@ def _status(args: argparse.Namespace, config: CentralConfig, cfg: DispatchConfig
     except CentralStoreError as err:
         print(err, file=sys.stderr)
         return EXIT_RUNTIME
-    db = open_settlement_db(config.db_path) if config.db_path is not None else None
+    db = open_settlement_db(config.store_target)
     try:
         now = parse_time(args.now, "--now") if args.now is not None else time.time()
         rows = following(cfg, store, db, key.key_id, now, args.window)

@@ -6,35 +6,25 @@ The no-dispatch baseline is dispatch's own evaluation (central/dispatch/optimise
 moved: inverters uncurtailed at zero vars, banks where they start, no CVR) of the same forecast and prices the
 round solved with. ``first_cost`` and ``first_cost_no_dispatch`` are those of the round's first interval: the one
 whose commands the round sends. Costs in the price's currency: energy at the head, losses and wear, as
-``Solution.cost`` counts them. Table in central's SQLite store (dispatch runs on SQLite only).
+``Solution.cost`` counts them.
+
+The table is central's store's, on SQLite or PostgreSQL alike: created with the store's other tables
+(central/store.py ``DISPATCH_RUNS_SCHEMA``; PostgreSQL's migration 4 in central/store_pg.py), written with
+``Store.record_dispatch_run`` and read with ``Store.dispatch_runs``.
 """
 
 from __future__ import annotations
 
-import sqlite3
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 
-RUNS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS dispatch_runs (
-    feeder                 TEXT NOT NULL,
-    issued                 REAL NOT NULL,
-    horizon_start          INTEGER NOT NULL,
-    interval_s             INTEGER NOT NULL,
-    intervals              INTEGER NOT NULL,
-    cost                   REAL NOT NULL,
-    cost_no_dispatch       REAL NOT NULL,
-    first_cost             REAL NOT NULL,
-    first_cost_no_dispatch REAL NOT NULL,
-    PRIMARY KEY (feeder, issued)
-);
-"""
-RUN_COLUMNS = ("feeder", "issued", "horizon_start", "interval_s", "intervals", "cost", "cost_no_dispatch",
-               "first_cost", "first_cost_no_dispatch")  # fmt: skip
+from central.store import DISPATCH_RUN_COLUMNS, open_store
 
 
 @dataclass(frozen=True, slots=True)
 class DispatchRun:
+    """Fields in ``DISPATCH_RUN_COLUMNS`` order."""
+
     feeder: str
     issued: float  # unix s UTC
     horizon_start: int  # the first interval's start
@@ -46,17 +36,17 @@ class DispatchRun:
     first_cost_no_dispatch: float
 
 
-def record_run(db_path: Path, run: DispatchRun) -> None:
-    """Store one round's costs (its own connection: called from a worker thread)."""
-    db = sqlite3.connect(db_path, timeout=30)
+assert tuple(DispatchRun.__dataclass_fields__) == DISPATCH_RUN_COLUMNS  # the row is the dataclass in order
+
+
+def record_run(target: str | Path, run: DispatchRun) -> None:
+    """Store one round's costs in the store ``target`` names (``open_store``'s argument), on a connection of its
+    own: called from a worker thread. Raises CentralStoreError naming the store."""
+    store = open_store(target)
     try:
-        with db:
-            db.executescript(RUNS_SCHEMA)
-            db.execute(f"INSERT OR REPLACE INTO dispatch_runs ({', '.join(RUN_COLUMNS)}) VALUES "
-                       f"({', '.join('?' * len(RUN_COLUMNS))})",
-                       tuple(getattr(run, c) for c in RUN_COLUMNS))  # fmt: skip
+        store.record_dispatch_run(astuple(run))
     finally:
-        db.close()
+        store.close()
 
 
-__all__ = ["RUNS_SCHEMA", "RUN_COLUMNS", "DispatchRun", "record_run"]
+__all__ = ["DispatchRun", "record_run"]

@@ -2,9 +2,9 @@
 
 - metered cost = sum over intervals of (head kwh_delivered - kwh_received) x price, from the meters of
   ``[[dispatch.sites]]`` that measure ``head`` and the price of ``[dispatch]`` (``price`` or ``price_file``);
-- planned and no-dispatch cost: from ``dispatch_runs`` (central/dispatch/runs.py), per interval of the day the
-  latest round whose first interval it was: that round's cost of the interval and dispatch's own evaluation of the
-  same forecast with nothing moved. The baseline is a model figure on the forecast, not a measurement: what the
+- planned and no-dispatch cost: from ``dispatch_runs`` (central/dispatch/runs.py, read with ``Store.dispatch_runs``
+  on SQLite and PostgreSQL alike), per interval of the day the latest round whose first interval it was: that
+  round's cost of the interval and dispatch's own evaluation of the same forecast with nothing moved. The baseline is a model figure on the forecast, not a measurement: what the
   feeder would have cost without dispatch cannot be metered on the day dispatch ran.
 """
 
@@ -43,15 +43,12 @@ def energy_cost(inputs: Inputs, day: int) -> Section:
     else:
         row |= {"metered_intervals": int((~np.isnan(net)).sum()), "metered_import_kwh": round(float(np.nansum(net)), 3),
                 "metered_cost": round(float(np.nansum(net * price)), 4)}  # fmt: skip
-    runs = inputs.table_rows(
-        "SELECT horizon_start, first_cost, first_cost_no_dispatch FROM dispatch_runs WHERE feeder = ? "
-        "AND horizon_start >= ? AND horizon_start < ? ORDER BY issued",
-        (d.feeder, day, day + DAY_S),
-    )
+    runs = inputs.store.dispatch_runs(d.feeder, day, day + DAY_S)
     if not runs:
         sec.notes.append("no data: no dispatch round recorded for the day (dispatch_runs)")
     else:
-        per = {int(r[0]): (float(r[1]), float(r[2])) for r in runs}  # the latest round of each interval
+        # in the order issued, so the latest round of each interval is the one left
+        per = {int(r["horizon_start"]): (float(r["first_cost"]), float(r["first_cost_no_dispatch"])) for r in runs}
         planned = sum(v[0] for v in per.values())
         base = sum(v[1] for v in per.values())
         row |= {"dispatched_intervals": len(per), "planned_cost": round(planned, 4),
