@@ -1,10 +1,11 @@
 """What the report reads, and how: central's store through its two existing seams, so the report runs on SQLite
 and PostgreSQL alike (docs/report.md, "Sources").
 
-- ``central.store.open_store``: readings of a point (``point_readings``), the commands table (``commands``);
+- ``central.store.open_store``: readings of a point (``point_readings``), the commands table (``commands``),
+  dispatch's rounds (``dispatch_runs``);
 - ``central.settlement.db.open_settlement_db``: metered intervals (``latest_intervals``), schedules
   (``scheduled``), and plain SQL that both stores answer the same way (the forecasts table, the PMU points of a
-  site, ``dispatch_runs``).
+  site).
 
 A day is the UTC day [00:00, 24:00) of ``--day``: the intervals, schedules, forecasts and commands are all keyed
 in UTC, and one UTC day is 96 intervals every day of the year (a local day has 92 or 100 on DST changes).
@@ -19,7 +20,7 @@ from typing import Any
 
 from central.config import CentralConfig
 from central.settlement.db import SettlementDb, open_settlement_db
-from central.store import CentralStoreError, Store, open_store
+from central.store import Store, open_store
 
 DAY_S = 86_400
 STEP_S = 900  # the report's interval: 15 minutes, as forecasts, schedules and settlement
@@ -75,15 +76,6 @@ class Inputs:
     def sql(self, statement: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Rows of plain SQL with ``?`` placeholders that both stores answer alike (the settlement seam's reader)."""
         return self.db._rows(statement, args)  # noqa: SLF001 - the seam's one shared reader
-
-    def table_rows(self, statement: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]] | None:
-        """As ``sql``; None when the table is not there (a store dispatch never ran on)."""
-        try:
-            return self.sql(statement, args)
-        except CentralStoreError as err:
-            if "no such table" in str(err) or "does not exist" in str(err):
-                return None
-            raise
 
     def close(self) -> None:
         self.store.close()
