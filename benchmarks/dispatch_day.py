@@ -40,7 +40,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -291,24 +291,36 @@ def commands_summary(db: Path) -> dict[str, int]:
     return {f"{k} {s}": n for k, s, n in rows}
 
 
-def truth_window(truth: Path) -> tuple[float, float, list[str], list[dict[str, Any]]]:
-    """The truth log's first and last step, the judged buses (every bus but the substation's) and its steps."""
-    first = last = None
+def truth_window(truth: Path) -> tuple[float, float, dict[tuple[str, str, int], float]]:
+    """The truth log's first and last step, and its bus-phase-minutes outside Range A on the judged buses (every
+    bus but the substation's), read as a stream."""
+    span: list[float] = []
     buses: list[str] = []
-    steps = []
-    for rec in read_records(truth):
-        if rec["record"] == "bench_up":
-            feeder = rec.get("feeder") or {}
-            sub = set(feeder.get("substation_buses") or ())
-            buses = [b for b in (feeder.get("buses") or {}) if b not in sub]
-        elif rec["record"] == "step":
-            steps.append(rec)
-            ts = float(rec["ts"])
-            first = ts if first is None else first
-            last = ts
-    if first is None or last is None:
-        raise ValueError(f"{truth}: no step records")
-    return first, last, buses, steps
+
+    def steps() -> Iterator[dict[str, Any]]:
+        for rec in read_records(truth):
+            if rec["record"] == "bench_up":
+                feeder = rec.get("feeder") or {}
+                sub = set(feeder.get("substation_buses") or ())
+                buses.extend(b for b in (feeder.get("buses") or {}) if b not in sub)
+            elif rec["record"] == "step":
+                ts = float(rec["ts"])
+                if not span:
+                    span.append(ts)
+                span[1:] = [ts]
+                yield rec
+
+    class Judged:  # the judged buses are known once bench_up has been read: the first step comes after it
+        def __contains__(self, bus: object) -> bool:
+            return bus in buses
+
+        def __iter__(self) -> Iterator[str]:
+            return iter(buses)
+
+    outside = outside_range_a(steps(), Judged())
+    if len(span) < 2:
+        raise ValueError(f"{truth}: fewer than two step records")
+    return span[0], span[1], outside
 
 
 # ---- the verdict ---------------------------------------------------------------------------------------------
@@ -339,7 +351,7 @@ class Verdict:
 
 
 def judge(out: Path, prices: Sequence[tuple[int, float]]) -> Verdict:
-    d_first, d_last, buses, d_steps = truth_window(out / "dispatch.jsonl")
+    d_first, d_last, run = truth_window(out / "dispatch.jsonl")
     # judged: whole intervals after the first (the parts start during it) that end by the bench's last step
     lo = (int(d_first) // INTERVAL_S + 1) * INTERVAL_S
     hi = d_last + 1.0
@@ -354,10 +366,7 @@ def judge(out: Path, prices: Sequence[tuple[int, float]]) -> Verdict:
     both = sorted(set(metered) & set(base))
     cost_d = energy_cost({s: metered[s] for s in both}, prices)
     cost_b = energy_cost({s: base[s] for s in both}, prices)
-    run = outside_range_a(d_steps, buses)
-    del d_steps
-    _, _, b_buses, b_steps = truth_window(out / "baseline.jsonl")
-    baseline = outside_range_a(b_steps, b_buses)
+    _, _, baseline = truth_window(out / "baseline.jsonl")
     return Verdict(following, cost_d, cost_b, len(both), len(run), len(baseline), caused(run, baseline),
                    commands_summary(out / "dispatch" / "central.db"))  # fmt: skip
 

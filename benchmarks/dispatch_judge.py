@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,12 +100,12 @@ def energy_cost(net_kwh: Mapping[int, float], prices: Sequence[tuple[int, float]
     return sum(e * price_at(prices, s) for s, e in sorted(net_kwh.items()))
 
 
-def outside_range_a(steps: Iterable[Mapping[str, Any]], buses: Iterable[str],
+def outside_range_a(steps: Iterable[Mapping[str, Any]], buses: Container[str],
                     range_pu: tuple[float, float] = RANGE_A_PU) -> dict[tuple[str, str, int], float]:  # fmt: skip
     """Each (bus, phase, UTC minute) with a step outside ``range_pu`` on a judged bus: the furthest voltage [pu]
     from the range in that minute (``step`` records of a truth log: ``ts`` and ``v`` {bus: [a, b, c]})."""
     lo, hi = range_pu
-    judged = set(buses)
+    judged = buses
     out: dict[tuple[str, str, int], float] = {}
     for rec in steps:
         minute = int(float(rec["ts"]) // 60)
