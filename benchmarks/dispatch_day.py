@@ -40,6 +40,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -280,6 +281,24 @@ def scheduled_net(db: Path, meter: str = HEAD) -> dict[int, float]:
     return {s: d.get(s, 0.0) - r.get(s, 0.0) for s in sorted(set(d) | set(r))}
 
 
+def curtailed_intervals(db: Path) -> set[int]:
+    """The intervals in which an applied ``der.setpoint`` limited an inverter below 100 % (its ``until`` is the
+    interval's end plus ``expiry_margin_s``)."""
+    from protocols.telemetry.commands import read_command, read_signed
+
+    margin = tomllib.loads((CONFIG / "dispatch.toml").read_text())["dispatch"]["expiry_margin_s"]
+    if not db.exists():
+        return set()
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as con:
+        rows = con.execute("SELECT message FROM commands WHERE kind = 'der.setpoint' AND status = 'applied'").fetchall()
+    out = set()
+    for (message,) in rows:
+        body = read_command(read_signed(message.encode())).body
+        if float(body.get("p_limit_pct", 100.0)) < 100.0:
+            out.add(int(float(body["until"]) - margin) - INTERVAL_S)
+    return out
+
+
 def commands_summary(db: Path) -> dict[str, int]:
     if not db.exists():
         return {}
@@ -336,6 +355,7 @@ class Verdict:
     outside_baseline: int
     caused: dict[tuple[str, str, int], float]
     commands: dict[str, int]
+    curtailed: set[int]
 
     @property
     def share_met(self) -> bool:
@@ -368,7 +388,8 @@ def judge(out: Path, prices: Sequence[tuple[int, float]]) -> Verdict:
     cost_b = energy_cost({s: base[s] for s in both}, prices)
     _, _, baseline = truth_window(out / "baseline.jsonl")
     return Verdict(following, cost_d, cost_b, len(both), len(run), len(baseline), caused(run, baseline),
-                   commands_summary(out / "dispatch" / "central.db"))  # fmt: skip
+                   commands_summary(out / "dispatch" / "central.db"),
+                   curtailed_intervals(out / "dispatch" / "central.db"))  # fmt: skip
 
 
 def _t(ts: float) -> str:
@@ -378,16 +399,20 @@ def _t(ts: float) -> str:
 def format_table(v: Verdict) -> str:
     f = v.following
     lines = [f"{'interval':<8} {'scheduled kWh':>14} {'metered kWh':>12} {'error kWh':>10} {'error %':>8} "
-             f"{'allowed kWh':>11}  within"]  # fmt: skip
+             f"{'allowed kWh':>11}  within  PV curtailed"]  # fmt: skip
     for c in f.checks:
         pct = "-" if c.error_pct is None else f"{c.error_pct:.1f}"
         lines.append(f"{_t(c.start):<8} {c.scheduled_kwh:14.1f} {c.metered_kwh:12.1f} {c.error_kwh:10.1f} {pct:>8} "
-                     f"{c.allowed_kwh:11.1f}  {'yes' if c.within else 'NO'}")  # fmt: skip
+                     f"{c.allowed_kwh:11.1f}  {'yes' if c.within else 'NO ':<6}  "
+                     f"{'yes' if c.start in v.curtailed else '-'}")  # fmt: skip
     lines.append("")
     lines.append(f"head meter {HEAD}, net energy (delivered - received) per 15 minutes; allowed: {FOLLOW_TOL_PCT:g} % "
                  f"of |scheduled|, at least {FLOOR_SHARE * 100:g} % of the run's largest |scheduled| "
                  f"({f.floor_kwh:.1f} kWh; {f.floored} interval(s) judged by it); {len(f.missing)} scheduled "
                  "interval(s) without a metered value")  # fmt: skip
+    cw, cn = f.share_of(v.curtailed)
+    lines.append(f"with PV curtailed by the schedule: {cw} of {cn} within; the others (the head's net energy is the "
+                 f"forecast's, nothing dispatched changes it but CVR): {f.within - cw} of {f.judged - cn}")  # fmt: skip
     lines.append("commands: " + (", ".join(f"{k} {n}" for k, n in sorted(v.commands.items())) or "none"))
     lines.append("")
     ratio = v.cost_dispatch / v.cost_baseline if v.cost_baseline else float("nan")
@@ -412,10 +437,11 @@ def results_json(v: Verdict, notes: Mapping[str, str], args: argparse.Namespace)
     return {
         "day": DAY, "hours": list(args.hours), "speed": args.speed, "bench_seed": BENCH_SEED,
         "forecast_seed": FORECAST_SEED, "notes": dict(notes),
-        "following": {"judged": f.judged, "within": f.within, "share_pct": f.share_pct, "floor_kwh": f.floor_kwh,
+        "following": {"judged": f.judged, "within": f.within, "curtailed": list(f.share_of(v.curtailed)), "share_pct": f.share_pct, "floor_kwh": f.floor_kwh,
                       "floored": f.floored, "missing": len(f.missing),
                       "intervals": [{"start": c.start, "scheduled_kwh": c.scheduled_kwh, "metered_kwh": c.metered_kwh,
-                                     "allowed_kwh": c.allowed_kwh, "within": c.within} for c in f.checks]},
+                                     "allowed_kwh": c.allowed_kwh, "within": c.within,
+                                     "curtailed": c.start in v.curtailed} for c in f.checks]},
         "cost": {"dispatch": v.cost_dispatch, "baseline": v.cost_baseline, "intervals": v.cost_intervals},
         "range_a": {"dispatch_bus_phase_minutes": v.outside, "baseline_bus_phase_minutes": v.outside_baseline,
                     "caused": [{"bus": b, "phase": p, "minute": iso(m * 60), "pu": x}

@@ -19,7 +19,7 @@ from typing import Any
 # ANSI C84.1-2016 Table 1, Range A, service voltage: 114..126 V on the 120 V base
 RANGE_A_PU = (114.0 / 120.0, 126.0 / 120.0)
 FOLLOW_TOL_PCT = 5.0  # the issue's target: within +-5 % of the schedule
-FLOOR_SHARE = 0.05  # near-zero intervals: within 5 % of the meter's largest scheduled |energy| in the run
+FLOOR_SHARE = 0.01  # near-zero intervals: within 1 % of the meter's largest scheduled |energy| in the run
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +60,11 @@ class Following:
     @property
     def share_pct(self) -> float | None:
         return None if not self.checks else self.within / len(self.checks) * 100.0
+
+    def share_of(self, starts: Container[int]) -> tuple[int, int]:
+        """(within, judged) among the intervals starting at ``starts``."""
+        mine = [c for c in self.checks if c.start in starts]
+        return sum(1 for c in mine if c.within), len(mine)
 
     @property
     def floored(self) -> int:

@@ -23,21 +23,25 @@ def test_an_interval_within_5_percent_of_its_schedule_follows_and_one_past_it_do
     sched = {T0: 400.0, T0 + 900: 400.0, T0 + 1800: -300.0}
     metered = {T0: 419.9, T0 + 900: 421.0, T0 + 1800: -285.5}
     f = judge_following(metered, sched)
-    # allowed: 5 % of 400 = 20 kWh, of 300 = 15; the floor is 5 % of the largest |schedule|, 400: 20 kWh
-    assert f.floor_kwh == pytest.approx(20.0)
+    # allowed: 5 % of 400 = 20 kWh, of 300 = 15; the floor, 1 % of the largest |schedule| (400), is below both
+    assert f.floor_kwh == pytest.approx(4.0) and f.floored == 0
     assert [c.within for c in f.checks] == [True, False, True]  # 19.9 in; 21.0 out; -285.5 is 14.5 off: in
     assert f.share_pct == pytest.approx(200 / 3)
     assert f.checks[1].error_pct == pytest.approx(5.25)
+    assert f.share_of({T0 + 900, T0 + 1800}) == (1, 2)
 
 
 def test_a_near_zero_schedule_is_judged_by_the_floor_and_a_missing_meter_value_is_not_judged() -> None:
-    sched = {T0: 1000.0, T0 + 900: 2.0, T0 + 1800: 0.0, T0 + 2700: 500.0}
-    metered = {T0: 1000.0, T0 + 900: 40.0, T0 + 1800: -51.0}
+    sched = {T0: 1000.0, T0 + 900: 2.0, T0 + 1800: 0.0, T0 + 2700: 500.0, T0 + 3600: 150.0}
+    metered = {T0: 1000.0, T0 + 900: 11.9, T0 + 1800: -10.5, T0 + 3600: 158.0}
     f = judge_following(metered, sched)
-    assert f.floor_kwh == pytest.approx(50.0)  # 5 % of 1000 kWh
-    assert [(c.start, c.within) for c in f.checks] == [(T0, True), (T0 + 900, True), (T0 + 1800, False)]
+    assert f.floor_kwh == pytest.approx(10.0)  # 1 % of 1000 kWh
+    # 2 kWh scheduled, 11.9 metered: 9.9 off, inside the floor; 0 scheduled, -10.5 metered: outside it; 150
+    # scheduled: 5 % is 7.5 kWh, below the floor: 8 off is inside it
+    assert [(c.start, c.within) for c in f.checks] == [(T0, True), (T0 + 900, True), (T0 + 1800, False),
+                                                       (T0 + 3600, True)]  # fmt: skip
     assert f.checks[2].error_pct is None  # no percentage of a zero schedule
-    assert f.missing == (T0 + 2700,) and f.judged == 3 and f.floored == 2
+    assert f.missing == (T0 + 2700,) and f.judged == 4 and f.floored == 3
 
 
 def test_following_refuses_a_tolerance_out_of_range() -> None:

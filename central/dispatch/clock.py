@@ -1,5 +1,5 @@
 """The running dispatch's clock: the wall clock in the field; on a bench at speed, the agent's scaled clock
-(docs/dispatch.md, "A scaled clock").
+(docs/dispatch.md, "Running it").
 
 A site on the bench runs a ``[clock]`` of ``speed`` simulated seconds per wall second that reads ``start`` at the
 wall instant ``wall_start`` (the agent's ``[clock]`` section). Dispatch given the same three figures
