@@ -1,7 +1,7 @@
 """The agent ingesting many PMUs: CPU per frame and per core, frames dropped, against the codec and pyPMU.
 
     .venv/bin/python benchmarks/pmu_ingest.py [--pmus 64] [--rate 60] [--seconds 5] [--intervals 3]
-                                              [--read-batch-s S]
+                                              [--read-batch-s S] [--buffer-s 60] [--warmup-s 1]
 
 The simulated PMUs (sim_hw SimPmu, real TCP servers on 127.0.0.1) run in a child process so the CPU
 measured here (``time.process_time`` of this process, user + system, over each measured interval, after a
@@ -9,7 +9,10 @@ warm-up) is the agent's alone: one PdcClient per PMU sharing the ReadBatcher tha
 stream reader and codec, PmuIngest (ring buffer, frequency / ROCOF / voltage / time-sync monitors,
 once-a-second readings), the events task (stale ticks, event windows). ``--intervals`` back-to-back
 intervals of ``--seconds`` are measured; the median is reported with the spread.
-``--read-batch-s 0`` reads each segment as it comes (no batcher), for comparison.
+``--read-batch-s 0`` reads each segment as it comes (no batcher), for comparison. ``--buffer-s`` is the
+ring buffers' length (``[pmu_monitoring] buffer_s``, default the agent's 60 s) and ``--warmup-s`` the time
+streamed before the first interval: ``--buffer-s 5 --warmup-s 6`` measures full buffers, which overwrite
+their oldest frame with every new one (the steady state of a running agent).
 
 ``dropped`` = frames the PMUs sent over the whole run (or could not write because the agent's socket was
 full) minus frames ingested, counted once the PMUs have stopped and the last frames arrived. Besides it, the
@@ -78,7 +81,7 @@ class NullStore:
 
 
 async def measure(child: subprocess.Popen, ports: list[int], rate: int, seconds: float, intervals: int,
-                  read_batch_s: float | None) -> dict:  # fmt: skip
+                  read_batch_s: float | None, buffer_s: float, warmup_s: float) -> dict:  # fmt: skip
     readings = [0]
 
     def sink(r: list) -> None:
@@ -87,7 +90,7 @@ async def measure(child: subprocess.Popen, ports: list[int], rate: int, seconds:
     pmus = tuple(PmuStreamConfig(name=f"pmu{i}", host="127.0.0.1", port=p, idcode=100 + i, nominal_v=7200.0)
                  for i, p in enumerate(ports))  # fmt: skip
     store = NullStore()
-    mon = PmuMonitoring(pmus, PmuMonitoringConfig(), sink, store, read_batch_s=read_batch_s)
+    mon = PmuMonitoring(pmus, PmuMonitoringConfig(buffer_s=buffer_s), sink, store, read_batch_s=read_batch_s)
     tasks = [asyncio.create_task(c.run()) for c in mon.clients.values()]
     tasks.append(asyncio.create_task(mon.run_events()))
     deadline = time.monotonic() + 20
@@ -95,7 +98,7 @@ async def measure(child: subprocess.Popen, ports: list[int], rate: int, seconds:
         if time.monotonic() > deadline:
             raise SystemExit("PMUs did not all stream within 20 s")
         await asyncio.sleep(0.1)
-    await asyncio.sleep(1.0)
+    await asyncio.sleep(warmup_s)
     ingests = list(mon.ingests.values())
     # Per PMU: frames counted and the newest timestamp, at both ends of each interval. The PMUs' grid
     # between the two newest timestamps says exactly how many frames that span holds, whatever the
@@ -140,6 +143,8 @@ async def measure(child: subprocess.Popen, ports: list[int], rate: int, seconds:
     return {"runs": runs, "dropped": lost, "stop_s": stop_s, "stuck": len(stuck), "tasks": len(tasks),
             "max_latency_s": max(i.stats.max_latency_s for i in mon.ingests.values()), "events": len(store.events),
             "readings": readings[0], "config": sample.config,
+            "full": sum(len(i.buffer) == i.buffer.capacity for i in ingests),
+            "buffer_mb": sum(getattr(i.buffer, "nbytes", 0) for i in ingests) / 1e6,
             "batch_s": mon.batcher.interval_s if mon.batcher is not None else 0.0}  # fmt: skip
 
 
@@ -233,6 +238,9 @@ def main() -> None:
     ap.add_argument("--intervals", type=int, default=3, help="measured intervals (the median is reported)")
     ap.add_argument("--read-batch-s", type=float, default=None,
                     help="interval of the socket reads (default: the agent's; 0: every read as it comes)")  # fmt: skip
+    ap.add_argument("--buffer-s", type=float, default=PmuMonitoringConfig().buffer_s,
+                    help="ring buffer length per PMU (the agent's [pmu_monitoring] buffer_s)")  # fmt: skip
+    ap.add_argument("--warmup-s", type=float, default=1.0, help="streaming before the first measured interval")
     ap.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.serve:
@@ -242,7 +250,8 @@ def main() -> None:
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)  # fmt: skip
     try:
         ports = [int(p) for p in child.stdout.readline().split()]
-        r = asyncio.run(measure(child, ports, args.rate, args.seconds, args.intervals, args.read_batch_s))
+        r = asyncio.run(measure(child, ports, args.rate, args.seconds, args.intervals, args.read_batch_s,
+                                args.buffer_s, args.warmup_s))  # fmt: skip
     finally:
         child.stdin.close()
         child.wait(10)
@@ -262,7 +271,8 @@ def main() -> None:
     py_us = None if py_s is None else py_s / frames * 1e6
     batch = f"sockets read every {r['batch_s']:g} s" if r["batch_s"] else "every read as it comes (no batcher)"
     print(f"{args.pmus} PMUs x {args.rate} frames/s, {len(runs)} intervals of {args.seconds:g} s "
-          f"(SimPmus in a child process; {batch})")  # fmt: skip
+          f"(SimPmus in a child process; {batch}; ring buffers of {args.buffer_s:g} s, {r['full']} of "
+          f"{args.pmus} full at the end: {r['buffer_mb']:.1f} MB)")  # fmt: skip
     print(f"  whole run: dropped {dropped} (sent by the PMUs, never ingested); measured: {frames} frames of "
           f"{sum(x['expected'] for x in runs)} on the grid ({sum(x['missing'] for x in runs)} never sent: the "
           f"simulator skips late ticks)")  # fmt: skip

@@ -1,4 +1,4 @@
-"""``gridedge central run|gaps|command|commands|intervals|settle|schedule|dispatch``: the reference central service's commands.
+"""``gridedge central run|gaps|command|commands|intervals|settle|schedule|dispatch|forecast|report``: the reference central service's commands.
 
 gridedge.py hands everything after the word ``central`` to :func:`main`, so central never imports the agent.
 Exit codes: 0 success, 1 gaps or reused sequence numbers found (``gaps``), 2 bad usage or configuration, 3 runtime failure.
@@ -22,7 +22,11 @@ from typing import Any
 from central.commands import UNTIL_KINDS, CommandError, CommandIssuer, Outcome, outcomes
 from central.config import CentralConfig, CentralConfigError, load_central_config
 from central.dispatch.args import add_parsers as add_dispatch_parsers
+from central.forecast.cli import add_parser as add_forecast_parser
+from central.forecast.cli import forecast_command
 from central.ingest import run_workers
+from central.report.cli import add_parser as add_report_parser
+from central.report.cli import report_command
 from central.settlement.cli import add_parsers as add_settlement_parsers
 from central.settlement.cli import intervals_command, schedule_command, settle_command
 from central.store import CentralStoreError, Store, open_store
@@ -69,6 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     add_dispatch_parsers(sub)
     chk = sub.add_parser("check-config", help="validate central's configuration and list every error (exit 2)")
     chk.add_argument("--config", required=True, help="central TOML file")
+    add_forecast_parser(sub)
+    add_report_parser(sub)
     return p
 
 
@@ -92,6 +98,8 @@ def main(argv: list[str]) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as err:  # argparse has printed the usage; return instead of exiting the dispatcher
         return 0 if err.code == 0 else 2
+    if args.command == "forecast":  # its backtest needs no config; the service loads its own
+        return forecast_command(args)
     try:
         config = load_central_config(args.config, getattr(args, "broker", None))
     except CentralConfigError as err:
@@ -127,10 +135,8 @@ def main(argv: list[str]) -> int:
             print(f"gridedge central dispatch: {err}; install gridedge[dispatch]", file=sys.stderr)
             return 2
         return dispatch_command(args, config)
-    if args.command in ("intervals", "settle", "schedule") and config.store_url is not None:
-        print(f"gridedge central {args.command}: settlement reads central's SQLite store only; [store] url = "
-              f"{config.store_name} is PostgreSQL (docs/scale.md)", file=sys.stderr)  # fmt: skip
-        return 2
+    if args.command == "report":
+        return report_command(args, config)
     if args.command == "intervals":
         return intervals_command(args, config)
     if args.command == "settle":

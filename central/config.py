@@ -9,13 +9,16 @@ url = "mqtt://127.0.0.1:1883"   # mqtts:// for TLS
 client_id = "central"           # each worker appends "-<worker name>"
 # username, password (or password_file), ca_file, cert_file, key_file, keepalive_s: protocols/mqtt/config.py
 backoff_max_s = 5.0             # cap of the reconnect backoff (full jitter, from 0.2 s)
+# kind = "nats"                 # instead of url: a NATS JetStream cluster (central/source_nats.py, docs/scale.md)
+# servers = ["nats://10.0.0.11:4222", "nats://10.0.0.12:4222", "nats://10.0.0.13:4222"]
+# stream = "GRIDEDGE"; replicas = 3; ack_wait_s = 30; max_age_s = 604800; fetch_batch = 256
 
 [store]
 db = "../run/central.db"       # SQLite, the embedded default; or, instead of db:
 # url = "postgresql://central@db.example:5432/gridedge"   # PostgreSQL (central/store_pg.py, docs/scale.md)
 
 [ingest]
-group = "central"               # MQTT 5 shared subscription group: workers of one group share the load
+group = "central"               # MQTT 5 shared subscription group (NATS: the durable consumer): workers share the load
 status_file = "../run/central-status.json"
 ack_interval_s = 0.05           # acks are batched per site over this interval
 max_queue = 20000               # messages waiting to be stored; past it new ones are refused (not acked)
@@ -35,6 +38,7 @@ listen = "127.0.0.1:9109"
 
 [settlement]                    # optional: VEE, feeders to reconcile, NMIs (central/settlement/config.py)
 [dispatch]                      # optional: schedules from forecasts and the network model (central/dispatch/config.py)
+[forecast]                      # optional: feeders' load and PV forecasts (central/forecast/config.py)
 ```
 
 Keys are held with ``repr=False``: no repr, log line or status shows them (a public key is no secret, but one
@@ -49,11 +53,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from central.dispatch.config import DispatchConfig, parse_dispatch
+from central.forecast.config import ForecastConfig, parse_forecast
 from central.settlement.config import SettlementConfig, parse_settlement
+from central.source_nats import KINDS, NatsConfig, parse_nats
 from protocols.configcheck import Checker, ConfigError, ConfigIssue
 from protocols.metrics import MetricsConfig, parse_metrics
 from protocols.mqtt.config import BrokerConfig, parse_broker
@@ -118,6 +125,8 @@ class CentralConfig:
     metrics: MetricsConfig | None = None  # [metrics] (docs/metrics.md); None: no Prometheus endpoint
     dispatch: DispatchConfig | None = None  # [dispatch] (docs/dispatch.md); None: no dispatch configured
     store_url: str | None = field(default=None, repr=False)  # postgresql://...: may carry a password
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)  # [forecast] (docs/forecast.md)
+    nats: NatsConfig | None = None  # [broker] kind = "nats": ingest from a NATS JetStream cluster instead of MQTT
 
     @property
     def store_target(self) -> str | Path:
@@ -136,14 +145,25 @@ class CentralConfig:
 def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     """Validate an already-parsed TOML document; relative paths resolve against ``source``'s folder."""
     c = Checker(source.parent)
-    c.unknown(raw, "", {"broker", "store", "ingest", "commands", "settlement", "metrics", "dispatch"})
+    c.unknown(raw, "", {"broker", "store", "ingest", "commands", "settlement", "metrics", "dispatch", "forecast"})
     broker_raw, store, ingest = (c.get(raw, "", name, "table", {}) or {} for name in ("broker", "store", "ingest"))
     c.unknown(store, "store", {"db", "url"})
     c.unknown(ingest, "ingest", {"group", "status_file", "ack_interval_s", "max_queue"})
 
-    broker = parse_broker(c, broker_raw, "broker", url_key="url", client_id="central", own_keys={"backoff_max_s"},
-                          strict_client_id=True)  # fmt: skip
-    backoff_max = c.get(broker_raw, "broker", "backoff_max_s", "number", 5.0, lo=0.2, hi=600)
+    kind = c.get(broker_raw, "broker", "kind", "string", "mqtt", choices=KINDS)
+    nats = None
+    if kind == "nats":  # a NATS JetStream cluster (central/source_nats.py, docs/scale.md)
+        group_raw = ingest.get("group", "central")
+        nats = parse_nats(c, broker_raw, "broker", group_raw if isinstance(group_raw, str) else None)
+        broker = _nats_as_broker(nats)
+        backoff_max = nats.backoff_max_s if nats is not None else 5.0
+    else:
+        broker = parse_broker(c, broker_raw, "broker", url_key="url", client_id="central",
+                              own_keys={"backoff_max_s", "kind"}, strict_client_id=True)  # fmt: skip
+        backoff_max = c.get(broker_raw, "broker", "backoff_max_s", "number", 5.0, lo=0.2, hi=600)
+        if broker is not None and broker.protocol != 5:
+            c.fail("broker.mqtt_version", broker_raw.get("mqtt_version"),
+                   'central\'s ingest needs "5" (MQTT 5 shared subscriptions); for a NATS cluster use kind = "nats"')  # fmt: skip
 
     db, url = _parse_store(c, store)
 
@@ -159,13 +179,24 @@ def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
     metrics = parse_metrics(c, metrics_raw) if metrics_raw is not None else None
     dispatch_raw = c.get(raw, "", "dispatch", "table", None)
     dispatch = parse_dispatch(c, dispatch_raw) if dispatch_raw is not None else None
+    forecast = parse_forecast(c, c.get(raw, "", "forecast", "table", {}) or {})
     if c.issues:
         raise CentralConfigError(str(source), c.issues)
     assert (db is not None or url is not None) and broker is not None
     return CentralConfig(broker=broker, backoff_max_s=float(backoff_max), db_path=db, group=group, status_file=status,
                          ack_interval_s=float(interval), max_queue=max_queue, source=source,
                          commands=commands, settlement=settlement, metrics=metrics, store_url=url,
-                         dispatch=dispatch)  # fmt: skip
+                         dispatch=dispatch, forecast=forecast, nats=nats)  # fmt: skip
+
+
+def _nats_as_broker(nats: NatsConfig | None) -> BrokerConfig | None:
+    """The first node as a BrokerConfig: what logs and status name as central's broker with ``kind = "nats"``."""
+    if nats is None:
+        return None
+    url = urlsplit(nats.servers[0])
+    return BrokerConfig(host=url.hostname or "", port=url.port or 4222, tls=nats.tls, username=nats.username,
+                        password=nats.password, ca_file=nats.ca_file, cert_file=nats.cert_file,
+                        key_file=nats.key_file, client_id=nats.client_id)  # fmt: skip
 
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")

@@ -8,6 +8,12 @@ Workers scale out side by side through an MQTT 5 shared subscription (``$share/<
 hands each message to one worker of the group. The state topic is subscribed by every worker (not shared):
 states are small, retained, and idempotent.
 
+Past one broker (``[broker] kind = "nats"``) the same worker reads from a NATS JetStream cluster instead
+(central/source_nats.py): the source is the seam. Both sources hand a message to ``_on_data`` and carry the
+agent's ack; the NATS source also takes a receipt with each message, which the worker settles after the commit
+(acked to JetStream only then; refused when the message is invalid; handed back when it could not be queued or
+stored). Everything between, the store and the ack to the agent, is one path for both.
+
 Backpressure: messages wait in a bounded list between the MQTT handler and the store. Past ``max_queue`` a
 new message is dropped (counted, logged, NOT acked): the agent resends it after its ack timeout, so refusing
 costs a delay, never data — while an unbounded list could exhaust memory during a store stall.
@@ -32,11 +38,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from central.commands import results_of
 from central.config import CentralConfig
 from central.metrics import IngestTally
 from central.metrics import serve as serve_metrics
+from central.source_nats import NatsSource
 from central.store import CentralStoreError, MessageRefused, Store, VerifiedResult, open_store
 from protocols.eventlog import EventLog
 from protocols.mqtt.session import ConnectionLost, MqttError, MqttSession
@@ -105,6 +113,13 @@ class CentralWorker:
         self._store: Store | None = None
         # (site, msg_id) of a queued results message -> its results that verified; dropped once it is stored
         self._verified: dict[tuple[str, str], list[VerifiedResult]] = {}
+        # (site, msg_id) of a queued message -> the NATS source's receipts for it (empty on MQTT): settled after
+        # the flush that stores it. A list: JetStream may deliver it again while a copy is queued.
+        self._receipts: dict[tuple[str, str], list[Any]] = {}
+        self.session: MqttSession | NatsSource
+        if config.nats is not None:
+            self.session = NatsSource(config.nats, worker_name, self._on_data, self._on_state, self._room)
+            return
         self.session = MqttSession(
             config.broker.session_config(
                 client_id=f"{config.broker.client_id}-{worker_name}",
@@ -115,6 +130,10 @@ class CentralWorker:
         for stream in DATA_STREAMS:
             self.session.subscribe(f"$share/{config.group}/{TOPIC_ROOT}/+/{stream}", 1, self._on_data)
         self.session.subscribe(f"{TOPIC_ROOT}/+/state", 1, self._on_state)
+
+    def _room(self) -> int:
+        """How many more messages the queue to the store takes (the NATS source pulls no more than this)."""
+        return self.config.max_queue - len(self._queue)
 
     async def run(self) -> None:
         """Open the store, then run the MQTT session and the store-then-ack loop until cancelled."""
@@ -138,7 +157,7 @@ class CentralWorker:
 
     # ---- MQTT handlers (event loop) -----------------------------------------------------------------------
 
-    def _on_data(self, t: str, payload: bytes) -> None:
+    def _on_data(self, t: str, payload: bytes, receipt: Any = None) -> None:
         self.stats.received += 1
         try:
             batch = decode_batch(payload)
@@ -148,12 +167,16 @@ class CentralWorker:
         except SchemaError as err:
             self.stats.invalid += 1
             log.warning("central_invalid_message", worker=self.name, topic=t, bytes=len(payload), reason=err)
+            self._settle_receipts([receipt], "refuse")
             return
         if len(self._queue) >= self.config.max_queue:
             self.stats.dropped += 1
             log.warning("central_queue_full", worker=self.name, site=batch.site, msg_id=batch.msg_id,
                         queue=len(self._queue))  # fmt: skip
+            self._settle_receipts([receipt], "later")
             return
+        if receipt is not None:
+            self._receipts.setdefault((batch.site, batch.msg_id), []).append(receipt)
         if batch.stream == "results":
             self._verify_results(batch)
         self._queue.append(batch)
@@ -204,6 +227,7 @@ class CentralWorker:
                 log.exception("central_flush_failed", worker=self.name, messages=len(batches), states=len(states))
                 for b in batches:
                     self._verified.pop((b.site, b.msg_id), None)
+                    self._settle(b, "refuse")  # as on MQTT: its agent resends it
                 stored = True  # not retried from here: a bug tied to these messages would repeat at once
             if stored:
                 failures = 0
@@ -244,12 +268,15 @@ class CentralWorker:
             log.warning("central_interval_conflict", worker=self.name, site=c.site, meter=c.meter, register=c.register,
                         start=c.start, version=c.version, msg_id=c.msg_id, differs=",".join(c.differs))  # fmt: skip
         by_site: dict[str, list[str]] = {}
+        done: list[Batch] = []
         for batch, result in zip(batches, results, strict=True):
             if isinstance(result, MessageRefused):
                 self.stats.invalid += 1
                 log.warning("central_message_refused", worker=self.name, site=batch.site, msg_id=batch.msg_id,
                             reason=repr(result.__cause__))  # fmt: skip
+                self._settle(batch, "refuse")
                 continue
+            done.append(batch)
             if result:
                 self.stats.stored += 1
                 self.tally.stored(batch)
@@ -262,7 +289,18 @@ class CentralWorker:
             for i in range(0, len(ids), MAX_IDS_PER_ACK)
         ]
         await asyncio.gather(*sends)
+        for batch in done:  # committed: JetStream may forget it (a crash before this redelivers it, stored once)
+            self._settle(batch, "ack")
         return ok
+
+    def _settle(self, batch: Batch, verdict: str) -> None:
+        """Settle the source's receipts of one message (none on MQTT)."""
+        self._settle_receipts(self._receipts.pop((batch.site, batch.msg_id), ()), verdict)
+
+    def _settle_receipts(self, receipts: Sequence[Any], verdict: str) -> None:
+        receipts = [r for r in receipts if r is not None]
+        if receipts and isinstance(self.session, NatsSource):
+            self.session.settle(receipts, verdict)
 
     def _requeue(self, batches: Sequence[Batch]) -> None:
         """Put a flush that was not stored back at the head of the queue, within max_queue.
@@ -275,6 +313,7 @@ class CentralWorker:
         if excess > 0:
             for b in queue[self.config.max_queue :]:
                 self._verified.pop((b.site, b.msg_id), None)
+                self._settle(b, "later")
             del queue[self.config.max_queue :]
             self.stats.dropped += excess
             log.warning("central_requeue_full", worker=self.name, dropped=excess)  # fmt: skip

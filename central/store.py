@@ -147,6 +147,45 @@ CREATE TABLE IF NOT EXISTS interval_conflicts (
 );
 """
 COMMAND_STATUSES = ("sent", "applied", "refused", "failed")
+# Forecasts (central/forecast/, docs/forecast.md): one row per feeder, kind, horizon, issue time and interval.
+# Read by dispatch (``forecasts_covering``) and the report (plain SQL): keep the columns as they are. Times are unix seconds UTC; start/end_ts bound
+# the 15-minute interval; kind is load_p | load_q | pv, horizon intraday | day-ahead, unit kW | kvar.
+FORECASTS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS forecasts (
+    feeder  TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    horizon TEXT NOT NULL,
+    issued  INTEGER NOT NULL,
+    start   INTEGER NOT NULL,
+    end_ts  INTEGER NOT NULL,
+    p10     REAL,
+    p50     REAL,
+    p90     REAL,
+    unit    TEXT NOT NULL,
+    model   TEXT NOT NULL,
+    PRIMARY KEY (feeder, kind, horizon, issued, start)
+);
+"""
+FORECAST_COLUMNS = ("feeder", "kind", "horizon", "issued", "start", "end_ts", "p10", "p50", "p90", "unit", "model")
+# Dispatch's rounds (central/dispatch/runs.py, docs/report.md "Energy cost"): one row per round, the plan's cost and
+# the no-dispatch evaluation's, over the horizon and for its first interval (the one sent). issued: unix s UTC.
+DISPATCH_RUNS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS dispatch_runs (
+    feeder                 TEXT NOT NULL,
+    issued                 REAL NOT NULL,
+    horizon_start          INTEGER NOT NULL,
+    interval_s             INTEGER NOT NULL,
+    intervals              INTEGER NOT NULL,
+    cost                   REAL NOT NULL,
+    cost_no_dispatch       REAL NOT NULL,
+    first_cost             REAL NOT NULL,
+    first_cost_no_dispatch REAL NOT NULL,
+    PRIMARY KEY (feeder, issued)
+);
+"""
+DISPATCH_RUN_COLUMNS = ("feeder", "issued", "horizon_start", "interval_s", "intervals", "cost", "cost_no_dispatch",
+                        "first_cost", "first_cost_no_dispatch")  # fmt: skip
+
 _COMMAND_COLUMNS = ("command_id", "site", "kind", "target", "key_id", "seq", "issued_at", "expires_at", "message",
                     "sent_at", "status", "reason", "result", "result_at")  # fmt: skip
 EVENT_TABLE_STREAMS = ("events", "results", "audit")  # streams whose items go to the events table
@@ -275,8 +314,66 @@ class VerifiedResult:
     data: Mapping[str, Any]
 
 
-class CentralStore:
+class IntervalVersions:
+    """What both stores (this one and central/store_pg.py) do alike with interval versions: a version already
+    stored with the same content is a replay and stores nothing; with other content it is refused alone (the first
+    copy stays, versions are never overwritten), recorded in ``interval_conflicts`` and reported by
+    :meth:`take_conflicts`: the rest of the message is stored and acked, because refusing the whole message would
+    leave it in its agent's outbox for ever. A correction is a new version.
+
+    A store gives ``_insert_intervals`` (insert the rows whose key is new, return how many it inserted) and its
+    driver's placeholder; both drivers' connections have ``execute(sql, args)`` returning a cursor.
+    """
+
+    _PARAM = "?"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conflicts: list[IntervalConflict] = []
+
+    def _insert_intervals(self, db: Any, rows: list[tuple[Any, ...]]) -> int:
+        raise NotImplementedError
+
+    def _store_intervals(self, db: Any, b: Batch, received: float) -> None:
+        """The items of an ``intervals`` message, keyed by (site, meter, register, start, version)."""
+        rows = [interval_row(b.site, i, b.msg_id, received) for i in b.items]
+        if self._insert_intervals(db, rows) == len(rows):
+            return
+        # Some keys were there already (or twice in this message): compare each with what is stored.
+        p = self._PARAM
+        content = [INTERVAL_COLUMNS.index(c) for c in _INTERVAL_CONTENT]
+        seen: set[tuple[Any, ...]] = set()
+        for row, item in zip(rows, b.items, strict=True):
+            key = row[:5]
+            stored = db.execute(
+                f"SELECT {', '.join(_INTERVAL_CONTENT)}, msg_id FROM intervals "
+                f"WHERE site = {p} AND meter = {p} AND register = {p} AND start = {p} AND version = {p}",
+                key,
+            ).fetchone()
+            if stored is None or (stored[-1] == b.msg_id and key not in seen):
+                seen.add(key)
+                continue
+            differs = tuple(c for c, i, v in zip(_INTERVAL_CONTENT, content, stored, strict=False) if row[i] != v)
+            seen.add(key)
+            if not differs:
+                continue
+            db.execute(
+                "INSERT INTO interval_conflicts (site, meter, register, start, version, msg_id, received, item) "
+                f"VALUES ({', '.join([p] * 8)})",
+                (*key, b.msg_id, received, json.dumps(item, allow_nan=False)),
+            )
+            self._conflicts.append(IntervalConflict(*key, b.msg_id, differs))
+
+    def take_conflicts(self) -> list[IntervalConflict]:
+        """The interval conflicts found since the last call (the ingest logs them after its commit)."""
+        with self._lock:
+            found, self._conflicts = self._conflicts, []
+        return found
+
+
+class CentralStore(IntervalVersions):
     def __init__(self, path: str | Path, *, busy_timeout_ms: int = 30_000) -> None:
+        super().__init__()
         self.path = Path(path)
         # Two workers opening a new file at once: switching it to WAL needs the file to itself, and SQLite answers
         # "database is locked" at once there rather than waiting on busy_timeout (10 % of concurrent first opens
@@ -294,8 +391,6 @@ class CentralStore:
                 raise CentralStoreError(f"cannot open central store {self.path}: {err}") from err
             except OSError as err:
                 raise CentralStoreError(f"cannot open central store {self.path}: {err}") from err
-        self._lock = threading.Lock()
-        self._conflicts: list[IntervalConflict] = []
 
     def _open(self, busy_timeout_ms: int) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -311,6 +406,8 @@ class CentralStore:
             # (benchmarks/outbox.py drain: the store is central's largest cost).
             db.execute(f"PRAGMA cache_size = {-CACHE_KIB}")
             db.executescript(SCHEMA)
+            db.executescript(FORECASTS_SCHEMA)
+            db.executescript(DISPATCH_RUNS_SCHEMA)
             add_missing_columns(db)
         except BaseException:
             db.close()
@@ -383,7 +480,7 @@ class CentralStore:
                      for i in b.items],
                 )  # fmt: skip
             elif new and b.stream == "intervals":
-                self._store_intervals(b, received)
+                self._store_intervals(self._db, b, received)
             elif new:
                 self._db.executemany(
                     "INSERT INTO readings (msg_id, site, point, ts, value, unit, quality) VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -401,50 +498,12 @@ class CentralStore:
         self._db.execute("RELEASE msg")
         return new
 
-    def _store_intervals(self, b: Batch, received: float) -> None:
-        """The items of an ``intervals`` message, keyed by (site, meter, register, start, version).
-
-        A version already stored with the same content is a replay and stores nothing; with other content it is
-        refused alone (the first copy stays, versions are never overwritten), recorded in ``interval_conflicts``
-        and reported by :meth:`take_conflicts`: the rest of the message is stored and acked, because refusing the
-        whole message would leave it in its agent's outbox for ever. A correction is a new version.
-        """
-        rows = [interval_row(b.site, i, b.msg_id, received) for i in b.items]
+    def _insert_intervals(self, db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> int:
         cols = ", ".join(INTERVAL_COLUMNS)
-        cur = self._db.executemany(
+        cur = db.executemany(
             f"INSERT OR IGNORE INTO intervals ({cols}) VALUES ({', '.join('?' * len(INTERVAL_COLUMNS))})", rows
         )
-        if cur.rowcount == len(rows):
-            return
-        # Some keys were there already (or twice in this message): compare each with what is stored.
-        content = [INTERVAL_COLUMNS.index(c) for c in _INTERVAL_CONTENT]
-        seen: set[tuple[Any, ...]] = set()
-        for row, item in zip(rows, b.items, strict=True):
-            key = row[:5]
-            stored = self._db.execute(
-                f"SELECT {', '.join(_INTERVAL_CONTENT)}, msg_id FROM intervals "
-                "WHERE site = ? AND meter = ? AND register = ? AND start = ? AND version = ?",
-                key,
-            ).fetchone()
-            if stored is None or (stored[-1] == b.msg_id and key not in seen):
-                seen.add(key)
-                continue
-            differs = tuple(c for c, i, v in zip(_INTERVAL_CONTENT, content, stored, strict=False) if row[i] != v)
-            seen.add(key)
-            if not differs:
-                continue
-            self._db.execute(
-                "INSERT INTO interval_conflicts (site, meter, register, start, version, msg_id, received, item) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (*key, b.msg_id, received, json.dumps(item, allow_nan=False)),
-            )
-            self._conflicts.append(IntervalConflict(*key, b.msg_id, differs))
-
-    def take_conflicts(self) -> list[IntervalConflict]:
-        """The interval conflicts found since the last call (the ingest logs them after its commit)."""
-        with self._lock:
-            found, self._conflicts = self._conflicts, []
-        return found
+        return cur.rowcount
 
     def _check_same_message(self, b: Batch) -> None:
         """A msg_id already stored must be the same message (site, stream, seq) to count as a duplicate.
@@ -553,6 +612,74 @@ class CentralStore:
     def store_batch(self, batch: Batch, received: float) -> bool:
         return self.store_batches([batch], received)[0]
 
+    def write_forecasts(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Store forecast rows (FORECAST_COLUMNS order) in one transaction; a row with the same key replaces."""
+        sql = f"INSERT OR REPLACE INTO forecasts ({', '.join(FORECAST_COLUMNS)}) VALUES ({', '.join('?' * 11)})"
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(sql, rows)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as err:
+                rollback = self._rollback()
+                raise CentralStoreError(f"cannot write forecasts in {self.path}: {err}{rollback}") from err
+
+    def forecasts(self, feeder: str, kind: str, horizon: str, issued: int | None = None) -> list[dict[str, Any]]:
+        """One issue's rows in time order: ``issued``, else the latest issue of (feeder, kind, horizon)."""
+        key = (feeder, kind, horizon)
+        where = "feeder = ? AND kind = ? AND horizon = ?"
+        with self._lock:
+            if issued is None:
+                row = self._db.execute(f"SELECT MAX(issued) FROM forecasts WHERE {where}", key).fetchone()
+                issued = row[0] if row else None
+            rows = self._db.execute(
+                f"SELECT {', '.join(FORECAST_COLUMNS)} FROM forecasts WHERE {where} AND issued = ? ORDER BY start",
+                (*key, issued),
+            ).fetchall()
+        return [dict(zip(FORECAST_COLUMNS, r, strict=True)) for r in rows]
+
+    def forecasts_covering(self, feeder: str, t0: int, t1: int, issued_by: int) -> list[dict[str, Any]]:
+        """Every forecast row of ``feeder`` issued at or before ``issued_by`` whose [start, end_ts) overlaps
+        [t0, t1), every kind and horizon, ordered by (issued, kind, horizon, start): dispatch picks from these."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(FORECAST_COLUMNS)} FROM forecasts WHERE feeder = ? AND issued <= ? AND end_ts > ? "
+                "AND start < ? ORDER BY issued, kind, horizon, start",
+                (feeder, issued_by, t0, t1),
+            ).fetchall()
+        return [dict(zip(FORECAST_COLUMNS, r, strict=True)) for r in rows]
+
+    def record_dispatch_run(self, row: Sequence[Any]) -> None:
+        """One dispatch round (DISPATCH_RUN_COLUMNS order); a second row of the same (feeder, issued) replaces it."""
+        sql = f"INSERT OR REPLACE INTO dispatch_runs ({', '.join(DISPATCH_RUN_COLUMNS)}) VALUES " \
+              f"({', '.join('?' * len(DISPATCH_RUN_COLUMNS))})"  # fmt: skip
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute(sql, tuple(row))
+                self._db.execute("COMMIT")
+            except sqlite3.Error as err:
+                rollback = self._rollback()
+                raise CentralStoreError(f"cannot write dispatch_runs in {self.path}: {err}{rollback}") from err
+
+    def dispatch_runs(self, feeder: str, t0: int, t1: int) -> list[dict[str, Any]]:
+        """The rounds of ``feeder`` whose first interval starts in [t0, t1), in the order they were issued."""
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {', '.join(DISPATCH_RUN_COLUMNS)} FROM dispatch_runs WHERE feeder = ? AND horizon_start >= ? "
+                "AND horizon_start < ? ORDER BY issued",
+                (feeder, t0, t1),
+            ).fetchall()
+        return [dict(zip(DISPATCH_RUN_COLUMNS, r, strict=True)) for r in rows]
+
+    def point_readings(self, site: str, point: str, since: float, until: float) -> list[tuple[float, Any, str]]:
+        """(ts, value, unit) of one point's readings with since <= ts < until, in time order (the forecaster's input)."""
+        with self._lock:
+            return self._db.execute(
+                "SELECT ts, value, unit FROM readings WHERE site = ? AND point = ? AND ts >= ? AND ts < ? ORDER BY ts",
+                (site, point, since, until),
+            ).fetchall()
+
     def set_states(self, states: Iterable[State]) -> None:
         """The last state received per site wins.
 
@@ -651,6 +778,12 @@ class Store(Protocol):
     def state(self, site: str) -> tuple[str, float] | None: ...
     def count(self, table: str) -> int: ...
     def msg_ids(self) -> list[str]: ...
+    def write_forecasts(self, rows: Sequence[Sequence[Any]]) -> None: ...
+    def forecasts(self, feeder: str, kind: str, horizon: str, issued: int | None = None) -> list[dict[str, Any]]: ...
+    def forecasts_covering(self, feeder: str, t0: int, t1: int, issued_by: int) -> list[dict[str, Any]]: ...
+    def record_dispatch_run(self, row: Sequence[Any]) -> None: ...
+    def dispatch_runs(self, feeder: str, t0: int, t1: int) -> list[dict[str, Any]]: ...
+    def point_readings(self, site: str, point: str, since: float, until: float) -> list[tuple[float, Any, str]]: ...
     def close(self) -> None: ...
 
 

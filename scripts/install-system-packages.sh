@@ -8,10 +8,11 @@
 #                  Debian 12, so a minimal install may lack it).
 #                  mosquitto_passwd, which scripts/site-credentials and the broker tests use, is in the
 #                  mosquitto package itself on Debian 12 (not in mosquitto-clients).
+#                  nats-server: the clustered broker tier's tests start a three-node cluster (docs/scale.md).
 set -e
 PATH="$PATH:/usr/sbin:/sbin"  # mosquitto lives in /usr/sbin, which a non-root PATH may lack
 pkgs="mosquitto socat"
-[ "${1:-}" = "--test" ] && pkgs="$pkgs tshark mbpoll openssl"
+[ "${1:-}" = "--test" ] && pkgs="$pkgs tshark mbpoll openssl nats-server"
 need=""
 for pkg in $pkgs; do
     command -v "$pkg" >/dev/null 2>&1 || need="$need $pkg"

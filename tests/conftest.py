@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from helpers.broker import Broker
+from helpers.nats import NatsCluster
 from helpers.pty import PtyPair, open_pty_pair
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
@@ -29,6 +30,7 @@ os.environ.setdefault("PYTHONUNBUFFERED", "1")
 PROCESS_FIXTURES = frozenset(
     {"broker", "pty_pair", "password_broker", "tls_broker", "pki", "broker_creds", "tshark_offline"}
 )
+PROCESS_FIXTURES |= {"nats_cluster"}  # three nats-server nodes (tests/helpers/nats.py): the clustered broker tier
 
 
 @pytest.fixture
@@ -41,6 +43,18 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
         yield b
     finally:
         b.stop()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    if shutil.which("nats-server") is None:
+        pytest.fail("nats-server is not installed: run scripts/install-system-packages.sh (make test does)")
+    cluster = NatsCluster(workdir=tmp_path / "nats")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

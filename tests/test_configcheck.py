@@ -413,3 +413,36 @@ def test_a_broker_config_never_shows_its_password(tmp_path: Path) -> None:
     assert cfg.broker.password == "hunter2-secret"
     assert "hunter2" not in repr(cfg) and "hunter2" not in str(cfg.broker)
     assert "hunter2" not in repr(cfg.broker.session_config())
+
+
+def test_mqtt_version_chooses_the_protocol_level_the_agent_connects_with(tmp_path: Path) -> None:
+    """MQTT 5 unless the site says "3.1.1" (a broker tier that speaks nothing else: docs/scale.md)."""
+    from agent.uplink import session_config_from
+
+    def level(uplink: dict[str, Any]) -> int:
+        cfg = agent.config.parse_config({"site_id": "s1", "uplink": uplink}, tmp_path / "site.toml")
+        return session_config_from("s1", cfg.uplink).protocol
+
+    assert level({"broker": "mqtt://h"}) == 5
+    assert level({"broker": "mqtt://h", "mqtt_version": "5"}) == 5
+    assert level({"broker": "mqtt://h", "mqtt_version": 5}) == 5  # a TOML integer reads as the string
+    assert level({"broker": "mqtt://h", "mqtt_version": "3.1.1"}) == 4  # the CONNECT's protocol level 4
+
+
+@pytest.mark.parametrize("value", ["4", "3.1", 4, 3.1, "v5", True])
+def test_a_bad_mqtt_version_names_the_key_and_the_two_it_takes(tmp_path: Path, value: Any) -> None:
+    with pytest.raises(ConfigError) as info:
+        agent.config.parse_config({"site_id": "s1", "uplink": {"broker": "mqtt://h", "mqtt_version": value}},
+                                  tmp_path / "site.toml")  # fmt: skip
+    (issue,) = info.value.issues
+    assert issue.key == "uplink.mqtt_version" and issue.value == value and "3.1.1" in issue.allowed
+
+
+def test_central_ingest_over_mqtt_refuses_mqtt_3_1_1(tmp_path: Path) -> None:
+    """Central's workers share the uplink through MQTT 5 shared subscriptions: 3.1.1 cannot carry them."""
+    with pytest.raises(ConfigError) as info:
+        central.config.parse_central_config(
+            {"broker": {"url": "mqtt://h", "mqtt_version": "3.1.1"}, "store": {"db": "c.db"}}, tmp_path / "c.toml"
+        )
+    (issue,) = info.value.issues
+    assert issue.key == "broker.mqtt_version" and issue.value == "3.1.1" and "shared subscriptions" in issue.allowed

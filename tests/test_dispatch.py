@@ -4,11 +4,11 @@ readers, the [dispatch] configuration's errors and the dry run's print."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers.stores import target_fixture  # noqa: F401 (the target fixture)
 
 from central.config import CentralConfigError, parse_central_config
 from central.dispatch.config import CapbankSpec, DispatchConfig, InverterSpec, RegulatorSpec, SiteSpec
@@ -17,6 +17,7 @@ from central.dispatch.network import NetworkError, NetworkModel, Sensitivities
 from central.dispatch.optimise import Bank, InfeasibleError, Problem, evaluate, solve
 from central.dispatch.plan import build_problem, network_for, refine, resolve, schedule
 from central.dispatch.send import commands_for, scheduled_energy
+from central.store import open_store
 
 IEEE13 = Path(__file__).resolve().parents[1] / "config" / "ieee13" / "IEEE13.dss"
 T0 = 1_780_012_800  # 2026-05-29T00:00:00Z, on a 15-minute boundary
@@ -215,6 +216,7 @@ def test_each_interval_becomes_commands_that_hold_until_its_end_plus_the_margin(
 
 def test_the_scheduled_energy_per_meter_is_what_settlement_reads(tmp_path: Path) -> None:
     from central.dispatch.config import MeterSpec
+    from central.settlement.db import open_settlement_db
     from central.settlement.schedules import scheduled, store_schedule
 
     cfg = one_bus(tmp_path)
@@ -229,40 +231,49 @@ def test_the_scheduled_energy_per_meter_is_what_settlement_reads(tmp_path: Path)
     assert got[("pv-m", T0)] == pytest.approx(25.0) and got[("pv-m", T0 + 900)] == pytest.approx(5.0)
     assert got[("head-m", T0)] == 0.0 and got[("head-m", T0 + 900)] == pytest.approx(5.0, abs=0.01)
     assert got[("head-x", T0)] == pytest.approx(15.0, abs=0.01) and got[("head-x", T0 + 900)] == 0.0
-    db = sqlite3.connect(tmp_path / "c.db")
+    db = open_settlement_db(tmp_path / "c.db")
     store_schedule(db, rows, "dispatch", 0.0)
     assert scheduled(db, "site-1", "pv-m", "kwh_received", np.array([T0, T0 + 900])).tolist() == [25.0, 5.0]
+    db.close()
 
 
 # ---- inputs ------------------------------------------------------------------------------------------------------
 
-FORECASTS_DDL = """CREATE TABLE forecasts (feeder TEXT, kind TEXT, horizon TEXT, issued INTEGER, start INTEGER,
-end_ts INTEGER, p10 REAL, p50 REAL, p90 REAL, unit TEXT, model TEXT, PRIMARY KEY (feeder, kind, horizon, issued,
-start))"""
 
-
-def test_the_latest_issued_forecast_covers_each_interval_and_a_gap_is_named() -> None:
-    db = sqlite3.connect(":memory:")
-    db.execute(FORECASTS_DDL)
+def test_the_latest_issued_forecast_covers_each_interval_and_a_gap_is_named(target: Path | str) -> None:
+    """The same rows on SQLite and PostgreSQL give the same choice: the store returns them, dispatch picks."""
     rows = []
     for kind, unit, value in (("load_p", "kW", 1000.0), ("load_q", "kvar", 500.0), ("pv", "kW", 300.0)):
+        # a newer intraday issue for the first hour only; an issue after "now" is not seen; written before the
+        # older issues, so that the store's order of writing cannot be what decides
+        rows.append(("f", kind, "intraday", T0 - 600, T0, T0 + 3600, 0, value + 1, 0, unit, "m"))
+        rows.append(("f", kind, "intraday", T0 + 60, T0, T0 + 7200, 0, value + 2, 0, unit, "m"))
         for h in range(2):  # a day-ahead issue in hourly rows
             rows.append(
                 ("f", kind, "day-ahead", T0 - 86_400, T0 + 3600 * h, T0 + 3600 * (h + 1), 0, value, 0, unit, "m")
             )
-        # a newer intraday issue for the first hour only; an issue after "now" is not seen
-        rows.append(("f", kind, "intraday", T0 - 600, T0, T0 + 3600, 0, value + 1, 0, unit, "m"))
-        rows.append(("f", kind, "intraday", T0 + 60, T0, T0 + 7200, 0, value + 2, 0, unit, "m"))
-    db.executemany("INSERT INTO forecasts VALUES (?,?,?,?,?,?,?,?,?,?,?)", rows)
-    starts = horizon(T0, 900, 8)
-    f = forecast_db(db, "f", starts, 900, now=T0)
-    assert f.load_kw.tolist() == [1001.0] * 4 + [1000.0] * 4
-    assert f.pv_kw.tolist() == [301.0] * 4 + [300.0] * 4
-    with pytest.raises(InputError, match=r"no load_p forecast .* for 4 of the 12 intervals, the first at "
-                                         r"2026-05-29T02:00:00Z"):  # fmt: skip
-        forecast_db(db, "f", horizon(T0, 900, 12), 900, now=T0)
-    with pytest.raises(InputError, match="no forecasts to read"):
-        forecast_db(sqlite3.connect(":memory:"), "f", starts, 900, now=T0)
+        # at one issue time a day-ahead and an intraday row over the second hour's last half: intraday wins
+        rows.append(("f", kind, "intraday", T0 - 300, T0 + 5400, T0 + 7200, 0, value + 4, 0, unit, "m"))
+        rows.append(("f", kind, "day-ahead", T0 - 300, T0 + 5400, T0 + 7200, 0, value + 3, 0, unit, "m"))
+    rows.append(("other", "load_p", "intraday", T0, T0, T0 + 7200, 0, 9.0, 0, "kW", "m"))  # another feeder
+    store = open_store(target)
+    try:
+        store.write_forecasts(rows)
+        starts = horizon(T0, 900, 8)
+        f = forecast_db(store, "f", starts, 900, now=T0)
+        assert f.load_kw.tolist() == [1001.0] * 4 + [1000.0] * 2 + [1004.0] * 2
+        assert f.load_kvar.tolist() == [501.0] * 4 + [500.0] * 2 + [504.0] * 2
+        assert f.pv_kw.tolist() == [301.0] * 4 + [300.0] * 2 + [304.0] * 2
+        with pytest.raises(InputError, match=r"no load_p forecast .* for 4 of the 12 intervals, the first at "
+                                             r"2026-05-29T02:00:00Z"):  # fmt: skip
+            forecast_db(store, "f", horizon(T0, 900, 12), 900, now=T0)
+        with pytest.raises(InputError, match=r"feeder 'g' has no load_p forecast"):
+            forecast_db(store, "g", starts, 900, now=T0)
+        store.write_forecasts([("f", "pv", "intraday", T0 - 100, T0, T0 + 7200, 0, 1.0, 0, "MW", "m")])
+        with pytest.raises(InputError, match=r"feeder f kind pv in 'MW'; dispatch reads kW"):
+            forecast_db(store, "f", starts, 900, now=T0)
+    finally:
+        store.close()
 
 
 def test_forecast_and_price_csvs(tmp_path: Path) -> None:
@@ -365,6 +376,10 @@ def test_the_dry_run_prints_the_schedule_and_sends_nothing(tmp_path: Path, capsy
     (tmp_path / "f.csv").write_text(f"start,load_kw,load_kvar,pv_kw\n{T0},40,0,100\n")
     assert main(["dispatch", "--config", conf, "--dry-run", "--forecast", str(tmp_path / "f.csv")]) == 2
     assert "no row for 1 of the 2 intervals" in capsys.readouterr().err
+    # no --forecast and no store file: exit 2 naming the file, and the dry run creates none
+    assert main(["dispatch", "--config", conf, "--dry-run", "--now", str(T0)]) == 2
+    assert "central.db: no such file; give --forecast FILE" in capsys.readouterr().err
+    assert not (tmp_path / "central.db").exists()
     # no [dispatch]: exit 2
     (tmp_path / "plain.toml").write_text('[broker]\nurl = "mqtt://127.0.0.1:1"\n[store]\ndb = "central.db"\n')
     assert main(["dispatch", "--config", str(tmp_path / "plain.toml"), "--dry-run"]) == 2

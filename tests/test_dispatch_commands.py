@@ -17,6 +17,7 @@ import pytest
 from helpers.aio import async_test, until
 from helpers.commandrig import SITE, command_site
 from helpers.derrig import DEV
+from helpers.stores import store_toml, target_fixture  # noqa: F401 (the target fixture)
 
 from central.commands import CommandIssuer
 from central.config import load_central_config
@@ -25,6 +26,7 @@ from central.dispatch.optimise import solve
 from central.dispatch.plan import build_problem, network_for, schedule
 from central.dispatch.send import send_step
 from central.dispatch.status import following, status_table
+from central.settlement.db import open_settlement_db
 from central.store import open_store
 from protocols.mqtt.session import MqttSession
 
@@ -34,15 +36,13 @@ IEEE13 = Path(__file__).resolve().parents[1] / "config" / "ieee13" / "IEEE13.dss
 LIMIT, LIMIT_ENA = "DERCtlAC.WMaxLimPct", "DERCtlAC.WMaxLimPctEna"
 
 
-def central_toml(tmp_path: Path, port: int) -> Path:
+def central_toml(tmp_path: Path, port: int, target: Path | str = Path("central.db")) -> Path:
     keys = tmp_path / "agent" / "keys"  # helpers.commandrig.make_keys wrote them for the site
     conf = tmp_path / "central.toml"
     conf.write_text(f"""
 [broker]
 url = "mqtt://127.0.0.1:{port}"
-[store]
-db = "central.db"
-[commands]
+{store_toml(target)}[commands]
 result_timeout_s = 10
 valid_s = 10
 [[commands.keys]]
@@ -126,13 +126,12 @@ async def test_a_schedule_reaches_the_agent_and_a_lost_site_falls_back_and_is_re
 
 
 def test_once_reads_the_forecasts_table_stores_the_schedule_and_records_unanswered_commands(
-    tmp_path: Path, broker, capsys: pytest.CaptureFixture
+    tmp_path: Path, broker, target: Path | str, capsys: pytest.CaptureFixture
 ) -> None:
-    """`central dispatch --once` with no agent behind the broker: the forecasts come from central's table (the
-    forecasting's schema), the horizon's energy goes to settlement's schedules (source dispatch), the interval's
-    command is signed, recorded and published, and with no result it exits 1 naming it."""
-    import sqlite3
-
+    """`central dispatch --once` with no agent behind the broker, on SQLite and on PostgreSQL: the forecasts come
+    from central's table (the forecasting's schema), the horizon's energy goes to settlement's schedules (source
+    dispatch), the round's costs to dispatch_runs, the interval's command is signed, recorded and published, and
+    with no result it exits 1 naming it."""
     from central.cli import main
     from protocols.telemetry.commands import generate_key, private_pem, public_text
 
@@ -140,31 +139,40 @@ def test_once_reads_the_forecasts_table_stores_the_schedule_and_records_unanswer
     keys.mkdir(parents=True)
     (keys / "dispatch-1.key").write_bytes(private_pem(generate_key()))
     (keys / "agent.pub").write_text(public_text(generate_key().public_key()))
-    conf = central_toml(tmp_path, broker.port)
+    conf = central_toml(tmp_path, broker.port, target)
     conf.write_text(conf.read_text() + 'meters = [{meter = "pv-m", channel = "kwh_received", measures = "pv675"}]\n')
     now = time.time()
     start = int(now // 300) * 300
-    db = sqlite3.connect(tmp_path / "central.db")
-    db.execute("CREATE TABLE forecasts (feeder TEXT, kind TEXT, horizon TEXT, issued INTEGER, start INTEGER, end_ts "
-               "INTEGER, p10 REAL, p50 REAL, p90 REAL, unit TEXT, model TEXT, PRIMARY KEY (feeder, kind, horizon, "
-               "issued, start))")  # fmt: skip
-    for kind, unit, p50 in (("load_p", "kW", 1500.0), ("load_q", "kvar", 700.0), ("pv", "kW", 1000.0)):
-        db.execute("INSERT INTO forecasts VALUES ('ieee13', ?, 'intraday', ?, ?, ?, 0, ?, 0, ?, 'test')",
-                   (kind, int(now) - 60, start, start + 3600, p50, unit))  # fmt: skip
-    db.commit()
-    rc = main(["dispatch", "--config", str(conf), "--once", "--timeout", "0.5"])
-    got = capsys.readouterr()
-    out = got.out
-    assert rc == 1, got.err[-2000:]
-    assert "sent 1 command(s): 0 applied; bench-site/pv675 der.setpoint sent" in out
-    rows = db.execute("SELECT start, energy, source FROM schedules WHERE meter = 'pv-m' ORDER BY start").fetchall()
-    # 1000 kW of PV, nothing to curtail at 0.10 / kWh: 1000 kW x 5 min = 83.33 kWh in each of the two intervals
-    # (from the interval the CLI ran in: this one, or the next if a boundary passed in between)
-    assert rows[0][0] in (start, start + 300) and [r[0] - rows[0][0] for r in rows] == [0, 300]
-    assert [(e, src) for _, e, src in rows] == [(pytest.approx(83.333, abs=0.01), "dispatch")] * 2
-    (status, kind, body) = db.execute("SELECT status, kind, message FROM commands").fetchone()
-    assert (status, kind) == ("sent", "der.setpoint") and '\\"p_limit_pct\\":100' in body
-    db.close()
+    store = open_store(target)
+    try:
+        store.write_forecasts([("ieee13", kind, "intraday", int(now) - 60, start, start + 3600, 0, p50, 0, unit, "test")
+                               for kind, unit, p50 in (("load_p", "kW", 1500.0), ("load_q", "kvar", 700.0),
+                                                       ("pv", "kW", 1000.0))])  # fmt: skip
+        rc = main(["dispatch", "--config", str(conf), "--once", "--timeout", "0.5"])
+        got = capsys.readouterr()
+        assert rc == 1, got.err[-2000:]
+        assert "sent 1 command(s): 0 applied; bench-site/pv675 der.setpoint sent" in got.out
+        db = open_settlement_db(target)
+        try:
+            rows = db.scheduled(SITE, "pv-m", "kwh_received", start - 300, start + 3600)
+            sources = db._rows("SELECT DISTINCT source FROM schedules")  # noqa: SLF001 - the seam's shared reader
+        finally:
+            db.close()
+        # 1000 kW of PV, nothing to curtail at 0.10 / kWh: 1000 kW x 5 min = 83.33 kWh in each of the two intervals
+        # (from the interval the CLI ran in: this one, or the next if a boundary passed in between)
+        rows.sort()
+        assert rows[0][0] in (start, start + 300) and [r[0] - rows[0][0] for r in rows] == [0, 300]
+        assert [e for _, e in rows] == [pytest.approx(83.333, abs=0.01)] * 2 and sources == [("dispatch",)]
+        (cmd,) = store.commands(SITE)
+        assert (cmd["status"], cmd["kind"]) == ("sent", "der.setpoint") and '\\"p_limit_pct\\":100' in cmd["message"]
+        (run,) = store.dispatch_runs("ieee13", start - 300, start + 3600)
+        # one round of 2 intervals from the first scheduled one: 1500 kW of load less 1000 kW of PV imported at
+        # 0.10 / kWh is 4.17 per 5 minutes, plus the losses; vars may trim the losses, never add to the cost
+        assert (run["horizon_start"], run["interval_s"], run["intervals"]) == (rows[0][0], 300, 2)
+        assert 4.17 < run["first_cost"] <= run["first_cost_no_dispatch"] < 4.6
+        assert 8.34 < run["cost"] <= run["cost_no_dispatch"] < 9.2 and now <= run["issued"] <= time.time()
+    finally:
+        store.close()
 
 
 @async_test

@@ -4,18 +4,22 @@ without a result or still in their window, and metered energy against the schedu
 
 from __future__ import annotations
 
+import contextlib
+import json
 import sqlite3
 import time
 from pathlib import Path
 
 import pytest
+from helpers.stores import store_toml, target_fixture  # noqa: F401 (the target fixture)
 
 from central.cli import main
 from central.commands import CommandIssuer
 from central.config import load_central_config
 from central.dispatch.status import following
+from central.settlement.db import open_settlement_db
 from central.settlement.schedules import ScheduledInterval, store_schedule
-from central.store import SCHEMA, VerifiedResult, open_store
+from central.store import VerifiedResult, open_store
 from protocols.telemetry.commands import Result, generate_key, private_pem, public_text, read_result, sign_result
 
 T0 = 1_780_012_800  # 2026-05-29T00:00:00Z
@@ -28,7 +32,7 @@ CalcVoltageBases
 """
 
 
-def _setup(tmp_path: Path):  # type: ignore[no-untyped-def]
+def _setup(tmp_path: Path, target: Path | str):  # type: ignore[no-untyped-def]
     agent, disp, ops = generate_key(), generate_key(), generate_key()
     (tmp_path / "dispatch-1.key").write_bytes(private_pem(disp))
     (tmp_path / "ops-1.key").write_bytes(private_pem(ops))
@@ -38,7 +42,7 @@ def _setup(tmp_path: Path):  # type: ignore[no-untyped-def]
         sites += f'[commands.sites.{site}]\nagent_key = "{public_text(agent.public_key())}"\n'
     conf = tmp_path / "central.toml"
     conf.write_text(
-        '[broker]\nurl = "mqtt://127.0.0.1:1"\n[store]\ndb = "central.db"\n[commands]\nvalid_s = 60\n'
+        '[broker]\nurl = "mqtt://127.0.0.1:1"\n' + store_toml(target) + '[commands]\nvalid_s = 60\n'
         '[[commands.keys]]\nkey_id = "ops-1"\nrole = "operator"\nkey_file = "ops-1.key"\n'
         '[[commands.keys]]\nkey_id = "dispatch-1"\nrole = "dispatch"\nkey_file = "dispatch-1.key"\n' + sites
         + '[dispatch]\nnetwork = "one.dss"\nfeeder = "one"\nprice = 0.1\nfollow_tolerance_pct = 10\n'
@@ -49,6 +53,22 @@ def _setup(tmp_path: Path):  # type: ignore[no-untyped-def]
     return load_central_config(conf), agent
 
 
+def _metered(target: Path | str, values: list[float | None]) -> None:
+    """site-a's pv-m intervals from T0, written as the ingest would have stored them."""
+    sql = ("INSERT INTO intervals (site, meter, register, start, version, end_ts, channel, value, unit, quality, flags, "
+           "reads, msg_id, received) VALUES ('site-a', 'pv-m', 'energy_received_wh', ?, 1, ?, 'kwh_received', ?, "
+           "'kWh', 'A', '[]', '[]', 'x', 0)")  # fmt: skip
+    rows = [(T0 + 900 * k, T0 + 900 * (k + 1), v) for k, v in enumerate(values)]
+    if isinstance(target, Path):
+        with contextlib.closing(sqlite3.connect(target)) as db, db:
+            db.executemany(sql, rows)
+        return
+    import psycopg
+
+    with psycopg.connect(target, autocommit=True) as conn, conn.cursor() as cur:
+        cur.executemany(sql.replace("?", "%s"), rows)
+
+
 def _answer(store, command, agent, status: str, reason: str = "") -> None:  # type: ignore[no-untyped-def]
     r = Result(command.command_id, command.audience, command.kind, command.target, command.key_id, command.seq,
                status, reason, time.time(), {}, ())  # fmt: skip
@@ -57,9 +77,10 @@ def _answer(store, command, agent, status: str, reason: str = "") -> None:  # ty
 
 
 def test_a_site_is_not_following_for_refused_expired_or_off_schedule_and_following_otherwise(
-    tmp_path: Path, capsys: pytest.CaptureFixture
+    tmp_path: Path, target: Path | str, capsys: pytest.CaptureFixture
 ) -> None:
-    config, agent = _setup(tmp_path)
+    """On SQLite and PostgreSQL: ``status`` reads the commands and the metered intervals on either store."""
+    config, agent = _setup(tmp_path, target)
     cfg = config.dispatch
     assert cfg is not None
     store = open_store(config.store_target)
@@ -94,20 +115,16 @@ def test_a_site_is_not_following_for_refused_expired_or_off_schedule_and_followi
 
     # metered energy against the schedule: 25 kWh scheduled per interval; metered 25, 23 (within 10 %), 10 (off),
     # and one interval without a value (not compared)
-    db = sqlite3.connect(tmp_path / "central.db", isolation_level=None)
-    db.executescript(SCHEMA)
-    store_schedule(db, [ScheduledInterval("site-a", "pv-m", "kwh_received", T0 + 900 * k, T0 + 900 * (k + 1), 25.0)
-                        for k in range(4)], "dispatch", 0.0)  # fmt: skip
-    for k, value in enumerate([25.0, 23.0, 10.0, None]):
-        db.execute("INSERT INTO intervals (site, meter, register, start, version, end_ts, channel, value, unit, "
-                   "quality, flags, reads, msg_id, received) VALUES ('site-a', 'pv-m', 'energy_received_wh', ?, 1, ?, "
-                   "'kwh_received', ?, 'kWh', 'A', '[]', '[]', 'x', 0)", (T0 + 900 * k, T0 + 900 * (k + 1), value))  # fmt: skip
+    settlement = open_settlement_db(config.store_target)  # central's and settlement's tables
+    store_schedule(settlement, [ScheduledInterval("site-a", "pv-m", "kwh_received", T0 + 900 * k, T0 + 900 * (k + 1),
+                                                  25.0) for k in range(4)], "dispatch", 0.0)  # fmt: skip
+    _metered(target, [25.0, 23.0, 10.0, None])
     store = open_store(config.store_target)
-    rows = {r.site: r for r in following(cfg, store, db, "dispatch-1", T0 + 3600)}
+    rows = {r.site: r for r in following(cfg, store, settlement, "dispatch-1", T0 + 3600)}
     assert (rows["site-a"].compared, rows["site-a"].off) == (3, 1)
     assert "1 of 3 metered interval(s) off schedule" in rows["site-a"].why()
     store.close()
-    db.close()
+    settlement.close()
 
     # the CLI: a table, exit 1 while a site is not following
     rc = main(["dispatch", "status", "--config", str(config.source), "--now", str(T0 + 61)])
@@ -116,3 +133,7 @@ def test_a_site_is_not_following_for_refused_expired_or_off_schedule_and_followi
     lines = {ln.split()[0]: ln.split() for ln in out.splitlines()[1:]}
     assert lines["site-a"][:6] == ["site-a", "not_following", "1", "1", "1", "0"]
     assert lines["site-b"][:2] == ["site-b", "following"]
+    # an hour on: the CLI's own connection to the store compares the three metered intervals (PostgreSQL too)
+    assert main(["dispatch", "status", "--config", str(config.source), "--now", str(T0 + 3600), "--json"]) == 1
+    a = next(r for r in json.loads(capsys.readouterr().out) if r["site"] == "site-a")
+    assert (a["metered"], a["off"], a["expired"]) == (3, 1, 1)

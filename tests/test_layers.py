@@ -125,14 +125,16 @@ def _all_imports(path: Path) -> set[str]:
 
 def test_the_pq_offline_tools_sit_apart_from_the_running_agent() -> None:
     """``pq analyze``, ``pq report`` and the plot (agent/pq/offline) are reached from the dispatcher alone, and
-    matplotlib (the ``plot`` extra) from the plot alone: the running agent and its PQ worker load neither."""
+    matplotlib (the ``plot`` extra) from the plots alone (PQ's and the forecast backtest's): the running agent, its
+    PQ worker and central's services load neither."""
     offline = ROOT / "agent" / "pq" / "offline"
+    plots = {offline / "plot.py", ROOT / "central" / "forecast" / "plot.py"}  # the offline tools' PNGs
     reach_offline, reach_matplotlib = [], []
     for path in [*(p for layer in ALLOWED for p in _sources(layer)), ROOT / "gridedge_demo.py"]:
         mods = _all_imports(path)
         if not path.is_relative_to(offline) and any(m.startswith("agent.pq.offline") for m in mods):
             reach_offline.append(str(path.relative_to(ROOT)))
-        if path != offline / "plot.py" and any(m.split(".")[0] == "matplotlib" for m in mods):
+        if path not in plots and any(m.split(".")[0] == "matplotlib" for m in mods):
             reach_matplotlib.append(str(path.relative_to(ROOT)))
     assert (reach_offline, reach_matplotlib) == ([], [])
     assert any(m.startswith("agent.pq.offline") for m in _all_imports(ROOT / "gridedge.py"))
@@ -179,11 +181,15 @@ def test_the_shared_pieces_are_defined_once() -> None:
 
 
 def test_only_protocols_mqtt_holds_broker_fields() -> None:
-    """A class with TLS or broker credentials is the MQTT layer's: agent and central take the one BrokerConfig."""
+    """A class with TLS or broker credentials is the MQTT layer's: agent and central take the one BrokerConfig.
+    The one other is central's NATS tier (``[broker] kind = "nats"``, a cluster the agents never see), whose login
+    and TLS files are parsed by the MQTT layer's own checks (protocols/mqtt/config.py: _password, tls_files)."""
     holders = []
     for rel, node in _definitions():
         if isinstance(node, ast.ClassDef):
             fields = {s.target.id for s in node.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
             if "tls" in fields or {"username", "password"} <= fields or "ca_file" in fields:
                 holders.append((rel, node.name))
-    assert holders and {rel for rel, _ in holders} <= {"protocols/mqtt/config.py", "protocols/mqtt/session.py"}, holders
+    allowed = {"protocols/mqtt/config.py", "protocols/mqtt/session.py", "central/source_nats.py"}
+    assert holders and {rel for rel, _ in holders} <= allowed, holders
+    assert [name for rel, name in holders if rel == "central/source_nats.py"] == ["NatsConfig"]

@@ -353,3 +353,32 @@ async def test_missing_tls_files_raise_a_config_error() -> None:
 )
 def test_filter_matching_strips_the_share_prefix(flt: str, topic: str, ok: bool) -> None:
     assert _filter_matches(flt, topic) is ok
+
+
+@async_test
+async def test_a_refused_subscription_ends_the_link_and_the_next_one_is_subscribed(broker, mocker, caplog) -> None:
+    """A session up without its subscriptions never hears its acks: a refused SUBACK ends the link and the
+    session tries again after its back-off. Mosquitto grants every filter it can parse (its ACL filters
+    deliveries instead), so the refusal (as a NATS node electing a leader answers) is put on the first SUBACK."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    real = MqttSession._on_suback
+    refused: list[int] = []
+
+    def first_refused(self: MqttSession, link: object, mid: int, rcs: list[ReasonCode]) -> None:
+        if not refused:
+            refused.append(mid)
+            rcs = [ReasonCode(PacketTypes.SUBACK, identifier=0x87) for _ in rcs]  # Not authorized
+        real(self, link, mid, rcs)
+
+    mocker.patch.object(MqttSession, "_on_suback", first_refused)
+    got: list[bytes] = []
+    session = MqttSession(fast_config(broker.port))
+    session.subscribe("acks/x", 1, lambda _t, p: got.append(p))
+    async with running(session):
+        await session.publish("acks/x", b"heard")
+        await until(lambda: got == [b"heard"])
+    assert len(refused) == 1  # the first session's SUBACK was refused ...
+    assert session.stats.connects == 1 and session.stats.disconnects >= 1  # ... so it ended; the second is up
+    assert "event=mqtt_subscription_refused" in caplog.text

@@ -1,14 +1,16 @@
 """The settlement benchmark's data (benchmarks/settlement.py ``fill``), small: every anomaly it plants is found by
-VEE exactly where it was planted, so the benchmark times a run that does all its work."""
+VEE exactly where it was planted, so the benchmark times a run that does all its work; on both stores, as the
+benchmark fills and settles both."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 from helpers.benchmod import load_benchmark
+from helpers.stores import target_fixture  # noqa: F401 (the target fixture)
 
 from central.settlement.config import SettlementConfig
+from central.settlement.db import open_settlement_db
 from central.settlement.runs import settle
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -18,11 +20,11 @@ def _benchmark():
     return load_benchmark("settlement.py")
 
 
-def test_the_benchmark_plants_gaps_negatives_and_frozen_runs_that_vee_finds(tmp_path: Path) -> None:
+def test_the_benchmark_plants_gaps_negatives_and_frozen_runs_that_vee_finds(target: Path | str) -> None:
     bench = _benchmark()
-    feeders = bench.fill(tmp_path / "c.db", 20, 16, 10)  # 2 feeders of a head and 9 meters, 16 days
+    feeders = bench.fill(target, 20, 16, 10)  # 2 feeders of a head and 9 meters, 16 days
     assert [len(f.downstream) for f in feeders] == [9, 9]
-    db = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    db = open_settlement_db(target)
     run = settle(db, SettlementConfig(feeders=tuple(feeders)), bench.DAY0, bench.DAY0 + 16 * 86_400, "final", 1.0)
     db.close()
     s = run.summary

@@ -1,32 +1,34 @@
 """The NEM12 export read back by nemreader (a reader no one here wrote): a month of three meters with mixed quality
-gives nemreader the same totals per NMI and channel and the same quality flag per interval as our run."""
+gives nemreader the same totals per NMI and channel and the same quality flag per interval as our run, settled from
+either store (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime
 from pathlib import Path
 
 import nemreader  # the test extra's NEM12 reader: a missing install fails here, never skips
 import numpy as np
 from helpers.intervals import DAY0, QH, item
+from helpers.stores import target_fixture  # noqa: F401 (the target fixture)
 
 from central.settlement.config import SettlementConfig
+from central.settlement.db import open_settlement_db
 from central.settlement.nem12 import derived_nmi, quality_method, write_nem12
 from central.settlement.runs import settle
 from central.settlement.vee import VeeParams
-from central.store import CentralStore
+from central.store import open_store
 from protocols.telemetry.schema import decode_batch, encode_batch
 
 SITE = "sub-07"
 DAYS = 30
 
 
-def month(tmp_path: Path) -> Path:
+def month(target: Path | str) -> Path | str:
     """Three meters (one with a received channel too), 30 days of 15-minute intervals: actual values, a long gap
     (null from the edge) on day 20, an edge estimate (E52) and a substitution (S17) here and there."""
     rng = np.random.default_rng(7)
-    store = CentralStore(tmp_path / "c.db")
+    store = open_store(target)
     seq = 0
     for meter in ("m1", "m2", "m3"):
         channels = [("energy_delivered_wh", "kwh_delivered")]
@@ -53,7 +55,7 @@ def month(tmp_path: Path) -> Path:
                 b = decode_batch(encode_batch(SITE, "intervals", seq, f"m{seq}", DAY0, items[i : i + 500]))
                 assert store.store_batches([b], 1.0) == [True]
     store.close()
-    return tmp_path / "c.db"
+    return target
 
 
 def test_quality_method_field() -> None:
@@ -63,10 +65,13 @@ def test_quality_method_field() -> None:
     assert len(n) == 10 and n.isalnum() and n.isupper() and n == derived_nmi("sub-07", "m1")
 
 
-def test_a_month_written_as_nem12_reads_back_with_nemreader_with_the_same_totals_and_flags(tmp_path: Path) -> None:
-    db = sqlite3.connect(month(tmp_path), isolation_level=None)
+def test_a_month_written_as_nem12_reads_back_with_nemreader_with_the_same_totals_and_flags(
+    tmp_path: Path, target: Path | str
+) -> None:
+    db = open_settlement_db(month(target))
     cfg = SettlementConfig(vee=VeeParams(frozen_intervals=50, like_weeks=2), nmi={"sub-07/m1": "GE00000001"})
     run = settle(db, cfg, DAY0, DAY0 + DAYS * 86_400, "final", now=DAY0 + 40 * 86_400)
+    db.close()
     out = tmp_path / "run.nem12.csv"
     assert write_nem12(out, run.registers, created=run.created, nmi=cfg.nmi) == []
     # our side: the gap on day 20 was filled from like days (S15), the rest as sent
@@ -96,16 +101,19 @@ def test_a_month_written_as_nem12_reads_back_with_nemreader_with_the_same_totals
     assert any(line.startswith("400,") and ",S15,0," in line for line in text)
 
 
-def test_half_hour_intervals_travel_settle_and_read_back_as_nem12_30_minute_data(tmp_path: Path) -> None:
+def test_half_hour_intervals_travel_settle_and_read_back_as_nem12_30_minute_data(
+    tmp_path: Path, target: Path | str
+) -> None:
     half, hour = 1800, 3600
     items = [item(DAY0 + k * half, 1.0 + k % 3, meter="h30", length=half) for k in range(2 * 48)]
     items += [item(DAY0 + k * hour, 2.0, meter="h60", length=hour) for k in range(2 * 24)]
-    store = CentralStore(tmp_path / "c.db")
+    store = open_store(target)
     b = decode_batch(encode_batch(SITE, "intervals", 1, "m1", DAY0, items))  # the wire takes both lengths
     assert store.store_batches([b], 1.0) == [True]
     store.close()
-    db = sqlite3.connect(tmp_path / "c.db", isolation_level=None)
+    db = open_settlement_db(target)
     run = settle(db, SettlementConfig(vee=VeeParams(like_weeks=1)), DAY0, DAY0 + 2 * 86_400, "final", now=DAY0 + 9e5)
+    db.close()
     out = tmp_path / "run.nem12.csv"
     left_out = write_nem12(out, run.registers, created=run.created, nmi={})
     assert [r.meter for r in left_out] == ["h60"]  # NEM12 has no 60-minute IntervalLength

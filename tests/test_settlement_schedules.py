@@ -1,23 +1,25 @@
 """Scheduled energy and imbalance: schedule CSVs checked row by row (nothing stored from a bad file), each import a
-new version, and a settlement run's imbalance (metered - scheduled per interval) worked out by hand."""
+new version, and a settlement run's imbalance (metered - scheduled per interval) worked out by hand; the tests taking
+``target`` on both stores, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import csv
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 from helpers.intervals import DAY0, QH, item
+from helpers.stores import query, store_toml, target_fixture  # noqa: F401 (the target fixture)
 
 from central.cli import main as central_main
 from central.settlement.cli import parse_time
 from central.settlement.config import SettlementConfig
+from central.settlement.db import open_settlement_db
 from central.settlement.runs import settle
 from central.settlement.schedules import ScheduleError, parse_csv, store_schedule
 from central.settlement.vee import VeeParams
-from central.store import CentralStore
+from central.store import open_store
 from protocols.telemetry.schema import decode_batch, encode_batch
 
 SITE = "sub-07"
@@ -25,8 +27,8 @@ D = DAY0 + 7 * 86_400
 HEADER = "site,meter,channel,start,end,energy\n"
 
 
-def send(db_path: Path, items: list[dict], seq: int = 1) -> None:
-    store = CentralStore(db_path)
+def send(target: Path | str, items: list[dict], seq: int = 1) -> None:
+    store = open_store(target)
     try:
         batch = decode_batch(encode_batch(SITE, "intervals", seq, f"t{seq}", D, items))
         assert store.store_batches([batch], 1.0) == [True]
@@ -34,9 +36,9 @@ def send(db_path: Path, items: list[dict], seq: int = 1) -> None:
         store.close()
 
 
-def metered_day(db_path: Path) -> None:
+def metered_day(target: Path | str) -> None:
     """Meter m: 5 kWh delivered in each of four intervals of day D but the last, null (quality N, no like day)."""
-    send(db_path, [item(D + i * QH, 5.0, meter="m") for i in range(3)] + [item(D + 3 * QH, None, meter="m",
+    send(target, [item(D + i * QH, 5.0, meter="m") for i in range(3)] + [item(D + 3 * QH, None, meter="m",
                                                                                 quality="N")])  # fmt: skip
 
 
@@ -44,9 +46,9 @@ def schedule_csv(rows: list[tuple[int, float]], meter: str = "m") -> str:
     return HEADER + "".join(f"{SITE},{meter},kwh_delivered,{s},{s + QH},{e}\n" for s, e in rows)
 
 
-def conf(tmp_path: Path) -> Path:
+def conf(tmp_path: Path, target: Path | str) -> Path:
     path = tmp_path / "central.toml"
-    path.write_text('[broker]\nurl = "mqtt://127.0.0.1"\n[store]\ndb = "c.db"\n[settlement.vee]\nlike_weeks = 1\n')
+    path.write_text('[broker]\nurl = "mqtt://127.0.0.1"\n' + store_toml(target) + "[settlement.vee]\nlike_weeks = 1\n")
     return path
 
 
@@ -82,10 +84,9 @@ def test_every_bad_line_is_named_at_once() -> None:
     assert "line 2:" in str(err.value) and "line 4:" in str(err.value) and "line 3" not in str(err.value)
 
 
-def test_the_imbalance_is_metered_minus_scheduled_per_interval_as_worked_out_by_hand(tmp_path: Path) -> None:
-    db_path = tmp_path / "c.db"
-    metered_day(db_path)
-    db = sqlite3.connect(db_path, isolation_level=None)
+def test_the_imbalance_is_metered_minus_scheduled_per_interval_as_worked_out_by_hand(target: Path | str) -> None:
+    metered_day(target)
+    db = open_settlement_db(target)
     # scheduled 4, 5, 6.5 kWh against 5, 5, 5 metered; interval 3 scheduled 2 but its meter value is null
     rows = parse_csv(schedule_csv([(D, 4.0), (D + QH, 5.0), (D + 2 * QH, 6.5), (D + 3 * QH, 2.0)]), parse_time)
     assert store_schedule(db, rows, "csv:test", 1.0) == 4
@@ -96,22 +97,22 @@ def test_the_imbalance_is_metered_minus_scheduled_per_interval_as_worked_out_by_
     assert s["scheduled"] == pytest.approx(15.5) and s["metered"] == pytest.approx(15.0)
     assert s["imbalance"] == pytest.approx(-0.5) and s["over"] == pytest.approx(1.0)
     assert s["under"] == pytest.approx(1.5) and s["abs_max"] == pytest.approx(1.5)
-    stored = db.execute(
+    stored = query(
+        target,
         "SELECT start, scheduled, metered, imbalance FROM settlement_imbalance WHERE run_id = ? ORDER BY start",
         (run.run_id,),
-    ).fetchall()
+    )
     assert stored == [(D, 4.0, 5.0, 1.0), (D + QH, 5.0, 5.0, 0.0), (D + 2 * QH, 6.5, 5.0, -1.5), (D + 3 * QH, 2.0,
                                                                                                    None, None)]  # fmt: skip
     db.close()
 
 
-def test_a_second_import_is_a_new_version_and_the_run_settles_against_the_latest(tmp_path: Path) -> None:
-    db_path = tmp_path / "c.db"
-    metered_day(db_path)
-    db = sqlite3.connect(db_path, isolation_level=None)
+def test_a_second_import_is_a_new_version_and_the_run_settles_against_the_latest(target: Path | str) -> None:
+    metered_day(target)
+    db = open_settlement_db(target)
     store_schedule(db, parse_csv(schedule_csv([(D, 4.0), (D + QH, 4.0)]), parse_time), "day-ahead", 1.0)
     store_schedule(db, parse_csv(schedule_csv([(D + QH, 6.0)]), parse_time), "intraday", 2.0)
-    kept = db.execute("SELECT start, version, energy, source FROM schedules ORDER BY start, version").fetchall()
+    kept = query(target, "SELECT start, version, energy, source FROM schedules ORDER BY start, version")
     assert kept == [(D, 1, 4.0, "day-ahead"), (D + QH, 1, 4.0, "day-ahead"), (D + QH, 2, 6.0, "intraday")]
     run = settle(db, SettlementConfig(vee=VeeParams(like_weeks=1)), D, D + 4 * QH, "final", now=3.0)
     (s,) = run.summary["imbalance"]
@@ -120,18 +121,19 @@ def test_a_second_import_is_a_new_version_and_the_run_settles_against_the_latest
     db.close()
 
 
-def test_a_run_without_schedules_reports_no_imbalance(tmp_path: Path) -> None:
-    db_path = tmp_path / "c.db"
-    metered_day(db_path)
-    db = sqlite3.connect(db_path, isolation_level=None)
+def test_a_run_without_schedules_reports_no_imbalance(target: Path | str) -> None:
+    metered_day(target)
+    db = open_settlement_db(target)
     run = settle(db, SettlementConfig(vee=VeeParams(like_weeks=1)), D, D + 4 * QH, "preliminary", now=2.0)
     assert run.summary["imbalance"] == [] and run.imbalances == []
     db.close()
 
 
-def test_the_schedule_and_settle_commands_import_and_report_the_imbalance(tmp_path: Path, capsys) -> None:
-    metered_day(tmp_path / "c.db")
-    config = conf(tmp_path)
+def test_the_schedule_and_settle_commands_import_and_report_the_imbalance(
+    tmp_path: Path, target: Path | str, capsys
+) -> None:
+    metered_day(target)
+    config = conf(tmp_path, target)
     bad = tmp_path / "bad.csv"
     bad.write_text(schedule_csv([(D, 4.0)]).replace("kwh_delivered", "kwh"))
     assert central_main(["schedule", "import", "--config", str(config), "--file", str(bad)]) == 2

@@ -1,18 +1,22 @@
 """Central keeps every version of an interval, once: a replay stores nothing, a changed copy of a version is refused
-and recorded, the latest version is what settlement reads; through the real broker too."""
+and recorded, the latest version is what settlement reads (on both stores, SQLite and PostgreSQL); through the real
+broker too. A PostgreSQL store made before settlement gains its tables by a migration."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
+import pytest
 from helpers.aio import async_test, running_tasks, until
 from helpers.intervals import DAY0, QH, item
+from helpers.stores import ADMIN_URL, admin_connect, pg_database, query, target_fixture  # noqa: F401 (target)
 from test_central import Agent, make_config, start
 
 from central.ingest import CentralWorker
 from central.settlement.data import load_grids
-from central.store import CentralStore, register_at
+from central.settlement.db import open_settlement_db
+from central.store import CentralStore, open_store, register_at
 from protocols.telemetry.schema import decode_batch, encode_batch
 
 SITE = "sub-07"
@@ -29,8 +33,8 @@ def test_register_at_interpolates_between_the_reads_around_it() -> None:
     assert register_at(reads, 99.0) is None and register_at(reads, 301.0) is None
 
 
-def test_versions_are_kept_a_replay_stores_nothing_and_a_changed_copy_is_refused(tmp_path: Path) -> None:
-    store = CentralStore(tmp_path / "c.db")
+def test_versions_are_kept_a_replay_stores_nothing_and_a_changed_copy_is_refused(target: Path | str) -> None:
+    store = open_store(target)
     try:
         v1 = item(DAY0, 1.5, reg0=1000.0)
         assert store.store_batches([decode_batch(msg(1, [v1]))], 1.0) == [True]
@@ -50,11 +54,9 @@ def test_versions_are_kept_a_replay_stores_nothing_and_a_changed_copy_is_refused
         assert store.count("intervals") == 3
     finally:
         store.close()
-    db = sqlite3.connect(tmp_path / "c.db")
-    rows = db.execute(
-        "SELECT version, value, quality FROM intervals WHERE start = ? ORDER BY version", (DAY0,)
-    ).fetchall()
+    rows = query(target, "SELECT version, value, quality FROM intervals WHERE start = ? ORDER BY version", (DAY0,))
     assert rows == [(1, 1.5, "A"), (2, 1.6, "S")]
+    db = open_settlement_db(target)
     grids = load_grids(db, DAY0, DAY0 + 86_400)
     g = grids[(SITE, "meter1", "energy_delivered_wh")]
     assert g.value[0, 0] == 1.6 and g.quality[0, 0] == "S" and g.method[0, 0] == 11 and g.version[0, 0] == 2
@@ -77,6 +79,69 @@ def test_an_older_central_db_gains_the_intervals_tables(tmp_path: Path) -> None:
         assert store.count("intervals") == 1
     finally:
         store.close()
+
+
+@pytest.mark.integration
+def test_a_postgresql_store_made_before_settlement_gains_its_tables_by_migration(monkeypatch) -> None:
+    from central import store_pg
+
+    with pg_database() as url:
+        with monkeypatch.context() as m:
+            m.setattr(store_pg, "MIGRATIONS", store_pg.MIGRATIONS[:1])
+            m.setattr(store_pg, "SCHEMA_VERSION", 1)
+            old = open_store(url)
+            assert old.store_batches([decode_batch(msg(1, [item(DAY0, 1.5, reg0=1000.0)]))], 1.0) == [True]
+            old.close()
+        assert query(url, "SELECT to_regclass('settlement_runs')") == [(None,)]
+        db = open_settlement_db(url)  # the store at schema 1 is migrated on open
+        try:
+            # every later migration too (2: settlement's tables; 3: the forecasts table)
+            versions = query(url, "SELECT version FROM schema_version ORDER BY version")
+            assert versions == [(v,) for v in range(1, store_pg.SCHEMA_VERSION + 1)] and store_pg.SCHEMA_VERSION >= 2
+            keys = query(
+                url,
+                "SELECT t.relname, string_agg(a.attname, ',' ORDER BY k.n) FROM pg_index i "
+                "JOIN pg_class t ON t.oid = i.indrelid JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(att, n) "
+                "ON true JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.att WHERE i.indisprimary "
+                "AND t.relname IN ('settlement_runs', 'settlement_values', 'settlement_imbalance', 'schedules') "
+                "GROUP BY t.relname ORDER BY t.relname",
+            )
+            assert keys == [
+                ("schedules", "site,meter,channel,start,version"),
+                ("settlement_imbalance", "run_id,site,meter,register,start"),
+                ("settlement_runs", "run_id"),
+                ("settlement_values", "run_id,site,meter,register,start"),
+            ]
+            g = load_grids(db, DAY0, DAY0 + 86_400)[(SITE, "meter1", "energy_delivered_wh")]
+            assert g.value[0, 0] == 1.5 and g.version[0, 0] == 1
+        finally:
+            db.close()
+
+
+@pytest.mark.integration
+def test_the_latest_intervals_come_in_sqlites_order_whatever_the_databases_collation(tmp_path: Path) -> None:
+    """An ICU en-US database sorts "a" before "B"; SQLite sorts bytes ("B" first). Settlement reads in bytes order
+    on both, so its registers, CSV rows and NEM12 records come out in one order."""
+    items = [item(DAY0, 1.0, meter=m) for m in ("a", "B", "b-2", "b1")]
+    name = "gridedge_test_icu_" + tmp_path.name[-8:].replace("-", "_").lower()
+    with admin_connect() as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE \'en-US\' '
+                      "LOCALE 'C.UTF-8'")  # fmt: skip
+    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    try:
+        orders = []
+        for target in (tmp_path / "c.db", url):
+            store = open_store(target)
+            assert store.store_batches([decode_batch(msg(1, items))], 1.0) == [True]
+            store.close()
+            db = open_settlement_db(target)
+            orders.append([r[1] for r in db.latest_intervals(DAY0, DAY0 + QH)])
+            db.close()
+        assert query(url, "SELECT meter FROM intervals ORDER BY meter") == [("a",), ("B",), ("b-2",), ("b1",)]
+        assert orders == [["B", "a", "b-2", "b1"]] * 2
+    finally:
+        with admin_connect() as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @async_test

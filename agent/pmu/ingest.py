@@ -4,9 +4,9 @@ A stream is a PMU or a PDC: every PMU block of its configuration (NUM_PMU, C37.1
 is monitored as a PMU of its own (:class:`PmuStream`). With one block it keeps the ``[[pmus]]`` name;
 with several, each is ``<name>/<station>`` (see :func:`block_names`).
 
-Per data frame and block: the full-rate ring buffer keeps the frame's decoded words (turned into channels
-when a window is read), the monitors run, and once per second (the first frame of each second) the
-snapshot and the store's write queue get the PMU's values as Readings. The PMUs' sockets are read in
+Per data frame and block: the full-rate ring buffer keeps the block's phasor, FREQ and DFREQ words packed
+in place (turned into channels when a window is read), the monitors run, and once per second (the first
+frame of each second) the snapshot and the store's write queue get the PMU's values as Readings. The PMUs' sockets are read in
 batches (every READ_BATCH_S, one read per PMU: docs/pmu-monitoring.md "Performance").
 Triggers wait in :class:`~agent.pmu.monitor.EventWindows` for their after-window, then go to the store
 through the agent's event spool (:class:`~agent.events.EventSpool`: in order, retried while the store
@@ -30,6 +30,7 @@ from agent.pmu.monitor import (
     AngleDifferenceMonitor,
     EventWindows,
     FrequencyMonitor,
+    Hysteresis,
     RocofMonitor,
     StaleMonitor,
     TimeSyncMonitor,
@@ -37,7 +38,7 @@ from agent.pmu.monitor import (
     VoltageMonitor,
 )
 from agent.pmu.ringbuffer import RingBuffer
-from agent.points import Quality, Reading
+from agent.points import Quality, Reading, Stream
 from protocols.c37118 import ConfigFrame, DataError, DataFrame, FrameError, PhasorKind, PmuConfig, PmuConfig3
 from protocols.c37118.pdc import PdcClient, PmuEndpoint, ReadBatcher
 from protocols.eventlog import EventLog
@@ -60,6 +61,13 @@ MAX_WAITING_EVENTS = 250
 READ_BATCH_S = 0.2
 
 Sink = Callable[[list[Reading]], None]
+
+# The once-a-second readings are built as tuple.__new__(Reading, fields): what Reading's own __new__ does, without
+# a Python call per reading. Its fields, in order, are pinned here so a change to Reading cannot go unnoticed.
+_new_reading = tuple.__new__
+_TELEMETRY = Stream.TELEMETRY
+if Reading._fields != ("point", "ts", "value", "unit", "quality", "stream"):
+    raise ImportError(f"agent.points.Reading fields {Reading._fields}: agent/pmu/ingest.py builds them in order")
 
 
 def batch_interval_s(pmus: Sequence[PmuStreamConfig]) -> float:
@@ -162,10 +170,48 @@ def _phasors(w: Sequence[float], ph_i: tuple[int, ...], scales: tuple[float, ...
     return mags, angs
 
 
+def stored_words(layout: tuple) -> tuple[int, int, str]:
+    """The words of a block the ring buffer keeps: (first index, end index, struct format of them).
+
+    The block's phasors, FREQ and DFREQ, contiguous after its STAT (6.3 Table 5), in their wire types:
+    per phasor ``ff`` (float), ``Hh`` (integer polar: unsigned magnitude, angle in 10^-4 rad) or ``hh``
+    (integer rectangular); FREQ and DFREQ ``ff`` or ``hh``. The values fit the types they were decoded from,
+    so storing them is exact.
+    """
+    stat_i, freq_i, freq_float, _, ph_i, _, polar, ph_float, _ = layout
+    phasor = "ff" if ph_float else "Hh" if polar else "hh"
+    return stat_i + 1, freq_i + 2, phasor * len(ph_i) + ("ff" if freq_float else "hh")
+
+
+#: Relative margin by which the inlined voltage check narrows the band (far above float rounding, far below
+#: any meaningful voltage: 1e-9 pu).
+_QUIET_MARGIN = 1e-9
+
+
+def _voltage_quiet_bounds(phasors: tuple[tuple[int, float], ...], nominal_v: float, lo_pu: float, hi_pu: float,
+                          polar: bool) -> tuple[tuple[int, float, float], ...] | None:  # fmt: skip
+    """Per voltage phasor (word index, low, high): the band of :class:`VoltageMonitor` in the frame's word units.
+
+    Polar: ``low <= |magnitude word| <= high``; rectangular: ``low <= re^2 + im^2 <= high`` (words). The band is
+    narrowed by _QUIET_MARGIN, so a word inside it is inside the monitor's band whatever the rounding. None when
+    a scale is not positive (the monitor checks every frame then).
+    """
+    if not nominal_v or any(k <= 0 for _, k in phasors):
+        return None
+    out = []
+    for i, k in phasors:
+        lo, hi = lo_pu * nominal_v / k * (1 + _QUIET_MARGIN), hi_pu * nominal_v / k * (1 - _QUIET_MARGIN)
+        out.append((i, lo, hi) if polar else (i, lo * lo, hi * hi))
+    return tuple(out)
+
+
 def channel_row(layout: tuple, per_unit: tuple[float, ...]) -> Callable[[Sequence[float]], tuple[float, ...]]:
-    """``words -> (frequency Hz, ROCOF Hz/s, then per phasor magnitude pu or V/A and angle deg)``: the ring
-    buffer's channels, computed from the stored words when a window is read."""
+    """``stored words -> (frequency Hz, ROCOF Hz/s, then per phasor magnitude pu or V/A and angle deg)``: the
+    ring buffer's channels, computed when a window is read from the words :func:`stored_words` keeps."""
     _, freq_i, freq_float, nominal_hz, ph_i, scales, polar, ph_float, _ = layout
+    first = stored_words(layout)[0]  # the stored row starts at this word of the frame
+    freq_i -= first
+    ph_i = tuple(i - first for i in ph_i)
     degrees = math.degrees
 
     def row(w: Sequence[float]) -> tuple[float, ...]:
@@ -196,6 +242,9 @@ class PmuIngest:
         self.stale = StaleMonitor(self.name, cfg.stale_after_s, clock)
         self.time_sync = TimeSyncMonitor(self.name, worst_time_quality=mon.time_quality_limit,
                                          hold_off_s=mon.hold_off_s)  # fmt: skip
+        self._sync_band = self.time_sync.band
+        self._worst_tq = self.time_sync.worst_time_quality
+        self._freq_band = self._rocof_band = Hysteresis(None, None)  # the monitors' bands, set with the layout
         self.config: ConfigFrame | None = None
         self.buffer = RingBuffer(1)
         self.channels: tuple[str, ...] = ()
@@ -206,11 +255,13 @@ class PmuIngest:
         self.voltage: VoltageMonitor | None = None
         self._voltage_idx: tuple[int, ...] = ()
         self._voltage_phasors: tuple[tuple[int, float], ...] = ()  # (word index, scale) of each voltage phasor
+        self._voltage_quiet: tuple[tuple[int, float, float], ...] | None = None  # see _voltage_quiet_bounds
         self._freq_points = (f"{self.name}.frequency", f"{self.name}.rocof")  # reading ids, built once
         self._points: tuple[tuple[str, str], ...] = ()  # (magnitude, angle) reading ids of each phasor
         self._units: tuple[str, ...] = ()
         self._layout: tuple = ()
         self._per_unit: tuple[float, ...] = ()
+        self._stored_a = self._stored_b = 0  # the words the ring buffer keeps: w[_stored_a:_stored_b]
         self._last_soc = -1
         self.listeners: list[Callable[[PmuIngest, float, tuple[float, ...]], None]] = []  # (self, ts, angles rad)
 
@@ -236,8 +287,11 @@ class PmuIngest:
         self.channels, self.digits = tuple(chans), tuple(digits)
         self._layout = layout = phasor_layout(config, self.block)
         self._per_unit = tuple(nominal_v if nominal_v and u == "V" else 0.0 for u in self._units)  # divisors
-        # The buffer keeps each frame's words; channel_row (this layout's) turns them into channels when read.
-        self.buffer = RingBuffer.for_rate(config.frames_per_second, mon.buffer_s, channel_row(layout, self._per_unit))
+        # The buffer keeps the block's phasor, FREQ and DFREQ words packed in their wire types; channel_row (this
+        # layout's) turns them into channels when a window is read.
+        self._stored_a, self._stored_b, row_format = stored_words(layout)
+        self.buffer = RingBuffer.for_rate(config.frames_per_second, mon.buffer_s, channel_row(layout, self._per_unit),
+                                          row_format=row_format)  # fmt: skip
         nominal_hz = pmu.nominal_hz
         lo, hi = mon.frequency_lo_hz, mon.frequency_hi_hz
         if nominal_hz != 60 and not mon.frequency_clause.startswith("configured"):
@@ -246,9 +300,12 @@ class PmuIngest:
                                           pickup_s=mon.frequency_pickup_s, hold_off_s=mon.hold_off_s)  # fmt: skip
         self.rocof = RocofMonitor(self.name, mon.rocof_hz_per_s, mon.rocof_clause, pickup_s=mon.rocof_pickup_s,
                                   hold_off_s=mon.hold_off_s)  # fmt: skip
+        self._freq_band, self._rocof_band = self.frequency.band, self.rocof.band
         self._voltage_idx = tuple(i for i, k in enumerate(kinds) if k == PhasorKind.VOLTAGE)
         ph_i, scales = layout[4], layout[5]
         self._voltage_phasors = tuple((ph_i[j], scales[j]) for j in self._voltage_idx)
+        self._voltage_quiet = _voltage_quiet_bounds(self._voltage_phasors, nominal_v, mon.voltage_lo_pu,
+                                                    mon.voltage_hi_pu, layout[6])  # fmt: skip
         n = self.name
         self._points = tuple((f"{n}.{p}.mag", f"{n}.{p}.ang") for p in pmu.phasor_names)  # reading ids
         self.voltage = None
@@ -281,8 +338,11 @@ class PmuIngest:
             st.max_latency_s = latency
         if latency > LATE_AFTER_S:
             st.late += 1
-        if trig := self.stale.frame(ts, now):
-            self._trigger(trig)
+        stale = self.stale
+        if stale.active:  # this frame ends an outage: StaleMonitor.frame makes the "cleared" trigger
+            self._trigger(stale.frame(ts, now))  # type: ignore[arg-type]  # active: never None
+        else:  # what StaleMonitor.frame does otherwise, without the call
+            stale.last_arrival, stale.last_frame_ts = now, ts
         stat_word = w[stat_i]
         data_error = stat_word >> 14  # STAT bits 15-14 (C37.118.2-2011 6.3 Table 7)
         sync_lost = bool(stat_word & 0x2000)  # bit 13
@@ -294,21 +354,49 @@ class PmuIngest:
             self._last_soc = soc
             mags, angs = _phasors(w, ph_i, scales, polar, ph_float)
             self._report(ts, data_error, sync_lost, mags, angs, freq, rocof)
-        if not self.buffer.append(ts, w):  # not after the newest frame
+        if not self.buffer.append(ts, w[self._stored_a : self._stored_b]):  # not after the newest frame
             st.out_of_order += 1
             return
-        if trig := self.time_sync.update_words(ts, stat_word, w[4]):
+        # The monitors' idle checks, inlined (almost every frame stops there): a monitor is called only when its
+        # band is not idle or the value is outside it, and it repeats the check itself.
+        b = self._sync_band  # TimeSyncMonitor.update_words's idle check, widened:
+        if (stat_word & 0x2030 or (w[4] >> 24) & 0x0F == 15 or (stat_word >> 6) & 7 >= self._worst_tq or b.active
+                or b._since is not None) and (trig := self.time_sync.update_words(ts, stat_word, w[4])):  # fmt: skip
             self._trigger(trig)
         if data_error:  # not DataError.GOOD (0)
             st.bad_data += 1
             return
-        if trig := self.frequency.update(ts, freq):  # type: ignore[union-attr]  # set with _layout
+        b = self._freq_band
+        if (b.active or b._since is not None or not b._lo <= freq <= b._hi) and (  # NaN: not inside
+            trig := self.frequency.update(ts, freq)  # type: ignore[union-attr]  # set with _layout
+        ):
             self._trigger(trig)
-        if trig := self.rocof.update(ts, rocof):  # type: ignore[union-attr]
+        b = self._rocof_band
+        if (b.active or b._since is not None or not b._lo <= rocof <= b._hi) and (
+            trig := self.rocof.update(ts, rocof)  # type: ignore[union-attr]
+        ):
             self._trigger(trig)
-        if self.voltage is not None:
-            for trig in self.voltage.update_words(ts, w, self._voltage_phasors, polar):
-                self._trigger(trig)
+        vm = self.voltage
+        if vm is not None:
+            # VoltageMonitor.update_words's idle check on the raw words, inlined: each magnitude (polar) or squared
+            # magnitude (rectangular) against the band in word units, narrowed by a margin so that rounding never
+            # skips a value the monitor's own check would catch; near or past a limit the monitor decides.
+            quiet = vm._idle and self._voltage_quiet is not None
+            if quiet and polar:
+                for i, lo_w, hi_w in self._voltage_quiet:  # type: ignore[union-attr]
+                    m = w[i]
+                    if not lo_w <= (m if m >= 0 else -m) <= hi_w:
+                        quiet = False
+                        break
+            elif quiet:
+                for i, lo_w, hi_w in self._voltage_quiet:  # type: ignore[union-attr]
+                    re, im = w[i], w[i + 1]
+                    if not lo_w <= re * re + im * im <= hi_w:
+                        quiet = False
+                        break
+            if not quiet:
+                for trig in vm.update_words(ts, w, self._voltage_phasors, polar):
+                    self._trigger(trig)
         if not sync_lost and self.listeners:
             angles = tuple(_phasors(w, ph_i, scales, polar, ph_float)[1])
             for listener in self.listeners:
@@ -327,11 +415,13 @@ class PmuIngest:
         q = Quality.GOOD if data_error == DataError.GOOD else Quality.INVALID
         qa = Quality.INVALID if sync_lost else q  # an angle is only meaningful against UTC
         freq_id, rocof_id = self._freq_points
-        out = [Reading(freq_id, ts, round(freq, 6), "Hz", q), Reading(rocof_id, ts, round(rocof, 4), "Hz/s", q)]
+        new, tel = _new_reading, _TELEMETRY  # Reading(...) without its Python-level __new__: the same tuples
+        out = [new(Reading, (freq_id, ts, round(freq, 6), "Hz", q, tel)),
+               new(Reading, (rocof_id, ts, round(rocof, 4), "Hz/s", q, tel))]  # fmt: skip
         degrees = math.degrees
         for (mag_id, ang_id), unit, m, a in zip(self._points, self._units, mags, angs, strict=True):
-            out.append(Reading(mag_id, ts, round(m, 4), unit, q))
-            out.append(Reading(ang_id, ts, round(degrees(a), 4), "deg", qa))
+            out.append(new(Reading, (mag_id, ts, round(m, 4), unit, q, tel)))
+            out.append(new(Reading, (ang_id, ts, round(degrees(a), 4), "deg", qa, tel)))
         self.stats.readings += len(out)
         self.sink(out)
 
@@ -430,7 +520,7 @@ class AnglePair:
         self.pair = pair
         self.monitor = AngleDifferenceMonitor(pair.pmu_a, pair.pmu_b, pair.phasor, pair.limit_deg,
                                               pickup_s=mon.angle_pickup_s, hold_off_s=mon.hold_off_s)  # fmt: skip
-        self.buffer = RingBuffer(max(2, int(120 * mon.buffer_s)))  # any rate up to 120 frames/s
+        self.buffer = RingBuffer(max(2, int(120 * mon.buffer_s)), row_format="ddd")  # any rate up to 120 frames/s
         self.on_trigger = on_trigger
         self._waiting: dict[str, dict[int, float]] = {pair.pmu_a: {}, pair.pmu_b: {}}
         self.unknown_phasor: set[str] = set()
@@ -528,8 +618,12 @@ class PmuMonitoring:
 
     def tick(self) -> int:
         """Check stale streams and put complete events in the spool (called every TICK_S); how many were put."""
+        now = self.clock()
         for stream in self.streams.values():
-            stream.tick()
+            for ingest in stream._ingests:
+                st = ingest.stale  # StaleMonitor.tick's own test first: only a block due for it is ticked
+                if not st.active and st.last_arrival is not None and now - st.last_arrival >= st.stale_after_s:
+                    ingest.tick()
         released = self.windows.poll()
         self.spool.extend(released)
         return len(released)
@@ -564,4 +658,4 @@ class PmuMonitoring:
 
 
 __all__ = ["MAX_WAITING_EVENTS", "READ_BATCH_S", "AnglePair", "EventStore", "IngestStats", "PmuIngest", "PmuMonitoring", "PmuStream", "batch_interval_s",
-           "block_names", "channel_row", "phasor_kinds", "phasor_layout"]  # fmt: skip
+           "block_names", "channel_row", "phasor_kinds", "phasor_layout", "stored_words"]  # fmt: skip

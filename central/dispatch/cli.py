@@ -43,9 +43,10 @@ from central.dispatch.inputs import (
 from central.dispatch.network import NetworkError, NetworkModel
 from central.dispatch.optimise import InfeasibleError, Solution, evaluate, solve
 from central.dispatch.plan import Step, build_problem, network_for, refine, schedule
+from central.dispatch.runs import DispatchRun, record_run
 from central.dispatch.send import DispatchSendError, dispatch_key, send_step, write_schedules
 from central.dispatch.status import SiteFollowing, following, status_table
-from central.settlement.data import connect
+from central.settlement.db import open_settlement_db
 from central.store import CentralStoreError, Store, open_store
 from protocols.eventlog import EventLog, setup_logging
 from protocols.mqtt.session import MqttSession
@@ -84,9 +85,6 @@ def dispatch_command(args: argparse.Namespace, config: CentralConfig) -> int:
         return _status(args, config, cfg)
     if args.dry_run and args.once:
         return _err("--dry-run and --once: give one (--dry-run sends nothing)")
-    if not args.dry_run and config.store_url is not None:
-        return _err(f"[store] url = {config.store_name}: dispatch writes settlement's schedules in central's SQLite "
-                    "store only (docs/scale.md)")  # fmt: skip
     try:
         now = parse_time(args.now, "--now") if args.now is not None else None
         clock = make_clock(args.clock_speed, _instant(args.clock_start, "--clock-start"),
@@ -146,17 +144,18 @@ def read_forecast(cfg: DispatchConfig, config: CentralConfig, args: argparse.Nam
             now = parse_time(rows[1][0], f"{path} line 2 start")
         start = current_start(time.time() if now is None else now, cfg.interval_s)
         return forecast_csv(path, horizon(start, cfg.interval_s, cfg.horizon_intervals))
-    if config.db_path is None:
-        raise InputError("the forecasts table is read from central's SQLite store; give --forecast FILE")
     t = time.time() if now is None else now
     starts = horizon(current_start(t, cfg.interval_s), cfg.interval_s, cfg.horizon_intervals)
-    db = sqlite3.connect(f"file:{config.db_path}?mode=ro", uri=True, timeout=30)
+    if config.db_path is not None and not config.db_path.exists():  # a dry run creates no store
+        raise InputError(f"central's store {config.db_path}: no such file; give --forecast FILE")
     try:
-        return forecast_db(db, cfg.feeder, starts, cfg.interval_s, t)
-    except sqlite3.Error as err:
-        raise InputError(f"central's store {config.db_path}: {err}") from None
+        store = open_store(config.store_target)  # SQLite or PostgreSQL
+    except CentralStoreError as err:
+        raise InputError(f"{err}; give --forecast FILE to plan without it") from None
+    try:
+        return forecast_db(store, cfg.feeder, starts, cfg.interval_s, t)
     finally:
-        db.close()
+        store.close()
 
 
 def read_prices(cfg: DispatchConfig, args: argparse.Namespace, starts: np.ndarray) -> np.ndarray:
@@ -199,8 +198,7 @@ async def _run(args: argparse.Namespace, config: CentralConfig, cfg: DispatchCon
     and sent when it begins, on ``clock`` (the wall clock, or a bench's scaled clock)."""
     clock = clock or DispatchClock()
     store = open_store(config.store_target)
-    assert config.db_path is not None
-    db_path = config.db_path
+    db_path = config.store_target  # a SQLite file or a postgresql:// URL: what both seams open
     session = MqttSession(config.broker.session_config(client_id=f"{config.broker.client_id}-dispatch-{uuid.uuid4().hex[:8]}",
                                                        backoff_max_s=min(config.backoff_max_s, 1.0)))  # fmt: skip
     issuer = CommandIssuer(config.commands, store, session)
@@ -249,17 +247,18 @@ async def _run(args: argparse.Namespace, config: CentralConfig, cfg: DispatchCon
 
 
 async def dispatch_interval(cfg: DispatchConfig, config: CentralConfig, model: NetworkModel, args: argparse.Namespace,
-                            issuer: CommandIssuer, db_path: Path, key_id: str, now: float | None,
+                            issuer: CommandIssuer, db_path: str | Path, key_id: str, now: float | None,
                             timeout_s: float, banks: dict[str, bool], *, send_at: float | None = None,
                             clock: DispatchClock | None = None) -> list[Outcome]:  # fmt: skip
-    """One round: solve from the interval ``now`` is in, store the horizon's scheduled energy, send that
-    interval's commands (when ``clock`` reads ``send_at``, when given: the interval solved ahead goes out as it
-    begins). ``banks`` (each bank's state as the last round left it) is read and updated: a bank moves only when
-    its switch was applied."""
+    """One round: solve from the interval ``now`` is in, store the horizon's scheduled energy and the round's
+    record, send that interval's commands (when ``clock`` reads ``send_at``, when given: the interval solved
+    ahead goes out as it begins). ``banks`` (each bank's state as the last round left it) is read and updated: a
+    bank moves only when its switch was applied."""
     clock = clock or DispatchClock()
-    steps, _, _ = await asyncio.to_thread(plan_once, cfg, config, model, args, now, dict(banks) or None)
+    steps, sol, base = await asyncio.to_thread(plan_once, cfg, config, model, args, now, dict(banks) or None)
     first = [s for s in steps if s.start == steps[0].start]
     await asyncio.to_thread(_write_schedules, db_path, cfg, steps, clock.now())
+    await asyncio.to_thread(record_run, db_path, run_of(cfg, sol, base, time.time()))
     if send_at is not None:
         await asyncio.sleep(max(0.0, clock.wall_seconds(send_at - clock.now())))
     outs = await send_step(issuer, first, cfg.expiry_margin_s, key_id, timeout_s)
@@ -271,19 +270,26 @@ async def dispatch_interval(cfg: DispatchConfig, config: CentralConfig, model: N
     return outs
 
 
-def _write_schedules(db_path: Path, cfg: DispatchConfig, steps: Sequence[Step], now: float) -> int:
-    db = connect(db_path)  # a connection of the worker thread's own
+def run_of(cfg: DispatchConfig, sol: Solution, base: Solution, now: float) -> DispatchRun:
+    """The round's record for ``dispatch_runs`` (central/dispatch/runs.py)."""
+    p = sol.problem
+    return DispatchRun(cfg.feeder, now, int(p.starts[0]), int(p.interval_s), len(p.starts), float(sol.cost.sum()),
+                       float(base.cost.sum()), float(sol.cost[0]), float(base.cost[0]))  # fmt: skip
+
+
+def _write_schedules(db_path: str | Path, cfg: DispatchConfig, steps: Sequence[Step], now: float) -> int:
+    db = open_settlement_db(db_path)  # a connection of the worker thread's own
     try:
         return write_schedules(db, cfg, steps, now)
     finally:
         db.close()
 
 
-def _following(cfg: DispatchConfig, store: Store, db_path: Path, key_id: str, clock: DispatchClock,
+def _following(cfg: DispatchConfig, store: Store, db_path: str | Path, key_id: str, clock: DispatchClock,
                window_s: float) -> list[SiteFollowing]:  # fmt: skip
     """The status over the last ``window_s`` of ``clock``: the commands' windows are on the wall clock (the
     window scaled to it), the metered intervals on ``clock``."""
-    db = connect(db_path)
+    db = open_settlement_db(db_path)
     try:
         return following(cfg, store, db, key_id, time.time(), clock.wall_seconds(window_s),
                          metered_now=clock.now(), metered_window_s=window_s)  # fmt: skip
@@ -304,7 +310,7 @@ def _status(args: argparse.Namespace, config: CentralConfig, cfg: DispatchConfig
     except CentralStoreError as err:
         print(err, file=sys.stderr)
         return EXIT_RUNTIME
-    db = connect(config.db_path) if config.db_path is not None else None
+    db = open_settlement_db(config.store_target)
     try:
         now = parse_time(args.now, "--now") if args.now is not None else time.time()
         rows = following(cfg, store, db, key.key_id, now, args.window)

@@ -12,6 +12,7 @@ v_min_pu = 0.95                 # ANSI C84.1-2016 Table 1, Range A service volta
 v_max_pu = 1.05
 margin_pu = 0.01                # kept inside the limits for the linearisation's error
 reverse_power_kw = 0.0          # the head may export at most this [kW]; absent: no limit
+import_limit_kw = 5000          # the head may import at most this [kW] (the report's adequacy); absent: unknown
 price_file = "prices.csv"       # start,price [currency/kWh]; or price = 0.12 (flat)
 loss_cost = 0.0                 # [currency/kWh] on the feeder's losses, past paying for them at the head
 tap_wear_cost = 0.5             # [currency] per regulator tap operation
@@ -125,6 +126,7 @@ class DispatchConfig:
     key_id: str | None = None
     follow_tolerance_pct: float = 10.0
     refine_passes: int = 1
+    import_limit_kw: float | None = None  # the head's import capacity [kW]: central/report/adequacy.py
 
     @property
     def inverters(self) -> list[tuple[str, InverterSpec]]:
@@ -142,6 +144,7 @@ class DispatchConfig:
 _TOP = {"network", "feeder", "interval_s", "horizon_intervals", "monitor", "v_min_pu", "v_max_pu", "margin_pu",
         "reverse_power_kw", "price", "price_file", "loss_cost", "tap_wear_cost", "cap_wear_cost", "cvr_factor",
         "expiry_margin_s", "key_id", "follow_tolerance_pct", "refine_passes", "sites"}  # fmt: skip
+_TOP = _TOP | {"import_limit_kw"}  # the head's import capacity, read by central/report (docs/report.md)
 
 
 def _name(c: Checker, t: Mapping[str, Any], where: str, key: str, default: Any = None) -> str | None:
@@ -236,6 +239,7 @@ def parse_dispatch(c: Checker, raw: Mapping[str, Any]) -> DispatchConfig | None:
     v_max = c.get(raw, w, "v_max_pu", "number", RANGE_A_PU[1], lo=1.0, hi=1.2)
     margin = c.get(raw, w, "margin_pu", "number", 0.01, lo=0, hi=0.05)
     reverse = c.get(raw, w, "reverse_power_kw", "number", None, lo=0, hi=1e7)
+    import_limit = c.get(raw, w, "import_limit_kw", "number", None, lo=0.001, hi=1e7)
     price = c.get(raw, w, "price", "number", None, lo=-100, hi=100)
     price_file = c.path(c.get(raw, w, "price_file", "string", None))
     if ("price" in raw) == ("price_file" in raw):
@@ -292,4 +296,5 @@ def parse_dispatch(c: Checker, raw: Mapping[str, Any]) -> DispatchConfig | None:
                           loss_cost=float(costs["loss_cost"]), tap_wear_cost=float(costs["tap_wear_cost"]),
                           cap_wear_cost=float(costs["cap_wear_cost"]), cvr_factor=float(cvr),
                           expiry_margin_s=float(margin_s), key_id=key_id, follow_tolerance_pct=float(tol),
-                          refine_passes=passes)  # fmt: skip
+                          refine_passes=passes,
+                          import_limit_kw=None if import_limit is None else float(import_limit))  # fmt: skip

@@ -8,7 +8,8 @@ The ``forecasts`` table (written by central's forecasting)::
 
 Each dispatch interval takes, per kind, the p50 of the latest issued forecast row (issued at or before now)
 whose [start, end_ts) covers the interval's start; at equal issue times an intraday row wins over a day-ahead
-one. A forecast CSV has the header ``start,load_kw,load_kvar,pv_kw`` (feeder totals; ``start`` in epoch seconds
+one. The rows come through the store's interface (``Store.forecasts_covering``, SQLite or PostgreSQL); the
+choice among them is made here, once for both. A forecast CSV has the header ``start,load_kw,load_kvar,pv_kw`` (feeder totals; ``start`` in epoch seconds
 or ISO-8601 UTC), one row per dispatch interval. A price CSV has the header ``start,price`` [currency/kWh]: each
 price holds from its start until the next row's.
 """
@@ -24,6 +25,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
+from central.store import CentralStoreError, Store
 
 FORECAST_KINDS = {"load_p": "kW", "load_q": "kvar", "pv": "kW"}
 FORECAST_CSV = ("start", "load_kw", "load_kvar", "pv_kw")
@@ -123,28 +126,27 @@ def forecast_csv(path: Path, starts: np.ndarray) -> Forecast:
     return Forecast(starts, arr[:, 0], arr[:, 1], arr[:, 2], str(path))
 
 
-def forecast_db(db: sqlite3.Connection, feeder: str, starts: np.ndarray, interval_s: int, now: float) -> Forecast:
-    """The latest forecasts issued at or before ``now`` for ``feeder`` over ``starts`` (p50)."""
+def forecast_db(store: Store, feeder: str, starts: np.ndarray, interval_s: int, now: float) -> Forecast:
+    """The latest forecasts issued at or before ``now`` for ``feeder`` over ``starts`` (p50), read from central's
+    store (SQLite or PostgreSQL: ``Store.forecasts_covering``); the selection is made here, the same on both."""
     t0, t1 = int(starts[0]), int(starts[-1]) + interval_s
     try:
-        rows = db.execute(
-            "SELECT kind, horizon, issued, start, end_ts, p50, unit FROM forecasts WHERE feeder = ? AND issued <= ? "
-            "AND end_ts > ? AND start < ? ORDER BY issued, horizon = 'intraday'",
-            (feeder, int(now), t0, t1),
-        ).fetchall()
-    except sqlite3.OperationalError as err:
-        raise InputError(f"central's store: no forecasts to read ({err}); run the forecast first or give "
-                         "--forecast FILE") from None  # fmt: skip
+        rows = store.forecasts_covering(feeder, t0, t1, int(now))
+    except (CentralStoreError, sqlite3.Error) as err:
+        raise InputError(f"central's store {store.path}: cannot read the forecasts ({err})") from None
+    # later issues overwrite earlier ones; at equal issue times intraday comes after day-ahead and wins
+    rows.sort(key=lambda r: (r["issued"], r["horizon"] == "intraday", r["start"]))
     out = {k: np.full(len(starts), np.nan) for k in FORECAST_KINDS}
-    for kind, _hz, _issued, start, end, p50, unit in rows:
+    for r in rows:
+        kind, p50, unit = r["kind"], r["p50"], r["unit"]
         if kind not in out or p50 is None:
             continue
         if unit != FORECAST_KINDS[kind]:
             raise InputError(
                 f"forecasts: feeder {feeder} kind {kind} in {unit!r}; dispatch reads {FORECAST_KINDS[kind]}"
             )
-        mask = (starts >= start) & (starts < end)
-        out[kind][mask] = float(p50)  # later issues come later in the ORDER BY and overwrite
+        mask = (starts >= r["start"]) & (starts < r["end_ts"])
+        out[kind][mask] = float(p50)
     for kind, arr in out.items():
         gap = np.flatnonzero(np.isnan(arr))
         if gap.size:

@@ -22,7 +22,6 @@ version at every solve), so settlement's imbalance shows how well each site foll
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from central.commands import CommandIssuer, Outcome
 from central.config import CommandsConfig, SigningKey
 from central.dispatch.config import DispatchConfig
 from central.dispatch.plan import Step
+from central.settlement.db import SettlementDb
 from central.settlement.schedules import ScheduledInterval, store_schedule
 from protocols.eventlog import EventLog
 
@@ -113,7 +113,7 @@ def scheduled_energy(cfg: DispatchConfig, steps: Sequence[Step]) -> list[Schedul
     return out
 
 
-def write_schedules(db: sqlite3.Connection, cfg: DispatchConfig, steps: Sequence[Step], now: float) -> int:
+def write_schedules(db: SettlementDb, cfg: DispatchConfig, steps: Sequence[Step], now: float) -> int:
     rows = scheduled_energy(cfg, steps)
     return store_schedule(db, rows, SOURCE, now) if rows else 0
 

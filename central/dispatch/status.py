@@ -16,7 +16,6 @@ interval was off. Otherwise it is reported as not following, with why, and the e
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -25,8 +24,9 @@ import numpy as np
 from central.commands import Outcome, outcomes
 from central.dispatch.config import DispatchConfig
 from central.settlement.data import load_rows
+from central.settlement.db import SettlementDb
 from central.settlement.schedules import scheduled
-from central.store import Store
+from central.store import CentralStoreError, Store
 from protocols.eventlog import EventLog
 
 log = EventLog("central.dispatch")
@@ -90,13 +90,13 @@ def _command_counts(site: str, found: Sequence[Outcome], key_id: str, since: flo
     return {"applied": applied, "refused": refused, "expired": expired, "waiting": waiting, "reasons": tuple(reasons)}
 
 
-def _metered_off(db: sqlite3.Connection, cfg: DispatchConfig, site: str, since: float, now: float) -> tuple[int, int]:
+def _metered_off(db: SettlementDb, cfg: DispatchConfig, site: str, since: float, now: float) -> tuple[int, int]:
     spec = next(s for s in cfg.sites if s.site == site)
     compared = off = 0
     for m in spec.meters:
         try:
             rows = [r for r in load_rows(db, int(since), int(now), site, m.meter) if r[6] == m.channel]
-        except sqlite3.OperationalError:
+        except CentralStoreError:
             return 0, 0
         rows = [r for r in rows if r[8] is not None and r[5] <= now]
         if not rows:
@@ -112,7 +112,7 @@ def _metered_off(db: sqlite3.Connection, cfg: DispatchConfig, site: str, since: 
     return compared, off
 
 
-def following(cfg: DispatchConfig, store: Store, db: sqlite3.Connection | None, key_id: str, now: float,
+def following(cfg: DispatchConfig, store: Store, db: SettlementDb | None, key_id: str, now: float,
               window_s: float = 3600.0, *, metered_now: float | None = None,
               metered_window_s: float | None = None) -> list[SiteFollowing]:  # fmt: skip
     """Each dispatched site's record over ``[now - window_s, now]``; logs ``dispatch_site_not_following``. The

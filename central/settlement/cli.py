@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sqlite3
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,13 +21,15 @@ from typing import Any
 import numpy as np
 
 from central.config import CentralConfig
-from central.settlement.data import connect, load_rows
+from central.settlement.data import load_rows
+from central.settlement.db import SettlementDb, open_settlement_db
 from central.settlement.nem12 import write_nem12
 from central.settlement.reconcile import LossesError
 from central.settlement.report import write_report
 from central.settlement.runs import RUN_KINDS, RunResult, SettlementError, settle
 from central.settlement.schedules import ScheduleError, parse_csv, store_schedule
 from central.settlement.vee import CHECKS
+from central.store import CentralStoreError
 from protocols.telemetry.schema import valid_site
 
 
@@ -75,31 +78,63 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class Refused(ValueError):
+    """A command's bad argument or configuration: its text is printed and the command exits 2."""
+
+
+def _run(body: Callable[[argparse.Namespace, CentralConfig], int], args: argparse.Namespace,
+         config: CentralConfig) -> int:  # fmt: skip
+    """Every settlement command's frame: one line on stderr and exit 2 for a refused argument, 3 when the store
+    failed (opening it, reading or writing: the line names the store)."""
+    try:
+        return body(args, config)
+    except Refused as err:
+        print(err, file=sys.stderr)
+        return 2
+    except CentralStoreError as err:
+        print(err, file=sys.stderr)
+        return 3
+
+
+@contextmanager
+def _store(config: CentralConfig) -> Iterator[SettlementDb]:
+    """Settlement's access to central's store, SQLite or PostgreSQL (``[store]``), closed after."""
+    db = open_settlement_db(config.store_target)
+    try:
+        yield db
+    finally:
+        db.close()
+
+
 def _period(args: argparse.Namespace) -> tuple[int, int]:
-    t0, t1 = parse_time(args.t_from, "--from"), parse_time(args.t_to, "--to")
+    """``--from`` and ``--to`` as epoch seconds; Refused naming the flag."""
+    try:
+        t0, t1 = parse_time(args.t_from, "--from"), parse_time(args.t_to, "--to")
+    except ValueError as err:
+        raise Refused(str(err)) from None
     if t1 <= t0:
-        raise ValueError(f"--to = {args.t_to!r}: must be after --from = {args.t_from!r}")
+        raise Refused(f"--to = {args.t_to!r}: must be after --from = {args.t_from!r}")
     return t0, t1
 
 
 def intervals_command(args: argparse.Namespace, config: CentralConfig) -> int:
+    return _run(_intervals, args, config)
+
+
+def settle_command(args: argparse.Namespace, config: CentralConfig) -> int:
+    return _run(_settle, args, config)
+
+
+def schedule_command(args: argparse.Namespace, config: CentralConfig) -> int:
+    return _run(_schedule, args, config)
+
+
+def _intervals(args: argparse.Namespace, config: CentralConfig) -> int:
     if not valid_site(args.site):
-        print(f"--site = {args.site!r}: 1-64 letters, digits, '_', '.', '-'", file=sys.stderr)
-        return 2
-    try:
-        t0, t1 = _period(args)
-    except ValueError as err:
-        print(err, file=sys.stderr)
-        return 2
-    try:
-        db = connect(config.db_path)
-        try:
-            rows = load_rows(db, t0, t1, args.site, args.meter)
-        finally:
-            db.close()
-    except sqlite3.Error as err:
-        print(f"cannot read central store {config.db_path}: {err}", file=sys.stderr)
-        return 3
+        raise Refused(f"--site = {args.site!r}: 1-64 letters, digits, '_', '.', '-'")
+    t0, t1 = _period(args)
+    with _store(config) as db:
+        rows = load_rows(db, t0, t1, args.site, args.meter)
     names = ("site", "meter", "register", "start", "version", "end", "channel", "unit", "value", "quality", "method",
              "flags")  # fmt: skip
     out = [dict(zip(names, r[:12], strict=True)) for r in rows]
@@ -160,54 +195,31 @@ def write_run(out: Path, run: RunResult, config: CentralConfig) -> dict[str, Pat
     return files
 
 
-def schedule_command(args: argparse.Namespace, config: CentralConfig) -> int:
+def _schedule(args: argparse.Namespace, config: CentralConfig) -> int:
     path = Path(args.file)
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
-        print(f"--file = {args.file!r}: cannot read it: {err}", file=sys.stderr)
-        return 2
+        raise Refused(f"--file = {args.file!r}: cannot read it: {err}") from None
     try:
         rows = parse_csv(text, parse_time)
     except ScheduleError as err:
-        print(f"--file = {args.file!r}: {err}; nothing stored", file=sys.stderr)
-        return 2
-    try:
-        db = connect(config.db_path)
-        try:
-            n = store_schedule(db, rows, args.source or f"csv:{path.name}", time.time())
-        finally:
-            db.close()
-    except sqlite3.Error as err:
-        print(f"cannot store the schedule in central store {config.db_path}: {err}", file=sys.stderr)
-        return 3
+        raise Refused(f"--file = {args.file!r}: {err}; nothing stored") from None
+    with _store(config) as db:
+        n = store_schedule(db, rows, args.source or f"csv:{path.name}", time.time())
     sites = sorted({r.site for r in rows})
     print(f"schedule: {n} intervals stored for {len({(r.site, r.meter) for r in rows})} meters at {', '.join(sites)}, "
           f"{_iso(min(r.start for r in rows))} to {_iso(max(r.end for r in rows))}")  # fmt: skip
     return 0
 
 
-def settle_command(args: argparse.Namespace, config: CentralConfig) -> int:
-    try:
-        t0, t1 = _period(args)
-    except ValueError as err:
-        print(err, file=sys.stderr)
-        return 2
-    try:
-        db = connect(config.db_path)
-    except sqlite3.Error as err:
-        print(f"cannot open central store {config.db_path}: {err}", file=sys.stderr)
-        return 3
-    try:
-        run = settle(db, config.settlement, t0, t1, args.run, time.time())
-    except (SettlementError, LossesError) as err:
-        print(f"gridedge central settle: {err}", file=sys.stderr)
-        return 2
-    except sqlite3.Error as err:
-        print(f"cannot settle in central store {config.db_path}: {err}", file=sys.stderr)
-        return 3
-    finally:
-        db.close()
+def _settle(args: argparse.Namespace, config: CentralConfig) -> int:
+    t0, t1 = _period(args)
+    with _store(config) as db:
+        try:
+            run = settle(db, config.settlement, t0, t1, args.run, time.time())
+        except (SettlementError, LossesError) as err:
+            raise Refused(f"gridedge central settle: {err}") from None
     try:
         files = write_run(Path(args.out), run, config)
     except OSError as err:

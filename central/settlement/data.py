@@ -1,21 +1,19 @@
 """The latest version of each interval, out of central's ``intervals`` table onto grids of whole UTC days.
 
 One ``Grid`` per (site, meter, register): days x slots numpy arrays, NaN where no value exists. The latest version
-of each interval is what counts: SQLite's ``MAX()`` with bare columns takes the other columns from the row that
-holds the maximum (documented SQLite behaviour for a single ``MAX`` aggregate), so one indexed scan does it.
+of each interval is what counts; the store's side of central/settlement/db.py streams it in one ordered query.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from itertools import groupby
 from operator import itemgetter
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from central.settlement.db import SettlementDb
 from central.settlement.vee import SKIP_SUM_FLAGS, read_scale
 
 DAY_S = 86_400
@@ -66,13 +64,6 @@ class Grid:
         return self.day0 + np.arange(self.days * self.slots, dtype=np.int64).reshape(self.days, -1) * self.length_s
 
 
-_SQL = (
-    "SELECT site, meter, register, start, MAX(version), end_ts, channel, unit, value, quality, method, flags, "
-    "reg_start, reg_end, read_min, read_max, meter_id, read_scale FROM intervals WHERE start >= ? AND start < ? {where} "
-    "GROUP BY site, meter, register, start ORDER BY site, meter, register, start"
-)
-
-
 def day_floor(t: float) -> int:
     return int(t // DAY_S) * DAY_S
 
@@ -81,23 +72,13 @@ def day_ceil(t: float) -> int:
     return -int(-t // DAY_S) * DAY_S
 
 
-def _query(db: sqlite3.Connection, t0: int, t1: int, site: str | None, meter: str | None) -> sqlite3.Cursor:
-    where, args = "", [t0, t1]
-    if site is not None:
-        where += " AND site = ?"
-        args.append(site)
-    if meter is not None:
-        where += " AND meter = ?"
-        args.append(meter)
-    return db.execute(_SQL.format(where=where), args)
+def load_rows(db: SettlementDb, t0: int, t1: int, site: str | None = None, meter: str | None = None) -> list[Any]:
+    """The latest version of every interval starting in [t0, t1), ordered by site, meter, register, start
+    (central/settlement/db.py LATEST_COLUMNS)."""
+    return list(db.latest_intervals(t0, t1, site, meter))
 
 
-def load_rows(db: sqlite3.Connection, t0: int, t1: int, site: str | None = None, meter: str | None = None) -> list[Any]:
-    """The latest version of every interval starting in [t0, t1), ordered by site, meter, register, start."""
-    return _query(db, t0, t1, site, meter).fetchall()
-
-
-def load_grids(db: sqlite3.Connection, t0: int, t1: int, site: str | None = None) -> dict[Key, Grid]:
+def load_grids(db: SettlementDb, t0: int, t1: int, site: str | None = None) -> dict[Key, Grid]:
     """Every register with an interval in [t0, t1) on a grid of the whole days covering it (the latest versions).
 
     The rows are streamed and grouped one register at a time, so memory holds the grids, not every row's tuple
@@ -105,7 +86,7 @@ def load_grids(db: sqlite3.Connection, t0: int, t1: int, site: str | None = None
     """
     day0, day1 = day_floor(t0), day_ceil(t1)
     grids: dict[Key, Grid] = {}
-    for key, rows in groupby(_query(db, day0, day1, site, None), key=itemgetter(0, 1, 2)):
+    for key, rows in groupby(db.latest_intervals(day0, day1, site), key=itemgetter(0, 1, 2)):
         grids[key] = _grid(list(rows), day0, (day1 - day0) // DAY_S)
     return grids
 
@@ -139,14 +120,3 @@ def _grid(rows: list[Any], day0: int, days: int) -> Grid:
         read_min=put(cols[14], np.nan, float), read_max=put(cols[15], np.nan, float), skip_sum=skip, meter_id=meter_id,
         read_scale=read_scale,
     )  # fmt: skip
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection to central's db for settlement (WAL, busy timeout), with central's tables present."""
-    from central.store import SCHEMA, add_missing_columns
-
-    db = sqlite3.connect(path, isolation_level=None, timeout=30)
-    db.execute("PRAGMA journal_mode = WAL")
-    db.executescript(SCHEMA)
-    add_missing_columns(db)
-    return db

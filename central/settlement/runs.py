@@ -5,7 +5,7 @@ Runs are never changed once written: a second final run of the same period is ve
 A correction run stores only the intervals whose value, quality or method differ from the last final run covering
 its period (``delta`` = new - final), so what changed since the final settlement is a query, not a diff.
 
-Tables (``CREATE TABLE IF NOT EXISTS`` in central's db, beside the ingest's; central/store.py keeps the same rule):
+Tables (central's store, SQLite or PostgreSQL, through central/settlement/db.py):
 ``settlement_runs`` (run id, kind, version, created, period, parameters, base run, summary), ``settlement_values``
 and ``settlement_imbalance`` (metered against scheduled energy per interval where a schedule exists:
 central/settlement/schedules.py; on the values the run settled, all of its period, for every kind of run).
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,49 +22,12 @@ import numpy as np
 
 from central.settlement.config import Point, SettlementConfig
 from central.settlement.data import DAY_S, Grid, load_grids
+from central.settlement.db import SettlementDb
 from central.settlement.reconcile import FeederResult, losses_series, reconcile
 from central.settlement.schedules import Imbalance, imbalance
 from central.settlement.vee import CHECKS, run_vee
 
 RUN_KINDS = ("preliminary", "final", "correction")
-RUNS_SCHEMA = """
-CREATE TABLE IF NOT EXISTS settlement_runs (
-    run_id   INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind     TEXT NOT NULL,
-    version  INTEGER NOT NULL,
-    created  REAL NOT NULL,
-    t_from   INTEGER NOT NULL,
-    t_to     INTEGER NOT NULL,
-    params   TEXT NOT NULL,
-    base_run INTEGER,
-    summary  TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS settlement_values (
-    run_id   INTEGER NOT NULL,
-    site     TEXT NOT NULL,
-    meter    TEXT NOT NULL,
-    register TEXT NOT NULL,
-    start    INTEGER NOT NULL,
-    value    REAL,
-    quality  TEXT NOT NULL,
-    method   INTEGER,
-    failed   INTEGER NOT NULL,
-    version  INTEGER NOT NULL,
-    delta    REAL,
-    PRIMARY KEY (run_id, site, meter, register, start)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS settlement_imbalance (
-    run_id    INTEGER NOT NULL,
-    site      TEXT NOT NULL,
-    meter     TEXT NOT NULL,
-    register  TEXT NOT NULL,
-    start     INTEGER NOT NULL,
-    scheduled REAL NOT NULL,
-    metered   REAL,
-    imbalance REAL,
-    PRIMARY KEY (run_id, site, meter, register, start)
-) WITHOUT ROWID;
-"""
 
 
 class SettlementError(Exception):
@@ -152,7 +114,7 @@ def _feeder(cfg: SettlementConfig, f, regs: dict[Point, RegisterResult], t_from:
 
 
 def compute(
-    db: sqlite3.Connection, cfg: SettlementConfig, t_from: int, t_to: int
+    db: SettlementDb, cfg: SettlementConfig, t_from: int, t_to: int
 ) -> tuple[list[RegisterResult], list[FeederResult]]:
     """VEE for every register with an interval in [t_from, t_to) (like days read from the weeks before), then the
     feeders' reconciliation. Reads only; nothing is stored."""
@@ -185,11 +147,10 @@ def _summary(regs: list[RegisterResult], feeders: list[FeederResult]) -> dict[st
     }  # fmt: skip
 
 
-def settle(db: sqlite3.Connection, cfg: SettlementConfig, t_from: int, t_to: int, kind: str, now: float) -> RunResult:
+def settle(db: SettlementDb, cfg: SettlementConfig, t_from: int, t_to: int, kind: str, now: float) -> RunResult:
     """Compute and store one run (module docstring); returns it with its id."""
     if kind not in RUN_KINDS:
         raise SettlementError(f"run kind {kind!r}: one of {', '.join(RUN_KINDS)}")
-    db.executescript(RUNS_SCHEMA)
     regs, feeders = compute(db, cfg, t_from, t_to)
     imbalances = imbalance(db, regs)
     base_run = None
@@ -198,43 +159,25 @@ def settle(db: sqlite3.Connection, cfg: SettlementConfig, t_from: int, t_to: int
     summary = _summary(regs, feeders) | {"imbalance": [i.summary() for i in imbalances]}
     params = {"vee": {k: v for k, v in dataclasses.asdict(cfg.vee).items()}, "tolerance_pct": cfg.tolerance_pct,
               "feeders": [f.name for f in cfg.feeders]}  # fmt: skip
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        (version,) = db.execute(
-            "SELECT COUNT(*) + 1 FROM settlement_runs WHERE kind = ? AND t_from = ? AND t_to = ?", (kind, t_from, t_to)
-        ).fetchone()
+    with db.transaction():  # one writer at a time: the version is the count of the runs before it, plus one
+        version = db.run_count(kind, t_from, t_to) + 1
         summary = {"kind": kind, "version": version, "from": t_from, "to": t_to, "base_run": base_run, **summary}
-        cur = db.execute(
-            "INSERT INTO settlement_runs (kind, version, created, t_from, t_to, params, base_run, summary) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (kind, version, now, t_from, t_to, json.dumps(params), base_run, json.dumps(summary)),
-        )
-        run_id = int(cur.lastrowid or 0)
+        run_id = db.insert_run((kind, version, now, t_from, t_to, json.dumps(params), base_run, json.dumps(summary)))
         summary["run_id"] = run_id
-        db.execute("UPDATE settlement_runs SET summary = ? WHERE run_id = ?", (json.dumps(summary), run_id))
+        db.set_run_summary(run_id, json.dumps(summary))
         for r in regs:
+            n = r.starts.size
             delta = r.delta if r.delta is not None else np.full(r.starts.shape, np.nan)
-            db.executemany(
-                "INSERT INTO settlement_values (run_id, site, meter, register, start, value, quality, method, failed, "
-                "version, delta) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                zip([run_id] * r.starts.size, [r.site] * r.starts.size, [r.meter] * r.starts.size,
-                    [r.register] * r.starts.size, r.starts.tolist(), _nulls(r.value), r.quality.tolist(),
-                    [m or None for m in r.method.tolist()], r.failed.tolist(), r.version.tolist(), _nulls(delta),
-                    strict=True),
-            )  # fmt: skip
+            db.insert("settlement_values", zip(
+                [run_id] * n, [r.site] * n, [r.meter] * n, [r.register] * n, r.starts.tolist(), _nulls(r.value),
+                r.quality.tolist(), [m or None for m in r.method.tolist()], r.failed.tolist(), r.version.tolist(),
+                _nulls(delta), strict=True))  # fmt: skip
         for i in imbalances:
             has = ~np.isnan(i.scheduled)
-            db.executemany(
-                "INSERT INTO settlement_imbalance (run_id, site, meter, register, start, scheduled, metered, "
-                "imbalance) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                zip([run_id] * int(has.sum()), [i.site] * int(has.sum()), [i.meter] * int(has.sum()),
-                    [i.register] * int(has.sum()), i.starts[has].tolist(), i.scheduled[has].tolist(),
-                    _nulls(i.metered[has]), _nulls(i.imbalance[has]), strict=True),
-            )  # fmt: skip
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+            n = int(has.sum())
+            db.insert("settlement_imbalance", zip(
+                [run_id] * n, [i.site] * n, [i.meter] * n, [i.register] * n, i.starts[has].tolist(),
+                i.scheduled[has].tolist(), _nulls(i.metered[has]), _nulls(i.imbalance[has]), strict=True))  # fmt: skip
     return RunResult(run_id, kind, version, now, t_from, t_to, base_run, regs, feeders, summary, imbalances)
 
 
@@ -242,22 +185,14 @@ def _nulls(a: np.ndarray) -> list[float | None]:
     return [None if v != v else v for v in a.tolist()]
 
 
-def _deltas(db: sqlite3.Connection, regs: list[RegisterResult], t_from: int, t_to: int):
+def _deltas(db: SettlementDb, regs: list[RegisterResult], t_from: int, t_to: int):
     """The last final run covering [t_from, t_to), and only the intervals that differ from it."""
-    row = db.execute(
-        "SELECT run_id FROM settlement_runs WHERE kind = 'final' AND t_from <= ? AND t_to >= ? ORDER BY run_id DESC",
-        (t_from, t_to),
-    ).fetchone()
-    if row is None:
+    base = db.last_final_run(t_from, t_to)
+    if base is None:
         raise SettlementError(f"no final run covers [{t_from}, {t_to}): a correction is made against a final run")
-    base = int(row[0])
     out: list[RegisterResult] = []
     for r in regs:
-        old = dict(
-            ((s, (v, q, m or 0)) for s, v, q, m in db.execute(
-                "SELECT start, value, quality, method FROM settlement_values WHERE run_id = ? AND site = ? AND "
-                "meter = ? AND register = ? AND start >= ? AND start < ?", (base, *r.key, t_from, t_to)))
-        )  # fmt: skip
+        old = {s: (v, q, m or 0) for s, v, q, m in db.run_values(base, r.key, t_from, t_to)}
         keep = np.zeros(r.starts.size, dtype=bool)
         delta = np.full(r.starts.size, np.nan)
         for i, (s, v, q, m) in enumerate(zip(r.starts.tolist(), r.value.tolist(), r.quality.tolist(),

@@ -10,7 +10,8 @@ Imbalance = metered - scheduled [kWh or kvarh], per interval where both exist, o
 VEE): positive when more energy flowed in the channel's direction than scheduled. An interval scheduled but
 without a metered value counts as ``unmetered``, not as zero.
 
-Table ``schedules`` (site, meter, channel, start, version, end_ts, energy, source, imported) in central's db.
+Table ``schedules`` (site, meter, channel, start, version, end_ts, energy, source, imported) in central's store
+(SQLite or PostgreSQL, through central/settlement/db.py).
 """
 
 from __future__ import annotations
@@ -18,30 +19,16 @@ from __future__ import annotations
 import csv
 import io
 import math
-import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from central.settlement.db import SettlementDb
 from protocols.telemetry.intervals import CHANNELS, INTERVAL_LENGTHS_S
 from protocols.telemetry.schema import valid_site
 
-SCHEDULES_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schedules (
-    site     TEXT NOT NULL,
-    meter    TEXT NOT NULL,
-    channel  TEXT NOT NULL,
-    start    INTEGER NOT NULL,
-    version  INTEGER NOT NULL,
-    end_ts   INTEGER NOT NULL,
-    energy   REAL NOT NULL,
-    source   TEXT NOT NULL,
-    imported REAL NOT NULL,
-    PRIMARY KEY (site, meter, channel, start, version)
-) WITHOUT ROWID;
-"""
 CSV_COLUMNS = ("site", "meter", "channel", "start", "end", "energy")
 MAX_ROWS = 5_000_000  # one import; a month of 15-minute intervals for 1,700 meters
 
@@ -119,49 +106,27 @@ def _row(row: Sequence[str], parse_time: Any) -> ScheduledInterval:
     return ScheduledInterval(site, meter, channel, start, end, energy)
 
 
-def store_schedule(db: sqlite3.Connection, rows: Iterable[ScheduledInterval], source: str, now: float) -> int:
+def store_schedule(db: SettlementDb, rows: Iterable[ScheduledInterval], source: str, now: float) -> int:
     """Store ``rows`` as the next version of each interval they name, in ONE transaction; returns the rows stored."""
     rows = list(rows)
-    db.executescript(SCHEDULES_SCHEMA)
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        latest = {
-            (s, m, c, t): v
-            for s, m, c, t, v in db.execute(
-                "SELECT site, meter, channel, start, MAX(version) FROM schedules GROUP BY site, meter, channel, start"
-            )
-        }
-        db.executemany(
-            "INSERT INTO schedules (site, meter, channel, start, version, end_ts, energy, source, imported) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                (r.site, r.meter, r.channel, r.start, latest.get((r.site, r.meter, r.channel, r.start), 0) + 1,
-                 r.end, r.energy, source, now)
-                for r in rows
-            ],
-        )  # fmt: skip
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
+    with db.transaction():  # one writer at a time: the versions read here are still the latest at the commit
+        latest = db.schedule_versions()
+        db.insert("schedules", [
+            (r.site, r.meter, r.channel, r.start, latest.get((r.site, r.meter, r.channel, r.start), 0) + 1, r.end,
+             r.energy, source, now)
+            for r in rows
+        ])  # fmt: skip
     return len(rows)
 
 
-def scheduled(db: sqlite3.Connection, site: str, meter: str, channel: str, starts: np.ndarray) -> np.ndarray:
+def scheduled(db: SettlementDb, site: str, meter: str, channel: str, starts: np.ndarray) -> np.ndarray:
     """The latest scheduled energy at each of ``starts`` (NaN where none)."""
     out = np.full(starts.shape, np.nan)
     if not starts.size:
         return out
-    db.executescript(SCHEDULES_SCHEMA)
-    t0, t1 = int(starts.min()), int(starts.max())
-    rows = db.execute(
-        "SELECT start, energy FROM schedules s WHERE site = ? AND meter = ? AND channel = ? AND start BETWEEN ? AND ? "
-        "AND version = (SELECT MAX(version) FROM schedules WHERE site = s.site AND meter = s.meter AND "
-        "channel = s.channel AND start = s.start)",
-        (site, meter, channel, t0, t1),
-    ).fetchall()
+    rows = db.scheduled(site, meter, channel, int(starts.min()), int(starts.max()))
     if rows:
-        at = {int(s): float(e) for s, e in rows}
+        at = dict(rows)
         out[:] = [at.get(s, math.nan) for s in starts.tolist()]
     return out
 
@@ -195,9 +160,8 @@ class Imbalance:
         }  # fmt: skip
 
 
-def imbalance(db: sqlite3.Connection, registers: Iterable[Any]) -> list[Imbalance]:
+def imbalance(db: SettlementDb, registers: Iterable[Any]) -> list[Imbalance]:
     """Every register of a run (central/settlement/runs.py RegisterResult) that has a schedule in its intervals."""
-    db.executescript(SCHEDULES_SCHEMA)
     out = []
     for r in registers:
         sched = scheduled(db, r.site, r.meter, r.channel, r.starts)

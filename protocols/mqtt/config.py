@@ -29,8 +29,12 @@ BROKER_URL_ALLOWED: Final = "must be a URL mqtt://host[:port] or mqtts://host[:p
 BROKER_PORT_ALLOWED: Final = "the port must be 1..65535"
 #: The keys every broker section has, besides its URL key.
 BROKER_KEYS: Final = frozenset(
-    {"username", "password", "password_file", "ca_file", "cert_file", "key_file", "client_id", "keepalive_s"}
-)
+    {"username", "password", "password_file", "ca_file", "cert_file", "key_file", "client_id", "keepalive_s",
+     "mqtt_version"}
+)  # fmt: skip
+#: ``mqtt_version``: MQTT 5 by default; "3.1.1" for brokers that speak nothing else (NATS's MQTT listener,
+#: RabbitMQ before 3.13: docs/scale.md, "The broker tier").
+MQTT_VERSIONS: Final = {"5": 5, "3.1.1": 4}
 #: A conservative client id: any broker accepts it, and it can be used in topics, logs and file names.
 CLIENT_ID_RE: Final = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 CLIENT_ID_ALLOWED: Final = "1-64 characters of letters, digits, '_', '.', '-'"
@@ -66,6 +70,7 @@ class BrokerConfig:
     key_file: Path | None = None
     client_id: str = ""
     keepalive_s: int = 30
+    protocol: int = 5  # the protocol level sent in CONNECT: 5 (MQTT 5) or 4 (MQTT 3.1.1), from mqtt_version
 
     @property
     def url(self) -> str:
@@ -91,8 +96,6 @@ class BrokerConfig:
         extra: dict[str, Any] = {}
         if backoff_max_s is not None:
             extra["backoff_max_s"] = backoff_max_s
-        if protocol is not None:
-            extra["protocol"] = protocol
         return SessionConfig(
             host=self.host,
             port=self.port,
@@ -107,6 +110,7 @@ class BrokerConfig:
             will_topic=will_topic,
             will_payload=will_payload,
             will_retain=will_retain,
+            protocol=self.protocol if protocol is None else protocol,
             **extra,
         )
 
@@ -224,7 +228,12 @@ def parse_broker(
     if strict_client_id and cid is not None and not CLIENT_ID_RE.match(cid):
         c.fail(join_key(prefix, "client_id"), cid, CLIENT_ID_ALLOWED)
     keepalive = c.get(raw, prefix, "keepalive_s", "integer", 30, lo=5, hi=3600)
+    version = raw.get("mqtt_version", "5")
+    if type(version) is int:  # mqtt_version = 5 reads as well as "5"
+        version = str(version)
+    if version not in MQTT_VERSIONS:
+        c.fail(join_key(prefix, "mqtt_version"), raw.get("mqtt_version"), 'one of "5" (the default) or "3.1.1"')
     if len(c.issues) > start or parsed is None:
         return None
     return BrokerConfig(host=parsed.host, port=parsed.port, tls=parsed.tls, username=username, password=password,
-                        client_id=cid, keepalive_s=keepalive, **files)  # fmt: skip
+                        client_id=cid, keepalive_s=keepalive, protocol=MQTT_VERSIONS[str(version)], **files)  # fmt: skip

@@ -355,9 +355,15 @@ class MqttSession:
                 link.end(f"subscribe not sent: {mqtt.error_string(rc)}")
                 return
             try:
-                await asyncio.wait_for(self._expect_suback(link, mid), cfg.connect_timeout_s)
+                rcs = await asyncio.wait_for(self._expect_suback(link, mid), cfg.connect_timeout_s)
             except (TimeoutError, ConnectionLost) as err:
                 link.end(f"no SUBACK: {err or 'timeout'}")
+                return
+            if any(getattr(rc, "is_failure", False) for rc in rcs):
+                # A session without its subscriptions looks up and never receives (an agent without its acks
+                # resends for ever): end the link and try again after the back-off. A broker that refuses it
+                # for good (an ACL) shows as mqtt_subscription_refused at every attempt.
+                link.end("a subscription was refused")
                 return
         self.stats.connects += 1
         self.connected.set()
