@@ -240,8 +240,26 @@ class CommandIssuer:
 
         Raises CommandError before anything is recorded when the command is not valid, MqttError when the broker
         did not take it in time (the command stays recorded, ``sent_at`` empty)."""
-        assert self.session is not None
         timeout = self.config.result_timeout_s if timeout_s is None else timeout_s
+        command, fut, sent_at = await self._start(site, kind, target, body, key_id, timeout)
+        return await self._finish(command, fut, sent_at, timeout)
+
+    async def send_many(
+        self, items: Sequence[tuple[str, str, str, Mapping[str, Any]]], key_id: str | None = None, *,
+        timeout_s: float | None = None,
+    ) -> list[Outcome]:  # fmt: skip
+        """Several commands (site, kind, target, body) signed with one key: numbered and published one after the
+        other, so they reach a site in the order of their sequence numbers (a site refuses a sequence number below
+        one it took: ``old_sequence``), then their results awaited together."""
+        timeout = self.config.result_timeout_s if timeout_s is None else timeout_s
+        started = [await self._start(site, kind, target, body, key_id, timeout) for site, kind, target, body in items]
+        return list(await asyncio.gather(*(self._finish(c, f, s, timeout) for c, f, s in started)))
+
+    async def _start(self, site: str, kind: str, target: str, body: Mapping[str, Any] | None, key_id: str | None,
+                     timeout: float) -> tuple[Command, asyncio.Future[VerifiedResult], float]:  # fmt: skip
+        """Build, record and publish (TimeoutError when the broker did not take it within ``timeout``); the
+        future its result will complete, and when it was sent."""
+        assert self.session is not None
         self.watch(site)
         command, message = await asyncio.to_thread(self.build, site, kind, target, body, key_id)
         fut: asyncio.Future[VerifiedResult] = asyncio.get_running_loop().create_future()
@@ -249,13 +267,22 @@ class CommandIssuer:
         try:
             async with asyncio.timeout(timeout):
                 await self._publish(command, message)
-            sent_at = self._clock()
-            await asyncio.to_thread(self.store.command_sent, command.command_id, sent_at)
-            log.info("command_sent", site=site, command_id=command.command_id, kind=kind, target=target,
-                     key_id=command.key_id, seq=command.seq)  # fmt: skip
+        except BaseException:
+            self._waiting.pop(command.command_id, None)
+            raise
+        sent_at = self._clock()
+        await asyncio.to_thread(self.store.command_sent, command.command_id, sent_at)
+        log.info("command_sent", site=site, command_id=command.command_id, kind=kind, target=target,
+                 key_id=command.key_id, seq=command.seq)  # fmt: skip
+        return command, fut, sent_at
+
+    async def _finish(self, command: Command, fut: asyncio.Future[VerifiedResult], sent_at: float,
+                      timeout: float) -> Outcome:  # fmt: skip
+        try:
             outcome = await self._wait(command, fut, timeout, sent_at)
         finally:
             self._waiting.pop(command.command_id, None)
+        site = command.audience
         if outcome.status == "sent":
             log.warning("command_no_result", site=site, command_id=command.command_id, timeout_s=timeout)
         else:

@@ -173,3 +173,39 @@ def test_once_reads_the_forecasts_table_stores_the_schedule_and_records_unanswer
         assert 8.34 < run["cost"] <= run["cost_no_dispatch"] < 9.2 and now <= run["issued"] <= time.time()
     finally:
         store.close()
+
+
+@async_test
+async def test_a_round_of_several_commands_reaches_the_site_in_sequence_order(tmp_path: Path, broker) -> None:
+    """One interval of a site with several devices is several commands of one key: each is numbered, and a site
+    refuses a number below one it took (old_sequence), so they must reach it in the order of their numbers."""
+    from protocols.telemetry.commands import generate_key, private_pem, public_text, read_command, read_signed
+    from protocols.telemetry.schema import topic
+
+    keys = tmp_path / "agent" / "keys"
+    keys.mkdir(parents=True)
+    (keys / "dispatch-1.key").write_bytes(private_pem(generate_key()))
+    (keys / "agent.pub").write_text(public_text(generate_key().public_key()))
+    config = load_central_config(central_toml(tmp_path, broker.port))
+    store = open_store(config.store_target)
+    central = MqttSession(config.broker.session_config(client_id="central-order-test"))
+    site = MqttSession(config.broker.session_config(client_id="site-order-test"))
+    seqs: list[int] = []
+    site.subscribe(topic(SITE, "cmd"), 1, lambda _t, raw: seqs.append(read_command(read_signed(raw)).seq))
+    issuer = CommandIssuer(config.commands, store, central)
+    tasks = [asyncio.create_task(central.run()), asyncio.create_task(site.run())]
+    try:
+        await asyncio.wait_for(asyncio.gather(central.connected.wait(), site.connected.wait()), 10)
+        until_ts = time.time() + 600
+        items = [(SITE, "der.setpoint", f"pv{n}", {"p_limit_pct": 50.0, "until": until_ts}) for n in range(12)]
+        outs = await issuer.send_many(items, "dispatch-1", timeout_s=0.3)
+        await until(lambda: len(seqs) == 12, timeout=10)
+        assert [o.command.seq for o in outs] == list(range(1, 13))  # one per item, in the items' order
+        assert seqs == list(range(1, 13))  # and so on the wire
+        assert {o.status for o in outs} == {"sent"}  # nobody answers here
+    finally:
+        for t in tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        store.close()

@@ -136,8 +136,14 @@ async def test_sim_run_with_the_bdew_source_follows_the_histories_profiles(tmp_p
         # the bench's regulator holds its own taps and its cap bank decides alone: a voltage apart, CVR loads
         assert p_kw == pytest.approx(float(row["head_p_kw"]), rel=0.05)
         assert p_kw != pytest.approx(float(rows[0]["head_p_kw"]), rel=0.05)  # not any hour's: this one's
-        pv_pu = bench._bdew.values(datetime(2026, 6, 15, 16, tzinfo=UTC).timestamp())[1]
-        assert pv_pu * 3500 == pytest.approx(float(noon["pv_pv675_kw"]), abs=0.01)  # the inverters' available power
+        # the inverters' available power: a point at its interval's middle, where the history evaluated it, and an
+        # interval's mean on the bench is its point (half way to the next one at the interval's end)
+        at = datetime(2026, 6, 15, 16, 7, 30, tzinfo=UTC).timestamp()
+        pv_pu = bench._bdew.values(at)[1]
+        assert pv_pu * 3500 == pytest.approx(float(noon["pv_pv675_kw"]), abs=0.01)
+        after = next(r for r in rows if r["timestamp"] == "2026-06-15T16:15:00Z")
+        end = bench._bdew.values(at + 450)[1] * 3500
+        assert end == pytest.approx((float(noon["pv_pv675_kw"]) + float(after["pv_pv675_kw"])) / 2, abs=0.01)
     finally:
         await bench.stop()
 

@@ -23,6 +23,12 @@ def add_parsers(sub: Any) -> None:
     d.add_argument("--prices", default=None, help="a price CSV (start,price) instead of the config's price")
     d.add_argument("--now", default=None, help="the time to plan from (epoch s or ISO-8601 UTC; default: the clock, "
                    "or with --forecast and --dry-run its first start)")  # fmt: skip
+    d.add_argument("--clock-start", default=None, help="a scaled clock, as a bench site's agent [clock] start: the "
+                   "instant (epoch s or ISO-8601 UTC) it reads at --clock-wall-start (default: the wall clock)")  # fmt: skip
+    d.add_argument("--clock-wall-start", default=None, help="the wall instant at which the scaled clock reads "
+                   "--clock-start (default: when dispatch starts)")  # fmt: skip
+    d.add_argument("--clock-speed", type=float, default=None, help="the scaled clock's simulated seconds per wall "
+                   "second, as the agent's [clock] speed (default 1)")  # fmt: skip
     d.add_argument("--broker", help="override broker.url (mqtt://host:port)")
     d.add_argument("--timeout", type=float, default=None, help="seconds to wait for each command's result "
                    "(default commands.result_timeout_s)")  # fmt: skip

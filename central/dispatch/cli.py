@@ -28,6 +28,7 @@ import numpy as np
 
 from central.commands import CommandError, CommandIssuer, Outcome
 from central.config import CentralConfig
+from central.dispatch.clock import ClockError, DispatchClock, make_clock
 from central.dispatch.config import DispatchConfig
 from central.dispatch.inputs import (
     Forecast,
@@ -52,6 +53,17 @@ from protocols.mqtt.session import MqttSession
 
 log = EventLog("central.dispatch")
 EXIT_OK, EXIT_NOT_OK, EXIT_USAGE, EXIT_RUNTIME = 0, 1, 2, 3
+LEAD_WALL_S = 5.0  # the next interval is solved this long (wall) before it begins, at most a third of it early
+
+
+def _instant(text: str | None, where: str) -> float | None:
+    """Epoch seconds (fractions kept) or ISO-8601 UTC; None when absent."""
+    if text is None:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        return float(parse_time(text, where))
 
 
 def _iso(ts: float) -> str:
@@ -75,8 +87,10 @@ def dispatch_command(args: argparse.Namespace, config: CentralConfig) -> int:
         return _err("--dry-run and --once: give one (--dry-run sends nothing)")
     try:
         now = parse_time(args.now, "--now") if args.now is not None else None
+        clock = make_clock(args.clock_speed, _instant(args.clock_start, "--clock-start"),
+                           _instant(args.clock_wall_start, "--clock-wall-start"))  # fmt: skip
         model = network_for(cfg)
-    except (InputError, NetworkError) as err:
+    except (InputError, NetworkError, ClockError) as err:
         return _err(str(err))
     if args.dry_run:
         try:
@@ -95,7 +109,7 @@ def dispatch_command(args: argparse.Namespace, config: CentralConfig) -> int:
     except DispatchSendError as err:
         return _err(str(err))
     try:
-        return asyncio.run(_run(args, config, cfg, model, key.key_id, now))
+        return asyncio.run(_run(args, config, cfg, model, key.key_id, now, clock))
     except (InputError, NetworkError, CommandError, DispatchSendError) as err:
         return _err(str(err))
     except (CentralStoreError, sqlite3.Error, TimeoutError) as err:
@@ -179,7 +193,10 @@ def schedule_table(cfg: DispatchConfig, steps: Sequence[Step], sol: Solution, ba
 
 
 async def _run(args: argparse.Namespace, config: CentralConfig, cfg: DispatchConfig, model: NetworkModel,
-               key_id: str, now: float | None) -> int:  # fmt: skip
+               key_id: str, now: float | None, clock: DispatchClock | None = None) -> int:  # fmt: skip
+    """The running dispatch: one round now, then each interval solved a little before it begins (``LEAD_WALL_S``)
+    and sent when it begins, on ``clock`` (the wall clock, or a bench's scaled clock)."""
+    clock = clock or DispatchClock()
     store = open_store(config.store_target)
     db_path = config.store_target  # a SQLite file or a postgresql:// URL: what both seams open
     session = MqttSession(config.broker.session_config(client_id=f"{config.broker.client_id}-dispatch-{uuid.uuid4().hex[:8]}",
@@ -197,22 +214,27 @@ async def _run(args: argparse.Namespace, config: CentralConfig, cfg: DispatchCon
     try:
         await asyncio.wait_for(session.connected.wait(), max(timeout, 10.0))
         banks: dict[str, bool] = {}  # each bank where the last round left it, as far as central knows
+        send_at: float | None = None  # the first round sends at once
         while True:
-            outs = await dispatch_interval(cfg, config, model, args, issuer, db_path, key_id, now, timeout, banks)
+            plan_now = clock.now() if now is None else now
+            outs = await dispatch_interval(cfg, config, model, args, issuer, db_path, key_id, plan_now, timeout, banks,
+                                           send_at=send_at, clock=clock)  # fmt: skip
             bad = [o for o in outs if o.status != "applied"]
-            print(f"{_iso(time.time())} sent {len(outs)} command(s): {len(outs) - len(bad)} applied"
+            print(f"{_iso(clock.now())} sent {len(outs)} command(s): {len(outs) - len(bad)} applied"
                   + "".join(f"; {o.command.audience}/{o.command.target} {o.command.kind} {o.status}"
                             f"{' ' + o.reason if o.reason else ''}" for o in bad), flush=True)  # fmt: skip
-            rows = await asyncio.to_thread(_following, cfg, store, db_path, key_id, time.time(), args.window)
+            rows = await asyncio.to_thread(_following, cfg, store, db_path, key_id, clock, args.window)
             print(status_table(rows), flush=True)
             if args.once:
                 return EXIT_NOT_OK if bad else EXIT_OK
-            wait = current_start(time.time(), cfg.interval_s) + cfg.interval_s - time.time()
+            send_at = current_start(clock.now(), cfg.interval_s) + cfg.interval_s
+            lead = min(LEAD_WALL_S * clock.speed, cfg.interval_s / 3)
+            wait = clock.wall_seconds(send_at - lead - clock.now())
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), max(wait, 0.0) + 0.5)
+                await asyncio.wait_for(stop.wait(), max(wait, 0.0))
             if stop.is_set():
                 return EXIT_OK
-            now = None
+            now = send_at
     except InfeasibleError as err:
         log.error("dispatch_infeasible", reason=err)
         print(f"gridedge central dispatch: {err}", file=sys.stderr)
@@ -226,14 +248,19 @@ async def _run(args: argparse.Namespace, config: CentralConfig, cfg: DispatchCon
 
 async def dispatch_interval(cfg: DispatchConfig, config: CentralConfig, model: NetworkModel, args: argparse.Namespace,
                             issuer: CommandIssuer, db_path: str | Path, key_id: str, now: float | None,
-                            timeout_s: float, banks: dict[str, bool]) -> list[Outcome]:  # fmt: skip
-    """One round: solve from the current interval, store the horizon's scheduled energy, send the current
-    interval's commands. ``banks`` (each bank's state as the last round left it) is read and updated: a bank
-    moves only when its switch was applied."""
+                            timeout_s: float, banks: dict[str, bool], *, send_at: float | None = None,
+                            clock: DispatchClock | None = None) -> list[Outcome]:  # fmt: skip
+    """One round: solve from the interval ``now`` is in, store the horizon's scheduled energy and the round's
+    record, send that interval's commands (when ``clock`` reads ``send_at``, when given: the interval solved
+    ahead goes out as it begins). ``banks`` (each bank's state as the last round left it) is read and updated: a
+    bank moves only when its switch was applied."""
+    clock = clock or DispatchClock()
     steps, sol, base = await asyncio.to_thread(plan_once, cfg, config, model, args, now, dict(banks) or None)
     first = [s for s in steps if s.start == steps[0].start]
-    await asyncio.to_thread(_write_schedules, db_path, cfg, steps)
+    await asyncio.to_thread(_write_schedules, db_path, cfg, steps, clock.now())
     await asyncio.to_thread(record_run, db_path, run_of(cfg, sol, base, time.time()))
+    if send_at is not None:
+        await asyncio.sleep(max(0.0, clock.wall_seconds(send_at - clock.now())))
     outs = await send_step(issuer, first, cfg.expiry_margin_s, key_id, timeout_s)
     for s in first:
         banks.update(s.cap_before)
@@ -250,19 +277,22 @@ def run_of(cfg: DispatchConfig, sol: Solution, base: Solution, now: float) -> Di
                        float(base.cost.sum()), float(sol.cost[0]), float(base.cost[0]))  # fmt: skip
 
 
-def _write_schedules(db_path: str | Path, cfg: DispatchConfig, steps: Sequence[Step]) -> int:
+def _write_schedules(db_path: str | Path, cfg: DispatchConfig, steps: Sequence[Step], now: float) -> int:
     db = open_settlement_db(db_path)  # a connection of the worker thread's own
     try:
-        return write_schedules(db, cfg, steps, time.time())
+        return write_schedules(db, cfg, steps, now)
     finally:
         db.close()
 
 
-def _following(cfg: DispatchConfig, store: Store, db_path: str | Path, key_id: str, now: float,
+def _following(cfg: DispatchConfig, store: Store, db_path: str | Path, key_id: str, clock: DispatchClock,
                window_s: float) -> list[SiteFollowing]:  # fmt: skip
+    """The status over the last ``window_s`` of ``clock``: the commands' windows are on the wall clock (the
+    window scaled to it), the metered intervals on ``clock``."""
     db = open_settlement_db(db_path)
     try:
-        return following(cfg, store, db, key_id, now, window_s)
+        return following(cfg, store, db, key_id, time.time(), clock.wall_seconds(window_s),
+                         metered_now=clock.now(), metered_window_s=window_s)  # fmt: skip
     finally:
         db.close()
 

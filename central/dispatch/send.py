@@ -22,7 +22,6 @@ version at every solve), so settlement's imbalance shows how well each site foll
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -84,12 +83,13 @@ def commands_for(step: Step, margin_s: float) -> list[PlannedCommand]:
 
 async def send_step(issuer: CommandIssuer, steps: Sequence[Step], margin_s: float, key_id: str,
                     timeout_s: float) -> list[Outcome]:  # fmt: skip
-    """Sign, record and send every command of ``steps`` at once; each site's results are awaited together."""
+    """Sign, record and send every command of ``steps``, one after the other; their results are awaited
+    together."""
     planned = [c for s in steps for c in commands_for(s, margin_s)]
     for c in planned:  # all checked before the first is numbered or sent
         issuer.check(c.site, c.kind, c.target, c.body, key_id)
-    outs = await asyncio.gather(*(issuer.send(c.site, c.kind, c.target, c.body, key_id, timeout_s=timeout_s)
-                                  for c in planned))  # fmt: skip
+    # numbered and published in order (a site refuses a sequence number below one it took), awaited together
+    outs = await issuer.send_many([(c.site, c.kind, c.target, c.body) for c in planned], key_id, timeout_s=timeout_s)
     for o in outs:
         if o.status != "applied":
             log.warning("dispatch_command_not_applied", site=o.command.audience, kind=o.command.kind,

@@ -113,13 +113,18 @@ def _metered_off(db: SettlementDb, cfg: DispatchConfig, site: str, since: float,
 
 
 def following(cfg: DispatchConfig, store: Store, db: SettlementDb | None, key_id: str, now: float,
-              window_s: float = 3600.0) -> list[SiteFollowing]:  # fmt: skip
-    """Each dispatched site's record over ``[now - window_s, now]``; logs ``dispatch_site_not_following``."""
+              window_s: float = 3600.0, *, metered_now: float | None = None,
+              metered_window_s: float | None = None) -> list[SiteFollowing]:  # fmt: skip
+    """Each dispatched site's record over ``[now - window_s, now]``; logs ``dispatch_site_not_following``. The
+    metered intervals over ``[metered_now - metered_window_s, metered_now]`` when given (a scaled clock: the
+    commands' windows are on the wall clock, the intervals on the site's clock)."""
     since = now - window_s
+    m_now = now if metered_now is None else metered_now
+    m_since = m_now - (window_s if metered_window_s is None else metered_window_s)
     out = []
     for spec in cfg.sites:
         counts = _command_counts(spec.site, outcomes(store, spec.site), key_id, since, now)
-        compared, off = _metered_off(db, cfg, spec.site, since, now) if db is not None else (0, 0)
+        compared, off = _metered_off(db, cfg, spec.site, m_since, m_now) if db is not None else (0, 0)
         f = SiteFollowing(spec.site, compared=compared, off=off, **counts)  # type: ignore[arg-type]
         if f.state == "not_following":
             log.warning("dispatch_site_not_following", site=f.site, expired=f.expired, refused=f.refused,

@@ -36,7 +36,8 @@ downloaded:
   same seed gives the same history whatever window is asked for.
 
 Each 15-minute point describes the interval that starts at its timestamp: load and PV are evaluated at the
-interval's middle. The running bench (1 s steps) interpolates linearly between the points.
+interval's middle. The running bench (1 s steps) interpolates linearly between the points placed at their
+intervals' middles, so an interval's mean on the bench is its point (exactly for a linear trend).
 
 References
 ----------
@@ -381,14 +382,17 @@ class BdewProfiles:
         if fr is None:
             if len(self._days) > 3:
                 self._days.clear()
-            fr = self._days[day] = self.frame(day * 86400.0, POINTS_PER_DAY + 1)
+            # from the previous day's last point: the day's first 7.5 minutes lie between it and the day's first
+            fr = self._days[day] = self.frame(day * 86400.0 - STEP_S, POINTS_PER_DAY + 2)
         return fr, t - day * 86400.0
 
     def values(self, t: float) -> tuple[dict[str, tuple[float, float]], float]:
-        """Each load's (P, Q) and PV per kWp at any instant ``t``, linear between the 15-minute points."""
+        """Each load's (P, Q) and PV per kWp at any instant ``t``, linear between the 15-minute points, each at
+        its interval's middle (where it was evaluated)."""
         fr, tod = self._day(t)
-        k = min(int(tod // STEP_S), POINTS_PER_DAY - 1)
-        a = tod / STEP_S - k
+        pos = (tod - STEP_S / 2) / STEP_S + 1  # frame index: point 0 is the previous day's last
+        k = min(int(pos), POINTS_PER_DAY)
+        a = pos - k
         loads = {
             n: (
                 float(fr.load_p[n][k] + a * (fr.load_p[n][k + 1] - fr.load_p[n][k])),
