@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from central.store import CentralStoreError, Store
+from central.times import parse_utc
 
 FORECAST_KINDS = {"load_p": "kW", "load_q": "kvar", "pv": "kW"}
 FORECAST_CSV = ("start", "load_kw", "load_kvar", "pv_kw")
@@ -64,20 +65,10 @@ def current_start(now: float, interval_s: int) -> int:
 
 def parse_time(text: str, where: str) -> int:
     """Epoch seconds or ISO-8601 UTC; InputError naming ``where``."""
-    text = text.strip()
     try:
-        return int(float(text))
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise InputError(f"{where} = {text!r:.40}: epoch seconds or ISO-8601 UTC (2026-03-20T10:00:00Z)") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    elif dt.utcoffset() != UTC.utcoffset(None):
-        raise InputError(f"{where} = {text!r:.40}: in UTC (Z or +00:00)")
-    return int(dt.timestamp())
+        return parse_utc(text, where)
+    except ValueError as err:
+        raise InputError(str(err)) from None
 
 
 def _number(text: str, where: str) -> float:

@@ -30,6 +30,7 @@ from central.settlement.runs import RUN_KINDS, RunResult, SettlementError, settl
 from central.settlement.schedules import ScheduleError, parse_csv, store_schedule
 from central.settlement.vee import CHECKS
 from central.store import CentralStoreError
+from central.times import parse_utc
 from protocols.telemetry.schema import valid_site
 
 
@@ -59,19 +60,7 @@ def add_parsers(sub: Any) -> None:
 
 def parse_time(text: str, flag: str) -> int:
     """Epoch seconds, or ISO-8601 in UTC (``Z``, ``+00:00`` or no offset); ValueError naming the flag."""
-    try:
-        return int(float(text))
-    except ValueError:
-        pass
-    try:
-        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{flag} = {text!r}: ISO-8601 UTC (2025-12-01T00:00:00Z) or epoch seconds") from None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    if dt.utcoffset() != UTC.utcoffset(None):
-        raise ValueError(f"{flag} = {text!r}: a UTC time (Z or +00:00)")
-    return int(dt.timestamp())
+    return parse_utc(text, flag)
 
 
 def _iso(ts: float) -> str:
