@@ -190,13 +190,19 @@ def parse_central_config(raw: Mapping[str, Any], source: Path) -> CentralConfig:
 
 
 def _nats_as_broker(nats: NatsConfig | None) -> BrokerConfig | None:
-    """The first node as a BrokerConfig: what logs and status name as central's broker with ``kind = "nats"``."""
+    """Central's MQTT clients on the NATS tier (commands, dispatch, forecasts): ``mqtt_url``, a node's MQTT listener,
+    with NATS's login and MQTT 3.1.1 (nats-server speaks nothing newer). Without ``mqtt_url``, the first node, which
+    logs and status name as central's broker; such a client then cannot connect (docs/scale.md)."""
     if nats is None:
         return None
-    url = urlsplit(nats.servers[0])
-    return BrokerConfig(host=url.hostname or "", port=url.port or 4222, tls=nats.tls, username=nats.username,
-                        password=nats.password, ca_file=nats.ca_file, cert_file=nats.cert_file,
-                        key_file=nats.key_file, client_id=nats.client_id)  # fmt: skip
+    if nats.mqtt_url is not None:
+        host, port, tls = nats.mqtt_url.host, nats.mqtt_url.port, nats.mqtt_url.tls
+    else:
+        url = urlsplit(nats.servers[0])
+        host, port, tls = url.hostname or "", url.port or 4222, nats.tls
+    return BrokerConfig(host=host, port=port, tls=tls, username=nats.username, password=nats.password,
+                        ca_file=nats.ca_file, cert_file=nats.cert_file, key_file=nats.key_file,
+                        client_id=nats.client_id, protocol=4)  # fmt: skip
 
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")

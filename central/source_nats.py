@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 from protocols.configcheck import MISSING, Checker, join_key
 from protocols.eventlog import EventLog
-from protocols.mqtt.config import CLIENT_ID_ALLOWED, CLIENT_ID_RE, _password, tls_files
+from protocols.mqtt.config import CLIENT_ID_ALLOWED, CLIENT_ID_RE, BrokerUrl, _password, broker_url, tls_files
 from protocols.mqtt.session import ConnectionLost
 from protocols.telemetry.schema import DATA_STREAMS, TOPIC_ROOT
 
@@ -47,7 +47,7 @@ NATS_URL_ALLOWED: Final = "a list of NATS URLs nats://host[:port] or tls://host[
 #: The keys of ``[broker]`` when ``kind = "nats"``.
 NATS_KEYS: Final = frozenset(
     {"kind", "servers", "username", "password", "password_file", "ca_file", "cert_file", "key_file", "client_id",
-     "backoff_max_s", "stream", "replicas", "ack_wait_s", "max_age_s", "fetch_batch"}
+     "backoff_max_s", "stream", "replicas", "ack_wait_s", "max_age_s", "fetch_batch", "mqtt_url"}
 )  # fmt: skip
 KINDS: Final = ("mqtt", "nats")
 _NAME_ALLOWED: Final = "1-64 characters of letters, digits, '_', '-' (a JetStream name: no '.', '*', '>', spaces)"
@@ -73,6 +73,9 @@ class NatsConfig:
     max_age_s: float = 7 * 86_400.0  # a message no worker stored in a week is dropped (its agent still has it)
     fetch_batch: int = 256  # messages asked for in one pull
     backoff_max_s: float = 5.0
+    # a node's MQTT listener (or the name in front of them): where central's MQTT clients - `central command`,
+    # dispatch, the forecasts' publisher - send commands and read results, over MQTT 3.1.1
+    mqtt_url: BrokerUrl | None = None
 
     @property
     def tls(self) -> bool:
@@ -123,11 +126,13 @@ def parse_nats(c: Checker, raw: Mapping[str, Any], prefix: str, group: str | Non
     max_age = c.get(raw, prefix, "max_age_s", "number", 7 * 86_400.0, lo=60, hi=365 * 86_400)
     fetch = c.get(raw, prefix, "fetch_batch", "integer", 256, lo=1, hi=10_000)
     backoff = c.get(raw, prefix, "backoff_max_s", "number", 5.0, lo=0.2, hi=600)
+    mqtt_url = broker_url(c, join_key(prefix, "mqtt_url"), c.get(raw, prefix, "mqtt_url", "string", None))
     if len(c.issues) > start or not servers:
         return None
     return NatsConfig(servers=servers, username=username, password=password, client_id=cid, stream=stream,
                       consumer=group or "central", replicas=replicas, ack_wait_s=float(ack_wait),
-                      max_age_s=float(max_age), fetch_batch=fetch, backoff_max_s=float(backoff), **files)  # fmt: skip
+                      max_age_s=float(max_age), fetch_batch=fetch, backoff_max_s=float(backoff), mqtt_url=mqtt_url,
+                      **files)  # fmt: skip
 
 
 def _valid_name(name: str) -> bool:

@@ -51,6 +51,18 @@ def test_nats_section_gives_the_cluster_the_stream_and_the_group_as_durable_cons
     assert (cfg.broker.host, cfg.broker.port) == ("10.0.0.11", 4222)  # what logs name as central's broker
 
 
+def test_mqtt_url_gives_central_s_mqtt_clients_a_node_s_listener_over_mqtt_3_1_1(tmp_path: Path) -> None:
+    """`central command`, dispatch and the forecasts' publisher are MQTT clients: on the NATS tier they reach a
+    node's MQTT listener, with NATS's login, over MQTT 3.1.1 (the only version nats-server 2.9 speaks)."""
+    cfg = parse(tmp_path, {"kind": "nats", "servers": ["nats://10.0.0.11"], "mqtt_url": "mqtt://10.0.0.11:1884",
+                           "username": "central", "password": "pw"})  # fmt: skip
+    session = cfg.broker.session_config()
+    assert (session.host, session.port, session.protocol, session.username) == ("10.0.0.11", 1884, 4, "central")
+    assert cfg.nats is not None and cfg.nats.servers == ("nats://10.0.0.11:4222",)  # the ingest still pulls over NATS
+    assert issues(tmp_path, {"kind": "nats", "servers": ["nats://h"], "mqtt_url": "nats://h:4222"}) == {
+        "broker.mqtt_url": "must be a URL mqtt://host[:port] or mqtts://host[:port]"}  # fmt: skip
+
+
 def test_mqtt_stays_the_default_kind(tmp_path: Path) -> None:
     cfg = parse(tmp_path, {"url": "mqtt://127.0.0.1:1883"})
     assert cfg.nats is None and cfg.broker.port == 1883
@@ -229,3 +241,28 @@ async def test_a_worker_dying_after_its_commit_leaves_the_messages_to_another_st
     assert (b.stats.stored, b.stats.duplicates, b.stats.invalid, b.session.stats.redelivered) == (0, 5, 1, 6)
     assert b.session.stats.js_refused == 1
     assert query(tmp_path / "central.db", "SELECT COUNT(*) FROM readings") == [(20,)]
+
+
+@async_test
+async def test_a_command_from_central_reaches_the_site_and_its_result_comes_back_through_the_cluster(
+    nats_cluster: NatsCluster, tmp_path: Path
+) -> None:
+    """Central's command session, built from its config's mqtt_url, on one node; the site's 3.1.1 session on
+    another: the command and the signed result each cross the cluster once (payloads are opaque here; their
+    signatures are the commands tests' subject)."""
+    central_node, site_node = nats_cluster.nodes[0], nats_cluster.nodes[1]
+    cfg = parse(tmp_path, {"kind": "nats", "servers": [central_node.url], "mqtt_url": central_node.mqtt_url})
+    central = MqttSession(dataclasses.replace(cfg.broker.session_config(client_id="central-cmd-1"),
+                                              backoff_min_s=0.05, backoff_max_s=0.5))  # fmt: skip
+    site = MqttSession(SessionConfig(host="127.0.0.1", port=site_node.mqtt_port, client_id="gridedge-feeder-7",
+                                     protocol=4, backoff_min_s=0.05, backoff_max_s=0.5))  # fmt: skip
+    commands: list[bytes] = []
+    results: list[bytes] = []
+    site.subscribe(topic(SITE, "cmd"), 1, lambda _t, payload: commands.append(payload))
+    central.subscribe(topic(SITE, "results"), 1, lambda _t, payload: results.append(payload))
+    async with running_tasks(site.run(), central.run()):
+        await until(lambda: site.connected.is_set() and central.connected.is_set(), timeout=20)
+        await central.publish(topic(SITE, "cmd"), b'{"v":1,"command":"one"}', qos=1)
+        await until(lambda: commands == [b'{"v":1,"command":"one"}'], timeout=10)
+        await site.publish(topic(SITE, "results"), b'{"v":1,"result":"applied"}', qos=1)
+        await until(lambda: results == [b'{"v":1,"result":"applied"}'], timeout=10)
