@@ -106,13 +106,6 @@ def make_forecast(history: Path, out: Path) -> int:
     return rows
 
 
-def read_prices(path: Path) -> list[tuple[int, float]]:
-    with path.open(newline="") as fh:
-        out = [(int(datetime.fromisoformat(r["start"].replace("Z", "+00:00")).timestamp()), float(r["price"]))
-               for r in csv.DictReader(fh)]  # fmt: skip
-    return sorted(out)
-
-
 def bdew_bench(workdir: Path, start_h: float, ports: dict[int, int], used: set[int]) -> Path:
     """The day bench (control_day.bench_config) on ``DAY`` with the realistic profiles and ``BENCH_SEED``."""
     path = bench_config(workdir, 0.0, ports, used)
@@ -370,7 +363,7 @@ class Verdict:
         return not self.caused
 
 
-def judge(out: Path, prices: Sequence[tuple[int, float]]) -> Verdict:
+def judge(out: Path, prices: Path) -> Verdict:
     d_first, d_last, run = truth_window(out / "dispatch.jsonl")
     # judged: whole intervals after the first (the parts start during it) that end by the bench's last step
     lo = (int(d_first) // INTERVAL_S + 1) * INTERVAL_S
@@ -501,7 +494,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif (out / "notes.json").exists():
         notes = json.loads((out / "notes.json").read_text())
     try:
-        v = judge(out, read_prices(CONFIG / "prices.csv"))
+        v = judge(out, CONFIG / "prices.csv")
     except (OSError, ValueError) as err:
         print(f"dispatch day: cannot judge: {err}", file=sys.stderr)
         return 2

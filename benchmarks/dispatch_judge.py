@@ -3,22 +3,27 @@
 - :func:`judge_following`: each interval's metered energy against its scheduled energy, within ``tol_pct`` of
   the schedule or, for an interval whose schedule is near zero, within an absolute floor (docs/dispatch.md,
   "Closed loop on the bench");
-- :func:`energy_cost`: energy per interval times the price in force at its start;
+- :func:`energy_cost`: energy per interval times the price in force at its start (the price file read as
+  central's dispatch reads it);
 - :func:`outside_range_a` and :func:`caused`: the bus-phase-minutes outside ANSI C84.1 Range A in a truth log, and
   those of one run that the other run of the same day did not have.
 """
 
 from __future__ import annotations
 
-import bisect
 import math
-from collections.abc import Container, Iterable, Mapping, Sequence
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import numpy as np
+
+from central.dispatch.inputs import prices_csv
 
 # ANSI C84.1-2016 Table 1, Range A, service voltage: 114..126 V on the 120 V base
 RANGE_A_PU = (114.0 / 120.0, 126.0 / 120.0)
-FOLLOW_TOL_PCT = 5.0  # the issue's target: within +-5 % of the schedule
+FOLLOW_TOL_PCT = 5.0  # the closed loop's target: within +-5 % of the schedule
 FLOOR_SHARE = 0.01  # near-zero intervals: within 1 % of the meter's largest scheduled |energy| in the run
 
 
@@ -92,17 +97,14 @@ def judge_following(metered: Mapping[int, float], scheduled: Mapping[int, float]
     return Following(tuple(checks), floor, tuple(missing))
 
 
-def price_at(prices: Sequence[tuple[int, float]], t: float) -> float:
-    """The price in force at ``t``: the last row starting at or before it (rows sorted by start)."""
-    if not prices or t < prices[0][0]:
-        raise ValueError(f"no price at or before {t:g} (the first row starts at {prices[0][0] if prices else None})")
-    i = bisect.bisect_right([p[0] for p in prices], t) - 1
-    return prices[i][1]
-
-
-def energy_cost(net_kwh: Mapping[int, float], prices: Sequence[tuple[int, float]]) -> float:
-    """Sum over intervals of the net import [kWh] (an export negative) times the price at the interval's start."""
-    return sum(e * price_at(prices, s) for s, e in sorted(net_kwh.items()))
+def energy_cost(net_kwh: Mapping[int, float], prices: Path) -> float:
+    """Sum over intervals of the net import [kWh] (an export negative) times the price in force at the interval's
+    start, from the price file (central.dispatch.inputs.prices_csv: InputError when it starts after an interval)."""
+    if not net_kwh:
+        return 0.0
+    starts = np.array(sorted(net_kwh), dtype=np.int64)
+    price = prices_csv(prices, starts)
+    return float(sum(net_kwh[int(s)] * float(c) for s, c in zip(starts, price, strict=True)))
 
 
 def outside_range_a(steps: Iterable[Mapping[str, Any]], buses: Container[str],
@@ -140,4 +142,4 @@ def caused(run: Mapping[tuple[str, str, int], float],
 
 
 __all__ = ["FLOOR_SHARE", "FOLLOW_TOL_PCT", "Following", "IntervalCheck", "RANGE_A_PU", "caused", "energy_cost",
-           "judge_following", "outside_range_a", "price_at"]  # fmt: skip
+           "judge_following", "outside_range_a"]  # fmt: skip

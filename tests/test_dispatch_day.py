@@ -12,9 +12,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from dispatch_judge import caused, energy_cost, judge_following, outside_range_a, price_at  # noqa: E402
+from dispatch_judge import caused, energy_cost, judge_following, outside_range_a  # noqa: E402
 
 from central.dispatch.clock import ClockError, DispatchClock, make_clock  # noqa: E402
+from central.dispatch.inputs import InputError  # noqa: E402
 
 T0 = 1_775_001_600  # 2026-04-01T00:00:00Z
 
@@ -51,13 +52,14 @@ def test_following_refuses_a_tolerance_out_of_range() -> None:
         judge_following({}, {}, floor_share=1)
 
 
-def test_the_cost_prices_each_interval_at_the_price_in_force_at_its_start() -> None:
-    prices = [(T0, 0.10), (T0 + 1800, -0.02)]
-    assert price_at(prices, T0 + 1799) == 0.10 and price_at(prices, T0 + 1800) == -0.02
+def test_the_cost_prices_each_interval_at_the_price_in_force_at_its_start(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.csv"
+    prices.write_text(f"start,price\n{T0},0.10\n{T0 + 1800},-0.02\n")
+    assert energy_cost({T0 + 1799: 1.0}, prices) == 0.10 and energy_cost({T0 + 1800: 1.0}, prices) == -0.02
     # 100 kWh bought at 0.10, 50 kWh exported at 0.10 (earns 5), 200 kWh bought at -0.02 (earns 4)
     assert energy_cost({T0: 100.0, T0 + 900: -50.0, T0 + 1800: 200.0}, prices) == pytest.approx(10 - 5 - 4)
-    with pytest.raises(ValueError, match="no price at or before"):
-        price_at(prices, T0 - 1)
+    with pytest.raises(InputError, match="the prices start after the first interval"):  # no price in force yet
+        energy_cost({T0 - 1: 1.0}, prices)
 
 
 def _step(ts: float, v: dict[str, list[float | None]]) -> dict[str, object]:

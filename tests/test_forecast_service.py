@@ -31,7 +31,7 @@ FORECAST_COLUMNS = [
     ("p90", "REAL"),
     ("unit", "TEXT"),
     ("model", "TEXT"),
-]  # fmt: skip  (the brief of dispatch reads exactly these)
+]  # fmt: skip  (docs/forecast.md "The forecasts table": dispatch and the report read these columns)
 
 
 def _raw(forecast: dict) -> dict:
