@@ -10,6 +10,7 @@ start and fails the test, so ``pytest -m "not integration"`` stays a fast run of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
@@ -72,6 +73,14 @@ def pty_pair(tmp_path: Path) -> Iterator[PtyPair]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """matplotlib (the ``plot`` extra) lists the system's fonts through fontconfig's ``fc-list`` the first time it
+    loads on a machine and keeps the list in its cache: that happens here, before any unit test refuses processes,
+    so a unit test that draws a plot finds the cache."""
+    with contextlib.suppress(ImportError):
+        import matplotlib.font_manager  # noqa: F401
 
 
 # ---- the integration marker: set from the fixtures, enforced for every other test -----------------------------
