@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from central.dispatch.inputs import prices_csv
+from central.settlement.schedules import allowed_imbalance
 
 # ANSI C84.1-2016 Table 1, Range A, service voltage: 114..126 V on the 120 V base
 RANGE_A_PU = (114.0 / 120.0, 126.0 / 120.0)
@@ -85,15 +86,14 @@ def judge_following(metered: Mapping[int, float], scheduled: Mapping[int, float]
     if not 0 < tol_pct < 100 or not 0 <= floor_share < 1:
         raise ValueError(f"tol_pct = {tol_pct!r}: in (0, 100); floor_share = {floor_share!r}: in [0, 1)")
     starts = sorted(scheduled)
-    floor = floor_share * max((abs(scheduled[s]) for s in starts), default=0.0)
+    allowed, floor = allowed_imbalance(np.array([scheduled[s] for s in starts], dtype=float), tol_pct, floor_share)
     checks, missing = [], []
-    for s in starts:
+    for s, band in zip(starts, allowed.tolist(), strict=True):
         m = metered.get(s)
         if m is None or not math.isfinite(m):
             missing.append(s)
             continue
-        sched = scheduled[s]
-        checks.append(IntervalCheck(s, float(m), float(sched), max(abs(sched) * tol_pct / 100.0, floor)))
+        checks.append(IntervalCheck(s, float(m), float(scheduled[s]), band))
     return Following(tuple(checks), floor, tuple(missing))
 
 

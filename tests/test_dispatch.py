@@ -14,6 +14,7 @@ from central.config import CentralConfigError, parse_central_config
 from central.dispatch.config import CapbankSpec, DispatchConfig, InverterSpec, RegulatorSpec, SiteSpec
 from central.dispatch.inputs import Forecast, InputError, forecast_csv, forecast_db, horizon, prices_csv
 from central.dispatch.network import NetworkError, NetworkModel, Sensitivities
+from central.dispatch.nowcast import NowcastSpec
 from central.dispatch.optimise import Bank, InfeasibleError, Problem, evaluate, solve
 from central.dispatch.plan import build_problem, network_for, refine, resolve, schedule
 from central.dispatch.send import commands_for, scheduled_energy
@@ -149,6 +150,14 @@ def test_a_voltage_limit_binds_and_vars_come_before_curtailment() -> None:
     assert sol.v_pred.max() == pytest.approx(1.04, abs=1e-6)
     assert sol.q_kvar[0] == pytest.approx([-125.0, -100.0], abs=1e-6)  # 5 % of 2500 and 2000 kVA, absorbing
     assert sol.curtail_kw[0, 0] > 100 and sol.curtail_kw[0, 1] < 1e-6
+    # the vars the optimum needs go out as set points (5 % of kVA, absorbing), beside each limit
+    bodies = {c.target: c.body for c in commands_for(schedule(cfg, sol)[0], 60)}
+    assert bodies["pv675"]["var_pct"] == -5.0 and bodies["pv680"]["var_pct"] == -5.0
+    assert bodies["pv675"]["p_limit_pct"] < 100 and bodies["pv680"]["p_limit_pct"] == 100.0
+    # under var_min_pct they do not: the inverters keep their own reactive mode
+    quiet = schedule(DispatchConfig(**{**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__}, "var_min_pct": 6}),
+                     sol)  # fmt: skip
+    assert all("var_pct" not in c.body for c in commands_for(quiet[0], 60))
 
 
 def _cap_problem(wear: float, max_ops: int = 96) -> Problem:
@@ -201,8 +210,8 @@ def test_each_interval_becomes_commands_that_hold_until_its_end_plus_the_margin(
     steps = schedule(cfg, sol)
     cmds = commands_for(steps[1], 120.0)
     assert [(c.kind, c.target, c.body) for c in cmds] == [
-        ("der.setpoint", "pv", {"p_limit_pct": 20.0, "var_pct": 0.0, "until": float(T0 + 1800 + 120)})
-    ]
+        ("der.setpoint", "pv", {"p_limit_pct": 20.0, "until": float(T0 + 1800 + 120)})
+    ]  # no var set point: the optimum's vars are zero, and the inverter keeps its own volt-var
     reg = SiteSpec("s", capbanks=(CapbankSpec("cap", "cap675"),), regulator=RegulatorSpec("reg", 122, 3, 118))
     step = steps[0].__class__("s", T0, T0 + 900, {}, {}, {}, {"cap": False, "cap2": True}, {"cap": True, "cap2": True},
                               True, 119.0, 1, 1, 0, 0, "reg")  # fmt: skip
@@ -309,8 +318,11 @@ def test_a_good_dispatch_section_is_typed(tmp_path: Path) -> None:
     cfg = parse_central_config(_raw(tmp_path, {
         "network": "f.dss", "feeder": "one", "price": 0.1, "reverse_power_kw": 10,
         "sites": [{"site": "s-1", "inverters": [{"device": "pv", "kva": 100, "category": "A"}],
-                   "regulator": {"device": "reg", "cvr_drop_v": 2}}]}), tmp_path / "central.toml")  # fmt: skip
+                   "regulator": {"device": "reg", "cvr_drop_v": 2}}],
+        "nowcast": {"site": "s-1", "point": "head.p_total", "decay": 0.8}}), tmp_path / "central.toml")  # fmt: skip
     d = cfg.dispatch
+    assert d is not None and d.nowcast == NowcastSpec("s-1", "head.p_total", 300.0, 0.8, 0.3)
+    assert d.var_min_pct == 0.5
     assert d is not None and d.network == tmp_path / "f.dss" and d.reverse_power_kw == 10
     inv = d.sites[0].inverters[0]
     assert (inv.element, inv.kw, inv.q_inject_kvar, inv.q_absorb_kvar) == ("pv", 100, 44, 25)  # IEEE 1547 Cat A
@@ -325,7 +337,8 @@ def test_bad_dispatch_keys_are_named_with_what_is_allowed(tmp_path: Path) -> Non
             "sites": [{"site": "s-1", "inverters": [{"device": "pv", "kva": 100, "kw": 120, "category": "C"}],
                        "capbanks": [{"device": "cap", "initial": "half"}],
                        "regulator": {"device": "reg", "band_center_v": 120, "cvr_drop_v": 4},
-                       "meters": [{"meter": "m", "channel": "kwh_delivered", "measures": "pv9"}]}]}),
+                       "meters": [{"meter": "m", "channel": "kwh_delivered", "measures": "pv9"}]}],
+            "var_min_pct": -1, "nowcast": {"site": "s-9", "point": "p", "window_s": 5, "decay": 1.5, "bias": 1}}),
             tmp_path / "central.toml")  # fmt: skip
     text = str(err.value)
     for line in (
@@ -337,6 +350,11 @@ def test_bad_dispatch_keys_are_named_with_what_is_allowed(tmp_path: Path) -> Non
         "dispatch.sites[0].capbanks[0].initial = 'half': must be one of 'open', 'closed', 'model'",
         "dispatch.sites[0].regulator.cvr_drop_v = 4: at most band_center_v - band_center_min_v (2 V)",
         "dispatch.sites[0].meters[0].measures = 'pv9': one of 'head'",
+        "dispatch.var_min_pct = -1",
+        "dispatch.nowcast.site = 's-9': one of the [[dispatch.sites]]: s-1",
+        "dispatch.nowcast.window_s = 5",
+        "dispatch.nowcast.decay = 1.5",
+        "dispatch.nowcast.bias = 1: unknown key",
     ):
         assert line in text, line
     with pytest.raises(CentralConfigError, match=r"dispatch.sites = '\(none\)': at least one"):
@@ -368,8 +386,8 @@ def test_the_dry_run_prints_the_schedule_and_sends_nothing(tmp_path: Path, capsy
     assert "reverse power none" in lines[1]
     rows = [ln.split() for ln in lines if ln.startswith("2026-")]
     assert [(r[0], r[1], r[2], r[3], r[4]) for r in rows] == [
-        ("2026-05-29T00:00:00Z", "site-1", "pv=100", "pv=0", "-"),
-        ("2026-05-29T00:15:00Z", "site-1", "pv=20", "pv=0", "-"),
+        ("2026-05-29T00:00:00Z", "site-1", "pv=100", "pv=own", "-"),
+        ("2026-05-29T00:15:00Z", "site-1", "pv=20", "pv=own", "-"),
     ]
     assert not (tmp_path / "central.db").exists()  # nothing stored, nothing sent
     # an input that does not cover the horizon: exit 2 naming the file and interval

@@ -97,9 +97,11 @@ async def test_a_schedule_reaches_the_agent_and_a_lost_site_falls_back_and_is_re
             assert [st.p_limit_pct[DEV] for st in steps] == [30.0, 100.0]
             (out,) = await send_step(issuer, steps[:1], cfg.expiry_margin_s, "dispatch-1", 10.0)
             assert out.status == "applied", out.reason
-            # the agent's readback of the inverter's registers: the limit and a var set point of 0 (the schedule's)
+            # the agent's readback of the inverter's registers: the limit, and no var set point (the schedule's vars
+            # are zero: the inverter keeps its own reactive mode)
             assert out.readback["DERCtlAC.WMaxLimPct"] == pytest.approx(30.0)
-            assert out.readback["DERCtlAC.WMaxLimPctEna"] == 1 and out.readback["DERCtlAC.VarSetPct"] == 0.0
+            assert out.readback["DERCtlAC.WMaxLimPctEna"] == 1 and out.readback.get("DERCtlAC.VarSetEna", 0) == 0
+            assert inv.settings["DERCtlAC.VarSetEna"] == 0
             await until(lambda: inv.settings[LIMIT_ENA] == 1 and inv.settings[LIMIT] == pytest.approx(30), timeout=15)
             # the interval ends (its command held until then, no margin): the agent hands pv675 back, limit off
             await until(lambda: inv.settings[LIMIT_ENA] == 0, timeout=15)

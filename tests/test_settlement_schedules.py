@@ -8,6 +8,7 @@ import csv
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers.intervals import DAY0, QH, item
 from helpers.stores import query, store_toml, target_fixture  # noqa: F401 (the target fixture)
@@ -17,7 +18,7 @@ from central.settlement.cli import parse_time
 from central.settlement.config import SettlementConfig
 from central.settlement.db import open_settlement_db
 from central.settlement.runs import settle
-from central.settlement.schedules import ScheduleError, parse_csv, store_schedule
+from central.settlement.schedules import ScheduleError, allowed_imbalance, parse_csv, store_schedule
 from central.settlement.vee import VeeParams
 from central.store import open_store
 from protocols.telemetry.schema import decode_batch, encode_batch
@@ -159,3 +160,15 @@ def test_the_schedule_and_settle_commands_import_and_report_the_imbalance(
     assert summary["files"]["imbalance"].endswith("-imbalance.csv")
     page = next(out.glob("run-*-report.html")).read_text()
     assert "Imbalance (metered - scheduled)" in page and "<td>9.5</td>" in page and "<td>0.5</td>" in page
+
+
+def test_the_allowed_imbalance_is_a_share_of_the_schedule_with_a_floor_on_the_meters_scale() -> None:
+    """5 % of |scheduled| per interval; near zero, 1 % of the largest |scheduled| (here 1000 kWh: 10 kWh); never
+    under 0.01 kWh; gaps (NaN) neither judged nor counted in the largest."""
+    allowed, floor = allowed_imbalance(np.array([1000.0, -400.0, 100.0, 0.0, np.nan]), 5.0, 0.01)
+    assert floor == 10.0
+    assert allowed[:4].tolist() == [50.0, 20.0, 10.0, 10.0]
+    allowed, floor = allowed_imbalance(np.array([0.0, 0.1]), 10.0)
+    assert floor == 0.01 and allowed.tolist() == [0.01, 0.01]
+    allowed, floor = allowed_imbalance(np.array([np.nan, np.nan]), 5.0, 0.01)
+    assert floor == 0.01

@@ -19,7 +19,7 @@ import sqlite3
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +41,7 @@ from central.dispatch.inputs import (
     prices_csv,
 )
 from central.dispatch.network import NetworkError, NetworkModel
+from central.dispatch.nowcast import Nowcast
 from central.dispatch.optimise import InfeasibleError, Solution, evaluate, solve
 from central.dispatch.plan import Step, build_problem, network_for, refine, schedule
 from central.dispatch.runs import DispatchRun, record_run
@@ -118,10 +119,14 @@ def dispatch_command(args: argparse.Namespace, config: CentralConfig) -> int:
 
 
 def plan_once(cfg: DispatchConfig, config: CentralConfig, model: NetworkModel, args: argparse.Namespace,
-              now: float | None, banks_now: dict[str, bool] | None = None
+              now: float | None, banks_now: dict[str, bool] | None = None,
+              adjust: Callable[[Forecast], Forecast] | None = None
               ) -> tuple[list[Step], Solution, Solution]:  # fmt: skip
-    """Read the inputs, solve, and return the schedule with its solution and the no-dispatch baseline."""
+    """Read the inputs, solve, and return the schedule with its solution and the no-dispatch baseline.
+    ``adjust``: what the round changes in the forecast before solving (the nowcast)."""
     forecast = read_forecast(cfg, config, args, now)
+    if adjust is not None:
+        forecast = adjust(forecast)
     price = read_prices(cfg, args, forecast.starts)
     problem = build_problem(cfg, model, forecast, price, banks_now)
     t0 = time.perf_counter()
@@ -131,6 +136,27 @@ def plan_once(cfg: DispatchConfig, config: CentralConfig, model: NetworkModel, a
     log.info("dispatch_solved", intervals=len(problem.starts), first=_iso(problem.starts[0]), cost=round(sol.cost.sum(), 2),
              baseline_cost=round(base.cost.sum(), 2), solve_s=round(sol.solve_s, 3))  # fmt: skip
     return schedule(cfg, sol), sol, base
+
+
+def nowcasted(nowcast: Nowcast, forecast: Forecast, rows: Sequence[tuple[float, object, str]], at: float,
+              interval_s: int) -> tuple[Forecast, dict[int, float]]:  # fmt: skip
+    """The forecast with the nowcast's load correction (each load's power factor kept), and the correction per
+    interval start; the forecast as it is when there is none to make (the log says why)."""
+    spec = nowcast.spec
+    try:
+        c = nowcast.correction(rows, at, interval_s, forecast.starts, forecast.load_kw)
+    except ValueError as err:
+        log.info("dispatch_nowcast", site=spec.site, point=spec.point, applied=False, why=str(err))
+        return forecast, {}
+    load = np.maximum(forecast.load_kw + c.load_kw, 0.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(forecast.load_kw > 0, load / forecast.load_kw, 1.0)
+    log.info("dispatch_nowcast", site=spec.site, point=spec.point, applied=True, error_kw=round(c.error_kw, 1),
+             measured_kw=round(c.measured_kw, 1), predicted_kw=round(c.predicted_kw, 1), readings=c.readings,
+             next_kw=round(float(c.load_kw[0]), 1))  # fmt: skip
+    out = replace(forecast, load_kw=load, load_kvar=forecast.load_kvar * ratio,
+                  source=f"{forecast.source} + nowcast")  # fmt: skip
+    return out, {int(s): float(x) for s, x in zip(forecast.starts, load - forecast.load_kw, strict=True)}
 
 
 def read_forecast(cfg: DispatchConfig, config: CentralConfig, args: argparse.Namespace, now: float | None) -> Forecast:
@@ -184,7 +210,7 @@ def schedule_table(cfg: DispatchConfig, steps: Sequence[Step], sol: Solution, ba
     ]  # fmt: skip
     for s in steps:
         lim = " ".join(f"{d}={v:g}" for d, v in s.p_limit_pct.items()) or "-"
-        var = " ".join(f"{d}={v:g}" for d, v in s.var_pct.items()) or "-"
+        var = " ".join(f"{d}={s.var_pct[d]:g}" if d in s.var_pct else f"{d}=own" for d in s.p_limit_pct) or "-"
         caps = " ".join(f"{d}={'closed' if c else 'open'}" for d, c in s.cap_closed.items()) or "-"
         cvr = "-" if s.cvr_on is None else ("on" if s.cvr_on else "off")
         lines.append(f"{_iso(s.start):<20} {s.site:<10} {lim:<24} {var:<24} {cvr:<4} {caps:<26} {s.v_min_pu:6.4f} "
@@ -214,11 +240,12 @@ async def _run(args: argparse.Namespace, config: CentralConfig, cfg: DispatchCon
     try:
         await asyncio.wait_for(session.connected.wait(), max(timeout, 10.0))
         banks: dict[str, bool] = {}  # each bank where the last round left it, as far as central knows
+        nowcast = Nowcast(cfg.nowcast) if cfg.nowcast is not None else None
         send_at: float | None = None  # the first round sends at once
         while True:
             plan_now = clock.now() if now is None else now
             outs = await dispatch_interval(cfg, config, model, args, issuer, db_path, key_id, plan_now, timeout, banks,
-                                           send_at=send_at, clock=clock)  # fmt: skip
+                                           send_at=send_at, clock=clock, nowcast=nowcast, store=store)  # fmt: skip
             bad = [o for o in outs if o.status != "applied"]
             print(f"{_iso(clock.now())} sent {len(outs)} command(s): {len(outs) - len(bad)} applied"
                   + "".join(f"; {o.command.audience}/{o.command.target} {o.command.kind} {o.status}"
@@ -249,13 +276,27 @@ async def _run(args: argparse.Namespace, config: CentralConfig, cfg: DispatchCon
 async def dispatch_interval(cfg: DispatchConfig, config: CentralConfig, model: NetworkModel, args: argparse.Namespace,
                             issuer: CommandIssuer, db_path: str | Path, key_id: str, now: float | None,
                             timeout_s: float, banks: dict[str, bool], *, send_at: float | None = None,
-                            clock: DispatchClock | None = None) -> list[Outcome]:  # fmt: skip
+                            clock: DispatchClock | None = None, nowcast: Nowcast | None = None,
+                            store: Store | None = None) -> list[Outcome]:  # fmt: skip
     """One round: solve from the interval ``now`` is in, store the horizon's scheduled energy and the round's
     record, send that interval's commands (when ``clock`` reads ``send_at``, when given: the interval solved
     ahead goes out as it begins). ``banks`` (each bank's state as the last round left it) is read and updated: a
-    bank moves only when its switch was applied."""
+    bank moves only when its switch was applied. ``nowcast`` (with ``store``, where the head's readings are)
+    corrects the load forecast from the head's power and remembers what this round predicts."""
     clock = clock or DispatchClock()
-    steps, sol, base = await asyncio.to_thread(plan_once, cfg, config, model, args, now, dict(banks) or None)
+    adjust, applied = None, {}
+    if nowcast is not None and store is not None:
+        at, spec = clock.now(), nowcast.spec
+        rows = await asyncio.to_thread(store.point_readings, spec.site, spec.point, at - spec.window_s, at + 1e-3)
+
+        def adjust(f: Forecast) -> Forecast:
+            out, corr = nowcasted(nowcast, f, rows, at, cfg.interval_s)
+            applied.update(corr)
+            return out
+
+    steps, sol, base = await asyncio.to_thread(plan_once, cfg, config, model, args, now, dict(banks) or None, adjust)
+    if nowcast is not None:
+        nowcast.remember(sol.problem.starts.tolist(), sol.head_kw.tolist(), applied)
     first = [s for s in steps if s.start == steps[0].start]
     await asyncio.to_thread(_write_schedules, db_path, cfg, steps, clock.now())
     await asyncio.to_thread(record_run, db_path, run_of(cfg, sol, base, time.time()))

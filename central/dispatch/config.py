@@ -22,6 +22,8 @@ expiry_margin_s = 120           # each interval's commands hold until its end pl
 key_id = "dispatch-1"           # the signing key (default: the first [[commands.keys]] of role dispatch)
 follow_tolerance_pct = 10       # metered energy further than this from the schedule: not following
 refine_passes = 1               # full re-solves of the optimum whose error corrects the linear model, 0..3
+var_min_pct = 0.5               # a var set point under this % of kVA is not sent: the inverter keeps volt-var
+nowcast = {site = "sub-07", point = "sub-meter.p_total", window_s = 300, decay = 0.9, max_share = 0.3}
 [[dispatch.sites]]
 site = "sub-07"
 inverters = [{device = "pv675", element = "pv675", kva = 2500, kw = 2500, category = "B"}]
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from central.dispatch.nowcast import NowcastSpec
 from protocols.configcheck import MISSING, Checker
 from protocols.telemetry.intervals import CHANNELS
 from protocols.telemetry.schema import valid_site
@@ -127,6 +130,8 @@ class DispatchConfig:
     follow_tolerance_pct: float = 10.0
     refine_passes: int = 1
     import_limit_kw: float | None = None  # the head's import capacity [kW]: central/report/adequacy.py
+    var_min_pct: float = 0.5  # |var set point| below this % of kVA: none sent, the inverter's own mode holds
+    nowcast: NowcastSpec | None = None  # the head's readings correct the load forecast (central/dispatch/nowcast.py)
 
     @property
     def inverters(self) -> list[tuple[str, InverterSpec]]:
@@ -144,7 +149,7 @@ class DispatchConfig:
 _TOP = {"network", "feeder", "interval_s", "horizon_intervals", "monitor", "v_min_pu", "v_max_pu", "margin_pu",
         "reverse_power_kw", "price", "price_file", "loss_cost", "tap_wear_cost", "cap_wear_cost", "cvr_factor",
         "expiry_margin_s", "key_id", "follow_tolerance_pct", "refine_passes", "sites"}  # fmt: skip
-_TOP = _TOP | {"import_limit_kw"}  # the head's import capacity, read by central/report (docs/report.md)
+_TOP = _TOP | {"import_limit_kw", "var_min_pct", "nowcast"}
 
 
 def _name(c: Checker, t: Mapping[str, Any], where: str, key: str, default: Any = None) -> str | None:
@@ -218,6 +223,27 @@ def _meter(c: Checker, t: Mapping[str, Any], where: str, devices: set[str]) -> M
     return MeterSpec(meter, channel, measures)
 
 
+def _nowcast(c: Checker, t: Any, where: str, sites: set[str]) -> NowcastSpec | None:
+    if not isinstance(t, Mapping):
+        c.fail(where, t, "must be a table: {site, point, window_s, decay, max_share}")
+        return None
+    c.unknown(t, where, {"site", "point", "window_s", "decay", "max_share"})
+    site = c.get(t, where, "site", "string")
+    if site is not None and site not in sites:
+        c.fail(f"{where}.site", site, f"one of the [[dispatch.sites]]: {', '.join(sorted(sites)) or 'none'}")
+        site = None
+    point = c.get(t, where, "point", "string")
+    if point is not None and (not point or len(point) > 128):
+        c.fail(f"{where}.point", point, "the head's active-power point as central's readings name it (1-128 chars)")
+        point = None
+    window = c.get(t, where, "window_s", "number", 300.0, lo=10, hi=3600)
+    decay = c.get(t, where, "decay", "number", 0.9, lo=0, hi=1)
+    share = c.get(t, where, "max_share", "number", 0.3, lo=0, hi=1)
+    if None in (site, point, window, decay, share):
+        return None
+    return NowcastSpec(site, point, float(window), float(decay), float(share))
+
+
 def parse_dispatch(c: Checker, raw: Mapping[str, Any]) -> DispatchConfig | None:
     """``[dispatch]``: every problem goes to ``c`` with its key path; None when there is one."""
     before = len(c.issues)
@@ -255,6 +281,7 @@ def parse_dispatch(c: Checker, raw: Mapping[str, Any]) -> DispatchConfig | None:
     key_id = c.get(raw, w, "key_id", "string", None)
     tol = c.get(raw, w, "follow_tolerance_pct", "number", 10.0, lo=0, hi=1000)
     passes = c.get(raw, w, "refine_passes", "integer", 1, lo=0, hi=3)
+    var_min = c.get(raw, w, "var_min_pct", "number", 0.5, lo=0, hi=100)
     if v_min is not None and v_max is not None and margin is not None and v_min + 2 * margin >= v_max:
         c.fail("dispatch.margin_pu", margin, f"less than half of v_max_pu - v_min_pu ({(v_max - v_min) / 2:g})")
     sites: list[SiteSpec] = []
@@ -285,6 +312,7 @@ def parse_dispatch(c: Checker, raw: Mapping[str, Any]) -> DispatchConfig | None:
         c.fail("dispatch.sites", raw.get("sites", "(none)"), "at least one [[dispatch.sites]] with a site")
     if sum(1 for s in sites if s.regulator is not None) > 1:
         c.fail("dispatch.sites", "(2 regulators)", "at most one site with a regulator (the feeder's head regulator)")
+    nowcast = _nowcast(c, raw["nowcast"], "dispatch.nowcast", seen_sites) if "nowcast" in raw else None
     if len(c.issues) > before:
         return None
     assert network is not None and feeder is not None
@@ -297,4 +325,5 @@ def parse_dispatch(c: Checker, raw: Mapping[str, Any]) -> DispatchConfig | None:
                           cap_wear_cost=float(costs["cap_wear_cost"]), cvr_factor=float(cvr),
                           expiry_margin_s=float(margin_s), key_id=key_id, follow_tolerance_pct=float(tol),
                           refine_passes=passes,
-                          import_limit_kw=None if import_limit is None else float(import_limit))  # fmt: skip
+                          import_limit_kw=None if import_limit is None else float(import_limit),
+                          var_min_pct=float(var_min), nowcast=nowcast)  # fmt: skip

@@ -116,7 +116,7 @@ class Step:
     start: int
     end: int
     p_limit_pct: dict[str, float]  # inverter -> % of rated power (100: no limit)
-    var_pct: dict[str, float]  # inverter -> % of nameplate VA, + injecting
+    var_pct: dict[str, float]  # inverter -> % of nameplate VA, + injecting; absent: no set point, its own mode
     p_out_kw: dict[str, float]
     cap_closed: dict[str, bool]
     cap_before: dict[str, bool]  # each bank's state in the interval before (the first: its state at the start)
@@ -145,7 +145,9 @@ def schedule(cfg: DispatchConfig, sol: Solution) -> list[Step]:
                 # the limit is the output the optimum leaves, rounded down to 0.1 % so the site keeps within it
                 pct = math.floor(out_kw / inv.kw * 1000) / 10 if curtailed else 100.0
                 lim[inv.device] = max(inv.p_limit_min_pct, min(100.0, pct))
-                var[inv.device] = round(float(sol.q_kvar[t, n]) / inv.kva * 100, 2) + 0.0
+                pct_var = round(float(sol.q_kvar[t, n]) / inv.kva * 100, 2) + 0.0
+                if abs(pct_var) >= cfg.var_min_pct:  # else none sent: the inverter's own mode (volt-var) holds
+                    var[inv.device] = pct_var
                 pout[inv.device] = round(out_kw, 3)
             caps = {c.device: bool(sol.cap_closed[t, cap_index[c.device]]) for c in s.capbanks}
             before = {c.device: bool(sol.cap_closed[t - 1, cap_index[c.device]]) if t

@@ -5,7 +5,8 @@ Each interval of a site's schedule goes out when the interval begins, as command
 signed with central's dispatch key through central's command issuer (recorded in the ``commands`` table, results
 verified with the site's agent key):
 
-- ``der.setpoint`` per inverter: ``p_limit_pct`` and ``var_pct``;
+- ``der.setpoint`` per inverter: ``p_limit_pct``, and ``var_pct`` when the schedule's vars are at least
+  ``var_min_pct`` of its kVA (below, none: the inverter keeps its own reactive mode, volt-var; IEEE 1547-2018 5.3);
 - ``capbank.close`` / ``capbank.open`` for a bank the schedule switches in that interval (the site refuses to move a
   bank to where it already is);
 - ``regulator.band_center`` with the lowered band centre, in the intervals CVR is on (none otherwise: the regulator
@@ -69,7 +70,8 @@ def commands_for(step: Step, margin_s: float) -> list[PlannedCommand]:
     """The commands that carry out one interval of one site's schedule."""
     until = float(step.end + margin_s)
     out = [PlannedCommand(step.site, "der.setpoint", dev,
-                          {"p_limit_pct": step.p_limit_pct[dev], "var_pct": step.var_pct[dev], "until": until})
+                          {"p_limit_pct": step.p_limit_pct[dev], "until": until}
+                          | ({"var_pct": step.var_pct[dev]} if dev in step.var_pct else {}))
            for dev in step.p_limit_pct]  # fmt: skip
     for dev, closed in step.cap_closed.items():  # only a switch: the site refuses to move a bank where it is
         if closed != step.cap_before.get(dev):

@@ -25,12 +25,11 @@ from central.commands import Outcome, outcomes
 from central.dispatch.config import DispatchConfig
 from central.settlement.data import load_rows
 from central.settlement.db import SettlementDb
-from central.settlement.schedules import scheduled
+from central.settlement.schedules import allowed_imbalance, scheduled
 from central.store import CentralStoreError, Store
 from protocols.eventlog import EventLog
 
 log = EventLog("central.dispatch")
-MIN_OFF_KWH = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +106,7 @@ def _metered_off(db: SettlementDb, cfg: DispatchConfig, site: str, since: float,
         both = ~np.isnan(sched)
         compared += int(both.sum())
         diff = np.abs(metered[both] - sched[both])
-        allowed = np.maximum(np.abs(sched[both]) * cfg.follow_tolerance_pct / 100, MIN_OFF_KWH)
+        allowed, _ = allowed_imbalance(sched[both], cfg.follow_tolerance_pct)
         off += int((diff > allowed).sum())
     return compared, off
 

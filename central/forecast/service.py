@@ -29,6 +29,7 @@ import numpy as np
 from central.forecast.config import FeederForecast, ForecastConfig
 from central.forecast.history import STEP_S, HistoryError, iso
 from central.forecast.models import Fit, Forecaster, ForecastError, Series, Weather
+from central.readings import UNIT_FACTORS
 from central.store import CentralStoreError, Store
 from protocols.eventlog import EventLog
 
@@ -40,11 +41,6 @@ UNITS = {"load_p": "kW", "load_q": "kvar", "pv": "kW"}
 REFIT_S = 6 * 3600.0  # between full fits, a cycle reuses a series' model on its new data (docs/forecast.md)
 WEATHER_WAIT_S = 5.0  # at start, how long the service waits for the (retained) weather message
 MODEL_KIND = {"load_p": "load", "load_q": "load", "pv": "pv"}
-# Units a point's readings may carry, and the factor to the forecast's unit.
-UNIT_FACTORS = {
-    "kW": {"W": 1e-3, "kW": 1.0, "MW": 1e3},
-    "kvar": {"var": 1e-3, "kvar": 1.0, "Mvar": 1e3},
-}
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,10 @@ import numpy as np
 
 from central.report.data import STEP_S, Inputs, Section, iso
 from central.report.metered import N, metered
-from central.settlement.schedules import scheduled
+from central.settlement.schedules import allowed_imbalance, scheduled
 
-TOLERANCE = 0.05  # share of the scheduled energy
+TOLERANCE_PCT = 5.0  # of the scheduled energy
 FLOOR_SHARE = 0.01  # of the meter's largest |scheduled| of the day
-FLOOR_MIN_KWH = 0.01
 
 
 def adherence(inputs: Inputs, day: int) -> Section:
@@ -40,8 +39,7 @@ def adherence(inputs: Inputs, day: int) -> Section:
                 sec.notes.append(f"no data: {s.site}/{m.meter} {m.channel}: scheduled but no metered interval")
                 continue
             imb = got - sched
-            floor = max(FLOOR_SHARE * float(np.nanmax(np.abs(sched))), FLOOR_MIN_KWH)
-            allowed = np.maximum(TOLERANCE * np.abs(sched), floor)
+            allowed, floor = allowed_imbalance(sched, TOLERANCE_PCT, FLOOR_SHARE)
             within = both & (np.abs(imb) <= allowed)
             worst = int(np.nanargmax(np.where(both, np.abs(imb), np.nan)))
             sec.rows.append({

@@ -160,6 +160,21 @@ class Imbalance:
         }  # fmt: skip
 
 
+FLOOR_MIN_KWH = 0.01  # the smallest band: a meter's resolution, not a percentage of nothing
+
+
+def allowed_imbalance(scheduled_kwh: np.ndarray, tol_pct: float, floor_share: float = 0.0) -> tuple[np.ndarray, float]:
+    """The |metered - scheduled| each interval may have and still follow its schedule [kWh or kvarh]: ``tol_pct`` %
+    of |scheduled|, never below the floor: ``floor_share`` of the largest |scheduled| among them (NaN ignored), at
+    least 0.01. The floor judges near-zero schedules (a curtailed inverter at night, a head crossing between import
+    and export) on the meter's scale. Returns (allowed per interval, floor). The one rule of dispatch's status,
+    central's report and the closed-loop benchmark (docs/dispatch.md, "Following")."""
+    sched = np.abs(np.asarray(scheduled_kwh, dtype=float))
+    largest = float(np.nanmax(sched)) if sched.size and not np.isnan(sched).all() else 0.0
+    floor = max(floor_share * largest, FLOOR_MIN_KWH)
+    return np.maximum(sched * tol_pct / 100.0, floor), floor
+
+
 def imbalance(db: SettlementDb, registers: Iterable[Any]) -> list[Imbalance]:
     """Every register of a run (central/settlement/runs.py RegisterResult) that has a schedule in its intervals."""
     out = []
@@ -175,9 +190,11 @@ def imbalance(db: SettlementDb, registers: Iterable[Any]) -> list[Imbalance]:
 
 __all__ = [
     "CSV_COLUMNS",
+    "FLOOR_MIN_KWH",
     "Imbalance",
     "ScheduleError",
     "ScheduledInterval",
+    "allowed_imbalance",
     "imbalance",
     "parse_csv",
     "scheduled",
