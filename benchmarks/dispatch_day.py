@@ -3,6 +3,7 @@ the bench").
 
     .venv/bin/python benchmarks/dispatch_day.py [--speed 60] [--hours 10-22] [--out run/dispatch-day]
     .venv/bin/python benchmarks/dispatch_day.py --table-only --out run/dispatch-day   # judge the kept runs again
+    .venv/bin/python benchmarks/dispatch_day.py --only dispatch --out run/dispatch-day  # the dispatch run again
 
 forecast -> central dispatch -> signed commands -> agent -> inverters and regulator -> physics -> metering ->
 central, every part its own process as in benchmarks/control_day.py (whose helpers this reuses):
@@ -465,6 +466,7 @@ def parser() -> argparse.ArgumentParser:
                    help=f"a UTC window of {DAY}, A-B in hours (default {DEFAULT_HOURS[0]:g}-{DEFAULT_HOURS[1]:g})")  # fmt: skip
     p.add_argument("--out", type=Path, default=ROOT / "run" / "dispatch-day", help="truth logs, logs, the results")
     p.add_argument("--table-only", action="store_true", help="no runs: judge the ones kept in --out")
+    p.add_argument("--only", choices=RUNS_, help="run this one again, judge it with the other run kept in --out")
     return p
 
 
@@ -473,6 +475,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out: Path = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     notes: dict[str, str] = {}
+    if args.only and (out / "notes.json").exists():
+        notes = json.loads((out / "notes.json").read_text())
     if not args.table_only:
         history = out / "forecast-history.csv"
         forecast = out / "forecast.csv"
@@ -484,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"dispatch day: sim history failed: {res.stderr.strip()}", file=sys.stderr)
             return 2
         make_forecast(history, forecast)
-        for name in RUNS_:
+        for name in (args.only,) if args.only else RUNS_:
             try:
                 notes[name] = run_one(name, out, speed=args.speed, hours=args.hours, forecast=forecast)
             except (OSError, RuntimeError, TimeoutError) as err:
