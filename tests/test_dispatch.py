@@ -244,6 +244,16 @@ def test_the_scheduled_energy_per_meter_is_what_settlement_reads(tmp_path: Path)
     store_schedule(db, rows, "dispatch", 0.0)
     assert scheduled(db, "site-1", "pv-m", "kwh_received", np.array([T0, T0 + 900])).tolist() == [25.0, 5.0]
     db.close()
+    # a limit reached 90 s into its interval (p_response_s), linearly: the step 100 -> 20 kW at the second interval
+    # leaves 80 kW x 45 s more output in it (+4 kW on average) and so 4 kW less import; the first interval, from a
+    # limit of 50 kW before it (the round before's), misses 50 kW x 45 s of its 100 kW (-2.5 kW)
+    slow = DispatchConfig(**{**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__}, "p_response_s": 90.0})
+    got = {(r.meter, r.start): r.energy for r in scheduled_energy(slow, schedule(slow, sol), {"pv": (50.0, True)})}
+    assert got[("pv-m", T0)] == pytest.approx(97.5 * 0.25) and got[("pv-m", T0 + 900)] == pytest.approx(24 * 0.25)
+    assert got[("head-x", T0)] == pytest.approx(57.5 * 0.25, abs=0.01)
+    assert got[("head-m", T0 + 900)] == pytest.approx(16 * 0.25, abs=0.01)
+    # two unlimited intervals follow the sun through the boundary: no ramp
+    assert scheduled_energy(slow, schedule(slow, sol)[:1], {"pv": (50.0, False)})[0].energy == pytest.approx(25.0)
 
 
 # ---- inputs ------------------------------------------------------------------------------------------------------
@@ -338,7 +348,7 @@ def test_bad_dispatch_keys_are_named_with_what_is_allowed(tmp_path: Path) -> Non
                        "capbanks": [{"device": "cap", "initial": "half"}],
                        "regulator": {"device": "reg", "band_center_v": 120, "cvr_drop_v": 4},
                        "meters": [{"meter": "m", "channel": "kwh_delivered", "measures": "pv9"}]}],
-            "var_min_pct": -1, "nowcast": {"site": "s-9", "point": "p", "window_s": 5, "decay": 1.5, "bias": 1}}),
+            "var_min_pct": -1, "p_response_s": 301, "nowcast": {"site": "s-9", "point": "p", "window_s": 5, "decay": 1.5, "bias": 1}}),
             tmp_path / "central.toml")  # fmt: skip
     text = str(err.value)
     for line in (
@@ -351,6 +361,7 @@ def test_bad_dispatch_keys_are_named_with_what_is_allowed(tmp_path: Path) -> Non
         "dispatch.sites[0].regulator.cvr_drop_v = 4: at most band_center_v - band_center_min_v (2 V)",
         "dispatch.sites[0].meters[0].measures = 'pv9': one of 'head'",
         "dispatch.var_min_pct = -1",
+        "dispatch.p_response_s = 301",
         "dispatch.nowcast.site = 's-9': one of the [[dispatch.sites]]: s-1",
         "dispatch.nowcast.window_s = 5",
         "dispatch.nowcast.decay = 1.5",

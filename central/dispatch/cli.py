@@ -45,7 +45,7 @@ from central.dispatch.nowcast import Nowcast
 from central.dispatch.optimise import InfeasibleError, Solution, evaluate, solve
 from central.dispatch.plan import Step, build_problem, network_for, refine, schedule
 from central.dispatch.runs import DispatchRun, record_run
-from central.dispatch.send import DispatchSendError, dispatch_key, send_step, write_schedules
+from central.dispatch.send import DispatchSendError, Outputs, dispatch_key, outputs, send_step, write_schedules
 from central.dispatch.status import SiteFollowing, following, status_table
 from central.settlement.db import open_settlement_db
 from central.store import CentralStoreError, Store, open_store
@@ -240,12 +240,14 @@ async def _run(args: argparse.Namespace, config: CentralConfig, cfg: DispatchCon
     try:
         await asyncio.wait_for(session.connected.wait(), max(timeout, 10.0))
         banks: dict[str, bool] = {}  # each bank where the last round left it, as far as central knows
+        sent: Outputs = {}  # each inverter's output in the interval the last round sent
         nowcast = Nowcast(cfg.nowcast) if cfg.nowcast is not None else None
         send_at: float | None = None  # the first round sends at once
         while True:
             plan_now = clock.now() if now is None else now
             outs = await dispatch_interval(cfg, config, model, args, issuer, db_path, key_id, plan_now, timeout, banks,
-                                           send_at=send_at, clock=clock, nowcast=nowcast, store=store)  # fmt: skip
+                                           send_at=send_at, clock=clock, nowcast=nowcast, store=store,
+                                           sent=sent)  # fmt: skip
             bad = [o for o in outs if o.status != "applied"]
             print(f"{_iso(clock.now())} sent {len(outs)} command(s): {len(outs) - len(bad)} applied"
                   + "".join(f"; {o.command.audience}/{o.command.target} {o.command.kind} {o.status}"
@@ -277,12 +279,14 @@ async def dispatch_interval(cfg: DispatchConfig, config: CentralConfig, model: N
                             issuer: CommandIssuer, db_path: str | Path, key_id: str, now: float | None,
                             timeout_s: float, banks: dict[str, bool], *, send_at: float | None = None,
                             clock: DispatchClock | None = None, nowcast: Nowcast | None = None,
-                            store: Store | None = None) -> list[Outcome]:  # fmt: skip
+                            store: Store | None = None, sent: Outputs | None = None) -> list[Outcome]:  # fmt: skip
     """One round: solve from the interval ``now`` is in, store the horizon's scheduled energy and the round's
     record, send that interval's commands (when ``clock`` reads ``send_at``, when given: the interval solved
     ahead goes out as it begins). ``banks`` (each bank's state as the last round left it) is read and updated: a
     bank moves only when its switch was applied. ``nowcast`` (with ``store``, where the head's readings are)
-    corrects the load forecast from the head's power and remembers what this round predicts."""
+    corrects the load forecast from the head's power and remembers what this round predicts. ``sent`` (read and
+    updated): each inverter's output in the interval the round before sent, where the scheduled energy's ramp
+    starts."""
     clock = clock or DispatchClock()
     adjust, applied = None, {}
     if nowcast is not None and store is not None:
@@ -298,11 +302,13 @@ async def dispatch_interval(cfg: DispatchConfig, config: CentralConfig, model: N
     if nowcast is not None:
         nowcast.remember(sol.problem.starts.tolist(), sol.head_kw.tolist(), applied)
     first = [s for s in steps if s.start == steps[0].start]
-    await asyncio.to_thread(_write_schedules, db_path, cfg, steps, clock.now())
+    await asyncio.to_thread(_write_schedules, db_path, cfg, steps, clock.now(), dict(sent or {}))
     await asyncio.to_thread(record_run, db_path, run_of(cfg, sol, base, time.time()))
     if send_at is not None:
         await asyncio.sleep(max(0.0, clock.wall_seconds(send_at - clock.now())))
     outs = await send_step(issuer, first, cfg.expiry_margin_s, key_id, timeout_s)
+    if sent is not None:
+        sent.update(outputs(first))
     for s in first:
         banks.update(s.cap_before)
     for o in outs:
@@ -318,10 +324,11 @@ def run_of(cfg: DispatchConfig, sol: Solution, base: Solution, now: float) -> Di
                        float(base.cost.sum()), float(sol.cost[0]), float(base.cost[0]))  # fmt: skip
 
 
-def _write_schedules(db_path: str | Path, cfg: DispatchConfig, steps: Sequence[Step], now: float) -> int:
+def _write_schedules(db_path: str | Path, cfg: DispatchConfig, steps: Sequence[Step], now: float,
+                     before: Outputs | None = None) -> int:  # fmt: skip
     db = open_settlement_db(db_path)  # a connection of the worker thread's own
     try:
-        return write_schedules(db, cfg, steps, now)
+        return write_schedules(db, cfg, steps, now, before)
     finally:
         db.close()
 

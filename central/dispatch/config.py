@@ -23,6 +23,7 @@ key_id = "dispatch-1"           # the signing key (default: the first [[commands
 follow_tolerance_pct = 10       # metered energy further than this from the schedule: not following
 refine_passes = 1               # full re-solves of the optimum whose error corrects the linear model, 0..3
 var_min_pct = 0.5               # a var set point under this % of kVA is not sent: the inverter keeps volt-var
+p_response_s = 0                # a changed PV limit is reached this long after its interval begins (the energy)
 nowcast = {site = "sub-07", point = "sub-meter.p_total", window_s = 300, decay = 0.9, max_share = 0.3}
 [[dispatch.sites]]
 site = "sub-07"
@@ -131,6 +132,7 @@ class DispatchConfig:
     refine_passes: int = 1
     import_limit_kw: float | None = None  # the head's import capacity [kW]: central/report/adequacy.py
     var_min_pct: float = 0.5  # |var set point| below this % of kVA: none sent, the inverter's own mode holds
+    p_response_s: float = 0.0  # a changed limit reached this long into its interval, linearly (scheduled energy)
     nowcast: NowcastSpec | None = None  # the head's readings correct the load forecast (central/dispatch/nowcast.py)
 
     @property
@@ -149,7 +151,7 @@ class DispatchConfig:
 _TOP = {"network", "feeder", "interval_s", "horizon_intervals", "monitor", "v_min_pu", "v_max_pu", "margin_pu",
         "reverse_power_kw", "price", "price_file", "loss_cost", "tap_wear_cost", "cap_wear_cost", "cvr_factor",
         "expiry_margin_s", "key_id", "follow_tolerance_pct", "refine_passes", "sites"}  # fmt: skip
-_TOP = _TOP | {"import_limit_kw", "var_min_pct", "nowcast"}
+_TOP = _TOP | {"import_limit_kw", "var_min_pct", "nowcast", "p_response_s"}
 
 
 def _name(c: Checker, t: Mapping[str, Any], where: str, key: str, default: Any = None) -> str | None:
@@ -282,6 +284,7 @@ def parse_dispatch(c: Checker, raw: Mapping[str, Any]) -> DispatchConfig | None:
     tol = c.get(raw, w, "follow_tolerance_pct", "number", 10.0, lo=0, hi=1000)
     passes = c.get(raw, w, "refine_passes", "integer", 1, lo=0, hi=3)
     var_min = c.get(raw, w, "var_min_pct", "number", 0.5, lo=0, hi=100)
+    response = c.get(raw, w, "p_response_s", "number", 0.0, lo=0, hi=300)
     if v_min is not None and v_max is not None and margin is not None and v_min + 2 * margin >= v_max:
         c.fail("dispatch.margin_pu", margin, f"less than half of v_max_pu - v_min_pu ({(v_max - v_min) / 2:g})")
     sites: list[SiteSpec] = []
@@ -326,4 +329,4 @@ def parse_dispatch(c: Checker, raw: Mapping[str, Any]) -> DispatchConfig | None:
                           expiry_margin_s=float(margin_s), key_id=key_id, follow_tolerance_pct=float(tol),
                           refine_passes=passes,
                           import_limit_kw=None if import_limit is None else float(import_limit),
-                          var_min_pct=float(var_min), nowcast=nowcast)  # fmt: skip
+                          var_min_pct=float(var_min), nowcast=nowcast, p_response_s=float(response))  # fmt: skip

@@ -99,26 +99,59 @@ async def send_step(issuer: CommandIssuer, steps: Sequence[Step], margin_s: floa
     return list(outs)
 
 
-def scheduled_energy(cfg: DispatchConfig, steps: Sequence[Step]) -> list[ScheduledInterval]:
-    """Each configured meter's energy per interval [kWh]: the head's import (delivered) or export (received), or an
-    inverter's output."""
-    out: list[ScheduledInterval] = []
-    by_site = {s.site: s for s in cfg.sites}
-    for step in steps:
-        dt_h = (step.end - step.start) / 3600.0
-        for m in by_site[step.site].meters:
-            if m.measures == "head":
-                kw = max(step.head_kw, 0.0) if m.channel == "kwh_delivered" else max(-step.head_kw, 0.0)
-            else:
-                kw = step.p_out_kw[m.measures]
-            out.append(ScheduledInterval(step.site, m.meter, m.channel, step.start, step.end, round(kw * dt_h, 6)))
+Outputs = dict[str, tuple[float, bool]]  # inverter -> (scheduled output [kW], limited below 100 %)
+
+
+def outputs(steps: Sequence[Step]) -> Outputs:
+    """Each inverter's scheduled output in ``steps`` (one interval's), and whether its limit binds."""
+    return {d: (kw, s.p_limit_pct[d] < 100.0) for s in steps for d, kw in s.p_out_kw.items()}
+
+
+def ramp_kw(cfg: DispatchConfig, step: Step, before: Outputs) -> dict[str, float]:
+    """Per inverter, its output's mean shift over ``step``'s interval [kW] while it ramps from where it was
+    (``before``: the interval before) to the new limit: linear over ``p_response_s`` from the interval's start,
+    so the interval misses (new - old) x p_response_s / 2 of it. Only where a limit binds on either side (an
+    unlimited inverter follows the sun through the boundary, no step)."""
+    span = cfg.interval_s
+    out = {}
+    for dev, kw in step.p_out_kw.items():
+        prev = before.get(dev)
+        limited = step.p_limit_pct.get(dev, 100.0) < 100.0
+        if prev is None or cfg.p_response_s <= 0 or not (limited or prev[1]):
+            continue
+        out[dev] = -(kw - prev[0]) * min(cfg.p_response_s, span) / (2.0 * span)
     return out
 
 
-def write_schedules(db: SettlementDb, cfg: DispatchConfig, steps: Sequence[Step], now: float) -> int:
-    rows = scheduled_energy(cfg, steps)
+def scheduled_energy(cfg: DispatchConfig, steps: Sequence[Step], before: Outputs | None = None
+                     ) -> list[ScheduledInterval]:  # fmt: skip
+    """Each configured meter's energy per interval [kWh]: the head's import (delivered) or export (received), or an
+    inverter's output, each with the inverters' ramp into a changed limit (:func:`ramp_kw`). ``before``: the
+    outputs of the interval before the first step (the round before's), else none is ramped in the first."""
+    out: list[ScheduledInterval] = []
+    by_site = {s.site: s for s in cfg.sites}
+    prev: Outputs = dict(before or {})
+    for start in sorted({s.start for s in steps}):
+        now = [s for s in steps if s.start == start]
+        for step in now:
+            dt_h = (step.end - step.start) / 3600.0
+            ramp = ramp_kw(cfg, step, prev)
+            head = step.head_kw - sum(ramp.values())  # less output: more import
+            for m in by_site[step.site].meters:
+                if m.measures == "head":
+                    kw = max(head, 0.0) if m.channel == "kwh_delivered" else max(-head, 0.0)
+                else:
+                    kw = step.p_out_kw[m.measures] + ramp.get(m.measures, 0.0)
+                out.append(ScheduledInterval(step.site, m.meter, m.channel, step.start, step.end, round(kw * dt_h, 6)))
+        prev.update(outputs(now))
+    return out
+
+
+def write_schedules(db: SettlementDb, cfg: DispatchConfig, steps: Sequence[Step], now: float,
+                    before: Outputs | None = None) -> int:  # fmt: skip
+    rows = scheduled_energy(cfg, steps, before)
     return store_schedule(db, rows, SOURCE, now) if rows else 0
 
 
-__all__ = ["DispatchSendError", "PlannedCommand", "SOURCE", "commands_for", "dispatch_key", "scheduled_energy",
-           "send_step", "write_schedules"]  # fmt: skip
+__all__ = ["DispatchSendError", "Outputs", "PlannedCommand", "SOURCE", "commands_for", "dispatch_key", "outputs",
+           "ramp_kw", "scheduled_energy", "send_step", "write_schedules"]  # fmt: skip
