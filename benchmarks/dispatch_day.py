@@ -8,10 +8,11 @@ the bench").
 forecast -> central dispatch -> signed commands -> agent -> inverters and regulator -> physics -> metering ->
 central, every part its own process as in benchmarks/control_day.py (whose helpers this reuses):
 
-- the forecast: ``gridedge sim history`` of the same two days with another noise seed (``FORECAST_SEED``) than the
-  bench's: the same weather and customer classes, different AR(1) load noise, so an imperfect forecast.
-  :func:`make_forecast` writes it as dispatch's forecast CSV; a later harness swaps in central's own forecasts
-  (``central forecast`` writing the ``forecasts`` table: drop ``--forecast`` from :func:`dispatch_argv`);
+- the forecast: central's own day-ahead models (central/forecast, chosen per series by their inner backtest)
+  fitted on the feeder's past, ``gridedge sim history`` of the ``HISTORY_DAYS`` days before the run's day under
+  the bench's seed (what the site metered), each day's forecast issued the day before from what was known then,
+  the weather forecasts by the documented error model (:func:`model_forecast`); dispatch corrects it from the
+  head's measured power as it goes (its nowcast);
 - the bench: config/sim-ieee13-day.toml on free ports, ``[profiles] source = "bdew"`` (the realistic profiles),
   the day ``DAY`` (sunny, the PV exports at midday) from ``--hours``;
 - a Mosquitto, ``gridedge central run`` (ingest), the agent (config/agent-day.toml in ``control`` mode, its
@@ -84,7 +85,6 @@ DAY = "2026-04-01"  # a clear spring day of the TMY year: PV up to 5.3 MW agains
 DEFAULT_SPEED = 60.0
 DEFAULT_HOURS = (10.0, 22.0)  # UTC; 06:00-18:00 local (EDT): morning, export, negative price, evening ramp
 BENCH_SEED = 1
-FORECAST_SEED = 2
 SITE = "sim-day"  # config/agent-day.toml's site_id
 HEAD = "sub-meter"
 INTERVAL_S = 900
@@ -95,16 +95,46 @@ RUNS_ = ("dispatch", "baseline")
 # ---- inputs --------------------------------------------------------------------------------------------------
 
 
-def make_forecast(history: Path, out: Path) -> int:
-    """Dispatch's forecast CSV (start, load_kw, load_kvar, pv_kw: feeder totals) from a ``sim history`` file."""
-    rows = 0
-    with history.open(newline="") as fin, out.open("w", newline="") as fout:
+HISTORY_DAYS = 60  # central's history of the feeder before the run's day: two months, as a site gathers
+HISTORY_AFTER = 4  # days of history from the run's day on: the truth the later day-ahead issues are judged on
+MODEL_COLUMNS = {"load_p_kw": ("load", "load_kw"), "load_q_kvar": ("load", "load_kvar"), "pv_p_kw": ("pv", "pv_kw")}
+
+
+def model_forecast(history: Path, out: Path, first: int, days: int = 2) -> dict[str, str]:
+    """Dispatch's forecast CSV made by central's own models (central/forecast/models.py, as ``central forecast``
+    fits them: each series' model chosen by its inner backtest) from ``history`` (the feeder's metered past, a
+    ``sim history`` file): the day-ahead forecasts of the ``days`` days from ``first`` (UTC midnight), each issued
+    the day before at the forecaster's issue time from what was known then, the weather forecasts by the
+    documented error model (central/forecast/weather.py). Returns the model chosen per column."""
+    from central.forecast.history import read_history
+    from central.forecast.models import Forecaster, Series
+    from central.forecast.weather import simulated_forecast
+
+    prof = tomllib.loads((ROOT / "config" / "sim-ieee13-day.toml").read_text())["profiles"]
+    tz = prof["timezone"]
+    hol = "-".join(x for x in (prof.get("country"), prof.get("subdiv")) if x) or None
+    values: dict[str, dict[int, float]] = {}
+    chosen: dict[str, str] = {}
+    for column, (kind, _) in MODEL_COLUMNS.items():
+        h = read_history(history, column)
+        series = Series(h.start, h.values, kind, tz=tz, holidays=hol, weather=simulated_forecast(h, 0), extra=0)
+        fc = Forecaster(series)
+        i0 = (first - h.start) // INTERVAL_S
+        # the issues whose local days cover [first, first + days x 24 h) (local days end hours after UTC's)
+        origins = fc.origins("day-ahead", i0 - 2 * 96, i0 + days * 96)
+        origins = origins[fc.targets("day-ahead", origins)[:, -1] < series.n]
+        fit = fc.fit(int(origins[0]))
+        chosen[column] = fit.choice["day-ahead"]
+        f = fc.forecast(fit, chosen[column], "day-ahead", origins)
+        values[column] = {h.start + INTERVAL_S * int(t): float(v) for t, v in
+                          zip(f.targets.ravel(), f.p50.ravel(), strict=True)}  # fmt: skip
+    starts = sorted(set.intersection(*(set(v) for v in values.values())))
+    with out.open("w", newline="") as fout:
         w = csv.writer(fout)
-        w.writerow(["start", "load_kw", "load_kvar", "pv_kw"])
-        for r in csv.DictReader(fin):
-            w.writerow([r["timestamp"], r["load_p_kw"], r["load_q_kvar"], r["pv_p_kw"]])
-            rows += 1
-    return rows
+        w.writerow(["start", *(c[1] for c in MODEL_COLUMNS.values())])
+        for t in starts:
+            w.writerow([iso(t), *(f"{max(values[c][t], 0.0):.3f}" for c in MODEL_COLUMNS)])
+    return chosen
 
 
 def bdew_bench(workdir: Path, start_h: float, ports: dict[int, int], used: set[int]) -> Path:
@@ -430,7 +460,7 @@ def results_json(v: Verdict, notes: Mapping[str, str], args: argparse.Namespace)
     f = v.following
     return {
         "day": DAY, "hours": list(args.hours), "speed": args.speed, "bench_seed": BENCH_SEED,
-        "forecast_seed": FORECAST_SEED, "notes": dict(notes),
+        "history_days": HISTORY_DAYS, "notes": dict(notes),
         "following": {"judged": f.judged, "within": f.within, "curtailed": list(f.share_of(v.curtailed)), "share_pct": f.share_pct, "floor_kwh": f.floor_kwh,
                       "floored": f.floored, "missing": len(f.missing),
                       "intervals": [{"start": c.start, "scheduled_kwh": c.scheduled_kwh, "metered_kwh": c.metered_kwh,
@@ -480,14 +510,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.table_only:
         history = out / "forecast-history.csv"
         forecast = out / "forecast.csv"
+        first = int(datetime.fromisoformat(f"{DAY}T00:00:00+00:00").timestamp())
         res = subprocess.run([sys.executable, "-m", "gridedge", "sim", "history", "--config",
-                              str(ROOT / "config" / "sim-ieee13-day.toml"), "--days", "2", "--start", DAY,
-                              "--seed", str(FORECAST_SEED), "--out", str(history)],
+                              str(ROOT / "config" / "sim-ieee13-day.toml"),
+                              "--days", str(HISTORY_DAYS + HISTORY_AFTER), "--start",
+                              iso(first - HISTORY_DAYS * 86400)[:10], "--seed", str(BENCH_SEED), "--out", str(history)],
                              capture_output=True, text=True, check=False)  # fmt: skip
         if res.returncode != 0:
             print(f"dispatch day: sim history failed: {res.stderr.strip()}", file=sys.stderr)
             return 2
-        make_forecast(history, forecast)
+        notes["forecast"] = "central's day-ahead models: " + ", ".join(
+            f"{c} {m}" for c, m in model_forecast(history, forecast, first).items()
+        )
         for name in (args.only,) if args.only else RUNS_:
             try:
                 notes[name] = run_one(name, out, speed=args.speed, hours=args.hours, forecast=forecast)
@@ -503,7 +537,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dispatch day: cannot judge: {err}", file=sys.stderr)
         return 2
     head = (f"dispatch day {DAY}, hours {args.hours[0]:g}-{args.hours[1]:g} UTC, speed {args.speed:g}, bench seed "
-            f"{BENCH_SEED}, forecast: sim history seed {FORECAST_SEED}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")  # fmt: skip
+            f"{BENCH_SEED}, forecast: central's day-ahead on {HISTORY_DAYS} days of history; "
+            f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC")  # fmt: skip
     text = head + "\n" + "\n".join(f"{k}: {n}" for k, n in notes.items()) + "\n\n" + format_table(v)
     print(text)
     (out / "table.txt").write_text(text + "\n")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -101,14 +102,36 @@ def test_the_harness_reads_net_energy_from_central_intervals_and_the_latest_sche
     assert scheduled_net(db) == {T0: 290.0, T0 + 900: -40.0}
 
 
-def test_the_forecast_csv_takes_the_feeder_totals_of_a_history_file(tmp_path: Path) -> None:
-    from dispatch_day import make_forecast
+def test_the_forecast_is_centrals_day_ahead_issued_from_the_past_only(tmp_path: Path) -> None:
+    """The harness's forecast CSV comes from central's models fitted on the history before each issue: it covers the
+    run's two days, and changing the history after the first issue leaves that issue's day as it was."""
+    from dispatch_day import model_forecast
+    from helpers import forecastdata
 
-    hist = tmp_path / "h.csv"
-    hist.write_text("timestamp,head_p_kw,load_p_kw,load_q_kvar,pv_p_kw\n2026-04-01T00:00:00Z,900,1000.5,400,100\n")
+    first = 1_775_001_600  # 2026-04-01T00:00:00Z
+    made = forecastdata.make(64, seed=3, start=first - 60 * 86400)
+    data = SimpleNamespace(timestamps=made.timestamps, load_p_kw=made.load_p_kw.copy(), load_q_kvar=made.load_q_kvar,
+                           pv_p_kw=made.pv_kw, temperature=made.temperature, irradiance=made.irradiance)  # fmt: skip
+    hist = forecastdata.write_csv(tmp_path / "h.csv", data, ("load_p_kw", "load_q_kvar", "pv_p_kw"))  # type: ignore[arg-type]
     out = tmp_path / "f.csv"
-    assert make_forecast(hist, out) == 1
-    assert out.read_text().splitlines() == ["start,load_kw,load_kvar,pv_kw", "2026-04-01T00:00:00Z,1000.5,400,100"]
+    chosen = model_forecast(hist, out, first)
+    assert set(chosen) == {"load_p_kw", "load_q_kvar", "pv_p_kw"}
+    rows = out.read_text().splitlines()
+    assert rows[0] == "start,load_kw,load_kvar,pv_kw"
+    starts = [r.split(",")[0] for r in rows[1:]]
+    assert (
+        starts[0] <= "2026-04-01T00:00:00Z" and starts[-1] >= "2026-04-02T23:45:00Z" and len(set(starts)) == len(starts)
+    )
+    values = [[float(x) for x in r.split(",")[1:]] for r in rows[1:]]
+    assert all(v >= 0 for row in values for v in row)
+    # the truth of 2026-04-01 (and after) changed: the forecast issued the day before for 04-01's local day is not
+    i = (first - (first - 60 * 86400)) // 900
+    data.load_p_kw[i:] *= 3.0
+    forecastdata.write_csv(tmp_path / "h2.csv", data, ("load_p_kw", "load_q_kvar", "pv_p_kw"))  # type: ignore[arg-type]
+    model_forecast(tmp_path / "h2.csv", tmp_path / "f2.csv", first)
+    again = {r.split(",")[0]: r for r in (tmp_path / "f2.csv").read_text().splitlines()[1:]}
+    day = [r for r in rows[1:] if "2026-04-01T04:00:00Z" <= r.split(",")[0] < "2026-04-02T04:00:00Z"]
+    assert len(day) == 96 and all(again[r.split(",")[0]] == r for r in day)
 
 
 def test_the_dispatch_clock_runs_at_the_agents_speed_from_its_anchor() -> None:
