@@ -1,7 +1,7 @@
 """The dispatch proof on the bench: a closed loop over a simulated day at speed (docs/dispatch.md, "Closed loop on
 the bench").
 
-    .venv/bin/python benchmarks/dispatch_day.py [--speed 60] [--hours 10-22] [--out run/dispatch-day]
+    .venv/bin/python benchmarks/dispatch_day.py [--speed 60] [--hours 0-24] [--out run/dispatch-day]
     .venv/bin/python benchmarks/dispatch_day.py --table-only --out run/dispatch-day   # judge the kept runs again
     .venv/bin/python benchmarks/dispatch_day.py --only dispatch --out run/dispatch-day  # the dispatch run again
 
@@ -83,7 +83,7 @@ from sim_hw.truthlog import read_records  # noqa: E402
 CONFIG = ROOT / "config" / "dispatch-day"
 DAY = "2026-04-01"  # a clear spring day of the TMY year: PV up to 5.3 MW against 2.7 MW of load, the head exports
 DEFAULT_SPEED = 60.0
-DEFAULT_HOURS = (10.0, 22.0)  # UTC; 06:00-18:00 local (EDT): morning, export, negative price, evening ramp
+DEFAULT_HOURS = (0.0, 24.0)  # UTC: the whole simulated day (20:00 the evening before to 20:00 local, EDT)
 BENCH_SEED = 1
 SITE = "sim-day"  # config/agent-day.toml's site_id
 HEAD = "sub-meter"
