@@ -41,7 +41,7 @@ from central.dispatch.inputs import (
     prices_csv,
 )
 from central.dispatch.network import NetworkError, NetworkModel
-from central.dispatch.nowcast import Nowcast
+from central.dispatch.nowcast import Nowcast, Planned
 from central.dispatch.optimise import InfeasibleError, Solution, evaluate, solve
 from central.dispatch.plan import Step, build_problem, network_for, refine, schedule
 from central.dispatch.runs import DispatchRun, record_run
@@ -138,13 +138,17 @@ def plan_once(cfg: DispatchConfig, config: CentralConfig, model: NetworkModel, a
     return schedule(cfg, sol), sol, base
 
 
-def nowcasted(nowcast: Nowcast, forecast: Forecast, rows: Sequence[tuple[float, object, str]], at: float,
-              interval_s: int) -> tuple[Forecast, dict[int, float]]:  # fmt: skip
-    """The forecast with the nowcast's load correction (each load's power factor kept), and the correction per
-    interval start; the forecast as it is when there is none to make (the log says why)."""
+Rows = Sequence[tuple[float, object, str]]
+
+
+def nowcasted(nowcast: Nowcast, forecast: Forecast, head_rows: Rows, pv_rows: dict[str, Rows], at: float,
+              interval_s: int) -> tuple[Forecast, dict[int, tuple[float, float]]]:  # fmt: skip
+    """The forecast with the nowcast's corrections (the load's, each load's power factor kept; the PV factor), and
+    per interval start (load correction [kW], PV factor); the forecast as it is when there is none to make (the
+    log says why)."""
     spec = nowcast.spec
     try:
-        c = nowcast.correction(rows, at, interval_s, forecast.starts, forecast.load_kw)
+        c = nowcast.correction(head_rows, pv_rows, at, interval_s, forecast.starts, forecast.load_kw)
     except ValueError as err:
         log.info("dispatch_nowcast", site=spec.site, point=spec.point, applied=False, why=str(err))
         return forecast, {}
@@ -153,10 +157,23 @@ def nowcasted(nowcast: Nowcast, forecast: Forecast, rows: Sequence[tuple[float, 
         ratio = np.where(forecast.load_kw > 0, load / forecast.load_kw, 1.0)
     log.info("dispatch_nowcast", site=spec.site, point=spec.point, applied=True, error_kw=round(c.error_kw, 1),
              measured_kw=round(c.measured_kw, 1), predicted_kw=round(c.predicted_kw, 1), readings=c.readings,
-             next_kw=round(float(c.load_kw[0]), 1))  # fmt: skip
-    out = replace(forecast, load_kw=load, load_kvar=forecast.load_kvar * ratio,
+             next_kw=round(float(c.load_kw[0]), 1), pv_factor=round(c.pv_factor_now, 3),
+             pv_measured_kw=None if c.pv_measured_kw is None else round(c.pv_measured_kw, 1))  # fmt: skip
+    out = replace(forecast, load_kw=load, load_kvar=forecast.load_kvar * ratio, pv_kw=forecast.pv_kw * c.pv_factor,
                   source=f"{forecast.source} + nowcast")  # fmt: skip
-    return out, {int(s): float(x) for s, x in zip(forecast.starts, load - forecast.load_kw, strict=True)}
+    return out, {int(s): (float(x), float(f)) for s, x, f in
+                 zip(forecast.starts, load - forecast.load_kw, c.pv_factor, strict=True)}  # fmt: skip
+
+
+def plans_of(cfg: DispatchConfig, sol: Solution, applied: dict[int, tuple[float, float]]) -> list[Planned]:
+    """What the nowcast keeps of a round: per interval the predicted head and outputs, the corrections in it."""
+    devices = [i.device for _, i in cfg.inverters]
+    p, out = sol.problem, sol.p_out_kw
+    return [Planned(float(sol.head_kw[t]), {d: float(out[t, n]) for n, d in enumerate(devices)},
+                    {d: float(p.avail_kw[t, n]) for n, d in enumerate(devices)},
+                    {d: bool(sol.curtail_kw[t, n] > 1e-3) for n, d in enumerate(devices)},
+                    *applied.get(int(s), (0.0, 1.0)))
+            for t, s in enumerate(p.starts.tolist())]  # fmt: skip
 
 
 def read_forecast(cfg: DispatchConfig, config: CentralConfig, args: argparse.Namespace, now: float | None) -> Forecast:
@@ -291,16 +308,23 @@ async def dispatch_interval(cfg: DispatchConfig, config: CentralConfig, model: N
     adjust, applied = None, {}
     if nowcast is not None and store is not None:
         at, spec = clock.now(), nowcast.spec
-        rows = await asyncio.to_thread(store.point_readings, spec.site, spec.point, at - spec.window_s, at + 1e-3)
+        points = nowcast.pv_points([i.device for _, i in cfg.inverters])
+
+        def read() -> tuple[Rows, dict[str, Rows]]:
+            since, until = at - spec.window_s, at + 1e-3
+            return (store.point_readings(spec.site, spec.point, since, until),
+                    {d: store.point_readings(spec.site, p, since, until) for d, p in points.items()})  # fmt: skip
+
+        head_rows, pv_rows = await asyncio.to_thread(read)
 
         def adjust(f: Forecast) -> Forecast:
-            out, corr = nowcasted(nowcast, f, rows, at, cfg.interval_s)
+            out, corr = nowcasted(nowcast, f, head_rows, pv_rows, at, cfg.interval_s)
             applied.update(corr)
             return out
 
     steps, sol, base = await asyncio.to_thread(plan_once, cfg, config, model, args, now, dict(banks) or None, adjust)
     if nowcast is not None:
-        nowcast.remember(sol.problem.starts.tolist(), sol.head_kw.tolist(), applied)
+        nowcast.remember(sol.problem.starts.tolist(), plans_of(cfg, sol, applied))
     first = [s for s in steps if s.start == steps[0].start]
     await asyncio.to_thread(_write_schedules, db_path, cfg, steps, clock.now(), dict(sent or {}))
     await asyncio.to_thread(record_run, db_path, run_of(cfg, sol, base, time.time()))

@@ -24,7 +24,8 @@ follow_tolerance_pct = 10       # metered energy further than this from the sche
 refine_passes = 1               # full re-solves of the optimum whose error corrects the linear model, 0..3
 var_min_pct = 0.5               # a var set point under this % of kVA is not sent: the inverter keeps volt-var
 p_response_s = 0                # a changed PV limit is reached this long after its interval begins (the energy)
-nowcast = {site = "sub-07", point = "sub-meter.p_total", window_s = 300, decay = 0.9, max_share = 0.3}
+nowcast = {site = "sub-07", point = "sub-meter.p_total", window_s = 300, decay = 0.9, max_share = 0.3,
+           pv_point = "{device}.DERMeasureAC.W"}   # the measured head and inverters correct the forecasts
 [[dispatch.sites]]
 site = "sub-07"
 inverters = [{device = "pv675", element = "pv675", kva = 2500, kw = 2500, category = "B"}]
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from central.dispatch.nowcast import NowcastSpec
+from central.dispatch.nowcast import PV_POINT, NowcastSpec
 from protocols.configcheck import MISSING, Checker
 from protocols.telemetry.intervals import CHANNELS
 from protocols.telemetry.schema import valid_site
@@ -227,9 +228,9 @@ def _meter(c: Checker, t: Mapping[str, Any], where: str, devices: set[str]) -> M
 
 def _nowcast(c: Checker, t: Any, where: str, sites: set[str]) -> NowcastSpec | None:
     if not isinstance(t, Mapping):
-        c.fail(where, t, "must be a table: {site, point, window_s, decay, max_share}")
+        c.fail(where, t, "must be a table: {site, point, window_s, decay, max_share, pv_point}")
         return None
-    c.unknown(t, where, {"site", "point", "window_s", "decay", "max_share"})
+    c.unknown(t, where, {"site", "point", "window_s", "decay", "max_share", "pv_point"})
     site = c.get(t, where, "site", "string")
     if site is not None and site not in sites:
         c.fail(f"{where}.site", site, f"one of the [[dispatch.sites]]: {', '.join(sorted(sites)) or 'none'}")
@@ -241,9 +242,13 @@ def _nowcast(c: Checker, t: Any, where: str, sites: set[str]) -> NowcastSpec | N
     window = c.get(t, where, "window_s", "number", 300.0, lo=10, hi=3600)
     decay = c.get(t, where, "decay", "number", 0.9, lo=0, hi=1)
     share = c.get(t, where, "max_share", "number", 0.3, lo=0, hi=1)
-    if None in (site, point, window, decay, share):
+    pv_point = c.get(t, where, "pv_point", "string", PV_POINT)
+    if pv_point and (pv_point.count("{device}") != 1 or "{" in pv_point.replace("{device}", "")):
+        c.fail(f"{where}.pv_point", pv_point, 'a point name with {device} once (each inverter\'s output), or ""')
+        pv_point = None
+    if None in (site, point, window, decay, share, pv_point):
         return None
-    return NowcastSpec(site, point, float(window), float(decay), float(share))
+    return NowcastSpec(site, point, float(window), float(decay), float(share), pv_point)
 
 
 def parse_dispatch(c: Checker, raw: Mapping[str, Any]) -> DispatchConfig | None:

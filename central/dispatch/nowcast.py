@@ -1,18 +1,26 @@
-"""The nowcast: the feeder head's measured power corrects the load forecast of the intervals about to come
+"""The nowcast: what the site measures now corrects the load and PV forecasts of the intervals about to come
 (docs/dispatch.md, "Nowcast").
 
-A day-ahead load forecast errs in runs of one sign that last hours (the weather, a holiday the calendar missed,
-the loads' own slow swings); the head's measured power shows the error while it lasts. Before each round, the
-mean of the head's active power over the last ``window_s`` (central's readings of the configured point, within
-the interval now running) is compared with what the round that planned this interval predicted at the head. The
-difference, plus the correction that round applied, is the load forecast's error now; each interval ``k`` ahead
-gets it times ``decay ** (k + 1)`` (an error that fades as a first-order autoregression: 0.9 per 15 minutes keeps
-half of it for about 1.6 hours), bounded by ``max_share`` of the forecast load. Everything the head shows is put
-on the load: PV that falls short of its forecast looks like more load, which is what the head sees of it.
+A day-ahead forecast errs in runs of one sign that last hours (the weather, a holiday the calendar missed, the
+loads' own slow swings); the site's meters show the error while it lasts. Before each round, over the last
+``window_s`` (central's readings, within the interval now running), against what the round that planned this
+interval predicted:
 
-Nothing is corrected when the readings are missing, too few (under half of the window's span, counted by their
-times), not numbers or in a unit that is not active power, or when no round predicted this interval: the forecast
-then stands as it is, and the round says why (``dispatch_nowcast`` in the log).
+- **PV**: each dispatched inverter's measured output (``pv_point``, one per inverter). Where an inverter's limit
+  did not bind, its output is what the sun gives: measured over predicted is the PV forecast's factor now.
+- **Load**: the head's measured power (``point``, import positive) plus the inverters' measured output is what
+  the feeder's loads drew (with its losses); against the predicted head plus the predicted output it is the load
+  forecast's error now.
+
+Each error, plus the correction the planning round had applied (the estimate carries on, an overshoot is taken
+back), goes to each interval ``k`` ahead times ``decay ** k`` (an error that fades as a first-order
+autoregression: 0.9 per 15 minutes keeps half of it for about 1.6 hours), the load's bounded by ``max_share`` of
+the forecast load, the PV factor within 1 +- ``max_share``. Without inverter readings (``pv_point = ""``, or
+missing) everything the head shows is put on the load.
+
+Nothing is corrected when the head's readings are missing, too few (under half of the window's span, counted by
+their times), not numbers or in a unit that is not active power, or when no round predicted this interval: the
+forecast then stands as it is, and the round says why (``dispatch_nowcast`` in the log).
 """
 
 from __future__ import annotations
@@ -26,6 +34,9 @@ import numpy as np
 
 from central.readings import UNIT_FACTORS
 
+Rows = Sequence[tuple[float, Any, str]]
+PV_POINT = "{device}.DERMeasureAC.W"  # an inverter's output: SunSpec model 701 W, as the agent names its points
+
 
 @dataclass(frozen=True, slots=True)
 class NowcastSpec:
@@ -33,76 +44,115 @@ class NowcastSpec:
     point: str  # the head's active power point in central's readings (import positive), e.g. "sub-meter.p_total"
     window_s: float = 300.0  # the readings averaged, ending now
     decay: float = 0.9  # the share of the error kept per interval ahead
-    max_share: float = 0.3  # |correction| at most this share of the interval's forecast load
+    max_share: float = 0.3  # |load correction| at most this share of the forecast load; PV factor 1 +- this
+    pv_point: str = PV_POINT  # each inverter's output point, {device} its name; "": the head alone
+
+
+@dataclass(frozen=True, slots=True)
+class Planned:
+    """What a round predicted for one interval."""
+
+    head_kw: float
+    out_kw: Mapping[str, float]  # inverter -> scheduled output
+    avail_kw: Mapping[str, float]  # inverter -> the forecast's available PV
+    limited: Mapping[str, bool]  # inverter -> its limit binds (output below what the sun gives)
+    load_corr_kw: float = 0.0  # the load correction the round applied to it
+    pv_factor: float = 1.0  # the PV factor the round applied to it
 
 
 @dataclass(frozen=True, slots=True)
 class Correction:
-    """The load correction of one round: ``error_kw`` measured at ``at`` and its value per interval ahead."""
+    """The corrections of one round: the errors measured at ``at`` and their value per interval ahead."""
 
     at: float
-    error_kw: float  # the load forecast's error now (measured - forecast, as the head shows it)
-    measured_kw: float
+    error_kw: float  # the load forecast's error now (measured - forecast)
+    measured_kw: float  # the head
     predicted_kw: float
     readings: int
     load_kw: np.ndarray  # added to the forecast load of each interval of the round
+    pv_factor_now: float = 1.0  # the PV forecast's factor now (1: unknown or right)
+    pv_factor: np.ndarray = field(default_factory=lambda: np.ones(0))  # multiplies each interval's PV forecast
+    pv_measured_kw: float | None = None  # the inverters' output (None: not read)
+
+
+def mean_kw(rows: Rows, since: float, until: float, what: str) -> tuple[float, int]:
+    """The mean [kW] of ``rows`` (ts, value, unit) in [since, until), and how many were numbers in an active-power
+    unit. ValueError when they cover under half of the span (by their first and last times)."""
+    factors = UNIT_FACTORS["kW"]
+    times, values = [], []
+    for ts, value, unit in rows:
+        if unit not in factors or isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        if not math.isfinite(value) or not since <= ts < until:
+            continue
+        times.append(ts)
+        values.append(value * factors[unit])
+    if len(values) < 2 or times[-1] - times[0] < (until - since) / 2:
+        raise ValueError(f"{len(values)} reading(s) of {what} in kW, W or MW over the last {until - since:.0f} s: "
+                         "under half of it covered")  # fmt: skip
+    return float(np.mean(values)), len(values)
 
 
 @dataclass(slots=True)
 class Nowcast:
-    """What the nowcast keeps between rounds: each interval's predicted head power and the correction in it."""
+    """What the nowcast keeps between rounds: each interval's plan and the corrections in it."""
 
     spec: NowcastSpec
-    predicted_kw: dict[int, float] = field(default_factory=dict)  # interval start -> head [kW] as planned
-    applied_kw: dict[int, float] = field(default_factory=dict)  # interval start -> load correction in that plan
+    planned: dict[int, Planned] = field(default_factory=dict)  # interval start -> what its round predicted
 
-    def head_mean_kw(self, rows: Sequence[tuple[float, Any, str]], since: float, until: float) -> tuple[float, int]:
-        """The mean head power [kW] of ``rows`` (ts, value, unit) in [since, until), and how many were numbers in
-        an active-power unit. ValueError when they cover under half of the span (by their first and last times)."""
-        factors = UNIT_FACTORS["kW"]
-        times, values = [], []
-        for ts, value, unit in rows:
-            if unit not in factors or isinstance(value, bool) or not isinstance(value, int | float):
-                continue
-            if not math.isfinite(value) or not since <= ts < until:
-                continue
-            times.append(ts)
-            values.append(value * factors[unit])
-        if len(values) < 2 or times[-1] - times[0] < (until - since) / 2:
-            raise ValueError(f"{len(values)} reading(s) of {self.spec.site}/{self.spec.point} in kW, W or MW over "
-                             f"the last {until - since:.0f} s: under half of it covered")  # fmt: skip
-        return float(np.mean(values)), len(values)
+    def pv_points(self, devices: Sequence[str]) -> dict[str, str]:
+        """Each inverter's output point in central's readings (none when ``pv_point`` is empty)."""
+        if not self.spec.pv_point:
+            return {}
+        return {d: self.spec.pv_point.format(device=d) for d in devices}
 
-    def correction(self, rows: Sequence[tuple[float, Any, str]], now: float, interval_s: int, starts: np.ndarray,
-                   forecast_load_kw: np.ndarray) -> Correction:  # fmt: skip
-        """The correction for a round planning ``starts`` (the first: the interval after the one ``now`` is in)
-        from the head's readings ``rows``. ValueError (why) when there is none to make."""
+    def correction(self, head_rows: Rows, pv_rows: Mapping[str, Rows], now: float, interval_s: int,
+                   starts: np.ndarray, forecast_load_kw: np.ndarray) -> Correction:  # fmt: skip
+        """The corrections for a round planning ``starts`` (the first: the interval after the one ``now`` is in)
+        from the head's readings and each inverter's (``pv_rows``: device -> rows; empty: the head alone).
+        ValueError (why) when there is none to make."""
         running = math.floor(now / interval_s) * interval_s
-        predicted = self.predicted_kw.get(running)
-        if predicted is None:
+        plan = self.planned.get(running)
+        if plan is None:
             raise ValueError(f"no round planned the interval now running ({running}): nothing to compare with")
         since = max(float(running), now - self.spec.window_s)
         if now - since < 1.0:
             raise ValueError("the interval now running began under a second ago")
-        measured, n = self.head_mean_kw(rows, since, now)
-        error = self.applied_kw.get(running, 0.0) + measured - predicted
+        measured, n = mean_kw(head_rows, since, now, f"{self.spec.site}/{self.spec.point}")
+        pv_now: dict[str, float] = {}
+        if pv_rows and set(pv_rows) >= set(plan.out_kw):
+            try:
+                pv_now = {d: mean_kw(pv_rows[d], since, now, f"{self.spec.site}/{d}")[0] for d in plan.out_kw}
+            except ValueError:
+                pv_now = {}  # an inverter unread: the head alone
+        share = self.spec.max_share
+        if pv_now:
+            load_err = measured + sum(pv_now.values()) - plan.head_kw - sum(plan.out_kw.values())
+            free = [d for d in plan.out_kw if not plan.limited[d]]
+            seen, expected = sum(pv_now[d] for d in free), sum(plan.avail_kw[d] for d in free)
+            # the sun's factor where the limits left the output free and there was PV to expect
+            factor = seen / expected if free and expected > 0.01 * sum(plan.avail_kw.values()) + 1.0 else 1.0
+            pv_total = factor * plan.pv_factor
+            pv_total = min(max(pv_total, 1.0 - share), 1.0 + share)
+        else:
+            load_err, pv_total = measured - plan.head_kw, 1.0
+        error = plan.load_corr_kw + load_err
         first = int(starts[0])
         ahead = np.array([(int(s) - first) // interval_s + 1 for s in starts], dtype=float)
         if first <= running:  # a round whose first interval is the running one: that one is 0 ahead
             ahead -= 1
-        raw = error * self.spec.decay ** np.maximum(ahead, 0)
-        bound = self.spec.max_share * np.abs(np.asarray(forecast_load_kw, float))
-        return Correction(now, error, measured, predicted, n, np.clip(raw, -bound, bound))
+        fade = self.spec.decay ** np.maximum(ahead, 0)
+        bound = share * np.abs(np.asarray(forecast_load_kw, float))
+        return Correction(now, error, measured, plan.head_kw, n, np.clip(error * fade, -bound, bound), pv_total,
+                          1.0 + (pv_total - 1.0) * fade, sum(pv_now.values()) if pv_now else None)  # fmt: skip
 
-    def remember(self, starts: Sequence[int], head_kw: Sequence[float], applied: Mapping[int, float]) -> None:
-        """A round's plan: its predicted head power per interval, and the correction each carried."""
-        for s, h in zip(starts, head_kw, strict=True):
-            self.predicted_kw[int(s)] = float(h)
-            self.applied_kw[int(s)] = float(applied.get(int(s), 0.0))
-        if len(self.predicted_kw) > 4 * len(starts):  # keep a few horizons' worth
-            for s in sorted(self.predicted_kw)[: -2 * len(starts)]:
-                self.predicted_kw.pop(s, None)
-                self.applied_kw.pop(s, None)
+    def remember(self, starts: Sequence[int], plans: Sequence[Planned]) -> None:
+        """A round's plan per interval (its predictions and the corrections it carried)."""
+        for s, p in zip(starts, plans, strict=True):
+            self.planned[int(s)] = p
+        if len(self.planned) > 4 * len(starts):  # keep a few horizons' worth
+            for s in sorted(self.planned)[: -2 * len(starts)]:
+                self.planned.pop(s, None)
 
 
-__all__ = ["Correction", "Nowcast", "NowcastSpec"]
+__all__ = ["PV_POINT", "Correction", "Nowcast", "NowcastSpec", "Planned", "mean_kw"]
