@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from agent.events import EventSpool, EventStore
@@ -320,87 +321,116 @@ class PmuIngest:
     # ---- frames --------------------------------------------------------------------------------------
 
     def on_frame(self, frame: DataFrame) -> None:
+        """One data frame (see :meth:`on_frames`)."""
+        self._run(frame, iter(()))
+
+    def on_frames(self, frames: Iterable[DataFrame]) -> None:
+        """The data frames of one read, in order (each one as :meth:`on_frame` would take it).
+
+        ``frames`` is consumed one frame at a time: when a frame raises, the frames after it stay in the
+        iterator, and a caller that hands the same iterator again goes on with the next one.
+        """
+        it = iter(frames)
+        frame = next(it, None)
+        while frame is not None:
+            frame = self._run(frame, it)
+
+    def _run(self, first: DataFrame, rest: Iterator[DataFrame]) -> DataFrame | None:
+        """``first``, then ``rest`` while their configuration stays; the first frame of another one is returned."""
         # The hot path (every frame of every PMU): values come straight from the decoded words through
-        # indices computed once per configuration (_layout). Per frame only what the monitors need is
-        # computed (frequency, ROCOF, voltage magnitudes); the buffer keeps the words as they are, and the
-        # phasors' magnitudes and angles are computed for the once-a-second readings and angle pairs only.
-        if frame.config is not self.config:
-            self.on_config(frame.config)
+        # indices computed once per configuration (_layout), looked up once per batch of frames. Per frame
+        # only what the monitors need is computed (frequency, ROCOF, voltage magnitudes); the buffer keeps
+        # the words as they are, and the phasors' magnitudes and angles are computed for the once-a-second
+        # readings and angle pairs only. The frames of one read arrive together: one clock reading serves them.
+        if first.config is not self.config:
+            self.on_config(first.config)
+        config = self.config
         st = self.stats
-        st.frames += 1
-        w = frame.words
         (stat_i, freq_i, freq_float, nominal_hz, ph_i, scales, polar, ph_float, time_base) = self._layout
-        soc = w[3]
-        ts = soc + (w[4] & 0xFFFFFF) / time_base
-        now = self.clock()
-        latency = now - ts
-        if latency > st.max_latency_s:
-            st.max_latency_s = latency
-        if latency > LATE_AFTER_S:
-            st.late += 1
+        stored_a, stored_b = self._stored_a, self._stored_b
+        append = self.buffer.append
         stale = self.stale
-        if stale.active:  # this frame ends an outage: StaleMonitor.frame makes the "cleared" trigger
-            self._trigger(stale.frame(ts, now))  # type: ignore[arg-type]  # active: never None
-        else:  # what StaleMonitor.frame does otherwise, without the call
-            stale.last_arrival, stale.last_frame_ts = now, ts
-        stat_word = w[stat_i]
-        data_error = stat_word >> 14  # STAT bits 15-14 (C37.118.2-2011 6.3 Table 7)
-        sync_lost = bool(stat_word & 0x2000)  # bit 13
-        if freq_float:
-            freq, rocof = float(w[freq_i]), float(w[freq_i + 1])
-        else:  # 6.3 Table 6: FREQ deviation from nominal in mHz, DFREQ is ROCOF x 100
-            freq, rocof = nominal_hz + w[freq_i] / 1000.0, w[freq_i + 1] / 100.0
-        if soc != self._last_soc:
-            self._last_soc = soc
-            mags, angs = _phasors(w, ph_i, scales, polar, ph_float)
-            self._report(ts, data_error, sync_lost, mags, angs, freq, rocof)
-        if not self.buffer.append(ts, w[self._stored_a : self._stored_b]):  # not after the newest frame
-            st.out_of_order += 1
-            return
-        # The monitors' idle checks, inlined (almost every frame stops there): a monitor is called only when its
-        # band is not idle or the value is outside it, and it repeats the check itself.
-        b = self._sync_band  # TimeSyncMonitor.update_words's idle check, widened:
-        if (stat_word & 0x2030 or (w[4] >> 24) & 0x0F == 15 or (stat_word >> 6) & 7 >= self._worst_tq or b.active
-                or b._since is not None) and (trig := self.time_sync.update_words(ts, stat_word, w[4])):  # fmt: skip
-            self._trigger(trig)
-        if data_error:  # not DataError.GOOD (0)
-            st.bad_data += 1
-            return
-        b = self._freq_band
-        if (b.active or b._since is not None or not b._lo <= freq <= b._hi) and (  # NaN: not inside
-            trig := self.frequency.update(ts, freq)  # type: ignore[union-attr]  # set with _layout
-        ):
-            self._trigger(trig)
-        b = self._rocof_band
-        if (b.active or b._since is not None or not b._lo <= rocof <= b._hi) and (
-            trig := self.rocof.update(ts, rocof)  # type: ignore[union-attr]
-        ):
-            self._trigger(trig)
-        vm = self.voltage
-        if vm is not None:
-            # VoltageMonitor.update_words's idle check on the raw words, inlined: each magnitude (polar) or squared
-            # magnitude (rectangular) against the band in word units, narrowed by a margin so that rounding never
-            # skips a value the monitor's own check would catch; near or past a limit the monitor decides.
-            quiet = vm._idle and self._voltage_quiet is not None
-            if quiet and polar:
-                for i, lo_w, hi_w in self._voltage_quiet:  # type: ignore[union-attr]
-                    m = w[i]
-                    if not lo_w <= (m if m >= 0 else -m) <= hi_w:
-                        quiet = False
-                        break
-            elif quiet:
-                for i, lo_w, hi_w in self._voltage_quiet:  # type: ignore[union-attr]
-                    re, im = w[i], w[i + 1]
-                    if not lo_w <= re * re + im * im <= hi_w:
-                        quiet = False
-                        break
-            if not quiet:
-                for trig in vm.update_words(ts, w, self._voltage_phasors, polar):
-                    self._trigger(trig)
-        if not sync_lost and self.listeners:
-            angles = tuple(_phasors(w, ph_i, scales, polar, ph_float)[1])
-            for listener in self.listeners:
-                listener(self, ts, angles)
+        sync_band, freq_band, rocof_band = self._sync_band, self._freq_band, self._rocof_band
+        worst_tq = self._worst_tq
+        frequency, rocof_mon, vm = self.frequency, self.rocof, self.voltage
+        quiet_bounds = self._voltage_quiet if vm is not None else None
+        listeners = self.listeners
+        now = self.clock()
+        for frame in chain((first,), rest):
+            if frame.config is not config:
+                return frame
+            st.frames += 1
+            w = frame.words
+            soc = w[3]
+            ts = soc + (w[4] & 0xFFFFFF) / time_base
+            latency = now - ts
+            if latency > st.max_latency_s:
+                st.max_latency_s = latency
+            if latency > LATE_AFTER_S:
+                st.late += 1
+            if stale.active:  # this frame ends an outage: StaleMonitor.frame makes the "cleared" trigger
+                self._trigger(stale.frame(ts, now))  # type: ignore[arg-type]  # active: never None
+            else:  # what StaleMonitor.frame does otherwise, without the call
+                stale.last_arrival, stale.last_frame_ts = now, ts
+            stat_word = w[stat_i]
+            data_error = stat_word >> 14  # STAT bits 15-14 (C37.118.2-2011 6.3 Table 7)
+            sync_lost = stat_word & 0x2000  # bit 13
+            if freq_float:
+                freq, rocof = float(w[freq_i]), float(w[freq_i + 1])
+            else:  # 6.3 Table 6: FREQ deviation from nominal in mHz, DFREQ is ROCOF x 100
+                freq, rocof = nominal_hz + w[freq_i] / 1000.0, w[freq_i + 1] / 100.0
+            if soc != self._last_soc:
+                self._last_soc = soc
+                mags, angs = _phasors(w, ph_i, scales, polar, ph_float)
+                self._report(ts, data_error, bool(sync_lost), mags, angs, freq, rocof)
+            if not append(ts, w[stored_a:stored_b]):  # not after the newest frame
+                st.out_of_order += 1
+                continue
+            # The monitors' idle checks, inlined (almost every frame stops there): a monitor is called only when
+            # its band is not idle or the value is outside it, and it repeats the check itself.
+            b = sync_band  # TimeSyncMonitor.update_words's idle check, widened:
+            if (stat_word & 0x2030 or (w[4] >> 24) & 0x0F == 15 or (stat_word >> 6) & 7 >= worst_tq or b.active
+                    or b._since is not None) and (trig := self.time_sync.update_words(ts, stat_word, w[4])):  # fmt: skip
+                self._trigger(trig)
+            if data_error:  # not DataError.GOOD (0)
+                st.bad_data += 1
+                continue
+            b = freq_band
+            if (b.active or b._since is not None or not b._lo <= freq <= b._hi) and (  # NaN: not inside
+                trig := frequency.update(ts, freq)  # type: ignore[union-attr]  # set with _layout
+            ):
+                self._trigger(trig)
+            b = rocof_band
+            if (b.active or b._since is not None or not b._lo <= rocof <= b._hi) and (
+                trig := rocof_mon.update(ts, rocof)  # type: ignore[union-attr]
+            ):
+                self._trigger(trig)
+            if vm is not None:
+                # VoltageMonitor.update_words's idle check on the raw words, inlined: each magnitude (polar) or
+                # squared magnitude (rectangular) against the band in word units, narrowed by a margin so that
+                # rounding never skips a value the monitor's own check would catch; near or past a limit the
+                # monitor decides.
+                quiet = vm._idle and quiet_bounds is not None
+                if quiet and polar:
+                    for i, lo_w, hi_w in quiet_bounds:  # type: ignore[union-attr]
+                        m = w[i]
+                        if not lo_w <= (m if m >= 0 else -m) <= hi_w:
+                            quiet = False
+                            break
+                elif quiet:
+                    for i, lo_w, hi_w in quiet_bounds:  # type: ignore[union-attr]
+                        re, im = w[i], w[i + 1]
+                        if not lo_w <= re * re + im * im <= hi_w:
+                            quiet = False
+                            break
+                if not quiet:
+                    for trig in vm.update_words(ts, w, self._voltage_phasors, polar):
+                        self._trigger(trig)
+            if not sync_lost and listeners:
+                angles = tuple(_phasors(w, ph_i, scales, polar, ph_float)[1])
+                for listener in listeners:
+                    listener(self, ts, angles)
+        return None
 
     def _trigger(self, trig: Trigger) -> None:
         if trig.cleared:
@@ -497,6 +527,21 @@ class PmuStream:
         for ingest in self._ingests:
             ingest.on_frame(frame)
 
+    def on_frames(self, frames: Iterable[DataFrame]) -> None:
+        """The data frames of one read, in order; consumed one at a time, as :meth:`PmuIngest.on_frames` does."""
+        it = iter(frames)
+        frame = next(it, None)
+        while frame is not None:
+            if frame.config is not self.config:
+                self.on_config(frame.config)
+            ingests = self._ingests
+            if len(ingests) == 1:  # one block: the frames of this configuration in one go
+                frame = ingests[0]._run(frame, it)
+            else:
+                for ingest in ingests:
+                    ingest.on_frame(frame)
+                frame = next(it, None)
+
     def on_error(self, err: FrameError) -> None:
         for ingest in self._ingests:
             ingest.stats.frame_errors += 1
@@ -581,6 +626,7 @@ class PmuMonitoring:
             p.name: client_factory(
                 PmuEndpoint(p.host, p.port, p.idcode, p.cfg, p.udp_port),
                 on_frame=self.streams[p.name].on_frame,
+                on_frames=self.streams[p.name].on_frames,
                 on_config=self.streams[p.name].on_config,
                 on_error=self.streams[p.name].on_error,
                 batcher=self.batcher,

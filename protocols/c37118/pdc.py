@@ -20,9 +20,10 @@ import random
 import socket
 import time
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
+from operator import length_hint
 
 from protocols.c37118.codec import encode_frame
 from protocols.c37118.errors import ConfigMismatchError, FrameError
@@ -212,7 +213,8 @@ class _Feed(asyncio.Protocol, asyncio.DatagramProtocol):
     """Bytes in (TCP segments or UDP datagrams) -> the sans-IO reader -> every complete event at once.
 
     Runs in the event loop's read callback, so no task wakes per read and every frame already buffered
-    is handed over in one go (several when they arrive together; many with a :class:`ReadBatcher`).
+    is handed over in one go (several when they arrive together; many with a :class:`ReadBatcher`): the
+    data frames one after the other as one list, each other event on its own, in the order read.
     """
 
     def __init__(self, session: PdcSession, reader: StreamReader, what: str) -> None:
@@ -233,12 +235,14 @@ class _Feed(asyncio.Protocol, asyncio.DatagramProtocol):
         reader = self.reader
         reader.feed(data)
         session = self.session
-        deliver = session._deliver
-        while (event := reader.next_event()) is not NEED_DATA:
-            if type(event) is DataFrame and (sink := session._sink) is not None:
-                sink(event)  # what _deliver does with a data frame once streaming, without its type tests
-            else:
-                deliver(event)
+        while True:
+            frames: list[DataFrame] = []
+            event = reader.data_frames(frames)  # the data frames up to the next other event
+            if frames:
+                session._deliver_frames(frames)
+            if event is NEED_DATA:
+                return
+            session._deliver(event)  # type: ignore[arg-type]  # not NEED_DATA
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         # One datagram, one frame (C37.118.2 Annex on UDP); the reader still resyncs on garbage.
@@ -279,6 +283,7 @@ class PdcSession:
         self._events: deque[Frame | FrameError | PdcError] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._sink: Callable[[Frame | FrameError | PdcError], None] | None = None
+        self._frames_sink: Callable[[list[DataFrame]], None] | None = None
         self._want = _CFG_TYPE[endpoint.cfg_version]
         self._ended: PdcError | None = None  # the connection is gone: every later read raises this
         self._tcp_feed: _Feed | None = None
@@ -359,6 +364,15 @@ class PdcSession:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
+    def _deliver_frames(self, frames: list[DataFrame]) -> None:
+        """The data frames of one read, in order: to the frames sink as they are, else one by one."""
+        sink = self._frames_sink
+        if sink is not None and self._sink is not None:
+            sink(frames)
+            return
+        for frame in frames:
+            self._deliver(frame)
+
     def batch_reads(self, batcher: ReadBatcher | None) -> None:
         """Have ``batcher`` read the TCP stream from now on; ``None``: back to the transport (every read at once)."""
         feed = self._tcp_feed
@@ -372,13 +386,20 @@ class PdcSession:
         else:
             self._transport.resume_reading()
 
-    def deliver_to(self, sink: Callable[[Frame | FrameError | PdcError], None] | None) -> None:
+    def deliver_to(
+        self,
+        sink: Callable[[Frame | FrameError | PdcError], None] | None,
+        frames: Callable[[list[DataFrame]], None] | None = None,
+    ) -> None:
         """Hand every event to ``sink`` as it is read (first those already queued); ``None`` queues again.
 
-        ``sink`` runs in the event loop's read callback: it must not raise, and it gets the
-        :class:`PdcError` that ends the connection as an event.
+        With ``frames``, the data frames that one read brings, one after the other, go to it as one list
+        (in order with the other events, which still go to ``sink``). Both run in the event loop's read
+        callback: they must not raise, and ``sink`` gets the :class:`PdcError` that ends the connection as
+        an event.
         """
         self._sink = sink
+        self._frames_sink = frames if sink is not None else None
         while sink is not None and self._events and self._sink is sink:
             sink(self._events.popleft())
 
@@ -472,7 +493,7 @@ class PdcSession:
 
     async def close(self) -> None:
         """Close both sockets now (nothing here waits, so a cancel cannot be held up or lost)."""
-        self._sink = None
+        self._sink = self._frames_sink = None
         if self._batcher is not None and self._tcp_feed is not None:
             self._batcher.remove(self._tcp_feed)  # before the socket closes
             self._batcher = None
@@ -522,7 +543,10 @@ class PdcClient:
     """Reads one PMU forever: ``await client.run()`` until cancelled.
 
     ``on_frame`` gets every data frame, ``on_config`` every configuration (the first one and each
-    change), ``on_error`` every typed frame error (garbage, CRC, size...). Failures (refused, closed,
+    change), ``on_error`` every typed frame error (garbage, CRC, size...). With ``on_frames``, the data
+    frames that one read brings go to it instead, in one call: an iterator over them, to be consumed in
+    order; a frame whose handling raises is counted in ``callback_errors`` and the iterator is handed
+    again, so the frames after it are handled as well. Failures (refused, closed,
     config timeout, stale stream) end the session; the next starts after a backoff of
     ``backoff_min_s`` doubling to ``backoff_max_s``, times a jitter in [0.5, 1] from ``rng``; a session
     that delivered data resets the backoff. With ``batcher`` the TCP stream is read in batches once
@@ -534,6 +558,7 @@ class PdcClient:
         endpoint: PmuEndpoint,
         *,
         on_frame: Callable[[DataFrame], None],
+        on_frames: Callable[[Iterator[DataFrame]], None] | None = None,
         on_config: Callable[[ConfigFrame], None] | None = None,
         on_error: Callable[[FrameError], None] | None = None,
         backoff_min_s: float = 0.5,
@@ -551,6 +576,7 @@ class PdcClient:
             raise ValueError(f"backoff {backoff_min_s!r}..{backoff_max_s!r} s: 0 < min <= max")
         self.endpoint = endpoint
         self.on_frame = on_frame
+        self.on_frames = on_frames
         self.on_config = on_config
         self.on_error = on_error
         self.backoff_min_s = backoff_min_s
@@ -623,42 +649,55 @@ class PdcClient:
                     end.set_exception(err)
                     end.exception()  # retrieved: a session cancelled meanwhile logs nothing
 
-            def on_event(event: Frame | FrameError | PdcError) -> None:
-                # Runs in the socket's read callback, once per event: the hot path. Nothing may escape it.
-                nonlocal last_data, last_request, stat_of, stat_idx
+            def on_frames(frames: list[DataFrame]) -> None:
+                # Runs in the socket's read callback with the data frames of one read: the hot path. Nothing
+                # may escape it.
+                nonlocal last_data, stat_of, stat_idx
                 if end.done():
                     return
+                last_data = stats.last_frame_monotonic = clock()
+                stats.frames += len(frames)
+                self._delivered = True
                 want_config = False
-                if type(event) is DataFrame:
-                    last_data = stats.last_frame_monotonic = clock()
-                    stats.frames += 1
-                    self._delivered = True
-                    if event.config is not stat_of:
-                        stat_of, stat_idx = event.config, stat_word_indices(event.config)
-                    words = event.words
+                for frame in frames:
+                    if frame.config is not stat_of:
+                        stat_of, stat_idx = frame.config, stat_word_indices(frame.config)
+                    words = frame.words
                     for i in stat_idx:
                         if words[i] & STAT_CONFIG_CHANGED:
                             want_config = True
-                    try:  # self._call(self.on_frame, event), inlined: every frame
-                        self.on_frame(event)
-                    except Exception as err:
-                        self.stats.callback_errors += 1
-                        log.error("pmu_callback_failed", pmu=self._name, error=repr(err))
-                elif isinstance(event, PdcError):
-                    finish(event)
-                    return
-                elif isinstance(event, ConfigFrame):
-                    if event.frame_type == want_type:
-                        self._config(event)
-                elif isinstance(event, FrameError):
-                    self._error(event)
-                    want_config = isinstance(event, ConfigMismatchError)
-                if want_config and clock() - last_request >= self.config_request_interval_s:
+                self._frames(frames)
+                if want_config:
+                    ask_config()
+
+            def ask_config() -> None:
+                nonlocal last_request
+                if clock() - last_request >= self.config_request_interval_s:
                     last_request = clock()
                     try:
                         session.send_command_nowait(_CFG_COMMAND[self.endpoint.cfg_version])
                     except PdcError as err:
                         finish(err)
+
+            def on_event(event: Frame | FrameError | PdcError) -> None:
+                # Every event but the data frames of a read (on_frames); nothing may escape it.
+                if end.done():
+                    return
+                want_config = False
+                if type(event) is DataFrame:
+                    on_frames([event])  # one queued before the session streamed
+                    return
+                if isinstance(event, PdcError):
+                    finish(event)
+                    return
+                if isinstance(event, ConfigFrame):
+                    if event.frame_type == want_type:
+                        self._config(event)
+                elif isinstance(event, FrameError):
+                    self._error(event)
+                    want_config = isinstance(event, ConfigMismatchError)
+                if want_config:
+                    ask_config()
 
             def check_stale() -> None:
                 # One timer per stale period, not one per frame: it re-arms itself at the new deadline.
@@ -671,13 +710,39 @@ class PdcClient:
                     watchdog = loop.call_later(left, check_stale)
 
             watchdog = loop.call_later(self._stale_timeout(), check_stale)
-            session.deliver_to(on_event)
+            session.deliver_to(on_event, on_frames)
             session.batch_reads(self.batcher)
             await end  # a cancel ends this await at once; a PdcError ending the stream is raised here
         finally:
             if watchdog is not None:
                 watchdog.cancel()
             await session.close()
+
+    def _frames(self, frames: list[DataFrame]) -> None:
+        """Hand ``frames`` on: to ``on_frames`` as one iterator, else to ``on_frame`` one by one."""
+        it = iter(frames)
+        on_frames = self.on_frames
+        if on_frames is not None:
+            left = len(frames)
+            while left:
+                try:
+                    on_frames(it)
+                    return
+                except Exception as err:  # the frame that raised is consumed: go on with the next
+                    self._callback_failed(err)
+                took, left = left - length_hint(it), length_hint(it)
+                if not took:  # it raised before taking a frame: the rest go to on_frame
+                    break
+        on_frame = self.on_frame
+        for frame in it:
+            try:  # self._call(on_frame, frame), inlined: every frame
+                on_frame(frame)
+            except Exception as err:
+                self._callback_failed(err)
+
+    def _callback_failed(self, err: Exception) -> None:
+        self.stats.callback_errors += 1
+        log.error("pmu_callback_failed", pmu=self._name, error=repr(err))
 
     def _config(self, config: ConfigFrame) -> None:
         old = self.config
@@ -705,8 +770,7 @@ class PdcClient:
         try:
             fn(arg)
         except Exception as err:  # a consumer's bug must not end the stream; counted and logged
-            self.stats.callback_errors += 1
-            log.error("pmu_callback_failed", pmu=self._name, error=repr(err))
+            self._callback_failed(err)
 
 
 # ---- alignment ------------------------------------------------------------------------------------------
