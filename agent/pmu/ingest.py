@@ -352,84 +352,95 @@ class PmuIngest:
         stale = self.stale
         sync_band, freq_band, rocof_band = self._sync_band, self._freq_band, self._rocof_band
         worst_tq = self._worst_tq
-        frequency, rocof_mon, vm = self.frequency, self.rocof, self.voltage
+        time_sync, frequency, rocof_mon, vm = self.time_sync, self.frequency, self.rocof, self.voltage
         quiet_bounds = self._voltage_quiet if vm is not None else None
+        voltage_phasors = self._voltage_phasors
         listeners = self.listeners
+        # The monitors' bands change only inside their monitors' calls: whether each is idle (Hysteresis.idle) is
+        # read once here and again after each call. freq_lo..freq_hi: the frequency band with open sides infinite.
+        sync_idle = not sync_band.active and sync_band._since is None
+        freq_idle = not freq_band.active and freq_band._since is None
+        rocof_idle = not rocof_band.active and rocof_band._since is None
+        freq_lo, freq_hi, rocof_lo, rocof_hi = freq_band._lo, freq_band._hi, rocof_band._lo, rocof_band._hi
         now = self.clock()
-        for frame in chain((first,), rest):
-            if frame.config is not config:
-                return frame
-            st.frames += 1
-            w = frame.words
-            soc = w[3]
-            ts = soc + (w[4] & 0xFFFFFF) / time_base
-            latency = now - ts
-            if latency > st.max_latency_s:
-                st.max_latency_s = latency
-            if latency > LATE_AFTER_S:
-                st.late += 1
-            if stale.active:  # this frame ends an outage: StaleMonitor.frame makes the "cleared" trigger
-                self._trigger(stale.frame(ts, now))  # type: ignore[arg-type]  # active: never None
-            else:  # what StaleMonitor.frame does otherwise, without the call
-                stale.last_arrival, stale.last_frame_ts = now, ts
-            stat_word = w[stat_i]
-            data_error = stat_word >> 14  # STAT bits 15-14 (C37.118.2-2011 6.3 Table 7)
-            sync_lost = stat_word & 0x2000  # bit 13
-            if freq_float:
-                freq, rocof = float(w[freq_i]), float(w[freq_i + 1])
-            else:  # 6.3 Table 6: FREQ deviation from nominal in mHz, DFREQ is ROCOF x 100
-                freq, rocof = nominal_hz + w[freq_i] / 1000.0, w[freq_i + 1] / 100.0
-            if soc != self._last_soc:
-                self._last_soc = soc
-                mags, angs = _phasors(w, ph_i, scales, polar, ph_float)
-                self._report(ts, data_error, bool(sync_lost), mags, angs, freq, rocof)
-            if not append(ts, w[stored_a:stored_b]):  # not after the newest frame
-                st.out_of_order += 1
-                continue
-            # The monitors' idle checks, inlined (almost every frame stops there): a monitor is called only when
-            # its band is not idle or the value is outside it, and it repeats the check itself.
-            b = sync_band  # TimeSyncMonitor.update_words's idle check, widened:
-            if (stat_word & 0x2030 or (w[4] >> 24) & 0x0F == 15 or (stat_word >> 6) & 7 >= worst_tq or b.active
-                    or b._since is not None) and (trig := self.time_sync.update_words(ts, stat_word, w[4])):  # fmt: skip
-                self._trigger(trig)
-            if data_error:  # not DataError.GOOD (0)
-                st.bad_data += 1
-                continue
-            b = freq_band
-            if (b.active or b._since is not None or not b._lo <= freq <= b._hi) and (  # NaN: not inside
-                trig := frequency.update(ts, freq)  # type: ignore[union-attr]  # set with _layout
-            ):
-                self._trigger(trig)
-            b = rocof_band
-            if (b.active or b._since is not None or not b._lo <= rocof <= b._hi) and (
-                trig := rocof_mon.update(ts, rocof)  # type: ignore[union-attr]
-            ):
-                self._trigger(trig)
-            if vm is not None:
-                # VoltageMonitor.update_words's idle check on the raw words, inlined: each magnitude (polar) or
-                # squared magnitude (rectangular) against the band in word units, narrowed by a margin so that
-                # rounding never skips a value the monitor's own check would catch; near or past a limit the
-                # monitor decides.
-                quiet = vm._idle and quiet_bounds is not None
-                if quiet and polar:
-                    for i, lo_w, hi_w in quiet_bounds:  # type: ignore[union-attr]
-                        m = w[i]
-                        if not lo_w <= (m if m >= 0 else -m) <= hi_w:
-                            quiet = False
-                            break
-                elif quiet:
-                    for i, lo_w, hi_w in quiet_bounds:  # type: ignore[union-attr]
-                        re, im = w[i], w[i + 1]
-                        if not lo_w <= re * re + im * im <= hi_w:
-                            quiet = False
-                            break
-                if not quiet:
-                    for trig in vm.update_words(ts, w, self._voltage_phasors, polar):
+        max_latency = st.max_latency_s
+        last_soc = self._last_soc
+        ts = None
+        try:
+            for frame in chain((first,), rest):
+                if frame.config is not config:
+                    return frame
+                st.frames += 1
+                w = frame.words
+                soc = w[3]
+                ts = soc + (w[4] & 0xFFFFFF) / time_base
+                latency = now - ts
+                if latency > max_latency:
+                    st.max_latency_s = max_latency = latency
+                if latency > LATE_AFTER_S:
+                    st.late += 1
+                if stale.active:  # this frame ends an outage: StaleMonitor.frame makes the "cleared" trigger
+                    self._trigger(stale.frame(ts, now))  # type: ignore[arg-type]  # active: never None
+                stat_word = w[stat_i]
+                data_error = stat_word >> 14  # STAT bits 15-14 (C37.118.2-2011 6.3 Table 7)
+                sync_lost = stat_word & 0x2000  # bit 13
+                if freq_float:
+                    freq, rocof = float(w[freq_i]), float(w[freq_i + 1])
+                else:  # 6.3 Table 6: FREQ deviation from nominal in mHz, DFREQ is ROCOF x 100
+                    freq, rocof = nominal_hz + w[freq_i] / 1000.0, w[freq_i + 1] / 100.0
+                if soc != last_soc:
+                    self._last_soc = last_soc = soc
+                    mags, angs = _phasors(w, ph_i, scales, polar, ph_float)
+                    self._report(ts, data_error, bool(sync_lost), mags, angs, freq, rocof)
+                if not append(ts, w[stored_a:stored_b]):  # not after the newest frame
+                    st.out_of_order += 1
+                    continue
+                # The monitors' idle checks, inlined (almost every frame stops there): a monitor is called only when
+                # its band is not idle or the value is outside it, and it repeats the check itself.
+                if not sync_idle or stat_word & 0x2030 or (w[4] >> 24) & 0x0F == 15 or (stat_word >> 6) & 7 >= worst_tq:
+                    # TimeSyncMonitor.update_words's idle check, widened
+                    if trig := time_sync.update_words(ts, stat_word, w[4]):
                         self._trigger(trig)
-            if not sync_lost and listeners:
-                angles = tuple(_phasors(w, ph_i, scales, polar, ph_float)[1])
-                for listener in listeners:
-                    listener(self, ts, angles)
+                    sync_idle = not sync_band.active and sync_band._since is None
+                if data_error:  # not DataError.GOOD (0)
+                    st.bad_data += 1
+                    continue
+                if not (freq_idle and freq_lo <= freq <= freq_hi):  # NaN: not inside
+                    if trig := frequency.update(ts, freq):  # type: ignore[union-attr]  # set with _layout
+                        self._trigger(trig)
+                    freq_idle = not freq_band.active and freq_band._since is None
+                if not (rocof_idle and rocof_lo <= rocof <= rocof_hi):
+                    if trig := rocof_mon.update(ts, rocof):  # type: ignore[union-attr]
+                        self._trigger(trig)
+                    rocof_idle = not rocof_band.active and rocof_band._since is None
+                if vm is not None:
+                    # VoltageMonitor.update_words's idle check on the raw words, inlined: each magnitude (polar) or
+                    # squared magnitude (rectangular) against the band in word units, narrowed by a margin so that
+                    # rounding never skips a value the monitor's own check would catch; near or past a limit the
+                    # monitor decides.
+                    quiet = vm._idle and quiet_bounds is not None
+                    if quiet and polar:
+                        for i, lo_w, hi_w in quiet_bounds:  # type: ignore[union-attr]
+                            m = w[i]
+                            if not lo_w <= (m if m >= 0 else -m) <= hi_w:
+                                quiet = False
+                                break
+                    elif quiet:
+                        for i, lo_w, hi_w in quiet_bounds:  # type: ignore[union-attr]
+                            re, im = w[i], w[i + 1]
+                            if not lo_w <= re * re + im * im <= hi_w:
+                                quiet = False
+                                break
+                    if not quiet:
+                        for trig in vm.update_words(ts, w, voltage_phasors, polar):
+                            self._trigger(trig)
+                if not sync_lost and listeners:
+                    angles = tuple(_phasors(w, ph_i, scales, polar, ph_float)[1])
+                    for listener in listeners:
+                        listener(self, ts, angles)
+        finally:
+            if ts is not None:  # what StaleMonitor.frame does, once for the frames of this read
+                stale.last_arrival, stale.last_frame_ts = now, ts
         return None
 
     def _trigger(self, trig: Trigger) -> None:
