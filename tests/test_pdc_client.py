@@ -25,6 +25,7 @@ from protocols.c37118.pdc import (
     PdcTimeoutError,
     PmuEndpoint,
     ReadBatcher,
+    StaleWatch,
     stat_word_indices,
 )
 from sim_hw.devices.pmu import SimPmu
@@ -410,3 +411,21 @@ async def test_a_read_with_a_bad_frame_and_a_failing_callback_in_the_middle_deli
         assert client.stats.frame_errors == {"CrcError": 1, "SyncError": 1}
         assert client.stats.frames == len(got) + 1 and client.stats.callback_errors == 1
         assert max(batches) >= 2, "the frames of a read in one call"
+
+
+@async_test
+async def test_clients_sharing_a_stale_watch_each_go_stale_on_their_own_deadline() -> None:
+    # One StaleWatch keeps both clients' deadlines on one timer: the PMU that stops sending goes stale and
+    # reconnects, the other streams on undisturbed; a closed session leaves the watch.
+    watch = StaleWatch()
+    async with SimPmu(51, "A", port=0, rate=50) as a, SimPmu(52, "B", port=0, rate=50) as b:
+        ca, fa, _, _ = _client(a.port, 51, stale_periods=5, stale_min_s=0.2, stale_watch=watch)
+        cb, fb, _, _ = _client(b.port, 52, stale_periods=5, stale_min_s=0.2, stale_watch=watch)
+        async with running_tasks(ca.run(), cb.run()):
+            await until(lambda: len(fa) >= 5 and len(fb) >= 5 and len(watch) == 2)
+            a.stop_sending()
+            t0 = time.monotonic()
+            await until(lambda: ca.stats.stale >= 1)
+            assert time.monotonic() - t0 >= 0.2, "not before its deadline"
+            assert "no data frame" in ca.stats.last_error and cb.stats.stale == 0 and cb.stats.reconnects == 0
+        assert len(watch) == 0

@@ -14,7 +14,15 @@ from helpers.aio import async_test, running_tasks, until
 from helpers.sinks import Taken
 
 from agent.pmu.config import AnglePairConfig, PmuMonitoringConfig, PmuStreamConfig
-from agent.pmu.ingest import READ_BATCH_S, PmuIngest, PmuMonitoring, batch_interval_s, phasor_layout
+from agent.pmu.ingest import (
+    IDLE_TICK_S,
+    READ_BATCH_S,
+    TICK_S,
+    PmuIngest,
+    PmuMonitoring,
+    batch_interval_s,
+    phasor_layout,
+)
 from agent.points import Quality
 from agent.store import AsyncStore, Store
 from protocols.c37118 import DataFormat, DataFrame, FrameType, PhasorKind
@@ -329,3 +337,25 @@ def test_on_frames_in_batches_does_what_on_frame_does_frame_by_frame():
     assert {(kind, cleared) for kind, _, cleared in triggers} >= {("pmu_frequency", False), ("pmu_frequency", True),
                                                                   ("pmu_voltage", False), ("pmu_time_sync", False)}  # fmt: skip
     assert last_frame_ts == float(frames[-1].timestamp.as_fraction()) and last_arrival == last_frame_ts + 0.05
+
+
+def test_events_task_sleeps_until_the_first_stale_deadline_and_ticks_while_a_window_waits():
+    # No window waiting: the next tick is due at the earliest stale deadline (a frame only moves one later), at
+    # most IDLE_TICK_S away; a trigger's window waiting: every TICK_S, as its release is checked on the data.
+    pmu = SimPmu(7, "SUB A", rate=RATE)
+    now = [1_700_000_000.0]
+    pmus = (stream(pmu, "a", stale_after_s=0.5), stream(pmu, "b", stale_after_s=3.0))
+    mon = PmuMonitoring(pmus, MON, Taken(), None, clock=lambda: now[0])  # type: ignore[arg-type]
+    for s in mon.streams.values():
+        s.start()
+    assert mon.next_tick_s() == pytest.approx(0.5)
+    now[0] += 0.4
+    assert mon.next_tick_s() == pytest.approx(0.1)
+    now[0] += 0.2
+    assert mon.next_tick_s() == 0.0 and mon.tick() == 1, "a is stale: its event goes out at once"
+    assert mon.next_tick_s() == pytest.approx(IDLE_TICK_S), "b's deadline is 2.4 s away"
+    ing = mon.ingests["b"]
+    ing.on_frame(pmu.data_frame(int(now[0] * RATE)))
+    pmu.lose_sync()
+    ing.on_frame(pmu.data_frame(int(now[0] * RATE) + 1))  # a time-sync trigger: its window waits
+    assert len(mon.windows) == 1 and mon.next_tick_s() == TICK_S

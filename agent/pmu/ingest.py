@@ -41,12 +41,15 @@ from agent.pmu.monitor import (
 from agent.pmu.ringbuffer import RingBuffer
 from agent.points import Quality, Reading, Stream
 from protocols.c37118 import ConfigFrame, DataError, DataFrame, FrameError, PhasorKind, PmuConfig, PmuConfig3
-from protocols.c37118.pdc import PdcClient, PmuEndpoint, ReadBatcher
+from protocols.c37118.pdc import PdcClient, PmuEndpoint, ReadBatcher, StaleWatch
 from protocols.eventlog import EventLog
 
 log = EventLog("pmu")
 
-TICK_S = 0.1  # stale checks and event-window releases
+TICK_S = 0.1  # event-window releases while a window waits
+#: The longest the events task sleeps with no window waiting: it wakes at the first stale deadline, on every trigger
+#: and on every change of a stream's blocks, and at least this often (the UTC clock of the deadlines may jump).
+IDLE_TICK_S = 1.0
 LATE_AFTER_S = 0.5  # a frame arriving this long after its timestamp is counted late
 PAIR_KEEP_S = 2.0  # how long one PMU's angle waits for the other's at the same timestamp
 #: Events waiting for a failing store. A PMU event carries its full-rate window (up to 48 kB of JSON, about
@@ -617,7 +620,8 @@ class PmuMonitoring:
     """Every configured PMU: clients, ingests, angle pairs, event windows, and the events task.
 
     The clients share one :class:`~protocols.c37118.pdc.ReadBatcher` (``batcher``): each PMU's socket is
-    read every ``read_batch_s`` (default :func:`batch_interval_s`), ``0`` reads every segment as it comes.
+    read every ``read_batch_s`` (default :func:`batch_interval_s`), ``0`` reads every segment as it comes; and
+    one :class:`~protocols.c37118.pdc.StaleWatch` (``stale_watch``) keeps their stale deadlines on one timer.
     """
 
     def __init__(self, pmus: tuple[PmuStreamConfig, ...], mon: PmuMonitoringConfig, sink: Sink,
@@ -625,6 +629,7 @@ class PmuMonitoring:
                  client_factory: Callable[..., PdcClient] = PdcClient,
                  read_batch_s: float | None = None) -> None:  # fmt: skip
         self.mon, self.store, self.clock = mon, store, clock
+        self._wake: asyncio.Future[None] | None = None  # the events task's sleep, ended early by _wake_up
         self.windows = EventWindows(mon.window_before_s, mon.window_after_s, clock)
         self.pairs = [AnglePair(pair, mon, self._on_trigger) for pair in mon.angle_pairs]
         self.streams = {p.name: PmuStream(p, mon, sink, self._on_trigger, clock, self._attach_pairs) for p in pmus}
@@ -633,6 +638,7 @@ class PmuMonitoring:
         # None: READ_BATCH_S (or less, see batch_interval_s()); 0: every read handled as it comes (no batcher).
         interval = batch_interval_s(pmus) if read_batch_s is None else read_batch_s
         self.batcher = ReadBatcher(interval) if interval > 0 else None
+        self.stale_watch = StaleWatch()  # every client's stale deadline on one timer
         self.clients = {
             p.name: client_factory(
                 PmuEndpoint(p.host, p.port, p.idcode, p.cfg, p.udp_port),
@@ -641,6 +647,7 @@ class PmuMonitoring:
                 on_config=self.streams[p.name].on_config,
                 on_error=self.streams[p.name].on_error,
                 batcher=self.batcher,
+                stale_watch=self.stale_watch,
             )  # fmt: skip
             for p in pmus
         }
@@ -661,6 +668,7 @@ class PmuMonitoring:
 
     def _attach_pairs(self, stream: PmuStream) -> None:
         """Angle pairs listen to the PMUs they name, whenever those appear (a PDC's blocks: after its config)."""
+        self._wake_up()  # new blocks: new stale deadlines
         for pair in self.pairs:
             for name in {pair.pair.pmu_a, pair.pair.pmu_b}:
                 ingest = stream.blocks.get(name)
@@ -672,9 +680,39 @@ class PmuMonitoring:
     ) -> None:
         # A stale stream has no after-window to wait for: its event goes out now, with the data before it.
         self.windows.add(trig, buffer, channels, digits, immediate=trig.kind == STALE and not trig.cleared)
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def next_tick_s(self) -> float:
+        """How long until :meth:`tick` has something to do: TICK_S while an event window waits, else the time to
+        the first stale deadline (a frame only moves a deadline later), at most IDLE_TICK_S."""
+        if len(self.windows):
+            return TICK_S
+        due = math.inf
+        for stream in self.streams.values():
+            for ingest in stream._ingests:
+                st = ingest.stale
+                if not st.active and st.last_arrival is not None and st.last_arrival + st.stale_after_s < due:
+                    due = st.last_arrival + st.stale_after_s
+        return max(0.0, min(IDLE_TICK_S, due - self.clock()))
+
+    async def _sleep(self, delay_s: float) -> None:
+        """Sleep ``delay_s``, or until a trigger or a change of blocks wakes the events task."""
+        loop = asyncio.get_running_loop()
+        self._wake = wake = loop.create_future()
+        timer = loop.call_later(delay_s, self._wake_up)
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._wake = None
 
     def tick(self) -> int:
-        """Check stale streams and put complete events in the spool (called every TICK_S); how many were put."""
+        """Check stale streams and put complete events in the spool (when :meth:`next_tick_s` says); how many were put."""
         now = self.clock()
         for stream in self.streams.values():
             for ingest in stream._ingests:
@@ -697,7 +735,7 @@ class PmuMonitoring:
                 while True:
                     if self.tick():
                         await self.spool.flush()
-                    await asyncio.sleep(TICK_S)
+                    await self._sleep(self.next_tick_s())
         finally:
             self.spool.extend(self.windows.flush())
             await self.spool.close()

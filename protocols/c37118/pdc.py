@@ -15,6 +15,7 @@ configured for UDP ignores).
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import random
 import socket
@@ -507,6 +508,72 @@ class PdcSession:
             self._ended = ConnectionClosedError("the session is closed")
 
 
+class _Watched:
+    """One streaming session for a :class:`StaleWatch`: when it last had data, its timeout and what ends it."""
+
+    __slots__ = ("last", "timeout_s", "on_stale")
+
+    def __init__(self, last: float, timeout_s: Callable[[], float], on_stale: Callable[[float], None]) -> None:
+        self.last = last  # clock s of the latest data frame (or of the start)
+        self.timeout_s = timeout_s
+        self.on_stale = on_stale  # called once with the timeout that passed
+
+
+class StaleWatch:
+    """The stale deadlines of many streaming sessions on one timer of the event loop.
+
+    Each session's deadline is its latest data frame plus its timeout. One timer is armed at the earliest
+    deadline; when it fires, every session past its deadline is ended and the timer is armed at the next
+    deadline. Data only moves a deadline later, so none is missed, and sessions read together (a
+    :class:`ReadBatcher`) cost one wake-up of the loop for all of them instead of a timer each. ``clock`` is the
+    sessions' clock (monotonic s, as the loop's).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._watched: set[_Watched] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._at = math.inf  # when the timer fires (clock s)
+
+    def __len__(self) -> int:
+        return len(self._watched)
+
+    def add(self, watched: _Watched) -> None:
+        self._watched.add(watched)
+        self._arm(watched.last + watched.timeout_s())
+
+    def remove(self, watched: _Watched) -> None:
+        self._watched.discard(watched)
+        if not self._watched and self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._at = None, math.inf
+
+    def _arm(self, at: float) -> None:
+        loop = asyncio.get_running_loop()
+        if self._timer is not None and self._loop is loop and self._at <= at:
+            return  # it fires first, and arms again for what is left
+        if self._timer is not None:
+            self._timer.cancel()
+        self._loop, self._at = loop, at
+        self._timer = loop.call_later(max(0.0, at - self.clock()), self._check)
+
+    def _check(self) -> None:
+        self._timer, self._at = None, math.inf
+        now = self.clock()
+        first = math.inf
+        for watched in list(self._watched):
+            timeout = watched.timeout_s()
+            due = watched.last + timeout
+            if now >= due:
+                self._watched.discard(watched)
+                watched.on_stale(timeout)
+            elif due < first:
+                first = due
+        if first < math.inf and self._watched:
+            self._arm(first)
+
+
 _CFG_NAME = {FrameType.CFG1: "CFG-1", FrameType.CFG2: "CFG-2", FrameType.CFG3: "CFG-3"}
 
 
@@ -550,7 +617,8 @@ class PdcClient:
     config timeout, stale stream) end the session; the next starts after a backoff of
     ``backoff_min_s`` doubling to ``backoff_max_s``, times a jitter in [0.5, 1] from ``rng``; a session
     that delivered data resets the backoff. With ``batcher`` the TCP stream is read in batches once
-    streaming (see :class:`ReadBatcher`), which many PMUs share.
+    streaming (see :class:`ReadBatcher`), which many PMUs share; ``stale_watch`` keeps the stale deadline
+    (one :class:`StaleWatch` may serve many clients; by default each has its own).
     """
 
     def __init__(
@@ -571,6 +639,7 @@ class PdcClient:
         config_request_interval_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         batcher: ReadBatcher | None = None,
+        stale_watch: StaleWatch | None = None,
     ) -> None:
         if not 0 < backoff_min_s <= backoff_max_s:
             raise ValueError(f"backoff {backoff_min_s!r}..{backoff_max_s!r} s: 0 < min <= max")
@@ -589,6 +658,7 @@ class PdcClient:
         self.config_request_interval_s = config_request_interval_s
         self.clock = clock
         self.batcher = batcher
+        self.stale_watch = StaleWatch(clock) if stale_watch is None else stale_watch
         self.stats = PdcStats()
         self.config: ConfigFrame | None = None
         self._attempt = 0
@@ -627,9 +697,8 @@ class PdcClient:
         session = await PdcSession.open(
             self.endpoint, connect_timeout_s=self.connect_timeout_s, config_timeout_s=self.config_timeout_s
         )
-        loop = asyncio.get_running_loop()
-        end: asyncio.Future[None] = loop.create_future()
-        watchdog: asyncio.TimerHandle | None = None
+        end: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        watched: _Watched | None = None
         try:
             for err in session.early_errors:
                 self._error(err)
@@ -639,7 +708,6 @@ class PdcClient:
             self.stats.connected = True
             log.info("pmu_streaming", pmu=self._name, rate=session.config.data_rate)
             last_request = -1e18
-            last_data = self.clock()
             clock, stats, want_type = self.clock, self.stats, _CFG_TYPE[self.endpoint.cfg_version]
             stat_of: ConfigFrame | None = None
             stat_idx: tuple[int, ...] = ()
@@ -652,10 +720,10 @@ class PdcClient:
             def on_frames(frames: list[DataFrame]) -> None:
                 # Runs in the socket's read callback with the data frames of one read: the hot path. Nothing
                 # may escape it.
-                nonlocal last_data, stat_of, stat_idx
+                nonlocal stat_of, stat_idx
                 if end.done():
                     return
-                last_data = stats.last_frame_monotonic = clock()
+                watched.last = stats.last_frame_monotonic = clock()  # type: ignore[union-attr]  # set below
                 stats.frames += len(frames)
                 self._delivered = True
                 want_config = False
@@ -699,23 +767,17 @@ class PdcClient:
                 if want_config:
                     ask_config()
 
-            def check_stale() -> None:
-                # One timer per stale period, not one per frame: it re-arms itself at the new deadline.
-                nonlocal watchdog
-                timeout = self._stale_timeout()
-                left = timeout - (clock() - last_data)
-                if left <= 0:
-                    finish(StaleStreamError(f"no data frame from {self._name} in {timeout:g} s"))
-                else:
-                    watchdog = loop.call_later(left, check_stale)
+            def stale(timeout_s: float) -> None:
+                finish(StaleStreamError(f"no data frame from {self._name} in {timeout_s:g} s"))
 
-            watchdog = loop.call_later(self._stale_timeout(), check_stale)
+            watched = _Watched(clock(), self._stale_timeout, stale)
+            self.stale_watch.add(watched)
             session.deliver_to(on_event, on_frames)
             session.batch_reads(self.batcher)
             await end  # a cancel ends this await at once; a PdcError ending the stream is raised here
         finally:
-            if watchdog is not None:
-                watchdog.cancel()
+            if watched is not None:
+                self.stale_watch.remove(watched)
             await session.close()
 
     def _frames(self, frames: list[DataFrame]) -> None:
@@ -886,6 +948,7 @@ __all__ = [
     "Received",
     "STAT_CONFIG_CHANGED",
     "StaleStreamError",
+    "StaleWatch",
     "frame_kind",
     "stat_word_indices",
 ]
