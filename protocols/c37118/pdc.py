@@ -182,32 +182,45 @@ class ReadBatcher:
             self._timer = None
             return
         self._timer = asyncio.get_running_loop().call_later(self.interval_s, self._sweep)
+        # Every socket is read first, then what came is handed over: the kernel's reads one after the other,
+        # then the decoding and the ingest one after the other, each with its code and data warmer in the
+        # caches than when they alternate (a few per cent less CPU per frame).
         feeds = self._feeds
-        for feed, fd in list(feeds.items()):
-            if feeds.get(feed) == fd:  # still here: a delivery may have removed it
-                self._read(feed, fd)
+        read = [(feed, fd, *self._read(fd)) for feed, fd in list(feeds.items())]
+        for feed, fd, chunks, end in read:
+            for data in chunks:
+                if feeds.get(feed) != fd:  # a delivery removed it (its session closed): nothing more to it
+                    break
+                self.reads += 1
+                feed.data_received(data)
+            else:
+                if end is not None and feeds.get(feed) == fd:
+                    self._end(feed, end)
 
-    def _read(self, feed: _Feed, fd: int) -> None:
+    def _read(self, fd: int) -> tuple[list[bytes], OSError | bytes | None]:
+        """What the socket holds now, and how its stream ended: an OSError, ``b""`` (EOF) or None (it goes on)."""
         size = self.READ_SIZE
+        chunks: list[bytes] = []
         while True:
             try:
                 data = os.read(fd, size)
             except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:  # what the transport's read would have made of it (_fatal_error)
-                self.remove(feed)
-                feed.connection_lost(exc)
-                feed.transport.abort()  # type: ignore[union-attr]
-                return
-            if not data:  # end of stream: as the transport does on EOF (eof_received False: close)
-                self.remove(feed)
-                if not feed.eof_received():
-                    feed.transport.close()  # type: ignore[union-attr]
-                return
-            self.reads += 1
-            feed.data_received(data)
-            if len(data) < size or feed not in self._feeds:
-                return
+                return chunks, None
+            except OSError as exc:
+                return chunks, exc
+            if not data:
+                return chunks, b""
+            chunks.append(data)
+            if len(data) < size:
+                return chunks, None
+
+    def _end(self, feed: _Feed, end: OSError | bytes) -> None:
+        self.remove(feed)
+        if isinstance(end, OSError):  # what the transport's read would have made of it (_fatal_error)
+            feed.connection_lost(end)
+            feed.transport.abort()  # type: ignore[union-attr]
+        elif not feed.eof_received():  # end of stream: as the transport does on EOF (eof_received False: close)
+            feed.transport.close()  # type: ignore[union-attr]
 
 
 class _Feed(asyncio.Protocol, asyncio.DatagramProtocol):
