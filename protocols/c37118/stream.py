@@ -180,22 +180,16 @@ class StreamReader:
         if not (self._queued or self._dropped or self._skipped):
             buf, codecs, pos, end = self._buf, self._codecs, self._pos, len(self._buf)
             smallest, largest = MIN_FRAME_SIZES[FrameType.DATA], self.max_frame_size
-            append = out.append
-            # Per frame: SYNC byte 0xAA, then a data frame (type 0, bits 6-4) of a known version (bits 3-0), its
-            # IDCODE's codec, FRAMESIZE what that codec makes and all of it buffered (6.2 Table 2).
+            # A data frame starts with SYNC 0xAA, then type 0 (bits 6-4) of a known version (bits 3-0), and its
+            # IDCODE names the codec (6.2 Table 2); the codec decodes the run of its frames that follow.
             while end - pos >= 6 and buf[pos] == 0xAA and buf[pos + 1] in _DATA_SYNC_SECOND:
                 codec = codecs.get((buf[pos + 4] << 8) | buf[pos + 5])
-                if codec is None:
+                if codec is None or not smallest <= codec.size <= largest:
                     break
-                size = codec.size
-                if not smallest <= size <= largest or (buf[pos + 2] << 8) | buf[pos + 3] != size or end - pos < size:
-                    break
-                try:
-                    frame = codec.decode(buf[pos : pos + size])
-                except FrameError:
-                    break  # next_event decodes it again and says what is wrong
-                append(frame)
-                pos += size
+                after = codec.decode_run(buf, pos, out)
+                if after == pos:
+                    break  # not one of its frames, or a bad one: next_event says what it is
+                pos = after
             self._pos = pos
         return self.next_event()
 
