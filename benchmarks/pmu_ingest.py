@@ -27,9 +27,10 @@ storage, the uplink and power quality on the Raspberry Pi-class computer the age
 slower than this machine).
 
 The same frames through each stage alone, as ratios (no sockets): the stream reader with the batch a read
-brings (``rate x read-batch`` frames per feed, decode included), ``PmuIngest.on_frame`` on decoded frames (64
-PMUs in turn), our decode alone (``DataCodec.decode``) and pyPMU's ``CommonFrame.convert2frame`` (the
-synchrophasor package, when installed; given the 2005 frames it reads).
+brings (``rate x read-batch`` frames per feed, ``StreamReader.data_frames``, decode included),
+``PmuIngest.on_frames`` on decoded frames (as many a call, 64 PMUs in turn), our decode alone
+(``DataCodec.decode``) and pyPMU's ``CommonFrame.convert2frame`` (the synchrophasor package, when installed;
+given the 2005 frames it reads).
 """
 
 from __future__ import annotations
@@ -191,7 +192,8 @@ def pypmu_cost(data: list[bytes], config, frames: int) -> float | None:
 
 
 def reader_cost(data: list[bytes], config, per_feed: int, frames: int) -> float:
-    """CPU s for ``frames`` frames through StreamReader.feed + next_event, ``per_feed`` frames a feed."""
+    """CPU s for ``frames`` frames through StreamReader.feed + data_frames, ``per_feed`` frames a feed (as the
+    agent reads them)."""
     chunks = [b"".join(data[k : k + per_feed]) for k in range(0, len(data) - per_feed + 1, per_feed)]
     reader = StreamReader([config])
     done = 0
@@ -199,15 +201,18 @@ def reader_cost(data: list[bytes], config, per_feed: int, frames: int) -> float:
     while done < frames:
         for chunk in chunks:
             reader.feed(chunk)
-            while reader.next_event() is not NEED_DATA:
-                done += 1
+            out: list = []
+            while reader.data_frames(out) is not NEED_DATA:
+                pass
+            done += len(out)
             if done >= frames:
                 break
     return (time.process_time() - t0) * frames / done
 
 
-def ingest_cost(data: list[bytes], config, pmus: int, frames: int) -> float:
-    """CPU s for ``frames`` decoded frames through PmuIngest.on_frame, ``pmus`` PMUs in turn (no sockets)."""
+def ingest_cost(data: list[bytes], config, pmus: int, per_feed: int, frames: int) -> float:
+    """CPU s for ``frames`` decoded frames through PmuIngest.on_frames, ``per_feed`` frames a call (a read's),
+    ``pmus`` PMUs in turn (no sockets)."""
     codec = data_codec(config)
     decoded = [codec.decode(d) for d in data]
     mon = PmuMonitoringConfig()
@@ -215,10 +220,11 @@ def ingest_cost(data: list[bytes], config, pmus: int, frames: int) -> float:
                                          nominal_v=7200.0), mon, lambda r: None, lambda *a: None)
                for i in range(pmus)]  # fmt: skip
     per_pmu = min(len(decoded), max(1, frames // pmus))
+    batches = [decoded[k : k + per_feed] for k in range(0, per_pmu, per_feed)]
     t0 = time.process_time()
-    for frame in decoded[:per_pmu]:
+    for batch in batches:
         for ingest in ingests:
-            ingest.on_frame(frame)
+            ingest.on_frames(batch)
     return (time.process_time() - t0) * frames / (per_pmu * pmus)
 
 
@@ -263,7 +269,7 @@ def main() -> None:
     per_feed = max(1, round(args.rate * r["batch_s"]))
     dec_s, data, cfg = decode_cost(r["config"], frames)
     rd_s = reader_cost(data, cfg, per_feed, frames)
-    in_s = ingest_cost(data, cfg, args.pmus, frames)
+    in_s = ingest_cost(data, cfg, args.pmus, per_feed, frames)
     # pyPMU reads STAT as 2005 did (bits 8-6 unknown to it): give it the same PMU's 2005 frames.
     _, data05, cfg05 = decode_cost(replace(r["config"], version=1), 10)
     py_s = pypmu_cost(data05, cfg05, frames)
@@ -287,7 +293,8 @@ def main() -> None:
     print("|---|---|---|")
     print(f"| agent ingest, whole (socket reads, reader, decode, monitors, readings, events task) | {us:.2f} | 1.0x |")
     print(f"| stream reader + decode, {per_feed} frames per feed | {rd_us:.2f} | {us / rd_us:.1f}x |")
-    print(f"| PmuIngest.on_frame (buffer, monitors, readings) | {in_us:.2f} | {us / in_us:.1f}x |")
+    print(f"| PmuIngest.on_frames, {per_feed} frames a call (buffer, monitors, readings) | {in_us:.2f} | "
+          f"{us / in_us:.1f}x |")  # fmt: skip
     print(f"| our decode only (DataCodec.decode) | {dec_us:.2f} | {us / dec_us:.1f}x |")
     if py_us is not None:
         print(f"| pyPMU decode only (convert2frame) | {py_us:.2f} | {us / py_us:.2f}x |")

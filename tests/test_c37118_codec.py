@@ -36,6 +36,7 @@ from protocols.c37118 import (
     ConfigFrame,
     ConfigMismatchError,
     CrcError,
+    DataCodec,
     DataError,
     DataFormat,
     DataFrame,
@@ -452,3 +453,19 @@ def test_frames_we_build_are_read_by_pypmu() -> None:
     assert cmd.get_command() == "cfg2"
     hdr = fm.CommonFrame.convert2frame(encode_frame(HeaderFrame(idcode=99, soc=1, data=b"hello")))
     assert hdr.get_header() == "b'hello'"  # pyPMU returns str() of the raw bytes; the text is there
+
+
+def test_decode_run_gives_decode_s_frames_and_stops_where_a_frame_is_not_whole_or_not_its_own() -> None:
+    codec = DataCodec(ANNEX_CFG2)
+    one = encode_frame(ANNEX_DATA)
+    bad = bytearray(one)
+    bad[20] ^= 0x01  # CHK fails
+    other = bytearray(one)
+    other[4:6] = b"\x00\x63"  # IDCODE 99
+    for tail in (b"", bytes(bad), recrc(other), one[:-1]):
+        buf = bytearray(b"xx" + one * 3 + tail)
+        out: list = []
+        end = codec.decode_run(buf, 2, out)
+        assert out == [codec.decode(one)] * 3 and out[0] == ANNEX_DATA
+        assert end == 2 + 3 * len(one), tail
+    assert codec.decode_run(bytearray(bad), 0, out := []) == 0 and out == []

@@ -143,3 +143,41 @@ def test_reader_bounds_are_checked() -> None:
         StreamReader(max_frame_size=70000)
     with pytest.raises(ValueError):
         StreamReader(max_buffer=10)
+
+
+def _by_data_frames(data: bytes, split: str, configs: list) -> list:
+    """What ``read_split`` gives, read with data_frames: each run of data frames as a list, then the event."""
+    reader = StreamReader(configs)
+    chunks = [data] if split == "whole" else [data[i : i + 1] for i in range(len(data))]
+    out: list = []
+    for chunk in chunks:
+        reader.feed(chunk)
+        while True:
+            frames: list = []
+            event = reader.data_frames(frames)
+            out.extend(frames)
+            if event is NEED_DATA:
+                break
+            out.append(event)
+    return out
+
+
+@pytest.mark.parametrize("split", ["whole", "bytes"])
+def test_data_frames_gives_the_events_next_event_gives_around_bad_frames(split: str) -> None:
+    # Data frames in a row with a damaged one, garbage, a frame of the wrong size, an unknown IDCODE and a
+    # configuration between them: the batch stops at each and the events are those of next_event, in order.
+    data = encode_frame(ANNEX_DATA)
+    bad = bytearray(data)
+    bad[20] ^= 0x01
+    short = bytearray(data[:-4] + data[-2:])
+    short[2:4] = struct.pack(">H", len(short))
+    other = bytearray(data)
+    other[4:6] = struct.pack(">H", 99)
+    stream = (data * 3 + bytes(bad) + data * 2 + b"junk" + data + recrc(short) + data + recrc(other) + data
+              + encode_frame(ANNEX_CFG2) + data * 2)  # fmt: skip
+    expected = read_split(stream, split, StreamReader([ANNEX_CFG2]))
+    got = _by_data_frames(stream, split, [ANNEX_CFG2])
+    assert summary(got) == summary(expected)
+    kinds = [type(e).__name__ for e in got]
+    assert kinds.count("DataFrame") == 10 and "CrcError" in kinds and "SyncError" in kinds
+    assert kinds.count("ConfigMismatchError") == 2 and kinds[-3:] == ["ConfigFrame", "DataFrame", "DataFrame"]

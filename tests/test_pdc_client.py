@@ -8,6 +8,7 @@ import socket
 import struct
 import time
 from dataclasses import replace
+from operator import length_hint
 
 import pytest
 from helpers.aio import async_test, running_tasks, until
@@ -24,6 +25,7 @@ from protocols.c37118.pdc import (
     PdcTimeoutError,
     PmuEndpoint,
     ReadBatcher,
+    StaleWatch,
     stat_word_indices,
 )
 from sim_hw.devices.pmu import SimPmu
@@ -372,3 +374,61 @@ def test_aligner_with_an_injected_clock() -> None:
     assert al.stats.late[2] == 1 and len(out) == 2
     al.add(SimPmu(3, "C", rate=10).data_frame(102))
     assert al.stats.unknown == 1
+
+
+@async_test
+async def test_a_read_with_a_bad_frame_and_a_failing_callback_in_the_middle_delivers_every_good_frame() -> None:
+    # One batched read brings 3 frames, a damaged one, 3 more: on_frames gets the good ones in runs around
+    # the error, which on_error hears of; a frame whose handling raises is counted, and the frames after it
+    # in the same read are still handed over. stats.frames counts every data frame read.
+    batcher = ReadBatcher(0.1)
+    async with SimPmu(34, "SIM", port=0, rate=20) as sim:
+        k0 = 1_600_000_000 * 20
+        burst = [encode_frame(sim.data_frame(k0 + k)) for k in range(7)]
+        damaged = bytearray(burst[3])
+        damaged[20] ^= 0x01
+        burst[3] = bytes(damaged)
+        raising = sim.data_frame(k0 + 5).timestamp
+        got: list[DataFrame] = []
+        batches: list[int] = []
+
+        def on_frames(it) -> None:
+            batches.append(length_hint(it))
+            for f in it:
+                if f.timestamp == raising:
+                    raise RuntimeError("a consumer's bug")
+                got.append(f)
+
+        client, _, _, errors = _client(sim.port, 34, batcher=batcher, on_frames=on_frames)
+        async with running_tasks(client.run()):
+            await until(lambda: len(got) >= 5)
+            sim.inject(b"".join(burst))
+            await until(lambda: client.stats.callback_errors == 1 and len(got) >= 20)
+        stamps = [f.timestamp for f in got]
+        ours = [s for s in stamps if s.soc < 1_700_000_000]
+        assert ours == [sim.data_frame(k0 + k).timestamp for k in (0, 1, 2, 4, 6)], "every good frame, in order"
+        assert [type(e).__name__ for e in errors] == ["CrcError", "SyncError"]  # the rest of the damaged frame
+        assert client.stats.frame_errors == {"CrcError": 1, "SyncError": 1}
+        assert client.stats.frames == len(got) + 1 and client.stats.callback_errors == 1
+        assert max(batches) >= 2, "the frames of a read in one call"
+
+
+@async_test
+async def test_clients_sharing_a_stale_watch_each_go_stale_on_their_own_deadline() -> None:
+    # One StaleWatch keeps both clients' deadlines on one timer: the PMU that stops sending goes stale and
+    # reconnects, the other streams on undisturbed; a closed session leaves the watch.
+    watch = StaleWatch()
+    async with SimPmu(51, "A", port=0, rate=50) as a, SimPmu(52, "B", port=0, rate=50) as b:
+        ca, fa, _, _ = _client(a.port, 51, stale_periods=5, stale_min_s=0.2, stale_watch=watch)
+        cb, fb, _, _ = _client(b.port, 52, stale_periods=5, stale_min_s=0.2, stale_watch=watch)
+        async with running_tasks(ca.run(), cb.run()):
+            await until(lambda: len(fa) >= 5 and len(fb) >= 5 and len(watch) == 2)
+            a.stop_sending()
+            await until(lambda: ca.stats.stale >= 1)
+            assert (
+                "no data frame" in ca.stats.last_error
+                and "in 0.2 s" in ca.stats.last_error
+                and cb.stats.stale == 0
+                and cb.stats.reconnects == 0
+            )
+        assert len(watch) == 0

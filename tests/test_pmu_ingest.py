@@ -7,14 +7,22 @@ import json
 import math
 import sqlite3
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import pytest
 from helpers.aio import async_test, running_tasks, until
 from helpers.sinks import Taken
 
 from agent.pmu.config import AnglePairConfig, PmuMonitoringConfig, PmuStreamConfig
-from agent.pmu.ingest import READ_BATCH_S, PmuIngest, PmuMonitoring, batch_interval_s
+from agent.pmu.ingest import (
+    IDLE_TICK_S,
+    READ_BATCH_S,
+    TICK_S,
+    PmuIngest,
+    PmuMonitoring,
+    batch_interval_s,
+    phasor_layout,
+)
 from agent.points import Quality
 from agent.store import AsyncStore, Store
 from protocols.c37118 import DataFormat, DataFrame, FrameType, PhasorKind
@@ -262,3 +270,92 @@ async def test_an_event_waits_while_the_store_is_locked_and_is_stored_once_when_
         await store.aclose()
     assert [e["kind"] for e in events(db)] == ["pmu_time_sync"]
     assert mon.spool.waiting == 0 and mon.events_refused == 0
+
+
+def test_on_frames_in_batches_does_what_on_frame_does_frame_by_frame():
+    # The frames of a read go through PmuIngest.on_frames with one clock reading; the same frames one at a time
+    # through on_frame at the same clock must leave the same stats, triggers, readings and buffer: a frequency
+    # excursion, a voltage sag, sync lost, bad data, a frame out of order, a listener raising on one frame and
+    # a configuration change in the middle of a batch.
+    pmu = SimPmu(7, "SUB A", rate=RATE)
+    k0 = 1_700_000_000 * RATE
+    stat_i, freq_i, freq_float, _, ph_i, _, polar, _, _ = phasor_layout(pmu.config)
+    volts = [i for i, u in zip(ph_i, pmu.config.pmus[0].phasor_units, strict=True) if u.kind == PhasorKind.VOLTAGE]
+    frames = []
+    for k in range(k0, k0 + 4 * RATE):
+        w = list(pmu.data_frame(k).words)
+        if 26 <= k - k0 < 32:  # +2 Hz for 0.2 s, within one read (6.3 Table 6: integer FREQ is the deviation in mHz)
+            w[freq_i] = w[freq_i] + 2.0 if freq_float else 2000
+        if 2 * RATE <= k - k0 < 2 * RATE + 40:  # a sag to 0.8 pu for 1.3 s
+            for i in volts:
+                w[i] *= 0.8
+                if not polar:
+                    w[i + 1] *= 0.8
+        if 3 * RATE + 10 <= k - k0 < 3 * RATE + 20:
+            w[stat_i] |= 0x2000  # sync lost (6.3 Table 7 bit 13)
+        if k - k0 in (40, 41):
+            w[stat_i] |= 0x4000  # data error (bits 15-14)
+        frames.append(DataFrame(pmu.config, tuple(w)))
+    frames.insert(50, frames[45])  # out of order
+    pmu.change_config(phasors=[("V1", PhasorKind.VOLTAGE)], flag_s=0.0)
+    frames += [pmu.data_frame(k) for k in range(k0 + 4 * RATE, k0 + 4 * RATE + 15)]
+    raise_at = frames[70].timestamp
+
+    def run(batched: bool) -> tuple:
+        taken, triggers, now = Taken(), [], [0.0]
+        ing = PmuIngest(stream(pmu), MON, taken, lambda t, *_: triggers.append((t.kind, t.ts, t.cleared)),
+                        clock=lambda: now[0])  # fmt: skip
+
+        def listener(_ing, ts: float, _angles) -> None:
+            if ts == float(raise_at.as_fraction()):
+                raise RuntimeError("a listener's bug")
+
+        ing.listeners.append(listener)
+        failed = 0
+        for b in range(0, len(frames), 12):  # one read: 12 frames, one arrival time
+            batch = frames[b : b + 12]
+            now[0] = float(batch[-1].timestamp.as_fraction()) + 0.05
+            it = iter(batch)
+            while True:
+                try:
+                    if batched:
+                        ing.on_frames(it)
+                    else:
+                        for f in it:
+                            ing.on_frame(f)
+                    break
+                except RuntimeError:
+                    failed += 1
+        return (asdict(ing.stats), triggers, taken.readings, ing.buffer.latest(len(ing.buffer)), failed,
+                ing.stale.last_arrival, ing.stale.last_frame_ts)  # fmt: skip
+
+    one_by_one, batched = run(False), run(True)
+    assert batched == one_by_one
+    stats, triggers, _, rows, failed, last_arrival, last_frame_ts = batched
+    assert stats["frames"] == len(frames) and stats["out_of_order"] == 1 and stats["bad_data"] == 2
+    assert stats["configs"] == 2 and len(rows) == 15 and failed == 1
+    assert {(kind, cleared) for kind, _, cleared in triggers} >= {("pmu_frequency", False), ("pmu_frequency", True),
+                                                                  ("pmu_voltage", False), ("pmu_time_sync", False)}  # fmt: skip
+    assert last_frame_ts == float(frames[-1].timestamp.as_fraction()) and last_arrival == last_frame_ts + 0.05
+
+
+def test_events_task_sleeps_until_the_first_stale_deadline_and_ticks_while_a_window_waits():
+    # No window waiting: the next tick is due at the earliest stale deadline (a frame only moves one later), at
+    # most IDLE_TICK_S away; a trigger's window waiting: every TICK_S, as its release is checked on the data.
+    pmu = SimPmu(7, "SUB A", rate=RATE)
+    now = [1_700_000_000.0]
+    pmus = (stream(pmu, "a", stale_after_s=0.5), stream(pmu, "b", stale_after_s=3.0))
+    mon = PmuMonitoring(pmus, MON, Taken(), None, clock=lambda: now[0])  # type: ignore[arg-type]
+    for s in mon.streams.values():
+        s.start()
+    assert mon.next_tick_s() == pytest.approx(0.5)
+    now[0] += 0.4
+    assert mon.next_tick_s() == pytest.approx(0.1)
+    now[0] += 0.2
+    assert mon.next_tick_s() == 0.0 and mon.tick() == 1, "a is stale: its event goes out at once"
+    assert mon.next_tick_s() == pytest.approx(IDLE_TICK_S), "b's deadline is 2.4 s away"
+    ing = mon.ingests["b"]
+    ing.on_frame(pmu.data_frame(int(now[0] * RATE)))
+    pmu.lose_sync()
+    ing.on_frame(pmu.data_frame(int(now[0] * RATE) + 1))  # a time-sync trigger: its window waits
+    assert len(mon.windows) == 1 and mon.next_tick_s() == TICK_S

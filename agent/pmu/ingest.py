@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 from agent.events import EventSpool, EventStore
@@ -40,12 +41,15 @@ from agent.pmu.monitor import (
 from agent.pmu.ringbuffer import RingBuffer
 from agent.points import Quality, Reading, Stream
 from protocols.c37118 import ConfigFrame, DataError, DataFrame, FrameError, PhasorKind, PmuConfig, PmuConfig3
-from protocols.c37118.pdc import PdcClient, PmuEndpoint, ReadBatcher
+from protocols.c37118.pdc import PdcClient, PmuEndpoint, ReadBatcher, StaleWatch
 from protocols.eventlog import EventLog
 
 log = EventLog("pmu")
 
-TICK_S = 0.1  # stale checks and event-window releases
+TICK_S = 0.1  # event-window releases while a window waits
+#: The longest the events task sleeps with no window waiting: it wakes at the first stale deadline, on every trigger
+#: and on every change of a stream's blocks, and at least this often (the UTC clock of the deadlines may jump).
+IDLE_TICK_S = 1.0
 LATE_AFTER_S = 0.5  # a frame arriving this long after its timestamp is counted late
 PAIR_KEEP_S = 2.0  # how long one PMU's angle waits for the other's at the same timestamp
 #: Events waiting for a failing store. A PMU event carries its full-rate window (up to 48 kB of JSON, about
@@ -320,87 +324,127 @@ class PmuIngest:
     # ---- frames --------------------------------------------------------------------------------------
 
     def on_frame(self, frame: DataFrame) -> None:
+        """One data frame (see :meth:`on_frames`)."""
+        self._run(frame, iter(()))
+
+    def on_frames(self, frames: Iterable[DataFrame]) -> None:
+        """The data frames of one read, in order (each one as :meth:`on_frame` would take it).
+
+        ``frames`` is consumed one frame at a time: when a frame raises, the frames after it stay in the
+        iterator, and a caller that hands the same iterator again goes on with the next one.
+        """
+        it = iter(frames)
+        frame = next(it, None)
+        while frame is not None:
+            frame = self._run(frame, it)
+
+    def _run(self, first: DataFrame, rest: Iterator[DataFrame]) -> DataFrame | None:
+        """``first``, then ``rest`` while their configuration stays; the first frame of another one is returned."""
         # The hot path (every frame of every PMU): values come straight from the decoded words through
-        # indices computed once per configuration (_layout). Per frame only what the monitors need is
-        # computed (frequency, ROCOF, voltage magnitudes); the buffer keeps the words as they are, and the
-        # phasors' magnitudes and angles are computed for the once-a-second readings and angle pairs only.
-        if frame.config is not self.config:
-            self.on_config(frame.config)
+        # indices computed once per configuration (_layout), looked up once per batch of frames. Per frame
+        # only what the monitors need is computed (frequency, ROCOF, voltage magnitudes); the buffer keeps
+        # the words as they are, and the phasors' magnitudes and angles are computed for the once-a-second
+        # readings and angle pairs only. The frames of one read arrive together: one clock reading serves them.
+        if first.config is not self.config:
+            self.on_config(first.config)
+        config = self.config
         st = self.stats
-        st.frames += 1
-        w = frame.words
         (stat_i, freq_i, freq_float, nominal_hz, ph_i, scales, polar, ph_float, time_base) = self._layout
-        soc = w[3]
-        ts = soc + (w[4] & 0xFFFFFF) / time_base
-        now = self.clock()
-        latency = now - ts
-        if latency > st.max_latency_s:
-            st.max_latency_s = latency
-        if latency > LATE_AFTER_S:
-            st.late += 1
+        stored_a, stored_b = self._stored_a, self._stored_b
+        append = self.buffer.append
         stale = self.stale
-        if stale.active:  # this frame ends an outage: StaleMonitor.frame makes the "cleared" trigger
-            self._trigger(stale.frame(ts, now))  # type: ignore[arg-type]  # active: never None
-        else:  # what StaleMonitor.frame does otherwise, without the call
-            stale.last_arrival, stale.last_frame_ts = now, ts
-        stat_word = w[stat_i]
-        data_error = stat_word >> 14  # STAT bits 15-14 (C37.118.2-2011 6.3 Table 7)
-        sync_lost = bool(stat_word & 0x2000)  # bit 13
-        if freq_float:
-            freq, rocof = float(w[freq_i]), float(w[freq_i + 1])
-        else:  # 6.3 Table 6: FREQ deviation from nominal in mHz, DFREQ is ROCOF x 100
-            freq, rocof = nominal_hz + w[freq_i] / 1000.0, w[freq_i + 1] / 100.0
-        if soc != self._last_soc:
-            self._last_soc = soc
-            mags, angs = _phasors(w, ph_i, scales, polar, ph_float)
-            self._report(ts, data_error, sync_lost, mags, angs, freq, rocof)
-        if not self.buffer.append(ts, w[self._stored_a : self._stored_b]):  # not after the newest frame
-            st.out_of_order += 1
-            return
-        # The monitors' idle checks, inlined (almost every frame stops there): a monitor is called only when its
-        # band is not idle or the value is outside it, and it repeats the check itself.
-        b = self._sync_band  # TimeSyncMonitor.update_words's idle check, widened:
-        if (stat_word & 0x2030 or (w[4] >> 24) & 0x0F == 15 or (stat_word >> 6) & 7 >= self._worst_tq or b.active
-                or b._since is not None) and (trig := self.time_sync.update_words(ts, stat_word, w[4])):  # fmt: skip
-            self._trigger(trig)
-        if data_error:  # not DataError.GOOD (0)
-            st.bad_data += 1
-            return
-        b = self._freq_band
-        if (b.active or b._since is not None or not b._lo <= freq <= b._hi) and (  # NaN: not inside
-            trig := self.frequency.update(ts, freq)  # type: ignore[union-attr]  # set with _layout
-        ):
-            self._trigger(trig)
-        b = self._rocof_band
-        if (b.active or b._since is not None or not b._lo <= rocof <= b._hi) and (
-            trig := self.rocof.update(ts, rocof)  # type: ignore[union-attr]
-        ):
-            self._trigger(trig)
-        vm = self.voltage
-        if vm is not None:
-            # VoltageMonitor.update_words's idle check on the raw words, inlined: each magnitude (polar) or squared
-            # magnitude (rectangular) against the band in word units, narrowed by a margin so that rounding never
-            # skips a value the monitor's own check would catch; near or past a limit the monitor decides.
-            quiet = vm._idle and self._voltage_quiet is not None
-            if quiet and polar:
-                for i, lo_w, hi_w in self._voltage_quiet:  # type: ignore[union-attr]
-                    m = w[i]
-                    if not lo_w <= (m if m >= 0 else -m) <= hi_w:
-                        quiet = False
-                        break
-            elif quiet:
-                for i, lo_w, hi_w in self._voltage_quiet:  # type: ignore[union-attr]
-                    re, im = w[i], w[i + 1]
-                    if not lo_w <= re * re + im * im <= hi_w:
-                        quiet = False
-                        break
-            if not quiet:
-                for trig in vm.update_words(ts, w, self._voltage_phasors, polar):
-                    self._trigger(trig)
-        if not sync_lost and self.listeners:
-            angles = tuple(_phasors(w, ph_i, scales, polar, ph_float)[1])
-            for listener in self.listeners:
-                listener(self, ts, angles)
+        sync_band, freq_band, rocof_band = self._sync_band, self._freq_band, self._rocof_band
+        worst_tq = self._worst_tq
+        time_sync, frequency, rocof_mon, vm = self.time_sync, self.frequency, self.rocof, self.voltage
+        quiet_bounds = self._voltage_quiet if vm is not None else None
+        voltage_phasors = self._voltage_phasors
+        listeners = self.listeners
+        # The monitors' bands change only inside their monitors' calls: whether each is idle (Hysteresis.idle) is
+        # read once here and again after each call. freq_lo..freq_hi: the frequency band with open sides infinite.
+        sync_idle = not sync_band.active and sync_band._since is None
+        freq_idle = not freq_band.active and freq_band._since is None
+        rocof_idle = not rocof_band.active and rocof_band._since is None
+        freq_lo, freq_hi, rocof_lo, rocof_hi = freq_band._lo, freq_band._hi, rocof_band._lo, rocof_band._hi
+        now = self.clock()
+        max_latency = st.max_latency_s
+        last_soc = self._last_soc
+        ts = None
+        try:
+            for frame in chain((first,), rest):
+                if frame.config is not config:
+                    return frame
+                st.frames += 1
+                w = frame.words
+                soc = w[3]
+                ts = soc + (w[4] & 0xFFFFFF) / time_base
+                latency = now - ts
+                if latency > max_latency:
+                    st.max_latency_s = max_latency = latency
+                if latency > LATE_AFTER_S:
+                    st.late += 1
+                if stale.active:  # this frame ends an outage: StaleMonitor.frame makes the "cleared" trigger
+                    self._trigger(stale.frame(ts, now))  # type: ignore[arg-type]  # active: never None
+                stat_word = w[stat_i]
+                data_error = stat_word >> 14  # STAT bits 15-14 (C37.118.2-2011 6.3 Table 7)
+                sync_lost = stat_word & 0x2000  # bit 13
+                if freq_float:
+                    freq, rocof = float(w[freq_i]), float(w[freq_i + 1])
+                else:  # 6.3 Table 6: FREQ deviation from nominal in mHz, DFREQ is ROCOF x 100
+                    freq, rocof = nominal_hz + w[freq_i] / 1000.0, w[freq_i + 1] / 100.0
+                if soc != last_soc:
+                    self._last_soc = last_soc = soc
+                    mags, angs = _phasors(w, ph_i, scales, polar, ph_float)
+                    self._report(ts, data_error, bool(sync_lost), mags, angs, freq, rocof)
+                if not append(ts, w[stored_a:stored_b]):  # not after the newest frame
+                    st.out_of_order += 1
+                    continue
+                # The monitors' idle checks, inlined (almost every frame stops there): a monitor is called only when
+                # its band is not idle or the value is outside it, and it repeats the check itself.
+                if not sync_idle or stat_word & 0x2030 or (w[4] >> 24) & 0x0F == 15 or (stat_word >> 6) & 7 >= worst_tq:
+                    # TimeSyncMonitor.update_words's idle check, widened
+                    if trig := time_sync.update_words(ts, stat_word, w[4]):
+                        self._trigger(trig)
+                    sync_idle = not sync_band.active and sync_band._since is None
+                if data_error:  # not DataError.GOOD (0)
+                    st.bad_data += 1
+                    continue
+                if not (freq_idle and freq_lo <= freq <= freq_hi):  # NaN: not inside
+                    if trig := frequency.update(ts, freq):  # type: ignore[union-attr]  # set with _layout
+                        self._trigger(trig)
+                    freq_idle = not freq_band.active and freq_band._since is None
+                if not (rocof_idle and rocof_lo <= rocof <= rocof_hi):
+                    if trig := rocof_mon.update(ts, rocof):  # type: ignore[union-attr]
+                        self._trigger(trig)
+                    rocof_idle = not rocof_band.active and rocof_band._since is None
+                if vm is not None:
+                    # VoltageMonitor.update_words's idle check on the raw words, inlined: each magnitude (polar) or
+                    # squared magnitude (rectangular) against the band in word units, narrowed by a margin so that
+                    # rounding never skips a value the monitor's own check would catch; near or past a limit the
+                    # monitor decides.
+                    quiet = vm._idle and quiet_bounds is not None
+                    if quiet and polar:
+                        for i, lo_w, hi_w in quiet_bounds:  # type: ignore[union-attr]
+                            m = w[i]
+                            if not lo_w <= (m if m >= 0 else -m) <= hi_w:
+                                quiet = False
+                                break
+                    elif quiet:
+                        for i, lo_w, hi_w in quiet_bounds:  # type: ignore[union-attr]
+                            re, im = w[i], w[i + 1]
+                            if not lo_w <= re * re + im * im <= hi_w:
+                                quiet = False
+                                break
+                    if not quiet:
+                        for trig in vm.update_words(ts, w, voltage_phasors, polar):
+                            self._trigger(trig)
+                if not sync_lost and listeners:
+                    angles = tuple(_phasors(w, ph_i, scales, polar, ph_float)[1])
+                    for listener in listeners:
+                        listener(self, ts, angles)
+        finally:
+            if ts is not None:  # what StaleMonitor.frame does, once for the frames of this read
+                stale.last_arrival, stale.last_frame_ts = now, ts
+        return None
 
     def _trigger(self, trig: Trigger) -> None:
         if trig.cleared:
@@ -497,6 +541,21 @@ class PmuStream:
         for ingest in self._ingests:
             ingest.on_frame(frame)
 
+    def on_frames(self, frames: Iterable[DataFrame]) -> None:
+        """The data frames of one read, in order; consumed one at a time, as :meth:`PmuIngest.on_frames` does."""
+        it = iter(frames)
+        frame = next(it, None)
+        while frame is not None:
+            if frame.config is not self.config:
+                self.on_config(frame.config)
+            ingests = self._ingests
+            if len(ingests) == 1:  # one block: the frames of this configuration in one go
+                frame = ingests[0]._run(frame, it)
+            else:
+                for ingest in ingests:
+                    ingest.on_frame(frame)
+                frame = next(it, None)
+
     def on_error(self, err: FrameError) -> None:
         for ingest in self._ingests:
             ingest.stats.frame_errors += 1
@@ -561,7 +620,8 @@ class PmuMonitoring:
     """Every configured PMU: clients, ingests, angle pairs, event windows, and the events task.
 
     The clients share one :class:`~protocols.c37118.pdc.ReadBatcher` (``batcher``): each PMU's socket is
-    read every ``read_batch_s`` (default :func:`batch_interval_s`), ``0`` reads every segment as it comes.
+    read every ``read_batch_s`` (default :func:`batch_interval_s`), ``0`` reads every segment as it comes; and
+    one :class:`~protocols.c37118.pdc.StaleWatch` (``stale_watch``) keeps their stale deadlines on one timer.
     """
 
     def __init__(self, pmus: tuple[PmuStreamConfig, ...], mon: PmuMonitoringConfig, sink: Sink,
@@ -569,6 +629,7 @@ class PmuMonitoring:
                  client_factory: Callable[..., PdcClient] = PdcClient,
                  read_batch_s: float | None = None) -> None:  # fmt: skip
         self.mon, self.store, self.clock = mon, store, clock
+        self._wake: asyncio.Future[None] | None = None  # the events task's sleep, ended early by _wake_up
         self.windows = EventWindows(mon.window_before_s, mon.window_after_s, clock)
         self.pairs = [AnglePair(pair, mon, self._on_trigger) for pair in mon.angle_pairs]
         self.streams = {p.name: PmuStream(p, mon, sink, self._on_trigger, clock, self._attach_pairs) for p in pmus}
@@ -577,13 +638,16 @@ class PmuMonitoring:
         # None: READ_BATCH_S (or less, see batch_interval_s()); 0: every read handled as it comes (no batcher).
         interval = batch_interval_s(pmus) if read_batch_s is None else read_batch_s
         self.batcher = ReadBatcher(interval) if interval > 0 else None
+        self.stale_watch = StaleWatch()  # every client's stale deadline on one timer
         self.clients = {
             p.name: client_factory(
                 PmuEndpoint(p.host, p.port, p.idcode, p.cfg, p.udp_port),
                 on_frame=self.streams[p.name].on_frame,
+                on_frames=self.streams[p.name].on_frames,
                 on_config=self.streams[p.name].on_config,
                 on_error=self.streams[p.name].on_error,
                 batcher=self.batcher,
+                stale_watch=self.stale_watch,
             )  # fmt: skip
             for p in pmus
         }
@@ -604,6 +668,7 @@ class PmuMonitoring:
 
     def _attach_pairs(self, stream: PmuStream) -> None:
         """Angle pairs listen to the PMUs they name, whenever those appear (a PDC's blocks: after its config)."""
+        self._wake_up()  # new blocks: new stale deadlines
         for pair in self.pairs:
             for name in {pair.pair.pmu_a, pair.pair.pmu_b}:
                 ingest = stream.blocks.get(name)
@@ -615,9 +680,39 @@ class PmuMonitoring:
     ) -> None:
         # A stale stream has no after-window to wait for: its event goes out now, with the data before it.
         self.windows.add(trig, buffer, channels, digits, immediate=trig.kind == STALE and not trig.cleared)
+        self._wake_up()
+
+    def _wake_up(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+
+    def next_tick_s(self) -> float:
+        """How long until :meth:`tick` has something to do: TICK_S while an event window waits, else the time to
+        the first stale deadline (a frame only moves a deadline later), at most IDLE_TICK_S."""
+        if len(self.windows):
+            return TICK_S
+        due = math.inf
+        for stream in self.streams.values():
+            for ingest in stream._ingests:
+                st = ingest.stale
+                if not st.active and st.last_arrival is not None and st.last_arrival + st.stale_after_s < due:
+                    due = st.last_arrival + st.stale_after_s
+        return max(0.0, min(IDLE_TICK_S, due - self.clock()))
+
+    async def _sleep(self, delay_s: float) -> None:
+        """Sleep ``delay_s``, or until a trigger or a change of blocks wakes the events task."""
+        loop = asyncio.get_running_loop()
+        self._wake = wake = loop.create_future()
+        timer = loop.call_later(delay_s, self._wake_up)
+        try:
+            await wake
+        finally:
+            timer.cancel()
+            self._wake = None
 
     def tick(self) -> int:
-        """Check stale streams and put complete events in the spool (called every TICK_S); how many were put."""
+        """Check stale streams and put complete events in the spool (when :meth:`next_tick_s` says); how many were put."""
         now = self.clock()
         for stream in self.streams.values():
             for ingest in stream._ingests:
@@ -640,7 +735,7 @@ class PmuMonitoring:
                 while True:
                     if self.tick():
                         await self.spool.flush()
-                    await asyncio.sleep(TICK_S)
+                    await self._sleep(self.next_tick_s())
         finally:
             self.spool.extend(self.windows.flush())
             await self.spool.close()

@@ -191,6 +191,34 @@ class DataCodec:
                 return frame
         return self._slow(data)
 
+    def decode_run(self, buf: bytes | bytearray, pos: int, out: list[DataFrame]) -> int:
+        """Decode the frames of this configuration that follow one another in ``buf`` from ``pos`` into ``out``.
+
+        Each one as :meth:`decode` would give it, without a copy of the frame: it stops at the first that is
+        not whole, not this configuration's (SYNC, FRAMESIZE, IDCODE) or fails its CHK, and returns where
+        that one starts (``pos`` when none was decoded), for the caller to decide about it.
+        """
+        size, unpack_from, config, idcode = self.size, self._unpack_from, self.config, self._idcode
+        sync1, sync2 = self._sync1, self._sync2
+        append = out.append
+        last = len(buf) - size  # the last position a whole frame can start at
+        while pos <= last:
+            w = unpack_from(buf, pos)
+            chk = pos + size - 2
+            if not (
+                (w[0] == sync2 or w[0] == sync1)
+                and w[1] == size
+                and w[2] == idcode
+                and crc_hqx(buf[pos:chk], 0xFFFF) == (buf[chk] << 8) | buf[chk + 1]
+            ):
+                break
+            frame = _new(DataFrame)
+            _set_config(frame, config)
+            _set_words(frame, w)
+            append(frame)
+            pos += size
+        return pos
+
     def _slow(self, data: bytes | bytearray | memoryview) -> DataFrame:
         ftype, _, idcode = check_frame(data)
         if ftype is not FrameType.DATA:

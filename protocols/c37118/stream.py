@@ -40,6 +40,7 @@ from protocols.c37118.frames import (
     Config3Fragment,
     Config3Frame,
     ConfigFrame,
+    DataFrame,
     Frame,
     FrameType,
 )
@@ -51,6 +52,8 @@ class NeedData:
 
 
 NEED_DATA = NeedData()
+#: The second SYNC byte of a data frame (type 0 in bits 6-4) of each known version (bits 3-0): 6.2.1 Table 2.
+_DATA_SYNC_SECOND = frozenset(FrameType.DATA << 4 | v for v in VERSIONS)
 Event = Frame | FrameError | NeedData
 
 
@@ -165,6 +168,30 @@ class StreamReader:
             if event is not None:
                 return event
             # a CFG-3 piece held for reassembly: on to the next frame
+
+    def data_frames(self, out: list[DataFrame]) -> Event:
+        """Append to ``out`` every data frame available now, up to the first other event, and return that event.
+
+        The same events as :meth:`next_event` called until it returns something other than a data frame (or
+        :data:`NEED_DATA`): the data frames of a read in one call. Only well-formed data frames of a known
+        configuration, one after the other from the current position, are taken here; anything else (garbage,
+        a bad frame, another kind of frame) is left to :meth:`next_event`, which decides it as always.
+        """
+        if not (self._queued or self._dropped or self._skipped):
+            buf, codecs, pos, end = self._buf, self._codecs, self._pos, len(self._buf)
+            smallest, largest = MIN_FRAME_SIZES[FrameType.DATA], self.max_frame_size
+            # A data frame starts with SYNC 0xAA, then type 0 (bits 6-4) of a known version (bits 3-0), and its
+            # IDCODE names the codec (6.2 Table 2); the codec decodes the run of its frames that follow.
+            while end - pos >= 6 and buf[pos] == 0xAA and buf[pos + 1] in _DATA_SYNC_SECOND:
+                codec = codecs.get((buf[pos + 4] << 8) | buf[pos + 5])
+                if codec is None or not smallest <= codec.size <= largest:
+                    break
+                after = codec.decode_run(buf, pos, out)
+                if after == pos:
+                    break  # not one of its frames, or a bad one: next_event says what it is
+                pos = after
+            self._pos = pos
+        return self.next_event()
 
     def _frame(self, chunk: bytes, at: int, ftype: int) -> Frame | FrameError | None:
         try:
