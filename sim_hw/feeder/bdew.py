@@ -35,6 +35,14 @@ downloaded:
   One draw per load and UTC calendar year from ``numpy.random.default_rng([seed, crc32(load), year])``: the
   same seed gives the same history whatever window is asked for.
 
+- Cloud transients (``clouds = "seeded"``, the running bench only): the PV per kWp times the transient factor of
+  the daily profiles' seeded cloudy day (:meth:`sim_hw.feeder.profiles.Profile.transient`: 1.0 outside a
+  transient, ``1 - depth`` at its full depth, ramps of 15-45 s), its 09:00-16:00 on the site's local mean solar
+  time, computed at the bench's instant: the 1 s edges an hourly typical year lacks. The 15-minute history
+  (:meth:`BdewProfiles.frame`) leaves them out.
+- Their own clock (``start``): the bench reads the profiles at that instant plus the simulated time elapsed
+  (``sim_hw.bench.Bench.profile_time``), so a bench on the wall clock replays one fixed day.
+
 Each 15-minute point describes the interval that starts at its timestamp: load and PV are evaluated at the
 interval's middle. The running bench (1 s steps) interpolates linearly between the points placed at their
 intervals' middles, so an interval's mean on the bench is its point (exactly for a linear trend).
