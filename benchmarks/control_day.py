@@ -52,7 +52,7 @@ from sim_hw.truthlog import RANGE_A_PU, TruthSummary, read_records, summarise  #
 
 DAY_BENCH = ROOT / "config" / "sim-ieee13-day.toml"
 DAY_AGENT = ROOT / "config" / "agent-day.toml"
-DAY_START = "2026-03-20T00:00:00Z"  # [bench] start of config/sim-ieee13-day.toml
+DAY_START = "2026-04-05T04:00:00Z"  # [bench] start of config/sim-ieee13-day.toml
 # The highest speed at which bench and agent kept up on the 2-core build machine shared with other work
 # (docs/control.md, "The closed-loop day"): 150 with a light background load, 60 under a heavy one.
 DEFAULT_SPEED = 60.0

@@ -332,10 +332,17 @@ class Bench:
         """Scenarios: scale every PV site's irradiance (a cloud: 0.2; clear again: 1.0)."""
         self._irradiance_factor = float(factor)
 
+    def profile_time(self, t: float) -> float:
+        """The instant the realistic profiles are read at for the bench's ``t``: ``t`` itself, or with
+        ``[profiles] start`` that instant plus the simulated time elapsed (a bench on the wall clock, the demo's,
+        replays the same weather and load whatever the date and hour it runs)."""
+        at = self.config.profiles.start if self.config.profiles is not None else None
+        return t if at is None else at + (t - self.start_time)
+
     def _solve(self, t: float, *, scenario: bool = True) -> None:
         feeder = self.feeder
         if self._bdew is not None:  # per-load BDEW profiles; the PV output per kWp is the inverters' irradiance
-            irr = self._bdew.apply(feeder, t)
+            irr = self._bdew.apply(feeder, self.profile_time(t))
         else:
             feeder.set_load_scale(self._load_profile.value(t))
             irr = self._irradiance_profile.value(t) if self._irradiance_profile is not None else 0.0

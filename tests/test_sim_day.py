@@ -23,9 +23,11 @@ GRIDEDGE = Path(sys.executable).parent / "gridedge"
 
 def test_the_day_is_a_fixed_high_pv_cloudy_day_with_every_device_on_its_own_control() -> None:
     cfg = load_bench_config(DAY)
-    assert cfg.bench.start == datetime(2026, 3, 20, tzinfo=UTC).timestamp()  # 00:00 of a fixed date
+    assert cfg.bench.start == datetime(2026, 4, 5, 4, tzinfo=UTC).timestamp()  # 00:00 EDT of a fixed date
     assert cfg.bench.speed == 60.0 and cfg.bench.step_s == 1.0
-    assert cfg.feeder is not None and cfg.feeder.irradiance == "cloudy" and cfg.feeder.load_model == "exponential"
+    assert cfg.feeder is not None and cfg.feeder.load_model == "exponential"
+    p = cfg.profiles  # the realistic profiles with the seeded 1 s cloud transients over the PV
+    assert p is not None and (p.source, p.clouds, p.cloud_seed, p.start) == ("bdew", "seeded", 13, None)
     assert cfg.feeder.pv_kva == {"pv675": 3500.0, "pv680": 3000.0}
     inverters = {d.name: d.options for d in cfg.devices if d.kind == "inverter"}
     assert sum(o["kva"] for o in inverters.values()) == 6850.0  # for a 3.47 MW peak load
@@ -74,10 +76,10 @@ def test_bad_feeder_keys_name_the_key_and_what_is_allowed(feeder: dict, key: str
 @pytest.mark.integration
 @async_test
 async def test_midday_pushes_the_far_end_above_range_a_when_every_device_is_on_its_own_control(tmp_path: Path) -> None:
-    """11:30 to 11:40 on the day: the regulator automatic, the cap bank local automatic, the inverters at unity power
+    """11:30 to 11:40 EDT on the day: the regulator automatic, the cap bank local automatic, the inverters at unity power
     factor; bus 680 at the end of the feeder, beside 3 MW of PV, spends the ten minutes above 1.05 pu (ANSI C84.1
     Range A), and the truth log says so as the physics does."""
-    cfg = load_bench_config(day_copy(tmp_path, start="2026-03-20T11:30:00Z"))
+    cfg = load_bench_config(day_copy(tmp_path, start="2026-04-05T15:30:00Z"))
     truth = tmp_path / "truth.jsonl"
     bench = Bench(cfg, truth_log=TruthLog(truth))
     await bench.start()

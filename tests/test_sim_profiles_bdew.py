@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import os
 from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import demandlib
@@ -157,6 +158,8 @@ def bench_doc(profiles: str) -> dict:
         ('timezone = "Mars/Base"', "profiles.timezone", "an IANA time zone"),
         ("noise_sigma = 2.0", "profiles.noise_sigma", "0.0..0.5"),
         ("colour = 1", "profiles.colour", "unknown key"),
+        ('clouds = "fog"', "profiles.clouds", "must be one of 'none', 'seeded'"),
+        ('start = "noon"', "profiles.start", "a date-time with its UTC offset"),
     ],
 )
 def test_bad_profile_keys_name_the_key_and_what_is_allowed(profiles: str, key: str, allowed: str) -> None:
@@ -165,3 +168,65 @@ def test_bad_profile_keys_name_the_key_and_what_is_allowed(profiles: str, key: s
     text = str(err.value)
     assert key in text
     assert any(a in text for a in allowed.split("|")), text
+
+
+# --- the seeded cloud transients over the typical-year PV (the running bench's 1 s weather) ------------------------
+SEEDED = ProfileSettings(source="bdew", clouds="seeded", cloud_seed=13)
+DAY_LOADS = {"671": (1155.0, 660.0)}
+
+
+def test_seeded_clouds_dim_the_tmy_pv_by_each_transients_depth_and_leave_it_alone_outside(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"network use: {args!r}")
+
+    for name in ("create_connection", "getaddrinfo"):
+        monkeypatch.setattr(socket, name, refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    with TMY_FILE.open() as fh:  # the station's longitude, read without pvlib: line 1, field 6 [deg east]
+        longitude = float(next(csv.reader(fh))[5])
+    clear, cloudy = BdewProfiles(NY, DAY_LOADS), BdewProfiles(SEEDED, DAY_LOADS)
+    day = datetime(2026, 4, 5, tzinfo=UTC).timestamp()  # a clear Sunday of the typical year
+
+    def utc(solar_s: float) -> float:  # local mean solar time of day -> UTC: 4 minutes per degree of longitude
+        return day + solar_s - longitude * 240.0
+
+    events = cloudy.clouds.events
+    assert len(events) == 24  # seed 13 (docs/feeder.md, "Profiles")
+    for ev in events:  # the middle of each transient's hold: the clear-sky PV times 1 - depth
+        t = utc(ev.start_s + ev.ramp_s + ev.hold_s / 2)
+        pv = clear.values(t)[1]
+        assert pv > 0.1 and cloudy.values(t)[1] == pytest.approx(pv * (1 - ev.depth), rel=1e-12)
+    outside = [8 * 3600.0, 16.5 * 3600.0] + [(a.end_s + b.start_s) / 2 for a, b in pairwise(events)]
+    for solar_s in outside:  # before, after and between the transients the factor is exactly 1
+        assert cloudy.values(utc(solar_s)) == clear.values(utc(solar_s))
+
+
+def test_a_seeded_cloud_edge_moves_the_pv_no_faster_than_its_deepest_shortest_ramp() -> None:
+    from sim_hw.feeder.profiles import CLOUD_DEPTH, CLOUD_RAMP_S
+
+    cloudy = BdewProfiles(SEEDED, DAY_LOADS)
+    first = cloudy.clouds.events[0]
+    t0 = datetime(2026, 4, 5, tzinfo=UTC).timestamp() + first.start_s - cloudy.clouds.offset_s - 30
+    pv = np.array([cloudy.values(t0 + k)[1] for k in range(int(first.end_s - first.start_s) + 60)])  # 1 s steps
+    steps = np.abs(np.diff(pv))
+    # the steepest edge: the deepest cloud over the shortest ramp, on the highest PV of the window; the typical
+    # year's own change over a second (its 15-minute points) is far below 1e-3
+    bound = CLOUD_DEPTH[1] / CLOUD_RAMP_S[0] * pv.max() + 1e-3
+    assert steps.max() <= bound
+    assert steps.max() > 10 * np.median(steps)  # the edge is there: a ramp, not the slow sky
+
+
+def test_the_bench_reads_the_profiles_at_their_own_start_plus_the_time_elapsed() -> None:
+    from sim_hw.bench import Bench
+
+    doc = bench_doc('source = "bdew"\nstart = 2026-04-05T16:00:00Z')
+    cfg = parse_bench_config({"devices": [], **doc}, ROOT / "config" / "x.toml")
+    bench = Bench(cfg, wall_clock=lambda: 1_800_000_000.0)  # the bench on the wall clock, any date and hour
+    at = datetime(2026, 4, 5, 16, tzinfo=UTC).timestamp()
+    assert cfg.profiles is not None and cfg.profiles.start == at
+    assert bench.profile_time(1_800_000_000.0) == at
+    assert bench.profile_time(1_800_000_090.5) == at + 90.5

@@ -35,6 +35,14 @@ downloaded:
   One draw per load and UTC calendar year from ``numpy.random.default_rng([seed, crc32(load), year])``: the
   same seed gives the same history whatever window is asked for.
 
+- Cloud transients (``clouds = "seeded"``, the running bench only): the PV per kWp times the transient factor of
+  the daily profiles' seeded cloudy day (:meth:`sim_hw.feeder.profiles.Profile.transient`: 1.0 outside a
+  transient, ``1 - depth`` at its full depth, ramps of 15-45 s), its 09:00-16:00 on the site's local mean solar
+  time, computed at the bench's instant: the 1 s edges an hourly typical year lacks. The 15-minute history
+  (:meth:`BdewProfiles.frame`) leaves them out.
+- Their own clock (``start``): the bench reads the profiles at that instant plus the simulated time elapsed
+  (``sim_hw.bench.Bench.profile_time``), so a bench on the wall clock replays one fixed day.
+
 Each 15-minute point describes the interval that starts at its timestamp: load and PV are evaluated at the
 interval's middle. The running bench (1 s steps) interpolates linearly between the points placed at their
 intervals' middles, so an interval's mean on the bench is its point (exactly for a linear trend).
@@ -64,6 +72,7 @@ STEP_S = 900  # the BDEW profiles' interval [s]
 POINTS_PER_DAY = 96
 CLASSES = ("H0", "G0", "G1", "G2", "G3", "G4", "G5", "G6", "L0", "L1", "L2")
 SOURCES = ("daily", "bdew")
+CLOUDS = ("none", "seeded")
 # The TMY3 files pvlib's wheel ships (pvlib/data) and the IANA zone of each site.
 TMY_FILES = {"723170TYA.CSV": "America/New_York", "703165TY.csv": "America/Anchorage"}
 COOLING_BALANCE_C = 20.0
@@ -100,10 +109,14 @@ class ProfileSettings:
     heating_per_k: float = HEATING_PER_K
     pv_tilt_deg: float | None = None  # None: the site's latitude
     pv_azimuth_deg: float = 180.0
+    clouds: str = "none"  # "seeded": the daily profiles' seeded 1 s cloud transients over the PV (the bench only)
+    cloud_seed: int = 13
+    start: float | None = None  # the profiles' instant at the bench's first step [s UTC]; None: the bench's clock
 
 
 PROFILE_KEYS = {"source", "seed", "tmy", "timezone", "country", "subdiv", "default_class", "classes", "noise_sigma",
-                "noise_phi", "cooling_per_k", "heating_per_k", "pv_tilt_deg", "pv_azimuth_deg"}  # fmt: skip
+                "noise_phi", "cooling_per_k", "heating_per_k", "pv_tilt_deg", "pv_azimuth_deg", "clouds",
+                "cloud_seed", "start"}  # fmt: skip
 
 
 def parse_profiles(c: Any, raw: Any) -> ProfileSettings | None:
@@ -154,10 +167,30 @@ def parse_profiles(c: Any, raw: Any) -> ProfileSettings | None:
     heating = c.get(raw, "profiles", "heating_per_k", "number", d.heating_per_k, lo=0.0, hi=0.2)
     tilt = c.get(raw, "profiles", "pv_tilt_deg", "number", None, lo=0.0, hi=90.0)
     azimuth = c.get(raw, "profiles", "pv_azimuth_deg", "number", d.pv_azimuth_deg, lo=0.0, hi=360.0)
+    clouds = c.get(raw, "profiles", "clouds", "string", d.clouds, choices=CLOUDS)
+    cloud_seed = c.get(raw, "profiles", "cloud_seed", "integer", d.cloud_seed)
+    at = _instant(c, raw.get("start"))
     if len(c.issues) != start:
         return None
     return ProfileSettings(source, seed, tmy, tz, country, subdiv, default_class, classes, float(sigma), float(phi),
-                           float(cooling), float(heating), None if tilt is None else float(tilt), float(azimuth))  # fmt: skip
+                           float(cooling), float(heating), None if tilt is None else float(tilt), float(azimuth),
+                           clouds, cloud_seed, at)  # fmt: skip
+
+
+def _instant(c: Any, raw: Any) -> float | None:
+    """``[profiles] start``: a TOML offset date-time or an ISO-8601 string with its UTC offset."""
+    if raw is None:
+        return None
+    dt = raw if isinstance(raw, datetime) else None
+    if isinstance(raw, str):
+        try:
+            dt = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        except ValueError:
+            dt = None
+    if dt is None or dt.tzinfo is None:
+        c.fail("profiles.start", raw, "must be a date-time with its UTC offset, e.g. 2026-04-01T16:00:00Z")
+        return None
+    return dt.timestamp()
 
 
 # ---------------------------------------------------------------------------------------------------------- weather
@@ -210,6 +243,11 @@ def _hourly_centres(name: str, t0: float, t1: float) -> tuple[np.ndarray, Mappin
         for k, v in cols.items():
             values[k].append(v[idx])
     return np.concatenate(times), {k: np.concatenate(v) for k, v in values.items()}
+
+
+def solar_offset_s(site: Mapping[str, Any]) -> float:
+    """Local mean solar time minus UTC at the site [s]: 240 s per degree of longitude east."""
+    return float(site["longitude"]) * 240.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +398,11 @@ class BdewProfiles:
         self.loads = dict(loads)
         self.classes = {name: settings.classes.get(name, settings.default_class) for name in self.loads}
         self._days: dict[int, ProfileFrame] = {}
+        self.clouds: Any = None  # sim_hw.feeder.profiles.Profile: the seeded transients on local mean solar time
+        if settings.clouds == "seeded":
+            from sim_hw.feeder.profiles import irradiance_profile
+
+            self.clouds = irradiance_profile("cloudy", seed=settings.cloud_seed, offset_s=solar_offset_s(site))
 
     def frame(self, start: float, n: int) -> ProfileFrame:
         """``n`` 15-minute points from ``start`` [s UTC, a multiple of 900 s]."""
@@ -401,7 +444,8 @@ class BdewProfiles:
             for n in self.loads
         }
         pv = fr.weather.pv_pu
-        return loads, float(pv[k] + a * (pv[k + 1] - pv[k]))
+        transient = self.clouds.transient(t) if self.clouds is not None else 1.0
+        return loads, float(pv[k] + a * (pv[k + 1] - pv[k])) * transient
 
     def apply(self, feeder: Any, t: float) -> float:
         """Set every load of ``feeder`` for instant ``t``; return the PV per kWp (the bench's irradiance_pu)."""

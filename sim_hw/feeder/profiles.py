@@ -100,10 +100,17 @@ class Profile:
         b = self.points[(i + 1) % POINTS_PER_DAY]
         v = a + (b - a) * frac
         if self._events:
-            k = bisect.bisect_right(self._starts, tod) - 1
-            if k >= 0:
-                v *= self._events[k].factor(tod)
+            v *= self._transient_at(tod)
         return v
+
+    def transient(self, t: float) -> float:
+        """The cloud transients' multiplier at ``t`` [s since the epoch]: 1.0 outside a transient (and on a day
+        without clouds), ``1 - depth`` at a transient's full depth."""
+        return self._transient_at((t + self.offset_s) % DAY_S) if self._events else 1.0
+
+    def _transient_at(self, tod: float) -> float:
+        k = bisect.bisect_right(self._starts, tod) - 1
+        return self._events[k].factor(tod) if k >= 0 else 1.0
 
 
 def _gauss(h: float, centre: float, width: float) -> float:
