@@ -138,12 +138,16 @@ def model_forecast(history: Path, out: Path, first: int, days: int = 2) -> dict[
 
 
 def bdew_bench(workdir: Path, start_h: float, ports: dict[int, int], used: set[int]) -> Path:
-    """The day bench (control_day.bench_config) on ``DAY`` with the realistic profiles and ``BENCH_SEED``."""
+    """The day bench (control_day.bench_config: the realistic profiles) on ``DAY`` from ``start_h``, its loads'
+    noise seeded ``BENCH_SEED``, without the seeded cloud transients: the forecast is trained on ``sim history``,
+    which has none (an hourly weather year), and the proof judges 15-minute energies; the transients are the
+    control proofs' (docs/dispatch.md, "Closed loop on the bench")."""
     path = bench_config(workdir, 0.0, ports, used)
     text = path.read_text()
     start = datetime.fromisoformat(f"{DAY}T00:00:00+00:00").timestamp() + start_h * 3600.0
     text = _sub(r'(?m)^start = "[^"]*"', f'start = "{iso(start)}"', text, 1, "bench start")
-    text = _sub(r'(?m)^source = "daily"', 'source = "bdew"', text, 1, "[profiles] source")
+    text = _sub(r'(?m)^source = "[a-z]*"', 'source = "bdew"', text, 1, "[profiles] source")
+    text = _sub(r'(?m)^clouds = "[a-z]*"', 'clouds = "none"', text, 1, "[profiles] clouds")
     text = _sub(r"(?m)^seed = 1(\s+# the loads)", rf"seed = {BENCH_SEED}\1", text, 1, "[profiles] seed")
     path.write_text(text)
     return path
