@@ -58,7 +58,8 @@ def ieee13_copy(
     assert len(used) == 11, "the shipped bench has 8 TCP devices, 2 PMUs and a waveform stream"
     text = _sub(r'map = "maps/', f'map = "{ROOT / "config" / "maps"}/', text, 7)
     text = _sub(r'dss = "ieee13/IEEE13.dss"',
-                f'dss = "{ROOT / "config" / "ieee13" / "IEEE13.dss"}"\nirradiance = "{irradiance}"', text, 1)  # fmt: skip
+                f'dss = "{ROOT / "config" / "ieee13" / "IEEE13.dss"}"\nirradiance = "{irradiance}"\nload = "default"',
+                text, 1)  # fmt: skip
     text = _sub(r'link = "\.\./run/rtu-bus1"', f'link = "{tmp_path / "rtu-bus1"}"', text, 1)
     text = _sub(r'description = "waveforms/', f'description = "{ROOT / "config" / "waveforms"}/', text, 1)
     # the devices' tests need a sun they know: the daily shapes' clear bell (1.0 pu at solar noon) or none, and
