@@ -40,12 +40,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from central.dispatch.nowcast import PV_POINT, NowcastSpec
 from protocols.configcheck import MISSING, Checker
 from protocols.telemetry.intervals import CHANNELS
 from protocols.telemetry.schema import valid_site
+
+if TYPE_CHECKING:  # central.config imports this module
+    from central.config import CommandsConfig, SigningKey
 
 # IEEE 1547-2018 clause 5.2, Table 7: the minimum reactive power a DER of each normal operating performance
 # category can inject and absorb, as a fraction of its nameplate apparent power (Cat A 44 % / 25 %, Cat B 44 % / 44 %).
@@ -147,6 +150,25 @@ class DispatchConfig:
     @property
     def regulator(self) -> tuple[str, RegulatorSpec] | None:
         return next(((s.site, s.regulator) for s in self.sites if s.regulator is not None), None)
+
+
+class DispatchSendError(ValueError):
+    """The schedule cannot be sent as configured (no dispatch key, a site without an agent key)."""
+
+
+def dispatch_key(cfg: DispatchConfig, commands: CommandsConfig) -> SigningKey:
+    """The key dispatch signs with: ``[dispatch] key_id``, else the first ``[[commands.keys]]`` of role dispatch."""
+    if cfg.key_id is not None:
+        key = commands.key(cfg.key_id)
+        if key is None:
+            known = ", ".join(k.key_id for k in commands.keys) or "none"
+            raise DispatchSendError(f"dispatch.key_id = {cfg.key_id!r}: not in [[commands.keys]] (configured: {known})")
+        return key
+    key = next((k for k in commands.keys if k.role == "dispatch"), None)
+    if key is None:
+        raise DispatchSendError("dispatch.key_id: no [[commands.keys]] of role 'dispatch' to sign schedules with; "
+                                "add one (gridedge keys generate) or name a key")  # fmt: skip
+    return key
 
 
 _TOP = {"network", "feeder", "interval_s", "horizon_intervals", "monitor", "v_min_pu", "v_max_pu", "margin_pu",

@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from central.commands import CommandIssuer, Outcome
-from central.config import CommandsConfig, SigningKey
-from central.dispatch.config import DispatchConfig
+from central.dispatch.config import DispatchConfig, DispatchSendError, dispatch_key
 from central.dispatch.plan import Step
 from central.settlement.db import SettlementDb
 from central.settlement.schedules import ScheduledInterval, store_schedule
@@ -39,31 +38,12 @@ log = EventLog("central.dispatch")
 SOURCE = "dispatch"
 
 
-class DispatchSendError(ValueError):
-    """The schedule cannot be sent as configured (no dispatch key, a site without an agent key)."""
-
-
 @dataclass(frozen=True, slots=True)
 class PlannedCommand:
     site: str
     kind: str
     target: str
     body: dict[str, Any]
-
-
-def dispatch_key(cfg: DispatchConfig, commands: CommandsConfig) -> SigningKey:
-    """The key dispatch signs with: ``[dispatch] key_id``, else the first ``[[commands.keys]]`` of role dispatch."""
-    if cfg.key_id is not None:
-        key = commands.key(cfg.key_id)
-        if key is None:
-            known = ", ".join(k.key_id for k in commands.keys) or "none"
-            raise DispatchSendError(f"dispatch.key_id = {cfg.key_id!r}: not in [[commands.keys]] (configured: {known})")
-        return key
-    key = next((k for k in commands.keys if k.role == "dispatch"), None)
-    if key is None:
-        raise DispatchSendError("dispatch.key_id: no [[commands.keys]] of role 'dispatch' to sign schedules with; "
-                                "add one (gridedge keys generate) or name a key")  # fmt: skip
-    return key
 
 
 def commands_for(step: Step, margin_s: float) -> list[PlannedCommand]:

@@ -1,16 +1,14 @@
 """Dispatch frequency of one day (docs/report.md, "Dispatch frequency"): central's commands signed with the
 dispatch key (``[dispatch] key_id``, else the first key of role dispatch) and issued in the day, counted per site
 and kind by what came of them: applied; refused; failed; expired (no result and past ``expires_at`` when the
-report runs); waiting (no result, still valid).
-
-The key is found as central/dispatch/send.py ``dispatch_key`` finds it (not imported: that module loads the network
-model's engine, which the report does not need)."""
+report runs); waiting (no result, still valid)."""
 
 from __future__ import annotations
 
 import time
 from collections import Counter
 
+from central.dispatch.config import DispatchSendError, dispatch_key
 from central.report.data import DAY_S, Inputs, Section
 
 OUTCOMES = ("applied", "refused", "failed", "expired", "waiting")
@@ -22,9 +20,10 @@ def dispatch_frequency(inputs: Inputs, day: int, now: float | None = None) -> Se
     if d is None:
         sec.notes.append("no data: no [dispatch] section")
         return sec
-    key_id = d.key_id or next((k.key_id for k in inputs.config.commands.keys if k.role == "dispatch"), None)
-    if key_id is None:
-        sec.notes.append("no data: no dispatch key ([dispatch] key_id or a [[commands.keys]] of role dispatch)")
+    try:
+        key_id = dispatch_key(d, inputs.config.commands).key_id
+    except DispatchSendError as err:
+        sec.notes.append(f"no data: {err}")
         return sec
     now = time.time() if now is None else now
     for s in d.sites:
