@@ -38,7 +38,8 @@ CalcVoltageBases
 def one_bus(tmp_path: Path, **kw: object) -> DispatchConfig:
     dss = tmp_path / "one.dss"
     dss.write_text(ONE_BUS)
-    inv = InverterSpec("pv", "pv", 100.0, 100.0, "B", float(kw.pop("p_min", 20.0)))  # type: ignore[arg-type]
+    p_min, reserve = (float(kw.pop(k, d)) for k, d in (("p_min", 20.0), ("reserve_pct", 0.0)))  # type: ignore[arg-type]
+    inv = InverterSpec("pv", "pv", 100.0, 100.0, "B", p_min, reserve_pct=reserve)
     base = {"v_min_pu": 0.9, "v_max_pu": 1.1, "margin_pu": 0.0, "interval_s": 900, "horizon_intervals": 2}
     return DispatchConfig(network=dss, feeder="one", sites=(SiteSpec("site-1", (inv,)),), **{**base, **kw})  # type: ignore[arg-type]
 
@@ -122,6 +123,19 @@ def test_a_price_step_curtails_only_where_energy_has_a_negative_price(tmp_path: 
     assert [s.p_limit_pct["pv"] for s in steps] == [100.0, 20.0]
     # the cost: 0.25 h x (0.10 x -60 + -0.05 x 20) = -1.75
     assert sol.cost.sum() == pytest.approx(-1.75, abs=0.02)
+
+
+def test_a_reserve_keeps_the_output_below_the_sun_even_where_curtailing_costs(tmp_path: Path) -> None:
+    """The same bus and prices with reserve_pct = 10: in interval 1 curtailing costs, yet 10 % of the 100 kW the
+    sun gives is held back (limit 90 %: the output is the schedule's whenever the sun gives 10 % more than
+    forecast); interval 2 curtails to the lowest limit as before. No sun, no reserve: the limit stays 100 %."""
+    cfg = one_bus(tmp_path, reserve_pct=10.0)
+    prob = build_problem(cfg, network_for(cfg), fc(3, 40, [100, 100, 0]), np.array([0.10, -0.05, 0.10]))
+    sol = solve(prob)
+    assert sol.curtail_kw[:, 0] == pytest.approx([10.0, 80.0, 0.0], abs=1e-6)
+    assert sol.head_kw[:2] == pytest.approx([-50.0, 20.0], abs=0.5)
+    assert [s.p_limit_pct["pv"] for s in schedule(cfg, sol)] == [90.0, 20.0, 100.0]
+    assert evaluate(prob).head_kw[0] == pytest.approx(-60.0, abs=0.5)  # no dispatch: no reserve either
 
 
 def test_a_reverse_power_limit_binds_at_the_head(tmp_path: Path) -> None:
@@ -344,7 +358,8 @@ def test_bad_dispatch_keys_are_named_with_what_is_allowed(tmp_path: Path) -> Non
         parse_central_config(_raw(tmp_path, {
             "network": "missing.dss", "feeder": "one", "interval_s": 600, "price": 0.1, "price_file": "p.csv",
             "horizon": 4,
-            "sites": [{"site": "s-1", "inverters": [{"device": "pv", "kva": 100, "kw": 120, "category": "C"}],
+            "sites": [{"site": "s-1", "inverters": [{"device": "pv", "kva": 100, "kw": 120, "category": "C",
+                                                    "reserve_pct": 60}],
                        "capbanks": [{"device": "cap", "initial": "half"}],
                        "regulator": {"device": "reg", "band_center_v": 120, "cvr_drop_v": 4},
                        "meters": [{"meter": "m", "channel": "kwh_delivered", "measures": "pv9"}]}],
@@ -358,6 +373,7 @@ def test_bad_dispatch_keys_are_named_with_what_is_allowed(tmp_path: Path) -> Non
         "dispatch.price = '(both)': one of price",
         "dispatch.horizon = 4: unknown key",
         "dispatch.sites[0].inverters[0].category = 'C': must be one of 'A', 'B'",
+        "dispatch.sites[0].inverters[0].reserve_pct = 60",
         "dispatch.sites[0].capbanks[0].initial = 'half': must be one of 'open', 'closed', 'model'",
         "dispatch.sites[0].regulator.cvr_drop_v = 4: at most band_center_v - band_center_min_v (2 V)",
         "dispatch.sites[0].meters[0].measures = 'pv9': one of 'head'",

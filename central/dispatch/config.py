@@ -68,6 +68,7 @@ class InverterSpec:
     p_limit_min_pct: float = 0.0  # the lowest limit the site's envelope takes
     var_max_pct: float | None = None  # |var| at most this % of kVA (default: the category's capability)
     pf_min: float = 0.0  # |Q| <= P tan(acos(pf_min)) when > 0
+    reserve_pct: float = 0.0  # the output kept at least this % of the forecast's available power below it
 
     @property
     def q_inject_kvar(self) -> float:
@@ -186,7 +187,8 @@ def _name(c: Checker, t: Mapping[str, Any], where: str, key: str, default: Any =
 
 
 def _inverter(c: Checker, t: Mapping[str, Any], where: str) -> InverterSpec | None:
-    c.unknown(t, where, {"device", "element", "kva", "kw", "category", "p_limit_min_pct", "var_max_pct", "pf_min"})
+    keys = {"device", "element", "kva", "kw", "category", "p_limit_min_pct", "var_max_pct", "pf_min", "reserve_pct"}
+    c.unknown(t, where, keys)
     device = _name(c, t, where, "device", MISSING)
     element = _name(c, t, where, "element", device)
     kva = c.get(t, where, "kva", "number", lo=0.001, hi=1e6)
@@ -195,13 +197,14 @@ def _inverter(c: Checker, t: Mapping[str, Any], where: str) -> InverterSpec | No
     p_min = c.get(t, where, "p_limit_min_pct", "number", 0.0, lo=0, hi=100)
     var_max = c.get(t, where, "var_max_pct", "number", None, lo=0, hi=100)
     pf_min = c.get(t, where, "pf_min", "number", 0.0, lo=0, hi=1)
+    reserve = c.get(t, where, "reserve_pct", "number", 0.0, lo=0, hi=50)
     if kva is not None and kw is not None and kw > kva:
         c.fail(f"{where}.kw", kw, f"at most kva ({kva:g}): the rated power fits in the apparent power")
         return None
-    if None in (device, element, kva, kw, category, p_min, pf_min) or ("var_max_pct" in t and var_max is None):
+    if None in (device, element, kva, kw, category, p_min, pf_min, reserve) or ("var_max_pct" in t and var_max is None):
         return None
     return InverterSpec(device, element, float(kva), float(kw), category, float(p_min),
-                        None if var_max is None else float(var_max), float(pf_min))  # fmt: skip
+                        None if var_max is None else float(var_max), float(pf_min), float(reserve))  # fmt: skip
 
 
 def _capbank(c: Checker, t: Mapping[str, Any], where: str) -> CapbankSpec | None:

@@ -16,7 +16,7 @@ minimise   sum_t dt [price(t) head(t) + loss_cost loss(t) + eps (qp + qn)]
          + cap_wear_cost sum u + tap_wear_cost taps_per_cvr_change sum w
 subject to v_min + margin <= V(t) <= v_max - margin        (ANSI C84.1-2016 Table 1, Range A, service voltage)
            head(t) >= -reverse_power_kw
-           0 <= c <= max(0, avail - p_limit_min), 0 <= qp <= q_inject, 0 <= qn <= q_absorb   (IEEE 1547-2018 5.2)
+           reserve avail <= c <= max(0, avail - p_limit_min), 0 <= qp <= q_inject, 0 <= qn <= q_absorb   (IEEE 1547-2018 5.2)
            (avail - c) cos(a) + (qp + qn) sin(a) <= S cos(pi/16), a in {22.5, 45, 67.5} deg (the S circle, inside)
            qp + qn <= tan(acos(pf_min)) (avail - c)                                          (when pf_min > 0)
            u(t) >= |s(t) - s(t-1)|, sum_t u <= max_ops; w(t) >= |b(t) - b(t-1)|
@@ -58,6 +58,7 @@ class Device:
     q_absorb: float
     p_min: float  # the lowest limit the site's envelope takes [kW]
     pf_min: float = 0.0
+    reserve: float = 0.0  # the share of the available power always curtailed (a delta constraint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +214,7 @@ def _solve(p: Problem, *, time_limit_s: float, slack: bool,
         o = t * lay.n
         for i, d in enumerate(p.inverters):
             ub[o + lay.c[i]] = max(0.0, p.avail_kw[t, i] - d.p_min)
+            lb[o + lay.c[i]] = min(d.reserve * max(p.avail_kw[t, i], 0.0), ub[o + lay.c[i]])
             ub[o + lay.qp[i]] = d.q_inject
             ub[o + lay.qn[i]] = d.q_absorb
         ub[o + lay.s] = 1

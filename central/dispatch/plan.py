@@ -56,7 +56,7 @@ def build_problem(cfg: DispatchConfig, model: NetworkModel, forecast: Forecast, 
                                   cvr_steps=steps)  # fmt: skip
     reg = cfg.regulator
     devices = tuple(Device(i.device, i.kw, i.kva, i.q_inject_kvar, i.q_absorb_kvar, i.kw * i.p_limit_min_pct / 100,
-                           i.pf_min) for i in invs)  # fmt: skip
+                           i.pf_min, i.reserve_pct / 100) for i in invs)  # fmt: skip
     banks = tuple(Bank(c.device, init, banks_max_ops(c.max_ops_per_day, T, cfg.interval_s))
                   for (_, c), init in zip(cfg.capbanks, initial, strict=True))  # fmt: skip
     return Problem(
