@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -78,9 +79,11 @@ def repo_root() -> Path:
 def pytest_configure(config: pytest.Config) -> None:
     """matplotlib (the ``plot`` extra) lists the system's fonts through fontconfig's ``fc-list`` the first time it
     loads on a machine and keeps the list in its cache: that happens here, before any unit test refuses processes,
-    so a unit test that draws a plot finds the cache."""
+    so a unit test that draws a plot finds the cache. h5py (pvlib imports it) asks ``platform.processor()``, which
+    runs ``uname -p`` once per process and caches the answer: asked here too."""
     with contextlib.suppress(ImportError):
         import matplotlib.font_manager  # noqa: F401
+    platform.processor()
 
 
 # ---- the integration marker: set from the fixtures, enforced for every other test -----------------------------

@@ -15,7 +15,7 @@ from helpers.stores import target_fixture  # noqa: F401 (the target fixture)
 
 from central.dispatch.cli import nowcasted
 from central.dispatch.inputs import Forecast, horizon
-from central.dispatch.nowcast import Nowcast, NowcastSpec, Planned
+from central.dispatch.nowcast import ClearSky, Nowcast, NowcastSpec, Planned, clear_sky_kw_per_kw
 from central.store import open_store
 from protocols.telemetry.schema import Batch
 
@@ -178,3 +178,97 @@ def test_the_pv_point_is_named_per_inverter() -> None:
     assert Nowcast(SPEC).pv_points(["pv675", "pv680"]) == {"pv675": "pv675.DERMeasureAC.W",
                                                           "pv680": "pv680.DERMeasureAC.W"}  # fmt: skip
     assert Nowcast(NowcastSpec("s", "p", pv_point="")).pv_points(["pv675"]) == {}
+
+
+# ---- clear-sky-index persistence -------------------------------------------------------------------------------
+
+SKY = ClearSky(latitude=36.1, longitude=-79.95, tilt_deg=36.1, azimuth_deg=180.0)
+EQUINOX_NOON = 1_774_027_620  # 2026-03-20T17:27:00Z: solar noon at 79.95 W (12:00 + 4 min/deg, equation of time -7 min)
+
+
+def _boundary(ts: float) -> int:
+    return int(ts) // 900 * 900
+
+
+def test_the_clear_sky_on_the_plane_is_the_suns_shape() -> None:
+    """Properties of the clear sky on a south-facing plane tilted at its latitude, independent of how it is computed:
+    near 1 kW/m2 at an equinox noon (the sun square on the plane), nothing at night, the same an hour before and
+    after solar noon, and a plane facing north gets less than one facing south."""
+    noon = clear_sky_kw_per_kw(SKY, [EQUINOX_NOON - 180, EQUINOX_NOON - 3780, EQUINOX_NOON + 3420,
+                                     EQUINOX_NOON + 12 * 3600])  # fmt: skip
+    assert 0.85 < noon[0] < 1.1
+    assert noon[1] == pytest.approx(noon[2], rel=0.02) and noon[1] < noon[0]
+    assert noon[3] == 0.0
+    north = clear_sky_kw_per_kw(ClearSky(36.1, -79.95, 36.1, 0.0), [EQUINOX_NOON])
+    assert north[0] < 0.5 * noon[0]
+
+
+def _sun_rows(index: float, kw: float, t0: float, t1: float) -> list[tuple[float, object, str]]:
+    """An inverter of ``kw`` under a sky ``index`` times clear, read every 10 s (W)."""
+    times = np.arange(t0, t1, 10.0)
+    return [(float(t), float(v) * 1000.0, "W") for t, v in zip(times, index * kw * clear_sky_kw_per_kw(SKY, times),
+                                                                  strict=True)]  # fmt: skip
+
+
+def _sky_nowcast(decay: float = 0.5) -> Nowcast:
+    spec = NowcastSpec("sub-1", "p", 300.0, decay, 0.3, clear_sky=SKY)
+    return Nowcast(spec, {"big": 3000.0, "ref": 100.0})
+
+
+def _sky_plan(limited_big: bool = True, avail: float = 2000.0) -> Planned:
+    return Planned(0.0, {"big": 1800.0, "ref": 60.0}, {"big": avail, "ref": avail / 30},
+                   {"big": limited_big, "ref": False})  # fmt: skip
+
+
+def test_the_pv_ahead_is_the_clear_sky_index_now_times_the_clear_sky_ahead() -> None:
+    """A morning (the sun rising fast): the free reference inverter gives 0.7 of its clear sky; the day-ahead
+    forecast says a jumpy 1000 then 3000 kW. The next interval's PV is 0.7 x the clear sky of all 3100 kW of
+    inverters over it (within 1 %: the interval's mean against its middle), whatever the forecast said; the one
+    after is blended half-and-half with the forecast (decay 0.5)."""
+    nc = _sky_nowcast()
+    running = _boundary(EQUINOX_NOON - 4 * 3600)  # 13:15 UTC
+    nc.remember([running], [_sky_plan()])
+    now = running + 600.0
+    starts = horizon(running + 900, 900, 2)
+    c = nc.correction(_readings(0.0, now - 300, now), {"big": _readings(1800.0, now - 300, now),
+                      "ref": _sun_rows(0.7, 100.0, now - 300, now)}, now, 900, starts, np.full(2, 1000.0),
+                      np.array([1000.0, 3000.0]))  # fmt: skip
+    assert c.clear_sky_index == pytest.approx(0.7, rel=0.005)
+    truth = [0.7 * 3100.0 * float(np.mean(clear_sky_kw_per_kw(SKY, np.arange(s, s + 900, 30.0)))) for s in starts]
+    assert truth[1] > 1.1 * truth[0]  # the sun rises through the two intervals
+    assert c.pv_kw is not None
+    assert c.pv_kw[0] == pytest.approx(truth[0], rel=0.01)
+    assert c.pv_kw[1] == pytest.approx(0.5 * truth[1] + 0.5 * 3000.0, rel=0.01)
+
+
+def test_without_a_free_inverter_the_last_index_carries_and_without_one_the_factor_does() -> None:
+    nc = _sky_nowcast()
+    running = _boundary(EQUINOX_NOON)
+    now = running + 600.0
+    starts = horizon(running + 900, 900, 1)
+    head, big = _readings(0.0, now - 300, now), _readings(1800.0, now - 300, now)
+    nc.remember([running], [Planned(0.0, {"big": 1800.0, "ref": 60.0}, {"big": 2000.0, "ref": 66.7},
+                                    {"big": True, "ref": True})])  # fmt: skip
+    c = nc.correction(head, {"big": big, "ref": _readings(60.0, now - 300, now)}, now, 900, starts,
+                      np.full(1, 1000.0), np.array([2000.0]))  # fmt: skip
+    assert c.pv_kw is None and c.clear_sky_index is None  # nothing measured yet: the factor (1 here)
+    nc.remember([running], [_sky_plan()])
+    nc.correction(head, {"big": big, "ref": _sun_rows(0.6, 100.0, now - 300, now)}, now, 900, starts,
+                  np.full(1, 1000.0), np.array([2000.0]))  # fmt: skip
+    nc.remember([running], [Planned(0.0, {"big": 1800.0, "ref": 60.0}, {"big": 2000.0, "ref": 66.7},
+                                    {"big": True, "ref": True})])  # fmt: skip
+    c = nc.correction(head, {"big": big, "ref": _readings(10.0, now - 300, now)}, now, 900, starts,
+                      np.full(1, 1000.0), np.array([2000.0]))  # fmt: skip
+    assert c.clear_sky_index == pytest.approx(0.6, rel=0.005)  # the reference was limited: its 10 kW say nothing
+
+
+def test_at_dawn_the_clear_sky_is_too_small_to_measure_an_index() -> None:
+    nc = _sky_nowcast()
+    running = _boundary(EQUINOX_NOON - 6 * 3600 - 600)  # 11:15 UTC, the sun just up at 79.95 W
+    now = running + 600.0
+    assert clear_sky_kw_per_kw(SKY, [now - 150])[0] < 0.02
+    nc.remember([running], [_sky_plan()])
+    c = nc.correction(_readings(0.0, now - 300, now), {"big": _readings(5.0, now - 300, now),
+                      "ref": _readings(1.0, now - 300, now)}, now, 900, horizon(running + 900, 900, 1),
+                      np.full(1, 1000.0), np.array([50.0]))  # fmt: skip
+    assert c.clear_sky_index is None and c.pv_kw is None

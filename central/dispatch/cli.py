@@ -148,7 +148,7 @@ def nowcasted(nowcast: Nowcast, forecast: Forecast, head_rows: Rows, pv_rows: di
     log says why)."""
     spec = nowcast.spec
     try:
-        c = nowcast.correction(head_rows, pv_rows, at, interval_s, forecast.starts, forecast.load_kw)
+        c = nowcast.correction(head_rows, pv_rows, at, interval_s, forecast.starts, forecast.load_kw, forecast.pv_kw)
     except ValueError as err:
         log.info("dispatch_nowcast", site=spec.site, point=spec.point, applied=False, why=str(err))
         return forecast, {}
@@ -158,8 +158,11 @@ def nowcasted(nowcast: Nowcast, forecast: Forecast, head_rows: Rows, pv_rows: di
     log.info("dispatch_nowcast", site=spec.site, point=spec.point, applied=True, error_kw=round(c.error_kw, 1),
              measured_kw=round(c.measured_kw, 1), predicted_kw=round(c.predicted_kw, 1), readings=c.readings,
              next_kw=round(float(c.load_kw[0]), 1), pv_factor=round(c.pv_factor_now, 3),
-             pv_measured_kw=None if c.pv_measured_kw is None else round(c.pv_measured_kw, 1))  # fmt: skip
-    out = replace(forecast, load_kw=load, load_kvar=forecast.load_kvar * ratio, pv_kw=forecast.pv_kw * c.pv_factor,
+             pv_measured_kw=None if c.pv_measured_kw is None else round(c.pv_measured_kw, 1),
+             clear_sky_index=None if c.clear_sky_index is None else round(c.clear_sky_index, 3),
+             next_pv_kw=None if c.pv_kw is None else round(float(c.pv_kw[0]), 1))  # fmt: skip
+    pv = c.pv_kw if c.pv_kw is not None else forecast.pv_kw * c.pv_factor
+    out = replace(forecast, load_kw=load, load_kvar=forecast.load_kvar * ratio, pv_kw=pv,
                   source=f"{forecast.source} + nowcast")  # fmt: skip
     return out, {int(s): (float(x), float(f)) for s, x, f in
                  zip(forecast.starts, load - forecast.load_kw, c.pv_factor, strict=True)}  # fmt: skip
@@ -258,7 +261,8 @@ async def _run(args: argparse.Namespace, config: CentralConfig, cfg: DispatchCon
         await asyncio.wait_for(session.connected.wait(), max(timeout, 10.0))
         banks: dict[str, bool] = {}  # each bank where the last round left it, as far as central knows
         sent: Outputs = {}  # each inverter's output in the interval the last round sent
-        nowcast = Nowcast(cfg.nowcast) if cfg.nowcast is not None else None
+        rated = {i.device: i.kw for _, i in cfg.inverters}
+        nowcast = Nowcast(cfg.nowcast, rated) if cfg.nowcast is not None else None
         send_at: float | None = None  # the first round sends at once
         while True:
             plan_now = clock.now() if now is None else now

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from central.dispatch.nowcast import PV_POINT, NowcastSpec
+from central.dispatch.nowcast import PV_POINT, ClearSky, NowcastSpec
 from protocols.configcheck import MISSING, Checker
 from protocols.telemetry.intervals import CHANNELS
 from protocols.telemetry.schema import valid_site
@@ -253,9 +253,9 @@ def _meter(c: Checker, t: Mapping[str, Any], where: str, devices: set[str]) -> M
 
 def _nowcast(c: Checker, t: Any, where: str, sites: set[str]) -> NowcastSpec | None:
     if not isinstance(t, Mapping):
-        c.fail(where, t, "must be a table: {site, point, window_s, decay, max_share, pv_point}")
+        c.fail(where, t, "must be a table: {site, point, window_s, decay, max_share, pv_point, clear_sky}")
         return None
-    c.unknown(t, where, {"site", "point", "window_s", "decay", "max_share", "pv_point"})
+    c.unknown(t, where, {"site", "point", "window_s", "decay", "max_share", "pv_point", "clear_sky"})
     site = c.get(t, where, "site", "string")
     if site is not None and site not in sites:
         c.fail(f"{where}.site", site, f"one of the [[dispatch.sites]]: {', '.join(sorted(sites)) or 'none'}")
@@ -271,9 +271,29 @@ def _nowcast(c: Checker, t: Any, where: str, sites: set[str]) -> NowcastSpec | N
     if pv_point and (pv_point.count("{device}") != 1 or "{" in pv_point.replace("{device}", "")):
         c.fail(f"{where}.pv_point", pv_point, 'a point name with {device} once (each inverter\'s output), or ""')
         pv_point = None
-    if None in (site, point, window, decay, share, pv_point):
+    sky = _clear_sky(c, t["clear_sky"], f"{where}.clear_sky") if "clear_sky" in t else None
+    if None in (site, point, window, decay, share, pv_point) or ("clear_sky" in t and sky is None):
         return None
-    return NowcastSpec(site, point, float(window), float(decay), float(share), pv_point)
+    return NowcastSpec(site, point, float(window), float(decay), float(share), pv_point, sky)
+
+
+def _clear_sky(c: Checker, t: Any, where: str) -> ClearSky | None:
+    if not isinstance(t, Mapping):
+        c.fail(where, t, "must be a table: {latitude, longitude, tilt_deg, azimuth_deg}")
+        return None
+    c.unknown(t, where, {"latitude", "longitude", "tilt_deg", "azimuth_deg"})
+    lat = c.get(t, where, "latitude", "number", lo=-90, hi=90)
+    lon = c.get(t, where, "longitude", "number", lo=-180, hi=180)
+    tilt = c.get(t, where, "tilt_deg", "number", lo=0, hi=90)
+    azimuth = c.get(t, where, "azimuth_deg", "number", 180.0, lo=0, hi=360)
+    if None in (lat, lon, tilt, azimuth):
+        return None
+    try:
+        import pvlib  # noqa: F401
+    except ImportError:
+        c.fail(where, "(set)", "pvlib installed: pip install 'gridedge[dispatch]'")
+        return None
+    return ClearSky(float(lat), float(lon), float(tilt), float(azimuth))
 
 
 def parse_dispatch(c: Checker, raw: Mapping[str, Any]) -> DispatchConfig | None:

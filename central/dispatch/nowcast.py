@@ -12,6 +12,15 @@ interval predicted:
   the feeder's loads drew (with its losses); against the predicted head plus the predicted output it is the load
   forecast's error now.
 
+With ``clear_sky`` (the PV's site and orientation), the PV ahead is the sun's shape rather than the day-ahead
+forecast's: the free inverters' output over what a clear sky gives them now (pvlib's simplified Solis clear sky
+on their plane, :func:`clear_sky_kw_per_kw`) is the clear-sky index now, and interval ``k`` ahead gets that index
+times its own clear sky, blended into the day-ahead forecast by ``decay ** (k - 1)`` (clear-sky-index persistence,
+the standard short-term PV forecast: docs/forecast.md). A day-ahead forecast whose shape is off (its weather's
+error moves within the hour) then no longer moves the next intervals. Under ``CLEAR_SKY_MIN_SHARE`` of the
+inverters' rating in clear sky (dawn, dusk) or with no free inverter, the index of the last round that measured
+one is kept; with none yet, the PV factor below.
+
 Each error, plus the correction the planning round had applied (the estimate carries on, an overshoot is taken
 back), goes to each interval ``k`` ahead times ``decay ** k`` (an error that fades as a first-order
 autoregression: 0.9 per 15 minutes keeps half of it for about 1.6 hours), the load's bounded by ``max_share`` of
@@ -38,6 +47,36 @@ Rows = Sequence[tuple[float, Any, str]]
 PV_POINT = "{device}.DERMeasureAC.W"  # an inverter's output: SunSpec model 701 W, as the agent names its points
 
 
+CLEAR_SKY_MIN_SHARE = 0.02  # the free inverters' clear-sky output under this share of their rating: no index
+CLEAR_SKY_INDEX_MAX = 1.5  # an index above this is a reading's error (cloud-edge enhancement stays below it)
+
+
+@dataclass(frozen=True, slots=True)
+class ClearSky:
+    """Where the PV is and how it faces, for its clear-sky output (one plane for the feeder's inverters)."""
+
+    latitude: float
+    longitude: float
+    tilt_deg: float
+    azimuth_deg: float = 180.0
+
+
+def clear_sky_kw_per_kw(cs: ClearSky, times: Sequence[float]) -> np.ndarray:
+    """Clear-sky irradiance on the PV's plane at ``times`` (epoch s) in kW/m2, i.e. kW per kW of rating at
+    standard test conditions before losses: pvlib's simplified Solis clear sky (no turbidity table needed) and
+    its isotropic sky on the plane."""
+    import pandas as pd
+    import pvlib
+
+    idx = pd.DatetimeIndex(pd.to_datetime(np.asarray(times, float), unit="s", utc=True))
+    loc = pvlib.location.Location(cs.latitude, cs.longitude)
+    sky = loc.get_clearsky(idx, model="simplified_solis")
+    sun = loc.get_solarposition(idx)
+    poa = pvlib.irradiance.get_total_irradiance(cs.tilt_deg, cs.azimuth_deg, sun["apparent_zenith"], sun["azimuth"],
+                                                sky["dni"], sky["ghi"], sky["dhi"])  # fmt: skip
+    return np.nan_to_num(np.maximum(poa["poa_global"].to_numpy(float), 0.0)) / 1000.0
+
+
 @dataclass(frozen=True, slots=True)
 class NowcastSpec:
     site: str  # the site whose agent sends the head's readings
@@ -46,6 +85,7 @@ class NowcastSpec:
     decay: float = 0.9  # the share of the error kept per interval ahead
     max_share: float = 0.3  # |load correction| at most this share of the forecast load; PV factor 1 +- this
     pv_point: str = PV_POINT  # each inverter's output point, {device} its name; "": the head alone
+    clear_sky: ClearSky | None = None  # the PV ahead by clear-sky-index persistence (module docstring)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +113,8 @@ class Correction:
     pv_factor_now: float = 1.0  # the PV forecast's factor now (1: unknown or right)
     pv_factor: np.ndarray = field(default_factory=lambda: np.ones(0))  # multiplies each interval's PV forecast
     pv_measured_kw: float | None = None  # the inverters' output (None: not read)
+    clear_sky_index: float | None = None  # the free inverters' output over their clear-sky output (None: not used)
+    pv_kw: np.ndarray | None = None  # the PV of each interval of the round, by the clear-sky index (None: factor)
 
 
 def mean_kw(rows: Rows, since: float, until: float, what: str) -> tuple[float, int]:
@@ -98,7 +140,9 @@ class Nowcast:
     """What the nowcast keeps between rounds: each interval's plan and the corrections in it."""
 
     spec: NowcastSpec
+    rated_kw: Mapping[str, float] = field(default_factory=dict)  # inverter -> rated kW (the clear-sky index's)
     planned: dict[int, Planned] = field(default_factory=dict)  # interval start -> what its round predicted
+    index: float | None = None  # the last clear-sky index measured
 
     def pv_points(self, devices: Sequence[str]) -> dict[str, str]:
         """Each inverter's output point in central's readings (none when ``pv_point`` is empty)."""
@@ -107,7 +151,8 @@ class Nowcast:
         return {d: self.spec.pv_point.format(device=d) for d in devices}
 
     def correction(self, head_rows: Rows, pv_rows: Mapping[str, Rows], now: float, interval_s: int,
-                   starts: np.ndarray, forecast_load_kw: np.ndarray) -> Correction:  # fmt: skip
+                   starts: np.ndarray, forecast_load_kw: np.ndarray,
+                   forecast_pv_kw: np.ndarray | None = None) -> Correction:  # fmt: skip
         """The corrections for a round planning ``starts`` (the first: the interval after the one ``now`` is in)
         from the head's readings and each inverter's (``pv_rows``: device -> rows; empty: the head alone).
         ValueError (why) when there is none to make."""
@@ -143,8 +188,34 @@ class Nowcast:
             ahead -= 1
         fade = self.spec.decay ** np.maximum(ahead, 0)
         bound = share * np.abs(np.asarray(forecast_load_kw, float))
+        pv_factor = 1.0 + (pv_total - 1.0) * fade
+        index, pv_kw = None, None
+        if self.spec.clear_sky is not None and forecast_pv_kw is not None:
+            free = [d for d in plan.out_kw if not plan.limited[d]] if pv_now else []
+            index, pv_kw = self._clear_sky(pv_now, free, since, now, starts, interval_s, ahead, forecast_pv_kw)
+            if pv_kw is not None:
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    f = np.asarray(forecast_pv_kw, float)
+                    pv_factor = np.where(f > 0, pv_kw / f, 1.0)
         return Correction(now, error, measured, plan.head_kw, n, np.clip(error * fade, -bound, bound), pv_total,
-                          1.0 + (pv_total - 1.0) * fade, sum(pv_now.values()) if pv_now else None)  # fmt: skip
+                          pv_factor, sum(pv_now.values()) if pv_now else None, index, pv_kw)  # fmt: skip
+
+    def _clear_sky(self, pv_now: Mapping[str, float], free: Sequence[str], since: float, now: float,
+                   starts: np.ndarray, interval_s: int, ahead: np.ndarray,
+                   forecast_pv_kw: np.ndarray) -> tuple[float | None, np.ndarray | None]:  # fmt: skip
+        """The clear-sky index now (measured, or the last one) and each interval's PV from it (module docstring)."""
+        cs = self.spec.clear_sky
+        assert cs is not None
+        mids = np.asarray(starts, float) + interval_s / 2.0
+        per_kw = clear_sky_kw_per_kw(cs, [(since + now) / 2.0, *mids.tolist()])
+        rated_free = sum(self.rated_kw.get(d, 0.0) for d in free)
+        if free and per_kw[0] * rated_free > CLEAR_SKY_MIN_SHARE * rated_free:
+            self.index = min(max(sum(pv_now[d] for d in free) / (per_kw[0] * rated_free), 0.0), CLEAR_SKY_INDEX_MAX)
+        if self.index is None or not self.rated_kw:
+            return None, None
+        weight = self.spec.decay ** np.maximum(ahead - 1, 0)
+        sun = self.index * per_kw[1:] * sum(self.rated_kw.values())
+        return self.index, weight * sun + (1.0 - weight) * np.asarray(forecast_pv_kw, float)
 
     def remember(self, starts: Sequence[int], plans: Sequence[Planned]) -> None:
         """A round's plan per interval (its predictions and the corrections it carried)."""
@@ -155,4 +226,4 @@ class Nowcast:
                 self.planned.pop(s, None)
 
 
-__all__ = ["PV_POINT", "Correction", "Nowcast", "NowcastSpec", "Planned", "mean_kw"]
+__all__ = ["PV_POINT", "ClearSky", "Correction", "clear_sky_kw_per_kw", "Nowcast", "NowcastSpec", "Planned", "mean_kw"]
