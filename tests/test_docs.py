@@ -103,6 +103,33 @@ def test_every_repository_path_the_docs_cite_exists() -> None:
     assert missing == {}
 
 
+def test_every_toml_example_in_the_docs_is_toml() -> None:
+    """A ```toml block a reader copies parses (an inline table spans one line in TOML 1.0); two files side by
+    side go in a ```text block."""
+    import tomllib
+
+    bad = {}
+    for doc in _docs():
+        for n, block in enumerate(re.findall(r"^```toml\n(.*?)^```", doc.read_text(), flags=re.S | re.M)):
+            try:
+                tomllib.loads(block)
+            except tomllib.TOMLDecodeError as err:
+                bad[f"{doc.relative_to(ROOT)} block {n + 1}"] = str(err)
+    assert bad == {}
+
+
+def test_every_committed_toml_file_is_toml() -> None:
+    import tomllib
+
+    bad = {}
+    for path in sorted(ROOT.glob("config/**/*.toml")) + [ROOT / "pyproject.toml"]:
+        try:
+            tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as err:
+            bad[str(path.relative_to(ROOT))] = str(err)
+    assert bad == {}
+
+
 def anchors(markdown: str) -> set[str]:
     """The anchors of a page's headings, as GitHub makes them (lower case, punctuation dropped, spaces to -)."""
     heads = re.findall(r"^#+\s+(.+?)\s*$", markdown, flags=re.M)

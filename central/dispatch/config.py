@@ -24,8 +24,7 @@ follow_tolerance_pct = 10       # metered energy further than this from the sche
 refine_passes = 1               # full re-solves of the optimum whose error corrects the linear model, 0..3
 var_min_pct = 0.5               # a var set point under this % of kVA is not sent: the inverter keeps volt-var
 p_response_s = 0                # a changed PV limit is reached this long after its interval begins (the energy)
-nowcast = {site = "sub-07", point = "sub-meter.p_total", window_s = 300, decay = 0.9, max_share = 0.3,
-           pv_point = "{device}.DERMeasureAC.W"}   # the measured head and inverters correct the forecasts
+nowcast = {site = "sub-07", point = "sub-meter.p_total", window_s = 300, decay = 0.9, max_share = 0.3}
 [[dispatch.sites]]
 site = "sub-07"
 inverters = [{device = "pv675", element = "pv675", kva = 2500, kw = 2500, category = "B"}]
