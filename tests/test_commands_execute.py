@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.commands.execute import _with_setpoint, outcome_of, schedule_value
+from agent.commands.execute import _with_setpoint, outcome_of, schedule_value, too_soon_s
 from agent.control import ieee1547
 from agent.control.config import ConstantPf, DerGroupConfig
 from agent.control.decision import Command, propose
@@ -45,3 +45,13 @@ def test_a_decisions_outcome_becomes_the_results_status_and_reason() -> None:
     assert (a.status, a.reason) == ("refused", "advise_mode:allowed")
     f = outcome_of(d.replace(verdict="allowed", outcome="readback_failed"))
     assert (f.status, f.reason) == ("failed", "readback_failed")
+
+
+def test_only_a_refusal_for_coming_too_soon_after_the_last_write_waits_for_another_try() -> None:
+    d = propose("central", "pv1", "control", T0, (), "settings_differ", Command("pv1", "der.configure"))
+    soon = d.refuse("rate_limit", since_last_s=1.5, min_command_interval_s=5.0)
+    assert too_soon_s(soon) == pytest.approx(3.51)
+    assert too_soon_s(d.refuse("rate_limit", in_last_hour=20, max_commands_per_hour=20)) is None
+    assert too_soon_s(d.refuse("rate_limit", after_device_refusal=True, blocked_for_s=60.0)) is None
+    assert too_soon_s(d.refuse("bounds", why="p_limit_pct 120 over 100")) is None
+    assert too_soon_s(d.replace(outcome="applied")) is None

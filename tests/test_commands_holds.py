@@ -55,6 +55,30 @@ async def test_a_switched_bank_is_held_from_local_control_and_handed_back_when_i
 
 
 @async_test
+async def test_a_set_point_too_soon_after_the_last_write_is_applied_once_the_interval_has_passed(
+    tmp_path, broker
+) -> None:
+    """min_command_interval_s = 30 (1.5 s of wall time at 20x): a second set point right after the first is first
+    refused by the rate limit, then, the interval passed, written and read back: the command is applied, and the
+    two writes are at least the interval apart on the bench's clock."""
+    async with command_site(tmp_path, broker, min_interval_s=30) as s:
+        await _ready(s)
+        inv = s.bench.model_of(DEV)
+        first = s.command("der.setpoint", DEV, {"p_limit_pct": 40, "until": s.now() + 600})
+        await s.send(first)
+        assert (await s.wait_result(first.command_id)).status == "applied"
+        second = s.command("der.setpoint", DEV, {"p_limit_pct": 30, "until": s.now() + 600})
+        await s.send(second)
+        res = await s.wait_result(second.command_id)
+        assert res.status == "applied", res
+        assert inv.settings[LIMIT] == pytest.approx(30.0)
+        mine = [d for d in s.agent.decisions() if d.get("detail", {}).get("command_id") == second.command_id]
+        assert [d["outcome"] for d in mine] == ["refused", "applied"]
+        assert mine[0]["verdict"] == "refused:rate_limit"
+        assert mine[1]["ts"] - mine[0]["ts"] <= 30.5
+
+
+@async_test
 async def test_revert_all_ends_every_hold_and_mode_change(tmp_path, broker) -> None:
     async with command_site(tmp_path, broker) as s:
         await _ready(s)

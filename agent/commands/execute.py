@@ -63,6 +63,15 @@ class Outcome:
     ended: list[Override] = field(default_factory=list)  # slots this command ended (their devices handed back)
 
 
+def too_soon_s(d: Decision) -> float | None:
+    """How long until ``d``, refused by the rate limit only for coming within ``min_command_interval_s`` of the
+    device's last write, would be allowed [s of the agent's clock]; None for any other outcome (the hourly
+    budget, the back-off after a device's refusal: no retry)."""
+    if d.reason != "rate_limit" or "min_command_interval_s" not in d.detail or "since_last_s" not in d.detail:
+        return None
+    return max(float(d.detail["min_command_interval_s"]) - float(d.detail["since_last_s"]), 0.0) + 0.01
+
+
 def outcome_of(d: Decision) -> Outcome:
     """A decision's outcome as a command's result."""
     readback = dict(d.readback or {})
@@ -190,19 +199,27 @@ class Executor:
             slots = [s for s in slots if s.slot != extra.slot] + [extra]
         f.commanded = self.der_target(f, slots, now)
         f.commanded_mode = self.control.envelope.mode
-        written = self.control.envelope.last_operation([device])
-        d = f.decide_now(self.view(now), now, lesser_mode(self.control.envelope.mode, "control"), written)
-        if d is None:  # the inverter holds it already, read after its last write
-            target = f.target
-            return Outcome("applied", "already_held", _der_readback(self.view(now), device, target))
-        if d.command is None:
-            await self.control.envelope.record(d)
-            f.commanded = before
-            return outcome_of(d)
-        if extra is not None:  # the decision names the command it carries out (the audit's thread)
-            d = d.replace(detail={**d.detail, "command_id": extra.command_id})
-        done = await self.control.envelope.submit(d)
-        f.after(done)
+        for attempt in range(2):
+            written = self.control.envelope.last_operation([device])
+            d = f.decide_now(self.view(now), now, lesser_mode(self.control.envelope.mode, "control"), written)
+            if d is None:  # the inverter holds it already, read after its last write
+                target = f.target
+                return Outcome("applied", "already_held", _der_readback(self.view(now), device, target))
+            if d.command is None:
+                await self.control.envelope.record(d)
+                f.commanded = before
+                return outcome_of(d)
+            if extra is not None:  # the decision names the command it carries out (the audit's thread)
+                d = d.replace(detail={**d.detail, "command_id": extra.command_id})
+            done = await self.control.envelope.submit(d)
+            f.after(done)
+            wait = too_soon_s(done)
+            if attempt or wait is None:
+                break
+            # refused only for coming within min_command_interval_s of the device's last write (the DER
+            # function's own refresh, a moment before): once that interval has passed, decided again, once
+            await self.clock.sleep(wait)
+            now = self.clock.time()
         out = outcome_of(done)
         if out.status != "applied":
             f.commanded = before

@@ -40,7 +40,8 @@ from protocols.telemetry.schema import topic
 SITE = "bench-site"
 
 
-def command_control(pv_port: int, *, link_loss_s: float = 900, skew_s: float = 30, regulator: str = "") -> str:
+def command_control(pv_port: int, *, link_loss_s: float = 900, skew_s: float = 30, regulator: str = "",
+                    min_interval_s: float = 0) -> str:  # fmt: skip
     """The site file's devices and sections past :func:`helpers.controlbench.site_file`'s: the inverter pv675, the
     cap bank and a DER group in monitor mode (nothing local writes: every write on the bench is a command's), and
     ``[commands]`` trusting ``keys/ops-1.pub`` (operator) and ``keys/dispatch-1.pub`` (dispatch). ``regulator``:
@@ -63,7 +64,7 @@ settings_poll_interval_s = 5
 [control]
 mode = "control"
 [control.envelope]
-min_command_interval_s = 0
+min_command_interval_s = {min_interval_s:g}
 {INTERLOCKS}
 [control.capbank]
 device = "{CAP}"
@@ -227,7 +228,8 @@ def _count_writes(bench: Any, device: str, unit: int, writes: dict[str, list[Any
 
 @asynccontextmanager
 async def command_site(tmp_path: Path, broker: Any, *, link_loss_s: float = 900, speed: float = 20.0,
-                       truth: Path | None = None, regulator: bool = False) -> AsyncIterator[CommandSite]:  # fmt: skip
+                       truth: Path | None = None, regulator: bool = False,
+                       min_interval_s: float = 0) -> AsyncIterator[CommandSite]:  # fmt: skip
     async with running_bench(tmp_path, speed=speed, truth=truth) as bench:
         writes: dict[str, list[Any]] = {}
         units = {d.name: d.unit_id for d in bench.config.devices}
@@ -237,7 +239,8 @@ async def command_site(tmp_path: Path, broker: Any, *, link_loss_s: float = 900,
         keys = make_keys(folder)
         pv_port = {d.name: d.port for d in bench.config.devices}[DEV]
         reg = reg_device(bench) if regulator else ""
-        site = site_file(bench, folder, command_control(pv_port, link_loss_s=link_loss_s, regulator=reg),
+        site = site_file(bench, folder, command_control(pv_port, link_loss_s=link_loss_s, regulator=reg,
+                                                     min_interval_s=min_interval_s),
                          broker=broker.url)  # fmt: skip
         async with running_agent(bench, site) as agent:
             cfg = agent.config
