@@ -4,6 +4,7 @@ readers, the [dispatch] configuration's errors and the dry run's print."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -351,6 +352,26 @@ def test_a_good_dispatch_section_is_typed(tmp_path: Path) -> None:
     inv = d.sites[0].inverters[0]
     assert (inv.element, inv.kw, inv.q_inject_kvar, inv.q_absorb_kvar) == ("pv", 100, 44, 25)  # IEEE 1547 Cat A
     assert d.regulator is not None and d.regulator[1].cvr_drop_v == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        ({"trim_at_s": 880, "p_response_s": 40}, "dispatch.trim_at_s = 880: 0 (no trim) or inside the interval before"),
+        ({"trim_at_s": 450, "nowcast": None}, "dispatch.trim_at_s = 450: 0 without [dispatch.nowcast]"),
+    ],
+)
+def test_a_trim_outside_the_interval_or_without_the_heads_point_is_refused(tmp_path: Path, extra: dict,
+                                                                           why: str) -> None:  # fmt: skip
+    (tmp_path / "f.dss").write_text(ONE_BUS)
+    section = {"network": "f.dss", "feeder": "one", "price": 0.1, "sites": [{"site": "s-1", "inverters": [
+        {"device": "pv", "kva": 100}]}], "nowcast": {"site": "s-1", "point": "head.p_total"}, **extra}  # fmt: skip
+    section = {k: v for k, v in section.items() if v is not None}
+    with pytest.raises(CentralConfigError, match=re.escape(why)):
+        parse_central_config(_raw(tmp_path, section), tmp_path / "central.toml")
+    ok = parse_central_config(_raw(tmp_path, {**section, "trim_at_s": 450, "nowcast": {"site": "s-1", "point": "p"}}),
+                              tmp_path / "central.toml").dispatch  # fmt: skip
+    assert ok is not None and ok.trim_at_s == 450
 
 
 def test_bad_dispatch_keys_are_named_with_what_is_allowed(tmp_path: Path) -> None:

@@ -211,3 +211,64 @@ async def test_a_round_of_several_commands_reaches_the_site_in_sequence_order(tm
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         store.close()
+
+
+@async_test
+async def test_the_trim_sends_the_reserved_inverters_new_limit_from_the_heads_readings(
+    tmp_path: Path, broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """pv675 holds a 10 % reserve: 1000 kW of sun, 900 kW scheduled (36 % of 2500). Half-way through the 5-minute
+    interval the head's readings in central's store show it 25 kW above its schedule: the other half must be
+    25 kW below, so pv675 is asked for 50 kW more, 950 kW, a limit of 38 %: signed, on the site's cmd topic,
+    holding to the interval's end."""
+    from central.dispatch.cli import Round, trim_interval
+    from central.dispatch.clock import DispatchClock
+    from protocols.telemetry.commands import generate_key, private_pem, public_text, read_command, read_signed
+    from protocols.telemetry.schema import Batch, topic
+
+    caplog.set_level(logging.INFO)
+    keys = tmp_path / "agent" / "keys"
+    keys.mkdir(parents=True)
+    (keys / "dispatch-1.key").write_bytes(private_pem(generate_key()))
+    (keys / "agent.pub").write_text(public_text(generate_key().public_key()))
+    conf = central_toml(tmp_path, broker.port)
+    text = conf.read_text().replace("p_limit_min_pct = 30}", "p_limit_min_pct = 0, reserve_pct = 10}")
+    conf.write_text(text.replace("[[dispatch.sites]]", 'trim_at_s = 150\n[dispatch.nowcast]\nsite = "bench-site"\n'
+                                 'point = "sub-meter.p_total"\n[[dispatch.sites]]'))  # fmt: skip
+    config = load_central_config(conf)
+    cfg = config.dispatch
+    assert cfg is not None and cfg.trim_at_s == 150
+    start = (int(time.time()) // 300 + 4) * 300
+    f = Forecast(horizon(start, 300, 2), np.array([1500.0, 1500.0]), np.array([700.0, 700.0]),
+                 np.array([1000.0, 1000.0]), "test")  # fmt: skip
+    sol = solve(build_problem(cfg, network_for(cfg), f, np.array([0.10, 0.10])))
+    step = schedule(cfg, sol)[0]
+    assert step.p_out_kw[DEV] == pytest.approx(900.0, abs=0.01) and step.p_limit_pct[DEV] == 36.0
+    store = open_store(config.store_target)
+    items = tuple({"point": "sub-meter.p_total", "ts": float(t), "value": (step.head_kw + 25.0) * 1000.0, "unit": "W",
+                   "quality": "good"} for t in range(start, start + 150, 5))  # fmt: skip
+    assert all(store.store_batches([Batch(SITE, "telemetry", 1, "m1", 1.0, items)], time.time()))
+    central = MqttSession(config.broker.session_config(client_id="central-trim-test"))
+    site = MqttSession(config.broker.session_config(client_id="site-trim-test"))
+    got: list = []
+    site.subscribe(topic(SITE, "cmd"), 1, lambda _t, raw: got.append(read_command(read_signed(raw))))
+    issuer = CommandIssuer(config.commands, store, central)
+    tasks = [asyncio.create_task(central.run()), asyncio.create_task(site.run())]
+    try:
+        await asyncio.wait_for(asyncio.gather(central.connected.wait(), site.connected.wait()), 10)
+        clock = DispatchClock(1.0, start + 150.0, time.time())
+        sent: dict = {}
+        outs = await trim_interval(cfg, Round([], [step], sol, {}), store, issuer, "dispatch-1", 0.3, clock, sent)
+        await until(lambda: len(got) == 1, timeout=10)
+        assert [(o.command.kind, o.command.target, o.status) for o in outs] == [("der.setpoint", DEV, "sent")]
+        cmd = got[0]
+        assert cmd.body["p_limit_pct"] == 38.0 and cmd.body["until"] == step.end + cfg.expiry_margin_s
+        assert sent == {}  # not applied (nobody answers here): the next round's ramp starts from the schedule's
+        assert any(r.getMessage().startswith("event=dispatch_trim ") and "applied=true" in r.getMessage()
+                   for r in caplog.records)  # fmt: skip
+    finally:
+        for t in tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        store.close()

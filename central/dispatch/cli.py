@@ -20,7 +20,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -47,6 +47,7 @@ from central.dispatch.plan import Step, build_problem, network_for, refine, sche
 from central.dispatch.runs import DispatchRun, record_run
 from central.dispatch.send import DispatchSendError, Outputs, dispatch_key, outputs, send_step, write_schedules
 from central.dispatch.status import SiteFollowing, following, status_table
+from central.dispatch.trim import head_scheduled_kwh, trim
 from central.settlement.db import open_settlement_db
 from central.store import CentralStoreError, Store, open_store
 from protocols.eventlog import EventLog, setup_logging
@@ -266,9 +267,11 @@ async def _run(args: argparse.Namespace, config: CentralConfig, cfg: DispatchCon
         send_at: float | None = None  # the first round sends at once
         while True:
             plan_now = clock.now() if now is None else now
-            outs = await dispatch_interval(cfg, config, model, args, issuer, db_path, key_id, plan_now, timeout, banks,
-                                           send_at=send_at, clock=clock, nowcast=nowcast, store=store,
-                                           sent=sent)  # fmt: skip
+            on_time = send_at is not None  # the first round sends at once, part-way through its interval
+            rnd = await dispatch_interval(cfg, config, model, args, issuer, db_path, key_id, plan_now, timeout, banks,
+                                          send_at=send_at, clock=clock, nowcast=nowcast, store=store,
+                                          sent=sent)  # fmt: skip
+            outs = rnd.outs
             bad = [o for o in outs if o.status != "applied"]
             print(f"{_iso(clock.now())} sent {len(outs)} command(s): {len(outs) - len(bad)} applied"
                   + "".join(f"; {o.command.audience}/{o.command.target} {o.command.kind} {o.status}"
@@ -277,6 +280,13 @@ async def _run(args: argparse.Namespace, config: CentralConfig, cfg: DispatchCon
             print(status_table(rows), flush=True)
             if args.once:
                 return EXIT_NOT_OK if bad else EXIT_OK
+            if cfg.trim_at_s > 0 and on_time and rnd.first:
+                wait = clock.wall_seconds(rnd.first[0].start + cfg.trim_at_s - clock.now())
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), max(wait, 0.0))
+                if stop.is_set():
+                    return EXIT_OK
+                await trim_interval(cfg, rnd, store, issuer, key_id, timeout, clock, sent)
             send_at = current_start(clock.now(), cfg.interval_s) + cfg.interval_s
             lead = min(LEAD_WALL_S * clock.speed, cfg.interval_s / 3)
             wait = clock.wall_seconds(send_at - lead - clock.now())
@@ -300,7 +310,7 @@ async def dispatch_interval(cfg: DispatchConfig, config: CentralConfig, model: N
                             issuer: CommandIssuer, db_path: str | Path, key_id: str, now: float | None,
                             timeout_s: float, banks: dict[str, bool], *, send_at: float | None = None,
                             clock: DispatchClock | None = None, nowcast: Nowcast | None = None,
-                            store: Store | None = None, sent: Outputs | None = None) -> list[Outcome]:  # fmt: skip
+                            store: Store | None = None, sent: Outputs | None = None) -> Round:  # fmt: skip
     """One round: solve from the interval ``now`` is in, store the horizon's scheduled energy and the round's
     record, send that interval's commands (when ``clock`` reads ``send_at``, when given: the interval solved
     ahead goes out as it begins). ``banks`` (each bank's state as the last round left it) is read and updated: a
@@ -330,7 +340,8 @@ async def dispatch_interval(cfg: DispatchConfig, config: CentralConfig, model: N
     if nowcast is not None:
         nowcast.remember(sol.problem.starts.tolist(), plans_of(cfg, sol, applied))
     first = [s for s in steps if s.start == steps[0].start]
-    await asyncio.to_thread(_write_schedules, db_path, cfg, steps, clock.now(), dict(sent or {}))
+    before = dict(sent or {})
+    await asyncio.to_thread(_write_schedules, db_path, cfg, steps, clock.now(), before)
     await asyncio.to_thread(record_run, db_path, run_of(cfg, sol, base, time.time()))
     if send_at is not None:
         await asyncio.sleep(max(0.0, clock.wall_seconds(send_at - clock.now())))
@@ -342,6 +353,48 @@ async def dispatch_interval(cfg: DispatchConfig, config: CentralConfig, model: N
     for o in outs:
         if o.status == "applied" and o.command.kind in ("capbank.open", "capbank.close"):
             banks[o.command.target] = o.command.kind == "capbank.close"
+    return Round(outs, first, sol, before)
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """What one round sent: the results, its first interval's steps, the solution and the outputs before it."""
+
+    outs: list[Outcome]
+    first: list[Step]
+    sol: Solution
+    before: Outputs
+
+
+async def trim_interval(cfg: DispatchConfig, rnd: Round, store: Store, issuer: CommandIssuer, key_id: str,
+                        timeout_s: float, clock: DispatchClock, sent: Outputs) -> list[Outcome]:  # fmt: skip
+    """The trim of the interval ``rnd`` sent (central/dispatch/trim.py), at the nowcast's site: its reserved
+    inverters' new limits sent as set points holding to the interval's end plus the margin."""
+    spec = cfg.nowcast
+    assert spec is not None
+    step = next((s for s in rnd.first if s.site == spec.site), None)
+    if step is None:
+        return []
+    at = clock.now()
+    rows = await asyncio.to_thread(store.point_readings, spec.site, spec.point, float(step.start), at + 1e-3)
+    p = rnd.sol.problem
+    devices = [i.device for _, i in cfg.inverters]
+    avail = {d: float(p.avail_kw[0, n]) for n, d in enumerate(devices)}
+    try:
+        tr = trim(cfg, step, head_scheduled_kwh(cfg, step, rnd.before), rows, at, avail, p.sens.dv_dp,
+                  rnd.sol.v_pred[0], devices)  # fmt: skip
+    except ValueError as err:
+        log.info("dispatch_trim", site=step.site, start=_iso(step.start), applied=False, why=str(err))
+        return []
+    outs = await send_step(issuer, [tr.step], cfg.expiry_margin_s, key_id, timeout_s,
+                           keep=lambda c: c.kind == "der.setpoint" and c.target in tr.delta_kw)  # fmt: skip
+    done = {o.command.target for o in outs if o.status == "applied"}
+    sent.update({d: v for d, v in outputs([tr.step]).items() if d in done})
+    log.info("dispatch_trim", site=step.site, start=_iso(step.start), applied=True,
+             scheduled_kwh=round(tr.scheduled_kwh, 2), so_far_kwh=round(tr.so_far_kwh, 2),
+             elapsed_kw=round(tr.elapsed_kw, 1), required_kw=round(tr.required_kw, 1),
+             delta_kw=round(sum(tr.delta_kw.values()), 1), scale=round(tr.scale, 3),
+             sent=len(outs), applied_count=len(done))  # fmt: skip
     return outs
 
 

@@ -138,6 +138,7 @@ class DispatchConfig:
     var_min_pct: float = 0.5  # |var set point| below this % of kVA: none sent, the inverter's own mode holds
     p_response_s: float = 0.0  # a changed limit reached this long into its interval, linearly (scheduled energy)
     nowcast: NowcastSpec | None = None  # the head's readings correct the load forecast (central/dispatch/nowcast.py)
+    trim_at_s: float = 0.0  # this far into an interval the reserved inverters are trimmed (0: never; trim.py)
 
     @property
     def inverters(self) -> list[tuple[str, InverterSpec]]:
@@ -174,7 +175,7 @@ def dispatch_key(cfg: DispatchConfig, commands: CommandsConfig) -> SigningKey:
 _TOP = {"network", "feeder", "interval_s", "horizon_intervals", "monitor", "v_min_pu", "v_max_pu", "margin_pu",
         "reverse_power_kw", "price", "price_file", "loss_cost", "tap_wear_cost", "cap_wear_cost", "cvr_factor",
         "expiry_margin_s", "key_id", "follow_tolerance_pct", "refine_passes", "sites"}  # fmt: skip
-_TOP = _TOP | {"import_limit_kw", "var_min_pct", "nowcast", "p_response_s"}
+_TOP = _TOP | {"import_limit_kw", "var_min_pct", "nowcast", "p_response_s", "trim_at_s"}
 
 
 def _name(c: Checker, t: Mapping[str, Any], where: str, key: str, default: Any = None) -> str | None:
@@ -334,6 +335,12 @@ def parse_dispatch(c: Checker, raw: Mapping[str, Any]) -> DispatchConfig | None:
     passes = c.get(raw, w, "refine_passes", "integer", 1, lo=0, hi=3)
     var_min = c.get(raw, w, "var_min_pct", "number", 0.5, lo=0, hi=100)
     response = c.get(raw, w, "p_response_s", "number", 0.0, lo=0, hi=300)
+    trim_at = c.get(raw, w, "trim_at_s", "number", 0.0, lo=0, hi=3600)
+    if trim_at and interval is not None and response is not None and not 0 < trim_at < interval - response:
+        c.fail("dispatch.trim_at_s", trim_at, f"0 (no trim) or inside the interval before its last p_response_s "
+                                              f"(under {interval - response:g} s)")  # fmt: skip
+    if trim_at and "nowcast" not in raw:
+        c.fail("dispatch.trim_at_s", trim_at, "0 without [dispatch.nowcast]: the trim reads the head's point there")
     if v_min is not None and v_max is not None and margin is not None and v_min + 2 * margin >= v_max:
         c.fail("dispatch.margin_pu", margin, f"less than half of v_max_pu - v_min_pu ({(v_max - v_min) / 2:g})")
     sites: list[SiteSpec] = []
@@ -378,4 +385,5 @@ def parse_dispatch(c: Checker, raw: Mapping[str, Any]) -> DispatchConfig | None:
                           expiry_margin_s=float(margin_s), key_id=key_id, follow_tolerance_pct=float(tol),
                           refine_passes=passes,
                           import_limit_kw=None if import_limit is None else float(import_limit),
-                          var_min_pct=float(var_min), nowcast=nowcast, p_response_s=float(response))  # fmt: skip
+                          var_min_pct=float(var_min), nowcast=nowcast, p_response_s=float(response),
+                          trim_at_s=float(trim_at or 0.0))  # fmt: skip

@@ -23,7 +23,7 @@ version at every solve), so settlement's imbalance shows how well each site foll
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,10 +64,10 @@ def commands_for(step: Step, margin_s: float) -> list[PlannedCommand]:
 
 
 async def send_step(issuer: CommandIssuer, steps: Sequence[Step], margin_s: float, key_id: str,
-                    timeout_s: float) -> list[Outcome]:  # fmt: skip
-    """Sign, record and send every command of ``steps``, one after the other; their results are awaited
-    together."""
-    planned = [c for s in steps for c in commands_for(s, margin_s)]
+                    timeout_s: float, keep: Callable[[PlannedCommand], bool] | None = None) -> list[Outcome]:  # fmt: skip
+    """Sign, record and send every command of ``steps`` (those ``keep`` keeps), one after the other; their results
+    are awaited together."""
+    planned = [c for s in steps for c in commands_for(s, margin_s) if keep is None or keep(c)]
     for c in planned:  # all checked before the first is numbered or sent
         issuer.check(c.site, c.kind, c.target, c.body, key_id)
     # numbered and published in order (a site refuses a sequence number below one it took), awaited together
