@@ -93,6 +93,7 @@ def test_the_reverse_power_limit_bounds_what_the_rest_may_export() -> None:
         (_rows(1004.0, T0, T0 + 450), _step(), "under the trim's threshold"),  # 0.5 kWh of 250
         (_rows(1100.0, T0 + 400, T0 + 450), _step(), "under half of it covered"),
         (_rows(1100.0, T0, T0 + 450), _step(limit_pct=100.0), "no inverter holds a reserve"),
+        (_rows(500.0, T0, T0 + 450), _step(out_kw=0.0, limit_pct=0.0), "at their bounds"),  # already at 0
     ],
 )
 def test_no_trim_for_a_small_miss_too_few_readings_or_no_reserve(rows: list, step: Step, why: str) -> None:

@@ -89,11 +89,16 @@ def trim(cfg: DispatchConfig, step: Step, scheduled_kwh: float, head_rows: Seque
         delta[d] = min(max(out + want * inv.kw / total, lo), hi) - out
     scale = _voltage_scale(np.array([delta.get(d, 0.0) for d in devices]), dv_dp, v_pred,
                            cfg.v_min_pu + cfg.margin_pu, cfg.v_max_pu - cfg.margin_pu)  # fmt: skip
-    delta = {d: x * scale for d, x in delta.items()}
     limits, outs = dict(step.p_limit_pct), dict(step.p_out_kw)
+    moved = {}
     for d, x in delta.items():
-        outs[d] = round(step.p_out_kw[d] + x, 3)
-        limits[d] = max(rated[d].p_limit_min_pct, min(100.0, math.floor(outs[d] / rated[d].kw * 1000) / 10))
+        out = round(step.p_out_kw[d] + x * scale, 3)
+        limit = max(rated[d].p_limit_min_pct, min(100.0, math.floor(out / rated[d].kw * 1000) / 10))
+        if limit != step.p_limit_pct[d]:  # a limit that does not change is not sent again
+            outs[d], limits[d], moved[d] = out, limit, x * scale
+    if not moved:
+        raise ValueError(f"projected miss {miss_kwh:+.1f} kWh: the reserved inverters are at their bounds")
+    delta = moved
     return Trim(step.start, now, scheduled_kwh, so_far, elapsed_kw, required, delta, scale,
                 replace(step, p_limit_pct=limits, p_out_kw=outs))  # fmt: skip
 
