@@ -15,7 +15,7 @@ from helpers.stores import target_fixture  # noqa: F401 (the target fixture)
 
 from central.dispatch.cli import nowcasted
 from central.dispatch.inputs import Forecast, horizon
-from central.dispatch.nowcast import ClearSky, Nowcast, NowcastSpec, Planned, clear_sky_kw_per_kw
+from central.dispatch.nowcast import ClearSky, Nowcast, NowcastSpec, Planned, clear_sky_kw_per_kw, smoothed
 from central.store import open_store
 from protocols.telemetry.schema import Batch
 
@@ -272,3 +272,21 @@ def test_at_dawn_the_clear_sky_is_too_small_to_measure_an_index() -> None:
                       "ref": _readings(1.0, now - 300, now)}, now, 900, horizon(running + 900, 900, 1),
                       np.full(1, 1000.0), np.array([50.0]))  # fmt: skip
     assert c.clear_sky_index is None and c.pv_kw is None
+
+
+def test_the_load_forecasts_scatter_is_averaged_before_the_error_is_measured() -> None:
+    """smooth_intervals = 3: a forecast that zigzags 1900/2100 around a level 2000 kW feeder is taken as its
+    centred three-interval mean (the ends padded with their own value), each load's power factor kept; the head
+    reading the planned 1000 kW then carries no error into the intervals ahead."""
+    assert smoothed(np.array([1900.0, 2100.0, 1900.0, 2100.0]), 3) == pytest.approx(
+        [1900 * 2 / 3 + 2100 / 3, 1900 * 2 / 3 + 2100 / 3, 2100 * 2 / 3 + 1900 / 3, 2100 * 2 / 3 + 1900 / 3]
+    )
+    assert smoothed(np.array([5.0, 7.0]), 1).tolist() == [5.0, 7.0]
+    nc = Nowcast(NowcastSpec("sub-1", "sub-meter.p_total", 300.0, 0.5, 0.3, smooth_intervals=3))
+    nc.remember([T0], [_plan(1000.0)])
+    now = T0 + 600.0
+    f = Forecast(horizon(T0 + 900, 900, 5), np.array([2000.0, 1900.0, 2100.0, 1900.0, 2000.0]), np.full(5, 500.0),
+                 np.zeros(5), "file")  # fmt: skip
+    out, _ = nowcasted(nc, f, _readings(1000.0, now - 300, now), {}, now, 900)
+    assert out.load_kw == pytest.approx([1966.67, 2000.0, 1966.67, 2000.0, 1966.67], abs=0.01)
+    assert out.load_kvar / out.load_kw == pytest.approx(f.load_kvar / f.load_kw)

@@ -41,7 +41,7 @@ from central.dispatch.inputs import (
     prices_csv,
 )
 from central.dispatch.network import NetworkError, NetworkModel
-from central.dispatch.nowcast import Nowcast, Planned
+from central.dispatch.nowcast import Nowcast, Planned, smoothed
 from central.dispatch.optimise import InfeasibleError, Solution, evaluate, solve
 from central.dispatch.plan import Step, build_problem, network_for, refine, schedule
 from central.dispatch.runs import DispatchRun, record_run
@@ -148,6 +148,11 @@ def nowcasted(nowcast: Nowcast, forecast: Forecast, head_rows: Rows, pv_rows: di
     per interval start (load correction [kW], PV factor); the forecast as it is when there is none to make (the
     log says why)."""
     spec = nowcast.spec
+    if spec.smooth_intervals > 1:  # the model's interval-to-interval scatter is not the loads' (docs/dispatch.md)
+        load_s = smoothed(forecast.load_kw, spec.smooth_intervals)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            k = np.where(forecast.load_kw > 0, load_s / forecast.load_kw, 1.0)
+        forecast = replace(forecast, load_kw=load_s, load_kvar=forecast.load_kvar * k)
     try:
         c = nowcast.correction(head_rows, pv_rows, at, interval_s, forecast.starts, forecast.load_kw, forecast.pv_kw)
     except ValueError as err:

@@ -253,9 +253,15 @@ def _meter(c: Checker, t: Mapping[str, Any], where: str, devices: set[str]) -> M
 
 def _nowcast(c: Checker, t: Any, where: str, sites: set[str]) -> NowcastSpec | None:
     if not isinstance(t, Mapping):
-        c.fail(where, t, "must be a table: {site, point, window_s, decay, max_share, pv_point, clear_sky}")
+        c.fail(
+            where,
+            t,
+            "must be a table: {site, point, window_s, decay, max_share, pv_point, clear_sky, smooth_intervals}",
+        )
         return None
-    c.unknown(t, where, {"site", "point", "window_s", "decay", "max_share", "pv_point", "clear_sky"})
+    c.unknown(
+        t, where, {"site", "point", "window_s", "decay", "max_share", "pv_point", "clear_sky", "smooth_intervals"}
+    )
     site = c.get(t, where, "site", "string")
     if site is not None and site not in sites:
         c.fail(f"{where}.site", site, f"one of the [[dispatch.sites]]: {', '.join(sorted(sites)) or 'none'}")
@@ -272,9 +278,10 @@ def _nowcast(c: Checker, t: Any, where: str, sites: set[str]) -> NowcastSpec | N
         c.fail(f"{where}.pv_point", pv_point, 'a point name with {device} once (each inverter\'s output), or ""')
         pv_point = None
     sky = _clear_sky(c, t["clear_sky"], f"{where}.clear_sky") if "clear_sky" in t else None
-    if None in (site, point, window, decay, share, pv_point) or ("clear_sky" in t and sky is None):
+    smooth = c.get(t, where, "smooth_intervals", "integer", 1, choices=(1, 3, 5, 7))
+    if None in (site, point, window, decay, share, pv_point, smooth) or ("clear_sky" in t and sky is None):
         return None
-    return NowcastSpec(site, point, float(window), float(decay), float(share), pv_point, sky)
+    return NowcastSpec(site, point, float(window), float(decay), float(share), pv_point, sky, int(smooth))
 
 
 def _clear_sky(c: Checker, t: Any, where: str) -> ClearSky | None:

@@ -86,6 +86,7 @@ class NowcastSpec:
     max_share: float = 0.3  # |load correction| at most this share of the forecast load; PV factor 1 +- this
     pv_point: str = PV_POINT  # each inverter's output point, {device} its name; "": the head alone
     clear_sky: ClearSky | None = None  # the PV ahead by clear-sky-index persistence (module docstring)
+    smooth_intervals: int = 1  # the load forecast's centred moving average over this many intervals (odd; 1: none)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +116,16 @@ class Correction:
     pv_measured_kw: float | None = None  # the inverters' output (None: not read)
     clear_sky_index: float | None = None  # the free inverters' output over their clear-sky output (None: not used)
     pv_kw: np.ndarray | None = None  # the PV of each interval of the round, by the clear-sky index (None: factor)
+
+
+def smoothed(values: np.ndarray, width: int) -> np.ndarray:
+    """The centred moving average of ``values`` over ``width`` (odd) entries, the ends padded with the first and
+    last value (a level forecast neither sags nor lifts at the horizon's edges)."""
+    v = np.asarray(values, float)
+    if width <= 1 or v.size == 0:
+        return v.copy()
+    pad = width // 2
+    return np.convolve(np.concatenate([np.full(pad, v[0]), v, np.full(pad, v[-1])]), np.ones(width) / width, "valid")
 
 
 def mean_kw(rows: Rows, since: float, until: float, what: str) -> tuple[float, int]:
@@ -226,4 +237,14 @@ class Nowcast:
                 self.planned.pop(s, None)
 
 
-__all__ = ["PV_POINT", "ClearSky", "Correction", "clear_sky_kw_per_kw", "Nowcast", "NowcastSpec", "Planned", "mean_kw"]
+__all__ = [
+    "PV_POINT",
+    "ClearSky",
+    "Correction",
+    "clear_sky_kw_per_kw",
+    "smoothed",
+    "Nowcast",
+    "NowcastSpec",
+    "Planned",
+    "mean_kw",
+]
