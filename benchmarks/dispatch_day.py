@@ -12,7 +12,9 @@ central, every part its own process as in benchmarks/control_day.py (whose helpe
   fitted on the feeder's past, ``gridedge sim history`` of the ``HISTORY_DAYS`` days before the run's day under
   the bench's seed (what the site metered), each day's forecast issued the day before from what was known then,
   the weather forecasts by the documented error model (:func:`model_forecast`); dispatch corrects it from the
-  head's measured power as it goes (its nowcast);
+  head's and the inverters' measured power as it goes (its nowcast: the PV by its clear-sky index, the load
+  against the forecast averaged over three intervals), holds a reserve on the two large inverters and trims them
+  half-way through each interval (config/dispatch-day/dispatch.toml);
 - the bench: config/sim-ieee13-day.toml on free ports, ``[profiles] source = "bdew"`` (the realistic profiles),
   the day ``DAY`` (sunny, the PV exports at midday) from ``--hours``;
 - a Mosquitto, ``gridedge central run`` (ingest), the agent (config/agent-day.toml in ``control`` mode, its
