@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers.aio import async_test, until
+from helpers.aio import async_test, running_tasks, until
 from helpers.commandrig import SITE, command_site
 from helpers.derrig import DEV
 from helpers.stores import store_toml, target_fixture  # noqa: F401 (the target fixture)
@@ -253,13 +253,13 @@ async def test_the_trim_sends_the_reserved_inverters_new_limit_from_the_heads_re
     got: list = []
     site.subscribe(topic(SITE, "cmd"), 1, lambda _t, raw: got.append(read_command(read_signed(raw))))
     issuer = CommandIssuer(config.commands, store, central)
-    tasks = [asyncio.create_task(central.run()), asyncio.create_task(site.run())]
     try:
-        await asyncio.wait_for(asyncio.gather(central.connected.wait(), site.connected.wait()), 10)
-        clock = DispatchClock(1.0, start + 150.0, time.time())
-        sent: dict = {}
-        outs = await trim_interval(cfg, Round([], [step], sol, {}), store, issuer, "dispatch-1", 0.3, clock, sent)
-        await until(lambda: len(got) == 1, timeout=10)
+        async with running_tasks(central.run(), site.run()):
+            await asyncio.wait_for(asyncio.gather(central.connected.wait(), site.connected.wait()), 10)
+            clock = DispatchClock(1.0, start + 150.0, time.time())
+            sent: dict = {}
+            outs = await trim_interval(cfg, Round([], [step], sol, {}), store, issuer, "dispatch-1", 0.3, clock, sent)
+            await until(lambda: len(got) == 1, timeout=10)
         assert [(o.command.kind, o.command.target, o.status) for o in outs] == [("der.setpoint", DEV, "sent")]
         cmd = got[0]
         assert cmd.body["p_limit_pct"] == 38.0 and cmd.body["until"] == step.end + cfg.expiry_margin_s
@@ -267,8 +267,4 @@ async def test_the_trim_sends_the_reserved_inverters_new_limit_from_the_heads_re
         assert any(r.getMessage().startswith("event=dispatch_trim ") and "applied=true" in r.getMessage()
                    for r in caplog.records)  # fmt: skip
     finally:
-        for t in tasks:
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
         store.close()

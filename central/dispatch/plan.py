@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from central.dispatch.config import TAP_STEP_V, DispatchConfig
+from central.dispatch.config import TAP_STEP_V, DispatchConfig, InverterSpec
 from central.dispatch.inputs import Forecast
 from central.dispatch.network import NetworkModel
 from central.dispatch.optimise import Bank, Device, InfeasibleError, Problem, Solution, banks_max_ops, solve
@@ -129,6 +129,12 @@ class Step:
     regulator_device: str | None = None
 
 
+def limit_pct(inv: InverterSpec, out_kw: float) -> float:
+    """The limit [% of rated power] that holds ``inv`` to ``out_kw``: rounded down to 0.1 % so the site keeps
+    within it, within [its lowest limit, 100]."""
+    return max(inv.p_limit_min_pct, min(100.0, math.floor(out_kw / inv.kw * 1000) / 10))
+
+
 def schedule(cfg: DispatchConfig, sol: Solution) -> list[Step]:
     """The solution as per-site steps, interval by interval."""
     p = sol.problem
@@ -142,9 +148,7 @@ def schedule(cfg: DispatchConfig, sol: Solution) -> list[Step]:
                 n = inv_index[inv.device]
                 out_kw = float(p.avail_kw[t, n] - sol.curtail_kw[t, n])
                 curtailed = sol.curtail_kw[t, n] > 1e-3
-                # the limit is the output the optimum leaves, rounded down to 0.1 % so the site keeps within it
-                pct = math.floor(out_kw / inv.kw * 1000) / 10 if curtailed else 100.0
-                lim[inv.device] = max(inv.p_limit_min_pct, min(100.0, pct))
+                lim[inv.device] = limit_pct(inv, out_kw) if curtailed else 100.0
                 pct_var = round(float(sol.q_kvar[t, n]) / inv.kva * 100, 2) + 0.0
                 if abs(pct_var) >= cfg.var_min_pct:  # else none sent: the inverter's own mode (volt-var) holds
                     var[inv.device] = pct_var
@@ -162,4 +166,4 @@ def schedule(cfg: DispatchConfig, sol: Solution) -> list[Step]:
     return out
 
 
-__all__ = ["Step", "build_problem", "cvr_steps", "network_for", "refine", "resolve", "schedule"]
+__all__ = ["Step", "build_problem", "cvr_steps", "limit_pct", "network_for", "refine", "resolve", "schedule"]

@@ -103,6 +103,12 @@ def ramp_kw(cfg: DispatchConfig, step: Step, before: Outputs) -> dict[str, float
     return out
 
 
+def scheduled_head_kw(step: Step, ramp: dict[str, float]) -> float:
+    """The head's scheduled mean import over ``step`` [kW] with the inverters' ramp (:func:`ramp_kw`): less output,
+    more import."""
+    return step.head_kw - sum(ramp.values())
+
+
 def scheduled_energy(cfg: DispatchConfig, steps: Sequence[Step], before: Outputs | None = None
                      ) -> list[ScheduledInterval]:  # fmt: skip
     """Each configured meter's energy per interval [kWh]: the head's import (delivered) or export (received), or an
@@ -116,7 +122,7 @@ def scheduled_energy(cfg: DispatchConfig, steps: Sequence[Step], before: Outputs
         for step in now:
             dt_h = (step.end - step.start) / 3600.0
             ramp = ramp_kw(cfg, step, prev)
-            head = step.head_kw - sum(ramp.values())  # less output: more import
+            head = scheduled_head_kw(step, ramp)
             for m in by_site[step.site].meters:
                 if m.measures == "head":
                     kw = max(head, 0.0) if m.channel == "kwh_delivered" else max(-head, 0.0)
@@ -134,4 +140,4 @@ def write_schedules(db: SettlementDb, cfg: DispatchConfig, steps: Sequence[Step]
 
 
 __all__ = ["DispatchSendError", "Outputs", "PlannedCommand", "SOURCE", "commands_for", "dispatch_key", "outputs",
-           "ramp_kw", "scheduled_energy", "send_step", "write_schedules"]  # fmt: skip
+           "ramp_kw", "scheduled_energy", "scheduled_head_kw", "send_step", "write_schedules"]  # fmt: skip

@@ -24,7 +24,6 @@ time since the interval began, or no inverter holds a reserve in it.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -33,8 +32,8 @@ import numpy as np
 
 from central.dispatch.config import DispatchConfig
 from central.dispatch.nowcast import mean_kw
-from central.dispatch.plan import Step
-from central.dispatch.send import Outputs, ramp_kw
+from central.dispatch.plan import Step, limit_pct
+from central.dispatch.send import Outputs, ramp_kw, scheduled_head_kw
 
 TRIM_MIN_SHARE = 0.01  # a projected miss under 1 % of |scheduled| is left alone
 TRIM_MIN_KWH = 1.0  # and under this [kWh]
@@ -93,7 +92,7 @@ def trim(cfg: DispatchConfig, step: Step, scheduled_kwh: float, head_rows: Seque
     moved = {}
     for d, x in delta.items():
         out = round(step.p_out_kw[d] + x * scale, 3)
-        limit = max(rated[d].p_limit_min_pct, min(100.0, math.floor(out / rated[d].kw * 1000) / 10))
+        limit = limit_pct(rated[d], out)
         if limit != step.p_limit_pct[d]:  # a limit that does not change is not sent again
             outs[d], limits[d], moved[d] = out, limit, x * scale
     if not moved:
@@ -106,8 +105,7 @@ def trim(cfg: DispatchConfig, step: Step, scheduled_kwh: float, head_rows: Seque
 def head_scheduled_kwh(cfg: DispatchConfig, step: Step, before: Outputs) -> float:
     """The head's scheduled net energy over ``step`` [kWh, import positive]: what settlement's schedules hold for
     a head meter (central/dispatch/send.py scheduled_energy, the inverters' ramp into a changed limit included)."""
-    head = step.head_kw - sum(ramp_kw(cfg, step, before).values())
-    return head * (step.end - step.start) / 3600.0
+    return scheduled_head_kw(step, ramp_kw(cfg, step, before)) * (step.end - step.start) / 3600.0
 
 
 def _voltage_scale(delta: np.ndarray, dv_dp: np.ndarray, v_pred: np.ndarray, v_lo: float, v_hi: float) -> float:
