@@ -386,7 +386,8 @@ def test_bad_dispatch_keys_are_named_with_what_is_allowed(tmp_path: Path) -> Non
                        "meters": [{"meter": "m", "channel": "kwh_delivered", "measures": "pv9"}]}],
             "var_min_pct": -1, "p_response_s": 301, "nowcast": {"site": "s-9", "point": "p", "window_s": 5, "decay": 1.5, "bias": 1,
                                     "pv_point": "pv.W",
-                                    "clear_sky": {"latitude": 95, "longitude": 0, "tilt_deg": 30, "pitch": 1}}}),
+                                    "clear_sky": {"latitude": 95, "longitude": 0, "tilt_deg": 30, "pitch": 1},
+                                    "smooth_intervals": 4}}),
             tmp_path / "central.toml")  # fmt: skip
     text = str(err.value)
     for line in (
@@ -406,6 +407,7 @@ def test_bad_dispatch_keys_are_named_with_what_is_allowed(tmp_path: Path) -> Non
         "dispatch.nowcast.decay = 1.5",
         "dispatch.nowcast.bias = 1: unknown key",
         "dispatch.nowcast.pv_point = 'pv.W': a point name with {device} once",
+        "dispatch.nowcast.smooth_intervals = 4: must be one of 1, 3, 5, 7",
         "dispatch.nowcast.clear_sky.latitude = 95",
         "dispatch.nowcast.clear_sky.pitch = 1: unknown key",
     ):
