@@ -1,7 +1,7 @@
 """Feeder forecasting: fit and predict for 100 feeders x one year of 15-minute history, side by side with seasonal
 naive, and the rolling-origin backtest of one synthetic year against the project's accuracy targets.
 
-    nice -n 15 .venv/bin/python benchmarks/forecast.py [--feeders 100] [--days 365] [--no-backtest]
+    nice -n 15 .venv/bin/python benchmarks/forecast.py [--feeders 100] [--days 365] [--no-backtest] [--mstl]
 
 Data: tests/helpers/forecastdata.py, seeded (feeder i: seed i, peak 500-1500 kW, PV 100-500 kW): a residential and
 commercial load with temperature and AR(1) noise, and PV as a clear-sky bell times a cloud process; the weather
@@ -11,7 +11,8 @@ Timed per feeder (load P), after building its series: ours = one fit at 10:00 tw
 GBM, run every model on the 14-day calibration window, choose, measure the spread) plus the day-ahead forecast
 of the last day and the intraday forecasts of every origin from then on; the peer = the same with seasonal naive
 alone (its calibrated spread, no GBM). Accuracy on those forecasts is averaged over the feeders (MAE ratio; one
-day per feeder, so it is printed, not judged: the backtest below judges accuracy).
+day per feeder, so it is printed, not judged: the backtest below judges accuracy). ``--mstl``: ours also runs
+statsforecast's MSTL as a candidate (``[forecast] mstl = true``), in the fleet and in the backtest.
 
 Targets: the 100 feeders under 300 s (central refits every feeder at least daily on one machine); from the
 backtest (the last 8 weeks of the year, weekly refits): day-ahead load MASE < 0.85 and intraday < 0.7 (in-sample
@@ -44,11 +45,12 @@ from central.forecast.weather import simulated_forecast  # noqa: E402
 BUDGET_S = 300.0
 
 
-def _one(history: History, use_gbm: bool) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _one(history: History, use_gbm: bool, use_mstl: bool = False
+         ) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Fit and forecast one feeder; returns (seconds, day-ahead truth, forecast, intraday truth, forecast)."""
     series = Series(history.start, history.values, "load", weather=simulated_forecast(history), extra=0)
     t0 = time.perf_counter()
-    fc = Forecaster(series, use_gbm=use_gbm)
+    fc = Forecaster(series, use_gbm=use_gbm, use_mstl=use_mstl)
     origin = series.n - 2 * DAY + 40  # 10:00 UTC two days before the end: the day-ahead covers the last day
     fit = fc.fit(origin)
     model = "seasonal-naive-daily" if not use_gbm else fit.choice["day-ahead"]
@@ -59,7 +61,7 @@ def _one(history: History, use_gbm: bool) -> tuple[float, np.ndarray, np.ndarray
     return took, series.y[da.targets], da.p50, series.y[intra.targets], intra.p50
 
 
-def fleet(feeders: int, days: int) -> None:
+def fleet(feeders: int, days: int, mstl: bool = False) -> None:
     ours_s = peer_s = 0.0
     mae = {"ours-da": 0.0, "peer-da": 0.0, "ours-id": 0.0, "peer-id": 0.0}
     t_data = time.perf_counter()
@@ -69,7 +71,7 @@ def fleet(feeders: int, days: int) -> None:
         s = forecastdata.make(days, seed=i, peak_kw=500 + 1000 * (i % 11) / 10, pv_kw=100 + 40 * (i % 11))
         h = History(s.start, s.load_p_kw, "load_p_kw", s.temperature, s.irradiance)
         gen_s += time.perf_counter() - g0
-        took, y_da, f_da, y_id, f_id = _one(h, True)
+        took, y_da, f_da, y_id, f_id = _one(h, True, mstl)
         ours_s += took
         mae["ours-da"] += metrics.mae(y_da, f_da) / feeders
         mae["ours-id"] += metrics.mae(y_id, f_id) / feeders
@@ -89,14 +91,16 @@ def fleet(feeders: int, days: int) -> None:
     for key, label in (("da", "day-ahead MAE, mean [kW]"), ("id", "intraday MAE, mean [kW]")):
         o, p = mae[f"ours-{key}"], mae[f"peer-{key}"]
         print(f"{label:<34}{o:>12.2f}{p:>16.2f}{o / p:>8.3f}")
-    emit("forecast_fit_predict_feeders_s", ours_s, peer_s, ours_s / peer_s, "s",
+    emit("forecast_fit_predict_feeders_s" + ("_mstl" if mstl else ""), ours_s, peer_s, ours_s / peer_s, "s",
          f"{feeders} feeders x {days} days < {BUDGET_S:.0f} s", ours_s < BUDGET_S)  # fmt: skip
 
 
-def backtests(days: int) -> None:
+def backtests(days: int, mstl: bool = False) -> None:
     s = forecastdata.make(days, seed=1000)
-    load = backtest.run_horizons(History(s.start, s.load_p_kw, "load_p_kw", s.temperature, s.irradiance), "load")
-    pv = backtest.run_horizons(History(s.start, s.pv_kw, "pv_kw", s.temperature, s.irradiance), "pv", ("day-ahead",))
+    load = backtest.run_horizons(History(s.start, s.load_p_kw, "load_p_kw", s.temperature, s.irradiance), "load",
+                                 use_mstl=mstl)  # fmt: skip
+    pv = backtest.run_horizons(History(s.start, s.pv_kw, "pv_kw", s.temperature, s.irradiance), "pv", ("day-ahead",),
+                               use_mstl=mstl)  # fmt: skip
     for report in (load["day-ahead"], load["intraday"], pv["day-ahead"]):
         print()
         print(backtest.format_table(report))
@@ -123,10 +127,11 @@ def main() -> None:
     ap.add_argument("--feeders", type=int, default=100)
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--no-backtest", action="store_true", help="only the fleet's fit-and-predict timing")
+    ap.add_argument("--mstl", action="store_true", help="statsforecast's MSTL among ours' candidates")
     args = ap.parse_args()
-    fleet(args.feeders, args.days)
+    fleet(args.feeders, args.days, args.mstl)
     if not args.no_backtest:
-        backtests(args.days)
+        backtests(args.days, args.mstl)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """The forecasting proofs on the bench's own year, and on history the bench did not make.
 
-    nice -n 15 .venv/bin/python benchmarks/forecast_bench_year.py [--out run/forecast-bench-year] [--days 365]
+    nice -n 15 .venv/bin/python benchmarks/forecast_bench_year.py [--out run/forecast-bench-year] [--days 365] [--mstl]
 
 Histories (each made with ``gridedge sim history``, about 15-60 s each; an existing file of the same name in
 --out is reused with --reuse):
@@ -16,7 +16,8 @@ Each series is backtested by rolling origin (central/forecast/backtest.py, docs/
 config's time zone and holidays (country-subdivision), both horizons: load_p_kw and head_p_kw (net of PV) as
 load, pv_p_kw as PV. Printed: every backtest table, then one summary table with the targets of
 docs/forecast.md ("Targets") and met / not met, the model the backtest chose per series; BENCH lines for the
-judged targets; PNGs under --out (forecast-bench-scores.png, forecast-bench-week.png).
+judged targets; PNGs under --out (forecast-bench-scores.png, forecast-bench-week.png). ``--mstl``: statsforecast's
+MSTL joins each series' candidates, and its score is printed beside the baselines'.
 """
 
 from __future__ import annotations
@@ -124,10 +125,12 @@ def summary_row(name: str, r: dict[str, Any]) -> tuple[str, bool]:
         best = min(backtest.BASELINES["load"], key=lambda b: m[b]["mase"])
         score = f"MASE {ours['mase']:.3f}" + (f", MAPE {ours['mape_pct']:.1f} %" if r["column"] not in NET else "")
         base = f"daily {m['seasonal-naive-daily']['mase']:.3f}, weekly {m['seasonal-naive-weekly']['mase']:.3f}"
+        base += f"; mstl {m['mstl']['mase']:.3f}" if "mstl" in m else ""
         ahead = ours["mase"] < m[best]["mase"]
     else:
         score = f"skill {ours['skill']:.3f}, nMAE {ours['nmae']:.3f}"
         base = f"csi-persistence nMAE {m['csi-persistence']['nmae']:.3f}, daily {m['seasonal-naive-daily']['nmae']:.3f}"
+        base += f"; mstl {m['mstl']['nmae']:.3f}" if "mstl" in m else ""
         ahead = ours["mae"] < min(m[b]["mae"] for b in backtest.BASELINES["pv"])
     chosen = ", ".join(f"{k} {v}" for k, v in sorted(r["chosen"].items(), key=lambda kv: -kv[1]))
     target, met = judge(kind, horizon, r)
@@ -200,6 +203,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "run" / "forecast-bench-year"))
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--reuse", action="store_true", help="reuse history files already in --out")
+    ap.add_argument("--mstl", action="store_true", help="statsforecast's MSTL among ours' candidates (and its row)")
     args = ap.parse_args()
     out, config = Path(args.out), Path(args.config)
     out.mkdir(parents=True, exist_ok=True)
@@ -215,7 +219,7 @@ def main() -> None:
         if column == "load_p_kw":
             histories.setdefault(name, h)
         t0 = time.perf_counter()
-        rs = backtest.run_horizons(h, kind, tz=tz, holidays=hol)
+        rs = backtest.run_horizons(h, kind, tz=tz, holidays=hol, use_mstl=args.mstl)
         for horizon, r in rs.items():
             reports[(name, column, horizon)] = r
             print(f"\n{name}: {column}, {horizon} ({time.perf_counter() - t0:.0f} s for both horizons)")

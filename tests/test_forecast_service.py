@@ -305,3 +305,27 @@ def test_a_cycle_reuses_a_fit_younger_than_refit_s_and_refits_after(tmp_path: Pa
         assert fits[("f1", "load_p")][0] == now + REFIT_S + 1 and fits[("f1", "load_p")][1] is not fit
     finally:
         store.close()
+
+
+def test_a_cycle_with_mstl_on_fits_it_with_the_others_and_reuses_its_days(tmp_path: Path, mocker) -> None:
+    from central.forecast.config import FeederForecast, ForecastConfig
+    from central.forecast.models import Forecaster
+    from central.forecast.service import forecast_feeder
+
+    end = int(time.time() // 900) * 900
+    _seed_readings(tmp_path / "central.db", end, 44)
+    feeder = FeederForecast("f1", "sub-1", {"load_p": "head_p_kw"}, "UTC")
+    cfg = ForecastConfig((feeder,), history_days=42, mstl=True)
+    store = CentralStore(tmp_path / "central.db")
+    spy = mocker.spy(Forecaster, "mstl_block")
+    fits: dict = {}
+    try:
+        (first,) = forecast_feeder(store, feeder, cfg, end + 60.0, day_ahead=False, fits=fits)
+        fit = fits[("f1", "load_p")][1]
+        full = spy.call_count
+        assert "mstl" in fit.models and np.isfinite(fit.calib_mae["intraday"]["mstl"]) and full >= 15
+        assert np.isfinite(first.p50).all()
+        forecast_feeder(store, feeder, cfg, end + 960.0, day_ahead=False, fits=fits)
+        assert fits[("f1", "load_p")][1] is fit and spy.call_count - full <= 2  # the days fitted are kept
+    finally:
+        store.close()

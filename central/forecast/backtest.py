@@ -25,7 +25,6 @@ from central.forecast.models import (
     Forecaster,
     ForecastError,
     Series,
-    candidates,
 )
 from central.forecast.weather import simulated_forecast
 
@@ -76,11 +75,11 @@ def run(
     issue_slot: int = 40,
     seed: int = 0,
     use_gbm: bool = True,
+    use_mstl: bool = False,
 ) -> dict[str, Any]:
     """Backtest one history for one horizon; returns the report (``format_table`` prints it)."""
-    return run_horizons(
-        history, kind, (horizon,), tz=tz, holidays=holidays, issue_slot=issue_slot, seed=seed, use_gbm=use_gbm
-    )[horizon]
+    return run_horizons(history, kind, (horizon,), tz=tz, holidays=holidays, issue_slot=issue_slot, seed=seed,
+                        use_gbm=use_gbm, use_mstl=use_mstl)[horizon]  # fmt: skip
 
 
 def run_horizons(
@@ -93,6 +92,7 @@ def run_horizons(
     issue_slot: int = 40,
     seed: int = 0,
     use_gbm: bool = True,
+    use_mstl: bool = False,
 ) -> dict[str, dict[str, Any]]:
     """Backtest several horizons on the same refits (one fit per refit serves them all)."""
     for horizon in horizons:
@@ -100,7 +100,7 @@ def run_horizons(
             raise ForecastError(f"horizon {horizon!r}: one of {', '.join(HORIZONS)}")
     weather = simulated_forecast(history, seed)
     series = Series(history.start, history.values, kind, tz=tz, holidays=holidays, weather=weather, extra=0)
-    fc = Forecaster(series, issue_slot=issue_slot, use_gbm=use_gbm)
+    fc = Forecaster(series, issue_slot=issue_slot, use_gbm=use_gbm, use_mstl=use_mstl)
     lo, hi = window(series.n)
     scores: dict[str, dict[str, Scored]] = {h: {} for h in horizons}
     chosen: dict[str, dict[str, int]] = {h: {} for h in horizons}
@@ -118,7 +118,7 @@ def run_horizons(
                 continue
             choice = fit.choice[horizon]
             chosen[horizon][choice] = chosen[horizon].get(choice, 0) + len(origins)
-            for m in [*candidates(kind, with_gbm=fit.booster is not None), OURS]:
+            for m in [*fit.models, OURS]:
                 f = fc.forecast(fit, choice if m == OURS else m, horizon, origins)
                 scores[horizon].setdefault(m, Scored()).add(series.y[f.targets], f)
     before = series.y[:lo]

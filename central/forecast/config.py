@@ -8,6 +8,7 @@ day_ahead_issue = "10:00"         # local time the day-ahead forecast (next loca
 history_days = 120                # days of readings each fit reads from the store (42..730)
 weather_file = "weather.csv"      # optional: timestamp, temperature (degC), irradiance (W/m2) at 15 min
 # weather_topic = "gridedge/v1/weather/forecast"   # or, instead of the file: forecasts over MQTT (docs/forecast.md)
+mstl = false                      # also try statsforecast's MSTL per series (the `mstl` extra; docs/forecast.md)
 [[forecast.feeders]]
 name = "f1"                       # the feeder: the forecasts table's key and the MQTT topic's last level
 site = "sub-07"
@@ -51,6 +52,7 @@ class ForecastConfig:
     history_days: int = 120
     weather_file: Path | None = None
     weather_topic: str | None = None
+    mstl: bool = False  # statsforecast's MSTL among each series' candidates
 
     @property
     def issue_slot(self) -> int:
@@ -92,7 +94,7 @@ def parse_forecast(c: Checker, raw: Mapping[str, Any]) -> ForecastConfig:
     c.unknown(
         raw,
         "forecast",
-        {"timezone", "holidays", "day_ahead_issue", "history_days", "weather_file", "weather_topic", "feeders"},
+        {"timezone", "holidays", "day_ahead_issue", "history_days", "weather_file", "weather_topic", "mstl", "feeders"},
     )
     tz = _timezone(c, raw, "forecast", "UTC")
     holidays = _holidays(c, raw, "forecast", None)
@@ -110,6 +112,13 @@ def parse_forecast(c: Checker, raw: Mapping[str, Any]) -> ForecastConfig:
         topic = None
     if topic is not None and weather is not None:
         c.fail("forecast", "(both weather_file and weather_topic)", "one weather input: weather_file or weather_topic")
+    mstl = c.get(raw, "forecast", "mstl", "boolean", False)
+    if mstl:
+        try:
+            import statsforecast  # noqa: F401
+        except ImportError:
+            c.fail("forecast.mstl", "true", "needs statsforecast: pip install 'gridedge[mstl]' (or mstl = false)")
+            mstl = False
     feeders: list[FeederForecast] = []
     seen: set[str] = set()
     for where, t in c.tables(raw, "feeders", "forecast"):
@@ -133,4 +142,4 @@ def parse_forecast(c: Checker, raw: Mapping[str, Any]) -> ForecastConfig:
         if name is not None and site is not None and points and all(points.values()):
             seen.add(name)
             feeders.append(FeederForecast(name, site, points, feeder_tz, feeder_holidays))
-    return ForecastConfig(tuple(feeders), issue or "10:00", int(days or 120), weather, topic)
+    return ForecastConfig(tuple(feeders), issue or "10:00", int(days or 120), weather, topic, bool(mstl))

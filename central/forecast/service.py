@@ -222,7 +222,7 @@ def forecast_feeder(
                 )
             series = Series(start + offset * STEP_S, values, MODEL_KIND[kind], tz=feeder.timezone,
                             holidays=feeder.holidays, weather=w)  # fmt: skip
-            fc = Forecaster(series, issue_slot=config.issue_slot)
+            fc = Forecaster(series, issue_slot=config.issue_slot, use_mstl=config.mstl)
             cached = fits.get((feeder.name, kind)) if fits is not None else None
             fit = fc.reuse(cached[1], series.n) if cached and now - cached[0] < REFIT_S else None
             if fit is None:
