@@ -125,6 +125,17 @@ def test_backtest_command_prints_json_and_draws_the_plot(tmp_path: Path, capsys:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_backtest_mstl_without_statsforecast_exits_2_saying_how_to_install_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "statsforecast.models", None)
+    path = forecastdata.write_csv(tmp_path / "h.csv", forecastdata.make(56, seed=2), columns=("load_p_kw",))
+    assert central_main(["forecast", "backtest", "--history", str(path), "--horizon", "intraday", "--mstl"]) == 2
+    assert "the mstl model needs statsforecast: pip install 'gridedge[mstl]'" in capsys.readouterr().err
+
+
 def test_backtest_command_refuses_a_history_with_a_gap(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lines = ["timestamp,load_kw", "2025-03-01T00:00:00Z,1", "2025-03-01T00:15:00Z,1", "2025-03-01T01:00:00Z,1"]
     (tmp_path / "h.csv").write_text("\n".join(lines) + "\n")
