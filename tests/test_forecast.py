@@ -112,6 +112,38 @@ def test_day_ahead_seasonal_naive_takes_the_latest_value_known_at_issue() -> Non
     assert list(weekly) == list(targets[0] - 7 * DAY)
 
 
+def test_similar_day_forecasts_a_holiday_like_the_latest_sunday_and_the_day_after_from_two_weeks() -> None:
+    """2026-01-19 is Martin Luther King Day (US), a Monday: its similar day is the latest Sunday at least two days
+    earlier (01-11; 01-18 is one day before), and the next Monday's is 01-12, the week-earlier Monday being the
+    holiday. Seasonal naive (weekly) takes the week-earlier day in both."""
+    from datetime import UTC, datetime
+
+    start = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp())
+    y = np.repeat(np.arange(40, dtype=float), DAY) * 1000 + np.tile(np.arange(DAY), 40)  # day of January - 1, slot
+    fc = Forecaster(Series(start, y, "load", tz="UTC", holidays="US", extra=0), issue_slot=40, use_gbm=False)
+    for issued, similar, weekly in ((17, 10, 11), (24, 11, 18)):  # issued the day before: 01-18 and 01-25
+        origin = np.array([issued * DAY + 40])
+        targets = fc.targets("day-ahead", origin)
+        got = fc.point(Fit(0), "similar-day", "day-ahead", origin, targets)[0]
+        last_week = fc.point(Fit(0), "seasonal-naive-weekly", "day-ahead", origin, targets)[0]
+        assert list(got) == [similar * 1000 + k for k in range(DAY)]
+        assert list(last_week) == [weekly * 1000 + k for k in range(DAY)]
+
+
+def test_the_choice_takes_similar_day_where_it_ties_with_last_week() -> None:
+    """With no holiday near, the similar day is last week's day: the two score the same on the calibration window,
+    and the choice is the similar day, which will not hand a coming holiday a workday's load."""
+    rng = np.random.default_rng(0)
+    t = np.arange(50 * DAY)
+    weekday = ((t // DAY + 3) % 7) < 5  # 2025-01-01 was a Wednesday: index 0 is day 2 of the week
+    y = 500 + 200 * weekday + 100 * np.sin(2 * np.pi * t / DAY) + rng.normal(0, 10, len(t))
+    fit = Forecaster(Series(forecastdata.START, y, "load", extra=0), use_gbm=False).fit(len(t))
+    for h in ("day-ahead", "intraday"):
+        mae = fit.calib_mae[h]
+        assert mae["similar-day"] == mae["seasonal-naive-weekly"] < mae["seasonal-naive-daily"]
+        assert fit.choice[h] == "similar-day"
+
+
 @pytest.fixture
 def quick_gbm(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fewer boosting rounds for the tests of structure (what a forecast may read, its bounds): they hold for any
@@ -192,7 +224,7 @@ def test_no_forecast_reads_a_value_at_or_after_its_origin(synthetic: forecastdat
         fit = fc.fit(origin)
         assert fit.booster is not None
         outs.append([fc.forecast(fit, m, h, np.array([origin])).p50 for h in ("intraday", "day-ahead") for m in
-                     ("gbm", "seasonal-naive-daily", "seasonal-naive-weekly")])  # fmt: skip
+                     ("gbm", "seasonal-naive-daily", "seasonal-naive-weekly", "similar-day")])  # fmt: skip
     for a, b in zip(*outs, strict=True):
         assert np.array_equal(a, b)
 

@@ -8,6 +8,8 @@ coefficients fitted on the calibration window. Models:
 
 - ``seasonal-naive-daily``: the latest observed value at the same time of day (lag 96 k, the smallest k known);
 - ``seasonal-naive-weekly``: the value one week earlier (lag 672);
+- ``similar-day`` (load): the value of the latest similar day (:func:`similar_day_lag`): last week's, but a
+  public holiday takes the latest Sunday's and the day after it the week before's;
 - ``csi-persistence`` (PV): the latest clear-sky index times the clear-sky envelope (the envelope is the largest
   value at that time of day over three weeks, ending three days earlier: no site coordinates needed);
 - ``gbm``: LightGBM on calendar (local time of day, day of week with holidays as Sundays, a holiday flag), lags
@@ -53,7 +55,7 @@ BASELINES = {
     "load": ("seasonal-naive-daily", "seasonal-naive-weekly"),
     "pv": ("seasonal-naive-daily", "csi-persistence"),
 }
-MODELS = ("seasonal-naive-daily", "seasonal-naive-weekly", "csi-persistence", "gbm", "mstl")
+MODELS = ("seasonal-naive-daily", "seasonal-naive-weekly", "similar-day", "csi-persistence", "gbm", "mstl")
 # Fixed hyper-parameters: one set for every series, never tuned to the file at hand.
 GBM_PARAMS: dict[str, Any] = {
     "objective": "l2",
@@ -226,9 +228,10 @@ class Series:
         weather = weather or Weather()
         self.weather = {h: self._weather(weather, h, total) for h in ("history", *HORIZONS)}
         dow = self.cal.dow
+        self.similar = similar_day_lag(self.y, dow, 1)
         lags = [
             _lag(self.y, MIN_LAG),
-            similar_day_lag(self.y, dow, 1),
+            self.similar,
             similar_day_lag(self.y, dow, 2),
             _lag(_trailing_mean(self.y, DAY), MIN_LAG),
         ]
@@ -322,7 +325,9 @@ def _statsforecast() -> tuple[Any, Any]:
 
 
 def candidates(kind: str, with_gbm: bool = True, with_mstl: bool = False) -> tuple[str, ...]:
-    names = ("seasonal-naive-daily", "seasonal-naive-weekly") + (("csi-persistence",) if kind == "pv" else ())
+    # similar-day before weekly: where no holiday is near the two are the same, and the choice takes the first
+    names = ("seasonal-naive-daily",) + (("similar-day",) if kind == "load" else ()) + ("seasonal-naive-weekly",)
+    names += ("csi-persistence",) if kind == "pv" else ()
     return names + (("gbm",) if with_gbm else ()) + (("mstl",) if with_mstl else ())
 
 
@@ -375,6 +380,8 @@ class Forecaster:
             return y[targets - DAY * k]
         if model == "seasonal-naive-weekly":
             return y[targets - WEEK]
+        if model == "similar-day":
+            return self.s.similar[targets]
         if model == "csi-persistence":
             day = self._csi(origins - DAY, origins)
             csi = day if horizon == "day-ahead" else np.where(np.isnan(r := self._csi(origins - 4, origins)), day, r)
