@@ -130,18 +130,23 @@ def test_similar_day_forecasts_a_holiday_like_the_latest_sunday_and_the_day_afte
         assert list(last_week) == [weekly * 1000 + k for k in range(DAY)]
 
 
-def test_the_choice_takes_similar_day_where_it_ties_with_last_week() -> None:
-    """With no holiday near, the similar day is last week's day: the two score the same on the calibration window,
-    and the choice is the similar day, which will not hand a coming holiday a workday's load."""
+def test_the_choice_takes_similar_day_where_it_ties_with_last_week_and_intraday_it_carries_its_error() -> None:
+    """With no holiday near, the similar day is last week's day: the two score the same day-ahead on the
+    calibration window, and the choice is the similar day, which will not hand a coming holiday a workday's load.
+    Intraday it carries its latest error, like the GBM: a load level that wanders (an AR(1) offset) is followed."""
     rng = np.random.default_rng(0)
     t = np.arange(50 * DAY)
-    weekday = ((t // DAY + 3) % 7) < 5  # 2025-01-01 was a Wednesday: index 0 is day 2 of the week
-    y = 500 + 200 * weekday + 100 * np.sin(2 * np.pi * t / DAY) + rng.normal(0, 10, len(t))
+    weekday = ((t // DAY + 2) % 7) < 5  # 2025-01-01 was a Wednesday: 0 = Monday
+    offset = np.zeros(len(t))
+    for i in range(1, len(t)):
+        offset[i] = 0.99 * offset[i - 1] + rng.normal(0, 10)
+    y = 500 + 200 * weekday + 100 * np.sin(2 * np.pi * t / DAY) + offset
     fit = Forecaster(Series(forecastdata.START, y, "load", extra=0), use_gbm=False).fit(len(t))
-    for h in ("day-ahead", "intraday"):
-        mae = fit.calib_mae[h]
-        assert mae["similar-day"] == mae["seasonal-naive-weekly"] < mae["seasonal-naive-daily"]
-        assert fit.choice[h] == "similar-day"
+    day_ahead, intraday = fit.calib_mae["day-ahead"], fit.calib_mae["intraday"]
+    assert day_ahead["similar-day"] == day_ahead["seasonal-naive-weekly"] < day_ahead["seasonal-naive-daily"]
+    assert fit.choice["day-ahead"] == "similar-day"
+    assert intraday["similar-day"] < 0.5 * intraday["seasonal-naive-weekly"]
+    assert fit.choice["intraday"] == "similar-day"
 
 
 @pytest.fixture

@@ -380,16 +380,14 @@ class Forecaster:
             return y[targets - DAY * k]
         if model == "seasonal-naive-weekly":
             return y[targets - WEEK]
-        if model == "similar-day":
-            return self.s.similar[targets]
         if model == "csi-persistence":
             day = self._csi(origins - DAY, origins)
             csi = day if horizon == "day-ahead" else np.where(np.isnan(r := self._csi(origins - 4, origins)), day, r)
             return np.nan_to_num(csi, nan=1.0)[:, None] * np.nan_to_num(self.s.env[targets])
-        if model in ("gbm", "mstl"):
-            b = fit.base[horizon] if model == "gbm" else fit.mstl
+        if model in ("gbm", "mstl", "similar-day"):
+            b = {"gbm": fit.base.get(horizon), "mstl": fit.mstl, "similar-day": self.s.similar}[model]
             if b is None:
-                raise ForecastError("model 'mstl': this fit did not run it")
+                raise ForecastError(f"model {model!r}: this fit did not run it")
             base = b[targets]
             if horizon == "intraday":
                 last = y[origins - 1] - b[origins - 1]
@@ -423,6 +421,8 @@ class Forecaster:
                 fit.base[h][lo:] = fit.booster.predict(s.features[h][lo:], num_threads=1)
             fit.phi["gbm"] = self._phi(fit.base["intraday"], calib_lo, at)
             models = candidates(s.kind, with_gbm=True)
+        if s.kind == "load":
+            fit.phi["similar-day"] = self._phi(s.similar, calib_lo, at)
         if self.use_mstl:
             fit.mstl, fit.mstl_blocks = self._mstl_base(calib_lo - DAY, self._blocks)
             self._blocks = fit.mstl_blocks
