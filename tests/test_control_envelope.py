@@ -287,6 +287,29 @@ async def test_an_applied_command_is_an_operation_a_held_device_and_a_recent_act
 
 
 @async_test
+async def test_a_write_counts_as_written_until_it_and_its_readback_end(tmp_path: Path) -> None:
+    """A write waits for the poll read in progress on its link and reads itself back: it lasts. A reading stamped
+    within that time may hold the value from before the write, so what the device was written "until" is the
+    write's end, not the moment it was decided (the operation's time, which the budgets count)."""
+    async with Rig(tmp_path / "a.db") as rig:
+        assert rig.envelope.written_until(DEV) is None
+        plain = rig.actuator.carry_out
+
+        async def slow(*args: object, **kw: object) -> Result:
+            await rig.clock.sleep(2.5)  # waiting for the link, the write, the readback
+            return await plain(*args, **kw)  # type: ignore[arg-type]
+
+        rig.actuator.carry_out = slow  # type: ignore[method-assign]
+        decided = rig.clock.t
+        d = await rig.submit()
+        assert d.outcome == "applied" and rig.envelope.last_operation([DEV]) == decided
+        assert rig.envelope.written_until(DEV) == decided + 2.5
+        rig.clock.t += 100
+        refused = await rig.submit(mode="monitor")  # not carried out: the device was not written again
+        assert refused.outcome == "refused" and rig.envelope.written_until(DEV) == decided + 2.5
+
+
+@async_test
 async def test_a_readback_mismatch_alarms_hands_back_and_suspends(tmp_path: Path) -> None:
     async with Rig(tmp_path / "a.db") as rig:
         rig.actuator.results = [Result("readback_failed", {"position": 0}, held={"mode": "remote"})]

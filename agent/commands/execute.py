@@ -200,7 +200,7 @@ class Executor:
         f.commanded = self.der_target(f, slots, now)
         f.commanded_mode = self.control.envelope.mode
         for attempt in range(2):
-            written = self.control.envelope.last_operation([device])
+            written = self.control.envelope.written_until(device)
             d = f.decide_now(self.view(now), now, lesser_mode(self.control.envelope.mode, "control"), written)
             if d is None:  # the inverter holds it already, read after its last write
                 target = f.target
@@ -387,9 +387,7 @@ class Executor:
         if f.commanded is None and lesser_mode(f.mode, self.control.envelope.mode) != "control":
             # no command left and the function does not control the inverter itself: its autonomous state
             return await self.control.envelope.give_back(device, f"handback:{rule}")
-        d = f.decide_now(
-            self.view(now), now, self.control.envelope.mode, self.control.envelope.last_operation([device])
-        )
+        d = f.decide_now(self.view(now), now, self.control.envelope.mode, self.control.envelope.written_until(device))
         if d is None or d.command is None:
             return d
         done = await self.control.envelope.submit(d)

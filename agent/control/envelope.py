@@ -125,6 +125,7 @@ class Envelope:
         self._flags: list[ControlFlag] = []
         self._unstored_ops: list[ControlOp] = []  # the store failed: still counted in this run
         self._attempts: dict[str, list[float]] = {}  # device -> times of commands sent (any outcome)
+        self._written_end: dict[str, float] = {}  # device -> when its last write (and readback) ended
         self._refused: dict[str, tuple[float, float]] = {}  # device -> (blocked until, back-off)
         self._budget_alarm: dict[tuple[str, str], int] = {}  # (device, reason) -> the cost that found no room
         self.last: dict[str, Decision] = {}  # function -> its last decision
@@ -161,6 +162,16 @@ class Envelope:
     def last_operation(self, devices: Sequence[str]) -> float | None:
         """When the envelope last operated any of ``devices`` [s UTC], or None (the controller's settling rule)."""
         times = [ops[-1].ts for d in devices if (ops := self._ops.get(d))]
+        return max(times) if times else None
+
+    def written_until(self, device: str) -> float | None:
+        """When the last write to ``device`` ended, its readback included [s UTC]; before any write this run, when
+        it was last operated (:meth:`last_operation`, from the store); None if never.
+
+        A reading stamped later was taken after the write: the device's link runs the poller's reads and the write
+        one at a time, so a read stamped after the write was decided but before it went out (it waited for the
+        read in progress) may still hold the value from before it."""
+        times = [t for t in (self._written_end.get(device), self.last_operation([device])) if t is not None]
         return max(times) if times else None
 
     def _left(self, act: Actuator, now: float) -> dict[str, int]:
@@ -397,6 +408,7 @@ class Envelope:
         costs = act.cost(d.command, view)
         d = d.replace(verdict="allowed")
         result = await act.carry_out(d.command, None if held is None else held.data, self.env.readback_timeout_s)
+        self._written_end[d.device] = self.clock.time()  # whatever came of it, the device may have taken it
         self._attempts.setdefault(d.device, []).append(now)
         self._attempts[d.device] = [t for t in self._attempts[d.device] if t > now - HOUR_S]
         if result.held is not None and held is None:
