@@ -155,13 +155,17 @@ def test_poller_survives_every_fault_and_marks_quality(
             dev, TcpTransport("127.0.0.1", port, timeout_s=0.1, retries=0), sink, rng=random.Random(1)
         )
         reply = {"silent": lambda req: None, "junk": lambda req: b"\x01\x02\x03\x04\x05\x06\x07\x08\x09" * 3}.get(kind)
+
+        def failed_twice() -> bool:  # two polls over, their readings handed to the sink
+            return poller.stats.consecutive_failures >= 2
+
         if reply is None:  # refused: nothing listens
             task = asyncio.create_task(poller.run())
-            await asyncio.sleep(0.5)
+            await until(failed_twice)
         else:
             async with raw_server(port, reply):
                 task = asyncio.create_task(poller.run())
-                await asyncio.sleep(0.5)
+                await until(failed_twice)
         assert not task.done()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -191,11 +195,11 @@ def test_dead_tcp_device_recovers_to_its_normal_rate() -> None:
         dev = tcp_device("t", port, poll_interval_s=0.05, timeout_s=0.2, retries=0)
         (poller,) = build_pollers([dev], sink, rng=random.Random(3))
         task = asyncio.create_task(poller.run())
-        await asyncio.sleep(0.5)  # refused for a while: backing off
+        await until(lambda: poller.stats.consecutive_failures >= 3)  # refused for a while: backing off
         failing = poller.stats.consecutive_failures
         backoff = poller.stats.backoff_s
         async with modbus_server(port):
-            await asyncio.sleep(1.5)
+            await until(lambda: poller.stats.polls_ok >= 5)
             assert not task.done()
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)

@@ -580,6 +580,14 @@ async def test_duplicate_is_stored_once_and_acked_again(broker, tmp_path: Path, 
     store.close()
 
 
+def stored_state(target: Path | str) -> tuple[str, float] | None:
+    store = open_store(target)
+    try:
+        return store.state(SITE)
+    finally:
+        store.close()
+
+
 @async_test
 async def test_state_messages_are_recorded(broker, tmp_path: Path, target: Path | str) -> None:
     worker, agent = CentralWorker(make_config(broker, target), "w1"), Agent(broker.port)
@@ -587,10 +595,8 @@ async def test_state_messages_are_recorded(broker, tmp_path: Path, target: Path 
         await start(worker, agent)
         await agent.session.publish(topic(SITE, "state"), encode_state(SITE, "online", 100.0), retain=True)
         await until(lambda: worker.stats.states == 1)
-        await asyncio.sleep(0.2)
-    store = open_store(target)
-    assert store.state(SITE) == ("online", 100.0)
-    store.close()
+        await until(lambda: stored_state(target) is not None)  # received first, stored by the next flush
+    assert stored_state(target) == ("online", 100.0)
 
 
 @async_test
@@ -649,9 +655,10 @@ async def test_hostile_messages_in_one_flush_with_good_ones_only_the_good_are_st
     worker, agent = CentralWorker(make_config(broker, target, ack_interval_s=0.5), "w1"), Agent(broker.port)
     async with running_tasks(worker.run(), agent.session.run()) as (task, _agent_task):
         await start(worker, agent)
-        # one burst: the worker sleeps ack_interval_s after the first message, so all land in one flush
-        for stream, payload in [("telemetry", batch(1)), *(bad for _name, bad in HOSTILE), ("telemetry", batch(2))]:
-            await agent.send(payload, stream=stream)
+        # one burst: the worker sleeps ack_interval_s after the first message, so all land in one flush. Handed to
+        # the client at once, in order (not one PUBACK after another, which a loaded machine can stretch past it)
+        burst = [("telemetry", batch(1)), *(bad for _name, bad in HOSTILE), ("telemetry", batch(2))]
+        await asyncio.gather(*(agent.send(payload, stream=stream) for stream, payload in burst))
         await until(lambda: len(agent.acks) == 2 and worker.stats.invalid == len(HOSTILE))
         assert agent.ack_messages == [(f"{SITE}-telemetry-1", f"{SITE}-telemetry-2")]  # one flush, one ack
         assert not task.done()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from helpers.aio import async_test
+from helpers.aio import async_test, until
 from helpers.envelope import DEV, Rig
 
 from agent.acquisition import DevicePoller
@@ -140,9 +140,10 @@ async def test_a_poller_on_a_clock_at_speed_polls_its_interval_in_that_clocks_se
     got = []
     poller = DevicePoller(dev, transport, got.extend, lambda: 1_781_956_800.0, speed=40.0)  # type: ignore[arg-type]
     task = asyncio.create_task(poller.run())
-    await asyncio.sleep(0.6)
+    await until(lambda: len(transport.calls) >= 3)
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    # at speed 1 the second poll would be 2 s away: more than two polls in 0.6 s is the speed at work
-    assert len(transport.calls) >= 3, len(transport.calls)
+    # at speed 1 the third poll would be over 2 s after the first (the first at once, then one per 2-s slot of
+    # the grid): three polls within 2 s are the speed at work (0.1 s apart at most here, unloaded)
+    assert transport.calls[2] - transport.calls[0] < 2.0, transport.calls
     assert got and {r.ts for r in got} == {1_781_956_800.0}

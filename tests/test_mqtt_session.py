@@ -90,7 +90,9 @@ async def test_subscribe_while_connected_applies_now(broker) -> None:
     session = MqttSession(fast_config(broker.port))
     async with running(session):
         session.subscribe("late/topic", 1, lambda t, p: got.append(p))
-        await asyncio.sleep(0.2)  # SUBACK; the publish below would otherwise race the subscription
+        link = session._link
+        assert link is not None and link.subacks  # sent now, its SUBACK awaited
+        await until(lambda: not link.subacks)  # SUBACK; the publish below would otherwise race the subscription
         await session.publish("late/topic", b"x")
         await until(lambda: got == [b"x"])
 
@@ -129,7 +131,7 @@ async def test_reconnects_after_broker_sigkill_and_resubscribes(broker) -> None:
             await until(lambda: not session.connected.is_set())
             with pytest.raises(ConnectionLost):
                 await session.publish("re/sub", b"while down")
-            await asyncio.sleep(0.3)  # a few refused attempts with backoff
+            await until(lambda round_=round_: session.stats.connect_failures > round_)  # a refused attempt
             broker.start()
             await asyncio.wait_for(session.connected.wait(), 10)
             await session.publish("re/sub", f"after restart {round_}".encode())

@@ -6,7 +6,7 @@ import asyncio
 import math
 
 import pytest
-from helpers.aio import async_test
+from helpers.aio import async_test, until
 from helpers.net import free_port
 
 from protocols.c37118 import (
@@ -101,7 +101,8 @@ async def test_commands_answered_and_data_on_the_rate_grid() -> None:
         assert not values.stat.sync_lost and values.stat.time_quality == PmuTimeQuality.UNDER_1US
 
         pdc.send(Command.DATA_OFF)
-        await asyncio.sleep(0.15)
+        await until(lambda: not any(c.data_on for c in sim._clients))  # the PMU has taken the command
+        await _drain(pdc.reader, 0.15)  # the frames it sent before that
         pdc.stream = StreamReader([cfg2])
         pdc.stream.feed(await _drain(pdc.reader, 0.15))
         assert not [e for e in pdc.stream.events() if isinstance(e, DataFrame)], "DATA OFF stops the data"

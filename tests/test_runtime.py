@@ -53,10 +53,7 @@ def test_supervisor_restarts_a_failing_task_with_growing_backoff() -> None:
         sup = Supervisor(backoff_min_s=0.01, backoff_max_s=0.04, rng=random.Random(1), sleep=recording_sleep)
         sup.add("flaky", flaky)
         sup.start()
-        for _ in range(100):
-            await asyncio.sleep(0.001)
-            if sup.health()["flaky"].state == "stopped":
-                break
+        await until(lambda: sup.health()["flaky"].state == "stopped")
         await sup.stop()
         return sup
 
@@ -126,10 +123,7 @@ def test_only_a_critical_task_in_backoff_stops_the_watchdog() -> None:
         sup.add("pollers", asyncio.Event().wait)
         sup.add("pq-worker", failing, critical=critical)
         sup.start()
-        for _ in range(100):
-            await asyncio.sleep(0.001)
-            if sup.health()["pq-worker"].state == "backoff":
-                break
+        await until(lambda: sup.health()["pq-worker"].state == "backoff")
         result = sup.healthy(), sup.health()["pq-worker"].state
         await sup.stop()
         return result
@@ -257,7 +251,11 @@ def test_shutdown_commits_every_reading_taken_and_notifies_systemd(tmp_path: Pat
             service = AgentService(load_config(agent_path), notifier=SystemdNotifier(environ=env))
             stop = asyncio.Event()
             run = asyncio.create_task(service.run(stop))
-            await asyncio.sleep(1.5)
+            # run until what is asserted below has happened (a fixed time polls less on a loaded machine)
+            await until(lambda: sum(p.stats.readings for p in service.pollers) > 19 * 10
+                        and all(p.stats.polls_ok > 0 for p in service.pollers)
+                        and "WATCHDOG=1" in messages and any(m.startswith("STATUS=points=") for m in messages),
+                        timeout=20)  # fmt: skip
             stop.set()  # what SIGTERM does
             await run
             return service
@@ -266,7 +264,7 @@ def test_shutdown_commits_every_reading_taken_and_notifies_systemd(tmp_path: Pat
             await bench.stop()
 
     service = asyncio.run(main())
-    time.sleep(0.2)
+    wait_for(lambda: "STOPPING=1" in messages, 10, "STOPPING=1 read by the listener thread")
     listening.clear()
     listener.join(5)
     notify.close()

@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from helpers.aio import arun
+from helpers.aio import arun, until
 
 from agent.points import Quality, Reading, Stream
 from agent.service import AgentService
@@ -209,10 +209,7 @@ def test_the_limit_task_outlives_a_store_error(tmp_path: Path, mocker) -> None: 
 
     async def go() -> bool:
         task = asyncio.create_task(h.service._limits())
-        for _ in range(200):
-            await asyncio.sleep(0.01)
-            if len(calls) >= 3:
-                break
+        await until(lambda: len(calls) >= 3 or task.done())
         alive = not task.done()
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -24,7 +24,7 @@ def open_pty_pair(workdir: Path, name: str = "bus") -> PtyPair:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 15  # socat starts in ms; a loaded machine may take seconds
     while not (a.exists() and b.exists()):
         if time.monotonic() > deadline or proc.poll() is not None:
             proc.kill()
