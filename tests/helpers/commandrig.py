@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from agent.commands.service import CommandService
+from agent.points import Quality
 from agent.uplink import Uplink, session_config_for
+from helpers.aio import until
 from helpers.controlbench import CAP, INTERLOCKS, Agent, running_agent, running_bench, site_file
 from helpers.controlbench_reg import reg_device
 from helpers.derrig import DEV
@@ -214,6 +216,15 @@ class CommandSite:
         return sum(len(v) for v in self.writes.values())
 
 
+# what helpers.controlbench.INTERLOCKS reads (agent/control/envelope.py, _interlocked)
+INTERLOCK_INPUTS = ("sub-meter.v_a", "head-relay.relay_state", "head-relay.breaker_closed", "head-relay.lockout")
+
+
+def _good(agent: Agent, point: str) -> bool:
+    reading = agent.snapshot.get(point)
+    return reading is not None and reading.quality is Quality.GOOD
+
+
 def _count_writes(bench: Any, device: str, unit: int, writes: dict[str, list[Any]]) -> None:
     """Every write the device's server hands its model is counted here first (the bench's account of writes)."""
     model = bench.model_of(device)
@@ -255,6 +266,8 @@ async def command_site(tmp_path: Path, broker: Any, *, link_loss_s: float = 900,
                 await asyncio.wait_for(session.connected.wait(), 10)
                 await asyncio.wait_for(central.connected.wait(), 10)
                 await asyncio.sleep(0.3)  # the agent's subscription is in place
+                # a command that comes before the interlocks' inputs are read is refused (interlock_inputs_stale)
+                await until(lambda: all(_good(agent, p) for p in INTERLOCK_INPUTS), timeout=30)
                 yield CommandSite(agent, bench, service, central, keys, writes)
             finally:
                 for t in tasks:

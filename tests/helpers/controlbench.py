@@ -32,10 +32,13 @@ from sim_hw.truthlog import TruthLog
 
 MAPS = ROOT / "config" / "maps"
 CAP = "cap675-ctl"
-# the bench's cap675 options: open, in local automatic (its autonomous state)
+# the bench's cap675 options: open, in local automatic (its autonomous state). A select stays live 60 simulated s:
+# the device's 10 s default is 0.5 s of wall time at the bench's 20x, which the agent's operate can miss on a loaded
+# machine (the RS-485 line is shared with the pollers), and the bank then refuses it as SELECT_EXPIRED.
 OPEN_LOCAL_AUTO = ('options = { capacitor = "cap675" }',
-                   'options = { capacitor = "cap675", closed = false, mode = "local_auto" }')  # fmt: skip
-OPEN_REMOTE = ('options = { capacitor = "cap675" }', 'options = { capacitor = "cap675", closed = false }')
+                   'options = { capacitor = "cap675", closed = false, mode = "local_auto", select_timeout_s = 60 }')  # fmt: skip
+OPEN_REMOTE = ('options = { capacitor = "cap675" }',
+               'options = { capacitor = "cap675", closed = false, select_timeout_s = 60 }')  # fmt: skip
 
 
 class BenchClock:
