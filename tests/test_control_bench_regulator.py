@@ -170,7 +170,7 @@ voltage_points = [
 margin_v = 2.0
 step_v = 0.5
 period_s = 20
-stale_after_s = 10
+stale_after_s = 30
 """
 
 
@@ -211,8 +211,8 @@ async def test_cvr_lowers_the_band_centre_above_the_floor_and_restores_it_at_onc
             (r,) = [d for d in agent.decisions() if d["rule"] == "restore_stale"]
             assert r["outcome"] == "applied" and r["command"]["values"]["band_center_v"] == 122.0
             assert "cap675-ctl.v_a" in r["detail"]["points"]
-            # stale after 10 s + one 10 s look + the write and its readback (a few RTU exchanges)
-            assert restored_after_s <= 10 + 10 + 15, restored_after_s
+            # stale after 30 s + one 10 s look + the write and its readback (a few RTU exchanges)
+            assert restored_after_s <= 30 + 10 + 15, restored_after_s
             await bench_steps(bench, 40)
             assert model.settings["band_center_v"] == 122.0, "no further lowering on stale data"
             assert not [d for d in agent.decisions() if d["rule"] == "cvr_lower" and d["ts"] > r["ts"]]
