@@ -407,7 +407,6 @@ class Forecaster:
                 f"history too short: a fit needs {(s.first_trainable + CALIB_DAYS * DAY + DAY) // DAY} days before "
                 f"its origin ({s.kind}), this one has {at // DAY}"
             )
-        models = candidates(s.kind, with_gbm=False)
         train = np.arange(s.first_trainable, calib_lo)
         train = train[np.isfinite(s.y[train])]
         if self.use_gbm and len(train) >= MIN_TRAIN_ROWS:
@@ -420,15 +419,13 @@ class Forecaster:
                 fit.base[h] = np.full(len(s.y), np.nan)
                 fit.base[h][lo:] = fit.booster.predict(s.features[h][lo:], num_threads=1)
             fit.phi["gbm"] = self._phi(fit.base["intraday"], calib_lo, at)
-            models = candidates(s.kind, with_gbm=True)
         if s.kind == "load":
             fit.phi["similar-day"] = self._phi(s.similar, calib_lo, at)
         if self.use_mstl:
             fit.mstl, fit.mstl_blocks = self._mstl_base(calib_lo - DAY, self._blocks)
             self._blocks = fit.mstl_blocks
             fit.phi["mstl"] = self._phi(fit.mstl, calib_lo, at)
-            models = (*models, "mstl")
-        fit.models = models
+        fit.models = models = candidates(s.kind, with_gbm=fit.booster is not None, with_mstl=fit.mstl is not None)
         for h in HORIZONS:
             origins = self.origins(h, calib_lo + 1, at - (INTRADAY_STEPS if h == "intraday" else 2 * DAY))
             targets = self.targets(h, origins)
